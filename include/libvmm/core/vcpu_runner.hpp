@@ -1,0 +1,67 @@
+// Runs one vCPU on its own thread: KVM_RUN, then dispatch of each exit to the buses, the fault
+// reporter, or the machine's stop request.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "libvmm/core/kvm.hpp"
+
+namespace libvmm {
+
+class Bus;
+class FaultReporter;
+
+// Why a VM stops.
+enum class StopReason {
+  reset,      // the guest asked for a reset (i8042, triple fault, PSCI SYSTEM_RESET)
+  power_off,  // the guest powered off
+  quit,       // the user asked (console escape, signal)
+  fault,      // an unhandled guest access with --strict
+  error,      // something went wrong (KVM internal error, failed entry, host error)
+};
+
+const char* to_string(StopReason reason);
+
+class VcpuRunner {
+ public:
+  struct Context {
+    const Bus* mmio = nullptr;
+    const Bus* pio = nullptr;  // x86 port I/O; nullptr elsewhere
+    FaultReporter* faults = nullptr;
+    // Asks the VM to stop (thread-safe; the VM stops every vCPU).
+    std::function<void(StopReason, std::string)> request_stop;
+    // Reads the guest's instruction pointer, for reports.
+    std::function<uint64_t(KvmVcpu&)> instruction_pointer;
+    // Architecture exits the generic loop does not know (e.g. AArch64 PSCI); returns false
+    // when not handled.
+    std::function<bool(KvmVcpu&)> arch_exit;
+  };
+
+  VcpuRunner(std::unique_ptr<KvmVcpu> vcpu, Context context);
+  ~VcpuRunner();
+
+  void start();
+  // Kicks the vCPU out of KVM_RUN and makes the thread end. Thread-safe, idempotent.
+  void stop();
+  void join();
+
+  KvmVcpu& vcpu() { return *vcpu_; }
+
+ private:
+  void loop();
+  bool handle_exit();  // false: leave the loop
+  void handle_io();
+  void handle_mmio();
+  std::string describe_registers();
+
+  std::unique_ptr<KvmVcpu> vcpu_;
+  Context ctx_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace libvmm

@@ -1,0 +1,193 @@
+#include "libvmm/core/vcpu_runner.hpp"
+
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstring>
+#include <mutex>
+#include <set>
+
+#include "libvmm/core/bus.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/fault_report.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+namespace {
+
+// A signal that only interrupts KVM_RUN; its handler does nothing.
+int kick_signal() { return SIGRTMIN; }
+
+void install_kick_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: KVM_RUN must return EINTR
+    sigaction(kick_signal(), &sa, nullptr);
+  });
+}
+
+const char* system_event_name(uint32_t type) {
+  switch (type) {
+    case KVM_SYSTEM_EVENT_SHUTDOWN: return "shutdown";
+    case KVM_SYSTEM_EVENT_RESET: return "reset";
+    case KVM_SYSTEM_EVENT_CRASH: return "crash";
+    default: return "unknown";
+  }
+}
+
+}  // namespace
+
+const char* to_string(StopReason reason) {
+  switch (reason) {
+    case StopReason::reset: return "reset";
+    case StopReason::power_off: return "power off";
+    case StopReason::quit: return "quit";
+    case StopReason::fault: return "fault";
+    case StopReason::error: return "error";
+  }
+  return "?";
+}
+
+VcpuRunner::VcpuRunner(std::unique_ptr<KvmVcpu> vcpu, Context context)
+    : vcpu_(std::move(vcpu)), ctx_(std::move(context)) {
+  install_kick_handler();
+}
+
+VcpuRunner::~VcpuRunner() {
+  stop();
+  join();
+}
+
+void VcpuRunner::start() {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), fmt::format("vcpu{}", vcpu_->index()).c_str());
+    try {
+      loop();
+    } catch (const std::exception& e) {
+      ctx_.request_stop(StopReason::error, fmt::format("vCPU {}: {}", vcpu_->index(), e.what()));
+    }
+  });
+}
+
+void VcpuRunner::stop() {
+  if (stopping_.exchange(true)) return;
+  // immediate_exit covers a kick that lands just before the thread enters KVM_RUN.
+  vcpu_->state().immediate_exit = 1;
+  if (thread_.joinable()) pthread_kill(thread_.native_handle(), kick_signal());
+}
+
+void VcpuRunner::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void VcpuRunner::loop() {
+  while (!stopping_.load()) {
+    if (!vcpu_->run()) continue;  // interrupted: re-check stopping_
+    if (!handle_exit()) return;
+  }
+}
+
+bool VcpuRunner::handle_exit() {
+  kvm_run& run = vcpu_->state();
+  switch (run.exit_reason) {
+    case KVM_EXIT_IO:
+      handle_io();
+      return true;
+    case KVM_EXIT_MMIO:
+      handle_mmio();
+      return !stopping_.load();
+    case KVM_EXIT_INTR:
+      return true;
+    case KVM_EXIT_HLT:
+      ctx_.request_stop(StopReason::power_off, fmt::format("vCPU {} halted", vcpu_->index()));
+      return false;
+    case KVM_EXIT_SHUTDOWN:
+      // x86: a triple fault. Linux uses it as its last-resort reboot method.
+      ctx_.request_stop(StopReason::reset, fmt::format("vCPU {}: triple fault (guest reset)",
+                                                       vcpu_->index()));
+      return false;
+    case KVM_EXIT_SYSTEM_EVENT: {
+      const uint32_t type = run.system_event.type;
+      const StopReason reason = type == KVM_SYSTEM_EVENT_RESET      ? StopReason::reset
+                                : type == KVM_SYSTEM_EVENT_SHUTDOWN ? StopReason::power_off
+                                                                    : StopReason::error;
+      ctx_.request_stop(reason, fmt::format("vCPU {}: guest system event '{}'", vcpu_->index(),
+                                            system_event_name(type)));
+      return false;
+    }
+    case KVM_EXIT_INTERNAL_ERROR:
+      ctx_.request_stop(StopReason::error,
+                        fmt::format("vCPU {}: KVM internal error (suberror {}); {}", vcpu_->index(),
+                                    run.internal.suberror, describe_registers()));
+      return false;
+    case KVM_EXIT_FAIL_ENTRY:
+      ctx_.request_stop(StopReason::error,
+                        fmt::format("vCPU {}: KVM could not enter the guest (hardware reason {:#x}); {}",
+                                    vcpu_->index(), run.fail_entry.hardware_entry_failure_reason,
+                                    describe_registers()));
+      return false;
+    default:
+      if (ctx_.arch_exit && ctx_.arch_exit(*vcpu_)) return !stopping_.load();
+      ctx_.request_stop(StopReason::error, fmt::format("vCPU {}: unexpected KVM exit reason {}; {}",
+                                                       vcpu_->index(), run.exit_reason,
+                                                       describe_registers()));
+      return false;
+  }
+}
+
+void VcpuRunner::handle_io() {
+  kvm_run& run = vcpu_->state();
+  auto* base = reinterpret_cast<uint8_t*>(&run);
+  const uint32_t size = run.io.size;
+  // String I/O (rep ins/outs) hands us `count` items back to back in the run page.
+  for (uint32_t i = 0; i < run.io.count; ++i) {
+    std::span<uint8_t> data(base + run.io.data_offset + static_cast<size_t>(i) * size, size);
+    bool claimed;
+    if (run.io.direction == KVM_EXIT_IO_OUT) {
+      claimed = ctx_.pio != nullptr && ctx_.pio->write(run.io.port, data);
+    } else {
+      claimed = ctx_.pio != nullptr && ctx_.pio->read(run.io.port, data);
+      if (!claimed) std::memset(data.data(), 0xff, data.size());  // a floating ISA bus
+    }
+    if (!claimed && log::level() >= log::Level::debug) {
+      log::debug("vCPU {}: unclaimed port {} {:#x} ({} bytes)", vcpu_->index(),
+                 run.io.direction == KVM_EXIT_IO_OUT ? "write to" : "read from", run.io.port, size);
+    }
+  }
+}
+
+void VcpuRunner::handle_mmio() {
+  kvm_run& run = vcpu_->state();
+  const uint32_t len = std::min<uint32_t>(run.mmio.len, sizeof(run.mmio.data));
+  std::span<uint8_t> data(run.mmio.data, len);
+  bool claimed;
+  if (run.mmio.is_write) {
+    claimed = ctx_.mmio != nullptr && ctx_.mmio->write(run.mmio.phys_addr, data);
+  } else {
+    claimed = ctx_.mmio != nullptr && ctx_.mmio->read(run.mmio.phys_addr, data);
+  }
+  if (claimed) return;
+  if (!run.mmio.is_write) std::memset(data.data(), 0xff, data.size());
+  GuestAccess access{vcpu_->index(), run.mmio.phys_addr, len, run.mmio.is_write != 0, 0};
+  if (ctx_.instruction_pointer) access.instruction_pointer = ctx_.instruction_pointer(*vcpu_);
+  if (ctx_.faults != nullptr && ctx_.faults->report(access)) {
+    ctx_.request_stop(StopReason::fault,
+                      fmt::format("vCPU {}: unhandled {} at {:#x} (--strict)", vcpu_->index(),
+                                  access.write ? "write" : "read", access.address));
+  }
+}
+
+std::string VcpuRunner::describe_registers() {
+  if (!ctx_.instruction_pointer) return "no register dump";
+  try {
+    return fmt::format("instruction pointer {:#x}", ctx_.instruction_pointer(*vcpu_));
+  } catch (const std::exception& e) {
+    return fmt::format("registers unavailable ({})", e.what());
+  }
+}
+
+}  // namespace libvmm
