@@ -1,0 +1,41 @@
+// What each architecture contributes to a Vm: its memory map, interrupt controller, platform
+// devices, boot protocol and vCPU state. Internal to the library.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "libvmm/core/kvm.hpp"
+
+namespace libvmm {
+
+class Vm;
+
+struct RamRange {
+  uint64_t gpa = 0;
+  uint64_t size = 0;
+};
+
+class Machine {
+ public:
+  virtual ~Machine() = default;
+
+  // Where guest RAM of `memory_size` bytes goes in guest-physical space.
+  virtual std::vector<RamRange> ram_layout(uint64_t memory_size) const = 0;
+  // Interrupt controller and other VM-wide KVM state; before any vCPU exists.
+  virtual void create_interrupt_controller(Vm& vm) = 0;
+  // UART, reset device, ...
+  virtual void add_platform_devices(Vm& vm) = 0;
+  // Loads kernel, initrd, command line and firmware tables into guest memory.
+  virtual void load_guest(Vm& vm) = 0;
+  // Registers and CPU features of vCPU `vcpu.index()` so it starts where load_guest() decided.
+  virtual void setup_vcpu(Vm& vm, KvmVcpu& vcpu) = 0;
+  virtual uint64_t instruction_pointer(KvmVcpu& vcpu) const = 0;
+  // The most vCPUs this machine can describe to the guest.
+  virtual uint32_t max_vcpus() const = 0;
+};
+
+std::unique_ptr<Machine> make_host_machine();
+
+}  // namespace libvmm

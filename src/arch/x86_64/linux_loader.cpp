@@ -1,0 +1,174 @@
+#include "libvmm/arch/x86_64/linux_loader.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "guest_write.hpp"
+#include "libvmm/core/error.hpp"
+
+namespace libvmm::x86 {
+namespace {
+
+constexpr uint64_t kPageSize = 4 * KiB;
+constexpr uint8_t kLoaderTypeUndefined = 0xff;
+constexpr uint16_t kVidModeNormal = 0xffff;
+// End of the real-mode heap, as the boot protocol's sample loader sets it. Only the real-mode
+// setup code (which the 64-bit entry skips) uses it.
+constexpr uint16_t kHeapEnd = 0xe000;
+
+uint64_t align_up(uint64_t value, uint64_t align) {
+  return (value + align - 1) & ~(align - 1);
+}
+uint64_t align_down(uint64_t value, uint64_t align) {
+  return value & ~(align - 1);
+}
+uint64_t mib_rounded_up(uint64_t bytes) {
+  return (bytes + MiB - 1) / MiB;
+}
+
+const RamRange& low_ram(const std::vector<RamRange>& ram) {
+  for (const auto& r : ram) {
+    if (r.gpa == 0 && r.size >= kKernelLoadAddr) return r;
+  }
+  throw std::logic_error("x86 boot: the RAM layout has no low RAM range of at least 1 MiB");
+}
+
+uint64_t total_size(const std::vector<RamRange>& ram) {
+  uint64_t total = 0;
+  for (const auto& r : ram) total += r.size;
+  return total;
+}
+
+// The decompressor runs at max(load address aligned up, pref_address) when relocatable, else
+// at pref_address, and needs init_size bytes from there.
+GuestRange kernel_run_range(const BzImage& kernel, uint64_t low_end) {
+  uint64_t start = kernel.pref_address();
+  if (kernel.relocatable()) {
+    start = std::max(align_up(kKernelLoadAddr, kernel.kernel_alignment()), start);
+  }
+  if (start < kKernelLoadAddr) {
+    throw UserError(
+        fmt::format("{}: kernel wants to run at {:#x} (pref_address), below 1 MiB "
+                    "where the boot structures live",
+                    kernel.path(), start));
+  }
+  const uint64_t size = kernel.init_size();
+  if (start > low_end || size > low_end - start) {
+    throw UserError(
+        fmt::format("{}: kernel needs {} MiB of RAM from {:#x} (init_size), but the guest's "
+                    "low RAM ends at {} MiB; give the guest more memory (--memory)",
+                    kernel.path(), mib_rounded_up(size), start, low_end / MiB));
+  }
+  const uint64_t image_size = kernel.protected_mode_kernel().size();
+  if (image_size > low_end - kKernelLoadAddr) {
+    throw UserError(
+        fmt::format("{}: kernel is {} MiB, more than the guest's low RAM above 1 MiB; "
+                    "give the guest more memory (--memory)",
+                    kernel.path(), mib_rounded_up(image_size)));
+  }
+  return {start, size};
+}
+
+void check_cmdline(std::string_view cmdline, const BzImage& kernel) {
+  if (cmdline.find('\0') != std::string_view::npos) {
+    throw UserError("--cmdline: contains a NUL byte");
+  }
+  const uint64_t max = std::min<uint64_t>(kernel.cmdline_size(), kCmdlineAreaSize - 1);
+  if (cmdline.size() > max) {
+    throw UserError(
+        fmt::format("--cmdline: {} bytes is longer than the {} bytes this kernel accepts "
+                    "(its cmdline_size)",
+                    cmdline.size(), max));
+  }
+}
+
+// The highest page-aligned spot below both initrd_addr_max and the end of low RAM, above the
+// kernel: the kernel's own decompression must not overwrite it.
+GuestRange place_initrd(uint64_t size, std::string_view path, const BzImage& kernel,
+                        uint64_t kernel_end, uint64_t low_end, uint64_t memory_size) {
+  const uint64_t limit = std::min(uint64_t{kernel.initrd_addr_max()} + 1, low_end);
+  if (size > limit || align_down(limit - size, kPageSize) < kernel_end) {
+    throw UserError(
+        fmt::format("{}: initrd of {} bytes ({} MiB) does not fit between the kernel "
+                    "(ends at {:#x}) and {:#x} in {} MiB of guest memory; give the "
+                    "guest more memory (--memory)",
+                    path, size, mib_rounded_up(size), kernel_end, limit, memory_size / MiB));
+  }
+  return {align_down(limit - size, kPageSize), size};
+}
+
+boot_params make_zero_page(const BzImage& kernel, const LinuxBootInfo& info) {
+  boot_params params{};
+  const auto header = kernel.setup_header_bytes();
+  std::memcpy(&params.hdr, header.data(), std::min(header.size(), sizeof(params.hdr)));
+  setup_header& hdr = params.hdr;
+  hdr.type_of_loader = kLoaderTypeUndefined;
+  hdr.loadflags = static_cast<uint8_t>(hdr.loadflags | CAN_USE_HEAP);
+  hdr.heap_end_ptr = kHeapEnd - 0x200;
+  hdr.vid_mode = kVidModeNormal;
+  hdr.cmd_line_ptr = static_cast<uint32_t>(info.cmdline.gpa);
+  // Both lie in low RAM, below 3 GiB: the ext_* high halves stay zero.
+  hdr.ramdisk_image = static_cast<uint32_t>(info.initrd.gpa);
+  hdr.ramdisk_size = static_cast<uint32_t>(info.initrd.size);
+  if (info.e820.size() > E820_MAX_ENTRIES_ZEROPAGE) {
+    throw std::logic_error("x86 boot: too many e820 entries for the zero page");
+  }
+  params.e820_entries = static_cast<uint8_t>(info.e820.size());
+  std::copy(info.e820.begin(), info.e820.end(), params.e820_table);
+  return params;
+}
+
+}  // namespace
+
+std::vector<boot_e820_entry> e820_map(const std::vector<RamRange>& ram) {
+  std::vector<boot_e820_entry> map;
+  for (const auto& r : ram) {
+    if (r.gpa != 0) {
+      map.push_back({r.gpa, r.size, kE820Ram});
+      continue;
+    }
+    if (r.size < kKernelLoadAddr) {
+      throw std::logic_error("x86 boot: low RAM is smaller than 1 MiB");
+    }
+    map.push_back({0, kMpTableAddr, kE820Ram});
+    map.push_back({kMpTableAddr, kKernelLoadAddr - kMpTableAddr, kE820Reserved});
+    if (r.size > kKernelLoadAddr) {
+      map.push_back({kKernelLoadAddr, r.size - kKernelLoadAddr, kE820Ram});
+    }
+  }
+  return map;
+}
+
+LinuxBootInfo load_linux(const GuestMemory& memory, const BzImage& kernel,
+                         std::span<const uint8_t> initrd, std::string_view initrd_path,
+                         std::string_view cmdline, const std::vector<RamRange>& ram) {
+  const uint64_t low_end = low_ram(ram).end();
+  check_cmdline(cmdline, kernel);
+
+  LinuxBootInfo info;
+  info.entry = kKernelLoadAddr + kKernel64EntryOffset;
+  info.zero_page = kZeroPageAddr;
+  info.kernel = {kKernelLoadAddr, kernel.protected_mode_kernel().size()};
+  info.kernel_run = kernel_run_range(kernel, low_end);
+  info.cmdline = {kCmdlineAddr, cmdline.size() + 1};
+  if (!initrd.empty()) {
+    const uint64_t kernel_end = std::max(info.kernel.end(), info.kernel_run.end());
+    info.initrd =
+        place_initrd(initrd.size(), initrd_path, kernel, kernel_end, low_end, total_size(ram));
+  }
+  info.e820 = e820_map(ram);
+
+  write_guest(memory, info.kernel.gpa, kernel.protected_mode_kernel(), "kernel");
+  write_guest(memory, info.cmdline.gpa, cmdline.data(), cmdline.size(), "command line");
+  const uint8_t nul = 0;
+  write_guest(memory, info.cmdline.gpa + cmdline.size(), &nul, 1, "command line");
+  if (!initrd.empty()) write_guest(memory, info.initrd.gpa, initrd, "initrd");
+  const boot_params params = make_zero_page(kernel, info);
+  write_guest(memory, info.zero_page, &params, sizeof(params), "zero page");
+  return info;
+}
+
+}  // namespace libvmm::x86

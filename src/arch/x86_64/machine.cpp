@@ -1,0 +1,117 @@
+// The x86_64 PC-like machine: RAM around the 3-4 GiB MMIO hole, KVM's in-kernel PIC, IOAPIC and
+// PIT, a 16550A UART on COM1, an i8042 for the reset line, a CMOS clock, and Linux booted
+// through the 64-bit boot protocol with an MP table describing the vCPUs.
+#include <fmt/format.h>
+
+#include "../machine.hpp"
+#include "libvmm/arch/x86_64/boot_layout.hpp"
+#include "libvmm/arch/x86_64/bzimage.hpp"
+#include "libvmm/arch/x86_64/linux_loader.hpp"
+#include "libvmm/arch/x86_64/long_mode.hpp"
+#include "libvmm/arch/x86_64/mptable.hpp"
+#include "libvmm/backends/char_backend.hpp"
+#include "libvmm/backends/open_char_backend.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/file.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/devices/cmos_rtc.hpp"
+#include "libvmm/devices/i8042.hpp"
+#include "libvmm/devices/port_sink.hpp"
+#include "libvmm/devices/uart16550.hpp"
+#include "libvmm/vm.hpp"
+#include "vcpu_setup.hpp"
+
+namespace libvmm {
+namespace {
+
+constexpr uint64_t kTssAddr = 0xFFFBD000;          // 3 pages KVM needs on Intel, below the BIOS
+constexpr uint64_t kIdentityMapAddr = 0xFFFBC000;  // 1 page, just below
+
+class X86Machine : public Machine {
+ public:
+  std::vector<RamRange> ram_layout(uint64_t memory_size) const override {
+    std::vector<RamRange> out;
+    for (const auto& r : x86::x86_ram_layout(memory_size)) out.push_back({r.gpa, r.size});
+    return out;
+  }
+
+  void create_interrupt_controller(Vm& vm) override {
+    KvmVm& kvm = vm.kvm_vm();
+    kvm.kvm().require_extension(KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP (in-kernel interrupt controller)");
+    kvm.set_tss_addr(kTssAddr);
+    kvm.set_identity_map_addr(kIdentityMapAddr);
+    kvm.create_irqchip();  // PIC + IOAPIC + per-vCPU local APICs, GSI i -> pin i
+    kvm.create_pit2();
+  }
+
+  void add_platform_devices(Vm& vm) override {
+    std::shared_ptr<CharBackend> serial = open_char_backend(
+        vm.config().serial, "--serial",
+        [&vm] { vm.request_stop(StopReason::quit, "quit from the console"); });
+    auto uart = std::make_shared<Uart16550>("com1", serial, vm.irq(Uart16550::kCom1Irq));
+    vm.pio_bus().attach(Uart16550::kCom1Port, Uart16550::kRegisterCount, uart);
+    uart->start(vm.event_loop());
+
+    auto i8042 = std::make_shared<I8042>([&vm] {
+      vm.request_stop(StopReason::reset, "the guest reset the machine through the i8042 controller");
+    });
+    I8042::attach(vm.pio_bus(), i8042);
+    vm.pio_bus().attach(CmosRtc::kBasePort, CmosRtc::kPortCount, std::make_shared<CmosRtc>());
+    vm.pio_bus().attach(PortSink::kPostPort, 1, std::make_shared<PortSink>("post-code"));
+  }
+
+  void load_guest(Vm& vm) override {
+    const VmConfig& c = vm.config();
+    const std::vector<uint8_t> kernel_file = read_file(c.kernel, "--kernel");
+    // Messages about the images name the flag too: "--kernel PATH: what is wrong".
+    const x86::BzImage kernel = x86::BzImage::parse(kernel_file, "--kernel " + c.kernel.string());
+    std::vector<uint8_t> initrd;
+    if (!c.initrd.empty()) initrd = read_file(c.initrd, "--initrd");
+    const auto ram = x86::x86_ram_layout(c.memory_size);
+    boot_ = x86::load_linux(vm.memory(), kernel, initrd, "--initrd " + c.initrd.string(), c.cmdline,
+                            ram);
+    x86::write_mptable(vm.memory(), c.vcpus);
+    x86::write_long_mode_tables(vm.memory());
+    log::debug("kernel at [{:#x}, {:#x}), runs in [{:#x}, {:#x}), initrd at [{:#x}, {:#x}), entry {:#x}",
+               boot_.kernel.gpa, boot_.kernel.end(), boot_.kernel_run.gpa, boot_.kernel_run.end(),
+               boot_.initrd.gpa, boot_.initrd.end(), boot_.entry);
+  }
+
+  void setup_vcpu(Vm& vm, KvmVcpu& vcpu) override {
+    if (!supported_cpuid_) {
+      try {
+        supported_cpuid_ = vm.kvm_vm().kvm().supported_cpuid();
+      } catch (const SystemError& e) {
+        // Some software-assisted KVMs (e.g. PVM) refuse the query; their vCPUs then report
+        // the KVM module's default CPUID, which is enough for freestanding guests.
+        log::debug("{}; the guest sees this KVM's default CPUID", e.what());
+        supported_cpuid_.emplace();
+      }
+    }
+    if (!supported_cpuid_->empty()) {
+      vcpu.set_cpuid(x86::cpuid_for_vcpu(*supported_cpuid_, vcpu.index(), vm.config().vcpus));
+    }
+    x86::setup_platform_state(vcpu);
+    if (vcpu.index() != 0) return;  // APs wait for INIT/SIPI from the guest, in the kernel's LAPIC
+    vcpu.set_sregs(x86::long_mode_sregs(vcpu.get_sregs()));
+    kvm_regs regs{};
+    regs.rflags = 0x2;  // bit 1 is reserved and always set
+    regs.rip = boot_.entry;
+    regs.rsi = boot_.zero_page;  // the 64-bit boot protocol: RSI points at struct boot_params
+    vcpu.set_regs(regs);
+  }
+
+  uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return vcpu.get_regs().rip; }
+
+  uint32_t max_vcpus() const override { return x86::kMaxMpCpus; }
+
+ private:
+  x86::LinuxBootInfo boot_;
+  std::optional<std::vector<kvm_cpuid_entry2>> supported_cpuid_;
+};
+
+}  // namespace
+
+std::unique_ptr<Machine> make_host_machine() { return std::make_unique<X86Machine>(); }
+
+}  // namespace libvmm

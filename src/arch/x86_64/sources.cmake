@@ -1,0 +1,7 @@
+target_sources(libvmm PRIVATE
+  ${CMAKE_CURRENT_LIST_DIR}/boot_layout.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/bzimage.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/linux_loader.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/long_mode.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/mptable.cpp
+)
