@@ -1,0 +1,91 @@
+// The `stdio` backend: guest output to stdout, host input from stdin.
+//
+// When stdin is a terminal it is put in raw mode (as QEMU does: the guest echoes, and emits
+// "\r\n" itself), and the Ctrl-A escapes of EscapeFilter apply; Ctrl-A x calls `on_quit`.
+// Piped or redirected stdin passes through unchanged. At end of input the backend stops
+// reading and the VM keeps running.
+#pragma once
+
+#include <termios.h>
+#include <unistd.h>
+
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "libvmm/backends/char_backend.hpp"
+#include "libvmm/backends/escape_filter.hpp"
+#include "libvmm/core/unique_fd.hpp"
+
+namespace libvmm {
+
+// Puts a terminal in raw mode and restores its saved settings when destroyed. Only one can be
+// live at a time (the constructor throws UserError otherwise).
+//
+// A process that dies without running destructors must still give the user a usable shell:
+// the settings are also restored at exit(), and programs call restore_saved() from their
+// handlers for fatal signals (SIGTERM, SIGHUP, SIGSEGV, SIGABRT, ...) before re-raising them.
+class RawTerminal {
+ public:
+  explicit RawTerminal(int fd);  // throws SystemError if `fd` is not a terminal
+  ~RawTerminal();
+  RawTerminal(const RawTerminal&) = delete;
+  RawTerminal& operator=(const RawTerminal&) = delete;
+
+  // Async-signal-safe. Restores the terminal of the live RawTerminal, if any; at most once.
+  static void restore_saved() noexcept;
+};
+
+class StdioBackend : public CharBackend {
+ public:
+  // `in_fd`/`out_fd` are stdin/stdout by default (tests pass pipes or a pty); neither is closed.
+  // Throws UserError if another StdioBackend already reads `in_fd`.
+  explicit StdioBackend(std::function<void()> on_quit, int in_fd = STDIN_FILENO,
+                        int out_fd = STDOUT_FILENO);
+  // Restores the terminal and stdin's flags. Destroy it only after `loop` stopped running.
+  ~StdioBackend() override;
+  StdioBackend(const StdioBackend&) = delete;
+  StdioBackend& operator=(const StdioBackend&) = delete;
+
+  // Blocks until all bytes are written (or a write error, logged once, discards output).
+  void write(std::span<const uint8_t> bytes) override;
+  // Enters raw mode if stdin is a terminal and watches stdin on `loop`.
+  void start(EventLoop& loop, InputSink sink) override;
+  void pause_input() override;
+  void resume_input() override;
+  std::string describe() const override { return "stdio"; }
+
+ private:
+  enum class InputState { stopped, reading, paused };
+
+  void open_reader();
+  void watch();  // (re)arms reading: epoll interest, or a posted read for unpollable input
+  void schedule_read();
+  void read_once();
+  void deliver(std::span<const uint8_t> bytes);
+  void stop_reading();
+
+  const std::function<void()> on_quit_;
+  const int in_fd_;
+  const int out_fd_;
+
+  std::mutex write_mutex_;
+  bool write_failed_ = false;
+
+  // Input side: touched only on the loop thread (and in start(), before reading begins).
+  EventLoop* loop_ = nullptr;
+  InputSink sink_;
+  InputState state_ = InputState::stopped;
+  bool interactive_ = false;  // stdin is a terminal: raw mode and escapes
+  bool pollable_ = true;      // false for regular files and /dev/null, which epoll refuses
+  bool read_posted_ = false;  // unpollable input: a read_once() is queued on the loop
+  UniqueFd own_reader_;       // stdin reopened as its own non-blocking file description
+  int reader_ = -1;           // own_reader_ or in_fd_
+  int restore_flags_ = -1;    // in_fd_'s flags to restore, when O_NONBLOCK was set on it
+  std::optional<RawTerminal> raw_;
+  EscapeFilter escapes_;
+};
+
+}  // namespace libvmm

@@ -1,0 +1,102 @@
+// A 16550A UART, as Linux's 8250 driver probes and drives it (COM1: port 0x3F8, IRQ 4).
+//
+// Guest output goes to a CharBackend byte by byte, at once (THR and the transmitter are always
+// empty). Host input fills a 16-byte receive FIFO; what does not fit waits in a bounded pending
+// buffer, and the backend is asked to pause its input while that buffer is full.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "libvmm/core/bus.hpp"
+
+namespace libvmm {
+
+class CharBackend;
+class EventLoop;
+class IrqLine;
+
+class Uart16550 : public BusDevice {
+ public:
+  static constexpr uint64_t kCom1Port = 0x3F8;
+  static constexpr uint32_t kCom1Irq = 4;
+  static constexpr uint64_t kRegisterCount = 8;  // the size to attach on the port bus
+  static constexpr size_t kFifoSize = 16;
+  static constexpr size_t kDefaultPendingLimit = 4096;
+
+  // Tests pass a fake backend and IrqLine and feed input through receive() without start().
+  Uart16550(std::string name, std::shared_ptr<CharBackend> backend, std::shared_ptr<IrqLine> irq,
+            size_t pending_limit = kDefaultPendingLimit);
+
+  // Starts host input: the backend delivers it to receive() on `loop`'s thread, and input
+  // resumes requested from vCPU threads are posted there. Before start(), they are direct calls.
+  // The backend and loop must stop delivering before this UART is destroyed.
+  void start(EventLoop& loop);
+
+  // Host input (the backend's sink). Never drops bytes: beyond the FIFO they wait, and the
+  // backend is paused once `pending_limit` bytes wait, resumed when fewer than half do.
+  void receive(std::span<const uint8_t> bytes);
+
+  std::string name() const override { return name_; }
+  // One-byte registers: a wider access uses its first byte (extra read bytes are 0).
+  void read(uint64_t offset, std::span<uint8_t> data) override;
+  void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+ private:
+  // What a register access decided to do outside the lock (host I/O, flow control).
+  struct Effects {
+    std::optional<uint8_t> transmit;  // a byte for the backend
+    bool pause = false;
+    bool resume = false;
+    EventLoop* loop = nullptr;  // where to post the resume, if start() was called
+  };
+
+  uint8_t read_register(uint64_t offset, Effects& effects);
+  void write_register(uint64_t offset, uint8_t value, Effects& effects);
+  void transmit(uint8_t byte, Effects& effects);
+  void write_ier(uint8_t value);
+  void write_fcr(uint8_t value, Effects& effects);
+  void write_mcr(uint8_t value, Effects& effects);
+  uint8_t read_iir();
+  uint8_t read_lsr();
+  uint8_t read_msr();
+  bool loopback() const;
+  size_t fifo_capacity() const;
+  // Moves pending host input into the FIFO (not in loopback: the receiver is disconnected).
+  void refill_fifo(Effects& effects);
+  void update_modem_status();
+  // Interrupt identification: the highest-priority pending source, or kNoInterrupt.
+  uint8_t pending_interrupt() const;
+  void update_irq();
+  void apply(const Effects& effects);
+
+  const std::string name_;
+  const std::shared_ptr<CharBackend> backend_;
+  const std::shared_ptr<IrqLine> irq_;
+  const size_t pending_limit_;
+
+  std::mutex mutex_;
+  EventLoop* loop_ = nullptr;    // set by start()
+  std::deque<uint8_t> rx_fifo_;  // what the guest can read now
+  std::deque<uint8_t> pending_;  // host input waiting for FIFO space
+  bool input_paused_ = false;    // the backend was asked to pause
+  bool thre_pending_ = false;    // THR-empty interrupt, until IIR reports it or THR is written
+  bool overrun_ = false;         // LSR.OE
+  bool irq_level_ = false;       // what the IRQ line was last set to
+  uint8_t ier_ = 0;
+  uint8_t lcr_ = 0;
+  uint8_t mcr_ = 0;
+  uint8_t msr_ = 0;  // status bits 7:4 and delta bits 3:0
+  uint8_t scr_ = 0;
+  uint8_t dll_ = 0;
+  uint8_t dlm_ = 0;
+  bool fifo_enabled_ = false;
+};
+
+}  // namespace libvmm

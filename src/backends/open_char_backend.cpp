@@ -1,0 +1,87 @@
+#include "libvmm/backends/open_char_backend.hpp"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <cstring>
+#include <string>
+
+#include "libvmm/backends/file_backend.hpp"
+#include "libvmm/backends/null_backend.hpp"
+#include "libvmm/backends/stdio_backend.hpp"
+#include "libvmm/core/error.hpp"
+
+namespace libvmm {
+namespace {
+
+struct OpenRequest {
+  std::string_view argument;  // after "kind:", for kinds that take one
+  const std::function<void()>& on_quit;
+};
+
+struct BackendKind {
+  std::string_view name;
+  std::string_view argument;  // empty: the spec is the bare name; else "name:ARGUMENT"
+  std::unique_ptr<CharBackend> (*open)(const OpenRequest& request);
+};
+
+constexpr std::array kKinds = {
+    BackendKind{"stdio", "",
+                [](const OpenRequest& r) -> std::unique_ptr<CharBackend> {
+                  return std::make_unique<StdioBackend>(r.on_quit);
+                }},
+    BackendKind{"file", "PATH",
+                [](const OpenRequest& r) -> std::unique_ptr<CharBackend> {
+                  return std::make_unique<FileBackend>(std::string(r.argument));
+                }},
+    BackendKind{"none", "",
+                [](const OpenRequest&) -> std::unique_ptr<CharBackend> {
+                  return std::make_unique<NullBackend>();
+                }},
+};
+
+std::string usage(const BackendKind& kind) {
+  return kind.argument.empty() ? std::string(kind.name)
+                               : fmt::format("{}:{}", kind.name, kind.argument);
+}
+
+// "stdio, file:PATH or none"
+std::string expected_specs() {
+  std::string list;
+  for (size_t i = 0; i < kKinds.size(); ++i) {
+    if (i > 0) list += i + 1 == kKinds.size() ? " or " : ", ";
+    list += usage(kKinds[i]);
+  }
+  return list;
+}
+
+}  // namespace
+
+std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::string_view flag_name,
+                                               std::function<void()> on_quit) {
+  const size_t colon = spec.find(':');
+  const std::string_view name = spec.substr(0, colon);
+  for (const BackendKind& kind : kKinds) {
+    if (kind.name != name) continue;
+    const bool takes_argument = !kind.argument.empty();
+    const bool has_argument = colon != std::string_view::npos;
+    if (has_argument && !takes_argument) break;  // "stdio:..." is nothing we know
+    const std::string_view argument = has_argument ? spec.substr(colon + 1) : std::string_view();
+    if (takes_argument && argument.empty()) {
+      throw UserError(fmt::format("{}: backend '{}' needs a {} ({})", flag_name, spec,
+                                  kind.argument, usage(kind)));
+    }
+    try {
+      return kind.open(OpenRequest{argument, on_quit});
+    } catch (const SystemError& e) {
+      throw UserError(
+          fmt::format("{} {}: cannot open: {}", flag_name, spec, std::strerror(e.code())));
+    } catch (const UserError& e) {
+      throw UserError(fmt::format("{} {}: {}", flag_name, spec, e.what()));
+    }
+  }
+  throw UserError(
+      fmt::format("{}: unknown backend '{}' (expected {})", flag_name, spec, expected_specs()));
+}
+
+}  // namespace libvmm

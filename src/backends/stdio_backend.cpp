@@ -1,0 +1,231 @@
+#include "libvmm/backends/stdio_backend.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <string_view>
+#include <vector>
+
+#include "fd_io.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+namespace {
+
+// ---- Raw terminal state, reachable from signal handlers (hence atomics and plain data). ----
+
+static_assert(std::atomic<int>::is_always_lock_free);
+std::atomic<bool> g_raw_claimed{false};  // a RawTerminal is live
+std::atomic<int> g_raw_fd{-1};           // its terminal, published once g_saved is complete
+termios g_saved{};
+
+void restore_at_exit() {
+  RawTerminal::restore_saved();
+}
+
+// ---- Which input fds a StdioBackend reads: two readers would split the input between them. ----
+
+std::mutex g_inputs_mutex;
+std::set<int> g_claimed_inputs;
+
+void claim_input(int fd) {
+  std::lock_guard lock(g_inputs_mutex);
+  if (!g_claimed_inputs.insert(fd).second) {
+    throw UserError(fd == STDIN_FILENO
+                        ? std::string("stdin is already used by another stdio backend")
+                        : fmt::format("fd {} is already used by another stdio backend", fd));
+  }
+}
+
+void release_input(int fd) {
+  std::lock_guard lock(g_inputs_mutex);
+  g_claimed_inputs.erase(fd);
+}
+
+constexpr size_t kReadChunk = 4096;
+
+}  // namespace
+
+RawTerminal::RawTerminal(int fd) {
+  termios saved{};
+  if (::tcgetattr(fd, &saved) != 0) throw_errno("stdio: tcgetattr");
+  if (g_raw_claimed.exchange(true)) throw UserError("stdio: the terminal is already in raw mode");
+  g_saved = saved;
+  g_raw_fd.store(fd);
+  static std::once_flag at_exit_once;
+  std::call_once(at_exit_once, [] { std::atexit(restore_at_exit); });
+
+  // Fully raw, as QEMU does: no echo, no signals from Ctrl-C, no output processing.
+  termios raw = saved;
+  ::cfmakeraw(&raw);
+  raw.c_cc[VMIN] = 1;
+  raw.c_cc[VTIME] = 0;
+  if (::tcsetattr(fd, TCSANOW, &raw) != 0) {
+    const int err = errno;
+    restore_saved();
+    g_raw_claimed.store(false);
+    throw SystemError("stdio: tcsetattr", err);
+  }
+}
+
+RawTerminal::~RawTerminal() {
+  restore_saved();
+  g_raw_claimed.store(false);
+}
+
+void RawTerminal::restore_saved() noexcept {
+  const int fd = g_raw_fd.exchange(-1);
+  if (fd >= 0) ::tcsetattr(fd, TCSANOW, &g_saved);
+}
+
+StdioBackend::StdioBackend(std::function<void()> on_quit, int in_fd, int out_fd)
+    : on_quit_(std::move(on_quit)), in_fd_(in_fd), out_fd_(out_fd) {
+  claim_input(in_fd_);
+}
+
+StdioBackend::~StdioBackend() {
+  raw_.reset();
+  if (restore_flags_ >= 0) ::fcntl(in_fd_, F_SETFL, restore_flags_);
+  release_input(in_fd_);
+}
+
+void StdioBackend::write(std::span<const uint8_t> bytes) {
+  std::lock_guard lock(write_mutex_);
+  if (write_failed_ || write_all(out_fd_, bytes)) return;
+  write_failed_ = true;  // say it once: stdout is gone (closed pipe, hung-up terminal)
+  log::warn("stdio: writing to stdout failed, discarding guest output: {}", std::strerror(errno));
+}
+
+void StdioBackend::start(EventLoop& loop, InputSink sink) {
+  loop_ = &loop;
+  sink_ = std::move(sink);
+  interactive_ = ::isatty(in_fd_) == 1;
+  open_reader();
+  if (reader_ < 0) return;
+  if (interactive_) raw_.emplace(in_fd_);
+  state_ = InputState::reading;
+  watch();
+}
+
+// Reading needs a non-blocking fd, since a spurious wakeup must not block the loop thread.
+// stdin is reopened as its own open file description where it can be, because O_NONBLOCK on
+// the shared one would also apply to stdout and stderr on a terminal, and to the parent shell.
+void StdioBackend::open_reader() {
+  struct stat st {};
+  if (::fstat(in_fd_, &st) != 0) {
+    log::debug("stdio: no input ({})", std::strerror(errno));
+    return;
+  }
+  if (S_ISREG(st.st_mode)) {  // reads never block; reopening would lose the file offset
+    pollable_ = false;
+    reader_ = in_fd_;
+    return;
+  }
+  const std::string path = fmt::format("/proc/self/fd/{}", in_fd_);
+  own_reader_.reset(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (own_reader_) {
+    reader_ = own_reader_.get();
+    return;
+  }
+  const int flags = ::fcntl(in_fd_, F_GETFL);  // sockets cannot be reopened
+  if (flags < 0 || ::fcntl(in_fd_, F_SETFL, flags | O_NONBLOCK) < 0) {
+    log::warn("stdio: cannot read stdin: {}", std::strerror(errno));
+    return;
+  }
+  if ((flags & O_NONBLOCK) == 0) restore_flags_ = flags;
+  reader_ = in_fd_;
+}
+
+void StdioBackend::watch() {
+  if (pollable_) {
+    try {
+      loop_->add(reader_, EPOLLIN, [this](uint32_t /*events*/) { read_once(); });
+      return;
+    } catch (const SystemError& e) {
+      if (e.code() != EPERM) throw;
+      pollable_ = false;  // e.g. /dev/null: always readable, so read it from posted tasks
+    }
+  }
+  schedule_read();
+}
+
+void StdioBackend::schedule_read() {
+  if (read_posted_) return;  // one chain of posted reads, however often input pauses and resumes
+  read_posted_ = true;
+  loop_->post([this] {
+    read_posted_ = false;
+    read_once();
+  });
+}
+
+void StdioBackend::read_once() {
+  if (state_ != InputState::reading) return;
+  std::array<uint8_t, kReadChunk> buffer;
+  const ssize_t n = ::read(reader_, buffer.data(), buffer.size());
+  if (n > 0) {
+    deliver(std::span(buffer.data(), static_cast<size_t>(n)));
+  } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+    // End of input, or a hung-up terminal (EIO): the VM keeps running without input.
+    if (n < 0 && errno != EIO) log::warn("stdio: reading stdin failed: {}", std::strerror(errno));
+    stop_reading();
+    return;
+  }
+  if (!pollable_ && state_ == InputState::reading) schedule_read();
+}
+
+void StdioBackend::deliver(std::span<const uint8_t> bytes) {
+  if (!interactive_) {
+    sink_(bytes);
+    return;
+  }
+  std::vector<uint8_t> to_guest;
+  to_guest.reserve(bytes.size());
+  for (const uint8_t byte : bytes) {
+    switch (escapes_.feed(byte, to_guest)) {
+      case EscapeFilter::Command::none:
+        break;
+      case EscapeFilter::Command::help: {
+        const std::string_view help = EscapeFilter::help_text();
+        write_all(STDERR_FILENO,
+                  std::span(reinterpret_cast<const uint8_t*>(help.data()), help.size()));
+        break;
+      }
+      case EscapeFilter::Command::quit:
+        if (!on_quit_) break;
+        if (!to_guest.empty()) sink_(to_guest);
+        stop_reading();
+        on_quit_();
+        return;
+    }
+  }
+  if (!to_guest.empty()) sink_(to_guest);
+}
+
+void StdioBackend::stop_reading() {
+  if (state_ == InputState::reading && pollable_) loop_->remove(reader_);
+  state_ = InputState::stopped;
+}
+
+void StdioBackend::pause_input() {
+  if (state_ != InputState::reading) return;
+  if (pollable_) loop_->remove(reader_);
+  state_ = InputState::paused;
+}
+
+void StdioBackend::resume_input() {
+  if (state_ != InputState::paused) return;
+  state_ = InputState::reading;
+  watch();
+}
+
+}  // namespace libvmm

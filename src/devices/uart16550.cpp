@@ -1,0 +1,312 @@
+#include "libvmm/devices/uart16550.hpp"
+
+#include <algorithm>
+
+#include "libvmm/backends/char_backend.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/irq.hpp"
+
+namespace libvmm {
+namespace {
+
+// Register offsets. With LCR.DLAB set, offsets 0 and 1 are the divisor latch (DLL, DLM).
+constexpr uint64_t kRbrThr = 0;
+constexpr uint64_t kIer = 1;
+constexpr uint64_t kIirFcr = 2;
+constexpr uint64_t kLcr = 3;
+constexpr uint64_t kMcr = 4;
+constexpr uint64_t kLsr = 5;
+constexpr uint64_t kMsr = 6;
+constexpr uint64_t kScr = 7;
+
+constexpr uint8_t kIerRxData = 0x01;
+constexpr uint8_t kIerThre = 0x02;
+constexpr uint8_t kIerLineStatus = 0x04;
+constexpr uint8_t kIerModemStatus = 0x08;
+constexpr uint8_t kIerWritable = 0x0F;
+
+// IIR interrupt identification, highest priority first.
+constexpr uint8_t kIirLineStatus = 0x06;
+constexpr uint8_t kIirRxData = 0x04;
+constexpr uint8_t kIirThre = 0x02;
+constexpr uint8_t kIirModemStatus = 0x00;
+constexpr uint8_t kIirNoInterrupt = 0x01;
+constexpr uint8_t kIirFifoEnabled = 0xC0;
+
+constexpr uint8_t kFcrEnable = 0x01;
+constexpr uint8_t kFcrClearRx = 0x02;
+
+constexpr uint8_t kLcrDlab = 0x80;
+
+constexpr uint8_t kMcrDtr = 0x01;
+constexpr uint8_t kMcrRts = 0x02;
+constexpr uint8_t kMcrOut1 = 0x04;
+constexpr uint8_t kMcrOut2 = 0x08;
+constexpr uint8_t kMcrLoop = 0x10;
+constexpr uint8_t kMcrWritable = 0x1F;
+
+constexpr uint8_t kLsrDataReady = 0x01;
+constexpr uint8_t kLsrOverrun = 0x02;
+constexpr uint8_t kLsrThrEmpty = 0x20;
+constexpr uint8_t kLsrTransmitterEmpty = 0x40;
+
+constexpr uint8_t kMsrDeltaCts = 0x01;
+constexpr uint8_t kMsrDeltaDsr = 0x02;
+constexpr uint8_t kMsrTrailingRi = 0x04;
+constexpr uint8_t kMsrDeltaDcd = 0x08;
+constexpr uint8_t kMsrDeltas = 0x0F;
+constexpr uint8_t kMsrCts = 0x10;
+constexpr uint8_t kMsrDsr = 0x20;
+constexpr uint8_t kMsrRi = 0x40;
+constexpr uint8_t kMsrDcd = 0x80;
+constexpr uint8_t kMsrStatus = 0xF0;
+
+// A connected modem-less line: carrier, data set ready and clear to send.
+constexpr uint8_t kMsrConnected = kMsrDcd | kMsrDsr | kMsrCts;
+
+}  // namespace
+
+Uart16550::Uart16550(std::string name, std::shared_ptr<CharBackend> backend,
+                     std::shared_ptr<IrqLine> irq, size_t pending_limit)
+    : name_(std::move(name)),
+      backend_(std::move(backend)),
+      irq_(std::move(irq)),
+      pending_limit_(std::max<size_t>(pending_limit, 1)),
+      msr_(kMsrConnected) {}
+
+void Uart16550::start(EventLoop& loop) {
+  {
+    std::lock_guard lock(mutex_);
+    loop_ = &loop;
+  }
+  backend_->start(loop, [this](std::span<const uint8_t> bytes) { receive(bytes); });
+}
+
+void Uart16550::receive(std::span<const uint8_t> bytes) {
+  Effects effects;
+  {
+    std::lock_guard lock(mutex_);
+    pending_.insert(pending_.end(), bytes.begin(), bytes.end());
+    refill_fifo(effects);
+    if (!input_paused_ && pending_.size() >= pending_limit_) {
+      input_paused_ = true;
+      effects.pause = true;
+    }
+    update_irq();
+  }
+  apply(effects);
+}
+
+void Uart16550::read(uint64_t offset, std::span<uint8_t> data) {
+  std::fill(data.begin(), data.end(), 0);
+  if (data.empty() || offset >= kRegisterCount) return;
+  Effects effects;
+  {
+    std::lock_guard lock(mutex_);
+    data[0] = read_register(offset, effects);
+    update_irq();
+  }
+  apply(effects);
+}
+
+void Uart16550::write(uint64_t offset, std::span<const uint8_t> data) {
+  if (data.empty() || offset >= kRegisterCount) return;
+  Effects effects;
+  {
+    std::lock_guard lock(mutex_);
+    write_register(offset, data[0], effects);
+    update_irq();
+  }
+  apply(effects);
+}
+
+uint8_t Uart16550::read_register(uint64_t offset, Effects& effects) {
+  const bool dlab = (lcr_ & kLcrDlab) != 0;
+  switch (offset) {
+    case kRbrThr: {
+      if (dlab) return dll_;
+      if (rx_fifo_.empty()) return 0;
+      const uint8_t byte = rx_fifo_.front();
+      rx_fifo_.pop_front();
+      refill_fifo(effects);
+      return byte;
+    }
+    case kIer:
+      return dlab ? dlm_ : ier_;
+    case kIirFcr:
+      return read_iir();
+    case kLcr:
+      return lcr_;
+    case kMcr:
+      return mcr_;
+    case kLsr:
+      return read_lsr();
+    case kMsr:
+      return read_msr();
+    case kScr:
+      return scr_;
+    default:
+      return 0;
+  }
+}
+
+void Uart16550::write_register(uint64_t offset, uint8_t value, Effects& effects) {
+  const bool dlab = (lcr_ & kLcrDlab) != 0;
+  switch (offset) {
+    case kRbrThr:
+      if (dlab) {
+        dll_ = value;
+      } else {
+        transmit(value, effects);
+      }
+      break;
+    case kIer:
+      if (dlab) {
+        dlm_ = value;
+      } else {
+        write_ier(value);
+      }
+      break;
+    case kIirFcr:
+      write_fcr(value, effects);
+      break;
+    case kLcr:
+      lcr_ = value;
+      break;
+    case kMcr:
+      write_mcr(value, effects);
+      break;
+    case kScr:
+      scr_ = value;
+      break;
+    default:  // LSR and MSR are read-only
+      break;
+  }
+}
+
+// THR and the transmitter empty at once: the byte leaves (or loops back) and THRE rises again.
+void Uart16550::transmit(uint8_t byte, Effects& effects) {
+  thre_pending_ = true;
+  if (!loopback()) {
+    effects.transmit = byte;
+  } else if (rx_fifo_.size() < fifo_capacity()) {
+    rx_fifo_.push_back(byte);
+  } else {
+    overrun_ = true;
+  }
+}
+
+void Uart16550::write_ier(uint8_t value) {
+  value &= kIerWritable;
+  // A real 16550 raises THRE when it is enabled while THR is empty, which it always is here.
+  if ((ier_ & kIerThre) == 0 && (value & kIerThre) != 0) thre_pending_ = true;
+  ier_ = value;
+}
+
+void Uart16550::write_fcr(uint8_t value, Effects& effects) {
+  const bool enable = (value & kFcrEnable) != 0;
+  // Switching between FIFO and single-byte mode resets the FIFO, as on the real chip.
+  if (enable != fifo_enabled_ || (value & kFcrClearRx) != 0) rx_fifo_.clear();
+  fifo_enabled_ = enable;
+  // Only the chip's FIFO is cleared: host input still waiting is not the guest's to discard.
+  refill_fifo(effects);
+}
+
+void Uart16550::write_mcr(uint8_t value, Effects& effects) {
+  mcr_ = value & kMcrWritable;
+  update_modem_status();
+  refill_fifo(effects);  // leaving loopback reconnects the receiver
+}
+
+uint8_t Uart16550::read_iir() {
+  const uint8_t id = pending_interrupt();
+  if (id == kIirThre) thre_pending_ = false;  // reading IIR acknowledges THRE
+  return id | (fifo_enabled_ ? kIirFifoEnabled : 0);
+}
+
+uint8_t Uart16550::read_lsr() {
+  uint8_t lsr = kLsrThrEmpty | kLsrTransmitterEmpty;
+  if (!rx_fifo_.empty()) lsr |= kLsrDataReady;
+  if (overrun_) lsr |= kLsrOverrun;
+  overrun_ = false;
+  return lsr;
+}
+
+uint8_t Uart16550::read_msr() {
+  const uint8_t msr = msr_;
+  msr_ &= kMsrStatus;
+  return msr;
+}
+
+bool Uart16550::loopback() const {
+  return (mcr_ & kMcrLoop) != 0;
+}
+
+size_t Uart16550::fifo_capacity() const {
+  return fifo_enabled_ ? kFifoSize : 1;
+}
+
+void Uart16550::refill_fifo(Effects& effects) {
+  if (!loopback()) {
+    while (rx_fifo_.size() < fifo_capacity() && !pending_.empty()) {
+      rx_fifo_.push_back(pending_.front());
+      pending_.pop_front();
+    }
+  }
+  if (input_paused_ && pending_.size() * 2 < pending_limit_) {
+    input_paused_ = false;
+    effects.resume = true;
+    effects.loop = loop_;
+  }
+}
+
+// In loopback the modem inputs follow the modem outputs; otherwise the line looks connected.
+void Uart16550::update_modem_status() {
+  uint8_t status = kMsrConnected;
+  if (loopback()) {
+    status = 0;
+    if ((mcr_ & kMcrRts) != 0) status |= kMsrCts;
+    if ((mcr_ & kMcrDtr) != 0) status |= kMsrDsr;
+    if ((mcr_ & kMcrOut1) != 0) status |= kMsrRi;
+    if ((mcr_ & kMcrOut2) != 0) status |= kMsrDcd;
+  }
+  const uint8_t old = msr_ & kMsrStatus;
+  const uint8_t changed = old ^ status;
+  uint8_t deltas = msr_ & kMsrDeltas;
+  if ((changed & kMsrCts) != 0) deltas |= kMsrDeltaCts;
+  if ((changed & kMsrDsr) != 0) deltas |= kMsrDeltaDsr;
+  if ((changed & kMsrDcd) != 0) deltas |= kMsrDeltaDcd;
+  if ((old & kMsrRi) != 0 && (status & kMsrRi) == 0) deltas |= kMsrTrailingRi;
+  msr_ = status | deltas;
+}
+
+uint8_t Uart16550::pending_interrupt() const {
+  if ((ier_ & kIerLineStatus) != 0 && overrun_) return kIirLineStatus;
+  if ((ier_ & kIerRxData) != 0 && !rx_fifo_.empty()) return kIirRxData;
+  if ((ier_ & kIerThre) != 0 && thre_pending_) return kIirThre;
+  if ((ier_ & kIerModemStatus) != 0 && (msr_ & kMsrDeltas) != 0) return kIirModemStatus;
+  return kIirNoInterrupt;
+}
+
+// Called under the lock so that level changes reach the line in the order they happened.
+void Uart16550::update_irq() {
+  const bool level = pending_interrupt() != kIirNoInterrupt;
+  if (level == irq_level_) return;
+  irq_level_ = level;
+  irq_->set_level(level);
+}
+
+void Uart16550::apply(const Effects& effects) {
+  if (effects.transmit) backend_->write(std::span(&*effects.transmit, 1));
+  if (effects.pause) backend_->pause_input();
+  if (effects.resume) {
+    // Flow control runs on the loop thread; without a loop (tests) the call is direct.
+    if (effects.loop != nullptr) {
+      effects.loop->post([backend = backend_] { backend->resume_input(); });
+    } else {
+      backend_->resume_input();
+    }
+  }
+}
+
+}  // namespace libvmm

@@ -1,0 +1,293 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <pty.h>
+#include <sys/resource.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "libvmm/backends/stdio_backend.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+
+namespace libvmm {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::span<const uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+void write_fd(int fd, std::string_view s) {
+  ASSERT_EQ(::write(fd, s.data(), s.size()), static_cast<ssize_t>(s.size()));
+}
+
+struct Pipe {
+  Pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
+    read_end.reset(fds[0]);
+    write_end.reset(fds[1]);
+  }
+  UniqueFd read_end, write_end;
+};
+
+// An event loop running on its own thread, as in the VMM; call() runs code on it.
+class LoopThread {
+ public:
+  LoopThread() : thread_([this] { loop.run(); }) {}
+  ~LoopThread() {
+    loop.stop();
+    thread_.join();
+  }
+  template <typename F>
+  void call(F fn) {
+    std::promise<void> done;
+    loop.post([&] {
+      fn();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  EventLoop loop;
+
+ private:
+  std::thread thread_;
+};
+
+// What the backend delivered, with a way to wait for it.
+class Received {
+ public:
+  CharBackend::InputSink sink() {
+    return [this](std::span<const uint8_t> bytes) {
+      std::lock_guard lock(mutex_);
+      data_.append(bytes.begin(), bytes.end());
+      changed_.notify_all();
+    };
+  }
+  // The bytes received once there are at least `size`, or after a timeout.
+  std::string wait_for(size_t size, std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, timeout, [&] { return data_.size() >= size; });
+    return data_;
+  }
+  std::string now() {
+    std::lock_guard lock(mutex_);
+    return data_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::string data_;
+};
+
+double cpu_seconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+TEST(StdioBackendTest, WritesEverythingToANonBlockingPipe) {
+  Pipe out;
+  ::fcntl(out.write_end.get(), F_SETFL, O_NONBLOCK);  // as stdout is when it shares stdin's flags
+  StdioBackend backend(nullptr, STDIN_FILENO, out.write_end.get());
+  std::string expected;
+  for (int i = 0; i < 200'000; ++i) expected.push_back(static_cast<char>('a' + i % 26));
+
+  std::string got;
+  std::thread reader([&] {
+    char buffer[4096];
+    while (got.size() < expected.size()) {
+      const ssize_t n = ::read(out.read_end.get(), buffer, sizeof buffer);
+      if (n <= 0) break;
+      got.append(buffer, static_cast<size_t>(n));
+    }
+  });
+  backend.write(bytes_of(expected));  // much more than the pipe holds
+  reader.join();
+  EXPECT_EQ(got, expected);
+}
+
+TEST(StdioBackendTest, PipedInputPassesThroughUnchanged) {
+  Pipe in, out;
+  bool quit = false;
+  StdioBackend backend([&] { quit = true; }, in.read_end.get(), out.write_end.get());
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  const std::string input = "echo hi\n\x01x\x01\x01";
+  write_fd(in.write_end.get(), input);
+  EXPECT_EQ(received.wait_for(input.size()), input);
+  EXPECT_FALSE(quit);  // no escapes on a pipe
+}
+
+TEST(StdioBackendTest, EndOfInputStopsReadingAndKeepsRunning) {
+  Pipe in, out;
+  StdioBackend backend(nullptr, in.read_end.get(), out.write_end.get());
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  write_fd(in.write_end.get(), "last words");
+  in.write_end.reset();
+  EXPECT_EQ(received.wait_for(10), "last words");
+
+  // A loop still watching the hung-up pipe would spin on it.
+  const double before = cpu_seconds();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_LT(cpu_seconds() - before, 0.15);
+  bool alive = false;
+  io.call([&] { alive = true; });
+  EXPECT_TRUE(alive);
+  backend.write(bytes_of("output still works"));
+}
+
+TEST(StdioBackendTest, PauseAndResumeInput) {
+  Pipe in, out;
+  StdioBackend backend(nullptr, in.read_end.get(), out.write_end.get());
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  write_fd(in.write_end.get(), "abc");
+  EXPECT_EQ(received.wait_for(3), "abc");
+
+  io.call([&] { backend.pause_input(); });
+  write_fd(in.write_end.get(), "def");
+  std::this_thread::sleep_for(100ms);
+  io.call([] {});
+  EXPECT_EQ(received.now(), "abc");
+
+  io.call([&] { backend.resume_input(); });
+  EXPECT_EQ(received.wait_for(6), "abcdef");
+}
+
+TEST(StdioBackendTest, ReadsARegularFileWithoutEpoll) {
+  const auto path =
+      std::filesystem::temp_directory_path() / ("libvmm-stdio-input-" + std::to_string(::getpid()));
+  std::string input;
+  for (int i = 0; i < 10'000; ++i) input.push_back(static_cast<char>(i % 251));
+  { std::ofstream(path, std::ios::binary) << input; }
+  UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  std::filesystem::remove(path);
+  ASSERT_TRUE(file);
+  Pipe out;
+
+  StdioBackend backend(nullptr, file.get(), out.write_end.get());
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  EXPECT_EQ(received.wait_for(input.size()), input);
+}
+
+TEST(StdioBackendTest, DevNullIsEmptyInput) {
+  UniqueFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  Pipe out;
+  StdioBackend backend(nullptr, null.get(), out.write_end.get());
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  io.call([] {});
+  EXPECT_EQ(received.now(), "");
+}
+
+TEST(StdioBackendTest, LeavesPipeFlagsAsTheyWere) {
+  Pipe in, out;
+  const int before = ::fcntl(in.read_end.get(), F_GETFL);
+  {
+    StdioBackend backend(nullptr, in.read_end.get(), out.write_end.get());
+    LoopThread io;
+    io.call([&] { backend.start(io.loop, [](std::span<const uint8_t>) {}); });
+  }
+  EXPECT_EQ(::fcntl(in.read_end.get(), F_GETFL), before);
+}
+
+class StdioTerminalTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    int master = -1, slave = -1;
+    ASSERT_EQ(::openpty(&master, &slave, nullptr, nullptr, nullptr), 0);
+    master_.reset(master);
+    slave_.reset(slave);
+  }
+  termios attributes() const {
+    termios t{};
+    ::tcgetattr(slave_.get(), &t);
+    return t;
+  }
+
+  UniqueFd master_, slave_;
+};
+
+TEST_F(StdioTerminalTest, RawModeWhileRunningRestoredAfter) {
+  ASSERT_NE(attributes().c_lflag & ICANON, 0u);
+  {
+    StdioBackend backend(nullptr, slave_.get(), slave_.get());
+    LoopThread io;
+    io.call([&] { backend.start(io.loop, [](std::span<const uint8_t>) {}); });
+    const termios raw = attributes();
+    EXPECT_EQ(raw.c_lflag & (ICANON | ECHO | ISIG), 0u);
+    EXPECT_EQ(raw.c_oflag & OPOST, 0u);
+    EXPECT_EQ(raw.c_iflag & ICRNL, 0u);
+  }
+  const termios restored = attributes();
+  EXPECT_NE(restored.c_lflag & ICANON, 0u);
+  EXPECT_NE(restored.c_lflag & ECHO, 0u);
+}
+
+TEST_F(StdioTerminalTest, RestoreHookForSignalHandlers) {
+  StdioBackend backend(nullptr, slave_.get(), slave_.get());
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, [](std::span<const uint8_t>) {}); });
+  EXPECT_EQ(attributes().c_lflag & ICANON, 0u);
+  RawTerminal::restore_saved();
+  EXPECT_NE(attributes().c_lflag & ICANON, 0u);
+}
+
+TEST_F(StdioTerminalTest, OnlyOneRawTerminal) {
+  RawTerminal first(slave_.get());
+  EXPECT_THROW(RawTerminal second(slave_.get()), UserError);
+}
+
+TEST_F(StdioTerminalTest, EscapesOnATerminal) {
+  std::promise<void> quit;
+  StdioBackend backend([&] { quit.set_value(); }, slave_.get(), slave_.get());
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  // Without raw mode none of this would arrive before a newline, and Ctrl-C would be a signal.
+  write_fd(master_.get(),
+           "ab\x03\x01\x01"
+           "c\x01"
+           "d");
+  EXPECT_EQ(received.wait_for(7),
+            "ab\x03\x01"
+            "c\x01"
+            "d");
+  write_fd(master_.get(), "\x01x");
+  EXPECT_EQ(quit.get_future().wait_for(5s), std::future_status::ready);
+}
+
+TEST_F(StdioTerminalTest, GuestOutputReachesTheTerminalUnchanged) {
+  StdioBackend backend(nullptr, slave_.get(), slave_.get());
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, [](std::span<const uint8_t>) {}); });
+  backend.write(bytes_of("login:\r\n"));
+  char buffer[64];
+  const ssize_t n = ::read(master_.get(), buffer, sizeof buffer);
+  EXPECT_EQ(std::string(buffer, static_cast<size_t>(std::max<ssize_t>(n, 0))), "login:\r\n");
+}
+
+}  // namespace
+}  // namespace libvmm

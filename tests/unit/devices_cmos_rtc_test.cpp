@@ -1,0 +1,115 @@
+#include <gtest/gtest.h>
+
+#include <array>
+
+#include "libvmm/devices/cmos_rtc.hpp"
+
+namespace libvmm {
+namespace {
+
+constexpr std::time_t kLeapDay = 1709214307;  // 2024-02-29 13:45:07 UTC, a Thursday
+constexpr std::time_t kLastDay = 946598709;   // 1999-12-31 00:05:09 UTC, a Friday
+
+class CmosRtcTest : public testing::Test {
+ protected:
+  uint8_t cmos(uint8_t index) {
+    select(index);
+    uint8_t value = 0xEE;
+    rtc_.read(1, std::span(&value, 1));
+    return value;
+  }
+  void set_cmos(uint8_t index, uint8_t value) {
+    select(index);
+    rtc_.write(1, std::span(&value, 1));
+  }
+  void select(uint8_t index) { rtc_.write(0, std::span(&index, 1)); }
+
+  std::time_t now_ = kLeapDay;
+  CmosRtc rtc_{[this] { return now_; }};
+};
+
+TEST_F(CmosRtcTest, ClockInBcdFromUtc) {
+  EXPECT_EQ(cmos(0x00), 0x07);  // seconds
+  EXPECT_EQ(cmos(0x02), 0x45);  // minutes
+  EXPECT_EQ(cmos(0x04), 0x13);  // hours, 24-hour mode
+  EXPECT_EQ(cmos(0x06), 0x05);  // day of week, Sunday = 1
+  EXPECT_EQ(cmos(0x07), 0x29);  // day of month
+  EXPECT_EQ(cmos(0x08), 0x02);  // month
+  EXPECT_EQ(cmos(0x09), 0x24);  // year
+  EXPECT_EQ(cmos(0x32), 0x20);  // century
+
+  now_ = kLastDay;
+  EXPECT_EQ(cmos(0x00), 0x09);
+  EXPECT_EQ(cmos(0x04), 0x00);
+  EXPECT_EQ(cmos(0x06), 0x06);
+  EXPECT_EQ(cmos(0x08), 0x12);
+  EXPECT_EQ(cmos(0x09), 0x99);
+  EXPECT_EQ(cmos(0x32), 0x19);
+}
+
+TEST_F(CmosRtcTest, StatusRegisters) {
+  EXPECT_EQ(cmos(0x0A), 0x26);  // UIP clear
+  EXPECT_EQ(cmos(0x0B), 0x02);  // 24-hour, BCD
+  EXPECT_EQ(cmos(0x0C), 0x00);
+  EXPECT_EQ(cmos(0x0D), 0x80);  // valid RAM and time
+
+  set_cmos(0x0A, 0xA6);  // UIP is read-only
+  EXPECT_EQ(cmos(0x0A), 0x26);
+  set_cmos(0x0C, 0xFF);
+  set_cmos(0x0D, 0x00);
+  EXPECT_EQ(cmos(0x0C), 0x00);
+  EXPECT_EQ(cmos(0x0D), 0x80);
+}
+
+TEST_F(CmosRtcTest, NmiMaskBitOfIndexIgnored) {
+  EXPECT_EQ(cmos(0x80 | 0x02), 0x45);
+  EXPECT_EQ(cmos(0x80 | 0x0D), 0x80);
+}
+
+TEST_F(CmosRtcTest, GuestCannotSetTheClock) {
+  set_cmos(0x00, 0x30);
+  set_cmos(0x09, 0x01);
+  EXPECT_EQ(cmos(0x00), 0x07);
+  EXPECT_EQ(cmos(0x09), 0x24);
+}
+
+TEST_F(CmosRtcTest, BinaryAndTwelveHourModes) {
+  set_cmos(0x0B, 0x06);  // binary, 24-hour
+  EXPECT_EQ(cmos(0x02), 45);
+  EXPECT_EQ(cmos(0x04), 13);
+  set_cmos(0x0B, 0x00);                // BCD, 12-hour
+  EXPECT_EQ(cmos(0x04), 0x80 | 0x01);  // 1 PM
+  now_ = kLastDay;
+  EXPECT_EQ(cmos(0x04), 0x12);  // midnight is 12 AM
+}
+
+TEST_F(CmosRtcTest, RamStoredAndReadBack) {
+  set_cmos(0x0F, 0x0A);  // shutdown status
+  set_cmos(0x40, 0x5A);
+  set_cmos(0x7F, 0xA5);
+  set_cmos(0x01, 0x30);  // alarm seconds: plain storage
+  EXPECT_EQ(cmos(0x0F), 0x0A);
+  EXPECT_EQ(cmos(0x40), 0x5A);
+  EXPECT_EQ(cmos(0x7F), 0xA5);
+  EXPECT_EQ(cmos(0x01), 0x30);
+  EXPECT_EQ(cmos(0x41), 0x00);
+}
+
+TEST_F(CmosRtcTest, WideAndStrayAccesses) {
+  select(0x02);
+  std::array<uint8_t, 4> data{};
+  data.fill(0xEE);
+  rtc_.read(1, data);
+  EXPECT_EQ(data, (std::array<uint8_t, 4>{0x45, 0, 0, 0}));
+  rtc_.read(0, data);  // the index register is write-only
+  EXPECT_EQ(data[0], 0xFF);
+  rtc_.read(2, data);
+  EXPECT_EQ(data, (std::array<uint8_t, 4>{}));
+  const std::array<uint8_t, 2> index = {0x40, 0x09};
+  rtc_.write(0, index);  // the first byte selects
+  rtc_.write(5, index);  // ignored
+  EXPECT_EQ(cmos(0x40), 0x00);
+}
+
+}  // namespace
+}  // namespace libvmm

@@ -1,0 +1,371 @@
+#include <gtest/gtest.h>
+
+#include <array>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "libvmm/backends/char_backend.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/irq.hpp"
+#include "libvmm/devices/uart16550.hpp"
+
+namespace libvmm {
+namespace {
+
+// Register offsets and bits, spelled as in Linux's serial_reg.h.
+constexpr uint64_t kRx = 0, kTx = 0, kDll = 0, kIer = 1, kDlm = 1, kIir = 2, kFcr = 2, kLcr = 3,
+                   kMcr = 4, kLsr = 5, kMsr = 6, kScr = 7;
+constexpr uint8_t kIerRdi = 0x01, kIerThri = 0x02, kIerRlsi = 0x04, kIerMsi = 0x08;
+constexpr uint8_t kIirNoInt = 0x01, kIirMsi = 0x00, kIirThri = 0x02, kIirRdi = 0x04,
+                  kIirRlsi = 0x06, kIirIdMask = 0x0F, kIirFifos = 0xC0;
+constexpr uint8_t kFcrEnable = 0x01, kFcrClearRcvr = 0x02, kFcrClearXmit = 0x04;
+constexpr uint8_t kLcrDlab = 0x80, kLcrWlen8 = 0x03;
+constexpr uint8_t kMcrDtr = 0x01, kMcrRts = 0x02, kMcrOut1 = 0x04, kMcrOut2 = 0x08, kMcrLoop = 0x10;
+constexpr uint8_t kLsrDr = 0x01, kLsrOe = 0x02, kLsrThre = 0x20, kLsrTemt = 0x40;
+constexpr uint8_t kMsrDcts = 0x01, kMsrDdsr = 0x02, kMsrTeri = 0x04, kMsrDdcd = 0x08,
+                  kMsrCts = 0x10, kMsrDsr = 0x20, kMsrRi = 0x40, kMsrDcd = 0x80;
+
+class FakeIrq : public IrqLine {
+ public:
+  uint32_t number() const override { return 4; }
+  void set_level(bool asserted) override { levels.push_back(asserted); }
+  void pulse() override { ++pulses; }
+  bool level() const { return !levels.empty() && levels.back(); }
+
+  std::vector<bool> levels;  // every change, in order
+  int pulses = 0;
+};
+
+class FakeBackend : public CharBackend {
+ public:
+  void write(std::span<const uint8_t> bytes) override { output.append(bytes.begin(), bytes.end()); }
+  void start(EventLoop& /*loop*/, InputSink input) override { sink = std::move(input); }
+  void pause_input() override { ++pauses; }
+  void resume_input() override { ++resumes; }
+  std::string describe() const override { return "fake"; }
+
+  std::string output;
+  InputSink sink;
+  int pauses = 0;
+  int resumes = 0;
+};
+
+std::span<const uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+class UartTest : public testing::Test {
+ protected:
+  explicit UartTest(size_t pending_limit = Uart16550::kDefaultPendingLimit)
+      : uart_("com1", backend_, irq_, pending_limit) {}
+
+  uint8_t in(uint64_t offset) {
+    uint8_t value = 0xEE;
+    uart_.read(offset, std::span(&value, 1));
+    return value;
+  }
+  void out(uint64_t offset, uint8_t value) { uart_.write(offset, std::span(&value, 1)); }
+  uint8_t interrupt_id() { return in(kIir)&kIirIdMask; }
+  std::string read_all() {
+    std::string got;
+    while ((in(kLsr)&kLsrDr) != 0) got.push_back(static_cast<char>(in(kRx)));
+    return got;
+  }
+
+  std::shared_ptr<FakeBackend> backend_ = std::make_shared<FakeBackend>();
+  std::shared_ptr<FakeIrq> irq_ = std::make_shared<FakeIrq>();
+  Uart16550 uart_;
+};
+
+// The checks of Linux's 8250 autoconfig() and autoconfig_16550a(), in order.
+TEST_F(UartTest, PassesLinuxProbeAs16550A) {
+  out(kIer, 0);
+  EXPECT_EQ(in(kIer)&0x0F, 0);
+  out(kIer, 0x0F);
+  EXPECT_EQ(in(kIer)&0x0F, 0x0F);
+  out(kIer, 0);
+
+  // Loopback test: RTS and OUT2 looped back as CTS and DCD.
+  out(kMcr, kMcrLoop | 0x0A);
+  EXPECT_EQ(in(kMsr)&0xF0, kMsrDcd | kMsrCts);
+  out(kMcr, 0);
+
+  out(kFcr, kFcrEnable);
+  EXPECT_EQ(in(kIir) >> 6, 3);  // 16550A: FIFOs enabled and working
+
+  // No EFR behind LCR 0xBF (offset 2 still reads IIR, which is never 0 with FIFOs on).
+  out(kLcr, 0xBF);
+  EXPECT_NE(in(kIir), 0);
+  out(kLcr, 0);
+  // No 64-byte FIFO (16750) and no UUE bit in IER (XScale).
+  out(kFcr, kFcrEnable | 0x20);
+  EXPECT_EQ(in(kIir)&0xE0, kIirFifos);
+  out(kIer, 0x40);
+  EXPECT_EQ(in(kIer), 0);
+
+  out(kScr, 0x55);
+  EXPECT_EQ(in(kScr), 0x55);
+  out(kScr, 0xAA);
+  EXPECT_EQ(in(kScr), 0xAA);
+
+  EXPECT_NE(in(kLsr), 0xFF);
+  EXPECT_EQ(in(kLsr), kLsrThre | kLsrTemt);
+}
+
+TEST_F(UartTest, ResetState) {
+  EXPECT_EQ(in(kIer), 0);
+  EXPECT_EQ(in(kIir), kIirNoInt);  // no interrupt, FIFOs off
+  EXPECT_EQ(in(kLcr), 0);
+  EXPECT_EQ(in(kMcr), 0);
+  EXPECT_EQ(in(kMsr), kMsrDcd | kMsrDsr | kMsrCts);
+  EXPECT_TRUE(irq_->levels.empty());
+}
+
+TEST_F(UartTest, DivisorLatchBehindDlab) {
+  out(kIer, kIerRdi);
+  out(kLcr, kLcrDlab | kLcrWlen8);
+  out(kDll, 0x0C);
+  out(kDlm, 0x01);
+  EXPECT_EQ(in(kDll), 0x0C);
+  EXPECT_EQ(in(kDlm), 0x01);
+  EXPECT_EQ(backend_->output, "");  // DLL writes are not transmitted
+  EXPECT_EQ(in(kLcr), kLcrDlab | kLcrWlen8);
+
+  out(kLcr, kLcrWlen8);
+  EXPECT_EQ(in(kIer), kIerRdi);  // offsets 0/1 are THR/IER again
+  out(kTx, 'A');
+  EXPECT_EQ(backend_->output, "A");
+  out(kLcr, kLcrDlab);
+  EXPECT_EQ(in(kDll), 0x0C);  // the divisor survived
+}
+
+TEST_F(UartTest, TransmitsToBackend) {
+  for (char c : std::string_view("hello\r\n")) out(kTx, static_cast<uint8_t>(c));
+  EXPECT_EQ(backend_->output, "hello\r\n");
+  EXPECT_EQ(in(kLsr) & (kLsrThre | kLsrTemt), kLsrThre | kLsrTemt);
+}
+
+TEST_F(UartTest, ThreInterruptRaisedByEnableAndClearedByIirRead) {
+  out(kFcr, kFcrEnable);
+  out(kIer, kIerThri);  // enabling while THR is empty raises it
+  EXPECT_TRUE(irq_->level());
+  EXPECT_EQ(in(kIir), kIirFifos | kIirThri);  // reading IIR acknowledges it
+  EXPECT_FALSE(irq_->level());
+  EXPECT_EQ(in(kIir), kIirFifos | kIirNoInt);
+
+  out(kIer, kIerThri);  // still enabled: no new edge, no new interrupt
+  EXPECT_FALSE(irq_->level());
+
+  out(kTx, 'x');  // after each transmitted byte THR is empty again
+  EXPECT_TRUE(irq_->level());
+  out(kIer, 0);  // disabling hides it
+  EXPECT_FALSE(irq_->level());
+  EXPECT_EQ(irq_->levels, (std::vector<bool>{true, false, true, false}));
+}
+
+TEST_F(UartTest, ThreClearedByThrWriteAndSetAgainAfterTransmit) {
+  out(kIer, kIerThri);
+  EXPECT_EQ(interrupt_id(), kIirThri);  // acknowledged
+  out(kTx, 'a');
+  out(kTx, 'b');
+  EXPECT_EQ(interrupt_id(), kIirThri);
+  EXPECT_EQ(interrupt_id(), kIirNoInt);
+  EXPECT_EQ(backend_->output, "ab");
+}
+
+// serial8250_do_startup(): a real 16550 reasserts THRE when THRI is re-enabled while idle.
+TEST_F(UartTest, ReassertsThreForLinuxThreTest) {
+  out(kIer, kIerThri);
+  const uint8_t iir1 = in(kIir);
+  out(kIer, 0);
+  out(kIer, kIerThri);
+  const uint8_t iir = in(kIir);
+  out(kIer, 0);
+  EXPECT_EQ(iir1 & kIirNoInt, 0);
+  EXPECT_EQ(iir & kIirNoInt, 0);
+  EXPECT_FALSE(irq_->level());
+}
+
+TEST_F(UartTest, ReceiveRaisesDataInterruptUntilFifoIsRead) {
+  out(kFcr, kFcrEnable);
+  uart_.receive(bytes_of("ab"));
+  EXPECT_FALSE(irq_->level());  // ERBFI off
+  EXPECT_EQ(in(kLsr)&kLsrDr, kLsrDr);
+
+  out(kIer, kIerRdi);
+  EXPECT_TRUE(irq_->level());
+  EXPECT_EQ(in(kIir), kIirFifos | kIirRdi);
+  EXPECT_TRUE(irq_->level());  // reading IIR does not clear received data
+  EXPECT_EQ(in(kRx), 'a');
+  EXPECT_TRUE(irq_->level());
+  EXPECT_EQ(in(kRx), 'b');
+  EXPECT_FALSE(irq_->level());
+  EXPECT_EQ(in(kLsr)&kLsrDr, 0);
+  EXPECT_EQ(in(kRx), 0);  // empty FIFO
+  EXPECT_EQ(irq_->levels, (std::vector<bool>{true, false}));
+}
+
+TEST_F(UartTest, IrqLineOnlyChangesOnLevelChange) {
+  out(kIer, kIerRdi | kIerThri);
+  uart_.receive(bytes_of("x"));
+  uart_.receive(bytes_of("y"));
+  out(kTx, '1');
+  EXPECT_EQ(irq_->levels, (std::vector<bool>{true}));
+}
+
+TEST_F(UartTest, InterruptPriority) {
+  out(kFcr, kFcrEnable);
+  out(kMcr, kMcrLoop);  // modem status deltas and a loopback overrun
+  for (int i = 0; i < 17; ++i) out(kTx, static_cast<uint8_t>('0' + i));
+  out(kIer, kIerRdi | kIerThri | kIerRlsi | kIerMsi);
+
+  EXPECT_EQ(interrupt_id(), kIirRlsi);  // overrun
+  EXPECT_EQ(in(kLsr)&kLsrOe, kLsrOe);   // reading LSR clears it
+  EXPECT_EQ(interrupt_id(), kIirRdi);
+  EXPECT_EQ(read_all().size(), Uart16550::kFifoSize);
+  EXPECT_EQ(interrupt_id(), kIirThri);  // reported once
+  EXPECT_EQ(interrupt_id(), kIirMsi);
+  in(kMsr);
+  EXPECT_EQ(interrupt_id(), kIirNoInt);
+  EXPECT_FALSE(irq_->level());
+}
+
+TEST_F(UartTest, LoopbackEchoesTransmitAndReflectsModemControl) {
+  out(kFcr, kFcrEnable);
+  EXPECT_EQ(in(kMsr)&0x0F, 0);
+  out(kMcr, kMcrLoop);
+  // All four modem inputs dropped (RI was already low).
+  EXPECT_EQ(in(kMsr), kMsrDcts | kMsrDdsr | kMsrDdcd);
+  EXPECT_EQ(in(kMsr), 0);  // reading MSR clears the deltas
+
+  out(kMcr, kMcrLoop | kMcrDtr | kMcrRts | kMcrOut1 | kMcrOut2);
+  EXPECT_EQ(in(kMsr), kMsrCts | kMsrDsr | kMsrRi | kMsrDcd | kMsrDcts | kMsrDdsr | kMsrDdcd);
+  out(kMcr, kMcrLoop | kMcrDtr | kMcrRts | kMcrOut2);  // RI falls: trailing edge
+  EXPECT_EQ(in(kMsr), kMsrCts | kMsrDsr | kMsrDcd | kMsrTeri);
+
+  out(kTx, 'L');
+  out(kTx, 'B');
+  EXPECT_EQ(backend_->output, "");
+  EXPECT_EQ(read_all(), "LB");
+
+  out(kMcr, 0);
+  EXPECT_EQ(in(kMsr)&0xF0, kMsrDcd | kMsrDsr | kMsrCts);
+  out(kTx, 'T');
+  EXPECT_EQ(backend_->output, "T");
+  EXPECT_EQ(read_all(), "");
+}
+
+TEST_F(UartTest, LoopbackOverrunSetsOverrunUntilLsrRead) {
+  out(kMcr, kMcrLoop);  // FIFOs off: a single-byte receive buffer
+  out(kTx, '1');
+  out(kTx, '2');
+  EXPECT_EQ(in(kLsr), kLsrDr | kLsrOe | kLsrThre | kLsrTemt);
+  EXPECT_EQ(in(kLsr), kLsrDr | kLsrThre | kLsrTemt);
+  EXPECT_EQ(read_all(), "1");
+}
+
+TEST_F(UartTest, HostInputWaitsDuringLoopback) {
+  out(kMcr, kMcrLoop);
+  uart_.receive(bytes_of("host"));
+  EXPECT_EQ(read_all(), "");  // the receiver is disconnected from the line
+  out(kMcr, 0);
+  EXPECT_EQ(read_all(), "host");
+}
+
+TEST_F(UartTest, FifoClearKeepsPendingHostInput) {
+  out(kFcr, kFcrEnable);
+  uart_.receive(bytes_of("0123456789abcdefWXYZ"));  // 16 in the FIFO, 4 waiting
+  out(kFcr, kFcrEnable | kFcrClearRcvr | kFcrClearXmit);
+  EXPECT_EQ(read_all(), "WXYZ");
+}
+
+TEST_F(UartTest, FifoSizeDependsOnFifoEnable) {
+  uart_.receive(bytes_of("abc"));  // FIFOs off: one byte at a time, the rest waits
+  EXPECT_EQ(in(kRx), 'a');
+  out(kFcr, kFcrEnable);  // switching modes resets the FIFO, then refills it
+  EXPECT_EQ(read_all(), "c");
+  uart_.receive(bytes_of("0123456789abcdefgh"));
+  out(kMcr, kMcrLoop);
+  out(kTx, '!');  // FIFO is full: 16 bytes
+  EXPECT_EQ(in(kLsr)&kLsrOe, kLsrOe);
+  out(kMcr, 0);
+  EXPECT_EQ(read_all(), "0123456789abcdefgh");
+}
+
+TEST_F(UartTest, StartConnectsBackendInput) {
+  EventLoop loop;
+  uart_.start(loop);
+  ASSERT_TRUE(backend_->sink);
+  backend_->sink(bytes_of("in"));
+  EXPECT_EQ(read_all(), "in");
+}
+
+TEST_F(UartTest, WideAccessUsesFirstByte) {
+  const std::array<uint8_t, 4> value = {0x12, 0x34, 0x56, 0x78};
+  uart_.write(kScr, value);
+  std::array<uint8_t, 4> got{};
+  got.fill(0xEE);
+  uart_.read(kScr, got);
+  EXPECT_EQ(got, (std::array<uint8_t, 4>{0x12, 0, 0, 0}));
+
+  uart_.write(kTx, std::span(value).first(2));
+  EXPECT_EQ(backend_->output, "\x12");
+}
+
+TEST_F(UartTest, OffsetsBeyondRegistersIgnored) {
+  const uint8_t value = 'z';
+  uart_.write(8, std::span(&value, 1));
+  uart_.write(0x1000, std::span(&value, 1));
+  EXPECT_EQ(backend_->output, "");
+  std::array<uint8_t, 2> got{0xEE, 0xEE};
+  uart_.read(8, got);
+  EXPECT_EQ(got, (std::array<uint8_t, 2>{0, 0}));
+  uart_.write(kLsr, std::span(&value, 1));  // read-only registers ignore writes
+  uart_.write(kMsr, std::span(&value, 1));
+  EXPECT_EQ(in(kLsr), kLsrThre | kLsrTemt);
+  EXPECT_EQ(in(kMsr), kMsrDcd | kMsrDsr | kMsrCts);
+}
+
+class UartFlowControlTest : public UartTest {
+ protected:
+  UartFlowControlTest() : UartTest(8) {}
+};
+
+TEST_F(UartFlowControlTest, PausesWhenPendingIsFullAndResumesBelowHalf) {
+  out(kFcr, kFcrEnable);
+  std::string input;
+  for (int i = 0; i < 30; ++i) input.push_back(static_cast<char>('A' + i));
+  uart_.receive(bytes_of(std::string_view(input).substr(0, 23)));  // 16 + 7 pending
+  EXPECT_EQ(backend_->pauses, 0);
+  uart_.receive(bytes_of(std::string_view(input).substr(23)));  // 16 + 14 pending: full
+  EXPECT_EQ(backend_->pauses, 1);
+  uart_.receive({});
+  EXPECT_EQ(backend_->pauses, 1);  // asked once
+
+  std::string got;
+  while (backend_->resumes == 0) got.push_back(static_cast<char>(in(kRx)));
+  // Resumed when fewer than half the limit (4) wait: 16 in the FIFO + 3 pending.
+  EXPECT_EQ(got.size(), 11u);
+  got += read_all();
+  EXPECT_EQ(got, input);  // nothing lost beyond the limit
+  EXPECT_EQ(backend_->pauses, 1);
+  EXPECT_EQ(backend_->resumes, 1);
+}
+
+TEST_F(UartFlowControlTest, ResumeIsPostedToTheLoopAfterStart) {
+  EventLoop loop;
+  uart_.start(loop);
+  out(kFcr, kFcrEnable);
+  backend_->sink(bytes_of("0123456789abcdef01234567"));
+  EXPECT_EQ(backend_->pauses, 1);
+  read_all();
+  EXPECT_EQ(backend_->resumes, 0);  // not on this (vCPU) thread
+  loop.post([&loop] { loop.stop(); });
+  loop.run();
+  EXPECT_EQ(backend_->resumes, 1);
+}
+
+}  // namespace
+}  // namespace libvmm
