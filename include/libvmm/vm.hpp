@@ -1,0 +1,73 @@
+// A whole virtual machine: guest RAM, vCPUs, the interrupt controller, platform devices and a
+// booted guest, assembled from a VmConfig. This is what the `vmm` program runs; programs that
+// embed libvmm can use it as is, extend it (attach devices before run()), or build their own
+// from the core building blocks (see examples/).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "libvmm/core/bus.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/irq.hpp"
+#include "libvmm/core/kvm.hpp"
+#include "libvmm/core/vcpu_runner.hpp"
+
+namespace libvmm {
+
+struct VmConfig {
+  std::string name = "vm";
+  uint64_t memory_size = 256 * MiB;
+  uint32_t vcpus = 1;
+  std::filesystem::path kernel;  // x86_64: a bzImage
+  std::filesystem::path initrd;  // optional
+  std::string cmdline;
+  std::string serial = "stdio";  // a character backend spec: stdio, file:PATH, none
+  bool strict_faults = false;    // stop the VM on the first unhandled guest access
+  std::string kvm_device = "/dev/kvm";
+};
+
+// How a run ended.
+struct RunResult {
+  StopReason reason = StopReason::error;
+  std::string detail;
+  // 0 when the guest reset or powered off or the user quit; 1 for faults and errors.
+  int exit_status() const;
+};
+
+// Validates a config before anything is created: UserError naming the flag on the first problem.
+void validate(const VmConfig& config);
+
+class Vm {
+ public:
+  // Creates the VM and loads the guest. Throws UserError for bad configuration or images.
+  explicit Vm(const VmConfig& config);
+  ~Vm();
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+
+  // Runs the guest on one thread per vCPU, and host I/O on the calling thread, until the guest
+  // resets or powers off, the user quits, or an error stops it.
+  RunResult run();
+
+  // Thread-safe. The first request wins; later ones are logged and ignored.
+  void request_stop(StopReason reason, std::string detail);
+
+  const VmConfig& config() const;
+  GuestMemory& memory();
+  Bus& mmio_bus();
+  Bus& pio_bus();
+  EventLoop& event_loop();
+  KvmVm& kvm_vm();
+  // The line into the interrupt controller for `number` (x86: GSI), created on first use.
+  std::shared_ptr<IrqLine> irq(uint32_t number);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace libvmm

@@ -1,0 +1,70 @@
+#include "libvmm/core/size.hpp"
+
+#include <fmt/format.h>
+
+#include <cctype>
+
+namespace libvmm {
+
+std::optional<uint64_t> parse_size(std::string_view text) {
+  std::string digits;
+  size_t i = 0;
+  unsigned base = 10;
+  if (text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+    base = 16;
+    i = 2;
+  }
+  for (; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '_' && !digits.empty()) continue;
+    if (base == 16 ? std::isxdigit(static_cast<unsigned char>(c)) : std::isdigit(static_cast<unsigned char>(c))) {
+      digits += c;
+      continue;
+    }
+    break;
+  }
+  if (digits.empty()) return std::nullopt;
+  uint64_t value = 0;
+  for (char c : digits) {
+    const unsigned d = std::isdigit(static_cast<unsigned char>(c))
+                           ? static_cast<unsigned>(c - '0')
+                           : static_cast<unsigned>(std::tolower(static_cast<unsigned char>(c)) - 'a' + 10);
+    if (value > (UINT64_MAX - d) / base) return std::nullopt;
+    value = value * base + d;
+  }
+  std::string suffix;
+  for (; i < text.size(); ++i) suffix += static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
+  unsigned shift = 0;
+  if (suffix.empty() || suffix == "b") {
+    shift = 0;
+  } else if (suffix == "k" || suffix == "kib" || suffix == "kb") {
+    shift = 10;
+  } else if (suffix == "m" || suffix == "mib" || suffix == "mb") {
+    shift = 20;
+  } else if (suffix == "g" || suffix == "gib" || suffix == "gb") {
+    shift = 30;
+  } else if (suffix == "t" || suffix == "tib" || suffix == "tb") {
+    shift = 40;
+  } else {
+    return std::nullopt;
+  }
+  if (shift != 0 && value > (UINT64_MAX >> shift)) return std::nullopt;
+  return value << shift;
+}
+
+std::string format_size(uint64_t bytes) {
+  constexpr const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
+  if (bytes < 1024) return fmt::format("{} bytes", bytes);
+  double value = static_cast<double>(bytes);
+  int unit = -1;
+  while (value >= 1024 && unit < 3) {
+    value /= 1024;
+    ++unit;
+  }
+  if (value == static_cast<double>(static_cast<uint64_t>(value))) {
+    return fmt::format("{} {}", static_cast<uint64_t>(value), units[unit]);
+  }
+  return fmt::format("{:.1f} {}", value, units[unit]);
+}
+
+}  // namespace libvmm

@@ -1,0 +1,183 @@
+#include "libvmm/vm.hpp"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+
+#include "../arch/machine.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/fault_report.hpp"
+#include "libvmm/core/kvm_irq.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/core/size.hpp"
+
+namespace libvmm {
+namespace {
+
+void check_readable_file(const std::filesystem::path& path, const char* flag) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw UserError(fmt::format("{} {}: {}", flag, path.string(), std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) throw UserError(fmt::format("{} {}: not a regular file", flag, path.string()));
+  if (::access(path.c_str(), R_OK) != 0) {
+    throw UserError(fmt::format("{} {}: {}", flag, path.string(), std::strerror(errno)));
+  }
+}
+
+uint64_t host_ram() {
+  struct sysinfo info {};
+  if (::sysinfo(&info) != 0) return UINT64_MAX;
+  return static_cast<uint64_t>(info.totalram) * info.mem_unit;
+}
+
+}  // namespace
+
+int RunResult::exit_status() const {
+  switch (reason) {
+    case StopReason::reset:
+    case StopReason::power_off:
+    case StopReason::quit:
+      return 0;
+    case StopReason::fault:
+    case StopReason::error:
+      return 1;
+  }
+  return 1;
+}
+
+void validate(const VmConfig& c) {
+  if (c.memory_size == 0) throw UserError("--memory: must be greater than zero");
+  if (c.memory_size % MiB != 0) {
+    throw UserError(fmt::format("--memory: {} bytes is not a multiple of 1 MiB", c.memory_size));
+  }
+  if (const uint64_t host = host_ram(); c.memory_size > host) {
+    throw UserError(fmt::format("--memory: {} is more than this host's {} of RAM",
+                                format_size(c.memory_size), format_size(host)));
+  }
+  if (c.vcpus == 0) throw UserError("--vcpus: must be at least 1");
+  if (c.kernel.empty()) throw UserError("--kernel: no guest kernel given");
+  check_readable_file(c.kernel, "--kernel");
+  if (!c.initrd.empty()) check_readable_file(c.initrd, "--initrd");
+}
+
+struct Vm::Impl {
+  explicit Impl(const VmConfig& c) : config(c), kvm(c.kvm_device), vm(kvm.create_vm()) {}
+
+  // Declaration order is teardown order reversed: vCPUs stop first, then devices, then the
+  // machine (which owns the backends devices write to), the loop and memory last.
+  VmConfig config;
+  Kvm kvm;
+  KvmVm vm;
+  GuestMemory memory;
+  EventLoop loop;
+  std::unique_ptr<Machine> machine;
+  Bus mmio{"MMIO"};
+  Bus pio{"port I/O"};
+  std::unique_ptr<FaultReporter> faults;
+  std::vector<std::unique_ptr<VcpuRunner>> vcpus;
+  std::mutex irq_mutex;
+  std::map<uint32_t, std::shared_ptr<KvmIrqLine>> irqs;
+  std::mutex stop_mutex;
+  std::optional<RunResult> result;
+};
+
+Vm::Vm(const VmConfig& config) {
+  validate(config);
+  impl_ = std::make_unique<Impl>(config);
+  auto& d = *impl_;
+  d.machine = make_host_machine();
+  if (config.vcpus > d.machine->max_vcpus()) {
+    throw UserError(fmt::format("--vcpus: {} is more than the {} this machine supports", config.vcpus,
+                                d.machine->max_vcpus()));
+  }
+  if (const int kvm_max = d.kvm.check_extension(KVM_CAP_MAX_VCPUS);
+      kvm_max > 0 && config.vcpus > static_cast<uint32_t>(kvm_max)) {
+    throw UserError(fmt::format("--vcpus: {} is more than this host's KVM allows ({})", config.vcpus,
+                                kvm_max));
+  }
+  d.kvm.require_extension(KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY");
+  d.kvm.require_extension(KVM_CAP_IRQFD, "KVM_CAP_IRQFD");
+  d.kvm.require_extension(KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD");
+
+  // Guest RAM: one memfd region, mapped in as many pieces as the memory map has RAM ranges.
+  auto ram = MemoryRegion::create("guest_ram", config.memory_size);
+  uint64_t offset = 0;
+  uint32_t slot = 0;
+  for (const RamRange& range : d.machine->ram_layout(config.memory_size)) {
+    const GuestMapping& m = d.memory.map(range.gpa, ram, offset, range.size);
+    d.vm.set_user_memory_region(slot++, m.gpa, m.size, m.host(), m.readonly);
+    log::debug("RAM [{:#x}, {:#x}) ({})", m.gpa, m.end(), format_size(m.size));
+    offset += range.size;
+  }
+
+  d.faults = std::make_unique<FaultReporter>(d.memory, d.mmio, config.strict_faults);
+  d.machine->create_interrupt_controller(*this);
+  d.machine->add_platform_devices(*this);
+  d.machine->load_guest(*this);
+
+  for (uint32_t i = 0; i < config.vcpus; ++i) {
+    auto vcpu = d.vm.create_vcpu(i);
+    d.machine->setup_vcpu(*this, *vcpu);
+    VcpuRunner::Context ctx;
+    ctx.mmio = &d.mmio;
+    ctx.pio = &d.pio;
+    ctx.faults = d.faults.get();
+    ctx.request_stop = [this](StopReason r, std::string detail) { request_stop(r, std::move(detail)); };
+    Machine* machine = d.machine.get();
+    ctx.instruction_pointer = [machine](KvmVcpu& v) { return machine->instruction_pointer(v); };
+    d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
+  }
+}
+
+Vm::~Vm() {
+  if (!impl_) return;
+  for (auto& v : impl_->vcpus) v->stop();
+  for (auto& v : impl_->vcpus) v->join();
+}
+
+RunResult Vm::run() {
+  auto& d = *impl_;
+  for (auto& v : d.vcpus) v->start();
+  d.loop.run();
+  for (auto& v : d.vcpus) v->stop();
+  for (auto& v : d.vcpus) v->join();
+  std::lock_guard lock(d.stop_mutex);
+  return d.result.value_or(RunResult{StopReason::error, "the event loop stopped unexpectedly"});
+}
+
+void Vm::request_stop(StopReason reason, std::string detail) {
+  auto& d = *impl_;
+  {
+    std::lock_guard lock(d.stop_mutex);
+    if (d.result) {
+      log::debug("ignoring stop request ({}: {}): already stopping", to_string(reason), detail);
+      return;
+    }
+    d.result = RunResult{reason, std::move(detail)};
+  }
+  for (auto& v : d.vcpus) v->stop();
+  d.loop.stop();
+}
+
+const VmConfig& Vm::config() const { return impl_->config; }
+GuestMemory& Vm::memory() { return impl_->memory; }
+Bus& Vm::mmio_bus() { return impl_->mmio; }
+Bus& Vm::pio_bus() { return impl_->pio; }
+EventLoop& Vm::event_loop() { return impl_->loop; }
+KvmVm& Vm::kvm_vm() { return impl_->vm; }
+
+std::shared_ptr<IrqLine> Vm::irq(uint32_t number) {
+  std::lock_guard lock(impl_->irq_mutex);
+  auto& line = impl_->irqs[number];
+  if (!line) line = std::make_shared<KvmIrqLine>(impl_->vm, number, number);
+  return line;
+}
+
+}  // namespace libvmm

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Runs one scenario of the freestanding test guest (test_guest.S) on this machine's /dev/kvm
+# through the real `vmm` program, and checks its console output and exit status.
+# Usage: run_case.sh VMM GUEST_BZIMAGE CASE
+set -uo pipefail
+vmm=$1 guest=$2 case=$3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+out=$work/out err=$work/err
+
+fail() { echo "FAIL ($case): $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; exit 1; }
+expect_out() { grep -qF -- "$1" "$out" || fail "stdout lacks: $1"; }
+expect_err() { grep -qF -- "$1" "$err" || fail "stderr lacks: $1"; }
+expect_status() { [ "$status" -eq "$1" ] || fail "exit status $status, expected $1"; }
+
+# run ARGS...: runs vmm with stdin from $input (default: nothing), recording status.
+input=/dev/null
+run() { timeout 60 "$vmm" "$@" <"$input" >"$out" 2>"$err"; status=$?; }
+
+case $case in
+  hello)
+    run --kernel "$guest" --memory 32M --cmdline "hello world"
+    expect_status 0
+    expect_out "TEST-GUEST: hello, command line: hello world"
+    expect_out "TEST-GUEST: resetting"
+    expect_err "guest stopped (reset)"
+    ;;
+  fault)
+    run --kernel "$guest" --memory 32M --cmdline fault
+    expect_status 0
+    expect_out "TEST-GUEST: survived the fault"
+    expect_err "guest fault: vCPU 0 read 4 bytes at guest-physical 0xd0000000"
+    expect_err "guest fault: vCPU 0 wrote 4 bytes at guest-physical 0xd0000008"
+    expect_err "nearest: memory 'guest_ram' at [0x0, 0x2000000)"
+    expect_err "to fix it, either: (1) give the guest access to this address"
+    ;;
+  fault_strict)
+    run --kernel "$guest" --memory 32M --cmdline fault --strict
+    expect_status 1
+    expect_err "guest fault: vCPU 0 read 4 bytes at guest-physical 0xd0000000"
+    expect_err "--strict: stopping the VM"
+    grep -qF "survived the fault" "$out" && fail "the guest ran on after a strict fault"
+    ;;
+  echo)
+    printf 'ping\nq' >"$work/in"
+    input=$work/in
+    run --kernel "$guest" --memory 32M --cmdline echo
+    expect_status 0
+    expect_out "TEST-GUEST: echo ready"
+    expect_out "ping"
+    expect_out "TEST-GUEST: resetting"
+    ;;
+  triple)
+    run --kernel "$guest" --memory 32M --cmdline triple
+    expect_status 0
+    expect_out "TEST-GUEST: triple fault"
+    expect_err "triple fault"
+    ;;
+  bad_inputs)
+    check() {  # check "message fragment" ARGS...: expects exit 2 and the message, nothing run
+      local msg=$1; shift
+      run "$@"
+      [ "$status" -eq 2 ] || fail "vmm $* exited $status, expected 2"
+      [ "$(wc -l <"$err")" -eq 1 ] || fail "vmm $* printed more than one line"
+      expect_err "$msg"
+      [ -s "$out" ] && fail "vmm $* started a guest"
+      true
+    }
+    printf 'not a kernel at all\n' >"$work/tiny"
+    yes 'not a kernel at all' | head -c 8192 >"$work/text"
+    head -c 1000 "$guest" >"$work/truncated"
+    truncate -s 20M "$work/big"
+    check "--kernel $work/missing: No such file or directory" --kernel "$work/missing"
+    check "--kernel $work: not a regular file" --kernel "$work"
+    check "--kernel $work/text: not a bzImage" --kernel "$work/text"
+    check "--kernel $work/tiny: is too small to be a bzImage" --kernel "$work/tiny"
+    check "--kernel $work/truncated: " --kernel "$work/truncated"
+    check "--cmdline: 3000 bytes is longer than" --kernel "$guest" --cmdline "$(head -c 3000 /dev/zero | tr '\0' x)"
+    check "--initrd $work/big: initrd of " --kernel "$guest" --memory 32M --initrd "$work/big"
+    check "kernel needs 1 MiB of RAM from 0x1000000 (init_size)" --kernel "$guest" --memory 16M
+    check "--initrd $work/missing: No such file or directory" --kernel "$guest" --initrd "$work/missing"
+    check "--memory: must be greater than zero" --kernel "$guest" --memory 0
+    check "--memory: cannot parse 'lots'" --kernel "$guest" --memory lots
+    check "--memory: 1048577 bytes is not a multiple of 1 MiB" --kernel "$guest" --memory 1048577
+    check "is more than this host's" --kernel "$guest" --memory 64T
+    check "--vcpus: must be at least 1" --kernel "$guest" --vcpus 0
+    check "--serial: unknown backend 'bogus'" --kernel "$guest" --serial bogus
+    check "--kernel is required" --cmdline x
+    LIBVMM_KVM_DEVICE=$work/nokvm check "no such device: this host has no KVM" --kernel "$guest"
+    if command -v setpriv >/dev/null && [ "$(id -u)" -eq 0 ]; then
+      chmod 755 "$work"; chmod 644 "$guest" 2>/dev/null || true
+      run_as_nobody() { timeout 60 setpriv --reuid=65534 --regid=65534 --clear-groups "$vmm" "$@" </dev/null >"$out" 2>"$err"; status=$?; }
+      run_as_nobody --kernel "$guest"
+      [ "$status" -eq 2 ] || fail "unprivileged vmm exited $status, expected 2"
+      expect_err "permission denied"
+    fi
+    ;;
+  *) echo "unknown case $case"; exit 2 ;;
+esac
+echo "PASS ($case)"

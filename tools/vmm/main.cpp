@@ -1,0 +1,113 @@
+// vmm: boots a Linux guest on KVM. A thin command-line layer over libvmm::Vm.
+#include <CLI/CLI.hpp>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/core/size.hpp"
+#include "libvmm/vm.hpp"
+
+using namespace libvmm;
+
+namespace {
+
+constexpr int kExitUserError = 2;
+constexpr int kExitFailure = 1;
+
+// Signals that should stop the VM cleanly, read through a signalfd on the event loop so the
+// terminal is restored and devices flush, as on any other stop.
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&set, s);
+  return set;
+}
+
+void watch_stop_signals(Vm& vm, UniqueFd& holder) {
+  sigset_t set = stop_signals();
+  holder.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!holder) throw_errno("signalfd");
+  const int fd = holder.get();
+  vm.event_loop().add(fd, EPOLLIN, [&vm, fd](uint32_t) {
+    signalfd_siginfo info{};
+    if (::read(fd, &info, sizeof info) == sizeof info) {
+      vm.request_stop(StopReason::quit, fmt::format("stopped by signal {}", info.ssi_signo));
+    }
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"vmm: boot a Linux guest on KVM (libvmm " LIBVMM_VERSION ")"};
+  app.set_version_flag("--version", "vmm (libvmm) " LIBVMM_VERSION);
+  app.footer(
+      "The guest's serial console (COM1, ttyS0) is on the terminal; type Ctrl-A x to quit, "
+      "Ctrl-A h for help.\nExit status: 0 when the guest reboots or powers off (or you quit), "
+      "1 on a guest or host error, 2 on bad input.");
+
+  VmConfig config;
+  std::string memory = "256M";
+  bool verbose = false;
+  bool quiet = false;
+  app.add_option("--kernel", config.kernel, "Guest kernel (x86_64: bzImage)")->required();
+  app.add_option("--initrd", config.initrd, "Initial RAM disk (e.g. initramfs.cpio.gz)");
+  app.add_option("--cmdline", config.cmdline, "Kernel command line")->default_str("");
+  app.add_option("--memory,-m", memory, "Guest RAM, e.g. 256M, 2G, 0x10_000_000")
+      ->default_str("256M");
+  app.add_option("--vcpus", config.vcpus, "Number of vCPUs")->default_val(1);
+  app.add_option("--serial", config.serial, "Serial console backend: stdio, file:PATH or none")
+      ->default_str("stdio");
+  app.add_flag("--strict", config.strict_faults,
+               "Stop the VM (exit status 1) on the first guest access to unmapped memory");
+  app.add_flag("--verbose,-v", verbose, "Log more (unclaimed port accesses, layout)");
+  app.add_flag("--quiet,-q", quiet, "Log only errors");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    log::error("{} (see vmm --help)", e.what());
+    return kExitUserError;
+  }
+  if (verbose) log::set_level(log::Level::debug);
+  if (quiet) log::set_level(log::Level::error);
+  if (const char* dev = std::getenv("LIBVMM_KVM_DEVICE")) config.kvm_device = dev;
+
+  try {
+    auto size = parse_size(memory);
+    if (!size) throw UserError(fmt::format("--memory: cannot parse '{}' (try 256M, 2G or 0x10000000)", memory));
+    config.memory_size = *size;
+    validate(config);
+
+    // Block the stop signals in every thread (vCPU threads inherit the mask); the event loop
+    // reads them from a signalfd.
+    sigset_t set = stop_signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+    Vm vm(config);
+    UniqueFd signals;
+    watch_stop_signals(vm, signals);
+    const RunResult result = vm.run();
+    if (result.exit_status() == 0) {
+      log::info("guest stopped ({}): {}", to_string(result.reason), result.detail);
+    } else {
+      log::error("guest stopped ({}): {}", to_string(result.reason), result.detail);
+    }
+    return result.exit_status();
+  } catch (const UserError& e) {
+    log::error("{}", e.what());
+    return kExitUserError;
+  } catch (const std::exception& e) {
+    log::error("{}", e.what());
+    return kExitFailure;
+  }
+}
