@@ -23,6 +23,48 @@ int checked_ioctl(int fd, unsigned long request, const char* what, Args... args)
   return ret;
 }
 
+// The uapi headers declare their flexible arrays with __DECLARE_FLEX_ARRAY, which in C++ adds
+// an empty struct member: kvm_cpuid2 and kvm_msrs get sizeof 12 and 16 instead of C's 8, the
+// entries move, and the ioctl numbers (which encode sizeof) no longer match the kernel's. So
+// these requests are built by hand in the C layout: an 8-byte header, then the entries.
+struct FlexHeader {
+  uint32_t count;
+  uint32_t padding;
+};
+static_assert(sizeof(FlexHeader) == 8);
+#if defined(__x86_64__)
+constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, FlexHeader);
+constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, FlexHeader);
+constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, FlexHeader);
+#endif
+
+// A C-layout request buffer: FlexHeader followed by `count` entries of T.
+template <typename T>
+class FlexRequest {
+ public:
+  explicit FlexRequest(size_t count) : bytes_(sizeof(FlexHeader) + count * sizeof(T)) {
+    FlexHeader header{static_cast<uint32_t>(count), 0};
+    std::memcpy(bytes_.data(), &header, sizeof header);
+  }
+  FlexRequest(const std::vector<T>& entries) : FlexRequest(entries.size()) {
+    std::memcpy(bytes_.data() + sizeof(FlexHeader), entries.data(), entries.size() * sizeof(T));
+  }
+  void* data() { return bytes_.data(); }
+  uint32_t count() const {
+    FlexHeader header;
+    std::memcpy(&header, bytes_.data(), sizeof header);
+    return header.count;
+  }
+  std::vector<T> entries() const {
+    std::vector<T> out(count());
+    std::memcpy(out.data(), bytes_.data() + sizeof(FlexHeader), out.size() * sizeof(T));
+    return out;
+  }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -67,13 +109,9 @@ int Kvm::vcpu_mmap_size() const {
 
 #if defined(__x86_64__)
 std::vector<kvm_cpuid_entry2> Kvm::supported_cpuid() const {
-  for (uint32_t n = 64; n <= 4096; n *= 2) {
-    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
-    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
-    cpuid->nent = n;
-    if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
-      return {cpuid->entries, cpuid->entries + cpuid->nent};
-    }
+  for (size_t n = 64; n <= 4096; n *= 2) {
+    FlexRequest<kvm_cpuid_entry2> request(n);
+    if (::ioctl(fd_.get(), kGetSupportedCpuid, request.data()) == 0) return request.entries();
     if (errno != E2BIG) throw_errno("KVM: KVM_GET_SUPPORTED_CPUID");
   }
   throw SystemError("KVM: KVM_GET_SUPPORTED_CPUID", E2BIG);
@@ -204,11 +242,8 @@ void KvmVcpu::set_sregs(const kvm_sregs& sregs) {
   checked_ioctl(fd_.get(), KVM_SET_SREGS, "KVM_SET_SREGS", &sregs);
 }
 void KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-  std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
-  cpuid->nent = static_cast<uint32_t>(entries.size());
-  std::memcpy(cpuid->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  checked_ioctl(fd_.get(), KVM_SET_CPUID2, "KVM_SET_CPUID2", cpuid);
+  FlexRequest<kvm_cpuid_entry2> request(entries);
+  checked_ioctl(fd_.get(), kSetCpuid2, "KVM_SET_CPUID2", request.data());
 }
 kvm_lapic_state KvmVcpu::get_lapic() const {
   kvm_lapic_state lapic{};
@@ -220,11 +255,8 @@ void KvmVcpu::set_lapic(const kvm_lapic_state& lapic) {
 }
 void KvmVcpu::set_fpu(const kvm_fpu& fpu) { checked_ioctl(fd_.get(), KVM_SET_FPU, "KVM_SET_FPU", &fpu); }
 void KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
-  std::vector<uint8_t> buf(sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry));
-  auto* list = reinterpret_cast<kvm_msrs*>(buf.data());
-  list->nmsrs = static_cast<uint32_t>(msrs.size());
-  std::memcpy(list->entries, msrs.data(), msrs.size() * sizeof(kvm_msr_entry));
-  const int n = checked_ioctl(fd_.get(), KVM_SET_MSRS, "KVM_SET_MSRS", list);
+  FlexRequest<kvm_msr_entry> request(msrs);
+  const int n = checked_ioctl(fd_.get(), kSetMsrs, "KVM_SET_MSRS", request.data());
   if (static_cast<size_t>(n) != msrs.size()) {
     throw SystemError(fmt::format("KVM: KVM_SET_MSRS set {} of {} MSRs", n, msrs.size()), EINVAL);
   }

@@ -107,8 +107,8 @@ bool VcpuRunner::handle_exit() {
       return false;
     case KVM_EXIT_SHUTDOWN:
       // x86: a triple fault. Linux uses it as its last-resort reboot method.
-      ctx_.request_stop(StopReason::reset, fmt::format("vCPU {}: triple fault (guest reset)",
-                                                       vcpu_->index()));
+      ctx_.request_stop(StopReason::reset, fmt::format("vCPU {}: triple fault (guest reset) at {}",
+                                                       vcpu_->index(), describe_registers()));
       return false;
     case KVM_EXIT_SYSTEM_EVENT: {
       const uint32_t type = run.system_event.type;
