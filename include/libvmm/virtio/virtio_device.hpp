@@ -1,0 +1,71 @@
+// What a virtIO device type (console, block, net, ...) implements, and what it gets back from
+// the transport that connects it to the guest's driver.
+//
+// Threads and locking: the transport holds one lock per device. Every call into the device
+// (config access, activate, queue_notify, reset) is made with that lock held, from a vCPU
+// thread (register access, QueueNotify exits) or the event loop thread (a notify ioeventfd),
+// so a device never sees two of them at once. Queues are only touched under that lock:
+// inside queue_notify(), or, from any other thread (host input arriving on the event loop,
+// a backend's completion), inside VirtioTransport::with_queues().
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "libvmm/virtio/virtqueue.hpp"
+
+namespace libvmm {
+
+class VirtioTransport {
+ public:
+  // Lock held (queue_notify or with_queues): after push()ing to queue `index`, raises a
+  // used-buffer interrupt unless the driver asked not to have one.
+  virtual void signal_used(uint16_t index) = 0;
+  // Any thread: the device changed its config space (or needs the driver's attention).
+  virtual void signal_config_change() = 0;
+  // Any thread except from inside a call into the device (the lock is not recursive): runs
+  // `fn` with the lock held if the device is live (DRIVER_OK, no reset pending), and returns
+  // whether it ran.
+  virtual bool with_queues(const std::function<void(std::span<Virtqueue>)>& fn) = 0;
+
+ protected:
+  ~VirtioTransport() = default;  // not owned through this interface
+};
+
+class VirtioDevice {
+ public:
+  virtual ~VirtioDevice() = default;
+
+  virtual std::string name() const = 0;    // for log lines: "virtio-blk", "virtio-console"
+  virtual uint32_t device_id() const = 0;  // VIRTIO_ID_* from <linux/virtio_ids.h>
+  // Device-type feature bits. The transport owns the reserved range (bits 28..40): it clears
+  // it and offers VERSION_1, RING_INDIRECT_DESC and RING_EVENT_IDX itself.
+  virtual uint64_t device_features() const = 0;
+  // One entry per queue: its QueueNumMax (a power of two, at most Virtqueue::kMaxSize).
+  // Chains are limited to the queue size (spec §2.7.5), indirect or not: size the queues
+  // for the longest request the device advertises (e.g. virtio-blk's seg_max + 2).
+  virtual std::vector<uint16_t> queue_max_sizes() const = 0;
+
+  // Device-specific configuration space (at most 256 bytes on MMIO). The transport has
+  // checked that [offset, offset + data.size()) lies within config_size().
+  virtual uint32_t config_size() const = 0;
+  virtual void read_config(uint32_t offset, std::span<uint8_t> data) = 0;
+  virtual void write_config(uint32_t offset, std::span<const uint8_t> data) {
+    static_cast<void>(offset);
+    static_cast<void>(data);
+  }
+
+  // The driver set DRIVER_OK. `features` is what it accepted. The device keeps `transport`
+  // until reset() and may start host I/O that later feeds queues through with_queues().
+  virtual void activate(VirtioTransport& transport, uint64_t features) = 0;
+  // The driver notified queue `index` (which is ready) of new buffers.
+  virtual void queue_notify(uint16_t index, Virtqueue& queue) = 0;
+  // The driver reset the device, or never activated it: drop the transport and every chain in
+  // flight (the queues are reset right after, so late push()es are refused).
+  virtual void reset() = 0;
+};
+
+}  // namespace libvmm

@@ -1,0 +1,4 @@
+libvmm_unit_test(virtio_tests
+  ${CMAKE_CURRENT_LIST_DIR}/virtio_virtqueue_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/virtio_mmio_test.cpp
+)
