@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 
+#include "libvmm/backends/stdio_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/size.hpp"
@@ -39,6 +40,20 @@ void watch_stop_signals(Vm& vm, UniqueFd& holder) {
       vm.request_stop(StopReason::quit, fmt::format("stopped by signal {}", info.ssi_signo));
     }
   });
+}
+
+// A crash must not leave the user's terminal in raw mode.
+void restore_terminal_on_crash() {
+  for (int s : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) {
+    struct sigaction sa {};
+    sa.sa_handler = [](int sig) {
+      RawTerminal::restore_saved();
+      ::signal(sig, SIG_DFL);
+      ::raise(sig);
+    };
+    sigemptyset(&sa.sa_mask);
+    sigaction(s, &sa, nullptr);
+  }
 }
 
 }  // namespace
@@ -81,6 +96,9 @@ int main(int argc, char** argv) {
   if (verbose) log::set_level(log::Level::debug);
   if (quiet) log::set_level(log::Level::error);
   if (const char* dev = std::getenv("LIBVMM_KVM_DEVICE")) config.kvm_device = dev;
+
+  ::signal(SIGPIPE, SIG_IGN);  // a closed output pipe is an error to report, not a reason to die
+  restore_terminal_on_crash();
 
   try {
     auto size = parse_size(memory);
