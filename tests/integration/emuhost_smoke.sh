@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# tests/integration/emuhost_smoke.sh
+#
+# Smoke test of the emulated KVM host (tools/emuhost/emuhost); builds nothing.
+#  1. a payload whose run.sh checks /dev/kvm and prints "kvm ok" exits 0 and
+#     its output reaches our stdout;
+#  2. a payload whose run.sh exits 3 makes emuhost exit 3.
+# Prints "emuhost_smoke: PASS" (and a closing "2 passed, 0 failed") on success.
+set -euo pipefail
+
+prog=emuhost_smoke
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+emuhost=$repo/tools/emuhost/emuhost
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+fail() {
+  echo "$prog: FAIL: $*" >&2
+  [ ! -f "$work/out" ] || { echo "---- emuhost output ----" >&2; tail -n 30 "$work/out" >&2; }
+  exit 1
+}
+
+# 1. /dev/kvm works inside the emulated host.
+mkdir -p "$work/ok"
+cat >"$work/ok/run.sh" <<'EOF'
+#!/bin/sh
+[ -c /dev/kvm ] || { echo "no /dev/kvm"; exit 1; }
+echo "kvm ok"
+EOF
+chmod +x "$work/ok/run.sh"
+start=$(date +%s%N)
+status=0
+"$emuhost" --timeout 300 --log "$work/log" "$work/ok" >"$work/out" 2>"$work/err" || status=$?
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+[ "$status" -eq 0 ] || fail "kvm payload: emuhost exited $status ($(tail -n 1 "$work/err"))"
+grep -qx 'kvm ok' "$work/out" || fail "kvm payload: 'kvm ok' missing from stdout"
+grep -qx 'kvm ok' "$work/log" || fail "kvm payload: 'kvm ok' missing from --log file"
+echo "$prog: kvm payload ok (${elapsed_ms} ms)" >&2
+
+# 2. The payload's exit status is propagated.
+mkdir -p "$work/three"
+printf '#!/bin/sh\necho "exiting 3"\nexit 3\n' >"$work/three/run.sh"
+chmod +x "$work/three/run.sh"
+status=0
+"$emuhost" --timeout 300 "$work/three" >"$work/out" 2>"$work/err" || status=$?
+[ "$status" -eq 3 ] || fail "exit-3 payload: emuhost exited $status, expected 3 ($(tail -n 1 "$work/err"))"
+grep -qx 'exiting 3' "$work/out" || fail "exit-3 payload: its output is missing"
+
+echo "$prog: PASS"
+echo "2 passed, 0 failed"
