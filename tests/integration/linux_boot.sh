@@ -2,6 +2,7 @@
 # Boots the real guest kernel and initramfs (images/) with our vmm inside the emulated KVM host
 # (tools/emuhost) and checks what a user sees:
 #   boot      /init runs, 2 vCPUs come up, `reboot` inside the guest ends vmm with status 0;
+#   poweroff  `poweroff` inside the guest (ACPI S5) ends vmm with status 0;
 #   console   input typed on vmm's stdin reaches the guest shell, which runs it and echoes;
 # Usage: linux_boot.sh VMM
 set -euo pipefail
@@ -43,7 +44,15 @@ check "boot: the serial port is a 16550A" grep -qE "ttyS0 at I/O 0x3f8 \(irq = 4
 check "boot: exit status 0 after the guest rebooted" [ "$status" -eq 0 ]
 check "boot: vmm said why it stopped" grep -qF "guest stopped (reset)" /tmp/boot.err
 
-# 2. Interactive console: feed the shell through a FIFO once its prompt shows.
+# 2. Power off through ACPI (S5) instead of rebooting.
+./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
+  --cmdline "console=ttyS0 quiet libvmm.test=poweroff" </dev/null >/tmp/off.out 2>/tmp/off.err
+status=$?
+check "poweroff: the guest asked" grep -qF "LIBVMM-GUEST: powering off" /tmp/off.out
+check "poweroff: exit status 0" [ "$status" -eq 0 ]
+check "poweroff: vmm saw an ACPI power-off" grep -qF "guest stopped (power off)" /tmp/off.err
+
+# 3. Interactive console: feed the shell through a FIFO once its prompt shows.
 mkfifo /tmp/console.in
 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
   --cmdline "console=ttyS0 quiet" <>/tmp/console.in >/tmp/console.out 2>/tmp/console.err &
@@ -57,7 +66,7 @@ wait $pid
 status=$?
 check "console: exit status 0 after reboot" [ "$status" -eq 0 ]
 
-for f in /tmp/boot.out /tmp/boot.err /tmp/console.out /tmp/console.err; do
+for f in /tmp/boot.out /tmp/boot.err /tmp/off.out /tmp/off.err /tmp/console.out /tmp/console.err; do
   [ $failed -eq 0 ] || { echo "---- $f"; tail -n 40 "$f"; }
 done
 echo "linux_boot: $passed passed, $failed failed"

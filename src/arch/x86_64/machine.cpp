@@ -1,9 +1,11 @@
 // The x86_64 PC-like machine: RAM around the 3-4 GiB MMIO hole, KVM's in-kernel PIC, IOAPIC and
 // PIT, a 16550A UART on COM1, an i8042 for the reset line, a CMOS clock, and Linux booted
-// through the 64-bit boot protocol with an MP table describing the vCPUs.
+// through the 64-bit boot protocol with an MP table describing the vCPUs and minimal ACPI
+// tables for power-off.
 #include <fmt/format.h>
 
 #include "../machine.hpp"
+#include "libvmm/arch/x86_64/acpi.hpp"
 #include "libvmm/arch/x86_64/boot_layout.hpp"
 #include "libvmm/arch/x86_64/bzimage.hpp"
 #include "libvmm/arch/x86_64/linux_loader.hpp"
@@ -58,6 +60,10 @@ class X86Machine : public Machine {
     I8042::attach(vm.pio_bus(), i8042);
     vm.pio_bus().attach(CmosRtc::kBasePort, CmosRtc::kPortCount, std::make_shared<CmosRtc>());
     vm.pio_bus().attach(PortSink::kPostPort, 1, std::make_shared<PortSink>("post-code"));
+    vm.pio_bus().attach(x86::kAcpiPmBasePort, x86::kAcpiPmPortCount,
+                        std::make_shared<x86::AcpiPmDevice>([&vm] {
+                          vm.request_stop(StopReason::power_off, "the guest powered off (ACPI S5)");
+                        }));
   }
 
   void load_guest(Vm& vm) override {
@@ -71,6 +77,7 @@ class X86Machine : public Machine {
     boot_ = x86::load_linux(vm.memory(), kernel, initrd, "--initrd " + c.initrd.string(), c.cmdline,
                             ram);
     x86::write_mptable(vm.memory(), c.vcpus);
+    x86::write_acpi_tables(vm.memory());
     x86::write_long_mode_tables(vm.memory());
     log::debug("kernel at [{:#x}, {:#x}), runs in [{:#x}, {:#x}), initrd at [{:#x}, {:#x}), entry {:#x}",
                boot_.kernel.gpa, boot_.kernel.end(), boot_.kernel_run.gpa, boot_.kernel_run.end(),

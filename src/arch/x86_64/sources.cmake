@@ -5,3 +5,4 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/long_mode.cpp
   ${CMAKE_CURRENT_LIST_DIR}/mptable.cpp
 )
+target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/acpi.cpp)

@@ -1,0 +1,222 @@
+#include "libvmm/arch/x86_64/acpi.hpp"
+
+#include <cstring>
+#include <numeric>
+
+#include "guest_write.hpp"
+
+namespace libvmm::x86 {
+namespace {
+
+// ACPI 6.x structures (spec §5.2), packed as the spec lays them out.
+struct Rsdp {
+  char signature[8];
+  uint8_t checksum;
+  char oem_id[6];
+  uint8_t revision;
+  uint32_t rsdt_address;
+  uint32_t length;
+  uint64_t xsdt_address;
+  uint8_t extended_checksum;
+  uint8_t reserved[3];
+} __attribute__((packed));
+
+struct SdtHeader {
+  char signature[4];
+  uint32_t length;
+  uint8_t revision;
+  uint8_t checksum;
+  char oem_id[6];
+  char oem_table_id[8];
+  uint32_t oem_revision;
+  char creator_id[4];
+  uint32_t creator_revision;
+} __attribute__((packed));
+
+struct Gas {  // Generic Address Structure
+  uint8_t space_id;
+  uint8_t bit_width;
+  uint8_t bit_offset;
+  uint8_t access_size;
+  uint64_t address;
+} __attribute__((packed));
+
+struct Fadt {
+  SdtHeader header;
+  uint32_t firmware_ctrl;
+  uint32_t dsdt;
+  uint8_t reserved0;
+  uint8_t preferred_pm_profile;
+  uint16_t sci_int;
+  uint32_t smi_cmd;
+  uint8_t acpi_enable, acpi_disable, s4bios_req, pstate_cnt;
+  uint32_t pm1a_evt_blk, pm1b_evt_blk, pm1a_cnt_blk, pm1b_cnt_blk, pm2_cnt_blk, pm_tmr_blk;
+  uint32_t gpe0_blk, gpe1_blk;
+  uint8_t pm1_evt_len, pm1_cnt_len, pm2_cnt_len, pm_tmr_len, gpe0_blk_len, gpe1_blk_len;
+  uint8_t gpe1_base, cst_cnt;
+  uint16_t p_lvl2_lat, p_lvl3_lat, flush_size, flush_stride;
+  uint8_t duty_offset, duty_width, day_alrm, mon_alrm, century;
+  uint16_t iapc_boot_arch;
+  uint8_t reserved1;
+  uint32_t flags;
+  Gas reset_reg;
+  uint8_t reset_value;
+  uint16_t arm_boot_arch;
+  uint8_t minor_version;
+  uint64_t x_firmware_ctrl;
+  uint64_t x_dsdt;
+  Gas x_pm1a_evt_blk, x_pm1b_evt_blk, x_pm1a_cnt_blk, x_pm1b_cnt_blk, x_pm2_cnt_blk, x_pm_tmr_blk;
+  Gas x_gpe0_blk, x_gpe1_blk;
+  Gas sleep_control_reg, sleep_status_reg;
+  uint64_t hypervisor_vendor_id;
+} __attribute__((packed));
+
+static_assert(sizeof(Rsdp) == 36 && sizeof(SdtHeader) == 36 && sizeof(Gas) == 12);
+static_assert(sizeof(Fadt) == 276);
+
+constexpr uint8_t kGasSystemIo = 1;
+constexpr uint8_t kGasAccessByte = 1;
+constexpr uint8_t kGasAccessWord = 2;
+constexpr uint32_t kFadtResetRegSupported = 1u << 10;
+constexpr uint16_t kBootArchVgaNotPresent = 1u << 2;
+constexpr uint16_t kI8042CommandPort = 0x64;
+constexpr uint8_t kI8042ResetCommand = 0xFE;
+
+// PM1 control register bits.
+constexpr uint16_t kPm1SciEnable = 1u << 0;
+constexpr uint16_t kPm1SleepTypeShift = 10;
+constexpr uint16_t kPm1SleepTypeMask = 0x7u << kPm1SleepTypeShift;
+constexpr uint16_t kPm1SleepEnable = 1u << 13;
+constexpr uint64_t kPm1ControlOffset = 4;
+
+// Layout inside the table area.
+constexpr uint64_t kXsdtOffset = 0x40;
+constexpr uint64_t kFadtOffset = 0x80;
+constexpr uint64_t kDsdtOffset = 0x200;
+
+// DSDT body (AML): Name (_S5, Package (0x02) { 0x05, 0x00 }).
+constexpr uint8_t kDsdtAml[] = {0x08, '_', 'S', '5', '_', 0x12, 0x06, 0x02, 0x0A, kAcpiS5SleepType,
+                                0x0A, 0x00};
+
+SdtHeader header(const char (&signature)[5], uint32_t length, uint8_t revision) {
+  SdtHeader h{};
+  std::memcpy(h.signature, signature, 4);
+  h.length = length;
+  h.revision = revision;
+  std::memcpy(h.oem_id, "LIBVMM", 6);
+  std::memcpy(h.oem_table_id, "LIBVMM  ", 8);
+  h.oem_revision = 1;
+  std::memcpy(h.creator_id, "LVMM", 4);
+  h.creator_revision = 1;
+  return h;
+}
+
+Gas io_register(uint16_t port, uint8_t bits, uint8_t access) {
+  return Gas{kGasSystemIo, bits, 0, access, port};
+}
+
+template <typename T>
+void put(std::vector<uint8_t>& out, uint64_t offset, const T& value) {
+  std::memcpy(out.data() + offset, &value, sizeof value);
+}
+
+// Sets the checksum byte of the table of `len` bytes at `offset` (checksum at offset + 9).
+void seal_table(std::vector<uint8_t>& out, uint64_t offset, uint64_t len) {
+  out[offset + 9] = 0;
+  out[offset + 9] = acpi_checksum(out.data() + offset, len);
+}
+
+}  // namespace
+
+uint8_t acpi_checksum(const uint8_t* bytes, size_t len) {
+  const uint8_t sum = std::accumulate(bytes, bytes + len, uint8_t{0},
+                                      [](uint8_t a, uint8_t b) { return static_cast<uint8_t>(a + b); });
+  return static_cast<uint8_t>(-sum);
+}
+
+std::vector<uint8_t> build_acpi_tables(uint64_t base) {
+  std::vector<uint8_t> out(kDsdtOffset + sizeof(SdtHeader) + sizeof(kDsdtAml), 0);
+
+  const uint32_t dsdt_len = sizeof(SdtHeader) + sizeof(kDsdtAml);
+  put(out, kDsdtOffset, header("DSDT", dsdt_len, 2));
+  std::memcpy(out.data() + kDsdtOffset + sizeof(SdtHeader), kDsdtAml, sizeof(kDsdtAml));
+  seal_table(out, kDsdtOffset, dsdt_len);
+
+  Fadt fadt{};
+  fadt.header = header("FACP", sizeof(Fadt), 6);
+  fadt.dsdt = static_cast<uint32_t>(base + kDsdtOffset);
+  fadt.x_dsdt = base + kDsdtOffset;
+  fadt.sci_int = kAcpiSciIrq;
+  fadt.smi_cmd = 0;  // no SMI: the machine is always in ACPI mode
+  fadt.pm1a_evt_blk = kAcpiPmBasePort;
+  fadt.pm1_evt_len = 4;
+  fadt.pm1a_cnt_blk = kAcpiPmBasePort + kPm1ControlOffset;
+  fadt.pm1_cnt_len = 2;
+  fadt.x_pm1a_evt_blk = io_register(kAcpiPmBasePort, 32, kGasAccessWord);
+  fadt.x_pm1a_cnt_blk = io_register(kAcpiPmBasePort + kPm1ControlOffset, 16, kGasAccessWord);
+  fadt.iapc_boot_arch = kBootArchVgaNotPresent;
+  fadt.flags = kFadtResetRegSupported;
+  fadt.reset_reg = io_register(kI8042CommandPort, 8, kGasAccessByte);
+  fadt.reset_value = kI8042ResetCommand;
+  fadt.minor_version = 0;
+  std::memcpy(&fadt.hypervisor_vendor_id, "libvmm\0\0", 8);
+  put(out, kFadtOffset, fadt);
+  seal_table(out, kFadtOffset, sizeof(Fadt));
+
+  const uint32_t xsdt_len = sizeof(SdtHeader) + 8;
+  put(out, kXsdtOffset, header("XSDT", xsdt_len, 1));
+  put(out, kXsdtOffset + sizeof(SdtHeader), uint64_t{base + kFadtOffset});
+  seal_table(out, kXsdtOffset, xsdt_len);
+
+  Rsdp rsdp{};
+  std::memcpy(rsdp.signature, "RSD PTR ", 8);
+  std::memcpy(rsdp.oem_id, "LIBVMM", 6);
+  rsdp.revision = 2;
+  rsdp.length = sizeof(Rsdp);
+  rsdp.xsdt_address = base + kXsdtOffset;
+  rsdp.checksum = acpi_checksum(reinterpret_cast<const uint8_t*>(&rsdp), 20);
+  rsdp.extended_checksum = acpi_checksum(reinterpret_cast<const uint8_t*>(&rsdp), sizeof(Rsdp));
+  put(out, 0, rsdp);
+  return out;
+}
+
+void write_acpi_tables(const GuestMemory& memory) {
+  write_guest(memory, kAcpiTablesAddr, build_acpi_tables(kAcpiTablesAddr), "ACPI tables");
+}
+
+AcpiPmDevice::AcpiPmDevice(std::function<void()> on_power_off) : on_power_off_(std::move(on_power_off)) {}
+
+void AcpiPmDevice::read(uint64_t offset, std::span<uint8_t> data) {
+  std::lock_guard lock(mutex_);
+  for (size_t i = 0; i < data.size(); ++i) {
+    const uint64_t reg = offset + i;
+    if (reg < 2) {
+      data[i] = 0;  // PM1 status: no events
+    } else if (reg == kPm1ControlOffset) {
+      data[i] = static_cast<uint8_t>(registers_[reg] | kPm1SciEnable);
+    } else {
+      data[i] = reg < kAcpiPmPortCount ? registers_[reg] : 0xFF;
+    }
+  }
+}
+
+void AcpiPmDevice::write(uint64_t offset, std::span<const uint8_t> data) {
+  bool power_off = false;
+  {
+    std::lock_guard lock(mutex_);
+    for (size_t i = 0; i < data.size() && offset + i < kAcpiPmPortCount; ++i) {
+      if (offset + i >= 2) registers_[offset + i] = data[i];  // status bits are write-1-to-clear
+    }
+    uint16_t control;
+    std::memcpy(&control, registers_ + kPm1ControlOffset, sizeof control);
+    if ((control & kPm1SleepEnable) != 0) {
+      const auto type = static_cast<uint8_t>((control & kPm1SleepTypeMask) >> kPm1SleepTypeShift);
+      power_off = type == kAcpiS5SleepType;
+      control = static_cast<uint16_t>(control & ~kPm1SleepEnable);  // SLP_EN reads as 0
+      std::memcpy(registers_ + kPm1ControlOffset, &control, sizeof control);
+    }
+  }
+  if (power_off) on_power_off_();
+}
+
+}  // namespace libvmm::x86

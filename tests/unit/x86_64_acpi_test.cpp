@@ -1,0 +1,76 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <numeric>
+
+#include "libvmm/arch/x86_64/acpi.hpp"
+
+using namespace libvmm::x86;
+
+namespace {
+
+uint8_t sum(const std::vector<uint8_t>& t, size_t off, size_t len) {
+  return std::accumulate(t.begin() + static_cast<long>(off), t.begin() + static_cast<long>(off + len),
+                         uint8_t{0}, [](uint8_t a, uint8_t b) { return static_cast<uint8_t>(a + b); });
+}
+template <typename T>
+T at(const std::vector<uint8_t>& t, size_t off) {
+  T v;
+  std::memcpy(&v, t.data() + off, sizeof v);
+  return v;
+}
+
+TEST(Acpi, TablesChainAndChecksum) {
+  const uint64_t base = kAcpiTablesAddr;
+  const auto t = build_acpi_tables(base);
+  ASSERT_LE(t.size(), kAcpiTablesAreaSize);
+  ASSERT_EQ(std::memcmp(t.data(), "RSD PTR ", 8), 0);
+  EXPECT_EQ(sum(t, 0, 20), 0);  // ACPI 1.0 checksum
+  EXPECT_EQ(sum(t, 0, 36), 0);  // extended checksum
+  const auto xsdt = at<uint64_t>(t, 24) - base;
+  ASSERT_EQ(std::memcmp(t.data() + xsdt, "XSDT", 4), 0);
+  EXPECT_EQ(sum(t, xsdt, at<uint32_t>(t, xsdt + 4)), 0);
+  const auto fadt = at<uint64_t>(t, xsdt + 36) - base;
+  ASSERT_EQ(std::memcmp(t.data() + fadt, "FACP", 4), 0);
+  EXPECT_EQ(at<uint32_t>(t, fadt + 4), 276u);
+  EXPECT_EQ(sum(t, fadt, 276), 0);
+  EXPECT_EQ(at<uint32_t>(t, fadt + 64), kAcpiPmBasePort + 4u);  // PM1a_CNT_BLK
+  const auto dsdt = at<uint64_t>(t, fadt + 140) - base;         // X_DSDT
+  EXPECT_EQ(at<uint32_t>(t, fadt + 40), base + dsdt);           // DSDT (32-bit) agrees
+  ASSERT_EQ(std::memcmp(t.data() + dsdt, "DSDT", 4), 0);
+  EXPECT_EQ(sum(t, dsdt, at<uint32_t>(t, dsdt + 4)), 0);
+  EXPECT_EQ(std::memcmp(t.data() + dsdt + 36, "\x08_S5_", 5), 0);
+}
+
+TEST(AcpiPmDevice, PowersOffOnS5WithSleepEnable) {
+  int power_offs = 0;
+  AcpiPmDevice pm([&] { ++power_offs; });
+  uint8_t cnt[2];
+  pm.read(4, cnt);
+  EXPECT_EQ(cnt[0] & 1, 1);  // SCI_EN: always in ACPI mode
+
+  const uint16_t s5_without_enable = 5 << 10;
+  pm.write(4, {reinterpret_cast<const uint8_t*>(&s5_without_enable), 2});
+  EXPECT_EQ(power_offs, 0);
+  const uint16_t s3 = (3 << 10) | (1 << 13);
+  pm.write(4, {reinterpret_cast<const uint8_t*>(&s3), 2});
+  EXPECT_EQ(power_offs, 0);
+  const uint16_t s5 = (5 << 10) | (1 << 13);
+  pm.write(4, {reinterpret_cast<const uint8_t*>(&s5), 2});
+  EXPECT_EQ(power_offs, 1);
+}
+
+TEST(AcpiPmDevice, StatusReadsZeroAndOddAccessesAreHarmless) {
+  AcpiPmDevice pm([] {});
+  uint8_t b[4] = {0xff, 0xff, 0xff, 0xff};
+  pm.read(0, b);
+  EXPECT_EQ(b[0], 0);
+  EXPECT_EQ(b[1], 0);
+  const uint8_t junk[4] = {0xff, 0xff, 0xff, 0xff};
+  pm.write(5, junk);  // runs past the block: the extra bytes are ignored
+  uint8_t past[2];
+  pm.read(6, past);
+  EXPECT_EQ(past[0], 0xFF);
+}
+
+}  // namespace
