@@ -1,0 +1,193 @@
+// Feeds virtio-blk request chains built from fuzz input into VirtioBlock over small temporary
+// images, the way a hostile driver could, and checks what comes back in the used ring.
+//
+// Input: a selector byte (which image, negotiated features), then up to 8 chains, each a
+// segment count and per segment a flags byte, a length and, for device-readable segments, the
+// bytes the driver put there (the request header, data, discard segments).
+#include <linux/virtio_blk.h>
+#define VIRTIO_RING_NO_LEGACY
+#include <linux/virtio_ring.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/virtqueue.hpp"
+
+using namespace libvmm;
+
+namespace {
+
+constexpr uint64_t kRamSize = 256 * KiB;
+constexpr uint64_t kRomBase = kRamSize;  // read-only, right after RAM
+constexpr uint64_t kRomSize = 4 * KiB;
+constexpr uint16_t kQueueSize = 32;
+constexpr uint64_t kDesc = 0x0;
+constexpr uint64_t kAvail = 0x400;
+constexpr uint64_t kUsed = 0x800;
+constexpr uint64_t kBuffers = 0x1000;
+constexpr size_t kMaxChains = 8;
+constexpr uint64_t kImageSize = 64 * KiB;
+
+void check(bool ok) {
+  if (!ok) __builtin_trap();
+}
+
+class Reader {
+ public:
+  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  bool empty() const { return pos_ >= size_; }
+  uint8_t u8() { return pos_ < size_ ? data_[pos_++] : 0; }
+  uint16_t u16() { return static_cast<uint16_t>(u8() | u8() << 8); }
+  uint32_t u32() { return u16() | static_cast<uint32_t>(u16()) << 16; }
+  // Up to `n` bytes (fewer at the end of the input).
+  std::span<const uint8_t> take(size_t n) {
+    n = std::min(n, size_ - std::min(pos_, size_));
+    const auto bytes = std::span(data_ + pos_, n);
+    pos_ += n;
+    return bytes;
+  }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+  size_t pos_ = 0;
+};
+
+// A temporary image, unlinked once open (the device keeps it alive).
+std::shared_ptr<VirtioBlock> make_device(const std::string& options) {
+  char path[] = "/tmp/block_request_fuzzer.XXXXXX";
+  const int fd = ::mkstemp(path);
+  check(fd >= 0 && ::ftruncate(fd, kImageSize) == 0);
+  ::close(fd);
+  auto device = std::make_shared<VirtioBlock>(parse_disk_spec(path + options + ",serial=fuzz"));
+  ::unlink(path);
+  return device;
+}
+
+class NullTransport final : public VirtioTransport {
+ public:
+  void signal_used(uint16_t) override {}
+  void signal_config_change() override {}
+  bool with_queues(const std::function<void(std::span<Virtqueue>)>&) override { return false; }
+};
+
+struct Guest {
+  Guest() {
+    memory.map(0, MemoryRegion::create("fuzz-ram", kRamSize), 0, kRamSize);
+    memory.map(kRomBase, MemoryRegion::create("fuzz-rom", kRomSize), 0, kRomSize, true);
+    devices = {make_device(""), make_device(",readonly"), make_device(",direct")};
+  }
+  GuestMemory memory;
+  std::array<std::shared_ptr<VirtioBlock>, 3> devices;
+  NullTransport transport;
+};
+
+struct Expect {
+  uint16_t head;
+  uint64_t writable;    // bytes the chain offers the device
+  uint64_t status_gpa;  // where its last writable byte is, if it has one in RAM
+  bool status_in_ram;
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static Guest guest;
+  Reader in(data, size);
+
+  const uint8_t selector = in.u8();
+  VirtioBlock& device = *guest.devices[selector % 3];
+  uint64_t features = device.device_features();
+  if (selector & 0x04) features &= ~(1ull << VIRTIO_BLK_F_FLUSH);
+  if (selector & 0x08) features &= ~(1ull << VIRTIO_BLK_F_DISCARD);
+  if (selector & 0x10) features &= ~(1ull << VIRTIO_BLK_F_WRITE_ZEROES);
+  const uint64_t ring_features = selector & 0x20 ? 1ull << VIRTIO_RING_F_INDIRECT_DESC : 0;
+
+  guest.memory.fill(0, 0, kRamSize);
+  Virtqueue queue(guest.memory, kQueueSize);
+  queue.set_desc_addr(kDesc);
+  queue.set_avail_addr(kAvail);
+  queue.set_used_addr(kUsed);
+  std::string error;
+  check(queue.enable(ring_features, error));
+  device.activate(guest.transport, features);
+
+  // Lay out the chains: descriptors linked in ring order, buffers packed after kBuffers.
+  std::vector<Expect> expected;
+  uint64_t next_buffer = kBuffers;
+  bool crowded = false;
+  uint16_t next_desc = 0;
+  const size_t chains = 1 + in.u8() % kMaxChains;
+  for (size_t c = 0; c < chains && !in.empty(); ++c) {
+    // Descriptors are not reused, so what the table holds is what we expect.
+    const size_t segments = std::min<size_t>(1 + in.u8() % kQueueSize, kQueueSize - next_desc);
+    if (segments == 0) break;
+    Expect e{next_desc, 0, 0, false};
+    for (size_t s = 0; s < segments; ++s) {
+      const uint8_t flags = in.u8();
+      const bool writable = flags & 1;
+      uint64_t len = in.u16() & 0x1fff;
+      uint64_t gpa = next_buffer + (flags >> 4);  // sometimes misaligned
+      if (flags & 2) len = in.u32();              // any length: the queue must refuse bad ones
+      if (flags & 4) gpa = kRomBase + (flags >> 4);
+      if (!writable) {
+        const auto content = in.take(std::min<uint64_t>(len, 4096));
+        guest.memory.write(gpa, content.data(), content.size());
+      }
+      if (gpa < kRomBase) {
+        // Buffers never overlap, unless RAM runs out: then statuses may be overwritten.
+        crowded |= gpa + len > kRamSize;
+        next_buffer = std::min(gpa + len, kRamSize - 1);
+      }
+      const bool last = s + 1 == segments;
+      const uint16_t index = next_desc;
+      ++next_desc;
+      uint16_t desc_flags = writable ? VRING_DESC_F_WRITE : 0;
+      if (!last) desc_flags |= VRING_DESC_F_NEXT;
+      guest.memory.write_obj(kDesc + 16ull * index,
+                             vring_desc{gpa, static_cast<uint32_t>(len), desc_flags,
+                                        static_cast<uint16_t>(next_desc % kQueueSize)});
+      if (writable && len > 0) {
+        e.writable += len;
+        e.status_gpa = gpa + len - 1;
+        e.status_in_ram = gpa + len <= kRamSize;
+      }
+    }
+    guest.memory.write_obj<uint16_t>(kAvail + 4 + 2ull * c, e.head);
+    expected.push_back(e);
+  }
+  guest.memory.write_obj<uint16_t>(kAvail + 2, static_cast<uint16_t>(expected.size()));
+  // Poison the status bytes so that we can see the device wrote them.
+  for (const auto& e : expected) {
+    if (e.status_in_ram) guest.memory.write_obj<uint8_t>(e.status_gpa, 0xee);
+  }
+
+  device.queue_notify(0, queue);
+
+  // Every chain the device took back has a sane length and, if it had room, a status.
+  const uint16_t used_idx = *guest.memory.read_obj<uint16_t>(kUsed + 2);
+  check(used_idx <= expected.size());
+  for (uint16_t i = 0; i < used_idx; ++i) {
+    const auto elem = *guest.memory.read_obj<vring_used_elem>(kUsed + 4 + 8ull * i);
+    const Expect& e = expected[i];
+    check(elem.id == e.head);
+    check(elem.len <= e.writable);
+    if (e.writable > 0 && e.status_in_ram && !crowded) {
+      check(elem.len >= 1);
+      const uint8_t status = *guest.memory.read_obj<uint8_t>(e.status_gpa);
+      check(status == VIRTIO_BLK_S_OK || status == VIRTIO_BLK_S_IOERR ||
+            status == VIRTIO_BLK_S_UNSUPP);
+    }
+  }
+  device.reset();
+  check(device.capacity_sectors() == kImageSize / 512);
+  return 0;
+}

@@ -1,0 +1,1004 @@
+// virtio-blk against hand-built rings in test guest memory and temporary image files: what a
+// well-behaved driver asks for, and each way a hostile one can get a request wrong.
+#include <gtest/gtest.h>
+
+#define VIRTIO_RING_NO_LEGACY
+#include <fcntl.h>
+#include <linux/virtio_blk.h>
+#include <linux/virtio_mmio.h>
+#include <linux/virtio_ring.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/irq.hpp"
+#include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/mmio_transport.hpp"
+
+using namespace libvmm;
+
+namespace {
+
+constexpr uint64_t kRamSize = 4 * MiB;
+constexpr uint64_t kDesc = 0x1000;  // 256 descriptors
+constexpr uint64_t kAvail = 0x2000;
+constexpr uint64_t kUsed = 0x3000;
+constexpr uint64_t kIndirect = 0x4000;
+constexpr uint64_t kBuffers = 0x10000;
+constexpr uint16_t kQueueSize = VirtioBlock::kQueueSize;
+constexpr uint32_t kSector = 512;
+
+constexpr uint64_t bit(unsigned n) {
+  return 1ull << n;
+}
+
+uint8_t pattern(uint64_t offset) {
+  return static_cast<uint8_t>(offset * 7 + offset / kSector * 13 + 1);
+}
+
+std::vector<uint8_t> pattern_bytes(uint64_t offset, uint64_t len) {
+  std::vector<uint8_t> bytes(len);
+  for (uint64_t i = 0; i < len; ++i) bytes[i] = pattern(offset + i);
+  return bytes;
+}
+
+// A temporary image file, filled with pattern() unless asked otherwise.
+class TempImage {
+ public:
+  explicit TempImage(uint64_t size, bool fill = true, const std::string& dir = "/tmp") {
+    std::string path = dir + "/virtio_block_test.XXXXXX";
+    fd_ = ::mkstemp(path.data());
+    EXPECT_GE(fd_, 0) << path;
+    path_ = path;
+    if (fill) {
+      write(0, pattern_bytes(0, size));
+    } else {
+      EXPECT_EQ(::ftruncate(fd_, static_cast<off_t>(size)), 0);
+    }
+  }
+  ~TempImage() {
+    ::unlink(path_.c_str());
+    ::close(fd_);
+  }
+  TempImage(const TempImage&) = delete;
+  TempImage& operator=(const TempImage&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::vector<uint8_t> read(uint64_t offset, uint64_t len) const {
+    std::vector<uint8_t> bytes(len);
+    EXPECT_EQ(::pread(fd_, bytes.data(), len, static_cast<off_t>(offset)),
+              static_cast<ssize_t>(len));
+    return bytes;
+  }
+  void write(uint64_t offset, const std::vector<uint8_t>& bytes) {
+    ASSERT_EQ(::pwrite(fd_, bytes.data(), bytes.size(), static_cast<off_t>(offset)),
+              static_cast<ssize_t>(bytes.size()));
+    ASSERT_EQ(::fsync(fd_), 0);
+  }
+  uint64_t allocated_bytes() const {
+    struct stat st {};
+    EXPECT_EQ(::fstat(fd_, &st), 0);
+    return static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  // The start of the first hole at or after `offset` (the file size if there is none).
+  uint64_t next_hole(uint64_t offset) const {
+    return static_cast<uint64_t>(::lseek(fd_, static_cast<off_t>(offset), SEEK_HOLE));
+  }
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+};
+
+// A backend in host memory that records what the device asks of it.
+class RecordingBackend final : public BlockBackend {
+ public:
+  explicit RecordingBackend(uint64_t size, bool readonly = false)
+      : data(size), readonly_(readonly) {}
+
+  uint64_t size() const override { return data.size(); }
+  bool readonly() const override { return readonly_; }
+  int read(uint64_t offset, std::span<iovec> iov) override {
+    if (fail_with) return fail_with;
+    for (const iovec& v : iov) {
+      std::memcpy(v.iov_base, data.data() + offset, v.iov_len);
+      offset += v.iov_len;
+    }
+    return 0;
+  }
+  int write(uint64_t offset, std::span<iovec> iov) override {
+    if (fail_with) return fail_with;
+    ++writes;
+    for (const iovec& v : iov) {
+      std::memcpy(data.data() + offset, v.iov_base, v.iov_len);
+      offset += v.iov_len;
+    }
+    return 0;
+  }
+  int flush() override {
+    ++flushes;
+    if (on_flush) on_flush();
+    return fail_with;
+  }
+  int discard(uint64_t, uint64_t) override { return fail_with; }
+  int write_zeroes(uint64_t offset, uint64_t len, bool) override {
+    if (fail_with) return fail_with;
+    std::fill_n(data.begin() + static_cast<ptrdiff_t>(offset), len, 0);
+    return 0;
+  }
+
+  std::vector<uint8_t> data;
+  int fail_with = 0;
+  int writes = 0;
+  int flushes = 0;
+  std::function<void()> on_flush;
+
+ private:
+  bool readonly_;
+};
+
+class CountingTransport final : public VirtioTransport {
+ public:
+  void signal_used(uint16_t index) override {
+    EXPECT_EQ(index, 0);
+    ++signals;
+  }
+  void signal_config_change() override {}
+  bool with_queues(const std::function<void(std::span<Virtqueue>)>&) override { return false; }
+  int signals = 0;
+};
+
+struct Buf {
+  uint64_t gpa;
+  uint32_t len;
+  bool writable;
+};
+
+struct Completion {
+  uint8_t status;
+  uint32_t len;  // what the device put in the used ring
+};
+
+constexpr uint8_t kNoStatus = 0xee;  // what the status byte holds until the device writes it
+
+class VirtioBlockTest : public ::testing::Test {
+ protected:
+  VirtioBlockTest() { memory.map(0, MemoryRegion::create("ram", kRamSize), 0, kRamSize); }
+
+  // --- Devices
+
+  void use(std::shared_ptr<VirtioBlock> dev, uint64_t features) {
+    device = std::move(dev);
+    queue.set_size(kQueueSize);
+    queue.set_desc_addr(kDesc);
+    queue.set_avail_addr(kAvail);
+    queue.set_used_addr(kUsed);
+    std::string error;
+    ASSERT_TRUE(queue.enable(bit(VIRTIO_RING_F_INDIRECT_DESC), error)) << error;
+    device->activate(transport, features);
+  }
+  void open(const TempImage& image, const std::string& options = "") {
+    auto dev = std::make_shared<VirtioBlock>(parse_disk_spec(image.path() + options));
+    const uint64_t features = dev->device_features();
+    use(std::move(dev), features);
+  }
+  RecordingBackend& open_recording(uint64_t size, uint64_t features_to_drop = 0) {
+    auto backend = std::make_unique<RecordingBackend>(size);
+    RecordingBackend& ref = *backend;
+    auto dev = std::make_shared<VirtioBlock>(std::move(backend), "");
+    const uint64_t features = dev->device_features() & ~features_to_drop;
+    use(std::move(dev), features);
+    return ref;
+  }
+
+  // --- Guest buffers
+
+  uint64_t alloc(uint64_t len, uint64_t align = 16) {
+    next_buffer_ = (next_buffer_ + align - 1) / align * align;
+    const uint64_t gpa = next_buffer_;
+    next_buffer_ += len;
+    EXPECT_LE(next_buffer_, kRamSize);
+    return gpa;
+  }
+  uint64_t header(uint32_t type, uint64_t sector) {
+    const uint64_t gpa = alloc(16);
+    EXPECT_TRUE(memory.write_obj(gpa, virtio_blk_outhdr{type, 0, sector}));
+    return gpa;
+  }
+  uint64_t status_byte() {
+    const uint64_t gpa = alloc(1);
+    EXPECT_TRUE(memory.write_obj<uint8_t>(gpa, kNoStatus));
+    return gpa;
+  }
+  uint64_t bytes(const std::vector<uint8_t>& data, uint64_t align = 16) {
+    const uint64_t gpa = alloc(data.size(), align);
+    EXPECT_TRUE(memory.write(gpa, data.data(), data.size()));
+    return gpa;
+  }
+  std::vector<uint8_t> guest(uint64_t gpa, uint64_t len) {
+    std::vector<uint8_t> data(len);
+    EXPECT_TRUE(memory.read(gpa, data.data(), len));
+    return data;
+  }
+
+  // --- The driver's side of the ring
+
+  // Links `bufs` into a chain (in the ring's table, or an indirect one) and makes it available.
+  void publish(const std::vector<Buf>& bufs, bool indirect = false) {
+    const uint64_t table = indirect ? kIndirect : kDesc;
+    uint16_t index = indirect ? 0 : next_desc_;
+    const uint16_t head = index;
+    for (size_t i = 0; i < bufs.size(); ++i) {
+      const bool last = i + 1 == bufs.size();
+      const uint16_t next = indirect ? static_cast<uint16_t>(index + 1)
+                                     : static_cast<uint16_t>((index + 1) % kQueueSize);
+      uint16_t flags = bufs[i].writable ? VRING_DESC_F_WRITE : 0;
+      if (!last) flags |= VRING_DESC_F_NEXT;
+      ASSERT_TRUE(memory.write_obj(table + 16ull * index,
+                                   vring_desc{bufs[i].gpa, bufs[i].len, flags, next}));
+      index = next;
+    }
+    uint16_t ring_head = head;
+    if (indirect) {
+      ring_head = next_desc_;
+      ASSERT_TRUE(memory.write_obj(kDesc + 16ull * ring_head,
+                                   vring_desc{kIndirect, static_cast<uint32_t>(16 * bufs.size()),
+                                              VRING_DESC_F_INDIRECT, 0}));
+      index = static_cast<uint16_t>((ring_head + 1) % kQueueSize);
+    }
+    next_desc_ = index;
+    ASSERT_TRUE(
+        memory.write_obj<uint16_t>(kAvail + 4 + 2ull * (avail_idx_ % kQueueSize), ring_head));
+    ++avail_idx_;
+    ASSERT_TRUE(memory.write_obj<uint16_t>(kAvail + 2, avail_idx_));
+  }
+  uint16_t used_idx() { return *memory.read_obj<uint16_t>(kUsed + 2); }
+  vring_used_elem used(uint16_t idx) {
+    return *memory.read_obj<vring_used_elem>(kUsed + 4 + 8ull * (idx % kQueueSize));
+  }
+
+  // Publishes one chain, notifies the device and returns its completion.
+  Completion run(const std::vector<Buf>& bufs, uint64_t status_gpa, bool indirect = false) {
+    const uint16_t before = used_idx();
+    publish(bufs, indirect);
+    device->queue_notify(0, queue);
+    EXPECT_FALSE(queue.broken()) << queue.error();
+    EXPECT_EQ(used_idx(), static_cast<uint16_t>(before + 1)) << "one chain in, one chain out";
+    return {*memory.read_obj<uint8_t>(status_gpa), used(before).len};
+  }
+
+  // --- Requests as a Linux driver lays them out
+
+  Completion read(uint64_t sector, uint32_t len, uint64_t& data_gpa) {
+    const uint64_t h = header(VIRTIO_BLK_T_IN, sector);
+    data_gpa = alloc(len, 512);
+    const uint64_t s = status_byte();
+    return run({{h, 16, false}, {data_gpa, len, true}, {s, 1, true}}, s);
+  }
+  Completion write(uint64_t sector, const std::vector<uint8_t>& data) {
+    const uint64_t h = header(VIRTIO_BLK_T_OUT, sector);
+    const uint64_t d = bytes(data, 512);
+    const uint64_t s = status_byte();
+    return run({{h, 16, false}, {d, static_cast<uint32_t>(data.size()), false}, {s, 1, true}}, s);
+  }
+  Completion command(uint32_t type, uint64_t sector = 0) {
+    const uint64_t h = header(type, sector);
+    const uint64_t s = status_byte();
+    return run({{h, 16, false}, {s, 1, true}}, s);
+  }
+  Completion ranges(uint32_t type, const std::vector<virtio_blk_discard_write_zeroes>& segs) {
+    const uint64_t h = header(type, 0);
+    const uint64_t d = alloc(16 * segs.size());
+    EXPECT_TRUE(memory.write(d, segs.data(), 16 * segs.size()));
+    const uint64_t s = status_byte();
+    return run({{h, 16, false}, {d, static_cast<uint32_t>(16 * segs.size()), false}, {s, 1, true}},
+               s);
+  }
+
+  GuestMemory memory;
+  Virtqueue queue{memory, kQueueSize};
+  CountingTransport transport;
+  std::shared_ptr<VirtioBlock> device;
+
+ private:
+  uint64_t next_buffer_ = kBuffers;
+  uint16_t next_desc_ = 0;
+  uint16_t avail_idx_ = 0;
+};
+
+template <typename T>
+T config_field(VirtioBlock& device, size_t offset) {
+  T value{};
+  device.read_config(static_cast<uint32_t>(offset),
+                     {reinterpret_cast<uint8_t*>(&value), sizeof(value)});
+  return value;
+}
+
+std::string user_error(const std::string& spec) {
+  try {
+    VirtioBlock device(parse_disk_spec(spec));
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// ---------------------------------------------------------------------------------------------
+// --disk spec and opening the image
+
+TEST(DiskSpec, PathAndOptions) {
+  auto c = parse_disk_spec("/images/root.img");
+  EXPECT_EQ(c.path, "/images/root.img");
+  EXPECT_FALSE(c.readonly);
+  EXPECT_FALSE(c.direct);
+  EXPECT_EQ(c.serial, "");
+
+  c = parse_disk_spec("a.img,readonly,direct,serial=disk-0001");
+  EXPECT_EQ(c.path, "a.img");
+  EXPECT_TRUE(c.readonly);
+  EXPECT_TRUE(c.direct);
+  EXPECT_EQ(c.serial, "disk-0001");
+
+  EXPECT_EQ(parse_disk_spec("a.img,serial=12345678901234567890").serial.size(), 20u);
+}
+
+TEST(DiskSpec, ErrorsNameTheFlagAndSpec) {
+  auto error = [](const std::string& spec) {
+    try {
+      parse_disk_spec(spec);
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(error("a.img,bogus"),
+            "--disk a.img,bogus: unknown option 'bogus' (expected readonly, direct, serial=ID)");
+  EXPECT_EQ(error("a.img,"),
+            "--disk a.img,: unknown option '' (expected readonly, direct, serial=ID)");
+  EXPECT_EQ(error(""), "--disk '': missing image path");
+  EXPECT_EQ(error(",readonly"), "--disk ,readonly: missing image path");
+  EXPECT_EQ(error("a.img,serial=123456789012345678901"),
+            "--disk a.img,serial=123456789012345678901: serial '123456789012345678901' is "
+            "longer than 20 characters");
+  EXPECT_EQ(error("a.img,serial=a\tb"), "--disk a.img,serial=a\tb: serial must be printable ASCII");
+}
+
+TEST(DiskOpen, ErrorsNameTheFlagAndFile) {
+  EXPECT_EQ(user_error("/nonexistent-dir/y.img"),
+            "--disk /nonexistent-dir/y.img: No such file or directory");
+  EXPECT_EQ(user_error("/tmp"), "--disk /tmp: is a directory");
+  EXPECT_EQ(user_error("/tmp,readonly"), "--disk /tmp: is a directory");
+
+  TempImage odd(1000);
+  EXPECT_EQ(user_error(odd.path()),
+            "--disk " + odd.path() + ": size 1000 bytes is not a multiple of 512");
+
+  const std::string fifo = odd.path() + ".fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(user_error(fifo + ",readonly"),
+            "--disk " + fifo + ": not a regular file or block device");
+  ::unlink(fifo.c_str());
+}
+
+TEST(DiskOpen, EmptyImageHasNoSectors) {
+  TempImage empty(0);
+  VirtioBlock device(parse_disk_spec(empty.path()));
+  EXPECT_EQ(device.capacity_sectors(), 0u);
+  EXPECT_EQ(config_field<uint64_t>(device, offsetof(virtio_blk_config, capacity)), 0u);
+}
+
+TEST(DiskOpen, LockKeepsASecondWriterOut) {
+  TempImage image(4096);
+  {
+    VirtioBlock writer(parse_disk_spec(image.path()));
+    EXPECT_EQ(user_error(image.path()), "--disk " + image.path() + ": in use by another process");
+    EXPECT_EQ(user_error(image.path() + ",readonly"),
+              "--disk " + image.path() + ": in use by another process");
+  }
+  {
+    VirtioBlock reader1(parse_disk_spec(image.path() + ",readonly"));
+    VirtioBlock reader2(parse_disk_spec(image.path() + ",readonly"));  // readers share
+    EXPECT_EQ(user_error(image.path()), "--disk " + image.path() + ": in use by another process");
+  }
+  VirtioBlock writer(parse_disk_spec(image.path()));  // the locks went with the devices
+}
+
+TEST(DiskOpen, ReadOnlyImageRefusesWrites) {
+  TempImage image(4096);
+  auto backend = BlockImage::open(parse_disk_spec(image.path() + ",readonly"));
+  EXPECT_TRUE(backend->readonly());
+  std::vector<uint8_t> data(512, 0);
+  iovec v{data.data(), data.size()};
+  EXPECT_EQ(backend->write(0, {&v, 1}), EROFS);
+  EXPECT_EQ(backend->write_zeroes(0, 512, false), EROFS);
+  EXPECT_EQ(backend->discard(0, 512), EROFS);
+  EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity, features and configuration space
+
+TEST_F(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
+  TempImage image(64 * KiB);
+  open(image, ",serial=abc");
+  EXPECT_EQ(device->name(), "virtio-blk");
+  EXPECT_EQ(device->device_id(), 2u);
+  EXPECT_EQ(device->queue_max_sizes(), std::vector<uint16_t>{256});
+  const uint64_t features = device->device_features();
+  for (unsigned f : {VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE,
+                     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES}) {
+    EXPECT_TRUE(features & bit(f)) << f;
+  }
+  EXPECT_FALSE(features & bit(VIRTIO_BLK_F_RO));
+  EXPECT_EQ(features & ~0x7fffull, 0u) << "no transport or unknown bits";
+
+  EXPECT_EQ(device->config_size(), sizeof(virtio_blk_config));
+  EXPECT_EQ(config_field<uint64_t>(*device, offsetof(virtio_blk_config, capacity)), 128u);
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, seg_max)), 254u);
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, size_max)), 1u << 20);
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, blk_size)), 512u);
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_discard_sectors)),
+            VirtioBlock::kMaxRangeSectors);
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_discard_seg)),
+            VirtioBlock::kMaxRangeSegments);
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, discard_sector_alignment)),
+            8u);
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_write_zeroes_sectors)),
+            VirtioBlock::kMaxRangeSectors);
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_write_zeroes_seg)),
+            VirtioBlock::kMaxRangeSegments);
+  EXPECT_EQ(config_field<uint8_t>(*device, offsetof(virtio_blk_config, write_zeroes_may_unmap)),
+            1u);
+  // Byte-wise reads see the same little-endian value.
+  EXPECT_EQ(config_field<uint8_t>(*device, offsetof(virtio_blk_config, capacity)), 128u);
+  EXPECT_EQ(config_field<uint8_t>(*device, offsetof(virtio_blk_config, capacity) + 1), 0u);
+}
+
+TEST_F(VirtioBlockTest, WorksBehindTheMmioTransport) {
+  struct NoIrq final : IrqLine {
+    uint32_t number() const override { return 5; }
+    void set_level(bool) override {}
+    void pulse() override {}
+  };
+  TempImage image(8 * KiB);
+  auto dev = std::make_shared<VirtioBlock>(parse_disk_spec(image.path()));
+  VirtioMmioTransport mmio(dev, memory, std::make_shared<NoIrq>());
+  auto reg = [&](uint64_t offset) {
+    std::array<uint8_t, 4> data{};
+    mmio.read(offset, data);
+    uint32_t v;
+    std::memcpy(&v, data.data(), 4);
+    return v;
+  };
+  EXPECT_EQ(reg(VIRTIO_MMIO_DEVICE_ID), 2u);
+  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM_MAX), 256u);
+  EXPECT_EQ(reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, capacity)), 16u);
+  EXPECT_EQ(reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, blk_size)), 512u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads, writes, flush, GET_ID
+
+TEST_F(VirtioBlockTest, ReadsSectors) {
+  TempImage image(64 * KiB);
+  open(image);
+  uint64_t data = 0;
+  const auto c = read(3, 2 * kSector, data);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(c.len, 2 * kSector + 1) << "data and status";
+  EXPECT_EQ(guest(data, 2 * kSector), pattern_bytes(3 * kSector, 2 * kSector));
+  EXPECT_GE(transport.signals, 1);
+}
+
+TEST_F(VirtioBlockTest, ReadsLastSectorAndEmptyRange) {
+  TempImage image(64 * KiB);
+  open(image);
+  uint64_t data = 0;
+  EXPECT_EQ(read(127, kSector, data).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(data, kSector), pattern_bytes(127 * kSector, kSector));
+  const auto c = read(128, 0, data);  // no data, at the very end: nothing to do
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(c.len, 1u);
+}
+
+TEST_F(VirtioBlockTest, WritesSectors) {
+  TempImage image(64 * KiB);
+  open(image);
+  std::vector<uint8_t> data(3 * kSector);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(255 - i % 251);
+  const auto c = write(10, data);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(c.len, 1u) << "only the status was written into the chain";
+  EXPECT_EQ(image.read(10 * kSector, data.size()), data);
+  EXPECT_EQ(image.read(9 * kSector, kSector), pattern_bytes(9 * kSector, kSector));
+  EXPECT_EQ(image.read(13 * kSector, kSector), pattern_bytes(13 * kSector, kSector));
+}
+
+TEST_F(VirtioBlockTest, FlushCompletesOnlyAfterTheBackendSynced) {
+  RecordingBackend& backend = open_recording(64 * KiB);
+  const uint64_t h = header(VIRTIO_BLK_T_FLUSH, 0);
+  const uint64_t s = status_byte();
+  bool completed_early = true;
+  backend.on_flush = [&] {
+    completed_early = used_idx() != 0 || *memory.read_obj<uint8_t>(s) != kNoStatus;
+  };
+  const auto c = run({{h, 16, false}, {s, 1, true}}, s);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(c.len, 1u);
+  EXPECT_EQ(backend.flushes, 1);
+  EXPECT_FALSE(completed_early) << "status and used entry must come after the sync";
+}
+
+TEST_F(VirtioBlockTest, FlushOnImageFile) {
+  TempImage image(64 * KiB);
+  open(image);
+  EXPECT_EQ(command(VIRTIO_BLK_T_FLUSH).status, VIRTIO_BLK_S_OK);
+}
+
+TEST_F(VirtioBlockTest, WritesAreWriteThroughWithoutFlushFeature) {
+  RecordingBackend& backend = open_recording(64 * KiB, bit(VIRTIO_BLK_F_FLUSH));
+  EXPECT_EQ(write(0, std::vector<uint8_t>(kSector, 1)).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(backend.flushes, 1);
+}
+
+TEST_F(VirtioBlockTest, WritesAreNotSyncedWhenTheDriverFlushes) {
+  RecordingBackend& backend = open_recording(64 * KiB);
+  EXPECT_EQ(write(0, std::vector<uint8_t>(kSector, 1)).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(backend.flushes, 0);
+}
+
+TEST_F(VirtioBlockTest, GetIdReturnsSerialNulPadded) {
+  TempImage image(4096);
+  open(image, ",serial=vol-7");
+  const uint64_t h = header(VIRTIO_BLK_T_GET_ID, 0);
+  const uint64_t id = bytes(std::vector<uint8_t>(20, 0xaa));
+  const uint64_t s = status_byte();
+  const auto c = run({{h, 16, false}, {id, 20, true}, {s, 1, true}}, s);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(c.len, 21u);
+  std::vector<uint8_t> expected(20, 0);
+  std::memcpy(expected.data(), "vol-7", 5);
+  EXPECT_EQ(guest(id, 20), expected);
+}
+
+TEST_F(VirtioBlockTest, GetIdOfTwentyCharactersHasNoTerminator) {
+  TempImage image(4096);
+  open(image, ",serial=ABCDEFGHIJKLMNOPQRST");
+  const uint64_t h = header(VIRTIO_BLK_T_GET_ID, 0);
+  const uint64_t id = alloc(21);  // data and status in one buffer
+  EXPECT_EQ(run({{h, 16, false}, {id, 21, true}}, id + 20).status, VIRTIO_BLK_S_OK);
+  const auto bytes = guest(id, 20);
+  EXPECT_EQ(std::string(bytes.begin(), bytes.end()), "ABCDEFGHIJKLMNOPQRST");
+}
+
+TEST_F(VirtioBlockTest, GetIdNeedsTwentyBytes) {
+  TempImage image(4096);
+  open(image, ",serial=x");
+  const uint64_t h = header(VIRTIO_BLK_T_GET_ID, 0);
+  const uint64_t id = bytes(std::vector<uint8_t>(16, 0xaa));
+  const uint64_t s = status_byte();
+  const auto c = run({{h, 16, false}, {id, 16, true}, {s, 1, true}}, s);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(c.len, 1u);
+  EXPECT_EQ(guest(id, 16), std::vector<uint8_t>(16, 0xaa));
+}
+
+// ---------------------------------------------------------------------------------------------
+// DISCARD and WRITE_ZEROES
+
+TEST_F(VirtioBlockTest, DiscardPunchesAHoleThatReadsAsZeroes) {
+  TempImage image(1 * MiB);
+  open(image);
+  ASSERT_EQ(image.next_hole(0), 1 * MiB) << "fully allocated to begin with";
+  const uint64_t allocated = image.allocated_bytes();
+
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{256, 256, 0}}).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.next_hole(0), 128 * KiB);
+  EXPECT_EQ(image.allocated_bytes(), allocated - 128 * KiB);
+
+  uint64_t data = 0;
+  ASSERT_EQ(read(255, 258 * kSector, data).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(data, kSector), pattern_bytes(255 * kSector, kSector));
+  EXPECT_EQ(guest(data + kSector, 256 * kSector), std::vector<uint8_t>(256 * kSector, 0));
+  EXPECT_EQ(guest(data + 257 * kSector, kSector), pattern_bytes(512 * kSector, kSector));
+}
+
+TEST_F(VirtioBlockTest, DiscardTakesSeveralSegments) {
+  TempImage image(1 * MiB);
+  open(image);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, 8, 0}, {64, 8, 0}, {100, 0, 0}}).status,
+            VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.read(0, 4096), std::vector<uint8_t>(4096, 0));
+  EXPECT_EQ(image.read(32 * KiB, 4096), std::vector<uint8_t>(4096, 0));
+  EXPECT_EQ(image.read(4096, 4096), pattern_bytes(4096, 4096));
+}
+
+TEST_F(VirtioBlockTest, DiscardRefusesFlags) {
+  TempImage image(64 * KiB);
+  open(image);
+  // The unmap flag is for WRITE_ZEROES only; other flags are unknown (spec §5.2.6.2).
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, 8, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP}}).status,
+            VIRTIO_BLK_S_UNSUPP);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, 8, 0x2}}).status, VIRTIO_BLK_S_UNSUPP);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, 8, 0x4}}).status, VIRTIO_BLK_S_UNSUPP);
+  EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
+}
+
+TEST_F(VirtioBlockTest, WriteZeroesReadsBackZeroes) {
+  TempImage image(1 * MiB);
+  open(image);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{3, 5, 0}}).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.read(3 * kSector, 5 * kSector), std::vector<uint8_t>(5 * kSector, 0));
+  EXPECT_EQ(image.read(2 * kSector, kSector), pattern_bytes(2 * kSector, kSector));
+  EXPECT_EQ(image.read(8 * kSector, kSector), pattern_bytes(8 * kSector, kSector));
+
+  // With unmap the device may punch a hole; the sectors still read as zeroes.
+  EXPECT_EQ(
+      ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{256, 256, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP}}).status,
+      VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.read(128 * KiB, 128 * KiB), std::vector<uint8_t>(128 * KiB, 0));
+  EXPECT_EQ(image.next_hole(64 * KiB), 128 * KiB);
+  uint64_t data = 0;
+  ASSERT_EQ(read(256, 8 * kSector, data).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(data, 8 * kSector), std::vector<uint8_t>(8 * kSector, 0));
+}
+
+TEST_F(VirtioBlockTest, WriteZeroesFallsBackToWritingZeroes) {
+  // tmpfs has holes but no FALLOC_FL_ZERO_RANGE: without unmap the device writes zeroes.
+  if (::access("/dev/shm", W_OK) != 0) GTEST_SKIP() << "no writable /dev/shm";
+  TempImage image(1 * MiB, true, "/dev/shm");
+  open(image);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{1, 300, 0}}).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.read(kSector, 300 * kSector), std::vector<uint8_t>(300 * kSector, 0));
+  EXPECT_EQ(image.read(0, kSector), pattern_bytes(0, kSector));
+  EXPECT_EQ(image.read(301 * kSector, kSector), pattern_bytes(301 * kSector, kSector));
+  EXPECT_EQ(image.next_hole(0), 1 * MiB) << "written, not punched";
+}
+
+TEST_F(VirtioBlockTest, RangeRequestsAreCheckedBeforeAnySegmentIsDone) {
+  TempImage image(64 * KiB);
+  open(image);
+  const uint32_t max = VirtioBlock::kMaxRangeSectors;
+  struct Case {
+    std::vector<virtio_blk_discard_write_zeroes> segs;
+  };
+  const Case cases[] = {
+      {{{0, 8, 0}, {120, 9, 0}}},         // second segment ends past the disk
+      {{{0, 8, 0}, {128, 1, 0}}},         // starts at the end
+      {{{0, 8, 0}, {~0ull, 2, 0}}},       // sector + num_sectors overflows
+      {{{0, 8, 0}, {1ull << 55, 1, 0}}},  // sector * 512 overflows
+      {{{0, 8, 0}, {0, max + 1, 0}}},     // more than max_*_sectors
+  };
+  for (const uint32_t type : {VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES}) {
+    for (const auto& c : cases) {
+      EXPECT_EQ(ranges(type, c.segs).status, VIRTIO_BLK_S_IOERR) << c.segs[1].sector;
+      EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096)) << "first segment left alone";
+    }
+    std::vector<virtio_blk_discard_write_zeroes> too_many(VirtioBlock::kMaxRangeSegments + 1,
+                                                          {0, 1, 0});
+    EXPECT_EQ(ranges(type, too_many).status, VIRTIO_BLK_S_IOERR);
+    // Not a whole number of 16-byte segments, or none.
+    const uint64_t h = header(type, 0);
+    const uint64_t d = alloc(24);
+    const uint64_t s = status_byte();
+    EXPECT_EQ(run({{h, 16, false}, {d, 24, false}, {s, 1, true}}, s).status, VIRTIO_BLK_S_IOERR);
+    EXPECT_EQ(command(type).status, VIRTIO_BLK_S_IOERR);
+  }
+}
+
+TEST_F(VirtioBlockTest, RangeRequestsNeedTheirFeature) {
+  RecordingBackend& backend =
+      open_recording(64 * KiB, bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES));
+  std::fill(backend.data.begin(), backend.data.end(), 1);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, 8, 0}}).status, VIRTIO_BLK_S_UNSUPP);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, 8, 0}}).status, VIRTIO_BLK_S_UNSUPP);
+  EXPECT_EQ(backend.data[0], 1);
+}
+
+TEST_F(VirtioBlockTest, WriteZeroesInDataBuffersIsRefused) {
+  TempImage image(64 * KiB);
+  open(image);
+  const uint64_t h = header(VIRTIO_BLK_T_WRITE_ZEROES, 0);
+  const uint64_t d = alloc(16);
+  ASSERT_TRUE(memory.write_obj(d, virtio_blk_discard_write_zeroes{0, 8, 0}));
+  const uint64_t s = status_byte();
+  EXPECT_EQ(run({{h, 16, false}, {d, 16, true}, {s, 1, true}}, s).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-only disks
+
+TEST_F(VirtioBlockTest, ReadOnlyDiskAdvertisesRoAndRefusesWrites) {
+  TempImage image(64 * KiB);
+  open(image, ",readonly");
+  const uint64_t features = device->device_features();
+  EXPECT_TRUE(features & bit(VIRTIO_BLK_F_RO));
+  EXPECT_FALSE(features & bit(VIRTIO_BLK_F_DISCARD));
+  EXPECT_FALSE(features & bit(VIRTIO_BLK_F_WRITE_ZEROES));
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_discard_sectors)), 0u);
+
+  const auto c = write(0, std::vector<uint8_t>(kSector, 0));
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(c.len, 1u);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, 8, 0}}).status, VIRTIO_BLK_S_UNSUPP);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, 8, 0}}).status, VIRTIO_BLK_S_UNSUPP);
+  EXPECT_EQ(image.read(0, 64 * KiB), pattern_bytes(0, 64 * KiB));
+
+  uint64_t data = 0;
+  EXPECT_EQ(read(1, kSector, data).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(data, kSector), pattern_bytes(kSector, kSector));
+  EXPECT_EQ(command(VIRTIO_BLK_T_FLUSH).status, VIRTIO_BLK_S_OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// O_DIRECT
+
+TEST_F(VirtioBlockTest, DirectImageTakesAlignedAndMisalignedBuffers) {
+  TempImage image(64 * KiB);
+  open(image, ",direct");
+  // Page-aligned guest buffer: straight to the disk.
+  uint64_t data = 0;
+  ASSERT_EQ(read(8, 4096, data).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(data, 4096), pattern_bytes(8 * kSector, 4096));
+  // A buffer at an odd address cannot go through O_DIRECT; it still works.
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 1);
+  const uint64_t odd = alloc(kSector + 3, 4096) + 3;
+  const uint64_t s = status_byte();
+  ASSERT_EQ(run({{h, 16, false}, {odd, kSector, true}, {s, 1, true}}, s).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(odd, kSector), pattern_bytes(kSector, kSector));
+
+  std::vector<uint8_t> ones(4096, 1);
+  const uint64_t wh = header(VIRTIO_BLK_T_OUT, 16);
+  const uint64_t wd = bytes(ones, 4096);
+  const uint64_t ws = status_byte();
+  ASSERT_EQ(run({{wh, 16, false}, {wd, 4096, false}, {ws, 1, true}}, ws).status, VIRTIO_BLK_S_OK);
+  const uint64_t mh = header(VIRTIO_BLK_T_OUT, 24);
+  const uint64_t md = alloc(kSector + 5, 4096) + 5;
+  ASSERT_TRUE(memory.fill(md, 2, kSector));
+  const uint64_t ms = status_byte();
+  ASSERT_EQ(run({{mh, 16, false}, {md, kSector, false}, {ms, 1, true}}, ms).status,
+            VIRTIO_BLK_S_OK);
+  EXPECT_EQ(command(VIRTIO_BLK_T_FLUSH).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.read(16 * kSector, 4096), ones);
+  EXPECT_EQ(image.read(24 * kSector, kSector), std::vector<uint8_t>(kSector, 2));
+  // Mixed paths stay coherent: an aligned (direct) read sees the buffered write.
+  ASSERT_EQ(read(24, 4096, data).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(data, kSector), std::vector<uint8_t>(kSector, 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptor layouts a driver may choose
+
+TEST_F(VirtioBlockTest, DataSpreadOverManySmallDescriptors) {
+  TempImage image(64 * KiB);
+  open(image);
+  // Header in two pieces, 2 sectors of data in 64 buffers of 16 bytes, status after.
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 5);
+  std::vector<Buf> bufs{{h, 8, false}, {h + 8, 8, false}};
+  std::vector<uint64_t> pieces;
+  for (int i = 0; i < 64; ++i) {
+    pieces.push_back(alloc(16, 64));  // scattered, not contiguous
+    bufs.push_back({pieces.back(), 16, true});
+  }
+  const uint64_t s = status_byte();
+  bufs.push_back({s, 1, true});
+  const auto c = run(bufs, s);
+  ASSERT_EQ(c.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(c.len, 1025u);
+  std::vector<uint8_t> got;
+  for (uint64_t p : pieces) {
+    const auto piece = guest(p, 16);
+    got.insert(got.end(), piece.begin(), piece.end());
+  }
+  EXPECT_EQ(got, pattern_bytes(5 * kSector, 1024));
+
+  // The same for a write, with the header sharing its descriptor with the first data bytes.
+  const auto data = pattern_bytes(999, 1024);
+  const uint64_t hd = alloc(16 + 100);
+  ASSERT_TRUE(memory.write_obj(hd, virtio_blk_outhdr{VIRTIO_BLK_T_OUT, 0, 40}));
+  ASSERT_TRUE(memory.write(hd + 16, data.data(), 100));
+  std::vector<Buf> wbufs{{hd, 116, false}};
+  for (uint64_t done = 100; done < 1024;) {
+    const uint64_t n = std::min<uint64_t>(37, 1024 - done);
+    const uint64_t p = alloc(n, 64);
+    EXPECT_TRUE(memory.write(p, data.data() + done, n));
+    wbufs.push_back({p, static_cast<uint32_t>(n), false});
+    done += n;
+  }
+  const uint64_t ws = status_byte();
+  wbufs.push_back({ws, 1, true});
+  ASSERT_EQ(run(wbufs, ws).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.read(40 * kSector, 1024), data);
+}
+
+TEST_F(VirtioBlockTest, StatusMayShareTheLastDataBuffer) {
+  TempImage image(64 * KiB);
+  open(image);
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 2);
+  const uint64_t d = alloc(kSector + 1);
+  ASSERT_TRUE(memory.write_obj<uint8_t>(d + kSector, kNoStatus));
+  const auto c = run({{h, 16, false}, {d, kSector + 1, true}}, d + kSector);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(c.len, kSector + 1);
+  EXPECT_EQ(guest(d, kSector), pattern_bytes(2 * kSector, kSector));
+}
+
+TEST_F(VirtioBlockTest, ChainThroughIndirectTable) {
+  TempImage image(64 * KiB);
+  open(image);
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 4);
+  const uint64_t d = alloc(kSector, 512);
+  const uint64_t s = status_byte();
+  const auto c = run({{h, 16, false}, {d, kSector, true}, {s, 1, true}}, s, /*indirect=*/true);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(d, kSector), pattern_bytes(4 * kSector, kSector));
+}
+
+TEST_F(VirtioBlockTest, ProcessesEveryAvailableChainInOneNotify) {
+  TempImage image(64 * KiB);
+  open(image);
+  std::vector<uint64_t> statuses, data;
+  for (uint64_t sector = 0; sector < 5; ++sector) {
+    const uint64_t h = header(VIRTIO_BLK_T_IN, sector);
+    data.push_back(alloc(kSector, 512));
+    statuses.push_back(status_byte());
+    publish({{h, 16, false}, {data.back(), kSector, true}, {statuses.back(), 1, true}});
+  }
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), 5);
+  for (uint64_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(*memory.read_obj<uint8_t>(statuses[i]), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(guest(data[i], kSector), pattern_bytes(i * kSector, kSector));
+    EXPECT_EQ(used(static_cast<uint16_t>(i)).len, kSector + 1);
+  }
+  EXPECT_GE(transport.signals, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed requests: an error status (or nothing to write it to), never a crash
+
+TEST_F(VirtioBlockTest, SectorsBeyondTheDiskAreRefused) {
+  TempImage image(64 * KiB);  // 128 sectors
+  open(image);
+  uint64_t data = 0;
+  EXPECT_EQ(read(128, kSector, data).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(read(127, 2 * kSector, data).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(read(129, 0, data).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(write(128, std::vector<uint8_t>(kSector, 0)).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(write(120, std::vector<uint8_t>(9 * kSector, 0)).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(image.read(0, 64 * KiB), pattern_bytes(0, 64 * KiB));
+}
+
+TEST_F(VirtioBlockTest, SectorArithmeticDoesNotOverflow) {
+  TempImage image(64 * KiB);
+  open(image);
+  uint64_t data = 0;
+  // sector + count wraps to a small number; sector * 512 wraps to 0.
+  for (const uint64_t sector : {~0ull, ~0ull - 1, 1ull << 55, (1ull << 55) + 1, 1ull << 63}) {
+    const auto c = read(sector, 2 * kSector, data);
+    EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR) << sector;
+    EXPECT_EQ(c.len, 1u);
+    EXPECT_EQ(write(sector, std::vector<uint8_t>(2 * kSector, 0)).status, VIRTIO_BLK_S_IOERR)
+        << sector;
+  }
+  EXPECT_EQ(image.read(0, 64 * KiB), pattern_bytes(0, 64 * KiB));
+}
+
+TEST_F(VirtioBlockTest, DataMustBeWholeSectors) {
+  TempImage image(64 * KiB);
+  open(image);
+  uint64_t data = 0;
+  EXPECT_EQ(read(0, 500, data).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(read(0, 513, data).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(write(0, std::vector<uint8_t>(513, 0)).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(write(0, std::vector<uint8_t>(1, 0)).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
+}
+
+TEST_F(VirtioBlockTest, HeaderInAWritableDescriptorIsRefused) {
+  TempImage image(64 * KiB);
+  open(image);
+  const uint64_t h = header(VIRTIO_BLK_T_OUT, 0);
+  const uint64_t s = status_byte();
+  const auto c = run({{h, 16, true}, {s, 1, true}}, s);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(c.len, 1u);
+  EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
+}
+
+TEST_F(VirtioBlockTest, ShortHeaderIsRefused) {
+  TempImage image(64 * KiB);
+  open(image);
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  const uint64_t d = alloc(kSector);
+  const uint64_t s = status_byte();
+  EXPECT_EQ(run({{h, 8, false}, {d, kSector, true}, {s, 1, true}}, s).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(run({{s, 1, true}}, s).status, VIRTIO_BLK_S_IOERR) << "no header at all";
+}
+
+TEST_F(VirtioBlockTest, RequestWithoutStatusByteIsReturnedUnused) {
+  TempImage image(64 * KiB);
+  open(image);
+  // A write with no writable byte at all: not carried out, chain returned with length 0.
+  const uint64_t h = header(VIRTIO_BLK_T_OUT, 0);
+  const uint64_t d = bytes(std::vector<uint8_t>(kSector, 0));
+  const auto c = run({{h, 16, false}, {d, kSector, false}}, d);
+  EXPECT_EQ(c.len, 0u);
+  EXPECT_EQ(image.read(0, kSector), pattern_bytes(0, kSector));
+  // The device carries on with the next request.
+  uint64_t data = 0;
+  EXPECT_EQ(read(0, kSector, data).status, VIRTIO_BLK_S_OK);
+}
+
+TEST_F(VirtioBlockTest, DataInTheWrongDirectionIsRefused) {
+  TempImage image(64 * KiB);
+  open(image);
+  // A read whose data buffer is device-readable.
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  const uint64_t d = bytes(std::vector<uint8_t>(kSector, 0x5a));
+  const uint64_t s = status_byte();
+  const auto c = run({{h, 16, false}, {d, kSector, false}, {s, 1, true}}, s);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(c.len, 1u);
+  EXPECT_EQ(guest(d, kSector), std::vector<uint8_t>(kSector, 0x5a));
+  // A write whose data buffer is device-writable.
+  const uint64_t wh = header(VIRTIO_BLK_T_OUT, 0);
+  const uint64_t wd = bytes(std::vector<uint8_t>(kSector, 0x5a));
+  const uint64_t ws = status_byte();
+  EXPECT_EQ(run({{wh, 16, false}, {wd, kSector, true}, {ws, 1, true}}, ws).status,
+            VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(guest(wd, kSector), std::vector<uint8_t>(kSector, 0x5a));
+  EXPECT_EQ(image.read(0, kSector), pattern_bytes(0, kSector));
+}
+
+TEST_F(VirtioBlockTest, UnknownRequestTypesAreUnsupported) {
+  TempImage image(64 * KiB);
+  open(image);
+  for (const uint32_t type : {2u, 3u, 10u, 14u, 16u, 0x80000001u, 0xffffffffu}) {
+    const auto c = command(type);
+    EXPECT_EQ(c.status, VIRTIO_BLK_S_UNSUPP) << type;
+    EXPECT_EQ(c.len, 1u);
+  }
+}
+
+TEST_F(VirtioBlockTest, HostIoErrorsGiveIoerr) {
+  RecordingBackend& backend = open_recording(64 * KiB);
+  backend.fail_with = EIO;
+  uint64_t data = 0;
+  const auto c = read(0, kSector, data);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(c.len, 1u) << "no data is reported written";
+  EXPECT_EQ(write(0, std::vector<uint8_t>(kSector, 0)).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(command(VIRTIO_BLK_T_FLUSH).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, 8, 0}}).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, 8, 0}}).status, VIRTIO_BLK_S_IOERR);
+  for (int i = 0; i < 20; ++i) command(VIRTIO_BLK_T_FLUSH);  // the log stays short
+}
+
+TEST_F(VirtioBlockTest, IgnoresNotificationsUntilActivatedAndAfterReset) {
+  TempImage image(64 * KiB);
+  open(image);
+  device->reset();
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  const uint64_t d = alloc(kSector);
+  const uint64_t s = status_byte();
+  publish({{h, 16, false}, {d, kSector, true}, {s, 1, true}});
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), 0);
+  device->activate(transport, device->device_features());
+  device->queue_notify(1, queue);  // there is no queue 1
+  EXPECT_EQ(used_idx(), 0);
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), 1);
+}
+
+}  // namespace
