@@ -8,6 +8,8 @@
 
 #include "libvmm/backends/file_backend.hpp"
 #include "libvmm/backends/null_backend.hpp"
+#include "libvmm/backends/pty_backend.hpp"
+#include "libvmm/backends/socket_backend.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
 #include "libvmm/core/error.hpp"
 
@@ -16,6 +18,7 @@ namespace {
 
 struct OpenRequest {
   std::string_view argument;  // after "kind:", for kinds that take one
+  std::string_view flag_name;
   const std::function<void()>& on_quit;
 };
 
@@ -34,6 +37,14 @@ constexpr std::array kKinds = {
                 [](const OpenRequest& r) -> std::unique_ptr<CharBackend> {
                   return std::make_unique<FileBackend>(std::string(r.argument));
                 }},
+    BackendKind{"socket", "PATH",
+                [](const OpenRequest& r) -> std::unique_ptr<CharBackend> {
+                  return std::make_unique<SocketBackend>(std::string(r.argument));
+                }},
+    BackendKind{"pty", "",
+                [](const OpenRequest& r) -> std::unique_ptr<CharBackend> {
+                  return std::make_unique<PtyBackend>(r.flag_name);
+                }},
     BackendKind{"none", "",
                 [](const OpenRequest&) -> std::unique_ptr<CharBackend> {
                   return std::make_unique<NullBackend>();
@@ -45,7 +56,7 @@ std::string usage(const BackendKind& kind) {
                                : fmt::format("{}:{}", kind.name, kind.argument);
 }
 
-// "stdio, file:PATH or none"
+// "stdio, file:PATH, socket:PATH, pty or none"
 std::string expected_specs() {
   std::string list;
   for (size_t i = 0; i < kKinds.size(); ++i) {
@@ -72,7 +83,7 @@ std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::strin
                                   kind.argument, usage(kind)));
     }
     try {
-      return kind.open(OpenRequest{argument, on_quit});
+      return kind.open(OpenRequest{argument, flag_name, on_quit});
     } catch (const SystemError& e) {
       throw UserError(
           fmt::format("{} {}: cannot open: {}", flag_name, spec, std::strerror(e.code())));

@@ -46,7 +46,7 @@ TEST(OpenCharBackendTest, File) {
 }
 
 TEST(OpenCharBackendTest, UnknownSpecs) {
-  const std::string expected = "(expected stdio, file:PATH or none)";
+  const std::string expected = "(expected stdio, file:PATH, socket:PATH, pty or none)";
   EXPECT_EQ(error_of("foo"), "--serial: unknown backend 'foo' " + expected);
   EXPECT_EQ(error_of(""), "--serial: unknown backend '' " + expected);
   EXPECT_EQ(error_of("stdio:x"), "--serial: unknown backend 'stdio:x' " + expected);

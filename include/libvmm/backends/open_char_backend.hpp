@@ -10,13 +10,15 @@
 namespace libvmm {
 
 // Specs:
-//   stdio      stdin/stdout; on a terminal, raw mode and Ctrl-A escapes (Ctrl-A x: on_quit)
-//   file:PATH  output to PATH, created or truncated; no input
-//   none       output discarded; no input
-// Throws UserError naming `flag_name` (e.g. "--serial") for an unknown spec, a file that cannot
-// be opened, or stdin already taken by another stdio backend.
-// New kinds (socket:PATH, pty) are added to the table in open_char_backend.cpp; callers and the
-// error messages follow from it.
+//   stdio        stdin/stdout; on a terminal, raw mode and Ctrl-A escapes (Ctrl-A x: on_quit)
+//   file:PATH    output to PATH, created or truncated; no input
+//   socket:PATH  a Unix stream socket listening at PATH, one client at a time
+//   pty          a new pseudo-terminal; its /dev/pts/N path is logged
+//   none         output discarded; no input
+// Throws UserError naming `flag_name` (e.g. "--serial") for an unknown spec, a file or socket
+// that cannot be opened, or stdin already taken by another stdio backend.
+// New kinds are added to the table in open_char_backend.cpp; callers and the error messages
+// follow from it.
 std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::string_view flag_name,
                                                std::function<void()> on_quit);
 

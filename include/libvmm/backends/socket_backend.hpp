@@ -1,0 +1,85 @@
+// The `socket:PATH` backend: a listening Unix stream socket at PATH, to attach to with e.g.
+// `socat -,raw,echo=0 UNIX-CONNECT:PATH`.
+//
+// One client at a time: another one is told "busy" and closed. Client input goes to the sink;
+// when the client hangs up, the socket listens for the next one (a client that only shuts down
+// its sending side keeps getting output). Guest output goes to the client
+// without ever blocking the caller: what the client does not take at once waits in a buffer of
+// kOutputLimit bytes, and beyond that it is dropped (counted, with one warning per client).
+// Guest output while no client is connected is dropped, as on a serial line nobody listens to.
+//
+// Threads: write() from any thread; everything else on the event loop thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "libvmm/backends/char_backend.hpp"
+#include "libvmm/core/unique_fd.hpp"
+
+namespace libvmm {
+
+class SocketBackend : public CharBackend {
+ public:
+  static constexpr size_t kOutputLimit = 64 * 1024;
+
+  // Binds and listens at `path`, replacing a stale socket file there. Throws UserError if
+  // `path` exists and is not a socket, a program is listening on it, or it is too long;
+  // SystemError if the socket cannot be created there.
+  explicit SocketBackend(std::string path);
+  // Closes the connection and removes the socket file (if it is still ours). Destroy the
+  // backend only after the event loop stopped running.
+  ~SocketBackend() override;
+  SocketBackend(const SocketBackend&) = delete;
+  SocketBackend& operator=(const SocketBackend&) = delete;
+
+  void write(std::span<const uint8_t> bytes) override;
+  void start(EventLoop& loop, InputSink sink) override;
+  void pause_input() override;
+  void resume_input() override;
+  std::string describe() const override { return "socket:" + path_; }
+
+  // Any thread. Whether a client is connected, and the output a connected client did not read
+  // in time (output while none is connected is not counted).
+  bool client_connected() const;
+  uint64_t dropped_bytes() const;
+
+ private:
+  void accept_clients();
+  void on_client_event(uint32_t events);
+  void read_client();
+  void flush_output();
+  void disconnect(const char* why);
+  // Watches the client for what is wanted now: input unless paused, output while some waits.
+  void update_client_interest();
+
+  const std::string path_;
+  UniqueFd listener_;
+  dev_t socket_dev_ = 0;  // the socket file we created, so as to remove only that one
+  ino_t socket_ino_ = 0;
+
+  // Shared with write(): the connection and the output waiting for it. client_ changes only
+  // on the loop thread, which may read it without the lock.
+  mutable std::mutex mutex_;
+  UniqueFd client_;
+  std::vector<uint8_t> output_;
+  bool output_failed_ = false;  // the client stopped reading for good (EPIPE, ECONNRESET)
+  bool flush_posted_ = false;   // an update_client_interest() is queued on the loop
+  uint64_t dropped_ = 0;
+  bool drop_warned_ = false;
+
+  // Loop thread only.
+  EventLoop* loop_ = nullptr;
+  InputSink sink_;
+  bool paused_ = false;
+  bool input_ended_ = false;    // the client shut down its sending side
+  uint32_t client_events_ = 0;  // what the client fd is registered for
+};
+
+}  // namespace libvmm

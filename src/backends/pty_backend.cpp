@@ -1,0 +1,112 @@
+#include "libvmm/backends/pty_backend.hpp"
+
+#include <fcntl.h>
+#include <stdlib.h>  // posix_openpt, grantpt, unlockpt, ptsname_r
+#include <sys/epoll.h>
+#include <termios.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+namespace {
+
+constexpr size_t kReadChunk = 4096;
+
+}  // namespace
+
+PtyBackend::PtyBackend(std::string_view owner) {
+  master_.reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!master_) throw_errno("posix_openpt");
+  if (::grantpt(master_.get()) != 0) throw_errno("grantpt");
+  if (::unlockpt(master_.get()) != 0) throw_errno("unlockpt");
+  std::array<char, 128> name{};
+  if (::ptsname_r(master_.get(), name.data(), name.size()) != 0) throw_errno("ptsname_r");
+  path_ = name.data();
+
+  held_terminal_.reset(::open(path_.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!held_terminal_) throw_errno(path_);
+  termios raw{};
+  if (::tcgetattr(held_terminal_.get(), &raw) != 0) throw_errno(path_ + ": tcgetattr");
+  ::cfmakeraw(&raw);  // no echo, no line editing, no "\n" to "\r\n": the guest does all that
+  if (::tcsetattr(held_terminal_.get(), TCSANOW, &raw) != 0) throw_errno(path_ + ": tcsetattr");
+
+  const int flags = ::fcntl(master_.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(master_.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
+    throw_errno(path_ + ": O_NONBLOCK");
+  }
+  log::info("{}: console on {}", owner, path_);
+}
+
+uint64_t PtyBackend::dropped_bytes() const {
+  std::lock_guard lock(write_mutex_);
+  return dropped_;
+}
+
+void PtyBackend::write(std::span<const uint8_t> bytes) {
+  std::lock_guard lock(write_mutex_);
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(master_.get(), bytes.data(), bytes.size());
+    if (n > 0) {
+      bytes = bytes.subspan(static_cast<size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      break;  // full (EAGAIN): nobody is reading; or an error, which retrying will not fix
+    }
+  }
+  if (bytes.empty()) return;
+  dropped_ += bytes.size();
+  if (!drop_warned_) {
+    drop_warned_ = true;
+    log::warn("pty {}: nobody is reading; dropping guest output", path_);
+  }
+}
+
+void PtyBackend::start(EventLoop& loop, InputSink sink) {
+  loop_ = &loop;
+  sink_ = std::move(sink);
+  watch(true);
+}
+
+void PtyBackend::watch(bool on) {
+  if (on == reading_ || loop_ == nullptr) return;
+  if (on) {
+    loop_->add(master_.get(), EPOLLIN, [this](uint32_t /*events*/) { read_once(); });
+  } else {
+    loop_->remove(master_.get());
+  }
+  reading_ = on;
+}
+
+void PtyBackend::read_once() {
+  std::array<uint8_t, kReadChunk> buffer;
+  const ssize_t n = ::read(master_.get(), buffer.data(), buffer.size());
+  if (n > 0) {
+    sink_(std::span(buffer.data(), static_cast<size_t>(n)));
+  } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+    return;
+  } else {
+    // Not expected while the terminal side is held open; stop rather than spin on it.
+    log::warn("pty {}: reading failed, no more input: {}", path_,
+              n == 0 ? "end of file" : std::strerror(errno));
+    failed_ = true;
+    watch(false);
+  }
+}
+
+void PtyBackend::pause_input() {
+  watch(false);
+}
+
+void PtyBackend::resume_input() {
+  if (!failed_) watch(true);
+}
+
+}  // namespace libvmm

@@ -1,0 +1,249 @@
+#include "libvmm/virtio/console.hpp"
+
+#include <fmt/format.h>
+#include <linux/virtio_console.h>
+#include <linux/virtio_ids.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstring>
+
+#include "libvmm/backends/char_backend.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+namespace {
+
+constexpr uint32_t kConfigSize = sizeof(virtio_console_config);
+constexpr uint32_t kEmergWrOffset = offsetof(virtio_console_config, emerg_wr);
+constexpr uint32_t kMaxGuestErrorLogs = 32;  // the guest must not be able to flood the log
+
+static_assert(kConfigSize == 12 && kEmergWrOffset == 8, "virtIO 1.2 §5.3.4 layout");
+
+void put_le(std::array<uint8_t, kConfigSize>& bytes, size_t offset, uint32_t value, size_t size) {
+  for (size_t i = 0; i < size; ++i) bytes[offset + i] = static_cast<uint8_t>(value >> (8 * i));
+}
+
+}  // namespace
+
+VirtioConsole::VirtioConsole(std::shared_ptr<CharBackend> backend, size_t pending_limit)
+    : backend_(std::move(backend)), pending_limit_(std::max<size_t>(pending_limit, 1)) {}
+
+void VirtioConsole::start(EventLoop& loop) {
+  {
+    std::lock_guard lock(mutex_);
+    loop_ = &loop;
+  }
+  backend_->start(loop, [this](std::span<const uint8_t> bytes) { receive(bytes); });
+}
+
+size_t VirtioConsole::pending_bytes() const {
+  std::lock_guard lock(mutex_);
+  return pending_.size();
+}
+
+uint64_t VirtioConsole::dropped_bytes() const {
+  std::lock_guard lock(mutex_);
+  return dropped_;
+}
+
+uint32_t VirtioConsole::device_id() const {
+  return VIRTIO_ID_CONSOLE;
+}
+
+uint64_t VirtioConsole::device_features() const {
+  return 1ull << VIRTIO_CONSOLE_F_EMERG_WRITE;
+}
+
+void VirtioConsole::guest_error(const std::string& message) {
+  const uint32_t n = guest_errors_logged_.fetch_add(1, std::memory_order_relaxed);
+  if (n < kMaxGuestErrorLogs) log::warn("{}: {}", name(), message);
+  if (n + 1 == kMaxGuestErrorLogs) log::warn("{}: further guest errors are not logged", name());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config space: no VIRTIO_CONSOLE_F_SIZE (cols, rows read 0), no MULTIPORT (one port).
+
+uint32_t VirtioConsole::config_size() const {
+  return kConfigSize;
+}
+
+void VirtioConsole::read_config(uint32_t offset, std::span<uint8_t> data) {
+  std::array<uint8_t, kConfigSize> config{};
+  put_le(config, offsetof(virtio_console_config, max_nr_ports), 1, 4);
+  // emerg_wr is write-only and reads as 0. The transport checked the range.
+  std::memcpy(data.data(), config.data() + offset, data.size());
+}
+
+void VirtioConsole::write_config(uint32_t offset, std::span<const uint8_t> data) {
+  if (offset == kEmergWrOffset && !data.empty()) {
+    backend_->write(data.first(1));  // the character is the low byte of the 32-bit field
+    return;
+  }
+  guest_error(fmt::format("{}-byte write at config offset {:#x}, which is read-only; ignored",
+                          data.size(), offset));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driver lifecycle and queues
+
+void VirtioConsole::activate(VirtioTransport& transport, uint64_t /*features*/) {
+  EventLoop* loop = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    transport_ = &transport;
+    if (!pending_.empty()) loop = loop_;
+  }
+  // Input that waited for a driver: its receive buffers may already be there, but the queues
+  // are out of reach inside this call. Without a loop, the next notify or input delivers it.
+  if (loop != nullptr) loop->post([this] { receive({}); });
+}
+
+void VirtioConsole::reset() {
+  std::lock_guard lock(mutex_);
+  transport_ = nullptr;  // pending input stays: it is the host's, for the next driver
+}
+
+void VirtioConsole::queue_notify(uint16_t index, Virtqueue& queue) {
+  if (index == kTransmitQueue) return transmit(queue);
+  if (index != kReceiveQueue) return;  // the transport only notifies queues that exist
+  bool changed = false;
+  {
+    std::lock_guard lock(mutex_);
+    fill_receive_buffers(queue);
+    changed = update_input_pause();
+  }
+  if (changed) request_flow_control();
+}
+
+// Every readable byte goes to the backend; the chain returns with nothing written.
+void VirtioConsole::transmit(Virtqueue& queue) {
+  std::vector<iovec> iov;
+  bool used = false;
+  while (auto chain = queue.pop()) {
+    iov.clear();
+    if (chain->writable_bytes() != 0) {
+      guest_error(fmt::format("transmitq buffer {} has device-writable descriptors; dropped",
+                              chain->head()));
+    } else if (!chain->iovecs(false, iov)) {
+      guest_error(fmt::format("transmitq buffer {} is not in guest RAM; dropped", chain->head()));
+    } else {
+      for (const iovec& v : iov) {
+        backend_->write(std::span(static_cast<const uint8_t*>(v.iov_base), v.iov_len));
+      }
+    }
+    queue.push(chain->head(), 0);
+    used = true;
+  }
+  // transport_ is stable here: activate() and reset() run under the same transport lock.
+  if (used && transport_ != nullptr) transport_->signal_used(kTransmitQueue);
+}
+
+void VirtioConsole::fill_receive_buffers(Virtqueue& queue) {
+  if (!queue.ready()) return;
+  bool used = false;
+  while (!pending_.empty()) {
+    auto chain = queue.pop();
+    if (!chain) break;  // no buffers, or the driver broke the queue (the transport reports it)
+    uint32_t written = 0;
+    if (chain->readable_bytes() != 0 || chain->writable_bytes() == 0) {
+      guest_error(fmt::format(
+          "receiveq buffer {} has device-readable descriptors or no room; returned unused",
+          chain->head()));
+    } else {
+      const size_t n =
+          static_cast<size_t>(std::min<uint64_t>(pending_.size(), chain->writable_bytes()));
+      if (chain->write_at(0, std::span(pending_.data(), n))) {
+        pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(n));
+        written = static_cast<uint32_t>(n);
+      } else {
+        guest_error(
+            fmt::format("receiveq buffer {} cannot be written; returned unused", chain->head()));
+      }
+    }
+    queue.push(chain->head(), written);
+    used = true;
+  }
+  if (used && transport_ != nullptr) transport_->signal_used(kReceiveQueue);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host input
+
+void VirtioConsole::receive(std::span<const uint8_t> bytes) {
+  VirtioTransport* transport = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    const size_t cap = pending_limit_ + kMaxBackendRead;
+    const size_t take = std::min(bytes.size(), cap - std::min(cap, pending_.size()));
+    pending_.insert(pending_.end(), bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(take));
+    if (take < bytes.size()) {
+      dropped_ += bytes.size() - take;
+      if (!overflow_warned_) {
+        overflow_warned_ = true;
+        log::warn("{}: {} keeps sending input while paused; dropping what does not fit", name(),
+                  backend_->describe());
+      }
+    }
+    if (!pending_.empty()) transport = transport_;
+  }
+  // The transport's lock comes first, then ours: take it from outside, never inside, mutex_.
+  if (transport != nullptr) {
+    transport->with_queues([this](std::span<Virtqueue> queues) {
+      std::lock_guard lock(mutex_);
+      if (transport_ != nullptr) fill_receive_buffers(queues[kReceiveQueue]);
+    });
+  }
+  {
+    std::lock_guard lock(mutex_);
+    update_input_pause();
+  }
+  apply_flow_control();  // we are on the loop thread (or a test's), where flow control runs
+}
+
+bool VirtioConsole::update_input_pause() {
+  if (!input_paused_ && pending_.size() >= pending_limit_) {
+    input_paused_ = true;
+    return true;
+  }
+  if (input_paused_ && pending_.size() * 2 < pending_limit_) {
+    input_paused_ = false;
+    overflow_warned_ = false;
+    return true;
+  }
+  return false;
+}
+
+void VirtioConsole::apply_flow_control() {
+  std::lock_guard flow(flow_mutex_);
+  bool paused = false;
+  {
+    std::lock_guard lock(mutex_);
+    paused = input_paused_;
+  }
+  if (paused == backend_paused_) return;
+  backend_paused_ = paused;
+  if (paused) {
+    backend_->pause_input();
+  } else {
+    backend_->resume_input();
+  }
+}
+
+void VirtioConsole::request_flow_control() {
+  EventLoop* loop = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    loop = loop_;
+  }
+  if (loop != nullptr) {
+    loop->post([this] { apply_flow_control(); });
+  } else {
+    apply_flow_control();
+  }
+}
+
+}  // namespace libvmm

@@ -1,0 +1,496 @@
+// The socket:PATH and pty backends against real sockets and terminals, with the event loop on its
+// own thread as in the VMM.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "libvmm/backends/open_char_backend.hpp"
+#include "libvmm/backends/pty_backend.hpp"
+#include "libvmm/backends/socket_backend.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+
+namespace libvmm {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::span<const uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+class LoopThread {
+ public:
+  LoopThread() : thread_([this] { loop.run(); }) {}
+  ~LoopThread() {
+    loop.stop();
+    thread_.join();
+  }
+  template <typename F>
+  void call(F fn) {
+    std::promise<void> done;
+    loop.post([&] {
+      fn();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  EventLoop loop;
+
+ private:
+  std::thread thread_;
+};
+
+class Received {
+ public:
+  CharBackend::InputSink sink() {
+    return [this](std::span<const uint8_t> bytes) {
+      std::lock_guard lock(mutex_);
+      data_.append(bytes.begin(), bytes.end());
+      changed_.notify_all();
+    };
+  }
+  std::string wait_for(size_t size, std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, timeout, [&] { return data_.size() >= size; });
+    return data_;
+  }
+  std::string now() {
+    std::lock_guard lock(mutex_);
+    return data_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::string data_;
+};
+
+// Reads what `fd` has until `size` bytes came, end of file, or a quiet `timeout`.
+std::string read_from(int fd, size_t size, std::chrono::milliseconds timeout = 5s) {
+  std::string got;
+  char buffer[4096];
+  while (got.size() < size) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(timeout.count())) <= 0) break;
+    const ssize_t n = ::read(fd, buffer, std::min(sizeof buffer, size - got.size()));
+    if (n <= 0) break;
+    got.append(buffer, static_cast<size_t>(n));
+  }
+  return got;
+}
+
+double cpu_seconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+// A loop still watching a hung-up or half-closed fd would spin on it.
+bool loop_stays_idle() {
+  const double before = cpu_seconds();
+  std::this_thread::sleep_for(200ms);
+  return cpu_seconds() - before < 0.1;
+}
+
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 5s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// socket:PATH
+
+class SocketBackendTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    static int counter = 0;
+    path_ = std::filesystem::temp_directory_path() /
+            ("libvmm-sock-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
+    std::filesystem::remove(path_);
+  }
+  void TearDown() override { std::filesystem::remove(path_); }
+
+  UniqueFd connect_client() {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path_.c_str(), sizeof(address.sun_path) - 1);
+    EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0)
+        << std::strerror(errno);
+    return fd;
+  }
+  // Connects, and waits until the backend serves this client (its first byte arrived).
+  UniqueFd attach(SocketBackend& backend, Received& received) {
+    UniqueFd client = connect_client();
+    const size_t before = received.now().size();
+    write_to(client.get(), "!");
+    EXPECT_EQ(received.wait_for(before + 1).size(), before + 1);
+    EXPECT_TRUE(backend.client_connected());
+    return client;
+  }
+  static void write_to(int fd, std::string_view s) {
+    ASSERT_EQ(::send(fd, s.data(), s.size(), MSG_NOSIGNAL), static_cast<ssize_t>(s.size()));
+  }
+  std::string socket_error(const std::string& spec) {
+    try {
+      open_char_backend(spec, "--console", nullptr);
+    } catch (const UserError& e) {
+      return e.what();
+    }
+    return "(no error)";
+  }
+
+  std::filesystem::path path_;
+};
+
+TEST_F(SocketBackendTest, ExchangesBytesBothWays) {
+  SocketBackend backend(path_);
+  EXPECT_EQ(backend.describe(), "socket:" + path_.string());
+  EXPECT_TRUE(std::filesystem::is_socket(path_));
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  EXPECT_FALSE(backend.client_connected());
+
+  UniqueFd client = attach(backend, received);
+  write_to(client.get(), "ls -l\r\x03\x01x");
+  EXPECT_EQ(received.wait_for(10), "!ls -l\r\x03\x01x") << "no escapes, nothing changed";
+  backend.write(bytes_of("total 0\r\n"));
+  EXPECT_EQ(read_from(client.get(), 9), "total 0\r\n");
+}
+
+TEST_F(SocketBackendTest, OutputWithoutClientIsDropped) {
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  backend.write(bytes_of("nobody hears this"));
+  UniqueFd client = attach(backend, received);
+  backend.write(bytes_of("hello"));
+  EXPECT_EQ(read_from(client.get(), 5), "hello");
+  EXPECT_EQ(backend.dropped_bytes(), 0u) << "output with no client is not counted";
+}
+
+TEST_F(SocketBackendTest, DisconnectAndReconnect) {
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  {
+    UniqueFd first = attach(backend, received);
+    write_to(first.get(), "one");
+    EXPECT_EQ(received.wait_for(4), "!one");
+  }
+  EXPECT_TRUE(wait_until([&] { return !backend.client_connected(); }));
+  backend.write(bytes_of("between"));
+
+  UniqueFd second = attach(backend, received);
+  write_to(second.get(), "two");
+  EXPECT_EQ(received.wait_for(8), "!one!two");
+  backend.write(bytes_of("again"));
+  EXPECT_EQ(read_from(second.get(), 5), "again");
+}
+
+TEST_F(SocketBackendTest, SecondClientIsToldBusy) {
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd first = attach(backend, received);
+
+  UniqueFd second = connect_client();
+  const std::string answer = read_from(second.get(), 1000);
+  EXPECT_NE(answer.find("busy"), std::string::npos) << answer;
+  EXPECT_EQ(::recv(second.get(), nullptr, 0, 0), 0) << "closed after the message";
+
+  write_to(first.get(), "still here");
+  EXPECT_EQ(received.wait_for(11), "!still here");
+  backend.write(bytes_of("yes"));
+  EXPECT_EQ(read_from(first.get(), 3), "yes");
+}
+
+TEST_F(SocketBackendTest, PauseAndResumeInput) {
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd client = attach(backend, received);
+
+  io.call([&] { backend.pause_input(); });
+  write_to(client.get(), "held");
+  std::this_thread::sleep_for(50ms);
+  io.call([] {});
+  EXPECT_EQ(received.now(), "!");
+  backend.write(bytes_of("output flows while input is paused"));
+  EXPECT_EQ(read_from(client.get(), 34), "output flows while input is paused");
+
+  io.call([&] { backend.resume_input(); });
+  EXPECT_EQ(received.wait_for(5), "!held");
+}
+
+TEST_F(SocketBackendTest, InputBeforeHangUpIsDelivered) {
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd client = attach(backend, received);
+  write_to(client.get(), "last words");
+  client.reset();
+  EXPECT_EQ(received.wait_for(11), "!last words");
+  EXPECT_TRUE(wait_until([&] { return !backend.client_connected(); }));
+}
+
+TEST_F(SocketBackendTest, HalfClosedClientStillGetsOutput) {
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd client = attach(backend, received);
+  write_to(client.get(), "uname\n");
+  ASSERT_EQ(::shutdown(client.get(), SHUT_WR), 0);  // as `echo uname | socat - UNIX:...` does
+  EXPECT_EQ(received.wait_for(7), "!uname\n");
+  EXPECT_TRUE(loop_stays_idle());
+  EXPECT_TRUE(backend.client_connected());
+  backend.write(bytes_of("Linux\n"));
+  EXPECT_EQ(read_from(client.get(), 6), "Linux\n");
+  client.reset();
+  EXPECT_TRUE(wait_until([&] { return !backend.client_connected(); }));
+}
+
+TEST_F(SocketBackendTest, HangUpWhilePausedFreesTheSocket) {
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd client = attach(backend, received);
+  io.call([&] { backend.pause_input(); });
+  write_to(client.get(), "unread");
+  client.reset();
+  EXPECT_TRUE(wait_until([&] { return !backend.client_connected(); }));
+  EXPECT_TRUE(loop_stays_idle());
+  io.call([&] { backend.resume_input(); });
+  UniqueFd next = attach(backend, received);
+  EXPECT_TRUE(backend.client_connected());
+}
+
+TEST_F(SocketBackendTest, SlowClientNeverBlocksTheWriter) {
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd client = attach(backend, received);
+
+  const std::string chunk(64 * 1024, 'o');
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 64; ++i) backend.write(bytes_of(chunk));  // 4 MiB nobody reads
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  EXPECT_GT(backend.dropped_bytes(), 0u);
+
+  // What was kept arrives once the client reads, and then output flows again.
+  const std::string kept = read_from(client.get(), 64 * chunk.size(), 300ms);
+  EXPECT_GE(kept.size(), SocketBackend::kOutputLimit);
+  EXPECT_EQ(kept.find_first_not_of('o'), std::string::npos);
+  backend.write(bytes_of("fresh"));
+  EXPECT_EQ(read_from(client.get(), 5), "fresh");
+}
+
+TEST_F(SocketBackendTest, ReplacesAStaleSocketFile) {
+  {
+    UniqueFd old(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path_.c_str(), sizeof(address.sun_path) - 1);
+    ASSERT_EQ(::bind(old.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  }  // a program that exited without removing its socket
+  ASSERT_TRUE(std::filesystem::is_socket(path_));
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd client = attach(backend, received);
+}
+
+TEST_F(SocketBackendTest, RefusesAPathThatIsNotASocket) {
+  { std::ofstream(path_) << "precious"; }
+  EXPECT_EQ(socket_error("socket:" + path_.string()),
+            "--console socket:" + path_.string() + ": exists and is not a socket");
+  std::ifstream in(path_);
+  std::string content;
+  in >> content;
+  EXPECT_EQ(content, "precious") << "left alone";
+  std::filesystem::remove(path_);
+  std::filesystem::create_directory(path_);
+  EXPECT_THROW(SocketBackend{path_}, UserError);
+  std::filesystem::remove(path_);
+}
+
+TEST_F(SocketBackendTest, RefusesASocketInUse) {
+  SocketBackend live(path_);
+  EXPECT_EQ(socket_error("socket:" + path_.string()),
+            "--console socket:" + path_.string() + ": another program is listening on it");
+  EXPECT_TRUE(std::filesystem::is_socket(path_));
+}
+
+TEST_F(SocketBackendTest, BadPaths) {
+  EXPECT_EQ(socket_error("socket"), "--console: backend 'socket' needs a PATH (socket:PATH)");
+  EXPECT_EQ(socket_error("socket:"), "--console: backend 'socket:' needs a PATH (socket:PATH)");
+  const std::string long_path = "/tmp/" + std::string(200, 'x');
+  EXPECT_EQ(socket_error("socket:" + long_path),
+            "--console socket:" + long_path + ": a Unix socket path has 1 to 107 bytes, not 205");
+  EXPECT_EQ(socket_error("socket:/nonexistent-libvmm-dir/s"),
+            "--console socket:/nonexistent-libvmm-dir/s: cannot open: No such file or directory");
+}
+
+TEST_F(SocketBackendTest, RemovesItsSocketWhenDestroyed) {
+  {
+    auto backend = open_char_backend("socket:" + path_.string(), "--serial", nullptr);
+    EXPECT_EQ(backend->describe(), "socket:" + path_.string());
+    EXPECT_TRUE(std::filesystem::is_socket(path_));
+  }
+  EXPECT_FALSE(std::filesystem::exists(path_));
+
+  // A socket that someone else put there meanwhile is not ours to remove.
+  {
+    SocketBackend backend(path_);
+    std::filesystem::remove(path_);
+    { std::ofstream(path_) << "someone else's"; }
+  }
+  EXPECT_TRUE(std::filesystem::exists(path_));
+}
+
+// ---------------------------------------------------------------------------------------------
+// pty
+
+class PtyBackendTest : public testing::Test {
+ protected:
+  // The user's end, as `screen` opens it.
+  static UniqueFd open_terminal(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+    EXPECT_TRUE(fd) << path << ": " << std::strerror(errno);
+    return fd;
+  }
+};
+
+TEST_F(PtyBackendTest, LogsWhereToAttach) {
+  testing::internal::CaptureStderr();
+  auto backend = open_char_backend("pty", "--console", nullptr);
+  const std::string logged = testing::internal::GetCapturedStderr();
+  auto* pty = dynamic_cast<PtyBackend*>(backend.get());
+  ASSERT_NE(pty, nullptr);
+  EXPECT_EQ(pty->path().rfind("/dev/pts/", 0), 0u) << pty->path();
+  EXPECT_EQ(logged, "vmm: --console: console on " + pty->path() + "\n");
+  EXPECT_EQ(backend->describe(), "pty:" + pty->path());
+  struct stat st {};
+  EXPECT_EQ(::stat(pty->path().c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+}
+
+TEST_F(PtyBackendTest, InputFromTheTerminalReachesTheSink) {
+  PtyBackend backend("--serial");
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd terminal = open_terminal(backend.path());
+  const std::string typed = "ls\r\x03\x01x\x7f";
+  ASSERT_EQ(::write(terminal.get(), typed.data(), typed.size()),
+            static_cast<ssize_t>(typed.size()));
+  EXPECT_EQ(received.wait_for(typed.size()), typed) << "raw: no line editing, no signals";
+  EXPECT_EQ(read_from(terminal.get(), 1, 100ms), "") << "no echo";
+}
+
+TEST_F(PtyBackendTest, OutputReachesTheTerminalUnchanged) {
+  PtyBackend backend;
+  UniqueFd terminal = open_terminal(backend.path());
+  backend.write(bytes_of("login: \n"));
+  EXPECT_EQ(read_from(terminal.get(), 8), "login: \n") << "no \\n to \\r\\n";
+  EXPECT_EQ(backend.dropped_bytes(), 0u);
+}
+
+TEST_F(PtyBackendTest, OutputWaitsForTheNextUserThenDrops) {
+  PtyBackend backend;
+  backend.write(bytes_of("boot log"));  // nobody attached yet
+  {
+    UniqueFd terminal = open_terminal(backend.path());
+    EXPECT_EQ(read_from(terminal.get(), 8), "boot log");
+  }
+  testing::internal::CaptureStderr();
+  const std::string chunk(64 * 1024, 'x');
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 32; ++i) backend.write(bytes_of(chunk));  // 2 MiB, nobody reading
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << "never blocks";
+  const std::string logged = testing::internal::GetCapturedStderr();
+  EXPECT_GT(backend.dropped_bytes(), 0u);
+  EXPECT_LT(backend.dropped_bytes(), 32 * chunk.size());
+  EXPECT_EQ(logged,
+            "vmm: warning: pty " + backend.path() + ": nobody is reading; dropping guest output\n")
+      << "one warning";
+}
+
+TEST_F(PtyBackendTest, PauseAndResumeInput) {
+  PtyBackend backend;
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd terminal = open_terminal(backend.path());
+  io.call([&] { backend.pause_input(); });
+  ASSERT_EQ(::write(terminal.get(), "abc", 3), 3);
+  std::this_thread::sleep_for(50ms);
+  io.call([] {});
+  EXPECT_EQ(received.now(), "");
+  io.call([&] { backend.resume_input(); });
+  EXPECT_EQ(received.wait_for(3), "abc");
+}
+
+TEST_F(PtyBackendTest, StaysQuietWhenTheUserDetaches) {
+  PtyBackend backend;
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  open_terminal(backend.path()).reset();  // attach and leave
+  EXPECT_TRUE(loop_stays_idle());
+  UniqueFd terminal = open_terminal(backend.path());  // and come back
+  ASSERT_EQ(::write(terminal.get(), "back", 4), 4);
+  EXPECT_EQ(received.wait_for(4), "back");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The factory knows the new kinds.
+
+TEST(OpenCharBackendKindsTest, ListsEveryKind) {
+  try {
+    open_char_backend("tcp:1234", "--serial", nullptr);
+    FAIL() << "no error";
+  } catch (const UserError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "--serial: unknown backend 'tcp:1234' "
+              "(expected stdio, file:PATH, socket:PATH, pty or none)");
+  }
+  EXPECT_THROW(open_char_backend("pty:x", "--serial", nullptr), UserError);
+}
+
+}  // namespace
+}  // namespace libvmm

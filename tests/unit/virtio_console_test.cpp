@@ -1,0 +1,607 @@
+// The virtIO console behind the real MMIO transport, driven through its registers and rings the
+// way a guest driver does, with a fake character backend on the host side.
+#include <gtest/gtest.h>
+
+#define VIRTIO_RING_NO_LEGACY
+#include <linux/virtio_config.h>
+#include <linux/virtio_console.h>
+#include <linux/virtio_mmio.h>
+#include <linux/virtio_ring.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <future>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "libvmm/backends/char_backend.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/virtio/console.hpp"
+#include "libvmm/virtio/mmio_transport.hpp"
+
+namespace libvmm {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uint64_t kRamSize = 1 * MiB;
+constexpr uint16_t kQueueSize = 8;
+constexpr uint64_t kVersion1 = 1ull << VIRTIO_F_VERSION_1;
+constexpr uint64_t kEmergWrite = 1ull << VIRTIO_CONSOLE_F_EMERG_WRITE;
+constexpr uint64_t kConfig = 0x100;  // config space offset in the MMIO window
+
+std::span<const uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+class CountingIrq : public IrqLine {
+ public:
+  uint32_t number() const override { return 5; }
+  void set_level(bool) override {}
+  void pulse() override { ++pulses; }
+  std::atomic<int> pulses{0};
+};
+
+class FakeBackend : public CharBackend {
+ public:
+  void write(std::span<const uint8_t> bytes) override { output.append(bytes.begin(), bytes.end()); }
+  void start(EventLoop& /*loop*/, InputSink input) override { sink = std::move(input); }
+  void pause_input() override {
+    ++pauses;
+    paused = true;
+  }
+  void resume_input() override {
+    ++resumes;
+    paused = false;
+  }
+  std::string describe() const override { return "fake"; }
+
+  std::string output;
+  InputSink sink;
+  int pauses = 0;
+  int resumes = 0;
+  bool paused = false;
+};
+
+// The driver's side of one split ring: descriptors, then the rings and buffers, from `base`.
+class Ring {
+ public:
+  Ring(GuestMemory& memory, uint64_t base)
+      : desc(base),
+        avail(base + 0x1000),
+        used(base + 0x2000),
+        buffers(base + 0x3000),
+        memory_(&memory) {}
+
+  void set_desc(uint16_t index, uint64_t addr, uint32_t len, uint16_t flags = 0,
+                uint16_t next = 0) {
+    ASSERT_TRUE(memory_->write_obj(desc + 16ull * index, vring_desc{addr, len, flags, next}));
+  }
+  void publish(uint16_t head) {
+    ASSERT_TRUE(memory_->write_obj<uint16_t>(avail + 4 + 2ull * (avail_idx_ % kQueueSize), head));
+    ++avail_idx_;
+    ASSERT_TRUE(memory_->write_obj<uint16_t>(avail + 2, avail_idx_));
+  }
+  uint16_t used_idx() const { return *memory_->read_obj<uint16_t>(used + 2); }
+  vring_used_elem used_elem(uint16_t idx) const {
+    return *memory_->read_obj<vring_used_elem>(used + 4 + 8ull * (idx % kQueueSize));
+  }
+  std::string read(uint64_t gpa, size_t len) const {
+    std::string s(len, '\0');
+    EXPECT_TRUE(memory_->read(gpa, s.data(), len));
+    return s;
+  }
+
+  uint64_t desc, avail, used, buffers;
+
+ private:
+  GuestMemory* memory_;
+  uint16_t avail_idx_ = 0;
+};
+
+class VirtioConsoleTest : public testing::Test {
+ protected:
+  explicit VirtioConsoleTest(size_t pending_limit = 16) {
+    memory.map(0, MemoryRegion::create("ram", kRamSize), 0, kRamSize);
+    console = std::make_shared<VirtioConsole>(backend, pending_limit);
+    transport = std::make_unique<VirtioMmioTransport>(console, memory, irq);
+  }
+
+  uint32_t reg(uint64_t offset) {
+    std::array<uint8_t, 4> data{};
+    transport->read(offset, data);
+    uint32_t v;
+    std::memcpy(&v, data.data(), 4);
+    return v;
+  }
+  void set_reg(uint64_t offset, uint32_t value) {
+    std::array<uint8_t, 4> data;
+    std::memcpy(data.data(), &value, 4);
+    transport->write(offset, data);
+  }
+  void setup_queue(uint32_t index, const Ring& ring) {
+    set_reg(VIRTIO_MMIO_QUEUE_SEL, index);
+    set_reg(VIRTIO_MMIO_QUEUE_NUM, kQueueSize);
+    set_reg(VIRTIO_MMIO_QUEUE_DESC_LOW, static_cast<uint32_t>(ring.desc));
+    set_reg(VIRTIO_MMIO_QUEUE_AVAIL_LOW, static_cast<uint32_t>(ring.avail));
+    set_reg(VIRTIO_MMIO_QUEUE_USED_LOW, static_cast<uint32_t>(ring.used));
+    set_reg(VIRTIO_MMIO_QUEUE_READY, 1);
+  }
+  // Driver initialization (spec §3.1.1) with both queues, up to (not including) DRIVER_OK.
+  void negotiate(uint64_t features = kVersion1) {
+    set_reg(VIRTIO_MMIO_STATUS, 0);
+    set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+    set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+    set_reg(VIRTIO_MMIO_DRIVER_FEATURES, static_cast<uint32_t>(features));
+    set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+    set_reg(VIRTIO_MMIO_DRIVER_FEATURES, static_cast<uint32_t>(features >> 32));
+    set_reg(VIRTIO_MMIO_STATUS,
+            VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+    ASSERT_TRUE(reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK);
+    setup_queue(VirtioConsole::kReceiveQueue, rx);
+    setup_queue(VirtioConsole::kTransmitQueue, tx);
+  }
+  void driver_ok() {
+    set_reg(VIRTIO_MMIO_STATUS, reg(VIRTIO_MMIO_STATUS) | VIRTIO_CONFIG_S_DRIVER_OK);
+  }
+  void bring_up() {
+    negotiate();
+    driver_ok();
+    ASSERT_TRUE(live());
+  }
+  bool live() { return reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_DRIVER_OK; }
+  bool needs_reset() { return reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET; }
+  void notify(uint16_t queue) { set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, queue); }
+
+  // One device-writable receive buffer of `len` bytes in descriptor `index`.
+  void add_rx_buffer(uint16_t index, uint32_t len) {
+    rx.set_desc(index, rx_buffer(index), len, VRING_DESC_F_WRITE);
+    rx.publish(index);
+  }
+  uint64_t rx_buffer(uint16_t index) const { return rx.buffers + 0x100ull * index; }
+  // The bytes the device put in the receive buffer of used ring entry `idx`.
+  std::string rx_data(uint16_t idx) {
+    const vring_used_elem e = rx.used_elem(idx);
+    return rx.read(rx_buffer(static_cast<uint16_t>(e.id)), e.len);
+  }
+  void send(uint16_t index, std::string_view text) {
+    ASSERT_TRUE(memory.write(tx.buffers + 0x100ull * index, text.data(), text.size()));
+    tx.set_desc(index, tx.buffers + 0x100ull * index, static_cast<uint32_t>(text.size()));
+    tx.publish(index);
+  }
+  void receive(std::string_view text) { console->receive(bytes_of(text)); }
+
+  GuestMemory memory;
+  std::shared_ptr<FakeBackend> backend = std::make_shared<FakeBackend>();
+  std::shared_ptr<CountingIrq> irq = std::make_shared<CountingIrq>();
+  std::shared_ptr<VirtioConsole> console;
+  std::unique_ptr<VirtioMmioTransport> transport;
+  Ring rx{memory, 0x10000};
+  Ring tx{memory, 0x20000};
+};
+
+TEST_F(VirtioConsoleTest, IdentityFeaturesAndQueues) {
+  EXPECT_EQ(reg(VIRTIO_MMIO_DEVICE_ID), 3u);
+  EXPECT_EQ(console->name(), "virtio-console");
+  set_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+  EXPECT_EQ(reg(VIRTIO_MMIO_DEVICE_FEATURES) & 0xffff, kEmergWrite)
+      << "no SIZE, no MULTIPORT; EMERG_WRITE";
+  EXPECT_EQ(transport->queue_count(), 2);
+  set_reg(VIRTIO_MMIO_QUEUE_SEL, 1);
+  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM_MAX), VirtioConsole::kQueueSize);
+}
+
+TEST_F(VirtioConsoleTest, ConfigSpace) {
+  EXPECT_EQ(console->config_size(), sizeof(virtio_console_config));
+  EXPECT_EQ(reg(kConfig + 0), 0u) << "cols and rows: no VIRTIO_CONSOLE_F_SIZE";
+  EXPECT_EQ(reg(kConfig + 4), 1u) << "max_nr_ports";
+  EXPECT_EQ(reg(kConfig + 8), 0u) << "emerg_wr reads as 0";
+  std::array<uint8_t, 2> rows{0xff, 0xff};
+  transport->read(kConfig + 2, rows);
+  EXPECT_EQ(rows[0], 0);
+  std::array<uint8_t, 8> wide{};
+  transport->read(kConfig, wide);
+  EXPECT_EQ(wide[4], 1);
+
+  // Beyond the 12 bytes, the transport answers 0 and never asks the device.
+  std::array<uint8_t, 8> past{0xff};
+  transport->read(kConfig + 8, past);
+  EXPECT_EQ(past[0], 0);
+  EXPECT_EQ(reg(kConfig + 12), 0u);
+  EXPECT_EQ(reg(kConfig + 0xfc), 0u);
+  set_reg(kConfig + 12, 0x41);
+  set_reg(kConfig + 0, 0x41);  // cols is read-only
+  EXPECT_EQ(reg(kConfig + 0), 0u);
+  EXPECT_EQ(backend->output, "");
+}
+
+TEST_F(VirtioConsoleTest, EmergencyWriteWorksBeforeInitialization) {
+  set_reg(kConfig + 8, 'o');  // the 32-bit field, before the driver did anything
+  std::array<uint8_t, 1> k{'k'};
+  transport->write(kConfig + 8, k);
+  std::array<uint8_t, 2> misplaced{'x', 'x'};
+  transport->write(kConfig + 10, misplaced);  // not the start of emerg_wr
+  EXPECT_EQ(backend->output, "ok");
+}
+
+TEST_F(VirtioConsoleTest, TransmitSendsEveryReadableByte) {
+  bring_up();
+  ASSERT_TRUE(memory.write(tx.buffers, "hello, ", 7));
+  ASSERT_TRUE(memory.write(tx.buffers + 0x100, "world\n", 6));
+  tx.set_desc(0, tx.buffers, 7, VRING_DESC_F_NEXT, 3);
+  tx.set_desc(3, tx.buffers + 0x100, 6);
+  tx.publish(0);
+  send(5, "bye");
+  notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(backend->output, "hello, world\nbye");
+  ASSERT_EQ(tx.used_idx(), 2);
+  EXPECT_EQ(tx.used_elem(0).id, 0u);
+  EXPECT_EQ(tx.used_elem(0).len, 0u);
+  EXPECT_EQ(tx.used_elem(1).id, 5u);
+  EXPECT_EQ(tx.used_elem(1).len, 0u);
+  EXPECT_EQ(irq->pulses, 1);
+}
+
+TEST_F(VirtioConsoleTest, TransmitSkipsChainsWithWritableBuffers) {
+  bring_up();
+  ASSERT_TRUE(memory.write(tx.buffers, "secret", 6));
+  tx.set_desc(0, tx.buffers, 6, VRING_DESC_F_NEXT, 1);
+  tx.set_desc(1, tx.buffers + 0x100, 16, VRING_DESC_F_WRITE);
+  tx.publish(0);
+  tx.set_desc(2, tx.buffers + 0x200, 8, VRING_DESC_F_WRITE);  // writable only
+  tx.publish(2);
+  send(4, "ok");
+  notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(backend->output, "ok");
+  ASSERT_EQ(tx.used_idx(), 3) << "malformed chains go back to the driver, unused";
+  EXPECT_EQ(tx.used_elem(0).len, 0u);
+  EXPECT_EQ(tx.used_elem(1).len, 0u);
+  EXPECT_FALSE(needs_reset());
+}
+
+TEST_F(VirtioConsoleTest, ReceiveFillsGuestBuffers) {
+  bring_up();
+  add_rx_buffer(0, 4);
+  add_rx_buffer(1, 4);
+  add_rx_buffer(2, 64);
+  notify(VirtioConsole::kReceiveQueue);
+  EXPECT_EQ(rx.used_idx(), 0) << "no input yet: the buffers wait";
+
+  receive("hi");
+  ASSERT_EQ(rx.used_idx(), 1);
+  EXPECT_EQ(rx.used_elem(0).id, 0u);
+  EXPECT_EQ(rx_data(0), "hi");
+  EXPECT_EQ(irq->pulses, 1);
+
+  receive("0123456789");  // spans two buffers
+  ASSERT_EQ(rx.used_idx(), 3);
+  EXPECT_EQ(rx_data(1), "0123");
+  EXPECT_EQ(rx_data(2), "456789");
+  EXPECT_EQ(console->pending_bytes(), 0u);
+  EXPECT_EQ(backend->pauses, 0);
+}
+
+TEST_F(VirtioConsoleTest, ReceiveBufferOfSeveralDescriptors) {
+  bring_up();
+  rx.set_desc(0, rx.buffers, 3, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 1);
+  rx.set_desc(1, rx.buffers + 0x100, 5, VRING_DESC_F_WRITE);
+  rx.publish(0);
+  receive("abcdefgh");
+  ASSERT_EQ(rx.used_idx(), 1);
+  EXPECT_EQ(rx.used_elem(0).len, 8u);
+  EXPECT_EQ(rx.read(rx.buffers, 3), "abc");
+  EXPECT_EQ(rx.read(rx.buffers + 0x100, 5), "defgh");
+}
+
+TEST_F(VirtioConsoleTest, InputWithoutBuffersWaitsAndPausesTheBackend) {
+  bring_up();
+  receive("0123456789");
+  EXPECT_EQ(console->pending_bytes(), 10u);
+  EXPECT_EQ(backend->pauses, 0) << "below the limit of 16";
+  receive("abcdef");
+  EXPECT_EQ(console->pending_bytes(), 16u);
+  EXPECT_EQ(backend->pauses, 1);
+  EXPECT_EQ(rx.used_idx(), 0);
+  EXPECT_EQ(irq->pulses, 0);
+
+  // The driver adds buffers: everything arrives in order, and input resumes.
+  add_rx_buffer(0, 6);
+  add_rx_buffer(1, 6);
+  notify(VirtioConsole::kReceiveQueue);
+  ASSERT_EQ(rx.used_idx(), 2);
+  EXPECT_EQ(rx_data(0), "012345");
+  EXPECT_EQ(rx_data(1), "6789ab");
+  EXPECT_EQ(backend->resumes, 1) << "4 bytes left, under half the limit";
+  EXPECT_FALSE(backend->paused);
+  add_rx_buffer(2, 64);
+  notify(VirtioConsole::kReceiveQueue);
+  ASSERT_EQ(rx.used_idx(), 3);
+  EXPECT_EQ(rx_data(2), "cdef");
+  EXPECT_EQ(backend->pauses, 1);
+  EXPECT_EQ(backend->resumes, 1);
+}
+
+TEST_F(VirtioConsoleTest, StaysPausedUntilMostPendingInputIsDelivered) {
+  bring_up();
+  receive(std::string(20, 'x'));
+  EXPECT_EQ(backend->pauses, 1);
+  add_rx_buffer(0, 8);
+  notify(VirtioConsole::kReceiveQueue);
+  EXPECT_EQ(console->pending_bytes(), 12u);
+  EXPECT_EQ(backend->resumes, 0);
+  add_rx_buffer(1, 8);
+  notify(VirtioConsole::kReceiveQueue);
+  EXPECT_EQ(console->pending_bytes(), 4u);
+  EXPECT_EQ(backend->resumes, 1);
+}
+
+TEST_F(VirtioConsoleTest, PendingInputIsBounded) {
+  bring_up();
+  // A backend that ignores pause_input(): the console keeps a bounded amount and drops the rest.
+  const size_t cap = 16 + VirtioConsole::kMaxBackendRead;
+  std::string chunk(4096, 'z');
+  for (size_t sent = 0; sent < cap + 3 * chunk.size(); sent += chunk.size()) receive(chunk);
+  EXPECT_EQ(console->pending_bytes(), cap);
+  EXPECT_GT(console->dropped_bytes(), 0u);
+  EXPECT_EQ(backend->pauses, 1) << "asked once";
+
+  // What was kept is still delivered.
+  for (uint16_t i = 0; i < kQueueSize; ++i) add_rx_buffer(i, 0x100);
+  notify(VirtioConsole::kReceiveQueue);
+  EXPECT_EQ(rx.used_idx(), kQueueSize);
+  EXPECT_EQ(console->pending_bytes(), cap - kQueueSize * 0x100);
+}
+
+TEST_F(VirtioConsoleTest, ReceiveSkipsBuffersTheDeviceCannotWrite) {
+  bring_up();
+  rx.set_desc(0, rx.buffers, 8);  // device-readable: not a receive buffer
+  rx.publish(0);
+  rx.set_desc(1, rx.buffers + 0x100, 4, VRING_DESC_F_NEXT, 2);
+  rx.set_desc(2, rx.buffers + 0x200, 4, VRING_DESC_F_WRITE);  // readable, then writable
+  rx.publish(1);
+  rx.set_desc(3, rx.buffers + 0x300, 0, VRING_DESC_F_WRITE);  // no room
+  rx.publish(3);
+  add_rx_buffer(4, 16);
+  ASSERT_TRUE(memory.write(rx.buffers, "keep", 4));
+  receive("input");
+  ASSERT_EQ(rx.used_idx(), 4);
+  EXPECT_EQ(rx.used_elem(0).len, 0u);
+  EXPECT_EQ(rx.used_elem(1).len, 0u);
+  EXPECT_EQ(rx.used_elem(2).len, 0u);
+  EXPECT_EQ(rx_data(3), "input");
+  EXPECT_EQ(rx.read(rx.buffers, 4), "keep") << "a readable buffer is never written";
+  EXPECT_FALSE(needs_reset());
+}
+
+TEST_F(VirtioConsoleTest, BrokenReceiveRingNeedsResetAndKeepsInput) {
+  bring_up();
+  rx.set_desc(0, rx.buffers, 8, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 0);  // a loop
+  rx.publish(0);
+  receive("hello");
+  EXPECT_TRUE(needs_reset());
+  EXPECT_EQ(rx.used_idx(), 0);
+  receive(" again");  // the transport refuses the queues now
+  notify(VirtioConsole::kReceiveQueue);
+  EXPECT_EQ(console->pending_bytes(), 11u);
+
+  // After the driver resets and sets up again, the input arrives.
+  rx = Ring(memory, 0x40000);
+  bring_up();
+  add_rx_buffer(0, 64);
+  notify(VirtioConsole::kReceiveQueue);
+  ASSERT_EQ(rx.used_idx(), 1);
+  EXPECT_EQ(rx_data(0), "hello again");
+}
+
+TEST_F(VirtioConsoleTest, BrokenTransmitRingNeedsReset) {
+  bring_up();
+  tx.set_desc(0, kRamSize - 2, 8);  // runs off the end of RAM
+  tx.publish(0);
+  notify(VirtioConsole::kTransmitQueue);
+  EXPECT_TRUE(needs_reset());
+  EXPECT_EQ(backend->output, "");
+}
+
+TEST_F(VirtioConsoleTest, InputBeforeTheDriverIsKept) {
+  receive("early");
+  EXPECT_EQ(console->pending_bytes(), 5u);
+  bring_up();
+  add_rx_buffer(0, 64);
+  notify(VirtioConsole::kReceiveQueue);
+  ASSERT_EQ(rx.used_idx(), 1);
+  EXPECT_EQ(rx_data(0), "early");
+}
+
+TEST_F(VirtioConsoleTest, ResetDropsTheDriverButKeepsHostInput) {
+  bring_up();
+  add_rx_buffer(0, 4);
+  receive(std::string(4 + 16, 'a'));
+  ASSERT_EQ(rx.used_idx(), 1);
+  EXPECT_EQ(backend->pauses, 1);
+  const int pulses = irq->pulses;
+
+  set_reg(VIRTIO_MMIO_STATUS, 0);
+  EXPECT_EQ(reg(VIRTIO_MMIO_STATUS), 0u);
+  add_rx_buffer(1, 64);
+  receive("");  // no transport: nothing reaches the old ring
+  EXPECT_EQ(rx.used_idx(), 1);
+  EXPECT_EQ(irq->pulses, pulses);
+  EXPECT_EQ(console->pending_bytes(), 16u);
+  EXPECT_TRUE(backend->paused) << "still full: input stays paused across the reset";
+
+  // A new driver starts from scratch on fresh rings and gets the pending input.
+  rx = Ring(memory, 0x50000);
+  tx = Ring(memory, 0x60000);
+  bring_up();
+  add_rx_buffer(0, 64);
+  notify(VirtioConsole::kReceiveQueue);
+  ASSERT_EQ(rx.used_idx(), 1);
+  EXPECT_EQ(rx_data(0), std::string(16, 'a'));
+  EXPECT_FALSE(backend->paused);
+  send(0, "after reset");
+  notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(backend->output, "after reset");
+}
+
+// ---------------------------------------------------------------------------------------------
+// With an event loop on its own thread, as in the VMM.
+
+class LoopThread {
+ public:
+  LoopThread() : thread_([this] { loop.run(); }) {}
+  ~LoopThread() {
+    loop.stop();
+    thread_.join();
+  }
+  template <typename F>
+  void call(F fn) {
+    std::promise<void> done;
+    loop.post([&] {
+      fn();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  EventLoop loop;
+
+ private:
+  std::thread thread_;
+};
+
+TEST_F(VirtioConsoleTest, PendingInputDeliveredOnceTheDriverIsReady) {
+  LoopThread io;
+  console->start(io.loop);
+  ASSERT_TRUE(backend->sink);
+  io.call([&] { backend->sink(bytes_of("typed early")); });
+  // Linux may publish its receive buffers before DRIVER_OK, when notifies are ignored.
+  negotiate();
+  add_rx_buffer(0, 64);
+  notify(VirtioConsole::kReceiveQueue);
+  driver_ok();
+  io.call([] {});  // the delivery activate() posted has run
+  ASSERT_EQ(rx.used_idx(), 1);
+  EXPECT_EQ(rx_data(0), "typed early");
+}
+
+TEST_F(VirtioConsoleTest, ResumeRunsOnTheLoopThread) {
+  LoopThread io;
+  console->start(io.loop);
+  bring_up();
+  io.call([&] { backend->sink(bytes_of(std::string(16, 'p'))); });
+  EXPECT_EQ(backend->pauses, 1);
+  add_rx_buffer(0, 64);
+  notify(VirtioConsole::kReceiveQueue);  // a vCPU thread: the resume is posted
+  io.call([] {});
+  EXPECT_EQ(backend->resumes, 1);
+  EXPECT_EQ(rx_data(0), std::string(16, 'p'));
+}
+
+// A backend that delivers a long stream as fast as the console lets it, honouring pause.
+class StreamingBackend : public CharBackend {
+ public:
+  explicit StreamingBackend(std::string data) : data_(std::move(data)) {}
+  void write(std::span<const uint8_t>) override {}
+  void start(EventLoop& loop, InputSink sink) override {
+    loop_ = &loop;
+    sink_ = std::move(sink);
+    schedule();
+  }
+  void pause_input() override {
+    paused_ = true;
+    ++pauses;
+  }
+  void resume_input() override {
+    paused_ = false;
+    schedule();
+  }
+  std::string describe() const override { return "stream"; }
+
+  std::atomic<int> pauses{0};
+
+ private:
+  void schedule() {
+    loop_->post([this] {
+      if (paused_ || sent_ == data_.size()) return;
+      const size_t n = std::min<size_t>(1 + sent_ % 700, data_.size() - sent_);
+      sink_(bytes_of(std::string_view(data_).substr(sent_, n)));
+      sent_ += n;
+      schedule();
+    });
+  }
+
+  const std::string data_;
+  EventLoop* loop_ = nullptr;
+  InputSink sink_;
+  bool paused_ = false;
+  size_t sent_ = 0;
+};
+
+// The guest's driver recycles receive buffers on this thread while the loop feeds input: every
+// byte arrives once, in order, and neither side deadlocks.
+TEST(VirtioConsoleStreamTest, LongInputThroughFlowControl) {
+  std::string data;
+  for (int i = 0; i < 300'000; ++i) data.push_back(static_cast<char>('a' + i % 23));
+  GuestMemory memory;
+  memory.map(0, MemoryRegion::create("ram", kRamSize), 0, kRamSize);
+  auto backend = std::make_shared<StreamingBackend>(data);
+  auto console = std::make_shared<VirtioConsole>(backend);
+  VirtioMmioTransport transport(console, memory, std::make_shared<CountingIrq>());
+  auto set_reg = [&](uint64_t offset, uint32_t value) {
+    std::array<uint8_t, 4> bytes;
+    std::memcpy(bytes.data(), &value, 4);
+    transport.write(offset, bytes);
+  };
+  Ring rx(memory, 0x10000);
+  set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+  set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+  set_reg(VIRTIO_MMIO_DRIVER_FEATURES, 1);  // VERSION_1
+  set_reg(VIRTIO_MMIO_STATUS,
+          VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+  set_reg(VIRTIO_MMIO_QUEUE_SEL, 0);
+  set_reg(VIRTIO_MMIO_QUEUE_NUM, kQueueSize);
+  set_reg(VIRTIO_MMIO_QUEUE_DESC_LOW, static_cast<uint32_t>(rx.desc));
+  set_reg(VIRTIO_MMIO_QUEUE_AVAIL_LOW, static_cast<uint32_t>(rx.avail));
+  set_reg(VIRTIO_MMIO_QUEUE_USED_LOW, static_cast<uint32_t>(rx.used));
+  set_reg(VIRTIO_MMIO_QUEUE_READY, 1);
+  for (uint16_t i = 0; i < kQueueSize; ++i) {
+    rx.set_desc(i, rx.buffers + 0x100ull * i, 0x100, VRING_DESC_F_WRITE);
+    rx.publish(i);
+  }
+  set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
+                                  VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+
+  std::string got;
+  {
+    LoopThread io;
+    console->start(io.loop);
+    uint16_t seen = 0;
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (got.size() < data.size() && std::chrono::steady_clock::now() < deadline) {
+      const uint16_t used = rx.used_idx();
+      if (used == seen) {
+        std::this_thread::yield();
+        continue;
+      }
+      for (; seen != used; ++seen) {
+        const vring_used_elem e = rx.used_elem(seen);
+        got += rx.read(rx.buffers + 0x100ull * e.id, e.len);
+        rx.publish(static_cast<uint16_t>(e.id));
+      }
+      set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+    }
+  }
+  EXPECT_EQ(got.size(), data.size());
+  EXPECT_TRUE(got == data) << "reordered, duplicated or lost input";
+  EXPECT_EQ(console->dropped_bytes(), 0u);
+  EXPECT_GT(backend->pauses, 0) << "the guest's buffers ran out on the way";
+}
+
+}  // namespace
+}  // namespace libvmm
