@@ -15,6 +15,8 @@
 #include "libvmm/core/irq.hpp"
 #include "libvmm/core/kvm.hpp"
 #include "libvmm/core/vcpu_runner.hpp"
+#include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
 
@@ -25,7 +27,9 @@ struct VmConfig {
   std::filesystem::path kernel;  // x86_64: a bzImage
   std::filesystem::path initrd;  // optional
   std::string cmdline;
-  std::string serial = "stdio";  // a character backend spec: stdio, file:PATH, none
+  std::string serial = "stdio";  // a character backend spec: stdio, file:PATH, none, ...
+  std::vector<BlockConfig> disks;  // virtio-blk devices, in order: vda, vdb, ...
+  std::string console;             // virtio console backend spec; empty: no virtio console
   bool strict_faults = false;    // stop the VM on the first unhandled guest access
   std::string kvm_device = "/dev/kvm";
 };
@@ -43,11 +47,21 @@ void validate(const VmConfig& config);
 
 class Vm {
  public:
-  // Creates the VM and loads the guest. Throws UserError for bad configuration or images.
+  // Creates the VM, its platform devices and the config's virtIO devices. Throws UserError for
+  // bad configuration.
   explicit Vm(const VmConfig& config);
   ~Vm();
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
+
+  // Places a virtIO device on the MMIO bus with its own interrupt, wires its queue
+  // notifications (ioeventfd) and interrupts (irqfd), and tells the guest where it is.
+  // Before prepare(). Throws UserError when no interrupt line is left.
+  void add_virtio_device(std::shared_ptr<VirtioDevice> device);
+
+  // Loads the guest (kernel, initrd, firmware tables) and creates the vCPUs. Throws UserError
+  // for bad images. run() calls it if needed; call it earlier to check the images first.
+  void prepare();
 
   // Runs the guest on one thread per vCPU, and host I/O on the calling thread, until the guest
   // resets or powers off, the user quits, or an error stops it.

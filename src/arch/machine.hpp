@@ -12,6 +12,8 @@ namespace libvmm {
 
 class Vm;
 
+constexpr uint64_t kVirtioMmioSlot = 0x1000;
+
 struct RamRange {
   uint64_t gpa = 0;
   uint64_t size = 0;
@@ -32,6 +34,13 @@ class Machine {
   // Registers and CPU features of vCPU `vcpu.index()` so it starts where load_guest() decided.
   virtual void setup_vcpu(Vm& vm, KvmVcpu& vcpu) = 0;
   virtual uint64_t instruction_pointer(KvmVcpu& vcpu) const = 0;
+  // Where virtio-mmio devices go (one kVirtioMmioSlot each, from this base), and the interrupt
+  // lines devices may have, in the order they are handed out.
+  virtual uint64_t virtio_mmio_base() const = 0;
+  virtual std::vector<uint32_t> device_irqs() const = 0;
+  // Tells the guest about a virtio-mmio device (x86: a kernel command-line parameter).
+  // Before load_guest().
+  virtual void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) = 0;
   // The most vCPUs this machine can describe to the guest.
   virtual uint32_t max_vcpus() const = 0;
 };

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/sysinfo.h>
 
 #include <cerrno>
@@ -15,7 +17,10 @@
 #include "libvmm/core/fault_report.hpp"
 #include "libvmm/core/kvm_irq.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/core/size.hpp"
+#include "libvmm/virtio/console.hpp"
+#include "libvmm/virtio/mmio_transport.hpp"
 
 namespace libvmm {
 namespace {
@@ -84,6 +89,10 @@ struct Vm::Impl {
   std::vector<std::unique_ptr<VcpuRunner>> vcpus;
   std::mutex irq_mutex;
   std::map<uint32_t, std::shared_ptr<KvmIrqLine>> irqs;
+  std::vector<std::shared_ptr<VirtioMmioTransport>> transports;
+  std::vector<UniqueFd> notify_fds;
+  size_t next_device_irq = 0;
+  bool prepared = false;
   std::mutex stop_mutex;
   std::optional<RunResult> result;
 };
@@ -120,9 +129,54 @@ Vm::Vm(const VmConfig& config) {
   d.faults = std::make_unique<FaultReporter>(d.memory, d.mmio, config.strict_faults);
   d.machine->create_interrupt_controller(*this);
   d.machine->add_platform_devices(*this);
-  d.machine->load_guest(*this);
 
-  for (uint32_t i = 0; i < config.vcpus; ++i) {
+  for (const BlockConfig& disk : config.disks) add_virtio_device(std::make_shared<VirtioBlock>(disk));
+  if (!config.console.empty()) {
+    auto console = std::make_shared<VirtioConsole>(open_char_backend(
+        config.console, "--console", [this] { request_stop(StopReason::quit, "quit from the console"); }));
+    add_virtio_device(console);
+    console->start(d.loop);
+  }
+}
+
+void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
+  auto& d = *impl_;
+  if (d.prepared) throw std::logic_error("Vm::add_virtio_device after prepare()");
+  const std::vector<uint32_t> irqs = d.machine->device_irqs();
+  if (d.next_device_irq >= irqs.size()) {
+    throw UserError(fmt::format("{}: no free interrupt line left for it ({} devices at most)",
+                                device->name(), irqs.size()));
+  }
+  const uint32_t irq_number = irqs[d.next_device_irq];
+  const uint64_t base = d.machine->virtio_mmio_base() + d.transports.size() * kVirtioMmioSlot;
+  auto transport = std::make_shared<VirtioMmioTransport>(device, d.memory, irq(irq_number));
+  d.mmio.attach(base, VirtioMmioTransport::kWindowSize, transport);
+  ++d.next_device_irq;
+
+  // Queue notifications skip the vCPU thread: KVM signals an eventfd per queue (matched on the
+  // queue index written) and the event loop runs the device.
+  for (uint16_t q = 0; q < transport->queue_count(); ++q) {
+    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!fd) throw_errno("eventfd for a virtIO queue");
+    d.vm.register_ioeventfd(fd.get(), base + VirtioMmioTransport::notify_offset(), 4, true, q);
+    const int raw = fd.get();
+    d.loop.add(raw, EPOLLIN, [raw, transport, q](uint32_t) {
+      uint64_t count;
+      if (::read(raw, &count, sizeof count) == sizeof count) transport->notify(q);
+    });
+    d.notify_fds.push_back(std::move(fd));
+  }
+  d.machine->describe_virtio_mmio(base, VirtioMmioTransport::kWindowSize, irq_number);
+  d.transports.push_back(std::move(transport));
+  log::debug("{} at [{:#x}, {:#x}), IRQ {}", device->name(), base, base + VirtioMmioTransport::kWindowSize,
+             irq_number);
+}
+
+void Vm::prepare() {
+  auto& d = *impl_;
+  if (d.prepared) return;
+  d.machine->load_guest(*this);
+  for (uint32_t i = 0; i < d.config.vcpus; ++i) {
     auto vcpu = d.vm.create_vcpu(i);
     d.machine->setup_vcpu(*this, *vcpu);
     VcpuRunner::Context ctx;
@@ -134,6 +188,7 @@ Vm::Vm(const VmConfig& config) {
     ctx.instruction_pointer = [machine](KvmVcpu& v) { return machine->instruction_pointer(v); };
     d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
   }
+  d.prepared = true;
 }
 
 Vm::~Vm() {
@@ -143,6 +198,7 @@ Vm::~Vm() {
 }
 
 RunResult Vm::run() {
+  prepare();
   auto& d = *impl_;
   for (auto& v : d.vcpus) v->start();
   d.loop.run();

@@ -76,8 +76,18 @@ int main(int argc, char** argv) {
   app.add_option("--memory,-m", memory, "Guest RAM, e.g. 256M, 2G, 0x10_000_000")
       ->default_str("256M");
   app.add_option("--vcpus", config.vcpus, "Number of vCPUs")->default_val(1);
-  app.add_option("--serial", config.serial, "Serial console backend: stdio, file:PATH or none")
-      ->default_str("stdio");
+  std::string serial;
+  std::vector<std::string> disks;
+  app.add_option("--serial", serial,
+                 "Serial console (COM1) backend: stdio, file:PATH, socket:PATH, pty or none "
+                 "(default: stdio, or none when --console is stdio)");
+  app.add_option("--disk", disks,
+                 "virtIO block device from a raw image: PATH[,readonly][,direct][,serial=ID]; "
+                 "repeat for more (vda, vdb, ...)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--console", config.console,
+                 "virtIO console (hvc0) backend: stdio, file:PATH, socket:PATH, pty or none");
   app.add_flag("--strict", config.strict_faults,
                "Stop the VM (exit status 1) on the first guest access to unmapped memory");
   app.add_flag("--verbose,-v", verbose, "Log more (unclaimed port accesses, layout)");
@@ -104,6 +114,9 @@ int main(int argc, char** argv) {
     auto size = parse_size(memory);
     if (!size) throw UserError(fmt::format("--memory: cannot parse '{}' (try 256M, 2G or 0x10000000)", memory));
     config.memory_size = *size;
+    // One terminal can serve one console: the virtIO console takes it when asked to.
+    config.serial = !serial.empty() ? serial : config.console == "stdio" ? "none" : "stdio";
+    for (const auto& spec : disks) config.disks.push_back(parse_disk_spec(spec));
     validate(config);
 
     // Block the stop signals in every thread (vCPU threads inherit the mask); the event loop

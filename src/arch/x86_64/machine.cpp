@@ -74,7 +74,9 @@ class X86Machine : public Machine {
     std::vector<uint8_t> initrd;
     if (!c.initrd.empty()) initrd = read_file(c.initrd, "--initrd");
     const auto ram = x86::x86_ram_layout(c.memory_size);
-    boot_ = x86::load_linux(vm.memory(), kernel, initrd, "--initrd " + c.initrd.string(), c.cmdline,
+    std::string cmdline = c.cmdline;
+    for (const auto& param : virtio_cmdline_) cmdline += (cmdline.empty() ? "" : " ") + param;
+    boot_ = x86::load_linux(vm.memory(), kernel, initrd, "--initrd " + c.initrd.string(), cmdline,
                             ram);
     x86::write_mptable(vm.memory(), c.vcpus);
     x86::write_acpi_tables(vm.memory());
@@ -112,8 +114,23 @@ class X86Machine : public Machine {
 
   uint32_t max_vcpus() const override { return x86::kMaxMpCpus; }
 
+  uint64_t virtio_mmio_base() const override { return x86::kVirtioMmioBase; }
+
+  // IOAPIC pins no PC device claims: not the timer (0, 2), keyboard (1), COM2/COM1 (3, 4),
+  // RTC (8) or ACPI SCI (9).
+  std::vector<uint32_t> device_irqs() const override {
+    return {5, 6, 7, 10, 11, 12, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23};
+  }
+
+  // With no device tree on x86, Linux's virtio_mmio driver learns about devices from its
+  // `device=` parameter; command-line order is probe order (the first disk is vda).
+  void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {
+    virtio_cmdline_.push_back(fmt::format("virtio_mmio.device={}@{:#x}:{}", size, base, irq));
+  }
+
  private:
   x86::LinuxBootInfo boot_;
+  std::vector<std::string> virtio_cmdline_;
   std::optional<std::vector<kvm_cpuid_entry2>> supported_cpuid_;
 };
 
