@@ -1,6 +1,7 @@
 #include "libvmm/devices/uart16550.hpp"
 
 #include <algorithm>
+#include <atomic>
 
 #include "libvmm/backends/char_backend.hpp"
 #include "libvmm/core/event_loop.hpp"
@@ -66,12 +67,44 @@ constexpr uint8_t kMsrConnected = kMsrDcd | kMsrDsr | kMsrCts;
 
 }  // namespace
 
+// The device publishes what it wants, in the order it decides; apply() tells the backend only
+// what differs from what it was last told. A stale apply() (one posted before a newer decision)
+// therefore applies the newer decision or nothing, and never undoes it. Posted tasks share this
+// object, not the device, so one that runs late touches only the backend it keeps alive.
+class Uart16550::InputFlow {
+ public:
+  explicit InputFlow(std::shared_ptr<CharBackend> backend) : backend_(std::move(backend)) {}
+
+  // Called under the device's lock, so the last call is the newest decision.
+  void want_paused(bool paused) { wanted_paused_.store(paused); }
+
+  // On the loop thread (or directly before start()).
+  void apply() {
+    std::lock_guard lock(mutex_);
+    const bool paused = wanted_paused_.load();
+    if (paused == backend_paused_) return;
+    backend_paused_ = paused;
+    if (paused) {
+      backend_->pause_input();
+    } else {
+      backend_->resume_input();
+    }
+  }
+
+ private:
+  const std::shared_ptr<CharBackend> backend_;
+  std::atomic<bool> wanted_paused_{false};
+  std::mutex mutex_;             // orders the calls to the backend
+  bool backend_paused_ = false;  // what the backend was last told
+};
+
 Uart16550::Uart16550(std::string name, std::shared_ptr<CharBackend> backend,
                      std::shared_ptr<IrqLine> irq, size_t pending_limit)
     : name_(std::move(name)),
       backend_(std::move(backend)),
       irq_(std::move(irq)),
       pending_limit_(std::max<size_t>(pending_limit, 1)),
+      input_flow_(std::make_shared<InputFlow>(backend_)),
       msr_(kMsrConnected) {}
 
 void Uart16550::start(EventLoop& loop) {
@@ -87,14 +120,17 @@ void Uart16550::receive(std::span<const uint8_t> bytes) {
   {
     std::lock_guard lock(mutex_);
     pending_.insert(pending_.end(), bytes.begin(), bytes.end());
-    refill_fifo(effects);
-    if (!input_paused_ && pending_.size() >= pending_limit_) {
-      input_paused_ = true;
-      effects.pause = true;
-    }
+    refill_fifo(effects);  // also decides whether input should pause
     update_irq();
   }
-  apply(effects);
+  // We are on the loop thread (or a test's), where flow control runs: apply the current state
+  // now, whether or not this call changed it, rather than post it behind older requests.
+  input_flow_->apply();
+}
+
+size_t Uart16550::pending_bytes() const {
+  std::lock_guard lock(mutex_);
+  return pending_.size();
 }
 
 void Uart16550::read(uint64_t offset, std::span<uint8_t> data) {
@@ -253,11 +289,21 @@ void Uart16550::refill_fifo(Effects& effects) {
       pending_.pop_front();
     }
   }
-  if (input_paused_ && pending_.size() * 2 < pending_limit_) {
-    input_paused_ = false;
-    effects.resume = true;
-    effects.loop = loop_;
+  update_input_pause(effects);
+}
+
+void Uart16550::update_input_pause(Effects& effects) {
+  bool paused = input_paused_;
+  if (pending_.size() >= pending_limit_) {
+    paused = true;
+  } else if (pending_.size() * 2 < pending_limit_) {
+    paused = false;
   }
+  if (paused == input_paused_) return;
+  input_paused_ = paused;
+  input_flow_->want_paused(paused);
+  effects.input_flow_changed = true;
+  effects.loop = loop_;
 }
 
 // In loopback the modem inputs follow the modem outputs; otherwise the line looks connected.
@@ -298,14 +344,13 @@ void Uart16550::update_irq() {
 
 void Uart16550::apply(const Effects& effects) {
   if (effects.transmit) backend_->write(std::span(&*effects.transmit, 1));
-  if (effects.pause) backend_->pause_input();
-  if (effects.resume) {
-    // Flow control runs on the loop thread; without a loop (tests) the call is direct.
-    if (effects.loop != nullptr) {
-      effects.loop->post([backend = backend_] { backend->resume_input(); });
-    } else {
-      backend_->resume_input();
-    }
+  if (!effects.input_flow_changed) return;
+  // Flow control runs on the loop thread; without a loop (tests) the call is direct. The posted
+  // task applies whatever is wanted when it runs, which may be newer than this change.
+  if (effects.loop != nullptr) {
+    effects.loop->post([flow = input_flow_] { flow->apply(); });
+  } else {
+    input_flow_->apply();
   }
 }
 

@@ -1,9 +1,12 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "libvmm/backends/char_backend.hpp"
@@ -42,14 +45,24 @@ class FakeBackend : public CharBackend {
  public:
   void write(std::span<const uint8_t> bytes) override { output.append(bytes.begin(), bytes.end()); }
   void start(EventLoop& /*loop*/, InputSink input) override { sink = std::move(input); }
-  void pause_input() override { ++pauses; }
-  void resume_input() override { ++resumes; }
+  void pause_input() override {
+    if (paused) ++repeated;
+    paused = true;
+    ++pauses;
+  }
+  void resume_input() override {
+    if (!paused) ++repeated;
+    paused = false;
+    ++resumes;
+  }
   std::string describe() const override { return "fake"; }
 
   std::string output;
   InputSink sink;
+  bool paused = false;
   int pauses = 0;
   int resumes = 0;
+  int repeated = 0;  // a pause while paused, or a resume while reading
 };
 
 std::span<const uint8_t> bytes_of(std::string_view s) {
@@ -365,6 +378,109 @@ TEST_F(UartFlowControlTest, ResumeIsPostedToTheLoopAfterStart) {
   loop.post([&loop] { loop.stop(); });
   loop.run();
   EXPECT_EQ(backend_->resumes, 1);
+}
+
+// The old race: a guest read decides to resume and posts it; before the loop runs that task, a
+// delivery already under way refills the buffer and pauses input again on the loop thread.
+TEST_F(UartFlowControlTest, PostedResumeDoesNotUndoANewerPause) {
+  EventLoop loop;
+  uart_.start(loop);
+  out(kFcr, kFcrEnable);
+  backend_->sink(bytes_of("0123456789abcdef01234567"));  // 16 in the FIFO, 8 waiting
+  ASSERT_TRUE(backend_->paused);
+  std::string got;
+  while (uart_.pending_bytes() * 2 >= 8) got.push_back(static_cast<char>(in(kRx)));
+  EXPECT_EQ(uart_.pending_bytes(), 3u);  // resume wanted, and posted
+  EXPECT_TRUE(backend_->paused);
+
+  backend_->sink(bytes_of("ABCDE"));  // 8 waiting again: pause wanted before the resume ran
+  EXPECT_TRUE(backend_->paused);
+  loop.post([&loop] { loop.stop(); });
+  loop.run();  // the posted resume
+  EXPECT_TRUE(backend_->paused);
+  EXPECT_EQ(uart_.pending_bytes(), 8u);
+  EXPECT_EQ(backend_->repeated, 0);
+
+  got += read_all();
+  EXPECT_EQ(got, "0123456789abcdef01234567ABCDE");
+}
+
+// An EventLoop on its own thread, as vmm runs it.
+class LoopThread {
+ public:
+  LoopThread() : thread_([this] { loop_.run(); }) {}
+  ~LoopThread() {
+    loop_.stop();
+    thread_.join();
+  }
+  EventLoop& loop() { return loop_; }
+  // Runs `fn` on the loop thread after everything posted before it, and waits for it.
+  void run(const std::function<void()>& fn) {
+    std::promise<void> done;
+    loop_.post([&] {
+      fn();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+ private:
+  EventLoop loop_;
+  std::thread thread_;
+};
+
+// Rounds of that interleaving with real threads: a vCPU drains until input should resume; while
+// the loop thread is held up, the resume is posted behind a delivery that was under way; then the
+// host types for as long as the backend lets it. Pending input stays within pending_limit - 1 plus
+// one delivery, and every byte reaches the guest in order.
+TEST_F(UartFlowControlTest, PendingStaysBoundedWhenResumesRaceWithPauses) {
+  constexpr size_t kLimit = 8;
+  constexpr size_t kChunk = 5;  // one host read: 3 waiting + 5 reaches the limit again
+  constexpr size_t kBound = kLimit - 1 + kChunk;
+  constexpr size_t kMaxTyped = 100 * kChunk;  // a host that ignored pause stops here
+  std::string typed;
+  std::string got;
+  size_t most_pending = 0;
+  auto next_bytes = [&typed](size_t n) {
+    const size_t start = typed.size();
+    for (size_t i = 0; i < n; ++i) typed.push_back(static_cast<char>('!' + (start + i) % 90));
+    return std::string_view(typed).substr(start);
+  };
+  auto deliver = [&](size_t n) {
+    backend_->sink(bytes_of(next_bytes(n)));
+    most_pending = std::max(most_pending, uart_.pending_bytes());
+  };
+  // On the loop thread: the host types whenever the backend reads.
+  auto type_while_reading = [&] {
+    while (!backend_->paused && typed.size() < kMaxTyped) deliver(kChunk);
+  };
+
+  LoopThread loop_thread;
+  uart_.start(loop_thread.loop());
+  out(kFcr, kFcrEnable);
+  loop_thread.run(type_while_reading);
+
+  for (int round = 0; round < 20; ++round) {
+    std::promise<void> drained;
+    std::promise<void> delivered;
+    // Odd rounds' late delivery is too small to pause again: the resume goes through.
+    const size_t late = round % 2 == 0 ? kChunk : 1;
+    loop_thread.loop().post([&, late, wait = drained.get_future().share()] {
+      wait.wait();
+      deliver(late);  // the read that was under way when the guest drained
+      delivered.set_value();
+    });
+    while (uart_.pending_bytes() * 2 >= kLimit) got.push_back(static_cast<char>(in(kRx)));
+    drained.set_value();  // the resume is now posted behind the late delivery
+    delivered.get_future().wait();
+    loop_thread.run(type_while_reading);  // after the posted resume ran
+    EXPECT_TRUE(backend_->paused) << "round " << round;
+  }
+  EXPECT_LE(most_pending, kBound);
+  EXPECT_LT(typed.size(), kMaxTyped);
+  EXPECT_EQ(backend_->repeated, 0);
+  got += read_all();
+  EXPECT_EQ(got, typed);
 }
 
 }  // namespace

@@ -3,6 +3,12 @@
 // Guest output goes to a CharBackend byte by byte, at once (THR and the transmitter are always
 // empty). Host input fills a 16-byte receive FIFO; what does not fit waits in a bounded pending
 // buffer, and the backend is asked to pause its input while that buffer is full.
+//
+// Flow control is a desired state, not a stream of commands: the UART records whether input
+// should be paused (decided on the loop thread by receive(), on vCPU threads by guest reads), and
+// whatever runs on the loop thread afterwards tells the backend that *current* state if it differs
+// from what the backend was last told. So a resume posted from a vCPU thread that runs after a
+// newer pause cannot undo it.
 #pragma once
 
 #include <cstddef>
@@ -34,14 +40,19 @@ class Uart16550 : public BusDevice {
   Uart16550(std::string name, std::shared_ptr<CharBackend> backend, std::shared_ptr<IrqLine> irq,
             size_t pending_limit = kDefaultPendingLimit);
 
-  // Starts host input: the backend delivers it to receive() on `loop`'s thread, and input
-  // resumes requested from vCPU threads are posted there. Before start(), they are direct calls.
+  // Starts host input: the backend delivers it to receive() on `loop`'s thread, and flow control
+  // decided on vCPU threads is posted there. Before start(), those calls are direct.
   // The backend and loop must stop delivering before this UART is destroyed.
   void start(EventLoop& loop);
 
   // Host input (the backend's sink). Never drops bytes: beyond the FIFO they wait, and the
-  // backend is paused once `pending_limit` bytes wait, resumed when fewer than half do.
+  // backend is paused once `pending_limit` bytes wait, resumed when fewer than half do. So with a
+  // backend that honours pause_input(), at most pending_limit - 1 bytes plus one delivery wait.
+  // Must not be called from the backend's pause_input()/resume_input().
   void receive(std::span<const uint8_t> bytes);
+
+  // Host input waiting for FIFO space.
+  size_t pending_bytes() const;
 
   std::string name() const override { return name_; }
   // One-byte registers: a wider access uses its first byte (extra read bytes are 0).
@@ -49,12 +60,14 @@ class Uart16550 : public BusDevice {
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
  private:
+  // Tells the backend to pause or resume input; shared with the tasks posted to the loop.
+  class InputFlow;
+
   // What a register access decided to do outside the lock (host I/O, flow control).
   struct Effects {
     std::optional<uint8_t> transmit;  // a byte for the backend
-    bool pause = false;
-    bool resume = false;
-    EventLoop* loop = nullptr;  // where to post the resume, if start() was called
+    bool input_flow_changed = false;  // the desired pause state changed
+    EventLoop* loop = nullptr;        // where flow control runs, if start() was called
   };
 
   uint8_t read_register(uint64_t offset, Effects& effects);
@@ -70,6 +83,8 @@ class Uart16550 : public BusDevice {
   size_t fifo_capacity() const;
   // Moves pending host input into the FIFO (not in loopback: the receiver is disconnected).
   void refill_fifo(Effects& effects);
+  // Pauses input at the limit, resumes it below half (the desired state, not yet the backend's).
+  void update_input_pause(Effects& effects);
   void update_modem_status();
   // Interrupt identification: the highest-priority pending source, or kNoInterrupt.
   uint8_t pending_interrupt() const;
@@ -80,12 +95,13 @@ class Uart16550 : public BusDevice {
   const std::shared_ptr<CharBackend> backend_;
   const std::shared_ptr<IrqLine> irq_;
   const size_t pending_limit_;
+  const std::shared_ptr<InputFlow> input_flow_;
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   EventLoop* loop_ = nullptr;    // set by start()
   std::deque<uint8_t> rx_fifo_;  // what the guest can read now
   std::deque<uint8_t> pending_;  // host input waiting for FIFO space
-  bool input_paused_ = false;    // the backend was asked to pause
+  bool input_paused_ = false;    // what flow control wants (input_flow_ publishes it)
   bool thre_pending_ = false;    // THR-empty interrupt, until IIR reports it or THR is written
   bool overrun_ = false;         // LSR.OE
   bool irq_level_ = false;       // what the IRQ line was last set to
