@@ -1,0 +1,61 @@
+// bootmark: runs a VMM command, and reports how long it took until its output showed a marker
+// line (the guest's /init announcing itself) and the VMM's peak RSS up to then. Once the
+// marker is seen the VMM is killed: how a guest shuts down differs between VMMs and is not
+// what is measured.
+//   bootmark MARKER COMMAND [ARGS...]
+// prints: marker_ms=1234.5 maxrss_kib=23456 (marker_ms=-1 if the VMM exited without it)
+// Used by bench/boot.sh inside the emulated KVM host, for our vmm and QEMU alike.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: bootmark MARKER COMMAND [ARGS...]\n");
+    return 2;
+  }
+  const std::string marker = argv[1];
+  int out[2];
+  if (pipe(out) != 0) return perror("pipe"), 1;
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int devnull = open("/dev/null", O_RDONLY);  // a console on stdin changes how VMMs behave
+    dup2(devnull, STDIN_FILENO);
+    dup2(out[1], STDOUT_FILENO);
+    close(out[0]);
+    close(out[1]);
+    execvp(argv[2], argv + 2);
+    _exit(127);
+  }
+  close(out[1]);
+  auto ms_since_start = [&] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  };
+  double marker_ms = -1;
+  std::string window;  // the tail of the output, enough to find a marker split across reads
+  char buf[4096];
+  for (ssize_t n; (n = read(out[0], buf, sizeof buf)) != 0;) {
+    if (n < 0) continue;
+    if (marker_ms < 0) {
+      window.append(buf, static_cast<size_t>(n));
+      if (window.find(marker) != std::string::npos) {
+        marker_ms = ms_since_start();
+        kill(pid, SIGKILL);
+      }
+      if (window.size() > marker.size()) window.erase(0, window.size() - marker.size());
+    }
+  }
+  int status = 0;
+  rusage usage{};
+  wait4(pid, &status, 0, &usage);
+  std::printf("marker_ms=%.1f maxrss_kib=%ld\n", marker_ms, usage.ru_maxrss);
+  return 0;
+}
