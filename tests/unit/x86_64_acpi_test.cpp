@@ -22,7 +22,7 @@ T at(const std::vector<uint8_t>& t, size_t off) {
 
 TEST(Acpi, TablesChainAndChecksum) {
   const uint64_t base = kAcpiTablesAddr;
-  const auto t = build_acpi_tables(base);
+  const auto t = build_acpi_tables(base, 4);
   ASSERT_LE(t.size(), kAcpiTablesAreaSize);
   ASSERT_EQ(std::memcmp(t.data(), "RSD PTR ", 8), 0);
   EXPECT_EQ(sum(t, 0, 20), 0);  // ACPI 1.0 checksum
@@ -40,6 +40,29 @@ TEST(Acpi, TablesChainAndChecksum) {
   ASSERT_EQ(std::memcmp(t.data() + dsdt, "DSDT", 4), 0);
   EXPECT_EQ(sum(t, dsdt, at<uint32_t>(t, dsdt + 4)), 0);
   EXPECT_EQ(std::memcmp(t.data() + dsdt + 36, "\x08_S5_", 5), 0);
+  const auto facs = at<uint32_t>(t, fadt + 36) - base;
+  EXPECT_EQ(facs % 64, 0u);
+  ASSERT_EQ(std::memcmp(t.data() + facs, "FACS", 4), 0);
+
+  const auto madt = at<uint64_t>(t, xsdt + 44) - base;
+  ASSERT_EQ(std::memcmp(t.data() + madt, "APIC", 4), 0);
+  const auto madt_len = at<uint32_t>(t, madt + 4);
+  EXPECT_EQ(sum(t, madt, madt_len), 0);
+  EXPECT_EQ(at<uint32_t>(t, madt + 36), 0xFEE00000u);
+  // Entries: 4 local APICs with IDs 0..3, then the IOAPIC and the NMI entry.
+  size_t at_entry = madt + 44, cpus = 0, ioapics = 0;
+  while (at_entry < madt + madt_len) {
+    const uint8_t type = t[at_entry], len = t[at_entry + 1];
+    ASSERT_GT(len, 0);
+    if (type == 0) {
+      EXPECT_EQ(t[at_entry + 3], cpus++);
+    }
+    if (type == 1) ++ioapics;
+    at_entry += len;
+  }
+  EXPECT_EQ(at_entry, madt + madt_len);
+  EXPECT_EQ(cpus, 4u);
+  EXPECT_EQ(ioapics, 1u);
 }
 
 TEST(AcpiPmDevice, PowersOffOnS5WithSleepEnable) {

@@ -91,8 +91,45 @@ constexpr uint64_t kPm1ControlOffset = 4;
 
 // Layout inside the table area.
 constexpr uint64_t kXsdtOffset = 0x40;
-constexpr uint64_t kFadtOffset = 0x80;
-constexpr uint64_t kDsdtOffset = 0x200;
+constexpr uint64_t kFacsOffset = 0x80;  // 64-byte aligned, as the spec requires
+constexpr uint64_t kFadtOffset = 0x100;
+constexpr uint64_t kDsdtOffset = 0x280;
+constexpr uint64_t kMadtOffset = 0x300;
+
+struct Facs {
+  char signature[4];
+  uint32_t length;
+  uint32_t hardware_signature;
+  uint32_t firmware_waking_vector;
+  uint32_t global_lock;
+  uint32_t flags;
+  uint64_t x_firmware_waking_vector;
+  uint8_t version;
+  uint8_t reserved[3];
+  uint32_t ospm_flags;
+  uint8_t reserved2[24];
+} __attribute__((packed));
+static_assert(sizeof(Facs) == 64);
+
+struct MadtLocalApic {  // type 0
+  uint8_t type, length, processor_uid, apic_id;
+  uint32_t flags;
+} __attribute__((packed));
+struct MadtIoApic {  // type 1
+  uint8_t type, length, ioapic_id, reserved;
+  uint32_t address;
+  uint32_t gsi_base;
+} __attribute__((packed));
+struct MadtLocalApicNmi {  // type 4
+  uint8_t type, length, processor_uid;
+  uint16_t flags;
+  uint8_t lint;
+} __attribute__((packed));
+static_assert(sizeof(MadtLocalApic) == 8 && sizeof(MadtIoApic) == 12 && sizeof(MadtLocalApicNmi) == 6);
+
+constexpr uint32_t kLapicAddress = 0xFEE00000;
+constexpr uint32_t kIoapicAddress = 0xFEC00000;
+constexpr uint32_t kMadtPcatCompat = 1;  // dual 8259s present (KVM's PIC)
 
 // DSDT body (AML): Name (_S5, Package (0x02) { 0x05, 0x00 }).
 constexpr uint8_t kDsdtAml[] = {0x08, '_', 'S', '5', '_', 0x12, 0x06, 0x02, 0x0A, kAcpiS5SleepType,
@@ -134,16 +171,41 @@ uint8_t acpi_checksum(const uint8_t* bytes, size_t len) {
   return static_cast<uint8_t>(-sum);
 }
 
-std::vector<uint8_t> build_acpi_tables(uint64_t base) {
-  std::vector<uint8_t> out(kDsdtOffset + sizeof(SdtHeader) + sizeof(kDsdtAml), 0);
+std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus) {
+  const uint32_t madt_len = sizeof(SdtHeader) + 8 + num_cpus * sizeof(MadtLocalApic) +
+                            sizeof(MadtIoApic) + sizeof(MadtLocalApicNmi);
+  std::vector<uint8_t> out(kMadtOffset + madt_len, 0);
 
   const uint32_t dsdt_len = sizeof(SdtHeader) + sizeof(kDsdtAml);
   put(out, kDsdtOffset, header("DSDT", dsdt_len, 2));
   std::memcpy(out.data() + kDsdtOffset + sizeof(SdtHeader), kDsdtAml, sizeof(kDsdtAml));
   seal_table(out, kDsdtOffset, dsdt_len);
 
+  Facs facs{};
+  std::memcpy(facs.signature, "FACS", 4);
+  facs.length = sizeof(Facs);
+  facs.version = 2;
+  put(out, kFacsOffset, facs);
+
+  // MADT: one local APIC per vCPU (APIC ID = index, as in the MP table and CPUID), the IOAPIC
+  // with GSIs from 0 (KVM routes GSI i to pin i), LINT1 as NMI on every CPU.
+  put(out, kMadtOffset, header("APIC", madt_len, 5));
+  uint64_t at = kMadtOffset + sizeof(SdtHeader);
+  put(out, at, kLapicAddress);
+  put(out, at + 4, kMadtPcatCompat);
+  at += 8;
+  for (uint32_t i = 0; i < num_cpus; ++i, at += sizeof(MadtLocalApic)) {
+    put(out, at, MadtLocalApic{0, sizeof(MadtLocalApic), static_cast<uint8_t>(i), static_cast<uint8_t>(i), 1});
+  }
+  put(out, at, MadtIoApic{1, sizeof(MadtIoApic), static_cast<uint8_t>(num_cpus), 0, kIoapicAddress, 0});
+  at += sizeof(MadtIoApic);
+  put(out, at, MadtLocalApicNmi{4, sizeof(MadtLocalApicNmi), 0xFF, 0, 1});
+  seal_table(out, kMadtOffset, madt_len);
+
   Fadt fadt{};
   fadt.header = header("FACP", sizeof(Fadt), 6);
+  fadt.firmware_ctrl = static_cast<uint32_t>(base + kFacsOffset);
+  fadt.x_firmware_ctrl = 0;  // only one of the two may be set
   fadt.dsdt = static_cast<uint32_t>(base + kDsdtOffset);
   fadt.x_dsdt = base + kDsdtOffset;
   fadt.sci_int = kAcpiSciIrq;
@@ -163,9 +225,10 @@ std::vector<uint8_t> build_acpi_tables(uint64_t base) {
   put(out, kFadtOffset, fadt);
   seal_table(out, kFadtOffset, sizeof(Fadt));
 
-  const uint32_t xsdt_len = sizeof(SdtHeader) + 8;
+  const uint32_t xsdt_len = sizeof(SdtHeader) + 2 * 8;
   put(out, kXsdtOffset, header("XSDT", xsdt_len, 1));
   put(out, kXsdtOffset + sizeof(SdtHeader), uint64_t{base + kFadtOffset});
+  put(out, kXsdtOffset + sizeof(SdtHeader) + 8, uint64_t{base + kMadtOffset});
   seal_table(out, kXsdtOffset, xsdt_len);
 
   Rsdp rsdp{};
@@ -180,8 +243,8 @@ std::vector<uint8_t> build_acpi_tables(uint64_t base) {
   return out;
 }
 
-void write_acpi_tables(const GuestMemory& memory) {
-  write_guest(memory, kAcpiTablesAddr, build_acpi_tables(kAcpiTablesAddr), "ACPI tables");
+void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus) {
+  write_guest(memory, kAcpiTablesAddr, build_acpi_tables(kAcpiTablesAddr, num_cpus), "ACPI tables");
 }
 
 AcpiPmDevice::AcpiPmDevice(std::function<void()> on_power_off) : on_power_off_(std::move(on_power_off)) {}

@@ -79,7 +79,7 @@ class X86Machine : public Machine {
     boot_ = x86::load_linux(vm.memory(), kernel, initrd, "--initrd " + c.initrd.string(), cmdline,
                             ram);
     x86::write_mptable(vm.memory(), c.vcpus);
-    x86::write_acpi_tables(vm.memory());
+    x86::write_acpi_tables(vm.memory(), c.vcpus);
     x86::write_long_mode_tables(vm.memory());
     log::debug("kernel at [{:#x}, {:#x}), runs in [{:#x}, {:#x}), initrd at [{:#x}, {:#x}), entry {:#x}",
                boot_.kernel.gpa, boot_.kernel.end(), boot_.kernel_run.gpa, boot_.kernel_run.end(),

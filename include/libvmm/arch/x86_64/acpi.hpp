@@ -1,9 +1,9 @@
-// Minimal ACPI for power-off: an RSDP, an XSDT, a FADT describing a PM1a event and control
-// block in port I/O, and a DSDT that only names the S5 (soft-off) sleep state. Writing
+// Minimal ACPI for power-off: an RSDP, an XSDT, a FADT (with its FACS) describing a PM1a event
+// and control block in port I/O, a DSDT that only names the S5 (soft-off) sleep state, and a
+// MADT for the vCPUs and the IOAPIC (Linux ignores the MP table once it has ACPI tables). Writing
 // SLP_TYP=S5 with SLP_EN to PM1a_CNT is how Linux powers off a PC; AcpiPmDevice turns that into
 // a stop request. The FADT's reset register points at the i8042's reset command, so ACPI
-// reboots take the same path as keyboard-controller ones. CPUs and the IOAPIC stay described
-// by the MP table: with no MADT, Linux uses it.
+// reboots take the same path as keyboard-controller ones.
 #pragma once
 
 #include <cstdint>
@@ -23,9 +23,9 @@ constexpr uint16_t kAcpiPmPortCount = 6;
 constexpr uint8_t kAcpiSciIrq = 9;
 constexpr uint8_t kAcpiS5SleepType = 5;  // the value the DSDT's \_S5 gives SLP_TYP
 
-// The tables, laid out for guest-physical address `base` (RSDP first).
-std::vector<uint8_t> build_acpi_tables(uint64_t base);
-void write_acpi_tables(const GuestMemory& memory);
+// The tables for `num_cpus` vCPUs, laid out for guest-physical address `base` (RSDP first).
+std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus);
+void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus);
 
 // ACPI checksum: the byte that makes `bytes` sum to zero.
 uint8_t acpi_checksum(const uint8_t* bytes, size_t len);
