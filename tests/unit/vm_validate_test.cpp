@@ -1,0 +1,73 @@
+// VmConfig validation: every bad input is one UserError naming the flag, before anything starts.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/vm.hpp"
+
+using namespace libvmm;
+
+namespace {
+
+struct ValidateTest : ::testing::Test {
+  ValidateTest() {
+    kernel = ::testing::TempDir() + "/validate-kernel";
+    std::ofstream(kernel) << "x";
+    config.kernel = kernel;
+  }
+  std::string error_of(const VmConfig& c) {
+    try {
+      validate(c);
+    } catch (const UserError& e) {
+      return e.what();
+    }
+    return "";
+  }
+  std::string kernel;
+  VmConfig config;
+};
+
+TEST_F(ValidateTest, AcceptsAGoodConfig) { EXPECT_EQ(error_of(config), ""); }
+
+TEST_F(ValidateTest, Memory) {
+  config.memory_size = 0;
+  EXPECT_EQ(error_of(config), "--memory: must be greater than zero");
+  config.memory_size = 256 * MiB + 1;
+  EXPECT_EQ(error_of(config), "--memory: 268435457 bytes is not a multiple of 1 MiB");
+  config.memory_size = 1ull << 50;
+  EXPECT_NE(error_of(config).find("--memory: 1024 TiB is more than this host's"), std::string::npos);
+}
+
+TEST_F(ValidateTest, Vcpus) {
+  config.vcpus = 0;
+  EXPECT_EQ(error_of(config), "--vcpus: must be at least 1");
+}
+
+TEST_F(ValidateTest, KernelAndInitrdFiles) {
+  config.kernel = "/nonexistent/bzImage";
+  EXPECT_EQ(error_of(config), "--kernel /nonexistent/bzImage: No such file or directory");
+  config.kernel = ::testing::TempDir();
+  EXPECT_NE(error_of(config).find(": not a regular file"), std::string::npos);
+  config.kernel = kernel;
+  config.initrd = "/nonexistent/initrd";
+  EXPECT_EQ(error_of(config), "--initrd /nonexistent/initrd: No such file or directory");
+  config.kernel.clear();
+  EXPECT_EQ(error_of(config), "--kernel: no guest kernel given");
+}
+
+TEST(VmCreate, MissingKvmDeviceIsAUserError) {
+  VmConfig c;
+  c.kernel = "/proc/self/exe";  // any readable file: validation passes, KVM is opened next
+  c.kvm_device = "/nonexistent/kvm";
+  try {
+    Vm vm(c);
+    FAIL() << "expected a UserError";
+  } catch (const UserError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "/nonexistent/kvm: no such device: this host has no KVM (load kvm-intel or kvm-amd, "
+              "or enable virtualization in the firmware)");
+  }
+}
+
+}  // namespace
