@@ -86,6 +86,15 @@ case $case in
     check "--vcpus: must be at least 1" --kernel "$guest" --vcpus 0
     check "--serial: unknown backend 'bogus'" --kernel "$guest" --serial bogus
     check "--kernel is required" --cmdline x
+    truncate -s 1000 "$work/odd.img"
+    check "--disk $work/missing.img: No such file or directory" --kernel "$guest" --disk "$work/missing.img"
+    check "--disk $work: is a directory" --kernel "$guest" --disk "$work"
+    check "--disk $work/odd.img: size 1000 bytes is not a multiple of 512" --kernel "$guest" --disk "$work/odd.img"
+    check "--disk $work/odd.img,bogus: unknown option 'bogus'" --kernel "$guest" --disk "$work/odd.img,bogus"
+    disks=()
+    for i in $(seq 1 17); do truncate -s 4096 "$work/d$i.img"; disks+=(--disk "$work/d$i.img"); done
+    check "virtio-blk: no free interrupt line left for it (16 devices at most)" --kernel "$guest" "${disks[@]}"
+    check "--console: unknown backend 'bogus'" --kernel "$guest" --console bogus
     LIBVMM_KVM_DEVICE=$work/nokvm check "no such device: this host has no KVM" --kernel "$guest"
     if command -v setpriv >/dev/null && [ "$(id -u)" -eq 0 ]; then
       chmod 755 "$work"; chmod 644 "$guest" 2>/dev/null || true
