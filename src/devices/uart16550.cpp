@@ -1,9 +1,9 @@
 #include "libvmm/devices/uart16550.hpp"
 
 #include <algorithm>
-#include <atomic>
 
 #include "libvmm/backends/char_backend.hpp"
+#include "libvmm/backends/input_flow_control.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/irq.hpp"
 
@@ -67,44 +67,12 @@ constexpr uint8_t kMsrConnected = kMsrDcd | kMsrDsr | kMsrCts;
 
 }  // namespace
 
-// The device publishes what it wants, in the order it decides; apply() tells the backend only
-// what differs from what it was last told. A stale apply() (one posted before a newer decision)
-// therefore applies the newer decision or nothing, and never undoes it. Posted tasks share this
-// object, not the device, so one that runs late touches only the backend it keeps alive.
-class Uart16550::InputFlow {
- public:
-  explicit InputFlow(std::shared_ptr<CharBackend> backend) : backend_(std::move(backend)) {}
-
-  // Called under the device's lock, so the last call is the newest decision.
-  void want_paused(bool paused) { wanted_paused_.store(paused); }
-
-  // On the loop thread (or directly before start()).
-  void apply() {
-    std::lock_guard lock(mutex_);
-    const bool paused = wanted_paused_.load();
-    if (paused == backend_paused_) return;
-    backend_paused_ = paused;
-    if (paused) {
-      backend_->pause_input();
-    } else {
-      backend_->resume_input();
-    }
-  }
-
- private:
-  const std::shared_ptr<CharBackend> backend_;
-  std::atomic<bool> wanted_paused_{false};
-  std::mutex mutex_;             // orders the calls to the backend
-  bool backend_paused_ = false;  // what the backend was last told
-};
-
 Uart16550::Uart16550(std::string name, std::shared_ptr<CharBackend> backend,
                      std::shared_ptr<IrqLine> irq, size_t pending_limit)
     : name_(std::move(name)),
       backend_(std::move(backend)),
       irq_(std::move(irq)),
-      pending_limit_(std::max<size_t>(pending_limit, 1)),
-      input_flow_(std::make_shared<InputFlow>(backend_)),
+      input_flow_(InputFlowControl::create(backend_, pending_limit)),
       msr_(kMsrConnected) {}
 
 void Uart16550::start(EventLoop& loop) {
@@ -293,15 +261,7 @@ void Uart16550::refill_fifo(Effects& effects) {
 }
 
 void Uart16550::update_input_pause(Effects& effects) {
-  bool paused = input_paused_;
-  if (pending_.size() >= pending_limit_) {
-    paused = true;
-  } else if (pending_.size() * 2 < pending_limit_) {
-    paused = false;
-  }
-  if (paused == input_paused_) return;
-  input_paused_ = paused;
-  input_flow_->want_paused(paused);
+  if (!input_flow_->update(pending_.size())) return;
   effects.input_flow_changed = true;
   effects.loop = loop_;
 }
@@ -344,14 +304,8 @@ void Uart16550::update_irq() {
 
 void Uart16550::apply(const Effects& effects) {
   if (effects.transmit) backend_->write(std::span(&*effects.transmit, 1));
-  if (!effects.input_flow_changed) return;
-  // Flow control runs on the loop thread; without a loop (tests) the call is direct. The posted
-  // task applies whatever is wanted when it runs, which may be newer than this change.
-  if (effects.loop != nullptr) {
-    effects.loop->post([flow = input_flow_] { flow->apply(); });
-  } else {
-    input_flow_->apply();
-  }
+  // Flow control runs on the loop thread; without a loop (tests) the call is direct.
+  if (effects.input_flow_changed) input_flow_->request_apply(effects.loop);
 }
 
 }  // namespace libvmm

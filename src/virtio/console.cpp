@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "libvmm/backends/char_backend.hpp"
+#include "libvmm/backends/input_flow_control.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
 
@@ -30,7 +31,9 @@ void put_le(std::array<uint8_t, kConfigSize>& bytes, size_t offset, uint32_t val
 }  // namespace
 
 VirtioConsole::VirtioConsole(std::shared_ptr<CharBackend> backend, size_t pending_limit)
-    : backend_(std::move(backend)), pending_limit_(std::max<size_t>(pending_limit, 1)) {}
+    : backend_(std::move(backend)),
+      pending_limit_(std::max<size_t>(pending_limit, 1)),
+      input_flow_(InputFlowControl::create(backend_, pending_limit_)) {}
 
 void VirtioConsole::start(EventLoop& loop) {
   {
@@ -110,13 +113,16 @@ void VirtioConsole::reset() {
 void VirtioConsole::queue_notify(uint16_t index, Virtqueue& queue) {
   if (index == kTransmitQueue) return transmit(queue);
   if (index != kReceiveQueue) return;  // the transport only notifies queues that exist
+  EventLoop* loop = nullptr;
   bool changed = false;
   {
     std::lock_guard lock(mutex_);
     fill_receive_buffers(queue);
     changed = update_input_pause();
+    loop = loop_;
   }
-  if (changed) request_flow_control();
+  // Flow control runs on the loop thread; without a loop (tests) the call is direct.
+  if (changed) input_flow_->request_apply(loop);
 }
 
 // Every readable byte goes to the backend; the chain returns with nothing written.
@@ -201,49 +207,13 @@ void VirtioConsole::receive(std::span<const uint8_t> bytes) {
     std::lock_guard lock(mutex_);
     update_input_pause();
   }
-  apply_flow_control();  // we are on the loop thread (or a test's), where flow control runs
+  input_flow_->apply();  // we are on the loop thread (or a test's), where flow control runs
 }
 
 bool VirtioConsole::update_input_pause() {
-  if (!input_paused_ && pending_.size() >= pending_limit_) {
-    input_paused_ = true;
-    return true;
-  }
-  if (input_paused_ && pending_.size() * 2 < pending_limit_) {
-    input_paused_ = false;
-    overflow_warned_ = false;
-    return true;
-  }
-  return false;
-}
-
-void VirtioConsole::apply_flow_control() {
-  std::lock_guard flow(flow_mutex_);
-  bool paused = false;
-  {
-    std::lock_guard lock(mutex_);
-    paused = input_paused_;
-  }
-  if (paused == backend_paused_) return;
-  backend_paused_ = paused;
-  if (paused) {
-    backend_->pause_input();
-  } else {
-    backend_->resume_input();
-  }
-}
-
-void VirtioConsole::request_flow_control() {
-  EventLoop* loop = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    loop = loop_;
-  }
-  if (loop != nullptr) {
-    loop->post([this] { apply_flow_control(); });
-  } else {
-    apply_flow_control();
-  }
+  if (!input_flow_->update(pending_.size())) return false;
+  if (!input_flow_->wants_paused()) overflow_warned_ = false;  // warn again after the next pause
+  return true;
 }
 
 }  // namespace libvmm

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -11,13 +10,10 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <future>
-#include <mutex>
 #include <string>
 #include <thread>
 
@@ -26,63 +22,17 @@
 #include "libvmm/backends/socket_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
+#include "unit/support/char_io.hpp"
+#include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::span<const uint8_t> bytes_of(std::string_view s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
-class LoopThread {
- public:
-  LoopThread() : thread_([this] { loop.run(); }) {}
-  ~LoopThread() {
-    loop.stop();
-    thread_.join();
-  }
-  template <typename F>
-  void call(F fn) {
-    std::promise<void> done;
-    loop.post([&] {
-      fn();
-      done.set_value();
-    });
-    done.get_future().wait();
-  }
-
-  EventLoop loop;
-
- private:
-  std::thread thread_;
-};
-
-class Received {
- public:
-  CharBackend::InputSink sink() {
-    return [this](std::span<const uint8_t> bytes) {
-      std::lock_guard lock(mutex_);
-      data_.append(bytes.begin(), bytes.end());
-      changed_.notify_all();
-    };
-  }
-  std::string wait_for(size_t size, std::chrono::milliseconds timeout = 5s) {
-    std::unique_lock lock(mutex_);
-    changed_.wait_for(lock, timeout, [&] { return data_.size() >= size; });
-    return data_;
-  }
-  std::string now() {
-    std::lock_guard lock(mutex_);
-    return data_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::string data_;
-};
+using test::bytes_of;
+using test::cpu_seconds;
+using test::LoopThread;
+using test::Received;
 
 // Reads what `fd` has until `size` bytes came, end of file, or a quiet `timeout`.
 std::string read_from(int fd, size_t size, std::chrono::milliseconds timeout = 5s) {
@@ -96,13 +46,6 @@ std::string read_from(int fd, size_t size, std::chrono::milliseconds timeout = 5
     got.append(buffer, static_cast<size_t>(n));
   }
   return got;
-}
-
-double cpu_seconds() {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
 // A loop still watching a hung-up or half-closed fd would spin on it.

@@ -1,32 +1,31 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <pty.h>
-#include <sys/resource.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "libvmm/backends/stdio_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
+#include "unit/support/char_io.hpp"
+#include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::span<const uint8_t> bytes_of(std::string_view s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
+using test::bytes_of;
+using test::cpu_seconds;
+using test::LoopThread;
+using test::Received;
 
 void write_fd(int fd, std::string_view s) {
   ASSERT_EQ(::write(fd, s.data(), s.size()), static_cast<ssize_t>(s.size()));
@@ -41,64 +40,6 @@ struct Pipe {
   }
   UniqueFd read_end, write_end;
 };
-
-// An event loop running on its own thread, as in the VMM; call() runs code on it.
-class LoopThread {
- public:
-  LoopThread() : thread_([this] { loop.run(); }) {}
-  ~LoopThread() {
-    loop.stop();
-    thread_.join();
-  }
-  template <typename F>
-  void call(F fn) {
-    std::promise<void> done;
-    loop.post([&] {
-      fn();
-      done.set_value();
-    });
-    done.get_future().wait();
-  }
-
-  EventLoop loop;
-
- private:
-  std::thread thread_;
-};
-
-// What the backend delivered, with a way to wait for it.
-class Received {
- public:
-  CharBackend::InputSink sink() {
-    return [this](std::span<const uint8_t> bytes) {
-      std::lock_guard lock(mutex_);
-      data_.append(bytes.begin(), bytes.end());
-      changed_.notify_all();
-    };
-  }
-  // The bytes received once there are at least `size`, or after a timeout.
-  std::string wait_for(size_t size, std::chrono::milliseconds timeout = 5s) {
-    std::unique_lock lock(mutex_);
-    changed_.wait_for(lock, timeout, [&] { return data_.size() >= size; });
-    return data_;
-  }
-  std::string now() {
-    std::lock_guard lock(mutex_);
-    return data_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::string data_;
-};
-
-double cpu_seconds() {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-}
 
 TEST(StdioBackendTest, WritesEverythingToANonBlockingPipe) {
   Pipe out;

@@ -12,7 +12,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <future>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -24,11 +23,17 @@
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/console.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
+#include "unit/support/char_io.hpp"
+#include "unit/support/fake_char_backend.hpp"
+#include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
 namespace {
 
 using namespace std::chrono_literals;
+using test::bytes_of;
+using test::FakeCharBackend;
+using test::LoopThread;
 
 constexpr uint64_t kRamSize = 1 * MiB;
 constexpr uint16_t kQueueSize = 8;
@@ -36,37 +41,12 @@ constexpr uint64_t kVersion1 = 1ull << VIRTIO_F_VERSION_1;
 constexpr uint64_t kEmergWrite = 1ull << VIRTIO_CONSOLE_F_EMERG_WRITE;
 constexpr uint64_t kConfig = 0x100;  // config space offset in the MMIO window
 
-std::span<const uint8_t> bytes_of(std::string_view s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
 class CountingIrq : public IrqLine {
  public:
   uint32_t number() const override { return 5; }
   void set_level(bool) override {}
   void pulse() override { ++pulses; }
   std::atomic<int> pulses{0};
-};
-
-class FakeBackend : public CharBackend {
- public:
-  void write(std::span<const uint8_t> bytes) override { output.append(bytes.begin(), bytes.end()); }
-  void start(EventLoop& /*loop*/, InputSink input) override { sink = std::move(input); }
-  void pause_input() override {
-    ++pauses;
-    paused = true;
-  }
-  void resume_input() override {
-    ++resumes;
-    paused = false;
-  }
-  std::string describe() const override { return "fake"; }
-
-  std::string output;
-  InputSink sink;
-  int pauses = 0;
-  int resumes = 0;
-  bool paused = false;
 };
 
 // The driver's side of one split ring: descriptors, then the rings and buffers, from `base`.
@@ -178,7 +158,7 @@ class VirtioConsoleTest : public testing::Test {
   void receive(std::string_view text) { console->receive(bytes_of(text)); }
 
   GuestMemory memory;
-  std::shared_ptr<FakeBackend> backend = std::make_shared<FakeBackend>();
+  std::shared_ptr<FakeCharBackend> backend = std::make_shared<FakeCharBackend>();
   std::shared_ptr<CountingIrq> irq = std::make_shared<CountingIrq>();
   std::shared_ptr<VirtioConsole> console;
   std::unique_ptr<VirtioMmioTransport> transport;
@@ -451,29 +431,6 @@ TEST_F(VirtioConsoleTest, ResetDropsTheDriverButKeepsHostInput) {
 
 // ---------------------------------------------------------------------------------------------
 // With an event loop on its own thread, as in the VMM.
-
-class LoopThread {
- public:
-  LoopThread() : thread_([this] { loop.run(); }) {}
-  ~LoopThread() {
-    loop.stop();
-    thread_.join();
-  }
-  template <typename F>
-  void call(F fn) {
-    std::promise<void> done;
-    loop.post([&] {
-      fn();
-      done.set_value();
-    });
-    done.get_future().wait();
-  }
-
-  EventLoop loop;
-
- private:
-  std::thread thread_;
-};
 
 TEST_F(VirtioConsoleTest, PendingInputDeliveredOnceTheDriverIsReady) {
   LoopThread io;

@@ -4,11 +4,11 @@
 // empty). Host input fills a 16-byte receive FIFO; what does not fit waits in a bounded pending
 // buffer, and the backend is asked to pause its input while that buffer is full.
 //
-// Flow control is a desired state, not a stream of commands: the UART records whether input
-// should be paused (decided on the loop thread by receive(), on vCPU threads by guest reads), and
-// whatever runs on the loop thread afterwards tells the backend that *current* state if it differs
-// from what the backend was last told. So a resume posted from a vCPU thread that runs after a
-// newer pause cannot undo it.
+// Flow control is a desired state (InputFlowControl): the UART records whether input should be
+// paused (decided on the loop thread by receive(), on vCPU threads by guest reads), and whatever
+// runs on the loop thread afterwards tells the backend that *current* state if it differs from
+// what the backend was last told. So a resume posted from a vCPU thread that runs after a newer
+// pause cannot undo it.
 #pragma once
 
 #include <cstddef>
@@ -26,6 +26,7 @@ namespace libvmm {
 
 class CharBackend;
 class EventLoop;
+class InputFlowControl;
 class IrqLine;
 
 class Uart16550 : public BusDevice {
@@ -60,9 +61,6 @@ class Uart16550 : public BusDevice {
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
  private:
-  // Tells the backend to pause or resume input; shared with the tasks posted to the loop.
-  class InputFlow;
-
   // What a register access decided to do outside the lock (host I/O, flow control).
   struct Effects {
     std::optional<uint8_t> transmit;  // a byte for the backend
@@ -94,14 +92,13 @@ class Uart16550 : public BusDevice {
   const std::string name_;
   const std::shared_ptr<CharBackend> backend_;
   const std::shared_ptr<IrqLine> irq_;
-  const size_t pending_limit_;
-  const std::shared_ptr<InputFlow> input_flow_;
+  // Pauses the backend while pending_ is full; shared with the tasks posted to the loop.
+  const std::shared_ptr<InputFlowControl> input_flow_;
 
   mutable std::mutex mutex_;
   EventLoop* loop_ = nullptr;    // set by start()
   std::deque<uint8_t> rx_fifo_;  // what the guest can read now
   std::deque<uint8_t> pending_;  // host input waiting for FIFO space
-  bool input_paused_ = false;    // what flow control wants (input_flow_ publishes it)
   bool thre_pending_ = false;    // THR-empty interrupt, until IIR reports it or THR is written
   bool overrun_ = false;         // LSR.OE
   bool irq_level_ = false;       // what the IRQ line was last set to

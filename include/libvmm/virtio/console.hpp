@@ -28,6 +28,7 @@ namespace libvmm {
 
 class CharBackend;
 class EventLoop;
+class InputFlowControl;
 
 class VirtioConsole final : public VirtioDevice {
  public:
@@ -75,31 +76,25 @@ class VirtioConsole final : public VirtioDevice {
   void transmit(Virtqueue& queue);
   // Under mutex_ and the transport's lock: moves pending input into receive buffers.
   void fill_receive_buffers(Virtqueue& queue);
-  // Under mutex_: pauses input at the limit, resumes it below half. True if that changed.
+  // Under mutex_: pauses input at the limit, resumes it below half (the desired state, not yet
+  // the backend's). True if that changed.
   bool update_input_pause();
-  // Tells the backend to pause or resume, whichever input_paused_ says now. Stale requests are
-  // harmless: the backend only hears about changes from what it was last told.
-  void apply_flow_control();
-  // apply_flow_control() on the loop thread.
-  void request_flow_control();
   // A rate-limited warning about something the guest's driver did wrong.
   void guest_error(const std::string& message);
 
   const std::shared_ptr<CharBackend> backend_;
   const size_t pending_limit_;
+  // Pauses the backend while pending_ is full; shared with the tasks posted to the loop.
+  const std::shared_ptr<InputFlowControl> input_flow_;
 
   mutable std::mutex mutex_;
   EventLoop* loop_ = nullptr;
   VirtioTransport* transport_ = nullptr;  // between activate() and reset()
   std::vector<uint8_t> pending_;          // host input not yet in a guest buffer
-  bool input_paused_ = false;             // what flow control wants
   uint64_t dropped_ = 0;
   bool overflow_warned_ = false;
 
   std::atomic<uint32_t> guest_errors_logged_{0};
-
-  std::mutex flow_mutex_;        // orders calls to the backend's pause/resume
-  bool backend_paused_ = false;  // what the backend was last told
 };
 
 }  // namespace libvmm
