@@ -97,9 +97,12 @@ case $case in
     check "--console: unknown backend 'bogus'" --kernel "$guest" --console bogus
     LIBVMM_KVM_DEVICE=$work/nokvm check "no such device: this host has no KVM" --kernel "$guest"
     if command -v setpriv >/dev/null && [ "$(id -u)" -eq 0 ]; then
-      chmod 755 "$work"; chmod 644 "$guest" 2>/dev/null || true
-      run_as_nobody() { timeout 60 setpriv --reuid=65534 --regid=65534 --clear-groups "$vmm" "$@" </dev/null >"$out" 2>"$err"; status=$?; }
-      run_as_nobody --kernel "$guest"
+      # As an unprivileged user, from copies it can reach (the build tree may be under /root).
+      chmod 755 "$work"
+      install -m 755 "$vmm" "$work/vmm"
+      install -m 644 "$guest" "$work/guest.bzImage"
+      run_as_nobody() { timeout 60 setpriv --reuid=65534 --regid=65534 --clear-groups "$work/vmm" "$@" </dev/null >"$out" 2>"$err"; status=$?; }
+      run_as_nobody --kernel "$work/guest.bzImage"
       [ "$status" -eq 2 ] || fail "unprivileged vmm exited $status, expected 2"
       expect_err "permission denied"
     fi
