@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# virtio-blk throughput: our vmm against QEMU (-M microvm) and against the host itself, side by
+# side in one emulated KVM host run, on the same 256 MiB raw image file.
+# Each of the three runs the same three jobs with the same tool (blkio, built below):
+#   seqwrite   sequential 1 MiB writes, O_DIRECT, over the first 128 MiB, SECONDS long
+#   seqread    sequential 1 MiB reads, likewise
+#   randread   4 KiB reads at random 4 KiB-aligned offsets in the first 128 MiB, likewise
+# "host" runs them on the image file in the emulated host; "vmm" and "qemu" run them in the
+# guest on /dev/vda backed by that file (vmm --disk PATH,direct; QEMU cache=none,aio=threads).
+# The image lives on ext2 (mounted by the ext4 driver) on a loop device, so O_DIRECT works on the
+# host side; if that cannot be set up it falls back to tmpfs and buffered I/O (and says so).
+# fio is not used: it needs SysV shared memory, which the minimal guest kernel leaves out.
+# The three run ROUNDS times, interleaved; the table shows medians.
+# Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 3 minutes). Prints a table
+# and ratios; see docs/PERFORMANCE.md.
+set -euo pipefail
+secs=${1:-5}
+rounds=${2:-3}
+[[ $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] \
+  || { echo "usage: bench/block.sh [SECONDS [ROUNDS]] (positive integers)" >&2; exit 2; }
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+tools/install-deps
+tools/build build/gcc
+kernel=$(images/build-kernel x86_64)
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# blkio MODE PATH SECONDS [buffered]: one job, O_DIRECT unless buffered; prints
+# "MODE kib_s=N iops=N".
+cat >"$work/blkio.c" <<'EOC'
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+int main(int argc, char** argv) {
+  if (argc != 4 && argc != 5) {
+    fprintf(stderr, "usage: blkio seqread|seqwrite|randread PATH SECONDS [buffered]\n");
+    return 2;
+  }
+  const char* mode = argv[1];
+  const int writing = strcmp(mode, "seqwrite") == 0;
+  const int random = strcmp(mode, "randread") == 0;
+  const size_t bs = random ? 4096 : 1 << 20;
+  const long long span = 128ll << 20;  // bytes the job moves over
+  const double seconds = atof(argv[3]);
+  const int direct = argc == 4 ? O_DIRECT : 0;
+  const int fd = open(argv[2], (writing ? O_WRONLY : O_RDONLY) | direct);
+  if (fd < 0) return perror(argv[2]), 1;
+  void* buf;
+  if (posix_memalign(&buf, 4096, bs) != 0) return 1;
+  memset(buf, 0x5a, bs);
+  unsigned long long seed = 88172645463325252ull, ops = 0;
+  long long off = 0;
+  const double start = now();
+  double elapsed = 0;
+  while (elapsed < seconds) {
+    if (random) {
+      seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+      off = (long long)(seed % (unsigned long long)(span / (long long)bs)) * (long long)bs;
+    }
+    const ssize_t n = writing ? pwrite(fd, buf, bs, off) : pread(fd, buf, bs, off);
+    if (n != (ssize_t)bs) return perror("I/O"), 1;
+    if (!random) off = (off + (long long)bs) % span;
+    ++ops;
+    if ((ops & 7) == 0 || !random) elapsed = now() - start;
+  }
+  elapsed = now() - start;
+  printf("%s kib_s=%.0f iops=%.0f\n", mode, (double)ops * (double)bs / 1024 / elapsed,
+         (double)ops / elapsed);
+  return 0;
+}
+EOC
+gcc -O2 -static -Wall -Wextra -o "$work/blkio" "$work/blkio.c"
+
+# Guest side: /usr/bin/blkio and /tests/blkbench (run by /init for libvmm.test=blkbench).
+extra=$work/guest-extra
+mkdir -p "$extra/usr/bin" "$extra/tests"
+cp "$work/blkio" "$extra/usr/bin/blkio"
+cat >"$extra/tests/blkbench" <<EOS
+#!/bin/sh
+for job in seqwrite seqread randread; do
+  echo "LIBVMM-GUEST: BENCH \$(blkio \$job /dev/vda $secs 2>&1)"
+done
+EOS
+chmod +x "$extra/tests/blkbench"
+
+payload=$work/payload
+mkdir -p "$payload/qemu-data" "$payload/modules"
+cp "$kernel" "$payload/bzImage"
+cp "$(images/build-initramfs --extra "$extra" x86_64)" "$payload/initramfs.cpio.gz"
+cp "$work/blkio" "$payload/"
+tools/emuhost/copy-binary build/gcc/tools/vmm/vmm "$payload"
+tools/emuhost/copy-binary /usr/bin/qemu-system-x86_64 "$payload"
+cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
+
+# The emulated host's kernel modules for a loop-mounted ext2 (by the ext4 driver), in load
+# order; the emulated host runs Debian's kernel, which emuhost caches.
+kdir=$(ls -d "${LIBVMM_CACHE:-$HOME/.cache/libvmm}"/emuhost/kernel/*/ 2>/dev/null | sort -V | tail -n 1)
+if [ -n "$kdir" ] && [ -f "$kdir/uname-r" ]; then
+  moddir=${kdir}lib/modules/$(cat "$kdir/uname-r")
+  for m in drivers/block/loop lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4; do
+    src=$(ls "$moddir/kernel/$m".ko* 2>/dev/null | head -n 1) || true
+    [ -n "$src" ] || continue
+    case $src in
+      *.xz) xz -dc "$src" ;;
+      *.zst) zstd -qdc "$src" ;;
+      *.gz) gzip -dc "$src" ;;
+      *) cat "$src" ;;
+    esac >"$payload/modules/$(basename "$m").ko"
+    echo "$(basename "$m").ko" >>"$payload/modules/load-order"
+  done
+fi
+
+cat >"$payload/run.sh" <<EOS
+#!/bin/sh
+secs=$secs rounds=$rounds
+EOS
+cat >>"$payload/run.sh" <<'EOS'
+cmdline="console=ttyS0 quiet libvmm.test=blkbench"
+# Image on ext2 on a loop device (O_DIRECT works), else on tmpfs (buffered).
+dir=/tmp direct=1
+if [ -f modules/load-order ]; then
+  while read -r ko; do insmod "modules/$ko" 2>/dev/null; done <modules/load-order
+  dd if=/dev/zero of=/tmp/fs.img bs=1M count=320 2>/dev/null
+  # busybox mke2fs wants a block device.
+  losetup /dev/loop0 /tmp/fs.img && mke2fs -q /dev/loop0 >/dev/null 2>&1 && mkdir -p /mnt/fs \
+    && mount -t ext4 /dev/loop0 /mnt/fs && dir=/mnt/fs
+fi
+img=$dir/vda.img
+dd if=/dev/zero of=$img bs=1M count=256 2>/dev/null
+if ! ./blkio seqread $img 0.01 >/dev/null 2>&1; then direct=0; fi
+echo "BENCH-SETUP image=$img direct=$direct"
+vmm_disk=$img qemu_cache=writeback
+if [ $direct = 1 ]; then vmm_disk=$img,direct qemu_cache=none; fi
+
+buffered=; [ $direct = 1 ] || buffered=buffered
+# Runs a VMM (args after $1) until the guest's benchmark is done: QEMU microvm does not exit on
+# the guest's reboot, so the VMM is stopped once /init reports the test's exit status.
+run_guest() {
+  name=$1; shift
+  "$@" </dev/null >/tmp/out.$name 2>&1 &
+  pid=$! t=0
+  while kill -0 $pid 2>/dev/null && ! grep -q 'test blkbench exit status' /tmp/out.$name \
+      && [ $t -lt 240 ]; do
+    sleep 1; t=$((t + 1))
+  done
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  tr -d '\r' </tmp/out.$name | sed -n "s/^LIBVMM-GUEST: BENCH /$name /p"
+}
+round=0
+while [ $round -lt $rounds ]; do
+  for job in seqwrite seqread randread; do
+    echo "host $(./blkio $job $img $secs $buffered 2>&1)"
+  done
+  run_guest vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+    --disk $vmm_disk --quiet
+  run_guest qemu ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host -m 256M \
+    -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
+    -device virtio-blk-device,drive=d0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
+  round=$((round + 1))
+done
+EOS
+chmod +x "$payload/run.sh"
+tools/emuhost/emuhost --timeout 900 "$payload" | tee "$payload/log" \
+  | grep -E '^((host|vmm|qemu) (seqwrite|seqread|randread) |BENCH-SETUP)' >"$payload/results" || true
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
+# get WHO JOB FIELD: median over the rounds.
+get() { awk -v w="$1" -v j="$2" -v f="$3" '$1 == w && $2 == j { for (i = 3; i <= NF; i++)
+  { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$payload/results" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
+grep -q '^vmm ' "$payload/results" || { echo "block.sh: no guest results; emulated host output:"; tail -30 "$payload/log"; exit 1; }
+grep '^BENCH-SETUP' "$payload/results"
+echo "per round:"
+grep -v '^BENCH-SETUP' "$payload/results" | sed 's/^/  /'
+echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated KVM host"
+printf '%-10s %6s %12s %12s %12s %9s %9s\n' job unit host vmm qemu vmm/qemu vmm/host
+for job in seqwrite seqread randread; do
+  if [ $job = randread ]; then f=iops unit=IOPS; else f=kib_s unit=MiB/s; fi
+  h=$(get host $job $f) v=$(get vmm $job $f) q=$(get qemu $job $f)
+  if [ $f = kib_s ]; then
+    conv() { awk -v x="$1" 'BEGIN { if (x != "") printf "%.1f", x / 1024; else print "-" }'; }
+  else
+    conv() { echo "${1:--}"; }
+  fi
+  printf '%-10s %6s %12s %12s %12s %9s %9s\n' $job $unit "$(conv "$h")" "$(conv "$v")" "$(conv "$q")" \
+    "$(ratio "$v" "$q")" "$(ratio "$v" "$h")"
+done
