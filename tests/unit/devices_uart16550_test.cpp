@@ -13,6 +13,9 @@
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/irq.hpp"
 #include "libvmm/devices/uart16550.hpp"
+#include "unit/support/char_io.hpp"
+#include "unit/support/fake_char_backend.hpp"
+#include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
 namespace {
@@ -41,33 +44,8 @@ class FakeIrq : public IrqLine {
   int pulses = 0;
 };
 
-class FakeBackend : public CharBackend {
- public:
-  void write(std::span<const uint8_t> bytes) override { output.append(bytes.begin(), bytes.end()); }
-  void start(EventLoop& /*loop*/, InputSink input) override { sink = std::move(input); }
-  void pause_input() override {
-    if (paused) ++repeated;
-    paused = true;
-    ++pauses;
-  }
-  void resume_input() override {
-    if (!paused) ++repeated;
-    paused = false;
-    ++resumes;
-  }
-  std::string describe() const override { return "fake"; }
-
-  std::string output;
-  InputSink sink;
-  bool paused = false;
-  int pauses = 0;
-  int resumes = 0;
-  int repeated = 0;  // a pause while paused, or a resume while reading
-};
-
-std::span<const uint8_t> bytes_of(std::string_view s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
+using test::bytes_of;
+using FakeBackend = test::FakeCharBackend;
 
 class UartTest : public testing::Test {
  protected:
@@ -405,29 +383,7 @@ TEST_F(UartFlowControlTest, PostedResumeDoesNotUndoANewerPause) {
   EXPECT_EQ(got, "0123456789abcdef01234567ABCDE");
 }
 
-// An EventLoop on its own thread, as vmm runs it.
-class LoopThread {
- public:
-  LoopThread() : thread_([this] { loop_.run(); }) {}
-  ~LoopThread() {
-    loop_.stop();
-    thread_.join();
-  }
-  EventLoop& loop() { return loop_; }
-  // Runs `fn` on the loop thread after everything posted before it, and waits for it.
-  void run(const std::function<void()>& fn) {
-    std::promise<void> done;
-    loop_.post([&] {
-      fn();
-      done.set_value();
-    });
-    done.get_future().wait();
-  }
-
- private:
-  EventLoop loop_;
-  std::thread thread_;
-};
+using test::LoopThread;
 
 // Rounds of that interleaving with real threads: a vCPU drains until input should resume; while
 // the loop thread is held up, the resume is posted behind a delivery that was under way; then the
@@ -456,16 +412,16 @@ TEST_F(UartFlowControlTest, PendingStaysBoundedWhenResumesRaceWithPauses) {
   };
 
   LoopThread loop_thread;
-  uart_.start(loop_thread.loop());
+  uart_.start(loop_thread.loop);
   out(kFcr, kFcrEnable);
-  loop_thread.run(type_while_reading);
+  loop_thread.call(type_while_reading);
 
   for (int round = 0; round < 20; ++round) {
     std::promise<void> drained;
     std::promise<void> delivered;
     // Odd rounds' late delivery is too small to pause again: the resume goes through.
     const size_t late = round % 2 == 0 ? kChunk : 1;
-    loop_thread.loop().post([&, late, wait = drained.get_future().share()] {
+    loop_thread.loop.post([&, late, wait = drained.get_future().share()] {
       wait.wait();
       deliver(late);  // the read that was under way when the guest drained
       delivered.set_value();
@@ -473,7 +429,7 @@ TEST_F(UartFlowControlTest, PendingStaysBoundedWhenResumesRaceWithPauses) {
     while (uart_.pending_bytes() * 2 >= kLimit) got.push_back(static_cast<char>(in(kRx)));
     drained.set_value();  // the resume is now posted behind the late delivery
     delivered.get_future().wait();
-    loop_thread.run(type_while_reading);  // after the posted resume ran
+    loop_thread.call(type_while_reading);  // after the posted resume ran
     EXPECT_TRUE(backend_->paused) << "round " << round;
   }
   EXPECT_LE(most_pending, kBound);
