@@ -117,7 +117,6 @@ int main(int argc, char** argv) {
     // One terminal can serve one console: the virtIO console takes it when asked to.
     config.serial = !serial.empty() ? serial : config.console == "stdio" ? "none" : "stdio";
     for (const auto& spec : disks) config.disks.push_back(parse_disk_spec(spec));
-    validate(config);
 
     // Block the stop signals in every thread (vCPU threads inherit the mask); the event loop
     // reads them from a signalfd.
