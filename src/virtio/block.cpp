@@ -361,7 +361,9 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
 }
 
 VirtioBlock::VirtioBlock(const BlockConfig& config)
-    : VirtioBlock(BlockImage::open(config), config.serial) {}
+    : VirtioBlock(BlockImage::open(config), config.serial) {
+  label_ = fmt::format("virtio-blk {}", config.path);
+}
 
 uint32_t VirtioBlock::device_id() const {
   return VIRTIO_ID_BLOCK;
@@ -656,8 +658,8 @@ bool VirtioBlock::in_range(uint64_t sector, uint64_t sectors) const {
 
 VirtioBlock::Outcome VirtioBlock::guest_error(const std::string& message) {
   const uint32_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxErrorLogs) log::warn("{}: {}", name(), message);
-  if (n + 1 == kMaxErrorLogs) log::warn("{}: further request errors are not logged", name());
+  if (n < kMaxErrorLogs) log::warn("{}: {}", label_, message);
+  if (n + 1 == kMaxErrorLogs) log::warn("{}: further request errors are not logged", label_);
   return {VIRTIO_BLK_S_IOERR, 0};
 }
 

@@ -71,6 +71,19 @@ void validate(const VmConfig& c) {
   if (c.kernel.empty()) throw UserError("--kernel: no guest kernel given");
   check_readable_file(c.kernel, "--kernel");
   if (!c.initrd.empty()) check_readable_file(c.initrd, "--initrd");
+  // Two devices on one image would corrupt it (and the second would find it locked).
+  std::vector<std::pair<dev_t, ino_t>> images;
+  for (size_t i = 0; i < c.disks.size(); ++i) {
+    struct stat st {};
+    if (::stat(c.disks[i].path.c_str(), &st) != 0) continue;  // opening it will say why
+    for (size_t j = 0; j < images.size(); ++j) {
+      if (images[j] == std::pair(st.st_dev, st.st_ino)) {
+        throw UserError(fmt::format("--disk {}: the same image as --disk {}; give each image once",
+                                    c.disks[i].path, c.disks[j].path));
+      }
+    }
+    images.emplace_back(st.st_dev, st.st_ino);
+  }
 }
 
 struct Vm::Impl {

@@ -184,7 +184,8 @@ class VirtioBlock final : public VirtioDevice {
 
   const std::unique_ptr<BlockBackend> backend_;
   const std::string serial_;
-  std::vector<uint8_t> config_;  // struct virtio_blk_config, built once
+  std::string label_ = "virtio-blk";  // log lines name the image when there is one
+  std::vector<uint8_t> config_;       // struct virtio_blk_config, built once
 
   // Set between activate() and reset(); only touched under the transport's lock.
   VirtioTransport* transport_ = nullptr;
