@@ -88,9 +88,12 @@ TEST_F(InputFlowControlTest, RequestWithALoopAppliesOnTheLoopThread) {
   io.call([&] { flow->request_apply(&io.loop); });  // posted behind this call, not run inside it
   io.call([] {});
   EXPECT_EQ(backend->pauses, 1);
-  flow->update(0);
-  flow->request_apply(&io.loop);
-  flow->update(8);  // newer than the request: the posted apply() finds nothing to change
+  // On the loop thread, so the posted apply() cannot run before the second update().
+  io.call([&] {
+    flow->update(0);
+    flow->request_apply(&io.loop);
+    flow->update(8);  // newer than the request: the posted apply() finds nothing to change
+  });
   io.call([] {});
   EXPECT_EQ(backend->pauses, 1);
   EXPECT_EQ(backend->resumes, 0);
