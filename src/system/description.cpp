@@ -174,6 +174,8 @@ class Validator {
         add(r.where, fmt::format("{}: page_size {:#x} is neither 0x1000 (4 KiB) nor 0x200000 "
                                  "(2 MiB huge pages)",
                                  name, r.page_size));
+      } else if (r.size == 0 && !r.where.file.empty()) {
+        // A file's missing, malformed or zero size was reported by the parser.
       } else if (r.size == 0 || r.size % r.page_size != 0) {
         add(r.where, fmt::format("{}: size {:#x} is not a non-zero multiple of its page size {:#x}",
                                  name, r.size, r.page_size));

@@ -217,6 +217,9 @@ class Parser {
     r.where = where(n);
     r.name = text(n, "name");
     r.size = number(n, "size").value_or(0);
+    if (n.attribute("size") && r.size == 0 && parse_size(n.attribute("size").value())) {
+      problem(at(n), fmt::format("memory region '{}': size must be greater than zero", r.name));
+    }
     if (auto p = number(n, "page_size")) r.page_size = *p;
     r.phys_addr = number(n, "phys_addr");
     if (n.attribute("path") && n.attribute("shm")) {
