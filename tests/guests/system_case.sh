@@ -104,6 +104,22 @@ case $case in
     finish
     expect_out "TEST-GUEST: three interrupts"
     ;;
+  hugepages)
+    # page_size 2 MiB asks for huge pages: a clear error (status 2) on a host without free ones.
+    sed 's|<memory_region name="guest_ram" size="32M" />|<memory_region name="guest_ram" size="32M" page_size="2M" />|' \
+      <<<"$(system "" rw "hello"; cat "$work/test.system")" >"$work/test.system"
+    free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+    timeout 60 "$vmm" run "$work/test.system" </dev/null >"$out" 2>"$err"
+    status=$?
+    if [ "${free:-0}" -ge 16 ]; then
+      [ "$status" -eq 0 ] || fail "exit status $status with $free free huge pages"
+      expect_out "TEST-GUEST: resetting"
+    else
+      [ "$status" -eq 2 ] || fail "exit status $status without free huge pages, expected 2"
+      expect_err "test.system:3: memory region 'guest_ram': "
+      expect_err "huge pages"
+    fi
+    ;;
   *) echo "unknown case $case"; exit 2 ;;
 esac
 echo "PASS ($case)"
