@@ -78,9 +78,9 @@ int main(int argc, char** argv) try {
     return 2;
   }
   const std::string arg = argv[1];
-  SystemDescription description =
-      arg.ends_with(".system") ? SystemDescription::load(arg)
-                               : build_in_code(arg, argc > 2 ? argv[2] : "console=ttyS0");
+  SystemDescription description = arg.ends_with(".system")
+                                      ? SystemDescription::load(arg)
+                                      : build_in_code(arg, argc > 2 ? argv[2] : "console=ttyS0");
   // Adjusting in code: every VM gets this program's eventfd for <irq eventfd="doorbell">.
   UniqueFd doorbell(::eventfd(0, EFD_CLOEXEC));
   description.bind_eventfd("doorbell", doorbell.get());

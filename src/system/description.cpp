@@ -45,9 +45,9 @@ DescriptionError::DescriptionError(std::vector<std::string> problems)
 SystemDescription SystemDescription::load(const std::filesystem::path& path) {
   const std::vector<uint8_t> bytes = read_file(path, "system description");
   std::vector<std::string> problems;
-  SystemDescription d = parse(
-      std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path.string(),
-      problems);
+  SystemDescription d =
+      parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+            path.string(), problems);
   for (auto& p : d.problems()) problems.push_back(std::move(p));
   if (!problems.empty()) throw DescriptionError(std::move(problems));
   return d;
@@ -252,8 +252,8 @@ class Validator {
     }
     if (spec == "stdio") {
       if (!stdio_users.empty()) {
-        add(where, fmt::format("{} of '{}' wants stdio, which {} already has", what,
-                               vm.config.name, stdio_users.front()));
+        add(where, fmt::format("{} of '{}' wants stdio, which {} already has", what, vm.config.name,
+                               stdio_users.front()));
       }
       stdio_users.push_back(fmt::format("{} of '{}'", what, vm.config.name));
     }
@@ -281,10 +281,13 @@ class Validator {
     const std::string arch = machine_.name();
     if (arch != "aarch64") {
       if (!vm.dtb.empty() || !vm.dtb_overlay.empty() || vm.gic_version) {
-        const char* what = !vm.dtb.empty() ? "dtb" : !vm.dtb_overlay.empty() ? "dtb_overlay" : "gic";
-        add(vm.location_of(what), fmt::format("<{}> is for AArch64 guests; this vmm runs {} guests, "
-                                              "which have no device tree or GIC",
-                                              what, arch));
+        const char* what = !vm.dtb.empty()           ? "dtb"
+                           : !vm.dtb_overlay.empty() ? "dtb_overlay"
+                                                     : "gic";
+        add(vm.location_of(what),
+            fmt::format("<{}> is for AArch64 guests; this vmm runs {} guests, "
+                        "which have no device tree or GIC",
+                        what, arch));
       }
     }
     check_guest_maps(vm, name);
@@ -328,9 +331,11 @@ class Validator {
                                    name, r->name, size));
           continue;
         }
-        if (m.readonly()) add(m.where, fmt::format("{}: its RAM '{}' must be writable", name, r->name));
+        if (m.readonly())
+          add(m.where, fmt::format("{}: its RAM '{}' must be writable", name, r->name));
         // The machine may split RAM around holes (x86: 3-4 GiB).
-        for (const auto& rr : ram_ranges(size)) ranges.push_back({"guest RAM '" + r->name + "'", rr.gpa, rr.size});
+        for (const auto& rr : ram_ranges(size))
+          ranges.push_back({"guest RAM '" + r->name + "'", rr.gpa, rr.size});
       } else {
         if (*gpa + size < *gpa) {
           add(m.where, fmt::format("map of '{}' at {:#x} wraps the address space", r->name, *gpa));

@@ -65,7 +65,8 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
 
   std::vector<uint32_t> lines = machine.device_irqs();
   std::erase_if(lines, [&vm](uint32_t n) {
-    return std::any_of(vm.irqs.begin(), vm.irqs.end(), [n](const IrqSpec& q) { return q.irq == n; });
+    return std::any_of(vm.irqs.begin(), vm.irqs.end(),
+                       [n](const IrqSpec& q) { return q.irq == n; });
   });
   size_t slot = 0;
   auto device = [&](const std::string& what) {

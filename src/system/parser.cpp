@@ -69,8 +69,8 @@ class Parser {
     SystemDescription d;
     d.file = file_;
     pugi::xml_document doc;
-    const pugi::xml_parse_result result =
-        doc.load_buffer(xml_.data(), xml_.size(), pugi::parse_default | pugi::parse_ws_pcdata_single);
+    const pugi::xml_parse_result result = doc.load_buffer(
+        xml_.data(), xml_.size(), pugi::parse_default | pugi::parse_ws_pcdata_single);
     if (!result) {
       problem(line_of(static_cast<size_t>(std::max<ptrdiff_t>(result.offset, 0))),
               fmt::format("not well-formed XML: {}", result.description()));
@@ -78,8 +78,8 @@ class Parser {
     }
     pugi::xml_node root = doc.document_element();
     if (!root || std::string_view(root.name()) != "system") {
-      problem(root ? at(root) : 1, fmt::format("the root element must be <system>, not <{}>",
-                                               root ? root.name() : ""));
+      problem(root ? at(root) : 1,
+              fmt::format("the root element must be <system>, not <{}>", root ? root.name() : ""));
       return d;
     }
     check_shape(root);
@@ -126,8 +126,8 @@ class Parser {
     }
     for (pugi::xml_node c : n.children()) {
       if (c.type() == pugi::node_pcdata || c.type() == pugi::node_cdata) {
-        if (!rule.text && std::string_view(c.value()).find_first_not_of(" \t\r\n") !=
-                              std::string_view::npos) {
+        if (!rule.text &&
+            std::string_view(c.value()).find_first_not_of(" \t\r\n") != std::string_view::npos) {
           problem(at(n), fmt::format("<{}> takes no text", n.name()));
         }
         continue;
@@ -279,8 +279,9 @@ class Parser {
       ++sources;
     }
     if (sources != 1) {
-      problem(at(n), "<irq> needs exactly one event source: eventfd=\"NAME\", fifo=\"PATH\" or "
-                     "socket=\"PATH\"");
+      problem(at(n),
+              "<irq> needs exactly one event source: eventfd=\"NAME\", fifo=\"PATH\" or "
+              "socket=\"PATH\"");
     }
     return q;
   }
@@ -296,7 +297,9 @@ class Parser {
     size_t disks = 0;
     for (pugi::xml_node c : n.children()) {
       const std::string_view name = c.name();
-      auto note = [&](std::string what) { v.element_locations.emplace_back(std::move(what), where(c)); };
+      auto note = [&](std::string what) {
+        v.element_locations.emplace_back(std::move(what), where(c));
+      };
       if (name == "map") {
         v.maps.push_back(map(c));
       } else if (name == "vcpus") {

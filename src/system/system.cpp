@@ -42,8 +42,8 @@ std::shared_ptr<MemoryRegion> open_shared_region(const MemoryRegionSpec& r) {
   if (!S_ISREG(st.st_mode)) throw UserError(what + ": not a regular file");
   if (static_cast<uint64_t>(st.st_size) < r.size &&
       ::ftruncate(fd.get(), static_cast<off_t>(r.size)) != 0) {
-    throw UserError(fmt::format("{}: cannot grow it to {:#x} bytes: {}", what, r.size,
-                                std::strerror(errno)));
+    throw UserError(
+        fmt::format("{}: cannot grow it to {:#x} bytes: {}", what, r.size, std::strerror(errno)));
   }
   return MemoryRegion::from_fd(r.name, std::move(fd), r.size);
 }
@@ -61,18 +61,18 @@ std::shared_ptr<MemoryRegion> create_region(const MemoryRegionSpec& r) {
 // the last writer goes away.
 UniqueFd open_fifo(const IrqSpec& q) {
   if (::mkfifo(q.path.c_str(), 0600) != 0 && errno != EEXIST) {
-    throw UserError(fmt::format("{}IRQ {}: fifo {}: {}", prefix(q.where), q.irq, q.path,
-                                std::strerror(errno)));
+    throw UserError(
+        fmt::format("{}IRQ {}: fifo {}: {}", prefix(q.where), q.irq, q.path, std::strerror(errno)));
   }
   struct stat st {};
   if (::stat(q.path.c_str(), &st) != 0 || !S_ISFIFO(st.st_mode)) {
-    throw UserError(fmt::format("{}IRQ {}: {} exists and is not a FIFO", prefix(q.where), q.irq,
-                                q.path));
+    throw UserError(
+        fmt::format("{}IRQ {}: {} exists and is not a FIFO", prefix(q.where), q.irq, q.path));
   }
   UniqueFd fd(::open(q.path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
   if (!fd) {
-    throw UserError(fmt::format("{}IRQ {}: fifo {}: {}", prefix(q.where), q.irq, q.path,
-                                std::strerror(errno)));
+    throw UserError(
+        fmt::format("{}IRQ {}: fifo {}: {}", prefix(q.where), q.irq, q.path, std::strerror(errno)));
   }
   return fd;
 }
@@ -82,8 +82,8 @@ UniqueFd open_socket(const IrqSpec& q) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (q.path.size() >= sizeof addr.sun_path) {
-    throw UserError(fmt::format("{}IRQ {}: socket path {} is too long", prefix(q.where), q.irq,
-                                q.path));
+    throw UserError(
+        fmt::format("{}IRQ {}: socket path {} is too long", prefix(q.where), q.irq, q.path));
   }
   std::memcpy(addr.sun_path, q.path.c_str(), q.path.size() + 1);
   struct stat st {};
@@ -133,10 +133,11 @@ struct System::Impl {
       switch (q.source) {
         case IrqSpec::Source::eventfd:
           if (q.eventfd < 0) {
-            throw UserError(fmt::format("{}IRQ {}: no eventfd was handed in as '{}' (a program "
-                                        "using the library binds one with "
-                                        "SystemDescription::bind_eventfd)",
-                                        prefix(q.where), q.irq, q.name));
+            throw UserError(
+                fmt::format("{}IRQ {}: no eventfd was handed in as '{}' (a program "
+                            "using the library binds one with "
+                            "SystemDescription::bind_eventfd)",
+                            prefix(q.where), q.irq, q.name));
           }
           c.irq_sources.push_back({q.irq, q.eventfd, true});
           break;
@@ -166,9 +167,10 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
   for (const auto* vm : d.description.vms()) {
     if (!vm->vfio.empty()) {
       const VfioSpec& v = vm->vfio.front();
-      throw UserError(fmt::format("{}<vfio device=\"{}\">: passing host devices through (VFIO) is "
-                                  "not yet supported",
-                                  prefix(v.where), v.device));
+      throw UserError(
+          fmt::format("{}<vfio device=\"{}\">: passing host devices through (VFIO) is "
+                      "not yet supported",
+                      prefix(v.where), v.device));
     }
   }
   for (const auto& r : d.description.regions) d.regions.emplace(r.name, create_region(r));
@@ -207,7 +209,9 @@ void System::request_stop(StopReason reason, const std::string& detail) {
   for (auto& vm : impl_->vms) vm->request_stop(reason, detail);
 }
 
-const SystemDescription& System::description() const { return impl_->description; }
+const SystemDescription& System::description() const {
+  return impl_->description;
+}
 
 std::vector<Vm*> System::vms() {
   std::vector<Vm*> out;

@@ -152,9 +152,10 @@ void Vm::map_regions(uint32_t first_slot) {
   uint32_t slot = first_slot;
   for (const RegionMap& r : d.config.maps) {
     if (r.readonly && d.vm.check_extension(KVM_CAP_READONLY_MEM) <= 0) {
-      throw UserError(fmt::format("memory region '{}': this host's KVM cannot map memory read-only "
-                                  "(no KVM_CAP_READONLY_MEM)",
-                                  r.region->name()));
+      throw UserError(
+          fmt::format("memory region '{}': this host's KVM cannot map memory read-only "
+                      "(no KVM_CAP_READONLY_MEM)",
+                      r.region->name()));
     }
     const GuestMapping& m = d.memory.map(r.gpa, r.region, 0, r.size, r.readonly);
     d.vm.set_user_memory_region(slot++, m.gpa, m.size, m.host(), m.readonly);

@@ -57,5 +57,5 @@ check "virtio: both disks, vdb read-only, vda's data, on hvc0" \
 echo "system: $passed passed, $failed failed"
 [ $failed -eq 0 ]
 EOS
-chmod +x "$payload/run.sh" tests/integration/system.sh
+chmod +x "$payload/run.sh"
 "$repo/tools/emuhost/emuhost" --timeout 600 "$payload"

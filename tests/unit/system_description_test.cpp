@@ -25,12 +25,18 @@ struct DescriptionTest : ::testing::Test {
     return "<system>\n"
            "  <memory_region name=\"guest_ram\" size=\"256M\" />\n"
            "  <memory_region name=\"shared\" size=\"0x2_000\" phys_addr=\"0xc0000000\" />\n"
-           "  " + top_extra + "\n"
+           "  " +
+           top_extra +
+           "\n"
            "  <protection_domain name=\"vmm\">\n"
            "    <virtual_machine name=\"linux\" id=\"0\">\n"
            "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
-           "      <kernel path=\"" + kernel + "\" />\n"
-           "      " + vm_extra + "\n"
+           "      <kernel path=\"" +
+           kernel +
+           "\" />\n"
+           "      " +
+           vm_extra +
+           "\n"
            "    </virtual_machine>\n"
            "  </protection_domain>\n"
            "</system>\n";
@@ -95,7 +101,8 @@ TEST_F(DescriptionTest, UnknownElement) {
 }
 
 TEST_F(DescriptionTest, ElementInTheWrongPlace) {
-  expect_problem(xml("", "<kernel path=\"x\" />"), "t.system:4: <kernel> does not belong in <system>");
+  expect_problem(xml("", "<kernel path=\"x\" />"),
+                 "t.system:4: <kernel> does not belong in <system>");
 }
 
 TEST_F(DescriptionTest, UnknownAttribute) {
@@ -126,10 +133,11 @@ TEST_F(DescriptionTest, SizeNotAMultipleOfThePageSize) {
 }
 
 TEST_F(DescriptionTest, MapsThatOverlapEachOther) {
-  expect_problem(xml("<map mr=\"shared\" perms=\"rw\" />\n<map mr=\"other\" vaddr=\"0xc0001000\" />",
-                     "<memory_region name=\"other\" size=\"4K\" />"),
-                 "t.system:10: map of 'other' at [0xc0001000, 0xc0002000) overlaps map of "
-                 "'shared' at [0xc0000000, 0xc0002000) (t.system:9)");
+  expect_problem(
+      xml("<map mr=\"shared\" perms=\"rw\" />\n<map mr=\"other\" vaddr=\"0xc0001000\" />",
+          "<memory_region name=\"other\" size=\"4K\" />"),
+      "t.system:10: map of 'other' at [0xc0001000, 0xc0002000) overlaps map of "
+      "'shared' at [0xc0000000, 0xc0002000) (t.system:9)");
 }
 
 TEST_F(DescriptionTest, MapOverlappingRam) {
@@ -166,14 +174,17 @@ TEST_F(DescriptionTest, DuplicateNamesAndIds) {
       "  <protection_domain name=\"vmm2\">\n"
       "    <virtual_machine name=\"linux\" id=\"0\">\n"
       "      <map mr=\"guest_ram\" vaddr=\"0x0\" />\n"
-      "      <kernel path=\"" + kernel + "\" />\n"
+      "      <kernel path=\"" +
+      kernel +
+      "\" />\n"
       "    </virtual_machine>\n"
       "  </protection_domain>\n";
   two.insert(two.find("</system>"), second);
   const auto problems = problems_of(two);
   ASSERT_EQ(problems.size(), 2u);
   EXPECT_EQ(problems[0], "t.system:13: duplicate virtual machine name 'linux'");
-  EXPECT_EQ(problems[1], "t.system:13: duplicate virtual machine id 0 (also 'linux' at t.system:6)");
+  EXPECT_EQ(problems[1],
+            "t.system:13: duplicate virtual machine id 0 (also 'linux' at t.system:6)");
 }
 
 TEST_F(DescriptionTest, PermissionsOtherThanRwx) {
@@ -201,20 +212,25 @@ TEST_F(DescriptionTest, ReportsEveryProblemAtOnce) {
       xml("<map mr=\"nowhere\" vaddr=\"0x1000\" perms=\"z\" />\n<irq irq=\"99\" fifo=\"f\" />",
           "<memory_region name=\"bad\" size=\"lots\" />"));
   ASSERT_EQ(problems.size(), 4u);
-  EXPECT_EQ(problems[0], "t.system:4: <memory_region> size=\"lots\" is not a number or size "
-                         "(e.g. 4096, 0x10_000_000, 256M)");
-  EXPECT_EQ(problems[1], "t.system:9: map of 'nowhere': perms=\"z\" may only hold the letters r, "
-                         "w and x");
+  EXPECT_EQ(problems[0],
+            "t.system:4: <memory_region> size=\"lots\" is not a number or size "
+            "(e.g. 4096, 0x10_000_000, 256M)");
+  EXPECT_EQ(problems[1],
+            "t.system:9: map of 'nowhere': perms=\"z\" may only hold the letters r, "
+            "w and x");
   EXPECT_EQ(problems[2], "t.system:9: map of memory region 'nowhere', which does not exist");
-  EXPECT_EQ(problems[3], "t.system:10: IRQ 99 is outside the interrupt controller's range 0-23 on "
-                         "x86_64");
+  EXPECT_EQ(problems[3],
+            "t.system:10: IRQ 99 is outside the interrupt controller's range 0-23 on "
+            "x86_64");
 }
 
 TEST_F(DescriptionTest, RamMustBeMapped) {
   std::string text = xml();
-  text.erase(text.find("      <map mr=\"guest_ram\""), text.find("      <kernel") - text.find("      <map mr=\"guest_ram\""));
-  expect_problem(text, "t.system:6: virtual machine 'linux' has no map of its RAM region "
-                       "'guest_ram' (name another with ram=\"...\")");
+  text.erase(text.find("      <map mr=\"guest_ram\""),
+             text.find("      <kernel") - text.find("      <map mr=\"guest_ram\""));
+  expect_problem(text,
+                 "t.system:6: virtual machine 'linux' has no map of its RAM region "
+                 "'guest_ram' (name another with ram=\"...\")");
 }
 
 TEST_F(DescriptionTest, IrqNeedsOneEventSource) {
@@ -237,7 +253,8 @@ TEST_F(DescriptionTest, OneTerminalForOneConsole) {
 
 TEST_F(DescriptionTest, VfioIsParsed) {
   EXPECT_TRUE(problems_of(xml("<vfio device=\"0000:01:00.0\" />")).empty());
-  EXPECT_NE(description.layout().find("vfio     0000:01:00.0 (not yet supported"), std::string::npos);
+  EXPECT_NE(description.layout().find("vfio     0000:01:00.0 (not yet supported"),
+            std::string::npos);
 }
 
 TEST_F(DescriptionTest, EnvironmentVariablesAndRelativePaths) {
@@ -250,11 +267,13 @@ TEST_F(DescriptionTest, EnvironmentVariablesAndRelativePaths) {
   ASSERT_TRUE(problems.empty());
   EXPECT_EQ(d.regions[0].path, "/somewhere/r.bin");
   EXPECT_EQ(d.regions[1].path, "dir/s.bin");
-  SystemDescription::parse("<system><memory_region name=\"r\" size=\"4K\" path=\"${NO_SUCH_VAR_X}\" /></system>",
-                           "t.system", problems);
+  SystemDescription::parse(
+      "<system><memory_region name=\"r\" size=\"4K\" path=\"${NO_SUCH_VAR_X}\" /></system>",
+      "t.system", problems);
   ASSERT_EQ(problems.size(), 1u);
-  EXPECT_EQ(problems[0], "t.system:1: <memory_region> path=\"${NO_SUCH_VAR_X}\": the environment "
-                         "variable NO_SUCH_VAR_X is not set");
+  EXPECT_EQ(problems[0],
+            "t.system:1: <memory_region> path=\"${NO_SUCH_VAR_X}\": the environment "
+            "variable NO_SUCH_VAR_X is not set");
 }
 
 TEST_F(DescriptionTest, FlagsBuildAValidDescription) {

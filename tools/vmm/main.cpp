@@ -123,7 +123,8 @@ int main(int argc, char** argv) {
   try {
     SystemDescription description;
     if (!system_file.empty()) {
-      if (!config.kernel.empty()) throw UserError("--kernel: not with run or check (the file names the kernel)");
+      if (!config.kernel.empty())
+        throw UserError("--kernel: not with run or check (the file names the kernel)");
       description = SystemDescription::load(system_file);
       if (check_cmd->parsed()) {
         fmt::print("{}", description.layout());
@@ -133,7 +134,9 @@ int main(int argc, char** argv) {
       // The flags are a shorthand for a one-VM description.
       if (config.kernel.empty()) throw UserError("--kernel is required (or: vmm run FILE.system)");
       auto size = parse_size(memory);
-      if (!size) throw UserError(fmt::format("--memory: cannot parse '{}' (try 256M, 2G or 0x10000000)", memory));
+      if (!size)
+        throw UserError(
+            fmt::format("--memory: cannot parse '{}' (try 256M, 2G or 0x10000000)", memory));
       config.memory_size = *size;
       // One terminal can serve one console: the virtIO console takes it when asked to.
       config.serial = !serial.empty() ? serial : config.console == "stdio" ? "none" : "stdio";
@@ -150,7 +153,8 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
     System system(std::move(description));
-    if (system.vms().empty()) throw UserError(fmt::format("{}: no virtual machine to run", system_file));
+    if (system.vms().empty())
+      throw UserError(fmt::format("{}: no virtual machine to run", system_file));
     UniqueFd signals;
     watch_stop_signals(system, signals);
     const RunResult result = system.run();

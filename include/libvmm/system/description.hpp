@@ -26,13 +26,13 @@ struct SourceLocation {
 
 struct MemoryRegionSpec {
   enum class Backing {
-    memfd,     // private to this process tree: anonymous shared memory
-    host_file, // a host file (created if missing, grown to `size`): `path`
-    shm,       // a POSIX shared-memory object (created if missing): `path` is its name, "/x"
+    memfd,      // private to this process tree: anonymous shared memory
+    host_file,  // a host file (created if missing, grown to `size`): `path`
+    shm,        // a POSIX shared-memory object (created if missing): `path` is its name, "/x"
   };
   std::string name;
   uint64_t size = 0;
-  uint64_t page_size = 4 * KiB;  // 4 KiB, or 2 MiB for huge pages (memfd only)
+  uint64_t page_size = 4 * KiB;       // 4 KiB, or 2 MiB for huge pages (memfd only)
   std::optional<uint64_t> phys_addr;  // fixes the guest-physical address of every guest map
   Backing backing = Backing::memfd;
   std::string path;
