@@ -189,12 +189,18 @@ System::~System() = default;
 RunResult System::run() {
   auto& d = *impl_;
   if (d.vms.empty()) return RunResult{StopReason::error, "the description has no virtual machine"};
+  // A guest that resets or powers off ends only itself; a quit, a fault or an error ends the
+  // whole system.
   auto run_one = [this](Vm& vm) {
     const RunResult result = vm.run();
     {
       std::lock_guard lock(impl_->stop_mutex);
-      if (!impl_->first_result) impl_->first_result = result;
+      if (!impl_->first_result ||
+          (impl_->first_result->exit_status() == 0 && result.exit_status() != 0)) {
+        impl_->first_result = result;
+      }
     }
+    if (result.reason == StopReason::reset || result.reason == StopReason::power_off) return;
     request_stop(StopReason::quit, fmt::format("virtual machine '{}' stopped", vm.config().name));
   };
   std::vector<std::thread> others;

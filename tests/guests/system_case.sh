@@ -104,6 +104,37 @@ case $case in
     finish
     expect_out "TEST-GUEST: three interrupts"
     ;;
+  two_guests)
+    # One region mapped into two guests is the same memory: guest a writes, guest b answers.
+    cat >"$work/test.system" <<EOS
+<system>
+  <memory_region name="ram_a" size="32M" />
+  <memory_region name="ram_b" size="32M" />
+  <memory_region name="shared" size="4K" phys_addr="0xc0000000" />
+  <protection_domain name="vmm">
+    <virtual_machine name="a" id="0" ram="ram_a">
+      <map mr="ram_a" vaddr="0x0" />
+      <map mr="shared" />
+      <kernel path="guest.bzImage" />
+      <cmdline>mem 0xc0000000</cmdline>
+      <serial backend="stdio" />
+    </virtual_machine>
+    <virtual_machine name="b" id="1" ram="ram_b">
+      <map mr="ram_b" vaddr="0x0" />
+      <map mr="shared" />
+      <kernel path="guest.bzImage" />
+      <cmdline>answer 0xc0000000</cmdline>
+      <serial backend="file:$work/b.out" />
+    </virtual_machine>
+  </protection_domain>
+</system>
+EOS
+    start
+    finish
+    expect_out "TEST-GUEST: host answered: ANSWER-FROM-GUEST-B"
+    grep -qF "TEST-GUEST: the other guest wrote: GUEST-WROTE-THIS" "$work/b.out" ||
+      fail "guest b did not see guest a's text"
+    ;;
   hugepages)
     # page_size 2 MiB asks for huge pages: a clear error (status 2) on a host without free ones.
     sed 's|<memory_region name="guest_ram" size="32M" />|<memory_region name="guest_ram" size="32M" page_size="2M" />|' \

@@ -10,6 +10,8 @@
  *        "spin"   runs a 2-million-instruction loop (tools/kvm-speed times it);
  *        "mem ADDR" (hex) writes GUEST_PATTERN at guest-physical ADDR (a shared region), then
  *                 waits until the host writes a NUL-terminated answer at ADDR+0x100, prints it;
+ *        "answer ADDR" (hex) is the other side of "mem" in a second guest sharing the region:
+ *                 waits for a NUL-terminated text at ADDR, prints it, answers at ADDR+0x100;
  *        "irq PIN" (decimal) routes IOAPIC pin PIN to vector 0x30 on this CPU's local APIC,
  *                 then counts interrupts, printing a line for each, until there were three;
  *        anything else: nothing more.
@@ -94,6 +96,8 @@ entry64:
         je do_mem
         cmp $'i', %al
         je do_irq
+        cmp $'a', %al
+        je do_answer
 reset:
         lea bye(%rip), %rsi
         call puts
@@ -162,6 +166,27 @@ do_mem:
         call puts
         mov $'\n', %al
         call putc
+        jmp reset
+
+do_answer:
+        lea 7(%rbx), %rsi               /* after "answer " */
+        call parse_hex
+        mov %rax, %rbx
+29:     pause
+        cmpb $0, (%rbx)                 /* the other guest's text */
+        je 29b
+        lea other_wrote(%rip), %rsi
+        call puts
+        mov %rbx, %rsi
+        call puts
+        mov $'\n', %al
+        call putc
+        lea guest_answer(%rip), %rsi
+        lea 0x100(%rbx), %rdi
+30:     lodsb
+        stosb
+        test %al, %al
+        jnz 30b
         jmp reset
 
 do_irq:
@@ -285,6 +310,8 @@ bye:         .asciz "TEST-GUEST: resetting\n"
 guest_pattern: .asciz "GUEST-WROTE-THIS"
 mem_written: .asciz "TEST-GUEST: pattern written\n"
 host_answered: .asciz "TEST-GUEST: host answered: "
+other_wrote: .asciz "TEST-GUEST: the other guest wrote: "
+guest_answer: .asciz "ANSWER-FROM-GUEST-B"
 irq_ready:   .asciz "TEST-GUEST: irq ready\n"
 got_irq:     .asciz "TEST-GUEST: interrupt\n"
 irq_done:    .asciz "TEST-GUEST: three interrupts\n"

@@ -25,8 +25,9 @@ class System {
   System(const System&) = delete;
   System& operator=(const System&) = delete;
 
-  // Runs every VM (one thread each, the first on the calling thread) until one stops; the
-  // others are then stopped too. Returns how the first one to stop ended.
+  // Runs every VM (one thread each, the first on the calling thread) until all have stopped.
+  // A guest reset or power-off ends that VM only; a quit, fault or error stops them all.
+  // Returns the first failure (exit_status() != 0) if any, else how the first VM ended.
   RunResult run();
   // Thread-safe: stops every VM.
   void request_stop(StopReason reason, const std::string& detail);
