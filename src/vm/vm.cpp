@@ -167,7 +167,6 @@ void Vm::map_regions(uint32_t first_slot) {
 void Vm::wire_irq_sources() {
   auto& d = *impl_;
   for (const IrqSource& source : d.config.irq_sources) {
-    std::shared_ptr<IrqLine> line = irq(source.irq);
     if (source.is_eventfd) {
       // Straight to KVM: the host signals the guest without a trip through this process.
       d.vm.register_irqfd(source.fd, source.irq);
@@ -175,6 +174,7 @@ void Vm::wire_irq_sources() {
       continue;
     }
     const int fd = source.fd;
+    std::shared_ptr<IrqLine> line = irq(source.irq);
     d.loop.add(fd, EPOLLIN, [fd, line](uint32_t) {
       char buffer[256];
       bool fired = false;
@@ -188,10 +188,6 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
   auto& d = *impl_;
   if (d.prepared) throw std::logic_error("Vm::add_virtio_device after prepare()");
   const std::vector<uint32_t> irqs = d.machine->device_irqs();
-  if (d.next_device_irq >= irqs.size()) {
-    throw UserError(fmt::format("{}: no free interrupt line left for it ({} devices at most)",
-                                device->name(), irqs.size()));
-  }
   // Lines wired to host event sources are not handed to devices.
   auto taken = [&d](uint32_t n) {
     for (const IrqSource& s : d.config.irq_sources) {

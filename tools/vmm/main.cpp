@@ -1,4 +1,5 @@
-// vmm: boots a Linux guest on KVM. A thin command-line layer over libvmm::Vm.
+// vmm: boots a Linux guest on KVM. A thin command-line layer over libvmm::System: the flags
+// build a one-VM system description; `vmm run`/`vmm check` read one from a .system file.
 #include <CLI/CLI.hpp>
 #include <signal.h>
 #include <sys/epoll.h>
