@@ -212,6 +212,7 @@ class Validator {
                                "guest cannot read",
                                m.region, m.perms));
     }
+    if (r == nullptr && m.region.empty() && !m.where.file.empty()) return nullptr;  // no mr=
     if (r == nullptr) {
       add(m.where, fmt::format("map of memory region '{}', which does not exist", m.region));
       return nullptr;

@@ -113,6 +113,7 @@ TEST_F(DescriptionTest, UnknownAttribute) {
 TEST_F(DescriptionTest, MissingRequiredAttribute) {
   expect_problem(xml("", "<memory_region name=\"x\" />"),
                  "t.system:4: <memory_region> needs the attribute 'size'");
+  expect_problem(xml("<map vaddr=\"0xc0000000\" />"), "t.system:9: <map> needs the attribute 'mr'");
 }
 
 TEST_F(DescriptionTest, BadNumber) {
