@@ -129,8 +129,8 @@ class SystemDescription {
   std::vector<VirtualMachineSpec*> vms();
   std::vector<const VirtualMachineSpec*> vms() const;
 
-  // The resolved layout, as `vmm check` prints it: regions, and per VM its RAM, maps,
-  // devices with their addresses and IRQs, and interrupt sources.
+  // The resolved layout of a valid description, as `vmm check` prints it: regions, and per VM
+  // its RAM, maps, devices with their addresses and IRQs, and interrupt sources.
   std::string layout() const;
 };
 
