@@ -20,6 +20,24 @@
 
 namespace libvmm {
 
+// A memory region mapped into the guest at `gpa` besides its RAM (shared memory, passthrough
+// regions: see include/libvmm/system/). Read-only maps become read-only KVM slots.
+struct RegionMap {
+  std::shared_ptr<MemoryRegion> region;
+  uint64_t gpa = 0;
+  uint64_t size = 0;
+  bool readonly = false;
+};
+
+// A host event source raising guest interrupt `irq`. An eventfd goes straight to KVM (irqfd);
+// any other readable descriptor (a FIFO, a datagram socket) is drained by the event loop,
+// which then pulses the interrupt through the line's irqfd.
+struct IrqSource {
+  uint32_t irq = 0;
+  int fd = -1;  // not owned: it must outlive the Vm
+  bool is_eventfd = false;
+};
+
 struct VmConfig {
   std::string name = "vm";
   uint64_t memory_size = 256 * MiB;
@@ -32,6 +50,11 @@ struct VmConfig {
   std::string console;             // virtio console backend spec; empty: no virtio console
   bool strict_faults = false;    // stop the VM on the first unhandled guest access
   std::string kvm_device = "/dev/kvm";
+  // Set from a system description: guest RAM in a region shared with others (null: a private
+  // memfd of memory_size bytes), more maps, and host event sources wired to interrupts.
+  std::shared_ptr<MemoryRegion> ram;
+  std::vector<RegionMap> maps;
+  std::vector<IrqSource> irq_sources;
 };
 
 // How a run ended.
@@ -80,6 +103,8 @@ class Vm {
   std::shared_ptr<IrqLine> irq(uint32_t number);
 
  private:
+  void map_regions(uint32_t first_slot);
+  void wire_irq_sources();
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -19,6 +19,13 @@ struct RamRange {
   uint64_t size = 0;
 };
 
+// A guest-physical range the machine itself uses (devices, firmware): no map may overlap it.
+struct DeviceWindow {
+  const char* name;
+  uint64_t gpa = 0;
+  uint64_t size = 0;
+};
+
 class Machine {
  public:
   virtual ~Machine() = default;
@@ -43,6 +50,13 @@ class Machine {
   virtual void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) = 0;
   // The most vCPUs this machine can describe to the guest.
   virtual uint32_t max_vcpus() const = 0;
+
+  // For system descriptions (src/system/): where RAM must be mapped, the windows maps must
+  // avoid, and how many interrupt lines the controller has (numbers 0 .. irq_count()-1).
+  virtual uint64_t ram_base() const { return 0; }
+  virtual std::vector<DeviceWindow> device_windows() const { return {}; }
+  virtual uint32_t irq_count() const { return 0; }
+  virtual const char* name() const { return "unknown"; }
 };
 
 std::unique_ptr<Machine> make_host_machine();

@@ -54,12 +54,17 @@ std::string FaultReporter::describe(const GuestAccess& a, const GuestMemory& mem
     }
   }
 
+  // A write to a read-only KVM slot exits like an access to nothing: say which it was.
+  const GuestMapping* readonly = memory.find(a.address);
+  const std::string why =
+      readonly != nullptr && readonly->readonly
+          ? fmt::format("memory '{}' is read-only for the guest", readonly->region->name())
+          : "no RAM or device is mapped there";
   std::ostringstream out;
   out << fmt::format(
-      "guest fault: vCPU {} {} {} byte{} at guest-physical {:#x} (instruction pointer {:#x}): no "
-      "RAM or device is mapped there\n",
+      "guest fault: vCPU {} {} {} byte{} at guest-physical {:#x} (instruction pointer {:#x}): {}\n",
       a.vcpu, a.write ? "wrote" : "read", a.size, a.size == 1 ? "" : "s", a.address,
-      a.instruction_pointer);
+      a.instruction_pointer, why);
   out << "  nearest: " << nearest << "\n";
   out << "  to fix it, either: (1) give the guest access to this address (a memory region or device "
          "mapped there, see the passthrough section of the docs); (2) disable the guest's device "

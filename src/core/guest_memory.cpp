@@ -40,8 +40,10 @@ std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t si
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     throw_errno(fmt::format("memory region '{}': ftruncate to {:#x}", name, size));
   }
-  // MAP_NORESERVE: guest RAM is populated on demand, like any process's memory.
-  void* host = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get(), 0);
+  // MAP_NORESERVE: guest RAM is populated on demand, like any process's memory. Not for huge
+  // pages: without a reservation a missing huge page is a SIGBUS later, not an error now.
+  const int reserve = hugepages ? 0 : MAP_NORESERVE;
+  void* host = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | reserve, fd.get(), 0);
   if (host == MAP_FAILED) {
     if (hugepages && errno == ENOMEM) {
       throw UserError(fmt::format("memory region '{}': not enough free 2 MiB huge pages for {} MiB "

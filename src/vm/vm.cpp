@@ -105,6 +105,7 @@ struct Vm::Impl {
   std::map<uint32_t, std::shared_ptr<KvmIrqLine>> irqs;
   std::vector<std::shared_ptr<VirtioMmioTransport>> transports;
   std::vector<UniqueFd> notify_fds;
+  std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
   size_t next_device_irq = 0;
   bool prepared = false;
   std::mutex stop_mutex;
@@ -130,7 +131,11 @@ Vm::Vm(const VmConfig& config) {
   d.kvm.require_extension(KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD");
 
   // Guest RAM: one memfd region, mapped in as many pieces as the memory map has RAM ranges.
-  auto ram = MemoryRegion::create("guest_ram", config.memory_size);
+  auto ram = config.ram ? config.ram : MemoryRegion::create("guest_ram", config.memory_size);
+  if (ram->size() < config.memory_size) {
+    throw UserError(fmt::format("guest RAM: region '{}' is smaller than {:#x} bytes", ram->name(),
+                                config.memory_size));
+  }
   uint64_t offset = 0;
   uint32_t slot = 0;
   for (const RamRange& range : d.machine->ram_layout(config.memory_size)) {
@@ -140,9 +145,12 @@ Vm::Vm(const VmConfig& config) {
     offset += range.size;
   }
 
+  if (!config.maps.empty()) map_regions(slot);
+
   d.faults = std::make_unique<FaultReporter>(d.memory, d.mmio, config.strict_faults);
   d.machine->create_interrupt_controller(*this);
   d.machine->add_platform_devices(*this);
+  wire_irq_sources();
 
   for (const BlockConfig& disk : config.disks)
     add_virtio_device(std::make_shared<VirtioBlock>(disk));
@@ -156,10 +164,55 @@ Vm::Vm(const VmConfig& config) {
   }
 }
 
+void Vm::map_regions(uint32_t first_slot) {
+  auto& d = *impl_;
+  uint32_t slot = first_slot;
+  for (const RegionMap& r : d.config.maps) {
+    if (r.readonly && d.vm.check_extension(KVM_CAP_READONLY_MEM) <= 0) {
+      throw UserError(
+          fmt::format("memory region '{}': this host's KVM cannot map memory read-only "
+                      "(no KVM_CAP_READONLY_MEM)",
+                      r.region->name()));
+    }
+    const GuestMapping& m = d.memory.map(r.gpa, r.region, 0, r.size, r.readonly);
+    d.vm.set_user_memory_region(slot++, m.gpa, m.size, m.host(), m.readonly);
+    log::debug("region '{}' at [{:#x}, {:#x}){}", r.region->name(), m.gpa, m.end(),
+               r.readonly ? " read-only" : "");
+  }
+}
+
+void Vm::wire_irq_sources() {
+  auto& d = *impl_;
+  for (const IrqSource& source : d.config.irq_sources) {
+    if (source.is_eventfd) {
+      // Straight to KVM: the host signals the guest without a trip through this process.
+      d.vm.register_irqfd(source.fd, source.irq);
+      d.external_irqfds.emplace_back(source.fd, source.irq);
+      continue;
+    }
+    const int fd = source.fd;
+    std::shared_ptr<IrqLine> line = irq(source.irq);
+    d.loop.add(fd, EPOLLIN, [fd, line](uint32_t) {
+      char buffer[256];
+      bool fired = false;
+      while (::read(fd, buffer, sizeof buffer) > 0) fired = true;  // one pulse per wake-up
+      if (fired) line->pulse();
+    });
+  }
+}
+
 void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
   auto& d = *impl_;
   if (d.prepared) throw std::logic_error("Vm::add_virtio_device after prepare()");
   const std::vector<uint32_t> irqs = d.machine->device_irqs();
+  // Lines wired to host event sources are not handed to devices.
+  auto taken = [&d](uint32_t n) {
+    for (const IrqSource& s : d.config.irq_sources) {
+      if (s.irq == n) return true;
+    }
+    return false;
+  };
+  while (d.next_device_irq < irqs.size() && taken(irqs[d.next_device_irq])) ++d.next_device_irq;
   if (d.next_device_irq >= irqs.size()) {
     throw UserError(fmt::format("{}: no free interrupt line left for it ({} devices at most)",
                                 device->name(), irqs.size()));
@@ -224,6 +277,13 @@ Vm::~Vm() {
   if (!impl_) return;
   for (auto& v : impl_->vcpus) v->stop();
   for (auto& v : impl_->vcpus) v->join();
+  for (const auto& [fd, gsi] : impl_->external_irqfds) {
+    try {
+      impl_->vm.unregister_irqfd(fd, gsi);
+    } catch (const std::exception&) {
+      // The VM is going away; KVM drops the irqfd with it.
+    }
+  }
 }
 
 RunResult Vm::run() {

@@ -1,4 +1,5 @@
-// vmm: boots a Linux guest on KVM. A thin command-line layer over libvmm::Vm.
+// vmm: boots a Linux guest on KVM. A thin command-line layer over libvmm::System: the flags
+// build a one-VM system description; `vmm run`/`vmm check` read one from a .system file.
 #include <CLI/CLI.hpp>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -11,6 +12,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/size.hpp"
+#include "libvmm/system/system.hpp"
 #include "libvmm/vm.hpp"
 
 using namespace libvmm;
@@ -29,15 +31,15 @@ sigset_t stop_signals() {
   return set;
 }
 
-void watch_stop_signals(Vm& vm, UniqueFd& holder) {
+void watch_stop_signals(System& system, UniqueFd& holder) {
   sigset_t set = stop_signals();
   holder.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!holder) throw_errno("signalfd");
   const int fd = holder.get();
-  vm.event_loop().add(fd, EPOLLIN, [&vm, fd](uint32_t) {
+  system.vms().front()->event_loop().add(fd, EPOLLIN, [&system, fd](uint32_t) {
     signalfd_siginfo info{};
     if (::read(fd, &info, sizeof info) == sizeof info) {
-      vm.request_stop(StopReason::quit, fmt::format("stopped by signal {}", info.ssi_signo));
+      system.request_stop(StopReason::quit, fmt::format("stopped by signal {}", info.ssi_signo));
     }
   });
 }
@@ -70,7 +72,7 @@ int main(int argc, char** argv) {
   std::string memory = "256M";
   bool verbose = false;
   bool quiet = false;
-  app.add_option("--kernel", config.kernel, "Guest kernel (x86_64: bzImage)")->required();
+  app.add_option("--kernel", config.kernel, "Guest kernel (x86_64: bzImage)");
   app.add_option("--initrd", config.initrd, "Initial RAM disk (e.g. initramfs.cpio.gz)");
   app.add_option("--cmdline", config.cmdline, "Kernel command line")->default_str("");
   app.add_option("--memory,-m", memory, "Guest RAM, e.g. 256M, 2G, 0x10_000_000")
@@ -92,6 +94,16 @@ int main(int argc, char** argv) {
                "Stop the VM (exit status 1) on the first guest access to unmapped memory");
   app.add_flag("--verbose,-v", verbose, "Log more (unclaimed port accesses, layout)");
   app.add_flag("--quiet,-q", quiet, "Log only errors");
+  // A system description file instead of the flags (docs/SYSTEM_FORMAT.md).
+  std::string system_file;
+  CLI::App* run_cmd = app.add_subcommand("run", "Run the system a .system file describes");
+  CLI::App* check_cmd =
+      app.add_subcommand("check", "Validate a .system file and print its resolved layout");
+  for (CLI::App* cmd : {run_cmd, check_cmd}) {
+    cmd->add_option("file", system_file, "System description (.system)")->required();
+    cmd->fallthrough();  // -v, -q after the subcommand
+  }
+  app.require_subcommand(0, 1);
 
   try {
     app.parse(argc, argv);
@@ -105,34 +117,57 @@ int main(int argc, char** argv) {
   }
   if (verbose) log::set_level(log::Level::debug);
   if (quiet) log::set_level(log::Level::error);
-  if (const char* dev = std::getenv("LIBVMM_KVM_DEVICE")) config.kvm_device = dev;
 
   ::signal(SIGPIPE, SIG_IGN);  // a closed output pipe is an error to report, not a reason to die
   restore_terminal_on_crash();
 
   try {
-    auto size = parse_size(memory);
-    if (!size) throw UserError(fmt::format("--memory: cannot parse '{}' (try 256M, 2G or 0x10000000)", memory));
-    config.memory_size = *size;
-    // One terminal can serve one console: the virtIO console takes it when asked to.
-    config.serial = !serial.empty() ? serial : config.console == "stdio" ? "none" : "stdio";
-    for (const auto& spec : disks) config.disks.push_back(parse_disk_spec(spec));
+    SystemDescription description;
+    if (!system_file.empty()) {
+      if (!config.kernel.empty())
+        throw UserError("--kernel: not with run or check (the file names the kernel)");
+      description = SystemDescription::load(system_file);
+      if (check_cmd->parsed()) {
+        fmt::print("{}", description.layout());
+        return 0;
+      }
+    } else {
+      // The flags are a shorthand for a one-VM description.
+      if (config.kernel.empty()) throw UserError("--kernel is required (or: vmm run FILE.system)");
+      auto size = parse_size(memory);
+      if (!size)
+        throw UserError(
+            fmt::format("--memory: cannot parse '{}' (try 256M, 2G or 0x10000000)", memory));
+      config.memory_size = *size;
+      // One terminal can serve one console: the virtIO console takes it when asked to.
+      config.serial = !serial.empty() ? serial : config.console == "stdio" ? "none" : "stdio";
+      for (const auto& spec : disks) config.disks.push_back(parse_disk_spec(spec));
+      description = SystemDescription::from_vm_config(config);
+    }
+    if (const char* dev = std::getenv("LIBVMM_KVM_DEVICE")) {
+      for (auto* vm : description.vms()) vm->config.kvm_device = dev;
+    }
 
     // Block the stop signals in every thread (vCPU threads inherit the mask); the event loop
     // reads them from a signalfd.
     sigset_t set = stop_signals();
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-    Vm vm(config);
+    System system(std::move(description));
+    if (system.vms().empty())
+      throw UserError(fmt::format("{}: no virtual machine to run", system_file));
     UniqueFd signals;
-    watch_stop_signals(vm, signals);
-    const RunResult result = vm.run();
+    watch_stop_signals(system, signals);
+    const RunResult result = system.run();
     if (result.exit_status() == 0) {
       log::info("guest stopped ({}): {}", to_string(result.reason), result.detail);
     } else {
       log::error("guest stopped ({}): {}", to_string(result.reason), result.detail);
     }
     return result.exit_status();
+  } catch (const DescriptionError& e) {
+    for (const auto& problem : e.problems()) log::error("{}", problem);
+    return kExitUserError;
   } catch (const UserError& e) {
     log::error("{}", e.what());
     return kExitUserError;

@@ -114,6 +114,16 @@ class X86Machine : public Machine {
 
   uint32_t max_vcpus() const override { return x86::kMaxMpCpus; }
 
+  std::vector<DeviceWindow> device_windows() const override {
+    const uint64_t virtio_slots = device_irqs().size();
+    return {{"the virtio-mmio device window", x86::kVirtioMmioBase, virtio_slots * kVirtioMmioSlot},
+            {"the IOAPIC", x86::kIoapicAddr, 0x1000},
+            {"the local APIC", x86::kLapicAddr, 0x1000},
+            {"KVM's TSS and identity map", kIdentityMapAddr, 0x4000}};
+  }
+  uint32_t irq_count() const override { return x86::kMpIoapicPins; }
+  const char* name() const override { return "x86_64"; }
+
   uint64_t virtio_mmio_base() const override { return x86::kVirtioMmioBase; }
 
   // IOAPIC pins no PC device claims: not the timer (0, 2), keyboard (1), COM2/COM1 (3, 4),

@@ -1,0 +1,18 @@
+// libFuzzer target: the .system parser and validator on arbitrary bytes. Whatever the input,
+// they must report problems, never crash; a description they accept must lay out.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "libvmm/system/description.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  std::vector<std::string> problems;
+  libvmm::SystemDescription d = libvmm::SystemDescription::parse(text, "fuzz.system", problems);
+  for (auto& p : d.problems()) problems.push_back(std::move(p));
+  if (problems.empty()) (void)d.layout();
+  return 0;
+}

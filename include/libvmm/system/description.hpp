@@ -1,0 +1,147 @@
+// A system description: memory regions, the VMM's own maps, and virtual machines with their
+// maps, interrupts and devices, in the spirit of the seL4 Microkit system description the
+// libvmm manual starts from. Read from a `.system` XML file (docs/SYSTEM_FORMAT.md), built by
+// the `vmm` flags, or built and adjusted in code; then validated and run by libvmm::System.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/vm.hpp"
+
+namespace libvmm {
+
+// Where something was written: "file:line", or a flag such as "--memory" for descriptions the
+// `vmm` flags built, or "" for ones built in code.
+struct SourceLocation {
+  std::string file;
+  uint32_t line = 0;
+  std::string str() const;  // "file:line", "file" or ""
+};
+
+struct MemoryRegionSpec {
+  enum class Backing {
+    memfd,      // private to this process tree: anonymous shared memory
+    host_file,  // a host file (created if missing, grown to `size`): `path`
+    shm,        // a POSIX shared-memory object (created if missing): `path` is its name, "/x"
+  };
+  std::string name;
+  uint64_t size = 0;
+  uint64_t page_size = 4 * KiB;       // 4 KiB, or 2 MiB for huge pages (memfd only)
+  std::optional<uint64_t> phys_addr;  // fixes the guest-physical address of every guest map
+  Backing backing = Backing::memfd;
+  std::string path;
+  SourceLocation where;
+};
+
+// A region mapped into a VM (at guest-physical `vaddr`) or into the VMM (setvar_vaddr names
+// the mapping for the API; the VMM's virtual address itself cannot be chosen on Linux).
+struct MapSpec {
+  std::string region;
+  std::optional<uint64_t> vaddr;  // default: the region's phys_addr
+  std::optional<uint64_t> size;   // default: the whole region
+  std::string perms = "rw";       // letters r, w, x; x cannot be enforced on KVM
+  std::string setvar_vaddr;
+  SourceLocation where;
+  bool readonly() const { return perms.find('w') == std::string::npos; }
+};
+
+// A guest interrupt raised whenever a host event source fires.
+struct IrqSpec {
+  enum class Source {
+    eventfd,  // handed in by the program using the library (SystemDescription::bind_eventfd)
+    fifo,     // a named pipe at `path` (created if missing); every write raises the IRQ
+    socket,   // a Unix datagram socket bound at `path`; every datagram raises the IRQ
+  };
+  uint32_t irq = 0;
+  Source source = Source::eventfd;
+  std::string name;  // eventfd: the name a program binds its eventfd to
+  std::string path;  // fifo, socket
+  int eventfd = -1;  // eventfd: the descriptor (not owned), once bound
+  SourceLocation where;
+};
+
+// A real host device handed to the guest. The format has a place for it; the loader refuses
+// it until VFIO support lands.
+struct VfioSpec {
+  std::string device;  // e.g. a PCI address 0000:01:00.0
+  SourceLocation where;
+};
+
+struct VirtualMachineSpec {
+  // Name, vCPUs, images, command line, serial, virtIO disks and console. memory_size is
+  // derived from the RAM region; ram_region/maps/irq_sources are filled in by System.
+  VmConfig config;
+  uint32_t id = 0;
+  std::string ram_region = "guest_ram";  // which mapped region is the guest's RAM
+  std::vector<MapSpec> maps;
+  std::vector<IrqSpec> irqs;
+  std::vector<VfioSpec> vfio;
+  // AArch64 (issue 6): a device tree or an overlay for the generated one, and the GIC
+  // version. Parsed here; refused on x86_64 by the validator.
+  std::filesystem::path dtb;
+  std::filesystem::path dtb_overlay;
+  std::optional<uint32_t> gic_version;
+  // Issue 4 adds virtio-net (<virtio_net tap="...">) next to the disks and console.
+  SourceLocation where;
+  // Where each image, device or option came from, for messages: "kernel", "initrd",
+  // "disk0", "serial", "console", "dtb", "dtb_overlay", "gic", "vcpus".
+  std::vector<std::pair<std::string, SourceLocation>> element_locations;
+  SourceLocation location_of(std::string_view what) const;
+};
+
+struct ProtectionDomainSpec {
+  std::string name;
+  std::vector<MapSpec> maps;  // the VMM's own maps
+  std::vector<VirtualMachineSpec> vms;
+  SourceLocation where;
+};
+
+class SystemDescription {
+ public:
+  std::string file;  // the file it came from, or "" when built from flags or in code
+  std::vector<MemoryRegionSpec> regions;
+  std::vector<ProtectionDomainSpec> domains;
+
+  // Parses and validates a `.system` file. Throws DescriptionError listing every problem.
+  static SystemDescription load(const std::filesystem::path& path);
+  // Parses `xml` (named `file` in messages) without validating; problems are appended to
+  // `problems` as "file:line: what is wrong" and the rest is still parsed.
+  static SystemDescription parse(std::string_view xml, const std::string& file,
+                                 std::vector<std::string>& problems);
+  // The `vmm` flags' shorthand: one VM with `config.memory_size` bytes of RAM.
+  static SystemDescription from_vm_config(const VmConfig& config);
+
+  // Every problem with the description, each "file:line: what is wrong"; empty when valid.
+  std::vector<std::string> problems() const;
+  // Throws DescriptionError when problems() is not empty.
+  void validate() const;
+
+  // Hands a program's eventfd to every <irq eventfd="name">.
+  void bind_eventfd(std::string_view name, int fd);
+
+  const MemoryRegionSpec* find_region(std::string_view name) const;
+  std::vector<VirtualMachineSpec*> vms();
+  std::vector<const VirtualMachineSpec*> vms() const;
+
+  // The resolved layout of a valid description, as `vmm check` prints it: regions, and per VM
+  // its RAM, maps, devices with their addresses and IRQs, and interrupt sources.
+  std::string layout() const;
+};
+
+// A description with problems: what() has one "file:line: what is wrong" line per problem.
+class DescriptionError : public UserError {
+ public:
+  explicit DescriptionError(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+}  // namespace libvmm

@@ -1,0 +1,49 @@
+// A running system: the memory regions and virtual machines of a SystemDescription. Regions are
+// created once and shared by every map of them (in the VMM and in each guest), so a region
+// mapped into two guests, or into a guest and this process, is the same memory.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "libvmm/system/description.hpp"
+#include "libvmm/vm.hpp"
+
+namespace libvmm {
+
+class System {
+ public:
+  // Validates the description (DescriptionError listing every problem), creates its regions
+  // and event sources and builds every VM. Throws UserError for what this host or this
+  // version cannot do (no huge pages, VFIO, an unbound eventfd, ...), naming file and line.
+  explicit System(SystemDescription description);
+  ~System();
+  System(const System&) = delete;
+  System& operator=(const System&) = delete;
+
+  // Runs every VM (one thread each, the first on the calling thread) until all have stopped.
+  // A guest reset or power-off ends that VM only; a quit, fault or error stops them all.
+  // Returns the first failure (exit_status() != 0) if any, else how the first VM ended.
+  RunResult run();
+  // Thread-safe: stops every VM.
+  void request_stop(StopReason reason, const std::string& detail);
+
+  const SystemDescription& description() const;
+  std::vector<Vm*> vms();
+  Vm& vm(std::string_view name);  // throws std::out_of_range for an unknown name
+  // A memory region by name (nullptr if none): host() is this process's mapping of it.
+  std::shared_ptr<MemoryRegion> region(std::string_view name) const;
+  // The VMM's view of a region it maps, by the map's setvar_vaddr (the manual's
+  // guest_ram_vaddr); empty if no VMM map has that name.
+  std::span<uint8_t> vmm_mapping(std::string_view setvar_vaddr) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace libvmm

@@ -1,0 +1,408 @@
+// SystemDescription: loading, the `vmm` flags' shorthand, and the validation pass that checks
+// a description against itself and against this host's machine before anything is created.
+#include "libvmm/system/description.hpp"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "../arch/machine.hpp"
+#include "libvmm/core/file.hpp"
+#include "libvmm/core/size.hpp"
+
+namespace libvmm {
+
+std::string SourceLocation::str() const {
+  if (file.empty()) return "";
+  return line == 0 ? file : fmt::format("{}:{}", file, line);
+}
+
+SourceLocation VirtualMachineSpec::location_of(std::string_view what) const {
+  for (const auto& [name, loc] : element_locations) {
+    if (name == what) return loc;
+  }
+  return where;
+}
+
+namespace {
+
+std::string join_lines(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += (out.empty() ? "" : "\n") + l;
+  return out;
+}
+
+}  // namespace
+
+DescriptionError::DescriptionError(std::vector<std::string> problems)
+    : UserError(join_lines(problems)), problems_(std::move(problems)) {}
+
+SystemDescription SystemDescription::load(const std::filesystem::path& path) {
+  const std::vector<uint8_t> bytes = read_file(path, "system description");
+  std::vector<std::string> problems;
+  SystemDescription d =
+      parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+            path.string(), problems);
+  for (auto& p : d.problems()) problems.push_back(std::move(p));
+  if (!problems.empty()) throw DescriptionError(std::move(problems));
+  return d;
+}
+
+SystemDescription SystemDescription::from_vm_config(const VmConfig& config) {
+  SystemDescription d;
+  MemoryRegionSpec ram;
+  ram.name = "guest_ram";
+  ram.size = config.memory_size;
+  ram.where.file = "--memory";
+  d.regions.push_back(ram);
+  ProtectionDomainSpec vmm;
+  vmm.name = "vmm";
+  VirtualMachineSpec vm;
+  vm.config = config;
+  vm.ram_region = ram.name;
+  MapSpec map;
+  map.region = ram.name;
+  map.vaddr = make_host_machine()->ram_base();
+  map.perms = "rwx";
+  map.where.file = "--memory";
+  vm.maps.push_back(map);
+  vmm.vms.push_back(std::move(vm));
+  d.domains.push_back(std::move(vmm));
+  return d;
+}
+
+void SystemDescription::validate() const {
+  if (auto p = problems(); !p.empty()) throw DescriptionError(std::move(p));
+}
+
+void SystemDescription::bind_eventfd(std::string_view name, int fd) {
+  for (auto* vm : vms()) {
+    for (auto& irq : vm->irqs) {
+      if (irq.source == IrqSpec::Source::eventfd && irq.name == name) irq.eventfd = fd;
+    }
+  }
+}
+
+const MemoryRegionSpec* SystemDescription::find_region(std::string_view name) const {
+  for (const auto& r : regions) {
+    if (r.name == name) return &r;
+  }
+  return nullptr;
+}
+
+std::vector<VirtualMachineSpec*> SystemDescription::vms() {
+  std::vector<VirtualMachineSpec*> out;
+  for (auto& pd : domains) {
+    for (auto& vm : pd.vms) out.push_back(&vm);
+  }
+  return out;
+}
+
+std::vector<const VirtualMachineSpec*> SystemDescription::vms() const {
+  std::vector<const VirtualMachineSpec*> out;
+  for (const auto& pd : domains) {
+    for (const auto& vm : pd.vms) out.push_back(&vm);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+namespace {
+
+struct Range {
+  std::string what;
+  uint64_t gpa = 0;
+  uint64_t size = 0;
+  uint64_t end() const { return gpa + size; }
+};
+
+class Validator {
+ public:
+  Validator(const SystemDescription& d, const Machine& machine) : d_(d), machine_(machine) {}
+
+  std::vector<std::string> run() {
+    check_regions();
+    std::set<std::string> pd_names;
+    std::set<std::string> setvars;
+    std::set<std::string> vm_names;
+    std::map<uint32_t, const VirtualMachineSpec*> vm_ids;
+    std::vector<std::string> stdio_users;
+    for (const auto& pd : d_.domains) {
+      if (!pd_names.insert(pd.name).second) {
+        add(pd.where, fmt::format("duplicate protection domain name '{}'", pd.name));
+      }
+      for (const auto& m : pd.maps) {
+        check_map(m);
+        if (!m.setvar_vaddr.empty() && !setvars.insert(m.setvar_vaddr).second) {
+          add(m.where, fmt::format("duplicate setvar_vaddr '{}'", m.setvar_vaddr));
+        }
+      }
+      for (const auto& vm : pd.vms) {
+        if (!vm_names.insert(vm.config.name).second) {
+          add(vm.where, fmt::format("duplicate virtual machine name '{}'", vm.config.name));
+        }
+        if (auto [it, fresh] = vm_ids.emplace(vm.id, &vm); !fresh) {
+          add(vm.where, fmt::format("duplicate virtual machine id {} (also '{}' at {})", vm.id,
+                                    it->second->config.name, it->second->where.str()));
+        }
+        check_vm(vm, stdio_users);
+      }
+    }
+    return std::move(problems_);
+  }
+
+ private:
+  void add(const SourceLocation& where, const std::string& what) {
+    const std::string loc = where.str();
+    problems_.push_back(loc.empty() ? what : fmt::format("{}: {}", loc, what));
+  }
+
+  void check_regions() {
+    std::set<std::string> names;
+    for (const auto& r : d_.regions) {
+      const std::string name = fmt::format("memory region '{}'", r.name);
+      if (r.name.empty()) add(r.where, "a memory region needs a name");
+      if (!names.insert(r.name).second) add(r.where, fmt::format("duplicate {}", name));
+      if (r.page_size != 4 * KiB && r.page_size != 2 * MiB) {
+        add(r.where, fmt::format("{}: page_size {:#x} is neither 0x1000 (4 KiB) nor 0x200000 "
+                                 "(2 MiB huge pages)",
+                                 name, r.page_size));
+      } else if (r.size == 0 && !r.where.file.empty()) {
+        // A file's missing, malformed or zero size was reported by the parser.
+      } else if (r.size == 0 || r.size % r.page_size != 0) {
+        add(r.where, fmt::format("{}: size {:#x} is not a non-zero multiple of its page size {:#x}",
+                                 name, r.size, r.page_size));
+      }
+      if (r.page_size == 2 * MiB && r.backing != MemoryRegionSpec::Backing::memfd) {
+        add(r.where, fmt::format("{}: huge pages (page_size 2 MiB) need a memfd region, not a "
+                                 "host file or shm object",
+                                 name));
+      }
+      if (r.phys_addr && *r.phys_addr % r.page_size != 0) {
+        add(r.where, fmt::format("{}: phys_addr {:#x} is not aligned to its page size {:#x}", name,
+                                 *r.phys_addr, r.page_size));
+      }
+      if (r.backing != MemoryRegionSpec::Backing::memfd && r.path.empty()) {
+        add(r.where, fmt::format("{}: empty path", name));
+      }
+      if (r.backing == MemoryRegionSpec::Backing::shm &&
+          (r.path.size() < 2 || r.path[0] != '/' || r.path.find('/', 1) != std::string::npos)) {
+        add(r.where, fmt::format("{}: shm=\"{}\" must be a name like /my-region (one leading "
+                                 "slash, no others)",
+                                 name, r.path));
+      }
+    }
+  }
+
+  // Checks a map's region, permissions and size; returns the region when it exists.
+  const MemoryRegionSpec* check_map(const MapSpec& m) {
+    const MemoryRegionSpec* r = d_.find_region(m.region);
+    if (m.perms.empty() || m.perms.find_first_not_of("rwx") != std::string::npos) {
+      add(m.where, fmt::format("map of '{}': perms=\"{}\" may only hold the letters r, w and x",
+                               m.region, m.perms));
+    } else if (m.perms.find('r') == std::string::npos) {
+      add(m.where, fmt::format("map of '{}': perms=\"{}\" without r: KVM cannot map memory the "
+                               "guest cannot read",
+                               m.region, m.perms));
+    }
+    if (r == nullptr && m.region.empty() && !m.where.file.empty()) return nullptr;  // no mr=
+    if (r == nullptr) {
+      add(m.where, fmt::format("map of memory region '{}', which does not exist", m.region));
+      return nullptr;
+    }
+    if (m.size && (*m.size == 0 || *m.size > r->size)) {
+      add(m.where, fmt::format("map of {:#x} bytes is larger than memory region '{}' ({:#x} bytes)",
+                               *m.size, r->name, r->size));
+    } else if (m.size && *m.size % r->page_size != 0) {
+      add(m.where, fmt::format("map of '{}': size {:#x} is not a multiple of its page size {:#x}",
+                               r->name, *m.size, r->page_size));
+    }
+    return r;
+  }
+
+  void check_file(const SourceLocation& where, const std::string& what,
+                  const std::filesystem::path& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      add(where, fmt::format("{} {}: {}", what, path.string(), std::strerror(errno)));
+    } else if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+      add(where, fmt::format("{} {}: not a regular file", what, path.string()));
+    } else if (::access(path.c_str(), R_OK) != 0) {
+      add(where, fmt::format("{} {}: {}", what, path.string(), std::strerror(errno)));
+    }
+  }
+
+  void check_backend(const VirtualMachineSpec& vm, const std::string& what, const std::string& spec,
+                     std::vector<std::string>& stdio_users) {
+    const SourceLocation where = vm.location_of(what == "COM1" ? "serial" : "console");
+    // Without a file (flags, code), opening the backend reports a bad spec by its flag.
+    if (where.file.empty()) return;
+    const bool known = spec == "stdio" || spec == "none" || spec == "pty" ||
+                       (spec.starts_with("file:") && spec.size() > 5) ||
+                       (spec.starts_with("socket:") && spec.size() > 7);
+    if (!known) {
+      add(where, fmt::format("{} backend '{}' is none of stdio, file:PATH, socket:PATH, pty, none",
+                             what, spec));
+    }
+    if (spec == "stdio") {
+      if (!stdio_users.empty()) {
+        add(where, fmt::format("{} of '{}' wants stdio, which {} already has", what, vm.config.name,
+                               stdio_users.front()));
+      }
+      stdio_users.push_back(fmt::format("{} of '{}'", what, vm.config.name));
+    }
+  }
+
+  void check_vm(const VirtualMachineSpec& vm, std::vector<std::string>& stdio_users) {
+    const VmConfig& c = vm.config;
+    const std::string name = fmt::format("virtual machine '{}'", c.name);
+    if (c.name.empty()) add(vm.where, "a virtual machine needs a name");
+    if (c.vcpus == 0 || c.vcpus > machine_.max_vcpus()) {
+      add(vm.location_of("vcpus"), fmt::format("{}: {} vCPUs; {} supports 1 to {}", name, c.vcpus,
+                                               machine_.name(), machine_.max_vcpus()));
+    }
+    // Images of descriptions without a file (flags, code) are checked, by flag, when opened.
+    if (!vm.where.file.empty()) {
+      if (c.kernel.empty()) add(vm.where, fmt::format("{} needs a <kernel path=\"...\"/>", name));
+      if (!c.kernel.empty()) check_file(vm.location_of("kernel"), "kernel", c.kernel);
+      if (!c.initrd.empty()) check_file(vm.location_of("initrd"), "initrd", c.initrd);
+      for (size_t i = 0; i < c.disks.size(); ++i) {
+        check_file(vm.location_of(fmt::format("disk{}", i)), "virtio_block", c.disks[i].path);
+      }
+    }
+    check_backend(vm, "COM1", c.serial, stdio_users);
+    if (!c.console.empty()) check_backend(vm, "virtio_console", c.console, stdio_users);
+    const std::string arch = machine_.name();
+    if (arch != "aarch64") {
+      if (!vm.dtb.empty() || !vm.dtb_overlay.empty() || vm.gic_version) {
+        const char* what = !vm.dtb.empty()           ? "dtb"
+                           : !vm.dtb_overlay.empty() ? "dtb_overlay"
+                                                     : "gic";
+        add(vm.location_of(what),
+            fmt::format("<{}> is for AArch64 guests; this vmm runs {} guests, "
+                        "which have no device tree or GIC",
+                        what, arch));
+      }
+    }
+    check_guest_maps(vm, name);
+    check_irqs(vm, name);
+  }
+
+  void check_guest_maps(const VirtualMachineSpec& vm, const std::string& name) {
+    std::vector<std::pair<Range, SourceLocation>> used;
+    for (const auto& w : machine_.device_windows()) used.push_back({{w.name, w.gpa, w.size}, {}});
+    bool has_ram = false;
+    for (const auto& m : vm.maps) {
+      const MemoryRegionSpec* r = check_map(m);
+      if (r == nullptr) continue;
+      const uint64_t size = m.size.value_or(r->size);
+      std::optional<uint64_t> gpa = m.vaddr ? m.vaddr : r->phys_addr;
+      if (!gpa) {
+        add(m.where, fmt::format("map of '{}' needs vaddr (the region has no phys_addr)", r->name));
+        continue;
+      }
+      if (m.vaddr && r->phys_addr && *m.vaddr != *r->phys_addr) {
+        add(m.where, fmt::format("map of '{}' at vaddr {:#x}, but the region is fixed at "
+                                 "phys_addr {:#x}",
+                                 r->name, *m.vaddr, *r->phys_addr));
+      }
+      if (*gpa % r->page_size != 0) {
+        add(m.where, fmt::format("map of '{}': vaddr {:#x} is not aligned to the region's page "
+                                 "size {:#x}",
+                                 r->name, *gpa, r->page_size));
+        continue;
+      }
+      std::vector<Range> ranges;
+      if (r->name == vm.ram_region && !has_ram) {
+        has_ram = true;
+        if (*gpa != machine_.ram_base()) {
+          add(m.where, fmt::format("{}: its RAM '{}' must be mapped at {:#x} on {}", name, r->name,
+                                   machine_.ram_base(), machine_.name()));
+          continue;
+        }
+        if (size % MiB != 0) {
+          add(m.where, fmt::format("{}: its RAM '{}' ({:#x} bytes) is not a multiple of 1 MiB",
+                                   name, r->name, size));
+          continue;
+        }
+        if (m.readonly())
+          add(m.where, fmt::format("{}: its RAM '{}' must be writable", name, r->name));
+        // The machine may split RAM around holes (x86: 3-4 GiB).
+        for (const auto& rr : ram_ranges(size))
+          ranges.push_back({"guest RAM '" + r->name + "'", rr.gpa, rr.size});
+      } else {
+        if (*gpa + size < *gpa) {
+          add(m.where, fmt::format("map of '{}' at {:#x} wraps the address space", r->name, *gpa));
+          continue;
+        }
+        ranges.push_back({fmt::format("map of '{}'", r->name), *gpa, size});
+      }
+      for (const Range& range : ranges) {
+        for (const auto& [other, where] : used) {
+          if (range.gpa < other.end() && other.gpa < range.end()) {
+            const std::string at = where.str();
+            add(m.where, fmt::format("{} at [{:#x}, {:#x}) overlaps {} at [{:#x}, {:#x}){}",
+                                     range.what, range.gpa, range.end(), other.what, other.gpa,
+                                     other.end(), at.empty() ? "" : " (" + at + ")"));
+          }
+        }
+      }
+      for (const Range& range : ranges) used.push_back({range, m.where});
+    }
+    if (!has_ram) {
+      add(vm.where, fmt::format("{} has no map of its RAM region '{}' (name another with "
+                                "ram=\"...\")",
+                                name, vm.ram_region));
+    }
+  }
+
+  std::vector<RamRange> ram_ranges(uint64_t size) const {
+    try {
+      return machine_.ram_layout(size);
+    } catch (const UserError&) {
+      return {{machine_.ram_base(), size}};
+    }
+  }
+
+  void check_irqs(const VirtualMachineSpec& vm, const std::string& name) {
+    const std::vector<uint32_t> free = machine_.device_irqs();
+    std::set<uint32_t> seen;
+    for (const auto& q : vm.irqs) {
+      if (q.irq >= machine_.irq_count()) {
+        add(q.where, fmt::format("IRQ {} is outside the interrupt controller's range 0-{} on {}",
+                                 q.irq, machine_.irq_count() - 1, machine_.name()));
+      } else if (std::find(free.begin(), free.end(), q.irq) == free.end()) {
+        std::string list;
+        for (uint32_t f : free) list += (list.empty() ? "" : " ") + std::to_string(f);
+        add(q.where, fmt::format("IRQ {} belongs to the machine's own devices; free lines: {}",
+                                 q.irq, list));
+      }
+      if (!seen.insert(q.irq).second) {
+        add(q.where, fmt::format("{}: duplicate IRQ {}", name, q.irq));
+      }
+      if (q.source == IrqSpec::Source::eventfd ? q.name.empty() && q.eventfd < 0 : q.path.empty()) {
+        add(q.where, fmt::format("IRQ {}: empty event source", q.irq));
+      }
+    }
+  }
+
+  const SystemDescription& d_;
+  const Machine& machine_;
+  std::vector<std::string> problems_;
+};
+
+}  // namespace
+
+std::vector<std::string> SystemDescription::problems() const {
+  const auto machine = make_host_machine();
+  return Validator(*this, *machine).run();
+}
+
+}  // namespace libvmm

@@ -1,0 +1,246 @@
+// System: turns a validated description into host objects (memfds, files, shm objects, FIFOs,
+// sockets) and Vms, and runs the Vms together.
+#include "libvmm/system/system.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+namespace {
+
+std::string prefix(const SourceLocation& where) {
+  const std::string s = where.str();
+  return s.empty() ? "" : s + ": ";
+}
+
+// A host file or shm object, grown to `size` if smaller, mapped shared: other processes that
+// map it see the guest's writes, and the guest sees theirs.
+std::shared_ptr<MemoryRegion> open_shared_region(const MemoryRegionSpec& r) {
+  const bool shm = r.backing == MemoryRegionSpec::Backing::shm;
+  UniqueFd fd(shm ? ::shm_open(r.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)
+                  : ::open(r.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  const std::string what = fmt::format("{}memory region '{}': {} {}", prefix(r.where), r.name,
+                                       shm ? "shm" : "path", r.path);
+  if (!fd) throw UserError(fmt::format("{}: {}", what, std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno(what);
+  if (!S_ISREG(st.st_mode)) throw UserError(what + ": not a regular file");
+  if (static_cast<uint64_t>(st.st_size) < r.size &&
+      ::ftruncate(fd.get(), static_cast<off_t>(r.size)) != 0) {
+    throw UserError(
+        fmt::format("{}: cannot grow it to {:#x} bytes: {}", what, r.size, std::strerror(errno)));
+  }
+  return MemoryRegion::from_fd(r.name, std::move(fd), r.size);
+}
+
+std::shared_ptr<MemoryRegion> create_region(const MemoryRegionSpec& r) {
+  if (r.backing != MemoryRegionSpec::Backing::memfd) return open_shared_region(r);
+  try {
+    return MemoryRegion::create(r.name, r.size, r.page_size == 2 * MiB);
+  } catch (const UserError& e) {
+    throw UserError(prefix(r.where) + e.what());
+  }
+}
+
+// A named FIFO (created if missing), opened read-write so it never reports end-of-file when
+// the last writer goes away.
+UniqueFd open_fifo(const IrqSpec& q) {
+  if (::mkfifo(q.path.c_str(), 0600) != 0 && errno != EEXIST) {
+    throw UserError(
+        fmt::format("{}IRQ {}: fifo {}: {}", prefix(q.where), q.irq, q.path, std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::stat(q.path.c_str(), &st) != 0 || !S_ISFIFO(st.st_mode)) {
+    throw UserError(
+        fmt::format("{}IRQ {}: {} exists and is not a FIFO", prefix(q.where), q.irq, q.path));
+  }
+  UniqueFd fd(::open(q.path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) {
+    throw UserError(
+        fmt::format("{}IRQ {}: fifo {}: {}", prefix(q.where), q.irq, q.path, std::strerror(errno)));
+  }
+  return fd;
+}
+
+// A Unix datagram socket bound at the path; a stale socket file there is replaced.
+UniqueFd open_socket(const IrqSpec& q) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (q.path.size() >= sizeof addr.sun_path) {
+    throw UserError(
+        fmt::format("{}IRQ {}: socket path {} is too long", prefix(q.where), q.irq, q.path));
+  }
+  std::memcpy(addr.sun_path, q.path.c_str(), q.path.size() + 1);
+  struct stat st {};
+  if (::lstat(q.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(q.path.c_str());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) throw_errno("socket");
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    throw UserError(fmt::format("{}IRQ {}: socket {}: {}", prefix(q.where), q.irq, q.path,
+                                std::strerror(errno)));
+  }
+  return fd;
+}
+
+}  // namespace
+
+struct System::Impl {
+  SystemDescription description;
+  std::map<std::string, std::shared_ptr<MemoryRegion>, std::less<>> regions;
+  std::map<std::string, std::shared_ptr<MemoryRegion>, std::less<>> vmm_maps;  // by setvar
+  std::vector<UniqueFd> event_fds;
+  std::vector<std::string> socket_paths;
+  std::vector<std::unique_ptr<Vm>> vms;  // after the fds and regions they use: destroyed first
+  std::mutex stop_mutex;
+  std::optional<RunResult> first_result;
+
+  ~Impl() {
+    vms.clear();
+    for (const auto& path : socket_paths) ::unlink(path.c_str());
+  }
+
+  VmConfig vm_config(const VirtualMachineSpec& spec) {
+    VmConfig c = spec.config;
+    bool ram_done = false;
+    for (const MapSpec& m : spec.maps) {
+      const std::shared_ptr<MemoryRegion>& region = regions.at(m.region);
+      const MemoryRegionSpec& r = *description.find_region(m.region);
+      const uint64_t size = m.size.value_or(r.size);
+      if (m.region == spec.ram_region && !ram_done) {
+        ram_done = true;
+        c.ram = region;
+        c.memory_size = size;
+        continue;
+      }
+      c.maps.push_back({region, m.vaddr.value_or(r.phys_addr.value_or(0)), size, m.readonly()});
+    }
+    for (const IrqSpec& q : spec.irqs) {
+      switch (q.source) {
+        case IrqSpec::Source::eventfd:
+          if (q.eventfd < 0) {
+            throw UserError(
+                fmt::format("{}IRQ {}: no eventfd was handed in as '{}' (a program "
+                            "using the library binds one with "
+                            "SystemDescription::bind_eventfd)",
+                            prefix(q.where), q.irq, q.name));
+          }
+          c.irq_sources.push_back({q.irq, q.eventfd, true});
+          break;
+        case IrqSpec::Source::fifo:
+          event_fds.push_back(open_fifo(q));
+          c.irq_sources.push_back({q.irq, event_fds.back().get(), false});
+          break;
+        case IrqSpec::Source::socket:
+          event_fds.push_back(open_socket(q));
+          socket_paths.push_back(q.path);
+          c.irq_sources.push_back({q.irq, event_fds.back().get(), false});
+          break;
+      }
+    }
+    return c;
+  }
+};
+
+System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) {
+  auto& d = *impl_;
+  d.description = std::move(description);
+  // Descriptions from flags report bad input in terms of the flags, as before.
+  if (d.description.file.empty()) {
+    for (const auto* vm : d.description.vms()) validate(vm->config);
+  }
+  d.description.validate();
+  for (const auto* vm : d.description.vms()) {
+    if (!vm->vfio.empty()) {
+      const VfioSpec& v = vm->vfio.front();
+      throw UserError(
+          fmt::format("{}<vfio device=\"{}\">: passing host devices through (VFIO) is "
+                      "not yet supported",
+                      prefix(v.where), v.device));
+    }
+  }
+  for (const auto& r : d.description.regions) d.regions.emplace(r.name, create_region(r));
+  for (const auto& pd : d.description.domains) {
+    for (const auto& m : pd.maps) {
+      if (!m.setvar_vaddr.empty()) d.vmm_maps.emplace(m.setvar_vaddr, d.regions.at(m.region));
+    }
+  }
+  for (const auto* spec : d.description.vms()) {
+    d.vms.push_back(std::make_unique<Vm>(d.vm_config(*spec)));
+  }
+}
+
+System::~System() = default;
+
+RunResult System::run() {
+  auto& d = *impl_;
+  if (d.vms.empty()) return RunResult{StopReason::error, "the description has no virtual machine"};
+  // A guest that resets or powers off ends only itself; a quit, a fault or an error ends the
+  // whole system.
+  auto run_one = [this](Vm& vm) {
+    const RunResult result = vm.run();
+    {
+      std::lock_guard lock(impl_->stop_mutex);
+      if (!impl_->first_result ||
+          (impl_->first_result->exit_status() == 0 && result.exit_status() != 0)) {
+        impl_->first_result = result;
+      }
+    }
+    if (result.reason == StopReason::reset || result.reason == StopReason::power_off) return;
+    request_stop(StopReason::quit, fmt::format("virtual machine '{}' stopped", vm.config().name));
+  };
+  std::vector<std::thread> others;
+  for (size_t i = 1; i < d.vms.size(); ++i) others.emplace_back(run_one, std::ref(*d.vms[i]));
+  run_one(*d.vms.front());
+  for (auto& t : others) t.join();
+  std::lock_guard lock(d.stop_mutex);
+  return *d.first_result;
+}
+
+void System::request_stop(StopReason reason, const std::string& detail) {
+  for (auto& vm : impl_->vms) vm->request_stop(reason, detail);
+}
+
+const SystemDescription& System::description() const {
+  return impl_->description;
+}
+
+std::vector<Vm*> System::vms() {
+  std::vector<Vm*> out;
+  for (auto& vm : impl_->vms) out.push_back(vm.get());
+  return out;
+}
+
+Vm& System::vm(std::string_view name) {
+  for (auto& vm : impl_->vms) {
+    if (vm->config().name == name) return *vm;
+  }
+  throw std::out_of_range(fmt::format("no virtual machine named '{}'", name));
+}
+
+std::shared_ptr<MemoryRegion> System::region(std::string_view name) const {
+  auto it = impl_->regions.find(name);
+  return it == impl_->regions.end() ? nullptr : it->second;
+}
+
+std::span<uint8_t> System::vmm_mapping(std::string_view setvar_vaddr) const {
+  auto it = impl_->vmm_maps.find(setvar_vaddr);
+  if (it == impl_->vmm_maps.end()) return {};
+  return {it->second->host(), it->second->size()};
+}
+
+}  // namespace libvmm

@@ -1,0 +1,290 @@
+// The .system parser and validator: one test per class of problem, each asserting the message
+// and the line it names; plus what a good description turns into.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "libvmm/system/description.hpp"
+
+using namespace libvmm;
+
+namespace {
+
+struct DescriptionTest : ::testing::Test {
+  DescriptionTest() {
+    kernel = ::testing::TempDir() + "/system-test-kernel";
+    std::ofstream(kernel) << "x";
+  }
+
+  // A valid description with `vm_extra` inside the virtual machine and `top_extra` after the
+  // regions. Lines: 1 <system>, 2-3 regions, 4 top_extra, 5 <protection_domain>, 6 <vm>,
+  // 7 RAM map, 8 kernel, 9 vm_extra.
+  std::string xml(const std::string& vm_extra = "", const std::string& top_extra = "") const {
+    return "<system>\n"
+           "  <memory_region name=\"guest_ram\" size=\"256M\" />\n"
+           "  <memory_region name=\"shared\" size=\"0x2_000\" phys_addr=\"0xc0000000\" />\n"
+           "  " +
+           top_extra +
+           "\n"
+           "  <protection_domain name=\"vmm\">\n"
+           "    <virtual_machine name=\"linux\" id=\"0\">\n"
+           "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
+           "      <kernel path=\"" +
+           kernel +
+           "\" />\n"
+           "      " +
+           vm_extra +
+           "\n"
+           "    </virtual_machine>\n"
+           "  </protection_domain>\n"
+           "</system>\n";
+  }
+
+  std::vector<std::string> problems_of(const std::string& text) {
+    std::vector<std::string> problems;
+    description = SystemDescription::parse(text, "t.system", problems);
+    for (auto& p : description.problems()) problems.push_back(p);
+    return problems;
+  }
+
+  // Exactly one problem, and it is `expected`.
+  void expect_problem(const std::string& text, const std::string& expected) {
+    const auto problems = problems_of(text);
+    ASSERT_EQ(problems.size(), 1u) << (problems.empty() ? "no problem" : problems.front()) << "\n"
+                                   << text;
+    EXPECT_EQ(problems.front(), expected);
+  }
+
+  std::string kernel;
+  SystemDescription description;
+};
+
+TEST_F(DescriptionTest, AcceptsTheManualsShapeAndResolvesIt) {
+  const auto problems = problems_of(xml(
+      "<map mr=\"shared\" perms=\"r\" />\n<vcpus count=\"2\" />\n<cmdline>console=ttyS0</cmdline>"
+      "<serial backend=\"stdio\" /><irq irq=\"20\" eventfd=\"doorbell\" />",
+      "<!-- a comment -->"));
+  ASSERT_TRUE(problems.empty()) << problems.front();
+  ASSERT_EQ(description.regions.size(), 2u);
+  EXPECT_EQ(description.regions[0].size, 256 * MiB);
+  EXPECT_EQ(description.regions[1].size, 0x2000u);
+  EXPECT_EQ(description.regions[1].phys_addr, 0xc0000000u);
+  const auto vms = description.vms();
+  ASSERT_EQ(vms.size(), 1u);
+  const VirtualMachineSpec& vm = *vms[0];
+  EXPECT_EQ(vm.config.name, "linux");
+  EXPECT_EQ(vm.config.vcpus, 2u);
+  EXPECT_EQ(vm.config.cmdline, "console=ttyS0");
+  EXPECT_EQ(vm.config.serial, "stdio");
+  ASSERT_EQ(vm.maps.size(), 2u);
+  EXPECT_TRUE(vm.maps[1].readonly());
+  ASSERT_EQ(vm.irqs.size(), 1u);
+  EXPECT_EQ(vm.irqs[0].irq, 20u);
+  EXPECT_EQ(vm.irqs[0].where.line, 11u);
+  const std::string layout = description.layout();
+  EXPECT_NE(layout.find("[0x00c0000000, 0x00c0002000) 'shared' r (read-only KVM slot)"),
+            std::string::npos)
+      << layout;
+  EXPECT_NE(layout.find("irq      20 <- eventfd doorbell"), std::string::npos) << layout;
+}
+
+TEST_F(DescriptionTest, NotWellFormedXml) {
+  expect_problem("<system>\n<memory_region name=\"a\"\n</system>",
+                 "t.system:3: not well-formed XML: Error parsing start element tag");
+}
+
+TEST_F(DescriptionTest, UnknownElement) {
+  expect_problem(xml("<floppy path=\"a.img\" />"),
+                 "t.system:9: unknown element <floppy> in <virtual_machine>");
+}
+
+TEST_F(DescriptionTest, ElementInTheWrongPlace) {
+  expect_problem(xml("", "<kernel path=\"x\" />"),
+                 "t.system:4: <kernel> does not belong in <system>");
+}
+
+TEST_F(DescriptionTest, UnknownAttribute) {
+  expect_problem(xml("<vcpus count=\"1\" pinned=\"yes\" />"),
+                 "t.system:9: unknown attribute 'pinned' on <vcpus>");
+}
+
+TEST_F(DescriptionTest, MissingRequiredAttribute) {
+  expect_problem(xml("", "<memory_region name=\"x\" />"),
+                 "t.system:4: <memory_region> needs the attribute 'size'");
+  expect_problem(xml("<map vaddr=\"0xc0000000\" />"), "t.system:9: <map> needs the attribute 'mr'");
+}
+
+TEST_F(DescriptionTest, BadNumber) {
+  expect_problem(xml("", "<memory_region name=\"x\" size=\"12Q\" />"),
+                 "t.system:4: <memory_region> size=\"12Q\" is not a number or size (e.g. 4096, "
+                 "0x10_000_000, 256M)");
+  expect_problem(xml("<vcpus count=\"2M\" />"),
+                 "t.system:9: <vcpus> count=\"2M\" is not a number from 0 to 4294967295");
+}
+
+TEST_F(DescriptionTest, SizeNotAMultipleOfThePageSize) {
+  expect_problem(xml("", "<memory_region name=\"x\" size=\"3M\" page_size=\"2M\" />"),
+                 "t.system:4: memory region 'x': size 0x300000 is not a non-zero multiple of its "
+                 "page size 0x200000");
+  expect_problem(xml("", "<memory_region name=\"x\" size=\"8K\" page_size=\"64K\" />"),
+                 "t.system:4: memory region 'x': page_size 0x10000 is neither 0x1000 (4 KiB) nor "
+                 "0x200000 (2 MiB huge pages)");
+}
+
+TEST_F(DescriptionTest, MapsThatOverlapEachOther) {
+  expect_problem(
+      xml("<map mr=\"shared\" perms=\"rw\" />\n<map mr=\"other\" vaddr=\"0xc0001000\" />",
+          "<memory_region name=\"other\" size=\"4K\" />"),
+      "t.system:10: map of 'other' at [0xc0001000, 0xc0002000) overlaps map of "
+      "'shared' at [0xc0000000, 0xc0002000) (t.system:9)");
+}
+
+TEST_F(DescriptionTest, MapOverlappingRam) {
+  expect_problem(
+      xml("<map mr=\"other\" vaddr=\"0x1000000\" />",
+          "<memory_region name=\"other\" size=\"4K\" />"),
+      "t.system:9: map of 'other' at [0x1000000, 0x1001000) overlaps guest RAM 'guest_ram' at "
+      "[0x0, 0x10000000) (t.system:7)");
+}
+
+TEST_F(DescriptionTest, MapOverlappingADeviceWindow) {
+  expect_problem(xml("<map mr=\"other\" vaddr=\"0xfec00000\" />",
+                     "<memory_region name=\"other\" size=\"4K\" />"),
+                 "t.system:9: map of 'other' at [0xfec00000, 0xfec01000) overlaps the IOAPIC at "
+                 "[0xfec00000, 0xfec01000)");
+}
+
+TEST_F(DescriptionTest, MapOfARegionThatDoesNotExist) {
+  expect_problem(xml("<map mr=\"nowhere\" vaddr=\"0xc0000000\" />"),
+                 "t.system:9: map of memory region 'nowhere', which does not exist");
+}
+
+TEST_F(DescriptionTest, MapLargerThanItsRegion) {
+  expect_problem(xml("<map mr=\"shared\" size=\"16K\" />"),
+                 "t.system:9: map of 0x4000 bytes is larger than memory region 'shared' (0x2000 "
+                 "bytes)");
+}
+
+TEST_F(DescriptionTest, DuplicateNamesAndIds) {
+  expect_problem(xml("", "<memory_region name=\"shared\" size=\"4K\" />"),
+                 "t.system:4: duplicate memory region 'shared'");
+  std::string two = xml();
+  const std::string second =
+      "  <protection_domain name=\"vmm2\">\n"
+      "    <virtual_machine name=\"linux\" id=\"0\">\n"
+      "      <map mr=\"guest_ram\" vaddr=\"0x0\" />\n"
+      "      <kernel path=\"" +
+      kernel +
+      "\" />\n"
+      "    </virtual_machine>\n"
+      "  </protection_domain>\n";
+  two.insert(two.find("</system>"), second);
+  const auto problems = problems_of(two);
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems[0], "t.system:13: duplicate virtual machine name 'linux'");
+  EXPECT_EQ(problems[1],
+            "t.system:13: duplicate virtual machine id 0 (also 'linux' at t.system:6)");
+}
+
+TEST_F(DescriptionTest, PermissionsOtherThanRwx) {
+  expect_problem(xml("<map mr=\"shared\" perms=\"rwq\" />"),
+                 "t.system:9: map of 'shared': perms=\"rwq\" may only hold the letters r, w and x");
+}
+
+TEST_F(DescriptionTest, IrqOutsideTheControllersRange) {
+  expect_problem(xml("<irq irq=\"64\" fifo=\"/tmp/x\" />"),
+                 "t.system:9: IRQ 64 is outside the interrupt controller's range 0-23 on x86_64");
+  expect_problem(xml("<irq irq=\"4\" fifo=\"/tmp/x\" />"),
+                 "t.system:9: IRQ 4 belongs to the machine's own devices; free lines: 5 6 7 10 11 "
+                 "12 14 15 16 17 18 19 20 21 22 23");
+}
+
+TEST_F(DescriptionTest, ImagesThatDoNotExist) {
+  expect_problem(xml("<initrd path=\"/nonexistent/initrd\" />"),
+                 "t.system:9: initrd /nonexistent/initrd: No such file or directory");
+  expect_problem(xml("<virtio_block path=\"/nonexistent/disk.img\" />"),
+                 "t.system:9: virtio_block /nonexistent/disk.img: No such file or directory");
+}
+
+TEST_F(DescriptionTest, ReportsEveryProblemAtOnce) {
+  const auto problems = problems_of(
+      xml("<map mr=\"nowhere\" vaddr=\"0x1000\" perms=\"z\" />\n<irq irq=\"99\" fifo=\"f\" />",
+          "<memory_region name=\"bad\" size=\"lots\" />"));
+  ASSERT_EQ(problems.size(), 4u);
+  EXPECT_EQ(problems[0],
+            "t.system:4: <memory_region> size=\"lots\" is not a number or size "
+            "(e.g. 4096, 0x10_000_000, 256M)");
+  EXPECT_EQ(problems[1],
+            "t.system:9: map of 'nowhere': perms=\"z\" may only hold the letters r, "
+            "w and x");
+  EXPECT_EQ(problems[2], "t.system:9: map of memory region 'nowhere', which does not exist");
+  EXPECT_EQ(problems[3],
+            "t.system:10: IRQ 99 is outside the interrupt controller's range 0-23 on "
+            "x86_64");
+}
+
+TEST_F(DescriptionTest, RamMustBeMapped) {
+  std::string text = xml();
+  text.erase(text.find("      <map mr=\"guest_ram\""),
+             text.find("      <kernel") - text.find("      <map mr=\"guest_ram\""));
+  expect_problem(text,
+                 "t.system:6: virtual machine 'linux' has no map of its RAM region "
+                 "'guest_ram' (name another with ram=\"...\")");
+}
+
+TEST_F(DescriptionTest, IrqNeedsOneEventSource) {
+  expect_problem(xml("<irq irq=\"20\" fifo=\"a\" socket=\"b\" />"),
+                 "t.system:9: <irq> needs exactly one event source: eventfd=\"NAME\", "
+                 "fifo=\"PATH\" or socket=\"PATH\"");
+}
+
+TEST_F(DescriptionTest, AArch64OnlyElementsAreRefusedOnX86) {
+  expect_problem(xml("<gic version=\"3\" />"),
+                 "t.system:9: <gic> is for AArch64 guests; this vmm runs x86_64 guests, which "
+                 "have no device tree or GIC");
+}
+
+TEST_F(DescriptionTest, OneTerminalForOneConsole) {
+  expect_problem(xml("<serial backend=\"stdio\" /><virtio_console backend=\"stdio\" />"),
+                 "t.system:9: virtio_console of 'linux' wants stdio, which COM1 of 'linux' already "
+                 "has");
+}
+
+TEST_F(DescriptionTest, VfioIsParsed) {
+  EXPECT_TRUE(problems_of(xml("<vfio device=\"0000:01:00.0\" />")).empty());
+  EXPECT_NE(description.layout().find("vfio     0000:01:00.0 (not yet supported"),
+            std::string::npos);
+}
+
+TEST_F(DescriptionTest, EnvironmentVariablesAndRelativePaths) {
+  ::setenv("LIBVMM_TEST_DIR", "/somewhere", 1);
+  std::vector<std::string> problems;
+  auto d = SystemDescription::parse(
+      "<system><memory_region name=\"r\" size=\"4K\" path=\"${LIBVMM_TEST_DIR}/r.bin\" />"
+      "<memory_region name=\"s\" size=\"4K\" path=\"s.bin\" /></system>",
+      "dir/t.system", problems);
+  ASSERT_TRUE(problems.empty());
+  EXPECT_EQ(d.regions[0].path, "/somewhere/r.bin");
+  EXPECT_EQ(d.regions[1].path, "dir/s.bin");
+  SystemDescription::parse(
+      "<system><memory_region name=\"r\" size=\"4K\" path=\"${NO_SUCH_VAR_X}\" /></system>",
+      "t.system", problems);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0],
+            "t.system:1: <memory_region> path=\"${NO_SUCH_VAR_X}\": the environment "
+            "variable NO_SUCH_VAR_X is not set");
+}
+
+TEST_F(DescriptionTest, FlagsBuildAValidDescription) {
+  VmConfig config;
+  config.kernel = kernel;
+  config.memory_size = 64 * MiB;
+  const SystemDescription d = SystemDescription::from_vm_config(config);
+  EXPECT_TRUE(d.problems().empty());
+  ASSERT_EQ(d.vms().size(), 1u);
+  EXPECT_EQ(d.regions.at(0).size, 64 * MiB);
+}
+
+}  // namespace
