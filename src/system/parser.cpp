@@ -47,7 +47,7 @@ const std::map<std::string_view, ElementRule>& rules() {
       {"gic", {{"version"}, {}, {}}},
       {"serial", {{"backend"}, {}, {}}},
       {"virtio_console", {{"backend"}, {}, {}}},
-      {"virtio_block", {{"path"}, {"readonly", "direct", "serial"}, {}}},
+      {"virtio_block", {{"path"}, {"readonly", "direct", "serial", "io"}, {}}},
       // Issue 4 adds {"virtio_net", {{"tap"}, {...}, {}}} here and to virtual_machine's children.
       {"irq", {{"irq"}, {"eventfd", "fifo", "socket"}, {}}},
       {"vfio", {{"device"}, {}, {}}},
@@ -336,6 +336,11 @@ class Parser {
         b.readonly = boolean(c, "readonly");
         b.direct = boolean(c, "direct");
         b.serial = text(c, "serial");
+        if (const std::string io = text(c, "io"); io == "io_uring") {
+          b.io = BlockIo::io_uring;
+        } else if (!io.empty() && io != "sync") {
+          problem(at(c), fmt::format("<virtio_block> io=\"{}\" must be sync or io_uring", io));
+        }
         v.config.disks.push_back(b);
       } else if (name == "irq") {
         v.irqs.push_back(irq(c));

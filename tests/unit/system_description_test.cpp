@@ -252,6 +252,12 @@ TEST_F(DescriptionTest, OneTerminalForOneConsole) {
                  "has");
 }
 
+TEST_F(DescriptionTest, BlockIoMode) {
+  EXPECT_TRUE(problems_of(xml("<virtio_block path=\"" + kernel + "\" io=\"io_uring\" />")).empty());
+  expect_problem(xml("<virtio_block path=\"" + kernel + "\" io=\"aio\" />"),
+                 "t.system:9: <virtio_block> io=\"aio\" must be sync or io_uring");
+}
+
 TEST_F(DescriptionTest, VfioIsParsed) {
   EXPECT_TRUE(problems_of(xml("<vfio device=\"0000:01:00.0\" />")).empty());
   EXPECT_NE(description.layout().find("vfio     0000:01:00.0 (not yet supported"),
