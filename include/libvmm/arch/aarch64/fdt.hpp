@@ -56,7 +56,7 @@ struct VirtioMmioDescription {
   uint64_t size = 0x200;
   uint32_t intid = 0;            // an SPI INTID (>= 32)
   bool level_triggered = false;  // edge rising (irqfd) unless set
-  std::string name;              // for error messages, e.g. "virtio-blk disk0"
+  std::string name{};            // for error messages, e.g. "virtio-blk disk0"
 };
 
 struct FdtMachine {
