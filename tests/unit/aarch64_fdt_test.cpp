@@ -393,7 +393,8 @@ TEST(Arm64FdtPatch, RejectsBadUserBlobsNamingTheFile) {
   ASSERT_EQ(fdt_setprop_u32(big.data(), gic, "#interrupt-cells", 3), 0);
   ASSERT_EQ(fdt_setprop_u32(big.data(), gic, "phandle", 1), 0);
   ASSERT_EQ(fdt_pack(big.data()), 0);
-  big.resize(fdt_totalsize(big.data()));
+  const void* packed = big.data();
+  big.resize(fdt_totalsize(packed));
   FdtMachine m = sample_machine();
   m.virtio.clear();
   EXPECT_THAT(error_of([&] { patch_fdt(big, m, "my.dtb"); }), HasSubstr("over the arm64 limit"));

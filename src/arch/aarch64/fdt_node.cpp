@@ -106,16 +106,18 @@ std::vector<uint8_t> serialize_fdt(const FdtNode& root) {
 }
 
 FdtEditor::FdtEditor(std::span<const uint8_t> blob, const std::string& path) : path_(path) {
-  if (blob.size() < sizeof(fdt_header) || fdt_magic(blob.data()) != FDT_MAGIC) {
+  // libfdt reads header fields byte-wise: any alignment of the user's bytes is fine.
+  const void* user = blob.data();
+  if (blob.size() < sizeof(fdt_header) || fdt_magic(user) != FDT_MAGIC) {
     throw UserError(fmt::format("{}: not a device tree blob (no FDT magic d00dfeed)", path));
   }
-  int err = fdt_check_header(blob.data());
-  if (err == 0 && fdt_totalsize(blob.data()) > blob.size()) err = -FDT_ERR_TRUNCATED;
-  if (err == 0) err = fdt_check_full(blob.data(), blob.size());
+  int err = fdt_check_header(user);
+  if (err == 0 && fdt_totalsize(user) > blob.size()) err = -FDT_ERR_TRUNCATED;
+  if (err == 0) err = fdt_check_full(user, blob.size());
   if (err != 0)
     throw UserError(fmt::format("{}: invalid device tree: {}", path, fdt_strerror(err)));
-  buf_.resize(fdt_totalsize(blob.data()) + 16 * KiB);
-  err = fdt_open_into(blob.data(), fdt_w(), checked_size(buf_.size()));
+  buf_.resize(fdt_totalsize(user) + 16 * KiB);
+  err = fdt_open_into(user, fdt_w(), checked_size(buf_.size()));
   if (err != 0)
     throw UserError(fmt::format("{}: invalid device tree: {}", path, fdt_strerror(err)));
 }
