@@ -24,7 +24,7 @@ struct VmConfig {
   std::string name = "vm";
   uint64_t memory_size = 256 * MiB;
   uint32_t vcpus = 1;
-  std::filesystem::path kernel;  // x86_64: a bzImage
+  std::filesystem::path kernel;  // x86_64: a bzImage; aarch64: an arm64 Image
   std::filesystem::path initrd;  // optional
   std::string cmdline;
   std::string serial = "stdio";  // a character backend spec: stdio, file:PATH, none, ...
@@ -32,6 +32,8 @@ struct VmConfig {
   std::string console;             // virtio console backend spec; empty: no virtio console
   bool strict_faults = false;    // stop the VM on the first unhandled guest access
   std::string kvm_device = "/dev/kvm";
+  std::string gic;            // aarch64: "v2" or "v3"; empty: what the host's KVM offers
+  std::filesystem::path dtb;  // aarch64: a user device tree, patched; empty: one is generated
 };
 
 // How a run ended.

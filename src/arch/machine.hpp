@@ -43,6 +43,11 @@ class Machine {
   virtual void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) = 0;
   // The most vCPUs this machine can describe to the guest.
   virtual uint32_t max_vcpus() const = 0;
+  // What KVM_IRQ_LINE and irqfds take for the controller's interrupt `number` (x86: the GSI
+  // itself; AArch64: SPI INTID - 32).
+  virtual uint32_t kvm_irq(uint32_t number) const { return number; }
+  // KVM exits only this architecture has (e.g. AArch64 KVM_EXIT_ARM_NISV); false: not handled.
+  virtual bool handle_exit(Vm& /*vm*/, KvmVcpu& /*vcpu*/) { return false; }
 };
 
 std::unique_ptr<Machine> make_host_machine();

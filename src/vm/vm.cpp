@@ -70,6 +70,15 @@ void validate(const VmConfig& c) {
   if (c.kernel.empty()) throw UserError("--kernel: no guest kernel given");
   check_readable_file(c.kernel, "--kernel");
   if (!c.initrd.empty()) check_readable_file(c.initrd, "--initrd");
+#if defined(__aarch64__)
+  if (!c.gic.empty() && c.gic != "v2" && c.gic != "v3") {
+    throw UserError(fmt::format("--gic {}: expected v2 or v3", c.gic));
+  }
+  if (!c.dtb.empty()) check_readable_file(c.dtb, "--dtb");
+#else
+  if (!c.gic.empty()) throw UserError("--gic: only AArch64 machines have a GIC");
+  if (!c.dtb.empty()) throw UserError("--dtb: only AArch64 machines boot with a device tree");
+#endif
 }
 
 struct Vm::Impl {
@@ -186,6 +195,7 @@ void Vm::prepare() {
     ctx.request_stop = [this](StopReason r, std::string detail) { request_stop(r, std::move(detail)); };
     Machine* machine = d.machine.get();
     ctx.instruction_pointer = [machine](KvmVcpu& v) { return machine->instruction_pointer(v); };
+    ctx.arch_exit = [this, machine](KvmVcpu& v) { return machine->handle_exit(*this, v); };
     d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
   }
   d.prepared = true;
@@ -232,7 +242,9 @@ KvmVm& Vm::kvm_vm() { return impl_->vm; }
 std::shared_ptr<IrqLine> Vm::irq(uint32_t number) {
   std::lock_guard lock(impl_->irq_mutex);
   auto& line = impl_->irqs[number];
-  if (!line) line = std::make_shared<KvmIrqLine>(impl_->vm, number, number);
+  if (!line) {
+    line = std::make_shared<KvmIrqLine>(impl_->vm, impl_->machine->kvm_irq(number), number);
+  }
   return line;
 }
 
