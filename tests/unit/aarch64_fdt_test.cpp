@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -398,4 +399,27 @@ TEST(Arm64FdtPatch, RejectsBadUserBlobsNamingTheFile) {
   FdtMachine m = sample_machine();
   m.virtio.clear();
   EXPECT_THAT(error_of([&] { patch_fdt(big, m, "my.dtb"); }), HasSubstr("over the arm64 limit"));
+}
+
+TEST(Arm64FdtPatch, CorruptedBlobsGiveAValidTreeOrAUserError) {
+  // The user's file is untrusted input: no mutation may crash or produce an invalid tree.
+  const auto good = build_fdt(sample_machine());
+  std::mt19937 random(12345);
+  int accepted = 0;
+  for (int round = 0; round < 2000; ++round) {
+    auto blob = good;
+    const int flips = 1 + static_cast<int>(random() % 4);
+    for (int i = 0; i < flips; ++i) {
+      blob[random() % blob.size()] = static_cast<uint8_t>(random());
+    }
+    if (round % 7 == 0) blob.resize(random() % blob.size());
+    try {
+      const auto patched = patch_fdt(blob, sample_machine(), "fuzz.dtb");
+      ASSERT_EQ(fdt_check_full(patched.data(), patched.size()), 0) << "round " << round;
+      ++accepted;
+    } catch (const UserError& e) {
+      ASSERT_THAT(e.what(), StartsWith("fuzz.dtb: ")) << "round " << round;
+    }
+  }
+  EXPECT_GT(accepted, 0);  // some flips only touch property values
 }

@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -211,6 +212,13 @@ TEST(Arm64BootPlan, TooLittleRamNamesMemoryAndWhatDoesNotFit) {
   EXPECT_THAT(plan_error(image, 64 * MiB, 32 * MiB + 1), StartsWith("--memory: "));
 }
 
+TEST(Arm64BootPlan, HugeImageSizeDoesNotWrapAround) {
+  const auto file = FakeImage{.image_size = ~uint64_t{0} - 4 * KiB}.build();
+  const ArmImage image = parse_arm64_image(file, "Image-test");
+  EXPECT_THAT(plan_error(image, 64 * MiB, 0), StartsWith("--memory: "));
+  EXPECT_THAT(plan_error(image, 64 * MiB, 0), HasSubstr("TiB"));
+}
+
 TEST(Arm64BootLoader, CopiesKernelInitrdAndDtbWhereThePlanSays) {
   const auto file = FakeImage{.text_offset = 0x80000}.build();
   const ArmImage image = parse_arm64_image(file, "Image-test");
@@ -254,4 +262,27 @@ TEST(Arm64BootLoader, RefusesInputsThatDoNotMatchThePlanOrTheMemory) {
   // A plan for more RAM than is mapped: the loader must not write outside guest memory.
   const ArmBootPlan too_big = plan_arm64_boot(image, kRamBase, 64 * MiB, 0);
   EXPECT_THROW(load_arm64(memory, image, too_big, {}, dtb), std::runtime_error);
+}
+
+TEST(Arm64Image, RandomHeadersAreAcceptedOrRejectedWithTheFileName) {
+  std::mt19937_64 random(777);
+  for (int round = 0; round < 5000; ++round) {
+    auto file = FakeImage{.file_size = 128 + random() % 256}.build();
+    for (size_t i = 0; i < kImageHeaderSize; ++i) {
+      if (random() % 3 == 0) file[i] = static_cast<uint8_t>(random());
+    }
+    try {
+      const ArmImage image = parse_arm64_image(file, "Image-test");
+      ASSERT_LT(image.text_offset, kImageBaseAlign);
+      ASSERT_GE(image.image_size, file.size());
+      // Whatever was accepted plans inside RAM or is refused as a user error.
+      const ArmBootPlan plan = plan_arm64_boot(image, kRamBase, 64 * MiB, 0);
+      ASSERT_LE(plan.dtb.end(), kRamBase + 64 * MiB);
+      ASSERT_LE(plan.kernel.end(), plan.dtb.gpa);
+    } catch (const UserError& e) {
+      const std::string message = e.what();
+      ASSERT_TRUE(message.starts_with("Image-test: ") || message.starts_with("--memory: "))
+          << message;
+    }
+  }
 }

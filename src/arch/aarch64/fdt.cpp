@@ -223,7 +223,7 @@ void replace_memory(FdtEditor& editor, const FdtMachine& machine) {
   }
   // Added in reverse: each lands first under the root.
   for (auto range = machine.memory.rbegin(); range != machine.memory.rend(); ++range) {
-    editor.add(0, memory_node(*range));
+    editor.replace(0, memory_node(*range));
   }
 }
 
@@ -282,10 +282,7 @@ std::optional<uint32_t> interrupt_parent_for_new_nodes(const FdtEditor& editor,
 
 void add_virtio(FdtEditor& editor, const FdtMachine& machine, std::optional<uint32_t> parent) {
   for (auto device = machine.virtio.rbegin(); device != machine.virtio.rend(); ++device) {
-    const FdtNode node = virtio_node(*device, parent);
-    const int existing = editor.path_offset("/" + node.name());
-    if (existing >= 0) editor.remove_node(existing);
-    editor.add(0, node);
+    editor.replace(0, virtio_node(*device, parent));
   }
 }
 
@@ -295,7 +292,11 @@ std::vector<uint8_t> patch_fdt(std::span<const uint8_t> user_dtb, const FdtMachi
                                const std::string& path) {
   validate(machine);
   FdtEditor editor(user_dtb, path);
-  const bool needs_timer = !has_compatible(editor, {"arm,armv8-timer", "arm,armv7-timer"});
+  // Present means a node with the binding's compatible, or any node of the name we would add.
+  const bool needs_timer = !has_compatible(editor, {"arm,armv8-timer", "arm,armv7-timer"}) &&
+                           editor.path_offset("/timer") < 0;
+  const bool needs_psci = !has_compatible(editor, {"arm,psci-1.0", "arm,psci-0.2", "arm,psci"}) &&
+                          editor.path_offset("/psci") < 0;
   const bool needs_gic = !machine.virtio.empty() || needs_timer;
   const std::optional<uint32_t> parent =
       needs_gic ? interrupt_parent_for_new_nodes(editor, path) : std::nullopt;
@@ -306,9 +307,7 @@ std::vector<uint8_t> patch_fdt(std::span<const uint8_t> user_dtb, const FdtMachi
     if (parent) timer.u32("interrupt-parent", *parent);
     editor.add(0, timer);
   }
-  if (!has_compatible(editor, {"arm,psci-1.0", "arm,psci-0.2", "arm,psci"})) {
-    editor.add(0, psci_node());
-  }
+  if (needs_psci) editor.add(0, psci_node());
   if (editor.path_offset("/cpus") < 0) editor.add(0, cpus_node(machine));
   replace_memory(editor, machine);
   update_chosen(editor, machine);

@@ -122,6 +122,12 @@ FdtEditor::FdtEditor(std::span<const uint8_t> blob, const std::string& path) : p
     throw UserError(fmt::format("{}: invalid device tree: {}", path, fdt_strerror(err)));
 }
 
+void FdtEditor::fail(const std::string& what, int err) const {
+  // The tree passed fdt_check_full, so what libfdt still refuses is about its content.
+  throw UserError(
+      fmt::format("{}: cannot patch the device tree: {}: {}", path_, what, fdt_strerror(err)));
+}
+
 template <typename Op>
 int FdtEditor::grow_until_done(Op op) {
   for (;;) {
@@ -142,13 +148,19 @@ void FdtEditor::set(int node, const FdtProperty& p) {
   const int err = grow_until_done([&](void* fdt) {
     return fdt_setprop(fdt, node, p.name.c_str(), p.value.data(), checked_size(p.value.size()));
   });
-  if (err != 0) libfdt_failed(fmt::format("setting {}", p.name).c_str(), err);
+  if (err != 0) fail(fmt::format("setting {}", p.name), err);
+}
+
+void FdtEditor::replace(int parent, const FdtNode& node) {
+  const int existing = fdt_subnode_offset(fdt(), parent, node.name().c_str());
+  if (existing >= 0) remove_node(existing);
+  add(parent, node);
 }
 
 void FdtEditor::add(int parent, const FdtNode& node) {
   const int offset =
       grow_until_done([&](void* fdt) { return fdt_add_subnode(fdt, parent, node.name().c_str()); });
-  if (offset < 0) libfdt_failed(fmt::format("adding node {}", node.name()).c_str(), offset);
+  if (offset < 0) fail(fmt::format("adding node {}", node.name()), offset);
   // libfdt inserts properties and subnodes first in their parent: add them in reverse to keep
   // the described order. The new node's offset stays valid while its own content grows.
   const auto& properties = node.properties();
@@ -159,17 +171,17 @@ void FdtEditor::add(int parent, const FdtNode& node) {
 
 void FdtEditor::remove_property(int node, const char* name) {
   const int err = fdt_delprop(fdt_w(), node, name);
-  if (err != 0 && err != -FDT_ERR_NOTFOUND) libfdt_failed("deleting a property", err);
+  if (err != 0 && err != -FDT_ERR_NOTFOUND) fail(fmt::format("deleting {}", name), err);
 }
 
 void FdtEditor::remove_node(int node) {
   const int err = fdt_del_node(fdt_w(), node);
-  if (err != 0) libfdt_failed("deleting a node", err);
+  if (err != 0) fail("deleting a node", err);
 }
 
 std::vector<uint8_t> FdtEditor::finish() {
   const int err = fdt_pack(fdt_w());
-  if (err != 0) libfdt_failed("packing the tree", err);
+  if (err != 0) fail("packing the tree", err);
   buf_.resize(fdt_totalsize(fdt()));
   return std::move(buf_);
 }

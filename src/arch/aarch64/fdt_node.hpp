@@ -58,6 +58,7 @@ std::vector<uint8_t> serialize_fdt(const FdtNode& root);
 class FdtEditor {
  public:
   // Copies and validates `blob`; throws UserError "PATH: reason" if it is not a valid tree.
+  // Every later libfdt failure is a UserError naming PATH too: it comes from the user's tree.
   FdtEditor(std::span<const uint8_t> blob, const std::string& path);
 
   const void* fdt() const { return buf_.data(); }
@@ -65,6 +66,8 @@ class FdtEditor {
 
   // Adds `node` with its properties and children under `parent`, in their order.
   void add(int parent, const FdtNode& node);
+  // Like add, but first removes a subnode of `parent` with the same name.
+  void replace(int parent, const FdtNode& node);
   void set(int node, const FdtProperty& property);
   void remove_property(int node, const char* name);  // absent is fine
   void remove_node(int node);
@@ -76,6 +79,7 @@ class FdtEditor {
   template <typename Op>
   int grow_until_done(Op op);
   void* fdt_w() { return buf_.data(); }
+  [[noreturn]] void fail(const std::string& what, int err) const;
   std::vector<uint8_t> buf_;
   std::string path_;
 };

@@ -31,6 +31,10 @@ uint64_t align_down(uint64_t value, uint64_t align) {
   return value & ~(align - 1);
 }
 
+uint64_t saturating_add(uint64_t a, uint64_t b) {
+  return a + b < a ? UINT64_MAX : a + b;
+}
+
 uint64_t le64(std::span<const uint8_t> bytes, size_t at) {
   uint64_t value = 0;
   for (size_t i = 0; i < 8; ++i) value |= uint64_t{bytes[at + i]} << (8 * i);
@@ -151,18 +155,22 @@ ArmBootPlan plan_arm64_boot(const ArmImage& image, uint64_t ram_base, uint64_t r
   plan.kernel = {plan.kernel_base + image.text_offset, image.image_size};
   plan.entry_gpa = plan.kernel.gpa;
   // A rough lower bound for the message: kernel, 4 KiB-aligned initrd, one 2 MiB dtb block.
-  const uint64_t needed = plan.kernel.end() - ram_base + align_up(initrd_size, kInitrdAlign) +
-                          align_up(dtb_size, kImageBaseAlign);
-  if (plan.kernel_base < ram_base || plan.kernel.end() > ram_end) {
+  // Saturating: a corrupt image_size must not wrap around into a small number.
+  const uint64_t needed = saturating_add(
+      saturating_add(plan.kernel_base - ram_base + image.text_offset, image.image_size),
+      saturating_add(initrd_size, 2 * kImageBaseAlign));
+  if (plan.kernel_base < ram_base || plan.kernel.gpa > ram_end ||
+      image.image_size > ram_end - plan.kernel.gpa) {
     ram_too_small(image, ram_size, initrd_size, needed);
   }
 
   // The initrd must share a 1 GiB aligned window of at most 32 GiB with the kernel; the dtb
   // goes there too, so both stay close to the kernel on very large guests.
   const uint64_t window_start = align_down(plan.kernel_base, kInitrdWindowAlign);
-  const uint64_t window_end = std::min(ram_end, window_start + kInitrdWindowSize);
-  if (window_end - plan.kernel.end() < dtb_size)
+  const uint64_t window_end = std::min(ram_end, saturating_add(window_start, kInitrdWindowSize));
+  if (window_end < plan.kernel.end() || window_end - plan.kernel.end() < dtb_size) {
     ram_too_small(image, ram_size, initrd_size, needed);
+  }
   plan.dtb = {place_dtb(window_end, dtb_size), dtb_size};
   if (plan.dtb.gpa < plan.kernel.end()) ram_too_small(image, ram_size, initrd_size, needed);
 
