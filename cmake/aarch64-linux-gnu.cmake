@@ -7,9 +7,19 @@
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 
-set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
-set(CMAKE_CXX_COMPILER aarch64-linux-gnu-g++)
-set(CMAKE_ASM_COMPILER aarch64-linux-gnu-gcc)
+# -DLIBVMM_CROSS_CLANG=ON: clang with the same GNU cross libraries (the clang warning check).
+if(LIBVMM_CROSS_CLANG)
+  set(CMAKE_C_COMPILER clang)
+  set(CMAKE_CXX_COMPILER clang++)
+  set(CMAKE_ASM_COMPILER clang)
+  set(CMAKE_C_COMPILER_TARGET aarch64-linux-gnu)
+  set(CMAKE_CXX_COMPILER_TARGET aarch64-linux-gnu)
+  set(CMAKE_ASM_COMPILER_TARGET aarch64-linux-gnu)
+else()
+  set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
+  set(CMAKE_CXX_COMPILER aarch64-linux-gnu-g++)
+  set(CMAKE_ASM_COMPILER aarch64-linux-gnu-gcc)
+endif()
 
 # Debian's multiarch layout: the cross libc in /usr/aarch64-linux-gnu, arm64 packages
 # (libfmt, libfdt) in /usr/lib/aarch64-linux-gnu with headers shared in /usr/include.

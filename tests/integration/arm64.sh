@@ -30,6 +30,9 @@ mkdir -p "$payload"
 cp "$("$emuhost" --print-kernel)" "$payload/Image"
 cp "$("$repo/images/build-initramfs" --extra "$extra" aarch64)" "$payload/initramfs.cpio.gz"
 "$repo/tools/emuhost-arm64/copy-binary" "$build/tools/vmm/vmm" "$payload"
+aarch64-linux-gnu-as "$repo/tests/integration/arm64/fault.S" -o "$work/fault.o"
+aarch64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
+dtc -q -I dts -O dtb -o "$payload/user.dtb" "$repo/tests/integration/arm64/user.dts"
 
 # Shared by both hosts' run.sh: PASS/FAIL lines and a summary.
 cat >"$payload/lib.sh" <<'EOS'
@@ -112,7 +115,25 @@ check "virtio: the guest reads the host's pattern" grep -qF "vda starts with: LI
 check "virtio: vdb is read-only in the guest" grep -qF "vdb write refused" /tmp/virtio.out
 check "virtio: the guest's write is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
-finish arm64-gicv3 /tmp/info.out /tmp/info.err /tmp/hello.err /tmp/console.out /tmp/console.err \
+
+# 5. A user's device tree (--dtb): vmm patches in memory, cpus, chosen and the virtIO disk.
+boot dtb libvmm.test=arm64info --vcpus 2 --dtb user.dtb --disk /tmp/vdb.img,readonly
+check "dtb: the guest booted with the user's tree" grep -qF "model: libvmm user dtb test board" /tmp/dtb.out
+check "dtb: 2 vCPUs patched in" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/dtb.out
+check "dtb: the virtIO disk patched in" grep -qF "block devices: vda" /tmp/dtb.out
+check "dtb: exit status 0" [ "$status" -eq 0 ]
+
+# 6. Faults: a read where nothing is mapped (reported, all-ones) and a load pair from the PL011
+#    (no valid syndrome: reported, the VM stops with status 1).
+./vmm --kernel fault.Image --memory 64M </dev/null >/tmp/fault.out 2>/tmp/fault.err
+status=$?
+check "faults: unmapped read reported" \
+  grep -qF "guest fault: vCPU 0 read 4 bytes at guest-physical 0xc000000" /tmp/fault.err
+check "faults: undecodable load pair reported" grep -qE \
+  "vCPU 0 read at guest-physical 0x9000000 .*instruction KVM cannot decode" /tmp/fault.err
+check "faults: ... naming the device" grep -qF "device 'pl011' at [0x9000000, 0x9001000)" /tmp/fault.err
+check "faults: exit status 1" [ "$status" -eq 1 ]
+finish arm64-gicv3 /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/hello.err /tmp/console.out /tmp/console.err \
   /tmp/virtio.out /tmp/virtio.err /tmp/hvc0.out
 EOS
 

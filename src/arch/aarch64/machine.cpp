@@ -51,7 +51,7 @@ GicVersion parse_gic(const std::string& text, const KvmVm& vm) {
 // exists (KVM sizes the redistributors from them).
 class Vgic {
  public:
-  Vgic(const KvmVm& vm, GicVersion version, uint32_t vcpus) : version_(version) {
+  Vgic(const KvmVm& vm, GicVersion version, uint32_t vcpus) {
     const uint32_t type =
         version == GicVersion::v3 ? KVM_DEV_TYPE_ARM_VGIC_V3 : KVM_DEV_TYPE_ARM_VGIC_V2;
     const char* name = version == GicVersion::v3 ? "vGICv3" : "vGICv2";
@@ -89,7 +89,6 @@ class Vgic {
     device_->set_attr(KVM_DEV_ARM_VGIC_GRP_ADDR, type, &gpa, what);
   }
 
-  GicVersion version_;
   std::optional<aarch64::KvmDevice> device_;
   aarch64::GicDescription description_;
 };
