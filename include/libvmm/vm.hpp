@@ -42,7 +42,7 @@ struct VmConfig {
   std::string name = "vm";
   uint64_t memory_size = 256 * MiB;
   uint32_t vcpus = 1;
-  std::filesystem::path kernel;  // x86_64: a bzImage
+  std::filesystem::path kernel;  // x86_64: a bzImage; aarch64: an arm64 Image
   std::filesystem::path initrd;  // optional
   std::string cmdline;
   std::string serial = "stdio";  // a character backend spec: stdio, file:PATH, none, ...
@@ -55,6 +55,8 @@ struct VmConfig {
   std::shared_ptr<MemoryRegion> ram;
   std::vector<RegionMap> maps;
   std::vector<IrqSource> irq_sources;
+  std::string gic;            // aarch64: "v2" or "v3"; empty: what the host's KVM offers
+  std::filesystem::path dtb;  // aarch64: a user device tree, patched; empty: one is generated
 };
 
 // How a run ended.

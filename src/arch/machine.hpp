@@ -57,6 +57,13 @@ class Machine {
   virtual std::vector<DeviceWindow> device_windows() const { return {}; }
   virtual uint32_t irq_count() const { return 0; }
   virtual const char* name() const { return "unknown"; }
+  // Interrupt numbers below this are per-CPU (AArch64: SGIs and PPIs; SPIs start at INTID 32).
+  virtual uint32_t first_spi() const { return 0; }
+  // What KVM_IRQ_LINE and irqfds take for the controller's interrupt `number` (x86: the GSI
+  // itself; AArch64: SPI INTID - 32).
+  virtual uint32_t kvm_irq(uint32_t number) const { return number; }
+  // KVM exits only this architecture has (e.g. AArch64 KVM_EXIT_ARM_NISV); false: not handled.
+  virtual bool handle_exit(Vm& /*vm*/, KvmVcpu& /*vcpu*/) { return false; }
 };
 
 std::unique_ptr<Machine> make_host_machine();

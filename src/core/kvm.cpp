@@ -167,6 +167,10 @@ void KvmVm::create_pit2() {
 void KvmVm::irq_line(uint32_t irq, bool level) {
   kvm_irq_level line{};
   line.irq = irq;
+#if defined(__aarch64__)
+  // The vGIC takes a type and an INTID; `irq` is a GSI, and GSI n is SPI n (INTID n + 32).
+  line.irq = (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT) | (irq + 32);
+#endif
   line.level = level ? 1 : 0;
   checked_ioctl(fd_.get(), KVM_IRQ_LINE, "KVM_IRQ_LINE", &line);
 }

@@ -280,7 +280,18 @@ class Validator {
     check_backend(vm, "COM1", c.serial, stdio_users);
     if (!c.console.empty()) check_backend(vm, "virtio_console", c.console, stdio_users);
     const std::string arch = machine_.name();
-    if (arch != "aarch64") {
+    if (arch == "aarch64") {
+      if (vm.gic_version && *vm.gic_version != 2 && *vm.gic_version != 3) {
+        add(vm.location_of("gic"),
+            fmt::format("<gic> version=\"{}\": expected 2 or 3", *vm.gic_version));
+      }
+      if (!vm.dtb_overlay.empty()) {
+        add(vm.location_of("dtb_overlay"),
+            "<dtb_overlay> is not yet supported; give a whole device tree with <dtb> (vmm "
+            "patches memory, chosen and the virtIO devices into it)");
+      }
+      if (!vm.dtb.empty()) check_file(vm.location_of("dtb"), "dtb", vm.dtb);
+    } else {
       if (!vm.dtb.empty() || !vm.dtb_overlay.empty() || vm.gic_version) {
         const char* what = !vm.dtb.empty()           ? "dtb"
                            : !vm.dtb_overlay.empty() ? "dtb_overlay"
@@ -375,7 +386,12 @@ class Validator {
     const std::vector<uint32_t> free = machine_.device_irqs();
     std::set<uint32_t> seen;
     for (const auto& q : vm.irqs) {
-      if (q.irq >= machine_.irq_count()) {
+      if (q.irq < machine_.first_spi()) {
+        add(q.where, fmt::format("IRQ {} is not a shared interrupt (SPI): descriptions use the "
+                                 "controller's numbering, where SPI n is INTID n+{} (a device "
+                                 "tree's <0 {} 4> is irq=\"{}\")",
+                                 q.irq, machine_.first_spi(), q.irq, q.irq + machine_.first_spi()));
+      } else if (q.irq >= machine_.irq_count()) {
         add(q.where, fmt::format("IRQ {} is outside the interrupt controller's range 0-{} on {}",
                                  q.irq, machine_.irq_count() - 1, machine_.name()));
       } else if (std::find(free.begin(), free.end(), q.irq) == free.end()) {

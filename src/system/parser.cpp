@@ -317,12 +317,14 @@ class Parser {
       } else if (name == "dtb") {
         note("dtb");
         v.dtb = path(c, "path");
+        v.config.dtb = v.dtb;
       } else if (name == "dtb_overlay") {
         note("dtb_overlay");
         v.dtb_overlay = path(c, "path");
       } else if (name == "gic") {
         note("gic");
         v.gic_version = small_number(c, "version");
+        if (v.gic_version) v.config.gic = fmt::format("v{}", *v.gic_version);
       } else if (name == "serial") {
         note("serial");
         v.config.serial = text(c, "backend");

@@ -72,18 +72,25 @@ void validate(const VmConfig& c) {
   check_readable_file(c.kernel, "--kernel");
   if (!c.initrd.empty()) check_readable_file(c.initrd, "--initrd");
   // Two devices on one image would corrupt it (and the second would find it locked).
-  std::vector<std::pair<dev_t, ino_t>> images;
-  for (size_t i = 0; i < c.disks.size(); ++i) {
+  std::map<std::pair<dev_t, ino_t>, const BlockConfig*> images;
+  for (const BlockConfig& disk : c.disks) {
     struct stat st {};
-    if (::stat(c.disks[i].path.c_str(), &st) != 0) continue;  // opening it will say why
-    for (size_t j = 0; j < images.size(); ++j) {
-      if (images[j] == std::pair(st.st_dev, st.st_ino)) {
-        throw UserError(fmt::format("--disk {}: the same image as --disk {}; give each image once",
-                                    c.disks[i].path, c.disks[j].path));
-      }
+    if (::stat(disk.path.c_str(), &st) != 0) continue;  // opening it will say why
+    const auto [it, added] = images.emplace(std::pair(st.st_dev, st.st_ino), &disk);
+    if (!added) {
+      throw UserError(fmt::format("--disk {}: the same image as --disk {}; give each image once",
+                                  disk.path, it->second->path));
     }
-    images.emplace_back(st.st_dev, st.st_ino);
   }
+#if defined(__aarch64__)
+  if (!c.gic.empty() && c.gic != "v2" && c.gic != "v3") {
+    throw UserError(fmt::format("--gic {}: expected v2 or v3", c.gic));
+  }
+  if (!c.dtb.empty()) check_readable_file(c.dtb, "--dtb");
+#else
+  if (!c.gic.empty()) throw UserError("--gic: only AArch64 machines have a GIC");
+  if (!c.dtb.empty()) throw UserError("--dtb: only AArch64 machines boot with a device tree");
+#endif
 }
 
 struct Vm::Impl {
@@ -268,6 +275,7 @@ void Vm::prepare() {
     };
     Machine* machine = d.machine.get();
     ctx.instruction_pointer = [machine](KvmVcpu& v) { return machine->instruction_pointer(v); };
+    ctx.arch_exit = [this, machine](KvmVcpu& v) { return machine->handle_exit(*this, v); };
     d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
   }
   d.prepared = true;
@@ -333,7 +341,9 @@ KvmVm& Vm::kvm_vm() {
 std::shared_ptr<IrqLine> Vm::irq(uint32_t number) {
   std::lock_guard lock(impl_->irq_mutex);
   auto& line = impl_->irqs[number];
-  if (!line) line = std::make_shared<KvmIrqLine>(impl_->vm, number, number);
+  if (!line) {
+    line = std::make_shared<KvmIrqLine>(impl_->vm, impl_->machine->kvm_irq(number), number);
+  }
   return line;
 }
 

@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
   std::string memory = "256M";
   bool verbose = false;
   bool quiet = false;
-  app.add_option("--kernel", config.kernel, "Guest kernel (x86_64: bzImage)");
+  app.add_option("--kernel", config.kernel, "Guest kernel (x86_64: bzImage; aarch64: Image)");
   app.add_option("--initrd", config.initrd, "Initial RAM disk (e.g. initramfs.cpio.gz)");
   app.add_option("--cmdline", config.cmdline, "Kernel command line")->default_str("");
   app.add_option("--memory,-m", memory, "Guest RAM, e.g. 256M, 2G, 0x10_000_000")
@@ -90,6 +90,11 @@ int main(int argc, char** argv) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--console", config.console,
                  "virtIO console (hvc0) backend: stdio, file:PATH, socket:PATH, pty or none");
+  app.add_option("--gic", config.gic,
+                 "AArch64: interrupt controller, v2 or v3 (default: what the host's KVM offers)");
+  app.add_option("--dtb", config.dtb,
+                 "AArch64: your device tree blob; vmm patches memory, chosen and virtIO devices "
+                 "into it (default: a generated one)");
   app.add_flag("--strict", config.strict_faults,
                "Stop the VM (exit status 1) on the first guest access to unmapped memory");
   app.add_flag("--verbose,-v", verbose, "Log more (unclaimed port accesses, layout)");

@@ -1,3 +1,7 @@
+# x86_64-only: these sources include the x86 kernel ABI headers (asm/bootparam.h, ...).
+if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
+  return()
+endif()
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/boot_layout.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bzimage.cpp

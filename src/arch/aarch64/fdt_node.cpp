@@ -1,0 +1,189 @@
+#include "fdt_node.hpp"
+
+#include <fmt/format.h>
+#include <libfdt.h>
+
+#include <stdexcept>
+
+#include "libvmm/core/error.hpp"
+
+namespace libvmm::aarch64 {
+namespace {
+
+void append_be32(std::vector<uint8_t>& out, uint32_t value) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(value >> shift));
+}
+
+[[noreturn]] void libfdt_failed(const char* what, int err) {
+  throw std::runtime_error(fmt::format("device tree: {} failed: {}", what, fdt_strerror(err)));
+}
+
+int checked_size(size_t size) {
+  if (size > static_cast<size_t>(INT32_MAX)) throw std::length_error("device tree too big");
+  return static_cast<int>(size);
+}
+
+}  // namespace
+
+FdtNode& FdtNode::empty(std::string name) {
+  properties_.push_back({std::move(name), {}});
+  return *this;
+}
+
+FdtNode& FdtNode::cells(std::string name, std::vector<uint32_t> values) {
+  FdtProperty property{std::move(name), {}};
+  for (uint32_t value : values) append_be32(property.value, value);
+  properties_.push_back(std::move(property));
+  return *this;
+}
+
+FdtNode& FdtNode::u64(std::string name, uint64_t value) {
+  return cells(std::move(name), {static_cast<uint32_t>(value >> 32), static_cast<uint32_t>(value)});
+}
+
+FdtNode& FdtNode::strings(std::string name, std::initializer_list<std::string_view> values) {
+  FdtProperty property{std::move(name), {}};
+  for (std::string_view value : values) {
+    property.value.insert(property.value.end(), value.begin(), value.end());
+    property.value.push_back(0);
+  }
+  properties_.push_back(std::move(property));
+  return *this;
+}
+
+FdtNode& FdtNode::reg(std::initializer_list<GpaRange> ranges) {
+  std::vector<uint32_t> values;
+  for (const GpaRange& range : ranges) {
+    for (uint64_t v : {range.gpa, range.size}) {
+      values.push_back(static_cast<uint32_t>(v >> 32));
+      values.push_back(static_cast<uint32_t>(v));
+    }
+  }
+  return cells("reg", std::move(values));
+}
+
+FdtNode& FdtNode::child(FdtNode node) {
+  children_.push_back(std::move(node));
+  return *this;
+}
+
+std::string node_name(std::string_view name, uint64_t address) {
+  return fmt::format("{}@{:x}", name, address);
+}
+
+namespace {
+
+// Sequential-write emission of a node and its subtree; returns a libfdt error or 0.
+int emit(void* fdt, const FdtNode& node, bool is_root) {
+  int err = fdt_begin_node(fdt, is_root ? "" : node.name().c_str());
+  for (const FdtProperty& p : node.properties()) {
+    if (err != 0) return err;
+    err = fdt_property(fdt, p.name.c_str(), p.value.data(), checked_size(p.value.size()));
+  }
+  for (const FdtNode& child : node.children()) {
+    if (err != 0) return err;
+    err = emit(fdt, child, false);
+  }
+  return err != 0 ? err : fdt_end_node(fdt);
+}
+
+}  // namespace
+
+std::vector<uint8_t> serialize_fdt(const FdtNode& root) {
+  // Start from a size that fits our trees, double on FDT_ERR_NOSPACE.
+  for (size_t size = 16 * KiB;; size *= 2) {
+    std::vector<uint8_t> buf(size);
+    void* fdt = buf.data();
+    int err = fdt_create(fdt, checked_size(size));
+    if (err == 0) err = fdt_finish_reservemap(fdt);
+    if (err == 0) err = emit(fdt, root, true);
+    if (err == 0) err = fdt_finish(fdt);
+    if (err == -FDT_ERR_NOSPACE) continue;
+    if (err != 0) libfdt_failed("building the tree", err);
+    buf.resize(fdt_totalsize(fdt));
+    return buf;
+  }
+}
+
+FdtEditor::FdtEditor(std::span<const uint8_t> blob, const std::string& path) : path_(path) {
+  // libfdt reads header fields byte-wise: any alignment of the user's bytes is fine.
+  const void* user = blob.data();
+  if (blob.size() < sizeof(fdt_header) || fdt_magic(user) != FDT_MAGIC) {
+    throw UserError(fmt::format("{}: not a device tree blob (no FDT magic d00dfeed)", path));
+  }
+  int err = fdt_check_header(user);
+  if (err == 0 && fdt_totalsize(user) > blob.size()) err = -FDT_ERR_TRUNCATED;
+  if (err == 0) err = fdt_check_full(user, blob.size());
+  if (err != 0)
+    throw UserError(fmt::format("{}: invalid device tree: {}", path, fdt_strerror(err)));
+  buf_.resize(fdt_totalsize(user) + 16 * KiB);
+  err = fdt_open_into(user, fdt_w(), checked_size(buf_.size()));
+  if (err != 0)
+    throw UserError(fmt::format("{}: invalid device tree: {}", path, fdt_strerror(err)));
+}
+
+void FdtEditor::fail(const std::string& what, int err) const {
+  // The tree passed fdt_check_full, so what libfdt still refuses is about its content.
+  throw UserError(
+      fmt::format("{}: cannot patch the device tree: {}: {}", path_, what, fdt_strerror(err)));
+}
+
+template <typename Op>
+int FdtEditor::grow_until_done(Op op) {
+  for (;;) {
+    const int result = op(fdt_w());
+    if (result != -FDT_ERR_NOSPACE) return result;
+    std::vector<uint8_t> bigger(buf_.size() * 2);
+    const int err = fdt_open_into(fdt_w(), bigger.data(), checked_size(bigger.size()));
+    if (err != 0) libfdt_failed("growing the tree", err);
+    buf_ = std::move(bigger);
+  }
+}
+
+int FdtEditor::path_offset(const std::string& node_path) const {
+  return fdt_path_offset(fdt(), node_path.c_str());
+}
+
+void FdtEditor::set(int node, const FdtProperty& p) {
+  const int err = grow_until_done([&](void* fdt) {
+    return fdt_setprop(fdt, node, p.name.c_str(), p.value.data(), checked_size(p.value.size()));
+  });
+  if (err != 0) fail(fmt::format("setting {}", p.name), err);
+}
+
+void FdtEditor::replace(int parent, const FdtNode& node) {
+  const int existing = fdt_subnode_offset(fdt(), parent, node.name().c_str());
+  if (existing >= 0) remove_node(existing);
+  add(parent, node);
+}
+
+void FdtEditor::add(int parent, const FdtNode& node) {
+  const int offset =
+      grow_until_done([&](void* fdt) { return fdt_add_subnode(fdt, parent, node.name().c_str()); });
+  if (offset < 0) fail(fmt::format("adding node {}", node.name()), offset);
+  // libfdt inserts properties and subnodes first in their parent: add them in reverse to keep
+  // the described order. The new node's offset stays valid while its own content grows.
+  const auto& properties = node.properties();
+  for (auto p = properties.rbegin(); p != properties.rend(); ++p) set(offset, *p);
+  const auto& children = node.children();
+  for (auto child = children.rbegin(); child != children.rend(); ++child) add(offset, *child);
+}
+
+void FdtEditor::remove_property(int node, const char* name) {
+  const int err = fdt_delprop(fdt_w(), node, name);
+  if (err != 0 && err != -FDT_ERR_NOTFOUND) fail(fmt::format("deleting {}", name), err);
+}
+
+void FdtEditor::remove_node(int node) {
+  const int err = fdt_del_node(fdt_w(), node);
+  if (err != 0) fail("deleting a node", err);
+}
+
+std::vector<uint8_t> FdtEditor::finish() {
+  const int err = fdt_pack(fdt_w());
+  if (err != 0) fail("packing the tree", err);
+  buf_.resize(fdt_totalsize(fdt()));
+  return std::move(buf_);
+}
+
+}  // namespace libvmm::aarch64

@@ -1,0 +1,272 @@
+// The AArch64 machine, laid out like QEMU's `virt` board: the GIC at 0x0800_0000, a PL011 at
+// 0x0900_0000, virtio-mmio devices from 0x0A00_0000 and RAM from 0x4000_0000. KVM provides the
+// vGIC (v2 or v3), the architected timer and PSCI (CPU_ON starts secondary vCPUs; SYSTEM_OFF and
+// SYSTEM_RESET come back as KVM_EXIT_SYSTEM_EVENT). Linux boots from its arm64 `Image` with a
+// device tree generated (or a user's patched) at run time.
+#include "../machine.hpp"
+
+#include <fmt/format.h>
+
+#include <cstddef>
+#include <optional>
+
+#include "kvm_arm.hpp"
+#include "libvmm/arch/aarch64/fdt.hpp"
+#include "libvmm/arch/aarch64/image.hpp"
+#include "libvmm/backends/open_char_backend.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/file.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/devices/pl011.hpp"
+#include "libvmm/vm.hpp"
+
+namespace libvmm {
+namespace {
+
+using aarch64::GicVersion;
+
+constexpr uint64_t kRamBase = 0x4000'0000;
+constexpr uint64_t kGicDistBase = 0x0800'0000;
+constexpr uint64_t kGicDistSize = 0x1'0000;
+constexpr uint64_t kGicCpuBase = 0x0801'0000;     // v2 CPU interface
+constexpr uint64_t kGicRedistBase = 0x080A'0000;  // v3 redistributors, one frame pair per vCPU
+constexpr uint64_t kGicRedistEnd = 0x0900'0000;
+constexpr uint64_t kRedistFrameSize = 2 * 0x1'0000;  // KVM_VGIC_V3_REDIST_SIZE: RD_base + SGI_base
+constexpr uint64_t kUartBase = 0x0900'0000;
+constexpr uint32_t kUartIntid = 33;  // SPI 1
+constexpr uint64_t kVirtioBase = 0x0A00'0000;
+constexpr uint32_t kFirstDeviceIntid = 48;  // SPIs 16..47 for virtIO devices
+constexpr uint32_t kDeviceIntidCount = 32;
+
+GicVersion parse_gic(const std::string& text, const KvmVm& vm) {
+  if (text == "v2") return GicVersion::v2;
+  if (text == "v3") return GicVersion::v3;
+  if (!text.empty()) throw UserError(fmt::format("--gic {}: expected v2 or v3", text));
+  // The default: what the host's KVM offers (a GICv3 host usually has no vGICv2).
+  if (aarch64::KvmDevice::supported(vm, KVM_DEV_TYPE_ARM_VGIC_V3)) return GicVersion::v3;
+  return GicVersion::v2;
+}
+
+// KVM's in-kernel vGIC. Addresses are set at once; the GIC is initialized once every vCPU
+// exists (KVM sizes the redistributors from them).
+class Vgic {
+ public:
+  Vgic(const KvmVm& vm, GicVersion version, uint32_t vcpus) {
+    const uint32_t type =
+        version == GicVersion::v3 ? KVM_DEV_TYPE_ARM_VGIC_V3 : KVM_DEV_TYPE_ARM_VGIC_V2;
+    const char* name = version == GicVersion::v3 ? "vGICv3" : "vGICv2";
+    if (!aarch64::KvmDevice::supported(vm, type)) {
+      throw UserError(fmt::format("--gic {}: this host's KVM offers no {} (try --gic {})",
+                                  version == GicVersion::v3 ? "v3" : "v2", name,
+                                  version == GicVersion::v3 ? "v2" : "v3"));
+    }
+    device_.emplace(vm, type, name);
+    description_.version = version;
+    description_.dist_base = kGicDistBase;
+    description_.dist_size = kGicDistSize;
+    if (version == GicVersion::v3) {
+      description_.cpu_or_redist_base = kGicRedistBase;
+      description_.cpu_or_redist_size = uint64_t{vcpus} * kRedistFrameSize;
+      set_address(KVM_VGIC_V3_ADDR_TYPE_DIST, kGicDistBase, "distributor address");
+      set_address(KVM_VGIC_V3_ADDR_TYPE_REDIST, kGicRedistBase, "redistributor address");
+    } else {
+      description_.cpu_or_redist_base = kGicCpuBase;
+      description_.cpu_or_redist_size = KVM_VGIC_V2_CPU_SIZE;
+      set_address(KVM_VGIC_V2_ADDR_TYPE_DIST, kGicDistBase, "distributor address");
+      set_address(KVM_VGIC_V2_ADDR_TYPE_CPU, kGicCpuBase, "CPU interface address");
+    }
+  }
+
+  // After the last vCPU is created: no vCPU can be added afterwards.
+  void initialize() {
+    device_->set_attr(KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, nullptr, "init");
+  }
+
+  const aarch64::GicDescription& description() const { return description_; }
+
+ private:
+  void set_address(uint64_t type, uint64_t gpa, const char* what) {
+    device_->set_attr(KVM_DEV_ARM_VGIC_GRP_ADDR, type, &gpa, what);
+  }
+
+  std::optional<aarch64::KvmDevice> device_;
+  aarch64::GicDescription description_;
+};
+
+constexpr uint64_t reg_pc() {
+  return offsetof(kvm_regs, regs.pc);
+}
+constexpr uint64_t reg_pstate() {
+  return offsetof(kvm_regs, regs.pstate);
+}
+constexpr uint64_t reg_x(unsigned n) {
+  return offsetof(kvm_regs, regs.regs) + n * sizeof(uint64_t);
+}
+
+// EL1 with SP_EL1, debug, SError, IRQ and FIQ masked (arm64 booting protocol).
+constexpr uint64_t kBootPstate = PSR_MODE_EL1h | PSR_D_BIT | PSR_A_BIT | PSR_I_BIT | PSR_F_BIT;
+
+class Aarch64Machine : public Machine {
+ public:
+  std::vector<RamRange> ram_layout(uint64_t memory_size) const override {
+    return {{kRamBase, memory_size}};
+  }
+
+  void create_interrupt_controller(Vm& vm) override {
+    const VmConfig& c = vm.config();
+    vgic_.emplace(vm.kvm_vm(), parse_gic(c.gic, vm.kvm_vm()), c.vcpus);
+    // Aborts without a valid syndrome come to us (reported) instead of killing the VM in KVM.
+    nisv_to_user_ = aarch64::enable_vm_cap(vm.kvm_vm(), KVM_CAP_ARM_NISV_TO_USER);
+    log::debug("{}, undecodable aborts {}",
+               vgic_->description().version == GicVersion::v3 ? "vGICv3" : "vGICv2",
+               nisv_to_user_ ? "reported by vmm" : "handled by KVM (no KVM_CAP_ARM_NISV_TO_USER)");
+  }
+
+  void add_platform_devices(Vm& vm) override {
+    std::shared_ptr<CharBackend> serial = open_char_backend(vm.config().serial, "--serial", [&vm] {
+      vm.request_stop(StopReason::quit, "quit from the console");
+    });
+    auto uart = std::make_shared<Pl011>("pl011", serial, vm.irq(kUartIntid));
+    vm.mmio_bus().attach(kUartBase, Pl011::kWindowSize, uart);
+    uart->start(vm.event_loop());
+  }
+
+  void load_guest(Vm& vm) override {
+    const VmConfig& c = vm.config();
+    const std::vector<uint8_t> kernel_file = read_file(c.kernel, "--kernel");
+    const aarch64::ArmImage image =
+        aarch64::parse_arm64_image(kernel_file, "--kernel " + c.kernel.string());
+    std::vector<uint8_t> initrd;
+    if (!c.initrd.empty()) initrd = read_file(c.initrd, "--initrd");
+    const aarch64::ArmBootPlan plan =
+        aarch64::plan_arm64_boot(image, kRamBase, c.memory_size, initrd.size());
+
+    aarch64::FdtMachine fdt;
+    fdt.memory.push_back({kRamBase, c.memory_size});
+    fdt.cpus = c.vcpus;
+    fdt.gic = vgic_->description();
+    fdt.uart = aarch64::UartDescription{kUartBase, Pl011::kWindowSize, kUartIntid};
+    fdt.virtio = virtio_;
+    fdt.bootargs = c.cmdline;
+    if (!initrd.empty()) fdt.initrd = plan.initrd;
+    std::vector<uint8_t> dtb;
+    if (c.dtb.empty()) {
+      dtb = aarch64::build_fdt(fdt);
+    } else {
+      const std::vector<uint8_t> user = read_file(c.dtb, "--dtb");
+      dtb = aarch64::patch_fdt(user, fdt, "--dtb " + c.dtb.string());
+    }
+    if (dtb.size() > plan.dtb.size) {
+      throw UserError(
+          fmt::format("--dtb {}: the device tree ({} bytes) is larger than the {} "
+                      "bytes the boot protocol allows",
+                      c.dtb.string(), dtb.size(), plan.dtb.size));
+    }
+    boot_ = aarch64::load_arm64(vm.memory(), image, plan, initrd, dtb);
+    log::debug(
+        "kernel at [{:#x}, {:#x}), entry {:#x}, initrd at [{:#x}, {:#x}), dtb at [{:#x}, {:#x})",
+        boot_.kernel.gpa, boot_.kernel.end(), boot_.entry_gpa, boot_.initrd.gpa, boot_.initrd.end(),
+        boot_.dtb.gpa, boot_.dtb.end());
+  }
+
+  void setup_vcpu(Vm& vm, KvmVcpu& vcpu) override {
+    aarch64::init_vcpu(vm.kvm_vm(), vcpu);
+    if (vcpu.index() == 0) {
+      // Secondary vCPUs start powered off; KVM sets their state on the guest's PSCI CPU_ON.
+      aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_pstate()), kBootPstate);
+      aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_pc()), boot_.entry_gpa);
+      aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_x(0)), boot_.dtb_gpa);
+      for (unsigned n = 1; n <= 3; ++n)
+        aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_x(n)), 0);
+    }
+    if (vcpu.index() + 1 == vm.config().vcpus) vgic_->initialize();
+  }
+
+  uint64_t instruction_pointer(KvmVcpu& vcpu) const override {
+    return aarch64::get_one_reg(vcpu, aarch64::core_reg_id(reg_pc()));
+  }
+
+  uint32_t max_vcpus() const override {
+    // The v3 redistributor region ends where the UART's page begins.
+    return static_cast<uint32_t>((kGicRedistEnd - kGicRedistBase) / kRedistFrameSize);
+  }
+
+  uint64_t virtio_mmio_base() const override { return kVirtioBase; }
+
+  // For system descriptions: RAM's place, the windows maps must avoid, and the INTIDs (SGIs,
+  // PPIs and the SPIs this machine hands out).
+  uint64_t ram_base() const override { return kRamBase; }
+  std::vector<DeviceWindow> device_windows() const override {
+    return {{"the GIC distributor", kGicDistBase, kGicDistSize},
+            {"the GIC CPU interface / redistributors", kGicCpuBase, kGicRedistEnd - kGicCpuBase},
+            {"the PL011 UART", kUartBase, 0x1000},
+            {"the virtio-mmio device window", kVirtioBase, kDeviceIntidCount * kVirtioMmioSlot}};
+  }
+  uint32_t irq_count() const override { return kFirstDeviceIntid + kDeviceIntidCount; }
+  uint32_t first_spi() const override { return 32; }
+  const char* name() const override { return "aarch64"; }
+
+  std::vector<uint32_t> device_irqs() const override {
+    std::vector<uint32_t> out;
+    for (uint32_t i = 0; i < kDeviceIntidCount; ++i) out.push_back(kFirstDeviceIntid + i);
+    return out;
+  }
+
+  void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {
+    aarch64::VirtioMmioDescription d;
+    d.base = base;
+    d.size = size;
+    d.intid = irq;
+    d.name = fmt::format("virtio-mmio@{:#x}", base);
+    virtio_.push_back(d);
+  }
+
+  // KVM_IRQ_LINE and irqfds take GSIs: with the vGIC, GSI n is SPI n, i.e. INTID n + 32.
+  uint32_t kvm_irq(uint32_t number) const override { return number - aarch64::kFirstSpiIntid; }
+
+  bool handle_exit(Vm& vm, KvmVcpu& vcpu) override {
+    kvm_run& run = vcpu.state();
+    if (run.exit_reason != KVM_EXIT_ARM_NISV) return false;
+    report_undecodable_abort(vm, vcpu, run.arm_nisv.fault_ipa, run.arm_nisv.esr_iss);
+    return true;
+  }
+
+ private:
+  // A data abort on a device address whose instruction KVM cannot describe (no valid ISV:
+  // load/store pair, writeback, SIMD, ...): we cannot emulate it, so the VM stops.
+  void report_undecodable_abort(Vm& vm, KvmVcpu& vcpu, uint64_t ipa, uint64_t iss) {
+    const bool write = (iss & (1u << 6)) != 0;  // ESR_ELx.WnR
+    const Bus::Entry* device = vm.mmio_bus().find(ipa);
+    uint64_t pc = 0;
+    try {
+      pc = instruction_pointer(vcpu);
+    } catch (const std::exception&) {
+    }
+    log::error(
+        "guest fault: vCPU {} {} at guest-physical {:#x} (instruction pointer {:#x}) with an "
+        "instruction KVM cannot decode (no valid syndrome, ESR ISS {:#x})",
+        vcpu.index(), write ? "write" : "read", ipa, pc, iss);
+    log::error("  the address belongs to {}",
+               device ? fmt::format("device '{}' at [{:#x}, {:#x})", device->device->name(),
+                                    device->base, device->end())
+                      : std::string("no device: nothing is mapped there"));
+    log::error(
+        "  to fix it: access device registers with single loads/stores without writeback "
+        "(Linux's readl/writel do), not load/store pairs, pre/post-indexing or SIMD");
+    vm.request_stop(StopReason::fault, fmt::format("vCPU {}: undecodable {} at {:#x}", vcpu.index(),
+                                                   write ? "write" : "read", ipa));
+  }
+
+  std::optional<Vgic> vgic_;
+  bool nisv_to_user_ = false;
+  std::vector<aarch64::VirtioMmioDescription> virtio_;
+  aarch64::ArmBootInfo boot_;
+};
+
+}  // namespace
+
+std::unique_ptr<Machine> make_host_machine() {
+  return std::make_unique<Aarch64Machine>();
+}
+
+}  // namespace libvmm

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# arm64 Linux guests: cross-builds vmm for arm64, then boots Debian's stock arm64 kernel (the
+# one the emulated host runs, tools/emuhost-arm64) with our initramfs inside the emulated arm64
+# KVM host and checks what a user sees:
+#   GICv3 host: 2 vCPUs through PSCI, the arch timer, the PL011 console both ways, the vGICv3,
+#               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block and
+#               console with the guest's own (module) drivers;
+#   GICv2 host: the default --gic picks the vGICv2 and the guest boots on it.
+# Usage: arm64.sh CROSS_BUILD_DIR [gicv3|gicv2]...   (both by default)
+set -euo pipefail
+build=$1
+shift
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=(gicv3 gicv2)
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$repo/tools/install-deps-arm64"
+{ cmake -G Ninja -S "$repo" -B "$build" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" &&
+  ninja -C "$build" -j2 vmm; } >"$work/cross-build.log" 2>&1 \
+  || { tail -n 40 "$work/cross-build.log"; echo "arm64.sh: cross-building vmm failed" >&2; exit 1; }
+
+emuhost=$repo/tools/emuhost-arm64/emuhost
+extra=$work/extra
+mkdir -p "$extra/tests"
+cp "$repo/tests/integration/arm64/info" "$extra/tests/arm64info"
+payload=$work/payload
+mkdir -p "$payload"
+cp "$("$emuhost" --print-kernel)" "$payload/Image"
+cp "$("$repo/images/build-initramfs" --extra "$extra" aarch64)" "$payload/initramfs.cpio.gz"
+"$repo/tools/emuhost-arm64/copy-binary" "$build/tools/vmm/vmm" "$payload"
+aarch64-linux-gnu-as "$repo/tests/integration/arm64/fault.S" -o "$work/fault.o"
+aarch64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
+dtc -q -I dts -O dtb -o "$payload/user.dtb" "$repo/tests/integration/arm64/user.dts"
+
+# Shared by both hosts' run.sh: PASS/FAIL lines and a summary.
+cat >"$payload/lib.sh" <<'EOS'
+passed=0 failed=0
+check() {  # check NAME CONDITION-COMMAND...
+  name=$1; shift
+  if "$@"; then echo "PASS: $name"; passed=$((passed + 1)); else echo "FAIL: $name"; failed=$((failed + 1)); fi
+}
+wait_for() {  # wait_for FILE TEXT SECONDS
+  i=0
+  while [ $i -lt $(($3 * 10)) ]; do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i + 1)); done
+  return 1
+}
+finish() {  # finish NAME FILES...
+  name=$1; shift
+  if [ $failed -ne 0 ]; then for f in "$@"; do echo "---- $f"; tail -n 30 "$f"; done; fi
+  echo "$name: $passed passed, $failed failed"
+  [ $failed -eq 0 ]
+}
+boot() {  # boot NAME CMDLINE-EXTRA VMM-ARGS...: a run with the serial console in /tmp/NAME.out
+  name=$1 extra=$2; shift 2
+  start=$(date +%s)
+  ./vmm --kernel Image --initrd initramfs.cpio.gz --memory 256M \
+    --cmdline "console=ttyAMA0 quiet $extra" "$@" </dev/null >/tmp/$name.out 2>/tmp/$name.err
+  status=$?
+  echo "arm64: $name took $(($(date +%s) - start)) s"
+}
+EOS
+
+cat >"$payload/gicv3.sh" <<'EOS'
+#!/bin/sh
+. ./lib.sh
+# 1. Two vCPUs, the timer, the PL011, the vGICv3; PSCI SYSTEM_OFF ends vmm.
+boot info libvmm.test=arm64info --vcpus 2
+check "boot: /init ran" grep -qF "LIBVMM-GUEST: init started" /tmp/info.out
+check "boot: 2 vCPUs came up (PSCI CPU_ON)" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
+check "boot: the arch timer is the clocksource" grep -qF "Switched to clocksource arch_sys_counter" /tmp/info.out
+check "boot: the console is a PL011" grep -qE "ttyAMA0 at MMIO 0x9000000 .*is a PL011" /tmp/info.out
+check "boot: the guest runs on a GICv3 (default --gic)" grep -qF "irqchip: GICv3" /tmp/info.out
+check "poweroff: exit status 0" [ "$status" -eq 0 ]
+check "poweroff: vmm saw PSCI SYSTEM_OFF" grep -qF "guest stopped (power off)" /tmp/info.err
+
+# 2. The PL011 both ways: an interactive shell fed through a FIFO (interrupt-driven input);
+#    `reboot` (PSCI SYSTEM_RESET) ends vmm too.
+mkfifo /tmp/console.in
+./vmm --kernel Image --initrd initramfs.cpio.gz --memory 256M --gic v3 \
+  --cmdline "console=ttyAMA0 quiet" \
+  <>/tmp/console.in >/tmp/console.out 2>/tmp/console.err &
+pid=$!
+check "console: the shell prompt appeared" wait_for /tmp/console.out "guest# " 120
+echo 'echo marker-$((6*7))' >/tmp/console.in
+check "console: input reached the guest and ran" wait_for /tmp/console.out "marker-42" 60
+echo 'reboot -f' >/tmp/console.in
+wait $pid
+status=$?
+check "reset: exit status 0 after reboot" [ "$status" -eq 0 ]
+check "reset: vmm saw PSCI SYSTEM_RESET" grep -qF "guest stopped (reset)" /tmp/console.err
+
+# 3. virtIO block and console, with Debian's module drivers loaded by /init.
+dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null
+printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
+dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
+mkfifo /tmp/hvc0.in
+./vmm --kernel Image --initrd initramfs.cpio.gz --memory 256M \
+  --cmdline "console=ttyAMA0 quiet libvmm.test=virtio" \
+  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly --console stdio --serial file:/tmp/virtio.out \
+  <>/tmp/hvc0.in >/tmp/hvc0.out 2>/tmp/virtio.err &
+pid=$!
+check "virtio: hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
+echo "ping-from-host" >/tmp/hvc0.in
+check "virtio: host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
+wait $pid
+status=$?
+check "virtio: exit status 0" [ "$status" -eq 0 ]
+check "virtio: the guest sees vda and vdb" grep -qF "block devices: vda vdb" /tmp/virtio.out
+check "virtio: the guest reads the host's pattern" grep -qF "vda starts with: LIBVMM-HOST-WROTE-THIS!!" /tmp/virtio.out
+check "virtio: vdb is read-only in the guest" grep -qF "vdb write refused" /tmp/virtio.out
+check "virtio: the guest's write is in the image" \
+  sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
+
+# 4. A user's device tree (--dtb): vmm patches in memory, cpus, chosen and the virtIO disk.
+boot dtb libvmm.test=arm64info --vcpus 2 --dtb user.dtb --disk /tmp/vdb.img,readonly
+check "dtb: the guest booted with the user's tree" grep -qF "model: libvmm user dtb test board" /tmp/dtb.out
+check "dtb: 2 vCPUs patched in" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/dtb.out
+check "dtb: the virtIO disk patched in" grep -qF "block devices: vda" /tmp/dtb.out
+check "dtb: exit status 0" [ "$status" -eq 0 ]
+
+# 5. Faults: a read where nothing is mapped (reported, all-ones) and a load pair from the PL011
+#    (no valid syndrome: reported, the VM stops with status 1).
+./vmm --kernel fault.Image --memory 64M </dev/null >/tmp/fault.out 2>/tmp/fault.err
+status=$?
+check "faults: unmapped read reported" \
+  grep -qF "guest fault: vCPU 0 read 4 bytes at guest-physical 0xc000000" /tmp/fault.err
+check "faults: undecodable load pair reported" grep -qE \
+  "vCPU 0 read at guest-physical 0x9000000 .*instruction KVM cannot decode" /tmp/fault.err
+check "faults: ... naming the device" grep -qF "device 'pl011' at [0x9000000, 0x9001000)" /tmp/fault.err
+check "faults: exit status 1" [ "$status" -eq 1 ]
+finish arm64-gicv3 /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
+  /tmp/virtio.out /tmp/virtio.err /tmp/hvc0.out
+EOS
+
+cat >"$payload/gicv2.sh" <<'EOS'
+#!/bin/sh
+. ./lib.sh
+boot info libvmm.test=arm64info --vcpus 2
+check "gicv2: 2 vCPUs came up" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
+check "gicv2: the guest runs on a GICv2 (default --gic on this host)" grep -qF "irqchip: GIC-0" /tmp/info.out
+check "gicv2: exit status 0 after PSCI SYSTEM_OFF" [ "$status" -eq 0 ]
+./vmm --kernel Image --gic v3 --memory 256M >/tmp/v3.out 2>/tmp/v3.err
+status=$?
+check "gicv2: --gic v3 is refused with status 2" [ "$status" -eq 2 ]
+check "gicv2: ... naming the flag" grep -qF -- "--gic v3: this host's KVM offers no vGICv3" /tmp/v3.err
+finish arm64-gicv2 /tmp/info.out /tmp/info.err /tmp/v3.err
+EOS
+chmod +x "$payload"/*.sh
+
+status=0
+for suite in "${suites[@]}"; do
+  case $suite in
+    gicv3) gic=3 ;;
+    gicv2) gic=2 ;;
+    *) echo "arm64.sh: unknown suite $suite" >&2; exit 2 ;;
+  esac
+  ln -sf "$suite.sh" "$payload/run.sh"
+  "$emuhost" --gic "$gic" --timeout 600 "$payload" || status=1
+done
+exit $status

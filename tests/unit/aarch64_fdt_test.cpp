@@ -1,0 +1,425 @@
+// The generated arm64 device tree and the patching of a user's DTB, read back with libfdt and
+// compared with dtc's decompilation.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <libfdt.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "libvmm/arch/aarch64/fdt.hpp"
+#include "libvmm/core/error.hpp"
+
+using namespace libvmm;
+using namespace libvmm::aarch64;
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+namespace {
+
+// A machine like the aarch64 one: RAM at 1 GiB, GIC below it, PL011 and virtio-mmio devices.
+FdtMachine sample_machine(GicVersion version = GicVersion::v3) {
+  FdtMachine m;
+  m.memory = {{0x4000'0000, 256 * MiB}};
+  m.cpus = 2;
+  m.gic.version = version;
+  m.gic.dist_base = 0x0800'0000;
+  m.gic.dist_size = 0x1'0000;
+  if (version == GicVersion::v3) {
+    m.gic.cpu_or_redist_base = 0x080a'0000;
+    m.gic.cpu_or_redist_size = 2 * 0x2'0000;
+  } else {
+    m.gic.cpu_or_redist_base = 0x0801'0000;
+    m.gic.cpu_or_redist_size = 0x1'0000;
+  }
+  m.uart = UartDescription{.base = 0x0900'0000, .size = 0x1000, .intid = 33};
+  m.virtio = {{.base = 0x0a00'0000, .intid = 48, .name = "virtio-blk disk0"},
+              {.base = 0x0a00'0200, .intid = 49, .level_triggered = true, .name = "console"}};
+  m.bootargs = "console=ttyAMA0 quiet";
+  m.initrd = GpaRange{0x4f00'0000, 0x10'0001};
+  return m;
+}
+
+int node(const std::vector<uint8_t>& blob, const char* path) {
+  return fdt_path_offset(blob.data(), path);
+}
+
+std::vector<uint32_t> cells(const std::vector<uint8_t>& blob, const char* path, const char* prop) {
+  int len = 0;
+  const auto* raw =
+      static_cast<const fdt32_t*>(fdt_getprop(blob.data(), node(blob, path), prop, &len));
+  std::vector<uint32_t> out;
+  for (int i = 0; raw != nullptr && i < len / 4; ++i) out.push_back(fdt32_to_cpu(raw[i]));
+  return out;
+}
+
+std::string string_prop(const std::vector<uint8_t>& blob, const char* path, const char* prop) {
+  int len = 0;
+  const auto* raw =
+      static_cast<const char*>(fdt_getprop(blob.data(), node(blob, path), prop, &len));
+  return raw == nullptr ? std::string("(absent)") : std::string(raw, static_cast<size_t>(len));
+}
+
+bool has_prop(const std::vector<uint8_t>& blob, const char* path, const char* prop) {
+  return fdt_getprop(blob.data(), node(blob, path), prop, nullptr) != nullptr;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+bool have_dtc() {
+  return std::system("dtc --version >/dev/null 2>&1") == 0;
+}
+
+std::filesystem::path temp_path(const std::string& name) {
+  return std::filesystem::temp_directory_path() /
+         ("libvmm-aarch64-" + std::to_string(getpid()) + "-" + name);
+}
+
+std::string slurp(const std::filesystem::path& path) {
+  std::stringstream text;
+  text << std::ifstream(path, std::ios::binary).rdbuf();
+  return text.str();
+}
+
+// Runs dtc `args` on `input` written to a file, returning its output; its warnings go to
+// `warnings`.
+std::string run_dtc(const std::string& args, const std::vector<uint8_t>& input,
+                    std::string* warnings = nullptr) {
+  const auto in = temp_path("in");
+  const auto out = temp_path("out");
+  const auto err = temp_path("err");
+  std::ofstream(in, std::ios::binary)
+      .write(reinterpret_cast<const char*>(input.data()),
+             static_cast<std::streamsize>(input.size()));
+  const std::string cmd =
+      "dtc " + args + " -o " + out.string() + " " + in.string() + " 2>" + err.string();
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string text = slurp(out);
+  if (warnings != nullptr) *warnings = slurp(err);
+  for (const auto& path : {in, out, err}) std::filesystem::remove(path);
+  return text;
+}
+
+std::vector<uint8_t> compile_dts(const std::string& dts) {
+  const std::string text =
+      run_dtc("-q -I dts -O dtb", std::vector<uint8_t>(dts.begin(), dts.end()));
+  return {text.begin(), text.end()};
+}
+
+}  // namespace
+
+TEST(Arm64Fdt, SpiCellIsTheIntidMinus32) {
+  EXPECT_EQ(spi_cell(32, "x"), 0u);
+  EXPECT_EQ(spi_cell(79, "x"), 47u);
+  EXPECT_EQ(spi_cell(1019, "x"), 987u);
+  const std::string error = error_of([] { spi_cell(5, "virtio-blk disk0"); });
+  EXPECT_THAT(error, StartsWith("virtio-blk disk0: interrupt 5 is not an SPI INTID"));
+  EXPECT_THAT(error, HasSubstr("INTID 37"));
+  EXPECT_THAT(error_of([] { spi_cell(1020, "uart"); }), StartsWith("uart: interrupt 1020"));
+}
+
+TEST(Arm64Fdt, KvmDefaultMpidrPacks16CpusPerCluster) {
+  EXPECT_EQ(kvm_default_mpidr(0), 0u);
+  EXPECT_EQ(kvm_default_mpidr(15), 0xfu);
+  EXPECT_EQ(kvm_default_mpidr(17), 0x101u);
+  EXPECT_EQ(kvm_default_mpidr(4096 + 16 + 2), 0x10102u);
+}
+
+TEST(Arm64Fdt, BuildsTheWholeTree) {
+  const auto blob = build_fdt(sample_machine());
+  ASSERT_EQ(fdt_check_full(blob.data(), blob.size()), 0);
+  EXPECT_LE(blob.size(), kDtbMaxSize);
+
+  EXPECT_THAT(cells(blob, "/", "#address-cells"), ElementsAre(2u));
+  EXPECT_THAT(cells(blob, "/", "#size-cells"), ElementsAre(2u));
+  const int gic = node(blob, "/interrupt-controller@8000000");
+  ASSERT_GE(gic, 0);
+  EXPECT_THAT(cells(blob, "/", "interrupt-parent"), ElementsAre(fdt_get_phandle(blob.data(), gic)));
+
+  EXPECT_EQ(string_prop(blob, "/memory@40000000", "device_type"), std::string("memory\0", 7));
+  EXPECT_THAT(cells(blob, "/memory@40000000", "reg"), ElementsAre(0u, 0x4000'0000u, 0u, 256 * MiB));
+
+  EXPECT_THAT(cells(blob, "/cpus", "#address-cells"), ElementsAre(1u));
+  EXPECT_THAT(cells(blob, "/cpus", "#size-cells"), ElementsAre(0u));
+  EXPECT_THAT(cells(blob, "/cpus/cpu@1", "reg"), ElementsAre(1u));
+  EXPECT_EQ(string_prop(blob, "/cpus/cpu@0", "compatible"), std::string("arm,arm-v8\0", 11));
+  EXPECT_EQ(string_prop(blob, "/cpus/cpu@0", "device_type"), std::string("cpu\0", 4));
+  EXPECT_EQ(string_prop(blob, "/cpus/cpu@1", "enable-method"), std::string("psci\0", 5));
+  EXPECT_LT(node(blob, "/cpus/cpu@2"), 0);
+
+  EXPECT_EQ(string_prop(blob, "/psci", "compatible"),
+            std::string("arm,psci-1.0\0arm,psci-0.2\0", 26));
+  EXPECT_EQ(string_prop(blob, "/psci", "method"), std::string("hvc\0", 4));
+
+  EXPECT_EQ(string_prop(blob, "/timer", "compatible"), std::string("arm,armv8-timer\0", 16));
+  EXPECT_THAT(cells(blob, "/timer", "interrupts"),
+              ElementsAreArray({1u, 13u, 4u, 1u, 14u, 4u, 1u, 11u, 4u, 1u, 10u, 4u}));
+
+  EXPECT_EQ(string_prop(blob, "/interrupt-controller@8000000", "compatible"),
+            std::string("arm,gic-v3\0", 11));
+  EXPECT_THAT(cells(blob, "/interrupt-controller@8000000", "reg"),
+              ElementsAre(0u, 0x0800'0000u, 0u, 0x1'0000u, 0u, 0x080a'0000u, 0u, 0x4'0000u));
+  EXPECT_THAT(cells(blob, "/interrupt-controller@8000000", "#interrupt-cells"), ElementsAre(3u));
+  EXPECT_TRUE(has_prop(blob, "/interrupt-controller@8000000", "interrupt-controller"));
+
+  const int clock = node(blob, "/apb-pclk");
+  ASSERT_GE(clock, 0);
+  EXPECT_THAT(cells(blob, "/apb-pclk", "clock-frequency"), ElementsAre(24'000'000u));
+  EXPECT_EQ(string_prop(blob, "/serial@9000000", "compatible"),
+            std::string("arm,pl011\0arm,primecell\0", 24));
+  EXPECT_THAT(cells(blob, "/serial@9000000", "interrupts"), ElementsAre(0u, 1u, 4u));  // INTID 33
+  const uint32_t clock_phandle = fdt_get_phandle(blob.data(), clock);
+  EXPECT_THAT(cells(blob, "/serial@9000000", "clocks"), ElementsAre(clock_phandle, clock_phandle));
+
+  EXPECT_EQ(string_prop(blob, "/virtio_mmio@a000000", "compatible"),
+            std::string("virtio,mmio\0", 12));
+  EXPECT_THAT(cells(blob, "/virtio_mmio@a000000", "reg"),
+              ElementsAre(0u, 0x0a00'0000u, 0u, 0x200u));
+  EXPECT_THAT(cells(blob, "/virtio_mmio@a000000", "interrupts"), ElementsAre(0u, 16u, 1u));
+  EXPECT_THAT(cells(blob, "/virtio_mmio@a000200", "interrupts"), ElementsAre(0u, 17u, 4u));
+  EXPECT_TRUE(has_prop(blob, "/virtio_mmio@a000000", "dma-coherent"));
+
+  EXPECT_EQ(string_prop(blob, "/chosen", "bootargs"), std::string("console=ttyAMA0 quiet\0", 22));
+  EXPECT_THAT(cells(blob, "/chosen", "linux,initrd-start"), ElementsAre(0u, 0x4f00'0000u));
+  EXPECT_THAT(cells(blob, "/chosen", "linux,initrd-end"), ElementsAre(0u, 0x4f10'0001u));
+  EXPECT_EQ(string_prop(blob, "/chosen", "stdout-path"), std::string("/serial@9000000\0", 16));
+}
+
+TEST(Arm64Fdt, GicV2NodeAndPpiCpuMask) {
+  const auto blob = build_fdt(sample_machine(GicVersion::v2));
+  EXPECT_EQ(string_prop(blob, "/interrupt-controller@8000000", "compatible"),
+            std::string("arm,cortex-a15-gic\0", 19));
+  EXPECT_THAT(cells(blob, "/interrupt-controller@8000000", "reg"),
+              ElementsAre(0u, 0x0800'0000u, 0u, 0x1'0000u, 0u, 0x0801'0000u, 0u, 0x1'0000u));
+  // Level high, wired to CPUs 0 and 1.
+  EXPECT_THAT(
+      cells(blob, "/timer", "interrupts"),
+      ElementsAreArray({1u, 13u, 0x304u, 1u, 14u, 0x304u, 1u, 11u, 0x304u, 1u, 10u, 0x304u}));
+}
+
+TEST(Arm64Fdt, ManyCpusUseKvmAffinities) {
+  FdtMachine m = sample_machine();
+  m.cpus = 20;
+  const auto blob = build_fdt(m);
+  EXPECT_THAT(cells(blob, "/cpus/cpu@f", "reg"), ElementsAre(0xfu));
+  EXPECT_THAT(cells(blob, "/cpus/cpu@103", "reg"), ElementsAre(0x103u));
+
+  m.cpus = 2;
+  m.cpu_mpidrs = {0x8000'0000, 0x1'8000'0001};  // bit 31 (RES1) dropped, Aff3 = 1
+  const auto aff3 = build_fdt(m);
+  EXPECT_THAT(cells(aff3, "/cpus", "#address-cells"), ElementsAre(2u));
+  EXPECT_THAT(cells(aff3, "/cpus/cpu@100000001", "reg"), ElementsAre(1u, 1u));
+}
+
+TEST(Arm64Fdt, NoUartNoInitrdNoBootargs) {
+  FdtMachine m = sample_machine();
+  m.uart.reset();
+  m.initrd.reset();
+  m.bootargs.clear();
+  const auto blob = build_fdt(m);
+  EXPECT_LT(node(blob, "/apb-pclk"), 0);
+  EXPECT_FALSE(has_prop(blob, "/chosen", "stdout-path"));
+  EXPECT_FALSE(has_prop(blob, "/chosen", "linux,initrd-start"));
+  EXPECT_FALSE(has_prop(blob, "/chosen", "bootargs"));
+}
+
+TEST(Arm64Fdt, RejectsBadDescriptions) {
+  FdtMachine m = sample_machine();
+  m.virtio[1].intid = 17;  // a device tree SPI number where an INTID belongs
+  EXPECT_THAT(error_of([&] { build_fdt(m); }), StartsWith("console: interrupt 17 is not an SPI"));
+
+  m = sample_machine();
+  m.uart->intid = 20;
+  EXPECT_THAT(error_of([&] { build_fdt(m); }), StartsWith("pl011@9000000: interrupt 20"));
+
+  m = sample_machine();
+  m.virtio[1].intid = 48;
+  EXPECT_THAT(error_of([&] { build_fdt(m); }),
+              StartsWith("console: INTID 48 is already used by virtio-blk disk0"));
+
+  m = sample_machine();
+  m.virtio[1].base = m.virtio[0].base;
+  EXPECT_THAT(error_of([&] { build_fdt(m); }), HasSubstr("address 0xa000000 is already used"));
+
+  m = sample_machine(GicVersion::v2);
+  m.cpus = 9;
+  EXPECT_THAT(error_of([&] { build_fdt(m); }), StartsWith("--gic v2:"));
+
+  m = sample_machine();
+  m.memory.clear();
+  EXPECT_THAT(error_of([&] { build_fdt(m); }), HasSubstr("no memory"));
+}
+
+TEST(Arm64Fdt, DtcDecompilesToTheExpectedSource) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  std::string warnings;
+  const std::string dts = run_dtc("-I dtb -O dts", build_fdt(sample_machine()), &warnings);
+  EXPECT_EQ(dts, slurp(LIBVMM_TEST_DATA_DIR "/aarch64_virt_gicv3.dts"))
+      << "after a deliberate change: dtc -I dtb -O dts on build_fdt(sample_machine())";
+  EXPECT_EQ(warnings, "");  // dtc's checks (unit addresses, interrupt providers, ...) pass
+
+  run_dtc("-I dtb -O dts", build_fdt(sample_machine(GicVersion::v2)), &warnings);
+  EXPECT_EQ(warnings, "");
+}
+
+TEST(Arm64FdtPatch, PatchesMemoryChosenAndDevicesKeepsTheRest) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  const auto user = compile_dts(R"(/dts-v1/;
+/ {
+  #address-cells = <2>; #size-cells = <2>;
+  compatible = "vendor,board";
+  interrupt-parent = <&gic>;
+  gic: interrupt-controller@8000000 {
+    compatible = "arm,gic-v3"; interrupt-controller; #interrupt-cells = <3>;
+    reg = <0 0x8000000 0 0x10000 0 0x80a0000 0 0xf60000>;
+  };
+  memory@80000000 { device_type = "memory"; reg = <0 0x80000000 0 0x1000000>; };
+  memory@90000000 { device_type = "memory"; reg = <0 0x90000000 0 0x1000000>; };
+  chosen {
+    bootargs = "old";
+    linux,initrd-start = <0x81000000>; linux,initrd-end = <0x82000000>;
+    stdout-path = "/my-uart@9000000";
+  };
+  my-uart@9000000 { compatible = "ns16550a"; reg = <0 0x9000000 0 0x1000>; };
+  virtio_mmio@a000000 { compatible = "virtio,mmio"; reg = <0 0xa000000 0 0x200>; interrupts = <0 99 4>; };
+};
+)");
+  ASSERT_FALSE(user.empty());
+  const auto blob = patch_fdt(user, sample_machine(), "user.dtb");
+  ASSERT_EQ(fdt_check_full(blob.data(), blob.size()), 0);
+
+  EXPECT_LT(node(blob, "/memory@80000000"), 0);
+  EXPECT_LT(node(blob, "/memory@90000000"), 0);
+  EXPECT_THAT(cells(blob, "/memory@40000000", "reg"), ElementsAre(0u, 0x4000'0000u, 0u, 256 * MiB));
+  EXPECT_EQ(string_prop(blob, "/chosen", "bootargs"), std::string("console=ttyAMA0 quiet\0", 22));
+  EXPECT_THAT(cells(blob, "/chosen", "linux,initrd-start"), ElementsAre(0u, 0x4f00'0000u));
+  EXPECT_EQ(string_prop(blob, "/chosen", "stdout-path"), std::string("/my-uart@9000000\0", 17));
+  EXPECT_THAT(cells(blob, "/virtio_mmio@a000000", "interrupts"), ElementsAre(0u, 16u, 1u));
+  EXPECT_THAT(cells(blob, "/virtio_mmio@a000200", "interrupts"), ElementsAre(0u, 17u, 4u));
+  EXPECT_FALSE(has_prop(blob, "/virtio_mmio@a000000", "interrupt-parent"));  // the root's
+  // Kept as the user wrote them.
+  EXPECT_EQ(string_prop(blob, "/", "compatible"), std::string("vendor,board\0", 13));
+  EXPECT_EQ(string_prop(blob, "/my-uart@9000000", "compatible"), std::string("ns16550a\0", 9));
+  EXPECT_LT(node(blob, "/serial@9000000"), 0);
+  // Absent in the user's tree, so added from the description.
+  EXPECT_THAT(cells(blob, "/cpus/cpu@1", "reg"), ElementsAre(1u));
+  EXPECT_EQ(string_prop(blob, "/psci", "method"), std::string("hvc\0", 4));
+  EXPECT_GE(node(blob, "/timer"), 0);
+}
+
+TEST(Arm64FdtPatch, KeepsUserCpusAndPointsNewDevicesAtTheGic) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  const auto user = compile_dts(R"(/dts-v1/;
+/ {
+  #address-cells = <2>; #size-cells = <2>;
+  intc: intc@8000000 { compatible = "arm,cortex-a15-gic"; interrupt-controller; #interrupt-cells = <3>;
+         reg = <0 0x8000000 0 0x10000 0 0x8010000 0 0x10000>; };
+  cpus { #address-cells = <1>; #size-cells = <0>; cpu@0 { device_type = "cpu"; reg = <0>; }; };
+  timer { compatible = "arm,armv8-timer"; interrupt-parent = <&intc>; interrupts = <1 13 4>; };
+};
+)");
+  FdtMachine m = sample_machine(GicVersion::v2);
+  m.initrd.reset();
+  const auto blob = patch_fdt(user, m, "user.dtb");
+  EXPECT_LT(node(blob, "/cpus/cpu@1"), 0);
+  EXPECT_THAT(cells(blob, "/timer", "interrupts"), ElementsAre(1u, 13u, 4u));
+  const uint32_t gic = fdt_get_phandle(blob.data(), node(blob, "/intc@8000000"));
+  ASSERT_NE(gic, 0u);
+  EXPECT_THAT(cells(blob, "/virtio_mmio@a000000", "interrupt-parent"), ElementsAre(gic));
+  EXPECT_TRUE(has_prop(blob, "/chosen", "bootargs"));  // /chosen created
+  EXPECT_FALSE(has_prop(blob, "/chosen", "linux,initrd-start"));
+}
+
+TEST(Arm64FdtPatch, GrowsTheBlobForManyDevices) {
+  // Our own (packed) tree as the user's: patching must grow it.
+  const auto user = build_fdt(sample_machine());
+  FdtMachine m = sample_machine();
+  m.virtio.clear();
+  for (uint32_t i = 0; i < 300; ++i) {
+    m.virtio.push_back({.base = 0x1000'0000 + i * 0x200ULL, .intid = 40 + i});
+  }
+  m.memory = {{0x4000'0000, 128 * MiB}, {0x1'0000'0000, 1 * GiB}};
+  const auto blob = patch_fdt(user, m, "user.dtb");
+  ASSERT_EQ(fdt_check_full(blob.data(), blob.size()), 0);
+  EXPECT_GT(blob.size(), user.size() + 16 * KiB);
+  EXPECT_THAT(cells(blob, "/virtio_mmio@10025600", "interrupts"), ElementsAre(0u, 307u, 1u));
+  EXPECT_THAT(cells(blob, "/memory@40000000", "reg"), ElementsAre(0u, 0x4000'0000u, 0u, 128 * MiB));
+  EXPECT_THAT(cells(blob, "/memory@100000000", "reg"), ElementsAre(1u, 0u, 0u, 1 * GiB));
+  EXPECT_GE(node(blob, "/virtio_mmio@a000000"), 0);  // the user's own devices stay
+  EXPECT_GE(node(blob, "/serial@9000000"), 0);
+}
+
+TEST(Arm64FdtPatch, RejectsBadUserBlobsNamingTheFile) {
+  const std::vector<uint8_t> garbage(100, 0x42);
+  EXPECT_THAT(error_of([&] { patch_fdt(garbage, sample_machine(), "my.dtb"); }),
+              StartsWith("my.dtb: not a device tree blob"));
+
+  auto truncated = build_fdt(sample_machine());
+  truncated.resize(truncated.size() / 2);
+  EXPECT_THAT(error_of([&] { patch_fdt(truncated, sample_machine(), "my.dtb"); }),
+              StartsWith("my.dtb: invalid device tree"));
+
+  // A tree without an interrupt controller cannot take virtio devices.
+  std::vector<uint8_t> bare(4096);
+  ASSERT_EQ(fdt_create_empty_tree(bare.data(), static_cast<int>(bare.size())), 0);
+  EXPECT_THAT(error_of([&] { patch_fdt(bare, sample_machine(), "my.dtb"); }),
+              StartsWith("my.dtb: no interrupt controller"));
+
+  // Patching must not produce a tree the kernel refuses (over 2 MiB).
+  std::vector<uint8_t> big(3 * MiB);
+  ASSERT_EQ(fdt_create_empty_tree(big.data(), static_cast<int>(big.size())), 0);
+  const std::vector<uint8_t> filler(2 * MiB, 0);
+  ASSERT_EQ(fdt_setprop(big.data(), 0, "filler", filler.data(), static_cast<int>(filler.size())),
+            0);
+  const int gic = fdt_add_subnode(big.data(), 0, "intc");
+  ASSERT_GE(gic, 0);
+  ASSERT_EQ(fdt_setprop(big.data(), gic, "interrupt-controller", nullptr, 0), 0);
+  ASSERT_EQ(fdt_setprop_u32(big.data(), gic, "#interrupt-cells", 3), 0);
+  ASSERT_EQ(fdt_setprop_u32(big.data(), gic, "phandle", 1), 0);
+  ASSERT_EQ(fdt_pack(big.data()), 0);
+  const void* packed = big.data();
+  big.resize(fdt_totalsize(packed));
+  FdtMachine m = sample_machine();
+  m.virtio.clear();
+  EXPECT_THAT(error_of([&] { patch_fdt(big, m, "my.dtb"); }), HasSubstr("over the arm64 limit"));
+}
+
+TEST(Arm64FdtPatch, CorruptedBlobsGiveAValidTreeOrAUserError) {
+  // The user's file is untrusted input: no mutation may crash or produce an invalid tree.
+  const auto good = build_fdt(sample_machine());
+  std::mt19937 random(12345);
+  int accepted = 0;
+  for (int round = 0; round < 2000; ++round) {
+    auto blob = good;
+    const int flips = 1 + static_cast<int>(random() % 4);
+    for (int i = 0; i < flips; ++i) {
+      blob[random() % blob.size()] = static_cast<uint8_t>(random());
+    }
+    if (round % 7 == 0) blob.resize(random() % blob.size());
+    try {
+      const auto patched = patch_fdt(blob, sample_machine(), "fuzz.dtb");
+      ASSERT_EQ(fdt_check_full(patched.data(), patched.size()), 0) << "round " << round;
+      ++accepted;
+    } catch (const UserError& e) {
+      ASSERT_THAT(e.what(), StartsWith("fuzz.dtb: ")) << "round " << round;
+    }
+  }
+  EXPECT_GT(accepted, 0);  // some flips only touch property values
+}
