@@ -20,6 +20,7 @@ static_assert(sizeof(virtio_net_hdr_v1) == VirtioNet::kHeaderSize);
 constexpr uint32_t kConfigSize = offsetof(virtio_net_config, mtu) + sizeof(uint16_t);
 constexpr uint32_t kMaxErrorLogs = 16;  // the guest must not be able to flood the log
 constexpr uint16_t kMinMtu = 68;        // IPv4's minimum (RFC 791)
+constexpr uint64_t kFramesLogged = 8;   // with -v, the first frames each way (bring-up problems)
 
 constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
@@ -208,6 +209,7 @@ void VirtioNet::reset() {
 void VirtioNet::request_resume() {
   if (!rx_paused_) return;
   rx_paused_ = false;
+  log::debug("{}: {} resumed", name(), backend_->describe());
   if (loop_ == nullptr) return backend_->resume_receive();
   loop_->post([this] {
     backend_->resume_receive();
@@ -235,13 +237,17 @@ void VirtioNet::backend_readable() {
       });
   if (!live) return drop_unreachable_frames();
   // No busy loop: with no buffers, stop watching the backend until the driver adds some.
-  if (state == RxState::no_buffers) backend_->pause_receive();
+  if (state == RxState::no_buffers) {
+    log::debug("{}: no receive buffers; {} paused", name(), backend_->describe());
+    backend_->pause_receive();
+  }
   // With more, the level-triggered loop calls us again after serving the others.
 }
 
 void VirtioNet::drop_unreachable_frames() {
   for (int i = 0; i < kBatch; ++i) {
     if (backend_->receive(rx_frame_) <= 0) return;
+    if (rx_not_ready_.get() == 0) log::debug("{}: no driver yet; dropping frames", name());
     rx_not_ready_.add();
   }
 }
@@ -252,7 +258,7 @@ VirtioNet::RxState VirtioNet::receive(Virtqueue& queue) {
     return RxState::no_buffers;
   }
   RxState state = RxState::more;
-  const uint64_t delivered_before = rx_frames_.get();
+  rx_pushed_ = false;
   for (int i = 0; i < kBatch; ++i) {
     if (rx_pending_ == 0) {
       const ssize_t n = backend_->receive(rx_frame_);
@@ -277,8 +283,9 @@ VirtioNet::RxState VirtioNet::receive(Virtqueue& queue) {
       break;
     }
   }
-  rx_paused_ = state == RxState::no_buffers;
-  if (rx_frames_.get() != delivered_before || rx_bad_chain_.get() != 0) {
+  // Cleared by request_resume() once buffers come back.
+  if (state == RxState::no_buffers) rx_paused_ = true;
+  if (rx_pushed_) {
     if (VirtioTransport* t = transport_.load()) t->signal_used(kReceiveQueue);
   }
   return state;
@@ -322,6 +329,7 @@ bool VirtioNet::deliver_pending(Virtqueue& queue) {
     queue.disable_notifications();
     if (!take_receive_chain(*chain)) {
       queue.push(chain->head(), 0);
+      rx_pushed_ = true;
       continue;
     }
     rx_held_bytes_ += chain->writable_bytes();
@@ -344,11 +352,15 @@ bool VirtioNet::deliver_pending(Virtqueue& queue) {
     // pop() checked that every writable buffer lies in writable guest RAM.
     const bool ok = chain.write_at(0, std::span(rx_frame_.data() + offset, n));
     queue.push(chain.head(), ok ? static_cast<uint32_t>(n) : 0);
+    rx_pushed_ = true;
     offset += n;
   }
   rx_held_.erase(rx_held_.begin(), rx_held_.begin() + static_cast<ptrdiff_t>(used));
   rx_held_bytes_ = 0;
   for (const DescriptorChain& chain : rx_held_) rx_held_bytes_ += chain.writable_bytes();
+  if (rx_frames_.get() < kFramesLogged) {
+    log::debug("{}: received {} bytes into {} buffer(s)", name(), rx_pending_, used);
+  }
   rx_pending_ = 0;
   rx_frames_.add();
   return true;
@@ -456,6 +468,7 @@ void VirtioNet::transmit_one(const DescriptorChain& chain) {
     tx_host_dropped_.add();
     return;
   }
+  if (tx_frames_.get() < kFramesLogged) log::debug("{}: sent {} bytes", name(), frame_len);
   tx_frames_.add();
 }
 

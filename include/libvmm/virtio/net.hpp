@@ -136,7 +136,8 @@ class VirtioNet final : public VirtioDevice {
   size_t rx_pending_ = 0;                 // bytes of rx_frame_ waiting for buffers; 0: none
   std::vector<DescriptorChain> rx_held_;  // buffers collected for the pending frame
   uint64_t rx_held_bytes_ = 0;
-  bool rx_paused_ = false;
+  bool rx_paused_ = false;  // the backend is (or is about to be) paused for want of buffers
+  bool rx_pushed_ = false;  // receive() returned buffers: signal the driver
   std::vector<iovec> tx_iov_;
   std::vector<uint8_t> tx_copy_;
 
