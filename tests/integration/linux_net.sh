@@ -18,6 +18,7 @@ cp "$("$repo/images/build-kernel" x86_64)" "$payload/bzImage"
 cp "$("$repo/images/build-initramfs" x86_64)" "$payload/initramfs.cpio.gz"
 "$repo/tools/emuhost/copy-binary" "$vmm" "$payload"
 "$repo/tools/emuhost/copy-binary" "$(command -v ip)" "$payload"  # busybox ip has no netns
+"$repo/tools/emuhost/copy-binary" "$(command -v setpriv)" "$payload"  # busybox's has no --reuid
 
 cat >"$payload/run.sh" <<'EOS'
 #!/bin/sh
@@ -57,7 +58,7 @@ httpd -p 10.0.0.1:8080 -h /www
 
 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 160M --serial file:/tmp/a.out \
   --cmdline "console=ttyS0 quiet libvmm.test=net" --net tap=tap0,mac=52:54:00:12:34:56 \
-  -v 2>/tmp/a.err &
+  2>/tmp/a.err &
 a=$!
 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 160M --serial file:/tmp/b.out \
   --cmdline "console=ttyS0 quiet libvmm.test=net_peer" --net tap=tap1 2>/tmp/b.err &
@@ -72,7 +73,7 @@ $ip link set tap1 up
 check "eth0 has the MAC it was given" wait_for /tmp/a.out "eth0 address: 52:54:00:12:34:56" 180
 check "the guest pings the host" wait_for /tmp/a.out "ping host ok" 60
 if [ $failed -ne 0 ]; then  # nothing else can work: say why now
-  $ip -s link; echo "---- A serial"; tail -n 30 /tmp/a.out; echo "---- A stderr"; grep virtio-net /tmp/a.err | tail -n 40
+  $ip -s link; echo "---- A serial"; tail -n 30 /tmp/a.out; echo "---- A stderr"; tail -n 20 /tmp/a.err
   exit 1
 fi
 check "host to guest: 4 MiB arrive intact" wait_for /tmp/a.out "to-guest sha256: $to_guest" 120
@@ -92,6 +93,28 @@ wait $a; sa=$?
 wait $b; sb=$?
 check "vmm A exit status 0" [ "$sa" -eq 0 ]
 check "vmm B exit status 0" [ "$sb" -eq 0 ]
+# Bad --net input that needs a TAP to exist or permissions to be missing: one line, exit 2,
+# before any guest starts. As nobody, with /dev/kvm opened up (this host is ours).
+bad() {  # bad "message fragment" ARGS...
+  msg=$1; shift
+  rm -f /tmp/bad.out
+  "$@" --kernel bzImage --serial file:/tmp/bad.out </dev/null >/dev/null 2>/tmp/bad.err
+  st=$?
+  [ "$st" -eq 2 ] && [ "$(wc -l </tmp/bad.err)" -eq 1 ] && grep -qF -- "$msg" /tmp/bad.err \
+    && [ ! -s /tmp/bad.out ] || { echo "exit $st: $(cat /tmp/bad.err)"; return 1; }
+}
+nobody() { ./setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+kvm_mode=$(stat -c %a /dev/kvm) tun_mode=$(stat -c %a /dev/net/tun)
+chmod 666 /dev/kvm /dev/net/tun
+check "--net on an interface that is not a TAP" bad "--net tap=br0: exists but is not a TAP" ./vmm --net tap=br0
+check "--net on a missing TAP without the right to create it" \
+  bad "--net tap=nosuchtap: no such TAP device, and creating one needs CAP_NET_ADMIN" \
+  nobody ./vmm --net tap=nosuchtap
+chmod 600 /dev/net/tun
+check "--net without permission on /dev/net/tun" \
+  bad "--net tap=tap0: no permission to open /dev/net/tun" nobody ./vmm --net tap=tap0
+chmod "$tun_mode" /dev/net/tun
+chmod "$kvm_mode" /dev/kvm
 [ $failed -eq 0 ] || {
   echo "---- A serial"; tail -n 30 /tmp/a.out; echo "---- A stderr"; tail -n 20 /tmp/a.err
   echo "---- B serial"; tail -n 15 /tmp/b.out; echo "---- B stderr"; tail -n 20 /tmp/b.err
