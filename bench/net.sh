@@ -58,38 +58,38 @@ cat >"$payload/run.sh" <<EOS
 secs=$secs rounds=$rounds
 EOS
 cat >>"$payload/run.sh" <<'EOS'
-export PATH=/payload:$PATH
-ip netns add nb || { echo "BENCH-SETUP no network namespaces"; exit 1; }
-ip netns add peer
-ip netns exec nb ip link set lo up
-ip netns exec peer ip link set lo up
+export PATH=/payload:$PATH  # for the commands "ip netns exec" runs (busybox ip has no netns)
+./ip netns add nb || { echo "BENCH-SETUP no network namespaces"; exit 1; }
+./ip netns add peer
+./ip netns exec nb ip link set lo up
+./ip netns exec peer ip link set lo up
 # The VMs' side: tap0 at 10.0.0.1, with an iperf3 server.
-ip netns exec nb ip tuntap add tap0 mode tap
-ip netns exec nb ip addr add 10.0.0.1/24 dev tap0
-ip netns exec nb ip link set tap0 up
-ip netns exec nb iperf3 -s -D -B 10.0.0.1
+./ip netns exec nb ip tuntap add tap0 mode tap
+./ip netns exec nb ip addr add 10.0.0.1/24 dev tap0
+./ip netns exec nb ip link set tap0 up
+./ip netns exec nb iperf3 -s -D -B 10.0.0.1
 # The ceiling: a veth pair between namespaces nb (10.0.1.1) and peer (10.0.1.2).
-ip netns exec nb ip link add veth0 type veth peer name veth1 netns peer
-ip netns exec nb ip addr add 10.0.1.1/24 dev veth0
-ip netns exec nb ip link set veth0 up
-ip netns exec peer ip addr add 10.0.1.2/24 dev veth1
-ip netns exec peer ip link set veth1 up
-ip netns exec peer iperf3 -s -D -B 10.0.1.2
+./ip netns exec nb ip link add veth0 type veth peer name veth1 netns peer
+./ip netns exec nb ip addr add 10.0.1.1/24 dev veth0
+./ip netns exec nb ip link set veth0 up
+./ip netns exec peer ip addr add 10.0.1.2/24 dev veth1
+./ip netns exec peer ip link set veth1 up
+./ip netns exec peer iperf3 -s -D -B 10.0.1.2
 sleep 1
 cmdline="console=ttyS0 quiet libvmm.test=netbench"
 
 host_round() {
-  ip netns exec nb ping -c 3 -W 5 10.0.1.2 >/dev/null 2>&1
-  rtt=$(ip netns exec nb ping -c 20 -i 0.2 10.0.1.2 | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
-  g2h=$(ip netns exec nb iperf3 -c 10.0.1.2 -t $secs -f m 2>&1 | awk '/receiver/ { print $7 }')
-  h2g=$(ip netns exec nb iperf3 -c 10.0.1.2 -t $secs -f m -R 2>&1 | awk '/receiver/ { print $7 }')
+  ./ip netns exec nb ping -c 3 -W 5 10.0.1.2 >/dev/null 2>&1
+  rtt=$(./ip netns exec nb ping -c 20 -i 0.2 10.0.1.2 | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
+  g2h=$(./ip netns exec nb iperf3 -c 10.0.1.2 -t $secs -f m 2>&1 | awk '/receiver/ { print $7 }')
+  h2g=$(./ip netns exec nb iperf3 -c 10.0.1.2 -t $secs -f m -R 2>&1 | awk '/receiver/ { print $7 }')
   echo "host g2h=$g2h h2g=$h2g rtt=$rtt"
 }
 # Runs a VMM in namespace nb until the guest's benchmark is done (QEMU microvm does not exit
 # on the guest's reboot, so it is stopped once /init reports the test's exit status).
 run_guest() {
   name=$1; shift
-  ip netns exec nb "$@" </dev/null >/tmp/out.$name 2>&1 &
+  ./ip netns exec nb "$@" </dev/null >/tmp/out.$name 2>&1 &
   pid=$! t=0
   while kill -0 $pid 2>/dev/null && ! grep -q 'test netbench exit status' /tmp/out.$name \
       && [ $t -lt 300 ]; do
