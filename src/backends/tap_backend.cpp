@@ -109,7 +109,17 @@ void TapBackend::set_offloads(uint64_t guest_features) {
 
 void TapBackend::start(EventLoop& loop, std::function<void()> readable) {
   loop_ = &loop;
-  loop.add(fd_.get(), EPOLLIN, [readable = std::move(readable)](uint32_t) { readable(); });
+  loop.add(fd_.get(), EPOLLIN, [this, readable = std::move(readable)](uint32_t events) {
+    // epoll reports these even while paused: the TAP was deleted (or the peer closed). Stop
+    // watching, or the loop would spin; sends fail from now on and are counted.
+    if (events & (EPOLLERR | EPOLLHUP)) {
+      log::error("{}: the device went away; no more frames from it", description_);
+      loop_->remove(fd_.get());
+      loop_ = nullptr;
+      return;
+    }
+    readable();
+  });
 }
 
 void TapBackend::pause_receive() {

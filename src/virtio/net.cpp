@@ -269,9 +269,13 @@ VirtioNet::RxState VirtioNet::receive(Virtqueue& queue) {
       if (n < static_cast<ssize_t>(kHeaderSize + kEthernetHeader)) {
         rx_host_error_.add();
         if (n < 0) {
-          log::warn("{}: reading from {}: {}", name(), backend_->describe(),
-                    std::strerror(static_cast<int>(-n)));
-          state = RxState::drained;  // retried on the next readable event
+          if (rx_host_error_.get() == 1) {
+            log::warn("{}: reading from {}: {}", name(), backend_->describe(),
+                      std::strerror(static_cast<int>(-n)));
+          }
+          // Paused like a lack of buffers (the next receive notify retries): a failing
+          // backend that stays readable must not make the loop spin.
+          state = RxState::no_buffers;
           break;
         }
         continue;

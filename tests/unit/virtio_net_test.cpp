@@ -9,18 +9,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <memory>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
+#include "unit/support/loop_thread.hpp"
 
 using namespace libvmm;
 
@@ -40,6 +46,7 @@ class FakeNetBackend final : public NetBackend {
  public:
   ssize_t receive(std::span<uint8_t> buffer) override {
     ++reads;
+    if (fail_with != 0) return -fail_with;
     if (incoming.empty()) return 0;
     std::vector<uint8_t> frame = std::move(incoming.front());
     incoming.pop_front();
@@ -67,6 +74,7 @@ class FakeNetBackend final : public NetBackend {
   std::vector<std::vector<uint8_t>> sent;
   std::vector<size_t> sent_iovecs;
   bool accept = true;
+  int fail_with = 0;  // an errno for receive() to report
   bool paused = false;
   uint64_t offloads = 0;
   int reads = 0;
@@ -555,6 +563,20 @@ TEST_F(VirtioNetTest, ClearsReceiveChecksumFlagsTheDriverDidNotNegotiate) {
   EXPECT_EQ(rx.read(buffer, 1)[0], 0);
 }
 
+TEST_F(VirtioNetTest, AFailingBackendPausesReceiveInsteadOfSpinning) {
+  activate();
+  rx.add_rx(2048);
+  backend->fail_with = EIO;
+  device.backend_readable();
+  EXPECT_TRUE(backend->paused);
+  EXPECT_EQ(device.counters().rx_host_error, 1u);
+  backend->fail_with = 0;  // it recovers: the driver's next notify resumes receive
+  backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 100));
+  notify_rx();
+  EXPECT_FALSE(backend->paused);
+  EXPECT_EQ(rx.used_idx(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // TapBackend plumbing, on a packet socket pair instead of a TAP
 
@@ -578,6 +600,31 @@ TEST(TapBackend, MovesWholeFramesBothWays) {
   EXPECT_EQ(::read(peer.get(), got, sizeof got), 7);
   EXPECT_EQ(std::string(got), "abcdefg");
   backend.set_offloads(~0ull);  // not a TAP: ignored
+}
+
+TEST(TapBackend, StopsWatchingADeviceThatWentAway) {
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds), 0);
+  TapBackend backend(UniqueFd(fds[0]), "pair");
+  UniqueFd peer(fds[1]);
+  std::atomic<int> calls{0};
+  test::LoopThread loop;
+  loop.call([&] { backend.start(loop.loop, [&] { ++calls; }); });
+  ASSERT_EQ(::write(peer.get(), "x", 1), 1);
+  for (int i = 0; i < 100 && calls == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_GE(calls.load(), 1);
+  std::vector<uint8_t> buffer(16);
+  loop.call([&] { EXPECT_EQ(backend.receive(buffer), 1); });
+  peer.reset();  // hang-up: reported by epoll whatever the events asked for
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const int after = calls.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(calls.load(), after);  // not called again: no spinning
+  loop.call([&] {
+    backend.pause_receive();
+    backend.resume_receive();
+  });  // harmless now
 }
 
 TEST(TapBackend, RejectsNamesTooLongForAnInterface) {
