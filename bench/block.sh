@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # virtio-blk throughput: our vmm against QEMU (-M microvm) and against the host itself, side by
 # side in one emulated KVM host run, on the same 256 MiB raw image file.
-# Each of the three runs the same three jobs with the same tool (blkio, built below):
+# Each of them runs the same four jobs with the same tool (blkio, built below):
 #   seqwrite   sequential 1 MiB writes, O_DIRECT, over the first 128 MiB, SECONDS long
 #   seqread    sequential 1 MiB reads, likewise
 #   randread   4 KiB reads at random 4 KiB-aligned offsets in the first 128 MiB, likewise
-# "host" runs them on the image file in the emulated host; "vmm" and "qemu" run them in the
-# guest on /dev/vda backed by that file (vmm --disk PATH,direct; QEMU cache=none,aio=threads).
+#   randread4  four randread processes at once (queue depth 4); their IOPS summed
+# "host" runs them on the image file in the emulated host; "vmm", "vmm-uring" and "qemu" run
+# them in the guest on /dev/vda backed by that file (vmm --disk PATH,direct, with io=sync and
+# io=io_uring; QEMU cache=none,aio=threads).
 # The image lives on ext2 (mounted by the ext4 driver) on a loop device, so O_DIRECT works on the
 # host side; if that cannot be set up it falls back to tmpfs and buffered I/O (and says so).
 # fio is not used: it needs SysV shared memory, which the minimal guest kernel leaves out.
@@ -61,7 +63,7 @@ int main(int argc, char** argv) {
   void* buf;
   if (posix_memalign(&buf, 4096, bs) != 0) return 1;
   memset(buf, 0x5a, bs);
-  unsigned long long seed = 88172645463325252ull, ops = 0;
+  unsigned long long seed = 88172645463325252ull ^ (unsigned long long)getpid(), ops = 0;
   long long off = 0;
   const double start = now();
   double elapsed = 0;
@@ -93,6 +95,9 @@ cat >"$extra/tests/blkbench" <<EOS
 for job in seqwrite seqread randread; do
   echo "LIBVMM-GUEST: BENCH \$(blkio \$job /dev/vda $secs 2>&1)"
 done
+for i in 1 2 3 4; do blkio randread /dev/vda $secs >/tmp/rr.\$i 2>&1 & done
+wait
+echo "LIBVMM-GUEST: BENCH randread4 iops=\$(cat /tmp/rr.* | sed -n 's/.*iops=//p' | awk '{s+=\$1} END {print s}')"
 EOS
 chmod +x "$extra/tests/blkbench"
 
@@ -164,8 +169,13 @@ while [ $round -lt $rounds ]; do
   for job in seqwrite seqread randread; do
     echo "host $(./blkio $job $img $secs $buffered 2>&1)"
   done
+  for i in 1 2 3 4; do ./blkio randread $img $secs $buffered >/tmp/rr.$i 2>&1 & done
+  wait
+  echo "host randread4 iops=$(cat /tmp/rr.* | sed -n 's/.*iops=//p' | awk '{s+=$1} END {print s}')"
   run_guest vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
     --disk $vmm_disk --quiet
+  run_guest vmm-uring ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
+    --cmdline "$cmdline" --disk $vmm_disk,io=io_uring --quiet
   run_guest qemu ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host -m 256M \
     -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
@@ -175,7 +185,8 @@ done
 EOS
 chmod +x "$payload/run.sh"
 tools/emuhost/emuhost --timeout 900 "$payload" | tee "$payload/log" \
-  | grep -E '^((host|vmm|qemu) (seqwrite|seqread|randread) |BENCH-SETUP)' >"$payload/results" || true
+  | grep -E '^((host|vmm|vmm-uring|qemu) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
+  >"$payload/results" || true
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
 # get WHO JOB FIELD: median over the rounds.
@@ -187,15 +198,16 @@ grep '^BENCH-SETUP' "$payload/results"
 echo "per round:"
 grep -v '^BENCH-SETUP' "$payload/results" | sed 's/^/  /'
 echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated KVM host"
-printf '%-10s %6s %12s %12s %12s %9s %9s\n' job unit host vmm qemu vmm/qemu vmm/host
-for job in seqwrite seqread randread; do
-  if [ $job = randread ]; then f=iops unit=IOPS; else f=kib_s unit=MiB/s; fi
-  h=$(get host $job $f) v=$(get vmm $job $f) q=$(get qemu $job $f)
+printf '%-10s %6s %10s %10s %10s %10s %9s %9s %9s\n' job unit host vmm vmm-uring qemu \
+  vmm/qemu uring/qemu vmm/host
+for job in seqwrite seqread randread randread4; do
+  case $job in randread*) f=iops unit=IOPS ;; *) f=kib_s unit=MiB/s ;; esac
+  h=$(get host $job $f) v=$(get vmm $job $f) u=$(get vmm-uring $job $f) q=$(get qemu $job $f)
   if [ $f = kib_s ]; then
     conv() { awk -v x="$1" 'BEGIN { if (x != "") printf "%.1f", x / 1024; else print "-" }'; }
   else
     conv() { echo "${1:--}"; }
   fi
-  printf '%-10s %6s %12s %12s %12s %9s %9s\n' $job $unit "$(conv "$h")" "$(conv "$v")" "$(conv "$q")" \
-    "$(ratio "$v" "$q")" "$(ratio "$v" "$h")"
+  printf '%-10s %6s %10s %10s %10s %10s %9s %9s %9s\n' $job $unit "$(conv "$h")" "$(conv "$v")" \
+    "$(conv "$u")" "$(conv "$q")" "$(ratio "$v" "$q")" "$(ratio "$u" "$q")" "$(ratio "$v" "$h")"
 done

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "block_uring.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/log.hpp"
@@ -40,8 +41,9 @@ std::span<uint8_t> bytes_of(T* objects, size_t count) {
   return {reinterpret_cast<uint8_t*>(objects), sizeof(T) * count};
 }
 
-// Removes `n` bytes from the front of `iov` (the header sharing the readable part).
-void drop_front(std::vector<iovec>& iov, uint64_t n) {
+// Removes `n` bytes from the front of `iov` (a header sharing the readable part, or what a
+// transfer has already moved).
+void advance(std::vector<iovec>& iov, uint64_t n) {
   size_t done = 0;
   while (n > 0 && done < iov.size()) {
     iovec& v = iov[done];
@@ -119,6 +121,10 @@ BlockConfig parse_disk_spec(std::string_view spec) {
       config.readonly = true;
     } else if (option == "direct") {
       config.direct = true;
+    } else if (option == "io=sync") {
+      config.io = BlockIo::sync;
+    } else if (option == "io=io_uring") {
+      config.io = BlockIo::io_uring;
     } else if (option.starts_with("serial=")) {
       config.serial = option.substr(std::strlen("serial="));
       if (config.serial.size() > VirtioBlock::kIdBytes) {
@@ -129,10 +135,21 @@ BlockConfig parse_disk_spec(std::string_view spec) {
         if (c < 0x20 || c > 0x7e) throw fail("serial must be printable ASCII");
       }
     } else {
-      throw fail(fmt::format("unknown option '{}' (expected readonly, direct, serial=ID)", option));
+      throw fail(fmt::format(
+          "unknown option '{}' (expected readonly, direct, serial=ID, io=sync or io=io_uring)",
+          option));
     }
   }
   return config;
+}
+
+// ---------------------------------------------------------------------------------------------
+// BlockBackend
+
+void BlockBackend::transfer_batch(std::span<BlockTransfer> batch) {
+  for (BlockTransfer& t : batch) {
+    t.result = t.write ? write(t.offset, t.iov) : read(t.offset, t.iov);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -201,9 +218,16 @@ std::unique_ptr<BlockImage> BlockImage::open(const BlockConfig& config) {
     image->buffered_fd_ = UniqueFd(::open(config.path.c_str(), flags & ~O_NONBLOCK));
     if (!image->buffered_fd_) throw fail(std::strerror(errno));
   }
+  if (config.io == BlockIo::io_uring) {
+    image->uring_ = UringBatch::create(VirtioBlock::kMaxBatch);
+    if (!image->uring_) throw fail("io_uring is not available on this host (use io=sync)");
+  }
   image->fd_ = std::move(fd);
   return image;
 }
+
+BlockImage::BlockImage() = default;
+BlockImage::~BlockImage() = default;
 
 int BlockImage::fd_for(uint64_t offset, std::span<const iovec> iov) const {
   if (!buffered_fd_) return fd_.get();
@@ -226,6 +250,40 @@ int BlockImage::write(uint64_t offset, std::span<iovec> iov) {
   const int fd = fd_for(offset, iov);
   return transfer(iov, offset,
                   [fd](const iovec* v, int n, off_t off) { return ::pwritev(fd, v, n, off); });
+}
+
+void BlockImage::transfer_batch(std::span<BlockTransfer> batch) {
+  if (!uring_) return BlockBackend::transfer_batch(batch);
+  std::vector<UringBatch::Op> ops;
+  ops.reserve(batch.size());
+  for (BlockTransfer& t : batch) {
+    t.result = 0;
+    if (t.write && readonly_) {
+      t.result = EROFS;
+      continue;
+    }
+    ops.push_back({fd_for(t.offset, t.iov), t.write, t.offset, t.iov, 0, &t});
+  }
+  uring_->run(ops);
+  for (const UringBatch::Op& op : ops) {
+    BlockTransfer& t = *static_cast<BlockTransfer*>(op.user);
+    if (op.result < 0) {
+      t.result = -op.result;
+      continue;
+    }
+    // The host may move less than asked; the rest goes the synchronous way.
+    uint64_t done = static_cast<uint64_t>(op.result);
+    uint64_t total = 0;
+    for (const iovec& v : t.iov) total += v.iov_len;
+    if (done == total) continue;
+    if (done == 0) {
+      t.result = EIO;  // end of file: the image shrank under us
+      continue;
+    }
+    std::vector<iovec> rest(t.iov.begin(), t.iov.end());
+    advance(rest, done);
+    t.result = t.write ? write(t.offset + done, rest) : read(t.offset + done, rest);
+  }
 }
 
 int BlockImage::flush() {
@@ -303,7 +361,9 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
 }
 
 VirtioBlock::VirtioBlock(const BlockConfig& config)
-    : VirtioBlock(BlockImage::open(config), config.serial) {}
+    : VirtioBlock(BlockImage::open(config), config.serial) {
+  label_ = fmt::format("virtio-blk {}", config.path);
+}
 
 uint32_t VirtioBlock::device_id() const {
   return VIRTIO_ID_BLOCK;
@@ -341,100 +401,172 @@ void VirtioBlock::reset() {
 
 void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
   if (index != 0 || transport_ == nullptr) return;
+  uint32_t taken = 0;
   do {
     queue.disable_notifications();  // no kicks while we drain the queue anyway
-    while (auto chain = queue.pop()) {
-      const Outcome outcome = handle(*chain);
-      // The status goes in the last writable byte; without one the driver learns nothing,
-      // but still gets its buffers back.
-      uint32_t used = 0;
-      const uint64_t writable = chain->writable_bytes();
-      if (writable > 0 && chain->write_at(writable - 1, std::span(&outcome.status, 1))) {
-        used = outcome.data_written + 1;
+    while (true) {
+      if (taken == kRequestsPerNotify && transport_->renotify(0)) {
+        // Come back after the event loop's other work; notifications stay off until then.
+        finish_batch(queue);
+        transport_->signal_used(0);
+        return;
       }
-      queue.push(chain->head(), used);
+      auto chain = queue.pop();
+      if (!chain) break;
+      ++taken;
+      start(queue, std::move(*chain));
+      if (batch_size_ == kMaxBatch) finish_batch(queue);
     }
+    finish_batch(queue);
     transport_->signal_used(0);
   } while (queue.enable_notifications());
 }
 
-VirtioBlock::Outcome VirtioBlock::handle(const DescriptorChain& chain) {
-  if (chain.writable_bytes() == 0) {
-    return guest_error("request without a device-writable status byte; not carried out");
-  }
+void VirtioBlock::start(Virtqueue& queue, DescriptorChain chain) {
+  Pending& p = batch_[batch_size_];
+  p.transfer = false;
+  p.outcome = {VIRTIO_BLK_S_IOERR, 0};
   virtio_blk_outhdr header{};
-  if (chain.readable_bytes() < kHeaderSize || !chain.read_at(0, bytes_of(&header, 1))) {
-    return guest_error(fmt::format("request header needs {} device-readable bytes, got {}",
-                                   kHeaderSize, chain.readable_bytes()));
+  if (chain.writable_bytes() == 0) {
+    p.outcome = guest_error("request without a device-writable status byte; not carried out");
+  } else if (chain.readable_bytes() < kHeaderSize || !chain.read_at(0, bytes_of(&header, 1))) {
+    p.outcome = guest_error(fmt::format("request header needs {} device-readable bytes, got {}",
+                                        kHeaderSize, chain.readable_bytes()));
+  } else if (header.type == VIRTIO_BLK_T_IN) {
+    prepare_read(p, chain, header.sector);
+  } else if (header.type == VIRTIO_BLK_T_OUT) {
+    prepare_write(p, chain, header.sector);
+  } else {
+    // FLUSH covers the writes before it; the rest is rare: no need to overlap them.
+    finish_batch(queue);
+    complete(queue, chain, handle_other(chain, header.type));
+    return;
   }
-  switch (header.type) {
-    case VIRTIO_BLK_T_IN:
-      return read_sectors(chain, header.sector);
-    case VIRTIO_BLK_T_OUT:
-      return write_sectors(chain, header.sector);
+  p.chain.emplace(std::move(chain));
+  ++batch_size_;
+}
+
+void VirtioBlock::finish_batch(Virtqueue& queue) {
+  const std::span<Pending> batch(batch_.data(), batch_size_);
+  batch_size_ = 0;
+  transfers_.clear();
+  bool wrote = false;
+  for (Pending& p : batch) {
+    if (!p.transfer) continue;
+    transfers_.push_back({p.write, p.sector * kSectorSize, p.iov, 0});
+    wrote = wrote || p.write;
+  }
+  if (!transfers_.empty()) backend_->transfer_batch(transfers_);
+  // A driver that did not take FLUSH gets write-through: completed writes are stable
+  // (spec §5.2.6.2). One flush covers the whole batch.
+  int flush_error = 0;
+  if (wrote && !negotiated(VIRTIO_BLK_F_FLUSH)) flush_error = backend_->flush();
+
+  size_t next_transfer = 0;
+  for (Pending& p : batch) {
+    if (p.transfer) {
+      const int err = transfers_[next_transfer++].result;
+      const uint64_t len = p.write ? 0 : p.chain->writable_bytes() - 1;
+      if (err != 0) {
+        p.outcome = io_error(p.write ? "write" : "read", p.sector, err);
+      } else if (p.write && flush_error != 0) {
+        p.outcome = io_error("flush", flush_error);
+      } else {
+        p.outcome = {VIRTIO_BLK_S_OK, static_cast<uint32_t>(len)};
+      }
+    }
+    complete(queue, *p.chain, p.outcome);
+    p.chain.reset();
+  }
+}
+
+void VirtioBlock::complete(Virtqueue& queue, const DescriptorChain& chain, Outcome outcome) {
+  // The status goes in the last writable byte; without one the driver learns nothing, but
+  // still gets its buffers back.
+  uint32_t used = 0;
+  const uint64_t writable = chain.writable_bytes();
+  if (writable > 0 && chain.write_at(writable - 1, std::span(&outcome.status, 1))) {
+    used = outcome.data_written + 1;
+  }
+  queue.push(chain.head(), used);
+}
+
+VirtioBlock::Outcome VirtioBlock::handle_other(const DescriptorChain& chain, uint32_t type) {
+  switch (type) {
     case VIRTIO_BLK_T_FLUSH:
       return flush();
     case VIRTIO_BLK_T_GET_ID:
       return get_id(chain);
     case VIRTIO_BLK_T_DISCARD:
     case VIRTIO_BLK_T_WRITE_ZEROES:
-      return discard_or_write_zeroes(chain, header.type);
+      return discard_or_write_zeroes(chain, type);
     default:
-      log::debug("{}: request type {} is not supported", name(), header.type);
+      log::debug("{}: request type {} is not supported", name(), type);
       return {VIRTIO_BLK_S_UNSUPP, 0};
   }
 }
 
-VirtioBlock::Outcome VirtioBlock::read_sectors(const DescriptorChain& chain, uint64_t sector) {
+void VirtioBlock::prepare_read(Pending& p, const DescriptorChain& chain, uint64_t sector) {
   if (chain.readable_bytes() != kHeaderSize) {
-    return guest_error(
-        fmt::format("read request has {} device-readable data bytes; they must "
-                    "be device-writable",
-                    chain.readable_bytes() - kHeaderSize));
+    p.outcome =
+        guest_error(fmt::format("read request has {} device-readable data bytes; they must "
+                                "be device-writable",
+                                chain.readable_bytes() - kHeaderSize));
+    return;
   }
   const uint64_t len = chain.writable_bytes() - 1;
   if (len % kSectorSize != 0) {
-    return guest_error(fmt::format("read of {} bytes is not a whole number of sectors", len));
+    p.outcome = guest_error(fmt::format("read of {} bytes is not a whole number of sectors", len));
+    return;
   }
   if (!in_range(sector, len / kSectorSize)) {
-    return guest_error(fmt::format("read of sectors [{}, +{}) is beyond the disk's {} sectors",
-                                   sector, len / kSectorSize, capacity_sectors()));
+    p.outcome = guest_error(fmt::format("read of sectors [{}, +{}) is beyond the disk's {} sectors",
+                                        sector, len / kSectorSize, capacity_sectors()));
+    return;
   }
-  iov_.clear();
-  if (!chain.iovecs(true, iov_)) return guest_error("read buffers are not writable guest RAM");
-  drop_back(iov_, 1);  // the status byte
-  if (const int err = backend_->read(sector * kSectorSize, iov_)) {
-    return io_error("read", sector, err);
+  p.iov.clear();
+  if (!chain.iovecs(true, p.iov)) {
+    p.outcome = guest_error("read buffers are not writable guest RAM");
+    return;
   }
-  return {VIRTIO_BLK_S_OK, static_cast<uint32_t>(len)};
+  drop_back(p.iov, 1);  // the status byte
+  p.transfer = true;
+  p.write = false;
+  p.sector = sector;
 }
 
-VirtioBlock::Outcome VirtioBlock::write_sectors(const DescriptorChain& chain, uint64_t sector) {
+void VirtioBlock::prepare_write(Pending& p, const DescriptorChain& chain, uint64_t sector) {
   if (chain.writable_bytes() != 1) {
-    return guest_error(
-        fmt::format("write request has {} device-writable data bytes; they "
-                    "must be device-readable",
-                    chain.writable_bytes() - 1));
+    p.outcome =
+        guest_error(fmt::format("write request has {} device-writable data bytes; they "
+                                "must be device-readable",
+                                chain.writable_bytes() - 1));
+    return;
   }
-  if (backend_->readonly()) return guest_error("write to a read-only disk refused");
+  if (backend_->readonly()) {
+    p.outcome = guest_error("write to a read-only disk refused");
+    return;
+  }
   const uint64_t len = chain.readable_bytes() - kHeaderSize;
   if (len % kSectorSize != 0) {
-    return guest_error(fmt::format("write of {} bytes is not a whole number of sectors", len));
+    p.outcome = guest_error(fmt::format("write of {} bytes is not a whole number of sectors", len));
+    return;
   }
   if (!in_range(sector, len / kSectorSize)) {
-    return guest_error(fmt::format("write of sectors [{}, +{}) is beyond the disk's {} sectors",
-                                   sector, len / kSectorSize, capacity_sectors()));
+    p.outcome =
+        guest_error(fmt::format("write of sectors [{}, +{}) is beyond the disk's {} sectors",
+                                sector, len / kSectorSize, capacity_sectors()));
+    return;
   }
-  iov_.clear();
-  if (!chain.iovecs(false, iov_)) return guest_error("write buffers are not guest RAM");
-  drop_front(iov_, kHeaderSize);
-  if (const int err = backend_->write(sector * kSectorSize, iov_)) {
-    return io_error("write", sector, err);
+  p.iov.clear();
+  if (!chain.iovecs(false, p.iov)) {
+    p.outcome = guest_error("write buffers are not guest RAM");
+    return;
   }
-  // A driver that did not take FLUSH gets write-through: completed writes are stable
-  // (spec §5.2.6.2).
-  if (!negotiated(VIRTIO_BLK_F_FLUSH)) return flush();
-  return {VIRTIO_BLK_S_OK, 0};
+  advance(p.iov, kHeaderSize);
+  p.transfer = true;
+  p.write = true;
+  p.sector = sector;
 }
 
 VirtioBlock::Outcome VirtioBlock::flush() {
@@ -526,8 +658,8 @@ bool VirtioBlock::in_range(uint64_t sector, uint64_t sectors) const {
 
 VirtioBlock::Outcome VirtioBlock::guest_error(const std::string& message) {
   const uint32_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxErrorLogs) log::warn("{}: {}", name(), message);
-  if (n + 1 == kMaxErrorLogs) log::warn("{}: further request errors are not logged", name());
+  if (n < kMaxErrorLogs) log::warn("{}: {}", label_, message);
+  if (n + 1 == kMaxErrorLogs) log::warn("{}: further request errors are not logged", label_);
   return {VIRTIO_BLK_S_IOERR, 0};
 }
 

@@ -129,7 +129,16 @@ void VirtioConsole::queue_notify(uint16_t index, Virtqueue& queue) {
 void VirtioConsole::transmit(Virtqueue& queue) {
   std::vector<iovec> iov;
   bool used = false;
-  while (auto chain = queue.pop()) {
+  uint32_t taken = 0;
+  while (true) {
+    // A guest that keeps the queue full yields to the event loop's other work now and then.
+    if (taken == kTransmitPerNotify && transport_ != nullptr &&
+        transport_->renotify(kTransmitQueue)) {
+      break;
+    }
+    auto chain = queue.pop();
+    if (!chain) break;
+    ++taken;
     iov.clear();
     if (chain->writable_bytes() != 0) {
       guest_error(fmt::format("transmitq buffer {} has device-writable descriptors; dropped",

@@ -1,9 +1,9 @@
 #include "libvmm/vm.hpp"
 
 #include <fmt/format.h>
-#include <sys/stat.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 
 #include <cerrno>
@@ -13,11 +13,11 @@
 #include <optional>
 
 #include "../arch/machine.hpp"
+#include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/fault_report.hpp"
 #include "libvmm/core/kvm_irq.hpp"
 #include "libvmm/core/log.hpp"
-#include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/virtio/console.hpp"
@@ -31,7 +31,8 @@ void check_readable_file(const std::filesystem::path& path, const char* flag) {
   if (::stat(path.c_str(), &st) != 0) {
     throw UserError(fmt::format("{} {}: {}", flag, path.string(), std::strerror(errno)));
   }
-  if (!S_ISREG(st.st_mode)) throw UserError(fmt::format("{} {}: not a regular file", flag, path.string()));
+  if (!S_ISREG(st.st_mode))
+    throw UserError(fmt::format("{} {}: not a regular file", flag, path.string()));
   if (::access(path.c_str(), R_OK) != 0) {
     throw UserError(fmt::format("{} {}: {}", flag, path.string(), std::strerror(errno)));
   }
@@ -71,6 +72,19 @@ void validate(const VmConfig& c) {
   if (c.kernel.empty()) throw UserError("--kernel: no guest kernel given");
   check_readable_file(c.kernel, "--kernel");
   if (!c.initrd.empty()) check_readable_file(c.initrd, "--initrd");
+  // Two devices on one image would corrupt it (and the second would find it locked).
+  std::vector<std::pair<dev_t, ino_t>> images;
+  for (size_t i = 0; i < c.disks.size(); ++i) {
+    struct stat st {};
+    if (::stat(c.disks[i].path.c_str(), &st) != 0) continue;  // opening it will say why
+    for (size_t j = 0; j < images.size(); ++j) {
+      if (images[j] == std::pair(st.st_dev, st.st_ino)) {
+        throw UserError(fmt::format("--disk {}: the same image as --disk {}; give each image once",
+                                    c.disks[i].path, c.disks[j].path));
+      }
+    }
+    images.emplace_back(st.st_dev, st.st_ino);
+  }
 }
 
 struct Vm::Impl {
@@ -104,13 +118,13 @@ Vm::Vm(const VmConfig& config) {
   auto& d = *impl_;
   d.machine = make_host_machine();
   if (config.vcpus > d.machine->max_vcpus()) {
-    throw UserError(fmt::format("--vcpus: {} is more than the {} this machine supports", config.vcpus,
-                                d.machine->max_vcpus()));
+    throw UserError(fmt::format("--vcpus: {} is more than the {} this machine supports",
+                                config.vcpus, d.machine->max_vcpus()));
   }
   if (const int kvm_max = d.kvm.check_extension(KVM_CAP_MAX_VCPUS);
       kvm_max > 0 && config.vcpus > static_cast<uint32_t>(kvm_max)) {
-    throw UserError(fmt::format("--vcpus: {} is more than this host's KVM allows ({})", config.vcpus,
-                                kvm_max));
+    throw UserError(
+        fmt::format("--vcpus: {} is more than this host's KVM allows ({})", config.vcpus, kvm_max));
   }
   d.kvm.require_extension(KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY");
   d.kvm.require_extension(KVM_CAP_IRQFD, "KVM_CAP_IRQFD");
@@ -131,10 +145,13 @@ Vm::Vm(const VmConfig& config) {
   d.machine->create_interrupt_controller(*this);
   d.machine->add_platform_devices(*this);
 
-  for (const BlockConfig& disk : config.disks) add_virtio_device(std::make_shared<VirtioBlock>(disk));
+  for (const BlockConfig& disk : config.disks)
+    add_virtio_device(std::make_shared<VirtioBlock>(disk));
   if (!config.console.empty()) {
-    auto console = std::make_shared<VirtioConsole>(open_char_backend(
-        config.console, "--console", [this] { request_stop(StopReason::quit, "quit from the console"); }));
+    auto console =
+        std::make_shared<VirtioConsole>(open_char_backend(config.console, "--console", [this] {
+          request_stop(StopReason::quit, "quit from the console");
+        }));
     add_virtio_device(console);
     console->start(d.loop);
   }
@@ -163,7 +180,9 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
   ++d.next_device_irq;
 
   // Queue notifications skip the vCPU thread: KVM signals an eventfd per queue (matched on the
-  // queue index written) and the event loop runs the device.
+  // queue index written) and the event loop runs the device. A device that yields a busy
+  // queue signals the same eventfd, so the loop serves other sources before it comes back.
+  const size_t first_notify_fd = d.notify_fds.size();
   for (uint16_t q = 0; q < transport->queue_count(); ++q) {
     UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!fd) throw_errno("eventfd for a virtIO queue");
@@ -175,10 +194,18 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
     });
     d.notify_fds.push_back(std::move(fd));
   }
+  std::vector<int> notify_fds;
+  for (size_t i = first_notify_fd; i < d.notify_fds.size(); ++i) {
+    notify_fds.push_back(d.notify_fds[i].get());
+  }
+  transport->set_renotify([notify_fds](uint16_t q) {
+    const uint64_t one = 1;
+    return q < notify_fds.size() && ::write(notify_fds[q], &one, sizeof one) == sizeof one;
+  });
   d.machine->describe_virtio_mmio(base, VirtioMmioTransport::kWindowSize, irq_number);
   d.transports.push_back(std::move(transport));
-  log::debug("{} at [{:#x}, {:#x}), IRQ {}", device->name(), base, base + VirtioMmioTransport::kWindowSize,
-             irq_number);
+  log::debug("{} at [{:#x}, {:#x}), IRQ {}", device->name(), base,
+             base + VirtioMmioTransport::kWindowSize, irq_number);
 }
 
 void Vm::prepare() {
@@ -192,7 +219,9 @@ void Vm::prepare() {
     ctx.mmio = &d.mmio;
     ctx.pio = &d.pio;
     ctx.faults = d.faults.get();
-    ctx.request_stop = [this](StopReason r, std::string detail) { request_stop(r, std::move(detail)); };
+    ctx.request_stop = [this](StopReason r, std::string detail) {
+      request_stop(r, std::move(detail));
+    };
     Machine* machine = d.machine.get();
     ctx.instruction_pointer = [machine](KvmVcpu& v) { return machine->instruction_pointer(v); };
     d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
@@ -231,12 +260,24 @@ void Vm::request_stop(StopReason reason, std::string detail) {
   d.loop.stop();
 }
 
-const VmConfig& Vm::config() const { return impl_->config; }
-GuestMemory& Vm::memory() { return impl_->memory; }
-Bus& Vm::mmio_bus() { return impl_->mmio; }
-Bus& Vm::pio_bus() { return impl_->pio; }
-EventLoop& Vm::event_loop() { return impl_->loop; }
-KvmVm& Vm::kvm_vm() { return impl_->vm; }
+const VmConfig& Vm::config() const {
+  return impl_->config;
+}
+GuestMemory& Vm::memory() {
+  return impl_->memory;
+}
+Bus& Vm::mmio_bus() {
+  return impl_->mmio;
+}
+Bus& Vm::pio_bus() {
+  return impl_->pio;
+}
+EventLoop& Vm::event_loop() {
+  return impl_->loop;
+}
+KvmVm& Vm::kvm_vm() {
+  return impl_->vm;
+}
 
 std::shared_ptr<IrqLine> Vm::irq(uint32_t number) {
   std::lock_guard lock(impl_->irq_mutex);

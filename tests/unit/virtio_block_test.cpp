@@ -123,6 +123,11 @@ class RecordingBackend final : public BlockBackend {
     }
     return 0;
   }
+  void transfer_batch(std::span<BlockTransfer> batch) override {
+    batch_sizes.push_back(batch.size());
+    if (on_batch) on_batch();
+    BlockBackend::transfer_batch(batch);
+  }
   int flush() override {
     ++flushes;
     if (on_flush) on_flush();
@@ -140,6 +145,8 @@ class RecordingBackend final : public BlockBackend {
   int writes = 0;
   int flushes = 0;
   std::function<void()> on_flush;
+  std::vector<size_t> batch_sizes;
+  std::function<void()> on_batch;
 
  private:
   bool readonly_;
@@ -153,7 +160,14 @@ class CountingTransport final : public VirtioTransport {
   }
   void signal_config_change() override {}
   bool with_queues(const std::function<void(std::span<Virtqueue>)>&) override { return false; }
+  bool renotify(uint16_t index) override {
+    EXPECT_EQ(index, 0);
+    ++renotifies;
+    return can_renotify;
+  }
   int signals = 0;
+  int renotifies = 0;
+  bool can_renotify = false;
 };
 
 struct Buf {
@@ -348,6 +362,9 @@ TEST(DiskSpec, PathAndOptions) {
   EXPECT_EQ(c.serial, "disk-0001");
 
   EXPECT_EQ(parse_disk_spec("a.img,serial=12345678901234567890").serial.size(), 20u);
+  EXPECT_EQ(c.io, BlockIo::sync);
+  EXPECT_EQ(parse_disk_spec("a.img,io=io_uring").io, BlockIo::io_uring);
+  EXPECT_EQ(parse_disk_spec("a.img,io=io_uring,io=sync").io, BlockIo::sync);
 }
 
 TEST(DiskSpec, ErrorsNameTheFlagAndSpec) {
@@ -360,10 +377,15 @@ TEST(DiskSpec, ErrorsNameTheFlagAndSpec) {
     return std::string("(no error)");
   };
   EXPECT_EQ(error("a.img,bogus"),
-            "--disk a.img,bogus: unknown option 'bogus' (expected readonly, direct, serial=ID)");
+            "--disk a.img,bogus: unknown option 'bogus' (expected readonly, direct, serial=ID, "
+            "io=sync or io=io_uring)");
   EXPECT_EQ(error("a.img,"),
-            "--disk a.img,: unknown option '' (expected readonly, direct, serial=ID)");
+            "--disk a.img,: unknown option '' (expected readonly, direct, serial=ID, io=sync or "
+            "io=io_uring)");
   EXPECT_EQ(error(""), "--disk '': missing image path");
+  EXPECT_EQ(error("a.img,io=aio"),
+            "--disk a.img,io=aio: unknown option 'io=aio' (expected readonly, direct, serial=ID, "
+            "io=sync or io=io_uring)");
   EXPECT_EQ(error(",readonly"), "--disk ,readonly: missing image path");
   EXPECT_EQ(error("a.img,serial=123456789012345678901"),
             "--disk a.img,serial=123456789012345678901: serial '123456789012345678901' is "
@@ -861,6 +883,135 @@ TEST_F(VirtioBlockTest, ProcessesEveryAvailableChainInOneNotify) {
     EXPECT_EQ(used(static_cast<uint16_t>(i)).len, kSector + 1);
   }
   EXPECT_GE(transport.signals, 1);
+}
+
+TEST_F(VirtioBlockTest, ReadsAndWritesOfOneNotifyGoToTheBackendAsOneBatch) {
+  RecordingBackend& backend = open_recording(64 * KiB);
+  std::vector<uint64_t> statuses;
+  auto publish_io = [&](uint32_t type, uint64_t sector) {
+    const uint64_t h = header(type, sector);
+    const uint64_t d = alloc(kSector, 512);
+    statuses.push_back(status_byte());
+    publish({{h, 16, false}, {d, kSector, type == VIRTIO_BLK_T_IN}, {statuses.back(), 1, true}});
+  };
+  for (uint64_t i = 0; i < 5; ++i) publish_io(VIRTIO_BLK_T_IN, i);
+  const uint64_t flush_header = header(VIRTIO_BLK_T_FLUSH, 0);
+  statuses.push_back(status_byte());
+  publish({{flush_header, 16, false}, {statuses.back(), 1, true}});
+  for (uint64_t i = 0; i < 3; ++i) publish_io(VIRTIO_BLK_T_OUT, 10 + i);
+  int completed_before_flush = -1;
+  backend.on_flush = [&] { completed_before_flush = used_idx(); };
+
+  device->queue_notify(0, queue);
+  EXPECT_EQ(backend.batch_sizes, (std::vector<size_t>{5, 3})) << "the flush splits the batch";
+  EXPECT_EQ(completed_before_flush, 5) << "the reads before the flush completed first";
+  EXPECT_EQ(used_idx(), 9);
+  for (const uint64_t s : statuses) EXPECT_EQ(*memory.read_obj<uint8_t>(s), VIRTIO_BLK_S_OK);
+}
+
+TEST_F(VirtioBlockTest, WriteThroughSyncsABatchOnceBeforeAnyStatus) {
+  RecordingBackend& backend = open_recording(64 * KiB, bit(VIRTIO_BLK_F_FLUSH));
+  std::vector<uint64_t> statuses;
+  for (uint64_t i = 0; i < 4; ++i) {
+    const uint64_t h = header(VIRTIO_BLK_T_OUT, i);
+    const uint64_t d = bytes(std::vector<uint8_t>(kSector, static_cast<uint8_t>(i)), 512);
+    statuses.push_back(status_byte());
+    publish({{h, 16, false}, {d, kSector, false}, {statuses.back(), 1, true}});
+  }
+  bool completed_early = true;
+  backend.on_flush = [&] { completed_early = used_idx() != 0; };
+  device->queue_notify(0, queue);
+  EXPECT_EQ(backend.flushes, 1);
+  EXPECT_FALSE(completed_early);
+  for (const uint64_t s : statuses) EXPECT_EQ(*memory.read_obj<uint8_t>(s), VIRTIO_BLK_S_OK);
+}
+
+TEST_F(VirtioBlockTest, FailedWriteThroughSyncFailsTheBatchsWrites) {
+  RecordingBackend& backend = open_recording(64 * KiB, bit(VIRTIO_BLK_F_FLUSH));
+  backend.on_flush = [&] { backend.fail_with = EIO; };
+  EXPECT_EQ(write(0, std::vector<uint8_t>(kSector, 1)).status, VIRTIO_BLK_S_IOERR);
+}
+
+TEST_F(VirtioBlockTest, BusyQueueYieldsAfterItsBudgetWhenTheTransportCanRenotify) {
+  RecordingBackend& backend = open_recording(64 * KiB);
+  transport.can_renotify = true;
+  // A driver that refills the queue as fast as the device empties it.
+  auto publish_read = [&] {
+    const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+    const uint64_t s = status_byte();
+    publish({{h, 16, false}, {s, 1, true}});  // an empty read: just header and status
+  };
+  for (int i = 0; i < 64; ++i) publish_read();
+  int published = 64;
+  backend.on_batch = [&] {
+    for (int i = 0; i < 64; ++i, ++published) publish_read();
+  };
+  device->queue_notify(0, queue);
+  EXPECT_EQ(transport.renotifies, 1);
+  EXPECT_EQ(used_idx(), VirtioBlock::kRequestsPerNotify) << "everything taken was completed";
+  EXPECT_GE(transport.signals, 1);
+
+  backend.on_batch = nullptr;  // the driver stops; the renotified call drains the rest
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), static_cast<uint16_t>(published));
+}
+
+TEST_F(VirtioBlockTest, BusyQueueDrainsFullyWhenTheTransportCannotRenotify) {
+  RecordingBackend& backend = open_recording(64 * KiB);
+  auto publish_read = [&] {
+    const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+    const uint64_t s = status_byte();
+    publish({{h, 16, false}, {s, 1, true}});
+  };
+  for (int i = 0; i < 64; ++i) publish_read();
+  int batches = 0;
+  backend.on_batch = [&] {
+    if (++batches < 6) {
+      for (int i = 0; i < 64; ++i) publish_read();
+    }
+  };
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), 6 * 64);
+  EXPECT_EQ(transport.renotifies, 1) << "asked once, refused, went on";
+}
+
+TEST_F(VirtioBlockTest, IoUringImageCarriesOutABatch) {
+  TempImage image(256 * KiB);
+  open(image, ",io=io_uring");
+  std::vector<uint64_t> statuses, data;
+  for (uint64_t i = 0; i < 20; ++i) {
+    const bool reading = i % 2 == 0;
+    const uint64_t h = header(reading ? VIRTIO_BLK_T_IN : VIRTIO_BLK_T_OUT, 8 * i);
+    data.push_back(reading ? alloc(4096, 512)
+                           : bytes(std::vector<uint8_t>(4096, static_cast<uint8_t>(i)), 512));
+    statuses.push_back(status_byte());
+    publish({{h, 16, false}, {data.back(), 4096, reading}, {statuses.back(), 1, true}});
+  }
+  device->queue_notify(0, queue);
+  ASSERT_EQ(used_idx(), 20);
+  for (uint64_t i = 0; i < 20; ++i) {
+    EXPECT_EQ(*memory.read_obj<uint8_t>(statuses[i]), VIRTIO_BLK_S_OK);
+    if (i % 2 == 0) {
+      EXPECT_EQ(guest(data[i], 4096), pattern_bytes(8 * i * kSector, 4096));
+    } else {
+      EXPECT_EQ(image.read(8 * i * kSector, 4096), std::vector<uint8_t>(4096, i));
+    }
+  }
+  uint64_t beyond = 0;
+  EXPECT_EQ(read(512, kSector, beyond).status, VIRTIO_BLK_S_IOERR) << "range checks still apply";
+}
+
+TEST_F(VirtioBlockTest, IoUringDirectImageTakesMisalignedBuffers) {
+  TempImage image(256 * KiB);
+  open(image, ",direct,io=io_uring");
+  uint64_t data = 0;
+  EXPECT_EQ(read(8, 4096, data).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(data, 4096), pattern_bytes(8 * kSector, 4096));
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 1);  // sector 1 into an odd address: buffered
+  const uint64_t d = alloc(kSector + 3, 4096) + 3;
+  const uint64_t s = status_byte();
+  EXPECT_EQ(run({{h, 16, false}, {d, kSector, true}, {s, 1, true}}, s).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(d, kSector), pattern_bytes(kSector, kSector));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -228,6 +228,27 @@ TEST_F(VirtioConsoleTest, TransmitSendsEveryReadableByte) {
   EXPECT_EQ(irq->pulses, 1);
 }
 
+TEST_F(VirtioConsoleTest, BusyTransmitQueueYieldsWhenTheTransportCanRenotify) {
+  bring_up();
+  int renotifies = 0;
+  transport->set_renotify([&](uint16_t q) {
+    EXPECT_EQ(q, VirtioConsole::kTransmitQueue);
+    ++renotifies;
+    return true;
+  });
+  // A guest that puts a new buffer in as soon as one is taken.
+  uint16_t next = 0;
+  backend->on_write = [&] {
+    send(next, "x");
+    next = static_cast<uint16_t>((next + 1) % kQueueSize);
+  };
+  send(next++, "x");
+  notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(renotifies, 1);
+  EXPECT_EQ(backend->output.size(), VirtioConsole::kTransmitPerNotify);
+  EXPECT_EQ(tx.used_idx(), VirtioConsole::kTransmitPerNotify);
+}
+
 TEST_F(VirtioConsoleTest, TransmitSkipsChainsWithWritableBuffers) {
   bring_up();
   ASSERT_TRUE(memory.write(tx.buffers, "secret", 6));

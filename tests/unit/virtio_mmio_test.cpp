@@ -491,3 +491,16 @@ TEST_F(VirtioMmioTest, RejectsBrokenDeviceDescriptions) {
 }
 
 }  // namespace
+
+TEST_F(VirtioMmioTest, RenotifyGoesThroughTheMachinesHook) {
+  bring_up();
+  ASSERT_NE(device->transport, nullptr);
+  EXPECT_FALSE(device->transport->renotify(0)) << "no hook: the device must keep draining";
+  std::vector<uint16_t> asked;
+  transport->set_renotify([&](uint16_t q) {
+    asked.push_back(q);
+    return true;
+  });
+  EXPECT_TRUE(device->transport->renotify(1));
+  EXPECT_EQ(asked, std::vector<uint16_t>{1});
+}

@@ -1,6 +1,7 @@
 // VmConfig validation: every bad input is one UserError naming the flag, before anything starts.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "libvmm/core/error.hpp"
@@ -28,7 +29,9 @@ struct ValidateTest : ::testing::Test {
   VmConfig config;
 };
 
-TEST_F(ValidateTest, AcceptsAGoodConfig) { EXPECT_EQ(error_of(config), ""); }
+TEST_F(ValidateTest, AcceptsAGoodConfig) {
+  EXPECT_EQ(error_of(config), "");
+}
 
 TEST_F(ValidateTest, Memory) {
   config.memory_size = 0;
@@ -36,7 +39,8 @@ TEST_F(ValidateTest, Memory) {
   config.memory_size = 256 * MiB + 1;
   EXPECT_EQ(error_of(config), "--memory: 268435457 bytes is not a multiple of 1 MiB");
   config.memory_size = 1ull << 50;
-  EXPECT_NE(error_of(config).find("--memory: 1024 TiB is more than this host's"), std::string::npos);
+  EXPECT_NE(error_of(config).find("--memory: 1024 TiB is more than this host's"),
+            std::string::npos);
 }
 
 TEST_F(ValidateTest, Vcpus) {
@@ -54,6 +58,24 @@ TEST_F(ValidateTest, KernelAndInitrdFiles) {
   EXPECT_EQ(error_of(config), "--initrd /nonexistent/initrd: No such file or directory");
   config.kernel.clear();
   EXPECT_EQ(error_of(config), "--kernel: no guest kernel given");
+}
+
+TEST_F(ValidateTest, SameImageTwice) {
+  const std::string image = ::testing::TempDir() + "/validate-disk.img";
+  std::ofstream(image) << std::string(512, '\0');
+  const std::string link = ::testing::TempDir() + "/validate-disk-link.img";
+  std::filesystem::remove(link);
+  std::filesystem::create_symlink(image, link);
+  auto disk = [](const std::string& path) {
+    BlockConfig d;
+    d.path = path;
+    return d;
+  };
+  config.disks = {disk(image), disk("/nonexistent.img")};
+  EXPECT_EQ(error_of(config), "") << "a missing image is reported when it is opened";
+  config.disks.push_back(disk(link));
+  EXPECT_EQ(error_of(config),
+            "--disk " + link + ": the same image as --disk " + image + "; give each image once");
 }
 
 TEST(VmCreate, MissingKvmDeviceIsAUserError) {

@@ -33,8 +33,9 @@ class InputFlowControl;
 class VirtioConsole final : public VirtioDevice {
  public:
   static constexpr uint16_t kQueueSize = 256;
-  static constexpr uint16_t kReceiveQueue = 0;   // receiveq, port 0: device to driver
-  static constexpr uint16_t kTransmitQueue = 1;  // transmitq, port 0: driver to device
+  static constexpr uint16_t kReceiveQueue = 0;         // receiveq, port 0: device to driver
+  static constexpr uint16_t kTransmitQueue = 1;        // transmitq, port 0: driver to device
+  static constexpr uint32_t kTransmitPerNotify = 256;  // chains per notification, when it can yield
   static constexpr size_t kDefaultPendingLimit = 4096;
   // How far past the limit pending input may grow: the backend's read that reached the limit.
   static constexpr size_t kMaxBackendRead = 64 * 1024;

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -43,11 +44,16 @@ class VirtioMmioTransport final : public BusDevice, public VirtioTransport {
   static constexpr uint64_t notify_offset() { return 0x50; }
   void notify(uint32_t queue_index);
   uint16_t queue_count() const { return static_cast<uint16_t>(queues_.size()); }
+  // How the machine has notify(index) called again later, after other pending host work
+  // (e.g. by signalling the queue's notify eventfd); see VirtioTransport::renotify(). Set it
+  // before the guest runs. Without it, devices drain busy queues in one go.
+  void set_renotify(std::function<bool(uint16_t)> renotify) { renotify_ = std::move(renotify); }
 
   // VirtioTransport, for the device.
   void signal_used(uint16_t index) override;
   void signal_config_change() override;
   bool with_queues(const std::function<void(std::span<Virtqueue>)>& fn) override;
+  bool renotify(uint16_t index) override { return renotify_ && renotify_(index); }
 
  private:
   uint32_t read_register(uint64_t offset);  // the read_*/write_* helpers run under mutex_
@@ -73,6 +79,7 @@ class VirtioMmioTransport final : public BusDevice, public VirtioTransport {
   const uint32_t device_id_;
   const uint64_t offered_features_;
   const uint32_t config_size_;
+  std::function<bool(uint16_t)> renotify_;
 
   std::mutex mutex_;  // registers, queues, and every call into the device
   std::vector<Virtqueue> queues_;

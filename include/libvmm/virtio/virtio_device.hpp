@@ -30,6 +30,13 @@ class VirtioTransport {
   // `fn` with the lock held if the device is live (DRIVER_OK, no reset pending), and returns
   // whether it ran.
   virtual bool with_queues(const std::function<void(std::span<Virtqueue>)>& fn) = 0;
+  // Lock held: asks for queue_notify(index) to be called again soon, after other pending host
+  // work, so a device can stop draining a busy queue and stay fair to the rest. False when
+  // the transport cannot arrange that; the device then goes on draining.
+  virtual bool renotify(uint16_t index) {
+    static_cast<void>(index);
+    return false;
+  }
 
  protected:
   ~VirtioTransport() = default;  // not owned through this interface

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 
@@ -13,7 +14,10 @@ namespace libvmm::test {
 
 class FakeCharBackend : public CharBackend {
  public:
-  void write(std::span<const uint8_t> bytes) override { output.append(bytes.begin(), bytes.end()); }
+  void write(std::span<const uint8_t> bytes) override {
+    output.append(bytes.begin(), bytes.end());
+    if (on_write) on_write();
+  }
   void start(EventLoop& /*loop*/, InputSink input) override { sink = std::move(input); }
   void pause_input() override {
     if (paused) ++repeated;
@@ -28,6 +32,7 @@ class FakeCharBackend : public CharBackend {
   std::string describe() const override { return "fake"; }
 
   std::string output;
+  std::function<void()> on_write;  // called after each write
   InputSink sink;
   bool paused = false;
   int pauses = 0;
