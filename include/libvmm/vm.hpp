@@ -16,6 +16,7 @@
 #include "libvmm/core/kvm.hpp"
 #include "libvmm/core/vcpu_runner.hpp"
 #include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
@@ -48,6 +49,7 @@ struct VmConfig {
   std::string serial = "stdio";  // a character backend spec: stdio, file:PATH, none, ...
   std::vector<BlockConfig> disks;  // virtio-blk devices, in order: vda, vdb, ...
   std::string console;             // virtio console backend spec; empty: no virtio console
+  std::vector<NetConfig> nets;     // virtio-net devices, in order: eth0, eth1, ...
   bool strict_faults = false;    // stop the VM on the first unhandled guest access
   std::string kvm_device = "/dev/kvm";
   // Set from a system description: guest RAM in a region shared with others (null: a private

@@ -9,6 +9,8 @@
 #include "../arch/machine.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/system/description.hpp"
+#include "libvmm/virtio/net.hpp"
+#include "libvmm/virtio/net.hpp"
 
 namespace libvmm {
 namespace {
@@ -82,6 +84,11 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
                        b.readonly ? " (read-only)" : ""));
   }
   if (!c.console.empty()) device(fmt::format("virtio-console hvc0 -> {}", c.console));
+  for (size_t i = 0; i < c.nets.size(); ++i) {
+    const NetConfig& n = c.nets[i];
+    device(fmt::format("virtio-net eth{} tap {} MAC {} MTU {}", i, n.tap,
+                       format_mac(n.mac.value_or(default_mac(c.name, i))), n.mtu));
+  }
   for (const IrqSpec& q : vm.irqs) {
     out << fmt::format("  irq      {} <- {} {}\n", q.irq, source_name(q.source),
                        q.source == IrqSpec::Source::eventfd ? q.name : q.path);

@@ -10,8 +10,10 @@
 #include <pugixml.hpp>
 #include <set>
 
+#include "libvmm/core/error.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/system/description.hpp"
+#include "libvmm/virtio/net.hpp"
 
 namespace libvmm {
 namespace {
@@ -36,7 +38,7 @@ const std::map<std::string_view, ElementRule>& rules() {
        {{"name"},
         {"id", "priority", "ram", "strict_faults"},
         {"map", "vcpus", "kernel", "initrd", "cmdline", "dtb", "dtb_overlay", "gic", "serial",
-         "virtio_console", "virtio_block", "irq", "vfio"}}},
+         "virtio_console", "virtio_block", "virtio_net", "irq", "vfio"}}},
       {"vcpus", {{"count"}, {}, {}}},
       {"kernel", {{"path"}, {}, {}}},
       {"initrd", {{"path"}, {}, {}}},
@@ -48,6 +50,7 @@ const std::map<std::string_view, ElementRule>& rules() {
       {"serial", {{"backend"}, {}, {}}},
       {"virtio_console", {{"backend"}, {}, {}}},
       {"virtio_block", {{"path"}, {"readonly", "direct", "serial", "io"}, {}}},
+      {"virtio_net", {{"tap"}, {"mac", "mtu"}, {}}},
       // Issue 4 adds {"virtio_net", {{"tap"}, {...}, {}}} here and to virtual_machine's children.
       {"irq", {{"irq"}, {"eventfd", "fifo", "socket"}, {}}},
       {"vfio", {{"device"}, {}, {}}},
@@ -295,6 +298,7 @@ class Parser {
     if (n.attribute("ram")) v.ram_region = text(n, "ram");
     v.config.strict_faults = boolean(n, "strict_faults");
     size_t disks = 0;
+    size_t nets = 0;
     for (pugi::xml_node c : n.children()) {
       const std::string_view name = c.name();
       auto note = [&](std::string what) {
@@ -344,6 +348,21 @@ class Parser {
           problem(at(c), fmt::format("<virtio_block> io=\"{}\" must be sync or io_uring", io));
         }
         v.config.disks.push_back(b);
+      } else if (name == "virtio_net") {
+        note(fmt::format("net{}", nets++));
+        // The same rules as --net, from the same parser; its message loses the flag's name.
+        std::string spec = fmt::format("tap={}", text(c, "tap"));
+        if (c.attribute("mac")) spec += fmt::format(",mac={}", text(c, "mac"));
+        if (c.attribute("mtu")) spec += fmt::format(",mtu={}", text(c, "mtu"));
+        try {
+          v.config.nets.push_back(parse_net_spec(spec));
+        } catch (const UserError& e) {
+          std::string why = e.what();
+          if (const size_t colon = why.find(": "); colon != std::string::npos) {
+            why = why.substr(colon + 2);
+          }
+          problem(at(c), fmt::format("<virtio_net>: {}", why));
+        }
       } else if (name == "irq") {
         v.irqs.push_back(irq(c));
       } else if (name == "vfio") {

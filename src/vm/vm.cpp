@@ -18,6 +18,7 @@
 #include "libvmm/core/fault_report.hpp"
 #include "libvmm/core/kvm_irq.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/virtio/console.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
@@ -168,6 +169,14 @@ Vm::Vm(const VmConfig& config) {
         }));
     add_virtio_device(console);
     console->start(d.loop);
+  }
+  for (size_t i = 0; i < config.nets.size(); ++i) {
+    const NetConfig& net = config.nets[i];
+    const MacAddress mac = net.mac.value_or(default_mac(config.name, i));
+    auto device = std::make_shared<VirtioNet>(TapBackend::open(net.tap), mac, net.mtu);
+    add_virtio_device(device);
+    device->start(d.loop);
+    log::debug("virtio-net on tap {}: MAC {}, MTU {}", net.tap, format_mac(mac), net.mtu);
   }
 }
 

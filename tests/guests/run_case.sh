@@ -95,6 +95,11 @@ case $case in
     for i in $(seq 1 17); do truncate -s 4096 "$work/d$i.img"; disks+=(--disk "$work/d$i.img"); done
     check "virtio-blk: no free interrupt line left for it (16 devices at most)" --kernel "$guest" "${disks[@]}"
     check "--console: unknown backend 'bogus'" --kernel "$guest" --console bogus
+    check "--net tap=t0,mac=52:54:00:12:34: malformed MAC" --kernel "$guest" --net tap=t0,mac=52:54:00:12:34
+    check "MAC 01:00:5e:00:00:01 is a multicast address" --kernel "$guest" --net tap=t0,mac=01:00:5e:00:00:01
+    check "--net mac=52:54:00:12:34:56: missing tap=NAME" --kernel "$guest" --net mac=52:54:00:12:34:56
+    check "--net tap=t0,mtu=20: MTU '20' is not a number from 68 to 65535" --kernel "$guest" --net tap=t0,mtu=20
+    check "--net tap=a-name-much-too-long: longer than 15 characters" --kernel "$guest" --net tap=a-name-much-too-long
     LIBVMM_KVM_DEVICE=$work/nokvm check "no such device: this host has no KVM" --kernel "$guest"
     if command -v setpriv >/dev/null && [ "$(id -u)" -eq 0 ]; then
       # As an unprivileged user, from copies it can reach (the build tree may be under /root).

@@ -258,6 +258,18 @@ TEST_F(DescriptionTest, BlockIoMode) {
                  "t.system:9: <virtio_block> io=\"aio\" must be sync or io_uring");
 }
 
+TEST_F(DescriptionTest, NetworkDevices) {
+  EXPECT_TRUE(problems_of(xml("<virtio_net tap=\"tap0\" mac=\"52:54:00:12:34:56\" mtu=\"9000\" />"))
+                  .empty());
+  EXPECT_NE(description.layout().find("virtio-net eth0 tap tap0 MAC 52:54:00:12:34:56 MTU 9000"),
+            std::string::npos)
+      << description.layout();
+  const auto problems = problems_of(xml("<virtio_net tap=\"tap0\" mac=\"01:00:5e:00:00:01\" />"));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems.front().rfind("t.system:9: <virtio_net>: ", 0), 0u) << problems.front();
+  EXPECT_NE(problems.front().find("multicast"), std::string::npos) << problems.front();
+}
+
 TEST_F(DescriptionTest, VfioIsParsed) {
   EXPECT_TRUE(problems_of(xml("<vfio device=\"0000:01:00.0\" />")).empty());
   EXPECT_NE(description.layout().find("vfio     0000:01:00.0 (not yet supported"),

@@ -1,11 +1,11 @@
 // vmm: boots a Linux guest on KVM. A thin command-line layer over libvmm::System: the flags
 // build a one-VM system description; `vmm run`/`vmm check` read one from a .system file.
-#include <CLI/CLI.hpp>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdlib>
 
 #include "libvmm/backends/stdio_backend.hpp"
@@ -88,6 +88,12 @@ int main(int argc, char** argv) {
                  "repeat for more (vda, vdb, ...)")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  std::vector<std::string> nets;
+  app.add_option("--net", nets,
+                 "virtIO network device on a host TAP: tap=NAME[,mac=52:54:00:12:34:56][,mtu=N] "
+                 "(repeatable; eth0, eth1, ...; default MAC derived from the VM name)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--console", config.console,
                  "virtIO console (hvc0) backend: stdio, file:PATH, socket:PATH, pty or none");
   app.add_option("--gic", config.gic,
@@ -147,6 +153,7 @@ int main(int argc, char** argv) {
       // One terminal can serve one console: the virtIO console takes it when asked to.
       config.serial = !serial.empty() ? serial : config.console == "stdio" ? "none" : "stdio";
       for (const auto& spec : disks) config.disks.push_back(parse_disk_spec(spec));
+      for (const auto& spec : nets) config.nets.push_back(parse_net_spec(spec));
       description = SystemDescription::from_vm_config(config);
     }
     if (const char* dev = std::getenv("LIBVMM_KVM_DEVICE")) {

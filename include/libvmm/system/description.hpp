@@ -87,7 +87,6 @@ struct VirtualMachineSpec {
   std::filesystem::path dtb;
   std::filesystem::path dtb_overlay;
   std::optional<uint32_t> gic_version;
-  // Issue 4 adds virtio-net (<virtio_net tap="...">) next to the disks and console.
   SourceLocation where;
   // Where each image, device or option came from, for messages: "kernel", "initrd",
   // "disk0", "serial", "console", "dtb", "dtb_overlay", "gic", "vcpus".

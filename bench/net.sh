@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# virtio-net throughput and latency: our vmm against QEMU's virtio-net (-M microvm, userspace
+# TAP backend, vhost=off) on the same TAP setup, and against the emulated host's own veth pair
+# as the ceiling, side by side in one emulated KVM host run. Everything runs in network
+# namespaces created there; no traffic leaves them.
+#   g2h   TCP guest -> host: iperf3 -c in the guest, iperf3 -s on the host side of the TAP
+#   h2g   TCP host -> guest: the same with -R
+#   rtt   ping from the guest to the host side, 20 x 0.2 s, average round trip in ms
+# "host" runs the same iperf3/ping between two namespaces joined by a veth pair.
+# iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
+# Each VMM runs ROUNDS times, interleaved; the table shows medians.
+# Usage: bench/net.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 5 minutes). Prints a table
+# and ratios; see docs/PERFORMANCE.md.
+set -euo pipefail
+secs=${1:-5}
+rounds=${2:-3}
+[[ $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] \
+  || { echo "usage: bench/net.sh [SECONDS [ROUNDS]] (positive integers)" >&2; exit 2; }
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+tools/install-deps
+tools/build build/gcc
+kernel=$(images/build-kernel x86_64)
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Guest side: iperf3 with its libraries, and /tests/netbench (run by /init).
+extra=$work/guest-extra
+tools/emuhost/copy-binary /usr/bin/iperf3 "$work/iperf3-files"
+mkdir -p "$extra/usr/bin" "$extra/tests"
+cp "$work/iperf3-files/iperf3" "$extra/usr/bin/"
+cp -a "$work/iperf3-files/rootfs/." "$extra/"
+cat >"$extra/tests/netbench" <<EOS
+#!/bin/sh
+ip link set lo up
+ip link set eth0 up && ip addr add 10.0.0.2/24 dev eth0
+ping -c 3 -W 5 10.0.0.1 >/dev/null 2>&1  # ARP, and the host side is up
+rtt=\$(ping -c 20 -i 0.2 10.0.0.1 | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
+g2h=\$(iperf3 -c 10.0.0.1 -t $secs -f m 2>&1 | awk '/receiver/ { print \$7 }')
+h2g=\$(iperf3 -c 10.0.0.1 -t $secs -f m -R 2>&1 | awk '/receiver/ { print \$7 }')
+echo "LIBVMM-GUEST: BENCH g2h=\$g2h h2g=\$h2g rtt=\$rtt"
+EOS
+chmod +x "$extra/tests/netbench"
+
+payload=$work/payload
+mkdir -p "$payload/qemu-data"
+cp "$kernel" "$payload/bzImage"
+cp "$(images/build-initramfs --extra "$extra" x86_64)" "$payload/initramfs.cpio.gz"
+tools/emuhost/copy-binary build/gcc/tools/vmm/vmm "$payload"
+tools/emuhost/copy-binary /usr/bin/qemu-system-x86_64 "$payload"
+tools/emuhost/copy-binary /usr/bin/iperf3 "$payload"
+tools/emuhost/copy-binary "$(command -v ip)" "$payload"
+cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
+
+cat >"$payload/run.sh" <<EOS
+#!/bin/sh
+secs=$secs rounds=$rounds
+EOS
+cat >>"$payload/run.sh" <<'EOS'
+export PATH=/payload:$PATH  # for the commands "ip netns exec" runs (busybox ip has no netns)
+./ip netns add nb || { echo "BENCH-SETUP no network namespaces"; exit 1; }
+./ip netns add peer
+./ip netns exec nb ip link set lo up
+./ip netns exec peer ip link set lo up
+# The VMs' side: tap0 at 10.0.0.1, with an iperf3 server.
+./ip netns exec nb ip tuntap add tap0 mode tap
+./ip netns exec nb ip addr add 10.0.0.1/24 dev tap0
+./ip netns exec nb ip link set tap0 up
+./ip netns exec nb iperf3 -s -D -B 10.0.0.1
+# The ceiling: a veth pair between namespaces nb (10.0.1.1) and peer (10.0.1.2).
+./ip netns exec nb ip link add veth0 type veth peer name veth1 netns peer
+./ip netns exec nb ip addr add 10.0.1.1/24 dev veth0
+./ip netns exec nb ip link set veth0 up
+./ip netns exec peer ip addr add 10.0.1.2/24 dev veth1
+./ip netns exec peer ip link set veth1 up
+./ip netns exec peer iperf3 -s -D -B 10.0.1.2
+sleep 1
+cmdline="console=ttyS0 quiet libvmm.test=netbench"
+
+host_round() {
+  ./ip netns exec nb ping -c 3 -W 5 10.0.1.2 >/dev/null 2>&1
+  rtt=$(./ip netns exec nb ping -c 20 -i 0.2 10.0.1.2 | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
+  g2h=$(./ip netns exec nb iperf3 -c 10.0.1.2 -t $secs -f m 2>&1 | awk '/receiver/ { print $7 }')
+  h2g=$(./ip netns exec nb iperf3 -c 10.0.1.2 -t $secs -f m -R 2>&1 | awk '/receiver/ { print $7 }')
+  echo "host g2h=$g2h h2g=$h2g rtt=$rtt"
+}
+# Runs a VMM in namespace nb until the guest's benchmark is done (QEMU microvm does not exit
+# on the guest's reboot, so it is stopped once /init reports the test's exit status).
+run_guest() {
+  name=$1; shift
+  ./ip netns exec nb "$@" </dev/null >/tmp/out.$name 2>&1 &
+  pid=$! t=0
+  while kill -0 $pid 2>/dev/null && ! grep -q 'test netbench exit status' /tmp/out.$name \
+      && [ $t -lt 300 ]; do
+    sleep 1; t=$((t + 1))
+  done
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  tr -d '\r' </tmp/out.$name | sed -n "s/^LIBVMM-GUEST: BENCH /$name /p"
+}
+round=0
+while [ $round -lt $rounds ]; do
+  host_round
+  run_guest vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+    --net tap=tap0 --quiet
+  run_guest qemu ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host -m 256M \
+    -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off \
+    -device virtio-net-device,netdev=n0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
+  round=$((round + 1))
+done
+EOS
+chmod +x "$payload/run.sh"
+tools/emuhost/emuhost --timeout 1200 "$payload" | tee "$payload/log" \
+  | grep -E '^((host|vmm|qemu) g2h=|BENCH-SETUP)' >"$payload/results" || true
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
+# get WHO FIELD: median over the rounds.
+get() { awk -v w="$1" -v f="$2" '$1 == w { for (i = 2; i <= NF; i++)
+  { split($i, kv, "="); if (kv[1] == f && kv[2] != "") print kv[2] } }' "$payload/results" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
+grep -q '^vmm ' "$payload/results" || { echo "net.sh: no guest results; emulated host output:"; tail -30 "$payload/log"; exit 1; }
+echo "per round:"
+sed 's/^/  /' "$payload/results"
+echo "median of $rounds rounds, iperf3 ${secs} s per direction, 1 vCPU, 256 MiB guest, emulated KVM host"
+printf '%-6s %6s %10s %10s %10s %9s %9s\n' what unit host vmm qemu vmm/qemu vmm/host
+for f in g2h h2g rtt; do
+  unit=Mbit/s; [ $f = rtt ] && unit=ms
+  h=$(get host $f) v=$(get vmm $f) q=$(get qemu $f)
+  printf '%-6s %6s %10s %10s %10s %9s %9s\n' $f $unit "${h:--}" "${v:--}" "${q:--}" \
+    "$(ratio "$v" "$q")" "$(ratio "$v" "$h")"
+done

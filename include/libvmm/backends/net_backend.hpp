@@ -1,0 +1,41 @@
+// Where a virtIO network device's frames go on the host: a TAP device, or (in tests) anything
+// that moves whole frames. Every frame carries a 12-byte virtio_net_hdr_v1 in front, as a TAP
+// with IFF_VNET_HDR and TUNSETVNETHDRSZ 12 expects, so checksum and segmentation offloads pass
+// through untouched.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+namespace libvmm {
+
+class EventLoop;
+
+class NetBackend {
+ public:
+  virtual ~NetBackend() = default;
+
+  // Reads one frame (header included) into `buffer`: its length, 0 when none is waiting, or
+  // -errno. Never blocks.
+  virtual ssize_t receive(std::span<uint8_t> buffer) = 0;
+  // Sends one frame (header included) gathered from `iov`. False if the host dropped it.
+  virtual bool send(std::span<const iovec> iov) = 0;
+  // Which offloads the host may use in frames it gives us: the guest features the driver
+  // accepted (VIRTIO_NET_F_GUEST_CSUM, GUEST_TSO4, GUEST_TSO6).
+  virtual void set_offloads(uint64_t guest_features) = 0;
+
+  // Calls `readable` on the loop's thread whenever receive() may have a frame, until paused.
+  virtual void start(EventLoop& loop, std::function<void()> readable) = 0;
+  // Loop thread only: stop (or restart) calling `readable`. Frames wait in the host meanwhile.
+  virtual void pause_receive() = 0;
+  virtual void resume_receive() = 0;
+
+  virtual std::string describe() const = 0;  // for log lines: "tap tap0"
+};
+
+}  // namespace libvmm

@@ -1,0 +1,45 @@
+// A NetBackend on a Linux TAP device (/dev/net/tun with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR),
+// non-blocking and driven by the event loop. The TAP may exist already (created by the user,
+// e.g. `ip tuntap add tap0 mode tap user USER`) or is created here when the VMM has
+// CAP_NET_ADMIN; a TAP created here disappears when the VMM exits. The event loop must not
+// run once the backend is destroyed (its callback refers to it).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "libvmm/backends/net_backend.hpp"
+#include "libvmm/core/unique_fd.hpp"
+
+namespace libvmm {
+
+class TapBackend final : public NetBackend {
+ public:
+  static constexpr size_t kVnetHeaderSize = 12;  // struct virtio_net_hdr_v1
+
+  // Attaches to (or creates) TAP `name`. Throws UserError "--net tap=NAME: reason" (no
+  // /dev/net/tun or no permission on it, a name too long, not a TAP, cannot be created).
+  static std::unique_ptr<TapBackend> open(const std::string& name);
+  // Any descriptor that moves whole frames, with their headers (tests: a SOCK_SEQPACKET pair).
+  // Offloads are only set on real TAPs.
+  TapBackend(UniqueFd fd, std::string description, bool is_tap = false);
+
+  ssize_t receive(std::span<uint8_t> buffer) override;
+  bool send(std::span<const iovec> iov) override;
+  void set_offloads(uint64_t guest_features) override;
+  void start(EventLoop& loop, std::function<void()> readable) override;
+  void pause_receive() override;
+  void resume_receive() override;
+  std::string describe() const override { return description_; }
+
+  int fd() const { return fd_.get(); }
+
+ private:
+  UniqueFd fd_;
+  std::string description_;
+  bool is_tap_;
+  EventLoop* loop_ = nullptr;
+  bool paused_ = false;
+};
+
+}  // namespace libvmm

@@ -1,0 +1,150 @@
+// The virtIO network device (virtIO 1.2 §5.1): one receive and one transmit queue, a MAC and
+// link status in config space, a configurable MTU, checksum and TSO offloads passed through to
+// the host (NetBackend, usually a TAP) in the 12-byte virtio_net_hdr_v1 every frame carries,
+// and mergeable receive buffers. Given on the command line as
+// --net tap=NAME[,mac=52:54:00:12:34:56][,mtu=N].
+//
+// Receive: frames are read from the backend one at a time into a host buffer and copied into
+// the guest's receive buffers. When the guest has none left, the frame waits (one frame, never
+// a queue) and the backend is paused until the driver adds buffers and notifies: the host keeps
+// the rest. Transmit: every available chain is sent straight from guest memory (the validated
+// header is sent from a copy), then the used ring is signalled once per batch.
+//
+// The guest is untrusted: malformed frames are dropped and counted (NetCounters), with a
+// rate-limited log line, and a broken chain breaks only its queue (the transport reports it).
+//
+// Threads and locking (see virtio_device.hpp): queue_notify() runs under the transport's lock;
+// backend_readable() runs on the event loop thread and reaches the queues through
+// VirtioTransport::with_queues(). All receive state is only touched under that lock.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "libvmm/virtio/net_abi.hpp"
+#include "libvmm/virtio/virtio_device.hpp"
+
+namespace libvmm {
+
+class EventLoop;
+class NetBackend;
+
+using MacAddress = std::array<uint8_t, 6>;
+
+// What one --net flag asks for.
+struct NetConfig {
+  std::string tap;                // host TAP device name
+  std::optional<MacAddress> mac;  // default: default_mac(VM name, index)
+  uint16_t mtu = 1500;
+};
+
+// Parses "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,mtu=N]". Throws UserError naming --net: unknown
+// options, a malformed, multicast or all-zero MAC, an MTU outside 68..65535.
+NetConfig parse_net_spec(std::string_view spec);
+// A stable, locally administered unicast MAC for interface `index` of VM `vm_name`.
+MacAddress default_mac(std::string_view vm_name, size_t index);
+std::string format_mac(const MacAddress& mac);
+
+// What the device dropped or worked around, per cause. Snapshots of running counters.
+struct NetCounters {
+  uint64_t rx_frames = 0;
+  uint64_t tx_frames = 0;
+  uint64_t rx_bad_chain = 0;     // receive chain with readable parts or no room: returned empty
+  uint64_t rx_too_big = 0;       // frame larger than the buffers the driver gives: dropped
+  uint64_t rx_not_ready = 0;     // frame arrived while no driver runs the device: dropped
+  uint64_t rx_host_error = 0;    // the backend failed a read, or gave a runt frame
+  uint64_t tx_bad_chain = 0;     // transmit chain with device-writable parts: dropped
+  uint64_t tx_short_header = 0;  // shorter than the 12-byte header: dropped
+  uint64_t tx_bad_header = 0;    // offload the driver did not negotiate, bad csum fields
+  uint64_t tx_bad_length = 0;    // frame shorter than an Ethernet header or over the limit
+  uint64_t tx_linearized = 0;    // spread over too many descriptors: copied, then sent
+  uint64_t tx_host_dropped = 0;  // the backend refused it
+};
+
+class VirtioNet final : public VirtioDevice {
+ public:
+  static constexpr uint16_t kQueueSize = 256;
+  static constexpr uint16_t kReceiveQueue = 0;
+  static constexpr uint16_t kTransmitQueue = 1;
+  static constexpr uint32_t kHeaderSize = 12;  // virtio_net_hdr_v1 (VERSION_1 layout)
+  static constexpr uint32_t kEthernetHeader = 14;
+  static constexpr uint32_t kVlanTag = 4;
+  // A TSO frame: at most 64 KiB of IP packet plus its Ethernet and VLAN headers.
+  static constexpr uint32_t kMaxGsoFrame = 65536 + kEthernetHeader + kVlanTag;
+  // More buffers than this in one transmit chain are copied into one before sending.
+  static constexpr size_t kMaxTxSegments = 64;
+  // Frames moved per wakeup before letting the event loop serve others.
+  static constexpr int kBatch = 64;
+
+  VirtioNet(std::shared_ptr<NetBackend> backend, const MacAddress& mac, uint16_t mtu = 1500);
+
+  // Starts host receive on `loop`. Without start() (tests), call backend_readable() directly.
+  void start(EventLoop& loop);
+  // The backend may have frames: moves them into receive buffers, or pauses the backend.
+  void backend_readable();
+
+  NetCounters counters() const;
+  const MacAddress& mac() const { return mac_; }
+
+  // VirtioDevice.
+  std::string name() const override { return "virtio-net"; }
+  uint32_t device_id() const override;
+  uint64_t device_features() const override;
+  std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
+  uint32_t config_size() const override;
+  void read_config(uint32_t offset, std::span<uint8_t> data) override;
+  void activate(VirtioTransport& transport, uint64_t features) override;
+  void queue_notify(uint16_t index, Virtqueue& queue) override;
+  void reset() override;
+
+ private:
+  enum class RxState { drained, no_buffers, more };
+  struct Counter {
+    std::atomic<uint64_t> value{0};
+    void add() { value.fetch_add(1, std::memory_order_relaxed); }
+    uint64_t get() const { return value.load(std::memory_order_relaxed); }
+  };
+
+  // Under the transport's lock.
+  RxState receive(Virtqueue& queue);
+  bool deliver_pending(Virtqueue& queue);           // false: not enough receive buffers yet
+  bool take_receive_chain(DescriptorChain& chain);  // false: unusable, returned empty
+  void transmit(Virtqueue& queue);
+  void transmit_one(const DescriptorChain& chain);
+  bool header_acceptable(const virtio_net_hdr_v1& header, uint64_t frame_len);
+  void drop_unreachable_frames();  // no driver: reads and drops what the host sent
+  void request_resume();
+  bool negotiated(unsigned bit) const { return (features_ >> bit) & 1; }
+  void guest_error(Counter& counter, const std::string& message);
+
+  const std::shared_ptr<NetBackend> backend_;
+  const MacAddress mac_;
+  const uint16_t mtu_;
+  EventLoop* loop_ = nullptr;
+  std::atomic<VirtioTransport*> transport_{nullptr};  // between activate() and reset()
+
+  // Under the transport's lock.
+  uint64_t features_ = 0;
+  std::vector<uint8_t> rx_frame_;         // header + frame, read from the backend
+  size_t rx_pending_ = 0;                 // bytes of rx_frame_ waiting for buffers; 0: none
+  std::vector<DescriptorChain> rx_held_;  // buffers collected for the pending frame
+  uint64_t rx_held_bytes_ = 0;
+  bool rx_paused_ = false;  // the backend is (or is about to be) paused for want of buffers
+  bool rx_pushed_ = false;  // receive() returned buffers: signal the driver
+  std::vector<iovec> tx_iov_;
+  std::vector<uint8_t> tx_copy_;
+
+  Counter rx_frames_, tx_frames_, rx_bad_chain_, rx_too_big_, rx_not_ready_, rx_host_error_,
+      tx_bad_chain_, tx_short_header_, tx_bad_header_, tx_bad_length_, tx_linearized_,
+      tx_host_dropped_;
+  std::atomic<uint32_t> errors_logged_{0};
+};
+
+}  // namespace libvmm

@@ -1,0 +1,8 @@
+// <linux/virtio_net.h> for C++: the header names a struct member `class`
+// (virtio_net_ctrl_hdr), a keyword in C++, so it is renamed while the header is read. Include
+// this instead of <linux/virtio_net.h>; it only pulls in other <linux/...> headers.
+#pragma once
+
+#define class class_
+#include <linux/virtio_net.h>
+#undef class

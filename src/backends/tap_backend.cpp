@@ -1,0 +1,137 @@
+#include "libvmm/backends/tap_backend.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/virtio/net_abi.hpp"
+
+namespace libvmm {
+namespace {
+
+static_assert(sizeof(virtio_net_hdr_v1) == TapBackend::kVnetHeaderSize);
+
+bool interface_exists(const std::string& name) {
+  std::error_code ignored;
+  return std::filesystem::exists("/sys/class/net/" + name, ignored);
+}
+
+}  // namespace
+
+std::unique_ptr<TapBackend> TapBackend::open(const std::string& name) {
+  auto fail = [&](std::string_view why) {
+    return UserError(fmt::format("--net tap={}: {}", name, why));
+  };
+  if (name.empty()) throw fail("missing TAP name");
+  if (name.size() >= IFNAMSIZ) throw fail(fmt::format("longer than {} characters", IFNAMSIZ - 1));
+  UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) {
+    const int err = errno;
+    if (err == ENOENT || err == ENODEV) throw fail("/dev/net/tun is missing (load the tun module)");
+    if (err == EACCES || err == EPERM) throw fail("no permission to open /dev/net/tun");
+    throw fail(fmt::format("cannot open /dev/net/tun: {}", std::strerror(err)));
+  }
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, name.data(), name.size());
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  const bool existed = interface_exists(name);
+  if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) {
+    const int err = errno;
+    if (err == EPERM && !existed) {
+      throw fail("no such TAP device, and creating one needs CAP_NET_ADMIN");
+    }
+    if (err == EPERM) throw fail("no permission to attach to this TAP (check its owner)");
+    if (err == EBUSY) throw fail("in use by another process");
+    if (err == EINVAL && existed) throw fail("exists but is not a TAP device");
+    throw fail(std::strerror(err));
+  }
+  int header_size = static_cast<int>(kVnetHeaderSize);
+  if (::ioctl(fd.get(), TUNSETVNETHDRSZ, &header_size) != 0) {
+    throw fail(fmt::format("TUNSETVNETHDRSZ: {}", std::strerror(errno)));
+  }
+  // No offloads until a driver accepts them (activate() sets them).
+  if (::ioctl(fd.get(), TUNSETOFFLOAD, 0ul) != 0) {
+    throw fail(fmt::format("TUNSETOFFLOAD: {}", std::strerror(errno)));
+  }
+  log::debug("{} TAP {}", existed ? "attached to" : "created", name);
+  return std::make_unique<TapBackend>(std::move(fd), "tap " + name, true);
+}
+
+TapBackend::TapBackend(UniqueFd fd, std::string description, bool is_tap)
+    : fd_(std::move(fd)), description_(std::move(description)), is_tap_(is_tap) {
+  ::fcntl(fd_.get(), F_SETFL, ::fcntl(fd_.get(), F_GETFL) | O_NONBLOCK);
+}
+
+ssize_t TapBackend::receive(std::span<uint8_t> buffer) {
+  for (;;) {
+    const ssize_t n = ::read(fd_.get(), buffer.data(), buffer.size());
+    if (n >= 0) return n;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    return -errno;
+  }
+}
+
+bool TapBackend::send(std::span<const iovec> iov) {
+  if (iov.size() > IOV_MAX) return false;
+  for (;;) {
+    const ssize_t n = ::writev(fd_.get(), iov.data(), static_cast<int>(iov.size()));
+    if (n >= 0) return true;  // a TAP takes a frame whole or not at all
+    if (errno != EINTR) return false;
+  }
+}
+
+void TapBackend::set_offloads(uint64_t guest_features) {
+  if (!is_tap_) return;
+  auto has = [&](unsigned bit) { return (guest_features >> bit) & 1; };
+  unsigned long offloads = 0;
+  if (has(VIRTIO_NET_F_GUEST_CSUM)) {
+    offloads |= TUN_F_CSUM;
+    if (has(VIRTIO_NET_F_GUEST_TSO4)) offloads |= TUN_F_TSO4;
+    if (has(VIRTIO_NET_F_GUEST_TSO6)) offloads |= TUN_F_TSO6;
+  }
+  if (::ioctl(fd_.get(), TUNSETOFFLOAD, offloads) != 0) {
+    log::warn("{}: TUNSETOFFLOAD {:#x}: {}", description_, offloads, std::strerror(errno));
+  }
+}
+
+void TapBackend::start(EventLoop& loop, std::function<void()> readable) {
+  loop_ = &loop;
+  loop.add(fd_.get(), EPOLLIN, [this, readable = std::move(readable)](uint32_t events) {
+    // epoll reports these even while paused: the TAP was deleted (or the peer closed). Stop
+    // watching, or the loop would spin; sends fail from now on and are counted.
+    if (events & (EPOLLERR | EPOLLHUP)) {
+      log::error("{}: the device went away; no more frames from it", description_);
+      loop_->remove(fd_.get());
+      loop_ = nullptr;
+      return;
+    }
+    readable();
+  });
+}
+
+void TapBackend::pause_receive() {
+  if (loop_ == nullptr || paused_) return;
+  paused_ = true;
+  loop_->modify(fd_.get(), 0);
+}
+
+void TapBackend::resume_receive() {
+  if (loop_ == nullptr || !paused_) return;
+  paused_ = false;
+  loop_->modify(fd_.get(), EPOLLIN);
+}
+
+}  // namespace libvmm

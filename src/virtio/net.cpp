@@ -1,0 +1,479 @@
+#include "libvmm/virtio/net.hpp"
+
+#include <fmt/format.h>
+#include <linux/virtio_ids.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+
+#include "libvmm/backends/net_backend.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+namespace {
+
+// The ABI structures are little-endian (VERSION_1), like every host we build for.
+static_assert(sizeof(virtio_net_hdr_v1) == VirtioNet::kHeaderSize);
+constexpr uint32_t kConfigSize = offsetof(virtio_net_config, mtu) + sizeof(uint16_t);
+constexpr uint32_t kMaxErrorLogs = 16;  // the guest must not be able to flood the log
+constexpr uint16_t kMinMtu = 68;        // IPv4's minimum (RFC 791)
+constexpr uint64_t kFramesLogged = 8;   // with -v, the first frames each way (bring-up problems)
+
+constexpr uint64_t bit(unsigned n) {
+  return 1ull << n;
+}
+
+// Removes `n` bytes from the front of `iov`.
+void drop_front(std::vector<iovec>& iov, uint64_t n) {
+  size_t done = 0;
+  while (n > 0 && done < iov.size()) {
+    iovec& v = iov[done];
+    const uint64_t step = std::min<uint64_t>(n, v.iov_len);
+    v.iov_base = static_cast<uint8_t*>(v.iov_base) + step;
+    v.iov_len -= step;
+    n -= step;
+    if (v.iov_len == 0) ++done;
+  }
+  iov.erase(iov.begin(), iov.begin() + static_cast<ptrdiff_t>(done));
+}
+
+std::optional<MacAddress> parse_mac(std::string_view text) {
+  MacAddress mac{};
+  if (text.size() != 17) return std::nullopt;
+  for (size_t i = 0; i < 6; ++i) {
+    if (i > 0 && text[3 * i - 1] != ':') return std::nullopt;
+    unsigned value = 0;
+    for (size_t j = 0; j < 2; ++j) {
+      const char c = text[3 * i + j];
+      unsigned digit = 0;
+      if (c >= '0' && c <= '9') {
+        digit = static_cast<unsigned>(c - '0');
+      } else if (c >= 'a' && c <= 'f') {
+        digit = static_cast<unsigned>(c - 'a' + 10);
+      } else if (c >= 'A' && c <= 'F') {
+        digit = static_cast<unsigned>(c - 'A' + 10);
+      } else {
+        return std::nullopt;
+      }
+      value = value * 16 + digit;
+    }
+    mac[i] = static_cast<uint8_t>(value);
+  }
+  return mac;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,mtu=N]
+
+NetConfig parse_net_spec(std::string_view spec) {
+  auto fail = [&](const std::string& why) {
+    return UserError(fmt::format("--net {}: {}", spec.empty() ? "''" : spec, why));
+  };
+  NetConfig config;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t comma = spec.find(',', start);
+    const std::string_view option =
+        spec.substr(start, comma == std::string_view::npos ? comma : comma - start);
+    start = comma == std::string_view::npos ? spec.size() + 1 : comma + 1;
+    if (option.starts_with("tap=")) {
+      config.tap = option.substr(4);
+    } else if (option.starts_with("mac=")) {
+      const std::string_view text = option.substr(4);
+      const auto mac = parse_mac(text);
+      if (!mac) throw fail(fmt::format("malformed MAC '{}' (expected 52:54:00:12:34:56)", text));
+      if ((*mac)[0] & 1) throw fail(fmt::format("MAC {} is a multicast address", text));
+      if (*mac == MacAddress{}) throw fail("MAC 00:00:00:00:00:00 is not a valid address");
+      config.mac = mac;
+    } else if (option.starts_with("mtu=")) {
+      const std::string text(option.substr(4));
+      char* end = nullptr;
+      const unsigned long mtu = std::strtoul(text.c_str(), &end, 10);
+      if (text.empty() || *end != '\0' || text[0] == '-' || mtu < kMinMtu || mtu > 65535) {
+        throw fail(fmt::format("MTU '{}' is not a number from {} to 65535", text, kMinMtu));
+      }
+      config.mtu = static_cast<uint16_t>(mtu);
+    } else {
+      throw fail(fmt::format("unknown option '{}' (expected tap=NAME, mac=MAC, mtu=N)", option));
+    }
+  }
+  if (config.tap.empty()) throw fail("missing tap=NAME");
+  return config;
+}
+
+MacAddress default_mac(std::string_view vm_name, size_t index) {
+  // FNV-1a over the name and index: stable across runs and hosts, distinct per interface.
+  uint64_t hash = 0xcbf29ce484222325ull;
+  auto mix = [&](uint8_t byte) { hash = (hash ^ byte) * 0x100000001b3ull; };
+  for (const char c : vm_name) mix(static_cast<uint8_t>(c));
+  mix(0);
+  for (size_t i = 0; i < sizeof(index); ++i) mix(static_cast<uint8_t>(index >> (8 * i)));
+  MacAddress mac{};
+  for (size_t i = 0; i < mac.size(); ++i) mac[i] = static_cast<uint8_t>(hash >> (8 * i));
+  mac[0] = static_cast<uint8_t>((mac[0] & 0xfc) | 0x02);  // unicast, locally administered
+  return mac;
+}
+
+std::string format_mac(const MacAddress& mac) {
+  return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", mac[0], mac[1], mac[2], mac[3],
+                     mac[4], mac[5]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device
+
+VirtioNet::VirtioNet(std::shared_ptr<NetBackend> backend, const MacAddress& mac, uint16_t mtu)
+    : backend_(std::move(backend)),
+      mac_(mac),
+      mtu_(std::max(mtu, kMinMtu)),
+      rx_frame_(kHeaderSize + kMaxGsoFrame) {}
+
+void VirtioNet::start(EventLoop& loop) {
+  loop_ = &loop;
+  backend_->start(loop, [this] { backend_readable(); });
+}
+
+NetCounters VirtioNet::counters() const {
+  NetCounters c;
+  c.rx_frames = rx_frames_.get();
+  c.tx_frames = tx_frames_.get();
+  c.rx_bad_chain = rx_bad_chain_.get();
+  c.rx_too_big = rx_too_big_.get();
+  c.rx_not_ready = rx_not_ready_.get();
+  c.rx_host_error = rx_host_error_.get();
+  c.tx_bad_chain = tx_bad_chain_.get();
+  c.tx_short_header = tx_short_header_.get();
+  c.tx_bad_header = tx_bad_header_.get();
+  c.tx_bad_length = tx_bad_length_.get();
+  c.tx_linearized = tx_linearized_.get();
+  c.tx_host_dropped = tx_host_dropped_.get();
+  return c;
+}
+
+uint32_t VirtioNet::device_id() const {
+  return VIRTIO_ID_NET;
+}
+
+uint64_t VirtioNet::device_features() const {
+  return bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU) |
+         bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) |
+         bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_GUEST_TSO4) |
+         bit(VIRTIO_NET_F_GUEST_TSO6);
+}
+
+uint32_t VirtioNet::config_size() const {
+  return kConfigSize;
+}
+
+void VirtioNet::read_config(uint32_t offset, std::span<uint8_t> data) {
+  virtio_net_config config{};
+  std::memcpy(config.mac, mac_.data(), mac_.size());
+  config.status = VIRTIO_NET_S_LINK_UP;  // a TAP is always there; no ANNOUNCE
+  config.max_virtqueue_pairs = 1;
+  config.mtu = mtu_;
+  // The transport checked the range against config_size().
+  std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config) + offset, data.size());
+}
+
+void VirtioNet::guest_error(Counter& counter, const std::string& message) {
+  counter.add();
+  const uint32_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
+  if (n < kMaxErrorLogs) log::warn("{}: {}", name(), message);
+  if (n + 1 == kMaxErrorLogs) log::warn("{}: further guest errors are not logged", name());
+}
+
+void VirtioNet::activate(VirtioTransport& transport, uint64_t features) {
+  features_ = features;
+  backend_->set_offloads(features);
+  transport_.store(&transport);
+  // Frames may have waited in the host while no driver ran the device.
+  request_resume();
+}
+
+void VirtioNet::reset() {
+  transport_.store(nullptr);
+  rx_held_.clear();  // the queues are reset right after: these buffers are the driver's again
+  rx_held_bytes_ = 0;
+  if (rx_pending_ != 0) rx_not_ready_.add();
+  rx_pending_ = 0;
+  features_ = 0;
+  backend_->set_offloads(0);
+  request_resume();  // without a driver, frames are read and dropped
+}
+
+void VirtioNet::request_resume() {
+  if (!rx_paused_) return;
+  rx_paused_ = false;
+  log::debug("{}: {} resumed", name(), backend_->describe());
+  if (loop_ == nullptr) return backend_->resume_receive();
+  loop_->post([this] {
+    backend_->resume_receive();
+    backend_readable();  // frames that are already waiting raise no new event on resume
+  });
+}
+
+void VirtioNet::queue_notify(uint16_t index, Virtqueue& queue) {
+  if (index == kTransmitQueue) return transmit(queue);
+  if (index != kReceiveQueue) return;
+  // New receive buffers: the waiting frame (if any) goes first, then the host's.
+  if (receive(queue) != RxState::no_buffers) request_resume();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receive
+
+void VirtioNet::backend_readable() {
+  VirtioTransport* transport = transport_.load();
+  RxState state = RxState::drained;
+  const bool live =
+      transport != nullptr && transport->with_queues([&](std::span<Virtqueue> queues) {
+        if (transport_.load() == nullptr) return drop_unreachable_frames();
+        state = receive(queues[kReceiveQueue]);
+      });
+  if (!live) return drop_unreachable_frames();
+  // No busy loop: with no buffers, stop watching the backend until the driver adds some.
+  if (state == RxState::no_buffers) {
+    log::debug("{}: no receive buffers; {} paused", name(), backend_->describe());
+    backend_->pause_receive();
+  }
+  // With more, the level-triggered loop calls us again after serving the others.
+}
+
+void VirtioNet::drop_unreachable_frames() {
+  for (int i = 0; i < kBatch; ++i) {
+    if (backend_->receive(rx_frame_) <= 0) return;
+    if (rx_not_ready_.get() == 0) log::debug("{}: no driver yet; dropping frames", name());
+    rx_not_ready_.add();
+  }
+}
+
+VirtioNet::RxState VirtioNet::receive(Virtqueue& queue) {
+  if (!queue.ready()) {
+    rx_paused_ = true;
+    return RxState::no_buffers;
+  }
+  RxState state = RxState::more;
+  rx_pushed_ = false;
+  for (int i = 0; i < kBatch; ++i) {
+    if (rx_pending_ == 0) {
+      const ssize_t n = backend_->receive(rx_frame_);
+      if (n == 0) {
+        state = RxState::drained;
+        break;
+      }
+      if (n < static_cast<ssize_t>(kHeaderSize + kEthernetHeader)) {
+        rx_host_error_.add();
+        if (n < 0) {
+          if (rx_host_error_.get() == 1) {
+            log::warn("{}: reading from {}: {}", name(), backend_->describe(),
+                      std::strerror(static_cast<int>(-n)));
+          }
+          // Paused like a lack of buffers (the next receive notify retries): a failing
+          // backend that stays readable must not make the loop spin.
+          state = RxState::no_buffers;
+          break;
+        }
+        continue;
+      }
+      rx_pending_ = static_cast<size_t>(n);
+    }
+    if (!deliver_pending(queue)) {
+      state = RxState::no_buffers;
+      break;
+    }
+  }
+  // Cleared by request_resume() once buffers come back.
+  if (state == RxState::no_buffers) rx_paused_ = true;
+  if (rx_pushed_) {
+    if (VirtioTransport* t = transport_.load()) t->signal_used(kReceiveQueue);
+  }
+  return state;
+}
+
+// Validates a receive chain: the driver's buffers must be all device-writable, with room for
+// the header. A bad one goes back unused (length 0), as the driver will then discard it.
+bool VirtioNet::take_receive_chain(DescriptorChain& chain) {
+  if (chain.readable_bytes() == 0 && chain.writable_bytes() >= kHeaderSize) return true;
+  guest_error(
+      rx_bad_chain_,
+      fmt::format("receive buffer {} has {} device-readable and {} device-writable bytes "
+                  "(needs only writable ones, at least {}); returned unused",
+                  chain.head(), chain.readable_bytes(), chain.writable_bytes(), kHeaderSize));
+  return false;
+}
+
+bool VirtioNet::deliver_pending(Virtqueue& queue) {
+  const bool mergeable = negotiated(VIRTIO_NET_F_MRG_RXBUF);
+  // Collect buffers until the frame fits: one without mergeable buffers, as many as needed
+  // with them (each chain holds at most what it offers; num_buffers says how many).
+  while (rx_held_bytes_ < rx_pending_) {
+    if (!mergeable && !rx_held_.empty()) {
+      guest_error(rx_too_big_, fmt::format("a {}-byte frame does not fit a {}-byte receive buffer; "
+                                           "dropped",
+                                           rx_pending_, rx_held_bytes_));
+      rx_pending_ = 0;
+      return true;  // the buffer stays for the next frame
+    }
+    if (rx_held_.size() >= queue.size()) {
+      // Every descriptor is ours and the frame still does not fit: the driver cannot add more.
+      guest_error(rx_too_big_, fmt::format("a {}-byte frame does not fit all {} receive buffers; "
+                                           "dropped",
+                                           rx_pending_, rx_held_.size()));
+      rx_pending_ = 0;
+      return true;
+    }
+    auto chain = queue.pop();
+    if (!chain && queue.enable_notifications()) chain = queue.pop();
+    if (!chain) return false;  // wait for the driver (or the queue broke: the transport says)
+    queue.disable_notifications();
+    if (!take_receive_chain(*chain)) {
+      queue.push(chain->head(), 0);
+      rx_pushed_ = true;
+      continue;
+    }
+    rx_held_bytes_ += chain->writable_bytes();
+    rx_held_.push_back(std::move(*chain));
+  }
+
+  // Spread header + frame over the held buffers; num_buffers counts those used.
+  size_t used = 0;
+  for (size_t offset = 0; offset < rx_pending_; ++used) {
+    offset += std::min<uint64_t>(rx_held_[used].writable_bytes(), rx_pending_ - offset);
+  }
+  auto* header = reinterpret_cast<virtio_net_hdr_v1*>(rx_frame_.data());
+  header->num_buffers = static_cast<uint16_t>(used);
+  if (!negotiated(VIRTIO_NET_F_GUEST_CSUM)) header->flags = 0;  // no offload was agreed
+  size_t offset = 0;
+  for (size_t i = 0; i < used; ++i) {
+    const DescriptorChain& chain = rx_held_[i];
+    const size_t n =
+        static_cast<size_t>(std::min<uint64_t>(chain.writable_bytes(), rx_pending_ - offset));
+    // pop() checked that every writable buffer lies in writable guest RAM.
+    const bool ok = chain.write_at(0, std::span(rx_frame_.data() + offset, n));
+    queue.push(chain.head(), ok ? static_cast<uint32_t>(n) : 0);
+    rx_pushed_ = true;
+    offset += n;
+  }
+  rx_held_.erase(rx_held_.begin(), rx_held_.begin() + static_cast<ptrdiff_t>(used));
+  rx_held_bytes_ = 0;
+  for (const DescriptorChain& chain : rx_held_) rx_held_bytes_ += chain.writable_bytes();
+  if (rx_frames_.get() < kFramesLogged) {
+    log::debug("{}: received {} bytes into {} buffer(s)", name(), rx_pending_, used);
+  }
+  rx_pending_ = 0;
+  rx_frames_.add();
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transmit
+
+void VirtioNet::transmit(Virtqueue& queue) {
+  // Drain what is there with notifications off, then look once more after turning them on.
+  queue.disable_notifications();
+  do {
+    int sent = 0;
+    while (auto chain = queue.pop()) {
+      transmit_one(*chain);
+      queue.push(chain->head(), 0);
+      if (++sent == kBatch) {
+        if (VirtioTransport* t = transport_.load()) t->signal_used(kTransmitQueue);
+        sent = 0;
+      }
+    }
+    if (sent != 0) {
+      if (VirtioTransport* t = transport_.load()) t->signal_used(kTransmitQueue);
+    }
+  } while (queue.ready() && !queue.broken() && queue.enable_notifications());
+}
+
+bool VirtioNet::header_acceptable(const virtio_net_hdr_v1& header, uint64_t frame_len) {
+  const uint8_t gso = header.gso_type;
+  const bool tso4 = gso == VIRTIO_NET_HDR_GSO_TCPV4 && negotiated(VIRTIO_NET_F_HOST_TSO4);
+  const bool tso6 = gso == VIRTIO_NET_HDR_GSO_TCPV6 && negotiated(VIRTIO_NET_F_HOST_TSO6);
+  if (gso != VIRTIO_NET_HDR_GSO_NONE && !tso4 && !tso6) {
+    guest_error(tx_bad_header_, fmt::format("transmit header asks for segmentation type {:#x}, "
+                                            "which was not negotiated; dropped",
+                                            gso));
+    return false;
+  }
+  if (gso != VIRTIO_NET_HDR_GSO_NONE &&
+      (header.gso_size == 0 || !(header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM))) {
+    guest_error(tx_bad_header_, "segmentation without a segment size or checksum offload; dropped");
+    return false;
+  }
+  if (header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+    if (!negotiated(VIRTIO_NET_F_CSUM)) {
+      guest_error(tx_bad_header_, "checksum offload requested but not negotiated; dropped");
+      return false;
+    }
+    if (uint64_t{header.csum_start} + header.csum_offset + 2 > frame_len) {
+      guest_error(tx_bad_header_,
+                  fmt::format("checksum at {}+{} lies outside the {}-byte frame; dropped",
+                              header.csum_start, header.csum_offset, frame_len));
+      return false;
+    }
+  }
+  const uint64_t limit =
+      gso != VIRTIO_NET_HDR_GSO_NONE ? kMaxGsoFrame : uint64_t{mtu_} + kEthernetHeader + kVlanTag;
+  if (frame_len < kEthernetHeader || frame_len > limit) {
+    guest_error(tx_bad_length_, fmt::format("{}-byte frame (allowed: {} to {}); dropped", frame_len,
+                                            kEthernetHeader, limit));
+    return false;
+  }
+  return true;
+}
+
+void VirtioNet::transmit_one(const DescriptorChain& chain) {
+  if (chain.writable_bytes() != 0) {
+    guest_error(tx_bad_chain_,
+                fmt::format("transmit buffer {} has device-writable parts; dropped", chain.head()));
+    return;
+  }
+  virtio_net_hdr_v1 header{};
+  if (chain.readable_bytes() < kHeaderSize ||
+      !chain.read_at(0, std::span(reinterpret_cast<uint8_t*>(&header), kHeaderSize))) {
+    guest_error(
+        tx_short_header_,
+        fmt::format("transmit buffer {} holds {} bytes, less than the {}-byte header; dropped",
+                    chain.head(), chain.readable_bytes(), kHeaderSize));
+    return;
+  }
+  const uint64_t frame_len = chain.readable_bytes() - kHeaderSize;
+  if (!header_acceptable(header, frame_len)) return;
+  // What we checked is what the host gets: the header goes from our copy, and only the flag
+  // the host acts on is kept.
+  header.flags &= VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  header.num_buffers = 0;
+
+  tx_iov_.clear();
+  if (!chain.iovecs(false, tx_iov_)) {
+    guest_error(tx_bad_chain_, "transmit buffer is not in guest RAM; dropped");
+    return;
+  }
+  drop_front(tx_iov_, kHeaderSize);
+  if (tx_iov_.size() > kMaxTxSegments) {
+    // Legal, but slow for the host: gather it once (bounded by the checked frame length).
+    tx_linearized_.add();
+    tx_copy_.resize(frame_len);
+    if (!chain.read_at(kHeaderSize, tx_copy_)) {
+      tx_bad_chain_.add();
+      return;
+    }
+    tx_iov_.assign(1, iovec{tx_copy_.data(), tx_copy_.size()});
+  }
+  tx_iov_.insert(tx_iov_.begin(), iovec{&header, kHeaderSize});
+  if (!backend_->send(tx_iov_)) {
+    tx_host_dropped_.add();
+    return;
+  }
+  if (tx_frames_.get() < kFramesLogged) log::debug("{}: sent {} bytes", name(), frame_len);
+  tx_frames_.add();
+}
+
+}  // namespace libvmm

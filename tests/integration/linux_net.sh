@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# virtIO network with Linux's own driver, inside the emulated KVM host and there inside a network
+# namespace this test creates (the TAPs, the bridge and every address live in it; no traffic
+# leaves it). Two VMs on bridge br0 (host address 10.0.0.1): VM A (10.0.0.2) on a TAP made
+# beforehand with a given MAC, VM B (10.0.0.3) on a TAP vmm creates itself, default MAC.
+# Checks: A's eth0 has the MAC it was given, A pings the host, 4 MiB go over TCP each way with
+# the checksum verified at the receiving end, and A pings B across the bridge.
+# Usage: linux_net.sh VMM
+set -euo pipefail
+vmm=$1
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+payload=$work/payload
+mkdir -p "$payload"
+cp "$("$repo/images/build-kernel" x86_64)" "$payload/bzImage"
+cp "$("$repo/images/build-initramfs" x86_64)" "$payload/initramfs.cpio.gz"
+"$repo/tools/emuhost/copy-binary" "$vmm" "$payload"
+"$repo/tools/emuhost/copy-binary" "$(command -v ip)" "$payload"  # busybox ip has no netns
+"$repo/tools/emuhost/copy-binary" "$(command -v setpriv)" "$payload"  # busybox's has no --reuid
+
+cat >"$payload/run.sh" <<'EOS'
+#!/bin/sh
+./ip netns add libvmm-net || { echo "cannot create a network namespace"; exit 1; }
+./ip netns exec libvmm-net ./net.sh
+status=$?
+./ip netns delete libvmm-net
+exit $status
+EOS
+cat >"$payload/net.sh" <<'EOS'
+#!/bin/sh
+# Runs inside the namespace.
+passed=0 failed=0
+check() {
+  name=$1; shift
+  if "$@"; then echo "PASS: $name"; passed=$((passed + 1)); else echo "FAIL: $name"; failed=$((failed + 1)); fi
+}
+wait_for() {  # wait_for FILE TEXT SECONDS
+  i=0
+  while [ $i -lt $(($3 * 10)) ]; do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i + 1)); done
+  return 1
+}
+field() { sed -n "s/.*LIBVMM-GUEST: $2: //p" "$1" | tr -d '\r' | head -n 1; }
+ip=./ip
+$ip link set lo up
+$ip link add br0 type bridge
+$ip addr add 10.0.0.1/24 dev br0
+$ip link set br0 up
+$ip tuntap add tap0 mode tap
+$ip link set tap0 master br0
+$ip link set tap0 up
+
+mkdir -p /www
+dd if=/dev/urandom of=/www/to-guest bs=64k count=64 2>/dev/null
+to_guest=$(sha256sum </www/to-guest | cut -d' ' -f1)
+httpd -p 10.0.0.1:8080 -h /www
+
+./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 160M --serial file:/tmp/a.out \
+  --cmdline "console=ttyS0 quiet libvmm.test=net" --net tap=tap0,mac=52:54:00:12:34:56 \
+  2>/tmp/a.err &
+a=$!
+./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 160M --serial file:/tmp/b.out \
+  --cmdline "console=ttyS0 quiet libvmm.test=net_peer" --net tap=tap1 2>/tmp/b.err &
+b=$!
+# vmm creates tap1; put it on the bridge as soon as it exists.
+i=0
+while [ ! -e /sys/class/net/tap1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+check "vmm created tap1" [ -e /sys/class/net/tap1 ]
+$ip link set tap1 master br0
+$ip link set tap1 up
+
+check "eth0 has the MAC it was given" wait_for /tmp/a.out "eth0 address: 52:54:00:12:34:56" 180
+check "the guest pings the host" wait_for /tmp/a.out "ping host ok" 60
+if [ $failed -ne 0 ]; then  # nothing else can work: say why now
+  $ip -s link; echo "---- A serial"; tail -n 30 /tmp/a.out; echo "---- A stderr"; tail -n 20 /tmp/a.err
+  exit 1
+fi
+check "host to guest: 4 MiB arrive intact" wait_for /tmp/a.out "to-guest sha256: $to_guest" 120
+if wait_for /tmp/a.out "from-guest sha256:" 120; then
+  want=$(field /tmp/a.out "from-guest sha256")
+  wget -q -O /tmp/from-guest http://10.0.0.2:8080/from-guest || true
+  got=$(sha256sum </tmp/from-guest | cut -d' ' -f1)
+  check "guest to host: 4 MiB arrive intact" [ "$got" = "$want" ]
+else
+  check "guest to host: the guest offered its file" false
+fi
+check "VM A pings VM B across the bridge" wait_for /tmp/a.out "ping peer ok" 200
+check "VM B has a locally administered unicast default MAC" \
+  grep -qE "peer eth0 address: [0-9a-f][26ae]:" /tmp/b.out
+touch /www/done
+wait $a; sa=$?
+wait $b; sb=$?
+check "vmm A exit status 0" [ "$sa" -eq 0 ]
+check "vmm B exit status 0" [ "$sb" -eq 0 ]
+# Bad --net input that needs a TAP to exist or permissions to be missing: one line, exit 2,
+# before any guest starts. As nobody, with /dev/kvm opened up (this host is ours).
+bad() {  # bad "message fragment" ARGS...
+  msg=$1; shift
+  rm -f /tmp/bad.out
+  "$@" --kernel bzImage --serial file:/tmp/bad.out </dev/null >/dev/null 2>/tmp/bad.err
+  st=$?
+  [ "$st" -eq 2 ] && [ "$(wc -l </tmp/bad.err)" -eq 1 ] && grep -qF -- "$msg" /tmp/bad.err \
+    && [ ! -s /tmp/bad.out ] || { echo "exit $st: $(cat /tmp/bad.err)"; return 1; }
+}
+nobody() { ./setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+kvm_mode=$(stat -c %a /dev/kvm) tun_mode=$(stat -c %a /dev/net/tun)
+chmod 666 /dev/kvm /dev/net/tun
+check "--net on an interface that is not a TAP" bad "--net tap=br0: exists but is not a TAP" ./vmm --net tap=br0
+check "--net on a missing TAP without the right to create it" \
+  bad "--net tap=nosuchtap: no such TAP device, and creating one needs CAP_NET_ADMIN" \
+  nobody ./vmm --net tap=nosuchtap
+chmod 600 /dev/net/tun
+check "--net without permission on /dev/net/tun" \
+  bad "--net tap=tap0: no permission to open /dev/net/tun" nobody ./vmm --net tap=tap0
+chmod "$tun_mode" /dev/net/tun
+chmod "$kvm_mode" /dev/kvm
+[ $failed -eq 0 ] || {
+  echo "---- A serial"; tail -n 30 /tmp/a.out; echo "---- A stderr"; tail -n 20 /tmp/a.err
+  echo "---- B serial"; tail -n 15 /tmp/b.out; echo "---- B stderr"; tail -n 20 /tmp/b.err
+}
+echo "linux_net: $passed passed, $failed failed"
+[ $failed -eq 0 ]
+EOS
+chmod +x "$payload/run.sh" "$payload/net.sh"
+"$repo/tools/emuhost/emuhost" --timeout 600 "$payload"
