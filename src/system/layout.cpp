@@ -10,7 +10,6 @@
 #include "libvmm/core/size.hpp"
 #include "libvmm/system/description.hpp"
 #include "libvmm/virtio/net.hpp"
-#include "libvmm/virtio/net.hpp"
 
 namespace libvmm {
 namespace {
