@@ -1,5 +1,6 @@
 // vmm: boots a Linux guest on KVM. A thin command-line layer over libvmm::System: the flags
 // build a one-VM system description; `vmm run`/`vmm check` read one from a .system file.
+#include <execinfo.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -44,12 +45,19 @@ void watch_stop_signals(System& system, UniqueFd& holder) {
   });
 }
 
-// A crash must not leave the user's terminal in raw mode.
+// A crash must not leave the user's terminal in raw mode, and should say where it happened
+// (addresses a developer resolves with addr2line -e vmm).
 void restore_terminal_on_crash() {
+  void* warm_up[1];
+  ::backtrace(warm_up, 1);  // loads the unwinder now: the handler must not allocate
   for (int s : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) {
     struct sigaction sa {};
     sa.sa_handler = [](int sig) {
       RawTerminal::restore_saved();
+      static constexpr char kMessage[] = "vmm: internal error (a bug in vmm); backtrace:\n";
+      [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+      void* frames[48];
+      ::backtrace_symbols_fd(frames, ::backtrace(frames, 48), STDERR_FILENO);
       ::signal(sig, SIG_DFL);
       ::raise(sig);
     };
