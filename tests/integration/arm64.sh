@@ -3,8 +3,8 @@
 # one the emulated host runs, tools/emuhost-arm64) with our initramfs inside the emulated arm64
 # KVM host and checks what a user sees:
 #   GICv3 host: 2 vCPUs through PSCI, the arch timer, the PL011 console both ways, the vGICv3,
-#               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block and
-#               console with the guest's own (module) drivers;
+#               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block,
+#               console and network with the guest's own (module) drivers;
 #   GICv2 host: the default --gic picks the vGICv2 and the guest boots on it.
 # Usage: arm64.sh CROSS_BUILD_DIR [gicv3|gicv2]...   (both by default)
 set -euo pipefail
@@ -25,6 +25,7 @@ emuhost=$repo/tools/emuhost-arm64/emuhost
 extra=$work/extra
 mkdir -p "$extra/tests"
 cp "$repo/tests/integration/arm64/info" "$extra/tests/arm64info"
+cp "$repo/tests/integration/arm64/net" "$extra/tests/arm64net"
 payload=$work/payload
 mkdir -p "$payload"
 cp "$("$emuhost" --print-kernel)" "$payload/Image"
@@ -64,9 +65,27 @@ EOS
 
 cat >"$payload/gicv3.sh" <<'EOS'
 #!/bin/sh
+# All of it in a network namespace of its own: the TAP, its address and the web server live
+# there, and no traffic leaves it.
+[ -n "$IN_TEST_NETNS" ] || IN_TEST_NETNS=1 exec unshare -n "$0"
 . ./lib.sh
-# 1. Two vCPUs, the timer, the PL011, the vGICv3; PSCI SYSTEM_OFF ends vmm.
-boot info libvmm.test=arm64info --vcpus 2
+# 1. Two vCPUs, the timer, the PL011, the vGICv3; virtIO network on a TAP made beforehand:
+#    eth0 has the MAC given with --net, pings the TAP's host side (10.0.0.1) and fetches 1 MiB
+#    from the host's web server intact; then PSCI SYSTEM_OFF ends vmm.
+ip link set lo up
+tunctl -t tap0 >/dev/null
+ip addr add 10.0.0.1/24 dev tap0
+ip link set tap0 up
+mkdir -p /tmp/www
+dd if=/dev/urandom of=/tmp/www/to-guest bs=64k count=16 2>/dev/null
+to_guest=$(sha256sum </tmp/www/to-guest | cut -d' ' -f1)
+httpd -f -p 10.0.0.1:8080 -h /tmp/www &
+httpd=$!
+boot info libvmm.test=arm64net --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56
+kill $httpd
+check "net: eth0 has the MAC given with --net" grep -qF "eth0 address: 52:54:00:12:34:56" /tmp/info.out
+check "net: the guest pings the host side of the TAP" grep -qF "ping host ok" /tmp/info.out
+check "net: 1 MiB over TCP arrives intact" grep -qF "to-guest sha256: $to_guest" /tmp/info.out
 check "boot: /init ran" grep -qF "LIBVMM-GUEST: init started" /tmp/info.out
 check "boot: 2 vCPUs came up (PSCI CPU_ON)" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
 check "boot: the arch timer is the clocksource" grep -qF "Switched to clocksource arch_sys_counter" /tmp/info.out
