@@ -57,6 +57,8 @@ class Machine {
   virtual std::vector<DeviceWindow> device_windows() const { return {}; }
   virtual uint32_t irq_count() const { return 0; }
   virtual const char* name() const { return "unknown"; }
+  // The serial port add_platform_devices() attaches, as users know it (x86: "COM1 (ttyS0)").
+  virtual const char* serial_name() const { return "serial"; }
   // Interrupt numbers below this are per-CPU (AArch64: SGIs and PPIs; SPIs start at INTID 32).
   virtual uint32_t first_spi() const { return 0; }
   // What KVM_IRQ_LINE and irqfds take for the controller's interrupt `number` (x86: the GSI

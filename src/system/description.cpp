@@ -239,9 +239,10 @@ class Validator {
     }
   }
 
-  void check_backend(const VirtualMachineSpec& vm, const std::string& what, const std::string& spec,
-                     std::vector<std::string>& stdio_users) {
-    const SourceLocation where = vm.location_of(what == "COM1" ? "serial" : "console");
+  // `element`: "serial" or "console"; `what`: the device's name in messages.
+  void check_backend(const VirtualMachineSpec& vm, const char* element, const std::string& what,
+                     const std::string& spec, std::vector<std::string>& stdio_users) {
+    const SourceLocation where = vm.location_of(element);
     // Without a file (flags, code), opening the backend reports a bad spec by its flag.
     if (where.file.empty()) return;
     const bool known = spec == "stdio" || spec == "none" || spec == "pty" ||
@@ -277,8 +278,8 @@ class Validator {
         check_file(vm.location_of(fmt::format("disk{}", i)), "virtio_block", c.disks[i].path);
       }
     }
-    check_backend(vm, "COM1", c.serial, stdio_users);
-    if (!c.console.empty()) check_backend(vm, "virtio_console", c.console, stdio_users);
+    check_backend(vm, "serial", machine_.serial_name(), c.serial, stdio_users);
+    if (!c.console.empty()) check_backend(vm, "console", "virtio_console", c.console, stdio_users);
     const std::string arch = machine_.name();
     if (arch == "aarch64") {
       if (vm.gic_version && *vm.gic_version != 2 && *vm.gic_version != 3) {

@@ -62,7 +62,9 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
     out << fmt::format("  map      [{:#012x}, {:#012x}) '{}' {}{}\n", gpa, gpa + size, r->name,
                        m.perms, m.readonly() ? " (read-only KVM slot)" : "");
   }
-  out << fmt::format("  serial   COM1 -> {}\n", c.serial);
+  out << fmt::format("  serial   {} -> {}\n", machine.serial_name(), c.serial);
+  if (vm.gic_version) out << fmt::format("  gic      v{}\n", *vm.gic_version);
+  if (!vm.dtb.empty()) out << fmt::format("  dtb      {} (patched)\n", vm.dtb.string());
 
   std::vector<uint32_t> lines = machine.device_irqs();
   std::erase_if(lines, [&vm](uint32_t n) {

@@ -3,9 +3,10 @@
 # one the emulated host runs, tools/emuhost-arm64) with our initramfs inside the emulated arm64
 # KVM host and checks what a user sees:
 #   GICv3 host: 2 vCPUs through PSCI, the arch timer, the PL011 console both ways, the vGICv3,
-#               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block and
-#               console with the guest's own (module) drivers;
-#   GICv2 host: the default --gic picks the vGICv2 and the guest boots on it.
+#               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block,
+#               console and network with the guest's own (module) drivers;
+#   GICv2 host: the manual's example system (examples/simple/simple-aarch64.system) checked
+#               and booted on its vGICv2; the default --gic picks the vGICv2.
 # Usage: arm64.sh CROSS_BUILD_DIR [gicv3|gicv2]...   (both by default)
 set -euo pipefail
 build=$1
@@ -25,6 +26,7 @@ emuhost=$repo/tools/emuhost-arm64/emuhost
 extra=$work/extra
 mkdir -p "$extra/tests"
 cp "$repo/tests/integration/arm64/info" "$extra/tests/arm64info"
+cp "$repo/tests/integration/arm64/net" "$extra/tests/arm64net"
 payload=$work/payload
 mkdir -p "$payload"
 cp "$("$emuhost" --print-kernel)" "$payload/Image"
@@ -33,6 +35,7 @@ cp "$("$repo/images/build-initramfs" --extra "$extra" aarch64)" "$payload/initra
 aarch64-linux-gnu-as "$repo/tests/integration/arm64/fault.S" -o "$work/fault.o"
 aarch64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
 dtc -q -I dts -O dtb -o "$payload/user.dtb" "$repo/tests/integration/arm64/user.dts"
+cp "$repo/examples/simple/simple-aarch64.system" "$repo/examples/simple/simple.system" "$payload/"
 
 # Shared by both hosts' run.sh: PASS/FAIL lines and a summary.
 cat >"$payload/lib.sh" <<'EOS'
@@ -64,9 +67,27 @@ EOS
 
 cat >"$payload/gicv3.sh" <<'EOS'
 #!/bin/sh
+# All of it in a network namespace of its own: the TAP, its address and the web server live
+# there, and no traffic leaves it.
+[ -n "$IN_TEST_NETNS" ] || IN_TEST_NETNS=1 exec unshare -n "$0"
 . ./lib.sh
-# 1. Two vCPUs, the timer, the PL011, the vGICv3; PSCI SYSTEM_OFF ends vmm.
-boot info libvmm.test=arm64info --vcpus 2
+# 1. Two vCPUs, the timer, the PL011, the vGICv3; virtIO network on a TAP made beforehand:
+#    eth0 has the MAC given with --net, pings the TAP's host side (10.0.0.1) and fetches 1 MiB
+#    from the host's web server intact; then PSCI SYSTEM_OFF ends vmm.
+ip link set lo up
+tunctl -t tap0 >/dev/null
+ip addr add 10.0.0.1/24 dev tap0
+ip link set tap0 up
+mkdir -p /tmp/www
+dd if=/dev/urandom of=/tmp/www/to-guest bs=64k count=16 2>/dev/null
+to_guest=$(sha256sum </tmp/www/to-guest | cut -d' ' -f1)
+httpd -f -p 10.0.0.1:8080 -h /tmp/www &
+httpd=$!
+boot info libvmm.test=arm64net --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56
+kill $httpd
+check "net: eth0 has the MAC given with --net" grep -qF "eth0 address: 52:54:00:12:34:56" /tmp/info.out
+check "net: the guest pings the host side of the TAP" grep -qF "ping host ok" /tmp/info.out
+check "net: 1 MiB over TCP arrives intact" grep -qF "to-guest sha256: $to_guest" /tmp/info.out
 check "boot: /init ran" grep -qF "LIBVMM-GUEST: init started" /tmp/info.out
 check "boot: 2 vCPUs came up (PSCI CPU_ON)" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
 check "boot: the arch timer is the clocksource" grep -qF "Switched to clocksource arch_sys_counter" /tmp/info.out
@@ -137,15 +158,46 @@ EOS
 cat >"$payload/gicv2.sh" <<'EOS'
 #!/bin/sh
 . ./lib.sh
-boot info libvmm.test=arm64info --vcpus 2
-check "gicv2: 2 vCPUs came up" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
-check "gicv2: the guest runs on a GICv2 (default --gic on this host)" grep -qF "irqchip: GIC-0" /tmp/info.out
-check "gicv2: exit status 0 after PSCI SYSTEM_OFF" [ "$status" -eq 0 ]
+# 1. The manual's example system: `vmm check` prints its AArch64 layout; the x86_64 example
+#    and an INTID below 32 are explained.
+export LIBVMM_GUEST=$PWD
+./vmm check simple-aarch64.system >/tmp/check.out 2>&1
+check "system: vmm check accepts the example" [ $? -eq 0 ]
+cat /tmp/check.out
+check "system: ... RAM at 0x4000_0000" \
+  grep -qF "RAM      [0x0040000000, 0x0050000000) 'guest_ram' rwx" /tmp/check.out
+check "system: ... 2 aarch64 vCPUs" grep -qF "virtual machine 'linux' (id 0): 2 aarch64 vCPUs" /tmp/check.out
+check "system: ... the PL011 on stdio" grep -qF "serial   PL011 (ttyAMA0) -> stdio" /tmp/check.out
+check "system: ... GICv2" grep -qF "gic      v2" /tmp/check.out
+./vmm check simple.system >/tmp/x86.out 2>&1
+check "system: RAM at 0 (the x86_64 example) is refused" \
+  grep -qF "its RAM 'guest_ram' must be mapped at 0x40000000 on aarch64" /tmp/x86.out
+sed 's|<gic version="2" />|<irq irq="17" fifo="/tmp/irq.fifo" />|' simple-aarch64.system >/tmp/spi.system
+./vmm check /tmp/spi.system >/tmp/spi.out 2>&1
+check "system: an INTID below 32 gets the SPI hint, status 2" [ $? -eq 2 ]
+check "system: ... naming the INTID to use" grep -qF "IRQ 17 is not a shared interrupt (SPI)" /tmp/spi.out
+check "system: ... and the device-tree number" grep -qF "<0 17 4> is irq=\"49\"" /tmp/spi.out
+
+# 2. `vmm run` boots it (with the test's command line): 2 vCPUs on the vGICv2 it names.
+sed 's|<cmdline>console=ttyAMA0</cmdline>|<cmdline>console=ttyAMA0 quiet libvmm.test=arm64info</cmdline>|' \
+  simple-aarch64.system >/tmp/simple.system
+start=$(date +%s)
+./vmm run /tmp/simple.system </dev/null >/tmp/info.out 2>/tmp/info.err
+status=$?
+echo "arm64: system took $(($(date +%s) - start)) s"
+check "system: 2 vCPUs came up" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
+check "system: the guest runs on a GICv2" grep -qF "irqchip: GIC-0" /tmp/info.out
+check "system: exit status 0 after PSCI SYSTEM_OFF" [ "$status" -eq 0 ]
+
+# 3. The default --gic on this host is the vGICv2 (a tiny kernel suffices to see it chosen).
+./vmm -v --kernel fault.Image --memory 64M </dev/null >/dev/null 2>/tmp/default.err
+check "gicv2: the default --gic is the vGICv2 on this host" grep -qF "vGICv2, undecodable" /tmp/default.err
 ./vmm --kernel Image --gic v3 --memory 256M >/tmp/v3.out 2>/tmp/v3.err
 status=$?
 check "gicv2: --gic v3 is refused with status 2" [ "$status" -eq 2 ]
 check "gicv2: ... naming the flag" grep -qF -- "--gic v3: this host's KVM offers no vGICv3" /tmp/v3.err
-finish arm64-gicv2 /tmp/info.out /tmp/info.err /tmp/v3.err
+finish arm64-gicv2 /tmp/check.out /tmp/x86.out /tmp/spi.out /tmp/info.out /tmp/info.err \
+  /tmp/default.err /tmp/v3.err
 EOS
 chmod +x "$payload"/*.sh
 

@@ -205,6 +205,7 @@ class Aarch64Machine : public Machine {
   uint32_t irq_count() const override { return kFirstDeviceIntid + kDeviceIntidCount; }
   uint32_t first_spi() const override { return 32; }
   const char* name() const override { return "aarch64"; }
+  const char* serial_name() const override { return "PL011 (ttyAMA0)"; }
 
   std::vector<uint32_t> device_irqs() const override {
     std::vector<uint32_t> out;

@@ -123,6 +123,7 @@ class X86Machine : public Machine {
   }
   uint32_t irq_count() const override { return x86::kMpIoapicPins; }
   const char* name() const override { return "x86_64"; }
+  const char* serial_name() const override { return "COM1"; }
 
   uint64_t virtio_mmio_base() const override { return x86::kVirtioMmioBase; }
 
