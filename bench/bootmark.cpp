@@ -37,7 +37,8 @@ int main(int argc, char** argv) {
   }
   close(out[1]);
   auto ms_since_start = [&] {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+        .count();
   };
   double marker_ms = -1;
   std::string window;  // the tail of the output, enough to find a marker split across reads

@@ -54,9 +54,9 @@ int main(int argc, char** argv) try {
   vcpu->set_regs(x86::long_mode_regs(boot.entry, boot.zero_page));
 
   FaultReporter faults(memory, mmio, /*strict=*/false);
-  VcpuRunner runner(std::move(vcpu), {&mmio, &pio, &faults,
-                                      [&](StopReason, std::string) { loop.stop(); },
-                                      [](KvmVcpu& v) { return v.get_regs().rip; }, nullptr});
+  VcpuRunner runner(std::move(vcpu),
+                    {&mmio, &pio, &faults, [&](StopReason, std::string) { loop.stop(); },
+                     [](KvmVcpu& v) { return v.get_regs().rip; }, nullptr});
   runner.start();
   loop.run();  // until the guest resets, the vCPU stops, or Ctrl-A x
   runner.stop();

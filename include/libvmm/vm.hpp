@@ -46,11 +46,11 @@ struct VmConfig {
   std::filesystem::path kernel;  // x86_64: a bzImage; aarch64: an arm64 Image
   std::filesystem::path initrd;  // optional
   std::string cmdline;
-  std::string serial = "stdio";  // a character backend spec: stdio, file:PATH, none, ...
+  std::string serial = "stdio";    // a character backend spec: stdio, file:PATH, none, ...
   std::vector<BlockConfig> disks;  // virtio-blk devices, in order: vda, vdb, ...
   std::string console;             // virtio console backend spec; empty: no virtio console
   std::vector<NetConfig> nets;     // virtio-net devices, in order: eth0, eth1, ...
-  bool strict_faults = false;    // stop the VM on the first unhandled guest access
+  bool strict_faults = false;      // stop the VM on the first unhandled guest access
   std::string kvm_device = "/dev/kvm";
   // Set from a system description: guest RAM in a region shared with others (null: a private
   // memfd of memory_size bytes), more maps, and host event sources wired to interrupts.

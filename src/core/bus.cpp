@@ -15,9 +15,9 @@ void Bus::attach(uint64_t base, uint64_t size, std::shared_ptr<BusDevice> device
   }
   for (const auto& e : entries_) {
     if (base < e.end() && e.base < base + size) {
-      throw UserError(fmt::format("{} bus: device '{}' at [{:#x}, {:#x}) overlaps '{}' at [{:#x}, {:#x})",
-                                  name_, device->name(), base, base + size, e.device->name(), e.base,
-                                  e.end()));
+      throw UserError(
+          fmt::format("{} bus: device '{}' at [{:#x}, {:#x}) overlaps '{}' at [{:#x}, {:#x})",
+                      name_, device->name(), base, base + size, e.device->name(), e.base, e.end()));
     }
   }
   Entry entry{base, size, std::move(device)};

@@ -18,7 +18,8 @@ EventLoop::EventLoop()
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = wake_.get();
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) throw_errno("event loop: epoll_ctl");
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0)
+    throw_errno("event loop: epoll_ctl");
 }
 
 EventLoop::~EventLoop() = default;

@@ -33,8 +33,8 @@ std::string relation(uint64_t addr, const Known& k, uint64_t& distance) {
 FaultReporter::FaultReporter(const GuestMemory& memory, const Bus& mmio, bool strict)
     : memory_(memory), mmio_(mmio), strict_(strict) {}
 
-std::string FaultReporter::describe(const GuestAccess& a, const GuestMemory& memory, const Bus& mmio,
-                                    bool strict) {
+std::string FaultReporter::describe(const GuestAccess& a, const GuestMemory& memory,
+                                    const Bus& mmio, bool strict) {
   std::vector<Known> known;
   for (const auto& m : memory.mappings()) {
     known.push_back({fmt::format("memory '{}'", m.region->name()), m.gpa, m.end()});
@@ -66,7 +66,8 @@ std::string FaultReporter::describe(const GuestAccess& a, const GuestMemory& mem
       a.vcpu, a.write ? "wrote" : "read", a.size, a.size == 1 ? "" : "s", a.address,
       a.instruction_pointer, why);
   out << "  nearest: " << nearest << "\n";
-  out << "  to fix it, either: (1) give the guest access to this address (a memory region or device "
+  out << "  to fix it, either: (1) give the guest access to this address (a memory region or "
+         "device "
          "mapped there, see the passthrough section of the docs); (2) disable the guest's device "
          "at this address (status = \"disabled\" in its device tree, or drop it from the kernel "
          "command line); (3) build the guest kernel without that device's driver\n";

@@ -17,23 +17,28 @@ namespace libvmm {
 MemoryRegion::MemoryRegion(std::string name, UniqueFd fd, uint8_t* host, uint64_t size)
     : name_(std::move(name)), fd_(std::move(fd)), host_(host), size_(size) {}
 
-MemoryRegion::~MemoryRegion() { ::munmap(host_, size_); }
+MemoryRegion::~MemoryRegion() {
+  ::munmap(host_, size_);
+}
 
-std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t size, bool hugepages) {
+std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t size,
+                                                   bool hugepages) {
   const uint64_t page = hugepages ? 2 * MiB : static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   if (size == 0 || size % page != 0) {
-    throw UserError(fmt::format("memory region '{}': size {:#x} is not a non-zero multiple of the "
-                                "page size {:#x}",
-                                name, size, page));
+    throw UserError(
+        fmt::format("memory region '{}': size {:#x} is not a non-zero multiple of the "
+                    "page size {:#x}",
+                    name, size, page));
   }
   unsigned flags = MFD_CLOEXEC;
   if (hugepages) flags |= MFD_HUGETLB | MFD_HUGE_2MB;
   UniqueFd fd(::memfd_create(name.c_str(), flags));
   if (!fd) {
     if (hugepages) {
-      throw UserError(fmt::format("memory region '{}': the host cannot give 2 MiB huge pages ({}); "
-                                  "reserve some (/proc/sys/vm/nr_hugepages) or drop page_size",
-                                  name, std::strerror(errno)));
+      throw UserError(
+          fmt::format("memory region '{}': the host cannot give 2 MiB huge pages ({}); "
+                      "reserve some (/proc/sys/vm/nr_hugepages) or drop page_size",
+                      name, std::strerror(errno)));
     }
     throw_errno(fmt::format("memory region '{}': memfd_create", name));
   }
@@ -46,9 +51,10 @@ std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t si
   void* host = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | reserve, fd.get(), 0);
   if (host == MAP_FAILED) {
     if (hugepages && errno == ENOMEM) {
-      throw UserError(fmt::format("memory region '{}': not enough free 2 MiB huge pages for {} MiB "
-                                  "(see /proc/sys/vm/nr_hugepages)",
-                                  name, size / MiB));
+      throw UserError(
+          fmt::format("memory region '{}': not enough free 2 MiB huge pages for {} MiB "
+                      "(see /proc/sys/vm/nr_hugepages)",
+                      name, size / MiB));
     }
     throw_errno(fmt::format("memory region '{}': mmap of {:#x} bytes", name, size));
   }
@@ -72,20 +78,23 @@ std::shared_ptr<MemoryRegion> MemoryRegion::from_fd(std::string name, UniqueFd f
 const GuestMapping& GuestMemory::map(uint64_t gpa, std::shared_ptr<MemoryRegion> region,
                                      uint64_t region_offset, uint64_t size, bool readonly) {
   if (!region) throw UserError("guest memory: mapping without a region");
-  if (size == 0) throw UserError(fmt::format("guest memory: empty mapping of '{}'", region->name()));
+  if (size == 0)
+    throw UserError(fmt::format("guest memory: empty mapping of '{}'", region->name()));
   if (gpa + size < gpa) {
     throw UserError(fmt::format("guest memory: mapping of '{}' at {:#x} wraps the address space",
                                 region->name(), gpa));
   }
   if (region_offset > region->size() || size > region->size() - region_offset) {
-    throw UserError(fmt::format("guest memory: mapping of {:#x} bytes at offset {:#x} is larger "
-                                "than region '{}' ({:#x} bytes)",
-                                size, region_offset, region->name(), region->size()));
+    throw UserError(
+        fmt::format("guest memory: mapping of {:#x} bytes at offset {:#x} is larger "
+                    "than region '{}' ({:#x} bytes)",
+                    size, region_offset, region->name(), region->size()));
   }
   for (const auto& m : mappings_) {
     if (gpa < m.end() && m.gpa < gpa + size) {
-      throw UserError(fmt::format("guest memory: '{}' at [{:#x}, {:#x}) overlaps '{}' at [{:#x}, {:#x})",
-                                  region->name(), gpa, gpa + size, m.region->name(), m.gpa, m.end()));
+      throw UserError(
+          fmt::format("guest memory: '{}' at [{:#x}, {:#x}) overlaps '{}' at [{:#x}, {:#x})",
+                      region->name(), gpa, gpa + size, m.region->name(), m.gpa, m.end()));
     }
   }
   GuestMapping mapping{gpa, size, std::move(region), region_offset, readonly};
@@ -102,7 +111,8 @@ const GuestMapping* GuestMemory::find(uint64_t gpa) const {
   return gpa < it->end() ? &*it : nullptr;
 }
 
-bool GuestMemory::iovecs(uint64_t gpa, uint64_t len, bool for_write, std::vector<iovec>& out) const {
+bool GuestMemory::iovecs(uint64_t gpa, uint64_t len, bool for_write,
+                         std::vector<iovec>& out) const {
   if (gpa + len < gpa) return false;
   const size_t first = out.size();
   while (len > 0) {
@@ -132,7 +142,8 @@ bool GuestMemory::contains(uint64_t gpa, uint64_t len) const {
   return true;
 }
 
-std::optional<std::span<uint8_t>> GuestMemory::slice(uint64_t gpa, uint64_t len, bool for_write) const {
+std::optional<std::span<uint8_t>> GuestMemory::slice(uint64_t gpa, uint64_t len,
+                                                     bool for_write) const {
   if (gpa + len < gpa) return std::nullopt;
   const GuestMapping* m = find(gpa);
   if (m == nullptr || (for_write && m->readonly)) return std::nullopt;

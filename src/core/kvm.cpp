@@ -74,14 +74,16 @@ Kvm::Kvm(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | O_CLOEXEC)
   if (!fd_) {
     const int err = errno;
     if (err == ENOENT) {
-      throw UserError(fmt::format("{}: no such device: this host has no KVM (load kvm-intel or "
-                                  "kvm-amd, or enable virtualization in the firmware)",
-                                  path));
+      throw UserError(
+          fmt::format("{}: no such device: this host has no KVM (load kvm-intel or "
+                      "kvm-amd, or enable virtualization in the firmware)",
+                      path));
     }
     if (err == EACCES || err == EPERM) {
-      throw UserError(fmt::format("{}: permission denied: run as root or add yourself to the "
-                                  "'kvm' group",
-                                  path));
+      throw UserError(
+          fmt::format("{}: permission denied: run as root or add yourself to the "
+                      "'kvm' group",
+                      path));
     }
     throw UserError(fmt::format("{}: cannot open: {}", path, std::strerror(err)));
   }
@@ -146,7 +148,9 @@ void KvmVm::set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, v
   checked_ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, "KVM_SET_USER_MEMORY_REGION", &region);
 }
 
-void KvmVm::create_irqchip() { checked_ioctl(fd_.get(), KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP", 0); }
+void KvmVm::create_irqchip() {
+  checked_ioctl(fd_.get(), KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP", 0);
+}
 
 #if defined(__x86_64__)
 void KvmVm::set_tss_addr(uint64_t addr) {
@@ -220,7 +224,9 @@ std::unique_ptr<KvmVcpu> KvmVm::create_vcpu(uint32_t index) const {
 KvmVcpu::KvmVcpu(uint32_t index, UniqueFd fd, kvm_run* run, size_t run_size)
     : index_(index), fd_(std::move(fd)), run_(run), run_size_(run_size) {}
 
-KvmVcpu::~KvmVcpu() { ::munmap(run_, run_size_); }
+KvmVcpu::~KvmVcpu() {
+  ::munmap(run_, run_size_);
+}
 
 bool KvmVcpu::run() {
   if (::ioctl(fd_.get(), KVM_RUN, 0) == 0) return true;
@@ -257,7 +263,9 @@ kvm_lapic_state KvmVcpu::get_lapic() const {
 void KvmVcpu::set_lapic(const kvm_lapic_state& lapic) {
   checked_ioctl(fd_.get(), KVM_SET_LAPIC, "KVM_SET_LAPIC", &lapic);
 }
-void KvmVcpu::set_fpu(const kvm_fpu& fpu) { checked_ioctl(fd_.get(), KVM_SET_FPU, "KVM_SET_FPU", &fpu); }
+void KvmVcpu::set_fpu(const kvm_fpu& fpu) {
+  checked_ioctl(fd_.get(), KVM_SET_FPU, "KVM_SET_FPU", &fpu);
+}
 void KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
   FlexRequest<kvm_msr_entry> request(msrs);
   const int n = checked_ioctl(fd_.get(), kSetMsrs, "KVM_SET_MSRS", request.data());

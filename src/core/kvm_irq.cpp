@@ -20,7 +20,9 @@ KvmIrqLine::~KvmIrqLine() {
   }
 }
 
-void KvmIrqLine::set_level(bool asserted) { vm_.irq_line(kvm_irq_, asserted); }
+void KvmIrqLine::set_level(bool asserted) {
+  vm_.irq_line(kvm_irq_, asserted);
+}
 
 int KvmIrqLine::irqfd() {
   std::call_once(irqfd_once_, [this] {

@@ -9,8 +9,12 @@ namespace {
 std::atomic<Level> g_level{Level::info};
 }
 
-void set_level(Level level) { g_level.store(level, std::memory_order_relaxed); }
-Level level() { return g_level.load(std::memory_order_relaxed); }
+void set_level(Level level) {
+  g_level.store(level, std::memory_order_relaxed);
+}
+Level level() {
+  return g_level.load(std::memory_order_relaxed);
+}
 
 void write(Level lvl, std::string_view message) {
   // One write() per line so lines from several threads do not interleave. "\r\n" keeps the

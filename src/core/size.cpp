@@ -17,7 +17,8 @@ std::optional<uint64_t> parse_size(std::string_view text) {
   for (; i < text.size(); ++i) {
     const char c = text[i];
     if (c == '_' && !digits.empty()) continue;
-    if (base == 16 ? std::isxdigit(static_cast<unsigned char>(c)) : std::isdigit(static_cast<unsigned char>(c))) {
+    if (base == 16 ? std::isxdigit(static_cast<unsigned char>(c))
+                   : std::isdigit(static_cast<unsigned char>(c))) {
       digits += c;
       continue;
     }
@@ -26,14 +27,16 @@ std::optional<uint64_t> parse_size(std::string_view text) {
   if (digits.empty()) return std::nullopt;
   uint64_t value = 0;
   for (char c : digits) {
-    const unsigned d = std::isdigit(static_cast<unsigned char>(c))
-                           ? static_cast<unsigned>(c - '0')
-                           : static_cast<unsigned>(std::tolower(static_cast<unsigned char>(c)) - 'a' + 10);
+    const unsigned d =
+        std::isdigit(static_cast<unsigned char>(c))
+            ? static_cast<unsigned>(c - '0')
+            : static_cast<unsigned>(std::tolower(static_cast<unsigned char>(c)) - 'a' + 10);
     if (value > (UINT64_MAX - d) / base) return std::nullopt;
     value = value * base + d;
   }
   std::string suffix;
-  for (; i < text.size(); ++i) suffix += static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
+  for (; i < text.size(); ++i)
+    suffix += static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
   unsigned shift = 0;
   if (suffix.empty() || suffix == "b") {
     shift = 0;

@@ -17,7 +17,9 @@ namespace libvmm {
 namespace {
 
 // A signal that only interrupts KVM_RUN; its handler does nothing.
-int kick_signal() { return SIGRTMIN; }
+int kick_signal() {
+  return SIGRTMIN;
+}
 
 void install_kick_handler() {
   static std::once_flag once;
@@ -32,10 +34,14 @@ void install_kick_handler() {
 
 const char* system_event_name(uint32_t type) {
   switch (type) {
-    case KVM_SYSTEM_EVENT_SHUTDOWN: return "shutdown";
-    case KVM_SYSTEM_EVENT_RESET: return "reset";
-    case KVM_SYSTEM_EVENT_CRASH: return "crash";
-    default: return "unknown";
+    case KVM_SYSTEM_EVENT_SHUTDOWN:
+      return "shutdown";
+    case KVM_SYSTEM_EVENT_RESET:
+      return "reset";
+    case KVM_SYSTEM_EVENT_CRASH:
+      return "crash";
+    default:
+      return "unknown";
   }
 }
 
@@ -43,11 +49,16 @@ const char* system_event_name(uint32_t type) {
 
 const char* to_string(StopReason reason) {
   switch (reason) {
-    case StopReason::reset: return "reset";
-    case StopReason::power_off: return "power off";
-    case StopReason::quit: return "quit";
-    case StopReason::fault: return "fault";
-    case StopReason::error: return "error";
+    case StopReason::reset:
+      return "reset";
+    case StopReason::power_off:
+      return "power off";
+    case StopReason::quit:
+      return "quit";
+    case StopReason::fault:
+      return "fault";
+    case StopReason::error:
+      return "error";
   }
   return "?";
 }
@@ -125,16 +136,17 @@ bool VcpuRunner::handle_exit() {
                                     run.internal.suberror, describe_registers()));
       return false;
     case KVM_EXIT_FAIL_ENTRY:
-      ctx_.request_stop(StopReason::error,
-                        fmt::format("vCPU {}: KVM could not enter the guest (hardware reason {:#x}); {}",
-                                    vcpu_->index(), run.fail_entry.hardware_entry_failure_reason,
-                                    describe_registers()));
+      ctx_.request_stop(
+          StopReason::error,
+          fmt::format("vCPU {}: KVM could not enter the guest (hardware reason {:#x}); {}",
+                      vcpu_->index(), run.fail_entry.hardware_entry_failure_reason,
+                      describe_registers()));
       return false;
     default:
       if (ctx_.arch_exit && ctx_.arch_exit(*vcpu_)) return !stopping_.load();
-      ctx_.request_stop(StopReason::error, fmt::format("vCPU {}: unexpected KVM exit reason {}; {}",
-                                                       vcpu_->index(), run.exit_reason,
-                                                       describe_registers()));
+      ctx_.request_stop(StopReason::error,
+                        fmt::format("vCPU {}: unexpected KVM exit reason {}; {}", vcpu_->index(),
+                                    run.exit_reason, describe_registers()));
       return false;
   }
 }

@@ -14,11 +14,11 @@
 
 #include "../arch/machine.hpp"
 #include "libvmm/backends/open_char_backend.hpp"
+#include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/fault_report.hpp"
 #include "libvmm/core/kvm_irq.hpp"
 #include "libvmm/core/log.hpp"
-#include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/virtio/console.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"

@@ -18,7 +18,12 @@ TEST(EventLoop, StopBeforeRunReturnsImmediately) {
 TEST(EventLoop, PostRunsOnTheLoopThreadAndStops) {
   EventLoop loop;
   std::thread::id ran_on;
-  std::thread poster([&] { loop.post([&] { ran_on = std::this_thread::get_id(); loop.stop(); }); });
+  std::thread poster([&] {
+    loop.post([&] {
+      ran_on = std::this_thread::get_id();
+      loop.stop();
+    });
+  });
   loop.run();
   poster.join();
   EXPECT_EQ(ran_on, std::this_thread::get_id());

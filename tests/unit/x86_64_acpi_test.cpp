@@ -10,8 +10,9 @@ using namespace libvmm::x86;
 namespace {
 
 uint8_t sum(const std::vector<uint8_t>& t, size_t off, size_t len) {
-  return std::accumulate(t.begin() + static_cast<long>(off), t.begin() + static_cast<long>(off + len),
-                         uint8_t{0}, [](uint8_t a, uint8_t b) { return static_cast<uint8_t>(a + b); });
+  return std::accumulate(t.begin() + static_cast<long>(off),
+                         t.begin() + static_cast<long>(off + len), uint8_t{0},
+                         [](uint8_t a, uint8_t b) { return static_cast<uint8_t>(a + b); });
 }
 template <typename T>
 T at(const std::vector<uint8_t>& t, size_t off) {

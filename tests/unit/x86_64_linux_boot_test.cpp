@@ -442,8 +442,9 @@ TEST_F(LoaderTest, AcceptsACmdlineOfExactlyCmdlineSize) {
 TEST_F(LoaderTest, RejectsATooLongCmdline) {
   FakeKernel k;
   k.cmdline_size = 10;
-  EXPECT_EQ(load_error(k, 64 * MiB, {}, "0123456789a"),
-            "--cmdline: 11 bytes is longer than the 10 bytes this kernel accepts (its cmdline_size)");
+  EXPECT_EQ(
+      load_error(k, 64 * MiB, {}, "0123456789a"),
+      "--cmdline: 11 bytes is longer than the 10 bytes this kernel accepts (its cmdline_size)");
 }
 
 TEST_F(LoaderTest, RejectsACmdlineWithANul) {

@@ -30,7 +30,8 @@ class MemoryRegion {
  public:
   // Creates a zero-filled region of `size` bytes (a multiple of the host page size).
   // `hugepages` asks for 2 MiB pages (MFD_HUGETLB); throws UserError if the host has none.
-  static std::shared_ptr<MemoryRegion> create(std::string name, uint64_t size, bool hugepages = false);
+  static std::shared_ptr<MemoryRegion> create(std::string name, uint64_t size,
+                                              bool hugepages = false);
   // Wraps an existing file descriptor (a host file or shared-memory object), mapped shared.
   static std::shared_ptr<MemoryRegion> from_fd(std::string name, UniqueFd fd, uint64_t size,
                                                bool writable = true);
@@ -71,8 +72,8 @@ class GuestMemory {
  public:
   // Adds a mapping. Throws UserError if it overlaps an existing one, wraps around the address
   // space, or lies outside `region`.
-  const GuestMapping& map(uint64_t gpa, std::shared_ptr<MemoryRegion> region, uint64_t region_offset,
-                          uint64_t size, bool readonly = false);
+  const GuestMapping& map(uint64_t gpa, std::shared_ptr<MemoryRegion> region,
+                          uint64_t region_offset, uint64_t size, bool readonly = false);
 
   const std::vector<GuestMapping>& mappings() const { return mappings_; }
 

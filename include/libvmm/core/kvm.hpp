@@ -31,7 +31,9 @@ class Kvm {
   std::vector<kvm_cpuid_entry2> supported_cpuid() const;
 #endif
   KvmVm create_vm() const;
-  int fd() const { return fd_.get(); }
+  int fd() const {
+    return fd_.get();
+  }
 
  private:
   UniqueFd fd_;
@@ -42,7 +44,8 @@ class KvmVm {
   KvmVm(const Kvm& kvm, UniqueFd fd) : kvm_(&kvm), fd_(std::move(fd)) {}
 
   int check_extension(long capability) const;  // on the VM fd (per-VM answers)
-  void set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host, bool readonly);
+  void set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host,
+                              bool readonly);
   void create_irqchip();
 #if defined(__x86_64__)
   void set_tss_addr(uint64_t addr);
@@ -59,8 +62,12 @@ class KvmVm {
   void register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool mmio,
                           std::optional<uint64_t> datamatch);
   std::unique_ptr<KvmVcpu> create_vcpu(uint32_t index) const;
-  int fd() const { return fd_.get(); }
-  const Kvm& kvm() const { return *kvm_; }
+  int fd() const {
+    return fd_.get();
+  }
+  const Kvm& kvm() const {
+    return *kvm_;
+  }
 
  private:
   const Kvm* kvm_;

@@ -125,7 +125,8 @@ struct MadtLocalApicNmi {  // type 4
   uint16_t flags;
   uint8_t lint;
 } __attribute__((packed));
-static_assert(sizeof(MadtLocalApic) == 8 && sizeof(MadtIoApic) == 12 && sizeof(MadtLocalApicNmi) == 6);
+static_assert(sizeof(MadtLocalApic) == 8 && sizeof(MadtIoApic) == 12 &&
+              sizeof(MadtLocalApicNmi) == 6);
 
 constexpr uint32_t kLapicAddress = 0xFEE00000;
 constexpr uint32_t kIoapicAddress = 0xFEC00000;
@@ -166,8 +167,9 @@ void seal_table(std::vector<uint8_t>& out, uint64_t offset, uint64_t len) {
 }  // namespace
 
 uint8_t acpi_checksum(const uint8_t* bytes, size_t len) {
-  const uint8_t sum = std::accumulate(bytes, bytes + len, uint8_t{0},
-                                      [](uint8_t a, uint8_t b) { return static_cast<uint8_t>(a + b); });
+  const uint8_t sum = std::accumulate(bytes, bytes + len, uint8_t{0}, [](uint8_t a, uint8_t b) {
+    return static_cast<uint8_t>(a + b);
+  });
   return static_cast<uint8_t>(-sum);
 }
 
@@ -195,9 +197,12 @@ std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus) {
   put(out, at + 4, kMadtPcatCompat);
   at += 8;
   for (uint32_t i = 0; i < num_cpus; ++i, at += sizeof(MadtLocalApic)) {
-    put(out, at, MadtLocalApic{0, sizeof(MadtLocalApic), static_cast<uint8_t>(i), static_cast<uint8_t>(i), 1});
+    put(out, at,
+        MadtLocalApic{0, sizeof(MadtLocalApic), static_cast<uint8_t>(i), static_cast<uint8_t>(i),
+                      1});
   }
-  put(out, at, MadtIoApic{1, sizeof(MadtIoApic), static_cast<uint8_t>(num_cpus), 0, kIoapicAddress, 0});
+  put(out, at,
+      MadtIoApic{1, sizeof(MadtIoApic), static_cast<uint8_t>(num_cpus), 0, kIoapicAddress, 0});
   at += sizeof(MadtIoApic);
   put(out, at, MadtLocalApicNmi{4, sizeof(MadtLocalApicNmi), 0xFF, 0, 1});
   seal_table(out, kMadtOffset, madt_len);
@@ -247,7 +252,8 @@ void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus) {
   write_guest(memory, kAcpiTablesAddr, build_acpi_tables(kAcpiTablesAddr, num_cpus), "ACPI tables");
 }
 
-AcpiPmDevice::AcpiPmDevice(std::function<void()> on_power_off) : on_power_off_(std::move(on_power_off)) {}
+AcpiPmDevice::AcpiPmDevice(std::function<void()> on_power_off)
+    : on_power_off_(std::move(on_power_off)) {}
 
 void AcpiPmDevice::read(uint64_t offset, std::span<uint8_t> data) {
   std::lock_guard lock(mutex_);

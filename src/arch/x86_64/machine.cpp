@@ -2,9 +2,10 @@
 // PIT, a 16550A UART on COM1, an i8042 for the reset line, a CMOS clock, and Linux booted
 // through the 64-bit boot protocol with an MP table describing the vCPUs and minimal ACPI
 // tables for power-off.
+#include "../machine.hpp"
+
 #include <fmt/format.h>
 
-#include "../machine.hpp"
 #include "libvmm/arch/x86_64/acpi.hpp"
 #include "libvmm/arch/x86_64/boot_layout.hpp"
 #include "libvmm/arch/x86_64/bzimage.hpp"
@@ -39,7 +40,8 @@ class X86Machine : public Machine {
 
   void create_interrupt_controller(Vm& vm) override {
     KvmVm& kvm = vm.kvm_vm();
-    kvm.kvm().require_extension(KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP (in-kernel interrupt controller)");
+    kvm.kvm().require_extension(KVM_CAP_IRQCHIP,
+                                "KVM_CAP_IRQCHIP (in-kernel interrupt controller)");
     kvm.set_tss_addr(kTssAddr);
     kvm.set_identity_map_addr(kIdentityMapAddr);
     kvm.create_irqchip();  // PIC + IOAPIC + per-vCPU local APICs, GSI i -> pin i
@@ -47,15 +49,16 @@ class X86Machine : public Machine {
   }
 
   void add_platform_devices(Vm& vm) override {
-    std::shared_ptr<CharBackend> serial = open_char_backend(
-        vm.config().serial, "--serial",
-        [&vm] { vm.request_stop(StopReason::quit, "quit from the console"); });
+    std::shared_ptr<CharBackend> serial = open_char_backend(vm.config().serial, "--serial", [&vm] {
+      vm.request_stop(StopReason::quit, "quit from the console");
+    });
     auto uart = std::make_shared<Uart16550>("com1", serial, vm.irq(Uart16550::kCom1Irq));
     vm.pio_bus().attach(Uart16550::kCom1Port, Uart16550::kRegisterCount, uart);
     uart->start(vm.event_loop());
 
     auto i8042 = std::make_shared<I8042>([&vm] {
-      vm.request_stop(StopReason::reset, "the guest reset the machine through the i8042 controller");
+      vm.request_stop(StopReason::reset,
+                      "the guest reset the machine through the i8042 controller");
     });
     I8042::attach(vm.pio_bus(), i8042);
     vm.pio_bus().attach(CmosRtc::kBasePort, CmosRtc::kPortCount, std::make_shared<CmosRtc>());
@@ -76,14 +79,15 @@ class X86Machine : public Machine {
     const auto ram = x86::x86_ram_layout(c.memory_size);
     std::string cmdline = c.cmdline;
     for (const auto& param : virtio_cmdline_) cmdline += (cmdline.empty() ? "" : " ") + param;
-    boot_ = x86::load_linux(vm.memory(), kernel, initrd, "--initrd " + c.initrd.string(), cmdline,
-                            ram);
+    boot_ =
+        x86::load_linux(vm.memory(), kernel, initrd, "--initrd " + c.initrd.string(), cmdline, ram);
     x86::write_mptable(vm.memory(), c.vcpus);
     x86::write_acpi_tables(vm.memory(), c.vcpus);
     x86::write_long_mode_tables(vm.memory());
-    log::debug("kernel at [{:#x}, {:#x}), runs in [{:#x}, {:#x}), initrd at [{:#x}, {:#x}), entry {:#x}",
-               boot_.kernel.gpa, boot_.kernel.end(), boot_.kernel_run.gpa, boot_.kernel_run.end(),
-               boot_.initrd.gpa, boot_.initrd.end(), boot_.entry);
+    log::debug(
+        "kernel at [{:#x}, {:#x}), runs in [{:#x}, {:#x}), initrd at [{:#x}, {:#x}), entry {:#x}",
+        boot_.kernel.gpa, boot_.kernel.end(), boot_.kernel_run.gpa, boot_.kernel_run.end(),
+        boot_.initrd.gpa, boot_.initrd.end(), boot_.entry);
   }
 
   void setup_vcpu(Vm& vm, KvmVcpu& vcpu) override {
@@ -147,6 +151,8 @@ class X86Machine : public Machine {
 
 }  // namespace
 
-std::unique_ptr<Machine> make_host_machine() { return std::make_unique<X86Machine>(); }
+std::unique_ptr<Machine> make_host_machine() {
+  return std::make_unique<X86Machine>();
+}
 
 }  // namespace libvmm

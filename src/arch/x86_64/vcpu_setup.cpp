@@ -16,13 +16,14 @@ constexpr uint32_t kApicModeNmi = 0x4 << 8;
 constexpr uint32_t kApicModeExtInt = 0x7 << 8;
 constexpr uint32_t kApicModeMask = 0x7 << 8;
 
-
 uint32_t apic_reg(const kvm_lapic_state& s, size_t offset) {
   uint32_t v;
   std::memcpy(&v, s.regs + offset, sizeof v);
   return v;
 }
-void set_apic_reg(kvm_lapic_state& s, size_t offset, uint32_t v) { std::memcpy(s.regs + offset, &v, sizeof v); }
+void set_apic_reg(kvm_lapic_state& s, size_t offset, uint32_t v) {
+  std::memcpy(s.regs + offset, &v, sizeof v);
+}
 
 }  // namespace
 
@@ -42,8 +43,10 @@ std::vector<kvm_cpuid_entry2> cpuid_for_vcpu(std::vector<kvm_cpuid_entry2> entri
 
 void setup_platform_state(KvmVcpu& vcpu) {
   kvm_lapic_state lapic = vcpu.get_lapic();
-  set_apic_reg(lapic, kApicLvtLint0, (apic_reg(lapic, kApicLvtLint0) & ~kApicModeMask) | kApicModeExtInt);
-  set_apic_reg(lapic, kApicLvtLint1, (apic_reg(lapic, kApicLvtLint1) & ~kApicModeMask) | kApicModeNmi);
+  set_apic_reg(lapic, kApicLvtLint0,
+               (apic_reg(lapic, kApicLvtLint0) & ~kApicModeMask) | kApicModeExtInt);
+  set_apic_reg(lapic, kApicLvtLint1,
+               (apic_reg(lapic, kApicLvtLint1) & ~kApicModeMask) | kApicModeNmi);
   vcpu.set_lapic(lapic);
 
   kvm_fpu fpu{};
