@@ -12,4 +12,5 @@ configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/libvmmConfig.cmake.in
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/libvmmConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/libvmmConfig.cmake ${PROJECT_BINARY_DIR}/libvmmConfigVersion.cmake
+  ${PROJECT_SOURCE_DIR}/cmake/libvmmDependencies.cmake
   DESTINATION ${LIBVMM_CMAKE_DIR})

@@ -1,0 +1,23 @@
+# Libraries libvmm links that have no CMake package of their own, as imported targets. Used by
+# the build (src/) and, installed beside libvmmConfig.cmake, by projects that find_package(libvmm)
+# (libvmm is static: they link these too).
+
+# libfdt: Debian's libfdt-dev ships no pkg-config file, so find it directly. The static library
+# keeps the (optionally static) vmm free of a runtime dependency.
+if(NOT TARGET libvmm::fdt)
+  find_path(LIBFDT_INCLUDE_DIR libfdt.h)
+  find_library(LIBFDT_LIBRARY NAMES libfdt.a fdt)
+  if(NOT LIBFDT_INCLUDE_DIR OR NOT LIBFDT_LIBRARY)
+    message(FATAL_ERROR "libfdt not found: install libfdt-dev (tools/install-deps)")
+  endif()
+  add_library(libvmm::fdt UNKNOWN IMPORTED GLOBAL)
+  set_target_properties(libvmm::fdt PROPERTIES
+    IMPORTED_LOCATION ${LIBFDT_LIBRARY}
+    INTERFACE_INCLUDE_DIRECTORIES ${LIBFDT_INCLUDE_DIR})
+endif()
+
+# liburing (the block device's io=io_uring), through its pkg-config file.
+if(NOT TARGET PkgConfig::LIBURING)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(LIBURING REQUIRED IMPORTED_TARGET GLOBAL liburing)
+endif()
