@@ -38,7 +38,7 @@ wait_for() {  # wait_for FILE TEXT SECONDS
 mkfifo /tmp/hvc0.in
 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
   --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
-  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly --console stdio --serial file:/tmp/out \
+  --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly --console stdio --serial file:/tmp/out \
   <>/tmp/hvc0.in >/tmp/hvc0.out 2>/tmp/err &
 pid=$!
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
