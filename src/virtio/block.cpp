@@ -19,6 +19,7 @@
 #include <stdexcept>
 
 #include "block_uring.hpp"
+#include "iovec_edit.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/log.hpp"
@@ -39,32 +40,6 @@ constexpr uint64_t bit(unsigned n) {
 template <GuestPod T>
 std::span<uint8_t> bytes_of(T* objects, size_t count) {
   return {reinterpret_cast<uint8_t*>(objects), sizeof(T) * count};
-}
-
-// Removes `n` bytes from the front of `iov` (a header sharing the readable part, or what a
-// transfer has already moved).
-void advance(std::vector<iovec>& iov, uint64_t n) {
-  size_t done = 0;
-  while (n > 0 && done < iov.size()) {
-    iovec& v = iov[done];
-    const uint64_t step = std::min<uint64_t>(n, v.iov_len);
-    v.iov_base = static_cast<uint8_t*>(v.iov_base) + step;
-    v.iov_len -= step;
-    n -= step;
-    if (v.iov_len == 0) ++done;
-  }
-  iov.erase(iov.begin(), iov.begin() + static_cast<ptrdiff_t>(done));
-}
-
-// Removes `n` bytes from the back of `iov` (the status byte ending the writable part).
-void drop_back(std::vector<iovec>& iov, uint64_t n) {
-  while (n > 0 && !iov.empty()) {
-    iovec& v = iov.back();
-    const uint64_t step = std::min<uint64_t>(n, v.iov_len);
-    v.iov_len -= step;
-    n -= step;
-    if (v.iov_len == 0) iov.pop_back();
-  }
 }
 
 // Calls io(iov, count, offset) (preadv/pwritev) until all of `iov` is transferred: the host may
@@ -281,7 +256,7 @@ void BlockImage::transfer_batch(std::span<BlockTransfer> batch) {
       continue;
     }
     std::vector<iovec> rest(t.iov.begin(), t.iov.end());
-    advance(rest, done);
+    iov_drop_front(rest, done);
     t.result = t.write ? write(t.offset + done, rest) : read(t.offset + done, rest);
   }
 }
@@ -529,7 +504,7 @@ void VirtioBlock::prepare_read(Pending& p, const DescriptorChain& chain, uint64_
     p.outcome = guest_error("read buffers are not writable guest RAM");
     return;
   }
-  drop_back(p.iov, 1);  // the status byte
+  iov_drop_back(p.iov, 1);  // the status byte
   p.transfer = true;
   p.write = false;
   p.sector = sector;
@@ -563,7 +538,7 @@ void VirtioBlock::prepare_write(Pending& p, const DescriptorChain& chain, uint64
     p.outcome = guest_error("write buffers are not guest RAM");
     return;
   }
-  advance(p.iov, kHeaderSize);
+  iov_drop_front(p.iov, kHeaderSize);
   p.transfer = true;
   p.write = true;
   p.sector = sector;

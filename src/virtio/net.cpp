@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "iovec_edit.hpp"
 #include "libvmm/backends/net_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
@@ -24,20 +25,6 @@ constexpr uint64_t kFramesLogged = 8;   // with -v, the first frames each way (b
 
 constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
-}
-
-// Removes `n` bytes from the front of `iov`.
-void drop_front(std::vector<iovec>& iov, uint64_t n) {
-  size_t done = 0;
-  while (n > 0 && done < iov.size()) {
-    iovec& v = iov[done];
-    const uint64_t step = std::min<uint64_t>(n, v.iov_len);
-    v.iov_base = static_cast<uint8_t*>(v.iov_base) + step;
-    v.iov_len -= step;
-    n -= step;
-    if (v.iov_len == 0) ++done;
-  }
-  iov.erase(iov.begin(), iov.begin() + static_cast<ptrdiff_t>(done));
 }
 
 std::optional<MacAddress> parse_mac(std::string_view text) {
@@ -456,7 +443,7 @@ void VirtioNet::transmit_one(const DescriptorChain& chain) {
     guest_error(tx_bad_chain_, "transmit buffer is not in guest RAM; dropped");
     return;
   }
-  drop_front(tx_iov_, kHeaderSize);
+  iov_drop_front(tx_iov_, kHeaderSize);
   if (tx_iov_.size() > kMaxTxSegments) {
     // Legal, but slow for the host: gather it once (bounded by the checked frame length).
     tx_linearized_.add();
