@@ -243,7 +243,7 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
   // Queue notifications skip the vCPU thread: KVM signals an eventfd per queue (matched on the
   // queue index written) and the event loop runs the device. A device that yields a busy
   // queue signals the same eventfd, so the loop serves other sources before it comes back.
-  const size_t first_notify_fd = d.notify_fds.size();
+  std::vector<int> queue_fds;  // this device's, by queue index
   for (uint16_t q = 0; q < transport->queue_count(); ++q) {
     UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!fd) throw_errno("eventfd for a virtIO queue");
@@ -253,15 +253,12 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
       uint64_t count;
       if (::read(raw, &count, sizeof count) == sizeof count) transport->notify(q);
     });
+    queue_fds.push_back(raw);
     d.notify_fds.push_back(std::move(fd));
   }
-  std::vector<int> notify_fds;
-  for (size_t i = first_notify_fd; i < d.notify_fds.size(); ++i) {
-    notify_fds.push_back(d.notify_fds[i].get());
-  }
-  transport->set_renotify([notify_fds](uint16_t q) {
+  transport->set_renotify([queue_fds](uint16_t q) {
     const uint64_t one = 1;
-    return q < notify_fds.size() && ::write(notify_fds[q], &one, sizeof one) == sizeof one;
+    return q < queue_fds.size() && ::write(queue_fds[q], &one, sizeof one) == sizeof one;
   });
   d.machine->describe_virtio_mmio(base, VirtioMmioTransport::kWindowSize, irq_number);
   d.transports.push_back(std::move(transport));
