@@ -189,6 +189,28 @@ bool GuestMemory::fill(uint64_t gpa, uint8_t value, uint64_t len) const {
   return true;
 }
 
+// The host view of a 2-byte aligned guest field (host alignment follows, since mappings start
+// on page boundaries of their regions; checked anyway).
+static uint16_t* aligned_u16(const std::optional<std::span<uint8_t>>& s) {
+  if (!s || reinterpret_cast<uintptr_t>(s->data()) % alignof(uint16_t) != 0) return nullptr;
+  return static_cast<uint16_t*>(static_cast<void*>(s->data()));
+}
+
+std::optional<uint16_t> GuestMemory::load_u16(uint64_t gpa, std::memory_order order) const {
+  if (gpa % 2 != 0) return std::nullopt;
+  uint16_t* field = aligned_u16(slice(gpa, 2));
+  if (field == nullptr) return std::nullopt;
+  return std::atomic_ref<uint16_t>(*field).load(order);
+}
+
+bool GuestMemory::store_u16(uint64_t gpa, uint16_t value, std::memory_order order) const {
+  if (gpa % 2 != 0) return false;
+  uint16_t* field = aligned_u16(slice(gpa, 2, true));
+  if (field == nullptr) return false;
+  std::atomic_ref<uint16_t>(*field).store(value, order);
+  return true;
+}
+
 uint64_t GuestMemory::total_size() const {
   uint64_t total = 0;
   for (const auto& m : mappings_) total += m.size;

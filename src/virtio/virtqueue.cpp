@@ -182,15 +182,21 @@ bool Virtqueue::fail(std::string message) {
   return false;
 }
 
-// The rings were checked at enable() and guest RAM does not move, so these only fail if the
-// memory map changed under us; the queue breaks rather than trusting stale state.
+// Ring indices and event fields change under us while the driver runs: each is read and
+// written as one atomic 16-bit access (enable() checked the rings' alignment, which makes every
+// such field 2-byte aligned). The rings were checked at enable() and guest RAM does not move,
+// so these only fail if the memory map changed under us; the queue breaks rather than trusting
+// stale state.
 bool Virtqueue::read_u16(uint64_t gpa, uint16_t& value) {
-  if (memory_->read(gpa, &value, sizeof(value))) return true;
+  if (auto v = memory_->load_u16(gpa)) {
+    value = *v;
+    return true;
+  }
   return fail(fmt::format("cannot read ring field at {:#x}", gpa));
 }
 
 bool Virtqueue::write_u16(uint64_t gpa, uint16_t value) {
-  if (memory_->write(gpa, &value, sizeof(value))) return true;
+  if (memory_->store_u16(gpa, value)) return true;
   return fail(fmt::format("cannot write ring field at {:#x}", gpa));
 }
 

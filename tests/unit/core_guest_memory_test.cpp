@@ -81,6 +81,19 @@ TEST_F(GuestMemoryTest, MapRejectsOverlapAndOversize) {
   EXPECT_NO_THROW(mem.map(0x40000, extra, 0, 0x1000));
 }
 
+TEST_F(GuestMemoryTest, U16FieldsMustBeAlignedAndMapped) {
+  ASSERT_TRUE(mem.store_u16(0x100, 0xbeef));
+  EXPECT_EQ(mem.load_u16(0x100), 0xbeef);
+  EXPECT_EQ(mem.read_obj<uint16_t>(0x100), 0xbeef);
+  EXPECT_FALSE(mem.load_u16(0x101)) << "misaligned";
+  EXPECT_FALSE(mem.store_u16(0x101, 1)) << "misaligned";
+  EXPECT_FALSE(mem.load_u16(0x10000)) << "in the hole";
+  EXPECT_FALSE(mem.store_u16(0x10000, 1)) << "in the hole";
+  EXPECT_FALSE(mem.load_u16(~uint64_t{1})) << "at the top of the address space";
+  EXPECT_TRUE(mem.load_u16(0x22000)) << "a read-only mapping reads";
+  EXPECT_FALSE(mem.store_u16(0x22000, 1)) << "a read-only mapping refuses stores";
+}
+
 TEST(MemoryRegion, SizeMustBePageMultiple) {
   EXPECT_THROW(MemoryRegion::create("odd", 100), UserError);
   EXPECT_THROW(MemoryRegion::create("zero", 0), UserError);

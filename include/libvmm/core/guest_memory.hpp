@@ -7,6 +7,7 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -96,6 +97,15 @@ class GuestMemory {
   bool read(uint64_t gpa, void* dst, uint64_t len) const;
   bool write(uint64_t gpa, const void* src, uint64_t len) const;
   bool fill(uint64_t gpa, uint8_t value, uint64_t len) const;
+
+  // One atomic 16-bit access to a 2-byte aligned field: for fields the driver updates while
+  // the device reads them (virtqueue indices and event fields). read() may copy byte by byte,
+  // and a value torn between an old low byte and a new high byte looks like a corrupt ring.
+  // nullopt / false if the field is not 2-byte aligned or not (writable) guest memory.
+  std::optional<uint16_t> load_u16(uint64_t gpa,
+                                   std::memory_order order = std::memory_order_acquire) const;
+  bool store_u16(uint64_t gpa, uint16_t value,
+                 std::memory_order order = std::memory_order_release) const;
 
   // Typed copies of plain structures. The guest can change memory at any time, so callers get
   // a snapshot by value, never a reference into guest memory.
