@@ -10,13 +10,12 @@
 #include <string>
 
 #include "libvmm/core/bus.hpp"
+#include "libvmm/core/device_spec.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
 #include "libvmm/core/kvm.hpp"
 #include "libvmm/core/vcpu_runner.hpp"
-#include "libvmm/virtio/block.hpp"
-#include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
@@ -46,11 +45,12 @@ struct VmConfig {
   std::filesystem::path kernel;  // x86_64: a bzImage; aarch64: an arm64 Image
   std::filesystem::path initrd;  // optional
   std::string cmdline;
-  std::string serial = "stdio";    // a character backend spec: stdio, file:PATH, none, ...
-  std::vector<BlockConfig> disks;  // virtio-blk devices, in order: vda, vdb, ...
-  std::string console;             // virtio console backend spec; empty: no virtio console
-  std::vector<NetConfig> nets;     // virtio-net devices, in order: eth0, eth1, ...
-  bool strict_faults = false;      // stop the VM on the first unhandled guest access
+  std::string serial = "stdio";  // a character backend spec: stdio, file:PATH, none, ...
+  // virtIO devices, each a kind from the device registry (virtio/device_kind.hpp) with its
+  // attributes: {"virtio_block", {{"path", "d.img"}}}. Devices of one kind keep their order
+  // (vda, vdb, ...); kinds are placed in registry order.
+  std::vector<DeviceSpec> devices;
+  bool strict_faults = false;  // stop the VM on the first unhandled guest access
   std::string kvm_device = "/dev/kvm";
   // Set from a system description: guest RAM in a region shared with others (null: a private
   // memfd of memory_size bytes), more maps, and host event sources wired to interrupts.
@@ -71,6 +71,15 @@ struct RunResult {
 
 // Validates a config before anything is created: UserError naming the flag on the first problem.
 void validate(const VmConfig& config);
+
+// Where a VM placed one of its virtIO devices (the resource planner's decision).
+struct PlacedDevice {
+  std::string kind;  // "virtio_block"
+  std::string name;  // the device's own name: "virtio-blk"
+  uint64_t base = 0;
+  uint64_t size = 0;
+  uint32_t irq = 0;
+};
 
 class Vm {
  public:
@@ -105,9 +114,14 @@ class Vm {
   KvmVm& kvm_vm();
   // The line into the interrupt controller for `number` (x86: GSI), created on first use.
   std::shared_ptr<IrqLine> irq(uint32_t number);
+  // The virtIO devices the config asked for, where they were placed.
+  const std::vector<PlacedDevice>& devices() const;
 
  private:
   void map_regions(uint32_t first_slot);
+  void add_config_devices();
+  void attach_virtio_device(std::shared_ptr<VirtioDevice> device, uint64_t base,
+                            uint32_t irq_number, std::string kind);
   void wire_irq_sources();
   struct Impl;
   std::unique_ptr<Impl> impl_;

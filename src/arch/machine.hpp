@@ -26,8 +26,35 @@ struct DeviceWindow {
   uint64_t size = 0;
 };
 
+// The machine's guest-physical layout as a value: what placement, validation and `vmm check`
+// need to know, without a machine object.
+struct MemoryMap {
+  std::vector<RamRange> ram;  // for the VM's memory size
+  uint64_t ram_base = 0;
+  std::vector<DeviceWindow> device_windows;
+  uint64_t virtio_mmio_base = 0;
+  size_t virtio_mmio_slots = 0;       // kVirtioMmioSlot bytes each
+  std::vector<uint32_t> device_irqs;  // lines devices may have, in the order handed out
+  uint32_t irq_count = 0;
+  uint32_t first_spi = 0;
+};
+
 class Machine {
  public:
+  // The layout for `memory_size` bytes of RAM (throws UserError if RAM cannot be laid out).
+  MemoryMap memory_map(uint64_t memory_size) const {
+    MemoryMap m;
+    m.ram = ram_layout(memory_size);
+    m.ram_base = ram_base();
+    m.device_windows = device_windows();
+    m.virtio_mmio_base = virtio_mmio_base();
+    m.device_irqs = device_irqs();
+    m.virtio_mmio_slots = m.device_irqs.size();
+    m.irq_count = irq_count();
+    m.first_spi = first_spi();
+    return m;
+  }
+
   virtual ~Machine() = default;
 
   // Where guest RAM of `memory_size` bytes goes in guest-physical space.

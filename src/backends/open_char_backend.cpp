@@ -66,10 +66,8 @@ std::string expected_specs() {
   return list;
 }
 
-}  // namespace
-
-std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::string_view flag_name,
-                                               std::function<void()> on_quit) {
+// The kind a spec names and its argument; nullptr with `why` set when it names none.
+const BackendKind* find_kind(std::string_view spec, std::string_view& argument, std::string& why) {
   const size_t colon = spec.find(':');
   const std::string_view name = spec.substr(0, colon);
   for (const BackendKind& kind : kKinds) {
@@ -77,22 +75,40 @@ std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::strin
     const bool takes_argument = !kind.argument.empty();
     const bool has_argument = colon != std::string_view::npos;
     if (has_argument && !takes_argument) break;  // "stdio:..." is nothing we know
-    const std::string_view argument = has_argument ? spec.substr(colon + 1) : std::string_view();
+    argument = has_argument ? spec.substr(colon + 1) : std::string_view();
     if (takes_argument && argument.empty()) {
-      throw UserError(fmt::format("{}: backend '{}' needs a {} ({})", flag_name, spec,
-                                  kind.argument, usage(kind)));
+      why = fmt::format("backend '{}' needs a {} ({})", spec, kind.argument, usage(kind));
+      return nullptr;
     }
-    try {
-      return kind.open(OpenRequest{argument, flag_name, on_quit});
-    } catch (const SystemError& e) {
-      throw UserError(
-          fmt::format("{} {}: cannot open: {}", flag_name, spec, std::strerror(e.code())));
-    } catch (const UserError& e) {
-      throw UserError(fmt::format("{} {}: {}", flag_name, spec, e.what()));
-    }
+    return &kind;
   }
-  throw UserError(
-      fmt::format("{}: unknown backend '{}' (expected {})", flag_name, spec, expected_specs()));
+  why = fmt::format("unknown backend '{}' (expected {})", spec, expected_specs());
+  return nullptr;
+}
+
+}  // namespace
+
+std::string check_char_backend_spec(std::string_view spec) {
+  std::string_view argument;
+  std::string why;
+  find_kind(spec, argument, why);
+  return why;
+}
+
+std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::string_view flag_name,
+                                               std::function<void()> on_quit) {
+  std::string_view argument;
+  std::string why;
+  const BackendKind* kind = find_kind(spec, argument, why);
+  if (kind == nullptr) throw UserError(fmt::format("{}: {}", flag_name, why));
+  try {
+    return kind->open(OpenRequest{argument, flag_name, on_quit});
+  } catch (const SystemError& e) {
+    throw UserError(
+        fmt::format("{} {}: cannot open: {}", flag_name, spec, std::strerror(e.code())));
+  } catch (const UserError& e) {
+    throw UserError(fmt::format("{} {}: {}", flag_name, spec, e.what()));
+  }
 }
 
 }  // namespace libvmm

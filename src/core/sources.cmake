@@ -10,4 +10,5 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/kvm_irq.cpp
   ${CMAKE_CURRENT_LIST_DIR}/size.cpp
   ${CMAKE_CURRENT_LIST_DIR}/file.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/device_spec.cpp
 )

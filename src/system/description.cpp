@@ -12,6 +12,7 @@
 #include <set>
 
 #include "../arch/machine.hpp"
+#include "../vm/device_plan.hpp"
 #include "libvmm/core/file.hpp"
 #include "libvmm/core/size.hpp"
 
@@ -116,6 +117,12 @@ std::vector<const VirtualMachineSpec*> SystemDescription::vms() const {
 
 namespace {
 
+// A region's page size for alignment checks: 1 when it is invalid (reported once, with the
+// region), so later checks neither divide by zero nor repeat the problem.
+uint64_t alignment(const MemoryRegionSpec& r) {
+  return r.page_size == 4 * KiB || r.page_size == 2 * MiB ? r.page_size : 1;
+}
+
 struct Range {
   std::string what;
   uint64_t gpa = 0;
@@ -125,7 +132,8 @@ struct Range {
 
 class Validator {
  public:
-  Validator(const SystemDescription& d, const Machine& machine) : d_(d), machine_(machine) {}
+  Validator(const SystemDescription& d, const Machine& machine, const HostFiles& files)
+      : d_(d), machine_(machine), files_(files) {}
 
   std::vector<std::string> run() {
     check_regions();
@@ -185,7 +193,7 @@ class Validator {
                                  "host file or shm object",
                                  name));
       }
-      if (r.phys_addr && *r.phys_addr % r.page_size != 0) {
+      if (r.phys_addr && *r.phys_addr % alignment(r) != 0) {
         add(r.where, fmt::format("{}: phys_addr {:#x} is not aligned to its page size {:#x}", name,
                                  *r.phys_addr, r.page_size));
       }
@@ -220,7 +228,7 @@ class Validator {
     if (m.size && (*m.size == 0 || *m.size > r->size)) {
       add(m.where, fmt::format("map of {:#x} bytes is larger than memory region '{}' ({:#x} bytes)",
                                *m.size, r->name, r->size));
-    } else if (m.size && *m.size % r->page_size != 0) {
+    } else if (m.size && *m.size % alignment(*r) != 0) {
       add(m.where, fmt::format("map of '{}': size {:#x} is not a multiple of its page size {:#x}",
                                r->name, *m.size, r->page_size));
     }
@@ -229,13 +237,9 @@ class Validator {
 
   void check_file(const SourceLocation& where, const std::string& what,
                   const std::filesystem::path& path) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) {
-      add(where, fmt::format("{} {}: {}", what, path.string(), std::strerror(errno)));
-    } else if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-      add(where, fmt::format("{} {}: not a regular file", what, path.string()));
-    } else if (::access(path.c_str(), R_OK) != 0) {
-      add(where, fmt::format("{} {}: {}", what, path.string(), std::strerror(errno)));
+    if (const std::string why = files_.check_readable(path); !why.empty()) {
+      add(where, fmt::format("{} {}: {}", what, path.string(),
+                             why == "is a directory" ? "not a regular file" : why));
     }
   }
 
@@ -252,12 +256,46 @@ class Validator {
       add(where, fmt::format("{} backend '{}' is none of stdio, file:PATH, socket:PATH, pty, none",
                              what, spec));
     }
+    // One terminal serves one console, across every VM of the description.
     if (spec == "stdio") {
       if (!stdio_users.empty()) {
         add(where, fmt::format("{} of '{}' wants stdio, which {} already has", what, vm.config.name,
                                stdio_users.front()));
       }
       stdio_users.push_back(fmt::format("{} of '{}'", what, vm.config.name));
+    }
+  }
+
+  // Each device through its kind's checks, the host resources they claim, and the plan.
+  void check_devices(const VirtualMachineSpec& vm, std::vector<std::string>& stdio_users) {
+    std::map<std::string, std::string> claimed;
+    for (const DeviceSpec& spec : vm.config.devices) {
+      for (auto& p : check_spec(spec, files_)) problems_.push_back(std::move(p));
+      const VirtioDeviceKind* kind = find_virtio_device_kind(spec.kind);
+      if (kind == nullptr) continue;
+      for (const auto& claim : kind->claims(spec, files_)) {
+        if (claim.resource == "stdio") {
+          if (!stdio_users.empty()) {
+            problems_.push_back(spec.located(
+                fmt::format("wants stdio, which {} already has", stdio_users.front())));
+          }
+          stdio_users.push_back(fmt::format("{} of '{}'", kind->element(), vm.config.name));
+        } else if (auto [it, fresh] = claimed.emplace(claim.resource, spec.where); !fresh) {
+          problems_.push_back(spec.located(fmt::format(
+              "{} is already used by {}; give it to one device only", claim.what, it->second)));
+        }
+      }
+    }
+    std::vector<uint32_t> taken;
+    for (const IrqSpec& q : vm.irqs) taken.push_back(q.irq);
+    MemoryMap map;
+    try {
+      map = machine_.memory_map(vm.config.memory_size);
+    } catch (const UserError&) {
+      return;  // the RAM problem is reported with the RAM map
+    }
+    for (auto& p : plan_problems(map, plan_devices(map, vm.config.devices, taken))) {
+      problems_.push_back(std::move(p));
     }
   }
 
@@ -274,12 +312,9 @@ class Validator {
       if (c.kernel.empty()) add(vm.where, fmt::format("{} needs a <kernel path=\"...\"/>", name));
       if (!c.kernel.empty()) check_file(vm.location_of("kernel"), "kernel", c.kernel);
       if (!c.initrd.empty()) check_file(vm.location_of("initrd"), "initrd", c.initrd);
-      for (size_t i = 0; i < c.disks.size(); ++i) {
-        check_file(vm.location_of(fmt::format("disk{}", i)), "virtio_block", c.disks[i].path);
-      }
     }
     check_backend(vm, "serial", machine_.serial_name(), c.serial, stdio_users);
-    if (!c.console.empty()) check_backend(vm, "console", "virtio_console", c.console, stdio_users);
+    check_devices(vm, stdio_users);
     const std::string arch = machine_.name();
     if (arch == "aarch64") {
       if (vm.gic_version && *vm.gic_version != 2 && *vm.gic_version != 3) {
@@ -325,7 +360,7 @@ class Validator {
                                  "phys_addr {:#x}",
                                  r->name, *m.vaddr, *r->phys_addr));
       }
-      if (*gpa % r->page_size != 0) {
+      if (*gpa % alignment(*r) != 0) {
         add(m.where, fmt::format("map of '{}': vaddr {:#x} is not aligned to the region's page "
                                  "size {:#x}",
                                  r->name, *gpa, r->page_size));
@@ -412,14 +447,15 @@ class Validator {
 
   const SystemDescription& d_;
   const Machine& machine_;
+  const HostFiles& files_;
   std::vector<std::string> problems_;
 };
 
 }  // namespace
 
-std::vector<std::string> SystemDescription::problems() const {
+std::vector<std::string> SystemDescription::problems(const HostFiles& files) const {
   const auto machine = make_host_machine();
-  return Validator(*this, *machine).run();
+  return Validator(*this, *machine, files).run();
 }
 
 }  // namespace libvmm

@@ -1,15 +1,14 @@
-// SystemDescription::layout(): the resolved layout `vmm check` prints, placing devices exactly
-// as Vm does (virtio-mmio slots from the machine's base, interrupt lines in the machine's
-// order, skipping lines wired to host event sources).
+// SystemDescription::layout(): the resolved layout `vmm check` prints, with the devices where
+// the resource planner puts them (the same plan Vm builds).
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <sstream>
 
 #include "../arch/machine.hpp"
+#include "../vm/device_plan.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/system/description.hpp"
-#include "libvmm/virtio/net.hpp"
 
 namespace libvmm {
 namespace {
@@ -49,6 +48,7 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
   bool ram_done = false;
   for (const MapSpec& m : vm.maps) {
     const MemoryRegionSpec* r = d.find_region(m.region);
+    if (r == nullptr) continue;  // a valid description has none; layout() must not crash
     const uint64_t size = m.size.value_or(r->size);
     if (m.region == vm.ram_region && !ram_done) {
       ram_done = true;
@@ -66,29 +66,14 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
   if (vm.gic_version) out << fmt::format("  gic      v{}\n", *vm.gic_version);
   if (!vm.dtb.empty()) out << fmt::format("  dtb      {} (patched)\n", vm.dtb.string());
 
-  std::vector<uint32_t> lines = machine.device_irqs();
-  std::erase_if(lines, [&vm](uint32_t n) {
-    return std::any_of(vm.irqs.begin(), vm.irqs.end(),
-                       [n](const IrqSpec& q) { return q.irq == n; });
-  });
-  size_t slot = 0;
-  auto device = [&](const std::string& what) {
-    const uint64_t base = machine.virtio_mmio_base() + slot * kVirtioMmioSlot;
-    const std::string irq = slot < lines.size() ? std::to_string(lines[slot]) : "none left";
-    out << fmt::format("  virtio   [{:#012x}, {:#012x}) IRQ {:>2} {}\n", base,
-                       base + kVirtioMmioSlot, irq, what);
-    ++slot;
-  };
-  for (size_t i = 0; i < c.disks.size(); ++i) {
-    const BlockConfig& b = c.disks[i];
-    device(fmt::format("virtio-blk vd{} {}{}", static_cast<char>('a' + i), b.path,
-                       b.readonly ? " (read-only)" : ""));
-  }
-  if (!c.console.empty()) device(fmt::format("virtio-console hvc0 -> {}", c.console));
-  for (size_t i = 0; i < c.nets.size(); ++i) {
-    const NetConfig& n = c.nets[i];
-    device(fmt::format("virtio-net eth{} tap {} MAC {} MTU {}", i, n.tap,
-                       format_mac(n.mac.value_or(default_mac(c.name, i))), n.mtu));
+  std::vector<uint32_t> taken;
+  for (const IrqSpec& q : vm.irqs) taken.push_back(q.irq);
+  for (const DevicePlacement& p :
+       plan_devices(machine.memory_map(c.memory_size), c.devices, taken)) {
+    const std::string irq = p.slot.irq ? std::to_string(*p.slot.irq) : "none left";
+    out << fmt::format("  virtio   [{:#012x}, {:#012x}) IRQ {:>2} {}\n", p.slot.base,
+                       p.slot.base + p.slot.size, irq,
+                       p.device.kind->describe(*p.device.spec, p.device.index, c.name));
   }
   for (const IrqSpec& q : vm.irqs) {
     out << fmt::format("  irq      {} <- {} {}\n", q.irq, source_name(q.source),

@@ -13,7 +13,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/system/description.hpp"
-#include "libvmm/virtio/net.hpp"
+#include "libvmm/virtio/device_kind.hpp"
 
 namespace libvmm {
 namespace {
@@ -26,8 +26,9 @@ struct ElementRule {
   bool text = false;  // takes text content (<cmdline>)
 };
 
-const std::map<std::string_view, ElementRule>& rules() {
-  static const std::map<std::string_view, ElementRule> table = {
+// The fixed elements; each registered device kind adds its own (virtio/device_kind.hpp).
+std::map<std::string_view, ElementRule> make_rules() {
+  std::map<std::string_view, ElementRule> table = {
       {"system", {{}, {}, {"memory_region", "protection_domain"}}},
       {"memory_region", {{"name", "size"}, {"page_size", "phys_addr", "path", "shm"}, {}}},
       // priority and the other scheduling attributes mean nothing on Linux; priority is
@@ -38,23 +39,32 @@ const std::map<std::string_view, ElementRule>& rules() {
        {{"name"},
         {"id", "priority", "ram", "strict_faults"},
         {"map", "vcpus", "kernel", "initrd", "cmdline", "dtb", "dtb_overlay", "gic", "serial",
-         "virtio_console", "virtio_block", "virtio_net", "irq", "vfio"}}},
+         "irq", "vfio"}}},
       {"vcpus", {{"count"}, {}, {}}},
       {"kernel", {{"path"}, {}, {}}},
       {"initrd", {{"path"}, {}, {}}},
       {"cmdline", {{}, {}, {}, true}},
-      // AArch64 (issue 6): parsed here, refused on x86_64 by the validator.
+      // AArch64: parsed here, refused on x86_64 by the validator.
       {"dtb", {{"path"}, {}, {}}},
       {"dtb_overlay", {{"path"}, {}, {}}},
       {"gic", {{"version"}, {}, {}}},
       {"serial", {{"backend"}, {}, {}}},
-      {"virtio_console", {{"backend"}, {}, {}}},
-      {"virtio_block", {{"path"}, {"readonly", "direct", "serial", "io"}, {}}},
-      {"virtio_net", {{"tap"}, {"mac", "mtu"}, {}}},
-      // Issue 4 adds {"virtio_net", {{"tap"}, {...}, {}}} here and to virtual_machine's children.
       {"irq", {{"irq"}, {"eventfd", "fifo", "socket"}, {}}},
       {"vfio", {{"device"}, {}, {}}},
   };
+  for (const VirtioDeviceKind* kind : virtio_device_kinds()) {
+    ElementRule rule;
+    for (const AttributeRule& a : kind->attributes()) {
+      (a.required ? rule.required : rule.optional).push_back(a.name);
+    }
+    table.emplace(kind->element(), std::move(rule));
+    table["virtual_machine"].children.push_back(kind->element());
+  }
+  return table;
+}
+
+const std::map<std::string_view, ElementRule>& rules() {
+  static const std::map<std::string_view, ElementRule> table = make_rules();
   return table;
 }
 
@@ -242,6 +252,8 @@ class Parser {
     MapSpec m;
     m.where = where(n);
     m.region = text(n, "mr");
+    if (n.attribute("mr") && m.region.empty())
+      problem(at(n), "<map> mr=\"\" names no memory region");
     m.vaddr = number(n, "vaddr");
     m.size = number(n, "size");
     if (n.attribute("perms")) m.perms = text(n, "perms");
@@ -297,8 +309,6 @@ class Parser {
     v.id = small_number(n, "id").value_or(0);
     if (n.attribute("ram")) v.ram_region = text(n, "ram");
     v.config.strict_faults = boolean(n, "strict_faults");
-    size_t disks = 0;
-    size_t nets = 0;
     for (pugi::xml_node c : n.children()) {
       const std::string_view name = c.name();
       auto note = [&](std::string what) {
@@ -332,37 +342,18 @@ class Parser {
       } else if (name == "serial") {
         note("serial");
         v.config.serial = text(c, "backend");
-      } else if (name == "virtio_console") {
-        note("console");
-        v.config.console = text(c, "backend");
-      } else if (name == "virtio_block") {
-        note(fmt::format("disk{}", disks++));
-        BlockConfig b;
-        b.path = path(c, "path");
-        b.readonly = boolean(c, "readonly");
-        b.direct = boolean(c, "direct");
-        b.serial = text(c, "serial");
-        if (const std::string io = text(c, "io"); io == "io_uring") {
-          b.io = BlockIo::io_uring;
-        } else if (!io.empty() && io != "sync") {
-          problem(at(c), fmt::format("<virtio_block> io=\"{}\" must be sync or io_uring", io));
-        }
-        v.config.disks.push_back(b);
-      } else if (name == "virtio_net") {
-        note(fmt::format("net{}", nets++));
-        // The same rules as --net, from the same parser; its message loses the flag's name.
-        std::string spec = fmt::format("tap={}", text(c, "tap"));
-        if (c.attribute("mac")) spec += fmt::format(",mac={}", text(c, "mac"));
-        if (c.attribute("mtu")) spec += fmt::format(",mtu={}", text(c, "mtu"));
-        try {
-          v.config.nets.push_back(parse_net_spec(spec));
-        } catch (const UserError& e) {
-          std::string why = e.what();
-          if (const size_t colon = why.find(": "); colon != std::string::npos) {
-            why = why.substr(colon + 2);
+      } else if (const VirtioDeviceKind* kind = find_virtio_device_kind(name)) {
+        DeviceSpec spec;
+        spec.kind = kind->element();
+        spec.where = fmt::format("{}:{}: <{}>", file_, at(c), name);
+        for (const AttributeRule& a : kind->attributes()) {
+          const std::string attr(a.name);
+          if (c.attribute(attr.c_str())) {
+            spec.attributes.emplace_back(attr,
+                                         a.is_path ? path(c, attr.c_str()) : text(c, attr.c_str()));
           }
-          problem(at(c), fmt::format("<virtio_net>: {}", why));
         }
+        v.config.devices.push_back(std::move(spec));
       } else if (name == "irq") {
         v.irqs.push_back(irq(c));
       } else if (name == "vfio") {

@@ -27,71 +27,7 @@ constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
 }
 
-std::optional<MacAddress> parse_mac(std::string_view text) {
-  MacAddress mac{};
-  if (text.size() != 17) return std::nullopt;
-  for (size_t i = 0; i < 6; ++i) {
-    if (i > 0 && text[3 * i - 1] != ':') return std::nullopt;
-    unsigned value = 0;
-    for (size_t j = 0; j < 2; ++j) {
-      const char c = text[3 * i + j];
-      unsigned digit = 0;
-      if (c >= '0' && c <= '9') {
-        digit = static_cast<unsigned>(c - '0');
-      } else if (c >= 'a' && c <= 'f') {
-        digit = static_cast<unsigned>(c - 'a' + 10);
-      } else if (c >= 'A' && c <= 'F') {
-        digit = static_cast<unsigned>(c - 'A' + 10);
-      } else {
-        return std::nullopt;
-      }
-      value = value * 16 + digit;
-    }
-    mac[i] = static_cast<uint8_t>(value);
-  }
-  return mac;
-}
-
 }  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,mtu=N]
-
-NetConfig parse_net_spec(std::string_view spec) {
-  auto fail = [&](const std::string& why) {
-    return UserError(fmt::format("--net {}: {}", spec.empty() ? "''" : spec, why));
-  };
-  NetConfig config;
-  size_t start = 0;
-  while (start <= spec.size()) {
-    const size_t comma = spec.find(',', start);
-    const std::string_view option =
-        spec.substr(start, comma == std::string_view::npos ? comma : comma - start);
-    start = comma == std::string_view::npos ? spec.size() + 1 : comma + 1;
-    if (option.starts_with("tap=")) {
-      config.tap = option.substr(4);
-    } else if (option.starts_with("mac=")) {
-      const std::string_view text = option.substr(4);
-      const auto mac = parse_mac(text);
-      if (!mac) throw fail(fmt::format("malformed MAC '{}' (expected 52:54:00:12:34:56)", text));
-      if ((*mac)[0] & 1) throw fail(fmt::format("MAC {} is a multicast address", text));
-      if (*mac == MacAddress{}) throw fail("MAC 00:00:00:00:00:00 is not a valid address");
-      config.mac = mac;
-    } else if (option.starts_with("mtu=")) {
-      const std::string text(option.substr(4));
-      char* end = nullptr;
-      const unsigned long mtu = std::strtoul(text.c_str(), &end, 10);
-      if (text.empty() || *end != '\0' || text[0] == '-' || mtu < kMinMtu || mtu > 65535) {
-        throw fail(fmt::format("MTU '{}' is not a number from {} to 65535", text, kMinMtu));
-      }
-      config.mtu = static_cast<uint16_t>(mtu);
-    } else {
-      throw fail(fmt::format("unknown option '{}' (expected tap=NAME, mac=MAC, mtu=N)", option));
-    }
-  }
-  if (config.tap.empty()) throw fail("missing tap=NAME");
-  return config;
-}
 
 MacAddress default_mac(std::string_view vm_name, size_t index) {
   // FNV-1a over the name and index: stable across runs and hosts, distinct per interface.

@@ -1,1 +1,3 @@
-target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/vm.cpp)
+target_sources(libvmm PRIVATE
+  ${CMAKE_CURRENT_LIST_DIR}/vm.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/device_plan.cpp)

@@ -13,14 +13,13 @@
 #include <optional>
 
 #include "../arch/machine.hpp"
-#include "libvmm/backends/open_char_backend.hpp"
-#include "libvmm/backends/tap_backend.hpp"
+#include "device_plan.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/fault_report.hpp"
 #include "libvmm/core/kvm_irq.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/size.hpp"
-#include "libvmm/virtio/console.hpp"
+#include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
 
 namespace libvmm {
@@ -72,15 +71,21 @@ void validate(const VmConfig& c) {
   if (c.kernel.empty()) throw UserError("--kernel: no guest kernel given");
   check_readable_file(c.kernel, "--kernel");
   if (!c.initrd.empty()) check_readable_file(c.initrd, "--initrd");
-  // Two devices on one image would corrupt it (and the second would find it locked).
-  std::map<std::pair<dev_t, ino_t>, const BlockConfig*> images;
-  for (const BlockConfig& disk : c.disks) {
-    struct stat st {};
-    if (::stat(disk.path.c_str(), &st) != 0) continue;  // opening it will say why
-    const auto [it, added] = images.emplace(std::pair(st.st_dev, st.st_ino), &disk);
-    if (!added) {
-      throw UserError(fmt::format("--disk {}: the same image as --disk {}; give each image once",
-                                  disk.path, it->second->path));
+  // Each device's own checks, then host resources two devices would fight over (one image
+  // given twice would be corrupted; one terminal serves one console).
+  std::map<std::string, std::string> claimed;  // resource -> who has it
+  if (c.serial == "stdio") claimed.emplace("stdio", "--serial stdio");
+  for (const DeviceSpec& spec : c.devices) {
+    if (auto problems = check_spec(spec, HostFiles::real()); !problems.empty()) {
+      throw UserError(problems.front());
+    }
+    const VirtioDeviceKind& kind = *find_virtio_device_kind(spec.kind);
+    for (const auto& claim : kind.claims(spec, HostFiles::real())) {
+      const auto [it, fresh] = claimed.emplace(claim.resource, spec.where);
+      if (!fresh) {
+        throw UserError(spec.located(fmt::format(
+            "{} is already used by {}; give it to one device only", claim.what, it->second)));
+      }
     }
   }
 #if defined(__aarch64__)
@@ -114,7 +119,7 @@ struct Vm::Impl {
   std::vector<std::shared_ptr<VirtioMmioTransport>> transports;
   std::vector<UniqueFd> notify_fds;
   std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
-  size_t next_device_irq = 0;
+  std::vector<PlacedDevice> placed;
   bool prepared = false;
   std::mutex stop_mutex;
   std::optional<RunResult> result;
@@ -160,23 +165,26 @@ Vm::Vm(const VmConfig& config) {
   d.machine->add_platform_devices(*this);
   wire_irq_sources();
 
-  for (const BlockConfig& disk : config.disks)
-    add_virtio_device(std::make_shared<VirtioBlock>(disk));
-  if (!config.console.empty()) {
-    auto console =
-        std::make_shared<VirtioConsole>(open_char_backend(config.console, "--console", [this] {
-          request_stop(StopReason::quit, "quit from the console");
-        }));
-    add_virtio_device(console);
-    console->start(d.loop);
+  add_config_devices();
+}
+
+void Vm::add_config_devices() {
+  auto& d = *impl_;
+  std::vector<uint32_t> taken;
+  for (const IrqSource& s : d.config.irq_sources) taken.push_back(s.irq);
+  const MemoryMap map = d.machine->memory_map(d.config.memory_size);
+  const std::vector<DevicePlacement> plan = plan_devices(map, d.config.devices, taken);
+  if (auto problems = plan_problems(map, plan); !problems.empty()) {
+    throw UserError(problems.front());
   }
-  for (size_t i = 0; i < config.nets.size(); ++i) {
-    const NetConfig& net = config.nets[i];
-    const MacAddress mac = net.mac.value_or(default_mac(config.name, i));
-    auto device = std::make_shared<VirtioNet>(TapBackend::open(net.tap), mac, net.mtu);
-    add_virtio_device(device);
-    device->start(d.loop);
-    log::debug("virtio-net on tap {}: MAC {}, MTU {}", net.tap, format_mac(mac), net.mtu);
+  for (const DevicePlacement& p : plan) {
+    const VirtioDeviceKind& kind = *p.device.kind;
+    const DeviceContext context{d.memory, d.loop, d.config.name, p.device.index, [this] {
+                                  request_stop(StopReason::quit, "quit from the console");
+                                }};
+    std::shared_ptr<VirtioDevice> device = kind.create(*p.device.spec, context);
+    attach_virtio_device(device, p.slot.base, *p.slot.irq, std::string(kind.element()));
+    kind.start(*device, d.loop);
   }
 }
 
@@ -221,24 +229,23 @@ void Vm::wire_irq_sources() {
 void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
   auto& d = *impl_;
   if (d.prepared) throw std::logic_error("Vm::add_virtio_device after prepare()");
-  const std::vector<uint32_t> irqs = d.machine->device_irqs();
-  // Lines wired to host event sources are not handed to devices.
-  auto taken = [&d](uint32_t n) {
-    for (const IrqSource& s : d.config.irq_sources) {
-      if (s.irq == n) return true;
-    }
-    return false;
-  };
-  while (d.next_device_irq < irqs.size() && taken(irqs[d.next_device_irq])) ++d.next_device_irq;
-  if (d.next_device_irq >= irqs.size()) {
+  // The next slot and line after the planned devices, by the planner's own rule.
+  std::vector<uint32_t> taken;
+  for (const IrqSource& s : d.config.irq_sources) taken.push_back(s.irq);
+  const DeviceSlot slot =
+      device_slot(d.machine->memory_map(d.config.memory_size), d.placed.size(), taken);
+  if (!slot.irq) {
     throw UserError(fmt::format("{}: no free interrupt line left for it ({} devices at most)",
-                                device->name(), irqs.size()));
+                                device->name(), d.placed.size()));
   }
-  const uint32_t irq_number = irqs[d.next_device_irq];
-  const uint64_t base = d.machine->virtio_mmio_base() + d.transports.size() * kVirtioMmioSlot;
+  attach_virtio_device(std::move(device), slot.base, *slot.irq, "");
+}
+
+void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, uint64_t base,
+                              uint32_t irq_number, std::string kind) {
+  auto& d = *impl_;
   auto transport = std::make_shared<VirtioMmioTransport>(device, d.memory, irq(irq_number));
   d.mmio.attach(base, VirtioMmioTransport::kWindowSize, transport);
-  ++d.next_device_irq;
 
   // Queue notifications skip the vCPU thread: KVM signals an eventfd per queue (matched on the
   // queue index written) and the event loop runs the device. A device that yields a busy
@@ -262,6 +269,8 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
   });
   d.machine->describe_virtio_mmio(base, VirtioMmioTransport::kWindowSize, irq_number);
   d.transports.push_back(std::move(transport));
+  d.placed.push_back(
+      {std::move(kind), device->name(), base, VirtioMmioTransport::kWindowSize, irq_number});
   log::debug("{} at [{:#x}, {:#x}), IRQ {}", device->name(), base,
              base + VirtioMmioTransport::kWindowSize, irq_number);
 }
@@ -343,6 +352,10 @@ EventLoop& Vm::event_loop() {
 }
 KvmVm& Vm::kvm_vm() {
   return impl_->vm;
+}
+
+const std::vector<PlacedDevice>& Vm::devices() const {
+  return impl_->placed;
 }
 
 std::shared_ptr<IrqLine> Vm::irq(uint32_t number) {

@@ -87,19 +87,19 @@ case $case in
     check "--serial: unknown backend 'bogus'" --kernel "$guest" --serial bogus
     check "--kernel is required" --cmdline x
     truncate -s 1000 "$work/odd.img"
-    check "--disk $work/missing.img: No such file or directory" --kernel "$guest" --disk "$work/missing.img"
-    check "--disk $work: is a directory" --kernel "$guest" --disk "$work"
+    check "--disk $work/missing.img: image $work/missing.img: No such file or directory" --kernel "$guest" --disk "$work/missing.img"
+    check "--disk $work: image $work: is a directory" --kernel "$guest" --disk "$work"
     check "--disk $work/odd.img: size 1000 bytes is not a multiple of 512" --kernel "$guest" --disk "$work/odd.img"
     check "--disk $work/odd.img,bogus: unknown option 'bogus'" --kernel "$guest" --disk "$work/odd.img,bogus"
     disks=()
     for i in $(seq 1 17); do truncate -s 4096 "$work/d$i.img"; disks+=(--disk "$work/d$i.img"); done
-    check "virtio-blk: no free interrupt line left for it (16 devices at most)" --kernel "$guest" "${disks[@]}"
-    check "--console: unknown backend 'bogus'" --kernel "$guest" --console bogus
+    check "--disk $work/d17.img: no free interrupt line or device slot left for it (16 virtIO devices at most)" --kernel "$guest" "${disks[@]}"
+    check "--console bogus: unknown backend 'bogus'" --kernel "$guest" --console bogus
     check "--net tap=t0,mac=52:54:00:12:34: malformed MAC" --kernel "$guest" --net tap=t0,mac=52:54:00:12:34
     check "MAC 01:00:5e:00:00:01 is a multicast address" --kernel "$guest" --net tap=t0,mac=01:00:5e:00:00:01
     check "--net mac=52:54:00:12:34:56: missing tap=NAME" --kernel "$guest" --net mac=52:54:00:12:34:56
     check "--net tap=t0,mtu=20: MTU '20' is not a number from 68 to 65535" --kernel "$guest" --net tap=t0,mtu=20
-    check "--net tap=a-name-much-too-long: longer than 15 characters" --kernel "$guest" --net tap=a-name-much-too-long
+    check "--net tap=a-name-much-too-long: TAP name 'a-name-much-too-long' is longer than 15 characters" --kernel "$guest" --net tap=a-name-much-too-long
     LIBVMM_KVM_DEVICE=$work/nokvm check "no such device: this host has no KVM" --kernel "$guest"
     if command -v setpriv >/dev/null && [ "$(id -u)" -eq 0 ]; then
       # As an unprivileged user, from copies it can reach (the build tree may be under /root).

@@ -204,8 +204,9 @@ TEST_F(DescriptionTest, IrqOutsideTheControllersRange) {
 TEST_F(DescriptionTest, ImagesThatDoNotExist) {
   expect_problem(xml("<initrd path=\"/nonexistent/initrd\" />"),
                  "t.system:9: initrd /nonexistent/initrd: No such file or directory");
-  expect_problem(xml("<virtio_block path=\"/nonexistent/disk.img\" />"),
-                 "t.system:9: virtio_block /nonexistent/disk.img: No such file or directory");
+  expect_problem(
+      xml("<virtio_block path=\"/nonexistent/disk.img\" />"),
+      "t.system:9: <virtio_block>: image /nonexistent/disk.img: No such file or directory");
 }
 
 TEST_F(DescriptionTest, ReportsEveryProblemAtOnce) {
@@ -248,14 +249,13 @@ TEST_F(DescriptionTest, AArch64OnlyElementsAreRefusedOnX86) {
 
 TEST_F(DescriptionTest, OneTerminalForOneConsole) {
   expect_problem(xml("<serial backend=\"stdio\" /><virtio_console backend=\"stdio\" />"),
-                 "t.system:9: virtio_console of 'linux' wants stdio, which COM1 of 'linux' already "
-                 "has");
+                 "t.system:9: <virtio_console>: wants stdio, which COM1 of 'linux' already has");
 }
 
 TEST_F(DescriptionTest, BlockIoMode) {
   EXPECT_TRUE(problems_of(xml("<virtio_block path=\"" + kernel + "\" io=\"io_uring\" />")).empty());
   expect_problem(xml("<virtio_block path=\"" + kernel + "\" io=\"aio\" />"),
-                 "t.system:9: <virtio_block> io=\"aio\" must be sync or io_uring");
+                 "t.system:9: <virtio_block>: io=\"aio\" must be sync or io_uring");
 }
 
 TEST_F(DescriptionTest, NetworkDevices) {

@@ -67,15 +67,16 @@ TEST_F(ValidateTest, SameImageTwice) {
   std::filesystem::remove(link);
   std::filesystem::create_symlink(image, link);
   auto disk = [](const std::string& path) {
-    BlockConfig d;
-    d.path = path;
-    return d;
+    return DeviceSpec{"virtio_block", {{"path", path}}, "--disk " + path, ""};
   };
-  config.disks = {disk(image), disk("/nonexistent.img")};
-  EXPECT_EQ(error_of(config), "") << "a missing image is reported when it is opened";
-  config.disks.push_back(disk(link));
+  config.devices = {disk(image)};
+  EXPECT_EQ(error_of(config), "");
+  config.devices.push_back(disk("/nonexistent.img"));
   EXPECT_EQ(error_of(config),
-            "--disk " + link + ": the same image as --disk " + image + "; give each image once");
+            "--disk /nonexistent.img: image /nonexistent.img: No such file or directory");
+  config.devices.back() = disk(link);
+  EXPECT_EQ(error_of(config), "--disk " + link + ": image " + link + " is already used by --disk " +
+                                  image + "; give it to one device only");
 }
 
 TEST(VmCreate, MissingKvmDeviceIsAUserError) {

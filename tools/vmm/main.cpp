@@ -14,6 +14,7 @@
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/system/system.hpp"
+#include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/vm.hpp"
 
 using namespace libvmm;
@@ -87,23 +88,22 @@ int main(int argc, char** argv) {
       ->default_str("256M");
   app.add_option("--vcpus", config.vcpus, "Number of vCPUs")->default_val(1);
   std::string serial;
-  std::vector<std::string> disks;
   app.add_option("--serial", serial,
                  "Serial console (COM1) backend: stdio, file:PATH, socket:PATH, pty or none "
-                 "(default: stdio, or none when --console is stdio)");
-  app.add_option("--disk", disks,
-                 "virtIO block device from a raw image: PATH[,readonly][,direct][,serial=ID]; "
-                 "repeat for more (vda, vdb, ...)")
-      ->expected(1)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  std::vector<std::string> nets;
-  app.add_option("--net", nets,
-                 "virtIO network device on a host TAP: tap=NAME[,mac=52:54:00:12:34:56][,mtu=N] "
-                 "(repeatable; eth0, eth1, ...; default MAC derived from the VM name)")
-      ->expected(1)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  app.add_option("--console", config.console,
-                 "virtIO console (hvc0) backend: stdio, file:PATH, socket:PATH, pty or none");
+                 "(default: stdio, or none when a virtIO console has stdio)");
+  // One flag per registered virtIO device kind (virtio/device_kind.hpp), repeatable.
+  const auto& kinds = virtio_device_kinds();
+  std::vector<std::vector<std::string>> device_values(kinds.size());
+  for (size_t k = 0; k < kinds.size(); ++k) {
+    CLI::Option* option = app.add_option(std::string(kinds[k]->flag()), device_values[k],
+                                         std::string(kinds[k]->help()))
+                              ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    if (kinds[k]->flag_value_optional()) {
+      option->expected(0, 1)->default_str("");
+    } else {
+      option->expected(1);
+    }
+  }
   app.add_option("--gic", config.gic,
                  "AArch64: interrupt controller, v2 or v3 (default: what the host's KVM offers)");
   app.add_option("--dtb", config.dtb,
@@ -158,10 +158,17 @@ int main(int argc, char** argv) {
         throw UserError(
             fmt::format("--memory: cannot parse '{}' (try 256M, 2G or 0x10000000)", memory));
       config.memory_size = *size;
-      // One terminal can serve one console: the virtIO console takes it when asked to.
-      config.serial = !serial.empty() ? serial : config.console == "stdio" ? "none" : "stdio";
-      for (const auto& spec : disks) config.disks.push_back(parse_disk_spec(spec));
-      for (const auto& spec : nets) config.nets.push_back(parse_net_spec(spec));
+      bool device_has_stdio = false;
+      for (size_t k = 0; k < kinds.size(); ++k) {
+        for (const auto& value : device_values[k]) {
+          config.devices.push_back(spec_from_flag(*kinds[k], value));
+          for (const auto& claim : kinds[k]->claims(config.devices.back(), HostFiles::real())) {
+            device_has_stdio |= claim.resource == "stdio";
+          }
+        }
+      }
+      // One terminal can serve one console: a virtIO console takes it when asked to.
+      config.serial = !serial.empty() ? serial : device_has_stdio ? "none" : "stdio";
       description = SystemDescription::from_vm_config(config);
     }
     if (const char* dev = std::getenv("LIBVMM_KVM_DEVICE")) {

@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "libvmm/backends/char_backend.hpp"
@@ -19,6 +20,10 @@ namespace libvmm {
 // that cannot be opened, or stdin already taken by another stdio backend.
 // New kinds are added to the table in open_char_backend.cpp; callers and the error messages
 // follow from it.
+// Checks a spec's form without opening anything: empty if open_char_backend() would know it,
+// else why not ("unknown backend 'x' (expected ...)").
+std::string check_char_backend_spec(std::string_view spec);
+
 std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::string_view flag_name,
                                                std::function<void()> on_quit);
 

@@ -117,7 +117,8 @@ class SystemDescription {
   static SystemDescription from_vm_config(const VmConfig& config);
 
   // Every problem with the description, each "file:line: what is wrong"; empty when valid.
-  std::vector<std::string> problems() const;
+  // Files it names are examined through `files` (a test or fuzzer may stand in for the host).
+  std::vector<std::string> problems(const HostFiles& files = HostFiles::real()) const;
   // Throws DescriptionError when problems() is not empty.
   void validate() const;
 

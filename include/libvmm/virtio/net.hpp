@@ -45,9 +45,12 @@ struct NetConfig {
   uint16_t mtu = 1500;
 };
 
-// Parses "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,mtu=N]". Throws UserError naming --net: unknown
-// options, a malformed, multicast or all-zero MAC, an MTU outside 68..65535.
+// Parses "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,mtu=N]" (the --net flag, through the device
+// registry's virtio_net kind). Throws UserError naming --net: unknown options, a malformed,
+// multicast or all-zero MAC, an MTU outside 68..65535, a TAP name longer than 15 characters.
 NetConfig parse_net_spec(std::string_view spec);
+// "52:54:00:12:34:56" (either case); nullopt if malformed.
+std::optional<MacAddress> parse_mac(std::string_view text);
 // A stable, locally administered unicast MAC for interface `index` of VM `vm_name`.
 MacAddress default_mac(std::string_view vm_name, size_t index);
 std::string format_mac(const MacAddress& mac);

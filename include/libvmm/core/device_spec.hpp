@@ -1,0 +1,56 @@
+// A device as a user asked for it, before anything is created: its kind and its attributes,
+// the same whether they came from a `.system` element (<virtio_block path="d.img"
+// readonly="true"/>), a flag (--disk d.img,readonly) or code. Device kinds read and check
+// specs (virtio/device_kind.hpp); callers add where the spec came from to each problem.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace libvmm {
+
+struct DeviceSpec {
+  std::string kind;  // the registered kind, named like its .system element: "virtio_block"
+  std::vector<std::pair<std::string, std::string>> attributes;  // as written, in order
+  // Where it was written, for messages: "file:line: <virtio_block>", "--disk d.img,readonly",
+  // or "" for a spec built in code.
+  std::string where;
+  // Set when a flag's value could not be split into attributes: why (reported first).
+  std::string malformed;
+
+  std::optional<std::string_view> get(std::string_view name) const;
+  std::string value_or(std::string_view name, std::string_view fallback) const;
+  // "true" or "false" (absent: false); nullopt for anything else.
+  std::optional<bool> boolean(std::string_view name) const;
+  // `message` prefixed with where, as users see it: "--disk d.img,bogus: unknown option ...".
+  std::string located(std::string_view message) const;
+};
+
+// Splits a flag's value into attributes: "d.img,readonly,serial=ID" with positional "path"
+// gives path=d.img, readonly=true, serial=ID. Only the first item may be bare-positional; other
+// bare items are boolean attributes set to "true". Returns the problem (empty item, attribute
+// given twice) in `error`, leaving the result unspecified.
+std::vector<std::pair<std::string, std::string>> split_flag_value(std::string_view value,
+                                                                  std::string_view positional,
+                                                                  std::string& error);
+
+// What the host's file system says about the files a description names. Validation asks this
+// instead of the file system directly, so a fuzzer or a test can stand in for the host.
+class HostFiles {
+ public:
+  virtual ~HostFiles() = default;
+  // Empty when `path` is a readable regular file or block device; otherwise why not
+  // ("No such file or directory", "not a regular file", "Permission denied").
+  virtual std::string check_readable(const std::filesystem::path& path) const;
+  // A name for the file's identity (device and inode), equal for two paths of one file;
+  // nullopt when it cannot be examined.
+  virtual std::optional<std::string> identity(const std::filesystem::path& path) const;
+
+  static const HostFiles& real();  // the host's own file system
+};
+
+}  // namespace libvmm

@@ -1,0 +1,94 @@
+#include "libvmm/core/device_spec.hpp"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace libvmm {
+
+std::optional<std::string_view> DeviceSpec::get(std::string_view name) const {
+  for (const auto& [key, value] : attributes) {
+    if (key == name) return value;
+  }
+  return std::nullopt;
+}
+
+std::string DeviceSpec::value_or(std::string_view name, std::string_view fallback) const {
+  return std::string(get(name).value_or(fallback));
+}
+
+std::optional<bool> DeviceSpec::boolean(std::string_view name) const {
+  const auto v = get(name);
+  if (!v || *v == "false") return false;
+  if (*v == "true") return true;
+  return std::nullopt;
+}
+
+std::string DeviceSpec::located(std::string_view message) const {
+  return where.empty() ? std::string(message) : fmt::format("{}: {}", where, message);
+}
+
+std::vector<std::pair<std::string, std::string>> split_flag_value(std::string_view value,
+                                                                  std::string_view positional,
+                                                                  std::string& error) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t start = 0;
+  for (bool first = true; start <= value.size(); first = false) {
+    const size_t comma = value.find(',', start);
+    const std::string_view item =
+        value.substr(start, comma == std::string_view::npos ? comma : comma - start);
+    start = comma == std::string_view::npos ? value.size() + 1 : comma + 1;
+    if (item.empty()) {
+      if (value.empty() && positional.empty()) break;  // a flag given without a value
+      error = first && !positional.empty() ? fmt::format("missing {}", positional)
+                                           : "empty option between commas";
+      return out;
+    }
+    const size_t eq = item.find('=');
+    std::string key, val;
+    if (eq != std::string_view::npos) {
+      key = item.substr(0, eq);
+      val = item.substr(eq + 1);
+    } else if (first && !positional.empty()) {
+      key = positional;
+      val = item;
+    } else {
+      key = item;
+      val = "true";
+    }
+    for (const auto& [k, v] : out) {
+      if (k == key) {
+        error = fmt::format("option '{}' given twice", key);
+        return out;
+      }
+    }
+    out.emplace_back(std::move(key), std::move(val));
+  }
+  return out;
+}
+
+std::string HostFiles::check_readable(const std::filesystem::path& path) const {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::strerror(errno);
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    return S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file";
+  }
+  if (::access(path.c_str(), R_OK) != 0) return std::strerror(errno);
+  return "";
+}
+
+std::optional<std::string> HostFiles::identity(const std::filesystem::path& path) const {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return fmt::format("{}:{}", st.st_dev, st.st_ino);
+}
+
+const HostFiles& HostFiles::real() {
+  static const HostFiles files;
+  return files;
+}
+
+}  // namespace libvmm

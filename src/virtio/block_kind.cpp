@@ -1,0 +1,88 @@
+// virtio_block in the device registry: <virtio_block path="d.img" readonly="true"
+// direct="true" serial="ID" io="sync|io_uring"/>, --disk PATH[,readonly][,direct][,serial=ID]
+// [,io=sync|io_uring].
+#include <fmt/format.h>
+
+#include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/device_kind.hpp"
+
+namespace libvmm {
+namespace {
+
+class BlockKind final : public VirtioDeviceKind {
+ public:
+  std::string_view element() const override { return "virtio_block"; }
+  std::string_view flag() const override { return "--disk"; }
+  std::string_view help() const override {
+    return "virtIO block device from a raw image: "
+           "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring]; repeat for more (vda, vdb, "
+           "...)";
+  }
+  std::string_view positional() const override { return "path"; }
+  std::vector<AttributeRule> attributes() const override {
+    return {{"path", true, true, "PATH"},
+            {"readonly", false, false, "readonly"},
+            {"direct", false, false, "direct"},
+            {"serial", false, false, "serial=ID"},
+            {"io", false, false, "io=sync or io=io_uring"}};
+  }
+
+  void check(const DeviceSpec& spec, const HostFiles& files,
+             std::vector<std::string>& problems) const override {
+    for (const char* flag : {"readonly", "direct"}) {
+      if (!spec.boolean(flag)) {
+        problems.push_back(fmt::format("{}=\"{}\" must be true or false", flag, *spec.get(flag)));
+      }
+    }
+    const std::string serial = spec.value_or("serial", "");
+    if (serial.size() > VirtioBlock::kIdBytes) {
+      problems.push_back(
+          fmt::format("serial '{}' is longer than {} characters", serial, VirtioBlock::kIdBytes));
+    }
+    for (const char c : serial) {
+      if (c < 0x20 || c > 0x7e) {
+        problems.push_back("serial must be printable ASCII");
+        break;
+      }
+    }
+    if (const std::string io = spec.value_or("io", "sync"); io != "sync" && io != "io_uring") {
+      problems.push_back(fmt::format("io=\"{}\" must be sync or io_uring", io));
+    }
+    const std::string path = spec.value_or("path", "");
+    if (const std::string why = files.check_readable(path); !why.empty()) {
+      problems.push_back(fmt::format("image {}: {}", path, why));
+    }
+  }
+
+  std::vector<Claim> claims(const DeviceSpec& spec, const HostFiles& files) const override {
+    const std::string path = spec.value_or("path", "");
+    if (auto id = files.identity(path)) return {{"image " + *id, "image " + path}};
+    return {};
+  }
+
+  std::string describe(const DeviceSpec& spec, size_t index, std::string_view) const override {
+    return fmt::format("virtio-blk vd{} {}{}", static_cast<char>('a' + index % 26),
+                       spec.value_or("path", ""),
+                       spec.boolean("readonly") == true ? " (read-only)" : "");
+  }
+
+  std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
+                                       const DeviceContext&) const override {
+    BlockConfig config;
+    config.path = spec.value_or("path", "");
+    config.readonly = spec.boolean("readonly").value_or(false);
+    config.direct = spec.boolean("direct").value_or(false);
+    config.serial = spec.value_or("serial", "");
+    config.io = spec.value_or("io", "sync") == "io_uring" ? BlockIo::io_uring : BlockIo::sync;
+    return std::make_shared<VirtioBlock>(config);
+  }
+};
+
+}  // namespace
+
+const VirtioDeviceKind& virtio_block_kind() {
+  static const BlockKind kind;
+  return kind;
+}
+
+}  // namespace libvmm

@@ -1,0 +1,102 @@
+// The registry of virtIO device kinds. Adding a device: its files, and one line here.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "libvmm/virtio/device_kind.hpp"
+
+namespace libvmm {
+
+// Each defined beside its device (src/virtio/*_kind.cpp).
+const VirtioDeviceKind& virtio_block_kind();
+const VirtioDeviceKind& virtio_console_kind();
+const VirtioDeviceKind& virtio_net_kind();
+
+const std::vector<const VirtioDeviceKind*>& virtio_device_kinds() {
+  static const std::vector<const VirtioDeviceKind*> kinds = {
+      &virtio_block_kind(),
+      &virtio_console_kind(),
+      &virtio_net_kind(),
+  };
+  return kinds;
+}
+
+const VirtioDeviceKind* find_virtio_device_kind(std::string_view element) {
+  for (const VirtioDeviceKind* kind : virtio_device_kinds()) {
+    if (kind->element() == element) return kind;
+  }
+  return nullptr;
+}
+
+namespace {
+
+std::string expected_options(const VirtioDeviceKind& kind) {
+  std::string out;
+  for (const AttributeRule& a : kind.attributes()) {
+    if (a.name == kind.positional()) continue;
+    out += out.empty() ? "" : ", ";
+    out += a.flag_syntax.empty() ? fmt::format("{}=VALUE", a.name) : std::string(a.flag_syntax);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& files) {
+  std::vector<std::string> problems;
+  if (!spec.malformed.empty()) {
+    problems.push_back(spec.located(spec.malformed));
+    return problems;
+  }
+  const VirtioDeviceKind* kind = find_virtio_device_kind(spec.kind);
+  if (kind == nullptr) {
+    problems.push_back(spec.located(fmt::format("unknown device kind '{}'", spec.kind)));
+    return problems;
+  }
+  const std::vector<AttributeRule> rules = kind->attributes();
+  bool shape_ok = true;
+  for (const auto& [name, value] : spec.attributes) {
+    const bool known = std::any_of(rules.begin(), rules.end(),
+                                   [&](const AttributeRule& r) { return r.name == name; });
+    if (!known) {
+      problems.push_back(spec.located(
+          fmt::format("unknown option '{}' (expected {})", name, expected_options(*kind))));
+      shape_ok = false;
+    }
+  }
+  for (const AttributeRule& r : rules) {
+    if (r.required && !spec.get(r.name)) {
+      problems.push_back(spec.located(
+          r.name == kind->positional()
+              ? fmt::format("missing {}", r.name)
+              : fmt::format("missing {}", r.flag_syntax.empty() ? r.name : r.flag_syntax)));
+      shape_ok = false;
+    }
+  }
+  if (!shape_ok) return problems;
+  std::vector<std::string> own;
+  kind->check(spec, files, own);
+  for (const auto& p : own) problems.push_back(spec.located(p));
+  return problems;
+}
+
+DeviceSpec spec_from_flag(const VirtioDeviceKind& kind, std::string_view value) {
+  DeviceSpec spec;
+  spec.kind = kind.element();
+  spec.where = value.empty() ? std::string(kind.flag()) : fmt::format("{} {}", kind.flag(), value);
+  spec.attributes = split_flag_value(value, kind.positional(), spec.malformed);
+  return spec;
+}
+
+std::vector<OrderedSpec> in_device_order(const std::vector<DeviceSpec>& specs) {
+  std::vector<OrderedSpec> out;
+  for (const VirtioDeviceKind* kind : virtio_device_kinds()) {
+    size_t index = 0;
+    for (const DeviceSpec& spec : specs) {
+      if (spec.kind == kind->element()) out.push_back({&spec, kind, index++});
+    }
+  }
+  return out;
+}
+
+}  // namespace libvmm

@@ -1,0 +1,126 @@
+// virtio_net in the device registry: <virtio_net tap="NAME" mac="MAC" mtu="N"/>,
+// --net tap=NAME[,mac=MAC][,mtu=N].
+#include <fmt/format.h>
+#include <net/if.h>
+
+#include <charconv>
+
+#include "libvmm/backends/tap_backend.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/virtio/device_kind.hpp"
+#include "libvmm/virtio/net.hpp"
+
+namespace libvmm {
+
+const VirtioDeviceKind& virtio_net_kind();
+
+namespace {
+
+constexpr unsigned kMinMtu = 68;  // IPv4's minimum (RFC 791)
+
+std::optional<uint16_t> parse_mtu(std::string_view text) {
+  unsigned mtu = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), mtu);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || mtu < kMinMtu ||
+      mtu > 65535) {
+    return std::nullopt;
+  }
+  return static_cast<uint16_t>(mtu);
+}
+
+class NetKind final : public VirtioDeviceKind {
+ public:
+  std::string_view element() const override { return "virtio_net"; }
+  std::string_view flag() const override { return "--net"; }
+  std::string_view help() const override {
+    return "virtIO network device on a host TAP: tap=NAME[,mac=52:54:00:12:34:56][,mtu=N] "
+           "(repeatable; eth0, eth1, ...; default MAC derived from the VM name)";
+  }
+  std::vector<AttributeRule> attributes() const override {
+    return {{"tap", true, false, "tap=NAME"},
+            {"mac", false, false, "mac=MAC"},
+            {"mtu", false, false, "mtu=N"}};
+  }
+
+  void check(const DeviceSpec& spec, const HostFiles&,
+             std::vector<std::string>& problems) const override {
+    const std::string tap = spec.value_or("tap", "");
+    if (tap.empty()) problems.push_back("missing tap=NAME");
+    if (tap.size() >= IFNAMSIZ) {
+      problems.push_back(
+          fmt::format("TAP name '{}' is longer than {} characters", tap, IFNAMSIZ - 1));
+    }
+    if (auto text = spec.get("mac")) {
+      const auto mac = parse_mac(*text);
+      if (!mac) {
+        problems.push_back(fmt::format("malformed MAC '{}' (expected 52:54:00:12:34:56)", *text));
+      } else if ((*mac)[0] & 1) {
+        problems.push_back(fmt::format("MAC {} is a multicast address", *text));
+      } else if (*mac == MacAddress{}) {
+        problems.push_back("MAC 00:00:00:00:00:00 is not a valid address");
+      }
+    }
+    if (auto text = spec.get("mtu"); text && !parse_mtu(*text)) {
+      problems.push_back(fmt::format("MTU '{}' is not a number from {} to 65535", *text, kMinMtu));
+    }
+  }
+
+  std::string describe(const DeviceSpec& spec, size_t index,
+                       std::string_view vm_name) const override {
+    const NetConfig c = config(spec);
+    return fmt::format("virtio-net eth{} tap {} MAC {} MTU {}", index, c.tap,
+                       format_mac(c.mac.value_or(default_mac(vm_name, index))), c.mtu);
+  }
+
+  std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
+                                       const DeviceContext& context) const override {
+    const NetConfig c = config(spec);
+    const MacAddress mac = c.mac.value_or(default_mac(context.vm_name, context.index));
+    log::debug("virtio-net on tap {}: MAC {}, MTU {}", c.tap, format_mac(mac), c.mtu);
+    return std::make_shared<VirtioNet>(TapBackend::open(c.tap), mac, c.mtu);
+  }
+
+  void start(VirtioDevice& device, EventLoop& loop) const override {
+    static_cast<VirtioNet&>(device).start(loop);
+  }
+
+  // A checked spec's values.
+  static NetConfig config(const DeviceSpec& spec) {
+    NetConfig c;
+    c.tap = spec.value_or("tap", "");
+    if (auto text = spec.get("mac")) c.mac = parse_mac(*text);
+    if (auto text = spec.get("mtu")) c.mtu = parse_mtu(*text).value_or(c.mtu);
+    return c;
+  }
+};
+
+}  // namespace
+
+const VirtioDeviceKind& virtio_net_kind() {
+  static const NetKind kind;
+  return kind;
+}
+
+NetConfig parse_net_spec(std::string_view text) {
+  DeviceSpec spec = spec_from_flag(virtio_net_kind(), text);
+  if (text.empty()) spec.where = "--net ''";
+  if (auto problems = check_spec(spec, HostFiles::real()); !problems.empty()) {
+    throw UserError(problems.front());
+  }
+  return NetKind::config(spec);
+}
+
+std::optional<MacAddress> parse_mac(std::string_view text) {
+  MacAddress mac{};
+  if (text.size() != 17) return std::nullopt;
+  for (size_t i = 0; i < mac.size(); ++i) {
+    if (i > 0 && text[3 * i - 1] != ':') return std::nullopt;
+    const char* first = text.data() + 3 * i;
+    const auto [end, ec] = std::from_chars(first, first + 2, mac[i], 16);
+    if (ec != std::errc() || end != first + 2) return std::nullopt;
+  }
+  return mac;
+}
+
+}  // namespace libvmm

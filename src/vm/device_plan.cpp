@@ -1,0 +1,51 @@
+#include "device_plan.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace libvmm {
+
+DeviceSlot device_slot(const MemoryMap& map, size_t index, const std::vector<uint32_t>& taken) {
+  DeviceSlot slot{map.virtio_mmio_base + index * kVirtioMmioSlot, kVirtioMmioSlot, std::nullopt};
+  if (index >= map.virtio_mmio_slots) return slot;
+  size_t free = 0;
+  for (uint32_t line : map.device_irqs) {
+    if (std::find(taken.begin(), taken.end(), line) != taken.end()) continue;
+    if (free++ == index) {
+      slot.irq = line;
+      break;
+    }
+  }
+  return slot;
+}
+
+std::vector<DevicePlacement> plan_devices(const MemoryMap& map,
+                                          const std::vector<DeviceSpec>& specs,
+                                          const std::vector<uint32_t>& taken) {
+  std::vector<DevicePlacement> plan;
+  for (const OrderedSpec& device : in_device_order(specs)) {
+    plan.push_back({device, device_slot(map, plan.size(), taken)});
+  }
+  return plan;
+}
+
+std::vector<std::string> plan_problems(const MemoryMap& map,
+                                       const std::vector<DevicePlacement>& plan) {
+  std::vector<std::string> problems;
+  for (const DevicePlacement& p : plan) {
+    if (!p.slot.irq) {
+      problems.push_back(p.device.spec->located(fmt::format(
+          "no free interrupt line or device slot left for it ({} virtIO devices at most)",
+          std::min<size_t>(map.device_irqs.size(), map.virtio_mmio_slots))));
+    }
+    if (p.device.index == p.device.kind->max_per_vm()) {
+      problems.push_back(p.device.spec->located(fmt::format("a virtual machine has at most {} <{}>",
+                                                            p.device.kind->max_per_vm(),
+                                                            p.device.kind->element())));
+    }
+  }
+  return problems;
+}
+
+}  // namespace libvmm

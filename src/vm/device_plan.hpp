@@ -1,0 +1,41 @@
+// The resource planner: where each of a VM's virtIO devices goes (its MMIO window and its
+// interrupt line), computed once from the machine's memory map. `vmm check` prints this plan
+// and Vm builds exactly this plan, so the two cannot disagree. Internal to the library.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "../arch/machine.hpp"
+#include "libvmm/virtio/device_kind.hpp"
+
+namespace libvmm {
+
+// The MMIO window and interrupt line of the `index`th virtIO device: one virtio-mmio slot each
+// from the map's base, lines in the map's order skipping `taken` (lines wired to host event
+// sources). irq is nullopt when no slot or line is left.
+struct DeviceSlot {
+  uint64_t base = 0;
+  uint64_t size = 0;
+  std::optional<uint32_t> irq;
+};
+DeviceSlot device_slot(const MemoryMap& map, size_t index, const std::vector<uint32_t>& taken);
+
+struct DevicePlacement {
+  OrderedSpec device;
+  DeviceSlot slot;
+};
+
+// The devices in registry order, each in the next device_slot().
+std::vector<DevicePlacement> plan_devices(const MemoryMap& map,
+                                          const std::vector<DeviceSpec>& specs,
+                                          const std::vector<uint32_t>& taken);
+
+// What a plan cannot give: devices with no interrupt line left, more devices of a kind than
+// it allows. Each located with the device's spec.
+std::vector<std::string> plan_problems(const MemoryMap& map,
+                                       const std::vector<DevicePlacement>& plan);
+
+}  // namespace libvmm
