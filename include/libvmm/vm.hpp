@@ -120,8 +120,8 @@ class Vm {
  private:
   void map_regions(uint32_t first_slot);
   void add_config_devices();
-  void attach_virtio_device(std::shared_ptr<VirtioDevice> device, uint64_t base,
-                            uint32_t irq_number, std::string kind);
+  void attach_virtio_device(std::shared_ptr<VirtioDevice> device, const struct DeviceSlot& slot,
+                            std::string kind);
   void wire_irq_sources();
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -4,10 +4,14 @@
 
 #include <algorithm>
 
+#include "libvmm/virtio/mmio_transport.hpp"
+
 namespace libvmm {
 
 DeviceSlot device_slot(const MemoryMap& map, size_t index, const std::vector<uint32_t>& taken) {
-  DeviceSlot slot{map.virtio_mmio_base + index * kVirtioMmioSlot, kVirtioMmioSlot, std::nullopt};
+  // Slots are kVirtioMmioSlot apart (a page each); the device answers in its transport's window.
+  DeviceSlot slot{map.virtio_mmio_base + index * kVirtioMmioSlot, VirtioMmioTransport::kWindowSize,
+                  std::nullopt};
   if (index >= map.virtio_mmio_slots) return slot;
   size_t free = 0;
   for (uint32_t line : map.device_irqs) {

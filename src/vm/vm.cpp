@@ -37,6 +37,13 @@ void check_readable_file(const std::filesystem::path& path, const char* flag) {
   }
 }
 
+// Interrupt lines wired to host event sources: never handed to devices.
+std::vector<uint32_t> taken_irqs(const VmConfig& c) {
+  std::vector<uint32_t> taken;
+  for (const IrqSource& s : c.irq_sources) taken.push_back(s.irq);
+  return taken;
+}
+
 uint64_t host_ram() {
   struct sysinfo info {};
   if (::sysinfo(&info) != 0) return UINT64_MAX;
@@ -170,10 +177,9 @@ Vm::Vm(const VmConfig& config) {
 
 void Vm::add_config_devices() {
   auto& d = *impl_;
-  std::vector<uint32_t> taken;
-  for (const IrqSource& s : d.config.irq_sources) taken.push_back(s.irq);
   const MemoryMap map = d.machine->memory_map(d.config.memory_size);
-  const std::vector<DevicePlacement> plan = plan_devices(map, d.config.devices, taken);
+  const std::vector<DevicePlacement> plan =
+      plan_devices(map, d.config.devices, taken_irqs(d.config));
   if (auto problems = plan_problems(map, plan); !problems.empty()) {
     throw UserError(problems.front());
   }
@@ -183,7 +189,7 @@ void Vm::add_config_devices() {
                                   request_stop(StopReason::quit, "quit from the console");
                                 }};
     std::shared_ptr<VirtioDevice> device = kind.create(*p.device.spec, context);
-    attach_virtio_device(device, p.slot.base, *p.slot.irq, std::string(kind.element()));
+    attach_virtio_device(device, p.slot, std::string(kind.element()));
     kind.start(*device, d.loop);
   }
 }
@@ -230,22 +236,22 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
   auto& d = *impl_;
   if (d.prepared) throw std::logic_error("Vm::add_virtio_device after prepare()");
   // The next slot and line after the planned devices, by the planner's own rule.
-  std::vector<uint32_t> taken;
-  for (const IrqSource& s : d.config.irq_sources) taken.push_back(s.irq);
-  const DeviceSlot slot =
-      device_slot(d.machine->memory_map(d.config.memory_size), d.placed.size(), taken);
+  const DeviceSlot slot = device_slot(d.machine->memory_map(d.config.memory_size), d.placed.size(),
+                                      taken_irqs(d.config));
   if (!slot.irq) {
     throw UserError(fmt::format("{}: no free interrupt line left for it ({} devices at most)",
                                 device->name(), d.placed.size()));
   }
-  attach_virtio_device(std::move(device), slot.base, *slot.irq, "");
+  attach_virtio_device(std::move(device), slot, "");
 }
 
-void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, uint64_t base,
-                              uint32_t irq_number, std::string kind) {
+void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const DeviceSlot& slot,
+                              std::string kind) {
   auto& d = *impl_;
+  const uint64_t base = slot.base;
+  const uint32_t irq_number = *slot.irq;
   auto transport = std::make_shared<VirtioMmioTransport>(device, d.memory, irq(irq_number));
-  d.mmio.attach(base, VirtioMmioTransport::kWindowSize, transport);
+  d.mmio.attach(base, slot.size, transport);
 
   // Queue notifications skip the vCPU thread: KVM signals an eventfd per queue (matched on the
   // queue index written) and the event loop runs the device. A device that yields a busy
@@ -267,12 +273,10 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, uint64_t bas
     const uint64_t one = 1;
     return q < queue_fds.size() && ::write(queue_fds[q], &one, sizeof one) == sizeof one;
   });
-  d.machine->describe_virtio_mmio(base, VirtioMmioTransport::kWindowSize, irq_number);
+  d.machine->describe_virtio_mmio(base, slot.size, irq_number);
   d.transports.push_back(std::move(transport));
-  d.placed.push_back(
-      {std::move(kind), device->name(), base, VirtioMmioTransport::kWindowSize, irq_number});
-  log::debug("{} at [{:#x}, {:#x}), IRQ {}", device->name(), base,
-             base + VirtioMmioTransport::kWindowSize, irq_number);
+  d.placed.push_back({std::move(kind), device->name(), base, slot.size, irq_number});
+  log::debug("{} at [{:#x}, {:#x}), IRQ {}", device->name(), base, base + slot.size, irq_number);
 }
 
 void Vm::prepare() {

@@ -247,6 +247,20 @@ TEST_F(DescriptionTest, AArch64OnlyElementsAreRefusedOnX86) {
                  "have no device tree or GIC");
 }
 
+// Two small files that crashed `vmm check` (a modulo by a zero page size after the problem was
+// reported; a map naming region "" reached layout() without a problem).
+TEST_F(DescriptionTest, ZeroPageSizeIsReportedOnceWithoutCrashing) {
+  expect_problem(
+      xml("", "<memory_region name=\"z\" size=\"0x2000\" page_size=\"0\" phys_addr=\"0\" />"),
+      "t.system:4: memory region 'z': page_size 0x0 is neither 0x1000 (4 KiB) nor "
+      "0x200000 (2 MiB huge pages)");
+}
+
+TEST_F(DescriptionTest, EmptyRegionNameInAVirtualMachineMap) {
+  expect_problem(xml("<map mr=\"\" vaddr=\"0xc0000000\" perms=\"rw\" />"),
+                 "t.system:9: <map> mr=\"\" names no memory region");
+}
+
 TEST_F(DescriptionTest, OneTerminalForOneConsole) {
   expect_problem(xml("<serial backend=\"stdio\" /><virtio_console backend=\"stdio\" />"),
                  "t.system:9: <virtio_console>: wants stdio, which COM1 of 'linux' already has");

@@ -1,0 +1,65 @@
+// `vmm check` prints the layout the resource planner computes; a running VM must have its
+// devices exactly there. For every example system of this architecture: build its VMs (KVM,
+// nothing run) and compare each VM's placed virtIO devices with the printed layout.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+
+#include "libvmm/system/system.hpp"
+
+using namespace libvmm;
+namespace fs = std::filesystem;
+
+namespace {
+
+// "  virtio   [0x00d0000000, 0x00d0001000) IRQ  5 virtio-blk vda ..." -> "0xd0000000-0xd0001000 5"
+std::multiset<std::string> printed_devices(const std::string& layout) {
+  std::multiset<std::string> out;
+  const std::regex line(R"(virtio +\[(0x[0-9a-f]+), (0x[0-9a-f]+)\) IRQ +([0-9]+))");
+  for (std::sregex_iterator it(layout.begin(), layout.end(), line), end; it != end; ++it) {
+    out.insert(fmt::format("{:#x}-{:#x} {}", std::stoull((*it)[1], nullptr, 16),
+                           std::stoull((*it)[2], nullptr, 16), (*it)[3].str()));
+  }
+  return out;
+}
+
+TEST(SystemPlan, PrintedLayoutIsWhereTheRunningVmPutsItsDevices) {
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
+  // Stand-in images: a VM is built, not booted, so any readable files serve.
+  const fs::path guest = fs::path(::testing::TempDir()) / "plan-test-guest";
+  fs::create_directories(guest);
+  for (const char* name : {"bzImage", "Image", "initramfs.cpio.gz", "vda.img", "vdb.img"}) {
+    std::ofstream(guest / name) << std::string(4096, '\0');
+  }
+  ::setenv("LIBVMM_GUEST", guest.c_str(), 1);
+
+  int checked = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(LIBVMM_SOURCE_DIR "/examples")) {
+    if (entry.path().extension() != ".system") continue;
+    std::vector<std::string> problems;
+    std::ifstream in(entry.path());
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    SystemDescription d = SystemDescription::parse(text, entry.path().string(), problems);
+    if (!problems.empty() || !d.problems().empty()) continue;  // another architecture's example
+    SCOPED_TRACE(entry.path().string());
+    const std::string layout = d.layout();
+    System system(std::move(d));
+    std::multiset<std::string> running;
+    for (Vm* vm : system.vms()) {
+      for (const PlacedDevice& p : vm->devices()) {
+        running.insert(fmt::format("{:#x}-{:#x} {}", p.base, p.base + p.size, p.irq));
+      }
+    }
+    EXPECT_EQ(printed_devices(layout), running) << layout;
+    ++checked;
+  }
+  EXPECT_GE(checked, 2) << "the x86_64 examples (simple, virtio) should both be checked";
+}
+
+}  // namespace
