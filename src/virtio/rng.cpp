@@ -109,9 +109,10 @@ void VirtioRng::queue_notify(uint16_t index, Virtqueue& queue) {
 
 uint32_t VirtioRng::serve(const DescriptorChain& chain) {
   if (chain.readable_bytes() != 0 || chain.writable_bytes() == 0) {
-    guest_error(fmt::format("request {} has {} device-readable and {} device-writable bytes "
-                            "(needs only writable ones); returned unused",
-                            chain.head(), chain.readable_bytes(), chain.writable_bytes()));
+    guest_error(
+        fmt::format("request {} has {} device-readable and {} device-writable bytes "
+                    "(needs only writable ones); returned unused",
+                    chain.head(), chain.readable_bytes(), chain.writable_bytes()));
     return 0;
   }
   iov_.clear();
