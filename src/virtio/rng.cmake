@@ -1,0 +1,1 @@
+target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/rng.cpp)
