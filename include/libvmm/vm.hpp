@@ -10,56 +10,15 @@
 #include <string>
 
 #include "libvmm/core/bus.hpp"
-#include "libvmm/core/device_spec.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
 #include "libvmm/core/kvm.hpp"
 #include "libvmm/core/vcpu_runner.hpp"
+#include "libvmm/core/vm_config.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
-
-// A memory region mapped into the guest at `gpa` besides its RAM (shared memory, passthrough
-// regions: see include/libvmm/system/). Read-only maps become read-only KVM slots.
-struct RegionMap {
-  std::shared_ptr<MemoryRegion> region;
-  uint64_t gpa = 0;
-  uint64_t size = 0;
-  bool readonly = false;
-};
-
-// A host event source raising guest interrupt `irq`. An eventfd goes straight to KVM (irqfd);
-// any other readable descriptor (a FIFO, a datagram socket) is drained by the event loop,
-// which then pulses the interrupt through the line's irqfd.
-struct IrqSource {
-  uint32_t irq = 0;
-  int fd = -1;  // not owned: it must outlive the Vm
-  bool is_eventfd = false;
-};
-
-struct VmConfig {
-  std::string name = "vm";
-  uint64_t memory_size = 256 * MiB;
-  uint32_t vcpus = 1;
-  std::filesystem::path kernel;  // x86_64: a bzImage; aarch64: an arm64 Image
-  std::filesystem::path initrd;  // optional
-  std::string cmdline;
-  std::string serial = "stdio";  // a character backend spec: stdio, file:PATH, none, ...
-  // virtIO devices, each a kind from the device registry (virtio/device_kind.hpp) with its
-  // attributes: {"virtio_block", {{"path", "d.img"}}}. Devices of one kind keep their order
-  // (vda, vdb, ...); kinds are placed in registry order.
-  std::vector<DeviceSpec> devices;
-  bool strict_faults = false;  // stop the VM on the first unhandled guest access
-  std::string kvm_device = "/dev/kvm";
-  // Set from a system description: guest RAM in a region shared with others (null: a private
-  // memfd of memory_size bytes), more maps, and host event sources wired to interrupts.
-  std::shared_ptr<MemoryRegion> ram;
-  std::vector<RegionMap> maps;
-  std::vector<IrqSource> irq_sources;
-  std::string gic;            // aarch64: "v2" or "v3"; empty: what the host's KVM offers
-  std::filesystem::path dtb;  // aarch64: a user device tree, patched; empty: one is generated
-};
 
 // How a run ended.
 struct RunResult {

@@ -3,14 +3,34 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "libvmm/core/kvm.hpp"
+#include "libvmm/core/vcpu_runner.hpp"
 
 namespace libvmm {
 
-class Vm;
+class Bus;
+class EventLoop;
+class GuestMemory;
+class IrqLine;
+struct VmConfig;
+
+// What a machine's steps work on: the VM's parts, handed in by Vm (which owns both them and
+// the machine), so the machine needs no Vm and the two do not depend on each other.
+struct MachineContext {
+  const VmConfig& config;
+  KvmVm& kvm;
+  GuestMemory& memory;
+  Bus& mmio;
+  Bus& pio;
+  EventLoop& loop;
+  std::function<std::shared_ptr<IrqLine>(uint32_t)> irq;  // the controller's line `number`
+  std::function<void(StopReason, std::string)> request_stop;
+};
 
 constexpr uint64_t kVirtioMmioSlot = 0x1000;
 
@@ -60,13 +80,13 @@ class Machine {
   // Where guest RAM of `memory_size` bytes goes in guest-physical space.
   virtual std::vector<RamRange> ram_layout(uint64_t memory_size) const = 0;
   // Interrupt controller and other VM-wide KVM state; before any vCPU exists.
-  virtual void create_interrupt_controller(Vm& vm) = 0;
+  virtual void create_interrupt_controller(MachineContext& vm) = 0;
   // UART, reset device, ...
-  virtual void add_platform_devices(Vm& vm) = 0;
+  virtual void add_platform_devices(MachineContext& vm) = 0;
   // Loads kernel, initrd, command line and firmware tables into guest memory.
-  virtual void load_guest(Vm& vm) = 0;
+  virtual void load_guest(MachineContext& vm) = 0;
   // Registers and CPU features of vCPU `vcpu.index()` so it starts where load_guest() decided.
-  virtual void setup_vcpu(Vm& vm, KvmVcpu& vcpu) = 0;
+  virtual void setup_vcpu(MachineContext& vm, KvmVcpu& vcpu) = 0;
   virtual uint64_t instruction_pointer(KvmVcpu& vcpu) const = 0;
   // Where virtio-mmio devices go (one kVirtioMmioSlot each, from this base), and the interrupt
   // lines devices may have, in the order they are handed out.
@@ -92,7 +112,7 @@ class Machine {
   // itself; AArch64: SPI INTID - 32).
   virtual uint32_t kvm_irq(uint32_t number) const { return number; }
   // KVM exits only this architecture has (e.g. AArch64 KVM_EXIT_ARM_NISV); false: not handled.
-  virtual bool handle_exit(Vm& /*vm*/, KvmVcpu& /*vcpu*/) { return false; }
+  virtual bool handle_exit(MachineContext& /*vm*/, KvmVcpu& /*vcpu*/) { return false; }
 };
 
 std::unique_ptr<Machine> make_host_machine();

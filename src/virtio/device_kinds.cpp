@@ -11,12 +11,14 @@ namespace libvmm {
 const VirtioDeviceKind& virtio_block_kind();
 const VirtioDeviceKind& virtio_console_kind();
 const VirtioDeviceKind& virtio_net_kind();
+const VirtioDeviceKind& virtio_rng_kind();
 
 const std::vector<const VirtioDeviceKind*>& virtio_device_kinds() {
   static const std::vector<const VirtioDeviceKind*> kinds = {
       &virtio_block_kind(),
       &virtio_console_kind(),
       &virtio_net_kind(),
+      &virtio_rng_kind(),
   };
   return kinds;
 }
@@ -59,8 +61,10 @@ std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& fil
     const bool known = std::any_of(rules.begin(), rules.end(),
                                    [&](const AttributeRule& r) { return r.name == name; });
     if (!known) {
+      const std::string expected = expected_options(*kind);
       problems.push_back(spec.located(
-          fmt::format("unknown option '{}' (expected {})", name, expected_options(*kind))));
+          expected.empty() ? fmt::format("unknown option '{}' (it takes none)", name)
+                           : fmt::format("unknown option '{}' (expected {})", name, expected)));
       shape_ok = false;
     }
   }

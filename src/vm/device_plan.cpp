@@ -44,9 +44,10 @@ std::vector<std::string> plan_problems(const MemoryMap& map,
           std::min<size_t>(map.device_irqs.size(), map.virtio_mmio_slots))));
     }
     if (p.device.index == p.device.kind->max_per_vm()) {
-      problems.push_back(p.device.spec->located(fmt::format("a virtual machine has at most {} <{}>",
-                                                            p.device.kind->max_per_vm(),
-                                                            p.device.kind->element())));
+      const size_t most = p.device.kind->max_per_vm();
+      problems.push_back(
+          p.device.spec->located(fmt::format("a virtual machine has at most {} {} device{}", most,
+                                             p.device.kind->element(), most == 1 ? "" : "s")));
     }
   }
   return problems;

@@ -117,6 +117,7 @@ struct Vm::Impl {
   GuestMemory memory;
   EventLoop loop;
   std::unique_ptr<Machine> machine;
+  std::unique_ptr<MachineContext> machine_context;  // what the machine's steps work on
   Bus mmio{"MMIO"};
   Bus pio{"port I/O"};
   std::unique_ptr<FaultReporter> faults;
@@ -168,8 +169,12 @@ Vm::Vm(const VmConfig& config) {
   if (!config.maps.empty()) map_regions(slot);
 
   d.faults = std::make_unique<FaultReporter>(d.memory, d.mmio, config.strict_faults);
-  d.machine->create_interrupt_controller(*this);
-  d.machine->add_platform_devices(*this);
+  d.machine_context.reset(new MachineContext{
+      d.config, d.vm, d.memory, d.mmio, d.pio, d.loop,
+      [this](uint32_t number) { return irq(number); },
+      [this](StopReason reason, std::string detail) { request_stop(reason, std::move(detail)); }});
+  d.machine->create_interrupt_controller(*d.machine_context);
+  d.machine->add_platform_devices(*d.machine_context);
   wire_irq_sources();
 
   add_config_devices();
@@ -282,10 +287,10 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
 void Vm::prepare() {
   auto& d = *impl_;
   if (d.prepared) return;
-  d.machine->load_guest(*this);
+  d.machine->load_guest(*d.machine_context);
   for (uint32_t i = 0; i < d.config.vcpus; ++i) {
     auto vcpu = d.vm.create_vcpu(i);
-    d.machine->setup_vcpu(*this, *vcpu);
+    d.machine->setup_vcpu(*d.machine_context, *vcpu);
     VcpuRunner::Context ctx;
     ctx.mmio = &d.mmio;
     ctx.pio = &d.pio;
@@ -295,7 +300,10 @@ void Vm::prepare() {
     };
     Machine* machine = d.machine.get();
     ctx.instruction_pointer = [machine](KvmVcpu& v) { return machine->instruction_pointer(v); };
-    ctx.arch_exit = [this, machine](KvmVcpu& v) { return machine->handle_exit(*this, v); };
+    MachineContext* machine_context = d.machine_context.get();
+    ctx.arch_exit = [machine, machine_context](KvmVcpu& v) {
+      return machine->handle_exit(*machine_context, v);
+    };
     d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
   }
   d.prepared = true;

@@ -14,11 +14,15 @@
 #include "libvmm/arch/aarch64/fdt.hpp"
 #include "libvmm/arch/aarch64/image.hpp"
 #include "libvmm/backends/open_char_backend.hpp"
+#include "libvmm/core/bus.hpp"
 #include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/file.hpp"
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/irq.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/core/vm_config.hpp"
 #include "libvmm/devices/pl011.hpp"
-#include "libvmm/vm.hpp"
 
 namespace libvmm {
 namespace {
@@ -112,27 +116,27 @@ class Aarch64Machine : public Machine {
     return {{kRamBase, memory_size}};
   }
 
-  void create_interrupt_controller(Vm& vm) override {
-    const VmConfig& c = vm.config();
-    vgic_.emplace(vm.kvm_vm(), parse_gic(c.gic, vm.kvm_vm()), c.vcpus);
+  void create_interrupt_controller(MachineContext& vm) override {
+    const VmConfig& c = vm.config;
+    vgic_.emplace(vm.kvm, parse_gic(c.gic, vm.kvm), c.vcpus);
     // Aborts without a valid syndrome come to us (reported) instead of killing the VM in KVM.
-    nisv_to_user_ = aarch64::enable_vm_cap(vm.kvm_vm(), KVM_CAP_ARM_NISV_TO_USER);
+    nisv_to_user_ = aarch64::enable_vm_cap(vm.kvm, KVM_CAP_ARM_NISV_TO_USER);
     log::debug("{}, undecodable aborts {}",
                vgic_->description().version == GicVersion::v3 ? "vGICv3" : "vGICv2",
                nisv_to_user_ ? "reported by vmm" : "handled by KVM (no KVM_CAP_ARM_NISV_TO_USER)");
   }
 
-  void add_platform_devices(Vm& vm) override {
-    std::shared_ptr<CharBackend> serial = open_char_backend(vm.config().serial, "--serial", [&vm] {
+  void add_platform_devices(MachineContext& vm) override {
+    std::shared_ptr<CharBackend> serial = open_char_backend(vm.config.serial, "--serial", [&vm] {
       vm.request_stop(StopReason::quit, "quit from the console");
     });
     auto uart = std::make_shared<Pl011>("pl011", serial, vm.irq(kUartIntid));
-    vm.mmio_bus().attach(kUartBase, Pl011::kWindowSize, uart);
-    uart->start(vm.event_loop());
+    vm.mmio.attach(kUartBase, Pl011::kWindowSize, uart);
+    uart->start(vm.loop);
   }
 
-  void load_guest(Vm& vm) override {
-    const VmConfig& c = vm.config();
+  void load_guest(MachineContext& vm) override {
+    const VmConfig& c = vm.config;
     const std::vector<uint8_t> kernel_file = read_file(c.kernel, "--kernel");
     const aarch64::ArmImage image =
         aarch64::parse_arm64_image(kernel_file, "--kernel " + c.kernel.string());
@@ -162,15 +166,15 @@ class Aarch64Machine : public Machine {
                       "bytes the boot protocol allows",
                       c.dtb.string(), dtb.size(), plan.dtb.size));
     }
-    boot_ = aarch64::load_arm64(vm.memory(), image, plan, initrd, dtb);
+    boot_ = aarch64::load_arm64(vm.memory, image, plan, initrd, dtb);
     log::debug(
         "kernel at [{:#x}, {:#x}), entry {:#x}, initrd at [{:#x}, {:#x}), dtb at [{:#x}, {:#x})",
         boot_.kernel.gpa, boot_.kernel.end(), boot_.entry_gpa, boot_.initrd.gpa, boot_.initrd.end(),
         boot_.dtb.gpa, boot_.dtb.end());
   }
 
-  void setup_vcpu(Vm& vm, KvmVcpu& vcpu) override {
-    aarch64::init_vcpu(vm.kvm_vm(), vcpu);
+  void setup_vcpu(MachineContext& vm, KvmVcpu& vcpu) override {
+    aarch64::init_vcpu(vm.kvm, vcpu);
     if (vcpu.index() == 0) {
       // Secondary vCPUs start powered off; KVM sets their state on the guest's PSCI CPU_ON.
       aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_pstate()), kBootPstate);
@@ -179,7 +183,7 @@ class Aarch64Machine : public Machine {
       for (unsigned n = 1; n <= 3; ++n)
         aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_x(n)), 0);
     }
-    if (vcpu.index() + 1 == vm.config().vcpus) vgic_->initialize();
+    if (vcpu.index() + 1 == vm.config.vcpus) vgic_->initialize();
   }
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override {
@@ -225,7 +229,7 @@ class Aarch64Machine : public Machine {
   // KVM_IRQ_LINE and irqfds take GSIs: with the vGIC, GSI n is SPI n, i.e. INTID n + 32.
   uint32_t kvm_irq(uint32_t number) const override { return number - aarch64::kFirstSpiIntid; }
 
-  bool handle_exit(Vm& vm, KvmVcpu& vcpu) override {
+  bool handle_exit(MachineContext& vm, KvmVcpu& vcpu) override {
     kvm_run& run = vcpu.state();
     if (run.exit_reason != KVM_EXIT_ARM_NISV) return false;
     report_undecodable_abort(vm, vcpu, run.arm_nisv.fault_ipa, run.arm_nisv.esr_iss);
@@ -235,9 +239,9 @@ class Aarch64Machine : public Machine {
  private:
   // A data abort on a device address whose instruction KVM cannot describe (no valid ISV:
   // load/store pair, writeback, SIMD, ...): we cannot emulate it, so the VM stops.
-  void report_undecodable_abort(Vm& vm, KvmVcpu& vcpu, uint64_t ipa, uint64_t iss) {
+  void report_undecodable_abort(MachineContext& vm, KvmVcpu& vcpu, uint64_t ipa, uint64_t iss) {
     const bool write = (iss & (1u << 6)) != 0;  // ESR_ELx.WnR
-    const Bus::Entry* device = vm.mmio_bus().find(ipa);
+    const Bus::Entry* device = vm.mmio.find(ipa);
     uint64_t pc = 0;
     try {
       pc = instruction_pointer(vcpu);

@@ -14,14 +14,18 @@
 #include "libvmm/arch/x86_64/mptable.hpp"
 #include "libvmm/backends/char_backend.hpp"
 #include "libvmm/backends/open_char_backend.hpp"
+#include "libvmm/core/bus.hpp"
 #include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/file.hpp"
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/irq.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/core/vm_config.hpp"
 #include "libvmm/devices/cmos_rtc.hpp"
 #include "libvmm/devices/i8042.hpp"
 #include "libvmm/devices/port_sink.hpp"
 #include "libvmm/devices/uart16550.hpp"
-#include "libvmm/vm.hpp"
 #include "vcpu_setup.hpp"
 
 namespace libvmm {
@@ -38,8 +42,8 @@ class X86Machine : public Machine {
     return out;
   }
 
-  void create_interrupt_controller(Vm& vm) override {
-    KvmVm& kvm = vm.kvm_vm();
+  void create_interrupt_controller(MachineContext& vm) override {
+    KvmVm& kvm = vm.kvm;
     kvm.kvm().require_extension(KVM_CAP_IRQCHIP,
                                 "KVM_CAP_IRQCHIP (in-kernel interrupt controller)");
     kvm.set_tss_addr(kTssAddr);
@@ -48,29 +52,29 @@ class X86Machine : public Machine {
     kvm.create_pit2();
   }
 
-  void add_platform_devices(Vm& vm) override {
-    std::shared_ptr<CharBackend> serial = open_char_backend(vm.config().serial, "--serial", [&vm] {
+  void add_platform_devices(MachineContext& vm) override {
+    std::shared_ptr<CharBackend> serial = open_char_backend(vm.config.serial, "--serial", [&vm] {
       vm.request_stop(StopReason::quit, "quit from the console");
     });
     auto uart = std::make_shared<Uart16550>("com1", serial, vm.irq(Uart16550::kCom1Irq));
-    vm.pio_bus().attach(Uart16550::kCom1Port, Uart16550::kRegisterCount, uart);
-    uart->start(vm.event_loop());
+    vm.pio.attach(Uart16550::kCom1Port, Uart16550::kRegisterCount, uart);
+    uart->start(vm.loop);
 
     auto i8042 = std::make_shared<I8042>([&vm] {
       vm.request_stop(StopReason::reset,
                       "the guest reset the machine through the i8042 controller");
     });
-    I8042::attach(vm.pio_bus(), i8042);
-    vm.pio_bus().attach(CmosRtc::kBasePort, CmosRtc::kPortCount, std::make_shared<CmosRtc>());
-    vm.pio_bus().attach(PortSink::kPostPort, 1, std::make_shared<PortSink>("post-code"));
-    vm.pio_bus().attach(x86::kAcpiPmBasePort, x86::kAcpiPmPortCount,
-                        std::make_shared<x86::AcpiPmDevice>([&vm] {
-                          vm.request_stop(StopReason::power_off, "the guest powered off (ACPI S5)");
-                        }));
+    I8042::attach(vm.pio, i8042);
+    vm.pio.attach(CmosRtc::kBasePort, CmosRtc::kPortCount, std::make_shared<CmosRtc>());
+    vm.pio.attach(PortSink::kPostPort, 1, std::make_shared<PortSink>("post-code"));
+    vm.pio.attach(x86::kAcpiPmBasePort, x86::kAcpiPmPortCount,
+                  std::make_shared<x86::AcpiPmDevice>([&vm] {
+                    vm.request_stop(StopReason::power_off, "the guest powered off (ACPI S5)");
+                  }));
   }
 
-  void load_guest(Vm& vm) override {
-    const VmConfig& c = vm.config();
+  void load_guest(MachineContext& vm) override {
+    const VmConfig& c = vm.config;
     const std::vector<uint8_t> kernel_file = read_file(c.kernel, "--kernel");
     // Messages about the images name the flag too: "--kernel PATH: what is wrong".
     const x86::BzImage kernel = x86::BzImage::parse(kernel_file, "--kernel " + c.kernel.string());
@@ -80,20 +84,20 @@ class X86Machine : public Machine {
     std::string cmdline = c.cmdline;
     for (const auto& param : virtio_cmdline_) cmdline += (cmdline.empty() ? "" : " ") + param;
     boot_ =
-        x86::load_linux(vm.memory(), kernel, initrd, "--initrd " + c.initrd.string(), cmdline, ram);
-    x86::write_mptable(vm.memory(), c.vcpus);
-    x86::write_acpi_tables(vm.memory(), c.vcpus);
-    x86::write_long_mode_tables(vm.memory());
+        x86::load_linux(vm.memory, kernel, initrd, "--initrd " + c.initrd.string(), cmdline, ram);
+    x86::write_mptable(vm.memory, c.vcpus);
+    x86::write_acpi_tables(vm.memory, c.vcpus);
+    x86::write_long_mode_tables(vm.memory);
     log::debug(
         "kernel at [{:#x}, {:#x}), runs in [{:#x}, {:#x}), initrd at [{:#x}, {:#x}), entry {:#x}",
         boot_.kernel.gpa, boot_.kernel.end(), boot_.kernel_run.gpa, boot_.kernel_run.end(),
         boot_.initrd.gpa, boot_.initrd.end(), boot_.entry);
   }
 
-  void setup_vcpu(Vm& vm, KvmVcpu& vcpu) override {
+  void setup_vcpu(MachineContext& vm, KvmVcpu& vcpu) override {
     if (!supported_cpuid_) {
       try {
-        supported_cpuid_ = vm.kvm_vm().kvm().supported_cpuid();
+        supported_cpuid_ = vm.kvm.kvm().supported_cpuid();
       } catch (const SystemError& e) {
         // Some software-assisted KVMs (e.g. PVM) refuse the query; their vCPUs then report
         // the KVM module's default CPUID, which is enough for freestanding guests.
@@ -102,7 +106,7 @@ class X86Machine : public Machine {
       }
     }
     if (!supported_cpuid_->empty()) {
-      vcpu.set_cpuid(x86::cpuid_for_vcpu(*supported_cpuid_, vcpu.index(), vm.config().vcpus));
+      vcpu.set_cpuid(x86::cpuid_for_vcpu(*supported_cpuid_, vcpu.index(), vm.config.vcpus));
     }
     x86::setup_platform_state(vcpu);
     if (vcpu.index() != 0) return;  // APs wait for INIT/SIPI from the guest, in the kernel's LAPIC
