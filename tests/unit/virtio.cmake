@@ -1,4 +1,5 @@
 libvmm_unit_test(virtio_tests
   ${CMAKE_CURRENT_LIST_DIR}/virtio_virtqueue_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_mmio_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/virtio_device_kind_test.cpp
 )
