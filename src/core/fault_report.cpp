@@ -18,8 +18,13 @@ struct Known {
   uint64_t end = 0;
 };
 
-// How far `addr` is from [k.base, k.end), and a phrase saying which side it is on.
+// How far `addr` is from [k.base, k.end), and a phrase saying which side it is on (or that it
+// is inside: a write to a read-only map faults there).
 std::string relation(uint64_t addr, const Known& k, uint64_t& distance) {
+  if (addr >= k.base && addr < k.end) {
+    distance = 0;
+    return fmt::format("{:#x} bytes into it", addr - k.base);
+  }
   if (addr < k.base) {
     distance = k.base - addr;
     return fmt::format("{:#x} bytes below its start", distance);
