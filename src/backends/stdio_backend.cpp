@@ -113,6 +113,7 @@ void StdioBackend::start(EventLoop& loop, InputSink sink) {
   open_reader();
   if (reader_ < 0) return;
   if (interactive_) raw_.emplace(in_fd_);
+  held_.reserve(kHeldLimit);
   state_ = InputState::reading;
   watch();
 }
@@ -169,7 +170,8 @@ void StdioBackend::schedule_read() {
 }
 
 void StdioBackend::read_once() {
-  if (state_ != InputState::reading) return;
+  // A paused terminal is still read (for the escape keys; deliver() holds the rest).
+  if (state_ != InputState::reading && !(state_ == InputState::paused && interactive_)) return;
   std::array<uint8_t, kReadChunk> buffer;
   const ssize_t n = ::read(reader_, buffer.data(), buffer.size());
   if (n > 0) {
@@ -180,7 +182,23 @@ void StdioBackend::read_once() {
     stop_reading();
     return;
   }
-  if (!pollable_ && state_ == InputState::reading) schedule_read();
+  if (!pollable_ && state_ != InputState::stopped) schedule_read();
+}
+
+void StdioBackend::to_sink(std::span<const uint8_t> bytes) {
+  if (state_ != InputState::paused) {
+    sink_(bytes);
+    return;
+  }
+  const size_t room = kHeldLimit - std::min(kHeldLimit, held_.size());
+  held_.insert(held_.end(), bytes.begin(), bytes.begin() + std::min(room, bytes.size()));
+  if (bytes.size() > room && !dropped_warned_) {
+    dropped_warned_ = true;
+    log::warn(
+        "stdio: the guest is not reading its console input; dropping what is typed beyond "
+        "{} bytes (Ctrl-A x still quits)",
+        kHeldLimit);
+  }
 }
 
 void StdioBackend::deliver(std::span<const uint8_t> bytes) {
@@ -202,22 +220,31 @@ void StdioBackend::deliver(std::span<const uint8_t> bytes) {
       }
       case EscapeFilter::Command::quit:
         if (!on_quit_) break;
-        if (!to_guest.empty()) sink_(to_guest);
+        if (!to_guest.empty()) to_sink(to_guest);
         stop_reading();
         on_quit_();
         return;
     }
   }
-  if (!to_guest.empty()) sink_(to_guest);
+  if (!to_guest.empty()) to_sink(to_guest);
+}
+
+bool StdioBackend::watching() const {
+  return pollable_ &&
+         (state_ == InputState::reading || (state_ == InputState::paused && interactive_));
 }
 
 void StdioBackend::stop_reading() {
-  if (state_ == InputState::reading && pollable_) loop_->remove(reader_);
+  if (watching()) loop_->remove(reader_);
   state_ = InputState::stopped;
 }
 
 void StdioBackend::pause_input() {
   if (state_ != InputState::reading) return;
+  if (interactive_) {  // keep reading for the escape keys
+    state_ = InputState::paused;
+    return;
+  }
   if (pollable_) loop_->remove(reader_);
   state_ = InputState::paused;
 }
@@ -225,7 +252,13 @@ void StdioBackend::pause_input() {
 void StdioBackend::resume_input() {
   if (state_ != InputState::paused) return;
   state_ = InputState::reading;
-  watch();
+  if (!interactive_) watch();
+  dropped_warned_ = false;
+  if (!held_.empty()) {
+    std::vector<uint8_t> held;
+    held.swap(held_);
+    sink_(held);  // the sink may pause us again: the rest is held again
+  }
 }
 
 }  // namespace libvmm

@@ -220,6 +220,38 @@ TEST_F(StdioTerminalTest, EscapesOnATerminal) {
   EXPECT_EQ(quit.get_future().wait_for(5s), std::future_status::ready);
 }
 
+// A guest that never reads its console pauses input; the user's quit key must still work, and
+// what was typed meanwhile waits, bounded, for the guest.
+TEST_F(StdioTerminalTest, EscapesStillWorkWhileInputIsPaused) {
+  std::promise<void> quit;
+  StdioBackend backend([&] { quit.set_value(); }, slave_.get(), slave_.get());
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  write_fd(master_.get(), "ab");
+  EXPECT_EQ(received.wait_for(2), "ab");
+  io.call([&] { backend.pause_input(); });
+
+  // More than the held limit, in pieces a terminal takes (its input queue is ~4 KiB).
+  const std::string chunk(512, 'z');
+  for (size_t sent = 0; sent < 2 * StdioBackend::kHeldLimit; sent += chunk.size()) {
+    write_fd(master_.get(), chunk);
+    std::this_thread::sleep_for(5ms);
+  }
+  std::this_thread::sleep_for(100ms);
+  io.call([] {});
+  EXPECT_EQ(received.now(), "ab") << "nothing reaches a paused guest";
+
+  io.call([&] { backend.resume_input(); });
+  const std::string held = received.wait_for(2 + StdioBackend::kHeldLimit);
+  EXPECT_EQ(held, "ab" + std::string(StdioBackend::kHeldLimit, 'z'));
+
+  io.call([&] { backend.pause_input(); });
+  write_fd(master_.get(), "\x01x");
+  EXPECT_EQ(quit.get_future().wait_for(5s), std::future_status::ready)
+      << "Ctrl-A x quits although the guest reads nothing";
+}
+
 TEST_F(StdioTerminalTest, GuestOutputReachesTheTerminalUnchanged) {
   StdioBackend backend(nullptr, slave_.get(), slave_.get());
   LoopThread io;

@@ -53,8 +53,13 @@ class StdioBackend : public CharBackend {
   void write(std::span<const uint8_t> bytes) override;
   // Enters raw mode if stdin is a terminal and watches stdin on `loop`.
   void start(EventLoop& loop, InputSink sink) override;
+  // A terminal keeps being read while paused, so that Ctrl-A x still quits when the guest
+  // reads no input: what is typed for the guest meanwhile waits (up to kHeldLimit bytes; more
+  // is dropped with a warning) and is delivered on resume. Other input simply stops.
   void pause_input() override;
   void resume_input() override;
+
+  static constexpr size_t kHeldLimit = 4096;
   std::string describe() const override { return "stdio"; }
 
  private:
@@ -65,6 +70,8 @@ class StdioBackend : public CharBackend {
   void schedule_read();
   void read_once();
   void deliver(std::span<const uint8_t> bytes);
+  void to_sink(std::span<const uint8_t> bytes);  // to the guest, or held while paused
+  bool watching() const;                         // reader_ is registered with the loop
   void stop_reading();
 
   const std::function<void()> on_quit_;
@@ -86,6 +93,8 @@ class StdioBackend : public CharBackend {
   int restore_flags_ = -1;    // in_fd_'s flags to restore, when O_NONBLOCK was set on it
   std::optional<RawTerminal> raw_;
   EscapeFilter escapes_;
+  std::vector<uint8_t> held_;  // typed for the guest while paused (interactive only)
+  bool dropped_warned_ = false;
 };
 
 }  // namespace libvmm
