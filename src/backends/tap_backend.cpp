@@ -32,7 +32,7 @@ bool interface_exists(const std::string& name) {
 
 std::unique_ptr<TapBackend> TapBackend::open(const std::string& name) {
   auto fail = [&](std::string_view why) {
-    return UserError(fmt::format("--net tap={}: {}", name, why));
+    return UserError(fmt::format("TAP device '{}': {}", name, why));
   };
   if (name.empty()) throw fail("missing TAP name");
   if (name.size() >= IFNAMSIZ) throw fail(fmt::format("longer than {} characters", IFNAMSIZ - 1));

@@ -78,7 +78,11 @@ class NetKind final : public VirtioDeviceKind {
     const NetConfig c = config(spec);
     const MacAddress mac = c.mac.value_or(default_mac(context.vm_name, context.index));
     log::debug("virtio-net on tap {}: MAC {}, MTU {}", c.tap, format_mac(mac), c.mtu);
-    return std::make_shared<VirtioNet>(TapBackend::open(c.tap), mac, c.mtu);
+    try {
+      return std::make_shared<VirtioNet>(TapBackend::open(c.tap), mac, c.mtu);
+    } catch (const UserError& e) {
+      throw UserError(spec.located(e.what()));  // "--net tap=x: ..." or "f.system:9: ..."
+    }
   }
 
   void start(VirtioDevice& device, EventLoop& loop) const override {
