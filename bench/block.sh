@@ -20,14 +20,10 @@ secs=${1:-5}
 rounds=${2:-3}
 [[ $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] \
   || { echo "usage: bench/block.sh [SECONDS [ROUNDS]] (positive integers)" >&2; exit 2; }
-repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tests/integration/lib/host.sh
+. "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
-tools/install-deps
-tools/build build/gcc
-kernel=$(images/build-kernel x86_64)
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+native_build
 
 # blkio MODE PATH SECONDS [buffered]: one job, O_DIRECT unless buffered; prints
 # "MODE kib_s=N iops=N".
@@ -101,38 +97,28 @@ echo "LIBVMM-GUEST: BENCH randread4 iops=\$(cat /tmp/rr.* | sed -n 's/.*iops=//p
 EOS
 chmod +x "$extra/tests/blkbench"
 
-payload=$work/payload
-mkdir -p "$payload/qemu-data" "$payload/modules"
-cp "$kernel" "$payload/bzImage"
-cp "$(images/build-initramfs --extra "$extra" x86_64)" "$payload/initramfs.cpio.gz"
+payload_new x86_64 build/gcc/tools/vmm/vmm --extra "$extra"
 cp "$work/blkio" "$payload/"
-tools/emuhost/copy-binary build/gcc/tools/vmm/vmm "$payload"
-tools/emuhost/copy-binary /usr/bin/qemu-system-x86_64 "$payload"
+payload_binary /usr/bin/qemu-system-x86_64
+mkdir -p "$payload/qemu-data" "$payload/modules"
 cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
 
 # The emulated host's kernel modules for a loop-mounted ext2 (by the ext4 driver), in load
 # order; the emulated host runs Debian's kernel, which emuhost caches.
-kdir=$(ls -d "${LIBVMM_CACHE:-$HOME/.cache/libvmm}"/emuhost/kernel/*/ 2>/dev/null | sort -V | tail -n 1)
-if [ -n "$kdir" ] && [ -f "$kdir/uname-r" ]; then
-  moddir=${kdir}lib/modules/$(cat "$kdir/uname-r")
-  for m in drivers/block/loop lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4; do
-    src=$(ls "$moddir/kernel/$m".ko* 2>/dev/null | head -n 1) || true
-    [ -n "$src" ] || continue
-    case $src in
-      *.xz) xz -dc "$src" ;;
-      *.zst) zstd -qdc "$src" ;;
-      *.gz) gzip -dc "$src" ;;
-      *) cat "$src" ;;
-    esac >"$payload/modules/$(basename "$m").ko"
-    echo "$(basename "$m").ko" >>"$payload/modules/load-order"
-  done
-fi
+moddir=$("$emuhost" --print-modules)
+for m in drivers/block/loop lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4; do
+  src=$(ls "$moddir/kernel/$m".ko* 2>/dev/null | head -n 1) || true
+  [ -n "$src" ] || continue
+  case $src in
+    *.xz) xz -dc "$src" ;;
+    *.zst) zstd -qdc "$src" ;;
+    *.gz) gzip -dc "$src" ;;
+    *) cat "$src" ;;
+  esac >"$payload/modules/$(basename "$m").ko"
+  echo "$(basename "$m").ko" >>"$payload/modules/load-order"
+done
 
-cat >"$payload/run.sh" <<EOS
-#!/bin/sh
-secs=$secs rounds=$rounds
-EOS
-cat >>"$payload/run.sh" <<'EOS'
+payload_script run.sh secs="$secs" rounds="$rounds" <<'EOS'
 cmdline="console=ttyS0 quiet libvmm.test=blkbench"
 # Image on ext2 on a loop device (O_DIRECT works), else on tmpfs (buffered).
 dir=/tmp direct=1
@@ -151,19 +137,6 @@ vmm_disk=$img qemu_cache=writeback
 if [ $direct = 1 ]; then vmm_disk=$img,direct qemu_cache=none; fi
 
 buffered=; [ $direct = 1 ] || buffered=buffered
-# Runs a VMM (args after $1) until the guest's benchmark is done: QEMU microvm does not exit on
-# the guest's reboot, so the VMM is stopped once /init reports the test's exit status.
-run_guest() {
-  name=$1; shift
-  "$@" </dev/null >/tmp/out.$name 2>&1 &
-  pid=$! t=0
-  while kill -0 $pid 2>/dev/null && ! grep -q 'test blkbench exit status' /tmp/out.$name \
-      && [ $t -lt 240 ]; do
-    sleep 1; t=$((t + 1))
-  done
-  kill $pid 2>/dev/null; wait $pid 2>/dev/null
-  tr -d '\r' </tmp/out.$name | sed -n "s/^LIBVMM-GUEST: BENCH /$name /p"
-}
 round=0
 while [ $round -lt $rounds ]; do
   for job in seqwrite seqread randread; do
@@ -172,37 +145,28 @@ while [ $round -lt $rounds ]; do
   for i in 1 2 3 4; do ./blkio randread $img $secs $buffered >/tmp/rr.$i 2>&1 & done
   wait
   echo "host randread4 iops=$(cat /tmp/rr.* | sed -n 's/.*iops=//p' | awk '{s+=$1} END {print s}')"
-  run_guest vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
-    --disk $vmm_disk --quiet
-  run_guest vmm-uring ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
-    --cmdline "$cmdline" --disk $vmm_disk,io=io_uring --quiet
-  run_guest qemu ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host -m 256M \
-    -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+  bench_guest vmm blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
+    --cmdline "$cmdline" --disk $vmm_disk --quiet
+  bench_guest vmm-uring blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring --quiet
+  bench_guest qemu blkbench 240 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
+    -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
     -device virtio-blk-device,drive=d0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
   round=$((round + 1))
 done
 EOS
-chmod +x "$payload/run.sh"
-tools/emuhost/emuhost --timeout 900 "$payload" | tee "$payload/log" \
-  | grep -E '^((host|vmm|vmm-uring|qemu) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
-  >"$payload/results" || true
-
-median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
-# get WHO JOB FIELD: median over the rounds.
-get() { awk -v w="$1" -v j="$2" -v f="$3" '$1 == w && $2 == j { for (i = 3; i <= NF; i++)
-  { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$payload/results" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
-grep -q '^vmm ' "$payload/results" || { echo "block.sh: no guest results; emulated host output:"; tail -30 "$payload/log"; exit 1; }
-grep '^BENCH-SETUP' "$payload/results"
+collect '^((host|vmm|vmm-uring|qemu) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' --timeout 900
+need_results '^vmm '
+grep '^BENCH-SETUP' "$work/results"
 echo "per round:"
-grep -v '^BENCH-SETUP' "$payload/results" | sed 's/^/  /'
+grep -v '^BENCH-SETUP' "$work/results" | sed 's/^/  /'
 echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated KVM host"
 printf '%-10s %6s %10s %10s %10s %10s %9s %9s %9s\n' job unit host vmm vmm-uring qemu \
   vmm/qemu uring/qemu vmm/host
 for job in seqwrite seqread randread randread4; do
   case $job in randread*) f=iops unit=IOPS ;; *) f=kib_s unit=MiB/s ;; esac
-  h=$(get host $job $f) v=$(get vmm $job $f) u=$(get vmm-uring $job $f) q=$(get qemu $job $f)
+  h=$(result $f host $job) v=$(result $f vmm $job) u=$(result $f vmm-uring $job) q=$(result $f qemu $job)
   if [ $f = kib_s ]; then
     conv() { awk -v x="$1" 'BEGIN { if (x != "") printf "%.1f", x / 1024; else print "-" }'; }
   else

@@ -16,21 +16,15 @@ secs=${1:-5}
 rounds=${2:-3}
 [[ $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] \
   || { echo "usage: bench/net.sh [SECONDS [ROUNDS]] (positive integers)" >&2; exit 2; }
-repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tests/integration/lib/host.sh
+. "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
-tools/install-deps
-tools/build build/gcc
-kernel=$(images/build-kernel x86_64)
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+native_build
 
 # Guest side: iperf3 with its libraries, and /tests/netbench (run by /init).
 extra=$work/guest-extra
-tools/emuhost/copy-binary /usr/bin/iperf3 "$work/iperf3-files"
-mkdir -p "$extra/usr/bin" "$extra/tests"
-cp "$work/iperf3-files/iperf3" "$extra/usr/bin/"
-cp -a "$work/iperf3-files/rootfs/." "$extra/"
+extra_binary "$extra" /usr/bin/iperf3 usr/bin/iperf3
+mkdir -p "$extra/tests"
 cat >"$extra/tests/netbench" <<EOS
 #!/bin/sh
 ip link set lo up
@@ -43,21 +37,12 @@ echo "LIBVMM-GUEST: BENCH g2h=\$g2h h2g=\$h2g rtt=\$rtt"
 EOS
 chmod +x "$extra/tests/netbench"
 
-payload=$work/payload
+payload_new x86_64 build/gcc/tools/vmm/vmm --extra "$extra"
+payload_binary /usr/bin/qemu-system-x86_64 /usr/bin/iperf3 "$(command -v ip)"
 mkdir -p "$payload/qemu-data"
-cp "$kernel" "$payload/bzImage"
-cp "$(images/build-initramfs --extra "$extra" x86_64)" "$payload/initramfs.cpio.gz"
-tools/emuhost/copy-binary build/gcc/tools/vmm/vmm "$payload"
-tools/emuhost/copy-binary /usr/bin/qemu-system-x86_64 "$payload"
-tools/emuhost/copy-binary /usr/bin/iperf3 "$payload"
-tools/emuhost/copy-binary "$(command -v ip)" "$payload"
 cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
 
-cat >"$payload/run.sh" <<EOS
-#!/bin/sh
-secs=$secs rounds=$rounds
-EOS
-cat >>"$payload/run.sh" <<'EOS'
+payload_script run.sh secs="$secs" rounds="$rounds" <<'EOS'
 export PATH=/payload:$PATH  # for the commands "ip netns exec" runs (busybox ip has no netns)
 ./ip netns add nb || { echo "BENCH-SETUP no network namespaces"; exit 1; }
 ./ip netns add peer
@@ -85,48 +70,29 @@ host_round() {
   h2g=$(./ip netns exec nb iperf3 -c 10.0.1.2 -t $secs -f m -R 2>&1 | awk '/receiver/ { print $7 }')
   echo "host g2h=$g2h h2g=$h2g rtt=$rtt"
 }
-# Runs a VMM in namespace nb until the guest's benchmark is done (QEMU microvm does not exit
-# on the guest's reboot, so it is stopped once /init reports the test's exit status).
-run_guest() {
-  name=$1; shift
-  ./ip netns exec nb "$@" </dev/null >/tmp/out.$name 2>&1 &
-  pid=$! t=0
-  while kill -0 $pid 2>/dev/null && ! grep -q 'test netbench exit status' /tmp/out.$name \
-      && [ $t -lt 300 ]; do
-    sleep 1; t=$((t + 1))
-  done
-  kill $pid 2>/dev/null; wait $pid 2>/dev/null
-  tr -d '\r' </tmp/out.$name | sed -n "s/^LIBVMM-GUEST: BENCH /$name /p"
-}
 round=0
 while [ $round -lt $rounds ]; do
   host_round
-  run_guest vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
-    --net tap=tap0 --quiet
-  run_guest qemu ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host -m 256M \
-    -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+  # Each VMM in namespace nb.
+  bench_guest vmm netbench 300 ./ip netns exec nb ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+    --memory 256M --cmdline "$cmdline" --net tap=tap0 --quiet
+  bench_guest qemu netbench 300 ./ip netns exec nb ./qemu-system-x86_64 -L qemu-data \
+    -M microvm,acpi=off -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config \
+    -display none -serial stdio -no-reboot \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off \
     -device virtio-net-device,netdev=n0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
   round=$((round + 1))
 done
 EOS
-chmod +x "$payload/run.sh"
-tools/emuhost/emuhost --timeout 1200 "$payload" | tee "$payload/log" \
-  | grep -E '^((host|vmm|qemu) g2h=|BENCH-SETUP)' >"$payload/results" || true
-
-median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'; }
-# get WHO FIELD: median over the rounds.
-get() { awk -v w="$1" -v f="$2" '$1 == w { for (i = 2; i <= NF; i++)
-  { split($i, kv, "="); if (kv[1] == f && kv[2] != "") print kv[2] } }' "$payload/results" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
-grep -q '^vmm ' "$payload/results" || { echo "net.sh: no guest results; emulated host output:"; tail -30 "$payload/log"; exit 1; }
+collect '^((host|vmm|qemu) g2h=|BENCH-SETUP)' --timeout 1200
+need_results '^vmm '
 echo "per round:"
-sed 's/^/  /' "$payload/results"
+sed 's/^/  /' "$work/results"
 echo "median of $rounds rounds, iperf3 ${secs} s per direction, 1 vCPU, 256 MiB guest, emulated KVM host"
 printf '%-6s %6s %10s %10s %10s %9s %9s\n' what unit host vmm qemu vmm/qemu vmm/host
 for f in g2h h2g rtt; do
   unit=Mbit/s; [ $f = rtt ] && unit=ms
-  h=$(get host $f) v=$(get vmm $f) q=$(get qemu $f)
+  h=$(result $f host) v=$(result $f vmm) q=$(result $f qemu)
   printf '%-6s %6s %10s %10s %10s %9s %9s\n' $f $unit "${h:--}" "${v:--}" "${q:--}" \
     "$(ratio "$v" "$q")" "$(ratio "$v" "$h")"
 done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # arm64 Linux guests: cross-builds vmm for arm64, then boots Debian's stock arm64 kernel (the
-# one the emulated host runs, tools/emuhost-arm64) with our initramfs inside the emulated arm64
-# KVM host and checks what a user sees:
+# one the emulated host runs) with our initramfs inside the emulated arm64 KVM host
+# (tools/emuhost/emuhost --arch aarch64) and checks what a user sees:
 #   GICv3 host: 2 vCPUs through PSCI, the arch timer, the PL011 console both ways, the vGICv3,
 #               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block,
 #               console and network with the guest's own (module) drivers;
@@ -13,64 +13,25 @@ build=$1
 shift
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(gicv3 gicv2)
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=tests/integration/lib/host.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 
-"$repo/tools/install-deps-arm64"
-{ cmake -G Ninja -S "$repo" -B "$build" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" &&
-  ninja -C "$build" -j2 vmm; } >"$work/cross-build.log" 2>&1 \
-  || { tail -n 40 "$work/cross-build.log"; echo "arm64.sh: cross-building vmm failed" >&2; exit 1; }
+cross_build "$build" vmm
 
-emuhost=$repo/tools/emuhost-arm64/emuhost
 extra=$work/extra
 mkdir -p "$extra/tests"
 cp "$repo/tests/integration/arm64/info" "$extra/tests/arm64info"
 cp "$repo/tests/integration/arm64/net" "$extra/tests/arm64net"
-payload=$work/payload
-mkdir -p "$payload"
-cp "$("$emuhost" --print-kernel)" "$payload/Image"
-cp "$("$repo/images/build-initramfs" --extra "$extra" aarch64)" "$payload/initramfs.cpio.gz"
-"$repo/tools/emuhost-arm64/copy-binary" "$build/tools/vmm/vmm" "$payload"
+payload_new aarch64 "$build/tools/vmm/vmm" --extra "$extra"
 aarch64-linux-gnu-as "$repo/tests/integration/arm64/fault.S" -o "$work/fault.o"
 aarch64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
 dtc -q -I dts -O dtb -o "$payload/user.dtb" "$repo/tests/integration/arm64/user.dts"
 cp "$repo/examples/simple/simple-aarch64.system" "$repo/examples/simple/simple.system" "$payload/"
 
-# Shared by both hosts' run.sh: PASS/FAIL lines and a summary.
-cat >"$payload/lib.sh" <<'EOS'
-passed=0 failed=0
-check() {  # check NAME CONDITION-COMMAND...
-  name=$1; shift
-  if "$@"; then echo "PASS: $name"; passed=$((passed + 1)); else echo "FAIL: $name"; failed=$((failed + 1)); fi
-}
-wait_for() {  # wait_for FILE TEXT SECONDS
-  i=0
-  while [ $i -lt $(($3 * 10)) ]; do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i + 1)); done
-  return 1
-}
-finish() {  # finish NAME FILES...
-  name=$1; shift
-  if [ $failed -ne 0 ]; then for f in "$@"; do echo "---- $f"; tail -n 30 "$f"; done; fi
-  echo "$name: $passed passed, $failed failed"
-  [ $failed -eq 0 ]
-}
-boot() {  # boot NAME CMDLINE-EXTRA VMM-ARGS...: a run with the serial console in /tmp/NAME.out
-  name=$1 extra=$2; shift 2
-  start=$(date +%s)
-  ./vmm --kernel Image --initrd initramfs.cpio.gz --memory 256M \
-    --cmdline "console=ttyAMA0 quiet $extra" "$@" </dev/null >/tmp/$name.out 2>/tmp/$name.err
-  status=$?
-  echo "arm64: $name took $(($(date +%s) - start)) s"
-}
-EOS
-
-cat >"$payload/gicv3.sh" <<'EOS'
-#!/bin/sh
+payload_script gicv3.sh <<'EOS'
 # All of it in a network namespace of its own: the TAP, its address and the web server live
 # there, and no traffic leaves it.
 [ -n "$IN_TEST_NETNS" ] || IN_TEST_NETNS=1 exec unshare -n "$0"
-. ./lib.sh
 # 1. Two vCPUs, the timer, the PL011, the vGICv3; virtIO network on a TAP made beforehand:
 #    eth0 has the MAC given with --net, pings the TAP's host side (10.0.0.1) and fetches 1 MiB
 #    from the host's web server intact; then PSCI SYSTEM_OFF ends vmm.
@@ -83,7 +44,7 @@ dd if=/dev/urandom of=/tmp/www/to-guest bs=64k count=16 2>/dev/null
 to_guest=$(sha256sum </tmp/www/to-guest | cut -d' ' -f1)
 httpd -f -p 10.0.0.1:8080 -h /tmp/www &
 httpd=$!
-boot info libvmm.test=arm64net --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56
+boot info "quiet libvmm.test=arm64net" --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56
 kill $httpd
 check "net: eth0 has the MAC given with --net" grep -qF "eth0 address: 52:54:00:12:34:56" /tmp/info.out
 check "net: the guest pings the host side of the TAP" grep -qF "ping host ok" /tmp/info.out
@@ -98,17 +59,12 @@ check "poweroff: vmm saw PSCI SYSTEM_OFF" grep -qF "guest stopped (power off)" /
 
 # 2. The PL011 both ways: an interactive shell fed through a FIFO (interrupt-driven input);
 #    `reboot` (PSCI SYSTEM_RESET) ends vmm too.
-mkfifo /tmp/console.in
-./vmm --kernel Image --initrd initramfs.cpio.gz --memory 256M --gic v3 \
-  --cmdline "console=ttyAMA0 quiet" \
-  <>/tmp/console.in >/tmp/console.out 2>/tmp/console.err &
-pid=$!
+start console guest --memory 256M --gic v3 --cmdline "console=ttyAMA0 quiet"
 check "console: the shell prompt appeared" wait_for /tmp/console.out "guest# " 120
-echo 'echo marker-$((6*7))' >/tmp/console.in
+send console 'echo marker-$((6*7))'
 check "console: input reached the guest and ran" wait_for /tmp/console.out "marker-42" 60
-echo 'reboot -f' >/tmp/console.in
-wait $pid
-status=$?
+send console 'reboot -f'
+stop
 check "reset: exit status 0 after reboot" [ "$status" -eq 0 ]
 check "reset: vmm saw PSCI SYSTEM_RESET" grep -qF "guest stopped (reset)" /tmp/console.err
 
@@ -116,17 +72,12 @@ check "reset: vmm saw PSCI SYSTEM_RESET" grep -qF "guest stopped (reset)" /tmp/c
 dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null
 printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
-mkfifo /tmp/hvc0.in
-./vmm --kernel Image --initrd initramfs.cpio.gz --memory 256M \
-  --cmdline "console=ttyAMA0 quiet libvmm.test=virtio" \
-  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly --console stdio --serial file:/tmp/virtio.out \
-  <>/tmp/hvc0.in >/tmp/hvc0.out 2>/tmp/virtio.err &
-pid=$!
+start hvc0 guest --memory 256M --cmdline "console=ttyAMA0 quiet libvmm.test=virtio" \
+  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly --console stdio --serial file:/tmp/virtio.out
 check "virtio: hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
-echo "ping-from-host" >/tmp/hvc0.in
+send hvc0 "ping-from-host"
 check "virtio: host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
-wait $pid
-status=$?
+stop
 check "virtio: exit status 0" [ "$status" -eq 0 ]
 check "virtio: the guest sees vda and vdb" grep -qF "block devices: vda vdb" /tmp/virtio.out
 check "virtio: the guest reads the host's pattern" grep -qF "vda starts with: LIBVMM-HOST-WROTE-THIS!!" /tmp/virtio.out
@@ -135,7 +86,7 @@ check "virtio: the guest's write is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
 
 # 4. A user's device tree (--dtb): vmm patches in memory, cpus, chosen and the virtIO disk.
-boot dtb libvmm.test=arm64info --vcpus 2 --dtb user.dtb --disk /tmp/vdb.img,readonly
+boot dtb "quiet libvmm.test=arm64info" --vcpus 2 --dtb user.dtb --disk /tmp/vdb.img,readonly
 check "dtb: the guest booted with the user's tree" grep -qF "model: libvmm user dtb test board" /tmp/dtb.out
 check "dtb: 2 vCPUs patched in" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/dtb.out
 check "dtb: the virtIO disk patched in" grep -qF "block devices: vda" /tmp/dtb.out
@@ -152,12 +103,10 @@ check "faults: undecodable load pair reported" grep -qE \
 check "faults: ... naming the device" grep -qF "device 'pl011' at [0x9000000, 0x9001000)" /tmp/fault.err
 check "faults: exit status 1" [ "$status" -eq 1 ]
 finish arm64-gicv3 /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
-  /tmp/virtio.out /tmp/virtio.err /tmp/hvc0.out
+  /tmp/virtio.out /tmp/hvc0.err /tmp/hvc0.out
 EOS
 
-cat >"$payload/gicv2.sh" <<'EOS'
-#!/bin/sh
-. ./lib.sh
+payload_script gicv2.sh <<'EOS'
 # 1. The manual's example system: `vmm check` prints its AArch64 layout; the x86_64 example
 #    and an INTID below 32 are explained.
 export LIBVMM_GUEST=$PWD
@@ -181,10 +130,10 @@ check "system: ... and the device-tree number" grep -qF "<0 17 4> is irq=\"49\""
 # 2. `vmm run` boots it (with the test's command line): 2 vCPUs on the vGICv2 it names.
 sed 's|<cmdline>console=ttyAMA0</cmdline>|<cmdline>console=ttyAMA0 quiet libvmm.test=arm64info</cmdline>|' \
   simple-aarch64.system >/tmp/simple.system
-start=$(date +%s)
+started=$(date +%s)
 ./vmm run /tmp/simple.system </dev/null >/tmp/info.out 2>/tmp/info.err
 status=$?
-echo "arm64: system took $(($(date +%s) - start)) s"
+echo "vmm run took $(($(date +%s) - started)) s"
 check "system: 2 vCPUs came up" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
 check "system: the guest runs on a GICv2" grep -qF "irqchip: GIC-0" /tmp/info.out
 check "system: exit status 0 after PSCI SYSTEM_OFF" [ "$status" -eq 0 ]
@@ -199,8 +148,6 @@ check "gicv2: ... naming the flag" grep -qF -- "--gic v3: this host's KVM offers
 finish arm64-gicv2 /tmp/check.out /tmp/x86.out /tmp/spi.out /tmp/info.out /tmp/info.err \
   /tmp/default.err /tmp/v3.err
 EOS
-chmod +x "$payload"/*.sh
-
 status=0
 for suite in "${suites[@]}"; do
   case $suite in
@@ -209,6 +156,6 @@ for suite in "${suites[@]}"; do
     *) echo "arm64.sh: unknown suite $suite" >&2; exit 2 ;;
   esac
   ln -sf "$suite.sh" "$payload/run.sh"
-  "$emuhost" --gic "$gic" --timeout 600 "$payload" || status=1
+  run_payload --gic "$gic" --timeout 600 || status=1
 done
 exit $status

@@ -7,12 +7,9 @@
 #  2. a payload whose run.sh exits 3 makes emuhost exit 3.
 # Prints "emuhost_smoke: PASS" (and a closing "2 passed, 0 failed") on success.
 set -euo pipefail
-
+# shellcheck source=tests/integration/lib/host.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 prog=emuhost_smoke
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-emuhost=$repo/tools/emuhost/emuhost
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
 fail() {
   echo "$prog: FAIL: $*" >&2
@@ -21,16 +18,14 @@ fail() {
 }
 
 # 1. /dev/kvm works inside the emulated host.
-mkdir -p "$work/ok"
-cat >"$work/ok/run.sh" <<'EOF'
-#!/bin/sh
+payload_new x86_64
+payload_script run.sh <<'EOS'
 [ -c /dev/kvm ] || { echo "no /dev/kvm"; exit 1; }
 echo "kvm ok"
-EOF
-chmod +x "$work/ok/run.sh"
+EOS
 start=$(date +%s%N)
 status=0
-"$emuhost" --timeout 300 --log "$work/log" "$work/ok" >"$work/out" 2>"$work/err" || status=$?
+run_payload --timeout 300 --log "$work/log" >"$work/out" 2>"$work/err" || status=$?
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 [ "$status" -eq 0 ] || fail "kvm payload: emuhost exited $status ($(tail -n 1 "$work/err"))"
 grep -qx 'kvm ok' "$work/out" || fail "kvm payload: 'kvm ok' missing from stdout"
@@ -38,11 +33,13 @@ grep -qx 'kvm ok' "$work/log" || fail "kvm payload: 'kvm ok' missing from --log 
 echo "$prog: kvm payload ok (${elapsed_ms} ms)" >&2
 
 # 2. The payload's exit status is propagated.
-mkdir -p "$work/three"
-printf '#!/bin/sh\necho "exiting 3"\nexit 3\n' >"$work/three/run.sh"
-chmod +x "$work/three/run.sh"
+payload_new x86_64
+payload_script run.sh <<'EOS'
+echo "exiting 3"
+exit 3
+EOS
 status=0
-"$emuhost" --timeout 300 "$work/three" >"$work/out" 2>"$work/err" || status=$?
+run_payload --timeout 300 >"$work/out" 2>"$work/err" || status=$?
 [ "$status" -eq 3 ] || fail "exit-3 payload: emuhost exited $status, expected 3 ($(tail -n 1 "$work/err"))"
 grep -qx 'exiting 3' "$work/out" || fail "exit-3 payload: its output is missing"
 

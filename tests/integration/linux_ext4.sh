@@ -9,9 +9,8 @@
 # Usage: linux_ext4.sh VMM
 set -euo pipefail
 vmm=$1
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=tests/integration/lib/host.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 
 for tool in /sbin/mke2fs /sbin/debugfs /sbin/e2fsck; do
   [ -x "$tool" ] || { echo "linux_ext4: missing $tool (apt-get install e2fsprogs)" >&2; exit 1; }
@@ -21,35 +20,19 @@ done
 # owns /sbin/mke2fs, and overlaying a file onto that symlink would overwrite busybox itself),
 # its shared libraries at their absolute paths, and Debian's mke2fs.conf for the usual defaults.
 extra=$work/guest-extra
-"$repo/tools/emuhost/copy-binary" /sbin/mke2fs "$work/mke2fs"
-mkdir -p "$extra/usr/sbin" "$extra/etc"
-cp "$work/mke2fs/mke2fs" "$extra/usr/sbin/mkfs.ext4"
-cp -a "$work/mke2fs/rootfs/." "$extra/"
+extra_binary "$extra" /sbin/mke2fs usr/sbin/mkfs.ext4
+mkdir -p "$extra/etc"
 [ ! -f /etc/mke2fs.conf ] || cp /etc/mke2fs.conf "$extra/etc/"
 
-payload=$work/payload
-mkdir -p "$payload"
-cp "$("$repo/images/build-kernel" x86_64)" "$payload/bzImage"
-cp "$("$repo/images/build-initramfs" --extra "$extra" x86_64)" "$payload/initramfs.cpio.gz"
-"$repo/tools/emuhost/copy-binary" "$vmm" "$payload"
-"$repo/tools/emuhost/copy-binary" /sbin/debugfs "$payload"
-"$repo/tools/emuhost/copy-binary" /sbin/e2fsck "$payload"
+payload_new x86_64 "$vmm" --extra "$extra"
+payload_binary /sbin/debugfs /sbin/e2fsck
 
-cat >"$payload/run.sh" <<'EOS'
-#!/bin/sh
-passed=0 failed=0
-check() {
-  name=$1; shift
-  if "$@"; then echo "PASS: $name"; passed=$((passed + 1)); else echo "FAIL: $name"; failed=$((failed + 1)); fi
-}
+payload_script run.sh <<'EOS'
 # Runs the guest with $1 as libvmm.ext4= and vda from $2; console to /tmp/out.$1 (CRs stripped).
-boot() {
-  ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
-    --cmdline "console=ttyS0 quiet libvmm.test=ext4 libvmm.ext4=$1" --disk "$2" \
-    </dev/null >/tmp/raw.$1 2>/tmp/err.$1
-  status=$?
-  tr -d '\r' </tmp/raw.$1 >/tmp/out.$1
-  return $status
+ext4_boot() {
+  boot "$1" "quiet libvmm.test=ext4 libvmm.ext4=$1" --disk "$2"
+  tr -d '\r' <"/tmp/$1.out" >"/tmp/out.$1"
+  return "$status"
 }
 has() { grep -qxF "LIBVMM-GUEST: $2" "/tmp/out.$1"; }
 # md5 sum the guest printed for file $2 in boot $1 (empty if none).
@@ -62,7 +45,7 @@ dd if=/dev/zero of=/tmp/vda.img bs=1M count=64 2>/dev/null
 files="hello.txt dir/nested.txt big.bin"
 
 # Boot 1: mkfs, write, unmount.
-boot create /tmp/vda.img; status=$?
+ext4_boot create /tmp/vda.img; status=$?
 check "boot 1 (create) exits with status 0" [ "$status" -eq 0 ]
 check "mkfs.ext4 succeeds in the guest" has create "mkfs ok"
 check "the guest mounts the new file system" has create "mount rw ok"
@@ -82,7 +65,7 @@ done
 before=$(md5sum </tmp/vda.img)
 
 # Boot 2: the same image, read-only.
-boot verify /tmp/vda.img,readonly; status=$?
+ext4_boot verify /tmp/vda.img,readonly; status=$?
 check "boot 2 (verify) exits with status 0" [ "$status" -eq 0 ]
 check "vda is read-only in the guest" has verify "vda read-only flag: 1"
 check "the guest mounts the file system read-only" has verify "mount ro ok"
@@ -94,15 +77,6 @@ check "writing a file fails" has verify "file write refused"
 check "writing the raw device fails" has verify "raw write refused"
 check "the read-only boot leaves the image unchanged" [ "$(md5sum </tmp/vda.img)" = "$before" ]
 
-if [ $failed -ne 0 ]; then
-  for b in create verify; do
-    echo "---- boot $b stdout"; tail -n 30 /tmp/out.$b 2>/dev/null
-    echo "---- boot $b stderr"; tail -n 10 /tmp/err.$b 2>/dev/null
-  done
-  echo "---- e2fsck"; tail -n 10 /tmp/e2fsck.out 2>/dev/null
-fi
-echo "linux_ext4: $passed passed, $failed failed"
-[ $failed -eq 0 ]
+finish linux_ext4 /tmp/out.create /tmp/create.err /tmp/out.verify /tmp/verify.err /tmp/e2fsck.out
 EOS
-chmod +x "$payload/run.sh"
-"$repo/tools/emuhost/emuhost" --timeout 600 "$payload"
+run_payload --timeout 600

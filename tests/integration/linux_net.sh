@@ -8,39 +8,21 @@
 # Usage: linux_net.sh VMM
 set -euo pipefail
 vmm=$1
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=tests/integration/lib/host.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
+payload_new x86_64 "$vmm"
+payload_binary "$(command -v ip)"  # busybox ip has no netns
+payload_binary "$(command -v setpriv)"  # busybox's has no --reuid
 
-payload=$work/payload
-mkdir -p "$payload"
-cp "$("$repo/images/build-kernel" x86_64)" "$payload/bzImage"
-cp "$("$repo/images/build-initramfs" x86_64)" "$payload/initramfs.cpio.gz"
-"$repo/tools/emuhost/copy-binary" "$vmm" "$payload"
-"$repo/tools/emuhost/copy-binary" "$(command -v ip)" "$payload"  # busybox ip has no netns
-"$repo/tools/emuhost/copy-binary" "$(command -v setpriv)" "$payload"  # busybox's has no --reuid
-
-cat >"$payload/run.sh" <<'EOS'
-#!/bin/sh
+payload_script run.sh <<'EOS'
 ./ip netns add libvmm-net || { echo "cannot create a network namespace"; exit 1; }
 ./ip netns exec libvmm-net ./net.sh
 status=$?
 ./ip netns delete libvmm-net
 exit $status
 EOS
-cat >"$payload/net.sh" <<'EOS'
-#!/bin/sh
+payload_script net.sh <<'EOS'
 # Runs inside the namespace.
-passed=0 failed=0
-check() {
-  name=$1; shift
-  if "$@"; then echo "PASS: $name"; passed=$((passed + 1)); else echo "FAIL: $name"; failed=$((failed + 1)); fi
-}
-wait_for() {  # wait_for FILE TEXT SECONDS
-  i=0
-  while [ $i -lt $(($3 * 10)) ]; do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i + 1)); done
-  return 1
-}
 field() { sed -n "s/.*LIBVMM-GUEST: $2: //p" "$1" | tr -d '\r' | head -n 1; }
 ip=./ip
 $ip link set lo up
@@ -56,11 +38,11 @@ dd if=/dev/urandom of=/www/to-guest bs=64k count=64 2>/dev/null
 to_guest=$(sha256sum </www/to-guest | cut -d' ' -f1)
 httpd -p 10.0.0.1:8080 -h /www
 
-./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 160M --serial file:/tmp/a.out \
+guest --memory 160M --serial file:/tmp/a.out \
   --cmdline "console=ttyS0 quiet libvmm.test=net" --net tap=tap0,mac=52:54:00:12:34:56 \
   2>/tmp/a.err &
 a=$!
-./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 160M --serial file:/tmp/b.out \
+guest --memory 160M --serial file:/tmp/b.out \
   --cmdline "console=ttyS0 quiet libvmm.test=net_peer" --net tap=tap1 2>/tmp/b.err &
 b=$!
 # vmm creates tap1; put it on the bridge as soon as it exists.
@@ -73,7 +55,8 @@ $ip link set tap1 up
 check "eth0 has the MAC it was given" wait_for /tmp/a.out "eth0 address: 52:54:00:12:34:56" 180
 check "the guest pings the host" wait_for /tmp/a.out "ping host ok" 60
 if [ $failed -ne 0 ]; then  # nothing else can work: say why now
-  $ip -s link; echo "---- A serial"; tail -n 30 /tmp/a.out; echo "---- A stderr"; tail -n 20 /tmp/a.err
+  $ip -s link
+  finish linux_net /tmp/a.out /tmp/a.err
   exit 1
 fi
 check "host to guest: 4 MiB arrive intact" wait_for /tmp/a.out "to-guest sha256: $to_guest" 120
@@ -115,12 +98,6 @@ check "--net without permission on /dev/net/tun" \
   bad "--net tap=tap0: no permission to open /dev/net/tun" nobody ./vmm --net tap=tap0
 chmod "$tun_mode" /dev/net/tun
 chmod "$kvm_mode" /dev/kvm
-[ $failed -eq 0 ] || {
-  echo "---- A serial"; tail -n 30 /tmp/a.out; echo "---- A stderr"; tail -n 20 /tmp/a.err
-  echo "---- B serial"; tail -n 15 /tmp/b.out; echo "---- B stderr"; tail -n 20 /tmp/b.err
-}
-echo "linux_net: $passed passed, $failed failed"
-[ $failed -eq 0 ]
+finish linux_net /tmp/a.out /tmp/a.err /tmp/b.out /tmp/b.err
 EOS
-chmod +x "$payload/run.sh" "$payload/net.sh"
-"$repo/tools/emuhost/emuhost" --timeout 600 "$payload"
+run_payload --timeout 600

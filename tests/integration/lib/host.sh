@@ -1,0 +1,140 @@
+# Host side of the Linux tests, the benchmarks and tools/run-example: sourced by bash scripts
+# (set -euo pipefail) that assemble a payload, run it in the emulated KVM host
+# (tools/emuhost/emuhost) and read what it printed. The payload's own scripts source
+# tests/integration/lib/payload.sh.
+#
+#   $repo, $emuhost                 the repository; tools/emuhost/emuhost
+#   $work                           a new temporary directory, removed when the script exits
+#   payload_new ARCH [VMM [--extra DIR]]
+#                                   starts a new $payload ($work/payload) for ARCH (x86_64 or
+#                                   aarch64) holding payload.sh; with VMM, also the guest kernel
+#                                   (x86_64: images/build-kernel's bzImage; aarch64: Debian's
+#                                   arm64 kernel, the emulated host's own, as Image), the
+#                                   initramfs (images/build-initramfs [--extra DIR] ARCH) as
+#                                   initramfs.cpio.gz, and VMM with its shared libraries
+#   payload_binary SRC...           copies executables into it with their shared libraries
+#                                   (tools/emuhost/copy-binary)
+#   extra_binary DIR SRC PATH       for a guest initramfs's --extra DIR: the executable SRC as
+#                                   DIR/PATH, its shared libraries at their own paths below DIR
+#   payload_script NAME [VAR=VALUE...] <<'EOS'
+#                                   writes the executable $payload/NAME: #!/bin/sh, `. ./payload.sh`,
+#                                   the VAR=VALUE assignments (values from here, quoted), then
+#                                   the script text from stdin
+#   run_payload [EMUHOST-ARGS...]   runs $payload/run.sh in the emulated host for ARCH; its status
+#   collect REGEX [EMUHOST-ARGS...] run_payload with its console in $work/log and the lines that
+#                                   match REGEX (grep -E) in $work/results
+#   need_results REGEX              exits 1, showing the end of $work/log, unless a line of
+#                                   $work/results matches REGEX
+#   result NAME WORDS...            the median of the values of NAME=VALUE on the lines of
+#                                   $work/results that start with WORDS
+#   median                          the median of the numbers on stdin
+#   ratio A B                       A / B with two decimals, or - if either is not positive
+#   native_build                    installs what is missing and builds build/gcc
+#                                   (tools/install-deps, tools/build)
+#   cross_build DIR TARGETS...      cross-builds TARGETS for arm64 in DIR (tools/install-deps-arm64
+#                                   first); on failure shows the end of the build log and exits 1
+# shellcheck shell=bash
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+emuhost=$repo/tools/emuhost/emuhost
+prog=$(basename "$0")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+payload=$work/payload
+payload_arch=x86_64
+
+payload_new() {
+  local extra_args=()
+  [ $# -eq 1 ] || [ $# -eq 2 ] || { [ $# -eq 4 ] && [ "$3" = --extra ]; } \
+    || { echo "usage: payload_new ARCH [VMM [--extra DIR]]" >&2; exit 2; }
+  payload_arch=$1
+  case $payload_arch in
+    x86_64|aarch64) ;;
+    *) echo "payload_new: unknown architecture $payload_arch" >&2; exit 2 ;;
+  esac
+  rm -rf "$payload"
+  mkdir -p "$payload"
+  cp "$repo/tests/integration/lib/payload.sh" "$payload/"
+  [ $# -ge 2 ] || return 0
+  case $payload_arch in
+    x86_64) cp "$("$repo/images/build-kernel" x86_64)" "$payload/bzImage" ;;
+    aarch64) cp "$("$emuhost" --arch aarch64 --print-kernel)" "$payload/Image" ;;
+  esac
+  [ $# -eq 2 ] || extra_args=(--extra "$4")
+  cp "$("$repo/images/build-initramfs" "${extra_args[@]}" "$payload_arch")" "$payload/initramfs.cpio.gz"
+  payload_binary "$2"
+}
+
+payload_binary() {
+  local src
+  for src in "$@"; do "$repo/tools/emuhost/copy-binary" "$src" "$payload"; done
+}
+
+extra_binary() {
+  local files
+  files=$(mktemp -d "$work/binary.XXXXXX")
+  "$repo/tools/emuhost/copy-binary" "$2" "$files"
+  mkdir -p "$(dirname "$1/$3")"
+  cp "$files/$(basename "$2")" "$1/$3"
+  [ ! -d "$files/rootfs" ] || cp -a "$files/rootfs/." "$1/"
+}
+
+payload_script() {
+  local file=$payload/$1 assignment
+  shift
+  {
+    echo '#!/bin/sh'
+    echo '. ./payload.sh'
+    for assignment in "$@"; do
+      printf "%s='%s'\n" "${assignment%%=*}" "$(printf '%s' "${assignment#*=}" | sed "s/'/'\\\\''/g")"
+    done
+    cat
+  } >"$file"
+  chmod +x "$file"
+}
+
+run_payload() {
+  "$emuhost" --arch "$payload_arch" "$@" "$payload"
+}
+
+collect() {
+  local regex=$1
+  shift
+  run_payload "$@" | tee "$work/log" | grep -E "$regex" >"$work/results" || true
+}
+
+need_results() {
+  grep -qE "$1" "$work/results" && return 0
+  echo "$prog: no results; emulated host output:"
+  tail -n 30 "$work/log"
+  exit 1
+}
+
+result() {
+  local name=$1
+  shift
+  awk -v words="$*" -v name="$name" 'index($0, words " ") == 1 {
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "") print kv[2] } }' \
+    "$work/results" | median
+}
+
+median() {
+  sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'
+}
+
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'
+}
+
+native_build() {
+  (cd "$repo" && tools/install-deps && tools/build build/gcc)
+}
+
+cross_build() {
+  local dir=$1
+  shift
+  "$repo/tools/install-deps-arm64"
+  { cmake -G Ninja -S "$repo" -B "$dir" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" &&
+    ninja -C "$dir" -j2 "$@"; } >"$work/cross-build.log" 2>&1 \
+    || { tail -n 40 "$work/cross-build.log"; echo "$prog: cross-building $* for arm64 failed" >&2; exit 1; }
+}

@@ -1,0 +1,91 @@
+# Helpers for the scripts that run inside the emulated KVM host (tools/emuhost/emuhost), sourced
+# by every run.sh that tests/integration/lib/host.sh writes (`payload_script`). busybox sh; cwd
+# is /payload, which holds ./vmm, the guest kernel ($kernel: bzImage on x86_64, Image on
+# aarch64) and initramfs.cpio.gz.
+#
+#   check NAME COMMAND...          runs COMMAND; prints "PASS: NAME" or "FAIL: NAME" and counts
+#   wait_for FILE TEXT SECONDS     true once FILE contains TEXT, false after SECONDS
+#   finish NAME FILES...           on failures, the end of each FILE; then "NAME: P passed,
+#                                  F failed"; true if none failed (run.sh's last command)
+#   guest VMM-ARGS...              ./vmm booting $kernel and initramfs.cpio.gz
+#   boot NAME CMDLINE VMM-ARGS...  one guest run, 256 MiB, command line "console=$console
+#                                  CMDLINE", stdin /dev/null, stdout /tmp/NAME.out, stderr
+#                                  /tmp/NAME.err; sets $status and says how long it took
+#   start NAME COMMAND...          COMMAND in the background, stdin from the FIFO /tmp/NAME.in,
+#                                  stdout /tmp/NAME.out, stderr /tmp/NAME.err; sets $pid
+#   send NAME TEXT                 writes the line TEXT to /tmp/NAME.in
+#   stop                           waits for that command; sets $status
+#   bench_guest NAME TEST SECONDS COMMAND...
+#                                  runs the VMM COMMAND (stdout and stderr /tmp/out.NAME) until
+#                                  the guest's /init reports the end of its libvmm.test=TEST, or
+#                                  SECONDS pass, then stops it (QEMU microvm does not exit on the
+#                                  guest's reboot) and prints its "LIBVMM-GUEST: BENCH " lines
+#                                  with NAME in place of that prefix
+# shellcheck shell=sh disable=SC2034  # $kernel, $console, $status, $pid: for the sourcing script
+
+case $(uname -m) in
+  aarch64) kernel=Image console=ttyAMA0 ;;
+  *) kernel=bzImage console=ttyS0 ;;
+esac
+passed=0 failed=0
+
+check() {
+  name=$1; shift
+  if "$@"; then echo "PASS: $name"; passed=$((passed + 1)); else echo "FAIL: $name"; failed=$((failed + 1)); fi
+}
+
+wait_for() {
+  i=0
+  while [ $i -lt $(($3 * 10)) ]; do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i + 1)); done
+  return 1
+}
+
+finish() {
+  name=$1; shift
+  if [ $failed -ne 0 ]; then for f in "$@"; do echo "---- $f"; tail -n 40 "$f" 2>/dev/null; done; fi
+  echo "$name: $passed passed, $failed failed"
+  [ $failed -eq 0 ]
+}
+
+guest() {
+  ./vmm --kernel "$kernel" --initrd initramfs.cpio.gz "$@"
+}
+
+boot() {
+  name=$1 cmdline=$2; shift 2
+  started=$(date +%s)
+  guest --memory 256M --cmdline "console=$console $cmdline" "$@" \
+    </dev/null >"/tmp/$name.out" 2>"/tmp/$name.err"
+  status=$?
+  echo "boot $name took $(($(date +%s) - started)) s"
+}
+
+start() {
+  name=$1; shift
+  rm -f "/tmp/$name.in"
+  mkfifo "/tmp/$name.in"
+  "$@" <>"/tmp/$name.in" >"/tmp/$name.out" 2>"/tmp/$name.err" &
+  pid=$!
+}
+
+send() {
+  echo "$2" >"/tmp/$1.in"
+}
+
+stop() {
+  wait "$pid"
+  status=$?
+}
+
+bench_guest() {
+  name=$1 test=$2 seconds=$3
+  shift 3
+  "$@" </dev/null >"/tmp/out.$name" 2>&1 &
+  pid=$! t=0
+  while kill -0 $pid 2>/dev/null && ! grep -q "test $test exit status" "/tmp/out.$name" \
+      && [ $t -lt "$seconds" ]; do
+    sleep 1; t=$((t + 1))
+  done
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  tr -d '\r' <"/tmp/out.$name" | sed -n "s/^LIBVMM-GUEST: BENCH /$name /p"
+}
