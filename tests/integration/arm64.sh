@@ -73,12 +73,15 @@ dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null
 printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
 start hvc0 guest --memory 256M --cmdline "console=ttyAMA0 quiet libvmm.test=virtio" \
-  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly --console stdio --serial file:/tmp/virtio.out
+  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly --console stdio --rng --serial file:/tmp/virtio.out
 check "virtio: hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "virtio: host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
 stop
 check "virtio: exit status 0" [ "$status" -eq 0 ]
+check "virtio: virtio_rng is the guest's hwrng" grep -qF "hwrng: virtio_rng.0" /tmp/virtio.out
+check "virtio: /dev/hwrng gives random bytes" grep -qF "hwrng gives random bytes" /tmp/virtio.out
+check "virtio: /dev/hwrng reads 64 KiB" grep -qF "hwrng 64 KiB: 65536 bytes" /tmp/virtio.out
 check "virtio: the guest sees vda and vdb" grep -qF "block devices: vda vdb" /tmp/virtio.out
 check "virtio: the guest reads the host's pattern" grep -qF "vda starts with: LIBVMM-HOST-WROTE-THIS!!" /tmp/virtio.out
 check "virtio: vdb is read-only in the guest" grep -qF "vdb write refused" /tmp/virtio.out

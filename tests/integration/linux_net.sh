@@ -89,13 +89,13 @@ bad() {  # bad "message fragment" ARGS...
 nobody() { ./setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 kvm_mode=$(stat -c %a /dev/kvm) tun_mode=$(stat -c %a /dev/net/tun)
 chmod 666 /dev/kvm /dev/net/tun
-check "--net on an interface that is not a TAP" bad "--net tap=br0: exists but is not a TAP" ./vmm --net tap=br0
+check "--net on an interface that is not a TAP" bad "--net tap=br0: TAP device 'br0': exists but is not a TAP" ./vmm --net tap=br0
 check "--net on a missing TAP without the right to create it" \
-  bad "--net tap=nosuchtap: no such TAP device, and creating one needs CAP_NET_ADMIN" \
+  bad "--net tap=nosuchtap: TAP device 'nosuchtap': no such TAP device, and creating one needs CAP_NET_ADMIN" \
   nobody ./vmm --net tap=nosuchtap
 chmod 600 /dev/net/tun
 check "--net without permission on /dev/net/tun" \
-  bad "--net tap=tap0: no permission to open /dev/net/tun" nobody ./vmm --net tap=tap0
+  bad "--net tap=tap0: TAP device 'tap0': no permission to open /dev/net/tun" nobody ./vmm --net tap=tap0
 chmod "$tun_mode" /dev/net/tun
 chmod "$kvm_mode" /dev/kvm
 finish linux_net /tmp/a.out /tmp/a.err /tmp/b.out /tmp/b.err

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boots the guest with two virtIO disks (one read-only) and a virtIO console inside the emulated
+# Boots the guest with two virtIO disks (one read-only), a virtIO console and a virtio-rng inside the emulated
 # KVM host, and checks, with the real Linux drivers: the disks appear without any
 # virtio_mmio.device= from the user, the guest reads what the host wrote, the host finds what
 # the guest wrote after vmm exits, writes to the read-only disk fail, and hvc0 carries text both
@@ -19,12 +19,15 @@ dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
 
 # The virtIO console is on vmm's stdin/stdout (a FIFO here); the serial console goes to a file.
 start hvc0 guest --memory 256M --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
-  --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly --console stdio --serial file:/tmp/out
+  --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly --console stdio --rng --serial file:/tmp/out
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
 stop
 check "exit status 0 (got $status)" [ "$status" -eq 0 ]
+check "virtio_rng is the guest's hwrng" grep -qF "hwrng: virtio_rng.0" /tmp/out
+check "/dev/hwrng gives random bytes" grep -qF "hwrng gives random bytes" /tmp/out
+check "/dev/hwrng reads 64 KiB" grep -qF "hwrng 64 KiB: 65536 bytes" /tmp/out
 check "the guest sees vda and vdb" grep -qF "block devices: vda vdb" /tmp/out
 check "the guest reads the host's pattern" grep -qF "vda starts with: LIBVMM-HOST-WROTE-THIS!!" /tmp/out
 check "vdb is read-only in the guest" grep -qF "vdb read-only flag: 1" /tmp/out
