@@ -298,20 +298,31 @@ bool VirtioNet::deliver_pending(Virtqueue& queue) {
 
 void VirtioNet::transmit(Virtqueue& queue) {
   // Drain what is there with notifications off, then look once more after turning them on.
+  // A guest that keeps the queue full yields to the event loop's other work after
+  // kTransmitPerNotify chains: the queue's notification is signalled again and we resume then.
   queue.disable_notifications();
+  VirtioTransport* transport = transport_.load();
+  uint32_t taken = 0;
   do {
     int sent = 0;
-    while (auto chain = queue.pop()) {
+    auto signal = [&] {
+      if (sent != 0 && transport != nullptr) transport->signal_used(kTransmitQueue);
+      sent = 0;
+    };
+    while (true) {
+      if (taken == kTransmitPerNotify && transport != nullptr &&
+          transport->renotify(kTransmitQueue)) {
+        signal();
+        return;
+      }
+      auto chain = queue.pop();
+      if (!chain) break;
+      ++taken;
       transmit_one(*chain);
       queue.push(chain->head(), 0);
-      if (++sent == kBatch) {
-        if (VirtioTransport* t = transport_.load()) t->signal_used(kTransmitQueue);
-        sent = 0;
-      }
+      if (++sent == kBatch) signal();
     }
-    if (sent != 0) {
-      if (VirtioTransport* t = transport_.load()) t->signal_used(kTransmitQueue);
-    }
+    signal();
   } while (queue.ready() && !queue.broken() && queue.enable_notifications());
 }
 

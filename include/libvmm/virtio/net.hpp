@@ -85,6 +85,8 @@ class VirtioNet final : public VirtioDevice {
   static constexpr size_t kMaxTxSegments = 64;
   // Frames moved per wakeup before letting the event loop serve others.
   static constexpr int kBatch = 64;
+  // Transmit chains served per queue notification before yielding to the event loop.
+  static constexpr uint32_t kTransmitPerNotify = 256;
 
   VirtioNet(std::shared_ptr<NetBackend> backend, const MacAddress& mac, uint16_t mtu = 1500);
 
