@@ -1,9 +1,12 @@
-// Feeds virtio-blk request chains built from fuzz input into VirtioBlock over small temporary
-// images, the way a hostile driver could, and checks what comes back in the used ring.
+// Feeds virtio-blk request chains built from fuzz input, the way a hostile driver could, to
+// parse_block_request() directly, checking that whatever it accepts is within the chain and
+// the disk, and then to VirtioBlock over small temporary images, checking what comes back in
+// the used ring.
 //
-// Input: a selector byte (which image, negotiated features), then up to 8 chains, each a
-// segment count and per segment a flags byte, a length and, for device-readable segments, the
-// bytes the driver put there (the request header, data, discard segments).
+// Input: a selector byte (which image, negotiated features, the disk size the parser checks
+// against), then up to 8 chains, each a segment count and per segment a flags byte, a length
+// and, for device-readable segments, the bytes the driver put there (the request header,
+// data, discard segments).
 #include <linux/virtio_blk.h>
 #define VIRTIO_RING_NO_LEGACY
 #include <linux/virtio_ring.h>
@@ -15,10 +18,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/block_request.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
 
 using namespace libvmm;
@@ -89,6 +94,65 @@ struct Guest {
   std::array<std::shared_ptr<VirtioBlock>, 3> devices;
   NullTransport transport;
 };
+
+// What parse_block_request() accepts must be within the chain and the disk; what it refuses
+// gets a reason and a status.
+void check_parse(const DescriptorChain& chain, const BlockDisk& disk) {
+  const ParsedBlockRequest parsed = parse_block_request(chain, disk);
+  if (const auto* error = std::get_if<BlockRequestError>(&parsed)) {
+    check(!error->message.empty());
+    check(error->status() == VIRTIO_BLK_S_IOERR || error->status() == VIRTIO_BLK_S_UNSUPP);
+    check((error->kind == BlockRequestError::Kind::no_status) == (chain.writable_bytes() == 0));
+    return;
+  }
+  const BlockRequest& request = std::get<BlockRequest>(parsed);
+  check(chain.writable_bytes() >= 1 && chain.readable_bytes() >= kBlockHeaderSize);
+  const uint64_t readable_data = chain.readable_bytes() - kBlockHeaderSize;
+  const uint64_t writable_data = chain.writable_bytes() - 1;
+  auto within = [&](uint64_t sector, uint64_t sectors) {
+    return sector <= disk.capacity_sectors && sectors <= disk.capacity_sectors - sector;
+  };
+  virtio_blk_outhdr header{};
+  check(chain.read_at(0, {reinterpret_cast<uint8_t*>(&header), sizeof header}));
+  const bool ranges =
+      request.type == BlockRequestType::discard || request.type == BlockRequestType::write_zeroes;
+  check(ranges || request.range_count == 0);
+  switch (request.type) {
+    case BlockRequestType::read:
+    case BlockRequestType::write: {
+      const bool write = request.type == BlockRequestType::write;
+      check(header.type == (write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN));
+      check(request.sector == header.sector);
+      check((write ? writable_data : readable_data) == 0);
+      check(request.data_bytes == (write ? readable_data : writable_data));
+      check(request.data_bytes % kBlockSectorSize == 0);
+      check(within(request.sector, request.data_bytes / kBlockSectorSize));
+      check(!write || !disk.readonly);
+      break;
+    }
+    case BlockRequestType::flush:
+      check(header.type == VIRTIO_BLK_T_FLUSH);
+      break;
+    case BlockRequestType::get_id:
+      check(header.type == VIRTIO_BLK_T_GET_ID);
+      check(readable_data == 0 && writable_data == kBlockIdBytes);
+      break;
+    case BlockRequestType::discard:
+    case BlockRequestType::write_zeroes: {
+      const bool discard = request.type == BlockRequestType::discard;
+      check(header.type == (discard ? VIRTIO_BLK_T_DISCARD : VIRTIO_BLK_T_WRITE_ZEROES));
+      check(discard ? disk.discard : disk.write_zeroes);
+      check(!disk.readonly && writable_data == 0);
+      check(request.range_count >= 1 && request.range_count <= kBlockMaxRangeSegments);
+      check(readable_data == 16ull * request.range_count);
+      for (const BlockRange& range : request.segments()) {
+        check(range.sectors <= kBlockMaxRangeSectors && within(range.sector, range.sectors));
+        check(!(discard && range.unmap));
+      }
+      break;
+    }
+  }
+}
 
 struct Expect {
   uint16_t head;
@@ -169,6 +233,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& e : expected) {
     if (e.status_in_ram) guest.memory.write_obj<uint8_t>(e.status_gpa, 0xee);
   }
+
+  // The parser first, on its own queue over the same ring, against the disk or one of a size
+  // that tests the range arithmetic at its edges.
+  static constexpr uint64_t kCapacities[] = {0, 1ull << 55, ~0ull};
+  BlockDisk disk{device.capacity_sectors(), (features & (1ull << VIRTIO_BLK_F_RO)) != 0,
+                 (features & (1ull << VIRTIO_BLK_F_DISCARD)) != 0,
+                 (features & (1ull << VIRTIO_BLK_F_WRITE_ZEROES)) != 0};
+  if (selector & 0xc0) disk.capacity_sectors = kCapacities[(selector >> 6) - 1];
+  Virtqueue parse_queue(guest.memory, kQueueSize);
+  parse_queue.set_desc_addr(kDesc);
+  parse_queue.set_avail_addr(kAvail);
+  parse_queue.set_used_addr(kUsed);
+  check(parse_queue.enable(ring_features, error));
+  while (auto chain = parse_queue.pop()) check_parse(*chain, disk);
 
   device.queue_notify(0, queue);
 

@@ -435,7 +435,7 @@ TEST(DiskOpen, LockKeepsASecondWriterOut) {
 
 TEST(DiskOpen, ReadOnlyImageRefusesWrites) {
   TempImage image(4096);
-  auto backend = BlockImage::open(parse_disk_spec(image.path() + ",readonly"));
+  auto backend = BlockImage::open({.path = image.path(), .readonly = true});
   EXPECT_TRUE(backend->readonly());
   std::vector<uint8_t> data(512, 0);
   iovec v{data.data(), data.size()};
