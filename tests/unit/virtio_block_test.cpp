@@ -22,8 +22,10 @@
 #include "libvmm/core/irq.hpp"
 #include "libvmm/virtio/block.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
+#include "unit/support/virtio_kit.hpp"
 
 using namespace libvmm;
+using namespace libvmm::test;
 
 namespace {
 
@@ -152,30 +154,6 @@ class RecordingBackend final : public BlockBackend {
   bool readonly_;
 };
 
-class CountingTransport final : public VirtioTransport {
- public:
-  void signal_used(uint16_t index) override {
-    EXPECT_EQ(index, 0);
-    ++signals;
-  }
-  void signal_config_change() override {}
-  bool with_queues(const std::function<void(std::span<Virtqueue>)>&) override { return false; }
-  bool renotify(uint16_t index) override {
-    EXPECT_EQ(index, 0);
-    ++renotifies;
-    return can_renotify;
-  }
-  int signals = 0;
-  int renotifies = 0;
-  bool can_renotify = false;
-};
-
-struct Buf {
-  uint64_t gpa;
-  uint32_t len;
-  bool writable;
-};
-
 struct Completion {
   uint8_t status;
   uint32_t len;  // what the device put in the used ring
@@ -185,18 +163,17 @@ constexpr uint8_t kNoStatus = 0xee;  // what the status byte holds until the dev
 
 class VirtioBlockTest : public ::testing::Test {
  protected:
-  VirtioBlockTest() { memory.map(0, MemoryRegion::create("ram", kRamSize), 0, kRamSize); }
+  void TearDown() override {
+    // The device has one queue: whatever it signals or asks to be renotified is queue 0.
+    EXPECT_EQ(transport.signals(), transport.signals(0));
+    EXPECT_EQ(transport.renotifies(), transport.renotifies(0));
+  }
 
   // --- Devices
 
   void use(std::shared_ptr<VirtioBlock> dev, uint64_t features) {
     device = std::move(dev);
-    queue.set_size(kQueueSize);
-    queue.set_desc_addr(kDesc);
-    queue.set_avail_addr(kAvail);
-    queue.set_used_addr(kUsed);
-    std::string error;
-    ASSERT_TRUE(queue.enable(bit(VIRTIO_RING_F_INDIRECT_DESC), error)) << error;
+    ring.configure(queue, bit(VIRTIO_RING_F_INDIRECT_DESC));
     device->activate(transport, features);
   }
   void open(const TempImage& image, const std::string& options = "") {
@@ -215,13 +192,7 @@ class VirtioBlockTest : public ::testing::Test {
 
   // --- Guest buffers
 
-  uint64_t alloc(uint64_t len, uint64_t align = 16) {
-    next_buffer_ = (next_buffer_ + align - 1) / align * align;
-    const uint64_t gpa = next_buffer_;
-    next_buffer_ += len;
-    EXPECT_LE(next_buffer_, kRamSize);
-    return gpa;
-  }
+  uint64_t alloc(uint64_t len, uint64_t align = 16) { return ring.alloc(len, align); }
   uint64_t header(uint32_t type, uint64_t sector) {
     const uint64_t gpa = alloc(16);
     EXPECT_TRUE(memory.write_obj(gpa, virtio_blk_outhdr{type, 0, sector}));
@@ -233,54 +204,25 @@ class VirtioBlockTest : public ::testing::Test {
     return gpa;
   }
   uint64_t bytes(const std::vector<uint8_t>& data, uint64_t align = 16) {
-    const uint64_t gpa = alloc(data.size(), align);
-    EXPECT_TRUE(memory.write(gpa, data.data(), data.size()));
-    return gpa;
+    return ring.place(data, align);
   }
-  std::vector<uint8_t> guest(uint64_t gpa, uint64_t len) {
-    std::vector<uint8_t> data(len);
-    EXPECT_TRUE(memory.read(gpa, data.data(), len));
-    return data;
-  }
+  std::vector<uint8_t> guest(uint64_t gpa, uint64_t len) { return memory.bytes(gpa, len); }
 
   // --- The driver's side of the ring
 
   // Links `bufs` into a chain (in the ring's table, or an indirect one) and makes it available.
-  void publish(const std::vector<Buf>& bufs, bool indirect = false) {
-    const uint64_t table = indirect ? kIndirect : kDesc;
-    uint16_t index = indirect ? 0 : next_desc_;
-    const uint16_t head = index;
-    for (size_t i = 0; i < bufs.size(); ++i) {
-      const bool last = i + 1 == bufs.size();
-      const uint16_t next = indirect ? static_cast<uint16_t>(index + 1)
-                                     : static_cast<uint16_t>((index + 1) % kQueueSize);
-      uint16_t flags = bufs[i].writable ? VRING_DESC_F_WRITE : 0;
-      if (!last) flags |= VRING_DESC_F_NEXT;
-      ASSERT_TRUE(memory.write_obj(table + 16ull * index,
-                                   vring_desc{bufs[i].gpa, bufs[i].len, flags, next}));
-      index = next;
-    }
-    uint16_t ring_head = head;
+  void publish(const std::vector<Buffer>& bufs, bool indirect = false) {
     if (indirect) {
-      ring_head = next_desc_;
-      ASSERT_TRUE(memory.write_obj(kDesc + 16ull * ring_head,
-                                   vring_desc{kIndirect, static_cast<uint32_t>(16 * bufs.size()),
-                                              VRING_DESC_F_INDIRECT, 0}));
-      index = static_cast<uint16_t>((ring_head + 1) % kQueueSize);
+      ring.add_indirect_chain(kIndirect, bufs);
+    } else {
+      ring.add_chain(bufs);
     }
-    next_desc_ = index;
-    ASSERT_TRUE(
-        memory.write_obj<uint16_t>(kAvail + 4 + 2ull * (avail_idx_ % kQueueSize), ring_head));
-    ++avail_idx_;
-    ASSERT_TRUE(memory.write_obj<uint16_t>(kAvail + 2, avail_idx_));
   }
-  uint16_t used_idx() { return *memory.read_obj<uint16_t>(kUsed + 2); }
-  vring_used_elem used(uint16_t idx) {
-    return *memory.read_obj<vring_used_elem>(kUsed + 4 + 8ull * (idx % kQueueSize));
-  }
+  uint16_t used_idx() { return ring.used_idx(); }
+  vring_used_elem used(uint16_t idx) { return ring.used(idx); }
 
   // Publishes one chain, notifies the device and returns its completion.
-  Completion run(const std::vector<Buf>& bufs, uint64_t status_gpa, bool indirect = false) {
+  Completion run(const std::vector<Buffer>& bufs, uint64_t status_gpa, bool indirect = false) {
     const uint16_t before = used_idx();
     publish(bufs, indirect);
     device->queue_notify(0, queue);
@@ -317,15 +259,11 @@ class VirtioBlockTest : public ::testing::Test {
                s);
   }
 
-  GuestMemory memory;
+  TestMemory memory{kRamSize};
   Virtqueue queue{memory, kQueueSize};
-  CountingTransport transport;
+  DriverRing ring{memory, kQueueSize, {kDesc, kAvail, kUsed, kBuffers}};
+  FakeTransport transport;
   std::shared_ptr<VirtioBlock> device;
-
- private:
-  uint64_t next_buffer_ = kBuffers;
-  uint16_t next_desc_ = 0;
-  uint16_t avail_idx_ = 0;
 };
 
 template <typename T>
@@ -485,25 +423,14 @@ TEST_F(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
 }
 
 TEST_F(VirtioBlockTest, WorksBehindTheMmioTransport) {
-  struct NoIrq final : IrqLine {
-    uint32_t number() const override { return 5; }
-    void set_level(bool) override {}
-    void pulse() override {}
-  };
   TempImage image(8 * KiB);
   auto dev = std::make_shared<VirtioBlock>(parse_disk_spec(image.path()));
-  VirtioMmioTransport mmio(dev, memory, std::make_shared<NoIrq>());
-  auto reg = [&](uint64_t offset) {
-    std::array<uint8_t, 4> data{};
-    mmio.read(offset, data);
-    uint32_t v;
-    std::memcpy(&v, data.data(), 4);
-    return v;
-  };
-  EXPECT_EQ(reg(VIRTIO_MMIO_DEVICE_ID), 2u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM_MAX), 256u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, capacity)), 16u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, blk_size)), 512u);
+  VirtioMmioTransport window(dev, memory, std::make_shared<FakeIrq>());
+  const MmioDriver mmio(window);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_DEVICE_ID), 2u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM_MAX), 256u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, capacity)), 16u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, blk_size)), 512u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,7 +444,7 @@ TEST_F(VirtioBlockTest, ReadsSectors) {
   EXPECT_EQ(c.status, VIRTIO_BLK_S_OK);
   EXPECT_EQ(c.len, 2 * kSector + 1) << "data and status";
   EXPECT_EQ(guest(data, 2 * kSector), pattern_bytes(3 * kSector, 2 * kSector));
-  EXPECT_GE(transport.signals, 1);
+  EXPECT_GE(transport.signals(0), 1);
 }
 
 TEST_F(VirtioBlockTest, ReadsLastSectorAndEmptyRange) {
@@ -805,7 +732,7 @@ TEST_F(VirtioBlockTest, DataSpreadOverManySmallDescriptors) {
   open(image);
   // Header in two pieces, 2 sectors of data in 64 buffers of 16 bytes, status after.
   const uint64_t h = header(VIRTIO_BLK_T_IN, 5);
-  std::vector<Buf> bufs{{h, 8, false}, {h + 8, 8, false}};
+  std::vector<Buffer> bufs{{h, 8, false}, {h + 8, 8, false}};
   std::vector<uint64_t> pieces;
   for (int i = 0; i < 64; ++i) {
     pieces.push_back(alloc(16, 64));  // scattered, not contiguous
@@ -828,7 +755,7 @@ TEST_F(VirtioBlockTest, DataSpreadOverManySmallDescriptors) {
   const uint64_t hd = alloc(16 + 100);
   ASSERT_TRUE(memory.write_obj(hd, virtio_blk_outhdr{VIRTIO_BLK_T_OUT, 0, 40}));
   ASSERT_TRUE(memory.write(hd + 16, data.data(), 100));
-  std::vector<Buf> wbufs{{hd, 116, false}};
+  std::vector<Buffer> wbufs{{hd, 116, false}};
   for (uint64_t done = 100; done < 1024;) {
     const uint64_t n = std::min<uint64_t>(37, 1024 - done);
     const uint64_t p = alloc(n, 64);
@@ -882,7 +809,7 @@ TEST_F(VirtioBlockTest, ProcessesEveryAvailableChainInOneNotify) {
     EXPECT_EQ(guest(data[i], kSector), pattern_bytes(i * kSector, kSector));
     EXPECT_EQ(used(static_cast<uint16_t>(i)).len, kSector + 1);
   }
-  EXPECT_GE(transport.signals, 1);
+  EXPECT_GE(transport.signals(0), 1);
 }
 
 TEST_F(VirtioBlockTest, ReadsAndWritesOfOneNotifyGoToTheBackendAsOneBatch) {
@@ -947,9 +874,9 @@ TEST_F(VirtioBlockTest, BusyQueueYieldsAfterItsBudgetWhenTheTransportCanRenotify
     for (int i = 0; i < 64; ++i, ++published) publish_read();
   };
   device->queue_notify(0, queue);
-  EXPECT_EQ(transport.renotifies, 1);
+  EXPECT_EQ(transport.renotifies(0), 1);
   EXPECT_EQ(used_idx(), VirtioBlock::kRequestsPerNotify) << "everything taken was completed";
-  EXPECT_GE(transport.signals, 1);
+  EXPECT_GE(transport.signals(0), 1);
 
   backend.on_batch = nullptr;  // the driver stops; the renotified call drains the rest
   device->queue_notify(0, queue);
@@ -972,7 +899,7 @@ TEST_F(VirtioBlockTest, BusyQueueDrainsFullyWhenTheTransportCannotRenotify) {
   };
   device->queue_notify(0, queue);
   EXPECT_EQ(used_idx(), 6 * 64);
-  EXPECT_EQ(transport.renotifies, 1) << "asked once, refused, went on";
+  EXPECT_EQ(transport.renotifies(0), 1) << "asked once, refused, went on";
 }
 
 TEST_F(VirtioBlockTest, IoUringImageCarriesOutABatch) {
