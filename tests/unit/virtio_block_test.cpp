@@ -14,13 +14,17 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
 #include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/block_request.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
 #include "unit/support/virtio_kit.hpp"
 
@@ -1077,6 +1081,166 @@ TEST_F(VirtioBlockTest, IgnoresNotificationsUntilActivatedAndAfterReset) {
   EXPECT_EQ(used_idx(), 0);
   device->queue_notify(0, queue);
   EXPECT_EQ(used_idx(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_block_request() on its own: what it makes of each chain, and what it calls each mistake
+
+class BlockRequestParseTest : public ::testing::Test {
+ protected:
+  static constexpr BlockDisk kDisk{128, false, true, true};  // 64 KiB, DISCARD, WRITE_ZEROES
+
+  BlockRequestParseTest() { ring.configure(queue); }
+
+  Buffer header(uint32_t type, uint64_t sector = 0) {
+    const virtio_blk_outhdr h{type, 0, sector};
+    return {ring.place({reinterpret_cast<const uint8_t*>(&h), sizeof h}), 16, false};
+  }
+  Buffer readable(uint32_t len) { return {ring.alloc(len), len, false}; }
+  Buffer writable(uint32_t len) { return {ring.alloc(len), len, true}; }
+  Buffer segments(const std::vector<virtio_blk_discard_write_zeroes>& segs) {
+    const auto* bytes = reinterpret_cast<const uint8_t*>(segs.data());
+    return {ring.place({bytes, 16 * segs.size()}), static_cast<uint32_t>(16 * segs.size()), false};
+  }
+  // The chain of `buffers` as the queue hands it to the device, parsed.
+  ParsedBlockRequest parse(const std::vector<Buffer>& buffers, const BlockDisk& disk = kDisk) {
+    ring.add_chain(buffers);
+    const std::optional<DescriptorChain> chain = queue.pop();
+    if (!chain) throw std::runtime_error("the queue refused the chain: " + queue.error());
+    return parse_block_request(*chain, disk);
+  }
+  static BlockRequest request(const ParsedBlockRequest& parsed) {
+    if (const auto* error = std::get_if<BlockRequestError>(&parsed)) {
+      throw std::runtime_error("refused: " + error->message);
+    }
+    return std::get<BlockRequest>(parsed);
+  }
+  static BlockRequestError error(const ParsedBlockRequest& parsed) {
+    if (!std::holds_alternative<BlockRequestError>(parsed)) throw std::runtime_error("accepted");
+    return std::get<BlockRequestError>(parsed);
+  }
+
+  TestMemory memory{1 * MiB};
+  Virtqueue queue{memory, 64};
+  DriverRing ring{memory, 64, {kDesc, kAvail, kUsed, kBuffers}};
+};
+
+TEST_F(BlockRequestParseTest, ReadsAndWritesNameTheirSectorsAndData) {
+  const BlockRequest read =
+      request(parse({header(VIRTIO_BLK_T_IN, 3), writable(1000), writable(24), writable(1)}));
+  EXPECT_EQ(read.type, BlockRequestType::read);
+  EXPECT_EQ(read.sector, 3u);
+  EXPECT_EQ(read.data_bytes, 1024u) << "every writable byte but the status";
+
+  const BlockRequest write =
+      request(parse({header(VIRTIO_BLK_T_OUT, 127), readable(kSector), writable(1)}));
+  EXPECT_EQ(write.type, BlockRequestType::write);
+  EXPECT_EQ(write.sector, 127u);
+  EXPECT_EQ(write.data_bytes, kSector);
+  EXPECT_TRUE(write.segments().empty());
+}
+
+TEST_F(BlockRequestParseTest, FlushGetIdAndRanges) {
+  EXPECT_EQ(request(parse({header(VIRTIO_BLK_T_FLUSH), writable(1)})).type,
+            BlockRequestType::flush);
+  const BlockRequest id = request(parse({header(VIRTIO_BLK_T_GET_ID), writable(21)}));
+  EXPECT_EQ(id.type, BlockRequestType::get_id);
+  EXPECT_EQ(id.data_bytes, kBlockIdBytes);
+
+  const BlockRequest zeroes = request(
+      parse({header(VIRTIO_BLK_T_WRITE_ZEROES),
+             segments({{0, 8, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP}, {120, 8, 0}}), writable(1)}));
+  EXPECT_EQ(zeroes.type, BlockRequestType::write_zeroes);
+  ASSERT_EQ(zeroes.segments().size(), 2u);
+  EXPECT_EQ(zeroes.segments()[0].sectors, 8u);
+  EXPECT_TRUE(zeroes.segments()[0].unmap);
+  EXPECT_EQ(zeroes.segments()[1].sector, 120u);
+  EXPECT_FALSE(zeroes.segments()[1].unmap);
+}
+
+TEST_F(BlockRequestParseTest, EachMistakeHasItsKindAndStatus) {
+  using Kind = BlockRequestError::Kind;
+  const BlockDisk readonly{128, true, true, true};
+  const BlockDisk plain{128, false, false, false};
+  struct Case {
+    std::vector<Buffer> buffers;
+    Kind kind;
+    uint8_t status;
+    BlockDisk disk = kDisk;
+  };
+  const Case cases[] = {
+      {{header(VIRTIO_BLK_T_IN), readable(kSector)}, Kind::no_status, VIRTIO_BLK_S_IOERR},
+      {{readable(8), writable(1)}, Kind::short_header, VIRTIO_BLK_S_IOERR},
+      {{header(99), writable(1)}, Kind::unknown_type, VIRTIO_BLK_S_UNSUPP},
+      {{header(VIRTIO_BLK_T_DISCARD), segments({{0, 8, 0}}), writable(1)},
+       Kind::not_negotiated,
+       VIRTIO_BLK_S_UNSUPP,
+       plain},
+      {{header(VIRTIO_BLK_T_DISCARD), segments({{0, 8, 0x2}}), writable(1)},
+       Kind::unknown_flags,
+       VIRTIO_BLK_S_UNSUPP},
+      {{header(VIRTIO_BLK_T_IN), readable(kSector), writable(1)},
+       Kind::wrong_direction,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_OUT), readable(kSector), writable(1)},
+       Kind::read_only,
+       VIRTIO_BLK_S_IOERR,
+       readonly},
+      {{header(VIRTIO_BLK_T_IN), writable(500), writable(1)},
+       Kind::partial_sector,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_OUT, ~0ull), readable(2 * kSector), writable(1)},
+       Kind::out_of_range,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_WRITE_ZEROES), segments({{0, kBlockMaxRangeSectors + 1, 0}}),
+        writable(1)},
+       Kind::range_too_long,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_GET_ID), writable(16), writable(1)},
+       Kind::bad_id_buffer,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_DISCARD), readable(24), writable(1)},
+       Kind::bad_segment_bytes,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_DISCARD),
+        segments(
+            std::vector<virtio_blk_discard_write_zeroes>(kBlockMaxRangeSegments + 1, {0, 1, 0})),
+        writable(1)},
+       Kind::too_many_segments,
+       VIRTIO_BLK_S_IOERR},
+  };
+  for (const Case& c : cases) {
+    const BlockRequestError e = error(parse(c.buffers, c.disk));
+    EXPECT_EQ(e.kind, c.kind) << e.message;
+    EXPECT_EQ(e.status(), c.status) << e.message;
+    EXPECT_FALSE(e.message.empty());
+  }
+}
+
+TEST_F(BlockRequestParseTest, MessagesSayWhatTheDriverGotWrong) {
+  EXPECT_EQ(error(parse({header(VIRTIO_BLK_T_IN), writable(500), writable(1)})).message,
+            "read of 500 bytes is not a whole number of sectors");
+  EXPECT_EQ(
+      error(parse({header(VIRTIO_BLK_T_IN, 127), writable(2 * kSector), writable(1)})).message,
+      "read of sectors [127, +2) is beyond the disk's 128 sectors");
+  EXPECT_EQ(error(parse({header(VIRTIO_BLK_T_OUT), readable(kSector), writable(1)},
+                        {128, true, false, false}))
+                .message,
+            "write to a read-only disk refused");
+}
+
+TEST_F(BlockRequestParseTest, HeaderFirst) {
+  ring.add_chain({header(VIRTIO_BLK_T_FLUSH, 7), writable(1)});
+  const std::optional<DescriptorChain> chain = queue.pop();
+  ASSERT_TRUE(chain.has_value());
+  const ParsedBlockHeader parsed = parse_block_header(*chain);
+  ASSERT_TRUE(std::holds_alternative<BlockRequestHeader>(parsed));
+  const auto& h = std::get<BlockRequestHeader>(parsed);
+  EXPECT_EQ(h.type, VIRTIO_BLK_T_FLUSH);
+  EXPECT_EQ(h.sector, 7u);
+  EXPECT_FALSE(h.is_transfer()) << "reads and writes are";
+  EXPECT_TRUE((BlockRequestHeader{VIRTIO_BLK_T_IN, 0}.is_transfer()));
+  EXPECT_TRUE((BlockRequestHeader{VIRTIO_BLK_T_OUT, 0}.is_transfer()));
 }
 
 }  // namespace
