@@ -1,12 +1,13 @@
-// Feeds virtio-blk request chains built from fuzz input into VirtioBlock over small temporary
-// images, the way a hostile driver could, and checks what comes back in the used ring.
+// Feeds virtio-blk request chains built from fuzz input, the way a hostile driver could, to
+// parse_block_request() directly, checking that whatever it accepts is within the chain and
+// the disk, and then to VirtioBlock over small temporary images, checking what comes back in
+// the used ring.
 //
-// Input: a selector byte (which image, negotiated features), then up to 8 chains, each a
-// segment count and per segment a flags byte, a length and, for device-readable segments, the
-// bytes the driver put there (the request header, data, discard segments).
+// Input: a selector byte (which image, negotiated features, the disk size the parser checks
+// against), then up to 8 chains, each a segment count and per segment a flags byte, a length
+// and, for device-readable segments, the bytes the driver put there (the request header,
+// data, discard segments).
 #include <linux/virtio_blk.h>
-#define VIRTIO_RING_NO_LEGACY
-#include <linux/virtio_ring.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -15,13 +16,17 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
-#include "libvmm/core/guest_memory.hpp"
+#include "fuzz_input.hpp"
 #include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/block_request.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
+#include "unit/support/virtio_kit.hpp"
 
 using namespace libvmm;
+using fuzz::check;
 
 namespace {
 
@@ -29,37 +34,9 @@ constexpr uint64_t kRamSize = 256 * KiB;
 constexpr uint64_t kRomBase = kRamSize;  // read-only, right after RAM
 constexpr uint64_t kRomSize = 4 * KiB;
 constexpr uint16_t kQueueSize = 32;
-constexpr uint64_t kDesc = 0x0;
-constexpr uint64_t kAvail = 0x400;
-constexpr uint64_t kUsed = 0x800;
-constexpr uint64_t kBuffers = 0x1000;
+constexpr test::RingLayout kLayout{0x0, 0x400, 0x800, 0x1000};
 constexpr size_t kMaxChains = 8;
 constexpr uint64_t kImageSize = 64 * KiB;
-
-void check(bool ok) {
-  if (!ok) __builtin_trap();
-}
-
-class Reader {
- public:
-  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool empty() const { return pos_ >= size_; }
-  uint8_t u8() { return pos_ < size_ ? data_[pos_++] : 0; }
-  uint16_t u16() { return static_cast<uint16_t>(u8() | u8() << 8); }
-  uint32_t u32() { return u16() | static_cast<uint32_t>(u16()) << 16; }
-  // Up to `n` bytes (fewer at the end of the input).
-  std::span<const uint8_t> take(size_t n) {
-    n = std::min(n, size_ - std::min(pos_, size_));
-    const auto bytes = std::span(data_ + pos_, n);
-    pos_ += n;
-    return bytes;
-  }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
 
 // A temporary image, unlinked once open (the device keeps it alive).
 std::shared_ptr<VirtioBlock> make_device(const std::string& options) {
@@ -72,23 +49,70 @@ std::shared_ptr<VirtioBlock> make_device(const std::string& options) {
   return device;
 }
 
-class NullTransport final : public VirtioTransport {
- public:
-  void signal_used(uint16_t) override {}
-  void signal_config_change() override {}
-  bool with_queues(const std::function<void(std::span<Virtqueue>)>&) override { return false; }
+struct Guest {
+  test::TestMemory memory{kRamSize, kRomBase, kRomSize};
+  std::array<std::shared_ptr<VirtioBlock>, 3> devices{make_device(""), make_device(",readonly"),
+                                                      make_device(",direct")};
 };
 
-struct Guest {
-  Guest() {
-    memory.map(0, MemoryRegion::create("fuzz-ram", kRamSize), 0, kRamSize);
-    memory.map(kRomBase, MemoryRegion::create("fuzz-rom", kRomSize), 0, kRomSize, true);
-    devices = {make_device(""), make_device(",readonly"), make_device(",direct")};
+// What parse_block_request() accepts must be within the chain and the disk; what it refuses
+// gets a reason and a status.
+void check_parse(const DescriptorChain& chain, const BlockDisk& disk) {
+  const ParsedBlockRequest parsed = parse_block_request(chain, disk);
+  if (const auto* error = std::get_if<BlockRequestError>(&parsed)) {
+    check(!error->message.empty());
+    check(error->status() == VIRTIO_BLK_S_IOERR || error->status() == VIRTIO_BLK_S_UNSUPP);
+    check((error->kind == BlockRequestError::Kind::no_status) == (chain.writable_bytes() == 0));
+    return;
   }
-  GuestMemory memory;
-  std::array<std::shared_ptr<VirtioBlock>, 3> devices;
-  NullTransport transport;
-};
+  const BlockRequest& request = std::get<BlockRequest>(parsed);
+  check(chain.writable_bytes() >= 1 && chain.readable_bytes() >= kBlockHeaderSize);
+  const uint64_t readable_data = chain.readable_bytes() - kBlockHeaderSize;
+  const uint64_t writable_data = chain.writable_bytes() - 1;
+  auto within = [&](uint64_t sector, uint64_t sectors) {
+    return sector <= disk.capacity_sectors && sectors <= disk.capacity_sectors - sector;
+  };
+  virtio_blk_outhdr header{};
+  check(chain.read_at(0, {reinterpret_cast<uint8_t*>(&header), sizeof header}));
+  const bool ranges =
+      request.type == BlockRequestType::discard || request.type == BlockRequestType::write_zeroes;
+  check(ranges || request.range_count == 0);
+  switch (request.type) {
+    case BlockRequestType::read:
+    case BlockRequestType::write: {
+      const bool write = request.type == BlockRequestType::write;
+      check(header.type == (write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN));
+      check(request.sector == header.sector);
+      check((write ? writable_data : readable_data) == 0);
+      check(request.data_bytes == (write ? readable_data : writable_data));
+      check(request.data_bytes % kBlockSectorSize == 0);
+      check(within(request.sector, request.data_bytes / kBlockSectorSize));
+      check(!write || !disk.readonly);
+      break;
+    }
+    case BlockRequestType::flush:
+      check(header.type == VIRTIO_BLK_T_FLUSH);
+      break;
+    case BlockRequestType::get_id:
+      check(header.type == VIRTIO_BLK_T_GET_ID);
+      check(readable_data == 0 && writable_data == kBlockIdBytes);
+      break;
+    case BlockRequestType::discard:
+    case BlockRequestType::write_zeroes: {
+      const bool discard = request.type == BlockRequestType::discard;
+      check(header.type == (discard ? VIRTIO_BLK_T_DISCARD : VIRTIO_BLK_T_WRITE_ZEROES));
+      check(discard ? disk.discard : disk.write_zeroes);
+      check(!disk.readonly && writable_data == 0);
+      check(request.range_count >= 1 && request.range_count <= kBlockMaxRangeSegments);
+      check(readable_data == 16ull * request.range_count);
+      for (const BlockRange& range : request.segments()) {
+        check(range.sectors <= kBlockMaxRangeSectors && within(range.sector, range.sectors));
+        check(!(discard && range.unmap));
+      }
+      break;
+    }
+  }
+}
 
 struct Expect {
   uint16_t head;
@@ -101,7 +125,7 @@ struct Expect {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Guest guest;
-  Reader in(data, size);
+  fuzz::Input in(data, size);
 
   const uint8_t selector = in.u8();
   VirtioBlock& device = *guest.devices[selector % 3];
@@ -112,25 +136,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint64_t ring_features = selector & 0x20 ? 1ull << VIRTIO_RING_F_INDIRECT_DESC : 0;
 
   guest.memory.fill(0, 0, kRamSize);
+  test::DriverRing ring(guest.memory, kQueueSize, kLayout);
   Virtqueue queue(guest.memory, kQueueSize);
-  queue.set_desc_addr(kDesc);
-  queue.set_avail_addr(kAvail);
-  queue.set_used_addr(kUsed);
-  std::string error;
-  check(queue.enable(ring_features, error));
-  device.activate(guest.transport, features);
+  ring.configure(queue, ring_features);
+  test::FakeTransport transport;
+  device.activate(transport, features);
 
-  // Lay out the chains: descriptors linked in ring order, buffers packed after kBuffers.
+  // Lay out the chains: descriptors linked in ring order, buffers packed after the rings.
   std::vector<Expect> expected;
-  uint64_t next_buffer = kBuffers;
+  uint64_t next_buffer = kLayout.buffers;
   bool crowded = false;
-  uint16_t next_desc = 0;
+  size_t descriptors = 0;
   const size_t chains = 1 + in.u8() % kMaxChains;
   for (size_t c = 0; c < chains && !in.empty(); ++c) {
     // Descriptors are not reused, so what the table holds is what we expect.
-    const size_t segments = std::min<size_t>(1 + in.u8() % kQueueSize, kQueueSize - next_desc);
+    const size_t segments = std::min<size_t>(1 + in.u8() % kQueueSize, kQueueSize - descriptors);
     if (segments == 0) break;
-    Expect e{next_desc, 0, 0, false};
+    descriptors += segments;
+    std::vector<test::Buffer> buffers;
+    Expect e{0, 0, 0, false};
     for (size_t s = 0; s < segments; ++s) {
       const uint8_t flags = in.u8();
       const bool writable = flags & 1;
@@ -147,36 +171,39 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         crowded |= gpa + len > kRamSize;
         next_buffer = std::min(gpa + len, kRamSize - 1);
       }
-      const bool last = s + 1 == segments;
-      const uint16_t index = next_desc;
-      ++next_desc;
-      uint16_t desc_flags = writable ? VRING_DESC_F_WRITE : 0;
-      if (!last) desc_flags |= VRING_DESC_F_NEXT;
-      guest.memory.write_obj(kDesc + 16ull * index,
-                             vring_desc{gpa, static_cast<uint32_t>(len), desc_flags,
-                                        static_cast<uint16_t>(next_desc % kQueueSize)});
+      buffers.push_back({gpa, static_cast<uint32_t>(len), writable});
       if (writable && len > 0) {
         e.writable += len;
         e.status_gpa = gpa + len - 1;
         e.status_in_ram = gpa + len <= kRamSize;
       }
     }
-    guest.memory.write_obj<uint16_t>(kAvail + 4 + 2ull * c, e.head);
+    e.head = ring.add_chain(buffers);
     expected.push_back(e);
   }
-  guest.memory.write_obj<uint16_t>(kAvail + 2, static_cast<uint16_t>(expected.size()));
   // Poison the status bytes so that we can see the device wrote them.
   for (const auto& e : expected) {
     if (e.status_in_ram) guest.memory.write_obj<uint8_t>(e.status_gpa, 0xee);
   }
 
+  // The parser first, on its own queue over the same ring, against the disk or one of a size
+  // that tests the range arithmetic at its edges.
+  static constexpr uint64_t kCapacities[] = {0, 1ull << 55, ~0ull};
+  BlockDisk disk{device.capacity_sectors(), (features & (1ull << VIRTIO_BLK_F_RO)) != 0,
+                 (features & (1ull << VIRTIO_BLK_F_DISCARD)) != 0,
+                 (features & (1ull << VIRTIO_BLK_F_WRITE_ZEROES)) != 0};
+  if (selector & 0xc0) disk.capacity_sectors = kCapacities[(selector >> 6) - 1];
+  Virtqueue parse_queue(guest.memory, kQueueSize);
+  ring.configure(parse_queue, ring_features);
+  while (auto chain = parse_queue.pop()) check_parse(*chain, disk);
+
   device.queue_notify(0, queue);
 
   // Every chain the device took back has a sane length and, if it had room, a status.
-  const uint16_t used_idx = *guest.memory.read_obj<uint16_t>(kUsed + 2);
+  const uint16_t used_idx = ring.used_idx();
   check(used_idx <= expected.size());
   for (uint16_t i = 0; i < used_idx; ++i) {
-    const auto elem = *guest.memory.read_obj<vring_used_elem>(kUsed + 4 + 8ull * i);
+    const vring_used_elem elem = ring.used(i);
     const Expect& e = expected[i];
     check(elem.id == e.head);
     check(elem.len <= e.writable);

@@ -5,9 +5,6 @@
 // Input: a selector byte (which features were negotiated, indirect descriptors or not), then up
 // to 8 chains, each a segment count and per segment a flags byte, a length and, for
 // device-readable segments, its bytes (the header and the frame).
-#define VIRTIO_RING_NO_LEGACY
-#include <linux/virtio_ring.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -15,12 +12,14 @@
 #include <span>
 #include <vector>
 
+#include "fuzz_input.hpp"
 #include "libvmm/backends/net_backend.hpp"
-#include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
+#include "unit/support/virtio_kit.hpp"
 
 using namespace libvmm;
+using fuzz::check;
 
 namespace {
 
@@ -28,35 +27,8 @@ constexpr uint64_t kRamSize = 256 * KiB;
 constexpr uint64_t kRomBase = kRamSize;  // read-only, right after RAM
 constexpr uint64_t kRomSize = 4 * KiB;
 constexpr uint16_t kQueueSize = 128;
-constexpr uint64_t kDesc = 0x0;
-constexpr uint64_t kAvail = 0x800;
-constexpr uint64_t kUsed = 0xc00;
-constexpr uint64_t kBuffers = 0x2000;
+constexpr test::RingLayout kLayout{0x0, 0x800, 0xc00, 0x2000};
 constexpr size_t kMaxChains = 8;
-
-void check(bool ok) {
-  if (!ok) __builtin_trap();
-}
-
-class Reader {
- public:
-  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool empty() const { return pos_ >= size_; }
-  uint8_t u8() { return pos_ < size_ ? data_[pos_++] : 0; }
-  uint16_t u16() { return static_cast<uint16_t>(u8() | u8() << 8); }
-  uint32_t u32() { return u16() | static_cast<uint32_t>(u16()) << 16; }
-  std::span<const uint8_t> take(size_t n) {
-    n = std::min(n, size_ - std::min(pos_, size_));
-    const auto bytes = std::span(data_ + pos_, n);
-    pos_ += n;
-    return bytes;
-  }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
 
 // Checks each frame the device lets out.
 class CheckingBackend final : public NetBackend {
@@ -88,29 +60,17 @@ class CheckingBackend final : public NetBackend {
   std::string describe() const override { return "fuzz"; }
 };
 
-class NullTransport final : public VirtioTransport {
- public:
-  void signal_used(uint16_t) override {}
-  void signal_config_change() override {}
-  bool with_queues(const std::function<void(std::span<Virtqueue>)>&) override { return false; }
-};
-
 struct Guest {
-  Guest() {
-    memory.map(0, MemoryRegion::create("fuzz-ram", kRamSize), 0, kRamSize);
-    memory.map(kRomBase, MemoryRegion::create("fuzz-rom", kRomSize), 0, kRomSize, true);
-  }
-  GuestMemory memory;
+  test::TestMemory memory{kRamSize, kRomBase, kRomSize};
   std::shared_ptr<CheckingBackend> backend = std::make_shared<CheckingBackend>();
   VirtioNet device{backend, MacAddress{0x02, 0, 0, 0, 0, 1}, 1500};
-  NullTransport transport;
 };
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Guest guest;
-  Reader in(data, size);
+  fuzz::Input in(data, size);
 
   const uint8_t selector = in.u8();
   uint64_t features = guest.device.device_features();
@@ -120,22 +80,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint64_t ring_features = selector & 0x08 ? 1ull << VIRTIO_RING_F_INDIRECT_DESC : 0;
 
   guest.memory.fill(0, 0, kRamSize);
+  test::DriverRing ring(guest.memory, kQueueSize, kLayout);
   Virtqueue queue(guest.memory, kQueueSize);
-  queue.set_desc_addr(kDesc);
-  queue.set_avail_addr(kAvail);
-  queue.set_used_addr(kUsed);
-  std::string error;
-  check(queue.enable(ring_features, error));
-  guest.device.activate(guest.transport, features);
+  ring.configure(queue, ring_features);
+  test::FakeTransport transport;
+  guest.device.activate(transport, features);
 
-  uint64_t next_buffer = kBuffers;
-  uint16_t next_desc = 0;
+  uint64_t next_buffer = kLayout.buffers;
+  size_t descriptors = 0;
   size_t chains = 0;
   const size_t wanted = 1 + in.u8() % kMaxChains;
   for (; chains < wanted && !in.empty(); ++chains) {
-    const size_t segments = std::min<size_t>(1 + in.u8() % kQueueSize, kQueueSize - next_desc);
+    const size_t segments = std::min<size_t>(1 + in.u8() % kQueueSize, kQueueSize - descriptors);
     if (segments == 0) break;
-    const uint16_t head = next_desc;
+    descriptors += segments;
+    std::vector<test::Buffer> buffers;
     for (size_t s = 0; s < segments; ++s) {
       const uint8_t flags = in.u8();
       uint64_t len = in.u16();
@@ -147,26 +106,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         guest.memory.write(gpa, content.data(), content.size());
       }
       if (gpa < kRomBase) next_buffer = std::min(gpa + len, kRamSize - 1);
-      const bool last = s + 1 == segments;
-      const uint16_t index = next_desc++;
-      uint16_t desc_flags = (flags & 1) ? VRING_DESC_F_WRITE : 0;
-      if (!last) desc_flags |= VRING_DESC_F_NEXT;
-      guest.memory.write_obj(kDesc + 16ull * index,
-                             vring_desc{gpa, static_cast<uint32_t>(len), desc_flags,
-                                        static_cast<uint16_t>(next_desc % kQueueSize)});
+      buffers.push_back({gpa, static_cast<uint32_t>(len), (flags & 1) != 0});
     }
-    guest.memory.write_obj<uint16_t>(kAvail + 4 + 2ull * chains, head);
+    ring.add_chain(buffers);
   }
-  guest.memory.write_obj<uint16_t>(kAvail + 2, static_cast<uint16_t>(chains));
 
   guest.device.queue_notify(VirtioNet::kTransmitQueue, queue);
 
   // Every well-formed chain came back with nothing written (transmit buffers are read-only).
-  const uint16_t used_idx = *guest.memory.read_obj<uint16_t>(kUsed + 2);
+  const uint16_t used_idx = ring.used_idx();
   check(used_idx <= chains);
-  for (uint16_t i = 0; i < used_idx; ++i) {
-    check(guest.memory.read_obj<vring_used_elem>(kUsed + 4 + 8ull * i)->len == 0);
-  }
+  for (uint16_t i = 0; i < used_idx; ++i) check(ring.used(i).len == 0);
   guest.device.reset();
   return 0;
 }

@@ -3,53 +3,25 @@
 //
 // Input: a short header (queue size, features, ring addresses), 32 operation bytes, then an
 // image copied over guest RAM (descriptors, rings, indirect tables, buffers).
-#define VIRTIO_RING_NO_LEGACY
-#include <linux/virtio_ring.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "fuzz_input.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
+#include "unit/support/virtio_kit.hpp"
 
 using namespace libvmm;
+using fuzz::check;
 
 namespace {
 
 constexpr uint64_t kRamSize = 64 * KiB;
 constexpr uint64_t kRomSize = 4 * KiB;  // read-only, right after RAM: chains may straddle both
 constexpr uint16_t kMaxQueueSize = 32;
-
-struct Guest {
-  Guest() {
-    memory.map(0, MemoryRegion::create("fuzz-ram", kRamSize), 0, kRamSize);
-    memory.map(kRamSize, MemoryRegion::create("fuzz-rom", kRomSize), 0, kRomSize, true);
-  }
-  GuestMemory memory;
-};
-
-class Reader {
- public:
-  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  uint8_t u8() { return pos_ < size_ ? data_[pos_++] : 0; }
-  uint16_t u16() { return static_cast<uint16_t>(u8() | u8() << 8); }
-  uint32_t u32() { return u16() | static_cast<uint32_t>(u16()) << 16; }
-  std::span<const uint8_t> rest() const {
-    return pos_ < size_ ? std::span(data_ + pos_, size_ - pos_) : std::span<const uint8_t>();
-  }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
-
-void check(bool ok) {
-  if (!ok) __builtin_trap();
-}
 
 void exercise(const GuestMemory& memory, Virtqueue& q, const DescriptorChain& chain) {
   check(chain.head() < q.size());
@@ -75,8 +47,8 @@ void exercise(const GuestMemory& memory, Virtqueue& q, const DescriptorChain& ch
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static Guest guest;
-  Reader in(data, size);
+  static test::TestMemory memory(kRamSize, kRamSize, kRomSize);
+  fuzz::Input in(data, size);
 
   const uint8_t size_sel = in.u8();
   const uint16_t queue_size =
@@ -92,10 +64,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (auto& op : ops) op = in.u8();
 
   const auto image = in.rest();
-  guest.memory.fill(0, 0, kRamSize);
-  guest.memory.write(0, image.data(), std::min<size_t>(image.size(), kRamSize));
+  memory.fill(0, 0, kRamSize);
+  memory.write(0, image.data(), std::min<size_t>(image.size(), kRamSize));
 
-  Virtqueue q(guest.memory, kMaxQueueSize);
+  Virtqueue q(memory, kMaxQueueSize);
   q.set_size(queue_size);
   q.set_desc_addr(desc);
   q.set_avail_addr(avail);
@@ -103,10 +75,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string error;
   if (!q.enable(features, error)) return 0;
 
+  // The driver's side of the same ring moves its available index, unless the ring sits in
+  // read-only memory (the queue may read it there; the driver cannot write it).
+  test::DriverRing driver(memory, queue_size, {desc, avail, used, 0});
+  const bool driver_can_write = memory.slice(avail + 2, 2, /*for_write=*/true).has_value();
+
   for (const uint8_t op : ops) {
     switch (op & 3) {
       case 0:
-        while (auto chain = q.pop()) exercise(guest.memory, q, *chain);
+        while (auto chain = q.pop()) exercise(memory, q, *chain);
         break;
       case 1:
         q.needs_notification();
@@ -118,11 +95,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         q.enable_notifications();
         break;
     }
-    // The driver publishes more (or jumps the index): avail idx += op >> 2.
-    uint16_t idx = 0;
-    guest.memory.read(avail + 2, &idx, 2);
-    idx = static_cast<uint16_t>(idx + (op >> 2));
-    guest.memory.write(avail + 2, &idx, 2);
+    // The driver publishes more (or jumps the index): avail idx += op >> 2, from what memory
+    // holds (the device's used ring may overlap it).
+    if (driver_can_write) {
+      driver.set_avail_idx(static_cast<uint16_t>(*memory.load_u16(avail + 2) + (op >> 2)));
+    }
     if (q.broken()) check(!q.pop().has_value() && !q.error().empty());
   }
   return 0;

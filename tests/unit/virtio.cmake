@@ -3,3 +3,4 @@ libvmm_unit_test(virtio_tests
   ${CMAKE_CURRENT_LIST_DIR}/virtio_mmio_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_device_kind_test.cpp
 )
+target_link_libraries(virtio_tests PRIVATE libvmm_virtio_kit)

@@ -14,16 +14,22 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
 #include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/block_request.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
+#include "unit/support/virtio_kit.hpp"
 
 using namespace libvmm;
+using namespace libvmm::test;
 
 namespace {
 
@@ -152,30 +158,6 @@ class RecordingBackend final : public BlockBackend {
   bool readonly_;
 };
 
-class CountingTransport final : public VirtioTransport {
- public:
-  void signal_used(uint16_t index) override {
-    EXPECT_EQ(index, 0);
-    ++signals;
-  }
-  void signal_config_change() override {}
-  bool with_queues(const std::function<void(std::span<Virtqueue>)>&) override { return false; }
-  bool renotify(uint16_t index) override {
-    EXPECT_EQ(index, 0);
-    ++renotifies;
-    return can_renotify;
-  }
-  int signals = 0;
-  int renotifies = 0;
-  bool can_renotify = false;
-};
-
-struct Buf {
-  uint64_t gpa;
-  uint32_t len;
-  bool writable;
-};
-
 struct Completion {
   uint8_t status;
   uint32_t len;  // what the device put in the used ring
@@ -185,18 +167,17 @@ constexpr uint8_t kNoStatus = 0xee;  // what the status byte holds until the dev
 
 class VirtioBlockTest : public ::testing::Test {
  protected:
-  VirtioBlockTest() { memory.map(0, MemoryRegion::create("ram", kRamSize), 0, kRamSize); }
+  void TearDown() override {
+    // The device has one queue: whatever it signals or asks to be renotified is queue 0.
+    EXPECT_EQ(transport.signals(), transport.signals(0));
+    EXPECT_EQ(transport.renotifies(), transport.renotifies(0));
+  }
 
   // --- Devices
 
   void use(std::shared_ptr<VirtioBlock> dev, uint64_t features) {
     device = std::move(dev);
-    queue.set_size(kQueueSize);
-    queue.set_desc_addr(kDesc);
-    queue.set_avail_addr(kAvail);
-    queue.set_used_addr(kUsed);
-    std::string error;
-    ASSERT_TRUE(queue.enable(bit(VIRTIO_RING_F_INDIRECT_DESC), error)) << error;
+    ring.configure(queue, bit(VIRTIO_RING_F_INDIRECT_DESC));
     device->activate(transport, features);
   }
   void open(const TempImage& image, const std::string& options = "") {
@@ -215,13 +196,7 @@ class VirtioBlockTest : public ::testing::Test {
 
   // --- Guest buffers
 
-  uint64_t alloc(uint64_t len, uint64_t align = 16) {
-    next_buffer_ = (next_buffer_ + align - 1) / align * align;
-    const uint64_t gpa = next_buffer_;
-    next_buffer_ += len;
-    EXPECT_LE(next_buffer_, kRamSize);
-    return gpa;
-  }
+  uint64_t alloc(uint64_t len, uint64_t align = 16) { return ring.alloc(len, align); }
   uint64_t header(uint32_t type, uint64_t sector) {
     const uint64_t gpa = alloc(16);
     EXPECT_TRUE(memory.write_obj(gpa, virtio_blk_outhdr{type, 0, sector}));
@@ -233,54 +208,25 @@ class VirtioBlockTest : public ::testing::Test {
     return gpa;
   }
   uint64_t bytes(const std::vector<uint8_t>& data, uint64_t align = 16) {
-    const uint64_t gpa = alloc(data.size(), align);
-    EXPECT_TRUE(memory.write(gpa, data.data(), data.size()));
-    return gpa;
+    return ring.place(data, align);
   }
-  std::vector<uint8_t> guest(uint64_t gpa, uint64_t len) {
-    std::vector<uint8_t> data(len);
-    EXPECT_TRUE(memory.read(gpa, data.data(), len));
-    return data;
-  }
+  std::vector<uint8_t> guest(uint64_t gpa, uint64_t len) { return memory.bytes(gpa, len); }
 
   // --- The driver's side of the ring
 
   // Links `bufs` into a chain (in the ring's table, or an indirect one) and makes it available.
-  void publish(const std::vector<Buf>& bufs, bool indirect = false) {
-    const uint64_t table = indirect ? kIndirect : kDesc;
-    uint16_t index = indirect ? 0 : next_desc_;
-    const uint16_t head = index;
-    for (size_t i = 0; i < bufs.size(); ++i) {
-      const bool last = i + 1 == bufs.size();
-      const uint16_t next = indirect ? static_cast<uint16_t>(index + 1)
-                                     : static_cast<uint16_t>((index + 1) % kQueueSize);
-      uint16_t flags = bufs[i].writable ? VRING_DESC_F_WRITE : 0;
-      if (!last) flags |= VRING_DESC_F_NEXT;
-      ASSERT_TRUE(memory.write_obj(table + 16ull * index,
-                                   vring_desc{bufs[i].gpa, bufs[i].len, flags, next}));
-      index = next;
-    }
-    uint16_t ring_head = head;
+  void publish(const std::vector<Buffer>& bufs, bool indirect = false) {
     if (indirect) {
-      ring_head = next_desc_;
-      ASSERT_TRUE(memory.write_obj(kDesc + 16ull * ring_head,
-                                   vring_desc{kIndirect, static_cast<uint32_t>(16 * bufs.size()),
-                                              VRING_DESC_F_INDIRECT, 0}));
-      index = static_cast<uint16_t>((ring_head + 1) % kQueueSize);
+      ring.add_indirect_chain(kIndirect, bufs);
+    } else {
+      ring.add_chain(bufs);
     }
-    next_desc_ = index;
-    ASSERT_TRUE(
-        memory.write_obj<uint16_t>(kAvail + 4 + 2ull * (avail_idx_ % kQueueSize), ring_head));
-    ++avail_idx_;
-    ASSERT_TRUE(memory.write_obj<uint16_t>(kAvail + 2, avail_idx_));
   }
-  uint16_t used_idx() { return *memory.read_obj<uint16_t>(kUsed + 2); }
-  vring_used_elem used(uint16_t idx) {
-    return *memory.read_obj<vring_used_elem>(kUsed + 4 + 8ull * (idx % kQueueSize));
-  }
+  uint16_t used_idx() { return ring.used_idx(); }
+  vring_used_elem used(uint16_t idx) { return ring.used(idx); }
 
   // Publishes one chain, notifies the device and returns its completion.
-  Completion run(const std::vector<Buf>& bufs, uint64_t status_gpa, bool indirect = false) {
+  Completion run(const std::vector<Buffer>& bufs, uint64_t status_gpa, bool indirect = false) {
     const uint16_t before = used_idx();
     publish(bufs, indirect);
     device->queue_notify(0, queue);
@@ -317,15 +263,11 @@ class VirtioBlockTest : public ::testing::Test {
                s);
   }
 
-  GuestMemory memory;
+  TestMemory memory{kRamSize};
   Virtqueue queue{memory, kQueueSize};
-  CountingTransport transport;
+  DriverRing ring{memory, kQueueSize, {kDesc, kAvail, kUsed, kBuffers}};
+  FakeTransport transport;
   std::shared_ptr<VirtioBlock> device;
-
- private:
-  uint64_t next_buffer_ = kBuffers;
-  uint16_t next_desc_ = 0;
-  uint16_t avail_idx_ = 0;
 };
 
 template <typename T>
@@ -435,7 +377,7 @@ TEST(DiskOpen, LockKeepsASecondWriterOut) {
 
 TEST(DiskOpen, ReadOnlyImageRefusesWrites) {
   TempImage image(4096);
-  auto backend = BlockImage::open(parse_disk_spec(image.path() + ",readonly"));
+  auto backend = BlockImage::open({.path = image.path(), .readonly = true});
   EXPECT_TRUE(backend->readonly());
   std::vector<uint8_t> data(512, 0);
   iovec v{data.data(), data.size()};
@@ -485,25 +427,14 @@ TEST_F(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
 }
 
 TEST_F(VirtioBlockTest, WorksBehindTheMmioTransport) {
-  struct NoIrq final : IrqLine {
-    uint32_t number() const override { return 5; }
-    void set_level(bool) override {}
-    void pulse() override {}
-  };
   TempImage image(8 * KiB);
   auto dev = std::make_shared<VirtioBlock>(parse_disk_spec(image.path()));
-  VirtioMmioTransport mmio(dev, memory, std::make_shared<NoIrq>());
-  auto reg = [&](uint64_t offset) {
-    std::array<uint8_t, 4> data{};
-    mmio.read(offset, data);
-    uint32_t v;
-    std::memcpy(&v, data.data(), 4);
-    return v;
-  };
-  EXPECT_EQ(reg(VIRTIO_MMIO_DEVICE_ID), 2u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM_MAX), 256u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, capacity)), 16u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, blk_size)), 512u);
+  VirtioMmioTransport window(dev, memory, std::make_shared<FakeIrq>());
+  const MmioDriver mmio(window);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_DEVICE_ID), 2u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM_MAX), 256u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, capacity)), 16u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, blk_size)), 512u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,7 +448,7 @@ TEST_F(VirtioBlockTest, ReadsSectors) {
   EXPECT_EQ(c.status, VIRTIO_BLK_S_OK);
   EXPECT_EQ(c.len, 2 * kSector + 1) << "data and status";
   EXPECT_EQ(guest(data, 2 * kSector), pattern_bytes(3 * kSector, 2 * kSector));
-  EXPECT_GE(transport.signals, 1);
+  EXPECT_GE(transport.signals(0), 1);
 }
 
 TEST_F(VirtioBlockTest, ReadsLastSectorAndEmptyRange) {
@@ -805,7 +736,7 @@ TEST_F(VirtioBlockTest, DataSpreadOverManySmallDescriptors) {
   open(image);
   // Header in two pieces, 2 sectors of data in 64 buffers of 16 bytes, status after.
   const uint64_t h = header(VIRTIO_BLK_T_IN, 5);
-  std::vector<Buf> bufs{{h, 8, false}, {h + 8, 8, false}};
+  std::vector<Buffer> bufs{{h, 8, false}, {h + 8, 8, false}};
   std::vector<uint64_t> pieces;
   for (int i = 0; i < 64; ++i) {
     pieces.push_back(alloc(16, 64));  // scattered, not contiguous
@@ -828,7 +759,7 @@ TEST_F(VirtioBlockTest, DataSpreadOverManySmallDescriptors) {
   const uint64_t hd = alloc(16 + 100);
   ASSERT_TRUE(memory.write_obj(hd, virtio_blk_outhdr{VIRTIO_BLK_T_OUT, 0, 40}));
   ASSERT_TRUE(memory.write(hd + 16, data.data(), 100));
-  std::vector<Buf> wbufs{{hd, 116, false}};
+  std::vector<Buffer> wbufs{{hd, 116, false}};
   for (uint64_t done = 100; done < 1024;) {
     const uint64_t n = std::min<uint64_t>(37, 1024 - done);
     const uint64_t p = alloc(n, 64);
@@ -882,7 +813,7 @@ TEST_F(VirtioBlockTest, ProcessesEveryAvailableChainInOneNotify) {
     EXPECT_EQ(guest(data[i], kSector), pattern_bytes(i * kSector, kSector));
     EXPECT_EQ(used(static_cast<uint16_t>(i)).len, kSector + 1);
   }
-  EXPECT_GE(transport.signals, 1);
+  EXPECT_GE(transport.signals(0), 1);
 }
 
 TEST_F(VirtioBlockTest, ReadsAndWritesOfOneNotifyGoToTheBackendAsOneBatch) {
@@ -947,9 +878,9 @@ TEST_F(VirtioBlockTest, BusyQueueYieldsAfterItsBudgetWhenTheTransportCanRenotify
     for (int i = 0; i < 64; ++i, ++published) publish_read();
   };
   device->queue_notify(0, queue);
-  EXPECT_EQ(transport.renotifies, 1);
+  EXPECT_EQ(transport.renotifies(0), 1);
   EXPECT_EQ(used_idx(), VirtioBlock::kRequestsPerNotify) << "everything taken was completed";
-  EXPECT_GE(transport.signals, 1);
+  EXPECT_GE(transport.signals(0), 1);
 
   backend.on_batch = nullptr;  // the driver stops; the renotified call drains the rest
   device->queue_notify(0, queue);
@@ -972,7 +903,7 @@ TEST_F(VirtioBlockTest, BusyQueueDrainsFullyWhenTheTransportCannotRenotify) {
   };
   device->queue_notify(0, queue);
   EXPECT_EQ(used_idx(), 6 * 64);
-  EXPECT_EQ(transport.renotifies, 1) << "asked once, refused, went on";
+  EXPECT_EQ(transport.renotifies(0), 1) << "asked once, refused, went on";
 }
 
 TEST_F(VirtioBlockTest, IoUringImageCarriesOutABatch) {
@@ -1150,6 +1081,166 @@ TEST_F(VirtioBlockTest, IgnoresNotificationsUntilActivatedAndAfterReset) {
   EXPECT_EQ(used_idx(), 0);
   device->queue_notify(0, queue);
   EXPECT_EQ(used_idx(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_block_request() on its own: what it makes of each chain, and what it calls each mistake
+
+class BlockRequestParseTest : public ::testing::Test {
+ protected:
+  static constexpr BlockDisk kDisk{128, false, true, true};  // 64 KiB, DISCARD, WRITE_ZEROES
+
+  BlockRequestParseTest() { ring.configure(queue); }
+
+  Buffer header(uint32_t type, uint64_t sector = 0) {
+    const virtio_blk_outhdr h{type, 0, sector};
+    return {ring.place({reinterpret_cast<const uint8_t*>(&h), sizeof h}), 16, false};
+  }
+  Buffer readable(uint32_t len) { return {ring.alloc(len), len, false}; }
+  Buffer writable(uint32_t len) { return {ring.alloc(len), len, true}; }
+  Buffer segments(const std::vector<virtio_blk_discard_write_zeroes>& segs) {
+    const auto* bytes = reinterpret_cast<const uint8_t*>(segs.data());
+    return {ring.place({bytes, 16 * segs.size()}), static_cast<uint32_t>(16 * segs.size()), false};
+  }
+  // The chain of `buffers` as the queue hands it to the device, parsed.
+  ParsedBlockRequest parse(const std::vector<Buffer>& buffers, const BlockDisk& disk = kDisk) {
+    ring.add_chain(buffers);
+    const std::optional<DescriptorChain> chain = queue.pop();
+    if (!chain) throw std::runtime_error("the queue refused the chain: " + queue.error());
+    return parse_block_request(*chain, disk);
+  }
+  static BlockRequest request(const ParsedBlockRequest& parsed) {
+    if (const auto* error = std::get_if<BlockRequestError>(&parsed)) {
+      throw std::runtime_error("refused: " + error->message);
+    }
+    return std::get<BlockRequest>(parsed);
+  }
+  static BlockRequestError error(const ParsedBlockRequest& parsed) {
+    if (!std::holds_alternative<BlockRequestError>(parsed)) throw std::runtime_error("accepted");
+    return std::get<BlockRequestError>(parsed);
+  }
+
+  TestMemory memory{1 * MiB};
+  Virtqueue queue{memory, 64};
+  DriverRing ring{memory, 64, {kDesc, kAvail, kUsed, kBuffers}};
+};
+
+TEST_F(BlockRequestParseTest, ReadsAndWritesNameTheirSectorsAndData) {
+  const BlockRequest read =
+      request(parse({header(VIRTIO_BLK_T_IN, 3), writable(1000), writable(24), writable(1)}));
+  EXPECT_EQ(read.type, BlockRequestType::read);
+  EXPECT_EQ(read.sector, 3u);
+  EXPECT_EQ(read.data_bytes, 1024u) << "every writable byte but the status";
+
+  const BlockRequest write =
+      request(parse({header(VIRTIO_BLK_T_OUT, 127), readable(kSector), writable(1)}));
+  EXPECT_EQ(write.type, BlockRequestType::write);
+  EXPECT_EQ(write.sector, 127u);
+  EXPECT_EQ(write.data_bytes, kSector);
+  EXPECT_TRUE(write.segments().empty());
+}
+
+TEST_F(BlockRequestParseTest, FlushGetIdAndRanges) {
+  EXPECT_EQ(request(parse({header(VIRTIO_BLK_T_FLUSH), writable(1)})).type,
+            BlockRequestType::flush);
+  const BlockRequest id = request(parse({header(VIRTIO_BLK_T_GET_ID), writable(21)}));
+  EXPECT_EQ(id.type, BlockRequestType::get_id);
+  EXPECT_EQ(id.data_bytes, kBlockIdBytes);
+
+  const BlockRequest zeroes = request(
+      parse({header(VIRTIO_BLK_T_WRITE_ZEROES),
+             segments({{0, 8, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP}, {120, 8, 0}}), writable(1)}));
+  EXPECT_EQ(zeroes.type, BlockRequestType::write_zeroes);
+  ASSERT_EQ(zeroes.segments().size(), 2u);
+  EXPECT_EQ(zeroes.segments()[0].sectors, 8u);
+  EXPECT_TRUE(zeroes.segments()[0].unmap);
+  EXPECT_EQ(zeroes.segments()[1].sector, 120u);
+  EXPECT_FALSE(zeroes.segments()[1].unmap);
+}
+
+TEST_F(BlockRequestParseTest, EachMistakeHasItsKindAndStatus) {
+  using Kind = BlockRequestError::Kind;
+  const BlockDisk readonly{128, true, true, true};
+  const BlockDisk plain{128, false, false, false};
+  struct Case {
+    std::vector<Buffer> buffers;
+    Kind kind;
+    uint8_t status;
+    BlockDisk disk = kDisk;
+  };
+  const Case cases[] = {
+      {{header(VIRTIO_BLK_T_IN), readable(kSector)}, Kind::no_status, VIRTIO_BLK_S_IOERR},
+      {{readable(8), writable(1)}, Kind::short_header, VIRTIO_BLK_S_IOERR},
+      {{header(99), writable(1)}, Kind::unknown_type, VIRTIO_BLK_S_UNSUPP},
+      {{header(VIRTIO_BLK_T_DISCARD), segments({{0, 8, 0}}), writable(1)},
+       Kind::not_negotiated,
+       VIRTIO_BLK_S_UNSUPP,
+       plain},
+      {{header(VIRTIO_BLK_T_DISCARD), segments({{0, 8, 0x2}}), writable(1)},
+       Kind::unknown_flags,
+       VIRTIO_BLK_S_UNSUPP},
+      {{header(VIRTIO_BLK_T_IN), readable(kSector), writable(1)},
+       Kind::wrong_direction,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_OUT), readable(kSector), writable(1)},
+       Kind::read_only,
+       VIRTIO_BLK_S_IOERR,
+       readonly},
+      {{header(VIRTIO_BLK_T_IN), writable(500), writable(1)},
+       Kind::partial_sector,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_OUT, ~0ull), readable(2 * kSector), writable(1)},
+       Kind::out_of_range,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_WRITE_ZEROES), segments({{0, kBlockMaxRangeSectors + 1, 0}}),
+        writable(1)},
+       Kind::range_too_long,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_GET_ID), writable(16), writable(1)},
+       Kind::bad_id_buffer,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_DISCARD), readable(24), writable(1)},
+       Kind::bad_segment_bytes,
+       VIRTIO_BLK_S_IOERR},
+      {{header(VIRTIO_BLK_T_DISCARD),
+        segments(
+            std::vector<virtio_blk_discard_write_zeroes>(kBlockMaxRangeSegments + 1, {0, 1, 0})),
+        writable(1)},
+       Kind::too_many_segments,
+       VIRTIO_BLK_S_IOERR},
+  };
+  for (const Case& c : cases) {
+    const BlockRequestError e = error(parse(c.buffers, c.disk));
+    EXPECT_EQ(e.kind, c.kind) << e.message;
+    EXPECT_EQ(e.status(), c.status) << e.message;
+    EXPECT_FALSE(e.message.empty());
+  }
+}
+
+TEST_F(BlockRequestParseTest, MessagesSayWhatTheDriverGotWrong) {
+  EXPECT_EQ(error(parse({header(VIRTIO_BLK_T_IN), writable(500), writable(1)})).message,
+            "read of 500 bytes is not a whole number of sectors");
+  EXPECT_EQ(
+      error(parse({header(VIRTIO_BLK_T_IN, 127), writable(2 * kSector), writable(1)})).message,
+      "read of sectors [127, +2) is beyond the disk's 128 sectors");
+  EXPECT_EQ(error(parse({header(VIRTIO_BLK_T_OUT), readable(kSector), writable(1)},
+                        {128, true, false, false}))
+                .message,
+            "write to a read-only disk refused");
+}
+
+TEST_F(BlockRequestParseTest, HeaderFirst) {
+  ring.add_chain({header(VIRTIO_BLK_T_FLUSH, 7), writable(1)});
+  const std::optional<DescriptorChain> chain = queue.pop();
+  ASSERT_TRUE(chain.has_value());
+  const ParsedBlockHeader parsed = parse_block_header(*chain);
+  ASSERT_TRUE(std::holds_alternative<BlockRequestHeader>(parsed));
+  const auto& h = std::get<BlockRequestHeader>(parsed);
+  EXPECT_EQ(h.type, VIRTIO_BLK_T_FLUSH);
+  EXPECT_EQ(h.sector, 7u);
+  EXPECT_FALSE(h.is_transfer()) << "reads and writes are";
+  EXPECT_TRUE((BlockRequestHeader{VIRTIO_BLK_T_IN, 0}.is_transfer()));
+  EXPECT_TRUE((BlockRequestHeader{VIRTIO_BLK_T_OUT, 0}.is_transfer()));
 }
 
 }  // namespace

@@ -26,14 +26,20 @@
 #include "unit/support/char_io.hpp"
 #include "unit/support/fake_char_backend.hpp"
 #include "unit/support/loop_thread.hpp"
+#include "unit/support/virtio_kit.hpp"
 
 namespace libvmm {
 namespace {
 
 using namespace std::chrono_literals;
 using test::bytes_of;
+using test::DriverRing;
 using test::FakeCharBackend;
+using test::FakeIrq;
 using test::LoopThread;
+using test::MmioDriver;
+using test::RingLayout;
+using test::TestMemory;
 
 constexpr uint64_t kRamSize = 1 * MiB;
 constexpr uint16_t kQueueSize = 8;
@@ -41,147 +47,72 @@ constexpr uint64_t kVersion1 = 1ull << VIRTIO_F_VERSION_1;
 constexpr uint64_t kEmergWrite = 1ull << VIRTIO_CONSOLE_F_EMERG_WRITE;
 constexpr uint64_t kConfig = 0x100;  // config space offset in the MMIO window
 
-class CountingIrq : public IrqLine {
- public:
-  uint32_t number() const override { return 5; }
-  void set_level(bool) override {}
-  void pulse() override { ++pulses; }
-  std::atomic<int> pulses{0};
-};
-
-// The driver's side of one split ring: descriptors, then the rings and buffers, from `base`.
-class Ring {
- public:
-  Ring(GuestMemory& memory, uint64_t base)
-      : desc(base),
-        avail(base + 0x1000),
-        used(base + 0x2000),
-        buffers(base + 0x3000),
-        memory_(&memory) {}
-
-  void set_desc(uint16_t index, uint64_t addr, uint32_t len, uint16_t flags = 0,
-                uint16_t next = 0) {
-    ASSERT_TRUE(memory_->write_obj(desc + 16ull * index, vring_desc{addr, len, flags, next}));
-  }
-  void publish(uint16_t head) {
-    ASSERT_TRUE(memory_->write_obj<uint16_t>(avail + 4 + 2ull * (avail_idx_ % kQueueSize), head));
-    ++avail_idx_;
-    ASSERT_TRUE(memory_->write_obj<uint16_t>(avail + 2, avail_idx_));
-  }
-  uint16_t used_idx() const { return *memory_->read_obj<uint16_t>(used + 2); }
-  vring_used_elem used_elem(uint16_t idx) const {
-    return *memory_->read_obj<vring_used_elem>(used + 4 + 8ull * (idx % kQueueSize));
-  }
-  std::string read(uint64_t gpa, size_t len) const {
-    std::string s(len, '\0');
-    EXPECT_TRUE(memory_->read(gpa, s.data(), len));
-    return s;
-  }
-
-  uint64_t desc, avail, used, buffers;
-
- private:
-  GuestMemory* memory_;
-  uint16_t avail_idx_ = 0;
-};
-
 class VirtioConsoleTest : public testing::Test {
  protected:
-  explicit VirtioConsoleTest(size_t pending_limit = 16) {
-    memory.map(0, MemoryRegion::create("ram", kRamSize), 0, kRamSize);
-    console = std::make_shared<VirtioConsole>(backend, pending_limit);
-    transport = std::make_unique<VirtioMmioTransport>(console, memory, irq);
-  }
+  explicit VirtioConsoleTest(size_t pending_limit = 16)
+      : console(std::make_shared<VirtioConsole>(backend, pending_limit)),
+        transport(std::make_unique<VirtioMmioTransport>(console, memory, irq)) {}
 
-  uint32_t reg(uint64_t offset) {
-    std::array<uint8_t, 4> data{};
-    transport->read(offset, data);
-    uint32_t v;
-    std::memcpy(&v, data.data(), 4);
-    return v;
-  }
-  void set_reg(uint64_t offset, uint32_t value) {
-    std::array<uint8_t, 4> data;
-    std::memcpy(data.data(), &value, 4);
-    transport->write(offset, data);
-  }
-  void setup_queue(uint32_t index, const Ring& ring) {
-    set_reg(VIRTIO_MMIO_QUEUE_SEL, index);
-    set_reg(VIRTIO_MMIO_QUEUE_NUM, kQueueSize);
-    set_reg(VIRTIO_MMIO_QUEUE_DESC_LOW, static_cast<uint32_t>(ring.desc));
-    set_reg(VIRTIO_MMIO_QUEUE_AVAIL_LOW, static_cast<uint32_t>(ring.avail));
-    set_reg(VIRTIO_MMIO_QUEUE_USED_LOW, static_cast<uint32_t>(ring.used));
-    set_reg(VIRTIO_MMIO_QUEUE_READY, 1);
-  }
   // Driver initialization (spec §3.1.1) with both queues, up to (not including) DRIVER_OK.
   void negotiate(uint64_t features = kVersion1) {
-    set_reg(VIRTIO_MMIO_STATUS, 0);
-    set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-    set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-    set_reg(VIRTIO_MMIO_DRIVER_FEATURES, static_cast<uint32_t>(features));
-    set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-    set_reg(VIRTIO_MMIO_DRIVER_FEATURES, static_cast<uint32_t>(features >> 32));
-    set_reg(VIRTIO_MMIO_STATUS,
-            VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
-    ASSERT_TRUE(reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK);
-    setup_queue(VirtioConsole::kReceiveQueue, rx);
-    setup_queue(VirtioConsole::kTransmitQueue, tx);
-  }
-  void driver_ok() {
-    set_reg(VIRTIO_MMIO_STATUS, reg(VIRTIO_MMIO_STATUS) | VIRTIO_CONFIG_S_DRIVER_OK);
+    ASSERT_TRUE(mmio.negotiate(features));
+    mmio.setup_queue(VirtioConsole::kReceiveQueue, rx);
+    mmio.setup_queue(VirtioConsole::kTransmitQueue, tx);
   }
   void bring_up() {
     negotiate();
-    driver_ok();
+    mmio.driver_ok();
     ASSERT_TRUE(live());
   }
-  bool live() { return reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_DRIVER_OK; }
-  bool needs_reset() { return reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET; }
-  void notify(uint16_t queue) { set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, queue); }
+  DriverRing ring_at(uint64_t base) { return DriverRing(memory, kQueueSize, RingLayout::at(base)); }
+  bool live() { return mmio.status() & VIRTIO_CONFIG_S_DRIVER_OK; }
+  bool needs_reset() { return mmio.status() & VIRTIO_CONFIG_S_NEEDS_RESET; }
 
   // One device-writable receive buffer of `len` bytes in descriptor `index`.
   void add_rx_buffer(uint16_t index, uint32_t len) {
     rx.set_desc(index, rx_buffer(index), len, VRING_DESC_F_WRITE);
     rx.publish(index);
   }
-  uint64_t rx_buffer(uint16_t index) const { return rx.buffers + 0x100ull * index; }
+  uint64_t rx_buffer(uint16_t index) const { return rx.layout().buffers + 0x100ull * index; }
   // The bytes the device put in the receive buffer of used ring entry `idx`.
   std::string rx_data(uint16_t idx) {
-    const vring_used_elem e = rx.used_elem(idx);
-    return rx.read(rx_buffer(static_cast<uint16_t>(e.id)), e.len);
+    const vring_used_elem e = rx.used(idx);
+    return memory.text(rx_buffer(static_cast<uint16_t>(e.id)), e.len);
   }
   void send(uint16_t index, std::string_view text) {
-    ASSERT_TRUE(memory.write(tx.buffers + 0x100ull * index, text.data(), text.size()));
-    tx.set_desc(index, tx.buffers + 0x100ull * index, static_cast<uint32_t>(text.size()));
+    const uint64_t gpa = tx.layout().buffers + 0x100ull * index;
+    ASSERT_TRUE(memory.write(gpa, text.data(), text.size()));
+    tx.set_desc(index, gpa, static_cast<uint32_t>(text.size()));
     tx.publish(index);
   }
   void receive(std::string_view text) { console->receive(bytes_of(text)); }
 
-  GuestMemory memory;
+  TestMemory memory{kRamSize};
   std::shared_ptr<FakeCharBackend> backend = std::make_shared<FakeCharBackend>();
-  std::shared_ptr<CountingIrq> irq = std::make_shared<CountingIrq>();
+  std::shared_ptr<FakeIrq> irq = std::make_shared<FakeIrq>();
   std::shared_ptr<VirtioConsole> console;
   std::unique_ptr<VirtioMmioTransport> transport;
-  Ring rx{memory, 0x10000};
-  Ring tx{memory, 0x20000};
+  MmioDriver mmio{*transport};
+  DriverRing rx = ring_at(0x10000);
+  DriverRing tx = ring_at(0x20000);
 };
 
 TEST_F(VirtioConsoleTest, IdentityFeaturesAndQueues) {
-  EXPECT_EQ(reg(VIRTIO_MMIO_DEVICE_ID), 3u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_DEVICE_ID), 3u);
   EXPECT_EQ(console->name(), "virtio-console");
-  set_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-  EXPECT_EQ(reg(VIRTIO_MMIO_DEVICE_FEATURES) & 0xffff, kEmergWrite)
+  mmio.set_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_DEVICE_FEATURES) & 0xffff, kEmergWrite)
       << "no SIZE, no MULTIPORT; EMERG_WRITE";
   EXPECT_EQ(transport->queue_count(), 2);
-  set_reg(VIRTIO_MMIO_QUEUE_SEL, 1);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM_MAX), VirtioConsole::kQueueSize);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_SEL, 1);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM_MAX), VirtioConsole::kQueueSize);
 }
 
 TEST_F(VirtioConsoleTest, ConfigSpace) {
   EXPECT_EQ(console->config_size(), sizeof(virtio_console_config));
-  EXPECT_EQ(reg(kConfig + 0), 0u) << "cols and rows: no VIRTIO_CONSOLE_F_SIZE";
-  EXPECT_EQ(reg(kConfig + 4), 1u) << "max_nr_ports";
-  EXPECT_EQ(reg(kConfig + 8), 0u) << "emerg_wr reads as 0";
+  EXPECT_EQ(mmio.reg(kConfig + 0), 0u) << "cols and rows: no VIRTIO_CONSOLE_F_SIZE";
+  EXPECT_EQ(mmio.reg(kConfig + 4), 1u) << "max_nr_ports";
+  EXPECT_EQ(mmio.reg(kConfig + 8), 0u) << "emerg_wr reads as 0";
   std::array<uint8_t, 2> rows{0xff, 0xff};
   transport->read(kConfig + 2, rows);
   EXPECT_EQ(rows[0], 0);
@@ -193,16 +124,16 @@ TEST_F(VirtioConsoleTest, ConfigSpace) {
   std::array<uint8_t, 8> past{0xff};
   transport->read(kConfig + 8, past);
   EXPECT_EQ(past[0], 0);
-  EXPECT_EQ(reg(kConfig + 12), 0u);
-  EXPECT_EQ(reg(kConfig + 0xfc), 0u);
-  set_reg(kConfig + 12, 0x41);
-  set_reg(kConfig + 0, 0x41);  // cols is read-only
-  EXPECT_EQ(reg(kConfig + 0), 0u);
+  EXPECT_EQ(mmio.reg(kConfig + 12), 0u);
+  EXPECT_EQ(mmio.reg(kConfig + 0xfc), 0u);
+  mmio.set_reg(kConfig + 12, 0x41);
+  mmio.set_reg(kConfig + 0, 0x41);  // cols is read-only
+  EXPECT_EQ(mmio.reg(kConfig + 0), 0u);
   EXPECT_EQ(backend->output, "");
 }
 
 TEST_F(VirtioConsoleTest, EmergencyWriteWorksBeforeInitialization) {
-  set_reg(kConfig + 8, 'o');  // the 32-bit field, before the driver did anything
+  mmio.set_reg(kConfig + 8, 'o');  // the 32-bit field, before the driver did anything
   std::array<uint8_t, 1> k{'k'};
   transport->write(kConfig + 8, k);
   std::array<uint8_t, 2> misplaced{'x', 'x'};
@@ -212,19 +143,19 @@ TEST_F(VirtioConsoleTest, EmergencyWriteWorksBeforeInitialization) {
 
 TEST_F(VirtioConsoleTest, TransmitSendsEveryReadableByte) {
   bring_up();
-  ASSERT_TRUE(memory.write(tx.buffers, "hello, ", 7));
-  ASSERT_TRUE(memory.write(tx.buffers + 0x100, "world\n", 6));
-  tx.set_desc(0, tx.buffers, 7, VRING_DESC_F_NEXT, 3);
-  tx.set_desc(3, tx.buffers + 0x100, 6);
+  ASSERT_TRUE(memory.write(tx.layout().buffers, "hello, ", 7));
+  ASSERT_TRUE(memory.write(tx.layout().buffers + 0x100, "world\n", 6));
+  tx.set_desc(0, tx.layout().buffers, 7, VRING_DESC_F_NEXT, 3);
+  tx.set_desc(3, tx.layout().buffers + 0x100, 6);
   tx.publish(0);
   send(5, "bye");
-  notify(VirtioConsole::kTransmitQueue);
+  mmio.notify(VirtioConsole::kTransmitQueue);
   EXPECT_EQ(backend->output, "hello, world\nbye");
   ASSERT_EQ(tx.used_idx(), 2);
-  EXPECT_EQ(tx.used_elem(0).id, 0u);
-  EXPECT_EQ(tx.used_elem(0).len, 0u);
-  EXPECT_EQ(tx.used_elem(1).id, 5u);
-  EXPECT_EQ(tx.used_elem(1).len, 0u);
+  EXPECT_EQ(tx.used(0).id, 0u);
+  EXPECT_EQ(tx.used(0).len, 0u);
+  EXPECT_EQ(tx.used(1).id, 5u);
+  EXPECT_EQ(tx.used(1).len, 0u);
   EXPECT_EQ(irq->pulses, 1);
 }
 
@@ -243,7 +174,7 @@ TEST_F(VirtioConsoleTest, BusyTransmitQueueYieldsWhenTheTransportCanRenotify) {
     next = static_cast<uint16_t>((next + 1) % kQueueSize);
   };
   send(next++, "x");
-  notify(VirtioConsole::kTransmitQueue);
+  mmio.notify(VirtioConsole::kTransmitQueue);
   EXPECT_EQ(renotifies, 1);
   EXPECT_EQ(backend->output.size(), VirtioConsole::kTransmitPerNotify);
   EXPECT_EQ(tx.used_idx(), VirtioConsole::kTransmitPerNotify);
@@ -251,18 +182,18 @@ TEST_F(VirtioConsoleTest, BusyTransmitQueueYieldsWhenTheTransportCanRenotify) {
 
 TEST_F(VirtioConsoleTest, TransmitSkipsChainsWithWritableBuffers) {
   bring_up();
-  ASSERT_TRUE(memory.write(tx.buffers, "secret", 6));
-  tx.set_desc(0, tx.buffers, 6, VRING_DESC_F_NEXT, 1);
-  tx.set_desc(1, tx.buffers + 0x100, 16, VRING_DESC_F_WRITE);
+  ASSERT_TRUE(memory.write(tx.layout().buffers, "secret", 6));
+  tx.set_desc(0, tx.layout().buffers, 6, VRING_DESC_F_NEXT, 1);
+  tx.set_desc(1, tx.layout().buffers + 0x100, 16, VRING_DESC_F_WRITE);
   tx.publish(0);
-  tx.set_desc(2, tx.buffers + 0x200, 8, VRING_DESC_F_WRITE);  // writable only
+  tx.set_desc(2, tx.layout().buffers + 0x200, 8, VRING_DESC_F_WRITE);  // writable only
   tx.publish(2);
   send(4, "ok");
-  notify(VirtioConsole::kTransmitQueue);
+  mmio.notify(VirtioConsole::kTransmitQueue);
   EXPECT_EQ(backend->output, "ok");
   ASSERT_EQ(tx.used_idx(), 3) << "malformed chains go back to the driver, unused";
-  EXPECT_EQ(tx.used_elem(0).len, 0u);
-  EXPECT_EQ(tx.used_elem(1).len, 0u);
+  EXPECT_EQ(tx.used(0).len, 0u);
+  EXPECT_EQ(tx.used(1).len, 0u);
   EXPECT_FALSE(needs_reset());
 }
 
@@ -271,12 +202,12 @@ TEST_F(VirtioConsoleTest, ReceiveFillsGuestBuffers) {
   add_rx_buffer(0, 4);
   add_rx_buffer(1, 4);
   add_rx_buffer(2, 64);
-  notify(VirtioConsole::kReceiveQueue);
+  mmio.notify(VirtioConsole::kReceiveQueue);
   EXPECT_EQ(rx.used_idx(), 0) << "no input yet: the buffers wait";
 
   receive("hi");
   ASSERT_EQ(rx.used_idx(), 1);
-  EXPECT_EQ(rx.used_elem(0).id, 0u);
+  EXPECT_EQ(rx.used(0).id, 0u);
   EXPECT_EQ(rx_data(0), "hi");
   EXPECT_EQ(irq->pulses, 1);
 
@@ -290,14 +221,14 @@ TEST_F(VirtioConsoleTest, ReceiveFillsGuestBuffers) {
 
 TEST_F(VirtioConsoleTest, ReceiveBufferOfSeveralDescriptors) {
   bring_up();
-  rx.set_desc(0, rx.buffers, 3, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 1);
-  rx.set_desc(1, rx.buffers + 0x100, 5, VRING_DESC_F_WRITE);
+  rx.set_desc(0, rx.layout().buffers, 3, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 1);
+  rx.set_desc(1, rx.layout().buffers + 0x100, 5, VRING_DESC_F_WRITE);
   rx.publish(0);
   receive("abcdefgh");
   ASSERT_EQ(rx.used_idx(), 1);
-  EXPECT_EQ(rx.used_elem(0).len, 8u);
-  EXPECT_EQ(rx.read(rx.buffers, 3), "abc");
-  EXPECT_EQ(rx.read(rx.buffers + 0x100, 5), "defgh");
+  EXPECT_EQ(rx.used(0).len, 8u);
+  EXPECT_EQ(memory.text(rx.layout().buffers, 3), "abc");
+  EXPECT_EQ(memory.text(rx.layout().buffers + 0x100, 5), "defgh");
 }
 
 TEST_F(VirtioConsoleTest, InputWithoutBuffersWaitsAndPausesTheBackend) {
@@ -314,14 +245,14 @@ TEST_F(VirtioConsoleTest, InputWithoutBuffersWaitsAndPausesTheBackend) {
   // The driver adds buffers: everything arrives in order, and input resumes.
   add_rx_buffer(0, 6);
   add_rx_buffer(1, 6);
-  notify(VirtioConsole::kReceiveQueue);
+  mmio.notify(VirtioConsole::kReceiveQueue);
   ASSERT_EQ(rx.used_idx(), 2);
   EXPECT_EQ(rx_data(0), "012345");
   EXPECT_EQ(rx_data(1), "6789ab");
   EXPECT_EQ(backend->resumes, 1) << "4 bytes left, under half the limit";
   EXPECT_FALSE(backend->paused);
   add_rx_buffer(2, 64);
-  notify(VirtioConsole::kReceiveQueue);
+  mmio.notify(VirtioConsole::kReceiveQueue);
   ASSERT_EQ(rx.used_idx(), 3);
   EXPECT_EQ(rx_data(2), "cdef");
   EXPECT_EQ(backend->pauses, 1);
@@ -333,11 +264,11 @@ TEST_F(VirtioConsoleTest, StaysPausedUntilMostPendingInputIsDelivered) {
   receive(std::string(20, 'x'));
   EXPECT_EQ(backend->pauses, 1);
   add_rx_buffer(0, 8);
-  notify(VirtioConsole::kReceiveQueue);
+  mmio.notify(VirtioConsole::kReceiveQueue);
   EXPECT_EQ(console->pending_bytes(), 12u);
   EXPECT_EQ(backend->resumes, 0);
   add_rx_buffer(1, 8);
-  notify(VirtioConsole::kReceiveQueue);
+  mmio.notify(VirtioConsole::kReceiveQueue);
   EXPECT_EQ(console->pending_bytes(), 4u);
   EXPECT_EQ(backend->resumes, 1);
 }
@@ -354,48 +285,48 @@ TEST_F(VirtioConsoleTest, PendingInputIsBounded) {
 
   // What was kept is still delivered.
   for (uint16_t i = 0; i < kQueueSize; ++i) add_rx_buffer(i, 0x100);
-  notify(VirtioConsole::kReceiveQueue);
+  mmio.notify(VirtioConsole::kReceiveQueue);
   EXPECT_EQ(rx.used_idx(), kQueueSize);
   EXPECT_EQ(console->pending_bytes(), cap - kQueueSize * 0x100);
 }
 
 TEST_F(VirtioConsoleTest, ReceiveSkipsBuffersTheDeviceCannotWrite) {
   bring_up();
-  rx.set_desc(0, rx.buffers, 8);  // device-readable: not a receive buffer
+  rx.set_desc(0, rx.layout().buffers, 8);  // device-readable: not a receive buffer
   rx.publish(0);
-  rx.set_desc(1, rx.buffers + 0x100, 4, VRING_DESC_F_NEXT, 2);
-  rx.set_desc(2, rx.buffers + 0x200, 4, VRING_DESC_F_WRITE);  // readable, then writable
+  rx.set_desc(1, rx.layout().buffers + 0x100, 4, VRING_DESC_F_NEXT, 2);
+  rx.set_desc(2, rx.layout().buffers + 0x200, 4, VRING_DESC_F_WRITE);  // readable, then writable
   rx.publish(1);
-  rx.set_desc(3, rx.buffers + 0x300, 0, VRING_DESC_F_WRITE);  // no room
+  rx.set_desc(3, rx.layout().buffers + 0x300, 0, VRING_DESC_F_WRITE);  // no room
   rx.publish(3);
   add_rx_buffer(4, 16);
-  ASSERT_TRUE(memory.write(rx.buffers, "keep", 4));
+  ASSERT_TRUE(memory.write(rx.layout().buffers, "keep", 4));
   receive("input");
   ASSERT_EQ(rx.used_idx(), 4);
-  EXPECT_EQ(rx.used_elem(0).len, 0u);
-  EXPECT_EQ(rx.used_elem(1).len, 0u);
-  EXPECT_EQ(rx.used_elem(2).len, 0u);
+  EXPECT_EQ(rx.used(0).len, 0u);
+  EXPECT_EQ(rx.used(1).len, 0u);
+  EXPECT_EQ(rx.used(2).len, 0u);
   EXPECT_EQ(rx_data(3), "input");
-  EXPECT_EQ(rx.read(rx.buffers, 4), "keep") << "a readable buffer is never written";
+  EXPECT_EQ(memory.text(rx.layout().buffers, 4), "keep") << "a readable buffer is never written";
   EXPECT_FALSE(needs_reset());
 }
 
 TEST_F(VirtioConsoleTest, BrokenReceiveRingNeedsResetAndKeepsInput) {
   bring_up();
-  rx.set_desc(0, rx.buffers, 8, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 0);  // a loop
+  rx.set_desc(0, rx.layout().buffers, 8, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 0);  // a loop
   rx.publish(0);
   receive("hello");
   EXPECT_TRUE(needs_reset());
   EXPECT_EQ(rx.used_idx(), 0);
   receive(" again");  // the transport refuses the queues now
-  notify(VirtioConsole::kReceiveQueue);
+  mmio.notify(VirtioConsole::kReceiveQueue);
   EXPECT_EQ(console->pending_bytes(), 11u);
 
   // After the driver resets and sets up again, the input arrives.
-  rx = Ring(memory, 0x40000);
+  rx = ring_at(0x40000);
   bring_up();
   add_rx_buffer(0, 64);
-  notify(VirtioConsole::kReceiveQueue);
+  mmio.notify(VirtioConsole::kReceiveQueue);
   ASSERT_EQ(rx.used_idx(), 1);
   EXPECT_EQ(rx_data(0), "hello again");
 }
@@ -404,7 +335,7 @@ TEST_F(VirtioConsoleTest, BrokenTransmitRingNeedsReset) {
   bring_up();
   tx.set_desc(0, kRamSize - 2, 8);  // runs off the end of RAM
   tx.publish(0);
-  notify(VirtioConsole::kTransmitQueue);
+  mmio.notify(VirtioConsole::kTransmitQueue);
   EXPECT_TRUE(needs_reset());
   EXPECT_EQ(backend->output, "");
 }
@@ -414,7 +345,7 @@ TEST_F(VirtioConsoleTest, InputBeforeTheDriverIsKept) {
   EXPECT_EQ(console->pending_bytes(), 5u);
   bring_up();
   add_rx_buffer(0, 64);
-  notify(VirtioConsole::kReceiveQueue);
+  mmio.notify(VirtioConsole::kReceiveQueue);
   ASSERT_EQ(rx.used_idx(), 1);
   EXPECT_EQ(rx_data(0), "early");
 }
@@ -427,8 +358,8 @@ TEST_F(VirtioConsoleTest, ResetDropsTheDriverButKeepsHostInput) {
   EXPECT_EQ(backend->pauses, 1);
   const int pulses = irq->pulses;
 
-  set_reg(VIRTIO_MMIO_STATUS, 0);
-  EXPECT_EQ(reg(VIRTIO_MMIO_STATUS), 0u);
+  mmio.set_reg(VIRTIO_MMIO_STATUS, 0);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_STATUS), 0u);
   add_rx_buffer(1, 64);
   receive("");  // no transport: nothing reaches the old ring
   EXPECT_EQ(rx.used_idx(), 1);
@@ -437,16 +368,16 @@ TEST_F(VirtioConsoleTest, ResetDropsTheDriverButKeepsHostInput) {
   EXPECT_TRUE(backend->paused) << "still full: input stays paused across the reset";
 
   // A new driver starts from scratch on fresh rings and gets the pending input.
-  rx = Ring(memory, 0x50000);
-  tx = Ring(memory, 0x60000);
+  rx = ring_at(0x50000);
+  tx = ring_at(0x60000);
   bring_up();
   add_rx_buffer(0, 64);
-  notify(VirtioConsole::kReceiveQueue);
+  mmio.notify(VirtioConsole::kReceiveQueue);
   ASSERT_EQ(rx.used_idx(), 1);
   EXPECT_EQ(rx_data(0), std::string(16, 'a'));
   EXPECT_FALSE(backend->paused);
   send(0, "after reset");
-  notify(VirtioConsole::kTransmitQueue);
+  mmio.notify(VirtioConsole::kTransmitQueue);
   EXPECT_EQ(backend->output, "after reset");
 }
 
@@ -461,8 +392,8 @@ TEST_F(VirtioConsoleTest, PendingInputDeliveredOnceTheDriverIsReady) {
   // Linux may publish its receive buffers before DRIVER_OK, when notifies are ignored.
   negotiate();
   add_rx_buffer(0, 64);
-  notify(VirtioConsole::kReceiveQueue);
-  driver_ok();
+  mmio.notify(VirtioConsole::kReceiveQueue);
+  mmio.driver_ok();
   io.call([] {});  // the delivery activate() posted has run
   ASSERT_EQ(rx.used_idx(), 1);
   EXPECT_EQ(rx_data(0), "typed early");
@@ -475,7 +406,7 @@ TEST_F(VirtioConsoleTest, ResumeRunsOnTheLoopThread) {
   io.call([&] { backend->sink(bytes_of(std::string(16, 'p'))); });
   EXPECT_EQ(backend->pauses, 1);
   add_rx_buffer(0, 64);
-  notify(VirtioConsole::kReceiveQueue);  // a vCPU thread: the resume is posted
+  mmio.notify(VirtioConsole::kReceiveQueue);  // a vCPU thread: the resume is posted
   io.call([] {});
   EXPECT_EQ(backend->resumes, 1);
   EXPECT_EQ(rx_data(0), std::string(16, 'p'));
@@ -526,34 +457,19 @@ class StreamingBackend : public CharBackend {
 TEST(VirtioConsoleStreamTest, LongInputThroughFlowControl) {
   std::string data;
   for (int i = 0; i < 300'000; ++i) data.push_back(static_cast<char>('a' + i % 23));
-  GuestMemory memory;
-  memory.map(0, MemoryRegion::create("ram", kRamSize), 0, kRamSize);
+  TestMemory memory(kRamSize);
   auto backend = std::make_shared<StreamingBackend>(data);
   auto console = std::make_shared<VirtioConsole>(backend);
-  VirtioMmioTransport transport(console, memory, std::make_shared<CountingIrq>());
-  auto set_reg = [&](uint64_t offset, uint32_t value) {
-    std::array<uint8_t, 4> bytes;
-    std::memcpy(bytes.data(), &value, 4);
-    transport.write(offset, bytes);
-  };
-  Ring rx(memory, 0x10000);
-  set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-  set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-  set_reg(VIRTIO_MMIO_DRIVER_FEATURES, 1);  // VERSION_1
-  set_reg(VIRTIO_MMIO_STATUS,
-          VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
-  set_reg(VIRTIO_MMIO_QUEUE_SEL, 0);
-  set_reg(VIRTIO_MMIO_QUEUE_NUM, kQueueSize);
-  set_reg(VIRTIO_MMIO_QUEUE_DESC_LOW, static_cast<uint32_t>(rx.desc));
-  set_reg(VIRTIO_MMIO_QUEUE_AVAIL_LOW, static_cast<uint32_t>(rx.avail));
-  set_reg(VIRTIO_MMIO_QUEUE_USED_LOW, static_cast<uint32_t>(rx.used));
-  set_reg(VIRTIO_MMIO_QUEUE_READY, 1);
+  VirtioMmioTransport transport(console, memory, std::make_shared<FakeIrq>());
+  MmioDriver mmio(transport);
+  DriverRing rx(memory, kQueueSize, RingLayout::at(0x10000));
+  ASSERT_TRUE(mmio.negotiate(kVersion1));
+  mmio.setup_queue(VirtioConsole::kReceiveQueue, rx);
   for (uint16_t i = 0; i < kQueueSize; ++i) {
-    rx.set_desc(i, rx.buffers + 0x100ull * i, 0x100, VRING_DESC_F_WRITE);
+    rx.set_desc(i, rx.layout().buffers + 0x100ull * i, 0x100, VRING_DESC_F_WRITE);
     rx.publish(i);
   }
-  set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
-                                  VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+  mmio.driver_ok();
 
   std::string got;
   {
@@ -568,11 +484,11 @@ TEST(VirtioConsoleStreamTest, LongInputThroughFlowControl) {
         continue;
       }
       for (; seen != used; ++seen) {
-        const vring_used_elem e = rx.used_elem(seen);
-        got += rx.read(rx.buffers + 0x100ull * e.id, e.len);
+        const vring_used_elem e = rx.used(seen);
+        got += memory.text(rx.layout().buffers + 0x100ull * e.id, e.len);
         rx.publish(static_cast<uint16_t>(e.id));
       }
-      set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+      mmio.notify(VirtioConsole::kReceiveQueue);
     }
   }
   EXPECT_EQ(got.size(), data.size());

@@ -13,8 +13,10 @@
 
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
+#include "unit/support/virtio_kit.hpp"
 
 using namespace libvmm;
+using namespace libvmm::test;
 
 namespace {
 
@@ -23,6 +25,7 @@ constexpr uint64_t kDesc = 0x1000;
 constexpr uint64_t kAvail = 0x2000;
 constexpr uint64_t kUsed = 0x3000;
 constexpr uint64_t kBuffers = 0x10000;
+constexpr test::RingLayout kLayout{kDesc, kAvail, kUsed, kBuffers};
 constexpr uint16_t kQueueSize = 8;
 constexpr uint32_t kEchoId = 42;
 constexpr uint64_t kEchoFeature = 1ull << 0;
@@ -30,14 +33,6 @@ constexpr uint64_t kEchoFeature = 1ull << 0;
 constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
 }
-
-class CountingIrq : public IrqLine {
- public:
-  uint32_t number() const override { return 5; }
-  void set_level(bool) override {}
-  void pulse() override { ++pulses; }
-  int pulses = 0;
-};
 
 // Copies each chain's readable bytes into its writable part, and answers on the same queue.
 class EchoDevice : public VirtioDevice {
@@ -86,171 +81,118 @@ class EchoDevice : public VirtioDevice {
 
 class VirtioMmioTest : public ::testing::Test {
  protected:
-  VirtioMmioTest() {
-    memory.map(0, MemoryRegion::create("ram", kRamSize), 0, kRamSize);
-    device = std::make_shared<EchoDevice>();
-    irq = std::make_shared<CountingIrq>();
-    transport = std::make_unique<VirtioMmioTransport>(device, memory, irq);
-  }
-
-  uint32_t reg(uint64_t offset) {
-    std::array<uint8_t, 4> data{};
-    transport->read(offset, data);
-    uint32_t v;
-    std::memcpy(&v, data.data(), 4);
-    return v;
-  }
-  void set_reg(uint64_t offset, uint32_t value) {
-    std::array<uint8_t, 4> data;
-    std::memcpy(data.data(), &value, 4);
-    transport->write(offset, data);
-  }
-  uint64_t device_features() {
-    set_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-    const uint64_t lo = reg(VIRTIO_MMIO_DEVICE_FEATURES);
-    set_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-    return lo | uint64_t{reg(VIRTIO_MMIO_DEVICE_FEATURES)} << 32;
-  }
-  void set_driver_features(uint64_t features) {
-    set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-    set_reg(VIRTIO_MMIO_DRIVER_FEATURES, static_cast<uint32_t>(features));
-    set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-    set_reg(VIRTIO_MMIO_DRIVER_FEATURES, static_cast<uint32_t>(features >> 32));
-  }
-  // Steps 1-5 of driver initialization (spec §3.1.1). True if FEATURES_OK stuck.
-  bool negotiate(uint64_t features) {
-    set_reg(VIRTIO_MMIO_STATUS, 0);
-    set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-    set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-    set_driver_features(features);
-    set_reg(VIRTIO_MMIO_STATUS,
-            VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
-    return reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK;
-  }
-  void setup_queue(uint32_t index, uint64_t desc = kDesc, uint64_t avail = kAvail,
-                   uint64_t used = kUsed) {
-    set_reg(VIRTIO_MMIO_QUEUE_SEL, index);
-    set_reg(VIRTIO_MMIO_QUEUE_NUM, kQueueSize);
-    set_reg(VIRTIO_MMIO_QUEUE_DESC_LOW, static_cast<uint32_t>(desc));
-    set_reg(VIRTIO_MMIO_QUEUE_DESC_HIGH, static_cast<uint32_t>(desc >> 32));
-    set_reg(VIRTIO_MMIO_QUEUE_AVAIL_LOW, static_cast<uint32_t>(avail));
-    set_reg(VIRTIO_MMIO_QUEUE_AVAIL_HIGH, static_cast<uint32_t>(avail >> 32));
-    set_reg(VIRTIO_MMIO_QUEUE_USED_LOW, static_cast<uint32_t>(used));
-    set_reg(VIRTIO_MMIO_QUEUE_USED_HIGH, static_cast<uint32_t>(used >> 32));
-    set_reg(VIRTIO_MMIO_QUEUE_READY, 1);
-  }
-  void driver_ok() {
-    set_reg(VIRTIO_MMIO_STATUS, reg(VIRTIO_MMIO_STATUS) | VIRTIO_CONFIG_S_DRIVER_OK);
-  }
-  // A running device with queue 0 set up.
+  // A running device with queue 0 set up, and a driver ring for it that starts afresh.
   void bring_up(uint64_t features = bit(VIRTIO_F_VERSION_1)) {
     const int activations = device->activations;
-    ASSERT_TRUE(negotiate(features));
-    setup_queue(0);
-    ASSERT_EQ(reg(VIRTIO_MMIO_QUEUE_READY), 1u);
-    driver_ok();
+    ASSERT_TRUE(mmio.negotiate(features));
+    ring = DriverRing(memory, kQueueSize, kLayout);
+    mmio.setup_queue(0, ring);
+    ASSERT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_READY), 1u);
+    mmio.driver_ok();
     ASSERT_EQ(device->activations, activations + 1);
   }
   // Queues one "ping" request (readable + writable descriptor) on queue 0.
-  void publish_ping(uint16_t avail_idx) {
+  void publish_ping() {
     ASSERT_TRUE(memory.write(kBuffers, "ping", 4));
-    ASSERT_TRUE(memory.write_obj(kDesc, vring_desc{kBuffers, 4, VRING_DESC_F_NEXT, 1}));
-    ASSERT_TRUE(
-        memory.write_obj(kDesc + 16, vring_desc{kBuffers + 0x100, 16, VRING_DESC_F_WRITE, 0}));
-    ASSERT_TRUE(memory.write_obj<uint16_t>(kAvail + 4 + 2 * ((avail_idx - 1) % kQueueSize), 0));
-    ASSERT_TRUE(memory.write_obj<uint16_t>(kAvail + 2, avail_idx));
+    ring.set_desc(0, kBuffers, 4, VRING_DESC_F_NEXT, 1);
+    ring.set_desc(1, kBuffers + 0x100, 16, VRING_DESC_F_WRITE, 0);
+    ring.publish(0);
   }
-  uint16_t used_idx() { return *memory.read_obj<uint16_t>(kUsed + 2); }
+  uint16_t used_idx() { return ring.used_idx(); }
 
-  GuestMemory memory;
-  std::shared_ptr<EchoDevice> device;
-  std::shared_ptr<CountingIrq> irq;
-  std::unique_ptr<VirtioMmioTransport> transport;
+  TestMemory memory{kRamSize};
+  std::shared_ptr<EchoDevice> device = std::make_shared<EchoDevice>();
+  std::shared_ptr<FakeIrq> irq = std::make_shared<FakeIrq>();
+  std::unique_ptr<VirtioMmioTransport> transport =
+      std::make_unique<VirtioMmioTransport>(device, memory, irq);
+  MmioDriver mmio{*transport};
+  DriverRing ring{memory, kQueueSize, kLayout};
 };
 
 TEST_F(VirtioMmioTest, Identity) {
-  EXPECT_EQ(reg(VIRTIO_MMIO_MAGIC_VALUE), 0x74726976u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_VERSION), 2u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_DEVICE_ID), kEchoId);
-  EXPECT_EQ(reg(VIRTIO_MMIO_VENDOR_ID), VirtioMmioTransport::kVendorId);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_MAGIC_VALUE), 0x74726976u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_VERSION), 2u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_DEVICE_ID), kEchoId);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_VENDOR_ID), VirtioMmioTransport::kVendorId);
   EXPECT_EQ(transport->name(), "virtio-echo");
   EXPECT_EQ(transport->queue_count(), 2);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM_MAX), kQueueSize);
-  EXPECT_EQ(reg(VIRTIO_MMIO_STATUS), 0u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM_MAX), kQueueSize);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_STATUS), 0u);
 }
 
 TEST_F(VirtioMmioTest, FeatureWindows) {
-  const uint64_t features = device_features();
+  const uint64_t features = mmio.device_features();
   EXPECT_EQ(features, kEchoFeature | bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
                           bit(VIRTIO_RING_F_EVENT_IDX));
-  set_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 2);
-  EXPECT_EQ(reg(VIRTIO_MMIO_DEVICE_FEATURES), 0u);
+  mmio.set_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 2);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_DEVICE_FEATURES), 0u);
 }
 
 TEST_F(VirtioMmioTest, FeaturesOkAcceptsSubsetWithVersion1) {
   const uint64_t wanted = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | kEchoFeature;
-  EXPECT_TRUE(negotiate(wanted));
-  setup_queue(0);
-  driver_ok();
+  EXPECT_TRUE(mmio.negotiate(wanted));
+  mmio.setup_queue(0, ring);
+  mmio.driver_ok();
   EXPECT_EQ(device->active_features, wanted);
-  EXPECT_EQ(reg(VIRTIO_MMIO_STATUS), VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
-                                         VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_STATUS), VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
+                                              VIRTIO_CONFIG_S_FEATURES_OK |
+                                              VIRTIO_CONFIG_S_DRIVER_OK);
 }
 
 TEST_F(VirtioMmioTest, FeaturesOkRefused) {
-  EXPECT_FALSE(negotiate(kEchoFeature)) << "no VERSION_1: a legacy driver";
-  EXPECT_FALSE(negotiate(bit(VIRTIO_F_VERSION_1) | bit(5))) << "not offered";
-  EXPECT_FALSE(negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_RING_PACKED)))
+  EXPECT_FALSE(mmio.negotiate(kEchoFeature)) << "no VERSION_1: a legacy driver";
+  EXPECT_FALSE(mmio.negotiate(bit(VIRTIO_F_VERSION_1) | bit(5))) << "not offered";
+  EXPECT_FALSE(mmio.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_RING_PACKED)))
       << "masked out of the device's features";
 
   // A non-zero feature window past bit 63.
-  set_reg(VIRTIO_MMIO_STATUS, 0);
-  set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-  set_driver_features(bit(VIRTIO_F_VERSION_1));
-  set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 2);
-  set_reg(VIRTIO_MMIO_DRIVER_FEATURES, 1);
-  set_reg(VIRTIO_MMIO_STATUS,
-          VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
-  EXPECT_FALSE(reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK);
+  mmio.set_reg(VIRTIO_MMIO_STATUS, 0);
+  mmio.set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+  mmio.set_driver_features(bit(VIRTIO_F_VERSION_1));
+  mmio.set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 2);
+  mmio.set_reg(VIRTIO_MMIO_DRIVER_FEATURES, 1);
+  mmio.set_reg(VIRTIO_MMIO_STATUS,
+               VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+  EXPECT_FALSE(mmio.reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK);
 
   // Without FEATURES_OK the device is neither usable nor activated.
-  set_reg(VIRTIO_MMIO_STATUS, reg(VIRTIO_MMIO_STATUS) | VIRTIO_CONFIG_S_DRIVER_OK);
-  EXPECT_FALSE(reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_DRIVER_OK);
-  set_reg(VIRTIO_MMIO_QUEUE_SEL, 0);
-  set_reg(VIRTIO_MMIO_QUEUE_READY, 1);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_READY), 0u);
+  mmio.set_reg(VIRTIO_MMIO_STATUS, mmio.reg(VIRTIO_MMIO_STATUS) | VIRTIO_CONFIG_S_DRIVER_OK);
+  EXPECT_FALSE(mmio.reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_DRIVER_OK);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_SEL, 0);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_READY, 1);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_READY), 0u);
   EXPECT_EQ(device->activations, 0);
 
-  EXPECT_TRUE(negotiate(bit(VIRTIO_F_VERSION_1))) << "a reset starts negotiation afresh";
+  EXPECT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1))) << "a reset starts negotiation afresh";
 }
 
 TEST_F(VirtioMmioTest, FeaturesFrozenAfterFeaturesOk) {
-  ASSERT_TRUE(negotiate(bit(VIRTIO_F_VERSION_1)));
-  set_driver_features(bit(VIRTIO_F_VERSION_1) | kEchoFeature);
-  setup_queue(0);
-  driver_ok();
+  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1)));
+  mmio.set_driver_features(bit(VIRTIO_F_VERSION_1) | kEchoFeature);
+  mmio.setup_queue(0, ring);
+  mmio.driver_ok();
   EXPECT_EQ(device->active_features, bit(VIRTIO_F_VERSION_1));
 }
 
 TEST_F(VirtioMmioTest, EchoThroughQueueNotify) {
   bring_up();
-  publish_ping(1);
-  set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+  publish_ping();
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
   EXPECT_EQ(device->notifications, 1);
   EXPECT_EQ(used_idx(), 1);
-  EXPECT_EQ(memory.read_obj<vring_used_elem>(kUsed + 4)->len, 4u);
+  EXPECT_EQ(ring.used(0).len, 4u);
   char reply[4];
   ASSERT_TRUE(memory.read(kBuffers + 0x100, reply, 4));
   EXPECT_EQ(std::string(reply, 4), "ping");
-  EXPECT_EQ(reg(VIRTIO_MMIO_INTERRUPT_STATUS), static_cast<uint32_t>(VIRTIO_MMIO_INT_VRING));
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS), static_cast<uint32_t>(VIRTIO_MMIO_INT_VRING));
   EXPECT_EQ(irq->pulses, 1);
-  set_reg(VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
-  EXPECT_EQ(reg(VIRTIO_MMIO_INTERRUPT_STATUS), 0u);
+  mmio.set_reg(VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS), 0u);
 }
 
 TEST_F(VirtioMmioTest, EchoThroughIoeventfdPath) {
   bring_up();
-  publish_ping(1);
+  publish_ping();
   transport->notify(0);
   EXPECT_EQ(used_idx(), 1);
   EXPECT_EQ(irq->pulses, 1);
@@ -259,55 +201,55 @@ TEST_F(VirtioMmioTest, EchoThroughIoeventfdPath) {
 TEST_F(VirtioMmioTest, EventIdxSuppressesInterrupt) {
   bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX));
   // used_event = 1: "interrupt me once the second buffer is used".
-  ASSERT_TRUE(memory.write_obj<uint16_t>(kAvail + 4 + 2 * kQueueSize, 1));
-  publish_ping(1);
+  ring.set_used_event(1);
+  publish_ping();
   transport->notify(0);
   EXPECT_EQ(irq->pulses, 0);
-  EXPECT_EQ(reg(VIRTIO_MMIO_INTERRUPT_STATUS), 0u);
-  publish_ping(2);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS), 0u);
+  publish_ping();
   transport->notify(0);
   EXPECT_EQ(irq->pulses, 1);
 }
 
 TEST_F(VirtioMmioTest, NotifyIgnoredUnlessRunning) {
-  ASSERT_TRUE(negotiate(bit(VIRTIO_F_VERSION_1)));
-  setup_queue(0);
-  publish_ping(1);
+  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1)));
+  mmio.setup_queue(0, ring);
+  publish_ping();
   transport->notify(0);  // before DRIVER_OK
   EXPECT_EQ(device->notifications, 0);
-  driver_ok();
-  transport->notify(1);                  // queue 1 was never made ready
-  set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, 7);  // no such queue
+  mmio.driver_ok();
+  transport->notify(1);                       // queue 1 was never made ready
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, 7);  // no such queue
   EXPECT_EQ(device->notifications, 0);
   EXPECT_EQ(used_idx(), 0);
 }
 
 TEST_F(VirtioMmioTest, ResetThroughStatusZero) {
   bring_up();
-  publish_ping(1);
+  publish_ping();
   transport->notify(0);
-  ASSERT_NE(reg(VIRTIO_MMIO_INTERRUPT_STATUS), 0u);
+  ASSERT_NE(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS), 0u);
   const int resets = device->resets;
-  set_reg(VIRTIO_MMIO_STATUS, 0);
+  mmio.set_reg(VIRTIO_MMIO_STATUS, 0);
   EXPECT_EQ(device->resets, resets + 1);
   EXPECT_EQ(device->transport, nullptr);
-  EXPECT_EQ(reg(VIRTIO_MMIO_STATUS), 0u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_INTERRUPT_STATUS), 0u);
-  set_reg(VIRTIO_MMIO_QUEUE_SEL, 0);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_READY), 0u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_DESC_LOW), 0u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM), kQueueSize);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_STATUS), 0u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS), 0u);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_SEL, 0);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_READY), 0u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_DESC_LOW), 0u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM), kQueueSize);
   // And it comes back up.
   bring_up();
 }
 
 TEST_F(VirtioMmioTest, StatusBitsAreNotClearedWithoutReset) {
   bring_up();
-  const uint32_t before = reg(VIRTIO_MMIO_STATUS);
-  set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-  EXPECT_EQ(reg(VIRTIO_MMIO_STATUS), before);
-  set_reg(VIRTIO_MMIO_STATUS, before | VIRTIO_CONFIG_S_NEEDS_RESET);
-  EXPECT_EQ(reg(VIRTIO_MMIO_STATUS), before) << "only the device sets NEEDS_RESET";
+  const uint32_t before = mmio.reg(VIRTIO_MMIO_STATUS);
+  mmio.set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_STATUS), before);
+  mmio.set_reg(VIRTIO_MMIO_STATUS, before | VIRTIO_CONFIG_S_NEEDS_RESET);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_STATUS), before) << "only the device sets NEEDS_RESET";
   EXPECT_EQ(device->activations, 1);
 }
 
@@ -322,18 +264,18 @@ TEST_F(VirtioMmioTest, ConfigSpaceAccess) {
   EXPECT_EQ(w[1], 4);
   transport->read(0x100, q);
   EXPECT_EQ(q[7], 8);
-  EXPECT_EQ(reg(0x100 + 8), 0x0c0b0a09u);
+  EXPECT_EQ(mmio.reg(0x100 + 8), 0x0c0b0a09u);
 
   transport->read(0x100 + 3, w);  // misaligned
   EXPECT_EQ(w[0], 0);
   transport->read(0x100 + 8, q);  // runs past the 12-byte config space
   EXPECT_EQ(q[0], 0);
-  EXPECT_EQ(reg(0x100 + 12), 0u);
-  EXPECT_EQ(reg(0x1fc), 0u);
+  EXPECT_EQ(mmio.reg(0x100 + 12), 0u);
+  EXPECT_EQ(mmio.reg(0x1fc), 0u);
 
-  set_reg(0x100 + 4, 0xaabbccdd);
+  mmio.set_reg(0x100 + 4, 0xaabbccdd);
   EXPECT_EQ(device->config[4], 0xdd);
-  set_reg(0x100 + 12, 0xffffffff);  // past the end: ignored, nothing overflows
+  mmio.set_reg(0x100 + 12, 0xffffffff);  // past the end: ignored, nothing overflows
   std::array<uint8_t, 1> poke{0x77};
   transport->write(0x100 + 11, poke);
   EXPECT_EQ(device->config[11], 0x77);
@@ -344,7 +286,7 @@ TEST_F(VirtioMmioTest, RegistersNeedAligned32BitAccess) {
   transport->read(VIRTIO_MMIO_MAGIC_VALUE, w);
   EXPECT_EQ(w[0], 0);
   EXPECT_EQ(w[1], 0);
-  EXPECT_EQ(reg(VIRTIO_MMIO_MAGIC_VALUE + 2), 0u) << "32-bit but misaligned";
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_MAGIC_VALUE + 2), 0u) << "32-bit but misaligned";
   std::array<uint8_t, 8> q{};
   transport->read(VIRTIO_MMIO_MAGIC_VALUE, q);
   EXPECT_EQ(q[0], 0);
@@ -352,90 +294,90 @@ TEST_F(VirtioMmioTest, RegistersNeedAligned32BitAccess) {
   // A narrow write to Status must not start anything.
   std::array<uint8_t, 1> b{VIRTIO_CONFIG_S_ACKNOWLEDGE};
   transport->write(VIRTIO_MMIO_STATUS, b);
-  EXPECT_EQ(reg(VIRTIO_MMIO_STATUS), 0u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_STATUS), 0u);
   std::array<uint8_t, 8> wide{VIRTIO_CONFIG_S_ACKNOWLEDGE};
   transport->write(VIRTIO_MMIO_STATUS, wide);
-  EXPECT_EQ(reg(VIRTIO_MMIO_STATUS), 0u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_STATUS), 0u);
 
   // Read-only and unknown registers ignore writes.
-  set_reg(VIRTIO_MMIO_MAGIC_VALUE, 0);
-  set_reg(0x0f0, 1);
-  EXPECT_EQ(reg(VIRTIO_MMIO_MAGIC_VALUE), 0x74726976u);
-  EXPECT_EQ(reg(0x0f0), 0u);
+  mmio.set_reg(VIRTIO_MMIO_MAGIC_VALUE, 0);
+  mmio.set_reg(0x0f0, 1);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_MAGIC_VALUE), 0x74726976u);
+  EXPECT_EQ(mmio.reg(0x0f0), 0u);
 }
 
 TEST_F(VirtioMmioTest, NoSharedMemoryAndNoQueueReset) {
-  set_reg(VIRTIO_MMIO_SHM_SEL, 0);
-  EXPECT_EQ(reg(VIRTIO_MMIO_SHM_LEN_LOW), 0xffffffffu);
-  EXPECT_EQ(reg(VIRTIO_MMIO_SHM_LEN_HIGH), 0xffffffffu);
+  mmio.set_reg(VIRTIO_MMIO_SHM_SEL, 0);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_SHM_LEN_LOW), 0xffffffffu);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_SHM_LEN_HIGH), 0xffffffffu);
   bring_up();
-  set_reg(0x0c0, 1);  // QueueReset without VIRTIO_F_RING_RESET
-  EXPECT_EQ(reg(0x0c0), 0u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_READY), 1u);
+  mmio.set_reg(0x0c0, 1);  // QueueReset without VIRTIO_F_RING_RESET
+  EXPECT_EQ(mmio.reg(0x0c0), 0u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_READY), 1u);
 }
 
 TEST_F(VirtioMmioTest, QueueIndexOutOfRange) {
-  ASSERT_TRUE(negotiate(bit(VIRTIO_F_VERSION_1)));
-  set_reg(VIRTIO_MMIO_QUEUE_SEL, 2);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM_MAX), 0u);
-  set_reg(VIRTIO_MMIO_QUEUE_NUM, 4);
-  set_reg(VIRTIO_MMIO_QUEUE_DESC_LOW, kDesc);
-  set_reg(VIRTIO_MMIO_QUEUE_READY, 1);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM), 0u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_DESC_LOW), 0u);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_READY), 0u);
-  EXPECT_FALSE(reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1)));
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_SEL, 2);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM_MAX), 0u);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_NUM, 4);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_DESC_LOW, kDesc);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_READY, 1);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM), 0u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_DESC_LOW), 0u);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_READY), 0u);
+  EXPECT_FALSE(mmio.reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
 }
 
 TEST_F(VirtioMmioTest, QueueSetupFrozenWhileReady) {
   bring_up();
-  set_reg(VIRTIO_MMIO_QUEUE_SEL, 0);
-  set_reg(VIRTIO_MMIO_QUEUE_NUM, 2);
-  set_reg(VIRTIO_MMIO_QUEUE_DESC_LOW, 0x8000);
-  set_reg(VIRTIO_MMIO_QUEUE_USED_HIGH, 1);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM), kQueueSize);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_DESC_LOW), kDesc);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_USED_HIGH), 0u);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_SEL, 0);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_NUM, 2);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_DESC_LOW, 0x8000);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_USED_HIGH, 1);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM), kQueueSize);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_DESC_LOW), kDesc);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_USED_HIGH), 0u);
   // Taking the queue down (QueueReady = 0) allows a new setup.
-  set_reg(VIRTIO_MMIO_QUEUE_READY, 0);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_READY), 0u);
-  set_reg(VIRTIO_MMIO_QUEUE_NUM, 2);
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM), 2u);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_READY, 0);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_READY), 0u);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_NUM, 2);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM), 2u);
 }
 
 TEST_F(VirtioMmioTest, BadQueueSetupNeedsReset) {
-  ASSERT_TRUE(negotiate(bit(VIRTIO_F_VERSION_1)));
-  setup_queue(0, /*desc=*/kRamSize - 16);  // the table runs past the end of RAM
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_READY), 0u);
-  EXPECT_TRUE(reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1)));
+  // The descriptor table runs past the end of RAM.
+  mmio.setup_queue(0, kQueueSize, {kRamSize - 16, kAvail, kUsed, kBuffers});
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_READY), 0u);
+  EXPECT_TRUE(mmio.reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
   EXPECT_EQ(irq->pulses, 0) << "no config interrupt before DRIVER_OK";
-  driver_ok();
+  mmio.driver_ok();
   EXPECT_EQ(device->activations, 0);
 
-  set_reg(VIRTIO_MMIO_QUEUE_SEL, 1);
-  set_reg(VIRTIO_MMIO_QUEUE_NUM, 0x10000 + kQueueSize);  // must not wrap to a valid size
-  EXPECT_EQ(reg(VIRTIO_MMIO_QUEUE_NUM), 0u);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_SEL, 1);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_NUM, 0x10000 + kQueueSize);  // must not wrap to a valid size
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM), 0u);
 }
 
 TEST_F(VirtioMmioTest, MalformedChainNeedsReset) {
   bring_up();
-  ASSERT_TRUE(memory.write_obj(kDesc, vring_desc{kBuffers, 4, VRING_DESC_F_NEXT, 0}));  // loop
-  ASSERT_TRUE(memory.write_obj<uint16_t>(kAvail + 4, 0));
-  ASSERT_TRUE(memory.write_obj<uint16_t>(kAvail + 2, 1));
-  set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
-  EXPECT_TRUE(reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
-  EXPECT_EQ(reg(VIRTIO_MMIO_INTERRUPT_STATUS), static_cast<uint32_t>(VIRTIO_MMIO_INT_CONFIG));
+  ring.set_desc(0, kBuffers, 4, VRING_DESC_F_NEXT, 0);  // a loop
+  ring.publish(0);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+  EXPECT_TRUE(mmio.reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS), static_cast<uint32_t>(VIRTIO_MMIO_INT_CONFIG));
   EXPECT_EQ(irq->pulses, 1);
   EXPECT_EQ(used_idx(), 0);
 
   // The device is left alone until the driver resets it.
-  set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
   EXPECT_EQ(device->notifications, 1);
   EXPECT_FALSE(transport->with_queues([](std::span<Virtqueue>) { FAIL(); }));
-  set_reg(VIRTIO_MMIO_STATUS, 0);
-  EXPECT_EQ(reg(VIRTIO_MMIO_STATUS), 0u);
+  mmio.set_reg(VIRTIO_MMIO_STATUS, 0);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_STATUS), 0u);
   bring_up();
-  publish_ping(1);
+  publish_ping();
   transport->notify(0);
   EXPECT_EQ(used_idx(), 1);
 }
@@ -448,7 +390,7 @@ TEST_F(VirtioMmioTest, WithQueuesFromAnotherThreadOnlyWhileLive) {
   };
   EXPECT_FALSE(transport->with_queues(use));
   bring_up();
-  publish_ping(1);
+  publish_ping();
   EXPECT_TRUE(transport->with_queues([&](std::span<Virtqueue> queues) {
     use(queues);
     auto chain = queues[0].pop();
@@ -463,10 +405,10 @@ TEST_F(VirtioMmioTest, WithQueuesFromAnotherThreadOnlyWhileLive) {
 
 TEST_F(VirtioMmioTest, ConfigChangeInterrupt) {
   bring_up();
-  const uint32_t generation = reg(VIRTIO_MMIO_CONFIG_GENERATION);
+  const uint32_t generation = mmio.reg(VIRTIO_MMIO_CONFIG_GENERATION);
   device->transport->signal_config_change();
-  EXPECT_NE(reg(VIRTIO_MMIO_CONFIG_GENERATION), generation);
-  EXPECT_EQ(reg(VIRTIO_MMIO_INTERRUPT_STATUS), static_cast<uint32_t>(VIRTIO_MMIO_INT_CONFIG));
+  EXPECT_NE(mmio.reg(VIRTIO_MMIO_CONFIG_GENERATION), generation);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS), static_cast<uint32_t>(VIRTIO_MMIO_INT_CONFIG));
   EXPECT_EQ(irq->pulses, 1);
 }
 

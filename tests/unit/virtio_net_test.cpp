@@ -27,8 +27,10 @@
 #include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
 #include "unit/support/loop_thread.hpp"
+#include "unit/support/virtio_kit.hpp"
 
 using namespace libvmm;
+using namespace libvmm::test;
 
 namespace {
 
@@ -80,102 +82,23 @@ class FakeNetBackend final : public NetBackend {
   int reads = 0;
 };
 
-// The two queues, live unless told otherwise; counts used-buffer signals.
-class TestTransport final : public VirtioTransport {
- public:
-  explicit TestTransport(std::vector<Virtqueue>& queues) : queues_(&queues) {}
-  void signal_used(uint16_t index) override { ++signals[index]; }
-  void signal_config_change() override {}
-  bool with_queues(const std::function<void(std::span<Virtqueue>)>& fn) override {
-    if (!live) return false;
-    fn(*queues_);
-    return true;
+// A transmit chain: header + frame written into guest memory, split into `pieces`.
+uint16_t add_tx(DriverRing& ring, const std::vector<uint8_t>& bytes, size_t pieces = 1) {
+  const uint64_t gpa = ring.place(bytes);
+  std::vector<Buffer> parts;
+  const size_t step = (bytes.size() + pieces - 1) / pieces;
+  for (size_t off = 0; off < bytes.size(); off += step) {
+    parts.push_back({gpa + off, static_cast<uint32_t>(std::min(step, bytes.size() - off)), false});
   }
-  bool live = true;
-  int signals[2] = {0, 0};
+  return ring.add_chain(parts);
+}
 
- private:
-  std::vector<Virtqueue>* queues_;
-};
-
-// The driver's side of one split ring at `base`: descriptors, avail, used, then buffers.
-class DriverRing {
- public:
-  DriverRing(GuestMemory& memory, uint64_t base)
-      : memory_(&memory),
-        desc_(base),
-        avail_(base + 0x1000),
-        used_(base + 0x2000),
-        next_buffer_(base + 0x4000) {}
-
-  void configure(Virtqueue& queue, uint64_t features) {
-    ASSERT_TRUE(queue.set_size(kQueueSize));
-    ASSERT_TRUE(queue.set_desc_addr(desc_));
-    ASSERT_TRUE(queue.set_avail_addr(avail_));
-    ASSERT_TRUE(queue.set_used_addr(used_));
-    std::string error;
-    ASSERT_TRUE(queue.enable(features, error)) << error;
-  }
-  uint64_t alloc(uint64_t len) {
-    const uint64_t gpa = next_buffer_;
-    next_buffer_ += (len + 15) & ~uint64_t{15};
-    return gpa;
-  }
-  // A chain of buffers (gpa, len, writable); returns its head and publishes it.
-  struct Part {
-    uint64_t gpa;
-    uint32_t len;
-    bool writable;
-  };
-  uint16_t add(const std::vector<Part>& parts) {
-    const uint16_t head = next_desc_;
-    for (size_t i = 0; i < parts.size(); ++i) {
-      const uint16_t index = next_desc_;
-      next_desc_ = static_cast<uint16_t>((next_desc_ + 1) % kQueueSize);
-      uint16_t flags = parts[i].writable ? VRING_DESC_F_WRITE : 0;
-      if (i + 1 < parts.size()) flags |= VRING_DESC_F_NEXT;
-      EXPECT_TRUE(memory_->write_obj(desc_ + 16ull * index,
-                                     vring_desc{parts[i].gpa, parts[i].len, flags, next_desc_}));
-    }
-    EXPECT_TRUE(memory_->write_obj<uint16_t>(avail_ + 4 + 2ull * (avail_idx_ % kQueueSize), head));
-    ++avail_idx_;
-    EXPECT_TRUE(memory_->write_obj<uint16_t>(avail_ + 2, avail_idx_));
-    return head;
-  }
-  // A transmit chain: header + frame written into guest memory, split into `pieces`.
-  uint16_t add_tx(const std::vector<uint8_t>& bytes, size_t pieces = 1) {
-    const uint64_t gpa = alloc(bytes.size());
-    EXPECT_TRUE(memory_->write(gpa, bytes.data(), bytes.size()));
-    std::vector<Part> parts;
-    const size_t step = (bytes.size() + pieces - 1) / pieces;
-    for (size_t off = 0; off < bytes.size(); off += step) {
-      parts.push_back(
-          {gpa + off, static_cast<uint32_t>(std::min(step, bytes.size() - off)), false});
-    }
-    return add(parts);
-  }
-  // A receive buffer of `len` writable bytes; returns its guest address.
-  uint64_t add_rx(uint32_t len) {
-    const uint64_t gpa = alloc(len);
-    add({{gpa, len, true}});
-    return gpa;
-  }
-  uint16_t used_idx() const { return *memory_->read_obj<uint16_t>(used_ + 2); }
-  vring_used_elem used(uint16_t i) const {
-    return *memory_->read_obj<vring_used_elem>(used_ + 4 + 8ull * (i % kQueueSize));
-  }
-  std::vector<uint8_t> read(uint64_t gpa, size_t len) const {
-    std::vector<uint8_t> bytes(len);
-    EXPECT_TRUE(memory_->read(gpa, bytes.data(), len));
-    return bytes;
-  }
-
- private:
-  GuestMemory* memory_;
-  uint64_t desc_, avail_, used_, next_buffer_;
-  uint16_t next_desc_ = 0;
-  uint16_t avail_idx_ = 0;
-};
+// A receive buffer of `len` writable bytes; returns its guest address.
+uint64_t add_rx(DriverRing& ring, uint32_t len) {
+  const uint64_t gpa = ring.alloc(len);
+  ring.add_chain({{gpa, len, true}});
+  return gpa;
+}
 
 std::vector<uint8_t> frame_bytes(size_t len, uint8_t seed) {
   std::vector<uint8_t> bytes(len);
@@ -196,9 +119,9 @@ std::vector<uint8_t> with_header(const virtio_net_hdr_v1& header, size_t frame_l
 class VirtioNetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    memory.map(0, MemoryRegion::create("ram", kRamSize), 0, kRamSize);
     queues.emplace_back(memory, VirtioNet::kQueueSize);
     queues.emplace_back(memory, VirtioNet::kQueueSize);
+    transport.serve(queues);  // the two queues, live unless told otherwise
   }
   // Negotiates `features` (default: everything offered) and brings both queues up.
   void activate(uint64_t features = ~0ull) {
@@ -210,13 +133,13 @@ class VirtioNetTest : public ::testing::Test {
   void notify_tx() { device.queue_notify(VirtioNet::kTransmitQueue, queues[1]); }
   void notify_rx() { device.queue_notify(VirtioNet::kReceiveQueue, queues[0]); }
 
-  GuestMemory memory;
+  TestMemory memory{kRamSize};
   std::vector<Virtqueue> queues;
   std::shared_ptr<FakeNetBackend> backend = std::make_shared<FakeNetBackend>();
   VirtioNet device{backend, kMac, 1500};
-  TestTransport transport{queues};
-  DriverRing rx{memory, 0x10000};
-  DriverRing tx{memory, 0x100000};
+  FakeTransport transport;
+  DriverRing rx{memory, kQueueSize, RingLayout::at(0x10000)};
+  DriverRing tx{memory, kQueueSize, RingLayout::at(0x100000)};
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -300,8 +223,8 @@ TEST_F(VirtioNetTest, TransmitsHeaderAndFrameAndSignalsOncePerBatch) {
   header.csum_offset = 16;
   header.num_buffers = 7;  // meaningless on transmit: the device sends 0
   const auto first = with_header(header, 100, 3);
-  tx.add_tx(first, 3);
-  tx.add_tx(with_header(virtio_net_hdr_v1{}, 60, 9));
+  add_tx(tx, first, 3);
+  add_tx(tx, with_header(virtio_net_hdr_v1{}, 60, 9));
   notify_tx();
   ASSERT_EQ(backend->sent.size(), 2u);
   auto expected = first;
@@ -310,7 +233,7 @@ TEST_F(VirtioNetTest, TransmitsHeaderAndFrameAndSignalsOncePerBatch) {
   EXPECT_EQ(backend->sent[0].size(), kHdr + 100);
   EXPECT_EQ(tx.used_idx(), 2);
   EXPECT_EQ(tx.used(0).len, 0u);
-  EXPECT_EQ(transport.signals[1], 1);
+  EXPECT_EQ(transport.signals(1), 1);
   EXPECT_EQ(device.counters().tx_frames, 2u);
 }
 
@@ -323,7 +246,7 @@ TEST_F(VirtioNetTest, TransmitsATsoFrameWhenNegotiated) {
   header.hdr_len = 66;
   header.csum_start = 34;
   header.csum_offset = 16;
-  tx.add_tx(with_header(header, 60000), 4);
+  add_tx(tx, with_header(header, 60000), 4);
   notify_tx();
   ASSERT_EQ(backend->sent.size(), 1u);
   EXPECT_EQ(backend->sent[0].size(), kHdr + 60000);
@@ -331,8 +254,8 @@ TEST_F(VirtioNetTest, TransmitsATsoFrameWhenNegotiated) {
 
 TEST_F(VirtioNetTest, DropsAndCountsAChainShorterThanTheHeader) {
   activate();
-  tx.add_tx(std::vector<uint8_t>(kHdr - 1, 0));
-  tx.add_tx(with_header(virtio_net_hdr_v1{}, 64));  // the queue keeps working
+  add_tx(tx, std::vector<uint8_t>(kHdr - 1, 0));
+  add_tx(tx, with_header(virtio_net_hdr_v1{}, 64));  // the queue keeps working
   notify_tx();
   EXPECT_EQ(device.counters().tx_short_header, 1u);
   ASSERT_EQ(backend->sent.size(), 1u);
@@ -341,16 +264,16 @@ TEST_F(VirtioNetTest, DropsAndCountsAChainShorterThanTheHeader) {
 
 TEST_F(VirtioNetTest, DropsOversizedAndRuntFrames) {
   activate();
-  tx.add_tx(with_header(virtio_net_hdr_v1{}, 1500 + 14 + 4 + 1));  // over MTU, no TSO
-  tx.add_tx(with_header(virtio_net_hdr_v1{}, 13));                 // no Ethernet header
+  add_tx(tx, with_header(virtio_net_hdr_v1{}, 1500 + 14 + 4 + 1));  // over MTU, no TSO
+  add_tx(tx, with_header(virtio_net_hdr_v1{}, 13));                 // no Ethernet header
   virtio_net_hdr_v1 gso{};
   gso.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   gso.gso_type = VIRTIO_NET_HDR_GSO_TCPV6;
   gso.gso_size = 1440;
   gso.csum_start = 54;
   gso.csum_offset = 16;
-  tx.add_tx(with_header(gso, VirtioNet::kMaxGsoFrame + 1), 8);  // over 64 KiB even with TSO
-  tx.add_tx(with_header(virtio_net_hdr_v1{}, 1518));            // exactly the limit: sent
+  add_tx(tx, with_header(gso, VirtioNet::kMaxGsoFrame + 1), 8);  // over 64 KiB even with TSO
+  add_tx(tx, with_header(virtio_net_hdr_v1{}, 1518));            // exactly the limit: sent
   notify_tx();
   EXPECT_EQ(device.counters().tx_bad_length, 3u);
   EXPECT_EQ(backend->sent.size(), 1u);
@@ -362,15 +285,15 @@ TEST_F(VirtioNetTest, DropsOffloadsThatWereNotNegotiated) {
   csum.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   csum.csum_start = 34;
   csum.csum_offset = 6;
-  tx.add_tx(with_header(csum, 100));
+  add_tx(tx, with_header(csum, 100));
   virtio_net_hdr_v1 tso{};
   tso.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   tso.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
   tso.gso_size = 1448;
-  tx.add_tx(with_header(tso, 3000));
+  add_tx(tx, with_header(tso, 3000));
   virtio_net_hdr_v1 udp{};
   udp.gso_type = VIRTIO_NET_HDR_GSO_UDP;  // never offered
-  tx.add_tx(with_header(udp, 100));
+  add_tx(tx, with_header(udp, 100));
   notify_tx();
   EXPECT_EQ(device.counters().tx_bad_header, 3u);
   EXPECT_TRUE(backend->sent.empty());
@@ -383,13 +306,13 @@ TEST_F(VirtioNetTest, DropsBadChecksumPlacementAndGsoWithoutSegmentSize) {
   outside.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   outside.csum_start = 90;
   outside.csum_offset = 9;  // 90 + 9 + 2 > 100
-  tx.add_tx(with_header(outside, 100));
+  add_tx(tx, with_header(outside, 100));
   virtio_net_hdr_v1 gso{};
   gso.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   gso.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
   gso.csum_start = 34;
   gso.csum_offset = 16;  // gso_size 0
-  tx.add_tx(with_header(gso, 3000));
+  add_tx(tx, with_header(gso, 3000));
   notify_tx();
   EXPECT_EQ(device.counters().tx_bad_header, 2u);
   EXPECT_TRUE(backend->sent.empty());
@@ -400,7 +323,7 @@ TEST_F(VirtioNetTest, DropsATransmitChainWithDeviceWritableBuffers) {
   const uint64_t gpa = tx.alloc(200);
   const auto bytes = with_header(virtio_net_hdr_v1{}, 100);
   ASSERT_TRUE(memory.write(gpa, bytes.data(), bytes.size()));
-  tx.add({{gpa, static_cast<uint32_t>(bytes.size()), false}, {gpa + 112, 64, true}});
+  tx.add_chain({{gpa, static_cast<uint32_t>(bytes.size()), false}, {gpa + 112, 64, true}});
   notify_tx();
   EXPECT_EQ(device.counters().tx_bad_chain, 1u);
   EXPECT_TRUE(backend->sent.empty());
@@ -410,8 +333,8 @@ TEST_F(VirtioNetTest, DropsATransmitChainWithDeviceWritableBuffers) {
 TEST_F(VirtioNetTest, AFrameOverManyTinyDescriptorsIsGatheredOnceAndSent) {
   activate();
   const auto bytes = with_header(virtio_net_hdr_v1{}, 500);
-  tx.add_tx(bytes, 60);   // 512 bytes in 60 pieces: sent as they are
-  tx.add_tx(bytes, 128);  // in 128 pieces of 4 bytes: more than kMaxTxSegments
+  add_tx(tx, bytes, 60);   // 512 bytes in 60 pieces: sent as they are
+  add_tx(tx, bytes, 128);  // in 128 pieces of 4 bytes: more than kMaxTxSegments
   notify_tx();
   ASSERT_EQ(backend->sent.size(), 2u);
   EXPECT_EQ(backend->sent[0], bytes);
@@ -423,7 +346,7 @@ TEST_F(VirtioNetTest, AFrameOverManyTinyDescriptorsIsGatheredOnceAndSent) {
 TEST_F(VirtioNetTest, CountsFramesTheHostRefuses) {
   activate();
   backend->accept = false;
-  tx.add_tx(with_header(virtio_net_hdr_v1{}, 100));
+  add_tx(tx, with_header(virtio_net_hdr_v1{}, 100));
   notify_tx();
   EXPECT_EQ(device.counters().tx_host_dropped, 1u);
   EXPECT_EQ(tx.used_idx(), 1);
@@ -434,7 +357,7 @@ TEST_F(VirtioNetTest, CountsFramesTheHostRefuses) {
 
 TEST_F(VirtioNetTest, ReceivesIntoOneBufferWithoutMergeableBuffers) {
   activate(device.device_features() & ~bit(VIRTIO_NET_F_MRG_RXBUF));
-  const uint64_t buffer = rx.add_rx(2048);
+  const uint64_t buffer = add_rx(rx, 2048);
   virtio_net_hdr_v1 header{};
   header.flags = VIRTIO_NET_HDR_F_DATA_VALID;
   backend->incoming.push_back(with_header(header, 1000));
@@ -443,15 +366,15 @@ TEST_F(VirtioNetTest, ReceivesIntoOneBufferWithoutMergeableBuffers) {
   EXPECT_EQ(rx.used(0).len, kHdr + 1000);
   auto expected = with_header(header, 1000);
   expected[10] = 1;  // num_buffers
-  EXPECT_EQ(rx.read(buffer, kHdr + 1000), expected);
-  EXPECT_EQ(transport.signals[0], 1);
+  EXPECT_EQ(memory.bytes(buffer, kHdr + 1000), expected);
+  EXPECT_EQ(transport.signals(0), 1);
   EXPECT_EQ(device.counters().rx_frames, 1u);
 }
 
 TEST_F(VirtioNetTest, MergeableBuffersSpreadAFrameAndCountThemInTheHeader) {
   activate();
   uint64_t buffers[4];
-  for (auto& b : buffers) b = rx.add_rx(1024);
+  for (auto& b : buffers) b = add_rx(rx, 1024);
   const auto bytes = with_header(virtio_net_hdr_v1{}, 2600);  // 2612 bytes: three buffers
   backend->incoming.push_back(bytes);
   device.backend_readable();
@@ -461,7 +384,7 @@ TEST_F(VirtioNetTest, MergeableBuffersSpreadAFrameAndCountThemInTheHeader) {
   EXPECT_EQ(rx.used(2).len, 2612u - 2048u);
   std::vector<uint8_t> got;
   for (int i = 0; i < 3; ++i) {
-    const auto part = rx.read(buffers[i], rx.used(static_cast<uint16_t>(i)).len);
+    const auto part = memory.bytes(buffers[i], rx.used(static_cast<uint16_t>(i)).len);
     got.insert(got.end(), part.begin(), part.end());
   }
   auto expected = bytes;
@@ -472,7 +395,7 @@ TEST_F(VirtioNetTest, MergeableBuffersSpreadAFrameAndCountThemInTheHeader) {
   device.backend_readable();
   ASSERT_EQ(rx.used_idx(), 4);
   EXPECT_EQ(rx.used(3).len, kHdr + 100);
-  EXPECT_EQ(rx.read(buffers[3] + 10, 1)[0], 1);
+  EXPECT_EQ(memory.bytes(buffers[3] + 10, 1)[0], 1);
 }
 
 TEST_F(VirtioNetTest, WithoutBuffersTheBackendPausesAndResumesOnTheNextNotify) {
@@ -483,12 +406,12 @@ TEST_F(VirtioNetTest, WithoutBuffersTheBackendPausesAndResumesOnTheNextNotify) {
   EXPECT_TRUE(backend->paused);
   EXPECT_EQ(backend->incoming.size(), 1u);  // one frame waits in the device, the rest in the host
   // Not enough yet: one buffer holds part of the frame, nothing is returned.
-  rx.add_rx(2048);
+  add_rx(rx, 2048);
   notify_rx();
   EXPECT_TRUE(backend->paused);
   EXPECT_EQ(rx.used_idx(), 0);
-  rx.add_rx(2048);
-  rx.add_rx(2048);
+  add_rx(rx, 2048);
+  add_rx(rx, 2048);
   notify_rx();
   EXPECT_FALSE(backend->paused);
   ASSERT_EQ(rx.used_idx(), 3);  // the big frame in two buffers, the small one in the third
@@ -499,10 +422,10 @@ TEST_F(VirtioNetTest, WithoutBuffersTheBackendPausesAndResumesOnTheNextNotify) {
 TEST_F(VirtioNetTest, ReturnsReceiveChainsWithoutWritableRoomUnused) {
   activate();
   const uint64_t ro = rx.alloc(64);
-  rx.add({{ro, 64, false}});                                // device-readable only
-  rx.add({{ro, 16, false}, {rx.alloc(2048), 2048, true}});  // readable part first
-  rx.add({{rx.alloc(8), 8, true}});                         // no room for the header
-  const uint64_t good = rx.add_rx(2048);
+  rx.add_chain({{ro, 64, false}});                                // device-readable only
+  rx.add_chain({{ro, 16, false}, {rx.alloc(2048), 2048, true}});  // readable part first
+  rx.add_chain({{rx.alloc(8), 8, true}});                         // no room for the header
+  const uint64_t good = add_rx(rx, 2048);
   backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 200));
   device.backend_readable();
   EXPECT_EQ(device.counters().rx_bad_chain, 3u);
@@ -511,12 +434,12 @@ TEST_F(VirtioNetTest, ReturnsReceiveChainsWithoutWritableRoomUnused) {
   EXPECT_EQ(rx.used(1).len, 0u);
   EXPECT_EQ(rx.used(2).len, 0u);
   EXPECT_EQ(rx.used(3).len, kHdr + 200);
-  EXPECT_EQ(rx.read(good + kHdr, 200), frame_bytes(200, 1));
+  EXPECT_EQ(memory.bytes(good + kHdr, 200), frame_bytes(200, 1));
 }
 
 TEST_F(VirtioNetTest, DropsAFrameTooBigForTheOnlyBufferWithoutMergeableBuffers) {
   activate(device.device_features() & ~bit(VIRTIO_NET_F_MRG_RXBUF));
-  rx.add_rx(1526);
+  add_rx(rx, 1526);
   backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 4000));
   backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 1500));
   device.backend_readable();
@@ -527,7 +450,7 @@ TEST_F(VirtioNetTest, DropsAFrameTooBigForTheOnlyBufferWithoutMergeableBuffers) 
 
 TEST_F(VirtioNetTest, DropsAFrameThatAllBuffersCannotHold) {
   activate();
-  for (int i = 0; i < kQueueSize; ++i) rx.add_rx(64);  // 256 x 64 bytes < the frame
+  for (int i = 0; i < kQueueSize; ++i) add_rx(rx, 64);  // 256 x 64 bytes < the frame
   backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 60000));
   backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 100));
   device.backend_readable();
@@ -541,7 +464,7 @@ TEST_F(VirtioNetTest, DropsRuntFramesFromTheHostAndFramesWithoutADriver) {
   device.backend_readable();  // never activated
   EXPECT_EQ(device.counters().rx_not_ready, 1u);
   activate();
-  rx.add_rx(2048);
+  add_rx(rx, 2048);
   backend->incoming.push_back(std::vector<uint8_t>(kHdr + 2, 0));
   device.backend_readable();
   EXPECT_EQ(device.counters().rx_host_error, 1u);
@@ -554,18 +477,18 @@ TEST_F(VirtioNetTest, DropsRuntFramesFromTheHostAndFramesWithoutADriver) {
 
 TEST_F(VirtioNetTest, ClearsReceiveChecksumFlagsTheDriverDidNotNegotiate) {
   activate(bit(VIRTIO_NET_F_MAC));
-  const uint64_t buffer = rx.add_rx(2048);
+  const uint64_t buffer = add_rx(rx, 2048);
   virtio_net_hdr_v1 header{};
   header.flags = VIRTIO_NET_HDR_F_DATA_VALID;
   backend->incoming.push_back(with_header(header, 100));
   device.backend_readable();
   ASSERT_EQ(rx.used_idx(), 1);
-  EXPECT_EQ(rx.read(buffer, 1)[0], 0);
+  EXPECT_EQ(memory.bytes(buffer, 1)[0], 0);
 }
 
 TEST_F(VirtioNetTest, AFailingBackendPausesReceiveInsteadOfSpinning) {
   activate();
-  rx.add_rx(2048);
+  add_rx(rx, 2048);
   backend->fail_with = EIO;
   device.backend_readable();
   EXPECT_TRUE(backend->paused);

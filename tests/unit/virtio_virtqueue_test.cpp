@@ -13,8 +13,10 @@
 
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
+#include "unit/support/virtio_kit.hpp"
 
 using namespace libvmm;
+using namespace libvmm::test;
 
 namespace {
 
@@ -29,45 +31,11 @@ constexpr uint64_t kIndirect = 0x20000;
 constexpr uint64_t kIndirectFeature = 1ull << VIRTIO_RING_F_INDIRECT_DESC;
 constexpr uint64_t kEventIdxFeature = 1ull << VIRTIO_RING_F_EVENT_IDX;
 
-// The driver's side of one split ring, written the way a guest would.
-class Driver {
- public:
-  Driver(GuestMemory& memory, uint16_t size) : memory_(memory), size_(size) {}
-
-  void desc(uint16_t index, uint64_t addr, uint32_t len, uint16_t flags = 0, uint16_t next = 0,
-            uint64_t table = kDesc) {
-    ASSERT_TRUE(memory_.write_obj(table + 16ull * index, vring_desc{addr, len, flags, next}));
-  }
-  void publish(uint16_t head) {
-    ASSERT_TRUE(memory_.write_obj<uint16_t>(kAvail + 4 + 2ull * (avail_idx_ % size_), head));
-    set_avail_idx(static_cast<uint16_t>(avail_idx_ + 1));
-  }
-  void set_avail_idx(uint16_t idx) {
-    avail_idx_ = idx;
-    ASSERT_TRUE(memory_.write_obj<uint16_t>(kAvail + 2, idx));
-  }
-  void set_avail_flags(uint16_t flags) { ASSERT_TRUE(memory_.write_obj<uint16_t>(kAvail, flags)); }
-  void set_used_event(uint16_t v) {
-    ASSERT_TRUE(memory_.write_obj<uint16_t>(kAvail + 4 + 2ull * size_, v));
-  }
-  uint16_t used_idx() const { return *memory_.read_obj<uint16_t>(kUsed + 2); }
-  uint16_t used_flags() const { return *memory_.read_obj<uint16_t>(kUsed); }
-  uint16_t avail_event() const { return *memory_.read_obj<uint16_t>(kUsed + 4 + 8ull * size_); }
-  vring_used_elem used(uint16_t idx) const {
-    return *memory_.read_obj<vring_used_elem>(kUsed + 4 + 8ull * (idx % size_));
-  }
-
- private:
-  GuestMemory& memory_;
-  uint16_t size_;
-  uint16_t avail_idx_ = 0;
-};
-
 class VirtqueueTest : public ::testing::Test {
  protected:
-  VirtqueueTest() {
-    memory.map(0, MemoryRegion::create("ram", kRamSize), 0, kRamSize);
-    memory.map(kRomBase, MemoryRegion::create("rom", 64 * KiB), 0, 64 * KiB, /*readonly=*/true);
+  // The driver's side of a ring of `size` entries at the standard test addresses.
+  DriverRing ring(uint16_t size) {
+    return DriverRing(memory, size, {kDesc, kAvail, kUsed, kBuffers});
   }
 
   // A ready queue of `size` entries at the standard test addresses.
@@ -95,7 +63,7 @@ class VirtqueueTest : public ::testing::Test {
     EXPECT_FALSE(q.push(0, 0));
   }
 
-  GuestMemory memory;
+  TestMemory memory{kRamSize, kRomBase, 64 * KiB};  // the ROM is read-only
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -103,12 +71,12 @@ class VirtqueueTest : public ::testing::Test {
 
 TEST_F(VirtqueueTest, PopsReadableThenWritableChainAndPushesIt) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
+  DriverRing d = ring(8);
   write_string(kBuffers, "hello, ");
   write_string(kBuffers + 0x100, "world");
-  d.desc(3, kBuffers, 7, VRING_DESC_F_NEXT, 5);
-  d.desc(5, kBuffers + 0x100, 5, VRING_DESC_F_NEXT, 6);
-  d.desc(6, kBuffers + 0x1000, 16, VRING_DESC_F_WRITE);
+  d.set_desc(3, kBuffers, 7, VRING_DESC_F_NEXT, 5);
+  d.set_desc(5, kBuffers + 0x100, 5, VRING_DESC_F_NEXT, 6);
+  d.set_desc(6, kBuffers + 0x1000, 16, VRING_DESC_F_WRITE);
   EXPECT_FALSE(q.pop().has_value()) << "nothing published yet";
   d.publish(3);
 
@@ -149,10 +117,10 @@ TEST_F(VirtqueueTest, PopsReadableThenWritableChainAndPushesIt) {
 
 TEST_F(VirtqueueTest, IovecsCoverEachPart) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 10, VRING_DESC_F_NEXT, 1);
-  d.desc(1, kBuffers + 0x100, 20, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 2);
-  d.desc(2, kBuffers + 0x200, 30, VRING_DESC_F_WRITE);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 10, VRING_DESC_F_NEXT, 1);
+  d.set_desc(1, kBuffers + 0x100, 20, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 2);
+  d.set_desc(2, kBuffers + 0x200, 30, VRING_DESC_F_WRITE);
   d.publish(0);
   auto chain = q.pop();
   ASSERT_TRUE(chain.has_value());
@@ -167,16 +135,16 @@ TEST_F(VirtqueueTest, IovecsCoverEachPart) {
 
 TEST_F(VirtqueueTest, FollowsIndirectTable) {
   Virtqueue q = make_queue(4);
-  Driver d(memory, 4);
+  DriverRing d = ring(4);
   write_string(kBuffers, "abc");
-  d.desc(0, kBuffers, 3, VRING_DESC_F_NEXT, 2, kIndirect);
-  d.desc(2, kBuffers + 3, 0, VRING_DESC_F_NEXT, 1, kIndirect);  // zero-length is allowed
-  d.desc(1, kBuffers + 0x100, 8, VRING_DESC_F_WRITE, 0, kIndirect);
+  d.set_desc(0, kBuffers, 3, VRING_DESC_F_NEXT, 2, kIndirect);
+  d.set_desc(2, kBuffers + 3, 0, VRING_DESC_F_NEXT, 1, kIndirect);  // zero-length is allowed
+  d.set_desc(1, kBuffers + 0x100, 8, VRING_DESC_F_WRITE, 0, kIndirect);
   // A readable chain head in the ring that continues with an indirect table.
   write_string(kBuffers + 0x300, "xy");
-  d.desc(1, kBuffers + 0x300, 2, VRING_DESC_F_NEXT, 2);
+  d.set_desc(1, kBuffers + 0x300, 2, VRING_DESC_F_NEXT, 2);
   // The WRITE flag of the pointer descriptor is ignored (spec §2.7.5.3.2).
-  d.desc(2, kIndirect, 3 * 16, VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE);
+  d.set_desc(2, kIndirect, 3 * 16, VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE);
   d.publish(1);
 
   auto chain = q.pop();
@@ -195,9 +163,9 @@ TEST_F(VirtqueueTest, FollowsIndirectTable) {
 
 TEST_F(VirtqueueTest, RejectsDescriptorLoop) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 1, VRING_DESC_F_NEXT, 1);
-  d.desc(1, kBuffers, 1, VRING_DESC_F_NEXT, 0);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 1, VRING_DESC_F_NEXT, 1);
+  d.set_desc(1, kBuffers, 1, VRING_DESC_F_NEXT, 0);
   d.publish(0);
   expect_broken(q, "loop");
 }
@@ -205,20 +173,21 @@ TEST_F(VirtqueueTest, RejectsDescriptorLoop) {
 TEST_F(VirtqueueTest, RejectsChainLongerThanQueue) {
   // Five linked entries in an indirect table of a 4-entry queue.
   Virtqueue q = make_queue(4);
-  Driver d(memory, 4);
+  DriverRing d = ring(4);
   for (uint16_t i = 0; i < 5; ++i) {
-    d.desc(i, kBuffers, 1, i < 4 ? VRING_DESC_F_NEXT : 0, static_cast<uint16_t>(i + 1), kIndirect);
+    d.set_desc(i, kBuffers, 1, i < 4 ? VRING_DESC_F_NEXT : 0, static_cast<uint16_t>(i + 1),
+               kIndirect);
   }
-  d.desc(0, kIndirect, 5 * 16, VRING_DESC_F_INDIRECT);
+  d.set_desc(0, kIndirect, 5 * 16, VRING_DESC_F_INDIRECT);
   d.publish(0);
   expect_broken(q, "more than 4 descriptors");
 }
 
 TEST_F(VirtqueueTest, AcceptsChainAsLongAsQueue) {
   Virtqueue q = make_queue(4);
-  Driver d(memory, 4);
+  DriverRing d = ring(4);
   for (uint16_t i = 0; i < 4; ++i) {
-    d.desc(i, kBuffers, 1, i < 3 ? VRING_DESC_F_NEXT : 0, static_cast<uint16_t>(i + 1));
+    d.set_desc(i, kBuffers, 1, i < 3 ? VRING_DESC_F_NEXT : 0, static_cast<uint16_t>(i + 1));
   }
   d.publish(0);
   auto chain = q.pop();
@@ -228,59 +197,59 @@ TEST_F(VirtqueueTest, AcceptsChainAsLongAsQueue) {
 
 TEST_F(VirtqueueTest, RejectsNextIndexPastTable) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 1, VRING_DESC_F_NEXT, 8);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 1, VRING_DESC_F_NEXT, 8);
   d.publish(0);
   expect_broken(q, "next index 8");
 }
 
 TEST_F(VirtqueueTest, RejectsHeadPastQueueSize) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
+  DriverRing d = ring(8);
   d.publish(8);
   expect_broken(q, "descriptor 8");
 }
 
 TEST_F(VirtqueueTest, RejectsBufferPastEndOfRam) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kRamSize - 4, 8);
+  DriverRing d = ring(8);
+  d.set_desc(0, kRamSize - 4, 8);
   d.publish(0);
   expect_broken(q, "not guest RAM");
 }
 
 TEST_F(VirtqueueTest, RejectsBufferWrappingAddressSpace) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, ~0ull - 0xf, 0x20, VRING_DESC_F_WRITE);
+  DriverRing d = ring(8);
+  d.set_desc(0, ~0ull - 0xf, 0x20, VRING_DESC_F_WRITE);
   d.publish(0);
   expect_broken(q, "not writable guest RAM");
 }
 
 TEST_F(VirtqueueTest, RejectsWritableBufferInReadOnlyMemory) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kRomBase, 16, VRING_DESC_F_NEXT, 1);  // reading from it is fine
-  d.desc(1, kRomBase + 16, 16, VRING_DESC_F_WRITE);
+  DriverRing d = ring(8);
+  d.set_desc(0, kRomBase, 16, VRING_DESC_F_NEXT, 1);  // reading from it is fine
+  d.set_desc(1, kRomBase + 16, 16, VRING_DESC_F_WRITE);
   d.publish(0);
   expect_broken(q, "not writable guest RAM");
 }
 
 TEST_F(VirtqueueTest, RejectsWritableBeforeReadable) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 4, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 1);
-  d.desc(1, kBuffers + 4, 4);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 4, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 1);
+  d.set_desc(1, kBuffers + 4, 4);
   d.publish(0);
   expect_broken(q, "readable descriptor after a writable");
 }
 
 TEST_F(VirtqueueTest, RejectsIndirectInsideIndirect) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 4, VRING_DESC_F_NEXT, 1, kIndirect);
-  d.desc(1, kIndirect, 32, VRING_DESC_F_INDIRECT, 0, kIndirect);
-  d.desc(0, kIndirect, 32, VRING_DESC_F_INDIRECT);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 4, VRING_DESC_F_NEXT, 1, kIndirect);
+  d.set_desc(1, kIndirect, 32, VRING_DESC_F_INDIRECT, 0, kIndirect);
+  d.set_desc(0, kIndirect, 32, VRING_DESC_F_INDIRECT);
   d.publish(0);
   expect_broken(q, "inside an indirect table");
 }
@@ -288,8 +257,8 @@ TEST_F(VirtqueueTest, RejectsIndirectInsideIndirect) {
 TEST_F(VirtqueueTest, RejectsIndirectTableWithBadLength) {
   for (uint32_t len : {0u, 20u}) {
     Virtqueue q = make_queue(8);
-    Driver d(memory, 8);
-    d.desc(0, kIndirect, len, VRING_DESC_F_INDIRECT);
+    DriverRing d = ring(8);
+    d.set_desc(0, kIndirect, len, VRING_DESC_F_INDIRECT);
     d.publish(0);
     expect_broken(q, "multiple of 16");
   }
@@ -297,42 +266,42 @@ TEST_F(VirtqueueTest, RejectsIndirectTableWithBadLength) {
 
 TEST_F(VirtqueueTest, RejectsIndirectTableOutsideRam) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kRamSize - 16, 32, VRING_DESC_F_INDIRECT);
+  DriverRing d = ring(8);
+  d.set_desc(0, kRamSize - 16, 32, VRING_DESC_F_INDIRECT);
   d.publish(0);
   expect_broken(q, "indirect table");
 }
 
 TEST_F(VirtqueueTest, RejectsIndirectWithNext) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 1, 0, 0, kIndirect);
-  d.desc(0, kIndirect, 16, VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT, 1);
-  d.desc(1, kBuffers, 1);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 1, 0, 0, kIndirect);
+  d.set_desc(0, kIndirect, 16, VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT, 1);
+  d.set_desc(1, kBuffers, 1);
   d.publish(0);
   expect_broken(q, "both INDIRECT and NEXT");
 }
 
 TEST_F(VirtqueueTest, RejectsIndirectWithoutFeature) {
   Virtqueue q = make_queue(8, /*features=*/0);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 1, 0, 0, kIndirect);
-  d.desc(0, kIndirect, 16, VRING_DESC_F_INDIRECT);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 1, 0, 0, kIndirect);
+  d.set_desc(0, kIndirect, 16, VRING_DESC_F_INDIRECT);
   d.publish(0);
   expect_broken(q, "not negotiated");
 }
 
 TEST_F(VirtqueueTest, RejectsAvailIndexJump) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 1);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 1);
   d.set_avail_idx(9);
   expect_broken(q, "more than the queue size");
 }
 
 TEST_F(VirtqueueTest, ResetClearsBrokenState) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
+  DriverRing d = ring(8);
   d.set_avail_idx(100);
   expect_broken(q, "moved from 0 to 100");
   q.reset();
@@ -411,8 +380,8 @@ TEST_F(VirtqueueTest, ConfigurationIsFrozenWhileReady) {
 
 TEST_F(VirtqueueTest, UsedRingWrapsAroundQueueSize) {
   Virtqueue q = make_queue(4);
-  Driver d(memory, 4);
-  for (uint16_t i = 0; i < 4; ++i) d.desc(i, kBuffers, 1);
+  DriverRing d = ring(4);
+  for (uint16_t i = 0; i < 4; ++i) d.set_desc(i, kBuffers, 1);
   for (uint16_t round = 0; round < 10; ++round) {
     const uint16_t head = round % 4;
     d.publish(head);
@@ -429,8 +398,8 @@ TEST_F(VirtqueueTest, UsedRingWrapsAroundQueueSize) {
 
 TEST_F(VirtqueueTest, NoInterruptFlagWithoutEventIdx) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 1);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 1);
   EXPECT_FALSE(q.needs_notification()) << "nothing pushed";
   d.publish(0);
   ASSERT_TRUE(q.pop().has_value());
@@ -447,8 +416,8 @@ TEST_F(VirtqueueTest, NoInterruptFlagWithoutEventIdx) {
 
 TEST_F(VirtqueueTest, EventIdxSuppressionAcrossIndexWraparound) {
   Virtqueue q = make_queue(4, kEventIdxFeature);
-  Driver d(memory, 4);
-  for (uint16_t i = 0; i < 4; ++i) d.desc(i, kBuffers, 1);
+  DriverRing d = ring(4);
+  for (uint16_t i = 0; i < 4; ++i) d.set_desc(i, kBuffers, 1);
   auto cycle = [&] {  // one buffer through the queue
     d.publish(0);
     auto chain = q.pop();
@@ -487,8 +456,8 @@ TEST_F(VirtqueueTest, EventIdxSuppressionAcrossIndexWraparound) {
 
 TEST_F(VirtqueueTest, NotificationControlWithoutEventIdx) {
   Virtqueue q = make_queue(8);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 1);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 1);
   q.disable_notifications();
   EXPECT_EQ(d.used_flags(), VRING_USED_F_NO_NOTIFY);
   EXPECT_FALSE(q.enable_notifications());
@@ -502,8 +471,8 @@ TEST_F(VirtqueueTest, NotificationControlWithoutEventIdx) {
 
 TEST_F(VirtqueueTest, NotificationControlWithEventIdx) {
   Virtqueue q = make_queue(8, kEventIdxFeature);
-  Driver d(memory, 8);
-  d.desc(0, kBuffers, 1);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 1);
   d.publish(0);
   ASSERT_TRUE(q.pop().has_value());
   EXPECT_EQ(d.avail_event(), 1) << "kick me for entry 1";
@@ -531,24 +500,19 @@ TEST_F(VirtqueueTest, NotificationControlWithEventIdx) {
 TEST_F(VirtqueueTest, FullQueueUnderAConcurrentDriverNeverBreaks) {
   constexpr uint16_t kSize = 256;
   Virtqueue q = make_queue(kSize, 0);
+  DriverRing d = ring(kSize);
   for (uint16_t i = 0; i < kSize; ++i) {
-    ASSERT_TRUE(memory.write_obj(kDesc + 16ull * i,
-                                 vring_desc{kBuffers + 16ull * i, 16, VRING_DESC_F_WRITE, 0}));
-    ASSERT_TRUE(memory.store_u16(kAvail + 4 + 2ull * i, i, std::memory_order_relaxed));
+    d.set_desc(i, kBuffers + 16ull * i, 16, VRING_DESC_F_WRITE);
+    d.publish(i);
   }
-  ASSERT_TRUE(memory.store_u16(kAvail + 2, kSize));
 
   std::atomic<bool> stop{false};
   std::thread driver([&] {
-    uint16_t avail_idx = kSize;
     uint16_t seen_used = 0;
     while (!stop.load(std::memory_order_relaxed)) {
-      const uint16_t used_idx = *memory.load_u16(kUsed + 2);
-      for (; seen_used != used_idx; ++seen_used) {
-        const auto elem = *memory.read_obj<vring_used_elem>(kUsed + 4 + 8ull * (seen_used % kSize));
-        memory.store_u16(kAvail + 4 + 2ull * (avail_idx % kSize), static_cast<uint16_t>(elem.id),
-                         std::memory_order_relaxed);
-        memory.store_u16(kAvail + 2, ++avail_idx);  // one index update per buffer, as Linux does
+      // One index update per buffer, as Linux does.
+      for (const uint16_t used_idx = d.used_idx(); seen_used != used_idx; ++seen_used) {
+        d.publish(static_cast<uint16_t>(d.used(seen_used).id));
       }
     }
   });

@@ -1,6 +1,6 @@
 // A batch of preadv/pwritev-style transfers run through io_uring: all submitted with one
 // system call, then awaited together, so the host can work on them at the same time.
-// Internal to the block device.
+// Internal to BlockImage.
 #pragma once
 
 #include <liburing.h>

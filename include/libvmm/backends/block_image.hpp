@@ -1,0 +1,68 @@
+// A BlockBackend on a raw disk image: a regular file or a host block device, locked against a
+// second writer, optionally opened with O_DIRECT, read and written with preadv/pwritev or, a
+// batch at a time, through io_uring (docs/PERFORMANCE.md has the measurements).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "libvmm/backends/block_backend.hpp"
+#include "libvmm/core/unique_fd.hpp"
+
+namespace libvmm {
+
+class UringBatch;
+
+// How a disk image carries out reads and writes.
+enum class BlockIo {
+  sync,      // preadv/pwritev, one request after another
+  io_uring,  // the requests of one batch submitted together, then awaited
+};
+
+// How to open an image (from a --disk spec or a <virtio_block> element).
+struct BlockImageOptions {
+  std::string path;
+  bool readonly = false;
+  bool direct = false;  // O_DIRECT: bypass the host page cache
+  BlockIo io = BlockIo::sync;
+};
+
+class BlockImage final : public BlockBackend {
+ public:
+  // Transfers one io_uring submission holds: a device batch (VirtioBlock::kMaxBatch). Larger
+  // batches go in several rounds.
+  static constexpr unsigned kUringEntries = 64;
+
+  // Throws UserError "--disk PATH: reason" (missing file, directory, size not a multiple of
+  // 512, image locked by another process, no O_DIRECT support, no io_uring, ...).
+  static std::unique_ptr<BlockImage> open(const BlockImageOptions& options);
+
+  uint64_t size() const override { return size_; }
+  bool readonly() const override { return readonly_; }
+  int read(uint64_t offset, std::span<iovec> iov) override;
+  int write(uint64_t offset, std::span<iovec> iov) override;
+  void transfer_batch(std::span<BlockTransfer> batch) override;
+  int flush() override;
+  int discard(uint64_t offset, uint64_t len) override;
+  int write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
+  ~BlockImage() override;
+
+ private:
+  BlockImage();
+  // With O_DIRECT, requests the host cannot take directly (misaligned guest buffers) go
+  // through a second, buffered descriptor of the same file; Linux keeps the two coherent.
+  int fd_for(uint64_t offset, std::span<const iovec> iov) const;
+  int write_zeroes_by_writing(uint64_t offset, uint64_t len);
+
+  UniqueFd fd_;                        // holds the flock; O_DIRECT if asked for
+  UniqueFd buffered_fd_;               // only with O_DIRECT
+  std::unique_ptr<UringBatch> uring_;  // only with io=io_uring
+  uint64_t size_ = 0;
+  bool readonly_ = false;
+  uint32_t dio_mem_align_ = 1;
+  uint32_t dio_offset_align_ = 1;
+};
+
+}  // namespace libvmm

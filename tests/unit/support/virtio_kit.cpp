@@ -1,0 +1,259 @@
+#include "unit/support/virtio_kit.hpp"
+
+#include <fmt/format.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_mmio.h>
+
+#include <array>
+#include <cstring>
+#include <stdexcept>
+
+namespace libvmm::test {
+
+namespace {
+
+[[noreturn]] void setup_error(const std::string& what) {
+  throw std::runtime_error("virtio test kit: " + what);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// TestMemory
+
+TestMemory::TestMemory(uint64_t ram_size, uint64_t rom_base, uint64_t rom_size)
+    : ram_size_(ram_size) {
+  map(0, MemoryRegion::create("test-ram", ram_size), 0, ram_size);
+  if (rom_size > 0) {
+    map(rom_base, MemoryRegion::create("test-rom", rom_size), 0, rom_size, /*readonly=*/true);
+  }
+}
+
+std::vector<uint8_t> TestMemory::bytes(uint64_t gpa, uint64_t len) const {
+  std::vector<uint8_t> data(len);
+  if (!read(gpa, data.data(), len)) {
+    setup_error(fmt::format("[{:#x}, +{}) is not guest memory", gpa, len));
+  }
+  return data;
+}
+
+std::string TestMemory::text(uint64_t gpa, uint64_t len) const {
+  const std::vector<uint8_t> data = bytes(gpa, len);
+  return {data.begin(), data.end()};
+}
+
+// ---------------------------------------------------------------------------------------------
+// DriverRing
+
+DriverRing::DriverRing(const GuestMemory& memory, uint16_t size, RingLayout layout)
+    : memory_(&memory), size_(size), layout_(layout), next_buffer_(layout.buffers) {}
+
+void DriverRing::configure(Virtqueue& queue, uint64_t features) const {
+  if (!queue.set_size(size_) || !queue.set_desc_addr(layout_.desc) ||
+      !queue.set_avail_addr(layout_.avail) || !queue.set_used_addr(layout_.used)) {
+    setup_error("the queue is ready already");
+  }
+  std::string error;
+  if (!queue.enable(features, error)) setup_error("the queue refuses the ring: " + error);
+}
+
+uint64_t DriverRing::alloc(uint64_t len, uint64_t align) {
+  const uint64_t gpa = (next_buffer_ + align - 1) / align * align;
+  if (!memory_->contains(gpa, len)) {
+    setup_error(fmt::format("no guest memory left for a buffer of {} bytes", len));
+  }
+  next_buffer_ = gpa + len;
+  return gpa;
+}
+
+uint64_t DriverRing::place(std::span<const uint8_t> bytes, uint64_t align) {
+  const uint64_t gpa = alloc(bytes.size(), align);
+  if (!memory_->write(gpa, bytes.data(), bytes.size())) {
+    setup_error(fmt::format("buffer at {:#x} is not writable", gpa));
+  }
+  return gpa;
+}
+
+void DriverRing::set_desc(uint16_t index, uint64_t addr, uint32_t len, uint16_t flags,
+                          uint16_t next, std::optional<uint64_t> table) const {
+  const uint64_t gpa = table.value_or(layout_.desc) + 16ull * index;
+  if (!memory_->write_obj(gpa, vring_desc{addr, len, flags, next})) {
+    setup_error(fmt::format("descriptor {} at {:#x} is not writable", index, gpa));
+  }
+}
+
+uint16_t DriverRing::add_chain(std::span<const Buffer> buffers) {
+  const uint16_t head = next_desc_;
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    const uint16_t index = next_desc_;
+    next_desc_ = static_cast<uint16_t>((next_desc_ + 1) % size_);
+    uint16_t flags = buffers[i].writable ? VRING_DESC_F_WRITE : 0;
+    if (i + 1 < buffers.size()) flags |= VRING_DESC_F_NEXT;
+    set_desc(index, buffers[i].gpa, buffers[i].len, flags, next_desc_);
+  }
+  publish(head);
+  return head;
+}
+
+uint16_t DriverRing::add_indirect_chain(uint64_t table, std::span<const Buffer> buffers) {
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    uint16_t flags = buffers[i].writable ? VRING_DESC_F_WRITE : 0;
+    if (i + 1 < buffers.size()) flags |= VRING_DESC_F_NEXT;
+    set_desc(static_cast<uint16_t>(i), buffers[i].gpa, buffers[i].len, flags,
+             static_cast<uint16_t>(i + 1), table);
+  }
+  const uint16_t head = next_desc_;
+  next_desc_ = static_cast<uint16_t>((next_desc_ + 1) % size_);
+  set_desc(head, table, static_cast<uint32_t>(16 * buffers.size()), VRING_DESC_F_INDIRECT);
+  publish(head);
+  return head;
+}
+
+void DriverRing::publish(uint16_t head) {
+  // The entry first, then the index that makes it visible (release).
+  if (!memory_->store_u16(layout_.avail + 4 + 2ull * (avail_idx_ % size_), head,
+                          std::memory_order_relaxed)) {
+    setup_error("the available ring is not writable guest memory");
+  }
+  set_avail_idx(static_cast<uint16_t>(avail_idx_ + 1));
+}
+
+void DriverRing::set_avail_idx(uint16_t idx) {
+  avail_idx_ = idx;
+  store(layout_.avail + 2, idx, "available index");
+}
+
+void DriverRing::set_avail_flags(uint16_t flags) const {
+  store(layout_.avail, flags, "available ring flags");
+}
+
+void DriverRing::set_used_event(uint16_t value) const {
+  store(layout_.avail + 4 + 2ull * size_, value, "used_event");
+}
+
+uint16_t DriverRing::used_idx() const {
+  return load(layout_.used + 2, "used index");
+}
+
+uint16_t DriverRing::used_flags() const {
+  return load(layout_.used, "used ring flags");
+}
+
+uint16_t DriverRing::avail_event() const {
+  return load(layout_.used + 4 + 8ull * size_, "avail_event");
+}
+
+vring_used_elem DriverRing::used(uint16_t idx) const {
+  const auto elem = memory_->read_obj<vring_used_elem>(layout_.used + 4 + 8ull * (idx % size_));
+  if (!elem) setup_error("the used ring is not guest memory");
+  return *elem;
+}
+
+void DriverRing::store(uint64_t gpa, uint16_t value, const char* what) const {
+  if (!memory_->store_u16(gpa, value)) {
+    setup_error(fmt::format("{} at {:#x} is not writable guest memory", what, gpa));
+  }
+}
+
+uint16_t DriverRing::load(uint64_t gpa, const char* what) const {
+  const auto value = memory_->load_u16(gpa);
+  if (!value) setup_error(fmt::format("{} at {:#x} is not guest memory", what, gpa));
+  return *value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// MmioDriver
+
+uint32_t MmioDriver::reg(uint64_t offset) const {
+  std::array<uint8_t, 4> data{};
+  window_->read(offset, data);
+  uint32_t value;
+  std::memcpy(&value, data.data(), 4);
+  return value;
+}
+
+void MmioDriver::set_reg(uint64_t offset, uint32_t value) const {
+  std::array<uint8_t, 4> data;
+  std::memcpy(data.data(), &value, 4);
+  window_->write(offset, data);
+}
+
+uint64_t MmioDriver::device_features() const {
+  set_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+  const uint64_t low = reg(VIRTIO_MMIO_DEVICE_FEATURES);
+  set_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+  return low | uint64_t{reg(VIRTIO_MMIO_DEVICE_FEATURES)} << 32;
+}
+
+void MmioDriver::set_driver_features(uint64_t features) const {
+  set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+  set_reg(VIRTIO_MMIO_DRIVER_FEATURES, static_cast<uint32_t>(features));
+  set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+  set_reg(VIRTIO_MMIO_DRIVER_FEATURES, static_cast<uint32_t>(features >> 32));
+}
+
+bool MmioDriver::negotiate(uint64_t features) const {
+  set_reg(VIRTIO_MMIO_STATUS, 0);
+  set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+  set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+  set_driver_features(features);
+  set_reg(VIRTIO_MMIO_STATUS,
+          VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+  return status() & VIRTIO_CONFIG_S_FEATURES_OK;
+}
+
+void MmioDriver::setup_queue(uint32_t index, uint16_t size, const RingLayout& layout) const {
+  set_reg(VIRTIO_MMIO_QUEUE_SEL, index);
+  set_reg(VIRTIO_MMIO_QUEUE_NUM, size);
+  set_reg(VIRTIO_MMIO_QUEUE_DESC_LOW, static_cast<uint32_t>(layout.desc));
+  set_reg(VIRTIO_MMIO_QUEUE_DESC_HIGH, static_cast<uint32_t>(layout.desc >> 32));
+  set_reg(VIRTIO_MMIO_QUEUE_AVAIL_LOW, static_cast<uint32_t>(layout.avail));
+  set_reg(VIRTIO_MMIO_QUEUE_AVAIL_HIGH, static_cast<uint32_t>(layout.avail >> 32));
+  set_reg(VIRTIO_MMIO_QUEUE_USED_LOW, static_cast<uint32_t>(layout.used));
+  set_reg(VIRTIO_MMIO_QUEUE_USED_HIGH, static_cast<uint32_t>(layout.used >> 32));
+  set_reg(VIRTIO_MMIO_QUEUE_READY, 1);
+}
+
+void MmioDriver::driver_ok() const {
+  set_reg(VIRTIO_MMIO_STATUS, status() | VIRTIO_CONFIG_S_DRIVER_OK);
+}
+
+void MmioDriver::notify(uint32_t queue) const {
+  set_reg(VIRTIO_MMIO_QUEUE_NOTIFY, queue);
+}
+
+uint32_t MmioDriver::status() const {
+  return reg(VIRTIO_MMIO_STATUS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// FakeTransport
+
+void FakeTransport::signal_used(uint16_t index) {
+  if (signals_.size() <= index) signals_.resize(index + 1u);
+  ++signals_[index];
+}
+
+bool FakeTransport::with_queues(const std::function<void(std::span<Virtqueue>)>& fn) {
+  if (!live || queues_.empty()) return false;
+  fn(queues_);
+  return true;
+}
+
+bool FakeTransport::renotify(uint16_t index) {
+  if (renotifies_.size() <= index) renotifies_.resize(index + 1u);
+  ++renotifies_[index];
+  return can_renotify;
+}
+
+int FakeTransport::count(const std::vector<int>& counts, uint16_t index) {
+  return index < counts.size() ? counts[index] : 0;
+}
+
+int FakeTransport::total(const std::vector<int>& counts) {
+  int sum = 0;
+  for (const int n : counts) sum += n;
+  return sum;
+}
+
+}  // namespace libvmm::test
