@@ -75,7 +75,7 @@ void BlockBackend::transfer_batch(std::span<BlockTransfer> batch) {
 
 std::unique_ptr<BlockImage> BlockImage::open(const BlockImageOptions& options) {
   auto fail = [&](std::string_view why) {
-    return UserError(fmt::format("--disk {}: {}", options.path, why));
+    return UserError(fmt::format("image {}: {}", options.path, why));
   };
   // O_NONBLOCK only so that opening a FIFO by mistake cannot hang; cleared below.
   const int flags = (options.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK;

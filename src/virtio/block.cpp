@@ -29,48 +29,6 @@ constexpr uint64_t bit(unsigned n) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// --disk PATH[,readonly][,direct][,serial=ID]
-
-BlockConfig parse_disk_spec(std::string_view spec) {
-  auto fail = [&](const std::string& why) {
-    return UserError(fmt::format("--disk {}: {}", spec.empty() ? "''" : spec, why));
-  };
-  BlockConfig config;
-  size_t comma = spec.find(',');
-  config.path = spec.substr(0, comma);
-  if (config.path.empty()) throw fail("missing image path");
-  while (comma != std::string_view::npos) {
-    const size_t start = comma + 1;
-    comma = spec.find(',', start);
-    const std::string_view option =
-        spec.substr(start, comma == std::string_view::npos ? comma : comma - start);
-    if (option == "readonly") {
-      config.readonly = true;
-    } else if (option == "direct") {
-      config.direct = true;
-    } else if (option == "io=sync") {
-      config.io = BlockIo::sync;
-    } else if (option == "io=io_uring") {
-      config.io = BlockIo::io_uring;
-    } else if (option.starts_with("serial=")) {
-      config.serial = option.substr(std::strlen("serial="));
-      if (config.serial.size() > VirtioBlock::kIdBytes) {
-        throw fail(fmt::format("serial '{}' is longer than {} characters", config.serial,
-                               VirtioBlock::kIdBytes));
-      }
-      for (const char c : config.serial) {
-        if (c < 0x20 || c > 0x7e) throw fail("serial must be printable ASCII");
-      }
-    } else {
-      throw fail(fmt::format(
-          "unknown option '{}' (expected readonly, direct, serial=ID, io=sync or io=io_uring)",
-          option));
-    }
-  }
-  return config;
-}
-
-// ---------------------------------------------------------------------------------------------
 // VirtioBlock: identity, features, configuration
 
 VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial)

@@ -3,6 +3,7 @@
 // [,io=sync|io_uring].
 #include <fmt/format.h>
 
+#include "libvmm/core/error.hpp"
 #include "libvmm/virtio/block.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 
@@ -20,7 +21,7 @@ class BlockKind final : public VirtioDeviceKind {
   }
   std::string_view positional() const override { return "path"; }
   std::vector<AttributeRule> attributes() const override {
-    return {{"path", true, true, "PATH"},
+    return {{"path", true, true, "image path"},
             {"readonly", false, false, "readonly"},
             {"direct", false, false, "direct"},
             {"serial", false, false, "serial=ID"},
@@ -68,13 +69,22 @@ class BlockKind final : public VirtioDeviceKind {
 
   std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
                                        const DeviceContext&) const override {
-    BlockConfig config;
-    config.path = spec.value_or("path", "");
-    config.readonly = spec.boolean("readonly").value_or(false);
-    config.direct = spec.boolean("direct").value_or(false);
-    config.serial = spec.value_or("serial", "");
-    config.io = spec.value_or("io", "sync") == "io_uring" ? BlockIo::io_uring : BlockIo::sync;
-    return std::make_shared<VirtioBlock>(config);
+    try {
+      return std::make_shared<VirtioBlock>(config(spec));
+    } catch (const UserError& e) {
+      throw UserError(spec.located(e.what()));  // "--disk d.img: image d.img: ..."
+    }
+  }
+
+  // A checked spec's values.
+  static BlockConfig config(const DeviceSpec& spec) {
+    BlockConfig c;
+    c.path = spec.value_or("path", "");
+    c.readonly = spec.boolean("readonly").value_or(false);
+    c.direct = spec.boolean("direct").value_or(false);
+    c.serial = spec.value_or("serial", "");
+    c.io = spec.value_or("io", "sync") == "io_uring" ? BlockIo::io_uring : BlockIo::sync;
+    return c;
   }
 };
 
@@ -83,6 +93,15 @@ class BlockKind final : public VirtioDeviceKind {
 const VirtioDeviceKind& virtio_block_kind() {
   static const BlockKind kind;
   return kind;
+}
+
+BlockConfig parse_disk_spec(std::string_view text) {
+  DeviceSpec spec = spec_from_flag(virtio_block_kind(), text);
+  if (text.empty()) spec.where = "--disk ''";
+  if (auto problems = check_spec(spec, HostFiles::assume_present()); !problems.empty()) {
+    throw UserError(problems.front());
+  }
+  return BlockKind::config(spec);
 }
 
 }  // namespace libvmm

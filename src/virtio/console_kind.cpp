@@ -17,7 +17,7 @@ class ConsoleKind final : public VirtioDeviceKind {
   }
   std::string_view positional() const override { return "backend"; }
   std::vector<AttributeRule> attributes() const override {
-    return {{"backend", true, false, "BACKEND"}};
+    return {{"backend", true, false, "backend"}};
   }
   // One port without MULTIPORT: a second console would be a second device nobody asked for.
   size_t max_per_vm() const override { return 1; }

@@ -70,10 +70,8 @@ std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& fil
   }
   for (const AttributeRule& r : rules) {
     if (r.required && !spec.get(r.name)) {
-      problems.push_back(spec.located(
-          r.name == kind->positional()
-              ? fmt::format("missing {}", r.name)
-              : fmt::format("missing {}", r.flag_syntax.empty() ? r.name : r.flag_syntax)));
+      problems.push_back(
+          spec.located(fmt::format("missing {}", r.flag_syntax.empty() ? r.name : r.flag_syntax)));
       shape_ok = false;
     }
   }

@@ -89,7 +89,7 @@ case $case in
     truncate -s 1000 "$work/odd.img"
     check "--disk $work/missing.img: image $work/missing.img: No such file or directory" --kernel "$guest" --disk "$work/missing.img"
     check "--disk $work: image $work: is a directory" --kernel "$guest" --disk "$work"
-    check "--disk $work/odd.img: size 1000 bytes is not a multiple of 512" --kernel "$guest" --disk "$work/odd.img"
+    check "--disk $work/odd.img: image $work/odd.img: size 1000 bytes is not a multiple of 512" --kernel "$guest" --disk "$work/odd.img"
     check "--disk $work/odd.img,bogus: unknown option 'bogus'" --kernel "$guest" --disk "$work/odd.img,bogus"
     disks=()
     for i in $(seq 1 17); do truncate -s 4096 "$work/d$i.img"; disks+=(--disk "$work/d$i.img"); done

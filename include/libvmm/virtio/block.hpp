@@ -34,8 +34,9 @@ struct BlockConfig {
   BlockIo io = BlockIo::sync;
 };
 
-// Parses "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring]". Throws UserError naming
-// --disk and the spec.
+// Parses "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring]" (the --disk flag, through
+// the device registry's virtio_block kind), without looking at the image. Throws UserError
+// naming --disk and the spec.
 BlockConfig parse_disk_spec(std::string_view spec);
 
 // Requests are carried out inside queue_notify() (under the transport's lock, on the event loop
