@@ -1,7 +1,13 @@
+# Host ends of device I/O: character backends (stdio, file, socket, pty), input flow control,
+# and the TAP network backend.
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/fd_io.cpp
   ${CMAKE_CURRENT_LIST_DIR}/escape_filter.cpp
   ${CMAKE_CURRENT_LIST_DIR}/stdio_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/file_backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/socket_backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pty_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/open_char_backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/input_flow_control.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/tap_backend.cpp
 )
