@@ -18,7 +18,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 "$repo/tools/install-deps-arm64"
-{ cmake -G Ninja -S "$repo" -B "$build" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" &&
+{ cmake -G Ninja -S "$repo" -B "$build" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" \
+    -DLIBVMM_WERROR=ON &&
   ninja -C "$build" -j2 vmm; } >"$work/cross-build.log" 2>&1 \
   || { tail -n 40 "$work/cross-build.log"; echo "arm64.sh: cross-building vmm failed" >&2; exit 1; }
 
