@@ -1,7 +1,17 @@
+# Host ends of device I/O: character backends (stdio, file, socket, pty), input flow control,
+# the TAP network backend, and block images (sync and io_uring).
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/fd_io.cpp
   ${CMAKE_CURRENT_LIST_DIR}/escape_filter.cpp
   ${CMAKE_CURRENT_LIST_DIR}/stdio_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/file_backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/socket_backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pty_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/open_char_backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/input_flow_control.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/tap_backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/block_image.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/block_uring.cpp
 )
+include(${PROJECT_SOURCE_DIR}/cmake/libvmmDependencies.cmake)  # PkgConfig::LIBURING
+target_link_libraries(libvmm PRIVATE PkgConfig::LIBURING)  # block images' io=io_uring

@@ -13,10 +13,10 @@
 #include <cstring>
 #include <filesystem>
 
+#include "libvmm/backends/net_abi.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
-#include "libvmm/virtio/net_abi.hpp"
 
 namespace libvmm {
 namespace {

@@ -28,7 +28,7 @@
 #include <string_view>
 #include <vector>
 
-#include "libvmm/virtio/net_abi.hpp"
+#include "libvmm/backends/net_abi.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {

@@ -70,7 +70,7 @@ uint32_t ppi_flags(const FdtMachine& machine, uint32_t trigger) {
 }
 
 std::string uart_path(const UartDescription& uart) {
-  return "/" + node_name("serial", uart.base);
+  return fmt::format("/{}", node_name("serial", uart.base));
 }
 
 FdtNode memory_node(const GpaRange& range) {

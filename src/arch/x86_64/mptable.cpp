@@ -90,10 +90,13 @@ std::vector<uint8_t> build_mptable(uint32_t num_cpus, uint64_t gpa) {
   pointer.length = sizeof(pointer) / 16;
   pointer.spec_rev = mp::kSpecRev14;
 
-  std::vector<uint8_t> table;
-  append(table, pointer);
-  append(table, header);
-  table.insert(table.end(), entries.bytes.begin(), entries.bytes.end());
+  // The floating pointer, then the configuration table (header, entries): sized once, each part
+  // copied to its place.
+  std::vector<uint8_t> table(sizeof(pointer) + header.base_table_length);
+  std::memcpy(table.data(), &pointer, sizeof(pointer));
+  std::memcpy(table.data() + sizeof(pointer), &header, sizeof(header));
+  std::memcpy(table.data() + sizeof(pointer) + sizeof(header), entries.bytes.data(),
+              entries.bytes.size());
   const auto whole = std::span<uint8_t>(table);
   whole[offsetof(mp::FloatingPointer, checksum)] = checksum(whole.first(sizeof(pointer)));
   whole[sizeof(pointer) + offsetof(mp::ConfigHeader, checksum)] =

@@ -8,5 +8,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/linux_loader.cpp
   ${CMAKE_CURRENT_LIST_DIR}/long_mode.cpp
   ${CMAKE_CURRENT_LIST_DIR}/mptable.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/acpi.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/machine.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/vcpu_setup.cpp
 )
-target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/acpi.cpp)

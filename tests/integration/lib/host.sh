@@ -134,7 +134,8 @@ cross_build() {
   local dir=$1
   shift
   "$repo/tools/install-deps-arm64"
-  { cmake -G Ninja -S "$repo" -B "$dir" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" &&
+  { cmake -G Ninja -S "$repo" -B "$dir" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" \
+      -DLIBVMM_WERROR=ON &&
     ninja -C "$dir" -j2 "$@"; } >"$work/cross-build.log" 2>&1 \
     || { tail -n 40 "$work/cross-build.log"; echo "$prog: cross-building $* for arm64 failed" >&2; exit 1; }
 }

@@ -1,2 +1,0 @@
-libvmm_unit_test(virtio_block_tests ${CMAKE_CURRENT_LIST_DIR}/virtio_block_test.cpp)
-target_link_libraries(virtio_block_tests PRIVATE libvmm_virtio_kit)

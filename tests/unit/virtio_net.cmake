@@ -1,2 +1,0 @@
-libvmm_unit_test(virtio_net_tests ${CMAKE_CURRENT_LIST_DIR}/virtio_net_test.cpp)
-target_link_libraries(virtio_net_tests PRIVATE libvmm_virtio_kit)
