@@ -43,7 +43,9 @@ void reject_known_formats(std::span<const uint8_t> image, const std::string& pat
 
 void check_header(const setup_header& hdr, const std::string& path) {
   if (hdr.boot_flag != kBootFlag) {
-    reject(path, fmt::format("not a bzImage (boot_flag is {:#06x}, not 0xaa55)", hdr.boot_flag));
+    // A copy: formatting takes a reference, and setup_header's fields are packed (unaligned).
+    const uint16_t boot_flag = hdr.boot_flag;
+    reject(path, fmt::format("not a bzImage (boot_flag is {:#06x}, not 0xaa55)", boot_flag));
   }
   if (hdr.header != kHdrSMagic) {
     reject(path,
