@@ -344,7 +344,10 @@ void VirtioMmioTransport::write_queue_ready(uint32_t value) {
   Virtqueue* q = selected_queue("QueueReady");
   if (q == nullptr) return;
   if (value == 0) {
-    q->reset();  // the driver is taking the queue down: stop using it, forget its setup
+    // The driver is taking the queue down: the device forgets the chains it holds of it, and
+    // the queue its setup.
+    if (q->ready()) device_->queue_reset(queue_sel_);
+    q->reset();
     return;
   }
   if (!(status_ & VIRTIO_CONFIG_S_FEATURES_OK)) {

@@ -129,6 +129,12 @@ void VirtioNet::reset() {
   request_resume();  // without a driver, frames are read and dropped
 }
 
+void VirtioNet::queue_reset(uint16_t index) {
+  if (index != kReceiveQueue) return;  // transmit holds nothing between notifications
+  rx_held_.clear();
+  rx_held_bytes_ = 0;
+}
+
 void VirtioNet::request_resume() {
   if (!rx_paused_) return;
   rx_paused_ = false;

@@ -70,6 +70,7 @@ class EchoDevice : public VirtioDevice {
     transport = nullptr;
     ++resets;
   }
+  void queue_reset(uint16_t index) override { queue_resets.push_back(index); }
 
   std::array<uint8_t, 12> config{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
   VirtioTransport* transport = nullptr;
@@ -77,6 +78,7 @@ class EchoDevice : public VirtioDevice {
   int activations = 0;
   int notifications = 0;
   int resets = 0;
+  std::vector<uint16_t> queue_resets;
 };
 
 class VirtioMmioTest : public ::testing::Test {
@@ -338,9 +340,12 @@ TEST_F(VirtioMmioTest, QueueSetupFrozenWhileReady) {
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM), kQueueSize);
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_DESC_LOW), kDesc);
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_USED_HIGH), 0u);
-  // Taking the queue down (QueueReady = 0) allows a new setup.
+  // Taking the queue down (QueueReady = 0) tells the device, once, and allows a new setup.
   mmio.set_reg(VIRTIO_MMIO_QUEUE_READY, 0);
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_READY), 0u);
+  EXPECT_EQ(device->queue_resets, std::vector<uint16_t>{0});
+  mmio.set_reg(VIRTIO_MMIO_QUEUE_READY, 0);
+  EXPECT_EQ(device->queue_resets, std::vector<uint16_t>{0}) << "a queue that is not ready";
   mmio.set_reg(VIRTIO_MMIO_QUEUE_NUM, 2);
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM), 2u);
 }

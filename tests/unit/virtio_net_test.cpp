@@ -237,6 +237,30 @@ TEST_F(VirtioNetTest, TransmitsHeaderAndFrameAndSignalsOncePerBatch) {
   EXPECT_EQ(device.counters().tx_frames, 2u);
 }
 
+// A guest that keeps the transmit queue full cannot hold the event loop: after its budget the
+// device asks to be notified again and returns.
+TEST_F(VirtioNetTest, TransmitYieldsToTheEventLoopAfterItsBudget) {
+  transport.can_renotify = true;
+  activate();
+  const uint32_t chains = VirtioNet::kTransmitPerNotify + 50;
+  for (uint32_t i = 0; i < chains; ++i) add_tx(tx, with_header(virtio_net_hdr_v1{}, 60));
+  notify_tx();
+  EXPECT_EQ(backend->sent.size(), VirtioNet::kTransmitPerNotify);
+  EXPECT_EQ(transport.renotifies(VirtioNet::kTransmitQueue), 1);
+  EXPECT_EQ(tx.used_idx(), VirtioNet::kTransmitPerNotify) << "what was sent is returned at once";
+  notify_tx();  // the renotified wake-up
+  EXPECT_EQ(backend->sent.size(), chains);
+  EXPECT_EQ(transport.renotifies(VirtioNet::kTransmitQueue), 1);
+}
+
+TEST_F(VirtioNetTest, WithoutRenotifyTransmitDrainsTheQueue) {
+  activate();
+  const uint32_t chains = VirtioNet::kTransmitPerNotify + 50;
+  for (uint32_t i = 0; i < chains; ++i) add_tx(tx, with_header(virtio_net_hdr_v1{}, 60));
+  notify_tx();
+  EXPECT_EQ(backend->sent.size(), chains);
+}
+
 TEST_F(VirtioNetTest, TransmitsATsoFrameWhenNegotiated) {
   activate();
   virtio_net_hdr_v1 header{};
@@ -417,6 +441,40 @@ TEST_F(VirtioNetTest, WithoutBuffersTheBackendPausesAndResumesOnTheNextNotify) {
   ASSERT_EQ(rx.used_idx(), 3);  // the big frame in two buffers, the small one in the third
   EXPECT_EQ(device.counters().rx_frames, 2u);
   EXPECT_TRUE(backend->incoming.empty());
+}
+
+// The driver takes the receive queue down while the device holds one of its buffers for a
+// frame that needs more, then sets the queue up anew: the frame must go into the new ring's
+// buffers only, never under a head index from the old ring.
+TEST_F(VirtioNetTest, AQueueResetDropsTheBuffersHeldFromTheOldRing) {
+  activate();
+  add_rx(rx, 0);                                 // head 0: no room, returned unused
+  const uint64_t old_buffer = add_rx(rx, 2048);  // head 1: held for the frame below
+  const auto frame = with_header(virtio_net_hdr_v1{}, 3000);
+  backend->incoming.push_back(frame);
+  device.backend_readable();
+  EXPECT_TRUE(backend->paused);
+  ASSERT_EQ(rx.used_idx(), 1);
+
+  device.queue_reset(VirtioNet::kReceiveQueue);  // what the transport does on QueueReady = 0
+  queues[0].reset();
+  DriverRing fresh{memory, kQueueSize, RingLayout::at(0x200000)};
+  fresh.configure(queues[0], bit(VIRTIO_RING_F_EVENT_IDX));
+  const uint64_t first = add_rx(fresh, 2048);
+  const uint64_t second = add_rx(fresh, 2048);
+  notify_rx();
+  ASSERT_EQ(fresh.used_idx(), 2);
+  EXPECT_EQ(fresh.used(0).id, 0u);
+  EXPECT_EQ(fresh.used(1).id, 1u);
+  EXPECT_EQ(fresh.used(0).len + fresh.used(1).len, frame.size());
+  auto got = memory.bytes(first, 2048);
+  const auto rest = memory.bytes(second, fresh.used(1).len);
+  got.insert(got.end(), rest.begin(), rest.end());
+  auto expected = frame;
+  expected[10] = 2;  // num_buffers
+  EXPECT_EQ(got, expected);
+  EXPECT_EQ(memory.bytes(old_buffer, 16), std::vector<uint8_t>(16, 0))
+      << "the old buffer is untouched";
 }
 
 TEST_F(VirtioNetTest, ReturnsReceiveChainsWithoutWritableRoomUnused) {

@@ -86,7 +86,7 @@ class VirtioNet final : public VirtioDevice {
   // Frames moved per wakeup before letting the event loop serve others.
   static constexpr int kBatch = 64;
   // Transmit chains served per queue notification before yielding to the event loop.
-  static constexpr uint32_t kTransmitPerNotify = 256;
+  static constexpr uint32_t kTransmitPerNotify = 128;
 
   VirtioNet(std::shared_ptr<NetBackend> backend, const MacAddress& mac, uint16_t mtu = 1500);
 
@@ -108,6 +108,9 @@ class VirtioNet final : public VirtioDevice {
   void activate(VirtioTransport& transport, uint64_t features) override;
   void queue_notify(uint16_t index, Virtqueue& queue) override;
   void reset() override;
+  // Receive: the buffers held for a waiting frame go back to being the driver's; the frame
+  // waits for buffers of the new ring.
+  void queue_reset(uint16_t index) override;
 
  private:
   enum class RxState { drained, no_buffers, more };

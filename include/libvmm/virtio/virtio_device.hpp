@@ -73,6 +73,10 @@ class VirtioDevice {
   // The driver reset the device, or never activated it: drop the transport and every chain in
   // flight (the queues are reset right after, so late push()es are refused).
   virtual void reset() = 0;
+  // The driver took queue `index` down (QueueReady = 0) while the device runs: forget every
+  // chain of that queue the device holds, since its head indices mean nothing in the ring the
+  // driver sets up next. The queue is reset right after.
+  virtual void queue_reset(uint16_t index) { static_cast<void>(index); }
 };
 
 }  // namespace libvmm
