@@ -30,7 +30,13 @@ void UringBatch::run(std::span<Op> ops) {
   }
 }
 
+// user_data: the round in the high half, the op's index in the low half.
+static uint64_t tag(uint32_t round, size_t index) {
+  return uint64_t{round} << 32 | index;
+}
+
 void UringBatch::run_round(std::span<Op> ops) {
+  ++round_;
   unsigned submitted = 0;
   for (size_t i = 0; i < ops.size(); ++i) {
     Op& op = ops[i];
@@ -50,35 +56,64 @@ void UringBatch::run_round(std::span<Op> ops) {
     } else {
       io_uring_prep_readv(sqe, op.fd, op.iov.data(), count, op.offset);
     }
-    io_uring_sqe_set_data64(sqe, i);
+    io_uring_sqe_set_data64(sqe, tag(round_, i));
     ++submitted;
   }
   // Submit everything and wait for every completion; EINTR only means "not yet".
   unsigned completed = 0;
   while (completed < submitted) {
-    const int rc = io_uring_submit_and_wait(&ring_, submitted - completed);
-    if (rc < 0 && rc != -EINTR && rc != -EAGAIN) {
-      log::error("io_uring: submit failed: {}", std::strerror(-rc));
-    }
-    io_uring_cqe* cqe = nullptr;
-    unsigned head = 0;
-    unsigned seen = 0;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
-      const uint64_t index = io_uring_cqe_get_data64(cqe);
-      if (index < ops.size()) ops[index].result = cqe->res;
-      ++seen;
-    }
-    io_uring_cq_advance(&ring_, seen);
+    const int rc = submit_and_wait_(&ring_, submitted - completed);
+    const unsigned seen = reap(ops);
     completed += seen;
     if (rc < 0 && rc != -EINTR && rc != -EAGAIN && seen == 0) {
-      // The ring is unusable: fail what is still out rather than wait forever. Reaching here
-      // means a kernel fault, not a guest's doing.
-      break;
+      // The ring fails (a kernel fault, not a guest's doing). Transfers may still be in the
+      // kernel, writing into guest buffers: cancel them and wait until none is left.
+      log::error("io_uring: submit failed: {}; cancelling {} transfers in flight",
+                 std::strerror(-rc), submitted - completed);
+      const unsigned stuck = cancel_and_reap(ops, submitted - completed);
+      if (stuck != 0) log::error("io_uring: {} transfers did not finish", stuck);
+      return;
     }
   }
-  if (completed < submitted) {
-    log::error("io_uring: {} transfers did not complete", submitted - completed);
+}
+
+unsigned UringBatch::reap(std::span<Op> ops) {
+  io_uring_cqe* cqe = nullptr;
+  unsigned head = 0;
+  unsigned seen = 0;
+  unsigned iterated = 0;
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    ++iterated;
+    const uint64_t data = io_uring_cqe_get_data64(cqe);
+    const uint64_t index = data & 0xffffffffu;
+    // Completions of cancel requests carry another tag; earlier rounds' cannot be left over.
+    if (data >> 32 == round_ && index < ops.size()) {
+      ops[index].result = cqe->res;
+      ++seen;
+    }
   }
+  io_uring_cq_advance(&ring_, iterated);
+  return seen;
+}
+
+unsigned UringBatch::cancel_and_reap(std::span<Op> ops, unsigned outstanding) {
+  constexpr uint64_t kCancelTag = ~uint64_t{0};
+  if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(sqe, kCancelTag);
+    io_uring_submit(&ring_);
+  }
+  // Bounded: a transfer the kernel can neither finish nor cancel is reported, not waited for
+  // forever (the event loop must go on).
+  for (int tries = 0; outstanding > 0 && tries < 50; ++tries) {
+    __kernel_timespec timeout{0, 100'000'000};  // 100 ms
+    io_uring_cqe* cqe = nullptr;
+    const int rc = io_uring_wait_cqe_timeout(&ring_, &cqe, &timeout);
+    if (rc < 0 && rc != -ETIME && rc != -EINTR) break;
+    const unsigned seen = reap(ops);
+    outstanding -= std::min(outstanding, seen);
+  }
+  return outstanding;
 }
 
 }  // namespace libvmm

@@ -7,6 +7,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 
@@ -30,16 +31,30 @@ class UringBatch {
   UringBatch(const UringBatch&) = delete;
   UringBatch& operator=(const UringBatch&) = delete;
 
-  // Runs every op and returns when all have completed. Any number of ops: more than the ring
-  // holds go in several rounds.
+  // Runs every op and returns when none is left in the kernel. Any number of ops: more than
+  // the ring holds go in several rounds. If the ring fails while ops are in flight, they are
+  // cancelled and awaited before run() returns (failing with -ECANCELED or -EIO), so that no
+  // transfer into the caller's buffers outlives the call and no late completion is taken for
+  // the next batch's.
   void run(std::span<Op> ops);
+
+  // Tests: stands in for io_uring_submit_and_wait (to make the ring fail on demand).
+  using SubmitAndWait = std::function<int(io_uring*, unsigned)>;
+  void set_submit_for_test(SubmitAndWait submit) { submit_and_wait_ = std::move(submit); }
 
  private:
   UringBatch(unsigned entries) : entries_(entries) {}
   void run_round(std::span<Op> ops);
+  // Cancels whatever is in flight and reaps it; what is still unaccounted for afterwards.
+  unsigned cancel_and_reap(std::span<Op> ops, unsigned outstanding);
+  unsigned reap(std::span<Op> ops);  // completions available now, recorded; how many
 
   io_uring ring_{};
   unsigned entries_;
+  uint32_t round_ = 0;  // tags each round's user_data, so a stale completion is never taken
+  SubmitAndWait submit_and_wait_ = [](io_uring* ring, unsigned n) {
+    return io_uring_submit_and_wait(ring, n);
+  };
 };
 
 }  // namespace libvmm
