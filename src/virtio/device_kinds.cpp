@@ -57,7 +57,8 @@ std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& fil
   }
   const std::vector<AttributeRule> rules = kind->attributes();
   bool shape_ok = true;
-  for (const auto& [name, value] : spec.attributes) {
+  for (const auto& attribute : spec.attributes) {
+    const std::string& name = attribute.first;
     const bool known = std::any_of(rules.begin(), rules.end(),
                                    [&](const AttributeRule& r) { return r.name == name; });
     if (!known) {
