@@ -57,6 +57,17 @@ void DriverRing::configure(Virtqueue& queue, uint64_t features) const {
   if (!queue.enable(features, error)) setup_error("the queue refuses the ring: " + error);
 }
 
+void DriverRing::restart() {
+  // The table, then the rings with their flags, index and event fields (spec §2.7).
+  if (!memory_->fill(layout_.desc, 0, 16ull * size_) ||
+      !memory_->fill(layout_.avail, 0, 6 + 2ull * size_) ||
+      !memory_->fill(layout_.used, 0, 6 + 8ull * size_)) {
+    setup_error("the ring is not writable guest memory");
+  }
+  next_desc_ = 0;
+  avail_idx_ = 0;
+}
+
 uint64_t DriverRing::alloc(uint64_t len, uint64_t align) {
   const uint64_t gpa = (next_buffer_ + align - 1) / align * align;
   if (!memory_->contains(gpa, len)) {

@@ -75,6 +75,9 @@ class DriverRing {
   const RingLayout& layout() const { return layout_; }
   // Gives `queue` this ring's size and addresses and enables it with `features`.
   void configure(Virtqueue& queue, uint64_t features = 0) const;
+  // The driver sets the ring up afresh, as after a device reset: the descriptor table and both
+  // rings zeroed, descriptors and the available index from 0 again. Buffers stay allocated.
+  void restart();
 
   // --- Buffers
   // `len` bytes of guest memory for a buffer, aligned to `align`.
