@@ -39,17 +39,19 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
   }
   if (serial_.size() > kIdBytes) throw std::invalid_argument("virtio-blk: serial is too long");
 
+  // What the device advertises is what parse_block_request() holds requests to (disk_.limits).
+  const BlockLimits limits;
   virtio_blk_config config{};
   config.capacity = capacity_sectors();
-  config.size_max = kSizeMax;
-  config.seg_max = kSegMax;
+  config.size_max = limits.size_max;
+  config.seg_max = limits.seg_max;
   config.blk_size = kSectorSize;
   if (!backend_->readonly()) {
-    config.max_discard_sectors = kMaxRangeSectors;
-    config.max_discard_seg = kMaxRangeSegments;
+    config.max_discard_sectors = limits.max_discard_sectors;
+    config.max_discard_seg = limits.max_discard_seg;
     config.discard_sector_alignment = kDiscardAlignmentSectors;
-    config.max_write_zeroes_sectors = kMaxRangeSectors;
-    config.max_write_zeroes_seg = kMaxRangeSegments;
+    config.max_write_zeroes_sectors = limits.max_write_zeroes_sectors;
+    config.max_write_zeroes_seg = limits.max_write_zeroes_seg;
     config.write_zeroes_may_unmap = 1;  // with the unmap flag we punch a hole
   }
   config_.resize(sizeof(config));

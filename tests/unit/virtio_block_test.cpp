@@ -408,7 +408,7 @@ TEST_F(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
   EXPECT_EQ(device->config_size(), sizeof(virtio_blk_config));
   EXPECT_EQ(config_field<uint64_t>(*device, offsetof(virtio_blk_config, capacity)), 128u);
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, seg_max)), 254u);
-  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, size_max)), 1u << 20);
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, size_max)), 256 * KiB);
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, blk_size)), 512u);
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_discard_sectors)),
             VirtioBlock::kMaxRangeSectors);
@@ -987,6 +987,79 @@ TEST_F(VirtioBlockTest, DataMustBeWholeSectors) {
   EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
 }
 
+// What the device advertises (size_max, seg_max) it enforces: beyond it, IOERR and no I/O.
+TEST_F(VirtioBlockTest, DataBufferLargerThanSizeMaxIsRefused) {
+  TempImage image(4 * MiB, false);
+  open(image);
+  const uint32_t size_max = VirtioBlock::kSizeMax;
+  uint64_t data = 0;
+  EXPECT_EQ(read(0, size_max, data).status, VIRTIO_BLK_S_OK) << "size_max itself is fine";
+  const uint64_t before = image.allocated_bytes();
+  const Completion c = write(0, std::vector<uint8_t>(size_max + kSector, 1));
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(c.len, 1u);
+  EXPECT_EQ(image.allocated_bytes(), before) << "nothing written";
+  EXPECT_EQ(image.read(0, kSector), std::vector<uint8_t>(kSector, 0));
+
+  // A status byte sharing the last buffer does not count as data.
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  const uint64_t d = alloc(size_max + 1, 512);
+  ASSERT_TRUE(memory.write_obj<uint8_t>(d + size_max, kNoStatus));
+  EXPECT_EQ(run({{h, 16, false}, {d, size_max + 1, true}}, d + size_max).status, VIRTIO_BLK_S_OK);
+}
+
+TEST_F(VirtioBlockTest, HostileReadOfOneBufferRepeatedIsRefusedWithoutIo) {
+  // The attack: every data descriptor names the same large guest buffer, so a small guest asks
+  // for hundreds of MiB of host I/O in one request. 254 x 1 MiB: each buffer is over size_max.
+  TempImage image(256 * MiB, false);  // sparse
+  open(image);
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  const uint64_t big = alloc(1 * MiB, 4096);
+  const uint64_t s = status_byte();
+  std::vector<Buffer> bufs{{h, 16, false}};
+  for (uint32_t i = 0; i < VirtioBlock::kSegMax; ++i) bufs.push_back({big, 1 * MiB, true});
+  bufs.push_back({s, 1, true});
+  ASSERT_TRUE(memory.fill(big, 0x5a, 1 * MiB));
+  const Completion c = run(bufs, s);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(c.len, 1u) << "no data written";
+  EXPECT_EQ(guest(big, 16), std::vector<uint8_t>(16, 0x5a)) << "the buffer is untouched";
+}
+
+TEST_F(VirtioBlockTest, MoreDataBuffersThanSegMaxAreRefused) {
+  RecordingBackend& backend = open_recording(1 * MiB);
+  const uint32_t seg_max = VirtioBlock::kSegMax;
+  // A read: header alone, seg_max + 1 sector buffers, the status sharing the last (256
+  // descriptors: the most a chain may have).
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  std::vector<Buffer> bufs{{h, 16, false}};
+  for (uint32_t i = 0; i < seg_max; ++i) bufs.push_back({alloc(kSector), kSector, true});
+  const uint64_t last = alloc(kSector + 1);
+  ASSERT_TRUE(memory.write_obj<uint8_t>(last + kSector, kNoStatus));
+  bufs.push_back({last, kSector + 1, true});
+  ASSERT_EQ(bufs.size(), kQueueSize);
+  EXPECT_EQ(run(bufs, last + kSector).status, VIRTIO_BLK_S_IOERR);
+
+  // A write: the header sharing the first data buffer, seg_max + 1 of them in all.
+  const uint64_t hd = alloc(16 + kSector);
+  ASSERT_TRUE(memory.write_obj(hd, virtio_blk_outhdr{VIRTIO_BLK_T_OUT, 0, 0}));
+  std::vector<Buffer> wbufs{{hd, 16 + kSector, false}};
+  for (uint32_t i = 0; i < seg_max; ++i) wbufs.push_back({alloc(kSector), kSector, false});
+  const uint64_t s = status_byte();
+  wbufs.push_back({s, 1, true});
+  ASSERT_EQ(wbufs.size(), kQueueSize);
+  EXPECT_EQ(run(wbufs, s).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(backend.writes, 0);
+
+  // seg_max buffers are fine.
+  wbufs.erase(wbufs.end() - 2);
+  const uint64_t s2 = status_byte();
+  wbufs.back() = {s2, 1, true};
+  ASSERT_TRUE(memory.write_obj(hd, virtio_blk_outhdr{VIRTIO_BLK_T_OUT, 0, 0}));
+  EXPECT_EQ(run(wbufs, s2).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(backend.writes, 1);
+}
+
 TEST_F(VirtioBlockTest, HeaderInAWritableDescriptorIsRefused) {
   TempImage image(64 * KiB);
   open(image);
@@ -1216,6 +1289,63 @@ TEST_F(BlockRequestParseTest, EachMistakeHasItsKindAndStatus) {
     EXPECT_EQ(e.status(), c.status) << e.message;
     EXPECT_FALSE(e.message.empty());
   }
+}
+
+TEST_F(BlockRequestParseTest, RequestsBeyondTheAdvertisedLimitsAreRefused) {
+  using Kind = BlockRequestError::Kind;
+  BlockDisk disk = kDisk;
+  disk.limits.size_max = 2 * kSector;
+  disk.limits.seg_max = 3;
+  disk.limits.max_request_bytes = 5 * kSector;
+  disk.limits.max_discard_sectors = 16;
+  disk.limits.max_discard_seg = 2;
+  disk.limits.max_write_zeroes_sectors = 8;
+  disk.limits.max_write_zeroes_seg = 1;
+  struct Case {
+    std::vector<Buffer> buffers;
+    Kind kind;
+  };
+  const Case cases[] = {
+      {{header(VIRTIO_BLK_T_IN), writable(3 * kSector), writable(1)}, Kind::buffer_too_large},
+      {{header(VIRTIO_BLK_T_OUT), readable(kSector), readable(3 * kSector), writable(1)},
+       Kind::buffer_too_large},
+      {{header(VIRTIO_BLK_T_IN), writable(kSector), writable(kSector), writable(kSector),
+        writable(kSector), writable(1)},
+       Kind::too_many_buffers},
+      {{header(VIRTIO_BLK_T_IN), writable(2 * kSector), writable(2 * kSector),
+        writable(2 * kSector), writable(1)},
+       Kind::request_too_large},
+      {{header(VIRTIO_BLK_T_DISCARD), segments({{0, 17, 0}}), writable(1)}, Kind::range_too_long},
+      {{header(VIRTIO_BLK_T_DISCARD), segments({{0, 1, 0}, {8, 1, 0}, {16, 1, 0}}), writable(1)},
+       Kind::too_many_segments},
+      {{header(VIRTIO_BLK_T_WRITE_ZEROES), segments({{0, 9, 0}}), writable(1)},
+       Kind::range_too_long},
+      {{header(VIRTIO_BLK_T_WRITE_ZEROES), segments({{0, 1, 0}, {8, 1, 0}}), writable(1)},
+       Kind::too_many_segments},
+  };
+  for (const Case& c : cases) {
+    const BlockRequestError e = error(parse(c.buffers, disk));
+    EXPECT_EQ(e.kind, c.kind) << e.message;
+    EXPECT_EQ(e.status(), VIRTIO_BLK_S_IOERR) << e.message;
+  }
+  // At the limits: accepted. The header and the status are not data buffers.
+  EXPECT_EQ(request(parse({header(VIRTIO_BLK_T_IN), writable(2 * kSector), writable(2 * kSector),
+                           writable(kSector), writable(1)},
+                          disk))
+                .data_bytes,
+            5u * kSector);
+  EXPECT_EQ(request(parse({header(VIRTIO_BLK_T_DISCARD), segments({{0, 16, 0}, {16, 16, 0}}),
+                           writable(1)},
+                          disk))
+                .range_count,
+            2u);
+  EXPECT_EQ(
+      request(parse({header(VIRTIO_BLK_T_WRITE_ZEROES), segments({{0, 8, 0}}), writable(1)}, disk))
+          .range_count,
+      1u);
+  EXPECT_EQ(error(parse({header(VIRTIO_BLK_T_IN), writable(3 * kSector), writable(1)}, disk))
+                .message,
+            "read data buffer of 1536 bytes is more than the size_max of 1024");
 }
 
 TEST_F(BlockRequestParseTest, MessagesSayWhatTheDriverGotWrong) {

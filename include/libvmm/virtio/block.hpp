@@ -3,9 +3,10 @@
 // --disk PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring].
 //
 // The guest is untrusted: every request is checked by parse_block_request() (header, direction
-// of each part, lengths, sector ranges with overflow-safe arithmetic; block_request.hpp) and a
-// bad one completes with an error status and a rate-limited log line; guest memory is only
-// reached through the validated chain.
+// of each part, lengths, sector ranges with overflow-safe arithmetic, and the limits the device
+// advertises: size_max, seg_max, max_*_sectors, max_*_seg; block_request.hpp) and a bad one
+// completes with an error status and a rate-limited log line; guest memory is only reached
+// through the validated chain.
 #pragma once
 
 #include <array>
@@ -52,7 +53,11 @@ class VirtioBlock final : public VirtioDevice {
   // One request queue; a request with seg_max data buffers plus header and status fits it.
   static constexpr uint16_t kQueueSize = 256;
   static constexpr uint32_t kSegMax = kQueueSize - 2;
-  static constexpr uint32_t kSizeMax = 1u << 20;  // bytes per data buffer (advisory)
+  static_assert(kSegMax == kBlockSegMax);
+  // Bytes per data buffer; a read or write with a larger one is refused (IOERR), so a request
+  // moves at most kSegMax * kSizeMax bytes (kMaxRequestBytes, 63.5 MiB).
+  static constexpr uint32_t kSizeMax = kBlockSizeMax;
+  static constexpr uint64_t kMaxRequestBytes = kBlockMaxRequestBytes;
   // Per-request limits for DISCARD / WRITE_ZEROES: bound the work one request can ask for.
   static constexpr uint32_t kMaxRangeSectors = kBlockMaxRangeSectors;  // 1 GiB per segment
   static constexpr uint32_t kMaxRangeSegments = kBlockMaxRangeSegments;
