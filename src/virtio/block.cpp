@@ -104,19 +104,24 @@ void VirtioBlock::reset() {
 void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
   if (index != 0 || transport_ == nullptr) return;
   uint32_t taken = 0;
+  uint64_t bytes = 0;  // of host I/O the requests taken ask for
+  bool asked = false;  // to be called again (once: if the transport cannot, we drain)
   do {
     queue.disable_notifications();  // no kicks while we drain the queue anyway
     while (true) {
-      if (taken == kRequestsPerNotify && transport_->renotify(0)) {
-        // Come back after the event loop's other work; notifications stay off until then.
-        finish_batch(queue);
-        transport_->signal_used(0);
-        return;
+      if (!asked && (taken >= kRequestsPerNotify || bytes >= kBytesPerNotify)) {
+        asked = true;
+        if (transport_->renotify(0)) {
+          // Come back after the event loop's other work; notifications stay off until then.
+          finish_batch(queue);
+          transport_->signal_used(0);
+          return;
+        }
       }
       auto chain = queue.pop();
       if (!chain) break;
       ++taken;
-      start(queue, std::move(*chain));
+      bytes += start(queue, std::move(*chain));
       if (batch_size_ == kMaxBatch) finish_batch(queue);
     }
     finish_batch(queue);
@@ -124,16 +129,23 @@ void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
   } while (queue.enable_notifications());
 }
 
-void VirtioBlock::start(Virtqueue& queue, DescriptorChain chain) {
+uint64_t VirtioBlock::start(Virtqueue& queue, DescriptorChain chain) {
   Pending& p = batch_[batch_size_];
   p.transfer = false;
+  uint64_t bytes = 0;
   const ParsedBlockHeader header = parse_block_header(chain);
   const auto* h = std::get_if<BlockRequestHeader>(&header);
   if (h != nullptr && !h->is_transfer()) {
     // FLUSH covers the writes before it; the rest is rare: no need to overlap them.
     finish_batch(queue);
-    complete(queue, chain, carry_out(chain, parse_block_request(chain, *h, disk_)));
-    return;
+    const ParsedBlockRequest parsed = parse_block_request(chain, *h, disk_);
+    if (const auto* request = std::get_if<BlockRequest>(&parsed)) {
+      for (const BlockRange& range : request->segments()) {
+        bytes += uint64_t{range.sectors} * kSectorSize;
+      }
+    }
+    complete(queue, chain, carry_out(chain, parsed));
+    return bytes;
   }
   if (h == nullptr) {
     p.outcome = refuse(std::get<BlockRequestError>(header));
@@ -142,11 +154,14 @@ void VirtioBlock::start(Virtqueue& queue, DescriptorChain chain) {
     if (const auto* error = std::get_if<BlockRequestError>(&parsed)) {
       p.outcome = refuse(*error);
     } else {
-      prepare_transfer(p, chain, std::get<BlockRequest>(parsed));
+      const BlockRequest& request = std::get<BlockRequest>(parsed);
+      prepare_transfer(p, chain, request);
+      if (p.transfer) bytes = request.data_bytes;
     }
   }
   p.chain.emplace(std::move(chain));
   ++batch_size_;
+  return bytes;
 }
 
 void VirtioBlock::finish_batch(Virtqueue& queue) {

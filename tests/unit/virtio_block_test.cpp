@@ -888,6 +888,72 @@ TEST_F(VirtioBlockTest, BusyQueueYieldsAfterItsBudgetWhenTheTransportCanRenotify
   EXPECT_EQ(used_idx(), static_cast<uint16_t>(published));
 }
 
+TEST_F(VirtioBlockTest, LargeRequestsYieldAfterTheByteBudget) {
+  // Few requests, each moving 1 MiB: the request count alone would take them all at once.
+  RecordingBackend& backend = open_recording(1 * MiB);
+  transport.can_renotify = true;
+  constexpr uint32_t kMiBReads = 80;
+  static_assert(uint64_t{kMiBReads} * MiB > VirtioBlock::kBytesPerNotify);
+  static_assert(kMiBReads < VirtioBlock::kRequestsPerNotify);
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  const uint64_t d = alloc(VirtioBlock::kSizeMax, 4096);
+  const uint64_t s = status_byte();
+  const uint32_t piece = VirtioBlock::kSizeMax;
+  std::vector<Buffer> bufs{{h, 16, false}};
+  for (uint64_t done = 0; done < 1 * MiB; done += piece) bufs.push_back({d, piece, true});
+  bufs.push_back({s, 1, true});
+  for (uint32_t i = 0; i < kMiBReads; ++i) publish(bufs, true);  // one indirect table for all
+
+  device->queue_notify(0, queue);
+  const uint64_t budget_reads = VirtioBlock::kBytesPerNotify / MiB;
+  EXPECT_EQ(used_idx(), budget_reads) << "stopped once the requests taken reached the budget";
+  EXPECT_EQ(transport.renotifies(0), 1);
+  EXPECT_EQ(used(0).len, 1 * MiB + 1);
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), kMiBReads);
+  EXPECT_EQ(transport.renotifies(0), 1) << "the rest was under the budget";
+  EXPECT_TRUE(backend.batch_sizes.size() >= 2);
+}
+
+// Sectors to discard or zero count too: each of these asks for 32 GiB.
+TEST_F(VirtioBlockTest, RangeRequestsCountAgainstTheByteBudget) {
+  class NullBackend final : public BlockBackend {
+   public:
+    uint64_t size() const override { return 64 * GiB; }
+    bool readonly() const override { return false; }
+    int read(uint64_t, std::span<iovec>) override { return 0; }
+    int write(uint64_t, std::span<iovec>) override { return 0; }
+    int flush() override { return 0; }
+    int discard(uint64_t, uint64_t) override {
+      ++discards;
+      return 0;
+    }
+    int write_zeroes(uint64_t, uint64_t, bool) override { return 0; }
+    int discards = 0;
+  };
+  auto owned = std::make_unique<NullBackend>();
+  NullBackend& backend = *owned;
+  auto dev = std::make_shared<VirtioBlock>(std::move(owned), "");
+  use(dev, dev->device_features());
+  transport.can_renotify = true;
+  const std::vector<virtio_blk_discard_write_zeroes> segs(
+      VirtioBlock::kMaxRangeSegments, {0, VirtioBlock::kMaxRangeSectors, 0});
+  const uint64_t d = alloc(16 * segs.size());
+  ASSERT_TRUE(memory.write(d, segs.data(), 16 * segs.size()));
+  const uint64_t h = header(VIRTIO_BLK_T_DISCARD, 0);
+  const uint64_t s = status_byte();
+  for (int i = 0; i < 3; ++i) {
+    publish({{h, 16, false}, {d, static_cast<uint32_t>(16 * segs.size()), false}, {s, 1, true}});
+  }
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), 1);
+  EXPECT_EQ(backend.discards, static_cast<int>(VirtioBlock::kMaxRangeSegments));
+  EXPECT_EQ(transport.renotifies(0), 1);
+  device->queue_notify(0, queue);
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), 3);
+}
+
 TEST_F(VirtioBlockTest, BusyQueueDrainsFullyWhenTheTransportCannotRenotify) {
   RecordingBackend& backend = open_recording(64 * KiB);
   auto publish_read = [&] {
