@@ -417,7 +417,7 @@ TEST_F(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, discard_sector_alignment)),
             8u);
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_write_zeroes_sectors)),
-            VirtioBlock::kMaxRangeSectors);
+            2048u);
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_write_zeroes_seg)),
             VirtioBlock::kMaxRangeSegments);
   EXPECT_EQ(config_field<uint8_t>(*device, offsetof(virtio_blk_config, write_zeroes_may_unmap)),
@@ -617,21 +617,40 @@ TEST_F(VirtioBlockTest, WriteZeroesFallsBackToWritingZeroes) {
   EXPECT_EQ(image.next_hole(0), 1 * MiB) << "written, not punched";
 }
 
+// WRITE_ZEROES may be carried out by writing zeroes (tmpfs, NFS): it is held to 1 MiB a
+// segment, 32 MiB a request, where DISCARD (a hole punched, or nothing) may ask for 1 GiB.
+TEST_F(VirtioBlockTest, WriteZeroesIsBoundedLikeAWrite) {
+  TempImage image(4 * MiB, false);
+  open(image);
+  const uint32_t max = VirtioBlock::kMaxWriteZeroesSectors;
+  EXPECT_LE(uint64_t{max} * kSector * VirtioBlock::kMaxRangeSegments, 32 * MiB);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, max + 1, 0}}).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, max + 1, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP}})
+                .status,
+            VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(image.allocated_bytes(), 0u) << "nothing zeroed by writing";
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, max + 1, 0}}).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, max, 0}, {max, max, 0}}).status,
+            VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.read(0, 2 * MiB), std::vector<uint8_t>(2 * MiB, 0));
+}
+
 TEST_F(VirtioBlockTest, RangeRequestsAreCheckedBeforeAnySegmentIsDone) {
   TempImage image(64 * KiB);
   open(image);
-  const uint32_t max = VirtioBlock::kMaxRangeSectors;
   struct Case {
     std::vector<virtio_blk_discard_write_zeroes> segs;
   };
-  const Case cases[] = {
-      {{{0, 8, 0}, {120, 9, 0}}},         // second segment ends past the disk
-      {{{0, 8, 0}, {128, 1, 0}}},         // starts at the end
-      {{{0, 8, 0}, {~0ull, 2, 0}}},       // sector + num_sectors overflows
-      {{{0, 8, 0}, {1ull << 55, 1, 0}}},  // sector * 512 overflows
-      {{{0, 8, 0}, {0, max + 1, 0}}},     // more than max_*_sectors
-  };
   for (const uint32_t type : {VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES}) {
+    const uint32_t max = type == VIRTIO_BLK_T_DISCARD ? VirtioBlock::kMaxRangeSectors
+                                                      : VirtioBlock::kMaxWriteZeroesSectors;
+    const Case cases[] = {
+        {{{0, 8, 0}, {120, 9, 0}}},         // second segment ends past the disk
+        {{{0, 8, 0}, {128, 1, 0}}},         // starts at the end
+        {{{0, 8, 0}, {~0ull, 2, 0}}},       // sector + num_sectors overflows
+        {{{0, 8, 0}, {1ull << 55, 1, 0}}},  // sector * 512 overflows
+        {{{0, 8, 0}, {0, max + 1, 0}}},     // more than max_*_sectors
+    };
     for (const auto& c : cases) {
       EXPECT_EQ(ranges(type, c.segs).status, VIRTIO_BLK_S_IOERR) << c.segs[1].sector;
       EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096)) << "first segment left alone";

@@ -63,6 +63,8 @@ class VirtioBlock final : public VirtioDevice {
   static constexpr uint64_t kMaxRequestBytes = kBlockMaxRequestBytes;
   // Per-request limits for DISCARD / WRITE_ZEROES: bound the work one request can ask for.
   static constexpr uint32_t kMaxRangeSectors = kBlockMaxRangeSectors;  // 1 GiB per segment
+  // WRITE_ZEROES may be written zeroes on the host: 1 MiB per segment (block_request.hpp).
+  static constexpr uint32_t kMaxWriteZeroesSectors = kBlockMaxWriteZeroesSectors;
   static constexpr uint32_t kMaxRangeSegments = kBlockMaxRangeSegments;
   static constexpr uint32_t kDiscardAlignmentSectors = 4096 / kSectorSize;
   static constexpr uint32_t kIdBytes = kBlockIdBytes;

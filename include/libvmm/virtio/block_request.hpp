@@ -30,6 +30,15 @@ inline constexpr uint64_t kBlockMaxRequestBytes = uint64_t{kBlockSizeMax} * kBlo
 // kBlockMaxRangeSegments bound both kinds (the parser's storage); BlockLimits has each one's.
 inline constexpr uint32_t kBlockMaxRangeSectors = (1u << 30) / kBlockSectorSize;  // 1 GiB
 inline constexpr uint32_t kBlockMaxRangeSegments = 32;
+// WRITE_ZEROES: 1 MiB per segment, so 32 MiB per request, like a read or write. Where the host
+// has no fast way to zero (tmpfs and NFS lack FALLOC_FL_ZERO_RANGE; a block device without a
+// write-zeroes command makes the kernel write zero pages), zeroing is writing, done
+// synchronously under the device's lock. Whether it will be cannot be learnt at start without
+// changing the image (fallocate() refuses a zero length before the file system looks at the
+// mode), and Linux reads this limit once, when it probes the device, so it must hold for the
+// slow case from the start. On a fast file system the cost is more, smaller requests, each one
+// fallocate().
+inline constexpr uint32_t kBlockMaxWriteZeroesSectors = (1u << 20) / kBlockSectorSize;
 
 // What the device advertises in struct virtio_blk_config and refuses requests beyond
 // (VIRTIO_BLK_S_IOERR): a driver that keeps to it never sees one refused.
@@ -39,7 +48,7 @@ struct BlockLimits {
   uint64_t max_request_bytes = kBlockMaxRequestBytes;  // data bytes per read or write
   uint32_t max_discard_sectors = kBlockMaxRangeSectors;
   uint32_t max_discard_seg = kBlockMaxRangeSegments;
-  uint32_t max_write_zeroes_sectors = kBlockMaxRangeSectors;
+  uint32_t max_write_zeroes_sectors = kBlockMaxWriteZeroesSectors;
   uint32_t max_write_zeroes_seg = kBlockMaxRangeSegments;
 };
 
