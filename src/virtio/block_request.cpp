@@ -55,13 +55,13 @@ std::optional<BlockRequestError> check_data_buffers(const DescriptorChain& chain
     if (first >= last) continue;
     if (last - first > limits.size_max) {
       return refuse(Kind::buffer_too_large,
-                    fmt::format("{} data buffer of {} bytes is more than the size_max of {}",
-                                what, last - first, limits.size_max));
+                    fmt::format("{} data buffer of {} bytes is more than the size_max of {}", what,
+                                last - first, limits.size_max));
     }
     if (++buffers > limits.seg_max) {
-      return refuse(Kind::too_many_buffers,
-                    fmt::format("{} has more than the seg_max of {} data buffers", what,
-                                limits.seg_max));
+      return refuse(
+          Kind::too_many_buffers,
+          fmt::format("{} has more than the seg_max of {} data buffers", what, limits.seg_max));
     }
   }
   return std::nullopt;
@@ -161,9 +161,9 @@ ParsedBlockRequest parse_ranges(const DescriptorChain& chain, bool discard, cons
                               what, len, kSegmentSize));
   }
   const uint64_t count = len / kSegmentSize;
-  const uint32_t max_segments = std::min(
-      discard ? disk.limits.max_discard_seg : disk.limits.max_write_zeroes_seg,
-      kBlockMaxRangeSegments);
+  const uint32_t max_segments =
+      std::min(discard ? disk.limits.max_discard_seg : disk.limits.max_write_zeroes_seg,
+               kBlockMaxRangeSegments);
   const uint32_t max_sectors =
       discard ? disk.limits.max_discard_sectors : disk.limits.max_write_zeroes_sectors;
   if (count > max_segments) {

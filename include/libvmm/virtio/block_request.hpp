@@ -98,19 +98,19 @@ struct BlockRequest {
 // A request the device refuses.
 struct BlockRequestError {
   enum class Kind {
-    no_status,           // no device-writable byte to put the status in
-    short_header,        // fewer than kBlockHeaderSize device-readable bytes
-    unknown_type,        // a request type the device does not implement
-    not_negotiated,      // DISCARD or WRITE_ZEROES without its feature
-    unknown_flags,       // a DISCARD or WRITE_ZEROES segment with flags it cannot have
-    wrong_direction,     // data the device reads is device-writable, or the other way round
-    read_only,           // a write, DISCARD or WRITE_ZEROES on a read-only disk
-    partial_sector,      // read or write data that is not a whole number of sectors
-    out_of_range,        // sectors beyond the end of the disk
-    range_too_long,      // a segment of more than max_discard_sectors / max_write_zeroes_sectors
-    bad_id_buffer,       // GET_ID without exactly kBlockIdBytes and the status to write
-    bad_segment_bytes,   // segment data that is not whole 16-byte segments, or none
-    too_many_segments,   // more than max_discard_seg / max_write_zeroes_seg
+    no_status,            // no device-writable byte to put the status in
+    short_header,         // fewer than kBlockHeaderSize device-readable bytes
+    unknown_type,         // a request type the device does not implement
+    not_negotiated,       // DISCARD or WRITE_ZEROES without its feature
+    unknown_flags,        // a DISCARD or WRITE_ZEROES segment with flags it cannot have
+    wrong_direction,      // data the device reads is device-writable, or the other way round
+    read_only,            // a write, DISCARD or WRITE_ZEROES on a read-only disk
+    partial_sector,       // read or write data that is not a whole number of sectors
+    out_of_range,         // sectors beyond the end of the disk
+    range_too_long,       // a segment of more than max_discard_sectors / max_write_zeroes_sectors
+    bad_id_buffer,        // GET_ID without exactly kBlockIdBytes and the status to write
+    bad_segment_bytes,    // segment data that is not whole 16-byte segments, or none
+    too_many_segments,    // more than max_discard_seg / max_write_zeroes_seg
     unreadable_segments,  // the segments could not be read from the chain
     buffer_too_large,     // a read or write data buffer of more than size_max bytes
     too_many_buffers,     // a read or write with more than seg_max data buffers
