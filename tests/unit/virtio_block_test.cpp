@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -625,9 +627,9 @@ TEST_F(VirtioBlockTest, WriteZeroesIsBoundedLikeAWrite) {
   const uint32_t max = VirtioBlock::kMaxWriteZeroesSectors;
   EXPECT_LE(uint64_t{max} * kSector * VirtioBlock::kMaxRangeSegments, 32 * MiB);
   EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, max + 1, 0}}).status, VIRTIO_BLK_S_IOERR);
-  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, max + 1, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP}})
-                .status,
-            VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(
+      ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, max + 1, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP}}).status,
+      VIRTIO_BLK_S_IOERR);
   EXPECT_EQ(image.allocated_bytes(), 0u) << "nothing zeroed by writing";
   EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, max + 1, 0}}).status, VIRTIO_BLK_S_OK);
   EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, max, 0}, {max, max, 0}}).status,
@@ -955,8 +957,8 @@ TEST_F(VirtioBlockTest, RangeRequestsCountAgainstTheByteBudget) {
   auto dev = std::make_shared<VirtioBlock>(std::move(owned), "");
   use(dev, dev->device_features());
   transport.can_renotify = true;
-  const std::vector<virtio_blk_discard_write_zeroes> segs(
-      VirtioBlock::kMaxRangeSegments, {0, VirtioBlock::kMaxRangeSectors, 0});
+  const std::vector<virtio_blk_discard_write_zeroes> segs(VirtioBlock::kMaxRangeSegments,
+                                                          {0, VirtioBlock::kMaxRangeSectors, 0});
   const uint64_t d = alloc(16 * segs.size());
   ASSERT_TRUE(memory.write(d, segs.data(), 16 * segs.size()));
   const uint64_t h = header(VIRTIO_BLK_T_DISCARD, 0);
@@ -969,6 +971,50 @@ TEST_F(VirtioBlockTest, RangeRequestsCountAgainstTheByteBudget) {
   EXPECT_EQ(backend.discards, static_cast<int>(VirtioBlock::kMaxRangeSegments));
   EXPECT_EQ(transport.renotifies(0), 1);
   device->queue_notify(0, queue);
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), 3);
+}
+
+// The bound docs/SECURITY.md states: the worst notification the device accepts holds its lock
+// (and the event loop) for a bounded time. Worst on a tmpfs image: writes into holes (the host
+// allocates and fills pages) of the largest request, 254 buffers of size_max, until the byte
+// budget stops it: under kBytesPerNotify + kMaxRequestBytes (127.5 MiB). A bound check with a
+// wide margin, not a performance test.
+TEST_F(VirtioBlockTest, WorstNotificationOnATmpfsImageEndsWithinItsBound) {
+  constexpr auto kBound = std::chrono::milliseconds(2000);
+  if (::access("/dev/shm", W_OK) != 0) GTEST_SKIP() << "no writable /dev/shm";
+  constexpr uint64_t kRequest = VirtioBlock::kMaxRequestBytes;
+  static_assert(kRequest < VirtioBlock::kBytesPerNotify &&
+                2 * kRequest >= VirtioBlock::kBytesPerNotify);
+  TempImage image(3 * kRequest, false, "/dev/shm");  // sparse
+  open(image);
+  transport.can_renotify = true;
+  const uint64_t data = alloc(VirtioBlock::kSizeMax, 4096);
+  ASSERT_TRUE(memory.fill(data, 0x77, VirtioBlock::kSizeMax));
+  std::vector<uint64_t> statuses;
+  for (uint64_t i = 0; i < 3; ++i) {
+    std::vector<Buffer> bufs{{header(VIRTIO_BLK_T_OUT, i * kRequest / kSector), 16, false}};
+    for (uint32_t b = 0; b < VirtioBlock::kSegMax; ++b) {
+      bufs.push_back({data, VirtioBlock::kSizeMax, false});
+    }
+    statuses.push_back(status_byte());
+    bufs.push_back({statuses.back(), 1, true});
+    ring.add_indirect_chain(alloc(16 * bufs.size(), 16), bufs);
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  device->queue_notify(0, queue);
+  const auto took = std::chrono::steady_clock::now() - start;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took);
+  RecordProperty("notification_ms", static_cast<int>(ms.count()));
+  std::printf("worst notification: %lld ms for %llu MiB\n", static_cast<long long>(ms.count()),
+              static_cast<unsigned long long>(2 * kRequest / MiB));
+  EXPECT_LT(took, kBound);
+  ASSERT_EQ(used_idx(), 2) << "the budget stopped it after two requests";
+  EXPECT_EQ(transport.renotifies(0), 1);
+  EXPECT_EQ(*memory.read_obj<uint8_t>(statuses[0]), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(*memory.read_obj<uint8_t>(statuses[1]), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.read(2 * kRequest - kSector, kSector), std::vector<uint8_t>(kSector, 0x77));
   device->queue_notify(0, queue);
   EXPECT_EQ(used_idx(), 3);
 }
@@ -1428,9 +1474,9 @@ TEST_F(BlockRequestParseTest, RequestsBeyondTheAdvertisedLimitsAreRefused) {
       request(parse({header(VIRTIO_BLK_T_WRITE_ZEROES), segments({{0, 8, 0}}), writable(1)}, disk))
           .range_count,
       1u);
-  EXPECT_EQ(error(parse({header(VIRTIO_BLK_T_IN), writable(3 * kSector), writable(1)}, disk))
-                .message,
-            "read data buffer of 1536 bytes is more than the size_max of 1024");
+  EXPECT_EQ(
+      error(parse({header(VIRTIO_BLK_T_IN), writable(3 * kSector), writable(1)}, disk)).message,
+      "read data buffer of 1536 bytes is more than the size_max of 1024");
 }
 
 TEST_F(BlockRequestParseTest, MessagesSayWhatTheDriverGotWrong) {
