@@ -88,6 +88,7 @@ void check_parse(const DescriptorChain& chain, const BlockDisk& disk) {
       check(request.data_bytes % kBlockSectorSize == 0);
       check(within(request.sector, request.data_bytes / kBlockSectorSize));
       check(!write || !disk.readonly);
+      check(request.data_bytes <= disk.limits.max_request_bytes);
       break;
     }
     case BlockRequestType::flush:
@@ -104,9 +105,14 @@ void check_parse(const DescriptorChain& chain, const BlockDisk& disk) {
       check(discard ? disk.discard : disk.write_zeroes);
       check(!disk.readonly && writable_data == 0);
       check(request.range_count >= 1 && request.range_count <= kBlockMaxRangeSegments);
+      check(request.range_count <=
+            (discard ? disk.limits.max_discard_seg : disk.limits.max_write_zeroes_seg));
       check(readable_data == 16ull * request.range_count);
+      const uint32_t max_sectors =
+          discard ? disk.limits.max_discard_sectors : disk.limits.max_write_zeroes_sectors;
       for (const BlockRange& range : request.segments()) {
         check(range.sectors <= kBlockMaxRangeSectors && within(range.sector, range.sectors));
+        check(range.sectors <= max_sectors);
         check(!(discard && range.unmap));
       }
       break;

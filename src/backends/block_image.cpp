@@ -232,6 +232,8 @@ int BlockImage::write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) {
 }
 
 int BlockImage::write_zeroes_by_writing(uint64_t offset, uint64_t len) {
+  // Bounded memory (one shared 64 KiB buffer) and bounded time: the device keeps `len` to what
+  // it advertises for WRITE_ZEROES (at most 32 MiB a request; kBlockMaxWriteZeroesSectors).
   static const std::array<uint8_t, 64 * 1024> zeroes{};
   // The buffered descriptor takes any buffer; without O_DIRECT there is only one.
   const int fd = buffered_fd_ ? buffered_fd_.get() : fd_.get();

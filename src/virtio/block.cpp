@@ -39,17 +39,19 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
   }
   if (serial_.size() > kIdBytes) throw std::invalid_argument("virtio-blk: serial is too long");
 
+  // What the device advertises is what parse_block_request() holds requests to (disk_.limits).
+  const BlockLimits limits;
   virtio_blk_config config{};
   config.capacity = capacity_sectors();
-  config.size_max = kSizeMax;
-  config.seg_max = kSegMax;
+  config.size_max = limits.size_max;
+  config.seg_max = limits.seg_max;
   config.blk_size = kSectorSize;
   if (!backend_->readonly()) {
-    config.max_discard_sectors = kMaxRangeSectors;
-    config.max_discard_seg = kMaxRangeSegments;
+    config.max_discard_sectors = limits.max_discard_sectors;
+    config.max_discard_seg = limits.max_discard_seg;
     config.discard_sector_alignment = kDiscardAlignmentSectors;
-    config.max_write_zeroes_sectors = kMaxRangeSectors;
-    config.max_write_zeroes_seg = kMaxRangeSegments;
+    config.max_write_zeroes_sectors = limits.max_write_zeroes_sectors;
+    config.max_write_zeroes_seg = limits.max_write_zeroes_seg;
     config.write_zeroes_may_unmap = 1;  // with the unmap flag we punch a hole
   }
   config_.resize(sizeof(config));
@@ -102,19 +104,24 @@ void VirtioBlock::reset() {
 void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
   if (index != 0 || transport_ == nullptr) return;
   uint32_t taken = 0;
+  uint64_t bytes = 0;  // of host I/O the requests taken ask for
+  bool asked = false;  // to be called again (once: if the transport cannot, we drain)
   do {
     queue.disable_notifications();  // no kicks while we drain the queue anyway
     while (true) {
-      if (taken == kRequestsPerNotify && transport_->renotify(0)) {
-        // Come back after the event loop's other work; notifications stay off until then.
-        finish_batch(queue);
-        transport_->signal_used(0);
-        return;
+      if (!asked && (taken >= kRequestsPerNotify || bytes >= kBytesPerNotify)) {
+        asked = true;
+        if (transport_->renotify(0)) {
+          // Come back after the event loop's other work; notifications stay off until then.
+          finish_batch(queue);
+          transport_->signal_used(0);
+          return;
+        }
       }
       auto chain = queue.pop();
       if (!chain) break;
       ++taken;
-      start(queue, std::move(*chain));
+      bytes += start(queue, std::move(*chain));
       if (batch_size_ == kMaxBatch) finish_batch(queue);
     }
     finish_batch(queue);
@@ -122,16 +129,23 @@ void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
   } while (queue.enable_notifications());
 }
 
-void VirtioBlock::start(Virtqueue& queue, DescriptorChain chain) {
+uint64_t VirtioBlock::start(Virtqueue& queue, DescriptorChain chain) {
   Pending& p = batch_[batch_size_];
   p.transfer = false;
+  uint64_t bytes = 0;
   const ParsedBlockHeader header = parse_block_header(chain);
   const auto* h = std::get_if<BlockRequestHeader>(&header);
   if (h != nullptr && !h->is_transfer()) {
     // FLUSH covers the writes before it; the rest is rare: no need to overlap them.
     finish_batch(queue);
-    complete(queue, chain, carry_out(chain, parse_block_request(chain, *h, disk_)));
-    return;
+    const ParsedBlockRequest parsed = parse_block_request(chain, *h, disk_);
+    if (const auto* request = std::get_if<BlockRequest>(&parsed)) {
+      for (const BlockRange& range : request->segments()) {
+        bytes += uint64_t{range.sectors} * kSectorSize;
+      }
+    }
+    complete(queue, chain, carry_out(chain, parsed));
+    return bytes;
   }
   if (h == nullptr) {
     p.outcome = refuse(std::get<BlockRequestError>(header));
@@ -140,11 +154,14 @@ void VirtioBlock::start(Virtqueue& queue, DescriptorChain chain) {
     if (const auto* error = std::get_if<BlockRequestError>(&parsed)) {
       p.outcome = refuse(*error);
     } else {
-      prepare_transfer(p, chain, std::get<BlockRequest>(parsed));
+      const BlockRequest& request = std::get<BlockRequest>(parsed);
+      prepare_transfer(p, chain, request);
+      if (p.transfer) bytes = request.data_bytes;
     }
   }
   p.chain.emplace(std::move(chain));
   ++batch_size_;
+  return bytes;
 }
 
 void VirtioBlock::finish_batch(Virtqueue& queue) {

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <linux/virtio_blk.h>
 
+#include <algorithm>
+#include <optional>
+
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
 
@@ -30,6 +33,40 @@ bool in_range(const BlockDisk& disk, uint64_t sector, uint64_t sectors) {
   return sector <= disk.capacity_sectors && sectors <= disk.capacity_sectors - sector;
 }
 
+// Checks the data of a read or write, bytes [begin, end) of the chain's device-writable (or
+// device-readable) part, against size_max, seg_max and max_request_bytes. A data buffer is a
+// descriptor holding some of those bytes (the header or the status may share one with data).
+std::optional<BlockRequestError> check_data_buffers(const DescriptorChain& chain, bool writable,
+                                                    uint64_t begin, uint64_t end,
+                                                    const BlockLimits& limits, const char* what) {
+  const uint64_t total = end - begin;
+  if (total > limits.max_request_bytes) {
+    return refuse(Kind::request_too_large,
+                  fmt::format("{} of {} bytes is more than the {} a request may have", what, total,
+                              limits.max_request_bytes));
+  }
+  uint64_t position = 0;  // of the current descriptor within its part
+  uint32_t buffers = 0;
+  for (const DescriptorSegment& segment : chain.segments()) {
+    if (segment.device_writable != writable) continue;
+    const uint64_t first = std::max(position, begin);
+    const uint64_t last = std::min(position + segment.len, end);
+    position += segment.len;
+    if (first >= last) continue;
+    if (last - first > limits.size_max) {
+      return refuse(Kind::buffer_too_large,
+                    fmt::format("{} data buffer of {} bytes is more than the size_max of {}", what,
+                                last - first, limits.size_max));
+    }
+    if (++buffers > limits.seg_max) {
+      return refuse(
+          Kind::too_many_buffers,
+          fmt::format("{} has more than the seg_max of {} data buffers", what, limits.seg_max));
+    }
+  }
+  return std::nullopt;
+}
+
 ParsedBlockRequest parse_read(const DescriptorChain& chain, uint64_t sector,
                               const BlockDisk& disk) {
   if (chain.readable_bytes() != kBlockHeaderSize) {
@@ -47,6 +84,9 @@ ParsedBlockRequest parse_read(const DescriptorChain& chain, uint64_t sector,
     return refuse(Kind::out_of_range,
                   fmt::format("read of sectors [{}, +{}) is beyond the disk's {} sectors", sector,
                               len / kBlockSectorSize, disk.capacity_sectors));
+  }
+  if (auto error = check_data_buffers(chain, true, 0, len, disk.limits, "read")) {
+    return std::move(*error);
   }
   BlockRequest request;
   request.type = BlockRequestType::read;
@@ -73,6 +113,10 @@ ParsedBlockRequest parse_write(const DescriptorChain& chain, uint64_t sector,
     return refuse(Kind::out_of_range,
                   fmt::format("write of sectors [{}, +{}) is beyond the disk's {} sectors", sector,
                               len / kBlockSectorSize, disk.capacity_sectors));
+  }
+  if (auto error = check_data_buffers(chain, false, kBlockHeaderSize, kBlockHeaderSize + len,
+                                      disk.limits, "write")) {
+    return std::move(*error);
   }
   BlockRequest request;
   request.type = BlockRequestType::write;
@@ -117,10 +161,15 @@ ParsedBlockRequest parse_ranges(const DescriptorChain& chain, bool discard, cons
                               what, len, kSegmentSize));
   }
   const uint64_t count = len / kSegmentSize;
-  if (count > kBlockMaxRangeSegments) {
+  const uint32_t max_segments =
+      std::min(discard ? disk.limits.max_discard_seg : disk.limits.max_write_zeroes_seg,
+               kBlockMaxRangeSegments);
+  const uint32_t max_sectors =
+      discard ? disk.limits.max_discard_sectors : disk.limits.max_write_zeroes_sectors;
+  if (count > max_segments) {
     return refuse(Kind::too_many_segments,
                   fmt::format("{} request has {} segments, more than the {} advertised", what,
-                              count, kBlockMaxRangeSegments));
+                              count, max_segments));
   }
   std::array<virtio_blk_discard_write_zeroes, kBlockMaxRangeSegments> segments{};
   if (!chain.read_at(kBlockHeaderSize, bytes_of(segments.data(), count))) {
@@ -139,10 +188,10 @@ ParsedBlockRequest parse_ranges(const DescriptorChain& chain, bool discard, cons
       return refuse(Kind::unknown_flags,
                     fmt::format("{} segment with flags {:#x} is not supported", what, s.flags));
     }
-    if (s.num_sectors > kBlockMaxRangeSectors) {
+    if (s.num_sectors > max_sectors || s.num_sectors > kBlockMaxRangeSectors) {
       return refuse(Kind::range_too_long,
                     fmt::format("{} of {} sectors is more than the {} advertised", what,
-                                s.num_sectors, kBlockMaxRangeSectors));
+                                s.num_sectors, std::min(max_sectors, kBlockMaxRangeSectors)));
     }
     if (!in_range(disk, s.sector, s.num_sectors)) {
       return refuse(Kind::out_of_range,

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -408,7 +410,7 @@ TEST_F(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
   EXPECT_EQ(device->config_size(), sizeof(virtio_blk_config));
   EXPECT_EQ(config_field<uint64_t>(*device, offsetof(virtio_blk_config, capacity)), 128u);
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, seg_max)), 254u);
-  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, size_max)), 1u << 20);
+  EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, size_max)), 256 * KiB);
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, blk_size)), 512u);
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_discard_sectors)),
             VirtioBlock::kMaxRangeSectors);
@@ -417,7 +419,7 @@ TEST_F(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, discard_sector_alignment)),
             8u);
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_write_zeroes_sectors)),
-            VirtioBlock::kMaxRangeSectors);
+            2048u);
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_write_zeroes_seg)),
             VirtioBlock::kMaxRangeSegments);
   EXPECT_EQ(config_field<uint8_t>(*device, offsetof(virtio_blk_config, write_zeroes_may_unmap)),
@@ -617,21 +619,40 @@ TEST_F(VirtioBlockTest, WriteZeroesFallsBackToWritingZeroes) {
   EXPECT_EQ(image.next_hole(0), 1 * MiB) << "written, not punched";
 }
 
+// WRITE_ZEROES may be carried out by writing zeroes (tmpfs, NFS): it is held to 1 MiB a
+// segment, 32 MiB a request, where DISCARD (a hole punched, or nothing) may ask for 1 GiB.
+TEST_F(VirtioBlockTest, WriteZeroesIsBoundedLikeAWrite) {
+  TempImage image(4 * MiB, false);
+  open(image);
+  const uint32_t max = VirtioBlock::kMaxWriteZeroesSectors;
+  EXPECT_LE(uint64_t{max} * kSector * VirtioBlock::kMaxRangeSegments, 32 * MiB);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, max + 1, 0}}).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(
+      ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, max + 1, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP}}).status,
+      VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(image.allocated_bytes(), 0u) << "nothing zeroed by writing";
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, max + 1, 0}}).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, max, 0}, {max, max, 0}}).status,
+            VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.read(0, 2 * MiB), std::vector<uint8_t>(2 * MiB, 0));
+}
+
 TEST_F(VirtioBlockTest, RangeRequestsAreCheckedBeforeAnySegmentIsDone) {
   TempImage image(64 * KiB);
   open(image);
-  const uint32_t max = VirtioBlock::kMaxRangeSectors;
   struct Case {
     std::vector<virtio_blk_discard_write_zeroes> segs;
   };
-  const Case cases[] = {
-      {{{0, 8, 0}, {120, 9, 0}}},         // second segment ends past the disk
-      {{{0, 8, 0}, {128, 1, 0}}},         // starts at the end
-      {{{0, 8, 0}, {~0ull, 2, 0}}},       // sector + num_sectors overflows
-      {{{0, 8, 0}, {1ull << 55, 1, 0}}},  // sector * 512 overflows
-      {{{0, 8, 0}, {0, max + 1, 0}}},     // more than max_*_sectors
-  };
   for (const uint32_t type : {VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES}) {
+    const uint32_t max = type == VIRTIO_BLK_T_DISCARD ? VirtioBlock::kMaxRangeSectors
+                                                      : VirtioBlock::kMaxWriteZeroesSectors;
+    const Case cases[] = {
+        {{{0, 8, 0}, {120, 9, 0}}},         // second segment ends past the disk
+        {{{0, 8, 0}, {128, 1, 0}}},         // starts at the end
+        {{{0, 8, 0}, {~0ull, 2, 0}}},       // sector + num_sectors overflows
+        {{{0, 8, 0}, {1ull << 55, 1, 0}}},  // sector * 512 overflows
+        {{{0, 8, 0}, {0, max + 1, 0}}},     // more than max_*_sectors
+    };
     for (const auto& c : cases) {
       EXPECT_EQ(ranges(type, c.segs).status, VIRTIO_BLK_S_IOERR) << c.segs[1].sector;
       EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096)) << "first segment left alone";
@@ -888,6 +909,116 @@ TEST_F(VirtioBlockTest, BusyQueueYieldsAfterItsBudgetWhenTheTransportCanRenotify
   EXPECT_EQ(used_idx(), static_cast<uint16_t>(published));
 }
 
+TEST_F(VirtioBlockTest, LargeRequestsYieldAfterTheByteBudget) {
+  // Few requests, each moving 1 MiB: the request count alone would take them all at once.
+  RecordingBackend& backend = open_recording(1 * MiB);
+  transport.can_renotify = true;
+  constexpr uint32_t kMiBReads = 80;
+  static_assert(uint64_t{kMiBReads} * MiB > VirtioBlock::kBytesPerNotify);
+  static_assert(kMiBReads < VirtioBlock::kRequestsPerNotify);
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  const uint64_t d = alloc(VirtioBlock::kSizeMax, 4096);
+  const uint64_t s = status_byte();
+  const uint32_t piece = VirtioBlock::kSizeMax;
+  std::vector<Buffer> bufs{{h, 16, false}};
+  for (uint64_t done = 0; done < 1 * MiB; done += piece) bufs.push_back({d, piece, true});
+  bufs.push_back({s, 1, true});
+  for (uint32_t i = 0; i < kMiBReads; ++i) publish(bufs, true);  // one indirect table for all
+
+  device->queue_notify(0, queue);
+  const uint64_t budget_reads = VirtioBlock::kBytesPerNotify / MiB;
+  EXPECT_EQ(used_idx(), budget_reads) << "stopped once the requests taken reached the budget";
+  EXPECT_EQ(transport.renotifies(0), 1);
+  EXPECT_EQ(used(0).len, 1 * MiB + 1);
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), kMiBReads);
+  EXPECT_EQ(transport.renotifies(0), 1) << "the rest was under the budget";
+  EXPECT_TRUE(backend.batch_sizes.size() >= 2);
+}
+
+// Sectors to discard or zero count too: each of these asks for 32 GiB.
+TEST_F(VirtioBlockTest, RangeRequestsCountAgainstTheByteBudget) {
+  class NullBackend final : public BlockBackend {
+   public:
+    uint64_t size() const override { return 64 * GiB; }
+    bool readonly() const override { return false; }
+    int read(uint64_t, std::span<iovec>) override { return 0; }
+    int write(uint64_t, std::span<iovec>) override { return 0; }
+    int flush() override { return 0; }
+    int discard(uint64_t, uint64_t) override {
+      ++discards;
+      return 0;
+    }
+    int write_zeroes(uint64_t, uint64_t, bool) override { return 0; }
+    int discards = 0;
+  };
+  auto owned = std::make_unique<NullBackend>();
+  NullBackend& backend = *owned;
+  auto dev = std::make_shared<VirtioBlock>(std::move(owned), "");
+  use(dev, dev->device_features());
+  transport.can_renotify = true;
+  const std::vector<virtio_blk_discard_write_zeroes> segs(VirtioBlock::kMaxRangeSegments,
+                                                          {0, VirtioBlock::kMaxRangeSectors, 0});
+  const uint64_t d = alloc(16 * segs.size());
+  ASSERT_TRUE(memory.write(d, segs.data(), 16 * segs.size()));
+  const uint64_t h = header(VIRTIO_BLK_T_DISCARD, 0);
+  const uint64_t s = status_byte();
+  for (int i = 0; i < 3; ++i) {
+    publish({{h, 16, false}, {d, static_cast<uint32_t>(16 * segs.size()), false}, {s, 1, true}});
+  }
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), 1);
+  EXPECT_EQ(backend.discards, static_cast<int>(VirtioBlock::kMaxRangeSegments));
+  EXPECT_EQ(transport.renotifies(0), 1);
+  device->queue_notify(0, queue);
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), 3);
+}
+
+// The bound docs/SECURITY.md states: the worst notification the device accepts holds its lock
+// (and the event loop) for a bounded time. Worst on a tmpfs image: writes into holes (the host
+// allocates and fills pages) of the largest request, 254 buffers of size_max, until the byte
+// budget stops it: under kBytesPerNotify + kMaxRequestBytes (127.5 MiB). A bound check with a
+// wide margin, not a performance test.
+TEST_F(VirtioBlockTest, WorstNotificationOnATmpfsImageEndsWithinItsBound) {
+  constexpr auto kBound = std::chrono::milliseconds(2000);
+  if (::access("/dev/shm", W_OK) != 0) GTEST_SKIP() << "no writable /dev/shm";
+  constexpr uint64_t kRequest = VirtioBlock::kMaxRequestBytes;
+  static_assert(kRequest < VirtioBlock::kBytesPerNotify &&
+                2 * kRequest >= VirtioBlock::kBytesPerNotify);
+  TempImage image(3 * kRequest, false, "/dev/shm");  // sparse
+  open(image);
+  transport.can_renotify = true;
+  const uint64_t data = alloc(VirtioBlock::kSizeMax, 4096);
+  ASSERT_TRUE(memory.fill(data, 0x77, VirtioBlock::kSizeMax));
+  std::vector<uint64_t> statuses;
+  for (uint64_t i = 0; i < 3; ++i) {
+    std::vector<Buffer> bufs{{header(VIRTIO_BLK_T_OUT, i * kRequest / kSector), 16, false}};
+    for (uint32_t b = 0; b < VirtioBlock::kSegMax; ++b) {
+      bufs.push_back({data, VirtioBlock::kSizeMax, false});
+    }
+    statuses.push_back(status_byte());
+    bufs.push_back({statuses.back(), 1, true});
+    ring.add_indirect_chain(alloc(16 * bufs.size(), 16), bufs);
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  device->queue_notify(0, queue);
+  const auto took = std::chrono::steady_clock::now() - start;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took);
+  RecordProperty("notification_ms", static_cast<int>(ms.count()));
+  std::printf("worst notification: %lld ms for %llu MiB\n", static_cast<long long>(ms.count()),
+              static_cast<unsigned long long>(2 * kRequest / MiB));
+  EXPECT_LT(took, kBound);
+  ASSERT_EQ(used_idx(), 2) << "the budget stopped it after two requests";
+  EXPECT_EQ(transport.renotifies(0), 1);
+  EXPECT_EQ(*memory.read_obj<uint8_t>(statuses[0]), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(*memory.read_obj<uint8_t>(statuses[1]), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(image.read(2 * kRequest - kSector, kSector), std::vector<uint8_t>(kSector, 0x77));
+  device->queue_notify(0, queue);
+  EXPECT_EQ(used_idx(), 3);
+}
+
 TEST_F(VirtioBlockTest, BusyQueueDrainsFullyWhenTheTransportCannotRenotify) {
   RecordingBackend& backend = open_recording(64 * KiB);
   auto publish_read = [&] {
@@ -985,6 +1116,79 @@ TEST_F(VirtioBlockTest, DataMustBeWholeSectors) {
   EXPECT_EQ(write(0, std::vector<uint8_t>(513, 0)).status, VIRTIO_BLK_S_IOERR);
   EXPECT_EQ(write(0, std::vector<uint8_t>(1, 0)).status, VIRTIO_BLK_S_IOERR);
   EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
+}
+
+// What the device advertises (size_max, seg_max) it enforces: beyond it, IOERR and no I/O.
+TEST_F(VirtioBlockTest, DataBufferLargerThanSizeMaxIsRefused) {
+  TempImage image(4 * MiB, false);
+  open(image);
+  const uint32_t size_max = VirtioBlock::kSizeMax;
+  uint64_t data = 0;
+  EXPECT_EQ(read(0, size_max, data).status, VIRTIO_BLK_S_OK) << "size_max itself is fine";
+  const uint64_t before = image.allocated_bytes();
+  const Completion c = write(0, std::vector<uint8_t>(size_max + kSector, 1));
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(c.len, 1u);
+  EXPECT_EQ(image.allocated_bytes(), before) << "nothing written";
+  EXPECT_EQ(image.read(0, kSector), std::vector<uint8_t>(kSector, 0));
+
+  // A status byte sharing the last buffer does not count as data.
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  const uint64_t d = alloc(size_max + 1, 512);
+  ASSERT_TRUE(memory.write_obj<uint8_t>(d + size_max, kNoStatus));
+  EXPECT_EQ(run({{h, 16, false}, {d, size_max + 1, true}}, d + size_max).status, VIRTIO_BLK_S_OK);
+}
+
+TEST_F(VirtioBlockTest, HostileReadOfOneBufferRepeatedIsRefusedWithoutIo) {
+  // The attack: every data descriptor names the same large guest buffer, so a small guest asks
+  // for hundreds of MiB of host I/O in one request. 254 x 1 MiB: each buffer is over size_max.
+  TempImage image(256 * MiB, false);  // sparse
+  open(image);
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  const uint64_t big = alloc(1 * MiB, 4096);
+  const uint64_t s = status_byte();
+  std::vector<Buffer> bufs{{h, 16, false}};
+  for (uint32_t i = 0; i < VirtioBlock::kSegMax; ++i) bufs.push_back({big, 1 * MiB, true});
+  bufs.push_back({s, 1, true});
+  ASSERT_TRUE(memory.fill(big, 0x5a, 1 * MiB));
+  const Completion c = run(bufs, s);
+  EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(c.len, 1u) << "no data written";
+  EXPECT_EQ(guest(big, 16), std::vector<uint8_t>(16, 0x5a)) << "the buffer is untouched";
+}
+
+TEST_F(VirtioBlockTest, MoreDataBuffersThanSegMaxAreRefused) {
+  RecordingBackend& backend = open_recording(1 * MiB);
+  const uint32_t seg_max = VirtioBlock::kSegMax;
+  // A read: header alone, seg_max + 1 sector buffers, the status sharing the last (256
+  // descriptors: the most a chain may have).
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  std::vector<Buffer> bufs{{h, 16, false}};
+  for (uint32_t i = 0; i < seg_max; ++i) bufs.push_back({alloc(kSector), kSector, true});
+  const uint64_t last = alloc(kSector + 1);
+  ASSERT_TRUE(memory.write_obj<uint8_t>(last + kSector, kNoStatus));
+  bufs.push_back({last, kSector + 1, true});
+  ASSERT_EQ(bufs.size(), kQueueSize);
+  EXPECT_EQ(run(bufs, last + kSector).status, VIRTIO_BLK_S_IOERR);
+
+  // A write: the header sharing the first data buffer, seg_max + 1 of them in all.
+  const uint64_t hd = alloc(16 + kSector);
+  ASSERT_TRUE(memory.write_obj(hd, virtio_blk_outhdr{VIRTIO_BLK_T_OUT, 0, 0}));
+  std::vector<Buffer> wbufs{{hd, 16 + kSector, false}};
+  for (uint32_t i = 0; i < seg_max; ++i) wbufs.push_back({alloc(kSector), kSector, false});
+  const uint64_t s = status_byte();
+  wbufs.push_back({s, 1, true});
+  ASSERT_EQ(wbufs.size(), kQueueSize);
+  EXPECT_EQ(run(wbufs, s).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(backend.writes, 0);
+
+  // seg_max buffers are fine.
+  wbufs.erase(wbufs.end() - 2);
+  const uint64_t s2 = status_byte();
+  wbufs.back() = {s2, 1, true};
+  ASSERT_TRUE(memory.write_obj(hd, virtio_blk_outhdr{VIRTIO_BLK_T_OUT, 0, 0}));
+  EXPECT_EQ(run(wbufs, s2).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(backend.writes, 1);
 }
 
 TEST_F(VirtioBlockTest, HeaderInAWritableDescriptorIsRefused) {
@@ -1216,6 +1420,63 @@ TEST_F(BlockRequestParseTest, EachMistakeHasItsKindAndStatus) {
     EXPECT_EQ(e.status(), c.status) << e.message;
     EXPECT_FALSE(e.message.empty());
   }
+}
+
+TEST_F(BlockRequestParseTest, RequestsBeyondTheAdvertisedLimitsAreRefused) {
+  using Kind = BlockRequestError::Kind;
+  BlockDisk disk = kDisk;
+  disk.limits.size_max = 2 * kSector;
+  disk.limits.seg_max = 3;
+  disk.limits.max_request_bytes = 5 * kSector;
+  disk.limits.max_discard_sectors = 16;
+  disk.limits.max_discard_seg = 2;
+  disk.limits.max_write_zeroes_sectors = 8;
+  disk.limits.max_write_zeroes_seg = 1;
+  struct Case {
+    std::vector<Buffer> buffers;
+    Kind kind;
+  };
+  const Case cases[] = {
+      {{header(VIRTIO_BLK_T_IN), writable(3 * kSector), writable(1)}, Kind::buffer_too_large},
+      {{header(VIRTIO_BLK_T_OUT), readable(kSector), readable(3 * kSector), writable(1)},
+       Kind::buffer_too_large},
+      {{header(VIRTIO_BLK_T_IN), writable(kSector), writable(kSector), writable(kSector),
+        writable(kSector), writable(1)},
+       Kind::too_many_buffers},
+      {{header(VIRTIO_BLK_T_IN), writable(2 * kSector), writable(2 * kSector),
+        writable(2 * kSector), writable(1)},
+       Kind::request_too_large},
+      {{header(VIRTIO_BLK_T_DISCARD), segments({{0, 17, 0}}), writable(1)}, Kind::range_too_long},
+      {{header(VIRTIO_BLK_T_DISCARD), segments({{0, 1, 0}, {8, 1, 0}, {16, 1, 0}}), writable(1)},
+       Kind::too_many_segments},
+      {{header(VIRTIO_BLK_T_WRITE_ZEROES), segments({{0, 9, 0}}), writable(1)},
+       Kind::range_too_long},
+      {{header(VIRTIO_BLK_T_WRITE_ZEROES), segments({{0, 1, 0}, {8, 1, 0}}), writable(1)},
+       Kind::too_many_segments},
+  };
+  for (const Case& c : cases) {
+    const BlockRequestError e = error(parse(c.buffers, disk));
+    EXPECT_EQ(e.kind, c.kind) << e.message;
+    EXPECT_EQ(e.status(), VIRTIO_BLK_S_IOERR) << e.message;
+  }
+  // At the limits: accepted. The header and the status are not data buffers.
+  EXPECT_EQ(request(parse({header(VIRTIO_BLK_T_IN), writable(2 * kSector), writable(2 * kSector),
+                           writable(kSector), writable(1)},
+                          disk))
+                .data_bytes,
+            5u * kSector);
+  EXPECT_EQ(request(parse({header(VIRTIO_BLK_T_DISCARD), segments({{0, 16, 0}, {16, 16, 0}}),
+                           writable(1)},
+                          disk))
+                .range_count,
+            2u);
+  EXPECT_EQ(
+      request(parse({header(VIRTIO_BLK_T_WRITE_ZEROES), segments({{0, 8, 0}}), writable(1)}, disk))
+          .range_count,
+      1u);
+  EXPECT_EQ(
+      error(parse({header(VIRTIO_BLK_T_IN), writable(3 * kSector), writable(1)}, disk)).message,
+      "read data buffer of 1536 bytes is more than the size_max of 1024");
 }
 
 TEST_F(BlockRequestParseTest, MessagesSayWhatTheDriverGotWrong) {

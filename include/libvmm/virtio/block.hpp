@@ -3,9 +3,10 @@
 // --disk PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring].
 //
 // The guest is untrusted: every request is checked by parse_block_request() (header, direction
-// of each part, lengths, sector ranges with overflow-safe arithmetic; block_request.hpp) and a
-// bad one completes with an error status and a rate-limited log line; guest memory is only
-// reached through the validated chain.
+// of each part, lengths, sector ranges with overflow-safe arithmetic, and the limits the device
+// advertises: size_max, seg_max, max_*_sectors, max_*_seg; block_request.hpp) and a bad one
+// completes with an error status and a rate-limited log line; guest memory is only reached
+// through the validated chain.
 #pragma once
 
 #include <array>
@@ -44,22 +45,32 @@ BlockConfig parse_disk_spec(std::string_view spec);
 // to BlockBackend::transfer_batch() together; any other request first completes the batch
 // before it. Each request is complete, and a FLUSH is on stable storage, before its status is
 // written and its chain returned; nothing stays in flight when queue_notify() returns.
-// One notification handles at most kRequestsPerNotify requests when the transport can call
-// it again later, so a guest that keeps its queue full cannot starve other devices.
+// One notification takes at most kRequestsPerNotify requests, and stops taking more once those
+// taken ask for kBytesPerNotify bytes of host I/O (data read or written, sectors discarded or
+// zeroed), when the transport can call it again later: a guest that keeps its queue full of
+// large requests cannot hold the device's lock (and the event loop) for long, nor starve
+// other devices. The bytes of one notification stay below kBytesPerNotify plus one request.
 class VirtioBlock final : public VirtioDevice {
  public:
   static constexpr uint32_t kSectorSize = kBlockSectorSize;
   // One request queue; a request with seg_max data buffers plus header and status fits it.
   static constexpr uint16_t kQueueSize = 256;
   static constexpr uint32_t kSegMax = kQueueSize - 2;
-  static constexpr uint32_t kSizeMax = 1u << 20;  // bytes per data buffer (advisory)
+  static_assert(kSegMax == kBlockSegMax);
+  // Bytes per data buffer; a read or write with a larger one is refused (IOERR), so a request
+  // moves at most kSegMax * kSizeMax bytes (kMaxRequestBytes, 63.5 MiB).
+  static constexpr uint32_t kSizeMax = kBlockSizeMax;
+  static constexpr uint64_t kMaxRequestBytes = kBlockMaxRequestBytes;
   // Per-request limits for DISCARD / WRITE_ZEROES: bound the work one request can ask for.
   static constexpr uint32_t kMaxRangeSectors = kBlockMaxRangeSectors;  // 1 GiB per segment
+  // WRITE_ZEROES may be written zeroes on the host: 1 MiB per segment (block_request.hpp).
+  static constexpr uint32_t kMaxWriteZeroesSectors = kBlockMaxWriteZeroesSectors;
   static constexpr uint32_t kMaxRangeSegments = kBlockMaxRangeSegments;
   static constexpr uint32_t kDiscardAlignmentSectors = 4096 / kSectorSize;
   static constexpr uint32_t kIdBytes = kBlockIdBytes;
   static constexpr size_t kMaxBatch = 64;
   static constexpr uint32_t kRequestsPerNotify = 256;
+  static constexpr uint64_t kBytesPerNotify = 64ull << 20;
 
   // `serial` is what GET_ID returns (at most kIdBytes; parse_disk_spec checks it).
   VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial);
@@ -93,8 +104,9 @@ class VirtioBlock final : public VirtioDevice {
     std::vector<iovec> iov;  // the data buffers of a transfer (capacity reused)
   };
   // Parses a request and adds it to the batch, or (not a read or write) completes the batch
-  // and carries the request out at once.
-  void start(Virtqueue& queue, DescriptorChain chain);
+  // and carries the request out at once. Returns the bytes of host I/O it asks for (0 if
+  // refused): what counts against kBytesPerNotify.
+  uint64_t start(Virtqueue& queue, DescriptorChain chain);
   // Carries out the batch's transfers and returns every chain of the batch to the driver.
   void finish_batch(Virtqueue& queue);
   // Writes the status byte and returns the chain.
