@@ -112,18 +112,19 @@ uint64_t SocketBackend::dropped_bytes() const {
 // ---------------------------------------------------------------------------------------------
 // Guest output (any thread)
 
-void SocketBackend::write(std::span<const uint8_t> bytes) {
+size_t SocketBackend::write(std::span<const uint8_t> bytes) {
+  const size_t offered = bytes.size();
   std::lock_guard lock(mutex_);
-  if (!client_ || output_failed_) return;  // nobody to tell: dropped, as documented
+  if (!client_ || output_failed_) return offered;  // nobody to tell: dropped, as documented
   if (output_.empty()) {
     const ssize_t n = send_some(client_.get(), bytes);
     if (n < 0 && !would_block(errno)) {
       output_failed_ = true;  // the loop thread notices the hang-up when it reads
-      return;
+      return offered;
     }
     if (n > 0) bytes = bytes.subspan(static_cast<size_t>(n));
   }
-  if (bytes.empty()) return;
+  if (bytes.empty()) return offered;
   const size_t take = std::min(bytes.size(), kOutputLimit - output_.size());
   output_.insert(output_.end(), bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(take));
   if (take < bytes.size()) {
@@ -143,6 +144,7 @@ void SocketBackend::write(std::span<const uint8_t> bytes) {
       update_client_interest();
     });
   }
+  return offered;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ class SocketBackend : public CharBackend {
   SocketBackend(const SocketBackend&) = delete;
   SocketBackend& operator=(const SocketBackend&) = delete;
 
-  void write(std::span<const uint8_t> bytes) override;
+  // Takes everything: what the client cannot take in time is dropped, as said above.
+  size_t write(std::span<const uint8_t> bytes) override;
   void start(EventLoop& loop, InputSink sink) override;
   void pause_input() override;
   void resume_input() override;
