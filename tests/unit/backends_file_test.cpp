@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -116,14 +117,17 @@ TEST_F(FileBackendTest, FifoWhoseReaderLeftDiscardsOutput) {
   FileBackend backend(path_);
   test::LoopThread io;
   io.call([&] { backend.start(io.loop, nullptr); });
-  int told = 0;
+  std::atomic<int> told{0};
   backend.set_output_listener([&] { ++told; });
   const std::string data = test::numbered_lines(1 << 20);
   EXPECT_LT(backend.write(bytes_of(data)), data.size());  // the queue is full
-  reader.reset();
-  io.call([] {});  // the loop sees the hang-up and tells the listener
+  reader.reset();  // the loop sees the hang-up and tells the listener
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (told == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   io.call([] {});
-  EXPECT_EQ(told, 1);
+  EXPECT_EQ(told.load(), 1);
   EXPECT_EQ(backend.write(bytes_of(data)), data.size());
   EXPECT_EQ(backend.queued_bytes(), 0u);
   backend.set_output_listener(nullptr);
