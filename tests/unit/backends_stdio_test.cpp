@@ -89,6 +89,35 @@ TEST(StdioBackendTest, PipeNobodyReadsNeverBlocks) {
   EXPECT_TRUE(got.get() == data) << "output lost or reordered";
 }
 
+// Output still queued when the backend goes away is written then, for a bounded time: all of
+// it to a reader who reads (`vmm | tail`), and the rest given up on soon when nobody reads.
+TEST(StdioBackendTest, DestructionFlushesQueuedOutputWithinBounds) {
+  Pipe in, out;
+  const std::string data = test::numbered_lines(300'000);
+  const auto pipe_size = static_cast<size_t>(::fcntl(out.read_end.get(), F_GETPIPE_SZ));
+  const size_t kept = pipe_size + StdioBackend::kOutputLimit;  // the pipe, then the queue
+  std::future<std::string> got;
+  {
+    StdioBackend backend(nullptr, in.read_end.get(), out.write_end.get());
+    EXPECT_LT(backend.write(bytes_of(data)), data.size());  // without a loop nothing drains
+    EXPECT_EQ(backend.queued_bytes(), StdioBackend::kOutputLimit);
+    got = std::async(std::launch::async, [&] {
+      return test::read_fd(out.read_end.get(), kept + 1, 1s);  // and no byte more
+    });
+  }
+  const std::string output = got.get();
+  EXPECT_EQ(output.size(), kept);
+  EXPECT_TRUE(output == data.substr(0, output.size()));
+
+  Pipe in2, stuck;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    StdioBackend backend(nullptr, in2.read_end.get(), stuck.write_end.get());
+    backend.write(bytes_of(data));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
+}
+
 // The reader closed the pipe: output is discarded (one warning), and writes never wait.
 TEST(StdioBackendTest, ClosedPipeDiscardsOutput) {
   ::signal(SIGPIPE, SIG_IGN);  // as programs do (vmm does): EPIPE is reported, not fatal
