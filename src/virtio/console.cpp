@@ -151,16 +151,15 @@ void VirtioConsole::queue_notify(uint16_t index, Virtqueue& queue) {
   if (changed) input_flow_->request_apply(loop);
 }
 
-bool VirtioConsole::write_held() {
-  HeldChain& held = *tx_held_;
-  while (held.index < held.iov.size()) {
-    const iovec& v = held.iov[held.index];
+bool VirtioConsole::write_buffers(const std::vector<iovec>& iov, size_t& index, size_t& offset) {
+  while (index < iov.size()) {
+    const iovec& v = iov[index];
     const std::span<const uint8_t> rest =
-        std::span(static_cast<const uint8_t*>(v.iov_base), v.iov_len).subspan(held.offset);
-    held.offset += backend_->write(rest);
-    if (held.offset < v.iov_len) return false;  // no room: the output listener calls us again
-    ++held.index;
-    held.offset = 0;
+        std::span(static_cast<const uint8_t*>(v.iov_base), v.iov_len).subspan(offset);
+    offset += backend_->write(rest);
+    if (offset < v.iov_len) return false;  // no room: the output listener calls us again
+    ++index;
+    offset = 0;
   }
   return true;
 }
@@ -173,7 +172,7 @@ void VirtioConsole::transmit(Virtqueue& queue) {
   uint32_t taken = 0;
   bool blocked = false;
   if (tx_held_) {
-    if (write_held()) {
+    if (write_buffers(tx_held_->iov, tx_held_->index, tx_held_->offset)) {
       queue.push(tx_held_->head, 0);
       tx_held_.reset();
       used = true;
@@ -197,10 +196,12 @@ void VirtioConsole::transmit(Virtqueue& queue) {
     } else if (!chain->iovecs(false, iov)) {
       guest_error(fmt::format("transmitq buffer {} is not in guest RAM; dropped", chain->head()));
     } else {
-      tx_held_ = HeldChain{chain->head(), std::move(iov), 0, 0};
-      iov = {};
-      if (!write_held()) break;  // held until the backend has room
-      tx_held_.reset();
+      size_t index = 0;
+      size_t offset = 0;
+      if (!write_buffers(iov, index, offset)) {
+        tx_held_ = HeldChain{chain->head(), std::move(iov), index, offset};
+        break;  // held until the backend has room; the queue waits behind it
+      }
     }
     queue.push(chain->head(), 0);
     used = true;

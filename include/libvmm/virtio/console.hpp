@@ -97,8 +97,9 @@ class VirtioConsole final : public VirtioDevice {
   };
 
   void transmit(Virtqueue& queue);
-  // Transport lock held: offers the rest of tx_held_ to the backend; true once all was taken.
-  bool write_held();
+  // Transport lock held: offers `iov` from buffer `index`, byte `offset` on to the backend, and
+  // advances both by what it took; true once it took everything.
+  bool write_buffers(const std::vector<iovec>& iov, size_t& index, size_t& offset);
   // The backend has room again (its output listener, on the loop thread).
   void on_output_room();
   // Under mutex_ and the transport's lock: moves pending input into receive buffers.
