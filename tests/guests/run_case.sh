@@ -64,7 +64,12 @@ case $case in
     "$vmm" --kernel "$guest" --memory 32M --cmdline output --serial "file:$work/fifo" \
       </dev/null >"$out" 2>"$err" &
     pid=$!  # vmm itself (no timeout wrapper), so that SIGKILL below reaches it
-    sleep 3  # the guest fills the 64 KiB pipe in a few dozen exits
+    # Wait until the pipe is full: until a non-blocking write of one byte of ours fails. The
+    # guest fills it in a few dozen exits (4 KiB each).
+    for _ in $(seq 200); do
+      dd if=/dev/zero of=/dev/fd/3 bs=1 count=1 oflag=nonblock status=none 2>/dev/null || break
+      sleep 0.1
+    done
     kill -TERM "$pid"
     for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
     if kill -0 "$pid" 2>/dev/null; then
