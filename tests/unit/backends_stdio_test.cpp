@@ -290,6 +290,29 @@ TEST_F(StdioTerminalTest, EscapesOnATerminal) {
 
 // A guest that never reads its console pauses input; the user's quit key must still work, and
 // what was typed meanwhile waits, bounded, for the guest.
+// A terminal that takes no output (its user pressed Ctrl-S in a terminal emulator that honours
+// it, or nobody reads the pty): guest output waits, bounded, and Ctrl-A x still quits.
+TEST_F(StdioTerminalTest, QuitKeyWorksWhileTheTerminalTakesNoOutput) {
+  std::promise<void> quit;
+  StdioBackend backend([&] { quit.set_value(); }, slave_.get(), slave_.get());
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  const std::string data = test::numbered_lines(1 << 20);
+  auto taken = std::async(std::launch::async, [&] { return backend.write(bytes_of(data)); });
+  const bool prompt = taken.wait_for(5s) == std::future_status::ready;
+  std::future<std::string> drain;
+  if (!prompt) {
+    drain =
+        std::async(std::launch::async, [&] { return test::read_fd(master_.get(), data.size()); });
+  }
+  ASSERT_TRUE(prompt) << "write() blocked on a terminal that takes no output";
+  EXPECT_LT(taken.get(), data.size());
+  EXPECT_LE(backend.queued_bytes(), StdioBackend::kOutputLimit);
+  write_fd(master_.get(), "\x01x");
+  EXPECT_EQ(quit.get_future().wait_for(5s), std::future_status::ready);
+}
+
 TEST_F(StdioTerminalTest, EscapesStillWorkWhileInputIsPaused) {
   std::promise<void> quit;
   StdioBackend backend([&] { quit.set_value(); }, slave_.get(), slave_.get());
