@@ -2,29 +2,45 @@
 
 #include <fcntl.h>
 
-#include <cerrno>
-#include <cstring>
+#include <chrono>
 
-#include "fd_io.hpp"
 #include "libvmm/core/error.hpp"
-#include "libvmm/core/log.hpp"
+#include "output_queue.hpp"
 
 namespace libvmm {
 
-FileBackend::FileBackend(std::string path) : path_(std::move(path)) {
-  // O_NONBLOCK only for the open: a FIFO without a reader fails (ENXIO) instead of hanging.
+using namespace std::chrono_literals;
+
+FileBackend::FileBackend(std::string path, size_t output_limit) : path_(std::move(path)) {
+  // Non-blocking: a FIFO without a reader fails (ENXIO) instead of hanging the open, and one
+  // whose reader stops reading makes writes wait in the queue, not in the kernel.
   fd_.reset(::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644));
   if (!fd_) throw_errno(path_);
-  const int flags = ::fcntl(fd_.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(fd_.get(), F_SETFL, flags & ~O_NONBLOCK) < 0) throw_errno(path_);
+  output_ = std::make_unique<OutputQueue>(fd_.get(), false, "file:" + path_, output_limit);
 }
 
-void FileBackend::write(std::span<const uint8_t> bytes) {
-  std::lock_guard lock(mutex_);
-  if (failed_ || write_all(fd_.get(), bytes)) return;
-  // Once is enough: a full disk would otherwise log on every guest byte.
-  failed_ = true;
-  log::warn("file:{}: write failed, discarding further output: {}", path_, std::strerror(errno));
+FileBackend::~FileBackend() {
+  output_->flush(1000ms, 200ms);
+}
+
+size_t FileBackend::write(std::span<const uint8_t> bytes) {
+  return output_->write(bytes);
+}
+
+size_t FileBackend::write_room() {
+  return output_->room();
+}
+
+void FileBackend::set_output_listener(std::function<void()> on_room) {
+  output_->set_listener(std::move(on_room));
+}
+
+void FileBackend::start(EventLoop& loop, InputSink /*sink*/) {
+  output_->start(loop);
+}
+
+size_t FileBackend::queued_bytes() const {
+  return output_->queued();
 }
 
 }  // namespace libvmm

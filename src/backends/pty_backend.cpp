@@ -49,7 +49,8 @@ uint64_t PtyBackend::dropped_bytes() const {
   return dropped_;
 }
 
-void PtyBackend::write(std::span<const uint8_t> bytes) {
+size_t PtyBackend::write(std::span<const uint8_t> bytes) {
+  const size_t offered = bytes.size();
   std::lock_guard lock(write_mutex_);
   while (!bytes.empty()) {
     const ssize_t n = ::write(master_.get(), bytes.data(), bytes.size());
@@ -61,12 +62,13 @@ void PtyBackend::write(std::span<const uint8_t> bytes) {
       break;  // full (EAGAIN): nobody is reading; or an error, which retrying will not fix
     }
   }
-  if (bytes.empty()) return;
+  if (bytes.empty()) return offered;
   dropped_ += bytes.size();
   if (!drop_warned_) {
     drop_warned_ = true;
     log::warn("pty {}: nobody is reading; dropping guest output", path_);
   }
+  return offered;
 }
 
 void PtyBackend::start(EventLoop& loop, InputSink sink) {

@@ -104,35 +104,43 @@ bool SocketBackend::client_connected() const {
   return client_.valid();
 }
 
-uint64_t SocketBackend::dropped_bytes() const {
+size_t SocketBackend::queued_bytes() const {
   std::lock_guard lock(mutex_);
-  return dropped_;
+  return output_.size();
+}
+
+size_t SocketBackend::write_room() {
+  std::lock_guard lock(mutex_);
+  if (!client_ || output_failed_) return kUnbounded;
+  const size_t room = kOutputLimit - output_.size();
+  if (room == 0) refused_ = true;
+  return room;
+}
+
+void SocketBackend::set_output_listener(std::function<void()> on_room) {
+  std::lock_guard lock(mutex_);
+  on_room_ = std::move(on_room);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Guest output (any thread)
 
-void SocketBackend::write(std::span<const uint8_t> bytes) {
+size_t SocketBackend::write(std::span<const uint8_t> bytes) {
+  const size_t offered = bytes.size();
   std::lock_guard lock(mutex_);
-  if (!client_ || output_failed_) return;  // nobody to tell: dropped, as documented
+  if (!client_ || output_failed_) return offered;  // nobody to tell: dropped, as documented
   if (output_.empty()) {
     const ssize_t n = send_some(client_.get(), bytes);
     if (n < 0 && !would_block(errno)) {
       output_failed_ = true;  // the loop thread notices the hang-up when it reads
-      return;
+      return offered;
     }
     if (n > 0) bytes = bytes.subspan(static_cast<size_t>(n));
   }
-  if (bytes.empty()) return;
+  if (bytes.empty()) return offered;
   const size_t take = std::min(bytes.size(), kOutputLimit - output_.size());
   output_.insert(output_.end(), bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(take));
-  if (take < bytes.size()) {
-    dropped_ += bytes.size() - take;
-    if (!drop_warned_) {
-      drop_warned_ = true;
-      log::warn("socket:{}: the client is not reading; dropping guest output", path_);
-    }
-  }
+  if (take < bytes.size()) refused_ = true;  // the device holds the rest back
   if (!flush_posted_ && take > 0) {
     flush_posted_ = true;  // the loop starts watching for POLLOUT
     loop_->post([this] {
@@ -143,6 +151,7 @@ void SocketBackend::write(std::span<const uint8_t> bytes) {
       update_client_interest();
     });
   }
+  return offered - (bytes.size() - take);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,7 +186,6 @@ void SocketBackend::accept_clients() {
       client_ = std::move(fd);
       output_.clear();
       output_failed_ = false;
-      drop_warned_ = false;
     }
     log::info("socket:{}: client connected", path_);
     input_ended_ = false;
@@ -200,8 +208,10 @@ void SocketBackend::on_client_event(uint32_t events) {
     }
     return disconnect("client disconnected");
   }
-  if ((events & EPOLLOUT) != 0) flush_output();
+  std::function<void()> notify;
+  if ((events & EPOLLOUT) != 0) notify = flush_output();
   update_client_interest();
+  if (notify) notify();
 }
 
 void SocketBackend::read_client() {
@@ -221,7 +231,7 @@ void SocketBackend::read_client() {
   }
 }
 
-void SocketBackend::flush_output() {
+std::function<void()> SocketBackend::flush_output() {
   std::lock_guard lock(mutex_);
   while (!output_.empty() && !output_failed_) {
     const ssize_t n = send_some(client_.get(), output_);
@@ -232,15 +242,24 @@ void SocketBackend::flush_output() {
     output_.erase(output_.begin(), output_.begin() + n);
   }
   if (output_failed_) output_.clear();
+  if (!refused_ || output_.size() > kOutputLimit / 2) return nullptr;
+  refused_ = false;
+  return on_room_;
 }
 
 void SocketBackend::disconnect(const char* why) {
   loop_->remove(client_.get());
   client_events_ = 0;
-  std::lock_guard lock(mutex_);
-  client_.reset();
-  output_.clear();
+  std::function<void()> notify;
+  {
+    std::lock_guard lock(mutex_);
+    client_.reset();
+    output_.clear();
+    if (refused_) notify = on_room_;  // output is dropped now: the device may go on
+    refused_ = false;
+  }
   log::info("socket:{}: {}", path_, why);
+  if (notify) notify();
 }
 
 void SocketBackend::update_client_interest() {

@@ -2,6 +2,7 @@
 # the TAP network backend, and block images (sync and io_uring).
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/fd_io.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/output_queue.cpp
   ${CMAKE_CURRENT_LIST_DIR}/escape_filter.cpp
   ${CMAKE_CURRENT_LIST_DIR}/stdio_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/file_backend.cpp

@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -18,6 +19,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
+#include "output_queue.hpp"
 
 namespace libvmm {
 namespace {
@@ -88,27 +90,64 @@ void RawTerminal::restore_saved() noexcept {
   if (fd >= 0) ::tcsetattr(fd, TCSANOW, &g_saved);
 }
 
-StdioBackend::StdioBackend(std::function<void()> on_quit, int in_fd, int out_fd)
+StdioBackend::StdioBackend(std::function<void()> on_quit, int in_fd, int out_fd,
+                           size_t output_limit)
     : on_quit_(std::move(on_quit)), in_fd_(in_fd), out_fd_(out_fd) {
   claim_input(in_fd_);
+  open_writer();
+  output_ = std::make_unique<OutputQueue>(writer_, is_socket_, "stdio", output_limit);
 }
 
 StdioBackend::~StdioBackend() {
+  output_->flush(std::chrono::milliseconds(1000), std::chrono::milliseconds(200));
   raw_.reset();
   if (restore_flags_ >= 0) ::fcntl(in_fd_, F_SETFL, restore_flags_);
+  if (restore_out_flags_ >= 0) ::fcntl(out_fd_, F_SETFL, restore_out_flags_);
   release_input(in_fd_);
 }
 
-void StdioBackend::write(std::span<const uint8_t> bytes) {
-  std::lock_guard lock(write_mutex_);
-  if (write_failed_ || write_all(out_fd_, bytes)) return;
-  write_failed_ = true;  // say it once: stdout is gone (closed pipe, hung-up terminal)
-  log::warn("stdio: writing to stdout failed, discarding guest output: {}", std::strerror(errno));
+// Writing needs a non-blocking fd, so that a reader who stops reading never holds a vCPU or the
+// loop in write(). As for stdin, stdout gets its own open file description where it can.
+void StdioBackend::open_writer() {
+  writer_ = out_fd_;
+  struct stat st {};
+  if (::fstat(out_fd_, &st) != 0) return;  // writes will fail and say so, once
+  if (S_ISREG(st.st_mode)) return;         // never blocks; reopening would lose the offset
+  if (S_ISSOCK(st.st_mode)) {              // send(MSG_DONTWAIT) does not wait
+    is_socket_ = true;
+    return;
+  }
+  const std::string path = fmt::format("/proc/self/fd/{}", out_fd_);
+  own_writer_.reset(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (own_writer_) {
+    writer_ = own_writer_.get();
+    return;
+  }
+  const int flags = ::fcntl(out_fd_, F_GETFL);
+  if (flags < 0 || (flags & O_NONBLOCK) != 0) return;
+  if (::fcntl(out_fd_, F_SETFL, flags | O_NONBLOCK) == 0) restore_out_flags_ = flags;
+}
+
+size_t StdioBackend::write(std::span<const uint8_t> bytes) {
+  return output_->write(bytes);
+}
+
+size_t StdioBackend::write_room() {
+  return output_->room();
+}
+
+void StdioBackend::set_output_listener(std::function<void()> on_room) {
+  output_->set_listener(std::move(on_room));
+}
+
+size_t StdioBackend::queued_bytes() const {
+  return output_->queued();
 }
 
 void StdioBackend::start(EventLoop& loop, InputSink sink) {
   loop_ = &loop;
   sink_ = std::move(sink);
+  output_->start(loop);
   interactive_ = ::isatty(in_fd_) == 1;
   open_reader();
   if (reader_ < 0) return;

@@ -28,7 +28,13 @@ Pl011::Pl011(std::string name, std::shared_ptr<CharBackend> backend, std::shared
     : name_(std::move(name)),
       backend_(std::move(backend)),
       irq_(std::move(irq)),
-      input_flow_(InputFlowControl::create(backend_, pending_limit)) {}
+      input_flow_(InputFlowControl::create(backend_, pending_limit)) {
+  backend_->set_output_listener([this] { on_output_room(); });
+}
+
+Pl011::~Pl011() {
+  backend_->set_output_listener(nullptr);
+}
 
 void Pl011::start(EventLoop& loop) {
   {
@@ -53,6 +59,43 @@ void Pl011::receive(std::span<const uint8_t> bytes) {
 size_t Pl011::pending_bytes() const {
   std::lock_guard lock(mutex_);
   return pending_.size();
+}
+
+size_t Pl011::transmit_fifo_bytes() const {
+  std::lock_guard lock(mutex_);
+  return tx_fifo_.size();
+}
+
+uint64_t Pl011::transmit_overruns() const {
+  std::lock_guard lock(mutex_);
+  return tx_overruns_;
+}
+
+void Pl011::on_output_room() {
+  std::lock_guard lock(mutex_);
+  drain_transmit_fifo();
+  update_irq();
+}
+
+// The backend never blocks, so calling it under the lock keeps the output in order.
+void Pl011::transmit(uint8_t byte) {
+  if (tx_fifo_.size() >= fifo_capacity()) {
+    ++tx_overruns_;  // the guest did not wait for TXFF to clear: lost, as on the chip
+    return;
+  }
+  tx_fifo_.push_back(byte);
+  drain_transmit_fifo();
+  if (!tx_fifo_.empty()) tx_pending_ = false;  // above its trigger until the backend drains it
+}
+
+void Pl011::drain_transmit_fifo() {
+  if (tx_fifo_.empty()) return;  // nothing was waiting: no new interrupt
+  while (!tx_fifo_.empty()) {
+    const uint8_t byte = tx_fifo_.front();
+    if (backend_->write(std::span(&byte, 1)) == 0) return;  // the listener calls us again
+    tx_fifo_.pop_front();
+  }
+  tx_pending_ = true;  // the FIFO is below its trigger level again
 }
 
 void Pl011::read(uint64_t offset, std::span<uint8_t> data) {
@@ -127,8 +170,7 @@ uint32_t Pl011::read_register(uint64_t offset, Effects& effects) {
 void Pl011::write_register(uint64_t offset, uint32_t value, Effects& effects) {
   switch (offset) {
     case kDr:
-      effects.transmit = static_cast<uint8_t>(value);
-      tx_pending_ = true;  // the byte left at once: the FIFO is below its trigger level again
+      transmit(static_cast<uint8_t>(value));
       break;
     case kIlpr:
       ilpr_ = value & 0xFF;
@@ -174,7 +216,13 @@ void Pl011::write_register(uint64_t offset, uint32_t value, Effects& effects) {
 }
 
 uint32_t Pl011::flags() const {
-  uint32_t fr = kFrTxfe | kFrCts | kFrDsr | kFrDcd;  // a connected line, transmitter idle
+  uint32_t fr = kFrCts | kFrDsr | kFrDcd;  // a connected line
+  if (tx_fifo_.empty()) {
+    fr |= kFrTxfe;
+  } else {
+    fr |= kFrBusy;
+  }
+  if (tx_fifo_.size() >= fifo_capacity()) fr |= kFrTxff;
   if (rx_fifo_.empty()) fr |= kFrRxfe;
   if (rx_fifo_.size() >= fifo_capacity()) fr |= kFrRxff;
   return fr;
@@ -219,7 +267,6 @@ void Pl011::update_irq() {
 }
 
 void Pl011::apply(const Effects& effects) {
-  if (effects.transmit) backend_->write(std::span(&*effects.transmit, 1));
   if (effects.input_flow_changed) input_flow_->request_apply(effects.loop);
 }
 

@@ -73,7 +73,13 @@ Uart16550::Uart16550(std::string name, std::shared_ptr<CharBackend> backend,
       backend_(std::move(backend)),
       irq_(std::move(irq)),
       input_flow_(InputFlowControl::create(backend_, pending_limit)),
-      msr_(kMsrConnected) {}
+      msr_(kMsrConnected) {
+  backend_->set_output_listener([this] { on_output_room(); });
+}
+
+Uart16550::~Uart16550() {
+  backend_->set_output_listener(nullptr);
+}
 
 void Uart16550::start(EventLoop& loop) {
   {
@@ -99,6 +105,22 @@ void Uart16550::receive(std::span<const uint8_t> bytes) {
 size_t Uart16550::pending_bytes() const {
   std::lock_guard lock(mutex_);
   return pending_.size();
+}
+
+size_t Uart16550::transmit_fifo_bytes() const {
+  std::lock_guard lock(mutex_);
+  return tx_fifo_.size();
+}
+
+uint64_t Uart16550::transmit_overruns() const {
+  std::lock_guard lock(mutex_);
+  return tx_overruns_;
+}
+
+void Uart16550::on_output_room() {
+  std::lock_guard lock(mutex_);
+  drain_transmit_fifo();
+  update_irq();
 }
 
 void Uart16550::read(uint64_t offset, std::span<uint8_t> data) {
@@ -161,7 +183,7 @@ void Uart16550::write_register(uint64_t offset, uint8_t value, Effects& effects)
       if (dlab) {
         dll_ = value;
       } else {
-        transmit(value, effects);
+        transmit(value);
       }
       break;
     case kIer:
@@ -188,22 +210,44 @@ void Uart16550::write_register(uint64_t offset, uint8_t value, Effects& effects)
   }
 }
 
-// THR and the transmitter empty at once: the byte leaves (or loops back) and THRE rises again.
-void Uart16550::transmit(uint8_t byte, Effects& effects) {
-  thre_pending_ = true;
-  if (!loopback()) {
-    effects.transmit = byte;
-  } else if (rx_fifo_.size() < fifo_capacity()) {
-    rx_fifo_.push_back(byte);
-  } else {
-    overrun_ = true;
+// The byte leaves (or loops back) at once, and THRE rises again, unless the backend has no room:
+// then it waits in the transmit FIFO, THRE stays clear, and its interrupt comes with the room.
+// The backend never blocks, so calling it under the lock keeps the output in order.
+void Uart16550::transmit(uint8_t byte) {
+  if (loopback()) {
+    thre_pending_ = true;
+    if (rx_fifo_.size() < fifo_capacity()) {
+      rx_fifo_.push_back(byte);
+    } else {
+      overrun_ = true;
+    }
+    return;
   }
+  thre_pending_ = false;  // writing THR acknowledges the THR-empty interrupt
+  if (tx_fifo_.size() >= fifo_capacity()) {
+    ++tx_overruns_;  // the guest did not wait for THRE: the byte is lost, as on the chip
+    return;
+  }
+  tx_fifo_.push_back(byte);
+  drain_transmit_fifo();
+}
+
+void Uart16550::drain_transmit_fifo() {
+  if (tx_fifo_.empty()) return;  // nothing was waiting: no new interrupt
+  while (!tx_fifo_.empty()) {
+    const uint8_t byte = tx_fifo_.front();
+    if (backend_->write(std::span(&byte, 1)) == 0) return;  // the listener calls us again
+    tx_fifo_.pop_front();
+  }
+  thre_pending_ = true;
 }
 
 void Uart16550::write_ier(uint8_t value) {
   value &= kIerWritable;
-  // A real 16550 raises THRE when it is enabled while THR is empty, which it always is here.
-  if ((ier_ & kIerThre) == 0 && (value & kIerThre) != 0) thre_pending_ = true;
+  // A real 16550 raises THRE when it is enabled while THR is empty.
+  if ((ier_ & kIerThre) == 0 && (value & kIerThre) != 0 && tx_fifo_.empty()) {
+    thre_pending_ = true;
+  }
   ier_ = value;
 }
 
@@ -229,7 +273,7 @@ uint8_t Uart16550::read_iir() {
 }
 
 uint8_t Uart16550::read_lsr() {
-  uint8_t lsr = kLsrThrEmpty | kLsrTransmitterEmpty;
+  uint8_t lsr = tx_fifo_.empty() ? kLsrThrEmpty | kLsrTransmitterEmpty : 0;
   if (!rx_fifo_.empty()) lsr |= kLsrDataReady;
   if (overrun_) lsr |= kLsrOverrun;
   overrun_ = false;
@@ -303,7 +347,6 @@ void Uart16550::update_irq() {
 }
 
 void Uart16550::apply(const Effects& effects) {
-  if (effects.transmit) backend_->write(std::span(&*effects.transmit, 1));
   // Flow control runs on the loop thread; without a loop (tests) the call is direct.
   if (effects.input_flow_changed) input_flow_->request_apply(effects.loop);
 }

@@ -33,7 +33,26 @@ void put_le(std::array<uint8_t, kConfigSize>& bytes, size_t offset, uint32_t val
 VirtioConsole::VirtioConsole(std::shared_ptr<CharBackend> backend, size_t pending_limit)
     : backend_(std::move(backend)),
       pending_limit_(std::max<size_t>(pending_limit, 1)),
-      input_flow_(InputFlowControl::create(backend_, pending_limit_)) {}
+      input_flow_(InputFlowControl::create(backend_, pending_limit_)) {
+  backend_->set_output_listener([this] { on_output_room(); });
+}
+
+VirtioConsole::~VirtioConsole() {
+  backend_->set_output_listener(nullptr);
+}
+
+void VirtioConsole::on_output_room() {
+  VirtioTransport* transport = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    transport = transport_;
+  }
+  // The transport's lock first, as in receive(); the held chain goes on, then the queue.
+  if (transport == nullptr) return;
+  transport->with_queues([this](std::span<Virtqueue> queues) {
+    if (tx_held_) transmit(queues[kTransmitQueue]);
+  });
+}
 
 void VirtioConsole::start(EventLoop& loop) {
   {
@@ -83,7 +102,9 @@ void VirtioConsole::read_config(uint32_t offset, std::span<uint8_t> data) {
 
 void VirtioConsole::write_config(uint32_t offset, std::span<const uint8_t> data) {
   if (offset == kEmergWrOffset && !data.empty()) {
-    backend_->write(data.first(1));  // the character is the low byte of the 32-bit field
+    // The character is the low byte of the 32-bit field. An emergency write does not wait:
+    // without room in the backend it is dropped.
+    static_cast<void>(backend_->write(data.first(1)));
     return;
   }
   guest_error(fmt::format("{}-byte write at config offset {:#x}, which is read-only; ignored",
@@ -106,8 +127,13 @@ void VirtioConsole::activate(VirtioTransport& transport, uint64_t /*features*/) 
 }
 
 void VirtioConsole::reset() {
+  tx_held_.reset();  // the queues are reset next: the chain's head means nothing any more
   std::lock_guard lock(mutex_);
   transport_ = nullptr;  // pending input stays: it is the host's, for the next driver
+}
+
+void VirtioConsole::queue_reset(uint16_t index) {
+  if (index == kTransmitQueue) tx_held_.reset();
 }
 
 void VirtioConsole::queue_notify(uint16_t index, Virtqueue& queue) {
@@ -125,12 +151,36 @@ void VirtioConsole::queue_notify(uint16_t index, Virtqueue& queue) {
   if (changed) input_flow_->request_apply(loop);
 }
 
-// Every readable byte goes to the backend; the chain returns with nothing written.
+bool VirtioConsole::write_buffers(const std::vector<iovec>& iov, size_t& index, size_t& offset) {
+  while (index < iov.size()) {
+    const iovec& v = iov[index];
+    const std::span<const uint8_t> rest =
+        std::span(static_cast<const uint8_t*>(v.iov_base), v.iov_len).subspan(offset);
+    offset += backend_->write(rest);
+    if (offset < v.iov_len) return false;  // no room: the output listener calls us again
+    ++index;
+    offset = 0;
+  }
+  return true;
+}
+
+// Every readable byte goes to the backend; the chain returns with nothing written. A chain the
+// backend cannot take all of is held, and the queue waits behind it.
 void VirtioConsole::transmit(Virtqueue& queue) {
   std::vector<iovec> iov;
   bool used = false;
   uint32_t taken = 0;
-  while (true) {
+  bool blocked = false;
+  if (tx_held_) {
+    if (write_buffers(tx_held_->iov, tx_held_->index, tx_held_->offset)) {
+      queue.push(tx_held_->head, 0);
+      tx_held_.reset();
+      used = true;
+    } else {
+      blocked = true;
+    }
+  }
+  while (!blocked) {
     // A guest that keeps the queue full yields to the event loop's other work now and then.
     if (taken == kTransmitPerNotify && transport_ != nullptr &&
         transport_->renotify(kTransmitQueue)) {
@@ -146,8 +196,11 @@ void VirtioConsole::transmit(Virtqueue& queue) {
     } else if (!chain->iovecs(false, iov)) {
       guest_error(fmt::format("transmitq buffer {} is not in guest RAM; dropped", chain->head()));
     } else {
-      for (const iovec& v : iov) {
-        backend_->write(std::span(static_cast<const uint8_t*>(v.iov_base), v.iov_len));
+      size_t index = 0;
+      size_t offset = 0;
+      if (!write_buffers(iov, index, offset)) {
+        tx_held_ = HeldChain{chain->head(), std::move(iov), index, offset};
+        break;  // held until the backend has room; the queue waits behind it
       }
     }
     queue.push(chain->head(), 0);

@@ -56,6 +56,34 @@ case $case in
     expect_out "TEST-GUEST: triple fault"
     expect_err "triple fault"
     ;;
+  output_stuck)
+    # COM1 on a FIFO whose reader (this script, through fd 3) never reads: once the pipe is full,
+    # vmm must still stop on SIGTERM at once, not wait for a reader in write().
+    mkfifo "$work/fifo"
+    exec 3<>"$work/fifo"
+    "$vmm" --kernel "$guest" --memory 32M --cmdline output --serial "file:$work/fifo" \
+      </dev/null >"$out" 2>"$err" &
+    pid=$!  # vmm itself (no timeout wrapper), so that SIGKILL below reaches it
+    # Wait until the pipe is full: until a non-blocking write of one byte of ours fails. The
+    # guest fills it in a few dozen exits (4 KiB each).
+    for _ in $(seq 200); do
+      dd if=/dev/zero of=/dev/fd/3 bs=1 count=1 oflag=nonblock status=none 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -TERM "$pid"
+    for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid"
+      wait "$pid"
+      fail "vmm did not stop within 2 s of SIGTERM while its serial output was not read"
+    fi
+    wait "$pid"
+    status=$?
+    expect_status 0
+    expect_err "stopped by signal 15"
+    waiting=$(timeout 1 cat <&3 | wc -c)
+    [ "$waiting" -ge 65536 ] || fail "only $waiting bytes reached the FIFO: the pipe never filled up"
+    ;;
   bad_inputs)
     check() {  # check "message fragment" ARGS...: expects exit 2 and the message, nothing run
       local msg=$1; shift

@@ -14,6 +14,8 @@
  *                 waits for a NUL-terminated text at ADDR, prints it, answers at ADDR+0x100;
  *        "irq PIN" (decimal) routes IOAPIC pin PIN to vector 0x30 on this CPU's local APIC,
  *                 then counts interrupts, printing a line for each, until there were three;
+ *        "output" writes COM1 output forever, 4 KiB per `rep outsb` (one exit each), without
+ *                 waiting for THRE: output nobody reads must not keep vmm from stopping;
  *        anything else: nothing more.
  * It ends by resetting through the i8042 controller (port 0x64, command 0xFE).
  */
@@ -98,6 +100,8 @@ entry64:
         je do_irq
         cmp $'a', %al
         je do_answer
+        cmp $'o', %al
+        je do_output
 reset:
         lea bye(%rip), %rsi
         call puts
@@ -138,6 +142,13 @@ do_triple:
         call puts
         ud2                             /* the boot IDT is empty: #UD, #DF, then shutdown */
         jmp reset
+
+do_output:
+        lea flood(%rip), %rsi
+        mov $flood_end - flood, %ecx
+        mov $COM1, %dx
+        rep outsb
+        jmp do_output
 
 do_spin:
         mov $1000000, %ecx
@@ -302,6 +313,10 @@ puts:
 5:      ret
 
 hello:       .asciz "TEST-GUEST: hello, command line: "
+flood:       .rept 64
+             .ascii "TEST-GUEST: output that nobody reads, 64 bytes a line.........\n"
+             .endr
+flood_end:
 after_fault: .asciz "TEST-GUEST: survived the fault\n"
 bad_read:    .asciz "TEST-GUEST: unmapped read did not return all-ones\n"
 echo_ready:  .asciz "TEST-GUEST: echo ready\n"

@@ -1,8 +1,14 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -11,6 +17,9 @@
 #include "libvmm/backends/file_backend.hpp"
 #include "libvmm/backends/null_backend.hpp"
 #include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "unit/support/char_io.hpp"
+#include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
 namespace {
@@ -65,6 +74,63 @@ TEST_F(FileBackendTest, ConcurrentWritesStayWhole) {
   for (size_t i = 0; i < got.size(); i += 1000) {
     EXPECT_EQ(got.substr(i, 1000), std::string(1000, got[i])) << "chunk at " << i;
   }
+}
+
+// A FIFO whose reader does not read: writes return at once, taking no more than the queue holds;
+// once the reader reads, every byte arrives in order.
+TEST_F(FileBackendTest, FifoNobodyReadsNeverBlocks) {
+  using namespace std::chrono_literals;
+  ASSERT_EQ(::mkfifo(path_.c_str(), 0600), 0);
+  UniqueFd reader(::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(reader.valid());
+  FileBackend backend(path_);
+  test::LoopThread io;
+  io.call([&] { backend.start(io.loop, nullptr); });
+  const std::string data = test::numbered_lines(1 << 20);  // far more than pipe and queue hold
+  test::OutputFeeder feeder(backend, data);
+
+  auto first = std::async(std::launch::async, [&] { return feeder.offer(); });
+  const bool prompt = first.wait_for(5s) == std::future_status::ready;
+  std::future<std::string> got;
+  if (!prompt)
+    got = std::async(std::launch::async, [&] { return test::read_fd(reader.get(), data.size()); });
+  ASSERT_TRUE(prompt) << "write() blocked on a FIFO nobody reads";
+  const size_t taken = first.get();
+  EXPECT_LT(taken, data.size());
+  EXPECT_LE(backend.queued_bytes(), FileBackend::kOutputLimit);
+  EXPECT_GT(backend.queued_bytes(), 0u);
+  EXPECT_EQ(backend.write_room(), 0u);
+  auto loop_alive = std::async(std::launch::async, [&] { io.call([] {}); });
+  EXPECT_EQ(loop_alive.wait_for(5s), std::future_status::ready) << "the event loop is stuck";
+
+  got = std::async(std::launch::async, [&] { return test::read_fd(reader.get(), data.size()); });
+  EXPECT_TRUE(feeder.wait_all_taken());
+  EXPECT_TRUE(got.get() == data) << "output lost or reordered";
+}
+
+// The reader went away for good: output is taken and discarded, never waited for.
+TEST_F(FileBackendTest, FifoWhoseReaderLeftDiscardsOutput) {
+  ::signal(SIGPIPE, SIG_IGN);  // as programs do (vmm does): EPIPE is reported, not fatal
+  ASSERT_EQ(::mkfifo(path_.c_str(), 0600), 0);
+  UniqueFd reader(::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(reader.valid());
+  FileBackend backend(path_);
+  test::LoopThread io;
+  io.call([&] { backend.start(io.loop, nullptr); });
+  std::atomic<int> told{0};
+  backend.set_output_listener([&] { ++told; });
+  const std::string data = test::numbered_lines(1 << 20);
+  EXPECT_LT(backend.write(bytes_of(data)), data.size());  // the queue is full
+  reader.reset();  // the loop sees the hang-up and tells the listener
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (told == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  io.call([] {});
+  EXPECT_EQ(told.load(), 1);
+  EXPECT_EQ(backend.write(bytes_of(data)), data.size());
+  EXPECT_EQ(backend.queued_bytes(), 0u);
+  backend.set_output_listener(nullptr);
 }
 
 TEST_F(FileBackendTest, UnopenablePathThrowsSystemError) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -42,24 +43,91 @@ struct Pipe {
 };
 
 TEST(StdioBackendTest, WritesEverythingToANonBlockingPipe) {
-  Pipe out;
+  Pipe in, out;
   ::fcntl(out.write_end.get(), F_SETFL, O_NONBLOCK);  // as stdout is when it shares stdin's flags
-  StdioBackend backend(nullptr, STDIN_FILENO, out.write_end.get());
-  std::string expected;
-  for (int i = 0; i < 200'000; ++i) expected.push_back(static_cast<char>('a' + i % 26));
+  StdioBackend backend(nullptr, in.read_end.get(), out.write_end.get());
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, [](std::span<const uint8_t>) {}); });
+  const std::string expected = test::numbered_lines(200'000);  // much more than the pipe holds
+  test::OutputFeeder feeder(backend, expected);
+  std::future<std::string> got = std::async(
+      std::launch::async, [&] { return test::read_fd(out.read_end.get(), expected.size()); });
+  feeder.offer();
+  EXPECT_TRUE(feeder.wait_all_taken());
+  EXPECT_TRUE(got.get() == expected);
+}
 
-  std::string got;
-  std::thread reader([&] {
-    char buffer[4096];
-    while (got.size() < expected.size()) {
-      const ssize_t n = ::read(out.read_end.get(), buffer, sizeof buffer);
-      if (n <= 0) break;
-      got.append(buffer, static_cast<size_t>(n));
-    }
-  });
-  backend.write(bytes_of(expected));  // much more than the pipe holds
-  reader.join();
-  EXPECT_EQ(got, expected);
+// stdout piped to a reader who does not read (`vmm | less`, suspended): guest output neither
+// blocks the caller nor the loop, stays within the queue's limit, and arrives whole and in order
+// once the reader reads. stdout's own file description stays blocking.
+TEST(StdioBackendTest, PipeNobodyReadsNeverBlocks) {
+  Pipe in, out;
+  const int flags_before = ::fcntl(out.write_end.get(), F_GETFL);
+  StdioBackend backend(nullptr, in.read_end.get(), out.write_end.get());
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, [](std::span<const uint8_t>) {}); });
+  const std::string data = test::numbered_lines(1 << 20);
+  test::OutputFeeder feeder(backend, data);
+
+  auto first = std::async(std::launch::async, [&] { return feeder.offer(); });
+  const bool prompt = first.wait_for(5s) == std::future_status::ready;
+  std::future<std::string> got;
+  if (!prompt) {
+    got = std::async(std::launch::async,
+                     [&] { return test::read_fd(out.read_end.get(), data.size()); });
+  }
+  ASSERT_TRUE(prompt) << "write() blocked on a pipe nobody reads";
+  EXPECT_LT(first.get(), data.size());
+  EXPECT_LE(backend.queued_bytes(), StdioBackend::kOutputLimit);
+  EXPECT_EQ(::fcntl(out.write_end.get(), F_GETFL), flags_before);
+  auto loop_alive = std::async(std::launch::async, [&] { io.call([] {}); });
+  EXPECT_EQ(loop_alive.wait_for(5s), std::future_status::ready) << "the event loop is stuck";
+
+  got = std::async(std::launch::async,
+                   [&] { return test::read_fd(out.read_end.get(), data.size()); });
+  EXPECT_TRUE(feeder.wait_all_taken());
+  EXPECT_TRUE(got.get() == data) << "output lost or reordered";
+}
+
+// Output still queued when the backend goes away is written then, for a bounded time: all of
+// it to a reader who reads (`vmm | tail`), and the rest given up on soon when nobody reads.
+TEST(StdioBackendTest, DestructionFlushesQueuedOutputWithinBounds) {
+  Pipe in, out;
+  const std::string data = test::numbered_lines(300'000);
+  const auto pipe_size = static_cast<size_t>(::fcntl(out.read_end.get(), F_GETPIPE_SZ));
+  const size_t kept = pipe_size + StdioBackend::kOutputLimit;  // the pipe, then the queue
+  std::future<std::string> got;
+  {
+    StdioBackend backend(nullptr, in.read_end.get(), out.write_end.get());
+    EXPECT_LT(backend.write(bytes_of(data)), data.size());  // without a loop nothing drains
+    EXPECT_EQ(backend.queued_bytes(), StdioBackend::kOutputLimit);
+    got = std::async(std::launch::async, [&] {
+      return test::read_fd(out.read_end.get(), kept + 1, 1s);  // and no byte more
+    });
+  }
+  const std::string output = got.get();
+  EXPECT_EQ(output.size(), kept);
+  EXPECT_TRUE(output == data.substr(0, output.size()));
+
+  Pipe in2, stuck;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    StdioBackend backend(nullptr, in2.read_end.get(), stuck.write_end.get());
+    backend.write(bytes_of(data));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
+}
+
+// The reader closed the pipe: output is discarded (one warning), and writes never wait.
+TEST(StdioBackendTest, ClosedPipeDiscardsOutput) {
+  ::signal(SIGPIPE, SIG_IGN);  // as programs do (vmm does): EPIPE is reported, not fatal
+  Pipe in, out;
+  out.read_end.reset();
+  StdioBackend backend(nullptr, in.read_end.get(), out.write_end.get());
+  const std::string data(300'000, 'x');
+  EXPECT_EQ(backend.write(bytes_of(data)), data.size());
+  EXPECT_EQ(backend.write(bytes_of(data)), data.size());
+  EXPECT_EQ(backend.queued_bytes(), 0u);
 }
 
 TEST(StdioBackendTest, PipedInputPassesThroughUnchanged) {
@@ -92,7 +160,7 @@ TEST(StdioBackendTest, EndOfInputStopsReadingAndKeepsRunning) {
   bool alive = false;
   io.call([&] { alive = true; });
   EXPECT_TRUE(alive);
-  backend.write(bytes_of("output still works"));
+  EXPECT_EQ(backend.write(bytes_of("output still works")), 18u);
 }
 
 TEST(StdioBackendTest, PauseAndResumeInput) {
@@ -222,6 +290,29 @@ TEST_F(StdioTerminalTest, EscapesOnATerminal) {
 
 // A guest that never reads its console pauses input; the user's quit key must still work, and
 // what was typed meanwhile waits, bounded, for the guest.
+// A terminal that takes no output (its user pressed Ctrl-S in a terminal emulator that honours
+// it, or nobody reads the pty): guest output waits, bounded, and Ctrl-A x still quits.
+TEST_F(StdioTerminalTest, QuitKeyWorksWhileTheTerminalTakesNoOutput) {
+  std::promise<void> quit;
+  StdioBackend backend([&] { quit.set_value(); }, slave_.get(), slave_.get());
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  const std::string data = test::numbered_lines(1 << 20);
+  auto taken = std::async(std::launch::async, [&] { return backend.write(bytes_of(data)); });
+  const bool prompt = taken.wait_for(5s) == std::future_status::ready;
+  std::future<std::string> drain;
+  if (!prompt) {
+    drain =
+        std::async(std::launch::async, [&] { return test::read_fd(master_.get(), data.size()); });
+  }
+  ASSERT_TRUE(prompt) << "write() blocked on a terminal that takes no output";
+  EXPECT_LT(taken.get(), data.size());
+  EXPECT_LE(backend.queued_bytes(), StdioBackend::kOutputLimit);
+  write_fd(master_.get(), "\x01x");
+  EXPECT_EQ(quit.get_future().wait_for(5s), std::future_status::ready);
+}
+
 TEST_F(StdioTerminalTest, EscapesStillWorkWhileInputIsPaused) {
   std::promise<void> quit;
   StdioBackend backend([&] { quit.set_value(); }, slave_.get(), slave_.get());

@@ -1,16 +1,27 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <array>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <future>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
+#include "libvmm/backends/file_backend.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/irq.hpp"
 #include "libvmm/devices/pl011.hpp"
 #include "unit/support/char_io.hpp"
 #include "unit/support/fake_char_backend.hpp"
+#include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
 namespace {
@@ -223,6 +234,114 @@ TEST_F(Pl011Test, EveryOffsetAndWidthIsSafe) {
     }
   }
   SUCCEED();
+}
+
+// ---- Guest output to a backend without room -------------------------------------------------
+
+// The backend takes nothing: bytes wait in the transmit FIFO (TXFE clear, BUSY set, TXFF once
+// full) and the TX interrupt waits until the backend has room; then they leave in order.
+TEST_F(Pl011Test, FullBackendFillsTheTransmitFifo) {
+  out(Pl011::kLcrH, kLcrHFen | kLcrHWlen8);
+  out(Pl011::kImsc, Pl011::kIntTx);
+  EXPECT_TRUE(irq_->level());
+  out(Pl011::kIcr, Pl011::kIntTx);
+  EXPECT_FALSE(irq_->level());
+  backend_->room = 0;
+  out(Pl011::kDr, 'a');
+  EXPECT_EQ(in(Pl011::kFr) & (Pl011::kFrTxfe | Pl011::kFrBusy | Pl011::kFrTxff), Pl011::kFrBusy);
+  EXPECT_FALSE(irq_->level()) << "no TX interrupt while the FIFO waits";
+  for (char c : std::string_view("bcdefghijklmnop")) out(Pl011::kDr, static_cast<uint8_t>(c));
+  EXPECT_EQ(uart_.transmit_fifo_bytes(), Pl011::kFifoSize);
+  EXPECT_NE(in(Pl011::kFr)&Pl011::kFrTxff, 0u);
+  out(Pl011::kDr, '!');  // the driver did not wait for TXFF to clear: lost, as on the chip
+  EXPECT_EQ(uart_.transmit_overruns(), 1u);
+
+  backend_->make_room(3);
+  EXPECT_EQ(backend_->output, "abc");
+  EXPECT_EQ(in(Pl011::kFr)&Pl011::kFrTxff, 0u);  // room for more in the FIFO
+  EXPECT_FALSE(irq_->level());
+  backend_->make_room(test::FakeCharBackend::kUnbounded);
+  EXPECT_EQ(backend_->output, "abcdefghijklmnop");
+  EXPECT_EQ(in(Pl011::kFr) & (Pl011::kFrTxfe | Pl011::kFrBusy | Pl011::kFrTxff), Pl011::kFrTxfe);
+  EXPECT_TRUE(irq_->level());
+  EXPECT_EQ(in(Pl011::kMis), Pl011::kIntTx);
+}
+
+// Without the FIFO, one byte fills it.
+TEST_F(Pl011Test, FullBackendWithoutFifoHoldsOneByte) {
+  backend_->room = 0;
+  out(Pl011::kDr, 'x');
+  EXPECT_NE(in(Pl011::kFr)&Pl011::kFrTxff, 0u);
+  out(Pl011::kDr, 'y');
+  EXPECT_EQ(uart_.transmit_overruns(), 1u);
+  backend_->make_room(test::FakeCharBackend::kUnbounded);
+  EXPECT_EQ(backend_->output, "x");
+  EXPECT_EQ(in(Pl011::kFr)&Pl011::kFrTxff, 0u);
+}
+
+// The PL011 on a FIFO whose reader does not read, driven as Linux's console does (wait while
+// FR.TXFF, write DR): no register access waits on the host, the loop stays free, the backend
+// keeps no more than its limit, and once the reader reads, everything arrives in order.
+TEST(Pl011OutputTest, FifoNobodyReadsKeepsVcpuAndLoopFree) {
+  using namespace std::chrono_literals;
+  using Clock = std::chrono::steady_clock;
+  ::signal(SIGPIPE, SIG_IGN);
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("libvmm-pl011-fifo-" + std::to_string(::getpid())))
+          .string();
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  UniqueFd reader(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  auto backend = std::make_shared<FileBackend>(path);
+  std::filesystem::remove(path);
+  const std::string data = test::numbered_lines(256 * 1024);
+  std::atomic<size_t> sent{0};
+  std::atomic<int64_t> slowest_access_us{0};
+  std::atomic<bool> give_up{false};
+  {
+    Pl011 uart("pl011", backend, std::make_shared<FakeIrq>());
+    test::LoopThread io;
+    uart.start(io.loop);
+    auto timed = [&](auto access) {
+      const auto start = Clock::now();
+      access();
+      const int64_t us =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+      if (us > slowest_access_us.load()) slowest_access_us.store(us);
+    };
+    auto fr = [&] {
+      std::array<uint8_t, 4> b{};
+      timed([&] { uart.read(Pl011::kFr, b); });
+      return uint32_t{b[0]} | uint32_t{b[1]} << 8;
+    };
+    std::thread vcpu([&] {
+      const std::array<uint8_t, 4> enable{static_cast<uint8_t>(kLcrHFen | kLcrHWlen8), 0, 0, 0};
+      uart.write(Pl011::kLcrH, enable);
+      for (const char c : data) {
+        while ((fr() & Pl011::kFrTxff) != 0 && !give_up) std::this_thread::sleep_for(100us);
+        if (give_up) return;
+        const std::array<uint8_t, 4> byte{static_cast<uint8_t>(c), 0, 0, 0};
+        timed([&] { uart.write(Pl011::kDr, byte); });
+        ++sent;
+      }
+    });
+    const auto deadline = Clock::now() + 20s;
+    while (uart.transmit_fifo_bytes() < Pl011::kFifoSize && Clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    EXPECT_EQ(uart.transmit_fifo_bytes(), Pl011::kFifoSize) << "the backend never ran out of room";
+    EXPECT_LT(sent.load(), data.size());
+    EXPECT_LE(backend->queued_bytes(), FileBackend::kOutputLimit);
+    auto loop_alive = std::async(std::launch::async, [&] { io.call([] {}); });
+    EXPECT_EQ(loop_alive.wait_for(5s), std::future_status::ready) << "the event loop is stuck";
+
+    const std::string got = test::read_fd(reader.get(), data.size(), 60s);
+    give_up = true;
+    vcpu.join();
+    EXPECT_EQ(sent.load(), data.size());
+    EXPECT_TRUE(got == data) << "output lost or reordered (" << got.size() << " bytes)";
+    EXPECT_LT(slowest_access_us.load(), 1'000'000) << "a register access waited on the host";
+    EXPECT_EQ(uart.transmit_overruns(), 0u);
+  }
 }
 
 }  // namespace

@@ -1,6 +1,13 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <array>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <memory>
@@ -10,6 +17,7 @@
 #include <vector>
 
 #include "libvmm/backends/char_backend.hpp"
+#include "libvmm/backends/file_backend.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/irq.hpp"
 #include "libvmm/devices/uart16550.hpp"
@@ -437,6 +445,123 @@ TEST_F(UartFlowControlTest, PendingStaysBoundedWhenResumesRaceWithPauses) {
   EXPECT_EQ(backend_->repeated, 0);
   got += read_all();
   EXPECT_EQ(got, typed);
+}
+
+// ---- Guest output to a backend without room -------------------------------------------------
+
+// The backend takes nothing: the byte waits in the transmit FIFO, LSR.THRE and TEMT stay clear
+// and no THR-empty interrupt comes until the backend has room; then the bytes leave in order.
+TEST_F(UartTest, FullBackendKeepsTheTransmitterBusy) {
+  out(kFcr, kFcrEnable);
+  out(kIer, kIerThri);
+  EXPECT_EQ(interrupt_id(), kIirThri);  // THR empty at first; reading IIR acknowledges it
+  backend_->room = 0;
+  out(kTx, 'a');
+  EXPECT_EQ(in(kLsr) & (kLsrThre | kLsrTemt), 0);
+  EXPECT_EQ(interrupt_id(), kIirNoInt);
+  EXPECT_FALSE(irq_->level());
+  out(kIer, 0);
+  out(kIer, kIerThri);  // re-enabling THRI does not raise it while THR holds a byte
+  EXPECT_EQ(interrupt_id(), kIirNoInt);
+  // The driver's interrupt path writes a FIFO's worth at once: all of it is kept.
+  for (char c : std::string_view("bcdefghijklmnop")) out(kTx, static_cast<uint8_t>(c));
+  EXPECT_EQ(uart_.transmit_fifo_bytes(), Uart16550::kFifoSize);
+  out(kTx, '!');  // the driver did not wait for THRE: lost, as on the chip
+  EXPECT_EQ(uart_.transmit_overruns(), 1u);
+
+  backend_->make_room(4);  // some room: still busy
+  EXPECT_EQ(backend_->output, "abcd");
+  EXPECT_EQ(in(kLsr)&kLsrThre, 0);
+  EXPECT_FALSE(irq_->level());
+  backend_->make_room(FakeBackend::kUnbounded);
+  EXPECT_EQ(backend_->output, "abcdefghijklmnop");
+  EXPECT_EQ(in(kLsr) & (kLsrThre | kLsrTemt), kLsrThre | kLsrTemt);
+  EXPECT_TRUE(irq_->level());
+  EXPECT_EQ(interrupt_id(), kIirThri);
+  EXPECT_FALSE(irq_->level());
+  out(kTx, 'q');  // and on as before
+  EXPECT_EQ(backend_->output, "abcdefghijklmnopq");
+  EXPECT_EQ(in(kLsr)&kLsrThre, kLsrThre);
+}
+
+// Without the FIFO the transmitter holds one byte.
+TEST_F(UartTest, FullBackendWithoutFifoHoldsOneByte) {
+  backend_->room = 0;
+  out(kTx, 'x');
+  out(kTx, 'y');
+  EXPECT_EQ(uart_.transmit_fifo_bytes(), 1u);
+  EXPECT_EQ(uart_.transmit_overruns(), 1u);
+  backend_->make_room(FakeBackend::kUnbounded);
+  EXPECT_EQ(backend_->output, "x");
+  // A listener call with nothing waiting raises no interrupt.
+  out(kIer, kIerThri);
+  EXPECT_EQ(interrupt_id(), kIirThri);
+  backend_->make_room(FakeBackend::kUnbounded);
+  EXPECT_EQ(interrupt_id(), kIirNoInt);
+}
+
+// COM1 on a FIFO whose reader does not read, driven as Linux's console does (wait for THRE,
+// write THR): no register access waits on the host, the loop stays free, the backend keeps no
+// more than its limit, and once the reader reads, all the guest wrote arrives in order.
+TEST(UartOutputTest, FifoNobodyReadsKeepsVcpuAndLoopFree) {
+  using namespace std::chrono_literals;
+  using Clock = std::chrono::steady_clock;
+  ::signal(SIGPIPE, SIG_IGN);
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("libvmm-uart-fifo-" + std::to_string(::getpid())))
+          .string();
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  UniqueFd reader(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  auto backend = std::make_shared<FileBackend>(path);
+  std::filesystem::remove(path);
+  auto irq = std::make_shared<FakeIrq>();
+  const std::string data = test::numbered_lines(256 * 1024);  // > pipe + queue
+  std::atomic<size_t> sent{0};
+  std::atomic<int64_t> slowest_access_us{0};
+  std::atomic<bool> give_up{false};
+  {
+    Uart16550 uart("com1", backend, irq);
+    test::LoopThread io;
+    uart.start(io.loop);
+    auto timed = [&](auto access) {
+      const auto start = Clock::now();
+      access();
+      const int64_t us =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+      if (us > slowest_access_us.load()) slowest_access_us.store(us);
+    };
+    std::thread vcpu([&] {
+      for (const char c : data) {
+        uint8_t lsr = 0;
+        while (true) {
+          timed([&] { uart.read(kLsr, std::span(&lsr, 1)); });
+          if ((lsr & kLsrThre) != 0 || give_up) break;
+          std::this_thread::sleep_for(100us);
+        }
+        if (give_up) return;
+        const uint8_t byte = static_cast<uint8_t>(c);
+        timed([&] { uart.write(kTx, std::span(&byte, 1)); });
+        ++sent;
+      }
+    });
+    // The guest fills the pipe and the backend's queue, then waits for THRE.
+    const auto deadline = Clock::now() + 20s;
+    while (uart.transmit_fifo_bytes() == 0 && Clock::now() < deadline)
+      std::this_thread::sleep_for(1ms);
+    EXPECT_EQ(uart.transmit_fifo_bytes(), 1u) << "the backend never ran out of room";
+    EXPECT_LT(sent.load(), data.size());
+    EXPECT_LE(backend->queued_bytes(), FileBackend::kOutputLimit);
+    auto loop_alive = std::async(std::launch::async, [&] { io.call([] {}); });
+    EXPECT_EQ(loop_alive.wait_for(5s), std::future_status::ready) << "the event loop is stuck";
+
+    const std::string got = test::read_fd(reader.get(), data.size(), 60s);
+    give_up = true;
+    vcpu.join();
+    EXPECT_EQ(sent.load(), data.size());
+    EXPECT_TRUE(got == data) << "output lost or reordered (" << got.size() << " bytes)";
+    EXPECT_LT(slowest_access_us.load(), 1'000'000) << "a register access waited on the host";
+    EXPECT_EQ(uart.transmit_overruns(), 0u);
+  }
 }
 
 }  // namespace

@@ -3,15 +3,22 @@
 #include <gtest/gtest.h>
 
 #define VIRTIO_RING_NO_LEGACY
+#include <fcntl.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_console.h>
 #include <linux/virtio_mmio.h>
 #include <linux/virtio_ring.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstring>
+#include <filesystem>
+#include <future>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,6 +26,7 @@
 #include <vector>
 
 #include "libvmm/backends/char_backend.hpp"
+#include "libvmm/backends/file_backend.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/console.hpp"
@@ -416,7 +424,7 @@ TEST_F(VirtioConsoleTest, ResumeRunsOnTheLoopThread) {
 class StreamingBackend : public CharBackend {
  public:
   explicit StreamingBackend(std::string data) : data_(std::move(data)) {}
-  void write(std::span<const uint8_t>) override {}
+  size_t write(std::span<const uint8_t> bytes) override { return bytes.size(); }
   void start(EventLoop& loop, InputSink sink) override {
     loop_ = &loop;
     sink_ = std::move(sink);
@@ -495,6 +503,135 @@ TEST(VirtioConsoleStreamTest, LongInputThroughFlowControl) {
   EXPECT_TRUE(got == data) << "reordered, duplicated or lost input";
   EXPECT_EQ(console->dropped_bytes(), 0u);
   EXPECT_GT(backend->pauses, 0) << "the guest's buffers ran out on the way";
+}
+
+// ---- Guest output to a backend without room -------------------------------------------------
+
+// The backend takes part of a chain: the chain is held and the queue waits behind it (the driver
+// gets no used buffer, however often it notifies); once the backend has room, both chains
+// complete and their bytes leave in order.
+TEST_F(VirtioConsoleTest, FullBackendHoldsTransmitChainsUntilItDrains) {
+  bring_up();
+  backend->room = 5;
+  send(0, "hello world");
+  send(1, "second");
+  mmio.notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(backend->output, "hello");
+  EXPECT_EQ(tx.used_idx(), 0);
+  mmio.notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(backend->output, "hello");
+  EXPECT_EQ(tx.used_idx(), 0);
+  backend->make_room(6);
+  EXPECT_EQ(backend->output, "hello world");
+  EXPECT_EQ(tx.used_idx(), 1);
+  EXPECT_EQ(tx.used(0).id, 0u);
+  backend->make_room(FakeCharBackend::kUnbounded);
+  EXPECT_EQ(backend->output, "hello worldsecond");
+  EXPECT_EQ(tx.used_idx(), 2);
+  EXPECT_EQ(tx.used(1).id, 1u);
+}
+
+// A reset forgets the held chain: its head means nothing in the next driver's ring.
+TEST_F(VirtioConsoleTest, ResetDropsTheHeldTransmitChain) {
+  bring_up();
+  backend->room = 2;
+  send(0, "abcdef");
+  mmio.notify(VirtioConsole::kTransmitQueue);
+  mmio.set_reg(VIRTIO_MMIO_STATUS, 0);
+  backend->make_room(FakeCharBackend::kUnbounded);
+  EXPECT_EQ(backend->output, "ab");
+  tx = ring_at(0x30000);
+  rx = ring_at(0x40000);
+  bring_up();
+  send(0, "new");
+  mmio.notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(backend->output, "abnew");
+  EXPECT_EQ(tx.used_idx(), 1);
+}
+
+// The console on a FIFO whose reader does not read: notifications return at once, the loop
+// stays free, the backend keeps no more than its limit, the driver's buffers wait; once the
+// reader reads, everything the guest wrote arrives in order.
+TEST(VirtioConsoleOutputTest, FifoNobodyReadsKeepsLoopFree) {
+  using Clock = std::chrono::steady_clock;
+  ::signal(SIGPIPE, SIG_IGN);
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("libvmm-console-fifo-" + std::to_string(::getpid())))
+                               .string();
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  UniqueFd reader(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  auto backend = std::make_shared<FileBackend>(path);
+  std::filesystem::remove(path);
+  const std::string data = test::numbered_lines(256 * 1024);
+  constexpr size_t kChunk = 0x100;
+
+  TestMemory memory(kRamSize);
+  auto console = std::make_shared<VirtioConsole>(backend);
+  VirtioMmioTransport transport(console, memory, std::make_shared<FakeIrq>());
+  MmioDriver mmio(transport);
+  DriverRing rx(memory, kQueueSize, RingLayout::at(0x10000));
+  DriverRing tx(memory, kQueueSize, RingLayout::at(0x20000));
+  ASSERT_TRUE(mmio.negotiate(kVersion1));
+  mmio.setup_queue(VirtioConsole::kReceiveQueue, rx);
+  mmio.setup_queue(VirtioConsole::kTransmitQueue, tx);
+  mmio.driver_ok();
+
+  LoopThread io;
+  console->start(io.loop);
+  // The guest's driver: a free descriptor gets the next chunk; used ones are free again.
+  size_t sent = 0;
+  uint16_t seen = 0;
+  std::vector<uint16_t> free_descs;
+  for (uint16_t i = 0; i < kQueueSize; ++i) free_descs.push_back(i);
+  int64_t slowest_notify_us = 0;
+  auto drive = [&] {
+    for (const uint16_t used = tx.used_idx(); seen != used; ++seen) {
+      free_descs.push_back(static_cast<uint16_t>(tx.used(seen).id));
+    }
+    bool added = false;
+    while (!free_descs.empty() && sent < data.size()) {
+      const uint16_t d = free_descs.back();
+      free_descs.pop_back();
+      const size_t n = std::min(kChunk, data.size() - sent);
+      const uint64_t gpa = tx.layout().buffers + kChunk * d;
+      EXPECT_TRUE(memory.write(gpa, data.data() + sent, n));
+      tx.set_desc(d, gpa, static_cast<uint32_t>(n));
+      tx.publish(d);
+      sent += n;
+      added = true;
+    }
+    if (added) {
+      const auto start = Clock::now();
+      mmio.notify(VirtioConsole::kTransmitQueue);
+      slowest_notify_us = std::max<int64_t>(
+          slowest_notify_us,
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
+    }
+  };
+  // Until every buffer is out and none comes back for a while: the backend is full.
+  auto last_progress = Clock::now();
+  while (Clock::now() - last_progress < 300ms && Clock::now() - last_progress < 20s) {
+    const uint16_t before = seen;
+    drive();
+    if (seen != before) last_progress = Clock::now();
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_LT(sent, data.size()) << "the backend never ran out of room";
+  EXPECT_TRUE(free_descs.empty()) << "the driver's buffers wait for the backend";
+  EXPECT_LE(backend->queued_bytes(), FileBackend::kOutputLimit);
+  auto loop_alive = std::async(std::launch::async, [&] { io.call([] {}); });
+  EXPECT_EQ(loop_alive.wait_for(5s), std::future_status::ready) << "the event loop is stuck";
+
+  auto got =
+      std::async(std::launch::async, [&] { return test::read_fd(reader.get(), data.size(), 60s); });
+  const auto deadline = Clock::now() + 60s;
+  while ((sent < data.size() || free_descs.size() < kQueueSize) && Clock::now() < deadline) {
+    drive();
+    std::this_thread::sleep_for(100us);
+  }
+  const std::string output = got.get();
+  EXPECT_TRUE(output == data) << "output lost or reordered (" << output.size() << " bytes)";
+  EXPECT_LT(slowest_notify_us, 1'000'000) << "a notification waited on the host";
 }
 
 }  // namespace

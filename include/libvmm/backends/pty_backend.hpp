@@ -34,7 +34,8 @@ class PtyBackend : public CharBackend {
   // The terminal to attach to: /dev/pts/N.
   const std::string& path() const { return path_; }
 
-  void write(std::span<const uint8_t> bytes) override;
+  // Takes everything: what the pty cannot hold is dropped, as said above.
+  size_t write(std::span<const uint8_t> bytes) override;
   void start(EventLoop& loop, InputSink sink) override;
   void pause_input() override;
   void resume_input() override;

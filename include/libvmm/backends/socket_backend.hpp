@@ -5,8 +5,10 @@
 // when the client hangs up, the socket listens for the next one (a client that only shuts down
 // its sending side keeps getting output). Guest output goes to the client
 // without ever blocking the caller: what the client does not take at once waits in a buffer of
-// kOutputLimit bytes, and beyond that it is dropped (counted, with one warning per client).
-// Guest output while no client is connected is dropped, as on a serial line nobody listens to.
+// kOutputLimit bytes, and beyond that write() takes nothing, so that the device holds its
+// output back until the client reads (CharBackend::write). Guest output while no client is
+// connected, or after the client stopped reading for good, is dropped, as on a serial line
+// nobody listens to.
 //
 // Threads: write() from any thread; everything else on the event loop thread.
 #pragma once
@@ -15,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <span>
 #include <string>
@@ -39,22 +42,24 @@ class SocketBackend : public CharBackend {
   SocketBackend(const SocketBackend&) = delete;
   SocketBackend& operator=(const SocketBackend&) = delete;
 
-  void write(std::span<const uint8_t> bytes) override;
+  size_t write(std::span<const uint8_t> bytes) override;
+  size_t write_room() override;
+  void set_output_listener(std::function<void()> on_room) override;
   void start(EventLoop& loop, InputSink sink) override;
   void pause_input() override;
   void resume_input() override;
   std::string describe() const override { return "socket:" + path_; }
 
-  // Any thread. Whether a client is connected, and the output a connected client did not read
-  // in time (output while none is connected is not counted).
+  // Any thread. Whether a client is connected, and the output waiting for it.
   bool client_connected() const;
-  uint64_t dropped_bytes() const;
+  size_t queued_bytes() const;
 
  private:
   void accept_clients();
   void on_client_event(uint32_t events);
   void read_client();
-  void flush_output();
+  // Sends what waits; the output listener to call, if refused output has room now.
+  std::function<void()> flush_output();
   void disconnect(const char* why);
   // Watches the client for what is wanted now: input unless paused, output while some waits.
   void update_client_interest();
@@ -71,8 +76,8 @@ class SocketBackend : public CharBackend {
   std::vector<uint8_t> output_;
   bool output_failed_ = false;  // the client stopped reading for good (EPIPE, ECONNRESET)
   bool flush_posted_ = false;   // an update_client_interest() is queued on the loop
-  uint64_t dropped_ = 0;
-  bool drop_warned_ = false;
+  bool refused_ = false;        // a device waits for the output listener
+  std::function<void()> on_room_;
 
   // Loop thread only.
   EventLoop* loop_ = nullptr;

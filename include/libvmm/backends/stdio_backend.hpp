@@ -4,12 +4,20 @@
 // "\r\n" itself), and the Ctrl-A escapes of EscapeFilter apply; Ctrl-A x calls `on_quit`.
 // Piped or redirected stdin passes through unchanged. At end of input the backend stops
 // reading and the VM keeps running.
+//
+// Guest output never blocks the caller: stdout is written through its own non-blocking file
+// description (reopened, so that stdin, stderr and the parent shell keep theirs), and what it
+// does not take at once waits in a queue of kOutputLimit bytes drained by the event loop; beyond
+// that write() takes nothing and the device holds its output back (CharBackend::write). When
+// stdout is gone for good (a closed pipe, a hung-up terminal), output is discarded with one
+// warning.
 #pragma once
 
 #include <termios.h>
 #include <unistd.h>
 
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -38,20 +46,28 @@ class RawTerminal {
   static void restore_saved() noexcept;
 };
 
+class OutputQueue;
+
 class StdioBackend : public CharBackend {
  public:
+  static constexpr size_t kOutputLimit = 64 * 1024;
+
   // `in_fd`/`out_fd` are stdin/stdout by default (tests pass pipes or a pty); neither is closed.
   // Throws UserError if another StdioBackend already reads `in_fd`.
   explicit StdioBackend(std::function<void()> on_quit, int in_fd = STDIN_FILENO,
-                        int out_fd = STDOUT_FILENO);
-  // Restores the terminal and stdin's flags. Destroy it only after `loop` stopped running.
+                        int out_fd = STDOUT_FILENO, size_t output_limit = kOutputLimit);
+  // Writes what output still waits (for a bounded time), restores the terminal and the fds'
+  // flags. Destroy it only after `loop` stopped running.
   ~StdioBackend() override;
   StdioBackend(const StdioBackend&) = delete;
   StdioBackend& operator=(const StdioBackend&) = delete;
 
-  // Blocks until all bytes are written (or a write error, logged once, discards output).
-  void write(std::span<const uint8_t> bytes) override;
-  // Enters raw mode if stdin is a terminal and watches stdin on `loop`.
+  size_t write(std::span<const uint8_t> bytes) override;
+  size_t write_room() override;
+  void set_output_listener(std::function<void()> on_room) override;
+  // Output waiting for stdout to take it.
+  size_t queued_bytes() const;
+  // Enters raw mode if stdin is a terminal, watches stdin and drains output on `loop`.
   void start(EventLoop& loop, InputSink sink) override;
   // A terminal keeps being read while paused, so that Ctrl-A x still quits when the guest
   // reads no input: what is typed for the guest meanwhile waits (up to kHeldLimit bytes; more
@@ -66,6 +82,7 @@ class StdioBackend : public CharBackend {
   enum class InputState { stopped, reading, paused };
 
   void open_reader();
+  void open_writer();
   void watch();  // (re)arms reading: epoll interest, or a posted read for unpollable input
   void schedule_read();
   void read_once();
@@ -78,8 +95,12 @@ class StdioBackend : public CharBackend {
   const int in_fd_;
   const int out_fd_;
 
-  std::mutex write_mutex_;
-  bool write_failed_ = false;
+  // Output side.
+  UniqueFd own_writer_;         // stdout reopened as its own non-blocking file description
+  int writer_ = -1;             // own_writer_ or out_fd_
+  bool is_socket_ = false;      // out_fd_ is a socket, written with send(MSG_DONTWAIT)
+  int restore_out_flags_ = -1;  // out_fd_'s flags to restore, when O_NONBLOCK was set on it
+  std::unique_ptr<OutputQueue> output_;
 
   // Input side: touched only on the loop thread (and in start(), before reading begins).
   EventLoop* loop_ = nullptr;

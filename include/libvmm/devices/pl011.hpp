@@ -1,13 +1,17 @@
 // An ARM PrimeCell PL011 UART, as Linux's amba-pl011 driver binds and drives it (the console of
 // AArch64 guests; arch-neutral code, unit-tested everywhere).
 //
-// Guest output goes to a CharBackend at once: the transmit FIFO is always empty, so FR.TXFE is
-// set and the TX interrupt is raised again by every write to DR. Host input fills a 16-entry
-// receive FIFO; what does not fit waits in a bounded pending buffer, and the backend is paused
-// while that buffer is full (InputFlowControl, as in Uart16550). RX and receive-timeout
-// interrupts are levels of the FIFO: RX at the IFLS trigger level, RT whenever data waits, so a
-// driver that reads until RXFE always sees its interrupt drop. Loopback (CR.LBE), DMA, IrDA and
-// modem-control outputs are not emulated.
+// Guest output goes to a CharBackend at once while it has room: the transmit FIFO stays empty,
+// FR.TXFE is set and the TX interrupt is raised again by every write to DR. When the backend has
+// no room (a reader who does not read), bytes wait in the transmit FIFO (16 entries, or 1 with
+// the FIFO off): FR.TXFE clears, FR.BUSY sets, FR.TXFF sets once it is full, and the TX
+// interrupt waits until the backend drained it, so the guest's driver waits as on real
+// hardware and no host thread waits. A byte written to a full FIFO is lost (counted). Host input
+// fills a 16-entry receive FIFO; what does not fit waits in a bounded pending buffer, and the
+// backend is paused while that buffer is full (InputFlowControl, as in Uart16550). RX and
+// receive-timeout interrupts are levels of the FIFO: RX at the IFLS trigger level, RT whenever data
+// waits, so a driver that reads until RXFE always sees its interrupt drop. Loopback (CR.LBE), DMA,
+// IrDA and modem-control outputs are not emulated.
 #pragma once
 
 #include <cstddef>
@@ -15,7 +19,6 @@
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <span>
 #include <string>
 
@@ -55,6 +58,7 @@ class Pl011 : public BusDevice {
   static constexpr uint32_t kFrCts = 1u << 0;
   static constexpr uint32_t kFrDsr = 1u << 1;
   static constexpr uint32_t kFrDcd = 1u << 2;
+  static constexpr uint32_t kFrBusy = 1u << 3;
   static constexpr uint32_t kFrRxfe = 1u << 4;
   static constexpr uint32_t kFrTxff = 1u << 5;
   static constexpr uint32_t kFrRxff = 1u << 6;
@@ -77,6 +81,13 @@ class Pl011 : public BusDevice {
   // Host input (the backend's sink). Never drops bytes; see the class comment.
   void receive(std::span<const uint8_t> bytes);
   size_t pending_bytes() const;
+  // Guest output waiting for the backend, and output lost to a full transmit FIFO.
+  size_t transmit_fifo_bytes() const;
+  uint64_t transmit_overruns() const;
+
+  ~Pl011() override;
+  Pl011(const Pl011&) = delete;
+  Pl011& operator=(const Pl011&) = delete;
 
   std::string name() const override { return name_; }
   // 32-bit registers; narrower accesses see their low bytes, unknown offsets read 0.
@@ -85,7 +96,6 @@ class Pl011 : public BusDevice {
 
  private:
   struct Effects {
-    std::optional<uint8_t> transmit;
     bool input_flow_changed = false;
     EventLoop* loop = nullptr;
   };
@@ -97,6 +107,9 @@ class Pl011 : public BusDevice {
   size_t rx_trigger_level() const;
   size_t fifo_capacity() const;
   void refill_fifo(Effects& effects);
+  void transmit(uint8_t byte);
+  void drain_transmit_fifo();  // under the lock: offers the transmit FIFO to the backend
+  void on_output_room();       // the backend's output listener, on the loop thread
   void update_irq();
   void apply(const Effects& effects);
 
@@ -109,7 +122,9 @@ class Pl011 : public BusDevice {
   EventLoop* loop_ = nullptr;
   std::deque<uint8_t> rx_fifo_;
   std::deque<uint8_t> pending_;
-  bool tx_pending_ = true;  // TX raw interrupt: the (always empty) FIFO is below its trigger
+  std::deque<uint8_t> tx_fifo_;  // guest output the backend has not taken yet
+  uint64_t tx_overruns_ = 0;
+  bool tx_pending_ = true;  // TX raw interrupt: the transmit FIFO drained below its trigger
   bool irq_level_ = false;
   uint32_t ibrd_ = 0;
   uint32_t fbrd_ = 0;

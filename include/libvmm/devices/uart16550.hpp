@@ -1,8 +1,13 @@
 // A 16550A UART, as Linux's 8250 driver probes and drives it (COM1: port 0x3F8, IRQ 4).
 //
-// Guest output goes to a CharBackend byte by byte, at once (THR and the transmitter are always
-// empty). Host input fills a 16-byte receive FIFO; what does not fit waits in a bounded pending
-// buffer, and the backend is asked to pause its input while that buffer is full.
+// Guest output goes to a CharBackend byte by byte. While the backend takes it at once, THR and
+// the transmitter are always empty. When the backend has no room (a reader who does not read),
+// the byte waits in the transmit FIFO (16 bytes, or 1 with the FIFO off) and LSR.THRE/TEMT stay
+// clear, with the THR-empty interrupt held back, until the backend drains: the guest's driver
+// waits for the UART as on real hardware, and no host thread waits. A byte written while that
+// FIFO is full is lost (counted), as on the chip. Host input fills a 16-byte receive FIFO; what
+// does not fit waits in a bounded pending buffer, and the backend is asked to pause its input while
+// that buffer is full.
 //
 // Flow control is a desired state (InputFlowControl): the UART records whether input should be
 // paused (decided on the loop thread by receive(), on vCPU threads by guest reads), and whatever
@@ -16,7 +21,6 @@
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <span>
 #include <string>
 
@@ -54,6 +58,13 @@ class Uart16550 : public BusDevice {
 
   // Host input waiting for FIFO space.
   size_t pending_bytes() const;
+  // Guest output waiting for the backend, and output lost to a full transmit FIFO.
+  size_t transmit_fifo_bytes() const;
+  uint64_t transmit_overruns() const;
+
+  ~Uart16550() override;
+  Uart16550(const Uart16550&) = delete;
+  Uart16550& operator=(const Uart16550&) = delete;
 
   std::string name() const override { return name_; }
   // One-byte registers: a wider access uses its first byte (extra read bytes are 0).
@@ -63,14 +74,17 @@ class Uart16550 : public BusDevice {
  private:
   // What a register access decided to do outside the lock (host I/O, flow control).
   struct Effects {
-    std::optional<uint8_t> transmit;  // a byte for the backend
     bool input_flow_changed = false;  // the desired pause state changed
     EventLoop* loop = nullptr;        // where flow control runs, if start() was called
   };
 
   uint8_t read_register(uint64_t offset, Effects& effects);
   void write_register(uint64_t offset, uint8_t value, Effects& effects);
-  void transmit(uint8_t byte, Effects& effects);
+  void transmit(uint8_t byte);
+  // Under the lock: offers the transmit FIFO to the backend; THRE rises once it is empty.
+  void drain_transmit_fifo();
+  // The backend has room again (its output listener, on the loop thread).
+  void on_output_room();
   void write_ier(uint8_t value);
   void write_fcr(uint8_t value, Effects& effects);
   void write_mcr(uint8_t value, Effects& effects);
@@ -99,9 +113,11 @@ class Uart16550 : public BusDevice {
   EventLoop* loop_ = nullptr;    // set by start()
   std::deque<uint8_t> rx_fifo_;  // what the guest can read now
   std::deque<uint8_t> pending_;  // host input waiting for FIFO space
-  bool thre_pending_ = false;    // THR-empty interrupt, until IIR reports it or THR is written
-  bool overrun_ = false;         // LSR.OE
-  bool irq_level_ = false;       // what the IRQ line was last set to
+  std::deque<uint8_t> tx_fifo_;  // guest output the backend has not taken yet
+  uint64_t tx_overruns_ = 0;
+  bool thre_pending_ = false;  // THR-empty interrupt, until IIR reports it or THR is written
+  bool overrun_ = false;       // LSR.OE
+  bool irq_level_ = false;     // what the IRQ line was last set to
   uint8_t ier_ = 0;
   uint8_t lcr_ = 0;
   uint8_t mcr_ = 0;

@@ -2,6 +2,13 @@
 // from the transmitq goes to a CharBackend; host input from the backend fills the guest's
 // receiveq buffers.
 //
+// Guest output waits for the backend instead of a host thread waiting for it: a transmitq chain
+// the backend takes only part of (its output queue is full: nobody reads) is kept, and no
+// further chain is taken, until the backend's output listener says it has room again. The
+// driver meanwhile waits for its buffers to come back, which is the flow control the guest
+// knows. Nothing is lost and nothing is queued beyond the backend's limit. emerg_wr output that
+// finds no room is dropped.
+//
 // Host input that finds no receive buffer waits in a bounded pending buffer, and the backend is
 // paused while that buffer is full (as Uart16550 does); it is resumed once the driver adds
 // buffers and the bytes have moved into them. Pending input belongs to the host, not to the
@@ -13,11 +20,14 @@
 // never around it, and never around a backend call.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -45,6 +55,9 @@ class VirtioConsole final : public VirtioDevice {
   // that ignores pause_input()) is dropped with a warning, never queued without bound.
   explicit VirtioConsole(std::shared_ptr<CharBackend> backend,
                          size_t pending_limit = kDefaultPendingLimit);
+  ~VirtioConsole() override;
+  VirtioConsole(const VirtioConsole&) = delete;
+  VirtioConsole& operator=(const VirtioConsole&) = delete;
 
   // Starts host input: the backend delivers it to receive() on `loop`'s thread, and flow
   // control decided elsewhere is posted there. Without start() (tests), those calls are direct.
@@ -72,9 +85,23 @@ class VirtioConsole final : public VirtioDevice {
   void activate(VirtioTransport& transport, uint64_t features) override;
   void queue_notify(uint16_t index, Virtqueue& queue) override;
   void reset() override;
+  void queue_reset(uint16_t index) override;
 
  private:
+  // A transmitq chain the backend has not taken all of: its buffers, and how far it got.
+  struct HeldChain {
+    uint16_t head = 0;
+    std::vector<iovec> iov;
+    size_t index = 0;   // the buffer being written
+    size_t offset = 0;  // bytes of it already taken
+  };
+
   void transmit(Virtqueue& queue);
+  // Transport lock held: offers `iov` from buffer `index`, byte `offset` on to the backend, and
+  // advances both by what it took; true once it took everything.
+  bool write_buffers(const std::vector<iovec>& iov, size_t& index, size_t& offset);
+  // The backend has room again (its output listener, on the loop thread).
+  void on_output_room();
   // Under mutex_ and the transport's lock: moves pending input into receive buffers.
   void fill_receive_buffers(Virtqueue& queue);
   // Under mutex_: pauses input at the limit, resumes it below half (the desired state, not yet
@@ -94,6 +121,9 @@ class VirtioConsole final : public VirtioDevice {
   std::vector<uint8_t> pending_;          // host input not yet in a guest buffer
   uint64_t dropped_ = 0;
   bool overflow_warned_ = false;
+
+  // Transport lock only (queue_notify, with_queues, reset, queue_reset).
+  std::optional<HeldChain> tx_held_;
 
   std::atomic<uint32_t> guest_errors_logged_{0};
 };

@@ -1,8 +1,12 @@
 // A CharBackend for device tests: it records guest output and flow control, and hands the test
-// the input sink so that the test delivers host input itself. Not thread-safe: the test drives
-// it from one thread at a time.
+// the input sink so that the test delivers host input itself. Its output room is unbounded
+// unless the test sets `room`; make_room() then gives more and calls the output listener, as a
+// real backend does when its queue drains. Not thread-safe: the test drives it from one thread
+// at a time.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -14,9 +18,22 @@ namespace libvmm::test {
 
 class FakeCharBackend : public CharBackend {
  public:
-  void write(std::span<const uint8_t> bytes) override {
-    output.append(bytes.begin(), bytes.end());
+  size_t write(std::span<const uint8_t> bytes) override {
+    const size_t n = std::min(bytes.size(), room);
+    output.append(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n));
+    if (room != kUnbounded) room -= n;
+    if (n < bytes.size()) ++refusals;
     if (on_write) on_write();
+    return n;
+  }
+  size_t write_room() override { return room; }
+  void set_output_listener(std::function<void()> on_room) override {
+    listener = std::move(on_room);
+  }
+  // `n` more bytes of room (kUnbounded: no limit any more), and the listener told.
+  void make_room(size_t n) {
+    room = n == kUnbounded ? n : room + n;
+    if (listener) listener();
   }
   void start(EventLoop& /*loop*/, InputSink input) override { sink = std::move(input); }
   void pause_input() override {
@@ -32,6 +49,9 @@ class FakeCharBackend : public CharBackend {
   std::string describe() const override { return "fake"; }
 
   std::string output;
+  size_t room = kUnbounded;  // what write() takes before it refuses
+  int refusals = 0;          // writes that took less than offered
+  std::function<void()> listener;
   std::function<void()> on_write;  // called after each write
   InputSink sink;
   bool paused = false;
