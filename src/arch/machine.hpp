@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "libvmm/core/kvm.hpp"
+#include "libvmm/core/kvm_irq.hpp"
 #include "libvmm/core/vcpu_runner.hpp"
 
 namespace libvmm {
@@ -108,9 +109,9 @@ class Machine {
   virtual const char* serial_name() const { return "serial"; }
   // Interrupt numbers below this are per-CPU (AArch64: SGIs and PPIs; SPIs start at INTID 32).
   virtual uint32_t first_spi() const { return 0; }
-  // What KVM_IRQ_LINE and irqfds take for the controller's interrupt `number` (x86: the GSI
-  // itself; AArch64: SPI INTID - 32).
-  virtual uint32_t kvm_irq(uint32_t number) const { return number; }
+  // What irqfds and KVM_IRQ_LINE take for the controller's interrupt `number` (x86: the GSI
+  // itself for both; AArch64: GSI = SPI INTID - 32, and KVM_IRQ_LINE's type/INTID encoding).
+  virtual KvmIrqRoute kvm_irq(uint32_t number) const { return number; }
   // KVM exits only this architecture has (e.g. AArch64 KVM_EXIT_ARM_NISV); false: not handled.
   virtual bool handle_exit(MachineContext& /*vm*/, KvmVcpu& /*vcpu*/) { return false; }
 };

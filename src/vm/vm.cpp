@@ -221,7 +221,7 @@ void Vm::wire_irq_sources() {
   for (const IrqSource& source : d.config.irq_sources) {
     if (source.is_eventfd) {
       // Straight to KVM: the host signals the guest without a trip through this process.
-      const uint32_t gsi = d.machine->kvm_irq(source.irq);  // AArch64: INTID - 32
+      const uint32_t gsi = d.machine->kvm_irq(source.irq).gsi;  // AArch64: INTID - 32
       d.vm.register_irqfd(source.fd, gsi);
       d.external_irqfds.emplace_back(source.fd, gsi);
       continue;

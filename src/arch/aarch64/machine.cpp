@@ -20,6 +20,7 @@
 #include "libvmm/core/file.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
+#include "libvmm/core/kvm_device.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/vm_config.hpp"
 #include "libvmm/devices/pl011.hpp"
@@ -47,7 +48,7 @@ GicVersion parse_gic(const std::string& text, const KvmVm& vm) {
   if (text == "v3") return GicVersion::v3;
   if (!text.empty()) throw UserError(fmt::format("--gic {}: expected v2 or v3", text));
   // The default: what the host's KVM offers (a GICv3 host usually has no vGICv2).
-  if (aarch64::KvmDevice::supported(vm, KVM_DEV_TYPE_ARM_VGIC_V3)) return GicVersion::v3;
+  if (vm.supports_device(KVM_DEV_TYPE_ARM_VGIC_V3)) return GicVersion::v3;
   return GicVersion::v2;
 }
 
@@ -59,7 +60,7 @@ class Vgic {
     const uint32_t type =
         version == GicVersion::v3 ? KVM_DEV_TYPE_ARM_VGIC_V3 : KVM_DEV_TYPE_ARM_VGIC_V2;
     const char* name = version == GicVersion::v3 ? "vGICv3" : "vGICv2";
-    if (!aarch64::KvmDevice::supported(vm, type)) {
+    if (!vm.supports_device(type)) {
       throw UserError(fmt::format("--gic {}: this host's KVM offers no {} (try --gic {})",
                                   version == GicVersion::v3 ? "v3" : "v2", name,
                                   version == GicVersion::v3 ? "v2" : "v3"));
@@ -93,7 +94,7 @@ class Vgic {
     device_->set_attr(KVM_DEV_ARM_VGIC_GRP_ADDR, type, &gpa, what);
   }
 
-  std::optional<aarch64::KvmDevice> device_;
+  std::optional<KvmDevice> device_;
   aarch64::GicDescription description_;
 };
 
@@ -120,7 +121,7 @@ class Aarch64Machine : public Machine {
     const VmConfig& c = vm.config;
     vgic_.emplace(vm.kvm, parse_gic(c.gic, vm.kvm), c.vcpus);
     // Aborts without a valid syndrome come to us (reported) instead of killing the VM in KVM.
-    nisv_to_user_ = aarch64::enable_vm_cap(vm.kvm, KVM_CAP_ARM_NISV_TO_USER);
+    nisv_to_user_ = vm.kvm.try_enable_cap(KVM_CAP_ARM_NISV_TO_USER);
     log::debug("{}, undecodable aborts {}",
                vgic_->description().version == GicVersion::v3 ? "vGICv3" : "vGICv2",
                nisv_to_user_ ? "reported by vmm" : "handled by KVM (no KVM_CAP_ARM_NISV_TO_USER)");
@@ -177,17 +178,16 @@ class Aarch64Machine : public Machine {
     aarch64::init_vcpu(vm.kvm, vcpu);
     if (vcpu.index() == 0) {
       // Secondary vCPUs start powered off; KVM sets their state on the guest's PSCI CPU_ON.
-      aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_pstate()), kBootPstate);
-      aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_pc()), boot_.entry_gpa);
-      aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_x(0)), boot_.dtb_gpa);
-      for (unsigned n = 1; n <= 3; ++n)
-        aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_x(n)), 0);
+      vcpu.set_one_reg(aarch64::core_reg_id(reg_pstate()), kBootPstate);
+      vcpu.set_one_reg(aarch64::core_reg_id(reg_pc()), boot_.entry_gpa);
+      vcpu.set_one_reg(aarch64::core_reg_id(reg_x(0)), boot_.dtb_gpa);
+      for (unsigned n = 1; n <= 3; ++n) vcpu.set_one_reg(aarch64::core_reg_id(reg_x(n)), 0);
     }
     if (vcpu.index() + 1 == vm.config.vcpus) vgic_->initialize();
   }
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override {
-    return aarch64::get_one_reg(vcpu, aarch64::core_reg_id(reg_pc()));
+    return vcpu.get_one_reg(aarch64::core_reg_id(reg_pc()));
   }
 
   uint32_t max_vcpus() const override {
@@ -226,8 +226,12 @@ class Aarch64Machine : public Machine {
     virtio_.push_back(d);
   }
 
-  // KVM_IRQ_LINE and irqfds take GSIs: with the vGIC, GSI n is SPI n, i.e. INTID n + 32.
-  uint32_t kvm_irq(uint32_t number) const override { return number - aarch64::kFirstSpiIntid; }
+  // Irqfds take GSIs: with the vGIC, GSI n is SPI n, i.e. INTID n + 32. KVM_IRQ_LINE takes the
+  // interrupt's type and INTID.
+  KvmIrqRoute kvm_irq(uint32_t number) const override {
+    return {number - aarch64::kFirstSpiIntid,
+            (uint32_t{KVM_ARM_IRQ_TYPE_SPI} << KVM_ARM_IRQ_TYPE_SHIFT) | number};
+  }
 
   bool handle_exit(MachineContext& vm, KvmVcpu& vcpu) override {
     kvm_run& run = vcpu.state();

@@ -10,3 +10,8 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/mptable.cpp
 )
 target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/acpi.cpp)
+# The x86_64 KVM machine (the host machine of x86_64 builds).
+target_sources(libvmm PRIVATE
+  ${CMAKE_CURRENT_LIST_DIR}/machine.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/vcpu_setup.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/kvm_x86.cpp)
