@@ -13,3 +13,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/file.cpp
   ${CMAKE_CURRENT_LIST_DIR}/device_spec.cpp
 )
+# The device tree writer (fdt.cpp) on libfdt.
+include(${PROJECT_SOURCE_DIR}/cmake/libvmmDependencies.cmake)  # libvmm::fdt
+target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/fdt.cpp)
+target_link_libraries(libvmm PRIVATE libvmm::fdt)

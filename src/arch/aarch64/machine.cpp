@@ -13,6 +13,8 @@
 #include "kvm_arm.hpp"
 #include "libvmm/arch/aarch64/fdt.hpp"
 #include "libvmm/arch/aarch64/image.hpp"
+#include "libvmm/arch/aarch64/pl011_fdt.hpp"
+#include "libvmm/arch/virtio_mmio_fdt.hpp"
 #include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/core/bus.hpp"
 #include "libvmm/core/error.hpp"
@@ -134,6 +136,9 @@ class Aarch64Machine : public Machine {
     auto uart = std::make_shared<Pl011>("pl011", serial, vm.irq(kUartIntid));
     vm.mmio.attach(kUartBase, Pl011::kWindowSize, uart);
     uart->start(vm.loop);
+    auto node = std::make_shared<aarch64::Pl011Fdt>(kUartBase, kUartIntid);
+    node->size = Pl011::kWindowSize;
+    board_nodes_.push_back(std::move(node));
   }
 
   void load_guest(MachineContext& vm) override {
@@ -150,8 +155,8 @@ class Aarch64Machine : public Machine {
     fdt.memory.push_back({kRamBase, c.memory_size});
     fdt.cpus = c.vcpus;
     fdt.gic = vgic_->description();
-    fdt.uart = aarch64::UartDescription{kUartBase, Pl011::kWindowSize, kUartIntid};
-    fdt.virtio = virtio_;
+    fdt.board = board_nodes_;
+    fdt.devices = device_nodes_;
     fdt.bootargs = c.cmdline;
     if (!initrd.empty()) fdt.initrd = plan.initrd;
     std::vector<uint8_t> dtb;
@@ -218,12 +223,12 @@ class Aarch64Machine : public Machine {
   }
 
   void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {
-    aarch64::VirtioMmioDescription d;
-    d.base = base;
-    d.size = size;
-    d.intid = irq;
-    d.name = fmt::format("virtio-mmio@{:#x}", base);
-    virtio_.push_back(d);
+    auto node = std::make_shared<VirtioMmioFdt>();
+    node->base = base;
+    node->size = size;
+    node->irq = irq;
+    node->name = fmt::format("virtio-mmio@{:#x}", base);
+    device_nodes_.push_back(std::move(node));
   }
 
   // Irqfds take GSIs: with the vGIC, GSI n is SPI n, i.e. INTID n + 32. KVM_IRQ_LINE takes the
@@ -268,7 +273,10 @@ class Aarch64Machine : public Machine {
 
   std::optional<Vgic> vgic_;
   bool nisv_to_user_ = false;
-  std::vector<aarch64::VirtioMmioDescription> virtio_;
+  // What describes itself in the device tree: the board's devices (PL011) and the ones placed
+  // for the config (virtio-mmio).
+  std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
+  std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
   aarch64::ArmBootInfo boot_;
 };
 
