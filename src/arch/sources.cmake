@@ -2,4 +2,5 @@
 # architecture's own folder has its own list.
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/virtio_mmio_fdt.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/machine_options.cpp
 )

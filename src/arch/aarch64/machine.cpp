@@ -26,6 +26,7 @@
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/vm_config.hpp"
 #include "libvmm/devices/pl011.hpp"
+#include "options.hpp"
 
 namespace libvmm {
 namespace {
@@ -45,26 +46,26 @@ constexpr uint64_t kVirtioBase = 0x0A00'0000;
 constexpr uint32_t kFirstDeviceIntid = 48;  // SPIs 16..47 for virtIO devices
 constexpr uint32_t kDeviceIntidCount = 32;
 
-GicVersion parse_gic(const std::string& text, const KvmVm& vm) {
-  if (text == "v2") return GicVersion::v2;
-  if (text == "v3") return GicVersion::v3;
-  if (!text.empty()) throw UserError(fmt::format("--gic {}: expected v2 or v3", text));
-  // The default: what the host's KVM offers (a GICv3 host usually has no vGICv2).
-  if (vm.supports_device(KVM_DEV_TYPE_ARM_VGIC_V3)) return GicVersion::v3;
-  return GicVersion::v2;
+// The vGIC the config asks for (<gic>, --gic), or what the host's KVM offers (a GICv3 host
+// usually has no vGICv2).
+aarch64::GicOption choose_gic(const VmConfig& config, const KvmVm& vm) {
+  if (auto asked = aarch64::gic_option(config)) return *asked;
+  const GicVersion version =
+      vm.supports_device(KVM_DEV_TYPE_ARM_VGIC_V3) ? GicVersion::v3 : GicVersion::v2;
+  return {version, version == GicVersion::v3 ? "--gic v3" : "--gic v2"};
 }
 
 // KVM's in-kernel vGIC. Addresses are set at once; the GIC is initialized once every vCPU
 // exists (KVM sizes the redistributors from them).
 class Vgic {
  public:
-  Vgic(const KvmVm& vm, GicVersion version, uint32_t vcpus) {
+  Vgic(const KvmVm& vm, const aarch64::GicOption& choice, uint32_t vcpus) {
+    const GicVersion version = choice.version;
     const uint32_t type =
         version == GicVersion::v3 ? KVM_DEV_TYPE_ARM_VGIC_V3 : KVM_DEV_TYPE_ARM_VGIC_V2;
     const char* name = version == GicVersion::v3 ? "vGICv3" : "vGICv2";
     if (!vm.supports_device(type)) {
-      throw UserError(fmt::format("--gic {}: this host's KVM offers no {} (try --gic {})",
-                                  version == GicVersion::v3 ? "v3" : "v2", name,
+      throw UserError(fmt::format("{}: this host's KVM offers no {} (try {})", choice.label, name,
                                   version == GicVersion::v3 ? "v2" : "v3"));
     }
     device_.emplace(vm, type, name);
@@ -121,7 +122,7 @@ class Aarch64Machine : public Machine {
 
   void create_interrupt_controller(MachineContext& vm) override {
     const VmConfig& c = vm.config;
-    vgic_.emplace(vm.kvm, parse_gic(c.gic, vm.kvm), c.vcpus);
+    vgic_.emplace(vm.kvm, choose_gic(c, vm.kvm), c.vcpus);
     // Aborts without a valid syndrome come to us (reported) instead of killing the VM in KVM.
     nisv_to_user_ = vm.kvm.try_enable_cap(KVM_CAP_ARM_NISV_TO_USER);
     log::debug("{}, undecodable aborts {}",
@@ -160,17 +161,17 @@ class Aarch64Machine : public Machine {
     fdt.bootargs = c.cmdline;
     if (!initrd.empty()) fdt.initrd = plan.initrd;
     std::vector<uint8_t> dtb;
-    if (c.dtb.empty()) {
+    const std::optional<aarch64::DtbOption> user_dtb = aarch64::dtb_option(c);
+    if (!user_dtb) {
       dtb = aarch64::build_fdt(fdt);
     } else {
-      const std::vector<uint8_t> user = read_file(c.dtb, "--dtb");
-      dtb = aarch64::patch_fdt(user, fdt, "--dtb " + c.dtb.string());
+      const std::vector<uint8_t> user = read_file(user_dtb->path, user_dtb->what);
+      dtb = aarch64::patch_fdt(user, fdt, user_dtb->label());
     }
     if (dtb.size() > plan.dtb.size) {
-      throw UserError(
-          fmt::format("--dtb {}: the device tree ({} bytes) is larger than the {} "
-                      "bytes the boot protocol allows",
-                      c.dtb.string(), dtb.size(), plan.dtb.size));
+      throw UserError(fmt::format(
+          "{}: the device tree ({} bytes) is larger than the {} bytes the boot protocol allows",
+          user_dtb ? user_dtb->label() : "device tree", dtb.size(), plan.dtb.size));
     }
     boot_ = aarch64::load_arm64(vm.memory, image, plan, initrd, dtb);
     log::debug(
