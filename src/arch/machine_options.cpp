@@ -15,8 +15,8 @@ const std::vector<const MachineOption*>& aarch64_machine_options();
 
 const std::vector<Architecture>& architectures() {
   static const std::vector<Architecture> list = {
-      {"x86_64", "x86_64", {}},
-      {"aarch64", "AArch64", aarch64_machine_options()},
+      {"x86_64", "x86_64", "x86_64 bzImage", "COM1, ttyS0", {}},
+      {"aarch64", "AArch64", "arm64 Image", "PL011, ttyAMA0", aarch64_machine_options()},
   };
   return list;
 }

@@ -401,23 +401,9 @@ class Validator {
   }
 
   void check_irqs(const VirtualMachineSpec& vm, const std::string& name) {
-    const std::vector<uint32_t> free = machine_.device_irqs();
     std::set<uint32_t> seen;
     for (const auto& q : vm.irqs) {
-      if (q.irq < machine_.first_spi()) {
-        add(q.where, fmt::format("IRQ {} is not a shared interrupt (SPI): descriptions use the "
-                                 "controller's numbering, where SPI n is INTID n+{} (a device "
-                                 "tree's <0 {} 4> is irq=\"{}\")",
-                                 q.irq, machine_.first_spi(), q.irq, q.irq + machine_.first_spi()));
-      } else if (q.irq >= machine_.irq_count()) {
-        add(q.where, fmt::format("IRQ {} is outside the interrupt controller's range 0-{} on {}",
-                                 q.irq, machine_.irq_count() - 1, machine_.name()));
-      } else if (std::find(free.begin(), free.end(), q.irq) == free.end()) {
-        std::string list;
-        for (uint32_t f : free) list += (list.empty() ? "" : " ") + std::to_string(f);
-        add(q.where, fmt::format("IRQ {} belongs to the machine's own devices; free lines: {}",
-                                 q.irq, list));
-      }
+      if (std::string why = machine_.irq_problem(q.irq); !why.empty()) add(q.where, why);
       if (!seen.insert(q.irq).second) {
         add(q.where, fmt::format("{}: duplicate IRQ {}", name, q.irq));
       }

@@ -73,16 +73,18 @@ void restore_terminal_on_crash() {
 int main(int argc, char** argv) {
   CLI::App app{"vmm: boot a Linux guest on KVM (libvmm " LIBVMM_VERSION ")"};
   app.set_version_flag("--version", "vmm (libvmm) " LIBVMM_VERSION);
-  app.footer(
-      "The guest's serial console (COM1, ttyS0) is on the terminal; type Ctrl-A x to quit, "
-      "Ctrl-A h for help.\nExit status: 0 when the guest reboots or powers off (or you quit), "
-      "1 on a guest or host error, 2 on bad input.");
+  const Architecture& host = host_architecture();
+  app.footer(fmt::format(
+      "The guest's serial console ({}) is on the terminal; type Ctrl-A x to quit, Ctrl-A h for "
+      "help.\nExit status: 0 when the guest reboots or powers off (or you quit), 1 on a guest or "
+      "host error, 2 on bad input.",
+      host.console));
 
   VmConfig config;
   std::string memory = "256M";
   bool verbose = false;
   bool quiet = false;
-  app.add_option("--kernel", config.kernel, "Guest kernel (x86_64: bzImage; aarch64: Image)");
+  app.add_option("--kernel", config.kernel, fmt::format("Guest kernel ({})", host.kernel));
   app.add_option("--initrd", config.initrd, "Initial RAM disk (e.g. initramfs.cpio.gz)");
   app.add_option("--cmdline", config.cmdline, "Kernel command line")->default_str("");
   app.add_option("--memory,-m", memory, "Guest RAM, e.g. 256M, 2G, 0x10_000_000")
@@ -90,8 +92,9 @@ int main(int argc, char** argv) {
   app.add_option("--vcpus", config.vcpus, "Number of vCPUs")->default_val(1);
   std::string serial;
   app.add_option("--serial", serial,
-                 "Serial console (COM1) backend: stdio, file:PATH, socket:PATH, pty or none "
-                 "(default: stdio, or none when a virtIO console has stdio)");
+                 fmt::format("Serial console ({}) backend: stdio, file:PATH, socket:PATH, pty or "
+                             "none (default: stdio, or none when a virtIO console has stdio)",
+                             host.console));
   // One flag per registered virtIO device kind (virtio/device_kind.hpp), repeatable.
   const auto& kinds = virtio_device_kinds();
   std::vector<std::vector<std::string>> device_values(kinds.size());
@@ -113,7 +116,6 @@ int main(int argc, char** argv) {
     CLI::Option* cli;
   };
   std::vector<std::unique_ptr<OptionFlag>> option_flags;
-  const Architecture& host = host_architecture();
   auto add_option_flag = [&](const MachineOption& option, const std::string& help) -> CLI::Option* {
     if (option.flag().empty() || app.get_option_no_throw(std::string(option.flag()))) {
       return nullptr;

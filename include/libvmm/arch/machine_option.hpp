@@ -46,8 +46,10 @@ class MachineOption {
 
 // An architecture libvmm knows and the options its machine offers.
 struct Architecture {
-  std::string_view name;   // as its machine calls itself: "aarch64"
-  std::string_view title;  // in messages: "AArch64"
+  std::string_view name;     // as its machine calls itself: "aarch64"
+  std::string_view title;    // in messages: "AArch64"
+  std::string_view kernel;   // the kernel image its machine boots: "arm64 Image"
+  std::string_view console;  // its serial console as users know it: "PL011, ttyAMA0"
   std::vector<const MachineOption*> options;
 };
 

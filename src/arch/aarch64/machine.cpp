@@ -213,7 +213,17 @@ class Aarch64Machine : public Machine {
             {"the virtio-mmio device window", kVirtioBase, kDeviceIntidCount * kVirtioMmioSlot}};
   }
   uint32_t irq_count() const override { return kFirstDeviceIntid + kDeviceIntidCount; }
-  uint32_t first_spi() const override { return 32; }
+  // Descriptions number interrupts as the GIC does (INTIDs): SGIs and PPIs are per-CPU, and
+  // device trees number SPIs from 0, which users may write by mistake.
+  std::string irq_problem(uint32_t number) const override {
+    if (number < aarch64::kFirstSpiIntid) {
+      return fmt::format(
+          "IRQ {} is not a shared interrupt (SPI): descriptions use the controller's numbering, "
+          "where SPI n is INTID n+{} (a device tree's <0 {} 4> is irq=\"{}\")",
+          number, aarch64::kFirstSpiIntid, number, number + aarch64::kFirstSpiIntid);
+    }
+    return Machine::irq_problem(number);
+  }
   const char* name() const override { return "aarch64"; }
   const char* serial_name() const override { return "PL011 (ttyAMA0)"; }
 
