@@ -5,6 +5,7 @@
 
 #include "libvmm/arch/x86_64/boot_layout.hpp"
 #include "libvmm/arch/x86_64/bzimage.hpp"
+#include "libvmm/arch/x86_64/kvm_x86.hpp"
 #include "libvmm/arch/x86_64/linux_loader.hpp"
 #include "libvmm/arch/x86_64/long_mode.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
@@ -22,7 +23,7 @@ int main(int argc, char** argv) try {
   if (argc < 2) return std::fprintf(stderr, "usage: minimal_vmm BZIMAGE [CMDLINE]\n"), 2;
   Kvm kvm;
   KvmVm vm = kvm.create_vm();
-  vm.set_tss_addr(0xfffbd000);
+  x86::set_tss_addr(vm, 0xfffbd000);
   vm.create_irqchip();
 
   // 64 MiB of RAM at guest-physical 0, known to KVM and to the VMM's own accessors.
@@ -49,14 +50,14 @@ int main(int argc, char** argv) try {
 
   // One vCPU starting at the kernel's 64-bit entry with RSI pointing at the zero page.
   auto vcpu = vm.create_vcpu(0);
-  vcpu->set_cpuid(kvm.supported_cpuid());
-  vcpu->set_sregs(x86::long_mode_sregs(vcpu->get_sregs()));
-  vcpu->set_regs(x86::long_mode_regs(boot.entry, boot.zero_page));
+  x86::set_cpuid(*vcpu, x86::supported_cpuid(kvm));
+  x86::set_sregs(*vcpu, x86::long_mode_sregs(x86::get_sregs(*vcpu)));
+  x86::set_regs(*vcpu, x86::long_mode_regs(boot.entry, boot.zero_page));
 
   FaultReporter faults(memory, mmio, /*strict=*/false);
   VcpuRunner runner(std::move(vcpu),
                     {&mmio, &pio, &faults, [&](StopReason, std::string) { loop.stop(); },
-                     [](KvmVcpu& v) { return v.get_regs().rip; }, nullptr});
+                     [](KvmVcpu& v) { return x86::get_regs(v).rip; }, nullptr});
   runner.start();
   loop.run();  // until the guest resets, the vCPU stops, or Ctrl-A x
   runner.stop();

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "libvmm/core/kvm.hpp"
+#include "libvmm/core/kvm_irq.hpp"
 #include "libvmm/core/vcpu_runner.hpp"
 
 namespace libvmm {
@@ -56,7 +57,6 @@ struct MemoryMap {
   size_t virtio_mmio_slots = 0;       // kVirtioMmioSlot bytes each
   std::vector<uint32_t> device_irqs;  // lines devices may have, in the order handed out
   uint32_t irq_count = 0;
-  uint32_t first_spi = 0;
 };
 
 class Machine {
@@ -71,7 +71,6 @@ class Machine {
     m.device_irqs = device_irqs();
     m.virtio_mmio_slots = m.device_irqs.size();
     m.irq_count = irq_count();
-    m.first_spi = first_spi();
     return m;
   }
 
@@ -106,11 +105,13 @@ class Machine {
   virtual const char* name() const { return "unknown"; }
   // The serial port add_platform_devices() attaches, as users know it (x86: "COM1 (ttyS0)").
   virtual const char* serial_name() const { return "serial"; }
-  // Interrupt numbers below this are per-CPU (AArch64: SGIs and PPIs; SPIs start at INTID 32).
-  virtual uint32_t first_spi() const { return 0; }
-  // What KVM_IRQ_LINE and irqfds take for the controller's interrupt `number` (x86: the GSI
-  // itself; AArch64: SPI INTID - 32).
-  virtual uint32_t kvm_irq(uint32_t number) const { return number; }
+  // Why a description cannot wire a host event source to interrupt `number` ("" when it can):
+  // outside the controller's range, or a line the machine's own devices use (AArch64 adds: a
+  // per-CPU interrupt). In the controller's numbering, as users write it.
+  virtual std::string irq_problem(uint32_t number) const;
+  // What irqfds and KVM_IRQ_LINE take for the controller's interrupt `number` (x86: the GSI
+  // itself for both; AArch64: GSI = SPI INTID - 32, and KVM_IRQ_LINE's type/INTID encoding).
+  virtual KvmIrqRoute kvm_irq(uint32_t number) const { return number; }
   // KVM exits only this architecture has (e.g. AArch64 KVM_EXIT_ARM_NISV); false: not handled.
   virtual bool handle_exit(MachineContext& /*vm*/, KvmVcpu& /*vcpu*/) { return false; }
 };

@@ -7,65 +7,28 @@
 
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 
 #include "libvmm/core/error.hpp"
 
 namespace libvmm {
-namespace {
-
-template <typename... Args>
-int checked_ioctl(int fd, unsigned long request, const char* what, Args... args) {
+int kvm_ioctl(int fd, unsigned long request, const std::string& what, const void* arg) {
   int ret;
   do {
-    ret = ::ioctl(fd, request, args...);
+    ret = ::ioctl(fd, request, arg);
   } while (ret < 0 && errno == EINTR);
-  if (ret < 0) throw_errno(std::string("KVM: ") + what);
+  if (ret < 0) throw_errno("KVM: " + what);
   return ret;
 }
 
-// The uapi headers declare their flexible arrays with __DECLARE_FLEX_ARRAY, which in C++ adds
-// an empty struct member: kvm_cpuid2 and kvm_msrs get sizeof 12 and 16 instead of C's 8, the
-// entries move, and the ioctl numbers (which encode sizeof) no longer match the kernel's. So
-// these requests are built by hand in the C layout: an 8-byte header, then the entries.
-struct FlexHeader {
-  uint32_t count;
-  uint32_t padding;
-};
-static_assert(sizeof(FlexHeader) == 8);
-#if defined(__x86_64__)
-constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, FlexHeader);
-constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, FlexHeader);
-constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, FlexHeader);
-#endif
-
-// A C-layout request buffer: FlexHeader followed by `count` entries of T.
-template <typename T>
-class FlexRequest {
- public:
-  explicit FlexRequest(size_t count) : bytes_(sizeof(FlexHeader) + count * sizeof(T)) {
-    FlexHeader header{static_cast<uint32_t>(count), 0};
-    std::memcpy(bytes_.data(), &header, sizeof header);
-  }
-  FlexRequest(const std::vector<T>& entries) : FlexRequest(entries.size()) {
-    std::memcpy(bytes_.data() + sizeof(FlexHeader), entries.data(), entries.size() * sizeof(T));
-  }
-  void* data() { return bytes_.data(); }
-  uint32_t count() const {
-    FlexHeader header;
-    std::memcpy(&header, bytes_.data(), sizeof header);
-    return header.count;
-  }
-  std::vector<T> entries() const {
-    std::vector<T> out(count());
-    std::memcpy(out.data(), bytes_.data() + sizeof(FlexHeader), out.size() * sizeof(T));
-    return out;
-  }
-
- private:
-  std::vector<uint8_t> bytes_;
-};
-
-}  // namespace
+int kvm_ioctl(int fd, unsigned long request, const std::string& what, unsigned long arg) {
+  int ret;
+  do {
+    ret = ::ioctl(fd, request, arg);
+  } while (ret < 0 && errno == EINTR);
+  if (ret < 0) throw_errno("KVM: " + what);
+  return ret;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Kvm
@@ -106,19 +69,8 @@ void Kvm::require_extension(long capability, const char* name) const {
 }
 
 int Kvm::vcpu_mmap_size() const {
-  return checked_ioctl(fd_.get(), KVM_GET_VCPU_MMAP_SIZE, "KVM_GET_VCPU_MMAP_SIZE", 0);
+  return kvm_ioctl(fd_.get(), KVM_GET_VCPU_MMAP_SIZE, "KVM_GET_VCPU_MMAP_SIZE", 0UL);
 }
-
-#if defined(__x86_64__)
-std::vector<kvm_cpuid_entry2> Kvm::supported_cpuid() const {
-  for (size_t n = 64; n <= 4096; n *= 2) {
-    FlexRequest<kvm_cpuid_entry2> request(n);
-    if (::ioctl(fd_.get(), kGetSupportedCpuid, request.data()) == 0) return request.entries();
-    if (errno != E2BIG) throw_errno("KVM: KVM_GET_SUPPORTED_CPUID");
-  }
-  throw SystemError("KVM: KVM_GET_SUPPORTED_CPUID", E2BIG);
-}
-#endif
 
 KvmVm Kvm::create_vm() const {
   int fd;
@@ -137,6 +89,20 @@ int KvmVm::check_extension(long capability) const {
   return r < 0 ? 0 : r;
 }
 
+bool KvmVm::try_enable_cap(uint32_t capability) {
+  if (check_extension(capability) <= 0) return false;
+  kvm_enable_cap cap{};
+  cap.cap = capability;
+  return ::ioctl(fd_.get(), KVM_ENABLE_CAP, &cap) == 0;
+}
+
+bool KvmVm::supports_device(uint32_t type) const {
+  kvm_create_device test{};
+  test.type = type;
+  test.flags = KVM_CREATE_DEVICE_TEST;
+  return ::ioctl(fd_.get(), KVM_CREATE_DEVICE, &test) == 0;
+}
+
 void KvmVm::set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host,
                                    bool readonly) {
   kvm_userspace_memory_region region{};
@@ -145,45 +111,25 @@ void KvmVm::set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, v
   region.guest_phys_addr = gpa;
   region.memory_size = size;
   region.userspace_addr = reinterpret_cast<uint64_t>(host);
-  checked_ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, "KVM_SET_USER_MEMORY_REGION", &region);
+  kvm_ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, "KVM_SET_USER_MEMORY_REGION", &region);
 }
 
 void KvmVm::create_irqchip() {
-  checked_ioctl(fd_.get(), KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP", 0);
+  kvm_ioctl(fd_.get(), KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP", 0UL);
 }
-
-#if defined(__x86_64__)
-void KvmVm::set_tss_addr(uint64_t addr) {
-  checked_ioctl(fd_.get(), KVM_SET_TSS_ADDR, "KVM_SET_TSS_ADDR", static_cast<unsigned long>(addr));
-}
-
-void KvmVm::set_identity_map_addr(uint64_t addr) {
-  checked_ioctl(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, "KVM_SET_IDENTITY_MAP_ADDR", &addr);
-}
-
-void KvmVm::create_pit2() {
-  kvm_pit_config config{};
-  config.flags = KVM_PIT_SPEAKER_DUMMY;
-  checked_ioctl(fd_.get(), KVM_CREATE_PIT2, "KVM_CREATE_PIT2", &config);
-}
-#endif
 
 void KvmVm::irq_line(uint32_t irq, bool level) {
   kvm_irq_level line{};
   line.irq = irq;
-#if defined(__aarch64__)
-  // The vGIC takes a type and an INTID; `irq` is a GSI, and GSI n is SPI n (INTID n + 32).
-  line.irq = (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT) | (irq + 32);
-#endif
   line.level = level ? 1 : 0;
-  checked_ioctl(fd_.get(), KVM_IRQ_LINE, "KVM_IRQ_LINE", &line);
+  kvm_ioctl(fd_.get(), KVM_IRQ_LINE, "KVM_IRQ_LINE", &line);
 }
 
 void KvmVm::register_irqfd(int eventfd, uint32_t gsi) {
   kvm_irqfd irqfd{};
   irqfd.fd = static_cast<uint32_t>(eventfd);
   irqfd.gsi = gsi;
-  checked_ioctl(fd_.get(), KVM_IRQFD, "KVM_IRQFD", &irqfd);
+  kvm_ioctl(fd_.get(), KVM_IRQFD, "KVM_IRQFD", &irqfd);
 }
 
 void KvmVm::unregister_irqfd(int eventfd, uint32_t gsi) {
@@ -191,7 +137,7 @@ void KvmVm::unregister_irqfd(int eventfd, uint32_t gsi) {
   irqfd.fd = static_cast<uint32_t>(eventfd);
   irqfd.gsi = gsi;
   irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;
-  checked_ioctl(fd_.get(), KVM_IRQFD, "KVM_IRQFD (deassign)", &irqfd);
+  kvm_ioctl(fd_.get(), KVM_IRQFD, "KVM_IRQFD (deassign)", &irqfd);
 }
 
 void KvmVm::register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool mmio,
@@ -205,12 +151,12 @@ void KvmVm::register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool mm
     io.flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
     io.datamatch = *datamatch;
   }
-  checked_ioctl(fd_.get(), KVM_IOEVENTFD, "KVM_IOEVENTFD", &io);
+  kvm_ioctl(fd_.get(), KVM_IOEVENTFD, "KVM_IOEVENTFD", &io);
 }
 
 std::unique_ptr<KvmVcpu> KvmVm::create_vcpu(uint32_t index) const {
-  const int fd = checked_ioctl(fd_.get(), KVM_CREATE_VCPU, "KVM_CREATE_VCPU",
-                               static_cast<unsigned long>(index));
+  const int fd =
+      kvm_ioctl(fd_.get(), KVM_CREATE_VCPU, "KVM_CREATE_VCPU", static_cast<unsigned long>(index));
   UniqueFd vcpu_fd(fd);
   const auto size = static_cast<size_t>(kvm_->vcpu_mmap_size());
   void* run = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -234,45 +180,22 @@ bool KvmVcpu::run() {
   throw_errno(fmt::format("KVM: KVM_RUN on vCPU {}", index_));
 }
 
-#if defined(__x86_64__)
-kvm_regs KvmVcpu::get_regs() const {
-  kvm_regs regs{};
-  checked_ioctl(fd_.get(), KVM_GET_REGS, "KVM_GET_REGS", &regs);
-  return regs;
-}
-void KvmVcpu::set_regs(const kvm_regs& regs) {
-  checked_ioctl(fd_.get(), KVM_SET_REGS, "KVM_SET_REGS", &regs);
-}
-kvm_sregs KvmVcpu::get_sregs() const {
-  kvm_sregs sregs{};
-  checked_ioctl(fd_.get(), KVM_GET_SREGS, "KVM_GET_SREGS", &sregs);
-  return sregs;
-}
-void KvmVcpu::set_sregs(const kvm_sregs& sregs) {
-  checked_ioctl(fd_.get(), KVM_SET_SREGS, "KVM_SET_SREGS", &sregs);
-}
-void KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-  FlexRequest<kvm_cpuid_entry2> request(entries);
-  checked_ioctl(fd_.get(), kSetCpuid2, "KVM_SET_CPUID2", request.data());
-}
-kvm_lapic_state KvmVcpu::get_lapic() const {
-  kvm_lapic_state lapic{};
-  checked_ioctl(fd_.get(), KVM_GET_LAPIC, "KVM_GET_LAPIC", &lapic);
-  return lapic;
-}
-void KvmVcpu::set_lapic(const kvm_lapic_state& lapic) {
-  checked_ioctl(fd_.get(), KVM_SET_LAPIC, "KVM_SET_LAPIC", &lapic);
-}
-void KvmVcpu::set_fpu(const kvm_fpu& fpu) {
-  checked_ioctl(fd_.get(), KVM_SET_FPU, "KVM_SET_FPU", &fpu);
-}
-void KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
-  FlexRequest<kvm_msr_entry> request(msrs);
-  const int n = checked_ioctl(fd_.get(), kSetMsrs, "KVM_SET_MSRS", request.data());
-  if (static_cast<size_t>(n) != msrs.size()) {
-    throw SystemError(fmt::format("KVM: KVM_SET_MSRS set {} of {} MSRs", n, msrs.size()), EINVAL);
+uint64_t KvmVcpu::get_one_reg(uint64_t id) const {
+  if ((id & KVM_REG_SIZE_MASK) != KVM_REG_SIZE_U64) {
+    throw std::invalid_argument(fmt::format("KVM_GET_ONE_REG {:#x}: not a 64-bit register", id));
   }
+  uint64_t value = 0;
+  kvm_one_reg reg{id, reinterpret_cast<uint64_t>(&value)};
+  kvm_ioctl(fd_.get(), KVM_GET_ONE_REG, fmt::format("KVM_GET_ONE_REG {:#x}", id), &reg);
+  return value;
 }
-#endif
+
+void KvmVcpu::set_one_reg(uint64_t id, uint64_t value) {
+  if ((id & KVM_REG_SIZE_MASK) != KVM_REG_SIZE_U64) {
+    throw std::invalid_argument(fmt::format("KVM_SET_ONE_REG {:#x}: not a 64-bit register", id));
+  }
+  kvm_one_reg reg{id, reinterpret_cast<uint64_t>(&value)};
+  kvm_ioctl(fd_.get(), KVM_SET_ONE_REG, fmt::format("KVM_SET_ONE_REG {:#x}", id), &reg);
+}
 
 }  // namespace libvmm

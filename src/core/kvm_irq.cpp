@@ -7,13 +7,13 @@
 
 namespace libvmm {
 
-KvmIrqLine::KvmIrqLine(KvmVm& vm, uint32_t kvm_irq, uint32_t number)
-    : vm_(vm), kvm_irq_(kvm_irq), number_(number) {}
+KvmIrqLine::KvmIrqLine(KvmVm& vm, KvmIrqRoute route, uint32_t number)
+    : vm_(vm), route_(route), number_(number) {}
 
 KvmIrqLine::~KvmIrqLine() {
   if (irqfd_) {
     try {
-      vm_.unregister_irqfd(irqfd_.get(), kvm_irq_);
+      vm_.unregister_irqfd(irqfd_.get(), route_.gsi);
     } catch (const std::exception&) {
       // The VM is going away; nothing useful to do.
     }
@@ -21,14 +21,14 @@ KvmIrqLine::~KvmIrqLine() {
 }
 
 void KvmIrqLine::set_level(bool asserted) {
-  vm_.irq_line(kvm_irq_, asserted);
+  vm_.irq_line(route_.line, asserted);
 }
 
 int KvmIrqLine::irqfd() {
   std::call_once(irqfd_once_, [this] {
     UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!fd) throw_errno("irqfd: eventfd");
-    vm_.register_irqfd(fd.get(), kvm_irq_);
+    vm_.register_irqfd(fd.get(), route_.gsi);
     irqfd_ = std::move(fd);
   });
   return irqfd_.get();

@@ -8,7 +8,12 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/fault_report.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vcpu_runner.cpp
   ${CMAKE_CURRENT_LIST_DIR}/kvm_irq.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/kvm_device.cpp
   ${CMAKE_CURRENT_LIST_DIR}/size.cpp
   ${CMAKE_CURRENT_LIST_DIR}/file.cpp
   ${CMAKE_CURRENT_LIST_DIR}/device_spec.cpp
 )
+# The device tree writer (fdt.cpp) on libfdt.
+include(${PROJECT_SOURCE_DIR}/cmake/libvmmDependencies.cmake)  # libvmm::fdt
+target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/fdt.cpp)
+target_link_libraries(libvmm PRIVATE libvmm::fdt)

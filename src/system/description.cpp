@@ -13,6 +13,7 @@
 
 #include "../arch/machine.hpp"
 #include "../vm/device_plan.hpp"
+#include "libvmm/arch/machine_option.hpp"
 #include "libvmm/core/file.hpp"
 #include "libvmm/core/size.hpp"
 
@@ -315,28 +316,9 @@ class Validator {
     }
     check_backend(vm, "serial", machine_.serial_name(), c.serial, stdio_users);
     check_devices(vm, stdio_users);
-    const std::string arch = machine_.name();
-    if (arch == "aarch64") {
-      if (vm.gic_version && *vm.gic_version != 2 && *vm.gic_version != 3) {
-        add(vm.location_of("gic"),
-            fmt::format("<gic> version=\"{}\": expected 2 or 3", *vm.gic_version));
-      }
-      if (!vm.dtb_overlay.empty()) {
-        add(vm.location_of("dtb_overlay"),
-            "<dtb_overlay> is not yet supported; give a whole device tree with <dtb> (vmm "
-            "patches memory, chosen and the virtIO devices into it)");
-      }
-      if (!vm.dtb.empty()) check_file(vm.location_of("dtb"), "dtb", vm.dtb);
-    } else {
-      if (!vm.dtb.empty() || !vm.dtb_overlay.empty() || vm.gic_version) {
-        const char* what = !vm.dtb.empty()           ? "dtb"
-                           : !vm.dtb_overlay.empty() ? "dtb_overlay"
-                                                     : "gic";
-        add(vm.location_of(what),
-            fmt::format("<{}> is for AArch64 guests; this vmm runs {} guests, "
-                        "which have no device tree or GIC",
-                        what, arch));
-      }
+    // The machine's options by its architecture's rules; another architecture's are refused.
+    for (auto& p : check_machine_options(c.machine_options, files_)) {
+      problems_.push_back(std::move(p));
     }
     check_guest_maps(vm, name);
     check_irqs(vm, name);
@@ -419,23 +401,9 @@ class Validator {
   }
 
   void check_irqs(const VirtualMachineSpec& vm, const std::string& name) {
-    const std::vector<uint32_t> free = machine_.device_irqs();
     std::set<uint32_t> seen;
     for (const auto& q : vm.irqs) {
-      if (q.irq < machine_.first_spi()) {
-        add(q.where, fmt::format("IRQ {} is not a shared interrupt (SPI): descriptions use the "
-                                 "controller's numbering, where SPI n is INTID n+{} (a device "
-                                 "tree's <0 {} 4> is irq=\"{}\")",
-                                 q.irq, machine_.first_spi(), q.irq, q.irq + machine_.first_spi()));
-      } else if (q.irq >= machine_.irq_count()) {
-        add(q.where, fmt::format("IRQ {} is outside the interrupt controller's range 0-{} on {}",
-                                 q.irq, machine_.irq_count() - 1, machine_.name()));
-      } else if (std::find(free.begin(), free.end(), q.irq) == free.end()) {
-        std::string list;
-        for (uint32_t f : free) list += (list.empty() ? "" : " ") + std::to_string(f);
-        add(q.where, fmt::format("IRQ {} belongs to the machine's own devices; free lines: {}",
-                                 q.irq, list));
-      }
+      if (std::string why = machine_.irq_problem(q.irq); !why.empty()) add(q.where, why);
       if (!seen.insert(q.irq).second) {
         add(q.where, fmt::format("{}: duplicate IRQ {}", name, q.irq));
       }

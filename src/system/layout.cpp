@@ -7,6 +7,7 @@
 
 #include "../arch/machine.hpp"
 #include "../vm/device_plan.hpp"
+#include "libvmm/arch/machine_option.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/system/description.hpp"
 
@@ -63,8 +64,11 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
                        m.perms, m.readonly() ? " (read-only KVM slot)" : "");
   }
   out << fmt::format("  serial   {} -> {}\n", machine.serial_name(), c.serial);
-  if (vm.gic_version) out << fmt::format("  gic      v{}\n", *vm.gic_version);
-  if (!vm.dtb.empty()) out << fmt::format("  dtb      {} (patched)\n", vm.dtb.string());
+  for (const MachineOption* option : host_architecture().options) {
+    if (const DeviceSpec* spec = find_option_spec(c.machine_options, option->element())) {
+      out << fmt::format("  {:<8} {}\n", option->element(), option->describe(*spec));
+    }
+  }
 
   std::vector<uint32_t> taken;
   for (const IrqSpec& q : vm.irqs) taken.push_back(q.irq);

@@ -10,6 +10,7 @@
 #include <pugixml.hpp>
 #include <set>
 
+#include "libvmm/arch/machine_option.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/system/description.hpp"
@@ -26,7 +27,9 @@ struct ElementRule {
   bool text = false;  // takes text content (<cmdline>)
 };
 
-// The fixed elements; each registered device kind adds its own (virtio/device_kind.hpp).
+// The fixed elements; each registered device kind adds its own (virtio/device_kind.hpp), and
+// each architecture's machine options theirs (arch/machine_option.hpp): every architecture's,
+// so that another architecture's option is read, then refused by name by the validator.
 std::map<std::string_view, ElementRule> make_rules() {
   std::map<std::string_view, ElementRule> table = {
       {"system", {{}, {}, {"memory_region", "protection_domain"}}},
@@ -38,16 +41,11 @@ std::map<std::string_view, ElementRule> make_rules() {
       {"virtual_machine",
        {{"name"},
         {"id", "priority", "ram", "strict_faults"},
-        {"map", "vcpus", "kernel", "initrd", "cmdline", "dtb", "dtb_overlay", "gic", "serial",
-         "irq", "vfio"}}},
+        {"map", "vcpus", "kernel", "initrd", "cmdline", "serial", "irq", "vfio"}}},
       {"vcpus", {{"count"}, {}, {}}},
       {"kernel", {{"path"}, {}, {}}},
       {"initrd", {{"path"}, {}, {}}},
       {"cmdline", {{}, {}, {}, true}},
-      // AArch64: parsed here, refused on x86_64 by the validator.
-      {"dtb", {{"path"}, {}, {}}},
-      {"dtb_overlay", {{"path"}, {}, {}}},
-      {"gic", {{"version"}, {}, {}}},
       {"serial", {{"backend"}, {}, {}}},
       {"irq", {{"irq"}, {"eventfd", "fifo", "socket"}, {}}},
       {"vfio", {{"device"}, {}, {}}},
@@ -59,6 +57,18 @@ std::map<std::string_view, ElementRule> make_rules() {
     }
     table.emplace(kind->element(), std::move(rule));
     table["virtual_machine"].children.push_back(kind->element());
+  }
+  for (const Architecture& arch : architectures()) {
+    for (const MachineOption* named : arch.options) {
+      if (table.contains(named->element())) continue;  // offered by several architectures
+      const MachineOption* option = find_any_machine_option(named->element());
+      ElementRule rule;
+      for (const AttributeRule& a : option->attributes()) {
+        (a.required ? rule.required : rule.optional).push_back(a.name);
+      }
+      table.emplace(option->element(), std::move(rule));
+      table["virtual_machine"].children.push_back(option->element());
+    }
   }
   return table;
 }
@@ -301,6 +311,22 @@ class Parser {
     return q;
   }
 
+  // A device's or machine option's element as a spec: its known attributes (paths resolved).
+  DeviceSpec element_spec(pugi::xml_node n, std::string_view kind,
+                          const std::vector<AttributeRule>& rules) {
+    DeviceSpec spec;
+    spec.kind = kind;
+    spec.where = fmt::format("{}:{}: <{}>", file_, at(n), n.name());
+    for (const AttributeRule& a : rules) {
+      const std::string attr(a.name);
+      if (n.attribute(attr.c_str())) {
+        spec.attributes.emplace_back(attr,
+                                     a.is_path ? path(n, attr.c_str()) : text(n, attr.c_str()));
+      }
+    }
+    return spec;
+  }
+
   VirtualMachineSpec vm(pugi::xml_node n) {
     VirtualMachineSpec v;
     v.where = where(n);
@@ -328,32 +354,14 @@ class Parser {
       } else if (name == "cmdline") {
         note("cmdline");
         v.config.cmdline = c.child_value();
-      } else if (name == "dtb") {
-        note("dtb");
-        v.dtb = path(c, "path");
-        v.config.dtb = v.dtb;
-      } else if (name == "dtb_overlay") {
-        note("dtb_overlay");
-        v.dtb_overlay = path(c, "path");
-      } else if (name == "gic") {
-        note("gic");
-        v.gic_version = small_number(c, "version");
-        if (v.gic_version) v.config.gic = fmt::format("v{}", *v.gic_version);
       } else if (name == "serial") {
         note("serial");
         v.config.serial = text(c, "backend");
       } else if (const VirtioDeviceKind* kind = find_virtio_device_kind(name)) {
-        DeviceSpec spec;
-        spec.kind = kind->element();
-        spec.where = fmt::format("{}:{}: <{}>", file_, at(c), name);
-        for (const AttributeRule& a : kind->attributes()) {
-          const std::string attr(a.name);
-          if (c.attribute(attr.c_str())) {
-            spec.attributes.emplace_back(attr,
-                                         a.is_path ? path(c, attr.c_str()) : text(c, attr.c_str()));
-          }
-        }
-        v.config.devices.push_back(std::move(spec));
+        v.config.devices.push_back(element_spec(c, kind->element(), kind->attributes()));
+      } else if (const MachineOption* option = find_any_machine_option(name)) {
+        v.config.machine_options.push_back(
+            element_spec(c, option->element(), option->attributes()));
       } else if (name == "irq") {
         v.irqs.push_back(irq(c));
       } else if (name == "vfio") {

@@ -14,6 +14,7 @@
 
 #include "../arch/machine.hpp"
 #include "device_plan.hpp"
+#include "libvmm/arch/machine_option.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/fault_report.hpp"
 #include "libvmm/core/kvm_irq.hpp"
@@ -95,15 +96,12 @@ void validate(const VmConfig& c) {
       }
     }
   }
-#if defined(__aarch64__)
-  if (!c.gic.empty() && c.gic != "v2" && c.gic != "v3") {
-    throw UserError(fmt::format("--gic {}: expected v2 or v3", c.gic));
+  // The machine's own options (AArch64: --gic, --dtb), by its architecture's rules; another
+  // architecture's are refused by name.
+  if (auto problems = check_machine_options(c.machine_options, HostFiles::real());
+      !problems.empty()) {
+    throw UserError(problems.front());
   }
-  if (!c.dtb.empty()) check_readable_file(c.dtb, "--dtb");
-#else
-  if (!c.gic.empty()) throw UserError("--gic: only AArch64 machines have a GIC");
-  if (!c.dtb.empty()) throw UserError("--dtb: only AArch64 machines boot with a device tree");
-#endif
 }
 
 struct Vm::Impl {
@@ -221,7 +219,7 @@ void Vm::wire_irq_sources() {
   for (const IrqSource& source : d.config.irq_sources) {
     if (source.is_eventfd) {
       // Straight to KVM: the host signals the guest without a trip through this process.
-      const uint32_t gsi = d.machine->kvm_irq(source.irq);  // AArch64: INTID - 32
+      const uint32_t gsi = d.machine->kvm_irq(source.irq).gsi;  // AArch64: INTID - 32
       d.vm.register_irqfd(source.fd, gsi);
       d.external_irqfds.emplace_back(source.fd, gsi);
       continue;

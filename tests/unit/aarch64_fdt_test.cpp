@@ -1,5 +1,6 @@
 // The generated arm64 device tree and the patching of a user's DTB, read back with libfdt and
-// compared with dtc's decompilation.
+// compared with dtc's decompilation. The machine's nodes come from build_fdt/patch_fdt, the
+// GIC's, the PL011's and the virtio-mmio devices' from their own describe_fdt().
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <libfdt.h>
@@ -16,6 +17,8 @@
 #include <vector>
 
 #include "libvmm/arch/aarch64/fdt.hpp"
+#include "libvmm/arch/aarch64/pl011_fdt.hpp"
+#include "libvmm/arch/virtio_mmio_fdt.hpp"
 #include "libvmm/core/error.hpp"
 
 using namespace libvmm;
@@ -27,8 +30,28 @@ using ::testing::StartsWith;
 
 namespace {
 
+std::shared_ptr<VirtioMmioFdt> virtio_device(uint64_t base, uint32_t intid,
+                                             FdtTrigger trigger = FdtTrigger::edge_rising,
+                                             std::string name = "") {
+  auto device = std::make_shared<VirtioMmioFdt>();
+  device->base = base;
+  device->irq = intid;
+  device->trigger = trigger;
+  device->name = std::move(name);
+  return device;
+}
+
+// What the tests vary in the sample machine.
+struct Sample {
+  GicVersion version = GicVersion::v3;
+  uint32_t uart_intid = 33;
+  uint32_t console_intid = 49;
+  uint64_t console_base = 0x0a00'0200;
+};
+
 // A machine like the aarch64 one: RAM at 1 GiB, GIC below it, PL011 and virtio-mmio devices.
-FdtMachine sample_machine(GicVersion version = GicVersion::v3) {
+FdtMachine sample_machine(const Sample& sample) {
+  const GicVersion version = sample.version;
   FdtMachine m;
   m.memory = {{0x4000'0000, 256 * MiB}};
   m.cpus = 2;
@@ -42,12 +65,17 @@ FdtMachine sample_machine(GicVersion version = GicVersion::v3) {
     m.gic.cpu_or_redist_base = 0x0801'0000;
     m.gic.cpu_or_redist_size = 0x1'0000;
   }
-  m.uart = UartDescription{.base = 0x0900'0000, .size = 0x1000, .intid = 33};
-  m.virtio = {{.base = 0x0a00'0000, .intid = 48, .name = "virtio-blk disk0"},
-              {.base = 0x0a00'0200, .intid = 49, .level_triggered = true, .name = "console"}};
+  m.board = {std::make_shared<Pl011Fdt>(0x0900'0000, sample.uart_intid)};
+  m.devices = {
+      virtio_device(0x0a00'0000, 48, FdtTrigger::edge_rising, "virtio-blk disk0"),
+      virtio_device(sample.console_base, sample.console_intid, FdtTrigger::level_high, "console")};
   m.bootargs = "console=ttyAMA0 quiet";
   m.initrd = GpaRange{0x4f00'0000, 0x10'0001};
   return m;
+}
+
+FdtMachine sample_machine(GicVersion version = GicVersion::v3) {
+  return sample_machine(Sample{.version = version});
 }
 
 int node(const std::vector<uint8_t>& blob, const char* path) {
@@ -230,7 +258,7 @@ TEST(Arm64Fdt, ManyCpusUseKvmAffinities) {
 
 TEST(Arm64Fdt, NoUartNoInitrdNoBootargs) {
   FdtMachine m = sample_machine();
-  m.uart.reset();
+  m.board.clear();
   m.initrd.reset();
   m.bootargs.clear();
   const auto blob = build_fdt(m);
@@ -241,22 +269,20 @@ TEST(Arm64Fdt, NoUartNoInitrdNoBootargs) {
 }
 
 TEST(Arm64Fdt, RejectsBadDescriptions) {
-  FdtMachine m = sample_machine();
-  m.virtio[1].intid = 17;  // a device tree SPI number where an INTID belongs
+  // A device tree SPI number where an INTID belongs.
+  FdtMachine m = sample_machine({.console_intid = 17});
   EXPECT_THAT(error_of([&] { build_fdt(m); }), StartsWith("console: interrupt 17 is not an SPI"));
 
-  m = sample_machine();
-  m.uart->intid = 20;
+  m = sample_machine({.uart_intid = 20});
   EXPECT_THAT(error_of([&] { build_fdt(m); }), StartsWith("pl011@9000000: interrupt 20"));
 
-  m = sample_machine();
-  m.virtio[1].intid = 48;
+  m = sample_machine({.console_intid = 48});
   EXPECT_THAT(error_of([&] { build_fdt(m); }),
               StartsWith("console: INTID 48 is already used by virtio-blk disk0"));
 
-  m = sample_machine();
-  m.virtio[1].base = m.virtio[0].base;
-  EXPECT_THAT(error_of([&] { build_fdt(m); }), HasSubstr("address 0xa000000 is already used"));
+  m = sample_machine({.console_base = 0x0a00'0000});
+  EXPECT_THAT(error_of([&] { build_fdt(m); }),
+              StartsWith("console: address 0xa000000 is already used by virtio-blk disk0"));
 
   m = sample_machine(GicVersion::v2);
   m.cpus = 9;
@@ -347,13 +373,43 @@ TEST(Arm64FdtPatch, KeepsUserCpusAndPointsNewDevicesAtTheGic) {
   EXPECT_FALSE(has_prop(blob, "/chosen", "linux,initrd-start"));
 }
 
+// Any piece that describes itself is a device of the tree: its node (with the controller's
+// interrupt cells and a phandle of its own) lands in a generated tree and in a patched one.
+struct TestDevice final : FdtNodeSource {
+  void describe_fdt(FdtWriter& fdt) const override {
+    FdtNode node(node_name("test-device", 0x0c00'0000));
+    node.string("compatible", "libvmm,test")
+        .reg({{0x0c00'0000, 0x100}})
+        .cells("interrupts", fdt.interrupts(60, FdtTrigger::level_high, "test device"))
+        .u32("phandle", fdt.phandle("test-device"));
+    fdt.claim_address(0x0c00'0000, "test device");
+    fdt.add(std::move(node));
+  }
+};
+
+TEST(Arm64FdtPatch, DevicesDescribeThemselves) {
+  FdtMachine m = sample_machine();
+  m.devices.push_back(std::make_shared<TestDevice>());
+  const auto built = build_fdt(m);
+  EXPECT_THAT(cells(built, "/test-device@c000000", "interrupts"), ElementsAre(0u, 28u, 4u));
+  EXPECT_THAT(cells(built, "/test-device@c000000", "phandle"),
+              ElementsAre(3u));  // after gic, clock
+
+  const auto patched = patch_fdt(built, m, "user.dtb");
+  EXPECT_THAT(cells(patched, "/test-device@c000000", "interrupts"), ElementsAre(0u, 28u, 4u));
+
+  m.devices.push_back(std::make_shared<TestDevice>());
+  EXPECT_THAT(error_of([&] { build_fdt(m); }),
+              StartsWith("test device: INTID 60 is already used by test device"));
+}
+
 TEST(Arm64FdtPatch, GrowsTheBlobForManyDevices) {
   // Our own (packed) tree as the user's: patching must grow it.
   const auto user = build_fdt(sample_machine());
   FdtMachine m = sample_machine();
-  m.virtio.clear();
+  m.devices.clear();
   for (uint32_t i = 0; i < 300; ++i) {
-    m.virtio.push_back({.base = 0x1000'0000 + i * 0x200ULL, .intid = 40 + i});
+    m.devices.push_back(virtio_device(0x1000'0000 + i * 0x200ULL, 40 + i));
   }
   m.memory = {{0x4000'0000, 128 * MiB}, {0x1'0000'0000, 1 * GiB}};
   const auto blob = patch_fdt(user, m, "user.dtb");
@@ -397,7 +453,7 @@ TEST(Arm64FdtPatch, RejectsBadUserBlobsNamingTheFile) {
   const void* packed = big.data();
   big.resize(fdt_totalsize(packed));
   FdtMachine m = sample_machine();
-  m.virtio.clear();
+  m.devices.clear();
   EXPECT_THAT(error_of([&] { patch_fdt(big, m, "my.dtb"); }), HasSubstr("over the arm64 limit"));
 }
 

@@ -1,8 +1,13 @@
-// --gic and --dtb: AArch64 flags, refused with one line naming the flag where they mean nothing.
+// Machine options (arch/machine_option.hpp): each architecture's rules and messages, checked on
+// any host; and on this host, another architecture's options refused with one line naming the
+// flag or element.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 
+#include "libvmm/arch/machine_option.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/vm.hpp"
 
@@ -27,27 +32,127 @@ struct ArchFlagsTest : ::testing::Test {
   VmConfig config;
 };
 
-#if defined(__aarch64__)
-TEST_F(ArchFlagsTest, GicMustBeV2OrV3) {
-  config.gic = "v3";
-  EXPECT_EQ(error_of(config), "");
-  config.gic = "v4";
-  EXPECT_EQ(error_of(config), "--gic v4: expected v2 or v3");
+// A spec as a .system element writes it.
+DeviceSpec element(std::string kind, std::vector<std::pair<std::string, std::string>> attributes,
+                   uint32_t line = 9) {
+  DeviceSpec spec;
+  spec.where = fmt::format("t.system:{}: <{}>", line, kind);
+  spec.kind = std::move(kind);
+  spec.attributes = std::move(attributes);
+  return spec;
 }
 
-TEST_F(ArchFlagsTest, DtbMustBeReadable) {
-  config.dtb = "/nonexistent/board.dtb";
-  EXPECT_EQ(error_of(config), "--dtb /nonexistent/board.dtb: No such file or directory");
+const Architecture& aarch64() {
+  const Architecture* arch = find_architecture("aarch64");
+  EXPECT_NE(arch, nullptr);
+  return *arch;
 }
-#else
-TEST_F(ArchFlagsTest, RefusedWithoutADeviceTreeMachine) {
-  config.gic = "v3";
-  EXPECT_EQ(error_of(config), "--gic: only AArch64 machines have a GIC");
-  config.gic.clear();
-  config.dtb = kernel;
-  EXPECT_EQ(error_of(config), "--dtb: only AArch64 machines boot with a device tree");
+
+DeviceSpec aarch64_flag(std::string_view element_name, std::string_view value) {
+  return machine_option_from_flag(*find_machine_option(aarch64(), element_name), value);
 }
-#endif
+
+std::vector<std::string> aarch64_problems(const std::vector<DeviceSpec>& specs) {
+  return check_machine_options(aarch64(), specs, HostFiles::real());
+}
+
+TEST(MachineOptions, EveryArchitectureNamesItsOptionsOnce) {
+  ASSERT_NE(find_architecture(host_architecture().name), nullptr);
+  for (const Architecture& arch : architectures()) {
+    std::set<std::string_view> elements, flags;
+    for (const MachineOption* option : arch.options) {
+      EXPECT_TRUE(elements.insert(option->element()).second)
+          << arch.name << " " << option->element();
+      if (!option->flag().empty()) {
+        EXPECT_TRUE(option->flag().starts_with("--")) << option->flag();
+        EXPECT_TRUE(flags.insert(option->flag()).second) << arch.name << " " << option->flag();
+      }
+      EXPECT_FALSE(option->purpose().empty());
+    }
+  }
+}
+
+TEST(MachineOptions, GicVersion) {
+  EXPECT_TRUE(aarch64_problems({aarch64_flag("gic", "v3")}).empty());
+  EXPECT_TRUE(aarch64_problems({aarch64_flag("gic", "2")}).empty());
+  EXPECT_TRUE(aarch64_problems({element("gic", {{"version", "3"}})}).empty());
+  EXPECT_EQ(aarch64_problems({aarch64_flag("gic", "v4")}),
+            std::vector<std::string>{"--gic v4: expected v2 or v3"});
+  EXPECT_EQ(aarch64_problems({element("gic", {{"version", "4"}})}),
+            std::vector<std::string>{"t.system:9: <gic>: version=\"4\": expected 2 or 3"});
+  EXPECT_EQ(find_machine_option(aarch64(), "gic")->describe(element("gic", {{"version", "2"}})),
+            "v2");
+}
+
+TEST(MachineOptions, DeviceTreeMustBeReadable) {
+  EXPECT_EQ(aarch64_problems({aarch64_flag("dtb", "/nonexistent/board.dtb")}),
+            std::vector<std::string>{"--dtb /nonexistent/board.dtb: device tree "
+                                     "/nonexistent/board.dtb: No such file or directory"});
+  const std::string dir = ::testing::TempDir();
+  EXPECT_EQ(aarch64_problems({element("dtb", {{"path", dir}})}),
+            std::vector<std::string>{
+                fmt::format("t.system:9: <dtb>: device tree {}: not a regular file", dir)});
+  const std::string blob = ::testing::TempDir() + "/arch-flags-board.dtb";
+  std::ofstream(blob) << "x";
+  EXPECT_TRUE(aarch64_problems({aarch64_flag("dtb", blob)}).empty());
+  EXPECT_EQ(find_machine_option(aarch64(), "dtb")->describe(aarch64_flag("dtb", blob)),
+            blob + " (patched)");
+  // The flag's value is the path as is, commas included.
+  EXPECT_EQ(*aarch64_flag("dtb", "a,b.dtb").get("path"), "a,b.dtb");
+}
+
+TEST(MachineOptions, OverlaysAreNotYetSupported) {
+  EXPECT_EQ(aarch64_problems({element("dtb_overlay", {{"path", "o.dtbo"}})}),
+            std::vector<std::string>{
+                "t.system:9: <dtb_overlay>: not yet supported; give a whole device tree with <dtb> "
+                "(vmm patches memory, chosen and the virtIO devices into it)"});
+}
+
+TEST(MachineOptions, GenericRules) {
+  EXPECT_EQ(aarch64_problems(
+                {element("gic", {{"version", "2"}}, 9), element("gic", {{"version", "3"}}, 10)}),
+            std::vector<std::string>{"t.system:10: <gic>: given twice (first: t.system:9: <gic>)"});
+  EXPECT_EQ(aarch64_problems({element("gic", {{"version", "2"}, {"bogus", "1"}})}),
+            std::vector<std::string>{"t.system:9: <gic>: unknown attribute 'bogus' (expected "
+                                     "version)"});
+  EXPECT_EQ(aarch64_problems({element("gic", {})}),
+            std::vector<std::string>{"t.system:9: <gic>: missing version"});
+  EXPECT_EQ(aarch64_problems({element("floppy", {})}),
+            std::vector<std::string>{"t.system:9: <floppy>: unknown machine option 'floppy'"});
+}
+
+TEST_F(ArchFlagsTest, OtherArchitecturesOptionsAreRefusedByName) {
+  // Whatever this host is, every other architecture's flags are refused in one line.
+  for (const Architecture& arch : architectures()) {
+    if (arch.name == host_architecture().name) continue;
+    for (const MachineOption* option : arch.options) {
+      if (option->flag().empty() || find_machine_option(option->element())) continue;
+      config.machine_options = {machine_option_from_flag(*option, "x")};
+      EXPECT_EQ(error_of(config),
+                fmt::format("{} x: only {} machines {}; this vmm runs {} guests", option->flag(),
+                            arch.title, option->purpose(), host_architecture().name));
+    }
+  }
+}
+
+TEST_F(ArchFlagsTest, GicAndDtbOnX86) {
+  if (host_architecture().name != "x86_64") GTEST_SKIP() << "an x86_64 host's messages";
+  config.machine_options = {aarch64_flag("gic", "v3")};
+  EXPECT_EQ(error_of(config),
+            "--gic v3: only AArch64 machines have a GIC; this vmm runs x86_64 guests");
+  config.machine_options = {aarch64_flag("dtb", kernel)};
+  EXPECT_EQ(error_of(config), fmt::format("--dtb {}: only AArch64 machines boot with a device "
+                                          "tree; this vmm runs x86_64 guests",
+                                          kernel));
+}
+
+TEST_F(ArchFlagsTest, HostOptionsAreCheckedByValidate) {
+  if (host_architecture().name != "aarch64") GTEST_SKIP() << "an AArch64 host's options";
+  config.machine_options = {aarch64_flag("gic", "v3")};
+  EXPECT_EQ(error_of(config), "");
+  config.machine_options = {aarch64_flag("gic", "v4")};
+  EXPECT_EQ(error_of(config), "--gic v4: expected v2 or v3");
+}
 
 }  // namespace
 }  // namespace libvmm

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 
+#include "libvmm/arch/machine_option.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
@@ -72,16 +73,18 @@ void restore_terminal_on_crash() {
 int main(int argc, char** argv) {
   CLI::App app{"vmm: boot a Linux guest on KVM (libvmm " LIBVMM_VERSION ")"};
   app.set_version_flag("--version", "vmm (libvmm) " LIBVMM_VERSION);
-  app.footer(
-      "The guest's serial console (COM1, ttyS0) is on the terminal; type Ctrl-A x to quit, "
-      "Ctrl-A h for help.\nExit status: 0 when the guest reboots or powers off (or you quit), "
-      "1 on a guest or host error, 2 on bad input.");
+  const Architecture& host = host_architecture();
+  app.footer(fmt::format(
+      "The guest's serial console ({}) is on the terminal; type Ctrl-A x to quit, Ctrl-A h for "
+      "help.\nExit status: 0 when the guest reboots or powers off (or you quit), 1 on a guest or "
+      "host error, 2 on bad input.",
+      host.console));
 
   VmConfig config;
   std::string memory = "256M";
   bool verbose = false;
   bool quiet = false;
-  app.add_option("--kernel", config.kernel, "Guest kernel (x86_64: bzImage; aarch64: Image)");
+  app.add_option("--kernel", config.kernel, fmt::format("Guest kernel ({})", host.kernel));
   app.add_option("--initrd", config.initrd, "Initial RAM disk (e.g. initramfs.cpio.gz)");
   app.add_option("--cmdline", config.cmdline, "Kernel command line")->default_str("");
   app.add_option("--memory,-m", memory, "Guest RAM, e.g. 256M, 2G, 0x10_000_000")
@@ -89,8 +92,9 @@ int main(int argc, char** argv) {
   app.add_option("--vcpus", config.vcpus, "Number of vCPUs")->default_val(1);
   std::string serial;
   app.add_option("--serial", serial,
-                 "Serial console (COM1) backend: stdio, file:PATH, socket:PATH, pty or none "
-                 "(default: stdio, or none when a virtIO console has stdio)");
+                 fmt::format("Serial console ({}) backend: stdio, file:PATH, socket:PATH, pty or "
+                             "none (default: stdio, or none when a virtIO console has stdio)",
+                             host.console));
   // One flag per registered virtIO device kind (virtio/device_kind.hpp), repeatable.
   const auto& kinds = virtio_device_kinds();
   std::vector<std::vector<std::string>> device_values(kinds.size());
@@ -104,11 +108,34 @@ int main(int argc, char** argv) {
       option->expected(1);
     }
   }
-  app.add_option("--gic", config.gic,
-                 "AArch64: interrupt controller, v2 or v3 (default: what the host's KVM offers)");
-  app.add_option("--dtb", config.dtb,
-                 "AArch64: your device tree blob; vmm patches memory, chosen and virtIO devices "
-                 "into it (default: a generated one)");
+  // One flag per machine option (arch/machine_option.hpp): this machine's, and the other
+  // architectures' too (in their own --help section), which validation refuses by name.
+  struct OptionFlag {
+    const MachineOption* option;
+    std::string value;
+    CLI::Option* cli;
+  };
+  std::vector<std::unique_ptr<OptionFlag>> option_flags;
+  auto add_option_flag = [&](const MachineOption& option, const std::string& help) -> CLI::Option* {
+    if (option.flag().empty() || app.get_option_no_throw(std::string(option.flag()))) {
+      return nullptr;
+    }
+    auto flag = std::make_unique<OptionFlag>(OptionFlag{&option, "", nullptr});
+    flag->cli = app.add_option(std::string(option.flag()), flag->value, help)
+                    ->type_name(std::string(option.flag_value()));
+    option_flags.push_back(std::move(flag));
+    return option_flags.back()->cli;
+  };
+  for (const MachineOption* option : host.options) {
+    add_option_flag(*option, std::string(option->help()));
+  }
+  for (const Architecture& arch : architectures()) {
+    for (const MachineOption* option : arch.options) {
+      if (CLI::Option* cli = add_option_flag(*option, std::string(option->help()))) {
+        cli->group(fmt::format("{} machines (this vmm runs {} guests)", arch.title, host.name));
+      }
+    }
+  }
   app.add_flag("--strict", config.strict_faults,
                "Stop the VM (exit status 1) on the first guest access to unmapped memory");
   app.add_flag("--verbose,-v", verbose, "Log more (unclaimed port accesses, layout)");
@@ -165,6 +192,11 @@ int main(int argc, char** argv) {
           for (const auto& claim : kinds[k]->claims(config.devices.back(), HostFiles::real())) {
             device_has_stdio |= claim.resource == "stdio";
           }
+        }
+      }
+      for (const auto& flag : option_flags) {
+        if (flag->cli->count() > 0) {
+          config.machine_options.push_back(machine_option_from_flag(*flag->option, flag->value));
         }
       }
       // One terminal can serve one console: a virtIO console takes it when asked to.

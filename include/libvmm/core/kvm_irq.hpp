@@ -9,11 +9,21 @@
 
 namespace libvmm {
 
+// How KVM names one input of the in-kernel interrupt controller, which differs between the two
+// ioctls on some architectures: irqfds take a GSI, KVM_IRQ_LINE the architecture's encoding
+// (x86: the GSI itself; AArch64: type and INTID). The machine computes it (Machine::kvm_irq).
+struct KvmIrqRoute {
+  KvmIrqRoute(uint32_t gsi_and_line) : gsi(gsi_and_line), line(gsi_and_line) {}  // implicit
+  KvmIrqRoute(uint32_t irqfd_gsi, uint32_t irq_line) : gsi(irqfd_gsi), line(irq_line) {}
+  uint32_t gsi;   // KVM_IRQFD
+  uint32_t line;  // KVM_IRQ_LINE
+};
+
 class KvmIrqLine : public IrqLine {
  public:
-  // `kvm_irq` is what KVM_IRQ_LINE/irqfd take: the GSI on x86 (on AArch64 the machine encodes
-  // type and number); `number` is the controller's interrupt number shown to users.
-  KvmIrqLine(KvmVm& vm, uint32_t kvm_irq, uint32_t number);
+  // `route` is what KVM takes for the line; `number` is the controller's interrupt number shown
+  // to users.
+  KvmIrqLine(KvmVm& vm, KvmIrqRoute route, uint32_t number);
   ~KvmIrqLine() override;
 
   uint32_t number() const override { return number_; }
@@ -26,7 +36,7 @@ class KvmIrqLine : public IrqLine {
 
  private:
   KvmVm& vm_;
-  uint32_t kvm_irq_;
+  KvmIrqRoute route_;
   uint32_t number_;
   std::once_flag irqfd_once_;
   UniqueFd irqfd_;

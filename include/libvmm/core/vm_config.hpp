@@ -51,8 +51,9 @@ struct VmConfig {
   std::shared_ptr<MemoryRegion> ram;
   std::vector<RegionMap> maps;
   std::vector<IrqSource> irq_sources;
-  std::string gic;            // aarch64: "v2" or "v3"; empty: what the host's KVM offers
-  std::filesystem::path dtb;  // aarch64: a user device tree, patched; empty: one is generated
+  // Options of the machine, each an option its architecture declares (arch/machine_option.hpp)
+  // with its attributes: {"gic", {{"version", "3"}}} on AArch64. Read by the machine.
+  std::vector<DeviceSpec> machine_options;
 };
 
 }  // namespace libvmm

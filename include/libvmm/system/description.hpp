@@ -74,22 +74,18 @@ struct VfioSpec {
 };
 
 struct VirtualMachineSpec {
-  // Name, vCPUs, images, command line, serial, virtIO disks and console. memory_size is
-  // derived from the RAM region; ram_region/maps/irq_sources are filled in by System.
+  // Name, vCPUs, images, command line, serial, virtIO devices and the machine's options
+  // (AArch64: <gic>, <dtb>). memory_size is derived from the RAM region; ram_region/maps/
+  // irq_sources are filled in by System.
   VmConfig config;
   uint32_t id = 0;
   std::string ram_region = "guest_ram";  // which mapped region is the guest's RAM
   std::vector<MapSpec> maps;
   std::vector<IrqSpec> irqs;
   std::vector<VfioSpec> vfio;
-  // AArch64 (issue 6): a device tree or an overlay for the generated one, and the GIC
-  // version. Parsed here; refused on x86_64 by the validator.
-  std::filesystem::path dtb;
-  std::filesystem::path dtb_overlay;
-  std::optional<uint32_t> gic_version;
   SourceLocation where;
-  // Where each image, device or option came from, for messages: "kernel", "initrd",
-  // "disk0", "serial", "console", "dtb", "dtb_overlay", "gic", "vcpus".
+  // Where each image or setting came from, for messages: "kernel", "initrd", "serial",
+  // "vcpus". (Devices and machine options carry their own: DeviceSpec::where.)
   std::vector<std::pair<std::string, SourceLocation>> element_locations;
   SourceLocation location_of(std::string_view what) const;
 };

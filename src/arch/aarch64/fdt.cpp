@@ -4,24 +4,15 @@
 #include <libfdt.h>
 
 #include <algorithm>
-#include <map>
+#include <stdexcept>
 
-#include "fdt_node.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/size.hpp"
 
 namespace libvmm::aarch64 {
 namespace {
 
-constexpr uint32_t kGicPhandle = 1;
-constexpr uint32_t kClockPhandle = 2;
-constexpr uint32_t kGicV2MaxCpus = 8;
 constexpr uint64_t kMpidrAffinityMask = 0xff00ffffffULL;  // Aff3, Aff2, Aff1, Aff0
-constexpr uint32_t kPpiCpuMaskShift = 8;                  // GICv2 PPI flags bits [15:8]
-
-std::string description_name(const VirtioMmioDescription& device) {
-  return device.name.empty() ? node_name("virtio-mmio", device.base) : device.name;
-}
 
 std::vector<uint64_t> cpu_affinities(const FdtMachine& machine) {
   std::vector<uint64_t> affinities;
@@ -33,7 +24,8 @@ std::vector<uint64_t> cpu_affinities(const FdtMachine& machine) {
   return affinities;
 }
 
-// A description mistake found here is the user's (their description file or flags).
+// A description mistake found here is the user's (their description file or flags). The
+// devices' interrupts and addresses are checked as they describe themselves (FdtWriter).
 void validate(const FdtMachine& machine) {
   if (machine.memory.empty()) throw UserError("device tree: the machine has no memory");
   if (machine.cpus == 0) throw UserError("device tree: the machine has no vCPUs");
@@ -44,38 +36,11 @@ void validate(const FdtMachine& machine) {
     throw UserError(fmt::format("--gic v2: a GICv2 serves at most {} vCPUs, the machine has {}",
                                 kGicV2MaxCpus, machine.cpus));
   }
-  // Every interrupt is an SPI of its own: the VMM raises each device's line separately.
-  std::map<uint32_t, std::string> owners;
-  std::map<uint64_t, std::string> bases;
-  auto claim = [&](uint32_t intid, uint64_t base, const std::string& what) {
-    spi_cell(intid, what);
-    if (auto [it, fresh] = owners.emplace(intid, what); !fresh) {
-      throw UserError(fmt::format("{}: INTID {} is already used by {}", what, intid, it->second));
-    }
-    if (auto [it, fresh] = bases.emplace(base, what); !fresh) {
-      throw UserError(
-          fmt::format("{}: address {:#x} is already used by {}", what, base, it->second));
-    }
-  };
-  if (machine.uart)
-    claim(machine.uart->intid, machine.uart->base, node_name("pl011", machine.uart->base));
-  for (const auto& device : machine.virtio)
-    claim(device.intid, device.base, description_name(device));
-}
-
-// Interrupt specifier flags for PPIs: GICv2 also names the CPUs the PPI is wired to.
-uint32_t ppi_flags(const FdtMachine& machine, uint32_t trigger) {
-  if (machine.gic.version != GicVersion::v2) return trigger;
-  return trigger | (((1u << machine.cpus) - 1) << kPpiCpuMaskShift);
-}
-
-std::string uart_path(const UartDescription& uart) {
-  return fmt::format("/{}", node_name("serial", uart.base));
 }
 
 FdtNode memory_node(const GpaRange& range) {
   FdtNode node(node_name("memory", range.gpa));
-  node.string("device_type", "memory").reg({range});
+  node.string("device_type", "memory").reg({{range.gpa, range.size}});
   return node;
 }
 
@@ -106,8 +71,8 @@ FdtNode psci_node() {
   return node;
 }
 
-FdtNode timer_node(const FdtMachine& machine) {
-  const uint32_t flags = ppi_flags(machine, kFdtIrqLevelHigh);
+FdtNode timer_node(const FdtMachine& machine, const GicFdt& gic) {
+  const uint32_t flags = gic.ppi_flags(FdtTrigger::level_high, machine.cpus);
   std::vector<uint32_t> interrupts;
   // The binding's order: secure, non-secure, virtual, hypervisor physical timer.
   for (uint32_t intid :
@@ -119,60 +84,29 @@ FdtNode timer_node(const FdtMachine& machine) {
   return node;
 }
 
-FdtNode gic_node(const GicDescription& gic) {
-  FdtNode node(node_name("interrupt-controller", gic.dist_base));
-  const GpaRange dist{gic.dist_base, gic.dist_size};
-  const GpaRange second{gic.cpu_or_redist_base, gic.cpu_or_redist_size};
-  node.string("compatible", gic.version == GicVersion::v2 ? "arm,cortex-a15-gic" : "arm,gic-v3")
-      .reg({dist, second})
-      .empty("interrupt-controller")
-      .u32("#interrupt-cells", 3)
-      .u32("#address-cells", 0)  // an interrupt provider without interrupt-map children
-      .u32("phandle", kGicPhandle);
-  return node;
-}
-
-FdtNode clock_node(const UartDescription& uart) {
-  FdtNode node("apb-pclk");
-  node.string("compatible", "fixed-clock")
-      .u32("#clock-cells", 0)
-      .u32("clock-frequency", uart.clock_hz)
-      .string("clock-output-names", "clk24mhz")
-      .u32("phandle", kClockPhandle);
-  return node;
-}
-
-FdtNode uart_node(const UartDescription& uart) {
-  FdtNode node(uart_path(uart).substr(1));
-  node.strings("compatible", {"arm,pl011", "arm,primecell"})
-      .reg({{uart.base, uart.size}})
-      .cells("interrupts", {kFdtIrqTypeSpi, spi_cell(uart.intid, "pl011"), kFdtIrqLevelHigh})
-      .cells("clocks", {kClockPhandle, kClockPhandle})
-      .strings("clock-names", {"uartclk", "apb_pclk"});
-  return node;
-}
-
-FdtNode virtio_node(const VirtioMmioDescription& device, std::optional<uint32_t> interrupt_parent) {
-  FdtNode node(node_name("virtio_mmio", device.base));
-  const uint32_t trigger = device.level_triggered ? kFdtIrqLevelHigh : kFdtIrqEdgeRising;
-  node.string("compatible", "virtio,mmio")
-      .reg({{device.base, device.size}})
-      .cells("interrupts",
-             {kFdtIrqTypeSpi, spi_cell(device.intid, description_name(device)), trigger})
-      .empty("dma-coherent");
-  if (interrupt_parent) node.u32("interrupt-parent", *interrupt_parent);
-  return node;
-}
-
-FdtNode chosen_node(const FdtMachine& machine) {
-  FdtNode node("chosen");
-  if (!machine.bootargs.empty()) node.string("bootargs", machine.bootargs);
+// The whole tree in `fdt`: the machine's nodes, then the GIC's, the board's and the devices'
+// own; returns the index of the first device node under the root.
+size_t describe(FdtWriter& fdt, const FdtMachine& machine, const GicFdt& gic) {
+  validate(machine);
+  fdt.root()
+      .string("compatible", "linux,dummy-virt")
+      .u32("#address-cells", 2)
+      .u32("#size-cells", 2);
+  FdtNode& chosen = fdt.node("chosen");  // first; the console adds its stdout-path
+  if (!machine.bootargs.empty()) chosen.string("bootargs", machine.bootargs);
   if (machine.initrd && machine.initrd->size != 0) {
-    node.u64("linux,initrd-start", machine.initrd->gpa)
+    chosen.u64("linux,initrd-start", machine.initrd->gpa)
         .u64("linux,initrd-end", machine.initrd->end());
   }
-  if (machine.uart) node.string("stdout-path", uart_path(*machine.uart));
-  return node;
+  for (const auto& range : machine.memory) fdt.add(memory_node(range));
+  fdt.add(cpus_node(machine));
+  fdt.add(psci_node());
+  fdt.add(timer_node(machine, gic));
+  gic.describe_fdt(fdt);
+  for (const auto& part : machine.board) part->describe_fdt(fdt);
+  const size_t first_device = fdt.root().children().size();
+  for (const auto& device : machine.devices) device->describe_fdt(fdt);
+  return first_device;
 }
 
 }  // namespace
@@ -182,34 +116,11 @@ uint64_t kvm_default_mpidr(uint32_t index) {
          (uint64_t{(index >> 12) & 0xff} << 16);
 }
 
-uint32_t spi_cell(uint32_t intid, std::string_view what) {
-  if (intid < kFirstSpiIntid) {
-    throw UserError(fmt::format(
-        "{}: interrupt {} is not an SPI INTID: the description uses INTIDs, where SPIs start at "
-        "32 (device tree SPI {} is INTID {})",
-        what, intid, intid, intid + kFirstSpiIntid));
-  }
-  if (intid > kLastSpiIntid) {
-    throw UserError(fmt::format("{}: interrupt {} is beyond the last SPI INTID ({})", what, intid,
-                                kLastSpiIntid));
-  }
-  return intid - kFirstSpiIntid;
-}
-
 std::vector<uint8_t> build_fdt(const FdtMachine& machine) {
-  validate(machine);
-  FdtNode root("");
-  root.string("compatible", "linux,dummy-virt")
-      .u32("#address-cells", 2)
-      .u32("#size-cells", 2)
-      .u32("interrupt-parent", kGicPhandle);
-  root.child(chosen_node(machine));
-  for (const auto& range : machine.memory) root.child(memory_node(range));
-  root.child(cpus_node(machine)).child(psci_node()).child(timer_node(machine));
-  root.child(gic_node(machine.gic));
-  if (machine.uart) root.child(clock_node(*machine.uart)).child(uart_node(*machine.uart));
-  for (const auto& device : machine.virtio) root.child(virtio_node(device, std::nullopt));
-  return serialize_fdt(root);
+  const GicFdt gic(machine.gic);
+  FdtWriter fdt(&gic);
+  describe(fdt, machine, gic);
+  return fdt.blob();
 }
 
 namespace {
@@ -227,9 +138,8 @@ void replace_memory(FdtEditor& editor, const FdtMachine& machine) {
   }
 }
 
-void update_chosen(FdtEditor& editor, const FdtMachine& machine) {
+void update_chosen(FdtEditor& editor, const FdtNode& wanted) {
   if (editor.path_offset("/chosen") < 0) editor.add(0, FdtNode("chosen"));
-  const FdtNode wanted = chosen_node(machine);
   const int chosen = editor.path_offset("/chosen");
   editor.remove_property(chosen, "linux,initrd-start");
   editor.remove_property(chosen, "linux,initrd-end");
@@ -280,9 +190,13 @@ std::optional<uint32_t> interrupt_parent_for_new_nodes(const FdtEditor& editor,
   return explicit_parent;
 }
 
-void add_virtio(FdtEditor& editor, const FdtMachine& machine, std::optional<uint32_t> parent) {
-  for (auto device = machine.virtio.rbegin(); device != machine.virtio.rend(); ++device) {
-    editor.replace(0, virtio_node(*device, parent));
+// The devices' nodes, each pointing at the user's GIC when the root does not.
+void add_devices(FdtEditor& editor, const std::vector<FdtNode>& nodes,
+                 std::optional<uint32_t> parent) {
+  for (auto node = nodes.rbegin(); node != nodes.rend(); ++node) {
+    FdtNode device = *node;
+    if (parent) device.u32("interrupt-parent", *parent);
+    editor.replace(0, device);
   }
 }
 
@@ -290,27 +204,34 @@ void add_virtio(FdtEditor& editor, const FdtMachine& machine, std::optional<uint
 
 std::vector<uint8_t> patch_fdt(std::span<const uint8_t> user_dtb, const FdtMachine& machine,
                                const std::string& path) {
-  validate(machine);
+  // Our own tree, for the nodes that go into the user's (and its checks).
+  const GicFdt gic(machine.gic);
+  FdtWriter ours(&gic);
+  const size_t first_device = describe(ours, machine, gic);
+  const std::vector<FdtNode>& nodes = ours.root().children();
+  const std::vector<FdtNode> devices(nodes.begin() + static_cast<ptrdiff_t>(first_device),
+                                     nodes.end());
+
   FdtEditor editor(user_dtb, path);
   // Present means a node with the binding's compatible, or any node of the name we would add.
   const bool needs_timer = !has_compatible(editor, {"arm,armv8-timer", "arm,armv7-timer"}) &&
                            editor.path_offset("/timer") < 0;
   const bool needs_psci = !has_compatible(editor, {"arm,psci-1.0", "arm,psci-0.2", "arm,psci"}) &&
                           editor.path_offset("/psci") < 0;
-  const bool needs_gic = !machine.virtio.empty() || needs_timer;
+  const bool needs_gic = !devices.empty() || needs_timer;
   const std::optional<uint32_t> parent =
       needs_gic ? interrupt_parent_for_new_nodes(editor, path) : std::nullopt;
 
-  add_virtio(editor, machine, parent);
+  add_devices(editor, devices, parent);
   if (needs_timer) {
-    FdtNode timer = timer_node(machine);
+    FdtNode timer = timer_node(machine, gic);
     if (parent) timer.u32("interrupt-parent", *parent);
     editor.add(0, timer);
   }
   if (needs_psci) editor.add(0, psci_node());
   if (editor.path_offset("/cpus") < 0) editor.add(0, cpus_node(machine));
   replace_memory(editor, machine);
-  update_chosen(editor, machine);
+  update_chosen(editor, *ours.root().find_child("chosen"));
 
   std::vector<uint8_t> blob = editor.finish();
   if (blob.size() > kDtbMaxSize) {

@@ -13,6 +13,8 @@
 #include "kvm_arm.hpp"
 #include "libvmm/arch/aarch64/fdt.hpp"
 #include "libvmm/arch/aarch64/image.hpp"
+#include "libvmm/arch/aarch64/pl011_fdt.hpp"
+#include "libvmm/arch/virtio_mmio_fdt.hpp"
 #include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/core/bus.hpp"
 #include "libvmm/core/error.hpp"
@@ -20,9 +22,11 @@
 #include "libvmm/core/file.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
+#include "libvmm/core/kvm_device.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/vm_config.hpp"
 #include "libvmm/devices/pl011.hpp"
+#include "options.hpp"
 
 namespace libvmm {
 namespace {
@@ -42,26 +46,26 @@ constexpr uint64_t kVirtioBase = 0x0A00'0000;
 constexpr uint32_t kFirstDeviceIntid = 48;  // SPIs 16..47 for virtIO devices
 constexpr uint32_t kDeviceIntidCount = 32;
 
-GicVersion parse_gic(const std::string& text, const KvmVm& vm) {
-  if (text == "v2") return GicVersion::v2;
-  if (text == "v3") return GicVersion::v3;
-  if (!text.empty()) throw UserError(fmt::format("--gic {}: expected v2 or v3", text));
-  // The default: what the host's KVM offers (a GICv3 host usually has no vGICv2).
-  if (aarch64::KvmDevice::supported(vm, KVM_DEV_TYPE_ARM_VGIC_V3)) return GicVersion::v3;
-  return GicVersion::v2;
+// The vGIC the config asks for (<gic>, --gic), or what the host's KVM offers (a GICv3 host
+// usually has no vGICv2).
+aarch64::GicOption choose_gic(const VmConfig& config, const KvmVm& vm) {
+  if (auto asked = aarch64::gic_option(config)) return *asked;
+  const GicVersion version =
+      vm.supports_device(KVM_DEV_TYPE_ARM_VGIC_V3) ? GicVersion::v3 : GicVersion::v2;
+  return {version, version == GicVersion::v3 ? "--gic v3" : "--gic v2"};
 }
 
 // KVM's in-kernel vGIC. Addresses are set at once; the GIC is initialized once every vCPU
 // exists (KVM sizes the redistributors from them).
 class Vgic {
  public:
-  Vgic(const KvmVm& vm, GicVersion version, uint32_t vcpus) {
+  Vgic(const KvmVm& vm, const aarch64::GicOption& choice, uint32_t vcpus) {
+    const GicVersion version = choice.version;
     const uint32_t type =
         version == GicVersion::v3 ? KVM_DEV_TYPE_ARM_VGIC_V3 : KVM_DEV_TYPE_ARM_VGIC_V2;
     const char* name = version == GicVersion::v3 ? "vGICv3" : "vGICv2";
-    if (!aarch64::KvmDevice::supported(vm, type)) {
-      throw UserError(fmt::format("--gic {}: this host's KVM offers no {} (try --gic {})",
-                                  version == GicVersion::v3 ? "v3" : "v2", name,
+    if (!vm.supports_device(type)) {
+      throw UserError(fmt::format("{}: this host's KVM offers no {} (try {})", choice.label, name,
                                   version == GicVersion::v3 ? "v2" : "v3"));
     }
     device_.emplace(vm, type, name);
@@ -93,7 +97,7 @@ class Vgic {
     device_->set_attr(KVM_DEV_ARM_VGIC_GRP_ADDR, type, &gpa, what);
   }
 
-  std::optional<aarch64::KvmDevice> device_;
+  std::optional<KvmDevice> device_;
   aarch64::GicDescription description_;
 };
 
@@ -118,9 +122,9 @@ class Aarch64Machine : public Machine {
 
   void create_interrupt_controller(MachineContext& vm) override {
     const VmConfig& c = vm.config;
-    vgic_.emplace(vm.kvm, parse_gic(c.gic, vm.kvm), c.vcpus);
+    vgic_.emplace(vm.kvm, choose_gic(c, vm.kvm), c.vcpus);
     // Aborts without a valid syndrome come to us (reported) instead of killing the VM in KVM.
-    nisv_to_user_ = aarch64::enable_vm_cap(vm.kvm, KVM_CAP_ARM_NISV_TO_USER);
+    nisv_to_user_ = vm.kvm.try_enable_cap(KVM_CAP_ARM_NISV_TO_USER);
     log::debug("{}, undecodable aborts {}",
                vgic_->description().version == GicVersion::v3 ? "vGICv3" : "vGICv2",
                nisv_to_user_ ? "reported by vmm" : "handled by KVM (no KVM_CAP_ARM_NISV_TO_USER)");
@@ -133,6 +137,9 @@ class Aarch64Machine : public Machine {
     auto uart = std::make_shared<Pl011>("pl011", serial, vm.irq(kUartIntid));
     vm.mmio.attach(kUartBase, Pl011::kWindowSize, uart);
     uart->start(vm.loop);
+    auto node = std::make_shared<aarch64::Pl011Fdt>(kUartBase, kUartIntid);
+    node->size = Pl011::kWindowSize;
+    board_nodes_.push_back(std::move(node));
   }
 
   void load_guest(MachineContext& vm) override {
@@ -149,22 +156,22 @@ class Aarch64Machine : public Machine {
     fdt.memory.push_back({kRamBase, c.memory_size});
     fdt.cpus = c.vcpus;
     fdt.gic = vgic_->description();
-    fdt.uart = aarch64::UartDescription{kUartBase, Pl011::kWindowSize, kUartIntid};
-    fdt.virtio = virtio_;
+    fdt.board = board_nodes_;
+    fdt.devices = device_nodes_;
     fdt.bootargs = c.cmdline;
     if (!initrd.empty()) fdt.initrd = plan.initrd;
     std::vector<uint8_t> dtb;
-    if (c.dtb.empty()) {
+    const std::optional<aarch64::DtbOption> user_dtb = aarch64::dtb_option(c);
+    if (!user_dtb) {
       dtb = aarch64::build_fdt(fdt);
     } else {
-      const std::vector<uint8_t> user = read_file(c.dtb, "--dtb");
-      dtb = aarch64::patch_fdt(user, fdt, "--dtb " + c.dtb.string());
+      const std::vector<uint8_t> user = read_file(user_dtb->path, user_dtb->what);
+      dtb = aarch64::patch_fdt(user, fdt, user_dtb->label());
     }
     if (dtb.size() > plan.dtb.size) {
-      throw UserError(
-          fmt::format("--dtb {}: the device tree ({} bytes) is larger than the {} "
-                      "bytes the boot protocol allows",
-                      c.dtb.string(), dtb.size(), plan.dtb.size));
+      throw UserError(fmt::format(
+          "{}: the device tree ({} bytes) is larger than the {} bytes the boot protocol allows",
+          user_dtb ? user_dtb->label() : "device tree", dtb.size(), plan.dtb.size));
     }
     boot_ = aarch64::load_arm64(vm.memory, image, plan, initrd, dtb);
     log::debug(
@@ -177,17 +184,16 @@ class Aarch64Machine : public Machine {
     aarch64::init_vcpu(vm.kvm, vcpu);
     if (vcpu.index() == 0) {
       // Secondary vCPUs start powered off; KVM sets their state on the guest's PSCI CPU_ON.
-      aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_pstate()), kBootPstate);
-      aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_pc()), boot_.entry_gpa);
-      aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_x(0)), boot_.dtb_gpa);
-      for (unsigned n = 1; n <= 3; ++n)
-        aarch64::set_one_reg(vcpu, aarch64::core_reg_id(reg_x(n)), 0);
+      vcpu.set_one_reg(aarch64::core_reg_id(reg_pstate()), kBootPstate);
+      vcpu.set_one_reg(aarch64::core_reg_id(reg_pc()), boot_.entry_gpa);
+      vcpu.set_one_reg(aarch64::core_reg_id(reg_x(0)), boot_.dtb_gpa);
+      for (unsigned n = 1; n <= 3; ++n) vcpu.set_one_reg(aarch64::core_reg_id(reg_x(n)), 0);
     }
     if (vcpu.index() + 1 == vm.config.vcpus) vgic_->initialize();
   }
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override {
-    return aarch64::get_one_reg(vcpu, aarch64::core_reg_id(reg_pc()));
+    return vcpu.get_one_reg(aarch64::core_reg_id(reg_pc()));
   }
 
   uint32_t max_vcpus() const override {
@@ -207,7 +213,17 @@ class Aarch64Machine : public Machine {
             {"the virtio-mmio device window", kVirtioBase, kDeviceIntidCount * kVirtioMmioSlot}};
   }
   uint32_t irq_count() const override { return kFirstDeviceIntid + kDeviceIntidCount; }
-  uint32_t first_spi() const override { return 32; }
+  // Descriptions number interrupts as the GIC does (INTIDs): SGIs and PPIs are per-CPU, and
+  // device trees number SPIs from 0, which users may write by mistake.
+  std::string irq_problem(uint32_t number) const override {
+    if (number < aarch64::kFirstSpiIntid) {
+      return fmt::format(
+          "IRQ {} is not a shared interrupt (SPI): descriptions use the controller's numbering, "
+          "where SPI n is INTID n+{} (a device tree's <0 {} 4> is irq=\"{}\")",
+          number, aarch64::kFirstSpiIntid, number, number + aarch64::kFirstSpiIntid);
+    }
+    return Machine::irq_problem(number);
+  }
   const char* name() const override { return "aarch64"; }
   const char* serial_name() const override { return "PL011 (ttyAMA0)"; }
 
@@ -218,16 +234,20 @@ class Aarch64Machine : public Machine {
   }
 
   void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {
-    aarch64::VirtioMmioDescription d;
-    d.base = base;
-    d.size = size;
-    d.intid = irq;
-    d.name = fmt::format("virtio-mmio@{:#x}", base);
-    virtio_.push_back(d);
+    auto node = std::make_shared<VirtioMmioFdt>();
+    node->base = base;
+    node->size = size;
+    node->irq = irq;
+    node->name = fmt::format("virtio-mmio@{:#x}", base);
+    device_nodes_.push_back(std::move(node));
   }
 
-  // KVM_IRQ_LINE and irqfds take GSIs: with the vGIC, GSI n is SPI n, i.e. INTID n + 32.
-  uint32_t kvm_irq(uint32_t number) const override { return number - aarch64::kFirstSpiIntid; }
+  // Irqfds take GSIs: with the vGIC, GSI n is SPI n, i.e. INTID n + 32. KVM_IRQ_LINE takes the
+  // interrupt's type and INTID.
+  KvmIrqRoute kvm_irq(uint32_t number) const override {
+    return {number - aarch64::kFirstSpiIntid,
+            (uint32_t{KVM_ARM_IRQ_TYPE_SPI} << KVM_ARM_IRQ_TYPE_SHIFT) | number};
+  }
 
   bool handle_exit(MachineContext& vm, KvmVcpu& vcpu) override {
     kvm_run& run = vcpu.state();
@@ -264,7 +284,10 @@ class Aarch64Machine : public Machine {
 
   std::optional<Vgic> vgic_;
   bool nisv_to_user_ = false;
-  std::vector<aarch64::VirtioMmioDescription> virtio_;
+  // What describes itself in the device tree: the board's devices (PL011) and the ones placed
+  // for the config (virtio-mmio).
+  std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
+  std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
   aarch64::ArmBootInfo boot_;
 };
 

@@ -9,6 +9,7 @@
 #include "libvmm/arch/x86_64/acpi.hpp"
 #include "libvmm/arch/x86_64/boot_layout.hpp"
 #include "libvmm/arch/x86_64/bzimage.hpp"
+#include "libvmm/arch/x86_64/kvm_x86.hpp"
 #include "libvmm/arch/x86_64/linux_loader.hpp"
 #include "libvmm/arch/x86_64/long_mode.hpp"
 #include "libvmm/arch/x86_64/mptable.hpp"
@@ -46,10 +47,10 @@ class X86Machine : public Machine {
     KvmVm& kvm = vm.kvm;
     kvm.kvm().require_extension(KVM_CAP_IRQCHIP,
                                 "KVM_CAP_IRQCHIP (in-kernel interrupt controller)");
-    kvm.set_tss_addr(kTssAddr);
-    kvm.set_identity_map_addr(kIdentityMapAddr);
+    x86::set_tss_addr(kvm, kTssAddr);
+    x86::set_identity_map_addr(kvm, kIdentityMapAddr);
     kvm.create_irqchip();  // PIC + IOAPIC + per-vCPU local APICs, GSI i -> pin i
-    kvm.create_pit2();
+    x86::create_pit2(kvm);
   }
 
   void add_platform_devices(MachineContext& vm) override {
@@ -97,7 +98,7 @@ class X86Machine : public Machine {
   void setup_vcpu(MachineContext& vm, KvmVcpu& vcpu) override {
     if (!supported_cpuid_) {
       try {
-        supported_cpuid_ = vm.kvm.kvm().supported_cpuid();
+        supported_cpuid_ = x86::supported_cpuid(vm.kvm.kvm());
       } catch (const SystemError& e) {
         // Some software-assisted KVMs (e.g. PVM) refuse the query; their vCPUs then report
         // the KVM module's default CPUID, which is enough for freestanding guests.
@@ -106,19 +107,19 @@ class X86Machine : public Machine {
       }
     }
     if (!supported_cpuid_->empty()) {
-      vcpu.set_cpuid(x86::cpuid_for_vcpu(*supported_cpuid_, vcpu.index(), vm.config.vcpus));
+      x86::set_cpuid(vcpu, x86::cpuid_for_vcpu(*supported_cpuid_, vcpu.index(), vm.config.vcpus));
     }
     x86::setup_platform_state(vcpu);
     if (vcpu.index() != 0) return;  // APs wait for INIT/SIPI from the guest, in the kernel's LAPIC
-    vcpu.set_sregs(x86::long_mode_sregs(vcpu.get_sregs()));
+    x86::set_sregs(vcpu, x86::long_mode_sregs(x86::get_sregs(vcpu)));
     kvm_regs regs{};
     regs.rflags = 0x2;  // bit 1 is reserved and always set
     regs.rip = boot_.entry;
     regs.rsi = boot_.zero_page;  // the 64-bit boot protocol: RSI points at struct boot_params
-    vcpu.set_regs(regs);
+    x86::set_regs(vcpu, regs);
   }
 
-  uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return vcpu.get_regs().rip; }
+  uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return x86::get_regs(vcpu).rip; }
 
   uint32_t max_vcpus() const override { return x86::kMaxMpCpus; }
 

@@ -9,6 +9,8 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/long_mode.cpp
   ${CMAKE_CURRENT_LIST_DIR}/mptable.cpp
   ${CMAKE_CURRENT_LIST_DIR}/acpi.cpp
+  # The x86_64 KVM machine (the host machine of x86_64 builds).
   ${CMAKE_CURRENT_LIST_DIR}/machine.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vcpu_setup.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/kvm_x86.cpp
 )

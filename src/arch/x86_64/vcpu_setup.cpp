@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "libvmm/arch/x86_64/kvm_x86.hpp"
+
 namespace libvmm::x86 {
 namespace {
 
@@ -42,17 +44,17 @@ std::vector<kvm_cpuid_entry2> cpuid_for_vcpu(std::vector<kvm_cpuid_entry2> entri
 }
 
 void setup_platform_state(KvmVcpu& vcpu) {
-  kvm_lapic_state lapic = vcpu.get_lapic();
+  kvm_lapic_state lapic = get_lapic(vcpu);
   set_apic_reg(lapic, kApicLvtLint0,
                (apic_reg(lapic, kApicLvtLint0) & ~kApicModeMask) | kApicModeExtInt);
   set_apic_reg(lapic, kApicLvtLint1,
                (apic_reg(lapic, kApicLvtLint1) & ~kApicModeMask) | kApicModeNmi);
-  vcpu.set_lapic(lapic);
+  set_lapic(vcpu, lapic);
 
   kvm_fpu fpu{};
   fpu.fcw = 0x37f;     // x87 default control word
   fpu.mxcsr = 0x1f80;  // SSE exceptions masked
-  vcpu.set_fpu(fpu);
+  set_fpu(vcpu, fpu);
 }
 
 }  // namespace libvmm::x86

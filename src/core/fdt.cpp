@@ -1,4 +1,4 @@
-#include "fdt_node.hpp"
+#include "libvmm/core/fdt.hpp"
 
 #include <fmt/format.h>
 #include <libfdt.h>
@@ -6,8 +6,9 @@
 #include <stdexcept>
 
 #include "libvmm/core/error.hpp"
+#include "libvmm/core/guest_memory.hpp"  // KiB
 
-namespace libvmm::aarch64 {
+namespace libvmm {
 namespace {
 
 void append_be32(std::vector<uint8_t>& out, uint32_t value) {
@@ -51,10 +52,10 @@ FdtNode& FdtNode::strings(std::string name, std::initializer_list<std::string_vi
   return *this;
 }
 
-FdtNode& FdtNode::reg(std::initializer_list<GpaRange> ranges) {
+FdtNode& FdtNode::reg(std::initializer_list<FdtReg> ranges) {
   std::vector<uint32_t> values;
-  for (const GpaRange& range : ranges) {
-    for (uint64_t v : {range.gpa, range.size}) {
+  for (const FdtReg& range : ranges) {
+    for (uint64_t v : {range.address, range.size}) {
       values.push_back(static_cast<uint32_t>(v >> 32));
       values.push_back(static_cast<uint32_t>(v));
     }
@@ -65,6 +66,13 @@ FdtNode& FdtNode::reg(std::initializer_list<GpaRange> ranges) {
 FdtNode& FdtNode::child(FdtNode node) {
   children_.push_back(std::move(node));
   return *this;
+}
+
+FdtNode* FdtNode::find_child(std::string_view name) {
+  for (FdtNode& c : children_) {
+    if (c.name() == name) return &c;
+  }
+  return nullptr;
 }
 
 std::string node_name(std::string_view name, uint64_t address) {
@@ -102,6 +110,38 @@ std::vector<uint8_t> serialize_fdt(const FdtNode& root) {
     if (err != 0) libfdt_failed("building the tree", err);
     buf.resize(fdt_totalsize(fdt));
     return buf;
+  }
+}
+
+FdtNode& FdtWriter::node(std::string_view name) {
+  if (FdtNode* existing = root_.find_child(name)) return *existing;
+  root_.child(FdtNode(std::string(name)));
+  return *root_.find_child(name);
+}
+
+uint32_t FdtWriter::phandle(std::string_view label) {
+  if (auto it = phandles_.find(label); it != phandles_.end()) return it->second;
+  const auto number = static_cast<uint32_t>(phandles_.size() + 1);
+  phandles_.emplace(std::string(label), number);
+  return number;
+}
+
+std::vector<uint32_t> FdtWriter::interrupts(uint32_t number, FdtTrigger trigger,
+                                            const std::string& what) {
+  if (interrupts_ == nullptr) {
+    throw std::logic_error("device tree: " + what + " has an interrupt, but no controller");
+  }
+  std::vector<uint32_t> cells = interrupts_->interrupt_cells(number, trigger, what);
+  if (auto [it, fresh] = interrupt_owners_.emplace(number, what); !fresh) {
+    throw UserError(fmt::format("{}: {} {} is already used by {}", what, interrupts_->number_name(),
+                                number, it->second));
+  }
+  return cells;
+}
+
+void FdtWriter::claim_address(uint64_t base, const std::string& what) {
+  if (auto [it, fresh] = address_owners_.emplace(base, what); !fresh) {
+    throw UserError(fmt::format("{}: address {:#x} is already used by {}", what, base, it->second));
   }
 }
 
@@ -186,4 +226,4 @@ std::vector<uint8_t> FdtEditor::finish() {
   return std::move(buf_);
 }
 
-}  // namespace libvmm::aarch64
+}  // namespace libvmm

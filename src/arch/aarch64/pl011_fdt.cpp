@@ -1,0 +1,31 @@
+#include "libvmm/arch/aarch64/pl011_fdt.hpp"
+
+#include <fmt/format.h>
+
+namespace libvmm::aarch64 {
+
+void Pl011Fdt::describe_fdt(FdtWriter& fdt) const {
+  const std::string what = node_name("pl011", base);
+  std::vector<uint32_t> interrupts = fdt.interrupts(intid, FdtTrigger::level_high, what);
+  fdt.claim_address(base, what);
+
+  const uint32_t clock = fdt.phandle("apb-pclk");
+  FdtNode clock_node("apb-pclk");
+  clock_node.string("compatible", "fixed-clock")
+      .u32("#clock-cells", 0)
+      .u32("clock-frequency", clock_hz)
+      .string("clock-output-names", "clk24mhz")
+      .u32("phandle", clock);
+  fdt.add(std::move(clock_node));
+
+  FdtNode node(node_name("serial", base));
+  node.strings("compatible", {"arm,pl011", "arm,primecell"})
+      .reg({{base, size}})
+      .cells("interrupts", std::move(interrupts))
+      .cells("clocks", {clock, clock})
+      .strings("clock-names", {"uartclk", "apb_pclk"});
+  fdt.node("chosen").string("stdout-path", fmt::format("/{}", node.name()));
+  fdt.add(std::move(node));
+}
+
+}  // namespace libvmm::aarch64
