@@ -12,7 +12,10 @@
 #include "libvmm/core/error.hpp"
 
 namespace libvmm {
-int kvm_ioctl(int fd, unsigned long request, const std::string& what, const void* arg) {
+namespace {
+
+template <typename Arg>
+int ioctl_retrying(int fd, unsigned long request, const std::string& what, Arg arg) {
   int ret;
   do {
     ret = ::ioctl(fd, request, arg);
@@ -21,13 +24,14 @@ int kvm_ioctl(int fd, unsigned long request, const std::string& what, const void
   return ret;
 }
 
+}  // namespace
+
+int kvm_ioctl(int fd, unsigned long request, const std::string& what, const void* arg) {
+  return ioctl_retrying(fd, request, what, arg);
+}
+
 int kvm_ioctl(int fd, unsigned long request, const std::string& what, unsigned long arg) {
-  int ret;
-  do {
-    ret = ::ioctl(fd, request, arg);
-  } while (ret < 0 && errno == EINTR);
-  if (ret < 0) throw_errno("KVM: " + what);
-  return ret;
+  return ioctl_retrying(fd, request, what, arg);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -96,12 +96,8 @@ const VirtioDeviceKind& virtio_block_kind() {
 }
 
 BlockConfig parse_disk_spec(std::string_view text) {
-  DeviceSpec spec = spec_from_flag(virtio_block_kind(), text);
-  if (text.empty()) spec.where = "--disk ''";
-  if (auto problems = check_spec(spec, HostFiles::assume_present()); !problems.empty()) {
-    throw UserError(problems.front());
-  }
-  return BlockKind::config(spec);
+  return BlockKind::config(
+      checked_spec_from_flag(virtio_block_kind(), text, HostFiles::assume_present()));
 }
 
 }  // namespace libvmm

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "libvmm/core/error.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 
 namespace libvmm {
@@ -88,6 +89,16 @@ DeviceSpec spec_from_flag(const VirtioDeviceKind& kind, std::string_view value) 
   spec.kind = kind.element();
   spec.where = value.empty() ? std::string(kind.flag()) : fmt::format("{} {}", kind.flag(), value);
   spec.attributes = split_flag_value(value, kind.positional(), spec.malformed);
+  return spec;
+}
+
+DeviceSpec checked_spec_from_flag(const VirtioDeviceKind& kind, std::string_view value,
+                                  const HostFiles& files) {
+  DeviceSpec spec = spec_from_flag(kind, value);
+  if (value.empty()) spec.where = fmt::format("{} ''", kind.flag());
+  if (auto problems = check_spec(spec, files); !problems.empty()) {
+    throw UserError(problems.front());
+  }
   return spec;
 }
 

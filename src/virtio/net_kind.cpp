@@ -107,12 +107,7 @@ const VirtioDeviceKind& virtio_net_kind() {
 }
 
 NetConfig parse_net_spec(std::string_view text) {
-  DeviceSpec spec = spec_from_flag(virtio_net_kind(), text);
-  if (text.empty()) spec.where = "--net ''";
-  if (auto problems = check_spec(spec, HostFiles::real()); !problems.empty()) {
-    throw UserError(problems.front());
-  }
-  return NetKind::config(spec);
+  return NetKind::config(checked_spec_from_flag(virtio_net_kind(), text, HostFiles::real()));
 }
 
 std::optional<MacAddress> parse_mac(std::string_view text) {

@@ -84,6 +84,9 @@ const VirtioDeviceKind* find_virtio_device_kind(std::string_view element);
 std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& files);
 // A spec from a flag's value: `--disk d.img,readonly` is spec_from_flag(kind, "d.img,readonly").
 DeviceSpec spec_from_flag(const VirtioDeviceKind& kind, std::string_view value);
+// The same, checked: throws UserError with the first problem ("--disk '': missing image path").
+DeviceSpec checked_spec_from_flag(const VirtioDeviceKind& kind, std::string_view value,
+                                  const HostFiles& files);
 
 // The devices' specs, grouped by kind in registry order (the order of placement and probing:
 // every disk before the console, ...), each with its index among devices of its kind.
