@@ -119,7 +119,8 @@ std::vector<std::string> check_machine_options(const Architecture& arch,
     }
     const std::vector<AttributeRule> rules = option->attributes();
     bool shape_ok = true;
-    for (const auto& [name, value] : spec.attributes) {
+    for (const auto& attribute : spec.attributes) {
+      const std::string& name = attribute.first;  // not a structured binding: clang 14 lambdas
       if (std::none_of(rules.begin(), rules.end(),
                        [&](const AttributeRule& r) { return r.name == name; })) {
         problems.push_back(spec.located(fmt::format("unknown attribute '{}' (expected {})", name,
