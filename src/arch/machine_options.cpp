@@ -89,8 +89,10 @@ std::string not_offered(const Architecture& arch, std::string_view kind) {
 
 std::string expected_attributes(const MachineOption& option) {
   std::string out;
-  for (const AttributeRule& a : option.attributes())
-    out += (out.empty() ? "" : ", ") + std::string(a.name);
+  for (const AttributeRule& a : option.attributes()) {
+    if (!out.empty()) out += ", ";
+    out += a.name;
+  }
   return out;
 }
 
