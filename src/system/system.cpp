@@ -116,6 +116,12 @@ struct System::Impl {
 
   VmConfig vm_config(const VirtualMachineSpec& spec) {
     VmConfig c = spec.config;
+    for (const char* item : {"kernel", "initrd", "serial"}) {
+      const SourceLocation where = spec.location_of(item);
+      if (!where.file.empty() && where.line != 0) {
+        c.labels.emplace(item, fmt::format("{}: <{}>", where.str(), item));
+      }
+    }
     bool ram_done = false;
     for (const MapSpec& m : spec.maps) {
       const std::shared_ptr<MemoryRegion>& region = regions.at(m.region);

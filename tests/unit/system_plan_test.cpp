@@ -63,3 +63,37 @@ TEST(SystemPlan, PrintedLayoutIsWhereTheRunningVmPutsItsDevices) {
 }
 
 }  // namespace
+
+namespace {
+
+// A VM from a description names where its images were given, not the flags.
+TEST(SystemPlan, ImageProblemsNameTheDescriptionLine) {
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
+  const fs::path kernel = fs::path(::testing::TempDir()) / "plan-test-not-a-kernel";
+  std::ofstream(kernel) << std::string(4096, '\0');
+  const std::string text =
+      "<system>\n"
+      "  <memory_region name=\"guest_ram\" size=\"32M\" />\n"
+      "  <protection_domain name=\"vmm\">\n"
+      "    <virtual_machine name=\"vm\">\n"
+      "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
+      "      <kernel path=\"" +
+      kernel.string() +
+      "\" />\n"
+      "    </virtual_machine>\n"
+      "  </protection_domain>\n"
+      "</system>\n";
+  std::vector<std::string> problems;
+  SystemDescription d = SystemDescription::parse(text, "t.system", problems);
+  ASSERT_TRUE(problems.empty() && d.problems().empty());
+  System system(std::move(d));
+  try {
+    system.vms().front()->prepare();
+    ADD_FAILURE() << "a kernel of zeros was accepted";
+  } catch (const UserError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("t.system:6: <kernel> " + kernel.string() + ": ", 0), 0u)
+        << e.what();
+  }
+}
+
+}  // namespace

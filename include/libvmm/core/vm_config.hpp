@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "libvmm/core/device_spec.hpp"
@@ -51,6 +53,16 @@ struct VmConfig {
   std::shared_ptr<MemoryRegion> ram;
   std::vector<RegionMap> maps;
   std::vector<IrqSource> irq_sources;
+  // Where an item ("kernel", "initrd", "serial") was given, for messages: set from a system
+  // description as "file:line: <kernel>"; absent, the item's flag ("--kernel").
+  std::map<std::string, std::string, std::less<>> labels;
+  std::string label(std::string_view item) const {
+    const auto it = labels.find(item);
+    if (it != labels.end()) return it->second;
+    std::string flag = "--";  // appended, not "--" + string: GCC 12 -O3 -Wrestrict
+    flag += item;
+    return flag;
+  }
   // Options of the machine, each an option its architecture declares (arch/machine_option.hpp)
   // with its attributes: {"gic", {{"version", "3"}}} on AArch64. Read by the machine.
   std::vector<DeviceSpec> machine_options;

@@ -131,9 +131,9 @@ class Aarch64Machine : public Machine {
   }
 
   void add_platform_devices(MachineContext& vm) override {
-    std::shared_ptr<CharBackend> serial = open_char_backend(vm.config.serial, "--serial", [&vm] {
-      vm.request_stop(StopReason::quit, "quit from the console");
-    });
+    std::shared_ptr<CharBackend> serial =
+        open_char_backend(vm.config.serial, vm.config.label("serial"),
+                          [&vm] { vm.request_stop(StopReason::quit, "quit from the console"); });
     auto uart = std::make_shared<Pl011>("pl011", serial, vm.irq(kUartIntid));
     vm.mmio.attach(kUartBase, Pl011::kWindowSize, uart);
     uart->start(vm.loop);
@@ -144,11 +144,11 @@ class Aarch64Machine : public Machine {
 
   void load_guest(MachineContext& vm) override {
     const VmConfig& c = vm.config;
-    const std::vector<uint8_t> kernel_file = read_file(c.kernel, "--kernel");
+    const std::vector<uint8_t> kernel_file = read_file(c.kernel, c.label("kernel"));
     const aarch64::ArmImage image =
-        aarch64::parse_arm64_image(kernel_file, "--kernel " + c.kernel.string());
+        aarch64::parse_arm64_image(kernel_file, c.label("kernel") + " " + c.kernel.string());
     std::vector<uint8_t> initrd;
-    if (!c.initrd.empty()) initrd = read_file(c.initrd, "--initrd");
+    if (!c.initrd.empty()) initrd = read_file(c.initrd, c.label("initrd"));
     const aarch64::ArmBootPlan plan =
         aarch64::plan_arm64_boot(image, kRamBase, c.memory_size, initrd.size());
 

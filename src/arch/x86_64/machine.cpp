@@ -54,9 +54,9 @@ class X86Machine : public Machine {
   }
 
   void add_platform_devices(MachineContext& vm) override {
-    std::shared_ptr<CharBackend> serial = open_char_backend(vm.config.serial, "--serial", [&vm] {
-      vm.request_stop(StopReason::quit, "quit from the console");
-    });
+    std::shared_ptr<CharBackend> serial =
+        open_char_backend(vm.config.serial, vm.config.label("serial"),
+                          [&vm] { vm.request_stop(StopReason::quit, "quit from the console"); });
     auto uart = std::make_shared<Uart16550>("com1", serial, vm.irq(Uart16550::kCom1Irq));
     vm.pio.attach(Uart16550::kCom1Port, Uart16550::kRegisterCount, uart);
     uart->start(vm.loop);
@@ -76,16 +76,18 @@ class X86Machine : public Machine {
 
   void load_guest(MachineContext& vm) override {
     const VmConfig& c = vm.config;
-    const std::vector<uint8_t> kernel_file = read_file(c.kernel, "--kernel");
-    // Messages about the images name the flag too: "--kernel PATH: what is wrong".
-    const x86::BzImage kernel = x86::BzImage::parse(kernel_file, "--kernel " + c.kernel.string());
+    const std::vector<uint8_t> kernel_file = read_file(c.kernel, c.label("kernel"));
+    // Messages about the images name where they were given: "--kernel PATH: what is wrong", or
+    // "file:line: <kernel> PATH: ..." for a system description.
+    const x86::BzImage kernel =
+        x86::BzImage::parse(kernel_file, c.label("kernel") + " " + c.kernel.string());
     std::vector<uint8_t> initrd;
-    if (!c.initrd.empty()) initrd = read_file(c.initrd, "--initrd");
+    if (!c.initrd.empty()) initrd = read_file(c.initrd, c.label("initrd"));
     const auto ram = x86::x86_ram_layout(c.memory_size);
     std::string cmdline = c.cmdline;
     for (const auto& param : virtio_cmdline_) cmdline += (cmdline.empty() ? "" : " ") + param;
-    boot_ =
-        x86::load_linux(vm.memory, kernel, initrd, "--initrd " + c.initrd.string(), cmdline, ram);
+    boot_ = x86::load_linux(vm.memory, kernel, initrd, c.label("initrd") + " " + c.initrd.string(),
+                            cmdline, ram);
     x86::write_mptable(vm.memory, c.vcpus);
     x86::write_acpi_tables(vm.memory, c.vcpus);
     x86::write_long_mode_tables(vm.memory);
