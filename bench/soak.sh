@@ -151,7 +151,9 @@ if [ $record = yes ]; then
   {
     echo "<!-- soak:begin -->"
     echo "Recorded by \`bench/soak.sh $secs --record\` on $(date -u +%Y-%m-%d) ($(git -C "$repo" rev-parse --short HEAD)),"
-    echo "x86_64 guest (1 vCPU, 256 MiB) in the emulated KVM host: ${duration} s, $samples samples, ${end}."
+    rounds=$(echo "$end" | sed -n 's/.*rounds=\([0-9]*\).*/\1/p')
+    echo "x86_64 guest (1 vCPU, 256 MiB) in the emulated KVM host: ${duration} s, $samples samples of"
+    echo "vmm's memory, $rounds rounds of disk, network and console I/O without an error."
     echo
     echo "| vmm memory | first, last, max, least-squares slope |"
     echo "|---|---|"
