@@ -144,7 +144,7 @@ rss=$(stats rss) anon=$(stats anon)
 echo "soak: ${duration} s, $samples samples, ${end:-no end line}"
 echo "  VmRSS:   $rss"
 echo "  RssAnon: $anon"
-[ $failed = no ] || { echo "soak: FAILED (see the SOAK-FAIL lines above)"; exit 1; }
+[ "$failed" = no ] || { echo "soak: FAILED (see the SOAK-FAIL lines above)"; exit 1; }
 
 if [ $record = yes ]; then
   figure=$work/figure.md
