@@ -42,7 +42,8 @@ bool apart(const GpaRange& a, const GpaRange& b) {
 void check_plan(const ArmImage& image, const ArmBootPlan& plan, uint64_t base, uint64_t end,
                 uint64_t initrd_size, uint64_t dtb_size) {
   check(plan.kernel_base % kImageBaseAlign == 0 && plan.kernel_base >= base);
-  check(plan.kernel.gpa == plan.kernel_base + image.text_offset && plan.entry_gpa == plan.kernel.gpa);
+  check(plan.kernel.gpa == plan.kernel_base + image.text_offset &&
+        plan.entry_gpa == plan.kernel.gpa);
   check(plan.kernel.size == image.image_size && image.image_size >= image.bytes.size());
   check(inside(plan.kernel, base, end) && inside(plan.dtb, base, end));
   check(plan.dtb.gpa % kDtbAlign == 0 && plan.dtb.size >= dtb_size);

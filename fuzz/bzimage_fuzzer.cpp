@@ -68,8 +68,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check(!kernel.empty() && kernel.data() + kernel.size() == file.data() + file.size());
     check(kernel.data() == file.data() + (size_t{bz.setup_sects()} + 1) * 512);
 
-    const LinuxBootInfo info = load_linux(guest.memory, bz, initrd, "fuzz.initrd", cmdline,
-                                          guest.ram);
+    const LinuxBootInfo info =
+        load_linux(guest.memory, bz, initrd, "fuzz.initrd", cmdline, guest.ram);
     for (const GuestRange& r : {info.kernel, info.kernel_run, info.cmdline, info.initrd}) {
       check(in_ram(r, ram_size));
     }

@@ -44,9 +44,16 @@ struct Ring {
   test::DriverRing ring;
   std::array<uint64_t, kRingSize> room{};    // writable bytes of the chain at each head
   std::array<size_t, kRingSize> segments{};  // descriptors of the chain at each head
-  size_t in_flight = 0;                      // descriptors the device may still hold
+  uint32_t busy = 0;                         // descriptors the device may still hold
   uint16_t seen = 0;                         // used entries accounted for
 };
+
+// The descriptors a chain of `count` takes from `start` on, as a mask (the ring wraps).
+uint32_t run_mask(uint16_t start, size_t count) {
+  uint32_t mask = 0;
+  for (size_t i = 0; i < count; ++i) mask |= 1u << ((start + i) % kRingSize);
+  return mask;
+}
 
 }  // namespace
 
@@ -72,7 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     rings[i].ring.restart();
     rings[i].ring.configure(queues[i], ring_features);
     rings[i].seen = 0;
-    rings[i].in_flight = 0;
+    rings[i].busy = 0;
   };
   restart(0);
   restart(1);
@@ -87,7 +94,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 1: {  // the driver adds a chain: receive (0) or transmit (1)
         Ring& r = rings[code & 1];
         const size_t count = 1 + in.u8() % 4;
-        if (r.in_flight + count > kRingSize) break;  // the driver has no free descriptors
+        const uint32_t run = run_mask(r.ring.next_desc(), count);
+        if (r.busy & run) break;  // the driver has no free descriptors there
         std::vector<test::Buffer> buffers;
         uint64_t room = 0;
         for (size_t s = 0; s < count; ++s) {
@@ -110,7 +118,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const uint16_t head = r.ring.add_chain(buffers);
         r.room[head] = room;
         r.segments[head] = count;
-        r.in_flight += count;
+        r.busy |= run;
         break;
       }
       case 2:
@@ -174,7 +182,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         check(elem.id < kRingSize && elem.len <= r.room[elem.id]);
         if (i == 0) delivered += elem.len;
         if (i == 1) check(elem.len == 0);
-        r.in_flight -= std::min(r.in_flight, r.segments[elem.id]);
+        r.busy &= ~run_mask(elem.id, r.segments[elem.id]);
       }
     }
     check(console.pending_bytes() <= limit + VirtioConsole::kMaxBackendRead);
