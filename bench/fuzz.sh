@@ -75,6 +75,7 @@ for name in "${targets[@]}"; do
   running=$((running + 1))
 done
 wait || true
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- 3. minimized seeds (before the table, which counts them)
 if [ -z "${LIBVMM_FUZZ_NO_DOCS:-}" ]; then
@@ -142,7 +143,8 @@ if [ -z "${LIBVMM_FUZZ_NO_DOCS:-}" ]; then
   {
     echo "<!-- fuzz-table -->"
     echo "Last campaign: $(date -u '+%Y-%m-%d %H:%M UTC'), \`bench/fuzz.sh $secs\` ($secs s per target, $jobs at a time)"
-    echo "on $(nproc) cores ($cpu), $(( $(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo) / 1024 / 1024 )) GiB, shared with other builds;"
+    echo "on $(nproc) cores ($cpu), $(( $(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo) / 1024 / 1024 )) GiB,"
+    echo "shared with other work (load average at the end: $load);"
     echo "clang $(clang --version | sed -n 's/.*clang version \([0-9.]*\).*/\1/p' | head -n 1), ASan + UBSan, corpus grown in \`~/.cache/libvmm/fuzz\`."
     echo
     cat "$table"
