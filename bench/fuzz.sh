@@ -3,7 +3,8 @@
 #
 # Usage: bench/fuzz.sh [SECONDS_PER_TARGET [BUILD_DIR]]   (default 120 and build/clang)
 #   LIBVMM_FUZZ_JOBS=N     targets run N at a time (default 2: one per core of a 2-core machine)
-#   LIBVMM_FUZZ_TARGETS="a b"  only these targets (names without _fuzzer)
+#   LIBVMM_FUZZ_TARGETS="a b"  only these targets (names without _fuzzer); the table keeps the
+#                          other targets' rows from the last campaign, marked with *
 #   LIBVMM_FUZZ_NO_DOCS=1  leave docs/SECURITY.md and fuzz/corpus alone (a trial run)
 #
 # 1. Builds the clang fuzz build in BUILD_DIR (configures it if needed; `ninja fuzzers`, -j2).
@@ -137,6 +138,17 @@ crashed=0
   done
 } >"$table"
 cat "$table"
+# A run of some targets keeps the other targets' rows from the last table, marked as older.
+doc=docs/SECURITY.md
+earlier=
+if [ -n "${LIBVMM_FUZZ_TARGETS:-}" ] && grep -q '^<!-- fuzz-table -->' "$doc"; then
+  earlier=$(sed -n '/^<!-- fuzz-table -->/,/^<!-- \/fuzz-table -->/p' "$doc" |
+    grep -E '^\| [a-z0-9_]+\*? \|' | grep -v '^| target |' |
+    while read -r row; do
+      name=$(cut -d'|' -f2 <<<"$row" | tr -d ' *')
+      [[ " ${targets[*]} " == *" $name "* ]] || sed "s/^| $name\*\? |/| $name* |/" <<<"$row"
+    done || true)
+fi
 
 if [ -z "${LIBVMM_FUZZ_NO_DOCS:-}" ]; then
   cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
@@ -147,10 +159,14 @@ if [ -z "${LIBVMM_FUZZ_NO_DOCS:-}" ]; then
     echo "shared with other work (load average at the end: $load);"
     echo "clang $(clang --version | sed -n 's/.*clang version \([0-9.]*\).*/\1/p' | head -n 1), ASan + UBSan, corpus grown in \`~/.cache/libvmm/fuzz\`."
     echo
-    cat "$table"
+    head -n 2 "$table"
+    { tail -n +3 "$table"; [ -z "$earlier" ] || echo "$earlier"; } | sort -t'|' -k2,2
+    if [ -n "$earlier" ]; then
+      echo
+      echo "\* from an earlier campaign: this one ran ${targets[*]} only."
+    fi
     echo "<!-- /fuzz-table -->"
   } >"$logs/block.md"
-  doc=docs/SECURITY.md
   if ! grep -q '^<!-- fuzz-table -->' "$doc"; then
     cat >>"$doc" <<'EOD'
 
