@@ -166,7 +166,8 @@ void interpret_irqs(ProtectionDomainSpec& pd, const Board& board,
                     "interrupt of a board device its virtual machine is given ({}{}); a host "
                     "device's interrupt needs VFIO, and a host program raises a guest interrupt "
                     "with <irq irq=\"N\" fifo=\"PATH\"/> in <virtual_machine>",
-                    what, hint, number ? "" : fmt::format(", written {}=", attr))));
+                    what, hint,
+                    number ? "" : fmt::format("; on {} it is written {}=", board.name(), attr))));
   }
 }
 

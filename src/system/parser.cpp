@@ -351,7 +351,7 @@ class Parser {
       instead = "the VM's network is vmm's <virtio_net tap=\"NAME\"/> (--net), or a vhost-user "
                 "network device process";
     } else if (has({"timer", "clock", "rtc"})) {
-      instead = "KVM gives the guest its timers, so no timer driver is needed";
+      instead = "the guest's timers are KVM's (no timer driver is needed)";
     } else {
       instead = "a guest's devices are vmm's device backends (<serial>, <virtio_block>, "
                 "<virtio_net>, <virtio_console>) or vhost-user device processes";
@@ -415,6 +415,7 @@ class Parser {
     v.config.strict_faults = boolean(n, "strict_faults");
     for (const char* attr : {"priority", "budget", "period"}) (void)number(n, attr);
     std::map<uint32_t, uint32_t> vcpu_ids;  // <vcpu id> -> line
+    uint32_t vcpu_count = 0;                // <vcpu> elements
     for (pugi::xml_node c : n.children()) {
       const std::string_view name = c.name();
       auto note = [&](std::string what) {
@@ -423,14 +424,13 @@ class Parser {
       if (name == "map") {
         v.maps.push_back(map(c));
       } else if (name == "vcpu") {
-        if (vcpu_ids.empty()) note("vcpus");
+        if (vcpu_count++ == 0) note("vcpus");
         const std::optional<uint32_t> id = small_number(c, "id");
         if (id && !vcpu_ids.emplace(*id, at(c)).second) {
           problem(at(c), fmt::format("<vcpu id=\"{}\">: duplicate vCPU id", *id));
         }
         if (auto cpu = small_number(c, "cpu"); id && cpu) v.config.vcpu_host_cpus[*id] = *cpu;
         (void)small_number(c, "setvar_id");  // Microkit-only
-        if (!id) vcpu_ids.emplace(UINT32_MAX - vcpu_ids.size(), at(c));  // counted, reported
       } else if (name == "vcpus") {
         note("vcpus");
         v.config.vcpus = small_number(c, "count").value_or(1);
@@ -458,15 +458,15 @@ class Parser {
       }
     }
     // Microkit's <vcpu id="N"/> elements: vCPUs 0..N-1, one element each.
-    if (!vcpu_ids.empty()) {
-      const uint32_t count = static_cast<uint32_t>(vcpu_ids.size());
+    if (vcpu_count > 0) {
+      const uint32_t count = vcpu_count;
       if (n.child("vcpus")) {
         problem(at(n.child("vcpus")),
                 "<vcpus> and <vcpu> elements together: give either <vcpus count=\"N\"/> or one "
                 "<vcpu id=\"...\"/> per vCPU");
       }
       for (const auto& [id, line] : vcpu_ids) {
-        if (id >= count && id < UINT32_MAX - count) {
+        if (id >= count) {
           problem(line, fmt::format("<vcpu id=\"{}\">: with {} <vcpu> element{} the ids are 0 to "
                                     "{} (one per vCPU)",
                                     id, count, count == 1 ? "" : "s", count - 1));

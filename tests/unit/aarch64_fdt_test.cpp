@@ -479,3 +479,46 @@ TEST(Arm64FdtPatch, CorruptedBlobsGiveAValidTreeOrAUserError) {
   }
   EXPECT_GT(accepted, 0);  // some flips only touch property values
 }
+
+namespace {
+
+// An overlay as dtc -@ writes a /plugin/ with target-path fragments.
+std::vector<uint8_t> test_overlay(const std::string& target) {
+  FdtNode added("libvmm-overlay");
+  added.string("compatible", "libvmm,test-overlay");
+  FdtNode overlay("__overlay__");
+  overlay.child(std::move(added));
+  FdtNode fragment("fragment@0");
+  fragment.string("target-path", target).child(std::move(overlay));
+  FdtNode root("");
+  root.child(std::move(fragment));
+  return libvmm::serialize_fdt(root);
+}
+
+}  // namespace
+
+TEST(FdtOverlay, AppliesToATree) {
+  FdtNode root("");
+  root.u32("#address-cells", 2).u32("#size-cells", 2).child(FdtNode("chosen"));
+  const std::vector<uint8_t> base = libvmm::serialize_fdt(root);
+  const std::vector<uint8_t> out =
+      libvmm::apply_fdt_overlay(base, "base.dtb", test_overlay("/chosen"), "o.dtbo");
+  ASSERT_EQ(fdt_check_full(out.data(), out.size()), 0);
+  const int node = fdt_path_offset(out.data(), "/chosen/libvmm-overlay");
+  ASSERT_GE(node, 0);
+  EXPECT_STREQ(static_cast<const char*>(fdt_getprop(out.data(), node, "compatible", nullptr)),
+               "libvmm,test-overlay");
+}
+
+TEST(FdtOverlay, ATargetThatIsNotThereIsNamed) {
+  FdtNode root("");
+  const std::vector<uint8_t> base = libvmm::serialize_fdt(root);
+  try {
+    libvmm::apply_fdt_overlay(base, "base.dtb", test_overlay("/nowhere"), "o.dtbo");
+    FAIL() << "applied";
+  } catch (const libvmm::UserError& e) {
+    EXPECT_THAT(e.what(), ::testing::StartsWith("o.dtbo: cannot apply the overlay to base.dtb: "));
+  }
+  const std::vector<uint8_t> junk(64, 0);
+  EXPECT_THROW(libvmm::apply_fdt_overlay(base, "base.dtb", junk, "o.dtbo"), libvmm::UserError);
+}
