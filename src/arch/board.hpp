@@ -49,12 +49,12 @@ struct BoardDevice {
     gic_v2_cpu,  // the GICv2 virtual CPU interface: the VM's vGIC is a v2
   };
   Kind kind;
-  const char* name;            // "the PL011 UART"
-  uint64_t phys_addr = 0;      // the region's phys_addr on the real board
-  uint64_t guest_addr = 0;     // where the guest must see it (the map's vaddr)
-  uint64_t max_size = 0;       // the largest region that is this device
-  std::optional<uint32_t> irq; // its interrupt, as a protection domain's <irq irq="..."> names it
-  const char* becomes;         // what it is on KVM, for vmm check: "the emulated PL011"
+  const char* name;             // "the PL011 UART"
+  uint64_t phys_addr = 0;       // the region's phys_addr on the real board
+  uint64_t guest_addr = 0;      // where the guest must see it (the map's vaddr)
+  uint64_t max_size = 0;        // the largest region that is this device
+  std::optional<uint32_t> irq;  // its interrupt, as a protection domain's <irq irq="..."> names it
+  const char* becomes;          // what it is on KVM, for vmm check: "the emulated PL011"
 };
 
 class Board {

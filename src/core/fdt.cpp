@@ -259,7 +259,8 @@ std::vector<uint8_t> apply_fdt_overlay(std::span<const uint8_t> base, const std:
     }
     err = fdt_pack(out.data());
     if (err != 0) libfdt_failed("packing the tree", err);
-    out.resize(fdt_totalsize(out.data()));
+    const void* packed = out.data();  // libfdt reads the header byte-wise: any alignment
+    out.resize(fdt_totalsize(packed));
     return out;
   }
 }

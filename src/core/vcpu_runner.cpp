@@ -80,7 +80,8 @@ void pin_to_cpu(uint32_t cpu, uint32_t vcpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
   if (cpu < CPU_SETSIZE) CPU_SET(cpu, &set);
-  const int err = cpu < CPU_SETSIZE ? pthread_setaffinity_np(pthread_self(), sizeof set, &set) : EINVAL;
+  const int err =
+      cpu < CPU_SETSIZE ? pthread_setaffinity_np(pthread_self(), sizeof set, &set) : EINVAL;
   if (err != 0) {
     log::warn("vCPU {}: cannot run on host CPU {} ({}); it runs where the scheduler puts it", vcpu,
               cpu, err == EINVAL ? "this host has no such CPU" : std::strerror(err));

@@ -108,9 +108,19 @@ std::string SystemDescription::layout() const {
   std::ostringstream out;
   out << fmt::format("system {}\n", file.empty() ? "(from flags)" : file);
   out << "memory regions:\n";
+  auto board_device = [this](const std::string& name) {
+    for (const VirtualMachineSpec* vm : vms()) {
+      for (const BoardMapSpec& b : vm->board_maps) {
+        if (b.region == name) return true;
+      }
+    }
+    return false;
+  };
   for (const auto& r : regions) {
-    out << fmt::format("  {:<16} {:>10}  {}{}\n", r.name, format_size(r.size), backing(r),
-                       r.phys_addr ? fmt::format(", phys_addr {:#x}", *r.phys_addr) : "");
+    out << fmt::format(
+        "  {:<16} {:>10}  {}{}\n", r.name, format_size(r.size),
+        board_device(r.name) ? "the board's device (see its VM's board line)" : backing(r),
+        r.phys_addr ? fmt::format(", phys_addr {:#x}", *r.phys_addr) : "");
   }
   for (const auto& pd : domains) {
     out << fmt::format("protection domain '{}' (this vmm process)\n", pd.name);

@@ -73,10 +73,10 @@ void interpret_maps(const SystemDescription& d, VirtualMachineSpec& vm, const Bo
       const uint64_t vaddr = m.vaddr.value_or(phys);
       if (vaddr != device->guest_addr) {
         problems.push_back(located(
-            m.where, fmt::format("map of '{}' ({} at phys_addr {:#x}) at vaddr {:#x}: on KVM it "
-                                 "is {} at {:#x}; map it there",
-                                 r->name, device->name, phys, vaddr, device->becomes,
-                                 device->guest_addr)));
+            m.where,
+            fmt::format("map of '{}' ({} at phys_addr {:#x}) at vaddr {:#x}: on KVM it "
+                        "is {} at {:#x}; map it there",
+                        r->name, device->name, phys, vaddr, device->becomes, device->guest_addr)));
       } else if (size > device->max_size) {
         problems.push_back(located(
             m.where, fmt::format("map of '{}' ({} at phys_addr {:#x}): {:#x} bytes is more than "

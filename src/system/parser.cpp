@@ -159,7 +159,7 @@ class Parser {
   // Unknown attributes and children, missing required attributes, stray text.
   void check_shape(pugi::xml_node n) {
     const ElementRule* found = rule_of(n);
-    if (found == nullptr) return;  // reported by the parent
+    if (found == nullptr) return;                         // reported by the parent
     if (std::string_view(n.name()) == "channel") return;  // refused whole by the parser
     const ElementRule& rule = *found;
     auto listed = [](const std::vector<std::string_view>& list, std::string_view s) {
@@ -316,13 +316,14 @@ class Parser {
       if (name == "irq") {
         pd.irqs.push_back({small_number(c, "irq"), small_number(c, "pin"), where(c)});
         if (!pd.irqs.back().irq && !pd.irqs.back().pin) {
-          problem(at(c), "<irq> in a protection domain needs irq=\"N\" (AArch64) or pin=\"N\" "
-                         "(x86_64)");
+          problem(at(c),
+                  "<irq> in a protection domain needs irq=\"N\" (AArch64) or pin=\"N\" "
+                  "(x86_64)");
         }
       }
       if (name == "ioport") {
-        pd.ioports.push_back({number(c, "addr").value_or(0), number(c, "size").value_or(0),
-                              where(c)});
+        pd.ioports.push_back(
+            {number(c, "addr").value_or(0), number(c, "size").value_or(0), where(c)});
       }
     }
     if (!pd.program_image.empty() && pd.vms.empty()) problem(at(n), component_refusal(pd));
@@ -342,23 +343,28 @@ class Parser {
     };
     std::string instead;
     if (has({"serial", "uart", "console"})) {
-      instead = "the VM's serial port is vmm's (<serial backend=\"stdio\"/>, --serial; or "
-                "<virtio_console>)";
+      instead =
+          "the VM's serial port is vmm's (<serial backend=\"stdio\"/>, --serial; or "
+          "<virtio_console>)";
     } else if (has({"blk", "block", "disk", "storage", "mmc", "sd"})) {
-      instead = "the VM's disks are vmm's <virtio_block path=\"IMAGE\"/> (--disk), or a "
-                "vhost-user block device process";
+      instead =
+          "the VM's disks are vmm's <virtio_block path=\"IMAGE\"/> (--disk), or a "
+          "vhost-user block device process";
     } else if (has({"net", "eth", "copy", "arp", "router", "firewall", "lwip"})) {
-      instead = "the VM's network is vmm's <virtio_net tap=\"NAME\"/> (--net), or a vhost-user "
-                "network device process";
+      instead =
+          "the VM's network is vmm's <virtio_net tap=\"NAME\"/> (--net), or a vhost-user "
+          "network device process";
     } else if (has({"timer", "clock", "rtc"})) {
       instead = "the guest's timers are KVM's (no timer driver is needed)";
     } else {
-      instead = "a guest's devices are vmm's device backends (<serial>, <virtio_block>, "
-                "<virtio_net>, <virtio_console>) or vhost-user device processes";
+      instead =
+          "a guest's devices are vmm's device backends (<serial>, <virtio_block>, "
+          "<virtio_net>, <virtio_console>) or vhost-user device processes";
     }
-    return fmt::format("protection domain '{}' (program_image {}) is an seL4 component with no "
-                       "virtual machine; on KVM {}: remove it",
-                       pd.name, pd.program_image, instead);
+    return fmt::format(
+        "protection domain '{}' (program_image {}) is an seL4 component with no "
+        "virtual machine; on KVM {}: remove it",
+        pd.name, pd.program_image, instead);
   }
 
   IrqSpec irq(pugi::xml_node n) {

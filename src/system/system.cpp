@@ -3,8 +3,8 @@
 #include "libvmm/system/system.hpp"
 
 #include <fcntl.h>
-#include <sched.h>
 #include <fmt/format.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -204,9 +204,10 @@ RunResult System::run() {
     CPU_ZERO(&set);
     if (*pd.cpu < CPU_SETSIZE) CPU_SET(*pd.cpu, &set);
     if (*pd.cpu >= CPU_SETSIZE || ::sched_setaffinity(0, sizeof set, &set) != 0) {
-      log::warn("{}protection domain '{}': cannot run on host CPU {} (this host has no such "
-                "CPU); it runs where the scheduler puts it",
-                prefix(pd.where), pd.name, *pd.cpu);
+      log::warn(
+          "{}protection domain '{}': cannot run on host CPU {} (this host has no such "
+          "CPU); it runs where the scheduler puts it",
+          prefix(pd.where), pd.name, *pd.cpu);
     }
     break;
   }

@@ -110,9 +110,8 @@ TEST_F(MicrokitTest, TheManualsSystemNeedsAKernelToRun) {
 }
 
 TEST_F(MicrokitTest, VcpuElementsCountAndPin) {
-  const auto problems =
-      problems_of(manual("<vcpu id=\"0\" cpu=\"2\" /><vcpu id=\"1\" /><vcpu id=\"2\" cpu=\"0\" />"),
-                  "aarch64");
+  const auto problems = problems_of(
+      manual("<vcpu id=\"0\" cpu=\"2\" /><vcpu id=\"1\" /><vcpu id=\"2\" cpu=\"0\" />"), "aarch64");
   ASSERT_TRUE(problems.empty()) << problems.front();
   const VmConfig& c = description.vms().front()->config;
   EXPECT_EQ(c.vcpus, 3u);
@@ -180,10 +179,11 @@ TEST_F(MicrokitTest, ChannelsAndComponentsAreRefused) {
   const std::string driver =
       "<protection_domain name=\"serial_driver\" priority=\"200\"><program_image "
       "path=\"uart_driver.elf\" /></protection_domain>";
-  const auto problems = problems_of(
-      manual("", "", driver + "<channel><end pd=\"VMM\" id=\"1\" /><end pd=\"serial_driver\" "
-                              "id=\"2\" /></channel>"),
-      "aarch64");
+  const auto problems =
+      problems_of(manual("", "",
+                         driver + "<channel><end pd=\"VMM\" id=\"1\" /><end pd=\"serial_driver\" "
+                                  "id=\"2\" /></channel>"),
+                  "aarch64");
   ASSERT_EQ(problems.size(), 2u);
   EXPECT_EQ(problems[0],
             "t.system:16: protection domain 'serial_driver' (program_image uart_driver.elf) is an "
@@ -245,8 +245,7 @@ TEST_F(MicrokitTest, UnknownArchitecture) {
 TEST_F(MicrokitTest, TheX86ExampleIsRefusedOnAarch64AndViceVersa) {
   const auto problems = problems_of(manual(), "x86_64");
   ASSERT_FALSE(problems.empty());
-  EXPECT_NE(problems[0].find("must be mapped at 0x0 on x86_64"), std::string::npos)
-      << problems[0];
+  EXPECT_NE(problems[0].find("must be mapped at 0x0 on x86_64"), std::string::npos) << problems[0];
 }
 
 }  // namespace

@@ -102,7 +102,7 @@ void apply_file_flags(SystemDescription& d, const std::string& file, const FileF
                                   flags.vm, file, names.empty() ? "none" : names));
     }
   } else if (flags.any()) {
-    const std::string flag = !flags.kernel.empty() ? "--kernel"
+    const std::string flag = !flags.kernel.empty()   ? "--kernel"
                              : !flags.initrd.empty() ? "--initrd"
                              : flags.cmdline         ? "--cmdline"
                                              : std::string(flags.machine_options.front().where);

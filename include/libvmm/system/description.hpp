@@ -77,9 +77,9 @@ struct VfioSpec {
 // interface, x86 COM1 ports): what it became on KVM. Set when a description is read for an
 // architecture whose board has the device (SystemDescription::read).
 struct BoardMapSpec {
-  std::string region;     // the memory region, or "ioport 0x3f8" for port I/O
-  std::string device;     // "the PL011 UART"
-  std::string becomes;    // "the emulated PL011 (ttyAMA0)"
+  std::string region;   // the memory region, or "ioport 0x3f8" for port I/O
+  std::string device;   // "the PL011 UART"
+  std::string becomes;  // "the emulated PL011 (ttyAMA0)"
   uint64_t guest_addr = 0;
   uint64_t size = 0;
   std::optional<uint32_t> irq;  // its interrupt, when the protection domain names it

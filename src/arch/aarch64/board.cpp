@@ -50,8 +50,8 @@ class Aarch64Board final : public Board {
   // libvmm's QEMU virt examples map the PL011 where it is, and the GICv2 virtual CPU interface
   // (0x0804_0000 on QEMU virt) where the guest expects the CPU interface.
   std::vector<BoardDevice> devices() const override {
-    return {{BoardDevice::Kind::serial, "the PL011 UART", kUartBase, kUartBase, 0x1000,
-             kUartIntid, "the emulated PL011 (ttyAMA0)"},
+    return {{BoardDevice::Kind::serial, "the PL011 UART", kUartBase, kUartBase, 0x1000, kUartIntid,
+             "the emulated PL011 (ttyAMA0)"},
             {BoardDevice::Kind::gic_v2_cpu, "the GICv2 virtual CPU interface", kGicVcpuPhysBase,
              kGicCpuBase, 0x2000, std::nullopt, "KVM's vGICv2 CPU interface"}};
   }

@@ -10,9 +10,9 @@ namespace libvmm::aarch64 {
 constexpr uint64_t kRamBase = 0x4000'0000;
 constexpr uint64_t kGicDistBase = 0x0800'0000;
 constexpr uint64_t kGicDistSize = 0x1'0000;
-constexpr uint64_t kGicCpuBase = 0x0801'0000;      // v2 CPU interface
+constexpr uint64_t kGicCpuBase = 0x0801'0000;       // v2 CPU interface
 constexpr uint64_t kGicVcpuPhysBase = 0x0804'0000;  // QEMU virt's GICv2 virtual CPU interface
-constexpr uint64_t kGicRedistBase = 0x080A'0000;   // v3 redistributors, one frame pair per vCPU
+constexpr uint64_t kGicRedistBase = 0x080A'0000;    // v3 redistributors, one frame pair per vCPU
 constexpr uint64_t kGicRedistEnd = 0x0900'0000;
 constexpr uint64_t kRedistFrameSize = 2 * 0x1'0000;  // KVM_VGIC_V3_REDIST_SIZE: RD_base + SGI_base
 constexpr uint64_t kUartBase = 0x0900'0000;
