@@ -373,6 +373,21 @@ TEST(Arm64FdtPatch, KeepsUserCpusAndPointsNewDevicesAtTheGic) {
   EXPECT_FALSE(has_prop(blob, "/chosen", "linux,initrd-start"));
 }
 
+TEST(Arm64FdtPatch, PointsAUsersSmcPsciAtKvm) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  const auto user = compile_dts(R"(/dts-v1/;
+/ {
+  #address-cells = <2>; #size-cells = <2>; interrupt-parent = <&intc>;
+  intc: intc@8000000 { compatible = "arm,cortex-a15-gic"; interrupt-controller; #interrupt-cells = <3>;
+         reg = <0 0x8000000 0 0x10000 0 0x8010000 0 0x10000>; };
+  psci { compatible = "arm,psci-0.2", "arm,psci"; method = "smc"; cpu_on = <0xc4000003>; };
+};
+)");
+  const auto blob = patch_fdt(user, sample_machine(GicVersion::v2), "user.dtb");
+  EXPECT_EQ(string_prop(blob, "/psci", "method"), std::string("hvc\0", 4));
+  EXPECT_THAT(cells(blob, "/psci", "cpu_on"), ElementsAre(0xc4000003u));  // the rest kept
+}
+
 // Any piece that describes itself is a device of the tree: its node (with the controller's
 // interrupt cells and a phandle of its own) lands in a generated tree and in a patched one.
 struct TestDevice final : FdtNodeSource {
