@@ -55,8 +55,11 @@ class Aarch64Board final : public Board {
             {BoardDevice::Kind::gic_v2_cpu, "the GICv2 virtual CPU interface", kGicVcpuPhysBase,
              kGicCpuBase, 0x2000, std::nullopt, "KVM's vGICv2 CPU interface"}};
   }
-  // Below RAM, QEMU virt has only devices (flash, GIC, UART, RTC, virtio-mmio, PCIe windows).
-  DeviceWindow device_space() const override { return {"QEMU virt's device space", 0, kRamBase}; }
+  // QEMU virt's device registers (flash, GIC, UART, RTC, GPIO, virtio-mmio, platform bus) are
+  // below 0x1000_0000; above is its PCIe window, usable for shared memory here.
+  DeviceWindow device_space() const override {
+    return {"QEMU virt's device space", 0, 0x1000'0000};
+  }
 };
 
 }  // namespace
