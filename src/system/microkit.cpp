@@ -137,6 +137,7 @@ void interpret_ioports(ProtectionDomainSpec& pd, const Board& board,
 void interpret_irqs(ProtectionDomainSpec& pd, const Board& board,
                     std::vector<std::string>& problems) {
   for (const DomainIrqSpec& q : pd.irqs) {
+    if (!q.irq && !q.pin) continue;  // reported by the parser
     const bool x86 = board.has_ioports();
     const std::optional<uint32_t> number = x86 ? q.pin : q.irq;
     const char* attr = x86 ? "pin" : "irq";

@@ -315,7 +315,7 @@ class Parser {
       if (name == "program_image") pd.program_image = text(c, "path");
       if (name == "irq") {
         pd.irqs.push_back({small_number(c, "irq"), small_number(c, "pin"), where(c)});
-        if (!pd.irqs.back().irq && !pd.irqs.back().pin) {
+        if (!c.attribute("irq") && !c.attribute("pin")) {
           problem(at(c),
                   "<irq> in a protection domain needs irq=\"N\" (AArch64) or pin=\"N\" "
                   "(x86_64)");

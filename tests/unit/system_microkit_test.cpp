@@ -175,6 +175,14 @@ TEST_F(MicrokitTest, ProtectionDomainIrqOfNoBoardDevice) {
       << problems[0];
 }
 
+TEST_F(MicrokitTest, ProtectionDomainIrqWithoutANumber) {
+  for (const char* irq : {"<irq id=\"1\" />", "<irq irq=\"x\" />", "<irq pin=\"-1\" />"}) {
+    const auto problems = problems_of(manual("", irq), "aarch64");
+    ASSERT_EQ(problems.size(), 1u) << irq;
+    EXPECT_EQ(problems[0].rfind("t.system:14: <irq", 0), 0u) << problems[0];
+  }
+}
+
 TEST_F(MicrokitTest, ChannelsAndComponentsAreRefused) {
   const std::string driver =
       "<protection_domain name=\"serial_driver\" priority=\"200\"><program_image "
