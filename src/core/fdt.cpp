@@ -230,3 +230,42 @@ std::vector<uint8_t> FdtEditor::finish() {
 }
 
 }  // namespace libvmm
+
+namespace libvmm {
+
+std::vector<uint8_t> apply_fdt_overlay(std::span<const uint8_t> base, const std::string& base_what,
+                                       std::span<const uint8_t> overlay,
+                                       const std::string& overlay_what) {
+  // Both are checked (and the base made writable) by FdtEditor; libfdt's overlay code then
+  // works on copies, since it damages the overlay and, on failure, the base.
+  FdtEditor checked_base(base, base_what);
+  FdtEditor checked_overlay(overlay, overlay_what);
+  const std::vector<uint8_t> base_copy = checked_base.finish();
+  const std::vector<uint8_t> overlay_copy = checked_overlay.finish();
+  size_t room = base_copy.size() + overlay_copy.size() + 16 * KiB;
+  for (;;) {
+    std::vector<uint8_t> out(room);
+    std::vector<uint8_t> ovl = overlay_copy;
+    int err = fdt_open_into(base_copy.data(), out.data(), checked_size(out.size()));
+    if (err == 0) err = fdt_overlay_apply(out.data(), ovl.data());
+    if (err == -FDT_ERR_NOSPACE && room < 64 * MiB) {
+      room *= 2;
+      continue;
+    }
+    if (err != 0) {
+      throw UserError(fmt::format(
+          "{}: cannot apply the overlay to {}: {}{}", overlay_what, base_what, fdt_strerror(err),
+          err == -FDT_ERR_NOTFOUND || err == -FDT_ERR_BADOVERLAY
+              ? " (is it a /plugin/ compiled with dtc -@? a label it refers to (&name) must be in "
+                "the base tree's __symbols__; target-path fragments (&{/path}) need none)"
+              : ""));
+    }
+    err = fdt_pack(out.data());
+    if (err != 0) libfdt_failed("packing the tree", err);
+    const void* packed = out.data();  // libfdt reads the header byte-wise: any alignment
+    out.resize(fdt_totalsize(packed));
+    return out;
+  }
+}
+
+}  // namespace libvmm

@@ -73,12 +73,34 @@ VcpuRunner::~VcpuRunner() {
   join();
 }
 
+namespace {
+
+// Pins the calling thread to host CPU `cpu`: a description's <vcpu cpu="N"/>, where it exists.
+void pin_to_cpu(uint32_t cpu, uint32_t vcpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (cpu < CPU_SETSIZE) CPU_SET(cpu, &set);
+  const int err =
+      cpu < CPU_SETSIZE ? pthread_setaffinity_np(pthread_self(), sizeof set, &set) : EINVAL;
+  if (err != 0) {
+    log::warn("vCPU {}: cannot run on host CPU {} ({}); it runs where the scheduler puts it", vcpu,
+              cpu, err == EINVAL ? "this host has no such CPU" : std::strerror(err));
+  }
+}
+
+}  // namespace
+
+void VcpuRunner::pin_to(uint32_t cpu) {
+  pin_to_cpu(cpu, vcpu_->index());
+}
+
 void VcpuRunner::start() {
   // The new thread may call stop() (a guest that halts at once) before the assignment ends;
   // stop() takes the lock, so it sees the finished thread_.
   const std::lock_guard lock(thread_mutex_);
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), fmt::format("vcpu{}", vcpu_->index()).c_str());
+    if (host_cpu_) pin_to(*host_cpu_);
     try {
       loop();
     } catch (const std::exception& e) {

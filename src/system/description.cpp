@@ -11,7 +11,7 @@
 #include <map>
 #include <set>
 
-#include "../arch/machine.hpp"
+#include "../arch/board.hpp"
 #include "../vm/device_plan.hpp"
 #include "libvmm/arch/machine_option.hpp"
 #include "libvmm/core/file.hpp"
@@ -44,12 +44,21 @@ std::string join_lines(const std::vector<std::string>& lines) {
 DescriptionError::DescriptionError(std::vector<std::string> problems)
     : UserError(join_lines(problems)), problems_(std::move(problems)) {}
 
-SystemDescription SystemDescription::load(const std::filesystem::path& path) {
+SystemDescription SystemDescription::read(const std::filesystem::path& path,
+                                          const std::string& arch,
+                                          std::vector<std::string>& problems) {
   const std::vector<uint8_t> bytes = read_file(path, "system description");
-  std::vector<std::string> problems;
   SystemDescription d =
       parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
             path.string(), problems);
+  d.arch = arch;
+  d.interpret_board_devices(problems);
+  return d;
+}
+
+SystemDescription SystemDescription::load(const std::filesystem::path& path) {
+  std::vector<std::string> problems;
+  SystemDescription d = read(path, "", problems);
   for (auto& p : d.problems()) problems.push_back(std::move(p));
   if (!problems.empty()) throw DescriptionError(std::move(problems));
   return d;
@@ -69,7 +78,7 @@ SystemDescription SystemDescription::from_vm_config(const VmConfig& config) {
   vm.ram_region = ram.name;
   MapSpec map;
   map.region = ram.name;
-  map.vaddr = make_host_machine()->ram_base();
+  map.vaddr = host_board().ram_base();
   map.perms = "rwx";
   map.where.file = "--memory";
   vm.maps.push_back(map);
@@ -133,8 +142,9 @@ struct Range {
 
 class Validator {
  public:
-  Validator(const SystemDescription& d, const Machine& machine, const HostFiles& files)
-      : d_(d), machine_(machine), files_(files) {}
+  Validator(const SystemDescription& d, const Board& board, const Architecture& arch,
+            const HostFiles& files, const CheckOptions& options)
+      : d_(d), machine_(board), arch_(arch), files_(files), options_(options) {}
 
   std::vector<std::string> run() {
     check_regions();
@@ -310,14 +320,18 @@ class Validator {
     }
     // Images of descriptions without a file (flags, code) are checked, by flag, when opened.
     if (!vm.where.file.empty()) {
-      if (c.kernel.empty()) add(vm.where, fmt::format("{} needs a <kernel path=\"...\"/>", name));
+      if (c.kernel.empty() && options_.kernel_required) {
+        add(vm.where, fmt::format("{} needs a <kernel path=\"...\"/> (or: vmm run FILE --kernel "
+                                  "IMAGE)",
+                                  name));
+      }
       if (!c.kernel.empty()) check_file(vm.location_of("kernel"), "kernel", c.kernel);
       if (!c.initrd.empty()) check_file(vm.location_of("initrd"), "initrd", c.initrd);
     }
     check_backend(vm, "serial", machine_.serial_name(), c.serial, stdio_users);
     check_devices(vm, stdio_users);
     // The machine's options by its architecture's rules; another architecture's are refused.
-    for (auto& p : check_machine_options(c.machine_options, files_)) {
+    for (auto& p : check_machine_options(arch_, c.machine_options, files_)) {
       problems_.push_back(std::move(p));
     }
     check_guest_maps(vm, name);
@@ -414,16 +428,28 @@ class Validator {
   }
 
   const SystemDescription& d_;
-  const Machine& machine_;
+  const Board& machine_;  // the board of the architecture the description is checked for
+  const Architecture& arch_;
   const HostFiles& files_;
+  const CheckOptions& options_;
   std::vector<std::string> problems_;
 };
 
 }  // namespace
 
-std::vector<std::string> SystemDescription::problems(const HostFiles& files) const {
-  const auto machine = make_host_machine();
-  return Validator(*this, *machine, files).run();
+std::vector<std::string> SystemDescription::problems(const HostFiles& files,
+                                                     const CheckOptions& options) const {
+  const Board* board = arch.empty() ? &host_board() : find_board(arch);
+  const Architecture* architecture = find_architecture(board ? board->name() : "");
+  if (board == nullptr || architecture == nullptr) {
+    std::string known;
+    for (const Architecture& a : architectures()) {
+      if (!known.empty()) known += ", ";
+      known += a.name;
+    }
+    return {fmt::format("--arch {}: unknown architecture (known: {})", arch, known)};
+  }
+  return Validator(*this, *board, *architecture, files, options).run();
 }
 
 }  // namespace libvmm

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <sstream>
 
-#include "../arch/machine.hpp"
+#include "../arch/board.hpp"
 #include "../vm/device_plan.hpp"
 #include "libvmm/arch/machine_option.hpp"
 #include "libvmm/core/size.hpp"
@@ -39,11 +39,18 @@ const char* source_name(IrqSpec::Source s) {
 }
 
 void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachineSpec& vm,
-               const Machine& machine) {
+               const Board& machine, const Architecture& arch) {
   const VmConfig& c = vm.config;
   out << fmt::format("virtual machine '{}' (id {}): {} {} vCPU{}\n", c.name, vm.id, c.vcpus,
                      machine.name(), c.vcpus == 1 ? "" : "s");
-  out << fmt::format("  kernel   {}\n", c.kernel.string());
+  if (c.kernel.empty()) {
+    out << "  kernel   (none: give it with vmm run FILE --kernel IMAGE)\n";
+  } else {
+    out << fmt::format("  kernel   {}\n", c.kernel.string());
+  }
+  for (const auto& [vcpu, cpu] : c.vcpu_host_cpus) {
+    out << fmt::format("  vcpu {}   on host CPU {}\n", vcpu, cpu);
+  }
   if (!c.initrd.empty()) out << fmt::format("  initrd   {}\n", c.initrd.string());
   if (!c.cmdline.empty()) out << fmt::format("  cmdline  \"{}\"\n", c.cmdline);
   bool ram_done = false;
@@ -63,8 +70,12 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
     out << fmt::format("  map      [{:#012x}, {:#012x}) '{}' {}{}\n", gpa, gpa + size, r->name,
                        m.perms, m.readonly() ? " (read-only KVM slot)" : "");
   }
+  for (const BoardMapSpec& b : vm.board_maps) {
+    out << fmt::format("  board    '{}' at {:#x}: {} -> {}{}\n", b.region, b.guest_addr, b.device,
+                       b.becomes, b.irq ? fmt::format(", IRQ {}", *b.irq) : "");
+  }
   out << fmt::format("  serial   {} -> {}\n", machine.serial_name(), c.serial);
-  for (const MachineOption* option : host_architecture().options) {
+  for (const MachineOption* option : arch.options) {
     if (const DeviceSpec* spec = find_option_spec(c.machine_options, option->element())) {
       out << fmt::format("  {:<8} {}\n", option->element(), option->describe(*spec));
     }
@@ -91,21 +102,38 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
 }  // namespace
 
 std::string SystemDescription::layout() const {
-  const auto machine = make_host_machine();
+  const Board* machine = arch.empty() ? &host_board() : find_board(arch);
+  const Architecture* architecture = find_architecture(machine ? machine->name() : "");
+  if (machine == nullptr || architecture == nullptr) return "";  // refused by problems()
   std::ostringstream out;
   out << fmt::format("system {}\n", file.empty() ? "(from flags)" : file);
   out << "memory regions:\n";
+  auto board_device = [this](const std::string& name) {
+    for (const VirtualMachineSpec* vm : vms()) {
+      for (const BoardMapSpec& b : vm->board_maps) {
+        if (b.region == name) return true;
+      }
+    }
+    return false;
+  };
   for (const auto& r : regions) {
-    out << fmt::format("  {:<16} {:>10}  {}{}\n", r.name, format_size(r.size), backing(r),
-                       r.phys_addr ? fmt::format(", phys_addr {:#x}", *r.phys_addr) : "");
+    out << fmt::format(
+        "  {:<16} {:>10}  {}{}\n", r.name, format_size(r.size),
+        board_device(r.name) ? "the board's device (see its VM's board line)" : backing(r),
+        r.phys_addr ? fmt::format(", phys_addr {:#x}", *r.phys_addr) : "");
   }
   for (const auto& pd : domains) {
     out << fmt::format("protection domain '{}' (this vmm process)\n", pd.name);
+    if (!pd.program_image.empty()) {
+      out << fmt::format("  program_image {}: not loaded (the VMM is this vmm process)\n",
+                         pd.program_image);
+    }
+    if (pd.cpu) out << fmt::format("  runs on host CPU {}\n", *pd.cpu);
     for (const auto& m : pd.maps) {
       out << fmt::format("  vmm map  '{}' {}{}\n", m.region, m.perms,
                          m.setvar_vaddr.empty() ? "" : " as " + m.setvar_vaddr);
     }
-    for (const auto& vm : pd.vms) vm_layout(out, *this, vm, *machine);
+    for (const auto& vm : pd.vms) vm_layout(out, *this, vm, *machine, *architecture);
   }
   return out.str();
 }

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -32,17 +33,27 @@ struct ElementRule {
 // so that another architecture's option is read, then refused by name by the validator.
 std::map<std::string_view, ElementRule> make_rules() {
   std::map<std::string_view, ElementRule> table = {
-      {"system", {{}, {}, {"memory_region", "protection_domain"}}},
+      {"system", {{}, {}, {"memory_region", "protection_domain", "channel"}}},
       {"memory_region", {{"name", "size"}, {"page_size", "phys_addr", "path", "shm"}, {}}},
-      // priority and the other scheduling attributes mean nothing on Linux; priority is
-      // accepted so Microkit descriptions read unchanged.
-      {"protection_domain", {{"name"}, {"priority"}, {"map", "virtual_machine"}}},
-      {"map", {{"mr"}, {"vaddr", "size", "perms", "setvar_vaddr", "cached"}, {}}},
+      // Microkit's scheduling attributes are accepted so its descriptions read unchanged; on
+      // Linux only cpu has an effect (docs/SYSTEM_FORMAT.md, "Coming from libvmm / Microkit").
+      {"protection_domain",
+       {{"name"},
+        {"priority", "budget", "period", "passive", "stack_size", "cpu"},
+        {"map", "virtual_machine", "program_image", "irq", "ioport"}}},
+      {"program_image", {{"path"}, {}, {}}},
+      // A protection domain's <irq> is Microkit's (an interrupt delivered to the VMM); the
+      // virtual machine's is ours (a host event source raising a guest interrupt).
+      {"protection_domain/irq", {{}, {"irq", "id", "pin", "vector", "ioapic", "trigger"}, {}}},
+      {"ioport", {{"addr", "size"}, {"id"}, {}}},
+      {"channel", {{}, {}, {}}},  // refused as a whole (its <end>s unchecked)
+      {"map", {{"mr"}, {"vaddr", "size", "perms", "setvar_vaddr", "setvar_size", "cached"}, {}}},
       {"virtual_machine",
        {{"name"},
-        {"id", "priority", "ram", "strict_faults"},
-        {"map", "vcpus", "kernel", "initrd", "cmdline", "serial", "irq", "vfio"}}},
+        {"id", "priority", "budget", "period", "ram", "strict_faults"},
+        {"map", "vcpus", "vcpu", "kernel", "initrd", "cmdline", "serial", "irq", "vfio"}}},
       {"vcpus", {{"count"}, {}, {}}},
+      {"vcpu", {{"id"}, {"cpu", "setvar_id"}, {}}},
       {"kernel", {{"path"}, {}, {}}},
       {"initrd", {{"path"}, {}, {}}},
       {"cmdline", {{}, {}, {}, true}},
@@ -111,6 +122,14 @@ class Parser {
       const std::string_view name = n.name();
       if (name == "memory_region") d.regions.push_back(region(n));
       if (name == "protection_domain") d.domains.push_back(domain(n));
+      if (name == "channel") {
+        problem(at(n),
+                "<channel>: seL4 notifications between protection domains have no place on KVM, "
+                "where the one vmm process is the VMM and its device backends are the drivers "
+                "(<serial>, <virtio_block>, <virtio_net>, <virtio_console>; or vhost-user device "
+                "processes); remove it (a host program interrupts a guest through a virtual "
+                "machine's <irq irq=\"N\" fifo=\"PATH\"/>, socket or eventfd)");
+      }
     }
     return d;
   }
@@ -129,11 +148,20 @@ class Parser {
     problems_.push_back(fmt::format("{}:{}: {}", file_, line, what));
   }
 
+  // The rule for `n`: "parent/name" when the element means something else there, else "name".
+  static const ElementRule* rule_of(pugi::xml_node n) {
+    const std::string qualified = std::string(n.parent().name()) + "/" + n.name();
+    if (auto it = rules().find(qualified); it != rules().end()) return &it->second;
+    if (auto it = rules().find(n.name()); it != rules().end()) return &it->second;
+    return nullptr;
+  }
+
   // Unknown attributes and children, missing required attributes, stray text.
   void check_shape(pugi::xml_node n) {
-    const auto it = rules().find(n.name());
-    if (it == rules().end()) return;  // reported by the parent
-    const ElementRule& rule = it->second;
+    const ElementRule* found = rule_of(n);
+    if (found == nullptr) return;                         // reported by the parent
+    if (std::string_view(n.name()) == "channel") return;  // refused whole by the parser
+    const ElementRule& rule = *found;
     auto listed = [](const std::vector<std::string_view>& list, std::string_view s) {
       return std::find(list.begin(), list.end(), s) != list.end();
     };
@@ -275,12 +303,68 @@ class Parser {
     ProtectionDomainSpec pd;
     pd.where = where(n);
     pd.name = text(n, "name");
+    pd.cpu = small_number(n, "cpu");
+    for (const char* attr : {"priority", "budget", "period", "stack_size"}) {
+      (void)number(n, attr);  // Microkit-only: checked as numbers, no effect
+    }
+    (void)boolean(n, "passive");
     for (pugi::xml_node c : n.children()) {
       const std::string_view name = c.name();
       if (name == "map") pd.maps.push_back(map(c));
       if (name == "virtual_machine") pd.vms.push_back(vm(c));
+      if (name == "program_image") pd.program_image = text(c, "path");
+      if (name == "irq") {
+        pd.irqs.push_back({small_number(c, "irq"), small_number(c, "pin"), where(c)});
+        if (!c.attribute("irq") && !c.attribute("pin")) {
+          problem(at(c),
+                  "<irq> in a protection domain needs irq=\"N\" (AArch64) or pin=\"N\" "
+                  "(x86_64)");
+        }
+      }
+      if (name == "ioport") {
+        pd.ioports.push_back(
+            {number(c, "addr").value_or(0), number(c, "size").value_or(0), where(c)});
+      }
     }
+    if (!pd.program_image.empty() && pd.vms.empty()) problem(at(n), component_refusal(pd));
     return pd;
+  }
+
+  // A protection domain with a program of its own and no virtual machine is an seL4 component
+  // (an sDDF driver or virtualiser, a timer driver): on KVM, vmm's device backends (or
+  // vhost-user device processes) do its job. The refusal names the one that does.
+  static std::string component_refusal(const ProtectionDomainSpec& pd) {
+    std::string key = pd.name + " " + pd.program_image;
+    std::transform(key.begin(), key.end(), key.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    auto has = [&key](std::initializer_list<const char*> words) {
+      return std::any_of(words.begin(), words.end(),
+                         [&key](const char* w) { return key.find(w) != std::string::npos; });
+    };
+    std::string instead;
+    if (has({"serial", "uart", "console"})) {
+      instead =
+          "the VM's serial port is vmm's (<serial backend=\"stdio\"/>, --serial; or "
+          "<virtio_console>)";
+    } else if (has({"blk", "block", "disk", "storage", "mmc", "sd"})) {
+      instead =
+          "the VM's disks are vmm's <virtio_block path=\"IMAGE\"/> (--disk), or a "
+          "vhost-user block device process";
+    } else if (has({"net", "eth", "copy", "arp", "router", "firewall", "lwip"})) {
+      instead =
+          "the VM's network is vmm's <virtio_net tap=\"NAME\"/> (--net), or a vhost-user "
+          "network device process";
+    } else if (has({"timer", "clock", "rtc"})) {
+      instead = "the guest's timers are KVM's (no timer driver is needed)";
+    } else {
+      instead =
+          "a guest's devices are vmm's device backends (<serial>, <virtio_block>, "
+          "<virtio_net>, <virtio_console>) or vhost-user device processes";
+    }
+    return fmt::format(
+        "protection domain '{}' (program_image {}) is an seL4 component with no "
+        "virtual machine; on KVM {}: remove it",
+        pd.name, pd.program_image, instead);
   }
 
   IrqSpec irq(pugi::xml_node n) {
@@ -335,6 +419,9 @@ class Parser {
     v.id = small_number(n, "id").value_or(0);
     if (n.attribute("ram")) v.ram_region = text(n, "ram");
     v.config.strict_faults = boolean(n, "strict_faults");
+    for (const char* attr : {"priority", "budget", "period"}) (void)number(n, attr);
+    std::map<uint32_t, uint32_t> vcpu_ids;  // <vcpu id> -> line
+    uint32_t vcpu_count = 0;                // <vcpu> elements
     for (pugi::xml_node c : n.children()) {
       const std::string_view name = c.name();
       auto note = [&](std::string what) {
@@ -342,6 +429,14 @@ class Parser {
       };
       if (name == "map") {
         v.maps.push_back(map(c));
+      } else if (name == "vcpu") {
+        if (vcpu_count++ == 0) note("vcpus");
+        const std::optional<uint32_t> id = small_number(c, "id");
+        if (id && !vcpu_ids.emplace(*id, at(c)).second) {
+          problem(at(c), fmt::format("<vcpu id=\"{}\">: duplicate vCPU id", *id));
+        }
+        if (auto cpu = small_number(c, "cpu"); id && cpu) v.config.vcpu_host_cpus[*id] = *cpu;
+        (void)small_number(c, "setvar_id");  // Microkit-only
       } else if (name == "vcpus") {
         note("vcpus");
         v.config.vcpus = small_number(c, "count").value_or(1);
@@ -367,6 +462,23 @@ class Parser {
       } else if (name == "vfio") {
         v.vfio.push_back({text(c, "device"), where(c)});
       }
+    }
+    // Microkit's <vcpu id="N"/> elements: vCPUs 0..N-1, one element each.
+    if (vcpu_count > 0) {
+      const uint32_t count = vcpu_count;
+      if (n.child("vcpus")) {
+        problem(at(n.child("vcpus")),
+                "<vcpus> and <vcpu> elements together: give either <vcpus count=\"N\"/> or one "
+                "<vcpu id=\"...\"/> per vCPU");
+      }
+      for (const auto& [id, line] : vcpu_ids) {
+        if (id >= count) {
+          problem(line, fmt::format("<vcpu id=\"{}\">: with {} <vcpu> element{} the ids are 0 to "
+                                    "{} (one per vCPU)",
+                                    id, count, count == 1 ? "" : "s", count - 1));
+        }
+      }
+      v.config.vcpus = count;
     }
     return v;
   }

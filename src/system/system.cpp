@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -195,6 +196,21 @@ System::~System() = default;
 RunResult System::run() {
   auto& d = *impl_;
   if (d.vms.empty()) return RunResult{StopReason::error, "the description has no virtual machine"};
+  // A protection domain's cpu="N": the VMM's threads (this one, and the VMs' threads it
+  // starts, which inherit it) run on host CPU N; a vCPU with its own <vcpu cpu> moves there.
+  for (const auto& pd : d.description.domains) {
+    if (!pd.cpu || pd.vms.empty()) continue;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (*pd.cpu < CPU_SETSIZE) CPU_SET(*pd.cpu, &set);
+    if (*pd.cpu >= CPU_SETSIZE || ::sched_setaffinity(0, sizeof set, &set) != 0) {
+      log::warn(
+          "{}protection domain '{}': cannot run on host CPU {} (this host has no such "
+          "CPU); it runs where the scheduler puts it",
+          prefix(pd.where), pd.name, *pd.cpu);
+    }
+    break;
+  }
   // A guest that resets or powers off ends only itself; a quit, a fault or an error ends the
   // whole system.
   auto run_one = [this](Vm& vm) {

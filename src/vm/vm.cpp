@@ -303,6 +303,9 @@ void Vm::prepare() {
       return machine->handle_exit(*machine_context, v);
     };
     d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
+    if (auto cpu = d.config.vcpu_host_cpus.find(i); cpu != d.config.vcpu_host_cpus.end()) {
+      d.vcpus.back()->set_host_cpu(cpu->second);
+    }
   }
   d.prepared = true;
 }

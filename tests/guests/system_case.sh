@@ -60,6 +60,16 @@ answer() {
 }
 
 case $case in
+  microkit_x86)
+    # libvmm's x86_64 form (tests/system/microkit/x86_simple.system: <vcpu>, program_image,
+    # COM1 as <ioport> with its <irq pin>), images from vmm run's flags: COM1 on stdout.
+    timeout 60 "$vmm" run "$(dirname "$0")/../system/microkit/x86_simple.system" \
+      --kernel "$work/guest.bzImage" --cmdline "hello" </dev/null >"$out" 2>"$err"
+    status=$?
+    [ "$status" -eq 0 ] || fail "exit status $status, expected 0"
+    expect_out "TEST-GUEST: hello, command line: hello"
+    expect_out "TEST-GUEST: resetting"
+    ;;
   shared_file)
     system 'path="shared.bin"' rw "mem 0xc0000000"
     start

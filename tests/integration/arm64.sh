@@ -6,7 +6,10 @@
 #               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block,
 #               console and network with the guest's own (module) drivers;
 #   GICv2 host: the manual's example system (examples/simple/simple-aarch64.system) checked
-#               and booted on its vGICv2; the default --gic picks the vGICv2.
+#               and booted on its vGICv2; the default --gic picks the vGICv2; Microkit
+#               descriptions as written (tests/system/microkit): the manual's form with images
+#               from the flags (the initramfs shell on the PL011), the simple form with our DTB
+#               and its <dtb_overlay>, the smp form with 4 vCPUs up, --dtb and --dtb-overlay.
 # Usage: arm64.sh CROSS_BUILD_DIR [gicv3|gicv2]...   (both by default)
 set -euo pipefail
 build=$1
@@ -27,6 +30,10 @@ aarch64-linux-gnu-as "$repo/tests/integration/arm64/fault.S" -o "$work/fault.o"
 aarch64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
 dtc -q -I dts -O dtb -o "$payload/user.dtb" "$repo/tests/integration/arm64/user.dts"
 cp "$repo/examples/simple/simple-aarch64.system" "$repo/examples/simple/simple.system" "$payload/"
+mkdir -p "$payload/microkit"
+cp "$repo"/tests/system/microkit/{manual,simple,smp}.system "$payload/microkit/"
+dtc -q -@ -I dts -O dtb -o "$payload/microkit/linux.dtb" "$repo/tests/system/microkit/linux.dts"
+dtc -q -@ -I dts -O dtb -o "$payload/microkit/overlay.dtbo" "$repo/tests/system/microkit/overlay.dts"
 
 payload_script gicv3.sh <<'EOS'
 # All of it in a network namespace of its own: the TAP, its address and the web server live
@@ -148,8 +155,42 @@ check "gicv2: the default --gic is the vGICv2 on this host" grep -qF "vGICv2, un
 status=$?
 check "gicv2: --gic v3 is refused with status 2" [ "$status" -eq 2 ]
 check "gicv2: ... naming the flag" grep -qF -- "--gic v3: this host's KVM offers no vGICv3" /tmp/v3.err
+
+# 4. Microkit descriptions as written. The manual's form, images from the flags: the PL011 map
+#    is the console (the initramfs shell both ways), the GIC vCPU interface map the vGICv2.
+start manual ./vmm run microkit/manual.system --kernel Image --initrd initramfs.cpio.gz \
+  --cmdline "console=ttyAMA0 quiet"
+check "microkit manual: the shell prompt on the PL011" wait_for /tmp/manual.out "guest# " 180
+send manual 'echo mk-$((6*7)) $(grep -m1 -oE "GICv3|GIC-0" /proc/interrupts)'
+check "microkit manual: input reached the shell, on a GICv2" wait_for /tmp/manual.out "mk-42 GIC-0" 60
+send manual 'reboot -f'
+stop
+check "microkit manual: exit status 0 after reboot" [ "$status" -eq 0 ]
+
+# 5. The simple form: our own DTB (dtc) with the file's <dtb_overlay> applied, 1 vCPU.
+./vmm run microkit/simple.system --kernel Image --initrd initramfs.cpio.gz --dtb microkit/linux.dtb \
+  --cmdline "console=ttyAMA0 quiet libvmm.test=arm64info" </dev/null >/tmp/mk-simple.out 2>/tmp/mk-simple.err
+status=$?
+check "microkit simple: exit status 0 (PSCI SYSTEM_OFF)" [ "$status" -eq 0 ]
+check "microkit simple: the guest booted with our DTB" grep -qF "model: libvmm microkit test board" /tmp/mk-simple.out
+check "microkit simple: ... and the overlay applied" grep -qF "overlay: libvmm,test-overlay" /tmp/mk-simple.out
+check "microkit simple: 1 vCPU" grep -qF "smp: Brought up 1 node, 1 CPU" /tmp/mk-simple.out
+
+# 6. The smp form: 4 vCPUs, all up (pinned where this 2-CPU host has the CPU), with --dtb and
+#    --dtb-overlay; its shell on the PL011.
+start smp ./vmm run microkit/smp.system --kernel Image --initrd initramfs.cpio.gz \
+  --dtb microkit/linux.dtb --dtb-overlay microkit/overlay.dtbo --cmdline "console=ttyAMA0 quiet"
+check "microkit smp: the shell prompt on the PL011" wait_for /tmp/smp.out "guest# " 240
+send smp 'echo cpus-$(grep -c ^processor /proc/cpuinfo) $(cat /proc/device-tree/libvmm-overlay/compatible)'
+check "microkit smp: 4 vCPUs up, the overlay applied" wait_for /tmp/smp.out "cpus-4 libvmm,test-overlay" 60
+send smp 'reboot -f'
+stop
+check "microkit smp: exit status 0 after reboot" [ "$status" -eq 0 ]
+check "microkit smp: a CPU this host lacks is reported" \
+  grep -qF "vCPU 3: cannot run on host CPU 3 (this host has no such CPU)" /tmp/smp.err
 finish arm64-gicv2 /tmp/check.out /tmp/x86.out /tmp/spi.out /tmp/info.out /tmp/info.err \
-  /tmp/default.err /tmp/v3.err
+  /tmp/default.err /tmp/v3.err /tmp/manual.out /tmp/manual.err /tmp/mk-simple.out \
+  /tmp/mk-simple.err /tmp/smp.out /tmp/smp.err
 EOS
 status=0
 for suite in "${suites[@]}"; do

@@ -13,7 +13,7 @@ endforeach()
 
 # Passthrough with the freestanding test guest on this machine's /dev/kvm: shared regions
 # (host file, shm object, read-only map) and host events raising a guest IRQ.
-foreach(case shared_file shared_shm readonly irq_fifo irq_socket two_guests hugepages)
+foreach(case shared_file shared_shm readonly irq_fifo irq_socket two_guests hugepages microkit_x86)
   add_test(NAME system.${case}
     COMMAND ${PROJECT_SOURCE_DIR}/tests/guests/system_case.sh $<TARGET_FILE:vmm> ${LIBVMM_TEST_GUEST} ${case})
   set_tests_properties(system.${case} PROPERTIES LABELS guest TIMEOUT 120 SKIP_RETURN_CODE 77)
@@ -33,3 +33,9 @@ endif()
 # The example descriptions boot Linux in the emulated KVM host.
 add_test(NAME linux.system COMMAND ${PROJECT_SOURCE_DIR}/tests/integration/system.sh $<TARGET_FILE:vmm>)
 set_tests_properties(linux.system PROPERTIES LABELS linux TIMEOUT 1500 RUN_SERIAL ON)
+
+# Microkit descriptions as written (the manual's and libvmm's examples' forms), checked for
+# either architecture on this machine (vmm check --arch); booted by linux.arm64.gicv2.
+add_test(NAME system.microkit_check
+  COMMAND ${PROJECT_SOURCE_DIR}/tests/system/microkit_check.sh $<TARGET_FILE:vmm>)
+set_tests_properties(system.microkit_check PROPERTIES LABELS unit TIMEOUT 60)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs `vmm check` (or, for run_*.system, `vmm run`) on one invalid description and asserts exit
-# status 2, nothing started, and every "<!-- expect: MESSAGE -->" of the file on stderr.
+# status 2, nothing started, and every "<!-- expect: MESSAGE -->" of the file on stderr. A
+# "<!-- args: ARGS -->" line adds arguments (e.g. --arch aarch64).
 # Usage: check_invalid.sh VMM TEST_GUEST FILE.system
 set -uo pipefail
 vmm=$1 file=$3
@@ -9,7 +10,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 command=check
 case $(basename "$file") in run_*) command=run ;; esac
-(cd "$work" && timeout 60 "$vmm" "$command" "$file" </dev/null >"$work/out" 2>"$work/err")
+read -r -a args < <(sed -n 's/^<!-- args: \(.*\) -->$/\1/p' "$file")
+(cd "$work" && timeout 60 "$vmm" "$command" "$file" "${args[@]}" </dev/null >"$work/out" 2>"$work/err")
 status=$?
 fail() { echo "FAIL ($file): $*"; echo "--- stdout"; cat "$work/out"; echo "--- stderr"; cat "$work/err"; exit 1; }
 [ "$status" -eq 2 ] || fail "vmm $command exited $status, expected 2"

@@ -373,6 +373,21 @@ TEST(Arm64FdtPatch, KeepsUserCpusAndPointsNewDevicesAtTheGic) {
   EXPECT_FALSE(has_prop(blob, "/chosen", "linux,initrd-start"));
 }
 
+TEST(Arm64FdtPatch, PointsAUsersSmcPsciAtKvm) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  const auto user = compile_dts(R"(/dts-v1/;
+/ {
+  #address-cells = <2>; #size-cells = <2>; interrupt-parent = <&intc>;
+  intc: intc@8000000 { compatible = "arm,cortex-a15-gic"; interrupt-controller; #interrupt-cells = <3>;
+         reg = <0 0x8000000 0 0x10000 0 0x8010000 0 0x10000>; };
+  psci { compatible = "arm,psci-0.2", "arm,psci"; method = "smc"; cpu_on = <0xc4000003>; };
+};
+)");
+  const auto blob = patch_fdt(user, sample_machine(GicVersion::v2), "user.dtb");
+  EXPECT_EQ(string_prop(blob, "/psci", "method"), std::string("hvc\0", 4));
+  EXPECT_THAT(cells(blob, "/psci", "cpu_on"), ElementsAre(0xc4000003u));  // the rest kept
+}
+
 // Any piece that describes itself is a device of the tree: its node (with the controller's
 // interrupt cells and a phandle of its own) lands in a generated tree and in a patched one.
 struct TestDevice final : FdtNodeSource {
@@ -488,4 +503,47 @@ TEST(Arm64FdtPatch, CorruptedBlobsGiveAValidTreeOrAUserError) {
     }
   }
   EXPECT_GT(accepted, 0);  // some flips only touch property values
+}
+
+namespace {
+
+// An overlay as dtc -@ writes a /plugin/ with target-path fragments.
+std::vector<uint8_t> test_overlay(const std::string& target) {
+  FdtNode added("libvmm-overlay");
+  added.string("compatible", "libvmm,test-overlay");
+  FdtNode overlay("__overlay__");
+  overlay.child(std::move(added));
+  FdtNode fragment("fragment@0");
+  fragment.string("target-path", target).child(std::move(overlay));
+  FdtNode root("");
+  root.child(std::move(fragment));
+  return libvmm::serialize_fdt(root);
+}
+
+}  // namespace
+
+TEST(FdtOverlay, AppliesToATree) {
+  FdtNode root("");
+  root.u32("#address-cells", 2).u32("#size-cells", 2).child(FdtNode("chosen"));
+  const std::vector<uint8_t> base = libvmm::serialize_fdt(root);
+  const std::vector<uint8_t> out =
+      libvmm::apply_fdt_overlay(base, "base.dtb", test_overlay("/chosen"), "o.dtbo");
+  ASSERT_EQ(fdt_check_full(out.data(), out.size()), 0);
+  const int node = fdt_path_offset(out.data(), "/chosen/libvmm-overlay");
+  ASSERT_GE(node, 0);
+  EXPECT_STREQ(static_cast<const char*>(fdt_getprop(out.data(), node, "compatible", nullptr)),
+               "libvmm,test-overlay");
+}
+
+TEST(FdtOverlay, ATargetThatIsNotThereIsNamed) {
+  FdtNode root("");
+  const std::vector<uint8_t> base = libvmm::serialize_fdt(root);
+  try {
+    libvmm::apply_fdt_overlay(base, "base.dtb", test_overlay("/nowhere"), "o.dtbo");
+    FAIL() << "applied";
+  } catch (const libvmm::UserError& e) {
+    EXPECT_THAT(e.what(), ::testing::StartsWith("o.dtbo: cannot apply the overlay to base.dtb: "));
+  }
+  const std::vector<uint8_t> junk(64, 0);
+  EXPECT_THROW(libvmm::apply_fdt_overlay(base, "base.dtb", junk, "o.dtbo"), libvmm::UserError);
 }

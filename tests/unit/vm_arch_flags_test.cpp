@@ -101,11 +101,12 @@ TEST(MachineOptions, DeviceTreeMustBeReadable) {
   EXPECT_EQ(*aarch64_flag("dtb", "a,b.dtb").get("path"), "a,b.dtb");
 }
 
-TEST(MachineOptions, OverlaysAreNotYetSupported) {
-  EXPECT_EQ(aarch64_problems({element("dtb_overlay", {{"path", "o.dtbo"}})}),
-            std::vector<std::string>{
-                "t.system:9: <dtb_overlay>: not yet supported; give a whole device tree with <dtb> "
-                "(vmm patches memory, chosen and the virtIO devices into it)"});
+TEST(MachineOptions, OverlaysAreReadFromTheirFile) {
+  EXPECT_EQ(aarch64_problems({element("dtb_overlay", {{"path", "/nonexistent/o.dtbo"}})}),
+            std::vector<std::string>{"t.system:9: <dtb_overlay>: device-tree overlay "
+                                     "/nonexistent/o.dtbo: No such file or directory"});
+  EXPECT_EQ(*aarch64_flag("dtb_overlay", "o.dtbo").get("path"), "o.dtbo");
+  EXPECT_EQ(aarch64_flag("dtb_overlay", "o.dtbo").where, "--dtb-overlay o.dtbo");
 }
 
 TEST(MachineOptions, GenericRules) {

@@ -8,6 +8,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
+#include <filesystem>
+#include <optional>
 
 #include "libvmm/arch/machine_option.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
@@ -66,6 +68,68 @@ void restore_terminal_on_crash() {
     sigemptyset(&sa.sa_mask);
     sigaction(s, &sa, nullptr);
   }
+}
+
+// vmm run FILE --kernel/--initrd/--cmdline and the machine-option flags (--dtb,
+// --dtb-overlay, --gic): images and options for a file's VM that has none (Microkit
+// descriptions name no images: libvmm builds them into its VMM). The VM is --vm NAME's, or the
+// file's only one.
+struct FileFlags {
+  std::filesystem::path kernel;
+  std::filesystem::path initrd;
+  std::optional<std::string> cmdline;
+  std::vector<DeviceSpec> machine_options;
+  std::string vm;
+  bool any() const {
+    return !kernel.empty() || !initrd.empty() || cmdline || !machine_options.empty();
+  }
+};
+
+void apply_file_flags(SystemDescription& d, const std::string& file, const FileFlags& flags) {
+  std::vector<VirtualMachineSpec*> vms = d.vms();
+  std::string names;
+  for (const auto* vm : vms) {
+    if (!names.empty()) names += ", ";
+    names += vm->config.name;
+  }
+  VirtualMachineSpec* target = nullptr;
+  if (!flags.vm.empty()) {
+    for (auto* vm : vms) {
+      if (vm->config.name == flags.vm) target = vm;
+    }
+    if (target == nullptr) {
+      throw UserError(fmt::format("--vm {}: {} has no virtual machine of that name (it has: {})",
+                                  flags.vm, file, names.empty() ? "none" : names));
+    }
+  } else if (flags.any()) {
+    const std::string flag = !flags.kernel.empty()   ? "--kernel"
+                             : !flags.initrd.empty() ? "--initrd"
+                             : flags.cmdline         ? "--cmdline"
+                                             : std::string(flags.machine_options.front().where);
+    if (vms.size() != 1) {
+      throw UserError(fmt::format("{}: {} has {} virtual machines ({}); choose one with --vm NAME",
+                                  flag, file, vms.size(), names.empty() ? "none" : names));
+    }
+    target = vms.front();
+  }
+  if (target == nullptr) return;
+  auto take = [&](const char* item, bool given, bool has, auto set) {
+    if (!given) return;
+    if (has) {
+      throw UserError(fmt::format("--{}: virtual machine '{}' has one already ({}: <{}>)", item,
+                                  target->config.name, target->location_of(item).str(), item));
+    }
+    set();
+    std::string flag = "--";  // appended, not "--" + string: GCC 12 -O3 -Wrestrict
+    flag += item;
+    target->element_locations.emplace_back(item, SourceLocation{flag, 0});
+  };
+  VmConfig& c = target->config;
+  take("kernel", !flags.kernel.empty(), !c.kernel.empty(), [&] { c.kernel = flags.kernel; });
+  take("initrd", !flags.initrd.empty(), !c.initrd.empty(), [&] { c.initrd = flags.initrd; });
+  take("cmdline", flags.cmdline.has_value(), !c.cmdline.empty(),
+       [&] { c.cmdline = *flags.cmdline; });
+  for (const DeviceSpec& spec : flags.machine_options) c.machine_options.push_back(spec);
 }
 
 }  // namespace
@@ -142,6 +206,11 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet,-q", quiet, "Log only errors");
   // A system description file instead of the flags (docs/SYSTEM_FORMAT.md).
   std::string system_file;
+  std::string check_arch;
+  std::string vm_name;
+  app.add_option("--vm", vm_name,
+                 "With run or check FILE: the virtual machine --kernel, --initrd, --cmdline, --dtb "
+                 "and --dtb-overlay are for (default: the file's only one)");
   CLI::App* run_cmd = app.add_subcommand("run", "Run the system a .system file describes");
   CLI::App* check_cmd =
       app.add_subcommand("check", "Validate a .system file and print its resolved layout");
@@ -149,6 +218,10 @@ int main(int argc, char** argv) {
     cmd->add_option("file", system_file, "System description (.system)")->required();
     cmd->fallthrough();  // -v, -q after the subcommand
   }
+  check_cmd->add_option("--arch", check_arch,
+                        fmt::format("Check for this architecture: x86_64 or aarch64 (default: "
+                                    "this vmm's, {})",
+                                    host.name));
   app.require_subcommand(0, 1);
 
   try {
@@ -170,9 +243,26 @@ int main(int argc, char** argv) {
   try {
     SystemDescription description;
     if (!system_file.empty()) {
-      if (!config.kernel.empty())
-        throw UserError("--kernel: not with run or check (the file names the kernel)");
-      description = SystemDescription::load(system_file);
+      // A file's VM may take its images from the flags (FileFlags).
+      FileFlags flags;
+      flags.kernel = config.kernel;
+      flags.initrd = config.initrd;
+      if (app.get_option("--cmdline")->count() > 0) flags.cmdline = config.cmdline;
+      for (const auto& flag : option_flags) {
+        if (flag->cli->count() > 0) {
+          flags.machine_options.push_back(machine_option_from_flag(*flag->option, flag->value));
+        }
+      }
+      flags.vm = vm_name;
+      std::vector<std::string> problems;
+      description = SystemDescription::read(system_file, check_arch, problems);
+      if (problems.empty()) apply_file_flags(description, system_file, flags);
+      CheckOptions options;
+      options.kernel_required = !check_cmd->parsed();
+      for (auto& p : description.problems(HostFiles::real(), options)) {
+        problems.push_back(std::move(p));
+      }
+      if (!problems.empty()) throw DescriptionError(std::move(problems));
       if (check_cmd->parsed()) {
         fmt::print("{}", description.layout());
         return 0;

@@ -146,4 +146,11 @@ class FdtEditor {
   std::string path_;
 };
 
+// Applies the device-tree overlay `overlay` (dtc -@ of a /plugin/ source) to `base` with
+// libfdt's fdt_overlay_apply and returns the packed result. Throws UserError naming
+// `overlay_what` when the overlay is not a valid tree or does not apply to `base_what`.
+std::vector<uint8_t> apply_fdt_overlay(std::span<const uint8_t> base, const std::string& base_what,
+                                       std::span<const uint8_t> overlay,
+                                       const std::string& overlay_what);
+
 }  // namespace libvmm

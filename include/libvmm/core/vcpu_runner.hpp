@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -45,6 +46,9 @@ class VcpuRunner {
   VcpuRunner(std::unique_ptr<KvmVcpu> vcpu, Context context);
   ~VcpuRunner();
 
+  // The host CPU the thread is to run on (default: wherever the scheduler puts it); before
+  // start(). A CPU the host does not have is reported and ignored.
+  void set_host_cpu(uint32_t cpu) { host_cpu_ = cpu; }
   void start();
   // Kicks the vCPU out of KVM_RUN and makes the thread end. Thread-safe, idempotent.
   void stop();
@@ -55,12 +59,14 @@ class VcpuRunner {
 
  private:
   void loop();
+  void pin_to(uint32_t cpu);
   bool handle_exit();  // false: leave the loop
   void handle_io();
   void handle_mmio();
   std::string describe_registers();
 
   std::unique_ptr<KvmVcpu> vcpu_;
+  std::optional<uint32_t> host_cpu_;
   Context ctx_;
   // Guards thread_: stop() may run on another vCPU's thread, or on this one before start()
   // has finished assigning thread_.

@@ -46,6 +46,9 @@ struct VmConfig {
   // attributes: {"virtio_block", {{"path", "d.img"}}}. Devices of one kind keep their order
   // (vda, vdb, ...); kinds are placed in registry order.
   std::vector<DeviceSpec> devices;
+  // Host CPUs vCPU threads run on (vCPU index -> host CPU), from a description's
+  // <vcpu id="N" cpu="M"/>; a CPU the host lacks is reported and ignored.
+  std::map<uint32_t, uint32_t> vcpu_host_cpus;
   bool strict_faults = false;  // stop the VM on the first unhandled guest access
   std::string kvm_device = "/dev/kvm";
   // Set from a system description: guest RAM in a region shared with others (null: a private

@@ -73,6 +73,37 @@ struct VfioSpec {
   SourceLocation where;
 };
 
+// A map of a device of the real board (a Microkit description's UART, GIC virtual CPU
+// interface, x86 COM1 ports): what it became on KVM. Set when a description is read for an
+// architecture whose board has the device (SystemDescription::read).
+struct BoardMapSpec {
+  std::string region;   // the memory region, or "ioport 0x3f8" for port I/O
+  std::string device;   // "the PL011 UART"
+  std::string becomes;  // "the emulated PL011 (ttyAMA0)"
+  uint64_t guest_addr = 0;
+  uint64_t size = 0;
+  std::optional<uint32_t> irq;  // its interrupt, when the protection domain names it
+  SourceLocation where;
+};
+
+// A Microkit protection domain's <irq>: on seL4, a device interrupt delivered to the VMM. On
+// KVM only the interrupt of a board device the VM is given has a meaning (its emulated
+// device's); others are refused. AArch64 files write irq= (the INTID), x86_64 ones pin= (the
+// IOAPIC pin).
+struct DomainIrqSpec {
+  std::optional<uint32_t> irq;
+  std::optional<uint32_t> pin;
+  SourceLocation where;
+};
+
+// A Microkit <ioport addr="0x3f8" size="8"/>: x86 port I/O handed to the VMM. COM1 becomes the
+// emulated 16550; other ports are refused.
+struct IoportSpec {
+  uint64_t addr = 0;
+  uint64_t size = 0;
+  SourceLocation where;
+};
+
 struct VirtualMachineSpec {
   // Name, vCPUs, images, command line, serial, virtIO devices and the machine's options
   // (AArch64: <gic>, <dtb>). memory_size is derived from the RAM region; ram_region/maps/
@@ -83,6 +114,7 @@ struct VirtualMachineSpec {
   std::vector<MapSpec> maps;
   std::vector<IrqSpec> irqs;
   std::vector<VfioSpec> vfio;
+  std::vector<BoardMapSpec> board_maps;  // maps of the board's devices (Microkit)
   SourceLocation where;
   // Where each image or setting came from, for messages: "kernel", "initrd", "serial",
   // "vcpus". (Devices and machine options carry their own: DeviceSpec::where.)
@@ -95,16 +127,39 @@ struct ProtectionDomainSpec {
   std::vector<MapSpec> maps;  // the VMM's own maps
   std::vector<VirtualMachineSpec> vms;
   SourceLocation where;
+  // Microkit: <program_image path="vmm.elf"/> (the VMM is this vmm process: noted, not
+  // loaded); cpu="N" (the host CPU the VMM's threads run on, where it exists); interrupts
+  // and I/O ports of board devices.
+  std::string program_image;
+  std::optional<uint32_t> cpu;
+  std::vector<DomainIrqSpec> irqs;
+  std::vector<IoportSpec> ioports;
+};
+
+// How a description is checked.
+struct CheckOptions {
+  // A VM without <kernel> is a problem; false for `vmm check`, whose images may come from
+  // `vmm run`'s flags.
+  bool kernel_required = true;
 };
 
 class SystemDescription {
  public:
   std::string file;  // the file it came from, or "" when built from flags or in code
+  // The architecture it is for ("x86_64", "aarch64"); "" for this vmm's. Checks, the layout
+  // and the board devices of Microkit descriptions follow it.
+  std::string arch;
   std::vector<MemoryRegionSpec> regions;
   std::vector<ProtectionDomainSpec> domains;
 
   // Parses and validates a `.system` file. Throws DescriptionError listing every problem.
   static SystemDescription load(const std::filesystem::path& path);
+  // Reads a `.system` file for architecture `arch` ("" for this vmm's) without validating:
+  // parses it and interprets the maps of the board's devices (Microkit descriptions);
+  // problems are appended to `problems`. Images may then be set (vmm run's flags) before
+  // problems() or validate().
+  static SystemDescription read(const std::filesystem::path& path, const std::string& arch,
+                                std::vector<std::string>& problems);
   // Parses `xml` (named `file` in messages) without validating; problems are appended to
   // `problems` as "file:line: what is wrong" and the rest is still parsed.
   static SystemDescription parse(std::string_view xml, const std::string& file,
@@ -114,9 +169,14 @@ class SystemDescription {
 
   // Every problem with the description, each "file:line: what is wrong"; empty when valid.
   // Files it names are examined through `files` (a test or fuzzer may stand in for the host).
-  std::vector<std::string> problems(const HostFiles& files = HostFiles::real()) const;
+  std::vector<std::string> problems(const HostFiles& files = HostFiles::real(),
+                                    const CheckOptions& options = {}) const;
   // Throws DescriptionError when problems() is not empty.
   void validate() const;
+  // The board devices a Microkit description maps, turned into what they are on KVM (the
+  // emulated UART, the vGIC's version, ...): moves those maps into board_maps; problems for
+  // device regions and interrupts that cannot be given to a guest. read() calls it.
+  void interpret_board_devices(std::vector<std::string>& problems);
 
   // Hands a program's eventfd to every <irq eventfd="name">.
   void bind_eventfd(std::string_view name, int fd);

@@ -4,6 +4,7 @@
 #include <libfdt.h>
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 #include "libvmm/core/error.hpp"
@@ -190,6 +191,22 @@ std::optional<uint32_t> interrupt_parent_for_new_nodes(const FdtEditor& editor,
   return explicit_parent;
 }
 
+// KVM implements PSCI for its guests through HVC: a user's PSCI node that says "smc" (a tree
+// written for a board whose firmware does, such as libvmm's QEMU virt examples) is pointed at
+// KVM, or the guest could neither start secondary CPUs nor power off.
+void use_kvm_psci_conduit(FdtEditor& editor) {
+  for (const char* compatible : {"arm,psci-1.0", "arm,psci-0.2", "arm,psci"}) {
+    const int psci = fdt_node_offset_by_compatible(editor.fdt(), -1, compatible);
+    if (psci < 0) continue;
+    int len = 0;
+    const auto* method = static_cast<const char*>(fdt_getprop(editor.fdt(), psci, "method", &len));
+    if (method == nullptr || std::string_view(method, strnlen(method, len)) != "hvc") {
+      editor.set(psci, FdtProperty{"method", {'h', 'v', 'c', '\0'}});
+    }
+    return;
+  }
+}
+
 // The devices' nodes, each pointing at the user's GIC when the root does not.
 void add_devices(FdtEditor& editor, const std::vector<FdtNode>& nodes,
                  std::optional<uint32_t> parent) {
@@ -228,7 +245,11 @@ std::vector<uint8_t> patch_fdt(std::span<const uint8_t> user_dtb, const FdtMachi
     if (parent) timer.u32("interrupt-parent", *parent);
     editor.add(0, timer);
   }
-  if (needs_psci) editor.add(0, psci_node());
+  if (needs_psci) {
+    editor.add(0, psci_node());
+  } else {
+    use_kvm_psci_conduit(editor);
+  }
   if (editor.path_offset("/cpus") < 0) editor.add(0, cpus_node(machine));
   replace_memory(editor, machine);
   update_chosen(editor, *ours.root().find_child("chosen"));

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <optional>
 
+#include "board.hpp"
 #include "kvm_arm.hpp"
 #include "libvmm/arch/aarch64/fdt.hpp"
 #include "libvmm/arch/aarch64/image.hpp"
@@ -29,22 +30,14 @@
 #include "options.hpp"
 
 namespace libvmm {
+
+const Board& aarch64_board();
+
 namespace {
 
 using aarch64::GicVersion;
 
-constexpr uint64_t kRamBase = 0x4000'0000;
-constexpr uint64_t kGicDistBase = 0x0800'0000;
-constexpr uint64_t kGicDistSize = 0x1'0000;
-constexpr uint64_t kGicCpuBase = 0x0801'0000;     // v2 CPU interface
-constexpr uint64_t kGicRedistBase = 0x080A'0000;  // v3 redistributors, one frame pair per vCPU
-constexpr uint64_t kGicRedistEnd = 0x0900'0000;
-constexpr uint64_t kRedistFrameSize = 2 * 0x1'0000;  // KVM_VGIC_V3_REDIST_SIZE: RD_base + SGI_base
-constexpr uint64_t kUartBase = 0x0900'0000;
-constexpr uint32_t kUartIntid = 33;  // SPI 1
-constexpr uint64_t kVirtioBase = 0x0A00'0000;
-constexpr uint32_t kFirstDeviceIntid = 48;  // SPIs 16..47 for virtIO devices
-constexpr uint32_t kDeviceIntidCount = 32;
+using namespace aarch64;  // the board's addresses (board.hpp)
 
 // The vGIC the config asks for (<gic>, --gic), or what the host's KVM offers (a GICv3 host
 // usually has no vGICv2).
@@ -116,9 +109,7 @@ constexpr uint64_t kBootPstate = PSR_MODE_EL1h | PSR_D_BIT | PSR_A_BIT | PSR_I_B
 
 class Aarch64Machine : public Machine {
  public:
-  std::vector<RamRange> ram_layout(uint64_t memory_size) const override {
-    return {{kRamBase, memory_size}};
-  }
+  const Board& board() const override { return aarch64_board(); }
 
   void create_interrupt_controller(MachineContext& vm) override {
     const VmConfig& c = vm.config;
@@ -162,11 +153,22 @@ class Aarch64Machine : public Machine {
     if (!initrd.empty()) fdt.initrd = plan.initrd;
     std::vector<uint8_t> dtb;
     const std::optional<aarch64::DtbOption> user_dtb = aarch64::dtb_option(c);
-    if (!user_dtb) {
+    const std::optional<aarch64::DtbOption> overlay = aarch64::dtb_overlay_option(c);
+    if (!user_dtb && !overlay) {
       dtb = aarch64::build_fdt(fdt);
     } else {
-      const std::vector<uint8_t> user = read_file(user_dtb->path, user_dtb->what);
-      dtb = aarch64::patch_fdt(user, fdt, user_dtb->label());
+      // The user's tree (or ours), then the overlay, then vmm's patches: memory, chosen and
+      // the devices are what this VM has, whatever the overlay says.
+      std::vector<uint8_t> base =
+          user_dtb ? read_file(user_dtb->path, user_dtb->what) : aarch64::build_fdt(fdt);
+      std::string label = user_dtb ? user_dtb->label() : "the generated device tree";
+      if (overlay) {
+        base = apply_fdt_overlay(base, label, read_file(overlay->path, overlay->what),
+                                 overlay->label());
+        label += " with ";  // appended: GCC 12 -O3 -Wrestrict
+        label += overlay->label();
+      }
+      dtb = aarch64::patch_fdt(base, fdt, label);
     }
     if (dtb.size() > plan.dtb.size) {
       throw UserError(fmt::format(
@@ -194,43 +196,6 @@ class Aarch64Machine : public Machine {
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override {
     return vcpu.get_one_reg(aarch64::core_reg_id(reg_pc()));
-  }
-
-  uint32_t max_vcpus() const override {
-    // The v3 redistributor region ends where the UART's page begins.
-    return static_cast<uint32_t>((kGicRedistEnd - kGicRedistBase) / kRedistFrameSize);
-  }
-
-  uint64_t virtio_mmio_base() const override { return kVirtioBase; }
-
-  // For system descriptions: RAM's place, the windows maps must avoid, and the INTIDs (SGIs,
-  // PPIs and the SPIs this machine hands out).
-  uint64_t ram_base() const override { return kRamBase; }
-  std::vector<DeviceWindow> device_windows() const override {
-    return {{"the GIC distributor", kGicDistBase, kGicDistSize},
-            {"the GIC CPU interface / redistributors", kGicCpuBase, kGicRedistEnd - kGicCpuBase},
-            {"the PL011 UART", kUartBase, 0x1000},
-            {"the virtio-mmio device window", kVirtioBase, kDeviceIntidCount * kVirtioMmioSlot}};
-  }
-  uint32_t irq_count() const override { return kFirstDeviceIntid + kDeviceIntidCount; }
-  // Descriptions number interrupts as the GIC does (INTIDs): SGIs and PPIs are per-CPU, and
-  // device trees number SPIs from 0, which users may write by mistake.
-  std::string irq_problem(uint32_t number) const override {
-    if (number < aarch64::kFirstSpiIntid) {
-      return fmt::format(
-          "IRQ {} is not a shared interrupt (SPI): descriptions use the controller's numbering, "
-          "where SPI n is INTID n+{} (a device tree's <0 {} 4> is irq=\"{}\")",
-          number, aarch64::kFirstSpiIntid, number, number + aarch64::kFirstSpiIntid);
-    }
-    return Machine::irq_problem(number);
-  }
-  const char* name() const override { return "aarch64"; }
-  const char* serial_name() const override { return "PL011 (ttyAMA0)"; }
-
-  std::vector<uint32_t> device_irqs() const override {
-    std::vector<uint32_t> out;
-    for (uint32_t i = 0; i < kDeviceIntidCount; ++i) out.push_back(kFirstDeviceIntid + i);
-    return out;
   }
 
   void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {

@@ -1,5 +1,5 @@
 // The AArch64 machine's options: <gic version="2|3"/> / --gic v2|v3, <dtb path="FILE"/> /
-// --dtb FILE, and <dtb_overlay path="FILE"/> (not yet supported). Pure code, built for every
+// --dtb FILE, and <dtb_overlay path="FILE"/> / --dtb-overlay FILE. Pure code, built for every
 // host so that others refuse these options by name.
 #include "options.hpp"
 
@@ -85,21 +85,29 @@ class DtbOptionKind final : public MachineOption {
 class DtbOverlayOptionKind final : public MachineOption {
  public:
   std::string_view element() const override { return "dtb_overlay"; }
+  std::string_view flag() const override { return "--dtb-overlay"; }
+  std::string_view flag_value() const override { return "FILE"; }
   std::string_view help() const override {
-    return "An overlay for the generated device tree (not yet supported)";
+    return "A device-tree overlay (dtc -@ of a /plugin/ source) applied to the guest's device "
+           "tree (generated, or --dtb's) before vmm patches memory, chosen and virtIO devices "
+           "into it";
   }
   std::string_view positional() const override { return "path"; }
   std::vector<AttributeRule> attributes() const override { return {{"path", true, true, "FILE"}}; }
   std::string_view purpose() const override { return "boot with a device tree"; }
 
-  void check(const DeviceSpec&, const HostFiles&,
+  void check(const DeviceSpec& spec, const HostFiles& files,
              std::vector<std::string>& problems) const override {
-    problems.push_back(
-        "not yet supported; give a whole device tree with <dtb> (vmm patches memory, chosen and "
-        "the virtIO devices into it)");
+    const std::string path = spec.value_or("path", "");
+    if (std::string why = files.check_readable(path); !why.empty()) {
+      problems.push_back(fmt::format("device-tree overlay {}: {}", path,
+                                     why == "is a directory" ? "not a regular file" : why));
+    }
   }
 
-  std::string describe(const DeviceSpec& spec) const override { return spec.value_or("path", ""); }
+  std::string describe(const DeviceSpec& spec) const override {
+    return spec.value_or("path", "") + " (applied)";
+  }
 };
 
 const GicOptionKind& gic_kind() {
@@ -139,6 +147,14 @@ std::optional<DtbOption> dtb_option(const VmConfig& config) {
   const DeviceSpec* spec = find_option_spec(config.machine_options, dtb_kind().element());
   if (spec == nullptr) return std::nullopt;
   const std::string_view flag = dtb_kind().flag();
+  const bool from_flag = spec->where.empty() || spec->where.starts_with(flag);
+  return DtbOption{spec->value_or("path", ""), from_flag ? std::string(flag) : spec->where};
+}
+
+std::optional<DtbOption> dtb_overlay_option(const VmConfig& config) {
+  const DeviceSpec* spec = find_option_spec(config.machine_options, dtb_overlay_kind().element());
+  if (spec == nullptr) return std::nullopt;
+  const std::string_view flag = dtb_overlay_kind().flag();
   const bool from_flag = spec->where.empty() || spec->where.starts_with(flag);
   return DtbOption{spec->value_or("path", ""), from_flag ? std::string(flag) : spec->where};
 }

@@ -26,5 +26,7 @@ struct DtbOption {
   std::string label() const { return what + " " + path.string(); }  // "--dtb board.dtb"
 };
 std::optional<DtbOption> dtb_option(const VmConfig& config);
+// <dtb_overlay path="o.dtbo"/>, --dtb-overlay o.dtbo: applied to the tree before vmm's patches.
+std::optional<DtbOption> dtb_overlay_option(const VmConfig& config);
 
 }  // namespace libvmm::aarch64

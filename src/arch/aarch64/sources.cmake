@@ -7,6 +7,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/gic.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pl011_fdt.cpp
   ${CMAKE_CURRENT_LIST_DIR}/options.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/board.cpp
 )
 # The AArch64 KVM machine: only for aarch64 builds (it uses the arm64 KVM ABI).
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64")

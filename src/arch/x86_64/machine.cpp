@@ -30,25 +30,21 @@
 #include "vcpu_setup.hpp"
 
 namespace libvmm {
-namespace {
 
-constexpr uint64_t kTssAddr = 0xFFFBD000;          // 3 pages KVM needs on Intel, below the BIOS
-constexpr uint64_t kIdentityMapAddr = 0xFFFBC000;  // 1 page, just below
+const Board& x86_64_board();
+
+namespace {
 
 class X86Machine : public Machine {
  public:
-  std::vector<RamRange> ram_layout(uint64_t memory_size) const override {
-    std::vector<RamRange> out;
-    for (const auto& r : x86::x86_ram_layout(memory_size)) out.push_back({r.gpa, r.size});
-    return out;
-  }
+  const Board& board() const override { return x86_64_board(); }
 
   void create_interrupt_controller(MachineContext& vm) override {
     KvmVm& kvm = vm.kvm;
     kvm.kvm().require_extension(KVM_CAP_IRQCHIP,
                                 "KVM_CAP_IRQCHIP (in-kernel interrupt controller)");
-    x86::set_tss_addr(kvm, kTssAddr);
-    x86::set_identity_map_addr(kvm, kIdentityMapAddr);
+    x86::set_tss_addr(kvm, x86::kTssAddr);
+    x86::set_identity_map_addr(kvm, x86::kIdentityMapAddr);
     kvm.create_irqchip();  // PIC + IOAPIC + per-vCPU local APICs, GSI i -> pin i
     x86::create_pit2(kvm);
   }
@@ -122,27 +118,6 @@ class X86Machine : public Machine {
   }
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return x86::get_regs(vcpu).rip; }
-
-  uint32_t max_vcpus() const override { return x86::kMaxMpCpus; }
-
-  std::vector<DeviceWindow> device_windows() const override {
-    const uint64_t virtio_slots = device_irqs().size();
-    return {{"the virtio-mmio device window", x86::kVirtioMmioBase, virtio_slots * kVirtioMmioSlot},
-            {"the IOAPIC", x86::kIoapicAddr, 0x1000},
-            {"the local APIC", x86::kLapicAddr, 0x1000},
-            {"KVM's TSS and identity map", kIdentityMapAddr, 0x4000}};
-  }
-  uint32_t irq_count() const override { return x86::kMpIoapicPins; }
-  const char* name() const override { return "x86_64"; }
-  const char* serial_name() const override { return "COM1"; }
-
-  uint64_t virtio_mmio_base() const override { return x86::kVirtioMmioBase; }
-
-  // IOAPIC pins no PC device claims: not the timer (0, 2), keyboard (1), COM2/COM1 (3, 4),
-  // RTC (8) or ACPI SCI (9).
-  std::vector<uint32_t> device_irqs() const override {
-    return {5, 6, 7, 10, 11, 12, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23};
-  }
 
   // With no device tree on x86, Linux's virtio_mmio driver learns about devices from its
   // `device=` parameter; command-line order is probe order (the first disk is vda).

@@ -48,6 +48,8 @@ constexpr uint64_t kVirtioMmioBase = 0xD0000000;
 constexpr uint64_t kVirtioMmioSize = 0x1000;  // per device
 constexpr uint64_t kIoapicAddr = 0xFEC00000;
 constexpr uint64_t kLapicAddr = 0xFEE00000;
+constexpr uint64_t kTssAddr = 0xFFFBD000;          // 3 pages KVM needs on Intel, below the BIOS
+constexpr uint64_t kIdentityMapAddr = 0xFFFBC000;  // 1 page, just below
 
 // e820 entry types (the boot protocol's memory map).
 constexpr uint32_t kE820Ram = 1;

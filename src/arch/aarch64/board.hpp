@@ -1,0 +1,24 @@
+// The AArch64 board, laid out like QEMU's `virt`: its addresses and interrupt numbers, shared
+// by the board description (board.cpp, every host) and the KVM machine (machine.cpp, arm64
+// hosts). Internal to the library.
+#pragma once
+
+#include <cstdint>
+
+namespace libvmm::aarch64 {
+
+constexpr uint64_t kRamBase = 0x4000'0000;
+constexpr uint64_t kGicDistBase = 0x0800'0000;
+constexpr uint64_t kGicDistSize = 0x1'0000;
+constexpr uint64_t kGicCpuBase = 0x0801'0000;       // v2 CPU interface
+constexpr uint64_t kGicVcpuPhysBase = 0x0804'0000;  // QEMU virt's GICv2 virtual CPU interface
+constexpr uint64_t kGicRedistBase = 0x080A'0000;    // v3 redistributors, one frame pair per vCPU
+constexpr uint64_t kGicRedistEnd = 0x0900'0000;
+constexpr uint64_t kRedistFrameSize = 2 * 0x1'0000;  // KVM_VGIC_V3_REDIST_SIZE: RD_base + SGI_base
+constexpr uint64_t kUartBase = 0x0900'0000;
+constexpr uint32_t kUartIntid = 33;  // SPI 1
+constexpr uint64_t kVirtioBase = 0x0A00'0000;
+constexpr uint32_t kFirstDeviceIntid = 48;  // SPIs 16..47 for virtIO devices
+constexpr uint32_t kDeviceIntidCount = 32;
+
+}  // namespace libvmm::aarch64

@@ -1,0 +1,64 @@
+// What every board shares (board.hpp), and the list of boards.
+#include "board.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace libvmm {
+
+// Each defined beside its machine (src/arch/<arch>/board.cpp), built for every host.
+const Board& aarch64_board();
+const Board& x86_64_board();
+
+std::string Board::irq_problem(uint32_t number) const {
+  if (number >= irq_count()) {
+    return fmt::format("IRQ {} is outside the interrupt controller's range 0-{} on {}", number,
+                       irq_count() - 1, name());
+  }
+  const std::vector<uint32_t> free = device_irqs();
+  if (std::find(free.begin(), free.end(), number) == free.end()) {
+    std::string list;
+    for (uint32_t f : free) {
+      if (!list.empty()) list += ' ';
+      list += std::to_string(f);  // appended, not "sep" + string: GCC 12 -O3 -Wrestrict
+    }
+    return fmt::format("IRQ {} belongs to the machine's own devices; free lines: {}", number, list);
+  }
+  return "";
+}
+
+std::optional<BoardDevice> Board::device_at(uint64_t phys_addr) const {
+  for (const BoardDevice& device : devices()) {
+    if (device.phys_addr == phys_addr) return device;
+  }
+  return std::nullopt;
+}
+
+MemoryMap Board::memory_map(uint64_t memory_size) const {
+  MemoryMap m;
+  m.ram = ram_layout(memory_size);
+  m.ram_base = ram_base();
+  m.device_windows = device_windows();
+  m.virtio_mmio_base = virtio_mmio_base();
+  m.device_irqs = device_irqs();
+  m.virtio_mmio_slots = m.device_irqs.size();
+  m.irq_count = irq_count();
+  return m;
+}
+
+const Board* find_board(std::string_view name) {
+  if (name == "aarch64") return &aarch64_board();
+  if (name == "x86_64") return &x86_64_board();
+  return nullptr;
+}
+
+const Board& host_board() {
+#if defined(__aarch64__)
+  return aarch64_board();
+#else
+  return x86_64_board();
+#endif
+}
+
+}  // namespace libvmm
