@@ -364,6 +364,11 @@ void check_jail(const JailOptions& options, const JailPlan& plan) {
     throw UserError(fmt::format("--jail {}: {}", dir, errno_text()));
   }
   if (!S_ISDIR(st.st_mode)) throw UserError(fmt::format("--jail {}: not a directory", dir));
+  // Built as root: another user able to write in it could plant symlinks for our mounts.
+  if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    throw UserError(
+        fmt::format("--jail {}: must be owned by root and writable by no one else", dir));
+  }
   if (options.dir.lexically_normal() == "/") {
     throw UserError("--jail /: the jail's root must be a directory of its own");
   }

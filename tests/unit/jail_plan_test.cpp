@@ -1,6 +1,7 @@
 // The jail's plan: which host files go in, at which paths, and how; what it refuses. Pure
 // (no root, no mounts): run_in_jail() itself is tested by tests/integration/linux_jail.sh.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <string>
@@ -217,6 +218,10 @@ TEST(JailCheck, RefusesBadOptionsInOneLineNamingTheFlag) {
   ASSERT_NE(::mkdtemp(name.data()), nullptr);
   o.dir = name.data();
   EXPECT_EQ(refusal_of(), "(no error)");
+  ASSERT_EQ(::chmod(o.dir.c_str(), 0777), 0);
+  EXPECT_EQ(refusal_of(),
+            "--jail " + o.dir.string() + ": must be owned by root and writable by no one else");
+  ASSERT_EQ(::chmod(o.dir.c_str(), 0755), 0);
   o.uid = 0;
   EXPECT_EQ(refusal_of(), "--jail-uid 0: the VM must run as a user other than root");
   o.uid = 1000;
