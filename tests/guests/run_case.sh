@@ -165,6 +165,7 @@ case $case in
     LIBVMM_KVM_DEVICE=$work/nokvm check "no such device: this host has no KVM" --kernel "$guest"
     if command -v setpriv >/dev/null && [ "$(id -u)" -eq 0 ]; then
       # As an unprivileged user, from copies it can reach (the build tree may be under /root).
+      chmod 755 "$work"
       install -m 755 "$vmm" "$work/vmm"
       install -m 644 "$guest" "$work/guest.bzImage"
       run_as_nobody() { timeout 60 setpriv --reuid=65534 --regid=65534 --clear-groups "$work/vmm" "$@" </dev/null >"$out" 2>"$err"; status=$?; }
