@@ -442,7 +442,14 @@ int run_in_jail(const JailOptions& options, const JailPlan& plan,
   pthread_sigmask(SIG_BLOCK, &wait_set, &old_mask);
 
   std::fflush(nullptr);
+  // unshare(CLONE_NEWPID) sets where this process's next children go; put that back after the
+  // fork, so that nothing the supervisor starts later (LeakSanitizer's tracer at exit, in
+  // sanitizer builds) lands in the jail's namespace, dead by then.
+  UniqueFd own_pid_ns(::open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
   const pid_t child = ::unshare(CLONE_NEWPID) == 0 ? ::fork() : -1;
+  if (child > 0 && own_pid_ns && ::setns(own_pid_ns.get(), CLONE_NEWPID) != 0) {
+    log::debug("jail: cannot return to this PID namespace: {}", errno_text());
+  }
   if (child < 0) {
     const int err = errno;
     pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
