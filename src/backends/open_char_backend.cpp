@@ -95,6 +95,17 @@ std::string check_char_backend_spec(std::string_view spec) {
   return why;
 }
 
+std::optional<HostPath> char_backend_host_path(std::string_view spec) {
+  std::string_view argument;
+  std::string why;
+  const BackendKind* kind = find_kind(spec, argument, why);
+  if (kind == nullptr) return std::nullopt;
+  if (kind->name == "file") return HostPath{std::string(argument), HostPath::Use::create, {}};
+  if (kind->name == "socket") return HostPath{std::string(argument), HostPath::Use::socket, {}};
+  if (kind->name == "pty") return HostPath{"/dev/ptmx", HostPath::Use::pty, {}};
+  return std::nullopt;
+}
+
 std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::string_view flag_name,
                                                std::function<void()> on_quit) {
   std::string_view argument;

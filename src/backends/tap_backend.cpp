@@ -6,12 +6,13 @@
 #include <linux/if_tun.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
-#include <filesystem>
 
 #include "libvmm/backends/net_abi.hpp"
 #include "libvmm/core/error.hpp"
@@ -23,9 +24,13 @@ namespace {
 
 static_assert(sizeof(virtio_net_hdr_v1) == TapBackend::kVnetHeaderSize);
 
+// Asks the kernel, not /sys: /sys may show another network namespace (a process that joined
+// one with setns) or be absent (in vmm --jail).
 bool interface_exists(const std::string& name) {
-  std::error_code ignored;
-  return std::filesystem::exists("/sys/class/net/" + name, ignored);
+  UniqueFd probe(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, name.data(), std::min(name.size(), sizeof ifr.ifr_name - 1));
+  return probe && ::ioctl(probe.get(), SIOCGIFINDEX, &ifr) == 0;
 }
 
 }  // namespace

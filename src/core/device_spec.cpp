@@ -110,4 +110,24 @@ const HostFiles& HostFiles::real() {
   return files;
 }
 
+std::string_view to_string(HostPath::Use use) {
+  switch (use) {
+    case HostPath::Use::read:
+      return "read-only";
+    case HostPath::Use::read_write:
+      return "read-write";
+    case HostPath::Use::create:
+      return "written";
+    case HostPath::Use::fifo:
+      return "fifo";
+    case HostPath::Use::socket:
+      return "socket";
+    case HostPath::Use::device:
+      return "device";
+    case HostPath::Use::pty:
+      return "pty";
+  }
+  return "?";
+}
+
 }  // namespace libvmm

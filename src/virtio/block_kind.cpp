@@ -61,6 +61,13 @@ class BlockKind final : public VirtioDeviceKind {
     return {};
   }
 
+  std::vector<HostPath> host_paths(const DeviceSpec& spec) const override {
+    const bool readonly = spec.boolean("readonly").value_or(false);
+    return {{spec.value_or("path", ""),
+             readonly ? HostPath::Use::read : HostPath::Use::read_write,
+             {}}};
+  }
+
   std::string describe(const DeviceSpec& spec, size_t index, std::string_view) const override {
     return fmt::format("virtio-blk vd{} {}{}", static_cast<char>('a' + index % 26),
                        spec.value_or("path", ""),

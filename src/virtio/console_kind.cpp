@@ -34,6 +34,11 @@ class ConsoleKind final : public VirtioDeviceKind {
     return {};
   }
 
+  std::vector<HostPath> host_paths(const DeviceSpec& spec) const override {
+    if (auto path = char_backend_host_path(spec.value_or("backend", ""))) return {*path};
+    return {};
+  }
+
   std::string describe(const DeviceSpec& spec, size_t index, std::string_view) const override {
     return fmt::format("virtio-console hvc{} -> {}", index, spec.value_or("backend", ""));
   }

@@ -45,6 +45,17 @@ std::string expected_options(const VirtioDeviceKind& kind) {
 
 }  // namespace
 
+std::vector<HostPath> VirtioDeviceKind::host_paths(const DeviceSpec& spec) const {
+  std::vector<HostPath> paths;
+  for (const AttributeRule& rule : attributes()) {
+    if (!rule.is_path) continue;
+    if (auto value = spec.get(rule.name); value && !value->empty()) {
+      paths.push_back({std::filesystem::path(*value), HostPath::Use::read, {}});
+    }
+  }
+  return paths;
+}
+
 std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& files) {
   std::vector<std::string> problems;
   if (!spec.malformed.empty()) {

@@ -66,6 +66,11 @@ class NetKind final : public VirtioDeviceKind {
     }
   }
 
+  // The TAP is opened (or created) through /dev/net/tun (TapBackend).
+  std::vector<HostPath> host_paths(const DeviceSpec& spec) const override {
+    return {{"/dev/net/tun", HostPath::Use::device, spec.value_or("tap", "")}};
+  }
+
   std::string describe(const DeviceSpec& spec, size_t index,
                        std::string_view vm_name) const override {
     const NetConfig c = config(spec);

@@ -84,6 +84,37 @@ case $case in
     waiting=$(timeout 1 cat <&3 | wc -c)
     [ "$waiting" -ge 65536 ] || fail "only $waiting bytes reached the FIFO: the pipe never filled up"
     ;;
+  jail)
+    # vmm --jail on this machine's /dev/kvm (pivot_root here; tests/integration/linux_jail.sh
+    # covers a Linux guest with disk and network). Root only: the jail is built as root.
+    [ "$(id -u)" -eq 0 ] || { echo "SKIP ($case): needs root"; exit 77; }
+    mkdir "$work/jail"
+    dd if=/dev/zero of="$work/disk.img" bs=1M count=1 status=none
+    chown 65534:65534 "$work/disk.img"
+    run --jail "$work/jail" --jail-uid 65534 --jail-netns new --kernel "$guest" --memory 32M \
+      --cmdline "hello world" --disk "$work/disk.img" --serial "file:$work/serial.out"
+    cat "$work/serial.out" >>"$out"
+    expect_status 0
+    expect_out "TEST-GUEST: hello, command line: hello world"
+    expect_err "jail: the VM runs as pid"
+    expect_err "guest stopped (reset)"
+    [ -z "$(ls -A "$work/jail")" ] || fail "the jail's directory is not empty afterwards: $(ls -A "$work/jail")"
+    [ "$(stat -c %u "$work/serial.out")" = 65534 ] || fail "the serial output is not the jail user's"
+    # SIGTERM to vmm (the jail's supervisor) reaches the jailed VM, which stops cleanly.
+    mkfifo "$work/in"
+    exec 3<>"$work/in"
+    "$vmm" --jail "$work/jail" --jail-uid 65534 --kernel "$guest" --memory 32M --cmdline echo \
+      <&3 >"$out" 2>"$err" &
+    pid=$!
+    for _ in $(seq 100); do grep -qF "echo ready" "$out" && break; sleep 0.1; done
+    expect_out "TEST-GUEST: echo ready"
+    kill -TERM "$pid"
+    wait "$pid"
+    status=$?
+    expect_status 0
+    expect_err "stopped by signal 15"
+    [ -z "$(ls -A "$work/jail")" ] || fail "the jail's directory is not empty after SIGTERM"
+    ;;
   bad_inputs)
     check() {  # check "message fragment" ARGS...: expects exit 2 and the message, nothing run
       local msg=$1; shift

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -16,6 +17,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/size.hpp"
+#include "libvmm/jail/jail.hpp"
 #include "libvmm/system/system.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/vm.hpp"
@@ -132,6 +134,66 @@ void apply_file_flags(SystemDescription& d, const std::string& file, const FileF
   for (const DeviceSpec& spec : flags.machine_options) c.machine_options.push_back(spec);
 }
 
+// The jail's options from the flags (each checked: one line naming the flag).
+JailOptions jail_options(const std::string& dir, int64_t uid, int64_t gid,
+                         const std::string& netns) {
+  constexpr int64_t kMaxId = 0xfffffffe;  // (uid_t)-1 means "unchanged" to the kernel
+  if (uid < 0) {
+    throw UserError(
+        "--jail: needs --jail-uid N (and --jail-gid N, default the same): the user the VM runs as");
+  }
+  if (uid > kMaxId) throw UserError(fmt::format("--jail-uid {}: not a user id", uid));
+  if (gid < -1 || gid > kMaxId) throw UserError(fmt::format("--jail-gid {}: not a group id", gid));
+  JailOptions options;
+  std::error_code ec;
+  options.dir = std::filesystem::absolute(dir, ec).lexically_normal();
+  if (!options.dir.empty() && options.dir != "/" && !options.dir.has_filename()) {
+    options.dir = options.dir.parent_path();  // "DIR/": no trailing separator
+  }
+  options.uid = static_cast<uid_t>(uid);
+  options.gid = static_cast<gid_t>(gid < 0 ? uid : gid);
+  if (netns == "new") {
+    options.network = JailOptions::Network::none;
+  } else if (!netns.empty()) {
+    options.network = JailOptions::Network::named;
+    options.netns = netns;
+  }
+  return options;
+}
+
+// Builds and runs the system; the exit status (errors reported here too: in a jail this runs
+// in the jail's own process).
+int run_system(SystemDescription&& description) {
+  try {
+    // Block the stop signals in every thread (vCPU threads inherit the mask); the event loop
+    // reads them from a signalfd.
+    sigset_t set = stop_signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+    const std::string file = description.file;
+    System system(std::move(description));
+    if (system.vms().empty()) throw UserError(fmt::format("{}: no virtual machine to run", file));
+    UniqueFd signals;
+    watch_stop_signals(system, signals);
+    const RunResult result = system.run();
+    if (result.exit_status() == 0) {
+      log::info("guest stopped ({}): {}", to_string(result.reason), result.detail);
+    } else {
+      log::error("guest stopped ({}): {}", to_string(result.reason), result.detail);
+    }
+    return result.exit_status();
+  } catch (const DescriptionError& e) {
+    for (const auto& problem : e.problems()) log::error("{}", problem);
+    return kExitUserError;
+  } catch (const UserError& e) {
+    log::error("{}", e.what());
+    return kExitUserError;
+  } catch (const std::exception& e) {
+    log::error("{}", e.what());
+    return kExitFailure;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -204,6 +266,32 @@ int main(int argc, char** argv) {
                "Stop the VM (exit status 1) on the first guest access to unmapped memory");
   app.add_flag("--verbose,-v", verbose, "Log more (unclaimed port accesses, layout)");
   app.add_flag("--quiet,-q", quiet, "Log only errors");
+  // The jail (docs/SECURITY.md, "Sandbox: the jail"): for the flags, run and check alike.
+  std::string jail_dir;
+  int64_t jail_uid = -1;
+  int64_t jail_gid = -1;
+  std::string jail_netns;
+  const std::string jail_group = "Sandbox (as root; docs/SECURITY.md)";
+  CLI::Option* jail_opt =
+      app.add_option("--jail", jail_dir,
+                     "Run the VM in a jail rooted at DIR (an empty directory) holding only the "
+                     "files it needs, in new namespaces, as --jail-uid with no capabilities")
+          ->type_name("DIR")
+          ->group(jail_group);
+  app.add_option("--jail-uid", jail_uid, "The user the jailed VM runs as (not 0)")
+      ->type_name("N")
+      ->needs(jail_opt)
+      ->group(jail_group);
+  app.add_option("--jail-gid", jail_gid, "Its group (not 0; default: the same number as the uid)")
+      ->type_name("N")
+      ->needs(jail_opt)
+      ->group(jail_group);
+  app.add_option("--jail-netns", jail_netns,
+                 "Network namespace of the jail: NAME (ip netns add NAME; its TAPs) or new (an "
+                 "empty one); default: this one")
+      ->type_name("NAME|new")
+      ->needs(jail_opt)
+      ->group(jail_group);
   // A system description file instead of the flags (docs/SYSTEM_FORMAT.md).
   std::string system_file;
   std::string check_arch;
@@ -265,6 +353,9 @@ int main(int argc, char** argv) {
       if (!problems.empty()) throw DescriptionError(std::move(problems));
       if (check_cmd->parsed()) {
         fmt::print("{}", description.layout());
+        if (!jail_dir.empty()) {
+          fmt::print("{}", plan_jail(description, std::filesystem::current_path()).describe());
+        }
         return 0;
       }
     } else {
@@ -297,23 +388,15 @@ int main(int argc, char** argv) {
       for (auto* vm : description.vms()) vm->config.kvm_device = dev;
     }
 
-    // Block the stop signals in every thread (vCPU threads inherit the mask); the event loop
-    // reads them from a signalfd.
-    sigset_t set = stop_signals();
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
-    System system(std::move(description));
-    if (system.vms().empty())
-      throw UserError(fmt::format("{}: no virtual machine to run", system_file));
-    UniqueFd signals;
-    watch_stop_signals(system, signals);
-    const RunResult result = system.run();
-    if (result.exit_status() == 0) {
-      log::info("guest stopped ({}): {}", to_string(result.reason), result.detail);
-    } else {
-      log::error("guest stopped ({}): {}", to_string(result.reason), result.detail);
+    if (!jail_dir.empty()) {
+      // Every problem the host's files show, found here as root before the jail is built;
+      // inside, the VM's user may still lack permission on one (reported by its flag or line).
+      description.validate();
+      const JailPlan plan = plan_jail(description, std::filesystem::current_path());
+      const JailOptions options = jail_options(jail_dir, jail_uid, jail_gid, jail_netns);
+      return run_in_jail(options, plan, [&] { return run_system(std::move(description)); });
     }
-    return result.exit_status();
+    return run_system(std::move(description));
   } catch (const DescriptionError& e) {
     for (const auto& problem : e.problems()) log::error("{}", problem);
     return kExitUserError;

@@ -3,10 +3,12 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "libvmm/backends/char_backend.hpp"
+#include "libvmm/core/device_spec.hpp"
 
 namespace libvmm {
 
@@ -23,6 +25,10 @@ namespace libvmm {
 // Checks a spec's form without opening anything: empty if open_char_backend() would know it,
 // else why not ("unknown backend 'x' (expected ...)").
 std::string check_char_backend_spec(std::string_view spec);
+
+// The host file a spec opens, and how (file:PATH creates PATH, socket:PATH listens there, pty
+// opens /dev/ptmx); nullopt for stdio, none and specs check_char_backend_spec() refuses.
+std::optional<HostPath> char_backend_host_path(std::string_view spec);
 
 std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::string_view flag_name,
                                                std::function<void()> on_quit);

@@ -30,6 +30,24 @@ struct DeviceSpec {
   std::string located(std::string_view message) const;
 };
 
+// A host file or device a VM uses, and what it does with it: what a sandbox (vmm --jail) must
+// provide, and how. Device kinds list theirs (VirtioDeviceKind::host_paths()).
+struct HostPath {
+  enum class Use {
+    read,        // an existing file, opened read-only (a kernel, a read-only disk image)
+    read_write,  // an existing file, opened read-write (a disk image)
+    create,      // a file opened for writing, created if missing (file: output, region file)
+    fifo,        // a named pipe, created if missing
+    socket,      // a Unix socket the VMM creates (listens or binds) at the path
+    device,      // a character device node (/dev/kvm, /dev/net/tun)
+    pty,         // a new pseudo-terminal (no path: /dev/ptmx)
+  };
+  std::filesystem::path path;
+  Use use = Use::read;
+  std::string tap;  // device: the TAP interface opened through the node, if any
+};
+std::string_view to_string(HostPath::Use use);
+
 // Splits a flag's value into attributes: "d.img,readonly,serial=ID" with positional "path"
 // gives path=d.img, readonly=true, serial=ID. Only the first item may be bare-positional; other
 // bare items are boolean attributes set to "true". Returns the problem (empty item, attribute

@@ -65,6 +65,9 @@ class VirtioDeviceKind {
   virtual std::vector<Claim> claims(const DeviceSpec& /*spec*/, const HostFiles& /*files*/) const {
     return {};
   }
+  // The host files and devices the device opens (a sandbox provides exactly these): by default
+  // each attribute marked is_path, read-only.
+  virtual std::vector<HostPath> host_paths(const DeviceSpec& spec) const;
   // One line for `vmm check`: "virtio-blk vda disk.img (read-only)".
   virtual std::string describe(const DeviceSpec& spec, size_t index,
                                std::string_view vm_name) const = 0;

@@ -1,0 +1,486 @@
+// Building the jail and running in it (see jail.hpp and docs/SECURITY.md).
+//
+// The calling process (root) stays outside as the jail's supervisor: it checks and creates what
+// must exist on the host (output files, FIFOs, TAPs owned by the jail's user), then
+// unshare(CLONE_NEWPID) and fork(): the child is PID 1 of a new PID namespace. A real fork()
+// rather than a raw clone() keeps the C library's view of the child consistent (its cached
+// thread id). The child then makes its own mount, IPC, UTS (and network) namespaces, builds
+// the root in DIR, enters it, limits itself, drops to the user and runs the body.
+#include "libvmm/jail/jail.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <set>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/core/unique_fd.hpp"
+
+namespace libvmm {
+namespace {
+
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+// Resource limits of the jail (docs/SECURITY.md says why these and not others).
+constexpr rlim_t kMaxOpenFiles = 4096;
+
+std::string netns_path(const std::string& name) {
+  return name.find('/') != std::string::npos ? name : "/run/netns/" + name;
+}
+
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+bool interface_exists(const std::string& name) {
+  UniqueFd probe(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, name.data(), std::min(name.size(), sizeof ifr.ifr_name - 1));
+  return probe && ::ioctl(probe.get(), SIOCGIFINDEX, &ifr) == 0;
+}
+
+// Opens TAP `name` through /dev/net/tun as root (creating it if missing).
+UniqueFd attach_tap(const std::string& name) {
+  UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+  if (!fd) throw UserError(fmt::format("--jail: /dev/net/tun: {}", errno_text()));
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, name.data(), std::min(name.size(), sizeof ifr.ifr_name - 1));
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) {
+    throw UserError(fmt::format("--jail: TAP device '{}': {}", name, errno_text()));
+  }
+  return fd;
+}
+
+// A TAP the jail's user may attach to: persistent (it outlives this descriptor) and owned by
+// uid/gid. The supervisor deletes it when the jail ends, as vmm does with a TAP it creates.
+void create_tap(const std::string& name, uid_t uid, gid_t gid) {
+  UniqueFd fd = attach_tap(name);
+  if (::ioctl(fd.get(), TUNSETOWNER, static_cast<unsigned long>(uid)) != 0 ||
+      ::ioctl(fd.get(), TUNSETGROUP, static_cast<unsigned long>(gid)) != 0 ||
+      ::ioctl(fd.get(), TUNSETPERSIST, 1ul) != 0) {
+    throw UserError(fmt::format("--jail: TAP device '{}': {}", name, errno_text()));
+  }
+}
+
+void delete_tap(const std::string& name) {
+  try {
+    UniqueFd fd = attach_tap(name);
+    ::ioctl(fd.get(), TUNSETPERSIST, 0ul);
+  } catch (const UserError& e) {
+    log::warn("{}", e.what());
+  }
+}
+
+// What the supervisor learns about a file before the jail is built.
+struct Prepared {
+  bool is_device = false;  // a block or character device: its bind mount must allow devices
+  dev_t rdev = 0;          // HostPath::Use::device: the node to make
+};
+
+// Checks (and, for outputs and FIFOs, creates) a planned file on the host, as root.
+Prepared prepare_file(const JailFile& f, uid_t uid, gid_t gid) {
+  using Use = HostPath::Use;
+  const std::string path = f.path.string();
+  auto fail = [&](const std::string& why) {
+    return UserError(fmt::format("{} {}: {}", f.where, path, why));
+  };
+  struct stat st {};
+  const bool exists = ::stat(path.c_str(), &st) == 0;
+  if (!exists && errno != ENOENT) throw fail(errno_text());
+  Prepared p;
+  switch (f.use) {
+    case Use::read:
+    case Use::read_write:
+      if (!exists) throw fail(std::strerror(ENOENT));
+      break;
+    case Use::create:
+      if (!exists) {
+        // Created for the jail's user, who opens it inside (FileBackend truncates it).
+        UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        if (!fd || ::fchown(fd.get(), uid, gid) != 0) throw fail(errno_text());
+        return p;
+      }
+      break;
+    case Use::fifo:
+      if (!exists) {
+        if (::mkfifo(path.c_str(), 0600) != 0 || ::chown(path.c_str(), uid, gid) != 0) {
+          throw fail(errno_text());
+        }
+        return p;
+      }
+      break;
+    case Use::device:
+      if (!exists) throw fail("no such device");
+      if (!S_ISCHR(st.st_mode)) throw fail("not a character device");
+      p.rdev = st.st_rdev;
+      return p;
+    case Use::socket:
+    case Use::pty:
+      return p;
+  }
+  if (S_ISDIR(st.st_mode)) throw fail("a directory, not a file");
+  p.is_device = S_ISBLK(st.st_mode) || S_ISCHR(st.st_mode);
+  return p;
+}
+
+// ---- In the jail's first process (PID 1 of its PID namespace), as root until drop(). ----
+
+// Setup failures inside the jail: a SystemError naming the step.
+void must(bool ok, const std::string& what) {
+  if (!ok) throw SystemError(what, errno);
+}
+
+void make_dirs(const std::filesystem::path& dir) {
+  std::filesystem::path at;
+  for (const auto& part : dir) {
+    at /= part;
+    if (::mkdir(at.c_str(), 0755) != 0 && errno != EEXIST) {
+      throw SystemError(fmt::format("mkdir {}", at.string()), errno);
+    }
+  }
+}
+
+void bind(const std::filesystem::path& from, const std::filesystem::path& to, unsigned long flags) {
+  must(::mount(from.c_str(), to.c_str(), nullptr, MS_BIND, nullptr) == 0,
+       fmt::format("bind-mount {} on {}", from.string(), to.string()));
+  // The flags of a bind mount take a remount.
+  must(::mount(nullptr, to.c_str(), nullptr, MS_BIND | MS_REMOUNT | flags, nullptr) == 0,
+       fmt::format("remount {}", to.string()));
+}
+
+// Puts every planned file at its path below `root`. Files under /dev go into a new tmpfs there.
+void populate(const std::filesystem::path& root, const JailOptions& options, const JailPlan& plan,
+              const std::vector<Prepared>& prepared) {
+  using Use = HostPath::Use;
+  const std::filesystem::path dev = root / "dev";
+  make_dirs(dev);
+  must(::mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC,
+               "mode=0755,size=64k,nr_inodes=256") == 0,
+       "mount a tmpfs on /dev");
+  std::set<std::filesystem::path> socket_dirs;
+  for (size_t i = 0; i < plan.files.size(); ++i) {
+    const JailFile& f = plan.files[i];
+    const std::filesystem::path at = root / f.path.relative_path();
+    make_dirs(at.parent_path());
+    switch (f.use) {
+      case Use::read:
+      case Use::read_write:
+      case Use::create:
+      case Use::fifo: {
+        UniqueFd stub(::open(at.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+        must(static_cast<bool>(stub), fmt::format("create {}", at.string()));
+        unsigned long flags = MS_NOSUID | MS_NOEXEC;
+        if (!prepared[i].is_device) flags |= MS_NODEV;
+        if (f.use == Use::read) flags |= MS_RDONLY;
+        bind(f.path, at, flags);
+        break;
+      }
+      case Use::socket:
+        // The VMM creates the socket: a directory of the user's own, its own writable mount
+        // (the root is read-only). On the host, the socket is at DIR/PATH.
+        if (socket_dirs.insert(at.parent_path()).second) {
+          must(::chown(at.parent_path().c_str(), options.uid, options.gid) == 0 &&
+                   ::chmod(at.parent_path().c_str(), 0700) == 0,
+               fmt::format("chown {}", at.parent_path().string()));
+          bind(at.parent_path(), at.parent_path(), MS_NOSUID | MS_NODEV | MS_NOEXEC);
+        }
+        break;
+      case Use::device:
+        must(::mknod(at.c_str(), S_IFCHR | 0600, prepared[i].rdev) == 0 &&
+                 ::chown(at.c_str(), options.uid, options.gid) == 0,
+             fmt::format("mknod {}", at.string()));
+        break;
+      case Use::pty:
+        break;  // refused by plan_jail()
+    }
+  }
+  make_dirs(root / plan.cwd.relative_path());
+  // A /proc of this PID namespace showing only its own processes and nothing of the system
+  // (subset=pid, Linux 5.8): StdioBackend reopens stdin and stdout through /proc/self/fd.
+  const std::filesystem::path proc = root / "proc";
+  make_dirs(proc);
+  if (::mount("proc", proc.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "hidepid=invisible,subset=pid") != 0) {
+    log::debug("jail: no /proc ({})", errno_text());
+    ::rmdir(proc.c_str());
+  }
+  must(::mount(nullptr, dev.c_str(), nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
+               "mode=0755,size=64k,nr_inodes=256") == 0,
+       "remount /dev read-only");
+  must(::mount(nullptr, root.c_str(), nullptr,
+               MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) == 0,
+       "remount the jail's root read-only");
+}
+
+// Makes `root` (a mount point) the root directory, the old one gone.
+void enter_root(const std::filesystem::path& root) {
+  must(::chdir(root.c_str()) == 0, fmt::format("chdir {}", root.string()));
+  if (::syscall(SYS_pivot_root, ".", ".") == 0) {
+    // The old root is now stacked on ".": detach it and everything below it.
+    must(::umount2(".", MNT_DETACH) == 0, "detach the old root");
+  } else if (errno == EINVAL) {
+    // The current root is an initramfs (rootfs), which cannot be pivoted away (pivot_root(2)):
+    // move the jail over it and chroot, as switch_root does. Without CAP_SYS_CHROOT (dropped
+    // below) and with no descriptor outside, the process cannot climb back out.
+    must(::mount(".", "/", nullptr, MS_MOVE, nullptr) == 0, "move the jail onto /");
+    must(::chroot(".") == 0, "chroot");
+  } else {
+    throw SystemError("pivot_root", errno);
+  }
+  must(::chdir("/") == 0, "chdir /");
+}
+
+void limit_resources() {
+  const rlimit no_core{0, 0};  // a core dump would hold guest memory
+  must(::setrlimit(RLIMIT_CORE, &no_core) == 0, "setrlimit RLIMIT_CORE");
+  rlimit files{};
+  must(::getrlimit(RLIMIT_NOFILE, &files) == 0, "getrlimit RLIMIT_NOFILE");
+  files.rlim_cur = files.rlim_max = std::min(files.rlim_max, kMaxOpenFiles);
+  must(::setrlimit(RLIMIT_NOFILE, &files) == 0, "setrlimit RLIMIT_NOFILE");
+}
+
+// To uid/gid with no supplementary groups, no capabilities in any set (the bounding set first:
+// dropping from it needs CAP_SETPCAP) and no_new_privs.
+void drop_privileges(uid_t uid, gid_t gid) {
+  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  for (unsigned long cap = 0; cap < 64; ++cap) {
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+      must(errno == EINVAL, fmt::format("drop capability {} from the bounding set", cap));
+      break;  // past the last capability this kernel knows
+    }
+  }
+  must(::setgroups(0, nullptr) == 0, "setgroups");
+  must(::setresgid(gid, gid, gid) == 0, fmt::format("setresgid {}", gid));
+  must(::setresuid(uid, uid, uid) == 0, fmt::format("setresuid {}", uid));
+  // Leaving uid 0 clears the permitted and effective sets; clear them explicitly all the same.
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  must(::syscall(SYS_capset, &header, data) == 0, "capset");
+  must(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "PR_SET_NO_NEW_PRIVS");
+  // Credentials changed, so now: the jail dies with its supervisor.
+  must(::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0, "PR_SET_PDEATHSIG");
+  // Verify rather than trust.
+  __user_cap_data_struct now[_LINUX_CAPABILITY_U32S_3] = {};
+  must(::syscall(SYS_capget, &header, now) == 0, "capget");
+  for (const auto& d : now) {
+    if (d.effective != 0 || d.permitted != 0 || d.inheritable != 0) {
+      throw SystemError("capabilities left after dropping them", EPERM);
+    }
+  }
+  if (::getuid() != uid || ::geteuid() != uid || ::getgid() != gid || ::getegid() != gid ||
+      ::prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN, 0, 0, 0) != 0) {
+    throw SystemError("credentials left after dropping them", EPERM);
+  }
+}
+
+[[noreturn]] void jail_child(const JailOptions& options, const JailPlan& plan,
+                             const std::vector<Prepared>& prepared,
+                             const std::function<int()>& body) {
+  int status = 1;
+  try {
+    // Nothing of the caller's but stdin, stdout and stderr goes in.
+    must(::close_range(3, ~0u, 0) == 0, "close_range");
+    int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
+    if (options.network == JailOptions::Network::none) flags |= CLONE_NEWNET;
+    must(::unshare(flags) == 0, "unshare");
+    // No mount made here may reach the host's namespace.
+    must(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0, "make / private");
+    const std::filesystem::path root = options.dir;
+    must(::mount(root.c_str(), root.c_str(), nullptr, MS_BIND, nullptr) == 0,
+         fmt::format("bind-mount {} on itself", root.string()));
+    populate(root, options, plan, prepared);
+    enter_root(root);
+    if (::chdir(plan.cwd.c_str()) != 0)
+      log::debug("jail: chdir {}: {}", plan.cwd.string(), errno_text());
+    static constexpr char kHostname[] = "vmm-jail";
+    ::sethostname(kHostname, sizeof kHostname - 1);
+    limit_resources();
+    drop_privileges(options.uid, options.gid);
+    status = body();
+  } catch (const std::exception& e) {
+    log::error("jail: {}", e.what());
+    status = 1;
+  }
+  std::fflush(nullptr);
+  ::_exit(status);
+}
+
+// Everything below DIR, deepest first: after the jail, only its stubs, directories and the
+// sockets made inside are there (DIR was empty; the mounts died with the jail's namespace).
+void empty_dir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::vector<std::filesystem::path> entries;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    entries.push_back(it->path());
+  }
+  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+    return std::distance(a.begin(), a.end()) > std::distance(b.begin(), b.end());
+  });
+  for (const auto& e : entries) {
+    struct stat st {};
+    if (::lstat(e.c_str(), &st) != 0) continue;
+    if (S_ISDIR(st.st_mode) ? ::rmdir(e.c_str()) != 0 : ::unlink(e.c_str()) != 0) {
+      log::warn("jail: cannot remove {}: {}", e.string(), errno_text());
+    }
+  }
+}
+
+}  // namespace
+
+void check_jail(const JailOptions& options, const JailPlan& plan) {
+  if (::geteuid() != 0) {
+    throw UserError(
+        "--jail: needs root (it makes namespaces, mounts and device nodes, then drops to "
+        "--jail-uid)");
+  }
+  const std::string dir = options.dir.string();
+  if (options.dir.empty() || !options.dir.is_absolute()) {
+    throw UserError(fmt::format("--jail {}: not an absolute path", dir));
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    throw UserError(fmt::format("--jail {}: {}", dir, errno_text()));
+  }
+  if (!S_ISDIR(st.st_mode)) throw UserError(fmt::format("--jail {}: not a directory", dir));
+  // Built as root: another user able to write in it could plant symlinks for our mounts.
+  if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    throw UserError(
+        fmt::format("--jail {}: must be owned by root and writable by no one else", dir));
+  }
+  if (options.dir.lexically_normal() == "/") {
+    throw UserError("--jail /: the jail's root must be a directory of its own");
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_empty(options.dir, ec) || ec) {
+    throw UserError(fmt::format(
+        "--jail {}: not empty (the jail holds only what the VM needs: give an empty directory)",
+        dir));
+  }
+  if (options.uid == 0) throw UserError("--jail-uid 0: the VM must run as a user other than root");
+  if (options.gid == 0) throw UserError("--jail-gid 0: the VM must run in a group other than root");
+  if (options.network == JailOptions::Network::named &&
+      ::access(netns_path(options.netns).c_str(), F_OK) != 0) {
+    throw UserError(
+        fmt::format("--jail-netns {}: no such network namespace ({}: {}; make one with "
+                    "ip netns add NAME)",
+                    options.netns, netns_path(options.netns), errno_text()));
+  }
+  if (options.network == JailOptions::Network::none && !plan.taps.empty()) {
+    throw UserError(fmt::format(
+        "--jail-netns new: TAP '{}' would reach nothing from a new, empty network namespace "
+        "(make one with ip netns add NAME, and give --jail-netns NAME)",
+        plan.taps.front()));
+  }
+  for (const JailFile& f : plan.files) {
+    const auto rel = f.path.lexically_relative(options.dir.lexically_normal());
+    if (!rel.empty() && *rel.begin() != "..") {
+      throw UserError(
+          fmt::format("{} {}: inside the jail's directory {}", f.where, f.path.string(), dir));
+    }
+  }
+}
+
+int run_in_jail(const JailOptions& options, const JailPlan& plan,
+                const std::function<int()>& body) {
+  check_jail(options, plan);
+  if (options.network == JailOptions::Network::named) {
+    // The supervisor joins it too: the TAPs it makes and deletes live there.
+    const std::string path = netns_path(options.netns);
+    UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns || ::setns(ns.get(), CLONE_NEWNET) != 0) {
+      throw UserError(fmt::format("--jail-netns {}: {}: {}", options.netns, path, errno_text()));
+    }
+  }
+  std::vector<Prepared> prepared;
+  for (const JailFile& f : plan.files)
+    prepared.push_back(prepare_file(f, options.uid, options.gid));
+  std::vector<std::string> created_taps;
+  auto delete_taps = [&created_taps] {
+    for (const auto& tap : created_taps) delete_tap(tap);
+  };
+  try {
+    for (const std::string& tap : plan.taps) {
+      if (interface_exists(tap)) continue;  // the user's: it must let --jail-uid attach
+      create_tap(tap, options.uid, options.gid);
+      created_taps.push_back(tap);
+    }
+  } catch (...) {
+    delete_taps();
+    throw;
+  }
+
+  // The stop signals and SIGCHLD wait in the supervisor for sigwaitinfo; the jail inherits the
+  // mask, and vmm reads the stop signals through a signalfd (PID 1 ignores what it does not
+  // block or handle, so blocked is also what lets them in).
+  sigset_t wait_set;
+  sigemptyset(&wait_set);
+  for (int s : kStopSignals) sigaddset(&wait_set, s);
+  sigaddset(&wait_set, SIGCHLD);
+  sigset_t old_mask;
+  pthread_sigmask(SIG_BLOCK, &wait_set, &old_mask);
+
+  std::fflush(nullptr);
+  // unshare(CLONE_NEWPID) sets where this process's next children go; put that back after the
+  // fork, so that nothing the supervisor starts later (LeakSanitizer's tracer at exit, in
+  // sanitizer builds) lands in the jail's namespace, dead by then.
+  UniqueFd own_pid_ns(::open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
+  const pid_t child = ::unshare(CLONE_NEWPID) == 0 ? ::fork() : -1;
+  if (child > 0 && own_pid_ns && ::setns(own_pid_ns.get(), CLONE_NEWPID) != 0) {
+    log::debug("jail: cannot return to this PID namespace: {}", errno_text());
+  }
+  if (child < 0) {
+    const int err = errno;
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    delete_taps();
+    throw SystemError("jail: unshare(CLONE_NEWPID) and fork", err);
+  }
+  if (child == 0) jail_child(options, plan, prepared, body);
+
+  log::info("jail: the VM runs as pid {} (uid {}, gid {}) in {}", child, options.uid, options.gid,
+            options.dir.string());
+  int status = 0;
+  for (;;) {
+    siginfo_t info{};
+    const int sig = ::sigwaitinfo(&wait_set, &info);
+    if (sig < 0) continue;  // EINTR
+    if (sig != SIGCHLD) {
+      ::kill(child, sig);
+      continue;
+    }
+    const pid_t done = ::waitpid(child, &status, WNOHANG);
+    if (done == child) break;
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  empty_dir(options.dir);
+  delete_taps();
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) {
+    log::error("jail: the VM was killed by signal {}", WTERMSIG(status));
+    return 128 + WTERMSIG(status);
+  }
+  return 1;
+}
+
+}  // namespace libvmm

@@ -1,0 +1,263 @@
+// The jail's plan: which host files go in, at which paths, and how; what it refuses. Pure
+// (no root, no mounts): run_in_jail() itself is tested by tests/integration/linux_jail.sh.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/jail/jail.hpp"
+#include "libvmm/system/description.hpp"
+#include "libvmm/virtio/device_kind.hpp"
+
+using namespace libvmm;
+
+namespace {
+
+using Use = HostPath::Use;
+
+DeviceSpec flag(std::string_view element, std::string_view value) {
+  const VirtioDeviceKind* kind = find_virtio_device_kind(element);
+  EXPECT_NE(kind, nullptr) << element;
+  return spec_from_flag(*kind, value);
+}
+
+// The use of `path` in the plan, or nullopt when it is not there.
+std::optional<Use> use_of(const JailPlan& plan, const std::string& path) {
+  for (const JailFile& f : plan.files) {
+    if (f.path == path) return f.use;
+  }
+  return std::nullopt;
+}
+
+std::string where_of(const JailPlan& plan, const std::string& path) {
+  for (const JailFile& f : plan.files) {
+    if (f.path == path) return f.where;
+  }
+  return "";
+}
+
+std::string refusal(const SystemDescription& d, const std::filesystem::path& cwd = "/work") {
+  try {
+    plan_jail(d, cwd);
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+VmConfig flags_vm() {
+  VmConfig c;
+  c.kernel = "bzImage";
+  c.initrd = "/images/initramfs.cpio.gz";
+  c.serial = "stdio";
+  return c;
+}
+
+TEST(JailPlan, FlagsPutEveryFileTheVmOpensAtItsAbsolutePath) {
+  VmConfig c = flags_vm();
+  c.devices.push_back(flag("virtio_block", "disks/root.img"));
+  c.devices.push_back(flag("virtio_block", "/images/base.img,readonly"));
+  c.devices.push_back(flag("virtio_net", "tap=tap0"));
+  c.devices.push_back(flag("virtio_console", "file:out/console.log"));
+  c.devices.push_back(flag("virtio_rng", ""));
+  const JailPlan plan = plan_jail(SystemDescription::from_vm_config(c), "/work/vm");
+
+  EXPECT_EQ(plan.cwd, "/work/vm");
+  // Relative paths resolve against the working directory (recreated inside): no rewriting.
+  EXPECT_EQ(use_of(plan, "/work/vm/bzImage"), Use::read);
+  EXPECT_EQ(use_of(plan, "/images/initramfs.cpio.gz"), Use::read);
+  EXPECT_EQ(use_of(plan, "/work/vm/disks/root.img"), Use::read_write);
+  EXPECT_EQ(use_of(plan, "/images/base.img"), Use::read);
+  EXPECT_EQ(use_of(plan, "/work/vm/out/console.log"), Use::create);
+  EXPECT_EQ(use_of(plan, "/dev/kvm"), Use::device);
+  EXPECT_EQ(use_of(plan, "/dev/net/tun"), Use::device);
+  EXPECT_EQ(plan.files.size(), 7u);  // and nothing else (stdio, rng: no file)
+  EXPECT_EQ(plan.taps, std::vector<std::string>{"tap0"});
+  // Each file names who asked for it, as messages do.
+  EXPECT_EQ(where_of(plan, "/work/vm/bzImage"), "--kernel");
+  EXPECT_EQ(where_of(plan, "/work/vm/disks/root.img"), "--disk disks/root.img");
+  // Sorted by path.
+  for (size_t i = 1; i < plan.files.size(); ++i) {
+    EXPECT_LT(plan.files[i - 1].path, plan.files[i].path);
+  }
+}
+
+TEST(JailPlan, PathsAreLexicallyNormal) {
+  VmConfig c = flags_vm();
+  c.kernel = "../images/./bzImage";
+  c.initrd.clear();
+  const JailPlan plan = plan_jail(SystemDescription::from_vm_config(c), "/work/vm");
+  EXPECT_EQ(use_of(plan, "/work/images/bzImage"), Use::read);
+  EXPECT_EQ(plan.files.size(), 2u);  // and /dev/kvm
+}
+
+TEST(JailPlan, ReadAndReadWriteOfOneFileMergeIntoReadWrite) {
+  VmConfig c = flags_vm();
+  c.devices.push_back(flag("virtio_block", "/images/shared.img,readonly"));
+  c.devices.push_back(flag("virtio_block", "/images/shared.img"));
+  const JailPlan plan = plan_jail(SystemDescription::from_vm_config(c), "/work");
+  EXPECT_EQ(use_of(plan, "/images/shared.img"), Use::read_write);
+}
+
+TEST(JailPlan, TheSerialBackendAndTheKvmDeviceOverride) {
+  VmConfig c = flags_vm();
+  c.serial = "socket:/run/vm/serial.sock";
+  c.kvm_device = "/dev/kvm-test";
+  const JailPlan plan = plan_jail(SystemDescription::from_vm_config(c), "/work");
+  EXPECT_EQ(use_of(plan, "/run/vm/serial.sock"), Use::socket);
+  EXPECT_EQ(where_of(plan, "/run/vm/serial.sock"), "--serial");
+  EXPECT_EQ(use_of(plan, "/dev/kvm-test"), Use::device);
+  EXPECT_FALSE(use_of(plan, "/dev/kvm"));
+}
+
+TEST(JailPlan, ASystemFileBringsItsRegionsAndInterruptSources) {
+  const std::string xml = R"(<system>
+  <memory_region name="guest_ram" size="256M" />
+  <memory_region name="file" size="0x1_000" phys_addr="0xc0000000" path="shared.bin" />
+  <memory_region name="mailbox" size="0x1_000" phys_addr="0xc0001000" shm="/mailbox" />
+  <protection_domain name="vmm">
+    <virtual_machine name="linux" id="0">
+      <map mr="guest_ram" vaddr="0x0" perms="rwx" />
+      <map mr="file" perms="rw" />
+      <map mr="mailbox" perms="rw" />
+      <kernel path="bzImage" />
+      <irq irq="20" fifo="/run/vm/doorbell" />
+      <irq irq="21" socket="/run/vm/bell.sock" />
+      <serial backend="file:/var/log/vm/serial.log" />
+      <virtio_block path="disk.img" />
+    </virtual_machine>
+  </protection_domain>
+</system>
+)";
+  std::vector<std::string> problems;
+  const auto d = SystemDescription::parse(xml, "/etc/vm/t.system", problems);
+  ASSERT_TRUE(problems.empty()) << problems.front();
+  const JailPlan plan = plan_jail(d, "/elsewhere");
+  // Paths of a .system file are relative to the file, not to the working directory.
+  EXPECT_EQ(use_of(plan, "/etc/vm/bzImage"), Use::read);
+  EXPECT_EQ(use_of(plan, "/etc/vm/disk.img"), Use::read_write);
+  EXPECT_EQ(use_of(plan, "/etc/vm/shared.bin"), Use::create);
+  EXPECT_EQ(use_of(plan, "/dev/shm/mailbox"), Use::create);
+  EXPECT_EQ(use_of(plan, "/run/vm/doorbell"), Use::fifo);
+  EXPECT_EQ(use_of(plan, "/run/vm/bell.sock"), Use::socket);
+  EXPECT_EQ(use_of(plan, "/var/log/vm/serial.log"), Use::create);
+  EXPECT_EQ(use_of(plan, "/dev/kvm"), Use::device);
+  EXPECT_EQ(plan.files.size(), 8u);
+  EXPECT_EQ(where_of(plan, "/etc/vm/bzImage"), "/etc/vm/t.system:10: <kernel>");
+  EXPECT_EQ(where_of(plan, "/run/vm/doorbell"), "/etc/vm/t.system:11: IRQ 20");
+  EXPECT_NE(plan.describe().find("fifo       /run/vm/doorbell  (/etc/vm/t.system:11: IRQ 20)"),
+            std::string::npos)
+      << plan.describe();
+}
+
+TEST(JailPlan, RefusesWhatAJailCannotHold) {
+  VmConfig c = flags_vm();
+  c.serial = "pty";
+  EXPECT_EQ(refusal(SystemDescription::from_vm_config(c)),
+            "--serial: pty: not in a jail (its /dev/pts/N would exist only inside it; use "
+            "socket:PATH)");
+
+  c = flags_vm();
+  c.devices.push_back(flag("virtio_console", "socket:/console.sock"));
+  EXPECT_EQ(refusal(SystemDescription::from_vm_config(c)),
+            "--console socket:/console.sock: /console.sock: a socket in the jail needs a "
+            "directory of its own (e.g. /run/vm/console.sock)");
+
+  c = flags_vm();
+  c.kvm_device = "/tmp/kvm";
+  EXPECT_EQ(refusal(SystemDescription::from_vm_config(c)),
+            "the KVM device: /tmp/kvm: the jail makes device nodes only under /dev");
+
+  c = flags_vm();
+  c.devices.push_back(flag("virtio_block", "/proc/self/mem"));
+  EXPECT_EQ(refusal(SystemDescription::from_vm_config(c)),
+            "--disk /proc/self/mem: /proc/self/mem: /proc is the jail's own");
+
+  c = flags_vm();
+  c.serial = "file:/images/disk.img";
+  c.devices.push_back(flag("virtio_block", "/images/disk.img"));
+  EXPECT_EQ(refusal(SystemDescription::from_vm_config(c)),
+            "--disk /images/disk.img: /images/disk.img is also used by --serial (written), not "
+            "as read-write");
+
+  c = flags_vm();
+  c.devices.push_back(flag("virtio_block", "/images/disk.img"));
+  c.devices.push_back(flag("virtio_block", "/images/disk.img/inner.img"));
+  EXPECT_EQ(refusal(SystemDescription::from_vm_config(c)),
+            "--disk /images/disk.img/inner.img: /images/disk.img/inner.img is inside "
+            "/images/disk.img (--disk /images/disk.img), a file");
+}
+
+TEST(JailCheck, RefusesBadOptionsInOneLineNamingTheFlag) {
+  JailPlan plan;
+  JailOptions o;
+  o.dir = "/nonexistent-jail-dir";
+  o.uid = 1000;
+  o.gid = 1000;
+  auto refusal_of = [&]() -> std::string {
+    try {
+      check_jail(o, plan);
+    } catch (const UserError& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  if (::geteuid() != 0) {
+    EXPECT_EQ(refusal_of(),
+              "--jail: needs root (it makes namespaces, mounts and device nodes, then drops to "
+              "--jail-uid)");
+    return;
+  }
+  EXPECT_EQ(refusal_of(), "--jail /nonexistent-jail-dir: No such file or directory");
+  const std::string dir = ::testing::TempDir() + "jail-check-XXXXXX";
+  std::vector<char> name(dir.begin(), dir.end());
+  name.push_back('\0');
+  ASSERT_NE(::mkdtemp(name.data()), nullptr);
+  o.dir = name.data();
+  EXPECT_EQ(refusal_of(), "(no error)");
+  ASSERT_EQ(::chmod(o.dir.c_str(), 0777), 0);
+  EXPECT_EQ(refusal_of(),
+            "--jail " + o.dir.string() + ": must be owned by root and writable by no one else");
+  ASSERT_EQ(::chmod(o.dir.c_str(), 0755), 0);
+  o.uid = 0;
+  EXPECT_EQ(refusal_of(), "--jail-uid 0: the VM must run as a user other than root");
+  o.uid = 1000;
+  o.gid = 0;
+  EXPECT_EQ(refusal_of(), "--jail-gid 0: the VM must run in a group other than root");
+  o.gid = 1000;
+  o.network = JailOptions::Network::none;
+  plan.taps = {"tap0"};
+  EXPECT_EQ(refusal_of(),
+            "--jail-netns new: TAP 'tap0' would reach nothing from a new, empty network "
+            "namespace (make one with ip netns add NAME, and give --jail-netns NAME)");
+  plan.taps.clear();
+  o.network = JailOptions::Network::named;
+  o.netns = "libvmm-no-such-netns";
+  EXPECT_EQ(refusal_of(),
+            "--jail-netns libvmm-no-such-netns: no such network namespace "
+            "(/run/netns/libvmm-no-such-netns: No such file or directory; make one with ip "
+            "netns add NAME)");
+  o.network = JailOptions::Network::host;
+  plan.files.push_back({o.dir / "bzImage", Use::read, "--kernel"});
+  EXPECT_EQ(refusal_of(), "--kernel " + (o.dir / "bzImage").string() +
+                              ": inside the jail's directory " + o.dir.string());
+  plan.files.clear();
+  const std::string file = o.dir.string() + "/x";
+  {
+    FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fclose(f);
+  }
+  EXPECT_EQ(refusal_of(), "--jail " + o.dir.string() +
+                              ": not empty (the jail holds only what the VM needs: give an empty "
+                              "directory)");
+  ::unlink(file.c_str());
+  ::rmdir(o.dir.c_str());
+  o.dir = "/";
+  EXPECT_EQ(refusal_of(), "--jail /: the jail's root must be a directory of its own");
+}
+
+}  // namespace
