@@ -75,8 +75,11 @@ VcpuRunner::~VcpuRunner() {
 
 void VcpuRunner::start() {
   thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), fmt::format("vcpu{}", vcpu_->index()).c_str());
+    const std::string name = fmt::format("vcpu{}", vcpu_->index());
+    pthread_setname_np(pthread_self(), name.c_str());
     try {
+      install_seccomp(ThreadRole::vcpu, ctx_.seccomp, {vcpu_->fd(), ctx_.vm_fd}, name);
+      seccomp_self_test(name);
       loop();
     } catch (const std::exception& e) {
       ctx_.request_stop(StopReason::error, fmt::format("vCPU {}: {}", vcpu_->index(), e.what()));

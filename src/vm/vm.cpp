@@ -226,6 +226,7 @@ void Vm::wire_irq_sources() {
     }
     const int fd = source.fd;
     std::shared_ptr<IrqLine> line = irq(source.irq);
+    prepare_pulses(source.irq);
     d.loop.add(fd, EPOLLIN, [fd, line](uint32_t) {
       char buffer[256];
       bool fired = false;
@@ -254,6 +255,7 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
   const uint64_t base = slot.base;
   const uint32_t irq_number = *slot.irq;
   auto transport = std::make_shared<VirtioMmioTransport>(device, d.memory, irq(irq_number));
+  prepare_pulses(irq_number);
   d.mmio.attach(base, slot.size, transport);
 
   // Queue notifications skip the vCPU thread: KVM signals an eventfd per queue (matched on the
@@ -302,6 +304,8 @@ void Vm::prepare() {
     ctx.arch_exit = [machine, machine_context](KvmVcpu& v) {
       return machine->handle_exit(*machine_context, v);
     };
+    ctx.seccomp = d.config.seccomp;
+    ctx.vm_fd = d.vm.fd();
     d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
   }
   d.prepared = true;
@@ -323,7 +327,16 @@ Vm::~Vm() {
 RunResult Vm::run() {
   prepare();
   auto& d = *impl_;
+  // vCPU threads first: a thread started after the loop's filter would inherit it on top of
+  // its own (and the loop would need clone). Each vCPU loads its filter before its first
+  // KVM_RUN; the loop loads its own before serving the first event.
   for (auto& v : d.vcpus) v->start();
+  try {
+    install_seccomp(ThreadRole::event_loop, d.config.seccomp, {-1, d.vm.fd()}, "event loop");
+  } catch (const std::exception& e) {
+    request_stop(StopReason::error, e.what());
+  }
+  seccomp_self_test("event loop");
   d.loop.run();
   for (auto& v : d.vcpus) v->stop();
   for (auto& v : d.vcpus) v->join();
@@ -366,6 +379,14 @@ KvmVm& Vm::kvm_vm() {
 
 const std::vector<PlacedDevice>& Vm::devices() const {
   return impl_->placed;
+}
+
+// A line's irqfd is made on its first pulse; made now, the event loop's seccomp filter need
+// not allow eventfd2 and KVM_IRQFD while the guest runs.
+void Vm::prepare_pulses(uint32_t number) {
+  irq(number);
+  std::lock_guard lock(impl_->irq_mutex);
+  impl_->irqs.at(number)->irqfd();
 }
 
 std::shared_ptr<IrqLine> Vm::irq(uint32_t number) {

@@ -8,11 +8,13 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
+#include <optional>
 
 #include "libvmm/arch/machine_option.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/core/seccomp.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/system/system.hpp"
 #include "libvmm/virtio/device_kind.hpp"
@@ -138,6 +140,13 @@ int main(int argc, char** argv) {
   }
   app.add_flag("--strict", config.strict_faults,
                "Stop the VM (exit status 1) on the first guest access to unmapped memory");
+  std::string seccomp = "kill";
+  app.add_option("--seccomp", seccomp,
+                 "Sandbox each vCPU thread and event loop with a seccomp allow-list: kill (stop "
+                 "vmm on a call off the list, naming it), log (let it through; the kernel logs "
+                 "it) or off")
+      ->type_name("off|log|kill")
+      ->default_str("kill");
   app.add_flag("--verbose,-v", verbose, "Log more (unclaimed port accesses, layout)");
   app.add_flag("--quiet,-q", quiet, "Log only errors");
   // A system description file instead of the flags (docs/SYSTEM_FORMAT.md).
@@ -168,6 +177,10 @@ int main(int argc, char** argv) {
   restore_terminal_on_crash();
 
   try {
+    const std::optional<SeccompMode> seccomp_mode = parse_seccomp_mode(seccomp);
+    if (!seccomp_mode) {
+      throw UserError(fmt::format("--seccomp: '{}' is not a mode; use off, log or kill", seccomp));
+    }
     SystemDescription description;
     if (!system_file.empty()) {
       if (!config.kernel.empty())
@@ -206,6 +219,9 @@ int main(int argc, char** argv) {
     if (const char* dev = std::getenv("LIBVMM_KVM_DEVICE")) {
       for (auto* vm : description.vms()) vm->config.kvm_device = dev;
     }
+    for (auto* vm : description.vms()) vm->config.seccomp = *seccomp_mode;
+    // Kill mode's line is the last thing vmm says: the terminal goes back to how it was first.
+    set_seccomp_kill_hook(&RawTerminal::restore_saved);
 
     // Block the stop signals in every thread (vCPU threads inherit the mask); the event loop
     // reads them from a signalfd.
