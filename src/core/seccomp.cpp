@@ -302,7 +302,7 @@ void install_seccomp(ThreadRole role, SeccompMode mode, const SeccompFds& fds,
   if (mode == SeccompMode::kill && kSanitized) {
     static std::once_flag once;
     std::call_once(once, [] {
-      log::info("seccomp: sanitizer build, so kill mode only logs calls off the allow-lists");
+      log::debug("seccomp: sanitizer build, so kill mode only logs calls off the allow-lists");
     });
     mode = SeccompMode::log;
   }

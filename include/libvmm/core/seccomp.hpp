@@ -60,7 +60,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
 // Loads the role's filter on the calling thread (nothing for SeccompMode::off). `thread_name`
 // (e.g. "vcpu0") names the thread in the kill line. Throws SystemError if the kernel or
 // libseccomp refuses the filter. In sanitizer builds kill runs as log (the sanitizer runtimes
-// make calls no list should allow, and their reports would be cut short): said once at info.
+// make calls no list should allow, and their reports would be cut short): said once (debug).
 void install_seccomp(ThreadRole role, SeccompMode mode, const SeccompFds& fds,
                      std::string_view thread_name);
 
