@@ -84,7 +84,6 @@ class Vm {
   void attach_virtio_device(std::shared_ptr<VirtioDevice> device, const struct DeviceSlot& slot,
                             std::string kind);
   void wire_irq_sources();
-  void prepare_pulses(uint32_t number);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

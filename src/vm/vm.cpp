@@ -126,6 +126,7 @@ struct Vm::Impl {
   std::vector<UniqueFd> notify_fds;
   std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
   std::vector<PlacedDevice> placed;
+  std::vector<uint32_t> pulsed_irqs;  // lines devices and event sources pulse (irqfds)
   bool prepared = false;
   std::mutex stop_mutex;
   std::optional<RunResult> result;
@@ -226,7 +227,7 @@ void Vm::wire_irq_sources() {
     }
     const int fd = source.fd;
     std::shared_ptr<IrqLine> line = irq(source.irq);
-    prepare_pulses(source.irq);
+    d.pulsed_irqs.push_back(source.irq);
     d.loop.add(fd, EPOLLIN, [fd, line](uint32_t) {
       char buffer[256];
       bool fired = false;
@@ -255,7 +256,7 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
   const uint64_t base = slot.base;
   const uint32_t irq_number = *slot.irq;
   auto transport = std::make_shared<VirtioMmioTransport>(device, d.memory, irq(irq_number));
-  prepare_pulses(irq_number);
+  d.pulsed_irqs.push_back(irq_number);
   d.mmio.attach(base, slot.size, transport);
 
   // Queue notifications skip the vCPU thread: KVM signals an eventfd per queue (matched on the
@@ -307,6 +308,14 @@ void Vm::prepare() {
     ctx.seccomp = d.config.seccomp;
     ctx.vm_fd = d.vm.fd();
     d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
+  }
+  // A line's irqfd is made on its first pulse; made now, the threads' seccomp filters need not
+  // allow eventfd2 and KVM_IRQFD while the guest runs. Not earlier: AArch64 takes irqfds only
+  // once its vGIC is initialised, after the last vCPU's setup.
+  for (uint32_t number : d.pulsed_irqs) {
+    irq(number);
+    std::lock_guard lock(d.irq_mutex);
+    d.irqs.at(number)->irqfd();
   }
   d.prepared = true;
 }
@@ -379,14 +388,6 @@ KvmVm& Vm::kvm_vm() {
 
 const std::vector<PlacedDevice>& Vm::devices() const {
   return impl_->placed;
-}
-
-// A line's irqfd is made on its first pulse; made now, the event loop's seccomp filter need
-// not allow eventfd2 and KVM_IRQFD while the guest runs.
-void Vm::prepare_pulses(uint32_t number) {
-  irq(number);
-  std::lock_guard lock(impl_->irq_mutex);
-  impl_->irqs.at(number)->irqfd();
 }
 
 std::shared_ptr<IrqLine> Vm::irq(uint32_t number) {
