@@ -64,6 +64,9 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
 void install_seccomp(ThreadRole role, SeccompMode mode, const SeccompFds& fds,
                      std::string_view thread_name);
 
+// True when this library was built with a sanitizer, so that install_seccomp() runs kill as log.
+bool seccomp_kill_runs_as_log();
+
 // Called by the SIGSYS handler in kill mode after its line and before the process exits, e.g.
 // to restore the terminal (RawTerminal::restore_saved). It must be async-signal-safe and make
 // only calls every role allows (write, ioctl TCSETS/TCGETS).
