@@ -344,7 +344,8 @@ void install_seccomp(ThreadRole role, SeccompMode mode, const SeccompFds& fds,
                                  cmps.data()),
           name.c_str());
   }
-  check(seccomp_load(filter.ctx), "loading the filter");
+  check(seccomp_load(filter.ctx),
+        "loading the filter (a kernel without seccomp filters? --seccomp=off runs without)");
   log::debug("seccomp: {} filter ({}) loaded on thread '{}'", to_string(role), to_string(mode),
              t_thread_name);
 }
