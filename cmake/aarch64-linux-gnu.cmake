@@ -1,6 +1,7 @@
 # Cross-compiles libvmm and `vmm` for an arm64 Linux host with Debian's cross toolchain:
 #   apt-get install g++-aarch64-linux-gnu; dpkg --add-architecture arm64;
 #   apt-get install libfmt-dev:arm64 libfdt1:arm64 libpugixml-dev:arm64 liburing-dev:arm64
+#   libseccomp-dev:arm64
 #   (tools/install-deps --arm64 does all this)
 #   cmake -G Ninja -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake
 # The unit tests are x86-hosted (they need GoogleTest for arm64): LIBVMM_BUILD_TESTS defaults

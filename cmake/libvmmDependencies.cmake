@@ -21,3 +21,9 @@ if(NOT TARGET PkgConfig::LIBURING)
   find_package(PkgConfig REQUIRED)
   pkg_check_modules(LIBURING REQUIRED IMPORTED_TARGET GLOBAL liburing)
 endif()
+
+# libseccomp (the per-thread sandbox, core/seccomp.hpp), through its pkg-config file.
+if(NOT TARGET PkgConfig::LIBSECCOMP)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(LIBSECCOMP REQUIRED IMPORTED_TARGET GLOBAL libseccomp)
+endif()

@@ -59,7 +59,9 @@ class Vm {
   void prepare();
 
   // Runs the guest on one thread per vCPU, and host I/O on the calling thread, until the guest
-  // resets or powers off, the user quits, or an error stops it.
+  // resets or powers off, the user quits, or an error stops it. With config().seccomp on, each
+  // of these threads loads its seccomp allow-list first; the calling thread keeps its filter
+  // after run() returns (run the VM on a thread of its own to do more afterward).
   RunResult run();
 
   // Thread-safe. The first request wins; later ones are logged and ignored.

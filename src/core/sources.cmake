@@ -17,3 +17,6 @@ target_sources(libvmm PRIVATE
 include(${PROJECT_SOURCE_DIR}/cmake/libvmmDependencies.cmake)  # libvmm::fdt
 target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/fdt.cpp)
 target_link_libraries(libvmm PRIVATE libvmm::fdt)
+# The per-thread seccomp sandbox (seccomp.cpp) on libseccomp.
+target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/seccomp.cpp)
+target_link_libraries(libvmm PRIVATE PkgConfig::LIBSECCOMP)

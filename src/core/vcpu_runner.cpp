@@ -99,9 +99,12 @@ void VcpuRunner::start() {
   // stop() takes the lock, so it sees the finished thread_.
   const std::lock_guard lock(thread_mutex_);
   thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), fmt::format("vcpu{}", vcpu_->index()).c_str());
+    const std::string name = fmt::format("vcpu{}", vcpu_->index());
+    pthread_setname_np(pthread_self(), name.c_str());
     if (host_cpu_) pin_to(*host_cpu_);
     try {
+      install_seccomp(ThreadRole::vcpu, ctx_.seccomp, {vcpu_->fd(), ctx_.vm_fd}, name);
+      seccomp_self_test(name);
       loop();
     } catch (const std::exception& e) {
       ctx_.request_stop(StopReason::error, fmt::format("vCPU {}: {}", vcpu_->index(), e.what()));

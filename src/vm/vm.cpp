@@ -126,6 +126,7 @@ struct Vm::Impl {
   std::vector<UniqueFd> notify_fds;
   std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
   std::vector<PlacedDevice> placed;
+  std::vector<uint32_t> pulsed_irqs;  // lines devices and event sources pulse (irqfds)
   bool prepared = false;
   std::mutex stop_mutex;
   std::optional<RunResult> result;
@@ -226,6 +227,7 @@ void Vm::wire_irq_sources() {
     }
     const int fd = source.fd;
     std::shared_ptr<IrqLine> line = irq(source.irq);
+    d.pulsed_irqs.push_back(source.irq);
     d.loop.add(fd, EPOLLIN, [fd, line](uint32_t) {
       char buffer[256];
       bool fired = false;
@@ -254,6 +256,7 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
   const uint64_t base = slot.base;
   const uint32_t irq_number = *slot.irq;
   auto transport = std::make_shared<VirtioMmioTransport>(device, d.memory, irq(irq_number));
+  d.pulsed_irqs.push_back(irq_number);
   d.mmio.attach(base, slot.size, transport);
 
   // Queue notifications skip the vCPU thread: KVM signals an eventfd per queue (matched on the
@@ -302,10 +305,20 @@ void Vm::prepare() {
     ctx.arch_exit = [machine, machine_context](KvmVcpu& v) {
       return machine->handle_exit(*machine_context, v);
     };
+    ctx.seccomp = d.config.seccomp;
+    ctx.vm_fd = d.vm.fd();
     d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
     if (auto cpu = d.config.vcpu_host_cpus.find(i); cpu != d.config.vcpu_host_cpus.end()) {
       d.vcpus.back()->set_host_cpu(cpu->second);
     }
+  }
+  // A line's irqfd is made on its first pulse; made now, the threads' seccomp filters need not
+  // allow eventfd2 and KVM_IRQFD while the guest runs. Not earlier: AArch64 takes irqfds only
+  // once its vGIC is initialised, after the last vCPU's setup.
+  for (uint32_t number : d.pulsed_irqs) {
+    irq(number);
+    std::lock_guard lock(d.irq_mutex);
+    d.irqs.at(number)->irqfd();
   }
   d.prepared = true;
 }
@@ -326,7 +339,16 @@ Vm::~Vm() {
 RunResult Vm::run() {
   prepare();
   auto& d = *impl_;
+  // vCPU threads first: a thread started after the loop's filter would inherit it on top of
+  // its own (and the loop would need clone). Each vCPU loads its filter before its first
+  // KVM_RUN; the loop loads its own before serving the first event.
   for (auto& v : d.vcpus) v->start();
+  try {
+    install_seccomp(ThreadRole::event_loop, d.config.seccomp, {-1, d.vm.fd()}, "event loop");
+  } catch (const std::exception& e) {
+    request_stop(StopReason::error, e.what());
+  }
+  seccomp_self_test("event loop");
   d.loop.run();
   for (auto& v : d.vcpus) v->stop();
   for (auto& v : d.vcpus) v->join();

@@ -145,6 +145,9 @@ case $case in
     check "--vcpus: must be at least 1" --kernel "$guest" --vcpus 0
     check "--serial: unknown backend 'bogus'" --kernel "$guest" --serial bogus
     check "--kernel is required" --cmdline x
+    check "--seccomp: 'bogus' is not a mode; use off, log or kill" --kernel "$guest" --seccomp bogus
+    check "--seccomp: 1 required off|log|kill missing" --kernel "$guest" --seccomp=
+    check "--seccomp: 'KILL' is not a mode; use off, log or kill" --kernel "$guest" --seccomp KILL
     truncate -s 1000 "$work/odd.img"
     check "--disk $work/missing.img: image $work/missing.img: No such file or directory" --kernel "$guest" --disk "$work/missing.img"
     check "--disk $work: image $work: is a directory" --kernel "$guest" --disk "$work"
@@ -173,6 +176,35 @@ case $case in
       [ "$status" -eq 2 ] || fail "unprivileged vmm exited $status, expected 2"
       expect_err "permission denied"
     fi
+    ;;
+  seccomp_kill)
+    # A thread that makes a call off its allow-list stops vmm at once with one line naming the
+    # thread and the call (LIBVMM_SECCOMP_TEST_FORBIDDEN: core/seccomp.hpp). The default mode.
+    for thread in vcpu0 "event loop"; do
+      LIBVMM_SECCOMP_TEST_FORBIDDEN=$thread run --kernel "$guest" --memory 32M --cmdline hello -v
+      if [ "$status" -eq 0 ] && grep -qF "seccomp: sanitizer build" "$err"; then
+        echo "SKIP ($case): sanitizer builds run kill mode as log"; exit 77
+      fi
+      expect_status 159
+      expect_err "vmm: seccomp: thread '$thread' made forbidden system call openat ("
+      [ "$(grep -c "forbidden system call" "$err")" -eq 1 ] || fail "more than one seccomp line"
+      grep -qF "opened /" "$err" && fail "the forbidden call went through"
+      # A vCPU's filter, and so the call, come before its first guest instruction.
+      [ "$thread" = vcpu0 ] && [ -s "$out" ] && fail "the guest ran"
+    done
+    # The same with --vcpus 2: the second vCPU's own filter.
+    LIBVMM_SECCOMP_TEST_FORBIDDEN=vcpu1 run --kernel "$guest" --memory 32M --cmdline hello --vcpus 2 --seccomp kill
+    expect_status 159
+    expect_err "vmm: seccomp: thread 'vcpu1' made forbidden system call openat ("
+    ;;
+  seccomp_modes)
+    # log lets the call through (the kernel logs it); off loads no filter; each runs the guest.
+    for mode in log off; do
+      LIBVMM_SECCOMP_TEST_FORBIDDEN=vcpu0 run --kernel "$guest" --memory 32M --cmdline hello --seccomp=$mode
+      expect_status 0
+      expect_err "seccomp test: thread 'vcpu0' opened / (allowed)"
+      expect_out "TEST-GUEST: resetting"
+    done
     ;;
   *) echo "unknown case $case"; exit 2 ;;
 esac

@@ -160,12 +160,14 @@ do_mem:
         lea 4(%rbx), %rsi               /* after "mem " */
         call parse_hex
         mov %rax, %rbx
-        mov %rax, %rdi
-        lea guest_pattern(%rip), %rsi
-20:     lodsb                           /* copy the pattern, NUL included */
+        lea 1(%rax), %rdi
+        lea guest_pattern+1(%rip), %rsi
+20:     lodsb                           /* copy the pattern, NUL included, but its first byte */
         stosb
         test %al, %al
         jnz 20b
+        movb guest_pattern(%rip), %al   /* then the first byte, which "answer" waits for: */
+        mov %al, (%rbx)                 /* it never sees half the text (stores stay in order) */
         lea mem_written(%rip), %rsi
         call puts
 21:     pause

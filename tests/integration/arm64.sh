@@ -68,6 +68,7 @@ check "poweroff: vmm saw PSCI SYSTEM_OFF" grep -qF "guest stopped (power off)" /
 #    `reboot` (PSCI SYSTEM_RESET) ends vmm too.
 start console guest --memory 256M --gic v3 --cmdline "console=ttyAMA0 quiet"
 check "console: the shell prompt appeared" wait_for /tmp/console.out "guest# " 120
+check "seccomp: every thread of vmm is sandboxed (the default, kill)" sandboxed
 send console 'echo marker-$((6*7))'
 check "console: input reached the guest and ran" wait_for /tmp/console.out "marker-42" 60
 send console 'reboot -f'

@@ -4,6 +4,7 @@
 #   boot      /init runs, 2 vCPUs come up, `reboot` inside the guest ends vmm with status 0;
 #   poweroff  `poweroff` inside the guest (ACPI S5) ends vmm with status 0;
 #   console   input typed on vmm's stdin reaches the guest shell, which runs it and echoes;
+#             every thread of vmm runs under its seccomp filter (the default --seccomp=kill);
 # Usage: linux_boot.sh VMM
 set -euo pipefail
 vmm=$1
@@ -32,6 +33,7 @@ check "poweroff: vmm saw an ACPI power-off" grep -qF "guest stopped (power off)"
 # 3. Interactive console: feed the shell through a FIFO once its prompt shows.
 start console guest --memory 256M --cmdline "console=ttyS0 quiet"
 check "console: the shell prompt appeared" wait_for /tmp/console.out "guest# " 120
+check "seccomp: every thread of vmm is sandboxed (the default, kill)" sandboxed
 send console 'echo marker-$((6*7))'
 check "console: input reached the guest and ran" wait_for /tmp/console.out "marker-42" 60
 check "console: the guest echoed the typed line" grep -qF 'echo marker-$((6*7))' /tmp/console.out

@@ -16,6 +16,7 @@
 #include "libvmm/backends/stdio_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/core/seccomp.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/jail/jail.hpp"
 #include "libvmm/system/system.hpp"
@@ -264,6 +265,13 @@ int main(int argc, char** argv) {
   }
   app.add_flag("--strict", config.strict_faults,
                "Stop the VM (exit status 1) on the first guest access to unmapped memory");
+  std::string seccomp = "kill";
+  app.add_option("--seccomp", seccomp,
+                 "Sandbox each vCPU thread and event loop with a seccomp allow-list: kill (stop "
+                 "vmm on a call off the list, naming it), log (let it through; the kernel logs "
+                 "it) or off")
+      ->type_name("off|log|kill")
+      ->default_str("kill");
   app.add_flag("--verbose,-v", verbose, "Log more (unclaimed port accesses, layout)");
   app.add_flag("--quiet,-q", quiet, "Log only errors");
   // The jail (docs/SECURITY.md, "Sandbox: the jail"): for the flags, run and check alike.
@@ -329,6 +337,10 @@ int main(int argc, char** argv) {
   restore_terminal_on_crash();
 
   try {
+    const std::optional<SeccompMode> seccomp_mode = parse_seccomp_mode(seccomp);
+    if (!seccomp_mode) {
+      throw UserError(fmt::format("--seccomp: '{}' is not a mode; use off, log or kill", seccomp));
+    }
     SystemDescription description;
     if (!system_file.empty()) {
       // A file's VM may take its images from the flags (FileFlags).
@@ -387,6 +399,9 @@ int main(int argc, char** argv) {
     if (const char* dev = std::getenv("LIBVMM_KVM_DEVICE")) {
       for (auto* vm : description.vms()) vm->config.kvm_device = dev;
     }
+    for (auto* vm : description.vms()) vm->config.seccomp = *seccomp_mode;
+    // Kill mode's line is the last thing vmm says: the terminal goes back to how it was first.
+    set_seccomp_kill_hook(&RawTerminal::restore_saved);
 
     if (!jail_dir.empty()) {
       // Every problem the host's files show, found here as root before the jail is built;

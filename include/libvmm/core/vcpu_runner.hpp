@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "libvmm/core/kvm.hpp"
+#include "libvmm/core/seccomp.hpp"
 
 namespace libvmm {
 
@@ -41,6 +42,10 @@ class VcpuRunner {
     // Architecture exits the generic loop does not know (e.g. AArch64 PSCI); returns false
     // when not handled.
     std::function<bool(KvmVcpu&)> arch_exit;
+    // The vCPU thread loads its seccomp filter (ThreadRole::vcpu) before its first KVM_RUN;
+    // `vm_fd` pins its KVM_IRQ_LINE calls to this VM.
+    SeccompMode seccomp = SeccompMode::off;
+    int vm_fd = -1;
   };
 
   VcpuRunner(std::unique_ptr<KvmVcpu> vcpu, Context context);

@@ -13,6 +13,7 @@
 
 #include "libvmm/core/device_spec.hpp"
 #include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/seccomp.hpp"
 
 namespace libvmm {
 
@@ -51,6 +52,12 @@ struct VmConfig {
   std::map<uint32_t, uint32_t> vcpu_host_cpus;
   bool strict_faults = false;  // stop the VM on the first unhandled guest access
   std::string kvm_device = "/dev/kvm";
+  // The per-thread seccomp sandbox (core/seccomp.hpp): vCPU threads and the event loop each
+  // load their allow-list before they serve the guest. Off by default for programs that embed
+  // the library (their own threads and calls are theirs to list); the vmm program defaults to
+  // kill. With it on, the thread that calls Vm::run() keeps the event loop's filter after run()
+  // returns.
+  SeccompMode seccomp = SeccompMode::off;
   // Set from a system description: guest RAM in a region shared with others (null: a private
   // memfd of memory_size bytes), more maps, and host event sources wired to interrupts.
   std::shared_ptr<MemoryRegion> ram;

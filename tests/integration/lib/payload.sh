@@ -14,6 +14,9 @@
 #   start NAME COMMAND...          COMMAND in the background, stdin from the FIFO /tmp/NAME.in,
 #                                  stdout /tmp/NAME.out, stderr /tmp/NAME.err; sets $pid
 #   send NAME TEXT                 writes the line TEXT to /tmp/NAME.in
+#   sandboxed                      true if the one running vmm has threads and each runs under
+#                                  a seccomp filter (/proc/PID/task/*/status "Seccomp: 2": the
+#                                  default --seccomp=kill)
 #   stop                           waits for that command; sets $status
 #   bench_guest NAME TEST SECONDS COMMAND...
 #                                  runs the VMM COMMAND (stdout and stderr /tmp/out.NAME) until
@@ -70,6 +73,17 @@ start() {
 
 send() {
   echo "$2" >"/tmp/$1.in"
+}
+
+sandboxed() {
+  vmm_pid=$(pidof vmm) || return 1
+  threads=0
+  for task in /proc/"$vmm_pid"/task/*; do
+    threads=$((threads + 1))
+    grep -qE '^Seccomp:[[:space:]]+2$' "$task/status" || { echo "unfiltered: $task ($(cat "$task/comm"))"; return 1; }
+  done
+  echo "$threads threads of vmm, each with its seccomp filter"
+  [ "$threads" -ge 2 ]
 }
 
 stop() {

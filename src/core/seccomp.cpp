@@ -1,0 +1,362 @@
+// The per-thread seccomp-bpf allow-lists (see include/libvmm/core/seccomp.hpp) and the SIGSYS
+// handler of kill mode.
+//
+// How the lists were made: from the code each role runs after its filter is loaded (each entry
+// says what needs it), checked with strace -f on the freestanding test guests and by running
+// every guest and Linux test (tests/integration: serial, virtIO console, block sync and
+// io_uring, ext4, net, rng, several VMs; x86_64 and AArch64) in kill mode, which stops at the
+// first call a list lacks. A few entries cover paths those tests do not reach (a socket
+// console's client, a stuck console reader, the AArch64 names of x86_64 calls). Everything a
+// thread does before its filter (opening images, creating KVM objects, mapping RAM, starting
+// threads) is not in them.
+//
+// Arguments are checked where it is cheap and means something: ioctl by request (and KVM
+// ioctls by the descriptor of this vCPU or VM, known when the filter is built), mmap and
+// mprotect never with PROT_EXEC, tgkill only within this process. Not checked: which
+// descriptor read/write/pwritev/... use (the event loop owns the disk images and sockets the
+// guest drives; a filter cannot tell them from others), and paths (unlink at teardown).
+#include "libvmm/core/seccomp.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/if_tun.h>
+#include <linux/kvm.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/ioctl.h>  // TCGETS, TCSETS*, FIONREAD
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+namespace {
+
+constexpr uint64_t k32 = 0xffff'ffffu;  // ints (descriptors, ioctl requests) are 32 bits wide
+
+SeccompArg equals(unsigned index, uint64_t value) {
+  return {index, k32, value & k32};
+}
+SeccompArg without_bits(unsigned index, uint64_t bits) {
+  return {index, bits, 0};
+}
+
+// What every thread may call: the C and C++ runtimes (memory, locks, time), logging, thread
+// and process exit, and what kill mode's handler needs.
+void add_common(std::vector<SeccompRule>& r) {
+  r.push_back({"write", {}, "log lines (stderr), console output, eventfd signals"});
+  r.push_back({"writev", {}, "stdio output from the C library"});
+  r.push_back({"read", {}, "eventfd counters, console input"});
+  r.push_back({"futex", {}, "mutexes, condition variables, std::call_once, thread join"});
+  r.push_back({"sched_yield", {}, "spinning locks in the C++ runtime"});
+  r.push_back({"mmap", {without_bits(2, PROT_EXEC)}, "malloc; never executable memory"});
+  r.push_back({"mprotect", {without_bits(2, PROT_EXEC)}, "malloc arenas; never executable"});
+  r.push_back({"munmap", {}, "free; guest RAM and rings at teardown"});
+  r.push_back({"mremap", {}, "realloc of large blocks"});
+  r.push_back({"madvise", {}, "free (MADV_DONTNEED), thread stacks released at thread exit"});
+  r.push_back({"brk", {}, "malloc's main heap"});
+  r.push_back({"clock_gettime", {}, "std::chrono clocks when the vDSO cannot answer"});
+  r.push_back({"gettimeofday", {}, "time when the vDSO cannot answer"});
+  r.push_back({"clock_nanosleep", {}, "short waits (output flush at teardown)"});
+  r.push_back({"nanosleep", {}, "short waits"});
+  r.push_back({"getpid", {}, "pthread_kill (the vCPU kick) names this process"});
+  r.push_back({"gettid", {}, "pthread_kill"});
+  r.push_back({"tgkill",
+               {equals(0, static_cast<uint64_t>(::getpid()))},
+               "pthread_kill: kicks a vCPU out of KVM_RUN; only threads of this process"});
+  r.push_back({"rt_sigprocmask", {}, "pthread_kill and thread exit block signals briefly"});
+  r.push_back({"rt_sigreturn", {}, "return from the vCPU kick signal's handler"});
+  r.push_back({"restart_syscall", {}, "a sleep interrupted by a signal resumes"});
+  r.push_back({"exit", {}, "a thread ends"});
+  r.push_back({"exit_group", {}, "the process ends (also kill mode's handler)"});
+  r.push_back({"ioctl", {equals(1, TCGETS)}, "isatty() before each log line"});
+  r.push_back({"ioctl", {equals(1, TCSETS)}, "the terminal restored (teardown, kill mode)"});
+  r.push_back({"poll", {}, "waiting for a console reader (bounded output flush)"});
+  r.push_back({"ppoll", {}, "poll on AArch64"});
+  r.push_back({"sendto", {}, "console output to a socket client (send)"});
+}
+
+}  // namespace
+
+const char* to_string(SeccompMode mode) {
+  switch (mode) {
+    case SeccompMode::off:
+      return "off";
+    case SeccompMode::log:
+      return "log";
+    case SeccompMode::kill:
+      return "kill";
+  }
+  return "?";
+}
+
+std::optional<SeccompMode> parse_seccomp_mode(std::string_view text) {
+  for (SeccompMode mode : {SeccompMode::off, SeccompMode::log, SeccompMode::kill}) {
+    if (text == to_string(mode)) return mode;
+  }
+  return std::nullopt;
+}
+
+const char* to_string(ThreadRole role) {
+  switch (role) {
+    case ThreadRole::vcpu:
+      return "vCPU";
+    case ThreadRole::event_loop:
+      return "event loop";
+  }
+  return "?";
+}
+
+std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& fds) {
+  std::vector<SeccompRule> r;
+  add_common(r);
+  switch (role) {
+    case ThreadRole::vcpu:
+      if (fds.vcpu >= 0) {
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_RUN)},
+                     "KVM_RUN on this vCPU"});
+#if defined(__x86_64__)
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_GET_REGS)},
+                     "the instruction pointer for fault reports"});
+#elif defined(__aarch64__)
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_GET_ONE_REG)},
+                     "the instruction pointer for fault reports"});
+#endif
+      }
+      if (fds.vm >= 0) {
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IRQ_LINE)},
+                     "the UART's level-triggered interrupt, from a register write"});
+      }
+      r.push_back({"ioctl",
+                   {equals(1, TUNSETOFFLOAD)},
+                   "virtio-net: the TAP's offloads follow the features the driver accepted "
+                   "(DRIVER_OK and reset are register writes)"});
+      break;
+    case ThreadRole::event_loop:
+      r.push_back({"epoll_wait", {}, "the loop waits for events"});
+      r.push_back({"epoll_pwait", {}, "epoll_wait on AArch64"});
+      r.push_back({"epoll_ctl", {}, "watching client sockets, output readiness, pausing input"});
+      r.push_back({"readv", {}, "virtio-net: frames from the TAP"});
+      r.push_back({"pread64", {}, "virtio-blk io=sync"});
+      r.push_back({"pwrite64", {}, "virtio-blk io=sync"});
+      r.push_back({"preadv", {}, "virtio-blk io=sync: scatter-gather reads"});
+      r.push_back({"pwritev", {}, "virtio-blk io=sync: scatter-gather writes"});
+      r.push_back({"preadv2", {}, "virtio-blk"});
+      r.push_back({"pwritev2", {}, "virtio-blk"});
+      r.push_back({"fallocate", {}, "virtio-blk DISCARD and WRITE_ZEROES (punch or zero range)"});
+      r.push_back({"fdatasync", {}, "virtio-blk FLUSH"});
+      r.push_back({"fsync", {}, "virtio-blk FLUSH"});
+      r.push_back({"io_uring_enter", {}, "virtio-blk io=io_uring: submit and reap"});
+      r.push_back({"getrandom", {}, "virtio-rng"});
+      r.push_back({"accept4", {}, "socket console: a client connects"});
+      r.push_back({"recvfrom", {}, "socket console and passthrough IRQ sockets"});
+      r.push_back({"close", {}, "a client leaves; descriptors closed at teardown"});
+      r.push_back({"fcntl", {}, "console descriptors' O_NONBLOCK restored at teardown"});
+      r.push_back({"newfstatat", {}, "teardown: a socket file is removed only if still ours"});
+      r.push_back({"fstat", {}, "stdio buffers of the C library"});
+      r.push_back({"unlink", {}, "teardown: socket files of consoles and IRQ sources"});
+      r.push_back({"unlinkat", {}, "unlink on AArch64"});
+      r.push_back({"ioctl", {equals(1, FIONREAD)}, "socket console: unread input at hang-up"});
+      r.push_back({"ioctl", {equals(1, TCSETSW)}, "the terminal restored"});
+      r.push_back({"ioctl", {equals(1, TCSETSF)}, "the terminal restored"});
+      if (fds.vm >= 0) {
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IRQ_LINE)},
+                     "the UART's interrupt when console input arrives"});
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IRQFD)},
+                     "teardown: irqfds deassigned"});
+      }
+      break;
+  }
+  return r;
+}
+
+// ---- Kill mode: the SIGSYS handler ---------------------------------------------------------
+
+namespace {
+
+// Syscall names by number, resolved before any filter is loaded: the handler only reads them.
+constexpr int kNames = 1024;
+constexpr size_t kNameSize = 28;
+char g_names[kNames][kNameSize];
+uint32_t g_native_arch = 0;
+std::atomic<void (*)() noexcept> g_kill_hook{nullptr};
+thread_local char t_thread_name[32];
+
+void resolve_names() {
+  g_native_arch = seccomp_arch_native();
+  for (int nr = 0; nr < kNames; ++nr) {
+    char* name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+    if (name == nullptr) continue;
+    std::strncpy(g_names[nr], name, kNameSize - 1);
+    std::free(name);
+  }
+}
+
+// Async-signal-safe appends to a fixed buffer.
+struct Line {
+  char text[256];
+  size_t size = 0;
+  void add(const char* s) {
+    while (*s != '\0' && size < sizeof text) text[size++] = *s++;
+  }
+  void add_number(uint64_t n) {
+    char digits[24];
+    size_t k = 0;
+    do {
+      digits[k++] = static_cast<char>('0' + n % 10);
+      n /= 10;
+    } while (n != 0);
+    while (k > 0 && size < sizeof text) text[size++] = digits[--k];
+  }
+};
+
+void on_sigsys(int /*signal*/, siginfo_t* info, void* /*context*/) {
+  const int saved_errno = errno;
+  Line line;
+  line.add("vmm: seccomp: thread '");
+  line.add(t_thread_name[0] != '\0' ? t_thread_name : "?");
+  line.add("' made forbidden system call ");
+  const int nr = info->si_syscall;
+  if (info->si_arch != g_native_arch) {
+    line.add("number ");
+    line.add_number(static_cast<uint32_t>(nr));
+    line.add(" of another architecture");
+  } else {
+    line.add(nr >= 0 && nr < kNames && g_names[nr][0] != '\0' ? g_names[nr] : "?");
+    line.add(" (");
+    line.add_number(static_cast<uint32_t>(nr));
+    line.add(")");
+  }
+  line.add(
+      "; stopping (a bug in vmm, or a guest exploiting one; --seccomp=log lets it "
+      "through and logs it)\n");
+  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, line.text, line.size);
+  if (auto hook = g_kill_hook.load()) hook();
+  errno = saved_errno;
+  _exit(kSeccompKillStatus);
+}
+
+void install_sigsys_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    resolve_names();
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigsys;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_SIGINFO;
+    if (sigaction(SIGSYS, &sa, nullptr) != 0) throw_errno("seccomp: sigaction(SIGSYS)");
+  });
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(undefined_behavior_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// libseccomp returns negative errnos.
+void check(int rc, const char* what) {
+  if (rc < 0) throw SystemError(fmt::format("seccomp: {}", what), -rc);
+}
+
+// Frees the filter context whatever happens.
+struct FilterContext {
+  scmp_filter_ctx ctx;
+  explicit FilterContext(uint32_t action) : ctx(seccomp_init(action)) {
+    if (ctx == nullptr) throw std::runtime_error("seccomp: seccomp_init failed");
+  }
+  ~FilterContext() { seccomp_release(ctx); }
+  FilterContext(const FilterContext&) = delete;
+  FilterContext& operator=(const FilterContext&) = delete;
+};
+
+}  // namespace
+
+bool seccomp_kill_runs_as_log() {
+  return kSanitized;
+}
+
+void set_seccomp_kill_hook(void (*hook)() noexcept) {
+  g_kill_hook.store(hook);
+}
+
+void install_seccomp(ThreadRole role, SeccompMode mode, const SeccompFds& fds,
+                     std::string_view thread_name) {
+  if (mode == SeccompMode::off) return;
+  if (mode == SeccompMode::kill && kSanitized) {
+    static std::once_flag once;
+    std::call_once(once, [] {
+      log::debug("seccomp: sanitizer build, so kill mode only logs calls off the allow-lists");
+    });
+    mode = SeccompMode::log;
+  }
+  if (mode == SeccompMode::log && seccomp_api_get() < 3) {
+    throw std::runtime_error(
+        "seccomp: log mode needs SCMP_ACT_LOG (Linux 4.14 and libseccomp API level 3)");
+  }
+  if (mode == SeccompMode::kill) install_sigsys_handler();
+  // The name goes to thread-local storage now, so the handler never has it allocated.
+  const size_t length = std::min(thread_name.size(), sizeof t_thread_name - 1);
+  std::memcpy(t_thread_name, thread_name.data(), length);
+  t_thread_name[length] = '\0';
+
+  // TRAP (SIGSYS to this thread) rather than KILL_PROCESS: the handler can say which thread
+  // made which call, in one line, and restore the terminal. Calls of another architecture (x86
+  // int 0x80, x32) get the same action.
+  const uint32_t action = mode == SeccompMode::kill ? SCMP_ACT_TRAP : SCMP_ACT_LOG;
+  FilterContext filter(action);
+  check(seccomp_attr_set(filter.ctx, SCMP_FLTATR_ACT_BADARCH, action), "bad-architecture action");
+  // A binary tree of system call numbers rather than a chain: KVM_RUN, on every exit, then
+  // passes a few comparisons, not one per rule. Older libseccomp: the chain, which also works.
+  seccomp_attr_set(filter.ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
+  for (const SeccompRule& rule : seccomp_allow_list(role, fds)) {
+    const std::string name(rule.syscall);
+    const int nr = seccomp_syscall_resolve_name(name.c_str());
+    if (nr == __NR_SCMP_ERROR) throw std::logic_error("seccomp: unknown system call " + name);
+    if (nr < 0) continue;  // not on this architecture (libseccomp's pseudo number)
+    std::vector<scmp_arg_cmp> cmps;
+    for (const SeccompArg& a : rule.args) {
+      cmps.push_back(SCMP_CMP(a.index, SCMP_CMP_MASKED_EQ, a.mask, a.value));
+    }
+    check(seccomp_rule_add_array(filter.ctx, SCMP_ACT_ALLOW, nr, static_cast<unsigned>(cmps.size()),
+                                 cmps.data()),
+          name.c_str());
+  }
+  check(seccomp_load(filter.ctx),
+        "loading the filter (a kernel without seccomp filters? --seccomp=off runs without)");
+  log::debug("seccomp: {} filter ({}) loaded on thread '{}'", to_string(role), to_string(mode),
+             t_thread_name);
+}
+
+void seccomp_self_test(std::string_view thread_name) {
+  const char* target = std::getenv("LIBVMM_SECCOMP_TEST_FORBIDDEN");
+  if (target == nullptr || thread_name != target) return;
+  const int fd = ::open("/", O_RDONLY | O_CLOEXEC);
+  log::info("seccomp test: thread '{}' opened / ({})", thread_name,
+            fd >= 0 ? "allowed" : std::strerror(errno));
+  if (fd >= 0) ::close(fd);
+}
+
+}  // namespace libvmm
