@@ -74,6 +74,9 @@ VcpuRunner::~VcpuRunner() {
 }
 
 void VcpuRunner::start() {
+  // The new thread may call stop() (a guest that halts at once) before the assignment ends;
+  // stop() takes the lock, so it sees the finished thread_.
+  const std::lock_guard lock(thread_mutex_);
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), fmt::format("vcpu{}", vcpu_->index()).c_str());
     try {
@@ -88,11 +91,18 @@ void VcpuRunner::stop() {
   if (stopping_.exchange(true)) return;
   // immediate_exit covers a kick that lands just before the thread enters KVM_RUN.
   vcpu_->state().immediate_exit = 1;
+  const std::lock_guard lock(thread_mutex_);
   if (thread_.joinable()) pthread_kill(thread_.native_handle(), kick_signal());
 }
 
 void VcpuRunner::join() {
-  if (thread_.joinable()) thread_.join();
+  // Not joined under the lock: the thread may be in stop(), waiting for it.
+  std::thread thread;
+  {
+    const std::lock_guard lock(thread_mutex_);
+    thread = std::move(thread_);
+  }
+  if (thread.joinable()) thread.join();
 }
 
 void VcpuRunner::loop() {

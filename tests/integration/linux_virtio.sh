@@ -10,6 +10,7 @@ vmm=$1
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 payload_new x86_64 "$vmm"
+payload_binary "$(command -v strace)"
 
 payload_script run.sh <<'EOS'
 # vda: 4 MiB, a pattern in sector 0, served through io_uring; vdb: 1 MiB, read-only, sync.
@@ -35,6 +36,34 @@ check "writing vdb fails in the guest" grep -qF "vdb write refused" /tmp/out
 check "the guest's write to vda is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
 check "vdb is unchanged" sh -c '[ -z "$(tr -d "\000" </tmp/vdb.img | head -c 1)" ]'
-finish linux_virtio /tmp/out /tmp/hvc0.out /tmp/hvc0.err
+
+# Durability: SIGKILL right after the guest's flush completed.
+dd if=/dev/zero of=/tmp/flush.img bs=1M count=8 2>/dev/null
+./strace -f -qq -o /tmp/strace.log -e trace=pwritev,pwrite64,fdatasync,fsync \
+  ./vmm --kernel "$kernel" --initrd initramfs.cpio.gz --memory 256M --serial file:/tmp/flush.out \
+  --cmdline "console=ttyS0 quiet libvmm.test=flush" --disk /tmp/flush.img </dev/null \
+  2>/tmp/flush.err &
+tracer=$!
+if wait_for /tmp/flush.out "LIBVMM-GUEST: flushed" 240; then flushed=yes; else flushed=no; fi
+# strace's child is vmm; with no flush seen, strace goes too (a detached vmm would run on).
+vmm_pid=$(cat "/proc/$tracer/task/$tracer/children")
+kill -9 $vmm_pid
+[ $flushed = yes ] || kill -9 "$tracer"
+wait "$tracer"
+status=$?
+tr -d '\r' </tmp/flush.out >/tmp/out.flush
+want=$(sed -n 's/^LIBVMM-GUEST: pattern md5 \([0-9a-f]\{32\}\)$/\1/p' /tmp/out.flush)
+got=$(head -c 1048576 /tmp/flush.img | md5sum | cut -d' ' -f1)
+check "the guest sees a write-back cache (FLUSH negotiated)" \
+  grep -qxF "LIBVMM-GUEST: vda write cache: write back" /tmp/out.flush
+check "the guest's O_DIRECT write and fsync complete" [ "$flushed" = yes ]
+check "vmm ended by SIGKILL (status $status)" [ "$status" -eq 137 ]
+check "the flushed 1 MiB is in the image after SIGKILL" sh -c "[ -n '$want' ] && [ '$want' = '$got' ]"
+# The last fdatasync() of the image that succeeded comes after the last write to it.
+echo "strace: $(grep -c pwrite /tmp/strace.log) writes, $(grep -c fdatasync /tmp/strace.log) fdatasync"
+check "the guest's FLUSH reached the host as fdatasync() after the last write" awk '
+  /pwrite/ { last_write = NR } /fdatasync\(.*= 0$/ { last_sync = NR }
+  END { exit !(last_write > 0 && last_sync > last_write) }' /tmp/strace.log
+finish linux_virtio /tmp/out /tmp/hvc0.out /tmp/hvc0.err /tmp/out.flush /tmp/flush.err /tmp/strace.log
 EOS
 run_payload --timeout 600

@@ -21,8 +21,8 @@ endforeach()
 
 # The custom VMM example (a description built in code, an eventfd IRQ, the VMM's own map of a
 # shared region), in the tree and against an installed libvmm.
-# (Not in sanitizer builds: the installed library would need the sanitizer runtime.)
-if(TARGET custom_vmm AND NOT LIBVMM_SANITIZE)
+# (Not in sanitizer builds, ASan or TSan: the installed library would need the sanitizer runtime.)
+if(TARGET custom_vmm AND NOT LIBVMM_SANITIZE AND NOT LIBVMM_TSAN)
   add_test(NAME example.custom_vmm
     COMMAND ${PROJECT_SOURCE_DIR}/tests/system/custom_vmm.sh $<TARGET_FILE:custom_vmm> ${LIBVMM_TEST_GUEST})
   add_test(NAME example.custom_vmm_installed

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -47,6 +48,7 @@ class VcpuRunner {
   void start();
   // Kicks the vCPU out of KVM_RUN and makes the thread end. Thread-safe, idempotent.
   void stop();
+  // Waits for the thread to end; call stop() first (a stop() that comes later kicks nothing).
   void join();
 
   KvmVcpu& vcpu() { return *vcpu_; }
@@ -60,6 +62,9 @@ class VcpuRunner {
 
   std::unique_ptr<KvmVcpu> vcpu_;
   Context ctx_;
+  // Guards thread_: stop() may run on another vCPU's thread, or on this one before start()
+  // has finished assigning thread_.
+  std::mutex thread_mutex_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
 };
