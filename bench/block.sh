@@ -15,8 +15,9 @@
 # fio is not used: it needs SysV shared memory, which the minimal guest kernel leaves out.
 # They run ROUNDS times, interleaved (vmm and vmm-iot swap places every other round); the table
 # shows medians, then each figure's spread (min..max over the rounds).
-# Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes). Prints a table
-# and ratios; see docs/PERFORMANCE.md.
+# Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes on a quiet
+# machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
+# runs only those (of host, vmm, vmm-iot, vmm-uring, qemu), for more rounds in the same time.
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -120,7 +121,15 @@ for m in drivers/block/loop lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/j
   echo "$(basename "$m").ko" >>"$payload/modules/load-order"
 done
 
-payload_script run.sh secs="$secs" rounds="$rounds" <<'EOS'
+only=${BLOCK_BENCH_ONLY:-}
+for c in $only; do
+  case $c in host | vmm | vmm-iot | vmm-uring | qemu) ;;
+    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-uring, qemu)" >&2; exit 2 ;;
+  esac
+done
+payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
+# want NAME: whether this run measures NAME (all unless BLOCK_BENCH_ONLY named some).
+want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 cmdline="console=ttyS0 quiet libvmm.test=blkbench"
 # Image on ext2 on a loop device (O_DIRECT works), else on tmpfs (buffered).
 dir=/tmp direct=1
@@ -141,22 +150,25 @@ if [ $direct = 1 ]; then vmm_disk=$img,direct qemu_cache=none; fi
 buffered=; [ $direct = 1 ] || buffered=buffered
 round=0
 while [ $round -lt $rounds ]; do
-  for job in seqwrite seqread randread; do
-    echo "host $(./blkio $job $img $secs $buffered 2>&1)"
-  done
-  for i in 1 2 3 4; do ./blkio randread $img $secs $buffered >/tmp/rr.$i 2>&1 & done
-  wait
-  echo "host randread4 iops=$(cat /tmp/rr.* | sed -n 's/.*iops=//p' | awk '{s+=$1} END {print s}')"
+  if want host; then
+    for job in seqwrite seqread randread; do
+      echo "host $(./blkio $job $img $secs $buffered 2>&1)"
+    done
+    for i in 1 2 3 4; do ./blkio randread $img $secs $buffered >/tmp/rr.$i 2>&1 & done
+    wait
+    echo "host randread4 iops=$(cat /tmp/rr.* | sed -n 's/.*iops=//p' | awk '{s+=$1} END {print s}')"
+  fi
   # vmm and vmm-iot alternate which goes first, so neither always follows the host jobs.
   if [ $((round % 2)) = 0 ]; then order="off on"; else order="on off"; fi
   for t in $order; do
     name=vmm; [ $t = on ] && name=vmm-iot
+    want $name || continue
     bench_guest $name blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
       --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=$t --quiet
   done
-  bench_guest vmm-uring blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+  want vmm-uring && bench_guest vmm-uring blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring,iothread=off --quiet
-  bench_guest qemu blkbench 240 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
+  want qemu && bench_guest qemu blkbench 240 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
     -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
     -device virtio-blk-device,drive=d0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
@@ -165,7 +177,7 @@ done
 EOS
 collect '^((host|vmm|vmm-iot|vmm-uring|qemu) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
   --timeout $((600 + rounds * (secs * 4 * 5 + 240)))
-need_results '^vmm '
+need_results '^vmm'
 grep '^BENCH-SETUP' "$work/results"
 echo "per round:"
 grep -v '^BENCH-SETUP' "$work/results" | sed 's/^/  /'
