@@ -46,9 +46,8 @@ struct BlockThreading {
 };
 
 // Parses "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off]" (the
-// --disk flag, through
-// the device registry's virtio_block kind), without looking at the image. Throws UserError
-// naming --disk and the spec.
+// --disk flag, through the device registry's virtio_block kind), without looking at the image.
+// Throws UserError naming --disk and the spec.
 BlockConfig parse_disk_spec(std::string_view spec);
 
 // Requests are carried out in rounds: take up to kMaxBatch chains from the queue (stopping once
