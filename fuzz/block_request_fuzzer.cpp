@@ -3,6 +3,10 @@
 // the disk, and then to VirtioBlock over small temporary images, checking what comes back in
 // the used ring.
 //
+// Built twice: block_request_fuzzer with the devices' default synchronous I/O, and
+// block_uring_fuzzer with LIBVMM_FUZZ_BLOCK_IO=",io=io_uring", where each notification's reads
+// and writes go through one io_uring batch.
+//
 // Input: a selector byte (which image, negotiated features, the disk size the parser checks
 // against), then up to 8 chains, each a segment count and per segment a flags byte, a length
 // and, for device-readable segments, the bytes the driver put there (the request header,
@@ -28,6 +32,10 @@
 using namespace libvmm;
 using fuzz::check;
 
+#ifndef LIBVMM_FUZZ_BLOCK_IO
+#define LIBVMM_FUZZ_BLOCK_IO ""  // the --disk option choosing the I/O engine
+#endif
+
 namespace {
 
 constexpr uint64_t kRamSize = 256 * KiB;
@@ -46,8 +54,8 @@ std::shared_ptr<VirtioBlock> make_device(const std::string& options) {
   const int fd = ::mkstemp(path);
   check(fd >= 0 && ::ftruncate(fd, kImageSize) == 0);
   ::close(fd);
-  auto device =
-      std::make_shared<VirtioBlock>(parse_disk_spec(path + options + ",serial=fuzz,iothread=off"));
+  auto device = std::make_shared<VirtioBlock>(
+      parse_disk_spec(path + options + LIBVMM_FUZZ_BLOCK_IO ",serial=fuzz,iothread=off"));
   ::unlink(path);
   return device;
 }

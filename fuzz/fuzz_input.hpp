@@ -5,12 +5,17 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <span>
 
 namespace libvmm::fuzz {
 
-inline void check(bool ok) {
-  if (!ok) __builtin_trap();
+// Says which check failed (inlined traps lose their line in the stack trace), then crashes.
+// (std::source_location needs clang 15 with libstdc++; these builtins are what it wraps.)
+inline void check(bool ok, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  if (ok) return;
+  std::fprintf(stderr, "fuzz check failed: %s:%d\n", file, line);
+  __builtin_trap();
 }
 
 class Input {

@@ -48,12 +48,14 @@ std::string FaultReporter::describe(const GuestAccess& a, const GuestMemory& mem
     known.push_back({fmt::format("device '{}'", e.device->name()), e.base, e.end()});
   }
 
+  // The first thing sets `best` whatever its distance: one as far away as 2^64 - 1 bytes (a
+  // byte at 0 seen from the top of the address space) is still the nearest one there is.
   std::string nearest = "nothing: the guest has no RAM or devices";
   uint64_t best = std::numeric_limits<uint64_t>::max();
   for (const auto& k : known) {
     uint64_t distance = 0;
     std::string rel = relation(a.address, k, distance);
-    if (distance < best) {
+    if (&k == &known.front() || distance < best) {
       best = distance;
       nearest = fmt::format("{} at [{:#x}, {:#x}), {}", k.what, k.base, k.end, rel);
     }

@@ -146,8 +146,11 @@ void FdtWriter::claim_address(uint64_t base, const std::string& what) {
 }
 
 FdtEditor::FdtEditor(std::span<const uint8_t> blob, const std::string& path) : path_(path) {
-  // libfdt reads header fields byte-wise: any alignment of the user's bytes is fine.
-  const void* user = blob.data();
+  // libfdt loads header fields byte-wise, but through a `const fdt_header*` member access,
+  // which needs the header's alignment: check an aligned copy of the user's bytes, which may
+  // lie anywhere (found by dtb_patch_fuzzer: UBSan "misaligned address").
+  const std::vector<uint8_t> copy(blob.begin(), blob.end());
+  const void* user = copy.data();
   if (blob.size() < sizeof(fdt_header) || fdt_magic(user) != FDT_MAGIC) {
     throw UserError(fmt::format("{}: not a device tree blob (no FDT magic d00dfeed)", path));
   }

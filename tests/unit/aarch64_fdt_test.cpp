@@ -457,6 +457,16 @@ TEST(Arm64FdtPatch, RejectsBadUserBlobsNamingTheFile) {
   EXPECT_THAT(error_of([&] { patch_fdt(big, m, "my.dtb"); }), HasSubstr("over the arm64 limit"));
 }
 
+// Found by dtb_patch_fuzzer: the user's bytes may start anywhere in memory; reading the header
+// in place was undefined behaviour (UBSan: member access within misaligned address).
+TEST(Arm64FdtPatch, AcceptsATreeAtAnOddAddress) {
+  const auto good = build_fdt(sample_machine());
+  std::vector<uint8_t> shifted(good.size() + 1);
+  std::copy(good.begin(), good.end(), shifted.begin() + 1);
+  const auto patched = patch_fdt(std::span(shifted).subspan(1), sample_machine(), "odd.dtb");
+  EXPECT_EQ(patched, patch_fdt(good, sample_machine(), "odd.dtb"));
+}
+
 TEST(Arm64FdtPatch, CorruptedBlobsGiveAValidTreeOrAUserError) {
   // The user's file is untrusted input: no mutation may crash or produce an invalid tree.
   const auto good = build_fdt(sample_machine());

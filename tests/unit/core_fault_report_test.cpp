@@ -56,4 +56,16 @@ TEST_F(FaultReportTest, WriteInsideAReadOnlyMap) {
   EXPECT_NE(r.find("the write is dropped"), std::string::npos) << r;
 }
 
+// Found by bus_fault_fuzzer: a device at [0, 1) is 2^64 - 1 bytes from the last address, the
+// largest distance there is; the report said the guest had nothing at all.
+TEST(FaultReport, NamesTheOnlyDeviceEvenAtTheLargestDistance) {
+  GuestMemory memory;
+  Bus mmio{"MMIO"};
+  mmio.attach(0, 1, std::make_shared<Dummy>());
+  const std::string r = FaultReporter::describe({0, ~0ull, 1, false, 0}, memory, mmio, false);
+  EXPECT_NE(r.find("nearest: device 'dummy' at [0x0, 0x1), 0xffffffffffffffff bytes past its end"),
+            std::string::npos)
+      << r;
+}
+
 }  // namespace
