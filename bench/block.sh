@@ -6,15 +6,18 @@
 #   seqread    sequential 1 MiB reads, likewise
 #   randread   4 KiB reads at random 4 KiB-aligned offsets in the first 128 MiB, likewise
 #   randread4  four randread processes at once (queue depth 4); their IOPS summed
-# "host" runs them on the image file in the emulated host; "vmm", "vmm-uring" and "qemu" run
-# them in the guest on /dev/vda backed by that file (vmm --disk PATH,direct, with io=sync and
-# io=io_uring; QEMU cache=none,aio=threads).
+# "host" runs them on the image file in the emulated host; the others run them in the guest on
+# /dev/vda backed by that file: "vmm" (--disk PATH,direct,iothread=off: host I/O inside the
+# queue notification, on the event loop), "vmm-iot" (iothread=on: on the device's I/O thread),
+# "vmm-uring" (io=io_uring,iothread=off) and "qemu" (cache=none,aio=threads).
 # The image lives on ext2 (mounted by the ext4 driver) on a loop device, so O_DIRECT works on the
 # host side; if that cannot be set up it falls back to tmpfs and buffered I/O (and says so).
 # fio is not used: it needs SysV shared memory, which the minimal guest kernel leaves out.
-# The three run ROUNDS times, interleaved; the table shows medians.
-# Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 3 minutes). Prints a table
-# and ratios; see docs/PERFORMANCE.md.
+# They run ROUNDS times, interleaved (vmm and vmm-iot swap places every other round); the table
+# shows medians, then each figure's spread (min..max over the rounds).
+# Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes on a quiet
+# machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
+# runs only those (of host, vmm, vmm-iot, vmm-uring, qemu), for more rounds in the same time.
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -118,7 +121,15 @@ for m in drivers/block/loop lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/j
   echo "$(basename "$m").ko" >>"$payload/modules/load-order"
 done
 
-payload_script run.sh secs="$secs" rounds="$rounds" <<'EOS'
+only=${BLOCK_BENCH_ONLY:-}
+for c in $only; do
+  case $c in host | vmm | vmm-iot | vmm-uring | qemu) ;;
+    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-uring, qemu)" >&2; exit 2 ;;
+  esac
+done
+payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
+# want NAME: whether this run measures NAME (all unless BLOCK_BENCH_ONLY named some).
+want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 cmdline="console=ttyS0 quiet libvmm.test=blkbench"
 # Image on ext2 on a loop device (O_DIRECT works), else on tmpfs (buffered).
 dir=/tmp direct=1
@@ -139,39 +150,70 @@ if [ $direct = 1 ]; then vmm_disk=$img,direct qemu_cache=none; fi
 buffered=; [ $direct = 1 ] || buffered=buffered
 round=0
 while [ $round -lt $rounds ]; do
-  for job in seqwrite seqread randread; do
-    echo "host $(./blkio $job $img $secs $buffered 2>&1)"
+  if want host; then
+    for job in seqwrite seqread randread; do
+      echo "host $(./blkio $job $img $secs $buffered 2>&1)"
+    done
+    for i in 1 2 3 4; do ./blkio randread $img $secs $buffered >/tmp/rr.$i 2>&1 & done
+    wait
+    echo "host randread4 iops=$(cat /tmp/rr.* | sed -n 's/.*iops=//p' | awk '{s+=$1} END {print s}')"
+  fi
+  # vmm and vmm-iot alternate which goes first, so neither always follows the host jobs.
+  if [ $((round % 2)) = 0 ]; then order="off on"; else order="on off"; fi
+  for t in $order; do
+    name=vmm; [ $t = on ] && name=vmm-iot
+    want $name || continue
+    bench_guest $name blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+      --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=$t --quiet
   done
-  for i in 1 2 3 4; do ./blkio randread $img $secs $buffered >/tmp/rr.$i 2>&1 & done
-  wait
-  echo "host randread4 iops=$(cat /tmp/rr.* | sed -n 's/.*iops=//p' | awk '{s+=$1} END {print s}')"
-  bench_guest vmm blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
-    --cmdline "$cmdline" --disk $vmm_disk --quiet
-  bench_guest vmm-uring blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring --quiet
-  bench_guest qemu blkbench 240 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
+  want vmm-uring && bench_guest vmm-uring blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring,iothread=off --quiet
+  want qemu && bench_guest qemu blkbench 240 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
     -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
     -device virtio-blk-device,drive=d0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-uring|qemu) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' --timeout 900
-need_results '^vmm '
+collect '^((host|vmm|vmm-iot|vmm-uring|qemu) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
+  --timeout $((600 + rounds * (secs * 4 * 5 + 240)))
+need_results '^vmm'
 grep '^BENCH-SETUP' "$work/results"
 echo "per round:"
 grep -v '^BENCH-SETUP' "$work/results" | sed 's/^/  /'
+# spread FIELD WORDS...: "min..max" of a figure over the rounds (MiB/s for kib_s).
+spread() {
+  local f=$1
+  shift
+  awk -v words="$*" -v name="$f" 'index($0, words " ") == 1 {
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "") {
+      v = kv[2] + 0; if (name == "kib_s") v /= 1024
+      if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
+    END { if (n) printf "%.0f..%.0f", lo, hi; else print "-" }' "$work/results"
+}
+conv() { # MiB/s from KiB/s, or the figure as it is
+  if [ "$1" = kib_s ]; then
+    awk -v x="$2" 'BEGIN { if (x != "") printf "%.1f", x / 1024; else print "-" }'
+  else
+    echo "${2:--}"
+  fi
+}
+configs="host vmm vmm-iot vmm-uring qemu"
 echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated KVM host"
-printf '%-10s %6s %10s %10s %10s %10s %9s %9s %9s\n' job unit host vmm vmm-uring qemu \
-  vmm/qemu uring/qemu vmm/host
+printf '%-10s %6s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' job unit $configs \
+  iot/vmm vmm/qemu iot/qemu uring/qemu
 for job in seqwrite seqread randread randread4; do
   case $job in randread*) f=iops unit=IOPS ;; *) f=kib_s unit=MiB/s ;; esac
-  h=$(result $f host $job) v=$(result $f vmm $job) u=$(result $f vmm-uring $job) q=$(result $f qemu $job)
-  if [ $f = kib_s ]; then
-    conv() { awk -v x="$1" 'BEGIN { if (x != "") printf "%.1f", x / 1024; else print "-" }'; }
-  else
-    conv() { echo "${1:--}"; }
-  fi
-  printf '%-10s %6s %10s %10s %10s %10s %9s %9s %9s\n' $job $unit "$(conv "$h")" "$(conv "$v")" \
-    "$(conv "$u")" "$(conv "$q")" "$(ratio "$v" "$q")" "$(ratio "$u" "$q")" "$(ratio "$v" "$h")"
+  h=$(result $f host $job) v=$(result $f vmm $job) i=$(result $f vmm-iot $job)
+  u=$(result $f vmm-uring $job) q=$(result $f qemu $job)
+  printf '%-10s %6s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' $job $unit "$(conv $f "$h")" \
+    "$(conv $f "$v")" "$(conv $f "$i")" "$(conv $f "$u")" "$(conv $f "$q")" "$(ratio "$i" "$v")" \
+    "$(ratio "$v" "$q")" "$(ratio "$i" "$q")" "$(ratio "$u" "$q")"
+done
+echo "spread (min..max over the rounds)"
+for job in seqwrite seqread randread randread4; do
+  case $job in randread*) f=iops ;; *) f=kib_s ;; esac
+  printf '%-10s %6s' $job ""
+  for c in $configs; do printf ' %9s' "$(spread $f $c $job)"; done
+  echo
 done

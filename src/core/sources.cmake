@@ -4,6 +4,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/guest_memory.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bus.cpp
   ${CMAKE_CURRENT_LIST_DIR}/event_loop.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/io_thread.cpp
   ${CMAKE_CURRENT_LIST_DIR}/kvm.cpp
   ${CMAKE_CURRENT_LIST_DIR}/fault_report.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vcpu_runner.cpp

@@ -31,7 +31,8 @@ constexpr uint64_t bit(unsigned n) {
 // ---------------------------------------------------------------------------------------------
 // VirtioBlock: identity, features, configuration
 
-VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial)
+VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial,
+                         BlockThreading threading)
     : backend_(std::move(backend)), serial_(std::move(serial)) {
   if (!backend_) throw std::invalid_argument("virtio-blk: a backend is needed");
   if (backend_->size() % kSectorSize != 0) {
@@ -56,13 +57,24 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
   }
   config_.resize(sizeof(config));
   std::memcpy(config_.data(), &config, sizeof(config));
+
+  if (threading.io_thread) {
+    io_thread_ = std::make_unique<IoThread>(
+        std::move(threading.name), [this] { return serve(); },
+        std::move(threading.on_thread_start));
+  }
 }
 
-VirtioBlock::VirtioBlock(const BlockConfig& config)
+VirtioBlock::VirtioBlock(const BlockConfig& config, BlockThreading threading)
     : VirtioBlock(BlockImage::open({config.path, config.readonly, config.direct, config.io}),
-                  config.serial) {
+                  config.serial, [&] {
+                    threading.io_thread = config.iothread;
+                    return std::move(threading);
+                  }()) {
   label_ = fmt::format("virtio-blk {}", config.path);
 }
+
+VirtioBlock::~VirtioBlock() = default;
 
 uint32_t VirtioBlock::device_id() const {
   return VIRTIO_ID_BLOCK;
@@ -86,23 +98,35 @@ void VirtioBlock::read_config(uint32_t offset, std::span<uint8_t> data) {
 }
 
 void VirtioBlock::activate(VirtioTransport& transport, uint64_t features) {
-  transport_ = &transport;
   features_ = features;
   disk_ = {capacity_sectors(), backend_->readonly(), negotiated(VIRTIO_BLK_F_DISCARD),
            negotiated(VIRTIO_BLK_F_WRITE_ZEROES)};
+  ++epoch_;
+  transport_ = &transport;
 }
 
 void VirtioBlock::reset() {
-  transport_ = nullptr;  // requests complete synchronously: nothing is in flight
+  // Without an I/O thread nothing is in flight. With one, the transport paused it first
+  // (pause_io()); should a round still be in flight, the epoch keeps its chains from the rings
+  // the driver sets up next.
+  transport_ = nullptr;
+  ++epoch_;
   features_ = 0;
   disk_ = {};
 }
 
+void VirtioBlock::queue_reset(uint16_t index) {
+  static_cast<void>(index);
+  ++epoch_;  // as for reset(): a round in flight returns nothing to the new ring
+}
+
 // ---------------------------------------------------------------------------------------------
-// VirtioBlock: requests
+// VirtioBlock: where requests are carried out
 
 void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
   if (index != 0 || transport_ == nullptr) return;
+  if (io_thread_) return io_thread_->kick();
+  VirtioTransport& transport = *transport_;
   uint32_t taken = 0;
   uint64_t bytes = 0;  // of host I/O the requests taken ask for
   bool asked = false;  // to be called again (once: if the transport cannot, we drain)
@@ -111,108 +135,201 @@ void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
     while (true) {
       if (!asked && (taken >= kRequestsPerNotify || bytes >= kBytesPerNotify)) {
         asked = true;
-        if (transport_->renotify(0)) {
+        if (transport.renotify(0)) {
           // Come back after the event loop's other work; notifications stay off until then.
-          finish_batch(queue);
-          transport_->signal_used(0);
+          transport.signal_used(0);
           return;
         }
       }
-      auto chain = queue.pop();
-      if (!chain) break;
-      ++taken;
-      bytes += start(queue, std::move(*chain));
-      if (batch_size_ == kMaxBatch) finish_batch(queue);
+      const uint32_t max_requests =
+          asked ? kMaxBatch : std::min<uint32_t>(kMaxBatch, kRequestsPerNotify - taken);
+      const uint64_t max_bytes = asked ? UINT64_MAX : kBytesPerNotify - bytes;
+      const Taken round = take(queue, max_requests, max_bytes);
+      if (round.requests == 0) break;
+      taken += round.requests;
+      bytes += round.bytes;
+      execute([&](size_t first, size_t last) { give_back(queue, first, last); });
     }
-    finish_batch(queue);
-    transport_->signal_used(0);
+    transport.signal_used(0);
   } while (queue.enable_notifications());
 }
 
-uint64_t VirtioBlock::start(Virtqueue& queue, DescriptorChain chain) {
-  Pending& p = batch_[batch_size_];
-  p.transfer = false;
-  uint64_t bytes = 0;
-  const ParsedBlockHeader header = parse_block_header(chain);
-  const auto* h = std::get_if<BlockRequestHeader>(&header);
-  if (h != nullptr && !h->is_transfer()) {
-    // FLUSH covers the writes before it; the rest is rare: no need to overlap them.
-    finish_batch(queue);
-    const ParsedBlockRequest parsed = parse_block_request(chain, *h, disk_);
-    if (const auto* request = std::get_if<BlockRequest>(&parsed)) {
-      for (const BlockRange& range : request->segments()) {
-        bytes += uint64_t{range.sectors} * kSectorSize;
+bool VirtioBlock::serve() {
+  VirtioTransport* transport = transport_.load();
+  if (transport == nullptr) return false;
+  while (!io_thread_->yield_requested()) {
+    uint64_t epoch = 0;
+    bool more = false;  // the queue got buffers while notifications were being re-enabled
+    const bool live = transport->with_queues([&](std::span<Virtqueue> queues) {
+      if (transport_ != transport || queues.empty()) return;  // reset since
+      epoch = epoch_;
+      Virtqueue& queue = queues[0];
+      queue.disable_notifications();
+      if (take(queue, kMaxBatch, kBytesPerNotify).requests == 0) {
+        more = queue.enable_notifications();
       }
+    });
+    if (batch_size_ == 0) {
+      if (live && more) continue;
+      return false;
     }
-    complete(queue, chain, carry_out(chain, parsed));
-    return bytes;
+    // Host I/O without the transport's lock; each part of the round is returned under it.
+    bool stale = false;  // a reset came in between (only when the transport did not pause us)
+    execute([&](size_t first, size_t last) {
+      if (stale) return;
+      stale = true;
+      transport->with_queues([&](std::span<Virtqueue> queues) {
+        if (transport_ != transport || epoch_ != epoch) return;
+        give_back(queues[0], first, last);
+        transport->signal_used(0);
+        stale = false;
+      });
+    });
+    if (stale) drop();
   }
-  if (h == nullptr) {
-    p.outcome = refuse(std::get<BlockRequestError>(header));
-  } else {
-    const ParsedBlockRequest parsed = parse_block_request(chain, *h, disk_);
-    if (const auto* error = std::get_if<BlockRequestError>(&parsed)) {
-      p.outcome = refuse(*error);
-    } else {
-      const BlockRequest& request = std::get<BlockRequest>(parsed);
-      prepare_transfer(p, chain, request);
-      if (p.transfer) bytes = request.data_bytes;
-    }
+  return true;  // paused or ending: the next round after resume_io()
+}
+
+void VirtioBlock::pause_io() {
+  if (io_thread_) io_thread_->pause();
+}
+
+void VirtioBlock::resume_io() {
+  if (io_thread_) io_thread_->resume();
+}
+
+void VirtioBlock::wait_idle() {
+  if (io_thread_) io_thread_->wait_idle();
+}
+
+// ---------------------------------------------------------------------------------------------
+// VirtioBlock: a round of requests
+
+VirtioBlock::Taken VirtioBlock::take(Virtqueue& queue, uint32_t max_requests, uint64_t max_bytes) {
+  write_through_ = !negotiated(VIRTIO_BLK_F_FLUSH);
+  Taken taken;
+  while (batch_size_ < std::min<size_t>(max_requests, kMaxBatch) && taken.bytes < max_bytes) {
+    auto chain = queue.pop();
+    if (!chain) break;
+    Pending& p = batch_[batch_size_++];
+    p.chain.emplace(std::move(*chain));
+    taken.bytes += parse(p);
+    ++taken.requests;
   }
-  p.chain.emplace(std::move(chain));
-  ++batch_size_;
+  return taken;
+}
+
+uint64_t VirtioBlock::parse(Pending& p) {
+  p.step = Pending::Step::done;
+  const ParsedBlockRequest parsed = parse_block_request(*p.chain, disk_);
+  if (const auto* error = std::get_if<BlockRequestError>(&parsed)) {
+    p.outcome = refuse(*error);
+    return 0;
+  }
+  const BlockRequest& request = std::get<BlockRequest>(parsed);
+  switch (request.type) {
+    case BlockRequestType::read:
+    case BlockRequestType::write:
+      prepare_transfer(p, *p.chain, request);
+      return p.step == Pending::Step::transfer ? request.data_bytes : 0;
+    case BlockRequestType::flush:
+    case BlockRequestType::get_id:
+    case BlockRequestType::discard:
+    case BlockRequestType::write_zeroes:
+      break;
+  }
+  p.step = Pending::Step::other;
+  p.request = request;
+  uint64_t bytes = 0;
+  for (const BlockRange& range : request.segments()) {
+    bytes += uint64_t{range.sectors} * kSectorSize;
+  }
   return bytes;
 }
 
-void VirtioBlock::finish_batch(Virtqueue& queue) {
-  const std::span<Pending> batch(batch_.data(), batch_size_);
+void VirtioBlock::execute(const std::function<void(size_t, size_t)>& done) {
+  // Reads and writes go to the backend together, up to the next other request, and are
+  // returned before it is carried out: a FLUSH covers the writes before it.
+  size_t first = 0;  // the first request not yet returned
+  for (size_t i = 0; i < batch_size_; ++i) {
+    if (batch_[i].step != Pending::Step::other) continue;
+    if (i > first) {
+      run_transfers(first, i);
+      done(first, i);
+      first = i;
+    }
+    batch_[i].outcome = carry_out(*batch_[i].chain, batch_[i].request);
+  }
+  if (first < batch_size_) {
+    run_transfers(first, batch_size_);
+    done(first, batch_size_);
+  }
   batch_size_ = 0;
+}
+
+void VirtioBlock::run_transfers(size_t first, size_t last) {
   transfers_.clear();
   bool wrote = false;
-  for (Pending& p : batch) {
-    if (!p.transfer) continue;
-    transfers_.push_back({p.write, p.sector * kSectorSize, p.iov, 0});
+  for (size_t i = first; i < last; ++i) {
+    const Pending& p = batch_[i];
+    if (p.step != Pending::Step::transfer) continue;
+    transfers_.push_back({p.write, p.sector * kSectorSize, batch_[i].iov, 0});
     wrote = wrote || p.write;
   }
-  if (!transfers_.empty()) backend_->transfer_batch(transfers_);
+  if (transfers_.empty()) return write_statuses(first, last);
+  backend_->transfer_batch(transfers_);
   // A driver that did not take FLUSH gets write-through: completed writes are stable
   // (spec §5.2.6.2). One flush covers the whole batch.
   int flush_error = 0;
-  if (wrote && !negotiated(VIRTIO_BLK_F_FLUSH)) flush_error = backend_->flush();
+  if (wrote && write_through_) flush_error = backend_->flush();
 
   size_t next_transfer = 0;
-  for (Pending& p : batch) {
-    if (p.transfer) {
-      const int err = transfers_[next_transfer++].result;
-      const uint64_t len = p.write ? 0 : p.chain->writable_bytes() - 1;
-      if (err != 0) {
-        p.outcome = io_error(p.write ? "write" : "read", p.sector, err);
-      } else if (p.write && flush_error != 0) {
-        p.outcome = io_error("flush", flush_error);
-      } else {
-        p.outcome = {VIRTIO_BLK_S_OK, static_cast<uint32_t>(len)};
-      }
+  for (size_t i = first; i < last; ++i) {
+    Pending& p = batch_[i];
+    if (p.step != Pending::Step::transfer) continue;
+    const int err = transfers_[next_transfer++].result;
+    const uint64_t len = p.write ? 0 : p.chain->writable_bytes() - 1;
+    if (err != 0) {
+      p.outcome = io_error(p.write ? "write" : "read", p.sector, err);
+    } else if (p.write && flush_error != 0) {
+      p.outcome = io_error("flush", flush_error);
+    } else {
+      p.outcome = {VIRTIO_BLK_S_OK, static_cast<uint32_t>(len)};
     }
-    complete(queue, *p.chain, p.outcome);
-    p.chain.reset();
   }
+  write_statuses(first, last);
 }
 
-void VirtioBlock::complete(Virtqueue& queue, const DescriptorChain& chain, Outcome outcome) {
+void VirtioBlock::write_statuses(size_t first, size_t last) {
   // The status goes in the last writable byte; without one the driver learns nothing, but
   // still gets its buffers back.
-  uint32_t used = 0;
-  const uint64_t writable = chain.writable_bytes();
-  if (writable > 0 && chain.write_at(writable - 1, std::span(&outcome.status, 1))) {
-    used = outcome.data_written + 1;
+  for (size_t i = first; i < last; ++i) {
+    Pending& p = batch_[i];
+    const uint64_t writable = p.chain->writable_bytes();
+    p.used = 0;
+    if (writable > 0 && p.chain->write_at(writable - 1, std::span(&p.outcome.status, 1))) {
+      p.used = p.outcome.data_written + 1;
+    }
   }
-  queue.push(chain.head(), used);
 }
 
+void VirtioBlock::give_back(Virtqueue& queue, size_t first, size_t last) {
+  for (size_t i = first; i < last; ++i) {
+    queue.push(batch_[i].chain->head(), batch_[i].used);
+    batch_[i].chain.reset();
+  }
+}
+
+void VirtioBlock::drop() {
+  for (Pending& p : batch_) p.chain.reset();
+  batch_size_ = 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// VirtioBlock: requests
+
 VirtioBlock::Outcome VirtioBlock::carry_out(const DescriptorChain& chain,
-                                            const ParsedBlockRequest& parsed) {
-  if (const auto* error = std::get_if<BlockRequestError>(&parsed)) return refuse(*error);
-  const BlockRequest& request = std::get<BlockRequest>(parsed);
+                                            const BlockRequest& request) {
   switch (request.type) {
     case BlockRequestType::flush:
       return flush();
@@ -223,7 +340,7 @@ VirtioBlock::Outcome VirtioBlock::carry_out(const DescriptorChain& chain,
       return discard_or_write_zeroes(request);
     case BlockRequestType::read:
     case BlockRequestType::write:
-      break;  // start() batches them
+      break;  // parse() made them transfers
   }
   return {VIRTIO_BLK_S_IOERR, 0};
 }
@@ -242,7 +359,7 @@ void VirtioBlock::prepare_transfer(Pending& p, const DescriptorChain& chain,
   } else {
     iov_drop_back(p.iov, 1);  // the status byte
   }
-  p.transfer = true;
+  p.step = Pending::Step::transfer;
   p.write = write;
   p.sector = request.sector;
 }
@@ -269,7 +386,7 @@ VirtioBlock::Outcome VirtioBlock::discard_or_write_zeroes(const BlockRequest& re
                             : backend_->write_zeroes(offset, bytes, range.unmap);
     if (err != 0) return io_error(discard ? "discard" : "write-zeroes", range.sector, err);
   }
-  if (!negotiated(VIRTIO_BLK_F_FLUSH)) return flush();  // write-through, as for writes
+  if (write_through_) return flush();  // write-through, as for writes
   return {VIRTIO_BLK_S_OK, 0};
 }
 

@@ -1,6 +1,6 @@
 // virtio_block in the device registry: <virtio_block path="d.img" readonly="true"
-// direct="true" serial="ID" io="sync|io_uring"/>, --disk PATH[,readonly][,direct][,serial=ID]
-// [,io=sync|io_uring].
+// direct="true" serial="ID" io="sync|io_uring" iothread="on|off"/>,
+// --disk PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off].
 #include <fmt/format.h>
 
 #include "libvmm/core/error.hpp"
@@ -16,8 +16,8 @@ class BlockKind final : public VirtioDeviceKind {
   std::string_view flag() const override { return "--disk"; }
   std::string_view help() const override {
     return "virtIO block device from a raw image: "
-           "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring]; repeat for more (vda, vdb, "
-           "...)";
+           "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off]; repeat for "
+           "more (vda, vdb, ...)";
   }
   std::string_view positional() const override { return "path"; }
   std::vector<AttributeRule> attributes() const override {
@@ -25,7 +25,8 @@ class BlockKind final : public VirtioDeviceKind {
             {"readonly", false, false, "readonly"},
             {"direct", false, false, "direct"},
             {"serial", false, false, "serial=ID"},
-            {"io", false, false, "io=sync or io=io_uring"}};
+            {"io", false, false, "io=sync or io=io_uring"},
+            {"iothread", false, false, "iothread=on or iothread=off"}};
   }
 
   void check(const DeviceSpec& spec, const HostFiles& files,
@@ -48,6 +49,9 @@ class BlockKind final : public VirtioDeviceKind {
     }
     if (const std::string io = spec.value_or("io", "sync"); io != "sync" && io != "io_uring") {
       problems.push_back(fmt::format("io=\"{}\" must be sync or io_uring", io));
+    }
+    if (const std::string t = spec.value_or("iothread", "on"); t != "on" && t != "off") {
+      problems.push_back(fmt::format("iothread=\"{}\" must be on or off", t));
     }
     const std::string path = spec.value_or("path", "");
     if (const std::string why = files.check_readable(path); !why.empty()) {
@@ -75,9 +79,12 @@ class BlockKind final : public VirtioDeviceKind {
   }
 
   std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
-                                       const DeviceContext&) const override {
+                                       const DeviceContext& context) const override {
+    BlockThreading threading;
+    threading.name = fmt::format("blk-io{}", context.index);
+    threading.on_thread_start = context.on_io_thread_start;
     try {
-      return std::make_shared<VirtioBlock>(config(spec));
+      return std::make_shared<VirtioBlock>(config(spec), std::move(threading));
     } catch (const UserError& e) {
       throw UserError(spec.located(e.what()));  // "--disk d.img: image d.img: ..."
     }
@@ -91,6 +98,7 @@ class BlockKind final : public VirtioDeviceKind {
     c.direct = spec.boolean("direct").value_or(false);
     c.serial = spec.value_or("serial", "");
     c.io = spec.value_or("io", "sync") == "io_uring" ? BlockIo::io_uring : BlockIo::sync;
+    c.iothread = spec.value_or("iothread", "on") == "on";
     return c;
   }
 };

@@ -140,7 +140,37 @@ void VirtioMmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
   std::memcpy(data.data(), &value, sizeof(value));  // little-endian, like the guest
 }
 
+VirtioMmioTransport::~VirtioMmioTransport() {
+  // A device I/O thread may be inside with_queues() on this transport: let it finish, and keep
+  // it from starting again (virtio_device.hpp).
+  device_->pause_io();
+}
+
+namespace {
+
+// pause_io() / resume_io() around a register write that may change what a device's I/O thread
+// depends on: taken before the transport's lock, released after it.
+class PausedIo {
+ public:
+  PausedIo(VirtioDevice& device, bool pause) : device_(pause ? &device : nullptr) {
+    if (device_ != nullptr) device_->pause_io();
+  }
+  ~PausedIo() {
+    if (device_ != nullptr) device_->resume_io();
+  }
+  PausedIo(const PausedIo&) = delete;
+  PausedIo& operator=(const PausedIo&) = delete;
+
+ private:
+  VirtioDevice* device_;
+};
+
+}  // namespace
+
 void VirtioMmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
+  // Status may reset or activate the device, QueueReady take a queue down.
+  const PausedIo paused(*device_,
+                        offset == VIRTIO_MMIO_STATUS || offset == VIRTIO_MMIO_QUEUE_READY);
   std::lock_guard lock(mutex_);
   if (offset >= kConfigOffset) return write_config(offset - kConfigOffset, data);
   if (data.size() != 4 || offset % 4 != 0) {

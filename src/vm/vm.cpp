@@ -189,9 +189,14 @@ void Vm::add_config_devices() {
   }
   for (const DevicePlacement& p : plan) {
     const VirtioDeviceKind& kind = *p.device.kind;
-    const DeviceContext context{d.memory, d.loop, d.config.name, p.device.index, [this] {
-                                  request_stop(StopReason::quit, "quit from the console");
-                                }};
+    const DeviceContext context{
+        d.memory,
+        d.loop,
+        d.config.name,
+        p.device.index,
+        [this] { request_stop(StopReason::quit, "quit from the console"); },
+        // on_io_thread_start: per-thread setup of device I/O threads (blk-io<N>); none yet.
+        {}};
     std::shared_ptr<VirtioDevice> device = kind.create(*p.device.spec, context);
     attach_virtio_device(device, p.slot, std::string(kind.element()));
     kind.start(*device, d.loop);

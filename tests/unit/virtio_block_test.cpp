@@ -167,8 +167,14 @@ struct Completion {
 
 constexpr uint8_t kNoStatus = 0xee;  // what the status byte holds until the device writes it
 
-class VirtioBlockTest : public ::testing::Test {
+// Every device test runs twice: with the device's I/O thread (GetParam(), the default) and
+// with the I/O done inside queue_notify() (iothread=off).
+class VirtioBlockTest : public ::testing::TestWithParam<bool> {
  protected:
+  bool io_thread() const { return GetParam(); }
+  std::string threading_option() const { return io_thread() ? ",iothread=on" : ",iothread=off"; }
+  BlockThreading threading() const { return {io_thread(), "blk-io-test", {}}; }
+
   void TearDown() override {
     // The device has one queue: whatever it signals or asks to be renotified is queue 0.
     EXPECT_EQ(transport.signals(), transport.signals(0));
@@ -179,18 +185,21 @@ class VirtioBlockTest : public ::testing::Test {
 
   void use(std::shared_ptr<VirtioBlock> dev, uint64_t features) {
     device = std::move(dev);
+    EXPECT_EQ(device->has_io_thread(), io_thread());
     ring.configure(queue, bit(VIRTIO_RING_F_INDIRECT_DESC));
+    transport.serve(std::span(&queue, 1));  // where the I/O thread finds the queue
     device->activate(transport, features);
   }
   void open(const TempImage& image, const std::string& options = "") {
-    auto dev = std::make_shared<VirtioBlock>(parse_disk_spec(image.path() + options));
+    auto dev =
+        std::make_shared<VirtioBlock>(parse_disk_spec(image.path() + options + threading_option()));
     const uint64_t features = dev->device_features();
     use(std::move(dev), features);
   }
   RecordingBackend& open_recording(uint64_t size, uint64_t features_to_drop = 0) {
     auto backend = std::make_unique<RecordingBackend>(size);
     RecordingBackend& ref = *backend;
-    auto dev = std::make_shared<VirtioBlock>(std::move(backend), "");
+    auto dev = std::make_shared<VirtioBlock>(std::move(backend), "", threading());
     const uint64_t features = dev->device_features() & ~features_to_drop;
     use(std::move(dev), features);
     return ref;
@@ -216,6 +225,13 @@ class VirtioBlockTest : public ::testing::Test {
 
   // --- The driver's side of the ring
 
+  // The driver notifies queue 0; returns once the device has done what it will do about it
+  // (with an I/O thread: once the thread is idle again).
+  void notify() {
+    device->queue_notify(0, queue);
+    device->wait_idle();
+  }
+
   // Links `bufs` into a chain (in the ring's table, or an indirect one) and makes it available.
   void publish(const std::vector<Buffer>& bufs, bool indirect = false) {
     if (indirect) {
@@ -231,7 +247,7 @@ class VirtioBlockTest : public ::testing::Test {
   Completion run(const std::vector<Buffer>& bufs, uint64_t status_gpa, bool indirect = false) {
     const uint16_t before = used_idx();
     publish(bufs, indirect);
-    device->queue_notify(0, queue);
+    notify();
     EXPECT_FALSE(queue.broken()) << queue.error();
     EXPECT_EQ(used_idx(), static_cast<uint16_t>(before + 1)) << "one chain in, one chain out";
     return {*memory.read_obj<uint8_t>(status_gpa), used(before).len};
@@ -308,6 +324,9 @@ TEST(DiskSpec, PathAndOptions) {
   EXPECT_EQ(parse_disk_spec("a.img,serial=12345678901234567890").serial.size(), 20u);
   EXPECT_EQ(c.io, BlockIo::sync);
   EXPECT_EQ(parse_disk_spec("a.img,io=io_uring").io, BlockIo::io_uring);
+  EXPECT_TRUE(c.iothread) << "an I/O thread by default";
+  EXPECT_FALSE(parse_disk_spec("a.img,iothread=off").iothread);
+  EXPECT_TRUE(parse_disk_spec("a.img,iothread=on").iothread);
 }
 
 TEST(DiskSpec, ErrorsNameTheFlagAndSpec) {
@@ -321,12 +340,14 @@ TEST(DiskSpec, ErrorsNameTheFlagAndSpec) {
   };
   EXPECT_EQ(error("a.img,bogus"),
             "--disk a.img,bogus: unknown option 'bogus' (expected readonly, direct, serial=ID, "
-            "io=sync or io=io_uring)");
+            "io=sync or io=io_uring, iothread=on or iothread=off)");
   EXPECT_EQ(error("a.img,"), "--disk a.img,: empty option between commas");
   EXPECT_EQ(error("a.img,io=io_uring,io=sync"),
             "--disk a.img,io=io_uring,io=sync: option 'io' given twice");
   EXPECT_EQ(error(""), "--disk '': missing image path");
   EXPECT_EQ(error("a.img,io=aio"), "--disk a.img,io=aio: io=\"aio\" must be sync or io_uring");
+  EXPECT_EQ(error("a.img,iothread=yes"),
+            "--disk a.img,iothread=yes: iothread=\"yes\" must be on or off");
   EXPECT_EQ(error("a.img,readonly=yes"),
             "--disk a.img,readonly=yes: readonly=\"yes\" must be true or false");
   EXPECT_EQ(error(",readonly"), "--disk ,readonly: missing image path");
@@ -393,7 +414,7 @@ TEST(DiskOpen, ReadOnlyImageRefusesWrites) {
 // ---------------------------------------------------------------------------------------------
 // Identity, features and configuration space
 
-TEST_F(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
+TEST_P(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
   TempImage image(64 * KiB);
   open(image, ",serial=abc");
   EXPECT_EQ(device->name(), "virtio-blk");
@@ -429,7 +450,7 @@ TEST_F(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
   EXPECT_EQ(config_field<uint8_t>(*device, offsetof(virtio_blk_config, capacity) + 1), 0u);
 }
 
-TEST_F(VirtioBlockTest, WorksBehindTheMmioTransport) {
+TEST_P(VirtioBlockTest, WorksBehindTheMmioTransport) {
   TempImage image(8 * KiB);
   auto dev = std::make_shared<VirtioBlock>(parse_disk_spec(image.path()));
   VirtioMmioTransport window(dev, memory, std::make_shared<FakeIrq>());
@@ -443,7 +464,7 @@ TEST_F(VirtioBlockTest, WorksBehindTheMmioTransport) {
 // ---------------------------------------------------------------------------------------------
 // Reads, writes, flush, GET_ID
 
-TEST_F(VirtioBlockTest, ReadsSectors) {
+TEST_P(VirtioBlockTest, ReadsSectors) {
   TempImage image(64 * KiB);
   open(image);
   uint64_t data = 0;
@@ -454,7 +475,7 @@ TEST_F(VirtioBlockTest, ReadsSectors) {
   EXPECT_GE(transport.signals(0), 1);
 }
 
-TEST_F(VirtioBlockTest, ReadsLastSectorAndEmptyRange) {
+TEST_P(VirtioBlockTest, ReadsLastSectorAndEmptyRange) {
   TempImage image(64 * KiB);
   open(image);
   uint64_t data = 0;
@@ -465,7 +486,7 @@ TEST_F(VirtioBlockTest, ReadsLastSectorAndEmptyRange) {
   EXPECT_EQ(c.len, 1u);
 }
 
-TEST_F(VirtioBlockTest, WritesSectors) {
+TEST_P(VirtioBlockTest, WritesSectors) {
   TempImage image(64 * KiB);
   open(image);
   std::vector<uint8_t> data(3 * kSector);
@@ -478,7 +499,7 @@ TEST_F(VirtioBlockTest, WritesSectors) {
   EXPECT_EQ(image.read(13 * kSector, kSector), pattern_bytes(13 * kSector, kSector));
 }
 
-TEST_F(VirtioBlockTest, FlushCompletesOnlyAfterTheBackendSynced) {
+TEST_P(VirtioBlockTest, FlushCompletesOnlyAfterTheBackendSynced) {
   RecordingBackend& backend = open_recording(64 * KiB);
   const uint64_t h = header(VIRTIO_BLK_T_FLUSH, 0);
   const uint64_t s = status_byte();
@@ -493,25 +514,25 @@ TEST_F(VirtioBlockTest, FlushCompletesOnlyAfterTheBackendSynced) {
   EXPECT_FALSE(completed_early) << "status and used entry must come after the sync";
 }
 
-TEST_F(VirtioBlockTest, FlushOnImageFile) {
+TEST_P(VirtioBlockTest, FlushOnImageFile) {
   TempImage image(64 * KiB);
   open(image);
   EXPECT_EQ(command(VIRTIO_BLK_T_FLUSH).status, VIRTIO_BLK_S_OK);
 }
 
-TEST_F(VirtioBlockTest, WritesAreWriteThroughWithoutFlushFeature) {
+TEST_P(VirtioBlockTest, WritesAreWriteThroughWithoutFlushFeature) {
   RecordingBackend& backend = open_recording(64 * KiB, bit(VIRTIO_BLK_F_FLUSH));
   EXPECT_EQ(write(0, std::vector<uint8_t>(kSector, 1)).status, VIRTIO_BLK_S_OK);
   EXPECT_EQ(backend.flushes, 1);
 }
 
-TEST_F(VirtioBlockTest, WritesAreNotSyncedWhenTheDriverFlushes) {
+TEST_P(VirtioBlockTest, WritesAreNotSyncedWhenTheDriverFlushes) {
   RecordingBackend& backend = open_recording(64 * KiB);
   EXPECT_EQ(write(0, std::vector<uint8_t>(kSector, 1)).status, VIRTIO_BLK_S_OK);
   EXPECT_EQ(backend.flushes, 0);
 }
 
-TEST_F(VirtioBlockTest, GetIdReturnsSerialNulPadded) {
+TEST_P(VirtioBlockTest, GetIdReturnsSerialNulPadded) {
   TempImage image(4096);
   open(image, ",serial=vol-7");
   const uint64_t h = header(VIRTIO_BLK_T_GET_ID, 0);
@@ -525,7 +546,7 @@ TEST_F(VirtioBlockTest, GetIdReturnsSerialNulPadded) {
   EXPECT_EQ(guest(id, 20), expected);
 }
 
-TEST_F(VirtioBlockTest, GetIdOfTwentyCharactersHasNoTerminator) {
+TEST_P(VirtioBlockTest, GetIdOfTwentyCharactersHasNoTerminator) {
   TempImage image(4096);
   open(image, ",serial=ABCDEFGHIJKLMNOPQRST");
   const uint64_t h = header(VIRTIO_BLK_T_GET_ID, 0);
@@ -535,7 +556,7 @@ TEST_F(VirtioBlockTest, GetIdOfTwentyCharactersHasNoTerminator) {
   EXPECT_EQ(std::string(bytes.begin(), bytes.end()), "ABCDEFGHIJKLMNOPQRST");
 }
 
-TEST_F(VirtioBlockTest, GetIdNeedsTwentyBytes) {
+TEST_P(VirtioBlockTest, GetIdNeedsTwentyBytes) {
   TempImage image(4096);
   open(image, ",serial=x");
   const uint64_t h = header(VIRTIO_BLK_T_GET_ID, 0);
@@ -550,7 +571,7 @@ TEST_F(VirtioBlockTest, GetIdNeedsTwentyBytes) {
 // ---------------------------------------------------------------------------------------------
 // DISCARD and WRITE_ZEROES
 
-TEST_F(VirtioBlockTest, DiscardPunchesAHoleThatReadsAsZeroes) {
+TEST_P(VirtioBlockTest, DiscardPunchesAHoleThatReadsAsZeroes) {
   TempImage image(1 * MiB);
   open(image);
   ASSERT_EQ(image.next_hole(0), 1 * MiB) << "fully allocated to begin with";
@@ -567,7 +588,7 @@ TEST_F(VirtioBlockTest, DiscardPunchesAHoleThatReadsAsZeroes) {
   EXPECT_EQ(guest(data + 257 * kSector, kSector), pattern_bytes(512 * kSector, kSector));
 }
 
-TEST_F(VirtioBlockTest, DiscardTakesSeveralSegments) {
+TEST_P(VirtioBlockTest, DiscardTakesSeveralSegments) {
   TempImage image(1 * MiB);
   open(image);
   EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, 8, 0}, {64, 8, 0}, {100, 0, 0}}).status,
@@ -577,7 +598,7 @@ TEST_F(VirtioBlockTest, DiscardTakesSeveralSegments) {
   EXPECT_EQ(image.read(4096, 4096), pattern_bytes(4096, 4096));
 }
 
-TEST_F(VirtioBlockTest, DiscardRefusesFlags) {
+TEST_P(VirtioBlockTest, DiscardRefusesFlags) {
   TempImage image(64 * KiB);
   open(image);
   // The unmap flag is for WRITE_ZEROES only; other flags are unknown (spec §5.2.6.2).
@@ -588,7 +609,7 @@ TEST_F(VirtioBlockTest, DiscardRefusesFlags) {
   EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
 }
 
-TEST_F(VirtioBlockTest, WriteZeroesReadsBackZeroes) {
+TEST_P(VirtioBlockTest, WriteZeroesReadsBackZeroes) {
   TempImage image(1 * MiB);
   open(image);
   EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{3, 5, 0}}).status, VIRTIO_BLK_S_OK);
@@ -607,7 +628,7 @@ TEST_F(VirtioBlockTest, WriteZeroesReadsBackZeroes) {
   EXPECT_EQ(guest(data, 8 * kSector), std::vector<uint8_t>(8 * kSector, 0));
 }
 
-TEST_F(VirtioBlockTest, WriteZeroesFallsBackToWritingZeroes) {
+TEST_P(VirtioBlockTest, WriteZeroesFallsBackToWritingZeroes) {
   // tmpfs has holes but no FALLOC_FL_ZERO_RANGE: without unmap the device writes zeroes.
   if (::access("/dev/shm", W_OK) != 0) GTEST_SKIP() << "no writable /dev/shm";
   TempImage image(1 * MiB, true, "/dev/shm");
@@ -621,7 +642,7 @@ TEST_F(VirtioBlockTest, WriteZeroesFallsBackToWritingZeroes) {
 
 // WRITE_ZEROES may be carried out by writing zeroes (tmpfs, NFS): it is held to 1 MiB a
 // segment, 32 MiB a request, where DISCARD (a hole punched, or nothing) may ask for 1 GiB.
-TEST_F(VirtioBlockTest, WriteZeroesIsBoundedLikeAWrite) {
+TEST_P(VirtioBlockTest, WriteZeroesIsBoundedLikeAWrite) {
   TempImage image(4 * MiB, false);
   open(image);
   const uint32_t max = VirtioBlock::kMaxWriteZeroesSectors;
@@ -637,7 +658,7 @@ TEST_F(VirtioBlockTest, WriteZeroesIsBoundedLikeAWrite) {
   EXPECT_EQ(image.read(0, 2 * MiB), std::vector<uint8_t>(2 * MiB, 0));
 }
 
-TEST_F(VirtioBlockTest, RangeRequestsAreCheckedBeforeAnySegmentIsDone) {
+TEST_P(VirtioBlockTest, RangeRequestsAreCheckedBeforeAnySegmentIsDone) {
   TempImage image(64 * KiB);
   open(image);
   struct Case {
@@ -669,7 +690,7 @@ TEST_F(VirtioBlockTest, RangeRequestsAreCheckedBeforeAnySegmentIsDone) {
   }
 }
 
-TEST_F(VirtioBlockTest, RangeRequestsNeedTheirFeature) {
+TEST_P(VirtioBlockTest, RangeRequestsNeedTheirFeature) {
   RecordingBackend& backend =
       open_recording(64 * KiB, bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES));
   std::fill(backend.data.begin(), backend.data.end(), 1);
@@ -678,7 +699,7 @@ TEST_F(VirtioBlockTest, RangeRequestsNeedTheirFeature) {
   EXPECT_EQ(backend.data[0], 1);
 }
 
-TEST_F(VirtioBlockTest, WriteZeroesInDataBuffersIsRefused) {
+TEST_P(VirtioBlockTest, WriteZeroesInDataBuffersIsRefused) {
   TempImage image(64 * KiB);
   open(image);
   const uint64_t h = header(VIRTIO_BLK_T_WRITE_ZEROES, 0);
@@ -692,7 +713,7 @@ TEST_F(VirtioBlockTest, WriteZeroesInDataBuffersIsRefused) {
 // ---------------------------------------------------------------------------------------------
 // Read-only disks
 
-TEST_F(VirtioBlockTest, ReadOnlyDiskAdvertisesRoAndRefusesWrites) {
+TEST_P(VirtioBlockTest, ReadOnlyDiskAdvertisesRoAndRefusesWrites) {
   TempImage image(64 * KiB);
   open(image, ",readonly");
   const uint64_t features = device->device_features();
@@ -717,7 +738,7 @@ TEST_F(VirtioBlockTest, ReadOnlyDiskAdvertisesRoAndRefusesWrites) {
 // ---------------------------------------------------------------------------------------------
 // O_DIRECT
 
-TEST_F(VirtioBlockTest, DirectImageTakesAlignedAndMisalignedBuffers) {
+TEST_P(VirtioBlockTest, DirectImageTakesAlignedAndMisalignedBuffers) {
   TempImage image(64 * KiB);
   open(image, ",direct");
   // Page-aligned guest buffer: straight to the disk.
@@ -753,7 +774,7 @@ TEST_F(VirtioBlockTest, DirectImageTakesAlignedAndMisalignedBuffers) {
 // ---------------------------------------------------------------------------------------------
 // Descriptor layouts a driver may choose
 
-TEST_F(VirtioBlockTest, DataSpreadOverManySmallDescriptors) {
+TEST_P(VirtioBlockTest, DataSpreadOverManySmallDescriptors) {
   TempImage image(64 * KiB);
   open(image);
   // Header in two pieces, 2 sectors of data in 64 buffers of 16 bytes, status after.
@@ -795,7 +816,7 @@ TEST_F(VirtioBlockTest, DataSpreadOverManySmallDescriptors) {
   EXPECT_EQ(image.read(40 * kSector, 1024), data);
 }
 
-TEST_F(VirtioBlockTest, StatusMayShareTheLastDataBuffer) {
+TEST_P(VirtioBlockTest, StatusMayShareTheLastDataBuffer) {
   TempImage image(64 * KiB);
   open(image);
   const uint64_t h = header(VIRTIO_BLK_T_IN, 2);
@@ -807,7 +828,7 @@ TEST_F(VirtioBlockTest, StatusMayShareTheLastDataBuffer) {
   EXPECT_EQ(guest(d, kSector), pattern_bytes(2 * kSector, kSector));
 }
 
-TEST_F(VirtioBlockTest, ChainThroughIndirectTable) {
+TEST_P(VirtioBlockTest, ChainThroughIndirectTable) {
   TempImage image(64 * KiB);
   open(image);
   const uint64_t h = header(VIRTIO_BLK_T_IN, 4);
@@ -818,7 +839,7 @@ TEST_F(VirtioBlockTest, ChainThroughIndirectTable) {
   EXPECT_EQ(guest(d, kSector), pattern_bytes(4 * kSector, kSector));
 }
 
-TEST_F(VirtioBlockTest, ProcessesEveryAvailableChainInOneNotify) {
+TEST_P(VirtioBlockTest, ProcessesEveryAvailableChainInOneNotify) {
   TempImage image(64 * KiB);
   open(image);
   std::vector<uint64_t> statuses, data;
@@ -828,7 +849,7 @@ TEST_F(VirtioBlockTest, ProcessesEveryAvailableChainInOneNotify) {
     statuses.push_back(status_byte());
     publish({{h, 16, false}, {data.back(), kSector, true}, {statuses.back(), 1, true}});
   }
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(used_idx(), 5);
   for (uint64_t i = 0; i < 5; ++i) {
     EXPECT_EQ(*memory.read_obj<uint8_t>(statuses[i]), VIRTIO_BLK_S_OK);
@@ -838,7 +859,7 @@ TEST_F(VirtioBlockTest, ProcessesEveryAvailableChainInOneNotify) {
   EXPECT_GE(transport.signals(0), 1);
 }
 
-TEST_F(VirtioBlockTest, ReadsAndWritesOfOneNotifyGoToTheBackendAsOneBatch) {
+TEST_P(VirtioBlockTest, ReadsAndWritesOfOneNotifyGoToTheBackendAsOneBatch) {
   RecordingBackend& backend = open_recording(64 * KiB);
   std::vector<uint64_t> statuses;
   auto publish_io = [&](uint32_t type, uint64_t sector) {
@@ -855,14 +876,14 @@ TEST_F(VirtioBlockTest, ReadsAndWritesOfOneNotifyGoToTheBackendAsOneBatch) {
   int completed_before_flush = -1;
   backend.on_flush = [&] { completed_before_flush = used_idx(); };
 
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(backend.batch_sizes, (std::vector<size_t>{5, 3})) << "the flush splits the batch";
   EXPECT_EQ(completed_before_flush, 5) << "the reads before the flush completed first";
   EXPECT_EQ(used_idx(), 9);
   for (const uint64_t s : statuses) EXPECT_EQ(*memory.read_obj<uint8_t>(s), VIRTIO_BLK_S_OK);
 }
 
-TEST_F(VirtioBlockTest, WriteThroughSyncsABatchOnceBeforeAnyStatus) {
+TEST_P(VirtioBlockTest, WriteThroughSyncsABatchOnceBeforeAnyStatus) {
   RecordingBackend& backend = open_recording(64 * KiB, bit(VIRTIO_BLK_F_FLUSH));
   std::vector<uint64_t> statuses;
   for (uint64_t i = 0; i < 4; ++i) {
@@ -873,19 +894,20 @@ TEST_F(VirtioBlockTest, WriteThroughSyncsABatchOnceBeforeAnyStatus) {
   }
   bool completed_early = true;
   backend.on_flush = [&] { completed_early = used_idx() != 0; };
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(backend.flushes, 1);
   EXPECT_FALSE(completed_early);
   for (const uint64_t s : statuses) EXPECT_EQ(*memory.read_obj<uint8_t>(s), VIRTIO_BLK_S_OK);
 }
 
-TEST_F(VirtioBlockTest, FailedWriteThroughSyncFailsTheBatchsWrites) {
+TEST_P(VirtioBlockTest, FailedWriteThroughSyncFailsTheBatchsWrites) {
   RecordingBackend& backend = open_recording(64 * KiB, bit(VIRTIO_BLK_F_FLUSH));
   backend.on_flush = [&] { backend.fail_with = EIO; };
   EXPECT_EQ(write(0, std::vector<uint8_t>(kSector, 1)).status, VIRTIO_BLK_S_IOERR);
 }
 
-TEST_F(VirtioBlockTest, BusyQueueYieldsAfterItsBudgetWhenTheTransportCanRenotify) {
+TEST_P(VirtioBlockTest, BusyQueueYieldsAfterItsBudgetWhenTheTransportCanRenotify) {
+  if (io_thread()) GTEST_SKIP() << "the notification budget is for iothread=off";
   RecordingBackend& backend = open_recording(64 * KiB);
   transport.can_renotify = true;
   // A driver that refills the queue as fast as the device empties it.
@@ -899,17 +921,18 @@ TEST_F(VirtioBlockTest, BusyQueueYieldsAfterItsBudgetWhenTheTransportCanRenotify
   backend.on_batch = [&] {
     for (int i = 0; i < 64; ++i, ++published) publish_read();
   };
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(transport.renotifies(0), 1);
   EXPECT_EQ(used_idx(), VirtioBlock::kRequestsPerNotify) << "everything taken was completed";
   EXPECT_GE(transport.signals(0), 1);
 
   backend.on_batch = nullptr;  // the driver stops; the renotified call drains the rest
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(used_idx(), static_cast<uint16_t>(published));
 }
 
-TEST_F(VirtioBlockTest, LargeRequestsYieldAfterTheByteBudget) {
+TEST_P(VirtioBlockTest, LargeRequestsYieldAfterTheByteBudget) {
+  if (io_thread()) GTEST_SKIP() << "the notification budget is for iothread=off";
   // Few requests, each moving 1 MiB: the request count alone would take them all at once.
   RecordingBackend& backend = open_recording(1 * MiB);
   transport.can_renotify = true;
@@ -925,19 +948,20 @@ TEST_F(VirtioBlockTest, LargeRequestsYieldAfterTheByteBudget) {
   bufs.push_back({s, 1, true});
   for (uint32_t i = 0; i < kMiBReads; ++i) publish(bufs, true);  // one indirect table for all
 
-  device->queue_notify(0, queue);
+  notify();
   const uint64_t budget_reads = VirtioBlock::kBytesPerNotify / MiB;
   EXPECT_EQ(used_idx(), budget_reads) << "stopped once the requests taken reached the budget";
   EXPECT_EQ(transport.renotifies(0), 1);
   EXPECT_EQ(used(0).len, 1 * MiB + 1);
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(used_idx(), kMiBReads);
   EXPECT_EQ(transport.renotifies(0), 1) << "the rest was under the budget";
   EXPECT_TRUE(backend.batch_sizes.size() >= 2);
 }
 
 // Sectors to discard or zero count too: each of these asks for 32 GiB.
-TEST_F(VirtioBlockTest, RangeRequestsCountAgainstTheByteBudget) {
+TEST_P(VirtioBlockTest, RangeRequestsCountAgainstTheByteBudget) {
+  if (io_thread()) GTEST_SKIP() << "the notification budget is for iothread=off";
   class NullBackend final : public BlockBackend {
    public:
     uint64_t size() const override { return 64 * GiB; }
@@ -954,7 +978,7 @@ TEST_F(VirtioBlockTest, RangeRequestsCountAgainstTheByteBudget) {
   };
   auto owned = std::make_unique<NullBackend>();
   NullBackend& backend = *owned;
-  auto dev = std::make_shared<VirtioBlock>(std::move(owned), "");
+  auto dev = std::make_shared<VirtioBlock>(std::move(owned), "", threading());
   use(dev, dev->device_features());
   transport.can_renotify = true;
   const std::vector<virtio_blk_discard_write_zeroes> segs(VirtioBlock::kMaxRangeSegments,
@@ -966,12 +990,12 @@ TEST_F(VirtioBlockTest, RangeRequestsCountAgainstTheByteBudget) {
   for (int i = 0; i < 3; ++i) {
     publish({{h, 16, false}, {d, static_cast<uint32_t>(16 * segs.size()), false}, {s, 1, true}});
   }
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(used_idx(), 1);
   EXPECT_EQ(backend.discards, static_cast<int>(VirtioBlock::kMaxRangeSegments));
   EXPECT_EQ(transport.renotifies(0), 1);
-  device->queue_notify(0, queue);
-  device->queue_notify(0, queue);
+  notify();
+  notify();
   EXPECT_EQ(used_idx(), 3);
 }
 
@@ -980,7 +1004,8 @@ TEST_F(VirtioBlockTest, RangeRequestsCountAgainstTheByteBudget) {
 // allocates and fills pages) of the largest request, 254 buffers of size_max, until the byte
 // budget stops it: under kBytesPerNotify + kMaxRequestBytes (127.5 MiB). A bound check with a
 // wide margin, not a performance test.
-TEST_F(VirtioBlockTest, WorstNotificationOnATmpfsImageEndsWithinItsBound) {
+TEST_P(VirtioBlockTest, WorstNotificationOnATmpfsImageEndsWithinItsBound) {
+  if (io_thread()) GTEST_SKIP() << "the notification budget is for iothread=off";
   constexpr auto kBound = std::chrono::milliseconds(2000);
   if (::access("/dev/shm", W_OK) != 0) GTEST_SKIP() << "no writable /dev/shm";
   constexpr uint64_t kRequest = VirtioBlock::kMaxRequestBytes;
@@ -1003,7 +1028,7 @@ TEST_F(VirtioBlockTest, WorstNotificationOnATmpfsImageEndsWithinItsBound) {
   }
 
   const auto start = std::chrono::steady_clock::now();
-  device->queue_notify(0, queue);
+  notify();
   const auto took = std::chrono::steady_clock::now() - start;
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took);
   RecordProperty("notification_ms", static_cast<int>(ms.count()));
@@ -1015,11 +1040,12 @@ TEST_F(VirtioBlockTest, WorstNotificationOnATmpfsImageEndsWithinItsBound) {
   EXPECT_EQ(*memory.read_obj<uint8_t>(statuses[0]), VIRTIO_BLK_S_OK);
   EXPECT_EQ(*memory.read_obj<uint8_t>(statuses[1]), VIRTIO_BLK_S_OK);
   EXPECT_EQ(image.read(2 * kRequest - kSector, kSector), std::vector<uint8_t>(kSector, 0x77));
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(used_idx(), 3);
 }
 
-TEST_F(VirtioBlockTest, BusyQueueDrainsFullyWhenTheTransportCannotRenotify) {
+TEST_P(VirtioBlockTest, BusyQueueDrainsFullyWhenTheTransportCannotRenotify) {
+  if (io_thread()) GTEST_SKIP() << "the notification budget is for iothread=off";
   RecordingBackend& backend = open_recording(64 * KiB);
   auto publish_read = [&] {
     const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
@@ -1033,12 +1059,59 @@ TEST_F(VirtioBlockTest, BusyQueueDrainsFullyWhenTheTransportCannotRenotify) {
       for (int i = 0; i < 64; ++i) publish_read();
     }
   };
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(used_idx(), 6 * 64);
   EXPECT_EQ(transport.renotifies(0), 1) << "asked once, refused, went on";
 }
 
-TEST_F(VirtioBlockTest, IoUringImageCarriesOutABatch) {
+// With the I/O thread there is no notification to yield: the thread drains the queue in
+// rounds, and returns (and signals) each round's chains before it takes the next, so a driver
+// that keeps its queue full still gets completions at a steady pace.
+TEST_P(VirtioBlockTest, IoThreadReturnsEachRoundBeforeTakingTheNext) {
+  if (!io_thread()) GTEST_SKIP() << "rounds on the I/O thread";
+  RecordingBackend& backend = open_recording(64 * KiB);
+  auto publish_read = [&] {
+    const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+    const uint64_t s = status_byte();
+    publish({{h, 16, false}, {s, 1, true}});
+  };
+  for (int i = 0; i < 64; ++i) publish_read();
+  std::vector<int> used_at_batch, signals_at_batch;
+  backend.on_batch = [&] {  // on the I/O thread, while the round is at the backend
+    used_at_batch.push_back(used_idx());
+    signals_at_batch.push_back(transport.signals(0));
+    if (used_at_batch.size() < 5) {
+      for (int i = 0; i < 64; ++i) publish_read();
+    }
+  };
+  notify();
+  EXPECT_EQ(used_at_batch, (std::vector<int>{0, 64, 128, 192, 256}));
+  EXPECT_EQ(signals_at_batch, (std::vector<int>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(used_idx(), 5 * 64);
+  EXPECT_EQ(transport.renotifies(), 0) << "the thread needs no renotify";
+}
+
+TEST_P(VirtioBlockTest, IoThreadRoundsStopAtTheByteBudget) {
+  if (!io_thread()) GTEST_SKIP() << "rounds on the I/O thread";
+  RecordingBackend& backend = open_recording(2 * MiB);
+  constexpr uint32_t kReads = 40;  // of 2 MiB: 32 of them make kBytesPerNotify
+  static_assert(VirtioBlock::kBytesPerNotify == 32 * 2 * MiB);
+  const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
+  const uint64_t d = alloc(VirtioBlock::kSizeMax, 4096);
+  const uint64_t s = status_byte();
+  std::vector<Buffer> bufs{{h, 16, false}};
+  for (uint64_t done = 0; done < 2 * MiB; done += VirtioBlock::kSizeMax) {
+    bufs.push_back({d, VirtioBlock::kSizeMax, true});
+  }
+  bufs.push_back({s, 1, true});
+  for (uint32_t i = 0; i < kReads; ++i) publish(bufs, true);
+  notify();
+  EXPECT_EQ(used_idx(), kReads);
+  EXPECT_EQ(backend.batch_sizes, (std::vector<size_t>{32, 8}));
+  EXPECT_EQ(transport.signals(0), 2) << "one per round";
+}
+
+TEST_P(VirtioBlockTest, IoUringImageCarriesOutABatch) {
   TempImage image(256 * KiB);
   open(image, ",io=io_uring");
   std::vector<uint64_t> statuses, data;
@@ -1050,7 +1123,7 @@ TEST_F(VirtioBlockTest, IoUringImageCarriesOutABatch) {
     statuses.push_back(status_byte());
     publish({{h, 16, false}, {data.back(), 4096, reading}, {statuses.back(), 1, true}});
   }
-  device->queue_notify(0, queue);
+  notify();
   ASSERT_EQ(used_idx(), 20);
   for (uint64_t i = 0; i < 20; ++i) {
     EXPECT_EQ(*memory.read_obj<uint8_t>(statuses[i]), VIRTIO_BLK_S_OK);
@@ -1064,7 +1137,7 @@ TEST_F(VirtioBlockTest, IoUringImageCarriesOutABatch) {
   EXPECT_EQ(read(512, kSector, beyond).status, VIRTIO_BLK_S_IOERR) << "range checks still apply";
 }
 
-TEST_F(VirtioBlockTest, IoUringDirectImageTakesMisalignedBuffers) {
+TEST_P(VirtioBlockTest, IoUringDirectImageTakesMisalignedBuffers) {
   TempImage image(256 * KiB);
   open(image, ",direct,io=io_uring");
   uint64_t data = 0;
@@ -1080,7 +1153,7 @@ TEST_F(VirtioBlockTest, IoUringDirectImageTakesMisalignedBuffers) {
 // ---------------------------------------------------------------------------------------------
 // Malformed requests: an error status (or nothing to write it to), never a crash
 
-TEST_F(VirtioBlockTest, SectorsBeyondTheDiskAreRefused) {
+TEST_P(VirtioBlockTest, SectorsBeyondTheDiskAreRefused) {
   TempImage image(64 * KiB);  // 128 sectors
   open(image);
   uint64_t data = 0;
@@ -1092,7 +1165,7 @@ TEST_F(VirtioBlockTest, SectorsBeyondTheDiskAreRefused) {
   EXPECT_EQ(image.read(0, 64 * KiB), pattern_bytes(0, 64 * KiB));
 }
 
-TEST_F(VirtioBlockTest, SectorArithmeticDoesNotOverflow) {
+TEST_P(VirtioBlockTest, SectorArithmeticDoesNotOverflow) {
   TempImage image(64 * KiB);
   open(image);
   uint64_t data = 0;
@@ -1107,7 +1180,7 @@ TEST_F(VirtioBlockTest, SectorArithmeticDoesNotOverflow) {
   EXPECT_EQ(image.read(0, 64 * KiB), pattern_bytes(0, 64 * KiB));
 }
 
-TEST_F(VirtioBlockTest, DataMustBeWholeSectors) {
+TEST_P(VirtioBlockTest, DataMustBeWholeSectors) {
   TempImage image(64 * KiB);
   open(image);
   uint64_t data = 0;
@@ -1119,7 +1192,7 @@ TEST_F(VirtioBlockTest, DataMustBeWholeSectors) {
 }
 
 // What the device advertises (size_max, seg_max) it enforces: beyond it, IOERR and no I/O.
-TEST_F(VirtioBlockTest, DataBufferLargerThanSizeMaxIsRefused) {
+TEST_P(VirtioBlockTest, DataBufferLargerThanSizeMaxIsRefused) {
   TempImage image(4 * MiB, false);
   open(image);
   const uint32_t size_max = VirtioBlock::kSizeMax;
@@ -1139,7 +1212,7 @@ TEST_F(VirtioBlockTest, DataBufferLargerThanSizeMaxIsRefused) {
   EXPECT_EQ(run({{h, 16, false}, {d, size_max + 1, true}}, d + size_max).status, VIRTIO_BLK_S_OK);
 }
 
-TEST_F(VirtioBlockTest, HostileReadOfOneBufferRepeatedIsRefusedWithoutIo) {
+TEST_P(VirtioBlockTest, HostileReadOfOneBufferRepeatedIsRefusedWithoutIo) {
   // The attack: every data descriptor names the same large guest buffer, so a small guest asks
   // for hundreds of MiB of host I/O in one request. 254 x 1 MiB: each buffer is over size_max.
   TempImage image(256 * MiB, false);  // sparse
@@ -1157,7 +1230,7 @@ TEST_F(VirtioBlockTest, HostileReadOfOneBufferRepeatedIsRefusedWithoutIo) {
   EXPECT_EQ(guest(big, 16), std::vector<uint8_t>(16, 0x5a)) << "the buffer is untouched";
 }
 
-TEST_F(VirtioBlockTest, MoreDataBuffersThanSegMaxAreRefused) {
+TEST_P(VirtioBlockTest, MoreDataBuffersThanSegMaxAreRefused) {
   RecordingBackend& backend = open_recording(1 * MiB);
   const uint32_t seg_max = VirtioBlock::kSegMax;
   // A read: header alone, seg_max + 1 sector buffers, the status sharing the last (256
@@ -1191,7 +1264,7 @@ TEST_F(VirtioBlockTest, MoreDataBuffersThanSegMaxAreRefused) {
   EXPECT_EQ(backend.writes, 1);
 }
 
-TEST_F(VirtioBlockTest, HeaderInAWritableDescriptorIsRefused) {
+TEST_P(VirtioBlockTest, HeaderInAWritableDescriptorIsRefused) {
   TempImage image(64 * KiB);
   open(image);
   const uint64_t h = header(VIRTIO_BLK_T_OUT, 0);
@@ -1202,7 +1275,7 @@ TEST_F(VirtioBlockTest, HeaderInAWritableDescriptorIsRefused) {
   EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
 }
 
-TEST_F(VirtioBlockTest, ShortHeaderIsRefused) {
+TEST_P(VirtioBlockTest, ShortHeaderIsRefused) {
   TempImage image(64 * KiB);
   open(image);
   const uint64_t h = header(VIRTIO_BLK_T_IN, 0);
@@ -1212,7 +1285,7 @@ TEST_F(VirtioBlockTest, ShortHeaderIsRefused) {
   EXPECT_EQ(run({{s, 1, true}}, s).status, VIRTIO_BLK_S_IOERR) << "no header at all";
 }
 
-TEST_F(VirtioBlockTest, RequestWithoutStatusByteIsReturnedUnused) {
+TEST_P(VirtioBlockTest, RequestWithoutStatusByteIsReturnedUnused) {
   TempImage image(64 * KiB);
   open(image);
   // A write with no writable byte at all: not carried out, chain returned with length 0.
@@ -1226,7 +1299,7 @@ TEST_F(VirtioBlockTest, RequestWithoutStatusByteIsReturnedUnused) {
   EXPECT_EQ(read(0, kSector, data).status, VIRTIO_BLK_S_OK);
 }
 
-TEST_F(VirtioBlockTest, DataInTheWrongDirectionIsRefused) {
+TEST_P(VirtioBlockTest, DataInTheWrongDirectionIsRefused) {
   TempImage image(64 * KiB);
   open(image);
   // A read whose data buffer is device-readable.
@@ -1247,7 +1320,7 @@ TEST_F(VirtioBlockTest, DataInTheWrongDirectionIsRefused) {
   EXPECT_EQ(image.read(0, kSector), pattern_bytes(0, kSector));
 }
 
-TEST_F(VirtioBlockTest, UnknownRequestTypesAreUnsupported) {
+TEST_P(VirtioBlockTest, UnknownRequestTypesAreUnsupported) {
   TempImage image(64 * KiB);
   open(image);
   for (const uint32_t type : {2u, 3u, 10u, 14u, 16u, 0x80000001u, 0xffffffffu}) {
@@ -1257,7 +1330,7 @@ TEST_F(VirtioBlockTest, UnknownRequestTypesAreUnsupported) {
   }
 }
 
-TEST_F(VirtioBlockTest, HostIoErrorsGiveIoerr) {
+TEST_P(VirtioBlockTest, HostIoErrorsGiveIoerr) {
   RecordingBackend& backend = open_recording(64 * KiB);
   backend.fail_with = EIO;
   uint64_t data = 0;
@@ -1271,7 +1344,7 @@ TEST_F(VirtioBlockTest, HostIoErrorsGiveIoerr) {
   for (int i = 0; i < 20; ++i) command(VIRTIO_BLK_T_FLUSH);  // the log stays short
 }
 
-TEST_F(VirtioBlockTest, IgnoresNotificationsUntilActivatedAndAfterReset) {
+TEST_P(VirtioBlockTest, IgnoresNotificationsUntilActivatedAndAfterReset) {
   TempImage image(64 * KiB);
   open(image);
   device->reset();
@@ -1279,14 +1352,20 @@ TEST_F(VirtioBlockTest, IgnoresNotificationsUntilActivatedAndAfterReset) {
   const uint64_t d = alloc(kSector);
   const uint64_t s = status_byte();
   publish({{h, 16, false}, {d, kSector, true}, {s, 1, true}});
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(used_idx(), 0);
   device->activate(transport, device->device_features());
   device->queue_notify(1, queue);  // there is no queue 1
+  device->wait_idle();
   EXPECT_EQ(used_idx(), 0);
-  device->queue_notify(0, queue);
+  notify();
   EXPECT_EQ(used_idx(), 1);
 }
+
+INSTANTIATE_TEST_SUITE_P(Threading, VirtioBlockTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& param) {
+                           return param.param ? "IoThread" : "InNotify";
+                         });
 
 // ---------------------------------------------------------------------------------------------
 // parse_block_request() on its own: what it makes of each chain, and what it calls each mistake

@@ -78,9 +78,12 @@ TEST(DeviceRegistry, UnknownKindIsAProblem) {
 TEST(DeviceRegistry, BlockRules) {
   EXPECT_TRUE(
       problems_of("virtio_block", "d.img,readonly,direct,serial=disk-1,io=io_uring").empty());
+  EXPECT_TRUE(problems_of("virtio_block", "d.img,iothread=off").empty());
+  EXPECT_EQ(first_problem("virtio_block", "d.img,iothread"),
+            "--disk d.img,iothread: iothread=\"true\" must be on or off");
   EXPECT_EQ(first_problem("virtio_block", "d.img,bogus"),
             "--disk d.img,bogus: unknown option 'bogus' (expected readonly, direct, serial=ID, "
-            "io=sync or io=io_uring)");
+            "io=sync or io=io_uring, iothread=on or iothread=off)");
   EXPECT_EQ(first_problem("virtio_block", ""), "--disk: missing image path");
   EXPECT_EQ(first_problem("virtio_block", ",readonly"), "--disk ,readonly: missing image path");
   EXPECT_EQ(first_problem("virtio_block", "missing"),

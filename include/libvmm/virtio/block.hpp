@@ -1,6 +1,6 @@
 // The virtIO block device (virtIO 1.2 §5.2): a disk backed by a BlockBackend, usually a raw
 // image (backends/block_image.hpp) given on the command line as
-// --disk PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring].
+// --disk PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off].
 //
 // The guest is untrusted: every request is checked by parse_block_request() (header, direction
 // of each part, lengths, sector ranges with overflow-safe arithmetic, and the limits the device
@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -21,6 +22,7 @@
 
 #include "libvmm/backends/block_backend.hpp"
 #include "libvmm/backends/block_image.hpp"
+#include "libvmm/core/io_thread.hpp"
 #include "libvmm/virtio/block_request.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
@@ -33,23 +35,41 @@ struct BlockConfig {
   bool direct = false;  // O_DIRECT: bypass the host page cache
   std::string serial;   // GET_ID answer: up to 20 printable ASCII characters, may be empty
   BlockIo io = BlockIo::sync;
+  bool iothread = true;  // host I/O on the device's own thread (iothread=on), else on the caller's
 };
 
-// Parses "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring]" (the --disk flag, through
-// the device registry's virtio_block kind), without looking at the image. Throws UserError
-// naming --disk and the spec.
+// Where a VirtioBlock does its host I/O.
+struct BlockThreading {
+  bool io_thread = true;  // its own thread; false: inside queue_notify(), under the lock
+  std::string name = "blk-io";
+  std::function<void()> on_thread_start;  // runs first on the I/O thread (IoThread)
+};
+
+// Parses "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off]" (the
+// --disk flag, through the device registry's virtio_block kind), without looking at the image.
+// Throws UserError naming --disk and the spec.
 BlockConfig parse_disk_spec(std::string_view spec);
 
-// Requests are carried out inside queue_notify() (under the transport's lock, on the event loop
-// or a vCPU thread). Reads and writes are collected into batches of up to kMaxBatch and handed
-// to BlockBackend::transfer_batch() together; any other request first completes the batch
-// before it. Each request is complete, and a FLUSH is on stable storage, before its status is
-// written and its chain returned; nothing stays in flight when queue_notify() returns.
-// One notification takes at most kRequestsPerNotify requests, and stops taking more once those
-// taken ask for kBytesPerNotify bytes of host I/O (data read or written, sectors discarded or
-// zeroed), when the transport can call it again later: a guest that keeps its queue full of
-// large requests cannot hold the device's lock (and the event loop) for long, nor starve
-// other devices. The bytes of one notification stay below kBytesPerNotify plus one request.
+// Requests are carried out in rounds: take up to kMaxBatch chains from the queue (stopping once
+// they ask for kBytesPerNotify bytes of host I/O: data read or written, sectors discarded or
+// zeroed), carry them out in order (consecutive reads and writes handed to
+// BlockBackend::transfer_batch() together; any other request after the transfers before it),
+// then return them all. Each request is complete, and a FLUSH is on stable storage, before its
+// status is written and its chain returned.
+//
+// With an I/O thread (the default; BlockThreading), queue_notify() only wakes the thread, which
+// takes and returns chains inside VirtioTransport::with_queues() and does the host I/O between,
+// without the transport's lock: slow host storage holds up this device's requests only, never
+// the event loop, other devices or a vCPU reading this device's registers. Rounds follow one
+// another until the queue is empty, each returning its chains (and signalling) before the next.
+// A reset, a queue taken down or teardown first waits for the round in flight (pause_io()).
+//
+// Without one, rounds run inside queue_notify() (under the transport's lock, on the event loop
+// or a vCPU thread), and nothing stays in flight when it returns. One notification takes at most
+// kRequestsPerNotify requests, and stops taking more once those taken ask for kBytesPerNotify
+// bytes, when the transport can call it again later: a guest that keeps its queue full of large
+// requests cannot hold the device's lock (and the event loop) for long, nor starve other
+// devices. The bytes of one notification (or round) stay below kBytesPerNotify plus one request.
 class VirtioBlock final : public VirtioDevice {
  public:
   static constexpr uint32_t kSectorSize = kBlockSectorSize;
@@ -73,9 +93,11 @@ class VirtioBlock final : public VirtioDevice {
   static constexpr uint64_t kBytesPerNotify = 64ull << 20;
 
   // `serial` is what GET_ID returns (at most kIdBytes; parse_disk_spec checks it).
-  VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial);
-  // Opens the image named by a parsed --disk spec.
-  explicit VirtioBlock(const BlockConfig& config);
+  VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial,
+              BlockThreading threading = {});
+  // Opens the image named by a parsed --disk spec; `threading.io_thread` is config.iothread.
+  explicit VirtioBlock(const BlockConfig& config, BlockThreading threading = {});
+  ~VirtioBlock() override;
 
   std::string name() const override { return "virtio-blk"; }
   uint32_t device_id() const override;
@@ -86,35 +108,56 @@ class VirtioBlock final : public VirtioDevice {
   void activate(VirtioTransport& transport, uint64_t features) override;
   void queue_notify(uint16_t index, Virtqueue& queue) override;
   void reset() override;
+  void queue_reset(uint16_t index) override;
+  void pause_io() override;
+  void resume_io() override;
 
   uint64_t capacity_sectors() const { return backend_->size() / kSectorSize; }
+  bool has_io_thread() const { return io_thread_ != nullptr; }
+  // Waits until the I/O thread has nothing to do (at once without one). For tests.
+  void wait_idle();
 
  private:
   struct Outcome {
     uint8_t status;
     uint32_t data_written;  // bytes of data written into the guest's buffers
   };
-  // A request taken from the queue, waiting for the batch it is part of to be carried out.
+  // A request taken from the queue in this round, parsed, waiting to be carried out.
   struct Pending {
+    enum class Step { done, transfer, other };
     std::optional<DescriptorChain> chain;
+    Step step = Step::done;  // done: `outcome` is final (a refused request)
     Outcome outcome{};
-    bool transfer = false;  // a read or write, still to be done; else `outcome` is final
-    bool write = false;
+    bool write = false;  // transfer: direction, first sector and data buffers
     uint64_t sector = 0;
-    std::vector<iovec> iov;  // the data buffers of a transfer (capacity reused)
+    std::vector<iovec> iov;  // (capacity reused)
+    BlockRequest request{};  // other: flush, GET_ID, DISCARD, WRITE_ZEROES
+    uint32_t used = 0;       // what goes in the used ring, once carried out
   };
-  // Parses a request and adds it to the batch, or (not a read or write) completes the batch
-  // and carries the request out at once. Returns the bytes of host I/O it asks for (0 if
-  // refused): what counts against kBytesPerNotify.
-  uint64_t start(Virtqueue& queue, DescriptorChain chain);
-  // Carries out the batch's transfers and returns every chain of the batch to the driver.
-  void finish_batch(Virtqueue& queue);
-  // Writes the status byte and returns the chain.
-  void complete(Virtqueue& queue, const DescriptorChain& chain, Outcome outcome);
+  struct Taken {
+    uint32_t requests = 0;
+    uint64_t bytes = 0;  // of host I/O they ask for
+  };
+  // A round, in two steps. take(): pops and parses up to `max_requests` chains, stopping once
+  // they ask for `max_bytes` (queue state: under the lock). execute(): carries them out in
+  // order, writes their status bytes (guest buffers and the backend only: no lock needed) and
+  // calls `done(first, last)` for each part ready to be returned with give_back() (under the
+  // lock): the reads and writes before a FLUSH are returned before it is done. drop() forgets
+  // a round instead.
+  Taken take(Virtqueue& queue, uint32_t max_requests, uint64_t max_bytes);
+  void execute(const std::function<void(size_t, size_t)>& done);
+  void give_back(Virtqueue& queue, size_t first, size_t last);
+  void drop();
+  uint64_t parse(Pending& p);  // returns the bytes of host I/O it asks for
+  // The batch's transfers [first, last), then the write-through flush they need.
+  void run_transfers(size_t first, size_t last);
+  void write_statuses(size_t first, size_t last);
+  // On the I/O thread: rounds until the queue is empty. True if it yielded with work left.
+  bool serve();
   // Fills in `p`'s transfer for a parsed read or write, or sets its error outcome.
   void prepare_transfer(Pending& p, const DescriptorChain& chain, const BlockRequest& request);
-  // Carries out a parsed request that is neither read nor write, or refuses a malformed one.
-  Outcome carry_out(const DescriptorChain& chain, const ParsedBlockRequest& parsed);
+  // Carries out a request that is neither read nor write.
+  Outcome carry_out(const DescriptorChain& chain, const BlockRequest& request);
   Outcome flush();
   Outcome get_id(const DescriptorChain& chain);
   Outcome discard_or_write_zeroes(const BlockRequest& request);
@@ -129,15 +172,22 @@ class VirtioBlock final : public VirtioDevice {
   std::string label_ = "virtio-blk";  // log lines name the image when there is one
   std::vector<uint8_t> config_;       // struct virtio_blk_config, built once
 
-  // Set between activate() and reset(); only touched under the transport's lock.
-  VirtioTransport* transport_ = nullptr;
+  // Set between activate() and reset(), under the transport's lock; the I/O thread reads
+  // transport_ to reach with_queues().
+  std::atomic<VirtioTransport*> transport_{nullptr};
   uint64_t features_ = 0;
-  BlockDisk disk_;  // what requests are checked against
+  BlockDisk disk_;      // what requests are checked against
+  uint64_t epoch_ = 0;  // changes (under the lock) with every activate, reset, queue reset
+
+  // The round: written by take() under the lock, then used by one thread at a time (the I/O
+  // thread, or queue_notify()'s caller).
   std::array<Pending, kMaxBatch> batch_;
   size_t batch_size_ = 0;
+  bool write_through_ = false;            // the driver did not take FLUSH
   std::vector<BlockTransfer> transfers_;  // reused for every batch
 
   std::atomic<uint32_t> errors_logged_{0};
+  std::unique_ptr<IoThread> io_thread_;  // last: joined before the rest goes
 };
 
 }  // namespace libvmm

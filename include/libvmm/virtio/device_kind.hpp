@@ -35,6 +35,9 @@ struct DeviceContext {
   std::string_view vm_name;
   size_t index = 0;               // among the VM's devices of this kind: vda = 0, vdb = 1, ...
   std::function<void()> on_quit;  // a console's Ctrl-A x
+  // Runs first on every host I/O thread a device starts (IoThread: virtio-blk's "blk-io<N>"),
+  // before it serves the guest: per-thread setup such as a seccomp filter for I/O threads.
+  std::function<void()> on_io_thread_start;
 };
 
 class VirtioDeviceKind {

@@ -33,6 +33,10 @@ class VirtioMmioTransport final : public BusDevice, public VirtioTransport {
   // sizes, config space larger than the window) or a missing interrupt line.
   VirtioMmioTransport(std::shared_ptr<VirtioDevice> device, const GuestMemory& memory,
                       std::shared_ptr<IrqLine> irq);
+  // Pauses the device's I/O (VirtioDevice::pause_io) for good before the queues go.
+  ~VirtioMmioTransport() override;
+  VirtioMmioTransport(const VirtioMmioTransport&) = delete;
+  VirtioMmioTransport& operator=(const VirtioMmioTransport&) = delete;
 
   // BusDevice: the register window, attached on the MMIO bus with size kWindowSize.
   std::string name() const override;

@@ -7,6 +7,13 @@
 // so a device never sees two of them at once. Queues are only touched under that lock:
 // inside queue_notify(), or, from any other thread (host input arriving on the event loop,
 // a backend's completion), inside VirtioTransport::with_queues().
+//
+// A device may do its host I/O on its own thread (core/io_thread.hpp): queue_notify() then only
+// wakes that thread, which takes chains and returns them inside with_queues() and does the I/O
+// between, without the lock. Before the transport changes what such a thread depends on (a
+// Status write, which may reset the device or activate it; QueueReady, which may take a queue
+// down; its own destruction), it calls pause_io() without its lock, then makes the change under
+// the lock, then resume_io(): the device's thread is never mid-round across a reset.
 #pragma once
 
 #include <cstdint>
@@ -77,6 +84,13 @@ class VirtioDevice {
   // chain of that queue the device holds, since its head indices mean nothing in the ring the
   // driver sets up next. The queue is reset right after.
   virtual void queue_reset(uint16_t index) { static_cast<void>(index); }
+
+  // Called without the transport's lock (see above): a device with its own I/O thread waits
+  // for the round in flight to end (its chains returned to the driver, or dropped if the
+  // device was reset meanwhile) and starts no new round until the matching resume_io().
+  // Calls nest. A transport going away pauses without resuming.
+  virtual void pause_io() {}
+  virtual void resume_io() {}
 };
 
 }  // namespace libvmm

@@ -1,0 +1,165 @@
+// IoThread: kicks run the work on its own thread; pause() waits for a run in flight and holds
+// new ones back; the destructor joins.
+#include <gtest/gtest.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "libvmm/core/io_thread.hpp"
+
+using namespace libvmm;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A door the work waits at until the test opens it.
+class Door {
+ public:
+  void wait() {
+    std::unique_lock lock(mutex_);
+    ++arrived_;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return open_; });
+  }
+  bool wait_arrived(int n) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, 10s, [&] { return arrived_ >= n; });
+  }
+  void open() {
+    std::lock_guard lock(mutex_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int arrived_ = 0;
+  bool open_ = false;
+};
+
+}  // namespace
+
+TEST(IoThread, RunsTheWorkOnItsOwnNamedThreadAfterItsStartHook) {
+  std::promise<std::string> hook_name;
+  std::atomic<int> runs{0};
+  std::thread::id ran_on;
+  bool hook_first = false;
+  IoThread thread(
+      "io-test-thread-long-name",
+      [&] {
+        ran_on = std::this_thread::get_id();
+        ++runs;
+        return false;
+      },
+      [&] {
+        char name[16] = {};
+        pthread_getname_np(pthread_self(), name, sizeof name);
+        hook_first = runs == 0;
+        hook_name.set_value(name);
+      });
+  EXPECT_EQ(hook_name.get_future().get(), "io-test-thread-") << "named first, 15 characters";
+  thread.kick();
+  thread.wait_idle();
+  EXPECT_EQ(runs, 1);
+  EXPECT_TRUE(hook_first);
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+}
+
+TEST(IoThread, KicksDuringARunFoldIntoOneMoreRun) {
+  Door door;
+  std::atomic<int> runs{0};
+  IoThread thread("io-test", [&] {
+    if (++runs == 1) door.wait();
+    return false;
+  });
+  thread.kick();
+  ASSERT_TRUE(door.wait_arrived(1));
+  for (int i = 0; i < 5; ++i) thread.kick();  // never waits for the run in flight
+  door.open();
+  thread.wait_idle();
+  EXPECT_EQ(runs, 2);
+}
+
+TEST(IoThread, PauseWaitsForTheRunInFlightAndHoldsNewOnesBack) {
+  Door door;
+  std::atomic<int> runs{0};
+  IoThread thread("io-test", [&] {
+    if (++runs == 1) door.wait();
+    return false;
+  });
+  thread.kick();
+  ASSERT_TRUE(door.wait_arrived(1));
+  auto paused = std::async(std::launch::async, [&] { thread.pause(); });
+  EXPECT_EQ(paused.wait_for(100ms), std::future_status::timeout) << "the run is still in flight";
+  EXPECT_TRUE(thread.yield_requested());
+  door.open();
+  ASSERT_EQ(paused.wait_for(10s), std::future_status::ready);
+  thread.kick();  // held back while paused
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(runs, 1);
+  thread.pause();  // pauses nest
+  thread.resume();
+  EXPECT_EQ(runs, 1);
+  thread.resume();
+  thread.wait_idle();
+  EXPECT_EQ(runs, 2);
+  EXPECT_FALSE(thread.yield_requested());
+}
+
+TEST(IoThread, WorkThatYieldsToAPauseRunsAgainAfterResume) {
+  std::atomic<int> rounds{0};
+  std::atomic<bool> in_work{false};
+  IoThread* self = nullptr;
+  IoThread thread("io-test", [&] {
+    in_work = true;
+    while (!self->yield_requested()) {  // a device serving a queue that never empties
+      ++rounds;
+      std::this_thread::sleep_for(1ms);
+    }
+    return true;
+  });
+  self = &thread;
+  thread.kick();
+  while (!in_work) std::this_thread::sleep_for(1ms);
+  thread.pause();
+  const int at_pause = rounds;
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(rounds, at_pause) << "nothing runs while paused";
+  thread.resume();
+  while (rounds == at_pause) std::this_thread::sleep_for(1ms);  // it went on by itself
+  thread.pause();  // the destructor joins a paused thread
+}
+
+TEST(IoThread, DestructorWaitsForTheRunInFlightAndJoins) {
+  Door door;
+  auto thread = std::make_unique<IoThread>("io-test", [&] {
+    door.wait();
+    return false;
+  });
+  thread->kick();
+  ASSERT_TRUE(door.wait_arrived(1));
+  auto gone = std::async(std::launch::async, [&] { thread.reset(); });
+  EXPECT_EQ(gone.wait_for(100ms), std::future_status::timeout);
+  door.open();
+  EXPECT_EQ(gone.wait_for(10s), std::future_status::ready);
+}
+
+TEST(IoThread, AnExceptionFromTheWorkIsLoggedAndTheThreadGoesOn) {
+  std::atomic<int> runs{0};
+  IoThread thread("io-test", [&]() -> bool {
+    if (++runs == 1) throw std::runtime_error("host I/O failed");
+    return false;
+  });
+  thread.kick();
+  thread.wait_idle();
+  thread.kick();
+  thread.wait_idle();
+  EXPECT_EQ(runs, 2);
+}
