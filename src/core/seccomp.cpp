@@ -85,6 +85,20 @@ void add_common(std::vector<SeccompRule>& r) {
   r.push_back({"sendto", {}, "console output to a socket client (send)"});
 }
 
+// Host block I/O: virtio-blk's requests, on its I/O thread or (iothread=off) the event loop.
+void add_block_io(std::vector<SeccompRule>& r) {
+  r.push_back({"pread64", {}, "virtio-blk io=sync"});
+  r.push_back({"pwrite64", {}, "virtio-blk io=sync"});
+  r.push_back({"preadv", {}, "virtio-blk io=sync: scatter-gather reads"});
+  r.push_back({"pwritev", {}, "virtio-blk io=sync: scatter-gather writes"});
+  r.push_back({"preadv2", {}, "virtio-blk"});
+  r.push_back({"pwritev2", {}, "virtio-blk"});
+  r.push_back({"fallocate", {}, "virtio-blk DISCARD and WRITE_ZEROES (punch or zero range)"});
+  r.push_back({"fdatasync", {}, "virtio-blk FLUSH"});
+  r.push_back({"fsync", {}, "virtio-blk FLUSH"});
+  r.push_back({"io_uring_enter", {}, "virtio-blk io=io_uring: submit and reap"});
+}
+
 }  // namespace
 
 const char* to_string(SeccompMode mode) {
@@ -112,6 +126,8 @@ const char* to_string(ThreadRole role) {
       return "vCPU";
     case ThreadRole::event_loop:
       return "event loop";
+    case ThreadRole::io:
+      return "I/O thread";
   }
   return "?";
 }
@@ -150,16 +166,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"epoll_pwait", {}, "epoll_wait on AArch64"});
       r.push_back({"epoll_ctl", {}, "watching client sockets, output readiness, pausing input"});
       r.push_back({"readv", {}, "virtio-net: frames from the TAP"});
-      r.push_back({"pread64", {}, "virtio-blk io=sync"});
-      r.push_back({"pwrite64", {}, "virtio-blk io=sync"});
-      r.push_back({"preadv", {}, "virtio-blk io=sync: scatter-gather reads"});
-      r.push_back({"pwritev", {}, "virtio-blk io=sync: scatter-gather writes"});
-      r.push_back({"preadv2", {}, "virtio-blk"});
-      r.push_back({"pwritev2", {}, "virtio-blk"});
-      r.push_back({"fallocate", {}, "virtio-blk DISCARD and WRITE_ZEROES (punch or zero range)"});
-      r.push_back({"fdatasync", {}, "virtio-blk FLUSH"});
-      r.push_back({"fsync", {}, "virtio-blk FLUSH"});
-      r.push_back({"io_uring_enter", {}, "virtio-blk io=io_uring: submit and reap"});
+      add_block_io(r);  // a disk with iothread=off does its I/O here
       r.push_back({"getrandom", {}, "virtio-rng"});
       r.push_back({"accept4", {}, "socket console: a client connects"});
       r.push_back({"recvfrom", {}, "socket console and passthrough IRQ sockets"});
@@ -179,6 +186,16 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
         r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IRQFD)},
                      "teardown: irqfds deassigned"});
+      }
+      break;
+    case ThreadRole::io:
+      // The device's queue work: host I/O, status bytes and used entries in guest memory, then
+      // the interrupt (a write to its irqfd, or KVM_IRQ_LINE where a line has none).
+      add_block_io(r);
+      if (fds.vm >= 0) {
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IRQ_LINE)},
+                     "the device's interrupt where its line has no irqfd"});
       }
       break;
   }

@@ -1,6 +1,7 @@
 #include "libvmm/vm.hpp"
 
 #include <fmt/format.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -190,13 +191,20 @@ void Vm::add_config_devices() {
   for (const DevicePlacement& p : plan) {
     const VirtioDeviceKind& kind = *p.device.kind;
     const DeviceContext context{
-        d.memory,
-        d.loop,
-        d.config.name,
-        p.device.index,
+        d.memory, d.loop, d.config.name, p.device.index,
         [this] { request_stop(StopReason::quit, "quit from the console"); },
-        // on_io_thread_start: per-thread setup of device I/O threads (blk-io<N>); none yet.
-        {}};
+        // A device's I/O thread loads its filter first thing (it starts before the event loop
+        // loads its own, so it inherits none).
+        [this, mode = d.config.seccomp, vm_fd = d.vm.fd()] {
+          char name[16] = "I/O thread";  // IoThread named it (blk-io<N>) before this hook
+          pthread_getname_np(pthread_self(), name, sizeof name);
+          try {
+            install_seccomp(ThreadRole::io, mode, {-1, vm_fd}, name);
+          } catch (const std::exception& e) {
+            request_stop(StopReason::error, e.what());
+          }
+          seccomp_self_test(name);
+        }};
     std::shared_ptr<VirtioDevice> device = kind.create(*p.device.spec, context);
     attach_virtio_device(device, p.slot, std::string(kind.element()));
     kind.start(*device, d.loop);

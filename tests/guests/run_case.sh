@@ -192,6 +192,11 @@ case $case in
       # A vCPU's filter, and so the call, come before its first guest instruction.
       [ "$thread" = vcpu0 ] && [ -s "$out" ] && fail "the guest ran"
     done
+    # A disk's I/O thread loads its own filter when it starts.
+    truncate -s 1M "$work/io.img"
+    LIBVMM_SECCOMP_TEST_FORBIDDEN=blk-io0 run --kernel "$guest" --memory 32M --cmdline hello --disk "$work/io.img"
+    expect_status 159
+    expect_err "vmm: seccomp: thread 'blk-io0' made forbidden system call openat ("
     # The same with --vcpus 2: the second vCPU's own filter.
     LIBVMM_SECCOMP_TEST_FORBIDDEN=vcpu1 run --kernel "$guest" --memory 32M --cmdline hello --vcpus 2 --seccomp kill
     expect_status 159

@@ -23,7 +23,7 @@
 namespace libvmm {
 namespace {
 
-constexpr ThreadRole kRoles[] = {ThreadRole::vcpu, ThreadRole::event_loop};
+constexpr ThreadRole kRoles[] = {ThreadRole::vcpu, ThreadRole::event_loop, ThreadRole::io};
 constexpr SeccompFds kFds{100, 101};
 
 std::set<std::string> names(const std::vector<SeccompRule>& rules) {
@@ -138,7 +138,7 @@ TEST(SeccompAllowList, ArgumentsAreCheckedWhereTheyMatter) {
   }
 }
 
-TEST(SeccompAllowList, OnlyAVcpuRunsTheGuestAndOnlyTheLoopDoesBlockIo) {
+TEST(SeccompAllowList, OnlyAVcpuRunsTheGuestAndOnlyTheLoopAndIoThreadsDoBlockIo) {
   const auto vcpu = seccomp_allow_list(ThreadRole::vcpu, kFds);
   const auto loop = seccomp_allow_list(ThreadRole::event_loop, kFds);
   auto runs = [](const std::vector<SeccompRule>& rules) {
@@ -151,6 +151,15 @@ TEST(SeccompAllowList, OnlyAVcpuRunsTheGuestAndOnlyTheLoopDoesBlockIo) {
   for (const char* call : {"pwritev", "fallocate", "io_uring_enter", "accept4", "unlink"}) {
     EXPECT_EQ(names(vcpu).count(call), 0u) << call;
     EXPECT_EQ(names(loop).count(call), 1u) << call;
+  }
+  // A disk's I/O thread does its host I/O and nothing of the loop's sockets or teardown.
+  const auto io = seccomp_allow_list(ThreadRole::io, kFds);
+  EXPECT_FALSE(runs(io));
+  for (const char* call : {"pwritev", "preadv", "fallocate", "fdatasync", "io_uring_enter"}) {
+    EXPECT_EQ(names(io).count(call), 1u) << call;
+  }
+  for (const char* call : {"accept4", "recvfrom", "unlink", "epoll_wait", "getrandom", "close"}) {
+    EXPECT_EQ(names(io).count(call), 0u) << call;
   }
   // Without descriptors, no KVM ioctl at all.
   for (const SeccompRule& r : seccomp_allow_list(ThreadRole::vcpu, {})) {

@@ -29,6 +29,7 @@ inline constexpr int kSeccompKillStatus = 159;
 enum class ThreadRole {
   vcpu,        // KVM_RUN and the MMIO/port exits: register emulation, console output
   event_loop,  // host I/O for the devices, irqfd/ioeventfd signalling, and the VM's teardown
+  io,          // a device's I/O thread (virtio-blk's blk-io<N>): host block I/O, then the irqfd
 };
 const char* to_string(ThreadRole role);
 
@@ -73,7 +74,8 @@ bool seccomp_kill_runs_as_log();
 void set_seccomp_kill_hook(void (*hook)() noexcept);
 
 // Test hook, called by each VM thread right after install_seccomp(): when the environment
-// variable LIBVMM_SECCOMP_TEST_FORBIDDEN names this thread ("vcpu0", "event loop"), it opens
+// variable LIBVMM_SECCOMP_TEST_FORBIDDEN names this thread ("vcpu0", "event loop",
+// "blk-io0"), it opens
 // "/" (openat, on no list) and closes it, the way a hijacked thread would reach for a file. The
 // tests prove with it that kill mode stops the process with its line and log mode lets the
 // call through (tests/guests/run_case.sh seccomp_*).
