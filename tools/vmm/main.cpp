@@ -162,10 +162,28 @@ JailOptions jail_options(const std::string& dir, int64_t uid, int64_t gid,
   return options;
 }
 
+// Runs `body`, which returns vmm's exit status; an error it throws is reported in one line
+// (each problem of a description on its own) and becomes the status.
+template <typename Body>
+int exit_status_of(Body&& body) {
+  try {
+    return body();
+  } catch (const DescriptionError& e) {
+    for (const auto& problem : e.problems()) log::error("{}", problem);
+    return kExitUserError;
+  } catch (const UserError& e) {
+    log::error("{}", e.what());
+    return kExitUserError;
+  } catch (const std::exception& e) {
+    log::error("{}", e.what());
+    return kExitFailure;
+  }
+}
+
 // Builds and runs the system; the exit status (errors reported here too: in a jail this runs
 // in the jail's own process).
 int run_system(SystemDescription&& description) {
-  try {
+  return exit_status_of([&] {
     // Block the stop signals in every thread (vCPU threads inherit the mask); the event loop
     // reads them from a signalfd.
     sigset_t set = stop_signals();
@@ -183,16 +201,7 @@ int run_system(SystemDescription&& description) {
       log::error("guest stopped ({}): {}", to_string(result.reason), result.detail);
     }
     return result.exit_status();
-  } catch (const DescriptionError& e) {
-    for (const auto& problem : e.problems()) log::error("{}", problem);
-    return kExitUserError;
-  } catch (const UserError& e) {
-    log::error("{}", e.what());
-    return kExitUserError;
-  } catch (const std::exception& e) {
-    log::error("{}", e.what());
-    return kExitFailure;
-  }
+  });
 }
 
 }  // namespace
@@ -336,7 +345,7 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);  // a closed output pipe is an error to report, not a reason to die
   restore_terminal_on_crash();
 
-  try {
+  return exit_status_of([&]() -> int {
     const std::optional<SeccompMode> seccomp_mode = parse_seccomp_mode(seccomp);
     if (!seccomp_mode) {
       throw UserError(fmt::format("--seccomp: '{}' is not a mode; use off, log or kill", seccomp));
@@ -412,14 +421,5 @@ int main(int argc, char** argv) {
       return run_in_jail(options, plan, [&] { return run_system(std::move(description)); });
     }
     return run_system(std::move(description));
-  } catch (const DescriptionError& e) {
-    for (const auto& problem : e.problems()) log::error("{}", problem);
-    return kExitUserError;
-  } catch (const UserError& e) {
-    log::error("{}", e.what());
-    return kExitUserError;
-  } catch (const std::exception& e) {
-    log::error("{}", e.what());
-    return kExitFailure;
-  }
+  });
 }
