@@ -1,7 +1,10 @@
 #include "libvmm/arch/x86_64/acpi.hpp"
 
+#include <fmt/format.h>
+
 #include <cstring>
 #include <numeric>
+#include <stdexcept>
 
 #include "guest_write.hpp"
 
@@ -93,8 +96,8 @@ constexpr uint64_t kPm1ControlOffset = 4;
 constexpr uint64_t kXsdtOffset = 0x40;
 constexpr uint64_t kFacsOffset = 0x80;  // 64-byte aligned, as the spec requires
 constexpr uint64_t kFadtOffset = 0x100;
-constexpr uint64_t kDsdtOffset = 0x280;
-constexpr uint64_t kMadtOffset = 0x300;
+constexpr uint64_t kMadtOffset = 0x280;  // 62 + 8 bytes per vCPU: 318 bytes for 32
+constexpr uint64_t kDsdtOffset = 0x400;  // last: its size depends on the devices
 
 struct Facs {
   char signature[4];
@@ -131,10 +134,6 @@ static_assert(sizeof(MadtLocalApic) == 8 && sizeof(MadtIoApic) == 12 &&
 constexpr uint32_t kLapicAddress = 0xFEE00000;
 constexpr uint32_t kIoapicAddress = 0xFEC00000;
 constexpr uint32_t kMadtPcatCompat = 1;  // dual 8259s present (KVM's PIC)
-
-// DSDT body (AML): Name (_S5, Package (0x02) { 0x05, 0x00 }).
-constexpr uint8_t kDsdtAml[] = {0x08, '_', 'S', '5', '_', 0x12, 0x06, 0x02, 0x0A, kAcpiS5SleepType,
-                                0x0A, 0x00};
 
 SdtHeader header(const char (&signature)[5], uint32_t length, uint8_t revision) {
   SdtHeader h{};
@@ -173,15 +172,70 @@ uint8_t acpi_checksum(const uint8_t* bytes, size_t len) {
   return static_cast<uint8_t>(-sum);
 }
 
-std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus) {
+std::vector<uint8_t> build_dsdt(const std::vector<aml::Bytes>& devices) {
+  // Name (_S5, Package () { S5, 0 }): the SLP_TYP values for PM1a_CNT and PM1b_CNT.
+  std::vector<aml::Bytes> body{
+      aml::name("_S5", aml::package({aml::integer(kAcpiS5SleepType), aml::integer(0)}))};
+  if (!devices.empty()) body.push_back(aml::scope("_SB", devices));
+  const uint64_t len = sizeof(SdtHeader) + std::accumulate(body.begin(), body.end(), size_t{0},
+                                                           [](size_t n, const aml::Bytes& term) {
+                                                             return n + term.size();
+                                                           });
+  std::vector<uint8_t> out(sizeof(SdtHeader));
+  for (const aml::Bytes& term : body) out.insert(out.end(), term.begin(), term.end());
+  // Revision 2: integers are 64 bits wide.
+  put(out, 0, header("DSDT", static_cast<uint32_t>(len), 2));
+  seal_table(out, 0, len);
+  return out;
+}
+
+aml::Bytes serial_port_node(std::string_view name, uint32_t uid, uint16_t port, uint32_t irq) {
+  using namespace aml;
+  return device(name, {
+                          aml::name("_HID", eisa_id("PNP0501")),
+                          aml::name("_UID", integer(uid)),
+                          aml::name("_CRS", resource_template({
+                                                io(port, port, 8, 8),
+                                                extended_interrupt({irq}, {.edge = true}),
+                                            })),
+                      });
+}
+
+aml::Bytes virtio_mmio_node(uint32_t index, uint64_t base, uint64_t size, uint32_t irq) {
+  using namespace aml;
+  if (index > 0xFF) throw std::length_error("ACPI: more than 256 virtio-mmio devices");
+  if (base > UINT32_MAX || size > UINT32_MAX || base + size > uint64_t{UINT32_MAX} + 1) {
+    throw std::length_error(
+        fmt::format("ACPI: virtio-mmio window [{:#x}, +{:#x}) is not below 4 GiB", base, size));
+  }
+  return device(
+      fmt::format("VR{:02X}", index),
+      {
+          aml::name("_HID", string("LNRO0005")),
+          aml::name("_UID", integer(index)),
+          aml::name("_CCA", integer(1)),  // cache-coherent DMA, as on a PC
+          aml::name("_CRS",
+                    resource_template({
+                        memory32_fixed(static_cast<uint32_t>(base), static_cast<uint32_t>(size)),
+                        extended_interrupt({irq}, {.edge = true}),
+                    })),
+      });
+}
+
+std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
+                                       const std::vector<aml::Bytes>& devices) {
   const uint32_t madt_len = sizeof(SdtHeader) + 8 + num_cpus * sizeof(MadtLocalApic) +
                             sizeof(MadtIoApic) + sizeof(MadtLocalApicNmi);
-  std::vector<uint8_t> out(kMadtOffset + madt_len, 0);
-
-  const uint32_t dsdt_len = sizeof(SdtHeader) + sizeof(kDsdtAml);
-  put(out, kDsdtOffset, header("DSDT", dsdt_len, 2));
-  std::memcpy(out.data() + kDsdtOffset + sizeof(SdtHeader), kDsdtAml, sizeof(kDsdtAml));
-  seal_table(out, kDsdtOffset, dsdt_len);
+  if (kMadtOffset + madt_len > kDsdtOffset) {
+    throw std::length_error(fmt::format("ACPI: a MADT for {} vCPUs does not fit", num_cpus));
+  }
+  const std::vector<uint8_t> dsdt = build_dsdt(devices);
+  if (kDsdtOffset + dsdt.size() > kAcpiTablesAreaSize) {
+    throw std::length_error(fmt::format("ACPI: a DSDT of {} bytes does not fit in {:#x} bytes",
+                                        dsdt.size(), kAcpiTablesAreaSize - kDsdtOffset));
+  }
+  std::vector<uint8_t> out(kDsdtOffset + dsdt.size(), 0);
+  std::memcpy(out.data() + kDsdtOffset, dsdt.data(), dsdt.size());
 
   Facs facs{};
   std::memcpy(facs.signature, "FACS", 4);
@@ -248,8 +302,10 @@ std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus) {
   return out;
 }
 
-void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus) {
-  write_guest(memory, kAcpiTablesAddr, build_acpi_tables(kAcpiTablesAddr, num_cpus), "ACPI tables");
+void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus,
+                       const std::vector<aml::Bytes>& devices) {
+  write_guest(memory, kAcpiTablesAddr, build_acpi_tables(kAcpiTablesAddr, num_cpus, devices),
+              "ACPI tables");
 }
 
 AcpiPmDevice::AcpiPmDevice(std::function<void()> on_power_off)

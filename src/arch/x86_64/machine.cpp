@@ -35,6 +35,20 @@ const Board& x86_64_board();
 
 namespace {
 
+// Whether the command line turns ACPI off ("acpi=off" as a whole word; the kernel's last
+// "acpi=" wins).
+bool acpi_off(std::string_view cmdline) {
+  bool off = false;
+  size_t at = 0;
+  while (at < cmdline.size()) {
+    const size_t end = std::min(cmdline.find(' ', at), cmdline.size());
+    const std::string_view word = cmdline.substr(at, end - at);
+    if (word.starts_with("acpi=")) off = word == "acpi=off";
+    at = end + 1;
+  }
+  return off;
+}
+
 class X86Machine : public Machine {
  public:
   const Board& board() const override { return x86_64_board(); }
@@ -80,12 +94,23 @@ class X86Machine : public Machine {
     std::vector<uint8_t> initrd;
     if (!c.initrd.empty()) initrd = read_file(c.initrd, c.label("initrd"));
     const auto ram = x86::x86_ram_layout(c.memory_size);
+    // Kernels with ACPI find the virtio-mmio devices in the DSDT; with "acpi=off" (or a kernel
+    // built without ACPI, which its user runs with acpi=off) they need the parameters, which
+    // a kernel with ACPI would otherwise see as a second copy of each device.
     std::string cmdline = c.cmdline;
-    for (const auto& param : virtio_cmdline_) cmdline += (cmdline.empty() ? "" : " ") + param;
+    if (acpi_off(cmdline)) {
+      for (const auto& param : virtio_cmdline_) {
+        if (!cmdline.empty()) cmdline += ' ';
+        cmdline += param;
+      }
+    }
     boot_ = x86::load_linux(vm.memory, kernel, initrd, c.label("initrd") + " " + c.initrd.string(),
                             cmdline, ram);
     x86::write_mptable(vm.memory, c.vcpus);
-    x86::write_acpi_tables(vm.memory, c.vcpus);
+    std::vector<x86::aml::Bytes> devices{
+        x86::serial_port_node("COM1", 1, Uart16550::kCom1Port, Uart16550::kCom1Irq)};
+    devices.insert(devices.end(), acpi_devices_.begin(), acpi_devices_.end());
+    x86::write_acpi_tables(vm.memory, c.vcpus, devices);
     x86::write_long_mode_tables(vm.memory);
     log::debug(
         "kernel at [{:#x}, {:#x}), runs in [{:#x}, {:#x}), initrd at [{:#x}, {:#x}), entry {:#x}",
@@ -119,15 +144,18 @@ class X86Machine : public Machine {
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return x86::get_regs(vcpu).rip; }
 
-  // With no device tree on x86, Linux's virtio_mmio driver learns about devices from its
-  // `device=` parameter; command-line order is probe order (the first disk is vda).
+  // Each device is a LNRO0005 node in the DSDT (namespace order is probe order: the first disk
+  // is vda), and a `virtio_mmio.device=` parameter for kernels booted without ACPI.
   void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {
+    acpi_devices_.push_back(
+        x86::virtio_mmio_node(static_cast<uint32_t>(acpi_devices_.size()), base, size, irq));
     virtio_cmdline_.push_back(fmt::format("virtio_mmio.device={}@{:#x}:{}", size, base, irq));
   }
 
  private:
   x86::LinuxBootInfo boot_;
   std::vector<std::string> virtio_cmdline_;
+  std::vector<x86::aml::Bytes> acpi_devices_;
   std::optional<std::vector<kvm_cpuid_entry2>> supported_cpuid_;
 };
 

@@ -1,8 +1,9 @@
 # The x86_64 board (its layout) is pure code, built for every host so that any vmm checks an
-# x86_64 description (vmm check --arch x86_64).
+# x86_64 description (vmm check --arch x86_64); so is the AML writer.
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/boot_layout.cpp
   ${CMAKE_CURRENT_LIST_DIR}/board.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/aml.cpp
 )
 # x86_64-only: these sources include the x86 kernel ABI headers (asm/bootparam.h, ...).
 if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")

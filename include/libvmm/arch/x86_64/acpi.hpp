@@ -1,6 +1,8 @@
-// Minimal ACPI for power-off: an RSDP, an XSDT, a FADT (with its FACS) describing a PM1a event
-// and control block in port I/O, a DSDT that only names the S5 (soft-off) sleep state, and a
-// MADT for the vCPUs and the IOAPIC (Linux ignores the MP table once it has ACPI tables). Writing
+// The machine's ACPI tables: an RSDP, an XSDT, a FADT (with its FACS) describing a PM1a event
+// and control block in port I/O, a MADT for the vCPUs and the IOAPIC (Linux ignores the MP table
+// once it has ACPI tables), and a DSDT written with the AML writer (aml.hpp): the S5 (soft-off)
+// sleep state and, in \_SB, one node per device the machine describes (COM1 as PNP0501, each
+// virtio-mmio device as LNRO0005, which Linux's virtio_mmio driver matches). Writing
 // SLP_TYP=S5 with SLP_EN to PM1a_CNT is how Linux powers off a PC; AcpiPmDevice turns that into
 // a stop request. The FADT's reset register points at the i8042's reset command, so ACPI
 // reboots take the same path as keyboard-controller ones.
@@ -9,23 +11,39 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <string_view>
 #include <vector>
 
+#include "libvmm/arch/x86_64/aml.hpp"
 #include "libvmm/core/bus.hpp"
 #include "libvmm/core/guest_memory.hpp"
 
 namespace libvmm::x86 {
 
-constexpr uint64_t kAcpiTablesAddr = 0xE0000;  // Linux scans [0xE0000, 0x100000) for the RSDP
-constexpr uint64_t kAcpiTablesAreaSize = 0x1000;
-constexpr uint16_t kAcpiPmBasePort = 0x600;  // PM1a_EVT_BLK (4 bytes), then PM1a_CNT_BLK (2)
+constexpr uint64_t kAcpiTablesAddr = 0xE0000;      // Linux scans [0xE0000, 0x100000) for the RSDP
+constexpr uint64_t kAcpiTablesAreaSize = 0x10000;  // reserved in the e820 map, as is all of it
+constexpr uint16_t kAcpiPmBasePort = 0x600;        // PM1a_EVT_BLK (4 bytes), then PM1a_CNT_BLK (2)
 constexpr uint16_t kAcpiPmPortCount = 6;
 constexpr uint8_t kAcpiSciIrq = 9;
 constexpr uint8_t kAcpiS5SleepType = 5;  // the value the DSDT's \_S5 gives SLP_TYP
 
-// The tables for `num_cpus` vCPUs, laid out for guest-physical address `base` (RSDP first).
-std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus);
-void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus);
+// The tables for `num_cpus` vCPUs, laid out for guest-physical address `base` (RSDP first), with
+// `devices` (AML terms, usually Device nodes) in the DSDT's \_SB scope. Throws std::length_error
+// if they do not fit in kAcpiTablesAreaSize.
+std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
+                                       const std::vector<aml::Bytes>& devices = {});
+void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus,
+                       const std::vector<aml::Bytes>& devices = {});
+
+// The DSDT alone (header, checksum and AML body), as build_acpi_tables() writes it.
+std::vector<uint8_t> build_dsdt(const std::vector<aml::Bytes>& devices);
+
+// DSDT nodes for the machine's devices.
+// A 16550A at I/O `port` (8 registers) on ISA interrupt `irq`: PNP0501, _UID `uid`.
+aml::Bytes serial_port_node(std::string_view name, uint32_t uid, uint16_t port, uint32_t irq);
+// Virtio-mmio device `index` (node VRnn, _UID index): LNRO0005 with its register window and its
+// edge-triggered, active-high interrupt.
+aml::Bytes virtio_mmio_node(uint32_t index, uint64_t base, uint64_t size, uint32_t irq);
 
 // ACPI checksum: the byte that makes `bytes` sum to zero.
 uint8_t acpi_checksum(const uint8_t* bytes, size_t len);
