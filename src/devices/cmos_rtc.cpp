@@ -1,6 +1,7 @@
 #include "libvmm/devices/cmos_rtc.hpp"
 
 #include <algorithm>
+#include <chrono>
 
 namespace libvmm {
 namespace {
@@ -108,10 +109,31 @@ void CmosRtc::write_data(uint8_t value) {
   }
 }
 
-uint8_t CmosRtc::clock_register(uint8_t index) const {
-  const std::time_t now = clock_();
+namespace {
+
+// UTC calendar fields of `now`, by arithmetic alone: glibc's gmtime_r() loads the time zone file
+// on its first call, a system call the vCPU thread's seccomp filter refuses (and need not make).
+std::tm utc_fields(std::time_t now) {
+  using namespace std::chrono;
+  const sys_seconds t{seconds{now}};
+  const sys_days day = floor<days>(t);
+  const year_month_day ymd{day};
+  const hh_mm_ss hms{t - day};
   std::tm tm{};
-  gmtime_r(&now, &tm);
+  tm.tm_sec = static_cast<int>(hms.seconds().count());
+  tm.tm_min = static_cast<int>(hms.minutes().count());
+  tm.tm_hour = static_cast<int>(hms.hours().count());
+  tm.tm_mday = static_cast<int>(static_cast<unsigned>(ymd.day()));
+  tm.tm_mon = static_cast<int>(static_cast<unsigned>(ymd.month())) - 1;
+  tm.tm_year = static_cast<int>(ymd.year()) - 1900;
+  tm.tm_wday = static_cast<int>(weekday{day}.c_encoding());
+  return tm;
+}
+
+}  // namespace
+
+uint8_t CmosRtc::clock_register(uint8_t index) const {
+  const std::tm tm = utc_fields(clock_());
   const uint8_t b = ram_[kRegisterB];
   auto encode = [binary = (b & kBBinary) != 0](int value) {
     return binary ? static_cast<uint8_t>(value) : to_bcd(value);

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <ctime>
 
 #include "libvmm/devices/cmos_rtc.hpp"
 
@@ -45,6 +46,25 @@ TEST_F(CmosRtcTest, ClockInBcdFromUtc) {
   EXPECT_EQ(cmos(0x08), 0x12);
   EXPECT_EQ(cmos(0x09), 0x99);
   EXPECT_EQ(cmos(0x32), 0x19);
+}
+
+// The calendar arithmetic agrees with the C library's gmtime_r() over 1970-2150 (every ~10 days
+// at a different time of day), binary mode so the fields compare directly.
+TEST_F(CmosRtcTest, ClockAgreesWithGmtime) {
+  set_cmos(0x0B, 0x06);  // binary, 24-hour
+  for (std::time_t t = 0; t < 5'680'000'000; t += 863'999) {
+    now_ = t;
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    ASSERT_EQ(cmos(0x00), tm.tm_sec) << t;
+    ASSERT_EQ(cmos(0x02), tm.tm_min) << t;
+    ASSERT_EQ(cmos(0x04), tm.tm_hour) << t;
+    ASSERT_EQ(cmos(0x06), tm.tm_wday + 1) << t;
+    ASSERT_EQ(cmos(0x07), tm.tm_mday) << t;
+    ASSERT_EQ(cmos(0x08), tm.tm_mon + 1) << t;
+    ASSERT_EQ(cmos(0x09), (tm.tm_year + 1900) % 100) << t;
+    ASSERT_EQ(cmos(0x32), (tm.tm_year + 1900) / 100) << t;
+  }
 }
 
 TEST_F(CmosRtcTest, StatusRegisters) {
