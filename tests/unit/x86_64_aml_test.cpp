@@ -170,6 +170,16 @@ TEST(Acpi, DsdtDescribesSerialAndVirtioDevices) {
   EXPECT_THROW(virtio_mmio_node(256, 0xD0000000, 0x1000, 5), std::length_error);
 }
 
+TEST(Acpi, CommandLineTurnsAcpiOff) {
+  EXPECT_FALSE(cmdline_disables_acpi(""));
+  EXPECT_FALSE(cmdline_disables_acpi("console=ttyS0 quiet"));
+  EXPECT_TRUE(cmdline_disables_acpi("console=ttyS0 acpi=off"));
+  EXPECT_TRUE(cmdline_disables_acpi("acpi=off quiet"));
+  EXPECT_FALSE(cmdline_disables_acpi("acpi=off acpi=force"));  // the last one wins
+  EXPECT_FALSE(cmdline_disables_acpi("xacpi=off acpi=offx"));
+  EXPECT_FALSE(cmdline_disables_acpi("acpi=noirq"));
+}
+
 TEST(Acpi, DevicesThatDoNotFitAreRefused) {
   std::vector<Bytes> many(100, Bytes(1000, 0xA3));  // 100 KB of (Noop) terms
   EXPECT_THROW(build_acpi_tables(kAcpiTablesAddr, 1, many), std::length_error);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
@@ -187,6 +188,18 @@ std::vector<uint8_t> build_dsdt(const std::vector<aml::Bytes>& devices) {
   put(out, 0, header("DSDT", static_cast<uint32_t>(len), 2));
   seal_table(out, 0, len);
   return out;
+}
+
+bool cmdline_disables_acpi(std::string_view cmdline) {
+  bool off = false;
+  size_t at = 0;
+  while (at < cmdline.size()) {
+    const size_t end = std::min(cmdline.find(' ', at), cmdline.size());
+    const std::string_view word = cmdline.substr(at, end - at);
+    if (word.starts_with("acpi=")) off = word == "acpi=off";
+    at = end + 1;
+  }
+  return off;
 }
 
 aml::Bytes serial_port_node(std::string_view name, uint32_t uid, uint16_t port, uint32_t irq) {

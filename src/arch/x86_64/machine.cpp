@@ -35,20 +35,6 @@ const Board& x86_64_board();
 
 namespace {
 
-// Whether the command line turns ACPI off ("acpi=off" as a whole word; the kernel's last
-// "acpi=" wins).
-bool acpi_off(std::string_view cmdline) {
-  bool off = false;
-  size_t at = 0;
-  while (at < cmdline.size()) {
-    const size_t end = std::min(cmdline.find(' ', at), cmdline.size());
-    const std::string_view word = cmdline.substr(at, end - at);
-    if (word.starts_with("acpi=")) off = word == "acpi=off";
-    at = end + 1;
-  }
-  return off;
-}
-
 class X86Machine : public Machine {
  public:
   const Board& board() const override { return x86_64_board(); }
@@ -98,7 +84,7 @@ class X86Machine : public Machine {
     // built without ACPI, which its user runs with acpi=off) they need the parameters, which
     // a kernel with ACPI would otherwise see as a second copy of each device.
     std::string cmdline = c.cmdline;
-    if (acpi_off(cmdline)) {
+    if (x86::cmdline_disables_acpi(cmdline)) {
       for (const auto& param : virtio_cmdline_) {
         if (!cmdline.empty()) cmdline += ' ';
         cmdline += param;

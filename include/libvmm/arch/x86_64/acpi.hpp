@@ -38,6 +38,10 @@ void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus,
 // The DSDT alone (header, checksum and AML body), as build_acpi_tables() writes it.
 std::vector<uint8_t> build_dsdt(const std::vector<aml::Bytes>& devices);
 
+// Whether a kernel command line turns ACPI off ("acpi=off" as a word; the last "acpi=" wins):
+// the machine then describes virtio-mmio devices with virtio_mmio.device= parameters instead.
+bool cmdline_disables_acpi(std::string_view cmdline);
+
 // DSDT nodes for the machine's devices.
 // A 16550A at I/O `port` (8 registers) on ISA interrupt `irq`: PNP0501, _UID `uid`.
 aml::Bytes serial_port_node(std::string_view name, uint32_t uid, uint16_t port, uint32_t irq);
