@@ -5,4 +5,5 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/cmos_rtc.cpp
   ${CMAKE_CURRENT_LIST_DIR}/i8042.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pl011.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pl031.cpp
 )

@@ -4,7 +4,8 @@
 # (tools/emuhost/emuhost --arch aarch64) and checks what a user sees:
 #   GICv3 host: 2 vCPUs through PSCI, the arch timer, the PL011 console both ways, the vGICv3,
 #               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block,
-#               console and network with the guest's own (module) drivers;
+#               console and network with the guest's own (module) drivers, the wall clock
+#               at boot from the PL031;
 #   GICv2 host: the manual's example system (examples/simple/simple-aarch64.system) checked
 #               and booted on its vGICv2; the default --gic picks the vGICv2; Microkit
 #               descriptions as written (tests/system/microkit): the manual's form with images
@@ -95,6 +96,12 @@ check "virtio: the guest reads the host's pattern" grep -qF "vda starts with: LI
 check "virtio: vdb is read-only in the guest" grep -qF "vdb write refused" /tmp/virtio.out
 check "virtio: the guest's write is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
+check "virtio: the PL031 is the guest's rtc0" grep -q "rtc0: .*pl031" /tmp/virtio.out
+guest_clock=$(sed -n 's/.*LIBVMM-GUEST: clock: \([0-9]*\).*/\1/p' /tmp/virtio.out | head -n 1)
+host_clock=$(date +%s)
+echo "guest clock at boot: $guest_clock, host clock after the run: $host_clock"
+check "virtio: the guest's clock at boot is the host's (PL031)" \
+  sh -c "[ -n '$guest_clock' ] && [ $((host_clock - ${guest_clock:-0})) -ge 0 ] && [ $((host_clock - ${guest_clock:-0})) -lt 300 ]"
 
 # 4. A user's device tree (--dtb): vmm patches in memory, cpus, chosen and the virtIO disk.
 boot dtb "quiet libvmm.test=arm64info" --vcpus 2 --dtb user.dtb --disk /tmp/vdb.img,readonly

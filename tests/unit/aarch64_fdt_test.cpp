@@ -65,7 +65,8 @@ FdtMachine sample_machine(const Sample& sample) {
     m.gic.cpu_or_redist_base = 0x0801'0000;
     m.gic.cpu_or_redist_size = 0x1'0000;
   }
-  m.board = {std::make_shared<Pl011Fdt>(0x0900'0000, sample.uart_intid)};
+  m.board = {std::make_shared<Pl011Fdt>(0x0900'0000, sample.uart_intid),
+             std::make_shared<Pl031Fdt>(0x0901'0000)};
   m.devices = {
       virtio_device(0x0a00'0000, 48, FdtTrigger::edge_rising, "virtio-blk disk0"),
       virtio_device(sample.console_base, sample.console_intid, FdtTrigger::level_high, "console")};
@@ -215,6 +216,13 @@ TEST(Arm64Fdt, BuildsTheWholeTree) {
   EXPECT_THAT(cells(blob, "/serial@9000000", "interrupts"), ElementsAre(0u, 1u, 4u));  // INTID 33
   const uint32_t clock_phandle = fdt_get_phandle(blob.data(), clock);
   EXPECT_THAT(cells(blob, "/serial@9000000", "clocks"), ElementsAre(clock_phandle, clock_phandle));
+  // The PL031 shares the clock (one /apb-pclk node) and has no interrupt (no alarm).
+  EXPECT_EQ(string_prop(blob, "/pl031@9010000", "compatible"),
+            std::string("arm,pl031\0arm,primecell\0", 24));
+  EXPECT_THAT(cells(blob, "/pl031@9010000", "reg"), ElementsAre(0u, 0x0901'0000u, 0u, 0x1000u));
+  EXPECT_THAT(cells(blob, "/pl031@9010000", "clocks"), ElementsAre(clock_phandle));
+  EXPECT_EQ(string_prop(blob, "/pl031@9010000", "clock-names"), std::string("apb_pclk\0", 9));
+  EXPECT_FALSE(has_prop(blob, "/pl031@9010000", "interrupts"));
 
   EXPECT_EQ(string_prop(blob, "/virtio_mmio@a000000", "compatible"),
             std::string("virtio,mmio\0", 12));

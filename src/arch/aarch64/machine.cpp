@@ -27,6 +27,7 @@
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/vm_config.hpp"
 #include "libvmm/devices/pl011.hpp"
+#include "libvmm/devices/pl031.hpp"
 #include "options.hpp"
 
 namespace libvmm {
@@ -131,6 +132,9 @@ class Aarch64Machine : public Machine {
     auto node = std::make_shared<aarch64::Pl011Fdt>(kUartBase, kUartIntid);
     node->size = Pl011::kWindowSize;
     board_nodes_.push_back(std::move(node));
+
+    vm.mmio.attach(kRtcBase, Pl031::kWindowSize, std::make_shared<Pl031>());
+    board_nodes_.push_back(std::make_shared<aarch64::Pl031Fdt>(kRtcBase));
   }
 
   void load_guest(MachineContext& vm) override {

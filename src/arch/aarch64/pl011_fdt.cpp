@@ -4,12 +4,9 @@
 
 namespace libvmm::aarch64 {
 
-void Pl011Fdt::describe_fdt(FdtWriter& fdt) const {
-  const std::string what = node_name("pl011", base);
-  std::vector<uint32_t> interrupts = fdt.interrupts(intid, FdtTrigger::level_high, what);
-  fdt.claim_address(base, what);
-
+uint32_t apb_pclk(FdtWriter& fdt, uint32_t clock_hz) {
   const uint32_t clock = fdt.phandle("apb-pclk");
+  if (fdt.root().find_child("apb-pclk") != nullptr) return clock;
   FdtNode clock_node("apb-pclk");
   clock_node.string("compatible", "fixed-clock")
       .u32("#clock-cells", 0)
@@ -17,6 +14,14 @@ void Pl011Fdt::describe_fdt(FdtWriter& fdt) const {
       .string("clock-output-names", "clk24mhz")
       .u32("phandle", clock);
   fdt.add(std::move(clock_node));
+  return clock;
+}
+
+void Pl011Fdt::describe_fdt(FdtWriter& fdt) const {
+  const std::string what = node_name("pl011", base);
+  std::vector<uint32_t> interrupts = fdt.interrupts(intid, FdtTrigger::level_high, what);
+  fdt.claim_address(base, what);
+  const uint32_t clock = apb_pclk(fdt, clock_hz);
 
   FdtNode node(node_name("serial", base));
   node.strings("compatible", {"arm,pl011", "arm,primecell"})
@@ -25,6 +30,21 @@ void Pl011Fdt::describe_fdt(FdtWriter& fdt) const {
       .cells("clocks", {clock, clock})
       .strings("clock-names", {"uartclk", "apb_pclk"});
   fdt.node("chosen").string("stdout-path", fmt::format("/{}", node.name()));
+  fdt.add(std::move(node));
+}
+
+}  // namespace libvmm::aarch64
+
+namespace libvmm::aarch64 {
+
+void Pl031Fdt::describe_fdt(FdtWriter& fdt) const {
+  fdt.claim_address(base, node_name("pl031", base));
+  const uint32_t clock = apb_pclk(fdt, clock_hz);
+  FdtNode node(node_name("pl031", base));
+  node.strings("compatible", {"arm,pl031", "arm,primecell"})
+      .reg({{base, size}})
+      .u32("clocks", clock)
+      .string("clock-names", "apb_pclk");
   fdt.add(std::move(node));
 }
 

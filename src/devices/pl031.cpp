@@ -1,0 +1,90 @@
+#include "libvmm/devices/pl031.hpp"
+
+#include <cstring>
+
+namespace libvmm {
+namespace {
+
+// Register offsets (PL031 technical reference manual, DDI 0224).
+constexpr uint64_t kData = 0x000;          // RTCDR
+constexpr uint64_t kMatch = 0x004;         // RTCMR
+constexpr uint64_t kLoad = 0x008;          // RTCLR
+constexpr uint64_t kControl = 0x00C;       // RTCCR
+constexpr uint64_t kIntMask = 0x010;       // RTCIMSC
+constexpr uint64_t kRawStatus = 0x014;     // RTCRIS
+constexpr uint64_t kMaskedStatus = 0x018;  // RTCMIS
+constexpr uint64_t kIntClear = 0x01C;      // RTCICR
+constexpr uint64_t kPeriphId0 = 0xFE0;     // PeriphID0..3, then PCellID0..3 at 0xFF0
+constexpr uint64_t kCellId0 = 0xFF0;
+constexpr uint8_t kPeriphId[4] = {0x31, 0x10, 0x04, 0x00};  // part 0x031, ARM, revision 0
+constexpr uint8_t kCellId[4] = {0x0D, 0xF0, 0x05, 0xB1};    // 0xB105F00D
+
+}  // namespace
+
+Pl031::Pl031(Clock clock) : clock_(std::move(clock)) {}
+
+uint32_t Pl031::read_register(uint64_t offset) {
+  switch (offset) {
+    case kData:
+      return static_cast<uint32_t>(static_cast<int64_t>(clock_()) + offset_);
+    case kMatch:
+      return match_;
+    case kLoad:
+      return static_cast<uint32_t>(static_cast<int64_t>(clock_()) + offset_);
+    case kControl:
+      return 1;  // started
+    case kIntMask:
+      return interrupt_mask_ ? 1 : 0;
+    case kRawStatus:
+    case kMaskedStatus:
+      return 0;  // no alarm interrupt (see the header)
+    default:
+      break;
+  }
+  if (offset >= kPeriphId0 && offset < kPeriphId0 + 16) return kPeriphId[(offset - kPeriphId0) / 4];
+  if (offset >= kCellId0 && offset < kCellId0 + 16) return kCellId[(offset - kCellId0) / 4];
+  return 0;
+}
+
+void Pl031::write_register(uint64_t offset, uint32_t value) {
+  switch (offset) {
+    case kMatch:
+      match_ = value;
+      break;
+    case kLoad:
+      // The counter is 32 bits: the guest's time is the value, from now on.
+      offset_ = static_cast<int64_t>(value) - static_cast<int64_t>(clock_());
+      break;
+    case kIntMask:
+      interrupt_mask_ = (value & 1) != 0;
+      break;
+    case kIntClear:
+    case kControl:  // the clock cannot be stopped (writing 0 has no effect on a PL031 either)
+    default:
+      break;
+  }
+}
+
+void Pl031::read(uint64_t offset, std::span<uint8_t> data) {
+  if (data.empty() || data.size() > 4) {
+    std::memset(data.data(), 0, data.size());
+    return;
+  }
+  uint32_t value;
+  {
+    std::lock_guard lock(mutex_);
+    value = read_register(offset & ~uint64_t{3});
+  }
+  value >>= 8 * (offset & 3);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(value >> (8 * i));
+}
+
+void Pl031::write(uint64_t offset, std::span<const uint8_t> data) {
+  if (data.size() != 4 || (offset & 3) != 0) return;  // registers take 32-bit writes
+  uint32_t value = 0;
+  for (size_t i = 0; i < 4; ++i) value |= uint32_t{data[i]} << (8 * i);
+  std::lock_guard lock(mutex_);
+  write_register(offset, value);
+}
+
+}  // namespace libvmm
