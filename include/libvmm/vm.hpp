@@ -66,6 +66,9 @@ class Vm {
 
   // Thread-safe. The first request wins; later ones are logged and ignored.
   void request_stop(StopReason reason, std::string detail);
+  // Asks the guest to power off through the machine's power button (x86_64: the ACPI power
+  // button); the guest decides. Thread-safe. False if the machine has no power button.
+  bool press_power_button();
 
   const VmConfig& config() const;
   GuestMemory& memory();

@@ -369,6 +369,10 @@ RunResult Vm::run() {
   return d.result.value_or(RunResult{StopReason::error, "the event loop stopped unexpectedly"});
 }
 
+bool Vm::press_power_button() {
+  return impl_->machine->press_power_button();
+}
+
 void Vm::request_stop(StopReason reason, std::string detail) {
   auto& d = *impl_;
   {

@@ -6,6 +6,9 @@
 #      devices through the DSDT alone, nothing about virtio on its command line; COM1 is the
 #      PNP0501 node's; the guest's clock is the host's (CMOS RTC); eth0 pings the host end of
 #      its TAP in a network namespace this test creates.
+#   2. Graceful shutdown: SIGTERM to vmm presses the ACPI power button; a guest that powers off
+#      on the power key (as systemd-logind does) ends vmm with status 0; a guest that ignores
+#      it is stopped after --shutdown-timeout with a message; a second SIGTERM stops at once.
 # Usage: linux_debian.sh VMM
 set -euo pipefail
 vmm=$1
@@ -58,7 +61,47 @@ echo "guest clock at boot: $guest_clock, host clock after exit: $host_clock"
 check "Debian kernel: the guest's clock is the host's (CMOS RTC)" \
   sh -c "[ -n '$guest_clock' ] && [ $((host_clock - ${guest_clock:-0})) -ge 0 ] && [ $((host_clock - ${guest_clock:-0})) -lt 120 ]"
 
-finish linux_debian /tmp/acpi.out /tmp/acpi.err /tmp/hvc0.out
+# 2. The power button. Each run: the Debian kernel, waiting in its test, then SIGTERM.
+debian() {
+  ./vmm --kernel debian-vmlinuz --initrd initramfs-debian.cpio.gz --memory 192M "$@" </dev/null &
+  pid=$!
+}
+debian --cmdline "console=ttyS0 quiet libvmm.test=powerkey" --serial file:/tmp/pk.out 2>/tmp/pk.err
+wait_for /tmp/pk.out "waiting for the power button" 180
+kill -TERM $pid
+wait $pid
+status=$?
+check "power button: the guest saw it (ACPI button driver, KEY_POWER)" \
+  grep -qF "power button pressed" /tmp/pk.out
+check "power button: vmm says it pressed it" grep -qF "pressed the guest's power button" /tmp/pk.err
+check "power button: the guest powered off (ACPI S5), status 0 (got $status)" \
+  sh -c "[ $status -eq 0 ] && grep -qF 'the guest powered off (ACPI S5)' /tmp/pk.err"
+
+debian --cmdline "console=ttyS0 quiet libvmm.test=idle" --serial file:/tmp/idle.out \
+  --shutdown-timeout 3 2>/tmp/idle.err
+wait_for /tmp/idle.out "LIBVMM-GUEST: idle" 180
+sent=$(date +%s)
+kill -TERM $pid
+wait $pid
+status=$?
+took=$(($(date +%s) - sent))
+check "ignored power button: stopped after the 3 s timeout (took $took s), status 0 (got $status)" \
+  sh -c "[ $status -eq 0 ] && [ $took -ge 3 ] && [ $took -lt 30 ]"
+check "ignored power button: vmm says so" grep -qF "did not power off within 3 s" /tmp/idle.err
+
+debian --cmdline "console=ttyS0 quiet libvmm.test=idle" --serial file:/tmp/twice.out 2>/tmp/twice.err
+wait_for /tmp/twice.out "LIBVMM-GUEST: idle" 180
+sent=$(date +%s)
+kill -TERM $pid
+sleep 1
+kill -TERM $pid
+wait $pid
+status=$?
+took=$(($(date +%s) - sent))
+check "second signal: stops at once (took $took s of the default 30), status 0 (got $status)" \
+  sh -c "[ $status -eq 0 ] && [ $took -lt 15 ] && grep -qF 'stopped by signal 15' /tmp/twice.err"
+
+finish linux_debian /tmp/acpi.out /tmp/acpi.err /tmp/hvc0.out /tmp/pk.out /tmp/pk.err /tmp/idle.err /tmp/twice.err
 EOS
 
 run_payload

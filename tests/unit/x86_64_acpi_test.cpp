@@ -51,7 +51,7 @@ TEST(Acpi, TablesChainAndChecksum) {
   EXPECT_EQ(sum(t, madt, madt_len), 0);
   EXPECT_EQ(at<uint32_t>(t, madt + 36), 0xFEE00000u);
   // Entries: 4 local APICs with IDs 0..3, then the IOAPIC and the NMI entry.
-  size_t at_entry = madt + 44, cpus = 0, ioapics = 0;
+  size_t at_entry = madt + 44, cpus = 0, ioapics = 0, overrides = 0;
   while (at_entry < madt + madt_len) {
     const uint8_t type = t[at_entry], len = t[at_entry + 1];
     ASSERT_GT(len, 0);
@@ -59,11 +59,19 @@ TEST(Acpi, TablesChainAndChecksum) {
       EXPECT_EQ(t[at_entry + 3], cpus++);
     }
     if (type == 1) ++ioapics;
+    if (type == 2) {  // the SCI's override: ISA IRQ 9 = GSI 9, level, active-high
+      ++overrides;
+      EXPECT_EQ(t[at_entry + 3], 9);
+      EXPECT_EQ(at<uint32_t>(t, at_entry + 4), 9u);
+      EXPECT_EQ(at<uint16_t>(t, at_entry + 8), 0x0Du);
+    }
     at_entry += len;
   }
   EXPECT_EQ(at_entry, madt + madt_len);
   EXPECT_EQ(cpus, 4u);
   EXPECT_EQ(ioapics, 1u);
+  EXPECT_EQ(overrides, 1u);
+  EXPECT_EQ(at<uint32_t>(t, fadt + 112) & (1u << 4), 0u);  // PWR_BUTTON clear: fixed feature
 }
 
 TEST(AcpiPmDevice, PowersOffOnS5WithSleepEnable) {
@@ -82,6 +90,47 @@ TEST(AcpiPmDevice, PowersOffOnS5WithSleepEnable) {
   const uint16_t s5 = (5 << 10) | (1 << 13);
   pm.write(4, {reinterpret_cast<const uint8_t*>(&s5), 2});
   EXPECT_EQ(power_offs, 1);
+}
+
+class FakeIrq : public libvmm::IrqLine {
+ public:
+  uint32_t number() const override { return 9; }
+  void set_level(bool asserted) override {
+    level = asserted;
+    ++changes;
+  }
+  void pulse() override { ++pulses; }
+  bool level = false;
+  int changes = 0, pulses = 0;
+};
+
+TEST(AcpiPmDevice, PowerButtonSetsStatusAndRaisesTheSciWhenEnabled) {
+  auto sci = std::make_shared<FakeIrq>();
+  AcpiPmDevice pm([] {}, sci);
+  pm.press_power_button();  // not enabled yet: status only
+  uint8_t sts[2];
+  pm.read(0, sts);
+  EXPECT_EQ(sts[1], 0x01);  // PWRBTN_STS (bit 8)
+  EXPECT_FALSE(sci->level);
+  const uint8_t enable[2] = {0x00, 0x01};  // PWRBTN_EN
+  pm.write(2, enable);
+  EXPECT_TRUE(sci->level);  // a pending enabled event raises the SCI at once
+  const uint8_t other_bits[2] = {0xFF, 0x00};
+  pm.write(0, other_bits);  // clearing other bits leaves it
+  EXPECT_TRUE(sci->level);
+  const uint8_t clear[2] = {0x00, 0x01};
+  pm.write(0, clear);  // write-1-to-clear
+  EXPECT_FALSE(sci->level);
+  pm.read(0, sts);
+  EXPECT_EQ(sts[1], 0x00);
+  pm.press_power_button();
+  EXPECT_TRUE(sci->level);
+  pm.press_power_button();  // again while pending: no extra edge
+  EXPECT_EQ(sci->changes, 3);
+  const uint8_t disable[2] = {0x00, 0x00};
+  pm.write(2, disable);
+  EXPECT_FALSE(sci->level);
+  EXPECT_EQ(sci->pulses, 0);
 }
 
 TEST(AcpiPmDevice, StatusReadsZeroAndOddAccessesAreHarmless) {

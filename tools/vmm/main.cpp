@@ -7,10 +7,14 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 #include "libvmm/arch/machine_option.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
@@ -39,15 +43,84 @@ sigset_t stop_signals() {
   return set;
 }
 
-void watch_stop_signals(System& system, UniqueFd& holder) {
+// The graceful stop: the first stop signal presses every VM's power button and starts the
+// --shutdown-timeout; the guest powering off ends the run as usual. A second signal, or the
+// timeout, stops the VMs at once. A machine without a power button (AArch64 today), or a
+// timeout of 0, stops at the first signal. The timeout runs on a thread of its own, started
+// before the VMs run (so it needs no system call their threads' seccomp filters refuse).
+class GracefulStop {
+ public:
+  GracefulStop(System& system, int timeout_seconds)
+      : system_(system), timeout_(timeout_seconds), thread_([this] { wait(); }) {}
+  ~GracefulStop() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    changed_.notify_all();
+    thread_.join();
+  }
+  GracefulStop(const GracefulStop&) = delete;
+  GracefulStop& operator=(const GracefulStop&) = delete;
+
+  // On the event loop's thread.
+  void on_signal(int signo) {
+    std::unique_lock lock(mutex_);
+    if (armed_ || timeout_ <= 0) {
+      lock.unlock();
+      system_.request_stop(StopReason::quit, fmt::format("stopped by signal {}", signo));
+      return;
+    }
+    bool all_pressed = true;
+    for (Vm* vm : system_.vms()) all_pressed = vm->press_power_button() && all_pressed;
+    if (!all_pressed) {
+      lock.unlock();
+      system_.request_stop(
+          StopReason::quit,
+          fmt::format("stopped by signal {} (the machine has no power button)", signo));
+      return;
+    }
+    armed_ = true;
+    log::info(
+        "signal {}: pressed the guest's power button; it has {} s to power off (--shutdown-timeout)"
+        ", a second signal stops it now",
+        signo, timeout_);
+    lock.unlock();
+    changed_.notify_all();
+  }
+
+ private:
+  void wait() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return armed_ || done_; });
+    if (done_) return;
+    if (changed_.wait_for(lock, std::chrono::seconds(timeout_), [this] { return done_; })) return;
+    lock.unlock();
+    system_.request_stop(
+        StopReason::quit,
+        fmt::format(
+            "the guest did not power off within {} s of the power button (--shutdown-timeout)",
+            timeout_));
+  }
+
+  System& system_;
+  const int timeout_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool armed_ = false;
+  bool done_ = false;
+  std::thread thread_;  // last: started once the rest is ready
+};
+
+void watch_stop_signals(System& system, GracefulStop& stop, UniqueFd& holder) {
   sigset_t set = stop_signals();
   holder.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!holder) throw_errno("signalfd");
   const int fd = holder.get();
-  system.vms().front()->event_loop().add(fd, EPOLLIN, [&system, fd](uint32_t) {
+  system.vms().front()->event_loop().add(fd, EPOLLIN, [&stop, fd](uint32_t) {
     signalfd_siginfo info{};
     if (::read(fd, &info, sizeof info) == sizeof info) {
-      system.request_stop(StopReason::quit, fmt::format("stopped by signal {}", info.ssi_signo));
+      stop.on_signal(static_cast<int>(info.ssi_signo));
     }
   });
 }
@@ -182,7 +255,7 @@ int exit_status_of(Body&& body) {
 
 // Builds and runs the system; the exit status (errors reported here too: in a jail this runs
 // in the jail's own process).
-int run_system(SystemDescription&& description) {
+int run_system(SystemDescription&& description, int shutdown_timeout) {
   return exit_status_of([&] {
     // Block the stop signals in every thread (vCPU threads inherit the mask); the event loop
     // reads them from a signalfd.
@@ -192,8 +265,9 @@ int run_system(SystemDescription&& description) {
     const std::string file = description.file;
     System system(std::move(description));
     if (system.vms().empty()) throw UserError(fmt::format("{}: no virtual machine to run", file));
+    GracefulStop stop(system, shutdown_timeout);
     UniqueFd signals;
-    watch_stop_signals(system, signals);
+    watch_stop_signals(system, stop, signals);
     const RunResult result = system.run();
     if (result.exit_status() == 0) {
       log::info("guest stopped ({}): {}", to_string(result.reason), result.detail);
@@ -281,6 +355,14 @@ int main(int argc, char** argv) {
                  "it) or off")
       ->type_name("off|log|kill")
       ->default_str("kill");
+  int shutdown_timeout = 30;
+  app.add_option("--shutdown-timeout", shutdown_timeout,
+                 "On SIGTERM or SIGINT, press the guest's power button (x86_64: ACPI) and stop it "
+                 "if it has not powered off after SECONDS; a second signal stops it at once (0: "
+                 "stop at the first signal)")
+      ->type_name("SECONDS")
+      ->default_str("30")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--verbose,-v", verbose, "Log more (unclaimed port accesses, layout)");
   app.add_flag("--quiet,-q", quiet, "Log only errors");
   // The jail (docs/SECURITY.md, "Sandbox: the jail"): for the flags, run and check alike.
@@ -418,8 +500,9 @@ int main(int argc, char** argv) {
       description.validate();
       const JailPlan plan = plan_jail(description, std::filesystem::current_path());
       const JailOptions options = jail_options(jail_dir, jail_uid, jail_gid, jail_netns);
-      return run_in_jail(options, plan, [&] { return run_system(std::move(description)); });
+      return run_in_jail(options, plan,
+                         [&] { return run_system(std::move(description), shutdown_timeout); });
     }
-    return run_system(std::move(description));
+    return run_system(std::move(description), shutdown_timeout);
   });
 }

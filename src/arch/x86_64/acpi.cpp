@@ -82,6 +82,8 @@ constexpr uint8_t kGasSystemIo = 1;
 constexpr uint8_t kGasAccessByte = 1;
 constexpr uint8_t kGasAccessWord = 2;
 constexpr uint32_t kFadtResetRegSupported = 1u << 10;
+constexpr uint32_t kFadtNoSleepButton = 1u << 5;  // SLP_BUTTON; PWR_BUTTON (bit 4) clear: the
+                                                  // power button is the fixed-feature one
 constexpr uint16_t kBootArchVgaNotPresent = 1u << 2;
 constexpr uint16_t kI8042CommandPort = 0x64;
 constexpr uint8_t kI8042ResetCommand = 0xFE;
@@ -92,12 +94,14 @@ constexpr uint16_t kPm1SleepTypeShift = 10;
 constexpr uint16_t kPm1SleepTypeMask = 0x7u << kPm1SleepTypeShift;
 constexpr uint16_t kPm1SleepEnable = 1u << 13;
 constexpr uint64_t kPm1ControlOffset = 4;
+constexpr uint64_t kPm1EnableOffset = 2;
+constexpr uint16_t kPm1PowerButton = 1u << 8;  // PWRBTN_STS / PWRBTN_EN
 
 // Layout inside the table area.
 constexpr uint64_t kXsdtOffset = 0x40;
 constexpr uint64_t kFacsOffset = 0x80;  // 64-byte aligned, as the spec requires
 constexpr uint64_t kFadtOffset = 0x100;
-constexpr uint64_t kMadtOffset = 0x280;  // 62 + 8 bytes per vCPU: 318 bytes for 32
+constexpr uint64_t kMadtOffset = 0x280;  // 72 + 8 bytes per vCPU: 328 bytes for 32
 constexpr uint64_t kDsdtOffset = 0x400;  // last: its size depends on the devices
 
 struct Facs {
@@ -129,8 +133,16 @@ struct MadtLocalApicNmi {  // type 4
   uint16_t flags;
   uint8_t lint;
 } __attribute__((packed));
+struct MadtSourceOverride {  // type 2
+  uint8_t type, length, bus, source;
+  uint32_t gsi;
+  uint16_t flags;
+} __attribute__((packed));
 static_assert(sizeof(MadtLocalApic) == 8 && sizeof(MadtIoApic) == 12 &&
-              sizeof(MadtLocalApicNmi) == 6);
+              sizeof(MadtLocalApicNmi) == 6 && sizeof(MadtSourceOverride) == 10);
+// The SCI is level-triggered and active-high here (KVM's IOAPIC line as the PM device drives
+// it), not ACPI's default for an SCI without an override (active-low).
+constexpr uint16_t kMpsActiveHighLevel = 0x1 | 0x3 << 2;
 
 constexpr uint32_t kLapicAddress = 0xFEE00000;
 constexpr uint32_t kIoapicAddress = 0xFEC00000;
@@ -238,7 +250,8 @@ aml::Bytes virtio_mmio_node(uint32_t index, uint64_t base, uint64_t size, uint32
 std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
                                        const std::vector<aml::Bytes>& devices) {
   const uint32_t madt_len = sizeof(SdtHeader) + 8 + num_cpus * sizeof(MadtLocalApic) +
-                            sizeof(MadtIoApic) + sizeof(MadtLocalApicNmi);
+                            sizeof(MadtIoApic) + sizeof(MadtSourceOverride) +
+                            sizeof(MadtLocalApicNmi);
   if (kMadtOffset + madt_len > kDsdtOffset) {
     throw std::length_error(fmt::format("ACPI: a MADT for {} vCPUs does not fit", num_cpus));
   }
@@ -271,6 +284,10 @@ std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
   put(out, at,
       MadtIoApic{1, sizeof(MadtIoApic), static_cast<uint8_t>(num_cpus), 0, kIoapicAddress, 0});
   at += sizeof(MadtIoApic);
+  put(out, at,
+      MadtSourceOverride{2, sizeof(MadtSourceOverride), 0, kAcpiSciIrq, kAcpiSciIrq,
+                         kMpsActiveHighLevel});
+  at += sizeof(MadtSourceOverride);
   put(out, at, MadtLocalApicNmi{4, sizeof(MadtLocalApicNmi), 0xFF, 0, 1});
   seal_table(out, kMadtOffset, madt_len);
 
@@ -289,7 +306,7 @@ std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
   fadt.x_pm1a_evt_blk = io_register(kAcpiPmBasePort, 32, kGasAccessWord);
   fadt.x_pm1a_cnt_blk = io_register(kAcpiPmBasePort + kPm1ControlOffset, 16, kGasAccessWord);
   fadt.iapc_boot_arch = kBootArchVgaNotPresent;
-  fadt.flags = kFadtResetRegSupported;
+  fadt.flags = kFadtResetRegSupported | kFadtNoSleepButton;
   fadt.reset_reg = io_register(kI8042CommandPort, 8, kGasAccessByte);
   fadt.reset_value = kI8042ResetCommand;
   fadt.minor_version = 0;
@@ -321,15 +338,29 @@ void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus,
               "ACPI tables");
 }
 
-AcpiPmDevice::AcpiPmDevice(std::function<void()> on_power_off)
-    : on_power_off_(std::move(on_power_off)) {}
+AcpiPmDevice::AcpiPmDevice(std::function<void()> on_power_off, std::shared_ptr<IrqLine> sci)
+    : on_power_off_(std::move(on_power_off)), sci_(std::move(sci)) {}
+
+void AcpiPmDevice::update_sci() {
+  uint16_t enable;
+  std::memcpy(&enable, registers_ + kPm1EnableOffset, sizeof enable);
+  const bool assert_sci = (status_ & enable) != 0;
+  if (assert_sci != sci_asserted_ && sci_) sci_->set_level(assert_sci);
+  sci_asserted_ = assert_sci;
+}
+
+void AcpiPmDevice::press_power_button() {
+  std::lock_guard lock(mutex_);
+  status_ |= kPm1PowerButton;
+  update_sci();
+}
 
 void AcpiPmDevice::read(uint64_t offset, std::span<uint8_t> data) {
   std::lock_guard lock(mutex_);
   for (size_t i = 0; i < data.size(); ++i) {
     const uint64_t reg = offset + i;
     if (reg < 2) {
-      data[i] = 0;  // PM1 status: no events
+      data[i] = static_cast<uint8_t>(status_ >> (8 * reg));  // PM1 status
     } else if (reg == kPm1ControlOffset) {
       data[i] = static_cast<uint8_t>(registers_[reg] | kPm1SciEnable);
     } else {
@@ -343,7 +374,12 @@ void AcpiPmDevice::write(uint64_t offset, std::span<const uint8_t> data) {
   {
     std::lock_guard lock(mutex_);
     for (size_t i = 0; i < data.size() && offset + i < kAcpiPmPortCount; ++i) {
-      if (offset + i >= 2) registers_[offset + i] = data[i];  // status bits are write-1-to-clear
+      const uint64_t reg = offset + i;
+      if (reg < 2) {
+        status_ = static_cast<uint16_t>(status_ & ~(uint16_t{data[i]} << (8 * reg)));  // W1C
+      } else {
+        registers_[reg] = data[i];
+      }
     }
     uint16_t control;
     std::memcpy(&control, registers_ + kPm1ControlOffset, sizeof control);
@@ -353,6 +389,7 @@ void AcpiPmDevice::write(uint64_t offset, std::span<const uint8_t> data) {
       control = static_cast<uint16_t>(control & ~kPm1SleepEnable);  // SLP_EN reads as 0
       std::memcpy(registers_ + kPm1ControlOffset, &control, sizeof control);
     }
+    update_sci();
   }
   if (power_off) on_power_off_();
 }

@@ -64,10 +64,10 @@ class X86Machine : public Machine {
     I8042::attach(vm.pio, i8042);
     vm.pio.attach(CmosRtc::kBasePort, CmosRtc::kPortCount, std::make_shared<CmosRtc>());
     vm.pio.attach(PortSink::kPostPort, 1, std::make_shared<PortSink>("post-code"));
-    vm.pio.attach(x86::kAcpiPmBasePort, x86::kAcpiPmPortCount,
-                  std::make_shared<x86::AcpiPmDevice>([&vm] {
-                    vm.request_stop(StopReason::power_off, "the guest powered off (ACPI S5)");
-                  }));
+    pm_ = std::make_shared<x86::AcpiPmDevice>(
+        [&vm] { vm.request_stop(StopReason::power_off, "the guest powered off (ACPI S5)"); },
+        vm.irq(x86::kAcpiSciIrq));
+    vm.pio.attach(x86::kAcpiPmBasePort, x86::kAcpiPmPortCount, pm_);
   }
 
   void load_guest(MachineContext& vm) override {
@@ -130,6 +130,14 @@ class X86Machine : public Machine {
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return x86::get_regs(vcpu).rip; }
 
+  // The ACPI fixed-feature power button (PM1 PWRBTN_STS and the SCI): Linux's ACPI button
+  // driver turns it into KEY_POWER, on which systemd-logind (or acpid) powers off.
+  bool press_power_button() override {
+    if (!pm_) return false;
+    pm_->press_power_button();
+    return true;
+  }
+
   // Each device is a LNRO0005 node in the DSDT (namespace order is probe order: the first disk
   // is vda), and a `virtio_mmio.device=` parameter for kernels booted without ACPI.
   void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {
@@ -140,6 +148,7 @@ class X86Machine : public Machine {
 
  private:
   x86::LinuxBootInfo boot_;
+  std::shared_ptr<x86::AcpiPmDevice> pm_;
   std::vector<std::string> virtio_cmdline_;
   std::vector<x86::aml::Bytes> acpi_devices_;
   std::optional<std::vector<kvm_cpuid_entry2>> supported_cpuid_;

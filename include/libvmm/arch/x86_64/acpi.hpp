@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string_view>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "libvmm/arch/x86_64/aml.hpp"
 #include "libvmm/core/bus.hpp"
 #include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/irq.hpp"
 
 namespace libvmm::x86 {
 
@@ -52,19 +54,29 @@ aml::Bytes virtio_mmio_node(uint32_t index, uint64_t base, uint64_t size, uint32
 // ACPI checksum: the byte that makes `bytes` sum to zero.
 uint8_t acpi_checksum(const uint8_t* bytes, size_t len);
 
-// The PM1a event (status/enable) and control registers. Status reads 0 (no events); enable and
-// control are stored; SCI_EN reads as set (ACPI mode, there is no SMI_CMD to switch modes).
+// The PM1a event (status/enable) and control registers. Status holds PWRBTN_STS (the fixed
+// power button: press_power_button() sets it; the guest clears it by writing 1) and reads 0
+// otherwise; enable and control are stored; SCI_EN reads as set (ACPI mode, there is no SMI_CMD
+// to switch modes). The SCI (`sci`, may be null) is asserted, level-triggered, while an enabled
+// status bit is set.
 class AcpiPmDevice : public BusDevice {
  public:
-  explicit AcpiPmDevice(std::function<void()> on_power_off);
+  explicit AcpiPmDevice(std::function<void()> on_power_off, std::shared_ptr<IrqLine> sci = {});
   std::string name() const override { return "acpi-pm"; }
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;
+  // The user pressed the power button (thread-safe): PWRBTN_STS, and the SCI if enabled.
+  void press_power_button();
 
  private:
+  void update_sci();  // with mutex_ held
+
   std::function<void()> on_power_off_;
+  std::shared_ptr<IrqLine> sci_;
   std::mutex mutex_;
   uint8_t registers_[kAcpiPmPortCount] = {};
+  uint16_t status_ = 0;
+  bool sci_asserted_ = false;
 };
 
 }  // namespace libvmm::x86
