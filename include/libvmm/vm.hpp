@@ -67,7 +67,8 @@ class Vm {
   // Thread-safe. The first request wins; later ones are logged and ignored.
   void request_stop(StopReason reason, std::string detail);
   // Asks the guest to power off through the machine's power button (x86_64: the ACPI power
-  // button); the guest decides. Thread-safe. False if the machine has no power button.
+  // button); the guest decides. Thread-safe. False if the machine has no power button or the
+  // guest does not listen to it (x86_64: has not enabled the ACPI power button event).
   bool press_power_button();
 
   const VmConfig& config() const;

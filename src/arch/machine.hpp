@@ -56,7 +56,8 @@ class Machine {
   virtual void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) = 0;
 
   // Asks the guest to power off, as a machine's power button does (x86_64: the ACPI fixed
-  // power button). Thread-safe; after add_platform_devices(). False if the machine has none.
+  // power button). Thread-safe; after add_platform_devices(). False if the machine has none,
+  // or the guest does not listen to it (then pressing it would do nothing).
   virtual bool press_power_button() { return false; }
 
   // The board's layout and numbering (board.hpp), for the steps and for Vm.

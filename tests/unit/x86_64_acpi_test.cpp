@@ -107,14 +107,18 @@ class FakeIrq : public libvmm::IrqLine {
 TEST(AcpiPmDevice, PowerButtonSetsStatusAndRaisesTheSciWhenEnabled) {
   auto sci = std::make_shared<FakeIrq>();
   AcpiPmDevice pm([] {}, sci);
-  pm.press_power_button();  // not enabled yet: status only
+  EXPECT_FALSE(pm.press_power_button());  // not enabled: no driver listens, nothing changes
   uint8_t sts[2];
   pm.read(0, sts);
-  EXPECT_EQ(sts[1], 0x01);  // PWRBTN_STS (bit 8)
+  EXPECT_EQ(sts[1], 0x00);
   EXPECT_FALSE(sci->level);
   const uint8_t enable[2] = {0x00, 0x01};  // PWRBTN_EN
   pm.write(2, enable);
-  EXPECT_TRUE(sci->level);  // a pending enabled event raises the SCI at once
+  EXPECT_FALSE(sci->level);
+  EXPECT_TRUE(pm.press_power_button());
+  pm.read(0, sts);
+  EXPECT_EQ(sts[1], 0x01);  // PWRBTN_STS (bit 8)
+  EXPECT_TRUE(sci->level);
   const uint8_t other_bits[2] = {0xFF, 0x00};
   pm.write(0, other_bits);  // clearing other bits leaves it
   EXPECT_TRUE(sci->level);
@@ -123,13 +127,15 @@ TEST(AcpiPmDevice, PowerButtonSetsStatusAndRaisesTheSciWhenEnabled) {
   EXPECT_FALSE(sci->level);
   pm.read(0, sts);
   EXPECT_EQ(sts[1], 0x00);
-  pm.press_power_button();
+  EXPECT_TRUE(pm.press_power_button());
   EXPECT_TRUE(sci->level);
-  pm.press_power_button();  // again while pending: no extra edge
+  EXPECT_TRUE(pm.press_power_button());  // again while pending: no extra edge
   EXPECT_EQ(sci->changes, 3);
   const uint8_t disable[2] = {0x00, 0x00};
-  pm.write(2, disable);
+  pm.write(2, disable);  // the status stays, the SCI drops
   EXPECT_FALSE(sci->level);
+  pm.read(0, sts);
+  EXPECT_EQ(sts[1], 0x01);
   EXPECT_EQ(sci->pulses, 0);
 }
 

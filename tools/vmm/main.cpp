@@ -45,9 +45,10 @@ sigset_t stop_signals() {
 
 // The graceful stop: the first stop signal presses every VM's power button and starts the
 // --shutdown-timeout; the guest powering off ends the run as usual. A second signal, or the
-// timeout, stops the VMs at once. A machine without a power button (AArch64 today), or a
-// timeout of 0, stops at the first signal. The timeout runs on a thread of its own, started
-// before the VMs run (so it needs no system call their threads' seccomp filters refuse).
+// timeout, stops the VMs at once. A machine without a power button (AArch64 today), a guest
+// that does not listen to it (no ACPI button driver), or a timeout of 0: the first signal stops.
+// The timeout runs on a thread of its own, started before the VMs run (so it needs no system call
+// their threads' seccomp filters refuse).
 class GracefulStop {
  public:
   GracefulStop(System& system, int timeout_seconds)
@@ -77,7 +78,7 @@ class GracefulStop {
       lock.unlock();
       system_.request_stop(
           StopReason::quit,
-          fmt::format("stopped by signal {} (the machine has no power button)", signo));
+          fmt::format("stopped by signal {} (the guest does not listen to a power button)", signo));
       return;
     }
     armed_ = true;

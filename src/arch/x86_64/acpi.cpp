@@ -349,10 +349,14 @@ void AcpiPmDevice::update_sci() {
   sci_asserted_ = assert_sci;
 }
 
-void AcpiPmDevice::press_power_button() {
+bool AcpiPmDevice::press_power_button() {
   std::lock_guard lock(mutex_);
+  uint16_t enable;
+  std::memcpy(&enable, registers_ + kPm1EnableOffset, sizeof enable);
+  if ((enable & kPm1PowerButton) == 0) return false;
   status_ |= kPm1PowerButton;
   update_sci();
+  return true;
 }
 
 void AcpiPmDevice::read(uint64_t offset, std::span<uint8_t> data) {

@@ -131,12 +131,9 @@ class X86Machine : public Machine {
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return x86::get_regs(vcpu).rip; }
 
   // The ACPI fixed-feature power button (PM1 PWRBTN_STS and the SCI): Linux's ACPI button
-  // driver turns it into KEY_POWER, on which systemd-logind (or acpid) powers off.
-  bool press_power_button() override {
-    if (!pm_) return false;
-    pm_->press_power_button();
-    return true;
-  }
+  // driver turns it into KEY_POWER, on which systemd-logind (or acpid) powers off. False until
+  // the guest enables the event (a guest without that driver never does).
+  bool press_power_button() override { return pm_ && pm_->press_power_button(); }
 
   // Each device is a LNRO0005 node in the DSDT (namespace order is probe order: the first disk
   // is vda), and a `virtio_mmio.device=` parameter for kernels booted without ACPI.

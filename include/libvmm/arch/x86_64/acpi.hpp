@@ -65,8 +65,9 @@ class AcpiPmDevice : public BusDevice {
   std::string name() const override { return "acpi-pm"; }
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;
-  // The user pressed the power button (thread-safe): PWRBTN_STS, and the SCI if enabled.
-  void press_power_button();
+  // The user pressed the power button (thread-safe): PWRBTN_STS and the SCI. False, changing
+  // nothing, while the guest has not enabled the event (PWRBTN_EN): no driver listens.
+  bool press_power_button();
 
  private:
   void update_sci();  // with mutex_ held
