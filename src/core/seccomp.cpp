@@ -168,6 +168,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"readv", {}, "virtio-net: frames from the TAP"});
       add_block_io(r);  // a disk with iothread=off does its I/O here
       r.push_back({"getrandom", {}, "virtio-rng"});
+      r.push_back({"timerfd_settime", {}, "vmm: --shutdown-timeout, armed by a stop signal"});
       r.push_back({"accept4", {}, "socket console: a client connects"});
       r.push_back({"recvfrom", {}, "socket console and passthrough IRQ sockets"});
       r.push_back({"close", {}, "a client leaves; descriptors closed at teardown"});

@@ -4,17 +4,14 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <mutex>
 #include <optional>
-#include <thread>
 
 #include "libvmm/arch/machine_option.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
@@ -43,74 +40,62 @@ sigset_t stop_signals() {
   return set;
 }
 
-// The graceful stop: the first stop signal presses every VM's power button and starts the
+// The graceful stop: the first stop signal presses every VM's power button and arms the
 // --shutdown-timeout; the guest powering off ends the run as usual. A second signal, or the
 // timeout, stops the VMs at once. A machine without a power button (AArch64 today), a guest
 // that does not listen to it (no ACPI button driver), or a timeout of 0: the first signal stops.
-// The timeout runs on a thread of its own, started before the VMs run (so it needs no system call
-// their threads' seccomp filters refuse).
+// The timer is a timerfd made before the VMs run, armed on the event loop (its seccomp list
+// allows timerfd_settime for this).
 class GracefulStop {
  public:
   GracefulStop(System& system, int timeout_seconds)
-      : system_(system), timeout_(timeout_seconds), thread_([this] { wait(); }) {}
-  ~GracefulStop() {
-    {
-      std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    changed_.notify_all();
-    thread_.join();
+      : system_(system),
+        timeout_(timeout_seconds),
+        timer_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)) {
+    if (!timer_) throw_errno("timerfd_create");
+    system.vms().front()->event_loop().add(timer_.get(), EPOLLIN, [this](uint32_t) {
+      uint64_t expirations = 0;
+      if (::read(timer_.get(), &expirations, sizeof expirations) != sizeof expirations) return;
+      system_.request_stop(StopReason::quit,
+                           fmt::format("the guest did not power off within {} s of the power "
+                                       "button (--shutdown-timeout)",
+                                       timeout_));
+    });
   }
-  GracefulStop(const GracefulStop&) = delete;
-  GracefulStop& operator=(const GracefulStop&) = delete;
 
   // On the event loop's thread.
   void on_signal(int signo) {
-    std::unique_lock lock(mutex_);
     if (armed_ || timeout_ <= 0) {
-      lock.unlock();
       system_.request_stop(StopReason::quit, fmt::format("stopped by signal {}", signo));
       return;
     }
     bool all_pressed = true;
     for (Vm* vm : system_.vms()) all_pressed = vm->press_power_button() && all_pressed;
     if (!all_pressed) {
-      lock.unlock();
       system_.request_stop(
           StopReason::quit,
           fmt::format("stopped by signal {} (the guest does not listen to a power button)", signo));
       return;
     }
     armed_ = true;
+    itimerspec when{};
+    when.it_value.tv_sec = timeout_;
+    if (::timerfd_settime(timer_.get(), 0, &when, nullptr) != 0) {
+      system_.request_stop(StopReason::quit,
+                           fmt::format("stopped by signal {} (no timer for the timeout)", signo));
+      return;
+    }
     log::info(
-        "signal {}: pressed the guest's power button; it has {} s to power off (--shutdown-timeout)"
-        ", a second signal stops it now",
+        "signal {}: pressed the guest's power button; it has {} s to power off "
+        "(--shutdown-timeout), a second signal stops it now",
         signo, timeout_);
-    lock.unlock();
-    changed_.notify_all();
   }
 
  private:
-  void wait() {
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [this] { return armed_ || done_; });
-    if (done_) return;
-    if (changed_.wait_for(lock, std::chrono::seconds(timeout_), [this] { return done_; })) return;
-    lock.unlock();
-    system_.request_stop(
-        StopReason::quit,
-        fmt::format(
-            "the guest did not power off within {} s of the power button (--shutdown-timeout)",
-            timeout_));
-  }
-
   System& system_;
   const int timeout_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
+  UniqueFd timer_;
   bool armed_ = false;
-  bool done_ = false;
-  std::thread thread_;  // last: started once the rest is ready
 };
 
 void watch_stop_signals(System& system, GracefulStop& stop, UniqueFd& holder) {
