@@ -131,8 +131,8 @@ describe() {
   case $key in
     x.*)
       if [ "$arch" = x86_64 ]; then
-        case $((${key#x.})) in
-          $((0x40))|$((0x41))|$((0x46))|$((0x4e))|$((0x51))|$((0x52))) echo "exception $(( ${key#x.} - 0x40 ))" ;;
+        case $((16#${key#x.})) in
+          $((0x40))|$((0x41))|$((0x46))|$((0x4e))|$((0x51))|$((0x52))) echo "exception $((16#${key#x.} - 0x40))" ;;
           $((0x60))) echo INTR ;; $((0x61))) echo NMI ;; $((0x64))) echo VINTR ;;
           $((0x6e))) echo RDTSC ;; $((0x72))) echo CPUID ;; $((0x77))) echo PAUSE ;;
           $((0x78))) echo HLT ;; $((0x79))) echo INVLPG ;; $((0x7b))) echo IOIO ;;
@@ -141,7 +141,7 @@ describe() {
           $((0x400))) echo "NPF (nested page fault)" ;; *) echo "SVM exit code" ;;
         esac
       else
-        case $((${key#x.})) in
+        case $((16#${key#x.})) in
           1) echo "WFI/WFE" ;; 7) echo "FP/SIMD access" ;; $((0x16))) echo HVC64 ;;
           $((0x17))) echo SMC64 ;; $((0x18))) echo "system register" ;;
           $((0x20))) echo "instruction abort (stage 2)" ;; $((0x24))) echo "data abort (stage 2)" ;;
@@ -151,7 +151,7 @@ describe() {
     p.*)
       local port=${key#p.}
       port=${port%.*}
-      case $((port)) in
+      case $((16#$port)) in
         $((0x20))|$((0x21))|$((0xa0))|$((0xa1))) echo "8259 PIC" ;;
         $((0x40))|$((0x41))|$((0x42))|$((0x43))) echo "8254 PIT" ;;
         $((0x61))) echo "PC speaker / PIT gate" ;; $((0x60))|$((0x64))) echo "i8042" ;;
@@ -171,7 +171,13 @@ describe() {
         8) echo "KVM_EXIT_SHUTDOWN" ;; 10) echo "KVM_EXIT_INTR (signal)" ;;
         24) echo "KVM_EXIT_SYSTEM_EVENT" ;; *) echo "KVM_EXIT_* reason" ;;
       esac ;;
-    m.*) echo "MMIO $(echo "${key#m.}" | sed 's/^0\./read /; s/^1\./write /; s/^2\./read (unsatisfied) /')" ;;
+    m.*)
+      local gpa=${key#m.?.} dir
+      case ${key#m.} in 0.*) dir=read ;; 1.*) dir=write ;; *) dir="read, not yet satisfied (KVM_TRACE_MMIO_READ_UNSATISFIED)" ;; esac
+      case $((16#$gpa)) in
+        $((0xfec00000))|$((0xfec00010))) echo "I/O APIC, $dir" ;;
+        *) if [ $((16#$gpa >> 12)) -eq $((0xfee00)) ]; then echo "local APIC register 0x${gpa:5}, $dir"; else echo "MMIO $dir"; fi ;;
+      esac ;;
     g.*) echo "stage-2 fault, ESR" ;;
   esac
 }

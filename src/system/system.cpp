@@ -76,7 +76,13 @@ std::shared_ptr<MemoryRegion> create_region(const MemoryRegionSpec& r,
     }
   }
   const std::string what = fmt::format("{}memory region '{}'", prefix(r.where), r.name);
-  return create_ram_region(r.name, r.size, requested, needs_fd, what);
+  try {
+    return create_ram_region(r.name, r.size, requested, needs_fd, what);
+  } catch (const UserError& e) {
+    const std::string message = e.what();
+    if (message.starts_with(what)) throw;
+    throw UserError(prefix(r.where) + message);
+  }
 }
 
 // A named FIFO (created if missing), opened read-write so it never reports end-of-file when
