@@ -155,7 +155,7 @@ ThpMode HostThp::mode(std::string_view word) {
 
 HostThp HostThp::read(const std::string& dir) {
   auto setting = [&](const char* file) {
-    std::ifstream in(dir + "/" + file);
+    std::ifstream in(fmt::format("{}/{}", dir, file));
     std::string text;
     std::getline(in, text);
     return selected(text);
@@ -191,7 +191,7 @@ std::optional<RamBackingChoice> choose_ram_backing(RamBacking requested, bool ne
     case RamBacking::hugetlb:
       return RamBackingChoice{MemoryBacking::hugetlb, "asked for (2 MiB hugetlb pages)"};
     case RamBacking::memfd:
-      return RamBackingChoice{MemoryBacking::memfd, "asked for; " + shmem_pages()};
+      return RamBackingChoice{MemoryBacking::memfd, fmt::format("asked for; {}", shmem_pages())};
     case RamBacking::anonymous:
       if (needs_fd) {
         problem = fmt::format(
