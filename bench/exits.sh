@@ -142,7 +142,7 @@ describe() {
         esac
       else
         case $((16#${key#x.})) in
-          1) echo "WFI/WFE" ;; 7) echo "FP/SIMD access" ;; $((0x16))) echo HVC64 ;;
+          0) echo "interrupt (kvm_exit of an IRQ, no exception class)" ;; 1) echo "WFI/WFE" ;; 7) echo "FP/SIMD access" ;; $((0x16))) echo HVC64 ;;
           $((0x17))) echo SMC64 ;; $((0x18))) echo "system register" ;;
           $((0x20))) echo "instruction abort (stage 2)" ;; $((0x24))) echo "data abort (stage 2)" ;;
           *) echo "ESR class" ;;
@@ -178,7 +178,13 @@ describe() {
         $((0xfec00000))|$((0xfec00010))) echo "I/O APIC, $dir" ;;
         *) if [ $((16#$gpa >> 12)) -eq $((0xfee00)) ]; then echo "local APIC register 0x${gpa:5}, $dir"; else echo "MMIO $dir"; fi ;;
       esac ;;
-    g.*) echo "stage-2 fault, ESR" ;;
+    g.*)
+      local esr=$((16#${key#g.}))
+      case $((esr >> 26)) in
+        $((0x24))) if [ $((esr & (1 << 24))) -ne 0 ]; then echo "data abort, syndrome valid (ISV)"; else echo "data abort, no syndrome"; fi ;;
+        $((0x20))) echo "instruction abort" ;;
+        *) echo "stage-2 fault, ESR" ;;
+      esac ;;
   esac
 }
 
