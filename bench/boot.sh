@@ -24,40 +24,9 @@ runs=${1:-5}
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
 
-if [ "$arch" = x86_64 ]; then
-  native_build
-  build=build/gcc
-  payload_new x86_64 "$build/tools/vmm/vmm"
-  payload_binary "$build/bench/bootmark" /usr/bin/qemu-system-x86_64
-  mkdir -p "$payload/qemu-data"
-  cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
-  qemu='./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off'
-  where="emulated KVM host"
-else
-  build=${LIBVMM_ARM64_BUILD:-$repo/build/arm64}
-  cross_build "$build" vmm bootmark
-  qemu_root=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/arm64-qemu
-  if [ ! -x "$qemu_root/root/usr/bin/qemu-system-aarch64" ]; then
-    echo "$prog: fetching qemu-system-arm:arm64 and its libraries" >&2
-    rm -rf "$qemu_root"
-    mkdir -p "$qemu_root/dl"
-    # Everything it depends on, but the C runtime (ours is copied with vmm) and base packages.
-    pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
-        --no-replaces --no-enhances --no-pre-depends qemu-system-arm:arm64 \
-      | grep -E '^[a-z0-9].*:arm64$' | sort -u \
-      | grep -vE '^(libc6|libgcc-s1|libstdc\+\+6|debconf|perl-base|dpkg|tar|coreutils|init-system-helpers|adduser|passwd|libpam|lsb-base|sensible-utils|base-files|util-linux|mount|systemd|libsystemd0|libcrypt1)')
-    # shellcheck disable=SC2086  # one word a package
-    (cd "$qemu_root/dl" && apt-get download -qq -o APT::Sandbox::User=root $pkgs)
-    for deb in "$qemu_root"/dl/*.deb; do dpkg-deb -x "$deb" "$qemu_root/root"; done
-    rm -rf "$qemu_root/dl"
-  fi
-  payload_new aarch64 "$build/tools/vmm/vmm"
-  payload_binary "$build/bench/bootmark"
-  COPY_BINARY_LIBDIRS=$qemu_root/root/usr/lib/aarch64-linux-gnu:$qemu_root/root/lib/aarch64-linux-gnu \
-    payload_binary "$qemu_root/root/usr/bin/qemu-system-aarch64"
-  qemu='./qemu-system-aarch64 -M virt,gic-version=3'
-  where="emulated arm64 KVM host"
-fi
+# shellcheck source=bench/boot-setup.sh
+. "$repo/bench/boot-setup.sh"
+boot_payload "$arch"
 
 payload_script run.sh runs="$runs" qemu="$qemu" <<'EOS'
 cmdline="console=$console quiet"

@@ -2,9 +2,13 @@
 // line (the guest's /init announcing itself) and the VMM's peak RSS up to then. Once the
 // marker is seen the VMM is killed: how a guest shuts down differs between VMMs and is not
 // what is measured.
-//   bootmark MARKER COMMAND [ARGS...]
+//   bootmark [--at-marker SHELL-COMMAND] MARKER COMMAND [ARGS...]
 // prints: marker_ms=1234.5 maxrss_kib=23456 (marker_ms=-1 if the VMM exited without it)
-// Used by bench/boot.sh inside the emulated KVM host, for our vmm and QEMU alike.
+// With --at-marker, the VMM is stopped (SIGSTOP: its vCPUs leave the guest) when the marker
+// shows, SHELL-COMMAND runs (/bin/sh -c) while it stands still, and then the VMM is killed:
+// bench/exits.sh reads KVM's exit counters there.
+// Used by bench/boot.sh and bench/exits.sh inside the emulated KVM host, for our vmm and QEMU
+// alike.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -13,12 +17,19 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
 int main(int argc, char** argv) {
+  const char* at_marker = nullptr;
+  if (argc >= 3 && std::strcmp(argv[1], "--at-marker") == 0) {
+    at_marker = argv[2];
+    argc -= 2;
+    argv += 2;
+  }
   if (argc < 3) {
-    std::fprintf(stderr, "usage: bootmark MARKER COMMAND [ARGS...]\n");
+    std::fprintf(stderr, "usage: bootmark [--at-marker SHELL-COMMAND] MARKER COMMAND [ARGS...]\n");
     return 2;
   }
   const std::string marker = argv[1];
@@ -49,6 +60,13 @@ int main(int argc, char** argv) {
       window.append(buf, static_cast<size_t>(n));
       if (window.find(marker) != std::string::npos) {
         marker_ms = ms_since_start();
+        if (at_marker != nullptr) {
+          kill(pid, SIGSTOP);
+          int stopped = 0;
+          waitpid(pid, &stopped, WUNTRACED);  // every thread has stopped
+          std::fflush(stdout);
+          if (std::system(at_marker) != 0) std::fprintf(stderr, "bootmark: %s failed\n", at_marker);
+        }
         kill(pid, SIGKILL);
       }
       if (window.size() > marker.size()) window.erase(0, window.size() - marker.size());

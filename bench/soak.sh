@@ -6,8 +6,9 @@
 #   network  ping of the host side of the TAP, and 1 MiB fetched over TCP from a busybox httpd
 #            there, checksum compared (everything inside a network namespace the script creates)
 #   console  lines on the serial console (ttyS0) and on the virtIO console (hvc0)
-# Each sample is VmRSS of /proc/PID/status, and RssAnon: guest RAM is a shared memfd mapping
-# (RssShmem, which grows as the guest touches its memory, up to --memory), so RssAnon is vmm's
+# Each sample is VmRSS of /proc/PID/status, and RssAnon: guest RAM is a memfd mapping here
+# (--memory-backing memfd: RssShmem, which grows as the guest touches its memory, up to
+# --memory; the default backing, anonymous memory, would count as RssAnon), so RssAnon is vmm's
 # own heap and stacks, where a leak would show. At the end: first, last and max of each, and
 # the least-squares slope in KiB/hour. The run fails if vmm dies, the guest reports an error,
 # or it stops making progress.
@@ -91,7 +92,7 @@ sha256sum </www/blob | cut -d' ' -f1 >/www/blob.sha256
 ./ip netns exec soak httpd -p 10.0.0.1:8080 -h /www
 dd if=/dev/zero of=/tmp/soak.img bs=1M count=64 2>/dev/null
 # `ip netns exec` execs vmm: $! is vmm's pid.
-./ip netns exec soak ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
+./ip netns exec soak ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --memory-backing memfd \
   --cmdline "console=ttyS0 quiet libvmm.test=soak" --disk /tmp/soak.img --net tap=tap0 \
   --console file:/tmp/hvc0.out --serial file:/tmp/soak.out </dev/null 2>/tmp/soak.err &
 pid=$!

@@ -6,51 +6,111 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 
 #include "libvmm/core/error.hpp"
+#include "libvmm/core/log.hpp"
 
 namespace libvmm {
 
 // ---------------------------------------------------------------------------------------------
 // MemoryRegion
 
-MemoryRegion::MemoryRegion(std::string name, UniqueFd fd, uint8_t* host, uint64_t size)
-    : name_(std::move(name)), fd_(std::move(fd)), host_(host), size_(size) {}
+MemoryRegion::MemoryRegion(std::string name, UniqueFd fd, uint8_t* host, uint64_t size,
+                           MemoryBacking backing)
+    : name_(std::move(name)), fd_(std::move(fd)), host_(host), size_(size), backing_(backing) {}
 
 MemoryRegion::~MemoryRegion() {
   ::munmap(host_, size_);
 }
 
+std::string_view backing_name(MemoryBacking backing) {
+  switch (backing) {
+    case MemoryBacking::anonymous:
+      return "anonymous memory";
+    case MemoryBacking::memfd:
+      return "memfd";
+    case MemoryBacking::hugetlb:
+      return "memfd of 2 MiB hugetlb pages";
+    case MemoryBacking::file:
+      return "host file";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr uint64_t kHugePage = 2 * MiB;
+
+// mmap() at a 2 MiB-aligned address: KVM maps a host huge page as one second-stage huge page
+// only where guest-physical and host-virtual addresses agree modulo 2 MiB, and guest RAM
+// starts 2 MiB-aligned. A window 2 MiB larger is reserved, the mapping placed inside it, and
+// what is left of the window unmapped. Returns MAP_FAILED (errno set) on failure.
+void* mmap_aligned(uint64_t size, int prot, int flags, int fd) {
+  void* window = ::mmap(nullptr, size + kHugePage, PROT_NONE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (window == MAP_FAILED) return MAP_FAILED;
+  const auto start = reinterpret_cast<uintptr_t>(window);
+  const uintptr_t aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
+  void* host = ::mmap(reinterpret_cast<void*>(aligned), size, prot, flags | MAP_FIXED, fd, 0);
+  if (host == MAP_FAILED) {
+    const int err = errno;
+    ::munmap(window, size + kHugePage);
+    errno = err;
+    return MAP_FAILED;
+  }
+  if (aligned > start) ::munmap(window, aligned - start);
+  const uintptr_t end = start + size + kHugePage;
+  if (aligned + size < end) ::munmap(reinterpret_cast<void*>(aligned + size), end - aligned - size);
+  return host;
+}
+
+}  // namespace
+
 std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t size,
                                                    bool hugepages) {
-  const uint64_t page = hugepages ? 2 * MiB : static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  return create(std::move(name), size, hugepages ? MemoryBacking::hugetlb : MemoryBacking::memfd);
+}
+
+std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t size,
+                                                   MemoryBacking backing) {
+  if (backing == MemoryBacking::file) {
+    throw std::logic_error("MemoryRegion::create: a file region comes from from_fd()");
+  }
+  const bool hugetlb = backing == MemoryBacking::hugetlb;
+  const uint64_t page = hugetlb ? kHugePage : static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   if (size == 0 || size % page != 0) {
     throw UserError(
         fmt::format("memory region '{}': size {:#x} is not a non-zero multiple of the "
                     "page size {:#x}",
                     name, size, page));
   }
-  unsigned flags = MFD_CLOEXEC;
-  if (hugepages) flags |= MFD_HUGETLB | MFD_HUGE_2MB;
-  UniqueFd fd(::memfd_create(name.c_str(), flags));
-  if (!fd) {
-    if (hugepages) {
-      throw UserError(
-          fmt::format("memory region '{}': the host cannot give 2 MiB huge pages ({}); "
-                      "reserve some (/proc/sys/vm/nr_hugepages) or drop page_size",
-                      name, std::strerror(errno)));
+  UniqueFd fd;
+  if (backing != MemoryBacking::anonymous) {
+    unsigned flags = MFD_CLOEXEC;
+    if (hugetlb) flags |= MFD_HUGETLB | MFD_HUGE_2MB;
+    fd = UniqueFd(::memfd_create(name.c_str(), flags));
+    if (!fd) {
+      if (hugetlb) {
+        throw UserError(
+            fmt::format("memory region '{}': the host cannot give 2 MiB huge pages ({}); "
+                        "reserve some (/proc/sys/vm/nr_hugepages), or drop page_size (.system) or "
+                        "--memory-backing hugetlb",
+                        name, std::strerror(errno)));
+      }
+      throw_errno(fmt::format("memory region '{}': memfd_create", name));
     }
-    throw_errno(fmt::format("memory region '{}': memfd_create", name));
-  }
-  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
-    throw_errno(fmt::format("memory region '{}': ftruncate to {:#x}", name, size));
+    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
+      throw_errno(fmt::format("memory region '{}': ftruncate to {:#x}", name, size));
+    }
   }
   // MAP_NORESERVE: guest RAM is populated on demand, like any process's memory. Not for huge
   // pages: without a reservation a missing huge page is a SIGBUS later, not an error now.
-  const int reserve = hugepages ? 0 : MAP_NORESERVE;
-  void* host = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | reserve, fd.get(), 0);
+  const int reserve = hugetlb ? 0 : MAP_NORESERVE;
+  const int kind = backing == MemoryBacking::anonymous ? MAP_PRIVATE | MAP_ANONYMOUS : MAP_SHARED;
+  void* host = mmap_aligned(size, PROT_READ | PROT_WRITE, kind | reserve, fd.get());
   if (host == MAP_FAILED) {
-    if (hugepages && errno == ENOMEM) {
+    if (hugetlb && errno == ENOMEM) {
       throw UserError(
           fmt::format("memory region '{}': not enough free 2 MiB huge pages for {} MiB "
                       "(see /proc/sys/vm/nr_hugepages)",
@@ -58,18 +118,122 @@ std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t si
     }
     throw_errno(fmt::format("memory region '{}': mmap of {:#x} bytes", name, size));
   }
+  // Transparent huge pages where the host's settings allow them for advised memory (a no-op
+  // where they are `never`; hugetlb pages are huge already).
+  if (!hugetlb && ::madvise(host, size, MADV_HUGEPAGE) != 0 && errno != EINVAL) {
+    log::debug("memory region '{}': madvise(MADV_HUGEPAGE): {}", name, std::strerror(errno));
+  }
   return std::shared_ptr<MemoryRegion>(
-      new MemoryRegion(std::move(name), std::move(fd), static_cast<uint8_t*>(host), size));
+      new MemoryRegion(std::move(name), std::move(fd), static_cast<uint8_t*>(host), size, backing));
 }
 
 std::shared_ptr<MemoryRegion> MemoryRegion::from_fd(std::string name, UniqueFd fd, uint64_t size,
                                                     bool writable) {
   if (size == 0) throw UserError(fmt::format("memory region '{}': size is zero", name));
   const int prot = PROT_READ | (writable ? PROT_WRITE : 0);
-  void* host = ::mmap(nullptr, size, prot, MAP_SHARED, fd.get(), 0);
+  void* host = mmap_aligned(size, prot, MAP_SHARED, fd.get());
   if (host == MAP_FAILED) throw_errno(fmt::format("memory region '{}': mmap", name));
-  return std::shared_ptr<MemoryRegion>(
-      new MemoryRegion(std::move(name), std::move(fd), static_cast<uint8_t*>(host), size));
+  return std::shared_ptr<MemoryRegion>(new MemoryRegion(
+      std::move(name), std::move(fd), static_cast<uint8_t*>(host), size, MemoryBacking::file));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Choosing guest RAM's backing
+
+std::string HostThp::selected(std::string_view text) {
+  const size_t open = text.find('[');
+  const size_t close = open == std::string_view::npos ? open : text.find(']', open);
+  if (close == std::string_view::npos) return "never";
+  return std::string(text.substr(open + 1, close - open - 1));
+}
+
+ThpMode HostThp::mode(std::string_view word) {
+  if (word == "always" || word == "force") return ThpMode::always;
+  if (word == "madvise" || word == "advise" || word == "within_size") return ThpMode::madvise;
+  return ThpMode::never;  // never, deny, anything unknown
+}
+
+HostThp HostThp::read(const std::string& dir) {
+  auto setting = [&](const char* file) {
+    std::ifstream in(fmt::format("{}/{}", dir, file));
+    std::string text;
+    std::getline(in, text);
+    return selected(text);
+  };
+  HostThp host;
+  host.anon_setting = setting("enabled");
+  host.shmem_setting = setting("shmem_enabled");
+  host.anon = mode(host.anon_setting);
+  host.shmem = mode(host.shmem_setting);
+  return host;
+}
+
+std::optional<RamBacking> parse_ram_backing(std::string_view text) {
+  if (text == "auto") return RamBacking::automatic;
+  if (text == "anonymous") return RamBacking::anonymous;
+  if (text == "memfd") return RamBacking::memfd;
+  if (text == "hugetlb") return RamBacking::hugetlb;
+  return std::nullopt;
+}
+
+std::optional<RamBackingChoice> choose_ram_backing(RamBacking requested, bool needs_fd,
+                                                   const HostThp& host, std::string& problem) {
+  const std::string anon_thp = fmt::format("transparent_hugepage/enabled={}", host.anon_setting);
+  const std::string shmem_thp =
+      fmt::format("transparent_hugepage/shmem_enabled={}", host.shmem_setting);
+  const bool anon_huge = host.anon != ThpMode::never;
+  const bool shmem_huge = host.shmem != ThpMode::never;
+  const char* fd_why = "a shareable file descriptor is needed (devices in other processes)";
+  auto shmem_pages = [&] {
+    return fmt::format("{} pages ({})", shmem_huge ? "transparent huge" : "4 KiB", shmem_thp);
+  };
+  switch (requested) {
+    case RamBacking::hugetlb:
+      return RamBackingChoice{MemoryBacking::hugetlb, "asked for (2 MiB hugetlb pages)"};
+    case RamBacking::memfd:
+      return RamBackingChoice{MemoryBacking::memfd, fmt::format("asked for; {}", shmem_pages())};
+    case RamBacking::anonymous:
+      if (needs_fd) {
+        problem = fmt::format(
+            "anonymous memory has no file descriptor, and {}; use memfd or "
+            "hugetlb",
+            fd_why);
+        return std::nullopt;
+      }
+      return RamBackingChoice{MemoryBacking::anonymous,
+                              fmt::format("asked for; {} pages ({})",
+                                          anon_huge ? "transparent huge" : "4 KiB", anon_thp)};
+    case RamBacking::automatic:
+      break;
+  }
+  if (needs_fd) {
+    return RamBackingChoice{MemoryBacking::memfd, fmt::format("{}; {}", fd_why, shmem_pages())};
+  }
+  if (anon_huge) {
+    return RamBackingChoice{MemoryBacking::anonymous,
+                            fmt::format("transparent huge pages ({}); no fd needed", anon_thp)};
+  }
+  if (shmem_huge) {
+    return RamBackingChoice{
+        MemoryBacking::memfd,
+        fmt::format("transparent huge pages ({}; {}); no fd needed", shmem_thp, anon_thp)};
+  }
+  return RamBackingChoice{
+      MemoryBacking::anonymous,
+      fmt::format("no transparent huge pages on this host ({}, {}); no fd needed", anon_thp,
+                  shmem_thp)};
+}
+
+std::shared_ptr<MemoryRegion> create_ram_region(std::string name, uint64_t size,
+                                                RamBacking requested, bool needs_fd,
+                                                std::string_view what) {
+  std::string problem;
+  const auto choice = choose_ram_backing(requested, needs_fd, HostThp::read(), problem);
+  if (!choice) throw UserError(fmt::format("{}: {}", what, problem));
+  auto region = MemoryRegion::create(std::move(name), size, choice->backing);
+  log::debug("{} ({} MiB): {}: {}", what, size / MiB, backing_name(choice->backing),
+             choice->reason);
+  return region;
 }
 
 // ---------------------------------------------------------------------------------------------

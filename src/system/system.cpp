@@ -49,12 +49,39 @@ std::shared_ptr<MemoryRegion> open_shared_region(const MemoryRegionSpec& r) {
   return MemoryRegion::from_fd(r.name, std::move(fd), r.size);
 }
 
-std::shared_ptr<MemoryRegion> create_region(const MemoryRegionSpec& r) {
-  if (r.backing != MemoryRegionSpec::Backing::memfd) return open_shared_region(r);
+// A memfd region (the format's memory private to this process) is backed per region by
+// create_ram_region(): anonymous memory with transparent huge pages where the host allows them,
+// unless a VM that maps it needs a shareable fd (VmConfig::ram_shared: devices in other
+// processes) or asks for a backing (a VM's ram_backing, for its RAM region; page_size 2 MiB:
+// hugetlb).
+std::shared_ptr<MemoryRegion> create_region(const MemoryRegionSpec& r,
+                                            const SystemDescription& description) {
+  if (r.backing != MemoryRegionSpec::Backing::memfd) {
+    auto region = open_shared_region(r);
+    log::debug("{}memory region '{}': {} {}: asked for", prefix(r.where), r.name,
+               r.backing == MemoryRegionSpec::Backing::shm ? "shm object" : "host file", r.path);
+    return region;
+  }
+  RamBacking requested = r.page_size == 2 * MiB ? RamBacking::hugetlb : RamBacking::automatic;
+  bool needs_fd = false;
+  for (const auto& pd : description.domains) {
+    for (const auto& vm : pd.vms) {
+      bool maps_it = false;
+      for (const auto& m : vm.maps) maps_it |= m.region == r.name;
+      if (!maps_it) continue;
+      needs_fd |= vm.config.ram_shared;
+      if (vm.ram_region == r.name && requested == RamBacking::automatic) {
+        requested = vm.config.ram_backing;
+      }
+    }
+  }
+  const std::string what = fmt::format("{}memory region '{}'", prefix(r.where), r.name);
   try {
-    return MemoryRegion::create(r.name, r.size, r.page_size == 2 * MiB);
+    return create_ram_region(r.name, r.size, requested, needs_fd, what);
   } catch (const UserError& e) {
-    throw UserError(prefix(r.where) + e.what());
+    const std::string message = e.what();
+    if (message.starts_with(what)) throw;
+    throw UserError(prefix(r.where) + message);
   }
 }
 
@@ -180,7 +207,8 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
                       prefix(v.where), v.device));
     }
   }
-  for (const auto& r : d.description.regions) d.regions.emplace(r.name, create_region(r));
+  for (const auto& r : d.description.regions)
+    d.regions.emplace(r.name, create_region(r, d.description));
   for (const auto& pd : d.description.domains) {
     for (const auto& m : pd.maps) {
       if (!m.setvar_vaddr.empty()) d.vmm_maps.emplace(m.setvar_vaddr, d.regions.at(m.region));

@@ -151,8 +151,10 @@ Vm::Vm(const VmConfig& config) {
   d.kvm.require_extension(KVM_CAP_IRQFD, "KVM_CAP_IRQFD");
   d.kvm.require_extension(KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD");
 
-  // Guest RAM: one memfd region, mapped in as many pieces as the memory map has RAM ranges.
-  auto ram = config.ram ? config.ram : MemoryRegion::create("guest_ram", config.memory_size);
+  // Guest RAM: one region, mapped in as many pieces as the memory map has RAM ranges.
+  auto ram = config.ram ? config.ram
+                        : create_ram_region("guest_ram", config.memory_size, config.ram_backing,
+                                            config.ram_shared, "guest RAM");
   if (ram->size() < config.memory_size) {
     throw UserError(fmt::format("guest RAM: region '{}' is smaller than {:#x} bytes", ram->name(),
                                 config.memory_size));

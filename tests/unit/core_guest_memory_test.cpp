@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <array>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/guest_memory.hpp"
@@ -97,6 +101,139 @@ TEST_F(GuestMemoryTest, U16FieldsMustBeAlignedAndMapped) {
 TEST(MemoryRegion, SizeMustBePageMultiple) {
   EXPECT_THROW(MemoryRegion::create("odd", 100), UserError);
   EXPECT_THROW(MemoryRegion::create("zero", 0), UserError);
+  EXPECT_THROW(MemoryRegion::create("odd", 100, MemoryBacking::anonymous), UserError);
+}
+
+// Every backing starts 2 MiB-aligned (so host huge pages can be guest huge pages), reads as
+// zeros, and has a file descriptor exactly when another process could map it.
+TEST(MemoryRegion, BackingsAreAlignedAndZeroed) {
+  for (const MemoryBacking backing : {MemoryBacking::anonymous, MemoryBacking::memfd}) {
+    SCOPED_TRACE(std::string(backing_name(backing)));
+    auto region = MemoryRegion::create("r", 4 * MiB + 0x3000, backing);
+    EXPECT_EQ(region->backing(), backing);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(region->host()) % (2 * MiB), 0u);
+    EXPECT_EQ(region->host()[0], 0);
+    EXPECT_EQ(region->host()[region->size() - 1], 0);
+    region->host()[region->size() - 1] = 0x5a;  // the whole size is mapped and writable
+    EXPECT_EQ(region->host()[region->size() - 1], 0x5a);
+    EXPECT_EQ(region->fd() >= 0, backing == MemoryBacking::memfd);
+  }
+  EXPECT_THROW(MemoryRegion::create("f", 0x1000, MemoryBacking::file), std::logic_error);
+}
+
+TEST(MemoryRegion, MemfdIsSharedThroughItsFd) {
+  auto region = MemoryRegion::create("shared", 0x2000, MemoryBacking::memfd);
+  region->host()[0x1234] = 0x42;
+  uint8_t byte = 0;
+  ASSERT_EQ(::pread(region->fd(), &byte, 1, 0x1234), 1);
+  EXPECT_EQ(byte, 0x42);
+}
+
+TEST(HostThp, ReadsTheSelectedWord) {
+  EXPECT_EQ(HostThp::selected("always [madvise] never"), "madvise");
+  EXPECT_EQ(HostThp::selected("always within_size advise [never] deny force"), "never");
+  EXPECT_EQ(HostThp::selected("[always] madvise never\n"), "always");
+  EXPECT_EQ(HostThp::selected(""), "never");
+  EXPECT_EQ(HostThp::selected("always [madvise"), "never");
+  EXPECT_EQ(HostThp::mode("always"), ThpMode::always);
+  EXPECT_EQ(HostThp::mode("force"), ThpMode::always);
+  EXPECT_EQ(HostThp::mode("madvise"), ThpMode::madvise);
+  EXPECT_EQ(HostThp::mode("advise"), ThpMode::madvise);
+  EXPECT_EQ(HostThp::mode("within_size"), ThpMode::madvise);
+  EXPECT_EQ(HostThp::mode("never"), ThpMode::never);
+  EXPECT_EQ(HostThp::mode("deny"), ThpMode::never);
+  EXPECT_EQ(HostThp::mode("bogus"), ThpMode::never);
+}
+
+TEST(HostThp, ReadsSysfsFilesAndMissingOnesAsNever) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("libvmm-thp-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "enabled") << "always [madvise] never\n";
+  HostThp host = HostThp::read(dir.string());
+  EXPECT_EQ(host.anon, ThpMode::madvise);
+  EXPECT_EQ(host.anon_setting, "madvise");
+  EXPECT_EQ(host.shmem, ThpMode::never) << "no shmem_enabled file";
+  std::ofstream(dir / "shmem_enabled") << "always within_size [advise] never deny force\n";
+  host = HostThp::read(dir.string());
+  EXPECT_EQ(host.shmem, ThpMode::madvise);
+  std::filesystem::remove_all(dir);
+  host = HostThp::read(dir.string());
+  EXPECT_EQ(host.anon, ThpMode::never);
+}
+
+HostThp thp(ThpMode anon, ThpMode shmem) {
+  HostThp host;
+  host.anon = anon;
+  host.shmem = shmem;
+  return host;
+}
+
+MemoryBacking chosen(RamBacking requested, bool needs_fd, const HostThp& host) {
+  std::string problem;
+  const auto choice = choose_ram_backing(requested, needs_fd, host, problem);
+  EXPECT_TRUE(choice) << problem;
+  EXPECT_FALSE(choice->reason.empty());
+  return choice->backing;
+}
+
+TEST(ChooseRamBacking, AutomaticPrefersWhatGetsHugePages) {
+  using enum ThpMode;
+  const auto a = RamBacking::automatic;
+  // Debian's defaults: THP always for anonymous memory, never for shmem.
+  EXPECT_EQ(chosen(a, false, thp(always, never)), MemoryBacking::anonymous);
+  EXPECT_EQ(chosen(a, false, thp(madvise, never)), MemoryBacking::anonymous);
+  EXPECT_EQ(chosen(a, false, thp(always, madvise)), MemoryBacking::anonymous);
+  // Only shmem gets huge pages: memfd.
+  EXPECT_EQ(chosen(a, false, thp(never, madvise)), MemoryBacking::memfd);
+  // None at all: anonymous (nothing to gain from an fd nobody needs).
+  EXPECT_EQ(chosen(a, false, thp(never, never)), MemoryBacking::anonymous);
+}
+
+TEST(ChooseRamBacking, ASharedFdIsKept) {
+  using enum ThpMode;
+  const auto a = RamBacking::automatic;
+  for (const HostThp& host : {thp(always, never), thp(never, always), thp(never, never)}) {
+    EXPECT_EQ(chosen(a, true, host), MemoryBacking::memfd);
+  }
+  std::string problem;
+  EXPECT_EQ(choose_ram_backing(RamBacking::hugetlb, true, thp(always, never), problem)->backing,
+            MemoryBacking::hugetlb);
+  const auto refused = choose_ram_backing(RamBacking::anonymous, true, thp(always, never), problem);
+  EXPECT_FALSE(refused);
+  EXPECT_NE(problem.find("no file descriptor"), std::string::npos) << problem;
+  EXPECT_THROW(
+      create_ram_region("ram", 2 * MiB, RamBacking::anonymous, /*needs_fd=*/true, "guest RAM"),
+      UserError);
+}
+
+TEST(ChooseRamBacking, RequestsWinAndTheReasonSaysWhy) {
+  using enum ThpMode;
+  HostThp host = thp(always, never);
+  host.anon_setting = "always";
+  host.shmem_setting = "never";
+  std::string problem;
+  auto memfd = choose_ram_backing(RamBacking::memfd, false, host, problem);
+  EXPECT_EQ(memfd->backing, MemoryBacking::memfd);
+  EXPECT_NE(memfd->reason.find("shmem_enabled=never"), std::string::npos) << memfd->reason;
+  EXPECT_NE(memfd->reason.find("4 KiB"), std::string::npos) << memfd->reason;
+  auto automatic = choose_ram_backing(RamBacking::automatic, false, host, problem);
+  EXPECT_NE(automatic->reason.find("enabled=always"), std::string::npos) << automatic->reason;
+  EXPECT_EQ(chosen(RamBacking::hugetlb, false, host), MemoryBacking::hugetlb);
+  EXPECT_EQ(chosen(RamBacking::anonymous, false, thp(never, never)), MemoryBacking::anonymous);
+  EXPECT_EQ(parse_ram_backing("auto"), RamBacking::automatic);
+  EXPECT_EQ(parse_ram_backing("hugetlb"), RamBacking::hugetlb);
+  EXPECT_FALSE(parse_ram_backing("Anonymous"));
+  EXPECT_FALSE(parse_ram_backing(""));
+}
+
+TEST(ChooseRamBacking, CreatesTheRegionItChose) {
+  auto region = create_ram_region("ram", 2 * MiB, RamBacking::memfd, false, "guest RAM");
+  EXPECT_EQ(region->backing(), MemoryBacking::memfd);
+  EXPECT_GE(region->fd(), 0);
+  region = create_ram_region("ram", 2 * MiB, RamBacking::anonymous, false, "guest RAM");
+  EXPECT_EQ(region->backing(), MemoryBacking::anonymous);
+  EXPECT_EQ(region->fd(), -1);
 }
 
 }  // namespace

@@ -97,3 +97,58 @@ TEST(SystemPlan, ImageProblemsNameTheDescriptionLine) {
 }
 
 }  // namespace
+
+namespace {
+
+// Each memfd region of a description gets its backing from choose_ram_backing(): a VM that
+// needs a shareable fd (VmConfig::ram_shared, vhost-user) keeps memfd for its RAM and every
+// region it maps; otherwise the host's choice (anonymous memory where THP is on); page_size
+// 2 MiB asks for hugetlb (not built here: it needs reserved pages).
+TEST(SystemPlan, RegionBackingsFollowWhoNeedsAnFd) {
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
+  const fs::path kernel = fs::path(::testing::TempDir()) / "plan-test-backing-kernel";
+  std::ofstream(kernel) << std::string(4096, '\0');
+  const std::string text =
+      "<system>\n"
+      "  <memory_region name=\"guest_ram\" size=\"32M\" />\n"
+      "  <memory_region name=\"shared\" size=\"2M\" />\n"
+      "  <memory_region name=\"other_ram\" size=\"32M\" />\n"
+      "  <protection_domain name=\"vmm\">\n"
+      "    <virtual_machine name=\"a\">\n"
+      "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
+      "      <map mr=\"shared\" vaddr=\"0x40000000\" perms=\"rw\" />\n"
+      "      <kernel path=\"" +
+      kernel.string() +
+      "\" />\n"
+      "    </virtual_machine>\n"
+      "    <virtual_machine name=\"b\" id=\"1\" ram=\"other_ram\">\n"
+      "      <map mr=\"other_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
+      "      <kernel path=\"" +
+      kernel.string() +
+      "\" />\n"
+      "    </virtual_machine>\n"
+      "  </protection_domain>\n"
+      "</system>\n";
+  std::string problem;
+  const MemoryBacking host_choice =
+      choose_ram_backing(RamBacking::automatic, false, HostThp::read(), problem)->backing;
+  for (const bool shared : {false, true}) {
+    SCOPED_TRACE(shared ? "VM a has ram_shared" : "no VM needs an fd");
+    std::vector<std::string> problems;
+    SystemDescription d = SystemDescription::parse(text, "t.system", problems);
+    ASSERT_TRUE(problems.empty()) << problems.front();
+    for (auto* vm : d.vms()) {
+      if (vm->config.name == "a") vm->config.ram_shared = shared;
+      if (vm->config.name == "b") vm->config.ram_backing = RamBacking::memfd;
+    }
+    ASSERT_TRUE(d.problems().empty()) << d.problems().front();
+    System system(std::move(d));
+    const MemoryBacking a = shared ? MemoryBacking::memfd : host_choice;
+    EXPECT_EQ(system.region("guest_ram")->backing(), a);
+    EXPECT_EQ(system.region("shared")->backing(), a);
+    EXPECT_EQ(system.region("guest_ram")->fd() >= 0, a != MemoryBacking::anonymous);
+    EXPECT_EQ(system.region("other_ram")->backing(), MemoryBacking::memfd) << "b asked for memfd";
+  }
+}
+
+}  // namespace

@@ -285,6 +285,11 @@ int main(int argc, char** argv) {
   app.add_option("--cmdline", config.cmdline, "Kernel command line")->default_str("");
   app.add_option("--memory,-m", memory, "Guest RAM, e.g. 256M, 2G, 0x10_000_000")
       ->default_str("256M");
+  std::string memory_backing = "auto";
+  app.add_option("--memory-backing", memory_backing,
+                 "What backs guest RAM: auto (huge pages where the host allows; see "
+                 "docs/PERFORMANCE.md), anonymous, memfd or hugetlb")
+      ->default_str("auto");
   app.add_option("--vcpus", config.vcpus, "Number of vCPUs")->default_val(1);
   std::string serial;
   app.add_option("--serial", serial,
@@ -455,6 +460,13 @@ int main(int argc, char** argv) {
         throw UserError(
             fmt::format("--memory: cannot parse '{}' (try 256M, 2G or 0x10000000)", memory));
       config.memory_size = *size;
+      const std::optional<RamBacking> backing = parse_ram_backing(memory_backing);
+      if (!backing) {
+        throw UserError(fmt::format(
+            "--memory-backing: '{}' is not a backing; use auto, anonymous, memfd or hugetlb",
+            memory_backing));
+      }
+      config.ram_backing = *backing;
       bool device_has_stdio = false;
       for (size_t k = 0; k < kinds.size(); ++k) {
         for (const auto& value : device_values[k]) {

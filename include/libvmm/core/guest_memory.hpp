@@ -14,6 +14,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -25,12 +26,27 @@ constexpr uint64_t KiB = 1024;
 constexpr uint64_t MiB = 1024 * KiB;
 constexpr uint64_t GiB = 1024 * MiB;
 
-// Host memory backing guest RAM or a shared region: a memfd, mapped MAP_SHARED into the VMM,
-// so the same memory can also be handed to KVM, another mapping, or another process.
+// How the host provides a region's memory. Every kind is mapped at a 2 MiB-aligned address, so
+// that a huge page on the host can be a huge page in the guest's second-stage page tables.
+enum class MemoryBacking : uint8_t {
+  anonymous,  // private anonymous memory with MADV_HUGEPAGE (transparent huge pages where the
+              // host's transparent_hugepage/enabled allows them); no file descriptor: fd() is -1
+  memfd,      // a memfd (shmem) mapped shared, with MADV_HUGEPAGE (huge pages only where
+              // transparent_hugepage/shmem_enabled allows them); an fd other processes can map
+  hugetlb,    // a memfd of 2 MiB hugetlb pages, reserved when created; an fd as memfd
+  file,       // a host file or shared-memory object (MemoryRegion::from_fd)
+};
+std::string_view backing_name(MemoryBacking backing);
+
+// Host memory backing guest RAM or a shared region (see MemoryBacking), so that the same memory
+// can be handed to KVM, to another mapping, or (all but anonymous) to another process.
 class MemoryRegion {
  public:
-  // Creates a zero-filled region of `size` bytes (a multiple of the host page size).
-  // `hugepages` asks for 2 MiB pages (MFD_HUGETLB); throws UserError if the host has none.
+  // Creates a zero-filled region of `size` bytes (a multiple of the host page size; of 2 MiB
+  // for hugetlb). Throws UserError if the host cannot give hugetlb pages. Not for `file`.
+  static std::shared_ptr<MemoryRegion> create(std::string name, uint64_t size,
+                                              MemoryBacking backing);
+  // A memfd region; `hugepages` asks for hugetlb (MFD_HUGETLB, 2 MiB pages).
   static std::shared_ptr<MemoryRegion> create(std::string name, uint64_t size,
                                               bool hugepages = false);
   // Wraps an existing file descriptor (a host file or shared-memory object), mapped shared.
@@ -44,15 +60,61 @@ class MemoryRegion {
   const std::string& name() const { return name_; }
   uint64_t size() const { return size_; }
   uint8_t* host() const { return host_; }
-  int fd() const { return fd_.get(); }
+  int fd() const { return fd_.get(); }  // -1 for anonymous memory
+  MemoryBacking backing() const { return backing_; }
 
  private:
-  MemoryRegion(std::string name, UniqueFd fd, uint8_t* host, uint64_t size);
+  MemoryRegion(std::string name, UniqueFd fd, uint8_t* host, uint64_t size, MemoryBacking backing);
   std::string name_;
   UniqueFd fd_;
   uint8_t* host_;
   uint64_t size_;
+  MemoryBacking backing_;
 };
+
+// The host's transparent huge page settings (/sys/kernel/mm/transparent_hugepage/): `enabled`
+// for anonymous memory, `shmem_enabled` for memfd. madvise: only for memory given
+// MADV_HUGEPAGE, which is what MemoryRegion does (shmem's `advise` and `within_size` count as
+// madvise; `force` as always; `deny` as never).
+enum class ThpMode : uint8_t { never, madvise, always };
+struct HostThp {
+  ThpMode anon = ThpMode::never;
+  ThpMode shmem = ThpMode::never;
+  std::string anon_setting = "never";  // the selected word, for messages
+  std::string shmem_setting = "never";
+  // Reads them from `dir`; a missing file (no THP in the kernel) reads as never.
+  static HostThp read(const std::string& dir = "/sys/kernel/mm/transparent_hugepage");
+  // The selected word of a sysfs setting such as "always [madvise] never" ("never" if none).
+  static std::string selected(std::string_view text);
+  static ThpMode mode(std::string_view selected_word);
+};
+
+// What backs a VM's guest RAM (VmConfig::ram_backing).
+enum class RamBacking : uint8_t {
+  automatic,  // choose_ram_backing() decides
+  anonymous,
+  memfd,
+  hugetlb,
+};
+// "auto", "anonymous", "memfd" or "hugetlb"; nullopt for anything else.
+std::optional<RamBacking> parse_ram_backing(std::string_view text);
+struct RamBackingChoice {
+  MemoryBacking backing = MemoryBacking::memfd;
+  std::string reason;  // why, for the -v line
+};
+// The backing for guest RAM: what was asked for, else the one that gets huge pages from this
+// host's settings (anonymous memory first: no shmem bookkeeping), keeping a shareable fd when
+// `needs_fd` (devices in other processes map guest RAM: vhost-user). nullopt with `problem` set
+// when the request contradicts `needs_fd` (anonymous memory has no fd).
+std::optional<RamBackingChoice> choose_ram_backing(RamBacking requested, bool needs_fd,
+                                                   const HostThp& host, std::string& problem);
+// A region for guest RAM (or a region only this process maps) backed as choose_ram_backing()
+// says for this host, with one -v line naming the region, its backing and why. `what` starts
+// messages ("guest RAM", "f.system:3: memory region 'ram'"). Throws UserError on a request
+// that contradicts `needs_fd`, or when the host cannot give hugetlb pages.
+std::shared_ptr<MemoryRegion> create_ram_region(std::string name, uint64_t size,
+                                                RamBacking requested, bool needs_fd,
+                                                std::string_view what);
 
 // One guest-physical range backed by (part of) a MemoryRegion.
 struct GuestMapping {

@@ -38,6 +38,12 @@ struct IrqSource {
 struct VmConfig {
   std::string name = "vm";
   uint64_t memory_size = 256 * MiB;
+  // What backs guest RAM (core/guest_memory.hpp): automatic picks the backing that gets huge
+  // pages on this host (anonymous memory with transparent huge pages where they are enabled).
+  // `ram_shared` demands a file descriptor another process can map (memfd or hugetlb): set it
+  // when a device outside this process reads guest RAM (vhost-user). Ignored when `ram` is set.
+  RamBacking ram_backing = RamBacking::automatic;
+  bool ram_shared = false;
   uint32_t vcpus = 1;
   std::filesystem::path kernel;  // x86_64: a bzImage; aarch64: an arm64 Image
   std::filesystem::path initrd;  // optional
