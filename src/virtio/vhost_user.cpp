@@ -38,8 +38,27 @@ VhostUserDevice::VhostUserDevice(VhostUserOptions options, const GuestMemory& me
       memory_(memory),
       peer_(fmt::format("{} backend at {}", options_.name, options_.socket)),
       started_(options_.queue_sizes.size(), false) {
+  UniqueFd connected;
   try {
-    channel_ = std::make_unique<vhost::Channel>(vhost::connect_unix(options_.socket), peer_);
+    connected = vhost::connect_unix(options_.socket);
+  } catch (const vhost::VhostError& e) {
+    throw UserError(fmt::format("{}: {}", peer_, e.what()));
+  }
+  negotiate(std::move(connected));
+}
+
+VhostUserDevice::VhostUserDevice(VhostUserOptions options, const GuestMemory& memory,
+                                 UniqueFd connected)
+    : options_(std::move(options)),
+      memory_(memory),
+      peer_(fmt::format("{} backend at {}", options_.name, options_.socket)),
+      started_(options_.queue_sizes.size(), false) {
+  negotiate(std::move(connected));
+}
+
+void VhostUserDevice::negotiate(UniqueFd connected) {
+  try {
+    channel_ = std::make_unique<vhost::Channel>(std::move(connected), peer_);
     send(Message::make(Request::set_owner), {}, false);
     backend_features_ =
         vhost::decode_reply_u64(request_reply(Message::make(Request::get_features)),
@@ -78,7 +97,7 @@ VhostUserDevice::VhostUserDevice(VhostUserOptions options, const GuestMemory& me
                     .data;
     }
   } catch (const vhost::VhostError& e) {
-    throw UserError(fmt::format("{}: {}", peer_, e.what()));
+    throw UserError(located(e.what()));
   }
   // Guest RAM the back-end cannot map (no file descriptor) would make every request fail.
   for (const GuestMapping& m : memory_.mappings()) {
@@ -172,6 +191,12 @@ Message VhostUserDevice::request_reply(Message message) {
   return channel_->receive(options_.timeout_ms, true);
 }
 
+std::string VhostUserDevice::located(const std::string& message) const {
+  // Errors of the socket itself already name the back-end.
+  if (message.find(peer_) != std::string::npos) return message;
+  return fmt::format("{}: {}", peer_, message);
+}
+
 void VhostUserDevice::fail_locked(const std::string& why) {
   if (failed_) return;
   failed_ = true;
@@ -245,8 +270,8 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
     log::debug("{}: started, features {:#x}", peer_, acked);
     return true;
   } catch (const vhost::VhostError& e) {
-    why = fmt::format("{}: {}", peer_, e.what());
-    fail_locked(why);
+    why = located(e.what());
+    failed_ = true;  // the transport logs why
     return false;
   }
 }
@@ -260,7 +285,7 @@ void VhostUserDevice::stop_queue(uint16_t index) {
         request_reply(Message::with_state(Request::get_vring_base, {index, 0})),
         Request::get_vring_base, index);
   } catch (const vhost::VhostError& e) {
-    fail_locked(fmt::format("{}: stopping queue {}: {}", peer_, index, e.what()));
+    fail_locked(located(fmt::format("stopping queue {}: {}", index, e.what())));
   }
 }
 

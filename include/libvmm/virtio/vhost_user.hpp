@@ -45,6 +45,8 @@ class VhostUserDevice final : public VirtioDevice, public ExternalQueues {
   // Connects and negotiates (owner, features, protocol features, config). Throws UserError
   // naming the device and the socket ("virtio-fs backend at /run/fs.sock: ...").
   VhostUserDevice(VhostUserOptions options, const GuestMemory& memory);
+  // The same over a socket already connected (tests, fuzzers); options.socket only names it.
+  VhostUserDevice(VhostUserOptions options, const GuestMemory& memory, UniqueFd connected);
   ~VhostUserDevice() override;
 
   // Watches the socket for the back-end hanging up (on the loop thread).
@@ -72,11 +74,13 @@ class VhostUserDevice final : public VirtioDevice, public ExternalQueues {
 
  private:
   // One request; with `ack`, waits for the back-end's REPLY_ACK when negotiated.
+  void negotiate(UniqueFd connected);
   void send(vhost::Message message, std::span<const int> fds = {}, bool ack = true);
   vhost::Message request_reply(vhost::Message message);
   void stop_queue(uint16_t index);
   void kick(uint16_t index);
-  void fail_locked(const std::string& why);  // marks the connection dead, logs once
+  void fail_locked(const std::string& why);
+  std::string located(const std::string& message) const;  // prefixed with peer_ unless named  // marks the connection dead, logs once
 
   const VhostUserOptions options_;
   const GuestMemory& memory_;
