@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# vhost-user front-end with real back-ends, in the emulated KVM host: one VM shares a folder
-# through Debian's virtiofsd (--fs). Checks: the guest mounts the tag, reads a file the host put
-# there, writes one the host then reads, lists, renames, unlinks, and copies 64 MiB with the
-# checksum verified on the host; then virtiofsd is killed and vmm logs it while the guest goes
-# on. Also the refusals that need no guest (no socket, refused connection).
+# vhost-user front-end with real back-ends, in the emulated KVM host. One VM shares a folder
+# through Debian's virtiofsd (--fs): the guest mounts the tag, reads a file the host put there,
+# writes one the host then reads, lists, renames, unlinks, and copies 64 MiB with the checksum
+# verified on the host; then virtiofsd is killed and vmm logs it while the guest goes on.
+# A second VM gets its disk from qemu-storage-daemon (--vhost-user blk): it reads the host's
+# pattern, writes and flushes its own, which the host finds in the image. Also the refusals
+# that need no guest (no socket, refused connection).
 # Usage: linux_vhost.sh VMM
 set -euo pipefail
 vmm=$1
@@ -12,6 +14,7 @@ arch=${2:-x86_64}
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 payload_new "$arch" "$vmm"
 payload_binary /usr/lib/qemu/virtiofsd
+[ "$arch" != x86_64 ] || payload_binary "$(command -v qemu-storage-daemon)"
 
 payload_script run.sh <<'EOS'
 share=/tmp/share
@@ -30,13 +33,18 @@ check "no socket: the line names device and socket" \
   grep -q "virtio-fs backend at /tmp/none.sock: No such file or directory" /tmp/none.err
 cat /tmp/none.err
 
-./virtiofsd --socket-path=/tmp/vfs.sock -o source=$share -o cache=auto 2>/tmp/vfsd.err &
+./virtiofsd --socket-path=/tmp/vfs.sock -o source=$share -o cache=auto -o sandbox=chroot 2>/tmp/vfsd.err &
 vfsd=$!
 i=0
 while [ ! -S /tmp/vfs.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 start fs ./vmm --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "console=$console quiet libvmm.test=fs" \
   --fs tag=hostshare,socket=/tmp/vfs.sock
 check "the guest mounts the tag" wait_for /tmp/fs.out "fs mounted" 240
+if [ $failed -ne 0 ]; then  # nothing else can work: say why now
+  kill $pid $vfsd 2>/dev/null
+  finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err
+  exit 1
+fi
 check "the guest reads the host's file" wait_for /tmp/fs.out "fs host file: put there by the host" 30
 check "the guest lists the folder" grep -q "fs ls: .*big.bin.*delete-me.*from-host.txt" /tmp/fs.out
 check "the host reads the guest's file" wait_for $share/from-guest.txt "written by the guest" 30
@@ -63,6 +71,31 @@ wait $pid 2>/dev/null
 ./vmm --kernel $kernel --fs tag=t,socket=/tmp/vfs.sock 2>/tmp/refused.err
 check "refused: one line naming device and socket" \
   grep -q "virtio-fs backend at /tmp/vfs.sock: Connection refused" /tmp/refused.err
-finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err
+
+# A disk from qemu-storage-daemon's vhost-user-blk export.
+if [ -x ./qemu-storage-daemon ]; then
+  dd if=/dev/urandom of=/tmp/host-pattern bs=1M count=1 2>/dev/null
+  dd if=/dev/zero of=/tmp/blk.img bs=1M count=8 2>/dev/null
+  dd if=/tmp/host-pattern of=/tmp/blk.img conv=notrunc 2>/dev/null
+  ./qemu-storage-daemon --blockdev driver=file,node-name=disk,filename=/tmp/blk.img \
+    --export type=vhost-user-blk,id=exp,node-name=disk,addr.type=unix,addr.path=/tmp/qsd.sock,writable=on \
+    2>/tmp/qsd.err &
+  qsd=$!
+  i=0
+  while [ ! -S /tmp/qsd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  boot blk "quiet libvmm.test=vhost_blk" --vhost-user blk,socket=/tmp/qsd.sock
+  check "blk: vmm exit status 0" [ $status -eq 0 ]
+  check "blk: the disk has 8 MiB" grep -q "vda sectors: 16384" /tmp/blk.out
+  check "blk: FLUSH is offered (write back)" grep -q "vda write cache: write back" /tmp/blk.out
+  check "blk: the guest reads the host's pattern" \
+    grep -q "read md5 $(md5sum </tmp/host-pattern | cut -d' ' -f1)" /tmp/blk.out
+  check "blk: written and flushed" grep -q "written and flushed" /tmp/blk.out
+  want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/blk.out | tr -d '\r')
+  kill $qsd
+  wait $qsd 2>/dev/null
+  got=$(dd if=/tmp/blk.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
+  check "blk: the host finds the guest's pattern in the image" [ -n "$want" -a "$got" = "$want" ]
+fi
+finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/blk.out /tmp/blk.err /tmp/qsd.err
 EOS
-run_payload
+run_payload --timeout 1500
