@@ -350,8 +350,7 @@ DecodedRequest decode_request(const Message& m, uint32_t queue_count) {
 RegionTable::RegionTable(std::vector<MemRegion> regions) : regions_(std::move(regions)) {
   for (size_t i = 0; i < regions_.size(); ++i) {
     const MemRegion& a = regions_[i];
-    if (!end_of(a.gpa, a.size) || !end_of(a.user_addr, a.size) ||
-        !end_of(a.mmap_offset, a.size)) {
+    if (!end_of(a.gpa, a.size) || !end_of(a.user_addr, a.size) || !end_of(a.mmap_offset, a.size)) {
       fail(fmt::format("memory region {} wraps around the address space", i));
     }
     for (size_t j = 0; j < i; ++j) {
@@ -368,7 +367,8 @@ RegionTable::RegionTable(std::vector<MemRegion> regions) : regions_(std::move(re
 
 std::optional<uint64_t> RegionTable::user_to_gpa(uint64_t addr, uint64_t len) const {
   for (const MemRegion& r : regions_) {
-    if (addr >= r.user_addr && addr - r.user_addr <= r.size && len <= r.size - (addr - r.user_addr)) {
+    if (addr >= r.user_addr && addr - r.user_addr <= r.size &&
+        len <= r.size - (addr - r.user_addr)) {
       return r.gpa + (addr - r.user_addr);
     }
   }

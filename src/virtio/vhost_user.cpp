@@ -28,8 +28,8 @@ constexpr unsigned kRingEventIdx = 29;      // VIRTIO_RING_F_EVENT_IDX
 constexpr uint64_t kRingFeatures =
     bit(VIRTIO_F_VERSION_1) | bit(kRingIndirectDesc) | bit(kRingEventIdx);
 // What this front-end asks for among the back-end's protocol features.
-constexpr uint64_t kWantedProtocol = bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig) |
-                                     bit(vhost::kProtocolMq);
+constexpr uint64_t kWantedProtocol =
+    bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig) | bit(vhost::kProtocolMq);
 
 }  // namespace
 
@@ -60,16 +60,15 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
   try {
     channel_ = std::make_unique<vhost::Channel>(std::move(connected), peer_);
     send(Message::make(Request::set_owner), {}, false);
-    backend_features_ =
-        vhost::decode_reply_u64(request_reply(Message::make(Request::get_features)),
-                                Request::get_features);
+    backend_features_ = vhost::decode_reply_u64(request_reply(Message::make(Request::get_features)),
+                                                Request::get_features);
     if (!(backend_features_ & bit(VIRTIO_F_VERSION_1))) {
       throw vhost::VhostError("it does not offer VIRTIO_F_VERSION_1 (a legacy-only device)");
     }
     if (backend_features_ & vhost::kFeatureProtocolFeatures) {
-      const uint64_t offered = vhost::decode_reply_u64(
-          request_reply(Message::make(Request::get_protocol_features)),
-          Request::get_protocol_features);
+      const uint64_t offered =
+          vhost::decode_reply_u64(request_reply(Message::make(Request::get_protocol_features)),
+                                  Request::get_protocol_features);
       protocol_features_ = offered & kWantedProtocol;
       // REPLY_ACK applies from the next message on, so this one goes without.
       send(Message::with_u64(Request::set_protocol_features, protocol_features_), {}, false);
@@ -78,8 +77,8 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
       const uint64_t queues = vhost::decode_reply_u64(
           request_reply(Message::make(Request::get_queue_num)), Request::get_queue_num);
       if (queues < options_.queue_sizes.size()) {
-        throw vhost::VhostError(fmt::format("it serves {} queue(s); the device needs {}",
-                                            queues, options_.queue_sizes.size()));
+        throw vhost::VhostError(fmt::format("it serves {} queue(s); the device needs {}", queues,
+                                            options_.queue_sizes.size()));
       }
     }
     if (!options_.config.empty()) {
@@ -91,10 +90,10 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
       }
       vhost::ConfigSpace ask;
       ask.data.assign(options_.config_size, 0);
-      config_ = vhost::decode_reply_config(request_reply(Message::with_config(Request::get_config,
-                                                                              ask)),
-                                           0, options_.config_size)
-                    .data;
+      config_ =
+          vhost::decode_reply_config(request_reply(Message::with_config(Request::get_config, ask)),
+                                     0, options_.config_size)
+              .data;
     }
   } catch (const vhost::VhostError& e) {
     throw UserError(located(e.what()));
@@ -226,8 +225,8 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
     std::vector<int> fds;
     for (const GuestMapping& m : memory_.mappings()) {
       if (regions.size() == vhost::kMaxRegions) {
-        throw vhost::VhostError(fmt::format("guest memory has more than {} regions to share",
-                                            vhost::kMaxRegions));
+        throw vhost::VhostError(
+            fmt::format("guest memory has more than {} regions to share", vhost::kMaxRegions));
       }
       regions.push_back({m.gpa, m.size, reinterpret_cast<uint64_t>(m.host()), m.region_offset});
       fds.push_back(m.region->fd());

@@ -15,7 +15,7 @@
 namespace libvmm {
 namespace {
 
-constexpr size_t kTagSize = 36;         // struct virtio_fs_config: tag[36]
+constexpr size_t kTagSize = 36;          // struct virtio_fs_config: tag[36]
 constexpr uint32_t kBlkConfigSize = 60;  // struct virtio_blk_config up to write_zeroes_may_unmap
 constexpr uint16_t kQueueSize = 128;
 
@@ -106,8 +106,8 @@ class VhostUserKind final : public VirtioDeviceKind {
   }
   std::string describe(const DeviceSpec& spec, size_t, std::string_view) const override {
     if (spec.value_or("type", "") == "fs") {
-      return fmt::format("virtio-fs tag '{}' (vhost-user backend at {})",
-                         spec.value_or("tag", ""), spec.value_or("socket", ""));
+      return fmt::format("virtio-fs tag '{}' (vhost-user backend at {})", spec.value_or("tag", ""),
+                         spec.value_or("socket", ""));
     }
     return fmt::format("virtio-blk (vhost-user backend at {})", spec.value_or("socket", ""));
   }

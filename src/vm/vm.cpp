@@ -126,7 +126,7 @@ struct Vm::Impl {
   std::vector<std::shared_ptr<VirtioMmioTransport>> transports;
   std::vector<UniqueFd> notify_fds;
   std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
-  std::vector<std::pair<int, uint32_t>> call_irqfds;  // queues served elsewhere: call fd, GSI
+  std::vector<std::pair<int, uint32_t>> call_irqfds;      // queues served elsewhere: call fd, GSI
   std::vector<PlacedDevice> placed;
   std::vector<uint32_t> pulsed_irqs;  // lines devices and event sources pulse (irqfds)
   bool prepared = false;
@@ -282,8 +282,7 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
       UniqueFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
       UniqueFd call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
       if (!kick || !call) throw_errno("eventfd for a virtIO queue");
-      d.vm.register_ioeventfd(kick.get(), base + VirtioMmioTransport::notify_offset(), 4, true,
-                              q);
+      d.vm.register_ioeventfd(kick.get(), base + VirtioMmioTransport::notify_offset(), 4, true, q);
       fds.push_back({kick.get(), call.get()});
       d.call_irqfds.emplace_back(call.get(), gsi);
       d.notify_fds.push_back(std::move(kick));

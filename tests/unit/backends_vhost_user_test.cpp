@@ -80,14 +80,15 @@ TEST(VhostUserDecode, RefusesBadSizes) {
   ConfigSpace c;
   c.data.assign(16, 0);
   c.offset = 250;
-  EXPECT_NE(error_of([&] { decode_request(Message::with_config(Request::get_config, c), 1); })
-                .find("offset 250"),
+  EXPECT_NE(error_of([&] {
+              decode_request(Message::with_config(Request::get_config, c), 1);
+            }).find("offset 250"),
             std::string::npos);
   // Headers.
   EXPECT_EQ(check_header(1, 0x2, 0, false), "GET_FEATURES: protocol version 2 (expected 1)");
   EXPECT_EQ(check_header(1, kVersion, kMaxPayload + 1, false),
             "GET_FEATURES with a 4097-byte payload (at most 4096)");
-  EXPECT_NE(check_header(1, kVersion, 8, true), "");               // a reply without its flag
+  EXPECT_NE(check_header(1, kVersion, 8, true), "");                // a reply without its flag
   EXPECT_NE(check_header(1, kVersion | kFlagReply, 8, false), "");  // a request with it
   EXPECT_EQ(check_header(1, kVersion | kFlagReply, 8, true), "");
 }
@@ -120,8 +121,9 @@ TEST(VhostUserDecode, RefusesMissingOrExtraDescriptors) {
                              2);
             }),
             "SET_VRING_CALL with 1 file descriptor(s) (expected 0)");
-  EXPECT_EQ(error_of([&] { decode_request(with_fds(Message::with_mem_table(two_regions()), 1), 2); }),
-            "SET_MEM_TABLE with 1 file descriptor(s) (expected 2)");
+  EXPECT_EQ(
+      error_of([&] { decode_request(with_fds(Message::with_mem_table(two_regions()), 1), 2); }),
+      "SET_MEM_TABLE with 1 file descriptor(s) (expected 2)");
   EXPECT_EQ(error_of([&] { decode_request(with_fds(Message::make(Request::set_owner), 1), 2); }),
             "SET_OWNER with 1 file descriptor(s) (expected 0)");
   EXPECT_EQ(error_of([&] {
@@ -131,7 +133,9 @@ TEST(VhostUserDecode, RefusesMissingOrExtraDescriptors) {
 }
 
 TEST(VhostUserDecode, RefusesQueueIndicesOutOfRange) {
-  EXPECT_EQ(error_of([&] { decode_request(Message::with_state(Request::set_vring_num, {2, 8}), 2); }),
+  EXPECT_EQ(error_of([&] {
+              decode_request(Message::with_state(Request::set_vring_num, {2, 8}), 2);
+            }),
             "SET_VRING_NUM for queue 2, but the device has 2 queue(s)");
   VringAddr addr;
   addr.index = 7;

@@ -39,8 +39,8 @@ class ScriptedBackend {
  public:
   uint64_t features = bit(VIRTIO_F_VERSION_1) | vhost::kFeatureProtocolFeatures | bit(29);
   uint64_t protocol = bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig);
-  Request refuse = Request{};       // answers this one's REPLY_ACK with a failure
-  Request hang_up_at = Request{};   // closes the connection when this one arrives
+  Request refuse = Request{};      // answers this one's REPLY_ACK with a failure
+  Request hang_up_at = Request{};  // closes the connection when this one arrives
 
   UniqueFd start() {
     int pair[2];
@@ -164,9 +164,9 @@ TEST(VhostUserDevice, HandsTheQueuesToTheBackend) {
   MmioDriver driver(*rig.transport);
   const uint64_t offered = driver.device_features();
   EXPECT_TRUE(offered & bit(VIRTIO_F_VERSION_1));
-  EXPECT_TRUE(offered & bit(29));           // EVENT_IDX, which the back-end has
-  EXPECT_FALSE(offered & bit(28));          // INDIRECT_DESC, which it has not
-  EXPECT_FALSE(offered & bit(30));          // never the vhost-user protocol bit
+  EXPECT_TRUE(offered & bit(29));   // EVENT_IDX, which the back-end has
+  EXPECT_FALSE(offered & bit(28));  // INDIRECT_DESC, which it has not
+  EXPECT_FALSE(offered & bit(30));  // never the vhost-user protocol bit
   // The config space came from the back-end.
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 0x04030201u);
 
@@ -183,12 +183,20 @@ TEST(VhostUserDevice, HandsTheQueuesToTheBackend) {
 
   driver.set_reg(VIRTIO_MMIO_STATUS, 0);  // reset: the back-end stops the ring
   const auto requests = rig.backend.requests();
-  const std::vector<Request> expected = {
-      Request::set_owner,      Request::get_features,   Request::get_protocol_features,
-      Request::set_protocol_features, Request::get_config,   Request::set_features,
-      Request::set_mem_table,  Request::set_vring_num,  Request::set_vring_base,
-      Request::set_vring_addr, Request::set_vring_call, Request::set_vring_kick,
-      Request::set_vring_enable, Request::get_vring_base};
+  const std::vector<Request> expected = {Request::set_owner,
+                                         Request::get_features,
+                                         Request::get_protocol_features,
+                                         Request::set_protocol_features,
+                                         Request::get_config,
+                                         Request::set_features,
+                                         Request::set_mem_table,
+                                         Request::set_vring_num,
+                                         Request::set_vring_base,
+                                         Request::set_vring_addr,
+                                         Request::set_vring_call,
+                                         Request::set_vring_kick,
+                                         Request::set_vring_enable,
+                                         Request::get_vring_base};
   EXPECT_EQ(requests, expected);
 
   // What the back-end got: one region with its descriptor, rings that translate back to

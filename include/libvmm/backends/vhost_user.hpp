@@ -143,11 +143,11 @@ void decode_reply_ack(const Message& reply, Request request);
 struct DecodedRequest {
   Request request{};
   bool need_reply = false;
-  uint64_t u64 = 0;            // features, protocol features, kick/call/err's index field
-  VringState state;            // SET_VRING_NUM/BASE, GET_VRING_BASE, SET_VRING_ENABLE
-  VringAddr addr;              // SET_VRING_ADDR
+  uint64_t u64 = 0;                // features, protocol features, kick/call/err's index field
+  VringState state;                // SET_VRING_NUM/BASE, GET_VRING_BASE, SET_VRING_ENABLE
+  VringAddr addr;                  // SET_VRING_ADDR
   std::vector<MemRegion> regions;  // SET_MEM_TABLE (one descriptor each, in Message::fds)
-  ConfigSpace config;          // GET_CONFIG/SET_CONFIG
+  ConfigSpace config;              // GET_CONFIG/SET_CONFIG
   // kick/call/err: the queue index and whether a descriptor came (bit 8 clear).
   uint32_t queue_index() const { return static_cast<uint32_t>(u64 & kVringFdIndexMask); }
   bool has_fd() const { return (u64 & kVringNoFd) == 0; }

@@ -26,7 +26,7 @@ class EventLoop;
 class GuestMemory;
 
 struct VhostUserOptions {
-  std::string name;    // for log lines and errors: "virtio-fs"
+  std::string name;  // for log lines and errors: "virtio-fs"
   uint32_t device_id = 0;
   std::string socket;  // the back-end's Unix socket
   std::vector<uint16_t> queue_sizes;
@@ -80,7 +80,8 @@ class VhostUserDevice final : public VirtioDevice, public ExternalQueues {
   void stop_queue(uint16_t index);
   void kick(uint16_t index);
   void fail_locked(const std::string& why);
-  std::string located(const std::string& message) const;  // prefixed with peer_ unless named  // marks the connection dead, logs once
+  std::string located(const std::string& message)
+      const;  // prefixed with peer_ unless named  // marks the connection dead, logs once
 
   const VhostUserOptions options_;
   const GuestMemory& memory_;
