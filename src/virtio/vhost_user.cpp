@@ -151,6 +151,7 @@ uint64_t VhostUserDevice::transport_features() const {
 
 void VhostUserDevice::read_config(uint32_t offset, std::span<uint8_t> data) {
   // The transport checked the range against config_size().
+  if (data.empty()) return;
   std::memcpy(data.data(), config_.data() + offset, data.size());
 }
 

@@ -62,12 +62,13 @@ std::shared_ptr<VirtioDevice> make_blk(const DeviceSpec& spec, const DeviceConte
   o.socket = spec.value_or("socket", "");
   o.queue_sizes = {kQueueSize};
   o.config_size = kBlkConfigSize;
-  // One queue (no MQ): the rest describe the disk and its requests.
-  o.device_feature_mask = bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) |
-                          bit(VIRTIO_BLK_F_GEOMETRY) | bit(VIRTIO_BLK_F_RO) |
-                          bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH) |
-                          bit(VIRTIO_BLK_F_TOPOLOGY) | bit(VIRTIO_BLK_F_CONFIG_WCE) |
-                          bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
+  // One queue (no MQ): the rest describe the disk and its requests. Not CONFIG_WCE: the
+  // config space is read once from the back-end (no SET_CONFIG), so the driver could not
+  // switch the cache mode; with FLUSH alone it runs write-back and sends FLUSH requests.
+  o.device_feature_mask =
+      bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) | bit(VIRTIO_BLK_F_GEOMETRY) |
+      bit(VIRTIO_BLK_F_RO) | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH) |
+      bit(VIRTIO_BLK_F_TOPOLOGY) | bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
   try {
     return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
   } catch (const UserError& e) {

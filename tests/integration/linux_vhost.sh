@@ -46,7 +46,7 @@ if [ $failed -ne 0 ]; then  # nothing else can work: say why now
   exit 1
 fi
 check "the guest reads the host's file" wait_for /tmp/fs.out "fs host file: put there by the host" 30
-check "the guest lists the folder" grep -q "fs ls: .*big.bin.*delete-me.*from-host.txt" /tmp/fs.out
+check "the guest lists the folder" wait_for /tmp/fs.out "fs ls: big.bin delete-me from-guest.txt from-host.txt rename-me" 30
 check "the host reads the guest's file" wait_for $share/from-guest.txt "written by the guest" 30
 check "rename" wait_for /tmp/fs.out "fs renamed" 30
 check "the host sees the rename" [ -f $share/renamed -a ! -e $share/rename-me ]
