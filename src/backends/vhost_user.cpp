@@ -16,8 +16,10 @@ namespace {
 
 template <typename T>
 void append(std::vector<uint8_t>& out, const T& value) {
-  const auto* bytes = reinterpret_cast<const uint8_t*>(&value);
-  out.insert(out.end(), bytes, bytes + sizeof(T));
+  // resize + memcpy: GCC 12 at -O3 warns falsely (-Wstringop-overflow) on insert() here.
+  const size_t at = out.size();
+  out.resize(at + sizeof(T));
+  std::memcpy(out.data() + at, &value, sizeof(T));
 }
 
 template <typename T>
