@@ -98,4 +98,4 @@ if [ -x ./qemu-storage-daemon ]; then
 fi
 finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/blk.out /tmp/blk.err /tmp/qsd.err
 EOS
-run_payload --timeout 1500
+run_payload --timeout 900
