@@ -13,6 +13,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/tap_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block_image.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block_uring.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/vhost_user.cpp
 )
 include(${PROJECT_SOURCE_DIR}/cmake/libvmmDependencies.cmake)  # PkgConfig::LIBURING
 target_link_libraries(libvmm PRIVATE PkgConfig::LIBURING)  # block images' io=io_uring

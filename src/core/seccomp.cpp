@@ -160,6 +160,12 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
                    {equals(1, TUNSETOFFLOAD)},
                    "virtio-net: the TAP's offloads follow the features the driver accepted "
                    "(DRIVER_OK and reset are register writes)"});
+      r.push_back({"sendmsg",
+                   {},
+                   "vhost-user: a device's DRIVER_OK, reset and QueueReady=0 are register "
+                   "writes that start or stop its queues in the back-end (with eventfds)"});
+      r.push_back({"recvmsg", {}, "vhost-user: the back-end's replies to those"});
+      r.push_back({"close", {}, "vhost-user: descriptors a back-end wrongly sent are closed"});
       break;
     case ThreadRole::event_loop:
       r.push_back({"epoll_wait", {}, "the loop waits for events"});

@@ -35,6 +35,13 @@ constexpr uint64_t kTransportFeatureMask =
 constexpr uint64_t kTransportFeatures =
     bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX);
 
+// The transport features a device's queues can have: all of them when this process serves
+// the queues, what the serving process supports otherwise.
+uint64_t transport_features(VirtioDevice& device) {
+  ExternalQueues* external = device.external_queues();
+  return external != nullptr ? external->transport_features() : kTransportFeatures;
+}
+
 const char* register_name(uint64_t offset) {
   switch (offset) {
     case VIRTIO_MMIO_MAGIC_VALUE:
@@ -91,10 +98,12 @@ VirtioMmioTransport::VirtioMmioTransport(std::shared_ptr<VirtioDevice> device,
                                          const GuestMemory& memory, std::shared_ptr<IrqLine> irq)
     : device_(std::move(device)),
       irq_(std::move(irq)),
+      external_(device_ ? device_->external_queues() : nullptr),
       name_(device_ ? device_->name() : std::string()),
       device_id_(device_ ? device_->device_id() : 0),
-      offered_features_(
-          device_ ? (device_->device_features() & ~kTransportFeatureMask) | kTransportFeatures : 0),
+      offered_features_(device_ ? (device_->device_features() & ~kTransportFeatureMask) |
+                                      (kTransportFeatures & transport_features(*device_))
+                                : 0),
       config_size_(device_ ? device_->config_size() : 0) {
   if (!device_ || !irq_) throw std::invalid_argument("virtio-mmio: a device and an irq are needed");
   if (config_size_ > kWindowSize - kConfigOffset) {
@@ -237,6 +246,10 @@ uint32_t VirtioMmioTransport::read_register(uint64_t offset) {
     case VIRTIO_MMIO_QUEUE_READY:
       return q && q->ready() ? 1 : 0;
     case VIRTIO_MMIO_INTERRUPT_STATUS:
+      // Queues served elsewhere interrupt through their own irqfds, which cannot set a bit
+      // here: while the device runs, every interrupt may be a used-buffer one (a driver
+      // checks its rings and finds nothing new in the others).
+      if (external_ != nullptr && live()) return interrupt_status_.load() | VIRTIO_MMIO_INT_VRING;
       return interrupt_status_.load();
     case VIRTIO_MMIO_STATUS:
       return status_.load();
@@ -434,6 +447,11 @@ void VirtioMmioTransport::write_status(uint32_t value) {
   status_ = next;
   if (activate) {
     log::debug("{}: driver ready, features {:#x}", name_, driver_features_);
+    if (external_ != nullptr) {
+      std::string why;
+      if (!external_->start_queues(*this, driver_features_, queues_, why)) set_needs_reset(why);
+      return;
+    }
     device_->activate(*this, driver_features_);
     check_queues();
   }
@@ -507,6 +525,11 @@ void VirtioMmioTransport::signal_used(uint16_t index) {
 void VirtioMmioTransport::signal_config_change() {
   config_generation_.fetch_add(1);
   if (status_ & VIRTIO_CONFIG_S_DRIVER_OK) raise(VIRTIO_MMIO_INT_CONFIG);
+}
+
+void VirtioMmioTransport::device_failed(const std::string& why) {
+  std::lock_guard lock(mutex_);
+  set_needs_reset(why);
 }
 
 bool VirtioMmioTransport::with_queues(const std::function<void(std::span<Virtqueue>)>& fn) {

@@ -13,4 +13,6 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/net_kind.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rng.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rng_kind.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/vhost_user.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/vhost_user_kind.cpp
 )

@@ -126,6 +126,7 @@ struct Vm::Impl {
   std::vector<std::shared_ptr<VirtioMmioTransport>> transports;
   std::vector<UniqueFd> notify_fds;
   std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
+  std::vector<std::pair<int, uint32_t>> call_irqfds;      // queues served elsewhere: call fd, GSI
   std::vector<PlacedDevice> placed;
   std::vector<uint32_t> pulsed_irqs;  // lines devices and event sources pulse (irqfds)
   bool prepared = false;
@@ -274,6 +275,30 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
   d.pulsed_irqs.push_back(irq_number);
   d.mmio.attach(base, slot.size, transport);
 
+  if (ExternalQueues* external = device->external_queues()) {
+    // Queues served by another process: KVM signals the server's kick eventfd itself, and the
+    // server's call eventfd is an irqfd on the device's line (registered in prepare()).
+    std::vector<QueueEventfds> fds;
+    const uint32_t gsi = d.machine->kvm_irq(irq_number).gsi;
+    for (uint16_t q = 0; q < transport->queue_count(); ++q) {
+      UniqueFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      UniqueFd call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      if (!kick || !call) throw_errno("eventfd for a virtIO queue");
+      d.vm.register_ioeventfd(kick.get(), base + VirtioMmioTransport::notify_offset(), 4, true, q);
+      fds.push_back({kick.get(), call.get()});
+      d.call_irqfds.emplace_back(call.get(), gsi);
+      d.notify_fds.push_back(std::move(kick));
+      d.notify_fds.push_back(std::move(call));
+    }
+    external->set_queue_eventfds(std::move(fds));
+    d.machine->describe_virtio_mmio(base, slot.size, irq_number);
+    d.transports.push_back(std::move(transport));
+    d.placed.push_back({std::move(kind), device->name(), base, slot.size, irq_number});
+    log::debug("{} at [{:#x}, {:#x}), IRQ {}, queues served elsewhere", device->name(), base,
+               base + slot.size, irq_number);
+    return;
+  }
+
   // Queue notifications skip the vCPU thread: KVM signals an eventfd per queue (matched on the
   // queue index written) and the event loop runs the device. A device that yields a busy
   // queue signals the same eventfd, so the loop serves other sources before it comes back.
@@ -335,6 +360,7 @@ void Vm::prepare() {
     std::lock_guard lock(d.irq_mutex);
     d.irqs.at(number)->irqfd();
   }
+  for (const auto& [fd, gsi] : d.call_irqfds) d.vm.register_irqfd(fd, gsi);
   d.prepared = true;
 }
 

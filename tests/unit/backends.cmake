@@ -6,4 +6,5 @@ libvmm_unit_test(backends_tests
   ${CMAKE_CURRENT_LIST_DIR}/backends_socket_pty_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/backends_stdio_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/backends_block_uring_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/backends_vhost_user_test.cpp
 )

@@ -58,6 +58,7 @@ class VirtioMmioTransport final : public BusDevice, public VirtioTransport {
   void signal_config_change() override;
   bool with_queues(const std::function<void(std::span<Virtqueue>)>& fn) override;
   bool renotify(uint16_t index) override { return renotify_ && renotify_(index); }
+  void device_failed(const std::string& why) override;
 
  private:
   uint32_t read_register(uint64_t offset);  // the read_*/write_* helpers run under mutex_
@@ -79,6 +80,7 @@ class VirtioMmioTransport final : public BusDevice, public VirtioTransport {
 
   const std::shared_ptr<VirtioDevice> device_;
   const std::shared_ptr<IrqLine> irq_;
+  ExternalQueues* const external_;  // the device's, when another process serves its queues
   const std::string name_;
   const uint32_t device_id_;
   const uint64_t offered_features_;

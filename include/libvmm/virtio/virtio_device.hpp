@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -44,9 +45,37 @@ class VirtioTransport {
     static_cast<void>(index);
     return false;
   }
+  // Any thread except from inside a call into the device: the device cannot go on (the
+  // process serving its queues went away); sets DEVICE_NEEDS_RESET and logs `why`.
+  virtual void device_failed(const std::string& why) { static_cast<void>(why); }
 
  protected:
   ~VirtioTransport() = default;  // not owned through this interface
+};
+
+class VirtioDevice;
+
+// A device whose queues another process serves (vhost-user): the driver's notifications go from
+// KVM's ioeventfd straight to that process, and its interrupts straight into a KVM irqfd.
+// The transport never pops these queues; it hands their layout over at DRIVER_OK.
+struct QueueEventfds {
+  int kick = -1;  // KVM signals it when the driver notifies the queue (an ioeventfd)
+  int call = -1;  // signalling it raises the device's interrupt (a KVM irqfd)
+};
+class ExternalQueues {
+ public:
+  // Before the guest runs: one pair per queue, owned by the machine for the VM's lifetime.
+  virtual void set_queue_eventfds(std::vector<QueueEventfds> fds) = 0;
+  // Which transport features (VERSION_1, RING_INDIRECT_DESC, RING_EVENT_IDX) the server of
+  // the queues supports; the transport offers only those.
+  virtual uint64_t transport_features() const = 0;
+  // Lock held, at DRIVER_OK in place of activate(): hands the ready queues to their server.
+  // False with `why` when that failed; the transport then sets DEVICE_NEEDS_RESET.
+  virtual bool start_queues(VirtioTransport& transport, uint64_t features,
+                            std::span<const Virtqueue> queues, std::string& why) = 0;
+
+ protected:
+  ~ExternalQueues() = default;
 };
 
 class VirtioDevice {
@@ -91,6 +120,9 @@ class VirtioDevice {
   // Calls nest. A transport going away pauses without resuming.
   virtual void pause_io() {}
   virtual void resume_io() {}
+
+  // Non-null for a device whose queues another process serves (see ExternalQueues).
+  virtual ExternalQueues* external_queues() { return nullptr; }
 };
 
 }  // namespace libvmm

@@ -1,0 +1,102 @@
+// A virtIO device served by another process over vhost-user (the front-end side of QEMU's
+// docs/interop/vhost-user.rst): virtio-fs through virtiofsd, virtio-blk through
+// qemu-storage-daemon or vmm-device. This process keeps the register window and config space;
+// the back-end gets the guest RAM's file descriptors and each queue's layout, kick eventfd (the
+// KVM ioeventfd of the queue's notify) and call eventfd (a KVM irqfd on the device's line), so
+// no data-path event passes through this process.
+//
+// Threads: the set-up exchange runs in the constructor (before the guest); start and stop
+// exchanges run in the calls the transport makes with its lock held (a vCPU's Status or
+// QueueReady write), each bounded by a timeout. The event loop only watches the socket for
+// the back-end hanging up, which sets DEVICE_NEEDS_RESET; the VM goes on.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "libvmm/backends/vhost_user.hpp"
+#include "libvmm/virtio/virtio_device.hpp"
+
+namespace libvmm {
+
+class EventLoop;
+class GuestMemory;
+
+struct VhostUserOptions {
+  std::string name;  // for log lines and errors: "virtio-fs"
+  uint32_t device_id = 0;
+  std::string socket;  // the back-end's Unix socket
+  std::vector<uint16_t> queue_sizes;
+  // The config space, when this side defines it (virtio-fs: the tag); empty to read
+  // config_size bytes from the back-end (VHOST_USER_PROTOCOL_F_CONFIG).
+  std::vector<uint8_t> config;
+  uint32_t config_size = 0;
+  // Device feature bits offered to the driver when the back-end has them (others are hidden:
+  // the layout of queues and config is this side's).
+  uint64_t device_feature_mask = 0;
+  int timeout_ms = 5000;  // per exchange with the back-end
+};
+
+class VhostUserDevice final : public VirtioDevice, public ExternalQueues {
+ public:
+  // Connects and negotiates (owner, features, protocol features, config). Throws UserError
+  // naming the device and the socket ("virtio-fs backend at /run/fs.sock: ...").
+  VhostUserDevice(VhostUserOptions options, const GuestMemory& memory);
+  // The same over a socket already connected (tests, fuzzers); options.socket only names it.
+  VhostUserDevice(VhostUserOptions options, const GuestMemory& memory, UniqueFd connected);
+  ~VhostUserDevice() override;
+
+  // Watches the socket for the back-end hanging up (on the loop thread).
+  void watch(EventLoop& loop);
+
+  std::string name() const override { return options_.name; }
+  uint32_t device_id() const override { return options_.device_id; }
+  uint64_t device_features() const override;
+  std::vector<uint16_t> queue_max_sizes() const override { return options_.queue_sizes; }
+  uint32_t config_size() const override { return static_cast<uint32_t>(config_.size()); }
+  void read_config(uint32_t offset, std::span<uint8_t> data) override;
+  void activate(VirtioTransport& transport, uint64_t features) override;
+  void queue_notify(uint16_t index, Virtqueue& queue) override;
+  void reset() override;
+  void queue_reset(uint16_t index) override;
+  ExternalQueues* external_queues() override { return this; }
+
+  void set_queue_eventfds(std::vector<QueueEventfds> fds) override;
+  uint64_t transport_features() const override;
+  bool start_queues(VirtioTransport& transport, uint64_t features,
+                    std::span<const Virtqueue> queues, std::string& why) override;
+
+  // The back-end, as errors name it: "virtio-fs backend at PATH".
+  const std::string& peer() const { return peer_; }
+
+ private:
+  // One request; with `ack`, waits for the back-end's REPLY_ACK when negotiated.
+  void negotiate(UniqueFd connected);
+  void send(vhost::Message message, std::span<const int> fds = {}, bool ack = true);
+  vhost::Message request_reply(vhost::Message message);
+  void stop_queue(uint16_t index);
+  void kick(uint16_t index);
+  void fail_locked(const std::string& why);
+  std::string located(const std::string& message)
+      const;  // prefixed with peer_ unless named  // marks the connection dead, logs once
+
+  const VhostUserOptions options_;
+  const GuestMemory& memory_;
+  const std::string peer_;
+  std::unique_ptr<vhost::Channel> channel_;
+  uint64_t backend_features_ = 0;
+  uint64_t protocol_features_ = 0;  // negotiated
+  std::vector<uint8_t> config_;
+  std::vector<QueueEventfds> eventfds_;
+  std::vector<bool> started_;
+
+  std::mutex mutex_;  // the channel, started_, failed_, transport_ (loop thread vs the rest)
+  bool failed_ = false;
+  VirtioTransport* transport_ = nullptr;
+  EventLoop* loop_ = nullptr;
+};
+
+}  // namespace libvmm

@@ -1,0 +1,303 @@
+// The vhost-user front-end device (see vhost_user.hpp).
+#include "libvmm/virtio/vhost_user.hpp"
+
+#include <fmt/format.h>
+#include <linux/virtio_config.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+namespace {
+
+using vhost::Message;
+using vhost::Request;
+
+constexpr uint64_t bit(unsigned n) {
+  return 1ull << n;
+}
+constexpr unsigned kRingIndirectDesc = 28;  // VIRTIO_RING_F_INDIRECT_DESC
+constexpr unsigned kRingEventIdx = 29;      // VIRTIO_RING_F_EVENT_IDX
+constexpr uint64_t kRingFeatures =
+    bit(VIRTIO_F_VERSION_1) | bit(kRingIndirectDesc) | bit(kRingEventIdx);
+// What this front-end asks for among the back-end's protocol features.
+constexpr uint64_t kWantedProtocol =
+    bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig) | bit(vhost::kProtocolMq);
+
+}  // namespace
+
+VhostUserDevice::VhostUserDevice(VhostUserOptions options, const GuestMemory& memory)
+    : options_(std::move(options)),
+      memory_(memory),
+      peer_(fmt::format("{} backend at {}", options_.name, options_.socket)),
+      started_(options_.queue_sizes.size(), false) {
+  UniqueFd connected;
+  try {
+    connected = vhost::connect_unix(options_.socket);
+  } catch (const vhost::VhostError& e) {
+    throw UserError(fmt::format("{}: {}", peer_, e.what()));
+  }
+  negotiate(std::move(connected));
+}
+
+VhostUserDevice::VhostUserDevice(VhostUserOptions options, const GuestMemory& memory,
+                                 UniqueFd connected)
+    : options_(std::move(options)),
+      memory_(memory),
+      peer_(fmt::format("{} backend at {}", options_.name, options_.socket)),
+      started_(options_.queue_sizes.size(), false) {
+  negotiate(std::move(connected));
+}
+
+void VhostUserDevice::negotiate(UniqueFd connected) {
+  try {
+    channel_ = std::make_unique<vhost::Channel>(std::move(connected), peer_);
+    send(Message::make(Request::set_owner), {}, false);
+    backend_features_ = vhost::decode_reply_u64(request_reply(Message::make(Request::get_features)),
+                                                Request::get_features);
+    if (!(backend_features_ & bit(VIRTIO_F_VERSION_1))) {
+      throw vhost::VhostError("it does not offer VIRTIO_F_VERSION_1 (a legacy-only device)");
+    }
+    if (backend_features_ & vhost::kFeatureProtocolFeatures) {
+      const uint64_t offered =
+          vhost::decode_reply_u64(request_reply(Message::make(Request::get_protocol_features)),
+                                  Request::get_protocol_features);
+      protocol_features_ = offered & kWantedProtocol;
+      // REPLY_ACK applies from the next message on, so this one goes without.
+      send(Message::with_u64(Request::set_protocol_features, protocol_features_), {}, false);
+    }
+    if (protocol_features_ & bit(vhost::kProtocolMq)) {
+      const uint64_t queues = vhost::decode_reply_u64(
+          request_reply(Message::make(Request::get_queue_num)), Request::get_queue_num);
+      if (queues < options_.queue_sizes.size()) {
+        throw vhost::VhostError(fmt::format("it serves {} queue(s); the device needs {}", queues,
+                                            options_.queue_sizes.size()));
+      }
+    }
+    if (!options_.config.empty()) {
+      config_ = options_.config;
+    } else if (options_.config_size > 0) {
+      if (!(protocol_features_ & bit(vhost::kProtocolConfig))) {
+        throw vhost::VhostError(
+            "it does not offer VHOST_USER_PROTOCOL_F_CONFIG; the device needs its config space");
+      }
+      vhost::ConfigSpace ask;
+      ask.data.assign(options_.config_size, 0);
+      config_ =
+          vhost::decode_reply_config(request_reply(Message::with_config(Request::get_config, ask)),
+                                     0, options_.config_size)
+              .data;
+    }
+  } catch (const vhost::VhostError& e) {
+    throw UserError(located(e.what()));
+  }
+  // Guest RAM the back-end cannot map (no file descriptor) would make every request fail.
+  for (const GuestMapping& m : memory_.mappings()) {
+    if (m.region->fd() < 0) {
+      throw UserError(fmt::format("{}: guest memory region '{}' has no file descriptor to share",
+                                  peer_, m.region->name()));
+    }
+  }
+  log::debug("{}: features {:#x}, protocol features {:#x}", peer_, backend_features_,
+             protocol_features_);
+}
+
+VhostUserDevice::~VhostUserDevice() {
+  if (loop_ != nullptr && channel_) {
+    try {
+      loop_->remove(channel_->fd());
+    } catch (const std::exception&) {
+      // The loop is going away too.
+    }
+  }
+}
+
+void VhostUserDevice::watch(EventLoop& loop) {
+  loop_ = &loop;
+  const int fd = channel_->fd();
+  // Only a hang-up: replies are read by the thread that asked (EPOLLIN is not watched).
+  loop.add(fd, EPOLLRDHUP, [this, &loop, fd](uint32_t) {
+    loop.remove(fd);
+    VirtioTransport* transport = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      if (failed_) return;
+      failed_ = true;
+      transport = transport_;
+    }
+    const std::string why = fmt::format("{} closed the connection", peer_);
+    if (transport != nullptr) {
+      transport->device_failed(why);
+    } else {
+      log::error("{}; the device needs a reset", why);
+    }
+  });
+}
+
+uint64_t VhostUserDevice::device_features() const {
+  return backend_features_ & options_.device_feature_mask;
+}
+
+uint64_t VhostUserDevice::transport_features() const {
+  return backend_features_ & kRingFeatures;
+}
+
+void VhostUserDevice::read_config(uint32_t offset, std::span<uint8_t> data) {
+  // The transport checked the range against config_size().
+  if (data.empty()) return;
+  std::memcpy(data.data(), config_.data() + offset, data.size());
+}
+
+void VhostUserDevice::set_queue_eventfds(std::vector<QueueEventfds> fds) {
+  eventfds_ = std::move(fds);
+}
+
+void VhostUserDevice::activate(VirtioTransport&, uint64_t) {
+  // The transport calls start_queues() instead (external_queues() is set).
+}
+
+void VhostUserDevice::queue_notify(uint16_t index, Virtqueue&) {
+  // Only reached when no ioeventfd caught the notify (a device added without one): pass the
+  // kick on.
+  kick(index);
+}
+
+void VhostUserDevice::kick(uint16_t index) {
+  if (index < eventfds_.size() && eventfds_[index].kick >= 0) {
+    const uint64_t one = 1;
+    if (::write(eventfds_[index].kick, &one, sizeof one) != sizeof one) {
+      log::debug("{}: kick for queue {} not delivered", options_.name, index);
+    }
+  }
+}
+
+void VhostUserDevice::send(Message message, std::span<const int> fds, bool ack) {
+  const bool want_ack = ack && (protocol_features_ & bit(vhost::kProtocolReplyAck));
+  if (want_ack) message.flags |= vhost::kFlagNeedReply;
+  const auto request = static_cast<Request>(message.request);
+  channel_->send(message, fds);
+  if (want_ack) vhost::decode_reply_ack(channel_->receive(options_.timeout_ms, true), request);
+}
+
+Message VhostUserDevice::request_reply(Message message) {
+  channel_->send(message);
+  return channel_->receive(options_.timeout_ms, true);
+}
+
+std::string VhostUserDevice::located(const std::string& message) const {
+  // Errors of the socket itself already name the back-end.
+  if (message.find(peer_) != std::string::npos) return message;
+  return fmt::format("{}: {}", peer_, message);
+}
+
+void VhostUserDevice::fail_locked(const std::string& why) {
+  if (failed_) return;
+  failed_ = true;
+  log::error("{}", why);
+}
+
+bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features,
+                                   std::span<const Virtqueue> queues, std::string& why) {
+  std::lock_guard lock(mutex_);
+  transport_ = &transport;
+  if (failed_) {
+    why = fmt::format("{} is gone; the device cannot start", peer_);
+    return false;
+  }
+  if (eventfds_.size() != queues.size()) {
+    why = fmt::format("{}: the queues have no eventfds (the machine did not wire them)", peer_);
+    return false;
+  }
+  try {
+    uint64_t acked = features;
+    if (backend_features_ & vhost::kFeatureProtocolFeatures) {
+      acked |= vhost::kFeatureProtocolFeatures;
+    }
+    send(Message::with_u64(Request::set_features, acked));
+
+    std::vector<vhost::MemRegion> regions;
+    std::vector<int> fds;
+    for (const GuestMapping& m : memory_.mappings()) {
+      if (regions.size() == vhost::kMaxRegions) {
+        throw vhost::VhostError(
+            fmt::format("guest memory has more than {} regions to share", vhost::kMaxRegions));
+      }
+      regions.push_back({m.gpa, m.size, reinterpret_cast<uint64_t>(m.host()), m.region_offset});
+      fds.push_back(m.region->fd());
+    }
+    send(Message::with_mem_table(regions), fds);
+
+    for (uint32_t i = 0; i < queues.size(); ++i) {
+      const Virtqueue& q = queues[i];
+      if (!q.ready()) continue;
+      // Host addresses of the rings, as the memory table's user addresses give them.
+      const uint64_t n = q.size();
+      const auto desc = memory_.slice(q.desc_addr(), 16 * n);
+      const auto avail = memory_.slice(q.avail_addr(), 6 + 2 * n);
+      const auto used = memory_.slice(q.used_addr(), 6 + 8 * n, true);
+      if (!desc || !avail || !used) {
+        throw vhost::VhostError(fmt::format("queue {}: a ring spans guest memory regions", i));
+      }
+      send(Message::with_state(Request::set_vring_num, {i, q.size()}));
+      send(Message::with_state(Request::set_vring_base, {i, 0}));
+      vhost::VringAddr addr;
+      addr.index = i;
+      addr.desc = reinterpret_cast<uint64_t>(desc->data());
+      addr.avail = reinterpret_cast<uint64_t>(avail->data());
+      addr.used = reinterpret_cast<uint64_t>(used->data());
+      send(Message::with_addr(addr));
+      const int kick = eventfds_[i].kick;
+      const int call = eventfds_[i].call;
+      send(Message::with_u64(Request::set_vring_call, i), std::span(&call, 1));
+      send(Message::with_u64(Request::set_vring_kick, i), std::span(&kick, 1));
+      started_[i] = true;
+      if (backend_features_ & vhost::kFeatureProtocolFeatures) {
+        send(Message::with_state(Request::set_vring_enable, {i, 1}));
+      }
+    }
+    // Buffers the driver made available before the back-end watched the kick: one kick
+    // each, so none waits for the driver's next notify.
+    for (uint32_t i = 0; i < queues.size(); ++i) {
+      if (started_[i]) kick(static_cast<uint16_t>(i));
+    }
+    log::debug("{}: started, features {:#x}", peer_, acked);
+    return true;
+  } catch (const vhost::VhostError& e) {
+    why = located(e.what());
+    failed_ = true;  // the transport logs why
+    return false;
+  }
+}
+
+void VhostUserDevice::stop_queue(uint16_t index) {
+  // Lock held. GET_VRING_BASE stops the ring; its reply says the back-end is done with it.
+  if (index >= started_.size() || !started_[index] || failed_) return;
+  started_[index] = false;
+  try {
+    vhost::decode_reply_state(
+        request_reply(Message::with_state(Request::get_vring_base, {index, 0})),
+        Request::get_vring_base, index);
+  } catch (const vhost::VhostError& e) {
+    fail_locked(located(fmt::format("stopping queue {}: {}", index, e.what())));
+  }
+}
+
+void VhostUserDevice::reset() {
+  std::lock_guard lock(mutex_);
+  for (uint16_t i = 0; i < started_.size(); ++i) stop_queue(i);
+  transport_ = nullptr;
+}
+
+void VhostUserDevice::queue_reset(uint16_t index) {
+  std::lock_guard lock(mutex_);
+  stop_queue(index);
+}
+
+}  // namespace libvmm

@@ -1,0 +1,168 @@
+// Devices served by another process over vhost-user, in the device registry:
+//   <vhost_user type="blk|fs" socket="PATH" [tag="TAG"]/>, --vhost-user TYPE,socket=PATH[,tag=TAG]
+//   <virtio_fs tag="TAG" socket="PATH"/>, --fs tag=TAG,socket=PATH  (virtiofsd's shorthand)
+#include <fmt/format.h>
+#include <linux/virtio_blk.h>
+#include <linux/virtio_ids.h>
+
+#include <cstring>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/virtio/device_kind.hpp"
+#include "libvmm/virtio/vhost_user.hpp"
+
+namespace libvmm {
+namespace {
+
+constexpr size_t kTagSize = 36;          // struct virtio_fs_config: tag[36]
+constexpr uint32_t kBlkConfigSize = 60;  // struct virtio_blk_config up to write_zeroes_may_unmap
+constexpr uint16_t kQueueSize = 128;
+
+constexpr uint64_t bit(unsigned n) {
+  return 1ull << n;
+}
+
+void check_tag(const DeviceSpec& spec, std::vector<std::string>& problems) {
+  const std::string tag = spec.value_or("tag", "");
+  if (tag.empty()) {
+    problems.push_back("a virtio-fs device needs tag=TAG (the name the guest mounts)");
+  } else if (tag.size() > kTagSize) {
+    problems.push_back(fmt::format("tag '{}' is longer than {} bytes", tag, kTagSize));
+  }
+}
+
+void check_socket(const DeviceSpec& spec, std::vector<std::string>& problems) {
+  if (spec.value_or("socket", "").empty()) problems.push_back("missing socket=PATH");
+}
+
+std::shared_ptr<VirtioDevice> make_fs(const DeviceSpec& spec, const DeviceContext& context) {
+  VhostUserOptions o;
+  o.name = "virtio-fs";
+  o.device_id = VIRTIO_ID_FS;
+  o.socket = spec.value_or("socket", "");
+  o.queue_sizes = {kQueueSize, kQueueSize};  // hiprio, one request queue
+  // struct virtio_fs_config: tag (NUL-padded), num_request_queues (le32).
+  o.config.assign(kTagSize + 4, 0);
+  const std::string tag = spec.value_or("tag", "");
+  std::memcpy(o.config.data(), tag.data(), std::min(tag.size(), kTagSize));
+  o.config[kTagSize] = 1;
+  o.device_feature_mask = 0;  // VIRTIO_FS_F_NOTIFICATION would need a notification queue
+  try {
+    return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
+  } catch (const UserError& e) {
+    throw UserError(spec.located(e.what()));
+  }
+}
+
+std::shared_ptr<VirtioDevice> make_blk(const DeviceSpec& spec, const DeviceContext& context) {
+  VhostUserOptions o;
+  o.name = fmt::format("vhost-user-blk{}", context.index);
+  o.device_id = VIRTIO_ID_BLOCK;
+  o.socket = spec.value_or("socket", "");
+  o.queue_sizes = {kQueueSize};
+  o.config_size = kBlkConfigSize;
+  // One queue (no MQ): the rest describe the disk and its requests. Not CONFIG_WCE: the
+  // config space is read once from the back-end (no SET_CONFIG), so the driver could not
+  // switch the cache mode; with FLUSH alone it runs write-back and sends FLUSH requests.
+  o.device_feature_mask =
+      bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) | bit(VIRTIO_BLK_F_GEOMETRY) |
+      bit(VIRTIO_BLK_F_RO) | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH) |
+      bit(VIRTIO_BLK_F_TOPOLOGY) | bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
+  try {
+    return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
+  } catch (const UserError& e) {
+    throw UserError(spec.located(e.what()));
+  }
+}
+
+class VhostUserKind final : public VirtioDeviceKind {
+ public:
+  std::string_view element() const override { return "vhost_user"; }
+  std::string_view flag() const override { return "--vhost-user"; }
+  std::string_view help() const override {
+    return "a virtIO device served by another process over vhost-user (TYPE blk: "
+           "qemu-storage-daemon, vmm-device; fs: virtiofsd, with tag=TAG)";
+  }
+  std::string_view positional() const override { return "type"; }
+  std::vector<AttributeRule> attributes() const override {
+    return {{"type", true, false, "TYPE"},
+            {"socket", true, true, "socket=PATH"},
+            {"tag", false, false, "tag=TAG"}};
+  }
+  void check(const DeviceSpec& spec, const HostFiles&,
+             std::vector<std::string>& problems) const override {
+    const std::string type = spec.value_or("type", "");
+    check_socket(spec, problems);
+    if (type == "fs") {
+      check_tag(spec, problems);
+    } else if (type == "blk") {
+      if (spec.get("tag")) problems.push_back("tag= is for type fs only");
+    } else {
+      problems.push_back(fmt::format("unknown vhost-user device type '{}' (blk, fs)", type));
+    }
+  }
+  std::vector<HostPath> host_paths(const DeviceSpec& spec) const override {
+    return {{spec.value_or("socket", ""), HostPath::Use::read, {}}};
+  }
+  std::string describe(const DeviceSpec& spec, size_t, std::string_view) const override {
+    if (spec.value_or("type", "") == "fs") {
+      return fmt::format("virtio-fs tag '{}' (vhost-user backend at {})", spec.value_or("tag", ""),
+                         spec.value_or("socket", ""));
+    }
+    return fmt::format("virtio-blk (vhost-user backend at {})", spec.value_or("socket", ""));
+  }
+  std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
+                                       const DeviceContext& context) const override {
+    return spec.value_or("type", "") == "fs" ? make_fs(spec, context) : make_blk(spec, context);
+  }
+  void start(VirtioDevice& device, EventLoop& loop) const override {
+    static_cast<VhostUserDevice&>(device).watch(loop);
+  }
+};
+
+class FsKind final : public VirtioDeviceKind {
+ public:
+  std::string_view element() const override { return "virtio_fs"; }
+  std::string_view flag() const override { return "--fs"; }
+  std::string_view help() const override {
+    return "share a host folder with the guest (virtio-fs) through a virtiofsd listening on "
+           "socket=PATH; the guest mounts it by tag=TAG";
+  }
+  std::vector<AttributeRule> attributes() const override {
+    return {{"tag", true, false, "tag=TAG"}, {"socket", true, true, "socket=PATH"}};
+  }
+  void check(const DeviceSpec& spec, const HostFiles&,
+             std::vector<std::string>& problems) const override {
+    check_tag(spec, problems);
+    check_socket(spec, problems);
+  }
+  std::vector<HostPath> host_paths(const DeviceSpec& spec) const override {
+    return {{spec.value_or("socket", ""), HostPath::Use::read, {}}};
+  }
+  std::string describe(const DeviceSpec& spec, size_t, std::string_view) const override {
+    return fmt::format("virtio-fs tag '{}' (virtiofsd at {})", spec.value_or("tag", ""),
+                       spec.value_or("socket", ""));
+  }
+  std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
+                                       const DeviceContext& context) const override {
+    return make_fs(spec, context);
+  }
+  void start(VirtioDevice& device, EventLoop& loop) const override {
+    static_cast<VhostUserDevice&>(device).watch(loop);
+  }
+};
+
+}  // namespace
+
+const VirtioDeviceKind& vhost_user_kind() {
+  static const VhostUserKind kind;
+  return kind;
+}
+
+const VirtioDeviceKind& virtio_fs_kind() {
+  static const FsKind kind;
+  return kind;
+}
+
+}  // namespace libvmm

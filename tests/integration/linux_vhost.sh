@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# vhost-user front-end with real back-ends, in the emulated KVM host. One VM shares a folder
+# through Debian's virtiofsd (--fs): the guest mounts the tag, reads a file the host put there,
+# writes one the host then reads, lists, renames, unlinks, and copies 64 MiB with the checksum
+# verified on the host; then virtiofsd is killed and vmm logs it while the guest goes on.
+# A second VM gets its disk from qemu-storage-daemon (--vhost-user blk): it reads the host's
+# pattern, writes and flushes its own, which the host finds in the image. Also the refusals
+# that need no guest (no socket, refused connection).
+# Usage: linux_vhost.sh VMM
+set -euo pipefail
+vmm=$1
+arch=${2:-x86_64}
+# shellcheck source=tests/integration/lib/host.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
+payload_new "$arch" "$vmm"
+payload_binary /usr/lib/qemu/virtiofsd
+[ "$arch" != x86_64 ] || payload_binary "$(command -v qemu-storage-daemon)"
+
+payload_script run.sh <<'EOS'
+share=/tmp/share
+mkdir -p $share
+echo "put there by the host" >$share/from-host.txt
+echo r >$share/rename-me
+echo d >$share/delete-me
+dd if=/dev/urandom of=$share/big.bin bs=1M count=64 2>/dev/null
+big=$(sha256sum <$share/big.bin | cut -d' ' -f1)
+
+# Refusals before any guest: one line naming the device and the socket, exit status 2.
+./vmm --kernel $kernel --fs tag=t,socket=/tmp/none.sock 2>/tmp/none.err
+status=$?
+check "no socket: exit status 2" [ $status -eq 2 ]
+check "no socket: the line names device and socket" \
+  grep -q "virtio-fs backend at /tmp/none.sock: No such file or directory" /tmp/none.err
+cat /tmp/none.err
+
+./virtiofsd --socket-path=/tmp/vfs.sock -o source=$share -o cache=auto -o sandbox=chroot 2>/tmp/vfsd.err &
+vfsd=$!
+i=0
+while [ ! -S /tmp/vfs.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+start fs ./vmm --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "console=$console quiet libvmm.test=fs" \
+  --fs tag=hostshare,socket=/tmp/vfs.sock
+check "the guest mounts the tag" wait_for /tmp/fs.out "fs mounted" 240
+if [ $failed -ne 0 ]; then  # nothing else can work: say why now
+  kill $pid $vfsd 2>/dev/null
+  finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err
+  exit 1
+fi
+check "the guest reads the host's file" wait_for /tmp/fs.out "fs host file: put there by the host" 30
+check "the guest lists the folder" wait_for /tmp/fs.out "fs ls: big.bin delete-me from-guest.txt from-host.txt rename-me" 30
+check "the host reads the guest's file" wait_for $share/from-guest.txt "written by the guest" 30
+check "rename" wait_for /tmp/fs.out "fs renamed" 30
+check "the host sees the rename" [ -f $share/renamed -a ! -e $share/rename-me ]
+check "unlink" wait_for /tmp/fs.out "fs unlinked" 30
+check "the host sees the unlink" [ ! -e $share/delete-me ]
+check "64 MiB copy" wait_for /tmp/fs.out "fs copy sha256: $big" 600
+check "the host's copy has the same checksum" \
+  [ "$(sha256sum <$share/copy.bin | cut -d' ' -f1)" = "$big" ]
+grep "fs copied in" /tmp/fs.out || true
+check "unmount" wait_for /tmp/fs.out "fs unmounted" 60
+# The back-end goes away: vmm says so, the guest runs on.
+kill $vfsd
+check "vmm logs the back-end's hang-up" \
+  wait_for /tmp/fs.err "virtio-fs backend at /tmp/vfs.sock closed the connection" 30
+last=$(grep -c "fs alive" /tmp/fs.out)
+check "the guest goes on" wait_for /tmp/fs.out "fs alive $((last + 3))" 60
+check "vmm still runs" kill -0 $pid
+kill $pid
+wait $pid 2>/dev/null
+
+# A socket nobody listens on any more: connection refused.
+./vmm --kernel $kernel --fs tag=t,socket=/tmp/vfs.sock 2>/tmp/refused.err
+check "refused: one line naming device and socket" \
+  grep -q "virtio-fs backend at /tmp/vfs.sock: Connection refused" /tmp/refused.err
+
+# A disk from qemu-storage-daemon's vhost-user-blk export.
+if [ -x ./qemu-storage-daemon ]; then
+  dd if=/dev/urandom of=/tmp/host-pattern bs=1M count=1 2>/dev/null
+  dd if=/dev/zero of=/tmp/blk.img bs=1M count=8 2>/dev/null
+  dd if=/tmp/host-pattern of=/tmp/blk.img conv=notrunc 2>/dev/null
+  ./qemu-storage-daemon --blockdev driver=file,node-name=disk,filename=/tmp/blk.img \
+    --export type=vhost-user-blk,id=exp,node-name=disk,addr.type=unix,addr.path=/tmp/qsd.sock,writable=on \
+    2>/tmp/qsd.err &
+  qsd=$!
+  i=0
+  while [ ! -S /tmp/qsd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  boot blk "quiet libvmm.test=vhost_blk" --vhost-user blk,socket=/tmp/qsd.sock
+  check "blk: vmm exit status 0" [ $status -eq 0 ]
+  check "blk: the disk has 8 MiB" grep -q "vda sectors: 16384" /tmp/blk.out
+  check "blk: FLUSH is offered (write back)" grep -q "vda write cache: write back" /tmp/blk.out
+  check "blk: the guest reads the host's pattern" \
+    grep -q "read md5 $(md5sum </tmp/host-pattern | cut -d' ' -f1)" /tmp/blk.out
+  check "blk: written and flushed" grep -q "written and flushed" /tmp/blk.out
+  want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/blk.out | tr -d '\r')
+  kill $qsd
+  wait $qsd 2>/dev/null
+  got=$(dd if=/tmp/blk.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
+  check "blk: the host finds the guest's pattern in the image" [ -n "$want" -a "$got" = "$want" ]
+fi
+finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/blk.out /tmp/blk.err /tmp/qsd.err
+EOS
+run_payload --timeout 900

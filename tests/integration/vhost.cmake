@@ -1,0 +1,3 @@
+# vhost-user with real back-ends (virtiofsd) in the emulated x86_64 host.
+add_test(NAME linux.vhost COMMAND ${CMAKE_CURRENT_LIST_DIR}/linux_vhost.sh $<TARGET_FILE:vmm>)
+set_tests_properties(linux.vhost PROPERTIES LABELS linux TIMEOUT 1200 RUN_SERIAL ON)

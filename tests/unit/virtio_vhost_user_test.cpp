@@ -1,0 +1,275 @@
+// The vhost-user front-end device behind the real virtio-mmio transport, against a scripted
+// back-end on the other end of a socket pair: the set-up exchange, what DRIVER_OK hands over
+// (memory table, ring addresses the back-end translates back to the driver's, kick and call
+// descriptors), reset, and a back-end that refuses, lacks a feature or hangs up.
+#include <gtest/gtest.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_mmio.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "libvmm/backends/vhost_user.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/virtio/mmio_transport.hpp"
+#include "libvmm/virtio/vhost_user.hpp"
+#include "unit/support/loop_thread.hpp"
+#include "unit/support/virtio_kit.hpp"
+
+namespace libvmm {
+namespace {
+
+using test::DriverRing;
+using test::FakeIrq;
+using test::MmioDriver;
+using test::RingLayout;
+using test::TestMemory;
+using vhost::Message;
+using vhost::Request;
+
+constexpr uint64_t bit(unsigned n) {
+  return 1ull << n;
+}
+
+// A back-end on its own thread that answers as scripted and records what it was asked.
+class ScriptedBackend {
+ public:
+  uint64_t features = bit(VIRTIO_F_VERSION_1) | vhost::kFeatureProtocolFeatures | bit(29);
+  uint64_t protocol = bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig);
+  Request refuse = Request{};      // answers this one's REPLY_ACK with a failure
+  Request hang_up_at = Request{};  // closes the connection when this one arrives
+
+  UniqueFd start() {
+    int pair[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    channel_ = std::make_unique<vhost::Channel>(UniqueFd(pair[1]), "front-end");
+    thread_ = std::thread([this] { serve(); });
+    return UniqueFd(pair[0]);
+  }
+  ~ScriptedBackend() {
+    if (thread_.joinable()) thread_.join();
+  }
+  void join() { thread_.join(); }
+
+  std::vector<Request> requests() {
+    std::lock_guard lock(mutex_);
+    return requests_;
+  }
+  std::vector<vhost::DecodedRequest> decoded() {
+    std::lock_guard lock(mutex_);
+    return decoded_;
+  }
+  std::vector<size_t> fd_counts() {
+    std::lock_guard lock(mutex_);
+    return fd_counts_;
+  }
+
+ private:
+  void reply(Message m) {
+    m.flags = vhost::kVersion | vhost::kFlagReply;
+    channel_->send(m);
+  }
+  void serve() {
+    try {
+      for (;;) {
+        Message m = channel_->receive(5000, false);
+        const vhost::DecodedRequest d = vhost::decode_request(m, 2);
+        {
+          std::lock_guard lock(mutex_);
+          requests_.push_back(d.request);
+          decoded_.push_back(d);
+          fd_counts_.push_back(m.fds.size());
+        }
+        if (d.request == hang_up_at) {
+          channel_.reset();
+          return;
+        }
+        switch (d.request) {
+          case Request::get_features:
+            reply(Message::with_u64(d.request, features));
+            continue;
+          case Request::get_protocol_features:
+            reply(Message::with_u64(d.request, protocol));
+            continue;
+          case Request::get_config: {
+            vhost::ConfigSpace c = d.config;
+            for (size_t i = 0; i < c.data.size(); ++i) c.data[i] = static_cast<uint8_t>(i + 1);
+            reply(Message::with_config(d.request, c));
+            continue;
+          }
+          case Request::get_vring_base:
+            reply(Message::with_state(d.request, {d.state.index, 7}));
+            continue;
+          default:
+            break;
+        }
+        if (d.need_reply) reply(Message::with_u64(d.request, d.request == refuse ? 1 : 0));
+      }
+    } catch (const vhost::VhostError&) {
+      // The front-end went away: the test is over.
+    }
+  }
+
+  std::unique_ptr<vhost::Channel> channel_;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::vector<Request> requests_;
+  std::vector<vhost::DecodedRequest> decoded_;
+  std::vector<size_t> fd_counts_;
+};
+
+VhostUserOptions blk_options() {
+  VhostUserOptions o;
+  o.name = "vhost-user-blk0";
+  o.device_id = 2;
+  o.socket = "/run/blk.sock";
+  o.queue_sizes = {16};
+  o.config_size = 8;
+  o.device_feature_mask = bit(9);
+  o.timeout_ms = 2000;
+  return o;
+}
+
+struct Rig {
+  TestMemory memory{0x100000};
+  ScriptedBackend backend;
+  std::shared_ptr<VhostUserDevice> device;
+  std::shared_ptr<FakeIrq> irq = std::make_shared<FakeIrq>();
+  std::unique_ptr<VirtioMmioTransport> transport;
+  UniqueFd kick{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+  UniqueFd call{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+
+  void create() {
+    device = std::make_shared<VhostUserDevice>(blk_options(), memory, backend.start());
+    device->set_queue_eventfds({{kick.get(), call.get()}});
+    transport = std::make_unique<VirtioMmioTransport>(device, memory, irq);
+  }
+  // The driver's bring-up of queue 0 at `layout`.
+  void bring_up(const RingLayout& layout) {
+    MmioDriver driver(*transport);
+    ASSERT_TRUE(driver.negotiate(bit(VIRTIO_F_VERSION_1)));
+    driver.setup_queue(0, 16, layout);
+    driver.driver_ok();
+  }
+  uint32_t status() { return MmioDriver(*transport).status(); }
+};
+
+TEST(VhostUserDevice, HandsTheQueuesToTheBackend) {
+  Rig rig;
+  rig.create();
+  // Features: the back-end's device bits through the mask; ring bits as it has them.
+  MmioDriver driver(*rig.transport);
+  const uint64_t offered = driver.device_features();
+  EXPECT_TRUE(offered & bit(VIRTIO_F_VERSION_1));
+  EXPECT_TRUE(offered & bit(29));   // EVENT_IDX, which the back-end has
+  EXPECT_FALSE(offered & bit(28));  // INDIRECT_DESC, which it has not
+  EXPECT_FALSE(offered & bit(30));  // never the vhost-user protocol bit
+  // The config space came from the back-end.
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 0x04030201u);
+
+  const RingLayout layout = RingLayout::at(0x10000);
+  rig.bring_up(layout);
+  EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  // While running, InterruptStatus always shows a used-buffer interrupt (the back-end's
+  // irqfd cannot set it).
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_VRING,
+            uint32_t{VIRTIO_MMIO_INT_VRING});
+  // Buffers made available before the back-end watched the kick are not forgotten.
+  uint64_t kicks = 0;
+  EXPECT_EQ(::read(rig.kick.get(), &kicks, sizeof kicks), 8);
+
+  driver.set_reg(VIRTIO_MMIO_STATUS, 0);  // reset: the back-end stops the ring
+  const auto requests = rig.backend.requests();
+  const std::vector<Request> expected = {Request::set_owner,
+                                         Request::get_features,
+                                         Request::get_protocol_features,
+                                         Request::set_protocol_features,
+                                         Request::get_config,
+                                         Request::set_features,
+                                         Request::set_mem_table,
+                                         Request::set_vring_num,
+                                         Request::set_vring_base,
+                                         Request::set_vring_addr,
+                                         Request::set_vring_call,
+                                         Request::set_vring_kick,
+                                         Request::set_vring_enable,
+                                         Request::get_vring_base};
+  EXPECT_EQ(requests, expected);
+
+  // What the back-end got: one region with its descriptor, rings that translate back to
+  // where the driver put them, one descriptor each with kick and call.
+  const auto decoded = rig.backend.decoded();
+  const auto fds = rig.backend.fd_counts();
+  ASSERT_EQ(decoded.size(), expected.size());
+  EXPECT_EQ(decoded[5].u64 & vhost::kFeatureProtocolFeatures, vhost::kFeatureProtocolFeatures);
+  ASSERT_EQ(decoded[6].regions.size(), 1u);
+  EXPECT_EQ(fds[6], 1u);
+  EXPECT_EQ(decoded[6].regions[0].size, 0x100000u);
+  const vhost::RegionTable table(decoded[6].regions);
+  EXPECT_EQ(decoded[7].state.num, 16u);
+  const vhost::VringAddr gpa = table.rings_to_gpa(decoded[9].addr, 16);
+  EXPECT_EQ(gpa.desc, layout.desc);
+  EXPECT_EQ(gpa.avail, layout.avail);
+  EXPECT_EQ(gpa.used, layout.used);
+  EXPECT_EQ(fds[10], 1u);
+  EXPECT_EQ(fds[11], 1u);
+  EXPECT_EQ(decoded[12].state.num, 1u);  // enabled
+}
+
+TEST(VhostUserDevice, ARefusalPutsTheDeviceInNeedsReset) {
+  Rig rig;
+  rig.backend.refuse = Request::set_mem_table;
+  rig.create();
+  rig.bring_up(RingLayout::at(0x10000));
+  EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  EXPECT_GE(rig.irq->pulses.load(), 1);  // the driver hears of it (config interrupt)
+}
+
+TEST(VhostUserDevice, AHangUpPutsTheDeviceInNeedsReset) {
+  test::LoopThread loop;
+  Rig rig;
+  rig.backend.hang_up_at = Request::set_vring_enable;
+  rig.create();
+  loop.call([&] { rig.device->watch(loop.loop); });
+  rig.bring_up(RingLayout::at(0x10000));  // fails at the enable: the back-end is gone
+  EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  // The transport goes on answering the driver; a new bring-up is refused at once.
+  rig.bring_up(RingLayout::at(0x10000));
+  EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  loop.call([&] {  // the device leaves the loop from the loop's own thread
+    rig.transport.reset();
+    rig.device.reset();
+  });
+}
+
+TEST(VhostUserDevice, RefusesABackendWithoutWhatTheDeviceNeeds) {
+  TestMemory memory(0x100000);
+  {
+    ScriptedBackend backend;
+    backend.features = vhost::kFeatureProtocolFeatures;  // no VERSION_1
+    try {
+      VhostUserDevice device(blk_options(), memory, backend.start());
+      FAIL() << "a legacy-only back-end was accepted";
+    } catch (const UserError& e) {
+      EXPECT_STREQ(e.what(),
+                   "vhost-user-blk0 backend at /run/blk.sock: it does not offer "
+                   "VIRTIO_F_VERSION_1 (a legacy-only device)");
+    }
+  }
+  {
+    ScriptedBackend backend;
+    backend.protocol = bit(vhost::kProtocolReplyAck);  // no config space
+    try {
+      VhostUserDevice device(blk_options(), memory, backend.start());
+      FAIL() << "a back-end without PROTOCOL_F_CONFIG was accepted";
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find("VHOST_USER_PROTOCOL_F_CONFIG"), std::string::npos);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace libvmm
