@@ -40,6 +40,10 @@ struct PlacedDevice {
   uint32_t irq = 0;
 };
 
+// Whether the VM's RAM must be memory another process can map: asked for (ram_shared), or a
+// device whose queues another process serves (vhost-user) is among its devices.
+bool ram_must_be_shared(const VmConfig& config);
+
 class Vm {
  public:
   // Creates the VM, its platform devices and the config's virtIO devices. Throws UserError for

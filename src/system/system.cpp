@@ -69,7 +69,7 @@ std::shared_ptr<MemoryRegion> create_region(const MemoryRegionSpec& r,
       bool maps_it = false;
       for (const auto& m : vm.maps) maps_it |= m.region == r.name;
       if (!maps_it) continue;
-      needs_fd |= vm.config.ram_shared;
+      needs_fd |= ram_must_be_shared(vm.config);
       if (vm.ram_region == r.name && requested == RamBacking::automatic) {
         requested = vm.config.ram_backing;
       }

@@ -124,4 +124,12 @@ std::vector<OrderedSpec> in_device_order(const std::vector<DeviceSpec>& specs) {
   return out;
 }
 
+bool devices_need_shared_ram(const std::vector<DeviceSpec>& specs) {
+  for (const DeviceSpec& spec : specs) {
+    const VirtioDeviceKind* kind = find_virtio_device_kind(spec.kind);
+    if (kind && kind->needs_shared_ram()) return true;
+  }
+  return false;
+}
+
 }  // namespace libvmm

@@ -116,6 +116,7 @@ class VhostUserKind final : public VirtioDeviceKind {
                                        const DeviceContext& context) const override {
     return spec.value_or("type", "") == "fs" ? make_fs(spec, context) : make_blk(spec, context);
   }
+  bool needs_shared_ram() const override { return true; }
   void start(VirtioDevice& device, EventLoop& loop) const override {
     static_cast<VhostUserDevice&>(device).watch(loop);
   }
@@ -148,6 +149,7 @@ class FsKind final : public VirtioDeviceKind {
                                        const DeviceContext& context) const override {
     return make_fs(spec, context);
   }
+  bool needs_shared_ram() const override { return true; }
   void start(VirtioDevice& device, EventLoop& loop) const override {
     static_cast<VhostUserDevice&>(device).watch(loop);
   }

@@ -25,6 +25,11 @@
 #include "libvmm/virtio/mmio_transport.hpp"
 
 namespace libvmm {
+
+bool ram_must_be_shared(const VmConfig& config) {
+  return config.ram_shared || devices_need_shared_ram(config.devices);
+}
+
 namespace {
 
 void check_readable_file(const std::filesystem::path& path, const char* flag) {
@@ -155,7 +160,7 @@ Vm::Vm(const VmConfig& config) {
   // Guest RAM: one region, mapped in as many pieces as the memory map has RAM ranges.
   auto ram = config.ram ? config.ram
                         : create_ram_region("guest_ram", config.memory_size, config.ram_backing,
-                                            config.ram_shared, "guest RAM");
+                                            ram_must_be_shared(config), "guest RAM");
   if (ram->size() < config.memory_size) {
     throw UserError(fmt::format("guest RAM: region '{}' is smaller than {:#x} bytes", ram->name(),
                                 config.memory_size));

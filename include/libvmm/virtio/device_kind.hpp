@@ -79,7 +79,13 @@ class VirtioDeviceKind {
   virtual std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
                                                const DeviceContext& context) const = 0;
   virtual void start(VirtioDevice& /*device*/, EventLoop& /*loop*/) const {}
+  // Whether another process serves the device's queues (vhost-user): the VM's RAM must then
+  // be memory that process can map (a file descriptor), not anonymous memory.
+  virtual bool needs_shared_ram() const { return false; }
 };
+
+// Whether any of these devices needs the VM's RAM shareable (needs_shared_ram()).
+bool devices_need_shared_ram(const std::vector<DeviceSpec>& specs);
 
 // Every registered kind, in the order devices of different kinds are placed and probed.
 const std::vector<const VirtioDeviceKind*>& virtio_device_kinds();
