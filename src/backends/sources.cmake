@@ -1,5 +1,6 @@
 # Host ends of device I/O: character backends (stdio, file, socket, pty), input flow control,
-# the TAP network backend, and block images (sync and io_uring).
+# the TAP network backend, block images (sync and io_uring), and
+# sound (none, WAV files).
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/fd_io.cpp
   ${CMAKE_CURRENT_LIST_DIR}/output_queue.cpp
@@ -13,6 +14,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/tap_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block_image.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block_uring.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/sound_backend.cpp
 )
 include(${PROJECT_SOURCE_DIR}/cmake/libvmmDependencies.cmake)  # PkgConfig::LIBURING
 target_link_libraries(libvmm PRIVATE PkgConfig::LIBURING)  # block images' io=io_uring

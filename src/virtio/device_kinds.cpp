@@ -13,6 +13,7 @@ const VirtioDeviceKind& virtio_block_kind();
 const VirtioDeviceKind& virtio_console_kind();
 const VirtioDeviceKind& virtio_net_kind();
 const VirtioDeviceKind& virtio_rng_kind();
+const VirtioDeviceKind& virtio_sound_kind();
 
 const std::vector<const VirtioDeviceKind*>& virtio_device_kinds() {
   static const std::vector<const VirtioDeviceKind*> kinds = {
@@ -20,6 +21,7 @@ const std::vector<const VirtioDeviceKind*>& virtio_device_kinds() {
       &virtio_console_kind(),
       &virtio_net_kind(),
       &virtio_rng_kind(),
+      &virtio_sound_kind(),
   };
   return kinds;
 }
