@@ -358,8 +358,13 @@ std::string check_sound_backend_spec(std::string_view backend, std::string_view 
     return {};
   }
   if (backend == "wav") return "wav needs an output file (wav:OUT.wav)";
-  return fmt::format("unknown sound backend '{}' (expected none or wav:OUT.wav[,in=IN.wav])",
-                     backend);
+  if (backend == "alsa" || backend.starts_with("alsa:")) {
+    if (!in.empty()) return "in= needs the wav backend (wav:OUT.wav,in=IN.wav)";
+    if (backend == "alsa:") return "alsa: needs a PCM name (alsa:default, alsa:hw:0,0)";
+    return {};
+  }
+  return fmt::format(
+      "unknown sound backend '{}' (expected none, alsa[:PCM] or wav:OUT.wav[,in=IN.wav])", backend);
 }
 
 std::unique_ptr<SoundBackend> open_sound_backend(std::string_view backend, std::string_view in,
@@ -369,10 +374,20 @@ std::unique_ptr<SoundBackend> open_sound_backend(std::string_view backend, std::
   }
   if (backend == "none") return std::make_unique<NullSoundBackend>();
   try {
+    if (backend.starts_with("alsa")) {
+      return open_alsa_sound_backend(backend == "alsa" ? "default"
+                                                       : std::string(backend.substr(5)));
+    }
     return std::make_unique<WavSoundBackend>(std::string(backend.substr(4)), std::string(in));
   } catch (const UserError& e) {
     throw UserError(fmt::format("{}: {}", label, e.what()));
   }
 }
+
+#ifndef LIBVMM_HAVE_ALSA
+std::unique_ptr<SoundBackend> open_alsa_sound_backend(const std::string&) {
+  throw UserError("this vmm was built without ALSA (install libasound2-dev and rebuild)");
+}
+#endif
 
 }  // namespace libvmm

@@ -18,3 +18,13 @@ target_sources(libvmm PRIVATE
 )
 include(${PROJECT_SOURCE_DIR}/cmake/libvmmDependencies.cmake)  # PkgConfig::LIBURING
 target_link_libraries(libvmm PRIVATE PkgConfig::LIBURING)  # block images' io=io_uring
+
+# Host ALSA for the sound device (libasound2-dev), when the build machine has it (the arm64
+# cross build's sysroot may not): without it, --sound alsa says so.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(ALSA IMPORTED_TARGET alsa)
+if(ALSA_FOUND)
+  target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/sound_alsa.cpp)
+  target_link_libraries(libvmm PRIVATE PkgConfig::ALSA)
+  target_compile_definitions(libvmm PRIVATE LIBVMM_HAVE_ALSA)
+endif()

@@ -83,6 +83,9 @@ void add_common(std::vector<SeccompRule>& r) {
   r.push_back({"poll", {}, "waiting for a console reader (bounded output flush)"});
   r.push_back({"ppoll", {}, "poll on AArch64"});
   r.push_back({"sendto", {}, "console output to a socket client (send)"});
+  r.push_back({"timerfd_settime", {},
+               "virtio-snd: its pacing timer armed at PCM_START, disarmed at STOP and reset "
+               "(a register write on a vCPU)"});
 }
 
 // Host block I/O: virtio-blk's requests, on its I/O thread or (iothread=off) the event loop.
@@ -137,6 +140,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
   add_common(r);
   switch (role) {
     case ThreadRole::vcpu:
+      r.push_back({"pwrite64", {}, "virtio-snd wav: the file's header written at a device reset"});
       if (fds.vcpu >= 0) {
         r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_RUN)},
@@ -168,6 +172,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"readv", {}, "virtio-net: frames from the TAP"});
       add_block_io(r);  // a disk with iothread=off does its I/O here
       r.push_back({"getrandom", {}, "virtio-rng"});
+      // virtio-snd: its timer's expirations (read) and the WAV file (pwrite64, add_block_io).
       r.push_back({"accept4", {}, "socket console: a client connects"});
       r.push_back({"recvfrom", {}, "socket console and passthrough IRQ sockets"});
       r.push_back({"close", {}, "a client leaves; descriptors closed at teardown"});

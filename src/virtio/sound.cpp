@@ -51,7 +51,14 @@ VirtioSound::VirtioSound(std::unique_ptr<SoundBackend> backend, Clock clock)
       scratch_(kScratchBytes) {}
 
 VirtioSound::~VirtioSound() {
-  if (loop_ != nullptr && timer_) loop_->remove(timer_.get());
+  if (timer_) {
+    // Not loop->remove(): this may run inside the loop's own destruction. The callback stays
+    // registered, harmless: the timer is disarmed and the link no longer leads here.
+    const std::lock_guard lock(timer_->mutex);
+    timer_->device = nullptr;
+    const itimerspec off{};
+    ::timerfd_settime(timer_->fd.get(), 0, &off, nullptr);
+  }
   const Counters c = counters();
   const auto level = c.underruns + c.overruns != 0 ? log::Level::warn : log::Level::info;
   if (log::level() >= level) {
@@ -84,19 +91,27 @@ void VirtioSound::read_config(uint32_t offset, std::span<uint8_t> data) {
 VirtioSound::Counters VirtioSound::counters() const {
   return {frames_played_.load(std::memory_order_relaxed),
           frames_captured_.load(std::memory_order_relaxed),
-          underruns_.load(std::memory_order_relaxed), overruns_.load(std::memory_order_relaxed),
+          underruns_.load(std::memory_order_relaxed) +
+              backend_xruns_[kSoundOutputStream].load(std::memory_order_relaxed),
+          overruns_.load(std::memory_order_relaxed) +
+              backend_xruns_[kSoundInputStream].load(std::memory_order_relaxed),
           bad_requests_.load(std::memory_order_relaxed)};
 }
 
 void VirtioSound::start(EventLoop& loop) {
-  timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
-  if (!timer_) throw_errno("virtio-snd: timerfd_create");
-  loop_ = &loop;
-  loop.add(timer_.get(), EPOLLIN, [this](uint32_t) {
+  auto link = std::make_shared<TimerLink>();
+  link->fd.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!link->fd) throw_errno("virtio-snd: timerfd_create");
+  link->device = this;
+  timer_ = link;
+  loop.add(link->fd.get(), EPOLLIN, [link](uint32_t) {
     uint64_t expirations = 0;
-    [[maybe_unused]] const ssize_t n = ::read(timer_.get(), &expirations, sizeof expirations);
-    if (VirtioTransport* t = timer_transport_.load(std::memory_order_acquire)) {
-      t->with_queues([this](std::span<Virtqueue>) { tick(); });
+    [[maybe_unused]] const ssize_t n = ::read(link->fd.get(), &expirations, sizeof expirations);
+    const std::lock_guard lock(link->mutex);
+    if (link->device == nullptr) return;
+    if (VirtioTransport* t = link->device->timer_transport_.load(std::memory_order_acquire)) {
+      VirtioSound* device = link->device;
+      t->with_queues([device](std::span<Virtqueue>) { device->tick(); });
     }
   });
 }
@@ -246,10 +261,12 @@ void VirtioSound::carry_out(SoundControlReply& reply) {
     }
     case SoundAction::start:
       start_stream(id);
+      backend_->start(stream.direction);
       break;
     case SoundAction::stop:
       advance(id);  // what was due until now is played
       runs_[id].starved = false;
+      backend_->stop(stream.direction);
       signal_done();
       break;
     case SoundAction::release:
@@ -335,13 +352,20 @@ void VirtioSound::advance(uint32_t id) {
   Run& run = runs_[id];
   const SoundParams& params = stream.params->params;
   const uint32_t frame = params.frame_bytes();
-  const int64_t now = clock_();
-  const int64_t elapsed = std::max<int64_t>(0, now - run.base_ns);
-  const uint64_t due_total =
-      static_cast<uint64_t>(static_cast<__int128>(elapsed) * params.rate / 1'000'000'000);
-  uint64_t due = due_total > run.frames_since_base ? due_total - run.frames_since_base : 0;
-  // An event loop held up for more than a second: play what is there, no catching up beyond.
-  if (due > params.rate) due = params.rate;
+  const std::optional<uint64_t> ready = backend_->frames_ready(stream.direction);
+  uint64_t due = 0;
+  if (ready) {
+    // The backend's clock: as much as it has room for (or has captured).
+    due = std::min<uint64_t>(*ready, params.rate);
+  } else {
+    const int64_t now = clock_();
+    const int64_t elapsed = std::max<int64_t>(0, now - run.base_ns);
+    const uint64_t due_total =
+        static_cast<uint64_t>(static_cast<__int128>(elapsed) * params.rate / 1'000'000'000);
+    due = due_total > run.frames_since_base ? due_total - run.frames_since_base : 0;
+    // An event loop held up for more than a second: play what is there, no catching up beyond.
+    if (due > params.rate) due = params.rate;
+  }
   const bool output = stream.direction == SoundDirection::output;
   Virtqueue* queue = queue_of(id);
   while (due > 0 && !run.pending.empty() && queue != nullptr) {
@@ -371,7 +395,8 @@ void VirtioSound::advance(uint32_t id) {
       run.pending.pop_front();
     }
   }
-  if (due > 0) {
+  backend_xruns_[id].store(backend_->xruns(stream.direction), std::memory_order_relaxed);
+  if (due > 0 && !ready) {
     // No data to play (or no buffer to capture into) although the clock says it is due: the
     // host plays silence (drops what it captured); counted if the guest carries on.
     if (!run.starved) backend_->xrun(stream.direction, due);
@@ -384,8 +409,13 @@ void VirtioSound::complete(uint32_t id, Pending& p, SoundStatus status) {
   Virtqueue* queue = queue_of(id);
   if (queue == nullptr) return;
   const bool output = id == kSoundOutputStream;
-  // The latency: what the device holds ahead of the next frame the guest gives it.
-  const uint64_t latency = std::min<uint64_t>(runs_[id].pending_bytes, UINT32_MAX);
+  // The latency: what the device and the host's audio path hold ahead of the next frame the
+  // guest gives it.
+  const PcmStream& stream = card_.stream(id);
+  const uint64_t host =
+      stream.params ? backend_->delay_frames(stream.direction) * stream.params->params.frame_bytes()
+                    : 0;
+  const uint64_t latency = std::min<uint64_t>(runs_[id].pending_bytes + host, UINT32_MAX);
   const auto s = pcm_status(status, static_cast<uint32_t>(latency));
   uint32_t used = kSoundPcmStatusBytes;
   if (output) {
@@ -427,7 +457,7 @@ void VirtioSound::update_timer() {
     spec.it_interval.tv_nsec = kTickNs;
     spec.it_value.tv_nsec = kTickNs;
   }
-  if (::timerfd_settime(timer_.get(), 0, &spec, nullptr) == 0) timer_armed_ = running;
+  if (::timerfd_settime(timer_->fd.get(), 0, &spec, nullptr) == 0) timer_armed_ = running;
 }
 
 }  // namespace libvmm

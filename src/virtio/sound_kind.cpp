@@ -16,7 +16,7 @@ class SoundKind final : public VirtioDeviceKind {
   std::string_view element() const override { return "virtio_sound"; }
   std::string_view flag() const override { return "--sound"; }
   std::string_view help() const override {
-    return "virtIO sound card (virtio-snd) backend: none or wav:OUT.wav[,in=IN.wav]";
+    return "virtIO sound card (virtio-snd) backend: none, alsa[:PCM] or wav:OUT.wav[,in=IN.wav]";
   }
   std::string_view positional() const override { return "backend"; }
   std::vector<AttributeRule> attributes() const override {
@@ -60,6 +60,12 @@ class SoundKind final : public VirtioDeviceKind {
     const std::string backend = spec.value_or("backend", "");
     if (backend.starts_with("wav:") && backend.size() > 4) {
       paths.push_back({std::filesystem::path(backend.substr(4)), HostPath::Use::create, {}});
+    }
+    if (backend.starts_with("alsa")) {
+      // ALSA's configuration and the sound devices it opens.
+      paths.push_back({"/dev/snd", HostPath::Use::device, {}});
+      paths.push_back({"/usr/share/alsa", HostPath::Use::read, {}});
+      paths.push_back({"/etc/asound.conf", HostPath::Use::read, {}});
     }
     if (auto in = spec.get("in"); in && !in->empty()) {
       paths.push_back({std::filesystem::path(*in), HostPath::Use::read, {}});

@@ -847,6 +847,37 @@ TEST_F(WavTest, UserErrorsNameTheFile) {
   EXPECT_THROW(WavSoundBackend((dir / "out.wav").string(), (dir / "alaw.wav").string()), UserError);
 }
 
+#ifdef LIBVMM_TEST_ALSA
+// ALSA's null PCM (alsa-lib's "null" plugin: no sound hardware needed) through the plug layer.
+TEST(AlsaSound, PlaysIntoTheNullPcmInEveryFormat) {
+  auto alsa = open_sound_backend("alsa:null", "", "--sound alsa:null");
+  EXPECT_EQ(alsa->describe(), "alsa null");
+  for (SoundFormat f : kAllSoundFormats) {
+    const SoundParams p{f, 44100, 2};
+    ASSERT_EQ(alsa->open(SoundDirection::output, p), "") << to_string(f);
+    alsa->start(SoundDirection::output);
+    const auto ready = alsa->frames_ready(SoundDirection::output);
+    ASSERT_TRUE(ready.has_value()) << "paced by ALSA's clock";
+    std::vector<uint8_t> frames(64 * p.frame_bytes(), 0);
+    alsa->play(frames);
+    alsa->stop(SoundDirection::output);
+    alsa->close(SoundDirection::output);
+  }
+}
+
+TEST(AlsaSound, APcmThatDoesNotExistIsAUserError) {
+  try {
+    open_sound_backend("alsa:libvmm_no_such_pcm", "", "--sound alsa:libvmm_no_such_pcm");
+    FAIL();
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("--sound alsa:libvmm_no_such_pcm: no ALSA PCM "
+                                         "'libvmm_no_such_pcm'"),
+              std::string::npos)
+        << e.what();
+  }
+}
+#endif
+
 TEST_F(WavTest, TheSoundDeviceKindChecksItsSpec) {
   const VirtioDeviceKind* kind = find_virtio_device_kind("virtio_sound");
   ASSERT_NE(kind, nullptr);
@@ -856,6 +887,10 @@ TEST_F(WavTest, TheSoundDeviceKindChecksItsSpec) {
     return p.empty() ? std::string() : p.front();
   };
   EXPECT_EQ(problems("none"), "");
+  EXPECT_EQ(problems("alsa"), "");
+  EXPECT_EQ(problems("alsa:hw:0"), "");  // a comma would start the next option
+  EXPECT_NE(problems("alsa:").find("needs a PCM name"), std::string::npos);
+  EXPECT_NE(problems("alsa,in=x.wav").find("in= needs the wav backend"), std::string::npos);
   EXPECT_EQ(problems("wav:" + (dir / "out.wav").string()), "");
   EXPECT_NE(problems("pulse").find("unknown sound backend 'pulse'"), std::string::npos);
   EXPECT_NE(problems("wav:").find("needs an output file"), std::string::npos);

@@ -72,6 +72,27 @@ class SoundBackend {
     static_cast<void>(direction);
     static_cast<void>(frames);
   }
+  // The stream of `direction` starts (PCM_START) or stops (PCM_STOP).
+  virtual void start(SoundDirection direction) { static_cast<void>(direction); }
+  virtual void stop(SoundDirection direction) { static_cast<void>(direction); }
+
+  // A backend with its own clock (ALSA): how many frames it can take (playback) or has
+  // captured now. nullopt: the device's clock paces the stream (none, wav).
+  virtual std::optional<uint64_t> frames_ready(SoundDirection direction) {
+    static_cast<void>(direction);
+    return std::nullopt;
+  }
+  // Frames between the device and the speaker (or the microphone and the device), for the
+  // latency the device reports.
+  virtual uint64_t delay_frames(SoundDirection direction) {
+    static_cast<void>(direction);
+    return 0;
+  }
+  // Underruns (playback) or overruns (capture) the backend's own clock saw.
+  virtual uint64_t xruns(SoundDirection direction) const {
+    static_cast<void>(direction);
+    return 0;
+  }
 };
 
 // Plays into nothing, captures silence, takes every format and rate.
@@ -140,8 +161,15 @@ class WavSoundBackend final : public SoundBackend {
   std::optional<SoundParams> capturing_;
 };
 
-// Parses a --sound / <virtio_sound backend=...> value: "none", "wav:PATH" (with `in`, the
-// in= option, or empty). Empty when valid; otherwise the problem as a phrase.
+// alsa[:PCM]: host ALSA through libasound2 (PCM "default" unless named), opened at once,
+// non-blocking, through ALSA's plug layer (format and rate conversion), paced by ALSA's clock:
+// a playback message is returned once ALSA has taken its frames (its latency includes ALSA's
+// delay). Throws UserError when the PCM cannot be opened for playback; a PCM that cannot
+// capture gives silence. Throws UserError in a vmm built without libasound2-dev.
+std::unique_ptr<SoundBackend> open_alsa_sound_backend(const std::string& pcm);
+
+// Parses a --sound / <virtio_sound backend=...> value: "none", "alsa[:PCM]", "wav:PATH" (with
+// `in`, the in= option, or empty). Empty when valid; otherwise the problem as a phrase.
 std::string check_sound_backend_spec(std::string_view backend, std::string_view in);
 // Opens it; throws UserError prefixed with `label` ("--sound wav:x/y.wav: cannot create ...").
 std::unique_ptr<SoundBackend> open_sound_backend(std::string_view backend, std::string_view in,

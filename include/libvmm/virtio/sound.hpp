@@ -24,6 +24,8 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -125,14 +127,22 @@ class VirtioSound final : public VirtioDevice {
   Virtqueue* rx_ = nullptr;
   bool signal_tx_ = false;
   bool signal_rx_ = false;
-  EventLoop* loop_ = nullptr;
-  UniqueFd timer_;
+  // The pacing timer, shared with its callback on the loop: the loop may outlive the device
+  // (or destroy it, dropping the callback that held its transport), so the callback reaches
+  // the device only through `device`, cleared by the destructor under `mutex`.
+  struct TimerLink {
+    std::mutex mutex;
+    VirtioSound* device = nullptr;
+    UniqueFd fd;
+  };
+  std::shared_ptr<TimerLink> timer_;
   bool timer_armed_ = false;
   std::vector<uint8_t> scratch_;
   std::atomic<uint64_t> frames_played_{0};
   std::atomic<uint64_t> frames_captured_{0};
   std::atomic<uint64_t> underruns_{0};
   std::atomic<uint64_t> overruns_{0};
+  std::atomic<uint64_t> backend_xruns_[kSoundStreams] = {0, 0};  // its own clock's, by stream
   std::atomic<uint64_t> bad_requests_{0};
   std::atomic<uint32_t> errors_logged_{0};
 };
