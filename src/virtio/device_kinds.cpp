@@ -17,8 +17,11 @@ const VirtioDeviceKind& virtio_sound_kind();
 
 const std::vector<const VirtioDeviceKind*>& virtio_device_kinds() {
   static const std::vector<const VirtioDeviceKind*> kinds = {
-      &virtio_block_kind(), &virtio_console_kind(), &virtio_net_kind(),
-      &virtio_rng_kind(),   &virtio_sound_kind(),
+      &virtio_block_kind(),
+      &virtio_console_kind(),
+      &virtio_net_kind(),
+      &virtio_rng_kind(),
+      &virtio_sound_kind(),
   };
   return kinds;
 }
