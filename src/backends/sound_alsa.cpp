@@ -14,7 +14,7 @@ namespace libvmm {
 namespace {
 
 // Latency asked of ALSA for its buffer (snd_pcm_set_params): the device holds the rest.
-constexpr unsigned kAlsaLatencyUs = 40'000;
+constexpr unsigned kAlsaLatencyUs = 100'000;
 constexpr uint32_t kMaxErrorLogs = 16;
 
 snd_pcm_format_t alsa_format(SoundFormat format) {

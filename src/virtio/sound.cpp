@@ -63,9 +63,10 @@ VirtioSound::~VirtioSound() {
   const auto level = c.underruns + c.overruns != 0 ? log::Level::warn : log::Level::info;
   if (log::level() >= level) {
     log::write(level, fmt::format("{} ({}): {} frames played, {} underruns; {} frames captured, "
-                                  "{} overruns; {} malformed requests",
+                                  "{} overruns; {} malformed requests; mean playback latency {} us",
                                   name(), backend_->describe(), c.frames_played, c.underruns,
-                                  c.frames_captured, c.overruns, c.bad_requests));
+                                  c.frames_captured, c.overruns, c.bad_requests,
+                                  c.tx_completed == 0 ? 0 : c.tx_latency_us / c.tx_completed));
   }
 }
 
@@ -95,7 +96,9 @@ VirtioSound::Counters VirtioSound::counters() const {
               backend_xruns_[kSoundOutputStream].load(std::memory_order_relaxed),
           overruns_.load(std::memory_order_relaxed) +
               backend_xruns_[kSoundInputStream].load(std::memory_order_relaxed),
-          bad_requests_.load(std::memory_order_relaxed)};
+          bad_requests_.load(std::memory_order_relaxed),
+          tx_completed_.load(std::memory_order_relaxed),
+          tx_latency_us_.load(std::memory_order_relaxed)};
 }
 
 void VirtioSound::start(EventLoop& loop) {
@@ -420,6 +423,12 @@ void VirtioSound::complete(uint32_t id, Pending& p, SoundStatus status) {
   uint32_t used = kSoundPcmStatusBytes;
   if (output) {
     p.chain.write_at(0, s);
+    if (stream.params) {
+      const uint64_t bytes_per_s =
+          uint64_t{stream.params->params.rate} * stream.params->params.frame_bytes();
+      tx_completed_.fetch_add(1, std::memory_order_relaxed);
+      tx_latency_us_.fetch_add(latency * 1'000'000 / bytes_per_s, std::memory_order_relaxed);
+    }
   } else {
     if (p.done < p.data_bytes) {  // released before it was filled: silence for the rest
       std::fill(scratch_.begin(), scratch_.end(), 0);

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "libvmm/backends/sound_backend.hpp"
+#include "libvmm/core/error.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/sound.hpp"
 
@@ -62,10 +63,10 @@ class SoundKind final : public VirtioDeviceKind {
       paths.push_back({std::filesystem::path(backend.substr(4)), HostPath::Use::create, {}});
     }
     if (backend.starts_with("alsa")) {
-      // ALSA's configuration and the sound devices it opens.
-      paths.push_back({"/dev/snd", HostPath::Use::device, {}});
-      paths.push_back({"/usr/share/alsa", HostPath::Use::read, {}});
-      paths.push_back({"/etc/asound.conf", HostPath::Use::read, {}});
+      // ALSA chooses the files it opens (its configuration, the card's nodes, a sound server's
+      // socket) from its own configuration: not something a jail can be planned for.
+      throw UserError(fmt::format("{}: alsa: not in a jail (use wav:OUT.wav or none)",
+                                  spec.where.empty() ? std::string(flag()) : spec.where));
     }
     if (auto in = spec.get("in"); in && !in->empty()) {
       paths.push_back({std::filesystem::path(*in), HostPath::Use::read, {}});

@@ -906,6 +906,7 @@ TEST_F(WavTest, TheSoundDeviceKindChecksItsSpec) {
   EXPECT_EQ(paths[0].path, "/a/out.wav");
   EXPECT_EQ(paths[0].use, HostPath::Use::create);
   EXPECT_EQ(paths[1].use, HostPath::Use::read);
+  EXPECT_THROW(kind->host_paths(spec_from_flag(*kind, "alsa")), UserError);
 }
 
 }  // namespace

@@ -70,6 +70,9 @@ class VirtioSound final : public VirtioDevice {
     uint64_t underruns = 0;
     uint64_t overruns = 0;
     uint64_t bad_requests = 0;
+    // Playback messages returned, and the sum of the latencies they carried, in microseconds.
+    uint64_t tx_completed = 0;
+    uint64_t tx_latency_us = 0;
   };
   Counters counters() const;  // any thread
   const SoundCard& card() const { return card_; }
@@ -144,6 +147,8 @@ class VirtioSound final : public VirtioDevice {
   std::atomic<uint64_t> overruns_{0};
   std::atomic<uint64_t> backend_xruns_[kSoundStreams] = {0, 0};  // its own clock's, by stream
   std::atomic<uint64_t> bad_requests_{0};
+  std::atomic<uint64_t> tx_completed_{0};
+  std::atomic<uint64_t> tx_latency_us_{0};
   std::atomic<uint32_t> errors_logged_{0};
 };
 
