@@ -82,8 +82,7 @@ class SoundKind final : public VirtioDeviceKind {
 
   std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
                                        const DeviceContext&) const override {
-    const std::string label =
-        spec.where.starts_with(flag()) || spec.where.empty() ? std::string(flag()) : spec.where;
+    const std::string label = spec.where.empty() ? std::string(flag()) : spec.where;
     return std::make_shared<VirtioSound>(
         open_sound_backend(spec.value_or("backend", ""), spec.value_or("in", ""), label));
   }
