@@ -86,7 +86,8 @@ void add_common(std::vector<SeccompRule>& r) {
   // ALSA's PCM ioctls (type 'A', <sound/asound.h>) on the PCMs the alsa backend opened before
   // the filters loaded: set_params at PCM_PREPARE, drop at STOP, reset and release.
   r.push_back({"ioctl", {{1, 0xff00, 0x4100}}, "virtio-snd alsa: PCM ioctls (type 'A')"});
-  r.push_back({"timerfd_settime", {},
+  r.push_back({"timerfd_settime",
+               {},
                "virtio-snd: its pacing timer armed at PCM_START, disarmed at STOP and reset "
                "(a register write on a vCPU)"});
 }
