@@ -1,5 +1,6 @@
 # Host ends of device I/O: character backends (stdio, file, socket, pty), input flow control,
-# the TAP network backend, and block images (sync and io_uring).
+# the TAP network backend, block images (sync and io_uring), and
+# sound (none, WAV files).
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/fd_io.cpp
   ${CMAKE_CURRENT_LIST_DIR}/output_queue.cpp
@@ -14,6 +15,17 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/block_image.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block_uring.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vhost_user.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/sound_backend.cpp
 )
 include(${PROJECT_SOURCE_DIR}/cmake/libvmmDependencies.cmake)  # PkgConfig::LIBURING
 target_link_libraries(libvmm PRIVATE PkgConfig::LIBURING)  # block images' io=io_uring
+
+# Host ALSA for the sound device (libasound2-dev), when the build machine has it (the arm64
+# cross build's sysroot may not): without it, --sound alsa says so.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(ALSA IMPORTED_TARGET alsa)
+if(ALSA_FOUND)
+  target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/sound_alsa.cpp)
+  target_link_libraries(libvmm PRIVATE PkgConfig::ALSA)
+  target_compile_definitions(libvmm PRIVATE LIBVMM_HAVE_ALSA)
+endif()

@@ -83,6 +83,14 @@ void add_common(std::vector<SeccompRule>& r) {
   r.push_back({"poll", {}, "waiting for a console reader (bounded output flush)"});
   r.push_back({"ppoll", {}, "poll on AArch64"});
   r.push_back({"sendto", {}, "console output to a socket client (send)"});
+  // ALSA's PCM ioctls (type 'A', <sound/asound.h>) on the PCMs the alsa backend opened before
+  // the filters loaded: set_params at PCM_PREPARE, drop at STOP, reset and release.
+  r.push_back({"ioctl", {{1, 0xff00, 0x4100}}, "virtio-snd alsa: PCM ioctls (type 'A')"});
+  r.push_back({"timerfd_settime",
+               {},
+               "virtio-snd: its pacing timer armed at PCM_START, disarmed at STOP and reset "
+               "(a register write on a vCPU); vmm's --shutdown-timeout, armed by a stop "
+               "signal"});
 }
 
 // Host block I/O: virtio-blk's requests, on its I/O thread or (iothread=off) the event loop.
@@ -137,6 +145,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
   add_common(r);
   switch (role) {
     case ThreadRole::vcpu:
+      r.push_back({"pwrite64", {}, "virtio-snd wav: the file's header written at a device reset"});
       if (fds.vcpu >= 0) {
         r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_RUN)},
@@ -174,7 +183,8 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"readv", {}, "virtio-net: frames from the TAP"});
       add_block_io(r);  // a disk with iothread=off does its I/O here
       r.push_back({"getrandom", {}, "virtio-rng"});
-      r.push_back({"timerfd_settime", {}, "vmm: --shutdown-timeout, armed by a stop signal"});
+      // vmm's --shutdown-timeout timer and virtio-snd's: timerfd_settime is allowed to every
+      // thread (above). virtio-snd: its timer's expirations (read), the WAV file (pwrite64).
       r.push_back({"accept4", {}, "socket console: a client connects"});
       r.push_back({"recvfrom", {}, "socket console and passthrough IRQ sockets"});
       r.push_back({"close", {}, "a client leaves; descriptors closed at teardown"});

@@ -13,13 +13,14 @@ const VirtioDeviceKind& virtio_block_kind();
 const VirtioDeviceKind& virtio_console_kind();
 const VirtioDeviceKind& virtio_net_kind();
 const VirtioDeviceKind& virtio_rng_kind();
+const VirtioDeviceKind& virtio_sound_kind();
 const VirtioDeviceKind& virtio_fs_kind();
 const VirtioDeviceKind& vhost_user_kind();
 
 const std::vector<const VirtioDeviceKind*>& virtio_device_kinds() {
   static const std::vector<const VirtioDeviceKind*> kinds = {
-      &virtio_block_kind(), &virtio_console_kind(), &virtio_net_kind(),
-      &virtio_rng_kind(),   &virtio_fs_kind(),      &vhost_user_kind(),
+      &virtio_block_kind(), &virtio_console_kind(), &virtio_net_kind(), &virtio_rng_kind(),
+      &virtio_sound_kind(), &virtio_fs_kind(),      &vhost_user_kind(),
   };
   return kinds;
 }

@@ -1,4 +1,4 @@
-# VirtIO: the MMIO transport, split virtqueues, the devices (block, console, network, entropy)
+# VirtIO: the MMIO transport, split virtqueues, the devices (block, console, network, entropy, sound)
 # and the registry of device kinds (device_kinds.cpp, one *_kind.cpp per device).
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/virtqueue.cpp
@@ -15,4 +15,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/rng_kind.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vhost_user.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vhost_user_kind.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/sound.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/sound_request.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/sound_kind.cpp
 )

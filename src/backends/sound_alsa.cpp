@@ -1,0 +1,199 @@
+// The alsa[:PCM] sound backend: host ALSA through libasound2, non-blocking, with format and
+// rate conversion by ALSA's plug layer. Paced by ALSA's own clock: the device plays as many
+// frames as the PCM has room for (captures as many as it holds) at each tick.
+#include <alsa/asoundlib.h>
+#include <fmt/format.h>
+
+#include <cerrno>
+
+#include "libvmm/backends/sound_backend.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+namespace {
+
+// Latency asked of ALSA for its buffer (snd_pcm_set_params): the device holds the rest.
+constexpr unsigned kAlsaLatencyUs = 100'000;
+constexpr uint32_t kMaxErrorLogs = 16;
+
+snd_pcm_format_t alsa_format(SoundFormat format) {
+  switch (format) {
+    case SoundFormat::u8:
+      return SND_PCM_FORMAT_U8;
+    case SoundFormat::s16:
+      return SND_PCM_FORMAT_S16_LE;
+    case SoundFormat::s24:
+      return SND_PCM_FORMAT_S24_LE;
+    case SoundFormat::s32:
+      return SND_PCM_FORMAT_S32_LE;
+    case SoundFormat::float32:
+      return SND_PCM_FORMAT_FLOAT_LE;
+  }
+  return SND_PCM_FORMAT_S16_LE;
+}
+
+// ALSA prints its own errors to stderr; ours say which PCM.
+void quiet_alsa(const char*, int, const char*, int, const char*, ...) {}
+
+class AlsaSoundBackend final : public SoundBackend {
+ public:
+  explicit AlsaSoundBackend(std::string name) : name_(std::move(name)) {
+    snd_lib_error_set_handler(quiet_alsa);
+    // Opened now, before the seccomp filters load: ALSA reads its configuration and opens
+    // device nodes here; later it only makes ioctls on them. "plug:" converts formats and
+    // rates the device cannot take.
+    const std::string plug = name_.starts_with("plug:") ? name_ : "plug:'" + name_ + "'";
+    for (SoundDirection d : {SoundDirection::output, SoundDirection::input}) {
+      Stream& s = stream(d);
+      const int err = snd_pcm_open(
+          &s.pcm, plug.c_str(),
+          d == SoundDirection::output ? SND_PCM_STREAM_PLAYBACK : SND_PCM_STREAM_CAPTURE,
+          SND_PCM_NONBLOCK);
+      if (err < 0) {
+        s.pcm = nullptr;
+        if (d == SoundDirection::output) {
+          close_all();
+          throw UserError(fmt::format("no ALSA PCM '{}' to play to: {}", name_, snd_strerror(err)));
+        }
+        log::warn("virtio-snd: ALSA PCM '{}' cannot capture ({}): capture is silence", name_,
+                  snd_strerror(err));
+      }
+    }
+  }
+  ~AlsaSoundBackend() override { close_all(); }
+
+  std::string describe() const override { return fmt::format("alsa {}", name_); }
+  SoundCapabilities capabilities(SoundDirection) const override {
+    SoundCapabilities caps;
+    caps.formats.assign(std::begin(kAllSoundFormats), std::end(kAllSoundFormats));
+    caps.rates.assign(std::begin(kSoundRates), std::end(kSoundRates));
+    return caps;
+  }
+
+  std::string open(SoundDirection direction, const SoundParams& params) override {
+    Stream& s = stream(direction);
+    s.params = params;
+    s.open = false;
+    if (s.pcm == nullptr) {
+      s.open = true;  // capture without a PCM: silence, paced by the device's clock
+      return {};
+    }
+    snd_pcm_drop(s.pcm);
+    const int err =
+        snd_pcm_set_params(s.pcm, alsa_format(params.format), SND_PCM_ACCESS_RW_INTERLEAVED,
+                           params.channels, params.rate, 1, kAlsaLatencyUs);
+    if (err < 0) return snd_strerror(err);
+    s.open = true;
+    return {};
+  }
+  void close(SoundDirection direction) override {
+    Stream& s = stream(direction);
+    if (s.pcm != nullptr && s.open) snd_pcm_drop(s.pcm);
+    s.open = false;
+  }
+  void start(SoundDirection direction) override {
+    Stream& s = stream(direction);
+    if (s.pcm == nullptr || !s.open) return;
+    if (snd_pcm_state(s.pcm) != SND_PCM_STATE_PREPARED) snd_pcm_prepare(s.pcm);
+    if (direction == SoundDirection::input) snd_pcm_start(s.pcm);
+  }
+  void stop(SoundDirection direction) override {
+    Stream& s = stream(direction);
+    if (s.pcm == nullptr || !s.open) return;
+    snd_pcm_drop(s.pcm);
+    snd_pcm_prepare(s.pcm);
+  }
+
+  std::optional<uint64_t> frames_ready(SoundDirection direction) override {
+    Stream& s = stream(direction);
+    if (s.pcm == nullptr) return std::nullopt;
+    if (!s.open) return 0;
+    snd_pcm_sframes_t n = snd_pcm_avail(s.pcm);
+    if (n < 0) {
+      recover(s, direction, static_cast<int>(n));
+      n = snd_pcm_avail(s.pcm);
+      if (n < 0) return 0;
+    }
+    return static_cast<uint64_t>(n);
+  }
+  uint64_t delay_frames(SoundDirection direction) override {
+    Stream& s = stream(direction);
+    snd_pcm_sframes_t delay = 0;
+    if (s.pcm == nullptr || !s.open || snd_pcm_delay(s.pcm, &delay) < 0 || delay < 0) return 0;
+    return static_cast<uint64_t>(delay);
+  }
+  uint64_t xruns(SoundDirection direction) const override {
+    return direction == SoundDirection::output ? output_.xruns : input_.xruns;
+  }
+
+  void play(std::span<const uint8_t> frames) override {
+    Stream& s = output_;
+    if (s.pcm == nullptr || !s.open) return;
+    const uint32_t frame = s.params.frame_bytes();
+    snd_pcm_uframes_t left = frames.size() / frame;
+    const uint8_t* p = frames.data();
+    for (int tries = 0; left > 0 && tries < 2; ++tries) {
+      const snd_pcm_sframes_t n = snd_pcm_writei(s.pcm, p, left);
+      if (n < 0) {
+        if (n == -EAGAIN) break;  // no room: what is left is dropped
+        recover(s, SoundDirection::output, static_cast<int>(n));
+        continue;
+      }
+      left -= static_cast<snd_pcm_uframes_t>(n);
+      p += static_cast<size_t>(n) * frame;
+    }
+  }
+  void capture(std::span<uint8_t> frames) override {
+    Stream& s = input_;
+    const uint8_t silence = s.params.format == SoundFormat::u8 ? 0x80 : 0;
+    size_t done = 0;
+    if (s.pcm != nullptr && s.open) {
+      const uint32_t frame = s.params.frame_bytes();
+      const snd_pcm_sframes_t n = snd_pcm_readi(s.pcm, frames.data(), frames.size() / frame);
+      if (n > 0) {
+        done = static_cast<size_t>(n) * frame;
+      } else if (n < 0 && n != -EAGAIN) {
+        recover(s, SoundDirection::input, static_cast<int>(n));
+      }
+    }
+    std::fill(frames.begin() + static_cast<ptrdiff_t>(done), frames.end(), silence);
+  }
+
+ private:
+  struct Stream {
+    snd_pcm_t* pcm = nullptr;
+    SoundParams params{};
+    bool open = false;
+    uint64_t xruns = 0;
+  };
+  Stream& stream(SoundDirection d) { return d == SoundDirection::output ? output_ : input_; }
+
+  void recover(Stream& s, SoundDirection direction, int err) {
+    if (err == -EPIPE) ++s.xruns;  // ALSA's underrun (playback) or overrun (capture)
+    if (snd_pcm_recover(s.pcm, err, 1) < 0 && errors_logged_ < kMaxErrorLogs) {
+      ++errors_logged_;
+      log::warn("virtio-snd: ALSA PCM '{}': {}", name_, snd_strerror(err));
+    }
+    if (direction == SoundDirection::input) snd_pcm_start(s.pcm);
+  }
+  void close_all() {
+    for (Stream* s : {&output_, &input_}) {
+      if (s->pcm != nullptr) snd_pcm_close(s->pcm);
+      s->pcm = nullptr;
+    }
+  }
+
+  std::string name_;
+  Stream output_;
+  Stream input_;
+  uint32_t errors_logged_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<SoundBackend> open_alsa_sound_backend(const std::string& pcm) {
+  return std::make_unique<AlsaSoundBackend>(pcm);
+}
+
+}  // namespace libvmm
