@@ -31,11 +31,22 @@ const VirtioDeviceKind* find_virtio_device_kind(std::string_view element) {
   return nullptr;
 }
 
+std::vector<AttributeRule> device_attributes(const VirtioDeviceKind& kind) {
+  std::vector<AttributeRule> rules = kind.attributes();
+  rules.push_back({"transport", false, false, "transport=pci|mmio"});
+  return rules;
+}
+
+bool uses_pci_transport(const DeviceSpec& spec) {
+  const auto transport = spec.get("transport");
+  return transport && *transport == "pci";
+}
+
 namespace {
 
 std::string expected_options(const VirtioDeviceKind& kind) {
   std::string out;
-  for (const AttributeRule& a : kind.attributes()) {
+  for (const AttributeRule& a : device_attributes(kind)) {
     if (a.name == kind.positional()) continue;
     out += out.empty() ? "" : ", ";
     out += a.flag_syntax.empty() ? fmt::format("{}=VALUE", a.name) : std::string(a.flag_syntax);
@@ -67,7 +78,7 @@ std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& fil
     problems.push_back(spec.located(fmt::format("unknown device kind '{}'", spec.kind)));
     return problems;
   }
-  const std::vector<AttributeRule> rules = kind->attributes();
+  const std::vector<AttributeRule> rules = device_attributes(*kind);
   bool shape_ok = true;
   for (const auto& attribute : spec.attributes) {
     const std::string& name = attribute.first;
@@ -89,6 +100,12 @@ std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& fil
     }
   }
   if (!shape_ok) return problems;
+  if (const auto transport = spec.get("transport");
+      transport && *transport != "pci" && *transport != "mmio") {
+    problems.push_back(
+        spec.located(fmt::format("transport '{}': expected pci or mmio", *transport)));
+    return problems;
+  }
   std::vector<std::string> own;
   kind->check(spec, files, own);
   for (const auto& p : own) problems.push_back(spec.located(p));

@@ -81,6 +81,12 @@ class VirtioDeviceKind {
   virtual void start(VirtioDevice& /*device*/, EventLoop& /*loop*/) const {}
 };
 
+// The attributes of a kind's element and flag: its own, then those every virtIO device has
+// (`transport="pci"|"mmio"`: which transport connects it to the guest).
+std::vector<AttributeRule> device_attributes(const VirtioDeviceKind& kind);
+// Whether a spec asks for the PCI transport (transport=pci); the default is virtio-mmio.
+bool uses_pci_transport(const DeviceSpec& spec);
+
 // Every registered kind, in the order devices of different kinds are placed and probed.
 const std::vector<const VirtioDeviceKind*>& virtio_device_kinds();
 const VirtioDeviceKind* find_virtio_device_kind(std::string_view element);
