@@ -89,6 +89,7 @@ class Vm {
  private:
   void map_regions(uint32_t first_slot);
   void add_config_devices();
+  void attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::string kind);
   void attach_virtio_device(std::shared_ptr<VirtioDevice> device, const struct DeviceSlot& slot,
                             std::string kind);
   void wire_irq_sources();

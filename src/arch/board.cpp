@@ -44,6 +44,7 @@ MemoryMap Board::memory_map(uint64_t memory_size) const {
   m.device_irqs = device_irqs();
   m.virtio_mmio_slots = m.device_irqs.size();
   m.irq_count = irq_count();
+  m.pci = pci_layout();
   return m;
 }
 

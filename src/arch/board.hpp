@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "libvmm/pci/host_bridge.hpp"
+
 namespace libvmm {
 
 constexpr uint64_t kVirtioMmioSlot = 0x1000;
@@ -38,6 +40,7 @@ struct MemoryMap {
   size_t virtio_mmio_slots = 0;       // kVirtioMmioSlot bytes each
   std::vector<uint32_t> device_irqs;  // lines devices may have, in the order handed out
   uint32_t irq_count = 0;
+  std::optional<pci::HostBridgeLayout> pci;  // the PCI host bridge's windows, if it has one
 };
 
 // A device of the real board that a Microkit description hands to its guest by mapping the
@@ -85,6 +88,8 @@ class Board {
   // physical range where the real board has devices (a region there is a device's registers).
   virtual std::vector<BoardDevice> devices() const { return {}; }
   virtual DeviceWindow device_space() const = 0;
+  // The PCI host bridge's ECAM and BAR windows; none: no PCI bus (transport=pci refused).
+  virtual std::optional<pci::HostBridgeLayout> pci_layout() const { return std::nullopt; }
   // Port I/O: x86_64 only.
   virtual bool has_ioports() const { return false; }
 

@@ -54,6 +54,9 @@ class Machine {
   // Tells the guest about a virtio-mmio device (x86: a kernel command-line parameter).
   // Before load_guest().
   virtual void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) = 0;
+  // Tells the guest about the PCI host bridge (once, when the first PCI device is placed;
+  // before load_guest()). Only machines whose board has a pci_layout() are asked.
+  virtual void describe_pci(const pci::HostBridgeLayout& layout) { static_cast<void>(layout); }
 
   // Asks the guest to power off, as a machine's power button does (x86_64: the ACPI fixed
   // power button). Thread-safe; after add_platform_devices(). False if the machine has none,

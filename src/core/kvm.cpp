@@ -158,6 +158,29 @@ void KvmVm::register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool mm
   kvm_ioctl(fd_.get(), KVM_IOEVENTFD, "KVM_IOEVENTFD", &io);
 }
 
+bool KvmVm::unregister_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool mmio,
+                                 std::optional<uint64_t> datamatch) {
+  kvm_ioeventfd io{};
+  io.addr = addr;
+  io.len = len;
+  io.fd = eventfd;
+  io.flags = KVM_IOEVENTFD_FLAG_DEASSIGN;
+  if (!mmio) io.flags |= KVM_IOEVENTFD_FLAG_PIO;
+  if (datamatch) {
+    io.flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
+    io.datamatch = *datamatch;
+  }
+  return ::ioctl(fd_.get(), KVM_IOEVENTFD, &io) == 0;
+}
+
+bool KvmVm::signal_msi(uint64_t address, uint32_t data) {
+  kvm_msi msi{};
+  msi.address_lo = static_cast<uint32_t>(address);
+  msi.address_hi = static_cast<uint32_t>(address >> 32);
+  msi.data = data;
+  return ::ioctl(fd_.get(), KVM_SIGNAL_MSI, &msi) > 0;
+}
+
 std::unique_ptr<KvmVcpu> KvmVm::create_vcpu(uint32_t index) const {
   const int fd =
       kvm_ioctl(fd_.get(), KVM_CREATE_VCPU, "KVM_CREATE_VCPU", static_cast<unsigned long>(index));

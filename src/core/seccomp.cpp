@@ -165,6 +165,14 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
                      {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IRQ_LINE)},
                      "the UART's level-triggered interrupt, from a register write"});
       }
+      if (fds.vm >= 0) {
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_SIGNAL_MSI)},
+                     "virtio-pci: MSI-X messages pending when the guest unmasks a vector"});
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IOEVENTFD)},
+                     "virtio-pci: queue notify ioeventfds follow a BAR the guest moves"});
+      }
       r.push_back({"ioctl",
                    {equals(1, TUNSETOFFLOAD)},
                    "virtio-net: the TAP's offloads follow the features the driver accepted "
@@ -203,6 +211,9 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
         r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IRQFD)},
                      "teardown: irqfds deassigned"});
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_SIGNAL_MSI)},
+                     "virtio-pci: a queue's MSI-X vector"});
       }
       break;
     case ThreadRole::io:
@@ -213,6 +224,9 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
         r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IRQ_LINE)},
                      "the device's interrupt where its line has no irqfd"});
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_SIGNAL_MSI)},
+                     "virtio-pci: the device's MSI-X vector"});
       }
       break;
   }

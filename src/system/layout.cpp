@@ -85,6 +85,11 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
   for (const IrqSpec& q : vm.irqs) taken.push_back(q.irq);
   for (const DevicePlacement& p :
        plan_devices(machine.memory_map(c.memory_size), c.devices, taken)) {
+    if (p.slot.pci_device) {
+      out << fmt::format("  virtio   PCI 00:{:02x}.0 MSI-X              {}\n", *p.slot.pci_device,
+                         p.device.kind->describe(*p.device.spec, p.device.index, c.name));
+      continue;
+    }
     const std::string irq = p.slot.irq ? std::to_string(*p.slot.irq) : "none left";
     out << fmt::format("  virtio   [{:#012x}, {:#012x}) IRQ {:>2} {}\n", p.slot.base,
                        p.slot.base + p.slot.size, irq,

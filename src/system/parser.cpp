@@ -63,7 +63,7 @@ std::map<std::string_view, ElementRule> make_rules() {
   };
   for (const VirtioDeviceKind* kind : virtio_device_kinds()) {
     ElementRule rule;
-    for (const AttributeRule& a : kind->attributes()) {
+    for (const AttributeRule& a : device_attributes(*kind)) {
       (a.required ? rule.required : rule.optional).push_back(a.name);
     }
     table.emplace(kind->element(), std::move(rule));
@@ -453,7 +453,7 @@ class Parser {
         note("serial");
         v.config.serial = text(c, "backend");
       } else if (const VirtioDeviceKind* kind = find_virtio_device_kind(name)) {
-        v.config.devices.push_back(element_spec(c, kind->element(), kind->attributes()));
+        v.config.devices.push_back(element_spec(c, kind->element(), device_attributes(*kind)));
       } else if (const MachineOption* option = find_any_machine_option(name)) {
         v.config.machine_options.push_back(
             element_spec(c, option->element(), option->attributes()));

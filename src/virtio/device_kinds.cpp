@@ -32,11 +32,22 @@ const VirtioDeviceKind* find_virtio_device_kind(std::string_view element) {
   return nullptr;
 }
 
+std::vector<AttributeRule> device_attributes(const VirtioDeviceKind& kind) {
+  std::vector<AttributeRule> rules = kind.attributes();
+  rules.push_back({"transport", false, false, "transport=pci|mmio"});
+  return rules;
+}
+
+bool uses_pci_transport(const DeviceSpec& spec) {
+  const auto transport = spec.get("transport");
+  return transport && *transport == "pci";
+}
+
 namespace {
 
 std::string expected_options(const VirtioDeviceKind& kind) {
   std::string out;
-  for (const AttributeRule& a : kind.attributes()) {
+  for (const AttributeRule& a : device_attributes(kind)) {
     if (a.name == kind.positional()) continue;
     out += out.empty() ? "" : ", ";
     out += a.flag_syntax.empty() ? fmt::format("{}=VALUE", a.name) : std::string(a.flag_syntax);
@@ -68,7 +79,7 @@ std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& fil
     problems.push_back(spec.located(fmt::format("unknown device kind '{}'", spec.kind)));
     return problems;
   }
-  const std::vector<AttributeRule> rules = kind->attributes();
+  const std::vector<AttributeRule> rules = device_attributes(*kind);
   bool shape_ok = true;
   for (const auto& attribute : spec.attributes) {
     const std::string& name = attribute.first;
@@ -90,6 +101,19 @@ std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& fil
     }
   }
   if (!shape_ok) return problems;
+  if (const auto transport = spec.get("transport");
+      transport && *transport != "pci" && *transport != "mmio") {
+    problems.push_back(
+        spec.located(fmt::format("transport '{}': expected pci or mmio", *transport)));
+    return problems;
+  }
+  // A back-end's queues are wired to the virtio-mmio transport only (its ioeventfds and
+  // irqfds); the PCI transport has no hand-over of queues to another process yet.
+  if (kind->needs_shared_ram() && uses_pci_transport(spec)) {
+    problems.push_back(spec.located(
+        "transport=pci: devices served by another process (vhost-user) use virtio-mmio only"));
+    return problems;
+  }
   std::vector<std::string> own;
   kind->check(spec, files, own);
   for (const auto& p : own) problems.push_back(spec.located(p));

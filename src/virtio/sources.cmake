@@ -3,6 +3,7 @@
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/virtqueue.cpp
   ${CMAKE_CURRENT_LIST_DIR}/mmio_transport.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pci_transport.cpp
   ${CMAKE_CURRENT_LIST_DIR}/device_kinds.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block_request.cpp

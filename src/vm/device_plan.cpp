@@ -11,7 +11,7 @@ namespace libvmm {
 DeviceSlot device_slot(const MemoryMap& map, size_t index, const std::vector<uint32_t>& taken) {
   // Slots are kVirtioMmioSlot apart (a page each); the device answers in its transport's window.
   DeviceSlot slot{map.virtio_mmio_base + index * kVirtioMmioSlot, VirtioMmioTransport::kWindowSize,
-                  std::nullopt};
+                  std::nullopt, std::nullopt};
   if (index >= map.virtio_mmio_slots) return slot;
   size_t free = 0;
   for (uint32_t line : map.device_irqs) {
@@ -28,8 +28,16 @@ std::vector<DevicePlacement> plan_devices(const MemoryMap& map,
                                           const std::vector<DeviceSpec>& specs,
                                           const std::vector<uint32_t>& taken) {
   std::vector<DevicePlacement> plan;
+  size_t mmio = 0;
+  size_t pci = 0;
   for (const OrderedSpec& device : in_device_order(specs)) {
-    plan.push_back({device, device_slot(map, plan.size(), taken)});
+    if (uses_pci_transport(*device.spec)) {
+      DeviceSlot slot;
+      slot.pci_device = static_cast<uint8_t>(std::min<size_t>(++pci, 255));
+      plan.push_back({device, slot});
+    } else {
+      plan.push_back({device, device_slot(map, mmio++, taken)});
+    }
   }
   return plan;
 }
@@ -38,7 +46,17 @@ std::vector<std::string> plan_problems(const MemoryMap& map,
                                        const std::vector<DevicePlacement>& plan) {
   std::vector<std::string> problems;
   for (const DevicePlacement& p : plan) {
-    if (!p.slot.irq) {
+    if (p.slot.pci_device) {
+      if (!map.pci) {
+        problems.push_back(p.device.spec->located(
+            "transport=pci: this machine has no PCI bus; use transport=mmio"));
+      } else if (*p.slot.pci_device >= pci::HostBridge::kMaxDevices) {
+        problems.push_back(p.device.spec->located(
+            fmt::format("no PCI device number left for it ({} PCI devices at most); use "
+                        "transport=mmio for some",
+                        pci::HostBridge::kMaxDevices - 1)));
+      }
+    } else if (!p.slot.irq) {
       problems.push_back(p.device.spec->located(fmt::format(
           "no free interrupt line or device slot left for it ({} virtIO devices at most)",
           std::min<size_t>(map.device_irqs.size(), map.virtio_mmio_slots))));

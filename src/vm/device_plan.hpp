@@ -20,6 +20,9 @@ struct DeviceSlot {
   uint64_t base = 0;
   uint64_t size = 0;
   std::optional<uint32_t> irq;
+  // transport=pci: the device number on PCI bus 0 (its BARs are the host bridge's to place;
+  // interrupts are MSI-X, so it takes no line).
+  std::optional<uint8_t> pci_device;
 };
 DeviceSlot device_slot(const MemoryMap& map, size_t index, const std::vector<uint32_t>& taken);
 
@@ -28,7 +31,8 @@ struct DevicePlacement {
   DeviceSlot slot;
 };
 
-// The devices in registry order, each in the next device_slot().
+// The devices in registry order: virtio-mmio ones each in the next device_slot(), PCI ones
+// each at the next device number from 1.
 std::vector<DevicePlacement> plan_devices(const MemoryMap& map,
                                           const std::vector<DeviceSpec>& specs,
                                           const std::vector<uint32_t>& taken);

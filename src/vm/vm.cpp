@@ -23,6 +23,7 @@
 #include "libvmm/core/size.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
+#include "libvmm/virtio/pci_transport.hpp"
 
 namespace libvmm {
 
@@ -50,6 +51,20 @@ std::vector<uint32_t> taken_irqs(const VmConfig& c) {
   for (const IrqSource& s : c.irq_sources) taken.push_back(s.irq);
   return taken;
 }
+
+// MSI-X messages of PCI functions, straight to KVM.
+class KvmMsiSink final : public pci::MsiSink {
+ public:
+  explicit KvmMsiSink(KvmVm& vm) : vm_(&vm) {}
+  void send(uint64_t address, uint32_t data) override {
+    if (!vm_->signal_msi(address, data)) {
+      log::debug("MSI to {:#x} (data {:#x}) not delivered", address, data);
+    }
+  }
+
+ private:
+  KvmVm* vm_;
+};
 
 uint64_t host_ram() {
   struct sysinfo info {};
@@ -129,6 +144,10 @@ struct Vm::Impl {
   std::mutex irq_mutex;
   std::map<uint32_t, std::shared_ptr<KvmIrqLine>> irqs;
   std::vector<std::shared_ptr<VirtioMmioTransport>> transports;
+  size_t mmio_devices = 0;  // placed virtio-mmio devices: the next one takes the next slot
+  std::shared_ptr<pci::HostBridge> pci_bridge;  // made with the first PCI device
+  std::shared_ptr<KvmMsiSink> msi;
+  std::vector<std::shared_ptr<VirtioPciTransport>> pci_transports;
   std::vector<UniqueFd> notify_fds;
   std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
   std::vector<std::pair<int, uint32_t>> call_irqfds;      // queues served elsewhere: call fd, GSI
@@ -262,7 +281,7 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
   auto& d = *impl_;
   if (d.prepared) throw std::logic_error("Vm::add_virtio_device after prepare()");
   // The next slot and line after the planned devices, by the planner's own rule.
-  const DeviceSlot slot = device_slot(d.machine->memory_map(d.config.memory_size), d.placed.size(),
+  const DeviceSlot slot = device_slot(d.machine->memory_map(d.config.memory_size), d.mmio_devices,
                                       taken_irqs(d.config));
   if (!slot.irq) {
     throw UserError(fmt::format("{}: no free interrupt line left for it ({} devices at most)",
@@ -271,9 +290,95 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
   attach_virtio_device(std::move(device), slot, "");
 }
 
+void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::string kind) {
+  auto& d = *impl_;
+  if (!d.pci_bridge) {
+    const std::optional<pci::HostBridgeLayout> layout =
+        d.machine->memory_map(d.config.memory_size).pci;
+    if (!layout) throw UserError(device->name() + ": this machine has no PCI bus");
+    d.pci_bridge = pci::HostBridge::create(*layout);
+    d.msi = std::make_shared<KvmMsiSink>(d.vm);
+    d.mmio.attach(layout->ecam.base, layout->ecam.size, d.pci_bridge->ecam());
+    d.mmio.attach(layout->mmio32.base, layout->mmio32.size,
+                  d.pci_bridge->window(pci::BarKind::mem32));
+    if (layout->mmio64.size != 0) {
+      d.mmio.attach(layout->mmio64.base, layout->mmio64.size,
+                    d.pci_bridge->window(pci::BarKind::mem64));
+    }
+    if (layout->io.size != 0) {
+      d.pio.attach(pci::HostBridge::kLegacyConfigPort, pci::HostBridge::kLegacyConfigPorts,
+                   d.pci_bridge->legacy_config());
+      d.pio.attach(layout->io.base, layout->io.size, d.pci_bridge->window(pci::BarKind::io));
+    }
+    d.machine->describe_pci(*layout);
+  }
+  auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, d.msi, nullptr);
+  const uint8_t number = d.pci_bridge->add(transport);
+
+  // Queue notifications through an ioeventfd per queue at its notify address in BAR 0 (Linux
+  // writes the queue index as 16 bits); they follow BAR 0 when the guest moves it.
+  struct Notifiers {
+    std::mutex mutex;
+    uint64_t base = 0;
+    std::vector<int> fds;
+  };
+  auto notifiers = std::make_shared<Notifiers>();
+  {
+    std::array<uint8_t, 4> b{};
+    transport->config_read(pci::kBar0, b);
+    notifiers->base =
+        (uint64_t{b[0]} | uint64_t{b[1]} << 8 | uint64_t{b[2]} << 16 | uint64_t{b[3]} << 24) &
+        ~0xfull;
+  }
+  for (uint16_t q = 0; q < transport->queue_count(); ++q) {
+    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!fd) throw_errno("eventfd for a virtIO queue");
+    d.vm.register_ioeventfd(fd.get(), VirtioPciTransport::notify_address(notifiers->base, q), 2,
+                            true, std::nullopt);
+    const int raw = fd.get();
+    d.loop.add(raw, EPOLLIN, [raw, transport, q](uint32_t) {
+      uint64_t count;
+      if (::read(raw, &count, sizeof count) == sizeof count) transport->notify(q);
+    });
+    notifiers->fds.push_back(raw);
+    d.notify_fds.push_back(std::move(fd));
+  }
+  transport->set_renotify([notifiers](uint16_t q) {
+    const uint64_t one = 1;
+    return q < notifiers->fds.size() && ::write(notifiers->fds[q], &one, sizeof one) == sizeof one;
+  });
+  KvmVm* vm = &d.vm;
+  transport->set_register_bar_listener([vm, notifiers](std::optional<uint64_t>,
+                                                       std::optional<uint64_t> now) {
+    // Only where BAR 0 decodes again somewhere new; while it does not decode (sizing) the
+    // ioeventfds stay where they were.
+    std::lock_guard lock(notifiers->mutex);
+    if (!now || *now == notifiers->base) return;
+    for (size_t q = 0; q < notifiers->fds.size(); ++q) {
+      const uint16_t index = static_cast<uint16_t>(q);
+      vm->unregister_ioeventfd(notifiers->fds[q],
+                               VirtioPciTransport::notify_address(notifiers->base, index), 2, true,
+                               std::nullopt);
+      try {
+        vm->register_ioeventfd(notifiers->fds[q], VirtioPciTransport::notify_address(*now, index),
+                               2, true, std::nullopt);
+      } catch (const std::exception& e) {
+        log::warn("virtio-pci: queue {} notifications take the slow path: {}", q, e.what());
+      }
+    }
+    notifiers->base = *now;
+  });
+  d.placed.push_back(
+      {std::move(kind), device->name(), notifiers->base, VirtioPciTransport::kRegisterBarSize, 0});
+  d.pci_transports.push_back(std::move(transport));
+  log::debug("{} at PCI 00:{:02x}.0, BAR 0 at {:#x}", device->name(), number, notifiers->base);
+}
+
 void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const DeviceSlot& slot,
                               std::string kind) {
   auto& d = *impl_;
+  if (slot.pci_device) return attach_virtio_pci_device(std::move(device), std::move(kind));
+  ++d.mmio_devices;
   const uint64_t base = slot.base;
   const uint32_t irq_number = *slot.irq;
   auto transport = std::make_shared<VirtioMmioTransport>(device, d.memory, irq(irq_number));

@@ -1,6 +1,7 @@
 libvmm_unit_test(virtio_tests
   ${CMAKE_CURRENT_LIST_DIR}/virtio_virtqueue_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_mmio_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/virtio_pci_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_device_kind_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_block_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_block_iothread_test.cpp

@@ -83,7 +83,7 @@ TEST(DeviceRegistry, BlockRules) {
             "--disk d.img,iothread: iothread=\"true\" must be on or off");
   EXPECT_EQ(first_problem("virtio_block", "d.img,bogus"),
             "--disk d.img,bogus: unknown option 'bogus' (expected readonly, direct, serial=ID, "
-            "io=sync or io=io_uring, iothread=on or iothread=off)");
+            "io=sync or io=io_uring, iothread=on or iothread=off, transport=pci|mmio)");
   EXPECT_EQ(first_problem("virtio_block", ""), "--disk: missing image path");
   EXPECT_EQ(first_problem("virtio_block", ",readonly"), "--disk ,readonly: missing image path");
   EXPECT_EQ(first_problem("virtio_block", "missing"),
@@ -145,7 +145,10 @@ TEST(DeviceRegistry, NetRules) {
 TEST(DeviceRegistry, RngRules) {
   EXPECT_TRUE(problems_of("virtio_rng", "").empty());
   EXPECT_EQ(first_problem("virtio_rng", "rate=1"),
-            "--rng rate=1: unknown option 'rate' (it takes none)");
+            "--rng rate=1: unknown option 'rate' (expected transport=pci|mmio)");
+  EXPECT_TRUE(problems_of("virtio_rng", "transport=pci").empty());
+  EXPECT_EQ(first_problem("virtio_rng", "transport=isa"),
+            "--rng transport=isa: transport 'isa': expected pci or mmio");
   const VirtioDeviceKind& kind = *find_virtio_device_kind("virtio_rng");
   EXPECT_TRUE(kind.flag_value_optional());
   EXPECT_EQ(kind.max_per_vm(), 1u);

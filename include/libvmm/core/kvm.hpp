@@ -62,6 +62,12 @@ class KvmVm {
   // `datamatch` (when set) restricts it to writes of that value (e.g. a queue index).
   void register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool mmio,
                           std::optional<uint64_t> datamatch);
+  // The same with KVM_IOEVENTFD_FLAG_DEASSIGN: false when KVM had no such ioeventfd.
+  bool unregister_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool mmio,
+                            std::optional<uint64_t> datamatch);
+  // KVM_SIGNAL_MSI: one message-signalled interrupt (a PCI function's MSI-X vector). False when
+  // KVM refuses or drops it (an address the guest programmed that no CPU answers).
+  bool signal_msi(uint64_t address, uint32_t data);
   std::unique_ptr<KvmVcpu> create_vcpu(uint32_t index) const;
   int fd() const { return fd_.get(); }
   const Kvm& kvm() const { return *kvm_; }

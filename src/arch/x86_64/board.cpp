@@ -38,6 +38,12 @@ class X86Board final : public Board {
             x86::kHighRamStart - x86::kIoapicAddr};
   }
   bool has_ioports() const override { return true; }
+  std::optional<pci::HostBridgeLayout> pci_layout() const override {
+    return pci::HostBridgeLayout{{x86::kPciEcamBase, x86::kPciEcamSize},
+                                 {x86::kPciMmioBase, x86::kPciMmioSize},
+                                 {},
+                                 {x86::kPciIoBase, x86::kPciIoSize}};
+  }
 };
 
 }  // namespace

@@ -143,6 +143,13 @@ class X86Machine : public Machine {
     virtio_cmdline_.push_back(fmt::format("virtio_mmio.device={}@{:#x}:{}", size, base, irq));
   }
 
+  // The bridge answers the 0xCF8/0xCFC mechanism, which Linux probes by itself; the ACPI tables
+  // do not describe it yet (no MCFG, no PNP0A08 in a DSDT), and a kernel that finds ACPI looks
+  // for PCI roots only there, so it is told to scan bus 0 itself.
+  void describe_pci(const pci::HostBridgeLayout&) override {
+    virtio_cmdline_.push_back("pci=noacpi");
+  }
+
  private:
   x86::LinuxBootInfo boot_;
   std::shared_ptr<x86::AcpiPmDevice> pm_;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
+#include <linux/virtio_pci.h>
 
 #include <array>
 #include <cstring>
@@ -265,6 +266,126 @@ int FakeTransport::total(const std::vector<int>& counts) {
   int sum = 0;
   for (const int n : counts) sum += n;
   return sum;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PciDriver
+
+PciDriver::PciDriver(pci::PciFunction& function) : function_(&function) {
+  uint32_t cap = config(pci::kCapabilityPointer, 1);
+  for (int hops = 0; cap != 0 && hops < 48; ++hops) {
+    const uint32_t id = config(cap, 1);
+    if (id == pci::kCapMsix) msix_capability = cap;
+    if (id == pci::kCapVendor && config(cap + 4, 1) == 0) {  // BAR 0
+      const uint32_t offset = config(cap + 8);
+      switch (config(cap + 3, 1)) {
+        case VIRTIO_PCI_CAP_COMMON_CFG:
+          common_offset = offset;
+          break;
+        case VIRTIO_PCI_CAP_NOTIFY_CFG:
+          notify_offset = offset;
+          notify_multiplier = config(cap + 16);
+          break;
+        case VIRTIO_PCI_CAP_ISR_CFG:
+          isr_offset = offset;
+          break;
+        case VIRTIO_PCI_CAP_DEVICE_CFG:
+          device_offset = offset;
+          break;
+        default:
+          break;
+      }
+    }
+    cap = config(cap + 1, 1);
+  }
+  if (common_offset == 0 && notify_offset == 0) {
+    throw std::runtime_error("virtio-pci: no common or notify capability found");
+  }
+}
+
+uint32_t PciDriver::config(uint32_t offset, size_t size) const {
+  std::array<uint8_t, 4> b{};
+  function_->config_read(offset, std::span(b.data(), size));
+  uint32_t v = 0;
+  std::memcpy(&v, b.data(), size);
+  return v;
+}
+
+void PciDriver::set_config(uint32_t offset, uint32_t value, size_t size) const {
+  std::array<uint8_t, 4> b{};
+  std::memcpy(b.data(), &value, 4);
+  function_->config_write(offset, std::span(b.data(), size));
+}
+
+uint64_t PciDriver::common(uint32_t offset, size_t size) const {
+  std::array<uint8_t, 8> b{};
+  function_->bar_read(0, common_offset + offset, std::span(b.data(), size));
+  uint64_t v = 0;
+  std::memcpy(&v, b.data(), size);
+  return v;
+}
+
+void PciDriver::set_common(uint32_t offset, uint64_t value, size_t size) const {
+  std::array<uint8_t, 8> b{};
+  std::memcpy(b.data(), &value, 8);
+  function_->bar_write(0, common_offset + offset, std::span(b.data(), size));
+}
+
+uint8_t PciDriver::isr() const {
+  std::array<uint8_t, 1> b{};
+  function_->bar_read(0, isr_offset, b);
+  return b[0];
+}
+
+uint64_t PciDriver::device_features() const {
+  set_common(VIRTIO_PCI_COMMON_DFSELECT, 0, 4);
+  const uint64_t low = common(VIRTIO_PCI_COMMON_DF, 4);
+  set_common(VIRTIO_PCI_COMMON_DFSELECT, 1, 4);
+  return low | common(VIRTIO_PCI_COMMON_DF, 4) << 32;
+}
+
+bool PciDriver::negotiate(uint64_t features) const {
+  set_common(VIRTIO_PCI_COMMON_STATUS, 0, 1);
+  set_common(VIRTIO_PCI_COMMON_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE, 1);
+  set_common(VIRTIO_PCI_COMMON_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER, 1);
+  set_common(VIRTIO_PCI_COMMON_GFSELECT, 0, 4);
+  set_common(VIRTIO_PCI_COMMON_GF, features & 0xffffffffu, 4);
+  set_common(VIRTIO_PCI_COMMON_GFSELECT, 1, 4);
+  set_common(VIRTIO_PCI_COMMON_GF, features >> 32, 4);
+  set_common(VIRTIO_PCI_COMMON_STATUS,
+             VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK, 1);
+  return status() & VIRTIO_CONFIG_S_FEATURES_OK;
+}
+
+void PciDriver::setup_queue(uint16_t index, const DriverRing& ring, uint16_t vector) const {
+  set_common(VIRTIO_PCI_COMMON_Q_SELECT, index, 2);
+  set_common(VIRTIO_PCI_COMMON_Q_SIZE, ring.size(), 2);
+  const RingLayout& l = ring.layout();
+  const std::pair<uint32_t, uint64_t> addresses[] = {{VIRTIO_PCI_COMMON_Q_DESCLO, l.desc},
+                                                     {VIRTIO_PCI_COMMON_Q_AVAILLO, l.avail},
+                                                     {VIRTIO_PCI_COMMON_Q_USEDLO, l.used}};
+  for (const auto& [field, gpa] : addresses) {
+    set_common(field, gpa & 0xffffffffu, 4);
+    set_common(field + 4, gpa >> 32, 4);
+  }
+  set_common(VIRTIO_PCI_COMMON_Q_MSIX, vector, 2);
+  set_common(VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
+}
+
+void PciDriver::driver_ok() const {
+  set_common(VIRTIO_PCI_COMMON_STATUS, status() | VIRTIO_CONFIG_S_DRIVER_OK, 1);
+}
+
+void PciDriver::notify(uint16_t queue) const {
+  set_common(VIRTIO_PCI_COMMON_Q_SELECT, queue, 2);
+  const uint64_t off = common(VIRTIO_PCI_COMMON_Q_NOFF, 2);
+  std::array<uint8_t, 2> b{};
+  std::memcpy(b.data(), &queue, 2);
+  function_->bar_write(0, notify_offset + off * notify_multiplier, b);
+}
+
+uint8_t PciDriver::status() const {
+  return static_cast<uint8_t>(common(VIRTIO_PCI_COMMON_STATUS, 1));
 }
 
 }  // namespace libvmm::test

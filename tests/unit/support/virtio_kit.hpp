@@ -23,6 +23,7 @@
 #include "libvmm/core/bus.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
+#include "libvmm/pci/pci_function.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
 
@@ -147,6 +148,34 @@ class MmioDriver {
 
  private:
   BusDevice* window_;
+};
+
+// A guest driver of a virtio-pci function (spec §4.1): finds the register blocks through the
+// vendor capabilities in configuration space (as Linux's virtio_pci_modern does), then
+// accesses them in BAR 0 with the field widths of struct virtio_pci_common_cfg.
+class PciDriver {
+ public:
+  explicit PciDriver(pci::PciFunction& function);
+  uint32_t config(uint32_t offset, size_t size = 4) const;  // configuration space
+  void set_config(uint32_t offset, uint32_t value, size_t size = 4) const;
+  // Common configuration field at `offset` (VIRTIO_PCI_COMMON_*), `size` bytes wide.
+  uint64_t common(uint32_t offset, size_t size) const;
+  void set_common(uint32_t offset, uint64_t value, size_t size) const;
+  uint8_t isr() const;
+  uint64_t device_features() const;
+  bool negotiate(uint64_t features) const;
+  // Queue `index`: size, addresses (two 32-bit halves each), MSI-X vector, queue_enable = 1.
+  void setup_queue(uint16_t index, const DriverRing& ring, uint16_t vector = 0xffff) const;
+  void driver_ok() const;
+  void notify(uint16_t queue) const;  // a 16-bit write of the index at the queue's address
+  uint8_t status() const;
+  // Capability offsets in BAR 0 as found (0 when absent), and the notify multiplier.
+  uint32_t common_offset = 0, notify_offset = 0, isr_offset = 0, device_offset = 0;
+  uint32_t notify_multiplier = 0;
+  uint32_t msix_capability = 0;
+
+ private:
+  pci::PciFunction* function_;
 };
 
 // What a device gets from its transport, recording what the device asks of it. with_queues()

@@ -44,7 +44,13 @@ constexpr uint64_t kKernel64EntryOffset = 0x200;  // startup_64, per the 64-bit 
 
 constexpr uint64_t kMmioHoleStart = 3 * GiB;
 constexpr uint64_t kHighRamStart = 4 * GiB;
+constexpr uint64_t kPciMmioBase = 0xC0000000;  // the PCI host bridge's 32-bit BAR window
+constexpr uint64_t kPciMmioSize = 0x10000000;
 constexpr uint64_t kVirtioMmioBase = 0xD0000000;
+constexpr uint64_t kPciEcamBase = 0xE0000000;  // ECAM for bus 0
+constexpr uint64_t kPciEcamSize = 0x100000;
+constexpr uint64_t kPciIoBase = 0xC000;  // the PCI host bridge's I/O BAR window
+constexpr uint64_t kPciIoSize = 0x4000;
 constexpr uint64_t kVirtioMmioSize = 0x1000;  // per device
 constexpr uint64_t kIoapicAddr = 0xFEC00000;
 constexpr uint64_t kLapicAddr = 0xFEE00000;

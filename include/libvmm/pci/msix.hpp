@@ -1,0 +1,81 @@
+// MSI-X (PCI 3.0 §6.8.2): the capability in configuration space, the vector table and the
+// pending bit array a function exposes in its BARs, and the delivery of a vector as a message
+// (address, data) to the machine's interrupt controller (an MsiSink: KVM on a real VM, a
+// recorder in tests). Thread-safe: the table is accessed from vCPU threads while devices send
+// vectors from the event loop or their I/O threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "libvmm/pci/config_space.hpp"
+
+namespace libvmm::pci {
+
+// Where message-signalled interrupts go.
+class MsiSink {
+ public:
+  virtual ~MsiSink() = default;
+  // Any thread: delivers one message. The sink validates the address (a guest may program any).
+  virtual void send(uint64_t address, uint32_t data) = 0;
+};
+
+class MsixTable {
+ public:
+  static constexpr uint32_t kEntrySize = 16;
+  static constexpr uint16_t kMaxVectors = 2048;
+  static constexpr uint16_t kNoVector = 0xffff;  // virtIO's VIRTIO_MSI_NO_VECTOR
+
+  // Throws std::invalid_argument for 0 or more than kMaxVectors vectors, or no sink.
+  MsixTable(uint16_t vectors, std::shared_ptr<MsiSink> sink);
+
+  // Adds the capability to `config` (table and PBA in BARs, at 8-byte aligned offsets) and
+  // returns its offset. The function passes control writes on with control_written().
+  uint32_t add_capability(ConfigSpace& config, unsigned table_bar, uint32_t table_offset,
+                          unsigned pba_bar, uint32_t pba_offset);
+  uint16_t vectors() const { return static_cast<uint16_t>(entries_.size()); }
+  uint64_t table_size() const { return uint64_t{kEntrySize} * entries_.size(); }
+  uint64_t pba_size() const { return (entries_.size() + 63) / 64 * 8; }
+
+  // The guest wrote the capability's Message Control: enable and function mask. Unmasking
+  // delivers what is pending.
+  void control_written(uint16_t control);
+  bool enabled() const;
+
+  // Guest accesses to the table and the PBA, at offsets within them: 4- or 8-byte aligned
+  // accesses; others read 0 and write nothing (`why` says why; then false).
+  bool table_read(uint64_t offset, std::span<uint8_t> data, std::string& why);
+  bool table_write(uint64_t offset, std::span<const uint8_t> data, std::string& why);
+  bool pba_read(uint64_t offset, std::span<uint8_t> data, std::string& why);
+
+  // Sends `vector` now, or marks it pending while it or the function is masked. False when
+  // MSI-X is disabled or there is no such vector (nothing is sent).
+  bool notify(uint16_t vector);
+  bool pending(uint16_t vector) const;
+
+  // Power-on state: disabled, every vector masked, nothing pending.
+  void reset();
+
+ private:
+  struct Entry {
+    uint32_t address_low = 0;
+    uint32_t address_high = 0;
+    uint32_t data = 0;
+    uint32_t control = 1;  // bit 0: masked
+  };
+  void deliver_pending_locked(std::vector<std::pair<uint64_t, uint32_t>>& out);
+  void send_all(const std::vector<std::pair<uint64_t, uint32_t>>& messages);
+
+  const std::shared_ptr<MsiSink> sink_;
+  mutable std::mutex mutex_;
+  std::vector<Entry> entries_;
+  std::vector<bool> pending_;
+  bool enabled_ = false;
+  bool function_masked_ = false;
+};
+
+}  // namespace libvmm::pci

@@ -1,0 +1,69 @@
+// A PCI function as the host bridge sees it: its configuration space (guest accesses checked
+// and serialised here) and the register blocks its BARs decode. Devices (virtio-pci, VFIO)
+// derive from it.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "libvmm/pci/config_space.hpp"
+
+namespace libvmm::pci {
+
+class PciFunction {
+ public:
+  virtual ~PciFunction() = default;
+  PciFunction(const PciFunction&) = delete;
+  PciFunction& operator=(const PciFunction&) = delete;
+
+  virtual std::string name() const = 0;
+
+  // Guest configuration accesses (any vCPU thread). Malformed ones read all-ones, write
+  // nothing, and are logged (rate-limited).
+  void config_read(uint32_t offset, std::span<uint8_t> data);
+  void config_write(uint32_t offset, std::span<const uint8_t> data);
+  // Where the BARs decode now.
+  std::array<std::optional<BarMapping>, kBarCount> mappings() const;
+
+  // A guest access at `offset` into BAR `bar` (which decodes there); `data.size()` is 1, 2, 4
+  // or 8. Reads fill all of `data`.
+  virtual void bar_read(unsigned bar, uint64_t offset, std::span<uint8_t> data) = 0;
+  virtual void bar_write(unsigned bar, uint64_t offset, std::span<const uint8_t> data) = 0;
+  // The host bridge moved BAR `bar` (old and new place; nullopt: not decoding). Called from the
+  // vCPU thread that wrote the configuration space, after the move, without the bridge's lock.
+  virtual void bar_moved(unsigned bar, std::optional<BarMapping> old,
+                         std::optional<BarMapping> now) {
+    static_cast<void>(bar);
+    static_cast<void>(old);
+    static_cast<void>(now);
+  }
+
+  // Firmware's part before the guest runs: a BAR's address (the host bridge's allocator).
+  void assign_bar(unsigned bar, uint64_t address);
+  const BarInfo& bar_info(unsigned bar) const { return config_.bar(bar); }
+
+ protected:
+  explicit PciFunction(const Identity& identity) : config_(identity) {}
+  // The guest wrote [offset, offset + size) of the configuration space (lock held): e.g. an
+  // MSI-X Message Control.
+  virtual void config_written(uint32_t offset, uint32_t size) {
+    static_cast<void>(offset);
+    static_cast<void>(size);
+  }
+  void guest_error(const std::string& message);  // rate-limited log line naming the function
+  // Resets the configuration space to power-on (the caller holds no lock).
+  void reset_config();
+
+  ConfigSpace config_;  // set up by the constructor of the derived class, then under mutex
+  mutable std::mutex config_mutex_;
+
+ private:
+  std::atomic<uint32_t> guest_errors_logged_{0};
+};
+
+}  // namespace libvmm::pci

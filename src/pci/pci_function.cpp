@@ -1,0 +1,54 @@
+#include "libvmm/pci/pci_function.hpp"
+
+#include <fmt/format.h>
+
+#include "libvmm/core/log.hpp"
+
+namespace libvmm::pci {
+namespace {
+constexpr uint32_t kMaxGuestErrorLogs = 32;
+}
+
+void PciFunction::guest_error(const std::string& message) {
+  const uint32_t n = guest_errors_logged_.fetch_add(1, std::memory_order_relaxed);
+  if (n < kMaxGuestErrorLogs) log::warn("{}: {}", name(), message);
+  if (n + 1 == kMaxGuestErrorLogs) log::warn("{}: further guest errors are not logged", name());
+}
+
+void PciFunction::config_read(uint32_t offset, std::span<uint8_t> data) {
+  std::string why;
+  bool ok;
+  {
+    std::lock_guard lock(config_mutex_);
+    ok = config_.read(offset, data, why);
+  }
+  if (!ok) guest_error("configuration read: " + why + "; read as all-ones");
+}
+
+void PciFunction::config_write(uint32_t offset, std::span<const uint8_t> data) {
+  std::string why;
+  bool ok;
+  {
+    std::lock_guard lock(config_mutex_);
+    ok = config_.write(offset, data, why);
+    if (ok) config_written(offset, static_cast<uint32_t>(data.size()));
+  }
+  if (!ok) guest_error("configuration write: " + why + "; ignored");
+}
+
+std::array<std::optional<BarMapping>, kBarCount> PciFunction::mappings() const {
+  std::lock_guard lock(config_mutex_);
+  return config_.mappings();
+}
+
+void PciFunction::assign_bar(unsigned bar, uint64_t address) {
+  std::lock_guard lock(config_mutex_);
+  config_.set_bar_address(bar, address);
+}
+
+void PciFunction::reset_config() {
+  std::lock_guard lock(config_mutex_);
+  config_.reset();
+}
+
+}  // namespace libvmm::pci

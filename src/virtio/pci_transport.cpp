@@ -1,0 +1,594 @@
+#include "libvmm/virtio/pci_transport.hpp"
+
+#define VIRTIO_RING_NO_LEGACY
+#include <fmt/format.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_pci.h>
+#include <linux/virtio_ring.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <stdexcept>
+
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+namespace {
+
+using pci::MsixTable;
+
+constexpr uint8_t kIsrQueue = 0x1;  // the ISR's queue interrupt bit (spec §4.1.4.5)
+
+constexpr uint64_t bit(unsigned n) {
+  return 1ull << n;
+}
+constexpr uint64_t kTransportFeatureMask =
+    (bit(VIRTIO_TRANSPORT_F_END) - 1) & ~(bit(VIRTIO_TRANSPORT_F_START) - 1);
+constexpr uint64_t kTransportFeatures =
+    bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX);
+
+// Common configuration fields (struct virtio_pci_common_cfg): offset and width.
+struct Field {
+  uint32_t offset;
+  uint32_t size;
+  const char* name;
+};
+constexpr Field kFields[] = {
+    {VIRTIO_PCI_COMMON_DFSELECT, 4, "device_feature_select"},
+    {VIRTIO_PCI_COMMON_DF, 4, "device_feature"},
+    {VIRTIO_PCI_COMMON_GFSELECT, 4, "driver_feature_select"},
+    {VIRTIO_PCI_COMMON_GF, 4, "driver_feature"},
+    {VIRTIO_PCI_COMMON_MSIX, 2, "config_msix_vector"},
+    {VIRTIO_PCI_COMMON_NUMQ, 2, "num_queues"},
+    {VIRTIO_PCI_COMMON_STATUS, 1, "device_status"},
+    {VIRTIO_PCI_COMMON_CFGGENERATION, 1, "config_generation"},
+    {VIRTIO_PCI_COMMON_Q_SELECT, 2, "queue_select"},
+    {VIRTIO_PCI_COMMON_Q_SIZE, 2, "queue_size"},
+    {VIRTIO_PCI_COMMON_Q_MSIX, 2, "queue_msix_vector"},
+    {VIRTIO_PCI_COMMON_Q_ENABLE, 2, "queue_enable"},
+    {VIRTIO_PCI_COMMON_Q_NOFF, 2, "queue_notify_off"},
+    {VIRTIO_PCI_COMMON_Q_DESCLO, 8, "queue_desc"},
+    {VIRTIO_PCI_COMMON_Q_AVAILLO, 8, "queue_driver"},
+    {VIRTIO_PCI_COMMON_Q_USEDLO, 8, "queue_device"},
+};
+static_assert(VirtioPciTransport::kCommonSize == VIRTIO_PCI_COMMON_Q_USEDLO + 8);
+
+// The field an access falls in, if the access is the whole field or a 4-byte half of a 64-bit
+// one (drivers write 64-bit addresses as two 32-bit halves).
+const Field* field_for(uint64_t offset, size_t size) {
+  for (const Field& f : kFields) {
+    if (offset < f.offset || offset >= f.offset + f.size) continue;
+    if (offset == f.offset && size == f.size) return &f;
+    if (f.size == 8 && size == 4 && (offset - f.offset) % 4 == 0) return &f;
+    return nullptr;
+  }
+  return nullptr;
+}
+
+uint32_t pci_class(uint32_t device_id) {
+  switch (device_id) {
+    case 1:
+      return 0x020000;  // network controller, Ethernet
+    case 2:
+      return 0x018000;  // mass storage, other
+    case 3:
+      return 0x078000;  // communication controller, other
+    default:
+      return 0xff0000;  // unassigned class
+  }
+}
+
+bool valid_config_access(uint64_t offset, uint64_t size, uint64_t config_size) {
+  return (size == 1 || size == 2 || size == 4 || size == 8) && offset % size == 0 &&
+         offset <= config_size && size <= config_size - offset;
+}
+
+uint64_t load(std::span<const uint8_t> data) {
+  uint64_t v = 0;
+  std::memcpy(&v, data.data(), std::min<size_t>(data.size(), 8));
+  return v;
+}
+void store(std::span<uint8_t> data, uint64_t v) {
+  std::memcpy(data.data(), &v, std::min<size_t>(data.size(), 8));
+}
+
+class PausedIo {
+ public:
+  PausedIo(VirtioDevice& device, bool pause) : device_(pause ? &device : nullptr) {
+    if (device_ != nullptr) device_->pause_io();
+  }
+  ~PausedIo() {
+    if (device_ != nullptr) device_->resume_io();
+  }
+  PausedIo(const PausedIo&) = delete;
+  PausedIo& operator=(const PausedIo&) = delete;
+
+ private:
+  VirtioDevice* device_;
+};
+
+pci::Identity identity_of(const VirtioDevice* device) {
+  const uint32_t id = device ? device->device_id() : 0;
+  return pci::Identity{VirtioPciTransport::kVendorId,
+                       static_cast<uint16_t>(VirtioPciTransport::kDeviceIdBase + id),
+                       1,
+                       pci_class(id),
+                       VirtioPciTransport::kVendorId,
+                       static_cast<uint16_t>(id)};
+}
+
+uint16_t vector_count(const VirtioDevice* device) {
+  const size_t queues = device ? device->queue_max_sizes().size() : 0;
+  return static_cast<uint16_t>(std::clamp<size_t>(queues + 1, 1, 64));
+}
+
+}  // namespace
+
+VirtioPciTransport::VirtioPciTransport(std::shared_ptr<VirtioDevice> device,
+                                       const GuestMemory& memory, std::shared_ptr<pci::MsiSink> msi,
+                                       std::shared_ptr<IrqLine> intx)
+    : pci::PciFunction(identity_of(device.get())),
+      device_(std::move(device)),
+      intx_(std::move(intx)),
+      name_(device_ ? device_->name() : std::string()),
+      offered_features_(
+          device_ ? (device_->device_features() & ~kTransportFeatureMask) | kTransportFeatures : 0),
+      config_size_(device_ ? device_->config_size() : 0),
+      msix_(vector_count(device_.get()), std::move(msi)) {
+  if (!device_) throw std::invalid_argument("virtio-pci: a device is needed");
+  if (config_size_ > kDeviceConfigMax) {
+    throw std::invalid_argument(
+        fmt::format("{}: config space of {} bytes does not fit virtio-pci", name_, config_size_));
+  }
+  const auto sizes = device_->queue_max_sizes();
+  if (sizes.empty()) throw std::invalid_argument(name_ + ": a virtIO device has queues");
+  if (sizes.size() + 1 > 64 || kNotifyMultiplier * sizes.size() > kDeviceConfigMax) {
+    throw std::invalid_argument(name_ + ": virtio-pci takes at most 63 queues");
+  }
+  queues_.reserve(sizes.size());
+  for (const uint16_t max : sizes) {
+    if (max == 0 || max > Virtqueue::kMaxSize || !std::has_single_bit(max)) {
+      throw std::invalid_argument(
+          fmt::format("{}: queue size {} is not a power of two up to 32768", name_, max));
+    }
+    queues_.emplace_back(memory, max);
+  }
+  queue_vectors_.assign(queues_.size(), MsixTable::kNoVector);
+
+  config_.add_bar(kRegisterBar, {pci::BarKind::mem32, kRegisterBarSize, false});
+  config_.add_bar(kMsixBar, {pci::BarKind::mem32, kMsixBarSize, false});
+  // struct virtio_pci_cap: vndr, next, len, cfg_type, bar, id, padding[2], offset, length.
+  const auto add_cap = [this](uint8_t type, uint64_t offset, uint64_t length, uint32_t len) {
+    const uint32_t cap = config_.add_capability(pci::kCapVendor, len);
+    config_.set_u8(cap + 2, static_cast<uint8_t>(len));
+    config_.set_u8(cap + 3, type);
+    config_.set_u8(cap + 4, kRegisterBar);
+    config_.set_u32(cap + 8, static_cast<uint32_t>(offset));
+    config_.set_u32(cap + 12, static_cast<uint32_t>(length));
+    return cap;
+  };
+  add_cap(VIRTIO_PCI_CAP_COMMON_CFG, kCommonOffset, kCommonSize, 16);
+  const uint32_t notify =
+      add_cap(VIRTIO_PCI_CAP_NOTIFY_CFG, kNotifyOffset, kNotifyMultiplier * queues_.size(), 20);
+  config_.set_u32(notify + 16, kNotifyMultiplier);
+  add_cap(VIRTIO_PCI_CAP_ISR_CFG, kIsrOffset, 4, 16);
+  if (config_size_ > 0) add_cap(VIRTIO_PCI_CAP_DEVICE_CFG, kDeviceConfigOffset, config_size_, 16);
+  msix_cap_ = msix_.add_capability(config_, kMsixBar, 0, kMsixBar, kMsixPbaOffset);
+  static_assert(kMsixPbaOffset >= 64 * MsixTable::kEntrySize);
+  config_.set_interrupt_pin(intx_ ? 1 : 0);
+}
+
+VirtioPciTransport::~VirtioPciTransport() {
+  device_->pause_io();
+}
+
+std::string VirtioPciTransport::name() const {
+  return name_;
+}
+
+void VirtioPciTransport::set_register_bar_listener(
+    std::function<void(std::optional<uint64_t>, std::optional<uint64_t>)> listener) {
+  bar_listener_ = std::move(listener);
+}
+
+void VirtioPciTransport::bar_moved(unsigned bar, std::optional<pci::BarMapping> old,
+                                   std::optional<pci::BarMapping> now) {
+  if (bar != kRegisterBar || !bar_listener_) return;
+  bar_listener_(old ? std::optional(old->address) : std::nullopt,
+                now ? std::optional(now->address) : std::nullopt);
+}
+
+void VirtioPciTransport::config_written(uint32_t offset, uint32_t size) {
+  // Lock held on the configuration space; the transport's lock is not taken here.
+  if (offset < msix_cap_ + 4 && offset + size > msix_cap_ + 2) {
+    msix_.control_written(config_.u16(msix_cap_ + 2));
+  }
+  if (offset < pci::kCommand + 2 && offset + size > pci::kCommand) {
+    const bool disabled = config_.command() & pci::kCommandIntxDisable;
+    intx_disabled_ = disabled;
+    if (intx_) intx_->set_level(!disabled && isr_.load() != 0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// BAR access
+
+void VirtioPciTransport::bar_read(unsigned bar, uint64_t offset, std::span<uint8_t> data) {
+  std::fill(data.begin(), data.end(), 0);
+  std::string why;
+  if (bar == kMsixBar) {
+    const bool ok = offset >= kMsixPbaOffset ? msix_.pba_read(offset - kMsixPbaOffset, data, why)
+                                             : msix_.table_read(offset, data, why);
+    if (!ok) guest_error(why + "; read as 0");
+    return;
+  }
+  if (bar != kRegisterBar) return;
+  std::lock_guard lock(mutex_);
+  if (offset < kCommonOffset + kCommonSize) return common_read(offset - kCommonOffset, data);
+  if (offset >= kIsrOffset && offset < kIsrOffset + 4) {
+    if (offset != kIsrOffset || data.size() != 1) {
+      return guest_error(fmt::format("{}-byte read at ISR offset {:#x}: the ISR status is one byte",
+                                     data.size(), offset - kIsrOffset));
+    }
+    data[0] = isr_.exchange(0);  // reading acknowledges
+    if (intx_ && data[0] != 0) intx_->set_level(false);
+    return;
+  }
+  if (offset >= kDeviceConfigOffset && offset < kDeviceConfigOffset + kDeviceConfigMax) {
+    const uint64_t at = offset - kDeviceConfigOffset;
+    if (!valid_config_access(at, data.size(), config_size_)) {
+      return guest_error(fmt::format(
+          "{}-byte read at config offset {:#x} is misaligned or beyond the {}-byte config "
+          "space; read as 0",
+          data.size(), at, config_size_));
+    }
+    return device_->read_config(static_cast<uint32_t>(at), data);
+  }
+  if (offset >= kNotifyOffset) return;  // notification registers read 0
+  guest_error(fmt::format("read at BAR 0 offset {:#x}, where no register is; read as 0", offset));
+}
+
+void VirtioPciTransport::bar_write(unsigned bar, uint64_t offset, std::span<const uint8_t> data) {
+  std::string why;
+  if (bar == kMsixBar) {
+    if (offset >= kMsixPbaOffset) {
+      return guest_error("write to the MSI-X pending bits, which are read-only; ignored");
+    }
+    if (!msix_.table_write(offset, data, why)) guest_error(why + "; ignored");
+    return;
+  }
+  if (bar != kRegisterBar) return;
+  const bool common = offset < kCommonOffset + kCommonSize;
+  // device_status may reset or activate the device, queue_enable start a queue.
+  const PausedIo paused(*device_, common && (offset == VIRTIO_PCI_COMMON_STATUS ||
+                                             offset == VIRTIO_PCI_COMMON_Q_ENABLE));
+  std::lock_guard lock(mutex_);
+  if (common) return common_write(offset - kCommonOffset, data);
+  if (offset >= kNotifyOffset && offset < kNotifyOffset + kNotifyMultiplier * queues_.size()) {
+    // Without an ioeventfd the notification comes here; the queue is the address's, whatever
+    // is written (VIRTIO_F_NOTIFICATION_DATA is not offered).
+    return notify_locked(static_cast<uint32_t>((offset - kNotifyOffset) / kNotifyMultiplier));
+  }
+  if (offset >= kDeviceConfigOffset && offset < kDeviceConfigOffset + kDeviceConfigMax) {
+    const uint64_t at = offset - kDeviceConfigOffset;
+    if (!valid_config_access(at, data.size(), config_size_)) {
+      return guest_error(fmt::format(
+          "{}-byte write at config offset {:#x} is misaligned or beyond the {}-byte config "
+          "space; ignored",
+          data.size(), at, config_size_));
+    }
+    return device_->write_config(static_cast<uint32_t>(at), data);
+  }
+  guest_error(
+      fmt::format("write at BAR 0 offset {:#x}, where no writable register is; ignored", offset));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Common configuration
+
+Virtqueue* VirtioPciTransport::selected_queue(const char* field) {
+  if (queue_select_ < queues_.size()) return &queues_[queue_select_];
+  guest_error(fmt::format("{} written for queue {}, but the device has {} queues; ignored", field,
+                          queue_select_, queues_.size()));
+  return nullptr;
+}
+
+void VirtioPciTransport::common_read(uint64_t offset, std::span<uint8_t> data) {
+  const Field* f = field_for(offset, data.size());
+  if (f == nullptr) {
+    return guest_error(
+        fmt::format("{}-byte read at common configuration offset {:#x}: not a field; read as 0",
+                    data.size(), offset));
+  }
+  const Virtqueue* q = queue_select_ < queues_.size() ? &queues_[queue_select_] : nullptr;
+  uint64_t v = 0;
+  switch (f->offset) {
+    case VIRTIO_PCI_COMMON_DFSELECT:
+      v = device_feature_select_;
+      break;
+    case VIRTIO_PCI_COMMON_DF:
+      v = device_feature_select_ > 1 ? 0 : offered_features_ >> (32 * device_feature_select_);
+      v &= 0xffffffffu;
+      break;
+    case VIRTIO_PCI_COMMON_GFSELECT:
+      v = driver_feature_select_;
+      break;
+    case VIRTIO_PCI_COMMON_GF:
+      v = driver_feature_select_ > 1 ? 0 : driver_features_ >> (32 * driver_feature_select_);
+      v &= 0xffffffffu;
+      break;
+    case VIRTIO_PCI_COMMON_MSIX:
+      v = config_vector_.load();
+      break;
+    case VIRTIO_PCI_COMMON_NUMQ:
+      v = queues_.size();
+      break;
+    case VIRTIO_PCI_COMMON_STATUS:
+      v = status_.load();
+      break;
+    case VIRTIO_PCI_COMMON_CFGGENERATION:
+      v = config_generation_.load();
+      break;
+    case VIRTIO_PCI_COMMON_Q_SELECT:
+      v = queue_select_;
+      break;
+    case VIRTIO_PCI_COMMON_Q_SIZE:
+      v = q ? q->size() : 0;  // 0: no such queue
+      break;
+    case VIRTIO_PCI_COMMON_Q_MSIX:
+      v = q ? queue_vectors_[queue_select_] : MsixTable::kNoVector;
+      break;
+    case VIRTIO_PCI_COMMON_Q_ENABLE:
+      v = q && q->ready() ? 1 : 0;
+      break;
+    case VIRTIO_PCI_COMMON_Q_NOFF:
+      v = q ? queue_select_ : 0;
+      break;
+    case VIRTIO_PCI_COMMON_Q_DESCLO:
+      v = q ? q->desc_addr() : 0;
+      break;
+    case VIRTIO_PCI_COMMON_Q_AVAILLO:
+      v = q ? q->avail_addr() : 0;
+      break;
+    case VIRTIO_PCI_COMMON_Q_USEDLO:
+      v = q ? q->used_addr() : 0;
+      break;
+    default:
+      break;
+  }
+  store(data, v >> (8 * (offset - f->offset)));
+}
+
+uint16_t VirtioPciTransport::accept_vector(uint16_t vector) const {
+  // A vector the table does not have reads back as NO_VECTOR (spec §4.1.5.1.2).
+  return vector < msix_.vectors() ? vector : MsixTable::kNoVector;
+}
+
+void VirtioPciTransport::common_write(uint64_t offset, std::span<const uint8_t> data) {
+  const Field* f = field_for(offset, data.size());
+  if (f == nullptr) {
+    return guest_error(
+        fmt::format("{}-byte write at common configuration offset {:#x}: not a field; ignored",
+                    data.size(), offset));
+  }
+  const uint64_t value = load(data);
+  const unsigned shift = static_cast<unsigned>(8 * (offset - f->offset));
+  const auto merge = [&](uint64_t old) {
+    const uint64_t mask = (data.size() == 8 ? ~0ull : (1ull << (8 * data.size())) - 1) << shift;
+    return (old & ~mask) | ((value << shift) & mask);
+  };
+  switch (f->offset) {
+    case VIRTIO_PCI_COMMON_DFSELECT:
+      device_feature_select_ = static_cast<uint32_t>(value);
+      return;
+    case VIRTIO_PCI_COMMON_GFSELECT:
+      driver_feature_select_ = static_cast<uint32_t>(value);
+      return;
+    case VIRTIO_PCI_COMMON_GF:
+      if (status_ & VIRTIO_CONFIG_S_FEATURES_OK) {
+        return guest_error("driver_feature written after FEATURES_OK; ignored");
+      }
+      if (driver_feature_select_ == 0) {
+        driver_features_ = (driver_features_ & ~0xffffffffull) | (value & 0xffffffffu);
+      } else if (driver_feature_select_ == 1) {
+        driver_features_ = (driver_features_ & 0xffffffffull) | (value << 32);
+      } else if (value != 0) {
+        driver_features_beyond_64_ = true;
+      }
+      return;
+    case VIRTIO_PCI_COMMON_MSIX:
+      config_vector_ = accept_vector(static_cast<uint16_t>(value));
+      return;
+    case VIRTIO_PCI_COMMON_STATUS:
+      return write_status(static_cast<uint8_t>(value));
+    case VIRTIO_PCI_COMMON_Q_SELECT:
+      queue_select_ = static_cast<uint16_t>(value);
+      return;
+    case VIRTIO_PCI_COMMON_Q_SIZE:
+      if (Virtqueue* q = selected_queue("queue_size")) {
+        if (q->ready()) {
+          return guest_error(
+              fmt::format("queue_size written while queue {} is enabled; ignored", queue_select_));
+        }
+        q->set_size(static_cast<uint16_t>(value));  // checked when the queue is enabled
+      }
+      return;
+    case VIRTIO_PCI_COMMON_Q_MSIX:
+      if (selected_queue("queue_msix_vector") != nullptr) {
+        queue_vectors_[queue_select_] = accept_vector(static_cast<uint16_t>(value));
+      }
+      return;
+    case VIRTIO_PCI_COMMON_Q_ENABLE:
+      return write_queue_enable(static_cast<uint16_t>(value));
+    case VIRTIO_PCI_COMMON_Q_DESCLO:
+    case VIRTIO_PCI_COMMON_Q_AVAILLO:
+    case VIRTIO_PCI_COMMON_Q_USEDLO: {
+      Virtqueue* q = selected_queue(f->name);
+      if (q == nullptr) return;
+      if (q->ready()) {
+        return guest_error(
+            fmt::format("{} written while queue {} is enabled; ignored", f->name, queue_select_));
+      }
+      if (f->offset == VIRTIO_PCI_COMMON_Q_DESCLO) q->set_desc_addr(merge(q->desc_addr()));
+      if (f->offset == VIRTIO_PCI_COMMON_Q_AVAILLO) q->set_avail_addr(merge(q->avail_addr()));
+      if (f->offset == VIRTIO_PCI_COMMON_Q_USEDLO) q->set_used_addr(merge(q->used_addr()));
+      return;
+    }
+    default:
+      return guest_error(fmt::format("write to read-only field {}; ignored", f->name));
+  }
+}
+
+void VirtioPciTransport::write_queue_enable(uint16_t value) {
+  Virtqueue* q = selected_queue("queue_enable");
+  if (q == nullptr) return;
+  if (value != 1) {
+    return guest_error(fmt::format(
+        "queue_enable written with {} for queue {} (only 1 is allowed; a queue is taken down by "
+        "a device reset); ignored",
+        value, queue_select_));
+  }
+  if (q->ready()) return;
+  if (!(status_ & VIRTIO_CONFIG_S_FEATURES_OK)) {
+    return guest_error(fmt::format("queue {} enabled before FEATURES_OK; ignored", queue_select_));
+  }
+  std::string why;
+  if (!q->enable(driver_features_, why)) {
+    set_needs_reset(fmt::format("queue {} cannot be enabled: {}", queue_select_, why));
+  }
+}
+
+bool VirtioPciTransport::features_acceptable(std::string& why) const {
+  if (driver_features_beyond_64_) {
+    why = "the driver accepted feature bits above 63, which the device does not offer";
+  } else if (driver_features_ & ~offered_features_) {
+    why = fmt::format("the driver accepted features {:#x} that the device does not offer",
+                      driver_features_ & ~offered_features_);
+  } else if (!(driver_features_ & bit(VIRTIO_F_VERSION_1))) {
+    why = "the driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)";
+  } else {
+    return true;
+  }
+  return false;
+}
+
+void VirtioPciTransport::write_status(uint8_t value) {
+  if (value == 0) return reset_device();
+  const uint8_t old = status_;
+  uint8_t next = static_cast<uint8_t>((value & ~VIRTIO_CONFIG_S_NEEDS_RESET) |
+                                      (old & VIRTIO_CONFIG_S_NEEDS_RESET));
+  if (old & ~next) {
+    guest_error(fmt::format("device_status {:#x} clears bits of {:#x} without a reset; kept them",
+                            value, old));
+    next |= old;
+  }
+  const uint8_t added = next & ~old;
+  if (added & VIRTIO_CONFIG_S_FEATURES_OK) {
+    std::string why;
+    if (!features_acceptable(why)) {
+      guest_error("FEATURES_OK refused: " + why);
+      next &= static_cast<uint8_t>(~VIRTIO_CONFIG_S_FEATURES_OK);
+    }
+  }
+  bool activate = false;
+  if (added & VIRTIO_CONFIG_S_DRIVER_OK) {
+    if (!(next & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      guest_error("DRIVER_OK without FEATURES_OK; ignored");
+      next &= static_cast<uint8_t>(~VIRTIO_CONFIG_S_DRIVER_OK);
+    } else {
+      activate = !(next & VIRTIO_CONFIG_S_NEEDS_RESET);
+    }
+  }
+  status_ = next;
+  if (activate) {
+    log::debug("{}: driver ready, features {:#x}", name_, driver_features_);
+    device_->activate(*this, driver_features_);
+    check_queues();
+  }
+}
+
+void VirtioPciTransport::reset_device() {
+  device_->reset();
+  for (auto& q : queues_) q.reset();
+  std::fill(queue_vectors_.begin(), queue_vectors_.end(), MsixTable::kNoVector);
+  config_vector_ = MsixTable::kNoVector;
+  status_ = 0;
+  device_feature_select_ = driver_feature_select_ = 0;
+  queue_select_ = 0;
+  driver_features_ = 0;
+  driver_features_beyond_64_ = false;
+  if (isr_.exchange(0) != 0 && intx_) intx_->set_level(false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications and interrupts
+
+bool VirtioPciTransport::live() const {
+  const uint8_t s = status_;
+  return (s & VIRTIO_CONFIG_S_DRIVER_OK) &&
+         !(s & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED));
+}
+
+void VirtioPciTransport::notify(uint32_t queue_index) {
+  std::lock_guard lock(mutex_);
+  notify_locked(queue_index);
+}
+
+void VirtioPciTransport::notify_locked(uint32_t queue_index) {
+  if (queue_index >= queues_.size()) return;
+  if (status_ & VIRTIO_CONFIG_S_NEEDS_RESET) return;
+  Virtqueue& q = queues_[queue_index];
+  if (!live() || !q.ready()) {
+    return guest_error(
+        fmt::format("notify for queue {}, which is not running; ignored", queue_index));
+  }
+  device_->queue_notify(static_cast<uint16_t>(queue_index), q);
+  check_queues();
+}
+
+void VirtioPciTransport::check_queues() {
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    if (queues_[i].broken()) {
+      return set_needs_reset(fmt::format("queue {}: {}", i, queues_[i].error()));
+    }
+  }
+}
+
+void VirtioPciTransport::set_needs_reset(const std::string& why) {
+  if (status_ & VIRTIO_CONFIG_S_NEEDS_RESET) return;
+  guest_error(why + "; the device needs a reset");
+  status_ |= VIRTIO_CONFIG_S_NEEDS_RESET;
+  if (status_ & VIRTIO_CONFIG_S_DRIVER_OK) interrupt(config_vector_.load(), VIRTIO_PCI_ISR_CONFIG);
+}
+
+// With MSI-X enabled the vector alone (none: no interrupt); otherwise the ISR bit and INTx.
+void VirtioPciTransport::interrupt(uint16_t vector, uint8_t isr_bit) {
+  if (msix_.enabled()) {
+    if (vector != MsixTable::kNoVector) msix_.notify(vector);
+    return;
+  }
+  isr_.fetch_or(isr_bit);
+  if (intx_ && !intx_disabled_) intx_->set_level(true);
+}
+
+void VirtioPciTransport::signal_used(uint16_t index) {
+  if (index >= queues_.size() || !live()) return;
+  if (queues_[index].needs_notification()) interrupt(queue_vectors_[index], kIsrQueue);
+}
+
+void VirtioPciTransport::signal_config_change() {
+  config_generation_.fetch_add(1);
+  if (!(status_ & VIRTIO_CONFIG_S_DRIVER_OK)) return;
+  interrupt(config_vector_.load(), VIRTIO_PCI_ISR_CONFIG);
+}
+
+bool VirtioPciTransport::with_queues(const std::function<void(std::span<Virtqueue>)>& fn) {
+  std::lock_guard lock(mutex_);
+  if (!live()) return false;
+  fn(queues_);
+  check_queues();
+  return true;
+}
+
+}  // namespace libvmm

@@ -1,0 +1,139 @@
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "libvmm/pci/msix.hpp"
+
+namespace libvmm::pci {
+namespace {
+
+class RecordingSink : public MsiSink {
+ public:
+  void send(uint64_t address, uint32_t data) override { sent.emplace_back(address, data); }
+  std::vector<std::pair<uint64_t, uint32_t>> sent;
+};
+
+struct MsixTest : ::testing::Test {
+  std::shared_ptr<RecordingSink> sink = std::make_shared<RecordingSink>();
+  MsixTable msix{3, sink};
+
+  void program(uint16_t vector, uint64_t address, uint32_t data, bool masked) {
+    const uint32_t words[4] = {static_cast<uint32_t>(address), static_cast<uint32_t>(address >> 32),
+                               data, masked ? 1u : 0u};
+    for (uint32_t i = 0; i < 4; ++i) {
+      std::array<uint8_t, 4> b{};
+      std::memcpy(b.data(), &words[i], 4);
+      std::string why;
+      ASSERT_TRUE(msix.table_write(vector * 16 + i * 4, b, why)) << why;
+    }
+  }
+  uint64_t pba() {
+    std::array<uint8_t, 8> b{};
+    std::string why;
+    EXPECT_TRUE(msix.pba_read(0, b, why)) << why;
+    uint64_t v;
+    std::memcpy(&v, b.data(), 8);
+    return v;
+  }
+};
+
+TEST_F(MsixTest, CapabilityLayout) {
+  ConfigSpace c(Identity{0x1af4, 0x1041, 0, 0, 0, 0});
+  const uint32_t cap = msix.add_capability(c, 1, 0, 1, 0x800);
+  EXPECT_EQ(c.u8(cap), kCapMsix);
+  EXPECT_EQ(c.u16(cap + 2), 2);  // table size - 1
+  EXPECT_EQ(c.u32(cap + 4), 1u);
+  EXPECT_EQ(c.u32(cap + 8), 0x801u);
+  // Only enable and function mask are writable in Message Control.
+  std::array<uint8_t, 2> ctl{0xff, 0xff};
+  std::string why;
+  ASSERT_TRUE(c.write(cap + 2, ctl, why));
+  EXPECT_EQ(c.u16(cap + 2), 0xc002);
+  EXPECT_EQ(msix.table_size(), 48u);
+  EXPECT_EQ(msix.pba_size(), 8u);
+  EXPECT_THROW(msix.add_capability(c, 6, 0, 1, 0), std::invalid_argument);
+  EXPECT_THROW(msix.add_capability(c, 1, 4, 1, 0), std::invalid_argument);
+}
+
+TEST_F(MsixTest, DisabledSendsNothing) {
+  program(0, 0xfee00000, 0x41, false);
+  EXPECT_FALSE(msix.notify(0));
+  EXPECT_TRUE(sink->sent.empty());
+}
+
+TEST_F(MsixTest, DeliversUnmaskedVectors) {
+  msix.control_written(0x8000);
+  program(1, 0xfee01000, 0x42, false);
+  EXPECT_TRUE(msix.notify(1));
+  ASSERT_EQ(sink->sent.size(), 1u);
+  EXPECT_EQ(sink->sent[0], std::make_pair(uint64_t{0xfee01000}, 0x42u));
+  EXPECT_FALSE(msix.notify(3));  // no such vector
+  EXPECT_FALSE(msix.notify(MsixTable::kNoVector));
+}
+
+TEST_F(MsixTest, MaskedVectorsPendUntilUnmasked) {
+  msix.control_written(0x8000);
+  program(2, 0xfee00000, 0x50, true);
+  EXPECT_TRUE(msix.notify(2));
+  EXPECT_TRUE(sink->sent.empty());
+  EXPECT_TRUE(msix.pending(2));
+  EXPECT_EQ(pba(), 0x4u);
+  program(2, 0xfee00000, 0x50, false);  // unmask: the pending message goes
+  ASSERT_EQ(sink->sent.size(), 1u);
+  EXPECT_EQ(pba(), 0u);
+}
+
+TEST_F(MsixTest, FunctionMask) {
+  msix.control_written(0xc000);
+  program(0, 0xfee00000, 0x30, false);
+  msix.notify(0);
+  EXPECT_TRUE(sink->sent.empty());
+  msix.control_written(0x8000);
+  EXPECT_EQ(sink->sent.size(), 1u);
+}
+
+TEST_F(MsixTest, MalformedTableAccesses) {
+  std::string why;
+  std::array<uint8_t, 2> two{};
+  std::array<uint8_t, 4> four{0xff, 0xff, 0xff, 0xff};
+  std::array<uint8_t, 8> eight{};
+  EXPECT_FALSE(msix.table_read(0, two, why));
+  EXPECT_FALSE(msix.table_read(2, four, why));
+  EXPECT_FALSE(msix.table_read(48, four, why));  // past the last entry
+  EXPECT_FALSE(msix.table_read(UINT64_MAX - 3, four, why));
+  EXPECT_FALSE(msix.table_write(4, eight, why));  // 8 bytes, 4-aligned
+  EXPECT_FALSE(msix.pba_read(8, eight, why));
+  EXPECT_FALSE(msix.pba_read(0, two, why));
+  // Reserved vector-control bits read 0; entries start masked.
+  four = {0xff, 0xff, 0xff, 0xff};
+  ASSERT_TRUE(msix.table_write(12, four, why));
+  ASSERT_TRUE(msix.table_read(12, four, why));
+  EXPECT_EQ(four, (std::array<uint8_t, 4>{1, 0, 0, 0}));
+  ASSERT_TRUE(msix.table_read(16, eight, why));  // 8-byte read of address low/high
+  ASSERT_TRUE(msix.table_read(28, four, why));
+  EXPECT_EQ(four[0], 1);
+}
+
+TEST_F(MsixTest, ResetMasksEverything) {
+  msix.control_written(0x8000);
+  program(0, 0xfee00000, 0x30, false);
+  msix.reset();
+  EXPECT_FALSE(msix.enabled());
+  msix.control_written(0x8000);
+  msix.notify(0);
+  EXPECT_TRUE(sink->sent.empty());
+  EXPECT_TRUE(msix.pending(0));
+}
+
+TEST(Msix, BadConstruction) {
+  auto sink = std::make_shared<RecordingSink>();
+  EXPECT_THROW(MsixTable(0, sink), std::invalid_argument);
+  EXPECT_THROW(MsixTable(2049, sink), std::invalid_argument);
+  EXPECT_THROW(MsixTable(1, nullptr), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace libvmm::pci

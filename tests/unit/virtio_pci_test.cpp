@@ -1,0 +1,302 @@
+// The virtio-pci transport driven the way Linux's virtio_pci_modern driver does: capabilities
+// found in configuration space, the common configuration with its field widths, notifications
+// at the queue's address, MSI-X vectors per queue or the ISR and INTx; and malformed accesses.
+#include <gtest/gtest.h>
+
+#define VIRTIO_RING_NO_LEGACY
+#include <linux/virtio_config.h>
+#include <linux/virtio_pci.h>
+#include <linux/virtio_ring.h>
+
+#include <array>
+#include <cstring>
+
+#include "libvmm/virtio/pci_transport.hpp"
+#include "unit/support/virtio_kit.hpp"
+
+using namespace libvmm;
+using namespace libvmm::test;
+
+namespace {
+
+constexpr uint64_t kRamSize = 1 * MiB;
+constexpr uint64_t kBuffers = 0x10000;
+constexpr RingLayout kLayout{0x1000, 0x2000, 0x3000, kBuffers};
+constexpr uint16_t kQueueSize = 8;
+
+constexpr uint64_t bit(unsigned n) {
+  return 1ull << n;
+}
+
+class EchoDevice : public VirtioDevice {
+ public:
+  std::string name() const override { return "virtio-echo"; }
+  uint32_t device_id() const override { return 2; }  // block's ID: class "mass storage"
+  uint64_t device_features() const override { return bit(0) | bit(VIRTIO_F_RING_PACKED); }
+  std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
+  uint32_t config_size() const override { return static_cast<uint32_t>(config.size()); }
+  void read_config(uint32_t offset, std::span<uint8_t> data) override {
+    std::memcpy(data.data(), config.data() + offset, data.size());
+  }
+  void write_config(uint32_t offset, std::span<const uint8_t> data) override {
+    std::memcpy(config.data() + offset, data.data(), data.size());
+  }
+  void activate(VirtioTransport& t, uint64_t features) override {
+    transport = &t;
+    active_features = features;
+    ++activations;
+  }
+  void queue_notify(uint16_t index, Virtqueue& queue) override {
+    ++notifications;
+    while (auto chain = queue.pop()) queue.push(chain->head(), 0);
+    transport->signal_used(index);
+  }
+  void reset() override {
+    transport = nullptr;
+    ++resets;
+  }
+  std::array<uint8_t, 12> config{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  VirtioTransport* transport = nullptr;
+  uint64_t active_features = 0;
+  int activations = 0;
+  int notifications = 0;
+  int resets = 0;
+};
+
+class RecordingSink : public pci::MsiSink {
+ public:
+  void send(uint64_t address, uint32_t data) override { sent.emplace_back(address, data); }
+  std::vector<std::pair<uint64_t, uint32_t>> sent;
+};
+
+class VirtioPciTest : public ::testing::Test {
+ protected:
+  void bring_up(uint16_t vector = 0xffff) {
+    ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1)));
+    ring = DriverRing(memory, kQueueSize, kLayout);
+    drv.setup_queue(0, ring, vector);
+    ASSERT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 1u);
+    drv.driver_ok();
+    ASSERT_EQ(device->activations, 1);
+  }
+  void publish() {
+    ring.set_desc(0, kBuffers, 16, VRING_DESC_F_WRITE, 0);
+    ring.publish(0);
+  }
+  void enable_msix(uint16_t vectors_to_program) {
+    for (uint16_t v = 0; v < vectors_to_program; ++v) {
+      const uint32_t words[4] = {0xfee00000u + v * 0x1000u, 0, 0x40u + v, 0};
+      for (uint32_t i = 0; i < 4; ++i) {
+        std::array<uint8_t, 4> b{};
+        std::memcpy(b.data(), &words[i], 4);
+        transport->bar_write(VirtioPciTransport::kMsixBar, v * 16 + i * 4, b);
+      }
+    }
+    const uint32_t cap = drv.msix_capability;
+    drv.set_config(cap + 2, drv.config(cap + 2, 2) | 0x8000, 2);
+  }
+
+  TestMemory memory{kRamSize};
+  std::shared_ptr<EchoDevice> device = std::make_shared<EchoDevice>();
+  std::shared_ptr<RecordingSink> msi = std::make_shared<RecordingSink>();
+  std::shared_ptr<FakeIrq> intx = std::make_shared<FakeIrq>();
+  std::shared_ptr<VirtioPciTransport> transport =
+      std::make_shared<VirtioPciTransport>(device, memory, msi, intx);
+  PciDriver drv{*transport};
+  DriverRing ring{memory, kQueueSize, kLayout};
+};
+
+TEST_F(VirtioPciTest, IdentityAndCapabilities) {
+  EXPECT_EQ(drv.config(pci::kVendorId), 0x10421af4u);  // 0x1040 + device ID 2
+  EXPECT_EQ(drv.config(pci::kRevision, 1), 1u);
+  EXPECT_EQ(drv.config(pci::kSubsystemId, 2), 2u);
+  EXPECT_EQ(drv.config(0x08) >> 8, 0x018000u);
+  EXPECT_EQ(drv.config(pci::kInterruptPin, 1), 1u);
+  EXPECT_EQ(drv.common_offset, VirtioPciTransport::kCommonOffset);
+  EXPECT_EQ(drv.isr_offset, VirtioPciTransport::kIsrOffset);
+  EXPECT_EQ(drv.device_offset, VirtioPciTransport::kDeviceConfigOffset);
+  EXPECT_EQ(drv.notify_offset, VirtioPciTransport::kNotifyOffset);
+  EXPECT_EQ(drv.notify_multiplier, VirtioPciTransport::kNotifyMultiplier);
+  ASSERT_NE(drv.msix_capability, 0u);
+  EXPECT_EQ(drv.config(drv.msix_capability + 2, 2) & 0x7ff, 2u);  // 3 vectors: 2 queues + config
+  // BAR sizes: 16 KiB registers, 4 KiB MSI-X.
+  drv.set_config(pci::kBar0, 0xffffffff);
+  EXPECT_EQ(drv.config(pci::kBar0), 0xffffc000u);
+  drv.set_config(pci::kBar0 + 4, 0xffffffff);
+  EXPECT_EQ(drv.config(pci::kBar0 + 4), 0xfffff000u);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_NUMQ, 2), 2u);
+}
+
+TEST_F(VirtioPciTest, FeaturesAndNegotiation) {
+  EXPECT_EQ(drv.device_features(), bit(0) | bit(VIRTIO_F_VERSION_1) |
+                                       bit(VIRTIO_RING_F_INDIRECT_DESC) |
+                                       bit(VIRTIO_RING_F_EVENT_IDX));
+  EXPECT_FALSE(drv.negotiate(bit(0))) << "legacy drivers are refused";
+  EXPECT_FALSE(drv.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_RING_PACKED)));
+  EXPECT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1) | bit(0)));
+  drv.set_common(VIRTIO_PCI_COMMON_GFSELECT, 0, 4);
+  drv.set_common(VIRTIO_PCI_COMMON_GF, 0, 4);  // frozen after FEATURES_OK
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_GF, 4), bit(0));
+}
+
+TEST_F(VirtioPciTest, QueueThroughNotifyAndIsrWithIntx) {
+  bring_up();
+  publish();
+  drv.notify(0);
+  EXPECT_EQ(device->notifications, 1);
+  EXPECT_EQ(ring.used_idx(), 1);
+  EXPECT_TRUE(intx->level());
+  EXPECT_TRUE(msi->sent.empty());
+  EXPECT_EQ(drv.isr(), 1u);  // reading acknowledges and lowers INTx
+  EXPECT_FALSE(intx->level());
+  EXPECT_EQ(drv.isr(), 0u);
+}
+
+TEST_F(VirtioPciTest, IntxDisableInCommand) {
+  drv.set_config(pci::kCommand, pci::kCommandIntxDisable, 2);
+  bring_up();
+  publish();
+  drv.notify(0);
+  EXPECT_FALSE(intx->level());
+  EXPECT_EQ(drv.isr(), 1u);
+}
+
+TEST_F(VirtioPciTest, MsixVectorPerQueue) {
+  enable_msix(3);
+  bring_up(1);  // a reset (status 0) first: vectors are set after it
+  drv.set_common(VIRTIO_PCI_COMMON_MSIX, 2, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_MSIX, 2), 2u);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_MSIX, 2), 1u);
+  publish();
+  transport->notify(0);  // the ioeventfd path
+  ASSERT_EQ(msi->sent.size(), 1u);
+  EXPECT_EQ(msi->sent[0], std::make_pair(uint64_t{0xfee01000}, 0x41u));
+  EXPECT_FALSE(intx->level());
+  EXPECT_EQ(drv.isr(), 0u);
+  transport->signal_config_change();
+  ASSERT_EQ(msi->sent.size(), 2u);
+  EXPECT_EQ(msi->sent[1].second, 0x42u);
+}
+
+TEST_F(VirtioPciTest, VectorsBeyondTheTableReadNoVector) {
+  drv.set_common(VIRTIO_PCI_COMMON_MSIX, 3, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_MSIX, 2), 0xffffu);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT, 1, 2);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_MSIX, 0x1234, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_MSIX, 2), 0xffffu);
+}
+
+TEST_F(VirtioPciTest, NoVectorMeansNoInterrupt) {
+  enable_msix(3);
+  bring_up(0xffff);
+  publish();
+  drv.notify(0);
+  EXPECT_EQ(ring.used_idx(), 1);
+  EXPECT_TRUE(msi->sent.empty());
+  EXPECT_FALSE(intx->level());
+}
+
+TEST_F(VirtioPciTest, DeviceConfigAndMalformedAccesses) {
+  std::array<uint8_t, 4> b{};
+  transport->bar_read(0, VirtioPciTransport::kDeviceConfigOffset + 4, b);
+  EXPECT_EQ(b, (std::array<uint8_t, 4>{5, 6, 7, 8}));
+  transport->bar_read(0, VirtioPciTransport::kDeviceConfigOffset + 10, b);  // beyond 12 bytes
+  EXPECT_EQ(b, (std::array<uint8_t, 4>{0, 0, 0, 0}));
+  transport->bar_read(0, VirtioPciTransport::kDeviceConfigOffset + 2, b);  // misaligned
+  EXPECT_EQ(b, (std::array<uint8_t, 4>{0, 0, 0, 0}));
+  // Common configuration: wrong widths read 0 and write nothing.
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_NUMQ, 4), 0u);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_STATUS + 1, 1), 0u);  // config_generation is 0 anyway
+  drv.set_common(VIRTIO_PCI_COMMON_STATUS, 0x0f0f, 2);         // status is one byte
+  EXPECT_EQ(drv.status(), 0u);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT + 1, 1, 1);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_SELECT, 2), 0u);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_DESCLO + 2, 1, 4);  // half of a 64-bit field, misaligned
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_DESCLO, 8), 0u);
+  drv.set_common(VIRTIO_PCI_COMMON_NUMQ, 9, 2);  // read-only
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_NUMQ, 2), 2u);
+  // Past the common block, the ISR, between blocks, and the notify area.
+  transport->bar_read(0, VirtioPciTransport::kCommonSize, b);
+  transport->bar_read(0, VirtioPciTransport::kIsrOffset, b);  // 4-byte ISR read
+  EXPECT_EQ(b, (std::array<uint8_t, 4>{0, 0, 0, 0}));
+  transport->bar_write(0, 0x1800, b);
+  transport->bar_write(0, VirtioPciTransport::kNotifyOffset + 4 * 7, b);  // no queue 7
+  transport->bar_read(0, UINT64_MAX - 3, b);
+  // MSI-X BAR: misaligned table access and PBA writes.
+  std::array<uint8_t, 2> two{0xff, 0xff};
+  transport->bar_write(VirtioPciTransport::kMsixBar, 2, two);
+  transport->bar_write(VirtioPciTransport::kMsixBar, VirtioPciTransport::kMsixPbaOffset, b);
+  transport->bar_read(VirtioPciTransport::kMsixBar, VirtioPciTransport::kMsixPbaOffset + 8, b);
+  EXPECT_EQ(device->activations, 0);
+}
+
+TEST_F(VirtioPciTest, QueueSelectionOutOfRange) {
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT, 5, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_SIZE, 2), 0u);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SIZE, 4, 2);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 0u);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_SIZE, 2), kQueueSize);
+}
+
+TEST_F(VirtioPciTest, QueueEnableRulesAndBadQueuesNeedReset) {
+  // Before FEATURES_OK: refused.
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 0u);
+  ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1)));
+  // A size that is not a power of two: the device needs a reset.
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SIZE, 6, 2);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
+  EXPECT_TRUE(drv.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  drv.set_common(VIRTIO_PCI_COMMON_STATUS, 0, 1);
+  EXPECT_EQ(drv.status(), 0u);
+  EXPECT_EQ(device->resets, 2);  // negotiate() starts with a reset too
+}
+
+TEST_F(VirtioPciTest, ResetClearsVectorsAndQueues) {
+  enable_msix(3);
+  bring_up(1);
+  drv.set_common(VIRTIO_PCI_COMMON_STATUS, 0, 1);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_MSIX, 2), 0xffffu);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 0u);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_DESCLO, 8), 0u);
+  EXPECT_EQ(device->resets, 2);
+  EXPECT_EQ(device->transport, nullptr);
+}
+
+TEST_F(VirtioPciTest, RegisterBarMovesReachTheListener) {
+  std::vector<std::pair<std::optional<uint64_t>, std::optional<uint64_t>>> moves;
+  transport->set_register_bar_listener(
+      [&moves](std::optional<uint64_t> old, std::optional<uint64_t> now) {
+        moves.emplace_back(old, now);
+      });
+  transport->bar_moved(0, std::nullopt,
+                       pci::BarMapping{0, pci::BarKind::mem32, 0xc0000000, 0x4000});
+  transport->bar_moved(1, std::nullopt,
+                       pci::BarMapping{1, pci::BarKind::mem32, 0xc0004000, 0x1000});
+  ASSERT_EQ(moves.size(), 1u);
+  EXPECT_EQ(moves[0].second, 0xc0000000u);
+  EXPECT_EQ(VirtioPciTransport::notify_address(0xc0000000, 1), 0xc0003004u);
+}
+
+TEST(VirtioPci, RejectsBrokenDevices) {
+  TestMemory memory{kRamSize};
+  auto msi = std::make_shared<RecordingSink>();
+  EXPECT_THROW(VirtioPciTransport(nullptr, memory, msi, nullptr), std::invalid_argument);
+  class NoQueues : public EchoDevice {
+    std::vector<uint16_t> queue_max_sizes() const override { return {}; }
+  };
+  EXPECT_THROW(VirtioPciTransport(std::make_shared<NoQueues>(), memory, msi, nullptr),
+               std::invalid_argument);
+  // Without an INTx line the pin reads 0.
+  auto t =
+      std::make_shared<VirtioPciTransport>(std::make_shared<EchoDevice>(), memory, msi, nullptr);
+  PciDriver d(*t);
+  EXPECT_EQ(d.config(pci::kInterruptPin, 1), 0u);
+}
+
+}  // namespace
