@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -126,6 +127,46 @@ std::string decompile(const std::vector<uint8_t>& blob, std::string* warnings) {
   return text;
 }
 
+std::vector<uint8_t> compile_dts(const std::string& dts) {
+  const auto in = temp_path("dts");
+  const auto out = temp_path("dtb");
+  std::ofstream(in) << dts;
+  const std::string cmd = "dtc -q -I dts -O dtb -o " + out.string() + " " + in.string();
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string text = slurp(out);
+  for (const auto& path : {in, out}) std::filesystem::remove(path);
+  return {text.begin(), text.end()};
+}
+
+// A board's tree as a user may give it: two harts, a PLIC at the board's address, a UART.
+std::string user_dts(const std::string& irqchip, const std::string& root_parent = "") {
+  return R"(/dts-v1/;
+/ {
+  #address-cells = <2>; #size-cells = <2>;
+  compatible = "vendor,board";
+)" + root_parent +
+         R"(
+  cpus {
+    #address-cells = <1>; #size-cells = <0>; timebase-frequency = <1000000>;
+    cpu@0 { device_type = "cpu"; reg = <0>; compatible = "riscv"; riscv,isa = "rv64imac";
+      intc0: interrupt-controller { compatible = "riscv,cpu-intc"; interrupt-controller;
+        #interrupt-cells = <1>; #address-cells = <0>; }; };
+  };
+)" + irqchip +
+         R"(
+  memory@80000000 { device_type = "memory"; reg = <0 0x80000000 0 0x1000000>; };
+  chosen { bootargs = "old"; linux,initrd-start = <0x81000000>; linux,initrd-end = <0x82000000>;
+    stdout-path = "/my-uart@10000000"; };
+  my-uart@10000000 { compatible = "ns16550a"; reg = <0 0x10000000 0 0x100>; };
+};
+)";
+}
+
+const std::string kUserPlic = R"(
+  plic: plic@c000000 { compatible = "sifive,plic-1.0.0", "riscv,plic0"; interrupt-controller;
+    #interrupt-cells = <1>; #address-cells = <0>; reg = <0 0xc000000 0 0x4000000>;
+    interrupts-extended = <&intc0 9>; riscv,ndev = <63>; };)";
+
 }  // namespace
 
 TEST(Riscv64Fdt, IsaStringInCanonicalOrder) {
@@ -146,7 +187,8 @@ TEST(Riscv64Fdt, BuildsTheWholeTreeWithAia) {
 
   EXPECT_THAT(cells(blob, "/", "#address-cells"), ElementsAre(2u));
   EXPECT_THAT(cells(blob, "/", "#size-cells"), ElementsAre(2u));
-  EXPECT_THAT(cells(blob, "/", "interrupt-parent"), ElementsAre(phandle_of(blob, "/aplic@c000000")));
+  EXPECT_THAT(cells(blob, "/", "interrupt-parent"),
+              ElementsAre(phandle_of(blob, "/aplic@c000000")));
   EXPECT_THAT(cells(blob, "/memory@80000000", "reg"), ElementsAre(0u, 0x8000'0000u, 0u, 256 * MiB));
 
   EXPECT_THAT(cells(blob, "/cpus", "timebase-frequency"), ElementsAre(10'000'000u));
@@ -227,5 +269,98 @@ TEST(Riscv64Fdt, DtcDecompilesToTheExpectedSource) {
     EXPECT_EQ(dts, slurp(std::string(LIBVMM_TEST_DATA_DIR "/") + file))
         << "after a deliberate change: dtc -I dtb -O dts on build_fdt(sample_machine()): " << dts;
     EXPECT_EQ(warnings, "");  // dtc's checks (unit addresses, interrupt providers, ...) pass
+  }
+}
+
+TEST(Riscv64FdtPatch, PatchesMemoryChosenTimebaseAndDevicesKeepsTheRest) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  const auto user = compile_dts(user_dts(kUserPlic, "interrupt-parent = <&plic>;"));
+  ASSERT_FALSE(user.empty());
+  const auto blob = patch_fdt(user, sample_machine(IrqchipKind::plic), "user.dtb");
+  ASSERT_EQ(fdt_check_full(blob.data(), blob.size()), 0);
+
+  EXPECT_THAT(cells(blob, "/memory@80000000", "reg"), ElementsAre(0u, 0x8000'0000u, 0u, 256 * MiB));
+  EXPECT_EQ(string_prop(blob, "/chosen", "bootargs"), std::string("console=ttyS0 quiet\0", 20));
+  EXPECT_THAT(cells(blob, "/chosen", "linux,initrd-start"), ElementsAre(0u, 0x8f00'0000u));
+  EXPECT_EQ(string_prop(blob, "/chosen", "stdout-path"), std::string("/my-uart@10000000\0", 18));
+  EXPECT_THAT(cells(blob, "/cpus", "timebase-frequency"), ElementsAre(10'000'000u));
+  EXPECT_THAT(cells(blob, "/virtio_mmio@10001000", "interrupts"), ElementsAre(32u));
+  EXPECT_THAT(cells(blob, "/virtio_mmio@10002000", "interrupts"), ElementsAre(33u));
+  EXPECT_LT(fdt_getprop(blob.data(), node(blob, "/virtio_mmio@10001000"), "interrupt-parent",
+                        nullptr) != nullptr,
+            1);  // the root's
+  // Kept as the user wrote them.
+  EXPECT_EQ(string_prop(blob, "/", "compatible"), std::string("vendor,board\0", 13));
+  EXPECT_EQ(string_prop(blob, "/cpus/cpu@0", "riscv,isa"), std::string("rv64imac\0", 9));
+  EXPECT_LT(node(blob, "/cpus/cpu@1"), 0);
+  EXPECT_LT(node(blob, "/serial@10000000"), 0);
+}
+
+TEST(Riscv64FdtPatch, NewDevicesPointAtTheControllerWhenTheRootDoesNot) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  std::string dts = user_dts(kUserPlic);
+  const std::string uart = "compatible = \"ns16550a\";";
+  dts.replace(dts.find(uart), uart.size(), uart + " interrupts-extended = <&plic 10>;");
+  const auto blob = patch_fdt(compile_dts(dts), sample_machine(IrqchipKind::plic), "user.dtb");
+  const uint32_t plic = phandle_of(blob, "/plic@c000000");
+  ASSERT_NE(plic, 0u);
+  EXPECT_THAT(cells(blob, "/virtio_mmio@10001000", "interrupt-parent"), ElementsAre(plic));
+}
+
+TEST(Riscv64FdtPatch, RefusesTreesForAnotherControllerInOneLine) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  const auto plic_tree = compile_dts(user_dts(kUserPlic));
+  EXPECT_EQ(error_of([&] { patch_fdt(plic_tree, sample_machine(IrqchipKind::aia), "u.dtb"); }),
+            "u.dtb: the interrupt controller plic@c000000 is a PLIC, the VM has an APLIC "
+            "(--irqchip plic for this tree)");
+  std::string moved = kUserPlic;
+  moved.replace(moved.find("0xc000000 0"), 9, "0xd000000");
+  const auto moved_tree = compile_dts(user_dts(moved));
+  EXPECT_EQ(
+      error_of([&] { patch_fdt(moved_tree, sample_machine(IrqchipKind::plic), "u.dtb"); }),
+      "u.dtb: the interrupt controller plic@c000000 is not at 0xc000000, where the VM has it");
+  EXPECT_EQ(error_of([&] { patch_fdt(plic_tree, sample_machine(IrqchipKind::plic), "u.dtb"); }),
+            "u.dtb: the interrupt controller plic@c000000 has no phandle for the added devices to "
+            "name");
+  const auto none = compile_dts(user_dts(""));
+  EXPECT_EQ(error_of([&] { patch_fdt(none, sample_machine(IrqchipKind::plic), "u.dtb"); }),
+            "u.dtb: no interrupt controller (PLIC or APLIC) for the added devices");
+}
+
+TEST(Riscv64FdtPatch, RejectsBadUserBlobsNamingTheFile) {
+  const std::vector<uint8_t> garbage(100, 0x42);
+  EXPECT_THAT(error_of([&] { patch_fdt(garbage, sample_machine(), "my.dtb"); }),
+              ::testing::StartsWith("my.dtb: not a device tree blob"));
+  auto truncated = build_fdt(sample_machine());
+  truncated.resize(truncated.size() / 2);
+  EXPECT_THAT(error_of([&] { patch_fdt(truncated, sample_machine(), "my.dtb"); }),
+              ::testing::StartsWith("my.dtb: invalid device tree"));
+  std::vector<uint8_t> bare(4096);
+  ASSERT_EQ(fdt_create_empty_tree(bare.data(), static_cast<int>(bare.size())), 0);
+  EXPECT_EQ(error_of([&] { patch_fdt(bare, sample_machine(), "my.dtb"); }),
+            "my.dtb: no /cpus node (a RISC-V tree names each hart and its interrupt controller "
+            "there)");
+}
+
+TEST(Riscv64FdtPatch, CorruptedBlobsGiveAValidTreeOrAUserError) {
+  // The user's file is untrusted input: no mutation may crash or produce an invalid tree.
+  for (IrqchipKind kind : {IrqchipKind::aia, IrqchipKind::plic}) {
+    const auto good = build_fdt(sample_machine(kind));
+    std::mt19937 random(12345);
+    int accepted = 0;
+    for (int round = 0; round < 2000; ++round) {
+      auto blob = good;
+      const int flips = 1 + static_cast<int>(random() % 4);
+      for (int i = 0; i < flips; ++i) blob[random() % blob.size()] = static_cast<uint8_t>(random());
+      if (round % 7 == 0) blob.resize(random() % blob.size());
+      try {
+        const auto patched = patch_fdt(blob, sample_machine(kind), "fuzz.dtb");
+        ASSERT_EQ(fdt_check_full(patched.data(), patched.size()), 0) << "round " << round;
+        ++accepted;
+      } catch (const UserError& e) {
+        ASSERT_THAT(e.what(), ::testing::StartsWith("fuzz.dtb: ")) << "round " << round;
+      }
+    }
+    EXPECT_GT(accepted, 0);  // some flips only touch property values
   }
 }

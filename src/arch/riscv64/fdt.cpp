@@ -1,12 +1,14 @@
 #include "libvmm/arch/riscv64/fdt.hpp"
 
 #include <fmt/format.h>
+#include <libfdt.h>
 
 #include <algorithm>
 #include <stdexcept>
 #include <string_view>
 
 #include "libvmm/core/error.hpp"
+#include "libvmm/core/size.hpp"
 
 namespace libvmm::riscv64 {
 namespace {
@@ -173,10 +175,12 @@ void Uart16550Fdt::describe_fdt(FdtWriter& fdt) const {
   fdt.add(std::move(node));
 }
 
-std::vector<uint8_t> build_fdt(const FdtMachine& machine) {
+namespace {
+
+// The whole tree in `fdt`: the machine's nodes, then the interrupt controller's, the board's
+// and the devices' own; returns the index of the first device node under the root.
+size_t describe(FdtWriter& fdt, const FdtMachine& machine, const IrqchipFdt& irqchip) {
   validate(machine);
-  const IrqchipFdt irqchip(machine.irqchip, machine.cpus);
-  FdtWriter fdt(&irqchip);
   fdt.root()
       .string("compatible", "riscv-virtio")
       .string("model", "libvmm riscv64 (QEMU virt layout)")
@@ -192,8 +196,144 @@ std::vector<uint8_t> build_fdt(const FdtMachine& machine) {
   fdt.add(cpus_node(fdt, machine));
   irqchip.describe_fdt(fdt);
   for (const auto& part : machine.board) part->describe_fdt(fdt);
+  const size_t first_device = fdt.root().children().size();
   for (const auto& device : machine.devices) device->describe_fdt(fdt);
+  return first_device;
+}
+
+}  // namespace
+
+std::vector<uint8_t> build_fdt(const FdtMachine& machine) {
+  const IrqchipFdt irqchip(machine.irqchip, machine.cpus);
+  FdtWriter fdt(&irqchip);
+  describe(fdt, machine, irqchip);
   return fdt.blob();
+}
+
+namespace {
+
+std::string_view chip_name(IrqchipKind kind) {
+  return kind == IrqchipKind::plic ? "a PLIC" : "an APLIC";
+}
+
+// The user's platform interrupt controller: the root's interrupt-parent, else the first
+// interrupt controller that is neither a hart's own nor an IMSIC. Devices we add are wired to
+// it, so it must be the controller the VM has (kind and address); returns its phandle when the
+// root does not name it (the added nodes then need their own interrupt-parent).
+std::optional<uint32_t> check_user_irqchip(const FdtEditor& editor, const IrqchipDescription& chip,
+                                           const std::string& path) {
+  const void* fdt = editor.fdt();
+  int node = -1;
+  std::optional<uint32_t> explicit_parent;
+  int len = 0;
+  if (const auto* cell = static_cast<const fdt32_t*>(fdt_getprop(fdt, 0, "interrupt-parent", &len));
+      cell != nullptr && len == sizeof(fdt32_t)) {
+    node = fdt_node_offset_by_phandle(fdt, fdt32_to_cpu(*cell));
+  } else {
+    for (node = fdt_node_offset_by_prop_value(fdt, -1, "interrupt-controller", "", 0); node >= 0;
+         node = fdt_node_offset_by_prop_value(fdt, node, "interrupt-controller", "", 0)) {
+      if (fdt_node_check_compatible(fdt, node, "riscv,cpu-intc") != 0 &&
+          fdt_node_check_compatible(fdt, node, "riscv,imsics") != 0) {
+        break;
+      }
+    }
+    if (node >= 0) explicit_parent = fdt_get_phandle(fdt, node);
+  }
+  if (node < 0) {
+    throw UserError(
+        fmt::format("{}: no interrupt controller (PLIC or APLIC) for the added devices", path));
+  }
+  const char* name = fdt_get_name(fdt, node, nullptr);
+  const bool plic = fdt_node_check_compatible(fdt, node, "riscv,plic0") == 0 ||
+                    fdt_node_check_compatible(fdt, node, "sifive,plic-1.0.0") == 0;
+  const bool aplic = fdt_node_check_compatible(fdt, node, "riscv,aplic") == 0;
+  if (!plic && !aplic) {
+    throw UserError(
+        fmt::format("{}: the interrupt controller {} is neither a PLIC nor an APLIC", path, name));
+  }
+  const IrqchipKind kind = plic ? IrqchipKind::plic : IrqchipKind::aia;
+  if (kind != chip.kind) {
+    throw UserError(fmt::format(
+        "{}: the interrupt controller {} is {}, the VM has {} (--irqchip {} for this tree)", path,
+        name, chip_name(kind), chip_name(chip.kind), kind == IrqchipKind::plic ? "plic" : "aia"));
+  }
+  const auto* reg = static_cast<const fdt32_t*>(fdt_getprop(fdt, node, "reg", &len));
+  const uint64_t base = reg != nullptr && len >= 8
+                            ? (uint64_t{fdt32_to_cpu(reg[0])} << 32) | fdt32_to_cpu(reg[1])
+                            : UINT64_MAX;
+  if (base != chip.base) {
+    throw UserError(
+        fmt::format("{}: the interrupt controller {} is not at {:#x}, where the VM has it", path,
+                    name, chip.base));
+  }
+  if (explicit_parent == 0u) {
+    throw UserError(
+        fmt::format("{}: the interrupt controller {} has no phandle for the added devices to name",
+                    path, name));
+  }
+  return explicit_parent;
+}
+
+void replace_memory(FdtEditor& editor, const FdtMachine& machine) {
+  for (;;) {
+    const int node =
+        fdt_node_offset_by_prop_value(editor.fdt(), -1, "device_type", "memory", sizeof("memory"));
+    if (node < 0) break;
+    editor.remove_node(node);
+  }
+  for (auto range = machine.memory.rbegin(); range != machine.memory.rend(); ++range) {
+    editor.replace(0, memory_node(*range));
+  }
+}
+
+void update_chosen(FdtEditor& editor, const FdtNode& wanted) {
+  if (editor.path_offset("/chosen") < 0) editor.add(0, FdtNode("chosen"));
+  editor.remove_property(editor.path_offset("/chosen"), "linux,initrd-start");
+  editor.remove_property(editor.path_offset("/chosen"), "linux,initrd-end");
+  for (const FdtProperty& p : wanted.properties()) {
+    if (p.name == "stdout-path") continue;  // the user's tree knows its own console
+    editor.set(editor.path_offset("/chosen"), p);
+  }
+}
+
+}  // namespace
+
+std::vector<uint8_t> patch_fdt(std::span<const uint8_t> user_dtb, const FdtMachine& machine,
+                               const std::string& path) {
+  const IrqchipFdt irqchip(machine.irqchip, machine.cpus);
+  FdtWriter ours(&irqchip);
+  const size_t first_device = describe(ours, machine, irqchip);
+  const std::vector<FdtNode>& nodes = ours.root().children();
+  const std::vector<FdtNode> devices(nodes.begin() + static_cast<ptrdiff_t>(first_device),
+                                     nodes.end());
+
+  FdtEditor editor(user_dtb, path);
+  if (editor.path_offset("/cpus") < 0) {
+    throw UserError(fmt::format(
+        "{}: no /cpus node (a RISC-V tree names each hart and its interrupt controller there)",
+        path));
+  }
+  const std::optional<uint32_t> parent =
+      devices.empty() ? std::nullopt : check_user_irqchip(editor, machine.irqchip, path);
+  for (auto node = devices.rbegin(); node != devices.rend(); ++node) {
+    FdtNode device = *node;
+    if (parent) device.u32("interrupt-parent", *parent);
+    editor.replace(0, device);
+  }
+  // The harts count time at the rate KVM says, whatever the tree was written for.
+  FdtNode timebase("cpus");
+  timebase.u32("timebase-frequency", static_cast<uint32_t>(machine.timebase_hz));
+  editor.set(editor.path_offset("/cpus"), timebase.properties().front());
+  replace_memory(editor, machine);
+  update_chosen(editor, *ours.root().find_child("chosen"));
+
+  std::vector<uint8_t> blob = editor.finish();
+  if (blob.size() > kDtbMaxSize) {
+    throw UserError(
+        fmt::format("{}: the patched device tree is {}, over the riscv64 limit of 2 MiB", path,
+                    format_size(blob.size())));
+  }
+  return blob;
 }
 
 }  // namespace libvmm::riscv64

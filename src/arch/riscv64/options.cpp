@@ -1,9 +1,11 @@
-// The RISC-V machine's options: <irqchip kind="aia|plic"/> / --irqchip aia|plic. Pure code,
-// built for every host so that others refuse it by name.
+// The RISC-V machine's options: <irqchip kind="aia|plic"/> / --irqchip aia|plic, and the
+// device-tree machines' <dtb>/--dtb and <dtb_overlay>/--dtb-overlay (../device_tree_options.cpp).
+// Pure code, built for every host so that others refuse them by name.
 #include "options.hpp"
 
 #include <fmt/format.h>
 
+#include "../device_tree_options.hpp"
 #include "libvmm/arch/machine_option.hpp"
 
 namespace libvmm {
@@ -53,7 +55,8 @@ const IrqchipOptionKind& irqchip_kind() {
 }  // namespace
 
 const std::vector<const MachineOption*>& riscv64_machine_options() {
-  static const std::vector<const MachineOption*> options = {&irqchip_kind()};
+  static const std::vector<const MachineOption*> options = {&irqchip_kind(), &dtb_machine_option(),
+                                                            &dtb_overlay_machine_option()};
   return options;
 }
 

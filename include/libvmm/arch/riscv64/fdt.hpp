@@ -1,12 +1,14 @@
-// The device tree a riscv64 guest boots with, generated with libfdt. The machine describes its
-// own nodes (memory, cpus with their ISA and local interrupt controllers, chosen); the
-// interrupt controller (a PLIC, or AIA's APLIC and IMSICs), the 16550A and the virtio-mmio
-// devices (arch/virtio_mmio_fdt.hpp) describe theirs (core/fdt.hpp).
+// The device tree a riscv64 guest boots with, generated with libfdt, or a user's DTB patched
+// with the parts the VMM decides. The machine describes its own nodes (memory, cpus with their
+// ISA and local interrupt controllers, chosen); the interrupt controller (a PLIC, or AIA's
+// APLIC and IMSICs), the 16550A and the virtio-mmio devices (arch/virtio_mmio_fdt.hpp) describe
+// theirs (core/fdt.hpp).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -91,5 +93,15 @@ std::optional<std::string> mmu_type_of_satp_mode(uint64_t satp_mode);
 // harts, interrupts outside the controller's sources or shared, shared addresses), and
 // std::invalid_argument on a malformed ISA string (a VMM bug).
 std::vector<uint8_t> build_fdt(const FdtMachine& machine);
+
+// Patches a user's DTB (--dtb): replaces every memory node with `machine.memory`, sets /chosen
+// bootargs (when non-empty) and initrd bounds (removes stale ones), sets /cpus
+// timebase-frequency to KVM's, and adds the devices' nodes (replacing nodes of the same name).
+// Everything else is kept, including the harts and the board's devices. The tree must have
+// /cpus and, when devices are added, the VM's interrupt controller (the kind and address
+// `machine.irqchip` says). Throws UserError "PATH: reason" for a DTB that is not valid, lacks
+// those, or outgrows kDtbMaxSize.
+std::vector<uint8_t> patch_fdt(std::span<const uint8_t> user_dtb, const FdtMachine& machine,
+                               const std::string& path);
 
 }  // namespace libvmm::riscv64
