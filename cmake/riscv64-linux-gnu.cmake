@@ -3,8 +3,8 @@
 #   tools/install-deps-riscv64   (g++-riscv64-linux-gnu; the sysroot in ~/.cache/libvmm)
 #   cmake -G Ninja -B build/riscv64 -DCMAKE_TOOLCHAIN_FILE=cmake/riscv64-linux-gnu.cmake
 # The compiler's own glibc (2.36) and libstdc++ are used for headers and linking; trixie's
-# libraries (libfmt, libpugixml, libfdt, liburing, libseccomp) come from the sysroot, and the
-# binary runs against trixie's glibc, which is newer. The unit tests are x86-hosted:
+# libraries (libfmt, libpugixml, libfdt, liburing, libseccomp) and kernel headers (6.12) come
+# from the sysroot, and the binary runs against trixie's glibc, which is newer. The unit tests are x86-hosted:
 # LIBVMM_BUILD_TESTS defaults to OFF here.
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR riscv64)
@@ -31,6 +31,11 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 set(ENV{PKG_CONFIG_SYSROOT_DIR} ${LIBVMM_RISCV64_SYSROOT})
 set(ENV{PKG_CONFIG_LIBDIR}
   ${LIBVMM_RISCV64_SYSROOT}/usr/lib/riscv64-linux-gnu/pkgconfig:${LIBVMM_RISCV64_SYSROOT}/usr/share/pkgconfig)
+# Trixie's headers first (kernel 6.12 uapi, the libraries'), then the compiler's own.
+foreach(lang C CXX)
+  set(CMAKE_${lang}_STANDARD_INCLUDE_DIRECTORIES
+    ${LIBVMM_RISCV64_SYSROOT}/usr/include/riscv64-linux-gnu ${LIBVMM_RISCV64_SYSROOT}/usr/include)
+endforeach()
 # Trixie's libraries were linked against trixie's glibc: the symbols they take from it that
 # 2.36 lacks are resolved at run time, on the riscv64 host.
 set(CMAKE_EXE_LINKER_FLAGS_INIT

@@ -54,9 +54,17 @@ sed 's|vaddr="0x80000000" perms="rwx"|vaddr="0x40000000" perms="rwx"|' simple.sy
 check "RAM at 0x4000_0000: refused" [ $? -eq 2 ]
 check "RAM at 0x4000_0000: the place named" has ram.out "must be mapped at 0x80000000 on riscv64"
 
-sed 's|<virtio_rng />|<virtio_rng /><irq irq="0" id="3" fifo="irq.fifo" />|' simple.system >irq0.system
+sed 's|<virtio_rng />|<virtio_rng /><irq irq="0" fifo="irq.fifo" />|' simple.system >irq0.system
 "$vmm" check irq0.system --arch riscv64 >irq0.out 2>&1
+check "IRQ 0: refused in one line" lines irq0.out 1
 check "IRQ 0: refused" has irq0.out "IRQ 0 is not an interrupt source: the PLIC and the APLIC number sources from 1"
+
+# The manual's Microkit form moved to the riscv64 board: its UART map is the emulated 16550A.
+sed -e 's|0x9000000|0x10000000|g' -e 's|0x40000000|0x80000000|g' -e '/gic_vcpu/d' \
+  "$repo/tests/system/microkit/manual.system" >manual.system
+"$vmm" check manual.system --arch riscv64 >manual.out 2>&1
+check "manual on riscv64: accepted" [ $? -eq 0 ]
+check "manual on riscv64: the uart map is the 16550A" has manual.out "board    'uart' at 0x10000000: the 16550A UART -> the emulated 16550A (ttyS0)"
 
 "$vmm" check simple.system --arch sparc64 >arch.out 2>&1
 check "--arch sparc64: refused, riscv64 known" has arch.out "--arch sparc64: unknown architecture (known: x86_64, aarch64, riscv64)"
