@@ -60,9 +60,9 @@ TEST(Riscv64Board, IrqchipOptionIsRiscvOnly) {
   ASSERT_NE(riscv, nullptr);
   const MachineOption* irqchip = find_machine_option(*riscv, "irqchip");
   ASSERT_NE(irqchip, nullptr);
-  EXPECT_TRUE(check_machine_options(*riscv, {machine_option_from_flag(*irqchip, "plic")},
-                                    HostFiles::real())
-                  .empty());
+  EXPECT_TRUE(
+      check_machine_options(*riscv, {machine_option_from_flag(*irqchip, "plic")}, HostFiles::real())
+          .empty());
   EXPECT_EQ(check_machine_options(*riscv, {machine_option_from_flag(*irqchip, "apic")},
                                   HostFiles::real()),
             std::vector<std::string>{"--irqchip apic: kind=\"apic\": expected aia or plic"});
@@ -70,8 +70,8 @@ TEST(Riscv64Board, IrqchipOptionIsRiscvOnly) {
             "plic (emulated by vmm)");
   const Architecture* x86 = find_architecture("x86_64");
   ASSERT_NE(x86, nullptr);
-  EXPECT_EQ(check_machine_options(*x86, {machine_option_from_flag(*irqchip, "aia")},
-                                  HostFiles::real()),
-            std::vector<std::string>{"--irqchip aia: only RISC-V machines choose between an AIA "
-                                     "and a PLIC; this vmm runs x86_64 guests"});
+  EXPECT_EQ(
+      check_machine_options(*x86, {machine_option_from_flag(*irqchip, "aia")}, HostFiles::real()),
+      std::vector<std::string>{"--irqchip aia: only RISC-V machines choose between an AIA "
+                               "and a PLIC; this vmm runs x86_64 guests"});
 }
