@@ -2,6 +2,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -247,4 +251,31 @@ TEST(Riscv64Image, RandomHeadersAreAcceptedOrRejectedWithTheFileName) {
           << message;
     }
   }
+}
+
+// Debian 13's riscv64 kernel (an Image with an EFI stub), when the emulated riscv64 host has
+// fetched it (tools/emuhost/emuhost --arch riscv64): a real header, not one written here.
+TEST(Riscv64Image, DebiansKernelWhenCached) {
+  const char* cache_env = std::getenv("LIBVMM_CACHE");
+  const char* home = std::getenv("HOME");
+  const std::filesystem::path cache =
+      cache_env != nullptr ? std::filesystem::path(cache_env)
+                           : std::filesystem::path(home != nullptr ? home : "/") / ".cache/libvmm";
+  std::filesystem::path kernel;
+  std::error_code ec;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(cache / "emuhost-riscv64" / "kernel", ec)) {
+    if (std::filesystem::exists(entry.path() / "Image")) kernel = entry.path() / "Image";
+  }
+  if (kernel.empty()) GTEST_SKIP() << "no riscv64 kernel cached (emuhost --arch riscv64)";
+  std::ifstream in(kernel, std::ios::binary);
+  const std::vector<uint8_t> file((std::istreambuf_iterator<char>(in)),
+                                  std::istreambuf_iterator<char>());
+  const RiscvImage image = parse_riscv64_image(file, kernel.string());
+  EXPECT_TRUE(image.efi_stub);
+  EXPECT_EQ(image.text_offset, 2 * MiB);
+  EXPECT_GE(image.version, 2u);
+  const RiscvBootPlan plan = plan_riscv64_boot(image, kRamBase, 256 * MiB, 16 * MiB);
+  EXPECT_EQ(plan.entry_gpa, kRamBase + 2 * MiB);
+  EXPECT_LE(plan.kernel.end(), plan.initrd.gpa);
 }
