@@ -10,6 +10,7 @@ namespace libvmm {
 // Each defined beside its machine (src/arch/<arch>/board.cpp), built for every host.
 const Board& aarch64_board();
 const Board& x86_64_board();
+const Board& riscv64_board();
 
 std::string Board::irq_problem(uint32_t number) const {
   if (number >= irq_count()) {
@@ -51,12 +52,15 @@ MemoryMap Board::memory_map(uint64_t memory_size) const {
 const Board* find_board(std::string_view name) {
   if (name == "aarch64") return &aarch64_board();
   if (name == "x86_64") return &x86_64_board();
+  if (name == "riscv64") return &riscv64_board();
   return nullptr;
 }
 
 const Board& host_board() {
 #if defined(__aarch64__)
   return aarch64_board();
+#elif defined(__riscv)
+  return riscv64_board();
 #else
   return x86_64_board();
 #endif

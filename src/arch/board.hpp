@@ -99,7 +99,7 @@ class Board {
   MemoryMap memory_map(uint64_t memory_size) const;
 };
 
-// The board of architecture `name` ("x86_64", "aarch64"); null when libvmm knows none.
+// The board of architecture `name` ("x86_64", "aarch64", "riscv64"); null when libvmm knows none.
 const Board* find_board(std::string_view name);
 // The board of the machine this library runs (the host's architecture).
 const Board& host_board();

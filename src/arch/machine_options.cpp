@@ -12,11 +12,13 @@ namespace libvmm {
 
 // Each defined beside its machine (src/arch/<arch>/options.cpp), built for every host.
 const std::vector<const MachineOption*>& aarch64_machine_options();
+const std::vector<const MachineOption*>& riscv64_machine_options();
 
 const std::vector<Architecture>& architectures() {
   static const std::vector<Architecture> list = {
       {"x86_64", "x86_64", "x86_64 bzImage", "COM1, ttyS0", {}},
       {"aarch64", "AArch64", "arm64 Image", "PL011, ttyAMA0", aarch64_machine_options()},
+      {"riscv64", "RISC-V", "riscv64 Image", "16550A, ttyS0", riscv64_machine_options()},
   };
   return list;
 }
@@ -76,15 +78,25 @@ const DeviceSpec* find_option_spec(const std::vector<DeviceSpec>& specs, std::st
 
 namespace {
 
-// Why `kind`, which `arch` does not offer, is refused.
+// Why `kind`, which `arch` does not offer, is refused: the architectures that have it
+// ("only AArch64 and RISC-V machines boot with a device tree").
 std::string not_offered(const Architecture& arch, std::string_view kind) {
+  const MachineOption* option = nullptr;
+  std::vector<std::string_view> titles;
   for (const Architecture& other : architectures()) {
-    if (const MachineOption* option = find_machine_option(other, kind)) {
-      return fmt::format("only {} machines {}; this vmm runs {} guests", other.title,
-                         option->purpose(), arch.name);
+    if (const MachineOption* own = find_machine_option(other, kind)) {
+      if (option == nullptr) option = own;
+      titles.push_back(other.title);
     }
   }
-  return fmt::format("unknown machine option '{}'", kind);
+  if (option == nullptr) return fmt::format("unknown machine option '{}'", kind);
+  std::string who;
+  for (size_t i = 0; i < titles.size(); ++i) {
+    if (i > 0) who += i + 1 == titles.size() ? " and " : ", ";
+    who += titles[i];
+  }
+  return fmt::format("only {} machines {}; this vmm runs {} guests", who, option->purpose(),
+                     arch.name);
 }
 
 std::string expected_attributes(const MachineOption& option) {

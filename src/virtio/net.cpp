@@ -274,9 +274,13 @@ bool VirtioNet::deliver_pending(Virtqueue& queue) {
   for (size_t offset = 0; offset < rx_pending_; ++used) {
     offset += std::min<uint64_t>(rx_held_[used].writable_bytes(), rx_pending_ - offset);
   }
-  auto* header = reinterpret_cast<virtio_net_hdr_v1*>(rx_frame_.data());
-  header->num_buffers = static_cast<uint16_t>(used);
-  if (!negotiated(VIRTIO_NET_F_GUEST_CSUM)) header->flags = 0;  // no offload was agreed
+  // Through a copy: the byte buffer has no alignment the header's type may rely on (riscv64's
+  // -Wcast-align).
+  virtio_net_hdr_v1 header;
+  std::memcpy(&header, rx_frame_.data(), sizeof(header));
+  header.num_buffers = static_cast<uint16_t>(used);
+  if (!negotiated(VIRTIO_NET_F_GUEST_CSUM)) header.flags = 0;  // no offload was agreed
+  std::memcpy(rx_frame_.data(), &header, sizeof(header));
   size_t offset = 0;
   for (size_t i = 0; i < used; ++i) {
     const DescriptorChain& chain = rx_held_[i];

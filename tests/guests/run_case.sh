@@ -164,7 +164,7 @@ case $case in
     check "--net tap=a-name-much-too-long: TAP name 'a-name-much-too-long' is longer than 15 characters" --kernel "$guest" --net tap=a-name-much-too-long
     # Another architecture's machine options, refused by name (arch/machine_option.hpp).
     check "--gic v3: only AArch64 machines have a GIC; this vmm runs x86_64 guests" --kernel "$guest" --gic v3
-    check "--dtb $work/tiny: only AArch64 machines boot with a device tree; this vmm runs x86_64 guests" --kernel "$guest" --dtb "$work/tiny"
+    check "--dtb $work/tiny: only AArch64 and RISC-V machines boot with a device tree; this vmm runs x86_64 guests" --kernel "$guest" --dtb "$work/tiny"
     LIBVMM_KVM_DEVICE=$work/nokvm check "no such device: this host has no KVM" --kernel "$guest"
     if command -v setpriv >/dev/null && [ "$(id -u)" -eq 0 ]; then
       # As an unprivileged user, from copies it can reach (the build tree may be under /root).

@@ -245,9 +245,10 @@ TEST_F(DescriptionTest, AArch64OnlyElementsAreRefusedOnX86) {
   expect_problem(xml("<gic version=\"3\" />"),
                  "t.system:9: <gic>: only AArch64 machines have a GIC; this vmm runs x86_64 "
                  "guests");
-  expect_problem(xml("<dtb path=\"/nowhere/board.dtb\" />"),
-                 "t.system:9: <dtb>: only AArch64 machines boot with a device tree; this vmm runs "
-                 "x86_64 guests");
+  expect_problem(
+      xml("<dtb path=\"/nowhere/board.dtb\" />"),
+      "t.system:9: <dtb>: only AArch64 and RISC-V machines boot with a device tree; this vmm runs "
+      "x86_64 guests");
 }
 
 // Two small files that crashed `vmm check` (a modulo by a zero page size after the problem was

@@ -129,9 +129,18 @@ TEST_F(ArchFlagsTest, OtherArchitecturesOptionsAreRefusedByName) {
     for (const MachineOption* option : arch.options) {
       if (option->flag().empty() || find_machine_option(option->element())) continue;
       config.machine_options = {machine_option_from_flag(*option, "x")};
+      std::vector<std::string_view> titles;  // every architecture that has it
+      for (const Architecture& other : architectures()) {
+        if (find_machine_option(other, option->element())) titles.push_back(other.title);
+      }
+      std::string who(titles[0]);
+      for (size_t i = 1; i < titles.size(); ++i) {
+        who += i + 1 == titles.size() ? " and " : ", ";
+        who += titles[i];
+      }
       EXPECT_EQ(error_of(config),
                 fmt::format("{} x: only {} machines {}; this vmm runs {} guests", option->flag(),
-                            arch.title, option->purpose(), host_architecture().name));
+                            who, option->purpose(), host_architecture().name));
     }
   }
 }
@@ -142,9 +151,10 @@ TEST_F(ArchFlagsTest, GicAndDtbOnX86) {
   EXPECT_EQ(error_of(config),
             "--gic v3: only AArch64 machines have a GIC; this vmm runs x86_64 guests");
   config.machine_options = {aarch64_flag("dtb", kernel)};
-  EXPECT_EQ(error_of(config), fmt::format("--dtb {}: only AArch64 machines boot with a device "
-                                          "tree; this vmm runs x86_64 guests",
-                                          kernel));
+  EXPECT_EQ(error_of(config),
+            fmt::format("--dtb {}: only AArch64 and RISC-V machines boot with a device "
+                        "tree; this vmm runs x86_64 guests",
+                        kernel));
 }
 
 TEST_F(ArchFlagsTest, HostOptionsAreCheckedByValidate) {

@@ -396,10 +396,16 @@ int main(int argc, char** argv) {
     cmd->add_option("file", system_file, "System description (.system)")->required();
     cmd->fallthrough();  // -v, -q after the subcommand
   }
-  check_cmd->add_option("--arch", check_arch,
-                        fmt::format("Check for this architecture: x86_64 or aarch64 (default: "
-                                    "this vmm's, {})",
-                                    host.name));
+  // The architectures from their table (arch/machine_option.hpp), not a list of names here.
+  std::string arch_names;
+  for (const Architecture& arch : architectures()) {
+    if (!arch_names.empty()) arch_names += ", ";
+    arch_names += arch.name;
+  }
+  check_cmd->add_option(
+      "--arch", check_arch,
+      fmt::format("Check for this architecture: one of {} (default: this vmm's, {})", arch_names,
+                  host.name));
   app.require_subcommand(0, 1);
 
   try {

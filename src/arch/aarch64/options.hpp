@@ -2,10 +2,10 @@
 // checked VmConfig. Internal to the library.
 #pragma once
 
-#include <filesystem>
 #include <optional>
 #include <string>
 
+#include "../device_tree_options.hpp"
 #include "libvmm/arch/aarch64/gic.hpp"
 #include "libvmm/core/vm_config.hpp"
 
@@ -18,15 +18,9 @@ struct GicOption {
 };
 std::optional<GicOption> gic_option(const VmConfig& config);
 
-// <dtb path="board.dtb"/>, --dtb board.dtb: the user's device tree to patch; nullopt to
-// generate one.
-struct DtbOption {
-  std::filesystem::path path;
-  std::string what;  // who asked, for messages: "--dtb", "f.system:9: <dtb>"
-  std::string label() const { return what + " " + path.string(); }  // "--dtb board.dtb"
-};
-std::optional<DtbOption> dtb_option(const VmConfig& config);
-// <dtb_overlay path="o.dtbo"/>, --dtb-overlay o.dtbo: applied to the tree before vmm's patches.
-std::optional<DtbOption> dtb_overlay_option(const VmConfig& config);
+// <dtb>/--dtb and <dtb_overlay>/--dtb-overlay: shared by the device-tree machines.
+using libvmm::dtb_option;
+using libvmm::dtb_overlay_option;
+using libvmm::DtbOption;
 
 }  // namespace libvmm::aarch64

@@ -1,0 +1,9 @@
+# RISC-V descriptions checked for riscv64 on this machine (vmm check --arch riscv64), whatever
+# its architecture: the example system's layout and the one-line refusals.
+add_test(NAME system.riscv64_check
+  COMMAND ${PROJECT_SOURCE_DIR}/tests/system/riscv64_check.sh $<TARGET_FILE:vmm>)
+set_tests_properties(system.riscv64_check PROPERTIES LABELS unit TIMEOUT 60)
+
+# The emulated riscv64 KVM host (tools/emuhost/emuhost --arch riscv64), in one boot.
+add_test(NAME emuhost.riscv64 COMMAND ${PROJECT_SOURCE_DIR}/tests/integration/emuhost_riscv64.sh)
+set_tests_properties(emuhost.riscv64 PROPERTIES LABELS linux TIMEOUT 900 RUN_SERIAL ON)

@@ -1,0 +1,77 @@
+// The riscv64 board as every host sees it: its memory map, interrupt numbering and options,
+// and `vmm check --arch riscv64` of a description.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "../../src/arch/board.hpp"
+#include "libvmm/arch/machine_option.hpp"
+#include "libvmm/core/guest_memory.hpp"
+
+using namespace libvmm;
+using ::testing::HasSubstr;
+
+namespace {
+
+const Board& board() {
+  const Board* b = find_board("riscv64");
+  EXPECT_NE(b, nullptr);
+  return *b;
+}
+
+}  // namespace
+
+TEST(Riscv64Board, QemuVirtLikeMemoryMap) {
+  const MemoryMap map = board().memory_map(512 * MiB);
+  ASSERT_EQ(map.ram.size(), 1u);
+  EXPECT_EQ(map.ram[0].gpa, 0x8000'0000u);
+  EXPECT_EQ(map.ram[0].size, 512 * MiB);
+  EXPECT_EQ(map.virtio_mmio_base, 0x1000'1000u);
+  EXPECT_EQ(map.virtio_mmio_slots, 32u);
+  EXPECT_EQ(map.device_irqs.front(), 32u);
+  EXPECT_EQ(map.device_irqs.back(), 63u);
+  // Every window is in the device space and below RAM, and none overlaps another.
+  for (size_t i = 0; i < map.device_windows.size(); ++i) {
+    const DeviceWindow& w = map.device_windows[i];
+    EXPECT_LE(w.gpa + w.size, board().device_space().size) << w.name;
+    for (size_t j = i + 1; j < map.device_windows.size(); ++j) {
+      const DeviceWindow& o = map.device_windows[j];
+      EXPECT_TRUE(w.gpa + w.size <= o.gpa || o.gpa + o.size <= w.gpa) << w.name << " " << o.name;
+    }
+  }
+  EXPECT_EQ(std::string(board().name()), "riscv64");
+}
+
+TEST(Riscv64Board, InterruptNumbersAreSources) {
+  EXPECT_EQ(board().irq_problem(40), "");
+  EXPECT_THAT(board().irq_problem(0), HasSubstr("number sources from 1"));
+  EXPECT_THAT(board().irq_problem(10), HasSubstr("belongs to the machine's own devices"));
+  EXPECT_THAT(board().irq_problem(64), HasSubstr("outside the interrupt controller's range 0-63"));
+  const auto uart = board().device_at(0x1000'0000);
+  ASSERT_TRUE(uart);
+  EXPECT_EQ(uart->kind, BoardDevice::Kind::serial);
+  EXPECT_EQ(uart->irq, 10u);
+}
+
+TEST(Riscv64Board, IrqchipOptionIsRiscvOnly) {
+  const Architecture* riscv = find_architecture("riscv64");
+  ASSERT_NE(riscv, nullptr);
+  const MachineOption* irqchip = find_machine_option(*riscv, "irqchip");
+  ASSERT_NE(irqchip, nullptr);
+  EXPECT_TRUE(
+      check_machine_options(*riscv, {machine_option_from_flag(*irqchip, "plic")}, HostFiles::real())
+          .empty());
+  EXPECT_EQ(check_machine_options(*riscv, {machine_option_from_flag(*irqchip, "apic")},
+                                  HostFiles::real()),
+            std::vector<std::string>{"--irqchip apic: kind=\"apic\": expected aia or plic"});
+  EXPECT_EQ(irqchip->describe(machine_option_from_flag(*irqchip, "plic")),
+            "plic (emulated by vmm)");
+  const Architecture* x86 = find_architecture("x86_64");
+  ASSERT_NE(x86, nullptr);
+  EXPECT_EQ(
+      check_machine_options(*x86, {machine_option_from_flag(*irqchip, "aia")}, HostFiles::real()),
+      std::vector<std::string>{"--irqchip aia: only RISC-V machines choose between an AIA "
+                               "and a PLIC; this vmm runs x86_64 guests"});
+}
