@@ -27,3 +27,10 @@ if(NOT TARGET PkgConfig::LIBSECCOMP)
   find_package(PkgConfig REQUIRED)
   pkg_check_modules(LIBSECCOMP REQUIRED IMPORTED_TARGET GLOBAL libseccomp)
 endif()
+
+# ALSA (the sound device's alsa backend), optional: a build machine without libasound2-dev (or
+# a cross sysroot without it) builds libvmm without that backend (--sound alsa says so).
+if(NOT TARGET PkgConfig::ALSA)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(ALSA IMPORTED_TARGET GLOBAL alsa)
+endif()

@@ -21,10 +21,8 @@ include(${PROJECT_SOURCE_DIR}/cmake/libvmmDependencies.cmake)  # PkgConfig::LIBU
 target_link_libraries(libvmm PRIVATE PkgConfig::LIBURING)  # block images' io=io_uring
 
 # Host ALSA for the sound device (libasound2-dev), when the build machine has it (the arm64
-# cross build's sysroot may not): without it, --sound alsa says so.
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(ALSA IMPORTED_TARGET alsa)
-if(ALSA_FOUND)
+# cross build's sysroot may not; cmake/libvmmDependencies.cmake looks for it).
+if(TARGET PkgConfig::ALSA)
   target_sources(libvmm PRIVATE ${CMAKE_CURRENT_LIST_DIR}/sound_alsa.cpp)
   target_link_libraries(libvmm PRIVATE PkgConfig::ALSA)
   target_compile_definitions(libvmm PRIVATE LIBVMM_HAVE_ALSA)
