@@ -90,6 +90,10 @@ class X86Machine : public Machine {
         cmdline += param;
       }
     }
+    for (const auto& param : pci_cmdline_) {  // whatever the kernel's ACPI (see describe_pci)
+      if (!cmdline.empty()) cmdline += ' ';
+      cmdline += param;
+    }
     boot_ = x86::load_linux(vm.memory, kernel, initrd, c.label("initrd") + " " + c.initrd.string(),
                             cmdline, ram);
     x86::write_mptable(vm.memory, c.vcpus);
@@ -147,13 +151,14 @@ class X86Machine : public Machine {
   // do not describe it yet (no MCFG, no PNP0A08 in a DSDT), and a kernel that finds ACPI looks
   // for PCI roots only there, so it is told to scan bus 0 itself.
   void describe_pci(const pci::HostBridgeLayout&) override {
-    virtio_cmdline_.push_back("pci=noacpi");
+    pci_cmdline_.push_back("pci=noacpi");
   }
 
  private:
   x86::LinuxBootInfo boot_;
   std::shared_ptr<x86::AcpiPmDevice> pm_;
-  std::vector<std::string> virtio_cmdline_;
+  std::vector<std::string> virtio_cmdline_;  // only for kernels without ACPI
+  std::vector<std::string> pci_cmdline_;     // for every kernel
   std::vector<x86::aml::Bytes> acpi_devices_;
   std::optional<std::vector<kvm_cpuid_entry2>> supported_cpuid_;
 };
