@@ -11,6 +11,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "device_status.hpp"
 #include "libvmm/core/log.hpp"
 
 namespace libvmm {
@@ -24,24 +25,6 @@ constexpr uint32_t kMaxGuestErrorLogs = 32;  // the guest must not be able to fl
 
 static_assert(VirtioMmioTransport::notify_offset() == VIRTIO_MMIO_QUEUE_NOTIFY);
 static_assert(VirtioMmioTransport::kWindowSize == kConfigOffset + 0x100);
-
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
-// Feature bits 28..40 describe the transport and rings; the transport decides those.
-constexpr uint64_t kTransportFeatureMask =
-    (bit(VIRTIO_TRANSPORT_F_END) - 1) & ~(bit(VIRTIO_TRANSPORT_F_START) - 1);
-constexpr uint64_t kTransportFeatures =
-    bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX);
-
-// The transport features a device's queues can have: all of them when this process serves
-// the queues, what the serving process supports otherwise.
-uint64_t transport_features(VirtioDevice& device) {
-  ExternalQueues* external = device.external_queues();
-  return external != nullptr ? external->transport_features() : kTransportFeatures;
-}
-
 const char* register_name(uint64_t offset) {
   switch (offset) {
     case VIRTIO_MMIO_MAGIC_VALUE:
@@ -101,9 +84,7 @@ VirtioMmioTransport::VirtioMmioTransport(std::shared_ptr<VirtioDevice> device,
       external_(device_ ? device_->external_queues() : nullptr),
       name_(device_ ? device_->name() : std::string()),
       device_id_(device_ ? device_->device_id() : 0),
-      offered_features_(device_ ? (device_->device_features() & ~kTransportFeatureMask) |
-                                      (kTransportFeatures & transport_features(*device_))
-                                : 0),
+      offered_features_(device_ ? offered_features(*device_) : 0),
       config_size_(device_ ? device_->config_size() : 0) {
   if (!device_ || !irq_) throw std::invalid_argument("virtio-mmio: a device and an irq are needed");
   if (config_size_ > kWindowSize - kConfigOffset) {
@@ -402,48 +383,15 @@ void VirtioMmioTransport::write_queue_ready(uint32_t value) {
   }
 }
 
-bool VirtioMmioTransport::features_acceptable(std::string& why) const {
-  if (driver_features_beyond_64_) {
-    why = "the driver accepted feature bits above 63, which the device does not offer";
-  } else if (driver_features_ & ~offered_features_) {
-    why = fmt::format("the driver accepted features {:#x} that the device does not offer",
-                      driver_features_ & ~offered_features_);
-  } else if (!(driver_features_ & bit(VIRTIO_F_VERSION_1))) {
-    why = "the driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)";
-  } else {
-    return true;
-  }
-  return false;
-}
-
 void VirtioMmioTransport::write_status(uint32_t value) {
   if (value == 0) return reset_device();
-  const uint32_t old = status_;
-  // Only the device sets NEEDS_RESET, and only a reset clears bits (spec §2.1.1).
-  uint32_t next =
-      (value & 0xff & ~VIRTIO_CONFIG_S_NEEDS_RESET) | (old & VIRTIO_CONFIG_S_NEEDS_RESET);
-  if (old & ~next) {
-    guest_error(
-        fmt::format("Status {:#x} clears bits of {:#x} without a reset; kept them", value, old));
-    next |= old;
-  }
-  const uint32_t added = next & ~old;
-  if (added & VIRTIO_CONFIG_S_FEATURES_OK) {
-    std::string why;
-    if (!features_acceptable(why)) {
-      guest_error("FEATURES_OK refused: " + why);
-      next &= ~VIRTIO_CONFIG_S_FEATURES_OK;  // the driver reads Status back and sees the refusal
-    }
-  }
-  bool activate = false;
-  if (added & VIRTIO_CONFIG_S_DRIVER_OK) {
-    if (!(next & VIRTIO_CONFIG_S_FEATURES_OK)) {
-      guest_error("DRIVER_OK without FEATURES_OK; ignored");
-      next &= ~VIRTIO_CONFIG_S_DRIVER_OK;
-    } else {
-      activate = !(next & VIRTIO_CONFIG_S_NEEDS_RESET);
-    }
-  }
+  const auto [next, activate] = write_device_status(
+      static_cast<uint8_t>(status_), value, "Status",
+      [this](std::string& why) {
+        return features_acceptable(driver_features_, driver_features_beyond_64_, offered_features_,
+                                   why);
+      },
+      [this](const std::string& what) { guest_error(what); });
   status_ = next;
   if (activate) {
     log::debug("{}: driver ready, features {:#x}", name_, driver_features_);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "device_status.hpp"
 #include "libvmm/core/log.hpp"
 
 namespace libvmm {
@@ -19,14 +20,6 @@ namespace {
 using pci::MsixTable;
 
 constexpr uint8_t kIsrQueue = 0x1;  // the ISR's queue interrupt bit (spec §4.1.4.5)
-
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-constexpr uint64_t kTransportFeatureMask =
-    (bit(VIRTIO_TRANSPORT_F_END) - 1) & ~(bit(VIRTIO_TRANSPORT_F_START) - 1);
-constexpr uint64_t kTransportFeatures =
-    bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX);
 
 // Common configuration fields (struct virtio_pci_common_cfg): offset and width.
 struct Field {
@@ -132,8 +125,7 @@ VirtioPciTransport::VirtioPciTransport(std::shared_ptr<VirtioDevice> device,
       device_(std::move(device)),
       intx_(std::move(intx)),
       name_(device_ ? device_->name() : std::string()),
-      offered_features_(
-          device_ ? (device_->device_features() & ~kTransportFeatureMask) | kTransportFeatures : 0),
+      offered_features_(device_ ? offered_features(*device_) : 0),
       config_size_(device_ ? device_->config_size() : 0),
       msix_(vector_count(device_.get()), std::move(msi)) {
   if (!device_) throw std::invalid_argument("virtio-pci: a device is needed");
@@ -459,47 +451,15 @@ void VirtioPciTransport::write_queue_enable(uint16_t value) {
   }
 }
 
-bool VirtioPciTransport::features_acceptable(std::string& why) const {
-  if (driver_features_beyond_64_) {
-    why = "the driver accepted feature bits above 63, which the device does not offer";
-  } else if (driver_features_ & ~offered_features_) {
-    why = fmt::format("the driver accepted features {:#x} that the device does not offer",
-                      driver_features_ & ~offered_features_);
-  } else if (!(driver_features_ & bit(VIRTIO_F_VERSION_1))) {
-    why = "the driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)";
-  } else {
-    return true;
-  }
-  return false;
-}
-
 void VirtioPciTransport::write_status(uint8_t value) {
   if (value == 0) return reset_device();
-  const uint8_t old = status_;
-  uint8_t next = static_cast<uint8_t>((value & ~VIRTIO_CONFIG_S_NEEDS_RESET) |
-                                      (old & VIRTIO_CONFIG_S_NEEDS_RESET));
-  if (old & ~next) {
-    guest_error(fmt::format("device_status {:#x} clears bits of {:#x} without a reset; kept them",
-                            value, old));
-    next |= old;
-  }
-  const uint8_t added = next & ~old;
-  if (added & VIRTIO_CONFIG_S_FEATURES_OK) {
-    std::string why;
-    if (!features_acceptable(why)) {
-      guest_error("FEATURES_OK refused: " + why);
-      next &= static_cast<uint8_t>(~VIRTIO_CONFIG_S_FEATURES_OK);
-    }
-  }
-  bool activate = false;
-  if (added & VIRTIO_CONFIG_S_DRIVER_OK) {
-    if (!(next & VIRTIO_CONFIG_S_FEATURES_OK)) {
-      guest_error("DRIVER_OK without FEATURES_OK; ignored");
-      next &= static_cast<uint8_t>(~VIRTIO_CONFIG_S_DRIVER_OK);
-    } else {
-      activate = !(next & VIRTIO_CONFIG_S_NEEDS_RESET);
-    }
-  }
+  const auto [next, activate] = write_device_status(
+      status_, value, "device_status",
+      [this](std::string& why) {
+        return features_acceptable(driver_features_, driver_features_beyond_64_, offered_features_,
+                                   why);
+      },
+      [this](const std::string& what) { guest_error(what); });
   status_ = next;
   if (activate) {
     log::debug("{}: driver ready, features {:#x}", name_, driver_features_);

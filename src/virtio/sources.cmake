@@ -2,6 +2,7 @@
 # and the registry of device kinds (device_kinds.cpp, one *_kind.cpp per device).
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/virtqueue.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/device_status.cpp
   ${CMAKE_CURRENT_LIST_DIR}/mmio_transport.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pci_transport.cpp
   ${CMAKE_CURRENT_LIST_DIR}/device_kinds.cpp

@@ -71,7 +71,6 @@ class VirtioMmioTransport final : public BusDevice, public VirtioTransport {
   void notify_locked(uint32_t queue_index);
   void reset_device();
   bool live() const;  // DRIVER_OK, and neither NEEDS_RESET nor FAILED
-  bool features_acceptable(std::string& why) const;
   void check_queues();  // after the device ran: a queue the driver broke needs a device reset
   void set_needs_reset(const std::string& why);
   void raise(uint32_t interrupt_bit);

@@ -92,7 +92,6 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   void notify_locked(uint32_t queue_index);
   void reset_device();
   bool live() const;
-  bool features_acceptable(std::string& why) const;
   void check_queues();
   void set_needs_reset(const std::string& why);
   void interrupt(uint16_t vector, uint8_t isr_bit);

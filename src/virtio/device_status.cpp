@@ -1,0 +1,79 @@
+#include "device_status.hpp"
+
+#define VIRTIO_RING_NO_LEGACY
+
+#include <fmt/format.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ring.h>
+
+#include "libvmm/virtio/virtio_device.hpp"
+
+namespace libvmm {
+namespace {
+
+constexpr uint64_t bit(unsigned n) {
+  return 1ull << n;
+}
+// Feature bits 28..40 describe the transport and rings; the transport decides those.
+constexpr uint64_t kTransportFeatureMask =
+    (bit(VIRTIO_TRANSPORT_F_END) - 1) & ~(bit(VIRTIO_TRANSPORT_F_START) - 1);
+constexpr uint64_t kTransportFeatures =
+    bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX);
+
+}  // namespace
+
+uint64_t offered_features(VirtioDevice& device) {
+  ExternalQueues* external = device.external_queues();
+  const uint64_t transport =
+      external != nullptr ? external->transport_features() : kTransportFeatures;
+  return (device.device_features() & ~kTransportFeatureMask) | (kTransportFeatures & transport);
+}
+
+bool features_acceptable(uint64_t accepted, bool accepted_beyond_64, uint64_t offered,
+                         std::string& why) {
+  if (accepted_beyond_64) {
+    why = "the driver accepted feature bits above 63, which the device does not offer";
+  } else if (accepted & ~offered) {
+    why = fmt::format("the driver accepted features {:#x} that the device does not offer",
+                      accepted & ~offered);
+  } else if (!(accepted & bit(VIRTIO_F_VERSION_1))) {
+    why = "the driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)";
+  } else {
+    return true;
+  }
+  return false;
+}
+
+StatusWrite write_device_status(uint8_t old, uint32_t value, std::string_view register_name,
+                                const std::function<bool(std::string& why)>& features_ok,
+                                const std::function<void(const std::string&)>& guest_error) {
+  // Only the device sets NEEDS_RESET, and only a reset clears bits (spec §2.1.1).
+  auto next = static_cast<uint8_t>((value & 0xff & ~VIRTIO_CONFIG_S_NEEDS_RESET) |
+                                   (old & VIRTIO_CONFIG_S_NEEDS_RESET));
+  if (old & ~next) {
+    guest_error(fmt::format("{} {:#x} clears bits of {:#x} without a reset; kept them",
+                            register_name, value, old));
+    next |= old;
+  }
+  const uint8_t added = next & ~old;
+  if (added & VIRTIO_CONFIG_S_FEATURES_OK) {
+    std::string why;
+    if (!features_ok(why)) {
+      guest_error("FEATURES_OK refused: " + why);
+      // The driver reads the status back and sees the refusal.
+      next &= static_cast<uint8_t>(~VIRTIO_CONFIG_S_FEATURES_OK);
+    }
+  }
+  bool activate = false;
+  if (added & VIRTIO_CONFIG_S_DRIVER_OK) {
+    if (!(next & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      guest_error("DRIVER_OK without FEATURES_OK; ignored");
+      next &= static_cast<uint8_t>(~VIRTIO_CONFIG_S_DRIVER_OK);
+    } else {
+      activate = !(next & VIRTIO_CONFIG_S_NEEDS_RESET);
+    }
+  }
+  return {next, activate};
+}
+
+}  // namespace libvmm

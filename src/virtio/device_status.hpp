@@ -1,0 +1,35 @@
+// What every virtIO transport does the same way, whatever its registers look like: the
+// features it offers, the FEATURES_OK check, and the driver's writes to the device status
+// (virtIO 1.2 §2.1, §3.1.1). Internal to the transports (virtio-mmio, virtio-pci).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace libvmm {
+
+class VirtioDevice;
+
+// The features a transport offers for `device`: its device-specific bits, and the transport
+// bits its queues can have (all of ours, or what the process serving them supports).
+uint64_t offered_features(VirtioDevice& device);
+
+// Whether the features a driver accepted can be taken at FEATURES_OK; `why` says why not.
+bool features_acceptable(uint64_t accepted, bool accepted_beyond_64, uint64_t offered,
+                         std::string& why);
+
+struct StatusWrite {
+  uint8_t status;  // the status the device now has
+  bool activate;   // DRIVER_OK was just set: the device starts serving its queues
+};
+// The driver writes `value` (not 0, which is a reset) to a status holding `old`, through the
+// register `register_name` ("Status", "device_status"): only the device sets NEEDS_RESET and only
+// a reset clears bits; FEATURES_OK is refused unless `features_ok()` agrees; DRIVER_OK needs
+// FEATURES_OK. Each refusal goes to `guest_error`.
+StatusWrite write_device_status(uint8_t old, uint32_t value, std::string_view register_name,
+                                const std::function<bool(std::string& why)>& features_ok,
+                                const std::function<void(const std::string&)>& guest_error);
+
+}  // namespace libvmm
