@@ -13,7 +13,8 @@
 #                                  /tmp/NAME.err; sets $status and says how long it took
 #   start NAME COMMAND...          COMMAND in the background, stdin from the FIFO /tmp/NAME.in,
 #                                  stdout /tmp/NAME.out, stderr /tmp/NAME.err; sets $pid
-#   send NAME TEXT                 writes the line TEXT to /tmp/NAME.in
+#   send NAME TEXT                 writes the line TEXT to /tmp/NAME.in; false after 10 s if
+#                                  nothing reads it (the command has exited)
 #   sandboxed                      true if the one running vmm has threads and each runs under
 #                                  a seccomp filter (/proc/PID/task/*/status "Seccomp: 2": the
 #                                  default --seccomp=kill)
@@ -72,7 +73,19 @@ start() {
 }
 
 send() {
-  echo "$2" >"/tmp/$1.in"
+  # Opening a FIFO blocks until something reads it: if the VMM has exited, give up after 10 s
+  # instead of hanging the suite until its emulated host times out.
+  (echo "$2" >"/tmp/$1.in") &
+  writer=$! i=0
+  while kill -0 $writer 2>/dev/null; do
+    if [ $i -ge 100 ]; then
+      kill $writer 2>/dev/null
+      echo "send $1: nothing reads /tmp/$1.in (has it exited?)" >&2
+      return 1
+    fi
+    sleep 0.1; i=$((i + 1))
+  done
+  wait $writer
 }
 
 sandboxed() {
