@@ -11,7 +11,8 @@
 // threads) is not in them.
 //
 // Arguments are checked where it is cheap and means something: ioctl by request (and KVM
-// ioctls by the descriptor of this vCPU or VM, known when the filter is built), mmap and
+// ioctls by the descriptor of this vCPU or VM, ALSA's by the descriptors of the PCMs the alsa
+// sound backend opened, all known when the filter is built), mmap and
 // mprotect never with PROT_EXEC, tgkill only within this process. Not checked: which
 // descriptor read/write/pwritev/... use (the event loop owns the disk images and sockets the
 // guest drives; a filter cannot tell them from others), and paths (unlink at teardown).
