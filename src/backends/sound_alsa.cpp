@@ -3,12 +3,19 @@
 // frames as the PCM has room for (captures as many as it holds) at each tick.
 #include <alsa/asoundlib.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <vector>
 
 #include "libvmm/backends/sound_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/core/seccomp.hpp"
 
 namespace libvmm {
 namespace {
@@ -33,6 +40,23 @@ snd_pcm_format_t alsa_format(SoundFormat format) {
   return SND_PCM_FORMAT_S16_LE;
 }
 
+// The kernel's character-device major of every ALSA node (/dev/snd/*: SND_MAJOR).
+constexpr unsigned kAlsaMajor = 116;
+
+// This process's open descriptors of ALSA device nodes.
+std::vector<int> alsa_device_fds() {
+  std::vector<int> fds;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    const int fd = std::atoi(entry.path().filename().c_str());
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && ::major(st.st_rdev) == kAlsaMajor) {
+      fds.push_back(fd);
+    }
+  }
+  return fds;
+}
+
 // ALSA prints its own errors to stderr; ours say which PCM.
 void quiet_alsa(const char*, int, const char*, int, const char*, ...) {}
 
@@ -44,6 +68,7 @@ class AlsaSoundBackend final : public SoundBackend {
     // device nodes here; later it only makes ioctls on them. "plug:" converts formats and
     // rates the device cannot take.
     const std::string plug = name_.starts_with("plug:") ? name_ : "plug:'" + name_ + "'";
+    const std::vector<int> before = alsa_device_fds();
     for (SoundDirection d : {SoundDirection::output, SoundDirection::input}) {
       Stream& s = stream(d);
       const int err = snd_pcm_open(
@@ -59,6 +84,12 @@ class AlsaSoundBackend final : public SoundBackend {
         log::warn("virtio-snd: ALSA PCM '{}' cannot capture ({}): capture is silence", name_,
                   snd_strerror(err));
       }
+    }
+    // The seccomp filters allow ALSA's ioctls on exactly the device nodes these PCMs opened.
+    for (int fd : alsa_device_fds()) {
+      if (std::find(before.begin(), before.end(), fd) != before.end()) continue;
+      seccomp_allow_sound_ioctls(fd);
+      device_fds_.push_back(fd);
     }
   }
   ~AlsaSoundBackend() override { close_all(); }
@@ -182,9 +213,12 @@ class AlsaSoundBackend final : public SoundBackend {
       if (s->pcm != nullptr) snd_pcm_close(s->pcm);
       s->pcm = nullptr;
     }
+    for (int fd : device_fds_) seccomp_forget_sound_ioctls(fd);
+    device_fds_.clear();
   }
 
   std::string name_;
+  std::vector<int> device_fds_;  // the ALSA device nodes the PCMs opened
   Stream output_;
   Stream input_;
   uint32_t errors_logged_ = 0;

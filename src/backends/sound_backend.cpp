@@ -7,8 +7,11 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <mutex>
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
@@ -360,17 +363,53 @@ std::string check_sound_backend_spec(std::string_view backend, std::string_view 
   if (backend == "wav") return "wav needs an output file (wav:OUT.wav)";
   if (backend == "alsa" || backend.starts_with("alsa:")) {
     if (!in.empty()) return "in= needs the wav backend (wav:OUT.wav,in=IN.wav)";
-    if (backend == "alsa:") return "alsa: needs a PCM name (alsa:default, alsa:hw:0,0)";
+    if (backend == "alsa:") return "alsa: needs a PCM name (alsa:default, alsa:hw:Loopback)";
     return {};
   }
   return fmt::format(
       "unknown sound backend '{}' (expected none, alsa[:PCM] or wav:OUT.wav[,in=IN.wav])", backend);
 }
 
+namespace {
+// Backends opened by open_sound_backend_early(), by backend value, until the device takes them.
+std::mutex g_early_mutex;
+std::map<std::string, std::unique_ptr<SoundBackend>, std::less<>> g_early;
+}  // namespace
+
+// This process's open descriptors.
+std::vector<int> open_fds() {
+  std::vector<int> fds;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    fds.push_back(std::atoi(entry.path().filename().c_str()));
+  }
+  return fds;
+}
+
+std::vector<int> open_sound_backend_early(std::string_view backend, std::string_view in,
+                                          std::string_view label) {
+  if (!backend.starts_with("alsa")) return {};
+  const std::vector<int> before = open_fds();
+  auto opened = open_sound_backend(backend, in, label);
+  std::vector<int> fds;
+  for (int fd : open_fds()) {
+    if (std::find(before.begin(), before.end(), fd) == before.end()) fds.push_back(fd);
+  }
+  std::lock_guard lock(g_early_mutex);
+  g_early[std::string(backend)] = std::move(opened);
+  return fds;
+}
+
 std::unique_ptr<SoundBackend> open_sound_backend(std::string_view backend, std::string_view in,
                                                  std::string_view label) {
   if (std::string why = check_sound_backend_spec(backend, in); !why.empty()) {
     throw UserError(fmt::format("{}: {}", label, why));
+  }
+  {
+    std::lock_guard lock(g_early_mutex);
+    if (auto it = g_early.find(backend); it != g_early.end() && it->second) {
+      return std::move(it->second);
+    }
   }
   if (backend == "none") return std::make_unique<NullSoundBackend>();
   try {

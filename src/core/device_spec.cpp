@@ -37,10 +37,21 @@ std::vector<std::pair<std::string, std::string>> split_flag_value(std::string_vi
   std::vector<std::pair<std::string, std::string>> out;
   size_t start = 0;
   for (bool first = true; start <= value.size(); first = false) {
-    const size_t comma = value.find(',', start);
-    const std::string_view item =
-        value.substr(start, comma == std::string_view::npos ? comma : comma - start);
-    start = comma == std::string_view::npos ? value.size() + 1 : comma + 1;
+    // The item ends at the first single comma; ",," inside it is one literal comma.
+    std::string item;
+    size_t pos = start;
+    while (pos < value.size()) {
+      if (value[pos] == ',') {
+        if (pos + 1 < value.size() && value[pos + 1] == ',') {
+          item.push_back(',');
+          pos += 2;
+          continue;
+        }
+        break;
+      }
+      item.push_back(value[pos++]);
+    }
+    start = pos + 1;  // past the separating comma, or past the end
     if (item.empty()) {
       if (value.empty() && positional.empty()) break;  // a flag given without a value
       if (first && !positional.empty()) continue;      // no value: the kind says what is missing

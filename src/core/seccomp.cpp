@@ -11,7 +11,8 @@
 // threads) is not in them.
 //
 // Arguments are checked where it is cheap and means something: ioctl by request (and KVM
-// ioctls by the descriptor of this vCPU or VM, known when the filter is built), mmap and
+// ioctls by the descriptor of this vCPU or VM, ALSA's by the descriptors of the PCMs the alsa
+// sound backend opened, all known when the filter is built), mmap and
 // mprotect never with PROT_EXEC, tgkill only within this process. Not checked: which
 // descriptor read/write/pwritev/... use (the event loop owns the disk images and sockets the
 // guest drives; a filter cannot tell them from others), and paths (unlink at teardown).
@@ -83,9 +84,6 @@ void add_common(std::vector<SeccompRule>& r) {
   r.push_back({"poll", {}, "waiting for a console reader (bounded output flush)"});
   r.push_back({"ppoll", {}, "poll on AArch64"});
   r.push_back({"sendto", {}, "console output to a socket client (send)"});
-  // ALSA's PCM ioctls (type 'A', <sound/asound.h>) on the PCMs the alsa backend opened before
-  // the filters loaded: set_params at PCM_PREPARE, drop at STOP, reset and release.
-  r.push_back({"ioctl", {{1, 0xff00, 0x4100}}, "virtio-snd alsa: PCM ioctls (type 'A')"});
   r.push_back({"timerfd_settime",
                {},
                "virtio-snd: its pacing timer armed at PCM_START, disarmed at STOP and reset "
@@ -140,9 +138,47 @@ const char* to_string(ThreadRole role) {
   return "?";
 }
 
+namespace {
+
+// ALSA's PCM ioctls (type 'A', <sound/asound.h>), each pinned to one descriptor of a PCM the
+// alsa backend opened before the filters loaded: set_params at PCM_PREPARE (a vCPU's queue
+// notify), drop at STOP, reset and release, avail/delay/writei/readi as the event loop paces.
+void add_sound(std::vector<SeccompRule>& r, const SeccompFds& fds) {
+  for (int fd : fds.sound) {
+    r.push_back({"ioctl",
+                 {equals(0, static_cast<uint64_t>(fd)), {1, 0xff00, 0x4100}},
+                 "virtio-snd alsa: PCM ioctls (type 'A') on the PCM's descriptor"});
+  }
+}
+
+std::mutex g_sound_fds_mutex;
+std::vector<int> g_sound_fds;
+
+}  // namespace
+
+void seccomp_allow_sound_ioctls(int fd) {
+  std::lock_guard lock(g_sound_fds_mutex);
+  if (std::find(g_sound_fds.begin(), g_sound_fds.end(), fd) == g_sound_fds.end()) {
+    g_sound_fds.push_back(fd);
+  }
+}
+
+void seccomp_forget_sound_ioctls(int fd) {
+  std::lock_guard lock(g_sound_fds_mutex);
+  std::erase(g_sound_fds, fd);
+}
+
+namespace {
+std::vector<int> registered_sound_fds() {
+  std::lock_guard lock(g_sound_fds_mutex);
+  return g_sound_fds;
+}
+}  // namespace
+
 std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& fds) {
   std::vector<SeccompRule> r;
   add_common(r);
+  if (role != ThreadRole::io) add_sound(r, fds);
   switch (role) {
     case ThreadRole::vcpu:
       r.push_back({"pwrite64", {}, "virtio-snd wav: the file's header written at a device reset"});
@@ -379,7 +415,9 @@ void install_seccomp(ThreadRole role, SeccompMode mode, const SeccompFds& fds,
   // A binary tree of system call numbers rather than a chain: KVM_RUN, on every exit, then
   // passes a few comparisons, not one per rule. Older libseccomp: the chain, which also works.
   seccomp_attr_set(filter.ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
-  for (const SeccompRule& rule : seccomp_allow_list(role, fds)) {
+  SeccompFds pinned = fds;
+  for (int fd : registered_sound_fds()) pinned.sound.push_back(fd);
+  for (const SeccompRule& rule : seccomp_allow_list(role, pinned)) {
     const std::string name(rule.syscall);
     const int nr = seccomp_syscall_resolve_name(name.c_str());
     if (nr == __NR_SCMP_ERROR) throw std::logic_error("seccomp: unknown system call " + name);

@@ -299,8 +299,19 @@ void drop_privileges(uid_t uid, gid_t gid) {
                              const std::function<int()>& body) {
   int status = 1;
   try {
-    // Nothing of the caller's but stdin, stdout and stderr goes in.
-    must(::close_range(3, ~0u, 0) == 0, "close_range");
+    // Nothing of the caller's but stdin, stdout, stderr and the descriptors opened for the
+    // jail (options.inherit) goes in.
+    std::vector<int> keep = options.inherit;
+    std::sort(keep.begin(), keep.end());
+    unsigned from = 3;
+    for (int fd : keep) {
+      if (fd < 3 || static_cast<unsigned>(fd) < from) continue;
+      if (static_cast<unsigned>(fd) > from) {
+        must(::close_range(from, static_cast<unsigned>(fd) - 1, 0) == 0, "close_range");
+      }
+      from = static_cast<unsigned>(fd) + 1;
+    }
+    must(::close_range(from, ~0u, 0) == 0, "close_range");
     int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
     if (options.network == JailOptions::Network::none) flags |= CLONE_NEWNET;
     must(::unshare(flags) == 0, "unshare");

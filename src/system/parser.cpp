@@ -198,8 +198,9 @@ class Parser {
 
   // A host path: ${VAR} is replaced by the environment variable, and a relative path is taken
   // relative to the description file's folder, so a description can travel with its images.
-  std::string path(pugi::xml_node n, const char* attr) {
-    const std::string raw = text(n, attr);
+  std::string path(pugi::xml_node n, const char* attr) { return path(n, attr, text(n, attr)); }
+  // The same for `raw`, a host path that is part of attribute `attr`'s value.
+  std::string path(pugi::xml_node n, const char* attr, const std::string& raw) {
     std::string out;
     for (size_t i = 0; i < raw.size();) {
       if (raw.compare(i, 2, "${") != 0) {
@@ -403,10 +404,14 @@ class Parser {
     spec.where = fmt::format("{}:{}: <{}>", file_, at(n), n.name());
     for (const AttributeRule& a : rules) {
       const std::string attr(a.name);
-      if (n.attribute(attr.c_str())) {
-        spec.attributes.emplace_back(attr,
-                                     a.is_path ? path(n, attr.c_str()) : text(n, attr.c_str()));
+      if (!n.attribute(attr.c_str())) continue;
+      std::string value = a.is_path ? path(n, attr.c_str()) : text(n, attr.c_str());
+      if (!a.path_after.empty() && value.starts_with(a.path_after)) {
+        std::string after = path(n, attr.c_str(), value.substr(a.path_after.size()));
+        value = std::string(a.path_after);
+        value.append(after);
       }
+      spec.attributes.emplace_back(attr, std::move(value));
     }
     return spec;
   }

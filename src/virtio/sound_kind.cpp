@@ -1,5 +1,6 @@
 // virtio_sound in the device registry: <virtio_sound backend="wav:out.wav" in="in.wav"/>,
-// --sound none | wav:OUT.wav[,in=IN.wav].
+// --sound none | alsa[:PCM] | wav:OUT.wav[,in=IN.wav] (a doubled comma in the flag is a comma:
+// --sound alsa:hw:0,,0).
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -17,11 +18,13 @@ class SoundKind final : public VirtioDeviceKind {
   std::string_view element() const override { return "virtio_sound"; }
   std::string_view flag() const override { return "--sound"; }
   std::string_view help() const override {
-    return "virtIO sound card (virtio-snd) backend: none, alsa[:PCM] or wav:OUT.wav[,in=IN.wav]";
+    return "virtIO sound card (virtio-snd) backend: none, alsa[:PCM] or wav:OUT.wav[,in=IN.wav] "
+           "(a comma in a name is doubled: alsa:hw:0,,0)";
   }
   std::string_view positional() const override { return "backend"; }
   std::vector<AttributeRule> attributes() const override {
-    return {{"backend", true, false, "backend"}, {"in", false, true, "in=IN.wav"}};
+    // In a .system file, wav:OUT.wav's path is relative to the file's folder, like `in`.
+    return {{"backend", true, false, "backend", "wav:"}, {"in", false, true, "in=IN.wav"}};
   }
   // One card with an output and an input stream; a second would play into the same host.
   size_t max_per_vm() const override { return 1; }
@@ -62,16 +65,18 @@ class SoundKind final : public VirtioDeviceKind {
     if (backend.starts_with("wav:") && backend.size() > 4) {
       paths.push_back({std::filesystem::path(backend.substr(4)), HostPath::Use::create, {}});
     }
-    if (backend.starts_with("alsa")) {
-      // ALSA chooses the files it opens (its configuration, the card's nodes, a sound server's
-      // socket) from its own configuration: not something a jail can be planned for.
-      throw UserError(fmt::format("{}: alsa: not in a jail (use wav:OUT.wav or none)",
-                                  spec.where.empty() ? std::string(flag()) : spec.where));
-    }
+    // alsa: ALSA chooses the files it opens (its configuration, the card's nodes) from its own
+    // configuration, which a jail cannot be planned for: the PCMs are opened before the jail
+    // (open_before_jail) and inherited, so the jail holds none of ALSA's files.
     if (auto in = spec.get("in"); in && !in->empty()) {
       paths.push_back({std::filesystem::path(*in), HostPath::Use::read, {}});
     }
     return paths;
+  }
+
+  std::vector<int> open_before_jail(const DeviceSpec& spec) const override {
+    return open_sound_backend_early(spec.value_or("backend", ""), spec.value_or("in", ""),
+                                    label(spec));
   }
 
   std::string describe(const DeviceSpec& spec, size_t, std::string_view) const override {
@@ -82,13 +87,17 @@ class SoundKind final : public VirtioDeviceKind {
 
   std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
                                        const DeviceContext&) const override {
-    const std::string label = spec.where.empty() ? std::string(flag()) : spec.where;
     return std::make_shared<VirtioSound>(
-        open_sound_backend(spec.value_or("backend", ""), spec.value_or("in", ""), label));
+        open_sound_backend(spec.value_or("backend", ""), spec.value_or("in", ""), label(spec)));
   }
 
   void start(VirtioDevice& device, EventLoop& loop) const override {
     static_cast<VirtioSound&>(device).start(loop);
+  }
+
+ private:
+  std::string label(const DeviceSpec& spec) const {
+    return spec.where.empty() ? std::string(flag()) : spec.where;
   }
 };
 

@@ -226,7 +226,7 @@ void Vm::add_config_devices() {
           char name[16] = "I/O thread";  // IoThread named it (blk-io<N>) before this hook
           pthread_getname_np(pthread_self(), name, sizeof name);
           try {
-            install_seccomp(ThreadRole::io, mode, {-1, vm_fd}, name);
+            install_seccomp(ThreadRole::io, mode, {-1, vm_fd, {}}, name);
           } catch (const std::exception& e) {
             request_stop(StopReason::error, e.what());
           }
@@ -495,7 +495,7 @@ RunResult Vm::run() {
   // KVM_RUN; the loop loads its own before serving the first event.
   for (auto& v : d.vcpus) v->start();
   try {
-    install_seccomp(ThreadRole::event_loop, d.config.seccomp, {-1, d.vm.fd()}, "event loop");
+    install_seccomp(ThreadRole::event_loop, d.config.seccomp, {-1, d.vm.fd(), {}}, "event loop");
   } catch (const std::exception& e) {
     request_stop(StopReason::error, e.what());
   }

@@ -8,8 +8,11 @@
 #           period; vmm logs its counters at the end and exits 0;
 #   wav8k   a second guest plays 8 kHz mono U8 (rate and format negotiation): the host file
 #           has that format and the tone's 300 Hz;
-#   alsa    the 48 kHz tone through --sound alsa:hw:Loopback into the emulated host's snd-aloop
-#           card, an arecord on the loopback's other end: the capture has the 440 Hz tone.
+#   alsa    the 48 kHz tone through --sound alsa:hw:Loopback,,0 (ALSA's hw:Loopback,0: a comma
+#           doubled in the flag) into the emulated host's snd-aloop card, with vmm in a jail
+#           (--jail: the PCM opened before it and inherited) under the default seccomp kill
+#           mode (ALSA's ioctls pinned to the PCM's descriptors), an arecord on the loopback's
+#           other end: the capture has the 440 Hz tone.
 # Usage: linux_sound.sh VMM
 set -euo pipefail
 vmm=$1
@@ -117,10 +120,12 @@ export ALSA_CONFIG_PATH=/payload/alsa/alsa.conf ALSA_CONFIG_DIR=/payload/alsa
 ./arecord -q -D plughw:Loopback,1,0 -f S16_LE -r 48000 -c 2 -d 120 /tmp/loop.wav 2>/tmp/arecord.err &
 rec=$!
 sleep 1
-boot alsa "quiet libvmm.test=soundalsa" --sound alsa:hw:Loopback
+mkdir -p /tmp/jail
+boot alsa "quiet libvmm.test=soundalsa" --jail /tmp/jail --jail-uid 1000 --sound alsa:hw:Loopback,,0
 kill -INT $rec
 wait $rec || true
 check "alsa: vmm exit status 0 (got $status)" [ "$status" -eq 0 ]
+check "alsa: vmm ran in the jail" grep -qF "jail: the VM runs as pid" /tmp/alsa.err
 check "alsa: the guest's aplay ran without errors" sh -c '! grep -qE "LIBVMM-GUEST: aplay: " /tmp/alsa.out'
 ./wavtool info /tmp/loop.wav >/tmp/infoalsa 2>&1 || true
 cat /tmp/infoalsa /tmp/arecord.err

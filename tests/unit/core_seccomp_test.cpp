@@ -24,7 +24,7 @@ namespace libvmm {
 namespace {
 
 constexpr ThreadRole kRoles[] = {ThreadRole::vcpu, ThreadRole::event_loop, ThreadRole::io};
-constexpr SeccompFds kFds{100, 101};
+const SeccompFds kFds{100, 101, {102, 103}};
 
 std::set<std::string> names(const std::vector<SeccompRule>& rules) {
   std::set<std::string> out;
@@ -166,6 +166,35 @@ TEST(SeccompAllowList, OnlyAVcpuRunsTheGuestAndOnlyTheLoopAndIoThreadsDoBlockIo)
     if (r.syscall != "ioctl") continue;
     for (uint64_t kvm : std::initializer_list<uint64_t>{KVM_RUN, KVM_IRQ_LINE})
       EXPECT_FALSE(has_condition(r, 1, kvm));
+  }
+}
+
+// ALSA's PCM ioctls (type 'A') only on the sound devices' descriptors, only where the device
+// runs (vCPUs and the event loop), and none at all without an ALSA PCM.
+TEST(SeccompAllowList, AlsaIoctlsOnlyOnTheSoundDescriptors) {
+  constexpr uint64_t kPcmPrepare = 0x4140;  // SNDRV_PCM_IOCTL_PREPARE: _IO('A', 0x40)
+  auto alsa_fds = [&](ThreadRole role, const SeccompFds& fds) {
+    std::set<uint64_t> out;
+    for (const SeccompRule& r : seccomp_allow_list(role, fds)) {
+      if (r.syscall != "ioctl" || !has_condition(r, 1, kPcmPrepare)) continue;
+      EXPECT_FALSE(has_condition(r, 1, TCGETS)) << "type 'A' only";
+      for (const SeccompArg& a : r.args) {
+        if (a.index == 0) out.insert(a.value);
+      }
+      EXPECT_TRUE(std::any_of(r.args.begin(), r.args.end(), [](const SeccompArg& a) {
+        return a.index == 0;
+      })) << "an ALSA ioctl on any descriptor";
+    }
+    return out;
+  };
+  EXPECT_EQ(alsa_fds(ThreadRole::vcpu, kFds), (std::set<uint64_t>{102, 103}));
+  EXPECT_EQ(alsa_fds(ThreadRole::event_loop, kFds), (std::set<uint64_t>{102, 103}));
+  EXPECT_TRUE(alsa_fds(ThreadRole::io, kFds).empty());
+  const SeccompFds no_sound{100, 101, {}};
+  for (ThreadRole role : kRoles) {
+    for (const SeccompRule& r : seccomp_allow_list(role, no_sound)) {
+      EXPECT_FALSE(r.syscall == "ioctl" && has_condition(r, 1, kPcmPrepare)) << to_string(role);
+    }
   }
 }
 

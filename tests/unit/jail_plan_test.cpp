@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -151,6 +152,54 @@ TEST(JailPlan, ASystemFileBringsItsRegionsAndInterruptSources) {
   EXPECT_NE(plan.describe().find("fifo       /run/vm/doorbell  (/etc/vm/t.system:11: IRQ 20)"),
             std::string::npos)
       << plan.describe();
+}
+
+// A sound card's WAV files in a .system file are relative to the file, like its other paths;
+// an ALSA PCM needs no file in the jail (vmm opens it before the jail and the jail inherits it).
+TEST(JailPlan, SoundFilesOfASystemFileAreRelativeToIt) {
+  auto parse = [](const std::string& device) {
+    const std::string xml = R"(<system>
+  <memory_region name="guest_ram" size="256M" />
+  <protection_domain name="vmm">
+    <virtual_machine name="linux" id="0">
+      <map mr="guest_ram" vaddr="0x0" perms="rwx" />
+      <kernel path="bzImage" />
+      )" + device + R"(
+    </virtual_machine>
+  </protection_domain>
+</system>
+)";
+    std::vector<std::string> problems;
+    auto d = SystemDescription::parse(xml, "/etc/vm/t.system", problems);
+    EXPECT_TRUE(problems.empty()) << problems.front();
+    return d;
+  };
+  const auto wav = parse(R"(<virtio_sound backend="wav:sound/out.wav" in="tone.wav" />)");
+  const DeviceSpec& spec = wav.vms().front()->config.devices.front();
+  EXPECT_EQ(spec.value_or("backend", ""), "wav:/etc/vm/sound/out.wav");
+  EXPECT_EQ(spec.value_or("in", ""), "/etc/vm/tone.wav");
+  const JailPlan plan = plan_jail(wav, "/elsewhere");
+  EXPECT_EQ(use_of(plan, "/etc/vm/sound/out.wav"), Use::create);
+  EXPECT_EQ(use_of(plan, "/etc/vm/tone.wav"), Use::read);
+
+  setenv("LIBVMM_TEST_SOUND_DIR", "/srv/audio", 1);
+  const auto absolute = parse(R"(<virtio_sound backend="wav:${LIBVMM_TEST_SOUND_DIR}/out.wav" />)");
+  EXPECT_EQ(absolute.vms().front()->config.devices.front().value_or("backend", ""),
+            "wav:/srv/audio/out.wav");
+
+  // Not a path: alsa's PCM name, commas and all; none.
+  const auto alsa = parse(R"(<virtio_sound backend="alsa:hw:0,0" />)");
+  EXPECT_EQ(alsa.vms().front()->config.devices.front().value_or("backend", ""), "alsa:hw:0,0");
+  const JailPlan alsa_plan = plan_jail(alsa, "/elsewhere");
+  for (const JailFile& f : alsa_plan.files) {
+    EXPECT_TRUE(f.path == "/etc/vm/bzImage" || f.path == "/dev/kvm") << f.path;
+  }
+  EXPECT_EQ(parse(R"(<virtio_sound backend="none" />)")
+                .vms()
+                .front()
+                ->config.devices.front()
+                .value_or("backend", ""),
+            "none");
 }
 
 TEST(JailPlan, RefusesWhatAJailCannotHold) {

@@ -44,14 +44,34 @@ TEST(SplitFlagValue, PositionalBooleansAndPairs) {
   EXPECT_EQ(error, "") << "a flag without a value (--rng)";
 }
 
+TEST(SplitFlagValue, DoubledCommaIsALiteralComma) {
+  std::string error;
+  const auto a = split_flag_value("alsa:hw:0,,0", "backend", error);
+  EXPECT_EQ(error, "");
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0], (std::pair<std::string, std::string>{"backend", "alsa:hw:0,0"}));
+  const auto b = split_flag_value("my,,disk.img,readonly,serial=a,,b", "path", error);
+  EXPECT_EQ(error, "");
+  ASSERT_EQ(b.size(), 3u);
+  EXPECT_EQ(b[0], (std::pair<std::string, std::string>{"path", "my,disk.img"}));
+  EXPECT_EQ(b[1], (std::pair<std::string, std::string>{"readonly", "true"}));
+  EXPECT_EQ(b[2], (std::pair<std::string, std::string>{"serial", "a,b"}));
+  const auto c = split_flag_value("a,,,b", "path", error);
+  EXPECT_EQ(error, "");
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].second, "a,") << "a doubled comma first, then the separator";
+  EXPECT_EQ(c[1].first, "b");
+}
+
 TEST(SplitFlagValue, Malformed) {
   std::string error;
   EXPECT_TRUE(split_flag_value("", "path", error).empty()) << "the kind reports the missing path";
   EXPECT_EQ(error, "");
   EXPECT_EQ(split_flag_value(",readonly", "path", error).size(), 1u);
   EXPECT_EQ(error, "");
-  split_flag_value("d.img,,readonly", "path", error);
+  split_flag_value("d.img,readonly,", "path", error);
   EXPECT_EQ(error, "empty option between commas");
+  error.clear();
   split_flag_value("tap=a,tap=b", "", error);
   EXPECT_EQ(error, "option 'tap' given twice");
   split_flag_value("d.img,", "path", error);

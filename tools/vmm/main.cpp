@@ -503,7 +503,15 @@ int main(int argc, char** argv) {
       // inside, the VM's user may still lack permission on one (reported by its flag or line).
       description.validate();
       const JailPlan plan = plan_jail(description, std::filesystem::current_path());
-      const JailOptions options = jail_options(jail_dir, jail_uid, jail_gid, jail_netns);
+      JailOptions options = jail_options(jail_dir, jail_uid, jail_gid, jail_netns);
+      // What devices cannot open inside (ALSA PCMs), opened here and inherited by the jail.
+      for (auto* vm : description.vms()) {
+        for (const DeviceSpec& spec : vm->config.devices) {
+          if (const auto* kind = find_virtio_device_kind(spec.kind)) {
+            for (int fd : kind->open_before_jail(spec)) options.inherit.push_back(fd);
+          }
+        }
+      }
       return run_in_jail(options, plan,
                          [&] { return run_system(std::move(description), shutdown_timeout); });
     }

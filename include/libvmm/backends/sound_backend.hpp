@@ -172,7 +172,15 @@ std::unique_ptr<SoundBackend> open_alsa_sound_backend(const std::string& pcm);
 // `in`, the in= option, or empty). Empty when valid; otherwise the problem as a phrase.
 std::string check_sound_backend_spec(std::string_view backend, std::string_view in);
 // Opens it; throws UserError prefixed with `label` ("--sound wav:x/y.wav: cannot create ...").
+// An alsa backend opened before by open_sound_backend_early() for the same value is returned
+// (once) instead.
 std::unique_ptr<SoundBackend> open_sound_backend(std::string_view backend, std::string_view in,
                                                  std::string_view label);
+// For a jail: opens an alsa backend now, as root before the jail is built, so that ALSA reads
+// its configuration and opens its device nodes here; the process the jail forks inherits the
+// open PCMs and open_sound_backend() hands them to the device. Other backends open their files
+// inside the jail: nothing to do. Returns the descriptors ALSA opened (for the jail to keep).
+std::vector<int> open_sound_backend_early(std::string_view backend, std::string_view in,
+                                          std::string_view label);
 
 }  // namespace libvmm

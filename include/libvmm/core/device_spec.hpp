@@ -50,8 +50,9 @@ std::string_view to_string(HostPath::Use use);
 
 // Splits a flag's value into attributes: "d.img,readonly,serial=ID" with positional "path"
 // gives path=d.img, readonly=true, serial=ID. Only the first item may be bare-positional; other
-// bare items are boolean attributes set to "true". Returns the problem (empty item, attribute
-// given twice) in `error`, leaving the result unspecified.
+// bare items are boolean attributes set to "true". A doubled comma is a literal comma in an item
+// ("alsa:hw:0,,0" with positional "backend" gives backend=alsa:hw:0,0). Returns the problem
+// (empty item, attribute given twice) in `error`, leaving the result unspecified.
 std::vector<std::pair<std::string, std::string>> split_flag_value(std::string_view value,
                                                                   std::string_view positional,
                                                                   std::string& error);

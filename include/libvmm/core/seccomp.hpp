@@ -37,7 +37,17 @@ const char* to_string(ThreadRole role);
 struct SeccompFds {
   int vcpu = -1;  // vcpu role: KVM_RUN and register reads only on this vCPU
   int vm = -1;    // KVM_IRQ_LINE and KVM_IRQFD only on this VM
+  // vcpu and event-loop roles: ALSA's PCM ioctls (type 'A') only on these descriptors (the
+  // sound devices' host PCMs); none: no ALSA ioctl at all. install_seccomp() fills it from
+  // the descriptors registered with seccomp_allow_sound_ioctls().
+  std::vector<int> sound;
 };
+
+// Registers a descriptor of a host sound device (an ALSA /dev/snd node, opened before the
+// filters load) for the ALSA ioctls of the filters loaded from now on; forgotten when it is
+// closed. Thread-safe.
+void seccomp_allow_sound_ioctls(int fd);
+void seccomp_forget_sound_ioctls(int fd);
 
 // One argument condition: (argument[index] & mask) == value.
 struct SeccompArg {

@@ -30,6 +30,9 @@ struct JailOptions {
   };
   Network network = Network::host;
   std::string netns;
+  // Descriptors opened before the jail for the VMs inside (VirtioDeviceKind::open_before_jail:
+  // ALSA PCMs), kept open in it; every other one but stdio is closed.
+  std::vector<int> inherit;
 };
 
 // One host file (or device) provided in the jail at the same absolute path, so the

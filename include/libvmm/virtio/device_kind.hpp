@@ -26,6 +26,9 @@ struct AttributeRule {
   bool required = false;
   bool is_path = false;               // a host path: ${VAR} expanded, relative to the .system file
   std::string_view flag_syntax = {};  // how the flag spells it, e.g. "serial=ID"; "" = name=VALUE
+  // A value starting with this prefix is a host path after it, resolved like is_path's
+  // (backend="wav:out.wav" with path_after "wav:").
+  std::string_view path_after = {};
 };
 
 // What a device gets from the VM it is created on.
@@ -71,6 +74,11 @@ class VirtioDeviceKind {
   // The host files and devices the device opens (a sandbox provides exactly these): by default
   // each attribute marked is_path, read-only.
   virtual std::vector<HostPath> host_paths(const DeviceSpec& spec) const;
+  // Opens, in the process that builds a jail (as root, before it), what the device cannot open
+  // inside one (the alsa sound backend: ALSA picks its files from its own configuration); the
+  // jail's process inherits it and create() uses it. Returns the descriptors it opened (the
+  // jail keeps them open). Throws UserError like create().
+  virtual std::vector<int> open_before_jail(const DeviceSpec& /*spec*/) const { return {}; }
   // One line for `vmm check`: "virtio-blk vda disk.img (read-only)".
   virtual std::string describe(const DeviceSpec& spec, size_t index,
                                std::string_view vm_name) const = 0;
