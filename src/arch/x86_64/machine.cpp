@@ -148,6 +148,26 @@ class X86Machine : public Machine {
     virtio_cmdline_.push_back(fmt::format("virtio_mmio.device={}@{:#x}:{}", size, base, irq));
   }
 
+  // KVM's default x86 routes (GSI 0-15 to the IOAPIC and the PICs, 16-23 to the IOAPIC); MSI
+  // routes from GSI 24.
+  std::optional<GsiRouting> gsi_routing() const override {
+    GsiRouting routing;
+    const auto chip = [&routing](uint32_t gsi, uint32_t irqchip, uint32_t pin) {
+      kvm_irq_routing_entry e{};
+      e.gsi = gsi;
+      e.type = KVM_IRQ_ROUTING_IRQCHIP;
+      e.u.irqchip.irqchip = irqchip;
+      e.u.irqchip.pin = pin;
+      routing.irqchip_routes.push_back(e);
+    };
+    for (uint32_t gsi = 0; gsi < x86::kMpIoapicPins; ++gsi) {
+      chip(gsi, KVM_IRQCHIP_IOAPIC, gsi);
+      if (gsi < 16) chip(gsi, gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, gsi % 8);
+    }
+    routing.first_msi_gsi = x86::kMpIoapicPins;
+    return routing;
+  }
+
   // The bridge is PCI0 (PNP0A08) in the DSDT with its windows, and its ECAM is in an MCFG
   // table; kernels without ACPI find bus 0 through 0xCF8/0xCFC by themselves.
   void describe_pci(const pci::HostBridgeLayout& layout) override { pci_ = layout; }
