@@ -3,8 +3,9 @@
 # network card (on a TAP in a namespace the test creates) are virtio-pci functions (transport=pci) behind libvmm's PCI host bridge, found by Linux's
 # virtio_pci driver with MSI-X; and the same checks as linux.virtio (the pattern the host wrote,
 # the guest's write in the image, the read-only disk refusing writes, hvc0 both ways), a ping
-# and a TCP download over eth0, and the bridge as ACPI describes it (PCI0 in the DSDT, the ECAM
-# in the MCFG). One boot.
+# and a TCP download over eth0, and the bridge as ACPI describes it (PCI0 in the DSDT; this
+# kernel has no PCI_MMCONFIG, so it keeps 0xCF8/0xCFC: linux.debian checks the MCFG's ECAM). One
+# boot.
 # Usage: linux_pci.sh VMM
 set -euo pipefail
 vmm=$1
@@ -52,8 +53,6 @@ check "the PCI root is the DSDT's PCI0 (PNP0A08)" \
   grep -qF "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00])" /tmp/pci.out
 check "its windows come from PCI0's _CRS" \
   grep -qF "pci_bus 0000:00: root bus resource [mem 0xc0000000-0xcfffffff window]" /tmp/pci.out
-check "ECAM from the MCFG table, reserved by the PNP0C02 node" \
-  grep -qF "MMCONFIG at [mem 0xe0000000-0xe00fffff] reserved as ACPI motherboard resource" /tmp/pci.out
 check "virtio-blk is a virtio-pci function (1af4:1042) bound to virtio-pci" \
   grep -qE "pci 0000:00:0[1-4].0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/pci.out
 check "virtio-console is 1af4:1043 with MSI-X" \
@@ -71,7 +70,7 @@ check "the guest's write to vda is in the image" \
 check "virtio-net is 1af4:1041 with MSI-X" \
   grep -qE "pci 0000:00:0[1-5].0 0x1af4:0x1041 driver=virtio-pci msix_vectors=[1-9]" /tmp/pci.out
 check "eth0 over virtio-pci pings the host" grep -qF "ping host ok" /tmp/pci.out
-check "256 KiB over TCP from the host, intact" grep -qF "to-guest sha256: $to_guest" /tmp/pci.out
+check "1 MiB over TCP from the host, intact" grep -qF "to-guest sha256: $to_guest" /tmp/pci.out
 check "vmm logged no guest error" sh -c '! grep -q "warning" /tmp/hvc0.err'
 
 finish linux_pci /tmp/pci.out /tmp/hvc0.err
