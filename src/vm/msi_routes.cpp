@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/kvm.hpp"
@@ -77,14 +79,18 @@ RoutedMsiSink::RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors
 }
 
 void set_gsi_routing(KvmVm& vm, const std::vector<kvm_irq_routing_entry>& entries) {
-  // struct kvm_irq_routing ends in a flexible array of entries: one buffer of both, aligned.
-  std::vector<kvm_irq_routing_entry> buffer(1 + entries.size());
-  auto* table = reinterpret_cast<kvm_irq_routing*>(buffer.data());
-  static_assert(sizeof(kvm_irq_routing) <= sizeof(kvm_irq_routing_entry));
-  table->nr = static_cast<uint32_t>(entries.size());
-  table->flags = 0;
-  std::copy(entries.begin(), entries.end(), table->entries);
-  kvm_ioctl(vm.fd(), KVM_SET_GSI_ROUTING, "KVM_SET_GSI_ROUTING", table);
+  // The kernel's struct kvm_irq_routing: nr and flags (two __u32s), then the entries from byte
+  // 8. Laid out by hand: g++ puts the struct's flexible array at offset 16.
+  constexpr size_t kHeader = 2 * sizeof(__u32);
+  const size_t bytes = kHeader + entries.size() * sizeof(kvm_irq_routing_entry);
+  std::vector<uint64_t> buffer((bytes + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+  auto* raw = reinterpret_cast<unsigned char*>(buffer.data());
+  const auto header = std::array<__u32, 2>{static_cast<__u32>(entries.size()), 0};
+  std::memcpy(raw, header.data(), kHeader);
+  if (!entries.empty()) {
+    std::memcpy(raw + kHeader, entries.data(), entries.size() * sizeof(kvm_irq_routing_entry));
+  }
+  kvm_ioctl(vm.fd(), kKvmSetGsiRouting, "KVM_SET_GSI_ROUTING", static_cast<const void*>(raw));
 }
 
 std::shared_ptr<RoutedMsiSink> RoutedMsiSink::for_vm(KvmVm& vm, std::shared_ptr<GsiRoutes> routes,

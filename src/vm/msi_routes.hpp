@@ -53,6 +53,11 @@ class GsiRoutes {
   std::vector<Msi> msis_;  // by allocation order
 };
 
+// KVM_SET_GSI_ROUTING as the kernel numbers it: its size field is that of the C header's
+// struct kvm_irq_routing (two __u32s, 8 bytes); g++ lays that struct out with its flexible
+// array of entries at offset 16 and sizes it 16, and KVM answers that number with ENOTTY.
+constexpr unsigned long kKvmSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, 2 * sizeof(__u32));
+
 // KVM_SET_GSI_ROUTING: replaces `vm`'s whole GSI routing table with `entries` (a GsiRoutes
 // commit).
 void set_gsi_routing(KvmVm& vm, const std::vector<kvm_irq_routing_entry>& entries);
