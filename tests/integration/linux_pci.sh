@@ -54,11 +54,11 @@ check "the PCI root is the DSDT's PCI0 (PNP0A08)" \
 check "its windows come from PCI0's _CRS" \
   grep -qF "pci_bus 0000:00: root bus resource [mem 0xc0000000-0xcfffffff window]" /tmp/pci.out
 check "virtio-blk is a virtio-pci function (1af4:1042) bound to virtio-pci" \
-  grep -qE "pci 0000:00:0[1-4].0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/pci.out
+  grep -qE "pci 0000:00:0[1-5].0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/pci.out
 check "virtio-console is 1af4:1043 with MSI-X" \
-  grep -qE "pci 0000:00:0[1-4].0 0x1af4:0x1043 driver=virtio-pci msix_vectors=[1-9]" /tmp/pci.out
+  grep -qE "pci 0000:00:0[1-5].0 0x1af4:0x1043 driver=virtio-pci msix_vectors=[1-9]" /tmp/pci.out
 check "virtio-rng is 1af4:1044 with MSI-X" \
-  grep -qE "pci 0000:00:0[1-4].0 0x1af4:0x1044 driver=virtio-pci msix_vectors=[1-9]" /tmp/pci.out
+  grep -qE "pci 0000:00:0[1-5].0 0x1af4:0x1044 driver=virtio-pci msix_vectors=[1-9]" /tmp/pci.out
 check "MSI-X vectors fired" grep -qE "MSI-X interrupts taken: [1-9]" /tmp/pci.out
 check "the guest sees vda and vdb" grep -qF "block devices: vda vdb" /tmp/pci.out
 check "the guest reads the host's pattern" grep -qF "vda starts with: LIBVMM-HOST-WROTE-THIS!!" /tmp/pci.out
