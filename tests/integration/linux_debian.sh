@@ -59,7 +59,7 @@ check "Debian kernel: COM1 is the PNP0501 node" grep -qF "PNP0501" /tmp/acpi.out
 check "Debian kernel: the PCI host bridge is the DSDT's PNP0A08 node" \
   [ "$(field /tmp/acpi.out 'PNP0A08 nodes')" = 1 ]
 check "Debian kernel: ECAM from the MCFG table" \
-  grep -qF "MMCONFIG: MMCONFIG at [mem 0xe0000000-0xe00fffff] reserved as ACPI motherboard resource" /tmp/acpi.out
+  sh -c "grep 'LIBVMM-GUEST: MMCONFIG: ' /tmp/acpi.out | grep -qF 'MMCONFIG at [mem 0xe0000000-0xe00fffff] reserved in ACPI motherboard resources'"
 check "Debian kernel: virtio_pci binds the PCI disk (1af4:1042) with MSI-X" \
   grep -qE "pci 0000:00:01.0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/acpi.out
 check "Debian kernel: eth0 pings the host end" grep -qF "ping host ok" /tmp/acpi.out
