@@ -36,6 +36,18 @@ std::optional<BoardDevice> Board::device_at(uint64_t phys_addr) const {
   return std::nullopt;
 }
 
+std::vector<DeviceWindow> Board::pci_windows() const {
+  const std::optional<pci::HostBridgeLayout> pci = pci_layout();
+  if (!pci) return {};
+  std::vector<DeviceWindow> out{
+      {"the PCI host bridge's ECAM", pci->ecam.base, pci->ecam.size},
+      {"the PCI host bridge's 32-bit BAR window", pci->mmio32.base, pci->mmio32.size}};
+  if (pci->mmio64.size != 0) {
+    out.push_back({"the PCI host bridge's 64-bit BAR window", pci->mmio64.base, pci->mmio64.size});
+  }
+  return out;
+}
+
 MemoryMap Board::memory_map(uint64_t memory_size) const {
   MemoryMap m;
   m.ram = ram_layout(memory_size);

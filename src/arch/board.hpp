@@ -92,6 +92,10 @@ class Board {
   virtual std::optional<pci::HostBridgeLayout> pci_layout() const { return std::nullopt; }
   // Port I/O: x86_64 only.
   virtual bool has_ioports() const { return false; }
+  // The PCI host bridge's memory windows (ECAM, 32-bit and 64-bit BAR windows) as windows maps
+  // must avoid in a VM that has PCI devices (the bridge is only there then); none without a
+  // PCI bus.
+  std::vector<DeviceWindow> pci_windows() const;
 
   // The board device a region with phys_addr `phys_addr` is; null when none.
   std::optional<BoardDevice> device_at(uint64_t phys_addr) const;

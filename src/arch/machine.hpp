@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,14 @@ class Machine {
   // What irqfds and KVM_IRQ_LINE take for the controller's interrupt `number` (x86: the GSI
   // itself for both; AArch64: GSI = SPI INTID - 32, and KVM_IRQ_LINE's type/INTID encoding).
   virtual KvmIrqRoute kvm_irq(uint32_t number) const { return number; }
+  // MSI-X through GSI routes: the interrupt controller's own routes, which every
+  // KVM_SET_GSI_ROUTING table must repeat, and the first GSI free for MSI routes. nullopt: the
+  // machine delivers MSIs with KVM_SIGNAL_MSI only.
+  struct GsiRouting {
+    std::vector<kvm_irq_routing_entry> irqchip_routes;
+    uint32_t first_msi_gsi = 0;
+  };
+  virtual std::optional<GsiRouting> gsi_routing() const { return std::nullopt; }
   // KVM exits only this architecture has (e.g. AArch64 KVM_EXIT_ARM_NISV); false: not handled.
   virtual bool handle_exit(MachineContext& /*vm*/, KvmVcpu& /*vcpu*/) { return false; }
 };

@@ -206,6 +206,11 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
                      {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_SIGNAL_MSI)},
                      "virtio-pci: MSI-X messages pending when the guest unmasks a vector"});
         r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vm)),
+                      // as src/vm/msi_routes.hpp numbers it (the C header's 8-byte size)
+                      equals(1, _IOC(_IOC_WRITE, KVMIO, 0x6a, 2 * sizeof(__u32)))},
+                     "PCI: an MSI-X vector's GSI route follows the message the guest programs"});
+        r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IOEVENTFD)},
                      "virtio-pci: queue notify ioeventfds follow a BAR the guest moves"});
       }

@@ -46,7 +46,7 @@ uint32_t MsixTable::add_capability(ConfigSpace& config, unsigned table_bar, uint
 }
 
 void MsixTable::control_written(uint16_t control) {
-  std::vector<std::pair<uint64_t, uint32_t>> messages;
+  std::vector<Message> messages;
   {
     std::lock_guard lock(mutex_);
     enabled_ = control & kControlEnable;
@@ -76,7 +76,8 @@ bool MsixTable::table_read(uint64_t offset, std::span<uint8_t> data, std::string
 
 bool MsixTable::table_write(uint64_t offset, std::span<const uint8_t> data, std::string& why) {
   if (!valid(offset, data.size(), table_size(), "MSI-X table", why)) return false;
-  std::vector<std::pair<uint64_t, uint32_t>> messages;
+  std::vector<Message> programmed;
+  std::vector<Message> messages;
   {
     std::lock_guard lock(mutex_);
     for (size_t done = 0; done < data.size(); done += 4) {
@@ -98,8 +99,16 @@ bool MsixTable::table_write(uint64_t offset, std::span<const uint8_t> data, std:
           break;
       }
     }
+    // An access touches one entry (at most 8 bytes, aligned): tell the sink its message once
+    // the entry is unmasked (drivers write address and data while it is masked).
+    const auto vector = static_cast<uint16_t>(offset / kEntrySize);
+    const Entry& e = entries_[vector];
+    if (!(e.control & 1)) {
+      programmed.push_back({vector, uint64_t{e.address_high} << 32 | e.address_low, e.data});
+    }
     deliver_pending_locked(messages);
   }
+  for (const Message& m : programmed) sink_->vector_programmed(m.vector, m.address, m.data);
   send_all(messages);
   return true;
 }
@@ -129,7 +138,7 @@ bool MsixTable::notify(uint16_t vector) {
     address = uint64_t{e.address_high} << 32 | e.address_low;
     value = e.data;
   }
-  sink_->send(address, value);
+  sink_->send_vector(vector, address, value);
   return true;
 }
 
@@ -138,19 +147,20 @@ bool MsixTable::pending(uint16_t vector) const {
   return vector < pending_.size() && pending_[vector];
 }
 
-void MsixTable::deliver_pending_locked(std::vector<std::pair<uint64_t, uint32_t>>& out) {
+void MsixTable::deliver_pending_locked(std::vector<Message>& out) {
   if (!enabled_ || function_masked_) return;
   for (size_t v = 0; v < entries_.size(); ++v) {
     const Entry& e = entries_[v];
     if (pending_[v] && !(e.control & 1)) {
       pending_[v] = false;
-      out.emplace_back(uint64_t{e.address_high} << 32 | e.address_low, e.data);
+      out.push_back(
+          {static_cast<uint16_t>(v), uint64_t{e.address_high} << 32 | e.address_low, e.data});
     }
   }
 }
 
-void MsixTable::send_all(const std::vector<std::pair<uint64_t, uint32_t>>& messages) {
-  for (const auto& [address, data] : messages) sink_->send(address, data);
+void MsixTable::send_all(const std::vector<Message>& messages) {
+  for (const Message& m : messages) sink_->send_vector(m.vector, m.address, m.data);
 }
 
 void MsixTable::reset() {

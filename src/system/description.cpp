@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -341,6 +342,14 @@ class Validator {
   void check_guest_maps(const VirtualMachineSpec& vm, const std::string& name) {
     std::vector<std::pair<Range, SourceLocation>> used;
     for (const auto& w : machine_.device_windows()) used.push_back({{w.name, w.gpa, w.size}, {}});
+    // The PCI host bridge decodes its windows only in a VM with PCI devices.
+    if (std::any_of(vm.config.devices.begin(), vm.config.devices.end(),
+                    [](const DeviceSpec& d) { return uses_pci_transport(d); })) {
+      for (const auto& w : machine_.pci_windows()) {
+        used.push_back(
+            {{fmt::format("{} (the VM has transport=pci devices)", w.name), w.gpa, w.size}, {}});
+      }
+    }
     bool has_ram = false;
     for (const auto& m : vm.maps) {
       const MemoryRegionSpec* r = check_map(m);

@@ -118,6 +118,10 @@ uint16_t vector_count(const VirtioDevice* device) {
 
 }  // namespace
 
+uint16_t VirtioPciTransport::msix_vectors(const VirtioDevice& device) {
+  return vector_count(&device);
+}
+
 VirtioPciTransport::VirtioPciTransport(std::shared_ptr<VirtioDevice> device,
                                        const GuestMemory& memory, std::shared_ptr<pci::MsiSink> msi,
                                        std::shared_ptr<IrqLine> intx)

@@ -1,3 +1,4 @@
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/vm.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/device_plan.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/device_plan.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/msi_routes.cpp)

@@ -24,6 +24,7 @@
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
 #include "libvmm/virtio/pci_transport.hpp"
+#include "msi_routes.hpp"
 
 namespace libvmm {
 
@@ -51,6 +52,10 @@ std::vector<uint32_t> taken_irqs(const VmConfig& c) {
   for (const IrqSource& s : c.irq_sources) taken.push_back(s.irq);
   return taken;
 }
+
+// GSIs for MSI routes: at most this many (KVM takes 4096 routes on x86, the controller's own
+// included); vectors beyond them use KVM_SIGNAL_MSI.
+constexpr uint32_t kMaxMsiRoutes = 2048;
 
 // MSI-X messages of PCI functions, straight to KVM.
 class KvmMsiSink final : public pci::MsiSink {
@@ -146,7 +151,8 @@ struct Vm::Impl {
   std::vector<std::shared_ptr<VirtioMmioTransport>> transports;
   size_t mmio_devices = 0;  // placed virtio-mmio devices: the next one takes the next slot
   std::shared_ptr<pci::HostBridge> pci_bridge;  // made with the first PCI device
-  std::shared_ptr<KvmMsiSink> msi;
+  std::shared_ptr<KvmMsiSink> msi;              // where the machine has no GSI routing for MSIs
+  std::shared_ptr<GsiRoutes> gsi_routes;        // else: each function's vectors routed, with irqfds
   std::vector<std::shared_ptr<VirtioPciTransport>> pci_transports;
   std::vector<UniqueFd> notify_fds;
   std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
@@ -298,6 +304,12 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
     if (!layout) throw UserError(device->name() + ": this machine has no PCI bus");
     d.pci_bridge = pci::HostBridge::create(*layout);
     d.msi = std::make_shared<KvmMsiSink>(d.vm);
+    if (auto routing = d.machine->gsi_routing()) {
+      KvmVm* vm = &d.vm;
+      d.gsi_routes = std::make_shared<GsiRoutes>(
+          std::move(routing->irqchip_routes), routing->first_msi_gsi, kMaxMsiRoutes,
+          [vm](const std::vector<kvm_irq_routing_entry>& table) { set_gsi_routing(*vm, table); });
+    }
     d.mmio.attach(layout->ecam.base, layout->ecam.size, d.pci_bridge->ecam());
     d.mmio.attach(layout->mmio32.base, layout->mmio32.size,
                   d.pci_bridge->window(pci::BarKind::mem32));
@@ -312,7 +324,13 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
     }
     d.machine->describe_pci(*layout);
   }
-  auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, d.msi, nullptr);
+  // MSI-X vectors as GSI routes + irqfds (the route follows what the guest programs), where
+  // the machine routes GSIs; else KVM_SIGNAL_MSI per message.
+  std::shared_ptr<pci::MsiSink> msi = d.msi;
+  if (d.gsi_routes) {
+    msi = RoutedMsiSink::for_vm(d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device));
+  }
+  auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, msi, nullptr);
   const uint8_t number = d.pci_bridge->add(transport);
 
   // Queue notifications through an ioeventfd per queue at its notify address in BAR 0 (Linux

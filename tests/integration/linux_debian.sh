@@ -34,16 +34,18 @@ field() { sed -n "s/.*LIBVMM-GUEST: $2: //p" "$1" | tr -d '\r' | head -n 1; }
 ./ip link set tap0 up
 dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null
 printf 'LIBVMM-DISK-DATA' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
+dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
 
 ./vmm --kernel debian-vmlinuz --initrd initramfs-debian.cpio.gz --memory 256M \
   --cmdline "console=ttyS0 quiet libvmm.test=debian_acpi" --disk /tmp/vda.img --net tap=tap0 \
-  --console file:/tmp/hvc0.out --rng --serial file:/tmp/acpi.out </dev/null 2>/tmp/acpi.err
+  --console file:/tmp/hvc0.out --rng --disk /tmp/vdb.img,transport=pci \
+  --serial file:/tmp/acpi.out </dev/null 2>/tmp/acpi.err
 status=$?
 host_clock=$(date +%s)
 check "Debian kernel: vmm exit status 0 (got $status)" [ "$status" -eq 0 ]
 check "Debian kernel: the init ran its test" grep -qF "test debian_acpi exit status" /tmp/acpi.out
 check "Debian kernel: nothing about virtio on the command line" \
-  sh -c "! grep -q 'cmdline: .*virtio' /tmp/acpi.out"
+  sh -c "! grep -q 'cmdline: .*\(virtio\|pci=\)' /tmp/acpi.out"
 check "Debian kernel: one LNRO0005 ACPI node per device (4)" \
   [ "$(field /tmp/acpi.out 'LNRO0005 nodes')" = 4 ]
 ids=$(field /tmp/acpi.out 'virtio device ids')
@@ -54,6 +56,12 @@ check "Debian kernel: vda reads the host's data" grep -qF "vda starts with: LIBV
 check "Debian kernel: hvc0 carries text" grep -qF "hello over hvc0" /tmp/hvc0.out
 check "Debian kernel: the hwrng is virtio_rng" grep -qF "hwrng: virtio_rng.0" /tmp/acpi.out
 check "Debian kernel: COM1 is the PNP0501 node" grep -qF "PNP0501" /tmp/acpi.out
+check "Debian kernel: the PCI host bridge is the DSDT's PNP0A08 node" \
+  [ "$(field /tmp/acpi.out 'PNP0A08 nodes')" = 1 ]
+check "Debian kernel: ECAM from the MCFG table" \
+  sh -c "grep 'LIBVMM-GUEST: MMCONFIG: ' /tmp/acpi.out | grep -qF 'MMCONFIG at [mem 0xe0000000-0xe00fffff] reserved in ACPI motherboard resources'"
+check "Debian kernel: virtio_pci binds the PCI disk (1af4:1042) with MSI-X" \
+  grep -qE "pci 0000:00:01.0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/acpi.out
 check "Debian kernel: eth0 pings the host end" grep -qF "ping host ok" /tmp/acpi.out
 # The guest read the clock within its first seconds; the host reads it after vmm exits.
 guest_clock=$(field /tmp/acpi.out clock)

@@ -2,8 +2,11 @@
 
 #include <cstring>
 #include <numeric>
+#include <stdexcept>
 
+#include "../../src/arch/board.hpp"
 #include "libvmm/arch/x86_64/acpi.hpp"
+#include "libvmm/core/guest_memory.hpp"
 
 using namespace libvmm::x86;
 
@@ -72,6 +75,77 @@ TEST(Acpi, TablesChainAndChecksum) {
   EXPECT_EQ(ioapics, 1u);
   EXPECT_EQ(overrides, 1u);
   EXPECT_EQ(at<uint32_t>(t, fadt + 112) & (1u << 4), 0u);  // PWR_BUTTON clear: fixed feature
+}
+
+TEST(Acpi, McfgDescribesTheEcamOnlyWhenGiven) {
+  const uint64_t base = kAcpiTablesAddr;
+  const auto without = build_acpi_tables(base, 1);
+  const auto xsdt0 = at<uint64_t>(without, 24) - base;
+  EXPECT_EQ(at<uint32_t>(without, xsdt0 + 4), 36u + 2 * 8);  // FADT and MADT only
+
+  const auto t = build_acpi_tables(base, 1, {}, McfgEntry{0xE0000000, 0, 0});
+  const auto xsdt = at<uint64_t>(t, 24) - base;
+  ASSERT_EQ(at<uint32_t>(t, xsdt + 4), 36u + 3 * 8);
+  EXPECT_EQ(sum(t, xsdt, 36 + 3 * 8), 0);
+  const auto mcfg = at<uint64_t>(t, xsdt + 52) - base;
+  ASSERT_EQ(std::memcmp(t.data() + mcfg, "MCFG", 4), 0);
+  ASSERT_EQ(at<uint32_t>(t, mcfg + 4), 60u);  // header, 8 reserved bytes, one allocation
+  EXPECT_EQ(sum(t, mcfg, 60), 0);
+  EXPECT_EQ(at<uint64_t>(t, mcfg + 44), 0xE0000000u);  // base address
+  EXPECT_EQ(at<uint16_t>(t, mcfg + 52), 0u);           // segment
+  EXPECT_EQ(t[mcfg + 54], 0);                          // start bus
+  EXPECT_EQ(t[mcfg + 55], 0);                          // end bus
+  // It does not overlap the tables around it.
+  const auto fadt = at<uint64_t>(t, xsdt + 36) - base;
+  const auto facs = at<uint32_t>(t, fadt + 36) - base;
+  EXPECT_TRUE(mcfg >= facs + 64 || mcfg + 60 <= facs);
+  EXPECT_LE(mcfg + 60, fadt);
+  ASSERT_EQ(std::memcmp(t.data() + facs, "FACS", 4), 0);
+}
+
+TEST(Acpi, PciNodesRefuseLayoutsTheyCannotDescribe) {
+  libvmm::pci::HostBridgeLayout layout{
+      {0xE0000000, 0x100000}, {0xC0000000, 0x10000000}, {}, {0xC000, 0x4000}};
+  EXPECT_EQ(pci_host_bridge_nodes(layout, {}).size(), 2u);
+  EXPECT_THROW(pci_host_bridge_nodes(layout, {{32, 0, 16}}), std::invalid_argument);
+  EXPECT_THROW(pci_host_bridge_nodes(layout, {{1, 4, 16}}), std::invalid_argument);
+  auto high = layout;
+  high.mmio32 = {0xFFFF0000, 0x20000};  // crosses 4 GiB
+  EXPECT_THROW(pci_host_bridge_nodes(high, {}), std::invalid_argument);
+  auto io = layout;
+  io.io = {0xF000, 0x2000};  // past port 0xFFFF
+  EXPECT_THROW(pci_host_bridge_nodes(io, {}), std::invalid_argument);
+}
+
+// The PCI host bridge's windows (what the DSDT's PCI0 and the MCFG describe) overlap none of
+// the machine's own windows nor RAM of any size, and are what pci_windows() reserves.
+TEST(Acpi, PciWindowsAvoidTheMachinesDevicesAndRam) {
+  const libvmm::Board* board = libvmm::find_board("x86_64");
+  ASSERT_NE(board, nullptr);
+  const std::vector<libvmm::DeviceWindow> pci = board->pci_windows();
+  ASSERT_EQ(pci.size(), 2u);  // ECAM and the 32-bit window (no 64-bit window on x86_64 yet)
+  const auto overlap = [](uint64_t a, uint64_t as, uint64_t b, uint64_t bs) {
+    return a < b + bs && b < a + as;
+  };
+  for (const auto& w : pci) {
+    for (const auto& d : board->device_windows()) {
+      EXPECT_FALSE(overlap(w.gpa, w.size, d.gpa, d.size)) << w.name << " / " << d.name;
+    }
+    for (const auto& r : board->ram_layout(64 * libvmm::GiB)) {
+      EXPECT_FALSE(overlap(w.gpa, w.size, r.gpa, r.size)) << w.name;
+    }
+    EXPECT_FALSE(overlap(w.gpa, w.size, kAcpiTablesAddr, kAcpiTablesAreaSize));
+  }
+  for (size_t i = 0; i < pci.size(); ++i) {
+    for (size_t j = i + 1; j < pci.size(); ++j) {
+      EXPECT_FALSE(overlap(pci[i].gpa, pci[i].size, pci[j].gpa, pci[j].size));
+    }
+  }
+  const auto layout = board->pci_layout();
+  ASSERT_TRUE(layout);
+  EXPECT_EQ(pci[0].gpa, layout->ecam.base);
+  EXPECT_EQ(pci[1].gpa, layout->mmio32.base);
+  EXPECT_NO_THROW(pci_host_bridge_nodes(*layout, {}));
 }
 
 TEST(AcpiPmDevice, PowersOffOnS5WithSleepEnable) {

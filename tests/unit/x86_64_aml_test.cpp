@@ -297,4 +297,62 @@ TEST_F(Iasl, DecompilesTheMachineTablesDsdt) {
   EXPECT_THAT(slurp(dir_ / "log"), ::testing::Not(HasSubstr("Error")));
 }
 
+TEST_F(Iasl, DecompilesThePciHostBridgeAndTheMcfg) {
+  // The x86_64 board's PCI layout with a 64-bit window added, and two INTx routes.
+  const libvmm::pci::HostBridgeLayout layout{{0xE0000000, 0x100000},
+                                             {0xC0000000, 0x10000000},
+                                             {0x8000000000, 0x1000000000},
+                                             {0xC000, 0x4000}};
+  std::vector<Bytes> devices{serial_port_node("COM1", 1, 0x3F8, 4)};
+  for (auto& node : pci_host_bridge_nodes(layout, {{1, 0, 16}, {2, 0, 17}})) {
+    devices.push_back(node);
+  }
+  const Bytes dsdt = build_dsdt(devices);
+  const std::vector<uint8_t> tables =
+      build_acpi_tables(kAcpiTablesAddr, 1, devices, McfgEntry{0xE0000000, 0, 0});
+  uint64_t mcfg_addr;
+  std::memcpy(&mcfg_addr, tables.data() + 0x40 + 36 + 16, 8);  // XSDT entry 2
+  {
+    std::ofstream out(dir_ / "dsdt.dat", std::ios::binary);
+    out.write(reinterpret_cast<const char*>(dsdt.data()), static_cast<long>(dsdt.size()));
+    std::ofstream mcfg(dir_ / "mcfg.dat", std::ios::binary);
+    mcfg.write(reinterpret_cast<const char*>(tables.data() + (mcfg_addr - kAcpiTablesAddr)), 60);
+  }
+  ASSERT_EQ(run("iasl -d dsdt.dat"), 0) << slurp(dir_ / "log");
+  const std::string dsl = slurp(dir_ / "dsdt.dsl");
+  EXPECT_THAT(dsl, HasSubstr("Device (PCI0)"));
+  EXPECT_THAT(dsl, HasSubstr("Name (_HID, EisaId (\"PNP0A08\")"));
+  EXPECT_THAT(dsl, HasSubstr("Name (_CID, EisaId (\"PNP0A03\")"));
+  EXPECT_THAT(dsl, HasSubstr("WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,"));
+  EXPECT_THAT(dsl, HasSubstr("IO (Decode16,\n                    0x0CF8,"));
+  EXPECT_THAT(dsl, HasSubstr("0xC000,             // Range Minimum"));
+  EXPECT_THAT(dsl, HasSubstr("0xFFFF,             // Range Maximum"));
+  EXPECT_THAT(dsl, HasSubstr("0xC0000000,         // Range Minimum"));
+  EXPECT_THAT(dsl, HasSubstr("0xCFFFFFFF,         // Range Maximum"));
+  EXPECT_THAT(dsl, HasSubstr("0x0000008000000000, // Range Minimum"));
+  EXPECT_THAT(dsl, HasSubstr("0x0000008FFFFFFFFF, // Range Maximum"));
+  EXPECT_THAT(dsl, HasSubstr("Name (_PRT, Package (0x02)"));
+  EXPECT_THAT(dsl, HasSubstr("0x0002FFFF"));
+  EXPECT_THAT(dsl, HasSubstr("Method (_OSC, 4, NotSerialized)"));
+  EXPECT_THAT(dsl, HasSubstr("Device (PCIM)"));
+  EXPECT_THAT(dsl, HasSubstr("Name (_HID, EisaId (\"PNP0C02\")"));
+  EXPECT_THAT(dsl, HasSubstr("0xE0000000,         // Address Base"));
+  EXPECT_THAT(dsl, HasSubstr("0x00100000,         // Address Length"));
+  EXPECT_THAT(dsl, ::testing::Not(HasSubstr("Unknown")));
+  // Back to the same AML.
+  ASSERT_EQ(run("iasl -p again dsdt.dsl"), 0) << slurp(dir_ / "log");
+  const std::string again = slurp(dir_ / "again.aml");
+  ASSERT_GT(again.size(), 36u);
+  EXPECT_EQ(std::string(dsdt.begin() + 36, dsdt.end()), again.substr(36)) << dsl;
+
+  ASSERT_EQ(run("iasl -d mcfg.dat"), 0) << slurp(dir_ / "log");
+  const std::string mcfg = slurp(dir_ / "mcfg.dsl");
+  EXPECT_THAT(mcfg, HasSubstr("Signature : \"MCFG\""));
+  EXPECT_THAT(mcfg, HasSubstr("Table Length : 0000003C"));
+  EXPECT_THAT(mcfg, HasSubstr("Base Address : 00000000E0000000"));
+  EXPECT_THAT(mcfg, HasSubstr("Start Bus Number : 00"));
+  EXPECT_THAT(mcfg, HasSubstr("End Bus Number : 00"));
+  EXPECT_THAT(slurp(dir_ / "log"), HasSubstr("Acpi Data Table [MCFG] decoded"));
+}
+
 }  // namespace

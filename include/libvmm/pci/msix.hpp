@@ -16,12 +16,26 @@
 
 namespace libvmm::pci {
 
-// Where message-signalled interrupts go.
+// Where message-signalled interrupts go. A sink serves one table when it routes by vector.
 class MsiSink {
  public:
   virtual ~MsiSink() = default;
   // Any thread: delivers one message. The sink validates the address (a guest may program any).
   virtual void send(uint64_t address, uint32_t data) = 0;
+  // Sinks that route each vector ahead of time (a KVM GSI route and an irqfd per vector)
+  // override these two; by default a vector is its message.
+  // The guest wrote vector `vector`'s entry and it is unmasked: (address, data) is what its
+  // next deliveries carry (called on the writing thread, before any delivery of that message).
+  virtual void vector_programmed(uint16_t vector, uint64_t address, uint32_t data) {
+    static_cast<void>(vector);
+    static_cast<void>(address);
+    static_cast<void>(data);
+  }
+  // Any thread: delivers vector `vector`, whose entry holds (address, data).
+  virtual void send_vector(uint16_t vector, uint64_t address, uint32_t data) {
+    static_cast<void>(vector);
+    send(address, data);
+  }
 };
 
 class MsixTable {
@@ -67,8 +81,13 @@ class MsixTable {
     uint32_t data = 0;
     uint32_t control = 1;  // bit 0: masked
   };
-  void deliver_pending_locked(std::vector<std::pair<uint64_t, uint32_t>>& out);
-  void send_all(const std::vector<std::pair<uint64_t, uint32_t>>& messages);
+  struct Message {
+    uint16_t vector;
+    uint64_t address;
+    uint32_t data;
+  };
+  void deliver_pending_locked(std::vector<Message>& out);
+  void send_all(const std::vector<Message>& messages);
 
   const std::shared_ptr<MsiSink> sink_;
   mutable std::mutex mutex_;

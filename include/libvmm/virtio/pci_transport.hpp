@@ -49,6 +49,10 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   static constexpr uint64_t kMsixBarSize = 0x1000;
   static constexpr uint64_t kMsixPbaOffset = 0x800;
 
+  // The MSI-X vectors a transport for `device` has: one per queue and one for configuration
+  // changes (at most 64).
+  static uint16_t msix_vectors(const VirtioDevice& device);
+
   // `msi`: where MSI-X messages go; `intx`: the INTx line (INTA#), or null for MSI-X only.
   // Throws std::invalid_argument for a device that breaks the VirtioDevice contract.
   VirtioPciTransport(std::shared_ptr<VirtioDevice> device, const GuestMemory& memory,

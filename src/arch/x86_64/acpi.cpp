@@ -100,6 +100,7 @@ constexpr uint16_t kPm1PowerButton = 1u << 8;  // PWRBTN_STS / PWRBTN_EN
 // Layout inside the table area.
 constexpr uint64_t kXsdtOffset = 0x40;
 constexpr uint64_t kFacsOffset = 0x80;  // 64-byte aligned, as the spec requires
+constexpr uint64_t kMcfgOffset = 0xC0;  // 60 bytes for one ECAM area
 constexpr uint64_t kFadtOffset = 0x100;
 constexpr uint64_t kMadtOffset = 0x280;  // 72 + 8 bytes per vCPU: 328 bytes for 32
 constexpr uint64_t kDsdtOffset = 0x400;  // last: its size depends on the devices
@@ -118,6 +119,17 @@ struct Facs {
   uint8_t reserved2[24];
 } __attribute__((packed));
 static_assert(sizeof(Facs) == 64);
+
+struct McfgAllocation {  // PCI Firmware Specification 3.2, table 4-3
+  uint64_t base;
+  uint16_t segment;
+  uint8_t bus_start, bus_end;
+  uint32_t reserved;
+} __attribute__((packed));
+static_assert(sizeof(McfgAllocation) == 16);
+constexpr uint32_t kMcfgLength = sizeof(SdtHeader) + 8 + sizeof(McfgAllocation);
+static_assert(kFacsOffset + sizeof(Facs) <= kMcfgOffset &&
+              kMcfgOffset + kMcfgLength <= kFadtOffset);
 
 struct MadtLocalApic {  // type 0
   uint8_t type, length, processor_uid, apic_id;
@@ -247,8 +259,68 @@ aml::Bytes virtio_mmio_node(uint32_t index, uint64_t base, uint64_t size, uint32
       });
 }
 
+std::vector<aml::Bytes> pci_host_bridge_nodes(const pci::HostBridgeLayout& layout,
+                                              const std::vector<PciIntxRoute>& intx) {
+  using namespace aml;
+  const auto last = [](const pci::Window& w) { return w.base + w.size - 1; };
+  if (layout.mmio32.size == 0 || last(layout.mmio32) > UINT32_MAX || layout.io.base > 0xFFFF ||
+      (layout.io.size != 0 && last(layout.io) > 0xFFFF) || layout.ecam.size == 0 ||
+      last(layout.ecam) > UINT32_MAX) {
+    throw std::invalid_argument("ACPI: a PCI layout the x86 tables cannot describe");
+  }
+  std::vector<Bytes> resources{word_bus_number(0, 0),
+                               io(static_cast<uint16_t>(pci::HostBridge::kLegacyConfigPort),
+                                  static_cast<uint16_t>(pci::HostBridge::kLegacyConfigPort), 1,
+                                  static_cast<uint8_t>(pci::HostBridge::kLegacyConfigPorts))};
+  if (layout.io.size != 0) {
+    resources.push_back(
+        word_io(static_cast<uint16_t>(layout.io.base), static_cast<uint16_t>(last(layout.io))));
+  }
+  resources.push_back(dword_memory(static_cast<uint32_t>(layout.mmio32.base),
+                                   static_cast<uint32_t>(last(layout.mmio32)),
+                                   Cacheability::non_cacheable));
+  if (layout.mmio64.size != 0) {
+    resources.push_back(
+        qword_memory(layout.mmio64.base, last(layout.mmio64), Cacheability::non_cacheable));
+  }
+  std::vector<Bytes> bridge{
+      name("_HID", eisa_id("PNP0A08")), name("_CID", eisa_id("PNP0A03")),
+      name("_SEG", integer(0)),         name("_BBN", integer(0)),
+      name("_UID", integer(0)),         name("_CRS", resource_template(resources)),
+  };
+  if (!intx.empty()) {
+    // Package {Address (device << 16 | 0xFFFF: any function), Pin, Source (0: a GSI), GSI}.
+    std::vector<Bytes> routes;
+    for (const PciIntxRoute& r : intx) {
+      if (r.device >= pci::HostBridge::kMaxDevices || r.pin > 3) {
+        throw std::invalid_argument("ACPI: a PCI interrupt route off the bus");
+      }
+      routes.push_back(package(
+          {dword(uint32_t{r.device} << 16 | 0xFFFF), integer(r.pin), integer(0), integer(r.gsi)}));
+    }
+    bridge.push_back(name("_PRT", package(routes)));
+  }
+  // _OSC (PCI Firmware Specification 4.5): for the PCI Express UUID, grant the controls the OS
+  // asks for (Arg3's third dword is returned as is); any other UUID is "unrecognized" (bit 2 of
+  // the first dword). The bridge has no ports, hot plug or AER of its own to keep.
+  bridge.push_back(
+      method("_OSC", 4, false,
+             {create_dword_field(arg(3), integer(0), "CDW1"),
+              if_then(l_not(l_equal(arg(0), uuid("33DB4D5B-1FF7-401C-9657-7441C03DD766"))),
+                      {or_op(name_string("CDW1"), integer(4), name_string("CDW1"))}),
+              return_value(arg(3))}));
+  return {
+      device("PCI0", bridge),
+      device("PCIM", {name("_HID", eisa_id("PNP0C02")), name("_UID", integer(1)),
+                      name("_CRS", resource_template({memory32_fixed(
+                                       static_cast<uint32_t>(layout.ecam.base),
+                                       static_cast<uint32_t>(layout.ecam.size), true)}))}),
+  };
+}
+
 std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
-                                       const std::vector<aml::Bytes>& devices) {
+                                       const std::vector<aml::Bytes>& devices,
+                                       std::optional<McfgEntry> ecam) {
   const uint32_t madt_len = sizeof(SdtHeader) + 8 + num_cpus * sizeof(MadtLocalApic) +
                             sizeof(MadtIoApic) + sizeof(MadtSourceOverride) +
                             sizeof(MadtLocalApicNmi);
@@ -314,10 +386,20 @@ std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
   put(out, kFadtOffset, fadt);
   seal_table(out, kFadtOffset, sizeof(Fadt));
 
-  const uint32_t xsdt_len = sizeof(SdtHeader) + 2 * 8;
+  if (ecam) {
+    // MCFG: the header, 8 reserved bytes, one allocation for segment 0.
+    put(out, kMcfgOffset, header("MCFG", kMcfgLength, 1));
+    put(out, kMcfgOffset + sizeof(SdtHeader) + 8,
+        McfgAllocation{ecam->base, 0, ecam->bus_start, ecam->bus_end, 0});
+    seal_table(out, kMcfgOffset, kMcfgLength);
+  }
+
+  const uint32_t xsdt_len = sizeof(SdtHeader) + (ecam ? 3 : 2) * 8;
+  static_assert(kXsdtOffset + sizeof(SdtHeader) + 3 * 8 <= kFacsOffset);
   put(out, kXsdtOffset, header("XSDT", xsdt_len, 1));
   put(out, kXsdtOffset + sizeof(SdtHeader), uint64_t{base + kFadtOffset});
   put(out, kXsdtOffset + sizeof(SdtHeader) + 8, uint64_t{base + kMadtOffset});
+  if (ecam) put(out, kXsdtOffset + sizeof(SdtHeader) + 16, uint64_t{base + kMcfgOffset});
   seal_table(out, kXsdtOffset, xsdt_len);
 
   Rsdp rsdp{};
@@ -333,8 +415,8 @@ std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
 }
 
 void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus,
-                       const std::vector<aml::Bytes>& devices) {
-  write_guest(memory, kAcpiTablesAddr, build_acpi_tables(kAcpiTablesAddr, num_cpus, devices),
+                       const std::vector<aml::Bytes>& devices, std::optional<McfgEntry> ecam) {
+  write_guest(memory, kAcpiTablesAddr, build_acpi_tables(kAcpiTablesAddr, num_cpus, devices, ecam),
               "ACPI tables");
 }
 

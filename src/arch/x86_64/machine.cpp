@@ -90,17 +90,18 @@ class X86Machine : public Machine {
         cmdline += param;
       }
     }
-    for (const auto& param : pci_cmdline_) {  // whatever the kernel's ACPI (see describe_pci)
-      if (!cmdline.empty()) cmdline += ' ';
-      cmdline += param;
-    }
     boot_ = x86::load_linux(vm.memory, kernel, initrd, c.label("initrd") + " " + c.initrd.string(),
                             cmdline, ram);
     x86::write_mptable(vm.memory, c.vcpus);
     std::vector<x86::aml::Bytes> devices{
         x86::serial_port_node("COM1", 1, Uart16550::kCom1Port, Uart16550::kCom1Irq)};
     devices.insert(devices.end(), acpi_devices_.begin(), acpi_devices_.end());
-    x86::write_acpi_tables(vm.memory, c.vcpus, devices);
+    std::optional<x86::McfgEntry> mcfg;
+    if (pci_) {
+      for (auto& node : x86::pci_host_bridge_nodes(*pci_, {})) devices.push_back(std::move(node));
+      mcfg = x86::McfgEntry{pci_->ecam.base, 0, 0};
+    }
+    x86::write_acpi_tables(vm.memory, c.vcpus, devices, mcfg);
     x86::write_long_mode_tables(vm.memory);
     log::debug(
         "kernel at [{:#x}, {:#x}), runs in [{:#x}, {:#x}), initrd at [{:#x}, {:#x}), entry {:#x}",
@@ -147,18 +148,35 @@ class X86Machine : public Machine {
     virtio_cmdline_.push_back(fmt::format("virtio_mmio.device={}@{:#x}:{}", size, base, irq));
   }
 
-  // The bridge answers the 0xCF8/0xCFC mechanism, which Linux probes by itself; the ACPI tables
-  // do not describe it yet (no MCFG, no PNP0A08 in a DSDT), and a kernel that finds ACPI looks
-  // for PCI roots only there, so it is told to scan bus 0 itself.
-  void describe_pci(const pci::HostBridgeLayout&) override {
-    pci_cmdline_.push_back("pci=noacpi");
+  // KVM's default x86 routes (GSI 0-15 to the IOAPIC and the PICs, 16-23 to the IOAPIC); MSI
+  // routes from GSI 24.
+  std::optional<GsiRouting> gsi_routing() const override {
+    GsiRouting routing;
+    const auto chip = [&routing](uint32_t gsi, uint32_t irqchip, uint32_t pin) {
+      kvm_irq_routing_entry e{};
+      e.gsi = gsi;
+      e.type = KVM_IRQ_ROUTING_IRQCHIP;
+      e.u.irqchip.irqchip = irqchip;
+      e.u.irqchip.pin = pin;
+      routing.irqchip_routes.push_back(e);
+    };
+    for (uint32_t gsi = 0; gsi < x86::kMpIoapicPins; ++gsi) {
+      chip(gsi, KVM_IRQCHIP_IOAPIC, gsi);
+      if (gsi < 16) chip(gsi, gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, gsi % 8);
+    }
+    routing.first_msi_gsi = x86::kMpIoapicPins;
+    return routing;
   }
+
+  // The bridge is PCI0 (PNP0A08) in the DSDT with its windows, and its ECAM is in an MCFG
+  // table; kernels without ACPI find bus 0 through 0xCF8/0xCFC by themselves.
+  void describe_pci(const pci::HostBridgeLayout& layout) override { pci_ = layout; }
 
  private:
   x86::LinuxBootInfo boot_;
   std::shared_ptr<x86::AcpiPmDevice> pm_;
-  std::vector<std::string> virtio_cmdline_;  // only for kernels without ACPI
-  std::vector<std::string> pci_cmdline_;     // for every kernel
+  std::vector<std::string> virtio_cmdline_;   // only for kernels without ACPI
+  std::optional<pci::HostBridgeLayout> pci_;  // when the VM has PCI devices
   std::vector<x86::aml::Bytes> acpi_devices_;
   std::optional<std::vector<kvm_cpuid_entry2>> supported_cpuid_;
 };

@@ -2,7 +2,8 @@
 // and control block in port I/O, a MADT for the vCPUs and the IOAPIC (Linux ignores the MP table
 // once it has ACPI tables), and a DSDT written with the AML writer (aml.hpp): the S5 (soft-off)
 // sleep state and, in \_SB, one node per device the machine describes (COM1 as PNP0501, each
-// virtio-mmio device as LNRO0005, which Linux's virtio_mmio driver matches). Writing
+// virtio-mmio device as LNRO0005, which Linux's virtio_mmio driver matches, and the PCI host bridge
+// as PNP0A08 with its ECAM in an MCFG table). Writing
 // SLP_TYP=S5 with SLP_EN to PM1a_CNT is how Linux powers off a PC; AcpiPmDevice turns that into
 // a stop request. The FADT's reset register points at the i8042's reset command, so ACPI
 // reboots take the same path as keyboard-controller ones.
@@ -12,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -19,6 +21,7 @@
 #include "libvmm/core/bus.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
+#include "libvmm/pci/host_bridge.hpp"
 
 namespace libvmm::x86 {
 
@@ -29,13 +32,24 @@ constexpr uint16_t kAcpiPmPortCount = 6;
 constexpr uint8_t kAcpiSciIrq = 9;
 constexpr uint8_t kAcpiS5SleepType = 5;  // the value the DSDT's \_S5 gives SLP_TYP
 
+// One ECAM area in the MCFG table (PCI Firmware Specification 3.2, section 4.1.2): the
+// configuration space of buses [bus_start, bus_end] of segment 0, 1 MiB per bus from `base`.
+struct McfgEntry {
+  uint64_t base = 0;
+  uint8_t bus_start = 0;
+  uint8_t bus_end = 0;
+};
+
 // The tables for `num_cpus` vCPUs, laid out for guest-physical address `base` (RSDP first), with
-// `devices` (AML terms, usually Device nodes) in the DSDT's \_SB scope. Throws std::length_error
-// if they do not fit in kAcpiTablesAreaSize.
+// `devices` (AML terms, usually Device nodes) in the DSDT's \_SB scope and, when `ecam` is
+// given, an MCFG table for it (the PCI host bridge's node is then among `devices`, see
+// pci_host_bridge_nodes). Throws std::length_error if they do not fit in kAcpiTablesAreaSize.
 std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
-                                       const std::vector<aml::Bytes>& devices = {});
+                                       const std::vector<aml::Bytes>& devices = {},
+                                       std::optional<McfgEntry> ecam = std::nullopt);
 void write_acpi_tables(const GuestMemory& memory, uint32_t num_cpus,
-                       const std::vector<aml::Bytes>& devices = {});
+                       const std::vector<aml::Bytes>& devices = {},
+                       std::optional<McfgEntry> ecam = std::nullopt);
 
 // The DSDT alone (header, checksum and AML body), as build_acpi_tables() writes it.
 std::vector<uint8_t> build_dsdt(const std::vector<aml::Bytes>& devices);
@@ -50,6 +64,22 @@ aml::Bytes serial_port_node(std::string_view name, uint32_t uid, uint16_t port, 
 // Virtio-mmio device `index` (node VRnn, _UID index): LNRO0005 with its register window and its
 // edge-triggered, active-high interrupt.
 aml::Bytes virtio_mmio_node(uint32_t index, uint64_t base, uint64_t size, uint32_t irq);
+
+// A PCI INTx route for the host bridge's _PRT: pin `pin` (0 = INTA .. 3 = INTD) of device
+// `device` on bus 0 drives global system interrupt `gsi` (an IOAPIC pin, level-triggered).
+struct PciIntxRoute {
+  uint8_t device = 0;
+  uint8_t pin = 0;
+  uint32_t gsi = 0;
+};
+
+// The DSDT nodes for a PCI host bridge with one bus (bus 0): PCI0, a PCI Express root bridge
+// (PNP0A08, compatible PNP0A03) whose _CRS gives bus 0, the 0xCF8 configuration ports, its I/O,
+// 32-bit and (when the layout has one) 64-bit memory windows, a _PRT from `intx` (none when
+// empty) and an _OSC that grants the OS what it asks; and PCIM, a motherboard resource
+// (PNP0C02) claiming the ECAM area, as Linux wants before it uses what the MCFG table says.
+std::vector<aml::Bytes> pci_host_bridge_nodes(const pci::HostBridgeLayout& layout,
+                                              const std::vector<PciIntxRoute>& intx);
 
 // ACPI checksum: the byte that makes `bytes` sum to zero.
 uint8_t acpi_checksum(const uint8_t* bytes, size_t len);

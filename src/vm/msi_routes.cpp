@@ -1,0 +1,151 @@
+#include "msi_routes.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/kvm.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+
+GsiRoutes::GsiRoutes(std::vector<kvm_irq_routing_entry> irqchip_routes, uint32_t first_gsi,
+                     uint32_t count, Commit commit)
+    : irqchip_(std::move(irqchip_routes)),
+      first_gsi_(first_gsi),
+      count_(count),
+      commit_(std::move(commit)) {}
+
+std::optional<uint32_t> GsiRoutes::allocate() {
+  std::lock_guard lock(mutex_);
+  if (msis_.size() >= count_) return std::nullopt;
+  const auto gsi = static_cast<uint32_t>(first_gsi_ + msis_.size());
+  msis_.push_back({gsi});
+  return gsi;
+}
+
+void GsiRoutes::set_msi(uint32_t gsi, uint64_t address, uint32_t data) {
+  std::lock_guard lock(mutex_);
+  if (gsi < first_gsi_ || gsi - first_gsi_ >= msis_.size()) return;  // not ours
+  Msi& m = msis_[gsi - first_gsi_];
+  if (m.routed && m.address == address && m.data == data) return;
+  const Msi before = m;
+  m = {gsi, true, address, data};
+  std::vector<kvm_irq_routing_entry> table = irqchip_;
+  for (const Msi& r : msis_) {
+    if (!r.routed) continue;
+    kvm_irq_routing_entry e{};
+    e.gsi = r.gsi;
+    e.type = KVM_IRQ_ROUTING_MSI;
+    e.u.msi.address_lo = static_cast<uint32_t>(r.address);
+    e.u.msi.address_hi = static_cast<uint32_t>(r.address >> 32);
+    e.u.msi.data = r.data;
+    table.push_back(e);
+  }
+  try {
+    commit_(table);
+  } catch (...) {
+    m = before;
+    throw;
+  }
+}
+
+size_t GsiRoutes::msi_routes() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<size_t>(
+      std::count_if(msis_.begin(), msis_.end(), [](const Msi& m) { return m.routed; }));
+}
+
+RoutedMsiSink::RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors,
+                             const RegisterIrqfd& register_irqfd, Signal signal)
+    : routes_(std::move(routes)), signal_(std::move(signal)) {
+  for (uint16_t v = 0; v < vectors && routes_; ++v) {
+    const std::optional<uint32_t> gsi = routes_->allocate();
+    if (!gsi) {
+      log::debug("MSI-X: no GSI left for vector {} and after; they use KVM_SIGNAL_MSI", v);
+      break;
+    }
+    Vector vector;
+    vector.gsi = *gsi;
+    vector.fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!vector.fd) throw_errno("eventfd for an MSI-X vector");
+    register_irqfd(vector.fd.get(), vector.gsi);
+    vectors_.push_back(std::move(vector));
+  }
+}
+
+void set_gsi_routing(KvmVm& vm, const std::vector<kvm_irq_routing_entry>& entries) {
+  // The kernel's struct kvm_irq_routing: nr and flags (two __u32s), then the entries from byte
+  // 8. Laid out by hand: g++ puts the struct's flexible array at offset 16.
+  constexpr size_t kHeader = 2 * sizeof(__u32);
+  const size_t bytes = kHeader + entries.size() * sizeof(kvm_irq_routing_entry);
+  std::vector<uint64_t> buffer((bytes + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+  auto* raw = reinterpret_cast<unsigned char*>(buffer.data());
+  const auto header = std::array<__u32, 2>{static_cast<__u32>(entries.size()), 0};
+  std::memcpy(raw, header.data(), kHeader);
+  if (!entries.empty()) {
+    std::memcpy(raw + kHeader, entries.data(), entries.size() * sizeof(kvm_irq_routing_entry));
+  }
+  kvm_ioctl(vm.fd(), kKvmSetGsiRouting, "KVM_SET_GSI_ROUTING", static_cast<const void*>(raw));
+}
+
+std::shared_ptr<RoutedMsiSink> RoutedMsiSink::for_vm(KvmVm& vm, std::shared_ptr<GsiRoutes> routes,
+                                                     uint16_t vectors) {
+  KvmVm* kvm = &vm;
+  return std::make_shared<RoutedMsiSink>(
+      std::move(routes), vectors, [kvm](int fd, uint32_t gsi) { kvm->register_irqfd(fd, gsi); },
+      [kvm](uint64_t address, uint32_t data) {
+        if (!kvm->signal_msi(address, data)) {
+          log::debug("MSI to {:#x} (data {:#x}) not delivered", address, data);
+        }
+      });
+}
+
+void RoutedMsiSink::vector_programmed(uint16_t vector, uint64_t address, uint32_t data) {
+  std::lock_guard lock(mutex_);
+  if (vector >= vectors_.size()) return;
+  Vector& v = vectors_[vector];
+  if (v.routed && v.address == address && v.data == data) return;
+  v.routed = false;  // until KVM has the new route
+  try {
+    routes_->set_msi(v.gsi, address, data);
+  } catch (const std::exception& e) {
+    log::warn("MSI-X vector {}: {}; it uses KVM_SIGNAL_MSI", vector, e.what());
+    return;
+  }
+  v.routed = true;
+  v.address = address;
+  v.data = data;
+}
+
+void RoutedMsiSink::send_vector(uint16_t vector, uint64_t address, uint32_t data) {
+  int fd = -1;
+  {
+    std::lock_guard lock(mutex_);
+    if (vector < vectors_.size()) {
+      const Vector& v = vectors_[vector];
+      if (v.routed && v.address == address && v.data == data) fd = v.fd.get();
+    }
+  }
+  const uint64_t one = 1;
+  if (fd >= 0 && ::write(fd, &one, sizeof one) == sizeof one) return;
+  signal_(address, data);
+}
+
+int RoutedMsiSink::eventfd(uint16_t vector) const {
+  std::lock_guard lock(mutex_);
+  return vector < vectors_.size() ? vectors_[vector].fd.get() : -1;
+}
+
+std::vector<std::pair<int, uint32_t>> RoutedMsiSink::irqfds() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<int, uint32_t>> out;
+  for (const Vector& v : vectors_) out.emplace_back(v.fd.get(), v.gsi);
+  return out;
+}
+
+}  // namespace libvmm

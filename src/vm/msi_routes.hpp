@@ -1,0 +1,101 @@
+// MSI-X vectors delivered through KVM GSI routes and irqfds: each vector of a PCI function gets
+// a GSI whose route (KVM_SET_GSI_ROUTING, an MSI entry) carries the message the guest
+// programmed, and an eventfd registered as that GSI's irqfd. A device then signals a vector by
+// writing its eventfd (no ioctl on the device's thread, and the same fd can be handed to
+// another producer, such as a VFIO device or a vhost back-end); the route is rewritten when the
+// guest reprograms the vector. Internal to the library.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "libvmm/core/unique_fd.hpp"
+#include "libvmm/pci/msix.hpp"
+
+namespace libvmm {
+
+class KvmVm;
+
+// The VM's GSI routing table: the interrupt controller's own routes (which KVM_SET_GSI_ROUTING
+// replaces, so they are part of every table) and one MSI route per allocated GSI. Thread-safe.
+class GsiRoutes {
+ public:
+  using Commit = std::function<void(const std::vector<kvm_irq_routing_entry>&)>;
+  // GSIs [first_gsi, first_gsi + count) are handed out; `commit` installs a table.
+  GsiRoutes(std::vector<kvm_irq_routing_entry> irqchip_routes, uint32_t first_gsi, uint32_t count,
+            Commit commit);
+
+  // A free GSI (no route yet), or nullopt when all are taken.
+  std::optional<uint32_t> allocate();
+  // Routes `gsi` (allocated) to the message (address, data); commits the table when that
+  // changes the route. Throws SystemError when KVM refuses the table.
+  void set_msi(uint32_t gsi, uint64_t address, uint32_t data);
+  size_t msi_routes() const;
+
+ private:
+  struct Msi {
+    uint32_t gsi;
+    bool routed = false;
+    uint64_t address = 0;
+    uint32_t data = 0;
+  };
+  const std::vector<kvm_irq_routing_entry> irqchip_;
+  const uint32_t first_gsi_;
+  const uint32_t count_;
+  const Commit commit_;
+  mutable std::mutex mutex_;
+  std::vector<Msi> msis_;  // by allocation order
+};
+
+// KVM_SET_GSI_ROUTING as the kernel numbers it: its size field is that of the C header's
+// struct kvm_irq_routing (two __u32s, 8 bytes); g++ lays that struct out with its flexible
+// array of entries at offset 16 and sizes it 16, and KVM answers that number with ENOTTY.
+constexpr unsigned long kKvmSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, 2 * sizeof(__u32));
+
+// KVM_SET_GSI_ROUTING: replaces `vm`'s whole GSI routing table with `entries` (a GsiRoutes
+// commit).
+void set_gsi_routing(KvmVm& vm, const std::vector<kvm_irq_routing_entry>& entries);
+
+// The MSI-X sink of one PCI function: vector v -> GSI, eventfd (an irqfd). Vectors beyond the
+// GSIs available, and any message that is not (yet) the vector's route, go through
+// KVM_SIGNAL_MSI (`signal`).
+class RoutedMsiSink final : public pci::MsiSink {
+ public:
+  using RegisterIrqfd = std::function<void(int eventfd, uint32_t gsi)>;
+  using Signal = std::function<void(uint64_t address, uint32_t data)>;
+  RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors,
+                const RegisterIrqfd& register_irqfd, Signal signal);
+  // On a VM: irqfds and KVM_SIGNAL_MSI on `vm`.
+  static std::shared_ptr<RoutedMsiSink> for_vm(KvmVm& vm, std::shared_ptr<GsiRoutes> routes,
+                                               uint16_t vectors);
+
+  void send(uint64_t address, uint32_t data) override { signal_(address, data); }
+  void vector_programmed(uint16_t vector, uint64_t address, uint32_t data) override;
+  void send_vector(uint16_t vector, uint64_t address, uint32_t data) override;
+
+  // Vector `vector`'s eventfd (-1 when it has none): writing it delivers the routed message.
+  int eventfd(uint16_t vector) const;
+  // The (gsi, eventfd) pairs registered, to unregister at teardown.
+  std::vector<std::pair<int, uint32_t>> irqfds() const;
+
+ private:
+  struct Vector {
+    uint32_t gsi = 0;
+    UniqueFd fd;
+    bool routed = false;  // the route carries (address, data)
+    uint64_t address = 0;
+    uint32_t data = 0;
+  };
+  const std::shared_ptr<GsiRoutes> routes_;
+  const Signal signal_;
+  mutable std::mutex mutex_;
+  std::vector<Vector> vectors_;
+};
+
+}  // namespace libvmm

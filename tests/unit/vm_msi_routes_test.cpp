@@ -1,0 +1,187 @@
+// MSI-X through GSI routes: the table committed to KVM repeats the controller's routes and holds
+// one MSI route per programmed vector, rewritten when the guest reprograms it; a vector whose
+// route carries its message is delivered through its eventfd (the irqfd), anything else through
+// KVM_SIGNAL_MSI. KVM is replaced by recorders.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "../../src/vm/msi_routes.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/kvm.hpp"
+#include "libvmm/pci/msix.hpp"
+
+using namespace libvmm;
+
+namespace {
+
+kvm_irq_routing_entry chip(uint32_t gsi) {
+  kvm_irq_routing_entry e{};
+  e.gsi = gsi;
+  e.type = KVM_IRQ_ROUTING_IRQCHIP;
+  e.u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+  e.u.irqchip.pin = gsi;
+  return e;
+}
+
+struct Recorder {
+  std::vector<std::vector<kvm_irq_routing_entry>> tables;
+  std::vector<std::pair<int, uint32_t>> irqfds;
+  std::vector<std::pair<uint64_t, uint32_t>> signalled;
+  bool refuse = false;
+};
+
+uint64_t drain(int fd) {
+  uint64_t count = 0;
+  if (::read(fd, &count, sizeof count) != sizeof count) return 0;
+  return count;
+}
+
+struct MsiRoutesTest : ::testing::Test {
+  Recorder rec;
+  std::shared_ptr<GsiRoutes> routes = std::make_shared<GsiRoutes>(
+      std::vector<kvm_irq_routing_entry>{chip(0), chip(1)}, 24, 3,
+      [this](const std::vector<kvm_irq_routing_entry>& t) {
+        if (rec.refuse) throw std::runtime_error("KVM: KVM_SET_GSI_ROUTING: Invalid argument");
+        rec.tables.push_back(t);
+      });
+  std::shared_ptr<RoutedMsiSink> sink(uint16_t vectors) {
+    return std::make_shared<RoutedMsiSink>(
+        routes, vectors, [this](int fd, uint32_t gsi) { rec.irqfds.emplace_back(fd, gsi); },
+        [this](uint64_t a, uint32_t d) { rec.signalled.emplace_back(a, d); });
+  }
+};
+
+TEST_F(MsiRoutesTest, EachVectorHasAGsiAndAnIrqfd) {
+  auto s = sink(2);
+  ASSERT_EQ(rec.irqfds.size(), 2u);
+  EXPECT_EQ(rec.irqfds[0].second, 24u);
+  EXPECT_EQ(rec.irqfds[1].second, 25u);
+  EXPECT_EQ(rec.irqfds[0].first, s->eventfd(0));
+  EXPECT_GE(s->eventfd(1), 0);
+  EXPECT_EQ(s->eventfd(2), -1);
+  EXPECT_TRUE(rec.tables.empty());  // nothing routed before the guest programs a vector
+}
+
+TEST_F(MsiRoutesTest, ProgrammingCommitsTheWholeTable) {
+  auto s = sink(2);
+  s->vector_programmed(1, 0xfee00000, 0x4041);
+  ASSERT_EQ(rec.tables.size(), 1u);
+  const auto& t = rec.tables.back();
+  ASSERT_EQ(t.size(), 3u);  // the controller's two routes and the MSI one
+  EXPECT_EQ(t[0].type, KVM_IRQ_ROUTING_IRQCHIP);
+  EXPECT_EQ(t[1].gsi, 1u);
+  EXPECT_EQ(t[2].gsi, 25u);
+  EXPECT_EQ(t[2].type, KVM_IRQ_ROUTING_MSI);
+  EXPECT_EQ(t[2].u.msi.address_lo, 0xfee00000u);
+  EXPECT_EQ(t[2].u.msi.address_hi, 0u);
+  EXPECT_EQ(t[2].u.msi.data, 0x4041u);
+  // The same message again: no new table. Another vector: both routes.
+  s->vector_programmed(1, 0xfee00000, 0x4041);
+  EXPECT_EQ(rec.tables.size(), 1u);
+  s->vector_programmed(0, 0x1'fee01000, 0x30);
+  ASSERT_EQ(rec.tables.size(), 2u);
+  ASSERT_EQ(rec.tables.back().size(), 4u);
+  EXPECT_EQ(rec.tables.back()[2].gsi, 24u);
+  EXPECT_EQ(rec.tables.back()[2].u.msi.address_hi, 1u);
+  EXPECT_EQ(routes->msi_routes(), 2u);
+}
+
+TEST_F(MsiRoutesTest, RoutedVectorsGoThroughTheirEventfd) {
+  auto s = sink(2);
+  s->vector_programmed(0, 0xfee00000, 0x41);
+  s->send_vector(0, 0xfee00000, 0x41);
+  s->send_vector(0, 0xfee00000, 0x41);
+  EXPECT_EQ(drain(s->eventfd(0)), 2u);
+  EXPECT_TRUE(rec.signalled.empty());
+  // A message that is not the route (never programmed, or a vector beyond the GSIs): signalled.
+  s->send_vector(1, 0xfee00000, 0x42);
+  s->send_vector(7, 0xfee00000, 0x43);
+  s->send(0xfee00000, 0x44);
+  ASSERT_EQ(rec.signalled.size(), 3u);
+  EXPECT_EQ(rec.signalled[0].second, 0x42u);
+  EXPECT_EQ(drain(s->eventfd(1)), 0u);
+}
+
+TEST_F(MsiRoutesTest, ReprogrammingMovesTheRoute) {
+  auto s = sink(1);
+  s->vector_programmed(0, 0xfee00000, 0x41);
+  s->vector_programmed(0, 0xfee02000, 0x51);  // the guest moved the interrupt to CPU 2
+  ASSERT_EQ(rec.tables.size(), 2u);
+  ASSERT_EQ(rec.tables.back().size(), 3u);
+  EXPECT_EQ(rec.tables.back()[2].u.msi.address_lo, 0xfee02000u);
+  EXPECT_EQ(rec.tables.back()[2].u.msi.data, 0x51u);
+  s->send_vector(0, 0xfee02000, 0x51);
+  EXPECT_EQ(drain(s->eventfd(0)), 1u);
+  s->send_vector(0, 0xfee00000, 0x41);  // the old message is no longer the route
+  EXPECT_EQ(rec.signalled.size(), 1u);
+}
+
+TEST_F(MsiRoutesTest, ARefusedTableLeavesTheVectorOnKvmSignalMsi) {
+  auto s = sink(1);
+  rec.refuse = true;
+  s->vector_programmed(0, 0xfee00000, 0x41);
+  EXPECT_EQ(routes->msi_routes(), 0u);
+  s->send_vector(0, 0xfee00000, 0x41);
+  EXPECT_EQ(rec.signalled.size(), 1u);
+  EXPECT_EQ(drain(s->eventfd(0)), 0u);
+}
+
+TEST_F(MsiRoutesTest, GsisRunOutGracefully) {
+  auto a = sink(2);
+  auto b = sink(2);  // only one GSI left (3 in all)
+  EXPECT_EQ(rec.irqfds.size(), 3u);
+  EXPECT_GE(b->eventfd(0), 0);
+  EXPECT_EQ(b->eventfd(1), -1);
+  b->vector_programmed(1, 0xfee00000, 0x41);  // no GSI: nothing routed, signalled instead
+  EXPECT_TRUE(rec.tables.empty());
+  b->send_vector(1, 0xfee00000, 0x41);
+  EXPECT_EQ(rec.signalled.size(), 1u);
+}
+
+// The whole path: an MSI-X table whose sink is routed; the guest programs and unmasks a vector,
+// the device notifies it, the eventfd counts it.
+TEST_F(MsiRoutesTest, WithAnMsixTable) {
+  auto s = sink(2);
+  pci::MsixTable table(2, s);
+  table.control_written(1u << 15);
+  const uint32_t words[4] = {0xfee00000, 0, 0x4049, 0};
+  for (uint32_t i = 0; i < 4; ++i) {
+    std::array<uint8_t, 4> b{};
+    std::memcpy(b.data(), &words[i], 4);
+    std::string why;
+    ASSERT_TRUE(table.table_write(16 + i * 4, b, why)) << why;
+  }
+  ASSERT_EQ(rec.tables.size(), 1u);
+  EXPECT_TRUE(table.notify(1));
+  EXPECT_EQ(drain(s->eventfd(1)), 1u);
+  EXPECT_TRUE(rec.signalled.empty());
+}
+
+// The table as KVM takes it (a C++ compiler lays struct kvm_irq_routing out differently from
+// the kernel: ENOTTY once): on this host's KVM, when there is one.
+TEST(MsiRoutesKvm, KvmTakesTheTable) {
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
+  Kvm kvm;
+  KvmVm vm = kvm.create_vm();
+#if defined(__x86_64__)
+  vm.create_irqchip();
+  std::vector<kvm_irq_routing_entry> base;
+  for (uint32_t gsi = 0; gsi < 24; ++gsi) base.push_back(chip(gsi));
+  GsiRoutes routes(base, 24, 4,
+                   [&vm](const std::vector<kvm_irq_routing_entry>& t) { set_gsi_routing(vm, t); });
+  const auto gsi = routes.allocate();
+  ASSERT_TRUE(gsi);
+  EXPECT_NO_THROW(routes.set_msi(*gsi, 0xfee00000, 0x41));
+  EXPECT_NO_THROW(routes.set_msi(*gsi, 0xfee01000, 0x42));
+  EXPECT_EQ(routes.msi_routes(), 1u);
+#else
+  GTEST_SKIP() << "x86_64 routes only";
+#endif
+}
+
+}  // namespace
