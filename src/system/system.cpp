@@ -2,6 +2,8 @@
 // sockets) and Vms, and runs the Vms together.
 #include "libvmm/system/system.hpp"
 
+#include "libvmm/pci/vfio.hpp"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sched.h>
@@ -198,13 +200,16 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
     for (const auto* vm : d.description.vms()) validate(vm->config);
   }
   d.description.validate();
-  for (const auto* vm : d.description.vms()) {
-    if (!vm->vfio.empty()) {
-      const VfioSpec& v = vm->vfio.front();
-      throw UserError(
-          fmt::format("{}<vfio device=\"{}\">: passing host devices through (VFIO) is "
-                      "not yet supported",
-                      prefix(v.where), v.device));
+  // Passed-through devices: the address checked here, the host's side when the VM is made.
+  for (auto* vm : d.description.vms()) {
+    for (const VfioSpec& v : vm->vfio) {
+      const std::string label = fmt::format("{}<vfio device=\"{}\">", prefix(v.where), v.device);
+      const std::optional<std::string> address = pci::parse_pci_address(v.device);
+      if (!address) {
+        throw UserError(label + ": not a PCI address; write it as lspci -D shows it, e.g. "
+                                "0000:01:00.0");
+      }
+      vm->config.vfio.push_back({*address, label});
     }
   }
   for (const auto& r : d.description.regions)
