@@ -21,9 +21,9 @@
 #include <fmt/format.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/vfio.h>
 #include <seccomp.h>
 #include <signal.h>
-#include <linux/vfio.h>
 #include <sys/ioctl.h>  // TCGETS, TCSETS*, FIONREAD
 #include <sys/mman.h>
 #include <unistd.h>

@@ -3,9 +3,9 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/vfio.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -41,8 +41,8 @@ std::string driver_of(const fs::path& device) {
 }
 
 std::string driver_override_commands(const std::string& address, const std::string& driver) {
-  std::string commands = fmt::format(
-      "echo vfio-pci > /sys/bus/pci/devices/{0}/driver_override; ", address);
+  std::string commands =
+      fmt::format("echo vfio-pci > /sys/bus/pci/devices/{0}/driver_override; ", address);
   if (!driver.empty()) {
     commands += fmt::format("echo {0} > /sys/bus/pci/devices/{0}/driver/unbind; ", address);
   }
@@ -86,17 +86,19 @@ std::optional<std::string> parse_pci_address(std::string_view text) {
     text.remove_prefix(domain.size() + 1);
   }
   if (domain.size() != 4 || !is_hex(domain) || text.size() != 7 || text[2] != ':' ||
-      text[5] != '.' || !is_hex(text.substr(0, 2)) || !is_hex(text.substr(3, 2)) ||
-      text[6] < '0' || text[6] > '7') {
+      text[5] != '.' || !is_hex(text.substr(0, 2)) || !is_hex(text.substr(3, 2)) || text[6] < '0' ||
+      text[6] > '7') {
     return std::nullopt;
   }
-  const unsigned device = static_cast<unsigned>(std::stoul(std::string(text.substr(3, 2)), nullptr, 16));
+  const unsigned device =
+      static_cast<unsigned>(std::stoul(std::string(text.substr(3, 2)), nullptr, 16));
   if (device > 31) return std::nullopt;
   std::string out = std::string(domain);
   out += ':';
   out += text;
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+  std::transform(out.begin(), out.end(), out.begin(), [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  });
   return out;
 }
 
@@ -105,9 +107,10 @@ unsigned check_vfio_device(const VfioHost& host, const std::string& address,
   const fs::path device = host.sysfs / "bus/pci/devices" / address;
   std::error_code ec;
   if (!fs::exists(device, ec)) {
-    throw UserError(fmt::format("{}: no such PCI device on this host ({} is missing; lspci -D "
-                                "lists the host's devices)",
-                                label, device.string()));
+    throw UserError(
+        fmt::format("{}: no such PCI device on this host ({} is missing; lspci -D "
+                    "lists the host's devices)",
+                    label, device.string()));
   }
   const std::string driver = driver_of(device);
   if (driver != kVfioDriver) {
@@ -174,9 +177,10 @@ std::string vfio_group_open_error(const std::string& label, const fs::path& path
                        path.string());
   }
   if (err == EBUSY) {
-    return fmt::format("{}: {} is busy: another process (another VM?) has the device's IOMMU "
-                       "group open",
-                       label, path.string());
+    return fmt::format(
+        "{}: {} is busy: another process (another VM?) has the device's IOMMU "
+        "group open",
+        label, path.string());
   }
   return fmt::format("{}: cannot open {}: {}", label, path.string(), std::strerror(err));
 }
@@ -274,8 +278,8 @@ void VfioContainer::map_dma(uint64_t iova, void* host, uint64_t size, bool reado
       static_cast<void>(can_pin(0, limit));
       throw UserError(vfio_memlock_error(label, mapped_ + size, limit));
     }
-    throw UserError(fmt::format("{}: mapping guest memory [{:#x}, {:#x}) for DMA: {}", label,
-                                iova, iova + size, std::strerror(err)));
+    throw UserError(fmt::format("{}: mapping guest memory [{:#x}, {:#x}) for DMA: {}", label, iova,
+                                iova + size, std::strerror(err)));
   }
   mapped_ += size;
   log::debug("VFIO: guest memory [{:#x}, {:#x}) mapped for DMA", iova, iova + size);
@@ -294,12 +298,13 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   const int group_fd = container.group(group, label);
   UniqueFd fd(::ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, address.c_str()));
   if (!fd) {
-    throw UserError(fmt::format("{}: VFIO cannot open the device: {}", label,
-                                std::strerror(errno)));
+    throw UserError(
+        fmt::format("{}: VFIO cannot open the device: {}", label, std::strerror(errno)));
   }
   vfio_device_info info{};
   info.argsz = sizeof info;
-  if (::ioctl(fd.get(), VFIO_DEVICE_GET_INFO, &info) != 0 || !(info.flags & VFIO_DEVICE_FLAGS_PCI)) {
+  if (::ioctl(fd.get(), VFIO_DEVICE_GET_INFO, &info) != 0 ||
+      !(info.flags & VFIO_DEVICE_FLAGS_PCI)) {
     throw UserError(label + ": VFIO does not describe it as a PCI device");
   }
   const int dfd = fd.get();  // owned by `fd`, then by the device
@@ -389,9 +394,9 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   }
   dev->msix_ = std::make_unique<MsixTable>(
       static_cast<uint16_t>(std::min<uint32_t>(vectors, irq.count)), std::move(msi));
-  dev->msix_cap_ = dev->msix_->add_capability(dev->config_, dev->table_bar_,
-                                              static_cast<uint32_t>(dev->table_offset_),
-                                              dev->pba_bar_, static_cast<uint32_t>(dev->pba_offset_));
+  dev->msix_cap_ = dev->msix_->add_capability(
+      dev->config_, dev->table_bar_, static_cast<uint32_t>(dev->table_offset_), dev->pba_bar_,
+      static_cast<uint32_t>(dev->pba_offset_));
   dev->config_.set_interrupt_pin(0);
 
   if (dev->can_reset_ && ::ioctl(dfd, VFIO_DEVICE_RESET) != 0) {
@@ -474,7 +479,8 @@ void VfioPciDevice::bar_read(unsigned bar, uint64_t offset, std::span<uint8_t> d
     return guest_error(fmt::format("read beyond BAR {}", bar));
   }
   if (::pread(fd_.get(), data.data(), data.size(),
-              static_cast<off_t>(bars_[bar].offset + offset)) != static_cast<ssize_t>(data.size())) {
+              static_cast<off_t>(bars_[bar].offset + offset)) !=
+      static_cast<ssize_t>(data.size())) {
     std::fill(data.begin(), data.end(), 0xff);
     guest_error(fmt::format("BAR {} read at {:#x} failed: {}", bar, offset, std::strerror(errno)));
   }
@@ -508,7 +514,8 @@ void VfioPciDevice::write_device_command(uint16_t guest_command) {
                                                (guest_command & kPassed) | kCommandIntxDisable);
   uint8_t b[2] = {static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8)};
   if (::pwrite(fd_.get(), b, 2, static_cast<off_t>(config_region_.offset + kCommand)) != 2) {
-    guest_error(fmt::format("command register write to the device failed: {}", std::strerror(errno)));
+    guest_error(
+        fmt::format("command register write to the device failed: {}", std::strerror(errno)));
   }
 }
 

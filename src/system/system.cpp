@@ -2,8 +2,6 @@
 // sockets) and Vms, and runs the Vms together.
 #include "libvmm/system/system.hpp"
 
-#include "libvmm/pci/vfio.hpp"
-
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sched.h>
@@ -22,6 +20,7 @@
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/pci/vfio.hpp"
 
 namespace libvmm {
 namespace {
@@ -206,8 +205,9 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
       const std::string label = fmt::format("{}<vfio device=\"{}\">", prefix(v.where), v.device);
       const std::optional<std::string> address = pci::parse_pci_address(v.device);
       if (!address) {
-        throw UserError(label + ": not a PCI address; write it as lspci -D shows it, e.g. "
-                                "0000:01:00.0");
+        throw UserError(label +
+                        ": not a PCI address; write it as lspci -D shows it, e.g. "
+                        "0000:01:00.0");
       }
       vm->config.vfio.push_back({*address, label});
     }

@@ -444,9 +444,10 @@ int main(int argc, char** argv) {
       flags.initrd = config.initrd;
       if (app.get_option("--cmdline")->count() > 0) flags.cmdline = config.cmdline;
       if (!vfio_values.empty()) {
-        throw UserError(fmt::format("--vfio {}: a .system file lists the devices it passes "
-                                    "through itself: <vfio device=\"{}\"/>",
-                                    vfio_values.front(), vfio_values.front()));
+        throw UserError(
+            fmt::format("--vfio {}: a .system file lists the devices it passes "
+                        "through itself: <vfio device=\"{}\"/>",
+                        vfio_values.front(), vfio_values.front()));
       }
       for (const auto& flag : option_flags) {
         if (flag->cli->count() > 0) {
@@ -520,6 +521,14 @@ int main(int argc, char** argv) {
     set_seccomp_kill_hook(&RawTerminal::restore_saved);
 
     if (!jail_dir.empty()) {
+      for (const auto* vm : description.vms()) {
+        if (!vm->config.vfio.empty() || !vm->vfio.empty()) {
+          throw UserError(fmt::format(
+              "--jail: {} passes a host device through (VFIO), which the jail cannot grant yet "
+              "(/dev/vfio, pinned memory); run it without --jail",
+              vm->config.name));
+        }
+      }
       // Every problem the host's files show, found here as root before the jail is built;
       // inside, the VM's user may still lack permission on one (reported by its flag or line).
       description.validate();
