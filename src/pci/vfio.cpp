@@ -116,7 +116,8 @@ unsigned check_vfio_device(const VfioHost& host, const std::string& address,
   if (driver != kVfioDriver) {
     throw UserError(fmt::format(
         "{}: the device is {}, not to vfio-pci; hand it to vfio-pci (as root): {}", label,
-        driver.empty() ? std::string("bound to no driver") : "bound to driver " + driver,
+        driver.empty() ? std::string("bound to no driver")
+                       : fmt::format("bound to driver {}", driver),
         driver_override_commands(address, driver)));
   }
   const fs::path group_link = fs::read_symlink(device / "iommu_group", ec);
@@ -434,7 +435,7 @@ void VfioPciDevice::start(EventLoop& loop) {
   set->count = n;
   for (uint16_t v = 0; v < n; ++v) {
     UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!efd) throw_errno("eventfd for an MSI-X vector of " + name_);
+    if (!efd) throw_errno(fmt::format("eventfd for an MSI-X vector of {}", name_));
     const int32_t raw = efd.get();
     std::memcpy(buffer.data() + sizeof(vfio_irq_set) + v * sizeof(int32_t), &raw, sizeof raw);
     MsixTable* table = msix_.get();
@@ -465,13 +466,13 @@ void VfioPciDevice::bar_read(unsigned bar, uint64_t offset, std::span<uint8_t> d
   std::string why;
   if (in_msix_table(bar, offset, data.size())) {
     if (offset < table_offset_ || !msix_->table_read(offset - table_offset_, data, why)) {
-      guest_error("MSI-X table read: " + (why.empty() ? "straddles the table" : why));
+      guest_error(fmt::format("MSI-X table read: {}", why.empty() ? "straddles the table" : why));
     }
     return;
   }
   if (in_msix_pba(bar, offset, data.size())) {
     if (offset < pba_offset_ || !msix_->pba_read(offset - pba_offset_, data, why)) {
-      guest_error("MSI-X PBA read: " + (why.empty() ? "straddles the PBA" : why));
+      guest_error(fmt::format("MSI-X PBA read: {}", why.empty() ? "straddles the PBA" : why));
     }
     return;
   }
@@ -490,7 +491,7 @@ void VfioPciDevice::bar_write(unsigned bar, uint64_t offset, std::span<const uin
   std::string why;
   if (in_msix_table(bar, offset, data.size())) {
     if (offset < table_offset_ || !msix_->table_write(offset - table_offset_, data, why)) {
-      guest_error("MSI-X table write: " + (why.empty() ? "straddles the table" : why));
+      guest_error(fmt::format("MSI-X table write: {}", why.empty() ? "straddles the table" : why));
     }
     return;
   }

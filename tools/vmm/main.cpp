@@ -502,7 +502,7 @@ int main(int argc, char** argv) {
               "--vfio {}: not a PCI address; write it as lspci -D shows it, e.g. 0000:01:00.0",
               value));
         }
-        config.vfio.push_back({*address, "--vfio " + *address});
+        config.vfio.push_back({*address, fmt::format("--vfio {}", *address)});
       }
       for (const auto& flag : option_flags) {
         if (flag->cli->count() > 0) {
