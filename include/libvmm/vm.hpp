@@ -90,6 +90,8 @@ class Vm {
   void map_regions(uint32_t first_slot);
   void add_config_devices();
   void attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::string kind);
+  void ensure_pci_bridge(const std::string& who);
+  void add_vfio_devices();
   void attach_virtio_device(std::shared_ptr<VirtioDevice> device, const struct DeviceSlot& slot,
                             std::string kind);
   void wire_irq_sources();

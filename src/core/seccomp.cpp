@@ -22,6 +22,7 @@
 #include <fmt/format.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/vfio.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/ioctl.h>  // TCGETS, TCSETS*, FIONREAD
@@ -182,6 +183,10 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
   switch (role) {
     case ThreadRole::vcpu:
       r.push_back({"pwrite64", {}, "virtio-snd wav: the file's header written at a device reset"});
+      r.push_back({"pread64",
+                   {},
+                   "VFIO: a passed-through device's BAR registers, read through its device "
+                   "descriptor (pwrite64 above: writes, and its command register)"});
       if (fds.vcpu >= 0) {
         r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_RUN)},
@@ -243,6 +248,12 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"unlink", {}, "teardown: socket files of consoles and IRQ sources"});
       r.push_back({"unlinkat", {}, "unlink on AArch64"});
       r.push_back({"ioctl", {equals(1, FIONREAD)}, "socket console: unread input at hang-up"});
+      r.push_back({"ioctl",
+                   {equals(1, VFIO_DEVICE_SET_IRQS)},
+                   "VFIO teardown: a passed-through device's MSI-X eventfds detached"});
+      r.push_back({"ioctl",
+                   {equals(1, VFIO_DEVICE_RESET)},
+                   "VFIO teardown: a passed-through device reset before it returns to the host"});
       r.push_back({"ioctl", {equals(1, TCSETSW)}, "the terminal restored"});
       r.push_back({"ioctl", {equals(1, TCSETSF)}, "the terminal restored"});
       if (fds.vm >= 0) {

@@ -100,7 +100,7 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
                        q.source == IrqSpec::Source::eventfd ? q.name : q.path);
   }
   for (const VfioSpec& v : vm.vfio) {
-    out << fmt::format("  vfio     {} (not yet supported: vmm run refuses it)\n", v.device);
+    out << fmt::format("  vfio     {} (a host PCI device passed through)\n", v.device);
   }
 }
 

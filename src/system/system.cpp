@@ -20,6 +20,7 @@
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/pci/vfio.hpp"
 
 namespace libvmm {
 namespace {
@@ -198,13 +199,17 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
     for (const auto* vm : d.description.vms()) validate(vm->config);
   }
   d.description.validate();
-  for (const auto* vm : d.description.vms()) {
-    if (!vm->vfio.empty()) {
-      const VfioSpec& v = vm->vfio.front();
-      throw UserError(
-          fmt::format("{}<vfio device=\"{}\">: passing host devices through (VFIO) is "
-                      "not yet supported",
-                      prefix(v.where), v.device));
+  // Passed-through devices: the address checked here, the host's side when the VM is made.
+  for (auto* vm : d.description.vms()) {
+    for (const VfioSpec& v : vm->vfio) {
+      const std::string label = fmt::format("{}<vfio device=\"{}\">", prefix(v.where), v.device);
+      const std::optional<std::string> address = pci::parse_pci_address(v.device);
+      if (!address) {
+        throw UserError(label +
+                        ": not a PCI address; write it as lspci -D shows it, e.g. "
+                        "0000:01:00.0");
+      }
+      vm->config.vfio.push_back({*address, label});
     }
   }
   for (const auto& r : d.description.regions)

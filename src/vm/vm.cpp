@@ -21,6 +21,7 @@
 #include "libvmm/core/kvm_irq.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/size.hpp"
+#include "libvmm/pci/vfio.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
 #include "libvmm/virtio/pci_transport.hpp"
@@ -154,6 +155,8 @@ struct Vm::Impl {
   std::shared_ptr<KvmMsiSink> msi;              // where the machine has no GSI routing for MSIs
   std::shared_ptr<GsiRoutes> gsi_routes;        // else: each function's vectors routed, with irqfds
   std::vector<std::shared_ptr<VirtioPciTransport>> pci_transports;
+  std::unique_ptr<pci::VfioContainer> vfio;  // with the first passed-through device
+  std::vector<std::shared_ptr<pci::VfioPciDevice>> vfio_devices;
   std::vector<UniqueFd> notify_fds;
   std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
   std::vector<std::pair<int, uint32_t>> call_irqfds;      // queues served elsewhere: call fd, GSI
@@ -211,6 +214,38 @@ Vm::Vm(const VmConfig& config) {
   wire_irq_sources();
 
   add_config_devices();
+  add_vfio_devices();
+}
+
+void Vm::add_vfio_devices() {
+  auto& d = *impl_;
+  if (d.config.vfio.empty()) return;
+  // Every refusal before anything is opened: the host's side first, then the memory to pin.
+  std::vector<unsigned> groups;
+  for (const VfioDeviceConfig& v : d.config.vfio) {
+    groups.push_back(pci::check_vfio_device({}, v.address, v.label));
+  }
+  uint64_t ram = 0;
+  for (const GuestMapping& m : d.memory.mappings()) ram += m.size;
+  if (uint64_t limit = 0; !pci::can_pin(ram, limit)) {
+    throw UserError(pci::vfio_memlock_error(d.config.vfio.front().label, ram, limit));
+  }
+  d.vfio = std::make_unique<pci::VfioContainer>();
+  for (size_t i = 0; i < d.config.vfio.size(); ++i) {
+    const VfioDeviceConfig& v = d.config.vfio[i];
+    ensure_pci_bridge(v.label);
+    auto device = pci::VfioPciDevice::open(*d.vfio, groups[i], v.address, v.label, d.msi);
+    if (i == 0) {
+      for (const GuestMapping& m : d.memory.mappings()) {
+        d.vfio->map_dma(m.gpa, m.host(), m.size, m.readonly, v.label);
+      }
+    }
+    const uint8_t number = d.pci_bridge->add(device);
+    device->start(d.loop);
+    log::debug("{} at PCI 00:{:02x}.0", device->name(), number);
+    d.placed.push_back({"vfio", device->name(), 0, 0, 0});
+    d.vfio_devices.push_back(std::move(device));
+  }
 }
 
 void Vm::add_config_devices() {
@@ -296,12 +331,12 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device) {
   attach_virtio_device(std::move(device), slot, "");
 }
 
-void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::string kind) {
+void Vm::ensure_pci_bridge(const std::string& who) {
   auto& d = *impl_;
   if (!d.pci_bridge) {
     const std::optional<pci::HostBridgeLayout> layout =
         d.machine->memory_map(d.config.memory_size).pci;
-    if (!layout) throw UserError(device->name() + ": this machine has no PCI bus");
+    if (!layout) throw UserError(who + ": this machine has no PCI bus");
     d.pci_bridge = pci::HostBridge::create(*layout);
     d.msi = std::make_shared<KvmMsiSink>(d.vm);
     if (auto routing = d.machine->gsi_routing()) {
@@ -324,6 +359,11 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
     }
     d.machine->describe_pci(*layout);
   }
+}
+
+void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::string kind) {
+  auto& d = *impl_;
+  ensure_pci_bridge(device->name());
   // MSI-X vectors as GSI routes + irqfds (the route follows what the guest programs), where
   // the machine routes GSIs; else KVM_SIGNAL_MSI per message.
   std::shared_ptr<pci::MsiSink> msi = d.msi;

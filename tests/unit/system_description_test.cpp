@@ -290,7 +290,7 @@ TEST_F(DescriptionTest, NetworkDevices) {
 
 TEST_F(DescriptionTest, VfioIsParsed) {
   EXPECT_TRUE(problems_of(xml("<vfio device=\"0000:01:00.0\" />")).empty());
-  EXPECT_NE(description.layout().find("vfio     0000:01:00.0 (not yet supported"),
+  EXPECT_NE(description.layout().find("vfio     0000:01:00.0 (a host PCI device passed through)"),
             std::string::npos);
 }
 

@@ -20,6 +20,7 @@
 #include "libvmm/core/seccomp.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/jail/jail.hpp"
+#include "libvmm/pci/vfio.hpp"
 #include "libvmm/system/system.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/vm.hpp"
@@ -309,6 +310,12 @@ int main(int argc, char** argv) {
       option->expected(1);
     }
   }
+  std::vector<std::string> vfio_values;
+  app.add_option("--vfio", vfio_values,
+                 "Pass a host PCI device through (VFIO), e.g. 0000:01:00.0 as lspci -D shows "
+                 "it, bound to vfio-pci; repeatable (see README, Device passthrough)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->expected(1);
   // One flag per machine option (arch/machine_option.hpp): this machine's, and the other
   // architectures' too (in their own --help section), which validation refuses by name.
   struct OptionFlag {
@@ -436,6 +443,12 @@ int main(int argc, char** argv) {
       flags.kernel = config.kernel;
       flags.initrd = config.initrd;
       if (app.get_option("--cmdline")->count() > 0) flags.cmdline = config.cmdline;
+      if (!vfio_values.empty()) {
+        throw UserError(
+            fmt::format("--vfio {}: a .system file lists the devices it passes "
+                        "through itself: <vfio device=\"{}\"/>",
+                        vfio_values.front(), vfio_values.front()));
+      }
       for (const auto& flag : option_flags) {
         if (flag->cli->count() > 0) {
           flags.machine_options.push_back(machine_option_from_flag(*flag->option, flag->value));
@@ -482,6 +495,15 @@ int main(int argc, char** argv) {
           }
         }
       }
+      for (const std::string& value : vfio_values) {
+        const std::optional<std::string> address = pci::parse_pci_address(value);
+        if (!address) {
+          throw UserError(fmt::format(
+              "--vfio {}: not a PCI address; write it as lspci -D shows it, e.g. 0000:01:00.0",
+              value));
+        }
+        config.vfio.push_back({*address, fmt::format("--vfio {}", *address)});
+      }
       for (const auto& flag : option_flags) {
         if (flag->cli->count() > 0) {
           config.machine_options.push_back(machine_option_from_flag(*flag->option, flag->value));
@@ -499,6 +521,14 @@ int main(int argc, char** argv) {
     set_seccomp_kill_hook(&RawTerminal::restore_saved);
 
     if (!jail_dir.empty()) {
+      for (const auto* vm : description.vms()) {
+        if (!vm->config.vfio.empty() || !vm->vfio.empty()) {
+          throw UserError(fmt::format(
+              "--jail: {} passes a host device through (VFIO), which the jail cannot grant yet "
+              "(/dev/vfio, pinned memory); run it without --jail",
+              vm->config.name));
+        }
+      }
       // Every problem the host's files show, found here as root before the jail is built;
       // inside, the VM's user may still lack permission on one (reported by its flag or line).
       description.validate();

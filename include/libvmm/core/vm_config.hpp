@@ -35,6 +35,13 @@ struct IrqSource {
   bool is_eventfd = false;
 };
 
+// A host PCI device passed through with VFIO (pci/vfio.hpp): its address and where it was asked
+// for, which starts every message about it ("--vfio 0000:01:00.0").
+struct VfioDeviceConfig {
+  std::string address;  // 0000:01:00.0
+  std::string label;
+};
+
 struct VmConfig {
   std::string name = "vm";
   uint64_t memory_size = 256 * MiB;
@@ -53,6 +60,8 @@ struct VmConfig {
   // attributes: {"virtio_block", {{"path", "d.img"}}}. Devices of one kind keep their order
   // (vda, vdb, ...); kinds are placed in registry order.
   std::vector<DeviceSpec> devices;
+  // Host PCI devices passed through (VFIO), on the PCI bus after the virtIO ones.
+  std::vector<VfioDeviceConfig> vfio;
   // Host CPUs vCPU threads run on (vCPU index -> host CPU), from a description's
   // <vcpu id="N" cpu="M"/>; a CPU the host lacks is reported and ignored.
   std::map<uint32_t, uint32_t> vcpu_host_cpus;

@@ -1,0 +1,531 @@
+#include "libvmm/pci/vfio.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/vfio.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <system_error>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/core/size.hpp"
+
+namespace libvmm::pci {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view kVfioDriver = "vfio-pci";
+
+bool is_hex(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+  });
+}
+
+// The driver a sysfs device directory is bound to ("" for none).
+std::string driver_of(const fs::path& device) {
+  std::error_code ec;
+  const fs::path target = fs::read_symlink(device / "driver", ec);
+  return ec ? std::string() : target.filename().string();
+}
+
+std::string driver_override_commands(const std::string& address, const std::string& driver) {
+  std::string commands =
+      fmt::format("echo vfio-pci > /sys/bus/pci/devices/{0}/driver_override; ", address);
+  if (!driver.empty()) {
+    commands += fmt::format("echo {0} > /sys/bus/pci/devices/{0}/driver/unbind; ", address);
+  }
+  commands += fmt::format("echo {} > /sys/bus/pci/drivers_probe", address);
+  return commands;
+}
+
+uint64_t rlimit_bytes(rlim_t value) {
+  return value == RLIM_INFINITY ? UINT64_MAX : static_cast<uint64_t>(value);
+}
+
+// CAP_IPC_LOCK (bit 14) in this process's effective set, from /proc/self/status.
+bool has_ipc_lock() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("CapEff:", 0) != 0) continue;
+    try {
+      return (std::stoull(line.substr(7), nullptr, 16) >> 14) & 1;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+  return false;
+}
+
+uint16_t le16(const uint8_t* p) {
+  return static_cast<uint16_t>(p[0] | p[1] << 8);
+}
+uint32_t le32(const uint8_t* p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+
+}  // namespace
+
+std::optional<std::string> parse_pci_address(std::string_view text) {
+  // [DDDD:]BB:DD.F
+  std::string_view domain = "0000";
+  if (std::count(text.begin(), text.end(), ':') == 2) {
+    domain = text.substr(0, text.find(':'));
+    text.remove_prefix(domain.size() + 1);
+  }
+  if (domain.size() != 4 || !is_hex(domain) || text.size() != 7 || text[2] != ':' ||
+      text[5] != '.' || !is_hex(text.substr(0, 2)) || !is_hex(text.substr(3, 2)) || text[6] < '0' ||
+      text[6] > '7') {
+    return std::nullopt;
+  }
+  const unsigned device =
+      static_cast<unsigned>(std::stoul(std::string(text.substr(3, 2)), nullptr, 16));
+  if (device > 31) return std::nullopt;
+  std::string out = std::string(domain);
+  out += ':';
+  out += text;
+  std::transform(out.begin(), out.end(), out.begin(), [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  });
+  return out;
+}
+
+unsigned check_vfio_device(const VfioHost& host, const std::string& address,
+                           const std::string& label) {
+  const fs::path device = host.sysfs / "bus/pci/devices" / address;
+  std::error_code ec;
+  if (!fs::exists(device, ec)) {
+    throw UserError(
+        fmt::format("{}: no such PCI device on this host ({} is missing; lspci -D "
+                    "lists the host's devices)",
+                    label, device.string()));
+  }
+  const std::string driver = driver_of(device);
+  if (driver != kVfioDriver) {
+    throw UserError(fmt::format(
+        "{}: the device is {}, not to vfio-pci; hand it to vfio-pci (as root): {}", label,
+        driver.empty() ? std::string("bound to no driver")
+                       : fmt::format("bound to driver {}", driver),
+        driver_override_commands(address, driver)));
+  }
+  const fs::path group_link = fs::read_symlink(device / "iommu_group", ec);
+  if (ec) {
+    throw UserError(fmt::format(
+        "{}: the device is in no IOMMU group: this host has no IOMMU enabled; turn on VT-d or "
+        "AMD-Vi in the firmware and boot the host kernel with intel_iommu=on (Intel) or "
+        "amd_iommu=on (AMD)",
+        label));
+  }
+  const std::string group_name = group_link.filename().string();
+  unsigned group = 0;
+  try {
+    size_t used = 0;
+    group = static_cast<unsigned>(std::stoul(group_name, &used, 10));
+    if (used != group_name.size()) throw std::invalid_argument("group");
+  } catch (const std::exception&) {
+    throw UserError(fmt::format("{}: cannot read its IOMMU group ({} points to '{}')", label,
+                                (device / "iommu_group").string(), group_link.string()));
+  }
+  // Every other device of the group must leave it to VFIO: bound to vfio-pci or to nothing
+  // (a PCIe port's own driver is allowed too, as the kernel does).
+  std::vector<std::string> others;
+  const fs::path members = host.sysfs / "kernel/iommu_groups" / group_name / "devices";
+  for (const auto& entry : fs::directory_iterator(members, ec)) {
+    const std::string other = entry.path().filename().string();
+    if (other == address) continue;
+    const std::string other_driver = driver_of(entry.path());
+    if (other_driver.empty() || other_driver == kVfioDriver || other_driver == "pcieport") {
+      continue;
+    }
+    others.push_back(fmt::format("{} (driver {})", other, other_driver));
+  }
+  if (!others.empty()) {
+    std::sort(others.begin(), others.end());
+    std::string list;
+    for (const std::string& o : others) {
+      if (!list.empty()) list += ", ";
+      list += o;
+    }
+    throw UserError(fmt::format(
+        "{}: IOMMU group {} is not viable: {} {} in the same group and still bound to a host "
+        "driver; bind every device of the group to vfio-pci (or unbind it) first",
+        label, group, list, others.size() == 1 ? "is" : "are"));
+  }
+  return group;
+}
+
+std::string vfio_group_open_error(const std::string& label, const fs::path& path, int err) {
+  if (err == EACCES || err == EPERM) {
+    return fmt::format(
+        "{}: cannot open {}: permission denied; run vmm as root or give this user the group's "
+        "device (chown USER {}) and a RLIMIT_MEMLOCK for guest RAM",
+        label, path.string(), path.string());
+  }
+  if (err == ENOENT) {
+    return fmt::format("{}: {} is missing: load the vfio-pci module (modprobe vfio-pci)", label,
+                       path.string());
+  }
+  if (err == EBUSY) {
+    return fmt::format(
+        "{}: {} is busy: another process (another VM?) has the device's IOMMU "
+        "group open",
+        label, path.string());
+  }
+  return fmt::format("{}: cannot open {}: {}", label, path.string(), std::strerror(err));
+}
+
+std::string vfio_memlock_error(const std::string& label, uint64_t needed, uint64_t limit) {
+  return fmt::format(
+      "{}: guest RAM must be pinned for the device's DMA: {} bytes ({}) are needed but "
+      "RLIMIT_MEMLOCK allows {} bytes; raise it (ulimit -l {}, or LimitMEMLOCK= in a systemd "
+      "unit) or run vmm as root",
+      label, needed, format_size(needed), limit, (needed + 1023) / 1024);
+}
+
+bool can_pin(uint64_t bytes, uint64_t& limit) {
+  struct rlimit rl {};
+  limit = ::getrlimit(RLIMIT_MEMLOCK, &rl) == 0 ? rlimit_bytes(rl.rlim_cur) : 0;
+  return limit >= bytes || has_ipc_lock();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The container
+
+VfioContainer::VfioContainer(VfioHost host) : host_(std::move(host)) {}
+
+VfioContainer::~VfioContainer() = default;  // closing the container unmaps and unpins
+
+int VfioContainer::group(unsigned number, const std::string& label) {
+  if (auto it = groups_.find(number); it != groups_.end()) return it->second.get();
+  if (!container_) {
+    const fs::path path = host_.dev / "vfio/vfio";
+    container_ = UniqueFd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    if (!container_) throw UserError(vfio_group_open_error(label, path, errno));
+    if (::ioctl(container_.get(), VFIO_GET_API_VERSION) != VFIO_API_VERSION) {
+      throw UserError(label + ": this host's VFIO speaks another API version");
+    }
+    if (::ioctl(container_.get(), VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0 &&
+        ::ioctl(container_.get(), VFIO_CHECK_EXTENSION, VFIO_TYPE1_IOMMU) <= 0) {
+      throw UserError(label +
+                      ": this host's VFIO has no type1 IOMMU (load vfio_iommu_type1 and boot "
+                      "with intel_iommu=on or amd_iommu=on)");
+    }
+  }
+  const fs::path path = host_.dev / "vfio" / std::to_string(number);
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd) throw UserError(vfio_group_open_error(label, path, errno));
+  vfio_group_status status{};
+  status.argsz = sizeof status;
+  if (::ioctl(fd.get(), VFIO_GROUP_GET_STATUS, &status) != 0) {
+    throw UserError(fmt::format("{}: VFIO_GROUP_GET_STATUS on {}: {}", label, path.string(),
+                                std::strerror(errno)));
+  }
+  if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
+    throw UserError(fmt::format(
+        "{}: IOMMU group {} is not viable: a device in /sys/kernel/iommu_groups/{}/devices is "
+        "bound to a host driver; bind each to vfio-pci first",
+        label, number, number));
+  }
+  int c = container_.get();
+  if (::ioctl(fd.get(), VFIO_GROUP_SET_CONTAINER, &c) != 0) {
+    throw UserError(fmt::format("{}: cannot add IOMMU group {} to the VFIO container: {}", label,
+                                number, std::strerror(errno)));
+  }
+  if (!iommu_set_) {
+    const int type = ::ioctl(container_.get(), VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) > 0
+                         ? VFIO_TYPE1v2_IOMMU
+                         : VFIO_TYPE1_IOMMU;
+    if (::ioctl(container_.get(), VFIO_SET_IOMMU, type) != 0) {
+      const int err = errno;
+      throw UserError(fmt::format(
+          "{}: the type1 IOMMU refused the group: {}{}", label, std::strerror(err),
+          err == EPERM ? " (the host's IOMMU cannot isolate the device's interrupts: no "
+                         "interrupt remapping; vfio_iommu_type1's allow_unsafe_interrupts=1 "
+                         "overrides this at the host's risk)"
+                       : ""));
+    }
+    iommu_set_ = true;
+  }
+  const int raw = fd.get();
+  groups_.emplace(number, std::move(fd));
+  return raw;
+}
+
+void VfioContainer::map_dma(uint64_t iova, void* host, uint64_t size, bool readonly,
+                            const std::string& label) {
+  if (!iommu_set_) throw std::logic_error("VfioContainer::map_dma before a group");
+  vfio_iommu_type1_dma_map map{};
+  map.argsz = sizeof map;
+  map.flags = VFIO_DMA_MAP_FLAG_READ | (readonly ? 0 : VFIO_DMA_MAP_FLAG_WRITE);
+  map.vaddr = reinterpret_cast<uint64_t>(host);
+  map.iova = iova;
+  map.size = size;
+  if (::ioctl(container_.get(), VFIO_IOMMU_MAP_DMA, &map) != 0) {
+    const int err = errno;
+    if (err == ENOMEM) {
+      uint64_t limit = 0;
+      static_cast<void>(can_pin(0, limit));
+      throw UserError(vfio_memlock_error(label, mapped_ + size, limit));
+    }
+    throw UserError(fmt::format("{}: mapping guest memory [{:#x}, {:#x}) for DMA: {}", label, iova,
+                                iova + size, std::strerror(err)));
+  }
+  mapped_ += size;
+  log::debug("VFIO: guest memory [{:#x}, {:#x}) mapped for DMA", iova, iova + size);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The device
+
+VfioPciDevice::VfioPciDevice(const Identity& identity, std::string name, UniqueFd fd)
+    : PciFunction(identity), name_(std::move(name)), fd_(std::move(fd)) {}
+
+std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, unsigned group,
+                                                   const std::string& address,
+                                                   const std::string& label,
+                                                   std::shared_ptr<MsiSink> msi) {
+  const int group_fd = container.group(group, label);
+  UniqueFd fd(::ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, address.c_str()));
+  if (!fd) {
+    throw UserError(
+        fmt::format("{}: VFIO cannot open the device: {}", label, std::strerror(errno)));
+  }
+  vfio_device_info info{};
+  info.argsz = sizeof info;
+  if (::ioctl(fd.get(), VFIO_DEVICE_GET_INFO, &info) != 0 ||
+      !(info.flags & VFIO_DEVICE_FLAGS_PCI)) {
+    throw UserError(label + ": VFIO does not describe it as a PCI device");
+  }
+  const int dfd = fd.get();  // owned by `fd`, then by the device
+  auto region = [dfd, &label](uint32_t index) {
+    vfio_region_info r{};
+    r.argsz = sizeof r;
+    r.index = index;
+    if (::ioctl(dfd, VFIO_DEVICE_GET_REGION_INFO, &r) != 0) {
+      throw UserError(fmt::format("{}: VFIO_DEVICE_GET_REGION_INFO {}: {}", label, index,
+                                  std::strerror(errno)));
+    }
+    return r;
+  };
+  const vfio_region_info cfg = region(VFIO_PCI_CONFIG_REGION_INDEX);
+  std::array<uint8_t, kConfigSize> bytes{};
+  if (::pread(fd.get(), bytes.data(), bytes.size(), static_cast<off_t>(cfg.offset)) !=
+      static_cast<ssize_t>(bytes.size())) {
+    throw UserError(label + ": cannot read the device's configuration space");
+  }
+  if ((bytes[kHeaderType] & 0x7f) != 0) {
+    throw UserError(label + ": the device is a PCI bridge (header type " +
+                    std::to_string(bytes[kHeaderType] & 0x7f) +
+                    "); only endpoints can be passed through");
+  }
+  Identity id;
+  id.vendor_id = le16(&bytes[kVendorId]);
+  id.device_id = le16(&bytes[kDeviceId]);
+  id.revision = bytes[kRevision];
+  id.class_code = le32(&bytes[kRevision]) >> 8;
+  id.subsystem_vendor_id = le16(&bytes[kSubsystemVendorId]);
+  id.subsystem_id = le16(&bytes[kSubsystemId]);
+  std::shared_ptr<VfioPciDevice> dev(
+      new VfioPciDevice(id, fmt::format("vfio {}", address), std::move(fd)));
+  dev->can_reset_ = info.flags & VFIO_DEVICE_FLAGS_RESET;
+  dev->config_region_ = {cfg.offset, cfg.size};
+  dev->device_command_ = le16(&bytes[kCommand]);
+
+  // The BARs: kind from the device's registers, size from VFIO.
+  for (unsigned i = 0; i < kBarCount && i < info.num_regions; ++i) {
+    const vfio_region_info r = region(VFIO_PCI_BAR0_REGION_INDEX + i);
+    const uint32_t reg = le32(&bytes[kBar0 + 4 * i]);
+    BarInfo bar;
+    bar.kind = (reg & 1) ? BarKind::io : ((reg & 6) == 4 ? BarKind::mem64 : BarKind::mem32);
+    bar.prefetchable = !(reg & 1) && (reg & 8);
+    bar.size = r.size;
+    if (r.size != 0) {
+      if ((r.size & (r.size - 1)) != 0 || r.size < (bar.kind == BarKind::io ? 4u : 16u) ||
+          (bar.kind == BarKind::io && r.size > 256)) {
+        throw UserError(fmt::format("{}: BAR {} has a size ({:#x} bytes) this VMM cannot place",
+                                    label, i, r.size));
+      }
+      dev->config_.add_bar(i, bar);
+      dev->bars_[i] = {r.offset, r.size};
+    }
+    if (bar.kind == BarKind::mem64) ++i;  // the upper half
+  }
+
+  // MSI-X: the table and PBA where the device has them, emulated. Other capabilities (MSI,
+  // power management, PCI Express) are not offered; neither is INTx.
+  uint32_t at = bytes[kCapabilityPointer] & 0xfc;
+  std::optional<uint32_t> msix_at;
+  for (int guard = 0; at >= kFirstCapability && at + 4 <= kConfigSize && guard < 48; ++guard) {
+    if (bytes[at] == kCapMsix) msix_at = at;
+    at = bytes[at + 1] & 0xfc;
+  }
+  if (!msix_at || *msix_at + 12 > kConfigSize) {
+    throw UserError(label +
+                    ": the device has no MSI-X capability; only MSI-X devices can be passed "
+                    "through so far (no INTx or MSI)");
+  }
+  const uint16_t vectors = static_cast<uint16_t>((le16(&bytes[*msix_at + 2]) & 0x7ff) + 1);
+  const uint32_t table = le32(&bytes[*msix_at + 4]);
+  const uint32_t pba = le32(&bytes[*msix_at + 8]);
+  dev->table_bar_ = table & 7;
+  dev->pba_bar_ = pba & 7;
+  dev->table_offset_ = table & ~7u;
+  dev->pba_offset_ = pba & ~7u;
+  if (dev->table_bar_ >= kBarCount || dev->pba_bar_ >= kBarCount ||
+      dev->bars_[dev->table_bar_].size == 0 || dev->bars_[dev->pba_bar_].size == 0) {
+    throw UserError(label + ": the device's MSI-X table or PBA is in a BAR it does not have");
+  }
+  vfio_irq_info irq{};
+  irq.argsz = sizeof irq;
+  irq.index = VFIO_PCI_MSIX_IRQ_INDEX;
+  if (::ioctl(dfd, VFIO_DEVICE_GET_IRQ_INFO, &irq) != 0 || irq.count == 0) {
+    throw UserError(label + ": VFIO offers no MSI-X interrupts for the device");
+  }
+  dev->msix_ = std::make_unique<MsixTable>(
+      static_cast<uint16_t>(std::min<uint32_t>(vectors, irq.count)), std::move(msi));
+  dev->msix_cap_ = dev->msix_->add_capability(
+      dev->config_, dev->table_bar_, static_cast<uint32_t>(dev->table_offset_), dev->pba_bar_,
+      static_cast<uint32_t>(dev->pba_offset_));
+  dev->config_.set_interrupt_pin(0);
+
+  if (dev->can_reset_ && ::ioctl(dfd, VFIO_DEVICE_RESET) != 0) {
+    log::warn("{}: reset at start failed: {}", label, std::strerror(errno));
+  }
+  log::debug("{}: {:04x}:{:04x} class {:06x}, {} MSI-X vectors (table BAR {} at {:#x}){}",
+             dev->name_, id.vendor_id, id.device_id, id.class_code, dev->msix_->vectors(),
+             dev->table_bar_, dev->table_offset_, dev->can_reset_ ? ", resettable" : "");
+  return dev;
+}
+
+VfioPciDevice::~VfioPciDevice() {
+  if (!fd_) return;
+  // Interrupts off (the eventfds close with us), then the device back to its power-on state
+  // before it returns to the host.
+  vfio_irq_set off{};
+  off.argsz = sizeof off;
+  off.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
+  off.index = VFIO_PCI_MSIX_IRQ_INDEX;
+  if (!vector_fds_.empty()) static_cast<void>(::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &off));
+  if (can_reset_ && ::ioctl(fd_.get(), VFIO_DEVICE_RESET) != 0) {
+    log::warn("{}: reset at exit failed: {}", name_, std::strerror(errno));
+  }
+}
+
+void VfioPciDevice::start(EventLoop& loop) {
+  if (!msix_) return;
+  const uint16_t n = msix_->vectors();
+  std::vector<uint8_t> buffer(sizeof(vfio_irq_set) + n * sizeof(int32_t));
+  auto* set = reinterpret_cast<vfio_irq_set*>(buffer.data());
+  set->argsz = static_cast<uint32_t>(buffer.size());
+  set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set->index = VFIO_PCI_MSIX_IRQ_INDEX;
+  set->start = 0;
+  set->count = n;
+  for (uint16_t v = 0; v < n; ++v) {
+    UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!efd) throw_errno(fmt::format("eventfd for an MSI-X vector of {}", name_));
+    const int32_t raw = efd.get();
+    std::memcpy(buffer.data() + sizeof(vfio_irq_set) + v * sizeof(int32_t), &raw, sizeof raw);
+    MsixTable* table = msix_.get();
+    loop.add(raw, EPOLLIN, [raw, table, v](uint32_t) {
+      uint64_t count;
+      if (::read(raw, &count, sizeof count) == sizeof count) table->notify(v);
+    });
+    vector_fds_.push_back(std::move(efd));
+  }
+  if (::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, set) != 0) {
+    throw UserError(fmt::format("{}: VFIO cannot give the device's {} MSI-X vectors eventfds: {}",
+                                name_, n, std::strerror(errno)));
+  }
+}
+
+bool VfioPciDevice::in_msix_table(unsigned bar, uint64_t offset, uint64_t size) const {
+  return msix_ && bar == table_bar_ && offset + size > table_offset_ &&
+         offset < table_offset_ + msix_->table_size();
+}
+
+bool VfioPciDevice::in_msix_pba(unsigned bar, uint64_t offset, uint64_t size) const {
+  return msix_ && bar == pba_bar_ && offset + size > pba_offset_ &&
+         offset < pba_offset_ + msix_->pba_size();
+}
+
+void VfioPciDevice::bar_read(unsigned bar, uint64_t offset, std::span<uint8_t> data) {
+  std::fill(data.begin(), data.end(), 0);
+  std::string why;
+  if (in_msix_table(bar, offset, data.size())) {
+    if (offset < table_offset_ || !msix_->table_read(offset - table_offset_, data, why)) {
+      guest_error(fmt::format("MSI-X table read: {}", why.empty() ? "straddles the table" : why));
+    }
+    return;
+  }
+  if (in_msix_pba(bar, offset, data.size())) {
+    if (offset < pba_offset_ || !msix_->pba_read(offset - pba_offset_, data, why)) {
+      guest_error(fmt::format("MSI-X PBA read: {}", why.empty() ? "straddles the PBA" : why));
+    }
+    return;
+  }
+  if (bar >= kBarCount || offset >= bars_[bar].size || data.size() > bars_[bar].size - offset) {
+    return guest_error(fmt::format("read beyond BAR {}", bar));
+  }
+  if (::pread(fd_.get(), data.data(), data.size(),
+              static_cast<off_t>(bars_[bar].offset + offset)) !=
+      static_cast<ssize_t>(data.size())) {
+    std::fill(data.begin(), data.end(), 0xff);
+    guest_error(fmt::format("BAR {} read at {:#x} failed: {}", bar, offset, std::strerror(errno)));
+  }
+}
+
+void VfioPciDevice::bar_write(unsigned bar, uint64_t offset, std::span<const uint8_t> data) {
+  std::string why;
+  if (in_msix_table(bar, offset, data.size())) {
+    if (offset < table_offset_ || !msix_->table_write(offset - table_offset_, data, why)) {
+      guest_error(fmt::format("MSI-X table write: {}", why.empty() ? "straddles the table" : why));
+    }
+    return;
+  }
+  if (in_msix_pba(bar, offset, data.size())) {
+    return guest_error("write to the MSI-X pending bits, which are read-only; ignored");
+  }
+  if (bar >= kBarCount || offset >= bars_[bar].size || data.size() > bars_[bar].size - offset) {
+    return guest_error(fmt::format("write beyond BAR {}", bar));
+  }
+  if (::pwrite(fd_.get(), data.data(), data.size(),
+               static_cast<off_t>(bars_[bar].offset + offset)) !=
+      static_cast<ssize_t>(data.size())) {
+    guest_error(fmt::format("BAR {} write at {:#x} failed: {}", bar, offset, std::strerror(errno)));
+  }
+}
+
+void VfioPciDevice::write_device_command(uint16_t guest_command) {
+  constexpr uint16_t kPassed = kCommandIo | kCommandMemory | kCommandBusMaster;
+  // INTx stays disabled on the device: the guest is offered none.
+  const uint16_t value = static_cast<uint16_t>((device_command_ & ~kPassed) |
+                                               (guest_command & kPassed) | kCommandIntxDisable);
+  uint8_t b[2] = {static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8)};
+  if (::pwrite(fd_.get(), b, 2, static_cast<off_t>(config_region_.offset + kCommand)) != 2) {
+    guest_error(
+        fmt::format("command register write to the device failed: {}", std::strerror(errno)));
+  }
+}
+
+void VfioPciDevice::config_written(uint32_t offset, uint32_t size) {
+  // Lock held on the configuration space.
+  if (msix_ && offset < msix_cap_ + 4 && offset + size > msix_cap_ + 2) {
+    msix_->control_written(config_.u16(msix_cap_ + 2));
+  }
+  if (offset < kCommand + 2 && offset + size > kCommand) write_device_command(config_.command());
+}
+
+}  // namespace libvmm::pci
