@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -74,6 +75,11 @@ class Vm {
   // button); the guest decides. Thread-safe. False if the machine has no power button or the
   // guest does not listen to it (x86_64: has not enabled the ACPI power button event).
   bool press_power_button();
+  // What a console's Ctrl-A s asks for: by default press_power_button(), stopping the VM at
+  // once if the guest would not hear it; `handler` replaces that (vmm: the same as its first
+  // SIGTERM). Called on the event loop's thread; set it before run().
+  void request_shutdown();
+  void set_shutdown_handler(std::function<void()> handler);
 
   const VmConfig& config() const;
   GuestMemory& memory();

@@ -33,6 +33,7 @@ struct MachineContext {
   EventLoop& loop;
   std::function<std::shared_ptr<IrqLine>(uint32_t)> irq;  // the controller's line `number`
   std::function<void(StopReason, std::string)> request_stop;
+  std::function<void()> request_shutdown;  // a console's Ctrl-A s: Vm::request_shutdown()
 };
 
 class Machine {

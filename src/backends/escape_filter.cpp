@@ -15,6 +15,8 @@ EscapeFilter::Command EscapeFilter::feed(uint8_t byte, std::vector<uint8_t>& to_
   switch (byte) {
     case 'x':
       return Command::quit;
+    case 's':
+      return Command::shutdown;
     case 'h':
     case '?':
       return Command::help;
@@ -31,6 +33,7 @@ EscapeFilter::Command EscapeFilter::feed(uint8_t byte, std::vector<uint8_t>& to_
 std::string_view EscapeFilter::help_text() {
   return "\r\n"
          "C-a x    exit the VMM\r\n"
+         "C-a s    ask the guest to shut down (its power button)\r\n"
          "C-a h    print this help\r\n"
          "C-a C-a  send C-a to the guest\r\n";
 }

@@ -20,6 +20,7 @@ struct OpenRequest {
   std::string_view argument;  // after "kind:", for kinds that take one
   std::string_view flag_name;
   const std::function<void()>& on_quit;
+  const std::function<void()>& on_shutdown;
 };
 
 struct BackendKind {
@@ -31,7 +32,9 @@ struct BackendKind {
 constexpr std::array kKinds = {
     BackendKind{"stdio", "",
                 [](const OpenRequest& r) -> std::unique_ptr<CharBackend> {
-                  return std::make_unique<StdioBackend>(r.on_quit);
+                  auto backend = std::make_unique<StdioBackend>(r.on_quit);
+                  backend->set_on_shutdown(r.on_shutdown);
+                  return backend;
                 }},
     BackendKind{"file", "PATH",
                 [](const OpenRequest& r) -> std::unique_ptr<CharBackend> {
@@ -107,13 +110,14 @@ std::optional<HostPath> char_backend_host_path(std::string_view spec) {
 }
 
 std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::string_view flag_name,
-                                               std::function<void()> on_quit) {
+                                               std::function<void()> on_quit,
+                                               std::function<void()> on_shutdown) {
   std::string_view argument;
   std::string why;
   const BackendKind* kind = find_kind(spec, argument, why);
   if (kind == nullptr) throw UserError(fmt::format("{}: {}", flag_name, why));
   try {
-    return kind->open(OpenRequest{argument, flag_name, on_quit});
+    return kind->open(OpenRequest{argument, flag_name, on_quit, on_shutdown});
   } catch (const SystemError& e) {
     throw UserError(
         fmt::format("{} {}: cannot open: {}", flag_name, spec, std::strerror(e.code())));

@@ -257,6 +257,9 @@ void StdioBackend::deliver(std::span<const uint8_t> bytes) {
                   std::span(reinterpret_cast<const uint8_t*>(help.data()), help.size()));
         break;
       }
+      case EscapeFilter::Command::shutdown:
+        if (on_shutdown_) on_shutdown_();
+        break;
       case EscapeFilter::Command::quit:
         if (!on_quit_) break;
         if (!to_guest.empty()) to_sink(to_guest);

@@ -6,4 +6,5 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/i8042.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pl011.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pl031.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pl061.cpp
 )

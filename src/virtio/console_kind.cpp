@@ -49,8 +49,8 @@ class ConsoleKind final : public VirtioDeviceKind {
     // stdio: ..." for a description.
     const std::string label =
         spec.where.starts_with(flag()) || spec.where.empty() ? std::string(flag()) : spec.where;
-    return std::make_shared<VirtioConsole>(
-        open_char_backend(spec.value_or("backend", ""), label, context.on_quit));
+    return std::make_shared<VirtioConsole>(open_char_backend(spec.value_or("backend", ""), label,
+                                                             context.on_quit, context.on_shutdown));
   }
 
   void start(VirtioDevice& device, EventLoop& loop) const override {

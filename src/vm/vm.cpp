@@ -142,7 +142,9 @@ struct Vm::Impl {
   GuestMemory memory;
   EventLoop loop;
   std::unique_ptr<Machine> machine;
-  std::unique_ptr<MachineContext> machine_context;  // what the machine's steps work on
+  std::unique_ptr<MachineContext> machine_context;
+  std::function<void()>
+      shutdown_handler;  // set_shutdown_handler()  // what the machine's steps work on
   Bus mmio{"MMIO"};
   Bus pio{"port I/O"};
   std::unique_ptr<FaultReporter> faults;
@@ -208,7 +210,8 @@ Vm::Vm(const VmConfig& config) {
   d.machine_context.reset(new MachineContext{
       d.config, d.vm, d.memory, d.mmio, d.pio, d.loop,
       [this](uint32_t number) { return irq(number); },
-      [this](StopReason reason, std::string detail) { request_stop(reason, std::move(detail)); }});
+      [this](StopReason reason, std::string detail) { request_stop(reason, std::move(detail)); },
+      [this] { request_shutdown(); }});
   d.machine->create_interrupt_controller(*d.machine_context);
   d.machine->add_platform_devices(*d.machine_context);
   wire_irq_sources();
@@ -272,7 +275,8 @@ void Vm::add_config_devices() {
             request_stop(StopReason::error, e.what());
           }
           seccomp_self_test(name);
-        }};
+        },
+        [this] { request_shutdown(); }};
     std::shared_ptr<VirtioDevice> device = kind.create(*p.device.spec, context);
     attach_virtio_device(device, p.slot, std::string(kind.element()));
     kind.start(*device, d.loop);
@@ -567,6 +571,24 @@ RunResult Vm::run() {
 
 bool Vm::press_power_button() {
   return impl_->machine->press_power_button();
+}
+
+void Vm::set_shutdown_handler(std::function<void()> handler) {
+  impl_->shutdown_handler = std::move(handler);
+}
+
+void Vm::request_shutdown() {
+  auto& d = *impl_;
+  if (d.shutdown_handler) {
+    d.shutdown_handler();
+    return;
+  }
+  if (press_power_button()) {
+    log::info("console: pressed the guest's power button");
+  } else {
+    request_stop(StopReason::quit,
+                 "quit from the console (the guest does not listen to a power button)");
+  }
 }
 
 void Vm::request_stop(StopReason reason, std::string detail) {

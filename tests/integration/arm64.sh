@@ -5,7 +5,7 @@
 #   GICv3 host: 2 vCPUs through PSCI, the arch timer, the PL011 console both ways, the vGICv3,
 #               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block,
 #               console and network with the guest's own (module) drivers, the wall clock
-#               at boot from the PL031;
+#               at boot from the PL031, the power key (PL061 + gpio-keys) on SIGTERM;
 #   GICv2 host: the manual's example system (examples/simple/simple-aarch64.system) checked
 #               and booted on its vGICv2; the default --gic picks the vGICv2; Microkit
 #               descriptions as written (tests/system/microkit): the manual's form with images
@@ -125,6 +125,22 @@ echo "guest clock at boot: $guest_clock, host clock after the run: $host_clock"
 check "virtio: the guest's clock at boot is the host's (PL031)" \
   sh -c "[ -n '$guest_clock' ] && [ $((host_clock - ${guest_clock:-0})) -ge 0 ] && [ $((host_clock - ${guest_clock:-0})) -lt 300 ]"
 
+# 3b. The power key (as QEMU virt's): SIGTERM to vmm presses line 3 of the PL061, which the
+#    generated tree's gpio-keys node reports as KEY_POWER; the guest powers off on it (as
+#    systemd-logind does): PSCI SYSTEM_OFF, status 0.
+./vmm --kernel "$kernel" --initrd initramfs.cpio.gz --memory 256M \
+  --cmdline "console=ttyAMA0 quiet libvmm.test=powerkey" </dev/null >/tmp/pk.out 2>/tmp/pk.err &
+pid=$!
+wait_for /tmp/pk.out "waiting for the power button" 180
+kill -TERM $pid
+stop
+check "power key: the guest has the gpio-keys input device" \
+  grep -q "power button input: /dev/input/event" /tmp/pk.out
+check "power key: vmm pressed it on SIGTERM" grep -qF "pressed the guest's power button" /tmp/pk.err
+check "power key: the guest saw KEY_POWER" grep -qF "power button pressed" /tmp/pk.out
+check "power key: the guest powered off, status 0 (got $status)" \
+  sh -c "[ $status -eq 0 ] && grep -qF 'guest stopped (power off)' /tmp/pk.err"
+
 # 4. A user's device tree (--dtb): vmm patches in memory, cpus, chosen and the virtIO disk.
 boot dtb "quiet libvmm.test=arm64info" --vcpus 2 --dtb user.dtb --disk /tmp/vdb.img,readonly
 check "dtb: the guest booted with the user's tree" grep -qF "model: libvmm user dtb test board" /tmp/dtb.out
@@ -173,7 +189,7 @@ echo "guest aplay wall time: ${took:-?} cs for 2 s, ${blip:-?} cs for 10 ms: $ne
 check "sound: the guest's aplay took 1.9-2.5 s beyond its start-up ($net cs)" between "$net" 190 250
 check "sound: vmm logged its counters at the end" grep -qE "virtio-snd \(wav .*\): [0-9]+ frames played, [0-9]+ underruns" /tmp/sound.err
 
-finish arm64-gicv3 /tmp/sound.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
+finish arm64-gicv3 /tmp/pk.out /tmp/pk.err /tmp/sound.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
   /tmp/virtio.out /tmp/hvc0.err /tmp/hvc0.out
 EOS
 

@@ -2,3 +2,7 @@
 # emulated KVM host.
 add_test(NAME linux.debian COMMAND ${CMAKE_CURRENT_LIST_DIR}/linux_debian.sh $<TARGET_FILE:vmm>)
 set_tests_properties(linux.debian PROPERTIES LABELS linux TIMEOUT 900 RUN_SERIAL ON)
+# The Debian root file system of images/build-rootfs (systemd), booted with Debian's kernel and
+# initrd: login, is-system-running, networkd, poweroff and SIGTERM, e2fsck after each.
+add_test(NAME linux.debian_rootfs COMMAND ${CMAKE_CURRENT_LIST_DIR}/linux_rootfs.sh $<TARGET_FILE:vmm>)
+set_tests_properties(linux.debian_rootfs PROPERTIES LABELS linux TIMEOUT 2700 RUN_SERIAL ON)

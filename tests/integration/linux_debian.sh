@@ -8,16 +8,20 @@
 #      its TAP in a network namespace this test creates.
 #   2. Graceful shutdown: SIGTERM to vmm presses the ACPI power button; a guest that powers off
 #      on the power key (as systemd-logind does) ends vmm with status 0; a guest that ignores
-#      it is stopped after --shutdown-timeout with a message; a second SIGTERM stops at once.
+#      it is stopped after --shutdown-timeout with a message. Ctrl-A s on vmm's terminal (a pty
+#      from script(1)) presses the power button as the first signal does; a second request
+#      (SIGTERM) then stops at once.
 # Usage: linux_debian.sh VMM
 set -euo pipefail
 vmm=$1
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
-payload_new x86_64 "$vmm"
+payload_new x86_64  # the guests here boot Debian's kernel, not images/build-kernel's
+payload_binary "$vmm"
 cp "$("$emuhost" --arch x86_64 --print-kernel)" "$payload/debian-vmlinuz"
 cp "$("$repo/images/build-initramfs" --debian-kernel x86_64)" "$payload/initramfs-debian.cpio.gz"
 payload_binary "$(command -v ip)"  # busybox ip has no netns
+payload_binary "$(command -v script)"  # a terminal for vmm's console keys (Ctrl-A s)
 
 payload_script run.sh <<'EOS'
 ./ip netns add libvmm-debian || { echo "cannot create a network namespace"; exit 1; }
@@ -97,19 +101,26 @@ check "ignored power button: stopped after the 3 s timeout (took $took s), statu
   sh -c "[ $status -eq 0 ] && [ $took -ge 3 ] && [ $took -lt 30 ]"
 check "ignored power button: vmm says so" grep -qF "did not power off within 3 s" /tmp/idle.err
 
-debian --cmdline "console=ttyS0 quiet libvmm.test=idle" --serial file:/tmp/twice.out 2>/tmp/twice.err
+# On a terminal (script(1): vmm's stdin and stdout are a pty; its own stdin a FIFO we write to),
+# the serial console and vmm's messages both in /tmp/twice.out.
+rm -f /tmp/twice.in
+mkfifo /tmp/twice.in
+./script -qfec "./vmm --kernel debian-vmlinuz --initrd initramfs-debian.cpio.gz --memory 192M \
+  --cmdline 'console=ttyS0 quiet libvmm.test=idle'" /dev/null <>/tmp/twice.in >/tmp/twice.out 2>&1 &
+pid=$!
 wait_for /tmp/twice.out "LIBVMM-GUEST: idle" 180
 sent=$(date +%s)
-kill -TERM $pid
-sleep 1
-kill -TERM $pid
+printf '\001s' >/tmp/twice.in
+check "Ctrl-A s: vmm presses the guest's power button" \
+  wait_for /tmp/twice.out "Ctrl-A s: pressed the guest's power button" 30
+kill -TERM "$(pidof vmm)"
 wait $pid
 status=$?
 took=$(($(date +%s) - sent))
-check "second signal: stops at once (took $took s of the default 30), status 0 (got $status)" \
-  sh -c "[ $status -eq 0 ] && [ $took -lt 15 ] && grep -qF 'stopped by signal 15' /tmp/twice.err"
+check "second request (SIGTERM after Ctrl-A s): stops at once (took $took s of the default 30), status 0 (got $status)" \
+  sh -c "[ $status -eq 0 ] && [ $took -lt 15 ] && grep -qF 'stopped by signal 15' /tmp/twice.out"
 
-finish linux_debian /tmp/acpi.out /tmp/acpi.err /tmp/hvc0.out /tmp/pk.out /tmp/pk.err /tmp/idle.err /tmp/twice.err
+finish linux_debian /tmp/acpi.out /tmp/acpi.err /tmp/hvc0.out /tmp/pk.out /tmp/pk.err /tmp/idle.err /tmp/twice.out
 EOS
 
 run_payload

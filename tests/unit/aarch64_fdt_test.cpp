@@ -313,6 +313,29 @@ TEST(Arm64Fdt, DtcDecompilesToTheExpectedSource) {
   EXPECT_EQ(warnings, "");
 }
 
+// The power key (issue 14): a PL061 with a gpio-keys node as on QEMU virt, KEY_POWER on line 3.
+TEST(Arm64Fdt, Pl061AndThePowerKey) {
+  FdtMachine m = sample_machine();
+  m.board.push_back(std::make_shared<Pl061Fdt>(0x0903'0000, 34));
+  const std::vector<uint8_t> blob = build_fdt(m);
+  EXPECT_EQ(string_prop(blob, "/pl061@9030000", "compatible"),
+            std::string("arm,pl061\0arm,primecell\0", 24));
+  EXPECT_THAT(cells(blob, "/pl061@9030000", "reg"), ElementsAre(0u, 0x0903'0000u, 0u, 0x1000u));
+  EXPECT_THAT(cells(blob, "/pl061@9030000", "interrupts"), ElementsAre(0u, 2u, 4u));  // INTID 34
+  EXPECT_TRUE(has_prop(blob, "/pl061@9030000", "gpio-controller"));
+  EXPECT_THAT(cells(blob, "/pl061@9030000", "#gpio-cells"), ElementsAre(2u));
+  const uint32_t gpio = fdt_get_phandle(blob.data(), node(blob, "/pl061@9030000"));
+  ASSERT_NE(gpio, 0u);
+  EXPECT_EQ(string_prop(blob, "/gpio-keys", "compatible"), std::string("gpio-keys\0", 10));
+  EXPECT_THAT(cells(blob, "/gpio-keys/poweroff", "gpios"), ElementsAre(gpio, 3u, 0u));
+  EXPECT_THAT(cells(blob, "/gpio-keys/poweroff", "linux,code"), ElementsAre(116u));  // KEY_POWER
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  std::string warnings;
+  const std::string dts = run_dtc("-I dtb -O dts", blob, &warnings);
+  EXPECT_EQ(warnings, "");
+  EXPECT_NE(dts.find("linux,code = <0x74>;"), std::string::npos) << dts;
+}
+
 TEST(Arm64FdtPatch, PatchesMemoryChosenAndDevicesKeepsTheRest) {
   if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
   const auto user = compile_dts(R"(/dts-v1/;

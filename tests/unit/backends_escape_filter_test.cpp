@@ -35,6 +35,14 @@ TEST(EscapeFilterTest, CtrlAXQuits) {
   EXPECT_EQ(commands, std::vector<Command>{Command::quit});
 }
 
+TEST(EscapeFilterTest, CtrlASAsksForShutdown) {
+  EscapeFilter filter;
+  std::vector<Command> commands;
+  EXPECT_EQ(run(filter, "ab\x01sc\x01S", &commands), "abc\x01S");
+  EXPECT_EQ(commands, std::vector<Command>{Command::shutdown});
+  EXPECT_NE(EscapeFilter::help_text().find("C-a s"), std::string_view::npos);
+}
+
 TEST(EscapeFilterTest, CtrlACtrlASendsOneCtrlA) {
   EscapeFilter filter;
   std::vector<Command> commands;

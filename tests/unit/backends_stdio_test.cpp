@@ -288,6 +288,21 @@ TEST_F(StdioTerminalTest, EscapesOnATerminal) {
   EXPECT_EQ(quit.get_future().wait_for(5s), std::future_status::ready);
 }
 
+// Ctrl-A s asks for a shutdown (vmm: the guest's power button) and the console keeps going.
+TEST_F(StdioTerminalTest, CtrlASAsksForShutdown) {
+  bool quit = false;
+  std::promise<void> shutdown;
+  StdioBackend backend([&] { quit = true; }, slave_.get(), slave_.get());
+  backend.set_on_shutdown([&] { shutdown.set_value(); });
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  write_fd(master_.get(), "a\x01sb");
+  EXPECT_EQ(shutdown.get_future().wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(received.wait_for(2), "ab");
+  EXPECT_FALSE(quit);
+}
+
 // A guest that never reads its console pauses input; the user's quit key must still work, and
 // what was typed meanwhile waits, bounded, for the guest.
 // A terminal that takes no output (its user pressed Ctrl-S in a terminal emulator that honours

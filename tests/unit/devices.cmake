@@ -5,4 +5,5 @@ libvmm_unit_test(devices_tests
   ${CMAKE_CURRENT_LIST_DIR}/devices_port_sink_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/devices_pl011_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/devices_pl031_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/devices_pl061_test.cpp
 )

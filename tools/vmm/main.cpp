@@ -41,10 +41,11 @@ sigset_t stop_signals() {
   return set;
 }
 
-// The graceful stop: the first stop signal presses every VM's power button and arms the
-// --shutdown-timeout; the guest powering off ends the run as usual. A second signal, or the
-// timeout, stops the VMs at once. A machine without a power button (AArch64 today), a guest
-// that does not listen to it (no ACPI button driver), or a timeout of 0: the first signal stops.
+// The graceful stop: the first stop signal (or Ctrl-A s on a console) presses every VM's power
+// button (x86_64: ACPI; AArch64: the PL061 power key) and arms the --shutdown-timeout; the
+// guest powering off ends the run as usual. A second signal, or the timeout, stops the VMs at
+// once. A guest that does not listen to the button (no ACPI button or gpio-keys driver), or a
+// timeout of 0: the first signal stops.
 // The timer is a timerfd made before the VMs run, armed on the event loop (its seccomp list
 // allows timerfd_settime for this).
 class GracefulStop {
@@ -65,9 +66,12 @@ class GracefulStop {
   }
 
   // On the event loop's thread.
-  void on_signal(int signo) {
+  void on_signal(int signo) { on_request(fmt::format("signal {}", signo)); }
+
+  // A request to stop from `what` ("signal 15", "Ctrl-A s"); on the event loop's thread.
+  void on_request(const std::string& what) {
     if (armed_ || timeout_ <= 0) {
-      system_.request_stop(StopReason::quit, fmt::format("stopped by signal {}", signo));
+      system_.request_stop(StopReason::quit, fmt::format("stopped by {}", what));
       return;
     }
     bool all_pressed = true;
@@ -75,7 +79,7 @@ class GracefulStop {
     if (!all_pressed) {
       system_.request_stop(
           StopReason::quit,
-          fmt::format("stopped by signal {} (the guest does not listen to a power button)", signo));
+          fmt::format("stopped by {} (the guest does not listen to a power button)", what));
       return;
     }
     armed_ = true;
@@ -83,13 +87,13 @@ class GracefulStop {
     when.it_value.tv_sec = timeout_;
     if (::timerfd_settime(timer_.get(), 0, &when, nullptr) != 0) {
       system_.request_stop(StopReason::quit,
-                           fmt::format("stopped by signal {} (no timer for the timeout)", signo));
+                           fmt::format("stopped by {} (no timer for the timeout)", what));
       return;
     }
     log::info(
-        "signal {}: pressed the guest's power button; it has {} s to power off "
-        "(--shutdown-timeout), a second signal stops it now",
-        signo, timeout_);
+        "{}: pressed the guest's power button; it has {} s to power off "
+        "(--shutdown-timeout), a second signal (or Ctrl-A s) stops it now",
+        what, timeout_);
   }
 
  private:
@@ -253,6 +257,12 @@ int run_system(SystemDescription&& description, int shutdown_timeout) {
     System system(std::move(description));
     if (system.vms().empty()) throw UserError(fmt::format("{}: no virtual machine to run", file));
     GracefulStop stop(system, shutdown_timeout);
+    // Ctrl-A s on any VM's console: as the first signal, on the loop GracefulStop runs on.
+    EventLoop& stop_loop = system.vms().front()->event_loop();
+    for (Vm* vm : system.vms()) {
+      vm->set_shutdown_handler(
+          [&stop, &stop_loop] { stop_loop.post([&stop] { stop.on_request("Ctrl-A s"); }); });
+    }
     UniqueFd signals;
     watch_stop_signals(system, stop, signals);
     const RunResult result = system.run();
@@ -272,7 +282,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "vmm (libvmm) " LIBVMM_VERSION);
   const Architecture& host = host_architecture();
   app.footer(fmt::format(
-      "The guest's serial console ({}) is on the terminal; type Ctrl-A x to quit, Ctrl-A h for "
+      "The guest's serial console ({}) is on the terminal; type Ctrl-A x to quit, Ctrl-A s to shut "
+      "the guest down (its power button), Ctrl-A h for "
       "help.\nExit status: 0 when the guest reboots or powers off (or you quit), 1 on a guest or "
       "host error, 2 on bad input.",
       host.console));

@@ -1,5 +1,6 @@
 // The console escape keys of an interactive stdio backend, as in QEMU: Ctrl-A is the prefix.
 //   Ctrl-A x       quit the VMM
+//   Ctrl-A s       ask the guest to shut down (as the first SIGTERM: the power button)
 //   Ctrl-A h (?)   print help
 //   Ctrl-A Ctrl-A  send one Ctrl-A to the guest
 //   Ctrl-A other   send both bytes to the guest
@@ -15,7 +16,7 @@ namespace libvmm {
 class EscapeFilter {
  public:
   static constexpr uint8_t kPrefix = 0x01;  // Ctrl-A
-  enum class Command { none, quit, help };
+  enum class Command { none, quit, shutdown, help };
 
   // Consumes one byte of host input; bytes meant for the guest are appended to `to_guest`.
   Command feed(uint8_t byte, std::vector<uint8_t>& to_guest);

@@ -30,7 +30,9 @@ std::string check_char_backend_spec(std::string_view spec);
 // opens /dev/ptmx); nullopt for stdio, none and specs check_char_backend_spec() refuses.
 std::optional<HostPath> char_backend_host_path(std::string_view spec);
 
+// `on_quit` is what the stdio backend's Ctrl-A x does, `on_shutdown` its Ctrl-A s.
 std::unique_ptr<CharBackend> open_char_backend(std::string_view spec, std::string_view flag_name,
-                                               std::function<void()> on_quit);
+                                               std::function<void()> on_quit,
+                                               std::function<void()> on_shutdown = {});
 
 }  // namespace libvmm

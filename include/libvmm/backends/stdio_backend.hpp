@@ -1,7 +1,8 @@
 // The `stdio` backend: guest output to stdout, host input from stdin.
 //
 // When stdin is a terminal it is put in raw mode (as QEMU does: the guest echoes, and emits
-// "\r\n" itself), and the Ctrl-A escapes of EscapeFilter apply; Ctrl-A x calls `on_quit`.
+// "\r\n" itself), and the Ctrl-A escapes of EscapeFilter apply; Ctrl-A x calls `on_quit`,
+// Ctrl-A s the set_on_shutdown() callback.
 // Piped or redirected stdin passes through unchanged. At end of input the backend stops
 // reading and the VM keeps running.
 //
@@ -67,6 +68,9 @@ class StdioBackend : public CharBackend {
   void set_output_listener(std::function<void()> on_room) override;
   // Output waiting for stdout to take it.
   size_t queued_bytes() const;
+  // What Ctrl-A s does (ask the guest to shut down); before start(). Without it the key does
+  // nothing.
+  void set_on_shutdown(std::function<void()> on_shutdown) { on_shutdown_ = std::move(on_shutdown); }
   // Enters raw mode if stdin is a terminal, watches stdin and drains output on `loop`.
   void start(EventLoop& loop, InputSink sink) override;
   // A terminal keeps being read while paused, so that Ctrl-A x still quits when the guest
@@ -92,6 +96,7 @@ class StdioBackend : public CharBackend {
   void stop_reading();
 
   const std::function<void()> on_quit_;
+  std::function<void()> on_shutdown_;
   const int in_fd_;
   const int out_fd_;
 

@@ -41,6 +41,7 @@ struct DeviceContext {
   // Runs first on every host I/O thread a device starts (IoThread: virtio-blk's "blk-io<N>"),
   // before it serves the guest: per-thread setup such as a seccomp filter for I/O threads.
   std::function<void()> on_io_thread_start;
+  std::function<void()> on_shutdown;  // a console's Ctrl-A s
 };
 
 class VirtioDeviceKind {

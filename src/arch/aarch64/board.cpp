@@ -24,6 +24,7 @@ class Aarch64Board final : public Board {
             {"the GIC CPU interface / redistributors", kGicCpuBase, kGicRedistEnd - kGicCpuBase},
             {"the PL011 UART", kUartBase, 0x1000},
             {"the PL031 RTC", kRtcBase, 0x1000},
+            {"the PL061 GPIO controller", kGpioBase, 0x1000},
             {"the virtio-mmio device window", kVirtioBase, kDeviceIntidCount * kVirtioMmioSlot}};
   }
   uint32_t irq_count() const override { return kFirstDeviceIntid + kDeviceIntidCount; }

@@ -6,6 +6,9 @@
 #include "../machine.hpp"
 
 #include <fmt/format.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <optional>
@@ -25,9 +28,11 @@
 #include "libvmm/core/irq.hpp"
 #include "libvmm/core/kvm_device.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/core/unique_fd.hpp"
 #include "libvmm/core/vm_config.hpp"
 #include "libvmm/devices/pl011.hpp"
 #include "libvmm/devices/pl031.hpp"
+#include "libvmm/devices/pl061.hpp"
 #include "options.hpp"
 
 namespace libvmm {
@@ -123,9 +128,10 @@ class Aarch64Machine : public Machine {
   }
 
   void add_platform_devices(MachineContext& vm) override {
-    std::shared_ptr<CharBackend> serial =
-        open_char_backend(vm.config.serial, vm.config.label("serial"),
-                          [&vm] { vm.request_stop(StopReason::quit, "quit from the console"); });
+    std::shared_ptr<CharBackend> serial = open_char_backend(
+        vm.config.serial, vm.config.label("serial"),
+        [&vm] { vm.request_stop(StopReason::quit, "quit from the console"); },
+        [&vm] { vm.request_shutdown(); });
     auto uart = std::make_shared<Pl011>("pl011", serial, vm.irq(kUartIntid));
     vm.mmio.attach(kUartBase, Pl011::kWindowSize, uart);
     uart->start(vm.loop);
@@ -135,6 +141,34 @@ class Aarch64Machine : public Machine {
 
     vm.mmio.attach(kRtcBase, Pl031::kWindowSize, std::make_shared<Pl031>());
     board_nodes_.push_back(std::make_shared<aarch64::Pl031Fdt>(kRtcBase));
+
+    // The power key: a PL061 line, pressed by press_power_button() and released 100 ms later
+    // (as QEMU's gpio-key) by a timer on the event loop.
+    gpio_ = std::make_shared<Pl061>(vm.irq(kGpioIntid));
+    vm.mmio.attach(kGpioBase, Pl061::kWindowSize, gpio_);
+    board_nodes_.push_back(std::make_shared<aarch64::Pl061Fdt>(kGpioBase, kGpioIntid));
+    key_release_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (!key_release_) throw_errno("timerfd_create");
+    vm.loop.add(key_release_.get(), EPOLLIN, [this](uint32_t) {
+      uint64_t expirations = 0;
+      if (::read(key_release_.get(), &expirations, sizeof expirations) != sizeof expirations) {
+        return;
+      }
+      gpio_->set_input(kPowerKeyLine, false);
+    });
+  }
+
+  // Presses the power key if the guest listens to its line (gpio-keys enabled its interrupt).
+  // On the event loop's thread (vmm's stop signals, Ctrl-A s), which may arm the timer.
+  bool press_power_button() override {
+    if (!gpio_ || !gpio_->interrupt_enabled(kPowerKeyLine)) return false;
+    gpio_->set_input(kPowerKeyLine, true);
+    itimerspec when{};
+    when.it_value.tv_nsec = 100'000'000;
+    if (::timerfd_settime(key_release_.get(), 0, &when, nullptr) != 0) {
+      gpio_->set_input(kPowerKeyLine, false);  // released at once: a shorter press
+    }
+    return true;
   }
 
   void load_guest(MachineContext& vm) override {
@@ -253,6 +287,8 @@ class Aarch64Machine : public Machine {
 
   std::optional<Vgic> vgic_;
   bool nisv_to_user_ = false;
+  std::shared_ptr<Pl061> gpio_;  // the power key's controller
+  UniqueFd key_release_;         // timerfd: releases the power key
   // What describes itself in the device tree: the board's devices (PL011) and the ones placed
   // for the config (virtio-mmio).
   std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;

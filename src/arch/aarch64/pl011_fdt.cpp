@@ -33,6 +33,34 @@ void Pl011Fdt::describe_fdt(FdtWriter& fdt) const {
   fdt.add(std::move(node));
 }
 
+void Pl061Fdt::describe_fdt(FdtWriter& fdt) const {
+  const std::string what = node_name("pl061", base);
+  std::vector<uint32_t> interrupts = fdt.interrupts(intid, FdtTrigger::level_high, what);
+  fdt.claim_address(base, what);
+  const uint32_t clock = apb_pclk(fdt, clock_hz);
+  const uint32_t gpio = fdt.phandle("pl061");
+  FdtNode node(what);
+  node.strings("compatible", {"arm,pl061", "arm,primecell"})
+      .reg({{base, size}})
+      .cells("interrupts", std::move(interrupts))
+      .empty("gpio-controller")
+      .u32("#gpio-cells", 2)
+      .u32("clocks", clock)
+      .string("clock-names", "apb_pclk")
+      .u32("phandle", gpio);
+  fdt.add(std::move(node));
+
+  constexpr uint32_t kKeyPower = 116;  // KEY_POWER, linux/input-event-codes.h
+  constexpr uint32_t kGpioActiveHigh = 0;
+  FdtNode key("poweroff");
+  key.string("label", "GPIO Key Poweroff")
+      .u32("linux,code", kKeyPower)
+      .cells("gpios", {gpio, power_key_line, kGpioActiveHigh});
+  FdtNode keys("gpio-keys");
+  keys.string("compatible", "gpio-keys").child(std::move(key));
+  fdt.add(std::move(keys));
+}
+
 }  // namespace libvmm::aarch64
 
 namespace libvmm::aarch64 {

@@ -50,9 +50,10 @@ class X86Machine : public Machine {
   }
 
   void add_platform_devices(MachineContext& vm) override {
-    std::shared_ptr<CharBackend> serial =
-        open_char_backend(vm.config.serial, vm.config.label("serial"),
-                          [&vm] { vm.request_stop(StopReason::quit, "quit from the console"); });
+    std::shared_ptr<CharBackend> serial = open_char_backend(
+        vm.config.serial, vm.config.label("serial"),
+        [&vm] { vm.request_stop(StopReason::quit, "quit from the console"); },
+        [&vm] { vm.request_shutdown(); });
     auto uart = std::make_shared<Uart16550>("com1", serial, vm.irq(Uart16550::kCom1Irq));
     vm.pio.attach(Uart16550::kCom1Port, Uart16550::kRegisterCount, uart);
     uart->start(vm.loop);

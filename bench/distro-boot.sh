@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Debian boot benchmark (issue 14): the systemd root file system of images/build-rootfs x86_64
+# with Debian's own kernel and initrd, under our vmm and under QEMU -M microvm (ACPI on: its
+# DSDT describes virtio-mmio as ours does), in one emulated KVM host run, interleaved.
+# Same image (the emulated host's /dev/vda, a sparse copy of the cached image), kernel, initrd,
+# command line, 512 MiB, 1 vCPU, a virtIO disk and entropy device, the serial console.
+# Each boot: the VMM starts; the serial console shows root's automatic login; then
+# `systemd-analyze time` and `poweroff` are typed. Per VMM and round:
+#   login_ms     wall time from starting the VMM to the shell prompt after the autologin
+#   kernel_ms, initrd_ms, userspace_ms   systemd-analyze's split of the boot
+#   exits        KVM's exit counter (debugfs /sys/kernel/debug/kvm/exits, the one live VM)
+#                from start to the prompt: a figure that does not depend on how busy the
+#                machine is
+# Usage: bench/distro-boot.sh [ROUNDS]   (default 3). Prints medians with min..max; see
+# docs/PERFORMANCE.md.
+# Status: written in session 6 and not run yet (no table in docs/PERFORMANCE.md): expect to fix
+# details on its first run (QEMU microvm's ACPI options, systemd-analyze's output form).
+set -euo pipefail
+rounds=${1:-3}
+[[ $rounds =~ ^[0-9]+$ ]] && [ "$rounds" -gt 0 ] || { echo "usage: bench/distro-boot.sh [ROUNDS]" >&2; exit 2; }
+# shellcheck source=tests/integration/lib/host.sh
+. "$(dirname "$0")/../tests/integration/lib/host.sh"
+cd "$repo"
+native_build
+
+mapfile -t rootfs < <("$repo/images/build-rootfs" x86_64)
+[ ${#rootfs[@]} -eq 3 ] || { echo "$prog: images/build-rootfs x86_64 failed" >&2; exit 1; }
+cp --sparse=always "${rootfs[0]}" "$work/rootfs.img"
+
+payload_new x86_64
+payload_binary "$repo/build/gcc/tools/vmm/vmm" /usr/bin/qemu-system-x86_64
+mkdir -p "$payload/qemu-data"
+cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
+cp "${rootfs[1]}" "$payload/vmlinuz"
+cp "${rootfs[2]}" "$payload/initrd.img"
+
+payload_script run.sh rounds="$rounds" <<'EOS'
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
+cmdline="root=/dev/vda ro console=ttyS0 quiet"
+ms() { echo $(($(date +%s%N) / 1000000)); }
+answer() { tr -d '\r' <"/tmp/$1.out" | sed -n "s/^LIBVMM-$2: //p" | tail -n 1; }
+# One boot of VMM NAME (its command after it): prints "NAME login_ms=... exits=... kernel_ms=...".
+measure() {
+  name=$1; shift
+  t0=$(ms)
+  start "$name" "$@"
+  if ! wait_for "/tmp/$name.out" "root@debian" 900; then
+    echo "$name login_ms=-1"; kill "$pid"; stop; return
+  fi
+  login=$(($(ms) - t0))
+  exits=$(cat /sys/kernel/debug/kvm/exits 2>/dev/null || echo -1)
+  send "$name" 'systemctl is-system-running --wait >/dev/null; echo LIBVMM""-T: $(systemd-analyze time | head -n 1)'
+  wait_for "/tmp/$name.out" "LIBVMM-T: " 600 || true
+  times=$(answer "$name" T)  # "Startup finished in 2.1s (kernel) + 3.2s (initrd) + 10.5s (userspace) = ..."
+  send "$name" 'poweroff'
+  i=0
+  while kill -0 "$pid" 2>/dev/null && [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done
+  kill "$pid" 2>/dev/null
+  stop
+  echo "$name login_ms=$login exits=$exits $(echo "$times" | awk '
+    function ms(v) { if (v ~ /min/) { split(v, a, "min"); return a[1] * 60000 + ms(a[2]) }
+                     if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return -1 }
+    { for (i = 1; i <= NF; i++) if ($i ~ /^\((kernel|initrd|userspace)\)$/) {
+        k = $i; gsub(/[()]/, "", k); printf "%s_ms=%d ", k, ms($(i - 1)) } }')"
+}
+i=0
+while [ $i -lt "$rounds" ]; do
+  measure vmm ./vmm --kernel vmlinuz --initrd initrd.img --memory 512M --cmdline "$cmdline" \
+    --disk /dev/vda --rng
+  measure qemu ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=on,rtc=on -accel kvm -cpu host \
+    -m 512M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -drive file=/dev/vda,if=none,id=root,format=raw,cache=none -device virtio-blk-device,drive=root \
+    -device virtio-rng-device -kernel vmlinuz -initrd initrd.img -append "$cmdline"
+  i=$((i + 1))
+done
+EOS
+collect '^(vmm|qemu) login_ms=' --disk "$work/rootfs.img" --timeout $((rounds * 1800))
+need_results '^(vmm|qemu) login_ms=[0-9]'
+
+# Median with min..max of NAME's values on VMM's lines.
+stat() {
+  awk -v vmm="$1" -v name="$2" '$1 == vmm { for (i = 2; i <= NF; i++) { split($i, kv, "=");
+      if (kv[1] == name && kv[2] >= 0 && kv[2] != "") print kv[2] } }' "$work/results" | sort -n \
+    | awk '{ a[NR] = $1 } END { if (!NR) { print "-"; exit }
+        m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        printf "%d (%d..%d)", m, a[1], a[NR] }'
+}
+echo "Debian 12 boot to the login shell ($rounds rounds, emulated KVM host, 512 MiB, 1 vCPU;"
+echo "median (min..max))"
+printf '%-6s %-24s %-24s %-24s %-24s %-24s\n' VMM "login ms" "kernel ms" "initrd ms" \
+  "userspace ms" "VM exits"
+for v in vmm qemu; do
+  printf '%-6s %-24s %-24s %-24s %-24s %-24s\n' "$v" "$(stat $v login_ms)" "$(stat $v kernel_ms)" \
+    "$(stat $v initrd_ms)" "$(stat $v userspace_ms)" "$(stat $v exits)"
+done
