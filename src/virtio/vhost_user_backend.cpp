@@ -234,11 +234,7 @@ void VhostUserBackend::handle(const Message& message) {
     case Request::get_vring_base: {
       const uint32_t index = d.state.index;
       Ring& ring = ring_of(index);
-      if (ring.running) {
-        std::lock_guard lock(mutex_);
-        ring.base = queues_[index].next_avail();
-      }
-      stop_ring(index);
+      stop_ring(index);   // keeps where it stopped in ring.base
       ring.kick.reset();  // stopped: a new SET_VRING_KICK starts it again
       reply(Message::with_state(d.request, {index, ring.base}));
       break;
@@ -442,6 +438,9 @@ void VhostUserBackend::stop_ring(uint32_t index) {
   {
     std::lock_guard lock(mutex_);
     ring.running = false;
+    // Where the ring stopped, once the device's I/O is paused (nothing in flight): GET_VRING_BASE
+    // answers it, and the ring resumes from it if started again without a new SET_VRING_BASE.
+    ring.base = queues_[index].next_avail();
     device_.queue_reset(static_cast<uint16_t>(index));
     queues_[index].reset();
     const bool any =
