@@ -36,6 +36,8 @@ constexpr uint32_t kVringFlagLog = 0x1;  // VHOST_VRING_F_LOG: dirty logging, no
 // Regions are mapped in whole 2 MiB units where the descriptor holds them (hugetlb memfds can
 // only be mapped so).
 constexpr uint64_t kMapUnit = 2 * MiB;
+// Ring sizes every queue takes, whatever the device's own maximum (QEMU's VIRTQUEUE_MAX_SIZE).
+constexpr uint16_t kMinRingMax = 1024;
 
 bool has_own_reply(Request request) {
   switch (request) {
@@ -79,7 +81,12 @@ VhostUserBackend::VhostUserBackend(VirtioDevice& device, EventLoop& loop, Unique
                vhost::kFeatureProtocolFeatures) {
   const std::vector<uint16_t> sizes = device_.queue_max_sizes();
   queues_.reserve(sizes.size());
-  for (const uint16_t size : sizes) queues_.emplace_back(memory_, size);
+  // The front-end chooses the ring size (its driver's), which may exceed the device's own
+  // QueueNumMax: QEMU's virtio-mmio offers drivers 1024 entries. Chains stay limited to the
+  // ring's size, and each device checks its requests against what it advertises.
+  for (const uint16_t size : sizes) {
+    queues_.emplace_back(memory_, std::max(size, kMinRingMax));
+  }
   rings_.resize(sizes.size());
   loop_.add(channel_.fd(), EPOLLIN | EPOLLRDHUP, [this](uint32_t) { on_readable(); });
 }
