@@ -10,6 +10,10 @@
 # /dev/vda backed by that file: "vmm" (--disk PATH,direct,iothread=off: host I/O inside the
 # queue notification, on the event loop), "vmm-iot" (iothread=on: on the device's I/O thread),
 # "vmm-uring" (io=io_uring,iothread=off) and "qemu" (cache=none,aio=threads).
+# Devices in other processes (vhost-user; a second table): "vmm-dev" (our vmm with our
+# vmm-device serving the image, iothread=on), "vmm-qsd" (our vmm with qemu-storage-daemon's
+# vhost-user-blk export, aio=threads, O_DIRECT as the others) and "qemu-qsd" (QEMU -M microvm,
+# its RAM a shared memfd, with the same qemu-storage-daemon export).
 # The image lives on ext2 (mounted by the ext4 driver) on a loop device, so O_DIRECT works on the
 # host side; if that cannot be set up it falls back to tmpfs and buffered I/O (and says so).
 # fio is not used: it needs SysV shared memory, which the minimal guest kernel leaves out.
@@ -17,7 +21,8 @@
 # shows medians, then each figure's spread (min..max over the rounds).
 # Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes on a quiet
 # machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
-# runs only those (of host, vmm, vmm-iot, vmm-uring, qemu), for more rounds in the same time.
+# runs only those (of host, vmm, vmm-iot, vmm-uring, qemu, vmm-dev, vmm-qsd, qemu-qsd), for more
+# rounds in the same time.
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -102,7 +107,8 @@ chmod +x "$extra/tests/blkbench"
 
 payload_new x86_64 build/gcc/tools/vmm/vmm --extra "$extra"
 cp "$work/blkio" "$payload/"
-payload_binary /usr/bin/qemu-system-x86_64
+payload_binary /usr/bin/qemu-system-x86_64 build/gcc/tools/vmm-device/vmm-device \
+  "$(command -v qemu-storage-daemon)"
 mkdir -p "$payload/qemu-data" "$payload/modules"
 cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
 
@@ -123,8 +129,9 @@ done
 
 only=${BLOCK_BENCH_ONLY:-}
 for c in $only; do
-  case $c in host | vmm | vmm-iot | vmm-uring | qemu) ;;
-    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-uring, qemu)" >&2; exit 2 ;;
+  case $c in host | vmm | vmm-iot | vmm-uring | qemu | vmm-dev | vmm-qsd | qemu-qsd) ;;
+    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-uring, qemu, vmm-dev," \
+      "vmm-qsd, qemu-qsd)" >&2; exit 2 ;;
   esac
 done
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
@@ -144,8 +151,12 @@ img=$dir/vda.img
 dd if=/dev/zero of=$img bs=1M count=256 2>/dev/null
 if ! ./blkio seqread $img 0.01 >/dev/null 2>&1; then direct=0; fi
 echo "BENCH-SETUP image=$img direct=$direct"
-vmm_disk=$img qemu_cache=writeback
-if [ $direct = 1 ]; then vmm_disk=$img,direct qemu_cache=none; fi
+vmm_disk=$img qemu_cache=writeback qsd_direct=
+if [ $direct = 1 ]; then vmm_disk=$img,direct qemu_cache=none qsd_direct=,cache.direct=on; fi
+wait_socket() {
+  i=0
+  while [ ! -S "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+}
 
 buffered=; [ $direct = 1 ] || buffered=buffered
 round=0
@@ -172,10 +183,40 @@ while [ $round -lt $rounds ]; do
     -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
     -device virtio-blk-device,drive=d0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
+  # vhost-user: the same image served by another process (each back-end started for its run).
+  if want vmm-dev; then
+    ./vmm-device --socket /tmp/dev.sock --disk $vmm_disk --quiet 2>>/tmp/vmm-device.err &
+    back=$!
+    wait_socket /tmp/dev.sock
+    bench_guest vmm-dev blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+      --memory 256M --cmdline "$cmdline" --vhost-user blk,socket=/tmp/dev.sock --quiet
+    kill $back; wait $back 2>/dev/null
+  fi
+  for c in vmm-qsd qemu-qsd; do
+    want $c || continue
+    ./qemu-storage-daemon --blockdev driver=file,node-name=d,filename=$img,aio=threads$qsd_direct \
+      --export type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=/tmp/qsd.sock,writable=on \
+      2>>/tmp/qsd.err &
+    back=$!
+    wait_socket /tmp/qsd.sock
+    if [ $c = vmm-qsd ]; then
+      bench_guest vmm-qsd blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+        --memory 256M --cmdline "$cmdline" --vhost-user blk,socket=/tmp/qsd.sock --quiet
+    else
+      bench_guest qemu-qsd blkbench 240 ./qemu-system-x86_64 -L qemu-data \
+        -M microvm,acpi=off,memory-backend=mem -accel kvm -cpu host -m 256M -smp 1 \
+        -object memory-backend-memfd,id=mem,size=256M,share=on -nodefaults -no-user-config \
+        -display none -serial stdio -no-reboot -chardev socket,id=vu,path=/tmp/qsd.sock \
+        -device vhost-user-blk,chardev=vu,num-queues=1 -kernel bzImage \
+        -initrd initramfs.cpio.gz -append "$cmdline"
+    fi
+    kill $back; wait $back 2>/dev/null
+    rm -f /tmp/qsd.sock
+  done
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-iot|vmm-uring|qemu) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
+collect '^((host|vmm|vmm-iot|vmm-uring|qemu|vmm-dev|vmm-qsd|qemu-qsd) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
   --timeout $((600 + rounds * (secs * 4 * 5 + 240)))
 need_results '^vmm'
 grep '^BENCH-SETUP' "$work/results"
@@ -217,3 +258,24 @@ for job in seqwrite seqread randread randread4; do
   for c in $configs; do printf ' %9s' "$(spread $f $c $job)"; done
   echo
 done
+# Devices in other processes (vhost-user), beside the in-process device on its I/O thread.
+vconfigs="vmm-iot vmm-dev vmm-qsd qemu-qsd"
+if grep -qE '^(vmm-dev|vmm-qsd|qemu-qsd) ' "$work/results"; then
+  echo "vhost-user: median of $rounds rounds (dev/iot: vmm-device against the in-process device)"
+  printf '%-10s %6s %9s %9s %9s %9s %8s %8s %8s\n' job unit $vconfigs dev/iot qsd/iot vmm/qemu
+  for job in seqwrite seqread randread randread4; do
+    case $job in randread*) f=iops unit=IOPS ;; *) f=kib_s unit=MiB/s ;; esac
+    i=$(result $f vmm-iot $job) d=$(result $f vmm-dev $job)
+    vq=$(result $f vmm-qsd $job) qq=$(result $f qemu-qsd $job)
+    printf '%-10s %6s %9s %9s %9s %9s %8s %8s %8s\n' $job $unit "$(conv $f "$i")" \
+      "$(conv $f "$d")" "$(conv $f "$vq")" "$(conv $f "$qq")" "$(ratio "$d" "$i")" \
+      "$(ratio "$vq" "$i")" "$(ratio "$vq" "$qq")"
+  done
+  echo "spread (min..max over the rounds)"
+  for job in seqwrite seqread randread randread4; do
+    case $job in randread*) f=iops ;; *) f=kib_s ;; esac
+    printf '%-10s %6s' $job ""
+    for c in $vconfigs; do printf ' %9s' "$(spread $f $c $job)"; done
+    echo
+  done
+fi

@@ -135,6 +135,8 @@ const char* to_string(ThreadRole role) {
       return "event loop";
     case ThreadRole::io:
       return "I/O thread";
+    case ThreadRole::vhost_backend:
+      return "vhost-user back-end";
   }
   return "?";
 }
@@ -280,6 +282,24 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
                      {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_SIGNAL_MSI)},
                      "virtio-pci: the device's MSI-X vector"});
       }
+      break;
+    case ThreadRole::vhost_backend:
+      // vmm-device's one loop thread, after its socket listens and its device is open.
+      r.push_back({"epoll_wait", {}, "the loop waits for events"});
+      r.push_back({"epoll_pwait", {}, "epoll_wait on AArch64"});
+      r.push_back({"epoll_ctl", {}, "the connection, its kick eventfds"});
+      r.push_back({"accept4", {}, "a front-end connects"});
+      r.push_back({"recvmsg", {}, "vhost-user messages with their descriptors"});
+      r.push_back({"recvfrom", {}, "recv(MSG_PEEK): an orderly hang-up told from a message"});
+      r.push_back({"sendmsg", {}, "vhost-user replies"});
+      r.push_back({"shutdown", {}, "a misbehaving front-end's connection ended"});
+      r.push_back({"fstat", {}, "a memory region's descriptor is as large as the region"});
+      r.push_back({"newfstatat", {}, "fstat through fstatat in the C library"});
+      r.push_back({"fcntl", {}, "received descriptors duplicated and made non-blocking"});
+      r.push_back({"close", {}, "descriptors of a replaced table or a closed connection"});
+      r.push_back({"unlink", {}, "the listening socket removed at exit"});
+      r.push_back({"unlinkat", {}, "unlink on AArch64"});
+      add_block_io(r);  // a disk with iothread=off does its I/O here
       break;
   }
   return r;

@@ -113,6 +113,18 @@ Prepared prepare_file(const JailFile& f, uid_t uid, gid_t gid) {
     case Use::read:
     case Use::read_write:
       if (!exists) throw fail(std::strerror(ENOENT));
+      // A Unix socket another process listens on (a vhost-user back-end): the VM connects to
+      // it from inside, as the jail's user, which needs write permission on it.
+      if (S_ISSOCK(st.st_mode)) {
+        const bool can = (st.st_uid == uid && (st.st_mode & S_IWUSR)) ||
+                         (st.st_gid == gid && (st.st_mode & S_IWGRP)) || (st.st_mode & S_IWOTH);
+        if (!can) {
+          throw fail(fmt::format(
+              "the jail's user (uid {}, gid {}) cannot connect to this socket: it needs write "
+              "permission on it (chown the socket to that user, or run the back-end as that user)",
+              uid, gid));
+        }
+      }
       break;
     case Use::create:
       if (!exists) {

@@ -15,6 +15,7 @@
 #include "../arch/board.hpp"
 #include "../vm/device_plan.hpp"
 #include "libvmm/arch/machine_option.hpp"
+#include "libvmm/backends/vhost_user.hpp"
 #include "libvmm/core/file.hpp"
 #include "libvmm/core/size.hpp"
 
@@ -311,6 +312,30 @@ class Validator {
     }
   }
 
+  // Devices served by another process (vhost-user) map the guest's RAM through its file
+  // descriptors: RAM must have them, in no more regions than the protocol's table holds.
+  void check_shared_ram(const VirtualMachineSpec& vm) {
+    const DeviceSpec* first = nullptr;
+    for (const DeviceSpec& spec : vm.config.devices) {
+      const VirtioDeviceKind* kind = find_virtio_device_kind(spec.kind);
+      if (kind != nullptr && kind->needs_shared_ram()) {
+        first = &spec;
+        break;
+      }
+    }
+    if (first == nullptr) return;
+    if (vm.config.ram_backing == RamBacking::anonymous) {
+      problems_.push_back(first->located(
+          "guest RAM is anonymous memory (--memory-backing anonymous), which has no file "
+          "descriptor to share with the device's back-end; use auto, memfd or hugetlb"));
+    }
+    if (vm.maps.size() > vhost::kMaxRegions) {
+      problems_.push_back(first->located(fmt::format(
+          "virtual machine '{}' maps {} memory regions; a vhost-user back-end takes at most {}",
+          vm.config.name, vm.maps.size(), vhost::kMaxRegions)));
+    }
+  }
+
   void check_vm(const VirtualMachineSpec& vm, std::vector<std::string>& stdio_users) {
     const VmConfig& c = vm.config;
     const std::string name = fmt::format("virtual machine '{}'", c.name);
@@ -331,6 +356,7 @@ class Validator {
     }
     check_backend(vm, "serial", machine_.serial_name(), c.serial, stdio_users);
     check_devices(vm, stdio_users);
+    check_shared_ram(vm);
     // The machine's options by its architecture's rules; another architecture's are refused.
     for (auto& p : check_machine_options(arch_, c.machine_options, files_)) {
       problems_.push_back(std::move(p));

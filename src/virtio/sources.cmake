@@ -17,6 +17,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/rng_kind.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vhost_user.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vhost_user_kind.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/vhost_user_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sound.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sound_request.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sound_kind.cpp

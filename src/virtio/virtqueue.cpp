@@ -161,6 +161,15 @@ bool Virtqueue::enable(uint64_t negotiated_features, std::string& error) {
   return true;
 }
 
+bool Virtqueue::resume_at(uint16_t next_avail) {
+  if (!ready_) return false;
+  uint16_t used_idx = 0;
+  if (!read_u16(used_idx_gpa(), used_idx)) return false;
+  next_avail_ = next_avail;
+  next_used_ = signalled_used_ = used_idx;
+  return true;
+}
+
 void Virtqueue::reset() {
   size_ = max_size_;
   desc_addr_ = avail_addr_ = used_addr_ = 0;

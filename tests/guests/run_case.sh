@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs one scenario of the freestanding test guest (test_guest.S) on this machine's /dev/kvm
 # through the real `vmm` program, and checks its console output and exit status.
-# Usage: run_case.sh VMM GUEST_BZIMAGE CASE
+# Usage: run_case.sh VMM GUEST_BZIMAGE CASE [VMM_DEVICE]
 set -uo pipefail
-vmm=$1 guest=$2 case=$3
+vmm=$1 guest=$2 case=$3 vmm_device=${4:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out=$work/out err=$work/err
@@ -114,6 +114,36 @@ case $case in
     expect_status 0
     expect_err "stopped by signal 15"
     [ -z "$(ls -A "$work/jail")" ] || fail "the jail's directory is not empty after SIGTERM"
+    ;;
+  jail_vhost)
+    # vmm --jail with a vhost-user disk from vmm-device: the socket must be one the jail's user
+    # may connect to (refused in one line before the VM starts otherwise); then the jailed VM
+    # connects from inside and negotiates with vmm-device. Root only, as for jail.
+    [ "$(id -u)" -eq 0 ] || { echo "SKIP ($case): needs root"; exit 77; }
+    mkdir "$work/jail" "$work/run"
+    dd if=/dev/zero of="$work/disk.img" bs=1M count=1 status=none
+    "$vmm_device" --socket "$work/run/blk.sock" --disk "$work/disk.img" --once 2>"$work/dev.err" &
+    dev=$!
+    for _ in $(seq 100); do [ -S "$work/run/blk.sock" ] && break; sleep 0.1; done
+    chmod 0755 "$work/run/blk.sock"
+    run --jail "$work/jail" --jail-uid 65534 --jail-netns new --kernel "$guest" --memory 32M \
+      --cmdline "hello world" --vhost-user "blk,socket=$work/run/blk.sock"
+    expect_status 2
+    expect_err "cannot connect to this socket: it needs write permission"
+    [ "$(wc -l <"$err")" -eq 1 ] || fail "the refusal is more than one line"
+    chown 65534:65534 "$work/run/blk.sock"
+    run --jail "$work/jail" --jail-uid 65534 --jail-netns new --kernel "$guest" --memory 32M \
+      --cmdline "hello world" --vhost-user "blk,socket=$work/run/blk.sock"
+    expect_status 0
+    expect_out "TEST-GUEST: hello, command line: hello world"
+    expect_err "jail: the VM runs as pid"
+    wait "$dev"
+    dev_status=$?
+    cat "$work/dev.err" >>"$err"
+    [ "$dev_status" -eq 0 ] || fail "vmm-device --once exited $dev_status"
+    expect_err "vmm-device: front-end on $work/run/blk.sock: connected"
+    expect_err "the front-end closed the connection"
+    [ -z "$(ls -A "$work/jail")" ] || fail "the jail's directory is not empty afterwards"
     ;;
   bad_inputs)
     check() {  # check "message fragment" ARGS...: expects exit 2 and the message, nothing run

@@ -6,15 +6,27 @@
 # A second VM gets its disk from qemu-storage-daemon (--vhost-user blk): it reads the host's
 # pattern, writes and flushes its own, which the host finds in the image. Also the refusals
 # that need no guest (no socket, refused connection).
-# Usage: linux_vhost.sh VMM
+# With VMM_DEVICE (x86_64), a third VM gets its disk from our own vmm-device (--vhost-user
+# blk): the host's pattern read, the guest's written and flushed and found in the image while
+# vmm-device still serves; then vmm-device is killed: vmm logs it, the guest sees its device in
+# DEVICE_NEEDS_RESET and goes on. And QEMU is the front-end to our vmm-device (-M microvm with
+# its RAM in a shared memfd, -device vhost-user-blk): its guest reads the host's pattern and
+# writes and flushes its own, which the host finds in the image.
+# Usage: linux_vhost.sh VMM [ARCH [VMM_DEVICE]]
 set -euo pipefail
 vmm=$1
 arch=${2:-x86_64}
+vmm_device=${3:-}
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 payload_new "$arch" "$vmm"
 payload_binary /usr/lib/qemu/virtiofsd
 [ "$arch" != x86_64 ] || payload_binary "$(command -v qemu-storage-daemon)"
+if [ -n "$vmm_device" ]; then
+  payload_binary "$vmm_device" /usr/bin/qemu-system-x86_64
+  mkdir -p "$payload/qemu-data"
+  cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
+fi
 
 payload_script run.sh <<'EOS'
 share=/tmp/share
@@ -96,6 +108,73 @@ if [ -x ./qemu-storage-daemon ]; then
   got=$(dd if=/tmp/blk.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
   check "blk: the host finds the guest's pattern in the image" [ -n "$want" -a "$got" = "$want" ]
 fi
-finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/blk.out /tmp/blk.err /tmp/qsd.err
+
+# A disk from our own vmm-device (its seccomp filters in kill mode: a call off a list ends it).
+if [ -x ./vmm-device ]; then
+  dd if=/dev/urandom of=/tmp/dev-pattern bs=1M count=1 2>/dev/null
+  dd if=/dev/zero of=/tmp/dev.img bs=1M count=8 2>/dev/null
+  dd if=/tmp/dev-pattern of=/tmp/dev.img conv=notrunc 2>/dev/null
+  ./vmm-device --socket /tmp/dev.sock --disk /tmp/dev.img 2>/tmp/vmm-device.err &
+  dev=$!
+  i=0
+  while [ ! -S /tmp/dev.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  start dev ./vmm --kernel $kernel --initrd initramfs.cpio.gz --memory 256M \
+    --cmdline "console=$console quiet libvmm.test=vmm_device" --vhost-user blk,socket=/tmp/dev.sock
+  check "vmm-device: the guest reads the host's pattern" \
+    wait_for /tmp/dev.out "read md5 $(md5sum </tmp/dev-pattern | cut -d' ' -f1)" 240
+  check "vmm-device: the disk has 8 MiB" grep -q "vda sectors: 16384" /tmp/dev.out
+  check "vmm-device: FLUSH is offered (write back)" grep -q "vda write cache: write back" /tmp/dev.out
+  check "vmm-device: written and flushed" wait_for /tmp/dev.out "written and flushed" 60
+  want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/dev.out | tr -d '\r')
+  got=$(dd if=/tmp/dev.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
+  check "vmm-device: the image has the guest's pattern while it serves" [ -n "$want" -a "$got" = "$want" ]
+  check "vmm-device: still serving" kill -0 $dev
+  kill -9 $dev
+  check "vmm-device killed: vmm logs the hang-up" \
+    wait_for /tmp/dev.err "vhost-user-blk0 backend at /tmp/dev.sock closed the connection" 30
+  check "vmm-device killed: the guest sees DEVICE_NEEDS_RESET" wait_for /tmp/dev.out "device needs reset" 60
+  last=$(grep -c "LIBVMM-GUEST: alive" /tmp/dev.out)
+  check "vmm-device killed: the guest goes on" wait_for /tmp/dev.out "alive $((last + 3)) " 60
+  check "vmm-device killed: vmm still runs" kill -0 $pid
+  kill $pid
+  wait $pid 2>/dev/null
+fi
+
+# QEMU as the front-end to our vmm-device (--once: it exits 0 when QEMU leaves in order).
+if [ -x ./vmm-device ] && [ -x ./qemu-system-x86_64 ]; then
+  dd if=/dev/urandom of=/tmp/q-pattern bs=1M count=1 2>/dev/null
+  dd if=/dev/zero of=/tmp/q.img bs=1M count=8 2>/dev/null
+  dd if=/tmp/q-pattern of=/tmp/q.img conv=notrunc 2>/dev/null
+  ./vmm-device --socket /tmp/q.sock --disk /tmp/q.img --once 2>/tmp/qdev.err &
+  qdev=$!
+  i=0
+  while [ ! -S /tmp/q.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  started=$(date +%s)
+  # microvm restarts the guest on its reboot (-no-reboot or not): stop QEMU once the test ends.
+  ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off,memory-backend=mem \
+    -accel kvm -cpu host -m 256M -smp 1 -object memory-backend-memfd,id=mem,size=256M,share=on \
+    -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -global virtio-mmio.force-legacy=false -chardev socket,id=vu,path=/tmp/q.sock \
+    -device vhost-user-blk,chardev=vu,num-queues=1 \
+    -kernel $kernel -initrd initramfs.cpio.gz -append "console=ttyS0 quiet libvmm.test=vhost_blk" \
+    </dev/null >/tmp/qemu.out 2>/tmp/qemu.err &
+  qemu=$!
+  wait_for /tmp/qemu.out "test vhost_blk exit status" 240
+  kill $qemu 2>/dev/null
+  wait $qemu 2>/dev/null
+  echo "qemu with vmm-device took $(($(date +%s) - started)) s"
+  check "QEMU front-end: the guest reads the host's pattern from vmm-device" \
+    grep -q "read md5 $(md5sum </tmp/q-pattern | cut -d' ' -f1)" /tmp/qemu.out
+  check "QEMU front-end: the disk has 8 MiB" grep -q "vda sectors: 16384" /tmp/qemu.out
+  check "QEMU front-end: written and flushed" grep -q "written and flushed" /tmp/qemu.out
+  want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/qemu.out | tr -d '\r' | head -n 1)
+  got=$(dd if=/tmp/q.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
+  check "QEMU front-end: the image has the guest's pattern" [ -n "$want" -a "$got" = "$want" ]
+  wait $qdev
+  qstatus=$?
+  check "QEMU front-end: vmm-device --once exits 0 when QEMU leaves" [ $qstatus -eq 0 ]
+fi
+finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/blk.out /tmp/blk.err /tmp/qsd.err \
+  /tmp/dev.out /tmp/dev.err /tmp/vmm-device.err /tmp/qemu.out /tmp/qemu.err /tmp/qdev.err
 EOS
 run_payload --timeout 900

@@ -23,7 +23,8 @@
 namespace libvmm {
 namespace {
 
-constexpr ThreadRole kRoles[] = {ThreadRole::vcpu, ThreadRole::event_loop, ThreadRole::io};
+constexpr ThreadRole kRoles[] = {ThreadRole::vcpu, ThreadRole::event_loop, ThreadRole::io,
+                                 ThreadRole::vhost_backend};
 const SeccompFds kFds{100, 101, {102, 103}};
 
 std::set<std::string> names(const std::vector<SeccompRule>& rules) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "libvmm/system/description.hpp"
+#include "libvmm/virtio/device_kind.hpp"
 
 using namespace libvmm;
 
@@ -321,6 +322,23 @@ TEST_F(DescriptionTest, FlagsBuildAValidDescription) {
   EXPECT_TRUE(d.problems().empty());
   ASSERT_EQ(d.vms().size(), 1u);
   EXPECT_EQ(d.regions.at(0).size, 64 * MiB);
+}
+
+TEST_F(DescriptionTest, VhostUserDevicesNeedGuestRamWithADescriptor) {
+  VmConfig config;
+  config.kernel = kernel;
+  config.memory_size = 64 * MiB;
+  config.ram_backing = RamBacking::anonymous;
+  config.devices.push_back(
+      spec_from_flag(*find_virtio_device_kind("vhost_user"), "blk,socket=/run/blk.sock"));
+  const auto problems = SystemDescription::from_vm_config(config).problems();
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0],
+            "--vhost-user blk,socket=/run/blk.sock: guest RAM is anonymous memory "
+            "(--memory-backing anonymous), which has no file descriptor to share with the "
+            "device's back-end; use auto, memfd or hugetlb");
+  config.ram_backing = RamBacking::memfd;
+  EXPECT_TRUE(SystemDescription::from_vm_config(config).problems().empty());
 }
 
 }  // namespace

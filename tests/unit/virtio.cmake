@@ -9,6 +9,7 @@ libvmm_unit_test(virtio_tests
   ${CMAKE_CURRENT_LIST_DIR}/virtio_net_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_rng_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_vhost_user_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/virtio_vhost_user_backend_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_sound_test.cpp
 )
 target_link_libraries(virtio_tests PRIVATE libvmm_virtio_kit)

@@ -1,4 +1,4 @@
-// Minimal leveled logging to stderr, prefixed with "vmm: ".
+// Minimal leveled logging to stderr, prefixed with the program's name ("vmm: ").
 #pragma once
 
 #include <fmt/core.h>
@@ -11,6 +11,8 @@ namespace libvmm::log {
 enum class Level { error = 0, warn = 1, info = 2, debug = 3 };
 
 void set_level(Level level);
+// The prefix of every line (default "vmm"); `name` must outlive the program (a literal).
+void set_program_name(const char* name);
 Level level();
 void write(Level level, std::string_view message);
 

@@ -27,9 +27,11 @@ std::optional<SeccompMode> parse_seccomp_mode(std::string_view text);
 inline constexpr int kSeccompKillStatus = 159;
 
 enum class ThreadRole {
-  vcpu,        // KVM_RUN and the MMIO/port exits: register emulation, console output
-  event_loop,  // host I/O for the devices, irqfd/ioeventfd signalling, and the VM's teardown
-  io,          // a device's I/O thread (virtio-blk's blk-io<N>): host block I/O, then the irqfd
+  vcpu,           // KVM_RUN and the MMIO/port exits: register emulation, console output
+  event_loop,     // host I/O for the devices, irqfd/ioeventfd signalling, and the VM's teardown
+  io,             // a device's I/O thread (virtio-blk's blk-io<N>): host block I/O, then the irqfd
+  vhost_backend,  // vmm-device's loop: a front-end's vhost-user messages (guest RAM descriptors
+                  // mapped), kicks, the device's queues, its call eventfds
 };
 const char* to_string(ThreadRole role);
 

@@ -86,6 +86,12 @@ class Virtqueue {
   // starts the queue at index 0. On failure stays not ready and says why in `error`.
   bool enable(uint64_t negotiated_features, std::string& error);
   bool ready() const { return ready_; }
+  // A ready queue taken over where an earlier server of it stopped (a vhost-user back-end's
+  // SET_VRING_BASE): the next chain comes from available entry `next_avail`, and used entries
+  // go after the used index the ring holds. False if not ready or that index is unreadable.
+  bool resume_at(uint16_t next_avail);
+  // The free-running index of the next available entry pop() reads (GET_VRING_BASE's answer).
+  uint16_t next_avail() const { return next_avail_; }
   // Back to the state after device reset: size = max_size, addresses 0, not ready, not broken.
   void reset();
 

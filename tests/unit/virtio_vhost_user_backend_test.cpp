@@ -1,0 +1,436 @@
+// The vhost-user back-end (VhostUserBackend) serving a VirtioBlock on a temporary image:
+// end to end against our own front-end (VhostUserDevice behind the virtio-mmio transport, a
+// test driver writing requests into guest memory, kicks and calls through real eventfds), and
+// against a raw front-end on a socket pair sending each class of malformed message, after which
+// the back-end must have closed the connection (and not crashed).
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <linux/virtio_blk.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_mmio.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "libvmm/backends/vhost_user.hpp"
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/mmio_transport.hpp"
+#include "libvmm/virtio/vhost_user.hpp"
+#include "libvmm/virtio/vhost_user_backend.hpp"
+#include "unit/support/loop_thread.hpp"
+#include "unit/support/virtio_kit.hpp"
+
+namespace libvmm {
+namespace {
+
+using test::DriverRing;
+using test::FakeIrq;
+using test::LoopThread;
+using test::MmioDriver;
+using test::RingLayout;
+using test::TestMemory;
+using vhost::Message;
+using vhost::Request;
+
+constexpr uint64_t bit(unsigned n) {
+  return 1ull << n;
+}
+constexpr uint64_t kImageSize = 1 << 20;
+
+// A raw image of kImageSize bytes, byte i = i * 7 (mod 256), removed at the end.
+class TempImage {
+ public:
+  TempImage() {
+    path_ = std::filesystem::temp_directory_path() /
+            fmt::format("libvmm-vhost-backend-{}-{}.img", ::getpid(), counter_++);
+    std::ofstream out(path_, std::ios::binary);
+    for (uint64_t i = 0; i < kImageSize; ++i) out.put(static_cast<char>(i * 7));
+  }
+  ~TempImage() { std::filesystem::remove(path_); }
+  std::string path() const { return path_.string(); }
+  std::vector<uint8_t> read(uint64_t offset, size_t len) const {
+    std::ifstream in(path_, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(offset));
+    std::vector<uint8_t> data(len);
+    in.read(reinterpret_cast<char*>(data.data()), static_cast<std::streamsize>(len));
+    return data;
+  }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path path_;
+};
+
+bool wait_readable(int fd, int timeout_ms = 5000) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, timeout_ms) == 1;
+}
+
+// The block device, served on a loop thread to whatever is on the other end of a socket pair.
+struct Served {
+  TempImage image;
+  VirtioBlock device;
+  LoopThread loop;
+  std::unique_ptr<VhostUserBackend> backend;
+  std::atomic<int> closes{0};
+  std::string why;  // of the close, once closes > 0
+
+  explicit Served(bool io_thread = true)
+      : device(BlockConfig{image.path(), false, false, "vhost-serial", BlockIo::sync, io_thread}) {}
+  ~Served() {
+    loop.call([&] { backend.reset(); });
+  }
+  // The front-end's end of a fresh connection.
+  UniqueFd connect() {
+    int pair[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    loop.call([&] {
+      backend = std::make_unique<VhostUserBackend>(device, loop.loop, UniqueFd(pair[1]),
+                                                   "front-end on test.sock",
+                                                   [this](const std::string& w) {
+                                                     why = w;
+                                                     ++closes;
+                                                   });
+    });
+    return UniqueFd(pair[0]);
+  }
+  bool closed() {
+    bool c = false;
+    loop.call([&] { c = backend && backend->closed(); });
+    return c;
+  }
+};
+
+// --- End to end with our front-end
+
+struct Rig {
+  Served served;
+  TestMemory memory{0x200000};
+  std::shared_ptr<VhostUserDevice> front;
+  std::shared_ptr<FakeIrq> irq = std::make_shared<FakeIrq>();
+  std::unique_ptr<VirtioMmioTransport> transport;
+  UniqueFd kick{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+  UniqueFd call{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+  std::unique_ptr<DriverRing> ring;
+
+  explicit Rig(bool io_thread = true) : served(io_thread) {
+    VhostUserOptions o;
+    o.name = "vhost-user-blk0";
+    o.device_id = 2;
+    o.socket = "test.sock";
+    o.queue_sizes = {256};
+    o.config_size = 60;
+    o.device_feature_mask = bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) |
+                            bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH);
+    o.timeout_ms = 5000;
+    front = std::make_shared<VhostUserDevice>(std::move(o), memory, served.connect());
+    front->set_queue_eventfds({{kick.get(), call.get()}});
+    transport = std::make_unique<VirtioMmioTransport>(front, memory, irq);
+  }
+  MmioDriver driver() { return MmioDriver(*transport); }
+  void bring_up(uint64_t features) {
+    ASSERT_TRUE(driver().negotiate(features));
+    if (ring) {
+      ring->restart();  // as a driver does after a reset
+    } else {
+      ring = std::make_unique<DriverRing>(memory, 64, RingLayout::at(0x10000));
+    }
+    driver().setup_queue(0, *ring);
+    driver().driver_ok();
+    ASSERT_FALSE(driver().status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  }
+  // One request: header, data buffers, status byte. Returns the status once it is used.
+  uint8_t request(uint32_t type, uint64_t sector, uint64_t data_gpa, uint32_t data_len,
+                  bool data_writable) {
+    virtio_blk_outhdr header{type, 0, sector};
+    const uint64_t h =
+        ring->place(std::span(reinterpret_cast<const uint8_t*>(&header), sizeof header));
+    const uint64_t status = ring->alloc(1);
+    EXPECT_TRUE(memory.fill(status, 0xee, 1));
+    const uint16_t before = ring->used_idx();
+    if (data_len > 0) {
+      ring->add_chain(
+          {{h, sizeof header, false}, {data_gpa, data_len, data_writable}, {status, 1, true}});
+    } else {
+      ring->add_chain({{h, sizeof header, false}, {status, 1, true}});
+    }
+    driver().notify(0);  // the front-end passes it to the kick eventfd
+    // The back-end signals the call eventfd (the irqfd in a VM) once the request is used.
+    for (int i = 0; i < 50 && ring->used_idx() == before; ++i) {
+      if (wait_readable(call.get(), 100)) {
+        uint64_t n;
+        EXPECT_EQ(::read(call.get(), &n, sizeof n), 8);
+      }
+    }
+    EXPECT_NE(ring->used_idx(), before) << "the request was not used";
+    return memory.bytes(status, 1)[0];
+  }
+};
+
+void serves_reads_writes_and_flushes(bool io_thread) {
+  Rig rig(io_thread);
+  // The config space is the device's: capacity in sectors first.
+  EXPECT_EQ(rig.driver().reg(VIRTIO_MMIO_CONFIG), kImageSize / 512);
+  EXPECT_TRUE(rig.driver().device_features() & bit(VIRTIO_BLK_F_FLUSH));
+  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_RING_F_EVENT_IDX));
+
+  // Read sector 2: the image's pattern.
+  const uint64_t data = rig.ring->alloc(1024);
+  ASSERT_EQ(rig.request(VIRTIO_BLK_T_IN, 2, data, 1024, true), VIRTIO_BLK_S_OK);
+  const std::vector<uint8_t> read = rig.memory.bytes(data, 1024);
+  EXPECT_EQ(read, rig.served.image.read(1024, 1024));
+  EXPECT_EQ(read[0], static_cast<uint8_t>(1024 * 7));
+
+  // Write sector 5, FLUSH, and the image has it.
+  std::vector<uint8_t> pattern(512);
+  for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<uint8_t>(0xa5 ^ i);
+  const uint64_t out = rig.ring->place(pattern);
+  ASSERT_EQ(rig.request(VIRTIO_BLK_T_OUT, 5, out, 512, false), VIRTIO_BLK_S_OK);
+  ASSERT_EQ(rig.request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(rig.served.image.read(5 * 512, 512), pattern);
+
+  // A request past the end of the disk is the device's usual IOERR, not a broken connection.
+  ASSERT_EQ(rig.request(VIRTIO_BLK_T_IN, kImageSize / 512, data, 512, true), VIRTIO_BLK_S_IOERR);
+  EXPECT_FALSE(rig.served.closed());
+
+  // Reset: GET_VRING_BASE stops the ring; the device can be brought up again from index 0.
+  rig.driver().set_reg(VIRTIO_MMIO_STATUS, 0);
+  EXPECT_FALSE(rig.served.closed());
+  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_BLK_F_FLUSH));
+  ASSERT_EQ(rig.request(VIRTIO_BLK_T_IN, 5, data, 512, true), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(rig.memory.bytes(data, 512), pattern);
+}
+
+TEST(VhostUserBackend, ServesReadsWritesAndFlushesOnItsIoThread) {
+  serves_reads_writes_and_flushes(true);
+}
+
+TEST(VhostUserBackend, ServesReadsWritesAndFlushesOnTheLoop) {
+  serves_reads_writes_and_flushes(false);
+}
+
+TEST(VhostUserBackend, AFrontEndHangingUpResetsTheDeviceForTheNext) {
+  Served served;
+  {
+    TestMemory memory{0x200000};
+    VhostUserOptions o;
+    o.name = "vhost-user-blk0";
+    o.device_id = 2;
+    o.socket = "test.sock";
+    o.queue_sizes = {256};
+    o.config_size = 60;
+    VhostUserDevice front(std::move(o), memory, served.connect());
+  }
+  for (int i = 0; i < 100 && served.closes == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(served.closes, 1);
+  EXPECT_EQ(served.why, "");  // an orderly end
+  // The next front-end is served.
+  Rig rig;
+  rig.bring_up(bit(VIRTIO_F_VERSION_1));
+  const uint64_t data = rig.ring->alloc(512);
+  EXPECT_EQ(rig.request(VIRTIO_BLK_T_IN, 0, data, 512, true), VIRTIO_BLK_S_OK);
+}
+
+// --- Malformed messages from a raw front-end
+
+// A memfd of `size` bytes (guest RAM as a front-end shares it).
+UniqueFd memfd(uint64_t size) {
+  UniqueFd fd(::memfd_create("front-end-ram", MFD_CLOEXEC));
+  EXPECT_EQ(::ftruncate(fd.get(), static_cast<off_t>(size)), 0);
+  return fd;
+}
+
+Message raw(uint32_t request, std::vector<uint8_t> payload, uint32_t flags = vhost::kVersion) {
+  Message m;
+  m.request = request;
+  m.flags = flags;
+  m.payload = std::move(payload);
+  return m;
+}
+
+// A message to send (its header and payload: copyable, unlike Message) and its descriptors.
+struct Step {
+  uint32_t request = 0;
+  uint32_t flags = vhost::kVersion;
+  std::vector<uint8_t> payload;
+  std::vector<int> fds;
+
+  Step(const Message& m, std::vector<int> with = {})
+      : request(m.request), flags(m.flags), payload(m.payload), fds(std::move(with)) {}
+  Message message() const {
+    Message m;
+    m.request = request;
+    m.flags = flags;
+    m.payload = payload;
+    return m;
+  }
+};
+
+// Sends `steps` to a fresh back-end; true if it closed the connection after the last one (and
+// not before: the steps before it are accepted).
+::testing::AssertionResult refused_after(std::vector<Step> steps,
+                                         const std::string& expect_in_why) {
+  Served served;
+  UniqueFd front = served.connect();
+  vhost::Channel channel(std::move(front), "back-end");
+  for (size_t i = 0; i < steps.size(); ++i) {
+    try {
+      channel.send(steps[i].message(), steps[i].fds);
+    } catch (const vhost::VhostError& e) {
+      return ::testing::AssertionFailure() << "step " << i << ": " << e.what();
+    }
+    // Let the back-end act on it before looking.
+    served.loop.call([] {});
+    const bool last = i + 1 == steps.size();
+    if (!last && served.closed()) {
+      return ::testing::AssertionFailure()
+             << "closed after step " << i << " of " << steps.size() << ": " << served.why;
+    }
+  }
+  for (int i = 0; i < 100 && served.closes == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    served.loop.call([] {});
+  }
+  if (served.closes == 0) return ::testing::AssertionFailure() << "the connection stayed open";
+  if (served.why.find(expect_in_why) == std::string::npos) {
+    return ::testing::AssertionFailure() << "closed because: " << served.why;
+  }
+  // The socket is closed on the back-end's side too.
+  char byte;
+  if (!wait_readable(channel.fd()) || ::recv(channel.fd(), &byte, 1, MSG_DONTWAIT) != 0) {
+    return ::testing::AssertionFailure() << "the back-end kept its end of the socket";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+Message mem_table(std::vector<vhost::MemRegion> regions) {
+  return Message::with_mem_table(regions);
+}
+
+TEST(VhostUserBackend, RefusesEachClassOfMalformedMessage) {
+  // An unknown request, and one not offered (dirty logging).
+  EXPECT_TRUE(refused_after({{raw(99, {}), {}}}, "request 99"));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_log_base, 0), {}}}, "SET_LOG_BASE"));
+  // Bad sizes.
+  EXPECT_TRUE(refused_after({{raw(static_cast<uint32_t>(Request::set_features), {1, 2, 3}), {}}},
+                            "3-byte payload"));
+  EXPECT_TRUE(refused_after({{raw(static_cast<uint32_t>(Request::get_features), {0}), {}}},
+                            "1-byte payload"));
+  // A bad header: the reply flag on a request, another protocol version.
+  EXPECT_TRUE(refused_after({{raw(1, {}, vhost::kVersion | vhost::kFlagReply), {}}}, "reply flag"));
+  EXPECT_TRUE(refused_after({{raw(1, {}, 2), {}}}, "protocol version"));
+  // Descriptors missing or extra.
+  const UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_vring_kick, 0), {}}},
+                            "0 file descriptor(s) (expected 1)"));
+  EXPECT_TRUE(refused_after({{Message::make(Request::get_features), {ev.get()}}},
+                            "1 file descriptor(s) (expected 0)"));
+  // Queue indices out of range (the block device has one queue).
+  EXPECT_TRUE(
+      refused_after({{Message::with_state(Request::set_vring_num, {1, 16}), {}}}, "queue 1"));
+  EXPECT_TRUE(
+      refused_after({{Message::with_u64(Request::set_vring_call, 5), {ev.get()}}}, "queue 5"));
+  // A ring size the queue cannot take.
+  EXPECT_TRUE(
+      refused_after({{Message::with_state(Request::set_vring_num, {0, 12}), {}}}, "power of two"));
+  EXPECT_TRUE(
+      refused_after({{Message::with_state(Request::set_vring_num, {0, 2048}), {}}}, "power of two"));
+  EXPECT_TRUE(
+      refused_after({{Message::with_state(Request::set_vring_base, {0, 70000}), {}}}, "16 bits"));
+  // Features or protocol features that were not offered.
+  EXPECT_TRUE(
+      refused_after({{Message::with_u64(Request::set_features, bit(63)), {}}}, "not offered"));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_protocol_features, bit(15)), {}}},
+                            "not offered"));
+  // GET_CONFIG before CONFIG was negotiated.
+  EXPECT_TRUE(refused_after({{Message::with_config(Request::get_config, {0, 0, {0, 0, 0, 0}}), {}}},
+                            "PROTOCOL_F_CONFIG"));
+}
+
+TEST(VhostUserBackend, RefusesMemoryTablesItCannotUse) {
+  const UniqueFd ram = memfd(0x200000);
+  const int fd = ram.get();
+  // Too many regions.
+  std::vector<vhost::MemRegion> nine;
+  for (uint64_t i = 0; i < 9; ++i) nine.push_back({i * 0x1000, 0x1000, 0x10000 + i * 0x1000, 0});
+  EXPECT_TRUE(refused_after({{mem_table(nine), std::vector<int>(8, fd)}}, "9 regions"));
+  // Regions that overlap, in guest-physical or user addresses.
+  EXPECT_TRUE(refused_after(
+      {{mem_table({{0, 0x100000, 0x7000000, 0}, {0x80000, 0x100000, 0x9000000, 0}}), {fd, fd}}},
+      "overlap in guest-physical"));
+  EXPECT_TRUE(refused_after(
+      {{mem_table({{0, 0x100000, 0x7000000, 0}, {0x100000, 0x100000, 0x7080000, 0}}), {fd, fd}}},
+      "overlap in user addresses"));
+  // A region larger than its descriptor (touching it would be a SIGBUS), or past it.
+  EXPECT_TRUE(refused_after({{mem_table({{0, 0x400000, 0x7000000, 0}}), {fd}}},
+                            "not inside the descriptor"));
+  EXPECT_TRUE(refused_after({{mem_table({{0, 0x100000, 0x7000000, 0x180000}}), {fd}}},
+                            "not inside the descriptor"));
+  // A descriptor that is not memory (an eventfd).
+  const UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
+  EXPECT_TRUE(refused_after({{mem_table({{0, 0x1000, 0x7000000, 0}}), {ev.get()}}}, "non-file"));
+  // Rings outside the table: refused when the ring starts (its kick).
+  vhost::VringAddr addr;
+  addr.desc = 0x7000000 + 0x1000;
+  addr.avail = 0x7000000 + 0x2000;
+  addr.used = 0x7000000 + 0x300000;  // past the 2 MiB region
+  EXPECT_TRUE(refused_after({{mem_table({{0, 0x200000, 0x7000000, 0}}), {fd}},
+                             {Message::with_state(Request::set_vring_num, {0, 16}), {}},
+                             {Message::with_addr(addr), {}},
+                             {Message::with_u64(Request::set_vring_kick, 0), {ev.get()}}},
+                            "not inside the memory table"));
+  // A ring the driver placed misaligned (the Virtqueue's own check).
+  addr.used = 0x7000000 + 0x3001;
+  EXPECT_TRUE(refused_after({{mem_table({{0, 0x200000, 0x7000000, 0}}), {fd}},
+                             {Message::with_state(Request::set_vring_num, {0, 16}), {}},
+                             {Message::with_addr(addr), {}},
+                             {Message::with_u64(Request::set_vring_kick, 0), {ev.get()}}},
+                            "queue 0"));
+}
+
+TEST(VhostUserBackend, AnswersTheSetUpQueries) {
+  Served served;
+  vhost::Channel channel(served.connect(), "back-end");
+  channel.send(Message::make(Request::get_features));
+  const uint64_t features =
+      vhost::decode_reply_u64(channel.receive(2000, true), Request::get_features);
+  EXPECT_TRUE(features & bit(VIRTIO_F_VERSION_1));
+  EXPECT_TRUE(features & vhost::kFeatureProtocolFeatures);
+  EXPECT_TRUE(features & bit(VIRTIO_BLK_F_FLUSH));
+  channel.send(Message::make(Request::get_protocol_features));
+  const uint64_t protocol =
+      vhost::decode_reply_u64(channel.receive(2000, true), Request::get_protocol_features);
+  EXPECT_EQ(protocol, VhostUserBackend::offered_protocol_features());
+  channel.send(Message::with_u64(Request::set_protocol_features, protocol));
+  channel.send(Message::make(Request::get_queue_num));
+  EXPECT_EQ(vhost::decode_reply_u64(channel.receive(2000, true), Request::get_queue_num), 1u);
+  // REPLY_ACK: a request asking for it gets a zero status.
+  Message owner = Message::make(Request::set_owner);
+  owner.flags |= vhost::kFlagNeedReply;
+  channel.send(owner);
+  vhost::decode_reply_ack(channel.receive(2000, true), Request::set_owner);
+  // GET_CONFIG past the device's config space reads zeroes there.
+  vhost::ConfigSpace ask;
+  ask.data.assign(256, 0xff);
+  channel.send(Message::with_config(Request::get_config, ask));
+  const vhost::ConfigSpace got = vhost::decode_reply_config(channel.receive(2000, true), 0, 256);
+  uint64_t capacity;
+  std::memcpy(&capacity, got.data.data(), 8);
+  EXPECT_EQ(capacity, kImageSize / 512);
+  EXPECT_EQ(got.data[255], 0);
+  EXPECT_FALSE(served.closed());
+}
+
+}  // namespace
+}  // namespace libvmm

@@ -1,0 +1,201 @@
+// vmm-device: serves one of libvmm's virtIO devices to a VMM in another process over vhost-user
+// (QEMU's docs/interop/vhost-user.rst): `vmm --vhost-user blk,socket=PATH`, QEMU's
+// `-device vhost-user-blk`, or any other front-end. One process per device, so that each can
+// run under its own user and sandbox, away from the VMM. The device is the in-process one
+// (VirtioBlock), run by VhostUserBackend over the guest RAM the front-end shares.
+//
+// A separate program rather than a `vmm device` subcommand: it links none of the VM, KVM or
+// architecture code (a smaller binary for a process whose only input is a hostile front-end),
+// its seccomp filter is its own, and its command line is not vmm's.
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/core/seccomp.hpp"
+#include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/vhost_user_backend.hpp"
+
+using namespace libvmm;
+
+namespace {
+
+constexpr int kExitUserError = 2;
+constexpr int kExitFailure = 1;
+
+// Listens on a Unix socket at `path`. A socket file left there (by an earlier run) is replaced;
+// anything else at the path is refused.
+UniqueFd listen_unix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path) {
+    throw UserError(fmt::format("--socket '{}': a socket path is 1 to {} bytes long", path,
+                                sizeof addr.sun_path - 1));
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      throw UserError(fmt::format("--socket {}: exists and is not a socket", path));
+    }
+    ::unlink(path.c_str());
+  }
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) throw_errno("socket");
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(fd.get(), 1) != 0) {
+    throw UserError(fmt::format("--socket {}: {}", path, std::strerror(errno)));
+  }
+  return fd;
+}
+
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
+  return set;
+}
+
+struct Options {
+  std::string socket;
+  std::string disk;
+  SeccompMode seccomp = SeccompMode::kill;
+  bool once = false;
+};
+
+int serve(const Options& options) {
+  sigset_t signals = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // the I/O thread inherits the mask
+
+  if (options.disk.empty()) {
+    throw UserError("no device to serve: give one, e.g. --disk PATH (see vmm-device --help)");
+  }
+  const BlockConfig config = parse_disk_spec(options.disk);
+  BlockThreading threading;
+  threading.name = "blk-io0";
+  const SeccompMode mode = options.seccomp;
+  threading.on_thread_start = [mode] {
+    install_seccomp(ThreadRole::io, mode, {}, "blk-io0");
+    seccomp_self_test("blk-io0");
+  };
+  VirtioBlock device(config, std::move(threading));
+
+  UniqueFd listener = listen_unix(options.socket);
+  EventLoop loop;
+  UniqueFd stop(::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!stop) throw_errno("signalfd");
+  loop.add(stop.get(), EPOLLIN, [&](uint32_t) {
+    signalfd_siginfo info{};
+    if (::read(stop.get(), &info, sizeof info) == sizeof info) {
+      log::info("stopped by signal {}", info.ssi_signo);
+    }
+    loop.stop();
+  });
+
+  const std::string peer = fmt::format("front-end on {}", options.socket);
+  std::unique_ptr<VhostUserBackend> backend;
+  int status = 0;
+  loop.add(listener.get(), EPOLLIN, [&](uint32_t) {
+    UniqueFd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!client) return;
+    if (backend) {
+      log::warn("{}: a second front-end connected; one is served at a time: refused", peer);
+      return;
+    }
+    log::info("{}: connected", peer);
+    backend = std::make_unique<VhostUserBackend>(device, loop, std::move(client), peer,
+                                                 [&](const std::string& why) {
+                                                   // Not from inside the backend's own call: the
+                                                   // loop destroys it next.
+                                                   loop.post([&, failed = !why.empty()] {
+                                                     backend.reset();
+                                                     if (options.once) {
+                                                       status = failed ? kExitFailure : 0;
+                                                       loop.stop();
+                                                     }
+                                                   });
+                                                 });
+  });
+
+  install_seccomp(ThreadRole::vhost_backend, mode, {}, "vmm-device");
+  seccomp_self_test("vmm-device");
+  log::info("serving virtio-blk {} on {}", config.path, options.socket);
+  loop.run();
+  backend.reset();
+  ::unlink(options.socket.c_str());
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  log::set_program_name("vmm-device");
+  CLI::App app{
+      "vmm-device: serve one of libvmm's virtIO devices to a VMM in another process "
+      "over vhost-user (libvmm " LIBVMM_VERSION ")"};
+  app.set_version_flag("--version", "vmm-device (libvmm) " LIBVMM_VERSION);
+  app.footer(
+      "The front-end connects to --socket: vmm --vhost-user blk,socket=PATH, or QEMU's "
+      "-chardev socket,path=PATH -device vhost-user-blk. One front-end at a time; the next may "
+      "connect when it leaves.\nExit status: 0 when stopped by SIGTERM/SIGINT (or, with --once, "
+      "when the front-end left in order), 1 on a front-end's protocol error with --once or a "
+      "host error, 2 on bad input.");
+  Options options;
+  std::string seccomp = "kill";
+  bool verbose = false;
+  bool quiet = false;
+  app.add_option("--socket", options.socket, "Unix socket to listen on for the front-end")
+      ->required()
+      ->type_name("PATH");
+  app.add_option("--disk", options.disk,
+                 "Serve a virtIO block device on a raw image: "
+                 "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off] "
+                 "(as vmm's --disk)");
+  app.add_flag("--once", options.once, "Exit when the first front-end leaves");
+  app.add_option("--seccomp", seccomp,
+                 "Sandbox each thread with a seccomp allow-list once the socket listens: kill "
+                 "(stop on a call off the list, naming it), log or off")
+      ->type_name("off|log|kill")
+      ->default_str("kill");
+  app.add_flag("--verbose,-v", verbose, "Log more (every message of the front-end)");
+  app.add_flag("--quiet,-q", quiet, "Log only errors");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    log::error("{} (see vmm-device --help)", e.what());
+    return kExitUserError;
+  }
+  if (verbose) log::set_level(log::Level::debug);
+  if (quiet) log::set_level(log::Level::error);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  try {
+    const std::optional<SeccompMode> mode = parse_seccomp_mode(seccomp);
+    if (!mode) {
+      throw UserError(fmt::format("--seccomp: '{}' is not a mode; use off, log or kill", seccomp));
+    }
+    options.seccomp = *mode;
+    return serve(options);
+  } catch (const UserError& e) {
+    log::error("{}", e.what());
+    return kExitUserError;
+  } catch (const std::exception& e) {
+    log::error("{}", e.what());
+    return kExitFailure;
+  }
+}
