@@ -57,10 +57,8 @@ constexpr uint64_t kRegA0 = core_reg(offsetof(kvm_riscv_core, regs.a0));
 constexpr uint64_t kRegA1 = core_reg(offsetof(kvm_riscv_core, regs.a1));
 constexpr uint64_t kRegMode = core_reg(offsetof(kvm_riscv_core, mode));
 constexpr uint64_t kRegIsa = reg_id(KVM_REG_RISCV_CONFIG, KVM_REG_RISCV_CONFIG_REG(isa));
-constexpr uint64_t kRegSatpMode =
-    reg_id(KVM_REG_RISCV_CONFIG, KVM_REG_RISCV_CONFIG_REG(satp_mode));
-constexpr uint64_t kRegTimebase =
-    reg_id(KVM_REG_RISCV_TIMER, KVM_REG_RISCV_TIMER_REG(frequency));
+constexpr uint64_t kRegSatpMode = reg_id(KVM_REG_RISCV_CONFIG, KVM_REG_RISCV_CONFIG_REG(satp_mode));
+constexpr uint64_t kRegTimebase = reg_id(KVM_REG_RISCV_TIMER, KVM_REG_RISCV_TIMER_REG(frequency));
 constexpr uint64_t isa_ext_reg(uint64_t id) {
   return reg_id(KVM_REG_RISCV_ISA_EXT, KVM_REG_RISCV_ISA_SINGLE | id);
 }
@@ -76,32 +74,58 @@ struct MultiLetter {
   const char* name;
 };
 constexpr MultiLetter kMultiLetter[] = {
-    {KVM_RISCV_ISA_EXT_ZICNTR, "zicntr"},   {KVM_RISCV_ISA_EXT_ZICOND, "zicond"},
-    {KVM_RISCV_ISA_EXT_ZICSR, "zicsr"},     {KVM_RISCV_ISA_EXT_ZIFENCEI, "zifencei"},
-    {KVM_RISCV_ISA_EXT_ZIHINTNTL, "zihintntl"}, {KVM_RISCV_ISA_EXT_ZIHINTPAUSE, "zihintpause"},
-    {KVM_RISCV_ISA_EXT_ZIHPM, "zihpm"},     {KVM_RISCV_ISA_EXT_ZIMOP, "zimop"},
-    {KVM_RISCV_ISA_EXT_ZACAS, "zacas"},     {KVM_RISCV_ISA_EXT_ZAWRS, "zawrs"},
-    {KVM_RISCV_ISA_EXT_ZFA, "zfa"},         {KVM_RISCV_ISA_EXT_ZFH, "zfh"},
-    {KVM_RISCV_ISA_EXT_ZFHMIN, "zfhmin"},   {KVM_RISCV_ISA_EXT_ZCA, "zca"},
-    {KVM_RISCV_ISA_EXT_ZCB, "zcb"},         {KVM_RISCV_ISA_EXT_ZCD, "zcd"},
-    {KVM_RISCV_ISA_EXT_ZCF, "zcf"},         {KVM_RISCV_ISA_EXT_ZCMOP, "zcmop"},
-    {KVM_RISCV_ISA_EXT_ZBA, "zba"},         {KVM_RISCV_ISA_EXT_ZBB, "zbb"},
-    {KVM_RISCV_ISA_EXT_ZBC, "zbc"},         {KVM_RISCV_ISA_EXT_ZBKB, "zbkb"},
-    {KVM_RISCV_ISA_EXT_ZBKC, "zbkc"},       {KVM_RISCV_ISA_EXT_ZBKX, "zbkx"},
-    {KVM_RISCV_ISA_EXT_ZBS, "zbs"},         {KVM_RISCV_ISA_EXT_ZKND, "zknd"},
-    {KVM_RISCV_ISA_EXT_ZKNE, "zkne"},       {KVM_RISCV_ISA_EXT_ZKNH, "zknh"},
-    {KVM_RISCV_ISA_EXT_ZKR, "zkr"},         {KVM_RISCV_ISA_EXT_ZKSED, "zksed"},
-    {KVM_RISCV_ISA_EXT_ZKSH, "zksh"},       {KVM_RISCV_ISA_EXT_ZKT, "zkt"},
-    {KVM_RISCV_ISA_EXT_ZTSO, "ztso"},       {KVM_RISCV_ISA_EXT_ZVBB, "zvbb"},
-    {KVM_RISCV_ISA_EXT_ZVBC, "zvbc"},       {KVM_RISCV_ISA_EXT_ZVFH, "zvfh"},
-    {KVM_RISCV_ISA_EXT_ZVFHMIN, "zvfhmin"}, {KVM_RISCV_ISA_EXT_ZVKB, "zvkb"},
-    {KVM_RISCV_ISA_EXT_ZVKG, "zvkg"},       {KVM_RISCV_ISA_EXT_ZVKNED, "zvkned"},
-    {KVM_RISCV_ISA_EXT_ZVKNHA, "zvknha"},   {KVM_RISCV_ISA_EXT_ZVKNHB, "zvknhb"},
-    {KVM_RISCV_ISA_EXT_ZVKSED, "zvksed"},   {KVM_RISCV_ISA_EXT_ZVKSH, "zvksh"},
-    {KVM_RISCV_ISA_EXT_ZVKT, "zvkt"},       {KVM_RISCV_ISA_EXT_SMSTATEEN, "smstateen"},
-    {KVM_RISCV_ISA_EXT_SSAIA, "ssaia"},     {KVM_RISCV_ISA_EXT_SSCOFPMF, "sscofpmf"},
-    {KVM_RISCV_ISA_EXT_SSTC, "sstc"},       {KVM_RISCV_ISA_EXT_SVINVAL, "svinval"},
-    {KVM_RISCV_ISA_EXT_SVNAPOT, "svnapot"}, {KVM_RISCV_ISA_EXT_SVPBMT, "svpbmt"},
+    {KVM_RISCV_ISA_EXT_ZICNTR, "zicntr"},
+    {KVM_RISCV_ISA_EXT_ZICOND, "zicond"},
+    {KVM_RISCV_ISA_EXT_ZICSR, "zicsr"},
+    {KVM_RISCV_ISA_EXT_ZIFENCEI, "zifencei"},
+    {KVM_RISCV_ISA_EXT_ZIHINTNTL, "zihintntl"},
+    {KVM_RISCV_ISA_EXT_ZIHINTPAUSE, "zihintpause"},
+    {KVM_RISCV_ISA_EXT_ZIHPM, "zihpm"},
+    {KVM_RISCV_ISA_EXT_ZIMOP, "zimop"},
+    {KVM_RISCV_ISA_EXT_ZACAS, "zacas"},
+    {KVM_RISCV_ISA_EXT_ZAWRS, "zawrs"},
+    {KVM_RISCV_ISA_EXT_ZFA, "zfa"},
+    {KVM_RISCV_ISA_EXT_ZFH, "zfh"},
+    {KVM_RISCV_ISA_EXT_ZFHMIN, "zfhmin"},
+    {KVM_RISCV_ISA_EXT_ZCA, "zca"},
+    {KVM_RISCV_ISA_EXT_ZCB, "zcb"},
+    {KVM_RISCV_ISA_EXT_ZCD, "zcd"},
+    {KVM_RISCV_ISA_EXT_ZCF, "zcf"},
+    {KVM_RISCV_ISA_EXT_ZCMOP, "zcmop"},
+    {KVM_RISCV_ISA_EXT_ZBA, "zba"},
+    {KVM_RISCV_ISA_EXT_ZBB, "zbb"},
+    {KVM_RISCV_ISA_EXT_ZBC, "zbc"},
+    {KVM_RISCV_ISA_EXT_ZBKB, "zbkb"},
+    {KVM_RISCV_ISA_EXT_ZBKC, "zbkc"},
+    {KVM_RISCV_ISA_EXT_ZBKX, "zbkx"},
+    {KVM_RISCV_ISA_EXT_ZBS, "zbs"},
+    {KVM_RISCV_ISA_EXT_ZKND, "zknd"},
+    {KVM_RISCV_ISA_EXT_ZKNE, "zkne"},
+    {KVM_RISCV_ISA_EXT_ZKNH, "zknh"},
+    {KVM_RISCV_ISA_EXT_ZKR, "zkr"},
+    {KVM_RISCV_ISA_EXT_ZKSED, "zksed"},
+    {KVM_RISCV_ISA_EXT_ZKSH, "zksh"},
+    {KVM_RISCV_ISA_EXT_ZKT, "zkt"},
+    {KVM_RISCV_ISA_EXT_ZTSO, "ztso"},
+    {KVM_RISCV_ISA_EXT_ZVBB, "zvbb"},
+    {KVM_RISCV_ISA_EXT_ZVBC, "zvbc"},
+    {KVM_RISCV_ISA_EXT_ZVFH, "zvfh"},
+    {KVM_RISCV_ISA_EXT_ZVFHMIN, "zvfhmin"},
+    {KVM_RISCV_ISA_EXT_ZVKB, "zvkb"},
+    {KVM_RISCV_ISA_EXT_ZVKG, "zvkg"},
+    {KVM_RISCV_ISA_EXT_ZVKNED, "zvkned"},
+    {KVM_RISCV_ISA_EXT_ZVKNHA, "zvknha"},
+    {KVM_RISCV_ISA_EXT_ZVKNHB, "zvknhb"},
+    {KVM_RISCV_ISA_EXT_ZVKSED, "zvksed"},
+    {KVM_RISCV_ISA_EXT_ZVKSH, "zvksh"},
+    {KVM_RISCV_ISA_EXT_ZVKT, "zvkt"},
+    {KVM_RISCV_ISA_EXT_SMSTATEEN, "smstateen"},
+    {KVM_RISCV_ISA_EXT_SSAIA, "ssaia"},
+    {KVM_RISCV_ISA_EXT_SSCOFPMF, "sscofpmf"},
+    {KVM_RISCV_ISA_EXT_SSTC, "sstc"},
+    {KVM_RISCV_ISA_EXT_SVINVAL, "svinval"},
+    {KVM_RISCV_ISA_EXT_SVNAPOT, "svnapot"},
+    {KVM_RISCV_ISA_EXT_SVPBMT, "svpbmt"},
 };
 
 constexpr long kSbiErrNotSupported = -2;  // SBI_ERR_NOT_SUPPORTED
@@ -145,10 +169,9 @@ class Riscv64Machine : public Machine {
           "{}: vmm does not create KVM's in-kernel AIA yet; use --irqchip plic", asked->label));
     }
     harts_.assign(c.vcpus, -1);
-    plic_ = std::make_shared<Plic>(kIrqSources, c.vcpus,
-                                   [this](uint32_t context, bool asserted) {
-                                     set_external_interrupt(context, asserted);
-                                   });
+    plic_ = std::make_shared<Plic>(kIrqSources, c.vcpus, [this](uint32_t context, bool asserted) {
+      set_external_interrupt(context, asserted);
+    });
     vm.mmio.attach(kIrqchipBase, kPlicSize, plic_);
     irqchip_.kind = IrqchipKind::plic;
     irqchip_.base = kIrqchipBase;
