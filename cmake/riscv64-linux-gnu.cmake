@@ -41,4 +41,9 @@ endforeach()
 set(CMAKE_EXE_LINKER_FLAGS_INIT
   "-Wl,--allow-shlib-undefined -Wl,-rpath-link,${LIBVMM_RISCV64_SYSROOT}/usr/lib/riscv64-linux-gnu")
 
+# GCC inlines no sub-word atomics on RISC-V (std::atomic<bool>, <uint8_t>): libatomic has them.
+foreach(lang C CXX)
+  set(CMAKE_${lang}_STANDARD_LIBRARIES "-latomic")
+endforeach()
+
 set(LIBVMM_BUILD_TESTS OFF CACHE BOOL "Build the unit tests")

@@ -101,6 +101,8 @@ class Vm {
   void attach_virtio_device(std::shared_ptr<VirtioDevice> device, const struct DeviceSlot& slot,
                             std::string kind);
   void wire_irq_sources();
+  // An eventfd that pulses line `number`: read by the event loop (a controller vmm emulates).
+  void connect_eventfd(int fd, uint32_t number);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -75,6 +75,11 @@ class Machine {
   const char* name() const { return board().name(); }
   const char* serial_name() const { return board().serial_name(); }
 
+  // A controller vmm emulates itself (RISC-V's PLIC on hosts without KVM's AIA): its line
+  // `number`, which devices drive directly, and eventfds meant for KVM_IRQFD are read by the
+  // event loop instead. nullptr (the default): KVM's in-kernel controller has the lines.
+  virtual std::shared_ptr<IrqLine> emulated_irq(uint32_t /*number*/) { return nullptr; }
+
   // What irqfds and KVM_IRQ_LINE take for the controller's interrupt `number` (x86: the GSI
   // itself for both; AArch64: GSI = SPI INTID - 32, and KVM_IRQ_LINE's type/INTID encoding).
   virtual KvmIrqRoute kvm_irq(uint32_t number) const { return number; }

@@ -82,6 +82,14 @@ void add_common(std::vector<SeccompRule>& r) {
   r.push_back({"exit_group", {}, "the process ends (also kill mode's handler)"});
   r.push_back({"ioctl", {equals(1, TCGETS)}, "isatty() before each log line"});
   r.push_back({"ioctl", {equals(1, TCSETS)}, "the terminal restored (teardown, kill mode)"});
+#if defined(__riscv)
+  // Any vCPU's descriptor, from any thread: the vCPUs do not exist yet when I/O threads load
+  // their filters.
+  r.push_back({"ioctl",
+               {equals(1, KVM_INTERRUPT)},
+               "riscv64's PLIC (emulated by vmm): a hart's external interrupt raised or lowered "
+               "by a device's interrupt, or by the guest's claim and complete"});
+#endif
   r.push_back({"poll", {}, "waiting for a console reader (bounded output flush)"});
   r.push_back({"ppoll", {}, "poll on AArch64"});
   r.push_back({"sendto", {}, "console output to a socket client (send)"});
@@ -197,7 +205,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
         r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_GET_REGS)},
                      "the instruction pointer for fault reports"});
-#elif defined(__aarch64__)
+#elif defined(__aarch64__) || defined(__riscv)
         r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_GET_ONE_REG)},
                      "the instruction pointer for fault reports"});

@@ -150,7 +150,7 @@ struct Vm::Impl {
   std::unique_ptr<FaultReporter> faults;
   std::vector<std::unique_ptr<VcpuRunner>> vcpus;
   std::mutex irq_mutex;
-  std::map<uint32_t, std::shared_ptr<KvmIrqLine>> irqs;
+  std::map<uint32_t, std::shared_ptr<IrqLine>> irqs;  // KvmIrqLines, or the machine's own
   std::vector<std::shared_ptr<VirtioMmioTransport>> transports;
   size_t mmio_devices = 0;  // placed virtio-mmio devices: the next one takes the next slot
   std::shared_ptr<pci::HostBridge> pci_bridge;  // made with the first PCI device
@@ -161,7 +161,7 @@ struct Vm::Impl {
   std::vector<std::shared_ptr<pci::VfioPciDevice>> vfio_devices;
   std::vector<UniqueFd> notify_fds;
   std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
-  std::vector<std::pair<int, uint32_t>> call_irqfds;      // queues served elsewhere: call fd, GSI
+  std::vector<std::pair<int, uint32_t>> call_irqfds;      // queues served elsewhere: call fd, IRQ
   std::vector<PlacedDevice> placed;
   std::vector<uint32_t> pulsed_irqs;  // lines devices and event sources pulse (irqfds)
   bool prepared = false;
@@ -303,6 +303,10 @@ void Vm::map_regions(uint32_t first_slot) {
 void Vm::wire_irq_sources() {
   auto& d = *impl_;
   for (const IrqSource& source : d.config.irq_sources) {
+    if (source.is_eventfd && d.machine->emulated_irq(source.irq)) {
+      connect_eventfd(source.fd, source.irq);  // no KVM controller: through the event loop
+      continue;
+    }
     if (source.is_eventfd) {
       // Straight to KVM: the host signals the guest without a trip through this process.
       const uint32_t gsi = d.machine->kvm_irq(source.irq).gsi;  // AArch64: INTID - 32
@@ -451,14 +455,13 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
     // Queues served by another process: KVM signals the server's kick eventfd itself, and the
     // server's call eventfd is an irqfd on the device's line (registered in prepare()).
     std::vector<QueueEventfds> fds;
-    const uint32_t gsi = d.machine->kvm_irq(irq_number).gsi;
     for (uint16_t q = 0; q < transport->queue_count(); ++q) {
       UniqueFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
       UniqueFd call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
       if (!kick || !call) throw_errno("eventfd for a virtIO queue");
       d.vm.register_ioeventfd(kick.get(), base + VirtioMmioTransport::notify_offset(), 4, true, q);
       fds.push_back({kick.get(), call.get()});
-      d.call_irqfds.emplace_back(call.get(), gsi);
+      d.call_irqfds.emplace_back(call.get(), irq_number);
       d.notify_fds.push_back(std::move(kick));
       d.notify_fds.push_back(std::move(call));
     }
@@ -530,9 +533,15 @@ void Vm::prepare() {
   for (uint32_t number : d.pulsed_irqs) {
     irq(number);
     std::lock_guard lock(d.irq_mutex);
-    d.irqs.at(number)->irqfd();
+    if (auto* line = dynamic_cast<KvmIrqLine*>(d.irqs.at(number).get())) line->irqfd();
   }
-  for (const auto& [fd, gsi] : d.call_irqfds) d.vm.register_irqfd(fd, gsi);
+  for (const auto& [fd, number] : d.call_irqfds) {
+    if (d.machine->emulated_irq(number)) {
+      connect_eventfd(fd, number);
+    } else {
+      d.vm.register_irqfd(fd, d.machine->kvm_irq(number).gsi);
+    }
+  }
   d.prepared = true;
 }
 
@@ -631,10 +640,19 @@ const std::vector<PlacedDevice>& Vm::devices() const {
 std::shared_ptr<IrqLine> Vm::irq(uint32_t number) {
   std::lock_guard lock(impl_->irq_mutex);
   auto& line = impl_->irqs[number];
+  if (!line) line = impl_->machine->emulated_irq(number);
   if (!line) {
     line = std::make_shared<KvmIrqLine>(impl_->vm, impl_->machine->kvm_irq(number), number);
   }
   return line;
+}
+
+void Vm::connect_eventfd(int fd, uint32_t number) {
+  std::shared_ptr<IrqLine> line = irq(number);
+  impl_->loop.add(fd, EPOLLIN, [fd, line](uint32_t) {
+    uint64_t count;
+    if (::read(fd, &count, sizeof count) == sizeof count) line->pulse();
+  });
 }
 
 }  // namespace libvmm

@@ -4,7 +4,7 @@
 # The emulated riscv64 KVM host (tools/emuhost/emuhost --arch riscv64: QEMU TCG with the
 # hypervisor extension, Debian 13's kernel) in one boot: /dev/kvm is there once kvm.ko is
 # loaded, the payload's output reaches our stdout and its exit status (3) is emuhost's.
-# The riscv64 `vmm` does not exist yet; this is the host its Linux tests will run in.
+# The host linux.riscv64 (tests/integration/riscv64.sh) runs its guests in.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 prog=emuhost_riscv64

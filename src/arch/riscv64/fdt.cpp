@@ -53,12 +53,17 @@ FdtNode cpus_node(FdtWriter& fdt, const FdtMachine& machine) {
       .u32("#size-cells", 0)
       .u32("timebase-frequency", static_cast<uint32_t>(machine.timebase_hz));
   for (uint32_t hart = 0; hart < machine.cpus; ++hart) {
+    // Each hart's local controller is a root of the interrupt tree: its interrupt-parent is
+    // itself, not the platform controller the root names for the devices (which Linux would
+    // take for its parent, and then find no root: "No interrupt controller found").
+    const uint32_t phandle = fdt.phandle(cpu_intc_label(hart));
     FdtNode intc("interrupt-controller");
     intc.u32("#interrupt-cells", 1)
         .u32("#address-cells", 0)
         .empty("interrupt-controller")
         .string("compatible", "riscv,cpu-intc")
-        .u32("phandle", fdt.phandle(cpu_intc_label(hart)));
+        .u32("interrupt-parent", phandle)
+        .u32("phandle", phandle);
     FdtNode cpu(node_name("cpu", hart));
     cpu.string("device_type", "cpu")
         .u32("reg", hart)

@@ -7,9 +7,9 @@
 #   $work                           a new temporary directory, removed when the script exits
 #   payload_new ARCH [VMM [--extra DIR]]
 #                                   starts a new $payload ($work/payload) for ARCH (x86_64 or
-#                                   aarch64) holding payload.sh; with VMM, also the guest kernel
-#                                   (x86_64: images/build-kernel's bzImage; aarch64: Debian's
-#                                   arm64 kernel, the emulated host's own, as Image), the
+#                                   aarch64 or riscv64) holding payload.sh; with VMM, also the
+#                                   guest kernel (x86_64: images/build-kernel's bzImage; aarch64,
+#                                   riscv64: Debian's kernel, the emulated host's own, as Image), the
 #                                   initramfs (images/build-initramfs [--extra DIR] ARCH) as
 #                                   initramfs.cpio.gz, and VMM with its shared libraries
 #   payload_binary SRC...           copies executables into it with their shared libraries
@@ -31,8 +31,10 @@
 #   ratio A B                       A / B with two decimals, or - if either is not positive
 #   native_build                    installs what is missing and builds build/gcc
 #                                   (tools/install-deps, tools/build)
-#   cross_build DIR TARGETS...      cross-builds TARGETS for arm64 in DIR (tools/install-deps-arm64
-#                                   first); on failure shows the end of the build log and exits 1
+#   cross_build DIR [--arch riscv64] TARGETS...
+#                                   cross-builds TARGETS for arm64 (or riscv64) in DIR
+#                                   (tools/install-deps-arm64 or -riscv64 first); on failure
+#                                   shows the end of the build log and exits 1
 # shellcheck shell=bash
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
@@ -49,7 +51,7 @@ payload_new() {
     || { echo "usage: payload_new ARCH [VMM [--extra DIR]]" >&2; exit 2; }
   payload_arch=$1
   case $payload_arch in
-    x86_64|aarch64) ;;
+    x86_64|aarch64|riscv64) ;;
     *) echo "payload_new: unknown architecture $payload_arch" >&2; exit 2 ;;
   esac
   rm -rf "$payload"
@@ -58,7 +60,7 @@ payload_new() {
   [ $# -ge 2 ] || return 0
   case $payload_arch in
     x86_64) cp "$("$repo/images/build-kernel" x86_64)" "$payload/bzImage" ;;
-    aarch64) cp "$("$emuhost" --arch aarch64 --print-kernel)" "$payload/Image" ;;
+    aarch64|riscv64) cp "$("$emuhost" --arch "$payload_arch" --print-kernel)" "$payload/Image" ;;
   esac
   [ $# -eq 2 ] || extra_args=(--extra "$4")
   cp "$("$repo/images/build-initramfs" "${extra_args[@]}" "$payload_arch")" "$payload/initramfs.cpio.gz"
@@ -131,11 +133,16 @@ native_build() {
 }
 
 cross_build() {
-  local dir=$1
+  local dir=$1 arch=aarch64 deps=install-deps-arm64
   shift
-  "$repo/tools/install-deps-arm64"
-  { cmake -G Ninja -S "$repo" -B "$dir" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-linux-gnu.cmake" \
+  if [ "${1:-}" = --arch ]; then
+    arch=$2
+    shift 2
+  fi
+  [ "$arch" = aarch64 ] || deps=install-deps-$arch
+  "$repo/tools/$deps"
+  { cmake -G Ninja -S "$repo" -B "$dir" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/$arch-linux-gnu.cmake" \
       -DLIBVMM_WERROR=ON &&
     ninja -C "$dir" -j2 "$@"; } >"$work/cross-build.log" 2>&1 \
-    || { tail -n 40 "$work/cross-build.log"; echo "$prog: cross-building $* for arm64 failed" >&2; exit 1; }
+    || { tail -n 40 "$work/cross-build.log"; echo "$prog: cross-building $* for $arch failed" >&2; exit 1; }
 }

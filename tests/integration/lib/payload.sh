@@ -1,7 +1,7 @@
 # Helpers for the scripts that run inside the emulated KVM host (tools/emuhost/emuhost), sourced
 # by every run.sh that tests/integration/lib/host.sh writes (`payload_script`). busybox sh; cwd
 # is /payload, which holds ./vmm, the guest kernel ($kernel: bzImage on x86_64, Image on
-# aarch64) and initramfs.cpio.gz.
+# aarch64 and riscv64) and initramfs.cpio.gz.
 #
 #   check NAME COMMAND...          runs COMMAND; prints "PASS: NAME" or "FAIL: NAME" and counts
 #   wait_for FILE TEXT SECONDS     true once FILE contains TEXT, false after SECONDS
@@ -29,6 +29,7 @@
 
 case $(uname -m) in
   aarch64) kernel=Image console=ttyAMA0 ;;
+  riscv64) kernel=Image console=ttyS0 ;;
   *) kernel=bzImage console=ttyS0 ;;
 esac
 passed=0 failed=0

@@ -1,0 +1,350 @@
+// The RISC-V machine, laid out like QEMU's `virt` board (board.hpp): RAM from 0x8000_0000, a
+// 16550A at 0x1000_0000, virtio-mmio devices from 0x1000_1000 and the interrupt controller at
+// 0x0c00_0000. KVM provides the harts, their timer (Sstc or SBI TIME) and most of SBI: HSM
+// starts the secondary harts (KVM keeps every hart but the first stopped until the guest asks),
+// SRST comes back as KVM_EXIT_SYSTEM_EVENT; the SBI calls KVM hands to user space are answered
+// "not supported" here, each reported once. The interrupt controller is a PLIC emulated by vmm
+// (plic.hpp), one supervisor context per hart, whose outputs raise and lower each hart's
+// external interrupt with KVM_INTERRUPT. Linux boots from its riscv64 `Image` with a device
+// tree generated (or a user's patched) at run time, its harts' ISA and timebase as KVM reports.
+#include "../machine.hpp"
+
+#include <fmt/format.h>
+#include <linux/kvm.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "../device_tree_options.hpp"
+#include "board.hpp"
+#include "libvmm/arch/riscv64/fdt.hpp"
+#include "libvmm/arch/riscv64/image.hpp"
+#include "libvmm/arch/riscv64/plic.hpp"
+#include "libvmm/arch/virtio_mmio_fdt.hpp"
+#include "libvmm/backends/open_char_backend.hpp"
+#include "libvmm/core/bus.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/file.hpp"
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/irq.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/core/vm_config.hpp"
+#include "libvmm/devices/uart16550.hpp"
+#include "options.hpp"
+
+namespace libvmm {
+
+const Board& riscv64_board();
+
+namespace {
+
+using namespace riscv64;  // the board's addresses (board.hpp)
+
+// One-reg ids (asm/kvm.h): registers are unsigned long, 64 bits here.
+constexpr uint64_t reg_id(uint64_t type, uint64_t index) {
+  return KVM_REG_RISCV | KVM_REG_SIZE_U64 | type | index;
+}
+constexpr uint64_t core_reg(size_t offset_in_kvm_riscv_core) {
+  return reg_id(KVM_REG_RISCV_CORE, offset_in_kvm_riscv_core / sizeof(unsigned long));
+}
+constexpr uint64_t kRegPc = core_reg(offsetof(kvm_riscv_core, regs.pc));
+constexpr uint64_t kRegA0 = core_reg(offsetof(kvm_riscv_core, regs.a0));
+constexpr uint64_t kRegA1 = core_reg(offsetof(kvm_riscv_core, regs.a1));
+constexpr uint64_t kRegMode = core_reg(offsetof(kvm_riscv_core, mode));
+constexpr uint64_t kRegIsa = reg_id(KVM_REG_RISCV_CONFIG, KVM_REG_RISCV_CONFIG_REG(isa));
+constexpr uint64_t kRegSatpMode = reg_id(KVM_REG_RISCV_CONFIG, KVM_REG_RISCV_CONFIG_REG(satp_mode));
+constexpr uint64_t kRegTimebase = reg_id(KVM_REG_RISCV_TIMER, KVM_REG_RISCV_TIMER_REG(frequency));
+constexpr uint64_t isa_ext_reg(uint64_t id) {
+  return reg_id(KVM_REG_RISCV_ISA_EXT, KVM_REG_RISCV_ISA_SINGLE | id);
+}
+constexpr uint64_t sbi_ext_reg(uint64_t id) {
+  return reg_id(KVM_REG_RISCV_SBI_EXT, KVM_REG_RISCV_SBI_SINGLE | id);
+}
+
+// The multi-letter extensions KVM can give a hart, by KVM_RISCV_ISA_EXT_* id, as riscv,isa
+// names them. Zicbom and Zicboz are left out: their block sizes would need device-tree
+// properties this tree does not write.
+struct MultiLetter {
+  uint64_t id;
+  const char* name;
+};
+constexpr MultiLetter kMultiLetter[] = {
+    {KVM_RISCV_ISA_EXT_ZICNTR, "zicntr"},
+    {KVM_RISCV_ISA_EXT_ZICOND, "zicond"},
+    {KVM_RISCV_ISA_EXT_ZICSR, "zicsr"},
+    {KVM_RISCV_ISA_EXT_ZIFENCEI, "zifencei"},
+    {KVM_RISCV_ISA_EXT_ZIHINTNTL, "zihintntl"},
+    {KVM_RISCV_ISA_EXT_ZIHINTPAUSE, "zihintpause"},
+    {KVM_RISCV_ISA_EXT_ZIHPM, "zihpm"},
+    {KVM_RISCV_ISA_EXT_ZIMOP, "zimop"},
+    {KVM_RISCV_ISA_EXT_ZACAS, "zacas"},
+    {KVM_RISCV_ISA_EXT_ZAWRS, "zawrs"},
+    {KVM_RISCV_ISA_EXT_ZFA, "zfa"},
+    {KVM_RISCV_ISA_EXT_ZFH, "zfh"},
+    {KVM_RISCV_ISA_EXT_ZFHMIN, "zfhmin"},
+    {KVM_RISCV_ISA_EXT_ZCA, "zca"},
+    {KVM_RISCV_ISA_EXT_ZCB, "zcb"},
+    {KVM_RISCV_ISA_EXT_ZCD, "zcd"},
+    {KVM_RISCV_ISA_EXT_ZCF, "zcf"},
+    {KVM_RISCV_ISA_EXT_ZCMOP, "zcmop"},
+    {KVM_RISCV_ISA_EXT_ZBA, "zba"},
+    {KVM_RISCV_ISA_EXT_ZBB, "zbb"},
+    {KVM_RISCV_ISA_EXT_ZBC, "zbc"},
+    {KVM_RISCV_ISA_EXT_ZBKB, "zbkb"},
+    {KVM_RISCV_ISA_EXT_ZBKC, "zbkc"},
+    {KVM_RISCV_ISA_EXT_ZBKX, "zbkx"},
+    {KVM_RISCV_ISA_EXT_ZBS, "zbs"},
+    {KVM_RISCV_ISA_EXT_ZKND, "zknd"},
+    {KVM_RISCV_ISA_EXT_ZKNE, "zkne"},
+    {KVM_RISCV_ISA_EXT_ZKNH, "zknh"},
+    {KVM_RISCV_ISA_EXT_ZKR, "zkr"},
+    {KVM_RISCV_ISA_EXT_ZKSED, "zksed"},
+    {KVM_RISCV_ISA_EXT_ZKSH, "zksh"},
+    {KVM_RISCV_ISA_EXT_ZKT, "zkt"},
+    {KVM_RISCV_ISA_EXT_ZTSO, "ztso"},
+    {KVM_RISCV_ISA_EXT_ZVBB, "zvbb"},
+    {KVM_RISCV_ISA_EXT_ZVBC, "zvbc"},
+    {KVM_RISCV_ISA_EXT_ZVFH, "zvfh"},
+    {KVM_RISCV_ISA_EXT_ZVFHMIN, "zvfhmin"},
+    {KVM_RISCV_ISA_EXT_ZVKB, "zvkb"},
+    {KVM_RISCV_ISA_EXT_ZVKG, "zvkg"},
+    {KVM_RISCV_ISA_EXT_ZVKNED, "zvkned"},
+    {KVM_RISCV_ISA_EXT_ZVKNHA, "zvknha"},
+    {KVM_RISCV_ISA_EXT_ZVKNHB, "zvknhb"},
+    {KVM_RISCV_ISA_EXT_ZVKSED, "zvksed"},
+    {KVM_RISCV_ISA_EXT_ZVKSH, "zvksh"},
+    {KVM_RISCV_ISA_EXT_ZVKT, "zvkt"},
+    {KVM_RISCV_ISA_EXT_SMSTATEEN, "smstateen"},
+    {KVM_RISCV_ISA_EXT_SSAIA, "ssaia"},
+    {KVM_RISCV_ISA_EXT_SSCOFPMF, "sscofpmf"},
+    {KVM_RISCV_ISA_EXT_SSTC, "sstc"},
+    {KVM_RISCV_ISA_EXT_SVINVAL, "svinval"},
+    {KVM_RISCV_ISA_EXT_SVNAPOT, "svnapot"},
+    {KVM_RISCV_ISA_EXT_SVPBMT, "svpbmt"},
+};
+
+constexpr long kSbiErrNotSupported = -2;  // SBI_ERR_NOT_SUPPORTED
+
+// What KVM tells about a hart, for the device tree.
+struct HartView {
+  std::string isa;
+  std::string mmu_type = "riscv,sv39";
+  uint64_t timebase_hz = 0;
+};
+
+HartView read_hart_view(KvmVcpu& vcpu) {
+  HartView view;
+  std::vector<std::string> extensions;
+  for (const MultiLetter& ext : kMultiLetter) {
+    try {
+      if (vcpu.get_one_reg(isa_ext_reg(ext.id)) != 0) extensions.emplace_back(ext.name);
+    } catch (const SystemError&) {
+      // An extension this host's KVM does not know: the hart does not have it.
+    }
+  }
+  view.isa = riscv_isa_string(vcpu.get_one_reg(kRegIsa), extensions);
+  try {
+    if (auto mmu = mmu_type_of_satp_mode(vcpu.get_one_reg(kRegSatpMode))) view.mmu_type = *mmu;
+  } catch (const SystemError&) {
+    // Hosts before 6.4 do not report it; every rv64 MMU has Sv39.
+  }
+  view.timebase_hz = vcpu.get_one_reg(kRegTimebase);
+  return view;
+}
+
+class Riscv64Machine : public Machine {
+ public:
+  const Board& board() const override { return riscv64_board(); }
+
+  void create_interrupt_controller(MachineContext& vm) override {
+    const VmConfig& c = vm.config;
+    const std::optional<IrqchipOption> asked = irqchip_option(c);
+    if (asked && asked->kind == IrqchipKind::aia) {
+      throw UserError(fmt::format(
+          "{}: vmm does not create KVM's in-kernel AIA yet; use --irqchip plic", asked->label));
+    }
+    harts_.assign(c.vcpus, -1);
+    plic_ = std::make_shared<Plic>(kIrqSources, c.vcpus, [this](uint32_t context, bool asserted) {
+      set_external_interrupt(context, asserted);
+    });
+    vm.mmio.attach(kIrqchipBase, kPlicSize, plic_);
+    irqchip_.kind = IrqchipKind::plic;
+    irqchip_.base = kIrqchipBase;
+    irqchip_.size = kPlicSize;
+    irqchip_.sources = kIrqSources;
+    log::debug("interrupt controller: PLIC emulated by vmm ({} sources, {} contexts)",
+               kIrqSources - 1, c.vcpus);
+  }
+
+  void add_platform_devices(MachineContext& vm) override {
+    std::shared_ptr<CharBackend> serial =
+        open_char_backend(vm.config.serial, vm.config.label("serial"),
+                          [&vm] { vm.request_stop(StopReason::quit, "quit from the console"); });
+    auto uart = std::make_shared<Uart16550>("uart", serial, vm.irq(kUartIrq));
+    vm.mmio.attach(kUartBase, kUartSize, uart);
+    uart->start(vm.loop);
+    board_nodes_.push_back(std::make_shared<Uart16550Fdt>(kUartBase, kUartIrq));
+  }
+
+  void load_guest(MachineContext& vm) override {
+    const VmConfig& c = vm.config;
+    kernel_file_ = read_file(c.kernel, c.label("kernel"));
+    image_ = parse_riscv64_image(kernel_file_, c.label("kernel") + " " + c.kernel.string());
+    if (!c.initrd.empty()) initrd_ = read_file(c.initrd, c.label("initrd"));
+    plan_ = plan_riscv64_boot(image_, kRamBase, c.memory_size, initrd_.size());
+    // The device tree needs the harts' ISA and timebase, which KVM tells once a vCPU exists:
+    // it is written with vCPU 0's setup (setup_vcpu), before any vCPU runs.
+  }
+
+  void setup_vcpu(MachineContext& vm, KvmVcpu& vcpu) override {
+    {
+      std::lock_guard lock(harts_mutex_);
+      harts_.at(vcpu.index()) = vcpu.fd();
+    }
+    // SBI v0.1 (legacy console, ...) would give the guest a second hvc0 (hvc_riscv_sbi)
+    // whose calls come to us; Linux uses the v0.2+ extensions KVM implements.
+    try {
+      vcpu.set_one_reg(sbi_ext_reg(KVM_RISCV_SBI_EXT_V01), 0);
+    } catch (const SystemError& e) {
+      log::debug("vCPU {}: SBI v0.1 stays enabled: {}", vcpu.index(), e.what());
+    }
+    if (vcpu.index() != 0) return;  // KVM keeps it stopped until the guest's SBI HSM start
+    write_boot_images(vm, read_hart_view(vcpu));
+    vcpu.set_one_reg(kRegMode, KVM_RISCV_MODE_S);
+    vcpu.set_one_reg(kRegPc, boot_.entry_gpa);
+    vcpu.set_one_reg(kRegA0, 0);  // the hart id
+    vcpu.set_one_reg(kRegA1, boot_.dtb_gpa);
+  }
+
+  uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return vcpu.get_one_reg(kRegPc); }
+
+  void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {
+    auto node = std::make_shared<VirtioMmioFdt>();
+    node->base = base;
+    node->size = size;
+    node->irq = irq;
+    node->name = fmt::format("virtio-mmio@{:#x}", base);
+    device_nodes_.push_back(std::move(node));
+  }
+
+  std::shared_ptr<IrqLine> emulated_irq(uint32_t number) override {
+    return plic_ ? plic_->line(number) : nullptr;
+  }
+
+  bool handle_exit(MachineContext& /*vm*/, KvmVcpu& vcpu) override {
+    kvm_run& run = vcpu.state();
+    if (run.exit_reason != KVM_EXIT_RISCV_SBI) return false;
+    // An SBI call KVM leaves to user space (SBI v0.1 console, DBCN, experimental or vendor
+    // extensions): none is implemented here.
+    const uint64_t extension = run.riscv_sbi.extension_id;
+    const uint64_t function = run.riscv_sbi.function_id;
+    bool first = false;
+    {
+      std::lock_guard lock(sbi_mutex_);
+      first = reported_sbi_.insert({extension, function}).second;
+    }
+    if (first) {
+      log::warn(
+          "vCPU {}: the guest called SBI extension {:#x} function {} (a0 = {:#x}), which vmm "
+          "does not implement: answered SBI_ERR_NOT_SUPPORTED (reported once)",
+          vcpu.index(), extension, function, run.riscv_sbi.args[0]);
+    }
+    run.riscv_sbi.ret[0] = static_cast<unsigned long>(kSbiErrNotSupported);
+    run.riscv_sbi.ret[1] = 0;
+    return true;
+  }
+
+ private:
+  // The PLIC's context `hart` changed: raise or lower that hart's supervisor external
+  // interrupt. KVM_INTERRUPT is one of the ioctls a vCPU takes from any thread.
+  void set_external_interrupt(uint32_t hart, bool asserted) {
+    int fd = -1;
+    {
+      std::lock_guard lock(harts_mutex_);
+      if (hart < harts_.size()) fd = harts_[hart];
+    }
+    if (fd < 0) return;  // no vCPU yet: its context has nothing enabled
+    const kvm_interrupt irq{asserted ? KVM_INTERRUPT_SET : KVM_INTERRUPT_UNSET};
+    try {
+      kvm_ioctl(fd, KVM_INTERRUPT, "KVM_INTERRUPT (a hart's external interrupt)", &irq);
+    } catch (const std::exception& e) {
+      log::error("vCPU {}: {}", hart, e.what());
+    }
+  }
+
+  void write_boot_images(MachineContext& vm, const HartView& hart) {
+    const VmConfig& c = vm.config;
+    FdtMachine fdt;
+    fdt.memory.push_back({kRamBase, c.memory_size});
+    fdt.cpus = c.vcpus;
+    fdt.isa = hart.isa;
+    fdt.mmu_type = hart.mmu_type;
+    fdt.timebase_hz = hart.timebase_hz;
+    fdt.irqchip = irqchip_;
+    fdt.board = board_nodes_;
+    fdt.devices = device_nodes_;
+    fdt.bootargs = c.cmdline;
+    if (!initrd_.empty()) fdt.initrd = plan_.initrd;
+    std::vector<uint8_t> dtb;
+    const std::optional<DtbOption> user_dtb = dtb_option(c);
+    const std::optional<DtbOption> overlay = dtb_overlay_option(c);
+    if (!user_dtb && !overlay) {
+      dtb = build_fdt(fdt);
+    } else {
+      // The user's tree (or ours), then the overlay, then vmm's patches.
+      std::vector<uint8_t> base =
+          user_dtb ? read_file(user_dtb->path, user_dtb->what) : build_fdt(fdt);
+      std::string label = user_dtb ? user_dtb->label() : "the generated device tree";
+      if (overlay) {
+        base = apply_fdt_overlay(base, label, read_file(overlay->path, overlay->what),
+                                 overlay->label());
+        label += " with ";  // appended: GCC 12 -O3 -Wrestrict
+        label += overlay->label();
+      }
+      dtb = patch_fdt(base, fdt, label);
+    }
+    if (dtb.size() > plan_.dtb.size) {
+      throw UserError(fmt::format(
+          "{}: the device tree ({} bytes) is larger than the {} bytes the boot protocol allows",
+          user_dtb ? user_dtb->label() : "device tree", dtb.size(), plan_.dtb.size));
+    }
+    boot_ = load_riscv64(vm.memory, image_, plan_, initrd_, dtb);
+    log::debug("harts: {}, {}, timebase {} Hz", hart.isa, hart.mmu_type, hart.timebase_hz);
+    log::debug(
+        "kernel at [{:#x}, {:#x}), entry {:#x}, initrd at [{:#x}, {:#x}), dtb at [{:#x}, {:#x})",
+        boot_.kernel.gpa, boot_.kernel.end(), boot_.entry_gpa, boot_.initrd.gpa, boot_.initrd.end(),
+        boot_.dtb.gpa, boot_.dtb.end());
+    image_.bytes = {};  // the file's bytes are in guest RAM now
+    kernel_file_.clear();
+    kernel_file_.shrink_to_fit();
+    initrd_.clear();
+    initrd_.shrink_to_fit();
+  }
+
+  std::shared_ptr<Plic> plic_;
+  IrqchipDescription irqchip_;
+  std::mutex harts_mutex_;
+  std::vector<int> harts_;  // vCPU fds by hart id; -1 until created
+  std::mutex sbi_mutex_;
+  std::set<std::pair<uint64_t, uint64_t>> reported_sbi_;
+  std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
+  std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
+  std::vector<uint8_t> kernel_file_;
+  std::vector<uint8_t> initrd_;
+  RiscvImage image_;
+  RiscvBootPlan plan_;
+  RiscvBootInfo boot_;
+};
+
+}  // namespace
+
+std::unique_ptr<Machine> make_host_machine() {
+  return std::make_unique<Riscv64Machine>();
+}
+
+}  // namespace libvmm
