@@ -1,5 +1,6 @@
 #include "libvmm/virtio/block.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_ids.h>
@@ -196,6 +197,14 @@ void VirtioBlock::pause_io() {
 
 void VirtioBlock::resume_io() {
   if (io_thread_) io_thread_->resume();
+}
+
+bool VirtioBlock::watch_queue_notify(uint16_t index, int eventfd) {
+  if (index != 0 || !io_thread_) return false;
+  UniqueFd own(::fcntl(eventfd, F_DUPFD_CLOEXEC, 0));
+  if (!own) throw_errno(label_ + ": dup of a queue notify eventfd");
+  io_thread_->watch(std::move(own));
+  return true;
 }
 
 void VirtioBlock::wait_idle() {

@@ -285,6 +285,60 @@ TEST_F(BlockIoThreadTest, ABlockedBackendKeepsTheLoopOtherDevicesAndRegistersFre
   ::close(other_fd);
 }
 
+// As Vm wires it: the I/O thread waits on the queue's notify eventfd itself, with no event loop
+// between KVM and the device. A signal before DRIVER_OK or while the device is reset serves
+// nothing; one during a reset waits for it; one during a round is served after it.
+TEST_F(BlockIoThreadTest, TheThreadWaitsOnTheQueueNotifyEventfdItself) {
+  const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(disk->device->watch_queue_notify(0, fd));
+  EXPECT_FALSE(disk->device->watch_queue_notify(1, fd)) << "virtio-blk has one queue";
+  auto signal = [fd] {
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(fd, &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  };
+
+  const uint64_t first = disk->publish_read(2);
+  signal();
+  ASSERT_TRUE(gate->wait_arrived()) << "the signal woke the thread, which is in the backend";
+  const uint64_t second = disk->publish_read(3);
+  signal();  // during the round: served after it
+  gate->open();
+  ASSERT_TRUE(disk->wait_used(2));
+  EXPECT_EQ(disk->status_at(first), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(disk->status_at(second), VIRTIO_BLK_S_OK);
+  EXPECT_GE(disk->irq->pulses, 1);
+
+  // Reset: a signal now serves nothing (the device has no transport), and no chain of the old
+  // ring shows up in the new one.
+  disk->mmio.set_reg(VIRTIO_MMIO_STATUS, 0);
+  disk->ring.restart();
+  signal();
+  std::this_thread::sleep_for(kSettle);
+  EXPECT_EQ(disk->ring.used_idx(), 0);
+  disk->start();
+  const uint64_t third = disk->publish_read(4);
+  signal();
+  ASSERT_TRUE(disk->wait_used(1));
+  EXPECT_EQ(disk->status_at(third), VIRTIO_BLK_S_OK);
+
+  // While paused (a reset on its way) a signal waits in the eventfd; it is served on resume.
+  disk->device->pause_io();
+  disk->publish_read(5);
+  signal();
+  std::this_thread::sleep_for(kSettle);
+  EXPECT_EQ(disk->ring.used_idx(), 1);
+  disk->device->resume_io();
+  ASSERT_TRUE(disk->wait_used(2));
+  ::close(fd);  // the device keeps its own copy
+}
+
+TEST(BlockIoThread, ADeviceWithoutAnIoThreadLeavesTheEventfdToTheLoop) {
+  VirtioBlock device(std::make_unique<GatedBackend>(64 * KiB, nullptr), "",
+                     BlockThreading{false, "unused", {}});
+  EXPECT_FALSE(device.watch_queue_notify(0, 0));
+}
+
 TEST_F(BlockIoThreadTest, ResetWaitsForTheIoInFlightAndLeavesTheNewRingAlone) {
   disk->publish_read(0);
   disk->window->notify(0);

@@ -57,7 +57,9 @@ BlockConfig parse_disk_spec(std::string_view spec);
 // then return them all. Each request is complete, and a FLUSH is on stable storage, before its
 // status is written and its chain returned.
 //
-// With an I/O thread (the default; BlockThreading), queue_notify() only wakes the thread, which
+// With an I/O thread (the default; BlockThreading), the thread waits on the queue's notify
+// eventfd itself where the machine has one (watch_queue_notify()), and queue_notify() (a
+// notification that came through a register write) only wakes it. The thread
 // takes and returns chains inside VirtioTransport::with_queues() and does the host I/O between,
 // without the transport's lock: slow host storage holds up this device's requests only, never
 // the event loop, other devices or a vCPU reading this device's registers. Rounds follow one
@@ -111,6 +113,7 @@ class VirtioBlock final : public VirtioDevice {
   void queue_reset(uint16_t index) override;
   void pause_io() override;
   void resume_io() override;
+  bool watch_queue_notify(uint16_t index, int eventfd) override;
 
   uint64_t capacity_sectors() const { return backend_->size() / kSectorSize; }
   bool has_io_thread() const { return io_thread_ != nullptr; }
