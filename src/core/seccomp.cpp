@@ -80,7 +80,10 @@ void add_common(std::vector<SeccompRule>& r) {
   r.push_back({"exit_group", {}, "the process ends (also kill mode's handler)"});
   r.push_back({"ioctl", {equals(1, TCGETS)}, "isatty() before each log line"});
   r.push_back({"ioctl", {equals(1, TCSETS)}, "the terminal restored (teardown, kill mode)"});
-  r.push_back({"poll", {}, "waiting for a console reader (bounded output flush)"});
+  r.push_back({"poll",
+               {},
+               "waiting for a console reader (bounded output flush); a device's I/O thread "
+               "sleeping on its queue's notify ioeventfd and its wake eventfd"});
   r.push_back({"ppoll", {}, "poll on AArch64"});
   r.push_back({"sendto", {}, "console output to a socket client (send)"});
   // ALSA's PCM ioctls (type 'A', <sound/asound.h>) on the PCMs the alsa backend opened before

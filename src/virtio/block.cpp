@@ -60,6 +60,7 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
   std::memcpy(config_.data(), &config, sizeof(config));
 
   if (threading.io_thread) {
+    poll_max_ns_ = uint64_t{threading.poll_max_us} * 1000;
     io_thread_ = std::make_unique<IoThread>(
         std::move(threading.name), [this] { return serve(); },
         std::move(threading.on_thread_start));
@@ -70,6 +71,7 @@ VirtioBlock::VirtioBlock(const BlockConfig& config, BlockThreading threading)
     : VirtioBlock(BlockImage::open({config.path, config.readonly, config.direct, config.io}),
                   config.serial, [&] {
                     threading.io_thread = config.iothread;
+                    threading.poll_max_us = config.poll_us;
                     return std::move(threading);
                   }()) {
   label_ = fmt::format("virtio-blk {}", config.path);
@@ -155,25 +157,70 @@ void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
   } while (queue.enable_notifications());
 }
 
+namespace {
+
+// A short pause in a polling loop: eases the sibling hyperthread and the memory bus.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+constexpr uint64_t kPollStartNs = 4000;
+
+}  // namespace
+
+void VirtioBlock::adapt_polling() {
+  if (!idle_since_ || poll_max_ns_ == 0) return;
+  const auto slept = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - *idle_since_).count());
+  idle_since_.reset();
+  if (slept > poll_max_ns_) {
+    poll_ns_ = 0;  // requests further apart than polling may cost: do not poll
+  } else if (slept > poll_ns_) {
+    poll_ns_ = poll_ns_ == 0 ? kPollStartNs : std::min(poll_ns_ * 2, poll_max_ns_);
+  }
+}
+
 bool VirtioBlock::serve() {
   VirtioTransport* transport = transport_.load();
   if (transport == nullptr) return false;
+  adapt_polling();
+  bool polling = false;  // the queue ran dry and we look again until poll_end
+  Clock::time_point poll_end{};
   while (!io_thread_->yield_requested()) {
     uint64_t epoch = 0;
     bool more = false;  // the queue got buffers while notifications were being re-enabled
+    // Whether an empty queue is looked at again (notifications stay off) or we turn them on.
+    const bool may_poll = polling ? Clock::now() < poll_end : poll_ns_ > 0;
     const bool live = transport->with_queues([&](std::span<Virtqueue> queues) {
       if (transport_ != transport || queues.empty()) return;  // reset since
       epoch = epoch_;
       Virtqueue& queue = queues[0];
-      queue.disable_notifications();
-      if (take(queue, kMaxBatch, kBytesPerNotify).requests == 0) {
+      if (!polling) queue.disable_notifications();
+      if (take(queue, kMaxBatch, kBytesPerNotify).requests == 0 && !may_poll) {
         more = queue.enable_notifications();
       }
     });
     if (batch_size_ == 0) {
-      if (live && more) continue;
+      if (!live) return false;
+      if (more) {
+        polling = false;
+        continue;
+      }
+      if (may_poll) {
+        if (!polling) poll_end = Clock::now() + std::chrono::nanoseconds(poll_ns_);
+        polling = true;
+        for (int i = 0; i < 16; ++i) cpu_relax();
+        continue;
+      }
+      idle_since_ = Clock::now();
       return false;
     }
+    if (polling) poll_hits_.fetch_add(1, std::memory_order_relaxed);
+    polling = false;
     // Host I/O without the transport's lock; each part of the round is returned under it.
     bool stale = false;  // a reset came in between (only when the transport did not pause us)
     execute([&](size_t first, size_t last) {
@@ -188,7 +235,9 @@ bool VirtioBlock::serve() {
     });
     if (stale) drop();
   }
-  return true;  // paused or ending: the next round after resume_io()
+  // Paused or ending: the next round after resume_io(). Notifications may still be off (a
+  // poll cut short): that round looks at the queue first and turns them on when it is empty.
+  return true;
 }
 
 void VirtioBlock::pause_io() {

@@ -1,7 +1,11 @@
 // virtio_block in the device registry: <virtio_block path="d.img" readonly="true"
-// direct="true" serial="ID" io="sync|io_uring" iothread="on|off"/>,
-// --disk PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off].
+// direct="true" serial="ID" io="sync|io_uring" iothread="on|off"
+// poll_us="N"/>,
+// --disk PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off][,poll_us=N].
 #include <fmt/format.h>
+
+#include <optional>
+#include <string>
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/virtio/block.hpp"
@@ -16,7 +20,8 @@ class BlockKind final : public VirtioDeviceKind {
   std::string_view flag() const override { return "--disk"; }
   std::string_view help() const override {
     return "virtIO block device from a raw image: "
-           "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off]; repeat for "
+           "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off][,poll_us=N]; "
+           "repeat for "
            "more (vda, vdb, ...)";
   }
   std::string_view positional() const override { return "path"; }
@@ -26,7 +31,8 @@ class BlockKind final : public VirtioDeviceKind {
             {"direct", false, false, "direct"},
             {"serial", false, false, "serial=ID"},
             {"io", false, false, "io=sync or io=io_uring"},
-            {"iothread", false, false, "iothread=on or iothread=off"}};
+            {"iothread", false, false, "iothread=on or iothread=off"},
+            {"poll_us", false, false, "poll_us=N (microseconds, 0 to 1000)"}};
   }
 
   void check(const DeviceSpec& spec, const HostFiles& files,
@@ -52,6 +58,10 @@ class BlockKind final : public VirtioDeviceKind {
     }
     if (const std::string t = spec.value_or("iothread", "on"); t != "on" && t != "off") {
       problems.push_back(fmt::format("iothread=\"{}\" must be on or off", t));
+    }
+    if (!poll_us(spec)) {
+      problems.push_back(fmt::format("poll_us=\"{}\" must be a number of microseconds from 0 to {}",
+                                     *spec.get("poll_us"), kMaxPollUs));
     }
     const std::string path = spec.value_or("path", "");
     if (const std::string why = files.check_readable(path); !why.empty()) {
@@ -99,7 +109,22 @@ class BlockKind final : public VirtioDeviceKind {
     c.serial = spec.value_or("serial", "");
     c.io = spec.value_or("io", "sync") == "io_uring" ? BlockIo::io_uring : BlockIo::sync;
     c.iothread = spec.value_or("iothread", "on") == "on";
+    c.poll_us = poll_us(spec).value_or(c.poll_us);
     return c;
+  }
+
+  // The poll_us attribute: its default when absent, nullopt when it is not 0..kMaxPollUs.
+  static constexpr uint32_t kMaxPollUs = 1000;
+  static std::optional<uint32_t> poll_us(const DeviceSpec& spec) {
+    const std::optional<std::string_view> text = spec.get("poll_us");
+    if (!text) return BlockConfig{}.poll_us;
+    if (text->empty() || text->size() > 4 ||
+        text->find_first_not_of("0123456789") != std::string_view::npos) {
+      return std::nullopt;
+    }
+    const auto value = static_cast<uint32_t>(std::stoul(std::string(*text)));
+    if (value > kMaxPollUs) return std::nullopt;
+    return value;
   }
 };
 

@@ -513,3 +513,69 @@ TEST(BlockIoThread, ARoundInFlightAcrossAnUnpausedResetIsDropped) {
 }
 
 }  // namespace
+
+// Adaptive polling: requests that follow each other closely grow the budget until the thread
+// finds the next one by looking (no notification, notifications off meanwhile); a sleep longer
+// than the most it may poll drops the budget to nothing, so a request then needs a notification.
+// The bound is large (200 ms) so that a loaded machine's scheduling cannot make it flaky.
+TEST(BlockIoThread, AdaptivePollingFindsCloseRequestsAndStopsWhenTheDiskIsIdle) {
+  constexpr uint32_t kMaxUs = 200'000;
+  TestMemory memory(4 * MiB);
+  BlockThreading threading{true, "blk-io-poll", {}, kMaxUs};
+  Disk disk(memory,
+            std::make_shared<VirtioBlock>(std::make_unique<GatedBackend>(64 * KiB, nullptr), "",
+                                          std::move(threading)),
+            0x10000);
+  disk.start();
+  // Each request is published without a notification right after the last one completed;
+  // if polling does not find it soon, it is notified. Sleeps shorter than the bound double the
+  // budget (from 4 µs), so it soon covers the gap and polling finds one.
+  uint16_t used = 0;
+  bool found_by_polling = false;
+  for (int i = 0; i < 50 && !found_by_polling; ++i) {
+    disk.publish_read(static_cast<uint64_t>(i % 64));
+    ++used;
+    const auto deadline = std::chrono::steady_clock::now() + 20ms;
+    while (disk.ring.used_idx() != used && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+    if (disk.ring.used_idx() == used) {
+      found_by_polling = true;
+    } else {
+      disk.window->notify(0);
+      ASSERT_TRUE(disk.wait_used(used));
+    }
+  }
+  EXPECT_TRUE(found_by_polling);
+  EXPECT_GE(disk.device->poll_hits(), 1u);
+
+  // Idle for longer than the bound: the poll ends, notifications are back on, and the next
+  // wake-up (after a long sleep) drops the budget, so the thread no longer polls at all.
+  std::this_thread::sleep_for(std::chrono::microseconds(kMaxUs) + 100ms);
+  EXPECT_EQ(disk.ring.used_flags() & VRING_USED_F_NO_NOTIFY, 0) << "notifications are on";
+  disk.publish_read(2);
+  disk.window->notify(0);
+  ASSERT_TRUE(disk.wait_used(++used));
+  const uint64_t hits_before = disk.device->poll_hits();
+  disk.publish_read(3);
+  std::this_thread::sleep_for(kSettle);
+  EXPECT_EQ(disk.ring.used_idx(), used) << "no polling after a long idle time";
+  disk.window->notify(0);
+  ASSERT_TRUE(disk.wait_used(++used));
+  EXPECT_EQ(disk.device->poll_hits(), hits_before);
+}
+
+TEST(BlockIoThread, PollUsIsCheckedOnTheDiskFlag) {
+  EXPECT_EQ(parse_disk_spec("d.img").poll_us, 32u);
+  EXPECT_EQ(parse_disk_spec("d.img,poll_us=0").poll_us, 0u);
+  EXPECT_EQ(parse_disk_spec("d.img,poll_us=1000").poll_us, 1000u);
+  for (const char* bad : {"d.img,poll_us=1001", "d.img,poll_us=-1", "d.img,poll_us=x",
+                          "d.img,poll_us=", "d.img,poll_us=99999"}) {
+    try {
+      parse_disk_spec(bad);
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find("poll_us"), std::string::npos) << e.what();
+    }
+  }
+}

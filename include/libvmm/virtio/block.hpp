@@ -11,6 +11,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -35,7 +36,8 @@ struct BlockConfig {
   bool direct = false;  // O_DIRECT: bypass the host page cache
   std::string serial;   // GET_ID answer: up to 20 printable ASCII characters, may be empty
   BlockIo io = BlockIo::sync;
-  bool iothread = true;  // host I/O on the device's own thread (iothread=on), else on the caller's
+  bool iothread = true;   // host I/O on the device's own thread (iothread=on), else on the caller's
+  uint32_t poll_us = 32;  // the I/O thread's polling budget at most (poll_us=N; 0: no polling)
 };
 
 // Where a VirtioBlock does its host I/O.
@@ -43,9 +45,12 @@ struct BlockThreading {
   bool io_thread = true;  // its own thread; false: inside queue_notify(), under the lock
   std::string name = "blk-io";
   std::function<void()> on_thread_start;  // runs first on the I/O thread (IoThread)
+  // Adaptive polling of an emptied queue by the I/O thread, at most this long (0: none).
+  uint32_t poll_max_us = 0;
 };
 
-// Parses "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off]" (the
+// Parses "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off][,poll_us=N]"
+// (the
 // --disk flag, through the device registry's virtio_block kind), without looking at the image.
 // Throws UserError naming --disk and the spec.
 BlockConfig parse_disk_spec(std::string_view spec);
@@ -65,6 +70,15 @@ BlockConfig parse_disk_spec(std::string_view spec);
 // the event loop, other devices or a vCPU reading this device's registers. Rounds follow one
 // another until the queue is empty, each returning its chains (and signalling) before the next.
 // A reset, a queue taken down or teardown first waits for the round in flight (pause_io()).
+//
+// Adaptive polling (BlockThreading::poll_max_us, --disk poll_us=N): once the queue is empty the
+// I/O thread keeps looking at it for up to a budget, notifications still off, before it turns
+// them on and sleeps; a request the guest adds meanwhile costs it no notification (no VM exit)
+// and the thread no wake-up. The budget adapts to the gaps between requests: it starts at 0,
+// grows (4 µs, doubling, up to poll_max_us) after a sleep that polling that long would have
+// cut short, and drops to 0 after a sleep longer than poll_max_us. So the thread only polls
+// right after serving requests, for at most poll_max_us each time, and a VM whose disk is idle
+// (or gets requests further apart than that) costs no polling at all. A pause stops the poll.
 //
 // Without one, rounds run inside queue_notify() (under the transport's lock, on the event loop
 // or a vCPU thread), and nothing stays in flight when it returns. One notification takes at most
@@ -119,6 +133,8 @@ class VirtioBlock final : public VirtioDevice {
   bool has_io_thread() const { return io_thread_ != nullptr; }
   // Waits until the I/O thread has nothing to do (at once without one). For tests.
   void wait_idle();
+  // Rounds the I/O thread found by polling an emptied queue (no notification). For tests.
+  uint64_t poll_hits() const { return poll_hits_.load(std::memory_order_relaxed); }
 
  private:
   struct Outcome {
@@ -157,6 +173,8 @@ class VirtioBlock final : public VirtioDevice {
   void write_statuses(size_t first, size_t last);
   // On the I/O thread: rounds until the queue is empty. True if it yielded with work left.
   bool serve();
+  // On the I/O thread, when woken: adapts poll_ns_ to how long it slept.
+  void adapt_polling();
   // Fills in `p`'s transfer for a parsed read or write, or sets its error outcome.
   void prepare_transfer(Pending& p, const DescriptorChain& chain, const BlockRequest& request);
   // Carries out a request that is neither read nor write.
@@ -188,6 +206,13 @@ class VirtioBlock final : public VirtioDevice {
   size_t batch_size_ = 0;
   bool write_through_ = false;            // the driver did not take FLUSH
   std::vector<BlockTransfer> transfers_;  // reused for every batch
+
+  // Adaptive polling (I/O thread only).
+  using Clock = std::chrono::steady_clock;
+  uint64_t poll_max_ns_ = 0;
+  uint64_t poll_ns_ = 0;                         // the budget now
+  std::optional<Clock::time_point> idle_since_;  // when the thread last went to sleep
+  std::atomic<uint64_t> poll_hits_{0};           // rounds found by polling (for tests)
 
   std::atomic<uint32_t> errors_logged_{0};
   std::unique_ptr<IoThread> io_thread_;  // last: joined before the rest goes
