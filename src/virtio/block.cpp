@@ -33,9 +33,12 @@ constexpr uint64_t bit(unsigned n) {
 // VirtioBlock: identity, features, configuration
 
 VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial,
-                         BlockThreading threading)
-    : backend_(std::move(backend)), serial_(std::move(serial)) {
+                         BlockThreading threading, uint16_t num_queues)
+    : backend_(std::move(backend)), serial_(std::move(serial)), num_queues_(num_queues) {
   if (!backend_) throw std::invalid_argument("virtio-blk: a backend is needed");
+  if (num_queues_ < 1 || num_queues_ > kMaxQueues) {
+    throw std::invalid_argument("virtio-blk: the number of queues is out of range");
+  }
   if (backend_->size() % kSectorSize != 0) {
     throw std::invalid_argument("virtio-blk: backend size is not a multiple of 512");
   }
@@ -48,6 +51,7 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
   config.size_max = limits.size_max;
   config.seg_max = limits.seg_max;
   config.blk_size = kSectorSize;
+  config.num_queues = num_queues_;  // read only with VIRTIO_BLK_F_MQ
   if (!backend_->readonly()) {
     config.max_discard_sectors = limits.max_discard_sectors;
     config.max_discard_seg = limits.max_discard_seg;
@@ -68,12 +72,14 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
 }
 
 VirtioBlock::VirtioBlock(const BlockConfig& config, BlockThreading threading)
-    : VirtioBlock(BlockImage::open({config.path, config.readonly, config.direct, config.io}),
-                  config.serial, [&] {
-                    threading.io_thread = config.iothread;
-                    threading.poll_max_us = config.poll_us;
-                    return std::move(threading);
-                  }()) {
+    : VirtioBlock(
+          BlockImage::open({config.path, config.readonly, config.direct, config.io}), config.serial,
+          [&] {
+            threading.io_thread = config.iothread;
+            threading.poll_max_us = config.poll_us;
+            return std::move(threading);
+          }(),
+          config.num_queues) {
   label_ = fmt::format("virtio-blk {}", config.path);
 }
 
@@ -86,6 +92,7 @@ uint32_t VirtioBlock::device_id() const {
 uint64_t VirtioBlock::device_features() const {
   uint64_t features = bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) |
                       bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH);
+  if (num_queues_ > 1) features |= bit(VIRTIO_BLK_F_MQ);
   if (backend_->readonly()) {
     features |= bit(VIRTIO_BLK_F_RO);
   } else {
@@ -127,7 +134,7 @@ void VirtioBlock::queue_reset(uint16_t index) {
 // VirtioBlock: where requests are carried out
 
 void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
-  if (index != 0 || transport_ == nullptr) return;
+  if (index >= num_queues_ || transport_ == nullptr) return;
   if (io_thread_) return io_thread_->kick();
   VirtioTransport& transport = *transport_;
   uint32_t taken = 0;
@@ -138,9 +145,9 @@ void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
     while (true) {
       if (!asked && (taken >= kRequestsPerNotify || bytes >= kBytesPerNotify)) {
         asked = true;
-        if (transport.renotify(0)) {
+        if (transport.renotify(index)) {
           // Come back after the event loop's other work; notifications stay off until then.
-          transport.signal_used(0);
+          transport.signal_used(index);
           return;
         }
       }
@@ -153,7 +160,7 @@ void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
       bytes += round.bytes;
       execute([&](size_t first, size_t last) { give_back(queue, first, last); });
     }
-    transport.signal_used(0);
+    transport.signal_used(index);
   } while (queue.enable_notifications());
 }
 
@@ -188,55 +195,71 @@ bool VirtioBlock::serve() {
   VirtioTransport* transport = transport_.load();
   if (transport == nullptr) return false;
   adapt_polling();
-  bool polling = false;  // the queue ran dry and we look again until poll_end
+  bool polling = false;  // the queues ran dry and we look again until poll_end
   Clock::time_point poll_end{};
   while (!io_thread_->yield_requested()) {
-    uint64_t epoch = 0;
-    bool more = false;  // the queue got buffers while notifications were being re-enabled
-    // Whether an empty queue is looked at again (notifications stay off) or we turn them on.
+    // Whether empty queues are looked at again (notifications stay off) or we turn them on.
     const bool may_poll = polling ? Clock::now() < poll_end : poll_ns_ > 0;
+    bool served = false;  // some queue had requests in this pass
+    bool gone = false;    // reset since (when the transport did not pause us)
+    // One round of each queue per pass: no queue waits for another's backlog.
+    for (uint16_t q = 0; q < num_queues_ && !gone; ++q) {
+      uint64_t epoch = 0;
+      const bool live = transport->with_queues([&](std::span<Virtqueue> queues) {
+        if (transport_ != transport || queues.size() <= q) {
+          gone = true;
+          return;
+        }
+        epoch = epoch_;
+        if (!polling) queues[q].disable_notifications();
+        take(queues[q], kMaxBatch, kBytesPerNotify);
+      });
+      gone = gone || !live;
+      if (batch_size_ == 0) continue;
+      served = true;
+      // Host I/O without the transport's lock; each part of the round is returned under it.
+      bool stale = false;  // a reset came in between (only when the transport did not pause us)
+      execute([&](size_t first, size_t last) {
+        if (stale) return;
+        stale = true;
+        transport->with_queues([&](std::span<Virtqueue> queues) {
+          if (transport_ != transport || epoch_ != epoch || queues.size() <= q) return;
+          give_back(queues[q], first, last);
+          transport->signal_used(q);
+          stale = false;
+        });
+      });
+      if (stale) drop();
+      if (io_thread_->yield_requested()) return true;
+    }
+    if (gone) return false;
+    if (served) {
+      if (polling) poll_hits_.fetch_add(1, std::memory_order_relaxed);
+      polling = false;
+      continue;
+    }
+    if (may_poll) {
+      if (!polling) poll_end = Clock::now() + std::chrono::nanoseconds(poll_ns_);
+      polling = true;
+      for (int i = 0; i < 16; ++i) cpu_relax();
+      continue;
+    }
+    bool more = false;  // buffers came while notifications were being turned on
     const bool live = transport->with_queues([&](std::span<Virtqueue> queues) {
-      if (transport_ != transport || queues.empty()) return;  // reset since
-      epoch = epoch_;
-      Virtqueue& queue = queues[0];
-      if (!polling) queue.disable_notifications();
-      if (take(queue, kMaxBatch, kBytesPerNotify).requests == 0 && !may_poll) {
-        more = queue.enable_notifications();
+      if (transport_ != transport) return;
+      for (uint16_t q = 0; q < num_queues_ && q < queues.size(); ++q) {
+        more = queues[q].enable_notifications() || more;
       }
     });
-    if (batch_size_ == 0) {
-      if (!live) return false;
-      if (more) {
-        polling = false;
-        continue;
-      }
-      if (may_poll) {
-        if (!polling) poll_end = Clock::now() + std::chrono::nanoseconds(poll_ns_);
-        polling = true;
-        for (int i = 0; i < 16; ++i) cpu_relax();
-        continue;
-      }
+    if (!live) return false;
+    if (!more) {
       idle_since_ = Clock::now();
       return false;
     }
-    if (polling) poll_hits_.fetch_add(1, std::memory_order_relaxed);
     polling = false;
-    // Host I/O without the transport's lock; each part of the round is returned under it.
-    bool stale = false;  // a reset came in between (only when the transport did not pause us)
-    execute([&](size_t first, size_t last) {
-      if (stale) return;
-      stale = true;
-      transport->with_queues([&](std::span<Virtqueue> queues) {
-        if (transport_ != transport || epoch_ != epoch) return;
-        give_back(queues[0], first, last);
-        transport->signal_used(0);
-        stale = false;
-      });
-    });
-    if (stale) drop();
   }
   // Paused or ending: the next round after resume_io(). Notifications may still be off (a
-  // poll cut short): that round looks at the queue first and turns them on when it is empty.
+  // poll cut short): that round looks at the queues first and turns them on when empty.
   return true;
 }
 
@@ -249,7 +272,7 @@ void VirtioBlock::resume_io() {
 }
 
 bool VirtioBlock::watch_queue_notify(uint16_t index, int eventfd) {
-  if (index != 0 || !io_thread_) return false;
+  if (index >= num_queues_ || !io_thread_) return false;
   UniqueFd own(::fcntl(eventfd, F_DUPFD_CLOEXEC, 0));
   if (!own) throw_errno(label_ + ": dup of a queue notify eventfd");
   io_thread_->watch(std::move(own));

@@ -231,7 +231,8 @@ void Vm::add_config_devices() {
             request_stop(StopReason::error, e.what());
           }
           seccomp_self_test(name);
-        }};
+        },
+        d.config.vcpus};
     std::shared_ptr<VirtioDevice> device = kind.create(*p.device.spec, context);
     attach_virtio_device(device, p.slot, std::string(kind.element()));
     kind.start(*device, d.loop);

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "libvmm/core/error.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/virtio/block.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
@@ -565,17 +566,81 @@ TEST(BlockIoThread, AdaptivePollingFindsCloseRequestsAndStopsWhenTheDiskIsIdle) 
   EXPECT_EQ(disk.device->poll_hits(), hits_before);
 }
 
-TEST(BlockIoThread, PollUsIsCheckedOnTheDiskFlag) {
+TEST(BlockIoThread, PollUsAndNumQueuesAreCheckedOnTheDiskFlag) {
   EXPECT_EQ(parse_disk_spec("d.img").poll_us, 32u);
   EXPECT_EQ(parse_disk_spec("d.img,poll_us=0").poll_us, 0u);
   EXPECT_EQ(parse_disk_spec("d.img,poll_us=1000").poll_us, 1000u);
-  for (const char* bad : {"d.img,poll_us=1001", "d.img,poll_us=-1", "d.img,poll_us=x",
-                          "d.img,poll_us=", "d.img,poll_us=99999"}) {
+  EXPECT_EQ(parse_disk_spec("d.img,num_queues=4").num_queues, 4u);
+  EXPECT_EQ(parse_disk_spec("d.img,num_queues=16").num_queues, 16u);
+  const std::pair<const char*, const char*> bad[] = {
+      {"d.img,poll_us=1001", "poll_us"},     {"d.img,poll_us=-1", "poll_us"},
+      {"d.img,poll_us=x", "poll_us"},        {"d.img,poll_us=", "poll_us"},
+      {"d.img,poll_us=99999", "poll_us"},    {"d.img,num_queues=0", "num_queues"},
+      {"d.img,num_queues=17", "num_queues"}, {"d.img,num_queues=two", "num_queues"}};
+  for (const auto& [spec, word] : bad) {
     try {
-      parse_disk_spec(bad);
-      ADD_FAILURE() << bad << " accepted";
+      parse_disk_spec(spec);
+      ADD_FAILURE() << spec << " accepted";
     } catch (const UserError& e) {
-      EXPECT_NE(std::string(e.what()).find("poll_us"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(word), std::string::npos) << e.what();
     }
   }
+}
+
+// Multiqueue: the device offers VIRTIO_BLK_F_MQ and num_queues, and its I/O thread serves each
+// queue from that queue's own notify eventfd, returning each request to its own ring.
+TEST(BlockIoThread, EveryQueueOfAMultiqueueDiskIsServedFromItsOwnEventfd) {
+  constexpr uint16_t kQueues = 4;
+  TestMemory memory(4 * MiB);
+  auto device = std::make_shared<VirtioBlock>(std::make_unique<GatedBackend>(64 * KiB, nullptr), "",
+                                              BlockThreading{true, "blk-io-mq", {}}, kQueues);
+  EXPECT_EQ(device->queue_max_sizes().size(), kQueues);
+  ASSERT_NE(device->device_features() & bit(VIRTIO_BLK_F_MQ), 0u);
+  virtio_blk_config config{};
+  device->read_config(0, std::span(reinterpret_cast<uint8_t*>(&config), sizeof config));
+  EXPECT_EQ(config.num_queues, kQueues);
+  EXPECT_EQ(VirtioBlock(std::make_unique<GatedBackend>(64 * KiB, nullptr), "").device_features() &
+                bit(VIRTIO_BLK_F_MQ),
+            0u)
+      << "one queue: no MQ";
+
+  auto irq = std::make_shared<FakeIrq>();
+  VirtioMmioTransport window(device, memory, irq);
+  MmioDriver mmio(window);
+  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_BLK_F_MQ)));
+  std::vector<std::unique_ptr<DriverRing>> rings;
+  std::vector<int> fds;
+  for (uint16_t q = 0; q < kQueues; ++q) {
+    rings.push_back(std::make_unique<DriverRing>(memory, VirtioBlock::kQueueSize,
+                                                 RingLayout::at(0x10000 + q * 0x80000ull)));
+    mmio.setup_queue(q, *rings.back());
+    fds.push_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    ASSERT_GE(fds.back(), 0);
+    ASSERT_TRUE(device->watch_queue_notify(q, fds.back()));
+  }
+  EXPECT_FALSE(device->watch_queue_notify(kQueues, fds[0]));
+  mmio.driver_ok();
+
+  std::vector<uint64_t> data(kQueues);
+  for (uint16_t q = 1; q < kQueues; ++q) {  // queue 0 stays empty
+    DriverRing& ring = *rings[q];
+    const uint64_t h = ring.alloc(16);
+    memory.write_obj(h, virtio_blk_outhdr{VIRTIO_BLK_T_IN, 0, q});
+    data[q] = ring.alloc(kSector, 512);
+    ring.add_chain({{h, 16, false}, {data[q], kSector, true}, {ring.alloc(1), 1, true}});
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(fds[q], &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  }
+  for (uint16_t q = 1; q < kQueues; ++q) {
+    const auto deadline = std::chrono::steady_clock::now() + kPatience;
+    while (rings[q]->used_idx() != 1 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_EQ(rings[q]->used_idx(), 1) << "queue " << q;
+    EXPECT_EQ(rings[q]->used(0).len, kSector + 1);
+    EXPECT_EQ(*memory.read_obj<uint8_t>(data[q]), q + 1) << "sector " << q << " read";
+  }
+  EXPECT_EQ(rings[0]->used_idx(), 0);
+  EXPECT_GE(irq->pulses, 1);
+  for (const int fd : fds) ::close(fd);
 }

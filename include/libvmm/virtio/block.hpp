@@ -38,6 +38,7 @@ struct BlockConfig {
   BlockIo io = BlockIo::sync;
   bool iothread = true;   // host I/O on the device's own thread (iothread=on), else on the caller's
   uint32_t poll_us = 32;  // the I/O thread's polling budget at most (poll_us=N; 0: no polling)
+  uint16_t num_queues = 1;  // request queues (num_queues=N; the flag's default: one per vCPU)
 };
 
 // Where a VirtioBlock does its host I/O.
@@ -55,6 +56,12 @@ struct BlockThreading {
 // Throws UserError naming --disk and the spec.
 BlockConfig parse_disk_spec(std::string_view spec);
 
+// Multiqueue (VIRTIO_BLK_F_MQ, --disk num_queues=N, by default one queue per vCPU): Linux gives
+// each CPU (or group of CPUs) its own queue, so CPUs submitting at once do not contend for one.
+// The queues share the device's I/O thread, which serves them in turn, one round of each per
+// pass, so none waits for another's backlog longer than a round; without the thread, a
+// notification serves its own queue.
+//
 // Requests are carried out in rounds: take up to kMaxBatch chains from the queue (stopping once
 // they ask for kBytesPerNotify bytes of host I/O: data read or written, sectors discarded or
 // zeroed), carry them out in order (consecutive reads and writes handed to
@@ -89,8 +96,10 @@ BlockConfig parse_disk_spec(std::string_view spec);
 class VirtioBlock final : public VirtioDevice {
  public:
   static constexpr uint32_t kSectorSize = kBlockSectorSize;
-  // One request queue; a request with seg_max data buffers plus header and status fits it.
+  // Each request queue; a request with seg_max data buffers plus header and status fits it.
   static constexpr uint16_t kQueueSize = 256;
+  // Request queues at most (VIRTIO_BLK_F_MQ when more than one).
+  static constexpr uint16_t kMaxQueues = 16;
   static constexpr uint32_t kSegMax = kQueueSize - 2;
   static_assert(kSegMax == kBlockSegMax);
   // Bytes per data buffer; a read or write with a larger one is refused (IOERR), so a request
@@ -109,8 +118,9 @@ class VirtioBlock final : public VirtioDevice {
   static constexpr uint64_t kBytesPerNotify = 64ull << 20;
 
   // `serial` is what GET_ID returns (at most kIdBytes; parse_disk_spec checks it).
+  // `num_queues` (1..kMaxQueues) request queues.
   VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial,
-              BlockThreading threading = {});
+              BlockThreading threading = {}, uint16_t num_queues = 1);
   // Opens the image named by a parsed --disk spec; `threading.io_thread` is config.iothread.
   explicit VirtioBlock(const BlockConfig& config, BlockThreading threading = {});
   ~VirtioBlock() override;
@@ -118,7 +128,9 @@ class VirtioBlock final : public VirtioDevice {
   std::string name() const override { return "virtio-blk"; }
   uint32_t device_id() const override;
   uint64_t device_features() const override;
-  std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize}; }
+  std::vector<uint16_t> queue_max_sizes() const override {
+    return std::vector<uint16_t>(num_queues_, kQueueSize);
+  }
   uint32_t config_size() const override { return static_cast<uint32_t>(config_.size()); }
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
   void activate(VirtioTransport& transport, uint64_t features) override;
@@ -130,6 +142,7 @@ class VirtioBlock final : public VirtioDevice {
   bool watch_queue_notify(uint16_t index, int eventfd) override;
 
   uint64_t capacity_sectors() const { return backend_->size() / kSectorSize; }
+  uint16_t num_queues() const { return num_queues_; }
   bool has_io_thread() const { return io_thread_ != nullptr; }
   // Waits until the I/O thread has nothing to do (at once without one). For tests.
   void wait_idle();
@@ -190,6 +203,7 @@ class VirtioBlock final : public VirtioDevice {
 
   const std::unique_ptr<BlockBackend> backend_;
   const std::string serial_;
+  const uint16_t num_queues_;
   std::string label_ = "virtio-blk";  // log lines name the image when there is one
   std::vector<uint8_t> config_;       // struct virtio_blk_config, built once
 

@@ -38,6 +38,7 @@ struct DeviceContext {
   // Runs first on every host I/O thread a device starts (IoThread: virtio-blk's "blk-io<N>"),
   // before it serves the guest: per-thread setup such as a seccomp filter for I/O threads.
   std::function<void()> on_io_thread_start;
+  uint32_t vcpus = 1;  // the VM's vCPUs (virtio-blk: a queue per vCPU by default)
 };
 
 class VirtioDeviceKind {
