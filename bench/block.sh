@@ -8,12 +8,15 @@
 #   randread4  four randread processes at once (queue depth 4); their IOPS summed
 # "host" runs them on the image file in the emulated host; the others run them in the guest on
 # /dev/vda backed by that file: "vmm" (--disk PATH,direct,iothread=off: host I/O inside the
-# queue notification, on the event loop), "vmm-iot" (iothread=on: on the device's I/O thread),
+# queue notification, on the event loop), "vmm-iot" (iothread=on: on the device's I/O thread,
+# which polls the queue adaptively, poll_us=32 by default), "vmm-nopoll" (the same, poll_us=0),
 # "vmm-uring" (io=io_uring,iothread=off) and "qemu" (cache=none,aio=threads).
 # Devices in other processes (vhost-user; a second table): "vmm-dev" (our vmm with our
 # vmm-device serving the image, iothread=on), "vmm-qsd" (our vmm with qemu-storage-daemon's
 # vhost-user-blk export, aio=threads, O_DIRECT as the others) and "qemu-qsd" (QEMU -M microvm,
 # its RAM a shared memfd, with the same qemu-storage-daemon export).
+# For each job it also counts VM exits (KVM's debugfs counter) and the VMM's CPU time between
+# marks the guest prints around the job, per request (a second table; QEMU's alike).
 # The image lives on ext2 (mounted by the ext4 driver) on a loop device, so O_DIRECT works on the
 # host side; if that cannot be set up it falls back to tmpfs and buffered I/O (and says so).
 # fio is not used: it needs SysV shared memory, which the minimal guest kernel leaves out.
@@ -21,8 +24,8 @@
 # shows medians, then each figure's spread (min..max over the rounds).
 # Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes on a quiet
 # machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
-# runs only those (of host, vmm, vmm-iot, vmm-uring, qemu, vmm-dev, vmm-qsd, qemu-qsd), for more
-# rounds in the same time.
+# runs only those (of host, vmm, vmm-iot, vmm-nopoll, vmm-uring, qemu, vmm-dev, vmm-qsd,
+# qemu-qsd), for more rounds in the same time.
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -83,8 +86,8 @@ int main(int argc, char** argv) {
     if ((ops & 7) == 0 || !random) elapsed = now() - start;
   }
   elapsed = now() - start;
-  printf("%s kib_s=%.0f iops=%.0f\n", mode, (double)ops * (double)bs / 1024 / elapsed,
-         (double)ops / elapsed);
+  printf("%s kib_s=%.0f iops=%.0f ops=%llu\n", mode, (double)ops * (double)bs / 1024 / elapsed,
+         (double)ops / elapsed, ops);
   return 0;
 }
 EOC
@@ -96,12 +99,18 @@ mkdir -p "$extra/usr/bin" "$extra/tests"
 cp "$work/blkio" "$extra/usr/bin/blkio"
 cat >"$extra/tests/blkbench" <<EOS
 #!/bin/sh
+# MARK lines bracket each job for the host's exit and CPU sampler (run.sh: sample).
 for job in seqwrite seqread randread; do
+  echo "LIBVMM-GUEST: MARK begin \$job"
   echo "LIBVMM-GUEST: BENCH \$(blkio \$job /dev/vda $secs 2>&1)"
+  echo "LIBVMM-GUEST: MARK end \$job"
 done
+echo "LIBVMM-GUEST: MARK begin randread4"
 for i in 1 2 3 4; do blkio randread /dev/vda $secs >/tmp/rr.\$i 2>&1 & done
 wait
-echo "LIBVMM-GUEST: BENCH randread4 iops=\$(cat /tmp/rr.* | sed -n 's/.*iops=//p' | awk '{s+=\$1} END {print s}')"
+sum() { sed -n "s/.*\$1=\\([0-9]*\\).*/\\1/p" /tmp/rr.* | awk '{s+=\$1} END {print s}'; }
+echo "LIBVMM-GUEST: BENCH randread4 iops=\$(sum iops) ops=\$(sum ops)"
+echo "LIBVMM-GUEST: MARK end randread4"
 EOS
 chmod +x "$extra/tests/blkbench"
 
@@ -135,6 +144,53 @@ for c in $only; do
   esac
 done
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
+# sample NAME COMM: while NAME's guest runs, reads KVM's exit counter (debugfs: the sum over
+# live VMs, and only this one lives) and the CPU time of the process named COMM (utime + stime, all its threads) at
+# each of the guest's MARK lines (detected within 0.1 s: the window is the job's, shifted by
+# that lag at both ends), and prints "NAME JOB exits=N cpu_ms=N ops=N exits_per_req=X
+# cpu_us_per_req=Y" per job. Exits are VM exits of every kind (timer, halt, I/O, ...).
+sample() {
+  name=$1 prog=$2 seen=0
+  out=/tmp/out.$name exits=/sys/kernel/debug/kvm/exits
+  [ -r $exits ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+  while [ ! -f $out ]; do sleep 0.1; done
+  while true; do
+    n=$(grep -c 'LIBVMM-GUEST: MARK ' $out)
+    while [ "$seen" -lt "$n" ]; do
+      seen=$((seen + 1))
+      set -- $(grep 'LIBVMM-GUEST: MARK ' $out | sed -n "${seen}p" | tr -d '\r')
+      pid=
+      for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = "$prog" ] && pid=${p#/proc/}; done
+      ticks=$(cut -d' ' -f14,15 /proc/${pid:-0}/stat 2>/dev/null | awk '{print $1 + $2}')
+      ticks=${ticks:-0}
+      e=$(cat $exits 2>/dev/null || echo 0)
+      if [ "$3" = begin ]; then
+        e0=$e t0=$ticks
+      else
+        ops=$(tr -d '\r' <$out | sed -n "s/^LIBVMM-GUEST: BENCH $4 .*ops=\([0-9]*\).*/\1/p" | tail -n 1)
+        awk -v n="$name" -v j="$4" -v e=$((e - e0)) -v t=$((ticks - t0)) -v o="${ops:-0}" 'BEGIN {
+          printf "%s %s exits=%d cpu_ms=%d ops=%d", n, j, e, t * 10, o
+          if (o > 0) printf " exits_per_req=%.2f cpu_us_per_req=%.1f", e / o, t * 10000 / o
+          print "" }'
+      fi
+    done
+    grep -q "LIBVMM-GUEST: MARK end randread4" $out && break
+    sleep 0.1
+  done
+}
+# measure NAME COMM COMMAND...: bench_guest with the sampler beside it.
+measure() {
+  name=$1 prog=$2
+  shift 2
+  rm -f /tmp/out.$name
+  sample $name $prog &
+  sampler=$! t=0
+  bench_guest $name blkbench 240 "$@"
+  # The sampler ends after the last job; a guest that failed before it leaves it waiting.
+  while kill -0 $sampler 2>/dev/null && [ $t -lt 30 ]; do sleep 0.1; t=$((t + 1)); done
+  kill $sampler 2>/dev/null
+  wait $sampler 2>/dev/null
+}
 # want NAME: whether this run measures NAME (all unless BLOCK_BENCH_ONLY named some).
 want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 cmdline="console=ttyS0 quiet libvmm.test=blkbench"
@@ -174,12 +230,14 @@ while [ $round -lt $rounds ]; do
   for t in $order; do
     name=vmm; [ $t = on ] && name=vmm-iot
     want $name || continue
-    bench_guest $name blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+    measure $name vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
       --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=$t --quiet
   done
-  want vmm-uring && bench_guest vmm-uring blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+  want vmm-nopoll && measure vmm-nopoll vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,poll_us=0 --quiet
+  want vmm-uring && measure vmm-uring vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring,iothread=off --quiet
-  want qemu && bench_guest qemu blkbench 240 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
+  want qemu && measure qemu qemu-system-x86 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
     -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
     -device virtio-blk-device,drive=d0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
@@ -216,8 +274,8 @@ while [ $round -lt $rounds ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-iot|vmm-uring|qemu|vmm-dev|vmm-qsd|qemu-qsd) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
-  --timeout $((600 + rounds * (secs * 4 * 5 + 240)))
+collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|qemu|vmm-dev|vmm-qsd|qemu-qsd) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
+  --timeout $((600 + rounds * (secs * 4 * 9 + 400)))
 need_results '^vmm'
 grep '^BENCH-SETUP' "$work/results"
 echo "per round:"
@@ -279,3 +337,14 @@ if grep -qE '^(vmm-dev|vmm-qsd|qemu-qsd) ' "$work/results"; then
     echo
   done
 fi
+echo "VM exits and VMM CPU (all threads) per request, medians over the rounds (job windows"
+echo "from the guest's marks, exits of every kind; per request: over the job's requests)"
+printf '%-10s %-11s %10s %11s %8s\n' job config exits/req cpu_us/req rounds
+for job in seqwrite seqread randread randread4; do
+  for c in vmm vmm-iot vmm-nopoll vmm-uring qemu; do
+    x=$(result exits_per_req $c $job)
+    [ -n "$x" ] || continue
+    n=$(grep -c "^$c $job exits=" "$work/results")
+    printf '%-10s %-11s %10s %11s %8s\n' $job $c "$x" "$(result cpu_us_per_req $c $job)" "$n"
+  done
+done

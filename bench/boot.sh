@@ -12,8 +12,8 @@
 # For each VMM, RUNS boots (interleaved) measure, with bench/bootmark:
 #   marker_ms   wall time from starting the VMM to the guest's /init printing its first line
 #   maxrss_kib  the VMM process's peak resident memory until then (guest RAM it touched included)
-# Usage: bench/boot.sh [--arch x86_64|aarch64] [RUNS]   (default 5). Prints a table of medians;
-# see docs/PERFORMANCE.md.
+# Usage: bench/boot.sh [--arch x86_64|aarch64] [RUNS]   (default 5). Prints a table of medians
+# with min..max, and the vmm/qemu ratio of each interleaved pair; see docs/PERFORMANCE.md.
 set -euo pipefail
 arch=x86_64
 if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
@@ -43,9 +43,26 @@ done
 EOS
 collect '^(vmm|qemu) marker_ms=' --timeout 1200
 need_results '^(vmm|qemu) '
-printf '%-6s %12s %14s  (median of %s runs, %s, 256 MiB, 1 vCPU)\n' VMM "to /init ms" "peak RSS KiB" \
-  "$runs" "$where"
+# spread FIELD VMM: "min..max" of a figure over the runs that reached /init.
+spread() {
+  awk -v vmm="$2" -v name="$1" '$1 == vmm {
+    for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] >= 0) {
+      v = kv[2] + 0; if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
+    END { if (n) printf "%d..%d", lo, hi; else print "-" }' "$work/results"
+}
+printf '%-6s %12s %14s %16s  (median and min..max of %s runs, %s, 256 MiB, 1 vCPU)\n' VMM \
+  "to /init ms" "peak RSS KiB" "to /init min..max" "$runs" "$where"
 for v in vmm qemu; do
-  printf '%-6s %12s %14s\n' "$v" "$(result marker_ms $v)" "$(result maxrss_kib $v)"
+  printf '%-6s %12s %14s %16s\n' "$v" "$(result marker_ms $v)" "$(result maxrss_kib $v)" \
+    "$(spread marker_ms $v)"
 done
+# vmm / qemu per interleaved pair (run i of each): the median and the range of the ratios.
+awk '$1 == "vmm" || $1 == "qemu" { for (i = 2; i <= NF; i++) { split($i, kv, "=")
+      if (kv[1] == "marker_ms") { if ($1 == "vmm") v[++nv] = kv[2]; else q[++nq] = kv[2] } } }
+  END { n = 0; for (i = 1; i <= nv && i <= nq; i++) if (v[i] > 0 && q[i] > 0) r[++n] = v[i] / q[i]
+    if (!n) exit
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+    m = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+    printf "vmm/qemu to /init, per pair: median %.2fx, min %.2fx, max %.2fx (%d pairs)\n", m, r[1], r[n], n }' \
+  "$work/results"
 grep -F 'marker_ms=-1' "$work/results" && echo "$prog: warning: some runs never reached /init" || true

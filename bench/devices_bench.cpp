@@ -4,7 +4,9 @@
 // memory checks, the used ring, the interrupt decision).
 //   - virtio-blk: a 4 KiB read and a 4 KiB write (header, data, status), carried out inside
 //     queue_notify() (iothread=off), and with the device's I/O thread (iothread=on: the same
-//     work plus waking the thread and waiting for it, so more wall time than CPU);
+//     work plus waking the thread and waiting for it, so more wall time than CPU); and from a
+//     notify eventfd to the interrupt's eventfd, through the event loop or straight to the
+//     I/O thread (BM_BlockRead4KHandOff);
 //   - virtio-net: a 1500-byte frame transmitted (header + frame in one buffer), and one
 //     received into a posted buffer.
 // The driver's side is the shared virtIO test kit (tests/unit/support/virtio_kit.hpp): a
@@ -15,10 +17,15 @@
 #include <benchmark/benchmark.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_ring.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <vector>
 
@@ -26,6 +33,7 @@
 #include "libvmm/backends/net_backend.hpp"
 #include "libvmm/virtio/block.hpp"
 #include "libvmm/virtio/net.hpp"
+#include "unit/support/loop_thread.hpp"
 #include "unit/support/virtio_kit.hpp"
 
 using namespace libvmm;
@@ -112,6 +120,110 @@ void BM_BlockWrite4K(benchmark::State& state) {
 }
 BENCHMARK(BM_BlockRead4K)->ArgName("iothread")->Arg(0)->Arg(1)->MeasureProcessCPUTime();
 BENCHMARK(BM_BlockWrite4K)->ArgName("iothread")->Arg(0)->Arg(1)->MeasureProcessCPUTime();
+
+// A transport as the VMM's: one lock around the queue, and an interrupt that is an eventfd (as
+// KVM's irqfd) the benchmark waits on, as the guest's driver would.
+class EventfdTransport final : public VirtioTransport {
+ public:
+  explicit EventfdTransport(Virtqueue& queue) : queue_(queue) {}
+  void signal_used(uint16_t) override {
+    if (queue_.needs_notification()) signal(call.get());
+  }
+  void signal_config_change() override {}
+  bool with_queues(const std::function<void(std::span<Virtqueue>)>& fn) override {
+    std::lock_guard lock(mutex_);
+    fn(std::span(&queue_, 1));
+    return true;
+  }
+  // What the event loop did with a notify eventfd before the I/O thread watched it itself.
+  void notify(VirtioDevice& device) {
+    std::lock_guard lock(mutex_);
+    device.queue_notify(0, queue_);
+  }
+  static void signal(int fd) {
+    const uint64_t one = 1;
+    if (::write(fd, &one, sizeof one) != sizeof one) throw std::runtime_error("eventfd write");
+  }
+  static void wait(int fd) {
+    uint64_t count = 0;
+    pollfd p{fd, POLLIN, 0};
+    while (::read(fd, &count, sizeof count) != sizeof count) ::poll(&p, 1, -1);
+  }
+
+  UniqueFd notify_fd{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};  // the queue's ioeventfd
+  UniqueFd call{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};       // the device's irqfd
+
+ private:
+  std::mutex mutex_;
+  Virtqueue& queue_;
+};
+
+// A 4 KiB read from the guest's notification (a write to the queue's notify eventfd, as KVM
+// does at the guest's QueueNotify) to its interrupt (the irqfd signalled), with the device's
+// I/O thread. via_loop=1: the event loop reads the eventfd and kicks the I/O thread (before);
+// via_loop=0: the I/O thread waits on the eventfd itself (Vm's wiring now). poll_us: the
+// thread's adaptive polling bound; the "guest" skips the notification while the device says it
+// needs none (counter unnotified: the share of requests found by polling). Process CPU time
+// covers the three threads (this "guest", the loop, the I/O thread); wall time is the latency.
+void BM_BlockRead4KHandOff(benchmark::State& state) {
+  const bool via_loop = state.range(0) != 0;
+  const auto poll_us = static_cast<uint32_t>(state.range(1));
+  TestMemory memory(kRamSize);
+  DriverRing ring(memory, VirtioBlock::kQueueSize, RingLayout::at(kRing));
+  Virtqueue queue(memory, VirtioBlock::kQueueSize);
+  EventfdTransport transport(queue);
+  auto device = std::make_shared<VirtioBlock>(std::make_unique<NullBlockBackend>(), "",
+                                              BlockThreading{true, "blk-bench", {}, poll_us});
+  // Without EVENT_IDX: this driver does not move used_event, and every request is to interrupt.
+  ring.configure(queue, 0);
+  device->activate(transport, device->device_features());
+  std::unique_ptr<LoopThread> loop;
+  if (via_loop) {
+    loop = std::make_unique<LoopThread>();
+    const int fd = transport.notify_fd.get();
+    loop->call([&] {
+      loop->loop.add(fd, EPOLLIN, [&transport, &device, fd](uint32_t) {
+        uint64_t count;
+        if (::read(fd, &count, sizeof count) == sizeof count) transport.notify(*device);
+      });
+    });
+  } else if (!device->watch_queue_notify(0, transport.notify_fd.get())) {
+    state.SkipWithError("the device does not watch its notify eventfd");
+    return;
+  }
+
+  const uint64_t header = ring.alloc(16);
+  const uint64_t data = ring.alloc(4096, 4096);
+  const uint64_t status = ring.alloc(1);
+  uint64_t sector = 0;
+  int64_t unnotified = 0;  // requests the device found by polling
+  for (auto _ : state) {
+    (void)memory.write_obj(header, virtio_blk_outhdr{VIRTIO_BLK_T_IN, 0, sector});
+    ring.add_chain({{header, 16, false}, {data, 4096, true}, {status, 1, true}});
+    // As the guest's driver: no notification while the device says it needs none (polling).
+    if ((ring.used_flags() & VRING_USED_F_NO_NOTIFY) == 0) {
+      EventfdTransport::signal(transport.notify_fd.get());
+    } else {
+      ++unnotified;
+    }
+    EventfdTransport::wait(transport.call.get());
+    sector = (sector + 8) % (1u << 21);
+  }
+  if (loop) loop->call([&] { loop->loop.remove(transport.notify_fd.get()); });
+  if (ring.used_idx() != static_cast<uint16_t>(state.iterations()) ||
+      memory.read_obj<uint8_t>(status) != VIRTIO_BLK_S_OK) {
+    state.SkipWithError("requests did not complete");
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  state.counters["unnotified"] =
+      benchmark::Counter(static_cast<double>(unnotified) / static_cast<double>(state.iterations()));
+}
+BENCHMARK(BM_BlockRead4KHandOff)
+    ->ArgNames({"via_loop", "poll_us"})
+    ->Args({1, 0})
+    ->Args({0, 0})
+    ->Args({0, 32})
+    ->MeasureProcessCPUTime();
 
 struct NetBench {
   NetBench() {

@@ -1,18 +1,34 @@
 #include "libvmm/core/io_thread.hpp"
 
+#include <poll.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <stdexcept>
 
+#include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
 
 namespace libvmm {
+
+namespace {
+
+UniqueFd make_wake_fd() {
+  UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!fd) throw_errno("eventfd for an I/O thread");
+  return fd;
+}
+
+}  // namespace
 
 IoThread::IoThread(std::string name, Work work, std::function<void()> on_start)
     : name_(std::move(name)),
       work_(std::move(work)),
       on_start_(std::move(on_start)),
+      wake_fd_(make_wake_fd()),
       thread_([this] { run(); }) {}
 
 IoThread::~IoThread() {
@@ -21,18 +37,35 @@ IoThread::~IoThread() {
     stopping_ = true;
     yield_.store(true, std::memory_order_release);
   }
-  wake_.notify_all();
+  wake();
   idle_.notify_all();
   thread_.join();
 }
 
+void IoThread::wake() {
+  const uint64_t one = 1;
+  // Only fails when the counter is about to overflow, which means a wake-up is pending anyway.
+  static_cast<void>(::write(wake_fd_.get(), &one, sizeof one));
+}
+
 void IoThread::kick() {
+  bool sleeping = false;
   {
     std::lock_guard lock(mutex_);
     if (kicked_) return;
     kicked_ = true;
+    sleeping = waiting_;
   }
-  wake_.notify_one();
+  if (sleeping) wake();
+}
+
+void IoThread::watch(UniqueFd eventfd) {
+  if (!eventfd) throw std::invalid_argument(name_ + ": watch() needs an eventfd");
+  {
+    std::lock_guard lock(mutex_);
+    watched_.push_back(std::move(eventfd));
+  }
+  wake();  // poll() again with it
 }
 
 void IoThread::pause() {
@@ -52,7 +85,7 @@ void IoThread::resume() {
     if (--pauses_ > 0) return;
     yield_.store(stopping_, std::memory_order_release);
   }
-  wake_.notify_one();
+  wake();
 }
 
 void IoThread::wait_idle() {
@@ -60,13 +93,52 @@ void IoThread::wait_idle() {
   idle_.wait(lock, [this] { return stopping_ || pauses_ > 0 || (!kicked_ && !running_); });
 }
 
+bool IoThread::wait(std::unique_lock<std::mutex>& lock) {
+  // The set is rebuilt for every sleep (watch() and pauses change it); its storage is reused.
+  std::vector<pollfd>& fds = poll_set_;
+  fds.assign(1, {wake_fd_.get(), POLLIN, 0});
+  if (pauses_ == 0) {
+    for (const UniqueFd& fd : watched_) fds.push_back({fd.get(), POLLIN, 0});
+  }
+  waiting_ = true;
+  lock.unlock();
+  const int ready = ::poll(fds.data(), fds.size(), -1);
+  const int poll_errno = errno;
+  bool notified = false;
+  std::vector<int> broken;
+  for (size_t i = 0; ready > 0 && i < fds.size(); ++i) {
+    if (fds[i].revents & (POLLERR | POLLNVAL)) {
+      broken.push_back(fds[i].fd);
+    } else if (fds[i].revents & POLLIN) {
+      uint64_t count = 0;
+      if (::read(fds[i].fd, &count, sizeof count) == sizeof count && i > 0) notified = true;
+    }
+  }
+  lock.lock();
+  waiting_ = false;
+  if (ready < 0 && poll_errno != EINTR) {
+    // Nothing here can make poll() fail but a broken set; stop watching rather than spin.
+    log::error("{}: poll: {}; queue notifications now reach it only through kicks", name_,
+               std::strerror(poll_errno));
+    watched_.clear();
+  }
+  for (const int fd : broken) {
+    if (fd == wake_fd_.get()) continue;
+    log::error("{}: eventfd {} is broken; no longer watched", name_, fd);
+    std::erase_if(watched_, [fd](const UniqueFd& w) { return w.get() == fd; });
+  }
+  return notified;
+}
+
 void IoThread::run() {
   pthread_setname_np(pthread_self(), name_.substr(0, 15).c_str());
   if (on_start_) on_start_();
   std::unique_lock lock(mutex_);
-  while (true) {
-    wake_.wait(lock, [this] { return stopping_ || (kicked_ && pauses_ == 0); });
-    if (stopping_) break;
+  while (!stopping_) {
+    if (!kicked_ || pauses_ > 0) {
+      if (wait(lock)) kicked_ = true;
+      continue;
+    }
     kicked_ = false;
     running_ = true;
     lock.unlock();

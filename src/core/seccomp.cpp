@@ -90,7 +90,10 @@ void add_common(std::vector<SeccompRule>& r) {
                "riscv64's PLIC (emulated by vmm): a hart's external interrupt raised or lowered "
                "by a device's interrupt, or by the guest's claim and complete"});
 #endif
-  r.push_back({"poll", {}, "waiting for a console reader (bounded output flush)"});
+  r.push_back({"poll",
+               {},
+               "waiting for a console reader (bounded output flush); a device's I/O thread "
+               "sleeping on its queue's notify ioeventfd and its wake eventfd"});
   r.push_back({"ppoll", {}, "poll on AArch64"});
   r.push_back({"sendto", {}, "console output to a socket client (send)"});
   r.push_back({"timerfd_settime",

@@ -1,5 +1,6 @@
 #include "libvmm/virtio/block.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_ids.h>
@@ -32,9 +33,12 @@ constexpr uint64_t bit(unsigned n) {
 // VirtioBlock: identity, features, configuration
 
 VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial,
-                         BlockThreading threading)
-    : backend_(std::move(backend)), serial_(std::move(serial)) {
+                         BlockThreading threading, uint16_t num_queues)
+    : backend_(std::move(backend)), serial_(std::move(serial)), num_queues_(num_queues) {
   if (!backend_) throw std::invalid_argument("virtio-blk: a backend is needed");
+  if (num_queues_ < 1 || num_queues_ > kMaxQueues) {
+    throw std::invalid_argument("virtio-blk: the number of queues is out of range");
+  }
   if (backend_->size() % kSectorSize != 0) {
     throw std::invalid_argument("virtio-blk: backend size is not a multiple of 512");
   }
@@ -47,6 +51,7 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
   config.size_max = limits.size_max;
   config.seg_max = limits.seg_max;
   config.blk_size = kSectorSize;
+  config.num_queues = num_queues_;  // read only with VIRTIO_BLK_F_MQ
   if (!backend_->readonly()) {
     config.max_discard_sectors = limits.max_discard_sectors;
     config.max_discard_seg = limits.max_discard_seg;
@@ -59,6 +64,7 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
   std::memcpy(config_.data(), &config, sizeof(config));
 
   if (threading.io_thread) {
+    poll_max_ns_ = uint64_t{threading.poll_max_us} * 1000;
     io_thread_ = std::make_unique<IoThread>(
         std::move(threading.name), [this] { return serve(); },
         std::move(threading.on_thread_start));
@@ -66,11 +72,14 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
 }
 
 VirtioBlock::VirtioBlock(const BlockConfig& config, BlockThreading threading)
-    : VirtioBlock(BlockImage::open({config.path, config.readonly, config.direct, config.io}),
-                  config.serial, [&] {
-                    threading.io_thread = config.iothread;
-                    return std::move(threading);
-                  }()) {
+    : VirtioBlock(
+          BlockImage::open({config.path, config.readonly, config.direct, config.io}), config.serial,
+          [&] {
+            threading.io_thread = config.iothread;
+            threading.poll_max_us = config.poll_us;
+            return std::move(threading);
+          }(),
+          config.num_queues) {
   label_ = fmt::format("virtio-blk {}", config.path);
 }
 
@@ -83,6 +92,7 @@ uint32_t VirtioBlock::device_id() const {
 uint64_t VirtioBlock::device_features() const {
   uint64_t features = bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) |
                       bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH);
+  if (num_queues_ > 1) features |= bit(VIRTIO_BLK_F_MQ);
   if (backend_->readonly()) {
     features |= bit(VIRTIO_BLK_F_RO);
   } else {
@@ -124,7 +134,7 @@ void VirtioBlock::queue_reset(uint16_t index) {
 // VirtioBlock: where requests are carried out
 
 void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
-  if (index != 0 || transport_ == nullptr) return;
+  if (index >= num_queues_ || transport_ == nullptr) return;
   if (io_thread_) return io_thread_->kick();
   VirtioTransport& transport = *transport_;
   uint32_t taken = 0;
@@ -135,9 +145,9 @@ void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
     while (true) {
       if (!asked && (taken >= kRequestsPerNotify || bytes >= kBytesPerNotify)) {
         asked = true;
-        if (transport.renotify(0)) {
+        if (transport.renotify(index)) {
           // Come back after the event loop's other work; notifications stay off until then.
-          transport.signal_used(0);
+          transport.signal_used(index);
           return;
         }
       }
@@ -150,44 +160,107 @@ void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
       bytes += round.bytes;
       execute([&](size_t first, size_t last) { give_back(queue, first, last); });
     }
-    transport.signal_used(0);
+    transport.signal_used(index);
   } while (queue.enable_notifications());
+}
+
+namespace {
+
+// A short pause in a polling loop: eases the sibling hyperthread and the memory bus.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+constexpr uint64_t kPollStartNs = 4000;
+
+}  // namespace
+
+void VirtioBlock::adapt_polling() {
+  if (!idle_since_ || poll_max_ns_ == 0) return;
+  const auto slept = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - *idle_since_).count());
+  idle_since_.reset();
+  if (slept > poll_max_ns_) {
+    poll_ns_ = 0;  // requests further apart than polling may cost: do not poll
+  } else if (slept > poll_ns_) {
+    poll_ns_ = poll_ns_ == 0 ? kPollStartNs : std::min(poll_ns_ * 2, poll_max_ns_);
+  }
 }
 
 bool VirtioBlock::serve() {
   VirtioTransport* transport = transport_.load();
   if (transport == nullptr) return false;
+  adapt_polling();
+  bool polling = false;  // the queues ran dry and we look again until poll_end
+  Clock::time_point poll_end{};
   while (!io_thread_->yield_requested()) {
-    uint64_t epoch = 0;
-    bool more = false;  // the queue got buffers while notifications were being re-enabled
+    // Whether empty queues are looked at again (notifications stay off) or we turn them on.
+    const bool may_poll = polling ? Clock::now() < poll_end : poll_ns_ > 0;
+    bool served = false;  // some queue had requests in this pass
+    bool gone = false;    // reset since (when the transport did not pause us)
+    // One round of each queue per pass: no queue waits for another's backlog.
+    for (uint16_t q = 0; q < num_queues_ && !gone; ++q) {
+      uint64_t epoch = 0;
+      const bool live = transport->with_queues([&](std::span<Virtqueue> queues) {
+        if (transport_ != transport || queues.size() <= q) {
+          gone = true;
+          return;
+        }
+        epoch = epoch_;
+        if (!polling) queues[q].disable_notifications();
+        take(queues[q], kMaxBatch, kBytesPerNotify);
+      });
+      gone = gone || !live;
+      if (batch_size_ == 0) continue;
+      served = true;
+      // Host I/O without the transport's lock; each part of the round is returned under it.
+      bool stale = false;  // a reset came in between (only when the transport did not pause us)
+      execute([&](size_t first, size_t last) {
+        if (stale) return;
+        stale = true;
+        transport->with_queues([&](std::span<Virtqueue> queues) {
+          if (transport_ != transport || epoch_ != epoch || queues.size() <= q) return;
+          give_back(queues[q], first, last);
+          transport->signal_used(q);
+          stale = false;
+        });
+      });
+      if (stale) drop();
+      if (io_thread_->yield_requested()) return true;
+    }
+    if (gone) return false;
+    if (served) {
+      if (polling) poll_hits_.fetch_add(1, std::memory_order_relaxed);
+      polling = false;
+      continue;
+    }
+    if (may_poll) {
+      if (!polling) poll_end = Clock::now() + std::chrono::nanoseconds(poll_ns_);
+      polling = true;
+      for (int i = 0; i < 16; ++i) cpu_relax();
+      continue;
+    }
+    bool more = false;  // buffers came while notifications were being turned on
     const bool live = transport->with_queues([&](std::span<Virtqueue> queues) {
-      if (transport_ != transport || queues.empty()) return;  // reset since
-      epoch = epoch_;
-      Virtqueue& queue = queues[0];
-      queue.disable_notifications();
-      if (take(queue, kMaxBatch, kBytesPerNotify).requests == 0) {
-        more = queue.enable_notifications();
+      if (transport_ != transport) return;
+      for (uint16_t q = 0; q < num_queues_ && q < queues.size(); ++q) {
+        more = queues[q].enable_notifications() || more;
       }
     });
-    if (batch_size_ == 0) {
-      if (live && more) continue;
+    if (!live) return false;
+    if (!more) {
+      idle_since_ = Clock::now();
       return false;
     }
-    // Host I/O without the transport's lock; each part of the round is returned under it.
-    bool stale = false;  // a reset came in between (only when the transport did not pause us)
-    execute([&](size_t first, size_t last) {
-      if (stale) return;
-      stale = true;
-      transport->with_queues([&](std::span<Virtqueue> queues) {
-        if (transport_ != transport || epoch_ != epoch) return;
-        give_back(queues[0], first, last);
-        transport->signal_used(0);
-        stale = false;
-      });
-    });
-    if (stale) drop();
+    polling = false;
   }
-  return true;  // paused or ending: the next round after resume_io()
+  // Paused or ending: the next round after resume_io(). Notifications may still be off (a
+  // poll cut short): that round looks at the queues first and turns them on when empty.
+  return true;
 }
 
 void VirtioBlock::pause_io() {
@@ -196,6 +269,14 @@ void VirtioBlock::pause_io() {
 
 void VirtioBlock::resume_io() {
   if (io_thread_) io_thread_->resume();
+}
+
+bool VirtioBlock::watch_queue_notify(uint16_t index, int eventfd) {
+  if (index >= num_queues_ || !io_thread_) return false;
+  UniqueFd own(::fcntl(eventfd, F_DUPFD_CLOEXEC, 0));
+  if (!own) throw_errno(label_ + ": dup of a queue notify eventfd");
+  io_thread_->watch(std::move(own));
+  return true;
 }
 
 void VirtioBlock::wait_idle() {

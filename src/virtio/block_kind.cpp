@@ -1,7 +1,13 @@
 // virtio_block in the device registry: <virtio_block path="d.img" readonly="true"
-// direct="true" serial="ID" io="sync|io_uring" iothread="on|off"/>,
-// --disk PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off].
+// direct="true" serial="ID" io="sync|io_uring" iothread="on|off"
+// poll_us="N" num_queues="N"/>,
+// --disk
+// PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off][,poll_us=N][,num_queues=N].
 #include <fmt/format.h>
+
+#include <algorithm>
+#include <optional>
+#include <string>
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/virtio/block.hpp"
@@ -16,7 +22,9 @@ class BlockKind final : public VirtioDeviceKind {
   std::string_view flag() const override { return "--disk"; }
   std::string_view help() const override {
     return "virtIO block device from a raw image: "
-           "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off]; repeat for "
+           "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off][,poll_us=N][,"
+           "num_queues=N]; "
+           "repeat for "
            "more (vda, vdb, ...)";
   }
   std::string_view positional() const override { return "path"; }
@@ -26,7 +34,9 @@ class BlockKind final : public VirtioDeviceKind {
             {"direct", false, false, "direct"},
             {"serial", false, false, "serial=ID"},
             {"io", false, false, "io=sync or io=io_uring"},
-            {"iothread", false, false, "iothread=on or iothread=off"}};
+            {"iothread", false, false, "iothread=on or iothread=off"},
+            {"poll_us", false, false, "poll_us=N"},
+            {"num_queues", false, false, "num_queues=N"}};
   }
 
   void check(const DeviceSpec& spec, const HostFiles& files,
@@ -52,6 +62,14 @@ class BlockKind final : public VirtioDeviceKind {
     }
     if (const std::string t = spec.value_or("iothread", "on"); t != "on" && t != "off") {
       problems.push_back(fmt::format("iothread=\"{}\" must be on or off", t));
+    }
+    if (!poll_us(spec)) {
+      problems.push_back(fmt::format("poll_us=\"{}\" must be a number of microseconds from 0 to {}",
+                                     *spec.get("poll_us"), kMaxPollUs));
+    }
+    if (spec.get("num_queues") && !num_queues(spec)) {
+      problems.push_back(fmt::format("num_queues=\"{}\" must be a number from 1 to {}",
+                                     *spec.get("num_queues"), VirtioBlock::kMaxQueues));
     }
     const std::string path = spec.value_or("path", "");
     if (const std::string why = files.check_readable(path); !why.empty()) {
@@ -83,8 +101,13 @@ class BlockKind final : public VirtioDeviceKind {
     BlockThreading threading;
     threading.name = fmt::format("blk-io{}", context.index);
     threading.on_thread_start = context.on_io_thread_start;
+    BlockConfig c = config(spec);
+    if (!spec.get("num_queues")) {  // one per vCPU
+      c.num_queues =
+          static_cast<uint16_t>(std::clamp<uint32_t>(context.vcpus, 1, VirtioBlock::kMaxQueues));
+    }
     try {
-      return std::make_shared<VirtioBlock>(config(spec), std::move(threading));
+      return std::make_shared<VirtioBlock>(c, std::move(threading));
     } catch (const UserError& e) {
       throw UserError(spec.located(e.what()));  // "--disk d.img: image d.img: ..."
     }
@@ -99,7 +122,35 @@ class BlockKind final : public VirtioDeviceKind {
     c.serial = spec.value_or("serial", "");
     c.io = spec.value_or("io", "sync") == "io_uring" ? BlockIo::io_uring : BlockIo::sync;
     c.iothread = spec.value_or("iothread", "on") == "on";
+    c.poll_us = poll_us(spec).value_or(c.poll_us);
+    c.num_queues = num_queues(spec).value_or(c.num_queues);
     return c;
+  }
+
+  // The num_queues attribute when present and 1..kMaxQueues.
+  static std::optional<uint16_t> num_queues(const DeviceSpec& spec) {
+    const std::optional<std::string_view> text = spec.get("num_queues");
+    if (!text || text->empty() || text->size() > 2 ||
+        text->find_first_not_of("0123456789") != std::string_view::npos) {
+      return std::nullopt;
+    }
+    const auto value = static_cast<uint16_t>(std::stoul(std::string(*text)));
+    if (value < 1 || value > VirtioBlock::kMaxQueues) return std::nullopt;
+    return value;
+  }
+
+  // The poll_us attribute: its default when absent, nullopt when it is not 0..kMaxPollUs.
+  static constexpr uint32_t kMaxPollUs = 1000;
+  static std::optional<uint32_t> poll_us(const DeviceSpec& spec) {
+    const std::optional<std::string_view> text = spec.get("poll_us");
+    if (!text) return BlockConfig{}.poll_us;
+    if (text->empty() || text->size() > 4 ||
+        text->find_first_not_of("0123456789") != std::string_view::npos) {
+      return std::nullopt;
+    }
+    const auto value = static_cast<uint32_t>(std::stoul(std::string(*text)));
+    if (value > kMaxPollUs) return std::nullopt;
+    return value;
   }
 };
 

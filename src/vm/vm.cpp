@@ -276,7 +276,8 @@ void Vm::add_config_devices() {
           }
           seccomp_self_test(name);
         },
-        [this] { request_shutdown(); }};
+        [this] { request_shutdown(); },
+        d.config.vcpus};
     std::shared_ptr<VirtioDevice> device = kind.create(*p.device.spec, context);
     attach_virtio_device(device, p.slot, std::string(kind.element()));
     kind.start(*device, d.loop);
@@ -402,10 +403,12 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
     d.vm.register_ioeventfd(fd.get(), VirtioPciTransport::notify_address(notifiers->base, q), 2,
                             true, std::nullopt);
     const int raw = fd.get();
-    d.loop.add(raw, EPOLLIN, [raw, transport, q](uint32_t) {
-      uint64_t count;
-      if (::read(raw, &count, sizeof count) == sizeof count) transport->notify(q);
-    });
+    if (!device->watch_queue_notify(q, raw)) {  // else the device's I/O thread waits on it
+      d.loop.add(raw, EPOLLIN, [raw, transport, q](uint32_t) {
+        uint64_t count;
+        if (::read(raw, &count, sizeof count) == sizeof count) transport->notify(q);
+      });
+    }
     notifiers->fds.push_back(raw);
     d.notify_fds.push_back(std::move(fd));
   }
@@ -475,7 +478,8 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
   }
 
   // Queue notifications skip the vCPU thread: KVM signals an eventfd per queue (matched on the
-  // queue index written) and the event loop runs the device. A device that yields a busy
+  // queue index written) and the event loop runs the device, or the device's own I/O thread
+  // waits on it (watch_queue_notify()). A device that yields a busy
   // queue signals the same eventfd, so the loop serves other sources before it comes back.
   std::vector<int> queue_fds;  // this device's, by queue index
   for (uint16_t q = 0; q < transport->queue_count(); ++q) {
@@ -483,10 +487,12 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
     if (!fd) throw_errno("eventfd for a virtIO queue");
     d.vm.register_ioeventfd(fd.get(), base + VirtioMmioTransport::notify_offset(), 4, true, q);
     const int raw = fd.get();
-    d.loop.add(raw, EPOLLIN, [raw, transport, q](uint32_t) {
-      uint64_t count;
-      if (::read(raw, &count, sizeof count) == sizeof count) transport->notify(q);
-    });
+    if (!device->watch_queue_notify(q, raw)) {  // else the device's I/O thread waits on it
+      d.loop.add(raw, EPOLLIN, [raw, transport, q](uint32_t) {
+        uint64_t count;
+        if (::read(raw, &count, sizeof count) == sizeof count) transport->notify(q);
+      });
+    }
     queue_fds.push_back(raw);
     d.notify_fds.push_back(std::move(fd));
   }

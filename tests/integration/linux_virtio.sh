@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boots the guest with two virtIO disks (one read-only), a virtIO console and a virtio-rng inside the emulated
+# Boots the guest (2 vCPUs) with two virtIO disks (one read-only; multiqueue), a virtIO console and a virtio-rng inside the emulated
 # KVM host, and checks, with the real Linux drivers: the disks appear without any
 # virtio_mmio.device= from the user, the guest reads what the host wrote, the host finds what
 # the guest wrote after vmm exits, writes to the read-only disk fail, and hvc0 carries text both
@@ -19,8 +19,10 @@ printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
 
 # The virtIO console is on vmm's stdin/stdout (a FIFO here); the serial console goes to a file.
-start hvc0 guest --memory 256M --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
-  --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly --console stdio --rng --serial file:/tmp/out
+# Two vCPUs: vda gets a queue per vCPU (the default), vdb one (num_queues=1).
+start hvc0 guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
+  --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly,num_queues=1 --console stdio --rng \
+  --serial file:/tmp/out
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
@@ -32,6 +34,8 @@ check "/dev/hwrng reads 64 KiB" grep -qF "hwrng 64 KiB: 65536 bytes" /tmp/out
 check "the guest sees vda and vdb" grep -qF "block devices: vda vdb" /tmp/out
 check "the guest reads the host's pattern" grep -qF "vda starts with: LIBVMM-HOST-WROTE-THIS!!" /tmp/out
 check "vdb is read-only in the guest" grep -qF "vdb read-only flag: 1" /tmp/out
+check "multiqueue: vda has a queue per vCPU (2), vdb the 1 asked for" \
+  grep -qF "vda queues: 2, vdb queues: 1" /tmp/out
 check "writing vdb fails in the guest" grep -qF "vdb write refused" /tmp/out
 check "the guest's write to vda is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'

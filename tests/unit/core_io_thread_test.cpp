@@ -1,7 +1,10 @@
 // IoThread: kicks run the work on its own thread; pause() waits for a run in flight and holds
 // new ones back; the destructor joins.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -162,4 +165,49 @@ TEST(IoThread, AnExceptionFromTheWorkIsLoggedAndTheThreadGoesOn) {
   thread.kick();
   thread.wait_idle();
   EXPECT_EQ(runs, 2);
+}
+
+TEST(IoThread, AWatchedEventfdRunsTheWorkButNotWhilePaused) {
+  std::mutex mutex;
+  std::condition_variable ran;
+  int runs = 0;
+  IoThread thread("io-test", [&] {
+    std::lock_guard lock(mutex);
+    ++runs;
+    ran.notify_all();
+    return false;
+  });
+  const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  thread.watch(UniqueFd(::dup(fd)));
+  auto signal = [fd] {
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(fd, &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  };
+  auto wait_runs = [&](int n) {
+    std::unique_lock lock(mutex);
+    return ran.wait_for(lock, 10s, [&] { return runs >= n; });
+  };
+  auto pending = [fd] {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1;
+  };
+
+  signal();
+  ASSERT_TRUE(wait_runs(1));
+  thread.wait_idle();
+  EXPECT_FALSE(pending()) << "the thread read the counter";
+
+  thread.pause();
+  signal();
+  std::this_thread::sleep_for(100ms);
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(runs, 1);
+  }
+  thread.resume();
+  ASSERT_TRUE(wait_runs(2));
+  thread.kick();  // kicks still work beside the eventfd
+  ASSERT_TRUE(wait_runs(3));
+  ::close(fd);
 }

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "libvmm/core/error.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/virtio/block.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
@@ -285,6 +286,60 @@ TEST_F(BlockIoThreadTest, ABlockedBackendKeepsTheLoopOtherDevicesAndRegistersFre
   ::close(other_fd);
 }
 
+// As Vm wires it: the I/O thread waits on the queue's notify eventfd itself, with no event loop
+// between KVM and the device. A signal before DRIVER_OK or while the device is reset serves
+// nothing; one during a reset waits for it; one during a round is served after it.
+TEST_F(BlockIoThreadTest, TheThreadWaitsOnTheQueueNotifyEventfdItself) {
+  const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(disk->device->watch_queue_notify(0, fd));
+  EXPECT_FALSE(disk->device->watch_queue_notify(1, fd)) << "virtio-blk has one queue";
+  auto signal = [fd] {
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(fd, &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  };
+
+  const uint64_t first = disk->publish_read(2);
+  signal();
+  ASSERT_TRUE(gate->wait_arrived()) << "the signal woke the thread, which is in the backend";
+  const uint64_t second = disk->publish_read(3);
+  signal();  // during the round: served after it
+  gate->open();
+  ASSERT_TRUE(disk->wait_used(2));
+  EXPECT_EQ(disk->status_at(first), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(disk->status_at(second), VIRTIO_BLK_S_OK);
+  EXPECT_GE(disk->irq->pulses, 1);
+
+  // Reset: a signal now serves nothing (the device has no transport), and no chain of the old
+  // ring shows up in the new one.
+  disk->mmio.set_reg(VIRTIO_MMIO_STATUS, 0);
+  disk->ring.restart();
+  signal();
+  std::this_thread::sleep_for(kSettle);
+  EXPECT_EQ(disk->ring.used_idx(), 0);
+  disk->start();
+  const uint64_t third = disk->publish_read(4);
+  signal();
+  ASSERT_TRUE(disk->wait_used(1));
+  EXPECT_EQ(disk->status_at(third), VIRTIO_BLK_S_OK);
+
+  // While paused (a reset on its way) a signal waits in the eventfd; it is served on resume.
+  disk->device->pause_io();
+  disk->publish_read(5);
+  signal();
+  std::this_thread::sleep_for(kSettle);
+  EXPECT_EQ(disk->ring.used_idx(), 1);
+  disk->device->resume_io();
+  ASSERT_TRUE(disk->wait_used(2));
+  ::close(fd);  // the device keeps its own copy
+}
+
+TEST(BlockIoThread, ADeviceWithoutAnIoThreadLeavesTheEventfdToTheLoop) {
+  VirtioBlock device(std::make_unique<GatedBackend>(64 * KiB, nullptr), "",
+                     BlockThreading{false, "unused", {}});
+  EXPECT_FALSE(device.watch_queue_notify(0, 0));
+}
+
 TEST_F(BlockIoThreadTest, ResetWaitsForTheIoInFlightAndLeavesTheNewRingAlone) {
   disk->publish_read(0);
   disk->window->notify(0);
@@ -459,3 +514,139 @@ TEST(BlockIoThread, ARoundInFlightAcrossAnUnpausedResetIsDropped) {
 }
 
 }  // namespace
+
+// Adaptive polling: requests that follow each other closely grow the budget until the thread
+// finds the next one by looking (no notification, notifications off meanwhile); a sleep longer
+// than the most it may poll drops the budget to nothing, so a request then needs a notification.
+// The bound is large (200 ms) so that a loaded machine's scheduling cannot make it flaky.
+TEST(BlockIoThread, AdaptivePollingFindsCloseRequestsAndStopsWhenTheDiskIsIdle) {
+  constexpr uint32_t kMaxUs = 200'000;
+  TestMemory memory(4 * MiB);
+  BlockThreading threading{true, "blk-io-poll", {}, kMaxUs};
+  Disk disk(memory,
+            std::make_shared<VirtioBlock>(std::make_unique<GatedBackend>(64 * KiB, nullptr), "",
+                                          std::move(threading)),
+            0x10000);
+  disk.start();
+  // Each request is published without a notification right after the last one completed;
+  // if polling does not find it soon, it is notified. Sleeps shorter than the bound double the
+  // budget (from 4 µs), so it soon covers the gap and polling finds one.
+  uint16_t used = 0;
+  bool found_by_polling = false;
+  for (int i = 0; i < 50 && !found_by_polling; ++i) {
+    disk.publish_read(static_cast<uint64_t>(i % 64));
+    ++used;
+    const auto deadline = std::chrono::steady_clock::now() + 20ms;
+    while (disk.ring.used_idx() != used && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+    if (disk.ring.used_idx() == used) {
+      found_by_polling = true;
+    } else {
+      disk.window->notify(0);
+      ASSERT_TRUE(disk.wait_used(used));
+    }
+  }
+  EXPECT_TRUE(found_by_polling);
+  EXPECT_GE(disk.device->poll_hits(), 1u);
+
+  // The poll ends (within the bound, or later on a loaded machine) and notifications are back
+  // on; then idle for longer than the bound: the next wake-up, after that long sleep, drops the
+  // budget, so the thread no longer polls at all.
+  const auto deadline = std::chrono::steady_clock::now() + kPatience;
+  while ((disk.ring.used_flags() & VRING_USED_F_NO_NOTIFY) != 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_EQ(disk.ring.used_flags() & VRING_USED_F_NO_NOTIFY, 0) << "notifications are on";
+  std::this_thread::sleep_for(std::chrono::microseconds(kMaxUs) + 100ms);
+  disk.publish_read(2);
+  disk.window->notify(0);
+  ASSERT_TRUE(disk.wait_used(++used));
+  const uint64_t hits_before = disk.device->poll_hits();
+  disk.publish_read(3);
+  std::this_thread::sleep_for(kSettle);
+  EXPECT_EQ(disk.ring.used_idx(), used) << "no polling after a long idle time";
+  disk.window->notify(0);
+  ASSERT_TRUE(disk.wait_used(++used));
+  EXPECT_EQ(disk.device->poll_hits(), hits_before);
+}
+
+TEST(BlockIoThread, PollUsAndNumQueuesAreCheckedOnTheDiskFlag) {
+  EXPECT_EQ(parse_disk_spec("d.img").poll_us, 32u);
+  EXPECT_EQ(parse_disk_spec("d.img,poll_us=0").poll_us, 0u);
+  EXPECT_EQ(parse_disk_spec("d.img,poll_us=1000").poll_us, 1000u);
+  EXPECT_EQ(parse_disk_spec("d.img,num_queues=4").num_queues, 4u);
+  EXPECT_EQ(parse_disk_spec("d.img,num_queues=16").num_queues, 16u);
+  const std::pair<const char*, const char*> bad[] = {
+      {"d.img,poll_us=1001", "poll_us"},     {"d.img,poll_us=-1", "poll_us"},
+      {"d.img,poll_us=x", "poll_us"},        {"d.img,poll_us=", "poll_us"},
+      {"d.img,poll_us=99999", "poll_us"},    {"d.img,num_queues=0", "num_queues"},
+      {"d.img,num_queues=17", "num_queues"}, {"d.img,num_queues=two", "num_queues"}};
+  for (const auto& [spec, word] : bad) {
+    try {
+      parse_disk_spec(spec);
+      ADD_FAILURE() << spec << " accepted";
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find(word), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Multiqueue: the device offers VIRTIO_BLK_F_MQ and num_queues, and its I/O thread serves each
+// queue from that queue's own notify eventfd, returning each request to its own ring.
+TEST(BlockIoThread, EveryQueueOfAMultiqueueDiskIsServedFromItsOwnEventfd) {
+  constexpr uint16_t kQueues = 4;
+  TestMemory memory(4 * MiB);
+  auto device = std::make_shared<VirtioBlock>(std::make_unique<GatedBackend>(64 * KiB, nullptr), "",
+                                              BlockThreading{true, "blk-io-mq", {}}, kQueues);
+  EXPECT_EQ(device->queue_max_sizes().size(), kQueues);
+  ASSERT_NE(device->device_features() & bit(VIRTIO_BLK_F_MQ), 0u);
+  virtio_blk_config config{};
+  device->read_config(0, std::span(reinterpret_cast<uint8_t*>(&config), sizeof config));
+  EXPECT_EQ(config.num_queues, kQueues);
+  EXPECT_EQ(VirtioBlock(std::make_unique<GatedBackend>(64 * KiB, nullptr), "").device_features() &
+                bit(VIRTIO_BLK_F_MQ),
+            0u)
+      << "one queue: no MQ";
+
+  auto irq = std::make_shared<FakeIrq>();
+  VirtioMmioTransport window(device, memory, irq);
+  MmioDriver mmio(window);
+  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_BLK_F_MQ)));
+  std::vector<std::unique_ptr<DriverRing>> rings;
+  std::vector<int> fds;
+  for (uint16_t q = 0; q < kQueues; ++q) {
+    rings.push_back(std::make_unique<DriverRing>(memory, VirtioBlock::kQueueSize,
+                                                 RingLayout::at(0x10000 + q * 0x80000ull)));
+    mmio.setup_queue(q, *rings.back());
+    fds.push_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    ASSERT_GE(fds.back(), 0);
+    ASSERT_TRUE(device->watch_queue_notify(q, fds.back()));
+  }
+  EXPECT_FALSE(device->watch_queue_notify(kQueues, fds[0]));
+  mmio.driver_ok();
+
+  std::vector<uint64_t> data(kQueues);
+  for (uint16_t q = 1; q < kQueues; ++q) {  // queue 0 stays empty
+    DriverRing& ring = *rings[q];
+    const uint64_t h = ring.alloc(16);
+    memory.write_obj(h, virtio_blk_outhdr{VIRTIO_BLK_T_IN, 0, q});
+    data[q] = ring.alloc(kSector, 512);
+    ring.add_chain({{h, 16, false}, {data[q], kSector, true}, {ring.alloc(1), 1, true}});
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(fds[q], &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  }
+  for (uint16_t q = 1; q < kQueues; ++q) {
+    const auto deadline = std::chrono::steady_clock::now() + kPatience;
+    while (rings[q]->used_idx() != 1 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_EQ(rings[q]->used_idx(), 1) << "queue " << q;
+    EXPECT_EQ(rings[q]->used(0).len, kSector + 1);
+    EXPECT_EQ(*memory.read_obj<uint8_t>(data[q]), q + 1) << "sector " << q << " read";
+  }
+  EXPECT_EQ(rings[0]->used_idx(), 0);
+  EXPECT_GE(irq->pulses, 1);
+  for (const int fd : fds) ::close(fd);
+}

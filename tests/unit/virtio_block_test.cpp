@@ -340,7 +340,8 @@ TEST(DiskSpec, ErrorsNameTheFlagAndSpec) {
   };
   EXPECT_EQ(error("a.img,bogus"),
             "--disk a.img,bogus: unknown option 'bogus' (expected readonly, direct, serial=ID, "
-            "io=sync or io=io_uring, iothread=on or iothread=off, transport=pci|mmio)");
+            "io=sync or io=io_uring, iothread=on or iothread=off, poll_us=N, num_queues=N, "
+            "transport=pci|mmio)");
   EXPECT_EQ(error("a.img,"), "--disk a.img,: empty option between commas");
   EXPECT_EQ(error("a.img,io=io_uring,io=sync"),
             "--disk a.img,io=io_uring,io=sync: option 'io' given twice");

@@ -103,7 +103,13 @@ TEST(DeviceRegistry, BlockRules) {
             "--disk d.img,iothread: iothread=\"true\" must be on or off");
   EXPECT_EQ(first_problem("virtio_block", "d.img,bogus"),
             "--disk d.img,bogus: unknown option 'bogus' (expected readonly, direct, serial=ID, "
-            "io=sync or io=io_uring, iothread=on or iothread=off, transport=pci|mmio)");
+            "io=sync or io=io_uring, iothread=on or iothread=off, poll_us=N, num_queues=N, "
+            "transport=pci|mmio)");
+  EXPECT_EQ(first_problem("virtio_block", "d.img,poll_us=2000"),
+            "--disk d.img,poll_us=2000: poll_us=\"2000\" must be a number of microseconds from 0 "
+            "to 1000");
+  EXPECT_EQ(first_problem("virtio_block", "d.img,num_queues=0"),
+            "--disk d.img,num_queues=0: num_queues=\"0\" must be a number from 1 to 16");
   EXPECT_EQ(first_problem("virtio_block", ""), "--disk: missing image path");
   EXPECT_EQ(first_problem("virtio_block", ",readonly"), "--disk ,readonly: missing image path");
   EXPECT_EQ(first_problem("virtio_block", "missing"),

@@ -2,7 +2,10 @@
 // waiting, never the event loop, the other devices or the vCPUs.
 //
 // kick() asks for the work function to run on the thread; it never waits for host I/O, so the
-// event loop (a queue notification) and vCPU threads may call it with a device lock held.
+// event loop and vCPU threads may call it with a device lock held. The thread may also wait on
+// eventfds itself (watch(): a queue's notify ioeventfd), so a guest's notification wakes it
+// straight from KVM, without a hop through the event loop: a signalled eventfd is a kick.
+// The thread sleeps in poll() on those and on its own wake eventfd, never spins.
 // pause() waits for the run in flight to end and holds new runs back until resume(): what a
 // caller does to change the state the work depends on (a device reset, a queue taken down,
 // teardown). The work itself checks yield_requested() between rounds so a pause waits for at
@@ -12,12 +15,17 @@
 // be called without a lock the work takes (a device's transport lock), or they deadlock.
 #pragma once
 
+#include <poll.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include "libvmm/core/unique_fd.hpp"
 
 namespace libvmm {
 
@@ -39,6 +47,11 @@ class IoThread {
 
   // Any thread: the work should run (again) soon. Never blocks on the work.
   void kick();
+  // Any thread: the thread also waits on `eventfd` (it owns it from now on) and, when it is
+  // signalled, reads its counter and runs the work as for a kick. While paused the work does
+  // not run: a signal is held (in the counter, or as a kick) until resume(). An fd that poll()
+  // reports as broken is logged and dropped.
+  void watch(UniqueFd eventfd);
   // Any thread but the I/O thread: waits until the work is not running and keeps it from
   // starting until a matching resume(). Pauses nest.
   void pause();
@@ -46,21 +59,28 @@ class IoThread {
   // For the work: a pause or the end is waiting; return (true) at the next round boundary.
   bool yield_requested() const { return yield_.load(std::memory_order_acquire); }
   // Waits until no run is pending or in flight (returns at once while paused or ending).
-  // For tests and orderly shutdown.
+  // A watched eventfd's signal counts once the thread has read it. For tests and shutdown.
   void wait_idle();
 
   const std::string& name() const { return name_; }
 
  private:
   void run();
+  // Sleeps in poll() until the wake eventfd or (unless paused) a watched one is signalled;
+  // called and returns with `lock` held. True if a watched one was.
+  bool wait(std::unique_lock<std::mutex>& lock);
+  void wake();  // signals the wake eventfd
 
   const std::string name_;
   const Work work_;
   const std::function<void()> on_start_;
 
   std::mutex mutex_;
-  std::condition_variable wake_;  // the thread waits for a kick, a resume or the end
-  std::condition_variable idle_;  // pause() and wait_idle() wait for a run to end
+  std::condition_variable idle_;   // pause() and wait_idle() wait for a run to end
+  UniqueFd wake_fd_;               // kick (while waiting_), resume and the end wake the thread
+  std::vector<UniqueFd> watched_;  // guarded by mutex_
+  std::vector<pollfd> poll_set_;   // the thread's own
+  bool waiting_ = false;           // the thread is in (or about to enter) poll()
   bool kicked_ = false;
   bool running_ = false;
   bool stopping_ = false;

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -35,7 +36,9 @@ struct BlockConfig {
   bool direct = false;  // O_DIRECT: bypass the host page cache
   std::string serial;   // GET_ID answer: up to 20 printable ASCII characters, may be empty
   BlockIo io = BlockIo::sync;
-  bool iothread = true;  // host I/O on the device's own thread (iothread=on), else on the caller's
+  bool iothread = true;   // host I/O on the device's own thread (iothread=on), else on the caller's
+  uint32_t poll_us = 32;  // the I/O thread's polling budget at most (poll_us=N; 0: no polling)
+  uint16_t num_queues = 1;  // request queues (num_queues=N; the flag's default: one per vCPU)
 };
 
 // Where a VirtioBlock does its host I/O.
@@ -43,13 +46,22 @@ struct BlockThreading {
   bool io_thread = true;  // its own thread; false: inside queue_notify(), under the lock
   std::string name = "blk-io";
   std::function<void()> on_thread_start;  // runs first on the I/O thread (IoThread)
+  // Adaptive polling of an emptied queue by the I/O thread, at most this long (0: none).
+  uint32_t poll_max_us = 0;
 };
 
-// Parses "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off]" (the
+// Parses "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off][,poll_us=N]"
+// (the
 // --disk flag, through the device registry's virtio_block kind), without looking at the image.
 // Throws UserError naming --disk and the spec.
 BlockConfig parse_disk_spec(std::string_view spec);
 
+// Multiqueue (VIRTIO_BLK_F_MQ, --disk num_queues=N, by default one queue per vCPU): Linux gives
+// each CPU (or group of CPUs) its own queue, so CPUs submitting at once do not contend for one.
+// The queues share the device's I/O thread, which serves them in turn, one round of each per
+// pass, so none waits for another's backlog longer than a round; without the thread, a
+// notification serves its own queue.
+//
 // Requests are carried out in rounds: take up to kMaxBatch chains from the queue (stopping once
 // they ask for kBytesPerNotify bytes of host I/O: data read or written, sectors discarded or
 // zeroed), carry them out in order (consecutive reads and writes handed to
@@ -57,12 +69,23 @@ BlockConfig parse_disk_spec(std::string_view spec);
 // then return them all. Each request is complete, and a FLUSH is on stable storage, before its
 // status is written and its chain returned.
 //
-// With an I/O thread (the default; BlockThreading), queue_notify() only wakes the thread, which
+// With an I/O thread (the default; BlockThreading), the thread waits on the queue's notify
+// eventfd itself where the machine has one (watch_queue_notify()), and queue_notify() (a
+// notification that came through a register write) only wakes it. The thread
 // takes and returns chains inside VirtioTransport::with_queues() and does the host I/O between,
 // without the transport's lock: slow host storage holds up this device's requests only, never
 // the event loop, other devices or a vCPU reading this device's registers. Rounds follow one
 // another until the queue is empty, each returning its chains (and signalling) before the next.
 // A reset, a queue taken down or teardown first waits for the round in flight (pause_io()).
+//
+// Adaptive polling (BlockThreading::poll_max_us, --disk poll_us=N): once the queue is empty the
+// I/O thread keeps looking at it for up to a budget, notifications still off, before it turns
+// them on and sleeps; a request the guest adds meanwhile costs it no notification (no VM exit)
+// and the thread no wake-up. The budget adapts to the gaps between requests: it starts at 0,
+// grows (4 µs, doubling, up to poll_max_us) after a sleep that polling that long would have
+// cut short, and drops to 0 after a sleep longer than poll_max_us. So the thread only polls
+// right after serving requests, for at most poll_max_us each time, and a VM whose disk is idle
+// (or gets requests further apart than that) costs no polling at all. A pause stops the poll.
 //
 // Without one, rounds run inside queue_notify() (under the transport's lock, on the event loop
 // or a vCPU thread), and nothing stays in flight when it returns. One notification takes at most
@@ -73,8 +96,10 @@ BlockConfig parse_disk_spec(std::string_view spec);
 class VirtioBlock final : public VirtioDevice {
  public:
   static constexpr uint32_t kSectorSize = kBlockSectorSize;
-  // One request queue; a request with seg_max data buffers plus header and status fits it.
+  // Each request queue; a request with seg_max data buffers plus header and status fits it.
   static constexpr uint16_t kQueueSize = 256;
+  // Request queues at most (VIRTIO_BLK_F_MQ when more than one).
+  static constexpr uint16_t kMaxQueues = 16;
   static constexpr uint32_t kSegMax = kQueueSize - 2;
   static_assert(kSegMax == kBlockSegMax);
   // Bytes per data buffer; a read or write with a larger one is refused (IOERR), so a request
@@ -93,8 +118,9 @@ class VirtioBlock final : public VirtioDevice {
   static constexpr uint64_t kBytesPerNotify = 64ull << 20;
 
   // `serial` is what GET_ID returns (at most kIdBytes; parse_disk_spec checks it).
+  // `num_queues` (1..kMaxQueues) request queues.
   VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial,
-              BlockThreading threading = {});
+              BlockThreading threading = {}, uint16_t num_queues = 1);
   // Opens the image named by a parsed --disk spec; `threading.io_thread` is config.iothread.
   explicit VirtioBlock(const BlockConfig& config, BlockThreading threading = {});
   ~VirtioBlock() override;
@@ -102,7 +128,9 @@ class VirtioBlock final : public VirtioDevice {
   std::string name() const override { return "virtio-blk"; }
   uint32_t device_id() const override;
   uint64_t device_features() const override;
-  std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize}; }
+  std::vector<uint16_t> queue_max_sizes() const override {
+    return std::vector<uint16_t>(num_queues_, kQueueSize);
+  }
   uint32_t config_size() const override { return static_cast<uint32_t>(config_.size()); }
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
   void activate(VirtioTransport& transport, uint64_t features) override;
@@ -111,11 +139,15 @@ class VirtioBlock final : public VirtioDevice {
   void queue_reset(uint16_t index) override;
   void pause_io() override;
   void resume_io() override;
+  bool watch_queue_notify(uint16_t index, int eventfd) override;
 
   uint64_t capacity_sectors() const { return backend_->size() / kSectorSize; }
+  uint16_t num_queues() const { return num_queues_; }
   bool has_io_thread() const { return io_thread_ != nullptr; }
   // Waits until the I/O thread has nothing to do (at once without one). For tests.
   void wait_idle();
+  // Rounds the I/O thread found by polling an emptied queue (no notification). For tests.
+  uint64_t poll_hits() const { return poll_hits_.load(std::memory_order_relaxed); }
 
  private:
   struct Outcome {
@@ -154,6 +186,8 @@ class VirtioBlock final : public VirtioDevice {
   void write_statuses(size_t first, size_t last);
   // On the I/O thread: rounds until the queue is empty. True if it yielded with work left.
   bool serve();
+  // On the I/O thread, when woken: adapts poll_ns_ to how long it slept.
+  void adapt_polling();
   // Fills in `p`'s transfer for a parsed read or write, or sets its error outcome.
   void prepare_transfer(Pending& p, const DescriptorChain& chain, const BlockRequest& request);
   // Carries out a request that is neither read nor write.
@@ -169,6 +203,7 @@ class VirtioBlock final : public VirtioDevice {
 
   const std::unique_ptr<BlockBackend> backend_;
   const std::string serial_;
+  const uint16_t num_queues_;
   std::string label_ = "virtio-blk";  // log lines name the image when there is one
   std::vector<uint8_t> config_;       // struct virtio_blk_config, built once
 
@@ -185,6 +220,13 @@ class VirtioBlock final : public VirtioDevice {
   size_t batch_size_ = 0;
   bool write_through_ = false;            // the driver did not take FLUSH
   std::vector<BlockTransfer> transfers_;  // reused for every batch
+
+  // Adaptive polling (I/O thread only).
+  using Clock = std::chrono::steady_clock;
+  uint64_t poll_max_ns_ = 0;
+  uint64_t poll_ns_ = 0;                         // the budget now
+  std::optional<Clock::time_point> idle_since_;  // when the thread last went to sleep
+  std::atomic<uint64_t> poll_hits_{0};           // rounds found by polling (for tests)
 
   std::atomic<uint32_t> errors_logged_{0};
   std::unique_ptr<IoThread> io_thread_;  // last: joined before the rest goes

@@ -13,7 +13,8 @@
 // between, without the lock. Before the transport changes what such a thread depends on (a
 // Status write, which may reset the device or activate it; QueueReady, which may take a queue
 // down; its own destruction), it calls pause_io() without its lock, then makes the change under
-// the lock, then resume_io(): the device's thread is never mid-round across a reset.
+// the lock, then resume_io(): the device's thread is never mid-round across a reset. Such a
+// thread may also wait on a queue's notify eventfd itself (watch_queue_notify()).
 #pragma once
 
 #include <cstdint>
@@ -120,6 +121,17 @@ class VirtioDevice {
   // Calls nest. A transport going away pauses without resuming.
   virtual void pause_io() {}
   virtual void resume_io() {}
+
+  // Before the guest runs, for each queue whose notifications the machine routes to an eventfd
+  // (a KVM ioeventfd): a device with its own I/O thread may wait on it there (it keeps a dup of
+  // `eventfd`), so a notification wakes that thread straight from KVM. True if it does; the
+  // machine then leaves the eventfd off the event loop. The thread serves the queue only while
+  // the transport is live (with_queues()), as it would after queue_notify().
+  virtual bool watch_queue_notify(uint16_t index, int eventfd) {
+    static_cast<void>(index);
+    static_cast<void>(eventfd);
+    return false;
+  }
 
   // Non-null for a device whose queues another process serves (see ExternalQueues).
   virtual ExternalQueues* external_queues() { return nullptr; }
