@@ -276,8 +276,7 @@ void Vm::add_config_devices() {
           }
           seccomp_self_test(name);
         },
-        [this] { request_shutdown(); },
-        d.config.vcpus};
+        [this] { request_shutdown(); }, d.config.vcpus};
     std::shared_ptr<VirtioDevice> device = kind.create(*p.device.spec, context);
     attach_virtio_device(device, p.slot, std::string(kind.element()));
     kind.start(*device, d.loop);

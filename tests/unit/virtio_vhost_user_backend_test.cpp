@@ -344,8 +344,8 @@ TEST(VhostUserBackend, RefusesEachClassOfMalformedMessage) {
   // A ring size the queue cannot take.
   EXPECT_TRUE(
       refused_after({{Message::with_state(Request::set_vring_num, {0, 12}), {}}}, "power of two"));
-  EXPECT_TRUE(
-      refused_after({{Message::with_state(Request::set_vring_num, {0, 2048}), {}}}, "power of two"));
+  EXPECT_TRUE(refused_after({{Message::with_state(Request::set_vring_num, {0, 2048}), {}}},
+                            "power of two"));
   EXPECT_TRUE(
       refused_after({{Message::with_state(Request::set_vring_base, {0, 70000}), {}}}, "16 bits"));
   // Features or protocol features that were not offered.

@@ -42,7 +42,7 @@ struct DeviceContext {
   // before it serves the guest: per-thread setup such as a seccomp filter for I/O threads.
   std::function<void()> on_io_thread_start;
   std::function<void()> on_shutdown;  // a console's Ctrl-A s
-  uint32_t vcpus = 1;  // the VM's vCPUs (virtio-blk: a queue per vCPU by default)
+  uint32_t vcpus = 1;                 // the VM's vCPUs (virtio-blk: a queue per vCPU by default)
 };
 
 class VirtioDeviceKind {

@@ -70,7 +70,7 @@ class VirtioMmioTransport final : public BusDevice, public VirtioTransport {
   void write_queue_address(uint64_t offset, uint32_t value);
   void notify_locked(uint32_t queue_index);
   void reset_device();
-  bool live() const;  // DRIVER_OK, and neither NEEDS_RESET nor FAILED
+  bool live() const;    // DRIVER_OK, and neither NEEDS_RESET nor FAILED
   void check_queues();  // after the device ran: a queue the driver broke needs a device reset
   void set_needs_reset(const std::string& why);
   void raise(uint32_t interrupt_bit);
