@@ -45,7 +45,8 @@ EOG
 cat >"$extra/tests/sound" <<'EOG'
 #!/bin/sh
 # Plays the 48 kHz tone, times it, then records 1 s from the device (the host's in= file).
-uptime_cs() { tr -d . </proc/uptime | cut -d' ' -f1; }
+# Leading zeros dropped: "0.98" s is 98 cs, not the invalid octal 098 in $((...)).
+uptime_cs() { tr -d . </proc/uptime | cut -d' ' -f1 | sed 's/^0*\([0-9]\)/\1/'; }
 aplay -l 2>&1 | sed 's/^/LIBVMM-GUEST: aplay -l: /'
 t0=$(uptime_cs)
 aplay -q -D hw:0,0 /sound/tone48k.wav 2>&1 | sed 's/^/LIBVMM-GUEST: aplay: /'
