@@ -426,9 +426,12 @@ VfioPciDevice::~VfioPciDevice() {
 void VfioPciDevice::start(EventLoop& loop) {
   if (!msix_) return;
   const uint16_t n = msix_->vectors();
-  std::vector<uint8_t> buffer(sizeof(vfio_irq_set) + n * sizeof(int32_t));
-  auto* set = reinterpret_cast<vfio_irq_set*>(buffer.data());
-  set->argsz = static_cast<uint32_t>(buffer.size());
+  // In 32-bit words, so the header is aligned for vfio_irq_set on every architecture.
+  const size_t bytes = sizeof(vfio_irq_set) + n * sizeof(int32_t);
+  std::vector<uint32_t> words((bytes + sizeof(uint32_t) - 1) / sizeof(uint32_t));
+  auto* set = reinterpret_cast<vfio_irq_set*>(words.data());
+  auto* buffer = reinterpret_cast<uint8_t*>(words.data());
+  set->argsz = static_cast<uint32_t>(bytes);
   set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
   set->index = VFIO_PCI_MSIX_IRQ_INDEX;
   set->start = 0;
@@ -437,7 +440,7 @@ void VfioPciDevice::start(EventLoop& loop) {
     UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!efd) throw_errno(fmt::format("eventfd for an MSI-X vector of {}", name_));
     const int32_t raw = efd.get();
-    std::memcpy(buffer.data() + sizeof(vfio_irq_set) + v * sizeof(int32_t), &raw, sizeof raw);
+    std::memcpy(buffer + sizeof(vfio_irq_set) + v * sizeof(int32_t), &raw, sizeof raw);
     MsixTable* table = msix_.get();
     loop.add(raw, EPOLLIN, [raw, table, v](uint32_t) {
       uint64_t count;
