@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "libvmm/devices/register_read.hpp"
+
 namespace libvmm {
 namespace {
 
@@ -132,17 +134,10 @@ bool Pl061::interrupt_enabled(unsigned line) {
 }
 
 void Pl061::read(uint64_t offset, std::span<uint8_t> data) {
-  if (data.empty() || data.size() > 4) {
-    std::memset(data.data(), 0, data.size());
-    return;
-  }
-  uint32_t value;
-  {
+  read_32bit_register(offset, data, [this](uint64_t aligned) {
     std::lock_guard lock(mutex_);
-    value = read_register(offset & ~uint64_t{3});
-  }
-  value >>= 8 * (offset & 3);
-  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(value >> (8 * i));
+    return read_register(aligned);
+  });
 }
 
 void Pl061::write(uint64_t offset, std::span<const uint8_t> data) {
