@@ -63,7 +63,13 @@ std::vector<std::unique_ptr<TapBackend>> TapBackend::open_queues(const std::stri
     std::memcpy(ifr.ifr_name, name.data(), name.size());
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
     if (multiqueue) ifr.ifr_flags |= IFF_MULTI_QUEUE;
-    if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) {
+    int rc = ::ioctl(fd.get(), TUNSETIFF, &ifr);
+    if (rc != 0 && errno == EINVAL && existed && !multiqueue) {
+      // A multiqueue TAP only takes queues that say so: one queue of it.
+      ifr.ifr_flags |= IFF_MULTI_QUEUE;
+      rc = ::ioctl(fd.get(), TUNSETIFF, &ifr);
+    }
+    if (rc != 0) {
       const int err = errno;
       if (err == EPERM && !existed) {
         throw fail("no such TAP device, and creating one needs CAP_NET_ADMIN");
