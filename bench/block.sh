@@ -10,7 +10,7 @@
 # /dev/vda backed by that file: "vmm" (--disk PATH,direct,iothread=off: host I/O inside the
 # queue notification, on the event loop), "vmm-iot" (iothread=on: on the device's I/O thread,
 # which polls the queue adaptively, poll_us=32 by default), "vmm-nopoll" (the same, poll_us=0),
-# "vmm-uring" (io=io_uring,iothread=off) and "qemu" (cache=none,aio=threads).
+# "vmm-uring" (io=io_uring, on the I/O thread as by default) and "qemu" (cache=none,aio=threads).
 # Devices in other processes (vhost-user; a second table): "vmm-dev" (our vmm with our
 # vmm-device serving the image, iothread=on), "vmm-qsd" (our vmm with qemu-storage-daemon's
 # vhost-user-blk export, aio=threads, O_DIRECT as the others) and "qemu-qsd" (QEMU -M microvm,
@@ -25,7 +25,7 @@
 # Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes on a quiet
 # machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
 # runs only those (of host, vmm, vmm-iot, vmm-nopoll, vmm-uring, qemu, vmm-dev, vmm-qsd,
-# qemu-qsd), for more rounds in the same time.
+# qemu-qsd), for more rounds in the same time. The load average is printed before and after.
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -35,6 +35,7 @@ rounds=${2:-3}
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
 native_build
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # blkio MODE PATH SECONDS [buffered]: one job, O_DIRECT unless buffered; prints
 # "MODE kib_s=N iops=N".
@@ -138,9 +139,9 @@ done
 
 only=${BLOCK_BENCH_ONLY:-}
 for c in $only; do
-  case $c in host | vmm | vmm-iot | vmm-uring | qemu | vmm-dev | vmm-qsd | qemu-qsd) ;;
-    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-uring, qemu, vmm-dev," \
-      "vmm-qsd, qemu-qsd)" >&2; exit 2 ;;
+  case $c in host | vmm | vmm-iot | vmm-nopoll | vmm-uring | qemu | vmm-dev | vmm-qsd | qemu-qsd) ;;
+    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-nopoll, vmm-uring, qemu," \
+      "vmm-dev, vmm-qsd, qemu-qsd)" >&2; exit 2 ;;
   esac
 done
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
@@ -236,7 +237,7 @@ while [ $round -lt $rounds ]; do
   want vmm-nopoll && measure vmm-nopoll vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,poll_us=0 --quiet
   want vmm-uring && measure vmm-uring vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring,iothread=off --quiet
+    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring,iothread=on --quiet
   want qemu && measure qemu qemu-system-x86 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
     -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
@@ -290,6 +291,15 @@ spread() {
       if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
     END { if (n) printf "%.0f..%.0f", lo, hi; else print "-" }' "$work/results"
 }
+# spread1 FIELD WORDS...: as spread, with one decimal (per-request figures).
+spread1() {
+  local f=$1
+  shift
+  awk -v words="$*" -v name="$f" 'index($0, words " ") == 1 {
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "") {
+      v = kv[2] + 0; if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
+    END { if (n) printf "%.1f..%.1f", lo, hi; else print "-" }' "$work/results"
+}
 conv() { # MiB/s from KiB/s, or the figure as it is
   if [ "$1" = kib_s ]; then
     awk -v x="$2" 'BEGIN { if (x != "") printf "%.1f", x / 1024; else print "-" }'
@@ -297,17 +307,26 @@ conv() { # MiB/s from KiB/s, or the figure as it is
     echo "${2:--}"
   fi
 }
-configs="host vmm vmm-iot vmm-uring qemu"
+configs="host vmm vmm-iot vmm-nopoll vmm-uring qemu"
 echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated KVM host"
-printf '%-10s %6s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' job unit $configs \
-  iot/vmm vmm/qemu iot/qemu uring/qemu
+printf '%-10s %6s' job unit
+for c in $configs; do printf ' %10s' $c; done
+echo
 for job in seqwrite seqread randread randread4; do
   case $job in randread*) f=iops unit=IOPS ;; *) f=kib_s unit=MiB/s ;; esac
+  printf '%-10s %6s' $job $unit
+  for c in $configs; do printf ' %10s' "$(conv $f "$(result $f $c $job)")"; done
+  echo
+done
+echo "ratios of the medians (iot: vmm-iot, the default configuration)"
+printf '%-10s %9s %9s %9s %11s %11s %9s\n' job iot/host iot/qemu vmm/qemu nopoll/iot \
+  uring/iot qemu/host
+for job in seqwrite seqread randread randread4; do
+  case $job in randread*) f=iops ;; *) f=kib_s ;; esac
   h=$(result $f host $job) v=$(result $f vmm $job) i=$(result $f vmm-iot $job)
-  u=$(result $f vmm-uring $job) q=$(result $f qemu $job)
-  printf '%-10s %6s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' $job $unit "$(conv $f "$h")" \
-    "$(conv $f "$v")" "$(conv $f "$i")" "$(conv $f "$u")" "$(conv $f "$q")" "$(ratio "$i" "$v")" \
-    "$(ratio "$v" "$q")" "$(ratio "$i" "$q")" "$(ratio "$u" "$q")"
+  n=$(result $f vmm-nopoll $job) u=$(result $f vmm-uring $job) q=$(result $f qemu $job)
+  printf '%-10s %9s %9s %9s %11s %11s %9s\n' $job "$(ratio "$i" "$h")" "$(ratio "$i" "$q")" \
+    "$(ratio "$v" "$q")" "$(ratio "$n" "$i")" "$(ratio "$u" "$i")" "$(ratio "$q" "$h")"
 done
 echo "spread (min..max over the rounds)"
 for job in seqwrite seqread randread randread4; do
@@ -339,12 +358,16 @@ if grep -qE '^(vmm-dev|vmm-qsd|qemu-qsd) ' "$work/results"; then
 fi
 echo "VM exits and VMM CPU (all threads) per request, medians over the rounds (job windows"
 echo "from the guest's marks, exits of every kind; per request: over the job's requests)"
-printf '%-10s %-11s %10s %11s %8s\n' job config exits/req cpu_us/req rounds
+printf '%-10s %-11s %10s %13s %11s %13s %7s\n' job config exits/req "(min..max)" cpu_us/req \
+  "(min..max)" rounds
 for job in seqwrite seqread randread randread4; do
   for c in vmm vmm-iot vmm-nopoll vmm-uring qemu; do
     x=$(result exits_per_req $c $job)
     [ -n "$x" ] || continue
     n=$(grep -c "^$c $job exits=" "$work/results")
-    printf '%-10s %-11s %10s %11s %8s\n' $job $c "$x" "$(result cpu_us_per_req $c $job)" "$n"
+    printf '%-10s %-11s %10s %13s %11s %13s %7s\n' $job $c "$x" \
+      "$(spread1 exits_per_req $c $job)" "$(result cpu_us_per_req $c $job)" \
+      "$(spread1 cpu_us_per_req $c $job)" "$n"
   done
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

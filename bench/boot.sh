@@ -27,6 +27,7 @@ cd "$repo"
 # shellcheck source=bench/boot-setup.sh
 . "$repo/bench/boot-setup.sh"
 boot_payload "$arch"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 payload_script run.sh runs="$runs" qemu="$qemu" <<'EOS'
 cmdline="console=$console quiet"
@@ -66,3 +67,4 @@ awk '$1 == "vmm" || $1 == "qemu" { for (i = 2; i <= NF; i++) { split($i, kv, "="
     printf "vmm/qemu to /init, per pair: median %.2fx, min %.2fx, max %.2fx (%d pairs)\n", m, r[1], r[n], n }' \
   "$work/results"
 grep -F 'marker_ms=-1' "$work/results" && echo "$prog: warning: some runs never reached /init" || true
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

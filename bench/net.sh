@@ -7,6 +7,9 @@
 #   h2g   TCP host -> guest: the same with -R
 #   rtt   ping from the guest to the host side, 20 x 0.2 s, average round trip in ms
 # "host" runs the same iperf3/ping between two namespaces joined by a veth pair.
+# Multiqueue (--net ...,num_queues=N): "vmm-2q1" is our vmm with 2 vCPUs and one queue pair,
+# "vmm-2q2" with 2 vCPUs and 2 queue pairs (VIRTIO_NET_F_MQ, on a multiqueue TAP); both run
+# iperf3 with 2 parallel streams (-P 2), so that two flows can go over two queues.
 # iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
 # Each VMM runs ROUNDS times, interleaved; the table shows medians.
 # Usage: bench/net.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 5 minutes). Prints a table
@@ -20,6 +23,7 @@ rounds=${2:-3}
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
 native_build
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Guest side: iperf3 with its libraries, and /tests/netbench (run by /init).
 extra=$work/guest-extra
@@ -31,8 +35,10 @@ ip link set lo up
 ip link set eth0 up && ip addr add 10.0.0.2/24 dev eth0
 ping -c 3 -W 5 10.0.0.1 >/dev/null 2>&1  # ARP, and the host side is up
 rtt=\$(ping -c 20 -i 0.2 10.0.0.1 | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
-g2h=\$(iperf3 -c 10.0.0.1 -t $secs -f m 2>&1 | awk '/receiver/ { print \$7 }')
-h2g=\$(iperf3 -c 10.0.0.1 -t $secs -f m -R 2>&1 | awk '/receiver/ { print \$7 }')
+# netbench.streams=N on the kernel command line: iperf3 -P N (the last receiver line: the sum).
+streams=\$(sed -n 's/.*netbench.streams=\([0-9]*\).*/\1/p' /proc/cmdline)
+g2h=\$(iperf3 -c 10.0.0.1 -t $secs -f m -P \${streams:-1} 2>&1 | awk '/receiver/ { v = \$(NF - 2) } END { print v }')
+h2g=\$(iperf3 -c 10.0.0.1 -t $secs -f m -P \${streams:-1} -R 2>&1 | awk '/receiver/ { v = \$(NF - 2) } END { print v }')
 echo "LIBVMM-GUEST: BENCH g2h=\$g2h h2g=\$h2g rtt=\$rtt"
 EOS
 chmod +x "$extra/tests/netbench"
@@ -60,6 +66,13 @@ export PATH=/payload:$PATH  # for the commands "ip netns exec" runs (busybox ip 
 ./ip netns exec peer ip addr add 10.0.1.2/24 dev veth1
 ./ip netns exec peer ip link set veth1 up
 ./ip netns exec peer iperf3 -s -D -B 10.0.1.2
+# Multiqueue runs: namespace mq, the same addresses on a multiqueue TAP.
+./ip netns add mq
+./ip netns exec mq ip link set lo up
+./ip netns exec mq ip tuntap add tap0 mode tap multi_queue
+./ip netns exec mq ip addr add 10.0.0.1/24 dev tap0
+./ip netns exec mq ip link set tap0 up
+./ip netns exec mq iperf3 -s -D -B 10.0.0.1
 sleep 1
 cmdline="console=ttyS0 quiet libvmm.test=netbench"
 
@@ -81,10 +94,15 @@ while [ $round -lt $rounds ]; do
     -display none -serial stdio -no-reboot \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off \
     -device virtio-net-device,netdev=n0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
+  for q in 1 2; do
+    bench_guest vmm-2q$q netbench 300 ./ip netns exec mq ./vmm --kernel bzImage \
+      --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
+      --net tap=tap0,num_queues=$q --quiet
+  done
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|qemu) g2h=|BENCH-SETUP)' --timeout 1200
+collect '^((host|vmm|qemu|vmm-2q1|vmm-2q2) g2h=|BENCH-SETUP)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
 need_results '^vmm '
 echo "per round:"
 sed 's/^/  /' "$work/results"
@@ -96,3 +114,11 @@ for f in g2h h2g rtt; do
   printf '%-6s %6s %10s %10s %10s %9s %9s\n' $f $unit "${h:--}" "${v:--}" "${q:--}" \
     "$(ratio "$v" "$q")" "$(ratio "$v" "$h")"
 done
+echo "multiqueue: 2 vCPUs, iperf3 -P 2 (median of $rounds rounds)"
+printf '%-6s %6s %10s %10s %9s\n' what unit vmm-2q1 vmm-2q2 2q2/2q1
+for f in g2h h2g rtt; do
+  unit=Mbit/s; [ $f = rtt ] && unit=ms
+  a=$(result $f vmm-2q1) b=$(result $f vmm-2q2)
+  printf '%-6s %6s %10s %10s %9s\n' $f $unit "${a:--}" "${b:--}" "$(ratio "$b" "$a")"
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

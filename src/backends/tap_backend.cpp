@@ -36,42 +36,72 @@ bool interface_exists(const std::string& name) {
 }  // namespace
 
 std::unique_ptr<TapBackend> TapBackend::open(const std::string& name) {
+  return std::move(open_queues(name, 1).front());
+}
+
+std::vector<std::unique_ptr<TapBackend>> TapBackend::open_queues(const std::string& name,
+                                                                 size_t queues) {
   auto fail = [&](std::string_view why) {
     return UserError(fmt::format("TAP device '{}': {}", name, why));
   };
   if (name.empty()) throw fail("missing TAP name");
   if (name.size() >= IFNAMSIZ) throw fail(fmt::format("longer than {} characters", IFNAMSIZ - 1));
-  UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
-  if (!fd) {
-    const int err = errno;
-    if (err == ENOENT || err == ENODEV) throw fail("/dev/net/tun is missing (load the tun module)");
-    if (err == EACCES || err == EPERM) throw fail("no permission to open /dev/net/tun");
-    throw fail(fmt::format("cannot open /dev/net/tun: {}", std::strerror(err)));
-  }
-  ifreq ifr{};
-  std::memcpy(ifr.ifr_name, name.data(), name.size());
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  const bool multiqueue = queues > 1;
   const bool existed = interface_exists(name);
-  if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) {
-    const int err = errno;
-    if (err == EPERM && !existed) {
-      throw fail("no such TAP device, and creating one needs CAP_NET_ADMIN");
+  std::vector<std::unique_ptr<TapBackend>> backends;
+  for (size_t q = 0; q < queues; ++q) {
+    UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
+    if (!fd) {
+      const int err = errno;
+      if (err == ENOENT || err == ENODEV) {
+        throw fail("/dev/net/tun is missing (load the tun module)");
+      }
+      if (err == EACCES || err == EPERM) throw fail("no permission to open /dev/net/tun");
+      throw fail(fmt::format("cannot open /dev/net/tun: {}", std::strerror(err)));
     }
-    if (err == EPERM) throw fail("no permission to attach to this TAP (check its owner)");
-    if (err == EBUSY) throw fail("in use by another process");
-    if (err == EINVAL && existed) throw fail("exists but is not a TAP device");
-    throw fail(std::strerror(err));
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, name.data(), name.size());
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (multiqueue) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+    int rc = ::ioctl(fd.get(), TUNSETIFF, &ifr);
+    if (rc != 0 && errno == EINVAL && existed && !multiqueue) {
+      // A multiqueue TAP only takes queues that say so: one queue of it.
+      ifr.ifr_flags |= IFF_MULTI_QUEUE;
+      rc = ::ioctl(fd.get(), TUNSETIFF, &ifr);
+    }
+    if (rc != 0) {
+      const int err = errno;
+      if (err == EPERM && !existed) {
+        throw fail("no such TAP device, and creating one needs CAP_NET_ADMIN");
+      }
+      if (err == EPERM) throw fail("no permission to attach to this TAP (check its owner)");
+      if (err == EBUSY) throw fail("in use by another process");
+      if (err == EINVAL && existed && multiqueue) {
+        throw fail(
+            fmt::format("num_queues={} needs a multiqueue TAP, and this one is not (or "
+                        "is no TAP): create it with `ip tuntap add {} mode tap "
+                        "multi_queue`",
+                        queues, name));
+      }
+      if (err == EINVAL && existed) throw fail("exists but is not a TAP device");
+      throw fail(std::strerror(err));
+    }
+    int header_size = static_cast<int>(kVnetHeaderSize);
+    if (::ioctl(fd.get(), TUNSETVNETHDRSZ, &header_size) != 0) {
+      throw fail(fmt::format("TUNSETVNETHDRSZ: {}", std::strerror(errno)));
+    }
+    // No offloads until a driver accepts them (activate() sets them).
+    if (::ioctl(fd.get(), TUNSETOFFLOAD, 0ul) != 0) {
+      throw fail(fmt::format("TUNSETOFFLOAD: {}", std::strerror(errno)));
+    }
+    std::string description = "tap " + name;
+    if (multiqueue) description.append(fmt::format(" queue {}", q));
+    backends.push_back(std::make_unique<TapBackend>(std::move(fd), std::move(description), true));
+    backends.back()->multiqueue_ = multiqueue;
   }
-  int header_size = static_cast<int>(kVnetHeaderSize);
-  if (::ioctl(fd.get(), TUNSETVNETHDRSZ, &header_size) != 0) {
-    throw fail(fmt::format("TUNSETVNETHDRSZ: {}", std::strerror(errno)));
-  }
-  // No offloads until a driver accepts them (activate() sets them).
-  if (::ioctl(fd.get(), TUNSETOFFLOAD, 0ul) != 0) {
-    throw fail(fmt::format("TUNSETOFFLOAD: {}", std::strerror(errno)));
-  }
-  log::debug("{} TAP {}", existed ? "attached to" : "created", name);
-  return std::make_unique<TapBackend>(std::move(fd), "tap " + name, true);
+  log::debug("{} TAP {} ({} queue{})", existed ? "attached to" : "created", name, queues,
+             queues == 1 ? "" : "s");
+  return backends;
 }
 
 TapBackend::TapBackend(UniqueFd fd, std::string description, bool is_tap)
@@ -131,6 +161,16 @@ void TapBackend::pause_receive() {
   if (loop_ == nullptr || paused_) return;
   paused_ = true;
   loop_->modify(fd_.get(), 0);
+}
+
+void TapBackend::set_enabled(bool enabled) {
+  if (!multiqueue_) return;
+  ifreq ifr{};
+  ifr.ifr_flags = enabled ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+  if (::ioctl(fd_.get(), TUNSETQUEUE, &ifr) != 0) {
+    log::warn("{}: {} the queue: {}", description_, enabled ? "attaching" : "detaching",
+              std::strerror(errno));
+  }
 }
 
 void TapBackend::resume_receive() {

@@ -248,6 +248,10 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"epoll_pwait", {}, "epoll_wait on AArch64"});
       r.push_back({"epoll_ctl", {}, "watching client sockets, output readiness, pausing input"});
       r.push_back({"readv", {}, "virtio-net: frames from the TAP"});
+      r.push_back({"ioctl",
+                   {equals(1, TUNSETQUEUE)},
+                   "virtio-net num_queues>1: the TAP queues of the pairs the driver uses are "
+                   "attached, the others detached (its control queue, served here)"});
       add_block_io(r);  // a disk with iothread=off does its I/O here
       r.push_back({"getrandom", {}, "virtio-rng"});
       // vmm's --shutdown-timeout timer and virtio-snd's: timerfd_settime is allowed to every

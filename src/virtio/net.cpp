@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <stdexcept>
 
 #include "iovec_edit.hpp"
 #include "libvmm/backends/net_backend.hpp"
@@ -51,14 +52,38 @@ std::string format_mac(const MacAddress& mac) {
 // Device
 
 VirtioNet::VirtioNet(std::shared_ptr<NetBackend> backend, const MacAddress& mac, uint16_t mtu)
-    : backend_(std::move(backend)),
-      mac_(mac),
-      mtu_(std::max(mtu, kMinMtu)),
-      rx_frame_(kHeaderSize + kMaxGsoFrame) {}
+    : VirtioNet(std::vector<std::shared_ptr<NetBackend>>{std::move(backend)}, mac, mtu) {}
+
+VirtioNet::VirtioNet(std::vector<std::shared_ptr<NetBackend>> backends, const MacAddress& mac,
+                     uint16_t mtu)
+    : mac_(mac), mtu_(std::max(mtu, kMinMtu)) {
+  if (backends.empty() || backends.size() > kMaxQueuePairs) {
+    throw std::invalid_argument(
+        fmt::format("virtio-net: {} queue pairs (1 to {})", backends.size(), kMaxQueuePairs));
+  }
+  pairs_.reserve(backends.size());
+  for (auto& backend : backends) {
+    if (!backend) throw std::invalid_argument("virtio-net: a backend is needed");
+    pairs_.emplace_back(std::move(backend));
+  }
+}
 
 void VirtioNet::start(EventLoop& loop) {
   loop_ = &loop;
-  backend_->start(loop, [this] { backend_readable(); });
+  for (size_t i = 0; i < pairs_.size(); ++i) {
+    pairs_[i].backend->start(loop, [this, i] { backend_readable(i); });
+  }
+  // Until the driver asks for more, only the first pair is used.
+  for (size_t i = 1; i < pairs_.size(); ++i) {
+    pairs_[i].backend->pause_receive();
+    pairs_[i].backend->set_enabled(false);
+  }
+}
+
+std::vector<uint16_t> VirtioNet::queue_max_sizes() const {
+  std::vector<uint16_t> sizes(2 * pairs_.size(), kQueueSize);
+  if (pairs_.size() > 1) sizes.push_back(kControlQueueSize);
+  return sizes;
 }
 
 NetCounters VirtioNet::counters() const {
@@ -75,6 +100,7 @@ NetCounters VirtioNet::counters() const {
   c.tx_bad_length = tx_bad_length_.get();
   c.tx_linearized = tx_linearized_.get();
   c.tx_host_dropped = tx_host_dropped_.get();
+  c.ctrl_bad = ctrl_bad_.get();
   return c;
 }
 
@@ -83,7 +109,9 @@ uint32_t VirtioNet::device_id() const {
 }
 
 uint64_t VirtioNet::device_features() const {
-  return bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU) |
+  const uint64_t multiqueue =
+      pairs_.size() > 1 ? bit(VIRTIO_NET_F_CTRL_VQ) | bit(VIRTIO_NET_F_MQ) : 0;
+  return multiqueue | bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU) |
          bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) |
          bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_GUEST_TSO4) |
          bit(VIRTIO_NET_F_GUEST_TSO6);
@@ -97,7 +125,7 @@ void VirtioNet::read_config(uint32_t offset, std::span<uint8_t> data) {
   virtio_net_config config{};
   std::memcpy(config.mac, mac_.data(), mac_.size());
   config.status = VIRTIO_NET_S_LINK_UP;  // a TAP is always there; no ANNOUNCE
-  config.max_virtqueue_pairs = 1;
+  config.max_virtqueue_pairs = static_cast<uint16_t>(pairs_.size());
   config.mtu = mtu_;
   // The transport checked the range against config_size().
   std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config) + offset, data.size());
@@ -112,85 +140,195 @@ void VirtioNet::guest_error(Counter& counter, const std::string& message) {
 
 void VirtioNet::activate(VirtioTransport& transport, uint64_t features) {
   features_ = features;
-  backend_->set_offloads(features);
+  for (Pair& p : pairs_) p.backend->set_offloads(features);
   transport_.store(&transport);
   // Frames may have waited in the host while no driver ran the device.
-  request_resume();
+  request_resume(0);
 }
 
 void VirtioNet::reset() {
   transport_.store(nullptr);
-  rx_held_.clear();  // the queues are reset right after: these buffers are the driver's again
-  rx_held_bytes_ = 0;
-  if (rx_pending_ != 0) rx_not_ready_.add();
-  rx_pending_ = 0;
+  for (Pair& p : pairs_) {
+    p.forget_held();  // the queues are reset right after: these buffers are the driver's again
+    if (p.pending != 0) rx_not_ready_.add();
+    p.pending = 0;
+    p.backend->set_offloads(0);
+  }
   features_ = 0;
-  backend_->set_offloads(0);
-  request_resume();  // without a driver, frames are read and dropped
+  set_active_pairs(1);
+  request_resume(0);  // without a driver, frames are read and dropped
 }
 
 void VirtioNet::queue_reset(uint16_t index) {
-  if (index != kReceiveQueue) return;  // transmit holds nothing between notifications
-  rx_held_.clear();
-  rx_held_bytes_ = 0;
+  // Transmit holds nothing between notifications, nor does the control queue.
+  if (index % 2 != 0 || index / 2u >= pairs_.size()) return;
+  if (index == control_queue()) return;
+  pairs_[index / 2u].forget_held();
 }
 
-void VirtioNet::request_resume() {
-  if (!rx_paused_) return;
-  rx_paused_ = false;
-  log::debug("{}: {} resumed", name(), backend_->describe());
-  if (loop_ == nullptr) return backend_->resume_receive();
-  loop_->post([this] {
-    backend_->resume_receive();
-    backend_readable();  // frames that are already waiting raise no new event on resume
+void VirtioNet::request_resume(size_t pair) {
+  Pair& p = pairs_[pair];
+  if (!p.paused || pair >= active_pairs_) return;
+  p.paused = false;
+  log::debug("{}: {} resumed", name(), p.backend->describe());
+  if (loop_ == nullptr) return p.backend->resume_receive();
+  loop_->post([this, pair] {
+    pairs_[pair].backend->resume_receive();
+    backend_readable(pair);  // frames that are already waiting raise no new event on resume
   });
 }
 
+uint16_t VirtioNet::control_queue() const {
+  if (pairs_.size() == 1) return 0xffff;  // none
+  return negotiated(VIRTIO_NET_F_MQ) ? static_cast<uint16_t>(2 * pairs_.size()) : 2;
+}
+
 void VirtioNet::queue_notify(uint16_t index, Virtqueue& queue) {
-  if (index == kTransmitQueue) return transmit(queue);
-  if (index != kReceiveQueue) return;
+  if (index == control_queue()) return control(queue);
+  const size_t pair = index / 2u;
+  if (pair >= active_pairs_) return;  // a pair the driver does not use (yet)
+  if (index % 2 != 0) return transmit(index, queue);
   // New receive buffers: the waiting frame (if any) goes first, then the host's.
-  if (receive(queue) != RxState::no_buffers) request_resume();
+  if (receive(pair, queue) != RxState::no_buffers) request_resume(pair);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control queue (with more than one queue pair): only VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET
+
+void VirtioNet::control(Virtqueue& queue) {
+  bool pushed = false;
+  // Bounded by the queue: each chain is taken once (commands are tiny, the driver waits for
+  // each one's answer).
+  for (uint32_t i = 0; i < queue.size(); ++i) {
+    auto chain = queue.pop();
+    if (!chain) break;
+    const uint8_t status = control_command(*chain);
+    // The status byte is the last writable byte (the driver's `in` buffer).
+    const bool ok = chain->writable_bytes() >= 1 &&
+                    chain->write_at(chain->writable_bytes() - 1, std::span(&status, 1));
+    queue.push(chain->head(), ok ? 1 : 0);
+    pushed = true;
+  }
+  if (pushed) {
+    if (VirtioTransport* t = transport_.load()) t->signal_used(control_queue());
+  }
+}
+
+uint8_t VirtioNet::control_command(const DescriptorChain& chain) {
+  virtio_net_ctrl_hdr header{};
+  if (chain.writable_bytes() < 1 || chain.readable_bytes() < sizeof(header) ||
+      !chain.read_at(0, std::span(reinterpret_cast<uint8_t*>(&header), sizeof(header)))) {
+    guest_error(ctrl_bad_,
+                fmt::format("control command {} has {} readable and {} writable bytes "
+                            "(needs a 2-byte header and a status byte)",
+                            chain.head(), chain.readable_bytes(), chain.writable_bytes()));
+    return VIRTIO_NET_ERR;
+  }
+  if (header.class_ != VIRTIO_NET_CTRL_MQ || header.cmd != VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET) {
+    // Not offered (CTRL_RX, CTRL_VLAN, ...): answered with an error, as the spec asks.
+    guest_error(ctrl_bad_, fmt::format("control command class {} command {} is not supported",
+                                       header.class_, header.cmd));
+    return VIRTIO_NET_ERR;
+  }
+  virtio_net_ctrl_mq mq{};
+  if (chain.readable_bytes() < sizeof(header) + sizeof(mq) ||
+      !chain.read_at(sizeof(header), std::span(reinterpret_cast<uint8_t*>(&mq), sizeof(mq)))) {
+    guest_error(ctrl_bad_, "VQ_PAIRS_SET without its 2-byte count");
+    return VIRTIO_NET_ERR;
+  }
+  if (!negotiated(VIRTIO_NET_F_MQ) || mq.virtqueue_pairs < 1 ||
+      mq.virtqueue_pairs > pairs_.size()) {
+    guest_error(ctrl_bad_, fmt::format("VQ_PAIRS_SET {} (the device has {} pairs{})",
+                                       mq.virtqueue_pairs, pairs_.size(),
+                                       negotiated(VIRTIO_NET_F_MQ) ? "" : ", MQ not negotiated"));
+    return VIRTIO_NET_ERR;
+  }
+  set_active_pairs(mq.virtqueue_pairs);
+  return VIRTIO_NET_OK;
+}
+
+void VirtioNet::set_active_pairs(size_t n) {
+  const size_t old = active_pairs_;
+  if (n == old) return;
+  log::debug("{}: {} of {} queue pairs in use", name(), n, pairs_.size());
+  active_pairs_ = n;
+  // Pairs no longer used keep no buffers (the driver takes them back when it reads them).
+  for (size_t i = n; i < old; ++i) pairs_[i].forget_held();
+  if (n < old) enable_pairs(n, old, false);
+  if (n > old) enable_pairs(old, n, true);
+}
+
+void VirtioNet::enable_pairs(size_t first, size_t last, bool enabled) {
+  auto apply = [this, first, last, enabled] {
+    for (size_t i = first; i < last; ++i) {
+      NetBackend& backend = *pairs_[i].backend;
+      if (enabled) {
+        backend.set_enabled(true);
+        backend.resume_receive();
+      } else {
+        backend.pause_receive();
+        backend.set_enabled(false);
+      }
+    }
+    // Frames already waiting raise no new event once watched again.
+    if (enabled) {
+      for (size_t i = first; i < last; ++i) backend_readable(i);
+    }
+  };
+  if (enabled) {
+    for (size_t i = first; i < last; ++i) pairs_[i].paused = false;
+  }
+  if (loop_ == nullptr) return apply();
+  loop_->post(apply);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Receive
 
-void VirtioNet::backend_readable() {
+void VirtioNet::backend_readable(size_t pair) {
+  Pair& p = pairs_.at(pair);
   VirtioTransport* transport = transport_.load();
   RxState state = RxState::drained;
   const bool live =
       transport != nullptr && transport->with_queues([&](std::span<Virtqueue> queues) {
-        if (transport_.load() == nullptr) return drop_unreachable_frames();
-        state = receive(queues[kReceiveQueue]);
+        if (transport_.load() == nullptr) return drop_unreachable_frames(p);
+        if (pair >= active_pairs_ || 2 * pair >= queues.size()) {
+          // Detached meanwhile: what it still had waits until the pair is used again.
+          state = RxState::no_buffers;
+          return;
+        }
+        state = receive(pair, queues[2 * pair]);
       });
-  if (!live) return drop_unreachable_frames();
+  if (!live) return drop_unreachable_frames(p);
   // No busy loop: with no buffers, stop watching the backend until the driver adds some.
   if (state == RxState::no_buffers) {
-    log::debug("{}: no receive buffers; {} paused", name(), backend_->describe());
-    backend_->pause_receive();
+    log::debug("{}: no receive buffers; {} paused", name(), p.backend->describe());
+    p.backend->pause_receive();
   }
   // With more, the level-triggered loop calls us again after serving the others.
 }
 
-void VirtioNet::drop_unreachable_frames() {
+void VirtioNet::drop_unreachable_frames(Pair& p) {
+  if (p.frame.empty()) p.frame.resize(kHeaderSize + kMaxGsoFrame);
   for (int i = 0; i < kBatch; ++i) {
-    if (backend_->receive(rx_frame_) <= 0) return;
+    if (p.backend->receive(p.frame) <= 0) return;
     if (rx_not_ready_.get() == 0) log::debug("{}: no driver yet; dropping frames", name());
     rx_not_ready_.add();
   }
 }
 
-VirtioNet::RxState VirtioNet::receive(Virtqueue& queue) {
+VirtioNet::RxState VirtioNet::receive(size_t pair, Virtqueue& queue) {
+  Pair& p = pairs_[pair];
   if (!queue.ready()) {
-    rx_paused_ = true;
+    p.paused = true;
     return RxState::no_buffers;
   }
+  if (p.frame.empty()) p.frame.resize(kHeaderSize + kMaxGsoFrame);
   RxState state = RxState::more;
-  rx_pushed_ = false;
+  p.pushed = false;
   for (int i = 0; i < kBatch; ++i) {
-    if (rx_pending_ == 0) {
-      const ssize_t n = backend_->receive(rx_frame_);
+    if (p.pending == 0) {
+      const ssize_t n = p.backend->receive(p.frame);
       if (n == 0) {
         state = RxState::drained;
         break;
@@ -199,7 +337,7 @@ VirtioNet::RxState VirtioNet::receive(Virtqueue& queue) {
         rx_host_error_.add();
         if (n < 0) {
           if (rx_host_error_.get() == 1) {
-            log::warn("{}: reading from {}: {}", name(), backend_->describe(),
+            log::warn("{}: reading from {}: {}", name(), p.backend->describe(),
                       std::strerror(static_cast<int>(-n)));
           }
           // Paused like a lack of buffers (the next receive notify retries): a failing
@@ -209,17 +347,17 @@ VirtioNet::RxState VirtioNet::receive(Virtqueue& queue) {
         }
         continue;
       }
-      rx_pending_ = static_cast<size_t>(n);
+      p.pending = static_cast<size_t>(n);
     }
-    if (!deliver_pending(queue)) {
+    if (!deliver_pending(p, queue)) {
       state = RxState::no_buffers;
       break;
     }
   }
   // Cleared by request_resume() once buffers come back.
-  if (state == RxState::no_buffers) rx_paused_ = true;
-  if (rx_pushed_) {
-    if (VirtioTransport* t = transport_.load()) t->signal_used(kReceiveQueue);
+  if (state == RxState::no_buffers) p.paused = true;
+  if (p.pushed) {
+    if (VirtioTransport* t = transport_.load()) t->signal_used(static_cast<uint16_t>(2 * pair));
   }
   return state;
 }
@@ -236,24 +374,24 @@ bool VirtioNet::take_receive_chain(DescriptorChain& chain) {
   return false;
 }
 
-bool VirtioNet::deliver_pending(Virtqueue& queue) {
+bool VirtioNet::deliver_pending(Pair& p, Virtqueue& queue) {
   const bool mergeable = negotiated(VIRTIO_NET_F_MRG_RXBUF);
   // Collect buffers until the frame fits: one without mergeable buffers, as many as needed
   // with them (each chain holds at most what it offers; num_buffers says how many).
-  while (rx_held_bytes_ < rx_pending_) {
-    if (!mergeable && !rx_held_.empty()) {
+  while (p.held_bytes < p.pending) {
+    if (!mergeable && !p.held.empty()) {
       guest_error(rx_too_big_, fmt::format("a {}-byte frame does not fit a {}-byte receive buffer; "
                                            "dropped",
-                                           rx_pending_, rx_held_bytes_));
-      rx_pending_ = 0;
+                                           p.pending, p.held_bytes));
+      p.pending = 0;
       return true;  // the buffer stays for the next frame
     }
-    if (rx_held_.size() >= queue.size()) {
+    if (p.held.size() >= queue.size()) {
       // Every descriptor is ours and the frame still does not fit: the driver cannot add more.
       guest_error(rx_too_big_, fmt::format("a {}-byte frame does not fit all {} receive buffers; "
                                            "dropped",
-                                           rx_pending_, rx_held_.size()));
-      rx_pending_ = 0;
+                                           p.pending, p.held.size()));
+      p.pending = 0;
       return true;
     }
     auto chain = queue.pop();
@@ -262,43 +400,43 @@ bool VirtioNet::deliver_pending(Virtqueue& queue) {
     queue.disable_notifications();
     if (!take_receive_chain(*chain)) {
       queue.push(chain->head(), 0);
-      rx_pushed_ = true;
+      p.pushed = true;
       continue;
     }
-    rx_held_bytes_ += chain->writable_bytes();
-    rx_held_.push_back(std::move(*chain));
+    p.held_bytes += chain->writable_bytes();
+    p.held.push_back(std::move(*chain));
   }
 
   // Spread header + frame over the held buffers; num_buffers counts those used.
   size_t used = 0;
-  for (size_t offset = 0; offset < rx_pending_; ++used) {
-    offset += std::min<uint64_t>(rx_held_[used].writable_bytes(), rx_pending_ - offset);
+  for (size_t offset = 0; offset < p.pending; ++used) {
+    offset += std::min<uint64_t>(p.held[used].writable_bytes(), p.pending - offset);
   }
   // Through a copy: the byte buffer has no alignment the header's type may rely on (riscv64's
   // -Wcast-align).
   virtio_net_hdr_v1 header;
-  std::memcpy(&header, rx_frame_.data(), sizeof(header));
+  std::memcpy(&header, p.frame.data(), sizeof(header));
   header.num_buffers = static_cast<uint16_t>(used);
   if (!negotiated(VIRTIO_NET_F_GUEST_CSUM)) header.flags = 0;  // no offload was agreed
-  std::memcpy(rx_frame_.data(), &header, sizeof(header));
+  std::memcpy(p.frame.data(), &header, sizeof(header));
   size_t offset = 0;
   for (size_t i = 0; i < used; ++i) {
-    const DescriptorChain& chain = rx_held_[i];
+    const DescriptorChain& chain = p.held[i];
     const size_t n =
-        static_cast<size_t>(std::min<uint64_t>(chain.writable_bytes(), rx_pending_ - offset));
+        static_cast<size_t>(std::min<uint64_t>(chain.writable_bytes(), p.pending - offset));
     // pop() checked that every writable buffer lies in writable guest RAM.
-    const bool ok = chain.write_at(0, std::span(rx_frame_.data() + offset, n));
+    const bool ok = chain.write_at(0, std::span(p.frame.data() + offset, n));
     queue.push(chain.head(), ok ? static_cast<uint32_t>(n) : 0);
-    rx_pushed_ = true;
+    p.pushed = true;
     offset += n;
   }
-  rx_held_.erase(rx_held_.begin(), rx_held_.begin() + static_cast<ptrdiff_t>(used));
-  rx_held_bytes_ = 0;
-  for (const DescriptorChain& chain : rx_held_) rx_held_bytes_ += chain.writable_bytes();
+  p.held.erase(p.held.begin(), p.held.begin() + static_cast<ptrdiff_t>(used));
+  p.held_bytes = 0;
+  for (const DescriptorChain& chain : p.held) p.held_bytes += chain.writable_bytes();
   if (rx_frames_.get() < kFramesLogged) {
-    log::debug("{}: received {} bytes into {} buffer(s)", name(), rx_pending_, used);
+    log::debug("{}: received {} bytes into {} buffer(s)", name(), p.pending, used);
   }
-  rx_pending_ = 0;
+  p.pending = 0;
   rx_frames_.add();
   return true;
 }
@@ -306,7 +444,8 @@ bool VirtioNet::deliver_pending(Virtqueue& queue) {
 // ---------------------------------------------------------------------------------------------
 // Transmit
 
-void VirtioNet::transmit(Virtqueue& queue) {
+void VirtioNet::transmit(uint16_t index, Virtqueue& queue) {
+  Pair& p = pairs_[index / 2u];
   // Drain what is there with notifications off, then look once more after turning them on.
   // A guest that keeps the queue full yields to the event loop's other work after
   // kTransmitPerNotify chains: the queue's notification is signalled again and we resume then.
@@ -316,19 +455,18 @@ void VirtioNet::transmit(Virtqueue& queue) {
   do {
     int sent = 0;
     auto signal = [&] {
-      if (sent != 0 && transport != nullptr) transport->signal_used(kTransmitQueue);
+      if (sent != 0 && transport != nullptr) transport->signal_used(index);
       sent = 0;
     };
     while (true) {
-      if (taken == kTransmitPerNotify && transport != nullptr &&
-          transport->renotify(kTransmitQueue)) {
+      if (taken == kTransmitPerNotify && transport != nullptr && transport->renotify(index)) {
         signal();
         return;
       }
       auto chain = queue.pop();
       if (!chain) break;
       ++taken;
-      transmit_one(*chain);
+      transmit_one(p, *chain);
       queue.push(chain->head(), 0);
       if (++sent == kBatch) signal();
     }
@@ -373,7 +511,7 @@ bool VirtioNet::header_acceptable(const virtio_net_hdr_v1& header, uint64_t fram
   return true;
 }
 
-void VirtioNet::transmit_one(const DescriptorChain& chain) {
+void VirtioNet::transmit_one(Pair& p, const DescriptorChain& chain) {
   if (chain.writable_bytes() != 0) {
     guest_error(tx_bad_chain_,
                 fmt::format("transmit buffer {} has device-writable parts; dropped", chain.head()));
@@ -412,7 +550,7 @@ void VirtioNet::transmit_one(const DescriptorChain& chain) {
     tx_iov_.assign(1, iovec{tx_copy_.data(), tx_copy_.size()});
   }
   tx_iov_.insert(tx_iov_.begin(), iovec{&header, kHeaderSize});
-  if (!backend_->send(tx_iov_)) {
+  if (!p.backend->send(tx_iov_)) {
     tx_host_dropped_.add();
     return;
   }

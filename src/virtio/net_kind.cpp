@@ -1,5 +1,5 @@
-// virtio_net in the device registry: <virtio_net tap="NAME" mac="MAC" mtu="N"/>,
-// --net tap=NAME[,mac=MAC][,mtu=N].
+// virtio_net in the device registry: <virtio_net tap="NAME" mac="MAC" mtu="N" num_queues="N"/>,
+// --net tap=NAME[,mac=MAC][,mtu=N][,num_queues=N].
 #include <fmt/format.h>
 #include <net/if.h>
 
@@ -29,18 +29,31 @@ std::optional<uint16_t> parse_mtu(std::string_view text) {
   return static_cast<uint16_t>(mtu);
 }
 
+std::optional<uint16_t> parse_queues(std::string_view text) {
+  unsigned n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || n < 1 ||
+      n > VirtioNet::kMaxQueuePairs) {
+    return std::nullopt;
+  }
+  return static_cast<uint16_t>(n);
+}
+
 class NetKind final : public VirtioDeviceKind {
  public:
   std::string_view element() const override { return "virtio_net"; }
   std::string_view flag() const override { return "--net"; }
   std::string_view help() const override {
-    return "virtIO network device on a host TAP: tap=NAME[,mac=52:54:00:12:34:56][,mtu=N] "
-           "(repeatable; eth0, eth1, ...; default MAC derived from the VM name)";
+    return "virtIO network device on a host TAP: tap=NAME[,mac=52:54:00:12:34:56][,mtu=N]"
+           "[,num_queues=N] (repeatable; eth0, eth1, ...; default MAC derived from the VM name; "
+           "num_queues: receive/transmit queue pairs, each on a queue of a multiqueue TAP, "
+           "default 1)";
   }
   std::vector<AttributeRule> attributes() const override {
     return {{"tap", true, false, "tap=NAME"},
             {"mac", false, false, "mac=MAC"},
-            {"mtu", false, false, "mtu=N"}};
+            {"mtu", false, false, "mtu=N"},
+            {"num_queues", false, false, "num_queues=N"}};
   }
 
   void check(const DeviceSpec& spec, const HostFiles&,
@@ -64,6 +77,10 @@ class NetKind final : public VirtioDeviceKind {
     if (auto text = spec.get("mtu"); text && !parse_mtu(*text)) {
       problems.push_back(fmt::format("MTU '{}' is not a number from {} to 65535", *text, kMinMtu));
     }
+    if (auto text = spec.get("num_queues"); text && !parse_queues(*text)) {
+      problems.push_back(fmt::format("num_queues '{}' is not a number from 1 to {}", *text,
+                                     VirtioNet::kMaxQueuePairs));
+    }
   }
 
   // The TAP is opened (or created) through /dev/net/tun (TapBackend).
@@ -74,17 +91,24 @@ class NetKind final : public VirtioDeviceKind {
   std::string describe(const DeviceSpec& spec, size_t index,
                        std::string_view vm_name) const override {
     const NetConfig c = config(spec);
-    return fmt::format("virtio-net eth{} tap {} MAC {} MTU {}", index, c.tap,
-                       format_mac(c.mac.value_or(default_mac(vm_name, index))), c.mtu);
+    std::string text = fmt::format("virtio-net eth{} tap {} MAC {} MTU {}", index, c.tap,
+                                   format_mac(c.mac.value_or(default_mac(vm_name, index))), c.mtu);
+    if (c.num_queues > 1) text.append(fmt::format(", {} queue pairs", c.num_queues));
+    return text;
   }
 
   std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
                                        const DeviceContext& context) const override {
     const NetConfig c = config(spec);
     const MacAddress mac = c.mac.value_or(default_mac(context.vm_name, context.index));
-    log::debug("virtio-net on tap {}: MAC {}, MTU {}", c.tap, format_mac(mac), c.mtu);
+    log::debug("virtio-net on tap {}: MAC {}, MTU {}, {} queue pair(s)", c.tap, format_mac(mac),
+               c.mtu, c.num_queues);
     try {
-      return std::make_shared<VirtioNet>(TapBackend::open(c.tap), mac, c.mtu);
+      std::vector<std::shared_ptr<NetBackend>> backends;
+      for (auto& tap : TapBackend::open_queues(c.tap, c.num_queues)) {
+        backends.push_back(std::move(tap));
+      }
+      return std::make_shared<VirtioNet>(std::move(backends), mac, c.mtu);
     } catch (const UserError& e) {
       throw UserError(spec.located(e.what()));  // "--net tap=x: ..." or "f.system:9: ..."
     }
@@ -100,6 +124,7 @@ class NetKind final : public VirtioDeviceKind {
     c.tap = spec.value_or("tap", "");
     if (auto text = spec.get("mac")) c.mac = parse_mac(*text);
     if (auto text = spec.get("mtu")) c.mtu = parse_mtu(*text).value_or(c.mtu);
+    if (auto text = spec.get("num_queues")) c.num_queues = parse_queues(*text).value_or(1);
     return c;
   }
 };

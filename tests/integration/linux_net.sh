@@ -2,9 +2,11 @@
 # virtIO network with Linux's own driver, inside the emulated KVM host and there inside a network
 # namespace this test creates (the TAPs, the bridge and every address live in it; no traffic
 # leaves it). Two VMs on bridge br0 (host address 10.0.0.1): VM A (10.0.0.2) on a TAP made
-# beforehand with a given MAC, VM B (10.0.0.3) on a TAP vmm creates itself, default MAC.
+# beforehand with a given MAC, VM B (10.0.0.3) on a TAP vmm creates itself, default MAC, with
+# 2 vCPUs and 2 queue pairs (num_queues=2: a multiqueue TAP, VIRTIO_NET_F_MQ).
 # Checks: A's eth0 has the MAC it was given, A pings the host, 4 MiB go over TCP each way with
-# the checksum verified at the receiving end, and A pings B across the bridge.
+# the checksum verified at the receiving end, A pings B across the bridge, B's driver uses
+# both queue pairs and tap1 has two queues.
 # Usage: linux_net.sh VMM
 set -euo pipefail
 vmm=$1
@@ -42,8 +44,8 @@ guest --memory 160M --serial file:/tmp/a.out \
   --cmdline "console=ttyS0 quiet libvmm.test=net" --net tap=tap0,mac=52:54:00:12:34:56 \
   2>/tmp/a.err &
 a=$!
-guest --memory 160M --serial file:/tmp/b.out \
-  --cmdline "console=ttyS0 quiet libvmm.test=net_peer" --net tap=tap1 2>/tmp/b.err &
+guest --memory 160M --vcpus 2 --serial file:/tmp/b.out \
+  --cmdline "console=ttyS0 quiet libvmm.test=net_peer" --net tap=tap1,num_queues=2 2>/tmp/b.err &
 b=$!
 # vmm creates tap1; put it on the bridge as soon as it exists.
 i=0
@@ -71,6 +73,10 @@ fi
 check "VM A pings VM B across the bridge" wait_for /tmp/a.out "ping peer ok" 200
 check "VM B has a locally administered unicast default MAC" \
   grep -qE "peer eth0 address: [0-9a-f][26ae]:" /tmp/b.out
+check "VM B's driver uses 2 queue pairs (num_queues=2)" \
+  grep -q "peer eth0 queues: rx-0 rx-1 tx-0 tx-1" /tmp/b.out
+check "tap1 is a TAP with 2 queues" \
+  [ "$(ls -d /sys/class/net/tap1/queues/rx-* | wc -l)" -eq 2 ]
 touch /www/done
 wait $a; sa=$?
 wait $b; sb=$?
@@ -90,6 +96,9 @@ nobody() { ./setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 kvm_mode=$(stat -c %a /dev/kvm) tun_mode=$(stat -c %a /dev/net/tun)
 chmod 666 /dev/kvm /dev/net/tun
 check "--net on an interface that is not a TAP" bad "--net tap=br0: TAP device 'br0': exists but is not a TAP" ./vmm --net tap=br0
+check "--net num_queues=2 on a TAP made without multi_queue" \
+  bad "--net tap=tap0,num_queues=2: TAP device 'tap0': num_queues=2 needs a multiqueue TAP" \
+  ./vmm --net tap=tap0,num_queues=2
 check "--net on a missing TAP without the right to create it" \
   bad "--net tap=nosuchtap: TAP device 'nosuchtap': no such TAP device, and creating one needs CAP_NET_ADMIN" \
   nobody ./vmm --net tap=nosuchtap

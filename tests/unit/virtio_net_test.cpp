@@ -70,6 +70,10 @@ class FakeNetBackend final : public NetBackend {
   void start(EventLoop&, std::function<void()>) override {}
   void pause_receive() override { paused = true; }
   void resume_receive() override { paused = false; }
+  void set_enabled(bool on) override {
+    EXPECT_TRUE(on || paused) << "detached while watched";
+    enabled = on;
+  }
   std::string describe() const override { return "fake"; }
 
   std::deque<std::vector<uint8_t>> incoming;
@@ -78,6 +82,7 @@ class FakeNetBackend final : public NetBackend {
   bool accept = true;
   int fail_with = 0;  // an errno for receive() to report
   bool paused = false;
+  bool enabled = true;
   uint64_t offloads = 0;
   int reads = 0;
 };
@@ -180,13 +185,16 @@ TEST(NetSpec, ParsesTapMacAndMtu) {
   const NetConfig d = parse_net_spec("tap=t1");
   EXPECT_FALSE(d.mac);
   EXPECT_EQ(d.mtu, 1500);
+  EXPECT_EQ(d.num_queues, 1);
+  EXPECT_EQ(parse_net_spec("tap=t1,num_queues=4").num_queues, 4);
 }
 
 TEST(NetSpec, RejectsBadInputInOneLineNamingTheFlag) {
   for (const char* spec :
        {"", "mac=52:54:00:12:34:56", "tap=t,mac=52:54:00:12:34", "tap=t,mac=52-54-00-12-34-56",
         "tap=t,mac=52:54:00:12:34:5g", "tap=t,mac=01:00:5e:00:00:01", "tap=t,mac=00:00:00:00:00:00",
-        "tap=t,mtu=67", "tap=t,mtu=65536", "tap=t,mtu=-1", "tap=t,mtu=", "tap=t,speed=10"}) {
+        "tap=t,mtu=67", "tap=t,mtu=65536", "tap=t,mtu=-1", "tap=t,mtu=", "tap=t,speed=10",
+        "tap=t,num_queues=0", "tap=t,num_queues=17", "tap=t,num_queues=two"}) {
     try {
       parse_net_spec(spec);
       ADD_FAILURE() << "accepted '" << spec << "'";
@@ -619,3 +627,167 @@ TEST(TapBackend, RejectsNamesTooLongForAnInterface) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Multiqueue: two queue pairs, each on its own backend, and the control queue
+
+namespace {
+
+class VirtioNetMultiqueueTest : public ::testing::Test {
+ protected:
+  static constexpr uint16_t kCtrl = 4;  // rx0 tx0 rx1 tx1 ctrl
+
+  void SetUp() override {
+    const auto sizes = device.queue_max_sizes();
+    for (const uint16_t size : sizes) queues.emplace_back(memory, size);
+    transport.serve(queues);
+  }
+  void activate(uint64_t features = ~0ull) {
+    features &= device.device_features();
+    for (size_t i = 0; i < rings.size(); ++i) {
+      rings[i].configure(queues[i], bit(VIRTIO_RING_F_EVENT_IDX));
+    }
+    device.activate(transport, features | bit(VIRTIO_RING_F_EVENT_IDX));
+  }
+  // Sends a control command; returns the status byte the device wrote (0xee: none).
+  uint8_t command(uint8_t cls, uint8_t cmd, std::vector<uint8_t> data) {
+    std::vector<uint8_t> out{cls, cmd};
+    out.insert(out.end(), data.begin(), data.end());
+    const uint64_t out_gpa = rings[kCtrl].place(out);
+    const uint64_t status = rings[kCtrl].place(std::vector<uint8_t>{0xee});
+    rings[kCtrl].add_chain(
+        {{out_gpa, static_cast<uint32_t>(out.size()), false}, {status, 1, true}});
+    device.queue_notify(kCtrl, queues[kCtrl]);
+    return memory.bytes(status, 1)[0];
+  }
+  uint8_t set_pairs(uint16_t n) {
+    return command(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET,
+                   {static_cast<uint8_t>(n), static_cast<uint8_t>(n >> 8)});
+  }
+
+  TestMemory memory{kRamSize};
+  std::vector<Virtqueue> queues;
+  std::shared_ptr<FakeNetBackend> b0 = std::make_shared<FakeNetBackend>();
+  std::shared_ptr<FakeNetBackend> b1 = std::make_shared<FakeNetBackend>();
+  VirtioNet device{std::vector<std::shared_ptr<NetBackend>>{b0, b1}, kMac, 1500};
+  FakeTransport transport;
+  std::vector<DriverRing> rings = [this] {
+    std::vector<DriverRing> r;
+    for (uint64_t i = 0; i < 5; ++i) {
+      r.emplace_back(memory, i == kCtrl ? VirtioNet::kControlQueueSize : kQueueSize,
+                     RingLayout::at(0x10000 + i * 0x80000));
+    }
+    return r;
+  }();
+};
+
+}  // namespace
+
+TEST(VirtioNetQueues, OneBackendIsOnePairWithoutControlQueue) {
+  VirtioNet single{std::make_shared<FakeNetBackend>(), kMac};
+  EXPECT_EQ(single.queue_max_sizes().size(), 2u);
+  EXPECT_FALSE(single.device_features() & bit(VIRTIO_NET_F_MQ));
+  EXPECT_FALSE(single.device_features() & bit(VIRTIO_NET_F_CTRL_VQ));
+  std::vector<uint8_t> config(12);
+  single.read_config(0, config);
+  EXPECT_EQ(config[8] | config[9] << 8, 1);  // max_virtqueue_pairs
+  EXPECT_THROW(VirtioNet(std::vector<std::shared_ptr<NetBackend>>{}, kMac), std::invalid_argument);
+  EXPECT_THROW(
+      VirtioNet(std::vector<std::shared_ptr<NetBackend>>(17, std::make_shared<FakeNetBackend>()),
+                kMac),
+      std::invalid_argument);
+}
+
+TEST_F(VirtioNetMultiqueueTest, OffersMqWithAControlQueueAndItsPairCount) {
+  EXPECT_TRUE(device.device_features() & bit(VIRTIO_NET_F_MQ));
+  EXPECT_TRUE(device.device_features() & bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_EQ(device.queue_max_sizes(),
+            (std::vector<uint16_t>{kQueueSize, kQueueSize, kQueueSize, kQueueSize,
+                                   VirtioNet::kControlQueueSize}));
+  std::vector<uint8_t> config(12);
+  device.read_config(0, config);
+  EXPECT_EQ(config[8] | config[9] << 8, 2);
+}
+
+TEST_F(VirtioNetMultiqueueTest, UsesOnlyTheFirstPairUntilTheDriverAsksForMore) {
+  activate();
+  EXPECT_EQ(device.active_queue_pairs(), 1u);
+  // Pair 1's queues are not served yet: a transmit there stays in the ring.
+  add_tx(rings[3], with_header(virtio_net_hdr_v1{}, 60));
+  device.queue_notify(3, queues[3]);
+  EXPECT_TRUE(b1->sent.empty());
+  EXPECT_EQ(rings[3].used_idx(), 0);
+
+  ASSERT_EQ(set_pairs(2), VIRTIO_NET_OK);
+  EXPECT_EQ(device.active_queue_pairs(), 2u);
+  EXPECT_TRUE(b1->enabled);
+  EXPECT_FALSE(b1->paused);
+  ASSERT_EQ(rings[kCtrl].used_idx(), 1);
+  EXPECT_EQ(rings[kCtrl].used(0).len, 1u);
+  EXPECT_EQ(transport.signals(kCtrl), 1);
+
+  // Each pair moves frames to and from its own backend, and signals its own queues.
+  device.queue_notify(3, queues[3]);
+  ASSERT_EQ(b1->sent.size(), 1u);
+  EXPECT_TRUE(b0->sent.empty());
+  EXPECT_EQ(transport.signals(3), 1);
+  add_rx(rings[0], 2048);
+  add_rx(rings[2], 2048);
+  b1->incoming.push_back(with_header(virtio_net_hdr_v1{}, 200));
+  device.backend_readable(1);
+  EXPECT_EQ(rings[2].used_idx(), 1);
+  EXPECT_EQ(rings[0].used_idx(), 0);
+  EXPECT_EQ(transport.signals(2), 1);
+  b0->incoming.push_back(with_header(virtio_net_hdr_v1{}, 300));
+  device.backend_readable(0);
+  ASSERT_EQ(rings[0].used_idx(), 1);
+  EXPECT_EQ(rings[0].used(0).len, kHdr + 300);
+  EXPECT_EQ(device.counters().rx_frames, 2u);
+
+  // Back to one pair: the second backend is paused and detached, its frames stay in the host.
+  ASSERT_EQ(set_pairs(1), VIRTIO_NET_OK);
+  EXPECT_TRUE(b1->paused);
+  EXPECT_FALSE(b1->enabled);
+  add_rx(rings[2], 2048);
+  b1->incoming.push_back(with_header(virtio_net_hdr_v1{}, 200));
+  device.backend_readable(1);
+  EXPECT_EQ(rings[2].used_idx(), 1);
+  EXPECT_EQ(b1->incoming.size(), 1u);
+}
+
+TEST_F(VirtioNetMultiqueueTest, AnswersBadControlCommandsWithAnErrorAndCountsThem) {
+  activate();
+  EXPECT_EQ(set_pairs(0), VIRTIO_NET_ERR);
+  EXPECT_EQ(set_pairs(3), VIRTIO_NET_ERR);
+  EXPECT_EQ(command(VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, {1}), VIRTIO_NET_ERR);
+  EXPECT_EQ(command(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, {2}), VIRTIO_NET_ERR);
+  EXPECT_EQ(device.active_queue_pairs(), 1u);
+  // A chain with no writable byte: returned with length 0, nothing written anywhere.
+  const uint64_t out = rings[kCtrl].place(std::vector<uint8_t>{VIRTIO_NET_CTRL_MQ, 0, 2, 0});
+  rings[kCtrl].add_chain({{out, 4, false}});
+  device.queue_notify(kCtrl, queues[kCtrl]);
+  ASSERT_EQ(rings[kCtrl].used_idx(), 5);
+  EXPECT_EQ(rings[kCtrl].used(4).len, 0u);
+  EXPECT_EQ(device.active_queue_pairs(), 1u);
+  EXPECT_EQ(device.counters().ctrl_bad, 5u);
+}
+
+TEST_F(VirtioNetMultiqueueTest, WithoutMqNegotiatedTheControlQueueIsTheThirdAndPairsStayOne) {
+  activate(~bit(VIRTIO_NET_F_MQ));
+  const uint64_t out = rings[2].place(
+      std::vector<uint8_t>{VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 2, 0});
+  const uint64_t status = rings[2].place(std::vector<uint8_t>{0xee});
+  rings[2].add_chain({{out, 4, false}, {status, 1, true}});
+  device.queue_notify(2, queues[2]);
+  EXPECT_EQ(memory.bytes(status, 1)[0], VIRTIO_NET_ERR);
+  EXPECT_EQ(device.active_queue_pairs(), 1u);
+}
+
+TEST_F(VirtioNetMultiqueueTest, ResetGoesBackToOnePair) {
+  activate();
+  ASSERT_EQ(set_pairs(2), VIRTIO_NET_OK);
+  device.reset();
+  EXPECT_EQ(device.active_queue_pairs(), 1u);
+  EXPECT_FALSE(b1->enabled);
+  EXPECT_EQ(b1->offloads, 0u);
+}

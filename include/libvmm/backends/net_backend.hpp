@@ -34,6 +34,9 @@ class NetBackend {
   // Loop thread only: stop (or restart) calling `readable`. Frames wait in the host meanwhile.
   virtual void pause_receive() = 0;
   virtual void resume_receive() = 0;
+  // Loop thread only, while paused: a queue of a multiqueue TAP the driver does not use is
+  // detached (the host then steers no frames to it) and attached again when it is used.
+  virtual void set_enabled(bool enabled) { static_cast<void>(enabled); }
 
   virtual std::string describe() const = 0;  // for log lines: "tap tap0"
 };

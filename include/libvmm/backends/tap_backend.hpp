@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "libvmm/backends/net_backend.hpp"
 #include "libvmm/core/unique_fd.hpp"
@@ -20,6 +21,11 @@ class TapBackend final : public NetBackend {
   // Attaches to (or creates) TAP `name`. Throws UserError "--net tap=NAME: reason" (no
   // /dev/net/tun or no permission on it, a name too long, not a TAP, cannot be created).
   static std::unique_ptr<TapBackend> open(const std::string& name);
+  // `queues` queues of multiqueue TAP `name` (IFF_MULTI_QUEUE), one backend each; with one, as
+  // open(). An existing TAP must have been made multiqueue (`ip tuntap add NAME mode tap
+  // multi_queue`); the error says so. Throws UserError as open().
+  static std::vector<std::unique_ptr<TapBackend>> open_queues(const std::string& name,
+                                                              size_t queues);
   // Any descriptor that moves whole frames, with their headers (tests: a SOCK_SEQPACKET pair).
   // Offloads are only set on real TAPs.
   TapBackend(UniqueFd fd, std::string description, bool is_tap = false);
@@ -30,6 +36,7 @@ class TapBackend final : public NetBackend {
   void start(EventLoop& loop, std::function<void()> readable) override;
   void pause_receive() override;
   void resume_receive() override;
+  void set_enabled(bool enabled) override;  // TUNSETQUEUE; only on a multiqueue TAP's queues
   std::string describe() const override { return description_; }
 
   int fd() const { return fd_.get(); }
@@ -40,6 +47,7 @@ class TapBackend final : public NetBackend {
   bool is_tap_;
   EventLoop* loop_ = nullptr;
   bool paused_ = false;
+  bool multiqueue_ = false;
 };
 
 }  // namespace libvmm

@@ -2,7 +2,15 @@
 // link status in config space, a configurable MTU, checksum and TSO offloads passed through to
 // the host (NetBackend, usually a TAP) in the 12-byte virtio_net_hdr_v1 every frame carries,
 // and mergeable receive buffers. Given on the command line as
-// --net tap=NAME[,mac=52:54:00:12:34:56][,mtu=N].
+// --net tap=NAME[,mac=52:54:00:12:34:56][,mtu=N][,num_queues=N].
+//
+// Multiqueue (VIRTIO_NET_F_MQ, with num_queues=N > 1): N receive/transmit queue pairs (queues
+// 2k and 2k+1) and a control queue (2N) on which the driver says how many pairs it uses
+// (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET; one until it does). Each pair has its own backend (one
+// queue of a multiqueue TAP): the host spreads incoming flows over the backends of the pairs in
+// use, and the device detaches the others (NetBackend::set_enabled) so no frame waits on a
+// queue the driver does not read. The pairs still share the transport's lock and the event
+// loop: multiqueue spares the guest's vCPUs contention on one ring, not host CPU.
 //
 // Receive: frames are read from the backend one at a time into a host buffer and copied into
 // the guest's receive buffers. When the guest has none left, the frame waits (one frame, never
@@ -43,11 +51,13 @@ struct NetConfig {
   std::string tap;                // host TAP device name
   std::optional<MacAddress> mac;  // default: default_mac(VM name, index)
   uint16_t mtu = 1500;
+  uint16_t num_queues = 1;  // queue pairs (and TAP queues); more than one: VIRTIO_NET_F_MQ
 };
 
-// Parses "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,mtu=N]" (the --net flag, through the device
-// registry's virtio_net kind). Throws UserError naming --net: unknown options, a malformed,
-// multicast or all-zero MAC, an MTU outside 68..65535, a TAP name longer than 15 characters.
+// Parses "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,mtu=N][,num_queues=N]" (the --net flag, through the
+// device registry's virtio_net kind). Throws UserError naming --net: unknown options, a malformed,
+// multicast or all-zero MAC, an MTU outside 68..65535, a TAP name longer than 15 characters,
+// num_queues outside 1..VirtioNet::kMaxQueuePairs.
 NetConfig parse_net_spec(std::string_view spec);
 // "52:54:00:12:34:56" (either case); nullopt if malformed.
 std::optional<MacAddress> parse_mac(std::string_view text);
@@ -69,6 +79,7 @@ struct NetCounters {
   uint64_t tx_bad_length = 0;    // frame shorter than an Ethernet header or over the limit
   uint64_t tx_linearized = 0;    // spread over too many descriptors: copied, then sent
   uint64_t tx_host_dropped = 0;  // the backend refused it
+  uint64_t ctrl_bad = 0;         // control queue: malformed or unsupported command (VIRTIO_NET_ERR)
 };
 
 class VirtioNet final : public VirtioDevice {
@@ -76,6 +87,8 @@ class VirtioNet final : public VirtioDevice {
   static constexpr uint16_t kQueueSize = 256;
   static constexpr uint16_t kReceiveQueue = 0;
   static constexpr uint16_t kTransmitQueue = 1;
+  static constexpr uint16_t kMaxQueuePairs = 16;  // num_queues; the TAP driver allows far more
+  static constexpr uint16_t kControlQueueSize = 64;
   static constexpr uint32_t kHeaderSize = 12;  // virtio_net_hdr_v1 (VERSION_1 layout)
   static constexpr uint32_t kEthernetHeader = 14;
   static constexpr uint32_t kVlanTag = 4;
@@ -89,11 +102,18 @@ class VirtioNet final : public VirtioDevice {
   static constexpr uint32_t kTransmitPerNotify = 128;
 
   VirtioNet(std::shared_ptr<NetBackend> backend, const MacAddress& mac, uint16_t mtu = 1500);
+  // One backend per queue pair (1..kMaxQueuePairs); more than one offers VIRTIO_NET_F_MQ.
+  VirtioNet(std::vector<std::shared_ptr<NetBackend>> backends, const MacAddress& mac,
+            uint16_t mtu = 1500);
 
   // Starts host receive on `loop`. Without start() (tests), call backend_readable() directly.
   void start(EventLoop& loop);
-  // The backend may have frames: moves them into receive buffers, or pauses the backend.
-  void backend_readable();
+  // Pair `pair`'s backend may have frames: moves them into receive buffers, or pauses it.
+  void backend_readable(size_t pair = 0);
+
+  size_t queue_pairs() const { return pairs_.size(); }
+  // Pairs the driver uses (1 until it says otherwise on the control queue). Lock held, or tests.
+  size_t active_queue_pairs() const { return active_pairs_; }
 
   NetCounters counters() const;
   const MacAddress& mac() const { return mac_; }
@@ -102,7 +122,8 @@ class VirtioNet final : public VirtioDevice {
   std::string name() const override { return "virtio-net"; }
   uint32_t device_id() const override;
   uint64_t device_features() const override;
-  std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
+  // rx0, tx0, rx1, tx1, ..., and with more than one pair the control queue.
+  std::vector<uint16_t> queue_max_sizes() const override;
   uint32_t config_size() const override;
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
   void activate(VirtioTransport& transport, uint64_t features) override;
@@ -120,19 +141,41 @@ class VirtioNet final : public VirtioDevice {
     uint64_t get() const { return value.load(std::memory_order_relaxed); }
   };
 
+  // One receive/transmit queue pair and its backend. Receive state: under the transport's lock.
+  struct Pair {
+    explicit Pair(std::shared_ptr<NetBackend> b) : backend(std::move(b)) {}
+    std::shared_ptr<NetBackend> backend;
+    std::vector<uint8_t> frame;         // header + frame, read from the backend (on first use)
+    size_t pending = 0;                 // bytes of `frame` waiting for buffers; 0: none
+    std::vector<DescriptorChain> held;  // buffers collected for the pending frame
+    uint64_t held_bytes = 0;
+    bool paused = false;  // the backend is (or is about to be) paused for want of buffers
+    bool pushed = false;  // receive() returned buffers: signal the driver
+    void forget_held() {
+      held.clear();
+      held_bytes = 0;
+    }
+  };
+
   // Under the transport's lock.
-  RxState receive(Virtqueue& queue);
-  bool deliver_pending(Virtqueue& queue);           // false: not enough receive buffers yet
+  RxState receive(size_t pair, Virtqueue& queue);
+  bool deliver_pending(Pair& p, Virtqueue& queue);  // false: not enough receive buffers yet
   bool take_receive_chain(DescriptorChain& chain);  // false: unusable, returned empty
-  void transmit(Virtqueue& queue);
-  void transmit_one(const DescriptorChain& chain);
+  void transmit(uint16_t index, Virtqueue& queue);
+  void transmit_one(Pair& p, const DescriptorChain& chain);
   bool header_acceptable(const virtio_net_hdr_v1& header, uint64_t frame_len);
-  void drop_unreachable_frames();  // no driver: reads and drops what the host sent
-  void request_resume();
+  void control(Virtqueue& queue);
+  uint8_t control_command(const DescriptorChain& chain);  // VIRTIO_NET_OK or VIRTIO_NET_ERR
+  void set_active_pairs(size_t n);
+  uint16_t control_queue() const;         // its index: 2N with MQ negotiated, else 2
+  void drop_unreachable_frames(Pair& p);  // no driver: reads and drops what the host sent
+  void request_resume(size_t pair);
+  // On the loop thread (or now, without a loop): attach or detach pairs [first, last)'s backends.
+  void enable_pairs(size_t first, size_t last, bool enabled);
   bool negotiated(unsigned bit) const { return (features_ >> bit) & 1; }
   void guest_error(Counter& counter, const std::string& message);
 
-  const std::shared_ptr<NetBackend> backend_;
+  std::vector<Pair> pairs_;
   const MacAddress mac_;
   const uint16_t mtu_;
   EventLoop* loop_ = nullptr;
@@ -140,18 +183,13 @@ class VirtioNet final : public VirtioDevice {
 
   // Under the transport's lock.
   uint64_t features_ = 0;
-  std::vector<uint8_t> rx_frame_;         // header + frame, read from the backend
-  size_t rx_pending_ = 0;                 // bytes of rx_frame_ waiting for buffers; 0: none
-  std::vector<DescriptorChain> rx_held_;  // buffers collected for the pending frame
-  uint64_t rx_held_bytes_ = 0;
-  bool rx_paused_ = false;  // the backend is (or is about to be) paused for want of buffers
-  bool rx_pushed_ = false;  // receive() returned buffers: signal the driver
+  size_t active_pairs_ = 1;
   std::vector<iovec> tx_iov_;
   std::vector<uint8_t> tx_copy_;
 
   Counter rx_frames_, tx_frames_, rx_bad_chain_, rx_too_big_, rx_not_ready_, rx_host_error_,
       tx_bad_chain_, tx_short_header_, tx_bad_header_, tx_bad_length_, tx_linearized_,
-      tx_host_dropped_;
+      tx_host_dropped_, ctrl_bad_;
   std::atomic<uint32_t> errors_logged_{0};
 };
 
