@@ -1,7 +1,8 @@
 // vmm-device's side of vhost-user, whole: a hostile front-end's message stream (any request,
 // flags and payload, with memfd, eventfd or no descriptors) into VhostUserBackend serving a
-// VirtioBlock on a small temporary image, with the shared "guest RAM" (a memfd the input also
-// fills: rings and requests) that SET_MEM_TABLE hands over. Every message ends as handled or
+// VirtioBlock on a small temporary image or (the input's first byte odd) a VirtioNet on an
+// in-memory host that always has a frame to give, with the shared "guest RAM" (a memfd the input
+// also fills: rings and requests) that SET_MEM_TABLE hands over. Every message ends as handled or
 // as the connection closed with a log line; nothing may crash, hang or touch memory outside
 // the mapped regions (ASan). The stream ends with the front-end's end of the socket shut,
 // after which the back-end must have closed the connection.
@@ -11,15 +12,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
 
 #include "fuzz_input.hpp"
+#include "libvmm/backends/net_backend.hpp"
 #include "libvmm/backends/vhost_user.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/vhost_user_backend.hpp"
 
 using namespace libvmm;
@@ -45,11 +49,47 @@ VirtioBlock& device() {
   return *block;
 }
 
+// The network device's host: receive always has a frame (up to `budget` per input, a header
+// and a frame of `frame_len` bytes); transmitted frames are dropped.
+class EndlessHost final : public NetBackend {
+ public:
+  ssize_t receive(std::span<uint8_t> buffer) override {
+    if (budget == 0) return 0;
+    --budget;
+    const size_t n = std::min<size_t>(frame_len, buffer.size());
+    std::fill_n(buffer.begin(), n, uint8_t{0x5a});
+    if (n >= VirtioNet::kHeaderSize) std::fill_n(buffer.begin(), VirtioNet::kHeaderSize, 0);
+    return static_cast<ssize_t>(n);
+  }
+  bool send(std::span<const iovec>) override { return true; }
+  void set_offloads(uint64_t) override {}
+  void start(EventLoop&, std::function<void()>) override {}
+  void pause_receive() override {}
+  void resume_receive() override {}
+  std::string describe() const override { return "fuzz host"; }
+
+  int budget = 0;
+  size_t frame_len = 60;
+};
+
+std::shared_ptr<EndlessHost>& host() {
+  static auto h = std::make_shared<EndlessHost>();
+  return h;
+}
+
+VirtioNet& net_device() {
+  static VirtioNet* net = new VirtioNet(host(), MacAddress{0x52, 0x54, 0, 1, 2, 3});
+  return *net;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::Input in(data, size);
-  VirtioBlock& block = device();
+  const uint8_t selector = in.u8();
+  VirtioDevice& served = (selector & 1) ? static_cast<VirtioDevice&>(net_device()) : device();
+  host()->budget = 16;
+  host()->frame_len = 14 + (selector >> 1) * 64u;  // runts to 8 KiB frames
 
   // Guest RAM as the front-end shares it, its first bytes from the input.
   UniqueFd ram(::memfd_create("fuzz-ram", MFD_CLOEXEC));
@@ -63,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   vhost::Channel front(UniqueFd(pair[0]), "fuzz back-end");
   EventLoop loop;
   bool closed = false;
-  VhostUserBackend backend(block, loop, UniqueFd(pair[1]), "fuzz front-end",
+  VhostUserBackend backend(served, loop, UniqueFd(pair[1]), "fuzz front-end",
                            [&](const std::string&) {
                              closed = true;
                              loop.stop();

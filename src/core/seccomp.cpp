@@ -315,6 +315,14 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"unlink", {}, "the listening socket removed at exit"});
       r.push_back({"unlinkat", {}, "unlink on AArch64"});
       add_block_io(r);  // a disk with iothread=off does its I/O here
+      // vmm-device --net: frames move on this thread (read and writev on the TAP, above).
+      r.push_back({"ioctl",
+                   {equals(1, TUNSETOFFLOAD)},
+                   "vmm-device --net: the TAP's offloads follow the features the driver accepted"});
+      // vmm-device --console: its character backend on this thread (accept4, recvfrom above).
+      r.push_back({"ioctl", {equals(1, FIONREAD)}, "socket console: unread input at hang-up"});
+      r.push_back({"ioctl", {equals(1, TCSETSW)}, "stdio console: the terminal restored"});
+      r.push_back({"ioctl", {equals(1, TCSETSF)}, "stdio console: the terminal restored"});
       break;
   }
   return r;

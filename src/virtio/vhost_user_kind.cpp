@@ -1,5 +1,6 @@
 // Devices served by another process over vhost-user, in the device registry:
-//   <vhost_user type="blk|fs" socket="PATH" [tag="TAG"]/>, --vhost-user TYPE,socket=PATH[,tag=TAG]
+//   <vhost_user type="blk|fs|net|console" socket="PATH" [tag="TAG"]/>,
+//   --vhost-user TYPE,socket=PATH[,tag=TAG]
 //   <virtio_fs tag="TAG" socket="PATH"/>, --fs tag=TAG,socket=PATH  (virtiofsd's shorthand)
 #include <fmt/format.h>
 #include <linux/virtio_blk.h>
@@ -7,6 +8,7 @@
 
 #include <cstring>
 
+#include "libvmm/backends/net_abi.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/virtio/device_kind.hpp"
@@ -18,6 +20,12 @@ namespace {
 constexpr size_t kTagSize = 36;          // struct virtio_fs_config: tag[36]
 constexpr uint32_t kBlkConfigSize = 60;  // struct virtio_blk_config up to write_zeroes_may_unmap
 constexpr uint16_t kQueueSize = 128;
+// struct virtio_net_config up to mtu: mac, status, max_virtqueue_pairs, mtu.
+constexpr uint32_t kNetConfigSize = 12;
+constexpr uint16_t kNetQueueSize = 256;
+// struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr.
+constexpr uint32_t kConsoleConfigSize = 12;
+constexpr uint16_t kConsoleQueueSize = 256;
 
 constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
@@ -76,13 +84,51 @@ std::shared_ptr<VirtioDevice> make_blk(const DeviceSpec& spec, const DeviceConte
   }
 }
 
+std::shared_ptr<VirtioDevice> make_net(const DeviceSpec& spec, const DeviceContext& context) {
+  VhostUserOptions o;
+  o.name = fmt::format("vhost-user-net{}", context.index);
+  o.device_id = VIRTIO_ID_NET;
+  o.socket = spec.value_or("socket", "");
+  o.queue_sizes = {kNetQueueSize, kNetQueueSize};  // receive, transmit (no MQ, no control queue)
+  o.config_size = kNetConfigSize;                  // the MAC, link status and MTU: the back-end's
+  // The header is always virtio_net_hdr_v1 (VERSION_1); offloads pass through to the back-end.
+  o.device_feature_mask = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU) |
+                          bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_NET_F_CSUM) |
+                          bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) |
+                          bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_GUEST_TSO4) |
+                          bit(VIRTIO_NET_F_GUEST_TSO6);
+  try {
+    return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
+  } catch (const UserError& e) {
+    throw UserError(spec.located(e.what()));
+  }
+}
+
+std::shared_ptr<VirtioDevice> make_console(const DeviceSpec& spec, const DeviceContext& context) {
+  VhostUserOptions o;
+  o.name = fmt::format("vhost-user-console{}", context.index);
+  o.device_id = VIRTIO_ID_CONSOLE;
+  o.socket = spec.value_or("socket", "");
+  o.queue_sizes = {kConsoleQueueSize, kConsoleQueueSize};  // port 0's receive and transmit
+  o.config_size = kConsoleConfigSize;
+  // One port, no size: no MULTIPORT (its control queues) nor SIZE; not EMERG_WRITE either, as
+  // a config write does not reach the back-end.
+  o.device_feature_mask = 0;
+  try {
+    return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
+  } catch (const UserError& e) {
+    throw UserError(spec.located(e.what()));
+  }
+}
+
 class VhostUserKind final : public VirtioDeviceKind {
  public:
   std::string_view element() const override { return "vhost_user"; }
   std::string_view flag() const override { return "--vhost-user"; }
   std::string_view help() const override {
     return "a virtIO device served by another process over vhost-user (TYPE blk: "
-           "qemu-storage-daemon, vmm-device; fs: virtiofsd, with tag=TAG)";
+           "qemu-storage-daemon, vmm-device; fs: virtiofsd, with tag=TAG; net, console: "
+           "vmm-device)";
   }
   std::string_view positional() const override { return "type"; }
   std::vector<AttributeRule> attributes() const override {
@@ -96,10 +142,11 @@ class VhostUserKind final : public VirtioDeviceKind {
     check_socket(spec, problems);
     if (type == "fs") {
       check_tag(spec, problems);
-    } else if (type == "blk") {
+    } else if (type == "blk" || type == "net" || type == "console") {
       if (spec.get("tag")) problems.push_back("tag= is for type fs only");
     } else {
-      problems.push_back(fmt::format("unknown vhost-user device type '{}' (blk, fs)", type));
+      problems.push_back(
+          fmt::format("unknown vhost-user device type '{}' (blk, fs, net, console)", type));
     }
   }
   std::vector<HostPath> host_paths(const DeviceSpec& spec) const override {
@@ -110,11 +157,15 @@ class VhostUserKind final : public VirtioDeviceKind {
       return fmt::format("virtio-fs tag '{}' (vhost-user backend at {})", spec.value_or("tag", ""),
                          spec.value_or("socket", ""));
     }
-    return fmt::format("virtio-blk (vhost-user backend at {})", spec.value_or("socket", ""));
+    return fmt::format("virtio-{} (vhost-user backend at {})", spec.value_or("type", ""),
+                       spec.value_or("socket", ""));
   }
   std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,
                                        const DeviceContext& context) const override {
-    return spec.value_or("type", "") == "fs" ? make_fs(spec, context) : make_blk(spec, context);
+    const std::string type = spec.value_or("type", "");
+    if (type == "fs") return make_fs(spec, context);
+    if (type == "net") return make_net(spec, context);
+    return type == "console" ? make_console(spec, context) : make_blk(spec, context);
   }
   bool needs_shared_ram() const override { return true; }
   void start(VirtioDevice& device, EventLoop& loop) const override {

@@ -12,6 +12,12 @@
 # DEVICE_NEEDS_RESET and goes on. And QEMU is the front-end to our vmm-device (-M microvm with
 # its RAM in a shared memfd, -device vhost-user-blk): its guest reads the host's pattern and
 # writes and flushes its own, which the host finds in the image.
+# The same two VMs also get a network device from a vmm-device --net on a TAP inside a network
+# namespace this test creates (the VMM outside it: only the back-end touches the network): each
+# guest's eth0 has the MAC the back-end gives, pings the host and moves 1 MiB over TCP each
+# way, checksums compared. The one vmm-device serves our vmm, then QEMU (-netdev vhost-user).
+# The vmm-device VM's hvc0 is a third vmm-device (--console stdio): the guest's line reaches
+# its stdout, and a line typed on its stdin reaches the guest.
 # Usage: linux_vhost.sh VMM [ARCH [VMM_DEVICE]]
 set -euo pipefail
 vmm=$1
@@ -24,6 +30,7 @@ payload_binary /usr/lib/qemu/virtiofsd
 [ "$arch" != x86_64 ] || payload_binary "$(command -v qemu-storage-daemon)"
 if [ -n "$vmm_device" ]; then
   payload_binary "$vmm_device" /usr/bin/qemu-system-x86_64
+  payload_binary "$(command -v ip)" "$(command -v nsenter)"  # busybox ip has no netns
   mkdir -p "$payload/qemu-data"
   cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
 fi
@@ -109,8 +116,57 @@ if [ -x ./qemu-storage-daemon ]; then
   check "blk: the host finds the guest's pattern in the image" [ -n "$want" -a "$got" = "$want" ]
 fi
 
-# A disk from our own vmm-device (its seccomp filters in kill mode: a call off a list ends it).
+# A network device from our own vmm-device, on a TAP in a namespace of its own (10.0.0.1 there;
+# the guests are 10.0.0.2), for the vmm-device VM and then the QEMU one.
+net_mac=52:54:00:12:34:57
+netns() { ./nsenter --net=/run/netns/libvmm-vhost "$@"; }
+# Checks of tests/vhost_net, whose output is in $1: ping, 1 MiB each way over TCP.
+net_checks() {
+  out=$1 who=$2
+  check "$who net: eth0 has the MAC vmm-device gave" wait_for $out "net eth0 address: $net_mac" 240
+  check "$who net: the guest pings the host" wait_for $out "net ping host ok" 60
+  check "$who net: host to guest, 1 MiB intact" wait_for $out "net to-guest sha256: $to_guest" 120
+  if wait_for $out "net from-guest sha256:" 60; then
+    want=$(sed -n 's/.*LIBVMM-GUEST: net from-guest sha256: //p' $out | tr -d '\r' | head -n 1)
+    rm -f /tmp/from-guest
+    netns wget -q -O /tmp/from-guest http://10.0.0.2:8080/from-guest || true
+    got=$(sha256sum </tmp/from-guest | cut -d' ' -f1)
+    check "$who net: guest to host, 1 MiB intact" [ "$got" = "$want" ]
+  else
+    check "$who net: the guest offered its file" false
+  fi
+  touch /www/net-done
+  check "$who net: the guest is done" wait_for $out "net done" 60
+  rm -f /www/net-done
+  netns ./ip neigh flush dev tap0  # the next guest is 10.0.0.2 too
+}
+netdev=
+if [ -x ./vmm-device ] && ./ip netns add libvmm-vhost; then
+  netns ./ip link set lo up
+  netns ./ip tuntap add tap0 mode tap
+  netns ./ip addr add 10.0.0.1/24 dev tap0
+  netns ./ip link set tap0 up
+  mkdir -p /www
+  head -c 1048576 /dev/urandom >/www/to-guest
+  to_guest=$(sha256sum </www/to-guest | cut -d' ' -f1)
+  # Not through the function, and nsenter execs (ip netns exec forks): $! is the program's pid.
+  ./nsenter --net=/run/netns/libvmm-vhost httpd -f -p 10.0.0.1:8080 -h /www &
+  httpd=$!
+  ./nsenter --net=/run/netns/libvmm-vhost ./vmm-device --socket /tmp/net.sock \
+    --net tap=tap0,mac=$net_mac 2>/tmp/net-device.err &
+  netdev=$!
+  i=0
+  while [ ! -S /tmp/net.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  check "vmm-device --net listens" [ -S /tmp/net.sock ]
+fi
+
+# A disk from our own vmm-device (its seccomp filters in kill mode: a call off a list ends it),
+# its network device and its console from two more.
 if [ -x ./vmm-device ]; then
+  start con ./vmm-device --socket /tmp/con.sock --console stdio
+  condev=$pid
+  i=0
+  while [ ! -S /tmp/con.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
   dd if=/dev/urandom of=/tmp/dev-pattern bs=1M count=1 2>/dev/null
   dd if=/dev/zero of=/tmp/dev.img bs=1M count=8 2>/dev/null
   dd if=/tmp/dev-pattern of=/tmp/dev.img conv=notrunc 2>/dev/null
@@ -119,7 +175,8 @@ if [ -x ./vmm-device ]; then
   i=0
   while [ ! -S /tmp/dev.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
   start dev ./vmm --kernel $kernel --initrd initramfs.cpio.gz --memory 256M \
-    --cmdline "console=$console quiet libvmm.test=vmm_device" --vhost-user blk,socket=/tmp/dev.sock
+    --cmdline "console=$console quiet libvmm.test=vmm_device" --vhost-user blk,socket=/tmp/dev.sock \
+    ${netdev:+--vhost-user net,socket=/tmp/net.sock} --vhost-user console,socket=/tmp/con.sock
   check "vmm-device: the guest reads the host's pattern" \
     wait_for /tmp/dev.out "read md5 $(md5sum </tmp/dev-pattern | cut -d' ' -f1)" 240
   check "vmm-device: the disk has 8 MiB" grep -q "vda sectors: 16384" /tmp/dev.out
@@ -128,6 +185,12 @@ if [ -x ./vmm-device ]; then
   want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/dev.out | tr -d '\r')
   got=$(dd if=/tmp/dev.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
   check "vmm-device: the image has the guest's pattern while it serves" [ -n "$want" -a "$got" = "$want" ]
+  [ -z "$netdev" ] || net_checks /tmp/dev.out vmm
+  check "vmm-device --console: the guest's hvc0 line reaches its stdout" \
+    wait_for /tmp/con.out "hello over vhost-user hvc0" 60
+  send con "typed-into-vmm-device"
+  check "vmm-device --console: its stdin reaches the guest" \
+    wait_for /tmp/dev.out "hvc0 got: typed-into-vmm-device" 60
   check "vmm-device: still serving" kill -0 $dev
   kill -9 $dev
   check "vmm-device killed: vmm logs the hang-up" \
@@ -138,6 +201,11 @@ if [ -x ./vmm-device ]; then
   check "vmm-device killed: vmm still runs" kill -0 $pid
   kill $pid
   wait $pid 2>/dev/null
+  check "vmm-device --console: goes on when the front-end leaves" kill -0 $condev
+  kill $condev
+  wait $condev
+  cstatus=$?
+  check "vmm-device --console: exit status 0 on SIGTERM" [ $cstatus -eq 0 ]
 fi
 
 # QEMU as the front-end to our vmm-device (--once: it exits 0 when QEMU leaves in order).
@@ -156,9 +224,12 @@ if [ -x ./vmm-device ] && [ -x ./qemu-system-x86_64 ]; then
     -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -global virtio-mmio.force-legacy=false -chardev socket,id=vu,path=/tmp/q.sock \
     -device vhost-user-blk,chardev=vu,num-queues=1 \
+    ${netdev:+-chardev socket,id=vn,path=/tmp/net.sock -netdev vhost-user,id=n0,chardev=vn} \
+    ${netdev:+-device virtio-net-device,netdev=n0,mac=$net_mac} \
     -kernel $kernel -initrd initramfs.cpio.gz -append "console=ttyS0 quiet libvmm.test=vhost_blk" \
     </dev/null >/tmp/qemu.out 2>/tmp/qemu.err &
   qemu=$!
+  [ -z "$netdev" ] || net_checks /tmp/qemu.out QEMU
   wait_for /tmp/qemu.out "test vhost_blk exit status" 240
   kill $qemu 2>/dev/null
   wait $qemu 2>/dev/null
@@ -174,7 +245,16 @@ if [ -x ./vmm-device ] && [ -x ./qemu-system-x86_64 ]; then
   qstatus=$?
   check "QEMU front-end: vmm-device --once exits 0 when QEMU leaves" [ $qstatus -eq 0 ]
 fi
+if [ -n "$netdev" ]; then
+  check "vmm-device --net: served both front-ends, still serving" kill -0 $netdev
+  kill $netdev
+  wait $netdev
+  nstatus=$?
+  check "vmm-device --net: exit status 0 on SIGTERM" [ $nstatus -eq 0 ]
+  kill $httpd 2>/dev/null
+  ./ip netns delete libvmm-vhost
+fi
 finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/blk.out /tmp/blk.err /tmp/qsd.err \
-  /tmp/dev.out /tmp/dev.err /tmp/vmm-device.err /tmp/qemu.out /tmp/qemu.err /tmp/qdev.err
+  /tmp/dev.out /tmp/dev.err /tmp/vmm-device.err /tmp/qemu.out /tmp/qemu.err /tmp/qdev.err /tmp/net-device.err /tmp/con.out /tmp/con.err
 EOS
 run_payload --timeout 900

@@ -289,6 +289,23 @@ TEST_F(DescriptionTest, NetworkDevices) {
   EXPECT_NE(problems.front().find("multicast"), std::string::npos) << problems.front();
 }
 
+TEST_F(DescriptionTest, VhostUserNetworkAndConsole) {
+  EXPECT_TRUE(problems_of(xml("<vhost_user type=\"net\" socket=\"/run/net.sock\" />"
+                              "<vhost_user type=\"console\" socket=\"/run/con.sock\" />"))
+                  .empty());
+  EXPECT_NE(description.layout().find("virtio-net (vhost-user backend at /run/net.sock)"),
+            std::string::npos)
+      << description.layout();
+  EXPECT_NE(description.layout().find("virtio-console (vhost-user backend at /run/con.sock)"),
+            std::string::npos)
+      << description.layout();
+  expect_problem(xml("<vhost_user type=\"net\" socket=\"/run/net.sock\" tag=\"x\" />"),
+                 "t.system:9: <vhost_user>: tag= is for type fs only");
+  expect_problem(xml("<vhost_user type=\"sound\" socket=\"/run/snd.sock\" />"),
+                 "t.system:9: <vhost_user>: unknown vhost-user device type 'sound' (blk, fs, net, "
+                 "console)");
+}
+
 TEST_F(DescriptionTest, VfioIsParsed) {
   EXPECT_TRUE(problems_of(xml("<vfio device=\"0000:01:00.0\" />")).empty());
   EXPECT_NE(description.layout().find("vfio     0000:01:00.0 (a host PCI device passed through)"),

@@ -26,6 +26,7 @@
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
+#include "unit/support/fake_net_backend.hpp"
 #include "unit/support/loop_thread.hpp"
 #include "unit/support/virtio_kit.hpp"
 
@@ -42,50 +43,6 @@ constexpr MacAddress kMac{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
 }
-
-// Frames in host memory; records what the device sends and how it drives flow control.
-class FakeNetBackend final : public NetBackend {
- public:
-  ssize_t receive(std::span<uint8_t> buffer) override {
-    ++reads;
-    if (fail_with != 0) return -fail_with;
-    if (incoming.empty()) return 0;
-    std::vector<uint8_t> frame = std::move(incoming.front());
-    incoming.pop_front();
-    const size_t n = std::min(frame.size(), buffer.size());
-    std::memcpy(buffer.data(), frame.data(), n);
-    return static_cast<ssize_t>(n);
-  }
-  bool send(std::span<const iovec> iov) override {
-    std::vector<uint8_t> frame;
-    for (const iovec& v : iov) {
-      const auto* p = static_cast<const uint8_t*>(v.iov_base);
-      frame.insert(frame.end(), p, p + v.iov_len);
-    }
-    sent_iovecs.push_back(iov.size());
-    sent.push_back(std::move(frame));
-    return accept;
-  }
-  void set_offloads(uint64_t features) override { offloads = features; }
-  void start(EventLoop&, std::function<void()>) override {}
-  void pause_receive() override { paused = true; }
-  void resume_receive() override { paused = false; }
-  void set_enabled(bool on) override {
-    EXPECT_TRUE(on || paused) << "detached while watched";
-    enabled = on;
-  }
-  std::string describe() const override { return "fake"; }
-
-  std::deque<std::vector<uint8_t>> incoming;
-  std::vector<std::vector<uint8_t>> sent;
-  std::vector<size_t> sent_iovecs;
-  bool accept = true;
-  int fail_with = 0;  // an errno for receive() to report
-  bool paused = false;
-  bool enabled = true;
-  uint64_t offloads = 0;
-  int reads = 0;
-};
 
 // A transmit chain: header + frame written into guest memory, split into `pieces`.
 uint16_t add_tx(DriverRing& ring, const std::vector<uint8_t>& bytes, size_t pieces = 1) {

@@ -1,8 +1,9 @@
-// The vhost-user back-end (VhostUserBackend) serving a VirtioBlock on a temporary image:
-// end to end against our own front-end (VhostUserDevice behind the virtio-mmio transport, a
-// test driver writing requests into guest memory, kicks and calls through real eventfds), and
-// against a raw front-end on a socket pair sending each class of malformed message, after which
-// the back-end must have closed the connection (and not crashed).
+// The vhost-user back-end (VhostUserBackend) serving a VirtioBlock on a temporary image, and a
+// VirtioNet on an in-memory network backend, and a VirtioConsole on an in-memory character
+// backend: end to end against our own front-end (VhostUserDevice
+// behind the virtio-mmio transport, a test driver writing requests into guest memory, kicks and
+// calls through real eventfds), and against a raw front-end on a socket pair sending each class of
+// malformed message, after which the back-end must have closed the connection (and not crashed).
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -21,12 +22,17 @@
 #include <fstream>
 #include <thread>
 
+#include "libvmm/backends/net_abi.hpp"
 #include "libvmm/backends/vhost_user.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/console.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
+#include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/vhost_user.hpp"
 #include "libvmm/virtio/vhost_user_backend.hpp"
+#include "unit/support/fake_char_backend.hpp"
+#include "unit/support/fake_net_backend.hpp"
 #include "unit/support/loop_thread.hpp"
 #include "unit/support/virtio_kit.hpp"
 
@@ -35,6 +41,7 @@ namespace {
 
 using test::DriverRing;
 using test::FakeIrq;
+using test::FakeNetBackend;
 using test::LoopThread;
 using test::MmioDriver;
 using test::RingLayout;
@@ -76,17 +83,37 @@ bool wait_readable(int fd, int timeout_ms = 5000) {
   return ::poll(&p, 1, timeout_ms) == 1;
 }
 
-// The block device, served on a loop thread to whatever is on the other end of a socket pair.
+enum class Kind { blk, net, console };
+constexpr MacAddress kMac{0x52, 0x54, 0x00, 0xab, 0xcd, 0xef};
+
+// The block device (or the network device), served on a loop thread to whatever is on the
+// other end of a socket pair.
 struct Served {
-  TempImage image;
-  VirtioBlock device;
+  TempImage image;                                                            // the block device's
+  std::shared_ptr<FakeNetBackend> host = std::make_shared<FakeNetBackend>();  // the network's
+  std::shared_ptr<test::FakeCharBackend> chars = std::make_shared<test::FakeCharBackend>();
+  std::unique_ptr<VirtioDevice> device;
   LoopThread loop;
   std::unique_ptr<VhostUserBackend> backend;
   std::atomic<int> closes{0};
   std::string why;  // of the close, once closes > 0
 
   explicit Served(bool io_thread = true)
-      : device(BlockConfig{image.path(), false, false, "vhost-serial", BlockIo::sync, io_thread}) {}
+      : device(std::make_unique<VirtioBlock>(
+            BlockConfig{image.path(), false, false, "vhost-serial", BlockIo::sync, io_thread})) {}
+  explicit Served(Kind kind) : device(make(kind)) {}
+  std::unique_ptr<VirtioDevice> make(Kind kind) {
+    switch (kind) {
+      case Kind::net:
+        return std::make_unique<VirtioNet>(host, kMac, 1400);
+      case Kind::console:
+        return std::make_unique<VirtioConsole>(chars);
+      case Kind::blk:
+        break;
+    }
+    return std::make_unique<VirtioBlock>(
+        BlockConfig{image.path(), false, false, "", BlockIo::sync, true});
+  }
   ~Served() {
     loop.call([&] { backend.reset(); });
   }
@@ -95,7 +122,7 @@ struct Served {
     int pair[2];
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
     loop.call([&] {
-      backend = std::make_unique<VhostUserBackend>(device, loop.loop, UniqueFd(pair[1]),
+      backend = std::make_unique<VhostUserBackend>(*device, loop.loop, UniqueFd(pair[1]),
                                                    "front-end on test.sock",
                                                    [this](const std::string& w) {
                                                      why = w;
@@ -279,9 +306,9 @@ struct Step {
 
 // Sends `steps` to a fresh back-end; true if it closed the connection after the last one (and
 // not before: the steps before it are accepted).
-::testing::AssertionResult refused_after(std::vector<Step> steps,
-                                         const std::string& expect_in_why) {
-  Served served;
+::testing::AssertionResult refused_after(std::vector<Step> steps, const std::string& expect_in_why,
+                                         Kind kind = Kind::blk) {
+  Served served(kind);
   UniqueFd front = served.connect();
   vhost::Channel channel(std::move(front), "back-end");
   for (size_t i = 0; i < steps.size(); ++i) {
@@ -430,6 +457,236 @@ TEST(VhostUserBackend, AnswersTheSetUpQueries) {
   EXPECT_EQ(capacity, kImageSize / 512);
   EXPECT_EQ(got.data[255], 0);
   EXPECT_FALSE(served.closed());
+}
+
+// --- The network device
+
+// Our front-end for a two-queue device (the options of `--vhost-user net` or `console`) over the
+// virtio-mmio transport, a test driver with a receive and a transmit ring, and the VirtioNet or
+// VirtioConsole behind the back-end on an in-memory host.
+struct PairRig {
+  Served served;
+  TestMemory memory{0x200000};
+  std::shared_ptr<VhostUserDevice> front;
+  std::shared_ptr<FakeIrq> irq = std::make_shared<FakeIrq>();
+  std::unique_ptr<VirtioMmioTransport> transport;
+  UniqueFd kick[2] = {UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+                      UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK))};
+  UniqueFd call[2] = {UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+                      UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK))};
+  DriverRing rx{memory, 64, RingLayout::at(0x10000)};
+  DriverRing tx{memory, 64, RingLayout::at(0x80000)};
+
+  explicit PairRig(Kind kind) : served(kind) {
+    VhostUserOptions o;
+    o.name = kind == Kind::net ? "vhost-user-net0" : "vhost-user-console0";
+    o.device_id = kind == Kind::net ? 1 : 3;
+    o.socket = "test.sock";
+    o.queue_sizes = {256, 256};
+    o.config_size = 12;
+    if (kind == Kind::net) {
+      o.device_feature_mask = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) |
+                              bit(VIRTIO_NET_F_MTU) | bit(VIRTIO_NET_F_CSUM);
+    }
+    front = std::make_shared<VhostUserDevice>(std::move(o), memory, served.connect());
+    front->set_queue_eventfds({{kick[0].get(), call[0].get()}, {kick[1].get(), call[1].get()}});
+    transport = std::make_unique<VirtioMmioTransport>(front, memory, irq);
+  }
+  MmioDriver driver() { return MmioDriver(*transport); }
+  // Waits (on the call eventfd) until `ring` has used more than `before`.
+  bool used_after(uint32_t queue, const DriverRing& ring, uint16_t before) {
+    for (int i = 0; i < 50 && ring.used_idx() == before; ++i) {
+      if (wait_readable(call[queue].get(), 100)) {
+        uint64_t n;
+        EXPECT_EQ(::read(call[queue].get(), &n, sizeof n), 8);
+      }
+    }
+    return ring.used_idx() != before;
+  }
+};
+
+std::vector<uint8_t> test_frame(size_t len, uint8_t seed) {
+  std::vector<uint8_t> frame(len);
+  for (size_t i = 0; i < len; ++i) frame[i] = static_cast<uint8_t>(seed + i * 13);
+  return frame;
+}
+
+TEST(VhostUserBackend, ServesTheNetworkDeviceBothWays) {
+  PairRig rig(Kind::net);
+  // The config space is the back-end's device's: its MAC, link up, its MTU.
+  const uint32_t words[3] = {rig.driver().reg(VIRTIO_MMIO_CONFIG),
+                             rig.driver().reg(VIRTIO_MMIO_CONFIG + 4),
+                             rig.driver().reg(VIRTIO_MMIO_CONFIG + 8)};
+  uint8_t config[12];
+  std::memcpy(config, words, sizeof config);
+  EXPECT_TRUE(std::equal(kMac.begin(), kMac.end(), config));
+  EXPECT_EQ(config[6], VIRTIO_NET_S_LINK_UP);
+  EXPECT_EQ(words[2] >> 16, 1400u);  // mtu, after max_virtqueue_pairs
+  const uint64_t offered = rig.driver().device_features();
+  EXPECT_TRUE(offered & bit(VIRTIO_NET_F_MAC));
+  EXPECT_FALSE(offered & bit(VIRTIO_NET_F_CTRL_VQ));
+  ASSERT_TRUE(rig.driver().negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MAC)));
+  rig.driver().setup_queue(0, rig.rx);
+  rig.driver().setup_queue(1, rig.tx);
+  rig.driver().driver_ok();
+  ASSERT_FALSE(rig.driver().status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+
+  // Transmit: header and frame from guest memory reach the host as one frame.
+  std::vector<uint8_t> out(VirtioNet::kHeaderSize, 0);
+  const std::vector<uint8_t> frame = test_frame(60, 3);
+  out.insert(out.end(), frame.begin(), frame.end());
+  const uint64_t gpa = rig.tx.place(out);
+  rig.tx.add_chain({{gpa, static_cast<uint32_t>(out.size()), false}});
+  rig.driver().notify(1);
+  ASSERT_TRUE(rig.used_after(1, rig.tx, 0)) << "the transmit chain was not used";
+  rig.served.loop.call([&] {
+    ASSERT_EQ(rig.served.host->sent.size(), 1u);
+    EXPECT_EQ(rig.served.host->sent[0], out);
+  });
+
+  // Receive: a buffer from the driver, then a frame from the host lands in it.
+  const uint64_t buffer = rig.rx.alloc(2048);
+  rig.rx.add_chain({{buffer, 2048, true}});
+  rig.driver().notify(0);
+  std::vector<uint8_t> in(VirtioNet::kHeaderSize, 0);
+  const std::vector<uint8_t> arriving = test_frame(100, 7);
+  in.insert(in.end(), arriving.begin(), arriving.end());
+  rig.served.loop.call([&] {
+    rig.served.host->incoming.push_back(in);
+    static_cast<VirtioNet&>(*rig.served.device).backend_readable();
+  });
+  ASSERT_TRUE(rig.used_after(0, rig.rx, 0)) << "the frame was not received";
+  EXPECT_EQ(rig.rx.used(0).len, in.size());
+  EXPECT_EQ(rig.memory.bytes(buffer + VirtioNet::kHeaderSize, arriving.size()), arriving);
+  EXPECT_FALSE(rig.served.closed());
+
+  // A reset stops both rings; the device comes up again.
+  rig.driver().set_reg(VIRTIO_MMIO_STATUS, 0);
+  EXPECT_FALSE(rig.served.closed());
+  ASSERT_TRUE(rig.driver().negotiate(bit(VIRTIO_F_VERSION_1)));
+  rig.tx.restart();
+  rig.rx.restart();
+  rig.driver().setup_queue(0, rig.rx);
+  rig.driver().setup_queue(1, rig.tx);
+  rig.driver().driver_ok();
+  const uint64_t again = rig.tx.place(out);
+  rig.tx.add_chain({{again, static_cast<uint32_t>(out.size()), false}});
+  rig.driver().notify(1);
+  ASSERT_TRUE(rig.used_after(1, rig.tx, 0)) << "no transmit after the reset";
+  rig.served.loop.call([&] { EXPECT_EQ(rig.served.host->sent.size(), 2u); });
+}
+
+TEST(VhostUserBackend, AnswersTheNetworkDevicesSetUpQueries) {
+  Served served(Kind::net);
+  vhost::Channel channel(served.connect(), "back-end");
+  channel.send(Message::make(Request::get_features));
+  const uint64_t features =
+      vhost::decode_reply_u64(channel.receive(2000, true), Request::get_features);
+  EXPECT_TRUE(features & bit(VIRTIO_NET_F_MAC));
+  EXPECT_TRUE(features & bit(VIRTIO_NET_F_MRG_RXBUF));
+  EXPECT_FALSE(features & bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_FALSE(features & bit(VIRTIO_NET_F_MQ));
+  channel.send(Message::with_u64(Request::set_protocol_features,
+                                 VhostUserBackend::offered_protocol_features()));
+  channel.send(Message::make(Request::get_queue_num));
+  EXPECT_EQ(vhost::decode_reply_u64(channel.receive(2000, true), Request::get_queue_num), 2u);
+  vhost::ConfigSpace ask;
+  ask.data.assign(12, 0xff);
+  channel.send(Message::with_config(Request::get_config, ask));
+  const vhost::ConfigSpace got = vhost::decode_reply_config(channel.receive(2000, true), 0, 12);
+  EXPECT_TRUE(std::equal(kMac.begin(), kMac.end(), got.data.begin()));
+  EXPECT_EQ(got.data[6], VIRTIO_NET_S_LINK_UP);
+  EXPECT_FALSE(served.closed());
+}
+
+TEST(VhostUserBackend, RefusesMalformedMessagesForTheNetworkDevice) {
+  const UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
+  // Two queues (receive, transmit): index 2 is out of range, whichever request names it.
+  EXPECT_TRUE(refused_after({{Message::with_state(Request::set_vring_num, {2, 16}), {}}}, "queue 2",
+                            Kind::net));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_vring_kick, 2), {ev.get()}}},
+                            "queue 2", Kind::net));
+  vhost::VringAddr addr;
+  addr.index = 3;
+  EXPECT_TRUE(refused_after({{Message::with_addr(addr), {}}}, "queue 3", Kind::net));
+  // Network features the device does not offer (a control queue, multiqueue).
+  EXPECT_TRUE(
+      refused_after({{Message::with_u64(Request::set_features, bit(VIRTIO_NET_F_CTRL_VQ)), {}}},
+                    "not offered", Kind::net));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_features, bit(VIRTIO_NET_F_MQ)), {}}},
+                            "not offered", Kind::net));
+  // A ring larger than the queue takes; a call descriptor missing; a kick without a descriptor.
+  EXPECT_TRUE(refused_after({{Message::with_state(Request::set_vring_num, {1, 4096}), {}}},
+                            "power of two", Kind::net));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_vring_call, 1), {}}},
+                            "0 file descriptor(s) (expected 1)", Kind::net));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_vring_kick, 1 | 0x100), {}}},
+                            "polling", Kind::net));
+  // The receive ring outside the memory table, refused when it starts.
+  const UniqueFd ram = memfd(0x200000);
+  addr = {};
+  addr.index = 0;
+  addr.desc = 0x7000000 + 0x1000;
+  addr.avail = 0x7000000 + 0x2000;
+  addr.used = 0x7000000 + 0x400000;
+  EXPECT_TRUE(refused_after({{mem_table({{0, 0x200000, 0x7000000, 0}}), {ram.get()}},
+                             {Message::with_state(Request::set_vring_num, {0, 64}), {}},
+                             {Message::with_addr(addr), {}},
+                             {Message::with_u64(Request::set_vring_kick, 0), {ev.get()}}},
+                            "not inside the memory table", Kind::net));
+}
+
+// --- The console
+
+TEST(VhostUserBackend, ServesTheConsoleBothWays) {
+  PairRig rig(Kind::console);
+  EXPECT_EQ(rig.driver().reg(VIRTIO_MMIO_CONFIG + 4), 1u);  // max_nr_ports
+  ASSERT_TRUE(rig.driver().negotiate(bit(VIRTIO_F_VERSION_1)));
+  rig.driver().setup_queue(0, rig.rx);
+  rig.driver().setup_queue(1, rig.tx);
+  rig.driver().driver_ok();
+  ASSERT_FALSE(rig.driver().status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+
+  // The driver's output reaches the host's character backend.
+  const std::string hello = "hello from the guest\n";
+  const uint64_t gpa =
+      rig.tx.place(std::span(reinterpret_cast<const uint8_t*>(hello.data()), hello.size()));
+  rig.tx.add_chain({{gpa, static_cast<uint32_t>(hello.size()), false}});
+  rig.driver().notify(1);
+  ASSERT_TRUE(rig.used_after(1, rig.tx, 0)) << "the output was not used";
+  rig.served.loop.call([&] { EXPECT_EQ(rig.served.chars->output, hello); });
+
+  // Host input lands in the driver's receive buffer.
+  const uint64_t buffer = rig.rx.alloc(256);
+  rig.rx.add_chain({{buffer, 256, true}});
+  rig.driver().notify(0);
+  const std::string typed = "typed on the host";
+  rig.served.loop.call([&] {
+    static_cast<VirtioConsole&>(*rig.served.device)
+        .receive(std::span(reinterpret_cast<const uint8_t*>(typed.data()), typed.size()));
+  });
+  ASSERT_TRUE(rig.used_after(0, rig.rx, 0)) << "the input was not received";
+  EXPECT_EQ(rig.rx.used(0).len, typed.size());
+  EXPECT_EQ(rig.memory.text(buffer, typed.size()), typed);
+  EXPECT_FALSE(rig.served.closed());
+}
+
+TEST(VhostUserBackend, RefusesMalformedMessagesForTheConsole) {
+  const UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
+  // Port 0's two queues only: no MULTIPORT control queues (2, 3).
+  EXPECT_TRUE(refused_after({{Message::with_state(Request::set_vring_num, {2, 16}), {}}}, "queue 2",
+                            Kind::console));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_vring_call, 3), {ev.get()}}},
+                            "queue 3", Kind::console));
+  // MULTIPORT (bit 1) is not offered.
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_features, bit(1)), {}}}, "not offered",
+                            Kind::console));
+  // Descriptors extra, a size wrong.
+  EXPECT_TRUE(refused_after({{Message::make(Request::get_queue_num), {ev.get()}}},
+                            "1 file descriptor(s) (expected 0)", Kind::console));
+  EXPECT_TRUE(
+      refused_after({{raw(static_cast<uint32_t>(Request::set_vring_base), {1, 2, 3, 4, 5}), {}}},
+                    "5-byte payload", Kind::console));
 }
 
 }  // namespace

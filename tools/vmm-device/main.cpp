@@ -2,7 +2,8 @@
 // (QEMU's docs/interop/vhost-user.rst): `vmm --vhost-user blk,socket=PATH`, QEMU's
 // `-device vhost-user-blk`, or any other front-end. One process per device, so that each can
 // run under its own user and sandbox, away from the VMM. The device is the in-process one
-// (VirtioBlock), run by VhostUserBackend over the guest RAM the front-end shares.
+// (VirtioBlock on a raw image, VirtioNet on a TAP, VirtioConsole on a character backend), run by
+// VhostUserBackend over the guest RAM the front-end shares.
 //
 // A separate program rather than a `vmm device` subcommand: it links none of the VM, KVM or
 // architecture code (a smaller binary for a process whose only input is a hostile front-end),
@@ -20,11 +21,15 @@
 #include <cstring>
 #include <memory>
 
+#include "libvmm/backends/open_char_backend.hpp"
+#include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/seccomp.hpp"
 #include "libvmm/virtio/block.hpp"
+#include "libvmm/virtio/console.hpp"
+#include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/vhost_user_backend.hpp"
 
 using namespace libvmm;
@@ -70,6 +75,8 @@ sigset_t stop_signals() {
 struct Options {
   std::string socket;
   std::string disk;
+  std::string net;
+  std::string console;
   SeccompMode seccomp = SeccompMode::kill;
   bool once = false;
 };
@@ -78,21 +85,54 @@ int serve(const Options& options) {
   sigset_t signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // the I/O thread inherits the mask
 
-  if (options.disk.empty()) {
-    throw UserError("no device to serve: give one, e.g. --disk PATH (see vmm-device --help)");
+  int given = 0;
+  for (const std::string* spec : {&options.disk, &options.net, &options.console}) {
+    if (!spec->empty()) ++given;
   }
-  const BlockConfig config = parse_disk_spec(options.disk);
-  BlockThreading threading;
-  threading.name = "blk-io0";
+  if (given != 1) {
+    throw UserError(
+        "one device to serve: give one of --disk PATH, --net tap=NAME or --console BACKEND (see "
+        "vmm-device --help)");
+  }
+  EventLoop loop;
   const SeccompMode mode = options.seccomp;
-  threading.on_thread_start = [mode] {
-    install_seccomp(ThreadRole::io, mode, {}, "blk-io0");
-    seccomp_self_test("blk-io0");
-  };
-  VirtioBlock device(config, std::move(threading));
+  std::unique_ptr<VirtioDevice> device;
+  std::string serving;
+  if (!options.disk.empty()) {
+    const BlockConfig config = parse_disk_spec(options.disk);
+    BlockThreading threading;
+    threading.name = "blk-io0";
+    threading.on_thread_start = [mode] {
+      install_seccomp(ThreadRole::io, mode, {}, "blk-io0");
+      seccomp_self_test("blk-io0");
+    };
+    device = std::make_unique<VirtioBlock>(config, std::move(threading));
+    serving = fmt::format("virtio-blk {}", config.path);
+  } else if (!options.console.empty()) {
+    // Opened here, before the sandbox (a socket listens, a file is created); I/O on the loop.
+    auto console = std::make_unique<VirtioConsole>(
+        open_char_backend(options.console, "--console", [&loop] { loop.stop(); }));
+    console->start(loop);
+    serving = fmt::format("virtio-console on {}", options.console);
+    device = std::move(console);
+  } else {
+    // The TAP is opened (or created) here, before the sandbox; frames move on the loop thread.
+    const NetConfig config = parse_net_spec(options.net);
+    const MacAddress mac = config.mac.value_or(default_mac(options.socket, 0));
+    std::unique_ptr<TapBackend> tap;
+    try {
+      tap = TapBackend::open(config.tap);
+    } catch (const UserError& e) {
+      throw UserError(fmt::format("--net {}: {}", options.net, e.what()));
+    }
+    auto net = std::make_unique<VirtioNet>(std::move(tap), mac, config.mtu);
+    net->start(loop);
+    serving = fmt::format("virtio-net on tap {} (MAC {}, MTU {})", config.tap, format_mac(mac),
+                          config.mtu);
+    device = std::move(net);
+  }
 
   UniqueFd listener = listen_unix(options.socket);
-  EventLoop loop;
   UniqueFd stop(::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!stop) throw_errno("signalfd");
   loop.add(stop.get(), EPOLLIN, [&](uint32_t) {
@@ -114,7 +154,7 @@ int serve(const Options& options) {
       return;
     }
     log::info("{}: connected", peer);
-    backend = std::make_unique<VhostUserBackend>(device, loop, std::move(client), peer,
+    backend = std::make_unique<VhostUserBackend>(*device, loop, std::move(client), peer,
                                                  [&](const std::string& why) {
                                                    // Not from inside the backend's own call: the
                                                    // loop destroys it next.
@@ -130,7 +170,7 @@ int serve(const Options& options) {
 
   install_seccomp(ThreadRole::vhost_backend, mode, {}, "vmm-device");
   seccomp_self_test("vmm-device");
-  log::info("serving virtio-blk {} on {}", config.path, options.socket);
+  log::info("serving {} on {}", serving, options.socket);
   loop.run();
   backend.reset();
   ::unlink(options.socket.c_str());
@@ -146,8 +186,9 @@ int main(int argc, char** argv) {
       "over vhost-user (libvmm " LIBVMM_VERSION ")"};
   app.set_version_flag("--version", "vmm-device (libvmm) " LIBVMM_VERSION);
   app.footer(
-      "The front-end connects to --socket: vmm --vhost-user blk,socket=PATH, or QEMU's "
-      "-chardev socket,path=PATH -device vhost-user-blk. One front-end at a time; the next may "
+      "The front-end connects to --socket: vmm --vhost-user blk|net|console,socket=PATH, or QEMU's "
+      "-chardev socket,path=PATH -device vhost-user-blk (or -netdev vhost-user). One front-end at "
+      "a time; the next may "
       "connect when it leaves.\nExit status: 0 when stopped by SIGTERM/SIGINT (or, with --once, "
       "when the front-end left in order), 1 on a front-end's protocol error with --once or a "
       "host error, 2 on bad input.");
@@ -162,6 +203,14 @@ int main(int argc, char** argv) {
                  "Serve a virtIO block device on a raw image: "
                  "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off] "
                  "(as vmm's --disk)");
+  app.add_option("--net", options.net,
+                 "Serve a virtIO network device on a host TAP (opened, or created, before the "
+                 "sandbox): tap=NAME[,mac=52:54:00:12:34:56][,mtu=N] (as vmm's --net; default "
+                 "MAC derived from the socket path)");
+  app.add_option("--console", options.console,
+                 "Serve a virtIO console (hvc0) on a character backend: stdio, file:PATH, "
+                 "socket:PATH, pty or none (as vmm's --console)")
+      ->type_name("BACKEND");
   app.add_flag("--once", options.once, "Exit when the first front-end leaves");
   app.add_option("--seccomp", seccomp,
                  "Sandbox each thread with a seccomp allow-list once the socket listens: kill "
