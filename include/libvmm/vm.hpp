@@ -93,7 +93,7 @@ class Vm {
   const std::vector<PlacedDevice>& devices() const;
 
  private:
-  void map_regions(uint32_t first_slot);
+  void map_regions();
   void add_config_devices();
   void attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::string kind);
   void ensure_pci_bridge(const std::string& who);

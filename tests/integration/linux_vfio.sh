@@ -4,7 +4,9 @@
 # need a real host (no such device; the controller not yet bound to vfio-pci), then the
 # controller handed to vfio-pci with driver_override and passed through to a Linux guest, whose
 # nvme driver finds the namespace with MSI-X, reads the host's pattern, writes 4 MiB and reads
-# them back. After the host is gone, the image must hold what the guest wrote.
+# them back; vmm's -v log shows the fast paths were used (BAR 0's registers in a KVM memory
+# slot, the vectors as irqfds, nothing but the MSI-X table and PBA trapped). After the host is
+# gone, the image must hold what the guest wrote.
 # Usage: linux_vfio.sh VMM
 set -euo pipefail
 vmm=$1
@@ -56,12 +58,24 @@ check "the guest reads back the 4 MiB it wrote ($written)" [ -n "$written" ] && 
 echo "GUEST-WROTE-MD5=$written"
 check "the controller's MSI-X vectors fired" grep -qE "nvme MSI-X interrupts taken: [1-9]" /tmp/vfio.out
 check "vmm logged no guest error" sh -c '! grep -q "warning" /tmp/nvme.err'
+# The fast paths (vmm -v): the controller's registers and doorbells (BAR 0 below the MSI-X
+# table's page) in a KVM memory slot, every vector an irqfd; only the MSI-X table and PBA trap.
+check "BAR 0's register pages went into the guest as a memory slot" \
+  grep -qE "vfio $nvme: BAR 0 \[0x0, 0x2000\) in the guest at \[0x[0-9a-f]+, 0x[0-9a-f]+\) \(memory slot [0-9]+\)" /tmp/nvme.err
+check "every MSI-X vector is a KVM irqfd" \
+  grep -qE "vfio $nvme: MSI-X vectors 0-[0-9]+ signalled as KVM irqfds, 0 through the event loop" /tmp/nvme.err
+counts=$(sed -n "s/.*vfio $nvme: \([0-9]*\) BAR accesses trapped (\([0-9]*\) to the MSI-X table and PBA), \([0-9]*\) interrupts through the event loop/\1 \2 \3/p" /tmp/nvme.err)
+echo "trapped BAR accesses, of them MSI-X, interrupts through the loop: $counts"
+set -- $counts
+trapped=${1:-none} trapped_msix=${2:-} loop_irqs=${3:-}
+check "only MSI-X table and PBA accesses trapped ($trapped, $trapped_msix)" [ "$trapped" = "$trapped_msix" ]
+check "no interrupt went through the event loop ($loop_irqs)" [ "$loop_irqs" = 0 ]
 check "the device is still vfio-pci's after the VM" \
   [ "$(basename "$(readlink "/sys/bus/pci/devices/$nvme/driver")")" = vfio-pci ]
 
 finish linux_vfio /tmp/vfio.out /tmp/nvme.err
 EOS
-collect 'PASS|FAIL|GUEST-WROTE-MD5|took|linux_vfio:' --timeout 900 --nvme "$image" || true
+collect 'PASS|FAIL|GUEST-WROTE-MD5|took|trapped|linux_vfio:' --timeout 900 --nvme "$image" || true
 cat "$work/results"
 written=$(sed -n 's/^GUEST-WROTE-MD5=//p' "$work/results")
 on_image=$(dd if="$image" bs=1M skip=1 count=4 2>/dev/null | md5sum | cut -d' ' -f1)
