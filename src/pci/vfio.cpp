@@ -563,6 +563,10 @@ void VfioPciDevice::unmap_direct_locked(unsigned bar) {
       continue;
     }
     d.handle.reset();
+    if (direct_logs_.fetch_add(1, std::memory_order_relaxed) < 16) {
+      log::debug("{}: BAR {} [{:#x}, {:#x}) out of the guest (was at {:#x})", name_, bar,
+                 d.range.offset, d.range.offset + d.range.size, d.gpa);
+    }
   }
 }
 

@@ -70,6 +70,18 @@ set -- $counts
 trapped=${1:-none} trapped_msix=${2:-} loop_irqs=${3:-}
 check "only MSI-X table and PBA accesses trapped ($trapped, $trapped_msix)" [ "$trapped" = "$trapped_msix" ]
 check "no interrupt went through the event loop ($loop_irqs)" [ "$loop_irqs" = 0 ]
+# Unbound, moved up 1 MiB and back with memory decoding off around each move, bound again: the
+# slot left the guest and came back at each place, and the driver read the namespace again
+# (its vectors masked and unmasked on the way: irqfds deassigned and assigned again).
+moved=$(sed -n 's/.*LIBVMM-GUEST: BAR 0 moved to //p' /tmp/vfio.out)
+check "the guest moved BAR 0 ($moved)" [ -n "$moved" ]
+check "the slot left the guest when decoding went off" \
+  grep -qE "vfio $nvme: BAR 0 \[0x0, 0x2000\) out of the guest" /tmp/nvme.err
+check "the slot followed BAR 0 to $moved" \
+  grep -qE "vfio $nvme: BAR 0 \[0x0, 0x2000\) in the guest at \[$moved," /tmp/nvme.err
+check "the nvme driver bound again reads the namespace through the slot" \
+  grep -qE "after the BAR moves, nvme[0-9]n1 starts with: LIBVMM-HOST-NVME-PATTERN" /tmp/vfio.out
+check "the device was reset when vmm let it go" grep -qF "vfio $nvme: reset, back to the host" /tmp/nvme.err
 check "the device is still vfio-pci's after the VM" \
   [ "$(basename "$(readlink "/sys/bus/pci/devices/$nvme/driver")")" = vfio-pci ]
 
