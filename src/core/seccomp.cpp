@@ -240,6 +240,10 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
                      {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IRQFD)},
                      "VFIO: a passed-through MSI-X vector's irqfd deassigned while the guest "
                      "masks it, assigned again when it unmasks it"});
+        r.push_back({"ioctl",
+                     {equals(1, VFIO_DEVICE_SET_IRQS)},
+                     "VFIO: a device with INTx and MSI-X switches VFIO between them as the "
+                     "guest enables or disables MSI-X"});
       }
       r.push_back({"ioctl",
                    {equals(1, TUNSETOFFLOAD)},

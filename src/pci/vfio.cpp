@@ -396,17 +396,36 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   }
 
   // MSI-X: the table and PBA where the device has them, emulated. Other capabilities (MSI,
-  // power management, PCI Express) are not offered; neither is INTx.
+  // power management, PCI Express) are not offered. INTx where the machine wires it (set_intx).
   uint32_t at = bytes[kCapabilityPointer] & 0xfc;
   std::optional<uint32_t> msix_at;
   for (int guard = 0; at >= kFirstCapability && at + 4 <= kConfigSize && guard < 48; ++guard) {
     if (bytes[at] == kCapMsix) msix_at = at;
     at = bytes[at + 1] & 0xfc;
   }
+  // INTx: where the device has a pin and VFIO offers the interrupt.
+  vfio_irq_info intx{};
+  intx.argsz = sizeof intx;
+  intx.index = VFIO_PCI_INTX_IRQ_INDEX;
+  dev->has_intx_ = bytes[kInterruptPin] != 0 &&
+                   ::ioctl(dfd, VFIO_DEVICE_GET_IRQ_INFO, &intx) == 0 && intx.count == 1;
   if (!msix_at || *msix_at + 12 > kConfigSize) {
-    throw UserError(label +
-                    ": the device has no MSI-X capability; only MSI-X devices can be passed "
-                    "through so far (no INTx or MSI)");
+    if (!dev->has_intx_) {
+      throw UserError(label +
+                      ": the device has neither MSI-X nor an INTx pin VFIO offers; this VMM "
+                      "passes through MSI-X and INTx interrupts (not MSI)");
+    }
+    dev->config_.set_interrupt_pin(0);  // until the machine gives the pin a line (set_intx)
+    if (mapper) {
+      dev->mapper_ = std::move(mapper);
+      dev->mmap_bars(label);
+    }
+    if (dev->can_reset_ && ::ioctl(dfd, VFIO_DEVICE_RESET) != 0) {
+      log::warn("{}: reset at start failed: {}", label, std::strerror(errno));
+    }
+    log::debug("{}: {:04x}:{:04x} class {:06x}, INTx only{}", dev->name_, id.vendor_id,
+               id.device_id, id.class_code, dev->can_reset_ ? ", resettable" : "");
+    return dev;
   }
   const uint16_t vectors = static_cast<uint16_t>((le16(&bytes[*msix_at + 2]) & 0x7ff) + 1);
   const uint32_t table = le32(&bytes[*msix_at + 4]);
@@ -467,7 +486,11 @@ VfioPciDevice::~VfioPciDevice() {
   off.argsz = sizeof off;
   off.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
   off.index = VFIO_PCI_MSIX_IRQ_INDEX;
-  if (!vector_fds_.empty()) static_cast<void>(::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &off));
+  if (msix_irqs_on_) static_cast<void>(::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &off));
+  if (intx_irqs_on_) {
+    off.index = VFIO_PCI_INTX_IRQ_INDEX;
+    static_cast<void>(::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &off));
+  }
   if (can_reset_ && ::ioctl(fd_.get(), VFIO_DEVICE_RESET) != 0) {
     log::warn("{}: reset at exit failed: {}", name_, std::strerror(errno));
   } else if (can_reset_) {
@@ -604,32 +627,97 @@ size_t VfioPciDevice::ranges_in_guest() const {
       std::count_if(direct_.begin(), direct_.end(), [](const Direct& d) { return d.handle; }));
 }
 
-void VfioPciDevice::start(EventLoop& loop) {
-  if (!msix_) return;
-  const uint16_t n = msix_->vectors();
-  // In 32-bit words, so the header is aligned for vfio_irq_set on every architecture.
-  const size_t bytes = sizeof(vfio_irq_set) + n * sizeof(int32_t);
+bool VfioPciDevice::set_intx(int trigger, int unmask) {
+  if (!has_intx_) return false;
+  intx_trigger_ = trigger;
+  intx_unmask_ = unmask;
+  intx_on_ = true;
+  {
+    std::lock_guard lock(config_mutex_);
+    config_.set_interrupt_pin(1);  // INTA#
+  }
+  log::debug("{}: INTx signalled as a KVM irqfd with a resample eventfd", name_);
+  return true;
+}
+
+namespace {
+// VFIO_DEVICE_SET_IRQS of `index`/`action` with eventfds `fds` (none: DATA_NONE, count 0, which
+// disables a trigger). In 32-bit words, so the header is aligned on every architecture.
+bool set_irqs(int device, uint32_t index, uint32_t action, std::span<const int32_t> fds) {
+  const size_t bytes = sizeof(vfio_irq_set) + fds.size() * sizeof(int32_t);
   std::vector<uint32_t> words((bytes + sizeof(uint32_t) - 1) / sizeof(uint32_t));
   auto* set = reinterpret_cast<vfio_irq_set*>(words.data());
-  auto* buffer = reinterpret_cast<uint8_t*>(words.data());
   set->argsz = static_cast<uint32_t>(bytes);
-  set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
-  set->index = VFIO_PCI_MSIX_IRQ_INDEX;
+  set->flags = (fds.empty() ? VFIO_IRQ_SET_DATA_NONE : VFIO_IRQ_SET_DATA_EVENTFD) | action;
+  set->index = index;
   set->start = 0;
-  set->count = n;
+  set->count = static_cast<uint32_t>(fds.size());
+  if (!fds.empty()) {
+    std::memcpy(reinterpret_cast<uint8_t*>(words.data()) + sizeof(vfio_irq_set), fds.data(),
+                fds.size() * sizeof(int32_t));
+  }
+  return ::ioctl(device, VFIO_DEVICE_SET_IRQS, set) == 0;
+}
+}  // namespace
+
+bool VfioPciDevice::use_msix_locked(bool msix) {
+  // VFIO has one kind of interrupt on at a time: INTx, or the MSI-X vectors (QEMU switches the
+  // same way when its guest enables MSI-X).
+  if (msix == msix_irqs_on_ && (msix || intx_irqs_on_)) return true;
+  if (msix) {
+    if (intx_irqs_on_) {
+      static_cast<void>(
+          set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {}));
+      intx_irqs_on_ = false;
+    }
+    if (!set_irqs(fd_.get(), VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, msix_fds_)) {
+      return false;
+    }
+    msix_irqs_on_ = true;
+    return true;
+  }
+  if (msix_irqs_on_) {
+    static_cast<void>(
+        set_irqs(fd_.get(), VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {}));
+    msix_irqs_on_ = false;
+  }
+  // VFIO masks the line each time it fires (it is level-triggered); the guest's EOI, through
+  // KVM's resample eventfd, unmasks it.
+  const int32_t trigger = intx_trigger_, unmask = intx_unmask_;
+  if (!set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {&trigger, 1}) ||
+      !set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK, {&unmask, 1})) {
+    return false;
+  }
+  intx_irqs_on_ = true;
+  return true;
+}
+
+void VfioPciDevice::start(EventLoop& loop) {
+  if (!msix_) {
+    if (intx_on_) {
+      std::lock_guard lock(vectors_mutex_);
+      if (!use_msix_locked(false)) {
+        throw UserError(fmt::format("{}: VFIO cannot give the device's INTx eventfds: {}", name_,
+                                    std::strerror(errno)));
+      }
+    }
+    return;
+  }
+  const uint16_t n = msix_->vectors();
+  msix_fds_.assign(n, -1);
   uint16_t direct = 0;
   for (uint16_t v = 0; v < n; ++v) {
     // Straight to the guest where the sink has an irqfd for it (the first vectors, while GSIs
     // last); the rest through the loop and the table.
     if (const int fd = sink_->direct_eventfd(v); fd >= 0 && direct == v) {
-      std::memcpy(buffer + sizeof(vfio_irq_set) + v * sizeof(int32_t), &fd, sizeof fd);
+      msix_fds_[v] = fd;
       ++direct;
       continue;
     }
     UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!efd) throw_errno(fmt::format("eventfd for an MSI-X vector of {}", name_));
     const int32_t raw = efd.get();
-    std::memcpy(buffer + sizeof(vfio_irq_set) + v * sizeof(int32_t), &raw, sizeof raw);
+    msix_fds_[v] = raw;
     MsixTable* table = msix_.get();
     std::atomic<uint64_t>* counter = &loop_interrupts_;
     loop.add(raw, EPOLLIN, [raw, table, v, counter](uint32_t) {
@@ -641,13 +729,15 @@ void VfioPciDevice::start(EventLoop& loop) {
     });
     vector_fds_.push_back(std::move(efd));
   }
-  if (::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, set) != 0) {
-    throw UserError(fmt::format("{}: VFIO cannot give the device's {} MSI-X vectors eventfds: {}",
-                                name_, n, std::strerror(errno)));
-  }
   {
+    // With INTx wired, VFIO starts on INTx and turns to MSI-X when the guest enables it; else
+    // the vectors are on in VFIO from now on.
     std::lock_guard lock(vectors_mutex_);
     direct_states_.assign(direct, MsixTable::VectorState{});
+    if (!use_msix_locked(!intx_on_)) {
+      throw UserError(fmt::format("{}: VFIO cannot give the device's {} eventfds: {}", name_,
+                                  intx_on_ ? "INTx" : "MSI-X vectors", std::strerror(errno)));
+    }
   }
   if (direct != 0) {
     log::debug("{}: MSI-X vectors 0-{} signalled as KVM irqfds, {} through the event loop", name_,
@@ -746,9 +836,10 @@ void VfioPciDevice::bar_write(unsigned bar, uint64_t offset, std::span<const uin
 
 void VfioPciDevice::write_device_command(uint16_t guest_command) {
   constexpr uint16_t kPassed = kCommandIo | kCommandMemory | kCommandBusMaster;
-  // INTx stays disabled on the device: the guest is offered none.
-  const uint16_t value = static_cast<uint16_t>((device_command_ & ~kPassed) |
-                                               (guest_command & kPassed) | kCommandIntxDisable);
+  // INTx disabled on the device unless the guest has the line (then the guest's bit).
+  const uint16_t intx = intx_on_ ? (guest_command & kCommandIntxDisable) : kCommandIntxDisable;
+  const uint16_t value = static_cast<uint16_t>((device_command_ & ~kPassed & ~kCommandIntxDisable) |
+                                               (guest_command & kPassed) | intx);
   uint8_t b[2] = {static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8)};
   if (::pwrite(fd_.get(), b, 2, static_cast<off_t>(config_region_.offset + kCommand)) != 2) {
     guest_error(
@@ -761,6 +852,10 @@ void VfioPciDevice::config_written(uint32_t offset, uint32_t size) {
   if (msix_ && offset < msix_cap_ + 4 && offset + size > msix_cap_ + 2) {
     std::lock_guard lock(vectors_mutex_);
     msix_->control_written(config_.u16(msix_cap_ + 2));
+    if (intx_on_ && !use_msix_locked(msix_->enabled())) {
+      guest_error(fmt::format("VFIO refused to switch the device's interrupts to {}: {}",
+                              msix_->enabled() ? "MSI-X" : "INTx", std::strerror(errno)));
+    }
     sync_direct_vectors_locked();
   }
   if (offset < kCommand + 2 && offset + size > kCommand) {

@@ -272,11 +272,37 @@ void Vm::add_vfio_devices() {
       }
     }
     const uint8_t number = d.pci_bridge->add(device);
+    if (device->has_intx()) wire_vfio_intx(*device, number);
     device->start(d.loop);
     log::debug("{} at PCI 00:{:02x}.0", device->name(), number);
     d.placed.push_back({"vfio", device->name(), 0, 0, 0});
     d.vfio_devices.push_back(std::move(device));
   }
+}
+
+void Vm::wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number) {
+  auto& d = *impl_;
+  // A line of its own (the next device slot's), level-triggered: a KVM irqfd with a resample
+  // eventfd, both handed to VFIO; the machine describes the route (x86_64: the _PRT).
+  const DeviceSlot slot = device_slot(d.machine->memory_map(d.config.memory_size), d.mmio_devices,
+                                      taken_irqs(d.config));
+  if (!slot.irq || d.machine->emulated_irq(*slot.irq)) {
+    log::warn("{}: no interrupt line left for its INTx; the guest sees no INTx pin", device.name());
+    return;
+  }
+  if (!d.machine->describe_pci_intx(number, 0, *slot.irq)) {
+    log::debug("{}: this machine describes no PCI INTx routes; no INTx pin", device.name());
+    return;
+  }
+  ++d.mmio_devices;  // the slot's line is the device's now
+  UniqueFd trigger(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  UniqueFd resample(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!trigger || !resample) throw_errno("eventfd for a passed-through INTx");
+  d.vm.register_irqfd(trigger.get(), d.machine->kvm_irq(*slot.irq).gsi, resample.get());
+  device.set_intx(trigger.get(), resample.get());
+  log::debug("{}: INTA# on interrupt line {}", device.name(), *slot.irq);
+  d.notify_fds.push_back(std::move(trigger));
+  d.notify_fds.push_back(std::move(resample));
 }
 
 void Vm::add_config_devices() {

@@ -10,7 +10,8 @@
 //   - configuration space: identity and class from the device; the BARs, the command register
 //     and the MSI-X capability emulated on our ConfigSpace (the command register's I/O, memory
 //     and bus-master bits are passed on to the device); other capabilities (MSI, power
-//     management, PCI Express) are not offered to the guest, nor INTx;
+//     management, PCI Express) are not offered to the guest; the command register's INTx
+//     disable bit is the guest's where the device's INTx is passed through;
 //   - the BARs' pages go straight into the guest where VFIO lets them be mmapped (the region's
 //     MMAP flag, and its sparse-mmap areas where it lists them): each such area, less the pages
 //     that hold the MSI-X table and PBA, is mmapped at open and installed as a KVM memory slot
@@ -24,6 +25,9 @@
 //     change of the vector's state the guest programs (route, masks) and reads the PBA's bits
 //     from it. Other vectors signal an eventfd of ours that the event loop delivers through the
 //     emulated table, which applies the guest's masks and addresses;
+//   - INTx, where the device has a pin: VFIO signals a level-triggered KVM irqfd on the line the
+//     machine gives it (x86_64: in the host bridge's _PRT) and masks the line until the guest's
+//     EOI signals KVM's resample eventfd, which VFIO takes as the unmask;
 //   - the device is reset (VFIO_DEVICE_RESET) when opened and when closed.
 #pragma once
 
@@ -143,6 +147,13 @@ class VfioPciDevice final : public PciFunction {
 
   // Hands the device's MSI-X vectors to eventfds the loop serves. Before the guest runs.
   void start(EventLoop& loop);
+  // Whether the device has an INTx pin VFIO offers.
+  bool has_intx() const { return has_intx_; }
+  // Its INTx: VFIO signals `trigger` (a level-triggered irqfd) and masks the line; a signal on
+  // `unmask` (the irqfd's resample eventfd, at the guest's EOI) unmasks it. The guest then sees
+  // pin INTA#; VFIO is on INTx until the guest enables MSI-X, and back when it disables it.
+  // False when the device has no INTx. Before start().
+  bool set_intx(int trigger, int unmask);
   uint16_t msix_vectors() const { return msix_ ? msix_->vectors() : 0; }
   // Vectors the device signals straight to the sink (irqfds), after start().
   uint16_t direct_vectors() const { return static_cast<uint16_t>(direct_states_.size()); }
@@ -171,10 +182,19 @@ class VfioPciDevice final : public PciFunction {
   void unmap_direct_locked(unsigned bar);
   // Tells the sink of every direct vector whose state the guest changed (vectors_mutex_ held).
   void sync_direct_vectors_locked();
+  // VFIO's interrupts on MSI-X (true) or INTx (vectors_mutex_ held); false with errno when VFIO
+  // refuses.
+  bool use_msix_locked(bool msix);
 
   std::string name_;
   UniqueFd fd_;
   bool can_reset_ = false;
+  bool has_intx_ = false;
+  bool intx_on_ = false;  // set_intx() wired it
+  int intx_trigger_ = -1, intx_unmask_ = -1;
+  // Which kind of interrupt VFIO has on now (vectors_mutex_).
+  bool msix_irqs_on_ = false, intx_irqs_on_ = false;
+  std::vector<int32_t> msix_fds_;  // by vector: what VFIO signals
   Region config_region_;
   std::array<Region, kBarCount> bars_{};
   std::unique_ptr<MsixTable> msix_;
