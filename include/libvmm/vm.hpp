@@ -20,6 +20,9 @@
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
+namespace pci {
+class VfioPciDevice;
+}
 
 // How a run ended.
 struct RunResult {
@@ -93,11 +96,12 @@ class Vm {
   const std::vector<PlacedDevice>& devices() const;
 
  private:
-  void map_regions(uint32_t first_slot);
+  void map_regions();
   void add_config_devices();
   void attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::string kind);
   void ensure_pci_bridge(const std::string& who);
   void add_vfio_devices();
+  void wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number);
   void attach_virtio_device(std::shared_ptr<VirtioDevice> device, const struct DeviceSlot& slot,
                             std::string kind);
   void wire_irq_sources();

@@ -59,6 +59,15 @@ class Machine {
   // Tells the guest about the PCI host bridge (once, when the first PCI device is placed;
   // before load_guest()). Only machines whose board has a pci_layout() are asked.
   virtual void describe_pci(const pci::HostBridgeLayout& layout) { static_cast<void>(layout); }
+  // Tells the guest that INTx pin `pin` (0 = INTA) of PCI device `device` drives interrupt line
+  // `irq` (level-triggered). After describe_pci(), before load_guest(). False where the machine
+  // cannot describe it (the device then offers no INTx).
+  virtual bool describe_pci_intx(uint8_t device, uint8_t pin, uint32_t irq) {
+    static_cast<void>(device);
+    static_cast<void>(pin);
+    static_cast<void>(irq);
+    return false;
+  }
 
   // Asks the guest to power off, as a machine's power button does (x86_64: the ACPI fixed
   // power button). Thread-safe; after add_platform_devices(). False if the machine has none,

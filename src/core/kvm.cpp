@@ -136,6 +136,15 @@ void KvmVm::register_irqfd(int eventfd, uint32_t gsi) {
   kvm_ioctl(fd_.get(), KVM_IRQFD, "KVM_IRQFD", &irqfd);
 }
 
+void KvmVm::register_irqfd(int eventfd, uint32_t gsi, int resamplefd) {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(eventfd);
+  irqfd.gsi = gsi;
+  irqfd.flags = KVM_IRQFD_FLAG_RESAMPLE;
+  irqfd.resamplefd = static_cast<uint32_t>(resamplefd);
+  kvm_ioctl(fd_.get(), KVM_IRQFD, "KVM_IRQFD (resample)", &irqfd);
+}
+
 void KvmVm::unregister_irqfd(int eventfd, uint32_t gsi) {
   kvm_irqfd irqfd{};
   irqfd.fd = static_cast<uint32_t>(eventfd);

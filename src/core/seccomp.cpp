@@ -231,6 +231,19 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
         r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IOEVENTFD)},
                      "virtio-pci: queue notify ioeventfds follow a BAR the guest moves"});
+        r.push_back(
+            {"ioctl",
+             {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_SET_USER_MEMORY_REGION)},
+             "VFIO: a passed-through BAR's memory slots follow where the guest places "
+             "it and its memory decoding"});
+        r.push_back({"ioctl",
+                     {equals(0, static_cast<uint64_t>(fds.vm)), equals(1, KVM_IRQFD)},
+                     "VFIO: a passed-through MSI-X vector's irqfd deassigned while the guest "
+                     "masks it, assigned again when it unmasks it"});
+        r.push_back({"ioctl",
+                     {equals(1, VFIO_DEVICE_SET_IRQS)},
+                     "VFIO: a device with INTx and MSI-X switches VFIO between them as the "
+                     "guest enables or disables MSI-X"});
       }
       r.push_back({"ioctl",
                    {equals(1, TUNSETOFFLOAD)},

@@ -147,6 +147,14 @@ bool MsixTable::pending(uint16_t vector) const {
   return vector < pending_.size() && pending_[vector];
 }
 
+std::optional<MsixTable::VectorState> MsixTable::state(uint16_t vector) const {
+  std::lock_guard lock(mutex_);
+  if (vector >= entries_.size()) return std::nullopt;
+  const Entry& e = entries_[vector];
+  return VectorState{enabled_ && !function_masked_ && !(e.control & 1),
+                     uint64_t{e.address_high} << 32 | e.address_low, e.data};
+}
+
 void MsixTable::deliver_pending_locked(std::vector<Message>& out) {
   if (!enabled_ || function_masked_) return;
   for (size_t v = 0; v < entries_.size(); ++v) {

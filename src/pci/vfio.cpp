@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -77,6 +78,36 @@ uint32_t le32(const uint8_t* p) {
 }
 
 }  // namespace
+
+std::vector<BarRange> direct_ranges(std::span<const BarRange> mmappable,
+                                    std::span<const BarRange> trapped, uint64_t page) {
+  const uint64_t mask = page - 1;
+  // The trapped pages, as [begin, end) offsets.
+  std::vector<std::pair<uint64_t, uint64_t>> holes;
+  for (const BarRange& t : trapped) {
+    if (t.size == 0) continue;
+    const uint64_t end = t.offset + t.size < t.offset ? UINT64_MAX : t.offset + t.size;
+    holes.emplace_back(t.offset & ~mask,
+                       end > UINT64_MAX - mask ? UINT64_MAX : (end + mask) & ~mask);
+  }
+  std::sort(holes.begin(), holes.end());
+  std::vector<BarRange> out;
+  for (const BarRange& a : mmappable) {
+    if (a.size == 0 || a.offset > UINT64_MAX - mask || a.offset + a.size < a.offset) continue;
+    uint64_t cursor = (a.offset + mask) & ~mask;  // whole pages only
+    const uint64_t end = (a.offset + a.size) & ~mask;
+    for (const auto& [h_begin, h_end] : holes) {
+      if (h_end <= cursor) continue;
+      if (h_begin >= end) break;
+      if (h_begin > cursor) out.push_back({cursor, h_begin - cursor});
+      cursor = h_end;
+    }
+    if (cursor < end) out.push_back({cursor, end - cursor});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const BarRange& x, const BarRange& y) { return x.offset < y.offset; });
+  return out;
+}
 
 std::optional<std::string> parse_pci_address(std::string_view text) {
   // [DDDD:]BB:DD.F
@@ -295,7 +326,8 @@ VfioPciDevice::VfioPciDevice(const Identity& identity, std::string name, UniqueF
 std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, unsigned group,
                                                    const std::string& address,
                                                    const std::string& label,
-                                                   std::shared_ptr<MsiSink> msi) {
+                                                   const MsiSinkFactory& msi,
+                                                   std::shared_ptr<BarMapper> mapper) {
   const int group_fd = container.group(group, label);
   UniqueFd fd(::ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, address.c_str()));
   if (!fd) {
@@ -364,17 +396,36 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   }
 
   // MSI-X: the table and PBA where the device has them, emulated. Other capabilities (MSI,
-  // power management, PCI Express) are not offered; neither is INTx.
+  // power management, PCI Express) are not offered. INTx where the machine wires it (set_intx).
   uint32_t at = bytes[kCapabilityPointer] & 0xfc;
   std::optional<uint32_t> msix_at;
   for (int guard = 0; at >= kFirstCapability && at + 4 <= kConfigSize && guard < 48; ++guard) {
     if (bytes[at] == kCapMsix) msix_at = at;
     at = bytes[at + 1] & 0xfc;
   }
+  // INTx: where the device has a pin and VFIO offers the interrupt.
+  vfio_irq_info intx{};
+  intx.argsz = sizeof intx;
+  intx.index = VFIO_PCI_INTX_IRQ_INDEX;
+  dev->has_intx_ = bytes[kInterruptPin] != 0 &&
+                   ::ioctl(dfd, VFIO_DEVICE_GET_IRQ_INFO, &intx) == 0 && intx.count == 1;
   if (!msix_at || *msix_at + 12 > kConfigSize) {
-    throw UserError(label +
-                    ": the device has no MSI-X capability; only MSI-X devices can be passed "
-                    "through so far (no INTx or MSI)");
+    if (!dev->has_intx_) {
+      throw UserError(label +
+                      ": the device has neither MSI-X nor an INTx pin VFIO offers; this VMM "
+                      "passes through MSI-X and INTx interrupts (not MSI)");
+    }
+    dev->config_.set_interrupt_pin(0);  // until the machine gives the pin a line (set_intx)
+    if (mapper) {
+      dev->mapper_ = std::move(mapper);
+      dev->mmap_bars(label);
+    }
+    if (dev->can_reset_ && ::ioctl(dfd, VFIO_DEVICE_RESET) != 0) {
+      log::warn("{}: reset at start failed: {}", label, std::strerror(errno));
+    }
+    log::debug("{}: {:04x}:{:04x} class {:06x}, INTx only{}", dev->name_, id.vendor_id,
+               id.device_id, id.class_code, dev->can_reset_ ? ", resettable" : "");
+    return dev;
   }
   const uint16_t vectors = static_cast<uint16_t>((le16(&bytes[*msix_at + 2]) & 0x7ff) + 1);
   const uint32_t table = le32(&bytes[*msix_at + 4]);
@@ -393,12 +444,17 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   if (::ioctl(dfd, VFIO_DEVICE_GET_IRQ_INFO, &irq) != 0 || irq.count == 0) {
     throw UserError(label + ": VFIO offers no MSI-X interrupts for the device");
   }
-  dev->msix_ = std::make_unique<MsixTable>(
-      static_cast<uint16_t>(std::min<uint32_t>(vectors, irq.count)), std::move(msi));
+  const auto used = static_cast<uint16_t>(std::min<uint32_t>(vectors, irq.count));
+  dev->sink_ = msi(used);
+  dev->msix_ = std::make_unique<MsixTable>(used, dev->sink_);
   dev->msix_cap_ = dev->msix_->add_capability(
       dev->config_, dev->table_bar_, static_cast<uint32_t>(dev->table_offset_), dev->pba_bar_,
       static_cast<uint32_t>(dev->pba_offset_));
   dev->config_.set_interrupt_pin(0);
+  if (mapper) {
+    dev->mapper_ = std::move(mapper);
+    dev->mmap_bars(label);
+  }
 
   if (dev->can_reset_ && ::ioctl(dfd, VFIO_DEVICE_RESET) != 0) {
     log::warn("{}: reset at start failed: {}", label, std::strerror(errno));
@@ -409,7 +465,20 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   return dev;
 }
 
+void VfioPciDevice::log_slow_paths() const {
+  log::debug(
+      "{}: {} BAR accesses trapped ({} to the MSI-X table and PBA), {} interrupts "
+      "through the event loop",
+      name_, trapped_.load(), trapped_msix_.load(), loop_interrupts_.load());
+}
+
 VfioPciDevice::~VfioPciDevice() {
+  {
+    std::lock_guard lock(direct_mutex_);
+    // The slots go with the VM (KVM follows the unmapping); no KVM call here, on the thread
+    // whose seccomp filter has none.
+    for (Direct& d : direct_) ::munmap(d.host, d.range.size);
+  }
   if (!fd_) return;
   // Interrupts off (the eventfds close with us), then the device back to its power-on state
   // before it returns to the host.
@@ -417,40 +486,273 @@ VfioPciDevice::~VfioPciDevice() {
   off.argsz = sizeof off;
   off.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
   off.index = VFIO_PCI_MSIX_IRQ_INDEX;
-  if (!vector_fds_.empty()) static_cast<void>(::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &off));
+  if (msix_irqs_on_) static_cast<void>(::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &off));
+  if (intx_irqs_on_) {
+    off.index = VFIO_PCI_INTX_IRQ_INDEX;
+    static_cast<void>(::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &off));
+  }
   if (can_reset_ && ::ioctl(fd_.get(), VFIO_DEVICE_RESET) != 0) {
     log::warn("{}: reset at exit failed: {}", name_, std::strerror(errno));
+  } else if (can_reset_) {
+    log::debug("{}: reset, back to the host", name_);
   }
 }
 
-void VfioPciDevice::start(EventLoop& loop) {
-  if (!msix_) return;
-  const uint16_t n = msix_->vectors();
-  // In 32-bit words, so the header is aligned for vfio_irq_set on every architecture.
-  const size_t bytes = sizeof(vfio_irq_set) + n * sizeof(int32_t);
+void VfioPciDevice::mmap_bars(const std::string& label) {
+  const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  for (unsigned bar = 0; bar < kBarCount; ++bar) {
+    if (bars_[bar].size == 0 || config_.bar(bar).kind == BarKind::io) continue;
+    // The region's info again, with room for its capabilities (the sparse-mmap areas).
+    std::vector<uint64_t> buffer(sizeof(vfio_region_info) / sizeof(uint64_t) + 1);
+    auto query = [&] {
+      auto* info = reinterpret_cast<vfio_region_info*>(buffer.data());
+      const auto argsz = static_cast<uint32_t>(buffer.size() * sizeof(uint64_t));
+      std::memset(buffer.data(), 0, argsz);
+      info->argsz = argsz;
+      info->index = VFIO_PCI_BAR0_REGION_INDEX + bar;
+      return ::ioctl(fd_.get(), VFIO_DEVICE_GET_REGION_INFO, info) == 0;
+    };
+    if (!query()) continue;
+    const uint32_t wanted = reinterpret_cast<vfio_region_info*>(buffer.data())->argsz;
+    if (wanted > buffer.size() * sizeof(uint64_t) && wanted <= 64 * 1024) {
+      buffer.resize((wanted + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+      if (!query()) continue;
+    }
+    const auto* info = reinterpret_cast<const vfio_region_info*>(buffer.data());
+    const size_t have = std::min<size_t>(info->argsz, buffer.size() * sizeof(uint64_t));
+    if (!(info->flags & VFIO_REGION_INFO_FLAG_MMAP) ||
+        !(info->flags & VFIO_REGION_INFO_FLAG_READ) ||
+        !(info->flags & VFIO_REGION_INFO_FLAG_WRITE)) {
+      log::debug("{}: BAR {} cannot be mmapped: its accesses trap", name_, bar);
+      continue;
+    }
+    std::vector<BarRange> areas{{0, info->size}};
+    if (info->flags & VFIO_REGION_INFO_FLAG_CAPS) {
+      // Walk the capability chain (offsets from the start of the info), bounded.
+      const auto* bytes = reinterpret_cast<const uint8_t*>(buffer.data());
+      uint32_t at = info->cap_offset;
+      for (int guard = 0; at != 0 && guard < 16; ++guard) {
+        if (at % 4 != 0 || at < sizeof(vfio_region_info) ||
+            at + sizeof(vfio_info_cap_header) > have) {
+          break;
+        }
+        vfio_info_cap_header header{};
+        std::memcpy(&header, bytes + at, sizeof header);
+        if (header.id == VFIO_REGION_INFO_CAP_SPARSE_MMAP &&
+            at + sizeof(vfio_region_info_cap_sparse_mmap) <= have) {
+          vfio_region_info_cap_sparse_mmap sparse{};
+          std::memcpy(&sparse, bytes + at, sizeof sparse);
+          areas.clear();
+          for (uint32_t i = 0; i < sparse.nr_areas && i < 64; ++i) {
+            const size_t area_at = at + sizeof sparse + i * sizeof(vfio_region_sparse_mmap_area);
+            if (area_at + sizeof(vfio_region_sparse_mmap_area) > have) break;
+            vfio_region_sparse_mmap_area area{};
+            std::memcpy(&area, bytes + area_at, sizeof area);
+            if (area.offset < info->size && area.size <= info->size - area.offset) {
+              areas.push_back({area.offset, area.size});
+            }
+          }
+        }
+        at = header.next;
+      }
+    }
+    std::vector<BarRange> trapped;
+    if (msix_ && table_bar_ == bar) trapped.push_back({table_offset_, msix_->table_size()});
+    if (msix_ && pba_bar_ == bar) trapped.push_back({pba_offset_, msix_->pba_size()});
+    for (const BarRange& r : pci::direct_ranges(areas, trapped, page)) {
+      void* host = ::mmap(nullptr, r.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(),
+                          static_cast<off_t>(info->offset + r.offset));
+      if (host == MAP_FAILED) {
+        log::warn("{}: BAR {} [{:#x}, {:#x}) cannot be mmapped ({}): its accesses trap", label, bar,
+                  r.offset, r.offset + r.size, std::strerror(errno));
+        continue;
+      }
+      direct_.push_back({bar, r, host, std::nullopt, 0});
+      log::debug("{}: BAR {} [{:#x}, {:#x}) mmapped, to go straight into the guest", name_, bar,
+                 r.offset, r.offset + r.size);
+    }
+  }
+}
+
+void VfioPciDevice::unmap_direct_locked(unsigned bar) {
+  for (Direct& d : direct_) {
+    if (d.bar != bar || !d.handle) continue;
+    try {
+      mapper_->unmap(*d.handle);
+    } catch (const std::exception& e) {
+      // KVM refused to delete the slot: the device must not decode memory the guest still
+      // reaches directly while VFIO zaps it; say so loudly.
+      log::error("{}: BAR {} at {:#x} left in the guest: {}", name_, bar, d.gpa, e.what());
+      continue;
+    }
+    d.handle.reset();
+    if (direct_logs_.fetch_add(1, std::memory_order_relaxed) < 16) {
+      log::debug("{}: BAR {} [{:#x}, {:#x}) out of the guest (was at {:#x})", name_, bar,
+                 d.range.offset, d.range.offset + d.range.size, d.gpa);
+    }
+  }
+}
+
+void VfioPciDevice::bar_moved(unsigned bar, std::optional<BarMapping> old,
+                              std::optional<BarMapping> now) {
+  static_cast<void>(old);
+  if (!mapper_) return;
+  std::lock_guard lock(direct_mutex_);
+  unmap_direct_locked(bar);
+  if (!now || now->kind == BarKind::io) return;
+  for (Direct& d : direct_) {
+    if (d.bar != bar) continue;
+    const uint64_t gpa = now->address + d.range.offset;
+    const std::string what =
+        fmt::format("{} BAR {} [{:#x}, {:#x})", name_, bar, gpa, gpa + d.range.size);
+    try {
+      d.handle = mapper_->map(gpa, d.range.size, d.host, what);
+      d.gpa = gpa;
+    } catch (const std::exception& e) {
+      guest_error(fmt::format("BAR {} pages stay trapped: {}", bar, e.what()));
+      continue;
+    }
+    // Logged the first times (a guest may move BARs without end).
+    if (direct_logs_.fetch_add(1, std::memory_order_relaxed) < 16) {
+      log::debug("{}: BAR {} [{:#x}, {:#x}) in the guest at [{:#x}, {:#x}) (memory slot {})", name_,
+                 bar, d.range.offset, d.range.offset + d.range.size, gpa, gpa + d.range.size,
+                 *d.handle);
+    }
+  }
+}
+
+size_t VfioPciDevice::ranges_in_guest() const {
+  std::lock_guard lock(direct_mutex_);
+  return static_cast<size_t>(
+      std::count_if(direct_.begin(), direct_.end(), [](const Direct& d) { return d.handle; }));
+}
+
+bool VfioPciDevice::set_intx(int trigger, int unmask) {
+  if (!has_intx_) return false;
+  intx_trigger_ = trigger;
+  intx_unmask_ = unmask;
+  intx_on_ = true;
+  {
+    std::lock_guard lock(config_mutex_);
+    config_.set_interrupt_pin(1);  // INTA#
+  }
+  log::debug("{}: INTx signalled as a KVM irqfd with a resample eventfd", name_);
+  return true;
+}
+
+namespace {
+// VFIO_DEVICE_SET_IRQS of `index`/`action` with eventfds `fds` (none: DATA_NONE, count 0, which
+// disables a trigger). In 32-bit words, so the header is aligned on every architecture.
+bool set_irqs(int device, uint32_t index, uint32_t action, std::span<const int32_t> fds) {
+  const size_t bytes = sizeof(vfio_irq_set) + fds.size() * sizeof(int32_t);
   std::vector<uint32_t> words((bytes + sizeof(uint32_t) - 1) / sizeof(uint32_t));
   auto* set = reinterpret_cast<vfio_irq_set*>(words.data());
-  auto* buffer = reinterpret_cast<uint8_t*>(words.data());
   set->argsz = static_cast<uint32_t>(bytes);
-  set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
-  set->index = VFIO_PCI_MSIX_IRQ_INDEX;
+  set->flags = (fds.empty() ? VFIO_IRQ_SET_DATA_NONE : VFIO_IRQ_SET_DATA_EVENTFD) | action;
+  set->index = index;
   set->start = 0;
-  set->count = n;
+  set->count = static_cast<uint32_t>(fds.size());
+  if (!fds.empty()) {
+    std::memcpy(reinterpret_cast<uint8_t*>(words.data()) + sizeof(vfio_irq_set), fds.data(),
+                fds.size() * sizeof(int32_t));
+  }
+  return ::ioctl(device, VFIO_DEVICE_SET_IRQS, set) == 0;
+}
+}  // namespace
+
+bool VfioPciDevice::use_msix_locked(bool msix) {
+  // VFIO has one kind of interrupt on at a time: INTx, or the MSI-X vectors (QEMU switches the
+  // same way when its guest enables MSI-X).
+  if (msix == msix_irqs_on_ && (msix || intx_irqs_on_)) return true;
+  if (msix) {
+    if (intx_irqs_on_) {
+      static_cast<void>(
+          set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {}));
+      intx_irqs_on_ = false;
+    }
+    if (!set_irqs(fd_.get(), VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, msix_fds_)) {
+      return false;
+    }
+    msix_irqs_on_ = true;
+    return true;
+  }
+  if (msix_irqs_on_) {
+    static_cast<void>(
+        set_irqs(fd_.get(), VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {}));
+    msix_irqs_on_ = false;
+  }
+  // VFIO masks the line each time it fires (it is level-triggered); the guest's EOI, through
+  // KVM's resample eventfd, unmasks it.
+  const int32_t trigger = intx_trigger_, unmask = intx_unmask_;
+  if (!set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {&trigger, 1}) ||
+      !set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK, {&unmask, 1})) {
+    return false;
+  }
+  intx_irqs_on_ = true;
+  return true;
+}
+
+void VfioPciDevice::start(EventLoop& loop) {
+  if (!msix_) {
+    if (intx_on_) {
+      std::lock_guard lock(vectors_mutex_);
+      if (!use_msix_locked(false)) {
+        throw UserError(fmt::format("{}: VFIO cannot give the device's INTx eventfds: {}", name_,
+                                    std::strerror(errno)));
+      }
+    }
+    return;
+  }
+  const uint16_t n = msix_->vectors();
+  msix_fds_.assign(n, -1);
+  uint16_t direct = 0;
   for (uint16_t v = 0; v < n; ++v) {
+    // Straight to the guest where the sink has an irqfd for it (the first vectors, while GSIs
+    // last); the rest through the loop and the table.
+    if (const int fd = sink_->direct_eventfd(v); fd >= 0 && direct == v) {
+      msix_fds_[v] = fd;
+      ++direct;
+      continue;
+    }
     UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!efd) throw_errno(fmt::format("eventfd for an MSI-X vector of {}", name_));
     const int32_t raw = efd.get();
-    std::memcpy(buffer + sizeof(vfio_irq_set) + v * sizeof(int32_t), &raw, sizeof raw);
+    msix_fds_[v] = raw;
     MsixTable* table = msix_.get();
-    loop.add(raw, EPOLLIN, [raw, table, v](uint32_t) {
+    std::atomic<uint64_t>* counter = &loop_interrupts_;
+    loop.add(raw, EPOLLIN, [raw, table, v, counter](uint32_t) {
       uint64_t count;
-      if (::read(raw, &count, sizeof count) == sizeof count) table->notify(v);
+      if (::read(raw, &count, sizeof count) == sizeof count) {
+        counter->fetch_add(1, std::memory_order_relaxed);
+        table->notify(v);
+      }
     });
     vector_fds_.push_back(std::move(efd));
   }
-  if (::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, set) != 0) {
-    throw UserError(fmt::format("{}: VFIO cannot give the device's {} MSI-X vectors eventfds: {}",
-                                name_, n, std::strerror(errno)));
+  {
+    // With INTx wired, VFIO starts on INTx and turns to MSI-X when the guest enables it; else
+    // the vectors are on in VFIO from now on.
+    std::lock_guard lock(vectors_mutex_);
+    direct_states_.assign(direct, MsixTable::VectorState{});
+    if (!use_msix_locked(!intx_on_)) {
+      throw UserError(fmt::format("{}: VFIO cannot give the device's {} eventfds: {}", name_,
+                                  intx_on_ ? "INTx" : "MSI-X vectors", std::strerror(errno)));
+    }
+  }
+  if (direct != 0) {
+    log::debug("{}: MSI-X vectors 0-{} signalled as KVM irqfds, {} through the event loop", name_,
+               direct - 1, n - direct);
+  } else {
+    log::debug("{}: MSI-X vectors 0-{} signalled through the event loop", name_, n - 1);
+  }
+}
+
+void VfioPciDevice::sync_direct_vectors_locked() {
+  for (uint16_t v = 0; v < direct_states_.size(); ++v) {
+    const std::optional<MsixTable::VectorState> now = msix_->state(v);
+    if (!now || *now == direct_states_[v]) continue;
+    direct_states_[v] = *now;
+    sink_->direct_state(v, now->deliverable, now->address, now->data);
   }
 }
 
@@ -467,6 +769,10 @@ bool VfioPciDevice::in_msix_pba(unsigned bar, uint64_t offset, uint64_t size) co
 void VfioPciDevice::bar_read(unsigned bar, uint64_t offset, std::span<uint8_t> data) {
   std::fill(data.begin(), data.end(), 0);
   std::string why;
+  trapped_.fetch_add(1, std::memory_order_relaxed);
+  if (in_msix_table(bar, offset, data.size()) || in_msix_pba(bar, offset, data.size())) {
+    trapped_msix_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (in_msix_table(bar, offset, data.size())) {
     if (offset < table_offset_ || !msix_->table_read(offset - table_offset_, data, why)) {
       guest_error(fmt::format("MSI-X table read: {}", why.empty() ? "straddles the table" : why));
@@ -476,6 +782,16 @@ void VfioPciDevice::bar_read(unsigned bar, uint64_t offset, std::span<uint8_t> d
   if (in_msix_pba(bar, offset, data.size())) {
     if (offset < pba_offset_ || !msix_->pba_read(offset - pba_offset_, data, why)) {
       guest_error(fmt::format("MSI-X PBA read: {}", why.empty() ? "straddles the PBA" : why));
+      return;
+    }
+    // The direct vectors' pending bits are with the sink (signals held while masked).
+    std::lock_guard lock(vectors_mutex_);
+    const uint64_t first = (offset - pba_offset_) * 8;
+    for (size_t i = 0; i < data.size() * 8; ++i) {
+      if (first + i < direct_states_.size() &&
+          sink_->direct_pending(static_cast<uint16_t>(first + i))) {
+        data[i / 8] = static_cast<uint8_t>(data[i / 8] | 1u << (i % 8));
+      }
     }
     return;
   }
@@ -492,10 +808,17 @@ void VfioPciDevice::bar_read(unsigned bar, uint64_t offset, std::span<uint8_t> d
 
 void VfioPciDevice::bar_write(unsigned bar, uint64_t offset, std::span<const uint8_t> data) {
   std::string why;
+  trapped_.fetch_add(1, std::memory_order_relaxed);
+  if (in_msix_table(bar, offset, data.size()) || in_msix_pba(bar, offset, data.size())) {
+    trapped_msix_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (in_msix_table(bar, offset, data.size())) {
+    std::lock_guard lock(vectors_mutex_);
     if (offset < table_offset_ || !msix_->table_write(offset - table_offset_, data, why)) {
       guest_error(fmt::format("MSI-X table write: {}", why.empty() ? "straddles the table" : why));
+      return;
     }
+    sync_direct_vectors_locked();
     return;
   }
   if (in_msix_pba(bar, offset, data.size())) {
@@ -513,9 +836,10 @@ void VfioPciDevice::bar_write(unsigned bar, uint64_t offset, std::span<const uin
 
 void VfioPciDevice::write_device_command(uint16_t guest_command) {
   constexpr uint16_t kPassed = kCommandIo | kCommandMemory | kCommandBusMaster;
-  // INTx stays disabled on the device: the guest is offered none.
-  const uint16_t value = static_cast<uint16_t>((device_command_ & ~kPassed) |
-                                               (guest_command & kPassed) | kCommandIntxDisable);
+  // INTx disabled on the device unless the guest has the line (then the guest's bit).
+  const uint16_t intx = intx_on_ ? (guest_command & kCommandIntxDisable) : kCommandIntxDisable;
+  const uint16_t value = static_cast<uint16_t>((device_command_ & ~kPassed & ~kCommandIntxDisable) |
+                                               (guest_command & kPassed) | intx);
   uint8_t b[2] = {static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8)};
   if (::pwrite(fd_.get(), b, 2, static_cast<off_t>(config_region_.offset + kCommand)) != 2) {
     guest_error(
@@ -526,9 +850,23 @@ void VfioPciDevice::write_device_command(uint16_t guest_command) {
 void VfioPciDevice::config_written(uint32_t offset, uint32_t size) {
   // Lock held on the configuration space.
   if (msix_ && offset < msix_cap_ + 4 && offset + size > msix_cap_ + 2) {
+    std::lock_guard lock(vectors_mutex_);
     msix_->control_written(config_.u16(msix_cap_ + 2));
+    if (intx_on_ && !use_msix_locked(msix_->enabled())) {
+      guest_error(fmt::format("VFIO refused to switch the device's interrupts to {}: {}",
+                              msix_->enabled() ? "MSI-X" : "INTx", std::strerror(errno)));
+    }
+    sync_direct_vectors_locked();
   }
-  if (offset < kCommand + 2 && offset + size > kCommand) write_device_command(config_.command());
+  if (offset < kCommand + 2 && offset + size > kCommand) {
+    // Memory decoding off: the BAR pages leave the guest before the device stops decoding
+    // (VFIO then revokes the mmaps, and a vCPU must not reach them through a memory slot).
+    if (!(config_.command() & kCommandMemory) && mapper_) {
+      std::lock_guard lock(direct_mutex_);
+      for (unsigned bar = 0; bar < kBarCount; ++bar) unmap_direct_locked(bar);
+    }
+    write_device_command(config_.command());
+  }
 }
 
 }  // namespace libvmm::pci

@@ -62,7 +62,23 @@ size_t GsiRoutes::msi_routes() const {
 
 RoutedMsiSink::RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors,
                              const RegisterIrqfd& register_irqfd, Signal signal)
-    : routes_(std::move(routes)), signal_(std::move(signal)) {
+    : routes_(std::move(routes)), signal_(std::move(signal)), register_(register_irqfd) {
+  allocate(vectors);
+  for (Vector& v : vectors_) register_(v.fd.get(), v.gsi);
+}
+
+RoutedMsiSink::RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors,
+                             RegisterIrqfd register_irqfd, RegisterIrqfd unregister_irqfd,
+                             Signal signal)
+    : routes_(std::move(routes)),
+      signal_(std::move(signal)),
+      direct_(true),
+      register_(std::move(register_irqfd)),
+      unregister_(std::move(unregister_irqfd)) {
+  allocate(vectors);
+}
+
+void RoutedMsiSink::allocate(uint16_t vectors) {
   for (uint16_t v = 0; v < vectors && routes_; ++v) {
     const std::optional<uint32_t> gsi = routes_->allocate();
     if (!gsi) {
@@ -73,7 +89,6 @@ RoutedMsiSink::RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors
     vector.gsi = *gsi;
     vector.fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!vector.fd) throw_errno("eventfd for an MSI-X vector");
-    register_irqfd(vector.fd.get(), vector.gsi);
     vectors_.push_back(std::move(vector));
   }
 }
@@ -94,32 +109,105 @@ void set_gsi_routing(KvmVm& vm, const std::vector<kvm_irq_routing_entry>& entrie
 }
 
 std::shared_ptr<RoutedMsiSink> RoutedMsiSink::for_vm(KvmVm& vm, std::shared_ptr<GsiRoutes> routes,
-                                                     uint16_t vectors) {
+                                                     uint16_t vectors, bool direct) {
   KvmVm* kvm = &vm;
-  return std::make_shared<RoutedMsiSink>(
-      std::move(routes), vectors, [kvm](int fd, uint32_t gsi) { kvm->register_irqfd(fd, gsi); },
-      [kvm](uint64_t address, uint32_t data) {
-        if (!kvm->signal_msi(address, data)) {
-          log::debug("MSI to {:#x} (data {:#x}) not delivered", address, data);
-        }
-      });
+  auto register_irqfd = [kvm](int fd, uint32_t gsi) { kvm->register_irqfd(fd, gsi); };
+  auto signal = [kvm](uint64_t address, uint32_t data) {
+    if (!kvm->signal_msi(address, data)) {
+      log::debug("MSI to {:#x} (data {:#x}) not delivered", address, data);
+    }
+  };
+  if (direct) {
+    return std::make_shared<RoutedMsiSink>(
+        std::move(routes), vectors, register_irqfd,
+        [kvm](int fd, uint32_t gsi) { kvm->unregister_irqfd(fd, gsi); }, signal);
+  }
+  return std::make_shared<RoutedMsiSink>(std::move(routes), vectors, register_irqfd, signal);
 }
 
-void RoutedMsiSink::vector_programmed(uint16_t vector, uint64_t address, uint32_t data) {
-  std::lock_guard lock(mutex_);
-  if (vector >= vectors_.size()) return;
-  Vector& v = vectors_[vector];
-  if (v.routed && v.address == address && v.data == data) return;
+bool RoutedMsiSink::route_locked(Vector& v, uint16_t vector, uint64_t address, uint32_t data) {
+  if (v.routed && v.address == address && v.data == data) return true;
   v.routed = false;  // until KVM has the new route
   try {
     routes_->set_msi(v.gsi, address, data);
   } catch (const std::exception& e) {
-    log::warn("MSI-X vector {}: {}; it uses KVM_SIGNAL_MSI", vector, e.what());
-    return;
+    log::warn("MSI-X vector {}: {}; {}", vector, e.what(),
+              direct_ ? "its signals stay pending until the guest reprograms it"
+                      : "it uses KVM_SIGNAL_MSI");
+    return false;
   }
   v.routed = true;
   v.address = address;
   v.data = data;
+  return true;
+}
+
+void RoutedMsiSink::vector_programmed(uint16_t vector, uint64_t address, uint32_t data) {
+  std::lock_guard lock(mutex_);
+  // Direct vectors are routed by direct_state(), which knows the function's masks too.
+  if (direct_ || vector >= vectors_.size()) return;
+  route_locked(vectors_[vector], vector, address, data);
+}
+
+namespace {
+// The eventfd's count (consumed): whether it was signalled.
+bool drain(int fd) {
+  uint64_t count = 0;
+  return ::read(fd, &count, sizeof count) == sizeof count && count != 0;
+}
+}  // namespace
+
+int RoutedMsiSink::direct_eventfd(uint16_t vector) {
+  std::lock_guard lock(mutex_);
+  return direct_ && vector < vectors_.size() ? vectors_[vector].fd.get() : -1;
+}
+
+void RoutedMsiSink::direct_state(uint16_t vector, bool deliverable, uint64_t address,
+                                 uint32_t data) {
+  std::lock_guard lock(mutex_);
+  if (!direct_ || vector >= vectors_.size()) return;
+  Vector& v = vectors_[vector];
+  if (!deliverable) {
+    if (!v.attached) return;
+    try {
+      unregister_(v.fd.get(), v.gsi);
+    } catch (const std::exception& e) {
+      log::warn("MSI-X vector {}: cannot mask it: {}", vector, e.what());
+      return;
+    }
+    v.attached = false;
+    return;
+  }
+  // Deliverable: the route first (KVM follows a route change under a registered irqfd).
+  if (!route_locked(v, vector, address, data) || v.attached) return;
+  v.pending = drain(v.fd.get()) || v.pending;
+  try {
+    register_(v.fd.get(), v.gsi);
+  } catch (const std::exception& e) {
+    log::warn("MSI-X vector {}: {}; its signals stay pending", vector, e.what());
+    return;
+  }
+  v.attached = true;
+  if (v.pending) {  // what arrived while it was masked, now through the irqfd
+    v.pending = false;
+    const uint64_t one = 1;
+    if (::write(v.fd.get(), &one, sizeof one) != sizeof one) signal_(address, data);
+  }
+}
+
+bool RoutedMsiSink::direct_pending(uint16_t vector) {
+  std::lock_guard lock(mutex_);
+  if (!direct_ || vector >= vectors_.size()) return false;
+  Vector& v = vectors_[vector];
+  if (v.attached) return false;  // delivered as it comes
+  v.pending = drain(v.fd.get()) || v.pending;
+  return v.pending;
+}
+
+size_t RoutedMsiSink::attached() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<size_t>(
+      std::count_if(vectors_.begin(), vectors_.end(), [](const Vector& v) { return v.attached; }));
 }
 
 void RoutedMsiSink::send_vector(uint16_t vector, uint64_t address, uint32_t data) {

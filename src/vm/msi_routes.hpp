@@ -65,15 +65,32 @@ void set_gsi_routing(KvmVm& vm, const std::vector<kvm_irq_routing_entry>& entrie
 // The MSI-X sink of one PCI function: vector v -> GSI, eventfd (an irqfd). Vectors beyond the
 // GSIs available, and any message that is not (yet) the vector's route, go through
 // KVM_SIGNAL_MSI (`signal`).
+//
+// Two ways to use it. Signalled by this process (virtio-pci): MsixTable::notify() applies the
+// masks and send_vector() writes the eventfd; every irqfd is registered at construction.
+// Signalled by the device (direct: a VFIO device's host interrupts write the eventfds, see
+// pci::MsiSink::direct_eventfd): the irqfd of a vector is registered only while the guest has
+// the vector deliverable with a routed message; while it is masked the irqfd is deassigned,
+// so the eventfd only counts, and that count is the vector's pending bit (PBA), delivered
+// when the guest unmasks it (PCI 3.0 §6.8.2.9).
 class RoutedMsiSink final : public pci::MsiSink {
  public:
   using RegisterIrqfd = std::function<void(int eventfd, uint32_t gsi)>;
   using Signal = std::function<void(uint64_t address, uint32_t data)>;
   RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors,
                 const RegisterIrqfd& register_irqfd, Signal signal);
+  // Direct: irqfds registered and unregistered as the vectors' states change.
+  RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors, RegisterIrqfd register_irqfd,
+                RegisterIrqfd unregister_irqfd, Signal signal);
   // On a VM: irqfds and KVM_SIGNAL_MSI on `vm`.
   static std::shared_ptr<RoutedMsiSink> for_vm(KvmVm& vm, std::shared_ptr<GsiRoutes> routes,
-                                               uint16_t vectors);
+                                               uint16_t vectors, bool direct = false);
+
+  int direct_eventfd(uint16_t vector) override;
+  void direct_state(uint16_t vector, bool deliverable, uint64_t address, uint32_t data) override;
+  bool direct_pending(uint16_t vector) override;
+  // Direct: how many vectors have their irqfd registered now.
+  size_t attached() const;
 
   void send(uint64_t address, uint32_t data) override { signal_(address, data); }
   void vector_programmed(uint16_t vector, uint64_t address, uint32_t data) override;
@@ -91,9 +108,16 @@ class RoutedMsiSink final : public pci::MsiSink {
     bool routed = false;  // the route carries (address, data)
     uint64_t address = 0;
     uint32_t data = 0;
+    bool attached = false;  // direct: the irqfd is registered
+    bool pending = false;   // direct: signalled while detached, not yet delivered
   };
+  void allocate(uint16_t vectors);
+  bool route_locked(Vector& v, uint16_t vector, uint64_t address, uint32_t data);
   const std::shared_ptr<GsiRoutes> routes_;
   const Signal signal_;
+  const bool direct_ = false;
+  RegisterIrqfd register_;
+  RegisterIrqfd unregister_;
   mutable std::mutex mutex_;
   std::vector<Vector> vectors_;
 };

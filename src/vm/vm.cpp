@@ -25,6 +25,7 @@
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
 #include "libvmm/virtio/pci_transport.hpp"
+#include "memory_slots.hpp"
 #include "msi_routes.hpp"
 
 namespace libvmm {
@@ -70,6 +71,19 @@ class KvmMsiSink final : public pci::MsiSink {
 
  private:
   KvmVm* vm_;
+};
+
+// A passed-through device's BAR pages as KVM memory slots.
+class SlotBarMapper final : public pci::BarMapper {
+ public:
+  explicit SlotBarMapper(MemorySlots& slots) : slots_(&slots) {}
+  uint32_t map(uint64_t gpa, uint64_t size, void* host, const std::string& what) override {
+    return slots_->add(gpa, size, host, false, what);
+  }
+  void unmap(uint32_t handle) override { slots_->remove(handle); }
+
+ private:
+  MemorySlots* slots_;
 };
 
 uint64_t host_ram() {
@@ -139,6 +153,7 @@ struct Vm::Impl {
   VmConfig config;
   Kvm kvm;
   KvmVm vm;
+  std::unique_ptr<MemorySlots> slots;  // RAM, <map> regions, BAR pages of VFIO devices
   GuestMemory memory;
   EventLoop loop;
   std::unique_ptr<Machine> machine;
@@ -195,16 +210,22 @@ Vm::Vm(const VmConfig& config) {
     throw UserError(fmt::format("guest RAM: region '{}' is smaller than {:#x} bytes", ram->name(),
                                 config.memory_size));
   }
+  const int nr_slots = d.vm.check_extension(KVM_CAP_NR_MEMSLOTS);
+  KvmVm* kvm_vm = &d.vm;
+  d.slots = std::make_unique<MemorySlots>(
+      nr_slots > 0 ? static_cast<uint32_t>(nr_slots) : 32,
+      [kvm_vm](uint32_t slot, uint64_t gpa, uint64_t size, void* host, bool readonly) {
+        kvm_vm->set_user_memory_region(slot, gpa, size, host, readonly);
+      });
   uint64_t offset = 0;
-  uint32_t slot = 0;
   for (const RamRange& range : d.machine->ram_layout(config.memory_size)) {
     const GuestMapping& m = d.memory.map(range.gpa, ram, offset, range.size);
-    d.vm.set_user_memory_region(slot++, m.gpa, m.size, m.host(), m.readonly);
+    d.slots->add(m.gpa, m.size, m.host(), m.readonly, "guest RAM");
     log::debug("RAM [{:#x}, {:#x}) ({})", m.gpa, m.end(), format_size(m.size));
     offset += range.size;
   }
 
-  if (!config.maps.empty()) map_regions(slot);
+  if (!config.maps.empty()) map_regions();
 
   d.faults = std::make_unique<FaultReporter>(d.memory, d.mmio, config.strict_faults);
   d.machine_context.reset(new MachineContext{
@@ -237,18 +258,51 @@ void Vm::add_vfio_devices() {
   for (size_t i = 0; i < d.config.vfio.size(); ++i) {
     const VfioDeviceConfig& v = d.config.vfio[i];
     ensure_pci_bridge(v.label);
-    auto device = pci::VfioPciDevice::open(*d.vfio, groups[i], v.address, v.label, d.msi);
+    // MSI-X vectors as irqfds the device signals itself, on GSI routes that follow the guest's
+    // table, where the machine routes GSIs; else through the loop and KVM_SIGNAL_MSI.
+    auto sink = [&d](uint16_t vectors) -> std::shared_ptr<pci::MsiSink> {
+      if (!d.gsi_routes) return d.msi;
+      return RoutedMsiSink::for_vm(d.vm, d.gsi_routes, vectors, true);
+    };
+    auto device = pci::VfioPciDevice::open(*d.vfio, groups[i], v.address, v.label, sink,
+                                           std::make_shared<SlotBarMapper>(*d.slots));
     if (i == 0) {
       for (const GuestMapping& m : d.memory.mappings()) {
         d.vfio->map_dma(m.gpa, m.host(), m.size, m.readonly, v.label);
       }
     }
     const uint8_t number = d.pci_bridge->add(device);
+    if (device->has_intx()) wire_vfio_intx(*device, number);
     device->start(d.loop);
     log::debug("{} at PCI 00:{:02x}.0", device->name(), number);
     d.placed.push_back({"vfio", device->name(), 0, 0, 0});
     d.vfio_devices.push_back(std::move(device));
   }
+}
+
+void Vm::wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number) {
+  auto& d = *impl_;
+  // A line of its own (the next device slot's), level-triggered: a KVM irqfd with a resample
+  // eventfd, both handed to VFIO; the machine describes the route (x86_64: the _PRT).
+  const DeviceSlot slot = device_slot(d.machine->memory_map(d.config.memory_size), d.mmio_devices,
+                                      taken_irqs(d.config));
+  if (!slot.irq || d.machine->emulated_irq(*slot.irq)) {
+    log::warn("{}: no interrupt line left for its INTx; the guest sees no INTx pin", device.name());
+    return;
+  }
+  if (!d.machine->describe_pci_intx(number, 0, *slot.irq)) {
+    log::debug("{}: this machine describes no PCI INTx routes; no INTx pin", device.name());
+    return;
+  }
+  ++d.mmio_devices;  // the slot's line is the device's now
+  UniqueFd trigger(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  UniqueFd resample(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!trigger || !resample) throw_errno("eventfd for a passed-through INTx");
+  d.vm.register_irqfd(trigger.get(), d.machine->kvm_irq(*slot.irq).gsi, resample.get());
+  device.set_intx(trigger.get(), resample.get());
+  log::debug("{}: INTA# on interrupt line {}", device.name(), *slot.irq);
+  d.notify_fds.push_back(std::move(trigger));
+  d.notify_fds.push_back(std::move(resample));
 }
 
 void Vm::add_config_devices() {
@@ -283,9 +337,8 @@ void Vm::add_config_devices() {
   }
 }
 
-void Vm::map_regions(uint32_t first_slot) {
+void Vm::map_regions() {
   auto& d = *impl_;
-  uint32_t slot = first_slot;
   for (const RegionMap& r : d.config.maps) {
     if (r.readonly && d.vm.check_extension(KVM_CAP_READONLY_MEM) <= 0) {
       throw UserError(
@@ -294,7 +347,12 @@ void Vm::map_regions(uint32_t first_slot) {
                       r.region->name()));
     }
     const GuestMapping& m = d.memory.map(r.gpa, r.region, 0, r.size, r.readonly);
-    d.vm.set_user_memory_region(slot++, m.gpa, m.size, m.host(), m.readonly);
+    try {
+      d.slots->add(m.gpa, m.size, m.host(), m.readonly,
+                   fmt::format("memory region '{}'", r.region->name()));
+    } catch (const MemorySlotError& e) {
+      throw UserError(e.what());
+    }
     log::debug("region '{}' at [{:#x}, {:#x}){}", r.region->name(), m.gpa, m.end(),
                r.readonly ? " read-only" : "");
   }
@@ -579,6 +637,7 @@ RunResult Vm::run() {
   d.loop.run();
   for (auto& v : d.vcpus) v->stop();
   for (auto& v : d.vcpus) v->join();
+  for (const auto& device : d.vfio_devices) device->log_slow_paths();
   std::lock_guard lock(d.stop_mutex);
   return d.result.value_or(RunResult{StopReason::error, "the event loop stopped unexpectedly"});
 }

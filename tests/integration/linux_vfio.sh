@@ -4,7 +4,9 @@
 # need a real host (no such device; the controller not yet bound to vfio-pci), then the
 # controller handed to vfio-pci with driver_override and passed through to a Linux guest, whose
 # nvme driver finds the namespace with MSI-X, reads the host's pattern, writes 4 MiB and reads
-# them back. After the host is gone, the image must hold what the guest wrote.
+# them back; vmm's -v log shows the fast paths were used (BAR 0's registers in a KVM memory
+# slot, the vectors as irqfds, nothing but the MSI-X table and PBA trapped). After the host is
+# gone, the image must hold what the guest wrote.
 # Usage: linux_vfio.sh VMM
 set -euo pipefail
 vmm=$1
@@ -52,16 +54,68 @@ check "the namespace is 64 MiB" grep -qF "nvme0n1 size: 131072 sectors" /tmp/vfi
 check "the guest reads the host's pattern" grep -qF "nvme0n1 starts with: LIBVMM-HOST-NVME-PATTERN" /tmp/vfio.out
 written=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/vfio.out)
 read_back=$(sed -n 's/.*LIBVMM-GUEST: read back md5 //p' /tmp/vfio.out)
-check "the guest reads back the 4 MiB it wrote ($written)" [ -n "$written" ] && [ "$written" = "$read_back" ]
-echo "GUEST-WROTE-MD5=$written"
+check "the guest reads back the 4 MiB it wrote ($written)" [ -n "$written" -a "$written" = "$read_back" ]
 check "the controller's MSI-X vectors fired" grep -qE "nvme MSI-X interrupts taken: [1-9]" /tmp/vfio.out
 check "vmm logged no guest error" sh -c '! grep -q "warning" /tmp/nvme.err'
+cp /tmp/nvme.err /tmp/msix.err
+# The fast paths (vmm -v): the controller's registers and doorbells (BAR 0 below the MSI-X
+# table's page) in a KVM memory slot, every vector an irqfd; only the MSI-X table and PBA trap.
+check "BAR 0's register pages went into the guest as a memory slot" \
+  grep -qE "vfio $nvme: BAR 0 \[0x0, 0x2000\) in the guest at \[0x[0-9a-f]+, 0x[0-9a-f]+\) \(memory slot [0-9]+\)" /tmp/nvme.err
+check "every MSI-X vector is a KVM irqfd" \
+  grep -qE "vfio $nvme: MSI-X vectors 0-[0-9]+ signalled as KVM irqfds, 0 through the event loop" /tmp/nvme.err
+counts=$(sed -n "s/.*vfio $nvme: \([0-9]*\) BAR accesses trapped (\([0-9]*\) to the MSI-X table and PBA), \([0-9]*\) interrupts through the event loop/\1 \2 \3/p" /tmp/nvme.err)
+echo "trapped BAR accesses, of them MSI-X, interrupts through the loop: $counts"
+set -- $counts
+trapped=${1:-none} trapped_msix=${2:-} loop_irqs=${3:-}
+check "only MSI-X table and PBA accesses trapped ($trapped, $trapped_msix)" [ "$trapped" = "$trapped_msix" ]
+check "no interrupt went through the event loop ($loop_irqs)" [ "$loop_irqs" = 0 ]
+# Unbound, moved up 1 MiB and back with memory decoding off around each move, bound again: the
+# slot left the guest and came back at each place, and the driver read the namespace again
+# (its vectors masked and unmasked on the way: irqfds deassigned and assigned again).
+moved=$(sed -n 's/.*LIBVMM-GUEST: BAR 0 moved to //p' /tmp/vfio.out)
+check "the guest moved BAR 0 ($moved)" [ -n "$moved" ]
+check "the slot left the guest when decoding went off" \
+  grep -qE "vfio $nvme: BAR 0 \[0x0, 0x2000\) out of the guest" /tmp/nvme.err
+check "the slot followed BAR 0 to $moved" \
+  grep -qE "vfio $nvme: BAR 0 \[0x0, 0x2000\) in the guest at \[$moved," /tmp/nvme.err
+check "the nvme driver bound again reads the namespace through the slot" \
+  grep -qE "after the BAR moves, nvme[0-9]n1 starts with: LIBVMM-HOST-NVME-PATTERN" /tmp/vfio.out
+check "the device was reset when vmm let it go" grep -qF "vfio $nvme: reset, back to the host" /tmp/nvme.err
+
+# INTx: the guest booted with pci=nomsi leaves MSI-X off, so its nvme driver takes INTA#, which
+# vmm gives a line in the _PRT and a level-triggered irqfd whose resample eventfd unmasks the
+# device's line in VFIO. It finds the first boot's data and writes its own (the host checks
+# that one in the image).
+started=$(date +%s)
+start intx guest --memory 256M --cmdline "console=ttyS0 libvmm.test=nvme pci=nomsi" --vfio "$nvme" -v
+(sleep 240; kill "$pid" 2>/dev/null) &
+watchdog=$!
+stop
+kill "$watchdog" 2>/dev/null
+echo "guest with the NVMe's INTx took $(($(date +%s) - started)) s"
+tr -d '\r' </tmp/intx.out >/tmp/intx.txt
+check "INTx: exit status 0 (got $status)" [ "$status" -eq 0 ]
+check "INTx: the guest's nvme driver has the controller without MSI-X" \
+  grep -qE "pci 0000:00:0[1-9].0 0x010802 0x1b36:0x0010 driver=nvme msix_vectors=0" /tmp/intx.txt
+check "INTx: vmm gave INTA# a line and an irqfd with a resample eventfd" \
+  sh -c "grep -qE 'vfio $nvme: INTA# on interrupt line [0-9]+' /tmp/intx.err && grep -qF 'vfio $nvme: INTx signalled as a KVM irqfd with a resample eventfd' /tmp/intx.err"
+found=$(sed -n 's/.*LIBVMM-GUEST: found md5 //p' /tmp/intx.txt)
+check "INTx: the guest finds the first boot's 4 MiB ($found)" [ -n "$found" -a "$found" = "$written" ]
+written=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/intx.txt)
+read_back=$(sed -n 's/.*LIBVMM-GUEST: read back md5 //p' /tmp/intx.txt)
+check "INTx: the guest reads back the 4 MiB it wrote ($written)" [ -n "$written" -a "$written" = "$read_back" ]
+check "INTx: the controller's interrupts fired" grep -qE "nvme MSI-X interrupts taken: [1-9]" /tmp/intx.txt
+check "INTx: the driver bound again after the BAR moves reads the namespace" \
+  grep -qE "after the BAR moves, nvme[0-9]n1 starts with: LIBVMM-HOST-NVME-PATTERN" /tmp/intx.txt
+check "INTx: vmm logged no guest error" sh -c '! grep -q "warning" /tmp/intx.err'
+echo "GUEST-WROTE-MD5=$written"
 check "the device is still vfio-pci's after the VM" \
   [ "$(basename "$(readlink "/sys/bus/pci/devices/$nvme/driver")")" = vfio-pci ]
 
-finish linux_vfio /tmp/vfio.out /tmp/nvme.err
+finish linux_vfio /tmp/vfio.out /tmp/msix.err /tmp/intx.txt /tmp/intx.err
 EOS
-collect 'PASS|FAIL|GUEST-WROTE-MD5|took|linux_vfio:' --timeout 900 --nvme "$image" || true
+collect 'PASS|FAIL|GUEST-WROTE-MD5|took|trapped|linux_vfio:' --timeout 900 --nvme "$image" || true
 cat "$work/results"
 written=$(sed -n 's/^GUEST-WROTE-MD5=//p' "$work/results")
 on_image=$(dd if="$image" bs=1M skip=1 count=4 2>/dev/null | md5sum | cut -d' ' -f1)

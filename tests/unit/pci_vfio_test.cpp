@@ -228,3 +228,47 @@ TEST(VfioMemlock, LimitWithoutCapability) {
 
 }  // namespace
 }  // namespace libvmm::pci
+
+namespace libvmm::pci {
+namespace {
+
+// Which parts of a BAR go into the guest: whole pages of the mmappable areas, less the pages
+// the MSI-X table and PBA touch.
+TEST(VfioDirectRanges, QemuNvmeBar0KeepsTheMsixPagesTrapped) {
+  // 16 KiB BAR 0: registers and doorbells, then the table at 0x2000 and the PBA at 0x3000.
+  const std::vector<BarRange> whole{{0, 0x4000}};
+  const std::vector<BarRange> msix{{0x2000, 65 * 16}, {0x3000, 16}};
+  EXPECT_EQ(direct_ranges(whole, msix, 0x1000), (std::vector<BarRange>{{0, 0x2000}}));
+}
+
+TEST(VfioDirectRanges, TableInTheMiddleSplitsTheArea) {
+  const std::vector<BarRange> whole{{0, 0x10000}};
+  const std::vector<BarRange> msix{{0x8010, 0x20}, {0x9ff8, 8}};
+  EXPECT_EQ(direct_ranges(whole, msix, 0x1000),
+            (std::vector<BarRange>{{0, 0x8000}, {0xa000, 0x6000}}));
+}
+
+TEST(VfioDirectRanges, SparseAreasAndPartialPages) {
+  // VFIO's sparse areas (out of order), one not page aligned: whole pages only.
+  const std::vector<BarRange> sparse{{0x6000, 0x2000}, {0x0, 0x1800}, {0x3100, 0x2000}};
+  const std::vector<BarRange> none;
+  EXPECT_EQ(direct_ranges(sparse, none, 0x1000),
+            (std::vector<BarRange>{{0, 0x1000}, {0x4000, 0x1000}, {0x6000, 0x2000}}));
+}
+
+TEST(VfioDirectRanges, OverlappingHolesAndHolesCoveringEverything) {
+  const std::vector<BarRange> whole{{0, 0x4000}};
+  const std::vector<BarRange> holes{{0x0, 0x1800}, {0x1000, 0x10}, {0x3000, 0x1000}};
+  EXPECT_EQ(direct_ranges(whole, holes, 0x1000), (std::vector<BarRange>{{0x2000, 0x1000}}));
+  const std::vector<BarRange> all{{0, 0x4000}};
+  EXPECT_TRUE(direct_ranges(whole, all, 0x1000).empty());
+  // A BAR smaller than a page has no whole page; hostile sizes do not wrap.
+  const std::vector<BarRange> small{{0, 0x800}};
+  EXPECT_TRUE(direct_ranges(small, {}, 0x1000).empty());
+  const std::vector<BarRange> wrapping{{~0ull - 0x10, 0x1000}};
+  const std::vector<BarRange> far{{~0ull - 0x10, 0x20}};
+  EXPECT_TRUE(direct_ranges(wrapping, far, 0x1000).empty());
+}
+
+}  // namespace
+}  // namespace libvmm::pci

@@ -162,6 +162,101 @@ TEST_F(MsiRoutesTest, WithAnMsixTable) {
   EXPECT_TRUE(rec.signalled.empty());
 }
 
+// Direct delivery (a VFIO device signals the eventfds itself): the irqfd is registered only
+// while the guest has the vector deliverable with a route; while masked, the eventfd counts and
+// that is the pending bit, delivered through the irqfd on unmask.
+struct DirectMsiTest : MsiRoutesTest {
+  std::vector<std::pair<int, uint32_t>> unregistered;
+  std::shared_ptr<RoutedMsiSink> direct(uint16_t vectors) {
+    return std::make_shared<RoutedMsiSink>(
+        routes, vectors, [this](int fd, uint32_t gsi) { rec.irqfds.emplace_back(fd, gsi); },
+        [this](int fd, uint32_t gsi) { unregistered.emplace_back(fd, gsi); },
+        [this](uint64_t a, uint32_t d) { rec.signalled.emplace_back(a, d); });
+  }
+  static void signal(int fd) {
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(fd, &one, sizeof one), 8);
+  }
+};
+
+TEST_F(DirectMsiTest, IrqfdOnlyWhileDeliverable) {
+  auto s = direct(2);
+  EXPECT_TRUE(rec.irqfds.empty());  // every vector starts masked
+  const int fd = s->direct_eventfd(1);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(s->direct_eventfd(2), -1);
+  s->direct_state(1, true, 0xfee00000, 0x41);
+  ASSERT_EQ(rec.tables.size(), 1u);  // routed first
+  EXPECT_EQ(rec.tables.back().back().u.msi.data, 0x41u);
+  ASSERT_EQ(rec.irqfds.size(), 1u);
+  EXPECT_EQ(rec.irqfds[0], std::make_pair(fd, 25u));
+  EXPECT_EQ(s->attached(), 1u);
+  // A new message while deliverable: the route moves, the irqfd stays.
+  s->direct_state(1, true, 0xfee01000, 0x42);
+  EXPECT_EQ(rec.tables.size(), 2u);
+  EXPECT_EQ(rec.irqfds.size(), 1u);
+  // Masked: deassigned; the device's signals now count as pending (the PBA bit).
+  s->direct_state(1, false, 0xfee01000, 0x42);
+  ASSERT_EQ(unregistered.size(), 1u);
+  EXPECT_EQ(unregistered[0], std::make_pair(fd, 25u));
+  EXPECT_FALSE(s->direct_pending(1));
+  signal(fd);
+  signal(fd);
+  EXPECT_TRUE(s->direct_pending(1));
+  EXPECT_TRUE(s->direct_pending(1));  // read twice, still pending
+  // Unmasked: assigned again, and the pending signal goes through the irqfd once.
+  s->direct_state(1, true, 0xfee01000, 0x42);
+  EXPECT_EQ(rec.irqfds.size(), 2u);
+  EXPECT_EQ(drain(fd), 1u);
+  EXPECT_FALSE(s->direct_pending(1));  // attached: delivered as it comes
+  EXPECT_TRUE(rec.signalled.empty());
+  // Not the process's to send: vector_programmed does not route direct vectors.
+  s->vector_programmed(0, 0xfee00000, 0x99);
+  EXPECT_EQ(rec.tables.size(), 2u);
+}
+
+TEST_F(DirectMsiTest, UnmaskWithoutSignalsSendsNothing) {
+  auto s = direct(1);
+  s->direct_state(0, true, 0xfee00000, 0x41);
+  s->direct_state(0, false, 0xfee00000, 0x41);
+  s->direct_state(0, true, 0xfee00000, 0x41);
+  EXPECT_EQ(drain(s->direct_eventfd(0)), 0u);
+  EXPECT_EQ(rec.tables.size(), 1u);  // same message: the route was kept
+}
+
+TEST_F(DirectMsiTest, ARefusedRouteKeepsTheVectorPending) {
+  auto s = direct(1);
+  rec.refuse = true;
+  s->direct_state(0, true, 0xfee00000, 0x41);
+  EXPECT_TRUE(rec.irqfds.empty());  // never an irqfd on a GSI without the guest's route
+  signal(s->direct_eventfd(0));
+  EXPECT_TRUE(s->direct_pending(0));
+  rec.refuse = false;
+  s->direct_state(0, true, 0xfee00000, 0x41);  // the guest writes the entry again
+  EXPECT_EQ(rec.irqfds.size(), 1u);
+  EXPECT_EQ(drain(s->direct_eventfd(0)), 1u);
+}
+
+TEST_F(DirectMsiTest, TheTableSaysWhenAVectorIsDeliverable) {
+  pci::MsixTable table(2, direct(2));
+  auto state = [&table](uint16_t v) { return *table.state(v); };
+  EXPECT_FALSE(state(0).deliverable);  // power-on: disabled, masked
+  EXPECT_FALSE(table.state(2));
+  const uint32_t words[4] = {0xfee00000, 0, 0x4049, 0};  // unmasked entry
+  for (uint32_t i = 0; i < 4; ++i) {
+    std::array<uint8_t, 4> b{};
+    std::memcpy(b.data(), &words[i], 4);
+    std::string why;
+    ASSERT_TRUE(table.table_write(i * 4, b, why)) << why;
+  }
+  EXPECT_FALSE(state(0).deliverable);  // MSI-X still disabled
+  table.control_written(1u << 15 | 1u << 14);
+  EXPECT_FALSE(state(0).deliverable);  // function masked
+  table.control_written(1u << 15);
+  EXPECT_EQ(state(0), (pci::MsixTable::VectorState{true, 0xfee00000, 0x4049}));
+  EXPECT_FALSE(state(1).deliverable);  // its entry is masked
+}
+
 // The table as KVM takes it (a C++ compiler lays struct kvm_irq_routing out differently from
 // the kernel: ENOTTY once): on this host's KVM, when there is one.
 TEST(MsiRoutesKvm, KvmTakesTheTable) {
@@ -179,6 +274,16 @@ TEST(MsiRoutesKvm, KvmTakesTheTable) {
   EXPECT_NO_THROW(routes.set_msi(*gsi, 0xfee00000, 0x41));
   EXPECT_NO_THROW(routes.set_msi(*gsi, 0xfee01000, 0x42));
   EXPECT_EQ(routes.msi_routes(), 1u);
+  // Direct vectors: KVM takes the irqfd on the routed GSI, and lets it go on a mask.
+  auto shared = std::make_shared<GsiRoutes>(
+      base, 24, 4, [&vm](const std::vector<kvm_irq_routing_entry>& t) { set_gsi_routing(vm, t); });
+  auto sink = RoutedMsiSink::for_vm(vm, shared, 2, true);
+  sink->direct_state(1, true, 0xfee00000, 0x41);
+  EXPECT_EQ(sink->attached(), 1u);
+  sink->direct_state(1, false, 0xfee00000, 0x41);
+  EXPECT_EQ(sink->attached(), 0u);
+  sink->direct_state(1, true, 0xfee00000, 0x41);
+  EXPECT_EQ(sink->attached(), 1u);
 #else
   GTEST_SKIP() << "x86_64 routes only";
 #endif

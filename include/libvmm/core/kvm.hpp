@@ -57,6 +57,9 @@ class KvmVm {
   void irq_line(uint32_t irq, bool level);
   // KVM_IRQFD: writing to `eventfd` injects `gsi` (edge) without a trip through this process.
   void register_irqfd(int eventfd, uint32_t gsi);
+  // A level-triggered one (KVM_IRQFD_FLAG_RESAMPLE): `gsi` stays asserted until the guest's
+  // EOI, which deasserts it and signals `resamplefd` (a device's INTx, unmasked by it).
+  void register_irqfd(int eventfd, uint32_t gsi, int resamplefd);
   void unregister_irqfd(int eventfd, uint32_t gsi);
   // KVM_IOEVENTFD: a guest write of `len` bytes at `addr` signals `eventfd` instead of exiting.
   // `datamatch` (when set) restricts it to writes of that value (e.g. a queue index).

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -35,6 +36,27 @@ class MsiSink {
   virtual void send_vector(uint16_t vector, uint64_t address, uint32_t data) {
     static_cast<void>(vector);
     send(address, data);
+  }
+
+  // Direct delivery, for functions whose device signals its vectors itself (VFIO: the host
+  // kernel writes an eventfd), past notify() and this process. A sink that offers it gives
+  // vector `vector` an eventfd (-1: none, the function then calls notify() as usual); the
+  // function reports each change of that vector's state (MsixTable::state) with
+  // direct_state(), and reads its pending bit with direct_pending(). While a vector is not
+  // deliverable, the signals it gets are held pending, and delivered once it is.
+  virtual int direct_eventfd(uint16_t vector) {
+    static_cast<void>(vector);
+    return -1;
+  }
+  virtual void direct_state(uint16_t vector, bool deliverable, uint64_t address, uint32_t data) {
+    static_cast<void>(vector);
+    static_cast<void>(deliverable);
+    static_cast<void>(address);
+    static_cast<void>(data);
+  }
+  virtual bool direct_pending(uint16_t vector) {
+    static_cast<void>(vector);
+    return false;
   }
 };
 
@@ -70,6 +92,15 @@ class MsixTable {
   // MSI-X is disabled or there is no such vector (nothing is sent).
   bool notify(uint16_t vector);
   bool pending(uint16_t vector) const;
+  // A vector as the guest has it now: deliverable (MSI-X enabled, neither the function nor the
+  // vector masked) and its message. nullopt for no such vector.
+  struct VectorState {
+    bool deliverable = false;
+    uint64_t address = 0;
+    uint32_t data = 0;
+    bool operator==(const VectorState&) const = default;
+  };
+  std::optional<VectorState> state(uint16_t vector) const;
 
   // Power-on state: disabled, every vector masked, nothing pending.
   void reset();

@@ -10,18 +10,34 @@
 //   - configuration space: identity and class from the device; the BARs, the command register
 //     and the MSI-X capability emulated on our ConfigSpace (the command register's I/O, memory
 //     and bus-master bits are passed on to the device); other capabilities (MSI, power
-//     management, PCI Express) are not offered to the guest, nor INTx;
-//   - BAR accesses are forwarded to the device's regions (pread/pwrite on the device fd), the
-//     MSI-X table and PBA are emulated (MsixTable);
-//   - every MSI-X vector of the device signals an eventfd (VFIO_DEVICE_SET_IRQS); the event loop
-//     delivers it through the emulated table, which applies the guest's masks and addresses;
+//     management, PCI Express) are not offered to the guest; the command register's INTx
+//     disable bit is the guest's where the device's INTx is passed through;
+//   - the BARs' pages go straight into the guest where VFIO lets them be mmapped (the region's
+//     MMAP flag, and its sparse-mmap areas where it lists them): each such area, less the pages
+//     that hold the MSI-X table and PBA, is mmapped at open and installed as a KVM memory slot
+//     (a BarMapper) where the guest places the BAR, while it decodes memory; removed when the
+//     guest moves the BAR or turns memory decoding off (before the device hears of it). The
+//     other accesses trap and are forwarded to the device's regions (pread/pwrite on the device
+//     fd); the MSI-X table and PBA are emulated (MsixTable);
+//   - every MSI-X vector of the device signals an eventfd (VFIO_DEVICE_SET_IRQS): where the
+//     sink offers one (MsiSink::direct_eventfd: a KVM irqfd on the vector's GSI route), the host
+//     kernel's interrupt reaches the guest without this process; the device tells the sink each
+//     change of the vector's state the guest programs (route, masks) and reads the PBA's bits
+//     from it. Other vectors signal an eventfd of ours that the event loop delivers through the
+//     emulated table, which applies the guest's masks and addresses;
+//   - INTx, where the device has a pin: VFIO signals a level-triggered KVM irqfd on the line the
+//     machine gives it (x86_64: in the host bridge's _PRT) and masks the line until the guest's
+//     EOI signals KVM's resample eventfd, which VFIO takes as the unmask;
 //   - the device is reset (VFIO_DEVICE_RESET) when opened and when closed.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -65,6 +81,30 @@ std::string vfio_memlock_error(const std::string& label, uint64_t needed, uint64
 // CAP_IPC_LOCK (which lifts the limit). `limit` gets the current limit.
 bool can_pin(uint64_t bytes, uint64_t& limit);
 
+// Where a function's BAR pages go straight into the guest: KVM memory slots on a VM.
+class BarMapper {
+ public:
+  virtual ~BarMapper() = default;
+  // Maps host memory [host, host + size) at guest-physical `gpa` (both page aligned) and
+  // returns a handle for unmap(); throws std::exception saying why it cannot (the pages then
+  // keep trapping). `what` names the range in messages.
+  virtual uint32_t map(uint64_t gpa, uint64_t size, void* host, const std::string& what) = 0;
+  virtual void unmap(uint32_t handle) = 0;
+};
+
+// A range of a BAR, as offset and size within it.
+struct BarRange {
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  bool operator==(const BarRange&) const = default;
+};
+
+// The parts of a BAR that go into the guest: the `mmappable` areas (VFIO's, in the BAR) less
+// every page (of `page` bytes, a power of two) that a `trapped` range touches, clipped to the
+// pages the areas cover whole. Sorted by offset; empty parts dropped.
+std::vector<BarRange> direct_ranges(std::span<const BarRange> mmappable,
+                                    std::span<const BarRange> trapped, uint64_t page);
+
 // The type1 IOMMU container and its groups; one per VM.
 class VfioContainer {
  public:
@@ -93,9 +133,12 @@ class VfioPciDevice final : public PciFunction {
  public:
   // Opens device `address` of `group` (VfioContainer::group) and reads its configuration.
   // Throws UserError (label first) for what it cannot pass through.
+  // `msi` makes the sink of its MSI-X vectors (given how many it has).
+  using MsiSinkFactory = std::function<std::shared_ptr<MsiSink>(uint16_t vectors)>;
   static std::shared_ptr<VfioPciDevice> open(VfioContainer& container, unsigned group,
                                              const std::string& address, const std::string& label,
-                                             std::shared_ptr<MsiSink> msi);
+                                             const MsiSinkFactory& msi,
+                                             std::shared_ptr<BarMapper> mapper = nullptr);
   ~VfioPciDevice() override;
 
   std::string name() const override { return name_; }
@@ -104,7 +147,23 @@ class VfioPciDevice final : public PciFunction {
 
   // Hands the device's MSI-X vectors to eventfds the loop serves. Before the guest runs.
   void start(EventLoop& loop);
+  // Whether the device has an INTx pin VFIO offers.
+  bool has_intx() const { return has_intx_; }
+  // Its INTx: VFIO signals `trigger` (a level-triggered irqfd) and masks the line; a signal on
+  // `unmask` (the irqfd's resample eventfd, at the guest's EOI) unmasks it. The guest then sees
+  // pin INTA#; VFIO is on INTx until the guest enables MSI-X, and back when it disables it.
+  // False when the device has no INTx. Before start().
+  bool set_intx(int trigger, int unmask);
   uint16_t msix_vectors() const { return msix_ ? msix_->vectors() : 0; }
+  // Vectors the device signals straight to the sink (irqfds), after start().
+  uint16_t direct_vectors() const { return static_cast<uint16_t>(direct_states_.size()); }
+  void bar_moved(unsigned bar, std::optional<BarMapping> old,
+                 std::optional<BarMapping> now) override;
+  // BAR pages mmapped for the guest, and how many are in the guest now.
+  size_t mmapped_ranges() const { return direct_.size(); }
+  size_t ranges_in_guest() const;
+  // Logs (debug) what took the slow path: BAR accesses that trapped, interrupts through the loop.
+  void log_slow_paths() const;
 
  protected:
   void config_written(uint32_t offset, uint32_t size) override;
@@ -118,10 +177,24 @@ class VfioPciDevice final : public PciFunction {
   bool in_msix_table(unsigned bar, uint64_t offset, uint64_t size) const;
   bool in_msix_pba(unsigned bar, uint64_t offset, uint64_t size) const;
   void write_device_command(uint16_t guest_command);
+  // Reads the BAR regions' mmap areas and mmaps those that can go into the guest.
+  void mmap_bars(const std::string& label);
+  void unmap_direct_locked(unsigned bar);
+  // Tells the sink of every direct vector whose state the guest changed (vectors_mutex_ held).
+  void sync_direct_vectors_locked();
+  // VFIO's interrupts on MSI-X (true) or INTx (vectors_mutex_ held); false with errno when VFIO
+  // refuses.
+  bool use_msix_locked(bool msix);
 
   std::string name_;
   UniqueFd fd_;
   bool can_reset_ = false;
+  bool has_intx_ = false;
+  bool intx_on_ = false;  // set_intx() wired it
+  int intx_trigger_ = -1, intx_unmask_ = -1;
+  // Which kind of interrupt VFIO has on now (vectors_mutex_).
+  bool msix_irqs_on_ = false, intx_irqs_on_ = false;
+  std::vector<int32_t> msix_fds_;  // by vector: what VFIO signals
   Region config_region_;
   std::array<Region, kBarCount> bars_{};
   std::unique_ptr<MsixTable> msix_;
@@ -130,6 +203,25 @@ class VfioPciDevice final : public PciFunction {
   uint64_t table_offset_ = 0, pba_offset_ = 0;
   uint16_t device_command_ = 0;  // the command register's value on the device at open
   std::vector<UniqueFd> vector_fds_;
+  std::shared_ptr<MsiSink> sink_;
+  std::mutex vectors_mutex_;  // a table or control write and its sync, one at a time
+  std::vector<MsixTable::VectorState> direct_states_;  // by vector: what the sink was told
+
+  // BAR pages that go straight into the guest.
+  struct Direct {
+    unsigned bar = 0;
+    BarRange range;
+    void* host = nullptr;            // mmapped at open
+    std::optional<uint32_t> handle;  // the mapper's, while in the guest
+    uint64_t gpa = 0;
+  };
+  std::shared_ptr<BarMapper> mapper_;
+  mutable std::mutex direct_mutex_;  // after config_mutex_ where both are taken
+  std::vector<Direct> direct_;
+  std::atomic<uint32_t> direct_logs_{0};
+  // What took the slow path, logged at exit (-v): BAR accesses that trapped (and of those, to
+  // the MSI-X table and PBA), interrupts delivered by the event loop.
+  std::atomic<uint64_t> trapped_{0}, trapped_msix_{0}, loop_interrupts_{0};
 };
 
 }  // namespace libvmm::pci

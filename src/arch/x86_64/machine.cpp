@@ -99,7 +99,9 @@ class X86Machine : public Machine {
     devices.insert(devices.end(), acpi_devices_.begin(), acpi_devices_.end());
     std::optional<x86::McfgEntry> mcfg;
     if (pci_) {
-      for (auto& node : x86::pci_host_bridge_nodes(*pci_, {})) devices.push_back(std::move(node));
+      for (auto& node : x86::pci_host_bridge_nodes(*pci_, intx_)) {
+        devices.push_back(std::move(node));
+      }
       mcfg = x86::McfgEntry{pci_->ecam.base, 0, 0};
     }
     x86::write_acpi_tables(vm.memory, c.vcpus, devices, mcfg);
@@ -172,12 +174,18 @@ class X86Machine : public Machine {
   // The bridge is PCI0 (PNP0A08) in the DSDT with its windows, and its ECAM is in an MCFG
   // table; kernels without ACPI find bus 0 through 0xCF8/0xCFC by themselves.
   void describe_pci(const pci::HostBridgeLayout& layout) override { pci_ = layout; }
+  // In the bridge's _PRT (IOAPIC pins are GSIs here).
+  bool describe_pci_intx(uint8_t device, uint8_t pin, uint32_t irq) override {
+    intx_.push_back({device, pin, irq});
+    return true;
+  }
 
  private:
   x86::LinuxBootInfo boot_;
   std::shared_ptr<x86::AcpiPmDevice> pm_;
   std::vector<std::string> virtio_cmdline_;   // only for kernels without ACPI
   std::optional<pci::HostBridgeLayout> pci_;  // when the VM has PCI devices
+  std::vector<x86::PciIntxRoute> intx_;       // PCI devices' INTx lines, for the _PRT
   std::vector<x86::aml::Bytes> acpi_devices_;
   std::optional<std::vector<kvm_cpuid_entry2>> supported_cpuid_;
 };
