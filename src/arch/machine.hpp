@@ -84,9 +84,10 @@ class Machine {
   const char* name() const { return board().name(); }
   const char* serial_name() const { return board().serial_name(); }
 
-  // A controller vmm emulates itself (RISC-V's PLIC on hosts without KVM's AIA): its line
-  // `number`, which devices drive directly, and eventfds meant for KVM_IRQFD are read by the
-  // event loop instead. nullptr (the default): KVM's in-kernel controller has the lines.
+  // A controller vmm emulates itself (RISC-V's PLIC on hosts without KVM's AIA), or one whose
+  // lines irqfds cannot pulse (RISC-V's AIA: KVM's irqfd raises a line and never lowers it):
+  // its line `number`, which devices drive directly, and eventfds meant for KVM_IRQFD are read
+  // by the event loop instead. nullptr (the default): KVM's in-kernel controller has the lines.
   virtual std::shared_ptr<IrqLine> emulated_irq(uint32_t /*number*/) { return nullptr; }
 
   // What irqfds and KVM_IRQ_LINE take for the controller's interrupt `number` (x86: the GSI

@@ -20,6 +20,14 @@ void KvmDevice::set_attr(uint32_t group, uint64_t attr, const void* value, const
   kvm_ioctl(fd_.get(), KVM_SET_DEVICE_ATTR, fmt::format("{}: {}", name_, what), &a);
 }
 
+void KvmDevice::get_attr(uint32_t group, uint64_t attr, void* value, const char* what) const {
+  kvm_device_attr a{};
+  a.group = group;
+  a.attr = attr;
+  a.addr = reinterpret_cast<uint64_t>(value);
+  kvm_ioctl(fd_.get(), KVM_GET_DEVICE_ATTR, fmt::format("{}: {}", name_, what), &a);
+}
+
 bool KvmDevice::has_attr(uint32_t group, uint64_t attr) const {
   kvm_device_attr a{};
   a.group = group;

@@ -2,8 +2,9 @@
 # tests/integration/emuhost_riscv64.sh
 #
 # The emulated riscv64 KVM host (tools/emuhost/emuhost --arch riscv64: QEMU TCG with the
-# hypervisor extension, Debian 13's kernel) in one boot: /dev/kvm is there once kvm.ko is
-# loaded, the payload's output reaches our stdout and its exit status (3) is emuhost's.
+# hypervisor extension and the AIA, trixie's QEMU and kernel) in one boot: /dev/kvm is there
+# once kvm.ko is loaded, KVM offers its in-kernel AIA (the host's IMSIC has guest interrupt
+# files), the payload's output reaches our stdout and its exit status (3) is emuhost's.
 # The host linux.riscv64 (tests/integration/riscv64.sh) runs its guests in.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -21,6 +22,7 @@ cat >"$work/payload/run.sh" <<'EOS'
 #!/bin/sh
 [ -c /dev/kvm ] || { echo "no /dev/kvm"; exit 1; }
 echo "kvm ok"
+dmesg | grep -q 'kvm .*AIA available with [1-9]' && echo "kvm aia ok"
 echo "isa: $(sed -n 's/^isa[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 exit 3
 EOS
@@ -33,4 +35,5 @@ elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 [ "$status" -eq 3 ] || fail "emuhost exited $status, not the payload's 3 ($(tail -n 1 "$work/err"))"
 grep -qx 'kvm ok' "$work/out" || fail "'kvm ok' missing: no /dev/kvm in the riscv64 host"
 grep -q '^isa: rv64[a-z]*h' "$work/out" || fail "the host's harts lack the H extension"
+grep -qx 'kvm aia ok' "$work/out" || fail "the host's KVM offers no in-kernel AIA"
 echo "$prog: PASS (${elapsed_ms} ms)"

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # riscv64 Linux guests: cross-builds vmm for riscv64, then boots trixie's stock riscv64 kernel
 # (the one the emulated host runs) with our initramfs inside the emulated riscv64 KVM host
-# (tools/emuhost/emuhost --arch riscv64, a PLIC host: no in-kernel AIA), in one boot:
-#   net and boot facts: 2 harts (SBI HSM), the 16550A console, the PLIC vmm emulates, virtIO
-#               network in a network namespace (ping, 1 MiB over TCP), SBI SRST shutdown ending
-#               vmm with status 0;
-#   console:    the initramfs shell on the 16550A both ways; `reboot` (SRST reset) ends vmm
-#               with 0; every thread under its seccomp filter;
-#   virtio:     block (the guest's write checked from the host after exit), console, rng;
-#   system:     the example .system file (with the PLIC) checked and run;
+# (tools/emuhost/emuhost --arch riscv64: an AIA host, whose KVM has its in-kernel AIA), in one
+# boot:
+#   net and boot facts: 2 harts (SBI HSM), the 16550A console, KVM's AIA chosen by default (the
+#               guest's interrupts through the APLIC and IMSICs), virtIO network in a network
+#               namespace (ping, 1 MiB over TCP), SBI SRST shutdown ending vmm with status 0;
+#   console:    --irqchip plic: the initramfs shell on the 16550A both ways through the PLIC vmm
+#               emulates; `reboot` (SRST reset) ends vmm with 0; every thread under its seccomp
+#               filter;
+#   virtio:     block (the guest's write checked from the host after exit), console, rng, their
+#               irqfds on the AIA;
+#   system:     examples/simple/simple-riscv64.system as written (AIA, disk, TAP, rng) checked,
+#               then run with its shell on the console: APLIC and IMSIC, vda, eth0, poweroff;
 #   faults:     a tiny Image reading unmapped memory (reported), making an SBI call vmm does
-#               not implement (reported once, answered SBI_ERR_NOT_SUPPORTED), then SRST;
-#               --irqchip aia refused in one line (vmm does not create KVM's AIA).
+#               not implement (reported once, answered SBI_ERR_NOT_SUPPORTED), then SRST.
+# then a second, short boot of a PLIC host (emuhost --irqchip plic, whose KVM has no AIA):
+#   --irqchip aia refused in one line; the default falls back to the PLIC vmm emulates.
 # Usage: riscv64.sh CROSS_BUILD_DIR
 set -euo pipefail
 build=$1
@@ -27,9 +32,7 @@ cp "$repo/tests/integration/riscv64/net" "$extra/tests/riscv64net"
 payload_new riscv64 "$build/tools/vmm/vmm" --extra "$extra"
 riscv64-linux-gnu-as "$repo/tests/integration/riscv64/fault.S" -o "$work/fault.o"
 riscv64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
-sed -e 's|<irqchip kind="aia" />|<irqchip kind="plic" />|' \
-  -e 's|<cmdline>console=ttyS0</cmdline>|<cmdline>console=ttyS0 quiet libvmm.test=riscv64info</cmdline>|' \
-  -e 's|<virtio_net tap="tap0" />||' "$repo/examples/simple/simple-riscv64.system" >"$payload/simple.system"
+cp "$repo/examples/simple/simple-riscv64.system" "$payload/simple.system"
 
 payload_script run.sh <<'EOS'
 # All of it in a network namespace of its own: the TAP, its address and the web server live
@@ -47,7 +50,7 @@ dd if=/dev/urandom of=/tmp/www/to-guest bs=64k count=16 2>/dev/null
 to_guest=$(sha256sum </tmp/www/to-guest | cut -d' ' -f1)
 httpd -f -p 10.0.0.1:8080 -h /tmp/www &
 httpd=$!
-boot info "quiet libvmm.test=riscv64net" --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56
+boot info "quiet libvmm.test=riscv64net" -v --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56
 kill $httpd
 cat /tmp/info.out
 check "net: eth0 has the MAC given with --net" grep -qF "eth0 address: 52:54:00:12:34:56" /tmp/info.out
@@ -56,18 +59,29 @@ check "net: 1 MiB over TCP arrives intact" grep -qF "to-guest sha256: $to_guest"
 check "boot: /init ran" grep -qF "LIBVMM-GUEST: init started" /tmp/info.out
 check "boot: 2 harts came up (SBI HSM)" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
 check "boot: the console is the 16550A" grep -qE "ttyS0 at MMIO 0x10000000 .*is a 16550A" /tmp/info.out
-check "boot: the guest's interrupts go through the PLIC" grep -qF "irqchip: PLIC" /tmp/info.out
+check "aia: vmm chose KVM's in-kernel AIA (the default on this host)" \
+  grep -qF "interrupt controller: KVM's AIA" /tmp/info.err
+check "aia: the guest's device interrupts go through the APLIC" grep -qE "irqchip: .*APLIC" /tmp/info.out
+check "aia: ... which sends them as MSIs" grep -qE "dmesg: riscv-aplic .*forwarded to MSI" /tmp/info.out
+check "aia: ... to the harts' IMSICs" grep -qE "dmesg: riscv-imsic: .*per-CPU IDs" /tmp/info.out
+check "aia: no PLIC in the guest" sh -c '! grep -qE "irqchip: .*PLIC( |$)" /tmp/info.out'
 check "boot: the harts' ISA is KVM's (riscv,isa)" grep -qE "LIBVMM-GUEST: isa: rv64imafdc" /tmp/info.out
 check "poweroff: exit status 0" [ "$status" -eq 0 ]
 check "poweroff: vmm saw SBI SRST shutdown" grep -qF "guest stopped (power off)" /tmp/info.err
 
-# 2. The 16550A both ways: an interactive shell fed through a FIFO (interrupt-driven input
-#    through the PLIC); `reboot` (SBI SRST reset) ends vmm too.
-start console guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet"
+# 2. The PLIC vmm emulates (--irqchip plic on an AIA host), and the 16550A both ways: an
+#    interactive shell fed through a FIFO (interrupt-driven input through the PLIC); `reboot`
+#    (SBI SRST reset) ends vmm too.
+start console guest --memory 256M --vcpus 2 --irqchip plic --cmdline "console=ttyS0 quiet"
 check "console: the shell prompt appeared" wait_for /tmp/console.out "guest# " 240
 check "seccomp: every thread of vmm is sandboxed (the default, kill)" sandboxed
 send console 'echo marker-$((6*7))'
 check "console: input reached the guest and ran" wait_for /tmp/console.out "marker-42" 60
+# (The quotes keep the echoed command line from matching what it prints.)
+send console 'echo pl""ic-chk-$(grep -c PLIC /proc/interrupts)-ap""lic-$(grep -c APLIC /proc/interrupts)'
+wait_for /tmp/console.out "plic-chk-" 60
+check "plic: --irqchip plic: the guest's interrupts go through the PLIC" \
+  grep -qE "plic-chk-[1-9][0-9]*-aplic-0" /tmp/console.out
 send console 'reboot -f'
 stop
 check "reset: exit status 0 after reboot" [ "$status" -eq 0 ]
@@ -93,18 +107,26 @@ check "virtio: vdb is read-only in the guest" grep -qF "vdb write refused" /tmp/
 check "virtio: the guest's write is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
 
-# 4. The example system (its PLIC form, without the TAP): checked, then run.
+# 4. The example system as written (KVM's AIA, 2 harts, its disk, the TAP of step 1, rng):
+#    checked, then run with its shell on the console (stdio), powered off from there.
 export LIBVMM_GUEST=$PWD
 cp /tmp/vdb.img vda.img
 ./vmm check simple.system >/tmp/check.out 2>&1
 check "system: vmm check accepts the example" [ $? -eq 0 ]
 check "system: ... RAM at 0x8000_0000" \
   grep -qF "RAM      [0x0080000000, 0x0090000000) 'guest_ram' rwx" /tmp/check.out
-check "system: ... the PLIC" grep -qF "irqchip  plic (emulated by vmm)" /tmp/check.out
-./vmm run simple.system </dev/null >/tmp/system.out 2>/tmp/system.err
-status=$?
+check "system: ... KVM's AIA" grep -qF "irqchip  aia (KVM's APLIC + IMSIC)" /tmp/check.out
+start system ./vmm run simple.system
+check "system: the shell prompt appeared" wait_for /tmp/system.out "guest# " 300
+send system 'echo sys-ap""lic-$(grep -c APLIC /proc/interrupts)-plic-$(grep -c " PLIC" /proc/interrupts)-imsic-$(dmesg | grep -c riscv-imsic)-$(ls /sys/block | tr "\n" _)-$(cat /sys/class/net/eth0/address)'
+check "system: the guest's interrupts go through the APLIC and IMSICs" \
+  wait_for /tmp/system.out "sys-aplic-" 60
+check "system: ... (APLIC lines, no PLIC, IMSIC)" grep -qE "sys-aplic-[1-9][0-9]*-plic-0-imsic-[1-9]" /tmp/system.out
+check "system: ... its disk and the TAP's network card" \
+  grep -qE "sys-aplic-.*-vda_-[0-9a-f]{2}(:[0-9a-f]{2}){5}" /tmp/system.out
+send system 'poweroff -f'
+stop
 check "system: 2 harts came up" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/system.out
-check "system: the guest sees its disk" grep -qF "block devices: vda" /tmp/system.out
 check "system: exit status 0 after SBI SRST shutdown" [ "$status" -eq 0 ]
 
 # 5. Faults and SBI: an unmapped read is reported (all-ones) and the run goes on; an SBI call
@@ -118,16 +140,33 @@ check "faults: the unimplemented SBI call reported" \
   grep -qF "the guest called SBI extension 0x8000000 function 0" /tmp/fault.err
 check "faults: ... and answered SBI_ERR_NOT_SUPPORTED" sh -c '! grep -qF 0x20001000 /tmp/fault.err'
 check "faults: exit status 0 after SRST" [ "$status" -eq 0 ]
-./vmm --kernel Image --irqchip aia --memory 256M </dev/null >/tmp/aia.out 2>/tmp/aia.err
-status=$?
-check "irqchip: --irqchip aia refused with status 2" [ "$status" -eq 2 ]
-check "irqchip: ... in one line naming the flag" \
-  sh -c '[ "$(wc -l </tmp/aia.err)" -eq 1 ] && grep -qF -- "--irqchip aia: " /tmp/aia.err'
 finish riscv64 /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err /tmp/virtio.out \
-  /tmp/hvc0.out /tmp/hvc0.err /tmp/check.out /tmp/system.out /tmp/system.err /tmp/fault.err /tmp/aia.err
+  /tmp/hvc0.out /tmp/hvc0.err /tmp/check.out /tmp/system.out /tmp/system.err /tmp/fault.err
+EOS
+
+# The PLIC host: its KVM has no AIA. The tiny fault Image is enough to see the choice (it makes
+# an SBI call vmm reports, then SRST shutdown).
+payload_script plic.sh <<'EOS'
+./vmm --kernel fault.Image --irqchip aia --memory 64M </dev/null >/tmp/aia.out 2>/tmp/aia.err
+status=$?
+check "no aia: --irqchip aia refused with status 2" [ "$status" -eq 2 ]
+check "no aia: ... in one line naming the flag and the host's KVM" sh -c \
+  '[ "$(wc -l </tmp/aia.err)" -eq 1 ] && grep -qF -- "--irqchip aia: this host'"'"'s KVM has no in-kernel AIA" /tmp/aia.err'
+./vmm -v --kernel fault.Image --memory 64M </dev/null >/tmp/auto.out 2>/tmp/auto.err
+status=$?
+check "no aia: the default falls back to the PLIC vmm emulates" \
+  grep -qF "interrupt controller: PLIC emulated by vmm (63 sources, 1 contexts) (this host's KVM has no AIA)" /tmp/auto.err
+check "no aia: ... and the guest runs to its SRST shutdown" [ "$status" -eq 0 ]
+finish riscv64-plic-host /tmp/aia.err /tmp/auto.err
 EOS
 started=$(date +%s)
 status=0
 run_payload --timeout 1500 || status=$?
-echo "$prog: the emulated riscv64 host took $(($(date +%s) - started)) s"
-exit $status
+echo "$prog: the emulated riscv64 AIA host took $(($(date +%s) - started)) s"
+started=$(date +%s)
+mv "$payload/plic.sh" "$payload/run.sh"
+rm -f "$payload/Image" "$payload/initramfs.cpio.gz"  # a smaller payload boots faster
+plic_status=0
+run_payload --irqchip plic --timeout 300 || plic_status=$?
+echo "$prog: the emulated riscv64 PLIC host took $(($(date +%s) - started)) s"
+[ "$status" -eq 0 ] && [ "$plic_status" -eq 0 ]

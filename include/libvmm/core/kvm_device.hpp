@@ -20,6 +20,8 @@ class KvmDevice {
   // KVM_SET_DEVICE_ATTR with `value` pointing at the attribute's data; throws SystemError
   // "KVM: NAME: what" when KVM refuses.
   void set_attr(uint32_t group, uint64_t attr, const void* value, const char* what);
+  // KVM_GET_DEVICE_ATTR into `value` (the attribute's size); throws like set_attr.
+  void get_attr(uint32_t group, uint64_t attr, void* value, const char* what) const;
   // KVM_HAS_DEVICE_ATTR: whether this device knows the attribute.
   bool has_attr(uint32_t group, uint64_t attr) const;
 

@@ -3,9 +3,11 @@
 // 0x0c00_0000. KVM provides the harts, their timer (Sstc or SBI TIME) and most of SBI: HSM
 // starts the secondary harts (KVM keeps every hart but the first stopped until the guest asks),
 // SRST comes back as KVM_EXIT_SYSTEM_EVENT; the SBI calls KVM hands to user space are answered
-// "not supported" here, each reported once. The interrupt controller is a PLIC emulated by vmm
-// (plic.hpp), one supervisor context per hart, whose outputs raise and lower each hart's
-// external interrupt with KVM_INTERRUPT. Linux boots from its riscv64 `Image` with a device
+// "not supported" here, each reported once. The interrupt controller is KVM's in-kernel AIA
+// where the host's KVM has it (an APLIC in MSI mode and one IMSIC supervisor interrupt file per
+// hart, device lines through KVM_IRQ_LINE), else a PLIC emulated by vmm (plic.hpp),
+// one supervisor context per hart, whose outputs raise and lower each hart's external interrupt
+// with KVM_INTERRUPT; --irqchip chooses. Linux boots from its riscv64 `Image` with a device
 // tree generated (or a user's patched) at run time, its harts' ISA and timebase as KVM reports.
 #include "../machine.hpp"
 
@@ -32,6 +34,7 @@
 #include "libvmm/core/file.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
+#include "libvmm/core/kvm_device.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/vm_config.hpp"
 #include "libvmm/devices/uart16550.hpp"
@@ -157,6 +160,80 @@ HartView read_hart_view(KvmVcpu& vcpu) {
   return view;
 }
 
+// KVM's in-kernel AIA (KVM_DEV_TYPE_RISCV_AIA): its APLIC at kIrqchipBase takes the wired
+// sources 1..kIrqSources-1 and sends them as MSIs to the harts' IMSIC supervisor files, one
+// page each from kImsicBase. The IMSIC addresses name vCPUs, so they are set as each vCPU is
+// created; CTRL_INIT comes with the last one (KVM wants every vCPU's IMSIC address).
+class Aia {
+ public:
+  Aia(const KvmVm& vm, uint32_t vcpus) : device_(vm, KVM_DEV_TYPE_RISCV_AIA, "AIA") {
+    const uint32_t sources = kIrqSources - 1;
+    set_config(KVM_DEV_RISCV_AIA_CONFIG_SRCS, sources, "number of wired interrupt sources");
+    uint32_t hart_bits = 0;
+    while ((1u << hart_bits) < vcpus) ++hart_bits;
+    set_config(KVM_DEV_RISCV_AIA_CONFIG_HART_BITS, hart_bits, "hart index bits");
+    // The interrupt identities of each file: KVM's default, the most this host's IMSIC has.
+    device_.get_attr(KVM_DEV_RISCV_AIA_GRP_CONFIG, KVM_DEV_RISCV_AIA_CONFIG_IDS, &ids_,
+                     "number of interrupt identities");
+    device_.get_attr(KVM_DEV_RISCV_AIA_GRP_CONFIG, KVM_DEV_RISCV_AIA_CONFIG_MODE, &mode_, "mode");
+    const uint64_t aplic = kIrqchipBase;
+    device_.set_attr(KVM_DEV_RISCV_AIA_GRP_ADDR, KVM_DEV_RISCV_AIA_ADDR_APLIC, &aplic,
+                     "APLIC address");
+  }
+
+  // vCPU `index` exists: its IMSIC file's address.
+  void add_vcpu(uint32_t index) {
+    const uint64_t imsic = kImsicBase + uint64_t{index} * kImsicPageSize;
+    device_.set_attr(KVM_DEV_RISCV_AIA_GRP_ADDR, KVM_DEV_RISCV_AIA_ADDR_IMSIC(index), &imsic,
+                     "IMSIC address");
+  }
+  // Every vCPU exists and has its IMSIC address.
+  void initialize() {
+    device_.set_attr(KVM_DEV_RISCV_AIA_GRP_CTRL, KVM_DEV_RISCV_AIA_CTRL_INIT, nullptr,
+                     "initialization");
+  }
+
+  uint32_t ids() const { return ids_; }
+  const char* mode() const {
+    switch (mode_) {
+      case KVM_DEV_RISCV_AIA_MODE_EMUL:
+        return "IMSIC trapped and emulated";
+      case KVM_DEV_RISCV_AIA_MODE_HWACCEL:
+        return "IMSIC guest interrupt files";
+      default:
+        return "IMSIC guest interrupt files where free, else emulated";
+    }
+  }
+
+ private:
+  void set_config(uint64_t attr, uint32_t value, const char* what) {
+    device_.set_attr(KVM_DEV_RISCV_AIA_GRP_CONFIG, attr, &value, what);
+  }
+
+  KvmDevice device_;
+  uint32_t ids_ = 0;
+  uint32_t mode_ = 0;
+};
+
+// A wired source of KVM's APLIC, driven with KVM_IRQ_LINE; a pulse raises and lowers it. Not
+// through irqfds: KVM's irqfd only ever raises a line (its fast path injects level 1, never 0),
+// so an edge-triggered source (virtio-mmio) would see its first edge and no other. Devices'
+// eventfds are read by the event loop instead (Machine::emulated_irq).
+class AiaLine final : public IrqLine {
+ public:
+  AiaLine(KvmVm& vm, uint32_t source) : vm_(vm), source_(source) {}
+  uint32_t number() const override { return source_; }
+  void set_level(bool asserted) override { vm_.irq_line(source_, asserted); }
+  void pulse() override {
+    vm_.irq_line(source_, true);
+    vm_.irq_line(source_, false);
+  }
+
+ private:
+  KvmVm& vm_;
+  uint32_t source_;
+};
+
 class Riscv64Machine : public Machine {
  public:
   const Board& board() const override { return riscv64_board(); }
@@ -164,21 +241,36 @@ class Riscv64Machine : public Machine {
   void create_interrupt_controller(MachineContext& vm) override {
     const VmConfig& c = vm.config;
     const std::optional<IrqchipOption> asked = irqchip_option(c);
-    if (asked && asked->kind == IrqchipKind::aia) {
+    const bool host_aia = vm.kvm.supports_device(KVM_DEV_TYPE_RISCV_AIA);
+    if (asked && asked->kind == IrqchipKind::aia && !host_aia) {
       throw UserError(fmt::format(
-          "{}: vmm does not create KVM's in-kernel AIA yet; use --irqchip plic", asked->label));
+          "{}: this host's KVM has no in-kernel AIA (it needs Linux 6.5 or later on harts with "
+          "Ssaia and an IMSIC); use --irqchip plic",
+          asked->label));
     }
     harts_.assign(c.vcpus, -1);
+    irqchip_.base = kIrqchipBase;
+    irqchip_.sources = kIrqSources;
+    if (asked ? asked->kind == IrqchipKind::aia : host_aia) {
+      aia_.emplace(vm.kvm, c.vcpus);
+      kvm_ = &vm.kvm;
+      irqchip_.kind = IrqchipKind::aia;
+      irqchip_.size = kAplicSize;
+      irqchip_.imsic_base = kImsicBase;
+      irqchip_.imsic_stride = kImsicPageSize;
+      irqchip_.imsic_ids = aia_->ids();
+      log::debug("interrupt controller: KVM's AIA (APLIC, {} sources; IMSIC, {} ids per hart; {})",
+                 kIrqSources - 1, aia_->ids(), aia_->mode());
+      return;
+    }
     plic_ = std::make_shared<Plic>(kIrqSources, c.vcpus, [this](uint32_t context, bool asserted) {
       set_external_interrupt(context, asserted);
     });
     vm.mmio.attach(kIrqchipBase, kPlicSize, plic_);
     irqchip_.kind = IrqchipKind::plic;
-    irqchip_.base = kIrqchipBase;
     irqchip_.size = kPlicSize;
-    irqchip_.sources = kIrqSources;
-    log::debug("interrupt controller: PLIC emulated by vmm ({} sources, {} contexts)",
-               kIrqSources - 1, c.vcpus);
+    log::debug("interrupt controller: PLIC emulated by vmm ({} sources, {} contexts){}",
+               kIrqSources - 1, c.vcpus, host_aia ? "" : " (this host's KVM has no AIA)");
   }
 
   void add_platform_devices(MachineContext& vm) override {
@@ -213,12 +305,18 @@ class Riscv64Machine : public Machine {
     } catch (const SystemError& e) {
       log::debug("vCPU {}: SBI v0.1 stays enabled: {}", vcpu.index(), e.what());
     }
-    if (vcpu.index() != 0) return;  // KVM keeps it stopped until the guest's SBI HSM start
-    write_boot_images(vm, read_hart_view(vcpu));
-    vcpu.set_one_reg(kRegMode, KVM_RISCV_MODE_S);
-    vcpu.set_one_reg(kRegPc, boot_.entry_gpa);
-    vcpu.set_one_reg(kRegA0, 0);  // the hart id
-    vcpu.set_one_reg(kRegA1, boot_.dtb_gpa);
+    if (vcpu.index() == 0) {
+      write_boot_images(vm, read_hart_view(vcpu));
+      vcpu.set_one_reg(kRegMode, KVM_RISCV_MODE_S);
+      vcpu.set_one_reg(kRegPc, boot_.entry_gpa);
+      vcpu.set_one_reg(kRegA0, 0);  // the hart id
+      vcpu.set_one_reg(kRegA1, boot_.dtb_gpa);
+    }
+    // (The others: KVM keeps them stopped until the guest's SBI HSM start.)
+    if (aia_) {
+      aia_->add_vcpu(vcpu.index());
+      if (vcpu.index() + 1 == vm.config.vcpus) aia_->initialize();
+    }
   }
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return vcpu.get_one_reg(kRegPc); }
@@ -233,6 +331,7 @@ class Riscv64Machine : public Machine {
   }
 
   std::shared_ptr<IrqLine> emulated_irq(uint32_t number) override {
+    if (aia_) return std::make_shared<AiaLine>(*kvm_, number);
     return plic_ ? plic_->line(number) : nullptr;
   }
 
@@ -326,7 +425,9 @@ class Riscv64Machine : public Machine {
     initrd_.shrink_to_fit();
   }
 
-  std::shared_ptr<Plic> plic_;
+  KvmVm* kvm_ = nullptr;        // with the AIA: its lines' VM
+  std::optional<Aia> aia_;      // KVM's AIA, or
+  std::shared_ptr<Plic> plic_;  // the PLIC vmm emulates
   IrqchipDescription irqchip_;
   std::mutex harts_mutex_;
   std::vector<int> harts_;  // vCPU fds by hart id; -1 until created
