@@ -71,13 +71,14 @@ ip link set tap0 up
 # never matches.
 answer() { tr -d '\r' <"/tmp/$1.out" | sed -n "s/.*LIBVMM-$2: //p" | tail -n 1; }
 ask() { send "$1" "$2"; }
-# systemd.default_device_timeout_sec: on a busy machine the emulated host's TCG gives this guest
+# systemd.default_timeout_start_sec: on a busy machine the emulated host's TCG gives this guest
 # a fraction of a CPU, udev's coldplug can take longer than systemd's 90 s wait for
-# /dev/ttyS0, and then the serial getty (the login prompt) is never started.
+# /dev/ttyS0 (systemd 252's device jobs time out after DefaultTimeoutStartSec), and then the
+# serial getty (the login prompt) is never started.
 # systemd.mask: two units of Debian's that nothing here needs and that were among the slowest
 # (systemd-analyze blame, emulated host): e2scrub_reap (LVM snapshots of e2scrub; 45 s, and
 # multi-user.target waits for it) and loading the drm module (25 s; no display).
-cmdline="root=/dev/vda ro console=$console quiet systemd.default_device_timeout_sec=900"
+cmdline="root=/dev/vda ro console=$console quiet systemd.default_timeout_start_sec=900"
 cmdline="$cmdline systemd.mask=e2scrub_reap.service systemd.mask=modprobe@drm.service"
 debian() {
   name=$1; shift
