@@ -2,14 +2,14 @@
 // frames the device sends are recorded in `sent`, and flow control is observable.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cstring>
 #include <deque>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "libvmm/backends/net_backend.hpp"
 
