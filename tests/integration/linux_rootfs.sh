@@ -114,7 +114,9 @@ ask boot1 'echo LIBVMM""-STATE: $(systemctl is-system-running --wait)'
 ask boot1 'echo LIBVMM""-FAILED: $(systemctl --failed --plain --no-legend)'
 ask boot1 'echo "written by boot1" >/root/libvmm-test; sync'
 ask boot1 'ping -c 1 -w 60 10.0.0.1 >/dev/null && echo LIBVMM""-PING: ok'
-ask boot1 'echo LIBVMM""-NET: $(networkctl list --no-legend | grep -v loopback)'
+# networkd may still say "configuring" a moment after the address works (a fast boot): wait up
+# to 60 s for it to settle before reading its state.
+ask boot1 'for i in $(seq 60); do networkctl list --no-legend | grep -q "routable *configured" && break; sleep 1; done; echo LIBVMM""-NET: $(networkctl list --no-legend | grep -v loopback)'
 ask boot1 'echo LIBVMM""-ADDR: $(ip -4 -o addr show scope global)'
 ask boot1 'echo LIBVMM""-RNG: $(cat /sys/class/misc/hw_random/rng_current)'
 ask boot1 'echo LIBVMM""-ANALYZE: $(systemd-analyze time | head -n 1)'
