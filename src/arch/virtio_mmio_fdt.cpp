@@ -1,6 +1,17 @@
 #include "libvmm/arch/virtio_mmio_fdt.hpp"
 
+#include <fmt/format.h>
+
 namespace libvmm {
+
+std::shared_ptr<VirtioMmioFdt> VirtioMmioFdt::at(uint64_t base, uint64_t size, uint32_t irq) {
+  auto node = std::make_shared<VirtioMmioFdt>();
+  node->base = base;
+  node->size = size;
+  node->irq = irq;
+  node->name = fmt::format("virtio-mmio@{:#x}", base);
+  return node;
+}
 
 void VirtioMmioFdt::describe_fdt(FdtWriter& fdt) const {
   const std::string what = name.empty() ? node_name("virtio-mmio", base) : name;

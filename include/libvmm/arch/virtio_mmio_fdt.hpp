@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "libvmm/core/fdt.hpp"
@@ -11,6 +12,9 @@
 namespace libvmm {
 
 struct VirtioMmioFdt final : FdtNodeSource {
+  // The node a machine adds for a transport it placed at BASE, named virtio-mmio@BASE.
+  static std::shared_ptr<VirtioMmioFdt> at(uint64_t base, uint64_t size, uint32_t irq);
+
   void describe_fdt(FdtWriter& fdt) const override;
 
   uint64_t base = 0;

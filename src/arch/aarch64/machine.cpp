@@ -237,12 +237,7 @@ class Aarch64Machine : public Machine {
   }
 
   void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {
-    auto node = std::make_shared<VirtioMmioFdt>();
-    node->base = base;
-    node->size = size;
-    node->irq = irq;
-    node->name = fmt::format("virtio-mmio@{:#x}", base);
-    device_nodes_.push_back(std::move(node));
+    device_nodes_.push_back(VirtioMmioFdt::at(base, size, irq));
   }
 
   // Irqfds take GSIs: with the vGIC, GSI n is SPI n, i.e. INTID n + 32. KVM_IRQ_LINE takes the

@@ -322,12 +322,7 @@ class Riscv64Machine : public Machine {
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return vcpu.get_one_reg(kRegPc); }
 
   void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {
-    auto node = std::make_shared<VirtioMmioFdt>();
-    node->base = base;
-    node->size = size;
-    node->irq = irq;
-    node->name = fmt::format("virtio-mmio@{:#x}", base);
-    device_nodes_.push_back(std::move(node));
+    device_nodes_.push_back(VirtioMmioFdt::at(base, size, irq));
   }
 
   std::shared_ptr<IrqLine> emulated_irq(uint32_t number) override {
