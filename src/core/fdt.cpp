@@ -155,6 +155,12 @@ FdtEditor::FdtEditor(std::span<const uint8_t> blob, const std::string& path) : p
     throw UserError(fmt::format("{}: not a device tree blob (no FDT magic d00dfeed)", path));
   }
   int err = fdt_check_header(user);
+  // Version 16 (2007) names nodes by their leaf name; earlier versions by full path. Debian 12's
+  // libfdt 1.6.1 reads a NULL name in fdt_check_full for an old-version root without a '/'
+  // (fixed upstream in 1.7.0; found by dtb_patch_fuzzer), and kernels expect 16 or later.
+  if (err == 0 && fdt_version(user) < 16)
+    throw UserError(fmt::format("{}: device tree version {} is too old (16 or later is needed)",
+                                path, fdt_version(user)));
   if (err == 0 && fdt_totalsize(user) > blob.size()) err = -FDT_ERR_TRUNCATED;
   if (err == 0) err = fdt_check_full(user, blob.size());
   if (err != 0)

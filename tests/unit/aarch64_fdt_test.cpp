@@ -478,6 +478,14 @@ TEST(Arm64FdtPatch, RejectsBadUserBlobsNamingTheFile) {
   EXPECT_THAT(error_of([&] { patch_fdt(truncated, sample_machine(), "my.dtb"); }),
               StartsWith("my.dtb: invalid device tree"));
 
+  // A version 2-15 tree names its root by path: Debian 12's libfdt would read a NULL name
+  // checking one whose root lacks the '/' (dtb_patch_fuzzer's crash); refused by version.
+  auto old_version = build_fdt(sample_machine());
+  fdt_set_version(old_version.data(), 15);
+  fdt_set_last_comp_version(old_version.data(), 2);
+  EXPECT_THAT(error_of([&] { patch_fdt(old_version, sample_machine(), "my.dtb"); }),
+              StartsWith("my.dtb: device tree version 15 is too old (16 or later is needed)"));
+
   // A tree without an interrupt controller cannot take virtio devices.
   std::vector<uint8_t> bare(4096);
   ASSERT_EQ(fdt_create_empty_tree(bare.data(), static_cast<int>(bare.size())), 0);
