@@ -125,6 +125,51 @@ TEST(PciHostBridge, GuestMovesABar) {
   EXPECT_EQ(f->mem[8], 9);
 }
 
+// A function with one 64-bit memory BAR (0 and 1) of 8 KiB.
+class Bar64Function final : public PciFunction {
+ public:
+  Bar64Function() : PciFunction(Identity{0x1b36, 0x0010, 0, 0x010802, 0, 0}) {
+    config_.add_bar(0, {BarKind::mem64, 0x2000, false});
+  }
+  std::string name() const override { return "bar64"; }
+  void bar_read(unsigned, uint64_t offset, std::span<uint8_t> data) override {
+    std::memcpy(data.data(), mem.data() + offset, data.size());
+  }
+  void bar_write(unsigned, uint64_t offset, std::span<const uint8_t> data) override {
+    std::memcpy(mem.data() + offset, data.data(), data.size());
+  }
+  std::array<uint8_t, 0x2000> mem{};
+};
+
+TEST(PciHostBridge, SixtyFourBitBarsGoInTheSixtyFourBitWindow) {
+  HostBridgeLayout with64 = layout();
+  with64.mmio64 = {0x40'0000'0000, 0x40'0000'0000};
+  auto bridge = HostBridge::create(with64);
+  const uint8_t dev = bridge->add(std::make_shared<Bar64Function>());
+  const uint8_t dev32 = bridge->add(std::make_shared<ScratchFunction>());
+  auto ecam = bridge->ecam();
+  EXPECT_EQ(ecam_read32(*ecam, dev, 0x10), 0x4u);  // 64-bit, low dword of 0x40'0000'0000
+  EXPECT_EQ(ecam_read32(*ecam, dev, 0x14), 0x40u);
+  EXPECT_EQ(ecam_read32(*ecam, dev32, 0x10), 0xc0000000u);  // 32-bit BARs stay below 4 GiB
+  ecam_write32(*ecam, dev, 4, kCommandMemory);
+  auto high = bridge->window(BarKind::mem64);
+  std::array<uint8_t, 1> b{7};
+  high->write(0x1ff0, b);
+  auto f = std::static_pointer_cast<Bar64Function>(bridge->function(dev));
+  EXPECT_EQ(f->mem[0x1ff0], 7);
+  // The guest moves it 1 MiB up inside the window: it decodes there.
+  ecam_write32(*ecam, dev, 0x10, 0x0010'0004);
+  high->write(0x10'0008, b);
+  EXPECT_EQ(f->mem[8], 7);
+
+  // Without a 64-bit window (size 0), 64-bit BARs go in the 32-bit one.
+  auto low_only = HostBridge::create(layout());
+  const uint8_t d = low_only->add(std::make_shared<Bar64Function>());
+  auto e = low_only->ecam();
+  EXPECT_EQ(ecam_read32(*e, d, 0x10), 0xc0000004u);
+  EXPECT_EQ(ecam_read32(*e, d, 0x14), 0u);
+}
+
 TEST(PciHostBridge, LegacyConfigMechanism) {
   auto bridge = HostBridge::create(layout());
   bridge->add(std::make_shared<ScratchFunction>());

@@ -123,7 +123,7 @@ TEST(Acpi, PciWindowsAvoidTheMachinesDevicesAndRam) {
   const libvmm::Board* board = libvmm::find_board("x86_64");
   ASSERT_NE(board, nullptr);
   const std::vector<libvmm::DeviceWindow> pci = board->pci_windows();
-  ASSERT_EQ(pci.size(), 2u);  // ECAM and the 32-bit window (no 64-bit window on x86_64 yet)
+  ASSERT_EQ(pci.size(), 3u);  // ECAM, the 32-bit and the 64-bit BAR windows
   const auto overlap = [](uint64_t a, uint64_t as, uint64_t b, uint64_t bs) {
     return a < b + bs && b < a + as;
   };
@@ -131,7 +131,7 @@ TEST(Acpi, PciWindowsAvoidTheMachinesDevicesAndRam) {
     for (const auto& d : board->device_windows()) {
       EXPECT_FALSE(overlap(w.gpa, w.size, d.gpa, d.size)) << w.name << " / " << d.name;
     }
-    for (const auto& r : board->ram_layout(64 * libvmm::GiB)) {
+    for (const auto& r : board->ram_layout(255 * libvmm::GiB)) {  // the most RAM there can be
       EXPECT_FALSE(overlap(w.gpa, w.size, r.gpa, r.size)) << w.name;
     }
     EXPECT_FALSE(overlap(w.gpa, w.size, kAcpiTablesAddr, kAcpiTablesAreaSize));
@@ -145,6 +145,9 @@ TEST(Acpi, PciWindowsAvoidTheMachinesDevicesAndRam) {
   ASSERT_TRUE(layout);
   EXPECT_EQ(pci[0].gpa, layout->ecam.base);
   EXPECT_EQ(pci[1].gpa, layout->mmio32.base);
+  EXPECT_EQ(pci[2].gpa, layout->mmio64.base);
+  EXPECT_GE(layout->mmio64.base, 4 * libvmm::GiB);
+  EXPECT_LE(layout->mmio64.base + layout->mmio64.size, 1ull << 39);  // 39 physical address bits
   EXPECT_NO_THROW(pci_host_bridge_nodes(*layout, {}));
 }
 

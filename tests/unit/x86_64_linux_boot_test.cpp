@@ -235,6 +235,20 @@ TEST(RamLayout, MemoryAbove3GiBContinuesAt4GiB) {
   EXPECT_EQ(x86_ram_layout(5 * GiB), (std::vector<RamRange>{{0, 3 * GiB}, {4 * GiB, 2 * GiB}}));
 }
 
+TEST(RamLayout, RamEndsBelowThePci64BitWindow) {
+  const auto ram = x86_ram_layout(255 * GiB);
+  ASSERT_EQ(ram.size(), 2u);
+  EXPECT_EQ(ram[1].gpa + ram[1].size, kPciMmio64Base);
+  try {
+    x86_ram_layout(255 * GiB + 4 * KiB);
+    FAIL();
+  } catch (const UserError& e) {
+    EXPECT_THAT(e.what(), StartsWith("--memory: 0x3fc0001000 bytes is more than an x86_64 guest "
+                                     "can have (at most 255 GiB: RAM ends below the PCI 64-bit "
+                                     "BAR window at 0x4000000000)"));
+  }
+}
+
 TEST(RamLayout, RejectsTooLittleOrOddMemory) {
   EXPECT_THROW(x86_ram_layout(512 * KiB), UserError);
   EXPECT_THROW(x86_ram_layout(64 * MiB + 100), UserError);

@@ -41,7 +41,7 @@ class X86Board final : public Board {
   std::optional<pci::HostBridgeLayout> pci_layout() const override {
     return pci::HostBridgeLayout{{x86::kPciEcamBase, x86::kPciEcamSize},
                                  {x86::kPciMmioBase, x86::kPciMmioSize},
-                                 {},
+                                 {x86::kPciMmio64Base, x86::kPciMmio64Size},
                                  {x86::kPciIoBase, x86::kPciIoSize}};
   }
 };

@@ -46,6 +46,10 @@ constexpr uint64_t kMmioHoleStart = 3 * GiB;
 constexpr uint64_t kHighRamStart = 4 * GiB;
 constexpr uint64_t kPciMmioBase = 0xC0000000;  // the PCI host bridge's 32-bit BAR window
 constexpr uint64_t kPciMmioSize = 0x10000000;
+// The 64-bit BAR window: [256 GiB, 512 GiB), above any RAM the guest can have (RAM ends below
+// it) and within 39 physical address bits, the fewest an x86_64 host with KVM has in practice.
+constexpr uint64_t kPciMmio64Base = 256 * GiB;
+constexpr uint64_t kPciMmio64Size = 256 * GiB;
 constexpr uint64_t kVirtioMmioBase = 0xD0000000;
 constexpr uint64_t kPciEcamBase = 0xE0000000;  // ECAM for bus 0
 constexpr uint64_t kPciEcamSize = 0x100000;
