@@ -109,11 +109,33 @@ check "INTx: the controller's interrupts fired" grep -qE "nvme MSI-X interrupts 
 check "INTx: the driver bound again after the BAR moves reads the namespace" \
   grep -qE "after the BAR moves, nvme[0-9]n1 starts with: LIBVMM-HOST-NVME-PATTERN" /tmp/intx.txt
 check "INTx: vmm logged no guest error" sh -c '! grep -q "warning" /tmp/intx.err'
+
+# INTx without ACPI (acpi=off): the guest finds the PCI bus through the 0xCF8 ports and INTA#'s
+# IOAPIC pin in the MP table's PCI entries, not the _PRT.
+started=$(date +%s)
+start mptable guest --memory 256M --cmdline "console=ttyS0 libvmm.test=nvme pci=nomsi acpi=off" --vfio "$nvme" -v
+(sleep 240; kill "$pid" 2>/dev/null) &
+watchdog=$!
+stop
+kill "$watchdog" 2>/dev/null
+echo "guest without ACPI, on the NVMe's INTx, took $(($(date +%s) - started)) s"
+tr -d '\r' </tmp/mptable.out >/tmp/mptable.txt
+check "no ACPI: exit status 0 (got $status)" [ "$status" -eq 0 ]
+check "no ACPI: the guest's nvme driver has the controller without MSI-X" \
+  grep -qE "pci 0000:00:0[1-9].0 0x010802 0x1b36:0x0010 driver=nvme msix_vectors=0" /tmp/mptable.txt
+found=$(sed -n 's/.*LIBVMM-GUEST: found md5 //p' /tmp/mptable.txt)
+check "no ACPI: the guest finds the INTx boot's 4 MiB ($found)" [ -n "$found" -a "$found" = "$written" ]
+written=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/mptable.txt)
+read_back=$(sed -n 's/.*LIBVMM-GUEST: read back md5 //p' /tmp/mptable.txt)
+check "no ACPI: the guest reads back the 4 MiB it wrote ($written)" [ -n "$written" -a "$written" = "$read_back" ]
+check "no ACPI: the controller's interrupts fired (INTA# through the MP table's route)" \
+  grep -qE "nvme MSI-X interrupts taken: [1-9]" /tmp/mptable.txt
+check "no ACPI: vmm logged no guest error" sh -c '! grep -q "warning" /tmp/mptable.err'
 echo "GUEST-WROTE-MD5=$written"
 check "the device is still vfio-pci's after the VM" \
   [ "$(basename "$(readlink "/sys/bus/pci/devices/$nvme/driver")")" = vfio-pci ]
 
-finish linux_vfio /tmp/vfio.out /tmp/msix.err /tmp/intx.txt /tmp/intx.err
+finish linux_vfio /tmp/vfio.out /tmp/msix.err /tmp/intx.txt /tmp/intx.err /tmp/mptable.txt /tmp/mptable.err
 EOS
 collect 'PASS|FAIL|GUEST-WROTE-MD5|took|trapped|linux_vfio:' --timeout 900 --nvme "$image" || true
 cat "$work/results"

@@ -94,6 +94,62 @@ TEST_P(MpTableTest, DescribesCpusIoapicAndInterrupts) {
 
 INSTANTIATE_TEST_SUITE_P(Cpus, MpTableTest, ::testing::Values(1u, 2u, 4u, 32u));
 
+// PCI INTx lines for guests without ACPI: PCI bus 0 (Linux matches entries by PCI bus number),
+// ISA moves to bus 1, one level/active-low entry per route, and the pins those routes use lose
+// their ISA entry (a pin has one trigger mode).
+TEST(MpTable, DescribesPciIntxRoutes) {
+  const std::vector<PciIntxRoute> routes{{1, 0, 16}, {2, 0, 17}, {3, 1, 16}};
+  size_t left_out = 99;
+  const auto table = build_mptable(2, kMpTableAddr, routes, &left_out);
+  EXPECT_EQ(left_out, 0u);
+  const auto hdr = read_at<mp::ConfigHeader>(table, 16);
+  EXPECT_EQ(byte_sum(table, 16, hdr.base_table_length), 0);
+  EXPECT_EQ(hdr.entry_count, 2 + 2 + 1 + (24 - 2) + 2 + 3);
+  size_t at = 16 + sizeof(mp::ConfigHeader) + 2 * sizeof(mp::Processor);
+  const auto pci = read_at<mp::Bus>(table, at);
+  const auto isa = read_at<mp::Bus>(table, at + 8);
+  EXPECT_EQ(std::string(pci.bus_type, 6), "PCI   ");
+  EXPECT_EQ(pci.bus_id, 0);
+  EXPECT_EQ(std::string(isa.bus_type, 6), "ISA   ");
+  EXPECT_EQ(isa.bus_id, 1);
+  at += 16 + sizeof(mp::Ioapic);
+  std::vector<mp::Interrupt> io;
+  for (; at + 8 <= table.size(); at += 8) {
+    const auto e = read_at<mp::Interrupt>(table, at);
+    if (e.type == mp::kIoInterrupt) io.push_back(e);
+  }
+  ASSERT_EQ(io.size(), 22u + 3u);
+  for (const auto& e : io) {
+    if (e.source_bus == 1) {
+      EXPECT_NE(e.dest_pin, 16);
+      EXPECT_NE(e.dest_pin, 17);
+    }
+  }
+  const mp::Interrupt& last = io.back();  // device 3, INTB
+  EXPECT_EQ(last.source_bus, 0);
+  EXPECT_EQ(last.source_irq, 3 << 2 | 1);
+  EXPECT_EQ(last.dest_pin, 16);
+  EXPECT_EQ(last.flags, 0);  // conforms to PCI: level, active low
+  EXPECT_EQ(io[io.size() - 3].source_irq, 1 << 2);
+  EXPECT_EQ(io[io.size() - 3].dest_pin, 16);
+}
+
+TEST(MpTable, LeavesOutPciRoutesThatDoNotFitTheKib) {
+  std::vector<PciIntxRoute> routes;
+  for (uint8_t device = 1; device < 32; ++device) {
+    routes.push_back({device, 0, static_cast<uint32_t>(16 + device % 8)});
+  }
+  size_t left_out = 0;
+  const auto table = build_mptable(32, kMpTableAddr, routes, &left_out);
+  EXPECT_LE(table.size(), kMpTableAreaSize);
+  EXPECT_GT(left_out, 0u);
+  EXPECT_LT(left_out, routes.size());
+  size_t fits = 0;
+  EXPECT_EQ(build_mptable(4, kMpTableAddr, routes, &fits).size() <= kMpTableAreaSize, true);
+  EXPECT_EQ(fits, 0u);
+  EXPECT_THROW(build_mptable(1, kMpTableAddr, {{1, 0, 24}}), std::invalid_argument);
+}
+
 TEST(MpTable, RejectsUnsupportedVcpuCounts) {
   for (uint32_t n : {0u, 33u}) {
     try {

@@ -93,7 +93,7 @@ class X86Machine : public Machine {
     }
     boot_ = x86::load_linux(vm.memory, kernel, initrd, c.label("initrd") + " " + c.initrd.string(),
                             cmdline, ram);
-    x86::write_mptable(vm.memory, c.vcpus);
+    x86::write_mptable(vm.memory, c.vcpus, intx_);
     std::vector<x86::aml::Bytes> devices{
         x86::serial_port_node("COM1", 1, Uart16550::kCom1Port, Uart16550::kCom1Irq)};
     devices.insert(devices.end(), acpi_devices_.begin(), acpi_devices_.end());
@@ -137,6 +137,13 @@ class X86Machine : public Machine {
   }
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return x86::get_regs(vcpu).rip; }
+  std::vector<SeccompRule> seccomp_rules(ThreadRole role, const SeccompFds& fds) const override {
+    if (role != ThreadRole::vcpu || fds.vcpu < 0) return {};
+    return {{"ioctl",
+             {SeccompArg::equals(0, static_cast<uint64_t>(fds.vcpu)),
+              SeccompArg::equals(1, KVM_GET_REGS)},
+             "the instruction pointer for fault reports"}};
+  }
 
   // The ACPI fixed-feature power button (PM1 PWRBTN_STS and the SCI): Linux's ACPI button
   // driver turns it into KEY_POWER, on which systemd-logind (or acpid) powers off. False until

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "libvmm/arch/x86_64/aml.hpp"
+#include "libvmm/arch/x86_64/mptable.hpp"  // PciIntxRoute
 #include "libvmm/core/bus.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
@@ -64,14 +65,6 @@ aml::Bytes serial_port_node(std::string_view name, uint32_t uid, uint16_t port, 
 // Virtio-mmio device `index` (node VRnn, _UID index): LNRO0005 with its register window and its
 // edge-triggered, active-high interrupt.
 aml::Bytes virtio_mmio_node(uint32_t index, uint64_t base, uint64_t size, uint32_t irq);
-
-// A PCI INTx route for the host bridge's _PRT: pin `pin` (0 = INTA .. 3 = INTD) of device
-// `device` on bus 0 drives global system interrupt `gsi` (an IOAPIC pin, level-triggered).
-struct PciIntxRoute {
-  uint8_t device = 0;
-  uint8_t pin = 0;
-  uint32_t gsi = 0;
-};
 
 // The DSDT nodes for a PCI host bridge with one bus (bus 0): PCI0, a PCI Express root bridge
 // (PNP0A08, compatible PNP0A03) whose _CRS gives bus 0, the 0xCF8 configuration ports, its I/O,

@@ -3,6 +3,7 @@
 // base memory (kMpTableAddr).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -98,13 +99,30 @@ static_assert(sizeof(Processor) == 20 && sizeof(Bus) == 8 && sizeof(Ioapic) == 8
 
 }  // namespace mp
 
+// A PCI INTx route (the ACPI _PRT's and the MP table's): pin `pin` (0 = INTA .. 3 = INTD) of
+// device `device` on bus 0 drives global system interrupt `gsi` (an IOAPIC pin,
+// level-triggered, active low).
+struct PciIntxRoute {
+  uint8_t device = 0;
+  uint8_t pin = 0;
+  uint32_t gsi = 0;
+};
+
 // The floating pointer followed by the configuration table, as placed at `gpa`: one enabled
 // processor per vCPU (APIC id = index, 0 is the BSP), an ISA bus, one IOAPIC (id = num_cpus)
 // with ISA IRQ i on pin i for all 24 pins (KVM routes GSI i to pin i), ExtINT on LINT0 and NMI
-// on LINT1. Throws UserError naming --vcpus unless 1 <= num_cpus <= kMaxMpCpus.
-std::vector<uint8_t> build_mptable(uint32_t num_cpus, uint64_t gpa);
+// on LINT1. With `pci_intx` routes (guests without ACPI find PCI interrupts here): PCI bus 0
+// (the ISA bus is then bus 1), one entry per route (source IRQ = device << 2 | pin, conforming
+// to the bus: level, active low), and no ISA entry on the pins those routes use. Routes that do
+// not fit the KiB with many vCPUs are left out and counted in `left_out` (may be null). Throws
+// UserError naming --vcpus unless 1 <= num_cpus <= kMaxMpCpus.
+std::vector<uint8_t> build_mptable(uint32_t num_cpus, uint64_t gpa,
+                                   const std::vector<PciIntxRoute>& pci_intx = {},
+                                   size_t* left_out = nullptr);
 
-// Writes build_mptable(num_cpus, kMpTableAddr) at kMpTableAddr.
-void write_mptable(const GuestMemory& memory, uint32_t num_cpus);
+// Writes build_mptable(num_cpus, kMpTableAddr, pci_intx) at kMpTableAddr; says in a warning
+// line when PCI routes were left out.
+void write_mptable(const GuestMemory& memory, uint32_t num_cpus,
+                   const std::vector<PciIntxRoute>& pci_intx = {});
 
 }  // namespace libvmm::x86
