@@ -53,6 +53,11 @@ class Machine {
   // Registers and CPU features of vCPU `vcpu.index()` so it starts where load_guest() decided.
   virtual void setup_vcpu(MachineContext& vm, KvmVcpu& vcpu) = 0;
   virtual uint64_t instruction_pointer(KvmVcpu& vcpu) const = 0;
+  // The system calls this machine's own code makes on a thread of `role`, beyond the common
+  // allow-lists of src/core/seccomp.cpp, pinned to `fds` where it can: e.g. the register read
+  // of instruction_pointer() on a vCPU thread (fds.vcpu). Called as each thread loads its
+  // filter: the I/O threads' before setup_vcpu(), the vCPUs' and the event loop's after.
+  virtual std::vector<SeccompRule> seccomp_rules(ThreadRole role, const SeccompFds& fds) const = 0;
   // Tells the guest about a virtio-mmio device (x86: a kernel command-line parameter).
   // Before load_guest().
   virtual void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) = 0;

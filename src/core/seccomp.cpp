@@ -43,10 +43,8 @@
 namespace libvmm {
 namespace {
 
-constexpr uint64_t k32 = 0xffff'ffffu;  // ints (descriptors, ioctl requests) are 32 bits wide
-
 SeccompArg equals(unsigned index, uint64_t value) {
-  return {index, k32, value & k32};
+  return SeccompArg::equals(index, value);
 }
 SeccompArg without_bits(unsigned index, uint64_t bits) {
   return {index, bits, 0};
@@ -82,14 +80,6 @@ void add_common(std::vector<SeccompRule>& r) {
   r.push_back({"exit_group", {}, "the process ends (also kill mode's handler)"});
   r.push_back({"ioctl", {equals(1, TCGETS)}, "isatty() before each log line"});
   r.push_back({"ioctl", {equals(1, TCSETS)}, "the terminal restored (teardown, kill mode)"});
-#if defined(__riscv)
-  // Any vCPU's descriptor, from any thread: the vCPUs do not exist yet when I/O threads load
-  // their filters.
-  r.push_back({"ioctl",
-               {equals(1, KVM_INTERRUPT)},
-               "riscv64's PLIC (emulated by vmm): a hart's external interrupt raised or lowered "
-               "by a device's interrupt, or by the guest's claim and complete"});
-#endif
   r.push_back({"poll",
                {},
                "waiting for a console reader (bounded output flush); a device's I/O thread "
@@ -204,15 +194,6 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
         r.push_back({"ioctl",
                      {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_RUN)},
                      "KVM_RUN on this vCPU"});
-#if defined(__x86_64__)
-        r.push_back({"ioctl",
-                     {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_GET_REGS)},
-                     "the instruction pointer for fault reports"});
-#elif defined(__aarch64__) || defined(__riscv)
-        r.push_back({"ioctl",
-                     {equals(0, static_cast<uint64_t>(fds.vcpu)), equals(1, KVM_GET_ONE_REG)},
-                     "the instruction pointer for fault reports"});
-#endif
       }
       if (fds.vm >= 0) {
         r.push_back({"ioctl",
@@ -337,6 +318,9 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"ioctl", {equals(1, TCSETSW)}, "stdio console: the terminal restored"});
       r.push_back({"ioctl", {equals(1, TCSETSF)}, "stdio console: the terminal restored"});
       break;
+  }
+  if (fds.machine) {
+    for (SeccompRule& rule : fds.machine(role, fds)) r.push_back(std::move(rule));
   }
   return r;
 }

@@ -103,7 +103,8 @@ void VcpuRunner::start() {
     pthread_setname_np(pthread_self(), name.c_str());
     if (host_cpu_) pin_to(*host_cpu_);
     try {
-      install_seccomp(ThreadRole::vcpu, ctx_.seccomp, {vcpu_->fd(), ctx_.vm_fd, {}}, name);
+      install_seccomp(ThreadRole::vcpu, ctx_.seccomp,
+                      {vcpu_->fd(), ctx_.vm_fd, {}, ctx_.machine_seccomp}, name);
       seccomp_self_test(name);
       loop();
     } catch (const std::exception& e) {

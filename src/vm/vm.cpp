@@ -157,6 +157,12 @@ struct Vm::Impl {
   GuestMemory memory;
   EventLoop loop;
   std::unique_ptr<Machine> machine;
+  // The machine's own system calls, for each thread's seccomp filter.
+  std::function<std::vector<SeccompRule>(ThreadRole, const SeccompFds&)> machine_seccomp() const {
+    return [m = machine.get()](ThreadRole role, const SeccompFds& fds) {
+      return m->seccomp_rules(role, fds);
+    };
+  }
   std::unique_ptr<MachineContext> machine_context;
   std::function<void()>
       shutdown_handler;  // set_shutdown_handler()  // what the machine's steps work on
@@ -320,11 +326,11 @@ void Vm::add_config_devices() {
         [this] { request_stop(StopReason::quit, "quit from the console"); },
         // A device's I/O thread loads its filter first thing (it starts before the event loop
         // loads its own, so it inherits none).
-        [this, mode = d.config.seccomp, vm_fd = d.vm.fd()] {
+        [this, mode = d.config.seccomp, vm_fd = d.vm.fd(), machine = d.machine_seccomp()] {
           char name[16] = "I/O thread";  // IoThread named it (blk-io<N>) before this hook
           pthread_getname_np(pthread_self(), name, sizeof name);
           try {
-            install_seccomp(ThreadRole::io, mode, {-1, vm_fd, {}}, name);
+            install_seccomp(ThreadRole::io, mode, {-1, vm_fd, {}, machine}, name);
           } catch (const std::exception& e) {
             request_stop(StopReason::error, e.what());
           }
@@ -585,6 +591,7 @@ void Vm::prepare() {
     };
     ctx.seccomp = d.config.seccomp;
     ctx.vm_fd = d.vm.fd();
+    ctx.machine_seccomp = d.machine_seccomp();
     d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
     if (auto cpu = d.config.vcpu_host_cpus.find(i); cpu != d.config.vcpu_host_cpus.end()) {
       d.vcpus.back()->set_host_cpu(cpu->second);
@@ -629,7 +636,8 @@ RunResult Vm::run() {
   // KVM_RUN; the loop loads its own before serving the first event.
   for (auto& v : d.vcpus) v->start();
   try {
-    install_seccomp(ThreadRole::event_loop, d.config.seccomp, {-1, d.vm.fd(), {}}, "event loop");
+    install_seccomp(ThreadRole::event_loop, d.config.seccomp,
+                    {-1, d.vm.fd(), {}, d.machine_seccomp()}, "event loop");
   } catch (const std::exception& e) {
     request_stop(StopReason::error, e.what());
   }

@@ -170,6 +170,38 @@ TEST(SeccompAllowList, OnlyAVcpuRunsTheGuestAndOnlyTheLoopAndIoThreadsDoBlockIo)
   }
 }
 
+// The machine's own calls (src/arch: Machine::seccomp_rules) join the role's list, built for
+// that role and those descriptors; the common lists name no architecture's register reads.
+TEST(SeccompAllowList, TheMachinesRulesJoinTheList) {
+  auto reads_registers = [](const std::vector<SeccompRule>& rules) {
+    return std::any_of(rules.begin(), rules.end(), [](const SeccompRule& r) {
+      return r.syscall == "ioctl" && r.reason == "machine: register read";
+    });
+  };
+  SeccompFds fds = kFds;
+  EXPECT_FALSE(reads_registers(seccomp_allow_list(ThreadRole::vcpu, fds)));
+  std::vector<ThreadRole> asked;
+  fds.machine = [&asked](ThreadRole role, const SeccompFds& pinned) {
+    asked.push_back(role);
+    std::vector<SeccompRule> r;
+    if (role == ThreadRole::vcpu) {
+      r.push_back({"ioctl",
+                   {SeccompArg::equals(0, static_cast<uint64_t>(pinned.vcpu)),
+                    SeccompArg::equals(1, 0x1234)},
+                   "machine: register read"});
+    }
+    return r;
+  };
+  const auto vcpu = seccomp_allow_list(ThreadRole::vcpu, fds);
+  ASSERT_TRUE(reads_registers(vcpu));
+  const auto it = std::find_if(vcpu.begin(), vcpu.end(), [](const SeccompRule& r) {
+    return r.reason == "machine: register read";
+  });
+  EXPECT_TRUE(has_condition(*it, 0, static_cast<uint64_t>(kFds.vcpu)));
+  EXPECT_FALSE(reads_registers(seccomp_allow_list(ThreadRole::event_loop, fds)));
+  EXPECT_EQ(asked, (std::vector<ThreadRole>{ThreadRole::vcpu, ThreadRole::event_loop}));
+}
+
 // ALSA's PCM ioctls (type 'A') only on the sound devices' descriptors, only where the device
 // runs (vCPUs and the event loop), and none at all without an ALSA PCM.
 TEST(SeccompAllowList, AlsaIoctlsOnlyOnTheSoundDescriptors) {

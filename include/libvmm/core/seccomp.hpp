@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -35,27 +36,15 @@ enum class ThreadRole {
 };
 const char* to_string(ThreadRole role);
 
-// Descriptors a role's ioctls are pinned to; -1: that ioctl is not allowed at all.
-struct SeccompFds {
-  int vcpu = -1;  // vcpu role: KVM_RUN and register reads only on this vCPU
-  int vm = -1;    // KVM_IRQ_LINE and KVM_IRQFD only on this VM
-  // vcpu and event-loop roles: ALSA's PCM ioctls (type 'A') only on these descriptors (the
-  // sound devices' host PCMs); none: no ALSA ioctl at all. install_seccomp() fills it from
-  // the descriptors registered with seccomp_allow_sound_ioctls().
-  std::vector<int> sound;
-};
-
-// Registers a descriptor of a host sound device (an ALSA /dev/snd node, opened before the
-// filters load) for the ALSA ioctls of the filters loaded from now on; forgotten when it is
-// closed. Thread-safe.
-void seccomp_allow_sound_ioctls(int fd);
-void seccomp_forget_sound_ioctls(int fd);
-
 // One argument condition: (argument[index] & mask) == value.
 struct SeccompArg {
   unsigned index = 0;
   uint64_t mask = 0;
   uint64_t value = 0;
+  // argument[index] == value, compared on 32 bits: what ints (descriptors, ioctl requests) hold.
+  static SeccompArg equals(unsigned index, uint64_t value) {
+    return {index, 0xffff'ffffu, value & 0xffff'ffffu};
+  }
 };
 
 // One entry of an allow-list: a system call by name, conditions that must all hold (several
@@ -66,6 +55,26 @@ struct SeccompRule {
   std::vector<SeccompArg> args;
   std::string_view reason;
 };
+
+// Descriptors a role's ioctls are pinned to; -1: that ioctl is not allowed at all.
+struct SeccompFds {
+  int vcpu = -1;  // vcpu role: KVM_RUN and register reads only on this vCPU
+  int vm = -1;    // KVM_IRQ_LINE and KVM_IRQFD only on this VM
+  // vcpu and event-loop roles: ALSA's PCM ioctls (type 'A') only on these descriptors (the
+  // sound devices' host PCMs); none: no ALSA ioctl at all. install_seccomp() fills it from
+  // the descriptors registered with seccomp_allow_sound_ioctls().
+  std::vector<int> sound;
+  // The machine's own calls on this role's threads (src/arch, Machine::seccomp_rules: e.g. the
+  // vCPU's instruction-pointer read for fault reports, an interrupt controller vmm emulates),
+  // pinned to these descriptors; added to the role's list. Empty: none.
+  std::function<std::vector<SeccompRule>(ThreadRole, const SeccompFds&)> machine = nullptr;
+};
+
+// Registers a descriptor of a host sound device (an ALSA /dev/snd node, opened before the
+// filters load) for the ALSA ioctls of the filters loaded from now on; forgotten when it is
+// closed. Thread-safe.
+void seccomp_allow_sound_ioctls(int fd);
+void seccomp_forget_sound_ioctls(int fd);
 
 // The role's allow-list (pure data: what unit tests and the docs check).
 std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& fds);

@@ -46,6 +46,9 @@ class VcpuRunner {
     // `vm_fd` pins its KVM_IRQ_LINE calls to this VM.
     SeccompMode seccomp = SeccompMode::off;
     int vm_fd = -1;
+    // The machine's own calls on this thread (SeccompFds::machine), e.g. its register reads.
+    std::function<std::vector<SeccompRule>(ThreadRole, const SeccompFds&)> machine_seccomp =
+        nullptr;
   };
 
   VcpuRunner(std::unique_ptr<KvmVcpu> vcpu, Context context);

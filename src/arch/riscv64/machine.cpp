@@ -321,6 +321,34 @@ class Riscv64Machine : public Machine {
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return vcpu.get_one_reg(kRegPc); }
 
+  std::vector<SeccompRule> seccomp_rules(ThreadRole role, const SeccompFds& fds) const override {
+    std::vector<SeccompRule> r;
+    if (role == ThreadRole::vcpu && fds.vcpu >= 0) {
+      r.push_back({"ioctl",
+                   {SeccompArg::equals(0, static_cast<uint64_t>(fds.vcpu)),
+                    SeccompArg::equals(1, KVM_GET_ONE_REG)},
+                   "the instruction pointer for fault reports"});
+    }
+    if (!plic_ || role == ThreadRole::vhost_backend) return r;
+    static constexpr std::string_view kPlicReason =
+        "the PLIC vmm emulates: a hart's external interrupt raised or lowered by a device's "
+        "interrupt, or by the guest's claim and complete";
+    if (role == ThreadRole::io) {
+      // An I/O thread loads its filter before the vCPUs exist: any descriptor.
+      r.push_back({"ioctl", {SeccompArg::equals(1, KVM_INTERRUPT)}, kPlicReason});
+      return r;
+    }
+    std::lock_guard lock(harts_mutex_);
+    for (const int hart : harts_) {
+      if (hart < 0) continue;
+      r.push_back({"ioctl",
+                   {SeccompArg::equals(0, static_cast<uint64_t>(hart)),
+                    SeccompArg::equals(1, KVM_INTERRUPT)},
+                   kPlicReason});
+    }
+    return r;
+  }
+
   void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {
     device_nodes_.push_back(VirtioMmioFdt::at(base, size, irq));
   }
@@ -424,7 +452,7 @@ class Riscv64Machine : public Machine {
   std::optional<Aia> aia_;      // KVM's AIA, or
   std::shared_ptr<Plic> plic_;  // the PLIC vmm emulates
   IrqchipDescription irqchip_;
-  std::mutex harts_mutex_;
+  mutable std::mutex harts_mutex_;
   std::vector<int> harts_;  // vCPU fds by hart id; -1 until created
   std::mutex sbi_mutex_;
   std::set<std::pair<uint64_t, uint64_t>> reported_sbi_;
