@@ -398,11 +398,17 @@ void check_jail(const JailOptions& options, const JailPlan& plan) {
   std::error_code ec;
   if (!std::filesystem::is_empty(options.dir, ec) || ec) {
     throw UserError(fmt::format(
-        "--jail {}: not empty (the jail holds only what the VM needs: give an empty directory)",
-        dir));
+        "--jail {}: not empty (the jail holds only what {} needs: give an empty directory)", dir,
+        options.who));
   }
-  if (options.uid == 0) throw UserError("--jail-uid 0: the VM must run as a user other than root");
-  if (options.gid == 0) throw UserError("--jail-gid 0: the VM must run in a group other than root");
+  if (options.uid == 0) {
+    throw UserError(
+        fmt::format("--jail-uid 0: {} must run as a user other than root", options.who));
+  }
+  if (options.gid == 0) {
+    throw UserError(
+        fmt::format("--jail-gid 0: {} must run in a group other than root", options.who));
+  }
   if (options.network == JailOptions::Network::named &&
       ::access(netns_path(options.netns).c_str(), F_OK) != 0) {
     throw UserError(
@@ -481,8 +487,8 @@ int run_in_jail(const JailOptions& options, const JailPlan& plan,
   }
   if (child == 0) jail_child(options, plan, prepared, body);
 
-  log::info("jail: the VM runs as pid {} (uid {}, gid {}) in {}", child, options.uid, options.gid,
-            options.dir.string());
+  log::info("jail: {} runs as pid {} (uid {}, gid {}) in {}", options.who, child, options.uid,
+            options.gid, options.dir.string());
   int status = 0;
   for (;;) {
     siginfo_t info{};
@@ -500,7 +506,7 @@ int run_in_jail(const JailOptions& options, const JailPlan& plan,
   delete_taps();
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) {
-    log::error("jail: the VM was killed by signal {}", WTERMSIG(status));
+    log::error("jail: {} was killed by signal {}", options.who, WTERMSIG(status));
     return 128 + WTERMSIG(status);
   }
   return 1;

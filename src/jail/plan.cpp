@@ -160,6 +160,41 @@ JailPlan plan_jail(const SystemDescription& description, const std::filesystem::
   return planner.finish();
 }
 
+JailPlan plan_jail(const std::vector<std::pair<HostPath, std::string>>& paths,
+                   const std::filesystem::path& cwd) {
+  Planner planner(cwd);
+  for (const auto& [path, where] : paths) planner.add(path, where);
+  return planner.finish();
+}
+
+JailOptions jail_options_from_flags(const std::string& dir, int64_t uid, int64_t gid,
+                                    const std::string& netns, std::string_view who) {
+  constexpr int64_t kMaxId = 0xfffffffe;  // (uid_t)-1 means "unchanged" to the kernel
+  if (uid < 0) {
+    throw UserError(fmt::format(
+        "--jail: needs --jail-uid N (and --jail-gid N, default the same): the user {} runs as",
+        who));
+  }
+  if (uid > kMaxId) throw UserError(fmt::format("--jail-uid {}: not a user id", uid));
+  if (gid < -1 || gid > kMaxId) throw UserError(fmt::format("--jail-gid {}: not a group id", gid));
+  JailOptions options;
+  std::error_code ec;
+  options.dir = std::filesystem::absolute(dir, ec).lexically_normal();
+  if (!options.dir.empty() && options.dir != "/" && !options.dir.has_filename()) {
+    options.dir = options.dir.parent_path();  // "DIR/": no trailing separator
+  }
+  options.uid = static_cast<uid_t>(uid);
+  options.gid = static_cast<gid_t>(gid < 0 ? uid : gid);
+  options.who = who;
+  if (netns == "new") {
+    options.network = JailOptions::Network::none;
+  } else if (!netns.empty()) {
+    options.network = JailOptions::Network::named;
+    options.netns = netns;
+  }
+  return options;
+}
+
 std::string JailPlan::describe() const {
   std::string out = "jail files (at the same paths inside):\n";
   for (const JailFile& f : files) {

@@ -144,6 +144,25 @@ case $case in
     expect_err "vmm-device: front-end on $work/run/blk.sock: connected"
     expect_err "the front-end closed the connection"
     [ -z "$(ls -A "$work/jail")" ] || fail "the jail's directory is not empty afterwards"
+    # The other way round: vmm-device in a jail of its own (the disk image the only file in it,
+    # as the jail's user; its socket at DIR/PATH on the host), vmm outside connects.
+    mkdir "$work/device-jail"
+    chown 65534:65534 "$work/disk.img"
+    "$vmm_device" --jail "$work/device-jail" --jail-uid 65534 --jail-netns new \
+      --socket "$work/run2/blk.sock" --disk "$work/disk.img" --once 2>"$work/dev2.err" &
+    dev=$!
+    sock="$work/device-jail$work/run2/blk.sock"
+    for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+    run --kernel "$guest" --memory 32M --cmdline "hello world" --vhost-user "blk,socket=$sock"
+    expect_status 0
+    expect_out "TEST-GUEST: hello, command line: hello world"
+    wait "$dev"
+    dev_status=$?
+    cat "$work/dev2.err" >>"$err"
+    [ "$dev_status" -eq 0 ] || fail "vmm-device --jail --once exited $dev_status"
+    expect_err "vmm-device: jail: the device runs as pid"
+    expect_err "vmm-device: front-end on $work/run2/blk.sock: connected"
+    [ -z "$(ls -A "$work/device-jail")" ] || fail "the device's jail directory is not empty afterwards"
     ;;
   bad_inputs)
     check() {  # check "message fragment" ARGS...: expects exit 2 and the message, nothing run

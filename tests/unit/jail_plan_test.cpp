@@ -309,4 +309,52 @@ TEST(JailCheck, RefusesBadOptionsInOneLineNamingTheFlag) {
   EXPECT_EQ(refusal_of(), "--jail /: the jail's root must be a directory of its own");
 }
 
+// vmm-device's jail: its device's files through the registry and its socket's directory.
+TEST(JailPlan, AListOfHostPathsForADeviceBackEnd) {
+  std::vector<std::pair<HostPath, std::string>> paths;
+  const DeviceSpec disk = flag("virtio_block", "disk.img,readonly");
+  for (HostPath& p : find_virtio_device_kind("virtio_block")->host_paths(disk)) {
+    paths.emplace_back(std::move(p), disk.where);
+  }
+  paths.emplace_back(HostPath{"/run/vm/blk.sock", Use::socket, {}}, "--socket /run/vm/blk.sock");
+  const JailPlan plan = plan_jail(paths, "/srv");
+  ASSERT_EQ(plan.files.size(), 2u);
+  EXPECT_EQ(use_of(plan, "/srv/disk.img"), Use::read);
+  EXPECT_EQ(where_of(plan, "/srv/disk.img"), "--disk disk.img,readonly");
+  EXPECT_EQ(use_of(plan, "/run/vm/blk.sock"), Use::socket);
+  EXPECT_TRUE(plan.taps.empty());
+  paths.emplace_back(HostPath{"/blk.sock", Use::socket, {}}, "--socket /blk.sock");
+  try {
+    plan_jail(paths, "/srv");
+    FAIL();
+  } catch (const UserError& e) {
+    EXPECT_STREQ(e.what(),
+                 "--socket /blk.sock: /blk.sock: a socket in the jail needs a directory of its "
+                 "own (e.g. /run/vm/blk.sock)");
+  }
+}
+
+TEST(JailOptionsFromFlags, NameTheFlagAndWhatRunsInside) {
+  auto refusal = [](int64_t uid, int64_t gid) -> std::string {
+    try {
+      jail_options_from_flags("/srv/jail/", uid, gid, "", "the device");
+    } catch (const UserError& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  EXPECT_EQ(refusal(-1, -1),
+            "--jail: needs --jail-uid N (and --jail-gid N, default the same): the user the "
+            "device runs as");
+  EXPECT_EQ(refusal(1ll << 32, -1), "--jail-uid 4294967296: not a user id");
+  EXPECT_EQ(refusal(1000, -2), "--jail-gid -2: not a group id");
+  const JailOptions o = jail_options_from_flags("/srv/jail/", 1000, -1, "new", "the device");
+  EXPECT_EQ(o.dir, "/srv/jail");
+  EXPECT_EQ(o.uid, 1000u);
+  EXPECT_EQ(o.gid, 1000u);
+  EXPECT_EQ(o.network, JailOptions::Network::none);
+  EXPECT_EQ(o.who, "the device");
+  EXPECT_EQ(jail_options_from_flags("/j", 5, 6, "ns1", "the VM").netns, "ns1");
+}
+
 }  // namespace

@@ -27,8 +27,10 @@
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/seccomp.hpp"
+#include "libvmm/jail/jail.hpp"
 #include "libvmm/virtio/block.hpp"
 #include "libvmm/virtio/console.hpp"
+#include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/vhost_user_backend.hpp"
 
@@ -79,7 +81,29 @@ struct Options {
   std::string console;
   SeccompMode seccomp = SeccompMode::kill;
   bool once = false;
+  std::string jail_dir;
+  int64_t jail_uid = -1;
+  int64_t jail_gid = -1;
+  std::string jail_netns;
 };
+
+// The host files the device and its socket use, for the jail: through the device registry, as
+// vmm plans its VMs' (the disk image, the TAP's /dev/net/tun, the console's file or socket).
+JailPlan plan_device_jail(const Options& options) {
+  std::vector<std::pair<HostPath, std::string>> paths;
+  for (const auto& [element, value] :
+       {std::pair<std::string_view, const std::string*>{"virtio_block", &options.disk},
+        {"virtio_net", &options.net},
+        {"virtio_console", &options.console}}) {
+    if (value->empty()) continue;
+    const VirtioDeviceKind* kind = find_virtio_device_kind(element);
+    const DeviceSpec spec = spec_from_flag(*kind, *value);
+    for (HostPath& path : kind->host_paths(spec)) paths.emplace_back(std::move(path), spec.where);
+  }
+  paths.emplace_back(HostPath{options.socket, HostPath::Use::socket, {}},
+                     fmt::format("--socket {}", options.socket));
+  return plan_jail(paths, std::filesystem::current_path());
+}
 
 int serve(const Options& options) {
   sigset_t signals = stop_signals();
@@ -217,6 +241,29 @@ int main(int argc, char** argv) {
                  "(stop on a call off the list, naming it), log or off")
       ->type_name("off|log|kill")
       ->default_str("kill");
+  const std::string jail_group = "Sandbox (as root; docs/SECURITY.md)";
+  CLI::Option* jail_opt =
+      app.add_option("--jail", options.jail_dir,
+                     "Serve from a jail rooted at DIR (an empty directory) holding only the files "
+                     "the device needs, in new namespaces, as --jail-uid with no capabilities; "
+                     "the socket is then at DIR/PATH on the host")
+          ->type_name("DIR")
+          ->group(jail_group);
+  app.add_option("--jail-uid", options.jail_uid, "The user the jailed device runs as (not 0)")
+      ->type_name("N")
+      ->needs(jail_opt)
+      ->group(jail_group);
+  app.add_option("--jail-gid", options.jail_gid,
+                 "Its group (not 0; default: the same number as the uid)")
+      ->type_name("N")
+      ->needs(jail_opt)
+      ->group(jail_group);
+  app.add_option("--jail-netns", options.jail_netns,
+                 "Network namespace of the jail: NAME (ip netns add NAME; its TAP) or new (an "
+                 "empty one: not with --net); default: this one")
+      ->type_name("NAME|new")
+      ->needs(jail_opt)
+      ->group(jail_group);
   app.add_flag("--verbose,-v", verbose, "Log more (every message of the front-end)");
   app.add_flag("--quiet,-q", quiet, "Log only errors");
   try {
@@ -239,6 +286,23 @@ int main(int argc, char** argv) {
       throw UserError(fmt::format("--seccomp: '{}' is not a mode; use off, log or kill", seccomp));
     }
     options.seccomp = *mode;
+    if (!options.jail_dir.empty()) {
+      // Checked and built as root; the device is opened inside, as the jail's user.
+      const JailPlan plan = plan_device_jail(options);
+      const JailOptions jail = jail_options_from_flags(
+          options.jail_dir, options.jail_uid, options.jail_gid, options.jail_netns, "the device");
+      return run_in_jail(jail, plan, [&]() -> int {
+        try {
+          return serve(options);
+        } catch (const UserError& e) {
+          log::error("{}", e.what());
+          return kExitUserError;
+        } catch (const std::exception& e) {
+          log::error("{}", e.what());
+          return kExitFailure;
+        }
+      });
+    }
     return serve(options);
   } catch (const UserError& e) {
     log::error("{}", e.what());

@@ -199,33 +199,6 @@ void apply_file_flags(SystemDescription& d, const std::string& file, const FileF
   for (const DeviceSpec& spec : flags.machine_options) c.machine_options.push_back(spec);
 }
 
-// The jail's options from the flags (each checked: one line naming the flag).
-JailOptions jail_options(const std::string& dir, int64_t uid, int64_t gid,
-                         const std::string& netns) {
-  constexpr int64_t kMaxId = 0xfffffffe;  // (uid_t)-1 means "unchanged" to the kernel
-  if (uid < 0) {
-    throw UserError(
-        "--jail: needs --jail-uid N (and --jail-gid N, default the same): the user the VM runs as");
-  }
-  if (uid > kMaxId) throw UserError(fmt::format("--jail-uid {}: not a user id", uid));
-  if (gid < -1 || gid > kMaxId) throw UserError(fmt::format("--jail-gid {}: not a group id", gid));
-  JailOptions options;
-  std::error_code ec;
-  options.dir = std::filesystem::absolute(dir, ec).lexically_normal();
-  if (!options.dir.empty() && options.dir != "/" && !options.dir.has_filename()) {
-    options.dir = options.dir.parent_path();  // "DIR/": no trailing separator
-  }
-  options.uid = static_cast<uid_t>(uid);
-  options.gid = static_cast<gid_t>(gid < 0 ? uid : gid);
-  if (netns == "new") {
-    options.network = JailOptions::Network::none;
-  } else if (!netns.empty()) {
-    options.network = JailOptions::Network::named;
-    options.netns = netns;
-  }
-  return options;
-}
-
 // Runs `body`, which returns vmm's exit status; an error it throws is reported in one line
 // (each problem of a description on its own) and becomes the status.
 template <typename Body>
@@ -544,7 +517,8 @@ int main(int argc, char** argv) {
       // inside, the VM's user may still lack permission on one (reported by its flag or line).
       description.validate();
       const JailPlan plan = plan_jail(description, std::filesystem::current_path());
-      JailOptions options = jail_options(jail_dir, jail_uid, jail_gid, jail_netns);
+      JailOptions options =
+          jail_options_from_flags(jail_dir, jail_uid, jail_gid, jail_netns, "the VM");
       // What devices cannot open inside (ALSA PCMs), opened here and inherited by the jail.
       for (auto* vm : description.vms()) {
         for (const DeviceSpec& spec : vm->config.devices) {

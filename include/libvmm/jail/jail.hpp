@@ -9,9 +9,12 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "libvmm/core/device_spec.hpp"
@@ -33,7 +36,14 @@ struct JailOptions {
   // Descriptors opened before the jail for the VMs inside (VirtioDeviceKind::open_before_jail:
   // ALSA PCMs), kept open in it; every other one but stdio is closed.
   std::vector<int> inherit;
+  std::string who = "the VM";  // what runs inside, for messages ("the device": vmm-device)
 };
+
+// The options from the command line's --jail DIR, --jail-uid, --jail-gid (-1: the same as the
+// uid) and --jail-netns (NAME, "new" or empty: the caller's), checked for their form: one
+// UserError naming the flag. `who` says what runs as the user ("the VM").
+JailOptions jail_options_from_flags(const std::string& dir, int64_t uid, int64_t gid,
+                                    const std::string& netns, std::string_view who);
 
 // One host file (or device) provided in the jail at the same absolute path, so the
 // description's paths need no rewriting; relative paths are resolved against the working
@@ -59,6 +69,11 @@ struct JailPlan {
 // root directory itself, a device node outside /dev, a file under /proc, one path used in two
 // incompatible ways.
 JailPlan plan_jail(const SystemDescription& description, const std::filesystem::path& cwd);
+
+// The same for a list of host paths, each with who asked for it (vmm-device: its device's
+// files and the socket it listens on).
+JailPlan plan_jail(const std::vector<std::pair<HostPath, std::string>>& paths,
+                   const std::filesystem::path& cwd);
 
 // Checks the options: root, DIR an existing empty directory (not /), uid and gid not 0, a
 // named network namespace that exists, no TAP with Network::none. Throws UserError naming the
