@@ -67,6 +67,20 @@ UniqueFd listen_unix(const std::string& path) {
   return fd;
 }
 
+// Runs `body`, which returns the exit status; an error it throws is one log line and the status.
+template <typename Body>
+int exit_status_of(Body&& body) {
+  try {
+    return body();
+  } catch (const UserError& e) {
+    log::error("{}", e.what());
+    return kExitUserError;
+  } catch (const std::exception& e) {
+    log::error("{}", e.what());
+    return kExitFailure;
+  }
+}
+
 sigset_t stop_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -280,35 +294,17 @@ int main(int argc, char** argv) {
   if (quiet) log::set_level(log::Level::error);
   ::signal(SIGPIPE, SIG_IGN);
 
-  try {
+  return exit_status_of([&]() -> int {
     const std::optional<SeccompMode> mode = parse_seccomp_mode(seccomp);
     if (!mode) {
       throw UserError(fmt::format("--seccomp: '{}' is not a mode; use off, log or kill", seccomp));
     }
     options.seccomp = *mode;
-    if (!options.jail_dir.empty()) {
-      // Checked and built as root; the device is opened inside, as the jail's user.
-      const JailPlan plan = plan_device_jail(options);
-      const JailOptions jail = jail_options_from_flags(
-          options.jail_dir, options.jail_uid, options.jail_gid, options.jail_netns, "the device");
-      return run_in_jail(jail, plan, [&]() -> int {
-        try {
-          return serve(options);
-        } catch (const UserError& e) {
-          log::error("{}", e.what());
-          return kExitUserError;
-        } catch (const std::exception& e) {
-          log::error("{}", e.what());
-          return kExitFailure;
-        }
-      });
-    }
-    return serve(options);
-  } catch (const UserError& e) {
-    log::error("{}", e.what());
-    return kExitUserError;
-  } catch (const std::exception& e) {
-    log::error("{}", e.what());
-    return kExitFailure;
-  }
+    if (options.jail_dir.empty()) return serve(options);
+    // Checked and built as root; the device is opened inside, as the jail's user.
+    const JailPlan plan = plan_device_jail(options);
+    const JailOptions jail = jail_options_from_flags(
+        options.jail_dir, options.jail_uid, options.jail_gid, options.jail_netns, "the device");
+    return run_in_jail(jail, plan, [&] { return exit_status_of([&] { return serve(options); }); });
+  });
 }
