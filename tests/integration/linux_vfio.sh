@@ -83,54 +83,41 @@ check "the nvme driver bound again reads the namespace through the slot" \
   grep -qE "after the BAR moves, nvme[0-9]n1 starts with: LIBVMM-HOST-NVME-PATTERN" /tmp/vfio.out
 check "the device was reset when vmm let it go" grep -qF "vfio $nvme: reset, back to the host" /tmp/nvme.err
 
-# INTx: the guest booted with pci=nomsi leaves MSI-X off, so its nvme driver takes INTA#, which
-# vmm gives a line in the _PRT and a level-triggered irqfd whose resample eventfd unmasks the
-# device's line in VFIO. It finds the first boot's data and writes its own (the host checks
-# that one in the image).
-started=$(date +%s)
-start intx guest --memory 256M --cmdline "console=ttyS0 libvmm.test=nvme pci=nomsi" --vfio "$nvme" -v
-(sleep 240; kill "$pid" 2>/dev/null) &
-watchdog=$!
-stop
-kill "$watchdog" 2>/dev/null
-echo "guest with the NVMe's INTx took $(($(date +%s) - started)) s"
-tr -d '\r' </tmp/intx.out >/tmp/intx.txt
-check "INTx: exit status 0 (got $status)" [ "$status" -eq 0 ]
-check "INTx: the guest's nvme driver has the controller without MSI-X" \
-  grep -qE "pci 0000:00:0[1-9].0 0x010802 0x1b36:0x0010 driver=nvme msix_vectors=0" /tmp/intx.txt
+# intx_boot NAME LABEL ARGS: a guest booted with pci=nomsi ARGS, so that its nvme driver takes
+# INTA#; it must find the previous boot's 4 MiB ($written) and write its own, which become
+# $written (the host checks the last boot's in the image).
+intx_boot() {
+  name=$1 label=$2
+  started=$(date +%s)
+  start "$name" guest --memory 256M --cmdline "console=ttyS0 libvmm.test=nvme pci=nomsi $3" --vfio "$nvme" -v
+  (sleep 240; kill "$pid" 2>/dev/null) &
+  watchdog=$!
+  stop
+  kill "$watchdog" 2>/dev/null
+  echo "guest with the NVMe's INTx ($label) took $(($(date +%s) - started)) s"
+  tr -d '\r' <"/tmp/$name.out" >"/tmp/$name.txt"
+  check "$label: exit status 0 (got $status)" [ "$status" -eq 0 ]
+  check "$label: the guest's nvme driver has the controller without MSI-X" \
+    grep -qE "pci 0000:00:0[1-9].0 0x010802 0x1b36:0x0010 driver=nvme msix_vectors=0" "/tmp/$name.txt"
+  found=$(sed -n 's/.*LIBVMM-GUEST: found md5 //p' "/tmp/$name.txt")
+  check "$label: the guest finds the previous boot's 4 MiB ($found)" [ -n "$found" -a "$found" = "$written" ]
+  written=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' "/tmp/$name.txt")
+  read_back=$(sed -n 's/.*LIBVMM-GUEST: read back md5 //p' "/tmp/$name.txt")
+  check "$label: the guest reads back the 4 MiB it wrote ($written)" [ -n "$written" -a "$written" = "$read_back" ]
+  check "$label: the controller's interrupts fired" grep -qE "nvme MSI-X interrupts taken: [1-9]" "/tmp/$name.txt"
+  check "$label: the driver bound again after the BAR moves reads the namespace" \
+    grep -qE "after the BAR moves, nvme[0-9]n1 starts with: LIBVMM-HOST-NVME-PATTERN" "/tmp/$name.txt"
+  check "$label: vmm logged no guest error" sh -c "! grep -q warning /tmp/$name.err"
+}
+
+# INTx with ACPI: vmm gives INTA# a line in the _PRT and a level-triggered irqfd whose resample
+# eventfd unmasks the device's line in VFIO.
+intx_boot intx INTx ""
 check "INTx: vmm gave INTA# a line and an irqfd with a resample eventfd" \
   sh -c "grep -qE 'vfio $nvme: INTA# on interrupt line [0-9]+' /tmp/intx.err && grep -qF 'vfio $nvme: INTx signalled as a KVM irqfd with a resample eventfd' /tmp/intx.err"
-found=$(sed -n 's/.*LIBVMM-GUEST: found md5 //p' /tmp/intx.txt)
-check "INTx: the guest finds the first boot's 4 MiB ($found)" [ -n "$found" -a "$found" = "$written" ]
-written=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/intx.txt)
-read_back=$(sed -n 's/.*LIBVMM-GUEST: read back md5 //p' /tmp/intx.txt)
-check "INTx: the guest reads back the 4 MiB it wrote ($written)" [ -n "$written" -a "$written" = "$read_back" ]
-check "INTx: the controller's interrupts fired" grep -qE "nvme MSI-X interrupts taken: [1-9]" /tmp/intx.txt
-check "INTx: the driver bound again after the BAR moves reads the namespace" \
-  grep -qE "after the BAR moves, nvme[0-9]n1 starts with: LIBVMM-HOST-NVME-PATTERN" /tmp/intx.txt
-check "INTx: vmm logged no guest error" sh -c '! grep -q "warning" /tmp/intx.err'
-
 # INTx without ACPI (acpi=off): the guest finds the PCI bus through the 0xCF8 ports and INTA#'s
 # IOAPIC pin in the MP table's PCI entries, not the _PRT.
-started=$(date +%s)
-start mptable guest --memory 256M --cmdline "console=ttyS0 libvmm.test=nvme pci=nomsi acpi=off" --vfio "$nvme" -v
-(sleep 240; kill "$pid" 2>/dev/null) &
-watchdog=$!
-stop
-kill "$watchdog" 2>/dev/null
-echo "guest without ACPI, on the NVMe's INTx, took $(($(date +%s) - started)) s"
-tr -d '\r' </tmp/mptable.out >/tmp/mptable.txt
-check "no ACPI: exit status 0 (got $status)" [ "$status" -eq 0 ]
-check "no ACPI: the guest's nvme driver has the controller without MSI-X" \
-  grep -qE "pci 0000:00:0[1-9].0 0x010802 0x1b36:0x0010 driver=nvme msix_vectors=0" /tmp/mptable.txt
-found=$(sed -n 's/.*LIBVMM-GUEST: found md5 //p' /tmp/mptable.txt)
-check "no ACPI: the guest finds the INTx boot's 4 MiB ($found)" [ -n "$found" -a "$found" = "$written" ]
-written=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/mptable.txt)
-read_back=$(sed -n 's/.*LIBVMM-GUEST: read back md5 //p' /tmp/mptable.txt)
-check "no ACPI: the guest reads back the 4 MiB it wrote ($written)" [ -n "$written" -a "$written" = "$read_back" ]
-check "no ACPI: the controller's interrupts fired (INTA# through the MP table's route)" \
-  grep -qE "nvme MSI-X interrupts taken: [1-9]" /tmp/mptable.txt
-check "no ACPI: vmm logged no guest error" sh -c '! grep -q "warning" /tmp/mptable.err'
+intx_boot mptable "no ACPI" acpi=off
 echo "GUEST-WROTE-MD5=$written"
 check "the device is still vfio-pci's after the VM" \
   [ "$(basename "$(readlink "/sys/bus/pci/devices/$nvme/driver")")" = vfio-pci ]
