@@ -87,27 +87,27 @@ check "the device was reset when vmm let it go" grep -qF "vfio $nvme: reset, bac
 # INTA#; it must find the previous boot's 4 MiB ($written) and write its own, which become
 # $written (the host checks the last boot's in the image).
 intx_boot() {
-  name=$1 label=$2
+  which=$1 label=$2  # not $name: check() sets it
   started=$(date +%s)
-  start "$name" guest --memory 256M --cmdline "console=ttyS0 libvmm.test=nvme pci=nomsi $3" --vfio "$nvme" -v
+  start "$which" guest --memory 256M --cmdline "console=ttyS0 libvmm.test=nvme pci=nomsi $3" --vfio "$nvme" -v
   (sleep 240; kill "$pid" 2>/dev/null) &
   watchdog=$!
   stop
   kill "$watchdog" 2>/dev/null
   echo "guest with the NVMe's INTx ($label) took $(($(date +%s) - started)) s"
-  tr -d '\r' <"/tmp/$name.out" >"/tmp/$name.txt"
+  tr -d '\r' <"/tmp/$which.out" >"/tmp/$which.txt"
   check "$label: exit status 0 (got $status)" [ "$status" -eq 0 ]
   check "$label: the guest's nvme driver has the controller without MSI-X" \
-    grep -qE "pci 0000:00:0[1-9].0 0x010802 0x1b36:0x0010 driver=nvme msix_vectors=0" "/tmp/$name.txt"
-  found=$(sed -n 's/.*LIBVMM-GUEST: found md5 //p' "/tmp/$name.txt")
+    grep -qE "pci 0000:00:0[1-9].0 0x010802 0x1b36:0x0010 driver=nvme msix_vectors=0" "/tmp/$which.txt"
+  found=$(sed -n 's/.*LIBVMM-GUEST: found md5 //p' "/tmp/$which.txt")
   check "$label: the guest finds the previous boot's 4 MiB ($found)" [ -n "$found" -a "$found" = "$written" ]
-  written=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' "/tmp/$name.txt")
-  read_back=$(sed -n 's/.*LIBVMM-GUEST: read back md5 //p' "/tmp/$name.txt")
+  written=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' "/tmp/$which.txt")
+  read_back=$(sed -n 's/.*LIBVMM-GUEST: read back md5 //p' "/tmp/$which.txt")
   check "$label: the guest reads back the 4 MiB it wrote ($written)" [ -n "$written" -a "$written" = "$read_back" ]
-  check "$label: the controller's interrupts fired" grep -qE "nvme MSI-X interrupts taken: [1-9]" "/tmp/$name.txt"
+  check "$label: the controller's interrupts fired" grep -qE "nvme MSI-X interrupts taken: [1-9]" "/tmp/$which.txt"
   check "$label: the driver bound again after the BAR moves reads the namespace" \
-    grep -qE "after the BAR moves, nvme[0-9]n1 starts with: LIBVMM-HOST-NVME-PATTERN" "/tmp/$name.txt"
-  check "$label: vmm logged no guest error" sh -c "! grep -q warning /tmp/$name.err"
+    grep -qE "after the BAR moves, nvme[0-9]n1 starts with: LIBVMM-HOST-NVME-PATTERN" "/tmp/$which.txt"
+  check "$label: vmm logged no guest error" sh -c "! grep -q warning /tmp/$which.err"
 }
 
 # INTx with ACPI: vmm gives INTA# a line in the _PRT and a level-triggered irqfd whose resample
