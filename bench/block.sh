@@ -10,7 +10,9 @@
 # /dev/vda backed by that file: "vmm" (--disk PATH,direct,iothread=off: host I/O inside the
 # queue notification, on the event loop), "vmm-iot" (iothread=on: on the device's I/O thread,
 # which polls the queue adaptively, poll_us=32 by default), "vmm-nopoll" (the same, poll_us=0),
-# "vmm-uring" (io=io_uring, on the I/O thread as by default) and "qemu" (cache=none,aio=threads).
+# "vmm-uring" (io=io_uring, on the I/O thread as by default), "vmm-pci" (as vmm-iot, over
+# virtio-pci with MSI-X instead of virtio-mmio: the transport the default is chosen by) and
+# "qemu" (cache=none,aio=threads).
 # Devices in other processes (vhost-user; a second table): "vmm-dev" (our vmm with our
 # vmm-device serving the image, iothread=on), "vmm-qsd" (our vmm with qemu-storage-daemon's
 # vhost-user-blk export, aio=threads, O_DIRECT as the others) and "qemu-qsd" (QEMU -M microvm,
@@ -24,7 +26,7 @@
 # shows medians, then each figure's spread (min..max over the rounds).
 # Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes on a quiet
 # machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
-# runs only those (of host, vmm, vmm-iot, vmm-nopoll, vmm-uring, qemu, vmm-dev, vmm-qsd,
+# runs only those (of host, vmm, vmm-iot, vmm-nopoll, vmm-uring, vmm-pci, qemu, vmm-dev, vmm-qsd,
 # qemu-qsd), for more rounds in the same time. The load average is printed before and after.
 set -euo pipefail
 secs=${1:-5}
@@ -139,8 +141,8 @@ done
 
 only=${BLOCK_BENCH_ONLY:-}
 for c in $only; do
-  case $c in host | vmm | vmm-iot | vmm-nopoll | vmm-uring | qemu | vmm-dev | vmm-qsd | qemu-qsd) ;;
-    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-nopoll, vmm-uring, qemu," \
+  case $c in host | vmm | vmm-iot | vmm-nopoll | vmm-uring | vmm-pci | qemu | vmm-dev | vmm-qsd | qemu-qsd) ;;
+    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-nopoll, vmm-uring, vmm-pci, qemu," \
       "vmm-dev, vmm-qsd, qemu-qsd)" >&2; exit 2 ;;
   esac
 done
@@ -238,6 +240,8 @@ while [ $round -lt $rounds ]; do
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,poll_us=0 --quiet
   want vmm-uring && measure vmm-uring vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring,iothread=on --quiet
+  want vmm-pci && measure vmm-pci vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,transport=pci --quiet
   want qemu && measure qemu qemu-system-x86 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
     -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
@@ -275,7 +279,7 @@ while [ $round -lt $rounds ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|qemu|vmm-dev|vmm-qsd|qemu-qsd) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
+collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|vmm-pci|qemu|vmm-dev|vmm-qsd|qemu-qsd) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
   --timeout $((600 + rounds * (secs * 4 * 9 + 400)))
 need_results '^vmm'
 grep '^BENCH-SETUP' "$work/results"
@@ -307,7 +311,7 @@ conv() { # MiB/s from KiB/s, or the figure as it is
     echo "${2:--}"
   fi
 }
-configs="host vmm vmm-iot vmm-nopoll vmm-uring qemu"
+configs="host vmm vmm-iot vmm-nopoll vmm-uring vmm-pci qemu"
 echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated KVM host"
 printf '%-10s %6s' job unit
 for c in $configs; do printf ' %10s' $c; done
@@ -319,14 +323,16 @@ for job in seqwrite seqread randread randread4; do
   echo
 done
 echo "ratios of the medians (iot: vmm-iot, the default configuration)"
-printf '%-10s %9s %9s %9s %11s %11s %9s\n' job iot/host iot/qemu vmm/qemu nopoll/iot \
-  uring/iot qemu/host
+printf '%-10s %9s %9s %9s %11s %11s %9s %9s\n' job iot/host iot/qemu vmm/qemu nopoll/iot \
+  uring/iot pci/iot qemu/host
 for job in seqwrite seqread randread randread4; do
   case $job in randread*) f=iops ;; *) f=kib_s ;; esac
   h=$(result $f host $job) v=$(result $f vmm $job) i=$(result $f vmm-iot $job)
   n=$(result $f vmm-nopoll $job) u=$(result $f vmm-uring $job) q=$(result $f qemu $job)
-  printf '%-10s %9s %9s %9s %11s %11s %9s\n' $job "$(ratio "$i" "$h")" "$(ratio "$i" "$q")" \
-    "$(ratio "$v" "$q")" "$(ratio "$n" "$i")" "$(ratio "$u" "$i")" "$(ratio "$q" "$h")"
+  p=$(result $f vmm-pci $job)
+  printf '%-10s %9s %9s %9s %11s %11s %9s %9s\n' $job "$(ratio "$i" "$h")" "$(ratio "$i" "$q")" \
+    "$(ratio "$v" "$q")" "$(ratio "$n" "$i")" "$(ratio "$u" "$i")" "$(ratio "$p" "$i")" \
+    "$(ratio "$q" "$h")"
 done
 echo "spread (min..max over the rounds)"
 for job in seqwrite seqread randread randread4; do
@@ -361,7 +367,7 @@ echo "from the guest's marks, exits of every kind; per request: over the job's r
 printf '%-10s %-11s %10s %13s %11s %13s %7s\n' job config exits/req "(min..max)" cpu_us/req \
   "(min..max)" rounds
 for job in seqwrite seqread randread randread4; do
-  for c in vmm vmm-iot vmm-nopoll vmm-uring qemu; do
+  for c in vmm vmm-iot vmm-nopoll vmm-uring vmm-pci qemu; do
     x=$(result exits_per_req $c $job)
     [ -n "$x" ] || continue
     n=$(grep -c "^$c $job exits=" "$work/results")
