@@ -58,6 +58,16 @@ class Machine {
   // of instruction_pointer() on a vCPU thread (fds.vcpu). Called as each thread loads its
   // filter: the I/O threads' before setup_vcpu(), the vCPUs' and the event loop's after.
   virtual std::vector<SeccompRule> seccomp_rules(ThreadRole role, const SeccompFds& fds) const = 0;
+  // The rule every machine's seccomp_rules() starts from: on a vCPU thread, instruction_pointer()'s
+  // register read (`request`: KVM_GET_REGS, KVM_GET_ONE_REG) on that vCPU's descriptor only.
+  static std::vector<SeccompRule> instruction_pointer_rule(ThreadRole role, const SeccompFds& fds,
+                                                           uint64_t request) {
+    if (role != ThreadRole::vcpu || fds.vcpu < 0) return {};
+    return {
+        {"ioctl",
+         {SeccompArg::equals(0, static_cast<uint64_t>(fds.vcpu)), SeccompArg::equals(1, request)},
+         "the instruction pointer for fault reports"}};
+  }
   // Tells the guest about a virtio-mmio device (x86: a kernel command-line parameter).
   // Before load_guest().
   virtual void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) = 0;

@@ -236,11 +236,7 @@ class Aarch64Machine : public Machine {
     return vcpu.get_one_reg(aarch64::core_reg_id(reg_pc()));
   }
   std::vector<SeccompRule> seccomp_rules(ThreadRole role, const SeccompFds& fds) const override {
-    if (role != ThreadRole::vcpu || fds.vcpu < 0) return {};
-    return {{"ioctl",
-             {SeccompArg::equals(0, static_cast<uint64_t>(fds.vcpu)),
-              SeccompArg::equals(1, KVM_GET_ONE_REG)},
-             "the instruction pointer for fault reports"}};
+    return instruction_pointer_rule(role, fds, KVM_GET_ONE_REG);
   }
 
   void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) override {

@@ -322,13 +322,7 @@ class Riscv64Machine : public Machine {
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return vcpu.get_one_reg(kRegPc); }
 
   std::vector<SeccompRule> seccomp_rules(ThreadRole role, const SeccompFds& fds) const override {
-    std::vector<SeccompRule> r;
-    if (role == ThreadRole::vcpu && fds.vcpu >= 0) {
-      r.push_back({"ioctl",
-                   {SeccompArg::equals(0, static_cast<uint64_t>(fds.vcpu)),
-                    SeccompArg::equals(1, KVM_GET_ONE_REG)},
-                   "the instruction pointer for fault reports"});
-    }
+    std::vector<SeccompRule> r = instruction_pointer_rule(role, fds, KVM_GET_ONE_REG);
     if (!plic_ || role == ThreadRole::vhost_backend) return r;
     static constexpr std::string_view kPlicReason =
         "the PLIC vmm emulates: a hart's external interrupt raised or lowered by a device's "

@@ -20,11 +20,12 @@ std::vector<RamRange> x86_ram_layout(uint64_t memory_size) {
         fmt::format("--memory: {:#x} bytes is not a whole number of 4 KiB pages", memory_size));
   }
   // RAM above the 1 GiB MMIO hole ends below the PCI 64-bit BAR window.
-  if (memory_size > kPciMmio64Base - (kHighRamStart - kMmioHoleStart)) {
+  constexpr uint64_t kMaxMemory = kPciMmio64Base - (kHighRamStart - kMmioHoleStart);
+  if (memory_size > kMaxMemory) {
     throw UserError(fmt::format(
         "--memory: {:#x} bytes is more than an x86_64 guest can have (at most {} GiB: RAM ends "
         "below the PCI 64-bit BAR window at {:#x})",
-        memory_size, (kPciMmio64Base - (kHighRamStart - kMmioHoleStart)) / GiB, kPciMmio64Base));
+        memory_size, kMaxMemory / GiB, kPciMmio64Base));
   }
   const uint64_t low = std::min(memory_size, kMmioHoleStart);
   std::vector<RamRange> ram{{0, low}};

@@ -138,11 +138,7 @@ class X86Machine : public Machine {
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return x86::get_regs(vcpu).rip; }
   std::vector<SeccompRule> seccomp_rules(ThreadRole role, const SeccompFds& fds) const override {
-    if (role != ThreadRole::vcpu || fds.vcpu < 0) return {};
-    return {{"ioctl",
-             {SeccompArg::equals(0, static_cast<uint64_t>(fds.vcpu)),
-              SeccompArg::equals(1, KVM_GET_REGS)},
-             "the instruction pointer for fault reports"}};
+    return instruction_pointer_rule(role, fds, KVM_GET_REGS);
   }
 
   // The ACPI fixed-feature power button (PM1 PWRBTN_STS and the SCI): Linux's ACPI button
