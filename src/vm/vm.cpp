@@ -8,6 +8,7 @@
 #include <sys/sysinfo.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -86,6 +87,34 @@ class SlotBarMapper final : public pci::BarMapper {
   MemorySlots* slots_;
 };
 
+// Holds the devices' I/O threads back, before their seccomp filters, until the machine is whole:
+// its rules pin calls to the vCPUs' descriptors (riscv64's KVM_INTERRUPT with the PLIC vmm
+// emulates), which exist only once prepare() made the vCPUs. A VM torn down before that lets
+// them go unfiltered, to exit.
+class StartGate {
+ public:
+  void open(bool proceed) {
+    {
+      std::lock_guard lock(mutex_);
+      if (state_ != State::closed) return;
+      state_ = proceed ? State::open : State::abandoned;
+    }
+    changed_.notify_all();
+  }
+  // True once open(true): go on; false if the VM is going away.
+  bool wait() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return state_ != State::closed; });
+    return state_ == State::open;
+  }
+
+ private:
+  enum class State { closed, open, abandoned };
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  State state_ = State::closed;
+};
+
 uint64_t host_ram() {
   struct sysinfo info {};
   if (::sysinfo(&info) != 0) return UINT64_MAX;
@@ -147,6 +176,8 @@ void validate(const VmConfig& c) {
 
 struct Vm::Impl {
   explicit Impl(const VmConfig& c) : config(c), kvm(c.kvm_device), vm(kvm.create_vm()) {}
+  // Before any member goes: a device's I/O thread still at the gate must not hold up its join.
+  ~Impl() { io_threads_gate->open(false); }
 
   // Declaration order is teardown order reversed: vCPUs stop first, then devices, then the
   // machine (which owns the backends devices write to), the loop and memory last.
@@ -186,6 +217,8 @@ struct Vm::Impl {
   std::vector<PlacedDevice> placed;
   std::vector<uint32_t> pulsed_irqs;  // lines devices and event sources pulse (irqfds)
   bool prepared = false;
+  std::shared_ptr<StartGate> io_threads_gate =
+      std::make_shared<StartGate>();  // opened by prepare()
   std::mutex stop_mutex;
   std::optional<RunResult> result;
 };
@@ -325,8 +358,10 @@ void Vm::add_config_devices() {
         d.memory, d.loop, d.config.name, p.device.index,
         [this] { request_stop(StopReason::quit, "quit from the console"); },
         // A device's I/O thread loads its filter first thing (it starts before the event loop
-        // loads its own, so it inherits none).
-        [this, mode = d.config.seccomp, vm_fd = d.vm.fd(), machine = d.machine_seccomp()] {
+        // loads its own, so it inherits none), once the vCPUs exist (StartGate).
+        [this, mode = d.config.seccomp, vm_fd = d.vm.fd(), machine = d.machine_seccomp(),
+         gate = d.io_threads_gate] {
+          if (!gate->wait()) return;     // the VM went away before it ran: the thread only exits
           char name[16] = "I/O thread";  // IoThread named it (blk-io<N>) before this hook
           pthread_getname_np(pthread_self(), name, sizeof name);
           try {
@@ -612,6 +647,7 @@ void Vm::prepare() {
       d.vm.register_irqfd(fd, d.machine->kvm_irq(number).gsi);
     }
   }
+  d.io_threads_gate->open(true);
   d.prepared = true;
 }
 

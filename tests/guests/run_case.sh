@@ -205,6 +205,10 @@ case $case in
     disks=()
     for i in $(seq 1 17); do truncate -s 4096 "$work/d$i.img"; disks+=(--disk "$work/d$i.img"); done
     check "--disk $work/d17.img: no free interrupt line or device slot left for it (16 virtIO devices at most)" --kernel "$guest" "${disks[@]}"
+    # Refused once a disk's I/O thread exists, which waits for the vCPUs before its filter:
+    # the teardown lets it go (no hang).
+    check "kernel needs 1 MiB of RAM from 0x1000000 (init_size)" --kernel "$guest" --memory 16M --disk "$work/d1.img"
+    check "--vfio 0000:ff:1f.7: no such PCI device on this host" --kernel "$guest" --disk "$work/d1.img" --vfio 0000:ff:1f.7
     check "--console bogus: unknown backend 'bogus'" --kernel "$guest" --console bogus
     check "--net tap=t0,mac=52:54:00:12:34: malformed MAC" --kernel "$guest" --net tap=t0,mac=52:54:00:12:34
     check "MAC 01:00:5e:00:00:01 is a multicast address" --kernel "$guest" --net tap=t0,mac=01:00:5e:00:00:01
@@ -241,7 +245,7 @@ case $case in
       # A vCPU's filter, and so the call, come before its first guest instruction.
       [ "$thread" = vcpu0 ] && [ -s "$out" ] && fail "the guest ran"
     done
-    # A disk's I/O thread loads its own filter when it starts.
+    # A disk's I/O thread loads its own filter when it starts (once the vCPUs exist).
     truncate -s 1M "$work/io.img"
     LIBVMM_SECCOMP_TEST_FORBIDDEN=blk-io0 run --kernel "$guest" --memory 32M --cmdline hello --disk "$work/io.img"
     expect_status 159

@@ -7,8 +7,8 @@
 #               guest's interrupts through the APLIC and IMSICs), virtIO network in a network
 #               namespace (ping, 1 MiB over TCP), SBI SRST shutdown ending vmm with status 0;
 #   console:    --irqchip plic: the initramfs shell on the 16550A both ways through the PLIC vmm
-#               emulates; `reboot` (SRST reset) ends vmm with 0; every thread under its seccomp
-#               filter;
+#               emulates, a disk whose I/O thread interrupts through it; `reboot` (SRST reset)
+#               ends vmm with 0; every thread under its seccomp filter;
 #   virtio:     block (the guest's write checked from the host after exit), console, rng, their
 #               irqfds on the AIA;
 #   system:     examples/simple/simple-riscv64.system as written (AIA, disk, TAP, rng) checked,
@@ -72,11 +72,20 @@ check "poweroff: vmm saw SBI SRST shutdown" grep -qF "guest stopped (power off)"
 # 2. The PLIC vmm emulates (--irqchip plic on an AIA host), and the 16550A both ways: an
 #    interactive shell fed through a FIFO (interrupt-driven input through the PLIC); `reboot`
 #    (SBI SRST reset) ends vmm too.
-start console guest --memory 256M --vcpus 2 --irqchip plic --cmdline "console=ttyS0 quiet"
+#    A disk too: its I/O thread raises a hart's interrupt through the PLIC (KVM_INTERRUPT on
+#    the harts' descriptors only, its filter loaded once the vCPUs exist).
+dd if=/dev/zero of=/tmp/plic.img bs=1M count=2 2>/dev/null
+printf 'PLIC-DISK-PATTERN!' | dd of=/tmp/plic.img conv=notrunc 2>/dev/null
+start console guest --memory 256M --vcpus 2 --irqchip plic --cmdline "console=ttyS0 quiet" \
+  --disk /tmp/plic.img
 check "console: the shell prompt appeared" wait_for /tmp/console.out "guest# " 240
 check "seccomp: every thread of vmm is sandboxed (the default, kill)" sandboxed
 send console 'echo marker-$((6*7))'
 check "console: input reached the guest and ran" wait_for /tmp/console.out "marker-42" 60
+send console 'head -c 18 /dev/vda; echo; echo guest-wrote-plic | dd of=/dev/vda bs=512 seek=8 conv=fsync 2>/dev/null; echo pl""ic-blk-$?'
+check "plic: the disk's I/O thread completed the guest's requests" \
+  wait_for /tmp/console.out "plic-blk-0" 60
+check "plic: ... the guest read the host's pattern" grep -qF "PLIC-DISK-PATTERN!" /tmp/console.out
 # (The quotes keep the echoed command line from matching what it prints.)
 send console 'echo pl""ic-chk-$(grep -c PLIC /proc/interrupts)-ap""lic-$(grep -c APLIC /proc/interrupts)'
 wait_for /tmp/console.out "plic-chk-" 60
@@ -86,6 +95,8 @@ send console 'reboot -f'
 stop
 check "reset: exit status 0 after reboot" [ "$status" -eq 0 ]
 check "reset: vmm saw SBI SRST reset" grep -qF "guest stopped (reset)" /tmp/console.err
+check "plic: the guest's write is in the image" \
+  sh -c 'dd if=/tmp/plic.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-plic'
 
 # 3. virtIO block, console and rng, with the kernel's module drivers loaded by /init.
 dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null

@@ -327,11 +327,8 @@ class Riscv64Machine : public Machine {
     static constexpr std::string_view kPlicReason =
         "the PLIC vmm emulates: a hart's external interrupt raised or lowered by a device's "
         "interrupt, or by the guest's claim and complete";
-    if (role == ThreadRole::io) {
-      // An I/O thread loads its filter before the vCPUs exist: any descriptor.
-      r.push_back({"ioctl", {SeccompArg::equals(1, KVM_INTERRUPT)}, kPlicReason});
-      return r;
-    }
+    // Every role loads its filter once the vCPUs exist (I/O threads wait for it): their
+    // descriptors only.
     std::lock_guard lock(harts_mutex_);
     for (const int hart : harts_) {
       if (hart < 0) continue;
