@@ -4,8 +4,9 @@
 #                       firmware in qemu-data/); aarch64: vmm and bootmark cross-built in
 #                       $LIBVMM_ARM64_BUILD (default build/arm64), QEMU from Debian's
 #                       qemu-system-arm:arm64 and its dependencies, fetched with `apt-get
-#                       download` and unpacked (never installed) in the cache. Sets $qemu (the
-#                       QEMU command and machine, relative to /payload) and $where.
+#                       download` and unpacked (never installed) in the cache; riscv64: see
+#                       boot_payload_riscv64. Sets $qemu (the QEMU command and machine,
+#                       relative to /payload) and $where.
 # shellcheck shell=bash
 boot_payload() {
   local build qemu_root pkgs deb
@@ -18,6 +19,10 @@ boot_payload() {
     cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
     qemu='./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off'
     where="emulated KVM host"
+    return
+  fi
+  if [ "$1" = riscv64 ]; then
+    boot_payload_riscv64
     return
   fi
   build=${LIBVMM_ARM64_BUILD:-$repo/build/arm64}
@@ -43,4 +48,39 @@ boot_payload() {
     payload_binary "$qemu_root/root/usr/bin/qemu-system-aarch64"
   qemu='./qemu-system-aarch64 -M virt,gic-version=3'
   where="emulated arm64 KVM host"
+}
+
+# riscv64: vmm and bootmark cross-built in $LIBVMM_RISCV64_BUILD (default build/riscv64), QEMU
+# from Debian 13's qemu-system-riscv:riscv64 (Debian 12 has no riscv64 port) and its libraries,
+# fetched through tools/install-deps-riscv64's private apt configuration and unpacked (never
+# installed) in the cache. Both VMMs get KVM's in-kernel AIA (QEMU: aia=aplic-imsic).
+boot_payload_riscv64() {
+  local build qemu_root pkgs deb stamp
+  build=${LIBVMM_RISCV64_BUILD:-$repo/build/riscv64}
+  cross_build "$build" --arch riscv64 vmm bootmark
+  qemu_root=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/riscv64-guest-qemu
+  export APT_CONFIG=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/riscv64-apt/apt.conf
+  stamp=$(apt-cache policy qemu-system-riscv 2>/dev/null | awk '/Candidate:/ { print $2 }')
+  [ -n "$stamp" ] || { echo "$prog: trixie has no qemu-system-riscv for riscv64" >&2; exit 1; }
+  if [ "$(cat "$qemu_root/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    echo "$prog: fetching qemu-system-riscv:riscv64 $stamp and its libraries" >&2
+    rm -rf "$qemu_root"
+    mkdir -p "$qemu_root/dl"
+    # Its libraries: the C runtime comes from the sysroot's runtime/ with vmm.
+    pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+        --no-replaces --no-enhances qemu-system-riscv \
+      | grep -E '^(lib|zlib1g)' | sort -u | grep -vE '^(libc6|libgcc-s1|libstdc\+\+6)$')
+    # shellcheck disable=SC2086  # one word a package
+    (cd "$qemu_root/dl" && apt-get download -qq qemu-system-riscv $pkgs >/dev/null)
+    for deb in "$qemu_root"/dl/*.deb; do dpkg-deb -x "$deb" "$qemu_root/root"; done
+    rm -rf "$qemu_root/dl"
+    echo "$stamp" >"$qemu_root/.stamp"
+  fi
+  unset APT_CONFIG
+  payload_new riscv64 "$build/tools/vmm/vmm"
+  payload_binary "$build/bench/bootmark"
+  COPY_BINARY_LIBDIRS=$qemu_root/root/usr/lib/riscv64-linux-gnu:$qemu_root/root/lib/riscv64-linux-gnu \
+    payload_binary "$qemu_root/root/usr/bin/qemu-system-riscv64"
+  qemu='./qemu-system-riscv64 -M virt,aia=aplic-imsic'
+  where="emulated riscv64 KVM host"
 }

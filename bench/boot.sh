@@ -9,17 +9,21 @@
 #     $LIBVMM_ARM64_BUILD, default build/arm64) and QEMU -M virt. QEMU for arm64 comes from
 #     Debian's qemu-system-arm:arm64 and its dependencies, fetched with `apt-get download` and
 #     unpacked (never installed) in the cache.
+#   --arch riscv64 (also bench/boot-riscv64.sh): in the emulated riscv64 host (KVM's in-kernel
+#     AIA), Debian 13's stock riscv64 kernel and images/build-initramfs riscv64 under our
+#     cross-built vmm ($LIBVMM_RISCV64_BUILD, default build/riscv64) and QEMU -M
+#     virt,aia=aplic-imsic from Debian 13's qemu-system-riscv:riscv64, unpacked in the cache.
 # For each VMM, RUNS boots (interleaved) measure, with bench/bootmark:
 #   marker_ms   wall time from starting the VMM to the guest's /init printing its first line
 #   maxrss_kib  the VMM process's peak resident memory until then (guest RAM it touched included)
-# Usage: bench/boot.sh [--arch x86_64|aarch64] [RUNS]   (default 5). Prints a table of medians
-# with min..max, and the vmm/qemu ratio of each interleaved pair; see docs/PERFORMANCE.md.
+# Usage: bench/boot.sh [--arch x86_64|aarch64|riscv64] [RUNS]   (default 5). Prints a table of
+# medians with min..max, and the vmm/qemu ratio of each interleaved pair; see docs/PERFORMANCE.md.
 set -euo pipefail
 arch=x86_64
 if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
 runs=${1:-5}
-[[ $arch =~ ^(x86_64|aarch64)$ && $runs =~ ^[0-9]+$ ]] && [ "$runs" -gt 0 ] \
-  || { echo "usage: bench/boot.sh [--arch x86_64|aarch64] [RUNS]" >&2; exit 2; }
+[[ $arch =~ ^(x86_64|aarch64|riscv64)$ && $runs =~ ^[0-9]+$ ]] && [ "$runs" -gt 0 ] \
+  || { echo "usage: bench/boot.sh [--arch x86_64|aarch64|riscv64] [RUNS]" >&2; exit 2; }
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
