@@ -75,9 +75,6 @@ cp -r /usr/share/alsa/alsa.conf /usr/share/alsa/cards /usr/share/alsa/pcm "$payl
 "$work/wavtool" gen "$payload/in.wav" 48000 1 s16 1000 2
 
 payload_script run.sh <<'EOS'
-# near A B PERCENT: |A - B| <= B * PERCENT / 100
-near() { awk -v a="$1" -v b="$2" -v p="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= b * p / 100) }'; }
-between() { awk -v a="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(a != "" && a >= lo && a <= hi) }'; }
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" "$2" | head -n 1; }
 
 boot wav48k "quiet libvmm.test=sound" --sound wav:/tmp/out48k.wav,in=in.wav

@@ -10,7 +10,8 @@
 #               emulates, a disk whose I/O thread interrupts through it; `reboot` (SRST reset)
 #               ends vmm with 0; every thread under its seccomp filter;
 #   virtio:     block (the guest's write checked from the host after exit), console, rng, their
-#               irqfds on the AIA;
+#               irqfds on the AIA; sound: trixie's aplay plays a tone into --sound wav:, whose
+#               file is measured (format, length, pitch, pace);
 #   system:     examples/simple/simple-riscv64.system as written (AIA, disk, TAP, rng) checked,
 #               then run with its shell on the console: APLIC and IMSIC, vda, eth0, poweroff;
 #   faults:     a tiny Image reading unmapped memory (reported), making an SBI call vmm does
@@ -29,7 +30,18 @@ extra=$work/extra
 mkdir -p "$extra/tests"
 cp "$repo/tests/integration/riscv64/info" "$extra/tests/riscv64info"
 cp "$repo/tests/integration/riscv64/net" "$extra/tests/riscv64net"
+# The sound guest: trixie's riscv64 aplay with its library and ALSA's configuration, the tones,
+# the script (tests/integration/sound/aplay-tone); wavtool measures the host's WAV file.
+alsa=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/riscv64-alsa  # tools/install-deps-riscv64
+mkdir -p "$extra/usr/share/alsa" "$extra/sound"
+COPY_BINARY_LIBDIRS=$alsa/usr/lib/riscv64-linux-gnu extra_binary "$extra" "$alsa/usr/bin/aplay" bin/aplay
+cp -r "$alsa/usr/share/alsa/." "$extra/usr/share/alsa/"
+cc -O2 -o "$work/wavtool" "$repo/tests/integration/sound/wavtool.c" -lm
+"$work/wavtool" gen "$extra/sound/tone48k.wav" 48000 2 s16 440 2
+"$work/wavtool" gen "$extra/sound/blip48k.wav" 48000 2 s16 440 0.01
+cp "$repo/tests/integration/sound/aplay-tone" "$extra/tests/sound"
 payload_new riscv64 "$build/tools/vmm/vmm" --extra "$extra"
+riscv64-linux-gnu-gcc -O2 -static -o "$payload/wavtool" "$repo/tests/integration/sound/wavtool.c" -lm
 riscv64-linux-gnu-as "$repo/tests/integration/riscv64/fault.S" -o "$work/fault.o"
 riscv64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
 cp "$repo/examples/simple/simple-riscv64.system" "$payload/simple.system"
@@ -118,6 +130,12 @@ check "virtio: vdb is read-only in the guest" grep -qF "vdb write refused" /tmp/
 check "virtio: the guest's write is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
 
+# 3b. virtio-snd (trixie's virtio_snd module): the guest's aplay plays the 2 s 440 Hz tone
+#    through --sound wav:, measured in the host's file (payload.sh's tone_checks).
+boot sound "quiet libvmm.test=sound" --sound wav:/tmp/riscv64.wav
+check "sound: exit status 0 (got $status)" [ "$status" -eq 0 ]
+tone_checks /tmp/riscv64.wav /tmp/sound.out /tmp/sound.err
+
 # 4. The example system as written (KVM's AIA, 2 harts, its disk, the TAP of step 1, rng):
 #    checked, then run with its shell on the console (stdio), powered off from there.
 export LIBVMM_GUEST=$PWD
@@ -151,7 +169,7 @@ check "faults: the unimplemented SBI call reported" \
   grep -qF "the guest called SBI extension 0x8000000 function 0" /tmp/fault.err
 check "faults: ... and answered SBI_ERR_NOT_SUPPORTED" sh -c '! grep -qF 0x20001000 /tmp/fault.err'
 check "faults: exit status 0 after SRST" [ "$status" -eq 0 ]
-finish riscv64 /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err /tmp/virtio.out \
+finish riscv64 /tmp/tone.guest /tmp/sound.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err /tmp/virtio.out \
   /tmp/hvc0.out /tmp/hvc0.err /tmp/check.out /tmp/system.out /tmp/system.err /tmp/fault.err
 EOS
 

@@ -19,6 +19,14 @@
 #                                  a seccomp filter (/proc/PID/task/*/status "Seccomp: 2": the
 #                                  default --seccomp=kill)
 #   stop                           waits for that command; sets $status
+#   near A B PERCENT               true if |A - B| <= B * PERCENT / 100
+#   between A LO HI                true if LO <= A <= HI
+#   tone_checks WAV OUT ERR        the checks of a guest that played the 2 s 440 Hz stereo
+#                                  S16_LE 48 kHz tone with tests/integration/sound/aplay-tone
+#                                  through vmm --sound wav:WAV: OUT its console output, ERR
+#                                  vmm's stderr; ./wavtool measures WAV (the file has that
+#                                  format, 2 s within one period, 440 Hz within 1 %; aplay took
+#                                  1.9-2.5 s beyond its own start-up: paced)
 #   bench_guest NAME TEST SECONDS COMMAND...
 #                                  runs the VMM COMMAND (stdout and stderr /tmp/out.NAME) until
 #                                  the guest's /init reports the end of its libvmm.test=TEST, or
@@ -54,6 +62,32 @@ finish() {
 
 guest() {
   ./vmm --kernel "$kernel" --initrd initramfs.cpio.gz "$@"
+}
+
+near() { awk -v a="$1" -v b="$2" -v p="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= b * p / 100) }'; }
+between() { awk -v a="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(a != "" && a >= lo && a <= hi) }'; }
+
+tone_checks() {
+  tr -d '\r' <"$2" >/tmp/tone.guest
+  check "sound: the guest's aplay -l lists the virtio-snd card" \
+    grep -qE "LIBVMM-GUEST: aplay -l: card 0: .*virtio" /tmp/tone.guest
+  check "sound: aplay ran without errors" sh -c '! grep -qE "LIBVMM-GUEST: aplay: " /tmp/tone.guest'
+  ./wavtool info "$1" >/tmp/tone.info 2>&1 || true
+  cat /tmp/tone.info
+  check "sound: the host file is S16_LE 48000 Hz stereo" \
+    grep -qF "format=S16_LE rate=48000 channels=2 " /tmp/tone.info
+  tone_frames=$(sed -n 's/.*frames=\([^ ]*\).*/\1/p' /tmp/tone.info | head -n 1)
+  check "sound: 2 s within one period ($tone_frames frames)" between "$tone_frames" 91200 100800
+  tone_freq=$(sed -n 's/.*freq=\([^ ]*\).*/\1/p' /tmp/tone.info | head -n 1)
+  check "sound: 440 Hz within 1 % ($tone_freq)" near "$tone_freq" 440 1
+  tone_took=$(sed -n 's/^LIBVMM-GUEST: aplay took \([0-9]*\) cs, .*/\1/p' /tmp/tone.guest)
+  tone_blip=$(sed -n 's/^LIBVMM-GUEST: aplay took .*, of 10 ms \([0-9]*\) cs$/\1/p' /tmp/tone.guest)
+  tone_net=$((${tone_took:-0} - ${tone_blip:-0} + 1))
+  echo "guest aplay wall time: ${tone_took:-?} cs for 2 s, ${tone_blip:-?} cs for 10 ms: $tone_net cs playing"
+  check "sound: the guest's aplay took 1.9-2.5 s beyond its start-up ($tone_net cs)" \
+    between "$tone_net" 190 250
+  check "sound: vmm logged its counters at the end" \
+    grep -qE "virtio-snd \(wav .*\): [0-9]+ frames played, [0-9]+ underruns" "$3"
 }
 
 boot() {
