@@ -1,15 +1,15 @@
-# Sourced by bench/boot.sh and bench/exits.sh (after tests/integration/lib/host.sh): builds what
-# a boot comparison needs and starts the payload for it.
+# Sourced by bench/boot.sh, bench/exits.sh and bench/distro-boot.sh (after
+# tests/integration/lib/host.sh): builds what a boot comparison needs and starts the payload.
 #   boot_payload ARCH   x86_64: build/gcc's vmm and bootmark, QEMU from this machine (microvm
 #                       firmware in qemu-data/); aarch64: vmm and bootmark cross-built in
-#                       $LIBVMM_ARM64_BUILD (default build/arm64), QEMU from Debian's
-#                       qemu-system-arm:arm64 and its dependencies, fetched with `apt-get
-#                       download` and unpacked (never installed) in the cache; riscv64: see
-#                       boot_payload_riscv64. Sets $qemu (the QEMU command and machine,
-#                       relative to /payload) and $where.
+#                       $LIBVMM_ARM64_BUILD (default build/arm64), QEMU for arm64
+#                       (arm64_qemu_root); riscv64: the same from $LIBVMM_RISCV64_BUILD
+#                       (default build/riscv64) and riscv64_qemu_root, both VMMs on KVM's
+#                       AIA. Sets $qemu (the QEMU command and machine, relative to /payload)
+#                       and $where.
 # shellcheck shell=bash
 boot_payload() {
-  local build qemu_root pkgs deb
+  local build qemu_root triplet
   if [ "$1" = x86_64 ]; then
     native_build
     build=$repo/build/gcc
@@ -22,11 +22,32 @@ boot_payload() {
     return
   fi
   if [ "$1" = riscv64 ]; then
-    boot_payload_riscv64
-    return
+    build=${LIBVMM_RISCV64_BUILD:-$repo/build/riscv64}
+    cross_build "$build" --arch riscv64 vmm bootmark
+    qemu_root=$(riscv64_qemu_root)
+    qemu='./qemu-system-riscv64 -M virt,aia=aplic-imsic'
+    where="emulated riscv64 KVM host"
+    triplet=riscv64-linux-gnu
+  else
+    build=${LIBVMM_ARM64_BUILD:-$repo/build/arm64}
+    cross_build "$build" vmm bootmark
+    qemu_root=$(arm64_qemu_root)
+    qemu='./qemu-system-aarch64 -M virt,gic-version=3'
+    where="emulated arm64 KVM host"
+    triplet=aarch64-linux-gnu
   fi
-  build=${LIBVMM_ARM64_BUILD:-$repo/build/arm64}
-  cross_build "$build" vmm bootmark
+  payload_new "$1" "$build/tools/vmm/vmm"
+  payload_binary "$build/bench/bootmark"
+  COPY_BINARY_LIBDIRS=$qemu_root/root/usr/lib/$triplet:$qemu_root/root/lib/$triplet \
+    payload_binary "$qemu_root/root/usr/bin/qemu-system-$1"
+}
+
+# The folder of QEMU for arm64: Debian's qemu-system-arm:arm64 and its dependencies, fetched
+# with `apt-get download` and unpacked (never installed) in the cache on first use; its binary
+# is root/usr/bin/qemu-system-aarch64, its libraries in root/usr/lib/aarch64-linux-gnu and
+# root/lib/aarch64-linux-gnu.
+arm64_qemu_root() {
+  local qemu_root pkgs deb
   qemu_root=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/arm64-qemu
   if [ ! -x "$qemu_root/root/usr/bin/qemu-system-aarch64" ]; then
     echo "$prog: fetching qemu-system-arm:arm64 and its libraries" >&2
@@ -38,26 +59,19 @@ boot_payload() {
       | grep -E '^[a-z0-9].*:arm64$' | sort -u \
       | grep -vE '^(libc6|libgcc-s1|libstdc\+\+6|debconf|perl-base|dpkg|tar|coreutils|init-system-helpers|adduser|passwd|libpam|lsb-base|sensible-utils|base-files|util-linux|mount|systemd|libsystemd0|libcrypt1)')
     # shellcheck disable=SC2086  # one word a package
-    (cd "$qemu_root/dl" && apt-get download -qq -o APT::Sandbox::User=root $pkgs)
+    (cd "$qemu_root/dl" && apt-get download -qq -o APT::Sandbox::User=root $pkgs >&2)
     for deb in "$qemu_root"/dl/*.deb; do dpkg-deb -x "$deb" "$qemu_root/root"; done
     rm -rf "$qemu_root/dl"
   fi
-  payload_new aarch64 "$build/tools/vmm/vmm"
-  payload_binary "$build/bench/bootmark"
-  COPY_BINARY_LIBDIRS=$qemu_root/root/usr/lib/aarch64-linux-gnu:$qemu_root/root/lib/aarch64-linux-gnu \
-    payload_binary "$qemu_root/root/usr/bin/qemu-system-aarch64"
-  qemu='./qemu-system-aarch64 -M virt,gic-version=3'
-  where="emulated arm64 KVM host"
+  echo "$qemu_root"
 }
 
-# riscv64: vmm and bootmark cross-built in $LIBVMM_RISCV64_BUILD (default build/riscv64), QEMU
-# from Debian 13's qemu-system-riscv:riscv64 (Debian 12 has no riscv64 port) and its libraries,
-# fetched through tools/install-deps-riscv64's private apt configuration and unpacked (never
-# installed) in the cache. Both VMMs get KVM's in-kernel AIA (QEMU: aia=aplic-imsic).
-boot_payload_riscv64() {
-  local build qemu_root pkgs deb stamp
-  build=${LIBVMM_RISCV64_BUILD:-$repo/build/riscv64}
-  cross_build "$build" --arch riscv64 vmm bootmark
+# The folder of QEMU for riscv64: Debian 13's qemu-system-riscv:riscv64 (Debian 12 has no
+# riscv64 port) and its libraries, fetched through tools/install-deps-riscv64's private apt
+# configuration and unpacked (never installed) in the cache, again when trixie's version
+# changes; laid out as arm64_qemu_root's. Its C runtime is the sysroot's, copied with vmm.
+riscv64_qemu_root() {
+  local qemu_root pkgs deb stamp
   qemu_root=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/riscv64-guest-qemu
   export APT_CONFIG=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/riscv64-apt/apt.conf
   stamp=$(apt-cache policy qemu-system-riscv 2>/dev/null | awk '/Candidate:/ { print $2 }')
@@ -66,7 +80,6 @@ boot_payload_riscv64() {
     echo "$prog: fetching qemu-system-riscv:riscv64 $stamp and its libraries" >&2
     rm -rf "$qemu_root"
     mkdir -p "$qemu_root/dl"
-    # Its libraries: the C runtime comes from the sysroot's runtime/ with vmm.
     pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
         --no-replaces --no-enhances qemu-system-riscv \
       | grep -E '^(lib|zlib1g)' | sort -u | grep -vE '^(libc6|libgcc-s1|libstdc\+\+6)$')
@@ -76,11 +89,5 @@ boot_payload_riscv64() {
     rm -rf "$qemu_root/dl"
     echo "$stamp" >"$qemu_root/.stamp"
   fi
-  unset APT_CONFIG
-  payload_new riscv64 "$build/tools/vmm/vmm"
-  payload_binary "$build/bench/bootmark"
-  COPY_BINARY_LIBDIRS=$qemu_root/root/usr/lib/riscv64-linux-gnu:$qemu_root/root/lib/riscv64-linux-gnu \
-    payload_binary "$qemu_root/root/usr/bin/qemu-system-riscv64"
-  qemu='./qemu-system-riscv64 -M virt,aia=aplic-imsic'
-  where="emulated riscv64 KVM host"
+  echo "$qemu_root"
 }

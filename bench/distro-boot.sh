@@ -1,52 +1,69 @@
 #!/usr/bin/env bash
-# Debian boot benchmark (issue 14): the systemd root file system of images/build-rootfs x86_64
-# with Debian's own kernel and initrd, under our vmm and under QEMU -M microvm (ACPI on: its
-# DSDT describes virtio-mmio as ours does), in one emulated KVM host run, interleaved.
+# Debian boot benchmark (issue 14): the systemd root file system of images/build-rootfs ARCH
+# with Debian's own kernel and initrd, under our vmm and under QEMU, in one emulated KVM host
+# run, interleaved:
+#   x86_64 (default): QEMU -M microvm with ACPI on (its DSDT describes virtio-mmio as ours does);
+#   --arch aarch64: in the emulated arm64 host (GICv3), our cross-built vmm
+#     ($LIBVMM_ARM64_BUILD, default build/arm64) and QEMU -M virt,gic-version=3 (Debian's
+#     qemu-system-arm:arm64, unpacked in the cache: bench/boot-setup.sh).
 # Same image (the emulated host's /dev/vda, a sparse copy of the cached image), kernel, initrd,
 # command line, 512 MiB, 1 vCPU, a virtIO disk and entropy device, the serial console.
 # Each boot: the VMM starts; the serial console shows root's automatic login; then
 # `systemd-analyze time` and `poweroff` are typed. Per VMM and round:
 #   login_ms     wall time from starting the VMM to the shell prompt after the autologin
-#   kernel_ms, initrd_ms, userspace_ms   systemd-analyze's split of the boot
+#   kernel_ms, initrd_ms, userspace_ms   systemd-analyze's split of the boot (initrd: only
+#                with a systemd initrd; Debian's initramfs-tools one counts as kernel time)
 #   exits        KVM's exit counter (debugfs /sys/kernel/debug/kvm/exits, the one live VM)
 #                from start to the prompt: a figure that does not depend on how busy the
 #                machine is
-# Usage: bench/distro-boot.sh [ROUNDS]   (default 3). Prints medians with min..max; see
-# docs/PERFORMANCE.md. VMM=PATH benchmarks that vmm binary instead of building build/gcc.
-# Status: first run in session 7 (1 round, machine at load 17): it found three bugs, fixed since
-# and not rerun (busybox's date has no %N: login_ms was 0; the answers were matched anchored;
-# systemd's 90 s device timeout under load); our vmm's boot counted 87198 VM exits to the
-# prompt, QEMU's boot did not finish within the 1800 s timeout. No table yet.
+# Usage: bench/distro-boot.sh [--arch x86_64|aarch64] [ROUNDS]   (default 3). Prints medians
+# with min..max; see docs/PERFORMANCE.md. VMM=PATH benchmarks that vmm binary (built for ARCH)
+# instead of building one.
 set -euo pipefail
+arch=x86_64
+if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
 rounds=${1:-3}
-[[ $rounds =~ ^[0-9]+$ ]] && [ "$rounds" -gt 0 ] || { echo "usage: bench/distro-boot.sh [ROUNDS]" >&2; exit 2; }
+[[ $arch =~ ^(x86_64|aarch64)$ && $rounds =~ ^[0-9]+$ ]] && [ "$rounds" -gt 0 ] \
+  || { echo "usage: bench/distro-boot.sh [--arch x86_64|aarch64] [ROUNDS]" >&2; exit 2; }
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
+# shellcheck source=bench/boot-setup.sh
+. "$repo/bench/boot-setup.sh"
 cd "$repo"
 if [ -n "${VMM:-}" ]; then
   [ -x "$VMM" ] || { echo "$prog: VMM=$VMM is not an executable file" >&2; exit 2; }
   vmm=$VMM
-else
+elif [ "$arch" = x86_64 ]; then
   native_build
   vmm=$repo/build/gcc/tools/vmm/vmm
+else
+  cross_build "${LIBVMM_ARM64_BUILD:-$repo/build/arm64}" vmm
+  vmm=${LIBVMM_ARM64_BUILD:-$repo/build/arm64}/tools/vmm/vmm
 fi
 
-mapfile -t rootfs < <("$repo/images/build-rootfs" x86_64)
-[ ${#rootfs[@]} -eq 3 ] || { echo "$prog: images/build-rootfs x86_64 failed" >&2; exit 1; }
+mapfile -t rootfs < <("$repo/images/build-rootfs" "$arch")
+[ ${#rootfs[@]} -eq 3 ] || { echo "$prog: images/build-rootfs $arch failed" >&2; exit 1; }
 cp --sparse=always "${rootfs[0]}" "$work/rootfs.img"
 
-payload_new x86_64
-payload_binary "$vmm" /usr/bin/qemu-system-x86_64
+payload_new "$arch"
+payload_binary "$vmm"
 [ -x "$payload/vmm" ] || mv "$payload/$(basename "$vmm")" "$payload/vmm"
-mkdir -p "$payload/qemu-data"
-cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
+if [ "$arch" = x86_64 ]; then
+  payload_binary /usr/bin/qemu-system-x86_64
+  mkdir -p "$payload/qemu-data"
+  cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
+else
+  qemu_root=$(arm64_qemu_root)
+  COPY_BINARY_LIBDIRS=$qemu_root/root/usr/lib/aarch64-linux-gnu:$qemu_root/root/lib/aarch64-linux-gnu \
+    payload_binary "$qemu_root/root/usr/bin/qemu-system-aarch64"
+fi
 cp "${rootfs[1]}" "$payload/vmlinuz"
 cp "${rootfs[2]}" "$payload/initrd.img"
 
 payload_script run.sh rounds="$rounds" <<'EOS'
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
 # (The start timeout: as in tests/integration/linux_rootfs.sh, for a busy machine.)
-cmdline="root=/dev/vda ro console=ttyS0 quiet systemd.default_timeout_start_sec=900"
+cmdline="root=/dev/vda ro console=$console quiet systemd.default_timeout_start_sec=900"
 # Milliseconds since the emulated host booted (busybox's date has no %N; /proc/uptime has
 # hundredths: "123.45"; the fraction without its leading zero, which ash would read as octal).
 ms() { read -r up _ </proc/uptime; frac=${up#*.}; echo $((${up%.*} * 1000 + ${frac#0} * 10)); }
@@ -56,6 +73,7 @@ answer() { tr -d '\r' <"/tmp/$1.out" | sed -n "s/.*LIBVMM-$2: //p" | tail -n 1; 
 measure() {
   name=$1; shift
   t0=$(ms)
+  : >"/tmp/$name.out"  # (start's redirection may come after wait_for's first look)
   start "$name" "$@"
   if ! wait_for "/tmp/$name.out" "root@debian" 900; then
     echo "$name login_ms=-1"; kill "$pid"; stop; return
@@ -66,8 +84,8 @@ measure() {
   wait_for "/tmp/$name.out" "LIBVMM-T: " 600 || true
   times=$(answer "$name" T)  # "Startup finished in 2.1s (kernel) + 3.2s (initrd) + 10.5s (userspace) = ..."
   send "$name" 'poweroff'
-  i=0
-  while kill -0 "$pid" 2>/dev/null && [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done
+  waited=0
+  while kill -0 "$pid" 2>/dev/null && [ $waited -lt 120 ]; do sleep 1; waited=$((waited + 1)); done
   kill "$pid" 2>/dev/null
   stop
   echo "$name login_ms=$login exits=$exits $(echo "$times" | awk '
@@ -76,19 +94,27 @@ measure() {
     { for (i = 1; i <= NF; i++) if ($i ~ /^\((kernel|initrd|userspace)\)$/) {
         k = $i; gsub(/[()]/, "", k); printf "%s_ms=%d ", k, ms($(i - 1)) } }')"
 }
-i=0
-while [ $i -lt "$rounds" ]; do
+# (Not $i: payload.sh's wait_for counts with it.)
+round=0
+while [ $round -lt "$rounds" ]; do
   measure vmm ./vmm --kernel vmlinuz --initrd initrd.img --memory 512M --cmdline "$cmdline" \
     --disk /dev/vda --rng
-  measure qemu ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=on,rtc=on -accel kvm -cpu host \
+  if [ -x ./qemu-system-x86_64 ]; then
+    set -- ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=on,rtc=on
+  else
+    set -- ./qemu-system-aarch64 -M virt,gic-version=3
+  fi
+  measure qemu "$@" -accel kvm -cpu host \
     -m 512M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive file=/dev/vda,if=none,id=root,format=raw,cache=none -device virtio-blk-device,drive=root \
     -device virtio-rng-device -kernel vmlinuz -initrd initrd.img -append "$cmdline"
-  i=$((i + 1))
+  round=$((round + 1))
 done
 EOS
 collect '^(vmm|qemu) login_ms=' --disk "$work/rootfs.img" --timeout $((rounds * 1800))
 need_results '^(vmm|qemu) login_ms=[0-9]'
+echo "Each boot (round by round):"
+sed 's/^/  /' "$work/results"
 
 # Median with min..max of NAME's values on VMM's lines.
 stat() {
@@ -98,7 +124,7 @@ stat() {
         m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
         printf "%d (%d..%d)", m, a[1], a[NR] }'
 }
-echo "Debian 12 boot to the login shell ($rounds rounds, emulated KVM host, 512 MiB, 1 vCPU;"
+echo "Debian 12 boot to the login shell ($rounds rounds, emulated $arch KVM host, 512 MiB, 1 vCPU;"
 echo "median (min..max))"
 printf '%-6s %-24s %-24s %-24s %-24s %-24s\n' VMM "login ms" "kernel ms" "initrd ms" \
   "userspace ms" "VM exits"

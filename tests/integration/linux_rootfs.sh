@@ -17,7 +17,8 @@
 # RAM is a memfd (4 KiB pages, no THP), which makes nested paging under the emulated host's TCG
 # so slow that the host's soft-lockup detector fires.
 # After each x86_64 boot `e2fsck -fn` finds the file system clean and the file is there (in the
-# emulated host); on both architectures again on this machine after the emulated host's run.
+# emulated host; the arm64 one has busybox only); on both architectures again on this machine
+# after the emulated host's run.
 # The image is the emulated host's own virtIO disk (emuhost --disk), a sparse copy of the cached
 # one, passed through to the guest as /dev/vda.
 # Usage: linux_rootfs.sh x86_64 VMM | linux_rootfs.sh aarch64 CROSS_BUILD_DIR
@@ -97,6 +98,11 @@ wait_vmm() {
   done
   return 1
 }
+# What vmm says when the guest has powered off.
+case $console in
+  ttyAMA0) powered_off='guest stopped (power off)' ;;  # PSCI SYSTEM_OFF
+  *) powered_off='the guest powered off (ACPI S5)' ;;
+esac
 fsck_clean() {
   ./e2fsck -fn /dev/vda >"/tmp/fsck.$1" 2>&1
 }
@@ -104,7 +110,7 @@ file_there() {
   ./debugfs -R "cat /root/libvmm-test" /dev/vda 2>/dev/null | grep -qx "written by $1"
 }
 
-# Boot 1: login, checks, poweroff (aarch64: the power key).
+# Boot 1: login, checks, systemctl poweroff.
 debian boot1
 wait_vmm /tmp/boot1.out "root@debian" 1200
 echo "boot 1: shell prompt after $(($(date +%s) - started)) s"
@@ -142,39 +148,34 @@ guest_clock=$(answer boot1 DONE)
 host_clock=$(date +%s)
 check "boot 1: the guest's clock is the host's (guest $guest_clock, host $host_clock)" \
   sh -c "[ -n '$guest_clock' ] && [ $((host_clock - ${guest_clock:-0})) -ge 0 ] && [ $((host_clock - ${guest_clock:-0})) -lt 120 ]"
-if [ ! -x ./e2fsck ]; then
-  # aarch64: SIGTERM -> the power key -> systemd-logind powers off; e2fsck runs on the machine
-  # outside the emulated host.
-  sent=$(date +%s)
-  kill -TERM "$pid"
-  stop
-  echo "boot 1: power key to exit took $(($(date +%s) - sent)) s"
-  check "boot 1: vmm pressed the guest's power key" grep -qF "pressed the guest's power button" /tmp/boot1.err
-  check "boot 1: the guest powered off (PSCI SYSTEM_OFF) with status 0 (got $status)" \
-    sh -c "[ $status -eq 0 ] && grep -qF 'guest stopped (power off)' /tmp/boot1.err"
-  finish linux_rootfs /tmp/boot1.out /tmp/boot1.err
-  exit
-fi
 sent=$(date +%s)
 ask boot1 'systemctl poweroff'
 stop
 echo "boot 1: systemctl poweroff took $(($(date +%s) - sent)) s"
 check "boot 1: systemctl poweroff ends vmm with status 0 (got $status)" \
-  sh -c "[ $status -eq 0 ] && grep -qF 'the guest powered off (ACPI S5)' /tmp/boot1.err"
-check "boot 1: e2fsck -fn finds the file system clean" fsck_clean boot1
-check "boot 1: the file written in the guest is there" file_there boot1
+  sh -c "[ $status -eq 0 ] && grep -qF '$powered_off' /tmp/boot1.err"
+if [ -x ./e2fsck ]; then
+  check "boot 1: e2fsck -fn finds the file system clean" fsck_clean boot1
+  check "boot 1: the file written in the guest is there" file_there boot1
+fi
 
 # examples/debian/debian.system describes this machine.
-mkdir -p /tmp/debian
-ln -s /payload/vmlinuz /payload/initrd.img /tmp/debian/
-ln -s /dev/vda /tmp/debian/rootfs.img
-check "examples/debian/debian.system: vmm check accepts it" \
-  sh -c "LIBVMM_DEBIAN=/tmp/debian ./vmm check debian.system >/tmp/check.out 2>&1 && grep -q 'virtio-blk vda' /tmp/check.out && grep -q 'virtio-rng' /tmp/check.out"
+if [ -f debian.system ]; then
+  mkdir -p /tmp/debian
+  ln -s /payload/vmlinuz /payload/initrd.img /tmp/debian/
+  ln -s /dev/vda /tmp/debian/rootfs.img
+  check "examples/debian/debian.system: vmm check accepts it" \
+    sh -c "LIBVMM_DEBIAN=/tmp/debian ./vmm check debian.system >/tmp/check.out 2>&1 && grep -q 'virtio-blk vda' /tmp/check.out && grep -q 'virtio-rng' /tmp/check.out"
+fi
 
-# Boot 2: SIGTERM -> the ACPI power button -> systemd-logind powers off.
+# Boot 2: SIGTERM -> the power button (x86_64: ACPI; aarch64: the PL061 power key) ->
+# systemd-logind powers off. First what boot 1 left: its file, and (where the emulated host has
+# no e2fsck) no journal recovery, neither by the kernel's mount nor by the initrd's fsck: boot
+# 1 unmounted it cleanly.
 debian boot2
 wait_vmm /tmp/boot2.out "root@debian" 900
 echo "boot 2: shell prompt after $(($(date +%s) - started)) s"
+ask boot2 'echo LIBVMM""-BOOT1: $(cat /root/libvmm-test), recoveries $(dmesg | grep -c "EXT4-fs (vda): recovery complete") $(cat /run/initramfs/fsck.log 2>/dev/null | grep -c "recovering journal")'
 ask boot2 'echo "written by boot2" >/root/libvmm-test; sync'
 ask boot2 'echo LIBVMM""-STATE: $(systemctl is-system-running --wait)'
 wait_vmm /tmp/boot2.out "LIBVMM-STATE: " 600
@@ -182,11 +183,15 @@ sent=$(date +%s)
 kill -TERM "$pid"
 stop
 echo "boot 2: power button to exit took $(($(date +%s) - sent)) s"
+check "boot 2: boot 1's file, and no journal recovery ($(answer boot2 BOOT1))" \
+  [ "$(answer boot2 BOOT1)" = "written by boot1, recoveries 0 0" ]
 check "boot 2: vmm pressed the guest's power button" grep -qF "pressed the guest's power button" /tmp/boot2.err
-check "boot 2: the guest powered off (ACPI S5) with status 0 (got $status)" \
-  sh -c "[ $status -eq 0 ] && grep -qF 'the guest powered off (ACPI S5)' /tmp/boot2.err"
-check "boot 2: e2fsck -fn finds the file system clean" fsck_clean boot2
-check "boot 2: the file written in the guest is there" file_there boot2
+check "boot 2: the guest powered off with status 0 (got $status)" \
+  sh -c "[ $status -eq 0 ] && grep -qF '$powered_off' /tmp/boot2.err"
+if [ -x ./e2fsck ]; then
+  check "boot 2: e2fsck -fn finds the file system clean" fsck_clean boot2
+  check "boot 2: the file written in the guest is there" file_there boot2
+fi
 
 finish linux_rootfs /tmp/check.out /tmp/boot1.out /tmp/boot1.err /tmp/fsck.boot1 /tmp/boot2.out /tmp/boot2.err /tmp/fsck.boot2
 EOS
@@ -205,7 +210,7 @@ else
   exit 1
 fi
 written=$(debugfs -R "cat /root/libvmm-test" "$work/rootfs.img" 2>/dev/null) || true
-if [ "$written" = "written by boot$([ "$arch" = x86_64 ] && echo 2 || echo 1)" ]; then
+if [ "$written" = "written by boot2" ]; then
   echo "PASS: the file the guest wrote last is in the image"
 else
   echo "FAIL: the file the guest wrote last is in the image (got '$written')"
