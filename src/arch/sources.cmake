@@ -5,4 +5,5 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/machine_options.cpp
   ${CMAKE_CURRENT_LIST_DIR}/board.cpp
   ${CMAKE_CURRENT_LIST_DIR}/device_tree_options.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/dtb_boot.cpp
 )

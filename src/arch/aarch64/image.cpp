@@ -119,12 +119,7 @@ namespace {
 
 [[noreturn]] void ram_too_small(const ArmImage& image, uint64_t ram_size, uint64_t initrd_size,
                                 uint64_t needed) {
-  throw UserError(fmt::format(
-      "--memory: {} of RAM cannot hold the kernel {} ({} with bss){} and the device tree; "
-      "give it at least {}",
-      format_size(ram_size), image.path, format_size(image.image_size),
-      initrd_size == 0 ? std::string{} : fmt::format(", the initrd ({})", format_size(initrd_size)),
-      format_size(needed)));
+  throw_ram_too_small(image.path, image.image_size, ram_size, initrd_size, needed);
 }
 
 // The highest 8-byte aligned place below `limit` for `size` bytes that does not cross a
@@ -174,60 +169,16 @@ ArmBootPlan plan_arm64_boot(const ArmImage& image, uint64_t ram_base, uint64_t r
   plan.dtb = {place_dtb(window_end, dtb_size), dtb_size};
   if (plan.dtb.gpa < plan.kernel.end()) ram_too_small(image, ram_size, initrd_size, needed);
 
-  if (initrd_size != 0) {
-    if (initrd_size > plan.dtb.gpa - plan.kernel.end()) {
-      ram_too_small(image, ram_size, initrd_size, needed);
-    }
-    const uint64_t gpa = align_down(plan.dtb.gpa - initrd_size, kInitrdAlign);
-    if (gpa < plan.kernel.end()) ram_too_small(image, ram_size, initrd_size, needed);
-    plan.initrd = {gpa, initrd_size};
-  }
+  const auto initrd =
+      place_initrd_below(plan.dtb.gpa, plan.kernel.end(), initrd_size, kInitrdAlign);
+  if (!initrd) ram_too_small(image, ram_size, initrd_size, needed);
+  plan.initrd = *initrd;
   return plan;
 }
 
-namespace {
-
-void write_guest(const GuestMemory& memory, uint64_t gpa, std::span<const uint8_t> bytes,
-                 const char* what) {
-  if (!memory.write(gpa, bytes.data(), bytes.size())) {
-    throw std::runtime_error(fmt::format(
-        "arm64 boot: cannot write the {} ({:#x} bytes at {:#x}): not writable guest RAM", what,
-        bytes.size(), gpa));
-  }
-}
-
-}  // namespace
-
 ArmBootInfo load_arm64(const GuestMemory& memory, const ArmImage& image, const ArmBootPlan& plan,
                        std::span<const uint8_t> initrd, std::span<const uint8_t> dtb) {
-  if (initrd.size() != plan.initrd.size) {
-    throw std::invalid_argument(
-        fmt::format("arm64 boot: initrd is {:#x} bytes, the plan has room for {:#x}", initrd.size(),
-                    plan.initrd.size));
-  }
-  if (dtb.empty() || dtb.size() > plan.dtb.size) {
-    throw std::invalid_argument(fmt::format(
-        "arm64 boot: dtb is {:#x} bytes, the plan has room for {:#x}", dtb.size(), plan.dtb.size));
-  }
-  if (image.bytes.size() > plan.kernel.size) {
-    throw std::invalid_argument("arm64 boot: the plan was made for another Image");
-  }
-  // The whole image_size must be RAM: the kernel clears its bss there.
-  if (!memory.contains(plan.kernel.gpa, plan.kernel.size)) {
-    throw std::runtime_error(fmt::format("arm64 boot: kernel range [{:#x}, {:#x}) is not guest RAM",
-                                         plan.kernel.gpa, plan.kernel.end()));
-  }
-  write_guest(memory, plan.kernel.gpa, image.bytes, "kernel");
-  if (!initrd.empty()) write_guest(memory, plan.initrd.gpa, initrd, "initrd");
-  write_guest(memory, plan.dtb.gpa, dtb, "device tree");
-
-  ArmBootInfo info;
-  info.entry_gpa = plan.entry_gpa;
-  info.dtb_gpa = plan.dtb.gpa;
-  info.kernel = {plan.kernel.gpa, image.bytes.size()};
-  info.initrd = plan.initrd;
-  info.dtb = {plan.dtb.gpa, dtb.size()};
-  return info;
+  return load_dtb_boot(memory, "arm64", image.bytes, plan, initrd, dtb);
 }
 
 }  // namespace libvmm::aarch64

@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 
+#include "libvmm/arch/dtb_boot.hpp"
 #include "libvmm/core/guest_memory.hpp"
 
 namespace libvmm::aarch64 {
@@ -23,13 +24,7 @@ constexpr uint64_t kInitrdAlign = 4 * KiB;
 constexpr uint64_t kInitrdWindowAlign = 1 * GiB;  // initrd and kernel share one 1 GiB-aligned
 constexpr uint64_t kInitrdWindowSize = 32 * GiB;  // window of at most 32 GiB
 
-// A range of guest-physical addresses.
-struct GpaRange {
-  uint64_t gpa = 0;
-  uint64_t size = 0;
-  uint64_t end() const { return gpa + size; }  // exclusive
-  bool operator==(const GpaRange&) const = default;
-};
+using libvmm::GpaRange;
 
 // Header flags, bits 1-2: the kernel's page size (informational; KVM supports all three).
 enum class ArmPageSize : uint8_t { unspecified = 0, k4K = 1, k16K = 2, k64K = 3 };
@@ -56,12 +51,10 @@ ArmImage parse_arm64_image(std::span<const uint8_t> file, const std::string& pat
 //   dtb:    the start of the highest 2 MiB block inside the initrd window, which it has alone
 //           (8-byte aligned, never crossing a 2 MiB boundary);
 //   initrd: just below the dtb block, 4 KiB aligned, above the kernel's image_size.
-struct ArmBootPlan {
+// (kernel.gpa = kernel_base + text_offset; dtb.gpa goes in x0, dtb.size is the room reserved,
+// <= 2 MiB.)
+struct ArmBootPlan : DtbBootPlan {
   uint64_t kernel_base = 0;  // 2 MiB aligned
-  GpaRange kernel;           // gpa = kernel_base + text_offset; size = image_size (incl. bss)
-  uint64_t entry_gpa = 0;    // pc
-  GpaRange initrd;           // size 0 without an initrd
-  GpaRange dtb;              // gpa = x0; size = the room reserved (<= 2 MiB)
 };
 
 // Throws UserError naming --memory when the RAM cannot hold kernel, initrd and dtb, and
@@ -69,14 +62,8 @@ struct ArmBootPlan {
 ArmBootPlan plan_arm64_boot(const ArmImage& image, uint64_t ram_base, uint64_t ram_size,
                             uint64_t initrd_size, uint64_t dtb_max_size = kDtbMaxSize);
 
-// What went where (for the vCPU setup and logs).
-struct ArmBootInfo {
-  uint64_t entry_gpa = 0;  // pc
-  uint64_t dtb_gpa = 0;    // x0
-  GpaRange kernel;         // the file bytes as copied
-  GpaRange initrd;         // as copied; size 0 without an initrd
-  GpaRange dtb;            // as copied
-};
+// What went where (for the vCPU setup and logs); dtb_gpa goes in x0.
+using ArmBootInfo = DtbBootInfo;
 
 // Copies the Image, the initrd (may be empty) and the dtb into `memory` as `plan` says.
 // `initrd.size()` must equal plan.initrd.size and `dtb.size()` must be <= plan.dtb.size (the

@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 
+#include "libvmm/arch/dtb_boot.hpp"
 #include "libvmm/core/guest_memory.hpp"
 
 namespace libvmm::riscv64 {
@@ -22,13 +23,7 @@ constexpr uint64_t kDtbMaxSize = 2 * MiB;       // the kernel maps at most 2 MiB
 constexpr uint64_t kDtbAlign = 8;
 constexpr uint64_t kInitrdAlign = 4 * KiB;
 
-// A range of guest-physical addresses.
-struct GpaRange {
-  uint64_t gpa = 0;
-  uint64_t size = 0;
-  uint64_t end() const { return gpa + size; }  // exclusive
-  bool operator==(const GpaRange&) const = default;
-};
+using libvmm::GpaRange;
 
 // A validated little-endian riscv64 Image. Refers to the file's bytes, which must outlive it.
 struct RiscvImage {
@@ -50,26 +45,16 @@ RiscvImage parse_riscv64_image(std::span<const uint8_t> file, const std::string&
 //   kernel: at the lowest 2 MiB aligned base in RAM + text_offset (entry = its first byte);
 //   dtb:    the start of the highest 2 MiB block of RAM, which it has alone (8-byte aligned);
 //   initrd: just below the dtb block, 4 KiB aligned, above the kernel's image_size.
-struct RiscvBootPlan {
-  GpaRange kernel;         // size = image_size (incl. bss)
-  uint64_t entry_gpa = 0;  // pc
-  GpaRange initrd;         // size 0 without an initrd
-  GpaRange dtb;            // gpa = a1; size = the room reserved (<= 2 MiB)
-};
+// (dtb.gpa goes in a1; dtb.size is the room reserved, <= 2 MiB.)
+using RiscvBootPlan = DtbBootPlan;
 
 // Throws UserError naming --memory when the RAM cannot hold kernel, initrd and dtb.
 // `dtb_max_size` must be in (0, kDtbMaxSize].
 RiscvBootPlan plan_riscv64_boot(const RiscvImage& image, uint64_t ram_base, uint64_t ram_size,
                                 uint64_t initrd_size, uint64_t dtb_max_size = kDtbMaxSize);
 
-// What went where (for the vCPU setup and logs).
-struct RiscvBootInfo {
-  uint64_t entry_gpa = 0;  // pc
-  uint64_t dtb_gpa = 0;    // a1
-  GpaRange kernel;         // the file bytes as copied
-  GpaRange initrd;         // as copied; size 0 without an initrd
-  GpaRange dtb;            // as copied
-};
+// What went where (for the vCPU setup and logs); dtb_gpa goes in a1.
+using RiscvBootInfo = DtbBootInfo;
 
 // Copies the Image, the initrd (may be empty) and the dtb into `memory` as `plan` says.
 // `initrd.size()` must equal plan.initrd.size and `dtb.size()` must be <= plan.dtb.size.
