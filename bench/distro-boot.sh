@@ -9,7 +9,8 @@
 # Same image (the emulated host's /dev/vda, a sparse copy of the cached image), kernel, initrd,
 # command line, 512 MiB, 1 vCPU, a virtIO disk and entropy device, the serial console.
 # Each boot: the VMM starts; the serial console shows root's automatic login; then
-# `systemd-analyze time` and `poweroff` are typed. Per VMM and round:
+# `systemd-analyze time` and `poweroff` are typed (a boot that does not reach the prompt within
+# 900 s is stopped, and the end of its console and stderr printed). Per VMM and round:
 #   login_ms     wall time from starting the VMM to the shell prompt after the autologin
 #   kernel_ms, initrd_ms, userspace_ms   systemd-analyze's split of the boot (initrd: only
 #                with a systemd initrd; Debian's initramfs-tools one counts as kernel time)
@@ -76,6 +77,9 @@ measure() {
   : >"/tmp/$name.out"  # (start's redirection may come after wait_for's first look)
   start "$name" "$@"
   if ! wait_for "/tmp/$name.out" "root@debian" 900; then
+    # What the guest and the VMM said last, for the report (a boot that never got there).
+    tr -d '\r' <"/tmp/$name.out" | tail -n 25 | sed "s/^/$name console: /"
+    tail -n 10 "/tmp/$name.err" | sed "s/^/$name stderr: /"
     echo "$name login_ms=-1"; kill "$pid"; stop; return
   fi
   login=$(($(ms) - t0))
@@ -111,14 +115,15 @@ while [ $round -lt "$rounds" ]; do
   round=$((round + 1))
 done
 EOS
-collect '^(vmm|qemu) login_ms=' --disk "$work/rootfs.img" --timeout $((rounds * 1800))
+collect '^(vmm|qemu) (login_ms=|console: |stderr: )' --disk "$work/rootfs.img" \
+  --timeout $((rounds * 1800))
 need_results '^(vmm|qemu) login_ms=[0-9]'
-echo "Each boot (round by round):"
+echo "Each boot (round by round; a boot that did not reach the prompt: its console's end):"
 sed 's/^/  /' "$work/results"
 
 # Median with min..max of NAME's values on VMM's lines.
 stat() {
-  awk -v vmm="$1" -v name="$2" '$1 == vmm { for (i = 2; i <= NF; i++) { split($i, kv, "=");
+  awk -v vmm="$1" -v name="$2" '$1 == vmm && $2 ~ /^login_ms=/ { for (i = 2; i <= NF; i++) { split($i, kv, "=");
       if (kv[1] == name && kv[2] >= 0 && kv[2] != "") print kv[2] } }' "$work/results" | sort -n \
     | awk '{ a[NR] = $1 } END { if (!NR) { print "-"; exit }
         m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
