@@ -47,6 +47,9 @@ a=$!
 guest --memory 160M --vcpus 2 --serial file:/tmp/b.out \
   --cmdline "console=ttyS0 quiet libvmm.test=net_peer" --net tap=tap1,num_queues=2 2>/tmp/b.err &
 b=$!
+started=$(date +%s)
+# How long each stage took, in the log (a passing run has been seen taking 150 s, not 18).
+stage() { echo "linux_net: $1 after $(($(date +%s) - started)) s"; }
 # vmm creates tap1; put it on the bridge as soon as it exists.
 i=0
 while [ ! -e /sys/class/net/tap1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -56,6 +59,7 @@ $ip link set tap1 up
 
 check "eth0 has the MAC it was given" wait_for /tmp/a.out "eth0 address: 52:54:00:12:34:56" 180
 check "the guest pings the host" wait_for /tmp/a.out "ping host ok" 60
+stage "VM A up and pinging"
 if [ $failed -ne 0 ]; then  # nothing else can work: say why now
   $ip -s link
   finish linux_net /tmp/a.out /tmp/a.err
@@ -70,7 +74,9 @@ if wait_for /tmp/a.out "from-guest sha256:" 120; then
 else
   check "guest to host: the guest offered its file" false
 fi
+stage "4 MiB each way"
 check "VM A pings VM B across the bridge" wait_for /tmp/a.out "ping peer ok" 200
+stage "VM A pinged VM B"
 check "VM B has a locally administered unicast default MAC" \
   grep -qE "peer eth0 address: [0-9a-f][26ae]:" /tmp/b.out
 check "VM B's driver uses 2 queue pairs (num_queues=2)" \
@@ -80,6 +86,7 @@ check "tap1 is a TAP with 2 queues" \
 touch /www/done
 wait $a; sa=$?
 wait $b; sb=$?
+stage "both VMs exited"
 check "vmm A exit status 0" [ "$sa" -eq 0 ]
 check "vmm B exit status 0" [ "$sb" -eq 0 ]
 # Bad --net input that needs a TAP to exist or permissions to be missing: one line, exit 2,
