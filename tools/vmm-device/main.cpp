@@ -38,9 +38,6 @@ using namespace libvmm;
 
 namespace {
 
-constexpr int kExitUserError = 2;
-constexpr int kExitFailure = 1;
-
 // Listens on a Unix socket at `path`. A socket file left there (by an earlier run) is replaced;
 // anything else at the path is refused.
 UniqueFd listen_unix(const std::string& path) {
@@ -65,20 +62,6 @@ UniqueFd listen_unix(const std::string& path) {
     throw UserError(fmt::format("--socket {}: {}", path, std::strerror(errno)));
   }
   return fd;
-}
-
-// Runs `body`, which returns the exit status; an error it throws is one log line and the status.
-template <typename Body>
-int exit_status_of(Body&& body) {
-  try {
-    return body();
-  } catch (const UserError& e) {
-    log::error("{}", e.what());
-    return kExitUserError;
-  } catch (const std::exception& e) {
-    log::error("{}", e.what());
-    return kExitFailure;
-  }
 }
 
 sigset_t stop_signals() {

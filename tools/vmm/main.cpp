@@ -29,9 +29,6 @@ using namespace libvmm;
 
 namespace {
 
-constexpr int kExitUserError = 2;
-constexpr int kExitFailure = 1;
-
 // Signals that should stop the VM cleanly, read through a signalfd on the event loop so the
 // terminal is restored and devices flush, as on any other stop.
 sigset_t stop_signals() {
@@ -197,24 +194,6 @@ void apply_file_flags(SystemDescription& d, const std::string& file, const FileF
   take("cmdline", flags.cmdline.has_value(), !c.cmdline.empty(),
        [&] { c.cmdline = *flags.cmdline; });
   for (const DeviceSpec& spec : flags.machine_options) c.machine_options.push_back(spec);
-}
-
-// Runs `body`, which returns vmm's exit status; an error it throws is reported in one line
-// (each problem of a description on its own) and becomes the status.
-template <typename Body>
-int exit_status_of(Body&& body) {
-  try {
-    return body();
-  } catch (const DescriptionError& e) {
-    for (const auto& problem : e.problems()) log::error("{}", problem);
-    return kExitUserError;
-  } catch (const UserError& e) {
-    log::error("{}", e.what());
-    return kExitUserError;
-  } catch (const std::exception& e) {
-    log::error("{}", e.what());
-    return kExitFailure;
-  }
 }
 
 // Builds and runs the system; the exit status (errors reported here too: in a jail this runs

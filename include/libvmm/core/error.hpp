@@ -1,13 +1,15 @@
 // Error types shared by the whole library.
 #pragma once
 
+#include <functional>
 #include <stdexcept>
 #include <string>
 
 namespace libvmm {
 
 // A problem the user can fix: a bad flag, a missing or malformed file, an invalid description.
-// The message is one line that names the flag or file and says what is wrong.
+// The message is one line that names the flag or file and says what is wrong (several problems
+// found at once, as a description's, are one line each).
 // The vmm program prints it and exits with status 2 before starting anything.
 class UserError : public std::runtime_error {
  public:
@@ -26,5 +28,14 @@ class SystemError : public std::runtime_error {
 
 // Throws SystemError for the current errno, prefixed by `what`.
 [[noreturn]] void throw_errno(const std::string& what);
+
+// The exit statuses of libvmm's programs (vmm, vmm-device) when they fail.
+inline constexpr int kExitUserError = 2;  // a UserError: nothing was started
+inline constexpr int kExitFailure = 1;    // anything else
+
+// Runs `body`, which returns a program's exit status. An exception it throws is logged as
+// errors (a UserError one log line per line of its message) and becomes kExitUserError or
+// kExitFailure.
+int exit_status_of(const std::function<int()>& body);
 
 }  // namespace libvmm
