@@ -120,6 +120,15 @@ case $case in
     # may connect to (refused in one line before the VM starts otherwise); then the jailed VM
     # connects from inside and negotiates with vmm-device. Root only, as for jail.
     [ "$(id -u)" -eq 0 ] || { echo "SKIP ($case): needs root"; exit 77; }
+    # device_served PID ERRFILE SOCKET WHAT: vmm-device --once (PID, its stderr in ERRFILE)
+    # ended with status 0 after a front-end connected on SOCKET.
+    device_served() {
+      wait "$1"
+      local status=$?
+      cat "$2" >>"$err"
+      [ "$status" -eq 0 ] || fail "$4 exited $status"
+      expect_err "vmm-device: front-end on $3: connected"
+    }
     mkdir "$work/jail" "$work/run"
     dd if=/dev/zero of="$work/disk.img" bs=1M count=1 status=none
     "$vmm_device" --socket "$work/run/blk.sock" --disk "$work/disk.img" --once 2>"$work/dev.err" &
@@ -137,11 +146,7 @@ case $case in
     expect_status 0
     expect_out "TEST-GUEST: hello, command line: hello world"
     expect_err "jail: the VM runs as pid"
-    wait "$dev"
-    dev_status=$?
-    cat "$work/dev.err" >>"$err"
-    [ "$dev_status" -eq 0 ] || fail "vmm-device --once exited $dev_status"
-    expect_err "vmm-device: front-end on $work/run/blk.sock: connected"
+    device_served "$dev" "$work/dev.err" "$work/run/blk.sock" "vmm-device --once"
     expect_err "the front-end closed the connection"
     [ -z "$(ls -A "$work/jail")" ] || fail "the jail's directory is not empty afterwards"
     # The other way round: vmm-device in a jail of its own (the disk image the only file in it,
@@ -156,12 +161,8 @@ case $case in
     run --kernel "$guest" --memory 32M --cmdline "hello world" --vhost-user "blk,socket=$sock"
     expect_status 0
     expect_out "TEST-GUEST: hello, command line: hello world"
-    wait "$dev"
-    dev_status=$?
-    cat "$work/dev2.err" >>"$err"
-    [ "$dev_status" -eq 0 ] || fail "vmm-device --jail --once exited $dev_status"
+    device_served "$dev" "$work/dev2.err" "$work/run2/blk.sock" "vmm-device --jail --once"
     expect_err "vmm-device: jail: the device runs as pid"
-    expect_err "vmm-device: front-end on $work/run2/blk.sock: connected"
     [ -z "$(ls -A "$work/device-jail")" ] || fail "the device's jail directory is not empty afterwards"
     ;;
   bad_inputs)
