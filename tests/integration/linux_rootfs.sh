@@ -71,7 +71,15 @@ ip link set tap0 up
 # bracketed-paste escapes). The commands typed build the marker from two words, so their echo
 # never matches.
 answer() { tr -d '\r' <"/tmp/$1.out" | sed -n "s/.*LIBVMM-$2: //p" | tail -n 1; }
-ask() { send "$1" "$2"; }
+# ask BOOT WHAT COMMAND: types `echo LIBVMM-WHAT: $(COMMAND)` and waits (up to 600 s) for its
+# answer before the next question. Typed ahead, a command is echoed by the guest's terminal
+# while the one before it still prints, and its echo can land inside that answer's line (CI
+# once read "running" as "runningecho LIBVMM-BLAME: ...").
+ask() {
+  send "$1" "echo LIBVMM\"\"-$2: \$($3)" || return 1
+  # No space after the colon: an empty answer is echoed without one.
+  wait_vmm "/tmp/$1.out" "LIBVMM-$2:" 600 || echo "boot $1: no answer to $2"
+}
 # systemd.default_timeout_start_sec: on a busy machine the emulated host's TCG gives this guest
 # a fraction of a CPU, udev's coldplug can take longer than systemd's 90 s wait for
 # /dev/ttyS0 (systemd 252's device jobs time out after DefaultTimeoutStartSec), and then the
@@ -116,19 +124,18 @@ wait_vmm /tmp/boot1.out "root@debian" 1200
 echo "boot 1: shell prompt after $(($(date +%s) - started)) s"
 check "boot 1: the login prompt on $console" grep -q "debian login: root (automatic login)" /tmp/boot1.out
 check "boot 1: root's shell prompt" grep -q "root@debian" /tmp/boot1.out
-ask boot1 'echo LIBVMM""-STATE: $(systemctl is-system-running --wait)'
-ask boot1 'echo LIBVMM""-FAILED: $(systemctl --failed --plain --no-legend)'
-ask boot1 'echo "written by boot1" >/root/libvmm-test; sync'
-ask boot1 'ping -c 1 -w 60 10.0.0.1 >/dev/null && echo LIBVMM""-PING: ok'
+ask boot1 STATE 'systemctl is-system-running --wait'
+ask boot1 FAILED 'systemctl --failed --plain --no-legend'
+ask boot1 WRITTEN 'echo "written by boot1" >/root/libvmm-test; sync; echo ok'
+ask boot1 PING 'ping -c 1 -w 60 10.0.0.1 >/dev/null && echo ok'
 # networkd may still say "configuring" a moment after the address works (a fast boot): wait up
 # to 60 s for it to settle before reading its state.
-ask boot1 'for i in $(seq 60); do networkctl list --no-legend | grep -q "routable *configured" && break; sleep 1; done; echo LIBVMM""-NET: $(networkctl list --no-legend | grep -v loopback)'
-ask boot1 'echo LIBVMM""-ADDR: $(ip -4 -o addr show scope global)'
-ask boot1 'echo LIBVMM""-RNG: $(cat /sys/class/misc/hw_random/rng_current)'
-ask boot1 'echo LIBVMM""-ANALYZE: $(systemd-analyze time | head -n 1)'
-ask boot1 'echo LIBVMM""-BLAME: $(systemd-analyze blame | head -n 6)'
-ask boot1 'echo LIBVMM""-DONE: $(date +%s)'
-wait_vmm /tmp/boot1.out "LIBVMM-DONE: " 600
+ask boot1 NET 'for i in $(seq 60); do networkctl list --no-legend | grep -q "routable *configured" && break; sleep 1; done; networkctl list --no-legend | grep -v loopback'
+ask boot1 ADDR 'ip -4 -o addr show scope global'
+ask boot1 RNG 'cat /sys/class/misc/hw_random/rng_current'
+ask boot1 ANALYZE 'systemd-analyze time | head -n 1'
+ask boot1 BLAME 'systemd-analyze blame | head -n 6'
+ask boot1 DONE 'date +%s'
 echo "boot 1: checks done after $(($(date +%s) - started)) s"
 state=$(answer boot1 STATE)
 failed_units=$(answer boot1 FAILED)
@@ -149,7 +156,7 @@ host_clock=$(date +%s)
 check "boot 1: the guest's clock is the host's (guest $guest_clock, host $host_clock)" \
   sh -c "[ -n '$guest_clock' ] && [ $((host_clock - ${guest_clock:-0})) -ge 0 ] && [ $((host_clock - ${guest_clock:-0})) -lt 120 ]"
 sent=$(date +%s)
-ask boot1 'systemctl poweroff'
+send boot1 'systemctl poweroff'
 stop
 echo "boot 1: systemctl poweroff took $(($(date +%s) - sent)) s"
 check "boot 1: systemctl poweroff ends vmm with status 0 (got $status)" \
@@ -175,10 +182,9 @@ fi
 debian boot2
 wait_vmm /tmp/boot2.out "root@debian" 900
 echo "boot 2: shell prompt after $(($(date +%s) - started)) s"
-ask boot2 'echo LIBVMM""-BOOT1: $(cat /root/libvmm-test), recoveries $(dmesg | grep -c "EXT4-fs (vda): recovery complete") $(cat /run/initramfs/fsck.log 2>/dev/null | grep -c "recovering journal")'
-ask boot2 'echo "written by boot2" >/root/libvmm-test; sync'
-ask boot2 'echo LIBVMM""-STATE: $(systemctl is-system-running --wait)'
-wait_vmm /tmp/boot2.out "LIBVMM-STATE: " 600
+ask boot2 BOOT1 'echo $(cat /root/libvmm-test), recoveries $(dmesg | grep -c "EXT4-fs (vda): recovery complete") $(cat /run/initramfs/fsck.log 2>/dev/null | grep -c "recovering journal")'
+ask boot2 WRITTEN 'echo "written by boot2" >/root/libvmm-test; sync; echo ok'
+ask boot2 STATE 'systemctl is-system-running --wait'
 sent=$(date +%s)
 kill -TERM "$pid"
 stop
