@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "libvmm/core/bus.hpp"
@@ -102,6 +103,9 @@ class Vm {
   void ensure_pci_bridge(const std::string& who);
   void add_vfio_devices();
   void wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number);
+  void wire_virtio_pci_intx();
+  // The requester ID the next PCI function's MSIs carry, where the machine's routes need one.
+  std::optional<uint32_t> pci_requester_id() const;
   void attach_virtio_device(std::shared_ptr<VirtioDevice> device, const struct DeviceSlot& slot,
                             std::string kind);
   void wire_irq_sources();

@@ -83,6 +83,10 @@ class Machine {
     static_cast<void>(irq);
     return false;
   }
+  // Whether the guest can use PCI functions' MSIs (asked after describe_pci()): false where
+  // the interrupt controller has no MSI frame (AArch64's GICv2, or a GICv3 host whose KVM has
+  // no ITS). PCI devices then interrupt through INTx.
+  virtual bool pci_msi() const { return true; }
 
   // Asks the guest to power off, as a machine's power button does (x86_64: the ACPI fixed
   // power button). Thread-safe; after add_platform_devices(). False if the machine has none,
@@ -114,6 +118,9 @@ class Machine {
   struct GsiRouting {
     std::vector<kvm_irq_routing_entry> irqchip_routes;
     uint32_t first_msi_gsi = 0;
+    // MSI routes and KVM_SIGNAL_MSI carry the function's requester ID (KVM_MSI_VALID_DEVID):
+    // the controller translates per device (the GICv3 ITS).
+    bool msi_devid = false;
   };
   virtual std::optional<GsiRouting> gsi_routing() const { return std::nullopt; }
   // KVM exits only this architecture has (e.g. AArch64 KVM_EXIT_ARM_NISV); false: not handled.

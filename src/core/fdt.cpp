@@ -126,6 +126,18 @@ uint32_t FdtWriter::phandle(std::string_view label) {
   return number;
 }
 
+std::vector<uint32_t> FdtWriter::interrupt_map_parent(uint32_t number, FdtTrigger trigger,
+                                                      const std::string& what) {
+  if (interrupts_ == nullptr || interrupts_->phandle_label().empty()) {
+    throw std::logic_error("device tree: " + what + " maps interrupts, but no controller can");
+  }
+  std::vector<uint32_t> cells{phandle(interrupts_->phandle_label())};
+  cells.resize(1 + interrupts_->address_cells(), 0);
+  const std::vector<uint32_t> specifier = interrupts(number, trigger, what);
+  cells.insert(cells.end(), specifier.begin(), specifier.end());
+  return cells;
+}
+
 std::vector<uint32_t> FdtWriter::interrupts(uint32_t number, FdtTrigger trigger,
                                             const std::string& what) {
   if (interrupts_ == nullptr) {

@@ -182,11 +182,15 @@ bool KvmVm::unregister_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool 
   return ::ioctl(fd_.get(), KVM_IOEVENTFD, &io) == 0;
 }
 
-bool KvmVm::signal_msi(uint64_t address, uint32_t data) {
+bool KvmVm::signal_msi(uint64_t address, uint32_t data, std::optional<uint32_t> devid) {
   kvm_msi msi{};
   msi.address_lo = static_cast<uint32_t>(address);
   msi.address_hi = static_cast<uint32_t>(address >> 32);
   msi.data = data;
+  if (devid) {
+    msi.flags = KVM_MSI_VALID_DEVID;
+    msi.devid = *devid;
+  }
   return ::ioctl(fd_.get(), KVM_SIGNAL_MSI, &msi) > 0;
 }
 

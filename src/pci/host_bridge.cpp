@@ -178,6 +178,10 @@ uint8_t HostBridge::add(std::shared_ptr<PciFunction> function) {
   return static_cast<uint8_t>(functions_.size() - 1);
 }
 
+uint8_t HostBridge::next_device() const {
+  return static_cast<uint8_t>(functions_.size());
+}
+
 std::shared_ptr<PciFunction> HostBridge::function(uint8_t device) const {
   return device < functions_.size() ? functions_[device] : nullptr;
 }

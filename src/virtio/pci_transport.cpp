@@ -175,6 +175,11 @@ VirtioPciTransport::VirtioPciTransport(std::shared_ptr<VirtioDevice> device,
   config_.set_interrupt_pin(intx_ ? 1 : 0);
 }
 
+void VirtioPciTransport::set_intx(std::shared_ptr<IrqLine> intx) {
+  intx_ = std::move(intx);
+  config_.set_interrupt_pin(intx_ ? 1 : 0);
+}
+
 VirtioPciTransport::~VirtioPciTransport() {
   device_->pause_io();
 }

@@ -28,13 +28,14 @@ std::optional<uint32_t> GsiRoutes::allocate() {
   return gsi;
 }
 
-void GsiRoutes::set_msi(uint32_t gsi, uint64_t address, uint32_t data) {
+void GsiRoutes::set_msi(uint32_t gsi, uint64_t address, uint32_t data,
+                        std::optional<uint32_t> devid) {
   std::lock_guard lock(mutex_);
   if (gsi < first_gsi_ || gsi - first_gsi_ >= msis_.size()) return;  // not ours
   Msi& m = msis_[gsi - first_gsi_];
-  if (m.routed && m.address == address && m.data == data) return;
+  if (m.routed && m.address == address && m.data == data && m.devid == devid) return;
   const Msi before = m;
-  m = {gsi, true, address, data};
+  m = {gsi, true, address, data, devid};
   std::vector<kvm_irq_routing_entry> table = irqchip_;
   for (const Msi& r : msis_) {
     if (!r.routed) continue;
@@ -44,6 +45,10 @@ void GsiRoutes::set_msi(uint32_t gsi, uint64_t address, uint32_t data) {
     e.u.msi.address_lo = static_cast<uint32_t>(r.address);
     e.u.msi.address_hi = static_cast<uint32_t>(r.address >> 32);
     e.u.msi.data = r.data;
+    if (r.devid) {
+      e.flags = KVM_MSI_VALID_DEVID;
+      e.u.msi.devid = *r.devid;
+    }
     table.push_back(e);
   }
   try {
@@ -61,17 +66,22 @@ size_t GsiRoutes::msi_routes() const {
 }
 
 RoutedMsiSink::RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors,
-                             const RegisterIrqfd& register_irqfd, Signal signal)
-    : routes_(std::move(routes)), signal_(std::move(signal)), register_(register_irqfd) {
+                             const RegisterIrqfd& register_irqfd, Signal signal,
+                             std::optional<uint32_t> devid)
+    : routes_(std::move(routes)),
+      signal_(std::move(signal)),
+      devid_(devid),
+      register_(register_irqfd) {
   allocate(vectors);
   for (Vector& v : vectors_) register_(v.fd.get(), v.gsi);
 }
 
 RoutedMsiSink::RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors,
                              RegisterIrqfd register_irqfd, RegisterIrqfd unregister_irqfd,
-                             Signal signal)
+                             Signal signal, std::optional<uint32_t> devid)
     : routes_(std::move(routes)),
       signal_(std::move(signal)),
+      devid_(devid),
       direct_(true),
       register_(std::move(register_irqfd)),
       unregister_(std::move(unregister_irqfd)) {
@@ -109,27 +119,29 @@ void set_gsi_routing(KvmVm& vm, const std::vector<kvm_irq_routing_entry>& entrie
 }
 
 std::shared_ptr<RoutedMsiSink> RoutedMsiSink::for_vm(KvmVm& vm, std::shared_ptr<GsiRoutes> routes,
-                                                     uint16_t vectors, bool direct) {
+                                                     uint16_t vectors, bool direct,
+                                                     std::optional<uint32_t> devid) {
   KvmVm* kvm = &vm;
   auto register_irqfd = [kvm](int fd, uint32_t gsi) { kvm->register_irqfd(fd, gsi); };
-  auto signal = [kvm](uint64_t address, uint32_t data) {
-    if (!kvm->signal_msi(address, data)) {
+  auto signal = [kvm, devid](uint64_t address, uint32_t data) {
+    if (!kvm->signal_msi(address, data, devid)) {
       log::debug("MSI to {:#x} (data {:#x}) not delivered", address, data);
     }
   };
   if (direct) {
     return std::make_shared<RoutedMsiSink>(
         std::move(routes), vectors, register_irqfd,
-        [kvm](int fd, uint32_t gsi) { kvm->unregister_irqfd(fd, gsi); }, signal);
+        [kvm](int fd, uint32_t gsi) { kvm->unregister_irqfd(fd, gsi); }, signal, devid);
   }
-  return std::make_shared<RoutedMsiSink>(std::move(routes), vectors, register_irqfd, signal);
+  return std::make_shared<RoutedMsiSink>(std::move(routes), vectors, register_irqfd, signal,
+                                         devid);
 }
 
 bool RoutedMsiSink::route_locked(Vector& v, uint16_t vector, uint64_t address, uint32_t data) {
   if (v.routed && v.address == address && v.data == data) return true;
   v.routed = false;  // until KVM has the new route
   try {
-    routes_->set_msi(v.gsi, address, data);
+    routes_->set_msi(v.gsi, address, data, devid_);
   } catch (const std::exception& e) {
     log::warn("MSI-X vector {}: {}; {}", vector, e.what(),
               direct_ ? "its signals stay pending until the guest reprograms it"

@@ -33,9 +33,11 @@ class GsiRoutes {
 
   // A free GSI (no route yet), or nullopt when all are taken.
   std::optional<uint32_t> allocate();
-  // Routes `gsi` (allocated) to the message (address, data); commits the table when that
-  // changes the route. Throws SystemError when KVM refuses the table.
-  void set_msi(uint32_t gsi, uint64_t address, uint32_t data);
+  // Routes `gsi` (allocated) to the message (address, data) from requester `devid` (where the
+  // MSI controller needs it: KVM_MSI_VALID_DEVID); commits the table when that changes the
+  // route. Throws SystemError when KVM refuses the table.
+  void set_msi(uint32_t gsi, uint64_t address, uint32_t data,
+               std::optional<uint32_t> devid = std::nullopt);
   size_t msi_routes() const;
 
  private:
@@ -44,6 +46,7 @@ class GsiRoutes {
     bool routed = false;
     uint64_t address = 0;
     uint32_t data = 0;
+    std::optional<uint32_t> devid{};
   };
   const std::vector<kvm_irq_routing_entry> irqchip_;
   const uint32_t first_gsi_;
@@ -77,14 +80,19 @@ class RoutedMsiSink final : public pci::MsiSink {
  public:
   using RegisterIrqfd = std::function<void(int eventfd, uint32_t gsi)>;
   using Signal = std::function<void(uint64_t address, uint32_t data)>;
+  // `devid`: the function's requester ID, carried by its routes where the MSI controller
+  // translates per device (the GICv3 ITS); nullopt elsewhere.
   RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors,
-                const RegisterIrqfd& register_irqfd, Signal signal);
+                const RegisterIrqfd& register_irqfd, Signal signal,
+                std::optional<uint32_t> devid = std::nullopt);
   // Direct: irqfds registered and unregistered as the vectors' states change.
   RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors, RegisterIrqfd register_irqfd,
-                RegisterIrqfd unregister_irqfd, Signal signal);
-  // On a VM: irqfds and KVM_SIGNAL_MSI on `vm`.
+                RegisterIrqfd unregister_irqfd, Signal signal,
+                std::optional<uint32_t> devid = std::nullopt);
+  // On a VM: irqfds and KVM_SIGNAL_MSI on `vm` (with `devid` as above).
   static std::shared_ptr<RoutedMsiSink> for_vm(KvmVm& vm, std::shared_ptr<GsiRoutes> routes,
-                                               uint16_t vectors, bool direct = false);
+                                               uint16_t vectors, bool direct = false,
+                                               std::optional<uint32_t> devid = std::nullopt);
 
   int direct_eventfd(uint16_t vector) override;
   void direct_state(uint16_t vector, bool deliverable, uint64_t address, uint32_t data) override;
@@ -115,6 +123,7 @@ class RoutedMsiSink final : public pci::MsiSink {
   bool route_locked(Vector& v, uint16_t vector, uint64_t address, uint32_t data);
   const std::shared_ptr<GsiRoutes> routes_;
   const Signal signal_;
+  const std::optional<uint32_t> devid_;
   const bool direct_ = false;
   RegisterIrqfd register_;
   RegisterIrqfd unregister_;

@@ -208,6 +208,9 @@ struct Vm::Impl {
   std::shared_ptr<pci::HostBridge> pci_bridge;  // made with the first PCI device
   std::shared_ptr<KvmMsiSink> msi;              // where the machine has no GSI routing for MSIs
   std::shared_ptr<GsiRoutes> gsi_routes;        // else: each function's vectors routed, with irqfds
+  bool msi_devid = false;                       // MSIs carry the requester ID (GICv3 ITS)
+  // virtio-pci devices wired to INTx lines once every device is placed (no MSIs), by number.
+  std::vector<std::pair<std::shared_ptr<VirtioPciTransport>, uint8_t>> intx_pending;
   std::vector<std::shared_ptr<VirtioPciTransport>> pci_transports;
   std::unique_ptr<pci::VfioContainer> vfio;  // with the first passed-through device
   std::vector<std::shared_ptr<pci::VfioPciDevice>> vfio_devices;
@@ -299,9 +302,9 @@ void Vm::add_vfio_devices() {
     ensure_pci_bridge(v.label);
     // MSI-X vectors as irqfds the device signals itself, on GSI routes that follow the guest's
     // table, where the machine routes GSIs; else through the loop and KVM_SIGNAL_MSI.
-    auto sink = [&d](uint16_t vectors) -> std::shared_ptr<pci::MsiSink> {
+    auto sink = [this, &d](uint16_t vectors) -> std::shared_ptr<pci::MsiSink> {
       if (!d.gsi_routes) return d.msi;
-      return RoutedMsiSink::for_vm(d.vm, d.gsi_routes, vectors, true);
+      return RoutedMsiSink::for_vm(d.vm, d.gsi_routes, vectors, true, pci_requester_id());
     };
     auto device = pci::VfioPciDevice::open(*d.vfio, groups[i], v.address, v.label, sink,
                                            std::make_shared<SlotBarMapper>(*d.slots));
@@ -317,6 +320,35 @@ void Vm::add_vfio_devices() {
     d.placed.push_back({"vfio", device->name(), 0, 0, 0});
     d.vfio_devices.push_back(std::move(device));
   }
+}
+
+std::optional<uint32_t> Vm::pci_requester_id() const {
+  const auto& d = *impl_;
+  if (!d.msi_devid) return std::nullopt;
+  return pci::HostBridge::requester_id(d.pci_bridge->next_device());
+}
+
+void Vm::wire_virtio_pci_intx() {
+  auto& d = *impl_;
+  for (auto& [transport, number] : d.intx_pending) {
+    // The next device slot's line, level-triggered (the transport raises it while its ISR is
+    // set); taken now that every planned device has its slot.
+    const DeviceSlot slot = device_slot(d.machine->memory_map(d.config.memory_size),
+                                        d.mmio_devices, taken_irqs(d.config));
+    if (!slot.irq) {
+      throw UserError(fmt::format(
+          "{}: no interrupt line left for its INTx (this machine has no MSIs for PCI devices)",
+          transport->name()));
+    }
+    if (!d.machine->describe_pci_intx(number, 0, *slot.irq)) {
+      throw UserError(fmt::format("{}: this machine can give PCI devices neither MSIs nor INTx",
+                                  transport->name()));
+    }
+    ++d.mmio_devices;  // the slot's line is the device's now
+    transport->set_intx(irq(*slot.irq));
+    log::debug("{}: INTA# on interrupt line {} (no MSIs)", transport->name(), *slot.irq);
+  }
+  d.intx_pending.clear();
 }
 
 void Vm::wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number) {
@@ -446,7 +478,9 @@ void Vm::ensure_pci_bridge(const std::string& who) {
     if (!layout) throw UserError(who + ": this machine has no PCI bus");
     d.pci_bridge = pci::HostBridge::create(*layout);
     d.msi = std::make_shared<KvmMsiSink>(d.vm);
+    d.machine->describe_pci(*layout);  // first: it may add the MSI controller the routes use
     if (auto routing = d.machine->gsi_routing()) {
+      d.msi_devid = routing->msi_devid;
       KvmVm* vm = &d.vm;
       d.gsi_routes = std::make_shared<GsiRoutes>(
           std::move(routing->irqchip_routes), routing->first_msi_gsi, kMaxMsiRoutes,
@@ -464,7 +498,6 @@ void Vm::ensure_pci_bridge(const std::string& who) {
                    d.pci_bridge->legacy_config());
       d.pio.attach(layout->io.base, layout->io.size, d.pci_bridge->window(pci::BarKind::io));
     }
-    d.machine->describe_pci(*layout);
   }
 }
 
@@ -475,10 +508,12 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
   // the machine routes GSIs; else KVM_SIGNAL_MSI per message.
   std::shared_ptr<pci::MsiSink> msi = d.msi;
   if (d.gsi_routes) {
-    msi = RoutedMsiSink::for_vm(d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device));
+    msi = RoutedMsiSink::for_vm(d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device),
+                                false, pci_requester_id());
   }
   auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, msi, nullptr);
   const uint8_t number = d.pci_bridge->add(transport);
+  if (!d.machine->pci_msi()) d.intx_pending.emplace_back(transport, number);
 
   // Queue notifications through an ioeventfd per queue at its notify address in BAR 0 (Linux
   // writes the queue index as 16 bits); they follow BAR 0 when the guest moves it.
@@ -607,6 +642,7 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
 void Vm::prepare() {
   auto& d = *impl_;
   if (d.prepared) return;
+  wire_virtio_pci_intx();
   d.machine->load_guest(*d.machine_context);
   for (uint32_t i = 0; i < d.config.vcpus; ++i) {
     auto vcpu = d.vm.create_vcpu(i);

@@ -99,12 +99,14 @@ stop
 check "reset: exit status 0 after reboot" [ "$status" -eq 0 ]
 check "reset: vmm saw PSCI SYSTEM_RESET" grep -qF "guest stopped (reset)" /tmp/console.err
 
-# 3. virtIO block and console, with Debian's module drivers loaded by /init.
+# 3. virtIO block and console, with Debian's module drivers loaded by /init; vdb is a
+#    virtio-pci function (pci-host-ecam-generic), its MSI-X vectors translated by the vGICv3 ITS.
 dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null
 printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
-start hvc0 guest --memory 256M --cmdline "console=ttyAMA0 quiet libvmm.test=virtio" \
-  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly --console stdio --rng --serial file:/tmp/virtio.out
+start hvc0 guest --memory 256M --cmdline "console=ttyAMA0 quiet libvmm.test=pci" \
+  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly,transport=pci --console stdio --rng \
+  --serial file:/tmp/virtio.out
 check "virtio: hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "virtio: host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
@@ -116,6 +118,11 @@ check "virtio: /dev/hwrng reads 64 KiB" grep -qF "hwrng 64 KiB: 65536 bytes" /tm
 check "virtio: the guest sees vda and vdb" grep -qF "block devices: vda vdb" /tmp/virtio.out
 check "virtio: the guest reads the host's pattern" grep -qF "vda starts with: LIBVMM-HOST-WROTE-THIS!!" /tmp/virtio.out
 check "virtio: vdb is read-only in the guest" grep -qF "vdb write refused" /tmp/virtio.out
+check "pci: the guest found the host bridge at 00:00.0" grep -qF "pci 0000:00:00.0 0x1b36:0x0008" /tmp/virtio.out
+check "pci: vdb is a virtio-pci function (1af4:1042) with MSI-X vectors" \
+  grep -qE "pci 0000:00:01.0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/virtio.out
+check "pci: its MSI-X vectors fired (through the ITS)" grep -qE "MSI-X interrupts taken: [1-9]" /tmp/virtio.out
+check "pci: the ITS is the guest's MSI controller" grep -qF "MSI controller: ITS-MSI" /tmp/virtio.out
 check "virtio: the guest's write is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
 check "virtio: the PL031 is the guest's rtc0" grep -q "rtc0: .*pl031" /tmp/virtio.out
@@ -147,6 +154,12 @@ check "dtb: the guest booted with the user's tree" grep -qF "model: libvmm user 
 check "dtb: 2 vCPUs patched in" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/dtb.out
 check "dtb: the virtIO disk patched in" grep -qF "block devices: vda" /tmp/dtb.out
 check "dtb: exit status 0" [ "$status" -eq 0 ]
+./vmm --kernel "$kernel" --memory 64M --dtb user.dtb --disk /tmp/vdb.img,readonly,transport=pci \
+  </dev/null >/dev/null 2>/tmp/dtb-pci.err
+status=$?
+check "dtb: with a PCI device it is refused, status 2 (got $status)" [ "$status" -eq 2 ]
+check "dtb: ... saying PCI needs the generated tree" \
+  grep -qF "PCI devices (transport=pci, --vfio) need the generated device tree" /tmp/dtb-pci.err
 
 # 5. Faults: a read where nothing is mapped (reported, all-ones) and a load pair from the PL011
 #    (no valid syndrome: reported, the VM stops with status 1).
@@ -170,7 +183,7 @@ echo "boot sound took $(($(date +%s) - started)) s"
 check "sound: exit status 0 (got $status)" [ "$status" -eq 0 ]
 tone_checks /tmp/arm64.wav /tmp/sound.out /tmp/sound.err
 
-finish arm64-gicv3 /tmp/pk.out /tmp/pk.err /tmp/tone.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
+finish arm64-gicv3 /tmp/dtb-pci.err /tmp/pk.out /tmp/pk.err /tmp/tone.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
   /tmp/virtio.out /tmp/hvc0.err /tmp/hvc0.out
 EOS
 
@@ -196,7 +209,11 @@ check "system: ... naming the INTID to use" grep -qF "IRQ 17 is not a shared int
 check "system: ... and the device-tree number" grep -qF "<0 17 4> is irq=\"49\"" /tmp/spi.out
 
 # 2. `vmm run` boots it (with the test's command line): 2 vCPUs on the vGICv2 it names.
-sed 's|<cmdline>console=ttyAMA0</cmdline>|<cmdline>console=ttyAMA0 quiet libvmm.test=arm64info</cmdline>|' \
+#    With a virtio-pci disk: a GICv2 has no ITS, so it interrupts through INTx (interrupt-map).
+dd if=/dev/zero of=/tmp/pci.img bs=1M count=1 2>/dev/null
+printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/pci.img conv=notrunc 2>/dev/null
+sed -e 's|<cmdline>console=ttyAMA0</cmdline>|<cmdline>console=ttyAMA0 quiet libvmm.test=arm64info</cmdline>|' \
+  -e 's|<gic version="2" />|<gic version="2" /><virtio_block path="/tmp/pci.img" transport="pci" />|' \
   simple-aarch64.system >/tmp/simple.system
 started=$(date +%s)
 ./vmm run /tmp/simple.system </dev/null >/tmp/info.out 2>/tmp/info.err
@@ -205,6 +222,11 @@ echo "vmm run took $(($(date +%s) - started)) s"
 check "system: 2 vCPUs came up" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
 check "system: the guest runs on a GICv2" grep -qF "irqchip: GIC-0" /tmp/info.out
 check "system: exit status 0 after PSCI SYSTEM_OFF" [ "$status" -eq 0 ]
+check "pci: vmm says PCI devices get INTx on a GICv2" grep -qF "a GICv2 has no ITS" /tmp/info.err
+check "pci: the disk is a virtio-pci function without MSIs" \
+  grep -qF "pci 0000:00:01.0 0x1af4:0x1042 driver=virtio-pci msi_vectors=0" /tmp/info.out
+check "pci: the guest reads the host's pattern from it" grep -qF "vda starts with: LIBVMM-HOST-WROTE-THIS!!" /tmp/info.out
+check "pci: its INTx interrupts arrived" grep -qE "virtio INTx interrupts: [1-9]" /tmp/info.out
 
 # 3. The default --gic on this host is the vGICv2 (a tiny kernel suffices to see it chosen).
 ./vmm -v --kernel fault.Image --memory 64M </dev/null >/dev/null 2>/tmp/default.err

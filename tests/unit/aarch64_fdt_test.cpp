@@ -18,6 +18,7 @@
 
 #include "libvmm/arch/aarch64/fdt.hpp"
 #include "libvmm/arch/aarch64/pl011_fdt.hpp"
+#include "libvmm/arch/pci_ecam_fdt.hpp"
 #include "libvmm/arch/virtio_mmio_fdt.hpp"
 #include "libvmm/core/error.hpp"
 
@@ -311,6 +312,86 @@ TEST(Arm64Fdt, DtcDecompilesToTheExpectedSource) {
 
   run_dtc("-I dtb -O dts", build_fdt(sample_machine(GicVersion::v2)), &warnings);
   EXPECT_EQ(warnings, "");
+}
+
+// PCI (issue 13): the pci-host-ecam-generic node with its windows, INTx routes into the GIC
+// and MSIs through the ITS, which is a child of the GIC node.
+FdtMachine pci_machine(bool its) {
+  FdtMachine m = sample_machine();
+  if (its) {
+    m.gic.its_base = 0x0808'0000;
+    m.gic.its_size = 0x2'0000;
+  }
+  auto pci = std::make_shared<PciEcamFdt>();
+  pci->layout = {{0x3f00'0000, 0x10'0000},
+                 {0x1000'0000, 0x2eff'0000},
+                 {0x80'0000'0000, 0x10'0000'0000},
+                 {}};
+  pci->intx = {{1, 0, 50}, {2, 0, 51}};
+  if (its) pci->msi_parent = "its";
+  m.devices.push_back(pci);
+  return m;
+}
+
+TEST(Arm64Fdt, PciHostBridgeWithItsMsis) {
+  const auto blob = build_fdt(pci_machine(true));
+  const char* gic = "/interrupt-controller@8000000";
+  const char* its = "/interrupt-controller@8000000/msi-controller@8080000";
+  const char* pci = "/pcie@3f000000";
+  EXPECT_EQ(string_prop(blob, its, "compatible"), std::string("arm,gic-v3-its\0", 15));
+  EXPECT_TRUE(has_prop(blob, its, "msi-controller"));
+  EXPECT_THAT(cells(blob, its, "#msi-cells"), ElementsAre(1));
+  EXPECT_THAT(cells(blob, its, "reg"), ElementsAre(0, 0x0808'0000, 0, 0x2'0000));
+  EXPECT_THAT(cells(blob, gic, "#address-cells"), ElementsAre(2));
+  EXPECT_TRUE(has_prop(blob, gic, "ranges"));
+
+  EXPECT_EQ(string_prop(blob, pci, "compatible"), std::string("pci-host-ecam-generic\0", 22));
+  EXPECT_EQ(string_prop(blob, pci, "device_type"), std::string("pci\0", 4));
+  EXPECT_THAT(cells(blob, pci, "reg"), ElementsAre(0, 0x3f00'0000, 0, 0x10'0000));
+  EXPECT_THAT(cells(blob, pci, "bus-range"), ElementsAre(0, 0));  // 1 MiB of ECAM: bus 0
+  EXPECT_THAT(cells(blob, pci, "ranges"),
+              ElementsAre(0x0200'0000, 0, 0x1000'0000, 0, 0x1000'0000, 0, 0x2eff'0000,  //
+                          0x0300'0000, 0x80, 0, 0x80, 0, 0x10, 0));
+  EXPECT_THAT(cells(blob, pci, "interrupt-map-mask"), ElementsAre(0xf800, 0, 0, 7));
+  // Device 1 INTA -> SPI 18 (INTID 50), device 2 INTA -> SPI 19, level-high; the GIC's unit
+  // address is two cells with the ITS child.
+  const uint32_t gic_phandle = cells(blob, gic, "phandle").at(0);
+  EXPECT_THAT(cells(blob, pci, "interrupt-map"),
+              ElementsAre(0x0800, 0, 0, 1, gic_phandle, 0, 0, 0, 18, 4,  //
+                          0x1000, 0, 0, 1, gic_phandle, 0, 0, 0, 19, 4));
+  EXPECT_THAT(cells(blob, pci, "msi-map"),
+              ElementsAre(0, cells(blob, its, "phandle").at(0), 0, 0x1'0000));
+  EXPECT_TRUE(has_prop(blob, pci, "dma-coherent"));
+  if (have_dtc()) {
+    std::string warnings;
+    run_dtc("-I dtb -O dts", blob, &warnings);
+    EXPECT_EQ(warnings, "");  // dtc's PCI bridge, interrupt-map and unit-address checks
+  }
+}
+
+TEST(Arm64Fdt, PciHostBridgeWithoutItsHasNoMsiParent) {
+  const auto blob = build_fdt(pci_machine(false));
+  const char* gic = "/interrupt-controller@8000000";
+  EXPECT_THAT(cells(blob, gic, "#address-cells"), ElementsAre(0));
+  EXPECT_LT(node(blob, "/interrupt-controller@8000000/msi-controller@8080000"), 0);
+  EXPECT_FALSE(has_prop(blob, "/pcie@3f000000", "msi-map"));
+  const uint32_t gic_phandle = cells(blob, gic, "phandle").at(0);
+  EXPECT_THAT(cells(blob, "/pcie@3f000000", "interrupt-map"),
+              ElementsAre(0x0800, 0, 0, 1, gic_phandle, 0, 18, 4,  //
+                          0x1000, 0, 0, 1, gic_phandle, 0, 19, 4));
+  if (have_dtc()) {
+    std::string warnings;
+    run_dtc("-I dtb -O dts", blob, &warnings);
+    EXPECT_EQ(warnings, "");
+  }
+}
+
+TEST(Arm64Fdt, PciIntxLinesAreClaimedLikeDeviceInterrupts) {
+  FdtMachine m = pci_machine(true);
+  auto pci = std::make_shared<PciEcamFdt>(*std::static_pointer_cast<const PciEcamFdt>(m.devices.back()));
+  pci->intx.push_back({3, 0, 48});  // the virtio-blk's line
+  m.devices.back() = pci;
+  EXPECT_THAT(error_of([&] { build_fdt(m); }), HasSubstr("is already used by virtio-blk disk0"));
 }
 
 // The power key (issue 14): a PL061 with a gpio-keys node as on QEMU virt, KEY_POWER on line 3.

@@ -91,6 +91,25 @@ TEST_F(MsiRoutesTest, ProgrammingCommitsTheWholeTable) {
   EXPECT_EQ(routes->msi_routes(), 2u);
 }
 
+// The GICv3 ITS translates per device: each route carries the function's requester ID
+// (KVM_MSI_VALID_DEVID), and so does a message signalled without a route.
+TEST_F(MsiRoutesTest, RoutesCarryTheRequesterIdWhereTheControllerNeedsIt) {
+  std::vector<std::optional<uint32_t>> signalled_devids;
+  auto s = std::make_shared<RoutedMsiSink>(
+      routes, 1, [this](int fd, uint32_t gsi) { rec.irqfds.emplace_back(fd, gsi); },
+      [this](uint64_t a, uint32_t d) { rec.signalled.emplace_back(a, d); }, 0x18);
+  auto plain = sink(1);
+  s->vector_programmed(0, 0x0808'0040, 7);
+  plain->vector_programmed(0, 0xfee00000, 0x41);
+  ASSERT_FALSE(rec.tables.empty());
+  const auto& t = rec.tables.back();
+  ASSERT_EQ(t.size(), 4u);
+  EXPECT_EQ(t[2].flags, uint32_t{KVM_MSI_VALID_DEVID});
+  EXPECT_EQ(t[2].u.msi.devid, 0x18u);
+  EXPECT_EQ(t[3].flags, 0u);  // a sink without one: no flag
+  EXPECT_EQ(t[3].u.msi.devid, 0u);
+}
+
 TEST_F(MsiRoutesTest, RoutedVectorsGoThroughTheirEventfd) {
   auto s = sink(2);
   s->vector_programmed(0, 0xfee00000, 0x41);

@@ -73,6 +73,11 @@ class FdtInterruptBinding {
                                                 std::string_view what) const = 0;
   // What the controller's numbers are called in messages ("INTID").
   virtual std::string_view number_name() const { return "interrupt"; }
+  // The controller's phandle label (FdtWriter::phandle) and its #address-cells: what an
+  // interrupt-map entry (a PCI host bridge's) names as its parent. Empty: no interrupt-map can
+  // point at it.
+  virtual std::string_view phandle_label() const { return {}; }
+  virtual uint32_t address_cells() const { return 0; }
 };
 
 // A device tree being described: the root node, the phandles nodes refer to each other by, and
@@ -93,6 +98,10 @@ class FdtWriter {
   uint32_t phandle(std::string_view label);
   // The `interrupts` cells for a device's interrupt `number`, claimed for `what`.
   std::vector<uint32_t> interrupts(uint32_t number, FdtTrigger trigger, const std::string& what);
+  // The parent half of an interrupt-map entry for interrupt `number`: the controller's phandle,
+  // its unit address (zeros) and the specifier; claimed for `what` like interrupts().
+  std::vector<uint32_t> interrupt_map_parent(uint32_t number, FdtTrigger trigger,
+                                             const std::string& what);
   // Claims the MMIO address `base` for `what`.
   void claim_address(uint64_t base, const std::string& what);
 

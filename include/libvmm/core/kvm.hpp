@@ -69,8 +69,10 @@ class KvmVm {
   bool unregister_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool mmio,
                             std::optional<uint64_t> datamatch);
   // KVM_SIGNAL_MSI: one message-signalled interrupt (a PCI function's MSI-X vector). False when
-  // KVM refuses or drops it (an address the guest programmed that no CPU answers).
-  bool signal_msi(uint64_t address, uint32_t data);
+  // KVM refuses or drops it (an address the guest programmed that no CPU answers). `devid`: the
+  // sender's requester ID, which an MSI controller that translates per device needs (the GICv3
+  // ITS: KVM_MSI_VALID_DEVID).
+  bool signal_msi(uint64_t address, uint32_t data, std::optional<uint32_t> devid = std::nullopt);
   std::unique_ptr<KvmVcpu> create_vcpu(uint32_t index) const;
   int fd() const { return fd_.get(); }
   const Kvm& kvm() const { return *kvm_; }

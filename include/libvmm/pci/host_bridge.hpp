@@ -51,6 +51,10 @@ class HostBridge : public std::enable_shared_from_this<HostBridge> {
   // Plugs `function` in as the next device (1..31) and places its BARs; returns the device
   // number. Throws UserError when the bus or a window is full.
   uint8_t add(std::shared_ptr<PciFunction> function);
+  // The device number the next add() gives, and that function's requester ID (bus 0, function
+  // 0): what an MSI controller that translates per device knows it by, before it is added.
+  uint8_t next_device() const;
+  static uint32_t requester_id(uint8_t device) { return uint32_t{device} << 3; }
   std::shared_ptr<PciFunction> function(uint8_t device) const;
 
   // Bus devices to attach: ECAM at layout().ecam.base (size ecam.size), the BAR windows at their

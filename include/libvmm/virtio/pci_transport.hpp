@@ -58,6 +58,9 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   VirtioPciTransport(std::shared_ptr<VirtioDevice> device, const GuestMemory& memory,
                      std::shared_ptr<pci::MsiSink> msi, std::shared_ptr<IrqLine> intx);
   ~VirtioPciTransport() override;  // pauses the device's I/O for good
+  // Gives a transport made without one its INTx line (INTA#): where the machine wires the
+  // lines only once every device is placed. Before the guest runs.
+  void set_intx(std::shared_ptr<IrqLine> intx);
 
   // PciFunction.
   std::string name() const override;
@@ -102,7 +105,7 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   Virtqueue* selected_queue(const char* field);
 
   const std::shared_ptr<VirtioDevice> device_;
-  const std::shared_ptr<IrqLine> intx_;
+  std::shared_ptr<IrqLine> intx_;  // set before the guest runs
   const std::string name_;
   const uint64_t offered_features_;
   const uint32_t config_size_;

@@ -21,7 +21,8 @@ class Aarch64Board final : public Board {
   uint64_t ram_base() const override { return kRamBase; }
   std::vector<DeviceWindow> device_windows() const override {
     return {{"the GIC distributor", kGicDistBase, kGicDistSize},
-            {"the GIC CPU interface / redistributors", kGicCpuBase, kGicRedistEnd - kGicCpuBase},
+            {"the GIC CPU interface / ITS / redistributors", kGicCpuBase,
+             kGicRedistEnd - kGicCpuBase},
             {"the PL011 UART", kUartBase, 0x1000},
             {"the PL031 RTC", kRtcBase, 0x1000},
             {"the PL061 GPIO controller", kGpioBase, 0x1000},
@@ -34,6 +35,12 @@ class Aarch64Board final : public Board {
     return out;
   }
   uint64_t virtio_mmio_base() const override { return kVirtioBase; }
+  std::optional<pci::HostBridgeLayout> pci_layout() const override {
+    return pci::HostBridgeLayout{{kPciEcamBase, kPciEcamSize},
+                                 {kPciMmioBase, kPciMmioSize},
+                                 {kPciMmio64Base, kPciMmio64Size},
+                                 {}};
+  }
   uint32_t max_vcpus() const override {
     // The v3 redistributor region ends where the UART's page begins.
     return static_cast<uint32_t>((kGicRedistEnd - kGicRedistBase) / kRedistFrameSize);

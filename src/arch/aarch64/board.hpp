@@ -12,6 +12,8 @@ constexpr uint64_t kGicDistBase = 0x0800'0000;
 constexpr uint64_t kGicDistSize = 0x1'0000;
 constexpr uint64_t kGicCpuBase = 0x0801'0000;       // v2 CPU interface
 constexpr uint64_t kGicVcpuPhysBase = 0x0804'0000;  // QEMU virt's GICv2 virtual CPU interface
+constexpr uint64_t kGicItsBase = 0x0808'0000;       // the v3 ITS (MSIs), where QEMU virt has it
+constexpr uint64_t kGicItsSize = 0x2'0000;          // KVM_VGIC_V3_ITS_SIZE: control + translater
 constexpr uint64_t kGicRedistBase = 0x080A'0000;    // v3 redistributors, one frame pair per vCPU
 constexpr uint64_t kGicRedistEnd = 0x0900'0000;
 constexpr uint64_t kRedistFrameSize = 2 * 0x1'0000;  // KVM_VGIC_V3_REDIST_SIZE: RD_base + SGI_base
@@ -24,5 +26,14 @@ constexpr unsigned kPowerKeyLine = 3;        // its line the power key is on (as
 constexpr uint64_t kVirtioBase = 0x0A00'0000;
 constexpr uint32_t kFirstDeviceIntid = 48;  // SPIs 16..47 for virtIO devices
 constexpr uint32_t kDeviceIntidCount = 32;
+// The PCI host bridge (pci-host-ecam-generic), in QEMU virt's PCIe windows: 32-bit BARs below
+// the ECAM, bus 0's ECAM (1 MiB) where QEMU virt's begins, 64-bit BARs at 512 GiB (QEMU virt's
+// high window), far above any RAM this board is given.
+constexpr uint64_t kPciMmioBase = 0x1000'0000;
+constexpr uint64_t kPciMmioSize = 0x2eff'0000;
+constexpr uint64_t kPciEcamBase = 0x3f00'0000;
+constexpr uint64_t kPciEcamSize = 0x10'0000;
+constexpr uint64_t kPciMmio64Base = 0x80'0000'0000;
+constexpr uint64_t kPciMmio64Size = 0x10'0000'0000;  // 64 GiB
 
 }  // namespace libvmm::aarch64

@@ -36,9 +36,19 @@ void GicFdt::describe_fdt(FdtWriter& fdt) const {
   node.string("compatible", gic_.version == GicVersion::v2 ? "arm,cortex-a15-gic" : "arm,gic-v3")
       .reg({{gic_.dist_base, gic_.dist_size}, {gic_.cpu_or_redist_base, gic_.cpu_or_redist_size}})
       .empty("interrupt-controller")
-      .u32("#interrupt-cells", 3)
-      .u32("#address-cells", 0)  // an interrupt provider without interrupt-map children
-      .u32("phandle", phandle);
+      .u32("#interrupt-cells", 3);
+  if (gic_.its_size == 0) {
+    node.u32("#address-cells", 0).u32("phandle", phandle);  // an interrupt provider, no children
+  } else {
+    node.u32("#address-cells", 2).u32("#size-cells", 2).empty("ranges").u32("phandle", phandle);
+    FdtNode its(node_name("msi-controller", gic_.its_base));
+    its.string("compatible", "arm,gic-v3-its")
+        .reg({{gic_.its_base, gic_.its_size}})
+        .empty("msi-controller")
+        .u32("#msi-cells", 1)
+        .u32("phandle", fdt.phandle("its"));
+    node.child(std::move(its));
+  }
   fdt.add(std::move(node));
 }
 

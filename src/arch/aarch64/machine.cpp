@@ -18,6 +18,7 @@
 #include "libvmm/arch/aarch64/fdt.hpp"
 #include "libvmm/arch/aarch64/image.hpp"
 #include "libvmm/arch/aarch64/pl011_fdt.hpp"
+#include "libvmm/arch/pci_ecam_fdt.hpp"
 #include "libvmm/arch/virtio_mmio_fdt.hpp"
 #include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/core/bus.hpp"
@@ -84,6 +85,24 @@ class Vgic {
     }
   }
 
+  // Adds the ITS, which turns PCI functions' MSIs into LPIs (v3 only, where the host's KVM
+  // emulates one); before initialize(). False: no ITS, PCI devices get INTx only.
+  bool add_its(const KvmVm& vm) {
+    if (its_) return true;
+    if (description_.version != GicVersion::v3 ||
+        !vm.supports_device(KVM_DEV_TYPE_ARM_VGIC_ITS)) {
+      return false;
+    }
+    its_.emplace(vm, KVM_DEV_TYPE_ARM_VGIC_ITS, "vGICv3 ITS");
+    uint64_t base = kGicItsBase;
+    its_->set_attr(KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_ITS_ADDR_TYPE, &base, "ITS address");
+    its_->set_attr(KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, nullptr, "ITS init");
+    description_.its_base = kGicItsBase;
+    description_.its_size = kGicItsSize;
+    return true;
+  }
+  bool has_its() const { return its_.has_value(); }
+
   // After the last vCPU is created: no vCPU can be added afterwards.
   void initialize() {
     device_->set_attr(KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, nullptr, "init");
@@ -97,6 +116,7 @@ class Vgic {
   }
 
   std::optional<KvmDevice> device_;
+  std::optional<KvmDevice> its_;
   aarch64::GicDescription description_;
 };
 
@@ -120,6 +140,7 @@ class Aarch64Machine : public Machine {
   void create_interrupt_controller(MachineContext& vm) override {
     const VmConfig& c = vm.config;
     vgic_.emplace(vm.kvm, choose_gic(c, vm.kvm), c.vcpus);
+    kvm_ = &vm.kvm;
     // Aborts without a valid syndrome come to us (reported) instead of killing the VM in KVM.
     nisv_to_user_ = vm.kvm.try_enable_cap(KVM_CAP_ARM_NISV_TO_USER);
     log::debug("{}, undecodable aborts {}",
@@ -192,6 +213,14 @@ class Aarch64Machine : public Machine {
     std::vector<uint8_t> dtb;
     const std::optional<aarch64::DtbOption> user_dtb = aarch64::dtb_option(c);
     const std::optional<aarch64::DtbOption> overlay = aarch64::dtb_overlay_option(c);
+    if (user_dtb && pci_node_) {
+      // Its interrupt-map and msi-parent name our GIC's and ITS's phandles, which a user's
+      // tree numbers its own way.
+      throw UserError(fmt::format(
+          "{}: PCI devices (transport=pci, --vfio) need the generated device tree (or a "
+          "--dtb-overlay on it); give them transport=mmio to boot with this tree",
+          user_dtb->label()));
+    }
     if (!user_dtb && !overlay) {
       dtb = aarch64::build_fdt(fdt);
     } else {
@@ -243,6 +272,46 @@ class Aarch64Machine : public Machine {
     device_nodes_.push_back(VirtioMmioFdt::at(base, size, irq));
   }
 
+  // pci-host-ecam-generic in the device tree; MSIs through the GICv3 ITS where KVM has one.
+  void describe_pci(const pci::HostBridgeLayout& layout) override {
+    pci_node_ = std::make_shared<PciEcamFdt>();
+    pci_node_->layout = layout;
+    if (vgic_->add_its(*kvm_)) {
+      pci_node_->msi_parent = "its";
+      log::debug("PCI: MSIs through the vGICv3 ITS at {:#x}", kGicItsBase);
+    } else {
+      log::info("PCI: {}, so PCI devices interrupt through INTx lines (no MSIs)",
+                vgic_->description().version == GicVersion::v2
+                    ? "a GICv2 has no ITS"
+                    : "this host's KVM has no vGICv3 ITS");
+    }
+    device_nodes_.push_back(pci_node_);
+  }
+  bool describe_pci_intx(uint8_t device, uint8_t pin, uint32_t irq) override {
+    if (!pci_node_) return false;
+    pci_node_->intx.push_back({device, pin, irq});
+    return true;
+  }
+  bool pci_msi() const override { return vgic_ && vgic_->has_its(); }
+  // With the ITS: the vGIC's own routes (GSI n = SPI n, as KVM sets them by default) for the
+  // board's SPIs, then MSI routes carrying each function's requester ID.
+  std::optional<GsiRouting> gsi_routing() const override {
+    if (!pci_msi()) return std::nullopt;
+    GsiRouting routing;
+    const uint32_t spis = board().irq_count() - aarch64::kFirstSpiIntid;
+    for (uint32_t gsi = 0; gsi < spis; ++gsi) {
+      kvm_irq_routing_entry e{};
+      e.gsi = gsi;
+      e.type = KVM_IRQ_ROUTING_IRQCHIP;
+      e.u.irqchip.irqchip = 0;
+      e.u.irqchip.pin = gsi;
+      routing.irqchip_routes.push_back(e);
+    }
+    routing.first_msi_gsi = spis;
+    routing.msi_devid = true;
+    return routing;
+  }
+
   // Irqfds take GSIs: with the vGIC, GSI n is SPI n, i.e. INTID n + 32. KVM_IRQ_LINE takes the
   // interrupt's type and INTID.
   KvmIrqRoute kvm_irq(uint32_t number) const override {
@@ -291,6 +360,8 @@ class Aarch64Machine : public Machine {
   // for the config (virtio-mmio).
   std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
   std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
+  std::shared_ptr<PciEcamFdt> pci_node_;  // when the VM has PCI devices (in device_nodes_)
+  const KvmVm* kvm_ = nullptr;            // for describe_pci(), which has no context
   aarch64::ArmBootInfo boot_;
 };
 

@@ -35,6 +35,10 @@ struct GicDescription {
   // v2: the CPU interface (GICC); v3: the redistributor region (all vCPUs' frames).
   uint64_t cpu_or_redist_base = 0;
   uint64_t cpu_or_redist_size = 0;
+  // v3: the ITS (MSIs from PCI devices), a child node "msi-controller" with phandle "its";
+  // size 0: none.
+  uint64_t its_base = 0;
+  uint64_t its_size = 0;
 };
 
 // The device tree SPI cell for `intid`. Throws UserError naming `what` when `intid` is not an
@@ -52,6 +56,9 @@ class GicFdt final : public FdtNodeSource, public FdtInterruptBinding {
   std::vector<uint32_t> interrupt_cells(uint32_t intid, FdtTrigger trigger,
                                         std::string_view what) const override;
   std::string_view number_name() const override { return "INTID"; }
+  std::string_view phandle_label() const override { return "gic"; }
+  // 2 with the ITS child (its reg is in the root's address space), else 0.
+  uint32_t address_cells() const override { return gic_.its_size != 0 ? 2 : 0; }
   // The flags cell of a PPI wired to every one of `cpus` vCPUs (GICv2 names the CPUs too).
   uint32_t ppi_flags(FdtTrigger trigger, uint32_t cpus) const;
 
