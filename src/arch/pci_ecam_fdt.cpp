@@ -49,8 +49,8 @@ void PciEcamFdt::describe_fdt(FdtWriter& fdt) const {
     // Matched on the device number (PCI address bits 15:11) and the pin (1 = INTA).
     std::vector<uint32_t> map;
     for (const Intx& i : intx) {
-      const std::string who = fmt::format("{} device {:02x} INT{}", what, i.device,
-                                          static_cast<char>('A' + i.pin));
+      const std::string who =
+          fmt::format("{} device {:02x} INT{}", what, i.device, static_cast<char>('A' + i.pin));
       map.insert(map.end(), {uint32_t{i.device} << 11, 0, 0, uint32_t{i.pin} + 1u});
       const std::vector<uint32_t> parent =
           fdt.interrupt_map_parent(i.irq, FdtTrigger::level_high, who);

@@ -133,8 +133,7 @@ std::shared_ptr<RoutedMsiSink> RoutedMsiSink::for_vm(KvmVm& vm, std::shared_ptr<
         std::move(routes), vectors, register_irqfd,
         [kvm](int fd, uint32_t gsi) { kvm->unregister_irqfd(fd, gsi); }, signal, devid);
   }
-  return std::make_shared<RoutedMsiSink>(std::move(routes), vectors, register_irqfd, signal,
-                                         devid);
+  return std::make_shared<RoutedMsiSink>(std::move(routes), vectors, register_irqfd, signal, devid);
 }
 
 bool RoutedMsiSink::route_locked(Vector& v, uint16_t vector, uint64_t address, uint32_t data) {

@@ -323,10 +323,8 @@ FdtMachine pci_machine(bool its) {
     m.gic.its_size = 0x2'0000;
   }
   auto pci = std::make_shared<PciEcamFdt>();
-  pci->layout = {{0x3f00'0000, 0x10'0000},
-                 {0x1000'0000, 0x2eff'0000},
-                 {0x80'0000'0000, 0x10'0000'0000},
-                 {}};
+  pci->layout = {
+      {0x3f00'0000, 0x10'0000}, {0x1000'0000, 0x2eff'0000}, {0x80'0000'0000, 0x10'0000'0000}, {}};
   pci->intx = {{1, 0, 50}, {2, 0, 51}};
   if (its) pci->msi_parent = "its";
   m.devices.push_back(pci);
@@ -388,7 +386,8 @@ TEST(Arm64Fdt, PciHostBridgeWithoutItsHasNoMsiParent) {
 
 TEST(Arm64Fdt, PciIntxLinesAreClaimedLikeDeviceInterrupts) {
   FdtMachine m = pci_machine(true);
-  auto pci = std::make_shared<PciEcamFdt>(*std::static_pointer_cast<const PciEcamFdt>(m.devices.back()));
+  auto pci =
+      std::make_shared<PciEcamFdt>(*std::static_pointer_cast<const PciEcamFdt>(m.devices.back()));
   pci->intx.push_back({3, 0, 48});  // the virtio-blk's line
   m.devices.back() = pci;
   EXPECT_THAT(error_of([&] { build_fdt(m); }), HasSubstr("is already used by virtio-blk disk0"));

@@ -20,13 +20,13 @@ class Aarch64Board final : public Board {
   }
   uint64_t ram_base() const override { return kRamBase; }
   std::vector<DeviceWindow> device_windows() const override {
-    return {{"the GIC distributor", kGicDistBase, kGicDistSize},
-            {"the GIC CPU interface / ITS / redistributors", kGicCpuBase,
-             kGicRedistEnd - kGicCpuBase},
-            {"the PL011 UART", kUartBase, 0x1000},
-            {"the PL031 RTC", kRtcBase, 0x1000},
-            {"the PL061 GPIO controller", kGpioBase, 0x1000},
-            {"the virtio-mmio device window", kVirtioBase, kDeviceIntidCount * kVirtioMmioSlot}};
+    return {
+        {"the GIC distributor", kGicDistBase, kGicDistSize},
+        {"the GIC CPU interface / ITS / redistributors", kGicCpuBase, kGicRedistEnd - kGicCpuBase},
+        {"the PL011 UART", kUartBase, 0x1000},
+        {"the PL031 RTC", kRtcBase, 0x1000},
+        {"the PL061 GPIO controller", kGpioBase, 0x1000},
+        {"the virtio-mmio device window", kVirtioBase, kDeviceIntidCount * kVirtioMmioSlot}};
   }
   uint32_t irq_count() const override { return kFirstDeviceIntid + kDeviceIntidCount; }
   std::vector<uint32_t> device_irqs() const override {

@@ -89,8 +89,7 @@ class Vgic {
   // emulates one); before initialize(). False: no ITS, PCI devices get INTx only.
   bool add_its(const KvmVm& vm) {
     if (its_) return true;
-    if (description_.version != GicVersion::v3 ||
-        !vm.supports_device(KVM_DEV_TYPE_ARM_VGIC_ITS)) {
+    if (description_.version != GicVersion::v3 || !vm.supports_device(KVM_DEV_TYPE_ARM_VGIC_ITS)) {
       return false;
     }
     its_.emplace(vm, KVM_DEV_TYPE_ARM_VGIC_ITS, "vGICv3 ITS");
