@@ -395,12 +395,14 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
     if (bar.kind == BarKind::mem64) ++i;  // the upper half
   }
 
-  // MSI-X: the table and PBA where the device has them, emulated. Other capabilities (MSI,
-  // power management, PCI Express) are not offered. INTx where the machine wires it (set_intx).
+  // MSI-X: the table and PBA where the device has them, emulated; else MSI, emulated. Other
+  // capabilities (power management, PCI Express) are not offered. INTx where the machine wires
+  // it (set_intx).
   uint32_t at = bytes[kCapabilityPointer] & 0xfc;
-  std::optional<uint32_t> msix_at;
+  std::optional<uint32_t> msix_at, msi_at;
   for (int guard = 0; at >= kFirstCapability && at + 4 <= kConfigSize && guard < 48; ++guard) {
     if (bytes[at] == kCapMsix) msix_at = at;
+    if (bytes[at] == kCapMsi) msi_at = at;
     at = bytes[at + 1] & 0xfc;
   }
   // INTx: where the device has a pin and VFIO offers the interrupt.
@@ -410,10 +412,20 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   dev->has_intx_ = bytes[kInterruptPin] != 0 &&
                    ::ioctl(dfd, VFIO_DEVICE_GET_IRQ_INFO, &intx) == 0 && intx.count == 1;
   if (!msix_at || *msix_at + 12 > kConfigSize) {
-    if (!dev->has_intx_) {
+    // MSI: as many vectors as the device may ask for (Multiple Message Capable) and VFIO offers.
+    vfio_irq_info msi_irq{};
+    msi_irq.argsz = sizeof msi_irq;
+    msi_irq.index = VFIO_PCI_MSI_IRQ_INDEX;
+    if (msi_at && *msi_at + 4 <= kConfigSize &&
+        ::ioctl(dfd, VFIO_DEVICE_GET_IRQ_INFO, &msi_irq) == 0 && msi_irq.count != 0) {
+      const uint32_t capable = 1u << ((le16(&bytes[*msi_at + 2]) >> 1) & 7u);
+      dev->msi_ = std::make_unique<MsiCapability>(std::min(capable, msi_irq.count));
+      dev->sink_ = msi(dev->msi_->vectors());
+      dev->msi_->add_to(dev->config_);
+    } else if (!dev->has_intx_) {
       throw UserError(label +
-                      ": the device has neither MSI-X nor an INTx pin VFIO offers; this VMM "
-                      "passes through MSI-X and INTx interrupts (not MSI)");
+                      ": the device has neither MSI-X, MSI nor an INTx pin VFIO offers; this "
+                      "VMM passes through MSI-X, MSI and INTx interrupts");
     }
     dev->config_.set_interrupt_pin(0);  // until the machine gives the pin a line (set_intx)
     if (mapper) {
@@ -423,8 +435,10 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
     if (dev->can_reset_ && ::ioctl(dfd, VFIO_DEVICE_RESET) != 0) {
       log::warn("{}: reset at start failed: {}", label, std::strerror(errno));
     }
-    log::debug("{}: {:04x}:{:04x} class {:06x}, INTx only{}", dev->name_, id.vendor_id,
-               id.device_id, id.class_code, dev->can_reset_ ? ", resettable" : "");
+    log::debug("{}: {:04x}:{:04x} class {:06x}, {}{}", dev->name_, id.vendor_id, id.device_id,
+               id.class_code,
+               dev->msi_ ? fmt::format("{} MSI vectors", dev->msi_->vectors()) : "INTx only",
+               dev->can_reset_ ? ", resettable" : "");
     return dev;
   }
   const uint16_t vectors = static_cast<uint16_t>((le16(&bytes[*msix_at + 2]) & 0x7ff) + 1);
@@ -482,14 +496,9 @@ VfioPciDevice::~VfioPciDevice() {
   if (!fd_) return;
   // Interrupts off (the eventfds close with us), then the device back to its power-on state
   // before it returns to the host.
-  vfio_irq_set off{};
-  off.argsz = sizeof off;
-  off.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
-  off.index = VFIO_PCI_MSIX_IRQ_INDEX;
-  if (msix_irqs_on_) static_cast<void>(::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &off));
-  if (intx_irqs_on_) {
-    off.index = VFIO_PCI_INTX_IRQ_INDEX;
-    static_cast<void>(::ioctl(fd_.get(), VFIO_DEVICE_SET_IRQS, &off));
+  {
+    std::lock_guard lock(vectors_mutex_);
+    static_cast<void>(use_irqs_locked(IrqMode::none));
   }
   if (can_reset_ && ::ioctl(fd_.get(), VFIO_DEVICE_RESET) != 0) {
     log::warn("{}: reset at exit failed: {}", name_, std::strerror(errno));
@@ -660,43 +669,119 @@ bool set_irqs(int device, uint32_t index, uint32_t action, std::span<const int32
 }
 }  // namespace
 
-bool VfioPciDevice::use_msix_locked(bool msix) {
-  // VFIO has one kind of interrupt on at a time: INTx, or the MSI-X vectors (QEMU switches the
-  // same way when its guest enables MSI-X).
-  if (msix == msix_irqs_on_ && (msix || intx_irqs_on_)) return true;
-  if (msix) {
-    if (intx_irqs_on_) {
-      static_cast<void>(
-          set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {}));
-      intx_irqs_on_ = false;
+bool VfioPciDevice::use_irqs_locked(IrqMode mode, uint32_t count) {
+  // VFIO has one kind of interrupt on at a time: INTx, MSI or the MSI-X vectors (QEMU switches
+  // the same way as its guest enables and disables them). The one on goes off first.
+  if (mode == irq_mode_ && count == irq_count_) return true;
+  const auto index_of = [](IrqMode m) {
+    return m == IrqMode::intx  ? VFIO_PCI_INTX_IRQ_INDEX
+           : m == IrqMode::msi ? VFIO_PCI_MSI_IRQ_INDEX
+                               : VFIO_PCI_MSIX_IRQ_INDEX;
+  };
+  if (irq_mode_ != IrqMode::none) {
+    static_cast<void>(set_irqs(fd_.get(), index_of(irq_mode_), VFIO_IRQ_SET_ACTION_TRIGGER, {}));
+  }
+  irq_mode_ = IrqMode::none;
+  irq_count_ = 0;
+  bool on = true;
+  switch (mode) {
+    case IrqMode::none:
+      break;
+    case IrqMode::intx: {
+      // VFIO masks the line each time it fires (it is level-triggered); the guest's EOI,
+      // through KVM's resample eventfd, unmasks it.
+      const int32_t trigger = intx_trigger_, unmask = intx_unmask_;
+      on = set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER,
+                    {&trigger, 1}) &&
+           set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK, {&unmask, 1});
+      break;
     }
-    if (!set_irqs(fd_.get(), VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, msix_fds_)) {
-      return false;
-    }
-    msix_irqs_on_ = true;
-    return true;
+    case IrqMode::msi:
+      on = count != 0 && count <= msi_fds_.size() &&
+           set_irqs(fd_.get(), VFIO_PCI_MSI_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER,
+                    std::span<const int32_t>(msi_fds_.data(), count));
+      break;
+    case IrqMode::msix:
+      on = set_irqs(fd_.get(), VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, msix_fds_);
+      break;
   }
-  if (msix_irqs_on_) {
-    static_cast<void>(
-        set_irqs(fd_.get(), VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {}));
-    msix_irqs_on_ = false;
-  }
-  // VFIO masks the line each time it fires (it is level-triggered); the guest's EOI, through
-  // KVM's resample eventfd, unmasks it.
-  const int32_t trigger = intx_trigger_, unmask = intx_unmask_;
-  if (!set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {&trigger, 1}) ||
-      !set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK, {&unmask, 1})) {
-    return false;
-  }
-  intx_irqs_on_ = true;
+  if (!on) return false;
+  irq_mode_ = mode;
+  irq_count_ = count;
   return true;
 }
 
+void VfioPciDevice::msi_written_locked() {
+  const MsiCapability::State now = msi_->state(config_);
+  if (now == msi_state_) return;
+  msi_state_ = now;
+  const IrqMode mode = now.enabled ? IrqMode::msi : (intx_on_ ? IrqMode::intx : IrqMode::none);
+  if (!use_irqs_locked(mode, mode == IrqMode::msi ? now.vectors : 0)) {
+    guest_error(fmt::format("VFIO refused to switch the device's interrupts to {}: {}",
+                            now.enabled ? fmt::format("MSI ({} vectors)", now.vectors)
+                                        : std::string(intx_on_ ? "INTx" : "none"),
+                            std::strerror(errno)));
+  }
+  // The vectors that go straight to KVM follow the guest's message (none are masked: the
+  // capability has no mask bits; the ones it did not enable are not deliverable).
+  for (uint16_t v = 0; v < direct_states_.size(); ++v) {
+    const MsixTable::VectorState state{now.enabled && v < now.vectors, now.address,
+                                       MsiCapability::message_data(now, static_cast<uint8_t>(v))};
+    if (state == direct_states_[v]) continue;
+    direct_states_[v] = state;
+    sink_->direct_state(v, state.deliverable, state.address, state.data);
+  }
+}
+
+void VfioPciDevice::deliver_msi(uint8_t vector) {
+  MsiCapability::State state;
+  {
+    std::lock_guard lock(vectors_mutex_);
+    state = msi_state_;
+  }
+  if (!state.enabled || vector >= state.vectors) return;  // VFIO signals only enabled vectors
+  sink_->send(state.address, MsiCapability::message_data(state, vector));
+}
+
 void VfioPciDevice::start(EventLoop& loop) {
+  if (msi_) {
+    // Each vector: KVM's irqfd where the sink has one (the first vectors, while GSIs last),
+    // else an eventfd of ours the loop delivers. VFIO gets them when the guest enables MSI.
+    const uint8_t n = msi_->vectors();
+    uint16_t direct = 0;
+    for (uint8_t v = 0; v < n; ++v) {
+      if (const int fd = sink_->direct_eventfd(v); fd >= 0 && direct == v) {
+        msi_fds_.push_back(fd);
+        ++direct;
+        continue;
+      }
+      UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      if (!efd) throw_errno(fmt::format("eventfd for an MSI vector of {}", name_));
+      const int32_t raw = efd.get();
+      msi_fds_.push_back(raw);
+      std::atomic<uint64_t>* counter = &loop_interrupts_;
+      loop.add(raw, EPOLLIN, [this, raw, v, counter](uint32_t) {
+        uint64_t count;
+        if (::read(raw, &count, sizeof count) == sizeof count) {
+          counter->fetch_add(1, std::memory_order_relaxed);
+          deliver_msi(v);
+        }
+      });
+      vector_fds_.push_back(std::move(efd));
+    }
+    std::lock_guard lock(vectors_mutex_);
+    direct_states_.assign(direct, MsixTable::VectorState{});
+    if (intx_on_ && !use_irqs_locked(IrqMode::intx)) {
+      throw UserError(fmt::format("{}: VFIO cannot give the device's INTx eventfds: {}", name_,
+                                  std::strerror(errno)));
+    }
+    log::debug("{}: {} MSI vectors, {} of them as KVM irqfds", name_, n, direct);
+    return;
+  }
   if (!msix_) {
     if (intx_on_) {
       std::lock_guard lock(vectors_mutex_);
-      if (!use_msix_locked(false)) {
+      if (!use_irqs_locked(IrqMode::intx)) {
         throw UserError(fmt::format("{}: VFIO cannot give the device's INTx eventfds: {}", name_,
                                     std::strerror(errno)));
       }
@@ -734,7 +819,7 @@ void VfioPciDevice::start(EventLoop& loop) {
     // the vectors are on in VFIO from now on.
     std::lock_guard lock(vectors_mutex_);
     direct_states_.assign(direct, MsixTable::VectorState{});
-    if (!use_msix_locked(!intx_on_)) {
+    if (!use_irqs_locked(intx_on_ ? IrqMode::intx : IrqMode::msix, intx_on_ ? 0 : n)) {
       throw UserError(fmt::format("{}: VFIO cannot give the device's {} eventfds: {}", name_,
                                   intx_on_ ? "INTx" : "MSI-X vectors", std::strerror(errno)));
     }
@@ -849,10 +934,15 @@ void VfioPciDevice::write_device_command(uint16_t guest_command) {
 
 void VfioPciDevice::config_written(uint32_t offset, uint32_t size) {
   // Lock held on the configuration space.
+  if (msi_ && msi_->covers(offset, size)) {
+    std::lock_guard lock(vectors_mutex_);
+    msi_written_locked();
+  }
   if (msix_ && offset < msix_cap_ + 4 && offset + size > msix_cap_ + 2) {
     std::lock_guard lock(vectors_mutex_);
     msix_->control_written(config_.u16(msix_cap_ + 2));
-    if (intx_on_ && !use_msix_locked(msix_->enabled())) {
+    if (intx_on_ && !use_irqs_locked(msix_->enabled() ? IrqMode::msix : IrqMode::intx,
+                                     msix_->enabled() ? msix_->vectors() : 0)) {
       guest_error(fmt::format("VFIO refused to switch the device's interrupts to {}: {}",
                               msix_->enabled() ? "MSI-X" : "INTx", std::strerror(errno)));
     }

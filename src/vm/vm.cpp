@@ -333,8 +333,8 @@ void Vm::wire_virtio_pci_intx() {
   for (auto& [transport, number] : d.intx_pending) {
     // The next device slot's line, level-triggered (the transport raises it while its ISR is
     // set); taken now that every planned device has its slot.
-    const DeviceSlot slot = device_slot(d.machine->memory_map(d.config.memory_size),
-                                        d.mmio_devices, taken_irqs(d.config));
+    const DeviceSlot slot = device_slot(d.machine->memory_map(d.config.memory_size), d.mmio_devices,
+                                        taken_irqs(d.config));
     if (!slot.irq) {
       throw UserError(fmt::format(
           "{}: no interrupt line left for its INTx (this machine has no MSIs for PCI devices)",

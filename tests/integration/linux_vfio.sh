@@ -6,17 +6,24 @@
 # nvme driver finds the namespace with MSI-X, reads the host's pattern, writes 4 MiB and reads
 # them back; vmm's -v log shows the fast paths were used (BAR 0's registers in a KVM memory
 # slot, the vectors as irqfds, nothing but the MSI-X table and PBA trapped). After the host is
-# gone, the image must hold what the guest wrote.
+# gone, the image must hold what the guest wrote. Then MSI without MSI-X: an AHCI controller
+# (QEMU's ich9-ahci) passed through to Debian's kernel, whose ahci driver takes its one MSI
+# vector; the guest reads the host's pattern and writes 1 MiB the host finds in the image.
 # Usage: linux_vfio.sh VMM
 set -euo pipefail
 vmm=$1
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 payload_new x86_64 "$vmm"
+cp "$("$emuhost" --arch x86_64 --print-kernel)" "$payload/debian-vmlinuz"
+cp "$("$repo/images/build-initramfs" --debian-kernel x86_64)" "$payload/initramfs-debian.cpio.gz"
 
 image=$work/nvme.img
 truncate -s 64M "$image"
 printf 'LIBVMM-HOST-NVME-PATTERN' | dd of="$image" conv=notrunc 2>/dev/null
+ahci_image=$work/ahci.img
+truncate -s 16M "$ahci_image"
+printf 'LIBVMM-HOST-AHCI-PATTERN' | dd of="$ahci_image" conv=notrunc 2>/dev/null
 
 payload_script run.sh <<'EOS'
 nvme=
@@ -122,9 +129,43 @@ echo "GUEST-WROTE-MD5=$written"
 check "the device is still vfio-pci's after the VM" \
   [ "$(basename "$(readlink "/sys/bus/pci/devices/$nvme/driver")")" = vfio-pci ]
 
-finish linux_vfio /tmp/vfio.out /tmp/msix.err /tmp/intx.txt /tmp/intx.err /tmp/mptable.txt /tmp/mptable.err
+# MSI (no MSI-X): the second AHCI controller (not q35's own at 00:1f.2, which shares its group
+# with the LPC bridge), to Debian's kernel.
+ahci=
+for d in /sys/bus/pci/devices/*; do
+  [ "$(cat "$d/class")" = 0x010601 ] && [ "$(basename "$d")" != 0000:00:1f.2 ] && ahci=$(basename "$d")
+done
+check "the host has an AHCI controller ($ahci) of its own group" [ -e "/sys/bus/pci/devices/$ahci/iommu_group" ]
+echo vfio-pci >"/sys/bus/pci/devices/$ahci/driver_override"
+echo "$ahci" >/sys/bus/pci/drivers_probe
+started=$(date +%s)
+start ahci ./vmm --kernel debian-vmlinuz --initrd initramfs-debian.cpio.gz --memory 256M \
+  --cmdline "console=ttyS0 quiet libvmm.test=ahci" --vfio "$ahci" -v
+(sleep 300; kill "$pid" 2>/dev/null) &
+watchdog=$!
+stop
+kill "$watchdog" 2>/dev/null
+echo "guest with the AHCI controller passed through took $(($(date +%s) - started)) s"
+tr -d '\r' </tmp/ahci.out >/tmp/ahci.txt
+check "MSI: exit status 0 (got $status)" [ "$status" -eq 0 ]
+check "MSI: vmm offers the controller's MSI capability (no MSI-X)" \
+  grep -qE "vfio $ahci: 8086:2922 class 010601, [0-9]+ MSI vectors" /tmp/ahci.err
+check "MSI: its vectors are KVM irqfds" grep -qE "vfio $ahci: [0-9]+ MSI vectors, [1-9][0-9]* of them as KVM irqfds" /tmp/ahci.err
+check "MSI: the guest's ahci driver has the controller with an MSI vector" \
+  grep -qE "pci 0000:00:0[1-9].0 0x010601 0x8086:0x2922 driver=ahci msi_vectors=[1-9]" /tmp/ahci.txt
+check "MSI: the guest reads the host's pattern from sda" grep -qF "sda starts with: LIBVMM-HOST-AHCI-PATTERN" /tmp/ahci.txt
+ahci_written=$(sed -n 's/.*LIBVMM-GUEST: ahci pattern md5 //p' /tmp/ahci.txt)
+ahci_read=$(sed -n 's/.*LIBVMM-GUEST: ahci read back md5 //p' /tmp/ahci.txt)
+check "MSI: the guest reads back the 1 MiB it wrote ($ahci_written)" [ -n "$ahci_written" -a "$ahci_written" = "$ahci_read" ]
+check "MSI: the controller's interrupts arrived as MSIs" grep -qE "ahci interrupts: [1-9][0-9]* on [A-Z-]*PCI-MSI" /tmp/ahci.txt
+check "MSI: vmm logged no guest error" sh -c '! grep -q warning /tmp/ahci.err'
+echo "GUEST-AHCI-MD5=$ahci_written"
+
+finish linux_vfio /tmp/vfio.out /tmp/msix.err /tmp/intx.txt /tmp/intx.err /tmp/mptable.txt /tmp/mptable.err \
+  /tmp/ahci.txt /tmp/ahci.err
 EOS
-collect 'PASS|FAIL|GUEST-WROTE-MD5|took|trapped|linux_vfio:' --timeout 900 --nvme "$image" || true
+collect 'PASS|FAIL|GUEST-WROTE-MD5|GUEST-AHCI-MD5|took|trapped|linux_vfio:' --timeout 1200 --nvme "$image" \
+  --ahci "$ahci_image" || true
 cat "$work/results"
 written=$(sed -n 's/^GUEST-WROTE-MD5=//p' "$work/results")
 on_image=$(dd if="$image" bs=1M skip=1 count=4 2>/dev/null | md5sum | cut -d' ' -f1)
@@ -134,4 +175,11 @@ if [ -z "$written" ] || [ "$written" != "$on_image" ]; then
   exit 1
 fi
 echo "PASS: the image holds the guest's 4 MiB ($on_image)"
+ahci_written=$(sed -n 's/^GUEST-AHCI-MD5=//p' "$work/results")
+ahci_on_image=$(dd if="$ahci_image" bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
+if [ -z "$ahci_written" ] || [ "$ahci_written" != "$ahci_on_image" ]; then
+  echo "FAIL: the AHCI disk's image holds the guest's 1 MiB (guest $ahci_written, image $ahci_on_image)"
+  exit 1
+fi
+echo "PASS: the AHCI disk's image holds the guest's 1 MiB ($ahci_on_image)"
 need_results '^linux_vfio: [0-9]+ passed, 0 failed'

@@ -9,7 +9,8 @@
 // VfioPciDevice is a PciFunction on our host bridge:
 //   - configuration space: identity and class from the device; the BARs, the command register
 //     and the MSI-X capability emulated on our ConfigSpace (the command register's I/O, memory
-//     and bus-master bits are passed on to the device); other capabilities (MSI, power
+//     and bus-master bits are passed on to the device), or, for a device without MSI-X, its
+//     MSI capability (MsiCapability: 64-bit, no per-vector masks); other capabilities (power
 //     management, PCI Express) are not offered to the guest; the command register's INTx
 //     disable bit is the guest's where the device's INTx is passed through;
 //   - the BARs' pages go straight into the guest where VFIO lets them be mmapped (the region's
@@ -25,6 +26,9 @@
 //     change of the vector's state the guest programs (route, masks) and reads the PBA's bits
 //     from it. Other vectors signal an eventfd of ours that the event loop delivers through the
 //     emulated table, which applies the guest's masks and addresses;
+//   - MSI (a device without MSI-X): as MSI-X's vectors, each vector an eventfd VFIO signals
+//     (direct to a KVM irqfd where the sink offers one), switched on in VFIO with as many
+//     vectors as the guest enables, and off again (to INTx where wired) when it disables MSI;
 //   - INTx, where the device has a pin: VFIO signals a level-triggered KVM irqfd on the line the
 //     machine gives it (x86_64: in the host bridge's _PRT) and masks the line until the guest's
 //     EOI signals KVM's resample eventfd, which VFIO takes as the unmask;
@@ -45,6 +49,7 @@
 #include <vector>
 
 #include "libvmm/core/unique_fd.hpp"
+#include "libvmm/pci/msi.hpp"
 #include "libvmm/pci/msix.hpp"
 #include "libvmm/pci/pci_function.hpp"
 
@@ -155,6 +160,7 @@ class VfioPciDevice final : public PciFunction {
   // False when the device has no INTx. Before start().
   bool set_intx(int trigger, int unmask);
   uint16_t msix_vectors() const { return msix_ ? msix_->vectors() : 0; }
+  uint16_t msi_vectors() const { return msi_ ? msi_->vectors() : 0; }
   // Vectors the device signals straight to the sink (irqfds), after start().
   uint16_t direct_vectors() const { return static_cast<uint16_t>(direct_states_.size()); }
   void bar_moved(unsigned bar, std::optional<BarMapping> old,
@@ -182,9 +188,15 @@ class VfioPciDevice final : public PciFunction {
   void unmap_direct_locked(unsigned bar);
   // Tells the sink of every direct vector whose state the guest changed (vectors_mutex_ held).
   void sync_direct_vectors_locked();
-  // VFIO's interrupts on MSI-X (true) or INTx (vectors_mutex_ held); false with errno when VFIO
-  // refuses.
-  bool use_msix_locked(bool msix);
+  // Which of the device's interrupts VFIO signals (one kind at a time).
+  enum class IrqMode { none, intx, msi, msix };
+  // Switches VFIO to `mode` (MSI: with `count` vectors) (vectors_mutex_ held); false with errno
+  // when VFIO refuses (nothing is on then).
+  bool use_irqs_locked(IrqMode mode, uint32_t count = 0);
+  // The guest changed the MSI capability: VFIO's vectors and the sink follow.
+  void msi_written_locked();
+  // One MSI vector signalled through the event loop: sent as the guest has programmed it.
+  void deliver_msi(uint8_t vector);
 
   std::string name_;
   UniqueFd fd_;
@@ -192,9 +204,15 @@ class VfioPciDevice final : public PciFunction {
   bool has_intx_ = false;
   bool intx_on_ = false;  // set_intx() wired it
   int intx_trigger_ = -1, intx_unmask_ = -1;
-  // Which kind of interrupt VFIO has on now (vectors_mutex_).
-  bool msix_irqs_on_ = false, intx_irqs_on_ = false;
+  // Which kind of interrupt VFIO has on now, with how many vectors (vectors_mutex_).
+  IrqMode irq_mode_ = IrqMode::none;
+  uint32_t irq_count_ = 0;
   std::vector<int32_t> msix_fds_;  // by vector: what VFIO signals
+  // MSI, for a device without MSI-X: the capability, its fds by vector, and what the guest has
+  // programmed (vectors_mutex_).
+  std::unique_ptr<MsiCapability> msi_;
+  std::vector<int32_t> msi_fds_;
+  MsiCapability::State msi_state_{};
   Region config_region_;
   std::array<Region, kBarCount> bars_{};
   std::unique_ptr<MsixTable> msix_;
