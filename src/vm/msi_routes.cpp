@@ -120,7 +120,8 @@ void set_gsi_routing(KvmVm& vm, const std::vector<kvm_irq_routing_entry>& entrie
 
 std::shared_ptr<RoutedMsiSink> RoutedMsiSink::for_vm(KvmVm& vm, std::shared_ptr<GsiRoutes> routes,
                                                      uint16_t vectors, bool direct,
-                                                     std::optional<uint32_t> devid) {
+                                                     std::optional<uint32_t> devid,
+                                                     RegisterIrqfd register_early) {
   KvmVm* kvm = &vm;
   auto register_irqfd = [kvm](int fd, uint32_t gsi) { kvm->register_irqfd(fd, gsi); };
   auto signal = [kvm, devid](uint64_t address, uint32_t data) {
@@ -133,7 +134,8 @@ std::shared_ptr<RoutedMsiSink> RoutedMsiSink::for_vm(KvmVm& vm, std::shared_ptr<
         std::move(routes), vectors, register_irqfd,
         [kvm](int fd, uint32_t gsi) { kvm->unregister_irqfd(fd, gsi); }, signal, devid);
   }
-  return std::make_shared<RoutedMsiSink>(std::move(routes), vectors, register_irqfd, signal, devid);
+  return std::make_shared<RoutedMsiSink>(
+      std::move(routes), vectors, register_early ? register_early : register_irqfd, signal, devid);
 }
 
 bool RoutedMsiSink::route_locked(Vector& v, uint16_t vector, uint64_t address, uint32_t data) {

@@ -89,10 +89,13 @@ class RoutedMsiSink final : public pci::MsiSink {
   RoutedMsiSink(std::shared_ptr<GsiRoutes> routes, uint16_t vectors, RegisterIrqfd register_irqfd,
                 RegisterIrqfd unregister_irqfd, Signal signal,
                 std::optional<uint32_t> devid = std::nullopt);
-  // On a VM: irqfds and KVM_SIGNAL_MSI on `vm` (with `devid` as above).
+  // On a VM: irqfds and KVM_SIGNAL_MSI on `vm` (with `devid` as above). `register_early`
+  // registers the irqfds made with the sink (not direct), which may be before the VM can take
+  // them (AArch64: before the vGIC is initialised); null: at once on `vm`.
   static std::shared_ptr<RoutedMsiSink> for_vm(KvmVm& vm, std::shared_ptr<GsiRoutes> routes,
                                                uint16_t vectors, bool direct = false,
-                                               std::optional<uint32_t> devid = std::nullopt);
+                                               std::optional<uint32_t> devid = std::nullopt,
+                                               RegisterIrqfd register_early = nullptr);
 
   int direct_eventfd(uint16_t vector) override;
   void direct_state(uint16_t vector, bool deliverable, uint64_t address, uint32_t data) override;

@@ -209,6 +209,9 @@ struct Vm::Impl {
   std::shared_ptr<KvmMsiSink> msi;              // where the machine has no GSI routing for MSIs
   std::shared_ptr<GsiRoutes> gsi_routes;        // else: each function's vectors routed, with irqfds
   bool msi_devid = false;                       // MSIs carry the requester ID (GICv3 ITS)
+  // Irqfds of virtio-pci vectors made before prepare() has initialised the interrupt
+  // controller (AArch64's vGIC takes none before; KVM_IRQFD blocks there with an ITS).
+  std::vector<std::pair<int, uint32_t>> early_irqfds;
   // virtio-pci devices wired to INTx lines once every device is placed (no MSIs), by number.
   std::vector<std::pair<std::shared_ptr<VirtioPciTransport>, uint8_t>> intx_pending;
   std::vector<std::shared_ptr<VirtioPciTransport>> pci_transports;
@@ -508,8 +511,10 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
   // the machine routes GSIs; else KVM_SIGNAL_MSI per message.
   std::shared_ptr<pci::MsiSink> msi = d.msi;
   if (d.gsi_routes) {
-    msi = RoutedMsiSink::for_vm(d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device),
-                                false, pci_requester_id());
+    Impl* impl = &d;
+    msi = RoutedMsiSink::for_vm(
+        d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device), false, pci_requester_id(),
+        [impl](int fd, uint32_t gsi) { impl->early_irqfds.emplace_back(fd, gsi); });
   }
   auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, msi, nullptr);
   const uint8_t number = d.pci_bridge->add(transport);
@@ -676,6 +681,7 @@ void Vm::prepare() {
     std::lock_guard lock(d.irq_mutex);
     if (auto* line = dynamic_cast<KvmIrqLine*>(d.irqs.at(number).get())) line->irqfd();
   }
+  for (const auto& [fd, gsi] : d.early_irqfds) d.vm.register_irqfd(fd, gsi);
   for (const auto& [fd, number] : d.call_irqfds) {
     if (d.machine->emulated_irq(number)) {
       connect_eventfd(fd, number);
