@@ -4,10 +4,12 @@
 # (tools/emuhost/emuhost --arch aarch64) and checks what a user sees:
 #   GICv3 host: 2 vCPUs through PSCI, the arch timer, the PL011 console both ways, the vGICv3,
 #               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block,
-#               console and network with the guest's own (module) drivers, the wall clock
-#               at boot from the PL031, the power key (PL061 + gpio-keys) on SIGTERM;
+#               console and network with the guest's own (module) drivers, a disk over
+#               virtio-pci (pci-host-ecam-generic, MSI-X through the vGICv3 ITS; refused with
+#               a user's --dtb), the wall clock at boot from the PL031, the power key (PL061 +
+#               gpio-keys) on SIGTERM;
 #   GICv2 host: the manual's example system (examples/simple/simple-aarch64.system) checked
-#               and booted on its vGICv2; the default --gic picks the vGICv2; Microkit
+#               and booted on its vGICv2, with a virtio-pci disk added (INTx: no ITS); the default --gic picks the vGICv2; Microkit
 #               descriptions as written (tests/system/microkit): the manual's form with images
 #               from the flags (the initramfs shell on the PL011), the simple form with our DTB
 #               and its <dtb_overlay>, the smp form with 4 vCPUs up, --dtb and --dtb-overlay.
