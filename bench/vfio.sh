@@ -9,16 +9,17 @@
 #              whole namespace (bench/randread.c, built here with cc -O2 -static)
 # Rounds alternate host and guest (host, guest; guest, host; ...), so the controller moves
 # between the host's nvme driver and vfio-pci (driver_override) every other round and neither
-# side always goes first; one guest boot per round (256 MiB, 1 vCPU, vmm --vfio ADDR).
-# Usage: bench/vfio.sh [ROUNDS [SEQ_MIB [RANDOM_READS]]]   (default 5, 64, 2000; about 15
-# minutes on a quiet 2-core machine). VFIO_BENCH_VMM=PATH runs that vmm binary instead of
+# side always goes first; one guest boot per round (256 MiB, 1 vCPU, vmm --vfio ADDR -v: its
+# end-of-run counters show how many BAR accesses trapped and interrupts took the event loop).
+# Usage: bench/vfio.sh [ROUNDS [SEQ_MIB [RANDOM_READS]]]   (default 9, 256, 20000; about 5
+# minutes on a 2-core machine: a guest boots in ~5 s there). VFIO_BENCH_VMM=PATH runs that vmm binary instead of
 # building build/gcc's. Prints medians, min..max and the guest/host ratios; see
 # docs/PERFORMANCE.md. The image is made once and kept in
 # ${LIBVMM_CACHE:-~/.cache/libvmm}/vfio-bench/ (a copy is what the emulated host gets).
 set -euo pipefail
-rounds=${1:-5}
-seq_mib=${2:-64}
-reads=${3:-2000}
+rounds=${1:-9}
+seq_mib=${2:-256}
+reads=${3:-20000}
 if ! [[ $rounds =~ ^[1-9][0-9]*$ && $seq_mib =~ ^[1-9][0-9]*$ && $reads =~ ^[1-9][0-9]*$ ]] \
     || [ "$seq_mib" -gt 256 ]; then
   echo "usage: bench/vfio.sh [ROUNDS [SEQ_MIB (1-256) [RANDOM_READS]]] (positive integers)" >&2
@@ -132,12 +133,15 @@ guest_round() {
   to_vfio
   started=$(cut -d' ' -f1 /proc/uptime)
   bench_guest guest vfiobench 900 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
-    --cmdline "console=ttyS0 quiet libvmm.test=vfiobench" --vfio "$nvme" --quiet
+    --cmdline "console=ttyS0 quiet libvmm.test=vfiobench" --vfio "$nvme" -v
+  tr -d '\r' </tmp/out.guest | sed -n "s/.*vfio $nvme: \([0-9]*\) BAR accesses trapped (\([0-9]*\) .*, \([0-9]*\) interrupts through the event loop.*/guest vfio trapped=\1 msix_trapped=\2 loop_irqs=\3/p"
   echo "guest boot and round took $(awk -v a="$started" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.0f", b - a }') s"
   grep -qF 'test vfiobench exit status 0' /tmp/out.guest || { echo "BENCH-ERROR: guest round failed"; tail -n 20 /tmp/out.guest; }
 }
 to_host
-echo "BENCH-SETUP nvme=$nvme size_sectors=$(cat /sys/block/nvme0n1/size) rounds=$rounds seq_mib=$seq_mib reads=$reads"
+# The host's DMA domain (DMA: strict IOTLB flushes; DMA-FQ: lazy) for its own driver's reads.
+domain=$(cat "$dev/iommu_group/type" 2>/dev/null || echo unknown)
+echo "BENCH-SETUP nvme=$nvme size_sectors=$(cat /sys/block/nvme0n1/size) host_iommu_domain=$domain rounds=$rounds seq_mib=$seq_mib reads=$reads"
 # Untimed: one pass over the namespace, so the first round's reads do not pay for the image
 # file's first reads on the machine running QEMU.
 dd if=/dev/nvme0n1 of=/dev/null bs=1M iflag=direct 2>/dev/null
@@ -147,7 +151,7 @@ while [ $round -lt "$rounds" ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|guest) (seqread|randread) |BENCH-SETUP|BENCH-ERROR|guest boot)' \
+collect '^((host|guest) (seqread|randread) |BENCH-SETUP|BENCH-ERROR|guest (boot|vfio) )' \
   --timeout $((600 + rounds * 600)) --nvme "$image" || true
 need_results '^guest randread '
 need_results '^host randread '
@@ -170,7 +174,19 @@ printf '%-9s %-6s %10s %12s %10s %12s %11s\n' job unit host "(min..max)" guest "
 for job in seqread randread; do
   case $job in seqread) f=mib_s unit=MiB/s ;; *) f=iops unit=IOPS ;; esac
   h=$(result $f host $job) g=$(result $f guest $job)
-  printf '%-9s %-6s %10s %12s %10s %12s %11s\n' $job $unit "${h:--}" "$(spread $f host $job)" \
-    "${g:--}" "$(spread $f guest $job)" "$(ratio "$g" "$h")"
+  printf '%-9s %-6s %10.0f %12s %10.0f %12s %11s\n' $job $unit "${h:-0}" "$(spread $f host $job)" \
+    "${g:-0}" "$(spread $f guest $job)" "$(ratio "$g" "$h")"
+done
+# The per-round ratios: how much the pairing matters against the spread of the medians.
+for job in seqread randread; do
+  case $job in seqread) f=mib_s ;; *) f=iops ;; esac
+  awk -v job=$job -v f=$f '$2 == job { for (i = 3; i <= NF; i++) { split($i, kv, "=")
+      if (kv[1] == f) { if ($1 == "host") h[++nh] = kv[2]; else if ($1 == "guest") g[++ng] = kv[2] } } }
+    END { n = 0; for (i = 1; i <= nh && i <= ng; i++) if (h[i] > 0) r[++n] = g[i] / h[i]
+      if (!n) exit
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+      m = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+      printf "%s guest/host per round: median %.2f, min %.2f, max %.2f (%d rounds)\n", job, m, r[1], r[n], n }' \
+    "$work/results"
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
