@@ -110,7 +110,7 @@ to_host() {
   fi
   i=0
   while [ ! -b /dev/nvme0n1 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-  [ -b /dev/nvme0n1 ] || { echo "BENCH-ERROR: no /dev/nvme0n1 (driver: $(driver))"; dmesg | tail -n 20; exit 1; }
+  [ -b /dev/nvme0n1 ] || { echo "BENCH-ERROR: no /dev/nvme0n1 (driver: $(driver))"; dmesg | tail -n 20 | sed 's/^/BENCH-ERROR: dmesg: /'; exit 1; }
 }
 to_vfio() {
   [ "$(driver)" = vfio-pci ] && return 0
@@ -136,7 +136,11 @@ guest_round() {
     --cmdline "console=ttyS0 quiet libvmm.test=vfiobench" --vfio "$nvme" -v
   tr -d '\r' </tmp/out.guest | sed -n "s/.*vfio $nvme: \([0-9]*\) BAR accesses trapped (\([0-9]*\) .*, \([0-9]*\) interrupts through the event loop.*/guest vfio trapped=\1 msix_trapped=\2 loop_irqs=\3/p"
   echo "guest boot and round took $(awk -v a="$started" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.0f", b - a }') s"
-  grep -qF 'test vfiobench exit status 0' /tmp/out.guest || { echo "BENCH-ERROR: guest round failed"; tail -n 20 /tmp/out.guest; }
+  grep -qF 'test vfiobench exit status 0' /tmp/out.guest || {
+    echo "BENCH-ERROR: guest round failed (vmm and console, then dmesg):"
+    tr -d '\r' </tmp/out.guest | tail -n 20 | sed 's/^/BENCH-ERROR: /'
+    dmesg | tail -n 10 | sed 's/^/BENCH-ERROR: dmesg: /'
+  }
 }
 to_host
 # The host's DMA domain (DMA: strict IOTLB flushes; DMA-FQ: lazy) for its own driver's reads.
@@ -156,6 +160,7 @@ collect '^((host|guest) (seqread|randread) |BENCH-SETUP|BENCH-ERROR|guest (boot|
 need_results '^guest randread '
 need_results '^host randread '
 grep -E '^BENCH-(SETUP|ERROR)' "$work/results" || true
+n_errors=$(grep -c '^BENCH-ERROR' "$work/results" || true)
 echo "per round:"
 grep -E '^(host|guest) ' "$work/results" | sed 's/^/  /'
 # spread FIELD WORDS...: "min..max" of a figure over the rounds.
@@ -189,4 +194,5 @@ for job in seqread randread; do
       printf "%s guest/host per round: median %.2f, min %.2f, max %.2f (%d rounds)\n", job, m, r[1], r[n], n }' \
     "$work/results"
 done
+[ "$n_errors" = 0 ] || echo "$prog: warning: $n_errors BENCH-ERROR lines (above); the medians leave those rounds out"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
