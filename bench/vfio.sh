@@ -12,10 +12,12 @@
 # side always goes first; one guest boot per round (256 MiB, 1 vCPU, vmm --vfio ADDR -v: its
 # end-of-run counters show how many BAR accesses trapped and interrupts took the event loop).
 # Usage: bench/vfio.sh [ROUNDS [SEQ_MIB [RANDOM_READS]]]   (default 9, 256, 20000; about 5
-# minutes on a 2-core machine: a guest boots in ~5 s there). VFIO_BENCH_VMM=PATH runs that vmm binary instead of
-# building build/gcc's. Prints medians, min..max and the guest/host ratios; see
-# docs/PERFORMANCE.md. The image is made once and kept in
-# ${LIBVMM_CACHE:-~/.cache/libvmm}/vfio-bench/ (a copy is what the emulated host gets).
+# minutes on a 2-core machine: a guest boots in ~5 s there). VFIO_BENCH_VMM=PATH runs that vmm
+# binary instead of building build/gcc's; VFIO_BENCH_GUEST_ARGS="..." adds to the guest kernel's
+# command line (e.g. idle=poll: the guest never halts waiting for its completion interrupt).
+# Prints medians, min..max and the guest/host ratios; see docs/PERFORMANCE.md. The image is
+# made once and kept in ${LIBVMM_CACHE:-~/.cache/libvmm}/vfio-bench/ (the emulated host gets a
+# copy).
 set -euo pipefail
 rounds=${1:-9}
 seq_mib=${2:-256}
@@ -89,7 +91,8 @@ for m in $(echo "${deps#*:}" | tr ' ' '\n' | tac) "${deps%%:*}"; do
   basename "${m%.ko*}.ko" >>"$payload/modules/load-order"
 done
 
-payload_script run.sh rounds="$rounds" seq_mib="$seq_mib" reads="$reads" <<'EOS'
+payload_script run.sh rounds="$rounds" seq_mib="$seq_mib" reads="$reads" \
+  guest_args="${VFIO_BENCH_GUEST_ARGS:-}" <<'EOS'
 nvme=
 for d in /sys/bus/pci/devices/*; do
   [ "$(cat "$d/class")" = 0x010802 ] && nvme=$(basename "$d")
@@ -133,7 +136,7 @@ guest_round() {
   to_vfio
   started=$(cut -d' ' -f1 /proc/uptime)
   bench_guest guest vfiobench 900 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
-    --cmdline "console=ttyS0 quiet libvmm.test=vfiobench" --vfio "$nvme" -v
+    --cmdline "console=ttyS0 quiet libvmm.test=vfiobench $guest_args" --vfio "$nvme" -v
   tr -d '\r' </tmp/out.guest | sed -n "s/.*vfio $nvme: \([0-9]*\) BAR accesses trapped (\([0-9]*\) .*, \([0-9]*\) interrupts through the event loop.*/guest vfio trapped=\1 msix_trapped=\2 loop_irqs=\3/p"
   echo "guest boot and round took $(awk -v a="$started" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.0f", b - a }') s"
   grep -qF 'test vfiobench exit status 0' /tmp/out.guest || {
@@ -145,7 +148,7 @@ guest_round() {
 to_host
 # The host's DMA domain (DMA: strict IOTLB flushes; DMA-FQ: lazy) for its own driver's reads.
 domain=$(cat "$dev/iommu_group/type" 2>/dev/null || echo unknown)
-echo "BENCH-SETUP nvme=$nvme size_sectors=$(cat /sys/block/nvme0n1/size) host_iommu_domain=$domain rounds=$rounds seq_mib=$seq_mib reads=$reads"
+echo "BENCH-SETUP nvme=$nvme size_sectors=$(cat /sys/block/nvme0n1/size) host_iommu_domain=$domain rounds=$rounds seq_mib=$seq_mib reads=$reads guest_args=$guest_args"
 # Untimed: one pass over the namespace, so the first round's reads do not pay for the image
 # file's first reads on the machine running QEMU.
 dd if=/dev/nvme0n1 of=/dev/null bs=1M iflag=direct 2>/dev/null
