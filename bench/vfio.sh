@@ -14,7 +14,10 @@
 # Usage: bench/vfio.sh [ROUNDS [SEQ_MIB [RANDOM_READS]]]   (default 9, 256, 20000; about 5
 # minutes on a 2-core machine: a guest boots in ~5 s there). VFIO_BENCH_VMM=PATH runs that vmm
 # binary instead of building build/gcc's; VFIO_BENCH_GUEST_ARGS="..." adds to the guest kernel's
-# command line (e.g. idle=poll: the guest never halts waiting for its completion interrupt).
+# command line (e.g. idle=poll: the guest never halts waiting for its completion interrupt);
+# VFIO_BENCH_HOST_DOMAIN=identity|DMA|DMA-FQ sets the controller's IOMMU group's default domain
+# type before the host's nvme driver first binds (identity: the host's own reads bypass the
+# IOMMU's translation, as with iommu=pt; the guest's go through VFIO's domain either way).
 # Prints medians, min..max and the guest/host ratios; see docs/PERFORMANCE.md. The image is
 # made once and kept in ${LIBVMM_CACHE:-~/.cache/libvmm}/vfio-bench/ (the emulated host gets a
 # copy).
@@ -92,13 +95,17 @@ for m in $(echo "${deps#*:}" | tr ' ' '\n' | tac) "${deps%%:*}"; do
 done
 
 payload_script run.sh rounds="$rounds" seq_mib="$seq_mib" reads="$reads" \
-  guest_args="${VFIO_BENCH_GUEST_ARGS:-}" <<'EOS'
+  guest_args="${VFIO_BENCH_GUEST_ARGS:-}" host_domain="${VFIO_BENCH_HOST_DOMAIN:-}" <<'EOS'
 nvme=
 for d in /sys/bus/pci/devices/*; do
   [ "$(cat "$d/class")" = 0x010802 ] && nvme=$(basename "$d")
 done
 [ -n "$nvme" ] || { echo "BENCH-ERROR: the emulated host has no NVMe controller"; exit 1; }
 dev=/sys/bus/pci/devices/$nvme
+if [ -n "$host_domain" ]; then
+  echo "$host_domain" >"$dev/iommu_group/type" \
+    || { echo "BENCH-ERROR: cannot set the IOMMU group's type to $host_domain"; exit 1; }
+fi
 while read -r ko; do
   insmod "modules/$ko" || { echo "BENCH-ERROR: insmod $ko failed"; exit 1; }
 done <modules/load-order
@@ -135,8 +142,9 @@ host_round() {
 guest_round() {
   to_vfio
   started=$(cut -d' ' -f1 /proc/uptime)
-  bench_guest guest vfiobench 900 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
-    --cmdline "console=ttyS0 quiet libvmm.test=vfiobench $guest_args" --vfio "$nvme" -v
+  # A round takes 10-20 s on a 2-core machine: a guest still running after 300 s is stuck.
+  bench_guest guest vfiobench 300 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
+    --cmdline "console=ttyS0 quiet loglevel=5 libvmm.test=vfiobench $guest_args" --vfio "$nvme" -v
   tr -d '\r' </tmp/out.guest | sed -n "s/.*vfio $nvme: \([0-9]*\) BAR accesses trapped (\([0-9]*\) .*, \([0-9]*\) interrupts through the event loop.*/guest vfio trapped=\1 msix_trapped=\2 loop_irqs=\3/p"
   echo "guest boot and round took $(awk -v a="$started" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.0f", b - a }') s"
   grep -qF 'test vfiobench exit status 0' /tmp/out.guest || {
@@ -164,6 +172,7 @@ need_results '^guest randread '
 need_results '^host randread '
 grep -E '^BENCH-(SETUP|ERROR)' "$work/results" || true
 n_errors=$(grep -c '^BENCH-ERROR' "$work/results" || true)
+n_host=$(grep -c '^host randread ' "$work/results") n_guest=$(grep -c '^guest randread ' "$work/results")
 echo "per round:"
 grep -E '^(host|guest) ' "$work/results" | sed 's/^/  /'
 # spread FIELD WORDS...: "min..max" of a figure over the rounds.
@@ -175,7 +184,6 @@ spread() {
       v = kv[2] + 0; if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
     END { if (n) printf "%.0f..%.0f", lo, hi; else print "-" }' "$work/results"
 }
-n_host=$(grep -c '^host randread ' "$work/results") n_guest=$(grep -c '^guest randread ' "$work/results")
 echo "median of $rounds rounds ($n_host host, $n_guest guest), one request in flight, 256 MiB namespace;"
 echo "guest: vmm --vfio, 256 MiB, 1 vCPU; emulated KVM host (QEMU TCG, emulated NVMe and IOMMU)"
 printf '%-9s %-6s %10s %12s %10s %12s %11s\n' job unit host "(min..max)" guest "(min..max)" guest/host
@@ -197,5 +205,7 @@ for job in seqread randread; do
       printf "%s guest/host per round: median %.2f, min %.2f, max %.2f (%d rounds)\n", job, m, r[1], r[n], n }' \
     "$work/results"
 done
+[ "$n_host" = "$rounds" ] && [ "$n_guest" = "$rounds" ] \
+  || echo "$prog: warning: of $rounds rounds, $n_host host and $n_guest guest rounds have results"
 [ "$n_errors" = 0 ] || echo "$prog: warning: $n_errors BENCH-ERROR lines (above); the medians leave those rounds out"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
