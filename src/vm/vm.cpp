@@ -209,9 +209,15 @@ struct Vm::Impl {
   std::shared_ptr<KvmMsiSink> msi;              // where the machine has no GSI routing for MSIs
   std::shared_ptr<GsiRoutes> gsi_routes;        // else: each function's vectors routed, with irqfds
   bool msi_devid = false;                       // MSIs carry the requester ID (GICv3 ITS)
-  // Irqfds of virtio-pci vectors made before prepare() has initialised the interrupt
-  // controller (AArch64's vGIC takes none before; KVM_IRQFD blocks there with an ITS).
-  std::vector<std::pair<int, uint32_t>> early_irqfds;
+  // Irqfds of PCI functions (virtio-pci vectors, passed-through INTx) made before prepare()
+  // has initialised the interrupt controller: AArch64's vGIC takes none before (KVM_IRQFD
+  // blocks there with an ITS, and a resampling one fails with EAGAIN).
+  struct EarlyIrqfd {
+    int fd = -1;
+    uint32_t gsi = 0;
+    int resample = -1;  // a level-triggered line's resample eventfd, or -1
+  };
+  std::vector<EarlyIrqfd> early_irqfds;
   // virtio-pci devices wired to INTx lines once every device is placed (no MSIs), by number.
   std::vector<std::pair<std::shared_ptr<VirtioPciTransport>, uint8_t>> intx_pending;
   std::vector<std::shared_ptr<VirtioPciTransport>> pci_transports;
@@ -372,7 +378,7 @@ void Vm::wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number) {
   UniqueFd trigger(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   UniqueFd resample(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!trigger || !resample) throw_errno("eventfd for a passed-through INTx");
-  d.vm.register_irqfd(trigger.get(), d.machine->kvm_irq(*slot.irq).gsi, resample.get());
+  d.early_irqfds.push_back({trigger.get(), d.machine->kvm_irq(*slot.irq).gsi, resample.get()});
   device.set_intx(trigger.get(), resample.get());
   log::debug("{}: INTA# on interrupt line {}", device.name(), *slot.irq);
   d.notify_fds.push_back(std::move(trigger));
@@ -512,9 +518,10 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
   std::shared_ptr<pci::MsiSink> msi = d.msi;
   if (d.gsi_routes) {
     Impl* impl = &d;
-    msi = RoutedMsiSink::for_vm(
-        d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device), false, pci_requester_id(),
-        [impl](int fd, uint32_t gsi) { impl->early_irqfds.emplace_back(fd, gsi); });
+    msi = RoutedMsiSink::for_vm(d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device),
+                                false, pci_requester_id(), [impl](int fd, uint32_t gsi) {
+                                  impl->early_irqfds.push_back({fd, gsi, -1});
+                                });
   }
   auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, msi, nullptr);
   const uint8_t number = d.pci_bridge->add(transport);
@@ -681,7 +688,13 @@ void Vm::prepare() {
     std::lock_guard lock(d.irq_mutex);
     if (auto* line = dynamic_cast<KvmIrqLine*>(d.irqs.at(number).get())) line->irqfd();
   }
-  for (const auto& [fd, gsi] : d.early_irqfds) d.vm.register_irqfd(fd, gsi);
+  for (const Impl::EarlyIrqfd& e : d.early_irqfds) {
+    if (e.resample >= 0) {
+      d.vm.register_irqfd(e.fd, e.gsi, e.resample);
+    } else {
+      d.vm.register_irqfd(e.fd, e.gsi);
+    }
+  }
   for (const auto& [fd, number] : d.call_irqfds) {
     if (d.machine->emulated_irq(number)) {
       connect_eventfd(fd, number);
