@@ -13,6 +13,11 @@
 #               descriptions as written (tests/system/microkit): the manual's form with images
 #               from the flags (the initramfs shell on the PL011), the simple form with our DTB
 #               and its <dtb_overlay>, the smp form with 4 vCPUs up, --dtb and --dtb-overlay.
+#   GICv3 host, VFIO: the host's NVMe controller (QEMU virt's emulated SMMUv3, emuhost --nvme)
+#               passed through to a guest whose nvme driver uses it with MSI-X through the
+#               ITS: the host's pattern read, 4 MiB written and read back (and found in the
+#               image by this machine afterwards), BAR 0 in a memory slot that follows the
+#               guest's moves, only the MSI-X table and PBA trapped;
 #   GICv3 host, sound: the libvmm arm64 guest kernel (images/build-kernel aarch64: Debian's has
 #               no SND_VIRTIO) with Debian's arm64 aplay plays a 2 s 440 Hz stereo S16_LE
 #               48 kHz tone through --sound wav:, checked as linux.sound does on x86_64.
@@ -185,7 +190,41 @@ echo "boot sound took $(($(date +%s) - started)) s"
 check "sound: exit status 0 (got $status)" [ "$status" -eq 0 ]
 tone_checks /tmp/arm64.wav /tmp/sound.out /tmp/sound.err
 
-finish arm64-gicv3 /tmp/dtb-pci.err /tmp/pk.out /tmp/pk.err /tmp/tone.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
+# 7. VFIO: the emulated host's NVMe controller, behind QEMU virt's SMMUv3, to vfio-pci and into
+#    a guest (images/tests/nvme, as linux.vfio does on x86_64).
+nvme=
+for d in /sys/bus/pci/devices/*; do
+  [ "$(cat "$d/class")" = 0x010802 ] && nvme=$(basename "$d")
+done
+check "vfio: the host's NVMe controller ($nvme) is in an IOMMU group (SMMUv3)" \
+  [ -e "/sys/bus/pci/devices/$nvme/iommu_group" ]
+echo vfio-pci >"/sys/bus/pci/devices/$nvme/driver_override"
+echo "$nvme" >/sys/bus/pci/drivers_probe
+started=$(date +%s)
+./vmm -v --kernel "$kernel" --initrd initramfs.cpio.gz --memory 256M \
+  --cmdline "console=ttyAMA0 quiet libvmm.test=nvme" --vfio "$nvme" </dev/null >/tmp/nvme.out 2>/tmp/nvme.err
+status=$?
+echo "boot vfio took $(($(date +%s) - started)) s"
+check "vfio: exit status 0 (got $status)" [ "$status" -eq 0 ]
+check "vfio: the guest's nvme driver has the controller with MSI-X" \
+  grep -qE "pci 0000:00:01.0 0x010802 0x1b36:0x0010 driver=nvme msix_vectors=[1-9]" /tmp/nvme.out
+check "vfio: the guest reads the host's pattern" grep -qF "nvme0n1 starts with: LIBVMM-HOST-NVME-PATTERN" /tmp/nvme.out
+written=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/nvme.out)
+read_back=$(sed -n 's/.*LIBVMM-GUEST: read back md5 //p' /tmp/nvme.out)
+check "vfio: the guest reads back the 4 MiB it wrote ($written)" [ -n "$written" -a "$written" = "$read_back" ]
+check "vfio: the controller's MSI-X vectors fired (through the ITS)" grep -qE "nvme MSI-X interrupts taken: [1-9]" /tmp/nvme.out
+check "vfio: every MSI-X vector is a KVM irqfd" \
+  grep -qE "vfio $nvme: MSI-X vectors 0-[0-9]+ signalled as KVM irqfds, 0 through the event loop" /tmp/nvme.err
+check "vfio: BAR 0 followed the guest's moves as a memory slot" \
+  grep -qE "vfio $nvme: BAR 0 \[0x0, 0x2000\) in the guest at \[0x8000100000," /tmp/nvme.err
+counts=$(sed -n "s/.*vfio $nvme: \([0-9]*\) BAR accesses trapped (\([0-9]*\) to the MSI-X table and PBA), \([0-9]*\) interrupts through the event loop/\1 \2 \3/p" /tmp/nvme.err)
+echo "vfio: trapped BAR accesses, of them MSI-X, interrupts through the loop: $counts"
+check "vfio: only the MSI-X table and PBA trapped, no interrupt through the loop ($counts)" \
+  sh -c "set -- $counts; [ -n \"\$1\" ] && [ \"\$1\" = \"\$2\" ] && [ \"\$3\" = 0 ]"
+check "vfio: the device was reset when vmm let it go" grep -qF "vfio $nvme: reset, back to the host" /tmp/nvme.err
+echo "GUEST-WROTE-MD5=$written"
+
+finish arm64-gicv3 /tmp/nvme.out /tmp/nvme.err /tmp/dtb-pci.err /tmp/pk.out /tmp/pk.err /tmp/tone.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
   /tmp/virtio.out /tmp/hvc0.err /tmp/hvc0.out
 EOS
 
@@ -274,14 +313,26 @@ finish arm64-gicv2 /tmp/check.out /tmp/x86.out /tmp/spi.out /tmp/info.out /tmp/i
   /tmp/default.err /tmp/v3.err /tmp/manual.out /tmp/manual.err /tmp/mk-simple.out \
   /tmp/mk-simple.err /tmp/smp.out /tmp/smp.err
 EOS
+# The GICv3 host has an NVMe controller for VFIO (7.), on an image this machine checks after.
+image=$work/nvme.img
+truncate -s 64M "$image"
+printf 'LIBVMM-HOST-NVME-PATTERN' | dd of="$image" conv=notrunc 2>/dev/null
 status=0
 for suite in "${suites[@]}"; do
+  ln -sf "$suite.sh" "$payload/run.sh"
   case $suite in
-    gicv3) gic=3 ;;
-    gicv2) gic=2 ;;
+    gicv3)
+      run_payload --gic 3 --nvme "$image" --timeout 600 | tee "$work/gicv3.log" || status=1
+      written=$(sed -n 's/^GUEST-WROTE-MD5=//p' "$work/gicv3.log" | tr -d '\r')
+      on_image=$(dd if="$image" bs=1M skip=1 count=4 2>/dev/null | md5sum | cut -d' ' -f1)
+      if [ -n "$written" ] && [ "$written" = "$on_image" ]; then
+        echo "PASS: vfio: the image holds the guest's 4 MiB ($on_image)"
+      else
+        echo "FAIL: vfio: the image holds the guest's 4 MiB (guest $written, image $on_image)"
+        status=1
+      fi ;;
+    gicv2) run_payload --gic 2 --timeout 600 || status=1 ;;
     *) echo "arm64.sh: unknown suite $suite" >&2; exit 2 ;;
   esac
-  ln -sf "$suite.sh" "$payload/run.sh"
-  run_payload --gic "$gic" --timeout 600 || status=1
 done
 exit $status
