@@ -198,8 +198,7 @@ for d in /sys/bus/pci/devices/*; do
 done
 check "vfio: the host's NVMe controller ($nvme) is in an IOMMU group (SMMUv3)" \
   [ -e "/sys/bus/pci/devices/$nvme/iommu_group" ]
-echo vfio-pci >"/sys/bus/pci/devices/$nvme/driver_override"
-echo "$nvme" >/sys/bus/pci/drivers_probe
+vfio_bind "$nvme"
 started=$(date +%s)
 ./vmm -v --kernel "$kernel" --initrd initramfs.cpio.gz --memory 256M \
   --cmdline "console=ttyAMA0 quiet libvmm.test=nvme" --vfio "$nvme" </dev/null >/tmp/nvme.out 2>/tmp/nvme.err
@@ -217,7 +216,7 @@ check "vfio: every MSI-X vector is a KVM irqfd" \
   grep -qE "vfio $nvme: MSI-X vectors 0-[0-9]+ signalled as KVM irqfds, 0 through the event loop" /tmp/nvme.err
 check "vfio: BAR 0 followed the guest's moves as a memory slot" \
   grep -qE "vfio $nvme: BAR 0 \[0x0, 0x2000\) in the guest at \[0x8000100000," /tmp/nvme.err
-counts=$(sed -n "s/.*vfio $nvme: \([0-9]*\) BAR accesses trapped (\([0-9]*\) to the MSI-X table and PBA), \([0-9]*\) interrupts through the event loop/\1 \2 \3/p" /tmp/nvme.err)
+counts=$(vfio_slow_paths "$nvme" /tmp/nvme.err)
 echo "vfio: trapped BAR accesses, of them MSI-X, interrupts through the loop: $counts"
 check "vfio: only the MSI-X table and PBA trapped, no interrupt through the loop ($counts)" \
   sh -c "set -- $counts; [ -n \"\$1\" ] && [ \"\$1\" = \"\$2\" ] && [ \"\$3\" = 0 ]"

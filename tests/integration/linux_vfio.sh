@@ -41,8 +41,7 @@ check "not bound to vfio-pci: exit 2 (got $e2)" [ "$e2" -eq 2 ]
 check "not bound to vfio-pci: the driver_override commands" \
   grep -qF "vmm: error: --vfio $nvme: the device is bound to no driver, not to vfio-pci; hand it to vfio-pci (as root): echo vfio-pci > /sys/bus/pci/devices/$nvme/driver_override; echo $nvme > /sys/bus/pci/drivers_probe" /tmp/e2.out
 
-echo vfio-pci >"/sys/bus/pci/devices/$nvme/driver_override"
-echo "$nvme" >/sys/bus/pci/drivers_probe
+vfio_bind "$nvme"
 group=$(basename "$(readlink "/sys/bus/pci/devices/$nvme/iommu_group")")
 check "bound to vfio-pci, /dev/vfio/$group present" [ -c "/dev/vfio/$group" ]
 
@@ -71,7 +70,7 @@ check "BAR 0's register pages went into the guest as a memory slot" \
   grep -qE "vfio $nvme: BAR 0 \[0x0, 0x2000\) in the guest at \[0x[0-9a-f]+, 0x[0-9a-f]+\) \(memory slot [0-9]+\)" /tmp/nvme.err
 check "every MSI-X vector is a KVM irqfd" \
   grep -qE "vfio $nvme: MSI-X vectors 0-[0-9]+ signalled as KVM irqfds, 0 through the event loop" /tmp/nvme.err
-counts=$(sed -n "s/.*vfio $nvme: \([0-9]*\) BAR accesses trapped (\([0-9]*\) to the MSI-X table and PBA), \([0-9]*\) interrupts through the event loop/\1 \2 \3/p" /tmp/nvme.err)
+counts=$(vfio_slow_paths "$nvme" /tmp/nvme.err)
 echo "trapped BAR accesses, of them MSI-X, interrupts through the loop: $counts"
 set -- $counts
 trapped=${1:-none} trapped_msix=${2:-} loop_irqs=${3:-}
@@ -136,8 +135,7 @@ for d in /sys/bus/pci/devices/*; do
   [ "$(cat "$d/class")" = 0x010601 ] && [ "$(basename "$d")" != 0000:00:1f.2 ] && ahci=$(basename "$d")
 done
 check "the host has an AHCI controller ($ahci) of its own group" [ -e "/sys/bus/pci/devices/$ahci/iommu_group" ]
-echo vfio-pci >"/sys/bus/pci/devices/$ahci/driver_override"
-echo "$ahci" >/sys/bus/pci/drivers_probe
+vfio_bind "$ahci"
 started=$(date +%s)
 start ahci ./vmm --kernel debian-vmlinuz --initrd initramfs-debian.cpio.gz --memory 256M \
   --cmdline "console=ttyS0 quiet libvmm.test=ahci" --vfio "$ahci" -v

@@ -123,6 +123,18 @@ send() {
   wait $writer
 }
 
+# vfio_bind ADDR: hands host PCI function ADDR to vfio-pci (its driver_override, then a probe).
+vfio_bind() {
+  echo vfio-pci >"/sys/bus/pci/devices/$1/driver_override"
+  echo "$1" >/sys/bus/pci/drivers_probe
+}
+
+# vfio_slow_paths ADDR ERR: what vmm -v counted for passed-through ADDR in its log ERR: BAR
+# accesses trapped, of them to the MSI-X table and PBA, interrupts through the event loop.
+vfio_slow_paths() {
+  sed -n "s/.*vfio $1: \([0-9]*\) BAR accesses trapped (\([0-9]*\) to the MSI-X table and PBA), \([0-9]*\) interrupts through the event loop/\1 \2 \3/p" "$2"
+}
+
 sandboxed() {
   vmm_pid=$(pidof vmm) || return 1
   threads=0
