@@ -196,9 +196,11 @@ nvme=
 for d in /sys/bus/pci/devices/*; do
   [ "$(cat "$d/class")" = 0x010802 ] && nvme=$(basename "$d")
 done
-check "vfio: the host's NVMe controller ($nvme) is in an IOMMU group (SMMUv3)" \
-  [ -e "/sys/bus/pci/devices/$nvme/iommu_group" ]
+# (Arm's SMMU driver puts a device in its IOMMU group when a driver binds it.)
 vfio_bind "$nvme"
+group=$(basename "$(readlink "/sys/bus/pci/devices/$nvme/iommu_group")")
+check "vfio: the host's NVMe controller ($nvme), bound to vfio-pci, is in IOMMU group $group (SMMUv3)" \
+  [ -c "/dev/vfio/$group" ]
 started=$(date +%s)
 ./vmm -v --kernel "$kernel" --initrd initramfs.cpio.gz --memory 256M \
   --cmdline "console=ttyAMA0 quiet libvmm.test=nvme" --vfio "$nvme" </dev/null >/tmp/nvme.out 2>/tmp/nvme.err
