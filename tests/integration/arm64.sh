@@ -4,9 +4,9 @@
 # (tools/emuhost/emuhost --arch aarch64) and checks what a user sees:
 #   GICv3 host: 2 vCPUs through PSCI, the arch timer, the PL011 console both ways, the vGICv3,
 #               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block,
-#               console and network with the guest's own (module) drivers, a disk over
-#               virtio-pci (pci-host-ecam-generic, MSI-X through the vGICv3 ITS; refused with
-#               a user's --dtb), the wall clock at boot from the PL031, the power key (PL061 +
+#               console and network with the guest's own (module) drivers, a disk, the
+#               console and the rng over virtio-pci (pci-host-ecam-generic, MSI-X through the
+#               vGICv3 ITS; refused with a user's --dtb), the wall clock at boot from the PL031, the power key (PL061 +
 #               gpio-keys) on SIGTERM;
 #   GICv2 host: the manual's example system (examples/simple/simple-aarch64.system) checked
 #               and booted on its vGICv2, with a virtio-pci disk added (INTx: no ITS); the default --gic picks the vGICv2; Microkit
@@ -106,14 +106,15 @@ stop
 check "reset: exit status 0 after reboot" [ "$status" -eq 0 ]
 check "reset: vmm saw PSCI SYSTEM_RESET" grep -qF "guest stopped (reset)" /tmp/console.err
 
-# 3. virtIO block and console, with Debian's module drivers loaded by /init; vdb is a
-#    virtio-pci function (pci-host-ecam-generic), its MSI-X vectors translated by the vGICv3 ITS.
+# 3. virtIO block and console, with Debian's module drivers loaded by /init; vdb, the console
+#    and the rng are virtio-pci functions (pci-host-ecam-generic), their MSI-X vectors
+#    translated by the vGICv3 ITS.
 dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null
 printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
 start hvc0 guest --memory 256M --cmdline "console=ttyAMA0 quiet libvmm.test=pci" \
-  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly,transport=pci --console stdio --rng \
-  --serial file:/tmp/virtio.out
+  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly,transport=pci --console stdio,transport=pci \
+  --rng transport=pci --serial file:/tmp/virtio.out
 check "virtio: hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "virtio: host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
@@ -128,7 +129,11 @@ check "virtio: vdb is read-only in the guest" grep -qF "vdb write refused" /tmp/
 check "pci: the guest found the host bridge at 00:00.0" grep -qF "pci 0000:00:00.0 0x1b36:0x0008" /tmp/virtio.out
 check "pci: vdb is a virtio-pci function (1af4:1042) with MSI-X vectors" \
   grep -qE "pci 0000:00:01.0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/virtio.out
-check "pci: its MSI-X vectors fired (through the ITS)" grep -qE "MSI-X interrupts taken: [1-9]" /tmp/virtio.out
+check "pci: the console is a virtio-pci function (1af4:1043) with MSI-X vectors" \
+  grep -qE "pci 0000:00:02.0 0x1af4:0x1043 driver=virtio-pci msix_vectors=[1-9]" /tmp/virtio.out
+check "pci: the rng is a virtio-pci function (1af4:1044) with MSI-X vectors" \
+  grep -qE "pci 0000:00:03.0 0x1af4:0x1044 driver=virtio-pci msix_vectors=[1-9]" /tmp/virtio.out
+check "pci: their MSI-X vectors fired (through the ITS)" grep -qE "MSI-X interrupts taken: [1-9]" /tmp/virtio.out
 check "pci: the ITS is the guest's MSI controller" grep -qF "MSI controller: ITS-MSI" /tmp/virtio.out
 check "virtio: the guest's write is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
