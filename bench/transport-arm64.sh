@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# virtio-blk over virtio-mmio against virtio-pci on AArch64 (vGICv3; virtio-pci's MSI-X through
+# the ITS, virtio-mmio's interrupt an SPI through an irqfd): the measurement the README's default
+# transport is chosen by, as bench/block.sh's "vmm-pci" is on x86_64. In the emulated arm64 KVM
+# host one guest has two disks, vda (virtio-mmio) and vdb (virtio-pci), each backed by its own
+# copy of the same random file in the emulated host's tmpfs (so the host side is the same page
+# cache for both), and reads each in turn, alternating which goes first, ROUNDS times:
+#   seqread   busybox dd bs=1M iflag=direct over the whole disk (timed with randread --clock)
+#   randread  READS 4 KiB O_DIRECT pread()s at random 4 KiB-aligned offsets (bench/randread.c)
+# Prints the medians, min..max and the pci/mmio ratios.
+# Usage: bench/transport-arm64.sh [ROUNDS [READS]]   (default 5 and 4000; a few minutes).
+# LIBVMM_ARM64_BUILD: the arm64 cross-build directory (default build/arm64-bench).
+set -euo pipefail
+rounds=${1:-5}
+reads=${2:-4000}
+if ! [[ $rounds =~ ^[0-9]+$ && $reads =~ ^[0-9]+$ ]] || [ "$rounds" -eq 0 ] || [ "$reads" -eq 0 ]; then
+  echo "usage: bench/transport-arm64.sh [ROUNDS [READS]] (positive integers)" >&2
+  exit 2
+fi
+# shellcheck source=tests/integration/lib/host.sh
+. "$(dirname "$0")/../tests/integration/lib/host.sh"
+cd "$repo"
+build=${LIBVMM_ARM64_BUILD:-$repo/build/arm64-bench}
+cross_build "$build" vmm
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+aarch64-linux-gnu-gcc -O2 -static -Wall -Wextra -o "$work/randread" bench/randread.c
+extra=$work/guest-extra
+mkdir -p "$extra/usr/bin" "$extra/tests"
+cp "$work/randread" "$extra/usr/bin/randread"
+cat >"$extra/tests/transportbench" <<EOS
+#!/bin/sh
+# bench/transport-arm64.sh's rounds: vda is virtio-mmio, vdb virtio-pci.
+for r in \$(seq $rounds); do
+  order="vda vdb"
+  [ \$((r % 2)) -eq 0 ] && order="vdb vda"
+  for d in \$order; do
+    t=mmio
+    [ \$d = vdb ] && t=pci
+    mib=\$((\$(cat /sys/block/\$d/size) / 2048))
+    t0=\$(randread --clock)
+    dd if=/dev/\$d of=/dev/null bs=1M iflag=direct 2>/dev/null || echo "LIBVMM-GUEST: dd \$d failed"
+    t1=\$(randread --clock)
+    echo "LIBVMM-GUEST: BENCH \$t seqread \$(awk -v t0="\$t0" -v t1="\$t1" -v m="\$mib" 'BEGIN { printf "mib_s=%.2f seconds=%.3f", m / (t1 - t0), t1 - t0 }')"
+    echo "LIBVMM-GUEST: BENCH \$t \$(randread /dev/\$d $reads 2>&1)"
+  done
+done
+EOS
+chmod +x "$extra/tests/transportbench"
+payload_new aarch64 "$build/tools/vmm/vmm" --extra "$extra"
+
+payload_script run.sh <<'EOS'
+head -c 64M /dev/urandom >/tmp/mmio.img
+cp /tmp/mmio.img /tmp/pci.img
+./vmm --kernel Image --initrd initramfs.cpio.gz --memory 512M --gic v3 \
+  --cmdline "console=ttyAMA0 quiet libvmm.test=transportbench" \
+  --disk /tmp/mmio.img,readonly --disk /tmp/pci.img,readonly,transport=pci </dev/null >/tmp/g.out 2>/tmp/g.err
+echo "BENCH-SETUP vmm status $?"
+tr -d '\r' </tmp/g.out | sed -n 's/.*LIBVMM-GUEST: BENCH //p'
+grep -F "LIBVMM-GUEST:" /tmp/g.out | grep -v BENCH | sed 's/^/BENCH-SETUP /' | head -n 20
+EOS
+collect '^((mmio|pci) (seqread|randread) |BENCH-SETUP)' --gic 3 --timeout 1800
+grep '^BENCH-SETUP' "$work/results" || true
+need_results '^pci randread '
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# spread NAME WORDS: min..max of NAME over the lines that start with WORDS.
+spread() {
+  local name=$1
+  shift
+  awk -v words="$*" -v name="$name" 'index($0, words " ") == 1 {
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) v[n++] = kv[2] } }
+    END { if (n) { lo = hi = v[0]; for (i = 1; i < n; i++) { if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i] }
+      printf "%s..%s", lo, hi } }' "$work/results"
+}
+printf '\n%-9s %-8s %14s %14s %8s   (medians of %s rounds, min..max below)\n' job figure mmio pci pci/mmio "$rounds"
+for row in "seqread mib_s" "randread iops"; do
+  read -r job figure <<<"$row"
+  m=$(result "$figure" mmio "$job") p=$(result "$figure" pci "$job")
+  printf '%-9s %-8s %14s %14s %8s\n' "$job" "$figure" "$m" "$p" "$(ratio "$p" "$m")"
+  printf '%-9s %-8s %14s %14s\n' "" "" "$(spread "$figure" mmio "$job")" "$(spread "$figure" pci "$job")"
+done
