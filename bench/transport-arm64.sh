@@ -50,7 +50,7 @@ chmod +x "$extra/tests/transportbench"
 payload_new aarch64 "$build/tools/vmm/vmm" --extra "$extra"
 
 payload_script run.sh <<'EOS'
-head -c 64M /dev/urandom >/tmp/mmio.img
+dd if=/dev/urandom of=/tmp/mmio.img bs=1M count=64 2>/dev/null
 cp /tmp/mmio.img /tmp/pci.img
 ./vmm --kernel Image --initrd initramfs.cpio.gz --memory 512M --gic v3 \
   --cmdline "console=ttyAMA0 quiet libvmm.test=transportbench" \
