@@ -72,8 +72,12 @@ class Machine {
   // Before load_guest().
   virtual void describe_virtio_mmio(uint64_t base, uint64_t size, uint32_t irq) = 0;
   // Tells the guest about the PCI host bridge (once, when the first PCI device is placed;
-  // before load_guest()). Only machines whose board has a pci_layout() are asked.
-  virtual void describe_pci(const pci::HostBridgeLayout& layout) { static_cast<void>(layout); }
+  // before load_guest()), adding what its MSIs need to the VM (AArch64: the ITS). Only
+  // machines whose board has a pci_layout() are asked.
+  virtual void describe_pci(MachineContext& vm, const pci::HostBridgeLayout& layout) {
+    static_cast<void>(vm);
+    static_cast<void>(layout);
+  }
   // Tells the guest that INTx pin `pin` (0 = INTA) of PCI device `device` drives interrupt line
   // `irq` (level-triggered). After describe_pci(), before load_guest(). False where the machine
   // cannot describe it (the device then offers no INTx).

@@ -487,7 +487,8 @@ void Vm::ensure_pci_bridge(const std::string& who) {
     if (!layout) throw UserError(who + ": this machine has no PCI bus");
     d.pci_bridge = pci::HostBridge::create(*layout);
     d.msi = std::make_shared<KvmMsiSink>(d.vm);
-    d.machine->describe_pci(*layout);  // first: it may add the MSI controller the routes use
+    // First: it may add the MSI controller the routes use.
+    d.machine->describe_pci(*d.machine_context, *layout);
     if (auto routing = d.machine->gsi_routing()) {
       d.msi_devid = routing->msi_devid;
       KvmVm* vm = &d.vm;

@@ -139,7 +139,6 @@ class Aarch64Machine : public Machine {
   void create_interrupt_controller(MachineContext& vm) override {
     const VmConfig& c = vm.config;
     vgic_.emplace(vm.kvm, choose_gic(c, vm.kvm), c.vcpus);
-    kvm_ = &vm.kvm;
     // Aborts without a valid syndrome come to us (reported) instead of killing the VM in KVM.
     nisv_to_user_ = vm.kvm.try_enable_cap(KVM_CAP_ARM_NISV_TO_USER);
     log::debug("{}, undecodable aborts {}",
@@ -272,10 +271,10 @@ class Aarch64Machine : public Machine {
   }
 
   // pci-host-ecam-generic in the device tree; MSIs through the GICv3 ITS where KVM has one.
-  void describe_pci(const pci::HostBridgeLayout& layout) override {
+  void describe_pci(MachineContext& vm, const pci::HostBridgeLayout& layout) override {
     pci_node_ = std::make_shared<PciEcamFdt>();
     pci_node_->layout = layout;
-    if (vgic_->add_its(*kvm_)) {
+    if (vgic_->add_its(vm.kvm)) {
       pci_node_->msi_parent = "its";
       log::debug("PCI: MSIs through the vGICv3 ITS at {:#x}", kGicItsBase);
     } else {
@@ -360,7 +359,6 @@ class Aarch64Machine : public Machine {
   std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
   std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
   std::shared_ptr<PciEcamFdt> pci_node_;  // when the VM has PCI devices (in device_nodes_)
-  const KvmVm* kvm_ = nullptr;            // for describe_pci(), which has no context
   aarch64::ArmBootInfo boot_;
 };
 

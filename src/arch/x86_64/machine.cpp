@@ -176,7 +176,9 @@ class X86Machine : public Machine {
 
   // The bridge is PCI0 (PNP0A08) in the DSDT with its windows, and its ECAM is in an MCFG
   // table; kernels without ACPI find bus 0 through 0xCF8/0xCFC by themselves.
-  void describe_pci(const pci::HostBridgeLayout& layout) override { pci_ = layout; }
+  void describe_pci(MachineContext& /*vm*/, const pci::HostBridgeLayout& layout) override {
+    pci_ = layout;
+  }
   // In the bridge's _PRT (IOAPIC pins are GSIs here).
   bool describe_pci_intx(uint8_t device, uint8_t pin, uint32_t irq) override {
     intx_.push_back({device, pin, irq});
