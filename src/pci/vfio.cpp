@@ -743,92 +743,63 @@ void VfioPciDevice::deliver_msi(uint8_t vector) {
   sink_->send(state.address, MsiCapability::message_data(state, vector));
 }
 
-void VfioPciDevice::start(EventLoop& loop) {
-  if (msi_) {
-    // Each vector: KVM's irqfd where the sink has one (the first vectors, while GSIs last),
-    // else an eventfd of ours the loop delivers. VFIO gets them when the guest enables MSI.
-    const uint8_t n = msi_->vectors();
-    uint16_t direct = 0;
-    for (uint8_t v = 0; v < n; ++v) {
-      if (const int fd = sink_->direct_eventfd(v); fd >= 0 && direct == v) {
-        msi_fds_.push_back(fd);
-        ++direct;
-        continue;
-      }
-      UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-      if (!efd) throw_errno(fmt::format("eventfd for an MSI vector of {}", name_));
-      const int32_t raw = efd.get();
-      msi_fds_.push_back(raw);
-      std::atomic<uint64_t>* counter = &loop_interrupts_;
-      loop.add(raw, EPOLLIN, [this, raw, v, counter](uint32_t) {
-        uint64_t count;
-        if (::read(raw, &count, sizeof count) == sizeof count) {
-          counter->fetch_add(1, std::memory_order_relaxed);
-          deliver_msi(v);
-        }
-      });
-      vector_fds_.push_back(std::move(efd));
-    }
-    std::lock_guard lock(vectors_mutex_);
-    direct_states_.assign(direct, MsixTable::VectorState{});
-    if (intx_on_ && !use_irqs_locked(IrqMode::intx)) {
-      throw UserError(fmt::format("{}: VFIO cannot give the device's INTx eventfds: {}", name_,
-                                  std::strerror(errno)));
-    }
-    log::debug("{}: {} MSI vectors, {} of them as KVM irqfds", name_, n, direct);
-    return;
-  }
-  if (!msix_) {
-    if (intx_on_) {
-      std::lock_guard lock(vectors_mutex_);
-      if (!use_irqs_locked(IrqMode::intx)) {
-        throw UserError(fmt::format("{}: VFIO cannot give the device's INTx eventfds: {}", name_,
-                                    std::strerror(errno)));
-      }
-    }
-    return;
-  }
-  const uint16_t n = msix_->vectors();
-  msix_fds_.assign(n, -1);
+uint16_t VfioPciDevice::make_vector_fds(EventLoop& loop, uint16_t n, const char* kind,
+                                        std::vector<int32_t>& fds,
+                                        std::function<void(uint16_t)> deliver) {
   uint16_t direct = 0;
   for (uint16_t v = 0; v < n; ++v) {
     // Straight to the guest where the sink has an irqfd for it (the first vectors, while GSIs
-    // last); the rest through the loop and the table.
+    // last); the rest through the loop.
     if (const int fd = sink_->direct_eventfd(v); fd >= 0 && direct == v) {
-      msix_fds_[v] = fd;
+      fds.push_back(fd);
       ++direct;
       continue;
     }
     UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!efd) throw_errno(fmt::format("eventfd for an MSI-X vector of {}", name_));
+    if (!efd) throw_errno(fmt::format("eventfd for an {} vector of {}", kind, name_));
     const int32_t raw = efd.get();
-    msix_fds_[v] = raw;
-    MsixTable* table = msix_.get();
+    fds.push_back(raw);
     std::atomic<uint64_t>* counter = &loop_interrupts_;
-    loop.add(raw, EPOLLIN, [raw, table, v, counter](uint32_t) {
+    loop.add(raw, EPOLLIN, [raw, v, counter, deliver](uint32_t) {
       uint64_t count;
       if (::read(raw, &count, sizeof count) == sizeof count) {
         counter->fetch_add(1, std::memory_order_relaxed);
-        table->notify(v);
+        deliver(v);
       }
     });
     vector_fds_.push_back(std::move(efd));
   }
-  {
-    // With INTx wired, VFIO starts on INTx and turns to MSI-X when the guest enables it; else
-    // the vectors are on in VFIO from now on.
-    std::lock_guard lock(vectors_mutex_);
-    direct_states_.assign(direct, MsixTable::VectorState{});
-    if (!use_irqs_locked(intx_on_ ? IrqMode::intx : IrqMode::msix, intx_on_ ? 0 : n)) {
-      throw UserError(fmt::format("{}: VFIO cannot give the device's {} eventfds: {}", name_,
-                                  intx_on_ ? "INTx" : "MSI-X vectors", std::strerror(errno)));
+  return direct;
+}
+
+void VfioPciDevice::start(EventLoop& loop) {
+  uint16_t direct = 0;
+  if (msi_) {
+    // VFIO gets them when the guest enables MSI.
+    direct = make_vector_fds(loop, msi_->vectors(), "MSI", msi_fds_,
+                             [this](uint16_t v) { deliver_msi(static_cast<uint8_t>(v)); });
+    log::debug("{}: {} MSI vectors, {} of them as KVM irqfds", name_, msi_->vectors(), direct);
+  } else if (msix_) {
+    MsixTable* table = msix_.get();
+    direct = make_vector_fds(loop, msix_->vectors(), "MSI-X", msix_fds_,
+                             [table](uint16_t v) { table->notify(v); });
+    const uint16_t n = msix_->vectors();
+    if (direct != 0) {
+      log::debug("{}: MSI-X vectors 0-{} signalled as KVM irqfds, {} through the event loop", name_,
+                 direct - 1, n - direct);
+    } else {
+      log::debug("{}: MSI-X vectors 0-{} signalled through the event loop", name_, n - 1);
     }
   }
-  if (direct != 0) {
-    log::debug("{}: MSI-X vectors 0-{} signalled as KVM irqfds, {} through the event loop", name_,
-               direct - 1, n - direct);
-  } else {
-    log::debug("{}: MSI-X vectors 0-{} signalled through the event loop", name_, n - 1);
+  // With INTx wired, VFIO starts on INTx and turns to MSI or MSI-X when the guest enables it;
+  // else a device's MSI-X vectors are on in VFIO from now on (MSI waits for the guest).
+  const IrqMode mode = intx_on_ ? IrqMode::intx : (msix_ ? IrqMode::msix : IrqMode::none);
+  std::lock_guard lock(vectors_mutex_);
+  direct_states_.assign(direct, MsixTable::VectorState{});
+  if (!use_irqs_locked(mode, mode == IrqMode::msix ? msix_->vectors() : 0)) {
+    throw UserError(fmt::format("{}: VFIO cannot give the device's {} eventfds: {}", name_,
+                                mode == IrqMode::intx ? "INTx" : "MSI-X vectors",
+                                std::strerror(errno)));
   }
 }
 

@@ -193,6 +193,11 @@ class VfioPciDevice final : public PciFunction {
   // Switches VFIO to `mode` (MSI: with `count` vectors) (vectors_mutex_ held); false with errno
   // when VFIO refuses (nothing is on then).
   bool use_irqs_locked(IrqMode mode, uint32_t count = 0);
+  // The eventfds VFIO signals for `n` vectors of `kind` ("MSI", "MSI-X"), appended to `fds`:
+  // the sink's irqfd where it offers one (the first vectors, while GSIs last), else one of ours
+  // the loop reads and hands to `deliver`. Returns how many are the sink's.
+  uint16_t make_vector_fds(EventLoop& loop, uint16_t n, const char* kind, std::vector<int32_t>& fds,
+                           std::function<void(uint16_t)> deliver);
   // The guest changed the MSI capability: VFIO's vectors and the sink follow.
   void msi_written_locked();
   // One MSI vector signalled through the event loop: sent as the guest has programmed it.
