@@ -96,10 +96,7 @@ intx_boot() {
   which=$1 label=$2  # not $name: check() sets it
   started=$(date +%s)
   start "$which" guest --memory 256M --cmdline "console=ttyS0 libvmm.test=nvme pci=nomsi $3" --vfio "$nvme" -v
-  (sleep 240; kill "$pid" 2>/dev/null) &
-  watchdog=$!
-  stop
-  kill "$watchdog" 2>/dev/null
+  stop_within 240
   echo "guest with the NVMe's INTx ($label) took $(($(date +%s) - started)) s"
   tr -d '\r' <"/tmp/$which.out" >"/tmp/$which.txt"
   check "$label: exit status 0 (got $status)" [ "$status" -eq 0 ]
@@ -139,10 +136,7 @@ vfio_bind "$ahci"
 started=$(date +%s)
 start ahci ./vmm --kernel debian-vmlinuz --initrd initramfs-debian.cpio.gz --memory 256M \
   --cmdline "console=ttyS0 quiet libvmm.test=ahci" --vfio "$ahci" -v
-(sleep 300; kill "$pid" 2>/dev/null) &
-watchdog=$!
-stop
-kill "$watchdog" 2>/dev/null
+stop_within 300
 echo "guest with the AHCI controller passed through took $(($(date +%s) - started)) s"
 tr -d '\r' </tmp/ahci.out >/tmp/ahci.txt
 check "MSI: exit status 0 (got $status)" [ "$status" -eq 0 ]
