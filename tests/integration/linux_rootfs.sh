@@ -74,11 +74,12 @@ answer() { tr -d '\r' <"/tmp/$1.out" | sed -n "s/.*LIBVMM-$2: //p" | tail -n 1; 
 # ask BOOT WHAT COMMAND: types `echo LIBVMM-WHAT: $(COMMAND)` and waits (up to 600 s) for its
 # answer before the next question. Typed ahead, a command is echoed by the guest's terminal
 # while the one before it still prints, and its echo can land inside that answer's line (CI
-# once read "running" as "runningecho LIBVMM-BLAME: ...").
+# once read "running" as "runningecho LIBVMM-BLAME: ..."). The wait is for a second line,
+# LIBVMM-WHAT-END, echoed after the answer: seeing the answer's marker alone is not enough, as
+# its value and newline may still be on their way (CI read "okecho LIBVMM-NET: ...").
 ask() {
-  send "$1" "echo LIBVMM\"\"-$2: \$($3)" || return 1
-  # No space after the colon: an empty answer is echoed without one.
-  wait_vmm "/tmp/$1.out" "LIBVMM-$2:" 600 || echo "boot $1: no answer to $2"
+  send "$1" "echo LIBVMM\"\"-$2: \$($3); echo LIBVMM\"\"-$2-END" || return 1
+  wait_vmm "/tmp/$1.out" "LIBVMM-$2-END" 600 || echo "boot $1: no answer to $2"
 }
 # systemd.default_timeout_start_sec: on a busy machine the emulated host's TCG gives this guest
 # a fraction of a CPU, udev's coldplug can take longer than systemd's 90 s wait for
