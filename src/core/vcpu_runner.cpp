@@ -155,7 +155,7 @@ bool VcpuRunner::handle_exit() {
     case KVM_EXIT_SHUTDOWN:
       // x86: a triple fault. Linux uses it as its last-resort reboot method.
       ctx_.request_stop(StopReason::reset, fmt::format("vCPU {}: triple fault (guest reset) at {}",
-                                                       vcpu_->index(), describe_registers()));
+                                                       vcpu_->index(), describe_shutdown()));
       return false;
     case KVM_EXIT_SYSTEM_EVENT: {
       const uint32_t type = run.system_event.type;
@@ -227,6 +227,21 @@ void VcpuRunner::handle_mmio() {
                       fmt::format("vCPU {}: unhandled {} at {:#x} (--strict)", vcpu_->index(),
                                   access.write ? "write" : "read", access.address));
   }
+}
+
+std::string VcpuRunner::describe_shutdown() {
+  // On AMD, KVM answers the shutdown intercept by re-initialising the vCPU (the VMCB is
+  // undefined after it), so the registers read here are the reset vector's, not the fault's.
+  constexpr uint64_t reset_vector_offset = 0xfff0;
+  try {
+    if (ctx_.instruction_pointer && ctx_.instruction_pointer(*vcpu_) == reset_vector_offset) {
+      return "an unknown place (the vCPU is already back at its reset vector, 0xfff0: on AMD "
+             "hosts KVM re-initialises a vCPU after a triple fault)";
+    }
+  } catch (const std::exception&) {
+    // describe_registers() says why the registers are unavailable.
+  }
+  return describe_registers();
 }
 
 std::string VcpuRunner::describe_registers() {

@@ -79,7 +79,7 @@ debian() {
   pid=$!
 }
 debian --cmdline "console=ttyS0 quiet libvmm.test=powerkey" --serial file:/tmp/pk.out 2>/tmp/pk.err
-wait_for /tmp/pk.out "waiting for the power button" 180
+wait_for /tmp/pk.out "waiting for the power button" 180 $pid
 kill -TERM $pid
 wait $pid
 status=$?
@@ -91,7 +91,7 @@ check "power button: the guest powered off (ACPI S5), status 0 (got $status)" \
 
 debian --cmdline "console=ttyS0 quiet libvmm.test=idle" --serial file:/tmp/idle.out \
   --shutdown-timeout 3 2>/tmp/idle.err
-wait_for /tmp/idle.out "LIBVMM-GUEST: idle" 180
+wait_for /tmp/idle.out "LIBVMM-GUEST: idle" 180 $pid
 sent=$(date +%s)
 kill -TERM $pid
 wait $pid

@@ -72,6 +72,7 @@ class VcpuRunner {
   void handle_io();
   void handle_mmio();
   std::string describe_registers();
+  std::string describe_shutdown();
 
   std::unique_ptr<KvmVcpu> vcpu_;
   std::optional<uint32_t> host_cpu_;

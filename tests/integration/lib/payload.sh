@@ -47,9 +47,20 @@ check() {
   if "$@"; then echo "PASS: $name"; passed=$((passed + 1)); else echo "FAIL: $name"; failed=$((failed + 1)); fi
 }
 
+# wait_for FILE TEXT SECONDS [PID]: until FILE holds TEXT; with PID, gives up as soon as that
+# process has ended (a guest that stopped early fails at once instead of after SECONDS).
 wait_for() {
   i=0
-  while [ $i -lt $(($3 * 10)) ]; do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i + 1)); done
+  while [ $i -lt $(($3 * 10)) ]; do
+    grep -qF -- "$2" "$1" 2>/dev/null && return 0
+    if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
+      grep -qF -- "$2" "$1" 2>/dev/null && return 0
+      echo "wait_for: process $4 ended before '$2' appeared in $1"
+      return 1
+    fi
+    sleep 0.1
+    i=$((i + 1))
+  done
   return 1
 }
 
