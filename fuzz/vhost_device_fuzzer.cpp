@@ -1,10 +1,11 @@
 // vmm-device's side of vhost-user, whole: a hostile front-end's message stream (any request,
 // flags and payload, with memfd, eventfd or no descriptors) into VhostUserBackend serving a
-// VirtioBlock on a small temporary image or (the input's first byte odd) a VirtioNet on an
-// in-memory host that always has a frame to give, with the shared "guest RAM" (a memfd the input
-// also fills: rings and requests) that SET_MEM_TABLE hands over. Every message ends as handled or
-// as the connection closed with a log line; nothing may crash, hang or touch memory outside
-// the mapped regions (ASan). The stream ends with the front-end's end of the socket shut,
+// VirtioBlock on a small temporary image, (the input's first byte odd) a VirtioNet on an
+// in-memory host that always has a frame to give, or (its bit 1 set) a VirtioSound with no
+// host audio (control requests and I/O messages, unpaced), with the shared "guest RAM" (a memfd the
+// input also fills: rings and requests) that SET_MEM_TABLE hands over. Every message ends as
+// handled or as the connection closed with a log line; nothing may crash, hang or touch memory
+// outside the mapped regions (ASan). The stream ends with the front-end's end of the socket shut,
 // after which the back-end must have closed the connection.
 #include <fcntl.h>
 #include <sys/eventfd.h>
@@ -19,11 +20,13 @@
 
 #include "fuzz_input.hpp"
 #include "libvmm/backends/net_backend.hpp"
+#include "libvmm/backends/sound_backend.hpp"
 #include "libvmm/backends/vhost_user.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/virtio/block.hpp"
 #include "libvmm/virtio/net.hpp"
+#include "libvmm/virtio/sound.hpp"
 #include "libvmm/virtio/vhost_user_backend.hpp"
 
 using namespace libvmm;
@@ -82,12 +85,19 @@ VirtioNet& net_device() {
   return *net;
 }
 
+VirtioSound& sound_device() {
+  static VirtioSound* sound = new VirtioSound(std::make_unique<NullSoundBackend>());
+  return *sound;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::Input in(data, size);
   const uint8_t selector = in.u8();
-  VirtioDevice& served = (selector & 1) ? static_cast<VirtioDevice&>(net_device()) : device();
+  VirtioDevice& served = (selector & 1)   ? static_cast<VirtioDevice&>(net_device())
+                         : (selector & 2) ? static_cast<VirtioDevice&>(sound_device())
+                                          : device();
   host()->budget = 16;
   host()->frame_len = 14 + (selector >> 1) * 64u;  // runts to 8 KiB frames
 

@@ -1,5 +1,5 @@
 // Devices served by another process over vhost-user, in the device registry:
-//   <vhost_user type="blk|fs|net|console" socket="PATH" [tag="TAG"]/>,
+//   <vhost_user type="blk|fs|net|console|sound" socket="PATH" [tag="TAG"]/>,
 //   --vhost-user TYPE,socket=PATH[,tag=TAG]
 //   <virtio_fs tag="TAG" socket="PATH"/>, --fs tag=TAG,socket=PATH  (virtiofsd's shorthand)
 #include <fmt/format.h>
@@ -26,6 +26,10 @@ constexpr uint16_t kNetQueueSize = 256;
 // struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr.
 constexpr uint32_t kConsoleConfigSize = 12;
 constexpr uint16_t kConsoleQueueSize = 256;
+// struct virtio_snd_config: jacks, streams, chmaps (controls only with VIRTIO_SND_F_CTLS).
+constexpr uint32_t kSoundConfigSize = 12;
+constexpr uint16_t kSoundControlQueueSize = 64;
+constexpr uint16_t kSoundIoQueueSize = 256;
 
 constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
@@ -121,13 +125,30 @@ std::shared_ptr<VirtioDevice> make_console(const DeviceSpec& spec, const DeviceC
   }
 }
 
+std::shared_ptr<VirtioDevice> make_sound(const DeviceSpec& spec, const DeviceContext& context) {
+  VhostUserOptions o;
+  o.name = fmt::format("vhost-user-snd{}", context.index);
+  o.device_id = VIRTIO_ID_SOUND;
+  o.socket = spec.value_or("socket", "");
+  // control, event, tx, rx
+  o.queue_sizes = {kSoundControlQueueSize, kSoundControlQueueSize, kSoundIoQueueSize,
+                   kSoundIoQueueSize};
+  o.config_size = kSoundConfigSize;  // the card's jacks, streams and channel maps: the back-end's
+  o.device_feature_mask = 0;         // not VIRTIO_SND_F_CTLS (no control elements)
+  try {
+    return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
+  } catch (const UserError& e) {
+    throw UserError(spec.located(e.what()));
+  }
+}
+
 class VhostUserKind final : public VirtioDeviceKind {
  public:
   std::string_view element() const override { return "vhost_user"; }
   std::string_view flag() const override { return "--vhost-user"; }
   std::string_view help() const override {
     return "a virtIO device served by another process over vhost-user (TYPE blk: "
-           "qemu-storage-daemon, vmm-device; fs: virtiofsd, with tag=TAG; net, console: "
+           "qemu-storage-daemon, vmm-device; fs: virtiofsd, with tag=TAG; net, console, sound: "
            "vmm-device)";
   }
   std::string_view positional() const override { return "type"; }
@@ -142,11 +163,11 @@ class VhostUserKind final : public VirtioDeviceKind {
     check_socket(spec, problems);
     if (type == "fs") {
       check_tag(spec, problems);
-    } else if (type == "blk" || type == "net" || type == "console") {
+    } else if (type == "blk" || type == "net" || type == "console" || type == "sound") {
       if (spec.get("tag")) problems.push_back("tag= is for type fs only");
     } else {
       problems.push_back(
-          fmt::format("unknown vhost-user device type '{}' (blk, fs, net, console)", type));
+          fmt::format("unknown vhost-user device type '{}' (blk, fs, net, console, sound)", type));
     }
   }
   std::vector<HostPath> host_paths(const DeviceSpec& spec) const override {
@@ -165,6 +186,7 @@ class VhostUserKind final : public VirtioDeviceKind {
     const std::string type = spec.value_or("type", "");
     if (type == "fs") return make_fs(spec, context);
     if (type == "net") return make_net(spec, context);
+    if (type == "sound") return make_sound(spec, context);
     return type == "console" ? make_console(spec, context) : make_blk(spec, context);
   }
   bool needs_shared_ram() const override { return true; }

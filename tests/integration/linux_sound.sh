@@ -6,16 +6,19 @@
 #           440 Hz within 1 %; the guest's aplay took 1.9-2.5 s (paced, not instant); arecord of
 #           1 s from the host WAV given as in= (1000 Hz mono): same frequency, 1 s within a
 #           period; vmm logs its counters at the end and exits 0;
-#   wav8k   a second guest plays 8 kHz mono U8 (rate and format negotiation): the host file
-#           has that format and the tone's 300 Hz;
+#   wav8k   a second guest plays 8 kHz mono U8 (rate and format negotiation) on a card served
+#           by our vmm-device (--sound wav:) over vhost-user (vmm --vhost-user sound): the host
+#           file has that format and the tone's 300 Hz; vmm-device exits 0 when vmm leaves
+#           (--once) and logs its counters;
 #   alsa    the 48 kHz tone through --sound alsa:hw:Loopback,,0 (ALSA's hw:Loopback,0: a comma
 #           doubled in the flag) into the emulated host's snd-aloop card, with vmm in a jail
 #           (--jail: the PCM opened before it and inherited) under the default seccomp kill
 #           mode (ALSA's ioctls pinned to the PCM's descriptors), an arecord on the loopback's
 #           other end: the capture has the 440 Hz tone.
-# Usage: linux_sound.sh VMM
+# Usage: linux_sound.sh VMM VMM_DEVICE
 set -euo pipefail
 vmm=$1
+vmm_device=$2
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 
@@ -68,7 +71,7 @@ EOG
 chmod +x "$extra/tests/sound" "$extra/tests/sound8k" "$extra/tests/soundalsa"
 
 payload_new x86_64 "$vmm" --extra "$extra"
-payload_binary "$work/wavtool" "$(command -v arecord)"
+payload_binary "$work/wavtool" "$(command -v arecord)" "$vmm_device"
 # ALSA's configuration for vmm's alsa backend and arecord in the emulated host.
 mkdir -p "$payload/alsa"
 cp -r /usr/share/alsa/alsa.conf /usr/share/alsa/cards /usr/share/alsa/pcm "$payload/alsa/"
@@ -106,8 +109,17 @@ rframes=$(field frames /tmp/guest48k)
 check "wav48k: arecord got 1 s within one period ($rframes frames)" between "$rframes" 43200 52800
 check "wav48k: vmm logged its counters at the end" grep -qE "virtio-snd \(wav .*\): [0-9]+ frames played, [0-9]+ underruns" /tmp/wav48k.err
 
-boot wav8k "quiet libvmm.test=sound8k" --sound wav:/tmp/out8k.wav
+./vmm-device --socket /tmp/snd.sock --sound wav:/tmp/out8k.wav --once 2>/tmp/snddev.err &
+dev=$!
+wait_for /tmp/snddev.err "serving virtio-snd" 30 $dev
+boot wav8k "quiet libvmm.test=sound8k" --vhost-user sound,socket=/tmp/snd.sock
+wait $dev
+devstatus=$?
 check "wav8k: vmm exit status 0 (got $status)" [ "$status" -eq 0 ]
+check "wav8k: vmm-device served vmm and exited 0 when it left (got $devstatus)" \
+  sh -c "[ $devstatus -eq 0 ] && grep -qF 'front-end on /tmp/snd.sock: connected' /tmp/snddev.err"
+check "wav8k: vmm-device logged its counters" \
+  grep -qE "virtio-snd \(wav .*\): [0-9]+ frames played, [0-9]+ underruns" /tmp/snddev.err
 ./wavtool info /tmp/out8k.wav >/tmp/info8k 2>&1 || true
 cat /tmp/info8k
 check "wav8k: the host file is U8 8000 Hz mono" grep -qF "format=U8 rate=8000 channels=1 " /tmp/info8k
@@ -129,6 +141,6 @@ check "alsa: the guest's aplay ran without errors" sh -c '! grep -qE "LIBVMM-GUE
 cat /tmp/infoalsa /tmp/arecord.err
 check "alsa: the loopback's capture has the 440 Hz tone ($(field freq /tmp/infoalsa))" \
   near "$(field freq /tmp/infoalsa)" 440 1
-finish linux_sound /tmp/guest48k /tmp/wav48k.err /tmp/wav8k.out /tmp/wav8k.err /tmp/alsa.out /tmp/alsa.err /tmp/arecord.err
+finish linux_sound /tmp/guest48k /tmp/wav48k.err /tmp/wav8k.out /tmp/wav8k.err /tmp/snddev.err /tmp/alsa.out /tmp/alsa.err /tmp/arecord.err
 EOS
 run_payload --timeout 600

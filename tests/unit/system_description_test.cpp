@@ -289,10 +289,14 @@ TEST_F(DescriptionTest, NetworkDevices) {
   EXPECT_NE(problems.front().find("multicast"), std::string::npos) << problems.front();
 }
 
-TEST_F(DescriptionTest, VhostUserNetworkAndConsole) {
+TEST_F(DescriptionTest, VhostUserNetworkConsoleAndSound) {
   EXPECT_TRUE(problems_of(xml("<vhost_user type=\"net\" socket=\"/run/net.sock\" />"
-                              "<vhost_user type=\"console\" socket=\"/run/con.sock\" />"))
+                              "<vhost_user type=\"console\" socket=\"/run/con.sock\" />"
+                              "<vhost_user type=\"sound\" socket=\"/run/snd.sock\" />"))
                   .empty());
+  EXPECT_NE(description.layout().find("virtio-sound (vhost-user backend at /run/snd.sock)"),
+            std::string::npos)
+      << description.layout();
   EXPECT_NE(description.layout().find("virtio-net (vhost-user backend at /run/net.sock)"),
             std::string::npos)
       << description.layout();
@@ -301,9 +305,9 @@ TEST_F(DescriptionTest, VhostUserNetworkAndConsole) {
       << description.layout();
   expect_problem(xml("<vhost_user type=\"net\" socket=\"/run/net.sock\" tag=\"x\" />"),
                  "t.system:9: <vhost_user>: tag= is for type fs only");
-  expect_problem(xml("<vhost_user type=\"sound\" socket=\"/run/snd.sock\" />"),
-                 "t.system:9: <vhost_user>: unknown vhost-user device type 'sound' (blk, fs, net, "
-                 "console)");
+  expect_problem(xml("<vhost_user type=\"gpu\" socket=\"/run/gpu.sock\" />"),
+                 "t.system:9: <vhost_user>: unknown vhost-user device type 'gpu' (blk, fs, net, "
+                 "console, sound)");
 }
 
 TEST_F(DescriptionTest, VfioIsParsed) {

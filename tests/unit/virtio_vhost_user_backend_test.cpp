@@ -10,6 +10,7 @@
 #include <linux/virtio_blk.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
+#include <linux/virtio_snd.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -23,12 +24,14 @@
 #include <thread>
 
 #include "libvmm/backends/net_abi.hpp"
+#include "libvmm/backends/sound_backend.hpp"
 #include "libvmm/backends/vhost_user.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/block.hpp"
 #include "libvmm/virtio/console.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
 #include "libvmm/virtio/net.hpp"
+#include "libvmm/virtio/sound.hpp"
 #include "libvmm/virtio/vhost_user.hpp"
 #include "libvmm/virtio/vhost_user_backend.hpp"
 #include "unit/support/fake_char_backend.hpp"
@@ -83,7 +86,7 @@ bool wait_readable(int fd, int timeout_ms = 5000) {
   return ::poll(&p, 1, timeout_ms) == 1;
 }
 
-enum class Kind { blk, net, console };
+enum class Kind { blk, net, console, sound };
 constexpr MacAddress kMac{0x52, 0x54, 0x00, 0xab, 0xcd, 0xef};
 
 // The block device (or the network device), served on a loop thread to whatever is on the
@@ -108,6 +111,8 @@ struct Served {
         return std::make_unique<VirtioNet>(host, kMac, 1400);
       case Kind::console:
         return std::make_unique<VirtioConsole>(chars);
+      case Kind::sound:
+        return std::make_unique<VirtioSound>(std::make_unique<NullSoundBackend>());
       case Kind::blk:
         break;
     }
@@ -687,6 +692,84 @@ TEST(VhostUserBackend, RefusesMalformedMessagesForTheConsole) {
   EXPECT_TRUE(
       refused_after({{raw(static_cast<uint32_t>(Request::set_vring_base), {1, 2, 3, 4, 5}), {}}},
                     "5-byte payload", Kind::console));
+}
+
+// --- The sound card
+
+TEST(VhostUserBackend, ServesTheSoundCard) {
+  Served served(Kind::sound);
+  TestMemory memory{0x200000};
+  VhostUserOptions o;
+  o.name = "vhost-user-snd0";
+  o.device_id = VIRTIO_ID_SOUND;
+  o.socket = "test.sock";
+  o.queue_sizes = {64, 64, 256, 256};  // control, event, tx, rx
+  o.config_size = 12;
+  auto front = std::make_shared<VhostUserDevice>(std::move(o), memory, served.connect());
+  std::vector<UniqueFd> fds;
+  std::vector<QueueEventfds> eventfds;
+  for (int q = 0; q < 4; ++q) {
+    fds.emplace_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    fds.emplace_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    eventfds.push_back({fds[fds.size() - 2].get(), fds.back().get()});
+  }
+  front->set_queue_eventfds(eventfds);
+  VirtioMmioTransport transport(front, memory, std::make_shared<FakeIrq>());
+  MmioDriver driver(transport);
+
+  // The config space is the back-end's card: two jacks, two streams, four channel maps.
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 2u);
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4), 2u);
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 8), 4u);
+  ASSERT_TRUE(driver.negotiate(bit(VIRTIO_F_VERSION_1)));
+  std::vector<std::unique_ptr<DriverRing>> rings;
+  for (uint32_t q = 0; q < 4; ++q) {
+    rings.push_back(std::make_unique<DriverRing>(memory, 64, RingLayout::at(0x10000 + q * 0x8000)));
+    driver.setup_queue(q, *rings.back());
+  }
+  driver.driver_ok();
+  ASSERT_FALSE(driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+
+  // PCM_INFO of both streams on the control queue: answered by the back-end's device.
+  virtio_snd_query_info query{};
+  query.hdr.code = VIRTIO_SND_R_PCM_INFO;
+  query.start_id = 0;
+  query.count = 2;
+  query.size = sizeof(virtio_snd_pcm_info);
+  DriverRing& control = *rings[0];
+  const uint64_t request =
+      control.place(std::span(reinterpret_cast<const uint8_t*>(&query), sizeof query));
+  const uint32_t reply_len = sizeof(virtio_snd_hdr) + 2 * sizeof(virtio_snd_pcm_info);
+  const uint64_t reply = control.alloc(reply_len);
+  control.add_chain({{request, sizeof query, false}, {reply, reply_len, true}});
+  driver.notify(0);
+  for (int i = 0; i < 50 && control.used_idx() == 0; ++i) wait_readable(fds[1].get(), 100);
+  ASSERT_EQ(control.used_idx(), 1) << "the control request was not used";
+  EXPECT_EQ(control.used(0).len, reply_len);
+  const std::vector<uint8_t> answer = memory.bytes(reply, reply_len);
+  virtio_snd_hdr status{};
+  std::memcpy(&status, answer.data(), sizeof status);
+  EXPECT_EQ(status.code, static_cast<uint32_t>(VIRTIO_SND_S_OK));
+  virtio_snd_pcm_info info[2]{};
+  std::memcpy(info, answer.data() + sizeof status, sizeof info);
+  EXPECT_EQ(info[0].direction, VIRTIO_SND_D_OUTPUT);
+  EXPECT_EQ(info[1].direction, VIRTIO_SND_D_INPUT);
+  EXPECT_FALSE(served.closed());
+}
+
+TEST(VhostUserBackend, RefusesMalformedMessagesForTheSoundCard) {
+  const UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
+  // Four queues (control, event, tx, rx): index 4 is out of range.
+  EXPECT_TRUE(refused_after({{Message::with_state(Request::set_vring_num, {4, 16}), {}}}, "queue 4",
+                            Kind::sound));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_vring_kick, 4), {ev.get()}}},
+                            "queue 4", Kind::sound));
+  // VIRTIO_SND_F_CTLS (bit 0: control elements) is not offered.
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_features, bit(0)), {}}}, "not offered",
+                            Kind::sound));
+  // A control ring larger than any front-end's queue (QEMU's virtio-mmio offers 1024).
+  EXPECT_TRUE(refused_after({{Message::with_state(Request::set_vring_num, {0, 4096}), {}}},
+                            "power of two", Kind::sound));
 }
 
 }  // namespace

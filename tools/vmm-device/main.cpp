@@ -2,7 +2,8 @@
 // (QEMU's docs/interop/vhost-user.rst): `vmm --vhost-user blk,socket=PATH`, QEMU's
 // `-device vhost-user-blk`, or any other front-end. One process per device, so that each can
 // run under its own user and sandbox, away from the VMM. The device is the in-process one
-// (VirtioBlock on a raw image, VirtioNet on a TAP, VirtioConsole on a character backend), run by
+// (VirtioBlock on a raw image, VirtioNet on a TAP, VirtioConsole on a character backend,
+// VirtioSound on ALSA or WAV files), run by
 // VhostUserBackend over the guest RAM the front-end shares.
 //
 // A separate program rather than a `vmm device` subcommand: it links none of the VM, KVM or
@@ -22,6 +23,7 @@
 #include <memory>
 
 #include "libvmm/backends/open_char_backend.hpp"
+#include "libvmm/backends/sound_backend.hpp"
 #include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
@@ -32,6 +34,7 @@
 #include "libvmm/virtio/console.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/net.hpp"
+#include "libvmm/virtio/sound.hpp"
 #include "libvmm/virtio/vhost_user_backend.hpp"
 
 using namespace libvmm;
@@ -76,6 +79,7 @@ struct Options {
   std::string disk;
   std::string net;
   std::string console;
+  std::string sound;
   SeccompMode seccomp = SeccompMode::kill;
   bool once = false;
   std::string jail_dir;
@@ -91,7 +95,8 @@ JailPlan plan_device_jail(const Options& options) {
   for (const auto& [element, value] :
        {std::pair<std::string_view, const std::string*>{"virtio_block", &options.disk},
         {"virtio_net", &options.net},
-        {"virtio_console", &options.console}}) {
+        {"virtio_console", &options.console},
+        {"virtio_sound", &options.sound}}) {
     if (value->empty()) continue;
     const VirtioDeviceKind* kind = find_virtio_device_kind(element);
     const DeviceSpec spec = spec_from_flag(*kind, *value);
@@ -107,13 +112,13 @@ int serve(const Options& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // the I/O thread inherits the mask
 
   int given = 0;
-  for (const std::string* spec : {&options.disk, &options.net, &options.console}) {
+  for (const std::string* spec : {&options.disk, &options.net, &options.console, &options.sound}) {
     if (!spec->empty()) ++given;
   }
   if (given != 1) {
     throw UserError(
-        "one device to serve: give one of --disk PATH, --net tap=NAME or --console BACKEND (see "
-        "vmm-device --help)");
+        "one device to serve: give one of --disk PATH, --net tap=NAME, --console BACKEND or "
+        "--sound BACKEND (see vmm-device --help)");
   }
   EventLoop loop;
   const SeccompMode mode = options.seccomp;
@@ -136,6 +141,15 @@ int serve(const Options& options) {
     console->start(loop);
     serving = fmt::format("virtio-console on {}", options.console);
     device = std::move(console);
+  } else if (!options.sound.empty()) {
+    // The WAV files are created here (an ALSA PCM was opened before a jail); the pacing timer
+    // and the audio run on the loop thread.
+    const DeviceSpec spec = spec_from_flag(*find_virtio_device_kind("virtio_sound"), options.sound);
+    auto sound = std::make_unique<VirtioSound>(
+        open_sound_backend(spec.value_or("backend", ""), spec.value_or("in", ""), "--sound"));
+    sound->start(loop);
+    serving = fmt::format("virtio-snd on {}", options.sound);
+    device = std::move(sound);
   } else {
     // The TAP is opened (or created) here, before the sandbox; frames move on the loop thread.
     const NetConfig config = parse_net_spec(options.net);
@@ -207,7 +221,8 @@ int main(int argc, char** argv) {
       "over vhost-user (libvmm " LIBVMM_VERSION ")"};
   app.set_version_flag("--version", "vmm-device (libvmm) " LIBVMM_VERSION);
   app.footer(
-      "The front-end connects to --socket: vmm --vhost-user blk|net|console,socket=PATH, or QEMU's "
+      "The front-end connects to --socket: vmm --vhost-user blk|net|console|sound,socket=PATH, or "
+      "QEMU's "
       "-chardev socket,path=PATH -device vhost-user-blk (or -netdev vhost-user). One front-end at "
       "a time; the next may "
       "connect when it leaves.\nExit status: 0 when stopped by SIGTERM/SIGINT (or, with --once, "
@@ -231,6 +246,10 @@ int main(int argc, char** argv) {
   app.add_option("--console", options.console,
                  "Serve a virtIO console (hvc0) on a character backend: stdio, file:PATH, "
                  "socket:PATH, pty or none (as vmm's --console)")
+      ->type_name("BACKEND");
+  app.add_option("--sound", options.sound,
+                 "Serve a virtIO sound card (one output, one input stream) on none, alsa[:PCM] "
+                 "or wav:OUT.wav[,in=IN.wav] (as vmm's --sound)")
       ->type_name("BACKEND");
   app.add_flag("--once", options.once, "Exit when the first front-end leaves");
   app.add_option("--seccomp", seccomp,
@@ -286,8 +305,15 @@ int main(int argc, char** argv) {
     if (options.jail_dir.empty()) return serve(options);
     // Checked and built as root; the device is opened inside, as the jail's user.
     const JailPlan plan = plan_device_jail(options);
-    const JailOptions jail = jail_options_from_flags(
-        options.jail_dir, options.jail_uid, options.jail_gid, options.jail_netns, "the device");
+    JailOptions jail = jail_options_from_flags(options.jail_dir, options.jail_uid, options.jail_gid,
+                                               options.jail_netns, "the device");
+    // An ALSA PCM opens files its configuration chooses: opened here, inherited by the jail.
+    if (!options.sound.empty()) {
+      const VirtioDeviceKind& kind = *find_virtio_device_kind("virtio_sound");
+      for (int fd : kind.open_before_jail(spec_from_flag(kind, options.sound))) {
+        jail.inherit.push_back(fd);
+      }
+    }
     return run_in_jail(jail, plan, [&] { return exit_status_of([&] { return serve(options); }); });
   });
 }
