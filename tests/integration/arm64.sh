@@ -21,6 +21,10 @@
 #   GICv3 host, sound: the libvmm arm64 guest kernel (images/build-kernel aarch64: Debian's has
 #               no SND_VIRTIO) with Debian's arm64 aplay plays a 2 s 440 Hz stereo S16_LE
 #               48 kHz tone through --sound wav:, checked as linux.sound does on x86_64.
+#   GICv3 host, virtio-fs: Debian's arm64 virtiofsd (tools/install-deps-arm64) shares a folder
+#               over vhost-user (--fs) with a guest whose Debian kernel mounts it (fuse and
+#               virtiofs modules): the checks of linux.vhost (virtiofs_checks) with a 16 MiB
+#               copy.
 # Usage: arm64.sh CROSS_BUILD_DIR [gicv3|gicv2]...   (both by default)
 set -euo pipefail
 build=$1
@@ -63,6 +67,13 @@ if [[ " ${suites[*]} " == *" gicv3 "* ]]; then
   aarch64-linux-gnu-gcc -O2 -static -o "$payload/wavtool" "$repo/tests/integration/sound/wavtool.c" -lm
   cp "$("$repo/images/build-kernel" aarch64)" "$payload/sound/Image"
   cp "$("$repo/images/build-initramfs" --extra "$sound" aarch64)" "$payload/sound/initramfs.cpio.gz"
+fi
+
+# The virtio-fs back-end of gicv3.sh (8.): Debian's arm64 virtiofsd with its libraries.
+if [[ " ${suites[*]} " == *" gicv3 "* ]]; then
+  vfsd=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/arm64-virtiofsd  # tools/install-deps-arm64
+  COPY_BINARY_LIBDIRS=$vfsd/usr/lib/aarch64-linux-gnu:$vfsd/lib/aarch64-linux-gnu \
+    payload_binary "$vfsd/usr/lib/qemu/virtiofsd"
 fi
 
 payload_script gicv3.sh <<'EOS'
@@ -150,7 +161,7 @@ check "virtio: the guest's clock at boot is the host's (PL031)" \
 ./vmm --kernel "$kernel" --initrd initramfs.cpio.gz --memory 256M \
   --cmdline "console=ttyAMA0 quiet libvmm.test=powerkey" </dev/null >/tmp/pk.out 2>/tmp/pk.err &
 pid=$!
-wait_for /tmp/pk.out "waiting for the power button" 180
+wait_for /tmp/pk.out "waiting for the power button" 180 $pid
 kill -TERM $pid
 stop
 check "power key: the guest has the gpio-keys input device" \
@@ -230,7 +241,10 @@ check "vfio: only the MSI-X table and PBA trapped, no interrupt through the loop
 check "vfio: the device was reset when vmm let it go" grep -qF "vfio $nvme: reset, back to the host" /tmp/nvme.err
 echo "GUEST-WROTE-MD5=$written"
 
-finish arm64-gicv3 /tmp/nvme.out /tmp/nvme.err /tmp/dtb-pci.err /tmp/pk.out /tmp/pk.err /tmp/tone.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
+# 8. virtio-fs: a folder shared by Debian's arm64 virtiofsd over vhost-user.
+virtiofs_checks 16 || true
+
+finish arm64-gicv3 /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/nvme.out /tmp/nvme.err /tmp/dtb-pci.err /tmp/pk.out /tmp/pk.err /tmp/tone.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
   /tmp/virtio.out /tmp/hvc0.err /tmp/hvc0.out
 EOS
 

@@ -36,14 +36,6 @@ if [ -n "$vmm_device" ]; then
 fi
 
 payload_script run.sh <<'EOS'
-share=/tmp/share
-mkdir -p $share
-echo "put there by the host" >$share/from-host.txt
-echo r >$share/rename-me
-echo d >$share/delete-me
-dd if=/dev/urandom of=$share/big.bin bs=1M count=64 2>/dev/null
-big=$(sha256sum <$share/big.bin | cut -d' ' -f1)
-
 # Refusals before any guest: one line naming the device and the socket, exit status 2.
 ./vmm --kernel $kernel --fs tag=t,socket=/tmp/none.sock 2>/tmp/none.err
 status=$?
@@ -52,39 +44,10 @@ check "no socket: the line names device and socket" \
   grep -q "virtio-fs backend at /tmp/none.sock: No such file or directory" /tmp/none.err
 cat /tmp/none.err
 
-./virtiofsd --socket-path=/tmp/vfs.sock -o source=$share -o cache=auto -o sandbox=chroot 2>/tmp/vfsd.err &
-vfsd=$!
-i=0
-while [ ! -S /tmp/vfs.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-start fs ./vmm --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "console=$console quiet libvmm.test=fs" \
-  --fs tag=hostshare,socket=/tmp/vfs.sock
-check "the guest mounts the tag" wait_for /tmp/fs.out "fs mounted" 240
-if [ $failed -ne 0 ]; then  # nothing else can work: say why now
-  kill $pid $vfsd 2>/dev/null
+if ! virtiofs_checks 64; then
   finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err
   exit 1
 fi
-check "the guest reads the host's file" wait_for /tmp/fs.out "fs host file: put there by the host" 30
-check "the guest lists the folder" wait_for /tmp/fs.out "fs ls: big.bin delete-me from-guest.txt from-host.txt rename-me" 30
-check "the host reads the guest's file" wait_for $share/from-guest.txt "written by the guest" 30
-check "rename" wait_for /tmp/fs.out "fs renamed" 30
-check "the host sees the rename" [ -f $share/renamed -a ! -e $share/rename-me ]
-check "unlink" wait_for /tmp/fs.out "fs unlinked" 30
-check "the host sees the unlink" [ ! -e $share/delete-me ]
-check "64 MiB copy" wait_for /tmp/fs.out "fs copy sha256: $big" 600
-check "the host's copy has the same checksum" \
-  [ "$(sha256sum <$share/copy.bin | cut -d' ' -f1)" = "$big" ]
-grep "fs copied in" /tmp/fs.out || true
-check "unmount" wait_for /tmp/fs.out "fs unmounted" 60
-# The back-end goes away: vmm says so, the guest runs on.
-kill $vfsd
-check "vmm logs the back-end's hang-up" \
-  wait_for /tmp/fs.err "virtio-fs backend at /tmp/vfs.sock closed the connection" 30
-last=$(grep -c "fs alive" /tmp/fs.out)
-check "the guest goes on" wait_for /tmp/fs.out "fs alive $((last + 3))" 60
-check "vmm still runs" kill -0 $pid
-kill $pid
-wait $pid 2>/dev/null
 
 # A socket nobody listens on any more: connection refused.
 ./vmm --kernel $kernel --fs tag=t,socket=/tmp/vfs.sock 2>/tmp/refused.err

@@ -27,6 +27,14 @@
 #                                  vmm's stderr; ./wavtool measures WAV (the file has that
 #                                  format, 2 s within one period, 440 Hz within 1 %; aplay took
 #                                  1.9-2.5 s beyond its own start-up: paced)
+#   virtiofs_checks MIB VMM-ARGS...
+#                                  a folder (/tmp/share) shared through ./virtiofsd with a guest
+#                                  booted with --fs tag=hostshare (and VMM-ARGS) that runs
+#                                  images/tests/fs: it mounts the tag, reads the host's file,
+#                                  writes one the host reads, lists, renames, unlinks and copies
+#                                  a file of MIB MiB (checksums compared on the host); then
+#                                  virtiofsd is killed: vmm logs it and the guest goes on. False
+#                                  (vmm and virtiofsd stopped) if the guest could not mount it
 #   bench_guest NAME TEST SECONDS COMMAND...
 #                                  runs the VMM COMMAND (stdout and stderr /tmp/out.NAME) until
 #                                  the guest's /init reports the end of its libvmm.test=TEST, or
@@ -99,6 +107,56 @@ tone_checks() {
     between "$tone_net" 190 250
   check "sound: vmm logged its counters at the end" \
     grep -qE "virtio-snd \(wav .*\): [0-9]+ frames played, [0-9]+ underruns" "$3"
+}
+
+virtiofs_checks() {
+  fs_mib=$1
+  shift
+  share=/tmp/share
+  rm -rf $share
+  mkdir -p $share
+  echo "put there by the host" >$share/from-host.txt
+  echo r >$share/rename-me
+  echo d >$share/delete-me
+  dd if=/dev/urandom of=$share/big.bin bs=1M count="$fs_mib" 2>/dev/null
+  big=$(sha256sum <$share/big.bin | cut -d' ' -f1)
+  ./virtiofsd --socket-path=/tmp/vfs.sock -o source=$share -o cache=auto -o sandbox=chroot \
+    2>/tmp/vfsd.err &
+  vfsd=$!
+  i=0
+  while [ ! -S /tmp/vfs.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  start fs ./vmm --kernel $kernel --initrd initramfs.cpio.gz --memory 256M \
+    --cmdline "console=$console quiet libvmm.test=fs" --fs tag=hostshare,socket=/tmp/vfs.sock "$@"
+  check "virtio-fs: the guest mounts the tag" wait_for /tmp/fs.out "fs mounted" 240 $pid
+  if ! grep -qF "fs mounted" /tmp/fs.out; then  # nothing else can work
+    kill $pid $vfsd 2>/dev/null
+    return 1
+  fi
+  check "virtio-fs: the guest reads the host's file" \
+    wait_for /tmp/fs.out "fs host file: put there by the host" 30
+  check "virtio-fs: the guest lists the folder" \
+    wait_for /tmp/fs.out "fs ls: big.bin delete-me from-guest.txt from-host.txt rename-me" 30
+  check "virtio-fs: the host reads the guest's file" \
+    wait_for $share/from-guest.txt "written by the guest" 30
+  check "virtio-fs: rename" wait_for /tmp/fs.out "fs renamed" 30
+  check "virtio-fs: the host sees the rename" [ -f $share/renamed -a ! -e $share/rename-me ]
+  check "virtio-fs: unlink" wait_for /tmp/fs.out "fs unlinked" 30
+  check "virtio-fs: the host sees the unlink" [ ! -e $share/delete-me ]
+  check "virtio-fs: $fs_mib MiB copy" wait_for /tmp/fs.out "fs copy sha256: $big" 600
+  check "virtio-fs: the host's copy has the same checksum" \
+    [ "$(sha256sum <$share/copy.bin | cut -d' ' -f1)" = "$big" ]
+  grep "fs copied in" /tmp/fs.out || true
+  check "virtio-fs: unmount" wait_for /tmp/fs.out "fs unmounted" 60
+  # The back-end goes away: vmm says so, the guest runs on.
+  kill $vfsd
+  check "virtio-fs: vmm logs the back-end's hang-up" \
+    wait_for /tmp/fs.err "virtio-fs backend at /tmp/vfs.sock closed the connection" 30
+  last=$(grep -c "fs alive" /tmp/fs.out)
+  check "virtio-fs: the guest goes on" wait_for /tmp/fs.out "fs alive $((last + 3))" 60
+  check "virtio-fs: vmm still runs" kill -0 $pid
+  kill $pid
+  wait $pid 2>/dev/null
+  return 0
 }
 
 boot() {
