@@ -16,7 +16,10 @@
 # Devices in other processes (vhost-user; a second table): "vmm-dev" (our vmm with our
 # vmm-device serving the image, iothread=on), "vmm-qsd" (our vmm with qemu-storage-daemon's
 # vhost-user-blk export, aio=threads, O_DIRECT as the others) and "qemu-qsd" (QEMU -M microvm,
-# its RAM a shared memfd, with the same qemu-storage-daemon export).
+# its RAM a shared memfd, with the same qemu-storage-daemon export); and "vmm-fs" (virtio-fs:
+# the guest runs the same jobs on the same image file, reached as a file in the folder that
+# Debian's virtiofsd shares, cache=none with O_DIRECT passed through: a host file through
+# virtio-fs against the same file as a virtio-blk disk).
 # For each job it also counts VM exits (KVM's debugfs counter) and the VMM's CPU time between
 # marks the guest prints around the job, per request (a second table; QEMU's alike).
 # The image lives on ext2 (mounted by the ext4 driver) on a loop device, so O_DIRECT works on the
@@ -27,7 +30,7 @@
 # Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes on a quiet
 # machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
 # runs only those (of host, vmm, vmm-iot, vmm-nopoll, vmm-uring, vmm-pci, qemu, vmm-dev, vmm-qsd,
-# qemu-qsd), for more rounds in the same time. The load average is printed before and after.
+# qemu-qsd, vmm-fs), for more rounds in the same time. The load average is printed before and after.
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -102,14 +105,21 @@ mkdir -p "$extra/usr/bin" "$extra/tests"
 cp "$work/blkio" "$extra/usr/bin/blkio"
 cat >"$extra/tests/blkbench" <<EOS
 #!/bin/sh
+# The jobs run on /dev/vda, or (libvmm.fsbench) on vda.img in the virtio-fs folder "bench".
+target=/dev/vda
+if grep -q libvmm.fsbench /proc/cmdline; then
+  mkdir -p /mnt/fs
+  mount -t virtiofs bench /mnt/fs || echo "LIBVMM-GUEST: BENCH mount failed"
+  target=/mnt/fs/vda.img
+fi
 # MARK lines bracket each job for the host's exit and CPU sampler (run.sh: sample).
 for job in seqwrite seqread randread; do
   echo "LIBVMM-GUEST: MARK begin \$job"
-  echo "LIBVMM-GUEST: BENCH \$(blkio \$job /dev/vda $secs 2>&1)"
+  echo "LIBVMM-GUEST: BENCH \$(blkio \$job \$target $secs 2>&1)"
   echo "LIBVMM-GUEST: MARK end \$job"
 done
 echo "LIBVMM-GUEST: MARK begin randread4"
-for i in 1 2 3 4; do blkio randread /dev/vda $secs >/tmp/rr.\$i 2>&1 & done
+for i in 1 2 3 4; do blkio randread \$target $secs >/tmp/rr.\$i 2>&1 & done
 wait
 sum() { sed -n "s/.*\$1=\\([0-9]*\\).*/\\1/p" /tmp/rr.* | awk '{s+=\$1} END {print s}'; }
 echo "LIBVMM-GUEST: BENCH randread4 iops=\$(sum iops) ops=\$(sum ops)"
@@ -120,7 +130,7 @@ chmod +x "$extra/tests/blkbench"
 payload_new x86_64 build/gcc/tools/vmm/vmm --extra "$extra"
 cp "$work/blkio" "$payload/"
 payload_binary /usr/bin/qemu-system-x86_64 build/gcc/tools/vmm-device/vmm-device \
-  "$(command -v qemu-storage-daemon)"
+  "$(command -v qemu-storage-daemon)" /usr/lib/qemu/virtiofsd
 mkdir -p "$payload/qemu-data" "$payload/modules"
 cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
 
@@ -141,9 +151,9 @@ done
 
 only=${BLOCK_BENCH_ONLY:-}
 for c in $only; do
-  case $c in host | vmm | vmm-iot | vmm-nopoll | vmm-uring | vmm-pci | qemu | vmm-dev | vmm-qsd | qemu-qsd) ;;
+  case $c in host | vmm | vmm-iot | vmm-nopoll | vmm-uring | vmm-pci | qemu | vmm-dev | vmm-qsd | qemu-qsd | vmm-fs) ;;
     *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-nopoll, vmm-uring, vmm-pci, qemu," \
-      "vmm-dev, vmm-qsd, qemu-qsd)" >&2; exit 2 ;;
+      "vmm-dev, vmm-qsd, qemu-qsd, vmm-fs)" >&2; exit 2 ;;
   esac
 done
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
@@ -276,10 +286,20 @@ while [ $round -lt $rounds ]; do
     kill $back; wait $back 2>/dev/null
     rm -f /tmp/qsd.sock
   done
+  if want vmm-fs; then
+    ./virtiofsd --socket-path=/tmp/fs.sock -o source=$dir -o cache=none -o allow_direct_io \
+      -o sandbox=chroot 2>>/tmp/virtiofsd.err &
+    back=$!
+    wait_socket /tmp/fs.sock
+    bench_guest vmm-fs blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+      --memory 256M --cmdline "$cmdline libvmm.fsbench" --fs tag=bench,socket=/tmp/fs.sock --quiet
+    kill $back; wait $back 2>/dev/null
+    rm -f /tmp/fs.sock
+  fi
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|vmm-pci|qemu|vmm-dev|vmm-qsd|qemu-qsd) (seqwrite|seqread|randread|randread4) |BENCH-SETUP)' \
+collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|vmm-pci|qemu|vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) (seqwrite|seqread|randread|randread4|mount) |BENCH-SETUP)' \
   --timeout $((600 + rounds * (secs * 4 * 9 + 400)))
 need_results '^vmm'
 grep '^BENCH-SETUP' "$work/results"
@@ -342,17 +362,20 @@ for job in seqwrite seqread randread randread4; do
   echo
 done
 # Devices in other processes (vhost-user), beside the in-process device on its I/O thread.
-vconfigs="vmm-iot vmm-dev vmm-qsd qemu-qsd"
-if grep -qE '^(vmm-dev|vmm-qsd|qemu-qsd) ' "$work/results"; then
-  echo "vhost-user: median of $rounds rounds (dev/iot: vmm-device against the in-process device)"
-  printf '%-10s %6s %9s %9s %9s %9s %8s %8s %8s\n' job unit $vconfigs dev/iot qsd/iot vmm/qemu
+vconfigs="vmm-iot vmm-dev vmm-qsd qemu-qsd vmm-fs"
+if grep -qE '^(vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) ' "$work/results"; then
+  echo "vhost-user: median of $rounds rounds (dev/iot: vmm-device against the in-process device;"
+  echo "qsd/iot: qemu-storage-daemon against it; vmm/qemu: both with qemu-storage-daemon; fs/iot:"
+  echo "the image as a file through virtio-fs against it as a virtio-blk disk)"
+  printf '%-10s %6s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' job unit $vconfigs dev/iot qsd/iot \
+    vmm/qemu fs/iot
   for job in seqwrite seqread randread randread4; do
     case $job in randread*) f=iops unit=IOPS ;; *) f=kib_s unit=MiB/s ;; esac
     i=$(result $f vmm-iot $job) d=$(result $f vmm-dev $job)
-    vq=$(result $f vmm-qsd $job) qq=$(result $f qemu-qsd $job)
-    printf '%-10s %6s %9s %9s %9s %9s %8s %8s %8s\n' $job $unit "$(conv $f "$i")" \
-      "$(conv $f "$d")" "$(conv $f "$vq")" "$(conv $f "$qq")" "$(ratio "$d" "$i")" \
-      "$(ratio "$vq" "$i")" "$(ratio "$vq" "$qq")"
+    vq=$(result $f vmm-qsd $job) qq=$(result $f qemu-qsd $job) fs=$(result $f vmm-fs $job)
+    printf '%-10s %6s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' $job $unit "$(conv $f "$i")" \
+      "$(conv $f "$d")" "$(conv $f "$vq")" "$(conv $f "$qq")" "$(conv $f "$fs")" \
+      "$(ratio "$d" "$i")" "$(ratio "$vq" "$i")" "$(ratio "$vq" "$qq")" "$(ratio "$fs" "$i")"
   done
   echo "spread (min..max over the rounds)"
   for job in seqwrite seqread randread randread4; do

@@ -23,8 +23,8 @@
 #               48 kHz tone through --sound wav:, checked as linux.sound does on x86_64.
 #   GICv3 host, virtio-fs: Debian's arm64 virtiofsd (tools/install-deps-arm64) shares a folder
 #               over vhost-user (--fs) with a guest whose Debian kernel mounts it (fuse and
-#               virtiofs modules): the checks of linux.vhost (virtiofs_checks) with a 16 MiB
-#               copy.
+#               virtiofs modules): the checks of linux.vhost (virtiofs_checks), its 64 MiB
+#               copy too.
 # Usage: arm64.sh CROSS_BUILD_DIR [gicv3|gicv2]...   (both by default)
 set -euo pipefail
 build=$1
@@ -242,7 +242,7 @@ check "vfio: the device was reset when vmm let it go" grep -qF "vfio $nvme: rese
 echo "GUEST-WROTE-MD5=$written"
 
 # 8. virtio-fs: a folder shared by Debian's arm64 virtiofsd over vhost-user.
-virtiofs_checks 16 || true
+virtiofs_checks 64 || true
 
 finish arm64-gicv3 /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/nvme.out /tmp/nvme.err /tmp/dtb-pci.err /tmp/pk.out /tmp/pk.err /tmp/tone.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
   /tmp/virtio.out /tmp/hvc0.err /tmp/hvc0.out
