@@ -10,6 +10,7 @@
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/core/sigbus_guard.hpp"
 
 namespace libvmm {
 
@@ -21,7 +22,16 @@ MemoryRegion::MemoryRegion(std::string name, UniqueFd fd, uint8_t* host, uint64_
     : name_(std::move(name)), fd_(std::move(fd)), host_(host), size_(size), backing_(backing) {}
 
 MemoryRegion::~MemoryRegion() {
+  sigbus_guard_.reset();
   ::munmap(host_, size_);
+}
+
+void MemoryRegion::guard_against_shrinking(int notify) {
+  sigbus_guard_ = std::make_unique<SigbusGuard>(host_, size_, notify);
+}
+
+bool MemoryRegion::shrunk() const {
+  return sigbus_guard_ && sigbus_guard_->tripped();
 }
 
 std::string_view backing_name(MemoryBacking backing) {

@@ -75,6 +75,10 @@ void add_common(std::vector<SeccompRule>& r) {
                "pthread_kill: kicks a vCPU out of KVM_RUN; only threads of this process"});
   r.push_back({"rt_sigprocmask", {}, "pthread_kill and thread exit block signals briefly"});
   r.push_back({"rt_sigreturn", {}, "return from the vCPU kick signal's handler"});
+  r.push_back({"rt_sigaction",
+               {equals(0, SIGBUS)},
+               "a SIGBUS outside guarded memory: the disposition from before the guards restored "
+               "(core/sigbus_guard.hpp; vmm-device)"});
   r.push_back({"restart_syscall", {}, "a sleep interrupted by a signal resumes"});
   r.push_back({"exit", {}, "a thread ends"});
   r.push_back({"exit_group", {}, "the process ends (also kill mode's handler)"});

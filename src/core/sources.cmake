@@ -2,6 +2,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/error.cpp
   ${CMAKE_CURRENT_LIST_DIR}/log.cpp
   ${CMAKE_CURRENT_LIST_DIR}/guest_memory.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/sigbus_guard.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bus.cpp
   ${CMAKE_CURRENT_LIST_DIR}/event_loop.cpp
   ${CMAKE_CURRENT_LIST_DIR}/io_thread.cpp

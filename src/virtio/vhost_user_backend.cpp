@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <linux/virtio_config.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
 
@@ -71,7 +73,7 @@ uint64_t VhostUserBackend::offered_protocol_features() {
 }
 
 VhostUserBackend::VhostUserBackend(VirtioDevice& device, EventLoop& loop, UniqueFd connected,
-                                   std::string peer, OnClose on_close)
+                                   std::string peer, OnClose on_close, int shrink_notice)
     : device_(device),
       loop_(loop),
       channel_(std::move(connected), peer),
@@ -88,7 +90,22 @@ VhostUserBackend::VhostUserBackend(VirtioDevice& device, EventLoop& loop, Unique
     queues_.emplace_back(memory_, std::max(size, kMinRingMax));
   }
   rings_.resize(sizes.size());
+  if (shrink_notice < 0) {
+    own_shrunk_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!own_shrunk_) throw_errno("eventfd");
+    shrink_notice = own_shrunk_.get();
+  }
+  shrunk_ = shrink_notice;
+  uint64_t n = 0;
+  [[maybe_unused]] const ssize_t stale = ::read(shrunk_, &n, sizeof n);  // an earlier peer's
   loop_.add(channel_.fd(), EPOLLIN | EPOLLRDHUP, [this](uint32_t) { on_readable(); });
+  loop_.add(shrunk_, EPOLLIN, [this](uint32_t) {
+    uint64_t count = 0;
+    [[maybe_unused]] const ssize_t got = ::read(shrunk_, &count, sizeof count);
+    close(
+        "the front-end shrank the guest memory it shared (a SIGBUS in a mapped region, caught: "
+        "the region reads as zeros now)");
+  });
 }
 
 VhostUserBackend::~VhostUserBackend() {
@@ -97,6 +114,7 @@ VhostUserBackend::~VhostUserBackend() {
   try {
     stop_all();
     loop_.remove(channel_.fd());
+    loop_.remove(shrunk_);
   } catch (const std::exception& e) {
     log::debug("{}: at teardown: {}", peer_, e.what());
   }
@@ -330,6 +348,8 @@ void VhostUserBackend::set_mem_table(const DecodedRequest& request, const Messag
     std::shared_ptr<MemoryRegion> region;
     try {
       region = MemoryRegion::from_fd(fmt::format("front-end region {}", i), UniqueFd(own), length);
+      // The front-end may shrink the file later: then a SIGBUS, caught, closes the connection.
+      region->guard_against_shrinking(shrunk_);
       fresh.map(r.gpa, region, r.mmap_offset, r.size);
     } catch (const std::exception& e) {
       refuse(fmt::format("memory region {}: {}", i, e.what()));
@@ -503,6 +523,7 @@ void VhostUserBackend::close(const std::string& why) {
     log::debug("{}: stopping: {}", peer_, e.what());
   }
   loop_.remove(channel_.fd());
+  loop_.remove(shrunk_);
   ::shutdown(channel_.fd(), SHUT_RDWR);  // the front-end sees the end now, not at destruction
   if (on_close_) on_close_(why);
 }

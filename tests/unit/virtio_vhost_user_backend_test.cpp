@@ -274,6 +274,27 @@ TEST(VhostUserBackend, AFrontEndHangingUpResetsTheDeviceForTheNext) {
   EXPECT_EQ(rig.request(VIRTIO_BLK_T_IN, 0, data, 512, true), VIRTIO_BLK_S_OK);
 }
 
+// A front-end that shrinks the memory it shared: the back-end's next touch of it is a SIGBUS,
+// caught (core/sigbus_guard.hpp); the connection closes with a log line and the process goes on.
+TEST(VhostUserBackend, AFrontEndShrinkingItsMemoryIsDroppedNotFatal) {
+  Rig rig;
+  rig.bring_up(bit(VIRTIO_F_VERSION_1));
+  virtio_blk_outhdr header{VIRTIO_BLK_T_IN, 0, 0};
+  const uint64_t h =
+      rig.ring->place(std::span(reinterpret_cast<const uint8_t*>(&header), sizeof header));
+  const uint64_t data = rig.ring->alloc(512);
+  const uint64_t status = rig.ring->alloc(1);
+  rig.ring->add_chain({{h, sizeof header, false}, {data, 512, true}, {status, 1, true}});
+  // From here on this test must not touch the guest RAM either: it shares the same file.
+  ASSERT_EQ(::ftruncate(rig.memory.find(0)->region->fd(), 0), 0);
+  rig.driver().notify(0);
+  for (int i = 0; i < 200 && rig.served.closes == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(rig.served.closes, 1);
+  EXPECT_NE(rig.served.why.find("shrank the guest memory it shared"), std::string::npos)
+      << rig.served.why;
+}
+
 // --- Malformed messages from a raw front-end
 
 // A memfd of `size` bytes (guest RAM as a front-end shares it).

@@ -11,6 +11,7 @@
 // its seccomp filter is its own, and its command line is not vmm's.
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -178,6 +179,10 @@ int serve(const Options& options) {
     loop.stop();
   });
 
+  // Made before the sandbox (no eventfd2 after it): each connection's notice of a front-end
+  // that shrank the memory it shared.
+  UniqueFd shrink_notice(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!shrink_notice) throw_errno("eventfd");
   const std::string peer = fmt::format("front-end on {}", options.socket);
   std::unique_ptr<VhostUserBackend> backend;
   int status = 0;
@@ -189,18 +194,20 @@ int serve(const Options& options) {
       return;
     }
     log::info("{}: connected", peer);
-    backend = std::make_unique<VhostUserBackend>(*device, loop, std::move(client), peer,
-                                                 [&](const std::string& why) {
-                                                   // Not from inside the backend's own call: the
-                                                   // loop destroys it next.
-                                                   loop.post([&, failed = !why.empty()] {
-                                                     backend.reset();
-                                                     if (options.once) {
-                                                       status = failed ? kExitFailure : 0;
-                                                       loop.stop();
-                                                     }
-                                                   });
-                                                 });
+    backend = std::make_unique<VhostUserBackend>(
+        *device, loop, std::move(client), peer,
+        [&](const std::string& why) {
+          // Not from inside the backend's own call: the
+          // loop destroys it next.
+          loop.post([&, failed = !why.empty()] {
+            backend.reset();
+            if (options.once) {
+              status = failed ? kExitFailure : 0;
+              loop.stop();
+            }
+          });
+        },
+        shrink_notice.get());
   });
 
   install_seccomp(ThreadRole::vhost_backend, mode, {}, "vmm-device");

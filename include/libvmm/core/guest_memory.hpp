@@ -40,6 +40,8 @@ std::string_view backing_name(MemoryBacking backing);
 
 // Host memory backing guest RAM or a shared region (see MemoryBacking), so that the same memory
 // can be handed to KVM, to another mapping, or (all but anonymous) to another process.
+class SigbusGuard;
+
 class MemoryRegion {
  public:
   // Creates a zero-filled region of `size` bytes (a multiple of the host page size; of 2 MiB
@@ -52,6 +54,11 @@ class MemoryRegion {
   // Wraps an existing file descriptor (a host file or shared-memory object), mapped shared.
   static std::shared_ptr<MemoryRegion> from_fd(std::string name, UniqueFd fd, uint64_t size,
                                                bool writable = true);
+  // For a descriptor another process may shrink (a vhost-user front-end's): a SIGBUS in this
+  // region no longer ends the process; the region turns into zero pages and `notify` (an
+  // eventfd) is written (core/sigbus_guard.hpp). Until the region is destroyed.
+  void guard_against_shrinking(int notify);
+  bool shrunk() const;  // a guarded region's SIGBUS was caught
 
   ~MemoryRegion();
   MemoryRegion(const MemoryRegion&) = delete;
@@ -70,6 +77,7 @@ class MemoryRegion {
   uint8_t* host_;
   uint64_t size_;
   MemoryBacking backing_;
+  std::unique_ptr<SigbusGuard> sigbus_guard_;  // released before the mapping
 };
 
 // The host's transparent huge page settings (/sys/kernel/mm/transparent_hugepage/): `enabled`

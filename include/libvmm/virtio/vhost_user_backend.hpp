@@ -9,8 +9,11 @@
 // The front-end is hostile: every message goes through vhost::decode_request() (sizes, counts,
 // indices, descriptors, overlapping regions), then the checks of its meaning here (features
 // offered, rings inside the memory table, descriptors the kernel can map and that are large
-// enough for the regions). The first bad message is one log line naming the front-end and what
-// was wrong, and the connection is closed (the device is reset, the descriptors released).
+// enough for the regions). A front-end that shrinks a region's file afterwards would make the
+// next touch of it a SIGBUS: the regions are guarded (core/sigbus_guard.hpp), the fault turns
+// them into zero pages, and the connection is closed like any other misbehaviour. The first bad
+// message is one log line naming the front-end and what was wrong, and the connection is closed
+// (the device is reset, the descriptors released).
 //
 // Threads: messages and kicks are handled on `loop` (the caller's event loop thread). This
 // object is the device's VirtioTransport; its lock serializes the loop thread and the device's
@@ -45,8 +48,11 @@ class VhostUserBackend final : private VirtioTransport {
   // Serves `device` (not active: never activated, or reset) to the front-end on `connected`.
   // `peer` names it in log lines ("front-end on /run/blk.sock"). Watches the socket on `loop`,
   // which must outlive this object; call from the loop's thread or before it runs.
+  // `shrink_notice`: an eventfd (non-blocking) the caller keeps, through which a SIGBUS in the
+  // shared memory is reported (a sandboxed process makes it before its filter forbids
+  // eventfd2); -1: this object makes its own.
   VhostUserBackend(VirtioDevice& device, EventLoop& loop, UniqueFd connected, std::string peer,
-                   OnClose on_close = {});
+                   OnClose on_close = {}, int shrink_notice = -1);
   // Resets the device and releases the loop's watches (on the loop thread, or after it ended).
   ~VhostUserBackend();
   VhostUserBackend(const VhostUserBackend&) = delete;
@@ -112,6 +118,11 @@ class VhostUserBackend final : private VirtioTransport {
   uint64_t features_ = 0;  // acked by SET_FEATURES
   bool has_features_ = false;
   uint64_t protocol_ = 0;  // acked by SET_PROTOCOL_FEATURES
+
+  // Written by the SIGBUS handler when the front-end shrank a region's file (sigbus_guard.hpp):
+  // the caller's eventfd, or own_shrunk_.
+  UniqueFd own_shrunk_;
+  int shrunk_ = -1;
 
   std::mutex mutex_;     // the transport lock: queues_, rings' call fds, active_
   bool active_ = false;  // the device was activated (a ring runs) and not reset since

@@ -1,0 +1,103 @@
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdint>
+#include <cstring>
+
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/seccomp.hpp"
+#include "libvmm/core/sigbus_guard.hpp"
+#include "libvmm/core/unique_fd.hpp"
+
+namespace libvmm {
+namespace {
+
+constexpr size_t kSize = 2 * 4096;
+
+// Two pages of a memfd, mapped shared and filled with 0xab: what a front-end shares.
+struct SharedFile {
+  UniqueFd fd{::memfd_create("sigbus-test", MFD_CLOEXEC)};
+  uint8_t* map = nullptr;
+  SharedFile() {
+    EXPECT_EQ(::ftruncate(fd.get(), kSize), 0);
+    void* p = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    EXPECT_NE(p, MAP_FAILED);
+    map = static_cast<uint8_t*>(p);
+    std::memset(map, 0xab, kSize);
+  }
+  ~SharedFile() { ::munmap(map, kSize); }
+  uint8_t read(size_t offset) const { return *static_cast<volatile const uint8_t*>(map + offset); }
+};
+
+TEST(SigbusGuard, AShrunkMappingReadsZerosAndTheOwnerIsTold) {
+  SharedFile file;
+  UniqueFd notify(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  SigbusGuard guard(file.map, kSize, notify.get());
+  EXPECT_EQ(file.read(4096), 0xab);
+  EXPECT_FALSE(guard.tripped());
+
+  // The peer shrinks the file to one page: the second page is past its end.
+  ASSERT_EQ(::ftruncate(file.fd.get(), 4096), 0);
+  EXPECT_EQ(file.read(4096), 0);  // a SIGBUS, caught: zero pages now
+  EXPECT_TRUE(guard.tripped());
+  EXPECT_EQ(file.read(0), 0);  // the whole mapping was replaced
+  file.map[100] = 7;           // and takes writes, which go nowhere the peer sees
+  EXPECT_EQ(file.read(100), 7);
+  pollfd p{notify.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 0), 1);
+  uint64_t count = 0;
+  ASSERT_EQ(::read(notify.get(), &count, sizeof count), static_cast<ssize_t>(sizeof count));
+  EXPECT_EQ(count, 1u);
+}
+
+TEST(SigbusGuard, AMemoryRegionGuardedAgainstShrinking) {
+  UniqueFd fd(::memfd_create("sigbus-region", MFD_CLOEXEC));
+  ASSERT_EQ(::ftruncate(fd.get(), kSize), 0);
+  const int raw = fd.get();
+  auto region = MemoryRegion::from_fd("front-end region", std::move(fd), kSize);
+  region->guard_against_shrinking(-1);
+  EXPECT_FALSE(region->shrunk());
+  ASSERT_EQ(::ftruncate(raw, 0), 0);
+  EXPECT_EQ(*static_cast<volatile uint8_t*>(region->host()), 0);
+  EXPECT_TRUE(region->shrunk());
+}
+
+// Killed by SIGBUS; under ASan, whose SIGBUS handler the guard's hands over to, its report of
+// it ends the process with a failure status instead.
+bool EndedBySigbus(int status) {
+  if (WIFSIGNALED(status)) return WTERMSIG(status) == SIGBUS;
+  return WIFEXITED(status) && WEXITSTATUS(status) != 0 && seccomp_kill_runs_as_log();
+}
+
+TEST(SigbusGuardDeathTest, ASigbusElsewhereStillEndsTheProcess) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        SharedFile guarded;
+        SigbusGuard guard(guarded.map, kSize, -1);  // the handler is installed
+        SharedFile other;
+        static_cast<void>(::ftruncate(other.fd.get(), 0));
+        static_cast<void>(other.read(0));
+      },
+      EndedBySigbus, "");
+}
+
+TEST(SigbusGuardDeathTest, AReleasedGuardNoLongerCatches) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        SharedFile file;
+        { SigbusGuard guard(file.map, kSize, -1); }
+        static_cast<void>(::ftruncate(file.fd.get(), 0));
+        static_cast<void>(file.read(0));
+      },
+      EndedBySigbus, "");
+}
+
+}  // namespace
+}  // namespace libvmm
