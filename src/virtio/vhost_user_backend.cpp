@@ -143,7 +143,21 @@ bool VhostUserBackend::with_queues(const std::function<void(std::span<Virtqueue>
   std::lock_guard lock(mutex_);
   if (!active_) return false;
   fn(queues_);
+  report_broken_locked();  // a device's I/O thread found a malformed chain
   return true;
+}
+
+void VhostUserBackend::report_broken_locked() {
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    Ring& ring = rings_[i];
+    if (!queues_[i].broken() || ring.error_reported) continue;
+    ring.error_reported = true;
+    log::warn("{}: {} queue {}: {}", peer_, device_.name(), i, queues_[i].error());
+    if (ring.err) {
+      const uint64_t one = 1;
+      static_cast<void>(::write(ring.err.get(), &one, sizeof one));
+    }
+  }
 }
 
 void VhostUserBackend::device_failed(const std::string& why) {
@@ -497,14 +511,7 @@ void VhostUserBackend::on_kick(uint32_t index) {
   if (!ring.running) return;
   Virtqueue& q = queues_[index];
   device_.queue_notify(static_cast<uint16_t>(index), q);
-  if (q.broken() && !ring.error_reported) {
-    ring.error_reported = true;
-    log::warn("{}: {} queue {}: {}", peer_, device_.name(), index, q.error());
-    if (ring.err) {
-      const uint64_t one = 1;
-      static_cast<void>(::write(ring.err.get(), &one, sizeof one));
-    }
-  }
+  report_broken_locked();
 }
 
 void VhostUserBackend::close(const std::string& why) {

@@ -246,6 +246,11 @@ std::optional<DescriptorChain> Virtqueue::walk_chain(uint16_t head) {
   std::vector<DescriptorSegment> segments;
   uint64_t table = desc_addr_;
   uint32_t table_entries = size_;
+  // At most a ring's worth of descriptors, so that a NEXT loop ends; in an indirect table, up
+  // to QueueNumMax in all: a device may advertise seg_max for its largest queue (vhost-user:
+  // the front-end chooses the ring size, QEMU 128 where our block device says 254 segments),
+  // and the table's own length bounds a loop inside it.
+  uint32_t max_segments = size_;
   bool in_indirect = false;
   bool seen_writable = false;
   uint64_t total_len = 0;
@@ -277,14 +282,16 @@ std::optional<DescriptorChain> Virtqueue::walk_chain(uint16_t head) {
       // The device ignores the WRITE flag of the descriptor that points at a table.
       table = desc->addr;
       table_entries = desc->len / sizeof(vring_desc);
+      max_segments = std::max<uint32_t>(size_, max_size_);
       in_indirect = true;
       index = 0;
       continue;
     }
 
-    // Every buffer counts against the queue size, so a NEXT loop ends here too.
-    if (segments.size() == size_) {
-      return bad(fmt::format("more than {} descriptors (the queue size): a loop?", size_));
+    // Every buffer counts against the bound, so a NEXT loop ends here too.
+    if (segments.size() == max_segments) {
+      return bad(fmt::format("more than {} descriptors ({}): a loop?", max_segments,
+                             in_indirect ? "QueueNumMax" : "the queue size"));
     }
     const bool writable = flags & VRING_DESC_F_WRITE;
     if (!writable && seen_writable) return bad("device-readable descriptor after a writable one");

@@ -171,7 +171,20 @@ TEST_F(VirtqueueTest, RejectsDescriptorLoop) {
 }
 
 TEST_F(VirtqueueTest, RejectsChainLongerThanQueue) {
-  // Five linked entries in an indirect table of a 4-entry queue.
+  // Five linked entries in a 4-entry queue's own descriptor table (no indirect table).
+  Virtqueue q = make_queue(8);
+  DriverRing d = ring(8);
+  for (uint16_t i = 0; i < 8; ++i) {
+    d.set_desc(i, kBuffers, 1, VRING_DESC_F_NEXT, static_cast<uint16_t>((i + 1) % 8));
+  }
+  d.publish(0);
+  expect_broken(q, "more than 8 descriptors (the queue size)");
+}
+
+TEST_F(VirtqueueTest, AcceptsAnIndirectChainLongerThanTheRing) {
+  // Five linked entries in an indirect table of a 4-entry queue: within QueueNumMax (256), as
+  // a device whose seg_max counts on its largest queue may get (vhost-user: QEMU's 128-entry
+  // rings and our block device's 254 segments).
   Virtqueue q = make_queue(4);
   DriverRing d = ring(4);
   for (uint16_t i = 0; i < 5; ++i) {
@@ -180,7 +193,21 @@ TEST_F(VirtqueueTest, RejectsChainLongerThanQueue) {
   }
   d.set_desc(0, kIndirect, 5 * 16, VRING_DESC_F_INDIRECT);
   d.publish(0);
-  expect_broken(q, "more than 4 descriptors");
+  auto chain = q.pop();
+  ASSERT_TRUE(chain.has_value()) << q.error();
+  EXPECT_EQ(chain->segments().size(), 5u);
+}
+
+TEST_F(VirtqueueTest, RejectsAnIndirectChainLongerThanQueueNumMax) {
+  Virtqueue q = make_queue(4);  // QueueNumMax 256
+  DriverRing d = ring(4);
+  for (uint16_t i = 0; i < 257; ++i) {
+    d.set_desc(i, kBuffers, 1, i < 256 ? VRING_DESC_F_NEXT : 0, static_cast<uint16_t>(i + 1),
+               kIndirect);
+  }
+  d.set_desc(0, kIndirect, 257 * 16, VRING_DESC_F_INDIRECT);
+  d.publish(0);
+  expect_broken(q, "more than 256 descriptors (QueueNumMax)");
 }
 
 TEST_F(VirtqueueTest, AcceptsChainAsLongAsQueue) {

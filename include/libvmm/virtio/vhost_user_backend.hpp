@@ -100,6 +100,8 @@ class VhostUserBackend final : private VirtioTransport {
   void stop_ring(uint32_t index);   // without the lock: pauses the device's I/O
   void stop_all();
   void on_kick(uint32_t index);
+  // Lock held: a warning (and the err eventfd) for each queue that broke since, once per start.
+  void report_broken_locked();
   void close(const std::string& why);
   [[noreturn]] void refuse(const std::string& why);
 
