@@ -16,10 +16,10 @@
 # Devices in other processes (vhost-user; a second table): "vmm-dev" (our vmm with our
 # vmm-device serving the image, iothread=on), "vmm-qsd" (our vmm with qemu-storage-daemon's
 # vhost-user-blk export, aio=threads, O_DIRECT as the others) and "qemu-qsd" (QEMU -M microvm,
-# its RAM a shared memfd, with the same qemu-storage-daemon export); and "vmm-fs" (virtio-fs:
-# the guest runs the same jobs on the same image file, reached as a file in the folder that
-# Debian's virtiofsd shares, cache=none with O_DIRECT passed through: a host file through
-# virtio-fs against the same file as a virtio-blk disk).
+# its RAM a shared memfd, modern virtio-mmio, with the same qemu-storage-daemon export); and
+# "vmm-fs" (virtio-fs: the guest runs the same jobs on the same image file, reached as a file
+# in the folder that Debian's virtiofsd shares, cache=none with O_DIRECT passed through: a host
+# file through virtio-fs against the same file as a virtio-blk disk).
 # For each job it also counts VM exits (KVM's debugfs counter) and the VMM's CPU time between
 # marks the guest prints around the job, per request (a second table; QEMU's alike).
 # The image lives on ext2 (mounted by the ext4 driver) on a loop device, so O_DIRECT works on the
@@ -276,8 +276,11 @@ while [ $round -lt $rounds ]; do
       bench_guest vmm-qsd blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
         --memory 256M --cmdline "$cmdline" --vhost-user blk,socket=/tmp/qsd.sock --quiet
     else
+      # Modern virtio-mmio: qemu-storage-daemon (libvhost-user) refuses legacy devices, which
+      # QEMU 7.2's virtio-mmio is by default.
       bench_guest qemu-qsd blkbench 240 ./qemu-system-x86_64 -L qemu-data \
         -M microvm,acpi=off,memory-backend=mem -accel kvm -cpu host -m 256M -smp 1 \
+        -global virtio-mmio.force-legacy=false \
         -object memory-backend-memfd,id=mem,size=256M,share=on -nodefaults -no-user-config \
         -display none -serial stdio -no-reboot -chardev socket,id=vu,path=/tmp/qsd.sock \
         -device vhost-user-blk,chardev=vu,num-queues=1 -kernel bzImage \
