@@ -48,18 +48,11 @@ void check_socket(const DeviceSpec& spec, std::vector<std::string>& problems) {
   if (spec.value_or("socket", "").empty()) problems.push_back("missing socket=PATH");
 }
 
-std::shared_ptr<VirtioDevice> make_fs(const DeviceSpec& spec, const DeviceContext& context) {
-  VhostUserOptions o;
-  o.name = "virtio-fs";
-  o.device_id = VIRTIO_ID_FS;
+// The device whose back-end listens on the spec's socket=, connected now: a refusal (no
+// socket, a missing feature, a protocol error) names the spec's flag or line.
+std::shared_ptr<VirtioDevice> connect_backend(const DeviceSpec& spec, const DeviceContext& context,
+                                              VhostUserOptions o) {
   o.socket = spec.value_or("socket", "");
-  o.queue_sizes = {kQueueSize, kQueueSize};  // hiprio, one request queue
-  // struct virtio_fs_config: tag (NUL-padded), num_request_queues (le32).
-  o.config.assign(kTagSize + 4, 0);
-  const std::string tag = spec.value_or("tag", "");
-  std::memcpy(o.config.data(), tag.data(), std::min(tag.size(), kTagSize));
-  o.config[kTagSize] = 1;
-  o.device_feature_mask = 0;  // VIRTIO_FS_F_NOTIFICATION would need a notification queue
   try {
     return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
   } catch (const UserError& e) {
@@ -67,11 +60,24 @@ std::shared_ptr<VirtioDevice> make_fs(const DeviceSpec& spec, const DeviceContex
   }
 }
 
+std::shared_ptr<VirtioDevice> make_fs(const DeviceSpec& spec, const DeviceContext& context) {
+  VhostUserOptions o;
+  o.name = "virtio-fs";
+  o.device_id = VIRTIO_ID_FS;
+  o.queue_sizes = {kQueueSize, kQueueSize};  // hiprio, one request queue
+  // struct virtio_fs_config: tag (NUL-padded), num_request_queues (le32).
+  o.config.assign(kTagSize + 4, 0);
+  const std::string tag = spec.value_or("tag", "");
+  std::memcpy(o.config.data(), tag.data(), std::min(tag.size(), kTagSize));
+  o.config[kTagSize] = 1;
+  o.device_feature_mask = 0;  // VIRTIO_FS_F_NOTIFICATION would need a notification queue
+  return connect_backend(spec, context, std::move(o));
+}
+
 std::shared_ptr<VirtioDevice> make_blk(const DeviceSpec& spec, const DeviceContext& context) {
   VhostUserOptions o;
   o.name = fmt::format("vhost-user-blk{}", context.index);
   o.device_id = VIRTIO_ID_BLOCK;
-  o.socket = spec.value_or("socket", "");
   o.queue_sizes = {kQueueSize};
   o.config_size = kBlkConfigSize;
   // One queue (no MQ): the rest describe the disk and its requests. Not CONFIG_WCE: the
@@ -81,18 +87,13 @@ std::shared_ptr<VirtioDevice> make_blk(const DeviceSpec& spec, const DeviceConte
       bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) | bit(VIRTIO_BLK_F_GEOMETRY) |
       bit(VIRTIO_BLK_F_RO) | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH) |
       bit(VIRTIO_BLK_F_TOPOLOGY) | bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
-  try {
-    return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
-  } catch (const UserError& e) {
-    throw UserError(spec.located(e.what()));
-  }
+  return connect_backend(spec, context, std::move(o));
 }
 
 std::shared_ptr<VirtioDevice> make_net(const DeviceSpec& spec, const DeviceContext& context) {
   VhostUserOptions o;
   o.name = fmt::format("vhost-user-net{}", context.index);
   o.device_id = VIRTIO_ID_NET;
-  o.socket = spec.value_or("socket", "");
   o.queue_sizes = {kNetQueueSize, kNetQueueSize};  // receive, transmit (no MQ, no control queue)
   o.config_size = kNetConfigSize;                  // the MAC, link status and MTU: the back-end's
   // The header is always virtio_net_hdr_v1 (VERSION_1); offloads pass through to the back-end.
@@ -101,45 +102,31 @@ std::shared_ptr<VirtioDevice> make_net(const DeviceSpec& spec, const DeviceConte
                           bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) |
                           bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_GUEST_TSO4) |
                           bit(VIRTIO_NET_F_GUEST_TSO6);
-  try {
-    return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
-  } catch (const UserError& e) {
-    throw UserError(spec.located(e.what()));
-  }
+  return connect_backend(spec, context, std::move(o));
 }
 
 std::shared_ptr<VirtioDevice> make_console(const DeviceSpec& spec, const DeviceContext& context) {
   VhostUserOptions o;
   o.name = fmt::format("vhost-user-console{}", context.index);
   o.device_id = VIRTIO_ID_CONSOLE;
-  o.socket = spec.value_or("socket", "");
   o.queue_sizes = {kConsoleQueueSize, kConsoleQueueSize};  // port 0's receive and transmit
   o.config_size = kConsoleConfigSize;
   // One port, no size: no MULTIPORT (its control queues) nor SIZE; not EMERG_WRITE either, as
   // a config write does not reach the back-end.
   o.device_feature_mask = 0;
-  try {
-    return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
-  } catch (const UserError& e) {
-    throw UserError(spec.located(e.what()));
-  }
+  return connect_backend(spec, context, std::move(o));
 }
 
 std::shared_ptr<VirtioDevice> make_sound(const DeviceSpec& spec, const DeviceContext& context) {
   VhostUserOptions o;
   o.name = fmt::format("vhost-user-snd{}", context.index);
   o.device_id = VIRTIO_ID_SOUND;
-  o.socket = spec.value_or("socket", "");
   // control, event, tx, rx
   o.queue_sizes = {kSoundControlQueueSize, kSoundControlQueueSize, kSoundIoQueueSize,
                    kSoundIoQueueSize};
   o.config_size = kSoundConfigSize;  // the card's jacks, streams and channel maps: the back-end's
   o.device_feature_mask = 0;         // not VIRTIO_SND_F_CTLS (no control elements)
-  try {
-    return std::make_shared<VhostUserDevice>(std::move(o), context.memory);
-  } catch (const UserError& e) {
-    throw UserError(spec.located(e.what()));
-  }
+  return connect_backend(spec, context, std::move(o));
 }
 
 class VhostUserKind final : public VirtioDeviceKind {

@@ -282,7 +282,7 @@ std::optional<DescriptorChain> Virtqueue::walk_chain(uint16_t head) {
       // The device ignores the WRITE flag of the descriptor that points at a table.
       table = desc->addr;
       table_entries = desc->len / sizeof(vring_desc);
-      max_segments = std::max<uint32_t>(size_, max_size_);
+      max_segments = max_size_;  // enable() checked size_ <= max_size_
       in_indirect = true;
       index = 0;
       continue;

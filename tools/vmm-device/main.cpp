@@ -197,8 +197,7 @@ int serve(const Options& options) {
     backend = std::make_unique<VhostUserBackend>(
         *device, loop, std::move(client), peer,
         [&](const std::string& why) {
-          // Not from inside the backend's own call: the
-          // loop destroys it next.
+          // Not from inside the backend's own call: the loop destroys it next.
           loop.post([&, failed = !why.empty()] {
             backend.reset();
             if (options.once) {
@@ -229,10 +228,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "vmm-device (libvmm) " LIBVMM_VERSION);
   app.footer(
       "The front-end connects to --socket: vmm --vhost-user blk|net|console|sound,socket=PATH, or "
-      "QEMU's "
-      "-chardev socket,path=PATH -device vhost-user-blk (or -netdev vhost-user). One front-end at "
-      "a time; the next may "
-      "connect when it leaves.\nExit status: 0 when stopped by SIGTERM/SIGINT (or, with --once, "
+      "QEMU's -chardev socket,path=PATH -device vhost-user-blk (or -netdev vhost-user). One "
+      "front-end at a time; the next may connect when it leaves.\nExit status: 0 when stopped by "
+      "SIGTERM/SIGINT (or, with --once, "
       "when the front-end left in order), 1 on a front-end's protocol error with --once or a "
       "host error, 2 on bad input.");
   Options options;
