@@ -50,6 +50,16 @@ class VirtqueueTest : public ::testing::Test {
     return q;
   }
 
+  // Publishes at head 0 a chain of `n` linked one-byte buffers in an indirect table.
+  static void publish_indirect_chain(DriverRing& d, uint16_t n) {
+    for (uint16_t i = 0; i < n; ++i) {
+      d.set_desc(i, kBuffers, 1, i + 1 < n ? VRING_DESC_F_NEXT : 0, static_cast<uint16_t>(i + 1),
+                 kIndirect);
+    }
+    d.set_desc(0, kIndirect, n * 16u, VRING_DESC_F_INDIRECT);
+    d.publish(0);
+  }
+
   void write_string(uint64_t gpa, const std::string& s) {
     ASSERT_TRUE(memory.write(gpa, s.data(), s.size()));
   }
@@ -171,7 +181,7 @@ TEST_F(VirtqueueTest, RejectsDescriptorLoop) {
 }
 
 TEST_F(VirtqueueTest, RejectsChainLongerThanQueue) {
-  // Five linked entries in a 4-entry queue's own descriptor table (no indirect table).
+  // A NEXT cycle through all 8 descriptors of an 8-entry queue's own table (no indirect table).
   Virtqueue q = make_queue(8);
   DriverRing d = ring(8);
   for (uint16_t i = 0; i < 8; ++i) {
@@ -187,12 +197,7 @@ TEST_F(VirtqueueTest, AcceptsAnIndirectChainLongerThanTheRing) {
   // rings and our block device's 254 segments).
   Virtqueue q = make_queue(4);
   DriverRing d = ring(4);
-  for (uint16_t i = 0; i < 5; ++i) {
-    d.set_desc(i, kBuffers, 1, i < 4 ? VRING_DESC_F_NEXT : 0, static_cast<uint16_t>(i + 1),
-               kIndirect);
-  }
-  d.set_desc(0, kIndirect, 5 * 16, VRING_DESC_F_INDIRECT);
-  d.publish(0);
+  publish_indirect_chain(d, 5);
   auto chain = q.pop();
   ASSERT_TRUE(chain.has_value()) << q.error();
   EXPECT_EQ(chain->segments().size(), 5u);
@@ -201,12 +206,7 @@ TEST_F(VirtqueueTest, AcceptsAnIndirectChainLongerThanTheRing) {
 TEST_F(VirtqueueTest, RejectsAnIndirectChainLongerThanQueueNumMax) {
   Virtqueue q = make_queue(4);  // QueueNumMax 256
   DriverRing d = ring(4);
-  for (uint16_t i = 0; i < 257; ++i) {
-    d.set_desc(i, kBuffers, 1, i < 256 ? VRING_DESC_F_NEXT : 0, static_cast<uint16_t>(i + 1),
-               kIndirect);
-  }
-  d.set_desc(0, kIndirect, 257 * 16, VRING_DESC_F_INDIRECT);
-  d.publish(0);
+  publish_indirect_chain(d, 257);
   expect_broken(q, "more than 256 descriptors (QueueNumMax)");
 }
 
