@@ -31,6 +31,7 @@ uint32_t Pl061::read_register(uint64_t offset) {
   if (offset < kDataEnd) {
     const uint8_t mask = static_cast<uint8_t>(offset >> 2);
     const uint8_t levels = static_cast<uint8_t>((data_ & dir_) | (inputs_ & ~dir_));
+    seen_ |= static_cast<uint8_t>(mask & ~dir_);
     return levels & mask;
   }
   switch (offset) {
@@ -124,7 +125,14 @@ void Pl061::set_input(unsigned line, bool high) {
   const uint8_t old_levels = static_cast<uint8_t>((data_ & dir_) | (inputs_ & ~dir_));
   const auto bit = static_cast<uint8_t>(1u << line);
   inputs_ = high ? static_cast<uint8_t>(inputs_ | bit) : static_cast<uint8_t>(inputs_ & ~bit);
+  seen_ = static_cast<uint8_t>(seen_ & ~bit);
   update_levels(old_levels);
+}
+
+bool Pl061::input_seen(unsigned line) {
+  if (line >= kLines) return false;
+  std::lock_guard lock(mutex_);
+  return (seen_ >> line & 1) != 0;
 }
 
 bool Pl061::interrupt_enabled(unsigned line) {

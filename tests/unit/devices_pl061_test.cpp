@@ -81,6 +81,28 @@ TEST_F(Pl061Test, BothEdgesOfTheKeyRaiseTheInterrupt) {
   EXPECT_FALSE(irq_->level());
 }
 
+// The power key is held until gpio-keys has read it (after its debounce delay): a line counts
+// as seen once the guest reads GPIODATA through a mask that includes it, and each new level the
+// host sets is unseen again. Output lines and other bits do not count.
+TEST_F(Pl061Test, AnInputIsSeenOnceTheGuestReadsItsBit) {
+  gpio_.set_input(3, true);
+  EXPECT_FALSE(gpio_.input_seen(3));
+  EXPECT_EQ(reg(0x04 << 2), 0x00);  // bit 2 alone
+  EXPECT_EQ(reg(kRis), 0x00);       // not GPIODATA
+  EXPECT_FALSE(gpio_.input_seen(3));
+  EXPECT_EQ(reg(0x08 << 2), 0x08);  // bit 3, as gpio-pl061 reads one line
+  EXPECT_TRUE(gpio_.input_seen(3));
+  gpio_.set_input(3, false);
+  EXPECT_FALSE(gpio_.input_seen(3));
+  EXPECT_EQ(reg(0x3FC), 0x00);  // all bits
+  EXPECT_TRUE(gpio_.input_seen(3));
+  set(kDir, 0x08);  // an output line is not an input the guest can see
+  gpio_.set_input(3, true);
+  EXPECT_EQ(reg(0x3FC), 0x00);
+  EXPECT_FALSE(gpio_.input_seen(3));
+  EXPECT_FALSE(gpio_.input_seen(99));
+}
+
 TEST_F(Pl061Test, SingleEdgeAndMasking) {
   set(kIev, 0x08);  // rising edges only
   gpio_.set_input(3, true);

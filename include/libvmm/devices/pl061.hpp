@@ -39,6 +39,11 @@ class Pl061 : public BusDevice {
   void set_input(unsigned line, bool high);
   // Whether the guest enabled the interrupt of line `line` (a driver listens). Thread-safe.
   bool interrupt_enabled(unsigned line);
+  // Whether the guest has read input line `line` through GPIODATA since the host last set it.
+  // A key must be held until then: gpio-keys reads the level after its debounce delay, so a
+  // press released before that read is lost (a slow guest took longer than a short press).
+  // Thread-safe.
+  bool input_seen(unsigned line);
 
  private:
   uint32_t read_register(uint64_t offset);
@@ -57,6 +62,7 @@ class Pl061 : public BusDevice {
   uint8_t ie_ = 0;      // 1: interrupt enabled
   uint8_t ris_ = 0;     // raw interrupt status
   uint8_t afsel_ = 0;
+  uint8_t seen_ = 0;  // inputs the guest read since the host last set them
   bool irq_level_ = false;
 };
 

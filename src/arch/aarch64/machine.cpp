@@ -10,6 +10,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstddef>
 #include <optional>
 
@@ -161,8 +162,11 @@ class Aarch64Machine : public Machine {
     vm.mmio.attach(kRtcBase, Pl031::kWindowSize, std::make_shared<Pl031>());
     board_nodes_.push_back(std::make_shared<aarch64::Pl031Fdt>(kRtcBase));
 
-    // The power key: a PL061 line, pressed by press_power_button() and released 100 ms later
-    // (as QEMU's gpio-key) by a timer on the event loop.
+    // The power key: a PL061 line, pressed by press_power_button() and released by a timer on
+    // the event loop once 100 ms have passed (as QEMU's gpio-key) and the guest has read the
+    // line: gpio-keys reads the level after its debounce delay, and a guest slower than the
+    // press would see a released key and report nothing. A guest that never reads it gets the
+    // key released after kPowerKeyLongestHold.
     gpio_ = std::make_shared<Pl061>(vm.irq(kGpioIntid));
     vm.mmio.attach(kGpioBase, Pl061::kWindowSize, gpio_);
     board_nodes_.push_back(std::make_shared<aarch64::Pl061Fdt>(kGpioBase, kGpioIntid));
@@ -173,7 +177,11 @@ class Aarch64Machine : public Machine {
       if (::read(key_release_.get(), &expirations, sizeof expirations) != sizeof expirations) {
         return;
       }
-      gpio_->set_input(kPowerKeyLine, false);
+      const bool held_long =
+          std::chrono::steady_clock::now() - key_pressed_at_ >= kPowerKeyLongestHold;
+      if (gpio_->input_seen(kPowerKeyLine) || held_long || !arm_key_release()) {
+        gpio_->set_input(kPowerKeyLine, false);
+      }
     });
   }
 
@@ -182,12 +190,16 @@ class Aarch64Machine : public Machine {
   bool press_power_button() override {
     if (!gpio_ || !gpio_->interrupt_enabled(kPowerKeyLine)) return false;
     gpio_->set_input(kPowerKeyLine, true);
+    key_pressed_at_ = std::chrono::steady_clock::now();
+    if (!arm_key_release()) gpio_->set_input(kPowerKeyLine, false);  // at once: a shorter press
+    return true;
+  }
+
+  // The release timer checks again in 100 ms; false if it could not be armed.
+  bool arm_key_release() {
     itimerspec when{};
     when.it_value.tv_nsec = 100'000'000;
-    if (::timerfd_settime(key_release_.get(), 0, &when, nullptr) != 0) {
-      gpio_->set_input(kPowerKeyLine, false);  // released at once: a shorter press
-    }
-    return true;
+    return ::timerfd_settime(key_release_.get(), 0, &when, nullptr) == 0;
   }
 
   void load_guest(MachineContext& vm) override {
@@ -354,6 +366,8 @@ class Aarch64Machine : public Machine {
   bool nisv_to_user_ = false;
   std::shared_ptr<Pl061> gpio_;  // the power key's controller
   UniqueFd key_release_;         // timerfd: releases the power key
+  std::chrono::steady_clock::time_point key_pressed_at_;
+  static constexpr std::chrono::seconds kPowerKeyLongestHold{10};
   // What describes itself in the device tree: the board's devices (PL011) and the ones placed
   // for the config (virtio-mmio).
   std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
