@@ -21,7 +21,10 @@
 # in the folder that Debian's virtiofsd shares, cache=none with O_DIRECT passed through: a host
 # file through virtio-fs against the same file as a virtio-blk disk).
 # For each job it also counts VM exits (KVM's debugfs counter) and the VMM's CPU time between
-# marks the guest prints around the job, per request (a second table; QEMU's alike).
+# marks the guest prints around the job (it idles a second after each, so the sampler reads
+# its counters outside the job), per request (a second table, QEMU's alike; CPU with and
+# without the vCPUs' time in the guest, the latter the VMM's own work; see payload.sh's
+# sample_marks).
 # The image lives on ext2 (mounted by the ext4 driver) on a loop device, so O_DIRECT works on the
 # host side; if that cannot be set up it falls back to tmpfs and buffered I/O (and says so).
 # fio is not used: it needs SysV shared memory, which the minimal guest kernel leaves out.
@@ -112,18 +115,23 @@ if grep -q libvmm.fsbench /proc/cmdline; then
   mount -t virtiofs bench /mnt/fs || echo "LIBVMM-GUEST: BENCH mount failed"
   target=/mnt/fs/vda.img
 fi
-# MARK lines bracket each job for the host's exit and CPU sampler (run.sh: sample).
+# MARK lines bracket each job for the host's exit and CPU sampler (payload.sh: sample_marks),
+# which reads its counters while the guest idles for a second after each mark.
+mark() { echo "LIBVMM-GUEST: MARK \$*"; sleep 1; }
 for job in seqwrite seqread randread; do
-  echo "LIBVMM-GUEST: MARK begin \$job"
-  echo "LIBVMM-GUEST: BENCH \$(blkio \$job \$target $secs 2>&1)"
-  echo "LIBVMM-GUEST: MARK end \$job"
+  mark begin \$job
+  r=\$(blkio \$job \$target $secs 2>&1)
+  echo "LIBVMM-GUEST: BENCH \$r"
+  mark end \$job \$(echo "\$r" | grep -o 'ops=[0-9]*')
 done
-echo "LIBVMM-GUEST: MARK begin randread4"
+mark begin randread4
 for i in 1 2 3 4; do blkio randread \$target $secs >/tmp/rr.\$i 2>&1 & done
 wait
 sum() { sed -n "s/.*\$1=\\([0-9]*\\).*/\\1/p" /tmp/rr.* | awk '{s+=\$1} END {print s}'; }
-echo "LIBVMM-GUEST: BENCH randread4 iops=\$(sum iops) ops=\$(sum ops)"
-echo "LIBVMM-GUEST: MARK end randread4"
+ops=\$(sum ops)
+echo "LIBVMM-GUEST: BENCH randread4 iops=\$(sum iops) ops=\$ops"
+mark end randread4 ops=\$ops
+mark done
 EOS
 chmod +x "$extra/tests/blkbench"
 
@@ -157,53 +165,6 @@ for c in $only; do
   esac
 done
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
-# sample NAME COMM: while NAME's guest runs, reads KVM's exit counter (debugfs: the sum over
-# live VMs, and only this one lives) and the CPU time of the process named COMM (utime + stime, all its threads) at
-# each of the guest's MARK lines (detected within 0.1 s: the window is the job's, shifted by
-# that lag at both ends), and prints "NAME JOB exits=N cpu_ms=N ops=N exits_per_req=X
-# cpu_us_per_req=Y" per job. Exits are VM exits of every kind (timer, halt, I/O, ...).
-sample() {
-  name=$1 prog=$2 seen=0
-  out=/tmp/out.$name exits=/sys/kernel/debug/kvm/exits
-  [ -r $exits ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
-  while [ ! -f $out ]; do sleep 0.1; done
-  while true; do
-    n=$(grep -c 'LIBVMM-GUEST: MARK ' $out)
-    while [ "$seen" -lt "$n" ]; do
-      seen=$((seen + 1))
-      set -- $(grep 'LIBVMM-GUEST: MARK ' $out | sed -n "${seen}p" | tr -d '\r')
-      pid=
-      for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = "$prog" ] && pid=${p#/proc/}; done
-      ticks=$(cut -d' ' -f14,15 /proc/${pid:-0}/stat 2>/dev/null | awk '{print $1 + $2}')
-      ticks=${ticks:-0}
-      e=$(cat $exits 2>/dev/null || echo 0)
-      if [ "$3" = begin ]; then
-        e0=$e t0=$ticks
-      else
-        ops=$(tr -d '\r' <$out | sed -n "s/^LIBVMM-GUEST: BENCH $4 .*ops=\([0-9]*\).*/\1/p" | tail -n 1)
-        awk -v n="$name" -v j="$4" -v e=$((e - e0)) -v t=$((ticks - t0)) -v o="${ops:-0}" 'BEGIN {
-          printf "%s %s exits=%d cpu_ms=%d ops=%d", n, j, e, t * 10, o
-          if (o > 0) printf " exits_per_req=%.2f cpu_us_per_req=%.1f", e / o, t * 10000 / o
-          print "" }'
-      fi
-    done
-    grep -q "LIBVMM-GUEST: MARK end randread4" $out && break
-    sleep 0.1
-  done
-}
-# measure NAME COMM COMMAND...: bench_guest with the sampler beside it.
-measure() {
-  name=$1 prog=$2
-  shift 2
-  rm -f /tmp/out.$name
-  sample $name $prog &
-  sampler=$! t=0
-  bench_guest $name blkbench 240 "$@"
-  # The sampler ends after the last job; a guest that failed before it leaves it waiting.
-  while kill -0 $sampler 2>/dev/null && [ $t -lt 30 ]; do sleep 0.1; t=$((t + 1)); done
-  kill $sampler 2>/dev/null
-  wait $sampler 2>/dev/null
-}
 # want NAME: whether this run measures NAME (all unless BLOCK_BENCH_ONLY named some).
 want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 cmdline="console=ttyS0 quiet libvmm.test=blkbench"
@@ -243,16 +204,16 @@ while [ $round -lt $rounds ]; do
   for t in $order; do
     name=vmm; [ $t = on ] && name=vmm-iot
     want $name || continue
-    measure $name vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+    bench_sampled $name blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
       --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=$t --quiet
   done
-  want vmm-nopoll && measure vmm-nopoll vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+  want vmm-nopoll && bench_sampled vmm-nopoll blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,poll_us=0 --quiet
-  want vmm-uring && measure vmm-uring vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+  want vmm-uring && bench_sampled vmm-uring blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring,iothread=on --quiet
-  want vmm-pci && measure vmm-pci vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+  want vmm-pci && bench_sampled vmm-pci blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,transport=pci --quiet
-  want qemu && measure qemu qemu-system-x86 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
+  want qemu && bench_sampled qemu blkbench 240 qemu-system-x86 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
     -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
     -device virtio-blk-device,drive=d0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
@@ -261,7 +222,7 @@ while [ $round -lt $rounds ]; do
     ./vmm-device --socket /tmp/dev.sock --disk $vmm_disk --quiet 2>>/tmp/vmm-device.err &
     back=$!
     wait_socket /tmp/dev.sock
-    bench_guest vmm-dev blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+    bench_sampled vmm-dev blkbench 240 'vmm vmm-device' ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
       --memory 256M --cmdline "$cmdline" --vhost-user blk,socket=/tmp/dev.sock --quiet
     kill $back; wait $back 2>/dev/null
   fi
@@ -273,12 +234,12 @@ while [ $round -lt $rounds ]; do
     back=$!
     wait_socket /tmp/qsd.sock
     if [ $c = vmm-qsd ]; then
-      bench_guest vmm-qsd blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+      bench_sampled vmm-qsd blkbench 240 'vmm qemu-storage-da' ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
         --memory 256M --cmdline "$cmdline" --vhost-user blk,socket=/tmp/qsd.sock --quiet
     else
       # Modern virtio-mmio: qemu-storage-daemon (libvhost-user) refuses legacy devices, which
       # QEMU 7.2's virtio-mmio is by default.
-      bench_guest qemu-qsd blkbench 240 ./qemu-system-x86_64 -L qemu-data \
+      bench_sampled qemu-qsd blkbench 240 'qemu-system-x86 qemu-storage-da' ./qemu-system-x86_64 -L qemu-data \
         -M microvm,acpi=off,memory-backend=mem -accel kvm -cpu host -m 256M -smp 1 \
         -global virtio-mmio.force-legacy=false \
         -object memory-backend-memfd,id=mem,size=256M,share=on -nodefaults -no-user-config \
@@ -294,7 +255,7 @@ while [ $round -lt $rounds ]; do
       -o sandbox=chroot 2>>/tmp/virtiofsd.err &
     back=$!
     wait_socket /tmp/fs.sock
-    bench_guest vmm-fs blkbench 240 ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+    bench_sampled vmm-fs blkbench 240 'vmm virtiofsd' ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
       --memory 256M --cmdline "$cmdline libvmm.fsbench" --fs tag=bench,socket=/tmp/fs.sock --quiet
     kill $back; wait $back 2>/dev/null
     rm -f /tmp/fs.sock
@@ -317,15 +278,6 @@ spread() {
       v = kv[2] + 0; if (name == "kib_s") v /= 1024
       if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
     END { if (n) printf "%.0f..%.0f", lo, hi; else print "-" }' "$work/results"
-}
-# spread1 FIELD WORDS...: as spread, with one decimal (per-request figures).
-spread1() {
-  local f=$1
-  shift
-  awk -v words="$*" -v name="$f" 'index($0, words " ") == 1 {
-    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "") {
-      v = kv[2] + 0; if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
-    END { if (n) printf "%.1f..%.1f", lo, hi; else print "-" }' "$work/results"
 }
 conv() { # MiB/s from KiB/s, or the figure as it is
   if [ "$1" = kib_s ]; then
@@ -388,18 +340,22 @@ if grep -qE '^(vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) ' "$work/results"; then
     echo
   done
 fi
-echo "VM exits and VMM CPU (all threads) per request, medians over the rounds (job windows"
-echo "from the guest's marks, exits of every kind; per request: over the job's requests)"
-printf '%-10s %-11s %10s %13s %11s %13s %7s\n' job config exits/req "(min..max)" cpu_us/req \
-  "(min..max)" rounds
+echo "VM exits and CPU per request, medians over the rounds (job windows from the guest's marks;"
+echo "exits of every kind; cpu: all the VMM's threads (and its back-end's, for the vhost-user"
+echo "and virtio-fs configurations), guest time included; own: without the guest time)"
+printf '%-10s %-11s %9s %12s %9s %14s %9s %14s %4s\n' job config exits/req "(min..max)" \
+  cpu_us "(min..max)" own_us "(min..max)" n
 for job in seqwrite seqread randread randread4; do
-  for c in vmm vmm-iot vmm-nopoll vmm-uring vmm-pci qemu; do
-    x=$(result exits_per_req $c $job)
+  for c in vmm vmm-iot vmm-nopoll vmm-uring vmm-pci qemu vmm-dev vmm-qsd qemu-qsd vmm-fs; do
+    x=$(result exits_per_op $c $job)
     [ -n "$x" ] || continue
     n=$(grep -c "^$c $job exits=" "$work/results")
-    printf '%-10s %-11s %10s %13s %11s %13s %7s\n' $job $c "$x" \
-      "$(spread1 exits_per_req $c $job)" "$(result cpu_us_per_req $c $job)" \
-      "$(spread1 cpu_us_per_req $c $job)" "$n"
+    printf '%-10s %-11s %9s %12s %9s %14s %9s %14s %4s\n' $job $c "$x" \
+      "$(spread1 exits_per_op $c $job)" "$(result cpu_us_per_op $c $job)" \
+      "$(spread1 cpu_us_per_op $c $job)" "$(result vmm_cpu_us_per_op $c $job)" \
+      "$(spread1 vmm_cpu_us_per_op $c $job)" "$n"
   done
 done
+unsampled=$(grep -c ' unsampled$' "$work/results" || true)
+[ "$unsampled" = 0 ] || echo "$unsampled job windows unsampled (the VM had ended at the end mark)"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -11,7 +11,9 @@
 # "vmm-2q2" with 2 vCPUs and 2 queue pairs (VIRTIO_NET_F_MQ, on a multiqueue TAP); both run
 # iperf3 with 2 parallel streams (-P 2), so that two flows can go over two queues.
 # iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
-# Each VMM runs ROUNDS times, interleaved; the table shows medians.
+# Each VMM runs ROUNDS times, interleaved; the table shows medians. A second table gives VM
+# exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
+# and the VMM's CPU, with and without its vCPUs' guest time, between marks the guest prints).
 # Usage: bench/net.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 5 minutes). Prints a table
 # and ratios; see docs/PERFORMANCE.md.
 set -euo pipefail
@@ -37,8 +39,20 @@ ping -c 3 -W 5 10.0.0.1 >/dev/null 2>&1  # ARP, and the host side is up
 rtt=\$(ping -c 20 -i 0.2 10.0.0.1 | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
 # netbench.streams=N on the kernel command line: iperf3 -P N (the last receiver line: the sum).
 streams=\$(sed -n 's/.*netbench.streams=\([0-9]*\).*/\1/p' /proc/cmdline)
+# MARK lines bracket each direction for the host's exit and CPU sampler (payload.sh:
+# sample_marks), with the packets eth0 sent and received meanwhile (a TSO/GRO packet is one
+# virtqueue buffer: the unit of the device's work), then a second of idling.
+mark() { echo "LIBVMM-GUEST: MARK \$*"; sleep 1; }
+packets() { echo \$((\$(cat /sys/class/net/eth0/statistics/rx_packets) + \$(cat /sys/class/net/eth0/statistics/tx_packets))); }
+mark begin g2h
+p=\$(packets)
 g2h=\$(iperf3 -c 10.0.0.1 -t $secs -f m -P \${streams:-1} 2>&1 | awk '/receiver/ { v = \$(NF - 2) } END { print v }')
+mark end g2h ops=\$((\$(packets) - p))
+mark begin h2g
+p=\$(packets)
 h2g=\$(iperf3 -c 10.0.0.1 -t $secs -f m -P \${streams:-1} -R 2>&1 | awk '/receiver/ { v = \$(NF - 2) } END { print v }')
+mark end h2g ops=\$((\$(packets) - p))
+mark done
 echo "LIBVMM-GUEST: BENCH g2h=\$g2h h2g=\$h2g rtt=\$rtt"
 EOS
 chmod +x "$extra/tests/netbench"
@@ -87,22 +101,22 @@ round=0
 while [ $round -lt $rounds ]; do
   host_round
   # Each VMM in namespace nb.
-  bench_guest vmm netbench 300 ./ip netns exec nb ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+  bench_sampled vmm netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --net tap=tap0 --quiet
-  bench_guest qemu netbench 300 ./ip netns exec nb ./qemu-system-x86_64 -L qemu-data \
+  bench_sampled qemu netbench 300 qemu-system-x86 ./ip netns exec nb ./qemu-system-x86_64 -L qemu-data \
     -M microvm,acpi=off -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config \
     -display none -serial stdio -no-reboot \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off \
     -device virtio-net-device,netdev=n0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
   for q in 1 2; do
-    bench_guest vmm-2q$q netbench 300 ./ip netns exec mq ./vmm --kernel bzImage \
+    bench_sampled vmm-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
       --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
       --net tap=tap0,num_queues=$q --quiet
   done
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|qemu|vmm-2q1|vmm-2q2) g2h=|BENCH-SETUP)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
+collect '^((host|vmm|qemu|vmm-2q1|vmm-2q2) (g2h=|g2h |h2g )|BENCH-SETUP)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
 need_results '^vmm '
 echo "per round:"
 sed 's/^/  /' "$work/results"
@@ -121,4 +135,22 @@ for f in g2h h2g rtt; do
   a=$(result $f vmm-2q1) b=$(result $f vmm-2q2)
   printf '%-6s %6s %10s %10s %9s\n' $f $unit "${a:--}" "${b:--}" "$(ratio "$b" "$a")"
 done
+echo "VM exits and CPU per packet (eth0's packets both ways in the guest, a TSO/GRO packet"
+echo "counting once), medians over the rounds; cpu: all the VMM's threads, guest time"
+echo "included; own: without the guest time"
+printf '%-4s %-8s %8s %12s %9s %14s %9s %14s %4s\n' dir config exits/pk "(min..max)" cpu_us \
+  "(min..max)" own_us "(min..max)" n
+for dir in g2h h2g; do
+  for c in vmm qemu vmm-2q1 vmm-2q2; do
+    x=$(result exits_per_op $c $dir)
+    [ -n "$x" ] || continue
+    n=$(grep -c "^$c $dir exits=" "$work/results")
+    printf '%-4s %-8s %8s %12s %9s %14s %9s %14s %4s\n' $dir $c "$x" \
+      "$(spread1 exits_per_op $c $dir)" "$(result cpu_us_per_op $c $dir)" \
+      "$(spread1 cpu_us_per_op $c $dir)" "$(result vmm_cpu_us_per_op $c $dir)" \
+      "$(spread1 vmm_cpu_us_per_op $c $dir)" "$n"
+  done
+done
+unsampled=$(grep -c ' unsampled$' "$work/results" || true)
+[ "$unsampled" = 0 ] || echo "$unsampled windows unsampled (the VM had ended at the end mark)"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -29,6 +29,8 @@
 #                                   $work/results that start with WORDS
 #   median                          the median of the numbers on stdin
 #   ratio A B                       A / B with two decimals, or - if either is not positive
+#   spread1 NAME WORDS...           "min..max" of the values of NAME=VALUE on those lines, with
+#                                   one decimal (- if none)
 #   native_build                    installs what is missing and builds build/gcc
 #                                   (tools/install-deps, tools/build)
 #   cross_build DIR [--arch riscv64] TARGETS...
@@ -122,6 +124,15 @@ result() {
 
 median() {
   sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'
+}
+
+spread1() {
+  local f=$1
+  shift
+  awk -v words="$*" -v name="$f" 'index($0, words " ") == 1 {
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "") {
+      v = kv[2] + 0; if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
+    END { if (n) printf "%.1f..%.1f", lo, hi; else print "-" }' "$work/results"
 }
 
 ratio() {

@@ -41,6 +41,21 @@
 #                                  SECONDS pass, then stops it (QEMU microvm does not exit on the
 #                                  guest's reboot) and prints its "LIBVMM-GUEST: BENCH " lines
 #                                  with NAME in place of that prefix
+#   bench_sampled NAME TEST SECONDS COMMS COMMAND...
+#                                  bench_guest with sample_marks NAME COMMS beside it
+#   sample_marks NAME COMMS        (beside bench_guest NAME, in the background) at each
+#                                  "LIBVMM-GUEST: MARK begin JOB" and "MARK end JOB ops=N" line
+#                                  of the guest (which then idles 1 s, so that the sampler's
+#                                  lag does not move the window into the job), reads KVM's exit
+#                                  counter (debugfs: the sum over live VMs, and only this one
+#                                  lives) and the CPU time of the processes named in COMMS
+#                                  (space-separated, as in /proc/PID/comm): all of it, and the
+#                                  part that is not guest time (utime + stime - guest_time: the
+#                                  VMM's own work, without its vCPU threads' time in the
+#                                  guest). Prints "NAME JOB exits=N cpu_ms=N vmm_cpu_ms=N ops=N
+#                                  exits_per_op=X cpu_us_per_op=Y vmm_cpu_us_per_op=Z" per job,
+#                                  "NAME JOB unsampled" if the VM was gone at its end mark;
+#                                  returns at the guest's "MARK done"
 # shellcheck shell=sh disable=SC2034  # $kernel, $console, $status, $pid: for the sourcing script
 
 case $(uname -m) in
@@ -240,4 +255,58 @@ bench_guest() {
   done
   kill $pid 2>/dev/null; wait $pid 2>/dev/null
   tr -d '\r' <"/tmp/out.$name" | sed -n "s/^LIBVMM-GUEST: BENCH /$name /p"
+}
+
+# cpu_ticks PIDS: "ALL OWN" clock ticks of PIDS (utime + stime, and that less guest_time).
+cpu_ticks() {
+  for p in $1; do cut -d' ' -f14,15,43 /proc/$p/stat 2>/dev/null; done \
+    | awk '{ a += $1 + $2; g += $3 } END { print a + 0, a - g + 0 }'
+}
+sample_marks() {
+  name=$1 comms=$2 seen=0 out=/tmp/out.$1 exits=/sys/kernel/debug/kvm/exits pids=
+  [ -r $exits ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+  while [ ! -f "$out" ]; do sleep 0.1; done
+  while true; do
+    n=$(grep -c 'LIBVMM-GUEST: MARK ' "$out")
+    while [ "$seen" -lt "$n" ]; do
+      seen=$((seen + 1))
+      # shellcheck disable=SC2046  # the mark's words
+      set -- $(grep 'LIBVMM-GUEST: MARK ' "$out" | sed -n "${seen}p" | tr -d '\r')
+      [ "$3" = "done" ] && return 0
+      if [ -z "$pids" ]; then
+        for p in /proc/[0-9]*; do
+          case " $comms " in *" $(cat $p/comm 2>/dev/null) "*) pids="$pids ${p#/proc/}" ;; esac
+        done
+      fi
+      e=$(cat $exits 2>/dev/null || echo 0)
+      # shellcheck disable=SC2046
+      set -- "$@" $(cpu_ticks "$pids")
+      if [ "$3" = begin ]; then
+        e0=$e a0=$5 o0=$6
+      elif [ "$e" -eq 0 ] || [ "$e" -lt "$e0" ]; then
+        echo "$name $4 unsampled"
+      else
+        awk -v n="$name" -v j="$4" -v e=$((e - e0)) -v a=$(($6 - a0)) -v v=$(($7 - o0)) \
+          -v o="${5#ops=}" 'BEGIN {
+          printf "%s %s exits=%d cpu_ms=%d vmm_cpu_ms=%d ops=%d", n, j, e, a * 10, v * 10, o
+          if (o > 0) printf " exits_per_op=%.2f cpu_us_per_op=%.1f vmm_cpu_us_per_op=%.1f",
+            e / o, a * 10000 / o, v * 10000 / o
+          print "" }'
+      fi
+    done
+    sleep 0.1
+  done
+}
+bench_sampled() {
+  name=$1 test=$2 seconds=$3 comms=$4
+  shift 4
+  rm -f "/tmp/out.$name"
+  sample_marks "$name" "$comms" &
+  sampler=$!
+  bench_guest "$name" "$test" "$seconds" "$@"
+  # The sampler returns at the guest's last mark; a guest that failed before it leaves it waiting.
+  t=0
+  while kill -0 $sampler 2>/dev/null && [ $t -lt 30 ]; do sleep 0.1; t=$((t + 1)); done
+  kill $sampler 2>/dev/null
+  wait $sampler 2>/dev/null
 }
