@@ -271,13 +271,9 @@ echo "per round:"
 grep -v '^BENCH-SETUP' "$work/results" | sed 's/^/  /'
 # spread FIELD WORDS...: "min..max" of a figure over the rounds (MiB/s for kib_s).
 spread() {
-  local f=$1
-  shift
-  awk -v words="$*" -v name="$f" 'index($0, words " ") == 1 {
-    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "") {
-      v = kv[2] + 0; if (name == "kib_s") v /= 1024
-      if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
-    END { if (n) printf "%.0f..%.0f", lo, hi; else print "-" }' "$work/results"
+  local divisor=1
+  [ "$1" != kib_s ] || divisor=1024
+  spread_of %.0f $divisor "$@"
 }
 conv() { # MiB/s from KiB/s, or the figure as it is
   if [ "$1" = kib_s ]; then
@@ -343,19 +339,6 @@ fi
 echo "VM exits and CPU per request, medians over the rounds (job windows from the guest's marks;"
 echo "exits of every kind; cpu: all the VMM's threads (and its back-end's, for the vhost-user"
 echo "and virtio-fs configurations), guest time included; own: without the guest time)"
-printf '%-10s %-11s %9s %12s %9s %14s %9s %14s %4s\n' job config exits/req "(min..max)" \
-  cpu_us "(min..max)" own_us "(min..max)" n
-for job in seqwrite seqread randread randread4; do
-  for c in vmm vmm-iot vmm-nopoll vmm-uring vmm-pci qemu vmm-dev vmm-qsd qemu-qsd vmm-fs; do
-    x=$(result exits_per_op $c $job)
-    [ -n "$x" ] || continue
-    n=$(grep -c "^$c $job exits=" "$work/results")
-    printf '%-10s %-11s %9s %12s %9s %14s %9s %14s %4s\n' $job $c "$x" \
-      "$(spread1 exits_per_op $c $job)" "$(result cpu_us_per_op $c $job)" \
-      "$(spread1 cpu_us_per_op $c $job)" "$(result vmm_cpu_us_per_op $c $job)" \
-      "$(spread1 vmm_cpu_us_per_op $c $job)" "$n"
-  done
-done
-unsampled=$(grep -c ' unsampled$' "$work/results" || true)
-[ "$unsampled" = 0 ] || echo "$unsampled job windows unsampled (the VM had ended at the end mark)"
+per_op_rows "seqwrite seqread randread randread4" \
+  "vmm vmm-iot vmm-nopoll vmm-uring vmm-pci qemu vmm-dev vmm-qsd qemu-qsd vmm-fs"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

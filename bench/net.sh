@@ -138,19 +138,5 @@ done
 echo "VM exits and CPU per packet (eth0's packets both ways in the guest, a TSO/GRO packet"
 echo "counting once), medians over the rounds; cpu: all the VMM's threads, guest time"
 echo "included; own: without the guest time"
-printf '%-4s %-8s %8s %12s %9s %14s %9s %14s %4s\n' dir config exits/pk "(min..max)" cpu_us \
-  "(min..max)" own_us "(min..max)" n
-for dir in g2h h2g; do
-  for c in vmm qemu vmm-2q1 vmm-2q2; do
-    x=$(result exits_per_op $c $dir)
-    [ -n "$x" ] || continue
-    n=$(grep -c "^$c $dir exits=" "$work/results")
-    printf '%-4s %-8s %8s %12s %9s %14s %9s %14s %4s\n' $dir $c "$x" \
-      "$(spread1 exits_per_op $c $dir)" "$(result cpu_us_per_op $c $dir)" \
-      "$(spread1 cpu_us_per_op $c $dir)" "$(result vmm_cpu_us_per_op $c $dir)" \
-      "$(spread1 vmm_cpu_us_per_op $c $dir)" "$n"
-  done
-done
-unsampled=$(grep -c ' unsampled$' "$work/results" || true)
-[ "$unsampled" = 0 ] || echo "$unsampled windows unsampled (the VM had ended at the end mark)"
+per_op_rows "g2h h2g" "vmm qemu vmm-2q1 vmm-2q2"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -175,15 +175,6 @@ n_errors=$(grep -c '^BENCH-ERROR' "$work/results" || true)
 n_host=$(grep -c '^host randread ' "$work/results") n_guest=$(grep -c '^guest randread ' "$work/results")
 echo "per round:"
 grep -E '^(host|guest) ' "$work/results" | sed 's/^/  /'
-# spread FIELD WORDS...: "min..max" of a figure over the rounds.
-spread() {
-  local f=$1
-  shift
-  awk -v words="$*" -v name="$f" 'index($0, words " ") == 1 {
-    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "") {
-      v = kv[2] + 0; if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
-    END { if (n) printf "%.0f..%.0f", lo, hi; else print "-" }' "$work/results"
-}
 echo "median of $rounds rounds ($n_host host, $n_guest guest), one request in flight, 256 MiB namespace;"
 echo "guest: vmm --vfio, 256 MiB, 1 vCPU; emulated KVM host (QEMU TCG, emulated NVMe and IOMMU)"
 printf '%-9s %-6s %10s %12s %10s %12s %11s\n' job unit host "(min..max)" guest "(min..max)" guest/host

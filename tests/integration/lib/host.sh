@@ -29,8 +29,13 @@
 #                                   $work/results that start with WORDS
 #   median                          the median of the numbers on stdin
 #   ratio A B                       A / B with two decimals, or - if either is not positive
-#   spread1 NAME WORDS...           "min..max" of the values of NAME=VALUE on those lines, with
-#                                   one decimal (- if none)
+#   spread NAME WORDS...            "min..max" of the values of NAME=VALUE on those lines, no
+#                                   decimals (- if none); spread1 with one decimal
+#   spread_of FORMAT DIVISOR NAME WORDS...
+#                                   the same, each value divided by DIVISOR, printed with FORMAT
+#   per_op_rows ITEMS CONFIGS       a table of the sampler's figures (payload.sh: sample_marks)
+#                                   per ITEM (a job) and CONFIG: exits, CPU and the VMM's own
+#                                   CPU per operation, medians and min..max, and the count
 #   native_build                    installs what is missing and builds build/gcc
 #                                   (tools/install-deps, tools/build)
 #   cross_build DIR [--arch riscv64] TARGETS...
@@ -126,13 +131,33 @@ median() {
   sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2)}'
 }
 
-spread1() {
-  local f=$1
-  shift
-  awk -v words="$*" -v name="$f" 'index($0, words " ") == 1 {
+spread_of() {
+  local format=$1 divisor=$2 name=$3
+  shift 3
+  awk -v words="$*" -v name="$name" -v d="$divisor" -v f="$format" 'index($0, words " ") == 1 {
     for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "") {
-      v = kv[2] + 0; if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
-    END { if (n) printf "%.1f..%.1f", lo, hi; else print "-" }' "$work/results"
+      v = kv[2] / d; if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
+    END { if (n) printf f ".." f, lo, hi; else print "-" }' "$work/results"
+}
+spread() { spread_of %.0f 1 "$@"; }
+spread1() { spread_of %.1f 1 "$@"; }
+
+per_op_rows() {
+  local item c x unsampled
+  printf '%-10s %-11s %9s %12s %9s %14s %9s %14s %3s\n' "" config exits/op "(min..max)" \
+    cpu_us "(min..max)" own_us "(min..max)" n
+  for item in $1; do
+    for c in $2; do
+      x=$(result exits_per_op "$c" "$item")
+      [ -n "$x" ] || continue
+      printf '%-10s %-11s %9s %12s %9s %14s %9s %14s %3s\n' "$item" "$c" "$x" \
+        "$(spread1 exits_per_op "$c" "$item")" "$(result cpu_us_per_op "$c" "$item")" \
+        "$(spread1 cpu_us_per_op "$c" "$item")" "$(result vmm_cpu_us_per_op "$c" "$item")" \
+        "$(spread1 vmm_cpu_us_per_op "$c" "$item")" "$(grep -c "^$c $item exits=" "$work/results")"
+    done
+  done
+  unsampled=$(grep -c ' unsampled$' "$work/results" || true)
+  [ "$unsampled" = 0 ] || echo "$unsampled windows unsampled (the VM had ended at the end mark)"
 }
 
 ratio() {
