@@ -150,7 +150,7 @@ bool Virtqueue::enable(uint64_t negotiated_features, std::string& error) {
 
   event_idx_ = event_idx;
   indirect_ = negotiated_features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
-  next_avail_ = 0;
+  next_avail_ = avail_seen_ = 0;
   next_used_ = 0;
   signalled_used_ = 0;
   pushed_since_signal_ = false;
@@ -165,7 +165,7 @@ bool Virtqueue::resume_at(uint16_t next_avail) {
   if (!ready_) return false;
   uint16_t used_idx = 0;
   if (!read_u16(used_idx_gpa(), used_idx)) return false;
-  next_avail_ = next_avail;
+  next_avail_ = avail_seen_ = next_avail;
   next_used_ = signalled_used_ = used_idx;
   return true;
 }
@@ -175,7 +175,7 @@ void Virtqueue::reset() {
   desc_addr_ = avail_addr_ = used_addr_ = 0;
   ready_ = false;
   event_idx_ = indirect_ = false;
-  next_avail_ = next_used_ = signalled_used_ = 0;
+  next_avail_ = avail_seen_ = next_used_ = signalled_used_ = 0;
   pushed_since_signal_ = false;
   notifications_enabled_ = true;
   broken_ = false;
@@ -209,17 +209,31 @@ bool Virtqueue::write_u16(uint64_t gpa, uint16_t value) {
   return fail(fmt::format("cannot write ring field at {:#x}", gpa));
 }
 
+// The driver's available index only moves forward, to at most a queue's worth past the next
+// entry we take (spec §2.7.6, §2.7.13): further, or back, breaks the queue. Back matters too: a
+// guest that flipped it (here: its used ring's flags laid over the available index, which
+// disable/enable_notifications then wrote) kept a device's drain loop taking nothing forever.
+bool Virtqueue::read_avail_idx(uint16_t& avail_idx) {
+  if (!read_u16(avail_idx_gpa(), avail_idx)) return false;
+  const auto pending = static_cast<uint16_t>(avail_idx - next_avail_);
+  const auto seen = static_cast<uint16_t>(avail_seen_ - next_avail_);
+  if (pending > size_) {
+    return fail(fmt::format("available index moved from {} to {}, more than the queue size {}",
+                            next_avail_, avail_idx, size_));
+  }
+  if (pending < seen) {
+    return fail(fmt::format("available index went back from {} to {}", avail_seen_, avail_idx));
+  }
+  avail_seen_ = avail_idx;
+  return true;
+}
+
 std::optional<DescriptorChain> Virtqueue::pop() {
   if (!ready_ || broken_) return std::nullopt;
   uint16_t avail_idx = 0;
-  if (!read_u16(avail_idx_gpa(), avail_idx)) return std::nullopt;
-  const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
+  if (!read_avail_idx(avail_idx)) return std::nullopt;
+  const auto pending = static_cast<uint16_t>(avail_idx - next_avail_);
   if (pending == 0) return std::nullopt;
-  if (pending > size_) {
-    fail(fmt::format("available index moved from {} to {}, more than the queue size {}",
-                     next_avail_, avail_idx, size_));
-    return std::nullopt;
-  }
   // Read the ring entry and descriptors only after the index that published them.
   std::atomic_thread_fence(std::memory_order_acquire);
 
@@ -371,7 +385,7 @@ bool Virtqueue::enable_notifications() {
   // Publish the request before looking again, or a buffer added just before it is missed.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   uint16_t avail_idx = 0;
-  if (!read_u16(avail_idx_gpa(), avail_idx)) return false;
+  if (!read_avail_idx(avail_idx)) return false;
   return avail_idx != next_avail_;
 }
 

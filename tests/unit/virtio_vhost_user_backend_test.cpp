@@ -295,6 +295,35 @@ TEST(VhostUserBackend, AFrontEndShrinkingItsMemoryIsDroppedNotFatal) {
       << rig.served.why;
 }
 
+// A ring whose used ring starts right after the available ring's flags, so that the used
+// ring's flags are the available index (the vhost_device fuzzer's find): turning notifications
+// off and on wrote 1 and 0 there, "more available" each time with nothing to take, and the
+// device's drain loop, and the back-end's loop with it, went round forever. The queue now
+// breaks (the available index went back); the connection stays up and answers the reset.
+TEST(VhostUserBackend, AnAvailableIndexFlippingBackDoesNotHoldUpTheConnection) {
+  Rig rig(false);  // requests served on the loop itself
+  ASSERT_TRUE(rig.driver().negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC)));
+  rig.ring =
+      std::make_unique<DriverRing>(rig.memory, 1, RingLayout{0x10000, 0x10ffe, 0x11000, 0x13000});
+  rig.driver().setup_queue(0, *rig.ring);
+  rig.driver().driver_ok();
+  virtio_blk_outhdr header{VIRTIO_BLK_T_IN, 0, 0};
+  const uint64_t h =
+      rig.ring->place(std::span(reinterpret_cast<const uint8_t*>(&header), sizeof header));
+  const uint64_t data = rig.ring->alloc(512);
+  const uint64_t status = rig.ring->alloc(1);
+  const std::vector<test::Buffer> chain{
+      {h, sizeof header, false}, {data, 512, true}, {status, 1, true}};
+  rig.ring->add_indirect_chain(rig.ring->alloc(3 * 16), chain);  // the ring's one descriptor
+  rig.driver().notify(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+  const auto start = std::chrono::steady_clock::now();
+  rig.driver().set_reg(VIRTIO_MMIO_STATUS, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  EXPECT_FALSE(rig.served.closed());
+}
+
 // --- Malformed messages from a raw front-end
 
 // A memfd of `size` bytes (guest RAM as a front-end shares it).

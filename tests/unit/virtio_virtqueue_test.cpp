@@ -326,6 +326,31 @@ TEST_F(VirtqueueTest, RejectsAvailIndexJump) {
   expect_broken(q, "more than the queue size");
 }
 
+// The available index only moves forward: back breaks the queue, whether pop() or
+// enable_notifications() reads it (a device loops "while enable_notifications()": an index
+// flipping back and forth, with nothing to pop, kept it going forever).
+TEST_F(VirtqueueTest, RejectsAvailIndexGoingBack) {
+  Virtqueue q = make_queue(8);
+  DriverRing d = ring(8);
+  d.set_desc(0, kBuffers, 1);
+  d.set_avail_idx(2);
+  ASSERT_TRUE(q.pop().has_value());  // saw 2, took entry 0
+  d.set_avail_idx(1);                // entry 1 taken back
+  EXPECT_FALSE(q.enable_notifications());
+  EXPECT_TRUE(q.broken());
+  EXPECT_NE(q.error().find("available index went back from 2 to 1"), std::string::npos)
+      << q.error();
+}
+
+TEST_F(VirtqueueTest, RejectsAvailIndexJumpSeenWhenEnablingNotifications) {
+  Virtqueue q = make_queue(8);
+  DriverRing d = ring(8);
+  q.disable_notifications();
+  d.set_avail_idx(0xffff);  // "back by one": as far ahead as 65535 entries
+  EXPECT_FALSE(q.enable_notifications());
+  EXPECT_NE(q.error().find("more than the queue size"), std::string::npos) << q.error();
+}
+
 TEST_F(VirtqueueTest, ResetClearsBrokenState) {
   Virtqueue q = make_queue(8);
   DriverRing d = ring(8);

@@ -126,6 +126,7 @@ class Virtqueue {
   uint64_t avail_event_gpa() const { return used_addr_ + 4 + 8ull * size_; }
 
   bool read_u16(uint64_t gpa, uint16_t& value);
+  bool read_avail_idx(uint16_t& avail_idx);  // checked: forward, at most a queue's worth
   bool write_u16(uint64_t gpa, uint16_t value);
   std::optional<DescriptorChain> walk_chain(uint16_t head);
   bool fail(std::string message);  // marks the queue broken; always returns false
@@ -144,6 +145,7 @@ class Virtqueue {
 
   // Running state.
   uint16_t next_avail_ = 0;      // free-running index of the next avail ring entry to pop
+  uint16_t avail_seen_ = 0;      // the driver's available index when last read
   uint16_t next_used_ = 0;       // free-running used idx the device publishes
   uint16_t signalled_used_ = 0;  // next_used_ when needs_notification() last answered
   bool pushed_since_signal_ = false;
