@@ -507,11 +507,28 @@ void VhostUserBackend::on_kick(uint32_t index) {
                       n == 0 ? "was closed" : std::strerror(errno)));
     return;
   }
+  serve_ring(index);
+}
+
+void VhostUserBackend::serve_ring(uint32_t index) {
   std::lock_guard lock(mutex_);
-  if (!ring.running) return;
-  Virtqueue& q = queues_[index];
-  device_.queue_notify(static_cast<uint16_t>(index), q);
+  if (!rings_[index].running) return;
+  device_.queue_notify(static_cast<uint16_t>(index), queues_[index]);
   report_broken_locked();
+}
+
+bool VhostUserBackend::renotify(uint16_t index) {
+  // Lock held. The ring's next round is a task on the loop, after the work already waiting
+  // there (the other rings, the front-end's messages): the front-end's kick does not come
+  // again while the device keeps notifications off. Without this a device drained the ring
+  // to the end, which never came when the guest (or a used ring laid over the available
+  // index) kept it full: the loop, and the connection with it, hung.
+  if (index >= rings_.size()) return false;
+  std::weak_ptr<bool> alive = alive_;
+  loop_.post([this, alive, index] {
+    if (!alive.expired()) serve_ring(index);
+  });
+  return true;
 }
 
 void VhostUserBackend::close(const std::string& why) {

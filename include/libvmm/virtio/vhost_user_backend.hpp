@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -87,6 +88,7 @@ class VhostUserBackend final : private VirtioTransport {
   void signal_config_change() override;
   bool with_queues(const std::function<void(std::span<Virtqueue>)>& fn) override;
   void device_failed(const std::string& why) override;
+  bool renotify(uint16_t index) override;
 
   void on_readable();
   void handle(const vhost::Message& message);
@@ -100,6 +102,7 @@ class VhostUserBackend final : private VirtioTransport {
   void stop_ring(uint32_t index);   // without the lock: pauses the device's I/O
   void stop_all();
   void on_kick(uint32_t index);
+  void serve_ring(uint32_t index);  // the device's queue_notify, if the ring still runs
   // Lock held: a warning (and the err eventfd) for each queue that broke since, once per start.
   void report_broken_locked();
   void close(const std::string& why);
@@ -129,6 +132,8 @@ class VhostUserBackend final : private VirtioTransport {
   std::mutex mutex_;     // the transport lock: queues_, rings' call fds, active_
   bool active_ = false;  // the device was activated (a ring runs) and not reset since
   bool closed_ = false;
+  // Tasks that renotify() posts to the loop hold it weakly: they do nothing once this is gone.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace libvmm
