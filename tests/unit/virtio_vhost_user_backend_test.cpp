@@ -105,6 +105,7 @@ struct Served {
       : device(std::make_unique<VirtioBlock>(
             BlockConfig{image.path(), false, false, "vhost-serial", BlockIo::sync, io_thread})) {}
   explicit Served(Kind kind) : device(make(kind)) {}
+  explicit Served(std::unique_ptr<VirtioDevice> d) : device(std::move(d)) {}
   std::unique_ptr<VirtioDevice> make(Kind kind) {
     switch (kind) {
       case Kind::net:
@@ -322,6 +323,62 @@ TEST(VhostUserBackend, AnAvailableIndexFlippingBackDoesNotHoldUpTheConnection) {
   rig.driver().set_reg(VIRTIO_MMIO_STATUS, 0);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
   EXPECT_FALSE(rig.served.closed());
+}
+
+// A device that, the first time its queue is notified, asks its transport to call it again
+// (VirtioTransport::renotify: how a device that stops draining a busy queue after its budget
+// comes back to it).
+class RenotifyingDevice : public VirtioDevice {
+ public:
+  std::string name() const override { return "renotifying"; }
+  uint32_t device_id() const override { return 2; }
+  uint64_t device_features() const override { return 0; }
+  std::vector<uint16_t> queue_max_sizes() const override { return {256}; }
+  uint32_t config_size() const override { return 0; }
+  void read_config(uint32_t, std::span<uint8_t>) override {}
+  void activate(VirtioTransport& transport, uint64_t) override { transport_ = &transport; }
+  void queue_notify(uint16_t index, Virtqueue&) override {
+    if (++notified == 1) asked = transport_->renotify(index);
+  }
+  void reset() override { transport_ = nullptr; }
+
+  std::atomic<int> notified{0};
+  std::atomic<bool> asked{false};
+
+ private:
+  VirtioTransport* transport_ = nullptr;
+};
+
+// The back-end arranges that call as a task on its loop: the device is notified a second time
+// with no second kick from the front-end.
+TEST(VhostUserBackend, ARenotifyingDeviceIsCalledAgainWithoutAKick) {
+  auto owned = std::make_unique<RenotifyingDevice>();
+  RenotifyingDevice& device = *owned;
+  Served served(std::move(owned));
+  TestMemory memory{0x200000};
+  VhostUserOptions o;
+  o.name = "vhost-user-renotifying0";
+  o.device_id = 2;
+  o.socket = "test.sock";
+  o.queue_sizes = {256};
+  o.config_size = 0;
+  auto front = std::make_shared<VhostUserDevice>(std::move(o), memory, served.connect());
+  UniqueFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  UniqueFd call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  front->set_queue_eventfds({{kick.get(), call.get()}});
+  VirtioMmioTransport transport(front, memory, std::make_shared<FakeIrq>());
+  MmioDriver driver(transport);
+  ASSERT_TRUE(driver.negotiate(bit(VIRTIO_F_VERSION_1)));
+  DriverRing ring(memory, 64, RingLayout::at(0x10000));
+  driver.setup_queue(0, ring);
+  driver.driver_ok();
+  // Starting the ring calls the device once (buffers made available before it started).
+  for (int i = 0; i < 100 && device.notified < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(device.asked);
+  EXPECT_EQ(device.notified, 2);
+  EXPECT_FALSE(served.closed());
 }
 
 // --- Malformed messages from a raw front-end
