@@ -122,7 +122,7 @@ for job in seqwrite seqread randread; do
   mark begin \$job
   r=\$(blkio \$job \$target $secs 2>&1)
   echo "LIBVMM-GUEST: BENCH \$r"
-  mark end \$job \$(echo "\$r" | grep -o 'ops=[0-9]*')
+  mark end \$job ops=\$(echo "\$r" | sed -n 's/.* ops=\\([0-9]*\\).*/\\1/p')
 done
 mark begin randread4
 for i in 1 2 3 4; do blkio randread \$target $secs >/tmp/rr.\$i 2>&1 & done

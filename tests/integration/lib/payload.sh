@@ -279,15 +279,17 @@ sample_marks() {
         done
       fi
       e=$(cat $exits 2>/dev/null || echo 0)
-      # shellcheck disable=SC2046
-      set -- "$@" $(cpu_ticks "$pids")
+      ticks=$(cpu_ticks "$pids")
+      all=${ticks% *} own=${ticks#* }
       if [ "$3" = begin ]; then
-        e0=$e a0=$5 o0=$6
+        e0=$e a0=$all o0=$own
       elif [ "$e" -eq 0 ] || [ "$e" -lt "$e0" ]; then
         echo "$name $4 unsampled"
       else
-        awk -v n="$name" -v j="$4" -v e=$((e - e0)) -v a=$(($6 - a0)) -v v=$(($7 - o0)) \
-          -v o="${5#ops=}" 'BEGIN {
+        ops=0
+        case $5 in ops=[0-9]*) ops=${5#ops=} ;; esac
+        awk -v n="$name" -v j="$4" -v e=$((e - e0)) -v a=$((all - a0)) -v v=$((own - o0)) \
+          -v o="$ops" 'BEGIN {
           printf "%s %s exits=%d cpu_ms=%d vmm_cpu_ms=%d ops=%d", n, j, e, a * 10, v * 10, o
           if (o > 0) printf " exits_per_op=%.2f cpu_us_per_op=%.1f vmm_cpu_us_per_op=%.1f",
             e / o, a * 10000 / o, v * 10000 / o
