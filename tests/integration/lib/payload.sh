@@ -273,8 +273,11 @@ sample_marks() {
       # shellcheck disable=SC2046  # the mark's words
       set -- $(grep 'LIBVMM-GUEST: MARK ' "$out" | sed -n "${seen}p" | tr -d '\r')
       [ "$3" = "done" ] && return 0
-      # shellcheck disable=SC2086  # the names, one word each
-      [ -n "$pids" ] || pids=$(pidof $comms)
+      if [ -z "$pids" ]; then
+        for p in /proc/[0-9]*; do
+          case " $comms " in *" $(cat $p/comm 2>/dev/null) "*) pids="$pids ${p#/proc/}" ;; esac
+        done
+      fi
       e=$(cat $exits 2>/dev/null || echo 0)
       ticks=$(cpu_ticks "$pids")
       all=${ticks% *} own=${ticks#* }
