@@ -1,0 +1,35 @@
+// kvm-hold: started by the emulated KVM host's /init (tools/emuhost/host-init) before any
+// payload; holds one KVM VM with one vCPU (and, on x86_64, an in-kernel interrupt controller)
+// open until the host powers off. The vCPU never runs.
+//
+// Why: KVM flips kernel static keys when the first VM or vCPU appears and when the last one
+// goes (the scheduler's preempt notifiers, patched into finish_task_switch(); on x86_64 the
+// local APIC's "software disabled" key). Linux patches such a key with int3 breakpoints
+// (text_poke_bp) while the other CPU keeps running the code, and QEMU 7.2's multi-threaded TCG
+// does not always see the change: seen here as an emulated x86_64 host whose two CPUs loop in
+// exc_int3 and finish_task_switch forever, right after a test started its first VM after the
+// previous ones had gone. With this VM alive from boot those keys are switched once, before
+// any test runs, and never again.
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+int main(void) {
+  int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (kvm < 0) {
+    perror("kvm-hold: /dev/kvm");
+    return 1;
+  }
+  int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+  if (vm < 0) {
+    perror("kvm-hold: KVM_CREATE_VM");
+    return 1;
+  }
+#ifdef __x86_64__
+  if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) perror("kvm-hold: KVM_CREATE_IRQCHIP");
+#endif
+  if (ioctl(vm, KVM_CREATE_VCPU, 0) < 0) perror("kvm-hold: KVM_CREATE_VCPU");
+  for (;;) pause();
+}
