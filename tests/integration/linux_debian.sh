@@ -85,13 +85,12 @@ if ! wait_for /tmp/pk.out "waiting for the power button" 180 $pid; then
   # then booted once more; the checks below are on the second boot.
   echo "power button: the guest did not reach its test; booting it again. vmm said:"
   cat /tmp/pk.err
-  wait $pid
+  await $pid pk 120
   debian --cmdline "console=ttyS0 quiet libvmm.test=powerkey" --serial file:/tmp/pk.out 2>/tmp/pk.err
   wait_for /tmp/pk.out "waiting for the power button" 180 $pid
 fi
 kill -TERM $pid
-wait $pid
-status=$?
+await $pid pk 120
 check "power button: the guest saw it (ACPI button driver, KEY_POWER)" \
   grep -qF "power button pressed" /tmp/pk.out
 check "power button: vmm says it pressed it" grep -qF "pressed the guest's power button" /tmp/pk.err
@@ -103,8 +102,7 @@ debian --cmdline "console=ttyS0 quiet libvmm.test=idle" --serial file:/tmp/idle.
 wait_for /tmp/idle.out "LIBVMM-GUEST: idle" 180 $pid
 sent=$(date +%s)
 kill -TERM $pid
-wait $pid
-status=$?
+await $pid idle 120
 took=$(($(date +%s) - sent))
 check "ignored power button: stopped after the 3 s timeout (took $took s), status 0 (got $status)" \
   sh -c "[ $status -eq 0 ] && [ $took -ge 3 ] && [ $took -lt 30 ]"
@@ -125,8 +123,7 @@ if kill -0 $pid 2>/dev/null; then printf '\001s' >/tmp/twice.in; fi
 check "Ctrl-A s: vmm presses the guest's power button" \
   wait_for /tmp/twice.out "Ctrl-A s: pressed the guest's power button" 30
 vmm_pid=$(pidof vmm) && kill -TERM "$vmm_pid"
-wait $pid
-status=$?
+await $pid twice 120
 took=$(($(date +%s) - sent))
 check "second request (SIGTERM after Ctrl-A s): stops at once (took $took s of the default 30), status 0 (got $status)" \
   sh -c "[ $status -eq 0 ] && [ $took -lt 15 ] && grep -qF 'stopped by signal 15' /tmp/twice.out"

@@ -29,7 +29,7 @@ ip link set eth0 up && ip addr add 10.0.0.2/24 dev eth0
 if ping -c 3 -W 10 10.0.0.1 >/dev/null 2>&1; then say "ping host ok"; else say "ping host failed"; fi
 say "jail guest ready"
 i=0
-until wget -q -O /dev/null http://10.0.0.1:8080/done 2>/dev/null; do
+until timeout 10 wget -q -O /dev/null http://10.0.0.1:8080/done 2>/dev/null; do
   sleep 1; i=$((i + 1)); [ $i -lt 300 ] || break
 done
 say "jail guest done"

@@ -74,7 +74,7 @@ if [ -x ./qemu-storage-daemon ]; then
   check "blk: written and flushed" grep -q "written and flushed" /tmp/blk.out
   want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/blk.out | tr -d '\r')
   kill $qsd
-  wait $qsd 2>/dev/null
+  await $qsd qsd 30
   got=$(dd if=/tmp/blk.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
   check "blk: the host finds the guest's pattern in the image" [ -n "$want" -a "$got" = "$want" ]
 fi
@@ -92,7 +92,7 @@ net_checks() {
   if wait_for $out "net from-guest sha256:" 60; then
     want=$(sed -n 's/.*LIBVMM-GUEST: net from-guest sha256: //p' $out | tr -d '\r' | head -n 1)
     rm -f /tmp/from-guest
-    netns wget -q -O /tmp/from-guest http://10.0.0.2:8080/from-guest || true
+    netns timeout 60 wget -q -O /tmp/from-guest http://10.0.0.2:8080/from-guest || true
     got=$(sha256sum </tmp/from-guest | cut -d' ' -f1)
     check "$who net: guest to host, 1 MiB intact" [ "$got" = "$want" ]
   else
@@ -163,11 +163,11 @@ if [ -x ./vmm-device ]; then
   check "vmm-device killed: the guest goes on" wait_for /tmp/dev.out "alive $((last + 3)) " 60
   check "vmm-device killed: vmm still runs" kill -0 $pid
   kill $pid
-  wait $pid 2>/dev/null
+  await $pid dev 60
   check "vmm-device --console: goes on when the front-end leaves" kill -0 $condev
   kill $condev
-  wait $condev
-  cstatus=$?
+  await $condev con 30
+  cstatus=$status
   check "vmm-device --console: exit status 0 on SIGTERM" [ $cstatus -eq 0 ]
 fi
 
@@ -195,7 +195,7 @@ if [ -x ./vmm-device ] && [ -x ./qemu-system-x86_64 ]; then
   [ -z "$netdev" ] || net_checks /tmp/qemu.out QEMU
   wait_for /tmp/qemu.out "test vhost_blk exit status" 240
   kill $qemu 2>/dev/null
-  wait $qemu 2>/dev/null
+  await $qemu qemu 30
   echo "qemu with vmm-device took $(($(date +%s) - started)) s"
   check "QEMU front-end: the guest reads the host's pattern from vmm-device" \
     grep -q "read md5 $(md5sum </tmp/q-pattern | cut -d' ' -f1)" /tmp/qemu.out
@@ -204,15 +204,15 @@ if [ -x ./vmm-device ] && [ -x ./qemu-system-x86_64 ]; then
   want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/qemu.out | tr -d '\r' | head -n 1)
   got=$(dd if=/tmp/q.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
   check "QEMU front-end: the image has the guest's pattern" [ -n "$want" -a "$got" = "$want" ]
-  wait $qdev
-  qstatus=$?
+  await $qdev qdev 60
+  qstatus=$status
   check "QEMU front-end: vmm-device --once exits 0 when QEMU leaves" [ $qstatus -eq 0 ]
 fi
 if [ -n "$netdev" ]; then
   check "vmm-device --net: served both front-ends, still serving" kill -0 $netdev
   kill $netdev
-  wait $netdev
-  nstatus=$?
+  await $netdev net-device 30
+  nstatus=$status
   check "vmm-device --net: exit status 0 on SIGTERM" [ $nstatus -eq 0 ]
   kill $httpd 2>/dev/null
   ./ip netns delete libvmm-vhost

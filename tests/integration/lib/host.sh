@@ -23,8 +23,9 @@
 #   run_payload [EMUHOST-ARGS...]   runs $payload/run.sh in the emulated host for ARCH; its status
 #   collect REGEX [EMUHOST-ARGS...] run_payload with its console in $work/log and the lines that
 #                                   match REGEX (grep -E) in $work/results
-#   need_results REGEX              exits 1, showing the end of $work/log, unless a line of
-#                                   $work/results matches REGEX
+#   need_results REGEX              exits 1, showing what the payload's finish printed of its
+#                                   files (or the end of $work/log) and its STUCK lines, unless a
+#                                   line of $work/results matches REGEX
 #   result NAME WORDS...            the median of the values of NAME=VALUE on the lines of
 #                                   $work/results that start with WORDS
 #   median                          the median of the numbers on stdin
@@ -114,8 +115,15 @@ collect() {
 
 need_results() {
   grep -qE "$1" "$work/results" && return 0
+  # What the payload's finish showed of its files on a failure (from its first "---- FILE"
+  # line), else the end of the output; and any STUCK report (payload.sh: stuck_report).
   echo "$prog: no results; emulated host output:"
-  tail -n 30 "$work/log"
+  if grep -q '^---- ' "$work/log"; then
+    sed -n '/^---- /,$p' "$work/log" | grep -v '^STUCK' | head -n 240
+  else
+    tail -n 30 "$work/log"
+  fi
+  grep '^STUCK' "$work/log" | head -n 120 || true
   exit 1
 }
 

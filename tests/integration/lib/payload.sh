@@ -10,7 +10,8 @@
 #   guest VMM-ARGS...              ./vmm booting $kernel and initramfs.cpio.gz
 #   boot NAME CMDLINE VMM-ARGS...  one guest run, 256 MiB, command line "console=$console
 #                                  CMDLINE", stdin /dev/null, stdout /tmp/NAME.out, stderr
-#                                  /tmp/NAME.err; sets $status and says how long it took
+#                                  /tmp/NAME.err, ended by `stop`; sets $status and says how
+#                                  long it took
 #   start NAME COMMAND...          COMMAND in the background, stdin from the FIFO /tmp/NAME.in,
 #                                  stdout /tmp/NAME.out, stderr /tmp/NAME.err; sets $pid
 #   send NAME TEXT                 writes the line TEXT to /tmp/NAME.in; false after 10 s if
@@ -18,7 +19,12 @@
 #   sandboxed                      true if the one running vmm has threads and each runs under
 #                                  a seccomp filter (/proc/PID/task/*/status "Seccomp: 2": the
 #                                  default --seccomp=kill)
-#   stop                           waits for that command; sets $status
+#   stop                           waits for that command, at most $stop_limit seconds (420 if
+#                                  unset): then stuck_report and it is stopped; sets $status
+#   stop_within SECONDS            stop with that limit
+#   await PID NAME SECONDS         waits for any process PID, at most SECONDS: then
+#                                  stuck_report NAME PID and it is stopped; sets $status
+#   stuck_report NAME PID WHY      "STUCK NAME:" lines on what a VMM that does not end is doing
 #   near A B PERCENT               true if |A - B| <= B * PERCENT / 100
 #   between A LO HI                true if LO <= A <= HI
 #   tone_checks WAV OUT ERR        the checks of a guest that played the 2 s 440 Hz stereo
@@ -40,15 +46,17 @@
 #                                  the guest's /init reports the end of its libvmm.test=TEST, or
 #                                  SECONDS pass, then stops it (QEMU microvm does not exit on the
 #                                  guest's reboot) and prints its "LIBVMM-GUEST: BENCH " lines
-#                                  with NAME in place of that prefix
+#                                  with NAME in place of that prefix; a guest that did not
+#                                  finish gets "BENCH-WARNING" lines with the end of the
+#                                  VMM's output, and a VMM that ignores SIGTERM is killed
 #   bench_sampled NAME TEST SECONDS COMMS COMMAND...
 #                                  bench_guest with sample_marks NAME COMMS beside it
 #   sample_marks NAME COMMS        (beside bench_guest NAME, in the background) at each
 #                                  "LIBVMM-GUEST: MARK begin JOB" and "MARK end JOB ops=N" line
 #                                  of the guest (which then idles 1 s, so that the sampler's
 #                                  lag does not move the window into the job), reads KVM's exit
-#                                  counter (debugfs: the sum over live VMs, and only this one
-#                                  lives) and the CPU time of the processes named in COMMS
+#                                  counter (debugfs: the sum over live VMs: this one and
+#                                  kvm-hold's, which never runs) and the CPU time of the processes named in COMMS
 #                                  (space-separated, as in /proc/PID/comm): all of it, and the
 #                                  part that is not guest time (utime + stime - guest_time: the
 #                                  VMM's own work, without its vCPU threads' time in the
@@ -56,6 +64,10 @@
 #                                  exits_per_op=X cpu_us_per_op=Y vmm_cpu_us_per_op=Z" per job,
 #                                  "NAME JOB unsampled" if the VM was gone at its end mark;
 #                                  returns at the guest's "MARK done"
+#   stop_process PID NAME          SIGTERM to a VMM or back-end (vmm-device, virtiofsd, ...)
+#                                  and waits for it, at most 10 s: then one "BENCH-WARNING"
+#                                  line and SIGKILL, so that a process that does not stop
+#                                  cannot hold the run until emuhost's timeout
 # shellcheck shell=sh disable=SC2034  # $kernel, $console, $status, $pid: for the sourcing script
 
 case $(uname -m) in
@@ -170,7 +182,7 @@ virtiofs_checks() {
   check "virtio-fs: the guest goes on" wait_for /tmp/fs.out "fs alive $((last + 3))" 60
   check "virtio-fs: vmm still runs" kill -0 $pid
   kill $pid
-  wait $pid 2>/dev/null
+  await $pid fs 60
   return 0
 }
 
@@ -178,8 +190,9 @@ boot() {
   name=$1 cmdline=$2; shift 2
   started=$(date +%s)
   guest --memory 256M --cmdline "console=$console $cmdline" "$@" \
-    </dev/null >"/tmp/$name.out" 2>"/tmp/$name.err"
-  status=$?
+    </dev/null >"/tmp/$name.out" 2>"/tmp/$name.err" &
+  pid=$!
+  stop
   echo "boot $name took $(($(date +%s) - started)) s"
 }
 
@@ -231,17 +244,80 @@ sandboxed() {
 }
 
 stop() {
-  wait "$pid"
-  status=$?
+  stop_within "${stop_limit:-420}"
 }
 
-# stop_within SECONDS: stop, but a vmm still running after SECONDS is killed (its status then
-# says so) instead of holding the suite until the emulated host's own timeout.
 stop_within() {
-  (sleep "$1"; kill "$pid" 2>/dev/null) &
-  local watchdog=$!
-  stop
+  await "$pid" "$name" "$1"
+}
+
+# await PID NAME SECONDS: waits for process PID (whose files are /tmp/NAME.*), at most SECONDS:
+# one still running then gets stuck_report and is stopped (two SIGTERMs: for vmm the second
+# stops it at once; SIGKILL 10 s later), instead of holding the suite until the emulated host's
+# own timeout. Sets $status.
+await() {
+  (
+    t=0
+    while [ $t -lt "$3" ]; do sleep 1; t=$((t + 1)); kill -0 "$1" 2>/dev/null || exit 0; done
+    stuck_report "$2" "$1" "still running after $3 s"
+    kill "$1" 2>/dev/null; sleep 1; kill "$1" 2>/dev/null
+    t=0
+    while kill -0 "$1" 2>/dev/null && [ $t -lt 10 ]; do sleep 1; t=$((t + 1)); done
+    kill -9 "$1" 2>/dev/null
+  ) &
+  watchdog=$!
+  wait "$1"
+  status=$?
   kill "$watchdog" 2>/dev/null
+  wait "$watchdog" 2>/dev/null
+  return 0
+}
+
+# stuck_report NAME PID WHY: what a VMM that did not end was doing, as "STUCK NAME:" lines: its
+# threads (state, kernel wait channel, system call, kernel stack), two seconds of its VMs' exits
+# from KVM's trace events (each exit's reason and guest instruction pointer: a guest spinning,
+# halted forever or exiting in a loop looks different), and the ends of /tmp/NAME.out and .err.
+stuck_report() {
+  echo "STUCK $1: pid $2 $3"
+  # The process and its descendants (a shell function started in the background is a subshell
+  # whose child is vmm).
+  pids=" $2 "
+  for level in 1 2 3; do
+    for stat in /proc/[0-9]*/stat; do
+      read -r p _ _ ppid _ <"$stat" 2>/dev/null || continue
+      case "$pids" in *" $ppid "*) case "$pids" in *" $p "*) ;; *) pids="$pids$p " ;; esac ;; esac
+    done
+  done
+  for p in $pids; do
+    for task in /proc/"$p"/task/*; do
+      [ -d "$task" ] || continue
+      echo "STUCK $1: thread $p/${task##*/} ($(cat "$task/comm")) $(grep '^State' "$task/status" | tr -s '\t ' ' ')" \
+        "wchan $(cat "$task/wchan" 2>/dev/null) syscall $(cut -d' ' -f1-3 "$task/syscall" 2>/dev/null)"
+      sed "s/^/STUCK $1:   /" "$task/stack" 2>/dev/null | head -n 8
+    done
+  done
+  tracing=/sys/kernel/tracing
+  [ -d $tracing/events ] || mount -t tracefs tracefs $tracing 2>/dev/null || true
+  if [ -d $tracing/events/kvm ]; then
+    echo 0 >$tracing/tracing_on; : >$tracing/trace
+    for e in kvm_exit kvm_entry kvm_inj_virq kvm_apic_ipi kvm_msi_set_irq kvm_set_irq kvm_userspace_exit \
+        kvm_mmio kvm_pio kvm_hypercall; do
+      [ ! -d $tracing/events/kvm/$e ] || echo 1 >$tracing/events/kvm/$e/enable
+    done
+    echo 1 >$tracing/tracing_on; sleep 2; echo 0 >$tracing/tracing_on
+    grep -v '^#' $tracing/trace >/tmp/stuck.trace
+    echo "STUCK $1: KVM events in 2 s: $(wc -l </tmp/stuck.trace); exits by vCPU, reason and guest address:"
+    sed -n 's/.*kvm_exit: \(vcpu [0-9]*\) reason \([^ ]*\) rip \([^ ]*\).*/\1 \2 \3/p' /tmp/stuck.trace \
+      | sort | uniq -c | sort -rn | head -n 12 | sed "s/^ */STUCK $1:   /"
+    echo "STUCK $1: the last 20 events:"
+    tail -n 20 /tmp/stuck.trace | sed "s/^ */STUCK $1:   /"
+    echo 0 >$tracing/events/kvm/enable; : >$tracing/trace
+  fi
+  for f in "/tmp/$1.out" "/tmp/$1.err" "/tmp/out.$1"; do
+    [ -f "$f" ] || continue
+    echo "STUCK $1: the end of $f:"
+    tr -d '\r' <"$f" | tail -n 15 | sed "s/^/STUCK $1:   /"
+  done
 }
 
 bench_guest() {
@@ -253,7 +329,15 @@ bench_guest() {
       && [ $t -lt "$seconds" ]; do
     sleep 1; t=$((t + 1))
   done
-  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  if ! grep -q "test $test exit status" "/tmp/out.$name"; then
+    # Timed out, or the VMM ended first: say so, with the end of what it printed.
+    echo "BENCH-WARNING $name: the guest did not finish $test ($t s; VMM $(kill -0 $pid 2>/dev/null \
+      && echo running || echo gone)); the end of its output:"
+    tr -d '\r' <"/tmp/out.$name" | grep -v -e 'LIBVMM-GUEST: BENCH ' -e 'LIBVMM-GUEST: MARK ' \
+      | tail -n 8 | sed "s/^/BENCH-WARNING $name: /"
+    ! kill -0 $pid 2>/dev/null || stuck_report "$name" $pid "did not finish $test in $seconds s"
+  fi
+  stop_process $pid "$name's VMM"
   tr -d '\r' <"/tmp/out.$name" | sed -n "s/^LIBVMM-GUEST: BENCH /$name /p"
 }
 
@@ -299,6 +383,17 @@ sample_marks() {
     sleep 0.1
   done
 }
+stop_process() {
+  kill "$1" 2>/dev/null
+  t=0
+  while kill -0 "$1" 2>/dev/null && [ $t -lt 100 ]; do sleep 0.1; t=$((t + 1)); done
+  if kill -0 "$1" 2>/dev/null; then
+    echo "BENCH-WARNING $2 (pid $1) did not stop within 10 s of SIGTERM; killed"
+    kill -9 "$1" 2>/dev/null
+  fi
+  wait "$1" 2>/dev/null
+}
+
 bench_sampled() {
   name=$1 test=$2 seconds=$3 comms=$4
   shift 4
