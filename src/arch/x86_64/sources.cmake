@@ -18,5 +18,6 @@ target_sources(libvmm PRIVATE
   # The x86_64 KVM machine (the host machine of x86_64 builds).
   ${CMAKE_CURRENT_LIST_DIR}/machine.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vcpu_setup.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cpuid.cpp
   ${CMAKE_CURRENT_LIST_DIR}/kvm_x86.cpp
 )

@@ -7,11 +7,6 @@
 namespace libvmm::x86 {
 namespace {
 
-constexpr uint32_t kLeafFeatures = 0x1;
-constexpr uint32_t kLeafTopology = 0xB;
-constexpr uint32_t kLeafTopologyV2 = 0x1F;
-constexpr uint32_t kHypervisorBit = 1u << 31;  // CPUID.1:ECX
-
 constexpr size_t kApicLvtLint0 = 0x350;
 constexpr size_t kApicLvtLint1 = 0x360;
 constexpr uint32_t kApicModeNmi = 0x4 << 8;
@@ -28,20 +23,6 @@ void set_apic_reg(kvm_lapic_state& s, size_t offset, uint32_t v) {
 }
 
 }  // namespace
-
-std::vector<kvm_cpuid_entry2> cpuid_for_vcpu(std::vector<kvm_cpuid_entry2> entries, uint32_t index,
-                                             uint32_t vcpu_count) {
-  for (auto& e : entries) {
-    if (e.function == kLeafFeatures) {
-      // EBX[31:24] initial APIC ID, EBX[23:16] logical processors per package.
-      e.ebx = (e.ebx & 0x0000ffff) | (index << 24) | ((vcpu_count & 0xff) << 16);
-      e.ecx |= kHypervisorBit;
-    } else if (e.function == kLeafTopology || e.function == kLeafTopologyV2) {
-      e.edx = index;  // x2APIC ID
-    }
-  }
-  return entries;
-}
 
 void setup_platform_state(KvmVcpu& vcpu) {
   kvm_lapic_state lapic = get_lapic(vcpu);
