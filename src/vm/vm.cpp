@@ -166,6 +166,9 @@ void validate(const VmConfig& c) {
       }
     }
   }
+  // A passed-through device's host side (it exists, vfio-pci has it, it has an IOMMU group):
+  // said before KVM is opened, as for any other host file a flag names.
+  for (const VfioDeviceConfig& v : c.vfio) pci::check_vfio_device({}, v.address, v.label);
   // The machine's own options (AArch64: --gic, --dtb), by its architecture's rules; another
   // architecture's are refused by name.
   if (auto problems = check_machine_options(c.machine_options, HostFiles::real());
