@@ -7,6 +7,9 @@ vmm=$1 guest=$2 case=$3 vmm_device=${4:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out=$work/out err=$work/err
+# shellcheck source=tests/guests/need_kvm.sh
+. "$(dirname "$0")/need_kvm.sh"
+need_kvm "$case"
 
 fail() { echo "FAIL ($case): $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; exit 1; }
 expect_out() { grep -qF -- "$1" "$out" || fail "stdout lacks: $1"; }

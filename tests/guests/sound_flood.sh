@@ -10,7 +10,9 @@
 # Usage: sound_flood.sh VMM SOUND_FLOOD_BZIMAGE
 set -uo pipefail
 vmm=$1 guest=$2
-[ -r /dev/kvm ] && [ -w /dev/kvm ] || { echo "SKIP: no /dev/kvm"; exit 77; }
+# shellcheck source=tests/guests/need_kvm.sh
+. "$(dirname "$0")/need_kvm.sh"
+need_kvm sound_flood
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out=$work/out err=$work/err
