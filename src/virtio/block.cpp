@@ -34,7 +34,10 @@ constexpr uint64_t bit(unsigned n) {
 
 VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string serial,
                          BlockThreading threading, uint16_t num_queues)
-    : backend_(std::move(backend)), serial_(std::move(serial)), num_queues_(num_queues) {
+    : backend_(std::move(backend)),
+      serial_(std::move(serial)),
+      num_queues_(num_queues),
+      poll_(threading.io_thread ? threading.poll_max_us : 0) {
   if (!backend_) throw std::invalid_argument("virtio-blk: a backend is needed");
   if (num_queues_ < 1 || num_queues_ > kMaxQueues) {
     throw std::invalid_argument("virtio-blk: the number of queues is out of range");
@@ -64,7 +67,6 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
   std::memcpy(config_.data(), &config, sizeof(config));
 
   if (threading.io_thread) {
-    poll_max_ns_ = uint64_t{threading.poll_max_us} * 1000;
     io_thread_ = std::make_unique<IoThread>(
         std::move(threading.name), [this] { return serve(); },
         std::move(threading.on_thread_start));
@@ -164,42 +166,11 @@ void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
   } while (queue.enable_notifications());
 }
 
-namespace {
-
-// A short pause in a polling loop: eases the sibling hyperthread and the memory bus.
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
-
-constexpr uint64_t kPollStartNs = 4000;
-
-}  // namespace
-
-void VirtioBlock::adapt_polling() {
-  if (!idle_since_ || poll_max_ns_ == 0) return;
-  const auto slept = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - *idle_since_).count());
-  idle_since_.reset();
-  if (slept > poll_max_ns_) {
-    poll_ns_ = 0;  // requests further apart than polling may cost: do not poll
-  } else if (slept > poll_ns_) {
-    poll_ns_ = poll_ns_ == 0 ? kPollStartNs : std::min(poll_ns_ * 2, poll_max_ns_);
-  }
-}
-
 bool VirtioBlock::serve() {
   VirtioTransport* transport = transport_.load();
   if (transport == nullptr) return false;
-  adapt_polling();
-  bool polling = false;  // the queues ran dry and we look again until poll_end
-  Clock::time_point poll_end{};
+  poll_.woke();
   while (!io_thread_->yield_requested()) {
-    // Whether empty queues are looked at again (notifications stay off) or we turn them on.
-    const bool may_poll = polling ? Clock::now() < poll_end : poll_ns_ > 0;
     bool served = false;  // some queue had requests in this pass
     bool gone = false;    // reset since (when the transport did not pause us)
     // One round of each queue per pass: no queue waits for another's backlog.
@@ -211,7 +182,7 @@ bool VirtioBlock::serve() {
           return;
         }
         epoch = epoch_;
-        if (!polling) queues[q].disable_notifications();
+        if (!poll_.polling()) queues[q].disable_notifications();
         take(queues[q], kMaxBatch, kBytesPerNotify);
       });
       gone = gone || !live;
@@ -234,16 +205,11 @@ bool VirtioBlock::serve() {
     }
     if (gone) return false;
     if (served) {
-      if (polling) poll_hits_.fetch_add(1, std::memory_order_relaxed);
-      polling = false;
+      poll_.found();
       continue;
     }
-    if (may_poll) {
-      if (!polling) poll_end = Clock::now() + std::chrono::nanoseconds(poll_ns_);
-      polling = true;
-      for (int i = 0; i < 16; ++i) cpu_relax();
-      continue;
-    }
+    // Empty queues are looked at again (notifications stay off), or we turn them on.
+    if (poll_.keep_polling()) continue;
     bool more = false;  // buffers came while notifications were being turned on
     const bool live = transport->with_queues([&](std::span<Virtqueue> queues) {
       if (transport_ != transport) return;
@@ -253,10 +219,9 @@ bool VirtioBlock::serve() {
     });
     if (!live) return false;
     if (!more) {
-      idle_since_ = Clock::now();
+      poll_.sleeping();
       return false;
     }
-    polling = false;
   }
   // Paused or ending: the next round after resume_io(). Notifications may still be off (a
   // poll cut short): that round looks at the queues first and turns them on when empty.

@@ -140,7 +140,7 @@ class BlockKind final : public VirtioDeviceKind {
   }
 
   // The poll_us attribute: its default when absent, nullopt when it is not 0..kMaxPollUs.
-  static constexpr uint32_t kMaxPollUs = 1000;
+  static constexpr uint32_t kMaxPollUs = AdaptivePoll::kMaxUs;
   static std::optional<uint32_t> poll_us(const DeviceSpec& spec) {
     const std::optional<std::string_view> text = spec.get("poll_us");
     if (!text) return BlockConfig{}.poll_us;

@@ -1,5 +1,6 @@
 #include "libvmm/virtio/net.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/virtio_ids.h>
 
@@ -55,8 +56,10 @@ VirtioNet::VirtioNet(std::shared_ptr<NetBackend> backend, const MacAddress& mac,
     : VirtioNet(std::vector<std::shared_ptr<NetBackend>>{std::move(backend)}, mac, mtu) {}
 
 VirtioNet::VirtioNet(std::vector<std::shared_ptr<NetBackend>> backends, const MacAddress& mac,
-                     uint16_t mtu)
-    : mac_(mac), mtu_(std::max(mtu, kMinMtu)) {
+                     uint16_t mtu, NetThreading threading)
+    : mac_(mac),
+      mtu_(std::max(mtu, kMinMtu)),
+      tx_poll_(threading.tx_thread ? std::min(threading.poll_max_us, kMaxPollUs) : 0) {
   if (backends.empty() || backends.size() > kMaxQueuePairs) {
     throw std::invalid_argument(
         fmt::format("virtio-net: {} queue pairs (1 to {})", backends.size(), kMaxQueuePairs));
@@ -66,7 +69,14 @@ VirtioNet::VirtioNet(std::vector<std::shared_ptr<NetBackend>> backends, const Ma
     if (!backend) throw std::invalid_argument("virtio-net: a backend is needed");
     pairs_.emplace_back(std::move(backend));
   }
+  if (threading.tx_thread) {
+    tx_thread_ = std::make_unique<IoThread>(
+        std::move(threading.name), [this] { return serve_transmit(); },
+        std::move(threading.on_thread_start));
+  }
 }
+
+VirtioNet::~VirtioNet() = default;
 
 void VirtioNet::start(EventLoop& loop) {
   loop_ = &loop;
@@ -187,7 +197,7 @@ void VirtioNet::queue_notify(uint16_t index, Virtqueue& queue) {
   if (index == control_queue()) return control(queue);
   const size_t pair = index / 2u;
   if (pair >= active_pairs_) return;  // a pair the driver does not use (yet)
-  if (index % 2 != 0) return transmit(index, queue);
+  if (index % 2 != 0) return tx_thread_ ? tx_thread_->kick() : transmit(index, queue);
   // New receive buffers: the waiting frame (if any) goes first, then the host's.
   if (receive(pair, queue) != RxState::no_buffers) request_resume(pair);
 }
@@ -445,33 +455,105 @@ bool VirtioNet::deliver_pending(Pair& p, Virtqueue& queue) {
 // Transmit
 
 void VirtioNet::transmit(uint16_t index, Virtqueue& queue) {
-  Pair& p = pairs_[index / 2u];
   // Drain what is there with notifications off, then look once more after turning them on.
   // A guest that keeps the queue full yields to the event loop's other work after
   // kTransmitPerNotify chains: the queue's notification is signalled again and we resume then.
+  static_assert(kTransmitPerNotify % kBatch == 0);
   queue.disable_notifications();
   VirtioTransport* transport = transport_.load();
   uint32_t taken = 0;
   do {
-    int sent = 0;
-    auto signal = [&] {
-      if (sent != 0 && transport != nullptr) transport->signal_used(index);
-      sent = 0;
-    };
     while (true) {
       if (taken == kTransmitPerNotify && transport != nullptr && transport->renotify(index)) {
-        signal();
         return;
       }
-      auto chain = queue.pop();
-      if (!chain) break;
-      ++taken;
-      transmit_one(p, *chain);
-      queue.push(chain->head(), 0);
-      if (++sent == kBatch) signal();
+      const uint32_t sent = transmit_batch(index, queue);
+      taken += sent;
+      if (sent < static_cast<uint32_t>(kBatch)) break;  // the ring is empty
     }
-    signal();
   } while (queue.ready() && !queue.broken() && queue.enable_notifications());
+}
+
+uint32_t VirtioNet::transmit_batch(uint16_t index, Virtqueue& queue) {
+  Pair& p = pairs_[index / 2u];
+  uint32_t sent = 0;
+  while (sent < static_cast<uint32_t>(kBatch)) {
+    auto chain = queue.pop();
+    if (!chain) break;
+    transmit_one(p, *chain);
+    queue.push(chain->head(), 0);
+    ++sent;
+  }
+  if (sent != 0) {
+    if (VirtioTransport* t = transport_.load()) t->signal_used(index);
+  }
+  return sent;
+}
+
+bool VirtioNet::serve_transmit() {
+  VirtioTransport* transport = transport_.load();
+  if (transport == nullptr) return false;
+  tx_poll_.woke();
+  while (!tx_thread_->yield_requested()) {
+    bool sent = false;
+    bool gone = false;
+    // One batch of each ring per pass, so no pair waits for another's backlog.
+    const bool live = transport->with_queues([&](std::span<Virtqueue> queues) {
+      if (transport_.load() != transport) {
+        gone = true;
+        return;
+      }
+      for (size_t pair = 0; pair < active_pairs_ && 2 * pair + 1 < queues.size(); ++pair) {
+        const auto index = static_cast<uint16_t>(2 * pair + 1);
+        Virtqueue& queue = queues[index];
+        if (!queue.ready() || queue.broken()) continue;
+        if (!tx_poll_.polling()) queue.disable_notifications();
+        sent = transmit_batch(index, queue) != 0 || sent;
+      }
+    });
+    if (gone || !live) return false;
+    if (sent) {
+      tx_poll_.found();
+      continue;
+    }
+    if (tx_poll_.keep_polling()) continue;  // notifications stay off meanwhile
+    bool more = false;                      // frames came while notifications were being turned on
+    const bool still = transport->with_queues([&](std::span<Virtqueue> queues) {
+      if (transport_.load() != transport) return;
+      for (size_t pair = 0; pair < active_pairs_ && 2 * pair + 1 < queues.size(); ++pair) {
+        Virtqueue& queue = queues[2 * pair + 1];
+        if (queue.ready() && !queue.broken()) more = queue.enable_notifications() || more;
+      }
+    });
+    if (!still) return false;
+    if (!more) {
+      tx_poll_.sleeping();
+      return false;
+    }
+  }
+  // Paused or ending: the next pass after resume_io() (notifications may still be off: that
+  // pass looks at the rings first and turns them on when empty).
+  return true;
+}
+
+void VirtioNet::pause_io() {
+  if (tx_thread_) tx_thread_->pause();
+}
+
+void VirtioNet::resume_io() {
+  if (tx_thread_) tx_thread_->resume();
+}
+
+bool VirtioNet::watch_queue_notify(uint16_t index, int eventfd) {
+  if (!tx_thread_ || !is_transmit_queue(index)) return false;
+  UniqueFd own(::fcntl(eventfd, F_DUPFD_CLOEXEC, 0));
+  if (!own) throw_errno("virtio-net: dup of a transmit queue's notify eventfd");
+  tx_thread_->watch(std::move(own));
+  return true;
+}
+
+void VirtioNet::wait_idle() {
+  if (tx_thread_) tx_thread_->wait_idle();
 }
 
 bool VirtioNet::header_acceptable(const virtio_net_hdr_v1& header, uint64_t frame_len) {

@@ -1,5 +1,7 @@
-// virtio_net in the device registry: <virtio_net tap="NAME" mac="MAC" mtu="N" num_queues="N"/>,
-// --net tap=NAME[,mac=MAC][,mtu=N][,num_queues=N].
+// virtio_net in the device registry: <virtio_net tap="NAME" mac="MAC" mtu="N" num_queues="N"
+// iothread="on|off" poll_us="N"/>, --net
+// tap=NAME[,mac=MAC][,mtu=N][,num_queues=N][,iothread=on|off]
+// [,poll_us=N].
 #include <fmt/format.h>
 #include <net/if.h>
 
@@ -39,21 +41,36 @@ std::optional<uint16_t> parse_queues(std::string_view text) {
   return static_cast<uint16_t>(n);
 }
 
+// poll_us: 0..VirtioNet::kMaxPollUs microseconds.
+std::optional<uint32_t> parse_poll_us(std::string_view text) {
+  uint32_t us = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), us);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() ||
+      us > VirtioNet::kMaxPollUs) {
+    return std::nullopt;
+  }
+  return us;
+}
+
 class NetKind final : public VirtioDeviceKind {
  public:
   std::string_view element() const override { return "virtio_net"; }
   std::string_view flag() const override { return "--net"; }
   std::string_view help() const override {
     return "virtIO network device on a host TAP: tap=NAME[,mac=52:54:00:12:34:56][,mtu=N]"
-           "[,num_queues=N] (repeatable; eth0, eth1, ...; default MAC derived from the VM name; "
+           "[,num_queues=N][,iothread=on|off][,poll_us=N] (repeatable; eth0, eth1, ...; default "
+           "MAC derived from the VM name; "
            "num_queues: receive/transmit queue pairs, each on a queue of a multiqueue TAP, "
-           "default 1)";
+           "default 1; iothread=on: transmit on the device's own thread, which polls its emptied "
+           "rings for up to poll_us=N microseconds, default 32)";
   }
   std::vector<AttributeRule> attributes() const override {
     return {{"tap", true, false, "tap=NAME"},
             {"mac", false, false, "mac=MAC"},
             {"mtu", false, false, "mtu=N"},
-            {"num_queues", false, false, "num_queues=N"}};
+            {"num_queues", false, false, "num_queues=N"},
+            {"iothread", false, false, "iothread=on or iothread=off"},
+            {"poll_us", false, false, "poll_us=N"}};
   }
 
   void check(const DeviceSpec& spec, const HostFiles&,
@@ -81,6 +98,13 @@ class NetKind final : public VirtioDeviceKind {
       problems.push_back(fmt::format("num_queues '{}' is not a number from 1 to {}", *text,
                                      VirtioNet::kMaxQueuePairs));
     }
+    if (const std::string t = spec.value_or("iothread", "off"); t != "on" && t != "off") {
+      problems.push_back(fmt::format("iothread=\"{}\" must be on or off", t));
+    }
+    if (auto text = spec.get("poll_us"); text && !parse_poll_us(*text)) {
+      problems.push_back(fmt::format("poll_us=\"{}\" must be a number of microseconds from 0 to {}",
+                                     *text, VirtioNet::kMaxPollUs));
+    }
   }
 
   // The TAP is opened (or created) through /dev/net/tun (TapBackend).
@@ -94,6 +118,7 @@ class NetKind final : public VirtioDeviceKind {
     std::string text = fmt::format("virtio-net eth{} tap {} MAC {} MTU {}", index, c.tap,
                                    format_mac(c.mac.value_or(default_mac(vm_name, index))), c.mtu);
     if (c.num_queues > 1) text.append(fmt::format(", {} queue pairs", c.num_queues));
+    if (c.iothread) text.append(fmt::format(", transmit thread polling up to {} µs", c.poll_us));
     return text;
   }
 
@@ -108,7 +133,12 @@ class NetKind final : public VirtioDeviceKind {
       for (auto& tap : TapBackend::open_queues(c.tap, c.num_queues)) {
         backends.push_back(std::move(tap));
       }
-      return std::make_shared<VirtioNet>(std::move(backends), mac, c.mtu);
+      NetThreading threading;
+      threading.tx_thread = c.iothread;
+      threading.name = fmt::format("net-tx{}", context.index);
+      threading.on_thread_start = context.on_io_thread_start;
+      threading.poll_max_us = c.poll_us;
+      return std::make_shared<VirtioNet>(std::move(backends), mac, c.mtu, std::move(threading));
     } catch (const UserError& e) {
       throw UserError(spec.located(e.what()));  // "--net tap=x: ..." or "f.system:9: ..."
     }
@@ -125,6 +155,8 @@ class NetKind final : public VirtioDeviceKind {
     if (auto text = spec.get("mac")) c.mac = parse_mac(*text);
     if (auto text = spec.get("mtu")) c.mtu = parse_mtu(*text).value_or(c.mtu);
     if (auto text = spec.get("num_queues")) c.num_queues = parse_queues(*text).value_or(1);
+    c.iothread = spec.value_or("iothread", "off") == "on";
+    if (auto text = spec.get("poll_us")) c.poll_us = parse_poll_us(*text).value_or(c.poll_us);
     return c;
   }
 };

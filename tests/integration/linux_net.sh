@@ -2,10 +2,10 @@
 # virtIO network with Linux's own driver, inside the emulated KVM host and there inside a network
 # namespace this test creates (the TAPs, the bridge and every address live in it; no traffic
 # leaves it). Two VMs on bridge br0 (host address 10.0.0.1): VM A (10.0.0.2) on a TAP made
-# beforehand with a given MAC, VM B (10.0.0.3) on a TAP vmm creates itself, default MAC, with
+# beforehand with a given MAC, transmitting on the device's own thread (iothread=on), VM B (10.0.0.3) on a TAP vmm creates itself, default MAC, with
 # 2 vCPUs and 2 queue pairs (num_queues=2: a multiqueue TAP, VIRTIO_NET_F_MQ).
 # Checks: A's eth0 has the MAC it was given, A pings the host, 4 MiB go over TCP each way with
-# the checksum verified at the receiving end, A pings B across the bridge, B's driver uses
+# the checksum verified at the receiving end, A's transmit thread ran, A pings B across the bridge, B's driver uses
 # both queue pairs and tap1 has two queues.
 # Usage: linux_net.sh VMM
 set -euo pipefail
@@ -41,7 +41,7 @@ to_guest=$(sha256sum </www/to-guest | cut -d' ' -f1)
 httpd -p 10.0.0.1:8080 -h /www
 
 guest --memory 160M --serial file:/tmp/a.out \
-  --cmdline "console=ttyS0 quiet libvmm.test=net" --net tap=tap0,mac=52:54:00:12:34:56 \
+  --cmdline "console=ttyS0 quiet libvmm.test=net" --net tap=tap0,mac=52:54:00:12:34:56,iothread=on \
   2>/tmp/a.err &
 a=$!
 guest --memory 160M --vcpus 2 --serial file:/tmp/b.out \
@@ -68,13 +68,16 @@ fi
 check "host to guest: 4 MiB arrive intact" wait_for /tmp/a.out "to-guest sha256: $to_guest" 120
 if wait_for /tmp/a.out "from-guest sha256:" 120; then
   want=$(field /tmp/a.out "from-guest sha256")
-  wget -q -O /tmp/from-guest http://10.0.0.2:8080/from-guest || true
+  timeout 60 wget -q -O /tmp/from-guest http://10.0.0.2:8080/from-guest || true
   got=$(sha256sum </tmp/from-guest | cut -d' ' -f1)
   check "guest to host: 4 MiB arrive intact" [ "$got" = "$want" ]
 else
   check "guest to host: the guest offered its file" false
 fi
 stage "4 MiB each way"
+# Only VM A's vmm has a thread of that name (its first device's transmit thread).
+check "VM A's frames went out on its transmit thread (net-tx0)" \
+  sh -c 'cat /proc/[0-9]*/task/*/comm 2>/dev/null | grep -qx net-tx0'
 check "VM A pings VM B across the bridge" wait_for /tmp/a.out "ping peer ok" 200
 stage "VM A pinged VM B"
 check "VM B has a locally administered unicast default MAC" \

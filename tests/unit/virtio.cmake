@@ -7,6 +7,7 @@ libvmm_unit_test(virtio_tests
   ${CMAKE_CURRENT_LIST_DIR}/virtio_block_iothread_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_console_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_net_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/virtio_net_txthread_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_rng_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_vhost_user_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_vhost_user_backend_test.cpp

@@ -30,7 +30,7 @@ inline constexpr int kSeccompKillStatus = 159;
 enum class ThreadRole {
   vcpu,           // KVM_RUN and the MMIO/port exits: register emulation, console output
   event_loop,     // host I/O for the devices, irqfd/ioeventfd signalling, and the VM's teardown
-  io,             // a device's I/O thread (virtio-blk's blk-io<N>): host block I/O, then the irqfd
+  io,             // a device's I/O thread (blk-io<N>, net-tx<N>): host I/O, then the irqfd
   vhost_backend,  // vmm-device's loop: a front-end's vhost-user messages (guest RAM descriptors
                   // mapped), kicks, the device's queues, its call eventfds
 };

@@ -23,6 +23,7 @@
 
 #include "libvmm/backends/block_backend.hpp"
 #include "libvmm/backends/block_image.hpp"
+#include "libvmm/core/adaptive_poll.hpp"
 #include "libvmm/core/io_thread.hpp"
 #include "libvmm/virtio/block_request.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
@@ -78,14 +79,11 @@ BlockConfig parse_disk_spec(std::string_view spec);
 // another until the queue is empty, each returning its chains (and signalling) before the next.
 // A reset, a queue taken down or teardown first waits for the round in flight (pause_io()).
 //
-// Adaptive polling (BlockThreading::poll_max_us, --disk poll_us=N): once the queue is empty the
-// I/O thread keeps looking at it for up to a budget, notifications still off, before it turns
-// them on and sleeps; a request the guest adds meanwhile costs it no notification (no VM exit)
-// and the thread no wake-up. The budget adapts to the gaps between requests: it starts at 0,
-// grows (4 µs, doubling, up to poll_max_us) after a sleep that polling that long would have
-// cut short, and drops to 0 after a sleep longer than poll_max_us. So the thread only polls
-// right after serving requests, for at most poll_max_us each time, and a VM whose disk is idle
-// (or gets requests further apart than that) costs no polling at all. A pause stops the poll.
+// Adaptive polling (BlockThreading::poll_max_us, --disk poll_us=N; core/adaptive_poll.hpp): once
+// the queue is empty the I/O thread keeps looking at it for up to a budget that adapts to the
+// gaps between requests, notifications still off, before it turns them on and sleeps; a
+// request the guest adds meanwhile costs it no notification (no VM exit) and the thread no
+// wake-up. A VM whose disk is idle costs no polling at all. A pause stops the poll.
 //
 // Without one, rounds run inside queue_notify() (under the transport's lock, on the event loop
 // or a vCPU thread), and nothing stays in flight when it returns. One notification takes at most
@@ -147,7 +145,7 @@ class VirtioBlock final : public VirtioDevice {
   // Waits until the I/O thread has nothing to do (at once without one). For tests.
   void wait_idle();
   // Rounds the I/O thread found by polling an emptied queue (no notification). For tests.
-  uint64_t poll_hits() const { return poll_hits_.load(std::memory_order_relaxed); }
+  uint64_t poll_hits() const { return poll_.hits(); }
 
  private:
   struct Outcome {
@@ -186,8 +184,6 @@ class VirtioBlock final : public VirtioDevice {
   void write_statuses(size_t first, size_t last);
   // On the I/O thread: rounds until the queue is empty. True if it yielded with work left.
   bool serve();
-  // On the I/O thread, when woken: adapts poll_ns_ to how long it slept.
-  void adapt_polling();
   // Fills in `p`'s transfer for a parsed read or write, or sets its error outcome.
   void prepare_transfer(Pending& p, const DescriptorChain& chain, const BlockRequest& request);
   // Carries out a request that is neither read nor write.
@@ -221,12 +217,7 @@ class VirtioBlock final : public VirtioDevice {
   bool write_through_ = false;            // the driver did not take FLUSH
   std::vector<BlockTransfer> transfers_;  // reused for every batch
 
-  // Adaptive polling (I/O thread only).
-  using Clock = std::chrono::steady_clock;
-  uint64_t poll_max_ns_ = 0;
-  uint64_t poll_ns_ = 0;                         // the budget now
-  std::optional<Clock::time_point> idle_since_;  // when the thread last went to sleep
-  std::atomic<uint64_t> poll_hits_{0};           // rounds found by polling (for tests)
+  AdaptivePoll poll_;  // the I/O thread's (hits() for tests)
 
   std::atomic<uint32_t> errors_logged_{0};
   std::unique_ptr<IoThread> io_thread_;  // last: joined before the rest goes

@@ -18,10 +18,20 @@
 // the rest. Transmit: every available chain is sent straight from guest memory (the validated
 // header is sent from a copy), then the used ring is signalled once per batch.
 //
+// Transmit thread (--net ...,iothread=on; NetThreading): the transmit queues are served by the
+// device's own thread, woken straight by each transmit queue's notify eventfd
+// (watch_queue_notify()), instead of inside the notification on the event loop or a vCPU.
+// Once the rings are empty it keeps looking for up to an adaptive budget (poll_us=N, default
+// 32 µs; core/adaptive_poll.hpp) before it turns notifications back on, so frames the guest
+// queues meanwhile cost no notification (no VM exit). It sends under the transport's lock, as
+// the notification does, a bounded batch per ring per pass, and pauses around a reset
+// (pause_io()). Receive stays on the event loop.
+//
 // The guest is untrusted: malformed frames are dropped and counted (NetCounters), with a
 // rate-limited log line, and a broken chain breaks only its queue (the transport reports it).
 //
 // Threads and locking (see virtio_device.hpp): queue_notify() runs under the transport's lock;
+// so does every pass of the transmit thread (inside VirtioTransport::with_queues());
 // backend_readable() runs on the event loop thread and reaches the queues through
 // VirtioTransport::with_queues(). All receive state is only touched under that lock.
 #pragma once
@@ -29,6 +39,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -37,6 +48,8 @@
 #include <vector>
 
 #include "libvmm/backends/net_abi.hpp"
+#include "libvmm/core/adaptive_poll.hpp"
+#include "libvmm/core/io_thread.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
@@ -52,12 +65,24 @@ struct NetConfig {
   std::optional<MacAddress> mac;  // default: default_mac(VM name, index)
   uint16_t mtu = 1500;
   uint16_t num_queues = 1;  // queue pairs (and TAP queues); more than one: VIRTIO_NET_F_MQ
+  bool iothread = false;    // the transmit queues on the device's own thread (iothread=on)
+  uint32_t poll_us = 32;    // that thread's polling budget at most (poll_us=N; 0: no polling)
 };
 
-// Parses "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,mtu=N][,num_queues=N]" (the --net flag, through the
-// device registry's virtio_net kind). Throws UserError naming --net: unknown options, a malformed,
-// multicast or all-zero MAC, an MTU outside 68..65535, a TAP name longer than 15 characters,
-// num_queues outside 1..VirtioNet::kMaxQueuePairs.
+// How the transmit queues are served: inside each notification (the default), or by the
+// device's own thread, which may poll its emptied rings.
+struct NetThreading {
+  bool tx_thread = false;
+  std::string name = "net-tx";
+  std::function<void()> on_thread_start;  // runs first on the thread (IoThread)
+  uint32_t poll_max_us = 0;               // adaptive polling of the emptied rings (0: none)
+};
+
+// Parses "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,mtu=N][,num_queues=N][,iothread=on|off][,poll_us=N]"
+// (the --net flag, through the device registry's virtio_net kind). Throws UserError naming
+// --net: unknown options, a malformed, multicast or all-zero MAC, an MTU outside 68..65535, a
+// TAP name longer than 15 characters, num_queues outside 1..VirtioNet::kMaxQueuePairs, poll_us
+// over VirtioNet::kMaxPollUs.
 NetConfig parse_net_spec(std::string_view spec);
 // "52:54:00:12:34:56" (either case); nullopt if malformed.
 std::optional<MacAddress> parse_mac(std::string_view text);
@@ -100,11 +125,13 @@ class VirtioNet final : public VirtioDevice {
   static constexpr int kBatch = 64;
   // Transmit chains served per queue notification before yielding to the event loop.
   static constexpr uint32_t kTransmitPerNotify = 128;
+  static constexpr uint32_t kMaxPollUs = AdaptivePoll::kMaxUs;  // poll_us=N at most
 
   VirtioNet(std::shared_ptr<NetBackend> backend, const MacAddress& mac, uint16_t mtu = 1500);
   // One backend per queue pair (1..kMaxQueuePairs); more than one offers VIRTIO_NET_F_MQ.
   VirtioNet(std::vector<std::shared_ptr<NetBackend>> backends, const MacAddress& mac,
-            uint16_t mtu = 1500);
+            uint16_t mtu = 1500, NetThreading threading = {});
+  ~VirtioNet() override;
 
   // Starts host receive on `loop`. Without start() (tests), call backend_readable() directly.
   void start(EventLoop& loop);
@@ -114,6 +141,12 @@ class VirtioNet final : public VirtioDevice {
   size_t queue_pairs() const { return pairs_.size(); }
   // Pairs the driver uses (1 until it says otherwise on the control queue). Lock held, or tests.
   size_t active_queue_pairs() const { return active_pairs_; }
+
+  bool has_tx_thread() const { return tx_thread_ != nullptr; }
+  // Waits until the transmit thread has nothing to do (at once without one). For tests.
+  void wait_idle();
+  // Passes in which the transmit thread found frames by polling (no notification). For tests.
+  uint64_t poll_hits() const { return tx_poll_.hits(); }
 
   NetCounters counters() const;
   const MacAddress& mac() const { return mac_; }
@@ -132,6 +165,9 @@ class VirtioNet final : public VirtioDevice {
   // Receive: the buffers held for a waiting frame go back to being the driver's; the frame
   // waits for buffers of the new ring.
   void queue_reset(uint16_t index) override;
+  void pause_io() override;
+  void resume_io() override;
+  bool watch_queue_notify(uint16_t index, int eventfd) override;
 
  private:
   enum class RxState { drained, no_buffers, more };
@@ -162,6 +198,14 @@ class VirtioNet final : public VirtioDevice {
   bool deliver_pending(Pair& p, Virtqueue& queue);  // false: not enough receive buffers yet
   bool take_receive_chain(DescriptorChain& chain);  // false: unusable, returned empty
   void transmit(uint16_t index, Virtqueue& queue);
+  // Sends up to kBatch chains of transmit queue `index` and signals once; returns how many.
+  uint32_t transmit_batch(uint16_t index, Virtqueue& queue);
+  // On the transmit thread: passes over the transmit rings until they stay empty. True if it
+  // yielded (a pause) with work left.
+  bool serve_transmit();
+  bool is_transmit_queue(uint16_t index) const {
+    return index % 2 == 1 && index / 2u < pairs_.size();
+  }
   void transmit_one(Pair& p, const DescriptorChain& chain);
   bool header_acceptable(const virtio_net_hdr_v1& header, uint64_t frame_len);
   void control(Virtqueue& queue);
@@ -191,6 +235,9 @@ class VirtioNet final : public VirtioDevice {
       tx_bad_chain_, tx_short_header_, tx_bad_header_, tx_bad_length_, tx_linearized_,
       tx_host_dropped_, ctrl_bad_;
   std::atomic<uint32_t> errors_logged_{0};
+
+  AdaptivePoll tx_poll_;                 // the transmit thread's
+  std::unique_ptr<IoThread> tx_thread_;  // last: stopped before the rest goes
 };
 
 }  // namespace libvmm
