@@ -224,7 +224,7 @@ while [ $round -lt $rounds ]; do
     wait_socket /tmp/dev.sock
     bench_sampled vmm-dev blkbench 240 'vmm vmm-device' ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
       --memory 256M --cmdline "$cmdline" --vhost-user blk,socket=/tmp/dev.sock --quiet
-    kill $back; wait $back 2>/dev/null
+    stop_process $back vmm-device
   fi
   for c in vmm-qsd qemu-qsd; do
     want $c || continue
@@ -247,7 +247,7 @@ while [ $round -lt $rounds ]; do
         -device vhost-user-blk,chardev=vu,num-queues=1 -kernel bzImage \
         -initrd initramfs.cpio.gz -append "$cmdline"
     fi
-    kill $back; wait $back 2>/dev/null
+    stop_process $back qemu-storage-daemon
     rm -f /tmp/qsd.sock
   done
   if want vmm-fs; then
@@ -257,18 +257,19 @@ while [ $round -lt $rounds ]; do
     wait_socket /tmp/fs.sock
     bench_sampled vmm-fs blkbench 240 'vmm virtiofsd' ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
       --memory 256M --cmdline "$cmdline libvmm.fsbench" --fs tag=bench,socket=/tmp/fs.sock --quiet
-    kill $back; wait $back 2>/dev/null
+    stop_process $back virtiofsd
     rm -f /tmp/fs.sock
   fi
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|vmm-pci|qemu|vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) (seqwrite|seqread|randread|randread4|mount) |BENCH-SETUP)' \
+collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|vmm-pci|qemu|vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) (seqwrite|seqread|randread|randread4|mount) |BENCH-SETUP|BENCH-WARNING)' \
   --timeout $((600 + rounds * (secs * 4 * 9 + 400)))
 need_results '^vmm'
 grep '^BENCH-SETUP' "$work/results"
+grep '^BENCH-WARNING' "$work/results" || true
 echo "per round:"
-grep -v '^BENCH-SETUP' "$work/results" | sed 's/^/  /'
+grep -v '^BENCH-' "$work/results" | sed 's/^/  /'
 # spread FIELD WORDS...: "min..max" of a figure over the rounds (MiB/s for kib_s).
 spread() {
   local divisor=1

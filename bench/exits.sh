@@ -5,8 +5,8 @@
 # Each boot runs under bench/bootmark --at-marker: when the guest's /init prints its first line
 # the VMM is stopped (SIGSTOP: every vCPU is out of the guest), and these are read while it
 # stands still, then it is killed:
-#   KVM's debugfs counters (/sys/kernel/debug/kvm/*: the sums over live VMs, and only this one
-#   lives): exits, io_exits, mmio_exits, halt_exits, pf_taken, ... (x86_64; arm64 has fewer);
+#   KVM's debugfs counters (/sys/kernel/debug/kvm/*: the sums over live VMs: this one, and
+#   emuhost's kvm-hold, whose vCPU never runs): exits, io_exits, mmio_exits, halt_exits, pf_taken, ... (x86_64; arm64 has fewer);
 #   histograms (tracing hist triggers, counted in the kernel, no trace buffer to overflow) of
 #   kvm:kvm_exit by exit reason (x86_64: the SVM exit code, the emulated host's CPU being AMD;
 #   arm64: the ESR exception class), kvm:kvm_pio by port and direction, kvm:kvm_mmio by

@@ -7,6 +7,8 @@
 #   h2g   TCP host -> guest: the same with -R
 #   rtt   ping from the guest to the host side, 20 x 0.2 s, average round trip in ms
 # "host" runs the same iperf3/ping between two namespaces joined by a veth pair.
+# "vmm-tx" is our vmm with its transmit thread (--net ...,iothread=on: frames sent from the
+# device's own thread, which polls the emptied transmit ring for up to 32 µs).
 # Multiqueue (--net ...,num_queues=N): "vmm-2q1" is our vmm with 2 vCPUs and one queue pair,
 # "vmm-2q2" with 2 vCPUs and 2 queue pairs (VIRTIO_NET_F_MQ, on a multiqueue TAP); both run
 # iperf3 with 2 parallel streams (-P 2), so that two flows can go over two queues.
@@ -15,7 +17,8 @@
 # exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
 # and the VMM's CPU, with and without its vCPUs' guest time, between marks the guest prints).
 # Usage: bench/net.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 5 minutes). Prints a table
-# and ratios; see docs/PERFORMANCE.md.
+# and ratios; see docs/PERFORMANCE.md. NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
+# vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2).
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -24,6 +27,13 @@ rounds=${2:-3}
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
+only=${NET_BENCH_ONLY:-}
+for c in $only; do
+  case $c in
+    host | vmm | vmm-tx | qemu | vmm-2q1 | vmm-2q2) ;;
+    *) echo "NET_BENCH_ONLY: unknown '$c' (host, vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2)" >&2; exit 2 ;;
+  esac
+done
 native_build
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -62,7 +72,9 @@ payload_binary /usr/bin/qemu-system-x86_64 /usr/bin/iperf3 "$(command -v ip)"
 mkdir -p "$payload/qemu-data"
 cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
 
-payload_script run.sh secs="$secs" rounds="$rounds" <<'EOS'
+payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
+# want NAME: whether this run measures NAME (all unless NET_BENCH_ONLY named some).
+want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 export PATH=/payload:$PATH  # for the commands "ip netns exec" runs (busybox ip has no netns)
 ./ip netns add nb || { echo "BENCH-SETUP no network namespaces"; exit 1; }
 ./ip netns add peer
@@ -99,16 +111,19 @@ host_round() {
 }
 round=0
 while [ $round -lt $rounds ]; do
-  host_round
+  want host && host_round
   # Each VMM in namespace nb.
-  bench_sampled vmm netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-    --memory 256M --cmdline "$cmdline" --net tap=tap0 --quiet
-  bench_sampled qemu netbench 300 qemu-system-x86 ./ip netns exec nb ./qemu-system-x86_64 -L qemu-data \
+  want vmm && bench_sampled vmm netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
+    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0 --quiet
+  want vmm-tx && bench_sampled vmm-tx netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
+    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,iothread=on --quiet
+  want qemu && bench_sampled qemu netbench 300 qemu-system-x86 ./ip netns exec nb ./qemu-system-x86_64 -L qemu-data \
     -M microvm,acpi=off -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config \
     -display none -serial stdio -no-reboot \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off \
     -device virtio-net-device,netdev=n0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
   for q in 1 2; do
+    want vmm-2q$q || continue
     bench_sampled vmm-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
       --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
       --net tap=tap0,num_queues=$q --quiet
@@ -116,17 +131,18 @@ while [ $round -lt $rounds ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|qemu|vmm-2q1|vmm-2q2) (g2h=|g2h |h2g )|BENCH-SETUP)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
+collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
 need_results '^vmm '
 echo "per round:"
 sed 's/^/  /' "$work/results"
 echo "median of $rounds rounds, iperf3 ${secs} s per direction, 1 vCPU, 256 MiB guest, emulated KVM host"
-printf '%-6s %6s %10s %10s %10s %9s %9s\n' what unit host vmm qemu vmm/qemu vmm/host
+printf '%-6s %6s %10s %10s %10s %10s %9s %9s %9s\n' what unit host vmm vmm-tx qemu vmm/qemu \
+  vmm-tx/qemu vmm/host
 for f in g2h h2g rtt; do
   unit=Mbit/s; [ $f = rtt ] && unit=ms
-  h=$(result $f host) v=$(result $f vmm) q=$(result $f qemu)
-  printf '%-6s %6s %10s %10s %10s %9s %9s\n' $f $unit "${h:--}" "${v:--}" "${q:--}" \
-    "$(ratio "$v" "$q")" "$(ratio "$v" "$h")"
+  h=$(result $f host) v=$(result $f vmm) t=$(result $f vmm-tx) q=$(result $f qemu)
+  printf '%-6s %6s %10s %10s %10s %10s %9s %9s %9s\n' $f $unit "${h:--}" "${v:--}" "${t:--}" \
+    "${q:--}" "$(ratio "$v" "$q")" "$(ratio "$t" "$q")" "$(ratio "$v" "$h")"
 done
 echo "multiqueue: 2 vCPUs, iperf3 -P 2 (median of $rounds rounds)"
 printf '%-6s %6s %10s %10s %9s\n' what unit vmm-2q1 vmm-2q2 2q2/2q1
@@ -138,5 +154,5 @@ done
 echo "VM exits and CPU per packet (eth0's packets both ways in the guest, a TSO/GRO packet"
 echo "counting once), medians over the rounds; cpu: all the VMM's threads, guest time"
 echo "included; own: without the guest time"
-per_op_rows "g2h h2g" "vmm qemu vmm-2q1 vmm-2q2"
+per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

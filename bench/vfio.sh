@@ -166,7 +166,7 @@ while [ $round -lt "$rounds" ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|guest) (seqread|randread) |BENCH-SETUP|BENCH-ERROR|guest (boot|vfio) )' \
+collect '^((host|guest) (seqread|randread) |BENCH-SETUP|BENCH-ERROR|BENCH-WARNING|guest (boot|vfio) )' \
   --timeout $((600 + rounds * 600)) --nvme "$image" || true
 need_results '^guest randread '
 need_results '^host randread '
