@@ -1,15 +1,17 @@
-// kvm-hold: started by the emulated KVM host's /init (tools/emuhost/host-init) before any
-// payload; holds one KVM VM with one vCPU (and, on x86_64, an in-kernel interrupt controller)
-// open until the host powers off. The vCPU never runs.
+// kvm-hold: run by the emulated KVM host's /init (tools/emuhost/host-init) before any payload;
+// holds one KVM VM with one vCPU (and, on x86_64, an in-kernel interrupt controller) open until
+// the host powers off. The vCPU never runs. It returns once the VM is there, leaving a child
+// that holds it.
 //
 // Why: KVM flips kernel static keys when the first VM or vCPU appears and when the last one
-// goes (the scheduler's preempt notifiers, patched into finish_task_switch(); on x86_64 the
-// local APIC's "software disabled" key). Linux patches such a key with int3 breakpoints
-// (text_poke_bp) while the other CPU keeps running the code, and QEMU 7.2's multi-threaded TCG
-// does not always see the change: seen here as an emulated x86_64 host whose two CPUs loop in
-// exc_int3 and finish_task_switch forever, right after a test started its first VM after the
-// previous ones had gone. With this VM alive from boot those keys are switched once, before
-// any test runs, and never again.
+// goes (the scheduler's preempt notifiers, patched into __schedule(); on x86_64 the local APIC's
+// "software disabled" key). Linux patches such a key with int3 breakpoints (text_poke_bp) while
+// the other CPUs keep running the code, and QEMU 7.2's multi-threaded TCG does not always see
+// the change: seen here as an emulated x86_64 host whose two CPUs loop in exc_int3 and
+// __schedule for ever (at the preempt_notifier_key site), when a VM came or went. With this VM
+// alive from boot those keys are switched once, before any test runs, and never again; and an
+// x86_64 host boots with one CPU online (maxcpus=1) until this has run, so that once has no
+// other CPU to race with.
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <stdio.h>
@@ -31,5 +33,11 @@ int main(void) {
   if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) perror("kvm-hold: KVM_CREATE_IRQCHIP");
 #endif
   if (ioctl(vm, KVM_CREATE_VCPU, 0) < 0) perror("kvm-hold: KVM_CREATE_VCPU");
+  pid_t holder = fork();
+  if (holder < 0) {
+    perror("kvm-hold: fork");
+    for (;;) pause();  // hold the VM here instead; /init runs this in the background then
+  }
+  if (holder > 0) return 0;
   for (;;) pause();
 }
