@@ -36,7 +36,7 @@ int main(void) {
   pid_t holder = fork();
   if (holder < 0) {
     perror("kvm-hold: fork");
-    for (;;) pause();  // hold the VM here instead; /init runs this in the background then
+    return 1;
   }
   if (holder > 0) return 0;
   for (;;) pause();
