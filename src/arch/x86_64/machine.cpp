@@ -36,12 +36,12 @@ const Board& x86_64_board();
 
 namespace {
 
-// CPUID's TSC-deadline timer is not offered although KVM emulates it
-// (KVM_CAP_TSC_DEADLINE_TIMER), which would spare the guest its APIC-timer calibration (~0.1 s
-// of boot): with it, benchmark guests in the emulated KVM host ended early, the VMM exiting 0
-// (3 of ~20 runs; without it, none of 6 did, though one hung). Until that is understood, the
-// guest calibrates as before (docs/PERFORMANCE.md, "Boot time and memory").
-constexpr bool kOfferTscDeadlineTimer = false;
+// CPUID offers the TSC-deadline timer, which KVM's in-kernel local APIC emulates
+// (KVM_CAP_TSC_DEADLINE_TIMER) but which KVM_GET_SUPPORTED_CPUID leaves out before Linux 6.14:
+// with it the guest skips calibrating its APIC timer against the PIT (~0.1-0.3 s of boot). The
+// early guest stops once blamed on it were the emulated host's livelock (docs/PERFORMANCE.md,
+// "Boot time and memory").
+constexpr bool kOfferTscDeadlineTimer = true;
 
 class X86Machine : public Machine {
  public:
@@ -130,10 +130,12 @@ class X86Machine : public Machine {
         log::debug("{}; the guest sees this KVM's default CPUID", e.what());
         supported_cpuid_.emplace();
       }
+      tsc_deadline_timer_ =
+          kOfferTscDeadlineTimer && vm.kvm.kvm().check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     }
     if (!supported_cpuid_->empty()) {
-      x86::set_cpuid(vcpu, x86::guest_cpuid(*supported_cpuid_, {vcpu.index(), vm.config.vcpus,
-                                                                kOfferTscDeadlineTimer}));
+      x86::set_cpuid(vcpu, x86::guest_cpuid(*supported_cpuid_,
+                                            {vcpu.index(), vm.config.vcpus, tsc_deadline_timer_}));
     }
     x86::setup_platform_state(vcpu);
     if (vcpu.index() != 0) return;  // APs wait for INIT/SIPI from the guest, in the kernel's LAPIC
@@ -202,6 +204,7 @@ class X86Machine : public Machine {
   std::vector<x86::PciIntxRoute> intx_;       // PCI devices' INTx lines, for the _PRT
   std::vector<x86::aml::Bytes> acpi_devices_;
   std::optional<std::vector<kvm_cpuid_entry2>> supported_cpuid_;
+  bool tsc_deadline_timer_ = false;  // offered in CPUID.1 (kOfferTscDeadlineTimer, KVM emulates it)
 };
 
 }  // namespace
