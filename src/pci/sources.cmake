@@ -6,4 +6,5 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/pci_function.cpp
   ${CMAKE_CURRENT_LIST_DIR}/host_bridge.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vfio.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/vfio_device_file.cpp
 )

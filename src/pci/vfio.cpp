@@ -6,7 +6,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -20,6 +19,7 @@
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/size.hpp"
+#include "libvmm/pci/vfio_device_file.hpp"
 
 namespace libvmm::pci {
 namespace fs = std::filesystem;
@@ -320,8 +320,9 @@ void VfioContainer::map_dma(uint64_t iova, void* host, uint64_t size, bool reado
 // ---------------------------------------------------------------------------------------------
 // The device
 
-VfioPciDevice::VfioPciDevice(const Identity& identity, std::string name, UniqueFd fd)
-    : PciFunction(identity), name_(std::move(name)), fd_(std::move(fd)) {}
+VfioPciDevice::VfioPciDevice(const Identity& identity, std::string name,
+                             std::unique_ptr<VfioDeviceFile> file)
+    : PciFunction(identity), name_(std::move(name)), file_(std::move(file)) {}
 
 std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, unsigned group,
                                                    const std::string& address,
@@ -334,18 +335,26 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
     throw UserError(
         fmt::format("{}: VFIO cannot open the device: {}", label, std::strerror(errno)));
   }
+  return open(std::make_unique<VfioDeviceFd>(std::move(fd)), address, label, msi,
+              std::move(mapper));
+}
+
+std::shared_ptr<VfioPciDevice> VfioPciDevice::open(std::unique_ptr<VfioDeviceFile> file,
+                                                   const std::string& address,
+                                                   const std::string& label,
+                                                   const MsiSinkFactory& msi,
+                                                   std::shared_ptr<BarMapper> mapper) {
   vfio_device_info info{};
   info.argsz = sizeof info;
-  if (::ioctl(fd.get(), VFIO_DEVICE_GET_INFO, &info) != 0 ||
-      !(info.flags & VFIO_DEVICE_FLAGS_PCI)) {
+  if (!file->device_info(info) || !(info.flags & VFIO_DEVICE_FLAGS_PCI)) {
     throw UserError(label + ": VFIO does not describe it as a PCI device");
   }
-  const int dfd = fd.get();  // owned by `fd`, then by the device
-  auto region = [dfd, &label](uint32_t index) {
+  VfioDeviceFile& dev_file = *file;  // owned by `file`, then by the device
+  auto region = [&dev_file, &label](uint32_t index) {
     vfio_region_info r{};
     r.argsz = sizeof r;
     r.index = index;
-    if (::ioctl(dfd, VFIO_DEVICE_GET_REGION_INFO, &r) != 0) {
+    if (!dev_file.region_info(r)) {
       throw UserError(fmt::format("{}: VFIO_DEVICE_GET_REGION_INFO {}: {}", label, index,
                                   std::strerror(errno)));
     }
@@ -353,8 +362,7 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   };
   const vfio_region_info cfg = region(VFIO_PCI_CONFIG_REGION_INDEX);
   std::array<uint8_t, kConfigSize> bytes{};
-  if (::pread(fd.get(), bytes.data(), bytes.size(), static_cast<off_t>(cfg.offset)) !=
-      static_cast<ssize_t>(bytes.size())) {
+  if (file->read(cfg.offset, bytes) != static_cast<ssize_t>(bytes.size())) {
     throw UserError(label + ": cannot read the device's configuration space");
   }
   if ((bytes[kHeaderType] & 0x7f) != 0) {
@@ -370,7 +378,7 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   id.subsystem_vendor_id = le16(&bytes[kSubsystemVendorId]);
   id.subsystem_id = le16(&bytes[kSubsystemId]);
   std::shared_ptr<VfioPciDevice> dev(
-      new VfioPciDevice(id, fmt::format("vfio {}", address), std::move(fd)));
+      new VfioPciDevice(id, fmt::format("vfio {}", address), std::move(file)));
   dev->can_reset_ = info.flags & VFIO_DEVICE_FLAGS_RESET;
   dev->config_region_ = {cfg.offset, cfg.size};
   dev->device_command_ = le16(&bytes[kCommand]);
@@ -409,15 +417,13 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   vfio_irq_info intx{};
   intx.argsz = sizeof intx;
   intx.index = VFIO_PCI_INTX_IRQ_INDEX;
-  dev->has_intx_ = bytes[kInterruptPin] != 0 &&
-                   ::ioctl(dfd, VFIO_DEVICE_GET_IRQ_INFO, &intx) == 0 && intx.count == 1;
+  dev->has_intx_ = bytes[kInterruptPin] != 0 && dev_file.irq_info(intx) && intx.count == 1;
   if (!msix_at || *msix_at + 12 > kConfigSize) {
     // MSI: as many vectors as the device may ask for (Multiple Message Capable) and VFIO offers.
     vfio_irq_info msi_irq{};
     msi_irq.argsz = sizeof msi_irq;
     msi_irq.index = VFIO_PCI_MSI_IRQ_INDEX;
-    if (msi_at && *msi_at + 4 <= kConfigSize &&
-        ::ioctl(dfd, VFIO_DEVICE_GET_IRQ_INFO, &msi_irq) == 0 && msi_irq.count != 0) {
+    if (msi_at && *msi_at + 4 <= kConfigSize && dev_file.irq_info(msi_irq) && msi_irq.count != 0) {
       const uint32_t capable = 1u << ((le16(&bytes[*msi_at + 2]) >> 1) & 7u);
       dev->msi_ = std::make_unique<MsiCapability>(std::min(capable, msi_irq.count));
       dev->sink_ = msi(dev->msi_->vectors());
@@ -432,7 +438,7 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
       dev->mapper_ = std::move(mapper);
       dev->mmap_bars(label);
     }
-    if (dev->can_reset_ && ::ioctl(dfd, VFIO_DEVICE_RESET) != 0) {
+    if (dev->can_reset_ && !dev_file.reset()) {
       log::warn("{}: reset at start failed: {}", label, std::strerror(errno));
     }
     log::debug("{}: {:04x}:{:04x} class {:06x}, {}{}", dev->name_, id.vendor_id, id.device_id,
@@ -455,7 +461,7 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
   vfio_irq_info irq{};
   irq.argsz = sizeof irq;
   irq.index = VFIO_PCI_MSIX_IRQ_INDEX;
-  if (::ioctl(dfd, VFIO_DEVICE_GET_IRQ_INFO, &irq) != 0 || irq.count == 0) {
+  if (!dev_file.irq_info(irq) || irq.count == 0) {
     throw UserError(label + ": VFIO offers no MSI-X interrupts for the device");
   }
   const auto used = static_cast<uint16_t>(std::min<uint32_t>(vectors, irq.count));
@@ -470,7 +476,7 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(VfioContainer& container, uns
     dev->mmap_bars(label);
   }
 
-  if (dev->can_reset_ && ::ioctl(dfd, VFIO_DEVICE_RESET) != 0) {
+  if (dev->can_reset_ && !dev_file.reset()) {
     log::warn("{}: reset at start failed: {}", label, std::strerror(errno));
   }
   log::debug("{}: {:04x}:{:04x} class {:06x}, {} MSI-X vectors (table BAR {} at {:#x}){}",
@@ -491,16 +497,15 @@ VfioPciDevice::~VfioPciDevice() {
     std::lock_guard lock(direct_mutex_);
     // The slots go with the VM (KVM follows the unmapping); no KVM call here, on the thread
     // whose seccomp filter has none.
-    for (Direct& d : direct_) ::munmap(d.host, d.range.size);
+    for (Direct& d : direct_) file_->unmap(d.host, d.range.size);
   }
-  if (!fd_) return;
   // Interrupts off (the eventfds close with us), then the device back to its power-on state
   // before it returns to the host.
   {
     std::lock_guard lock(vectors_mutex_);
     static_cast<void>(use_irqs_locked(IrqMode::none));
   }
-  if (can_reset_ && ::ioctl(fd_.get(), VFIO_DEVICE_RESET) != 0) {
+  if (can_reset_ && !file_->reset()) {
     log::warn("{}: reset at exit failed: {}", name_, std::strerror(errno));
   } else if (can_reset_) {
     log::debug("{}: reset, back to the host", name_);
@@ -511,24 +516,16 @@ void VfioPciDevice::mmap_bars(const std::string& label) {
   const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   for (unsigned bar = 0; bar < kBarCount; ++bar) {
     if (bars_[bar].size == 0 || config_.bar(bar).kind == BarKind::io) continue;
-    // The region's info again, with room for its capabilities (the sparse-mmap areas).
-    std::vector<uint64_t> buffer(sizeof(vfio_region_info) / sizeof(uint64_t) + 1);
-    auto query = [&] {
-      auto* info = reinterpret_cast<vfio_region_info*>(buffer.data());
-      const auto argsz = static_cast<uint32_t>(buffer.size() * sizeof(uint64_t));
-      std::memset(buffer.data(), 0, argsz);
-      info->argsz = argsz;
-      info->index = VFIO_PCI_BAR0_REGION_INDEX + bar;
-      return ::ioctl(fd_.get(), VFIO_DEVICE_GET_REGION_INFO, info) == 0;
-    };
-    if (!query()) continue;
-    const uint32_t wanted = reinterpret_cast<vfio_region_info*>(buffer.data())->argsz;
-    if (wanted > buffer.size() * sizeof(uint64_t) && wanted <= 64 * 1024) {
-      buffer.resize((wanted + sizeof(uint64_t) - 1) / sizeof(uint64_t));
-      if (!query()) continue;
+    // The region's info again, with its capabilities (the sparse-mmap areas).
+    std::vector<uint8_t> reply;
+    if (!file_->region_info_with_caps(VFIO_PCI_BAR0_REGION_INDEX + bar, reply) ||
+        reply.size() < sizeof(vfio_region_info)) {
+      continue;
     }
-    const auto* info = reinterpret_cast<const vfio_region_info*>(buffer.data());
-    const size_t have = std::min<size_t>(info->argsz, buffer.size() * sizeof(uint64_t));
+    vfio_region_info fixed{};
+    std::memcpy(&fixed, reply.data(), sizeof fixed);
+    const vfio_region_info* info = &fixed;
+    const size_t have = reply.size();
     if (!(info->flags & VFIO_REGION_INFO_FLAG_MMAP) ||
         !(info->flags & VFIO_REGION_INFO_FLAG_READ) ||
         !(info->flags & VFIO_REGION_INFO_FLAG_WRITE)) {
@@ -538,7 +535,7 @@ void VfioPciDevice::mmap_bars(const std::string& label) {
     std::vector<BarRange> areas{{0, info->size}};
     if (info->flags & VFIO_REGION_INFO_FLAG_CAPS) {
       // Walk the capability chain (offsets from the start of the info), bounded.
-      const auto* bytes = reinterpret_cast<const uint8_t*>(buffer.data());
+      const uint8_t* bytes = reply.data();
       uint32_t at = info->cap_offset;
       for (int guard = 0; at != 0 && guard < 16; ++guard) {
         if (at % 4 != 0 || at < sizeof(vfio_region_info) ||
@@ -569,9 +566,8 @@ void VfioPciDevice::mmap_bars(const std::string& label) {
     if (msix_ && table_bar_ == bar) trapped.push_back({table_offset_, msix_->table_size()});
     if (msix_ && pba_bar_ == bar) trapped.push_back({pba_offset_, msix_->pba_size()});
     for (const BarRange& r : pci::direct_ranges(areas, trapped, page)) {
-      void* host = ::mmap(nullptr, r.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(),
-                          static_cast<off_t>(info->offset + r.offset));
-      if (host == MAP_FAILED) {
+      void* host = file_->map(info->offset + r.offset, r.size);
+      if (host == nullptr) {
         log::warn("{}: BAR {} [{:#x}, {:#x}) cannot be mmapped ({}): its accesses trap", label, bar,
                   r.offset, r.offset + r.size, std::strerror(errno));
         continue;
@@ -649,26 +645,6 @@ bool VfioPciDevice::set_intx(int trigger, int unmask) {
   return true;
 }
 
-namespace {
-// VFIO_DEVICE_SET_IRQS of `index`/`action` with eventfds `fds` (none: DATA_NONE, count 0, which
-// disables a trigger). In 32-bit words, so the header is aligned on every architecture.
-bool set_irqs(int device, uint32_t index, uint32_t action, std::span<const int32_t> fds) {
-  const size_t bytes = sizeof(vfio_irq_set) + fds.size() * sizeof(int32_t);
-  std::vector<uint32_t> words((bytes + sizeof(uint32_t) - 1) / sizeof(uint32_t));
-  auto* set = reinterpret_cast<vfio_irq_set*>(words.data());
-  set->argsz = static_cast<uint32_t>(bytes);
-  set->flags = (fds.empty() ? VFIO_IRQ_SET_DATA_NONE : VFIO_IRQ_SET_DATA_EVENTFD) | action;
-  set->index = index;
-  set->start = 0;
-  set->count = static_cast<uint32_t>(fds.size());
-  if (!fds.empty()) {
-    std::memcpy(reinterpret_cast<uint8_t*>(words.data()) + sizeof(vfio_irq_set), fds.data(),
-                fds.size() * sizeof(int32_t));
-  }
-  return ::ioctl(device, VFIO_DEVICE_SET_IRQS, set) == 0;
-}
-}  // namespace
-
 bool VfioPciDevice::use_irqs_locked(IrqMode mode, uint32_t count) {
   // VFIO has one kind of interrupt on at a time: INTx, MSI or the MSI-X vectors (QEMU switches
   // the same way as its guest enables and disables them). The one on goes off first.
@@ -679,7 +655,7 @@ bool VfioPciDevice::use_irqs_locked(IrqMode mode, uint32_t count) {
                                : VFIO_PCI_MSIX_IRQ_INDEX;
   };
   if (irq_mode_ != IrqMode::none) {
-    static_cast<void>(set_irqs(fd_.get(), index_of(irq_mode_), VFIO_IRQ_SET_ACTION_TRIGGER, {}));
+    static_cast<void>(file_->set_irqs(index_of(irq_mode_), VFIO_IRQ_SET_ACTION_TRIGGER, {}));
   }
   irq_mode_ = IrqMode::none;
   irq_count_ = 0;
@@ -691,18 +667,17 @@ bool VfioPciDevice::use_irqs_locked(IrqMode mode, uint32_t count) {
       // VFIO masks the line each time it fires (it is level-triggered); the guest's EOI,
       // through KVM's resample eventfd, unmasks it.
       const int32_t trigger = intx_trigger_, unmask = intx_unmask_;
-      on = set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER,
-                    {&trigger, 1}) &&
-           set_irqs(fd_.get(), VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK, {&unmask, 1});
+      on = file_->set_irqs(VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {&trigger, 1}) &&
+           file_->set_irqs(VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK, {&unmask, 1});
       break;
     }
     case IrqMode::msi:
       on = count != 0 && count <= msi_fds_.size() &&
-           set_irqs(fd_.get(), VFIO_PCI_MSI_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER,
-                    std::span<const int32_t>(msi_fds_.data(), count));
+           file_->set_irqs(VFIO_PCI_MSI_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER,
+                           std::span<const int32_t>(msi_fds_.data(), count));
       break;
     case IrqMode::msix:
-      on = set_irqs(fd_.get(), VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, msix_fds_);
+      on = file_->set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, msix_fds_);
       break;
   }
   if (!on) return false;
@@ -854,9 +829,7 @@ void VfioPciDevice::bar_read(unsigned bar, uint64_t offset, std::span<uint8_t> d
   if (bar >= kBarCount || offset >= bars_[bar].size || data.size() > bars_[bar].size - offset) {
     return guest_error(fmt::format("read beyond BAR {}", bar));
   }
-  if (::pread(fd_.get(), data.data(), data.size(),
-              static_cast<off_t>(bars_[bar].offset + offset)) !=
-      static_cast<ssize_t>(data.size())) {
+  if (file_->read(bars_[bar].offset + offset, data) != static_cast<ssize_t>(data.size())) {
     std::fill(data.begin(), data.end(), 0xff);
     guest_error(fmt::format("BAR {} read at {:#x} failed: {}", bar, offset, std::strerror(errno)));
   }
@@ -883,9 +856,7 @@ void VfioPciDevice::bar_write(unsigned bar, uint64_t offset, std::span<const uin
   if (bar >= kBarCount || offset >= bars_[bar].size || data.size() > bars_[bar].size - offset) {
     return guest_error(fmt::format("write beyond BAR {}", bar));
   }
-  if (::pwrite(fd_.get(), data.data(), data.size(),
-               static_cast<off_t>(bars_[bar].offset + offset)) !=
-      static_cast<ssize_t>(data.size())) {
+  if (file_->write(bars_[bar].offset + offset, data) != static_cast<ssize_t>(data.size())) {
     guest_error(fmt::format("BAR {} write at {:#x} failed: {}", bar, offset, std::strerror(errno)));
   }
 }
@@ -897,7 +868,7 @@ void VfioPciDevice::write_device_command(uint16_t guest_command) {
   const uint16_t value = static_cast<uint16_t>((device_command_ & ~kPassed & ~kCommandIntxDisable) |
                                                (guest_command & kPassed) | intx);
   uint8_t b[2] = {static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8)};
-  if (::pwrite(fd_.get(), b, 2, static_cast<off_t>(config_region_.offset + kCommand)) != 2) {
+  if (file_->write(config_region_.offset + kCommand, b) != 2) {
     guest_error(
         fmt::format("command register write to the device failed: {}", std::strerror(errno)));
   }

@@ -19,7 +19,7 @@
 //     (a BarMapper) where the guest places the BAR, while it decodes memory; removed when the
 //     guest moves the BAR or turns memory decoding off (before the device hears of it). The
 //     other accesses trap and are forwarded to the device's regions (pread/pwrite on the device
-//     fd); the MSI-X table and PBA are emulated (MsixTable);
+//     file, a VfioDeviceFile); the MSI-X table and PBA are emulated (MsixTable);
 //   - every MSI-X vector of the device signals an eventfd (VFIO_DEVICE_SET_IRQS): where the
 //     sink offers one (MsiSink::direct_eventfd: a KVM irqfd on the vector's GSI route), the host
 //     kernel's interrupt reaches the guest without this process; the device tells the sink each
@@ -134,6 +134,8 @@ class VfioContainer {
   uint64_t mapped_ = 0;
 };
 
+class VfioDeviceFile;
+
 class VfioPciDevice final : public PciFunction {
  public:
   // Opens device `address` of `group` (VfioContainer::group) and reads its configuration.
@@ -141,6 +143,12 @@ class VfioPciDevice final : public PciFunction {
   // `msi` makes the sink of its MSI-X vectors (given how many it has).
   using MsiSinkFactory = std::function<std::shared_ptr<MsiSink>(uint16_t vectors)>;
   static std::shared_ptr<VfioPciDevice> open(VfioContainer& container, unsigned group,
+                                             const std::string& address, const std::string& label,
+                                             const MsiSinkFactory& msi,
+                                             std::shared_ptr<BarMapper> mapper = nullptr);
+  // The same on a device file already open (the real one, or a test's fake), which the device
+  // then owns; `address` names it.
+  static std::shared_ptr<VfioPciDevice> open(std::unique_ptr<VfioDeviceFile> file,
                                              const std::string& address, const std::string& label,
                                              const MsiSinkFactory& msi,
                                              std::shared_ptr<BarMapper> mapper = nullptr);
@@ -179,7 +187,7 @@ class VfioPciDevice final : public PciFunction {
     uint64_t offset = 0;  // in the device fd
     uint64_t size = 0;
   };
-  VfioPciDevice(const Identity& identity, std::string name, UniqueFd fd);
+  VfioPciDevice(const Identity& identity, std::string name, std::unique_ptr<VfioDeviceFile> file);
   bool in_msix_table(unsigned bar, uint64_t offset, uint64_t size) const;
   bool in_msix_pba(unsigned bar, uint64_t offset, uint64_t size) const;
   void write_device_command(uint16_t guest_command);
@@ -204,7 +212,7 @@ class VfioPciDevice final : public PciFunction {
   void deliver_msi(uint8_t vector);
 
   std::string name_;
-  UniqueFd fd_;
+  std::unique_ptr<VfioDeviceFile> file_;
   bool can_reset_ = false;
   bool has_intx_ = false;
   bool intx_on_ = false;  // set_intx() wired it
