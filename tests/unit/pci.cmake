@@ -4,4 +4,5 @@ libvmm_unit_test(pci_tests
   ${CMAKE_CURRENT_LIST_DIR}/pci_msix_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pci_host_bridge_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pci_vfio_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pci_vfio_device_test.cpp
 )
