@@ -392,10 +392,17 @@ std::shared_ptr<VfioPciDevice> VfioPciDevice::open(std::unique_ptr<VfioDeviceFil
     bar.prefetchable = !(reg & 1) && (reg & 8);
     bar.size = r.size;
     if (r.size != 0) {
+      // What ConfigSpace::add_bar takes (a 32-bit BAR holds at most 2 GiB): a device saying
+      // otherwise is refused here, not by add_bar's std::invalid_argument.
       if ((r.size & (r.size - 1)) != 0 || r.size < (bar.kind == BarKind::io ? 4u : 16u) ||
-          (bar.kind == BarKind::io && r.size > 256)) {
+          (bar.kind == BarKind::io && r.size > 256) ||
+          (bar.kind == BarKind::mem32 && r.size > (uint64_t{1} << 31))) {
         throw UserError(fmt::format("{}: BAR {} has a size ({:#x} bytes) this VMM cannot place",
                                     label, i, r.size));
+      }
+      if (bar.kind == BarKind::mem64 && i + 1 == kBarCount) {
+        throw UserError(fmt::format(
+            "{}: BAR {} is 64-bit but has no register after it for its upper half", label, i));
       }
       dev->config_.add_bar(i, bar);
       dev->bars_[i] = {r.offset, r.size};

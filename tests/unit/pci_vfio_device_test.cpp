@@ -128,6 +128,19 @@ TEST_F(VfioDeviceTest, RefusesWhatItCannotPassThrough) {
   odd_bar.bars[2].size = 0x3000;
   EXPECT_EQ(refusal(odd_bar),
             "--vfio 0000:01:00.0: BAR 2 has a size (0x3000 bytes) this VMM cannot place");
+  // Sizes ConfigSpace would refuse: a 32-bit BAR above 2 GiB, a 64-bit BAR 5.
+  FakeVfioShape huge_bar;
+  huge_bar.bars[2].size = uint64_t{1} << 32;
+  EXPECT_EQ(refusal(huge_bar),
+            "--vfio 0000:01:00.0: BAR 2 has a size (0x100000000 bytes) this VMM cannot place");
+  FakeVfioShape last_mem64;
+  last_mem64.bars[5] = {BarKind::mem64, 0x1000, false};
+  EXPECT_EQ(refusal(last_mem64),
+            "--vfio 0000:01:00.0: BAR 5 is 64-bit but has no register after it for its upper "
+            "half");
+  FakeVfioShape big_io;
+  big_io.bars[4] = {BarKind::io, 0x200, false};
+  EXPECT_NE(refusal(big_io), "(opened)");
   FakeVfioShape table_nowhere;
   table_nowhere.table_bar = 4;
   EXPECT_EQ(refusal(table_nowhere),
