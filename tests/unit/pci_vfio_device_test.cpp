@@ -5,8 +5,10 @@
 // the guest as the guest moves its BARs. Malformed accesses read zeros (or all-ones where the
 // device fails) and reach nothing.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -17,6 +19,7 @@
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/pci/host_bridge.hpp"
 #include "libvmm/pci/vfio.hpp"
+#include "libvmm/pci/vfio_device_file.hpp"
 #include "unit/support/fake_vfio_device.hpp"
 
 namespace libvmm::pci {
@@ -504,6 +507,42 @@ TEST_F(VfioDeviceTest, CloseTurnsInterruptsOffAndResets) {
   dev.reset();
   EXPECT_EQ(fake->kinds_on(), 0u);
   EXPECT_EQ(fake->resets, 2);
+}
+
+// The real device file on a plain file: reads, writes and mmaps reach their offsets, and the
+// VFIO ioctls fail (ENOTTY), which open() reports as no PCI device.
+TEST(VfioDeviceFd, ReadsWritesAndMapsAtOffsetsAndRefusesIoctlsOnAPlainFile) {
+  char path[] = "/tmp/libvmm-vfio-fd-XXXXXX";
+  const int raw = ::mkstemp(path);
+  ASSERT_GE(raw, 0);
+  ::unlink(path);
+  ASSERT_EQ(::ftruncate(raw, 0x3000), 0);
+  auto file = std::make_unique<VfioDeviceFd>(UniqueFd(raw));
+  const std::array<uint8_t, 4> out{1, 2, 3, 4};
+  EXPECT_EQ(file->write(0x1ffe, out), 4);
+  std::array<uint8_t, 4> in{};
+  EXPECT_EQ(file->read(0x1ffe, in), 4);
+  EXPECT_EQ(in, out);
+  void* page = file->map(0x1000, 0x1000);
+  ASSERT_NE(page, nullptr);
+  EXPECT_EQ(static_cast<uint8_t*>(page)[0xffe], 1);
+  file->unmap(page, 0x1000);
+  vfio_device_info info{};
+  info.argsz = sizeof info;
+  errno = 0;
+  EXPECT_FALSE(file->device_info(info));
+  EXPECT_EQ(errno, ENOTTY);
+  std::vector<uint8_t> reply;
+  EXPECT_FALSE(file->region_info_with_caps(VFIO_PCI_BAR0_REGION_INDEX, reply));
+  EXPECT_FALSE(file->set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {}));
+  EXPECT_FALSE(file->reset());
+  try {
+    VfioPciDevice::open(std::move(file), "0000:01:00.0", "--vfio 0000:01:00.0",
+                        [](uint16_t) { return std::make_shared<RecordingMsiSink>(); });
+    FAIL() << "opened a plain file";
+  } catch (const UserError& e) {
+    EXPECT_STREQ(e.what(), "--vfio 0000:01:00.0: VFIO does not describe it as a PCI device");
+  }
 }
 
 }  // namespace
