@@ -539,7 +539,9 @@ void VfioPciDevice::mmap_bars(const std::string& label) {
       log::debug("{}: BAR {} cannot be mmapped: its accesses trap", name_, bar);
       continue;
     }
-    std::vector<BarRange> areas{{0, info->size}};
+    // The BAR as open() sized it: a second answer that differs does not widen what is mapped.
+    const uint64_t size = std::min<uint64_t>(info->size, bars_[bar].size);
+    std::vector<BarRange> areas{{0, size}};
     if (info->flags & VFIO_REGION_INFO_FLAG_CAPS) {
       // Walk the capability chain (offsets from the start of the info), bounded.
       const uint8_t* bytes = reply.data();
@@ -561,7 +563,7 @@ void VfioPciDevice::mmap_bars(const std::string& label) {
             if (area_at + sizeof(vfio_region_sparse_mmap_area) > have) break;
             vfio_region_sparse_mmap_area area{};
             std::memcpy(&area, bytes + area_at, sizeof area);
-            if (area.offset < info->size && area.size <= info->size - area.offset) {
+            if (area.offset < size && area.size <= size - area.offset) {
               areas.push_back({area.offset, area.size});
             }
           }
@@ -573,7 +575,7 @@ void VfioPciDevice::mmap_bars(const std::string& label) {
     if (msix_ && table_bar_ == bar) trapped.push_back({table_offset_, msix_->table_size()});
     if (msix_ && pba_bar_ == bar) trapped.push_back({pba_offset_, msix_->pba_size()});
     for (const BarRange& r : pci::direct_ranges(areas, trapped, page)) {
-      void* host = file_->map(info->offset + r.offset, r.size);
+      void* host = file_->map(bars_[bar].offset + r.offset, r.size);
       if (host == nullptr) {
         log::warn("{}: BAR {} [{:#x}, {:#x}) cannot be mmapped ({}): its accesses trap", label, bar,
                   r.offset, r.offset + r.size, std::strerror(errno));

@@ -474,6 +474,20 @@ TEST_F(VfioDeviceTest, SparseMmapAreasAndRefusedMmaps) {
   EXPECT_EQ(open(none, 0, mapper)->mmapped_ranges(), 0u);
 }
 
+TEST_F(VfioDeviceTest, MmapsStayInsideTheBarsSizedAtOpen) {
+  auto mapper = std::make_shared<RecordingBarMapper>();
+  auto mapped_bytes = [&](const FakeVfioShape& shape) {
+    auto dev = open(shape, 0, mapper);
+    size_t total = 0;
+    for (const auto& [host, size] : fake->maps) total += size;
+    return std::pair{dev->mmapped_ranges(), total};
+  };
+  const auto expected = mapped_bytes(FakeVfioShape{});
+  FakeVfioShape grown;
+  grown.second_answer_growth = 1 << 20;  // the second query says every BAR is 1 MiB larger
+  EXPECT_EQ(mapped_bytes(grown), expected);
+}
+
 TEST_F(VfioDeviceTest, HostileRegionCapabilityChainsAreBounded) {
   auto mapper = std::make_shared<RecordingBarMapper>();
   // A chain that points at itself, a header past the end, an area count far beyond the bytes.

@@ -63,6 +63,9 @@ struct FakeVfioShape {
   // starting at `raw_cap_offset`.
   std::vector<uint8_t> raw_caps;
   uint32_t raw_cap_offset = sizeof(vfio_region_info);
+  // Added to every region's size in the second query (region_info_with_caps): a device file
+  // whose answers disagree.
+  uint64_t second_answer_growth = 0;
 };
 
 // Region `index` of a VFIO PCI device starts at index << 40 in its file (as vfio-pci does).
@@ -188,6 +191,7 @@ class FakeVfioDevice : public pci::VfioDeviceFile,
     vfio_region_info info{};
     info.index = index;
     describe(info);
+    if (info.size != 0) info.size += shape_.second_answer_growth;
     const std::vector<uint8_t> chain = caps(index);
     info.argsz = static_cast<uint32_t>(sizeof info + chain.size());
     if (!chain.empty()) {
