@@ -108,9 +108,16 @@ run_payload() {
 }
 
 collect() {
-  local regex=$1
+  local regex=$1 kept
   shift
   run_payload "$@" | tee "$work/log" | grep -E "$regex" >"$work/results" || true
+  # A VMM that did not finish left a STUCK report (payload.sh: stuck_report), which the results
+  # leave out: the whole output is kept past $work's removal, for whoever reads the warning.
+  if grep -q '^STUCK' "$work/log"; then
+    kept=${TMPDIR:-/tmp}/$prog.$(date +%Y%m%d-%H%M%S).log
+    cp "$work/log" "$kept"
+    echo "$prog: a VMM did not finish; its STUCK report and the emulated host's output: $kept" >&2
+  fi
 }
 
 need_results() {
