@@ -11,6 +11,7 @@ if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
 endif()
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/bzimage.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/vmlinux.cpp
   ${CMAKE_CURRENT_LIST_DIR}/linux_loader.cpp
   ${CMAKE_CURRENT_LIST_DIR}/long_mode.cpp
   ${CMAKE_CURRENT_LIST_DIR}/mptable.cpp
