@@ -5,12 +5,15 @@
 #   poweroff  `poweroff` inside the guest (ACPI S5) ends vmm with status 0;
 #   console   input typed on vmm's stdin reaches the guest shell, which runs it and echoes;
 #             every thread of vmm runs under its seccomp filter (the default --seccomp=kill);
+#   vmlinux   the same kernel as an uncompressed ELF vmlinux (images/extract-vmlinux) boots
+#             with 2 vCPUs through its own entry point, without the decompressor;
 # Usage: linux_boot.sh VMM
 set -euo pipefail
 vmm=$1
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 payload_new x86_64 "$vmm"
+"$repo/images/extract-vmlinux" "$payload/bzImage" "$payload/vmlinux"
 
 payload_script run.sh <<'EOS'
 # Runs inside the emulated host (busybox sh). Prints one PASS/FAIL line per check.
@@ -41,6 +44,16 @@ send console 'reboot -f'
 stop
 check "console: exit status 0 after reboot" [ "$status" -eq 0 ]
 
-finish linux_boot /tmp/boot.out /tmp/boot.err /tmp/off.out /tmp/off.err /tmp/console.out /tmp/console.err
+# 4. The uncompressed vmlinux of the same kernel, loaded segment by segment.
+kernel=vmlinux
+boot elf "libvmm.test=hello" --vcpus 2 -v
+kernel=bzImage
+check "vmlinux: /init ran" grep -qF "LIBVMM-GUEST: init started" /tmp/elf.out
+check "vmlinux: 2 vCPUs came up" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/elf.out
+check "vmlinux: loaded at its physical address, entered at it" \
+  grep -qE "kernel at \[0x1000000, .*entry 0x1000000" /tmp/elf.err
+check "vmlinux: exit status 0 after the guest rebooted" [ "$status" -eq 0 ]
+
+finish linux_boot /tmp/elf.out /tmp/elf.err /tmp/boot.out /tmp/boot.err /tmp/off.out /tmp/off.err /tmp/console.out /tmp/console.err
 EOS
 run_payload --timeout 600

@@ -14,6 +14,7 @@
 #include "libvmm/arch/x86_64/linux_loader.hpp"
 #include "libvmm/arch/x86_64/long_mode.hpp"
 #include "libvmm/arch/x86_64/mptable.hpp"
+#include "libvmm/arch/x86_64/vmlinux.hpp"
 #include "libvmm/backends/char_backend.hpp"
 #include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/core/bus.hpp"
@@ -85,8 +86,7 @@ class X86Machine : public Machine {
     const std::vector<uint8_t> kernel_file = read_file(c.kernel, c.label("kernel"));
     // Messages about the images name where they were given: "--kernel PATH: what is wrong", or
     // "file:line: <kernel> PATH: ..." for a system description.
-    const x86::BzImage kernel =
-        x86::BzImage::parse(kernel_file, c.label("kernel") + " " + c.kernel.string());
+    const std::string kernel_name = c.label("kernel") + " " + c.kernel.string();
     std::vector<uint8_t> initrd;
     if (!c.initrd.empty()) initrd = read_file(c.initrd, c.label("initrd"));
     const auto ram = x86::x86_ram_layout(c.memory_size);
@@ -100,8 +100,15 @@ class X86Machine : public Machine {
         cmdline += param;
       }
     }
-    boot_ = x86::load_linux(vm.memory, kernel, initrd, c.label("initrd") + " " + c.initrd.string(),
-                            cmdline, ram);
+    const std::string initrd_name = c.label("initrd") + " " + c.initrd.string();
+    // A vmlinux (ELF) boots without the bzImage's decompressor: the faster way in.
+    if (x86::Vmlinux::looks_like_elf(kernel_file)) {
+      boot_ = x86::load_linux(vm.memory, x86::Vmlinux::parse(kernel_file, kernel_name), initrd,
+                              initrd_name, cmdline, ram);
+    } else {
+      boot_ = x86::load_linux(vm.memory, x86::BzImage::parse(kernel_file, kernel_name), initrd,
+                              initrd_name, cmdline, ram);
+    }
     x86::write_mptable(vm.memory, c.vcpus, intx_);
     std::vector<x86::aml::Bytes> devices{
         x86::serial_port_node("COM1", 1, Uart16550::kCom1Port, Uart16550::kCom1Irq)};
