@@ -204,9 +204,10 @@ class Aarch64Machine : public Machine {
 
   void load_guest(MachineContext& vm) override {
     const VmConfig& c = vm.config;
-    const std::vector<uint8_t> kernel_file = read_file(c.kernel, c.label("kernel"));
-    const aarch64::ArmImage image =
-        aarch64::parse_arm64_image(kernel_file, c.label("kernel") + " " + c.kernel.string());
+    // Mapped, not read: the Image's bytes are copied once, into guest RAM.
+    const MappedFile kernel_file = MappedFile::open(c.kernel, c.label("kernel"));
+    const aarch64::ArmImage image = aarch64::parse_arm64_image(
+        kernel_file.bytes(), c.label("kernel") + " " + c.kernel.string());
     std::vector<uint8_t> initrd;
     if (!c.initrd.empty()) initrd = read_file(c.initrd, c.label("initrd"));
     const aarch64::ArmBootPlan plan =
@@ -253,6 +254,7 @@ class Aarch64Machine : public Machine {
           user_dtb ? user_dtb->label() : "device tree", dtb.size(), plan.dtb.size));
     }
     boot_ = aarch64::load_arm64(vm.memory, image, plan, initrd, dtb);
+    kernel_file.check_intact();
     log::debug(
         "kernel at [{:#x}, {:#x}), entry {:#x}, initrd at [{:#x}, {:#x}), dtb at [{:#x}, {:#x})",
         boot_.kernel.gpa, boot_.kernel.end(), boot_.entry_gpa, boot_.initrd.gpa, boot_.initrd.end(),

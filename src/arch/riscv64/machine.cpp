@@ -285,8 +285,10 @@ class Riscv64Machine : public Machine {
 
   void load_guest(MachineContext& vm) override {
     const VmConfig& c = vm.config;
-    kernel_file_ = read_file(c.kernel, c.label("kernel"));
-    image_ = parse_riscv64_image(kernel_file_, c.label("kernel") + " " + c.kernel.string());
+    // Mapped, not read: the Image's bytes are copied once, into guest RAM.
+    kernel_file_.emplace(MappedFile::open(c.kernel, c.label("kernel")));
+    image_ =
+        parse_riscv64_image(kernel_file_->bytes(), c.label("kernel") + " " + c.kernel.string());
     if (!c.initrd.empty()) initrd_ = read_file(c.initrd, c.label("initrd"));
     plan_ = plan_riscv64_boot(image_, kRamBase, c.memory_size, initrd_.size());
     // The device tree needs the harts' ISA and timebase, which KVM tells once a vCPU exists:
@@ -433,8 +435,8 @@ class Riscv64Machine : public Machine {
         boot_.kernel.gpa, boot_.kernel.end(), boot_.entry_gpa, boot_.initrd.gpa, boot_.initrd.end(),
         boot_.dtb.gpa, boot_.dtb.end());
     image_.bytes = {};  // the file's bytes are in guest RAM now
-    kernel_file_.clear();
-    kernel_file_.shrink_to_fit();
+    kernel_file_->check_intact();
+    kernel_file_.reset();
     initrd_.clear();
     initrd_.shrink_to_fit();
   }
@@ -449,7 +451,7 @@ class Riscv64Machine : public Machine {
   std::set<std::pair<uint64_t, uint64_t>> reported_sbi_;
   std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
   std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
-  std::vector<uint8_t> kernel_file_;
+  std::optional<MappedFile> kernel_file_;
   std::vector<uint8_t> initrd_;
   RiscvImage image_;
   RiscvBootPlan plan_;

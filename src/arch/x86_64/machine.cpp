@@ -83,7 +83,8 @@ class X86Machine : public Machine {
 
   void load_guest(MachineContext& vm) override {
     const VmConfig& c = vm.config;
-    const std::vector<uint8_t> kernel_file = read_file(c.kernel, c.label("kernel"));
+    // Mapped, not read: a vmlinux is mostly bytes that go straight to guest RAM, or never.
+    const MappedFile kernel_file = MappedFile::open(c.kernel, c.label("kernel"));
     // Messages about the images name where they were given: "--kernel PATH: what is wrong", or
     // "file:line: <kernel> PATH: ..." for a system description.
     const std::string kernel_name = c.label("kernel") + " " + c.kernel.string();
@@ -102,13 +103,15 @@ class X86Machine : public Machine {
     }
     const std::string initrd_name = c.label("initrd") + " " + c.initrd.string();
     // A vmlinux (ELF) boots without the bzImage's decompressor: the faster way in.
-    if (x86::Vmlinux::looks_like_elf(kernel_file)) {
-      boot_ = x86::load_linux(vm.memory, x86::Vmlinux::parse(kernel_file, kernel_name), initrd,
+    const std::span<const uint8_t> kernel_bytes = kernel_file.bytes();
+    if (x86::Vmlinux::looks_like_elf(kernel_bytes)) {
+      boot_ = x86::load_linux(vm.memory, x86::Vmlinux::parse(kernel_bytes, kernel_name), initrd,
                               initrd_name, cmdline, ram);
     } else {
-      boot_ = x86::load_linux(vm.memory, x86::BzImage::parse(kernel_file, kernel_name), initrd,
+      boot_ = x86::load_linux(vm.memory, x86::BzImage::parse(kernel_bytes, kernel_name), initrd,
                               initrd_name, cmdline, ram);
     }
+    kernel_file.check_intact();
     x86::write_mptable(vm.memory, c.vcpus, intx_);
     std::vector<x86::aml::Bytes> devices{
         x86::serial_port_node("COM1", 1, Uart16550::kCom1Port, Uart16550::kCom1Irq)};
