@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Boot-time and memory benchmark: our vmm against QEMU side by side, in the same emulated KVM
 # host run, booting the same kernel and initramfs with the same memory, vCPUs and command line.
-#   x86_64 (default): the guest kernel and initramfs from images/ under vmm and QEMU -M microvm.
+#   x86_64 (default): the guest kernel and initramfs from images/ under vmm and QEMU -M microvm;
+#     also under vmm as the uncompressed vmlinux (images/extract-vmlinux, the same kernel
+#     without its decompressor; column vmm-elf). QEMU boots the bzImage only: it loads an ELF
+#     kernel through PVH, which the minimal guest kernel leaves out.
 #     QEMU runs microvm with acpi=off (MP table, as ours): its ACPI tables expect PCI, which the
 #     minimal guest kernel leaves out, and without working interrupt routing /init never prints.
 #   --arch aarch64 (also bench/boot-arm64.sh): in the emulated arm64 host (GICv3), Debian's
@@ -13,7 +16,7 @@
 #     AIA), Debian 13's stock riscv64 kernel and images/build-initramfs riscv64 under our
 #     cross-built vmm ($LIBVMM_RISCV64_BUILD, default build/riscv64) and QEMU -M
 #     virt,aia=aplic-imsic from Debian 13's qemu-system-riscv:riscv64, unpacked in the cache.
-# For each VMM, RUNS boots (interleaved) measure, with bench/bootmark:
+# For each VMM, RUNS boots (interleaved, the order rotating each round) measure, with bench/bootmark:
 #   marker_ms   wall time from starting the VMM to the guest's /init printing its first line
 #   maxrss_kib  the VMM process's peak resident memory until then (guest RAM it touched included)
 # Usage: bench/boot.sh [--arch x86_64|aarch64|riscv64] [RUNS]   (default 5). Prints a table of
@@ -31,22 +34,41 @@ cd "$repo"
 # shellcheck source=bench/boot-setup.sh
 . "$repo/bench/boot-setup.sh"
 boot_payload "$arch"
+vmms=vmm
+if [ "$arch" = x86_64 ]; then
+  "$repo/images/extract-vmlinux" "$payload/bzImage" "$payload/vmlinux"
+  vmms="vmm vmm-elf"
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 payload_script run.sh runs="$runs" qemu="$qemu" <<'EOS'
 cmdline="console=$console quiet"
 marker="LIBVMM-GUEST: init started"
+boot() {  # boot VMM: one run, one result line
+  case $1 in
+    vmm) image=$kernel ;;
+    vmm-elf) image=vmlinux ;;
+  esac
+  if [ "$1" = qemu ]; then
+    # shellcheck disable=SC2086  # $qemu: the program and its machine options
+    echo "qemu $(./bootmark "$marker" $qemu -accel kvm -cpu host -m 256M -smp 1 \
+        -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+        -kernel "$kernel" -initrd initramfs.cpio.gz -append "$cmdline")"
+  else
+    echo "$1 $(./bootmark "$marker" ./vmm --kernel "$image" --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --quiet)"
+  fi
+}
+set -- vmm qemu
+[ ! -f vmlinux ] || set -- vmm vmm-elf qemu
 i=0
 while [ $i -lt "$runs" ]; do
-  echo "vmm $(./bootmark "$marker" ./vmm --kernel "$kernel" --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --quiet)"
-  # shellcheck disable=SC2086  # $qemu: the program and its machine options
-  echo "qemu $(./bootmark "$marker" $qemu -accel kvm -cpu host -m 256M -smp 1 \
-      -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-      -kernel "$kernel" -initrd initramfs.cpio.gz -append "$cmdline")"
+  for v in "$@"; do boot "$v"; done
+  # The first goes last next round: no VMM always boots right after the same one.
+  first=$1; shift; set -- "$@" "$first"
   i=$((i + 1))
 done
 EOS
-collect '^(vmm|qemu) marker_ms=' --timeout 1200
+collect '^(vmm|vmm-elf|qemu) marker_ms=' --timeout 1200
 need_results '^(vmm|qemu) '
 # spread FIELD VMM: "min..max" of a figure over the runs that reached /init.
 spread() {
@@ -55,20 +77,22 @@ spread() {
       v = kv[2] + 0; if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
     END { if (n) printf "%d..%d", lo, hi; else print "-" }' "$work/results"
 }
-printf '%-6s %12s %14s %16s  (median and min..max of %s runs, %s, 256 MiB, 1 vCPU)\n' VMM \
+printf '%-7s %12s %14s %16s  (median and min..max of %s runs, %s, 256 MiB, 1 vCPU)\n' VMM \
   "to /init ms" "peak RSS KiB" "to /init min..max" "$runs" "$where"
-for v in vmm qemu; do
-  printf '%-6s %12s %14s %16s\n' "$v" "$(result marker_ms $v)" "$(result maxrss_kib $v)" \
+for v in $vmms qemu; do
+  printf '%-7s %12s %14s %16s\n' "$v" "$(result marker_ms $v)" "$(result maxrss_kib $v)" \
     "$(spread marker_ms $v)"
 done
 # vmm / qemu per interleaved pair (run i of each): the median and the range of the ratios.
-awk '$1 == "vmm" || $1 == "qemu" { for (i = 2; i <= NF; i++) { split($i, kv, "=")
-      if (kv[1] == "marker_ms") { if ($1 == "vmm") v[++nv] = kv[2]; else q[++nq] = kv[2] } } }
-  END { n = 0; for (i = 1; i <= nv && i <= nq; i++) if (v[i] > 0 && q[i] > 0) r[++n] = v[i] / q[i]
-    if (!n) exit
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
-    m = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
-    printf "vmm/qemu to /init, per pair: median %.2fx, min %.2fx, max %.2fx (%d pairs)\n", m, r[1], r[n], n }' \
-  "$work/results"
+for v in $vmms; do
+  awk -v vmm="$v" '$1 == vmm || $1 == "qemu" { for (i = 2; i <= NF; i++) { split($i, kv, "=")
+        if (kv[1] == "marker_ms") { if ($1 == vmm) v[++nv] = kv[2]; else q[++nq] = kv[2] } } }
+    END { n = 0; for (i = 1; i <= nv && i <= nq; i++) if (v[i] > 0 && q[i] > 0) r[++n] = v[i] / q[i]
+      if (!n) exit
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+      m = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+      printf "%s/qemu to /init, per pair: median %.2fx, min %.2fx, max %.2fx (%d pairs)\n", vmm, m, r[1], r[n], n }' \
+    "$work/results"
+done
 grep -F 'marker_ms=-1' "$work/results" && echo "$prog: warning: some runs never reached /init" || true
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
