@@ -21,30 +21,14 @@
 #include "libvmm/arch/x86_64/linux_loader.hpp"
 #include "libvmm/arch/x86_64/vmlinux.hpp"
 #include "libvmm/core/error.hpp"
+#include "x86_boot_guest.hpp"
 
 using namespace libvmm;
 using namespace libvmm::x86;
 using fuzz::check;
-
-namespace {
-
-struct Guest {
-  explicit Guest(uint64_t size) : ram(x86_ram_layout(size)) {
-    memory.map(0, MemoryRegion::create("ram", size), 0, size);
-  }
-  std::vector<RamRange> ram;
-  GuestMemory memory;
-};
-
-bool disjoint(const GuestRange& a, const GuestRange& b) {
-  return a.size == 0 || b.size == 0 || a.end() <= b.gpa || b.end() <= a.gpa;
-}
-
-bool in_ram(const GuestRange& r, uint64_t ram_size) {
-  return r.gpa <= ram_size && r.size <= ram_size - r.gpa;
-}
-
-}  // namespace
+using fuzz::disjoint;
+using fuzz::in_ram;
+using Guest = fuzz::X86BootGuest;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Guest small(4 * MiB), large(32 * MiB);
