@@ -510,7 +510,10 @@ VfioPciDevice::~VfioPciDevice() {
   // before it returns to the host.
   {
     std::lock_guard lock(vectors_mutex_);
-    static_cast<void>(use_irqs_locked(IrqMode::none));
+    if (!use_irqs_locked(IrqMode::none)) {
+      log::warn("{}: VFIO did not turn the device's interrupts off at exit: {}", name_,
+                std::strerror(errno));
+    }
   }
   if (can_reset_ && !file_->reset()) {
     log::warn("{}: reset at exit failed: {}", name_, std::strerror(errno));
@@ -663,8 +666,11 @@ bool VfioPciDevice::use_irqs_locked(IrqMode mode, uint32_t count) {
            : m == IrqMode::msi ? VFIO_PCI_MSI_IRQ_INDEX
                                : VFIO_PCI_MSIX_IRQ_INDEX;
   };
-  if (irq_mode_ != IrqMode::none) {
-    static_cast<void>(file_->set_irqs(index_of(irq_mode_), VFIO_IRQ_SET_ACTION_TRIGGER, {}));
+  // If VFIO keeps the old kind on, the new one cannot go on (VFIO refuses a second kind), and
+  // what we record must stay what VFIO has: the next switch tries the old kind again.
+  if (irq_mode_ != IrqMode::none &&
+      !file_->set_irqs(index_of(irq_mode_), VFIO_IRQ_SET_ACTION_TRIGGER, {})) {
+    return false;
   }
   irq_mode_ = IrqMode::none;
   irq_count_ = 0;

@@ -359,6 +359,25 @@ TEST_F(VfioDeviceTest, IntxUntilTheGuestEnablesMsixAndBackWhenItDisablesIt) {
   EXPECT_LE(fake->kinds_on(), 1u);
 }
 
+TEST_F(VfioDeviceTest, AKindVfioKeepsOnIsTurnedOffAtTheNextSwitch) {
+  auto dev = open();
+  ASSERT_TRUE(dev->set_intx(100, 101));
+  dev->start(loop);
+  const uint32_t cap = capability(*dev, kCapMsix);
+  // VFIO keeps INTx on: MSI-X cannot go on, and INTx is still what the device signals.
+  fake->refuse_irqs_off = true;
+  set_config(*dev, cap + 2, 0x8000, 2);
+  EXPECT_EQ(fake->triggers[kIntxIndex], std::vector<int32_t>{100});
+  EXPECT_TRUE(fake->triggers[kMsixIndex].empty());
+  // The guest's next write of the control register tries again: INTx off, MSI-X on (had the
+  // record said "none", nothing would turn INTx off and VFIO would refuse MSI-X again).
+  fake->refuse_irqs_off = false;
+  set_config(*dev, cap + 2, 0x8000, 2);
+  EXPECT_TRUE(fake->triggers[kIntxIndex].empty());
+  EXPECT_EQ(fake->triggers[kMsixIndex].size(), 4u);
+  EXPECT_EQ(fake->kinds_on(), 1u);
+}
+
 TEST_F(VfioDeviceTest, StartFailsWhenVfioRefusesTheVectors) {
   auto dev = open();
   fake->refuse_set_irqs = true;

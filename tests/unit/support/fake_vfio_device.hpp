@@ -152,9 +152,10 @@ class FakeVfioDevice : public pci::VfioDeviceFile,
   bool record_accesses = true;
   std::map<void*, size_t> maps;  // live mmaps
   size_t maps_made = 0;
-  // Failures to make: every SET_IRQS that turns something on (turning off always works, as in
-  // VFIO), region reads and writes (EIO).
+  // Failures to make: every SET_IRQS that turns something on, every one that turns something
+  // off (which VFIO does not refuse for an index it offers), region reads and writes (EIO).
   bool refuse_set_irqs = false;
+  bool refuse_irqs_off = false;
   bool fail_io = false;
 
   // The device's own registers.
@@ -226,7 +227,10 @@ class FakeVfioDevice : public pci::VfioDeviceFile,
 
   bool set_irqs(uint32_t index, uint32_t action, std::span<const int32_t> fds) override {
     irq_sets.push_back({index, action, std::vector<int32_t>(fds.begin(), fds.end())});
-    if ((refuse_set_irqs && !fds.empty()) || index >= VFIO_PCI_NUM_IRQS) return fail(EINVAL);
+    if ((refuse_set_irqs && !fds.empty()) || (refuse_irqs_off && fds.empty()) ||
+        index >= VFIO_PCI_NUM_IRQS) {
+      return fail(EINVAL);
+    }
     if (action == VFIO_IRQ_SET_ACTION_TRIGGER) {
       // VFIO has one kind on at a time: turning a second one on is refused.
       if (!fds.empty() && triggers[index].empty() && kinds_on() != 0) return fail(EBUSY);
