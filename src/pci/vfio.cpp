@@ -703,10 +703,11 @@ bool VfioPciDevice::use_irqs_locked(IrqMode mode, uint32_t count) {
 
 void VfioPciDevice::msi_written_locked() {
   const MsiCapability::State now = msi_->state(config_);
-  if (now == msi_state_) return;
+  if (now == msi_state_ && !msi_switch_failed_) return;
   msi_state_ = now;
   const IrqMode mode = now.enabled ? IrqMode::msi : (intx_on_ ? IrqMode::intx : IrqMode::none);
-  if (!use_irqs_locked(mode, mode == IrqMode::msi ? now.vectors : 0)) {
+  msi_switch_failed_ = !use_irqs_locked(mode, mode == IrqMode::msi ? now.vectors : 0);
+  if (msi_switch_failed_) {
     guest_error(fmt::format("VFIO refused to switch the device's interrupts to {}: {}",
                             now.enabled ? fmt::format("MSI ({} vectors)", now.vectors)
                                         : std::string(intx_on_ ? "INTx" : "none"),

@@ -420,6 +420,21 @@ TEST_F(VfioDeviceTest, MsiVectorsFollowWhatTheGuestEnables) {
   EXPECT_FALSE(sink->states.back().deliverable);
 }
 
+TEST_F(VfioDeviceTest, AnMsiSwitchVfioRefusedIsTriedAgainAtTheNextWrite) {
+  auto dev = open(msi_shape(), 1);
+  ASSERT_TRUE(dev->set_intx(100, 101));
+  dev->start(loop);
+  const uint32_t cap = capability(*dev, kCapMsi);
+  set_config(*dev, cap + 4, 0xfee00000);
+  fake->refuse_set_irqs = true;
+  set_config(*dev, cap + 2, 0x11, 2);  // enable, 2 vectors: refused
+  EXPECT_TRUE(fake->triggers[kMsiIndex].empty());
+  fake->refuse_set_irqs = false;
+  set_config(*dev, cap + 2, 0x11, 2);  // the same value again
+  EXPECT_EQ(fake->triggers[kMsiIndex].size(), 2u);
+  EXPECT_EQ(fake->kinds_on(), 1u);
+}
+
 TEST_F(VfioDeviceTest, MsiVectorsAreAsFewAsVfioOffers) {
   FakeVfioShape s = msi_shape();
   s.msi_capable_log2 = 5;

@@ -226,6 +226,7 @@ class VfioPciDevice final : public PciFunction {
   std::unique_ptr<MsiCapability> msi_;
   std::vector<int32_t> msi_fds_;
   MsiCapability::State msi_state_{};
+  bool msi_switch_failed_ = false;  // VFIO refused the last MSI switch: the next write retries
   Region config_region_;
   std::array<Region, kBarCount> bars_{};
   std::unique_ptr<MsixTable> msix_;
