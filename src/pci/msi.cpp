@@ -11,7 +11,8 @@ constexpr uint16_t kControlEnable = 1u << 0;
 constexpr unsigned kCapableShift = 1;  // Multiple Message Capable: log2, bits 3:1
 constexpr unsigned kEnableShift = 4;   // Multiple Message Enable: log2, bits 6:4
 constexpr uint16_t kControl64Bit = 1u << 7;
-// Register offsets in the 64-bit layout without mask bits.
+constexpr uint16_t kControlPerVectorMask = 1u << 8;
+// Register offsets in the 64-bit layout with mask bits (kMaskOffset, kPendingOffset).
 constexpr uint32_t kControl = 2;
 constexpr uint32_t kAddressLow = 4;
 constexpr uint32_t kAddressHigh = 8;
@@ -27,12 +28,13 @@ MsiCapability::MsiCapability(uint32_t vectors) {
 
 uint32_t MsiCapability::add_to(ConfigSpace& config) {
   offset_ = config.add_capability(kCapMsi, kLength);
-  config.set_u16(offset_ + kControl,
-                 static_cast<uint16_t>(kControl64Bit | log2_vectors_ << kCapableShift));
+  config.set_u16(offset_ + kControl, static_cast<uint16_t>(kControl64Bit | kControlPerVectorMask |
+                                                           log2_vectors_ << kCapableShift));
   config.set_writable(offset_ + kControl, 2, kControlEnable | 0x7u << kEnableShift);
   config.set_writable(offset_ + kAddressLow, 4, 0xffff'fffc);  // dword aligned
   config.set_writable(offset_ + kAddressHigh, 4, 0xffff'ffff);
   config.set_writable(offset_ + kData, 2, 0xffff);
+  config.set_writable(offset_ + kMaskOffset, 4, implemented());
   return offset_;
 }
 
@@ -46,7 +48,12 @@ MsiCapability::State MsiCapability::state(const ConfigSpace& config) const {
   s.address =
       uint64_t{config.u32(offset_ + kAddressHigh)} << 32 | config.u32(offset_ + kAddressLow);
   s.data = config.u16(offset_ + kData);
+  s.mask = config.u32(offset_ + kMaskOffset) & implemented();
   return s;
+}
+
+void MsiCapability::set_pending(ConfigSpace& config, uint32_t bits) const {
+  if (offset_ != 0) config.set_u32(offset_ + kPendingOffset, bits & implemented());
 }
 
 uint32_t MsiCapability::message_data(const State& state, uint8_t vector) {

@@ -20,6 +20,7 @@ void PciFunction::config_read(uint32_t offset, std::span<uint8_t> data) {
   bool ok;
   {
     std::lock_guard lock(config_mutex_);
+    config_reading(offset, static_cast<uint32_t>(data.size()));
     ok = config_.read(offset, data, why);
   }
   if (!ok) guest_error("configuration read: " + why + "; read as all-ones");

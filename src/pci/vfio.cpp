@@ -713,14 +713,23 @@ void VfioPciDevice::msi_written_locked() {
                                         : std::string(intx_on_ ? "INTx" : "none"),
                             std::strerror(errno)));
   }
-  // The vectors that go straight to KVM follow the guest's message (none are masked: the
-  // capability has no mask bits; the ones it did not enable are not deliverable).
+  // The vectors that go straight to KVM follow the guest's message and mask bits (the sink
+  // holds what is signalled while a vector is masked and delivers it at the unmask).
   for (uint16_t v = 0; v < direct_states_.size(); ++v) {
-    const MsixTable::VectorState state{now.enabled && v < now.vectors, now.address,
-                                       MsiCapability::message_data(now, static_cast<uint8_t>(v))};
+    const auto vector = static_cast<uint8_t>(v);
+    const MsixTable::VectorState state{now.deliverable(vector), now.address,
+                                       MsiCapability::message_data(now, vector)};
     if (state == direct_states_[v]) continue;
     direct_states_[v] = state;
     sink_->direct_state(v, state.deliverable, state.address, state.data);
+  }
+  // Those through the loop: what was held while masked goes out at the unmask; nothing is
+  // pending once MSI is off.
+  if (!now.enabled) msi_pending_ = 0;
+  for (uint8_t v = static_cast<uint8_t>(direct_states_.size()); v < msi_->vectors(); ++v) {
+    if (!(msi_pending_ >> v & 1u) || !now.deliverable(v)) continue;
+    msi_pending_ &= ~(1u << v);
+    sink_->send(now.address, MsiCapability::message_data(now, v));
   }
 }
 
@@ -729,9 +738,24 @@ void VfioPciDevice::deliver_msi(uint8_t vector) {
   {
     std::lock_guard lock(vectors_mutex_);
     state = msi_state_;
+    if (!state.enabled || vector >= state.vectors) return;  // VFIO signals only enabled vectors
+    if (!state.deliverable(vector)) {
+      msi_pending_ |= 1u << vector;
+      return;
+    }
   }
-  if (!state.enabled || vector >= state.vectors) return;  // VFIO signals only enabled vectors
   sink_->send(state.address, MsiCapability::message_data(state, vector));
+}
+
+void VfioPciDevice::config_reading(uint32_t offset, uint32_t size) {
+  // Lock held on the configuration space.
+  if (!msi_ || !msi_->covers_pending(offset, size)) return;
+  std::lock_guard lock(vectors_mutex_);
+  uint32_t pending = msi_pending_;
+  for (uint16_t v = 0; v < direct_states_.size(); ++v) {
+    if (sink_->direct_pending(v)) pending |= 1u << v;
+  }
+  msi_->set_pending(config_, pending);
 }
 
 uint16_t VfioPciDevice::make_vector_fds(EventLoop& loop, uint16_t n, const char* kind,

@@ -1,6 +1,7 @@
 // The emulated MSI capability: its layout as the guest reads it, what the guest may write, and
-// the state (enable, vectors, message) read back, with malformed values (a Multiple Message
-// Enable beyond what is offered, unaligned addresses) kept in bounds.
+// the state (enable, vectors, message, mask bits) read back, with malformed values (a Multiple
+// Message Enable beyond what is offered, unaligned addresses, bits of vectors it does not have)
+// kept in bounds.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -25,11 +26,14 @@ struct MsiTest : ::testing::Test {
   }
 };
 
-TEST_F(MsiTest, LayoutIs64BitWithoutMaskBits) {
+TEST_F(MsiTest, LayoutIs64BitWithMaskBits) {
   EXPECT_EQ(config.find_capability(kCapMsi), cap);
   EXPECT_EQ(config.u8(cap), kCapMsi);
-  // 64-bit capable (bit 7), Multiple Message Capable = log2(4) = 2, nothing enabled.
-  EXPECT_EQ(config.u16(cap + 2), 0x0080 | 2 << 1);
+  // Per-vector masking (bit 8), 64-bit capable (bit 7), Multiple Message Capable = log2(4) = 2,
+  // nothing enabled; nothing masked or pending.
+  EXPECT_EQ(config.u16(cap + 2), 0x0180 | 2 << 1);
+  EXPECT_EQ(config.u32(cap + 16), 0u);
+  EXPECT_EQ(config.u32(cap + 20), 0u);
   EXPECT_EQ(msi.vectors(), 4);
   EXPECT_FALSE(msi.state(config).enabled);
 }
@@ -63,9 +67,40 @@ TEST_F(MsiTest, ReadOnlyBitsStayAndMalformedValuesAreBounded) {
 TEST_F(MsiTest, CoversOnlyItsOwnBytes) {
   EXPECT_TRUE(msi.covers(cap + 2, 2));
   EXPECT_TRUE(msi.covers(cap + 12, 4));
-  EXPECT_FALSE(msi.covers(cap + 16, 4));
+  EXPECT_TRUE(msi.covers(cap + 16, 4));  // mask bits
+  EXPECT_TRUE(msi.covers(cap + 20, 4));  // pending bits
+  EXPECT_FALSE(msi.covers(cap + 24, 4));
+  EXPECT_TRUE(msi.covers_pending(cap + 20, 4));
+  EXPECT_TRUE(msi.covers_pending(cap + 16, 8));
+  EXPECT_FALSE(msi.covers_pending(cap + 16, 4));
   EXPECT_FALSE(msi.covers(kCommand, 2));
   EXPECT_FALSE(MsiCapability(1).covers(0x40, 4));  // not added anywhere yet
+}
+
+TEST_F(MsiTest, MaskBitsAreTheGuestsPendingBitsTheFunctions) {
+  write(cap + 2, 1 | 2 << 4, 2);    // enable, 4 vectors
+  write(cap + 16, 0xffff'fffa, 4);  // only the 4 vectors' bits exist
+  EXPECT_EQ(config.u32(cap + 16), 0xau);
+  MsiCapability::State s = msi.state(config);
+  EXPECT_EQ(s.mask, 0xau);
+  EXPECT_TRUE(s.deliverable(0));
+  EXPECT_FALSE(s.deliverable(1));
+  EXPECT_TRUE(s.deliverable(2));
+  EXPECT_FALSE(s.deliverable(4));  // beyond those enabled
+  write(cap + 20, 0xf, 4);         // the guest cannot set pending bits
+  EXPECT_EQ(config.u32(cap + 20), 0u);
+  msi.set_pending(config, 0xffff'0002);
+  EXPECT_EQ(config.u32(cap + 20), 0x2u);
+  write(cap + 2, 0, 2);  // disabled: nothing deliverable
+  EXPECT_FALSE(msi.state(config).deliverable(0));
+  // All 32 bits exist with 32 vectors.
+  ConfigSpace big{Identity{0x8086, 0x2922, 2, 0x010601, 0, 0}};
+  MsiCapability msi32{32};
+  const uint32_t at = msi32.add_to(big);
+  std::string why;
+  const std::array<uint8_t, 4> ones{0xff, 0xff, 0xff, 0xff};
+  ASSERT_TRUE(big.write(at + 16, ones, why)) << why;
+  EXPECT_EQ(msi32.state(big).mask, 0xffff'ffffu);
 }
 
 TEST(MsiCapability, VectorCountsRoundDownToAPowerOfTwo) {

@@ -398,7 +398,7 @@ TEST_F(VfioDeviceTest, MsiVectorsFollowWhatTheGuestEnables) {
   EXPECT_EQ(capability(*dev, kCapMsix), 0u);
   const uint32_t cap = capability(*dev, kCapMsi);
   ASSERT_NE(cap, 0u);
-  EXPECT_EQ(config(*dev, cap + 2, 2), 0x84u);  // 64-bit, 4 vectors capable
+  EXPECT_EQ(config(*dev, cap + 2, 2), 0x184u);  // per-vector masks, 64-bit, 4 vectors capable
   ASSERT_TRUE(dev->set_intx(100, 101));
   dev->start(loop);
   EXPECT_EQ(fake->triggers[kIntxIndex], std::vector<int32_t>{100});
@@ -433,6 +433,63 @@ TEST_F(VfioDeviceTest, AnMsiSwitchVfioRefusedIsTriedAgainAtTheNextWrite) {
   set_config(*dev, cap + 2, 0x11, 2);  // the same value again
   EXPECT_EQ(fake->triggers[kMsiIndex].size(), 2u);
   EXPECT_EQ(fake->kinds_on(), 1u);
+}
+
+// Per-vector masks: a masked vector that goes straight to KVM is not deliverable at the sink
+// (which holds its signals); one through the loop is held pending by the device, reads as
+// pending, and goes out when the guest unmasks it.
+TEST_F(VfioDeviceTest, MaskedMsiVectorsAreHeldPendingAndSentAtTheUnmask) {
+  auto dev = open(msi_shape(), 1);  // vector 0 is the sink's irqfd, 1-3 go through the loop
+  dev->start(loop);
+  const uint32_t cap = capability(*dev, kCapMsi);
+  EXPECT_EQ(config(*dev, cap + 2, 2) & 0x100u, 0x100u);  // per-vector masking offered
+  set_config(*dev, cap + 4, 0xfee00000);
+  set_config(*dev, cap + 12, 0x40, 2);
+  set_config(*dev, cap + 16, 0x3);     // vectors 0 and 1 masked
+  set_config(*dev, cap + 2, 0x21, 2);  // enable, 4 vectors
+  ASSERT_EQ(fake->triggers[kMsiIndex].size(), 4u);
+  ASSERT_FALSE(sink->states.empty());
+  EXPECT_EQ(sink->states.back(), (RecordingMsiSink::DirectState{0, false, 0xfee00000, 0x40}));
+
+  // The device signals vectors 1 (masked) and 2 (not).
+  const uint64_t one = 1;
+  for (int v : {1, 2}) {
+    ASSERT_EQ(::write(fake->triggers[kMsiIndex][v], &one, sizeof one), 8);
+  }
+  loop.post([this] { loop.stop(); });
+  loop.run();
+  ASSERT_EQ(sink->sent.size(), 1u);
+  EXPECT_EQ(sink->sent[0], (RecordingMsiSink::Message{0xfee00000, 0x42}));
+  // Pending: vector 1 (the device's own bit) and vector 0 (the sink's).
+  sink->pending = {true};
+  EXPECT_EQ(config(*dev, cap + 20), 0x3u);
+
+  // Unmasked: vector 1 goes out now, and the sink may deliver vector 0.
+  set_config(*dev, cap + 16, 0x0);
+  ASSERT_EQ(sink->sent.size(), 2u);
+  EXPECT_EQ(sink->sent[1], (RecordingMsiSink::Message{0xfee00000, 0x41}));
+  EXPECT_EQ(sink->states.back(), (RecordingMsiSink::DirectState{0, true, 0xfee00000, 0x40}));
+  sink->pending = {false};
+  EXPECT_EQ(config(*dev, cap + 20), 0x0u);
+}
+
+TEST_F(VfioDeviceTest, AMaskedMsiVectorsPendingSignalGoesWithMsiOff) {
+  auto dev = open(msi_shape(), 1);
+  dev->start(loop);
+  const uint32_t cap = capability(*dev, kCapMsi);
+  set_config(*dev, cap + 4, 0xfee00000);
+  set_config(*dev, cap + 16, 0x8);
+  set_config(*dev, cap + 2, 0x21, 2);  // enable, 4 vectors
+  const uint64_t one = 1;
+  ASSERT_EQ(::write(fake->triggers[kMsiIndex][3], &one, sizeof one), 8);
+  loop.post([this] { loop.stop(); });
+  loop.run();
+  EXPECT_EQ(config(*dev, cap + 20), 0x8u);
+  set_config(*dev, cap + 2, 0x20, 2);
+  set_config(*dev, cap + 16, 0x0);
+  set_config(*dev, cap + 2, 0x21, 2);
+  EXPECT_TRUE(sink->sent.empty());
+  EXPECT_EQ(config(*dev, cap + 20), 0x0u);
 }
 
 TEST_F(VfioDeviceTest, MsiVectorsAreAsFewAsVfioOffers) {

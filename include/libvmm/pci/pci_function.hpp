@@ -55,6 +55,12 @@ class PciFunction {
     static_cast<void>(offset);
     static_cast<void>(size);
   }
+  // The guest is about to read [offset, offset + size) (lock held): registers whose value is
+  // the function's state (e.g. MSI pending bits) are brought up to date here.
+  virtual void config_reading(uint32_t offset, uint32_t size) {
+    static_cast<void>(offset);
+    static_cast<void>(size);
+  }
   void guest_error(const std::string& message);  // rate-limited log line naming the function
   // Resets the configuration space to power-on (the caller holds no lock).
   void reset_config();

@@ -10,7 +10,7 @@
 //   - configuration space: identity and class from the device; the BARs, the command register
 //     and the MSI-X capability emulated on our ConfigSpace (the command register's I/O, memory
 //     and bus-master bits are passed on to the device), or, for a device without MSI-X, its
-//     MSI capability (MsiCapability: 64-bit, no per-vector masks); other capabilities (power
+//     MSI capability (MsiCapability: 64-bit, per-vector masks emulated); other capabilities (power
 //     management, PCI Express) are not offered to the guest; the command register's INTx
 //     disable bit is the guest's where the device's INTx is passed through;
 //   - the BARs' pages go straight into the guest where VFIO lets them be mmapped (the region's
@@ -181,6 +181,7 @@ class VfioPciDevice final : public PciFunction {
 
  protected:
   void config_written(uint32_t offset, uint32_t size) override;
+  void config_reading(uint32_t offset, uint32_t size) override;
 
  private:
   struct Region {
@@ -208,7 +209,8 @@ class VfioPciDevice final : public PciFunction {
                            std::function<void(uint16_t)> deliver);
   // The guest changed the MSI capability: VFIO's vectors and the sink follow.
   void msi_written_locked();
-  // One MSI vector signalled through the event loop: sent as the guest has programmed it.
+  // One MSI vector signalled through the event loop: sent as the guest has programmed it, or
+  // held pending while the guest masks it.
   void deliver_msi(uint8_t vector);
 
   std::string name_;
@@ -227,6 +229,7 @@ class VfioPciDevice final : public PciFunction {
   std::vector<int32_t> msi_fds_;
   MsiCapability::State msi_state_{};
   bool msi_switch_failed_ = false;  // VFIO refused the last MSI switch: the next write retries
+  uint32_t msi_pending_ = 0;        // vectors signalled through the loop while masked, by bit
   Region config_region_;
   std::array<Region, kBarCount> bars_{};
   std::unique_ptr<MsixTable> msix_;
