@@ -263,9 +263,21 @@ void enter_root(const std::filesystem::path& root) {
   must(::chdir("/") == 0, "chdir /");
 }
 
-void limit_resources() {
+void limit_resources(const JailOptions& options) {
   const rlimit no_core{0, 0};  // a core dump would hold guest memory
   must(::setrlimit(RLIMIT_CORE, &no_core) == 0, "setrlimit RLIMIT_CORE");
+  // VFIO pins guest memory for DMA against RLIMIT_MEMLOCK once the user has no CAP_IPC_LOCK:
+  // raised (as root, still) to what the VMs pin, never lowered.
+  rlimit lock{};
+  must(::getrlimit(RLIMIT_MEMLOCK, &lock) == 0, "getrlimit RLIMIT_MEMLOCK");
+  if (options.memlock != 0 && lock.rlim_cur != RLIM_INFINITY && lock.rlim_cur < options.memlock) {
+    lock.rlim_cur = options.memlock;
+    if (lock.rlim_max != RLIM_INFINITY && lock.rlim_max < options.memlock) {
+      lock.rlim_max = options.memlock;
+    }
+    must(::setrlimit(RLIMIT_MEMLOCK, &lock) == 0, "setrlimit RLIMIT_MEMLOCK");
+    log::debug("jail: RLIMIT_MEMLOCK raised to {} bytes for the memory VFIO pins", options.memlock);
+  }
   rlimit files{};
   must(::getrlimit(RLIMIT_NOFILE, &files) == 0, "getrlimit RLIMIT_NOFILE");
   files.rlim_cur = files.rlim_max = std::min(files.rlim_max, kMaxOpenFiles);
@@ -338,7 +350,7 @@ void drop_privileges(uid_t uid, gid_t gid) {
       log::debug("jail: chdir {}: {}", plan.cwd.string(), errno_text());
     static constexpr char kHostname[] = "vmm-jail";
     ::sethostname(kHostname, sizeof kHostname - 1);
-    limit_resources();
+    limit_resources(options);
     drop_privileges(options.uid, options.gid);
     status = body();
   } catch (const std::exception& e) {

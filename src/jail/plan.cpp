@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <stdexcept>
 
 #include "libvmm/arch/machine_option.hpp"
 #include "libvmm/backends/open_char_backend.hpp"
@@ -147,6 +148,19 @@ JailPlan plan_jail(const SystemDescription& description, const std::filesystem::
       const VirtioDeviceKind* kind = find_virtio_device_kind(spec.kind);
       if (kind == nullptr) continue;  // validation refuses it
       for (HostPath& path : kind->host_paths(spec)) planner.add(std::move(path), spec.where);
+    }
+    // A passed-through device: the VFIO container and its IOMMU group's node (the group found
+    // in sysfs before the jail, which has none: resolve_vfio_devices).
+    if (!vm->vfio.empty()) {
+      throw std::logic_error("plan_jail: resolve_vfio_devices(description, true) first");
+    }
+    for (const VfioDeviceConfig& v : c.vfio) {
+      if (!v.iommu_group) {
+        throw std::logic_error("plan_jail: resolve_vfio_devices(description, true) first");
+      }
+      planner.add({"/dev/vfio/vfio", HostPath::Use::device, {}}, v.label);
+      planner.add({fmt::format("/dev/vfio/{}", *v.iommu_group), HostPath::Use::device, {}},
+                  v.label);
     }
     for (const IrqSpec& irq : vm->irqs) {
       const std::string where = fmt::format("{}: IRQ {}", irq.where.str(), irq.irq);

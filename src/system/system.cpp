@@ -191,6 +191,38 @@ struct System::Impl {
   }
 };
 
+void resolve_vfio_devices(SystemDescription& description, bool check_host) {
+  for (auto* vm : description.vms()) {
+    for (const VfioSpec& v : vm->vfio) {
+      const std::string label = fmt::format("{}<vfio device=\"{}\">", prefix(v.where), v.device);
+      const std::optional<std::string> address = pci::parse_pci_address(v.device);
+      if (!address) {
+        throw UserError(label +
+                        ": not a PCI address; write it as lspci -D shows it, e.g. "
+                        "0000:01:00.0");
+      }
+      vm->config.vfio.push_back({*address, label, std::nullopt});
+    }
+    vm->vfio.clear();  // moved: a second call adds nothing
+    if (!check_host) continue;
+    for (VfioDeviceConfig& v : vm->config.vfio) {
+      if (!v.iommu_group) v.iommu_group = pci::check_vfio_device({}, v.address, v.label);
+    }
+  }
+}
+
+uint64_t vfio_pinned_bytes(const SystemDescription& description) {
+  uint64_t bytes = 0;
+  for (const auto* vm : description.vms()) {
+    if (vm->config.vfio.empty() && vm->vfio.empty()) continue;
+    for (const MapSpec& m : vm->maps) {
+      const MemoryRegionSpec* r = description.find_region(m.region);
+      bytes += m.size.value_or(r != nullptr ? r->size : 0);
+    }
+  }
+  return bytes;
+}
+
 System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) {
   auto& d = *impl_;
   d.description = std::move(description);
@@ -200,18 +232,7 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
   }
   d.description.validate();
   // Passed-through devices: the address checked here, the host's side when the VM is made.
-  for (auto* vm : d.description.vms()) {
-    for (const VfioSpec& v : vm->vfio) {
-      const std::string label = fmt::format("{}<vfio device=\"{}\">", prefix(v.where), v.device);
-      const std::optional<std::string> address = pci::parse_pci_address(v.device);
-      if (!address) {
-        throw UserError(label +
-                        ": not a PCI address; write it as lspci -D shows it, e.g. "
-                        "0000:01:00.0");
-      }
-      vm->config.vfio.push_back({*address, label});
-    }
-  }
+  resolve_vfio_devices(d.description, false);
   for (const auto& r : d.description.regions)
     d.regions.emplace(r.name, create_region(r, d.description));
   for (const auto& pd : d.description.domains) {

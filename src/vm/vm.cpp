@@ -168,7 +168,9 @@ void validate(const VmConfig& c) {
   }
   // A passed-through device's host side (it exists, vfio-pci has it, it has an IOMMU group):
   // said before KVM is opened, as for any other host file a flag names.
-  for (const VfioDeviceConfig& v : c.vfio) pci::check_vfio_device({}, v.address, v.label);
+  for (const VfioDeviceConfig& v : c.vfio) {
+    if (!v.iommu_group) pci::check_vfio_device({}, v.address, v.label);
+  }
   // The machine's own options (AArch64: --gic, --dtb), by its architecture's rules; another
   // architecture's are refused by name.
   if (auto problems = check_machine_options(c.machine_options, HostFiles::real());
@@ -301,7 +303,8 @@ void Vm::add_vfio_devices() {
   // Every refusal before anything is opened: the host's side first, then the memory to pin.
   std::vector<unsigned> groups;
   for (const VfioDeviceConfig& v : d.config.vfio) {
-    groups.push_back(pci::check_vfio_device({}, v.address, v.label));
+    groups.push_back(v.iommu_group ? *v.iommu_group
+                                   : pci::check_vfio_device({}, v.address, v.label));
   }
   uint64_t ram = 0;
   for (const GuestMapping& m : d.memory.mappings()) ram += m.size;

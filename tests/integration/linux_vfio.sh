@@ -5,7 +5,8 @@
 # controller handed to vfio-pci with driver_override and passed through to a Linux guest, whose
 # nvme driver finds the namespace with MSI-X, reads the host's pattern, writes 4 MiB and reads
 # them back; vmm's -v log shows the fast paths were used (BAR 0's registers in a KVM memory
-# slot, the vectors as irqfds, nothing but the MSI-X table and PBA trapped). After the host is
+# slot, the vectors as irqfds, nothing but the MSI-X table and PBA trapped). Two more boots on
+# INTx, one of them in a jail (--jail). After the host is
 # gone, the image must hold what the guest wrote. Then MSI without MSI-X: an AHCI controller
 # (QEMU's ich9-ahci) passed through to Debian's kernel, whose ahci driver takes its one MSI
 # vector; the guest reads the host's pattern and writes 1 MiB the host finds in the image.
@@ -36,6 +37,11 @@ check "the host has an NVMe controller ($nvme) in an IOMMU group" [ -e "/sys/bus
 check "a missing device: exit 2 (got $e1)" [ "$e1" -eq 2 ]
 check "a missing device: one line naming it" \
   grep -qxF "vmm: error: --vfio 0000:00:1f.7: no such PCI device on this host (/sys/bus/pci/devices/0000:00:1f.7 is missing; lspci -D lists the host's devices)" /tmp/e1.out
+mkdir -p /tmp/vfio-jail
+./vmm --jail /tmp/vfio-jail --jail-uid 1000 --kernel "$kernel" --vfio 0000:00:1f.7 >/tmp/e1j.out 2>&1; e1j=$?
+check "a missing device under --jail: exit 2 (got $e1j)" [ "$e1j" -eq 2 ]
+check "a missing device under --jail: the same line, found before the jail is built" \
+  grep -qxF "vmm: error: --vfio 0000:00:1f.7: no such PCI device on this host (/sys/bus/pci/devices/0000:00:1f.7 is missing; lspci -D lists the host's devices)" /tmp/e1j.out
 ./vmm --kernel "$kernel" --vfio "$nvme" >/tmp/e2.out 2>&1; e2=$?
 check "not bound to vfio-pci: exit 2 (got $e2)" [ "$e2" -eq 2 ]
 check "not bound to vfio-pci: the driver_override commands" \
@@ -89,13 +95,14 @@ check "the nvme driver bound again reads the namespace through the slot" \
   grep -qE "after the BAR moves, nvme[0-9]n1 starts with: LIBVMM-HOST-NVME-PATTERN" /tmp/vfio.out
 check "the device was reset when vmm let it go" grep -qF "vfio $nvme: reset, back to the host" /tmp/nvme.err
 
-# intx_boot NAME LABEL ARGS: a guest booted with pci=nomsi ARGS, so that its nvme driver takes
-# INTA#; it must find the previous boot's 4 MiB ($written) and write its own, which become
-# $written (the host checks the last boot's in the image).
+# intx_boot NAME LABEL ARGS [VMM-FLAGS...]: a guest booted with pci=nomsi ARGS, so that its nvme
+# driver takes INTA#; it must find the previous boot's 4 MiB ($written) and write its own, which
+# become $written (the host checks the last boot's in the image).
 intx_boot() {
-  which=$1 label=$2  # not $name: check() sets it
+  which=$1 label=$2 args=$3  # not $name: check() sets it
+  shift 3
   started=$(date +%s)
-  start "$which" guest --memory 256M --cmdline "console=ttyS0 libvmm.test=nvme pci=nomsi $3" --vfio "$nvme" -v
+  start "$which" guest --memory 256M --cmdline "console=ttyS0 libvmm.test=nvme pci=nomsi $args" --vfio "$nvme" -v "$@"
   stop_within 240
   echo "guest with the NVMe's INTx ($label) took $(($(date +%s) - started)) s"
   tr -d '\r' <"/tmp/$which.out" >"/tmp/$which.txt"
@@ -114,10 +121,17 @@ intx_boot() {
 }
 
 # INTx with ACPI: vmm gives INTA# a line in the _PRT and a level-triggered irqfd whose resample
-# eventfd unmasks the device's line in VFIO.
-intx_boot intx INTx ""
+# eventfd unmasks the device's line in VFIO. This VM runs in a jail (--jail, as user 1000 with
+# no capabilities): the jail holds /dev/vfio/vfio and the group's node, and its user may pin the
+# guest's 256 MiB for DMA.
+intx_boot intx INTx "" --jail /tmp/vfio-jail --jail-uid 1000
 check "INTx: vmm gave INTA# a line and an irqfd with a resample eventfd" \
   sh -c "grep -qE 'vfio $nvme: INTA# on interrupt line [0-9]+' /tmp/intx.err && grep -qF 'vfio $nvme: INTx signalled as a KVM irqfd with a resample eventfd' /tmp/intx.err"
+check "jail: the VM ran in it as user 1000" grep -qE "jail: the VM runs as pid [0-9]+ .*uid 1000" /tmp/intx.err
+check "jail: its user may pin the guest's RAM for VFIO" \
+  grep -qF "jail: RLIMIT_MEMLOCK raised to 268435456 bytes for the memory VFIO pins" /tmp/intx.err
+check "jail: its directory is empty again" sh -c '[ -z "$(ls -A /tmp/vfio-jail)" ]'
+
 # INTx without ACPI (acpi=off): the guest finds the PCI bus through the 0xCF8 ports and INTA#'s
 # IOAPIC pin in the MP table's PCI entries, not the _PRT.
 intx_boot mptable "no ACPI" acpi=off

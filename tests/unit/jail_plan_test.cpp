@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/jail/jail.hpp"
 #include "libvmm/system/description.hpp"
+#include "libvmm/system/system.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 
 using namespace libvmm;
@@ -152,6 +154,60 @@ TEST(JailPlan, ASystemFileBringsItsRegionsAndInterruptSources) {
   EXPECT_NE(plan.describe().find("fifo       /run/vm/doorbell  (/etc/vm/t.system:11: IRQ 20)"),
             std::string::npos)
       << plan.describe();
+}
+
+// Passed-through devices: the VFIO container and each device's IOMMU group node, found on the
+// host before the jail (which has no sysfs); and the memory their VMs pin for DMA.
+TEST(JailPlan, PassedThroughDevicesBringTheVfioContainerAndTheirGroupNodes) {
+  const std::string xml = R"(<system>
+  <memory_region name="guest_ram" size="256M" />
+  <memory_region name="other_ram" size="64M" />
+  <memory_region name="window" size="0x1_000" phys_addr="0xc0000000" />
+  <protection_domain name="vmm">
+    <virtual_machine name="nvme" id="0">
+      <map mr="guest_ram" vaddr="0x0" perms="rwx" />
+      <map mr="window" perms="rw" />
+      <kernel path="bzImage" />
+      <vfio device="0000:01:00.0" />
+      <vfio device="02:00.1" />
+    </virtual_machine>
+    <virtual_machine name="plain" id="1">
+      <map mr="other_ram" vaddr="0x0" perms="rwx" />
+      <kernel path="bzImage" />
+    </virtual_machine>
+  </protection_domain>
+</system>
+)";
+  std::vector<std::string> problems;
+  auto d = SystemDescription::parse(xml, "/etc/vm/t.system", problems);
+  ASSERT_TRUE(problems.empty()) << problems.front();
+  // Its group must be known first (resolve_vfio_devices reads it from sysfs, as root).
+  EXPECT_THROW(plan_jail(d, "/work"), std::logic_error);
+  EXPECT_EQ(vfio_pinned_bytes(d), 256 * MiB + 4 * KiB);  // the nvme VM's maps only
+
+  resolve_vfio_devices(d, false);
+  resolve_vfio_devices(d, false);  // moved once: nothing added the second time
+  VirtualMachineSpec& vm = *d.vms().front();
+  ASSERT_EQ(vm.config.vfio.size(), 2u);
+  EXPECT_TRUE(vm.vfio.empty());
+  EXPECT_EQ(vm.config.vfio[0].address, "0000:01:00.0");
+  EXPECT_EQ(vm.config.vfio[1].address, "0000:02:00.1");
+  EXPECT_EQ(vm.config.vfio[1].label, "/etc/vm/t.system:11: <vfio device=\"02:00.1\">");
+  EXPECT_THROW(plan_jail(d, "/work"), std::logic_error);  // groups still unknown
+  EXPECT_EQ(vfio_pinned_bytes(d), 256 * MiB + 4 * KiB);
+
+  vm.config.vfio[0].iommu_group = 7;
+  vm.config.vfio[1].iommu_group = 12;
+  const JailPlan plan = plan_jail(d, "/work");
+  EXPECT_EQ(use_of(plan, "/dev/vfio/vfio"), Use::device);
+  EXPECT_EQ(use_of(plan, "/dev/vfio/7"), Use::device);
+  EXPECT_EQ(use_of(plan, "/dev/vfio/12"), Use::device);
+  EXPECT_EQ(where_of(plan, "/dev/vfio/12"), "/etc/vm/t.system:11: <vfio device=\"02:00.1\">");
+  EXPECT_EQ(plan.files.size(), 5u);  // and the kernel, /dev/kvm
+
+  // Two functions of one group: one node.
+  vm.config.vfio[1].iommu_group = 7;
+  EXPECT_EQ(plan_jail(d, "/work").files.size(), 4u);
 }
 
 // A sound card's WAV files in a .system file are relative to the file, like its other paths;

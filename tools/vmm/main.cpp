@@ -430,6 +430,7 @@ int main(int argc, char** argv) {
       if (check_cmd->parsed()) {
         fmt::print("{}", description.layout());
         if (!jail_dir.empty()) {
+          resolve_vfio_devices(description, true);
           fmt::print("{}", plan_jail(description, std::filesystem::current_path()).describe());
         }
         return 0;
@@ -465,7 +466,7 @@ int main(int argc, char** argv) {
               "--vfio {}: not a PCI address; write it as lspci -D shows it, e.g. 0000:01:00.0",
               value));
         }
-        config.vfio.push_back({*address, fmt::format("--vfio {}", *address)});
+        config.vfio.push_back({*address, fmt::format("--vfio {}", *address), std::nullopt});
       }
       for (const auto& flag : option_flags) {
         if (flag->cli->count() > 0) {
@@ -484,20 +485,16 @@ int main(int argc, char** argv) {
     set_seccomp_kill_hook(&RawTerminal::restore_saved);
 
     if (!jail_dir.empty()) {
-      for (const auto* vm : description.vms()) {
-        if (!vm->config.vfio.empty() || !vm->vfio.empty()) {
-          throw UserError(fmt::format(
-              "--jail: {} passes a host device through (VFIO), which the jail cannot grant yet "
-              "(/dev/vfio, pinned memory); run it without --jail",
-              vm->config.name));
-        }
-      }
+      // Passed-through devices: their host side checked here, as root, where sysfs is (the jail
+      // has none); the jail then holds their VFIO nodes and lets its user pin the VMs' memory.
+      resolve_vfio_devices(description, true);
       // Every problem the host's files show, found here as root before the jail is built;
       // inside, the VM's user may still lack permission on one (reported by its flag or line).
       description.validate();
       const JailPlan plan = plan_jail(description, std::filesystem::current_path());
       JailOptions options =
           jail_options_from_flags(jail_dir, jail_uid, jail_gid, jail_netns, "the VM");
+      options.memlock = vfio_pinned_bytes(description);
       // What devices cannot open inside (ALSA PCMs), opened here and inherited by the jail.
       for (auto* vm : description.vms()) {
         for (const DeviceSpec& spec : vm->config.devices) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,6 +41,9 @@ struct IrqSource {
 struct VfioDeviceConfig {
   std::string address;  // 0000:01:00.0
   std::string label;
+  // Its IOMMU group, when its host side was checked already (sysfs, read before a jail that has
+  // none): the VM then opens /dev/vfio/<group> without reading sysfs.
+  std::optional<unsigned> iommu_group;
 };
 
 struct VmConfig {

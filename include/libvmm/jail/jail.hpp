@@ -36,6 +36,9 @@ struct JailOptions {
   // Descriptors opened before the jail for the VMs inside (VirtioDeviceKind::open_before_jail:
   // ALSA PCMs), kept open in it; every other one but stdio is closed.
   std::vector<int> inherit;
+  // Bytes of memory the VMs pin for DMA (VFIO; vfio_pinned_bytes): RLIMIT_MEMLOCK is raised to
+  // it before the user is dropped to, as a user without CAP_IPC_LOCK pins no more than that.
+  uint64_t memlock = 0;
   std::string who = "the VM";  // what runs inside, for messages ("the device": vmm-device)
 };
 

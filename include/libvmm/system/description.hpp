@@ -66,8 +66,8 @@ struct IrqSpec {
   SourceLocation where;
 };
 
-// A real host device handed to the guest. The format has a place for it; the loader refuses
-// it until VFIO support lands.
+// A real host device handed to the guest through VFIO (<vfio device="0000:01:00.0"/>); System
+// moves it into its VM's config.vfio (resolve_vfio_devices).
 struct VfioSpec {
   std::string device;  // e.g. a PCI address 0000:01:00.0
   SourceLocation where;

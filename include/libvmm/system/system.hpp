@@ -15,6 +15,17 @@
 
 namespace libvmm {
 
+// The description's <vfio> devices move into their VMs' config.vfio (each address checked for
+// its form: a UserError naming the line); System does this itself. With `check_host`, each
+// entry's host side is checked at once (pci::check_vfio_device, which reads sysfs) and its
+// IOMMU group kept, for VMs that will run where there is no sysfs: vmm does this as root before
+// it builds a --jail.
+void resolve_vfio_devices(SystemDescription& description, bool check_host);
+
+// Bytes of memory the VMs with passed-through devices pin for their DMA: all they map (RAM
+// and regions); 0 without VFIO.
+uint64_t vfio_pinned_bytes(const SystemDescription& description);
+
 class System {
  public:
   // Validates the description (DescriptionError listing every problem), creates its regions
