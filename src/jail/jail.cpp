@@ -270,11 +270,9 @@ void limit_resources(const JailOptions& options) {
   // raised (as root, still) to what the VMs pin, never lowered.
   rlimit lock{};
   must(::getrlimit(RLIMIT_MEMLOCK, &lock) == 0, "getrlimit RLIMIT_MEMLOCK");
-  if (options.memlock != 0 && lock.rlim_cur != RLIM_INFINITY && lock.rlim_cur < options.memlock) {
+  if (lock.rlim_cur < options.memlock) {  // RLIM_INFINITY is above any figure
     lock.rlim_cur = options.memlock;
-    if (lock.rlim_max != RLIM_INFINITY && lock.rlim_max < options.memlock) {
-      lock.rlim_max = options.memlock;
-    }
+    lock.rlim_max = std::max<rlim_t>(lock.rlim_max, options.memlock);
     must(::setrlimit(RLIMIT_MEMLOCK, &lock) == 0, "setrlimit RLIMIT_MEMLOCK");
     log::debug("jail: RLIMIT_MEMLOCK raised to {} bytes for the memory VFIO pins", options.memlock);
   }

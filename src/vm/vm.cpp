@@ -121,6 +121,12 @@ uint64_t host_ram() {
   return static_cast<uint64_t>(info.totalram) * info.mem_unit;
 }
 
+// A passed-through device's IOMMU group: the one found before (a jail has no sysfs), or its
+// host side checked in sysfs now (pci::check_vfio_device: UserError naming the device).
+unsigned vfio_group(const VfioDeviceConfig& v) {
+  return v.iommu_group ? *v.iommu_group : pci::check_vfio_device({}, v.address, v.label);
+}
+
 }  // namespace
 
 int RunResult::exit_status() const {
@@ -168,9 +174,7 @@ void validate(const VmConfig& c) {
   }
   // A passed-through device's host side (it exists, vfio-pci has it, it has an IOMMU group):
   // said before KVM is opened, as for any other host file a flag names.
-  for (const VfioDeviceConfig& v : c.vfio) {
-    if (!v.iommu_group) pci::check_vfio_device({}, v.address, v.label);
-  }
+  for (const VfioDeviceConfig& v : c.vfio) static_cast<void>(vfio_group(v));
   // The machine's own options (AArch64: --gic, --dtb), by its architecture's rules; another
   // architecture's are refused by name.
   if (auto problems = check_machine_options(c.machine_options, HostFiles::real());
@@ -303,8 +307,7 @@ void Vm::add_vfio_devices() {
   // Every refusal before anything is opened: the host's side first, then the memory to pin.
   std::vector<unsigned> groups;
   for (const VfioDeviceConfig& v : d.config.vfio) {
-    groups.push_back(v.iommu_group ? *v.iommu_group
-                                   : pci::check_vfio_device({}, v.address, v.label));
+    groups.push_back(vfio_group(v));
   }
   uint64_t ram = 0;
   for (const GuestMapping& m : d.memory.mappings()) ram += m.size;

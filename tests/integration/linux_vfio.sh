@@ -33,15 +33,16 @@ for d in /sys/bus/pci/devices/*; do
 done
 check "the host has an NVMe controller ($nvme) in an IOMMU group" [ -e "/sys/bus/pci/devices/$nvme/iommu_group" ]
 
+missing="vmm: error: --vfio 0000:00:1f.7: no such PCI device on this host (/sys/bus/pci/devices/0000:00:1f.7 is missing; lspci -D lists the host's devices)"
 ./vmm --kernel "$kernel" --vfio 0000:00:1f.7 >/tmp/e1.out 2>&1; e1=$?
 check "a missing device: exit 2 (got $e1)" [ "$e1" -eq 2 ]
 check "a missing device: one line naming it" \
-  grep -qxF "vmm: error: --vfio 0000:00:1f.7: no such PCI device on this host (/sys/bus/pci/devices/0000:00:1f.7 is missing; lspci -D lists the host's devices)" /tmp/e1.out
+  grep -qxF "$missing" /tmp/e1.out
 mkdir -p /tmp/vfio-jail
 ./vmm --jail /tmp/vfio-jail --jail-uid 1000 --kernel "$kernel" --vfio 0000:00:1f.7 >/tmp/e1j.out 2>&1; e1j=$?
 check "a missing device under --jail: exit 2 (got $e1j)" [ "$e1j" -eq 2 ]
 check "a missing device under --jail: the same line, found before the jail is built" \
-  grep -qxF "vmm: error: --vfio 0000:00:1f.7: no such PCI device on this host (/sys/bus/pci/devices/0000:00:1f.7 is missing; lspci -D lists the host's devices)" /tmp/e1j.out
+  grep -qxF "$missing" /tmp/e1j.out
 ./vmm --kernel "$kernel" --vfio "$nvme" >/tmp/e2.out 2>&1; e2=$?
 check "not bound to vfio-pci: exit 2 (got $e2)" [ "$e2" -eq 2 ]
 check "not bound to vfio-pci: the driver_override commands" \
