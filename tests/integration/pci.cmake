@@ -1,2 +1,2 @@
 add_test(NAME linux.pci COMMAND ${CMAKE_CURRENT_LIST_DIR}/linux_pci.sh $<TARGET_FILE:vmm>)
-set_tests_properties(linux.pci PROPERTIES LABELS linux TIMEOUT 1200 RUN_SERIAL ON)
+set_tests_properties(linux.pci PROPERTIES LABELS linux TIMEOUT 1200)

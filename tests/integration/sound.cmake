@@ -1,3 +1,3 @@
 add_test(NAME linux.sound COMMAND ${CMAKE_CURRENT_LIST_DIR}/linux_sound.sh $<TARGET_FILE:vmm>
   $<TARGET_FILE:vmm-device>)
-set_tests_properties(linux.sound PROPERTIES LABELS linux TIMEOUT 900 RUN_SERIAL ON)
+set_tests_properties(linux.sound PROPERTIES LABELS linux TIMEOUT 900)

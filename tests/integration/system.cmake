@@ -33,7 +33,7 @@ endif()
 
 # The example descriptions boot Linux in the emulated KVM host.
 add_test(NAME linux.system COMMAND ${PROJECT_SOURCE_DIR}/tests/integration/system.sh $<TARGET_FILE:vmm>)
-set_tests_properties(linux.system PROPERTIES LABELS linux TIMEOUT 1500 RUN_SERIAL ON)
+set_tests_properties(linux.system PROPERTIES LABELS linux TIMEOUT 1500)
 
 # Microkit descriptions as written (the manual's and libvmm's examples' forms), checked for
 # either architecture on this machine (vmm check --arch); booted by linux.arm64.gicv2.

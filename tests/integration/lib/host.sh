@@ -192,8 +192,15 @@ cross_build() {
   fi
   [ "$arch" = aarch64 ] || deps=install-deps-$arch
   "$repo/tools/$deps"
+  # Tests that share DIR may run at once (ctest -j2): one builds, the others wait, then find
+  # it built.
+  mkdir -p "$dir"
+  local lock
+  exec {lock}>"$dir/.cross-build.lock"
+  flock "$lock"
   { cmake -G Ninja -S "$repo" -B "$dir" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/$arch-linux-gnu.cmake" \
       -DLIBVMM_WERROR=ON &&
     ninja -C "$dir" -j2 "$@"; } >"$work/cross-build.log" 2>&1 \
     || { tail -n 40 "$work/cross-build.log"; echo "$prog: cross-building $* for $arch failed" >&2; exit 1; }
+  exec {lock}>&-
 }
