@@ -10,9 +10,11 @@
 #include "libvmm/arch/x86_64/bzimage.hpp"
 #include "libvmm/arch/x86_64/linux_loader.hpp"
 #include "libvmm/core/error.hpp"
+#include "unit/support/packed.hpp"
 
 using namespace libvmm;
 using namespace libvmm::x86;
+using libvmm::test::packed;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -261,9 +263,9 @@ TEST(RamLayout, RejectsTooLittleOrOddMemory) {
 }
 
 void expect_e820(const boot_e820_entry& e, uint64_t addr, uint64_t size, uint32_t type) {
-  EXPECT_EQ(e.addr, addr);
-  EXPECT_EQ(e.size, size);
-  EXPECT_EQ(e.type, type);
+  EXPECT_EQ(packed(e.addr), addr);
+  EXPECT_EQ(packed(e.size), size);
+  EXPECT_EQ(packed(e.type), type);
 }
 
 TEST(E820, SplitsLowRamAroundTheBiosArea) {
@@ -334,22 +336,22 @@ TEST_F(LoaderTest, LoadsKernelCmdlineAndZeroPage) {
 
   const boot_params bp = zero_page();
   const setup_header& hdr = bp.hdr;
-  EXPECT_EQ(hdr.boot_flag, 0xAA55);
-  EXPECT_EQ(hdr.header, 0x53726448u);
-  EXPECT_EQ(hdr.version, 0x020f);
-  EXPECT_EQ(hdr.pref_address, 16 * MiB);
-  EXPECT_EQ(hdr.init_size, 8 * MiB);
-  EXPECT_EQ(hdr.type_of_loader, 0xff);
-  EXPECT_EQ(hdr.loadflags, LOADED_HIGH | CAN_USE_HEAP);
-  EXPECT_EQ(hdr.heap_end_ptr, 0xe000 - 0x200);
-  EXPECT_EQ(hdr.vid_mode, 0xffff);
-  EXPECT_EQ(hdr.cmd_line_ptr, 0x20000u);
-  EXPECT_EQ(hdr.ramdisk_image, 0u);
-  EXPECT_EQ(hdr.ramdisk_size, 0u);
-  EXPECT_EQ(bp.ext_cmd_line_ptr, 0u);
-  EXPECT_EQ(bp.sentinel, 0);  // only the header is copied, into a clean page
+  EXPECT_EQ(packed(hdr.boot_flag), 0xAA55);
+  EXPECT_EQ(packed(hdr.header), 0x53726448u);
+  EXPECT_EQ(packed(hdr.version), 0x020f);
+  EXPECT_EQ(packed(hdr.pref_address), 16 * MiB);
+  EXPECT_EQ(packed(hdr.init_size), 8 * MiB);
+  EXPECT_EQ(packed(hdr.type_of_loader), 0xff);
+  EXPECT_EQ(packed(hdr.loadflags), LOADED_HIGH | CAN_USE_HEAP);
+  EXPECT_EQ(packed(hdr.heap_end_ptr), 0xe000 - 0x200);
+  EXPECT_EQ(packed(hdr.vid_mode), 0xffff);
+  EXPECT_EQ(packed(hdr.cmd_line_ptr), 0x20000u);
+  EXPECT_EQ(packed(hdr.ramdisk_image), 0u);
+  EXPECT_EQ(packed(hdr.ramdisk_size), 0u);
+  EXPECT_EQ(packed(bp.ext_cmd_line_ptr), 0u);
+  EXPECT_EQ(packed(bp.sentinel), 0);  // only the header is copied, into a clean page
 
-  ASSERT_EQ(bp.e820_entries, 3);
+  ASSERT_EQ(packed(bp.e820_entries), 3);
   expect_e820(bp.e820_table[0], 0, 0x9FC00, kE820Ram);
   expect_e820(bp.e820_table[1], 0x9FC00, 0x60400, kE820Reserved);
   expect_e820(bp.e820_table[2], 0x100000, 63 * MiB, kE820Ram);
@@ -376,8 +378,8 @@ TEST_F(LoaderTest, PutsTheInitrdAtTheTopOfLowRam) {
   ASSERT_TRUE(memory.read(info.initrd.gpa, loaded.data(), loaded.size()));
   EXPECT_EQ(loaded, initrd);
   const boot_params bp = zero_page();
-  EXPECT_EQ(bp.hdr.ramdisk_image, expected);
-  EXPECT_EQ(bp.hdr.ramdisk_size, initrd.size());
+  EXPECT_EQ(packed(bp.hdr.ramdisk_image), expected);
+  EXPECT_EQ(packed(bp.hdr.ramdisk_size), initrd.size());
 }
 
 TEST_F(LoaderTest, KeepsTheInitrdBelowInitrdAddrMax) {
@@ -396,7 +398,7 @@ TEST_F(LoaderTest, KeepsTheInitrdBelowTheMmioHole) {
   const LinuxBootInfo info = load(k, 4 * GiB, initrd);
   EXPECT_EQ(info.initrd.gpa, 3 * GiB - 8 * KiB);
   const boot_params bp = zero_page();
-  ASSERT_EQ(bp.e820_entries, 4);
+  ASSERT_EQ(packed(bp.e820_entries), 4);
   expect_e820(bp.e820_table[3], 4 * GiB, 1 * GiB, kE820Ram);
 }
 

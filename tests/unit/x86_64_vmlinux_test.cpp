@@ -11,9 +11,11 @@
 #include "libvmm/arch/x86_64/linux_loader.hpp"
 #include "libvmm/arch/x86_64/vmlinux.hpp"
 #include "libvmm/core/error.hpp"
+#include "unit/support/packed.hpp"
 
 using namespace libvmm;
 using namespace libvmm::x86;
+using libvmm::test::packed;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -223,16 +225,16 @@ TEST_F(VmlinuxLoad, CopiesSegmentsClearsBssAndWritesTheZeroPage) {
   EXPECT_EQ(byte_at(64 * MiB - 1), 0x5A);
 
   const boot_params bp = memory.read_obj<boot_params>(kZeroPageAddr).value();
-  EXPECT_EQ(bp.hdr.boot_flag, 0xAA55);
-  EXPECT_EQ(bp.hdr.header, 0x53726448u);
-  EXPECT_EQ(bp.hdr.version, 0x020c);
-  EXPECT_EQ(bp.hdr.type_of_loader, 0xff);
-  EXPECT_EQ(bp.hdr.loadflags, LOADED_HIGH);
-  EXPECT_EQ(bp.hdr.cmd_line_ptr, kCmdlineAddr);
-  EXPECT_EQ(bp.hdr.cmdline_size, 2047u);
-  EXPECT_EQ(bp.hdr.ramdisk_image, 64 * MiB - 0x2000);
-  EXPECT_EQ(bp.hdr.ramdisk_size, 0x2000u);
-  EXPECT_EQ(bp.e820_entries, 3);
+  EXPECT_EQ(packed(bp.hdr.boot_flag), 0xAA55);
+  EXPECT_EQ(packed(bp.hdr.header), 0x53726448u);
+  EXPECT_EQ(packed(bp.hdr.version), 0x020c);
+  EXPECT_EQ(packed(bp.hdr.type_of_loader), 0xff);
+  EXPECT_EQ(packed(bp.hdr.loadflags), LOADED_HIGH);
+  EXPECT_EQ(packed(bp.hdr.cmd_line_ptr), kCmdlineAddr);
+  EXPECT_EQ(packed(bp.hdr.cmdline_size), 2047u);
+  EXPECT_EQ(packed(bp.hdr.ramdisk_image), 64 * MiB - 0x2000);
+  EXPECT_EQ(packed(bp.hdr.ramdisk_size), 0x2000u);
+  EXPECT_EQ(packed(bp.e820_entries), 3);
   std::string cmdline(20, '?');
   ASSERT_TRUE(memory.read(kCmdlineAddr, cmdline.data(), cmdline.size()));
   EXPECT_EQ(cmdline, std::string("console=ttyS0 quiet\0", 20));
