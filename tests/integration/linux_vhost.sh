@@ -92,8 +92,13 @@ net_checks() {
   if wait_for $out "net from-guest sha256:" 60; then
     want=$(sed -n 's/.*LIBVMM-GUEST: net from-guest sha256: //p' $out | tr -d '\r' | head -n 1)
     rm -f /tmp/from-guest
-    netns timeout 60 wget -q -O /tmp/from-guest http://10.0.0.2:8080/from-guest || true
+    for try in 1 2 3; do
+      netns timeout 60 wget -q -O /tmp/from-guest http://10.0.0.2:8080/from-guest && break
+      sleep 2
+    done
     got=$(sha256sum </tmp/from-guest | cut -d' ' -f1)
+    [ "$got" = "$want" ] ||
+      echo "$who net: fetched $(wc -c </tmp/from-guest 2>/dev/null || echo no) bytes, sha256 $got"
     check "$who net: guest to host, 1 MiB intact" [ "$got" = "$want" ]
   else
     check "$who net: the guest offered its file" false
