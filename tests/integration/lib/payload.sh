@@ -32,7 +32,7 @@
 #                                  through vmm --sound wav:WAV: OUT its console output, ERR
 #                                  vmm's stderr; ./wavtool measures WAV (the file has that
 #                                  format, 2 s within one period, 440 Hz within 1 %; aplay took
-#                                  1.9-2.5 s beyond its own start-up: paced)
+#                                  1.9-4 s beyond its own start-up: paced)
 #   virtiofs_checks MIB VMM-ARGS...
 #                                  a folder (/tmp/share) shared through ./virtiofsd with a guest
 #                                  booted with --fs tag=hostshare (and VMM-ARGS) that runs
@@ -130,8 +130,10 @@ tone_checks() {
   tone_blip=$(sed -n 's/^LIBVMM-GUEST: aplay took .*, of 10 ms \([0-9]*\) cs$/\1/p' /tmp/tone.guest)
   tone_net=$((${tone_took:-0} - ${tone_blip:-0} + 1))
   echo "guest aplay wall time: ${tone_took:-?} cs for 2 s, ${tone_blip:-?} cs for 10 ms: $tone_net cs playing"
-  check "sound: the guest's aplay took 1.9-2.5 s beyond its start-up ($tone_net cs)" \
-    between "$tone_net" 190 250
+  # Paced: not drained at once (under 1.9 s), not stalled (4 s: the emulated host's own speed
+  # varies with what runs beside it, and the start-up subtracted is one other run's).
+  check "sound: the guest's aplay took 1.9-4 s beyond its start-up ($tone_net cs)" \
+    between "$tone_net" 190 400
   check "sound: vmm logged its counters at the end" \
     grep -qE "virtio-snd \(wav .*\): [0-9]+ frames played, [0-9]+ underruns" "$3"
 }
