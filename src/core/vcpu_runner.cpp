@@ -152,11 +152,18 @@ bool VcpuRunner::handle_exit() {
     case KVM_EXIT_HLT:
       ctx_.request_stop(StopReason::power_off, fmt::format("vCPU {} halted", vcpu_->index()));
       return false;
-    case KVM_EXIT_SHUTDOWN:
-      // x86: a triple fault. Linux uses it as its last-resort reboot method.
-      ctx_.request_stop(StopReason::reset, fmt::format("vCPU {}: triple fault (guest reset) at {}",
-                                                       vcpu_->index(), describe_shutdown()));
+    case KVM_EXIT_SHUTDOWN: {
+      // x86: a triple fault, a reset. Linux resets this way only after ACPI and the i8042 did
+      // not, so with those working it means the guest crashed: said even when only errors are
+      // logged (--quiet), although the exit status stays a reset's.
+      std::string where = describe_shutdown();
+      log::error(
+          "vCPU {}: triple fault at {}: the guest crashed (or reset itself the last-resort way)",
+          vcpu_->index(), where);
+      ctx_.request_stop(StopReason::reset,
+                        fmt::format("vCPU {}: triple fault (guest reset)", vcpu_->index()));
       return false;
+    }
     case KVM_EXIT_SYSTEM_EVENT: {
       const uint32_t type = run.system_event.type;
       const StopReason reason = type == KVM_SYSTEM_EVENT_RESET      ? StopReason::reset

@@ -37,13 +37,12 @@ const Board& x86_64_board();
 
 namespace {
 
-// CPUID does not offer the TSC-deadline timer, although KVM's in-kernel local APIC emulates it
-// (KVM_CAP_TSC_DEADLINE_TIMER; KVM_GET_SUPPORTED_CPUID leaves the bit out before Linux 6.14) and
-// it would spare the guest its APIC-timer calibration against the PIT (~0.1-0.3 s of boot). With
-// it on, a 2-vCPU guest in the emulated KVM host triple-faulted on vCPU 1 early in its boot (1 of
-// 2 full CI runs, linux.net), as benchmark guests had stopped early before; until that is
-// understood the guest calibrates (docs/PERFORMANCE.md, "Boot time and memory").
-constexpr bool kOfferTscDeadlineTimer = false;
+// CPUID offers the TSC-deadline timer wherever KVM's in-kernel local APIC emulates it
+// (KVM_CAP_TSC_DEADLINE_TIMER; KVM_GET_SUPPORTED_CPUID leaves the bit out before Linux 6.14, QEMU
+// sets it too): the guest then skips calibrating its APIC timer against the PIT (~0.1-0.3 s of
+// boot). It was off for a while after a rare early triple fault in the emulated KVM host; the
+// same fault came without it, and ~680 boots with it since gave none (docs/PERFORMANCE.md).
+constexpr bool kOfferTscDeadlineTimer = true;
 
 class X86Machine : public Machine {
  public:
