@@ -64,6 +64,11 @@ MappedFile MappedFile::open(const std::filesystem::path& path, std::string_view 
   return MappedFile(std::move(label), static_cast<const uint8_t*>(base), size);
 }
 
+MappedFile MappedFile::open_if_given(const std::filesystem::path& path, std::string_view flag) {
+  if (path.empty()) return MappedFile(std::string(flag), nullptr, 0);
+  return open(path, flag);
+}
+
 MappedFile::MappedFile(std::string label, const uint8_t* base, size_t size)
     : label_(std::move(label)), base_(base), size_(size) {
   if (base_ == nullptr) return;

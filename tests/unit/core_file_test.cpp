@@ -52,6 +52,16 @@ TEST(MappedFile, AnEmptyFileHasNoBytes) {
   EXPECT_NO_THROW(mapped.check_intact());
 }
 
+TEST(MappedFile, AnOptionalInputNotGivenHasNoBytes) {
+  const MappedFile none = MappedFile::open_if_given({}, "--initrd");
+  EXPECT_TRUE(none.bytes().empty());
+  EXPECT_NO_THROW(none.check_intact());
+  ScratchFile file(4096 + 1);
+  EXPECT_EQ(MappedFile::open_if_given(file.path, "--initrd").bytes().size(), 4096 + 1u);
+  EXPECT_EQ(user_error([] { MappedFile::open_if_given("/nonexistent/initrd", "--initrd"); }),
+            "--initrd /nonexistent/initrd: No such file or directory");
+}
+
 TEST(MappedFile, RefusalsNameTheFlagAndTheFile) {
   EXPECT_EQ(user_error([] { MappedFile::open("/nonexistent/vmlinux", "--kernel"); }),
             "--kernel /nonexistent/vmlinux: No such file or directory");

@@ -24,6 +24,8 @@ class MappedFile {
  public:
   // Throws UserError "FLAG PATH: reason" when the file cannot be opened or mapped.
   static MappedFile open(const std::filesystem::path& path, std::string_view flag);
+  // open(), or no bytes when no path is given (an optional input such as --initrd).
+  static MappedFile open_if_given(const std::filesystem::path& path, std::string_view flag);
 
   MappedFile(MappedFile&& other) noexcept;
   MappedFile& operator=(MappedFile&&) = delete;

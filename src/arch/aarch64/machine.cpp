@@ -208,8 +208,9 @@ class Aarch64Machine : public Machine {
     const MappedFile kernel_file = MappedFile::open(c.kernel, c.label("kernel"));
     const aarch64::ArmImage image = aarch64::parse_arm64_image(
         kernel_file.bytes(), c.label("kernel") + " " + c.kernel.string());
-    std::vector<uint8_t> initrd;
-    if (!c.initrd.empty()) initrd = read_file(c.initrd, c.label("initrd"));
+    // The initrd too (a distribution's is tens of MiB): copied once, not zero-filled, read, copied.
+    const MappedFile initrd_file = MappedFile::open_if_given(c.initrd, c.label("initrd"));
+    const std::span<const uint8_t> initrd = initrd_file.bytes();
     const aarch64::ArmBootPlan plan =
         aarch64::plan_arm64_boot(image, kRamBase, c.memory_size, initrd.size());
 
@@ -255,6 +256,7 @@ class Aarch64Machine : public Machine {
     }
     boot_ = aarch64::load_arm64(vm.memory, image, plan, initrd, dtb);
     kernel_file.check_intact();
+    initrd_file.check_intact();
     log::debug(
         "kernel at [{:#x}, {:#x}), entry {:#x}, initrd at [{:#x}, {:#x}), dtb at [{:#x}, {:#x})",
         boot_.kernel.gpa, boot_.kernel.end(), boot_.entry_gpa, boot_.initrd.gpa, boot_.initrd.end(),

@@ -289,8 +289,9 @@ class Riscv64Machine : public Machine {
     kernel_file_.emplace(MappedFile::open(c.kernel, c.label("kernel")));
     image_ =
         parse_riscv64_image(kernel_file_->bytes(), c.label("kernel") + " " + c.kernel.string());
-    if (!c.initrd.empty()) initrd_ = read_file(c.initrd, c.label("initrd"));
-    plan_ = plan_riscv64_boot(image_, kRamBase, c.memory_size, initrd_.size());
+    // The initrd too (a distribution's is tens of MiB): copied once, not zero-filled, read, copied.
+    initrd_file_.emplace(MappedFile::open_if_given(c.initrd, c.label("initrd")));
+    plan_ = plan_riscv64_boot(image_, kRamBase, c.memory_size, initrd_file_->bytes().size());
     // The device tree needs the harts' ISA and timebase, which KVM tells once a vCPU exists:
     // it is written with vCPU 0's setup (setup_vcpu), before any vCPU runs.
   }
@@ -404,7 +405,7 @@ class Riscv64Machine : public Machine {
     fdt.board = board_nodes_;
     fdt.devices = device_nodes_;
     fdt.bootargs = c.cmdline;
-    if (!initrd_.empty()) fdt.initrd = plan_.initrd;
+    if (!initrd_file_->bytes().empty()) fdt.initrd = plan_.initrd;
     std::vector<uint8_t> dtb;
     const std::optional<DtbOption> user_dtb = dtb_option(c);
     const std::optional<DtbOption> overlay = dtb_overlay_option(c);
@@ -428,7 +429,7 @@ class Riscv64Machine : public Machine {
           "{}: the device tree ({} bytes) is larger than the {} bytes the boot protocol allows",
           user_dtb ? user_dtb->label() : "device tree", dtb.size(), plan_.dtb.size));
     }
-    boot_ = load_riscv64(vm.memory, image_, plan_, initrd_, dtb);
+    boot_ = load_riscv64(vm.memory, image_, plan_, initrd_file_->bytes(), dtb);
     log::debug("harts: {}, {}, timebase {} Hz", hart.isa, hart.mmu_type, hart.timebase_hz);
     log::debug(
         "kernel at [{:#x}, {:#x}), entry {:#x}, initrd at [{:#x}, {:#x}), dtb at [{:#x}, {:#x})",
@@ -436,9 +437,9 @@ class Riscv64Machine : public Machine {
         boot_.dtb.gpa, boot_.dtb.end());
     image_.bytes = {};  // the file's bytes are in guest RAM now
     kernel_file_->check_intact();
+    initrd_file_->check_intact();
     kernel_file_.reset();
-    initrd_.clear();
-    initrd_.shrink_to_fit();
+    initrd_file_.reset();
   }
 
   KvmVm* kvm_ = nullptr;        // with the AIA: its lines' VM
@@ -452,7 +453,7 @@ class Riscv64Machine : public Machine {
   std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
   std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
   std::optional<MappedFile> kernel_file_;
-  std::vector<uint8_t> initrd_;
+  std::optional<MappedFile> initrd_file_;
   RiscvImage image_;
   RiscvBootPlan plan_;
   RiscvBootInfo boot_;
