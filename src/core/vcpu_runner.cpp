@@ -156,7 +156,7 @@ bool VcpuRunner::handle_exit() {
       // x86: a triple fault, a reset. Linux resets this way only after ACPI and the i8042 did
       // not, so with those working it means the guest crashed: said even when only errors are
       // logged (--quiet), although the exit status stays a reset's.
-      std::string where = describe_shutdown();
+      const std::string where = describe_shutdown();
       log::error(
           "vCPU {}: triple fault at {}: the guest crashed (or reset itself the last-resort way)",
           vcpu_->index(), where);
