@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# How often the emulated x86_64 KVM host fails a guest under interrupt load, with our vmm and
+# with QEMU side by side: each run boots a 2-vCPU guest (256 MiB, a virtio-rng and a virtio-blk
+# disk; QEMU as -M microvm with the same devices, kernel and initramfs) whose `stress` test
+# (images/tests/stress) keeps both vCPUs taking virtIO and timer interrupts for SECONDS, then
+# resets. Each run ends as one of:
+#   done        the guest finished and reset itself
+#   reset       the guest reset before it finished, with nothing on its console: a triple fault
+#               (vmm says so on stderr; QEMU, run with -no-reboot, exits)
+#   host-crash  the emulated host's kernel panicked or its machine stopped during the run
+#               (tools/emuhost boots it again; the runs still to do go on there)
+#   hung        no end within SECONDS + 240 s
+#   error       anything else (the VMM's own stderr is printed)
+# This measures the test platform (QEMU's TCG emulating an AMD CPU with SVM, Debian's kernel and
+# KVM on it), not a VMM's speed: see docs/PERFORMANCE.md, "The emulated host under interrupt
+# load". Rounds alternate which VMM runs first.
+# Usage: bench/irq-stress.sh [ROUNDS] [SECONDS]   (default 3 rounds of 60 s per VMM)
+#   STRESS_VMMS  more builds of vmm, each run every round in its own row: "NAME:PATH;NAME:PATH"
+set -euo pipefail
+rounds=${1:-3}
+secs=${2:-60}
+[[ $rounds =~ ^[0-9]+$ && $secs =~ ^[0-9]+$ ]] && [ "$rounds" -gt 0 ] && [ "$secs" -ge 10 ] \
+  || { echo "usage: bench/irq-stress.sh [ROUNDS] [SECONDS >= 10]" >&2; exit 2; }
+# shellcheck source=tests/integration/lib/host.sh
+. "$(dirname "$0")/../tests/integration/lib/host.sh"
+cd "$repo"
+# shellcheck source=bench/boot-setup.sh
+. "$repo/bench/boot-setup.sh"
+boot_payload x86_64
+names=vmm
+extra=${STRESS_VMMS:-}
+while [ -n "$extra" ]; do
+  item=${extra%%;*}
+  [ "$item" = "$extra" ] && extra='' || extra=${extra#*;}
+  name=${item%%:*} path=${item#*:}
+  [[ $name =~ ^[a-z0-9_-]+$ && $name != vmm && $name != qemu ]] && [ -x "$path" ] \
+    || { echo "$prog: STRESS_VMMS: '$item' is not NAME:PATH of an executable" >&2; exit 2; }
+  cp "$path" "$payload/$name"
+  names="$names $name"
+done
+names="$names qemu"
+
+# The schedule: "NAME:ROUND" items, the order rotating each round.
+schedule=
+for ((r = 1; r <= rounds; r++)); do
+  read -ra order <<<"$names"
+  for ((i = 0; i < ${#order[@]}; i++)); do
+    schedule="$schedule ${order[(i + r - 1) % ${#order[@]}]}:$r"
+  done
+done
+
+payload_script run.sh secs="$secs" qemu="$qemu" <<'EOS'
+dd if=/dev/urandom of=disk.img bs=1M count=32 2>/dev/null
+cmdline="console=ttyS0 quiet libvmm.test=stress STRESS_SECS=$secs"
+limit=$((secs + 240))
+done_marker="LIBVMM-GUEST: stress done"
+run_vmm() {
+  rc=0
+  timeout "$limit" "./$1" --kernel "$kernel" --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
+    --rng --disk disk.img --cmdline "$cmdline" --quiet </dev/null >out 2>err || rc=$?
+  if [ "$rc" -eq 124 ]; then echo hung
+  elif grep -qF "$done_marker" out && [ "$rc" -eq 0 ] && [ ! -s err ]; then echo done
+  elif grep -q 'triple fault' err && [ "$rc" -eq 0 ]; then echo reset
+  else echo error; fi
+}
+run_qemu() {
+  rm -f out
+  # shellcheck disable=SC2086  # $qemu: the program and its machine options
+  $qemu -accel kvm -cpu host -m 256M -smp 2 -nodefaults -no-user-config -display none \
+    -serial file:out -no-reboot -device virtio-rng-device \
+    -drive file=disk.img,if=none,id=disk,format=raw -device virtio-blk-device,drive=disk \
+    -kernel "$kernel" -initrd initramfs.cpio.gz -append "$cmdline" </dev/null >err 2>&1 &
+  pid=$! waited=0
+  # After its last line the guest resets, which QEMU's microvm does not always turn into an
+  # exit: the run is over at the line.
+  while kill -0 $pid 2>/dev/null && ! grep -qF "$done_marker" out 2>/dev/null; do
+    [ $waited -lt "$limit" ] || break
+    sleep 1
+    waited=$((waited + 1))
+  done
+  if grep -qF "$done_marker" out 2>/dev/null; then kill $pid 2>/dev/null; wait $pid; echo done
+  elif [ $waited -ge "$limit" ]; then kill $pid 2>/dev/null; wait $pid; echo hung
+  elif wait $pid && [ ! -s err ]; then echo reset
+  else echo error; fi
+}
+for item in $(cat schedule); do
+  name=${item%:*}
+  echo "STRESS-START $item"
+  start=$(date +%s)
+  if [ "$name" = qemu ]; then outcome=$(run_qemu); else outcome=$(run_vmm "$name"); fi
+  beats=$(grep -c 'LIBVMM-GUEST: stress beat' out || true)
+  echo "STRESS-RESULT $item outcome=$outcome secs=$(($(date +%s) - start)) beats=$beats"
+  if [ "$outcome" != done ]; then
+    tail -n 3 out | sed 's/^/STRESS-OUT /'
+    sed 's/^/STRESS-ERR /' err
+  fi
+done
+EOS
+
+# Each emulated-host boot runs what is left of the schedule; a run the host died in counts as
+# a host-crash. (tools/emuhost itself boots a panicked host once more with the whole payload,
+# so a run may be done twice: every run is counted, by name.)
+results=$work/stress-results
+: >"$results"
+left=$schedule attempt=0
+while [ -n "${left// /}" ] && [ $attempt -lt $((rounds * 3)) ]; do
+  attempt=$((attempt + 1))
+  echo "$left" >"$payload/schedule"
+  run_payload --timeout $(((secs + 300) * $(wc -w <<<"$left") + 600)) >"$work/log" 2>&1 || true
+  awk '/^STRESS-START / { current = $2 }
+       /^STRESS-RESULT / { print; current = "" }
+       /^STRESS-(OUT|ERR) / { print }
+       /kernel panicked|locked up|stopped without|livelock/ && current != "" {
+         print "STRESS-RESULT " current " outcome=host-crash"; current = "" }' \
+    "$work/log" >>"$results"
+  for item in $left; do
+    grep -q "^STRESS-RESULT $item " "$results" && left=${left/ $item/}
+  done
+done
+
+grep -E '^STRESS-(OUT|ERR)' "$results" | head -n 60 || true
+echo
+echo "$secs s of interrupt load per run, 2 vCPUs, $where:"
+printf '%-8s %5s %5s %6s %11s %5s %6s\n' "" runs "done" reset host-crash hung error
+for name in $names; do
+  awk -v n="$name" '$1 == "STRESS-RESULT" && index($2, n ":") == 1 {
+      runs++; split($3, o, "="); c[o[2]]++ }
+    END { printf "%-8s %5d %5d %6d %11d %5d %6d\n", n, runs, c["done"], c["reset"],
+            c["host-crash"], c["hung"], c["error"] }' "$results"
+done
