@@ -27,12 +27,14 @@
 #   stuck_report NAME PID WHY      "STUCK NAME:" lines on what a VMM that does not end is doing
 #   near A B PERCENT               true if |A - B| <= B * PERCENT / 100
 #   between A LO HI                true if LO <= A <= HI
-#   tone_checks WAV OUT ERR        the checks of a guest that played the 2 s 440 Hz stereo
+#   tone_checks WAV OUT ERR [LABEL]  the checks of a guest that played the 2 s 440 Hz stereo
 #                                  S16_LE 48 kHz tone with tests/integration/sound/aplay-tone
-#                                  through vmm --sound wav:WAV: OUT its console output, ERR
-#                                  vmm's stderr; ./wavtool measures WAV (the file has that
-#                                  format, 2 s within one period, 440 Hz within 1 %; aplay took
-#                                  1.9-4 s beyond its own start-up: paced)
+#                                  (or linux_sound.sh's guest) through vmm --sound wav:WAV: OUT
+#                                  its console output, ERR vmm's stderr; ./wavtool measures WAV
+#                                  (the file has that format, 2 s within one period, 440 Hz
+#                                  within 1 %; aplay took 1.9-4 s beyond its own start-up:
+#                                  paced). The checks are named "LABEL: ..." (default "sound");
+#                                  the console output without CRs is left in /tmp/tone.guest
 #   virtiofs_checks MIB VMM-ARGS...
 #                                  a folder (/tmp/share) shared through ./virtiofsd with a guest
 #                                  booted with --fs tag=hostshare (and VMM-ARGS) that runs
@@ -114,27 +116,34 @@ near() { awk -v a="$1" -v b="$2" -v p="$3" 'BEGIN { d = a - b; if (d < 0) d = -d
 between() { awk -v a="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(a != "" && a >= lo && a <= hi) }'; }
 
 tone_checks() {
+  tone_label=${4:-sound}
   tr -d '\r' <"$2" >/tmp/tone.guest
-  check "sound: the guest's aplay -l lists the virtio-snd card" \
+  check "$tone_label: the guest's aplay -l lists the virtio-snd card" \
     grep -qE "LIBVMM-GUEST: aplay -l: card 0: .*virtio" /tmp/tone.guest
-  check "sound: aplay ran without errors" sh -c '! grep -qE "LIBVMM-GUEST: aplay: " /tmp/tone.guest'
+  check "$tone_label: aplay (and arecord) ran without errors" \
+    sh -c '! grep -qE "LIBVMM-GUEST: a(play|record): " /tmp/tone.guest'
   ./wavtool info "$1" >/tmp/tone.info 2>&1 || true
   cat /tmp/tone.info
-  check "sound: the host file is S16_LE 48000 Hz stereo" \
+  check "$tone_label: the host file is S16_LE 48000 Hz stereo" \
     grep -qF "format=S16_LE rate=48000 channels=2 " /tmp/tone.info
+  # 2 s = 96000 frames; one period of the guest's driver is at most 1/10 s (4800 frames).
   tone_frames=$(sed -n 's/.*frames=\([^ ]*\).*/\1/p' /tmp/tone.info | head -n 1)
-  check "sound: 2 s within one period ($tone_frames frames)" between "$tone_frames" 91200 100800
+  check "$tone_label: 2 s within one period ($tone_frames frames)" \
+    between "$tone_frames" 91200 100800
   tone_freq=$(sed -n 's/.*freq=\([^ ]*\).*/\1/p' /tmp/tone.info | head -n 1)
-  check "sound: 440 Hz within 1 % ($tone_freq)" near "$tone_freq" 440 1
+  check "$tone_label: 440 Hz within 1 % ($tone_freq)" near "$tone_freq" 440 1
+  # aplay's own start-up on the emulated CPU (loading libasound and its configuration) is
+  # measured by an aplay of 10 ms into ALSA's null PCM and taken off: what is left is the time
+  # the tone took to play through the device.
   tone_took=$(sed -n 's/^LIBVMM-GUEST: aplay took \([0-9]*\) cs, .*/\1/p' /tmp/tone.guest)
   tone_blip=$(sed -n 's/^LIBVMM-GUEST: aplay took .*, of 10 ms \([0-9]*\) cs$/\1/p' /tmp/tone.guest)
   tone_net=$((${tone_took:-0} - ${tone_blip:-0} + 1))
   echo "guest aplay wall time: ${tone_took:-?} cs for 2 s, ${tone_blip:-?} cs for 10 ms: $tone_net cs playing"
   # Paced: not drained at once (under 1.9 s), not stalled (4 s: the emulated host's own speed
   # varies with what runs beside it, and the start-up subtracted is one other run's).
-  check "sound: the guest's aplay took 1.9-4 s beyond its start-up ($tone_net cs)" \
+  check "$tone_label: the guest's aplay took 1.9-4 s beyond its start-up ($tone_net cs)" \
     between "$tone_net" 190 400
-  check "sound: vmm logged its counters at the end" \
+  check "$tone_label: vmm logged its counters at the end" \
     grep -qE "virtio-snd \(wav .*\): [0-9]+ frames played, [0-9]+ underruns" "$3"
 }
 
