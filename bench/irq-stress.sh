@@ -109,7 +109,7 @@ EOS
 # so a run may be done twice: every run is counted, by name.)
 results=$work/stress-results
 : >"$results"
-left=$schedule attempt=0
+left="$schedule " attempt=0  # each item between spaces: " vmm:1 " is not part of " vmm:10 "
 while [ -n "${left// /}" ] && [ $attempt -lt $((rounds * 3)) ]; do
   attempt=$((attempt + 1))
   echo "$left" >"$payload/schedule"
@@ -121,7 +121,7 @@ while [ -n "${left// /}" ] && [ $attempt -lt $((rounds * 3)) ]; do
          print "STRESS-RESULT " current " outcome=host-crash"; current = "" }' \
     "$work/log" >>"$results"
   for item in $left; do
-    grep -q "^STRESS-RESULT $item " "$results" && left=${left/ $item/}
+    grep -q "^STRESS-RESULT $item " "$results" && left=${left/ $item / }
   done
 done
 
