@@ -127,6 +127,20 @@ class Machine {
     bool msi_devid = false;
   };
   virtual std::optional<GsiRouting> gsi_routing() const { return std::nullopt; }
+  // GSI n -> the in-kernel controller's pin n for n < count: the routes KVM sets by default on
+  // AArch64 (the vGIC's SPIs) and RISC-V (the AIA's APLIC sources).
+  static std::vector<kvm_irq_routing_entry> identity_irqchip_routes(uint32_t count) {
+    std::vector<kvm_irq_routing_entry> routes;
+    for (uint32_t gsi = 0; gsi < count; ++gsi) {
+      kvm_irq_routing_entry e{};
+      e.gsi = gsi;
+      e.type = KVM_IRQ_ROUTING_IRQCHIP;
+      e.u.irqchip.irqchip = 0;
+      e.u.irqchip.pin = gsi;
+      routes.push_back(e);
+    }
+    return routes;
+  }
   // KVM exits only this architecture has (e.g. AArch64 KVM_EXIT_ARM_NISV); false: not handled.
   virtual bool handle_exit(MachineContext& /*vm*/, KvmVcpu& /*vcpu*/) { return false; }
 };

@@ -7,10 +7,11 @@
 #               guest's interrupts through the APLIC and IMSICs), virtIO network in a network
 #               namespace (ping, 1 MiB over TCP), SBI SRST shutdown ending vmm with status 0;
 #   console:    --irqchip plic: the initramfs shell on the 16550A both ways through the PLIC vmm
-#               emulates, a disk whose I/O thread interrupts through it; `reboot` (SRST reset)
+#               emulates, a disk whose I/O thread interrupts through it, a virtio-pci rng on
+#               an INTx line of it (the PLIC has no MSIs); `reboot` (SRST reset)
 #               ends vmm with 0; every thread under its seccomp filter;
-#   virtio:     block (the guest's write checked from the host after exit), console, rng, their
-#               irqfds on the AIA; sound: trixie's aplay plays a tone into --sound wav:, whose
+#   virtio:     block (the guest's write checked from the host after exit), console, rng, all
+#               virtio-pci functions whose MSI-X vectors KVM's AIA delivers to the IMSICs; sound: trixie's aplay plays a tone into --sound wav:, whose
 #               file is measured (format, length, pitch, pace);
 #   system:     examples/simple/simple-riscv64.system as written (AIA, disk, TAP, rng) checked,
 #               then run with its shell on the console: APLIC and IMSIC, vda, eth0, poweroff;
@@ -89,7 +90,7 @@ check "poweroff: vmm saw SBI SRST shutdown" grep -qF "guest stopped (power off)"
 dd if=/dev/zero of=/tmp/plic.img bs=1M count=2 2>/dev/null
 printf 'PLIC-DISK-PATTERN!' | dd of=/tmp/plic.img conv=notrunc 2>/dev/null
 start console guest --memory 256M --vcpus 2 --irqchip plic --cmdline "console=ttyS0 quiet" \
-  --disk /tmp/plic.img
+  --disk /tmp/plic.img --rng transport=pci
 check "console: the shell prompt appeared" wait_for /tmp/console.out "guest# " 240
 check "seccomp: every thread of vmm is sandboxed (the default, kill)" sandboxed
 send console 'echo marker-$((6*7))'
@@ -103,6 +104,12 @@ send console 'echo pl""ic-chk-$(grep -c PLIC /proc/interrupts)-ap""lic-$(grep -c
 wait_for /tmp/console.out "plic-chk-" 60
 check "plic: --irqchip plic: the guest's interrupts go through the PLIC" \
   grep -qE "plic-chk-[1-9][0-9]*-aplic-0" /tmp/console.out
+# The rng is a virtio-pci function: no MSIs on the PLIC, so its INTA# is a PLIC source.
+send console 'echo pci""-rng-$(head -c 4096 /dev/hwrng | wc -c)-irq-$(cat /sys/bus/pci/devices/0000:00:01.0/irq)-msi-$(ls /sys/bus/pci/devices/0000:00:01.0/msi_irqs 2>/dev/null | wc -l)'
+check "plic pci: the guest read 4 KiB from the virtio-pci rng" wait_for /tmp/console.out "pci-rng-4096-" 60
+check "plic pci: ... through its INTx line, no MSIs" grep -qE "pci-rng-4096-irq-[1-9][0-9]*-msi-0" /tmp/console.out
+check "plic pci: vmm says PCI devices get INTx on the PLIC" \
+  grep -qF "PCI: the PLIC has no MSIs, so PCI devices interrupt through INTx lines" /tmp/console.err
 send console 'reboot -f'
 stop
 check "reset: exit status 0 after reboot" [ "$status" -eq 0 ]
@@ -110,12 +117,15 @@ check "reset: vmm saw SBI SRST reset" grep -qF "guest stopped (reset)" /tmp/cons
 check "plic: the guest's write is in the image" \
   sh -c 'dd if=/tmp/plic.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-plic'
 
-# 3. virtIO block, console and rng, with the kernel's module drivers loaded by /init.
+# 3. virtIO block, console and rng over PCI (pci-host-ecam-generic), with the kernel's module
+#    drivers loaded by /init: their MSI-X vectors are MSIs that KVM's AIA delivers to the harts'
+#    IMSIC files (GSI routes and irqfds). virtio-mmio devices are in steps 1, 2 and 4.
 dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null
 printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
-start hvc0 guest --memory 256M --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
-  --disk /tmp/vda.img --disk /tmp/vdb.img,readonly --console stdio --rng --serial file:/tmp/virtio.out
+start hvc0 guest -v --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.test=pci" \
+  --disk /tmp/vda.img,transport=pci --disk /tmp/vdb.img,readonly,transport=pci \
+  --console stdio,transport=pci --rng transport=pci --serial file:/tmp/virtio.out
 check "virtio: hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 240
 send hvc0 "ping-from-host"
 check "virtio: host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
@@ -129,6 +139,16 @@ check "virtio: the guest reads the host's pattern" grep -qF "vda starts with: LI
 check "virtio: vdb is read-only in the guest" grep -qF "vdb write refused" /tmp/virtio.out
 check "virtio: the guest's write is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
+check "pci: the guest found the host bridge at 00:00.0" grep -qF "pci 0000:00:00.0 0x1b36:0x0008" /tmp/virtio.out
+check "pci: vda and vdb are virtio-pci functions (1af4:1042) with MSI-X vectors" \
+  sh -c 'grep -qE "pci 0000:00:01.0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/virtio.out &&
+    grep -qE "pci 0000:00:02.0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/virtio.out'
+check "pci: the console is a virtio-pci function (1af4:1043) with MSI-X vectors" \
+  grep -qE "pci 0000:00:03.0 0x1af4:0x1043 driver=virtio-pci msix_vectors=[1-9]" /tmp/virtio.out
+check "pci: the rng is a virtio-pci function (1af4:1044) with MSI-X vectors" \
+  grep -qE "pci 0000:00:04.0 0x1af4:0x1044 driver=virtio-pci msix_vectors=[1-9]" /tmp/virtio.out
+check "pci: their MSI-X vectors fired (through the IMSICs)" grep -qE "MSI-X interrupts taken: [1-9]" /tmp/virtio.out
+check "pci: vmm routes them to the harts' IMSIC files" grep -qF "PCI: MSIs to the harts' IMSIC files" /tmp/hvc0.err
 
 # 3b. virtio-snd (trixie's virtio_snd module): the guest's aplay plays the 2 s 440 Hz tone
 #    through --sound wav:, measured in the host's file (payload.sh's tone_checks).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # RISC-V descriptions checked on this machine whatever its architecture (vmm check --arch
 # riscv64): the example system's layout on the riscv64 board (RAM at 0x8000_0000, the 16550A,
-# the interrupt controller, virtio-mmio from 0x1000_1000 with sources 32..63), and the refusals
+# the interrupt controller, virtio-mmio from 0x1000_1000 with sources 32..63, a virtio-pci disk
+# on the PCI host bridge), and the refusals
 # in one line each: RAM elsewhere, --irqchip of another kind, a source the controller lacks, a
 # RISC-V option on another architecture.
 # Usage: riscv64_check.sh VMM
@@ -32,6 +33,14 @@ check "simple: the 16550A on stdio" has simple.out "serial   16550A (ttyS0) -> s
 check "simple: the AIA" has simple.out "irqchip  aia (KVM's APLIC + IMSIC)"
 check "simple: the disk in the first slot, source 32" has simple.out "virtio   [0x0010001000, 0x0010001200) IRQ 32 virtio-blk vda"
 check "simple: the rng in the third slot, source 34" has simple.out "virtio   [0x0010003000, 0x0010003200) IRQ 34 virtio-rng"
+
+# The disk over PCI: a function on the host bridge's bus 0, not a virtio-mmio slot.
+sed 's|<virtio_block path="${LIBVMM_GUEST}/vda.img" />|<virtio_block path="${LIBVMM_GUEST}/vda.img" transport="pci" />|' \
+  simple.system >pci.system
+"$vmm" check pci.system --arch riscv64 >pci.out 2>&1
+check "pci: vmm check --arch riscv64 accepts a virtio-pci disk" [ $? -eq 0 ]
+check "pci: ... the disk is PCI 00:01.0" has pci.out "virtio   PCI 00:01.0 MSI-X              virtio-blk vda"
+check "pci: ... the network card takes the first virtio-mmio slot" has pci.out "virtio   [0x0010001000, 0x0010001200) IRQ 32 virtio-net eth0"
 
 "$vmm" check simple.system --arch riscv64 --irqchip plic >plic.out 2>&1
 check "--irqchip plic on a file that says aia: refused" [ $? -eq 2 ]

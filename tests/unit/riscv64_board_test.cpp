@@ -44,6 +44,21 @@ TEST(Riscv64Board, QemuVirtLikeMemoryMap) {
   EXPECT_EQ(std::string(board().name()), "riscv64");
 }
 
+// QEMU virt's PCIe windows: the ECAM above the device space, 32-bit BARs between it and RAM,
+// 64-bit BARs above the most RAM a guest is given here; no port I/O.
+TEST(Riscv64Board, PciHostBridgeInQemuVirtsPcieWindows) {
+  const MemoryMap map = board().memory_map(64 * GiB);
+  ASSERT_TRUE(map.pci);
+  EXPECT_EQ(map.pci->ecam.base, 0x3000'0000u);
+  EXPECT_EQ(map.pci->mmio32.base, 0x4000'0000u);
+  EXPECT_GE(map.pci->ecam.base, board().device_space().size);
+  EXPECT_LE(map.pci->ecam.base + map.pci->ecam.size, map.pci->mmio32.base);
+  EXPECT_LE(map.pci->mmio32.base + map.pci->mmio32.size, map.ram[0].gpa);
+  EXPECT_GE(map.pci->mmio64.base, map.ram[0].gpa + map.ram[0].size);
+  EXPECT_LE(map.pci->mmio64.base + map.pci->mmio64.size, 1ull << 41);  // Sv39x4's G-stage
+  EXPECT_EQ(map.pci->io.size, 0u);
+}
+
 TEST(Riscv64Board, InterruptNumbersAreSources) {
   EXPECT_EQ(board().irq_problem(40), "");
   EXPECT_THAT(board().irq_problem(0), HasSubstr("number sources from 1"));

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "libvmm/arch/pci_ecam_fdt.hpp"
 #include "libvmm/arch/riscv64/fdt.hpp"
 #include "libvmm/arch/virtio_mmio_fdt.hpp"
 #include "libvmm/core/error.hpp"
@@ -238,6 +239,71 @@ TEST(Riscv64Fdt, PlicHasOneSupervisorContextPerHart) {
   EXPECT_THAT(cells(blob, "/", "interrupt-parent"), ElementsAre(phandle_of(blob, "/plic@c000000")));
   EXPECT_THAT(cells(blob, "/serial@10000000", "interrupts"), ElementsAre(10u));
   EXPECT_THAT(cells(blob, "/virtio_mmio@10002000", "interrupts"), ElementsAre(33u));
+}
+
+// A PCI host bridge as the riscv64 machine adds it: QEMU virt's windows, INTx pins of devices
+// 1 and 2 on sources 34 and 35, MSIs to the IMSICs (AIA only: the PLIC has none).
+FdtMachine pci_machine(IrqchipKind kind) {
+  FdtMachine m = sample_machine(kind);
+  auto pci = std::make_shared<PciEcamFdt>();
+  pci->layout = {
+      {0x3000'0000, 0x10'0000}, {0x4000'0000, 0x4000'0000}, {0x80'0000'0000, 0x10'0000'0000}, {}};
+  pci->intx = {{1, 0, 34}, {2, 0, 35}};
+  if (kind == IrqchipKind::aia) {
+    pci->msi_parent = "imsic";
+    pci->msi_device_ids = false;
+  }
+  m.devices.push_back(pci);
+  return m;
+}
+
+TEST(Riscv64Fdt, PciHostBridgeWithImsicMsis) {
+  const auto blob = build_fdt(pci_machine(IrqchipKind::aia));
+  ASSERT_EQ(fdt_check_full(blob.data(), blob.size()), 0);
+  const char* pci = "/pcie@30000000";
+  EXPECT_EQ(string_prop(blob, pci, "compatible"), std::string("pci-host-ecam-generic\0", 22));
+  EXPECT_THAT(cells(blob, pci, "reg"), ElementsAre(0u, 0x3000'0000u, 0u, 0x10'0000u));
+  EXPECT_THAT(cells(blob, pci, "bus-range"), ElementsAre(0u, 0u));
+  EXPECT_THAT(cells(blob, pci, "ranges"),
+              ElementsAre(0x0200'0000u, 0u, 0x4000'0000u, 0u, 0x4000'0000u, 0u, 0x4000'0000u,  //
+                          0x0300'0000u, 0x80u, 0u, 0x80u, 0u, 0x10u, 0u));
+  // The IMSIC takes no device ID: a plain msi-parent, no msi-map.
+  EXPECT_THAT(cells(blob, pci, "msi-parent"), ElementsAre(phandle_of(blob, "/imsics@28000000")));
+  EXPECT_EQ(fdt_getprop(blob.data(), node(blob, pci), "msi-map", nullptr), nullptr);
+  // INTA of devices 1 and 2 -> APLIC sources 34 and 35, level-high (the APLIC's #address-cells
+  // is 0, so no parent unit address).
+  const uint32_t aplic = phandle_of(blob, "/aplic@c000000");
+  EXPECT_THAT(cells(blob, pci, "interrupt-map-mask"), ElementsAre(0xf800u, 0u, 0u, 7u));
+  EXPECT_THAT(cells(blob, pci, "interrupt-map"),
+              ElementsAre(0x0800u, 0u, 0u, 1u, aplic, 34u, 4u,  //
+                          0x1000u, 0u, 0u, 1u, aplic, 35u, 4u));
+  if (have_dtc()) {
+    std::string warnings;
+    decompile(blob, &warnings);
+    EXPECT_EQ(warnings, "");
+  }
+}
+
+TEST(Riscv64Fdt, PciHostBridgeOnThePlicHasIntxOnly) {
+  const auto blob = build_fdt(pci_machine(IrqchipKind::plic));
+  ASSERT_EQ(fdt_check_full(blob.data(), blob.size()), 0);
+  const char* pci = "/pcie@30000000";
+  const uint32_t plic = phandle_of(blob, "/plic@c000000");
+  EXPECT_THAT(cells(blob, pci, "interrupt-map"), ElementsAre(0x0800u, 0u, 0u, 1u, plic, 34u,  //
+                                                             0x1000u, 0u, 0u, 1u, plic, 35u));
+  EXPECT_EQ(fdt_getprop(blob.data(), node(blob, pci), "msi-parent", nullptr), nullptr);
+  EXPECT_EQ(fdt_getprop(blob.data(), node(blob, pci), "msi-map", nullptr), nullptr);
+}
+
+TEST(Riscv64Fdt, PciIntxLinesAreClaimedLikeDeviceInterrupts) {
+  FdtMachine m = pci_machine(IrqchipKind::aia);
+  auto pci =
+      std::make_shared<PciEcamFdt>(*std::static_pointer_cast<const PciEcamFdt>(m.devices.back()));
+  pci->intx.push_back({3, 0, 32});  // the virtio-blk's source
+  m.devices.back() = pci;
+  EXPECT_THAT(error_of([&] { build_fdt(m); }), HasSubstr("is already used by virtio-blk disk0"));
+  pci->intx.back().irq = 64;  // not an APLIC source
+  EXPECT_THAT(error_of([&] { build_fdt(m); }), HasSubstr("interrupt 64 is not a source"));
 }
 
 TEST(Riscv64Fdt, RejectsBadDescriptions) {

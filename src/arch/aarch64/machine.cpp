@@ -313,14 +313,7 @@ class Aarch64Machine : public Machine {
     if (!pci_msi()) return std::nullopt;
     GsiRouting routing;
     const uint32_t spis = board().irq_count() - aarch64::kFirstSpiIntid;
-    for (uint32_t gsi = 0; gsi < spis; ++gsi) {
-      kvm_irq_routing_entry e{};
-      e.gsi = gsi;
-      e.type = KVM_IRQ_ROUTING_IRQCHIP;
-      e.u.irqchip.irqchip = 0;
-      e.u.irqchip.pin = gsi;
-      routing.irqchip_routes.push_back(e);
-    }
+    routing.irqchip_routes = identity_irqchip_routes(spis);
     routing.first_msi_gsi = spis;
     routing.msi_devid = true;
     return routing;

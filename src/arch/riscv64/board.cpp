@@ -31,6 +31,12 @@ class Riscv64Board final : public Board {
     return out;
   }
   uint64_t virtio_mmio_base() const override { return kVirtioBase; }
+  std::optional<pci::HostBridgeLayout> pci_layout() const override {
+    return pci::HostBridgeLayout{{kPciEcamBase, kPciEcamSize},
+                                 {kPciMmioBase, kPciMmioSize},
+                                 {kPciMmio64Base, kPciMmio64Size},
+                                 {}};
+  }
   uint32_t max_vcpus() const override { return kMaxVcpus; }
   std::string irq_problem(uint32_t number) const override {
     if (number == 0) {
@@ -43,7 +49,8 @@ class Riscv64Board final : public Board {
              "the emulated 16550A (ttyS0)"}};
   }
   // QEMU virt's device registers (test device, RTC, PLIC/APLIC, UART, virtio-mmio, flash,
-  // IMSIC) are below 0x3000_0000; above are its PCIe windows, usable for shared memory here.
+  // IMSIC) are below 0x3000_0000; above are its PCIe windows: the PCI host bridge's in a VM
+  // with PCI devices, else usable for shared memory.
   DeviceWindow device_space() const override {
     return {"QEMU virt's device space", 0, 0x3000'0000};
   }

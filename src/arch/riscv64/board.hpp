@@ -24,5 +24,15 @@ constexpr uint32_t kMaxVcpus = 64;
 constexpr uint32_t kIrqSources = 64;
 constexpr uint32_t kFirstDeviceIrq = 32;
 constexpr uint32_t kDeviceIrqCount = 32;
+// The PCI host bridge (pci-host-ecam-generic), in QEMU virt's PCIe windows: bus 0's ECAM (1 MiB)
+// where QEMU virt's begins, 32-bit BARs in its 1 GiB window below RAM, 64-bit BARs at 512 GiB,
+// far above any RAM this board is given and inside what every G-stage mode (Sv39x4: 2 TiB)
+// translates.
+constexpr uint64_t kPciEcamBase = 0x3000'0000;
+constexpr uint64_t kPciEcamSize = 0x10'0000;
+constexpr uint64_t kPciMmioBase = 0x4000'0000;
+constexpr uint64_t kPciMmioSize = 0x4000'0000;
+constexpr uint64_t kPciMmio64Base = 0x80'0000'0000;
+constexpr uint64_t kPciMmio64Size = 0x10'0000'0000;  // 64 GiB
 
 }  // namespace libvmm::riscv64

@@ -1,14 +1,16 @@
 // The RISC-V machine, laid out like QEMU's `virt` board (board.hpp): RAM from 0x8000_0000, a
-// 16550A at 0x1000_0000, virtio-mmio devices from 0x1000_1000 and the interrupt controller at
-// 0x0c00_0000. KVM provides the harts, their timer (Sstc or SBI TIME) and most of SBI: HSM
-// starts the secondary harts (KVM keeps every hart but the first stopped until the guest asks),
-// SRST comes back as KVM_EXIT_SYSTEM_EVENT; the SBI calls KVM hands to user space are answered
-// "not supported" here, each reported once. The interrupt controller is KVM's in-kernel AIA
-// where the host's KVM has it (an APLIC in MSI mode and one IMSIC supervisor interrupt file per
-// hart, device lines through KVM_IRQ_LINE), else a PLIC emulated by vmm (plic.hpp),
-// one supervisor context per hart, whose outputs raise and lower each hart's external interrupt
-// with KVM_INTERRUPT; --irqchip chooses. Linux boots from its riscv64 `Image` with a device
-// tree generated (or a user's patched) at run time, its harts' ISA and timebase as KVM reports.
+// 16550A at 0x1000_0000, virtio-mmio devices from 0x1000_1000, the interrupt controller at
+// 0x0c00_0000 and, in a VM with PCI devices, a PCI host bridge at 0x3000_0000. KVM provides the
+// harts, their timer (Sstc or SBI TIME) and most of SBI: HSM starts the secondary harts (KVM
+// keeps every hart but the first stopped until the guest asks), SRST comes back as
+// KVM_EXIT_SYSTEM_EVENT; the SBI calls KVM hands to user space are answered "not supported"
+// here, each reported once. The interrupt controller is KVM's in-kernel AIA where the host's KVM
+// has it (an APLIC in MSI mode and one IMSIC supervisor interrupt file per hart, device lines
+// through KVM_IRQ_LINE, PCI functions' MSIs straight to the IMSIC files), else a PLIC emulated
+// by vmm (plic.hpp), one supervisor context per hart, whose outputs raise and lower each hart's
+// external interrupt with KVM_INTERRUPT; --irqchip chooses. Linux boots from its riscv64 `Image`
+// with a device tree generated (or a user's patched) at run time, its harts' ISA and timebase
+// as KVM reports.
 #include "../machine.hpp"
 
 #include <fmt/format.h>
@@ -23,6 +25,7 @@
 
 #include "../device_tree_options.hpp"
 #include "board.hpp"
+#include "libvmm/arch/pci_ecam_fdt.hpp"
 #include "libvmm/arch/riscv64/fdt.hpp"
 #include "libvmm/arch/riscv64/image.hpp"
 #include "libvmm/arch/riscv64/plic.hpp"
@@ -347,6 +350,36 @@ class Riscv64Machine : public Machine {
     device_nodes_.push_back(VirtioMmioFdt::at(base, size, irq));
   }
 
+  // pci-host-ecam-generic in the device tree; MSIs straight to the harts' IMSIC files with KVM's
+  // AIA, INTx lines through the PLIC vmm emulates (it has no MSIs).
+  void describe_pci(MachineContext& /*vm*/, const pci::HostBridgeLayout& layout) override {
+    pci_node_ = std::make_shared<PciEcamFdt>();
+    pci_node_->layout = layout;
+    if (aia_) {
+      pci_node_->msi_parent = "imsic";
+      pci_node_->msi_device_ids = false;
+      log::debug("PCI: MSIs to the harts' IMSIC files from {:#x}", kImsicBase);
+    } else {
+      log::info("PCI: the PLIC has no MSIs, so PCI devices interrupt through INTx lines");
+    }
+    device_nodes_.push_back(pci_node_);
+  }
+  bool describe_pci_intx(uint8_t device, uint8_t pin, uint32_t irq) override {
+    if (!pci_node_) return false;
+    pci_node_->intx.push_back({device, pin, irq});
+    return true;
+  }
+  bool pci_msi() const override { return aia_.has_value(); }
+  // With KVM's AIA: its own routes (GSI n = APLIC source n, as KVM sets them by default), then
+  // MSI routes, which KVM delivers to the IMSIC file their address names.
+  std::optional<GsiRouting> gsi_routing() const override {
+    if (!aia_) return std::nullopt;
+    GsiRouting routing;
+    routing.irqchip_routes = identity_irqchip_routes(kIrqSources);
+    routing.first_msi_gsi = kIrqSources;
+    return routing;
+  }
+
   std::shared_ptr<IrqLine> emulated_irq(uint32_t number) override {
     if (aia_) return std::make_shared<AiaLine>(*kvm_, number);
     return plic_ ? plic_->line(number) : nullptr;
@@ -409,6 +442,14 @@ class Riscv64Machine : public Machine {
     std::vector<uint8_t> dtb;
     const std::optional<DtbOption> user_dtb = dtb_option(c);
     const std::optional<DtbOption> overlay = dtb_overlay_option(c);
+    if (user_dtb && pci_node_) {
+      // Its interrupt-map and msi-parent name our controller's phandles, which a user's tree
+      // numbers its own way.
+      throw UserError(fmt::format(
+          "{}: PCI devices (transport=pci) need the generated device tree (or a --dtb-overlay "
+          "on it); give them transport=mmio to boot with this tree",
+          user_dtb->label()));
+    }
     if (!user_dtb && !overlay) {
       dtb = build_fdt(fdt);
     } else {
@@ -452,6 +493,7 @@ class Riscv64Machine : public Machine {
   std::set<std::pair<uint64_t, uint64_t>> reported_sbi_;
   std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
   std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
+  std::shared_ptr<PciEcamFdt> pci_node_;  // when the VM has PCI devices (in device_nodes_)
   std::optional<MappedFile> kernel_file_;
   std::optional<MappedFile> initrd_file_;
   RiscvImage image_;

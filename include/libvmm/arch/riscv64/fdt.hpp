@@ -47,6 +47,8 @@ class IrqchipFdt final : public FdtNodeSource, public FdtInterruptBinding {
   std::vector<uint32_t> interrupt_cells(uint32_t number, FdtTrigger trigger,
                                         std::string_view what) const override;
   std::string_view number_name() const override { return "interrupt source"; }
+  // The controller a PCI host bridge's interrupt-map names for its INTx pins.
+  std::string_view phandle_label() const override { return "irqchip"; }
 
  private:
   IrqchipDescription chip_;
