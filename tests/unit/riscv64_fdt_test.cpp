@@ -306,6 +306,23 @@ TEST(Riscv64Fdt, PciIntxLinesAreClaimedLikeDeviceInterrupts) {
   EXPECT_THAT(error_of([&] { build_fdt(m); }), HasSubstr("interrupt 64 is not a source"));
 }
 
+// --dtb-overlay: vmm patches the generated tree (an overlay applied) with the same machine, so
+// the PCI node is replaced, not doubled, and keeps naming the APLIC and the IMSIC.
+TEST(Riscv64FdtPatch, PatchingTheGeneratedTreeKeepsOnePciHostBridge) {
+  const FdtMachine m = pci_machine(IrqchipKind::aia);
+  const auto blob = patch_fdt(build_fdt(m), m, "the generated device tree");
+  ASSERT_EQ(fdt_check_full(blob.data(), blob.size()), 0);
+  EXPECT_EQ(fdt_node_offset_by_compatible(blob.data(), node(blob, "/pcie@30000000"),
+                                          "pci-host-ecam-generic"),
+            -FDT_ERR_NOTFOUND);
+  const uint32_t aplic = phandle_of(blob, "/aplic@c000000");
+  EXPECT_THAT(cells(blob, "/pcie@30000000", "msi-parent"),
+              ElementsAre(phandle_of(blob, "/imsics@28000000")));
+  EXPECT_THAT(cells(blob, "/pcie@30000000", "interrupt-map"),
+              ElementsAre(0x0800u, 0u, 0u, 1u, aplic, 34u, 4u,  //
+                          0x1000u, 0u, 0u, 1u, aplic, 35u, 4u));
+}
+
 TEST(Riscv64Fdt, RejectsBadDescriptions) {
   for (IrqchipKind kind : {IrqchipKind::aia, IrqchipKind::plic}) {
     EXPECT_EQ(error_of([&] { build_fdt(sample_machine(kind, 64)); }),
