@@ -81,12 +81,21 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
     }
   }
 
+  // PCI functions interrupt through MSI-X unless a machine option gives them INTx (a GICv2, the
+  // PLIC). Where the host decides (no option), MSI-X is what vmm asks for.
+  std::string pci_interrupts = "MSI-X";
+  for (const MachineOption* option : arch.options) {
+    if (const DeviceSpec* spec = find_option_spec(c.machine_options, option->element())) {
+      if (std::string how = option->pci_interrupts(*spec); !how.empty()) pci_interrupts = how;
+    }
+  }
   std::vector<uint32_t> taken;
   for (const IrqSpec& q : vm.irqs) taken.push_back(q.irq);
   for (const DevicePlacement& p :
        plan_devices(machine.memory_map(c.memory_size), c.devices, taken)) {
     if (p.slot.pci_device) {
-      out << fmt::format("  virtio   PCI 00:{:02x}.0 MSI-X              {}\n", *p.slot.pci_device,
+      out << fmt::format("  virtio   PCI 00:{:02x}.0 {:<18} {}\n", *p.slot.pci_device,
+                         pci_interrupts,
                          p.device.kind->describe(*p.device.spec, p.device.index, c.name));
       continue;
     }

@@ -276,6 +276,9 @@ printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/pci.img conv=notrunc 2>/dev/null
 sed -e 's|<cmdline>console=ttyAMA0</cmdline>|<cmdline>console=ttyAMA0 quiet libvmm.test=arm64info</cmdline>|' \
   -e 's|<gic version="2" />|<gic version="2" /><virtio_block path="/tmp/pci.img" transport="pci" />|' \
   simple-aarch64.system >/tmp/simple.system
+./vmm check /tmp/simple.system >/tmp/pci-check.out 2>&1
+check "pci: vmm check says the disk interrupts through INTx on this GICv2" \
+  grep -qF "virtio   PCI 00:01.0 INTx (a GICv2 has no ITS) virtio-blk vda" /tmp/pci-check.out
 started=$(date +%s)
 ./vmm run /tmp/simple.system </dev/null >/tmp/info.out 2>/tmp/info.err
 status=$?
@@ -329,7 +332,7 @@ stop
 check "microkit smp: exit status 0 after reboot" [ "$status" -eq 0 ]
 check "microkit smp: a CPU this host lacks is reported" \
   grep -qF "vCPU 3: cannot run on host CPU 3 (this host has no such CPU)" /tmp/smp.err
-finish arm64-gicv2 /tmp/check.out /tmp/x86.out /tmp/spi.out /tmp/info.out /tmp/info.err \
+finish arm64-gicv2 /tmp/pci-check.out /tmp/check.out /tmp/x86.out /tmp/spi.out /tmp/info.out /tmp/info.err \
   /tmp/default.err /tmp/v3.err /tmp/manual.out /tmp/manual.err /tmp/mk-simple.out \
   /tmp/mk-simple.err /tmp/smp.out /tmp/smp.err
 EOS

@@ -42,6 +42,11 @@ check "pci: vmm check --arch riscv64 accepts a virtio-pci disk" [ $? -eq 0 ]
 check "pci: ... the disk is PCI 00:01.0" has pci.out "virtio   PCI 00:01.0 MSI-X              virtio-blk vda"
 check "pci: ... the network card takes the first virtio-mmio slot" has pci.out "virtio   [0x0010001000, 0x0010001200) IRQ 32 virtio-net eth0"
 
+sed 's|<irqchip kind="aia" />|<irqchip kind="plic" />|' pci.system >pci-plic.system
+"$vmm" check pci-plic.system --arch riscv64 >pci-plic.out 2>&1
+check "pci on the plic: the disk interrupts through INTx" \
+  has pci-plic.out "virtio   PCI 00:01.0 INTx (the PLIC has no MSIs) virtio-blk vda"
+
 "$vmm" check simple.system --arch riscv64 --irqchip plic >plic.out 2>&1
 check "--irqchip plic on a file that says aia: refused" [ $? -eq 2 ]
 sed 's|<irqchip kind="aia" />|<irqchip kind="plic" />|' simple.system >plic.system

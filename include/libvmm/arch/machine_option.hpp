@@ -42,6 +42,9 @@ class MachineOption {
                      std::vector<std::string>& problems) const = 0;
   // Its value for `vmm check`, printed after the element: "v2" ("  gic      v2").
   virtual std::string describe(const DeviceSpec& spec) const = 0;
+  // How PCI functions interrupt on a machine with this value, for `vmm check`, where it is not
+  // MSI-X: "INTx (a GICv2 has no ITS)". Empty: this value leaves them MSI-X.
+  virtual std::string pci_interrupts(const DeviceSpec& /*spec*/) const { return {}; }
 };
 
 // An architecture libvmm knows and the options its machine offers.

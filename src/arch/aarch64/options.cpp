@@ -54,6 +54,10 @@ class GicOptionKind final : public MachineOption {
     const auto version = parse_gic_version(spec.value_or("version", ""));
     return version == aarch64::GicVersion::v2 ? "v2" : "v3";
   }
+  std::string pci_interrupts(const DeviceSpec& spec) const override {
+    const auto version = parse_gic_version(spec.value_or("version", ""));
+    return version == aarch64::GicVersion::v2 ? "INTx (a GICv2 has no ITS)" : "";
+  }
 };
 
 const GicOptionKind& gic_kind() {
