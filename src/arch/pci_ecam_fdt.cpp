@@ -62,10 +62,13 @@ void PciEcamFdt::describe_fdt(FdtWriter& fdt) const {
   }
   // Requester ID n is device ID n at the MSI controller (the ITS's #msi-cells is 1: msi-parent
   // would need a device ID of its own); an IMSIC (#msi-cells 0) is named as it is.
-  if (!msi_parent.empty() && msi_device_ids) {
-    node.cells("msi-map", {0, fdt.phandle(msi_parent), 0, 0x1'0000});
-  } else if (!msi_parent.empty()) {
-    node.u32("msi-parent", fdt.phandle(msi_parent));
+  if (!msi_parent.empty()) {
+    const uint32_t controller = fdt.phandle(msi_parent);
+    if (msi_device_ids) {
+      node.cells("msi-map", {0, controller, 0, 0x1'0000});
+    } else {
+      node.u32("msi-parent", controller);
+    }
   }
   fdt.add(std::move(node));
 }

@@ -75,20 +75,16 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
                        b.becomes, b.irq ? fmt::format(", IRQ {}", *b.irq) : "");
   }
   out << fmt::format("  serial   {} -> {}\n", machine.serial_name(), c.serial);
-  for (const MachineOption* option : arch.options) {
-    if (const DeviceSpec* spec = find_option_spec(c.machine_options, option->element())) {
-      out << fmt::format("  {:<8} {}\n", option->element(), option->describe(*spec));
-    }
-  }
-
   // PCI functions interrupt through MSI-X unless a machine option gives them INTx (a GICv2, the
   // PLIC). Where the host decides (no option), MSI-X is what vmm asks for.
   std::string pci_interrupts = "MSI-X";
   for (const MachineOption* option : arch.options) {
     if (const DeviceSpec* spec = find_option_spec(c.machine_options, option->element())) {
+      out << fmt::format("  {:<8} {}\n", option->element(), option->describe(*spec));
       if (std::string how = option->pci_interrupts(*spec); !how.empty()) pci_interrupts = how;
     }
   }
+
   std::vector<uint32_t> taken;
   for (const IrqSpec& q : vm.irqs) taken.push_back(q.irq);
   for (const DevicePlacement& p :

@@ -11,8 +11,9 @@
 #               an INTx line of it (the PLIC has no MSIs); `reboot` (SRST reset)
 #               ends vmm with 0; every thread under its seccomp filter;
 #   virtio:     block (the guest's write checked from the host after exit), console, rng, all
-#               virtio-pci functions whose MSI-X vectors KVM's AIA delivers to the IMSICs; sound: trixie's aplay plays a tone into --sound wav:, whose
-#               file is measured (format, length, pitch, pace);
+#               virtio-pci functions whose MSI-X vectors KVM's AIA delivers to the IMSICs;
+#               sound: trixie's aplay plays a tone into --sound wav:, whose file is measured
+#               (format, length, pitch, pace);
 #   system:     examples/simple/simple-riscv64.system as written (AIA, disk, TAP, rng) checked,
 #               then run with its shell on the console: APLIC and IMSIC, vda, eth0, poweroff;
 #   faults:     a tiny Image reading unmapped memory (reported), making an SBI call vmm does
