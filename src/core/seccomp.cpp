@@ -39,6 +39,7 @@
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/core/vhost_kernel_abi.hpp"
 
 namespace libvmm {
 namespace {
@@ -234,6 +235,16 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
                    {equals(1, TUNSETOFFLOAD)},
                    "virtio-net: the TAP's offloads follow the features the driver accepted "
                    "(DRIVER_OK and reset are register writes)"});
+      for (const unsigned long request :
+           {vhost_kernel::kSetFeatures, vhost_kernel::kSetMemTable, vhost_kernel::kSetVringNum,
+            vhost_kernel::kSetVringBase, vhost_kernel::kGetVringBase, vhost_kernel::kSetVringAddr,
+            vhost_kernel::kSetVringKick, vhost_kernel::kSetVringCall,
+            vhost_kernel::kNetSetBackend}) {
+        r.push_back({"ioctl",
+                     {equals(1, request)},
+                     "virtio-net vhost=on: DRIVER_OK, reset and QueueReady=0 are register writes "
+                     "that start or stop its rings in the host kernel's vhost-net"});
+      }
       r.push_back({"sendmsg",
                    {},
                    "vhost-user: a device's DRIVER_OK, reset and QueueReady=0 are register "

@@ -1,7 +1,7 @@
 // virtio_net in the device registry: <virtio_net tap="NAME" mac="MAC" mtu="N" num_queues="N"
-// iothread="on|off" poll_us="N"/>, --net
-// tap=NAME[,mac=MAC][,mtu=N][,num_queues=N][,iothread=on|off]
-// [,poll_us=N].
+// iothread="on|off" poll_us="N" vhost="on|off"/>, --net
+// tap=NAME[,mac=MAC][,mtu=N][,num_queues=N][,iothread=on|off][,poll_us=N][,vhost=on|off].
+// vhost=on moves the data path into the host kernel (VhostNet); otherwise VirtioNet serves it.
 #include <fmt/format.h>
 #include <net/if.h>
 
@@ -12,6 +12,7 @@
 #include "libvmm/core/log.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/net.hpp"
+#include "libvmm/virtio/vhost_net.hpp"
 
 namespace libvmm {
 
@@ -62,7 +63,8 @@ class NetKind final : public VirtioDeviceKind {
            "MAC derived from the VM name; "
            "num_queues: receive/transmit queue pairs, each on a queue of a multiqueue TAP, "
            "default 1; iothread=on: transmit on the device's own thread, which polls its emptied "
-           "rings for up to poll_us=N microseconds, default 32)";
+           "rings for up to poll_us=N microseconds, default 32; vhost=on: frames move in the "
+           "host kernel's vhost-net, one queue pair, virtio-mmio)";
   }
   std::vector<AttributeRule> attributes() const override {
     return {{"tap", true, false, "tap=NAME"},
@@ -70,7 +72,8 @@ class NetKind final : public VirtioDeviceKind {
             {"mtu", false, false, "mtu=N"},
             {"num_queues", false, false, "num_queues=N"},
             {"iothread", false, false, "iothread=on or iothread=off"},
-            {"poll_us", false, false, "poll_us=N"}};
+            {"poll_us", false, false, "poll_us=N"},
+            {"vhost", false, false, "vhost=on or vhost=off"}};
   }
 
   void check(const DeviceSpec& spec, const HostFiles&,
@@ -105,11 +108,31 @@ class NetKind final : public VirtioDeviceKind {
       problems.push_back(fmt::format("poll_us=\"{}\" must be a number of microseconds from 0 to {}",
                                      *text, VirtioNet::kMaxPollUs));
     }
+    const std::string vhost = spec.value_or("vhost", "off");
+    if (vhost != "on" && vhost != "off") {
+      problems.push_back(fmt::format("vhost=\"{}\" must be on or off", vhost));
+    } else if (vhost == "on") {
+      // The kernel serves the queues: nothing of this process's data path applies.
+      if (spec.value_or("num_queues", "1") != "1") {
+        problems.push_back("vhost=on serves one queue pair (num_queues=1)");
+      }
+      if (spec.get("iothread") || spec.get("poll_us")) {
+        problems.push_back("vhost=on has no transmit thread of its own (iothread=, poll_us=)");
+      }
+    }
+  }
+
+  bool queues_served_elsewhere(const DeviceSpec& spec) const override {
+    return spec.value_or("vhost", "off") == "on";
   }
 
   // The TAP is opened (or created) through /dev/net/tun (TapBackend).
   std::vector<HostPath> host_paths(const DeviceSpec& spec) const override {
-    return {{"/dev/net/tun", HostPath::Use::device, spec.value_or("tap", "")}};
+    std::vector<HostPath> paths = {
+        {"/dev/net/tun", HostPath::Use::device, spec.value_or("tap", "")}};
+    if (queues_served_elsewhere(spec))
+      paths.push_back({"/dev/vhost-net", HostPath::Use::device, {}});
+    return paths;
   }
 
   std::string describe(const DeviceSpec& spec, size_t index,
@@ -119,6 +142,7 @@ class NetKind final : public VirtioDeviceKind {
                                    format_mac(c.mac.value_or(default_mac(vm_name, index))), c.mtu);
     if (c.num_queues > 1) text.append(fmt::format(", {} queue pairs", c.num_queues));
     if (c.iothread) text.append(fmt::format(", transmit thread polling up to {} µs", c.poll_us));
+    if (c.vhost) text.append(", frames moved by the host kernel (vhost-net)");
     return text;
   }
 
@@ -129,6 +153,15 @@ class NetKind final : public VirtioDeviceKind {
     log::debug("virtio-net on tap {}: MAC {}, MTU {}, {} queue pair(s)", c.tap, format_mac(mac),
                c.mtu, c.num_queues);
     try {
+      if (c.vhost) {
+        VhostNetOptions o;
+        o.name = fmt::format("vhost-net{}", context.index);
+        o.mac = mac;
+        o.mtu = c.mtu;
+        std::shared_ptr<TapBackend> tap = TapBackend::open(c.tap);
+        return std::make_shared<VhostNet>(std::move(o), open_vhost_net(), std::move(tap),
+                                          context.memory);
+      }
       std::vector<std::shared_ptr<NetBackend>> backends;
       for (auto& tap : TapBackend::open_queues(c.tap, c.num_queues)) {
         backends.push_back(std::move(tap));
@@ -145,6 +178,7 @@ class NetKind final : public VirtioDeviceKind {
   }
 
   void start(VirtioDevice& device, EventLoop& loop) const override {
+    if (auto* vhost = dynamic_cast<VhostNet*>(&device)) return vhost->watch(loop);
     static_cast<VirtioNet&>(device).start(loop);
   }
 
@@ -157,6 +191,7 @@ class NetKind final : public VirtioDeviceKind {
     if (auto text = spec.get("num_queues")) c.num_queues = parse_queues(*text).value_or(1);
     c.iothread = spec.value_or("iothread", "off") == "on";
     if (auto text = spec.get("poll_us")) c.poll_us = parse_poll_us(*text).value_or(c.poll_us);
+    c.vhost = spec.value_or("vhost", "off") == "on";
     return c;
   }
 };

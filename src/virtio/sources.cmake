@@ -15,6 +15,8 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/net_kind.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rng.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rng_kind.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/external_queue_device.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/vhost_net.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vhost_user.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vhost_user_kind.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vhost_user_backend.cpp

@@ -23,10 +23,6 @@ using vhost::Request;
 constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
 }
-constexpr unsigned kRingIndirectDesc = 28;  // VIRTIO_RING_F_INDIRECT_DESC
-constexpr unsigned kRingEventIdx = 29;      // VIRTIO_RING_F_EVENT_IDX
-constexpr uint64_t kRingFeatures =
-    bit(VIRTIO_F_VERSION_1) | bit(kRingIndirectDesc) | bit(kRingEventIdx);
 // What this front-end asks for among the back-end's protocol features.
 constexpr uint64_t kWantedProtocol =
     bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig) | bit(vhost::kProtocolMq);
@@ -155,29 +151,6 @@ void VhostUserDevice::read_config(uint32_t offset, std::span<uint8_t> data) {
   std::memcpy(data.data(), config_.data() + offset, data.size());
 }
 
-void VhostUserDevice::set_queue_eventfds(std::vector<QueueEventfds> fds) {
-  eventfds_ = std::move(fds);
-}
-
-void VhostUserDevice::activate(VirtioTransport&, uint64_t) {
-  // The transport calls start_queues() instead (external_queues() is set).
-}
-
-void VhostUserDevice::queue_notify(uint16_t index, Virtqueue&) {
-  // Only reached when no ioeventfd caught the notify (a device added without one): pass the
-  // kick on.
-  kick(index);
-}
-
-void VhostUserDevice::kick(uint16_t index) {
-  if (index < eventfds_.size() && eventfds_[index].kick >= 0) {
-    const uint64_t one = 1;
-    if (::write(eventfds_[index].kick, &one, sizeof one) != sizeof one) {
-      log::debug("{}: kick for queue {} not delivered", options_.name, index);
-    }
-  }
-}
-
 void VhostUserDevice::send(Message message, std::span<const int> fds, bool ack) {
   const bool want_ack = ack && (protocol_features_ & bit(vhost::kProtocolReplyAck));
   if (want_ack) message.flags |= vhost::kFlagNeedReply;
@@ -238,20 +211,17 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
       const Virtqueue& q = queues[i];
       if (!q.ready()) continue;
       // Host addresses of the rings, as the memory table's user addresses give them.
-      const uint64_t n = q.size();
-      const auto desc = memory_.slice(q.desc_addr(), 16 * n);
-      const auto avail = memory_.slice(q.avail_addr(), 6 + 2 * n);
-      const auto used = memory_.slice(q.used_addr(), 6 + 8 * n, true);
-      if (!desc || !avail || !used) {
+      const auto rings = ring_addresses(memory_, q);
+      if (!rings) {
         throw vhost::VhostError(fmt::format("queue {}: a ring spans guest memory regions", i));
       }
       send(Message::with_state(Request::set_vring_num, {i, q.size()}));
       send(Message::with_state(Request::set_vring_base, {i, 0}));
       vhost::VringAddr addr;
       addr.index = i;
-      addr.desc = reinterpret_cast<uint64_t>(desc->data());
-      addr.avail = reinterpret_cast<uint64_t>(avail->data());
-      addr.used = reinterpret_cast<uint64_t>(used->data());
+      addr.desc = rings->desc;
+      addr.avail = rings->avail;
+      addr.used = rings->used;
       send(Message::with_addr(addr));
       const int kick = eventfds_[i].kick;
       const int call = eventfds_[i].call;

@@ -3,10 +3,12 @@
 # namespace this test creates (the TAPs, the bridge and every address live in it; no traffic
 # leaves it). Two VMs on bridge br0 (host address 10.0.0.1): VM A (10.0.0.2) on a TAP made
 # beforehand with a given MAC, transmitting on the device's own thread (iothread=on), VM B (10.0.0.3) on a TAP vmm creates itself, default MAC, with
-# 2 vCPUs and 2 queue pairs (num_queues=2: a multiqueue TAP, VIRTIO_NET_F_MQ).
+# 2 vCPUs and 2 queue pairs (num_queues=2: a multiqueue TAP, VIRTIO_NET_F_MQ), VM C (10.0.0.4)
+# on a TAP vmm creates, its frames moved by the host kernel's vhost-net (vhost=on).
 # Checks: A's eth0 has the MAC it was given, A pings the host, 4 MiB go over TCP each way with
 # the checksum verified at the receiving end, A's transmit thread ran, A pings B across the bridge, B's driver uses
-# both queue pairs and tap1 has two queues.
+# both queue pairs and tap1 has two queues; C pings the host and B, moves 4 MiB each way intact,
+# and its rings ran in the kernel (vmm handed them over, a vhost worker exists for it).
 # Usage: linux_net.sh VMM
 set -euo pipefail
 vmm=$1
@@ -47,6 +49,10 @@ a=$!
 guest --memory 160M --vcpus 2 --serial file:/tmp/b.out \
   --cmdline "console=ttyS0 quiet libvmm.test=net_peer" --net tap=tap1,num_queues=2 2>/tmp/b.err &
 b=$!
+guest --memory 160M --serial file:/tmp/c.out -v \
+  --cmdline "console=ttyS0 quiet libvmm.test=net libvmm.addr=10.0.0.4" \
+  --net tap=tap2,mac=52:54:00:12:34:58,vhost=on 2>/tmp/c.err &
+c=$!
 started=$(date +%s)
 # How long each stage took, in the log (a passing run has been seen taking 150 s, not 18).
 stage() { echo "linux_net: $1 after $(($(date +%s) - started)) s"; }
@@ -56,6 +62,10 @@ while [ ! -e /sys/class/net/tap1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1))
 check "vmm created tap1" [ -e /sys/class/net/tap1 ]
 $ip link set tap1 master br0
 $ip link set tap1 up
+while [ ! -e /sys/class/net/tap2 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+check "vmm created tap2" [ -e /sys/class/net/tap2 ]
+$ip link set tap2 master br0
+$ip link set tap2 up
 
 check "eth0 has the MAC it was given" wait_for /tmp/a.out "eth0 address: 52:54:00:12:34:56" 180
 check "the guest pings the host" wait_for /tmp/a.out "ping host ok" 60
@@ -80,6 +90,33 @@ check "VM A's frames went out on its transmit thread (net-tx0)" \
   sh -c 'cat /proc/[0-9]*/task/*/comm 2>/dev/null | grep -qx net-tx0'
 check "VM A pings VM B across the bridge" wait_for /tmp/a.out "ping peer ok" 200
 stage "VM A pinged VM B"
+# VM C, vhost=on: the same traffic, moved by the kernel.
+check "vhost=on: VM C's eth0 has the MAC it was given" \
+  wait_for /tmp/c.out "eth0 address: 52:54:00:12:34:58" 60
+check "vhost=on: VM C pings the host" wait_for /tmp/c.out "ping host ok" 60
+check "vhost=on: host to guest, 4 MiB arrive intact" wait_for /tmp/c.out "to-guest sha256: $to_guest" 120
+if wait_for /tmp/c.out "from-guest sha256:" 120; then
+  want=$(field /tmp/c.out "from-guest sha256")
+  rm -f /tmp/from-guest
+  timeout 60 wget -q -O /tmp/from-guest http://10.0.0.4:8080/from-guest || true
+  got=$(sha256sum </tmp/from-guest | cut -d' ' -f1)
+  check "vhost=on: guest to host, 4 MiB arrive intact" [ "$got" = "$want" ]
+else
+  check "vhost=on: guest to host: the guest offered its file" false
+fi
+check "vhost=on: VM C pings VM B" wait_for /tmp/c.out "ping peer ok" 200
+check "vhost=on: vmm handed both rings to the kernel at DRIVER_OK" \
+  grep -q "vhost-net0: started in the host kernel" /tmp/c.err
+# The kernel's worker for C's rings: a thread named vhost-PID, PID that of the vmm (C's only).
+vhost_worker() {
+  for f in /proc/[0-9]*/task/*/comm; do
+    n=$(cat "$f" 2>/dev/null) || continue
+    case $n in vhost-[0-9]*) grep -q "vhost=on" "/proc/${n#vhost-}/cmdline" && return 0 ;; esac
+  done
+  return 1
+}
+check "vhost=on: a vhost worker runs for VM C's vmm" vhost_worker
+stage "VM C checked"
 check "VM B has a locally administered unicast default MAC" \
   grep -qE "peer eth0 address: [0-9a-f][26ae]:" /tmp/b.out
 check "VM B's driver uses 2 queue pairs (num_queues=2)" \
@@ -89,9 +126,11 @@ check "tap1 is a TAP with 2 queues" \
 touch /www/done
 wait $a; sa=$?
 wait $b; sb=$?
-stage "both VMs exited"
+wait $c; sc=$?
+stage "the VMs exited"
 check "vmm A exit status 0" [ "$sa" -eq 0 ]
 check "vmm B exit status 0" [ "$sb" -eq 0 ]
+check "vmm C exit status 0" [ "$sc" -eq 0 ]
 # Bad --net input that needs a TAP to exist or permissions to be missing: one line, exit 2,
 # before any guest starts. As nobody, with /dev/kvm opened up (this host is ours).
 bad() {  # bad "message fragment" ARGS...
@@ -115,8 +154,15 @@ check "--net on a missing TAP without the right to create it" \
 chmod 600 /dev/net/tun
 check "--net without permission on /dev/net/tun" \
   bad "--net tap=tap0: TAP device 'tap0': no permission to open /dev/net/tun" nobody ./vmm --net tap=tap0
+chmod 666 /dev/net/tun
+$ip tuntap add tap3 mode tap user 65534  # one nobody may attach to
+vhost_mode=$(stat -c %a /dev/vhost-net)
+chmod 600 /dev/vhost-net
+check "--net vhost=on without permission on /dev/vhost-net" \
+  bad "--net tap=tap3,vhost=on: no permission to open /dev/vhost-net" nobody ./vmm --net tap=tap3,vhost=on
+chmod "$vhost_mode" /dev/vhost-net
 chmod "$tun_mode" /dev/net/tun
 chmod "$kvm_mode" /dev/kvm
-finish linux_net /tmp/a.out /tmp/a.err /tmp/b.out /tmp/b.err
+finish linux_net /tmp/a.out /tmp/a.err /tmp/b.out /tmp/b.err /tmp/c.out /tmp/c.err
 EOS
 run_payload --timeout 600

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "libvmm/backends/vhost_user.hpp"
-#include "libvmm/virtio/virtio_device.hpp"
+#include "libvmm/virtio/external_queue_device.hpp"
 
 namespace libvmm {
 
@@ -40,7 +40,7 @@ struct VhostUserOptions {
   int timeout_ms = 5000;  // per exchange with the back-end
 };
 
-class VhostUserDevice final : public VirtioDevice, public ExternalQueues {
+class VhostUserDevice final : public ExternalQueueDevice {
  public:
   // Connects and negotiates (owner, features, protocol features, config). Throws UserError
   // naming the device and the socket ("virtio-fs backend at /run/fs.sock: ...").
@@ -58,13 +58,9 @@ class VhostUserDevice final : public VirtioDevice, public ExternalQueues {
   std::vector<uint16_t> queue_max_sizes() const override { return options_.queue_sizes; }
   uint32_t config_size() const override { return static_cast<uint32_t>(config_.size()); }
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
-  void activate(VirtioTransport& transport, uint64_t features) override;
-  void queue_notify(uint16_t index, Virtqueue& queue) override;
   void reset() override;
   void queue_reset(uint16_t index) override;
-  ExternalQueues* external_queues() override { return this; }
 
-  void set_queue_eventfds(std::vector<QueueEventfds> fds) override;
   uint64_t transport_features() const override;
   bool start_queues(VirtioTransport& transport, uint64_t features,
                     std::span<const Virtqueue> queues, std::string& why) override;
@@ -78,7 +74,6 @@ class VhostUserDevice final : public VirtioDevice, public ExternalQueues {
   void send(vhost::Message message, std::span<const int> fds = {}, bool ack = true);
   vhost::Message request_reply(vhost::Message message);
   void stop_queue(uint16_t index);
-  void kick(uint16_t index);
   void fail_locked(const std::string& why);
   std::string located(const std::string& message)
       const;  // prefixed with peer_ unless named  // marks the connection dead, logs once
@@ -90,7 +85,6 @@ class VhostUserDevice final : public VirtioDevice, public ExternalQueues {
   uint64_t backend_features_ = 0;
   uint64_t protocol_features_ = 0;  // negotiated
   std::vector<uint8_t> config_;
-  std::vector<QueueEventfds> eventfds_;
   std::vector<bool> started_;
 
   std::mutex mutex_;  // the channel, started_, failed_, transport_ (loop thread vs the rest)

@@ -1,0 +1,30 @@
+#include "libvmm/virtio/external_queue_device.hpp"
+
+#include <unistd.h>
+
+#include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/log.hpp"
+
+namespace libvmm {
+
+std::optional<ExternalQueueDevice::RingAddresses> ExternalQueueDevice::ring_addresses(
+    const GuestMemory& memory, const Virtqueue& queue) {
+  const uint64_t n = queue.size();
+  const auto desc = memory.slice(queue.desc_addr(), 16 * n);
+  const auto avail = memory.slice(queue.avail_addr(), 6 + 2 * n);
+  const auto used = memory.slice(queue.used_addr(), 6 + 8 * n, true);
+  if (!desc || !avail || !used) return std::nullopt;
+  return RingAddresses{reinterpret_cast<uint64_t>(desc->data()),
+                       reinterpret_cast<uint64_t>(avail->data()),
+                       reinterpret_cast<uint64_t>(used->data())};
+}
+
+void ExternalQueueDevice::kick(uint16_t index) {
+  if (index >= eventfds_.size() || eventfds_[index].kick < 0) return;
+  const uint64_t one = 1;
+  if (::write(eventfds_[index].kick, &one, sizeof one) != sizeof one) {
+    log::debug("{}: kick for queue {} not delivered", name(), index);
+  }
+}
+
+}  // namespace libvmm
