@@ -12,13 +12,16 @@
 # Multiqueue (--net ...,num_queues=N): "vmm-2q1" is our vmm with 2 vCPUs and one queue pair,
 # "vmm-2q2" with 2 vCPUs and 2 queue pairs (VIRTIO_NET_F_MQ, on a multiqueue TAP); both run
 # iperf3 with 2 parallel streams (-P 2), so that two flows can go over two queues.
+# vhost-net (the data path in the emulated host's kernel): "vmm-vhost" is our vmm with
+# --net ...,vhost=on, "qemu-vhost" QEMU with -netdev tap,...,vhost=on; the CPU per packet of
+# both leaves out the kernel's vhost worker where it is a kernel thread (before Linux 6.4).
 # iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
 # Each VMM runs ROUNDS times, interleaved; the table shows medians. A second table gives VM
 # exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
 # and the VMM's CPU, with and without its vCPUs' guest time, between marks the guest prints).
 # Usage: bench/net.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 5 minutes). Prints a table
 # and ratios; see docs/PERFORMANCE.md. NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
-# vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2).
+# vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost, qemu-vhost).
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -30,8 +33,12 @@ cd "$repo"
 only=${NET_BENCH_ONLY:-}
 for c in $only; do
   case $c in
-    host | vmm | vmm-tx | qemu | vmm-2q1 | vmm-2q2) ;;
-    *) echo "NET_BENCH_ONLY: unknown '$c' (host, vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2)" >&2; exit 2 ;;
+    host | vmm | vmm-tx | qemu | vmm-2q1 | vmm-2q2 | vmm-vhost | qemu-vhost) ;;
+    *)
+      echo "NET_BENCH_ONLY: unknown '$c' (host, vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost," \
+        "qemu-vhost)" >&2
+      exit 2
+      ;;
   esac
 done
 native_build
@@ -117,11 +124,17 @@ while [ $round -lt $rounds ]; do
     --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0 --quiet
   want vmm-tx && bench_sampled vmm-tx netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
     --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,iothread=on --quiet
-  want qemu && bench_sampled qemu netbench 300 qemu-system-x86 ./ip netns exec nb ./qemu-system-x86_64 -L qemu-data \
-    -M microvm,acpi=off -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config \
-    -display none -serial stdio -no-reboot \
-    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off \
-    -device virtio-net-device,netdev=n0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
+  for vhost in off on; do
+    name=qemu; [ $vhost = on ] && name=qemu-vhost
+    want $name || continue
+    bench_sampled $name netbench 300 qemu-system-x86 ./ip netns exec nb ./qemu-system-x86_64 -L qemu-data \
+      -M microvm,acpi=off -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config \
+      -display none -serial stdio -no-reboot \
+      -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=$vhost \
+      -device virtio-net-device,netdev=n0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
+  done
+  want vmm-vhost && bench_sampled vmm-vhost netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
+    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,vhost=on --quiet
   for q in 1 2; do
     want vmm-2q$q || continue
     bench_sampled vmm-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
@@ -131,7 +144,7 @@ while [ $round -lt $rounds ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
+collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
 need_results '^vmm '
 echo "per round:"
 sed 's/^/  /' "$work/results"
@@ -151,8 +164,17 @@ for f in g2h h2g rtt; do
   a=$(result $f vmm-2q1) b=$(result $f vmm-2q2)
   printf '%-6s %6s %10s %10s %9s\n' $f $unit "${a:--}" "${b:--}" "$(ratio "$b" "$a")"
 done
+echo "vhost-net: the data path in the host kernel (median of $rounds rounds)"
+printf '%-6s %6s %10s %10s %9s %9s %9s\n' what unit vmm-vhost qemu-vhost vmm/qemu vmm/host \
+  vhost/vmm
+for f in g2h h2g rtt; do
+  unit=Mbit/s; [ $f = rtt ] && unit=ms
+  a=$(result $f vmm-vhost) b=$(result $f qemu-vhost) h=$(result $f host) v=$(result $f vmm)
+  printf '%-6s %6s %10s %10s %9s %9s %9s\n' $f $unit "${a:--}" "${b:--}" "$(ratio "$a" "$b")" \
+    "$(ratio "$a" "$h")" "$(ratio "$a" "$v")"
+done
 echo "VM exits and CPU per packet (eth0's packets both ways in the guest, a TSO/GRO packet"
 echo "counting once), medians over the rounds; cpu: all the VMM's threads, guest time"
 echo "included; own: without the guest time"
-per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2"
+per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2 vmm-vhost qemu-vhost"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

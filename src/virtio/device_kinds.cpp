@@ -107,16 +107,6 @@ std::vector<std::string> check_spec(const DeviceSpec& spec, const HostFiles& fil
         spec.located(fmt::format("transport '{}': expected pci or mmio", *transport)));
     return problems;
   }
-  // A back-end's queues are wired to the virtio-mmio transport only (its ioeventfds and
-  // irqfds); the PCI transport has no hand-over of queues to another server yet.
-  if (kind->queues_served_elsewhere(spec) && uses_pci_transport(spec)) {
-    problems.push_back(spec.located(
-        kind->needs_shared_ram()
-            ? "transport=pci: devices served by another process (vhost-user) use virtio-mmio only"
-            : "transport=pci: a device served by the host kernel (vhost=on) uses virtio-mmio "
-              "only"));
-    return problems;
-  }
   std::vector<std::string> own;
   kind->check(spec, files, own);
   for (const auto& p : own) problems.push_back(spec.located(p));

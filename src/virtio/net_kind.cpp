@@ -64,7 +64,7 @@ class NetKind final : public VirtioDeviceKind {
            "num_queues: receive/transmit queue pairs, each on a queue of a multiqueue TAP, "
            "default 1; iothread=on: transmit on the device's own thread, which polls its emptied "
            "rings for up to poll_us=N microseconds, default 32; vhost=on: frames move in the "
-           "host kernel's vhost-net, one queue pair, virtio-mmio)";
+           "host kernel's vhost-net, one queue pair)";
   }
   std::vector<AttributeRule> attributes() const override {
     return {{"tap", true, false, "tap=NAME"},
@@ -122,16 +122,11 @@ class NetKind final : public VirtioDeviceKind {
     }
   }
 
-  bool queues_served_elsewhere(const DeviceSpec& spec) const override {
-    return spec.value_or("vhost", "off") == "on";
-  }
-
   // The TAP is opened (or created) through /dev/net/tun (TapBackend).
   std::vector<HostPath> host_paths(const DeviceSpec& spec) const override {
     std::vector<HostPath> paths = {
         {"/dev/net/tun", HostPath::Use::device, spec.value_or("tap", "")}};
-    if (queues_served_elsewhere(spec))
-      paths.push_back({"/dev/vhost-net", HostPath::Use::device, {}});
+    if (config(spec).vhost) paths.push_back({"/dev/vhost-net", HostPath::Use::device, {}});
     return paths;
   }
 

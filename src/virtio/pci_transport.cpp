@@ -127,6 +127,7 @@ VirtioPciTransport::VirtioPciTransport(std::shared_ptr<VirtioDevice> device,
                                        std::shared_ptr<IrqLine> intx)
     : pci::PciFunction(identity_of(device.get())),
       device_(std::move(device)),
+      external_(device_ ? device_->external_queues() : nullptr),
       intx_(std::move(intx)),
       name_(device_ ? device_->name() : std::string()),
       offered_features_(device_ ? offered_features(*device_) : 0),
@@ -472,6 +473,11 @@ void VirtioPciTransport::write_status(uint8_t value) {
   status_ = next;
   if (activate) {
     log::debug("{}: driver ready, features {:#x}", name_, driver_features_);
+    if (external_ != nullptr) {
+      std::string why;
+      if (!external_->start_queues(*this, driver_features_, queues_, why)) set_needs_reset(why);
+      return;
+    }
     device_->activate(*this, driver_features_);
     check_queues();
   }
@@ -544,6 +550,17 @@ void VirtioPciTransport::interrupt(uint16_t vector, uint8_t isr_bit) {
 void VirtioPciTransport::signal_used(uint16_t index) {
   if (index >= queues_.size() || !live()) return;
   if (queues_[index].needs_notification()) interrupt(queue_vectors_[index], kIsrQueue);
+}
+
+void VirtioPciTransport::external_used(uint16_t index) {
+  std::lock_guard lock(mutex_);
+  // The server already applied the driver's suppression (EVENT_IDX, NO_INTERRUPT).
+  if (index < queues_.size() && live()) interrupt(queue_vectors_[index], kIsrQueue);
+}
+
+void VirtioPciTransport::device_failed(const std::string& why) {
+  std::lock_guard lock(mutex_);
+  set_needs_reset(why);
 }
 
 void VirtioPciTransport::signal_config_change() {

@@ -534,6 +534,7 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
                                 });
   }
   auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, msi, nullptr);
+  ExternalQueues* const external = device->external_queues();
   const uint8_t number = d.pci_bridge->add(transport);
   if (!d.machine->pci_msi()) d.intx_pending.emplace_back(transport, number);
 
@@ -558,7 +559,9 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
     d.vm.register_ioeventfd(fd.get(), VirtioPciTransport::notify_address(notifiers->base, q), 2,
                             true, std::nullopt);
     const int raw = fd.get();
-    if (!device->watch_queue_notify(q, raw)) {  // else the device's I/O thread waits on it
+    // Queues served elsewhere: the server waits on the eventfd itself. Else the device's I/O
+    // thread does, or the event loop.
+    if (external == nullptr && !device->watch_queue_notify(q, raw)) {
       d.loop.add(raw, EPOLLIN, [raw, transport, q](uint32_t) {
         uint64_t count;
         if (::read(raw, &count, sizeof count) == sizeof count) transport->notify(q);
@@ -566,6 +569,23 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
     }
     notifiers->fds.push_back(raw);
     d.notify_fds.push_back(std::move(fd));
+  }
+  if (external != nullptr) {
+    // The server's interrupts: a call eventfd per queue, relayed by the event loop to the
+    // queue's MSI-X vector (or INTx), which keeps the guest's masking and pending bits.
+    std::vector<QueueEventfds> fds;
+    for (uint16_t q = 0; q < transport->queue_count(); ++q) {
+      UniqueFd call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      if (!call) throw_errno("eventfd for a virtIO queue");
+      const int raw = call.get();
+      d.loop.add(raw, EPOLLIN, [raw, transport, q](uint32_t) {
+        uint64_t count;
+        if (::read(raw, &count, sizeof count) == sizeof count) transport->external_used(q);
+      });
+      fds.push_back({notifiers->fds[q], raw});
+      d.notify_fds.push_back(std::move(call));
+    }
+    external->set_queue_eventfds(std::move(fds));
   }
   transport->set_renotify([notifiers](uint16_t q) {
     const uint64_t one = 1;

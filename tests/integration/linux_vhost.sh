@@ -3,9 +3,9 @@
 # through Debian's virtiofsd (--fs): the guest mounts the tag, reads a file the host put there,
 # writes one the host then reads, lists, renames, unlinks, and copies 64 MiB with the checksum
 # verified on the host; then virtiofsd is killed and vmm logs it while the guest goes on.
-# A second VM gets its disk from qemu-storage-daemon (--vhost-user blk): it reads the host's
-# pattern, writes and flushes its own, which the host finds in the image. Also the refusals
-# that need no guest (no socket, refused connection).
+# A second VM gets its disk from qemu-storage-daemon (--vhost-user blk, a virtio-pci function):
+# it reads the host's pattern, writes and flushes its own, which the host finds in the image.
+# Also the refusals that need no guest (no socket, refused connection).
 # With VMM_DEVICE (x86_64), a third VM gets its disk from our own vmm-device (--vhost-user
 # blk): the host's pattern read, the guest's written and flushed and found in the image while
 # vmm-device still serves; then vmm-device is killed: vmm logs it, the guest sees its device in
@@ -65,8 +65,10 @@ if [ -x ./qemu-storage-daemon ]; then
   qsd=$!
   i=0
   while [ ! -S /tmp/qsd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-  boot blk "quiet libvmm.test=vhost_blk" --vhost-user blk,socket=/tmp/qsd.sock
+  # Over virtio-pci: the daemon's interrupts relayed to the queue's MSI-X vector.
+  boot blk "quiet libvmm.test=vhost_blk" -v --vhost-user blk,socket=/tmp/qsd.sock,transport=pci
   check "blk: vmm exit status 0" [ $status -eq 0 ]
+  check "blk: the disk is a virtio-pci function" grep -q "vhost-user-blk0 at PCI 00:" /tmp/blk.err
   check "blk: the disk has 8 MiB" grep -q "vda sectors: 16384" /tmp/blk.out
   check "blk: FLUSH is offered (write back)" grep -q "vda write cache: write back" /tmp/blk.out
   check "blk: the guest reads the host's pattern" \

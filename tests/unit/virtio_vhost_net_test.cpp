@@ -1,16 +1,19 @@
-// virtio-net served by the host kernel (vhost=on), behind the real virtio-mmio transport, with a
-// stand-in for /dev/vhost-net that records what it is told: what DRIVER_OK hands the kernel
-// (features, memory table, ring addresses, eventfds, the TAP), reset, a refused ioctl, a queue
-// the kernel stops on bad input; and the ABI restated in vhost_kernel_abi.hpp against the
-// kernel's own C headers.
+// virtio-net served by the host kernel (vhost=on), behind the real virtio-mmio and virtio-pci
+// transports, with a stand-in for /dev/vhost-net that records what it is told: what DRIVER_OK
+// hands the kernel (features, memory table, ring addresses, eventfds, the TAP), reset, a
+// refused ioctl, a queue the kernel stops on bad input, the kernel's interrupts on MSI-X
+// vectors; and the ABI restated in vhost_kernel_abi.hpp against the kernel's C headers.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
+#include <linux/virtio_pci.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
@@ -19,6 +22,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
+#include "libvmm/virtio/pci_transport.hpp"
 #include "libvmm/virtio/vhost_net.hpp"
 #include "unit/support/loop_thread.hpp"
 #include "unit/support/virtio_kit.hpp"
@@ -32,8 +36,10 @@ extern const unsigned libvmm_vhost_net_f_virtio_net_hdr;
 namespace libvmm {
 namespace {
 
+using test::DriverRing;
 using test::FakeIrq;
 using test::MmioDriver;
+using test::PciDriver;
 using test::RingLayout;
 using test::TestMemory;
 
@@ -277,6 +283,78 @@ TEST(VhostNet, AQueueTheKernelStopsNeedsReset) {
   });
 }
 
+class RecordingSink : public pci::MsiSink {
+ public:
+  void send(uint64_t address, uint32_t data) override {
+    std::lock_guard lock(mutex);
+    sent.emplace_back(address, data);
+  }
+  std::mutex mutex;
+  std::vector<std::pair<uint64_t, uint32_t>> sent;
+};
+
+// Over virtio-pci: the same hand-over at DRIVER_OK; the kernel's call eventfd, relayed by the
+// machine to external_used(), raises the queue's own MSI-X vector, and nothing while the guest
+// masks it; a stopped queue needs a reset there too.
+TEST(VhostNet, OverPciTheKernelsInterruptsAreTheQueuesVectors) {
+  Rig rig;
+  auto msi = std::make_shared<RecordingSink>();
+  auto pci = std::make_shared<VirtioPciTransport>(rig.device, rig.memory, msi, nullptr);
+  PciDriver drv(*pci);
+  // MSI-X: vectors 0..2 at (0xfee0v000, 0x40 + v), enabled.
+  for (uint32_t v = 0; v < 3; ++v) {
+    const uint32_t words[4] = {0xfee00000u + v * 0x1000u, 0, 0x40u + v, 0};
+    for (uint32_t i = 0; i < 4; ++i) {
+      std::array<uint8_t, 4> b{};
+      std::memcpy(b.data(), &words[i], 4);
+      pci->bar_write(VirtioPciTransport::kMsixBar, v * 16 + i * 4, b);
+    }
+  }
+  drv.set_config(drv.msix_capability + 2, drv.config(drv.msix_capability + 2, 2) | 0x8000, 2);
+  rig.kernel->taken();
+  ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MAC)));
+  drv.set_common(VIRTIO_PCI_COMMON_MSIX, 2, 2);  // configuration changes: vector 2
+  DriverRing rx(rig.memory, 256, RingLayout::at(0x10000));
+  DriverRing tx(rig.memory, 256, RingLayout::at(0x20000));
+  drv.setup_queue(0, rx, 0);
+  drv.setup_queue(1, tx, 1);
+  drv.driver_ok();
+  EXPECT_FALSE(drv.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  const auto calls = rig.kernel->taken();
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "set_backend 0 fd"), 1);
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "set_backend 1 fd"), 1);
+
+  pci->external_used(1);
+  pci->external_used(0);
+  {
+    std::lock_guard lock(msi->mutex);
+    ASSERT_EQ(msi->sent.size(), 2u);
+    EXPECT_EQ(msi->sent[0], std::make_pair(uint64_t{0xfee01000}, 0x41u));
+    EXPECT_EQ(msi->sent[1], std::make_pair(uint64_t{0xfee00000}, 0x40u));
+  }
+  // Vector 1 masked: held pending, sent when the guest unmasks it.
+  const auto control = [&](uint32_t v, uint32_t value) {
+    std::array<uint8_t, 4> b{};
+    std::memcpy(b.data(), &value, 4);
+    pci->bar_write(VirtioPciTransport::kMsixBar, v * 16 + 12, b);
+  };
+  control(1, 1);
+  pci->external_used(1);
+  EXPECT_EQ(msi->sent.size(), 2u);
+  control(1, 0);
+  EXPECT_EQ(msi->sent.size(), 3u);
+
+  pci->device_failed("vhost-net0: the host kernel stopped the transmit queue");
+  EXPECT_TRUE(drv.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  EXPECT_EQ(msi->sent.back().second, 0x42u);  // the driver hears of it on the config vector
+  pci->external_used(0);                      // nothing once the device needs a reset
+  EXPECT_EQ(msi->sent.size(), 4u);
+  drv.set_common(VIRTIO_PCI_COMMON_STATUS, 0, 1);
+  EXPECT_EQ(rig.kernel->taken(),
+            (std::vector<std::string>{"set_backend 0 none", "get_vring_base 0",
+                                      "set_backend 1 none", "get_vring_base 1"}));
+}
+
 TEST(VhostNet, RefusesAKernelWithoutVersion1) {
   try {
     Rig rig(bit(VIRTIO_NET_F_MRG_RXBUF));
@@ -304,9 +382,7 @@ TEST(VhostNet, TheFlagsRules) {
   EXPECT_EQ(problems("tap=t0,vhost=on,iothread=on"),
             Lines{"--net tap=t0,vhost=on,iothread=on: vhost=on has no transmit thread of its own "
                   "(iothread=, poll_us=)"});
-  EXPECT_EQ(problems("tap=t0,vhost=on,transport=pci"),
-            Lines{"--net tap=t0,vhost=on,transport=pci: transport=pci: a device served by the "
-                  "host kernel (vhost=on) uses virtio-mmio only"});
+  EXPECT_TRUE(problems("tap=t0,vhost=on,transport=pci").empty());
   // A sandbox gives the device /dev/vhost-net as well as /dev/net/tun.
   const auto paths = kind->host_paths(spec_from_flag(*kind, "tap=t0,vhost=on"));
   ASSERT_EQ(paths.size(), 2u);

@@ -92,11 +92,6 @@ class VirtioDeviceKind {
   // Whether another process serves the device's queues (vhost-user): the VM's RAM must then
   // be memory that process can map (a file descriptor), not anonymous memory.
   virtual bool needs_shared_ram() const { return false; }
-  // Whether something other than this process serves the spec's queues (vhost-user, the
-  // kernel's vhost-net), which only the virtio-mmio transport can hand over for now.
-  virtual bool queues_served_elsewhere(const DeviceSpec& /*spec*/) const {
-    return needs_shared_ram();
-  }
 };
 
 // Whether any of these devices needs the VM's RAM shareable (needs_shared_ram()).

@@ -5,6 +5,10 @@
 // changes, or INTx where the driver enables no MSI-X. No legacy (0.9.5) interface, no
 // VIRTIO_PCI_CAP_PCI_CFG window.
 //
+// Queues served elsewhere (ExternalQueues: vhost-user, vhost-net) are handed over at DRIVER_OK;
+// the server signals a call eventfd per queue, which the machine relays to external_used(),
+// so the queue's MSI-X vector keeps the masking and pending bits the guest programs.
+//
 // Locking: see virtio_device.hpp. BAR accesses come from any vCPU thread; notify() from the
 // event loop thread (the notify ioeventfds). The configuration space has its own lock
 // (PciFunction), taken after the transport's, never before it.
@@ -86,6 +90,11 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   void signal_config_change() override;
   bool with_queues(const std::function<void(std::span<Virtqueue>)>& fn) override;
   bool renotify(uint16_t index) override { return renotify_ && renotify_(index); }
+  void device_failed(const std::string& why) override;
+
+  // Queues served elsewhere: the server used buffers of queue `index` and asked for an
+  // interrupt (its call eventfd fired). Any thread but the device's calls.
+  void external_used(uint16_t index);
 
  protected:
   void config_written(uint32_t offset, uint32_t size) override;
@@ -105,7 +114,8 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   Virtqueue* selected_queue(const char* field);
 
   const std::shared_ptr<VirtioDevice> device_;
-  std::shared_ptr<IrqLine> intx_;  // set before the guest runs
+  ExternalQueues* const external_;  // the device's, when something else serves its queues
+  std::shared_ptr<IrqLine> intx_;   // set before the guest runs
   const std::string name_;
   const uint64_t offered_features_;
   const uint32_t config_size_;

@@ -56,9 +56,10 @@ class VirtioTransport {
 
 class VirtioDevice;
 
-// A device whose queues another process serves (vhost-user): the driver's notifications go from
-// KVM's ioeventfd straight to that process, and its interrupts straight into a KVM irqfd.
-// The transport never pops these queues; it hands their layout over at DRIVER_OK.
+// A device whose queues something else serves (vhost-user, vhost-net): the driver's
+// notifications go from KVM's ioeventfd straight to the server, and its interrupts straight
+// into a KVM irqfd (virtio-mmio) or, relayed by the event loop, to the queue's MSI-X vector
+// (virtio-pci). The transport never pops these queues; it hands their layout over at DRIVER_OK.
 struct QueueEventfds {
   int kick = -1;  // KVM signals it when the driver notifies the queue (an ioeventfd)
   int call = -1;  // signalling it raises the device's interrupt (a KVM irqfd)
