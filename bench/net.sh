@@ -15,13 +15,16 @@
 # vhost-net (the data path in the emulated host's kernel): "vmm-vhost" is our vmm with
 # --net ...,vhost=on, "qemu-vhost" QEMU with -netdev tap,...,vhost=on; the CPU per packet of
 # both leaves out the kernel's vhost worker where it is a kernel thread (before Linux 6.4).
+# Over virtio-pci: "vmm-pci" (--net ...,transport=pci), "vmm-vhost-pci" (and vhost=on),
+# "qemu-vhost-pci" (-M microvm,pcie=on with ACPI, -device virtio-net-pci, vhost=on).
 # iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
 # Each VMM runs ROUNDS times, interleaved; the table shows medians. A second table gives VM
 # exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
 # and the VMM's CPU, with and without its vCPUs' guest time, between marks the guest prints).
 # Usage: bench/net.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 5 minutes). Prints a table
 # and ratios; see docs/PERFORMANCE.md. NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
-# vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost, qemu-vhost).
+# vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost, qemu-vhost, vmm-pci, vmm-vhost-pci,
+# qemu-vhost-pci).
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -33,10 +36,11 @@ cd "$repo"
 only=${NET_BENCH_ONLY:-}
 for c in $only; do
   case $c in
-    host | vmm | vmm-tx | qemu | vmm-2q1 | vmm-2q2 | vmm-vhost | qemu-vhost) ;;
+    host | vmm | vmm-tx | qemu | vmm-2q1 | vmm-2q2 | vmm-vhost | qemu-vhost | vmm-pci) ;;
+    vmm-vhost-pci | qemu-vhost-pci) ;;
     *)
       echo "NET_BENCH_ONLY: unknown '$c' (host, vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost," \
-        "qemu-vhost)" >&2
+        "qemu-vhost, vmm-pci, vmm-vhost-pci, qemu-vhost-pci)" >&2
       exit 2
       ;;
   esac
@@ -135,6 +139,18 @@ while [ $round -lt $rounds ]; do
   done
   want vmm-vhost && bench_sampled vmm-vhost netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
     --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,vhost=on --quiet
+  want vmm-pci && bench_sampled vmm-pci netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
+    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,transport=pci \
+    --quiet
+  want vmm-vhost-pci && bench_sampled vmm-vhost-pci netbench 300 vmm ./ip netns exec nb ./vmm \
+    --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+    --net tap=tap0,vhost=on,transport=pci --quiet
+  want qemu-vhost-pci && bench_sampled qemu-vhost-pci netbench 300 qemu-system-x86 ./ip netns exec nb \
+    ./qemu-system-x86_64 -L qemu-data -M microvm,pcie=on -accel kvm -cpu host -m 256M -smp 1 \
+    -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on \
+    -device virtio-net-pci,netdev=n0,romfile= -kernel bzImage -initrd initramfs.cpio.gz \
+    -append "$cmdline"
   for q in 1 2; do
     want vmm-2q$q || continue
     bench_sampled vmm-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
@@ -144,7 +160,7 @@ while [ $round -lt $rounds ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
+collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
 need_results '^vmm '
 echo "per round:"
 sed 's/^/  /' "$work/results"
@@ -164,17 +180,18 @@ for f in g2h h2g rtt; do
   a=$(result $f vmm-2q1) b=$(result $f vmm-2q2)
   printf '%-6s %6s %10s %10s %9s\n' $f $unit "${a:--}" "${b:--}" "$(ratio "$b" "$a")"
 done
-echo "vhost-net: the data path in the host kernel (median of $rounds rounds)"
-printf '%-6s %6s %10s %10s %9s %9s %9s\n' what unit vmm-vhost qemu-vhost vmm/qemu vmm/host \
-  vhost/vmm
+echo "vhost-net: the data path in the host kernel, and virtio-pci (median of $rounds rounds)"
+printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s %9s\n' what unit vmm-vhost qemu-vhost vmm-pci \
+  vhost-pci qemu-v-pci vhost/qemu v-pci/qemu v-pci/host
 for f in g2h h2g rtt; do
   unit=Mbit/s; [ $f = rtt ] && unit=ms
-  a=$(result $f vmm-vhost) b=$(result $f qemu-vhost) h=$(result $f host) v=$(result $f vmm)
-  printf '%-6s %6s %10s %10s %9s %9s %9s\n' $f $unit "${a:--}" "${b:--}" "$(ratio "$a" "$b")" \
-    "$(ratio "$a" "$h")" "$(ratio "$a" "$v")"
+  a=$(result $f vmm-vhost) b=$(result $f qemu-vhost) h=$(result $f host)
+  p=$(result $f vmm-pci) vp=$(result $f vmm-vhost-pci) qp=$(result $f qemu-vhost-pci)
+  printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s %9s\n' $f $unit "${a:--}" "${b:--}" "${p:--}" \
+    "${vp:--}" "${qp:--}" "$(ratio "$a" "$b")" "$(ratio "$vp" "$qp")" "$(ratio "$vp" "$h")"
 done
 echo "VM exits and CPU per packet (eth0's packets both ways in the guest, a TSO/GRO packet"
 echo "counting once), medians over the rounds; cpu: all the VMM's threads, guest time"
 echo "included; own: without the guest time"
-per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2 vmm-vhost qemu-vhost"
+per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2 vmm-vhost qemu-vhost vmm-pci vmm-vhost-pci qemu-vhost-pci"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
