@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The jail (vmm --jail, docs/SECURITY.md "Sandbox: the jail"), inside the emulated KVM host, as
 # root there: a Linux guest boots in a jail with a virtIO disk and a virtIO network device on a
-# TAP the jail creates in a network namespace this test makes (no traffic leaves it), and a
+# TAP the jail creates in a network namespace this test makes (no traffic leaves it), its frames
+# moved by the host kernel's vhost-net (vhost=on: /dev/vhost-net in the jail), and a
 # virtIO console on a Unix socket. While the guest runs, the test looks at the jailed process
 # from outside: its root holds exactly the files the VM needs, it is uid/gid 1000 with no
 # capabilities in any set and no_new_privs, PID 1 of its own PID namespace, in its own mount,
@@ -52,7 +53,7 @@ chown -R 1000:1000 /tmp/jail-disk
 
 ./vmm --jail $jail --jail-uid 1000 --jail-netns $ns --kernel bzImage --initrd initramfs.cpio.gz \
   --memory 160M --cmdline "console=ttyS0 quiet libvmm.test=jail" \
-  --serial file:/tmp/jail-out/serial.log --disk /tmp/jail-disk/vda.img --net tap=tap0 \
+  --serial file:/tmp/jail-out/serial.log --disk /tmp/jail-disk/vda.img --net tap=tap0,vhost=on \
   --console socket:/run/jailvm/console.sock </dev/null >/tmp/jail.stdout 2>/tmp/jail.err &
 outer=$!
 # The jail's supervisor makes tap0 in the namespace; give the host's end an address.
@@ -94,6 +95,7 @@ cat >/tmp/jail.expected <<'EOF'
 ./dev/kvm
 ./dev/net
 ./dev/net/tun
+./dev/vhost-net
 ./payload
 ./payload/bzImage
 ./payload/initramfs.cpio.gz
