@@ -16,7 +16,8 @@
 # --net ...,vhost=on, "qemu-vhost" QEMU with -netdev tap,...,vhost=on; the CPU per packet of
 # both leaves out the kernel's vhost worker where it is a kernel thread (before Linux 6.4).
 # Over virtio-pci: "vmm-pci" (--net ...,transport=pci), "vmm-vhost-pci" (and vhost=on),
-# "qemu-vhost-pci" (-M microvm,pcie=on with ACPI, -device virtio-net-pci, vhost=on).
+# "qemu-vhost-pci" (-M q35, -device virtio-net-pci, vhost=on: microvm's pcie=on brought no
+# network up in this guest).
 # iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
 # Each VMM runs ROUNDS times, interleaved; the table shows medians. A second table gives VM
 # exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
@@ -81,7 +82,8 @@ chmod +x "$extra/tests/netbench"
 payload_new x86_64 build/gcc/tools/vmm/vmm --extra "$extra"
 payload_binary /usr/bin/qemu-system-x86_64 /usr/bin/iperf3 "$(command -v ip)"
 mkdir -p "$payload/qemu-data"
-cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
+cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin,kvmvapic.bin} \
+  /usr/share/seabios/bios-256k.bin "$payload/qemu-data/"
 
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
 # want NAME: whether this run measures NAME (all unless NET_BENCH_ONLY named some).
@@ -146,7 +148,7 @@ while [ $round -lt $rounds ]; do
     --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
     --net tap=tap0,vhost=on,transport=pci --quiet
   want qemu-vhost-pci && bench_sampled qemu-vhost-pci netbench 300 qemu-system-x86 ./ip netns exec nb \
-    ./qemu-system-x86_64 -L qemu-data -M microvm,pcie=on -accel kvm -cpu host -m 256M -smp 1 \
+    ./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host -m 256M -smp 1 \
     -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on \
     -device virtio-net-pci,netdev=n0,romfile= -kernel bzImage -initrd initramfs.cpio.gz \

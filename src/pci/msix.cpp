@@ -25,8 +25,12 @@ bool valid(uint64_t offset, size_t size, uint64_t limit, const char* what, std::
 
 }  // namespace
 
-MsixTable::MsixTable(uint16_t vectors, std::shared_ptr<MsiSink> sink)
-    : sink_(std::move(sink)), entries_(vectors), pending_(vectors) {
+MsixTable::MsixTable(uint16_t vectors, std::shared_ptr<MsiSink> sink, bool direct)
+    : sink_(std::move(sink)),
+      direct_(direct && sink_ && sink_->direct_eventfd(0) >= 0),
+      entries_(vectors),
+      pending_(vectors),
+      reported_(direct_ ? vectors : 0) {
   if (vectors == 0 || vectors > kMaxVectors || !sink_) {
     throw std::invalid_argument("MSI-X: 1 to 2048 vectors and a sink are needed");
   }
@@ -47,12 +51,15 @@ uint32_t MsixTable::add_capability(ConfigSpace& config, unsigned table_bar, uint
 
 void MsixTable::control_written(uint16_t control) {
   std::vector<Message> messages;
+  std::vector<std::pair<uint16_t, VectorState>> changed;
   {
     std::lock_guard lock(mutex_);
     enabled_ = control & kControlEnable;
     function_masked_ = control & kControlFunctionMask;
     deliver_pending_locked(messages);
+    changed_states_locked(changed);
   }
+  report(changed);  // before the pending messages, which may go through the irqfds
   send_all(messages);
 }
 
@@ -78,6 +85,7 @@ bool MsixTable::table_write(uint64_t offset, std::span<const uint8_t> data, std:
   if (!valid(offset, data.size(), table_size(), "MSI-X table", why)) return false;
   std::vector<Message> programmed;
   std::vector<Message> messages;
+  std::vector<std::pair<uint16_t, VectorState>> changed;
   {
     std::lock_guard lock(mutex_);
     for (size_t done = 0; done < data.size(); done += 4) {
@@ -107,8 +115,10 @@ bool MsixTable::table_write(uint64_t offset, std::span<const uint8_t> data, std:
       programmed.push_back({vector, uint64_t{e.address_high} << 32 | e.address_low, e.data});
     }
     deliver_pending_locked(messages);
+    changed_states_locked(changed);
   }
   for (const Message& m : programmed) sink_->vector_programmed(m.vector, m.address, m.data);
+  report(changed);
   send_all(messages);
   return true;
 }
@@ -119,7 +129,11 @@ bool MsixTable::pba_read(uint64_t offset, std::span<uint8_t> data, std::string& 
   std::lock_guard lock(mutex_);
   for (size_t i = 0; i < data.size() * 8; ++i) {
     const size_t vector = offset * 8 + i;
-    if (vector < pending_.size() && pending_[vector]) data[i / 8] |= 1u << (i % 8);
+    if (vector >= pending_.size()) continue;
+    // A direct vector's signals while masked wait in its eventfd (the sink's).
+    if (pending_[vector] || (direct_ && sink_->direct_pending(static_cast<uint16_t>(vector)))) {
+      data[i / 8] |= 1u << (i % 8);
+    }
   }
   return true;
 }
@@ -167,16 +181,38 @@ void MsixTable::deliver_pending_locked(std::vector<Message>& out) {
   }
 }
 
+void MsixTable::changed_states_locked(std::vector<std::pair<uint16_t, VectorState>>& out) {
+  if (!direct_) return;
+  for (size_t v = 0; v < entries_.size(); ++v) {
+    const Entry& e = entries_[v];
+    const VectorState now{enabled_ && !function_masked_ && !(e.control & 1),
+                          uint64_t{e.address_high} << 32 | e.address_low, e.data};
+    if (now == reported_[v]) continue;
+    reported_[v] = now;
+    out.emplace_back(static_cast<uint16_t>(v), now);
+  }
+}
+
+void MsixTable::report(const std::vector<std::pair<uint16_t, VectorState>>& changed) {
+  for (const auto& [vector, s] : changed)
+    sink_->direct_state(vector, s.deliverable, s.address, s.data);
+}
+
 void MsixTable::send_all(const std::vector<Message>& messages) {
   for (const Message& m : messages) sink_->send_vector(m.vector, m.address, m.data);
 }
 
 void MsixTable::reset() {
-  std::lock_guard lock(mutex_);
-  std::fill(entries_.begin(), entries_.end(), Entry{});
-  std::fill(pending_.begin(), pending_.end(), false);
-  enabled_ = false;
-  function_masked_ = false;
+  std::vector<std::pair<uint16_t, VectorState>> changed;
+  {
+    std::lock_guard lock(mutex_);
+    std::fill(entries_.begin(), entries_.end(), Entry{});
+    std::fill(pending_.begin(), pending_.end(), false);
+    enabled_ = false;
+    function_masked_ = false;
+    changed_states_locked(changed);
+  }
+  report(changed);
 }
 
 }  // namespace libvmm::pci

@@ -132,7 +132,7 @@ VirtioPciTransport::VirtioPciTransport(std::shared_ptr<VirtioDevice> device,
       name_(device_ ? device_->name() : std::string()),
       offered_features_(device_ ? offered_features(*device_) : 0),
       config_size_(device_ ? device_->config_size() : 0),
-      msix_(vector_count(device_.get()), std::move(msi)) {
+      msix_(vector_count(device_.get()), std::move(msi), external_ != nullptr) {
   if (!device_) throw std::invalid_argument("virtio-pci: a device is needed");
   if (config_size_ > kDeviceConfigMax) {
     throw std::invalid_argument(
@@ -474,6 +474,17 @@ void VirtioPciTransport::write_status(uint8_t value) {
   if (activate) {
     log::debug("{}: driver ready, features {:#x}", name_, driver_features_);
     if (external_ != nullptr) {
+      // Each queue's interrupts straight to its vector where the sink delivers it directly
+      // (the vector is the one the driver chose before DRIVER_OK); else through the relay.
+      std::vector<QueueEventfds> fds = external_fds_;
+      for (size_t q = 0; q < fds.size() && q < queues_.size(); ++q) {
+        const int direct = msix_.enabled() ? msix_.direct_eventfd(queue_vectors_[q]) : -1;
+        if (direct < 0) continue;
+        fds[q].call = direct;
+        log::debug("{}: queue {} interrupts go straight to MSI-X vector {}", name_, q,
+                   queue_vectors_[q]);
+      }
+      external_->set_queue_eventfds(std::move(fds));
       std::string why;
       if (!external_->start_queues(*this, driver_features_, queues_, why)) set_needs_reset(why);
       return;
@@ -550,6 +561,11 @@ void VirtioPciTransport::interrupt(uint16_t vector, uint8_t isr_bit) {
 void VirtioPciTransport::signal_used(uint16_t index) {
   if (index >= queues_.size() || !live()) return;
   if (queues_[index].needs_notification()) interrupt(queue_vectors_[index], kIsrQueue);
+}
+
+void VirtioPciTransport::set_external_eventfds(std::vector<QueueEventfds> fds) {
+  std::lock_guard lock(mutex_);
+  external_fds_ = std::move(fds);
 }
 
 void VirtioPciTransport::external_used(uint16_t index) {

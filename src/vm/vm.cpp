@@ -528,8 +528,10 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
   std::shared_ptr<pci::MsiSink> msi = d.msi;
   if (d.gsi_routes) {
     Impl* impl = &d;
+    // Direct (irqfds that follow the guest's masks) where a server signals the vectors itself.
     msi = RoutedMsiSink::for_vm(d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device),
-                                false, pci_requester_id(), [impl](int fd, uint32_t gsi) {
+                                device->external_queues() != nullptr, pci_requester_id(),
+                                [impl](int fd, uint32_t gsi) {
                                   impl->early_irqfds.push_back({fd, gsi, -1});
                                 });
   }
@@ -572,7 +574,8 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
   }
   if (external != nullptr) {
     // The server's interrupts: a call eventfd per queue, relayed by the event loop to the
-    // queue's MSI-X vector (or INTx), which keeps the guest's masking and pending bits.
+    // queue's MSI-X vector (or INTx); the transport hands over the vector's own irqfd instead
+    // where the sink has one (direct above).
     std::vector<QueueEventfds> fds;
     for (uint16_t q = 0; q < transport->queue_count(); ++q) {
       UniqueFd call(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -585,7 +588,7 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
       fds.push_back({notifiers->fds[q], raw});
       d.notify_fds.push_back(std::move(call));
     }
-    external->set_queue_eventfds(std::move(fds));
+    transport->set_external_eventfds(std::move(fds));
   }
   transport->set_renotify([notifiers](uint16_t q) {
     const uint64_t one = 1;

@@ -109,6 +109,8 @@ check "vhost=on: VM C pings VM B" wait_for /tmp/c.out "ping peer ok" 200
 check "vhost=on: vmm handed both rings to the kernel at DRIVER_OK" \
   grep -q "vhost-net0: started in the host kernel" /tmp/c.err
 check "vhost=on: the device is a PCI function" grep -q "vhost-net0 at PCI 00:" /tmp/c.err
+check "vhost=on: the kernel signals the queues' MSI-X vectors itself (irqfds)" \
+  grep -q "vhost-net0: queue 1 interrupts go straight to MSI-X vector" /tmp/c.err
 # The kernel's worker for C's rings: a thread named vhost-PID, PID that of the vmm (C's only).
 vhost_worker() {
   for f in /proc/[0-9]*/task/*/comm; do

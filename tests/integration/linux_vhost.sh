@@ -69,6 +69,8 @@ if [ -x ./qemu-storage-daemon ]; then
   boot blk "quiet libvmm.test=vhost_blk" -v --vhost-user blk,socket=/tmp/qsd.sock,transport=pci
   check "blk: vmm exit status 0" [ $status -eq 0 ]
   check "blk: the disk is a virtio-pci function" grep -q "vhost-user-blk0 at PCI 00:" /tmp/blk.err
+  check "blk: the daemon signals the queue's MSI-X vector itself (an irqfd)" \
+    grep -q "vhost-user-blk0: queue 0 interrupts go straight to MSI-X vector" /tmp/blk.err
   check "blk: the disk has 8 MiB" grep -q "vda sectors: 16384" /tmp/blk.out
   check "blk: FLUSH is offered (write back)" grep -q "vda write cache: write back" /tmp/blk.out
   check "blk: the guest reads the host's pattern" \

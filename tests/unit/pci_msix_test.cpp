@@ -186,6 +186,66 @@ TEST(Msix, VectorSinksHearProgrammedMessagesBeforeDeliveries) {
   EXPECT_TRUE(sink->bare.empty());
 }
 
+// A sink that delivers vectors directly (an eventfd per vector that something else signals):
+// the table tells it each change of a vector's state, before the deliveries that change
+// releases, and reads its pending bits into the PBA.
+class DirectSink : public MsiSink {
+ public:
+  void send(uint64_t address, uint32_t data) override { bare.emplace_back(address, data); }
+  void send_vector(uint16_t vector, uint64_t, uint32_t) override {
+    events.push_back({'s', vector});
+  }
+  int direct_eventfd(uint16_t vector) override { return 100 + vector; }
+  void direct_state(uint16_t vector, bool deliverable, uint64_t, uint32_t data) override {
+    events.push_back({deliverable ? 'd' : 'm', vector, data});
+  }
+  bool direct_pending(uint16_t vector) override { return vector == held; }
+  struct Event {
+    char what;
+    uint16_t vector;
+    uint32_t data = 0;
+    bool operator==(const Event&) const = default;
+  };
+  std::vector<Event> events;
+  std::vector<std::pair<uint64_t, uint32_t>> bare;
+  int held = -1;
+};
+
+TEST(Msix, DirectSinksHearEveryStateChange) {
+  auto sink = std::make_shared<DirectSink>();
+  EXPECT_EQ(MsixTable(2, sink).direct_eventfd(1), -1);  // not asked to be direct
+  MsixTable msix(2, sink, true);
+  EXPECT_EQ(msix.direct_eventfd(1), 101);
+  const auto write = [&](uint64_t offset, uint32_t value) {
+    std::array<uint8_t, 4> b{};
+    std::memcpy(b.data(), &value, 4);
+    std::string why;
+    ASSERT_TRUE(msix.table_write(offset, b, why)) << why;
+  };
+  using E = DirectSink::Event;
+  write(16 + 8, 0x41);  // masked, MSI-X off: the message changed, not deliverable
+  ASSERT_EQ(sink->events.size(), 1u);
+  EXPECT_EQ(sink->events[0], (E{'m', 1, 0x41}));
+  msix.control_written(1u << 15);  // enabled; both vectors still masked: no change to report
+  EXPECT_EQ(sink->events.size(), 1u);
+  EXPECT_TRUE(msix.notify(1));  // masked: held here
+  write(16 + 12, 0);            // unmasked: reported first, then the held delivery
+  ASSERT_EQ(sink->events.size(), 3u);
+  EXPECT_EQ(sink->events[1], (E{'d', 1, 0x41}));
+  EXPECT_EQ(sink->events[2], (E{'s', 1}));
+  msix.control_written((1u << 15) | (1u << 14));  // function mask
+  EXPECT_EQ(sink->events.back(), (E{'m', 1, 0x41}));
+  // What the direct path holds while masked shows in the PBA.
+  sink->held = 1;
+  std::array<uint8_t, 8> pba{};
+  std::string why;
+  ASSERT_TRUE(msix.pba_read(0, pba, why)) << why;
+  EXPECT_EQ(pba[0], 0x2);
+  msix.reset();  // nothing deliverable any more: nothing to report for vector 1, already masked
+  EXPECT_EQ(sink->events.back(), (E{'m', 1, 0}));
+  EXPECT_TRUE(sink->bare.empty());
+}
+
 TEST(Msix, BadConstruction) {
   auto sink = std::make_shared<RecordingSink>();
   EXPECT_THROW(MsixTable(0, sink), std::invalid_argument);

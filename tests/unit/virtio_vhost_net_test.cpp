@@ -75,6 +75,7 @@ struct KernelLog {
   std::vector<vhost_kernel::MemoryRegion> regions;
   std::vector<vhost_kernel::VringAddr> addrs;
   int error_fd[2] = {-1, -1};
+  int call_fd[2] = {-1, -1};
   std::string refuse;  // a call (its first word) that fails with EINVAL
 
   void add(const std::string& call) {
@@ -119,7 +120,10 @@ class FakeKernel final : public VhostNetKernel {
     log_->addrs.push_back(a);
   }
   void set_vring_kick(uint32_t i, int fd) override { file("set_vring_kick", i, fd); }
-  void set_vring_call(uint32_t i, int fd) override { file("set_vring_call", i, fd); }
+  void set_vring_call(uint32_t i, int fd) override {
+    if (i < 2) log_->call_fd[i] = fd;
+    file("set_vring_call", i, fd);
+  }
   void set_vring_err(uint32_t i, int fd) override {
     if (i < 2) log_->error_fd[i] = fd;
     file("set_vring_err", i, fd);
@@ -293,24 +297,65 @@ class RecordingSink : public pci::MsiSink {
   std::vector<std::pair<uint64_t, uint32_t>> sent;
 };
 
-// Over virtio-pci: the same hand-over at DRIVER_OK; the kernel's call eventfd, relayed by the
-// machine to external_used(), raises the queue's own MSI-X vector, and nothing while the guest
-// masks it; a stopped queue needs a reset there too.
-TEST(VhostNet, OverPciTheKernelsInterruptsAreTheQueuesVectors) {
-  Rig rig;
-  auto msi = std::make_shared<RecordingSink>();
-  auto pci = std::make_shared<VirtioPciTransport>(rig.device, rig.memory, msi, nullptr);
-  PciDriver drv(*pci);
-  // MSI-X: vectors 0..2 at (0xfee0v000, 0x40 + v), enabled.
+// A sink with an eventfd per vector that reaches the guest directly (KVM irqfds on a VM).
+class DirectSink final : public RecordingSink {
+ public:
+  int direct_eventfd(uint16_t vector) override { return vector < 3 ? 200 + vector : -1; }
+};
+
+// The MSI-X layout the driver programs in these tests: vectors 0..2 at (0xfee0v000, 0x40 + v).
+void enable_msix(VirtioPciTransport& pci, PciDriver& drv) {
   for (uint32_t v = 0; v < 3; ++v) {
     const uint32_t words[4] = {0xfee00000u + v * 0x1000u, 0, 0x40u + v, 0};
     for (uint32_t i = 0; i < 4; ++i) {
       std::array<uint8_t, 4> b{};
       std::memcpy(b.data(), &words[i], 4);
-      pci->bar_write(VirtioPciTransport::kMsixBar, v * 16 + i * 4, b);
+      pci.bar_write(VirtioPciTransport::kMsixBar, v * 16 + i * 4, b);
     }
   }
   drv.set_config(drv.msix_capability + 2, drv.config(drv.msix_capability + 2, 2) | 0x8000, 2);
+}
+
+// Where the sink delivers vectors directly, the kernel signals each queue's own vector's
+// eventfd: its interrupts reach the guest without this process. Without MSI-X: the relay.
+TEST(VhostNet, OverPciTheKernelSignalsTheQueuesVectorsDirectly) {
+  Rig rig;
+  auto pci = std::make_shared<VirtioPciTransport>(rig.device, rig.memory,
+                                                  std::make_shared<DirectSink>(), nullptr);
+  pci->set_external_eventfds(
+      {{rig.kick[0].get(), rig.call[0].get()}, {rig.kick[1].get(), rig.call[1].get()}});
+  PciDriver drv(*pci);
+  enable_msix(*pci, drv);
+  ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1)));
+  DriverRing rx(rig.memory, 256, RingLayout::at(0x10000));
+  DriverRing tx(rig.memory, 256, RingLayout::at(0x20000));
+  drv.setup_queue(0, rx, 1);
+  drv.setup_queue(1, tx, 0xffff);  // no vector: the relay, which raises nothing
+  drv.driver_ok();
+  EXPECT_EQ(rig.kernel->call_fd[0], 201);
+  EXPECT_EQ(rig.kernel->call_fd[1], rig.call[1].get());
+  // MSI-X off (INTx): both relayed.
+  drv.set_common(VIRTIO_PCI_COMMON_STATUS, 0, 1);
+  drv.set_config(drv.msix_capability + 2, 0, 2);
+  ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1)));
+  drv.setup_queue(0, rx);
+  drv.setup_queue(1, tx);
+  drv.driver_ok();
+  EXPECT_EQ(rig.kernel->call_fd[0], rig.call[0].get());
+  EXPECT_EQ(rig.kernel->call_fd[1], rig.call[1].get());
+}
+
+// Over virtio-pci, where the sink has no direct delivery: the same hand-over at DRIVER_OK; the
+// kernel's call eventfd, relayed by the machine to external_used(), raises the queue's own
+// MSI-X vector, and nothing while the guest masks it; a stopped queue needs a reset there too.
+TEST(VhostNet, OverPciTheKernelsInterruptsAreTheQueuesVectors) {
+  Rig rig;
+  auto msi = std::make_shared<RecordingSink>();
+  auto pci = std::make_shared<VirtioPciTransport>(rig.device, rig.memory, msi, nullptr);
+  pci->set_external_eventfds(
+      {{rig.kick[0].get(), rig.call[0].get()}, {rig.kick[1].get(), rig.call[1].get()}});
+  PciDriver drv(*pci);
+  enable_msix(*pci, drv);
   rig.kernel->taken();
   ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MAC)));
   drv.set_common(VIRTIO_PCI_COMMON_MSIX, 2, 2);  // configuration changes: vector 2

@@ -67,7 +67,11 @@ class MsixTable {
   static constexpr uint16_t kNoVector = 0xffff;  // virtIO's VIRTIO_MSI_NO_VECTOR
 
   // Throws std::invalid_argument for 0 or more than kMaxVectors vectors, or no sink.
-  MsixTable(uint16_t vectors, std::shared_ptr<MsiSink> sink);
+  // `direct`: the table itself tells a sink that delivers directly (MsiSink::direct_eventfd)
+  // every change of each vector's state and reads its pending bits into the PBA, so that
+  // something other than notify() may signal the vectors' eventfds (a vhost back-end); a
+  // function that tracks the states itself (VFIO) leaves it off.
+  MsixTable(uint16_t vectors, std::shared_ptr<MsiSink> sink, bool direct = false);
 
   // Adds the capability to `config` (table and PBA in BARs, at 8-byte aligned offsets) and
   // returns its offset. The function passes control writes on with control_written().
@@ -105,6 +109,10 @@ class MsixTable {
   // Power-on state: disabled, every vector masked, nothing pending.
   void reset();
 
+  // A direct table's: the eventfd that signals `vector` straight to the guest where the sink
+  // offers one (MsiSink::direct_eventfd), else -1.
+  int direct_eventfd(uint16_t vector) const { return direct_ ? sink_->direct_eventfd(vector) : -1; }
+
  private:
   struct Entry {
     uint32_t address_low = 0;
@@ -118,12 +126,17 @@ class MsixTable {
     uint32_t data;
   };
   void deliver_pending_locked(std::vector<Message>& out);
+  // Direct sinks: the vectors whose state changed since last reported.
+  void changed_states_locked(std::vector<std::pair<uint16_t, VectorState>>& out);
+  void report(const std::vector<std::pair<uint16_t, VectorState>>& changed);
   void send_all(const std::vector<Message>& messages);
 
   const std::shared_ptr<MsiSink> sink_;
+  const bool direct_;
   mutable std::mutex mutex_;
   std::vector<Entry> entries_;
   std::vector<bool> pending_;
+  std::vector<VectorState> reported_;  // direct sinks: what the sink was told last
   bool enabled_ = false;
   bool function_masked_ = false;
 };

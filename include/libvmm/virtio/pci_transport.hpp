@@ -5,9 +5,11 @@
 // changes, or INTx where the driver enables no MSI-X. No legacy (0.9.5) interface, no
 // VIRTIO_PCI_CAP_PCI_CFG window.
 //
-// Queues served elsewhere (ExternalQueues: vhost-user, vhost-net) are handed over at DRIVER_OK;
-// the server signals a call eventfd per queue, which the machine relays to external_used(),
-// so the queue's MSI-X vector keeps the masking and pending bits the guest programs.
+// Queues served elsewhere (ExternalQueues: vhost-user, vhost-net) are handed over at DRIVER_OK.
+// The server signals a call eventfd per queue: where the MSI sink delivers vectors directly
+// (an irqfd per vector, detached while the guest masks it), the eventfd of the queue's MSI-X
+// vector, so its interrupts reach the guest without this process; else one the machine relays
+// to external_used(). Either way the guest's masking and pending bits hold.
 //
 // Locking: see virtio_device.hpp. BAR accesses come from any vCPU thread; notify() from the
 // event loop thread (the notify ioeventfds). The configuration space has its own lock
@@ -92,8 +94,11 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   bool renotify(uint16_t index) override { return renotify_ && renotify_(index); }
   void device_failed(const std::string& why) override;
 
-  // Queues served elsewhere: the server used buffers of queue `index` and asked for an
-  // interrupt (its call eventfd fired). Any thread but the device's calls.
+  // Queues served elsewhere: the eventfds the machine made for them (kick: the queue's notify
+  // ioeventfd; call: relayed to external_used()), one pair per queue. Before the guest runs.
+  void set_external_eventfds(std::vector<QueueEventfds> fds);
+  // The server used buffers of queue `index` and asked for an interrupt through the relayed
+  // call eventfd. Any thread but the device's calls.
   void external_used(uint16_t index);
 
  protected:
@@ -115,7 +120,8 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
 
   const std::shared_ptr<VirtioDevice> device_;
   ExternalQueues* const external_;  // the device's, when something else serves its queues
-  std::shared_ptr<IrqLine> intx_;   // set before the guest runs
+  std::vector<QueueEventfds> external_fds_;
+  std::shared_ptr<IrqLine> intx_;  // set before the guest runs
   const std::string name_;
   const uint64_t offered_features_;
   const uint32_t config_size_;

@@ -1,10 +1,10 @@
 // virtio-net with its data path in the host kernel (vhost-net, /dev/vhost-net): --net
 // tap=NAME,vhost=on. This process keeps the register window and the config space (MAC, link
 // status, MTU); at DRIVER_OK it gives the kernel the guest RAM's layout, each ring's address,
-// kick eventfd (the KVM ioeventfd of the queue's notify) and call eventfd (virtio-mmio: a KVM
-// irqfd on the device's line; virtio-pci: relayed by the event loop to the queue's MSI-X
-// vector), and the TAP. From then on frames move between the rings and the TAP in a kernel
-// thread: no frame and no notification passes through this process.
+// kick eventfd (the KVM ioeventfd of the queue's notify) and call eventfd (a KVM irqfd: on the
+// device's line, or over virtio-pci the queue's MSI-X vector's), and the TAP. From then on frames
+// move between the rings and the TAP in a kernel thread: no frame and no notification passes
+// through this process.
 //
 // The guest is untrusted here too: rings must lie inside one guest memory region (else the
 // device is not started and needs a reset), and a ring the kernel finds malformed is stopped

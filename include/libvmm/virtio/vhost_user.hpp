@@ -2,9 +2,9 @@
 // docs/interop/vhost-user.rst): virtio-fs through virtiofsd, virtio-blk through
 // qemu-storage-daemon or vmm-device. This process keeps the register window and config space;
 // the back-end gets the guest RAM's file descriptors and each queue's layout, kick eventfd (the
-// KVM ioeventfd of the queue's notify) and call eventfd (virtio-mmio: a KVM irqfd on the
-// device's line, so no data-path event passes through this process; virtio-pci: relayed by the
-// event loop to the queue's MSI-X vector).
+// KVM ioeventfd of the queue's notify) and call eventfd (a KVM irqfd: on the device's line, or
+// over virtio-pci the queue's MSI-X vector's), so no data-path event passes through this
+// process.
 //
 // Threads: the set-up exchange runs in the constructor (before the guest); start and stop
 // exchanges run in the calls the transport makes with its lock held (a vCPU's Status or

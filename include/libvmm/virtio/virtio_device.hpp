@@ -58,8 +58,9 @@ class VirtioDevice;
 
 // A device whose queues something else serves (vhost-user, vhost-net): the driver's
 // notifications go from KVM's ioeventfd straight to the server, and its interrupts straight
-// into a KVM irqfd (virtio-mmio) or, relayed by the event loop, to the queue's MSI-X vector
-// (virtio-pci). The transport never pops these queues; it hands their layout over at DRIVER_OK.
+// into a KVM irqfd (virtio-mmio: the device's line; virtio-pci: the queue's MSI-X vector's, or a
+// relay through the event loop where there is none). The transport never pops these queues; it
+// hands their layout over at DRIVER_OK.
 struct QueueEventfds {
   int kick = -1;  // KVM signals it when the driver notifies the queue (an ioeventfd)
   int call = -1;  // signalling it raises the device's interrupt (a KVM irqfd)
