@@ -164,7 +164,10 @@ bool MsixTable::pending(uint16_t vector) const {
 std::optional<MsixTable::VectorState> MsixTable::state(uint16_t vector) const {
   std::lock_guard lock(mutex_);
   if (vector >= entries_.size()) return std::nullopt;
-  const Entry& e = entries_[vector];
+  return state_locked(entries_[vector]);
+}
+
+MsixTable::VectorState MsixTable::state_locked(const Entry& e) const {
   return VectorState{enabled_ && !function_masked_ && !(e.control & 1),
                      uint64_t{e.address_high} << 32 | e.address_low, e.data};
 }
@@ -184,9 +187,7 @@ void MsixTable::deliver_pending_locked(std::vector<Message>& out) {
 void MsixTable::changed_states_locked(std::vector<std::pair<uint16_t, VectorState>>& out) {
   if (!direct_) return;
   for (size_t v = 0; v < entries_.size(); ++v) {
-    const Entry& e = entries_[v];
-    const VectorState now{enabled_ && !function_masked_ && !(e.control & 1),
-                          uint64_t{e.address_high} << 32 | e.address_low, e.data};
+    const VectorState now = state_locked(entries_[v]);
     if (now == reported_[v]) continue;
     reported_[v] = now;
     out.emplace_back(static_cast<uint16_t>(v), now);

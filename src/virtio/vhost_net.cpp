@@ -201,7 +201,7 @@ uint64_t VhostNet::device_features() const {
 }
 
 uint64_t VhostNet::transport_features() const {
-  return kernel_features_ & kRingFeatures;
+  return kernel_features_;
 }
 
 uint32_t VhostNet::config_size() const {

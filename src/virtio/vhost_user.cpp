@@ -142,7 +142,7 @@ uint64_t VhostUserDevice::device_features() const {
 }
 
 uint64_t VhostUserDevice::transport_features() const {
-  return backend_features_ & kRingFeatures;
+  return backend_features_;
 }
 
 void VhostUserDevice::read_config(uint32_t offset, std::span<uint8_t> data) {

@@ -3,7 +3,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <linux/virtio_config.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -15,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "device_status.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
@@ -29,11 +29,6 @@ using vhost::Request;
 constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
 }
-constexpr unsigned kRingIndirectDesc = 28;  // VIRTIO_RING_F_INDIRECT_DESC
-constexpr unsigned kRingEventIdx = 29;      // VIRTIO_RING_F_EVENT_IDX
-// What the Virtqueue implements of the reserved feature range.
-constexpr uint64_t kRingFeatures =
-    bit(VIRTIO_F_VERSION_1) | bit(kRingIndirectDesc) | bit(kRingEventIdx);
 constexpr uint32_t kVringFlagLog = 0x1;  // VHOST_VRING_F_LOG: dirty logging, not offered
 // Regions are mapped in whole 2 MiB units where the descriptor holds them (hugetlb memfds can
 // only be mapped so).
@@ -79,8 +74,9 @@ VhostUserBackend::VhostUserBackend(VirtioDevice& device, EventLoop& loop, Unique
       channel_(std::move(connected), peer),
       peer_(std::move(peer)),
       on_close_(std::move(on_close)),
-      offered_((device.device_features() & ~(bit(41) - bit(28))) | kRingFeatures |
-               vhost::kFeatureProtocolFeatures) {
+      // What a transport offers for the device (its bits, the rings' features), and the
+      // vhost-user protocol's.
+      offered_(libvmm::offered_features(device) | vhost::kFeatureProtocolFeatures) {
   const std::vector<uint16_t> sizes = device_.queue_max_sizes();
   queues_.reserve(sizes.size());
   // The front-end chooses the ring size (its driver's), which may exceed the device's own

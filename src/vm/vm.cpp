@@ -525,18 +525,18 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
   ensure_pci_bridge(device->name());
   // MSI-X vectors as GSI routes + irqfds (the route follows what the guest programs), where
   // the machine routes GSIs; else KVM_SIGNAL_MSI per message.
+  ExternalQueues* const external = device->external_queues();
   std::shared_ptr<pci::MsiSink> msi = d.msi;
   if (d.gsi_routes) {
     Impl* impl = &d;
     // Direct (irqfds that follow the guest's masks) where a server signals the vectors itself.
     msi = RoutedMsiSink::for_vm(d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device),
-                                device->external_queues() != nullptr, pci_requester_id(),
+                                external != nullptr, pci_requester_id(),
                                 [impl](int fd, uint32_t gsi) {
                                   impl->early_irqfds.push_back({fd, gsi, -1});
                                 });
   }
   auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, msi, nullptr);
-  ExternalQueues* const external = device->external_queues();
   const uint8_t number = d.pci_bridge->add(transport);
   if (!d.machine->pci_msi()) d.intx_pending.emplace_back(transport, number);
 

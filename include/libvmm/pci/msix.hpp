@@ -125,6 +125,7 @@ class MsixTable {
     uint64_t address;
     uint32_t data;
   };
+  VectorState state_locked(const Entry& e) const;
   void deliver_pending_locked(std::vector<Message>& out);
   // Direct sinks: the vectors whose state changed since last reported.
   void changed_states_locked(std::vector<std::pair<uint16_t, VectorState>>& out);

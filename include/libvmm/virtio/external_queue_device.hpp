@@ -23,10 +23,6 @@ class ExternalQueueDevice : public VirtioDevice, public ExternalQueues {
   void set_queue_eventfds(std::vector<QueueEventfds> fds) override { eventfds_ = std::move(fds); }
 
  protected:
-  // The ring features a transport may offer when the server has them: VERSION_1,
-  // RING_INDIRECT_DESC (28), RING_EVENT_IDX (29).
-  static constexpr uint64_t kRingFeatures = (1ull << 32) | (1ull << 28) | (1ull << 29);
-
   // This process's addresses of a queue's three rings, as a memory table of this process's
   // mappings translates them; nullopt where one is not inside one region (the used ring: a
   // writable one).

@@ -69,8 +69,8 @@ class ExternalQueues {
  public:
   // Before the guest runs: one pair per queue, owned by the machine for the VM's lifetime.
   virtual void set_queue_eventfds(std::vector<QueueEventfds> fds) = 0;
-  // Which transport features (VERSION_1, RING_INDIRECT_DESC, RING_EVENT_IDX) the server of
-  // the queues supports; the transport offers only those.
+  // The feature bits the server of the queues has; of the transport features a transport
+  // offers (VERSION_1, RING_INDIRECT_DESC, RING_EVENT_IDX: offered_features()), only those.
   virtual uint64_t transport_features() const = 0;
   // Lock held, at DRIVER_OK in place of activate(): hands the ready queues to their server.
   // False with `why` when that failed; the transport then sets DEVICE_NEEDS_RESET.
