@@ -18,6 +18,9 @@
 # Over virtio-pci: "vmm-pci" (--net ...,transport=pci), "vmm-vhost-pci" (and vhost=on),
 # "qemu-vhost-pci" (-M q35, -device virtio-net-pci, vhost=on: microvm's pcie=on brought no
 # network up in this guest).
+# The kernel worker's polling of drained rings (VHOST_SET_VRING_BUSYLOOP_TIMEOUT): "vmm-vhost-poll"
+# (--net ...,vhost=on,transport=pci,poll_us=N) and "qemu-vhost-poll" (q35, -netdev
+# tap,...,vhost=on,poll-us=N), N from NET_BENCH_POLL_US (default 50).
 # iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
 # Each VMM runs ROUNDS times, interleaved; the table shows medians. A second table gives VM
 # exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
@@ -25,12 +28,14 @@
 # Usage: bench/net.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 5 minutes). Prints a table
 # and ratios; see docs/PERFORMANCE.md. NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
 # vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost, qemu-vhost, vmm-pci, vmm-vhost-pci,
-# qemu-vhost-pci).
+# qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll).
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
+poll_us=${NET_BENCH_POLL_US:-50}
 [[ $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] \
   || { echo "usage: bench/net.sh [SECONDS [ROUNDS]] (positive integers)" >&2; exit 2; }
+[[ $poll_us =~ ^[0-9]+$ ]] || { echo "NET_BENCH_POLL_US: a number of µs" >&2; exit 2; }
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
@@ -38,10 +43,10 @@ only=${NET_BENCH_ONLY:-}
 for c in $only; do
   case $c in
     host | vmm | vmm-tx | qemu | vmm-2q1 | vmm-2q2 | vmm-vhost | qemu-vhost | vmm-pci) ;;
-    vmm-vhost-pci | qemu-vhost-pci) ;;
+    vmm-vhost-pci | qemu-vhost-pci | vmm-vhost-poll | qemu-vhost-poll) ;;
     *)
       echo "NET_BENCH_ONLY: unknown '$c' (host, vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost," \
-        "qemu-vhost, vmm-pci, vmm-vhost-pci, qemu-vhost-pci)" >&2
+        "qemu-vhost, vmm-pci, vmm-vhost-pci, qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll)" >&2
       exit 2
       ;;
   esac
@@ -153,6 +158,15 @@ while [ $round -lt $rounds ]; do
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on \
     -device virtio-net-pci,netdev=n0,romfile= -kernel bzImage -initrd initramfs.cpio.gz \
     -append "$cmdline"
+  want vmm-vhost-poll && bench_sampled vmm-vhost-poll netbench 300 vmm ./ip netns exec nb ./vmm \
+    --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+    --net tap=tap0,vhost=on,transport=pci,poll_us=$poll_us --quiet
+  want qemu-vhost-poll && bench_sampled qemu-vhost-poll netbench 300 qemu-system-x86 ./ip netns exec nb \
+    ./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host -m 256M -smp 1 \
+    -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on,poll-us=$poll_us \
+    -device virtio-net-pci,netdev=n0,romfile= -kernel bzImage -initrd initramfs.cpio.gz \
+    -append "$cmdline"
   for q in 1 2; do
     want vmm-2q$q || continue
     bench_sampled vmm-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
@@ -162,7 +176,7 @@ while [ $round -lt $rounds ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
+collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci|vmm-vhost-poll|qemu-vhost-poll) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
 need_results '^vmm '
 echo "per round:"
 sed 's/^/  /' "$work/results"
@@ -192,8 +206,17 @@ for f in g2h h2g rtt; do
   printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s %9s\n' $f $unit "${a:--}" "${b:--}" "${p:--}" \
     "${vp:--}" "${qp:--}" "$(ratio "$a" "$b")" "$(ratio "$vp" "$qp")" "$(ratio "$vp" "$h")"
 done
+echo "vhost-net over virtio-pci, the kernel worker polling drained rings up to $poll_us µs"
+printf '%-6s %6s %9s %9s %9s %9s %9s\n' what unit vhost-pci v-poll qemu-poll poll/qemu poll/host
+for f in g2h h2g rtt; do
+  unit=Mbit/s; [ $f = rtt ] && unit=ms
+  vp=$(result $f vmm-vhost-pci) a=$(result $f vmm-vhost-poll) b=$(result $f qemu-vhost-poll)
+  h=$(result $f host)
+  printf '%-6s %6s %9s %9s %9s %9s %9s\n' $f $unit "${vp:--}" "${a:--}" "${b:--}" \
+    "$(ratio "$a" "$b")" "$(ratio "$a" "$h")"
+done
 echo "VM exits and CPU per packet (eth0's packets both ways in the guest, a TSO/GRO packet"
 echo "counting once), medians over the rounds; cpu: all the VMM's threads, guest time"
 echo "included; own: without the guest time"
-per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2 vmm-vhost qemu-vhost vmm-pci vmm-vhost-pci qemu-vhost-pci"
+per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2 vmm-vhost qemu-vhost vmm-pci vmm-vhost-pci qemu-vhost-pci vmm-vhost-poll qemu-vhost-poll"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

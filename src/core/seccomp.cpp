@@ -239,7 +239,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
            {vhost_kernel::kSetFeatures, vhost_kernel::kSetMemTable, vhost_kernel::kSetVringNum,
             vhost_kernel::kSetVringBase, vhost_kernel::kGetVringBase, vhost_kernel::kSetVringAddr,
             vhost_kernel::kSetVringKick, vhost_kernel::kSetVringCall,
-            vhost_kernel::kNetSetBackend}) {
+            vhost_kernel::kSetVringBusyloopTimeout, vhost_kernel::kNetSetBackend}) {
         r.push_back({"ioctl",
                      {equals(1, request)},
                      "virtio-net vhost=on: DRIVER_OK, reset and QueueReady=0 are register writes "

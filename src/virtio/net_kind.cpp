@@ -64,7 +64,8 @@ class NetKind final : public VirtioDeviceKind {
            "num_queues: receive/transmit queue pairs, each on a queue of a multiqueue TAP, "
            "default 1; iothread=on: transmit on the device's own thread, which polls its emptied "
            "rings for up to poll_us=N microseconds, default 32; vhost=on: frames move in the "
-           "host kernel's vhost-net, one queue pair)";
+           "host kernel's vhost-net, one queue pair, whose worker polls drained rings for up to "
+           "poll_us=N microseconds, default 0)";
   }
   std::vector<AttributeRule> attributes() const override {
     return {{"tap", true, false, "tap=NAME"},
@@ -112,12 +113,13 @@ class NetKind final : public VirtioDeviceKind {
     if (vhost != "on" && vhost != "off") {
       problems.push_back(fmt::format("vhost=\"{}\" must be on or off", vhost));
     } else if (vhost == "on") {
-      // The kernel serves the queues: nothing of this process's data path applies.
-      if (spec.value_or("num_queues", "1") != "1") {
+      // The kernel serves the queues: this process's transmit thread does not apply (poll_us
+      // does: the kernel's worker polls).
+      if (auto text = spec.get("num_queues"); text && parse_queues(*text).value_or(1) != 1) {
         problems.push_back("vhost=on serves one queue pair (num_queues=1)");
       }
-      if (spec.get("iothread") || spec.get("poll_us")) {
-        problems.push_back("vhost=on has no transmit thread of its own (iothread=, poll_us=)");
+      if (spec.get("iothread")) {
+        problems.push_back("vhost=on has no transmit thread of its own (iothread=)");
       }
     }
   }
@@ -138,6 +140,9 @@ class NetKind final : public VirtioDeviceKind {
     if (c.num_queues > 1) text.append(fmt::format(", {} queue pairs", c.num_queues));
     if (c.iothread) text.append(fmt::format(", transmit thread polling up to {} µs", c.poll_us));
     if (c.vhost) text.append(", frames moved by the host kernel (vhost-net)");
+    if (c.vhost && c.vhost_poll_us > 0) {
+      text.append(fmt::format(", which polls drained rings up to {} µs", c.vhost_poll_us));
+    }
     return text;
   }
 
@@ -153,6 +158,7 @@ class NetKind final : public VirtioDeviceKind {
         o.name = fmt::format("vhost-net{}", context.index);
         o.mac = mac;
         o.mtu = c.mtu;
+        o.poll_us = c.vhost_poll_us;
         std::shared_ptr<TapBackend> tap = TapBackend::open(c.tap);
         return std::make_shared<VhostNet>(std::move(o), open_vhost_net(), std::move(tap),
                                           context.memory);
@@ -187,6 +193,9 @@ class NetKind final : public VirtioDeviceKind {
     c.iothread = spec.value_or("iothread", "off") == "on";
     if (auto text = spec.get("poll_us")) c.poll_us = parse_poll_us(*text).value_or(c.poll_us);
     c.vhost = spec.value_or("vhost", "off") == "on";
+    if (auto text = spec.get("poll_us"); text && c.vhost) {
+      c.vhost_poll_us = parse_poll_us(*text).value_or(0);
+    }
     return c;
   }
 };

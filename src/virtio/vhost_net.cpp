@@ -89,6 +89,10 @@ class KernelVhostNet final : public VhostNetKernel {
   void set_backend(uint32_t index, int fd) override {
     set_file(abi::kNetSetBackend, index, fd, "VHOST_NET_SET_BACKEND");
   }
+  void set_vring_busyloop_timeout(uint32_t index, uint32_t us) override {
+    abi::VringState state{index, us};
+    call(abi::kSetVringBusyloopTimeout, &state, "VHOST_SET_VRING_BUSYLOOP_TIMEOUT");
+  }
 
  private:
   void set_file(unsigned long request, uint32_t index, int fd, const char* what) {
@@ -264,6 +268,7 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
       kernel_->set_vring_addr(addr);
       kernel_->set_vring_call(i, eventfds_[i].call);
       kernel_->set_vring_kick(i, eventfds_[i].kick);
+      if (options_.poll_us > 0) kernel_->set_vring_busyloop_timeout(i, options_.poll_us);
       kernel_->set_backend(i, tap_->fd());
       started_[i] = true;
     }
@@ -271,7 +276,10 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
     for (uint16_t i = 0; i < kQueues; ++i) {
       if (started_[i]) kick(i);
     }
-    log::debug("{}: started in the host kernel, features {:#x}", options_.name, features);
+    log::debug("{}: started in the host kernel, features {:#x}{}", options_.name, features,
+               options_.poll_us > 0
+                   ? fmt::format(", its worker polling drained rings up to {} µs", options_.poll_us)
+                   : "");
     return true;
   } catch (const VhostKernelError& e) {
     why = fmt::format("{}: {}", options_.name, e.what());

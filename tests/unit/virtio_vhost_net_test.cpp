@@ -28,7 +28,7 @@
 #include "unit/support/virtio_kit.hpp"
 
 extern "C" {
-extern const unsigned long libvmm_vhost_requests[12];
+extern const unsigned long libvmm_vhost_requests[13];
 extern const unsigned long libvmm_vhost_sizes[7];
 extern const unsigned libvmm_vhost_net_f_virtio_net_hdr;
 }
@@ -50,9 +50,19 @@ constexpr uint64_t bit(unsigned n) {
 TEST(VhostKernelAbi, MatchesTheKernelHeaders) {
   namespace abi = vhost_kernel;
   const unsigned long ours[] = {
-      abi::kGetFeatures,  abi::kSetFeatures,  abi::kSetOwner,     abi::kSetMemTable,
-      abi::kSetVringNum,  abi::kSetVringAddr, abi::kSetVringBase, abi::kGetVringBase,
-      abi::kSetVringKick, abi::kSetVringCall, abi::kSetVringErr,  abi::kNetSetBackend,
+      abi::kGetFeatures,
+      abi::kSetFeatures,
+      abi::kSetOwner,
+      abi::kSetMemTable,
+      abi::kSetVringNum,
+      abi::kSetVringAddr,
+      abi::kSetVringBase,
+      abi::kGetVringBase,
+      abi::kSetVringKick,
+      abi::kSetVringCall,
+      abi::kSetVringErr,
+      abi::kNetSetBackend,
+      abi::kSetVringBusyloopTimeout,
   };
   for (size_t i = 0; i < std::size(ours); ++i) {
     EXPECT_EQ(ours[i], libvmm_vhost_requests[i]) << "request " << i;
@@ -129,6 +139,9 @@ class FakeKernel final : public VhostNetKernel {
     file("set_vring_err", i, fd);
   }
   void set_backend(uint32_t i, int fd) override { file("set_backend", i, fd); }
+  void set_vring_busyloop_timeout(uint32_t i, uint32_t us) override {
+    log_->add(fmt::format("set_vring_busyloop_timeout {} {}", i, us));
+  }
 
  private:
   void file(const char* what, uint32_t i, int fd) {
@@ -154,7 +167,7 @@ struct Rig {
                       UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK))};
   UniqueFd peer;  // the other end of the "TAP"
 
-  explicit Rig(uint64_t features = kKernelFeatures) {
+  explicit Rig(uint64_t features = kKernelFeatures, uint32_t poll_us = 0) {
     int pair[2];
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
     tap = std::make_shared<TapBackend>(UniqueFd(pair[0]), "tap test");
@@ -162,6 +175,7 @@ struct Rig {
     VhostNetOptions o;
     o.mac = {0x52, 0x54, 0, 0x12, 0x34, 0x56};
     o.mtu = 9000;
+    o.poll_us = poll_us;
     device =
         std::make_shared<VhostNet>(o, std::make_unique<FakeKernel>(kernel, features), tap, memory);
     device->set_queue_eventfds({{kick[0].get(), call[0].get()}, {kick[1].get(), call[1].get()}});
@@ -248,6 +262,23 @@ TEST(VhostNet, HandsTheQueuesAndTheTapToTheKernelAtDriverOk) {
   EXPECT_EQ(rig.kernel->taken(),
             (std::vector<std::string>{"set_backend 0 none", "get_vring_base 0",
                                       "set_backend 1 none", "get_vring_base 1"}));
+}
+
+TEST(VhostNet, PollUsSetsTheKernelWorkersPollingOnBothRings) {
+  Rig rig(kKernelFeatures, 50);
+  rig.kernel->taken();
+  rig.bring_up(bit(VIRTIO_F_VERSION_1));
+  EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  const auto calls = rig.kernel->taken();
+  for (const char* want : {"set_vring_busyloop_timeout 0 50", "set_vring_busyloop_timeout 1 50"}) {
+    EXPECT_NE(std::find(calls.begin(), calls.end(), want), calls.end()) << want;
+  }
+  // Without poll_us the kernel's default (no polling) is left alone.
+  Rig plain;
+  plain.bring_up(bit(VIRTIO_F_VERSION_1));
+  for (const std::string& call : plain.kernel->taken()) {
+    EXPECT_FALSE(call.starts_with("set_vring_busyloop_timeout")) << call;
+  }
 }
 
 TEST(VhostNet, ARefusedIoctlStopsWhatStartedAndNeedsReset) {
@@ -426,7 +457,16 @@ TEST(VhostNet, TheFlagsRules) {
                   "(num_queues=1)"});
   EXPECT_EQ(problems("tap=t0,vhost=on,iothread=on"),
             Lines{"--net tap=t0,vhost=on,iothread=on: vhost=on has no transmit thread of its own "
-                  "(iothread=, poll_us=)"});
+                  "(iothread=)"});
+  // One queue pair however it is written; poll_us is the kernel worker's polling.
+  EXPECT_TRUE(problems("tap=t0,vhost=on,num_queues=01").empty());
+  EXPECT_TRUE(problems("tap=t0,vhost=on,poll_us=50").empty());
+  EXPECT_EQ(problems("tap=t0,vhost=on,poll_us=5000"),
+            Lines{"--net tap=t0,vhost=on,poll_us=5000: poll_us=\"5000\" must be a number of "
+                  "microseconds from 0 to 1000"});
+  EXPECT_NE(kind->describe(spec_from_flag(*kind, "tap=t0,vhost=on,poll_us=50"), 0, "vm")
+                .find("polls drained rings up to 50 µs"),
+            std::string::npos);
   EXPECT_TRUE(problems("tap=t0,vhost=on,transport=pci").empty());
   // A sandbox gives the device /dev/vhost-net as well as /dev/net/tun.
   const auto paths = kind->host_paths(spec_from_flag(*kind, "tap=t0,vhost=on"));

@@ -49,6 +49,8 @@ constexpr unsigned long kGetVringBase = _IOWR(kType, 0x12, VringState);
 constexpr unsigned long kSetVringKick = _IOW(kType, 0x20, VringFile);
 constexpr unsigned long kSetVringCall = _IOW(kType, 0x21, VringFile);
 constexpr unsigned long kSetVringErr = _IOW(kType, 0x22, VringFile);
+// How long (µs) the kernel's worker keeps polling a ring it drained before it sleeps again.
+constexpr unsigned long kSetVringBusyloopTimeout = _IOW(kType, 0x23, VringState);
 constexpr unsigned long kNetSetBackend = _IOW(kType, 0x30, VringFile);
 
 // VHOST_NET_F_VIRTIO_NET_HDR: the kernel adds and strips the virtio-net header itself.

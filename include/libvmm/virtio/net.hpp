@@ -64,10 +64,11 @@ struct NetConfig {
   std::string tap;                // host TAP device name
   std::optional<MacAddress> mac;  // default: default_mac(VM name, index)
   uint16_t mtu = 1500;
-  uint16_t num_queues = 1;  // queue pairs (and TAP queues); more than one: VIRTIO_NET_F_MQ
-  bool iothread = false;    // the transmit queues on the device's own thread (iothread=on)
-  uint32_t poll_us = 32;    // that thread's polling budget at most (poll_us=N; 0: no polling)
-  bool vhost = false;       // the data path in the host kernel (vhost=on; VhostNet)
+  uint16_t num_queues = 1;     // queue pairs (and TAP queues); more than one: VIRTIO_NET_F_MQ
+  bool iothread = false;       // the transmit queues on the device's own thread (iothread=on)
+  uint32_t poll_us = 32;       // that thread's polling budget at most (poll_us=N; 0: no polling)
+  bool vhost = false;          // the data path in the host kernel (vhost=on; VhostNet)
+  uint32_t vhost_poll_us = 0;  // vhost=on: the kernel worker's polling (poll_us=N; 0: none)
 };
 
 // How the transmit queues are served: inside each notification (the default), or by the

@@ -59,6 +59,8 @@ class VhostNetKernel {
   virtual void set_vring_err(uint32_t index, int fd) = 0;
   // The TAP whose frames queue `index` moves; -1 detaches it (stops the ring).
   virtual void set_backend(uint32_t index, int fd) = 0;
+  // How long the kernel polls ring `index` (and, for receive, the TAP) after draining it.
+  virtual void set_vring_busyloop_timeout(uint32_t index, uint32_t us) = 0;
 };
 
 // /dev/vhost-net, opened. Throws UserError saying what is missing: the device (load the
@@ -69,6 +71,10 @@ struct VhostNetOptions {
   std::string name = "vhost-net0";  // for log lines and errors
   std::array<uint8_t, 6> mac{};
   uint16_t mtu = 1500;
+  // poll_us=N: the kernel's worker polls each drained ring for up to N µs before it sleeps and
+  // the driver must kick again (VHOST_SET_VRING_BUSYLOOP_TIMEOUT); 0, the kernel's default,
+  // leaves it alone.
+  uint32_t poll_us = 0;
 };
 
 class VhostNet final : public ExternalQueueDevice {
