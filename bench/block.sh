@@ -118,10 +118,17 @@ fi
 # MARK lines bracket each job for the host's exit and CPU sampler (payload.sh: sample_marks),
 # which reads its counters while the guest idles for a second after each mark.
 mark() { echo "LIBVMM-GUEST: MARK \$*"; sleep 1; }
+# The requests the disk's driver completed (reads + writes): how many virtIO requests a job's
+# one request became (a 1 MiB pread the block layer splits counts twice).
+vreqs() { [ -r /sys/block/vda/stat ] && awk '{ print \$1 + \$5 }' /sys/block/vda/stat || echo 0; }
+[ -r /sys/block/vda/queue/max_segments ] && echo "LIBVMM-GUEST: BENCH queue" \
+  "max_segments=\$(cat /sys/block/vda/queue/max_segments)" \
+  "max_sectors_kb=\$(cat /sys/block/vda/queue/max_sectors_kb)"
 for job in seqwrite seqread randread; do
   mark begin \$job
+  before=\$(vreqs)
   r=\$(blkio \$job \$target $secs 2>&1)
-  echo "LIBVMM-GUEST: BENCH \$r"
+  echo "LIBVMM-GUEST: BENCH \$r vreqs=\$((\$(vreqs) - before))"
   mark end \$job ops=\$(echo "\$r" | sed -n 's/.* ops=\\([0-9]*\\).*/\\1/p')
 done
 mark begin randread4
@@ -263,7 +270,7 @@ while [ $round -lt $rounds ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|vmm-pci|qemu|vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) (seqwrite|seqread|randread|randread4|mount) |BENCH-SETUP|BENCH-WARNING)' \
+collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|vmm-pci|qemu|vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) (seqwrite|seqread|randread|randread4|mount|queue) |BENCH-SETUP|BENCH-WARNING)' \
   --timeout $((600 + rounds * (secs * 4 * 9 + 400)))
 need_results '^vmm'
 grep '^BENCH-SETUP' "$work/results"

@@ -90,7 +90,7 @@ mkdir -p "$payload/qemu-data"
 cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin,kvmvapic.bin} \
   /usr/share/seabios/bios-256k.bin "$payload/qemu-data/"
 
-payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
+payload_script run.sh secs="$secs" rounds="$rounds" only="$only" poll_us="$poll_us" <<'EOS'
 # want NAME: whether this run measures NAME (all unless NET_BENCH_ONLY named some).
 want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 export PATH=/payload:$PATH  # for the commands "ip netns exec" runs (busybox ip has no netns)
