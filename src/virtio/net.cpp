@@ -59,7 +59,8 @@ VirtioNet::VirtioNet(std::vector<std::shared_ptr<NetBackend>> backends, const Ma
                      uint16_t mtu, NetThreading threading)
     : mac_(mac),
       mtu_(std::max(mtu, kMinMtu)),
-      tx_poll_(threading.tx_thread ? std::min(threading.poll_max_us, kMaxPollUs) : 0) {
+      tx_poll_(threading.tx_thread ? std::min(threading.poll_max_us, kMaxPollUs) : 0,
+               threading.poll_clock) {
   if (backends.empty() || backends.size() > kMaxQueuePairs) {
     throw std::invalid_argument(
         fmt::format("virtio-net: {} queue pairs (1 to {})", backends.size(), kMaxQueuePairs));

@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -87,10 +88,11 @@ class RecordingBackend final : public NetBackend {
 
 // A network device with a transmit thread on an MMIO window; queue 0 receives, 1 transmits.
 struct Nic {
-  explicit Nic(GuestMemory& memory, uint32_t poll_us = 0)
+  explicit Nic(GuestMemory& memory, uint32_t poll_us = 0, AdaptivePoll::Now clock = nullptr)
       : backend(std::make_shared<RecordingBackend>()),
         device(std::make_shared<VirtioNet>(std::vector<std::shared_ptr<NetBackend>>{backend}, kMac,
-                                           1500, NetThreading{true, kThreadName, {}, poll_us})),
+                                           1500,
+                                           NetThreading{true, kThreadName, {}, poll_us, clock})),
         irq(std::make_shared<FakeIrq>()),
         window(std::make_unique<VirtioMmioTransport>(device, memory, irq)),
         mmio(*window),
@@ -216,57 +218,61 @@ TEST(NetTxThread, AResetWhileFramesWaitIsSafe) {
   EXPECT_EQ(nic.backend->sizes().back(), kHdr + 70);
 }
 
-// Adaptive polling, as for virtio-blk's I/O thread (core/adaptive_poll.hpp): frames that follow
-// each other closely are found by looking at the ring (no notification); after an idle time
-// longer than the most it may poll, the thread no longer polls. Frames for up to kPatience give
-// a loaded machine's scheduling many chances (a few suffice on a quiet one; a run under
-// ThreadSanitizer with both CPUs busy missed 200); one frame found by polling is enough.
+// The transmit thread's clock in the adaptive polling test: it stands still until the test
+// moves it, so a poll window stays open until then, however the machine schedules the threads.
+std::atomic<int64_t> g_poll_clock_ns{1'000'000'000};
+AdaptivePoll::Clock::time_point poll_clock() {
+  return AdaptivePoll::Clock::time_point(std::chrono::nanoseconds(g_poll_clock_ns.load()));
+}
+void advance_poll_clock(std::chrono::nanoseconds by) {
+  g_poll_clock_ns.fetch_add(by.count());
+}
+
+// Adaptive polling, as for virtio-blk's I/O thread (core/adaptive_poll.hpp), on a clock the
+// test moves: a sleep shorter than the bound opens a poll window, in which a frame published
+// without a notification is found by looking at the ring; after an idle time longer than the
+// bound the thread no longer polls, so such a frame waits for its notification.
 TEST(NetTxThread, AdaptivePollingFindsCloseFramesAndStopsWhenIdle) {
   constexpr uint32_t kMaxUs = VirtioNet::kMaxPollUs;
   TestMemory memory(4 * MiB);
-  Nic nic(memory, kMaxUs);
+  Nic nic(memory, kMaxUs, &poll_clock);
   nic.start();
-  uint16_t used = 0;
-  const auto give_up = std::chrono::steady_clock::now() + kPatience;
-  while (nic.device->poll_hits() == 0 && std::chrono::steady_clock::now() < give_up) {
-    nic.publish_frame(64);
-    ++used;
-    // Well inside the bound, so each sleep grows the budget (4 µs, doubling, up to 1 ms).
-    const auto deadline = std::chrono::steady_clock::now() + 300us;
-    while (nic.tx.used_idx() != used && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::yield();
-    }
-    if (nic.tx.used_idx() != used) {
-      nic.mmio.notify(1);
-      // Spinning, not sleeping: the next frame must follow this one within the bound.
-      const auto patience = std::chrono::steady_clock::now() + kPatience;
-      while (nic.tx.used_idx() != used && std::chrono::steady_clock::now() < patience) {
-        std::this_thread::yield();
-      }
-      ASSERT_EQ(nic.tx.used_idx(), used);
-    }
-  }
-  EXPECT_GE(nic.device->poll_hits(), 1u);
-
-  // Idle for longer than the bound: the next wake-up drops the budget to nothing.
-  const auto deadline = std::chrono::steady_clock::now() + kPatience;
-  while ((nic.tx.used_flags() & VRING_USED_F_NO_NOTIFY) != 0 &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(1ms);
-  }
-  ASSERT_EQ(nic.tx.used_flags() & VRING_USED_F_NO_NOTIFY, 0) << "notifications are back on";
-  std::this_thread::sleep_for(std::chrono::microseconds(kMaxUs) + 100ms);
+  // The first frame: no budget yet, so the thread sleeps as soon as it has sent it.
   nic.publish_frame(64);
   nic.mmio.notify(1);
-  ASSERT_TRUE(nic.wait_used(++used));
+  ASSERT_TRUE(nic.wait_used(1));
   nic.device->wait_idle();
-  const uint64_t hits_before = nic.device->poll_hits();
+  EXPECT_EQ(nic.tx.used_flags() & VRING_USED_F_NO_NOTIFY, 0) << "notifications are on";
+
+  // It slept 10 µs, within the bound: after the next frame it polls (4 µs of a clock that
+  // stands still), notifications off, and finds the third frame without one.
+  advance_poll_clock(10us);
+  nic.publish_frame(64);
+  nic.mmio.notify(1);
+  ASSERT_TRUE(nic.wait_used(2));
+  nic.publish_frame(64);
+  ASSERT_TRUE(nic.wait_used(3)) << "a frame published while the thread polls is found";
+  EXPECT_EQ(nic.device->poll_hits(), 1u);
+  EXPECT_NE(nic.tx.used_flags() & VRING_USED_F_NO_NOTIFY, 0) << "still polling";
+
+  // The clock passes the window's end: notifications come back on and the thread sleeps.
+  advance_poll_clock(1s);
+  nic.device->wait_idle();
+  ASSERT_EQ(nic.tx.used_flags() & VRING_USED_F_NO_NOTIFY, 0) << "notifications are back on";
+
+  // Idle for longer than the bound: the next wake-up drops the budget to nothing, so a frame
+  // published after it without a notification waits for one.
+  advance_poll_clock(std::chrono::microseconds(kMaxUs) + 1ms);
+  nic.publish_frame(64);
+  nic.mmio.notify(1);
+  ASSERT_TRUE(nic.wait_used(4));
+  nic.device->wait_idle();
   nic.publish_frame(64);
   std::this_thread::sleep_for(kSettle);
-  EXPECT_EQ(nic.tx.used_idx(), used) << "no polling after a long idle time";
+  EXPECT_EQ(nic.tx.used_idx(), 4) << "no polling after a long idle time";
   nic.mmio.notify(1);
-  ASSERT_TRUE(nic.wait_used(++used));
-  EXPECT_EQ(nic.device->poll_hits(), hits_before);
+  ASSERT_TRUE(nic.wait_used(5));
+  EXPECT_EQ(nic.device->poll_hits(), 1u);
 }
 
 TEST(NetTxThread, IothreadAndPollUsAreCheckedOnTheNetFlag) {

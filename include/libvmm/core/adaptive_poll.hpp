@@ -19,10 +19,14 @@ namespace libvmm {
 class AdaptivePoll {
  public:
   using Clock = std::chrono::steady_clock;
+  // What time it is (steady_clock's unless a test gives its own: a clock the test holds still
+  // keeps a poll window open until it moves the clock, so timing cannot decide the outcome).
+  using Now = Clock::time_point (*)();
   static constexpr uint64_t kStartNs = 4000;
   static constexpr uint32_t kMaxUs = 1000;  // the most a device's poll_us=N may ask for
 
-  explicit AdaptivePoll(uint32_t max_us = 0) : max_ns_(uint64_t{max_us} * 1000) {}
+  explicit AdaptivePoll(uint32_t max_us = 0, Now now = nullptr)
+      : max_ns_(uint64_t{max_us} * 1000), now_(now != nullptr ? now : &steady_now) {}
 
   bool enabled() const { return max_ns_ != 0; }
   // The thread woke from its sleep: how long it slept moves the budget.
@@ -30,7 +34,7 @@ class AdaptivePoll {
     polling_ = false;
     if (!idle_since_ || max_ns_ == 0) return;
     const auto slept = static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - *idle_since_).count());
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now_() - *idle_since_).count());
     idle_since_.reset();
     if (slept > max_ns_) {
       budget_ns_ = 0;  // work further apart than polling may cost: do not poll
@@ -39,7 +43,7 @@ class AdaptivePoll {
     }
   }
   // The thread turned notifications on and goes to sleep.
-  void sleeping() { idle_since_ = Clock::now(); }
+  void sleeping() { idle_since_ = now_(); }
   uint64_t hits() const { return hits_.load(std::memory_order_relaxed); }
 
   // The poll window of one wake-up, for a loop of passes over the thread's queues. polling():
@@ -56,9 +60,9 @@ class AdaptivePoll {
   bool keep_polling() {
     if (!polling_) {
       if (budget_ns_ == 0) return false;
-      poll_end_ = Clock::now() + std::chrono::nanoseconds(budget_ns_);
+      poll_end_ = now_() + std::chrono::nanoseconds(budget_ns_);
       polling_ = true;
-    } else if (Clock::now() >= poll_end_) {
+    } else if (now_() >= poll_end_) {
       polling_ = false;
       return false;
     }
@@ -68,12 +72,14 @@ class AdaptivePoll {
 
  private:
   uint64_t max_ns_;
+  Now now_;
   uint64_t budget_ns_ = 0;
   std::optional<Clock::time_point> idle_since_;  // when the thread last went to sleep
   bool polling_ = false;
   Clock::time_point poll_end_{};
   std::atomic<uint64_t> hits_{0};
 
+  static Clock::time_point steady_now() { return Clock::now(); }
   // A short pause in a polling loop: eases the sibling hyperthread and the memory bus.
   static void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
