@@ -22,7 +22,19 @@ EventLoop::EventLoop()
     throw_errno("event loop: epoll_ctl");
 }
 
-EventLoop::~EventLoop() = default;
+EventLoop::~EventLoop() {
+  // A callback may hold the last reference to an object whose destructor removes its own fds
+  // from this loop (a device served elsewhere, whose relay the loop runs): each callback leaves
+  // the map before it is destroyed, so such a remove() finds the map whole.
+  while (!callbacks_.empty()) {
+    auto node = callbacks_.extract(callbacks_.begin());
+  }
+  std::vector<std::function<void()>> posted;
+  {
+    std::lock_guard lock(posted_mutex_);
+    posted.swap(posted_);
+  }
+}
 
 void EventLoop::add(int fd, uint32_t events, Callback callback) {
   epoll_event ev{};
