@@ -4,7 +4,8 @@
 # (tools/emuhost/emuhost --arch aarch64) and checks what a user sees:
 #   GICv3 host: 2 vCPUs through PSCI, the arch timer, the PL011 console both ways, the vGICv3,
 #               PSCI SYSTEM_OFF and SYSTEM_RESET ending vmm with status 0, virtIO block,
-#               console and network with the guest's own (module) drivers, a disk, the
+#               console and network with the guest's own (module) drivers (a second NIC with
+#               vhost=on over virtio-pci, its irqfds on MSI-X vectors through the ITS), a disk, the
 #               console and the rng over virtio-pci (pci-host-ecam-generic, MSI-X through the
 #               vGICv3 ITS; refused with a user's --dtb), the wall clock at boot from the PL031, the power key (PL061 +
 #               gpio-keys) on SIGTERM;
@@ -23,7 +24,8 @@
 #               48 kHz tone through --sound wav:, checked as linux.sound does on x86_64.
 #   GICv3 host, virtio-fs: Debian's arm64 virtiofsd (tools/install-deps-arm64) shares a folder
 #               over vhost-user (--fs) with a guest whose Debian kernel mounts it (fuse and
-#               virtiofs modules): the checks of linux.vhost (virtiofs_checks), its 64 MiB
+#               virtiofs modules) as a virtio-pci function: the checks of linux.vhost
+#               (virtiofs_checks), its 64 MiB
 #               copy too.
 # Usage: arm64.sh CROSS_BUILD_DIR [gicv3|gicv2]...   (both by default)
 set -euo pipefail
@@ -82,21 +84,37 @@ payload_script gicv3.sh <<'EOS'
 [ -n "$IN_TEST_NETNS" ] || IN_TEST_NETNS=1 exec unshare -n "$0"
 # 1. Two vCPUs, the timer, the PL011, the vGICv3; virtIO network on a TAP made beforehand:
 #    eth0 has the MAC given with --net, pings the TAP's host side (10.0.0.1) and fetches 1 MiB
-#    from the host's web server intact; then PSCI SYSTEM_OFF ends vmm.
+#    from the host's web server intact; eth1 does the same on tap1 (10.0.1.1) with its frames
+#    moved by the host kernel's vhost-net (vhost=on) as a virtio-pci function, whose queues'
+#    MSI-X vectors the kernel signals through their irqfds (the vGICv3 ITS); then PSCI
+#    SYSTEM_OFF ends vmm.
 ip link set lo up
 tunctl -t tap0 >/dev/null
 ip addr add 10.0.0.1/24 dev tap0
 ip link set tap0 up
+tunctl -t tap1 >/dev/null
+ip addr add 10.0.1.1/24 dev tap1
+ip link set tap1 up
 mkdir -p /tmp/www
 dd if=/dev/urandom of=/tmp/www/to-guest bs=64k count=16 2>/dev/null
 to_guest=$(sha256sum </tmp/www/to-guest | cut -d' ' -f1)
 httpd -f -p 10.0.0.1:8080 -h /tmp/www &
 httpd=$!
-boot info "quiet libvmm.test=arm64net" --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56
-kill $httpd
+httpd -f -p 10.0.1.1:8080 -h /tmp/www &
+httpd1=$!
+boot info "quiet libvmm.test=arm64net" --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56 \
+  --net tap=tap1,vhost=on,transport=pci -v
+kill $httpd $httpd1
 check "net: eth0 has the MAC given with --net" grep -qF "eth0 address: 52:54:00:12:34:56" /tmp/info.out
 check "net: the guest pings the host side of the TAP" grep -qF "ping host ok" /tmp/info.out
 check "net: 1 MiB over TCP arrives intact" grep -qF "to-guest sha256: $to_guest" /tmp/info.out
+check "vhost=on: the guest pings the host over eth1" grep -qF "eth1 ping host ok" /tmp/info.out
+check "vhost=on: 1 MiB over TCP arrives intact on eth1" \
+  grep -qF "eth1 to-guest sha256: $to_guest" /tmp/info.out
+check "vhost=on: vmm handed both rings to the kernel" \
+  grep -qF "vhost-net1: started in the host kernel" /tmp/info.err
+check "vhost=on: the kernel signals the queues' MSI-X vectors (irqfds through the ITS)" \
+  grep -qF "vhost-net1: queue 1 interrupts go straight to MSI-X vector" /tmp/info.err
 check "boot: /init ran" grep -qF "LIBVMM-GUEST: init started" /tmp/info.out
 check "boot: 2 vCPUs came up (PSCI CPU_ON)" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
 check "boot: the arch timer is the clocksource" grep -qF "Switched to clocksource arch_sys_counter" /tmp/info.out
@@ -241,8 +259,12 @@ check "vfio: only the MSI-X table and PBA trapped, no interrupt through the loop
 check "vfio: the device was reset when vmm let it go" grep -qF "vfio $nvme: reset, back to the host" /tmp/nvme.err
 echo "GUEST-WROTE-MD5=$written"
 
-# 8. virtio-fs: a folder shared by Debian's arm64 virtiofsd over vhost-user.
-virtiofs_checks 64 || true
+# 8. virtio-fs: a folder shared by Debian's arm64 virtiofsd over vhost-user, the device a
+#    virtio-pci function whose MSI-X vectors virtiofsd signals itself (irqfds through the ITS).
+FS_OPTIONS=,transport=pci virtiofs_checks 64 -v || true
+check "virtio-fs: a virtio-pci function" grep -qE "at PCI 00:[0-9a-f]+\.0" /tmp/fs.err
+check "virtio-fs: virtiofsd signals the queues' MSI-X vectors itself" \
+  grep -qE "queue [0-9]+ interrupts go straight to MSI-X vector" /tmp/fs.err
 
 finish arm64-gicv3 /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/nvme.out /tmp/nvme.err /tmp/dtb-pci.err /tmp/pk.out /tmp/pk.err /tmp/tone.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
   /tmp/virtio.out /tmp/hvc0.err /tmp/hvc0.out

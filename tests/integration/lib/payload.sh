@@ -35,7 +35,7 @@
 #                                  within 1 %; aplay took 1.9-4 s beyond its own start-up:
 #                                  paced). The checks are named "LABEL: ..." (default "sound");
 #                                  the console output without CRs is left in /tmp/tone.guest
-#   virtiofs_checks MIB VMM-ARGS...
+#   [FS_OPTIONS=,transport=pci] virtiofs_checks MIB VMM-ARGS...
 #                                  a folder (/tmp/share) shared through ./virtiofsd with a guest
 #                                  booted with --fs tag=hostshare (and VMM-ARGS) that runs
 #                                  images/tests/fs: it mounts the tag, reads the host's file,
@@ -164,7 +164,7 @@ virtiofs_checks() {
   i=0
   while [ ! -S /tmp/vfs.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
   start fs ./vmm --kernel $kernel --initrd initramfs.cpio.gz --memory 256M \
-    --cmdline "console=$console quiet libvmm.test=fs" --fs tag=hostshare,socket=/tmp/vfs.sock "$@"
+    --cmdline "console=$console quiet libvmm.test=fs" --fs "tag=hostshare,socket=/tmp/vfs.sock${FS_OPTIONS:-}" "$@"
   check "virtio-fs: the guest mounts the tag" wait_for /tmp/fs.out "fs mounted" 240 $pid
   if ! grep -qF "fs mounted" /tmp/fs.out; then  # nothing else can work
     kill $pid $vfsd 2>/dev/null
