@@ -418,6 +418,15 @@ void VirtioPciTransport::common_write(uint64_t offset, std::span<const uint8_t> 
       return;
     case VIRTIO_PCI_COMMON_Q_MSIX:
       if (selected_queue("queue_msix_vector") != nullptr) {
+        // A queue served elsewhere got its vector's eventfd at DRIVER_OK (spec: the driver
+        // configures a queue before enabling it): until a reset it keeps that vector.
+        if (external_ != nullptr && (status_ & VIRTIO_CONFIG_S_DRIVER_OK) &&
+            queues_[queue_select_].ready()) {
+          return guest_error(fmt::format(
+              "queue_msix_vector written while queue {} is enabled and served elsewhere; it "
+              "keeps vector {} until the device is reset",
+              queue_select_, queue_vectors_[queue_select_]));
+        }
         queue_vectors_[queue_select_] = accept_vector(static_cast<uint16_t>(value));
       }
       return;

@@ -365,6 +365,12 @@ TEST(VhostNet, OverPciTheKernelSignalsTheQueuesVectorsDirectly) {
   drv.driver_ok();
   EXPECT_EQ(rig.kernel->call_fd[0], 201);
   EXPECT_EQ(rig.kernel->call_fd[1], rig.call[1].get());
+  // The kernel holds vector 1's eventfd: a new vector for the running queue is refused (read
+  // back unchanged) until a reset.
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_MSIX, 2, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_MSIX, 2), 1u);
+  EXPECT_FALSE(drv.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   // MSI-X off (INTx): both relayed.
   drv.set_common(VIRTIO_PCI_COMMON_STATUS, 0, 1);
   drv.set_config(drv.msix_capability + 2, 0, 2);
