@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <libfdt.h>
 
+#include <algorithm>
+#include <optional>
 #include <stdexcept>
 
 #include "libvmm/core/error.hpp"
@@ -22,6 +24,42 @@ void append_be32(std::vector<uint8_t>& out, uint32_t value) {
 int checked_size(size_t size) {
   if (size > static_cast<size_t>(INT32_MAX)) throw std::length_error("device tree too big");
   return static_cast<int>(size);
+}
+
+// Debian 12's libfdt 1.6.1 adds a property's length to an int offset unchecked (fixed upstream
+// in 1.7.0): a length near 2^32 wraps the walk back onto the same tag and fdt_check_full loops
+// forever (found by dtb_patch_fuzzer). Walk the structure block first; returns the offset of a
+// property longer than what is left of the block. Anything else malformed is libfdt's to judge.
+std::optional<uint64_t> overlong_property(const void* header) {
+  const auto* fdt = static_cast<const uint8_t*>(header);
+  const uint64_t total = fdt_totalsize(header);
+  uint64_t at = fdt_off_dt_struct(header);
+  const uint64_t end =
+      std::min(total, fdt_version(header) >= 17 ? at + fdt_size_dt_struct(header) : total);
+  const auto be32 = [fdt](uint64_t offset) {
+    uint32_t value = 0;
+    for (int i = 0; i < 4; ++i) value = value << 8 | fdt[offset + i];
+    return value;
+  };
+  const auto aligned = [](uint64_t offset) { return (offset + 3) & ~uint64_t{3}; };
+  while (at + 4 <= end) {
+    const uint64_t tag_at = at;
+    const uint32_t tag = be32(at);
+    at += 4;
+    if (tag == FDT_BEGIN_NODE) {
+      while (at < end && fdt[at] != 0) ++at;
+      at = aligned(at + 1);
+    } else if (tag == FDT_PROP) {
+      if (at + 8 > end) return std::nullopt;
+      const uint32_t length = be32(at);
+      at += 8;  // the length and the name's offset
+      if (length > end - at) return tag_at;
+      at = aligned(at + length);
+    } else if (tag != FDT_END_NODE && tag != FDT_NOP) {
+      return std::nullopt;  // FDT_END, or a tag libfdt refuses
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -174,7 +212,13 @@ FdtEditor::FdtEditor(std::span<const uint8_t> blob, const std::string& path) : p
     throw UserError(fmt::format("{}: device tree version {} is too old (16 or later is needed)",
                                 path, fdt_version(user)));
   if (err == 0 && fdt_totalsize(user) > blob.size()) err = -FDT_ERR_TRUNCATED;
-  if (err == 0) err = fdt_check_full(user, blob.size());
+  if (err == 0) {
+    if (auto at = overlong_property(user))
+      throw UserError(fmt::format(
+          "{}: invalid device tree: the property at offset {:#x} is longer than its block", path,
+          *at));
+    err = fdt_check_full(user, blob.size());
+  }
   if (err != 0)
     throw UserError(fmt::format("{}: invalid device tree: {}", path, fdt_strerror(err)));
   buf_.resize(fdt_totalsize(user) + 16 * KiB);

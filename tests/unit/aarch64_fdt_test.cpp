@@ -591,6 +591,22 @@ TEST(Arm64FdtPatch, RejectsBadUserBlobsNamingTheFile) {
   EXPECT_THAT(error_of([&] { patch_fdt(big, m, "my.dtb"); }), HasSubstr("over the arm64 limit"));
 }
 
+// Found by dtb_patch_fuzzer (a timeout): Debian 12's libfdt walks a property whose length is
+// -12 back onto itself, forever. Refused before libfdt walks the tree.
+TEST(Arm64FdtPatch, RefusesAPropertyLongerThanItsBlockInsteadOfLoopingForever) {
+  for (const uint32_t length : {0xffff'fff4u, 0x7fff'fff0u, 0x1000u}) {
+    auto blob = build_fdt(sample_machine());
+    const int property = fdt_first_property_offset(blob.data(), 0);
+    ASSERT_GE(property, 0);
+    auto* header = reinterpret_cast<const fdt_header*>(blob.data());
+    const size_t length_at = fdt_off_dt_struct(header) + static_cast<size_t>(property) + 4;
+    for (int i = 0; i < 4; ++i) blob[length_at + i] = static_cast<uint8_t>(length >> (24 - 8 * i));
+    EXPECT_THAT(error_of([&] { patch_fdt(blob, sample_machine(), "loop.dtb"); }),
+                StartsWith("loop.dtb: invalid device tree: the property at offset"))
+        << std::hex << length;
+  }
+}
+
 // Found by dtb_patch_fuzzer: the user's bytes may start anywhere in memory; reading the header
 // in place was undefined behaviour (UBSan: member access within misaligned address).
 TEST(Arm64FdtPatch, AcceptsATreeAtAnOddAddress) {
