@@ -41,7 +41,7 @@ cross_build "$build" vmm
 extra=$work/extra
 mkdir -p "$extra/tests"
 cp "$repo/tests/integration/arm64/info" "$extra/tests/arm64info"
-cp "$repo/tests/integration/arm64/net" "$extra/tests/arm64net"
+cp "$repo/tests/integration/lib/guest-net" "$extra/tests/arm64net"
 payload_new aarch64 "$build/tools/vmm/vmm" --extra "$extra"
 aarch64-linux-gnu-as "$repo/tests/integration/arm64/fault.S" -o "$work/fault.o"
 aarch64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
@@ -83,11 +83,11 @@ payload_script gicv3.sh <<'EOS'
 # there, and no traffic leaves it.
 [ -n "$IN_TEST_NETNS" ] || IN_TEST_NETNS=1 exec unshare -n "$0"
 # 1. Two vCPUs, the timer, the PL011, the vGICv3; virtIO network on a TAP made beforehand:
-#    eth0 has the MAC given with --net, pings the TAP's host side (10.0.0.1) and fetches 1 MiB
-#    from the host's web server intact; eth1 does the same on tap1 (10.0.1.1) with its frames
-#    moved by the host kernel's vhost-net (vhost=on) as a virtio-pci function, whose queues'
-#    MSI-X vectors the kernel signals through their irqfds (the vGICv3 ITS); then PSCI
-#    SYSTEM_OFF ends vmm.
+#    the NIC with the MAC given with --net pings the TAP's host side (10.0.0.1) and fetches
+#    1 MiB from the host's web server intact; a second NIC (52:54:00:12:34:57) does the same on
+#    tap1 (10.0.1.1) with its frames moved by the host kernel's vhost-net (vhost=on) as a
+#    virtio-pci function, whose queues' MSI-X vectors the kernel signals through their irqfds
+#    (the vGICv3 ITS); then PSCI SYSTEM_OFF ends vmm.
 ip link set lo up
 tunctl -t tap0 >/dev/null
 ip addr add 10.0.0.1/24 dev tap0
@@ -103,14 +103,15 @@ httpd=$!
 httpd -f -p 10.0.1.1:8080 -h /tmp/www &
 httpd1=$!
 boot info "quiet libvmm.test=arm64net" --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56 \
-  --net tap=tap1,vhost=on,transport=pci -v
+  --net tap=tap1,mac=52:54:00:12:34:57,vhost=on,transport=pci -v
 kill $httpd $httpd1
-check "net: eth0 has the MAC given with --net" grep -qF "eth0 address: 52:54:00:12:34:56" /tmp/info.out
-check "net: the guest pings the host side of the TAP" grep -qF "ping host ok" /tmp/info.out
-check "net: 1 MiB over TCP arrives intact" grep -qF "to-guest sha256: $to_guest" /tmp/info.out
-check "vhost=on: the guest pings the host over eth1" grep -qF "eth1 ping host ok" /tmp/info.out
-check "vhost=on: 1 MiB over TCP arrives intact on eth1" \
-  grep -qF "eth1 to-guest sha256: $to_guest" /tmp/info.out
+check "net: the guest has a NIC with the MAC given with --net" \
+  grep -qF "LIBVMM-GUEST: first NIC: eth" /tmp/info.out
+check "net: the guest pings the host side of the TAP" grep -qF "LIBVMM-GUEST: ping host ok" /tmp/info.out
+check "net: 1 MiB over TCP arrives intact" grep -qF "LIBVMM-GUEST: to-guest sha256: $to_guest" /tmp/info.out
+check "vhost=on: the guest pings the host over the second NIC" grep -qF "second NIC ping host ok" /tmp/info.out
+check "vhost=on: 1 MiB over TCP arrives intact on the second NIC" \
+  grep -qF "second NIC to-guest sha256: $to_guest" /tmp/info.out
 check "vhost=on: vmm handed both rings to the kernel" \
   grep -qF "vhost-net1: started in the host kernel" /tmp/info.err
 check "vhost=on: the kernel signals the queues' MSI-X vectors (irqfds through the ITS)" \

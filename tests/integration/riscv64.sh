@@ -5,7 +5,9 @@
 # boot:
 #   net and boot facts: 2 harts (SBI HSM), the 16550A console, KVM's AIA chosen by default (the
 #               guest's interrupts through the APLIC and IMSICs), virtIO network in a network
-#               namespace (ping, 1 MiB over TCP), SBI SRST shutdown ending vmm with status 0;
+#               namespace (ping, 1 MiB over TCP; a second NIC with vhost=on over virtio-pci,
+#               its irqfds on MSI-X vectors to the IMSICs), SBI SRST shutdown ending vmm with
+#               status 0;
 #   console:    --irqchip plic: the initramfs shell on the 16550A both ways through the PLIC vmm
 #               emulates, a disk whose I/O thread interrupts through it, a virtio-pci rng on
 #               an INTx line of it (the PLIC has no MSIs); `reboot` (SRST reset)
@@ -31,7 +33,7 @@ cross_build "$build" --arch riscv64 vmm
 extra=$work/extra
 mkdir -p "$extra/tests"
 cp "$repo/tests/integration/riscv64/info" "$extra/tests/riscv64info"
-cp "$repo/tests/integration/riscv64/net" "$extra/tests/riscv64net"
+cp "$repo/tests/integration/lib/guest-net" "$extra/tests/riscv64net"
 # The sound guest: trixie's riscv64 aplay with its library and ALSA's configuration, the tones,
 # the script (tests/integration/sound/aplay-tone); wavtool measures the host's WAV file.
 alsa=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/riscv64-alsa  # tools/install-deps-riscv64
@@ -52,24 +54,41 @@ payload_script run.sh <<'EOS'
 # All of it in a network namespace of its own: the TAP, its address and the web server live
 # there, and no traffic leaves it.
 [ -n "$IN_TEST_NETNS" ] || IN_TEST_NETNS=1 exec unshare -n "$0"
-# 1. Two harts, the 16550A, the PLIC; virtIO network on a TAP made beforehand: eth0 has the MAC
-#    given with --net, pings the TAP's host side (10.0.0.1) and fetches 1 MiB from the host's
-#    web server intact; then SBI SRST shutdown ends vmm.
+# 1. Two harts, the 16550A, the PLIC; virtIO network on a TAP made beforehand: the NIC with
+#    the MAC given with --net pings the TAP's host side (10.0.0.1) and fetches 1 MiB from the
+#    host's web server intact; a second NIC (52:54:00:12:34:57) does the same on tap1
+#    (10.0.1.1) with its frames moved by the host kernel's vhost-net (vhost=on), a virtio-pci
+#    function whose queues' MSI-X vectors the kernel signals through their irqfds (KVM's AIA:
+#    to the IMSICs); then SBI SRST shutdown ends vmm.
 ip link set lo up
 tunctl -t tap0 >/dev/null
 ip addr add 10.0.0.1/24 dev tap0
 ip link set tap0 up
+tunctl -t tap1 >/dev/null
+ip addr add 10.0.1.1/24 dev tap1
+ip link set tap1 up
 mkdir -p /tmp/www
 dd if=/dev/urandom of=/tmp/www/to-guest bs=64k count=16 2>/dev/null
 to_guest=$(sha256sum </tmp/www/to-guest | cut -d' ' -f1)
 httpd -f -p 10.0.0.1:8080 -h /tmp/www &
 httpd=$!
-boot info "quiet libvmm.test=riscv64net" -v --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56
-kill $httpd
+httpd -f -p 10.0.1.1:8080 -h /tmp/www &
+httpd1=$!
+boot info "quiet libvmm.test=riscv64net" -v --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56 \
+  --net tap=tap1,mac=52:54:00:12:34:57,vhost=on,transport=pci
+kill $httpd $httpd1
 cat /tmp/info.out
-check "net: eth0 has the MAC given with --net" grep -qF "eth0 address: 52:54:00:12:34:56" /tmp/info.out
-check "net: the guest pings the host side of the TAP" grep -qF "ping host ok" /tmp/info.out
-check "net: 1 MiB over TCP arrives intact" grep -qF "to-guest sha256: $to_guest" /tmp/info.out
+check "net: the guest has a NIC with the MAC given with --net" \
+  grep -qF "LIBVMM-GUEST: first NIC: eth" /tmp/info.out
+check "net: the guest pings the host side of the TAP" grep -qF "LIBVMM-GUEST: ping host ok" /tmp/info.out
+check "net: 1 MiB over TCP arrives intact" grep -qF "LIBVMM-GUEST: to-guest sha256: $to_guest" /tmp/info.out
+check "vhost=on: the guest pings the host over the second NIC" grep -qF "second NIC ping host ok" /tmp/info.out
+check "vhost=on: 1 MiB over TCP arrives intact on the second NIC" \
+  grep -qF "second NIC to-guest sha256: $to_guest" /tmp/info.out
+check "vhost=on: vmm handed both rings to the kernel" \
+  grep -qF "vhost-net1: started in the host kernel" /tmp/info.err
+check "vhost=on: the kernel signals the queues' MSI-X vectors (irqfds to the IMSICs)" \
+  grep -qF "vhost-net1: queue 1 interrupts go straight to MSI-X vector" /tmp/info.err
 check "boot: /init ran" grep -qF "LIBVMM-GUEST: init started" /tmp/info.out
 check "boot: 2 harts came up (SBI HSM)" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
 check "boot: the console is the 16550A" grep -qE "ttyS0 at MMIO 0x10000000 .*is a 16550A" /tmp/info.out
