@@ -215,7 +215,7 @@ check "faults: ... naming the device" grep -qF "device 'pl011' at [0x9000000, 0x
 check "faults: exit status 1" [ "$status" -eq 1 ]
 # 6. virtio-snd: the libvmm arm64 kernel's virtio-snd driver and Debian's arm64 aplay play the
 #    2 s 440 Hz stereo S16_LE 48 kHz tone through --sound wav: the file has that format, 2 s
-#    within one period, 440 Hz within 1 %; aplay took 1.9-4 s beyond its start-up (paced).
+#    within one period, 440 Hz within 1 %; aplay took 1.6-4 s beyond its start-up (paced).
 started=$(date +%s)
 ./vmm --kernel sound/Image --initrd sound/initramfs.cpio.gz --memory 256M \
   --cmdline "console=ttyAMA0 quiet libvmm.test=sound" --sound wav:/tmp/arm64.wav \

@@ -3,7 +3,7 @@
 # guest, inside the emulated KVM host, in one boot of it:
 #   wav48k  `aplay -l` lists the virtio-snd card; aplay of a 2 s 440 Hz stereo S16_LE 48 kHz
 #           tone through --sound wav: the host file has that format, 2 s within one period, and
-#           440 Hz within 1 %; the guest's aplay took 1.9-4 s (paced, not instant); arecord of
+#           440 Hz within 1 %; the guest's aplay took 1.6-4 s (paced, not instant); arecord of
 #           1 s from the host WAV given as in= (1000 Hz mono): same frequency, 1 s within a
 #           period; vmm logs its counters at the end and exits 0;
 #   wav8k   a second guest plays 8 kHz mono U8 (rate and format negotiation) on a card served

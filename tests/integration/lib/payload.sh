@@ -32,7 +32,7 @@
 #                                  (or linux_sound.sh's guest) through vmm --sound wav:WAV: OUT
 #                                  its console output, ERR vmm's stderr; ./wavtool measures WAV
 #                                  (the file has that format, 2 s within one period, 440 Hz
-#                                  within 1 %; aplay took 1.9-4 s beyond its own start-up:
+#                                  within 1 %; aplay took 1.6-4 s beyond its own start-up:
 #                                  paced). The checks are named "LABEL: ..." (default "sound");
 #                                  the console output without CRs is left in /tmp/tone.guest
 #   [FS_OPTIONS=,transport=pci] virtiofs_checks MIB VMM-ARGS...
@@ -139,10 +139,12 @@ tone_checks() {
   tone_blip=$(sed -n 's/^LIBVMM-GUEST: aplay took .*, of 10 ms \([0-9]*\) cs$/\1/p' /tmp/tone.guest)
   tone_net=$((${tone_took:-0} - ${tone_blip:-0} + 1))
   echo "guest aplay wall time: ${tone_took:-?} cs for 2 s, ${tone_blip:-?} cs for 10 ms: $tone_net cs playing"
-  # Paced: not drained at once (under 1.9 s), not stalled (4 s: the emulated host's own speed
-  # varies with what runs beside it, and the start-up subtracted is one other run's).
-  check "$tone_label: the guest's aplay took 1.9-4 s beyond its start-up ($tone_net cs)" \
-    between "$tone_net" 190 400
+  # Paced: not drained at once (a device that does not pace ends within a few tenths of a
+  # second), not stalled (4 s: the emulated host's own speed varies with what runs beside it).
+  # The start-up subtracted is one other run's, which may take a few tenths longer: 1.87 s was
+  # seen in CI for riscv64 with another suite beside it, hence 1.6 s, not 1.9.
+  check "$tone_label: the guest's aplay took 1.6-4 s beyond its start-up ($tone_net cs)" \
+    between "$tone_net" 160 400
   check "$tone_label: vmm logged its counters at the end" \
     grep -qE "virtio-snd \(wav .*\): [0-9]+ frames played, [0-9]+ underruns" "$3"
 }
