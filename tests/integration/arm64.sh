@@ -89,33 +89,7 @@ payload_script gicv3.sh <<'EOS'
 #    virtio-pci function, whose queues' MSI-X vectors the kernel signals through their irqfds
 #    (the vGICv3 ITS); then PSCI SYSTEM_OFF ends vmm.
 ip link set lo up
-tunctl -t tap0 >/dev/null
-ip addr add 10.0.0.1/24 dev tap0
-ip link set tap0 up
-tunctl -t tap1 >/dev/null
-ip addr add 10.0.1.1/24 dev tap1
-ip link set tap1 up
-mkdir -p /tmp/www
-dd if=/dev/urandom of=/tmp/www/to-guest bs=64k count=16 2>/dev/null
-to_guest=$(sha256sum </tmp/www/to-guest | cut -d' ' -f1)
-httpd -f -p 10.0.0.1:8080 -h /tmp/www &
-httpd=$!
-httpd -f -p 10.0.1.1:8080 -h /tmp/www &
-httpd1=$!
-boot info "quiet libvmm.test=arm64net" --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56 \
-  --net tap=tap1,mac=52:54:00:12:34:57,vhost=on,transport=pci -v
-kill $httpd $httpd1
-check "net: the guest has a NIC with the MAC given with --net" \
-  grep -qF "LIBVMM-GUEST: first NIC: eth" /tmp/info.out
-check "net: the guest pings the host side of the TAP" grep -qF "LIBVMM-GUEST: ping host ok" /tmp/info.out
-check "net: 1 MiB over TCP arrives intact" grep -qF "LIBVMM-GUEST: to-guest sha256: $to_guest" /tmp/info.out
-check "vhost=on: the guest pings the host over the second NIC" grep -qF "second NIC ping host ok" /tmp/info.out
-check "vhost=on: 1 MiB over TCP arrives intact on the second NIC" \
-  grep -qF "second NIC to-guest sha256: $to_guest" /tmp/info.out
-check "vhost=on: vmm handed both rings to the kernel" \
-  grep -qF "vhost-net1: started in the host kernel" /tmp/info.err
-check "vhost=on: the kernel signals the queues' MSI-X vectors (irqfds through the ITS)" \
-  grep -qF "vhost-net1: queue 1 interrupts go straight to MSI-X vector" /tmp/info.err
+two_nic_boot arm64net "irqfds through the ITS" --vcpus 2 -v
 check "boot: /init ran" grep -qF "LIBVMM-GUEST: init started" /tmp/info.out
 check "boot: 2 vCPUs came up (PSCI CPU_ON)" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
 check "boot: the arch timer is the clocksource" grep -qF "Switched to clocksource arch_sys_counter" /tmp/info.out

@@ -61,34 +61,8 @@ payload_script run.sh <<'EOS'
 #    function whose queues' MSI-X vectors the kernel signals through their irqfds (KVM's AIA:
 #    to the IMSICs); then SBI SRST shutdown ends vmm.
 ip link set lo up
-tunctl -t tap0 >/dev/null
-ip addr add 10.0.0.1/24 dev tap0
-ip link set tap0 up
-tunctl -t tap1 >/dev/null
-ip addr add 10.0.1.1/24 dev tap1
-ip link set tap1 up
-mkdir -p /tmp/www
-dd if=/dev/urandom of=/tmp/www/to-guest bs=64k count=16 2>/dev/null
-to_guest=$(sha256sum </tmp/www/to-guest | cut -d' ' -f1)
-httpd -f -p 10.0.0.1:8080 -h /tmp/www &
-httpd=$!
-httpd -f -p 10.0.1.1:8080 -h /tmp/www &
-httpd1=$!
-boot info "quiet libvmm.test=riscv64net" -v --vcpus 2 --net tap=tap0,mac=52:54:00:12:34:56 \
-  --net tap=tap1,mac=52:54:00:12:34:57,vhost=on,transport=pci
-kill $httpd $httpd1
+two_nic_boot riscv64net "irqfds to the IMSICs" -v --vcpus 2
 cat /tmp/info.out
-check "net: the guest has a NIC with the MAC given with --net" \
-  grep -qF "LIBVMM-GUEST: first NIC: eth" /tmp/info.out
-check "net: the guest pings the host side of the TAP" grep -qF "LIBVMM-GUEST: ping host ok" /tmp/info.out
-check "net: 1 MiB over TCP arrives intact" grep -qF "LIBVMM-GUEST: to-guest sha256: $to_guest" /tmp/info.out
-check "vhost=on: the guest pings the host over the second NIC" grep -qF "second NIC ping host ok" /tmp/info.out
-check "vhost=on: 1 MiB over TCP arrives intact on the second NIC" \
-  grep -qF "second NIC to-guest sha256: $to_guest" /tmp/info.out
-check "vhost=on: vmm handed both rings to the kernel" \
-  grep -qF "vhost-net1: started in the host kernel" /tmp/info.err
-check "vhost=on: the kernel signals the queues' MSI-X vectors (irqfds to the IMSICs)" \
-  grep -qF "vhost-net1: queue 1 interrupts go straight to MSI-X vector" /tmp/info.err
 check "boot: /init ran" grep -qF "LIBVMM-GUEST: init started" /tmp/info.out
 check "boot: 2 harts came up (SBI HSM)" grep -qF "smp: Brought up 1 node, 2 CPUs" /tmp/info.out
 check "boot: the console is the 16550A" grep -qE "ttyS0 at MMIO 0x10000000 .*is a 16550A" /tmp/info.out

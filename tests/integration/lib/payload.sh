@@ -43,6 +43,15 @@
 #                                  a file of MIB MiB (checksums compared on the host); then
 #                                  virtiofsd is killed: vmm logs it and the guest goes on. False
 #                                  (vmm and virtiofsd stopped) if the guest could not mount it
+#   two_nic_boot TEST IRQ_PATH VMM-ARGS...
+#                                  a guest booted as `boot info` with libvmm.test=TEST (which
+#                                  runs tests/integration/lib/guest-net) and two NICs: tap0
+#                                  (10.0.0.1, MAC 52:54:00:12:34:56) and tap1 (10.0.1.1, MAC
+#                                  :57, vhost=on over virtio-pci), a web server on each serving
+#                                  1 MiB of random bytes; checks that each NIC pings its host
+#                                  and fetches the 1 MiB intact, that vmm handed tap1's rings to
+#                                  the kernel and its queue interrupts go straight to MSI-X
+#                                  vectors (IRQ_PATH names how: "irqfds through the ITS")
 #   bench_guest NAME TEST SECONDS COMMAND...
 #                                  runs the VMM COMMAND (stdout and stderr /tmp/out.NAME) until
 #                                  the guest's /init reports the end of its libvmm.test=TEST, or
@@ -147,6 +156,37 @@ tone_checks() {
     between "$tone_net" 160 400
   check "$tone_label: vmm logged its counters at the end" \
     grep -qE "virtio-snd \(wav .*\): [0-9]+ frames played, [0-9]+ underruns" "$3"
+}
+
+two_nic_boot() {
+  net_test=$1 irq_path=$2
+  shift 2
+  tunctl -t tap0 >/dev/null && ip addr add 10.0.0.1/24 dev tap0 && ip link set tap0 up
+  tunctl -t tap1 >/dev/null && ip addr add 10.0.1.1/24 dev tap1 && ip link set tap1 up
+  mkdir -p /tmp/www
+  dd if=/dev/urandom of=/tmp/www/to-guest bs=64k count=16 2>/dev/null
+  to_guest=$(sha256sum </tmp/www/to-guest | cut -d' ' -f1)
+  httpd -f -p 10.0.0.1:8080 -h /tmp/www &
+  httpd0=$!
+  httpd -f -p 10.0.1.1:8080 -h /tmp/www &
+  httpd1=$!
+  boot info "quiet libvmm.test=$net_test" --net tap=tap0,mac=52:54:00:12:34:56 \
+    --net tap=tap1,mac=52:54:00:12:34:57,vhost=on,transport=pci "$@"
+  kill $httpd0 $httpd1
+  check "net: the guest has a NIC with the MAC given with --net" \
+    grep -qF "LIBVMM-GUEST: first NIC: eth" /tmp/info.out
+  check "net: the guest pings the host side of the TAP" \
+    grep -qF "LIBVMM-GUEST: ping host ok" /tmp/info.out
+  check "net: 1 MiB over TCP arrives intact" \
+    grep -qF "LIBVMM-GUEST: to-guest sha256: $to_guest" /tmp/info.out
+  check "vhost=on: the guest pings the host over the second NIC" \
+    grep -qF "second NIC ping host ok" /tmp/info.out
+  check "vhost=on: 1 MiB over TCP arrives intact on the second NIC" \
+    grep -qF "second NIC to-guest sha256: $to_guest" /tmp/info.out
+  check "vhost=on: vmm handed both rings to the kernel" \
+    grep -qF "vhost-net1: started in the host kernel" /tmp/info.err
+  check "vhost=on: the kernel signals the queues' MSI-X vectors ($irq_path)" \
+    grep -qF "vhost-net1: queue 1 interrupts go straight to MSI-X vector" /tmp/info.err
 }
 
 virtiofs_checks() {
