@@ -5,10 +5,7 @@
 // bootargs in /chosen, a memory node, and every device's node.
 //
 // Input: a selector byte (the machine), then the user's DTB.
-#include <libfdt.h>
-
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +14,7 @@
 #include "libvmm/arch/aarch64/fdt.hpp"
 #include "libvmm/arch/virtio_mmio_fdt.hpp"
 #include "libvmm/core/error.hpp"
+#include "patched_dtb_checks.hpp"
 
 using namespace libvmm;
 using namespace libvmm::aarch64;
@@ -50,27 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const FdtMachine m = machine(in.u8());
   const auto user = in.rest();
   try {
-    const std::vector<uint8_t> blob = patch_fdt(user, m, "fuzz.dtb");
-    check(blob.size() <= kDtbMaxSize);
-    check(fdt_check_full(blob.data(), blob.size()) == 0);
-    const int chosen = fdt_path_offset(blob.data(), "/chosen");
-    check(chosen >= 0);
-    if (!m.bootargs.empty()) {
-      int len = 0;
-      const auto* args =
-          static_cast<const char*>(fdt_getprop(blob.data(), chosen, "bootargs", &len));
-      check(args != nullptr && len == static_cast<int>(m.bootargs.size()) + 1 &&
-            std::memcmp(args, m.bootargs.data(), m.bootargs.size() + 1) == 0);
-    }
-    check(fdt_node_offset_by_prop_value(blob.data(), -1, "device_type", "memory",
-                                        sizeof("memory")) >= 0);
-    for (const auto& device : m.devices) {
-      const auto& d = static_cast<const VirtioMmioFdt&>(*device);
-      char path[64];
-      std::snprintf(path, sizeof path, "/virtio_mmio@%llx",
-                    static_cast<unsigned long long>(d.base));
-      check(fdt_path_offset(blob.data(), path) >= 0);
-    }
+    fuzz::check_patched_tree(patch_fdt(user, m, "fuzz.dtb"), kDtbMaxSize, m.bootargs, m.devices);
   } catch (const UserError& e) {
     check(std::string(e.what()).starts_with("fuzz.dtb: "));
   }
