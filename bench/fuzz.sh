@@ -181,8 +181,9 @@ time (`LIBVMM_FUZZ_JOBS`), then the table below is rewritten and the corpus is m
 (`-merge=1`) back into `fuzz/corpus/NAME`, at most 200 files and 200 KB per target (the
 smallest inputs of the merged set), which `tools/run-tests` runs each target from for
 `LIBVMM_FUZZ_SECONDS` (10 s), with the same persistent corpus so that its short runs on one
-machine add up (past 2 000 inputs that corpus is merged down first). A crash stops that target and keeps its input in
-`~/.cache/libvmm/fuzz/crashes`; rerun it with `build/clang/fuzz/NAME_fuzzer FILE`.
+machine add up (past 2 000 inputs that corpus is merged down first). A crash stops that target
+and keeps its input in `~/.cache/libvmm/fuzz/crashes`; rerun it with
+`build/clang/fuzz/NAME_fuzzer FILE`.
 
 The goal is 10 million executions per target without a crash; the last column says how long
 that takes at the measured rate (run `bench/fuzz.sh SECONDS` with that many seconds).
