@@ -14,6 +14,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
+#include "net_control.hpp"
 
 namespace libvmm {
 namespace {
@@ -207,54 +208,20 @@ void VirtioNet::queue_notify(uint16_t index, Virtqueue& queue) {
 // Control queue (with more than one queue pair): only VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET
 
 void VirtioNet::control(Virtqueue& queue) {
-  bool pushed = false;
-  // Bounded by the queue: each chain is taken once (commands are tiny, the driver waits for
-  // each one's answer).
-  for (uint32_t i = 0; i < queue.size(); ++i) {
-    auto chain = queue.pop();
-    if (!chain) break;
-    const uint8_t status = control_command(*chain);
-    // The status byte is the last writable byte (the driver's `in` buffer).
-    const bool ok = chain->writable_bytes() >= 1 &&
-                    chain->write_at(chain->writable_bytes() - 1, std::span(&status, 1));
-    queue.push(chain->head(), ok ? 1 : 0);
-    pushed = true;
-  }
-  if (pushed) {
+  if (answer_net_control_queue(queue,
+                               [this](const DescriptorChain& c) { return control_command(c); })) {
     if (VirtioTransport* t = transport_.load()) t->signal_used(control_queue());
   }
 }
 
 uint8_t VirtioNet::control_command(const DescriptorChain& chain) {
-  virtio_net_ctrl_hdr header{};
-  if (chain.writable_bytes() < 1 || chain.readable_bytes() < sizeof(header) ||
-      !chain.read_at(0, std::span(reinterpret_cast<uint8_t*>(&header), sizeof(header)))) {
-    guest_error(ctrl_bad_,
-                fmt::format("control command {} has {} readable and {} writable bytes "
-                            "(needs a 2-byte header and a status byte)",
-                            chain.head(), chain.readable_bytes(), chain.writable_bytes()));
+  std::string why;
+  const auto pairs = parse_vq_pairs_set(chain, negotiated(VIRTIO_NET_F_MQ), pairs_.size(), why);
+  if (!pairs) {
+    guest_error(ctrl_bad_, why);
     return VIRTIO_NET_ERR;
   }
-  if (header.class_ != VIRTIO_NET_CTRL_MQ || header.cmd != VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET) {
-    // Not offered (CTRL_RX, CTRL_VLAN, ...): answered with an error, as the spec asks.
-    guest_error(ctrl_bad_, fmt::format("control command class {} command {} is not supported",
-                                       header.class_, header.cmd));
-    return VIRTIO_NET_ERR;
-  }
-  virtio_net_ctrl_mq mq{};
-  if (chain.readable_bytes() < sizeof(header) + sizeof(mq) ||
-      !chain.read_at(sizeof(header), std::span(reinterpret_cast<uint8_t*>(&mq), sizeof(mq)))) {
-    guest_error(ctrl_bad_, "VQ_PAIRS_SET without its 2-byte count");
-    return VIRTIO_NET_ERR;
-  }
-  if (!negotiated(VIRTIO_NET_F_MQ) || mq.virtqueue_pairs < 1 ||
-      mq.virtqueue_pairs > pairs_.size()) {
-    guest_error(ctrl_bad_, fmt::format("VQ_PAIRS_SET {} (the device has {} pairs{})",
-                                       mq.virtqueue_pairs, pairs_.size(),
-                                       negotiated(VIRTIO_NET_F_MQ) ? "" : ", MQ not negotiated"));
-    return VIRTIO_NET_ERR;
-  }
-  set_active_pairs(mq.virtqueue_pairs);
+  set_active_pairs(*pairs);
   return VIRTIO_NET_OK;
 }
 

@@ -57,6 +57,8 @@ class NetKind final : public VirtioDeviceKind {
  public:
   std::string_view element() const override { return "virtio_net"; }
   std::string_view flag() const override { return "--net"; }
+  static_assert(VhostNet::kMaxQueuePairs == VirtioNet::kMaxQueuePairs);
+
   std::string_view help() const override {
     return "virtIO network device on a host TAP: tap=NAME[,mac=52:54:00:12:34:56][,mtu=N]"
            "[,num_queues=N][,iothread=on|off][,poll_us=N] (repeatable; eth0, eth1, ...; default "
@@ -64,8 +66,8 @@ class NetKind final : public VirtioDeviceKind {
            "num_queues: receive/transmit queue pairs, each on a queue of a multiqueue TAP, "
            "default 1; iothread=on: transmit on the device's own thread, which polls its emptied "
            "rings for up to poll_us=N microseconds, default 32; vhost=on: frames move in the "
-           "host kernel's vhost-net, one queue pair, whose worker polls drained rings for up to "
-           "poll_us=N microseconds, default 0)";
+           "host kernel's vhost-net (a vhost device per queue pair), whose worker polls drained "
+           "rings for up to poll_us=N microseconds, default 0)";
   }
   std::vector<AttributeRule> attributes() const override {
     return {{"tap", true, false, "tap=NAME"},
@@ -115,9 +117,6 @@ class NetKind final : public VirtioDeviceKind {
     } else if (vhost == "on") {
       // The kernel serves the queues: this process's transmit thread does not apply (poll_us
       // does: the kernel's worker polls).
-      if (auto text = spec.get("num_queues"); text && parse_queues(*text).value_or(1) != 1) {
-        problems.push_back("vhost=on serves one queue pair (num_queues=1)");
-      }
       if (spec.get("iothread")) {
         problems.push_back("vhost=on has no transmit thread of its own (iothread=)");
       }
@@ -159,9 +158,12 @@ class NetKind final : public VirtioDeviceKind {
         o.mac = mac;
         o.mtu = c.mtu;
         o.poll_us = c.vhost_poll_us;
-        std::shared_ptr<TapBackend> tap = TapBackend::open(c.tap);
-        return std::make_shared<VhostNet>(std::move(o), open_vhost_net(), std::move(tap),
-                                          context.memory);
+        // Each pair: a vhost device of its own and a queue of the TAP.
+        std::vector<VhostNetPair> pairs;
+        for (auto& tap : TapBackend::open_queues(c.tap, c.num_queues)) {
+          pairs.push_back({open_vhost_net(), std::move(tap)});
+        }
+        return std::make_shared<VhostNet>(std::move(o), std::move(pairs), context.memory);
       }
       std::vector<std::shared_ptr<NetBackend>> backends;
       for (auto& tap : TapBackend::open_queues(c.tap, c.num_queues)) {

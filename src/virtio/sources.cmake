@@ -12,6 +12,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/console.cpp
   ${CMAKE_CURRENT_LIST_DIR}/console_kind.cpp
   ${CMAKE_CURRENT_LIST_DIR}/net.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/net_control.cpp
   ${CMAKE_CURRENT_LIST_DIR}/net_kind.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rng.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rng_kind.cpp

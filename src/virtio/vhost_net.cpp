@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -19,6 +20,8 @@
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/virtio/virtqueue.hpp"
+#include "net_control.hpp"
 
 namespace libvmm {
 namespace {
@@ -34,7 +37,7 @@ constexpr uint64_t kTapOffloads = bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUES
                                   bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
                                   bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6);
 constexpr uint32_t kConfigSize = offsetof(virtio_net_config, mtu) + sizeof(uint16_t);
-constexpr uint32_t kQueues = 2;  // receive, transmit
+constexpr uint32_t kMaxErrorLogs = 16;  // the guest must not be able to flood the log
 
 class KernelVhostNet final : public VhostNetKernel {
  public:
@@ -125,53 +128,69 @@ std::unique_ptr<VhostNetKernel> open_vhost_net() {
   return std::make_unique<KernelVhostNet>(std::move(fd));
 }
 
-VhostNet::VhostNet(VhostNetOptions options, std::unique_ptr<VhostNetKernel> kernel,
-                   std::shared_ptr<TapBackend> tap, const GuestMemory& memory)
-    : options_(std::move(options)),
-      kernel_(std::move(kernel)),
-      tap_(std::move(tap)),
-      memory_(memory) {
-  try {
-    kernel_->set_owner();
-    kernel_features_ = kernel_->get_features();
-  } catch (const VhostKernelError& e) {
-    throw UserError(fmt::format("vhost-net: {}", e.what()));
+VhostNet::VhostNet(VhostNetOptions options, std::vector<VhostNetPair> pairs,
+                   const GuestMemory& memory)
+    : options_(std::move(options)), memory_(memory) {
+  if (pairs.empty() || pairs.size() > kMaxQueuePairs) {
+    throw UserError(
+        fmt::format("vhost-net: {} queue pairs (1 to {})", pairs.size(), kMaxQueuePairs));
+  }
+  kernel_features_ = ~uint64_t{0};
+  for (size_t p = 0; p < pairs.size(); ++p) {
+    VhostNetPair& pair = pairs[p];
+    try {
+      pair.kernel->set_owner();
+      // Every pair's device is the same kernel's: what all of them offer.
+      kernel_features_ &= pair.kernel->get_features();
+    } catch (const VhostKernelError& e) {
+      throw UserError(fmt::format("vhost-net: {}", e.what()));
+    }
+    pairs_.push_back({std::move(pair.kernel), std::move(pair.tap), {}});
   }
   if (!(kernel_features_ & bit(VIRTIO_F_VERSION_1))) {
     throw UserError(
         "this kernel's vhost-net does not offer VIRTIO_F_VERSION_1 (Linux 4.0 or "
         "later does)");
   }
-  for (UniqueFd& fd : error_fds_) {
-    fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  for (size_t i = 0; i < 2 * pairs_.size(); ++i) {
+    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!fd) throw_errno("eventfd for a vhost-net queue's errors");
-  }
-  for (uint32_t i = 0; i < kQueues; ++i) {
     try {
-      kernel_->set_vring_err(i, error_fds_[i].get());
+      pairs_[i / 2].kernel->set_vring_err(static_cast<uint32_t>(i % 2), fd.get());
     } catch (const VhostKernelError& e) {
       throw UserError(fmt::format("vhost-net: {}", e.what()));
     }
+    error_fds_.push_back(std::move(fd));
   }
-  log::debug("{}: vhost-net features {:#x}", options_.name, kernel_features_);
+  // The driver starts with the first pair (spec §5.1.6.5.5): no frame for the others' rings.
+  for (size_t p = 1; p < pairs_.size(); ++p) pairs_[p].tap->set_enabled(false);
+  log::debug("{}: vhost-net features {:#x}, {} queue pair(s)", options_.name, kernel_features_,
+             pairs_.size());
 }
 
 VhostNet::~VhostNet() {
   if (loop_ == nullptr) return;
-  for (const UniqueFd& fd : error_fds_) {
-    try {
-      loop_->remove(fd.get());
-    } catch (const std::exception&) {
-      // The loop is going away too.
-    }
+  try {
+    for (const UniqueFd& fd : error_fds_) loop_->remove(fd.get());
+    if (control_watched_ >= 0) loop_->remove(control_watched_);
+  } catch (const std::exception&) {
+    // The loop is going away too.
   }
 }
 
 void VhostNet::watch(EventLoop& loop) {
-  loop_ = &loop;
-  for (uint32_t i = 0; i < kQueues; ++i) {
+  {
+    std::lock_guard lock(mutex_);
+    loop_ = &loop;
+  }
+  for (uint32_t i = 0; i < error_fds_.size(); ++i) {
     loop.add(error_fds_[i].get(), EPOLLIN, [this, i](uint32_t) { queue_error(i); });
   }
+}
+
+size_t VhostNet::active_pairs() {
+  std::lock_guard lock(mutex_);
+  return active_pairs_;
 }
 
 void VhostNet::queue_error(uint32_t index) {
@@ -180,14 +199,15 @@ void VhostNet::queue_error(uint32_t index) {
   VirtioTransport* transport = nullptr;
   {
     std::lock_guard lock(mutex_);
-    if (failed_ || !started_[index]) return;
+    if (failed_ || !pairs_[index / 2].started[index % 2]) return;
     failed_ = true;
     transport = transport_;
   }
   // The kernel logs the details (vhost: "Unexpected descriptor format", ...).
   const std::string why =
-      fmt::format("{}: the host kernel stopped the {} queue on a malformed ring or buffer",
-                  options_.name, index == 0 ? "receive" : "transmit");
+      fmt::format("{}: the host kernel stopped the {} queue{} on a malformed ring or buffer",
+                  options_.name, index % 2 == 0 ? "receive" : "transmit",
+                  pairs_.size() > 1 ? fmt::format(" of pair {}", index / 2) : "");
   if (transport != nullptr) {
     transport->device_failed(why);
   } else {
@@ -200,8 +220,15 @@ uint32_t VhostNet::device_id() const {
 }
 
 uint64_t VhostNet::device_features() const {
-  const uint64_t own = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU);
+  uint64_t own = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU);
+  if (pairs_.size() > 1) own |= bit(VIRTIO_NET_F_CTRL_VQ) | bit(VIRTIO_NET_F_MQ);
   return own | kTapOffloads | (kernel_features_ & bit(VIRTIO_NET_F_MRG_RXBUF));
+}
+
+std::vector<uint16_t> VhostNet::queue_max_sizes() const {
+  std::vector<uint16_t> sizes(2 * pairs_.size(), kQueueSize);
+  if (pairs_.size() > 1) sizes.push_back(kControlQueueSize);
+  return sizes;
 }
 
 uint64_t VhostNet::transport_features() const {
@@ -216,30 +243,36 @@ void VhostNet::read_config(uint32_t offset, std::span<uint8_t> data) {
   virtio_net_config config{};
   std::memcpy(config.mac, options_.mac.data(), options_.mac.size());
   config.status = VIRTIO_NET_S_LINK_UP;
-  config.max_virtqueue_pairs = 1;
+  config.max_virtqueue_pairs = static_cast<uint16_t>(pairs_.size());
   config.mtu = options_.mtu;
   // The transport checked the range against config_size().
   std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config) + offset, data.size());
+}
+
+uint16_t VhostNet::control_queue() const {
+  if (pairs_.size() == 1 || !(features_ & bit(VIRTIO_NET_F_CTRL_VQ))) return kNoQueue;
+  return (features_ & bit(VIRTIO_NET_F_MQ)) ? static_cast<uint16_t>(2 * pairs_.size()) : 2;
 }
 
 bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
                             std::span<const Virtqueue> queues, std::string& why) {
   std::lock_guard lock(mutex_);
   transport_ = &transport;
+  features_ = features;
   if (failed_) {
     why =
         fmt::format("{}: the host kernel stopped a queue; the device cannot start", options_.name);
     return false;
   }
-  if (eventfds_.size() != kQueues || queues.size() != kQueues) {
+  const size_t queue_count = queue_max_sizes().size();
+  if (eventfds_.size() != queue_count || queues.size() != queue_count) {
     why = fmt::format("{}: the queues have no eventfds (the machine did not wire them)",
                       options_.name);
     return false;
   }
+  // Without MQ the driver sees one pair, and the control queue (if any) is queue 2.
+  const size_t pairs = (features & bit(VIRTIO_NET_F_MQ)) ? pairs_.size() : 1;
   try {
-    // What the kernel knows of the driver's features (the offloads are the TAP's). Never
-    // VHOST_NET_F_VIRTIO_NET_HDR, which no driver sees: the TAP adds and strips the header.
-    kernel_->set_features(features & kernel_features_ & ~bit(abi::kNetFeatureVirtioNetHeader));
     // Guest RAM as the kernel reaches it: this process's mapping of each writable region.
     // Read-only ones stay out, so a buffer there is a malformed ring, not a write into it.
     std::vector<abi::MemoryRegion> regions;
@@ -247,55 +280,79 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
       if (m.readonly) continue;
       regions.push_back({m.gpa, m.size, reinterpret_cast<uint64_t>(m.host()), 0});
     }
-    kernel_->set_mem_table(regions);
-    tap_->set_offloads(features);
-
-    for (uint32_t i = 0; i < kQueues; ++i) {
-      const Virtqueue& q = queues[i];
-      if (!q.ready()) continue;
-      const auto rings = ring_addresses(memory_, q);
-      if (!rings) {
-        throw VhostKernelError(
-            fmt::format("queue {}: a ring lies outside writable guest memory or spans regions", i));
+    for (size_t p = 0; p < pairs; ++p) {
+      Pair& pair = pairs_[p];
+      // What the kernel knows of the driver's features (the offloads are the TAP's). Never
+      // VHOST_NET_F_VIRTIO_NET_HDR, which no driver sees: the TAP adds and strips the header.
+      pair.kernel->set_features(features & kernel_features_ &
+                                ~bit(abi::kNetFeatureVirtioNetHeader));
+      pair.kernel->set_mem_table(regions);
+      pair.tap->set_offloads(features);
+      for (uint32_t ring = 0; ring < 2; ++ring) {
+        const size_t i = 2 * p + ring;
+        const Virtqueue& q = queues[i];
+        if (!q.ready()) continue;
+        const auto rings = ring_addresses(memory_, q);
+        if (!rings) {
+          throw VhostKernelError(fmt::format(
+              "queue {}: a ring lies outside writable guest memory or spans regions", i));
+        }
+        pair.kernel->set_vring_num(ring, q.size());
+        pair.kernel->set_vring_base(ring, 0);
+        abi::VringAddr addr;
+        addr.index = ring;
+        addr.desc_user_addr = rings->desc;
+        addr.avail_user_addr = rings->avail;
+        addr.used_user_addr = rings->used;
+        pair.kernel->set_vring_addr(addr);
+        pair.kernel->set_vring_call(ring, eventfds_[i].call);
+        pair.kernel->set_vring_kick(ring, eventfds_[i].kick);
+        if (options_.poll_us > 0) pair.kernel->set_vring_busyloop_timeout(ring, options_.poll_us);
+        pair.kernel->set_backend(ring, pair.tap->fd());
+        pair.started[ring] = true;
       }
-      kernel_->set_vring_num(i, q.size());
-      kernel_->set_vring_base(i, 0);
-      abi::VringAddr addr;
-      addr.index = i;
-      addr.desc_user_addr = rings->desc;
-      addr.avail_user_addr = rings->avail;
-      addr.used_user_addr = rings->used;
-      kernel_->set_vring_addr(addr);
-      kernel_->set_vring_call(i, eventfds_[i].call);
-      kernel_->set_vring_kick(i, eventfds_[i].kick);
-      if (options_.poll_us > 0) kernel_->set_vring_busyloop_timeout(i, options_.poll_us);
-      kernel_->set_backend(i, tap_->fd());
-      started_[i] = true;
     }
-    // Buffers the driver made available before the kernel watched the kick.
-    for (uint16_t i = 0; i < kQueues; ++i) {
-      if (started_[i]) kick(i);
+    // The control queue stays here: the loop watches its notify until the device stops.
+    const uint16_t control = control_queue();
+    control_started_ = control < queues.size() && queues[control].ready();
+    if (control_started_ && loop_ != nullptr) {
+      loop_->post([this, kick = eventfds_[control].kick] { watch_control(kick); });
     }
-    log::debug("{}: started in the host kernel, features {:#x}{}", options_.name, features,
+    // Buffers the driver made available before anyone watched the kicks.
+    for (uint16_t i = 0; i < 2 * pairs; ++i) {
+      if (pairs_[i / 2].started[i % 2]) kick(i);
+    }
+    if (control_started_) kick(control);
+    log::debug("{}: started in the host kernel, features {:#x}{}{}", options_.name, features,
+               pairs > 1 ? fmt::format(", {} queue pairs", pairs) : "",
                options_.poll_us > 0
                    ? fmt::format(", its worker polling drained rings up to {} µs", options_.poll_us)
                    : "");
     return true;
   } catch (const VhostKernelError& e) {
     why = fmt::format("{}: {}", options_.name, e.what());
-    for (uint32_t i = 0; i < kQueues; ++i) stop_queue(i);
+    for (uint32_t i = 0; i < queue_count; ++i) stop_queue(i);
     failed_ = true;  // the transport logs why
     return false;
   }
 }
 
 void VhostNet::stop_queue(uint32_t index) {
-  // Lock held. Detaching the TAP stops the ring; the kernel is then done with it.
-  if (index >= kQueues || !started_[index]) return;
-  started_[index] = false;
+  // Lock held.
+  if (index == control_queue() && control_started_) {
+    control_started_ = false;
+    if (loop_ != nullptr) loop_->post([this] { watch_control(-1); });
+    return;
+  }
+  if (index >= 2 * pairs_.size()) return;
+  Pair& pair = pairs_[index / 2];
+  const uint32_t ring = index % 2;
+  if (!pair.started[ring]) return;
+  pair.started[ring] = false;
+  // Detaching the TAP stops the ring; the kernel is then done with it.
   try {
-    kernel_->set_backend(index, -1);
-    kernel_->get_vring_base(index);
+    pair.kernel->set_backend(ring, -1);
+    pair.kernel->get_vring_base(ring);
   } catch (const VhostKernelError& e) {
     log::error("{}: stopping queue {}: {}", options_.name, index, e.what());
   }
@@ -303,15 +360,87 @@ void VhostNet::stop_queue(uint32_t index) {
 
 void VhostNet::reset() {
   std::lock_guard lock(mutex_);
-  for (uint32_t i = 0; i < kQueues; ++i) stop_queue(i);
-  tap_->set_offloads(0);
+  for (uint32_t i = 0; i < queue_max_sizes().size(); ++i) stop_queue(i);
+  for (Pair& pair : pairs_) pair.tap->set_offloads(0);
+  set_active_pairs(1);
   transport_ = nullptr;
+  features_ = 0;
   failed_ = false;  // a reset is how the driver recovers from a stopped queue
 }
 
 void VhostNet::queue_reset(uint16_t index) {
   std::lock_guard lock(mutex_);
   stop_queue(index);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The control queue, on the event loop
+
+void VhostNet::watch_control(int kick) {
+  if (control_watched_ == kick) return;
+  if (control_watched_ >= 0) loop_->remove(control_watched_);
+  control_watched_ = kick;
+  if (kick >= 0) loop_->add(kick, EPOLLIN, [this](uint32_t) { control_notified(); });
+}
+
+void VhostNet::control_notified() {
+  uint64_t count = 0;
+  if (::read(control_watched_, &count, sizeof count) != sizeof count) return;
+  VirtioTransport* transport = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    transport = transport_;
+  }
+  if (transport == nullptr) return;
+  transport->with_queues([this, transport](std::span<Virtqueue> queues) {
+    uint16_t index = kNoQueue;
+    {
+      // Under the transport's lock nothing starts or stops: the layout is the current one.
+      std::lock_guard lock(mutex_);
+      if (control_started_ && transport_ == transport) index = control_queue();
+    }
+    if (index >= queues.size()) return;
+    if (answer_net_control_queue(queues[index], [this](const DescriptorChain& chain) {
+          return control_command(chain);
+        })) {
+      transport->signal_used(index);
+    }
+  });
+}
+
+uint8_t VhostNet::control_command(const DescriptorChain& chain) {
+  std::lock_guard lock(mutex_);
+  std::string why;
+  const auto pairs =
+      parse_vq_pairs_set(chain, (features_ & bit(VIRTIO_NET_F_MQ)) != 0, pairs_.size(), why);
+  if (!pairs) {
+    guest_error(why);
+    return VIRTIO_NET_ERR;
+  }
+  set_active_pairs(*pairs);
+  return VIRTIO_NET_OK;
+}
+
+void VhostNet::set_active_pairs(size_t n) {
+  // Lock held.
+  const size_t old = active_pairs_;
+  if (n == old) return;
+  log::debug("{}: {} of {} queue pairs in use", options_.name, n, pairs_.size());
+  active_pairs_ = n;
+  std::vector<std::shared_ptr<TapBackend>> taps;
+  for (size_t p = std::min(n, old); p < std::max(n, old); ++p) taps.push_back(pairs_[p].tap);
+  // TUNSETQUEUE is the loop thread's to make (a reset comes on a vCPU thread).
+  auto apply = [taps = std::move(taps), enabled = n > old] {
+    for (const auto& tap : taps) tap->set_enabled(enabled);
+  };
+  if (loop_ == nullptr) return apply();
+  loop_->post(std::move(apply));
+}
+
+void VhostNet::guest_error(const std::string& message) {
+  const uint32_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
+  if (n < kMaxErrorLogs) log::warn("{}: {}", options_.name, message);
+  if (n + 1 == kMaxErrorLogs) log::warn("{}: further guest errors are not logged", options_.name);
 }
 
 }  // namespace libvmm

@@ -4,13 +4,15 @@
 # leaves it). Two VMs on bridge br0 (host address 10.0.0.1): VM A (10.0.0.2) on a TAP made
 # beforehand with a given MAC, transmitting on the device's own thread (iothread=on), VM B (10.0.0.3) on a TAP vmm creates itself, default MAC, with
 # 2 vCPUs and 2 queue pairs (num_queues=2: a multiqueue TAP, VIRTIO_NET_F_MQ), VM C (10.0.0.4)
-# on a TAP vmm creates, its frames moved by the host kernel's vhost-net (vhost=on; its worker
-# polling drained rings for 20 µs, poll_us=20), a virtio-pci function whose interrupts the
+# on a TAP vmm creates, with 2 vCPUs and 2 queue pairs whose frames the host kernel's vhost-net
+# moves (vhost=on: a vhost device per pair; its worker polling drained rings for 20 µs,
+# poll_us=20; the control queue served by vmm), a virtio-pci function whose interrupts the
 # kernel signals on its MSI-X vectors' irqfds.
 # Checks: A's eth0 has the MAC it was given, A pings the host, 4 MiB go over TCP each way with
 # the checksum verified at the receiving end, A's transmit thread ran, A pings B across the bridge, B's driver uses
 # both queue pairs and tap1 has two queues; C pings the host and B, moves 4 MiB each way intact,
-# and its rings ran in the kernel (vmm handed them over, a vhost worker exists for it).
+# and its rings ran in the kernel (vmm handed them over, a vhost worker exists for it), its
+# driver chose both pairs on the control queue and tap2 has two queues.
 # Usage: linux_net.sh VMM
 set -euo pipefail
 vmm=$1
@@ -51,9 +53,10 @@ a=$!
 guest --memory 160M --vcpus 2 --serial file:/tmp/b.out \
   --cmdline "console=ttyS0 quiet libvmm.test=net_peer" --net tap=tap1,num_queues=2 2>/tmp/b.err &
 b=$!
-guest --memory 160M --serial file:/tmp/c.out -v \
+guest --memory 160M --vcpus 2 --serial file:/tmp/c.out -v \
   --cmdline "console=ttyS0 quiet libvmm.test=net libvmm.addr=10.0.0.4" \
-  --net tap=tap2,mac=52:54:00:12:34:58,vhost=on,transport=pci,poll_us=20 2>/tmp/c.err &
+  --net tap=tap2,mac=52:54:00:12:34:58,vhost=on,num_queues=2,transport=pci,poll_us=20 \
+  2>/tmp/c.err &
 c=$!
 started=$(date +%s)
 # How long each stage took, in the log (a passing run has been seen taking 150 s, not 18).
@@ -123,6 +126,12 @@ vhost_worker() {
   return 1
 }
 check "vhost=on: a vhost worker runs for VM C's vmm" vhost_worker
+check "vhost=on: vmm handed 2 queue pairs to the kernel (num_queues=2)" \
+  grep -q "vhost-net0: started in the host kernel, features .*, 2 queue pairs" /tmp/c.err
+check "vhost=on: the driver asked for both pairs on the control queue vmm serves" \
+  grep -q "vhost-net0: 2 of 2 queue pairs in use" /tmp/c.err
+check "vhost=on: tap2 is a TAP with 2 queues" \
+  [ "$(ls -d /sys/class/net/tap2/queues/rx-* | wc -l)" -eq 2 ]
 stage "VM C checked"
 check "VM B has a locally administered unicast default MAC" \
   grep -qE "peer eth0 address: [0-9a-f][26ae]:" /tmp/b.out

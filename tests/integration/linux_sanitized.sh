@@ -46,7 +46,10 @@ sanitized() {
   [ $status -eq 0 ] || tail -n 30 /tmp/s.err
 }
 sanitized "vhost-net over virtio-pci" --net tap=tap0,vhost=on,transport=pci,poll_us=20
-sanitized "vhost-net over virtio-mmio" --net tap=tap0,vhost=on
+# Two pairs (a multiqueue TAP vmm creates): the driver's VQ_PAIRS_SET on the control queue.
+sanitized "vhost-net over virtio-mmio, 2 queue pairs" --vcpus 2 --net tap=tapmq,vhost=on,num_queues=2
+check "vhost-net, 2 queue pairs: the driver asked for both on the control queue" \
+  grep -q "vhost-net0: 2 of 2 queue pairs in use" /tmp/s.err
 sanitized "virtio-pci disk, network and rng" \
   --disk /tmp/a.img,transport=pci --net tap=tap0,transport=pci --rng transport=pci
 sanitized "virtio-mmio devices on their threads" --vcpus 2 \

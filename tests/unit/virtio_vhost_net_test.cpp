@@ -154,31 +154,47 @@ class FakeKernel final : public VhostNetKernel {
 constexpr uint64_t kKernelFeatures = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) |
                                      bit(29) | bit(28) | bit(27) | bit(VIRTIO_F_NOTIFY_ON_EMPTY);
 
+UniqueFd new_eventfd() {
+  return UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+}
+
+// A VhostNet of `pairs` queue pairs behind a virtio-mmio transport, each pair with its own
+// recorded kernel and a socket pair standing in for its TAP queue; the machine's eventfds.
 struct Rig {
   TestMemory memory{0x100000};
-  std::shared_ptr<KernelLog> kernel = std::make_shared<KernelLog>();
-  std::shared_ptr<TapBackend> tap;
+  std::vector<std::shared_ptr<KernelLog>> kernels;
+  std::shared_ptr<KernelLog> kernel;  // pair 0's
+  std::shared_ptr<TapBackend> tap;    // pair 0's
   std::shared_ptr<VhostNet> device;
   std::shared_ptr<FakeIrq> irq = std::make_shared<FakeIrq>();
   std::unique_ptr<VirtioMmioTransport> transport;
-  UniqueFd kick[2] = {UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-                      UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK))};
-  UniqueFd call[2] = {UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-                      UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK))};
-  UniqueFd peer;  // the other end of the "TAP"
+  std::vector<UniqueFd> kick, call;  // one per queue
+  std::vector<UniqueFd> peers;       // the other ends of the "TAP" queues
 
-  explicit Rig(uint64_t features = kKernelFeatures, uint32_t poll_us = 0) {
-    int pair[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
-    tap = std::make_shared<TapBackend>(UniqueFd(pair[0]), "tap test");
-    peer = UniqueFd(pair[1]);
+  explicit Rig(uint64_t features = kKernelFeatures, uint32_t poll_us = 0, size_t pairs = 1) {
     VhostNetOptions o;
     o.mac = {0x52, 0x54, 0, 0x12, 0x34, 0x56};
     o.mtu = 9000;
     o.poll_us = poll_us;
-    device =
-        std::make_shared<VhostNet>(o, std::make_unique<FakeKernel>(kernel, features), tap, memory);
-    device->set_queue_eventfds({{kick[0].get(), call[0].get()}, {kick[1].get(), call[1].get()}});
+    std::vector<VhostNetPair> given;
+    for (size_t p = 0; p < pairs; ++p) {
+      int fds[2];
+      EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds), 0);
+      auto pair_tap = std::make_shared<TapBackend>(UniqueFd(fds[0]), "tap test");
+      peers.emplace_back(fds[1]);
+      kernels.push_back(std::make_shared<KernelLog>());
+      given.push_back({std::make_unique<FakeKernel>(kernels.back(), features), pair_tap});
+      if (p == 0) tap = pair_tap;
+    }
+    kernel = kernels[0];
+    device = std::make_shared<VhostNet>(o, std::move(given), memory);
+    std::vector<QueueEventfds> fds;
+    for (size_t q = 0; q < device->queue_max_sizes().size(); ++q) {
+      kick.push_back(new_eventfd());
+      call.push_back(new_eventfd());
+      fds.push_back({kick.back().get(), call.back().get()});
+    }
+    device->set_queue_eventfds(fds);
     transport = std::make_unique<VirtioMmioTransport>(device, memory, irq);
   }
   void bring_up(uint64_t features) {
@@ -316,6 +332,149 @@ TEST(VhostNet, AQueueTheKernelStopsNeedsReset) {
     rig.transport.reset();
     rig.device.reset();
   });
+}
+
+// Multiqueue: two pairs, each its own vhost device (rings 0 and 1 there) and TAP queue, and
+// the control queue (queue 4) served here on the event loop.
+class VhostNetMultiqueue : public ::testing::Test {
+ protected:
+  static constexpr uint16_t kCtrl = 4;
+  static constexpr uint64_t kMq =
+      bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_CTRL_VQ) | bit(VIRTIO_NET_F_MQ);
+
+  void SetUp() override {
+    loop.call([&] { rig.device->watch(loop.loop); });
+    for (size_t i = 0; i < 5; ++i) {
+      rings.emplace_back(rig.memory, i == kCtrl ? VhostNet::kControlQueueSize : 256,
+                         RingLayout::at(0x10000 + i * 0x10000));
+    }
+  }
+  void TearDown() override {
+    loop.call([&] {  // the device leaves the loop from the loop's own thread
+      rig.transport.reset();
+      rig.device.reset();
+    });
+  }
+  // Negotiates `features` and enables `queues` of the rings.
+  void bring_up(uint64_t features, size_t queues) {
+    ASSERT_TRUE(driver.negotiate(features));
+    for (size_t i = 0; i < queues; ++i) driver.setup_queue(static_cast<uint32_t>(i), rings[i]);
+    driver.driver_ok();
+  }
+  // Sends a control command on queue `index` and waits for its answer: the status byte (0xee:
+  // none came).
+  uint8_t command(uint16_t index, std::vector<uint8_t> out) {
+    DriverRing& ring = rings[index];
+    const uint16_t answered = ring.used_idx();
+    const uint64_t out_gpa = ring.place(out);
+    const uint64_t status = ring.place(std::vector<uint8_t>{0xee});
+    ring.add_chain({{out_gpa, static_cast<uint32_t>(out.size()), false}, {status, 1, true}});
+    driver.notify(index);  // no ioeventfd here: the transport's path, a kick of the eventfd
+    for (int i = 0; i < 1000 && ring.used_idx() == answered; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return rig.memory.bytes(status, 1)[0];
+  }
+  uint8_t set_pairs(uint16_t index, uint16_t n) {
+    return command(index, {VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET,
+                           static_cast<uint8_t>(n), static_cast<uint8_t>(n >> 8)});
+  }
+
+  test::LoopThread loop;
+  Rig rig{kKernelFeatures, 0, 2};
+  MmioDriver driver{*rig.transport};
+  std::vector<DriverRing> rings;
+};
+
+TEST_F(VhostNetMultiqueue, OffersMqWithAControlQueueAndItsPairCount) {
+  EXPECT_TRUE(driver.device_features() & bit(VIRTIO_NET_F_MQ));
+  EXPECT_TRUE(driver.device_features() & bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_EQ(rig.device->queue_max_sizes(),
+            (std::vector<uint16_t>{256, 256, 256, 256, VhostNet::kControlQueueSize}));
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 8) & 0xffffu, 2u);  // max_virtqueue_pairs
+  // Each pair's vhost device was claimed and given its error eventfds.
+  for (const auto& kernel : rig.kernels) {
+    EXPECT_EQ(kernel->taken(),
+              (std::vector<std::string>{"set_owner", "get_features", "set_vring_err 0 fd",
+                                        "set_vring_err 1 fd"}));
+  }
+}
+
+TEST_F(VhostNetMultiqueue, EachPairsRingsGoToItsOwnKernelAndTheDriverChoosesHowManyRun) {
+  for (const auto& kernel : rig.kernels) kernel->taken();
+  bring_up(kMq, 5);
+  ASSERT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  // Pair 1's rings are its kernel's rings 0 and 1, with queues 2 and 3's eventfds.
+  const auto calls = rig.kernels[1]->taken();
+  EXPECT_NE(std::find(calls.begin(), calls.end(), "set_backend 0 fd"), calls.end());
+  EXPECT_NE(std::find(calls.begin(), calls.end(), "set_backend 1 fd"), calls.end());
+  EXPECT_EQ(rig.kernels[1]->call_fd[0], rig.call[2].get());
+  EXPECT_EQ(rig.kernels[1]->call_fd[1], rig.call[3].get());
+  const auto ram = rig.memory.slice(0, 0x100000);
+  ASSERT_TRUE(ram);
+  const auto host = reinterpret_cast<uint64_t>(ram->data());
+  ASSERT_EQ(rig.kernels[1]->addrs.size(), 2u);
+  EXPECT_EQ(rig.kernels[1]->addrs[0].index, 0u);
+  EXPECT_EQ(rig.kernels[1]->addrs[0].desc_user_addr, host + 0x30000);
+  EXPECT_EQ(rig.kernels[1]->addrs[1].desc_user_addr, host + 0x40000);
+  // The control queue is nobody's kernel's.
+  for (const auto& kernel : rig.kernels) EXPECT_EQ(kernel->addrs.size(), 2u);
+
+  EXPECT_EQ(rig.device->active_pairs(), 1u);
+  const int pulses = rig.irq->pulses.load();
+  ASSERT_EQ(set_pairs(kCtrl, 2), VIRTIO_NET_OK);
+  EXPECT_EQ(rig.device->active_pairs(), 2u);
+  EXPECT_EQ(rings[kCtrl].used(0).len, 1u);
+  EXPECT_GT(rig.irq->pulses.load(), pulses);  // the answer's interrupt
+  ASSERT_EQ(set_pairs(kCtrl, 1), VIRTIO_NET_OK);
+  EXPECT_EQ(rig.device->active_pairs(), 1u);
+
+  // A reset stops every ring in both kernels and goes back to one pair.
+  ASSERT_EQ(set_pairs(kCtrl, 2), VIRTIO_NET_OK);
+  driver.set_reg(VIRTIO_MMIO_STATUS, 0);
+  EXPECT_EQ(rig.device->active_pairs(), 1u);
+  for (const auto& kernel : rig.kernels) {
+    const auto stopped = kernel->taken();
+    EXPECT_NE(std::find(stopped.begin(), stopped.end(), "set_backend 0 none"), stopped.end());
+    EXPECT_NE(std::find(stopped.begin(), stopped.end(), "set_backend 1 none"), stopped.end());
+  }
+}
+
+TEST_F(VhostNetMultiqueue, MalformedControlCommandsAreAnsweredWithAnError) {
+  bring_up(kMq, 5);
+  EXPECT_EQ(set_pairs(kCtrl, 0), VIRTIO_NET_ERR);
+  EXPECT_EQ(set_pairs(kCtrl, 3), VIRTIO_NET_ERR);
+  EXPECT_EQ(command(kCtrl, {VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, 1}), VIRTIO_NET_ERR);
+  EXPECT_EQ(command(kCtrl, {VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 2}),
+            VIRTIO_NET_ERR);
+  EXPECT_EQ(rig.device->active_pairs(), 1u);
+  // A chain with no writable byte: returned with length 0.
+  const uint64_t out = rings[kCtrl].place(std::vector<uint8_t>{VIRTIO_NET_CTRL_MQ, 0, 2, 0});
+  rings[kCtrl].add_chain({{out, 4, false}});
+  driver.notify(kCtrl);
+  for (int i = 0; i < 1000 && rings[kCtrl].used_idx() < 5; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(rings[kCtrl].used_idx(), 5);
+  EXPECT_EQ(rings[kCtrl].used(4).len, 0u);
+  // A descriptor outside guest memory breaks the control queue: the device needs a reset, and
+  // the kernel's rings are stopped by it.
+  rings[kCtrl].add_chain({{0x7fff0000, 4, false}, {0x7fff1000, 1, true}});
+  driver.notify(kCtrl);
+  for (int i = 0; i < 1000 && !(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  EXPECT_EQ(rig.device->active_pairs(), 1u);
+}
+
+TEST_F(VhostNetMultiqueue, WithoutMqTheControlQueueIsTheThirdAndOnlyPairZeroRuns) {
+  for (const auto& kernel : rig.kernels) kernel->taken();
+  bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_CTRL_VQ), 3);  // rx, tx, control
+  ASSERT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  EXPECT_TRUE(rig.kernels[1]->taken().empty());  // pair 1 does not exist for this driver
+  EXPECT_EQ(set_pairs(2, 2), VIRTIO_NET_ERR);    // MQ was not negotiated
+  EXPECT_EQ(rig.device->active_pairs(), 1u);
 }
 
 class RecordingSink : public pci::MsiSink {
@@ -458,14 +617,14 @@ TEST(VhostNet, TheFlagsRules) {
   using Lines = std::vector<std::string>;
   EXPECT_EQ(problems("tap=t0,vhost=yes"),
             Lines{"--net tap=t0,vhost=yes: vhost=\"yes\" must be on or off"});
-  EXPECT_EQ(problems("tap=t0,vhost=on,num_queues=2"),
-            Lines{"--net tap=t0,vhost=on,num_queues=2: vhost=on serves one queue pair "
-                  "(num_queues=1)"});
+  EXPECT_TRUE(problems("tap=t0,vhost=on,num_queues=2").empty());  // a vhost device per pair
   EXPECT_EQ(problems("tap=t0,vhost=on,iothread=on"),
             Lines{"--net tap=t0,vhost=on,iothread=on: vhost=on has no transmit thread of its own "
                   "(iothread=)"});
-  // One queue pair however it is written; poll_us is the kernel worker's polling.
-  EXPECT_TRUE(problems("tap=t0,vhost=on,num_queues=01").empty());
+  EXPECT_EQ(problems("tap=t0,vhost=on,num_queues=17"),
+            Lines{"--net tap=t0,vhost=on,num_queues=17: num_queues '17' is not a number from 1 to "
+                  "16"});
+  // poll_us is the kernel worker's polling.
   EXPECT_TRUE(problems("tap=t0,vhost=on,poll_us=50").empty());
   EXPECT_EQ(problems("tap=t0,vhost=on,poll_us=5000"),
             Lines{"--net tap=t0,vhost=on,poll_us=5000: poll_us=\"5000\" must be a number of "

@@ -1,22 +1,28 @@
 // virtio-net with its data path in the host kernel (vhost-net, /dev/vhost-net): --net
-// tap=NAME,vhost=on. This process keeps the register window and the config space (MAC, link
-// status, MTU); at DRIVER_OK it gives the kernel the guest RAM's layout, each ring's address,
-// kick eventfd (the KVM ioeventfd of the queue's notify) and call eventfd (a KVM irqfd: on the
-// device's line, or over virtio-pci the queue's MSI-X vector's), and the TAP. From then on frames
-// move between the rings and the TAP in a kernel thread: no frame and no notification passes
-// through this process.
+// tap=NAME,vhost=on[,num_queues=N]. This process keeps the register window, the config space
+// (MAC, link status, MTU, pairs) and, with more than one queue pair, the control queue; at
+// DRIVER_OK it gives the kernel the guest RAM's layout, each ring's address, kick eventfd (the
+// KVM ioeventfd of the queue's notify) and call eventfd (a KVM irqfd: on the device's line, or
+// over virtio-pci the queue's MSI-X vector's), and the TAP. From then on frames move between the
+// rings and the TAP in a kernel thread: no frame and no notification passes through this process.
+//
+// Multiqueue (VIRTIO_NET_F_MQ): each pair has its own /dev/vhost-net (its rings 0 and 1) and its
+// own queue of a multiqueue TAP. The driver says on the control queue how many pairs it uses
+// (VQ_PAIRS_SET, served here on the event loop); the TAP queues of the others are detached so
+// the host steers no frame to a ring nobody fills.
 //
 // The guest is untrusted here too: rings must lie inside one guest memory region (else the
 // device is not started and needs a reset), and a ring the kernel finds malformed is stopped
 // by it and reported on the queue's error eventfd, which sets DEVICE_NEEDS_RESET with one
-// log line. One queue pair (no VIRTIO_NET_F_MQ: its control queue would be served here).
+// log line. Malformed control commands get VIRTIO_NET_ERR and a rate-limited log line.
 //
 // Threads: start and stop run in the calls the transport makes with its lock held (a vCPU's
 // Status or QueueReady write); each is a handful of ioctls that do not block. The event loop
-// watches the error eventfds.
+// watches the error eventfds and the control queue, and attaches or detaches TAP queues.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -31,6 +37,7 @@
 
 namespace libvmm {
 
+class DescriptorChain;
 class EventLoop;
 class GuestMemory;
 class TapBackend;
@@ -77,22 +84,32 @@ struct VhostNetOptions {
   uint32_t poll_us = 0;
 };
 
+// One queue pair's share of the host: its own vhost-net device and its queue of the TAP.
+struct VhostNetPair {
+  std::unique_ptr<VhostNetKernel> kernel;
+  std::shared_ptr<TapBackend> tap;
+};
+
 class VhostNet final : public ExternalQueueDevice {
  public:
   static constexpr uint16_t kQueueSize = 256;
-  // Claims the vhost device for this process (SET_OWNER) and reads what it offers. Throws
-  // UserError when it cannot serve a virtIO 1.x device.
-  VhostNet(VhostNetOptions options, std::unique_ptr<VhostNetKernel> kernel,
-           std::shared_ptr<TapBackend> tap, const GuestMemory& memory);
+  static constexpr uint16_t kControlQueueSize = 64;
+  static constexpr size_t kMaxQueuePairs = 16;
+  // Claims each pair's vhost device for this process (SET_OWNER) and reads what it offers. Throws
+  // UserError when one cannot serve a virtIO 1.x device, or for no pair or too many.
+  VhostNet(VhostNetOptions options, std::vector<VhostNetPair> pairs, const GuestMemory& memory);
   ~VhostNet() override;
 
-  // Watches the queues' error eventfds (on the loop thread).
+  // Watches the queues' error eventfds (on the loop thread); the control queue's notify from
+  // DRIVER_OK on.
   void watch(EventLoop& loop);
+  // How many pairs the driver uses (1 until it says otherwise on the control queue).
+  size_t active_pairs();
 
   std::string name() const override { return options_.name; }
   uint32_t device_id() const override;
   uint64_t device_features() const override;
-  std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
+  std::vector<uint16_t> queue_max_sizes() const override;
   uint32_t config_size() const override;
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
   void reset() override;
@@ -103,21 +120,39 @@ class VhostNet final : public ExternalQueueDevice {
                     std::span<const Virtqueue> queues, std::string& why) override;
 
  private:
+  struct Pair {
+    std::unique_ptr<VhostNetKernel> kernel;
+    std::shared_ptr<TapBackend> tap;
+    std::array<bool, 2> started{};  // receive, transmit: handed to the kernel
+  };
+  static constexpr uint16_t kNoQueue = 0xffff;
+
+  uint16_t control_queue() const;    // lock held: 2N with MQ negotiated, else 2; or kNoQueue
   void stop_queue(uint32_t index);   // lock held
   void queue_error(uint32_t index);  // loop thread
+  // Lock held: the pairs the driver uses; their TAP queues attached on the loop thread.
+  void set_active_pairs(size_t n);
+  void watch_control(int kick);                           // loop thread: -1 stops watching
+  void control_notified();                                // loop thread
+  uint8_t control_command(const DescriptorChain& chain);  // transport lock held
+  void guest_error(const std::string& message);
 
   const VhostNetOptions options_;
-  const std::unique_ptr<VhostNetKernel> kernel_;
-  const std::shared_ptr<TapBackend> tap_;
+  std::vector<Pair> pairs_;
   const GuestMemory& memory_;
   uint64_t kernel_features_ = 0;
-  std::array<UniqueFd, 2> error_fds_;  // the kernel signals a queue it stopped on bad input
+  std::vector<UniqueFd> error_fds_;  // per data queue: the kernel signals one it stopped
 
-  std::mutex mutex_;  // started_, failed_, transport_ (vCPU threads vs the loop thread)
-  std::array<bool, 2> started_{};
+  std::mutex mutex_;  // what follows, between vCPU threads and the loop thread
+  uint64_t features_ = 0;
+  size_t active_pairs_ = 1;
+  bool control_started_ = false;
   bool failed_ = false;
   VirtioTransport* transport_ = nullptr;
   EventLoop* loop_ = nullptr;
+
+  int control_watched_ = -1;  // loop thread: the kick eventfd it watches for the control queue
+  std::atomic<uint32_t> errors_logged_{0};
 };
 
 }  // namespace libvmm
