@@ -21,6 +21,9 @@
 # The kernel worker's polling of drained rings (VHOST_SET_VRING_BUSYLOOP_TIMEOUT): "vmm-vhost-poll"
 # (--net ...,vhost=on,transport=pci,poll_us=N) and "qemu-vhost-poll" (q35, -netdev
 # tap,...,vhost=on,poll-us=N), N from NET_BENCH_POLL_US (default 50).
+# vhost-net with several queue pairs, over virtio-pci, 2 vCPUs and iperf3 -P 2 on the multiqueue
+# TAP: "vmm-vhost-2q1" (one pair), "vmm-vhost-2q2" (--net ...,vhost=on,num_queues=2: a vhost
+# device per pair) and "qemu-vhost-2q2" (q35, -netdev tap,...,vhost=on,queues=2, mq=on).
 # iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
 # Each VMM runs ROUNDS times, interleaved; the table shows medians. A second table gives VM
 # exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
@@ -28,7 +31,7 @@
 # Usage: bench/net.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 5 minutes). Prints a table
 # and ratios; see docs/PERFORMANCE.md. NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
 # vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost, qemu-vhost, vmm-pci, vmm-vhost-pci,
-# qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll).
+# qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll, vmm-vhost-2q1, vmm-vhost-2q2, qemu-vhost-2q2).
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -44,9 +47,11 @@ for c in $only; do
   case $c in
     host | vmm | vmm-tx | qemu | vmm-2q1 | vmm-2q2 | vmm-vhost | qemu-vhost | vmm-pci) ;;
     vmm-vhost-pci | qemu-vhost-pci | vmm-vhost-poll | qemu-vhost-poll) ;;
+    vmm-vhost-2q1 | vmm-vhost-2q2 | qemu-vhost-2q2) ;;
     *)
       echo "NET_BENCH_ONLY: unknown '$c' (host, vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost," \
-        "qemu-vhost, vmm-pci, vmm-vhost-pci, qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll)" >&2
+        "qemu-vhost, vmm-pci, vmm-vhost-pci, qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll," \
+        "vmm-vhost-2q1, vmm-vhost-2q2, qemu-vhost-2q2)" >&2
       exit 2
       ;;
   esac
@@ -172,12 +177,22 @@ while [ $round -lt $rounds ]; do
     bench_sampled vmm-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
       --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
       --net tap=tap0,num_queues=$q --quiet
+    want vmm-vhost-2q$q || continue
+    bench_sampled vmm-vhost-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
+      --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
+      --net tap=tap0,vhost=on,transport=pci,num_queues=$q --quiet
   done
+  want qemu-vhost-2q2 && bench_sampled qemu-vhost-2q2 netbench 300 qemu-system-x86 ./ip netns exec mq \
+    ./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host -m 256M -smp 2 \
+    -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on,queues=2 \
+    -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel bzImage \
+    -initrd initramfs.cpio.gz -append "$cmdline netbench.streams=2"
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci|vmm-vhost-poll|qemu-vhost-poll) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
-need_results '^vmm '
+collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci|vmm-vhost-poll|qemu-vhost-poll|vmm-vhost-2q1|vmm-vhost-2q2|qemu-vhost-2q2) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
+need_results '^(vmm|qemu)[a-z0-9-]* '
 echo "per round:"
 sed 's/^/  /' "$work/results"
 echo "median of $rounds rounds, iperf3 ${secs} s per direction, 1 vCPU, 256 MiB guest, emulated KVM host"
@@ -215,8 +230,18 @@ for f in g2h h2g rtt; do
   printf '%-6s %6s %9s %9s %9s %9s %9s\n' $f $unit "${vp:--}" "${a:--}" "${b:--}" \
     "$(ratio "$a" "$b")" "$(ratio "$a" "$h")"
 done
+echo "vhost-net, 2 vCPUs, iperf3 -P 2, over virtio-pci (median of $rounds rounds)"
+printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' what unit host v-2q1 v-2q2 qemu-v-2q2 2q2/2q1 \
+  2q2/qemu 2q2/host
+for f in g2h h2g rtt; do
+  unit=Mbit/s; [ $f = rtt ] && unit=ms
+  h=$(result $f host) a=$(result $f vmm-vhost-2q1) b=$(result $f vmm-vhost-2q2)
+  q=$(result $f qemu-vhost-2q2)
+  printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' $f $unit "${h:--}" "${a:--}" "${b:--}" \
+    "${q:--}" "$(ratio "$b" "$a")" "$(ratio "$b" "$q")" "$(ratio "$b" "$h")"
+done
 echo "VM exits and CPU per packet (eth0's packets both ways in the guest, a TSO/GRO packet"
 echo "counting once), medians over the rounds; cpu: all the VMM's threads, guest time"
 echo "included; own: without the guest time"
-per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2 vmm-vhost qemu-vhost vmm-pci vmm-vhost-pci qemu-vhost-pci vmm-vhost-poll qemu-vhost-poll"
+per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2 vmm-vhost qemu-vhost vmm-pci vmm-vhost-pci qemu-vhost-pci vmm-vhost-poll qemu-vhost-poll vmm-vhost-2q1 vmm-vhost-2q2 qemu-vhost-2q2"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
