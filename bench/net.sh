@@ -173,10 +173,11 @@ while [ $round -lt $rounds ]; do
     -device virtio-net-pci,netdev=n0,romfile= -kernel bzImage -initrd initramfs.cpio.gz \
     -append "$cmdline"
   for q in 1 2; do
-    want vmm-2q$q || continue
-    bench_sampled vmm-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
-      --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
-      --net tap=tap0,num_queues=$q --quiet
+    if want vmm-2q$q; then
+      bench_sampled vmm-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
+        --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
+        --net tap=tap0,num_queues=$q --quiet
+    fi
     want vmm-vhost-2q$q || continue
     bench_sampled vmm-vhost-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
       --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \

@@ -115,8 +115,12 @@ check "vhost=on: vmm handed both rings to the kernel at DRIVER_OK" \
 check "vhost=on: the device is a PCI function" grep -q "vhost-net0 at PCI 00:" /tmp/c.err
 check "vhost=on: the kernel worker polls drained rings (poll_us=20)" \
   grep -q "its worker polling drained rings up to 20 µs" /tmp/c.err
-check "vhost=on: the kernel signals the queues' MSI-X vectors itself (irqfds)" \
-  grep -q "vhost-net0: queue 1 interrupts go straight to MSI-X vector" /tmp/c.err
+# Pair 0's transmit queue (1) and pair 1's (3).
+direct_vectors() {
+  grep -q "vhost-net0: queue 1 interrupts go straight to MSI-X vector" /tmp/c.err &&
+    grep -q "vhost-net0: queue 3 interrupts go straight to MSI-X vector" /tmp/c.err
+}
+check "vhost=on: the kernel signals both pairs' MSI-X vectors itself (irqfds)" direct_vectors
 # The kernel's worker for C's rings: a thread named vhost-PID, PID that of the vmm (C's only).
 vhost_worker() {
   for f in /proc/[0-9]*/task/*/comm; do
