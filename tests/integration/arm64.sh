@@ -85,9 +85,10 @@ payload_script gicv3.sh <<'EOS'
 # 1. Two vCPUs, the timer, the PL011, the vGICv3; virtIO network on a TAP made beforehand:
 #    the NIC with the MAC given with --net pings the TAP's host side (10.0.0.1) and fetches
 #    1 MiB from the host's web server intact; a second NIC (52:54:00:12:34:57) does the same on
-#    tap1 (10.0.1.1) with its frames moved by the host kernel's vhost-net (vhost=on) as a
-#    virtio-pci function, whose queues' MSI-X vectors the kernel signals through their irqfds
-#    (the vGICv3 ITS); then PSCI SYSTEM_OFF ends vmm.
+#    tap1 (10.0.1.1) with its frames moved by the host kernel's vhost-net (vhost=on, two queue
+#    pairs, the control queue served by vmm) as a virtio-pci function, whose queues' MSI-X
+#    vectors the kernel signals through their irqfds (the vGICv3 ITS); then PSCI SYSTEM_OFF
+#    ends vmm.
 ip link set lo up
 two_nic_boot arm64net "irqfds through the ITS" --vcpus 2 -v
 check "boot: /init ran" grep -qF "LIBVMM-GUEST: init started" /tmp/info.out

@@ -57,9 +57,10 @@ payload_script run.sh <<'EOS'
 # 1. Two harts, the 16550A, the PLIC; virtIO network on a TAP made beforehand: the NIC with
 #    the MAC given with --net pings the TAP's host side (10.0.0.1) and fetches 1 MiB from the
 #    host's web server intact; a second NIC (52:54:00:12:34:57) does the same on tap1
-#    (10.0.1.1) with its frames moved by the host kernel's vhost-net (vhost=on), a virtio-pci
-#    function whose queues' MSI-X vectors the kernel signals through their irqfds (KVM's AIA:
-#    to the IMSICs); then SBI SRST shutdown ends vmm.
+#    (10.0.1.1) with its frames moved by the host kernel's vhost-net (vhost=on, two queue
+#    pairs, the control queue served by vmm), a virtio-pci function whose queues' MSI-X vectors
+#    the kernel signals through their irqfds (KVM's AIA: to the IMSICs); then SBI SRST shutdown
+#    ends vmm.
 ip link set lo up
 two_nic_boot riscv64net "irqfds to the IMSICs" -v --vcpus 2
 cat /tmp/info.out
