@@ -134,15 +134,15 @@ check "vhost=on: vmm handed 2 queue pairs to the kernel (num_queues=2)" \
   grep -q "vhost-net0: started in the host kernel, features .*, 2 queue pairs" /tmp/c.err
 check "vhost=on: the driver asked for both pairs on the control queue vmm serves" \
   grep -q "vhost-net0: 2 of 2 queue pairs in use" /tmp/c.err
-check "vhost=on: tap2 is a TAP with 2 queues" \
-  [ "$(ls -d /sys/class/net/tap2/queues/rx-* | wc -l)" -eq 2 ]
+# tap_queues TAP: how many queues a TAP has.
+tap_queues() { ls -d "/sys/class/net/$1/queues/"rx-* | wc -l; }
+check "vhost=on: tap2 is a TAP with 2 queues" [ "$(tap_queues tap2)" -eq 2 ]
 stage "VM C checked"
 check "VM B has a locally administered unicast default MAC" \
   grep -qE "peer eth0 address: [0-9a-f][26ae]:" /tmp/b.out
 check "VM B's driver uses 2 queue pairs (num_queues=2)" \
   grep -q "peer eth0 queues: rx-0 rx-1 tx-0 tx-1" /tmp/b.out
-check "tap1 is a TAP with 2 queues" \
-  [ "$(ls -d /sys/class/net/tap1/queues/rx-* | wc -l)" -eq 2 ]
+check "tap1 is a TAP with 2 queues" [ "$(tap_queues tap1)" -eq 2 ]
 touch /www/done
 wait $a; sa=$?
 wait $b; sb=$?
