@@ -392,20 +392,36 @@ void VhostNet::control_notified() {
     transport = transport_;
   }
   if (transport == nullptr) return;
-  transport->with_queues([this, transport](std::span<Virtqueue> queues) {
-    uint16_t index = kNoQueue;
-    {
-      // Under the transport's lock nothing starts or stops: the layout is the current one.
-      std::lock_guard lock(mutex_);
-      if (control_started_ && transport_ == transport) index = control_queue();
-    }
-    if (index >= queues.size()) return;
-    if (answer_net_control_queue(queues[index], [this](const DescriptorChain& chain) {
-          return control_command(chain);
-        })) {
-      transport->signal_used(index);
-    }
+  transport->with_queues([this](std::span<Virtqueue> queues) {
+    // Under the transport's lock nothing starts or stops: the layout is the current one.
+    const uint16_t index = served_control_queue();
+    if (index < queues.size()) serve_control(index, queues[index]);
   });
+}
+
+void VhostNet::queue_notify(uint16_t index, Virtqueue& queue) {
+  // A notify that came as a register write (no ioeventfd caught it): the control queue is
+  // served at once, the kernel's rings are kicked.
+  if (index == served_control_queue()) return serve_control(index, queue);
+  ExternalQueueDevice::queue_notify(index, queue);
+}
+
+uint16_t VhostNet::served_control_queue() {
+  std::lock_guard lock(mutex_);
+  return control_started_ ? control_queue() : kNoQueue;
+}
+
+void VhostNet::serve_control(uint16_t index, Virtqueue& queue) {
+  if (!answer_net_control_queue(
+          queue, [this](const DescriptorChain& chain) { return control_command(chain); })) {
+    return;
+  }
+  VirtioTransport* transport = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    transport = transport_;
+  }
+  if (transport != nullptr) transport->signal_used(index);
 }
 
 uint8_t VhostNet::control_command(const DescriptorChain& chain) {

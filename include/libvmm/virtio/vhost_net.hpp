@@ -112,6 +112,7 @@ class VhostNet final : public ExternalQueueDevice {
   std::vector<uint16_t> queue_max_sizes() const override;
   uint32_t config_size() const override;
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
+  void queue_notify(uint16_t index, Virtqueue& queue) override;
   void reset() override;
   void queue_reset(uint16_t index) override;
 
@@ -132,8 +133,11 @@ class VhostNet final : public ExternalQueueDevice {
   void queue_error(uint32_t index);  // loop thread
   // Lock held: the pairs the driver uses; their TAP queues attached on the loop thread.
   void set_active_pairs(size_t n);
-  void watch_control(int kick);                           // loop thread: -1 stops watching
-  void control_notified();                                // loop thread
+  void watch_control(int kick);     // loop thread: -1 stops watching
+  void control_notified();          // loop thread
+  uint16_t served_control_queue();  // the control queue's index while it runs, else kNoQueue
+  // Transport lock held: answers the commands waiting in control queue `index`.
+  void serve_control(uint16_t index, Virtqueue& queue);
   uint8_t control_command(const DescriptorChain& chain);  // transport lock held
   void guest_error(const std::string& message);
 
