@@ -1,14 +1,18 @@
 // Feeds virtio-net control-queue chains built from fuzz input into a multiqueue VirtioNet (two
-// queue pairs, each on its own backend), the way a hostile driver could: every chain comes
+// queue pairs, each on its own backend), or a two-pair VhostNet (vhost=on, the control queue
+// served by vmm; stand-in kernel devices), the way a hostile driver could: every chain comes
 // back with at most its status byte written; a status byte is OK or ERR; the active pair count
-// stays 1 or 2, and the second backend is attached exactly while its pair is active (and never
-// detached while its reads are watched); a frame sent on the second pair's transmit queue
-// leaves only through the second backend, and only while that pair is active.
+// stays 1 or 2, and (VirtioNet) the second backend is attached exactly while its pair is active
+// (and never detached while its reads are watched); a frame sent on the second pair's transmit
+// queue leaves only through the second backend, and only while that pair is active.
 //
-// Input: a selector byte (MQ negotiated or not, indirect descriptors or not), then up to 8
-// chains, each a segment count and per segment a flags byte, a length and, for
-// device-readable segments, its bytes (class, command, data). Bit 0x10 of the selector also
-// puts a frame on the second pair's transmit queue after the commands.
+// Input: a selector byte (MQ negotiated or not, indirect descriptors or not, VhostNet or
+// VirtioNet), then up to 8 chains, each a segment count and per segment a flags byte, a length
+// and, for device-readable segments, its bytes (class, command, data). Bit 0x10 of the selector
+// also puts a frame on the second pair's transmit queue after the commands (VirtioNet).
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -18,7 +22,9 @@
 
 #include "fuzz_input.hpp"
 #include "libvmm/backends/net_backend.hpp"
+#include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/virtio/net.hpp"
+#include "libvmm/virtio/vhost_net.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
 #include "unit/support/virtio_kit.hpp"
 
@@ -58,18 +64,61 @@ class RecordingBackend final : public NetBackend {
   bool enabled = true;
 };
 
+// /dev/vhost-net as far as VhostNet can tell: every call succeeds.
+class NullKernel final : public VhostNetKernel {
+ public:
+  void set_owner() override {}
+  uint64_t get_features() override {
+    return 1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_RING_F_INDIRECT_DESC |
+           1ull << VIRTIO_RING_F_EVENT_IDX | 1ull << VIRTIO_NET_F_MRG_RXBUF;
+  }
+  void set_features(uint64_t) override {}
+  void set_mem_table(std::span<const vhost_kernel::MemoryRegion>) override {}
+  void set_vring_num(uint32_t, uint32_t) override {}
+  void set_vring_base(uint32_t, uint32_t) override {}
+  uint32_t get_vring_base(uint32_t) override { return 0; }
+  void set_vring_addr(const vhost_kernel::VringAddr&) override {}
+  void set_vring_kick(uint32_t, int) override {}
+  void set_vring_call(uint32_t, int) override {}
+  void set_vring_err(uint32_t, int) override {}
+  void set_backend(uint32_t, int) override {}
+  void set_vring_busyloop_timeout(uint32_t, uint32_t) override {}
+};
+
 struct Guest {
   Guest() {
     // As VirtioNet::start() leaves a pair the driver has not asked for (no loop runs here).
     b1->paused = true;
     b1->enabled = false;
+    // VhostNet's pairs: a socket pair stands in for each TAP queue; its queues' eventfds.
+    std::vector<VhostNetPair> pairs;
+    for (uint16_t p = 0; p < kPairs; ++p) {
+      int fds[2];
+      check(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) == 0);
+      peers.emplace_back(fds[1]);
+      pairs.push_back(
+          {std::make_unique<NullKernel>(), std::make_shared<TapBackend>(UniqueFd(fds[0]), "fuzz")});
+    }
+    vhost = std::make_shared<VhostNet>(VhostNetOptions{}, std::move(pairs), memory);
+    std::vector<QueueEventfds> wired;
+    for (uint16_t q = 0; q < kQueues; ++q) {
+      eventfds.emplace_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      wired.push_back({eventfds.back().get(), eventfds.back().get()});
+    }
+    vhost->set_queue_eventfds(wired);
   }
   test::TestMemory memory{kRamSize, kRomBase, kRomSize};
   std::shared_ptr<RecordingBackend> b0 = std::make_shared<RecordingBackend>();
   std::shared_ptr<RecordingBackend> b1 = std::make_shared<RecordingBackend>();
   VirtioNet device{std::vector<std::shared_ptr<NetBackend>>{b0, b1},
                    MacAddress{0x02, 0, 0, 0, 0, 1}, 1500};
+  std::vector<UniqueFd> peers, eventfds;
+  std::shared_ptr<VhostNet> vhost;
 };
+
+uint64_t ring_features_of(uint8_t selector) {
+  return selector & 0x08 ? 1ull << VIRTIO_RING_F_INDIRECT_DESC : 0;
+}
 
 test::RingLayout layout_of(uint16_t queue) {
   return test::RingLayout::at(queue * 0x30000ull);
@@ -82,15 +131,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::Input in(data, size);
 
   const uint8_t selector = in.u8();
-  uint64_t features = guest.device.device_features();
+  const bool use_vhost = (selector & 0x20) != 0;
+  VirtioDevice& device = use_vhost ? static_cast<VirtioDevice&>(*guest.vhost) : guest.device;
+  auto active_pairs = [&] {
+    return use_vhost ? guest.vhost->active_pairs() : guest.device.active_queue_pairs();
+  };
+  uint64_t features = device.device_features();
   if (selector & 0x01) features &= ~(1ull << VIRTIO_NET_F_MQ);
   const bool mq = (features & (1ull << VIRTIO_NET_F_MQ)) != 0;
-  const uint64_t ring_features = selector & 0x08 ? 1ull << VIRTIO_RING_F_INDIRECT_DESC : 0;
+  const uint64_t ring_features = ring_features_of(selector);
   // Without MQ the control queue is the third (virtIO 1.2 §5.1.2).
   const uint16_t ctrl = mq ? kCtrl : 2;
 
   guest.memory.fill(0, 0, kRamSize);
-  const std::vector<uint16_t> sizes = guest.device.queue_max_sizes();
+  const std::vector<uint16_t> sizes = device.queue_max_sizes();
   check(sizes.size() == kQueues);
   std::vector<Virtqueue> queues;
   std::vector<test::DriverRing> rings;
@@ -101,8 +155,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   test::FakeTransport transport;
   transport.serve(queues);
-  guest.device.activate(transport, features);
-  check(guest.device.active_queue_pairs() == 1 && !guest.b1->enabled);
+  if (use_vhost) {
+    std::string why;
+    check(guest.vhost->start_queues(transport, features, queues, why));
+  } else {
+    guest.device.activate(transport, features);
+  }
+  check(active_pairs() == 1 && !guest.b1->enabled);
 
   test::DriverRing& ring = rings[ctrl];
   const uint64_t buffers = layout_of(ctrl).buffers;
@@ -136,7 +195,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     ring.add_chain(chain);
   }
-  guest.device.queue_notify(ctrl, queues[ctrl]);
+  device.queue_notify(ctrl, queues[ctrl]);
 
   // Every chain that came back wrote at most its status byte, and that is OK or ERR.
   const uint16_t used_idx = ring.used_idx();
@@ -147,13 +206,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check(guest.memory.read(at, &status, 1));
     check(status == 0xee || status == VIRTIO_NET_OK || status == VIRTIO_NET_ERR);
   }
-  const size_t active = guest.device.active_queue_pairs();
+  const size_t active = active_pairs();
   check(active >= 1 && active <= kPairs);
   check(mq || active == 1);
-  check(guest.b1->enabled == (active == 2));
+  check(use_vhost || guest.b1->enabled == (active == 2));
 
   // A frame on pair 1's transmit queue leaves through pair 1's backend, only while it is active.
-  if (selector & 0x10) {
+  if ((selector & 0x10) && !use_vhost) {
     const size_t before0 = guest.b0->sent, before1 = guest.b1->sent;
     std::vector<uint8_t> frame(VirtioNet::kHeaderSize + 60, 0);
     test::DriverRing& tx1 = rings[3];
@@ -162,7 +221,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check(guest.b0->sent == before0);
     check(guest.b1->sent == before1 + (mq && active == 2 ? 1 : 0));
   }
-  guest.device.reset();
-  check(guest.device.active_queue_pairs() == 1 && !guest.b1->enabled);
+  device.reset();
+  check(active_pairs() == 1 && !guest.b1->enabled);
   return 0;
 }
