@@ -208,21 +208,12 @@ void VirtioNet::queue_notify(uint16_t index, Virtqueue& queue) {
 // Control queue (with more than one queue pair): only VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET
 
 void VirtioNet::control(Virtqueue& queue) {
-  if (answer_net_control_queue(queue,
-                               [this](const DescriptorChain& c) { return control_command(c); })) {
+  const NetControlTarget target{negotiated(VIRTIO_NET_F_MQ), pairs_.size(),
+                                [this](uint16_t pairs) { set_active_pairs(pairs); },
+                                [this](const std::string& why) { guest_error(ctrl_bad_, why); }};
+  if (answer_net_control_queue(queue, target)) {
     if (VirtioTransport* t = transport_.load()) t->signal_used(control_queue());
   }
-}
-
-uint8_t VirtioNet::control_command(const DescriptorChain& chain) {
-  std::string why;
-  const auto pairs = parse_vq_pairs_set(chain, negotiated(VIRTIO_NET_F_MQ), pairs_.size(), why);
-  if (!pairs) {
-    guest_error(ctrl_bad_, why);
-    return VIRTIO_NET_ERR;
-  }
-  set_active_pairs(*pairs);
-  return VIRTIO_NET_OK;
 }
 
 void VirtioNet::set_active_pairs(size_t n) {

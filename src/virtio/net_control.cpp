@@ -2,13 +2,18 @@
 
 #include <fmt/format.h>
 
+#include <optional>
 #include <span>
 
 #include "libvmm/backends/net_abi.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
 
 namespace libvmm {
+namespace {
 
+// The pair count a VQ_PAIRS_SET command in `chain` asks for, or nullopt with `why` when the
+// chain is malformed, the command is another one, or the count is out of range or MQ was not
+// negotiated.
 std::optional<uint16_t> parse_vq_pairs_set(const DescriptorChain& chain, bool mq_negotiated,
                                            size_t max_pairs, std::string& why) {
   virtio_net_ctrl_hdr header{};
@@ -40,14 +45,22 @@ std::optional<uint16_t> parse_vq_pairs_set(const DescriptorChain& chain, bool mq
   return mq.virtqueue_pairs;
 }
 
-bool answer_net_control_queue(Virtqueue& queue,
-                              const std::function<uint8_t(const DescriptorChain&)>& command) {
+}  // namespace
+
+bool answer_net_control_queue(Virtqueue& queue, const NetControlTarget& target) {
   bool pushed = false;
   // Each chain is taken once (commands are tiny, the driver waits for each one's answer).
   for (uint32_t i = 0; i < queue.size(); ++i) {
     auto chain = queue.pop();
     if (!chain) break;
-    const uint8_t status = command(*chain);
+    std::string why;
+    const auto pairs = parse_vq_pairs_set(*chain, target.mq_negotiated, target.max_pairs, why);
+    if (pairs) {
+      target.set_pairs(*pairs);
+    } else {
+      target.refuse(why);
+    }
+    const uint8_t status = pairs ? VIRTIO_NET_OK : VIRTIO_NET_ERR;
     // The status byte is the last writable byte (the driver's `in` buffer).
     const bool ok = chain->writable_bytes() >= 1 &&
                     chain->write_at(chain->writable_bytes() - 1, std::span(&status, 1));

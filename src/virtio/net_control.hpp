@@ -7,24 +7,26 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <optional>
 #include <string>
 
 namespace libvmm {
 
-class DescriptorChain;
 class Virtqueue;
 
-// The pair count a VQ_PAIRS_SET command in `chain` asks for (1 to `max_pairs`), or nullopt with
-// `why` when the chain is malformed, the command is another one, or the count is out of range
-// or MQ was not negotiated.
-std::optional<uint16_t> parse_vq_pairs_set(const DescriptorChain& chain, bool mq_negotiated,
-                                           size_t max_pairs, std::string& why);
+// What a device gives answer_net_control_queue(): the pairs it has, whether the driver
+// negotiated MQ, what to do with a pair count it accepted, and where a refusal goes (a
+// rate-limited log line, a counter).
+struct NetControlTarget {
+  bool mq_negotiated = false;
+  size_t max_pairs = 1;
+  std::function<void(uint16_t pairs)> set_pairs;
+  std::function<void(const std::string& why)> refuse;
+};
 
-// Answers each command waiting in `queue` with the status `command` returns (VIRTIO_NET_OK or
-// VIRTIO_NET_ERR) in its last writable byte. Bounded by the queue size. True if it returned any
-// chain (the caller then signals the queue).
-bool answer_net_control_queue(Virtqueue& queue,
-                              const std::function<uint8_t(const DescriptorChain&)>& command);
+// Answers each command waiting in `queue` in its last writable byte: VIRTIO_NET_OK for a
+// VQ_PAIRS_SET of 1 to max_pairs with MQ negotiated (after set_pairs()), VIRTIO_NET_ERR for a
+// malformed chain, another command or a count out of range (after refuse()). Bounded by the
+// queue size. True if it returned any chain (the caller then signals the queue).
+bool answer_net_control_queue(Virtqueue& queue, const NetControlTarget& target);
 
 }  // namespace libvmm

@@ -53,12 +53,13 @@ std::optional<uint32_t> parse_poll_us(std::string_view text) {
   return us;
 }
 
+// num_queues means the same bound for both devices.
+static_assert(VhostNet::kMaxQueuePairs == VirtioNet::kMaxQueuePairs);
+
 class NetKind final : public VirtioDeviceKind {
  public:
   std::string_view element() const override { return "virtio_net"; }
   std::string_view flag() const override { return "--net"; }
-  static_assert(VhostNet::kMaxQueuePairs == VirtioNet::kMaxQueuePairs);
-
   std::string_view help() const override {
     return "virtIO network device on a host TAP: tap=NAME[,mac=52:54:00:12:34:56][,mtu=N]"
            "[,num_queues=N][,iothread=on|off][,poll_us=N] (repeatable; eth0, eth1, ...; default "

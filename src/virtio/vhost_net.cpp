@@ -231,6 +231,10 @@ std::vector<uint16_t> VhostNet::queue_max_sizes() const {
   return sizes;
 }
 
+size_t VhostNet::queue_count() const {
+  return 2 * pairs_.size() + (pairs_.size() > 1 ? 1 : 0);  // the control queue with MQ
+}
+
 uint64_t VhostNet::transport_features() const {
   return kernel_features_;
 }
@@ -264,8 +268,7 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
         fmt::format("{}: the host kernel stopped a queue; the device cannot start", options_.name);
     return false;
   }
-  const size_t queue_count = queue_max_sizes().size();
-  if (eventfds_.size() != queue_count || queues.size() != queue_count) {
+  if (eventfds_.size() != queue_count() || queues.size() != queue_count()) {
     why = fmt::format("{}: the queues have no eventfds (the machine did not wire them)",
                       options_.name);
     return false;
@@ -331,7 +334,7 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
     return true;
   } catch (const VhostKernelError& e) {
     why = fmt::format("{}: {}", options_.name, e.what());
-    for (uint32_t i = 0; i < queue_count; ++i) stop_queue(i);
+    for (uint32_t i = 0; i < queue_count(); ++i) stop_queue(i);
     failed_ = true;  // the transport logs why
     return false;
   }
@@ -360,7 +363,7 @@ void VhostNet::stop_queue(uint32_t index) {
 
 void VhostNet::reset() {
   std::lock_guard lock(mutex_);
-  for (uint32_t i = 0; i < queue_max_sizes().size(); ++i) stop_queue(i);
+  for (uint32_t i = 0; i < queue_count(); ++i) stop_queue(i);
   for (Pair& pair : pairs_) pair.tap->set_offloads(0);
   set_active_pairs(1);
   transport_ = nullptr;
@@ -412,29 +415,23 @@ uint16_t VhostNet::served_control_queue() {
 }
 
 void VhostNet::serve_control(uint16_t index, Virtqueue& queue) {
-  if (!answer_net_control_queue(
-          queue, [this](const DescriptorChain& chain) { return control_command(chain); })) {
-    return;
-  }
   VirtioTransport* transport = nullptr;
+  bool mq = false;
   {
+    // Under the transport's lock the negotiated features stay as they are.
     std::lock_guard lock(mutex_);
     transport = transport_;
+    mq = (features_ & bit(VIRTIO_NET_F_MQ)) != 0;
   }
-  if (transport != nullptr) transport->signal_used(index);
-}
-
-uint8_t VhostNet::control_command(const DescriptorChain& chain) {
-  std::lock_guard lock(mutex_);
-  std::string why;
-  const auto pairs =
-      parse_vq_pairs_set(chain, (features_ & bit(VIRTIO_NET_F_MQ)) != 0, pairs_.size(), why);
-  if (!pairs) {
-    guest_error(why);
-    return VIRTIO_NET_ERR;
+  const NetControlTarget target{mq, pairs_.size(),
+                                [this](uint16_t pairs) {
+                                  std::lock_guard lock(mutex_);
+                                  set_active_pairs(pairs);
+                                },
+                                [this](const std::string& why) { guest_error(why); }};
+  if (answer_net_control_queue(queue, target) && transport != nullptr) {
+    transport->signal_used(index);
   }
-  set_active_pairs(*pairs);
-  return VIRTIO_NET_OK;
 }
 
 void VhostNet::set_active_pairs(size_t n) {

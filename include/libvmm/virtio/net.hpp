@@ -212,7 +212,6 @@ class VirtioNet final : public VirtioDevice {
   void transmit_one(Pair& p, const DescriptorChain& chain);
   bool header_acceptable(const virtio_net_hdr_v1& header, uint64_t frame_len);
   void control(Virtqueue& queue);
-  uint8_t control_command(const DescriptorChain& chain);  // VIRTIO_NET_OK or VIRTIO_NET_ERR
   void set_active_pairs(size_t n);
   uint16_t control_queue() const;         // its index: 2N with MQ negotiated, else 2
   void drop_unreachable_frames(Pair& p);  // no driver: reads and drops what the host sent

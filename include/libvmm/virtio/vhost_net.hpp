@@ -37,7 +37,6 @@
 
 namespace libvmm {
 
-class DescriptorChain;
 class EventLoop;
 class GuestMemory;
 class TapBackend;
@@ -128,6 +127,7 @@ class VhostNet final : public ExternalQueueDevice {
   };
   static constexpr uint16_t kNoQueue = 0xffff;
 
+  size_t queue_count() const;        // queue_max_sizes().size()
   uint16_t control_queue() const;    // lock held: 2N with MQ negotiated, else 2; or kNoQueue
   void stop_queue(uint32_t index);   // lock held
   void queue_error(uint32_t index);  // loop thread
@@ -138,7 +138,6 @@ class VhostNet final : public ExternalQueueDevice {
   uint16_t served_control_queue();  // the control queue's index while it runs, else kNoQueue
   // Transport lock held: answers the commands waiting in control queue `index`.
   void serve_control(uint16_t index, Virtqueue& queue);
-  uint8_t control_command(const DescriptorChain& chain);  // transport lock held
   void guest_error(const std::string& message);
 
   const VhostNetOptions options_;
