@@ -14,7 +14,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
-#include "net_control.hpp"
+#include "libvmm/virtio/net_control.hpp"
 
 namespace libvmm {
 namespace {

@@ -1,15 +1,22 @@
-#include "net_control.hpp"
+#include "libvmm/virtio/net_control.hpp"
 
 #include <fmt/format.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include <optional>
 #include <span>
 
 #include "libvmm/backends/net_abi.hpp"
+#include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/log.hpp"
+#include "libvmm/virtio/virtio_device.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
 
 namespace libvmm {
 namespace {
+
+constexpr uint32_t kMaxErrorLogs = 16;  // the guest must not be able to flood the log
 
 // The pair count a VQ_PAIRS_SET command in `chain` asks for, or nullopt with `why` when the
 // chain is malformed, the command is another one, or the count is out of range or MQ was not
@@ -68,6 +75,98 @@ bool answer_net_control_queue(Virtqueue& queue, const NetControlTarget& target) 
     pushed = true;
   }
   return pushed;
+}
+
+// ---------------------------------------------------------------------------------------------
+// NetControlServer
+
+NetControlServer::NetControlServer(std::string name, size_t max_pairs,
+                                   std::function<void(uint16_t)> set_pairs)
+    : name_(std::move(name)), max_pairs_(max_pairs), set_pairs_(std::move(set_pairs)) {}
+
+NetControlServer::~NetControlServer() {
+  if (loop_ == nullptr || watched_ < 0) return;
+  try {
+    loop_->remove(watched_);
+  } catch (const std::exception&) {
+    // The loop is going away too.
+  }
+}
+
+void NetControlServer::set_loop(EventLoop& loop) {
+  std::lock_guard lock(mutex_);
+  loop_ = &loop;
+}
+
+void NetControlServer::start(VirtioTransport& transport, uint16_t index, int kick, bool mq) {
+  std::lock_guard lock(mutex_);
+  transport_ = &transport;
+  index_ = index;
+  mq_ = mq;
+  if (loop_ != nullptr) loop_->post([this, kick] { watch(kick); });
+}
+
+void NetControlServer::stop() {
+  std::lock_guard lock(mutex_);
+  if (index_ == kNoQueue) return;
+  index_ = kNoQueue;
+  transport_ = nullptr;
+  if (loop_ != nullptr) loop_->post([this] { watch(-1); });
+}
+
+uint16_t NetControlServer::served() const {
+  std::lock_guard lock(mutex_);
+  return index_;
+}
+
+bool NetControlServer::notify(uint16_t index, Virtqueue& queue) {
+  if (index == kNoQueue || index != served()) return false;
+  serve(index, queue);
+  return true;
+}
+
+void NetControlServer::watch(int kick) {
+  if (watched_ == kick) return;
+  if (watched_ >= 0) loop_->remove(watched_);
+  watched_ = kick;
+  if (kick >= 0) loop_->add(kick, EPOLLIN, [this](uint32_t) { notified(); });
+}
+
+void NetControlServer::notified() {
+  uint64_t count = 0;
+  if (::read(watched_, &count, sizeof count) != sizeof count) return;
+  VirtioTransport* transport = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    transport = transport_;
+  }
+  if (transport == nullptr) return;
+  transport->with_queues([this](std::span<Virtqueue> queues) {
+    // Under the transport's lock nothing starts or stops: the layout is the current one.
+    const uint16_t index = served();
+    if (index < queues.size()) serve(index, queues[index]);
+  });
+}
+
+void NetControlServer::serve(uint16_t index, Virtqueue& queue) {
+  VirtioTransport* transport = nullptr;
+  bool mq = false;
+  {
+    std::lock_guard lock(mutex_);
+    transport = transport_;
+    mq = mq_;
+  }
+  const NetControlTarget target{mq, max_pairs_, set_pairs_,
+                                [this](const std::string& why) { guest_error(why); }};
+  if (answer_net_control_queue(queue, target) && transport != nullptr) {
+    transport->signal_used(index);
+  }
+}
+
+void NetControlServer::guest_error(const std::string& message) {
+  const uint32_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
+  if (n < kMaxErrorLogs) log::warn("{}: {}", name_, message);
+  if (n + 1 == kMaxErrorLogs) log::warn("{}: further guest errors are not logged", name_);
 }
 
 }  // namespace libvmm

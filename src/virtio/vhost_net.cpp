@@ -20,8 +20,8 @@
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/virtio/net_control.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
-#include "net_control.hpp"
 
 namespace libvmm {
 namespace {
@@ -37,7 +37,6 @@ constexpr uint64_t kTapOffloads = bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUES
                                   bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
                                   bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6);
 constexpr uint32_t kConfigSize = offsetof(virtio_net_config, mtu) + sizeof(uint16_t);
-constexpr uint32_t kMaxErrorLogs = 16;  // the guest must not be able to flood the log
 
 class KernelVhostNet final : public VhostNetKernel {
  public:
@@ -130,7 +129,12 @@ std::unique_ptr<VhostNetKernel> open_vhost_net() {
 
 VhostNet::VhostNet(VhostNetOptions options, std::vector<VhostNetPair> pairs,
                    const GuestMemory& memory)
-    : options_(std::move(options)), memory_(memory) {
+    : options_(std::move(options)),
+      memory_(memory),
+      control_(options_.name, pairs.size(), [this](uint16_t n) {
+        std::lock_guard lock(mutex_);
+        set_active_pairs(n);
+      }) {
   if (pairs.empty() || pairs.size() > kMaxQueuePairs) {
     throw UserError(
         fmt::format("vhost-net: {} queue pairs (1 to {})", pairs.size(), kMaxQueuePairs));
@@ -172,7 +176,6 @@ VhostNet::~VhostNet() {
   if (loop_ == nullptr) return;
   try {
     for (const UniqueFd& fd : error_fds_) loop_->remove(fd.get());
-    if (control_watched_ >= 0) loop_->remove(control_watched_);
   } catch (const std::exception&) {
     // The loop is going away too.
   }
@@ -183,6 +186,7 @@ void VhostNet::watch(EventLoop& loop) {
     std::lock_guard lock(mutex_);
     loop_ = &loop;
   }
+  control_.set_loop(loop);
   for (uint32_t i = 0; i < error_fds_.size(); ++i) {
     loop.add(error_fds_[i].get(), EPOLLIN, [this, i](uint32_t) { queue_error(i); });
   }
@@ -317,15 +321,16 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
     }
     // The control queue stays here: the loop watches its notify until the device stops.
     const uint16_t control = control_queue();
-    control_started_ = control < queues.size() && queues[control].ready();
-    if (control_started_ && loop_ != nullptr) {
-      loop_->post([this, kick = eventfds_[control].kick] { watch_control(kick); });
+    const bool control_ready = control < queues.size() && queues[control].ready();
+    if (control_ready) {
+      control_.start(transport, control, eventfds_[control].kick,
+                     (features & bit(VIRTIO_NET_F_MQ)) != 0);
     }
     // Buffers the driver made available before anyone watched the kicks.
     for (uint16_t i = 0; i < 2 * pairs; ++i) {
       if (pairs_[i / 2].started[i % 2]) kick(i);
     }
-    if (control_started_) kick(control);
+    if (control_ready) kick(control);
     log::debug("{}: started in the host kernel, features {:#x}{}{}", options_.name, features,
                pairs > 1 ? fmt::format(", {} queue pairs", pairs) : "",
                options_.poll_us > 0
@@ -342,11 +347,7 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
 
 void VhostNet::stop_queue(uint32_t index) {
   // Lock held.
-  if (index == control_queue() && control_started_) {
-    control_started_ = false;
-    if (loop_ != nullptr) loop_->post([this] { watch_control(-1); });
-    return;
-  }
+  if (index == control_queue()) return control_.stop();
   if (index >= 2 * pairs_.size()) return;
   Pair& pair = pairs_[index / 2];
   const uint32_t ring = index % 2;
@@ -379,59 +380,11 @@ void VhostNet::queue_reset(uint16_t index) {
 // ---------------------------------------------------------------------------------------------
 // The control queue, on the event loop
 
-void VhostNet::watch_control(int kick) {
-  if (control_watched_ == kick) return;
-  if (control_watched_ >= 0) loop_->remove(control_watched_);
-  control_watched_ = kick;
-  if (kick >= 0) loop_->add(kick, EPOLLIN, [this](uint32_t) { control_notified(); });
-}
-
-void VhostNet::control_notified() {
-  uint64_t count = 0;
-  if (::read(control_watched_, &count, sizeof count) != sizeof count) return;
-  VirtioTransport* transport = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    transport = transport_;
-  }
-  if (transport == nullptr) return;
-  transport->with_queues([this](std::span<Virtqueue> queues) {
-    // Under the transport's lock nothing starts or stops: the layout is the current one.
-    const uint16_t index = served_control_queue();
-    if (index < queues.size()) serve_control(index, queues[index]);
-  });
-}
-
 void VhostNet::queue_notify(uint16_t index, Virtqueue& queue) {
   // A notify that came as a register write (no ioeventfd caught it): the control queue is
   // served at once, the kernel's rings are kicked.
-  if (index == served_control_queue()) return serve_control(index, queue);
+  if (control_.notify(index, queue)) return;
   ExternalQueueDevice::queue_notify(index, queue);
-}
-
-uint16_t VhostNet::served_control_queue() {
-  std::lock_guard lock(mutex_);
-  return control_started_ ? control_queue() : kNoQueue;
-}
-
-void VhostNet::serve_control(uint16_t index, Virtqueue& queue) {
-  VirtioTransport* transport = nullptr;
-  bool mq = false;
-  {
-    // Under the transport's lock the negotiated features stay as they are.
-    std::lock_guard lock(mutex_);
-    transport = transport_;
-    mq = (features_ & bit(VIRTIO_NET_F_MQ)) != 0;
-  }
-  const NetControlTarget target{mq, pairs_.size(),
-                                [this](uint16_t pairs) {
-                                  std::lock_guard lock(mutex_);
-                                  set_active_pairs(pairs);
-                                },
-                                [this](const std::string& why) { guest_error(why); }};
-  if (answer_net_control_queue(queue, target) && transport != nullptr) {
-    transport->signal_used(index);
-  }
 }
 
 void VhostNet::set_active_pairs(size_t n) {
@@ -448,12 +401,6 @@ void VhostNet::set_active_pairs(size_t n) {
   };
   if (loop_ == nullptr) return apply();
   loop_->post(std::move(apply));
-}
-
-void VhostNet::guest_error(const std::string& message) {
-  const uint32_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxErrorLogs) log::warn("{}: {}", options_.name, message);
-  if (n + 1 == kMaxErrorLogs) log::warn("{}: further guest errors are not logged", options_.name);
 }
 
 }  // namespace libvmm

@@ -34,6 +34,7 @@
 #include "libvmm/core/unique_fd.hpp"
 #include "libvmm/core/vhost_kernel_abi.hpp"
 #include "libvmm/virtio/external_queue_device.hpp"
+#include "libvmm/virtio/net_control.hpp"
 
 namespace libvmm {
 
@@ -133,12 +134,6 @@ class VhostNet final : public ExternalQueueDevice {
   void queue_error(uint32_t index);  // loop thread
   // Lock held: the pairs the driver uses; their TAP queues attached on the loop thread.
   void set_active_pairs(size_t n);
-  void watch_control(int kick);     // loop thread: -1 stops watching
-  void control_notified();          // loop thread
-  uint16_t served_control_queue();  // the control queue's index while it runs, else kNoQueue
-  // Transport lock held: answers the commands waiting in control queue `index`.
-  void serve_control(uint16_t index, Virtqueue& queue);
-  void guest_error(const std::string& message);
 
   const VhostNetOptions options_;
   std::vector<Pair> pairs_;
@@ -149,13 +144,11 @@ class VhostNet final : public ExternalQueueDevice {
   std::mutex mutex_;  // what follows, between vCPU threads and the loop thread
   uint64_t features_ = 0;
   size_t active_pairs_ = 1;
-  bool control_started_ = false;
   bool failed_ = false;
   VirtioTransport* transport_ = nullptr;
   EventLoop* loop_ = nullptr;
 
-  int control_watched_ = -1;  // loop thread: the kick eventfd it watches for the control queue
-  std::atomic<uint32_t> errors_logged_{0};
+  NetControlServer control_;  // with more than one pair
 };
 
 }  // namespace libvmm
