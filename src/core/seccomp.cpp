@@ -261,6 +261,10 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
                    {equals(1, TUNSETQUEUE)},
                    "virtio-net num_queues>1: the TAP queues of the pairs the driver uses are "
                    "attached, the others detached (its control queue, served here)"});
+      r.push_back({"sendmsg",
+                   {},
+                   "vhost-user net num_queues>1: the control queue, served here, enables or "
+                   "disables the back-end's rings (SET_VRING_ENABLE)"});
       add_block_io(r);  // a disk with iothread=off does its I/O here
       r.push_back({"getrandom", {}, "virtio-rng"});
       // vmm's --shutdown-timeout timer and virtio-snd's: timerfd_settime is allowed to every
@@ -328,6 +332,10 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"ioctl",
                    {equals(1, TUNSETOFFLOAD)},
                    "vmm-device --net: the TAP's offloads follow the features the driver accepted"});
+      r.push_back({"ioctl",
+                   {equals(1, TUNSETQUEUE)},
+                   "vmm-device --net num_queues>1: the TAP queues of the pairs the front-end "
+                   "enables are attached, the others detached"});
       // vmm-device --console: its character backend on this thread (accept4, recvfrom above).
       r.push_back({"ioctl", {equals(1, FIONREAD)}, "socket console: unread input at hang-up"});
       r.push_back({"ioctl", {equals(1, TCSETSW)}, "stdio console: the terminal restored"});

@@ -167,6 +167,7 @@ void VirtioNet::reset() {
     p.backend->set_offloads(0);
   }
   features_ = 0;
+  rx_enabled_.clear();
   set_active_pairs(1);
   request_resume(0);  // without a driver, frames are read and dropped
 }
@@ -188,6 +189,15 @@ void VirtioNet::request_resume(size_t pair) {
     pairs_[pair].backend->resume_receive();
     backend_readable(pair);  // frames that are already waiting raise no new event on resume
   });
+}
+
+void VirtioNet::queue_enabled(uint16_t index, bool enabled) {
+  if (index % 2 != 0 || index / 2u >= pairs_.size() || index == control_queue()) return;
+  rx_enabled_.resize(pairs_.size(), false);
+  rx_enabled_[index / 2u] = enabled;
+  size_t n = 0;
+  while (n < pairs_.size() && rx_enabled_[n]) ++n;
+  set_active_pairs(std::max<size_t>(n, 1));
 }
 
 uint16_t VirtioNet::control_queue() const {

@@ -32,16 +32,6 @@ std::optional<uint16_t> parse_mtu(std::string_view text) {
   return static_cast<uint16_t>(mtu);
 }
 
-std::optional<uint16_t> parse_queues(std::string_view text) {
-  unsigned n = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || n < 1 ||
-      n > VirtioNet::kMaxQueuePairs) {
-    return std::nullopt;
-  }
-  return static_cast<uint16_t>(n);
-}
-
 // poll_us: 0..VirtioNet::kMaxPollUs microseconds.
 std::optional<uint32_t> parse_poll_us(std::string_view text) {
   uint32_t us = 0;
@@ -101,7 +91,7 @@ class NetKind final : public VirtioDeviceKind {
     if (auto text = spec.get("mtu"); text && !parse_mtu(*text)) {
       problems.push_back(fmt::format("MTU '{}' is not a number from {} to 65535", *text, kMinMtu));
     }
-    if (auto text = spec.get("num_queues"); text && !parse_queues(*text)) {
+    if (auto text = spec.get("num_queues"); text && !parse_queue_pairs(*text)) {
       problems.push_back(fmt::format("num_queues '{}' is not a number from 1 to {}", *text,
                                      VirtioNet::kMaxQueuePairs));
     }
@@ -192,7 +182,7 @@ class NetKind final : public VirtioDeviceKind {
     c.tap = spec.value_or("tap", "");
     if (auto text = spec.get("mac")) c.mac = parse_mac(*text);
     if (auto text = spec.get("mtu")) c.mtu = parse_mtu(*text).value_or(c.mtu);
-    if (auto text = spec.get("num_queues")) c.num_queues = parse_queues(*text).value_or(1);
+    if (auto text = spec.get("num_queues")) c.num_queues = parse_queue_pairs(*text).value_or(1);
     c.iothread = spec.value_or("iothread", "off") == "on";
     if (auto text = spec.get("poll_us")) c.poll_us = parse_poll_us(*text).value_or(c.poll_us);
     c.vhost = spec.value_or("vhost", "off") == "on";
@@ -204,6 +194,16 @@ class NetKind final : public VirtioDeviceKind {
 };
 
 }  // namespace
+
+std::optional<uint16_t> parse_queue_pairs(std::string_view text) {
+  unsigned n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || n < 1 ||
+      n > VirtioNet::kMaxQueuePairs) {
+    return std::nullopt;
+  }
+  return static_cast<uint16_t>(n);
+}
 
 const VirtioDeviceKind& virtio_net_kind() {
   static const NetKind kind;

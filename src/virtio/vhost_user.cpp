@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <cstring>
 
+#include "libvmm/backends/net_abi.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/virtio/net_control.hpp"
 
 namespace libvmm {
 namespace {
@@ -26,6 +28,8 @@ constexpr uint64_t bit(unsigned n) {
 // What this front-end asks for among the back-end's protocol features.
 constexpr uint64_t kWantedProtocol =
     bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig) | bit(vhost::kProtocolMq);
+// struct virtio_net_config: max_virtqueue_pairs (le16) after the MAC and the status.
+constexpr uint32_t kNetPairsOffset = 8;
 
 }  // namespace
 
@@ -69,13 +73,19 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
       // REPLY_ACK applies from the next message on, so this one goes without.
       send(Message::with_u64(Request::set_protocol_features, protocol_features_), {}, false);
     }
+    // A network back-end counts queue pairs (as QEMU's front-end and DPDK's back-end do).
+    const bool net = options_.net_queue_pairs > 0;
+    const uint64_t needed = net ? options_.net_queue_pairs : options_.queue_sizes.size();
     if (protocol_features_ & bit(vhost::kProtocolMq)) {
       const uint64_t queues = vhost::decode_reply_u64(
           request_reply(Message::make(Request::get_queue_num)), Request::get_queue_num);
-      if (queues < options_.queue_sizes.size()) {
-        throw vhost::VhostError(fmt::format("it serves {} queue(s); the device needs {}", queues,
-                                            options_.queue_sizes.size()));
+      if (queues < needed) {
+        throw vhost::VhostError(fmt::format("it serves {} queue{}; the device needs {}", queues,
+                                            net ? " pair(s)" : "(s)", needed));
       }
+    } else if (net && needed > 1) {
+      throw vhost::VhostError(fmt::format(
+          "it does not offer VHOST_USER_PROTOCOL_F_MQ, which {} queue pairs need", needed));
     }
     if (!options_.config.empty()) {
       config_ = options_.config;
@@ -93,6 +103,15 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
     }
   } catch (const vhost::VhostError& e) {
     throw UserError(located(e.what()));
+  }
+  if (options_.net_queue_pairs > 1) {
+    // The pairs are this side's to offer (the back-end may serve more).
+    if (config_.size() >= kNetPairsOffset + 2) {
+      config_[kNetPairsOffset] = static_cast<uint8_t>(options_.net_queue_pairs);
+      config_[kNetPairsOffset + 1] = static_cast<uint8_t>(options_.net_queue_pairs >> 8);
+    }
+    control_ = std::make_unique<NetControlServer>(options_.name, options_.net_queue_pairs,
+                                                  [this](uint16_t n) { set_active_pairs(n); });
   }
   // Guest RAM the back-end cannot map (no file descriptor) would make every request fail.
   for (const GuestMapping& m : memory_.mappings()) {
@@ -117,6 +136,7 @@ VhostUserDevice::~VhostUserDevice() {
 
 void VhostUserDevice::watch(EventLoop& loop) {
   loop_ = &loop;
+  if (control_) control_->set_loop(loop);
   const int fd = channel_->fd();
   // Only a hang-up: replies are read by the thread that asked (EPOLLIN is not watched).
   loop.add(fd, EPOLLRDHUP, [this, &loop, fd](uint32_t) {
@@ -138,7 +158,22 @@ void VhostUserDevice::watch(EventLoop& loop) {
 }
 
 uint64_t VhostUserDevice::device_features() const {
-  return backend_features_ & options_.device_feature_mask;
+  const uint64_t own = control_ ? bit(VIRTIO_NET_F_MQ) | bit(VIRTIO_NET_F_CTRL_VQ) : 0;
+  return (backend_features_ & options_.device_feature_mask) | own;
+}
+
+uint16_t VhostUserDevice::control_queue(uint64_t features) const {
+  if (!control_ || !(features & bit(VIRTIO_NET_F_CTRL_VQ))) return NetControlServer::kNoQueue;
+  // Without MQ the driver sees one pair, and the control queue is queue 2.
+  return (features & bit(VIRTIO_NET_F_MQ)) ? static_cast<uint16_t>(2 * options_.net_queue_pairs)
+                                           : 2;
+}
+
+void VhostUserDevice::queue_notify(uint16_t index, Virtqueue& queue) {
+  // A notify that came as a register write (no ioeventfd caught it): the control queue is
+  // answered here at once, the back-end's queues are kicked.
+  if (control_ && control_->notify(index, queue)) return;
+  kick(index);
 }
 
 uint64_t VhostUserDevice::transport_features() const {
@@ -189,7 +224,8 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
     return false;
   }
   try {
-    uint64_t acked = features;
+    // The back-end learns what it offered (MQ and CTRL_VQ may be this side's alone).
+    uint64_t acked = features & backend_features_;
     if (backend_features_ & vhost::kFeatureProtocolFeatures) {
       acked |= vhost::kFeatureProtocolFeatures;
     }
@@ -207,9 +243,14 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
     }
     send(Message::with_mem_table(regions), fds);
 
-    for (uint32_t i = 0; i < queues.size(); ++i) {
+    const uint16_t control = control_queue(features);
+    active_pairs_ = 1;  // the driver starts with the first pair (virtIO 1.2 §5.1.6.5.5)
+    // Without MQ a network device has one pair (and the control queue): nothing past them
+    // goes to the back-end, whatever the driver set up.
+    const size_t layout = control_ && !(features & bit(VIRTIO_NET_F_MQ)) ? 2 : queues.size();
+    for (uint32_t i = 0; i < layout; ++i) {
       const Virtqueue& q = queues[i];
-      if (!q.ready()) continue;
+      if (!q.ready() || i == control) continue;
       // Host addresses of the rings, as the memory table's user addresses give them.
       const auto rings = ring_addresses(memory_, q);
       if (!rings) {
@@ -229,8 +270,14 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
       send(Message::with_u64(Request::set_vring_kick, i), std::span(&kick, 1));
       started_[i] = true;
       if (backend_features_ & vhost::kFeatureProtocolFeatures) {
-        send(Message::with_state(Request::set_vring_enable, {i, 1}));
+        // A network device's other pairs wait, disabled, for the driver's VQ_PAIRS_SET.
+        send_enable(i, !control_ || i / 2 < active_pairs_, true);
       }
+    }
+    if (control < queues.size() && queues[control].ready()) {
+      control_->start(transport, control, eventfds_[control].kick,
+                      (features & bit(VIRTIO_NET_F_MQ)) != 0);
+      kick(control);
     }
     // Buffers the driver made available before the back-end watched the kick: one kick
     // each, so none waits for the driver's next notify.
@@ -261,13 +308,37 @@ void VhostUserDevice::stop_queue(uint16_t index) {
 
 void VhostUserDevice::reset() {
   std::lock_guard lock(mutex_);
+  if (control_) control_->stop();
   for (uint16_t i = 0; i < started_.size(); ++i) stop_queue(i);
+  active_pairs_ = 1;
   transport_ = nullptr;
 }
 
 void VhostUserDevice::queue_reset(uint16_t index) {
   std::lock_guard lock(mutex_);
+  if (control_ && index == control_->served()) control_->stop();
   stop_queue(index);
+}
+
+void VhostUserDevice::send_enable(uint32_t index, bool enabled, bool ack) {
+  send(Message::with_state(Request::set_vring_enable, {index, enabled ? 1u : 0u}), {}, ack);
+}
+
+void VhostUserDevice::set_active_pairs(uint16_t n) {
+  std::lock_guard lock(mutex_);
+  const uint16_t old = active_pairs_;
+  if (n == old || failed_) return;
+  active_pairs_ = n;
+  log::debug("{}: {} of {} queue pairs in use", options_.name, n, options_.net_queue_pairs);
+  // Without waiting for acknowledgements: this runs on the event loop (or a vCPU), which must
+  // not wait on another process; a back-end that refuses one breaks its own rings.
+  try {
+    for (uint32_t i = 2u * std::min(n, old); i < 2u * std::max(n, old); ++i) {
+      if (i < started_.size() && started_[i]) send_enable(i, n > old, false);
+    }
+  } catch (const vhost::VhostError& e) {
+    fail_locked(located(fmt::format("enabling queue pairs: {}", e.what())));
+  }
 }
 
 }  // namespace libvmm

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/virtio_ids.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -218,9 +219,13 @@ void VhostUserBackend::handle(const Message& message) {
       }
       protocol_ = d.u64;
       break;
-    case Request::get_queue_num:
-      reply(Message::with_u64(d.request, queues_.size()));
+    case Request::get_queue_num: {
+      // A network device counts its queue pairs (QEMU's front-end compares its queues=N with
+      // it); the control queue is the front-end's.
+      const bool net = device_.device_id() == VIRTIO_ID_NET;
+      reply(Message::with_u64(d.request, net ? queues_.size() / 2 : queues_.size()));
       break;
+    }
     case Request::get_max_mem_slots:
       reply(Message::with_u64(d.request, vhost::kMaxRegions));
       break;
@@ -463,6 +468,7 @@ void VhostUserBackend::start_ring(uint32_t index) {
     device_.activate(*this, features_ & ~vhost::kFeatureProtocolFeatures);
     active_ = true;
   }
+  device_.queue_enabled(static_cast<uint16_t>(index), true);
   log::debug("{}: queue {} runs ({} entries, from available index {})", peer_, index, ring.num,
              ring.base);
 }
@@ -478,6 +484,7 @@ void VhostUserBackend::stop_ring(uint32_t index) {
     // Where the ring stopped, once the device's I/O is paused (nothing in flight): GET_VRING_BASE
     // answers it, and the ring resumes from it if started again without a new SET_VRING_BASE.
     ring.base = queues_[index].next_avail();
+    device_.queue_enabled(static_cast<uint16_t>(index), false);
     device_.queue_reset(static_cast<uint16_t>(index));
     queues_[index].reset();
     const bool any =

@@ -1,6 +1,6 @@
 // Devices served by another process over vhost-user, in the device registry:
-//   <vhost_user type="blk|fs|net|console|sound" socket="PATH" [tag="TAG"]/>,
-//   --vhost-user TYPE,socket=PATH[,tag=TAG]
+//   <vhost_user type="blk|fs|net|console|sound" socket="PATH" [tag="TAG"] [num_queues="N"]/>,
+//   --vhost-user TYPE,socket=PATH[,tag=TAG][,num_queues=N]
 //   <virtio_fs tag="TAG" socket="PATH"/>, --fs tag=TAG,socket=PATH  (virtiofsd's shorthand)
 #include <fmt/format.h>
 #include <linux/virtio_blk.h>
@@ -12,6 +12,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/virtio/device_kind.hpp"
+#include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/vhost_user.hpp"
 
 namespace libvmm {
@@ -23,6 +24,7 @@ constexpr uint16_t kQueueSize = 128;
 // struct virtio_net_config up to mtu: mac, status, max_virtqueue_pairs, mtu.
 constexpr uint32_t kNetConfigSize = 12;
 constexpr uint16_t kNetQueueSize = 256;
+constexpr uint16_t kNetControlQueueSize = 64;
 // struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr.
 constexpr uint32_t kConsoleConfigSize = 12;
 constexpr uint16_t kConsoleQueueSize = 256;
@@ -94,8 +96,12 @@ std::shared_ptr<VirtioDevice> make_net(const DeviceSpec& spec, const DeviceConte
   VhostUserOptions o;
   o.name = fmt::format("vhost-user-net{}", context.index);
   o.device_id = VIRTIO_ID_NET;
-  o.queue_sizes = {kNetQueueSize, kNetQueueSize};  // receive, transmit (no MQ, no control queue)
-  o.config_size = kNetConfigSize;                  // the MAC, link status and MTU: the back-end's
+  const uint16_t pairs = parse_queue_pairs(spec.value_or("num_queues", "1")).value_or(1);
+  // Receive and transmit per pair; with several, the control queue (served here).
+  o.queue_sizes.assign(2u * pairs, kNetQueueSize);
+  if (pairs > 1) o.queue_sizes.push_back(kNetControlQueueSize);
+  o.net_queue_pairs = pairs;
+  o.config_size = kNetConfigSize;  // the MAC, link status and MTU: the back-end's
   // The header is always virtio_net_hdr_v1 (VERSION_1); offloads pass through to the back-end.
   o.device_feature_mask = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU) |
                           bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_NET_F_CSUM) |
@@ -136,18 +142,28 @@ class VhostUserKind final : public VirtioDeviceKind {
   std::string_view help() const override {
     return "a virtIO device served by another process over vhost-user (TYPE blk: "
            "qemu-storage-daemon, vmm-device; fs: virtiofsd, with tag=TAG; net, console, sound: "
-           "vmm-device)";
+           "vmm-device; net with num_queues=N: N queue pairs, the back-end's rings enabled as "
+           "the driver uses them)";
   }
   std::string_view positional() const override { return "type"; }
   std::vector<AttributeRule> attributes() const override {
     return {{"type", true, false, "TYPE"},
             {"socket", true, true, "socket=PATH"},
-            {"tag", false, false, "tag=TAG"}};
+            {"tag", false, false, "tag=TAG"},
+            {"num_queues", false, false, "num_queues=N"}};
   }
   void check(const DeviceSpec& spec, const HostFiles&,
              std::vector<std::string>& problems) const override {
     const std::string type = spec.value_or("type", "");
     check_socket(spec, problems);
+    if (auto text = spec.get("num_queues")) {
+      if (type != "net") {
+        problems.push_back("num_queues= is for type net only");
+      } else if (!parse_queue_pairs(*text)) {
+        problems.push_back(fmt::format("num_queues '{}' is not a number from 1 to {}", *text,
+                                       VirtioNet::kMaxQueuePairs));
+      }
+    }
     if (type == "fs") {
       check_tag(spec, problems);
     } else if (type == "blk" || type == "net" || type == "console" || type == "sound") {
@@ -165,7 +181,9 @@ class VhostUserKind final : public VirtioDeviceKind {
       return fmt::format("virtio-fs tag '{}' (vhost-user backend at {})", spec.value_or("tag", ""),
                          spec.value_or("socket", ""));
     }
-    return fmt::format("virtio-{} (vhost-user backend at {})", spec.value_or("type", ""),
+    const uint16_t pairs = parse_queue_pairs(spec.value_or("num_queues", "1")).value_or(1);
+    return fmt::format("virtio-{}{} (vhost-user backend at {})", spec.value_or("type", ""),
+                       pairs > 1 ? fmt::format(", {} queue pairs", pairs) : "",
                        spec.value_or("socket", ""));
   }
   std::shared_ptr<VirtioDevice> create(const DeviceSpec& spec,

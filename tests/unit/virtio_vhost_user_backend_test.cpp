@@ -593,6 +593,7 @@ struct PairRig {
     o.queue_sizes = {256, 256};
     o.config_size = 12;
     if (kind == Kind::net) {
+      o.net_queue_pairs = 1;
       o.device_feature_mask = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) |
                               bit(VIRTIO_NET_F_MTU) | bit(VIRTIO_NET_F_CSUM);
     }
@@ -696,8 +697,9 @@ TEST(VhostUserBackend, AnswersTheNetworkDevicesSetUpQueries) {
   EXPECT_FALSE(features & bit(VIRTIO_NET_F_MQ));
   channel.send(Message::with_u64(Request::set_protocol_features,
                                  VhostUserBackend::offered_protocol_features()));
+  // A network back-end counts queue pairs, as QEMU's front-end reads it.
   channel.send(Message::make(Request::get_queue_num));
-  EXPECT_EQ(vhost::decode_reply_u64(channel.receive(2000, true), Request::get_queue_num), 2u);
+  EXPECT_EQ(vhost::decode_reply_u64(channel.receive(2000, true), Request::get_queue_num), 1u);
   vhost::ConfigSpace ask;
   ask.data.assign(12, 0xff);
   channel.send(Message::with_config(Request::get_config, ask));
@@ -705,6 +707,162 @@ TEST(VhostUserBackend, AnswersTheNetworkDevicesSetUpQueries) {
   EXPECT_TRUE(std::equal(kMac.begin(), kMac.end(), got.data.begin()));
   EXPECT_EQ(got.data[6], VIRTIO_NET_S_LINK_UP);
   EXPECT_FALSE(served.closed());
+}
+
+// --- The network device with two queue pairs
+
+// Our front-end with num_queues=2 (the options of `--vhost-user net,num_queues=2`) over
+// virtio-mmio, its event loop serving the control queue, and a two-pair VirtioNet behind the
+// back-end, each pair on its own in-memory host queue.
+struct TwoPairRig {
+  static constexpr uint16_t kCtrl = 4;
+  std::shared_ptr<FakeNetBackend> hosts[2] = {std::make_shared<FakeNetBackend>(),
+                                              std::make_shared<FakeNetBackend>()};
+  Served served{std::make_unique<VirtioNet>(
+      std::vector<std::shared_ptr<NetBackend>>{hosts[0], hosts[1]}, kMac, 1400)};
+  TestMemory memory{0x200000};
+  LoopThread front_loop;
+  std::shared_ptr<VhostUserDevice> front;
+  std::shared_ptr<FakeIrq> irq = std::make_shared<FakeIrq>();
+  std::unique_ptr<VirtioMmioTransport> transport;
+  std::vector<UniqueFd> kick, call;
+  std::vector<DriverRing> rings;  // rx0, tx0, rx1, tx1, control
+
+  TwoPairRig() {
+    // Started, as vmm-device starts it: pairs are attached and detached on the loop thread.
+    served.loop.call([&] { static_cast<VirtioNet&>(*served.device).start(served.loop.loop); });
+    VhostUserOptions o;
+    o.name = "vhost-user-net0";
+    o.device_id = 1;
+    o.socket = "test.sock";
+    o.queue_sizes = {256, 256, 256, 256, 64};
+    o.config_size = 12;
+    o.net_queue_pairs = 2;
+    o.device_feature_mask = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS);
+    front = std::make_shared<VhostUserDevice>(std::move(o), memory, served.connect());
+    std::vector<QueueEventfds> fds;
+    for (size_t i = 0; i < 5; ++i) {
+      kick.emplace_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      call.emplace_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      fds.push_back({kick.back().get(), call.back().get()});
+      rings.emplace_back(memory, i == kCtrl ? 64 : 256, RingLayout::at(0x10000 + i * 0x10000));
+    }
+    front->set_queue_eventfds(std::move(fds));
+    transport = std::make_unique<VirtioMmioTransport>(front, memory, irq);
+    front_loop.call([&] { front->watch(front_loop.loop); });
+  }
+  ~TwoPairRig() {
+    front_loop.call([&] {  // the device leaves its loop from the loop's own thread
+      transport.reset();
+      front.reset();
+    });
+  }
+  MmioDriver driver() { return MmioDriver(*transport); }
+  void bring_up(uint64_t features, uint32_t queues = 5) {
+    ASSERT_TRUE(driver().negotiate(features));
+    for (uint32_t i = 0; i < queues; ++i) driver().setup_queue(i, rings[i]);
+    driver().driver_ok();
+    ASSERT_FALSE(driver().status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  }
+  // The back-end's pairs in use once they settle at `n` (SET_VRING_ENABLE is not waited for).
+  size_t backend_pairs(size_t n) {
+    size_t got = 0;
+    for (int i = 0; i < 200; ++i) {
+      served.loop.call([&] { got = static_cast<VirtioNet&>(*served.device).active_queue_pairs(); });
+      if (got == n) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return got;
+  }
+  // VQ_PAIRS_SET n on the control queue, its notify through the kick eventfd as KVM delivers
+  // it (answered on the front-end's loop) or as a register write (answered at once): the
+  // status byte, 0xee if none came.
+  uint8_t set_pairs(uint16_t n, bool by_register) {
+    DriverRing& ring = rings[kCtrl];
+    const uint16_t answered = ring.used_idx();
+    const std::vector<uint8_t> out = {VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET,
+                                      static_cast<uint8_t>(n), static_cast<uint8_t>(n >> 8)};
+    const uint64_t out_gpa = ring.place(out);
+    const uint64_t status = ring.place(std::vector<uint8_t>{0xee});
+    ring.add_chain({{out_gpa, 4, false}, {status, 1, true}});
+    if (by_register) {
+      driver().notify(kCtrl);
+    } else {
+      const uint64_t one = 1;
+      EXPECT_EQ(::write(kick[kCtrl].get(), &one, sizeof one), 8);
+    }
+    for (int i = 0; i < 1000 && ring.used_idx() == answered; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return memory.bytes(status, 1)[0];
+  }
+};
+
+TEST(VhostUserBackend, TwoQueuePairsFollowTheFrontEndsControlQueue) {
+  TwoPairRig rig;
+  const uint64_t offered = rig.driver().device_features();
+  EXPECT_TRUE(offered & bit(VIRTIO_NET_F_MQ));
+  EXPECT_TRUE(offered & bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_EQ(rig.driver().reg(VIRTIO_MMIO_CONFIG + 8) & 0xffff, 2u);  // max_virtqueue_pairs
+  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_MQ) |
+               bit(VIRTIO_NET_F_CTRL_VQ));
+  // The driver starts with one pair: the second's rings are in the back-end, disabled.
+  EXPECT_EQ(rig.backend_pairs(1), 1u);
+  rig.served.loop.call([&] { EXPECT_FALSE(rig.hosts[1]->enabled); });
+
+  EXPECT_EQ(rig.set_pairs(2, false), VIRTIO_NET_OK);
+  EXPECT_EQ(rig.backend_pairs(2), 2u);
+  rig.served.loop.call([&] { EXPECT_TRUE(rig.hosts[1]->enabled); });
+  // A frame on the second pair's transmit queue leaves through the second host queue.
+  std::vector<uint8_t> out(VirtioNet::kHeaderSize, 0);
+  const std::vector<uint8_t> frame = test_frame(60, 5);
+  out.insert(out.end(), frame.begin(), frame.end());
+  DriverRing& tx1 = rig.rings[3];
+  tx1.add_chain({{tx1.place(out), static_cast<uint32_t>(out.size()), false}});
+  rig.driver().notify(3);
+  for (int i = 0; i < 1000 && tx1.used_idx() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(tx1.used_idx(), 1);
+  rig.served.loop.call([&] {
+    ASSERT_EQ(rig.hosts[1]->sent.size(), 1u);
+    EXPECT_EQ(rig.hosts[1]->sent[0], out);
+    EXPECT_TRUE(rig.hosts[0]->sent.empty());
+  });
+
+  // Out of range: an error, nothing changes; back to one pair through a register write.
+  EXPECT_EQ(rig.set_pairs(3, true), VIRTIO_NET_ERR);
+  EXPECT_EQ(rig.set_pairs(0, false), VIRTIO_NET_ERR);
+  EXPECT_EQ(rig.backend_pairs(2), 2u);
+  EXPECT_EQ(rig.set_pairs(1, true), VIRTIO_NET_OK);
+  EXPECT_EQ(rig.backend_pairs(1), 1u);
+  rig.served.loop.call([&] { EXPECT_FALSE(rig.hosts[1]->enabled); });
+
+  // After a reset the driver starts again with one pair.
+  EXPECT_EQ(rig.set_pairs(2, false), VIRTIO_NET_OK);
+  EXPECT_EQ(rig.backend_pairs(2), 2u);
+  rig.driver().set_reg(VIRTIO_MMIO_STATUS, 0);
+  for (DriverRing& ring : rig.rings) ring.restart();
+  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MQ) | bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_EQ(rig.backend_pairs(1), 1u);
+  EXPECT_EQ(rig.set_pairs(2, false), VIRTIO_NET_OK);
+  EXPECT_EQ(rig.backend_pairs(2), 2u);
+  EXPECT_FALSE(rig.served.closed());
+}
+
+TEST(VhostUserBackend, WithoutMqTheDriverSeesOnePairAndTheControlQueueAtTwo) {
+  TwoPairRig rig;
+  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_CTRL_VQ), 3);
+  // Queue 2 is the control queue now: VQ_PAIRS_SET is refused without MQ.
+  DriverRing& ctrl = rig.rings[2];
+  const std::vector<uint8_t> out = {VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 1, 0};
+  const uint64_t status = ctrl.place(std::vector<uint8_t>{0xee});
+  ctrl.add_chain({{ctrl.place(out), 4, false}, {status, 1, true}});
+  rig.driver().notify(2);
+  EXPECT_EQ(ctrl.used_idx(), 1);
+  EXPECT_EQ(rig.memory.bytes(status, 1)[0], VIRTIO_NET_ERR);
+  EXPECT_EQ(rig.backend_pairs(1), 1u);
+  EXPECT_FALSE(rig.served.closed());
 }
 
 TEST(VhostUserBackend, RefusesMalformedMessagesForTheNetworkDevice) {

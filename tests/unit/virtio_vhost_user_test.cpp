@@ -41,6 +41,7 @@ class ScriptedBackend {
   uint64_t protocol = bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig);
   Request refuse = Request{};      // answers this one's REPLY_ACK with a failure
   Request hang_up_at = Request{};  // closes the connection when this one arrives
+  uint64_t queue_num = 1;          // GET_QUEUE_NUM's answer (with PROTOCOL_F_MQ)
 
   UniqueFd start() {
     int pair[2];
@@ -93,6 +94,9 @@ class ScriptedBackend {
             continue;
           case Request::get_protocol_features:
             reply(Message::with_u64(d.request, protocol));
+            continue;
+          case Request::get_queue_num:
+            reply(Message::with_u64(d.request, queue_num));
             continue;
           case Request::get_config: {
             vhost::ConfigSpace c = d.config;
@@ -268,6 +272,49 @@ TEST(VhostUserDevice, RefusesABackendWithoutWhatTheDeviceNeeds) {
     } catch (const UserError& e) {
       EXPECT_NE(std::string(e.what()).find("VHOST_USER_PROTOCOL_F_CONFIG"), std::string::npos);
     }
+  }
+  // A network device with two queue pairs needs a back-end that serves as many.
+  VhostUserOptions net;
+  net.name = "vhost-user-net0";
+  net.device_id = 1;
+  net.socket = "/run/net.sock";
+  net.queue_sizes = {16, 16, 16, 16, 16};
+  net.config_size = 12;
+  net.net_queue_pairs = 2;
+  {
+    ScriptedBackend backend;  // no PROTOCOL_F_MQ
+    try {
+      VhostUserDevice device(net, memory, backend.start());
+      FAIL() << "a back-end without PROTOCOL_F_MQ was accepted for two pairs";
+    } catch (const UserError& e) {
+      EXPECT_STREQ(e.what(),
+                   "vhost-user-net0 backend at /run/net.sock: it does not offer "
+                   "VHOST_USER_PROTOCOL_F_MQ, which 2 queue pairs need");
+    }
+  }
+  {
+    ScriptedBackend backend;
+    backend.protocol |= bit(vhost::kProtocolMq);
+    backend.queue_num = 1;
+    try {
+      VhostUserDevice device(net, memory, backend.start());
+      FAIL() << "a one-pair back-end was accepted for two pairs";
+    } catch (const UserError& e) {
+      EXPECT_STREQ(e.what(),
+                   "vhost-user-net0 backend at /run/net.sock: it serves 1 queue pair(s); the "
+                   "device needs 2");
+    }
+  }
+  {
+    ScriptedBackend backend;
+    backend.protocol |= bit(vhost::kProtocolMq);
+    backend.queue_num = 2;
+    VhostUserDevice device(net, memory, backend.start());
+    // The pairs in the config space are this side's.
+    uint8_t pairs[2] = {};
+    device.read_config(8, pairs);
+    EXPECT_EQ(pairs[0], 2);
+    EXPECT_EQ(pairs[1], 0);
   }
 }
 

@@ -155,16 +155,21 @@ int serve(const Options& options) {
     // The TAP is opened (or created) here, before the sandbox; frames move on the loop thread.
     const NetConfig config = parse_net_spec(options.net);
     const MacAddress mac = config.mac.value_or(default_mac(options.socket, 0));
-    std::unique_ptr<TapBackend> tap;
+    // num_queues=N: a queue of a multiqueue TAP per pair; the front-end enables the pairs the
+    // driver uses (it serves the control queue), the others' TAP queues stay detached.
+    std::vector<std::shared_ptr<NetBackend>> taps;
     try {
-      tap = TapBackend::open(config.tap);
+      for (auto& tap : TapBackend::open_queues(config.tap, config.num_queues)) {
+        taps.push_back(std::move(tap));
+      }
     } catch (const UserError& e) {
       throw UserError(fmt::format("--net {}: {}", options.net, e.what()));
     }
-    auto net = std::make_unique<VirtioNet>(std::move(tap), mac, config.mtu);
+    auto net = std::make_unique<VirtioNet>(std::move(taps), mac, config.mtu);
     net->start(loop);
-    serving = fmt::format("virtio-net on tap {} (MAC {}, MTU {})", config.tap, format_mac(mac),
-                          config.mtu);
+    serving = fmt::format(
+        "virtio-net on tap {} (MAC {}, MTU {}{})", config.tap, format_mac(mac), config.mtu,
+        config.num_queues > 1 ? fmt::format(", {} queue pairs", config.num_queues) : "");
     device = std::move(net);
   }
 
@@ -246,8 +251,9 @@ int main(int argc, char** argv) {
                  "(as vmm's --disk)");
   app.add_option("--net", options.net,
                  "Serve a virtIO network device on a host TAP (opened, or created, before the "
-                 "sandbox): tap=NAME[,mac=52:54:00:12:34:56][,mtu=N] (as vmm's --net; default "
-                 "MAC derived from the socket path)");
+                 "sandbox): tap=NAME[,mac=52:54:00:12:34:56][,mtu=N][,num_queues=N] (as vmm's "
+                 "--net; default MAC derived from the socket path; num_queues: queue pairs on a "
+                 "multiqueue TAP, for a front-end with as many)");
   app.add_option("--console", options.console,
                  "Serve a virtIO console (hvc0) on a character backend: stdio, file:PATH, "
                  "socket:PATH, pty or none (as vmm's --console)")

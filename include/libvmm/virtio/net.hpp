@@ -87,6 +87,8 @@ struct NetThreading {
 // TAP name longer than 15 characters, num_queues outside 1..VirtioNet::kMaxQueuePairs, poll_us
 // over VirtioNet::kMaxPollUs.
 NetConfig parse_net_spec(std::string_view spec);
+// num_queues=N: a number of queue pairs from 1 to VirtioNet::kMaxQueuePairs; nullopt otherwise.
+std::optional<uint16_t> parse_queue_pairs(std::string_view text);
 // "52:54:00:12:34:56" (either case); nullopt if malformed.
 std::optional<MacAddress> parse_mac(std::string_view text);
 // A stable, locally administered unicast MAC for interface `index` of VM `vm_name`.
@@ -168,6 +170,9 @@ class VirtioNet final : public VirtioDevice {
   // Receive: the buffers held for a waiting frame go back to being the driver's; the frame
   // waits for buffers of the new ring.
   void queue_reset(uint16_t index) override;
+  // Served by a vhost-user back-end: the pairs in use are those whose receive queues the
+  // front-end enabled, from the first on (it serves the control queue).
+  void queue_enabled(uint16_t index, bool enabled) override;
   void pause_io() override;
   void resume_io() override;
   bool watch_queue_notify(uint16_t index, int eventfd) override;
@@ -230,6 +235,7 @@ class VirtioNet final : public VirtioDevice {
   // Under the transport's lock.
   uint64_t features_ = 0;
   size_t active_pairs_ = 1;
+  std::vector<bool> rx_enabled_;  // queue_enabled(): per pair, its receive queue
   std::vector<iovec> tx_iov_;
   std::vector<uint8_t> tx_copy_;
 

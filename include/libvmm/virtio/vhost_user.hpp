@@ -6,6 +6,11 @@
 // over virtio-pci the queue's MSI-X vector's), so no data-path event passes through this
 // process.
 //
+// virtio-net with several queue pairs (as QEMU's front-end does it): this side offers
+// VIRTIO_NET_F_MQ and CTRL_VQ and serves the control queue itself, on the event loop; every
+// pair's rings go to the back-end at DRIVER_OK, only those of the pairs the driver uses enabled
+// (SET_VRING_ENABLE), and its VQ_PAIRS_SET enables or disables the others'.
+//
 // Threads: the set-up exchange runs in the constructor (before the guest); start and stop
 // exchanges run in the calls the transport makes with its lock held (a vCPU's Status or
 // QueueReady write), each bounded by a timeout. The event loop only watches the socket for
@@ -25,6 +30,7 @@ namespace libvmm {
 
 class EventLoop;
 class GuestMemory;
+class NetControlServer;
 
 struct VhostUserOptions {
   std::string name;  // for log lines and errors: "virtio-fs"
@@ -38,6 +44,10 @@ struct VhostUserOptions {
   // Device feature bits offered to the driver when the back-end has them (others are hidden:
   // the layout of queues and config is this side's).
   uint64_t device_feature_mask = 0;
+  // virtio-net: its receive/transmit queue pairs (queue_sizes has two per pair, then with more
+  // than one pair the control queue); the back-end's GET_QUEUE_NUM counts pairs then. 0: not a
+  // network device.
+  uint16_t net_queue_pairs = 0;
   int timeout_ms = 5000;  // per exchange with the back-end
 };
 
@@ -56,6 +66,7 @@ class VhostUserDevice final : public ExternalQueueDevice {
   std::string name() const override { return options_.name; }
   uint32_t device_id() const override { return options_.device_id; }
   uint64_t device_features() const override;
+  void queue_notify(uint16_t index, Virtqueue& queue) override;
   std::vector<uint16_t> queue_max_sizes() const override { return options_.queue_sizes; }
   uint32_t config_size() const override { return static_cast<uint32_t>(config_.size()); }
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
@@ -75,9 +86,15 @@ class VhostUserDevice final : public ExternalQueueDevice {
   void send(vhost::Message message, std::span<const int> fds = {}, bool ack = true);
   vhost::Message request_reply(vhost::Message message);
   void stop_queue(uint16_t index);
-  void fail_locked(const std::string& why);
-  std::string located(const std::string& message)
-      const;  // prefixed with peer_ unless named  // marks the connection dead, logs once
+  // Lock held: the control queue's index for `features` (net with several pairs and CTRL_VQ),
+  // else kNoQueue.
+  uint16_t control_queue(uint64_t features) const;
+  // Transport lock held (the control queue's VQ_PAIRS_SET): enables the rings of pairs [0, n) in
+  // the back-end, disables the others'.
+  void set_active_pairs(uint16_t n);
+  void send_enable(uint32_t index, bool enabled, bool ack);  // lock held
+  void fail_locked(const std::string& why);                  // marks the connection dead, logs once
+  std::string located(const std::string& message) const;     // prefixed with peer_ unless named
 
   const VhostUserOptions options_;
   const GuestMemory& memory_;
@@ -87,9 +104,11 @@ class VhostUserDevice final : public ExternalQueueDevice {
   uint64_t protocol_features_ = 0;  // negotiated
   std::vector<uint8_t> config_;
   std::vector<bool> started_;
+  std::unique_ptr<NetControlServer> control_;  // net with more than one pair
 
   std::mutex mutex_;  // the channel, started_, failed_, transport_ (loop thread vs the rest)
   bool failed_ = false;
+  uint16_t active_pairs_ = 1;  // net: the pairs whose rings are enabled in the back-end
   VirtioTransport* transport_ = nullptr;
   EventLoop* loop_ = nullptr;
 };

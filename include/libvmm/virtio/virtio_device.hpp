@@ -116,6 +116,14 @@ class VirtioDevice {
   // chain of that queue the device holds, since its head indices mean nothing in the ring the
   // driver sets up next. The queue is reset right after.
   virtual void queue_reset(uint16_t index) { static_cast<void>(index); }
+  // Transport lock held. Only a transport whose front-end enables queues one by one calls it
+  // (a vhost-user back-end: SET_VRING_ENABLE, from a front-end that serves a network device's
+  // control queue itself): queue `index` is served from now on, or no longer (before
+  // queue_reset()). A network device takes the pairs it uses from it.
+  virtual void queue_enabled(uint16_t index, bool enabled) {
+    static_cast<void>(index);
+    static_cast<void>(enabled);
+  }
 
   // Called without the transport's lock (see above): a device with its own I/O thread waits
   // for the round in flight to end (its chains returned to the driver, or dropped if the
