@@ -15,7 +15,10 @@
 # The same two VMs also get a network device from a vmm-device --net on a TAP inside a network
 # namespace this test creates (the VMM outside it: only the back-end touches the network): each
 # guest's eth0 has the MAC the back-end gives, pings the host and moves 1 MiB over TCP each
-# way, checksums compared. The one vmm-device serves our vmm, then QEMU (-netdev vhost-user).
+# way, checksums compared. The one vmm-device serves our vmm, then QEMU (-netdev vhost-user),
+# with two queue pairs on a multiqueue TAP: our vmm's guest has 2 vCPUs and uses both (vmm
+# serves the control queue and enables the second pair's rings in vmm-device), QEMU's has one
+# and keeps the second pair's rings disabled.
 # The vmm-device VM's hvc0 is a third vmm-device (--console stdio): the guest's line reaches
 # its stdout, and a line typed on its stdin reaches the guest.
 # Usage: linux_vhost.sh VMM [ARCH [VMM_DEVICE]]
@@ -115,7 +118,7 @@ net_checks() {
 netdev=
 if [ -x ./vmm-device ] && ./ip netns add libvmm-vhost; then
   netns ./ip link set lo up
-  netns ./ip tuntap add tap0 mode tap
+  netns ./ip tuntap add tap0 mode tap multi_queue
   netns ./ip addr add 10.0.0.1/24 dev tap0
   netns ./ip link set tap0 up
   mkdir -p /www
@@ -124,8 +127,8 @@ if [ -x ./vmm-device ] && ./ip netns add libvmm-vhost; then
   # Not through the function, and nsenter execs (ip netns exec forks): $! is the program's pid.
   ./nsenter --net=/run/netns/libvmm-vhost httpd -f -p 10.0.0.1:8080 -h /www &
   httpd=$!
-  ./nsenter --net=/run/netns/libvmm-vhost ./vmm-device --socket /tmp/net.sock \
-    --net tap=tap0,mac=$net_mac 2>/tmp/net-device.err &
+  ./nsenter --net=/run/netns/libvmm-vhost ./vmm-device --socket /tmp/net.sock -v \
+    --net tap=tap0,mac=$net_mac,num_queues=2 2>/tmp/net-device.err &
   netdev=$!
   i=0
   while [ ! -S /tmp/net.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -146,9 +149,9 @@ if [ -x ./vmm-device ]; then
   dev=$!
   i=0
   while [ ! -S /tmp/dev.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-  start dev ./vmm --kernel $kernel --initrd initramfs.cpio.gz --memory 256M \
+  start dev ./vmm --kernel $kernel --initrd initramfs.cpio.gz --memory 256M ${netdev:+--vcpus 2 -v} \
     --cmdline "console=$console quiet libvmm.test=vmm_device" --vhost-user blk,socket=/tmp/dev.sock \
-    ${netdev:+--vhost-user net,socket=/tmp/net.sock} --vhost-user console,socket=/tmp/con.sock
+    ${netdev:+--vhost-user net,socket=/tmp/net.sock,num_queues=2} --vhost-user console,socket=/tmp/con.sock
   check "vmm-device: the guest reads the host's pattern" \
     wait_for /tmp/dev.out "read md5 $(md5sum </tmp/dev-pattern | cut -d' ' -f1)" 240
   check "vmm-device: the disk has 8 MiB" grep -q "vda sectors: 16384" /tmp/dev.out
@@ -157,7 +160,15 @@ if [ -x ./vmm-device ]; then
   want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/dev.out | tr -d '\r')
   got=$(dd if=/tmp/dev.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
   check "vmm-device: the image has the guest's pattern while it serves" [ -n "$want" -a "$got" = "$want" ]
-  [ -z "$netdev" ] || net_checks /tmp/dev.out vmm
+  if [ -n "$netdev" ]; then
+    net_checks /tmp/dev.out vmm
+    check "vmm net: the driver's VQ_PAIRS_SET 2, served by vmm" \
+      grep -q "vhost-user-net1: 2 of 2 queue pairs in use" /tmp/dev.err
+    check "vmm net: vmm-device runs both pairs (the second's rings enabled)" \
+      grep -q "virtio-net: 2 of 2 queue pairs in use" /tmp/net-device.err
+    check "vmm-device --net: two queue pairs on the multiqueue TAP" \
+      grep -q "virtio-net on tap tap0 (MAC $net_mac, MTU 1500, 2 queue pairs)" /tmp/net-device.err
+  fi
   check "vmm-device --console: the guest's hvc0 line reaches its stdout" \
     wait_for /tmp/con.out "hello over vhost-user hvc0" 60
   send con "typed-into-vmm-device"
@@ -196,8 +207,8 @@ if [ -x ./vmm-device ] && [ -x ./qemu-system-x86_64 ]; then
     -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -global virtio-mmio.force-legacy=false -chardev socket,id=vu,path=/tmp/q.sock \
     -device vhost-user-blk,chardev=vu,num-queues=1 \
-    ${netdev:+-chardev socket,id=vn,path=/tmp/net.sock -netdev vhost-user,id=n0,chardev=vn} \
-    ${netdev:+-device virtio-net-device,netdev=n0,mac=$net_mac} \
+    ${netdev:+-chardev socket,id=vn,path=/tmp/net.sock -netdev vhost-user,id=n0,chardev=vn,queues=2} \
+    ${netdev:+-device virtio-net-device,netdev=n0,mac=$net_mac,mq=on} \
     -kernel $kernel -initrd initramfs.cpio.gz -append "console=ttyS0 quiet libvmm.test=vhost_blk" \
     </dev/null >/tmp/qemu.out 2>/tmp/qemu.err &
   qemu=$!

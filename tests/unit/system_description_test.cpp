@@ -308,6 +308,18 @@ TEST_F(DescriptionTest, VhostUserNetworkConsoleAndSound) {
   expect_problem(xml("<vhost_user type=\"gpu\" socket=\"/run/gpu.sock\" />"),
                  "t.system:9: <vhost_user>: unknown vhost-user device type 'gpu' (blk, fs, net, "
                  "console, sound)");
+  // Several queue pairs: for a network device only, 1 to 16.
+  EXPECT_TRUE(
+      problems_of(xml("<vhost_user type=\"net\" socket=\"/run/net.sock\" num_queues=\"2\" />"))
+          .empty());
+  EXPECT_NE(
+      description.layout().find("virtio-net, 2 queue pairs (vhost-user backend at /run/net.sock)"),
+      std::string::npos)
+      << description.layout();
+  expect_problem(xml("<vhost_user type=\"net\" socket=\"/run/net.sock\" num_queues=\"17\" />"),
+                 "t.system:9: <vhost_user>: num_queues '17' is not a number from 1 to 16");
+  expect_problem(xml("<vhost_user type=\"blk\" socket=\"/run/blk.sock\" num_queues=\"2\" />"),
+                 "t.system:9: <vhost_user>: num_queues= is for type net only");
 }
 
 TEST_F(DescriptionTest, VfioIsParsed) {
