@@ -1,7 +1,9 @@
 // vmm-device's side of vhost-user, whole: a hostile front-end's message stream (any request,
 // flags and payload, with memfd, eventfd or no descriptors) into VhostUserBackend serving a
 // VirtioBlock on a small temporary image, (the input's first byte odd) a VirtioNet on an
-// in-memory host that always has a frame to give, or (its bit 1 set) a VirtioSound with no
+// in-memory host that always has a frame to give (with bit 7 set too: two queue pairs, each on
+// such a host, the pairs in use following the rings the front-end enables and disables), or
+// (its bit 1 set) a VirtioSound with no
 // host audio (control requests and I/O messages, unpaced), with the shared "guest RAM" (a memfd the
 // input also fills: rings and requests) that SET_MEM_TABLE hands over. Every message ends as
 // handled or as the connection closed with a log line; nothing may crash, hang or touch memory
@@ -95,11 +97,11 @@ VirtioSound& sound_device() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::Input in(data, size);
   const uint8_t selector = in.u8();
-  VirtioDevice& served = (selector & 1)   ? static_cast<VirtioDevice&>(net_device())
-                         : (selector & 2) ? static_cast<VirtioDevice&>(sound_device())
-                                          : device();
   host()->budget = 16;
   host()->frame_len = 14 + (selector >> 1) * 64u;  // runts to 8 KiB frames
+  auto second = std::make_shared<EndlessHost>();
+  second->budget = host()->budget;
+  second->frame_len = host()->frame_len;
 
   // Guest RAM as the front-end shares it, its first bytes from the input.
   UniqueFd ram(::memfd_create("fuzz-ram", MFD_CLOEXEC));
@@ -112,6 +114,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::check(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
   vhost::Channel front(UniqueFd(pair[0]), "fuzz back-end");
   EventLoop loop;
+  // Two pairs: a device of this input's, started on its loop (pairs are attached there).
+  VirtioNet two_pairs({host(), second}, MacAddress{0x52, 0x54, 0, 1, 2, 4});
+  two_pairs.start(loop);
+  VirtioDevice& served = (selector & 0x81) == 0x81 ? static_cast<VirtioDevice&>(two_pairs)
+                         : (selector & 1)          ? static_cast<VirtioDevice&>(net_device())
+                         : (selector & 2)          ? static_cast<VirtioDevice&>(sound_device())
+                                                   : device();
   bool closed = false;
   VhostUserBackend backend(served, loop, UniqueFd(pair[1]), "fuzz front-end",
                            [&](const std::string&) {
