@@ -24,6 +24,11 @@
 # vhost-net with several queue pairs, over virtio-pci, 2 vCPUs and iperf3 -P 2 on the multiqueue
 # TAP: "vmm-vhost-2q1" (one pair), "vmm-vhost-2q2" (--net ...,vhost=on,num_queues=2: a vhost
 # device per pair) and "qemu-vhost-2q2" (q35, -netdev tap,...,vhost=on,queues=2, mq=on).
+# vhost-user with the same back-end for both front-ends: our vmm-device --net on the multiqueue
+# TAP with 2 pairs (in namespace mq, the VMM outside it), "vmm-vu-2q2" (--vhost-user
+# net,num_queues=2,transport=pci, 2 vCPUs) and "qemu-vu-2q2" (q35, RAM in a shared memfd,
+# -netdev vhost-user,queues=2, mq=on, 2 vCPUs), iperf3 -P 2; their CPU per packet counts
+# vmm-device's with the front-end's (it moves the frames for both).
 # iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
 # Each VMM runs ROUNDS times, interleaved; the table shows medians. A second table gives VM
 # exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
@@ -31,7 +36,8 @@
 # Usage: bench/net.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 5 minutes). Prints a table
 # and ratios; see docs/PERFORMANCE.md. NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
 # vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost, qemu-vhost, vmm-pci, vmm-vhost-pci,
-# qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll, vmm-vhost-2q1, vmm-vhost-2q2, qemu-vhost-2q2).
+# qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll, vmm-vhost-2q1, vmm-vhost-2q2, qemu-vhost-2q2,
+# vmm-vu-2q2, qemu-vu-2q2).
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -47,11 +53,11 @@ for c in $only; do
   case $c in
     host | vmm | vmm-tx | qemu | vmm-2q1 | vmm-2q2 | vmm-vhost | qemu-vhost | vmm-pci) ;;
     vmm-vhost-pci | qemu-vhost-pci | vmm-vhost-poll | qemu-vhost-poll) ;;
-    vmm-vhost-2q1 | vmm-vhost-2q2 | qemu-vhost-2q2) ;;
+    vmm-vhost-2q1 | vmm-vhost-2q2 | qemu-vhost-2q2 | vmm-vu-2q2 | qemu-vu-2q2) ;;
     *)
       echo "NET_BENCH_ONLY: unknown '$c' (host, vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost," \
         "qemu-vhost, vmm-pci, vmm-vhost-pci, qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll," \
-        "vmm-vhost-2q1, vmm-vhost-2q2, qemu-vhost-2q2)" >&2
+        "vmm-vhost-2q1, vmm-vhost-2q2, qemu-vhost-2q2, vmm-vu-2q2, qemu-vu-2q2)" >&2
       exit 2
       ;;
   esac
@@ -90,7 +96,8 @@ EOS
 chmod +x "$extra/tests/netbench"
 
 payload_new x86_64 build/gcc/tools/vmm/vmm --extra "$extra"
-payload_binary /usr/bin/qemu-system-x86_64 /usr/bin/iperf3 "$(command -v ip)"
+payload_binary /usr/bin/qemu-system-x86_64 /usr/bin/iperf3 "$(command -v ip)" \
+  build/gcc/tools/vmm-device/vmm-device
 mkdir -p "$payload/qemu-data"
 cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin,kvmvapic.bin} \
   /usr/share/seabios/bios-256k.bin "$payload/qemu-data/"
@@ -124,6 +131,17 @@ export PATH=/payload:$PATH  # for the commands "ip netns exec" runs (busybox ip 
 ./ip netns exec mq iperf3 -s -D -B 10.0.0.1
 sleep 1
 cmdline="console=ttyS0 quiet libvmm.test=netbench"
+# vu_device: a vmm-device serving 2 pairs on mq's TAP at /tmp/vu.sock, for one front-end
+# (--once); its pid in $vu.
+vu_device() {
+  rm -f /tmp/vu.sock
+  ./ip netns exec mq ./vmm-device --socket /tmp/vu.sock --net tap=tap0,num_queues=2 --once \
+    --quiet &
+  vu=$!
+  i=0
+  while [ ! -S /tmp/vu.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+}
+vu_done() { kill $vu 2>/dev/null; wait $vu 2>/dev/null || true; }
 
 host_round() {
   ./ip netns exec nb ping -c 3 -W 5 10.0.1.2 >/dev/null 2>&1
@@ -189,10 +207,28 @@ while [ $round -lt $rounds ]; do
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on,queues=2 \
     -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel bzImage \
     -initrd initramfs.cpio.gz -append "$cmdline netbench.streams=2"
+  if want vmm-vu-2q2; then
+    vu_device
+    bench_sampled vmm-vu-2q2 netbench 300 "vmm vmm-device" ./vmm --kernel bzImage \
+      --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
+      --vhost-user net,socket=/tmp/vu.sock,num_queues=2,transport=pci --quiet
+    vu_done
+  fi
+  if want qemu-vu-2q2; then
+    vu_device
+    bench_sampled qemu-vu-2q2 netbench 300 "qemu-system-x86 vmm-device" ./qemu-system-x86_64 \
+      -L qemu-data -M q35,memory-backend=mem -accel kvm -cpu host -m 256M -smp 2 \
+      -object memory-backend-memfd,id=mem,size=256M,share=on \
+      -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+      -chardev socket,id=vn,path=/tmp/vu.sock -netdev vhost-user,id=n0,chardev=vn,queues=2 \
+      -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel bzImage \
+      -initrd initramfs.cpio.gz -append "$cmdline netbench.streams=2"
+    vu_done
+  fi
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci|vmm-vhost-poll|qemu-vhost-poll|vmm-vhost-2q1|vmm-vhost-2q2|qemu-vhost-2q2) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
+collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci|vmm-vhost-poll|qemu-vhost-poll|vmm-vhost-2q1|vmm-vhost-2q2|qemu-vhost-2q2|vmm-vu-2q2|qemu-vu-2q2) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
 need_results '^(vmm|qemu)[a-z0-9-]* '
 echo "per round:"
 sed 's/^/  /' "$work/results"
@@ -241,8 +277,16 @@ for f in g2h h2g rtt; do
   printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' $f $unit "${h:--}" "${a:--}" "${b:--}" \
     "${q:--}" "$(ratio "$b" "$a")" "$(ratio "$b" "$q")" "$(ratio "$b" "$h")"
 done
+echo "vhost-user, vmm-device's 2 pairs for both front-ends, 2 vCPUs, iperf3 -P 2, virtio-pci"
+printf '%-6s %6s %9s %9s %9s %9s %9s\n' what unit host vmm-vu qemu-vu vu/qemu vu/host
+for f in g2h h2g rtt; do
+  unit=Mbit/s; [ $f = rtt ] && unit=ms
+  h=$(result $f host) a=$(result $f vmm-vu-2q2) b=$(result $f qemu-vu-2q2)
+  printf '%-6s %6s %9s %9s %9s %9s %9s\n' $f $unit "${h:--}" "${a:--}" "${b:--}" \
+    "$(ratio "$a" "$b")" "$(ratio "$a" "$h")"
+done
 echo "VM exits and CPU per packet (eth0's packets both ways in the guest, a TSO/GRO packet"
 echo "counting once), medians over the rounds; cpu: all the VMM's threads, guest time"
 echo "included; own: without the guest time"
-per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2 vmm-vhost qemu-vhost vmm-pci vmm-vhost-pci qemu-vhost-pci vmm-vhost-poll qemu-vhost-poll vmm-vhost-2q1 vmm-vhost-2q2 qemu-vhost-2q2"
+per_op_rows "g2h h2g" "vmm vmm-tx qemu vmm-2q1 vmm-2q2 vmm-vhost qemu-vhost vmm-pci vmm-vhost-pci qemu-vhost-pci vmm-vhost-poll qemu-vhost-poll vmm-vhost-2q1 vmm-vhost-2q2 qemu-vhost-2q2 vmm-vu-2q2 qemu-vu-2q2"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
