@@ -426,20 +426,25 @@ sample_marks() {
         done
       fi
       e=$(cat $exits 2>/dev/null || echo 0)
+      # KVM's halt polling (every VM's vCPUs): time spent polling before a vCPU sleeps, counted
+      # in its thread's system time, the "own" CPU below.
+      hp=$(cat /sys/kernel/debug/kvm/halt_poll_success_ns /sys/kernel/debug/kvm/halt_poll_fail_ns \
+        2>/dev/null | awk '{ s += $1 } END { printf "%d", s / 1000 }')
       ticks=$(cpu_ticks "$pids")
       all=${ticks% *} own=${ticks#* }
       if [ "$3" = begin ]; then
-        e0=$e a0=$all o0=$own
+        e0=$e a0=$all o0=$own hp0=$hp
       elif [ "$e" -eq 0 ] || [ "$e" -lt "$e0" ]; then
         echo "$name $4 unsampled"
       else
         ops=0
         case $5 in ops=[0-9]*) ops=${5#ops=} ;; esac
         awk -v n="$name" -v j="$4" -v e=$((e - e0)) -v a=$((all - a0)) -v v=$((own - o0)) \
-          -v o="$ops" 'BEGIN {
+          -v o="$ops" -v h=$((hp - hp0)) 'BEGIN {
           printf "%s %s exits=%d cpu_ms=%d vmm_cpu_ms=%d ops=%d", n, j, e, a * 10, v * 10, o
           if (o > 0) printf " exits_per_op=%.2f cpu_us_per_op=%.1f vmm_cpu_us_per_op=%.1f",
             e / o, a * 10000 / o, v * 10000 / o
+          if (o > 0) printf " halt_poll_us_per_op=%.1f", h / o
           print "" }'
       fi
     done
