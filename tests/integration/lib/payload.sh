@@ -409,6 +409,17 @@ cpu_ticks() {
   for p in $1; do cut -d' ' -f14,15,43 /proc/$p/stat 2>/dev/null; done \
     | awk '{ a += $1 + $2; g += $3 } END { print a + 0, a - g + 0 }'
 }
+# thread_ticks PIDS: "COMM OWN" for each thread of PIDS (spaces in COMM as _; OWN: utime + stime
+# less guest_time, in clock ticks). stat's fields are read after its comm's closing parenthesis.
+thread_ticks() {
+  for p in $1; do
+    for t in /proc/$p/task/*; do
+      c=$(tr ' ' _ <"$t/comm" 2>/dev/null) || continue
+      s=$(sed 's/.*) //' "$t/stat" 2>/dev/null) || continue
+      echo "$c $s"
+    done
+  done | awk '{ print $1, $13 + $14 - $42 }'
+}
 sample_marks() {
   name=$1 comms=$2 seen=0 out=/tmp/out.$1 exits=/sys/kernel/debug/kvm/exits pids=
   [ -r $exits ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
@@ -432,6 +443,7 @@ sample_marks() {
         2>/dev/null | awk '{ s += $1 } END { printf "%d", s / 1000 }')
       ticks=$(cpu_ticks "$pids")
       all=${ticks% *} own=${ticks#* }
+      thread_ticks "$pids" >"/tmp/threads.$name.$3"
       if [ "$3" = begin ]; then
         e0=$e a0=$all o0=$own hp0=$hp
       elif [ "$e" -eq 0 ] || [ "$e" -lt "$e0" ]; then
@@ -446,6 +458,11 @@ sample_marks() {
             e / o, a * 10000 / o, v * 10000 / o
           if (o > 0) printf " halt_poll_us_per_op=%.1f", h / o
           print "" }'
+        # Each thread's own CPU in the window, by name: where "own" goes.
+        awk -v n="$name" -v j="$4" 'NR == FNR { b[$1] += $2; next } { e[$1] += $2 }
+          END { printf "%s %s threads_own_ms", n, j
+            for (c in e) if (e[c] - b[c] > 0) printf " %s=%d", c, (e[c] - b[c]) * 10
+            print "" }' "/tmp/threads.$name.begin" "/tmp/threads.$name.end"
       fi
     done
     sleep 0.1
