@@ -77,6 +77,12 @@ bool answer_net_control_queue(Virtqueue& queue, const NetControlTarget& target) 
   return pushed;
 }
 
+uint16_t net_control_queue_index(size_t pairs, uint64_t features) {
+  const auto has = [features](unsigned bit) { return ((features >> bit) & 1) != 0; };
+  if (pairs <= 1 || !has(VIRTIO_NET_F_CTRL_VQ)) return NetControlServer::kNoQueue;
+  return has(VIRTIO_NET_F_MQ) ? static_cast<uint16_t>(2 * pairs) : 2;
+}
+
 // ---------------------------------------------------------------------------------------------
 // NetControlServer
 

@@ -258,8 +258,7 @@ void VhostNet::read_config(uint32_t offset, std::span<uint8_t> data) {
 }
 
 uint16_t VhostNet::control_queue() const {
-  if (pairs_.size() == 1 || !(features_ & bit(VIRTIO_NET_F_CTRL_VQ))) return kNoQueue;
-  return (features_ & bit(VIRTIO_NET_F_MQ)) ? static_cast<uint16_t>(2 * pairs_.size()) : 2;
+  return net_control_queue_index(pairs_.size(), features_);
 }
 
 bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,

@@ -163,10 +163,7 @@ uint64_t VhostUserDevice::device_features() const {
 }
 
 uint16_t VhostUserDevice::control_queue(uint64_t features) const {
-  if (!control_ || !(features & bit(VIRTIO_NET_F_CTRL_VQ))) return NetControlServer::kNoQueue;
-  // Without MQ the driver sees one pair, and the control queue is queue 2.
-  return (features & bit(VIRTIO_NET_F_MQ)) ? static_cast<uint16_t>(2 * options_.net_queue_pairs)
-                                           : 2;
+  return net_control_queue_index(options_.net_queue_pairs, features);
 }
 
 void VhostUserDevice::queue_notify(uint16_t index, Virtqueue& queue) {

@@ -92,11 +92,16 @@ std::shared_ptr<VirtioDevice> make_blk(const DeviceSpec& spec, const DeviceConte
   return connect_backend(spec, context, std::move(o));
 }
 
+// num_queues=N of a net device (checked); 1 without it.
+uint16_t net_pairs(const DeviceSpec& spec) {
+  return parse_queue_pairs(spec.value_or("num_queues", "1")).value_or(1);
+}
+
 std::shared_ptr<VirtioDevice> make_net(const DeviceSpec& spec, const DeviceContext& context) {
   VhostUserOptions o;
   o.name = fmt::format("vhost-user-net{}", context.index);
   o.device_id = VIRTIO_ID_NET;
-  const uint16_t pairs = parse_queue_pairs(spec.value_or("num_queues", "1")).value_or(1);
+  const uint16_t pairs = net_pairs(spec);
   // Receive and transmit per pair; with several, the control queue (served here).
   o.queue_sizes.assign(2u * pairs, kNetQueueSize);
   if (pairs > 1) o.queue_sizes.push_back(kNetControlQueueSize);
@@ -181,7 +186,7 @@ class VhostUserKind final : public VirtioDeviceKind {
       return fmt::format("virtio-fs tag '{}' (vhost-user backend at {})", spec.value_or("tag", ""),
                          spec.value_or("socket", ""));
     }
-    const uint16_t pairs = parse_queue_pairs(spec.value_or("num_queues", "1")).value_or(1);
+    const uint16_t pairs = net_pairs(spec);
     return fmt::format("virtio-{}{} (vhost-user backend at {})", spec.value_or("type", ""),
                        pairs > 1 ? fmt::format(", {} queue pairs", pairs) : "",
                        spec.value_or("socket", ""));

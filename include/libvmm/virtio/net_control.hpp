@@ -34,6 +34,11 @@ struct NetControlTarget {
 // queue size. True if it returned any chain (the caller then signals the queue).
 bool answer_net_control_queue(Virtqueue& queue, const NetControlTarget& target);
 
+// The control queue's index in a device with `pairs` queue pairs (more than one: MQ offered)
+// whose driver accepted `features`: 2 * pairs with VIRTIO_NET_F_MQ, else 2 (the driver sees one
+// pair); 0xffff (none) with one pair or without VIRTIO_NET_F_CTRL_VQ.
+uint16_t net_control_queue_index(size_t pairs, uint64_t features);
+
 // The control queue of a device whose data rings something else serves (ExternalQueueDevice):
 // only the control queue stays in this process. It is served on the event loop, woken by the
 // queue's notify eventfd (the KVM ioeventfd) from start() until stop(); a notify that came as a

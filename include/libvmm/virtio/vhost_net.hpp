@@ -126,10 +126,8 @@ class VhostNet final : public ExternalQueueDevice {
     std::shared_ptr<TapBackend> tap;
     std::array<bool, 2> started{};  // receive, transmit: handed to the kernel
   };
-  static constexpr uint16_t kNoQueue = 0xffff;
-
   size_t queue_count() const;        // queue_max_sizes().size()
-  uint16_t control_queue() const;    // lock held: 2N with MQ negotiated, else 2; or kNoQueue
+  uint16_t control_queue() const;    // lock held: net_control_queue_index() of this device
   void stop_queue(uint32_t index);   // lock held
   void queue_error(uint32_t index);  // loop thread
   // Lock held: the pairs the driver uses; their TAP queues attached on the loop thread.
