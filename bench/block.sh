@@ -34,6 +34,8 @@
 # machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
 # runs only those (of host, vmm, vmm-iot, vmm-nopoll, vmm-uring, vmm-pci, qemu, vmm-dev, vmm-qsd,
 # qemu-qsd, vmm-fs), for more rounds in the same time. The load average is printed before and after.
+# BENCH_EXIT_REASONS=1 also counts each job's VM exits by reason and its MSR exits by MSR, per
+# request ("exits_by_reason_per_op" and "msr_exits_per_op" lines; payload.sh's sample_marks).
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -171,7 +173,8 @@ for c in $only; do
       "vmm-dev, vmm-qsd, qemu-qsd, vmm-fs)" >&2; exit 2 ;;
   esac
 done
-payload_script run.sh secs="$secs" rounds="$rounds" only="$only" <<'EOS'
+payload_script run.sh secs="$secs" rounds="$rounds" only="$only" \
+  sample_reasons="${BENCH_EXIT_REASONS:-0}" <<'EOS'
 # want NAME: whether this run measures NAME (all unless BLOCK_BENCH_ONLY named some).
 want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 cmdline="console=ttyS0 quiet libvmm.test=blkbench"
@@ -272,7 +275,7 @@ done
 EOS
 collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|vmm-pci|qemu|vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) (seqwrite|seqread|randread|randread4|mount|queue) |BENCH-SETUP|BENCH-WARNING)' \
   --timeout $((600 + rounds * (secs * 4 * 9 + 400)))
-need_results '^vmm'
+need_results '^(host|vmm|qemu)'
 grep '^BENCH-SETUP' "$work/results"
 grep '^BENCH-WARNING' "$work/results" || true
 echo "per round:"

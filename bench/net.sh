@@ -38,6 +38,8 @@
 # vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost, qemu-vhost, vmm-pci, vmm-vhost-pci,
 # qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll, vmm-vhost-2q1, vmm-vhost-2q2, qemu-vhost-2q2,
 # vmm-vu-2q2, qemu-vu-2q2).
+# BENCH_EXIT_REASONS=1 also counts each direction's VM exits by reason and its MSR exits by MSR,
+# per packet ("exits_by_reason_per_op" and "msr_exits_per_op" lines; payload.sh's sample_marks).
 set -euo pipefail
 secs=${1:-5}
 rounds=${2:-3}
@@ -102,7 +104,8 @@ mkdir -p "$payload/qemu-data"
 cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin,kvmvapic.bin} \
   /usr/share/seabios/bios-256k.bin "$payload/qemu-data/"
 
-payload_script run.sh secs="$secs" rounds="$rounds" only="$only" poll_us="$poll_us" <<'EOS'
+payload_script run.sh secs="$secs" rounds="$rounds" only="$only" poll_us="$poll_us" \
+  sample_reasons="${BENCH_EXIT_REASONS:-0}" <<'EOS'
 # want NAME: whether this run measures NAME (all unless NET_BENCH_ONLY named some).
 want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 export PATH=/payload:$PATH  # for the commands "ip netns exec" runs (busybox ip has no netns)

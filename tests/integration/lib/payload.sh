@@ -77,7 +77,12 @@
 #                                  guest). Prints "NAME JOB exits=N cpu_ms=N vmm_cpu_ms=N ops=N
 #                                  exits_per_op=X cpu_us_per_op=Y vmm_cpu_us_per_op=Z" per job,
 #                                  "NAME JOB unsampled" if the VM was gone at its end mark;
-#                                  returns at the guest's "MARK done"
+#                                  returns at the guest's "MARK done". With sample_reasons=1
+#                                  (the sourcing script's variable) each window also counts
+#                                  kvm:kvm_exit by exit reason and kvm:kvm_msr by MSR and
+#                                  direction (tracing hist triggers, counted in the kernel) and
+#                                  prints "NAME JOB exits_by_reason_per_op REASON=X ..." and
+#                                  "NAME JOB msr_exits_per_op MSR.r|w=X ..."
 #   stop_process PID NAME          SIGTERM to a VMM or back-end (vmm-device, virtiofsd, ...)
 #                                  and waits for it, at most 10 s: then one "BENCH-WARNING"
 #                                  line and SIGKILL, so that a process that does not stop
@@ -420,6 +425,47 @@ thread_ticks() {
     done
   done | awk '{ print $1, $13 + $14 - $42 }'
 }
+# The exit-reason histograms of sample_marks: "arm" (re)creates them at zero, "read NAME JOB OPS"
+# prints them per operation (entries under 0.01 left out), "off" removes them. Each is an event
+# and its keys, and the label its line gets:
+#   kvm_exit by reason (AMD SVM exit codes, the emulated x86_64 host's CPU being AMD; named
+#   where known, else hex), kvm_msr by MSR and direction, kvm_page_fault (nested page faults)
+#   by error code, kvm_mmio by direction and guest address, kvm_pio by port and direction.
+reason_hist_specs='kvm_exit exit_reason.hex exits_by_reason_per_op
+kvm_msr ecx.hex,write msr_exits_per_op
+kvm_page_fault error_code.hex npf_by_error_code_per_op
+kvm_mmio type,gpa.hex:size=4096 mmio_by_address_per_op
+kvm_pio port.hex,rw:size=4096 pio_by_port_per_op'
+reason_hists() {
+  T=/sys/kernel/tracing
+  [ -d $T/events/kvm ] || mount -t tracefs tracefs $T 2>/dev/null
+  echo "$reason_hist_specs" | while read -r ev keys label; do
+    f=$T/events/kvm/$ev
+    [ -f "$f/trigger" ] || continue
+    case $1 in
+      arm | off)
+        echo "!hist:keys=$keys" >"$f/trigger" 2>/dev/null
+        [ "$1" = arm ] && echo "hist:keys=$keys" >"$f/trigger" ;;
+      read)
+        # A hist line: "{ exit_reason: 7c } hitcount: 12", "{ ecx: 6e0, write: 1 } ...".
+        awk -v n="$2" -v j="$3" -v o="$4" -v ev="$ev" -v label="$label" '
+          BEGIN { split("60 intr 61 nmi 64 vintr 72 cpuid 78 hlt 7b ioio 7c msr 7f shutdown " \
+                        "81 vmmcall 400 npf 401 avic_ipi 402 avic_unaccel", m, " ")
+                  for (i = 1; i < 24; i += 2) name[m[i]] = m[i + 1] }
+          /^\{/ { line = $0; sub(/^\{ */, "", line); split(line, parts, /\} *hitcount: */)
+                  k = split(parts[1], kv, ","); key = ""
+                  for (i = 1; i <= k; i++) {
+                    field = kv[i]; sub(/:.*/, "", field); gsub(/ /, "", field)
+                    v = kv[i]; sub(/^[^:]*: */, "", v); gsub(/ /, "", v); sub(/^0x/, "", v)
+                    if (field == "write" || field == "rw") v = v == 1 ? "w" : "r"
+                    key = key (i > 1 ? "." : "") v }
+                  if (ev == "kvm_exit" && key in name) key = name[key]
+                  per = o > 0 ? parts[2] / o : parts[2]
+                  if (per >= 0.01) out = out sprintf(" %s=%.2f", key, per) }
+          END { printf "%s %s %s%s\n", n, j, label, out }' "$f/hist" ;;
+    esac
+  done
+}
 sample_marks() {
   name=$1 comms=$2 seen=0 out=/tmp/out.$1 exits=/sys/kernel/debug/kvm/exits pids=
   [ -r $exits ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
@@ -430,7 +476,10 @@ sample_marks() {
       seen=$((seen + 1))
       # shellcheck disable=SC2046  # the mark's words
       set -- $(grep 'LIBVMM-GUEST: MARK ' "$out" | sed -n "${seen}p" | tr -d '\r')
-      [ "$3" = "done" ] && return 0
+      if [ "$3" = "done" ]; then
+        [ "${sample_reasons:-0}" = 1 ] && reason_hists off
+        return 0
+      fi
       if [ -z "$pids" ]; then
         for p in /proc/[0-9]*; do
           case " $comms " in *" $(cat $p/comm 2>/dev/null) "*) pids="$pids ${p#/proc/}" ;; esac
@@ -446,6 +495,7 @@ sample_marks() {
       thread_ticks "$pids" >"/tmp/threads.$name.$3"
       if [ "$3" = begin ]; then
         e0=$e a0=$all o0=$own hp0=$hp
+        [ "${sample_reasons:-0}" = 1 ] && reason_hists arm
       elif [ "$e" -eq 0 ] || [ "$e" -lt "$e0" ]; then
         echo "$name $4 unsampled"
       else
@@ -463,6 +513,7 @@ sample_marks() {
           END { printf "%s %s threads_own_ms", n, j
             for (c in e) if (e[c] - b[c] > 0) printf " %s=%d", c, (e[c] - b[c]) * 10
             print "" }' "/tmp/threads.$name.begin" "/tmp/threads.$name.end"
+        [ "${sample_reasons:-0}" = 1 ] && reason_hists read "$name" "$4" "$ops"
       fi
     done
     sleep 0.1
