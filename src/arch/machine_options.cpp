@@ -11,12 +11,13 @@
 namespace libvmm {
 
 // Each defined beside its machine (src/arch/<arch>/options.cpp), built for every host.
+const std::vector<const MachineOption*>& x86_64_machine_options();
 const std::vector<const MachineOption*>& aarch64_machine_options();
 const std::vector<const MachineOption*>& riscv64_machine_options();
 
 const std::vector<Architecture>& architectures() {
   static const std::vector<Architecture> list = {
-      {"x86_64", "x86_64", "x86_64 bzImage or vmlinux", "COM1, ttyS0", {}},
+      {"x86_64", "x86_64", "x86_64 bzImage or vmlinux", "COM1, ttyS0", x86_64_machine_options()},
       {"aarch64", "AArch64", "arm64 Image", "PL011, ttyAMA0", aarch64_machine_options()},
       {"riscv64", "RISC-V", "riscv64 Image", "16550A, ttyS0", riscv64_machine_options()},
   };

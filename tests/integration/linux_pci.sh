@@ -5,7 +5,8 @@
 # the guest's write in the image, the read-only disk refusing writes, hvc0 both ways), a ping
 # and a TCP download over eth0, and the bridge as ACPI describes it (PCI0 in the DSDT; this
 # kernel has no PCI_MMCONFIG, so it keeps 0xCF8/0xCFC: linux.debian checks the MCFG's ECAM). One
-# boot.
+# boot, with --halt guest: the guest's HLTs stay in it (KVM counts no halt exits), and MSI-X
+# vectors still reach its idle vCPU.
 # Usage: linux_pci.sh VMM
 set -euo pipefail
 vmm=$1
@@ -36,7 +37,10 @@ dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null
 printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
 
-start hvc0 guest --memory 256M --cmdline "console=ttyS0 libvmm.test=pci" \
+# KVM's halt exits (debugfs: the sum over this host's VMs, of which emuhost's kvm-hold never runs).
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+halts_before=$(cat /sys/kernel/debug/kvm/halt_exits 2>/dev/null || echo none)
+start hvc0 guest --memory 256M --cmdline "console=ttyS0 libvmm.test=pci" --halt guest \
   --disk /tmp/vda.img,transport=pci --disk /tmp/vdb.img,readonly,transport=pci \
   --console stdio,transport=pci --rng transport=pci --net tap=tap0,transport=pci \
   --serial file:/tmp/out
@@ -44,8 +48,11 @@ check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: h
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
 stop
+halts_after=$(cat /sys/kernel/debug/kvm/halt_exits 2>/dev/null || echo none)
 tr -d '\r' </tmp/out >/tmp/pci.out
 check "exit status 0 (got $status)" [ "$status" -eq 0 ]
+check "--halt guest: no halt exits (KVM's counter: $halts_before before, $halts_after after)" \
+  sh -c "[ '$halts_before' != none ] && [ '$halts_after' = '$halts_before' ]"
 check "the guest found the host bridge at 00:00.0" grep -qF "pci 0000:00:00.0 0x1b36:0x0008" /tmp/pci.out
 check "no pci= parameter on the kernel's command line" \
   sh -c '! grep "Kernel command line:" /tmp/pci.out | grep -q "pci="'

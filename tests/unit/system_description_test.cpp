@@ -252,6 +252,15 @@ TEST_F(DescriptionTest, AArch64OnlyElementsAreRefusedOnX86) {
       "x86_64 guests");
 }
 
+TEST_F(DescriptionTest, HaltInTheGuest) {
+  EXPECT_TRUE(problems_of(xml("<halt in=\"guest\" />")).empty());
+  EXPECT_NE(description.layout().find("halt     in the guest (HLT and PAUSE without VM exits)"),
+            std::string::npos)
+      << description.layout();
+  expect_problem(xml("<halt in=\"sometimes\" />"),
+                 "t.system:9: <halt>: in=\"sometimes\": expected host or guest");
+}
+
 // Two small files that crashed `vmm check` (a modulo by a zero page size after the problem was
 // reported; a map naming region "" reached layout() without a problem).
 TEST_F(DescriptionTest, ZeroPageSizeIsReportedOnceWithoutCrashing) {

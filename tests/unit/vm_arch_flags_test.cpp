@@ -84,6 +84,31 @@ TEST(MachineOptions, GicVersion) {
             "v2");
 }
 
+const Architecture& x86_64() {
+  const Architecture* arch = find_architecture("x86_64");
+  EXPECT_NE(arch, nullptr);
+  return *arch;
+}
+
+TEST(MachineOptions, HaltInGuestOrHost) {
+  const MachineOption& halt = *find_machine_option(x86_64(), "halt");
+  const auto problems = [](const std::vector<DeviceSpec>& specs) {
+    return check_machine_options(x86_64(), specs, HostFiles::real());
+  };
+  EXPECT_TRUE(problems({machine_option_from_flag(halt, "guest")}).empty());
+  EXPECT_TRUE(problems({machine_option_from_flag(halt, "host")}).empty());
+  EXPECT_TRUE(problems({element("halt", {{"in", "guest"}})}).empty());
+  EXPECT_EQ(problems({machine_option_from_flag(halt, "never")}),
+            std::vector<std::string>{"--halt never: expected host or guest"});
+  EXPECT_EQ(problems({element("halt", {{"in", "vcpu"}})}),
+            std::vector<std::string>{"t.system:9: <halt>: in=\"vcpu\": expected host or guest"});
+  EXPECT_EQ(problems({element("halt", {})}).size(), 1u);  // `in` is required
+  EXPECT_EQ(halt.describe(element("halt", {{"in", "guest"}})),
+            "in the guest (HLT and PAUSE without VM exits)");
+  EXPECT_EQ(halt.describe(machine_option_from_flag(halt, "host")),
+            "in the host (HLT exits to KVM)");
+}
+
 TEST(MachineOptions, DeviceTreeMustBeReadable) {
   EXPECT_EQ(aarch64_problems({aarch64_flag("dtb", "/nonexistent/board.dtb")}),
             std::vector<std::string>{"--dtb /nonexistent/board.dtb: device tree "
@@ -157,6 +182,21 @@ TEST_F(ArchFlagsTest, GicAndDtbOnX86) {
                         kernel));
 }
 
+TEST_F(ArchFlagsTest, HaltIsAnX86Option) {
+  if (host_architecture().name == "x86_64") {
+    config.machine_options = {element("halt", {{"in", "guest"}})};
+    EXPECT_EQ(error_of(config), "");
+    config.machine_options = {element("halt", {{"in", "later"}})};
+    EXPECT_EQ(error_of(config), "t.system:9: <halt>: in=\"later\": expected host or guest");
+  } else {
+    config.machine_options = {
+        machine_option_from_flag(*find_machine_option(x86_64(), "halt"), "guest")};
+    EXPECT_EQ(error_of(config),
+              fmt::format("--halt guest: only x86_64 machines can keep a vCPU's HLT in the guest; "
+                          "this vmm runs {} guests",
+                          host_architecture().name));
+  }
+}
 TEST_F(ArchFlagsTest, HostOptionsAreCheckedByValidate) {
   if (host_architecture().name != "aarch64") GTEST_SKIP() << "an AArch64 host's options";
   config.machine_options = {aarch64_flag("gic", "v3")};

@@ -76,6 +76,18 @@ void create_pit2(KvmVm& vm) {
   kvm_ioctl(vm.fd(), KVM_CREATE_PIT2, "KVM_CREATE_PIT2", &config);
 }
 
+uint32_t exits_kvm_can_disable(const KvmVm& vm) {
+  const int mask = vm.check_extension(KVM_CAP_X86_DISABLE_EXITS);
+  return mask > 0 ? static_cast<uint32_t>(mask) : 0;
+}
+
+void disable_exits(KvmVm& vm, uint32_t exits) {
+  kvm_enable_cap cap{};
+  cap.cap = KVM_CAP_X86_DISABLE_EXITS;
+  cap.args[0] = exits;
+  kvm_ioctl(vm.fd(), KVM_ENABLE_CAP, "KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS)", &cap);
+}
+
 kvm_regs get_regs(const KvmVcpu& vcpu) {
   kvm_regs regs{};
   kvm_ioctl(vcpu.fd(), KVM_GET_REGS, "KVM_GET_REGS", &regs);

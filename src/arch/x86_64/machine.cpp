@@ -5,6 +5,7 @@
 #include "../machine.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include "libvmm/arch/x86_64/acpi.hpp"
 #include "libvmm/arch/x86_64/boot_layout.hpp"
@@ -29,6 +30,7 @@
 #include "libvmm/devices/i8042.hpp"
 #include "libvmm/devices/port_sink.hpp"
 #include "libvmm/devices/uart16550.hpp"
+#include "options.hpp"
 #include "vcpu_setup.hpp"
 
 namespace libvmm {
@@ -46,6 +48,27 @@ namespace {
 // interrupt load").
 constexpr bool kOfferTscDeadlineTimer = true;
 
+// --halt guest: HLT, and PAUSE where KVM can, without VM exits (before the vCPUs exist).
+void keep_halt_in_guest(KvmVm& kvm, const x86::HaltOption& halt, uint32_t vcpus) {
+  const uint32_t can = x86::exits_kvm_can_disable(kvm);
+  if ((can & KVM_X86_DISABLE_EXITS_HLT) == 0) {
+    throw UserError(fmt::format(
+        "{}: this host's KVM cannot leave HLT to the guest (no KVM_CAP_X86_DISABLE_EXITS)",
+        halt.label));
+  }
+  const uint32_t exits = KVM_X86_DISABLE_EXITS_HLT | (can & KVM_X86_DISABLE_EXITS_PAUSE);
+  x86::disable_exits(kvm, exits);
+  log::debug("{}: HLT{} stay in the guest, without VM exits", halt.label,
+             (exits & KVM_X86_DISABLE_EXITS_PAUSE) != 0 ? " and PAUSE" : "");
+  const long host_cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  if (host_cpus > 0 && vcpus >= static_cast<unsigned long>(host_cpus)) {
+    log::warn(
+        "{}: {} vCPU{} on a host with {} CPUs: an idle vCPU keeps its host CPU busy, and the "
+        "VMM's own threads get less CPU than they need",
+        halt.label, vcpus, vcpus == 1 ? "" : "s", host_cpus);
+  }
+}
+
 class X86Machine : public Machine {
  public:
   const Board& board() const override { return x86_64_board(); }
@@ -58,6 +81,9 @@ class X86Machine : public Machine {
     x86::set_identity_map_addr(kvm, x86::kIdentityMapAddr);
     kvm.create_irqchip();  // PIC + IOAPIC + per-vCPU local APICs, GSI i -> pin i
     x86::create_pit2(kvm);
+    if (const auto halt = x86::halt_option(vm.config); halt && halt->in_guest) {
+      keep_halt_in_guest(kvm, *halt, vm.config.vcpus);
+    }
   }
 
   void add_platform_devices(MachineContext& vm) override {

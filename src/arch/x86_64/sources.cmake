@@ -1,6 +1,8 @@
 # The x86_64 board (its layout) is pure code, built for every host so that any vmm checks an
-# x86_64 description (vmm check --arch x86_64); so is the AML writer.
+# x86_64 description (vmm check --arch x86_64); so are the AML writer and the machine's options
+# (every host refuses them by name).
 target_sources(libvmm PRIVATE
+  ${CMAKE_CURRENT_LIST_DIR}/options.cpp
   ${CMAKE_CURRENT_LIST_DIR}/boot_layout.cpp
   ${CMAKE_CURRENT_LIST_DIR}/board.cpp
   ${CMAKE_CURRENT_LIST_DIR}/aml.cpp

@@ -21,6 +21,10 @@ void set_tss_addr(KvmVm& vm, uint64_t addr);
 void set_identity_map_addr(KvmVm& vm, uint64_t addr);
 // KVM_CREATE_PIT2: the in-kernel i8254 timer, its speaker port a dummy.
 void create_pit2(KvmVm& vm);
+// KVM_CAP_X86_DISABLE_EXITS: the exits (KVM_X86_DISABLE_EXITS_HLT, _PAUSE, ...) this VM's KVM
+// can leave to the guest (0: none), and leaving them there. Before any vCPU is created.
+uint32_t exits_kvm_can_disable(const KvmVm& vm);
+void disable_exits(KvmVm& vm, uint32_t exits);
 
 kvm_regs get_regs(const KvmVcpu& vcpu);
 void set_regs(KvmVcpu& vcpu, const kvm_regs& regs);
