@@ -10,7 +10,9 @@
 # /dev/vda backed by that file: "vmm" (--disk PATH,direct,iothread=off: host I/O inside the
 # queue notification, on the event loop), "vmm-iot" (iothread=on: on the device's I/O thread,
 # which polls the queue adaptively, poll_us=32 by default), "vmm-nopoll" (the same, poll_us=0),
-# "vmm-uring" (io=io_uring, on the I/O thread as by default), "vmm-pci" (as vmm-iot, over
+# "vmm-auto" (io=auto: a batch of several requests through io_uring, a single one with
+# preadv/pwritev), "vmm-uring" (io=io_uring: every batch through the ring, one request too),
+# "vmm-pci" (as vmm-iot, over
 # virtio-pci with MSI-X instead of virtio-mmio: the transport the default is chosen by),
 # "vmm-pci-hg" (as vmm-pci, with --halt guest: the idle vCPU halts without a VM exit) and
 # "qemu" (cache=none,aio=threads).
@@ -33,7 +35,7 @@
 # shows medians, then each figure's spread (min..max over the rounds).
 # Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes on a quiet
 # machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
-# runs only those (of host, vmm, vmm-iot, vmm-nopoll, vmm-uring, vmm-pci, vmm-pci-hg, qemu, vmm-dev, vmm-qsd,
+# runs only those (of host, vmm, vmm-iot, vmm-nopoll, vmm-auto, vmm-uring, vmm-pci, vmm-pci-hg, qemu, vmm-dev, vmm-qsd,
 # qemu-qsd, vmm-fs), for more rounds in the same time. The load average is printed before and after.
 # BENCH_EXIT_REASONS=1 also counts each job's VM exits by reason and its MSR exits by MSR, per
 # request ("exits_by_reason_per_op" and "msr_exits_per_op" lines; payload.sh's sample_marks).
@@ -169,8 +171,8 @@ done
 
 only=${BLOCK_BENCH_ONLY:-}
 for c in $only; do
-  case $c in host | vmm | vmm-iot | vmm-nopoll | vmm-uring | vmm-pci | vmm-pci-hg | qemu | vmm-dev | vmm-qsd | qemu-qsd | vmm-fs) ;;
-    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-nopoll, vmm-uring, vmm-pci, vmm-pci-hg, qemu," \
+  case $c in host | vmm | vmm-iot | vmm-nopoll | vmm-auto | vmm-uring | vmm-pci | vmm-pci-hg | qemu | vmm-dev | vmm-qsd | qemu-qsd | vmm-fs) ;;
+    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-nopoll, vmm-auto, vmm-uring, vmm-pci, vmm-pci-hg, qemu," \
       "vmm-dev, vmm-qsd, qemu-qsd, vmm-fs)" >&2; exit 2 ;;
   esac
 done
@@ -220,6 +222,8 @@ while [ $round -lt $rounds ]; do
   done
   want vmm-nopoll && bench_sampled vmm-nopoll blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,poll_us=0 --quiet
+  want vmm-auto && bench_sampled vmm-auto blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
+    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=auto,iothread=on --quiet
   want vmm-uring && bench_sampled vmm-uring blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring,iothread=on --quiet
   want vmm-pci && bench_sampled vmm-pci blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
@@ -276,7 +280,7 @@ while [ $round -lt $rounds ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-uring|vmm-pci|vmm-pci-hg|qemu|vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) (seqwrite|seqread|randread|randread4|mount|queue) |BENCH-SETUP|BENCH-WARNING)' \
+collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-auto|vmm-uring|vmm-pci|vmm-pci-hg|qemu|vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) (seqwrite|seqread|randread|randread4|mount|queue) |BENCH-SETUP|BENCH-WARNING)' \
   --timeout $((600 + rounds * (secs * 4 * 9 + 400)))
 need_results '^(host|vmm|qemu)'
 grep '^BENCH-SETUP' "$work/results"
@@ -296,7 +300,7 @@ conv() { # MiB/s from KiB/s, or the figure as it is
     echo "${2:--}"
   fi
 }
-configs="host vmm vmm-iot vmm-nopoll vmm-uring vmm-pci vmm-pci-hg qemu"
+configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg qemu"
 echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated KVM host"
 printf '%-10s %6s' job unit
 for c in $configs; do printf ' %10s' $c; done
@@ -308,16 +312,16 @@ for job in seqwrite seqread randread randread4; do
   echo
 done
 echo "ratios of the medians (iot: vmm-iot, the default configuration)"
-printf '%-10s %9s %9s %9s %11s %11s %9s %9s %9s\n' job iot/host iot/qemu vmm/qemu nopoll/iot \
-  uring/iot pci/iot hg/pci qemu/host
+printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s\n' job iot/host iot/qemu vmm/qemu nopoll/iot \
+  auto/iot uring/iot pci/iot hg/pci qemu/host
 for job in seqwrite seqread randread randread4; do
   case $job in randread*) f=iops ;; *) f=kib_s ;; esac
   h=$(result $f host $job) v=$(result $f vmm $job) i=$(result $f vmm-iot $job)
   n=$(result $f vmm-nopoll $job) u=$(result $f vmm-uring $job) q=$(result $f qemu $job)
-  p=$(result $f vmm-pci $job) g=$(result $f vmm-pci-hg $job)
-  printf '%-10s %9s %9s %9s %11s %11s %9s %9s %9s\n' $job "$(ratio "$i" "$h")" "$(ratio "$i" "$q")" \
-    "$(ratio "$v" "$q")" "$(ratio "$n" "$i")" "$(ratio "$u" "$i")" "$(ratio "$p" "$i")" \
-    "$(ratio "$g" "$p")" "$(ratio "$q" "$h")"
+  p=$(result $f vmm-pci $job) g=$(result $f vmm-pci-hg $job) a=$(result $f vmm-auto $job)
+  printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s\n' $job "$(ratio "$i" "$h")" \
+    "$(ratio "$i" "$q")" "$(ratio "$v" "$q")" "$(ratio "$n" "$i")" "$(ratio "$a" "$i")" \
+    "$(ratio "$u" "$i")" "$(ratio "$p" "$i")" "$(ratio "$g" "$p")" "$(ratio "$q" "$h")"
 done
 echo "spread (min..max over the rounds)"
 for job in seqwrite seqread randread randread4; do
@@ -354,5 +358,5 @@ echo "VM exits and CPU per request, medians over the rounds (job windows from th
 echo "exits of every kind; cpu: all the VMM's threads (and its back-end's, for the vhost-user"
 echo "and virtio-fs configurations), guest time included; own: without the guest time)"
 per_op_rows "seqwrite seqread randread randread4" \
-  "vmm vmm-iot vmm-nopoll vmm-uring vmm-pci vmm-pci-hg qemu vmm-dev vmm-qsd qemu-qsd vmm-fs"
+  "vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg qemu vmm-dev vmm-qsd qemu-qsd vmm-fs"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

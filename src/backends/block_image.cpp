@@ -18,6 +18,7 @@
 
 #include "block_uring.hpp"
 #include "libvmm/core/error.hpp"
+#include "libvmm/core/log.hpp"
 
 namespace libvmm {
 
@@ -135,9 +136,21 @@ std::unique_ptr<BlockImage> BlockImage::open(const BlockImageOptions& options) {
     image->buffered_fd_ = UniqueFd(::open(options.path.c_str(), flags & ~O_NONBLOCK));
     if (!image->buffered_fd_) throw fail(std::strerror(errno));
   }
+  image->io_ = options.io;
   if (options.io == BlockIo::io_uring) {
     image->uring_ = UringBatch::create(kUringEntries);
     if (!image->uring_) throw fail("io_uring is not available on this host (use io=sync)");
+  } else if (options.io == BlockIo::automatic) {
+    image->uring_ = UringBatch::create(kUringEntries, /*quiet=*/true);
+    if (image->uring_) {
+      log::debug(
+          "image {}: io=auto: a batch of several requests through io_uring, one on its "
+          "own with preadv/pwritev",
+          options.path);
+    } else {
+      log::debug("image {}: io=auto: no io_uring on this host; every request with preadv/pwritev",
+                 options.path);
+    }
   }
   image->fd_ = std::move(fd);
   return image;
@@ -170,7 +183,13 @@ int BlockImage::write(uint64_t offset, std::span<iovec> iov) {
 }
 
 void BlockImage::transfer_batch(std::span<BlockTransfer> batch) {
-  if (!uring_) return BlockBackend::transfer_batch(batch);
+  // One request gains nothing from a ring round trip (io=auto); several overlap in the host.
+  if (!uring_ || (io_ == BlockIo::automatic && batch.size() < 2)) {
+    counts_.sync_transfers += batch.size();
+    return BlockBackend::transfer_batch(batch);
+  }
+  ++counts_.uring_batches;
+  counts_.uring_transfers += batch.size();
   std::vector<UringBatch::Op> ops;
   ops.reserve(batch.size());
   for (BlockTransfer& t : batch) {

@@ -9,10 +9,14 @@
 
 namespace libvmm {
 
-std::unique_ptr<UringBatch> UringBatch::create(unsigned entries) {
+std::unique_ptr<UringBatch> UringBatch::create(unsigned entries, bool quiet) {
   auto batch = std::unique_ptr<UringBatch>(new UringBatch(entries));
   if (const int rc = io_uring_queue_init(entries, &batch->ring_, 0); rc < 0) {
-    log::warn("io_uring: cannot set up a ring: {}", std::strerror(-rc));
+    if (quiet) {
+      log::debug("io_uring: cannot set up a ring: {}", std::strerror(-rc));
+    } else {
+      log::warn("io_uring: cannot set up a ring: {}", std::strerror(-rc));
+    }
     return nullptr;
   }
   return batch;

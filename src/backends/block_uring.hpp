@@ -24,9 +24,9 @@ class UringBatch {
     void* user = nullptr;  // the caller's, untouched
   };
 
-  // A ring for up to `entries` operations at once; nullptr (and a log line) where the host
-  // has no io_uring (old kernel, seccomp, io_uring_disabled).
-  static std::unique_ptr<UringBatch> create(unsigned entries);
+  // A ring for up to `entries` operations at once; nullptr (and a warning, or with `quiet` a
+  // debug line) where the host has no io_uring (old kernel, seccomp, io_uring_disabled).
+  static std::unique_ptr<UringBatch> create(unsigned entries, bool quiet = false);
   ~UringBatch();
   UringBatch(const UringBatch&) = delete;
   UringBatch& operator=(const UringBatch&) = delete;

@@ -85,7 +85,15 @@ VirtioBlock::VirtioBlock(const BlockConfig& config, BlockThreading threading)
   label_ = fmt::format("virtio-blk {}", config.path);
 }
 
-VirtioBlock::~VirtioBlock() = default;
+VirtioBlock::~VirtioBlock() {
+  io_thread_.reset();  // joined: no transfer runs any more, the counts stand still
+  const auto* image = dynamic_cast<const BlockImage*>(backend_.get());
+  if (image == nullptr || !image->has_uring()) return;
+  // Whether the guest kept several requests in flight: what io_uring is for.
+  const BlockImage::IoCounts& counts = image->io_counts();
+  log::debug("{}: {} requests with preadv/pwritev, {} through io_uring in {} batches", label_,
+             counts.sync_transfers, counts.uring_transfers, counts.uring_batches);
+}
 
 uint32_t VirtioBlock::device_id() const {
   return VIRTIO_ID_BLOCK;

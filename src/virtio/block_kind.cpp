@@ -1,8 +1,8 @@
 // virtio_block in the device registry: <virtio_block path="d.img" readonly="true"
-// direct="true" serial="ID" io="sync|io_uring" iothread="on|off"
+// direct="true" serial="ID" io="auto|sync|io_uring" iothread="on|off"
 // poll_us="N" num_queues="N"/>,
 // --disk
-// PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off][,poll_us=N][,num_queues=N].
+// PATH[,readonly][,direct][,serial=ID][,io=auto|sync|io_uring][,iothread=on|off][,poll_us=N][,num_queues=N].
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -22,10 +22,8 @@ class BlockKind final : public VirtioDeviceKind {
   std::string_view flag() const override { return "--disk"; }
   std::string_view help() const override {
     return "virtIO block device from a raw image: "
-           "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off][,poll_us=N][,"
-           "num_queues=N]; "
-           "repeat for "
-           "more (vda, vdb, ...)";
+           "PATH[,readonly][,direct][,serial=ID][,io=auto|sync|io_uring][,iothread=on|off]"
+           "[,poll_us=N][,num_queues=N]; repeat for more (vda, vdb, ...)";
   }
   std::string_view positional() const override { return "path"; }
   std::vector<AttributeRule> attributes() const override {
@@ -33,7 +31,7 @@ class BlockKind final : public VirtioDeviceKind {
             {"readonly", false, false, "readonly"},
             {"direct", false, false, "direct"},
             {"serial", false, false, "serial=ID"},
-            {"io", false, false, "io=sync or io=io_uring"},
+            {"io", false, false, "io=auto, io=sync or io=io_uring"},
             {"iothread", false, false, "iothread=on or iothread=off"},
             {"poll_us", false, false, "poll_us=N"},
             {"num_queues", false, false, "num_queues=N"}};
@@ -57,8 +55,9 @@ class BlockKind final : public VirtioDeviceKind {
         break;
       }
     }
-    if (const std::string io = spec.value_or("io", "sync"); io != "sync" && io != "io_uring") {
-      problems.push_back(fmt::format("io=\"{}\" must be sync or io_uring", io));
+    if (!block_io(spec)) {
+      problems.push_back(
+          fmt::format("io=\"{}\" must be auto, sync or io_uring", spec.value_or("io", "")));
     }
     if (const std::string t = spec.value_or("iothread", "on"); t != "on" && t != "off") {
       problems.push_back(fmt::format("iothread=\"{}\" must be on or off", t));
@@ -120,11 +119,20 @@ class BlockKind final : public VirtioDeviceKind {
     c.readonly = spec.boolean("readonly").value_or(false);
     c.direct = spec.boolean("direct").value_or(false);
     c.serial = spec.value_or("serial", "");
-    c.io = spec.value_or("io", "sync") == "io_uring" ? BlockIo::io_uring : BlockIo::sync;
+    c.io = block_io(spec).value_or(BlockIo::sync);
     c.iothread = spec.value_or("iothread", "on") == "on";
     c.poll_us = poll_us(spec).value_or(c.poll_us);
     c.num_queues = num_queues(spec).value_or(c.num_queues);
     return c;
+  }
+
+  // The io attribute (default sync); nullopt when it is none of the three.
+  static std::optional<BlockIo> block_io(const DeviceSpec& spec) {
+    const std::string io = spec.value_or("io", "sync");
+    if (io == "auto") return BlockIo::automatic;
+    if (io == "sync") return BlockIo::sync;
+    if (io == "io_uring") return BlockIo::io_uring;
+    return std::nullopt;
   }
 
   // The num_queues attribute when present and 1..kMaxQueues.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Boots the guest (2 vCPUs) with two virtIO disks (one read-only; multiqueue), a virtIO console and a virtio-rng inside the emulated
+# Boots the guest (2 vCPUs) with three virtIO disks (one read-only; multiqueue; io_uring, sync
+# and io=auto, each counted by vmm -v), a virtIO console and a virtio-rng inside the emulated
 # KVM host, and checks, with the real Linux drivers: the disks appear without any
 # virtio_mmio.device= from the user, the guest reads what the host wrote, the host finds what
 # the guest wrote after vmm exits, writes to the read-only disk fail, and hvc0 carries text both
@@ -13,16 +14,18 @@ payload_new x86_64 "$vmm"
 payload_binary "$(command -v strace)"
 
 payload_script run.sh <<'EOS'
-# vda: 4 MiB, a pattern in sector 0, served through io_uring; vdb: 1 MiB, read-only, sync.
+# vda: 4 MiB, a pattern in sector 0, served through io_uring; vdb: 1 MiB, read-only, sync; vdc:
+# 1 MiB, io=auto (the guest's probe reads come one at a time: preadv).
 dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null
 printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
+dd if=/dev/zero of=/tmp/vdc.img bs=1M count=1 2>/dev/null
 
 # The virtIO console is on vmm's stdin/stdout (a FIFO here); the serial console goes to a file.
 # Two vCPUs: vda gets a queue per vCPU (the default), vdb one (num_queues=1).
 start hvc0 guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
-  --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly,num_queues=1 --console stdio --rng \
-  --serial file:/tmp/out
+  --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly,num_queues=1 \
+  --disk /tmp/vdc.img,io=auto --console stdio --rng --serial file:/tmp/out -v
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
@@ -31,7 +34,12 @@ check "exit status 0 (got $status)" [ "$status" -eq 0 ]
 check "virtio_rng is the guest's hwrng" grep -qF "hwrng: virtio_rng.0" /tmp/out
 check "/dev/hwrng gives random bytes" grep -qF "hwrng gives random bytes" /tmp/out
 check "/dev/hwrng reads 64 KiB" grep -qF "hwrng 64 KiB: 65536 bytes" /tmp/out
-check "the guest sees vda and vdb" grep -qF "block devices: vda vdb" /tmp/out
+check "the guest sees vda, vdb and vdc" grep -qF "block devices: vda vdb vdc" /tmp/out
+check "io=io_uring: every vda request through the ring" \
+  grep -qE "virtio-blk /tmp/vda.img: 0 requests with preadv/pwritev, [1-9][0-9]* through io_uring" \
+  /tmp/hvc0.err
+check "io=auto: vdc's lone requests with preadv" \
+  grep -qE "virtio-blk /tmp/vdc.img: [1-9][0-9]* requests with preadv/pwritev" /tmp/hvc0.err
 check "the guest reads the host's pattern" grep -qF "vda starts with: LIBVMM-HOST-WROTE-THIS!!" /tmp/out
 check "vdb is read-only in the guest" grep -qF "vdb read-only flag: 1" /tmp/out
 check "multiqueue: vda has a queue per vCPU (2), vdb the 1 asked for" \

@@ -1,13 +1,17 @@
 // io_uring batches when the ring fails with transfers in flight: they are cancelled and
-// awaited before run() returns, and nothing of them reaches the next batch.
+// awaited before run() returns, and nothing of them reaches the next batch; and which requests
+// a disk image sends through its ring.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
+#include <vector>
 
 #include "../../src/backends/block_uring.hpp"
+#include "libvmm/backends/block_image.hpp"
 
 using namespace libvmm;
 
@@ -43,6 +47,53 @@ TEST(UringBatch, AFailingRingCancelsWhatIsInFlightBeforeReturning) {
   EXPECT_EQ(std::string(stale, 4), std::string(4, '\0'));
   ::close(fds[0]);
   ::close(fds[1]);
+}
+
+// io=auto: a batch of one request goes with preadv/pwritev, a batch of several
+// through the ring; io=sync never sets one up.
+TEST(BlockImageIo, AutoTakesTheRingOnlyForSeveralRequests) {
+  const std::string path = ::testing::TempDir() + "/block-io-auto.img";
+  {
+    const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, 64 * 1024), 0);
+    ::close(fd);
+  }
+  EXPECT_FALSE(BlockImage::open({path, false, false, BlockIo::sync})->has_uring());
+  auto image = BlockImage::open({path, false, false, BlockIo::automatic});
+  if (!image->has_uring()) GTEST_SKIP() << "no io_uring on this host: io=auto is sync";
+
+  // Each transfer gets iovecs of its own: a backend may consume them.
+  std::vector<std::vector<char>> buffers;
+  for (char c : {'a', 'b', 'c'}) buffers.emplace_back(4096, c);
+  iovec first{buffers[0].data(), 4096};
+  BlockTransfer one{true, 0, {&first, 1}, -1};
+  image->transfer_batch({&one, 1});
+  EXPECT_EQ(one.result, 0);
+  EXPECT_EQ(image->io_counts().sync_transfers, 1u);
+  EXPECT_EQ(image->io_counts().uring_batches, 0u);
+
+  std::vector<iovec> iovs;
+  for (auto& b : buffers) iovs.push_back({b.data(), b.size()});
+  std::vector<BlockTransfer> three;
+  for (size_t i = 0; i < 3; ++i) three.push_back({true, 4096 * (i + 1), {&iovs[i], 1}, -1});
+  image->transfer_batch(three);
+  for (const BlockTransfer& t : three) EXPECT_EQ(t.result, 0);
+  EXPECT_EQ(image->io_counts().uring_batches, 1u);
+  EXPECT_EQ(image->io_counts().uring_transfers, 3u);
+  EXPECT_EQ(image->io_counts().sync_transfers, 1u);
+
+  // What went either way is in the file: a, a, b, c.
+  for (uint64_t block = 0; block < 4; ++block) {
+    std::vector<char> back(4096);
+    iovec back_iov{back.data(), back.size()};
+    BlockTransfer read{false, 4096 * block, {&back_iov, 1}, -1};
+    image->transfer_batch({&read, 1});
+    EXPECT_EQ(read.result, 0);
+    const char expected = block == 0 ? 'a' : static_cast<char>('a' + block - 1);
+    EXPECT_EQ(back, std::vector<char>(4096, expected)) << "block " << block;
+  }
+  ::unlink(path.c_str());
 }
 
 }  // namespace

@@ -283,7 +283,7 @@ TEST_F(DescriptionTest, OneTerminalForOneConsole) {
 TEST_F(DescriptionTest, BlockIoMode) {
   EXPECT_TRUE(problems_of(xml("<virtio_block path=\"" + kernel + "\" io=\"io_uring\" />")).empty());
   expect_problem(xml("<virtio_block path=\"" + kernel + "\" io=\"aio\" />"),
-                 "t.system:9: <virtio_block>: io=\"aio\" must be sync or io_uring");
+                 "t.system:9: <virtio_block>: io=\"aio\" must be auto, sync or io_uring");
 }
 
 TEST_F(DescriptionTest, NetworkDevices) {

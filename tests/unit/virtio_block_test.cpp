@@ -322,8 +322,10 @@ TEST(DiskSpec, PathAndOptions) {
   EXPECT_EQ(c.serial, "disk-0001");
 
   EXPECT_EQ(parse_disk_spec("a.img,serial=12345678901234567890").serial.size(), 20u);
-  EXPECT_EQ(c.io, BlockIo::sync);
+  EXPECT_EQ(c.io, BlockIo::sync) << "io=sync by default";
   EXPECT_EQ(parse_disk_spec("a.img,io=io_uring").io, BlockIo::io_uring);
+  EXPECT_EQ(parse_disk_spec("a.img,io=sync").io, BlockIo::sync);
+  EXPECT_EQ(parse_disk_spec("a.img,io=auto").io, BlockIo::automatic);
   EXPECT_TRUE(c.iothread) << "an I/O thread by default";
   EXPECT_FALSE(parse_disk_spec("a.img,iothread=off").iothread);
   EXPECT_TRUE(parse_disk_spec("a.img,iothread=on").iothread);
@@ -340,13 +342,14 @@ TEST(DiskSpec, ErrorsNameTheFlagAndSpec) {
   };
   EXPECT_EQ(error("a.img,bogus"),
             "--disk a.img,bogus: unknown option 'bogus' (expected readonly, direct, serial=ID, "
-            "io=sync or io=io_uring, iothread=on or iothread=off, poll_us=N, num_queues=N, "
-            "transport=pci|mmio)");
+            "io=auto, io=sync or io=io_uring, iothread=on or iothread=off, poll_us=N, "
+            "num_queues=N, transport=pci|mmio)");
   EXPECT_EQ(error("a.img,"), "--disk a.img,: empty option between commas");
   EXPECT_EQ(error("a.img,io=io_uring,io=sync"),
             "--disk a.img,io=io_uring,io=sync: option 'io' given twice");
   EXPECT_EQ(error(""), "--disk '': missing image path");
-  EXPECT_EQ(error("a.img,io=aio"), "--disk a.img,io=aio: io=\"aio\" must be sync or io_uring");
+  EXPECT_EQ(error("a.img,io=aio"),
+            "--disk a.img,io=aio: io=\"aio\" must be auto, sync or io_uring");
   EXPECT_EQ(error("a.img,iothread=yes"),
             "--disk a.img,iothread=yes: iothread=\"yes\" must be on or off");
   EXPECT_EQ(error("a.img,readonly=yes"),

@@ -103,8 +103,8 @@ TEST(DeviceRegistry, BlockRules) {
             "--disk d.img,iothread: iothread=\"true\" must be on or off");
   EXPECT_EQ(first_problem("virtio_block", "d.img,bogus"),
             "--disk d.img,bogus: unknown option 'bogus' (expected readonly, direct, serial=ID, "
-            "io=sync or io=io_uring, iothread=on or iothread=off, poll_us=N, num_queues=N, "
-            "transport=pci|mmio)");
+            "io=auto, io=sync or io=io_uring, iothread=on or iothread=off, poll_us=N, "
+            "num_queues=N, transport=pci|mmio)");
   EXPECT_EQ(first_problem("virtio_block", "d.img,poll_us=2000"),
             "--disk d.img,poll_us=2000: poll_us=\"2000\" must be a number of microseconds from 0 "
             "to 1000");
@@ -118,7 +118,7 @@ TEST(DeviceRegistry, BlockRules) {
             "--disk d.img,serial=123456789012345678901: serial '123456789012345678901' is longer "
             "than 20 characters");
   EXPECT_EQ(first_problem("virtio_block", "d.img,io=aio"),
-            "--disk d.img,io=aio: io=\"aio\" must be sync or io_uring");
+            "--disk d.img,io=aio: io=\"aio\" must be auto, sync or io_uring");
   EXPECT_EQ(first_problem("virtio_block", "d.img,readonly=maybe"),
             "--disk d.img,readonly=maybe: readonly=\"maybe\" must be true or false");
   EXPECT_EQ(first_problem("virtio_block", "d.img,serial=a\tb"),

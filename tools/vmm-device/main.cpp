@@ -247,7 +247,7 @@ int main(int argc, char** argv) {
       ->type_name("PATH");
   app.add_option("--disk", options.disk,
                  "Serve a virtIO block device on a raw image: "
-                 "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off] "
+                 "PATH[,readonly][,direct][,serial=ID][,io=auto|sync|io_uring][,iothread=on|off] "
                  "(as vmm's --disk)");
   app.add_option("--net", options.net,
                  "Serve a virtIO network device on a host TAP (opened, or created, before the "

@@ -1,6 +1,7 @@
 // A BlockBackend on a raw disk image: a regular file or a host block device, locked against a
 // second writer, optionally opened with O_DIRECT, read and written with preadv/pwritev or, a
-// batch at a time, through io_uring (docs/PERFORMANCE.md has the measurements).
+// batch at a time, through io_uring, or each batch the faster of the two ways (io=auto;
+// docs/PERFORMANCE.md has the measurements).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,10 @@ class UringBatch;
 enum class BlockIo {
   sync,      // preadv/pwritev, one request after another
   io_uring,  // the requests of one batch submitted together, then awaited
+  // A batch of several through io_uring (they overlap in the host), a single request with
+  // preadv/pwritev (no ring round trip, which costs a lone request); all of them synchronously
+  // where the host has no io_uring.
+  automatic,
 };
 
 // How to open an image (from a --disk spec or a <virtio_block> element).
@@ -44,6 +49,15 @@ class BlockImage final : public BlockBackend {
   int read(uint64_t offset, std::span<iovec> iov) override;
   int write(uint64_t offset, std::span<iovec> iov) override;
   void transfer_batch(std::span<BlockTransfer> batch) override;
+  // How the transfers went so far, for -v's summary and tests. Counted by the one thread that
+  // calls transfer_batch(); read it when that thread is idle.
+  struct IoCounts {
+    uint64_t uring_batches = 0;    // batches submitted through io_uring
+    uint64_t uring_transfers = 0;  // the transfers in them
+    uint64_t sync_transfers = 0;   // transfers with preadv/pwritev
+  };
+  const IoCounts& io_counts() const { return counts_; }
+  bool has_uring() const { return uring_ != nullptr; }
   int flush() override;
   int discard(uint64_t offset, uint64_t len) override;
   int write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
@@ -58,7 +72,9 @@ class BlockImage final : public BlockBackend {
 
   UniqueFd fd_;                        // holds the flock; O_DIRECT if asked for
   UniqueFd buffered_fd_;               // only with O_DIRECT
-  std::unique_ptr<UringBatch> uring_;  // only with io=io_uring
+  std::unique_ptr<UringBatch> uring_;  // with io=io_uring, and io=auto where the host has it
+  BlockIo io_ = BlockIo::sync;
+  IoCounts counts_;
   uint64_t size_ = 0;
   bool readonly_ = false;
   uint32_t dio_mem_align_ = 1;

@@ -1,6 +1,6 @@
 // The virtIO block device (virtIO 1.2 §5.2): a disk backed by a BlockBackend, usually a raw
 // image (backends/block_image.hpp) given on the command line as
-// --disk PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off].
+// --disk PATH[,readonly][,direct][,serial=ID][,io=auto|sync|io_uring][,iothread=on|off].
 //
 // The guest is untrusted: every request is checked by parse_block_request() (header, direction
 // of each part, lengths, sector ranges with overflow-safe arithmetic, and the limits the device
@@ -51,10 +51,9 @@ struct BlockThreading {
   uint32_t poll_max_us = 0;
 };
 
-// Parses "PATH[,readonly][,direct][,serial=ID][,io=sync|io_uring][,iothread=on|off][,poll_us=N]"
-// (the
-// --disk flag, through the device registry's virtio_block kind), without looking at the image.
-// Throws UserError naming --disk and the spec.
+// Parses "PATH[,readonly][,direct][,serial=ID][,io=auto|sync|io_uring][,iothread=on|off]
+// [,poll_us=N][,num_queues=N]" (the --disk flag, through the device registry's virtio_block
+// kind), without looking at the image. Throws UserError naming --disk and the spec.
 BlockConfig parse_disk_spec(std::string_view spec);
 
 // Multiqueue (VIRTIO_BLK_F_MQ, --disk num_queues=N, by default one queue per vCPU): Linux gives
