@@ -1,7 +1,7 @@
 // A BlockBackend on a raw disk image: a regular file or a host block device, locked against a
 // second writer, optionally opened with O_DIRECT, read and written with preadv/pwritev or, a
-// batch at a time, through io_uring, or each batch the faster of the two ways (io=auto;
-// docs/PERFORMANCE.md has the measurements).
+// batch at a time, through io_uring, or through io_uring only for batches of several requests
+// (io=auto; docs/PERFORMANCE.md has the measurements).
 #pragma once
 
 #include <cstdint>

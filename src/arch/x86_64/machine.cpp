@@ -58,8 +58,9 @@ void keep_halt_in_guest(KvmVm& kvm, const x86::HaltOption& halt, uint32_t vcpus)
   }
   const uint32_t exits = KVM_X86_DISABLE_EXITS_HLT | (can & KVM_X86_DISABLE_EXITS_PAUSE);
   x86::disable_exits(kvm, exits);
-  log::debug("{}: HLT{} stay in the guest, without VM exits", halt.label,
-             (exits & KVM_X86_DISABLE_EXITS_PAUSE) != 0 ? " and PAUSE" : "");
+  const bool pause = (exits & KVM_X86_DISABLE_EXITS_PAUSE) != 0;
+  log::debug("{}: {} in the guest, without VM exits", halt.label,
+             pause ? "HLT and PAUSE stay" : "HLT stays");
   const long host_cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   if (host_cpus > 0 && vcpus >= static_cast<unsigned long>(host_cpus)) {
     log::warn(
