@@ -70,6 +70,11 @@ DeviceSpec machine_option_from_flag(const MachineOption& option, std::string_vie
   return spec;
 }
 
+std::string machine_option_label(const MachineOption& option, const DeviceSpec& spec) {
+  if (!spec.where.empty()) return spec.where;
+  return fmt::format("{} {}", option.flag(), spec.value_or(option.positional(), ""));
+}
+
 const DeviceSpec* find_option_spec(const std::vector<DeviceSpec>& specs, std::string_view element) {
   for (const DeviceSpec& spec : specs) {
     if (spec.kind == element) return &spec;

@@ -83,4 +83,8 @@ std::vector<std::string> check_machine_options(const std::vector<DeviceSpec>& sp
 // The spec of option `element` among `specs` (a VM's machine_options), or null.
 const DeviceSpec* find_option_spec(const std::vector<DeviceSpec>& specs, std::string_view element);
 
+// Where a spec of `option` was written, for the machine's messages: its `where`
+// ("f.system:9: <gic>", "--gic v3"), or "--flag VALUE" for a spec built in code.
+std::string machine_option_label(const MachineOption& option, const DeviceSpec& spec);
+
 }  // namespace libvmm

@@ -21,12 +21,6 @@ std::optional<aarch64::GicVersion> parse_gic_version(std::string_view text) {
   return std::nullopt;
 }
 
-// Where a spec was written, for the machine's messages; "--flag VALUE" for one built in code.
-std::string label(const DeviceSpec& spec, std::string_view flag, std::string_view positional) {
-  if (!spec.where.empty()) return spec.where;
-  return fmt::format("{} {}", flag, spec.value_or(positional, ""));
-}
-
 class GicOptionKind final : public MachineOption {
  public:
   std::string_view element() const override { return "gic"; }
@@ -80,7 +74,7 @@ std::optional<GicOption> gic_option(const VmConfig& config) {
   if (spec == nullptr) return std::nullopt;
   const auto version = parse_gic_version(spec->value_or("version", ""));
   if (!version) return std::nullopt;  // refused by validation
-  return GicOption{*version, label(*spec, gic_kind().flag(), "version")};
+  return GicOption{*version, machine_option_label(gic_kind(), *spec)};
 }
 
 }  // namespace aarch64

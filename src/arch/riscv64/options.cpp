@@ -71,9 +71,7 @@ std::optional<IrqchipOption> irqchip_option(const VmConfig& config) {
   if (spec == nullptr) return std::nullopt;
   const auto kind = parse_irqchip(spec->value_or("kind", ""));
   if (!kind) return std::nullopt;  // refused by validation
-  std::string label =
-      spec->where.empty() ? fmt::format("--irqchip {}", spec->value_or("kind", "")) : spec->where;
-  return IrqchipOption{*kind, std::move(label)};
+  return IrqchipOption{*kind, machine_option_label(irqchip_kind(), *spec)};
 }
 
 }  // namespace riscv64

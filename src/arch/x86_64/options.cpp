@@ -75,9 +75,7 @@ std::optional<HaltOption> halt_option(const VmConfig& config) {
   if (spec == nullptr) return std::nullopt;
   const auto in_guest = parse_halt(spec->value_or("in", ""));
   if (!in_guest) return std::nullopt;  // refused by validation
-  std::string label =
-      spec->where.empty() ? fmt::format("--halt {}", spec->value_or("in", "")) : spec->where;
-  return HaltOption{*in_guest, std::move(label)};
+  return HaltOption{*in_guest, machine_option_label(halt_kind(), *spec)};
 }
 
 }  // namespace x86

@@ -449,9 +449,9 @@ reason_hists() {
       read)
         # A hist line: "{ exit_reason: 7c } hitcount: 12", "{ ecx: 6e0, write: 1 } ...".
         awk -v n="$2" -v j="$3" -v o="$4" -v ev="$ev" -v label="$label" '
-          BEGIN { split("60 intr 61 nmi 64 vintr 72 cpuid 78 hlt 7b ioio 7c msr 7f shutdown " \
-                        "81 vmmcall 400 npf 401 avic_ipi 402 avic_unaccel", m, " ")
-                  for (i = 1; i < 24; i += 2) name[m[i]] = m[i + 1] }
+          BEGIN { n_m = split("60 intr 61 nmi 64 vintr 72 cpuid 78 hlt 7b ioio 7c msr " \
+                        "7f shutdown 81 vmmcall 400 npf 401 avic_ipi 402 avic_unaccel", m, " ")
+                  for (i = 1; i < n_m; i += 2) name[m[i]] = m[i + 1] }
           /^\{/ { line = $0; sub(/^\{ */, "", line); split(line, parts, /\} *hitcount: */)
                   k = split(parts[1], kv, ","); key = ""
                   for (i = 1; i <= k; i++) {
