@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # virtio-blk throughput: our vmm against QEMU (-M microvm) and against the host itself, side by
 # side in one emulated KVM host run, on the same 256 MiB raw image file.
-# Each of them runs the same four jobs with the same tool (blkio, built below):
+# Each of them runs the same four jobs with the same tool (bench/blkio.c):
 #   seqwrite   sequential 1 MiB writes, O_DIRECT, over the first 128 MiB, SECONDS long
 #   seqread    sequential 1 MiB reads, likewise
 #   randread   4 KiB reads at random 4 KiB-aligned offsets in the first 128 MiB, likewise
@@ -16,6 +16,13 @@
 # virtio-pci with MSI-X instead of virtio-mmio: the transport the default is chosen by),
 # "vmm-pci-hg" (as vmm-pci, with --halt guest: the idle vCPU halts without a VM exit) and
 # "qemu" (cache=none,aio=threads).
+# The guest polling its completions instead of waiting for interrupts (2 vCPUs, 2 queues and
+# virtio_blk.poll_queues=1: one of the queues has no interrupt; every job through an io_uring
+# with IORING_SETUP_IOPOLL, blkio's "polled"): "vmm-gpoll" (as vmm-pci), "vmm-bpoll" (both
+# poll: the same with poll_us=1000, so the device's I/O thread also waits long enough for the
+# guest's next request to come without a notification) and "qemu-bpoll" (the same for QEMU: its
+# virtio-blk on an iothread with poll-max-ns=1000000, QEMU's adaptive polling); a table of their
+# own.
 # Devices in other processes (vhost-user; a second table): "vmm-dev" (our vmm with our
 # vmm-device serving the image, iothread=on), "vmm-qsd" (our vmm with qemu-storage-daemon's
 # vhost-user-blk export, aio=threads, O_DIRECT as the others) and "qemu-qsd" (QEMU -M microvm,
@@ -35,11 +42,14 @@
 # shows medians, then each figure's spread (min..max over the rounds).
 # Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes on a quiet
 # machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
-# runs only those (of host, vmm, vmm-iot, vmm-nopoll, vmm-auto, vmm-uring, vmm-pci, vmm-pci-hg, qemu, vmm-dev, vmm-qsd,
-# qemu-qsd, vmm-fs), for more rounds in the same time. The load average is printed before and after.
+# runs only those (of all_configs below), for more rounds in the same time. The load average is
+# printed before and after.
 # BENCH_EXIT_REASONS=1 also counts each job's VM exits by reason and its MSR exits by MSR, per
 # request ("exits_by_reason_per_op" and "msr_exits_per_op" lines; payload.sh's sample_marks).
 set -euo pipefail
+all_configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg vmm-gpoll vmm-bpoll qemu qemu-bpoll
+  vmm-dev vmm-qsd qemu-qsd vmm-fs"
+all_configs=$(echo $all_configs)  # one line, single spaces
 secs=${1:-5}
 rounds=${2:-3}
 [[ $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] \
@@ -50,62 +60,8 @@ cd "$repo"
 native_build
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# blkio MODE PATH SECONDS [buffered]: one job, O_DIRECT unless buffered; prints
-# "MODE kib_s=N iops=N".
-cat >"$work/blkio.c" <<'EOC'
-#define _GNU_SOURCE
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-int main(int argc, char** argv) {
-  if (argc != 4 && argc != 5) {
-    fprintf(stderr, "usage: blkio seqread|seqwrite|randread PATH SECONDS [buffered]\n");
-    return 2;
-  }
-  const char* mode = argv[1];
-  const int writing = strcmp(mode, "seqwrite") == 0;
-  const int random = strcmp(mode, "randread") == 0;
-  const size_t bs = random ? 4096 : 1 << 20;
-  const long long span = 128ll << 20;  // bytes the job moves over
-  const double seconds = atof(argv[3]);
-  const int direct = argc == 4 ? O_DIRECT : 0;
-  const int fd = open(argv[2], (writing ? O_WRONLY : O_RDONLY) | direct);
-  if (fd < 0) return perror(argv[2]), 1;
-  void* buf;
-  if (posix_memalign(&buf, 4096, bs) != 0) return 1;
-  memset(buf, 0x5a, bs);
-  unsigned long long seed = 88172645463325252ull ^ (unsigned long long)getpid(), ops = 0;
-  long long off = 0;
-  const double start = now();
-  double elapsed = 0;
-  while (elapsed < seconds) {
-    if (random) {
-      seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
-      off = (long long)(seed % (unsigned long long)(span / (long long)bs)) * (long long)bs;
-    }
-    const ssize_t n = writing ? pwrite(fd, buf, bs, off) : pread(fd, buf, bs, off);
-    if (n != (ssize_t)bs) return perror("I/O"), 1;
-    if (!random) off = (off + (long long)bs) % span;
-    ++ops;
-    if ((ops & 7) == 0 || !random) elapsed = now() - start;
-  }
-  elapsed = now() - start;
-  printf("%s kib_s=%.0f iops=%.0f ops=%llu\n", mode, (double)ops * (double)bs / 1024 / elapsed,
-         (double)ops / elapsed, ops);
-  return 0;
-}
-EOC
-gcc -O2 -static -Wall -Wextra -o "$work/blkio" "$work/blkio.c"
+# blkio MODE PATH SECONDS [buffered|polled]: one job (bench/blkio.c).
+gcc -O2 -static -Wall -Wextra -o "$work/blkio" bench/blkio.c
 
 # Guest side: /usr/bin/blkio and /tests/blkbench (run by /init for libvmm.test=blkbench).
 extra=$work/guest-extra
@@ -120,6 +76,9 @@ if grep -q libvmm.fsbench /proc/cmdline; then
   mount -t virtiofs bench /mnt/fs || echo "LIBVMM-GUEST: BENCH mount failed"
   target=/mnt/fs/vda.img
 fi
+# libvmm.blkpoll (with virtio_blk.poll_queues=1 and a second vCPU, so the driver has a poll
+# queue): every job through a polling io_uring, no interrupts (blkio's "polled").
+poll=; grep -q libvmm.blkpoll /proc/cmdline && poll=polled
 # MARK lines bracket each job for the host's exit and CPU sampler (payload.sh: sample_marks),
 # which reads its counters while the guest idles for a second after each mark.
 mark() { echo "LIBVMM-GUEST: MARK \$*"; sleep 1; }
@@ -128,16 +87,17 @@ mark() { echo "LIBVMM-GUEST: MARK \$*"; sleep 1; }
 vreqs() { [ -r /sys/block/vda/stat ] && awk '{ print \$1 + \$5 }' /sys/block/vda/stat || echo 0; }
 [ -r /sys/block/vda/queue/max_segments ] && echo "LIBVMM-GUEST: BENCH queue" \
   "max_segments=\$(cat /sys/block/vda/queue/max_segments)" \
-  "max_sectors_kb=\$(cat /sys/block/vda/queue/max_sectors_kb)"
+  "max_sectors_kb=\$(cat /sys/block/vda/queue/max_sectors_kb)" \
+  "io_poll=\$(cat /sys/block/vda/queue/io_poll 2>/dev/null)"
 for job in seqwrite seqread randread; do
   mark begin \$job
   before=\$(vreqs)
-  r=\$(blkio \$job \$target $secs 2>&1)
+  r=\$(blkio \$job \$target $secs \$poll 2>&1)
   echo "LIBVMM-GUEST: BENCH \$r vreqs=\$((\$(vreqs) - before))"
   mark end \$job ops=\$(echo "\$r" | sed -n 's/.* ops=\\([0-9]*\\).*/\\1/p')
 done
 mark begin randread4
-for i in 1 2 3 4; do blkio randread \$target $secs >/tmp/rr.\$i 2>&1 & done
+for i in 1 2 3 4; do blkio randread \$target $secs \$poll >/tmp/rr.\$i 2>&1 & done
 wait
 sum() { sed -n "s/.*\$1=\\([0-9]*\\).*/\\1/p" /tmp/rr.* | awk '{s+=\$1} END {print s}'; }
 ops=\$(sum ops)
@@ -171,9 +131,9 @@ done
 
 only=${BLOCK_BENCH_ONLY:-}
 for c in $only; do
-  case $c in host | vmm | vmm-iot | vmm-nopoll | vmm-auto | vmm-uring | vmm-pci | vmm-pci-hg | qemu | vmm-dev | vmm-qsd | qemu-qsd | vmm-fs) ;;
-    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (host, vmm, vmm-iot, vmm-nopoll, vmm-auto, vmm-uring, vmm-pci, vmm-pci-hg, qemu," \
-      "vmm-dev, vmm-qsd, qemu-qsd, vmm-fs)" >&2; exit 2 ;;
+  case " $all_configs " in
+    *" $c "*) ;;
+    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (one of: $all_configs)" >&2; exit 2 ;;
   esac
 done
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" \
@@ -230,6 +190,21 @@ while [ $round -lt $rounds ]; do
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,transport=pci --quiet
   want vmm-pci-hg && bench_sampled vmm-pci-hg blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,transport=pci --halt guest --quiet
+  # The guest polls for its completions (libvmm.blkpoll above). Two vCPUs: the driver uses at
+  # most a queue per CPU and keeps one of them interrupt-driven, so one CPU gets no poll queue.
+  for c in vmm-gpoll:32 vmm-bpoll:1000; do
+    want ${c%:*} && bench_sampled ${c%:*} blkbench 240 vmm ./vmm --kernel bzImage \
+      --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
+      --cmdline "$cmdline virtio_blk.poll_queues=1 libvmm.blkpoll" \
+      --disk $vmm_disk,iothread=on,transport=pci,num_queues=2,poll_us=${c#*:} --quiet
+  done
+  want qemu-bpoll && bench_sampled qemu-bpoll blkbench 240 qemu-system-x86 ./qemu-system-x86_64 \
+    -L qemu-data -M microvm,acpi=off -accel kvm -cpu host -m 256M -smp 2 -nodefaults \
+    -no-user-config -display none -serial stdio -no-reboot \
+    -object iothread,id=io0,poll-max-ns=1000000 \
+    -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
+    -device virtio-blk-device,drive=d0,num-queues=2,iothread=io0 -kernel bzImage \
+    -initrd initramfs.cpio.gz -append "$cmdline virtio_blk.poll_queues=1 libvmm.blkpoll"
   want qemu && bench_sampled qemu blkbench 240 qemu-system-x86 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
     -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
@@ -280,7 +255,7 @@ while [ $round -lt $rounds ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-iot|vmm-nopoll|vmm-auto|vmm-uring|vmm-pci|vmm-pci-hg|qemu|vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) (seqwrite|seqread|randread|randread4|mount|queue) |BENCH-SETUP|BENCH-WARNING)' \
+collect "^((${all_configs// /|}) (seqwrite|seqread|randread|randread4|mount|queue) |BENCH-SETUP|BENCH-WARNING)" \
   --timeout $((600 + rounds * (secs * 4 * 9 + 400)))
 need_results '^(host|vmm|qemu)'
 grep '^BENCH-SETUP' "$work/results"
@@ -330,6 +305,29 @@ for job in seqwrite seqread randread randread4; do
   for c in $configs; do printf ' %9s' "$(spread $f $c $job)"; done
   echo
 done
+# The guest polling its completions (two vCPUs, a poll queue, io_uring's IOPOLL).
+if grep -qE '^(vmm-gpoll|vmm-bpoll|qemu-bpoll) ' "$work/results"; then
+  echo "the guest polling: median of $rounds rounds (g: vmm-gpoll, the guest alone; b: vmm-bpoll,"
+  echo "both; qb: qemu-bpoll, both; pci: vmm-pci, interrupts)"
+  printf '%-10s %6s %10s %10s %10s %7s %7s %7s %7s %7s\n' job unit vmm-gpoll vmm-bpoll qemu-bpoll \
+    g/pci b/pci b/host qb/host b/qb
+  for job in seqwrite seqread randread randread4; do
+    case $job in randread*) f=iops unit=IOPS ;; *) f=kib_s unit=MiB/s ;; esac
+    g=$(result $f vmm-gpoll $job) b=$(result $f vmm-bpoll $job) qb=$(result $f qemu-bpoll $job)
+    h=$(result $f host $job) p=$(result $f vmm-pci $job)
+    printf '%-10s %6s %10s %10s %10s %7s %7s %7s %7s %7s\n' $job $unit "$(conv $f "$g")" \
+      "$(conv $f "$b")" "$(conv $f "$qb")" "$(ratio "$g" "$p")" "$(ratio "$b" "$p")" \
+      "$(ratio "$b" "$h")" "$(ratio "$qb" "$h")" "$(ratio "$b" "$qb")"
+  done
+  for job in seqwrite seqread randread randread4; do
+    case $job in randread*) f=iops ;; *) f=kib_s ;; esac
+    printf '%-10s %6s %10s %10s %10s\n' $job spread "$(spread $f vmm-gpoll $job)" \
+      "$(spread $f vmm-bpoll $job)" "$(spread $f qemu-bpoll $job)"
+  done
+  # io_poll=1: the guest's driver did set up a poll queue.
+  grep -E '^(vmm-gpoll|vmm-bpoll|qemu-bpoll) queue ' "$work/results" | sort | uniq -c \
+    | sed 's/^/  /'
+fi
 # Devices in other processes (vhost-user), beside the in-process device on its I/O thread.
 vconfigs="vmm-iot vmm-dev vmm-qsd qemu-qsd vmm-fs"
 if grep -qE '^(vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) ' "$work/results"; then
@@ -357,6 +355,5 @@ fi
 echo "VM exits and CPU per request, medians over the rounds (job windows from the guest's marks;"
 echo "exits of every kind; cpu: all the VMM's threads (and its back-end's, for the vhost-user"
 echo "and virtio-fs configurations), guest time included; own: without the guest time)"
-per_op_rows "seqwrite seqread randread randread4" \
-  "vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg qemu vmm-dev vmm-qsd qemu-qsd vmm-fs"
+per_op_rows "seqwrite seqread randread randread4" "${all_configs#host }"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
