@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Boots the guest (2 vCPUs) with three virtIO disks (one read-only; multiqueue; io_uring, sync
-# and io=auto, each counted by vmm -v), a virtIO console and a virtio-rng inside the emulated
+# Boots the guest (2 vCPUs) with four virtIO disks (one read-only; multiqueue; io_uring, sync
+# and io=auto, each counted by vmm -v; one the guest rebinds with a poll queue and reads
+# through a polling io_uring), a virtIO console and a virtio-rng inside the emulated
 # KVM host, and checks, with the real Linux drivers: the disks appear without any
 # virtio_mmio.device= from the user, the guest reads what the host wrote, the host finds what
 # the guest wrote after vmm exits, writes to the read-only disk fail, and hvc0 carries text both
@@ -10,7 +11,11 @@ set -euo pipefail
 vmm=$1
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
-payload_new x86_64 "$vmm"
+# The guest's polled reads use the block benchmark's blkio (bench/blkio.c).
+extra=$work/guest-extra
+mkdir -p "$extra/usr/bin"
+gcc -O2 -static -Wall -Wextra -o "$extra/usr/bin/blkio" "$repo/bench/blkio.c"
+payload_new x86_64 "$vmm" --extra "$extra"
 payload_binary "$(command -v strace)"
 
 payload_script run.sh <<'EOS'
@@ -20,12 +25,15 @@ dd if=/dev/zero of=/tmp/vda.img bs=1M count=4 2>/dev/null
 printf 'LIBVMM-HOST-WROTE-THIS!!' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
 dd if=/dev/zero of=/tmp/vdc.img bs=1M count=1 2>/dev/null
+# vdd: 1 MiB, a pattern in sector 0; the guest rebinds its driver with a poll queue.
+dd if=/dev/zero of=/tmp/vdd.img bs=1M count=1 2>/dev/null
+printf 'LIBVMM-POLLED-QUEUE-DISK' | dd of=/tmp/vdd.img conv=notrunc 2>/dev/null
 
 # The virtIO console is on vmm's stdin/stdout (a FIFO here); the serial console goes to a file.
 # Two vCPUs: vda gets a queue per vCPU (the default), vdb one (num_queues=1).
 start hvc0 guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
   --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly,num_queues=1 \
-  --disk /tmp/vdc.img,io=auto --console stdio --rng --serial file:/tmp/out -v
+  --disk /tmp/vdc.img,io=auto --disk /tmp/vdd.img --console stdio --rng --serial file:/tmp/out -v
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
@@ -34,7 +42,7 @@ check "exit status 0 (got $status)" [ "$status" -eq 0 ]
 check "virtio_rng is the guest's hwrng" grep -qF "hwrng: virtio_rng.0" /tmp/out
 check "/dev/hwrng gives random bytes" grep -qF "hwrng gives random bytes" /tmp/out
 check "/dev/hwrng reads 64 KiB" grep -qF "hwrng 64 KiB: 65536 bytes" /tmp/out
-check "the guest sees vda, vdb and vdc" grep -qF "block devices: vda vdb vdc" /tmp/out
+check "the guest sees vda, vdb, vdc and vdd" grep -qF "block devices: vda vdb vdc vdd" /tmp/out
 check "io=io_uring: every vda request through the ring" \
   grep -qE "virtio-blk /tmp/vda.img: 0 requests with preadv/pwritev, [1-9][0-9]* through io_uring" \
   /tmp/hvc0.err
@@ -45,6 +53,11 @@ check "vdb is read-only in the guest" grep -qF "vdb read-only flag: 1" /tmp/out
 check "multiqueue: vda has a queue per vCPU (2), vdb the 1 asked for" \
   grep -qF "vda queues: 2, vdb queues: 1" /tmp/out
 check "writing vdb fails in the guest" grep -qF "vdb write refused" /tmp/out
+check "vdd rebound with a poll queue (virtio_blk.poll_queues=1)" grep -qF "vdd io_poll: 1" /tmp/out
+check "a polled read (io_uring IOPOLL, no interrupt) returns the host's pattern" \
+  grep -qF "vdd polled read: LIBVMM-POLLED-QUEUE-DISK" /tmp/out
+check "vdd's interrupt-driven queue still reads it" \
+  grep -qF "vdd read: LIBVMM-POLLED-QUEUE-DISK" /tmp/out
 check "the guest's write to vda is in the image" \
   sh -c 'dd if=/tmp/vda.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-this-sector'
 check "vdb is unchanged" sh -c '[ -z "$(tr -d "\000" </tmp/vdb.img | head -c 1)" ]'
