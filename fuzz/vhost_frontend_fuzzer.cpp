@@ -1,7 +1,8 @@
 // vhost-user, front-end side: a hostile back-end's byte stream (replies, descriptors none)
 // against the device's set-up exchange, which must end in a UserError or a device with sane
 // values, never a crash, hang or unbounded allocation. Then the same bytes through each reply
-// decoder. The input is what the back-end "sent" before closing its end.
+// decoder, and as the back-end's own requests. The input is what the back-end "sent" before
+// closing its end.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -94,6 +95,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     } catch (const vhost::VhostError&) {
       if (i % 4 == 0) break;
+    }
+  }
+
+  // The back-end's own requests (its SET_BACKEND_REQ_FD channel): only a bare CONFIG_CHANGE_MSG
+  // is taken.
+  vhost::Channel requests(loaded_socket(rest, far), "fuzz back-end", true);
+  for (int i = 0; i < 8; ++i) {
+    try {
+      const vhost::Message m = requests.receive(0, false);
+      fuzz::check(vhost::decode_backend_request(m) == vhost::BackendRequest::config_change_msg);
+      fuzz::check(m.payload.empty() && m.fds.empty());
+    } catch (const vhost::VhostError&) {
+      break;
     }
   }
   return 0;

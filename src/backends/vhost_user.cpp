@@ -127,6 +127,8 @@ std::string request_name(uint32_t request) {
       return "GET_QUEUE_NUM";
     case Request::set_vring_enable:
       return "SET_VRING_ENABLE";
+    case Request::set_backend_req_fd:
+      return "SET_BACKEND_REQ_FD";
     case Request::get_config:
       return "GET_CONFIG";
     case Request::set_config:
@@ -137,6 +139,18 @@ std::string request_name(uint32_t request) {
       return "GET_MAX_MEM_SLOTS";
   }
   return fmt::format("request {}", request);
+}
+
+std::string backend_request_name(uint32_t request) {
+  switch (static_cast<BackendRequest>(request)) {
+    case BackendRequest::iotlb_msg:
+      return "IOTLB_MSG";
+    case BackendRequest::config_change_msg:
+      return "CONFIG_CHANGE_MSG";
+    case BackendRequest::vring_host_notifier_msg:
+      return "VRING_HOST_NOTIFIER_MSG";
+  }
+  return fmt::format("back-end request {}", request);
 }
 
 Message Message::make(Request request, uint32_t flags) {
@@ -192,22 +206,29 @@ Message Message::with_config(Request request, const ConfigSpace& config) {
   return m;
 }
 
-std::string check_header(uint32_t request, uint32_t flags, uint32_t size, bool expect_reply) {
+Message Message::backend_ack(BackendRequest request, uint64_t status) {
+  Message m;
+  m.request = static_cast<uint32_t>(request);
+  m.flags = kVersion | kFlagReply;
+  append(m.payload, status);
+  return m;
+}
+
+std::string check_header(uint32_t request, uint32_t flags, uint32_t size, bool expect_reply,
+                         bool from_backend) {
+  const std::string name = from_backend ? backend_request_name(request) : request_name(request);
   if ((flags & kVersionMask) != kVersion) {
-    return fmt::format("{}: protocol version {} (expected {})", request_name(request),
-                       flags & kVersionMask, kVersion);
+    return fmt::format("{}: protocol version {} (expected {})", name, flags & kVersionMask,
+                       kVersion);
   }
   if (expect_reply && !(flags & kFlagReply)) {
-    return fmt::format("{} without the reply flag where a reply was expected",
-                       request_name(request));
+    return fmt::format("{} without the reply flag where a reply was expected", name);
   }
   if (!expect_reply && (flags & kFlagReply)) {
-    return fmt::format("{} with the reply flag where a request was expected",
-                       request_name(request));
+    return fmt::format("{} with the reply flag where a request was expected", name);
   }
   if (size > kMaxPayload) {
-    return fmt::format("{} with a {}-byte payload (at most {})", request_name(request), size,
-                       kMaxPayload);
+    return fmt::format("{} with a {}-byte payload (at most {})", name, size, kMaxPayload);
   }
   return {};
 }
@@ -267,6 +288,20 @@ void decode_reply_ack(const Message& reply, Request request) {
   }
 }
 
+BackendRequest decode_backend_request(const Message& request) {
+  const std::string name = backend_request_name(request.request);
+  if (static_cast<BackendRequest>(request.request) != BackendRequest::config_change_msg) {
+    fail(fmt::format("unsupported {} from the back-end", name));
+  }
+  if (!request.payload.empty()) {
+    fail(fmt::format("{} with a {}-byte payload (expected 0)", name, request.payload.size()));
+  }
+  if (!request.fds.empty()) {
+    fail(fmt::format("{} with {} file descriptor(s) (expected 0)", name, request.fds.size()));
+  }
+  return BackendRequest::config_change_msg;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Back-end side
 
@@ -284,6 +319,10 @@ DecodedRequest decode_request(const Message& m, uint32_t queue_count) {
     case Request::reset_device:
       expect_size(m, 0);
       expect_fds(m, 0);
+      return d;
+    case Request::set_backend_req_fd:  // the descriptor is the channel's end (Message::fds)
+      expect_size(m, 0);
+      expect_fds(m, 1);
       return d;
     case Request::set_features:
     case Request::set_protocol_features:
@@ -404,8 +443,12 @@ VringAddr RegionTable::rings_to_gpa(const VringAddr& addr, uint32_t num) const {
 // ---------------------------------------------------------------------------------------------
 // Channel
 
-Channel::Channel(UniqueFd socket, std::string peer)
-    : socket_(std::move(socket)), peer_(std::move(peer)) {}
+Channel::Channel(UniqueFd socket, std::string peer, bool backend_requests)
+    : socket_(std::move(socket)), peer_(std::move(peer)), backend_requests_(backend_requests) {}
+
+std::string Channel::name_of(uint32_t request) const {
+  return backend_requests_ ? backend_request_name(request) : request_name(request);
+}
 
 void Channel::send(const Message& message, std::span<const int> fds) {
   if (fds.size() > kMaxFds) fail(fmt::format("{} descriptors in one message", fds.size()));
@@ -435,7 +478,7 @@ void Channel::send(const Message& message, std::span<const int> fds) {
     const ssize_t n = ::sendmsg(socket_.get(), &msg, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      fail(fmt::format("sending {} to {}: {}", request_name(message.request), peer_,
+      fail(fmt::format("sending {} to {}: {}", name_of(message.request), peer_,
                        std::strerror(errno)));
     }
     sent += static_cast<size_t>(n);
@@ -494,7 +537,8 @@ Message Channel::receive(int timeout_ms, bool expect_reply) {
   m.request = load<uint32_t>(header, 0);
   m.flags = load<uint32_t>(header, 4);
   const auto size = load<uint32_t>(header, 8);
-  if (auto why = check_header(m.request, m.flags, size, expect_reply); !why.empty()) {
+  if (auto why = check_header(m.request, m.flags, size, expect_reply, backend_requests_);
+      !why.empty()) {
     fail(fmt::format("{}: {}", peer_, why));
   }
   m.payload.resize(size);

@@ -248,7 +248,8 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"sendmsg",
                    {},
                    "vhost-user: a device's DRIVER_OK, reset and QueueReady=0 are register "
-                   "writes that start or stop its queues in the back-end (with eventfds)"});
+                   "writes that start or stop its queues in the back-end (with eventfds); a "
+                   "config read after the back-end changed it asks for the new one"});
       r.push_back({"recvmsg", {}, "vhost-user: the back-end's replies to those"});
       r.push_back({"close", {}, "vhost-user: descriptors a back-end wrongly sent are closed"});
       break;
@@ -264,7 +265,11 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"sendmsg",
                    {},
                    "vhost-user net num_queues>1: the control queue, served here, enables or "
-                   "disables the back-end's rings (SET_VRING_ENABLE)"});
+                   "disables the back-end's rings (SET_VRING_ENABLE); a back-end's config "
+                   "change acknowledged on its own channel"});
+      r.push_back({"recvmsg",
+                   {},
+                   "vhost-user: a back-end's own requests (CONFIG_CHANGE_MSG) on its channel"});
       add_block_io(r);  // a disk with iothread=off does its I/O here
       r.push_back({"getrandom", {}, "virtio-rng"});
       // vmm's --shutdown-timeout timer and virtio-snd's: timerfd_settime is allowed to every

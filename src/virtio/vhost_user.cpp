@@ -1,12 +1,15 @@
 // The vhost-user front-end device (see vhost_user.hpp).
 #include "libvmm/virtio/vhost_user.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/virtio_config.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "libvmm/backends/net_abi.hpp"
@@ -69,9 +72,14 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
       const uint64_t offered =
           vhost::decode_reply_u64(request_reply(Message::make(Request::get_protocol_features)),
                                   Request::get_protocol_features);
-      protocol_features_ = offered & kWantedProtocol;
+      // The back-end's channel carries only config changes: asked for where its config is.
+      const bool config_from_backend = options_.config.empty() && options_.config_size > 0;
+      const uint64_t wanted =
+          kWantedProtocol | (config_from_backend ? bit(vhost::kProtocolBackendReq) : 0);
+      protocol_features_ = offered & wanted;
       // REPLY_ACK applies from the next message on, so this one goes without.
       send(Message::with_u64(Request::set_protocol_features, protocol_features_), {}, false);
+      if (protocol_features_ & bit(vhost::kProtocolBackendReq)) open_backend_channel();
     }
     // A network back-end counts queue pairs (as QEMU's front-end and DPDK's back-end do).
     const bool net = options_.net_queue_pairs > 0;
@@ -104,12 +112,8 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
   } catch (const vhost::VhostError& e) {
     throw UserError(located(e.what()));
   }
+  apply_own_config();
   if (options_.net_queue_pairs > 1) {
-    // The pairs are this side's to offer (the back-end may serve more).
-    if (config_.size() >= kNetPairsOffset + 2) {
-      config_[kNetPairsOffset] = static_cast<uint8_t>(options_.net_queue_pairs);
-      config_[kNetPairsOffset + 1] = static_cast<uint8_t>(options_.net_queue_pairs >> 8);
-    }
     control_ = std::make_unique<NetControlServer>(options_.name, options_.net_queue_pairs,
                                                   [this](uint16_t n) { set_active_pairs(n); });
   }
@@ -125,12 +129,101 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
 }
 
 VhostUserDevice::~VhostUserDevice() {
-  if (loop_ != nullptr && channel_) {
+  if (loop_ == nullptr) return;
+  for (const vhost::Channel* watched : {channel_.get(), backend_channel_.get()}) {
+    if (watched == nullptr) continue;
     try {
-      loop_->remove(channel_->fd());
+      loop_->remove(watched->fd());
     } catch (const std::exception&) {
       // The loop is going away too.
     }
+  }
+}
+
+void VhostUserDevice::apply_own_config() {
+  // The pairs are this side's to offer (the back-end may serve more).
+  if (options_.net_queue_pairs > 1 && config_.size() >= kNetPairsOffset + 2) {
+    config_[kNetPairsOffset] = static_cast<uint8_t>(options_.net_queue_pairs);
+    config_[kNetPairsOffset + 1] = static_cast<uint8_t>(options_.net_queue_pairs >> 8);
+  }
+}
+
+void VhostUserDevice::open_backend_channel() {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    throw vhost::VhostError(fmt::format("socketpair: {}", std::strerror(errno)));
+  }
+  UniqueFd ours(pair[0]);
+  const UniqueFd theirs(pair[1]);
+  // This end never blocks the loop: an acknowledgement the back-end does not read fails.
+  if (::fcntl(ours.get(), F_SETFL, O_NONBLOCK) != 0) {
+    throw vhost::VhostError(fmt::format("fcntl: {}", std::strerror(errno)));
+  }
+  const int fd = theirs.get();
+  try {
+    send(Message::make(Request::set_backend_req_fd), std::span(&fd, 1));
+  } catch (const vhost::VhostError& e) {
+    // A back-end that offered the channel and then refuses it only loses config changes.
+    log::warn("{}; changes to its config space will not reach the guest", located(e.what()));
+    return;
+  }
+  backend_channel_ =
+      std::make_unique<vhost::Channel>(std::move(ours), peer_ + " (its requests)", true);
+}
+
+void VhostUserDevice::serve_backend_request(uint32_t events) {
+  if (!backend_channel_) return;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    close_backend_channel(fmt::format("{} closed its request channel", peer_), true);
+    return;
+  }
+  try {
+    // Whole messages only (no waiting for the rest of one): the loop never waits on it.
+    const Message request = backend_channel_->receive(0, false);
+    const vhost::BackendRequest what = vhost::decode_backend_request(request);
+    // Answered first: a back-end waiting for it may be what a vCPU's GET_CONFIG waits on.
+    if ((request.flags & vhost::kFlagNeedReply) &&
+        (protocol_features_ & bit(vhost::kProtocolReplyAck))) {
+      backend_channel_->send(Message::backend_ack(what, 0));
+    }
+  } catch (const vhost::VhostError& e) {
+    close_backend_channel(e.what(), false);
+    return;
+  }
+  config_stale_.store(true);
+  VirtioTransport* transport = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (!failed_) transport = transport_;
+  }
+  log::debug("{}: its config space changed", peer_);
+  // Before DRIVER_OK there is no driver to tell: its first read fetches the new one.
+  if (transport != nullptr) transport->signal_config_change();
+}
+
+void VhostUserDevice::close_backend_channel(const std::string& why, bool quiet) {
+  loop_->remove(backend_channel_->fd());
+  backend_channel_.reset();
+  if (quiet) {
+    log::debug("{}", why);
+  } else {
+    log::error("{}; its config changes no longer reach the guest", located(why));
+  }
+}
+
+void VhostUserDevice::refresh_config() {
+  std::lock_guard lock(mutex_);
+  if (failed_) return;
+  try {
+    vhost::ConfigSpace ask;
+    ask.data.assign(config_.size(), 0);
+    const auto size = static_cast<uint32_t>(config_.size());
+    config_ = vhost::decode_reply_config(
+                  request_reply(Message::with_config(Request::get_config, ask)), 0, size)
+                  .data;
+    apply_own_config();
+  } catch (const vhost::VhostError& e) {
+    fail_locked(located(fmt::format("reading its changed config space: {}", e.what())));
   }
 }
 
@@ -155,6 +248,10 @@ void VhostUserDevice::watch(EventLoop& loop) {
       log::error("{}; the device needs a reset", why);
     }
   });
+  if (backend_channel_) {
+    loop.add(backend_channel_->fd(), EPOLLIN | EPOLLRDHUP,
+             [this](uint32_t events) { serve_backend_request(events); });
+  }
 }
 
 uint64_t VhostUserDevice::device_features() const {
@@ -180,6 +277,8 @@ uint64_t VhostUserDevice::transport_features() const {
 void VhostUserDevice::read_config(uint32_t offset, std::span<uint8_t> data) {
   // The transport checked the range against config_size().
   if (data.empty()) return;
+  // The back-end said its config space changed: the driver reads the new one.
+  if (config_stale_.exchange(false)) refresh_config();
   std::memcpy(data.data(), config_.data() + offset, data.size());
 }
 

@@ -313,9 +313,10 @@ void VhostUserBackend::handle(const Message& message) {
       }
       break;
     }
-    case Request::set_log_base:
+    case Request::set_backend_req_fd:  // PROTOCOL_F_BACKEND_REQ is not offered
+    case Request::set_log_base:        // decode_request() refused these two already
     case Request::set_log_fd:
-      refuse(fmt::format("unsupported request {}", name));  // decode_request() refused already
+      refuse(fmt::format("unsupported request {}", name));
   }
   if (d.need_reply && (protocol_ & bit(vhost::kProtocolReplyAck)) && !has_own_reply(d.request)) {
     reply(Message::with_u64(d.request, 0));

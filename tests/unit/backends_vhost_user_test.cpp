@@ -205,6 +205,44 @@ TEST(VhostUserDecode, RepliesAreCheckedAgainstTheRequest) {
   EXPECT_NE(error_of([&] { decode_reply_config(config, 0, 60); }), "(no error)");
 }
 
+TEST(VhostUserDecode, SetBackendReqFdCarriesOneDescriptor) {
+  const auto d = decode_request(with_fds(Message::make(Request::set_backend_req_fd), 1), 2);
+  EXPECT_EQ(d.request, Request::set_backend_req_fd);
+  EXPECT_EQ(error_of([&] { decode_request(Message::make(Request::set_backend_req_fd), 2); }),
+            "SET_BACKEND_REQ_FD with 0 file descriptor(s) (expected 1)");
+}
+
+TEST(VhostUserDecode, TakesOnlyAConfigChangeFromTheBackend) {
+  Message change;
+  change.request = static_cast<uint32_t>(BackendRequest::config_change_msg);
+  EXPECT_EQ(decode_backend_request(change), BackendRequest::config_change_msg);
+  Message with_payload = Message();
+  with_payload.request = change.request;
+  with_payload.payload.assign(8, 0);
+  EXPECT_EQ(error_of([&] { decode_backend_request(with_payload); }),
+            "CONFIG_CHANGE_MSG with a 8-byte payload (expected 0)");
+  Message change_with_fd;
+  change_with_fd.request = change.request;
+  change_with_fd = with_fds(std::move(change_with_fd), 1);
+  EXPECT_EQ(error_of([&] { decode_backend_request(change_with_fd); }),
+            "CONFIG_CHANGE_MSG with 1 file descriptor(s) (expected 0)");
+  // Requests that need features this front-end does not negotiate, and unknown ones.
+  Message iotlb;
+  iotlb.request = static_cast<uint32_t>(BackendRequest::iotlb_msg);
+  EXPECT_EQ(error_of([&] { decode_backend_request(iotlb); }),
+            "unsupported IOTLB_MSG from the back-end");
+  Message unknown;
+  unknown.request = 77;
+  EXPECT_EQ(error_of([&] { decode_backend_request(unknown); }),
+            "unsupported back-end request 77 from the back-end");
+  // The front-end's answer, and a back-end channel names its messages as back-end requests.
+  const Message ack = Message::backend_ack(BackendRequest::config_change_msg, 0);
+  EXPECT_EQ(ack.flags, kVersion | kFlagReply);
+  EXPECT_EQ(ack.payload.size(), 8u);
+  EXPECT_EQ(check_header(2, kVersion | kFlagReply, 0, false, true),
+            "CONFIG_CHANGE_MSG with the reply flag where a request was expected");
+}
+
 TEST(VhostUserChannel, CarriesMessagesWithDescriptors) {
   int pair[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);

@@ -1,14 +1,18 @@
 // The vhost-user front-end device behind the real virtio-mmio transport, against a scripted
 // back-end on the other end of a socket pair: the set-up exchange, what DRIVER_OK hands over
 // (memory table, ring addresses the back-end translates back to the driver's, kick and call
-// descriptors), reset, and a back-end that refuses, lacks a feature or hangs up.
+// descriptors), reset, and a back-end that refuses, lacks a feature or hangs up; the back-end's
+// own channel: a config change reaching the driver, and a request the front-end does not take.
 #include <gtest/gtest.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -39,9 +43,10 @@ class ScriptedBackend {
  public:
   uint64_t features = bit(VIRTIO_F_VERSION_1) | vhost::kFeatureProtocolFeatures | bit(29);
   uint64_t protocol = bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig);
-  Request refuse = Request{};      // answers this one's REPLY_ACK with a failure
-  Request hang_up_at = Request{};  // closes the connection when this one arrives
-  uint64_t queue_num = 1;          // GET_QUEUE_NUM's answer (with PROTOCOL_F_MQ)
+  Request refuse = Request{};           // answers this one's REPLY_ACK with a failure
+  Request hang_up_at = Request{};       // closes the connection when this one arrives
+  uint64_t queue_num = 1;               // GET_QUEUE_NUM's answer (with PROTOCOL_F_MQ)
+  std::atomic<uint8_t> config_base{0};  // GET_CONFIG answers byte i as i + 1 + config_base
 
   UniqueFd start() {
     int pair[2];
@@ -67,6 +72,11 @@ class ScriptedBackend {
     std::lock_guard lock(mutex_);
     return fd_counts_;
   }
+  // This side of the channel SET_BACKEND_REQ_FD gave (null before it came).
+  vhost::Channel* to_frontend() {
+    std::lock_guard lock(mutex_);
+    return to_frontend_.get();
+  }
 
  private:
   void reply(Message m) {
@@ -88,6 +98,11 @@ class ScriptedBackend {
           channel_.reset();
           return;
         }
+        if (d.request == Request::set_backend_req_fd) {
+          std::lock_guard lock(mutex_);
+          to_frontend_ =
+              std::make_unique<vhost::Channel>(std::move(m.fds[0]), "front-end's channel", true);
+        }
         switch (d.request) {
           case Request::get_features:
             reply(Message::with_u64(d.request, features));
@@ -100,7 +115,9 @@ class ScriptedBackend {
             continue;
           case Request::get_config: {
             vhost::ConfigSpace c = d.config;
-            for (size_t i = 0; i < c.data.size(); ++i) c.data[i] = static_cast<uint8_t>(i + 1);
+            for (size_t i = 0; i < c.data.size(); ++i) {
+              c.data[i] = static_cast<uint8_t>(i + 1 + config_base.load());
+            }
             reply(Message::with_config(d.request, c));
             continue;
           }
@@ -123,6 +140,7 @@ class ScriptedBackend {
   std::vector<Request> requests_;
   std::vector<vhost::DecodedRequest> decoded_;
   std::vector<size_t> fd_counts_;
+  std::unique_ptr<vhost::Channel> to_frontend_;
 };
 
 VhostUserOptions blk_options() {
@@ -316,6 +334,96 @@ TEST(VhostUserDevice, RefusesABackendWithoutWhatTheDeviceNeeds) {
     EXPECT_EQ(pairs[0], 2);
     EXPECT_EQ(pairs[1], 0);
   }
+}
+
+}  // namespace
+}  // namespace libvmm
+
+namespace libvmm {
+namespace {
+
+// Polls `done` for up to 2 s (the loop thread acts on its own time).
+bool eventually(const std::function<bool()>& done) {
+  for (int i = 0; i < 200; ++i) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+Message config_change(uint32_t flags) {
+  Message m;
+  m.request = static_cast<uint32_t>(vhost::BackendRequest::config_change_msg);
+  m.flags = flags;
+  return m;
+}
+
+TEST(VhostUserDevice, ABackendsConfigChangeReachesTheDriver) {
+  test::LoopThread loop;
+  Rig rig;
+  rig.backend.protocol |= bit(vhost::kProtocolBackendReq);
+  rig.create();
+  loop.call([&] { rig.device->watch(loop.loop); });
+  MmioDriver driver(*rig.transport);
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 0x04030201u);
+  rig.bring_up(RingLayout::at(0x10000));
+  // The channel went with SET_BACKEND_REQ_FD, right after the protocol features.
+  EXPECT_EQ(rig.backend.requests()[4], Request::set_backend_req_fd);
+  EXPECT_EQ(rig.backend.fd_counts()[4], 1u);
+  vhost::Channel* to_frontend = rig.backend.to_frontend();
+  ASSERT_NE(to_frontend, nullptr);
+  auto config_reads = [&] {
+    const auto r = rig.backend.requests();
+    return std::count(r.begin(), r.end(), Request::get_config);
+  };
+  const uint32_t generation = driver.reg(VIRTIO_MMIO_CONFIG_GENERATION);
+
+  rig.backend.config_base = 0x10;
+  to_frontend->send(config_change(vhost::kVersion | vhost::kFlagNeedReply));
+  const Message ack = to_frontend->receive(2000, true);  // REPLY_ACK was negotiated
+  EXPECT_EQ(ack.request, static_cast<uint32_t>(vhost::BackendRequest::config_change_msg));
+  EXPECT_EQ(ack.payload, std::vector<uint8_t>(8, 0));
+  ASSERT_TRUE(eventually(
+      [&] { return (driver.reg(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG) != 0; }));
+  EXPECT_NE(driver.reg(VIRTIO_MMIO_CONFIG_GENERATION), generation);
+  // Fetched again when the driver reads it, once.
+  EXPECT_EQ(config_reads(), 1);
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 0x14131211u);
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4), 0x18171615u);
+  EXPECT_EQ(config_reads(), 2);
+  EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  loop.call([&] {
+    rig.transport.reset();
+    rig.device.reset();
+  });
+}
+
+TEST(VhostUserDevice, ABackendRequestItDoesNotTakeClosesOnlyThatChannel) {
+  test::LoopThread loop;
+  Rig rig;
+  rig.backend.protocol |= bit(vhost::kProtocolBackendReq);
+  rig.create();
+  loop.call([&] { rig.device->watch(loop.loop); });
+  rig.bring_up(RingLayout::at(0x10000));
+  vhost::Channel* to_frontend = rig.backend.to_frontend();
+  ASSERT_NE(to_frontend, nullptr);
+  Message iotlb = config_change(vhost::kVersion);
+  iotlb.request = static_cast<uint32_t>(vhost::BackendRequest::iotlb_msg);
+  to_frontend->send(iotlb);
+  // The front-end stops listening there: this end reads the close.
+  try {
+    to_frontend->receive(2000, true);
+    ADD_FAILURE() << "the channel stayed open";
+  } catch (const vhost::VhostError& e) {
+    EXPECT_NE(std::string(e.what()).find("closed the connection"), std::string::npos) << e.what();
+  }
+  // The device goes on, with the config space it had.
+  EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  EXPECT_EQ(MmioDriver(*rig.transport).reg(VIRTIO_MMIO_CONFIG), 0x04030201u);
+  loop.call([&] {
+    rig.transport.reset();
+    rig.device.reset();
+  });
 }
 
 }  // namespace

@@ -43,6 +43,7 @@ enum class Request : uint32_t {
   set_protocol_features = 16,
   get_queue_num = 17,
   set_vring_enable = 18,
+  set_backend_req_fd = 21,
   get_config = 24,
   set_config = 25,
   reset_device = 34,
@@ -50,6 +51,15 @@ enum class Request : uint32_t {
 };
 // "SET_MEM_TABLE", or "request 99" for one this implementation does not know.
 std::string request_name(uint32_t request);
+
+// Requests the back-end sends the front-end, on the channel SET_BACKEND_REQ_FD gave it.
+enum class BackendRequest : uint32_t {
+  iotlb_msg = 1,
+  config_change_msg = 2,
+  vring_host_notifier_msg = 3,
+};
+// "CONFIG_CHANGE_MSG", or "back-end request 99".
+std::string backend_request_name(uint32_t request);
 
 // Header flags.
 constexpr uint32_t kVersion = 0x1;  // bits 0..1
@@ -65,6 +75,7 @@ constexpr uint64_t kFeatureProtocolFeatures = 1ull << 30;
 enum ProtocolFeature : uint32_t {
   kProtocolMq = 0,
   kProtocolReplyAck = 3,
+  kProtocolBackendReq = 5,  // a second channel, for the back-end's own requests
   kProtocolConfig = 9,
   kProtocolResetDevice = 13,
 };
@@ -121,11 +132,15 @@ struct Message {
   static Message with_addr(const VringAddr& addr);
   static Message with_mem_table(std::span<const MemRegion> regions);  // fds added by the caller
   static Message with_config(Request request, const ConfigSpace& config);
+  // The front-end's answer to a back-end request that asked for one (NEED_REPLY): 0 for done.
+  static Message backend_ack(BackendRequest request, uint64_t status);
 };
 
 // Checks a received header: the version bits, the reply flag where one is (or is not)
-// expected, and the size against kMaxPayload. Empty when acceptable, else why not.
-std::string check_header(uint32_t request, uint32_t flags, uint32_t size, bool expect_reply);
+// expected, and the size against kMaxPayload. Empty when acceptable, else why not (naming the
+// request as a back-end request when `from_backend`).
+std::string check_header(uint32_t request, uint32_t flags, uint32_t size, bool expect_reply,
+                         bool from_backend = false);
 
 // --- Front-end side: replies from the back-end (each throws VhostError saying what is wrong;
 // a reply carrying descriptors is refused, they are closed with the message).
@@ -135,6 +150,10 @@ VringState decode_reply_state(const Message& reply, Request request, uint32_t qu
 ConfigSpace decode_reply_config(const Message& reply, uint32_t offset, uint32_t size);
 // A REPLY_ACK's status: throws unless it is 0 (success).
 void decode_reply_ack(const Message& reply, Request request);
+// A request from the back-end's channel. Only CONFIG_CHANGE_MSG (no payload, no descriptors)
+// is taken: the others need features this front-end does not negotiate, so anything else
+// throws VhostError saying what came.
+BackendRequest decode_backend_request(const Message& request);
 
 // --- Back-end side: a request from the front-end, decoded and checked for `queue_count`
 // queues (kick/call/err indices, vring state and address indices). Throws VhostError for an
@@ -173,10 +192,11 @@ class RegionTable {
 };
 
 // A connected vhost-user socket: whole messages in and out, descriptors attached. `peer` names
-// the other side in errors ("virtio-fs backend at /run/fs.sock").
+// the other side in errors ("virtio-fs backend at /run/fs.sock"). A back-end's channel
+// (`backend_requests`) names its messages as back-end requests.
 class Channel {
  public:
-  Channel(UniqueFd socket, std::string peer);
+  Channel(UniqueFd socket, std::string peer, bool backend_requests = false);
   int fd() const { return socket_.get(); }
   const std::string& peer() const { return peer_; }
 
@@ -187,8 +207,11 @@ class Channel {
   Message receive(int timeout_ms, bool expect_reply);
 
  private:
+  std::string name_of(uint32_t request) const;
+
   UniqueFd socket_;
   std::string peer_;
+  bool backend_requests_ = false;
 };
 
 // Connects to a Unix socket at `path`; throws VhostError with the reason.

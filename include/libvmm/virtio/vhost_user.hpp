@@ -11,12 +11,20 @@
 // pair's rings go to the back-end at DRIVER_OK, only those of the pairs the driver uses enabled
 // (SET_VRING_ENABLE), and its VQ_PAIRS_SET enables or disables the others'.
 //
+// A config space read from the back-end can change (a disk resized under qemu-storage-daemon):
+// with VHOST_USER_PROTOCOL_F_BACKEND_REQ the back-end gets a channel of its own, and its
+// CONFIG_CHANGE_MSG is acknowledged, marks the config space stale and raises the driver's
+// config interrupt; the driver's next config read fetches the new one (GET_CONFIG).
+//
 // Threads: the set-up exchange runs in the constructor (before the guest); start and stop
-// exchanges run in the calls the transport makes with its lock held (a vCPU's Status or
-// QueueReady write), each bounded by a timeout. The event loop only watches the socket for
-// the back-end hanging up, which sets DEVICE_NEEDS_RESET; the VM goes on.
+// exchanges, and a stale config space's GET_CONFIG, run in the calls the transport makes with
+// its lock held (a vCPU's register access), each bounded by a timeout. The event loop watches
+// the socket for the back-end hanging up, which sets DEVICE_NEEDS_RESET (the VM goes on), and
+// the back-end's channel, whose messages it takes only whole and answers without waiting: it
+// never waits on the back-end.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -60,7 +68,8 @@ class VhostUserDevice final : public ExternalQueueDevice {
   VhostUserDevice(VhostUserOptions options, const GuestMemory& memory, UniqueFd connected);
   ~VhostUserDevice() override;
 
-  // Watches the socket for the back-end hanging up (on the loop thread).
+  // Watches the socket for the back-end hanging up, and the back-end's channel for its
+  // requests (on the loop thread).
   void watch(EventLoop& loop);
 
   std::string name() const override { return options_.name; }
@@ -93,16 +102,27 @@ class VhostUserDevice final : public ExternalQueueDevice {
   // the back-end, disables the others'.
   void set_active_pairs(uint16_t n);
   void send_enable(uint32_t index, bool enabled, bool ack);  // lock held
-  void fail_locked(const std::string& why);                  // marks the connection dead, logs once
-  std::string located(const std::string& message) const;     // prefixed with peer_ unless named
+  // Negotiation: gives the back-end a channel for its own requests (SET_BACKEND_REQ_FD).
+  void open_backend_channel();
+  // Loop thread: one request from the back-end's channel; on a bad one, or the channel's end,
+  // stops watching it (`quiet`: it closed, the main socket's hang-up says the rest).
+  void serve_backend_request(uint32_t events);
+  void close_backend_channel(const std::string& why, bool quiet);
+  // Transport lock held (a config read after CONFIG_CHANGE_MSG): GET_CONFIG again.
+  void refresh_config();
+  void apply_own_config();  // net with several pairs: the pairs in config_ are this side's
+  void fail_locked(const std::string& why);               // marks the connection dead, logs once
+  std::string located(const std::string& message) const;  // prefixed with peer_ unless named
 
   const VhostUserOptions options_;
   const GuestMemory& memory_;
   const std::string peer_;
   std::unique_ptr<vhost::Channel> channel_;
   uint64_t backend_features_ = 0;
-  uint64_t protocol_features_ = 0;  // negotiated
-  std::vector<uint8_t> config_;
+  uint64_t protocol_features_ = 0;         // negotiated
+  std::vector<uint8_t> config_;            // read and refreshed under the transport's lock
+  std::atomic<bool> config_stale_{false};  // set by the loop thread at CONFIG_CHANGE_MSG
+  std::unique_ptr<vhost::Channel> backend_channel_;  // the back-end's requests; loop thread
   std::vector<bool> started_;
   std::unique_ptr<NetControlServer> control_;  // net with more than one pair
 
