@@ -5,6 +5,10 @@
 # verified on the host; then virtiofsd is killed and vmm logs it while the guest goes on.
 # A second VM gets its disk from qemu-storage-daemon (--vhost-user blk, a virtio-pci function):
 # it reads the host's pattern, writes and flushes its own, which the host finds in the image.
+# Its second disk comes from trixie's qemu-storage-daemon (QEMU 10, tools/emuhost/trixie-qsd):
+# the host grows it through that daemon's QMP monitor (block_resize), and the guest sees the
+# new size (the daemon's CONFIG_CHANGE_MSG on its own channel, then the config interrupt;
+# Debian 12's 7.2 sends none).
 # Also the refusals that need no guest (no socket, refused connection).
 # With VMM_DEVICE (x86_64), a third VM gets its disk from our own vmm-device (--vhost-user
 # blk): the host's pattern read, the guest's written and flushed and found in the image while
@@ -30,7 +34,10 @@ vmm_device=${3:-}
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 payload_new "$arch" "$vmm"
 payload_binary /usr/lib/qemu/virtiofsd
-[ "$arch" != x86_64 ] || payload_binary "$(command -v qemu-storage-daemon)"
+if [ "$arch" = x86_64 ]; then
+  payload_binary "$(command -v qemu-storage-daemon)"
+  cp -r "$("$repo/tools/emuhost/trixie-qsd")" "$payload/qsd10"
+fi
 if [ -n "$vmm_device" ]; then
   payload_binary "$vmm_device" /usr/bin/qemu-system-x86_64
   payload_binary "$(command -v ip)" "$(command -v nsenter)"  # busybox ip has no netns
@@ -66,10 +73,31 @@ if [ -x ./qemu-storage-daemon ]; then
     --export type=vhost-user-blk,id=exp,node-name=disk,addr.type=unix,addr.path=/tmp/qsd.sock,writable=on \
     2>/tmp/qsd.err &
   qsd=$!
+  # vdb: 8 MiB from QEMU 10's daemon, its QMP monitor on two FIFOs (the pipe chardev opens
+  # them blocking: a reader of .out and a writer of .in first).
+  dd if=/dev/zero of=/tmp/grow.img bs=1M count=8 2>/dev/null
+  mkfifo /tmp/qsdqmp.in /tmp/qsdqmp.out
+  exec 5<>/tmp/qsdqmp.in
+  cat /tmp/qsdqmp.out >/tmp/qmp.log &
+  ./qsd10/qemu-storage-daemon --blockdev driver=file,node-name=grow,filename=/tmp/grow.img \
+    --export type=vhost-user-blk,id=exp,node-name=grow,addr.type=unix,addr.path=/tmp/qsd10.sock,writable=on \
+    --chardev pipe,id=qmp,path=/tmp/qsdqmp --monitor chardev=qmp 2>/tmp/qsd10.err &
+  qsd10=$!
   i=0
-  while [ ! -S /tmp/qsd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  while { [ ! -S /tmp/qsd.sock ] || [ ! -S /tmp/qsd10.sock ]; } && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  # Grows vdb from 8 to 16 MiB once the guest waits for it.
+  (wait_for /tmp/blk.out "waiting for vdb to grow" 300 && printf '%s\n' \
+    '{"execute":"qmp_capabilities"}' \
+    '{"execute":"block_resize","arguments":{"node-name":"grow","size":16777216}}' >&5) &
+  resizer=$!
   # Over virtio-pci: the daemon's interrupts relayed to the queue's MSI-X vector.
-  boot blk "quiet libvmm.test=vhost_blk" -v --vhost-user blk,socket=/tmp/qsd.sock,transport=pci
+  boot blk "quiet libvmm.test=vhost_blk libvmm.resize=vdb" -v \
+    --vhost-user blk,socket=/tmp/qsd.sock,transport=pci \
+    --vhost-user blk,socket=/tmp/qsd10.sock,transport=pci
+  kill $resizer 2>/dev/null
   check "blk: vmm exit status 0" [ $status -eq 0 ]
   check "blk: the disk is a virtio-pci function" grep -q "vhost-user-blk0 at PCI 00:" /tmp/blk.err
   check "blk: the daemon signals the queue's MSI-X vector itself (an irqfd)" \
@@ -79,9 +107,16 @@ if [ -x ./qemu-storage-daemon ]; then
   check "blk: the guest reads the host's pattern" \
     grep -q "read md5 $(md5sum </tmp/host-pattern | cut -d' ' -f1)" /tmp/blk.out
   check "blk: written and flushed" grep -q "written and flushed" /tmp/blk.out
+  check "blk: vdb grown to 16 MiB under QEMU 10's daemon, the guest sees it (CONFIG_CHANGE_MSG)" \
+    grep -q "vdb sectors now: 32768" /tmp/blk.out
+  check "blk: vmm heard that daemon's config change" \
+    grep -q "vhost-user-blk1 backend at /tmp/qsd10.sock: its config space changed" /tmp/blk.err
   want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/blk.out | tr -d '\r')
-  kill $qsd
+  kill $qsd $qsd10
   await $qsd qsd 30
+  await $qsd10 qsd10 30
+  exec 5>&-
+  cat /tmp/qmp.log
   got=$(dd if=/tmp/blk.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
   check "blk: the host finds the guest's pattern in the image" [ -n "$want" -a "$got" = "$want" ]
 fi
@@ -237,7 +272,7 @@ if [ -n "$netdev" ]; then
   kill $httpd 2>/dev/null
   ./ip netns delete libvmm-vhost
 fi
-finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/blk.out /tmp/blk.err /tmp/qsd.err \
+finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/blk.out /tmp/blk.err /tmp/qsd.err /tmp/qsd10.err \
   /tmp/dev.out /tmp/dev.err /tmp/vmm-device.err /tmp/qemu.out /tmp/qemu.err /tmp/qdev.err /tmp/net-device.err /tmp/con.out /tmp/con.err
 EOS
 run_payload --timeout 900
