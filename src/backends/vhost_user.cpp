@@ -451,6 +451,14 @@ std::string Channel::name_of(uint32_t request) const {
 }
 
 void Channel::send(const Message& message, std::span<const int> fds) {
+  send_with(message, fds, 0);
+}
+
+void Channel::send_without_waiting(const Message& message) {
+  send_with(message, {}, MSG_DONTWAIT);
+}
+
+void Channel::send_with(const Message& message, std::span<const int> fds, int flags) {
   if (fds.size() > kMaxFds) fail(fmt::format("{} descriptors in one message", fds.size()));
   std::vector<uint8_t> bytes;
   bytes.reserve(kHeaderSize + message.payload.size());
@@ -475,8 +483,12 @@ void Channel::send(const Message& message, std::span<const int> fds) {
   }
   size_t sent = 0;
   while (sent < bytes.size()) {
-    const ssize_t n = ::sendmsg(socket_.get(), &msg, MSG_NOSIGNAL);
+    const ssize_t n = ::sendmsg(socket_.get(), &msg, MSG_NOSIGNAL | flags);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && (flags & MSG_DONTWAIT)) {
+      fail(fmt::format("{} is not reading its socket: {} could not be sent whole", peer_,
+                       name_of(message.request)));
+    }
     if (n < 0) {
       fail(fmt::format("sending {} to {}: {}", name_of(message.request), peer_,
                        std::strerror(errno)));

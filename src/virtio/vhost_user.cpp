@@ -367,7 +367,7 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
       started_[i] = true;
       if (backend_features_ & vhost::kFeatureProtocolFeatures) {
         // A network device's other pairs wait, disabled, for the driver's VQ_PAIRS_SET.
-        send_enable(i, !control_ || i / 2 < active_pairs_, true);
+        send_enable(i, !control_ || i / 2 < active_pairs_);
       }
     }
     if (control < queues.size() && queues[control].ready()) {
@@ -416,8 +416,8 @@ void VhostUserDevice::queue_reset(uint16_t index) {
   stop_queue(index);
 }
 
-void VhostUserDevice::send_enable(uint32_t index, bool enabled, bool ack) {
-  send(Message::with_state(Request::set_vring_enable, {index, enabled ? 1u : 0u}), {}, ack);
+void VhostUserDevice::send_enable(uint32_t index, bool enabled) {
+  send(Message::with_state(Request::set_vring_enable, {index, enabled ? 1u : 0u}));
 }
 
 void VhostUserDevice::set_active_pairs(uint16_t n) {
@@ -426,11 +426,15 @@ void VhostUserDevice::set_active_pairs(uint16_t n) {
   if (n == old || failed_) return;
   active_pairs_ = n;
   log::debug("{}: {} of {} queue pairs in use", options_.name, n, options_.net_queue_pairs);
-  // Without waiting for acknowledgements: this runs on the event loop (or a vCPU), which must
-  // not wait on another process; a back-end that refuses one breaks its own rings.
+  // Without waiting, for acknowledgements or for room in the socket: this runs on the event
+  // loop (or a vCPU), which must not wait on another process. A back-end that refuses one
+  // breaks its own rings; one that stops reading its socket fails the device.
   try {
     for (uint32_t i = 2u * std::min(n, old); i < 2u * std::max(n, old); ++i) {
-      if (i < started_.size() && started_[i]) send_enable(i, n > old, false);
+      if (i < started_.size() && started_[i]) {
+        channel_->send_without_waiting(
+            Message::with_state(Request::set_vring_enable, {i, n > old ? 1u : 0u}));
+      }
     }
   } catch (const vhost::VhostError& e) {
     fail_locked(located(fmt::format("enabling queue pairs: {}", e.what())));

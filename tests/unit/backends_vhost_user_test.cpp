@@ -272,5 +272,24 @@ TEST(VhostUserChannel, CarriesMessagesWithDescriptors) {
   EXPECT_EQ(error_of([&] { b.receive(1000, true); }), "peer b closed the connection");
 }
 
+TEST(VhostUserChannel, SendingWithoutWaitingStopsWhereThePeerStoppedReading) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  Channel a(UniqueFd(pair[0]), "peer a");
+  Channel b(UniqueFd(pair[1]), "peer b");  // never reads until the end
+  const Message enable = Message::with_state(Request::set_vring_enable, {2, 1});
+  std::string error;
+  int sent = 0;
+  for (; sent < 1000000 && error.empty(); ++sent) {
+    error = error_of([&] { a.send_without_waiting(enable); });
+    if (error == "(no error)") error.clear();
+  }
+  EXPECT_LT(sent, 1000000);  // the socket's buffer, not the peer, set the bound
+  EXPECT_EQ(error, "peer a is not reading its socket: SET_VRING_ENABLE could not be sent whole");
+  // What went whole is there to read.
+  const Message got = b.receive(1000, false);
+  EXPECT_EQ(got.request, static_cast<uint32_t>(Request::set_vring_enable));
+}
+
 }  // namespace
 }  // namespace libvmm::vhost

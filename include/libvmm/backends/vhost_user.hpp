@@ -202,12 +202,17 @@ class Channel {
 
   // Throws VhostError when the peer is gone or the write fails.
   void send(const Message& message, std::span<const int> fds = {});
+  // The same without ever waiting for room in the socket: a peer that has stopped reading
+  // makes it throw VhostError (the message not sent, or only in part: the stream is then
+  // broken). For a thread that must not wait on another process.
+  void send_without_waiting(const Message& message);
   // Waits up to timeout_ms for one message. Throws VhostError on timeout, end of stream, a bad
   // header, more than kMaxFds descriptors, or a truncated payload.
   Message receive(int timeout_ms, bool expect_reply);
 
  private:
   std::string name_of(uint32_t request) const;
+  void send_with(const Message& message, std::span<const int> fds, int flags);
 
   UniqueFd socket_;
   std::string peer_;

@@ -101,7 +101,7 @@ class VhostUserDevice final : public ExternalQueueDevice {
   // Transport lock held (the control queue's VQ_PAIRS_SET): enables the rings of pairs [0, n) in
   // the back-end, disables the others'.
   void set_active_pairs(uint16_t n);
-  void send_enable(uint32_t index, bool enabled, bool ack);  // lock held
+  void send_enable(uint32_t index, bool enabled);  // lock held; waits for REPLY_ACK
   // Negotiation: gives the back-end a channel for its own requests (SET_BACKEND_REQ_FD).
   void open_backend_channel();
   // Loop thread: one request from the back-end's channel; on a bad one, or the channel's end,
