@@ -102,12 +102,7 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
         throw vhost::VhostError(
             "it does not offer VHOST_USER_PROTOCOL_F_CONFIG; the device needs its config space");
       }
-      vhost::ConfigSpace ask;
-      ask.data.assign(options_.config_size, 0);
-      config_ =
-          vhost::decode_reply_config(request_reply(Message::with_config(Request::get_config, ask)),
-                                     0, options_.config_size)
-              .data;
+      config_ = fetch_config(options_.config_size);
     }
   } catch (const vhost::VhostError& e) {
     throw UserError(located(e.what()));
@@ -215,12 +210,7 @@ void VhostUserDevice::refresh_config() {
   std::lock_guard lock(mutex_);
   if (failed_) return;
   try {
-    vhost::ConfigSpace ask;
-    ask.data.assign(config_.size(), 0);
-    const auto size = static_cast<uint32_t>(config_.size());
-    config_ = vhost::decode_reply_config(
-                  request_reply(Message::with_config(Request::get_config, ask)), 0, size)
-                  .data;
+    config_ = fetch_config(static_cast<uint32_t>(config_.size()));
     apply_own_config();
   } catch (const vhost::VhostError& e) {
     fail_locked(located(fmt::format("reading its changed config space: {}", e.what())));
@@ -288,6 +278,14 @@ void VhostUserDevice::send(Message message, std::span<const int> fds, bool ack) 
   const auto request = static_cast<Request>(message.request);
   channel_->send(message, fds);
   if (want_ack) vhost::decode_reply_ack(channel_->receive(options_.timeout_ms, true), request);
+}
+
+std::vector<uint8_t> VhostUserDevice::fetch_config(uint32_t size) {
+  vhost::ConfigSpace ask;
+  ask.data.assign(size, 0);
+  return vhost::decode_reply_config(request_reply(Message::with_config(Request::get_config, ask)),
+                                    0, size)
+      .data;
 }
 
 Message VhostUserDevice::request_reply(Message message) {

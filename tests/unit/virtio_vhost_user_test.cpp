@@ -336,12 +336,6 @@ TEST(VhostUserDevice, RefusesABackendWithoutWhatTheDeviceNeeds) {
   }
 }
 
-}  // namespace
-}  // namespace libvmm
-
-namespace libvmm {
-namespace {
-
 // Polls `done` for up to 2 s (the loop thread acts on its own time).
 bool eventually(const std::function<bool()>& done) {
   for (int i = 0; i < 200; ++i) {
@@ -358,15 +352,30 @@ Message config_change(uint32_t flags) {
   return m;
 }
 
-TEST(VhostUserDevice, ABackendsConfigChangeReachesTheDriver) {
+// A running device whose back-end asked for a channel of its own (BACKEND_REQ), watched by a
+// loop; torn down on the loop's thread, where the device leaves the loop.
+struct RigWithBackendChannel {
   test::LoopThread loop;
   Rig rig;
-  rig.backend.protocol |= bit(vhost::kProtocolBackendReq);
-  rig.create();
-  loop.call([&] { rig.device->watch(loop.loop); });
+  RigWithBackendChannel() {
+    rig.backend.protocol |= bit(vhost::kProtocolBackendReq);
+    rig.create();
+    loop.call([&] { rig.device->watch(loop.loop); });
+    rig.bring_up(RingLayout::at(0x10000));
+  }
+  ~RigWithBackendChannel() {
+    loop.call([&] {
+      rig.transport.reset();
+      rig.device.reset();
+    });
+  }
+};
+
+TEST(VhostUserDevice, ABackendsConfigChangeReachesTheDriver) {
+  RigWithBackendChannel with;
+  Rig& rig = with.rig;
   MmioDriver driver(*rig.transport);
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 0x04030201u);
-  rig.bring_up(RingLayout::at(0x10000));
   // The channel went with SET_BACKEND_REQ_FD, right after the protocol features.
   EXPECT_EQ(rig.backend.requests()[4], Request::set_backend_req_fd);
   EXPECT_EQ(rig.backend.fd_counts()[4], 1u);
@@ -392,19 +401,11 @@ TEST(VhostUserDevice, ABackendsConfigChangeReachesTheDriver) {
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4), 0x18171615u);
   EXPECT_EQ(config_reads(), 2);
   EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
-  loop.call([&] {
-    rig.transport.reset();
-    rig.device.reset();
-  });
 }
 
 TEST(VhostUserDevice, ABackendRequestItDoesNotTakeClosesOnlyThatChannel) {
-  test::LoopThread loop;
-  Rig rig;
-  rig.backend.protocol |= bit(vhost::kProtocolBackendReq);
-  rig.create();
-  loop.call([&] { rig.device->watch(loop.loop); });
-  rig.bring_up(RingLayout::at(0x10000));
+  RigWithBackendChannel with;
+  Rig& rig = with.rig;
   vhost::Channel* to_frontend = rig.backend.to_frontend();
   ASSERT_NE(to_frontend, nullptr);
   Message iotlb = config_change(vhost::kVersion);
@@ -420,10 +421,6 @@ TEST(VhostUserDevice, ABackendRequestItDoesNotTakeClosesOnlyThatChannel) {
   // The device goes on, with the config space it had.
   EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   EXPECT_EQ(MmioDriver(*rig.transport).reg(VIRTIO_MMIO_CONFIG), 0x04030201u);
-  loop.call([&] {
-    rig.transport.reset();
-    rig.device.reset();
-  });
 }
 
 }  // namespace

@@ -94,6 +94,7 @@ class VhostUserDevice final : public ExternalQueueDevice {
   void negotiate(UniqueFd connected);
   void send(vhost::Message message, std::span<const int> fds = {}, bool ack = true);
   vhost::Message request_reply(vhost::Message message);
+  std::vector<uint8_t> fetch_config(uint32_t size);  // GET_CONFIG of `size` bytes at 0
   void stop_queue(uint16_t index);
   // Lock held: the control queue's index for `features` (net with several pairs and CTRL_VQ),
   // else kNoQueue.
