@@ -4,6 +4,7 @@
 // from the core building blocks (see examples/).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -95,6 +96,10 @@ class Vm {
   std::shared_ptr<IrqLine> irq(uint32_t number);
   // The virtIO devices the config asked for, where they were placed.
   const std::vector<PlacedDevice>& devices() const;
+  // Looks again at what backs each virtIO device (a disk image the host grew or shrank: vmm
+  // does it on SIGUSR1) and tells the drivers of those that changed, with a config change
+  // interrupt. Any thread but a vCPU's; returns how many changed.
+  size_t rescan_devices();
 
  private:
   void map_regions();

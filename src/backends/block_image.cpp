@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "block_uring.hpp"
@@ -23,6 +24,17 @@
 namespace libvmm {
 
 namespace {
+
+// A regular file's length or a block device's capacity; empty (errno set) when the host cannot
+// say.
+std::optional<uint64_t> size_of(int fd, const struct stat& st) {
+  if (S_ISBLK(st.st_mode)) {
+    uint64_t bytes = 0;
+    if (::ioctl(fd, BLKGETSIZE64, &bytes) != 0) return std::nullopt;
+    return bytes;
+  }
+  return static_cast<uint64_t>(st.st_size);
+}
 
 // Drops `n` bytes from the front of `iov` (what a transfer already moved), and any empty
 // entries there; the first entry left is adjusted in place.
@@ -98,16 +110,15 @@ std::unique_ptr<BlockImage> BlockImage::open(const BlockImageOptions& options) {
   auto image = std::unique_ptr<BlockImage>(new BlockImage());
   image->readonly_ = options.readonly;
   if (S_ISDIR(st.st_mode)) throw fail("is a directory");
-  if (S_ISREG(st.st_mode)) {
-    image->size_ = static_cast<uint64_t>(st.st_size);
-  } else if (S_ISBLK(st.st_mode)) {
-    if (::ioctl(fd.get(), BLKGETSIZE64, &image->size_) != 0) throw fail(std::strerror(errno));
-  } else {
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
     throw fail("not a regular file or block device");
   }
-  if (image->size_ % kSectorSize != 0) {
-    throw fail(fmt::format("size {} bytes is not a multiple of {}", image->size_, kSectorSize));
+  const auto size = size_of(fd.get(), st);
+  if (!size) throw fail(std::strerror(errno));
+  if (*size % kSectorSize != 0) {
+    throw fail(fmt::format("size {} bytes is not a multiple of {}", *size, kSectorSize));
   }
+  image->size_ = *size;
   if (::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK) != 0) {
     throw fail(std::strerror(errno));
   }
@@ -219,6 +230,17 @@ void BlockImage::transfer_batch(std::span<BlockTransfer> batch) {
     const std::span<iovec> rest = drop_front(t.iov, done);
     t.result = t.write ? write(t.offset + done, rest) : read(t.offset + done, rest);
   }
+}
+
+uint64_t BlockImage::reread_size() {
+  struct stat st {};
+  std::optional<uint64_t> size;
+  if (::fstat(fd_.get(), &st) == 0) size = size_of(fd_.get(), st);
+  if (!size) throw_errno("reading the image's size");
+  // A partial last sector is not the guest's: it could not be written as a whole.
+  const uint64_t whole = *size / kSectorSize * kSectorSize;
+  size_.store(whole, std::memory_order_relaxed);
+  return whole;
 }
 
 int BlockImage::flush() {

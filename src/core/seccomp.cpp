@@ -20,6 +20,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/fs.h>  // BLKGETSIZE64
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <linux/vfio.h>
@@ -110,6 +111,14 @@ void add_block_io(std::vector<SeccompRule>& r) {
   r.push_back({"fdatasync", {}, "virtio-blk FLUSH"});
   r.push_back({"fsync", {}, "virtio-blk FLUSH"});
   r.push_back({"io_uring_enter", {}, "virtio-blk io=io_uring: submit and reap"});
+}
+
+// SIGUSR1 has the disks' sizes read again, on the loop's thread: fstat (allowed there already)
+// for an image file, this for a host block device.
+void add_disk_rescan(std::vector<SeccompRule>& r) {
+  r.push_back({"ioctl",
+               {equals(1, BLKGETSIZE64)},
+               "virtio-blk: a host block device's size read again (SIGUSR1)"});
 }
 
 }  // namespace
@@ -271,6 +280,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
                    {},
                    "vhost-user: a back-end's own requests (CONFIG_CHANGE_MSG) on its channel"});
       add_block_io(r);  // a disk with iothread=off does its I/O here
+      add_disk_rescan(r);
       r.push_back({"getrandom", {}, "virtio-rng"});
       // vmm's --shutdown-timeout timer and virtio-snd's: timerfd_settime is allowed to every
       // thread (above). virtio-snd: its timer's expirations (read), the WAV file (pwrite64).
@@ -333,6 +343,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"unlink", {}, "the listening socket removed at exit"});
       r.push_back({"unlinkat", {}, "unlink on AArch64"});
       add_block_io(r);  // a disk with iothread=off does its I/O here
+      add_disk_rescan(r);
       // vmm-device --net: frames move on this thread (read and writev on the TAP, above).
       r.push_back({"ioctl",
                    {equals(1, TUNSETOFFLOAD)},

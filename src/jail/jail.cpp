@@ -40,7 +40,9 @@
 namespace libvmm {
 namespace {
 
-constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+// What the supervisor passes on to the jailed process: the stop signals, and SIGUSR1 (vmm:
+// look at the disks' images again).
+constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1};
 // Resource limits of the jail (docs/SECURITY.md says why these and not others).
 constexpr rlim_t kMaxOpenFiles = 4096;
 
@@ -470,12 +472,12 @@ int run_in_jail(const JailOptions& options, const JailPlan& plan,
     throw;
   }
 
-  // The stop signals and SIGCHLD wait in the supervisor for sigwaitinfo; the jail inherits the
-  // mask, and vmm reads the stop signals through a signalfd (PID 1 ignores what it does not
-  // block or handle, so blocked is also what lets them in).
+  // The forwarded signals and SIGCHLD wait in the supervisor for sigwaitinfo; the jail inherits
+  // the mask, and vmm reads the forwarded ones through a signalfd (PID 1 ignores what it does
+  // not block or handle, so blocked is also what lets them in).
   sigset_t wait_set;
   sigemptyset(&wait_set);
-  for (int s : kStopSignals) sigaddset(&wait_set, s);
+  for (int s : kForwardedSignals) sigaddset(&wait_set, s);
   sigaddset(&wait_set, SIGCHLD);
   sigset_t old_mask;
   pthread_sigmask(SIG_BLOCK, &wait_set, &old_mask);

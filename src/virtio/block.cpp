@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 #include <variant>
@@ -115,6 +116,29 @@ void VirtioBlock::read_config(uint32_t offset, std::span<uint8_t> data) {
   std::fill(data.begin(), data.end(), 0);
   if (offset > config_.size() || data.size() > config_.size() - offset) return;
   std::memcpy(data.data(), config_.data() + offset, data.size());
+  // The capacity as it is now (rescan() changes it on another thread): the part asked for.
+  const uint64_t capacity = capacity_sectors();
+  constexpr uint32_t kCapacityEnd = sizeof(capacity);
+  static_assert(offsetof(virtio_blk_config, capacity) == 0);
+  for (uint32_t at = offset; at < kCapacityEnd && at - offset < data.size(); ++at) {
+    data[at - offset] = static_cast<uint8_t>(capacity >> (8 * at));  // little-endian
+  }
+}
+
+bool VirtioBlock::rescan() {
+  const uint64_t before = capacity_sectors();
+  uint64_t after = before;
+  try {
+    after = backend_->reread_size() / kSectorSize;
+  } catch (const SystemError& e) {
+    log::warn("{}: keeps {} sectors: {}", label_, before, e.what());
+    return false;
+  }
+  if (after == before) return false;
+  // The driver learns it from the config interrupt; requests are checked against it from the
+  // next batch on (take()). A shrunk disk's requests past the end get IOERR.
+  log::info("{}: {} sectors now ({} before)", label_, after, before);
+  return true;
 }
 
 void VirtioBlock::activate(VirtioTransport& transport, uint64_t features) {
@@ -261,6 +285,7 @@ void VirtioBlock::wait_idle() {
 
 VirtioBlock::Taken VirtioBlock::take(Virtqueue& queue, uint32_t max_requests, uint64_t max_bytes) {
   write_through_ = !negotiated(VIRTIO_BLK_F_FLUSH);
+  disk_.capacity_sectors = capacity_sectors();  // rescan() may have changed it
   Taken taken;
   while (batch_size_ < std::min<size_t>(max_requests, kMaxBatch) && taken.bytes < max_bytes) {
     auto chain = queue.pop();

@@ -236,6 +236,8 @@ struct Vm::Impl {
   std::vector<std::pair<int, uint32_t>> external_irqfds;  // eventfds handed in, and their GSI
   std::vector<std::pair<int, uint32_t>> call_irqfds;      // queues served elsewhere: call fd, IRQ
   std::vector<PlacedDevice> placed;
+  // Every virtIO device with its transport, for rescan_devices().
+  std::vector<std::pair<std::shared_ptr<VirtioDevice>, VirtioTransport*>> virtio_devices;
   std::vector<uint32_t> pulsed_irqs;  // lines devices and event sources pulse (irqfds)
   bool prepared = false;
   std::shared_ptr<StartGate> io_threads_gate =
@@ -537,6 +539,7 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
                                 });
   }
   auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, msi, nullptr);
+  d.virtio_devices.emplace_back(device, transport.get());
   const uint8_t number = d.pci_bridge->add(transport);
   if (!d.machine->pci_msi()) d.intx_pending.emplace_back(transport, number);
 
@@ -629,6 +632,7 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
   const uint64_t base = slot.base;
   const uint32_t irq_number = *slot.irq;
   auto transport = std::make_shared<VirtioMmioTransport>(device, d.memory, irq(irq_number));
+  d.virtio_devices.emplace_back(device, transport.get());
   d.pulsed_irqs.push_back(irq_number);
   d.mmio.attach(base, slot.size, transport);
 
@@ -831,6 +835,16 @@ KvmVm& Vm::kvm_vm() {
 
 const std::vector<PlacedDevice>& Vm::devices() const {
   return impl_->placed;
+}
+
+size_t Vm::rescan_devices() {
+  size_t changed = 0;
+  for (auto& [device, transport] : impl_->virtio_devices) {
+    if (!device->rescan()) continue;
+    transport->signal_config_change();  // before DRIVER_OK: the driver reads it when it starts
+    ++changed;
+  }
+  return changed;
 }
 
 std::shared_ptr<IrqLine> Vm::irq(uint32_t number) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boots the guest (2 vCPUs) with four virtIO disks (one read-only; multiqueue; io_uring, sync
 # and io=auto, each counted by vmm -v; one the guest rebinds with a poll queue and reads
-# through a polling io_uring), a virtIO console and a virtio-rng inside the emulated
+# through a polling io_uring; one grown on the host, which SIGUSR1 makes vmm see), a virtIO console and a virtio-rng inside the emulated
 # KVM host, and checks, with the real Linux drivers: the disks appear without any
 # virtio_mmio.device= from the user, the guest reads what the host wrote, the host finds what
 # the guest wrote after vmm exits, writes to the read-only disk fail, and hvc0 carries text both
@@ -37,6 +37,20 @@ start hvc0 guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.t
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
+# vdc grows from 1 to 2 MiB on the host (a marker at the old end) while the guest waits; SIGUSR1
+# has vmm look at its disks' images again, and the driver hears of it (a config interrupt).
+check "the guest waits for vdc to grow" \
+  wait_for /tmp/hvc0.out "waiting for vdc to grow from 2048 sectors" 60
+dd if=/dev/zero of=/tmp/vdc.img bs=1M seek=1 count=1 conv=notrunc 2>/dev/null
+printf 'LIBVMM-GREW-PAST-THE-END' | dd of=/tmp/vdc.img bs=1M seek=1 conv=notrunc 2>/dev/null
+vmm_pid=$(pidof vmm) && kill -USR1 "$vmm_pid"
+check "SIGUSR1: vmm reads vdc's new size" \
+  wait_for /tmp/hvc0.err "virtio-blk /tmp/vdc.img: 4096 sectors now (2048 before)" 30
+check "SIGUSR1: vmm says how many disks changed" \
+  grep -qF "looked at the disks' images again; 1 changed size" /tmp/hvc0.err
+check "the guest sees vdc grown to 2 MiB" wait_for /tmp/hvc0.out "vdc sectors now: 4096" 60
+check "the guest reads vdc past its old end" \
+  wait_for /tmp/hvc0.out "vdc past its old end: LIBVMM-GREW-PAST-THE-END" 30
 stop
 check "exit status 0 (got $status)" [ "$status" -eq 0 ]
 check "virtio_rng is the guest's hwrng" grep -qF "hwrng: virtio_rng.0" /tmp/out

@@ -91,6 +91,7 @@ class TempImage {
               static_cast<ssize_t>(bytes.size()));
     ASSERT_EQ(::fsync(fd_), 0);
   }
+  void resize(uint64_t size) { ASSERT_EQ(::ftruncate(fd_, static_cast<off_t>(size)), 0); }
   uint64_t allocated_bytes() const {
     struct stat st {};
     EXPECT_EQ(::fstat(fd_, &st), 0);
@@ -1167,6 +1168,64 @@ TEST_P(VirtioBlockTest, SectorsBeyondTheDiskAreRefused) {
   EXPECT_EQ(write(128, std::vector<uint8_t>(kSector, 0)).status, VIRTIO_BLK_S_IOERR);
   EXPECT_EQ(write(120, std::vector<uint8_t>(9 * kSector, 0)).status, VIRTIO_BLK_S_IOERR);
   EXPECT_EQ(image.read(0, 64 * KiB), pattern_bytes(0, 64 * KiB));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The image's size read again (SIGUSR1 in vmm and vmm-device)
+
+TEST(DiskRescan, ImageGrownOrShrunkOnTheHostChangesTheCapacity) {
+  TempImage image(64 * KiB);
+  VirtioBlock device(parse_disk_spec(image.path()));
+  EXPECT_FALSE(device.rescan()) << "nothing changed";
+  image.resize(1 * MiB);
+  EXPECT_TRUE(device.rescan());
+  EXPECT_EQ(device.capacity_sectors(), 2048u);
+  EXPECT_EQ(config_field<uint64_t>(device, offsetof(virtio_blk_config, capacity)), 2048u);
+  EXPECT_EQ(config_field<uint8_t>(device, offsetof(virtio_blk_config, capacity) + 1), 8u);
+  EXPECT_FALSE(device.rescan());
+  // A partial last sector is left out; a shrunk image is smaller.
+  image.resize(32 * KiB + 100);
+  EXPECT_TRUE(device.rescan());
+  EXPECT_EQ(config_field<uint64_t>(device, offsetof(virtio_blk_config, capacity)), 64u);
+  // The rest of the config space stays: a read across the capacity's end sees both.
+  std::array<uint8_t, 12> across{};
+  device.read_config(4, across);
+  EXPECT_EQ(across[0], 0u);
+  EXPECT_EQ(across[4], static_cast<uint8_t>(VirtioBlock::kSizeMax & 0xff));
+  EXPECT_EQ(across[4 + 2], static_cast<uint8_t>((VirtioBlock::kSizeMax >> 16) & 0xff));
+}
+
+TEST_P(VirtioBlockTest, RequestsFollowARescannedCapacity) {
+  TempImage image(64 * KiB);  // 128 sectors
+  open(image);
+  uint64_t data = 0;
+  EXPECT_EQ(read(128, kSector, data).status, VIRTIO_BLK_S_IOERR);
+  image.resize(128 * KiB);
+  EXPECT_TRUE(device->rescan());
+  EXPECT_EQ(write(200, pattern_bytes(0, kSector)).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(read(200, kSector, data).status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(guest(data, kSector), pattern_bytes(0, kSector));
+  EXPECT_EQ(read(256, kSector, data).status, VIRTIO_BLK_S_IOERR);
+  // Shrunk: what lies past the new end is refused, not read from a file that no longer has it.
+  image.resize(32 * KiB);
+  EXPECT_TRUE(device->rescan());
+  EXPECT_EQ(read(64, kSector, data).status, VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(read(63, kSector, data).status, VIRTIO_BLK_S_OK);
+}
+
+TEST(DiskRescan, TheTransportShowsTheNewCapacityUnderANewGeneration) {
+  TempImage image(64 * KiB);
+  TestMemory memory(kRamSize);
+  auto device = std::make_shared<VirtioBlock>(parse_disk_spec(image.path()));
+  auto irq = std::make_shared<FakeIrq>();
+  VirtioMmioTransport window(device, memory, irq);
+  const MmioDriver mmio(window);
+  const uint32_t generation = mmio.reg(VIRTIO_MMIO_CONFIG_GENERATION);
+  image.resize(128 * KiB);
+  ASSERT_TRUE(device->rescan());
+  window.signal_config_change();  // as Vm::rescan_devices() does for a device that changed
+  EXPECT_NE(mmio.reg(VIRTIO_MMIO_CONFIG_GENERATION), generation);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_CONFIG + offsetof(virtio_blk_config, capacity)), 256u);
 }
 
 TEST_P(VirtioBlockTest, SectorArithmeticDoesNotOverflow) {

@@ -29,12 +29,14 @@ using namespace libvmm;
 
 namespace {
 
-// Signals that should stop the VM cleanly, read through a signalfd on the event loop so the
-// terminal is restored and devices flush, as on any other stop.
-sigset_t stop_signals() {
+// The signals vmm answers, read through a signalfd on the event loop: those that stop the VM
+// cleanly (so the terminal is restored and devices flush, as on any other stop), and SIGUSR1,
+// which has every disk's image looked at again (the host grew or shrank it).
+constexpr int kRescanSignal = SIGUSR1;
+sigset_t watched_signals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&set, s);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, kRescanSignal}) sigaddset(&set, s);
   return set;
 }
 
@@ -100,16 +102,19 @@ class GracefulStop {
   bool armed_ = false;
 };
 
-void watch_stop_signals(System& system, GracefulStop& stop, UniqueFd& holder) {
-  sigset_t set = stop_signals();
+void watch_signals(System& system, GracefulStop& stop, UniqueFd& holder) {
+  sigset_t set = watched_signals();
   holder.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!holder) throw_errno("signalfd");
   const int fd = holder.get();
-  system.vms().front()->event_loop().add(fd, EPOLLIN, [&stop, fd](uint32_t) {
+  system.vms().front()->event_loop().add(fd, EPOLLIN, [&system, &stop, fd](uint32_t) {
     signalfd_siginfo info{};
-    if (::read(fd, &info, sizeof info) == sizeof info) {
-      stop.on_signal(static_cast<int>(info.ssi_signo));
-    }
+    if (::read(fd, &info, sizeof info) != sizeof info) return;
+    const int signo = static_cast<int>(info.ssi_signo);
+    if (signo != kRescanSignal) return stop.on_signal(signo);
+    size_t changed = 0;
+    for (Vm* vm : system.vms()) changed += vm->rescan_devices();
+    log::info("signal {}: looked at the disks' images again; {} changed size", signo, changed);
   });
 }
 
@@ -200,9 +205,9 @@ void apply_file_flags(SystemDescription& d, const std::string& file, const FileF
 // in the jail's own process).
 int run_system(SystemDescription&& description, int shutdown_timeout) {
   return exit_status_of([&] {
-    // Block the stop signals in every thread (vCPU threads inherit the mask); the event loop
-    // reads them from a signalfd.
-    sigset_t set = stop_signals();
+    // Block the signals vmm answers in every thread (vCPU threads inherit the mask); the event
+    // loop reads them from a signalfd.
+    sigset_t set = watched_signals();
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
     const std::string file = description.file;
@@ -216,7 +221,7 @@ int run_system(SystemDescription&& description, int shutdown_timeout) {
           [&stop, &stop_loop] { stop_loop.post([&stop] { stop.on_request("Ctrl-A s"); }); });
     }
     UniqueFd signals;
-    watch_stop_signals(system, stop, signals);
+    watch_signals(system, stop, signals);
     const RunResult result = system.run();
     if (result.exit_status() == 0) {
       log::info("guest stopped ({}): {}", to_string(result.reason), result.detail);
@@ -236,8 +241,9 @@ int main(int argc, char** argv) {
   app.footer(fmt::format(
       "The guest's serial console ({}) is on the terminal; type Ctrl-A x to quit, Ctrl-A s to shut "
       "the guest down (its power button), Ctrl-A h for "
-      "help.\nExit status: 0 when the guest reboots or powers off (or you quit), 1 on a guest or "
-      "host error, 2 on bad input.",
+      "help. SIGUSR1 has vmm read its disks' image sizes again (an image grown on the host).\n"
+      "Exit status: 0 when the guest reboots or powers off (or you quit), 1 on a guest or host "
+      "error, 2 on bad input.",
       host.console));
 
   VmConfig config;

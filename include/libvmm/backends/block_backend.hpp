@@ -26,6 +26,10 @@ class BlockBackend {
   virtual ~BlockBackend() = default;
 
   virtual uint64_t size() const = 0;  // bytes, a multiple of kSectorSize
+  // Reads the size again (the host file or device may have grown or shrunk since), rounded
+  // down to whole sectors, and returns it; size() returns it from then on. Throws
+  // SystemError when the host cannot say. The default: the size never changes.
+  virtual uint64_t reread_size() { return size(); }
   virtual bool readonly() const = 0;
   // Transfer the whole of `iov` (host buffers in guest RAM). The entries may be modified.
   virtual int read(uint64_t offset, std::span<iovec> iov) = 0;

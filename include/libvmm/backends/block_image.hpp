@@ -4,6 +4,7 @@
 // (io=auto; docs/PERFORMANCE.md has the measurements).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -44,7 +45,8 @@ class BlockImage final : public BlockBackend {
   // 512, image locked by another process, no O_DIRECT support, no io_uring, ...).
   static std::unique_ptr<BlockImage> open(const BlockImageOptions& options);
 
-  uint64_t size() const override { return size_; }
+  uint64_t size() const override { return size_.load(std::memory_order_relaxed); }
+  uint64_t reread_size() override;
   bool readonly() const override { return readonly_; }
   int read(uint64_t offset, std::span<iovec> iov) override;
   int write(uint64_t offset, std::span<iovec> iov) override;
@@ -75,7 +77,7 @@ class BlockImage final : public BlockBackend {
   std::unique_ptr<UringBatch> uring_;  // with io=io_uring, and io=auto where the host has it
   BlockIo io_ = BlockIo::sync;
   IoCounts counts_;
-  uint64_t size_ = 0;
+  std::atomic<uint64_t> size_{0};  // written by reread_size(), on another thread than I/O
   bool readonly_ = false;
   uint32_t dio_mem_align_ = 1;
   uint32_t dio_offset_align_ = 1;

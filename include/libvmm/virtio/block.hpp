@@ -130,6 +130,9 @@ class VirtioBlock final : public VirtioDevice {
   }
   uint32_t config_size() const override { return static_cast<uint32_t>(config_.size()); }
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
+  // The image's size read again: a disk grown or shrunk on the host (--disk's file extended
+  // with truncate, a block device resized) gets the new capacity.
+  bool rescan() override;
   void activate(VirtioTransport& transport, uint64_t features) override;
   void queue_notify(uint16_t index, Virtqueue& queue) override;
   void reset() override;
@@ -200,7 +203,7 @@ class VirtioBlock final : public VirtioDevice {
   const std::string serial_;
   const uint16_t num_queues_;
   std::string label_ = "virtio-blk";  // log lines name the image when there is one
-  std::vector<uint8_t> config_;       // struct virtio_blk_config, built once
+  std::vector<uint8_t> config_;  // struct virtio_blk_config, built once (capacity: read_config)
 
   // Set between activate() and reset(), under the transport's lock; the I/O thread reads
   // transport_ to reach with_queues().

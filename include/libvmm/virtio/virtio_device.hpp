@@ -104,6 +104,11 @@ class VirtioDevice {
     static_cast<void>(data);
   }
 
+  // Any thread but the device's own: looks at what backs the device again (a disk image's
+  // size, which the host may have changed) and updates the config space to match. True when
+  // it changed; the caller then tells the driver (VirtioTransport::signal_config_change()).
+  virtual bool rescan() { return false; }
+
   // The driver set DRIVER_OK. `features` is what it accepted. The device keeps `transport`
   // until reset() and may start host I/O that later feeds queues through with_queues().
   virtual void activate(VirtioTransport& transport, uint64_t features) = 0;
