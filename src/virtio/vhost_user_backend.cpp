@@ -64,8 +64,8 @@ void make_nonblocking(int fd, const char* what) {
 }  // namespace
 
 uint64_t VhostUserBackend::offered_protocol_features() {
-  return bit(vhost::kProtocolMq) | bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig) |
-         bit(vhost::kProtocolResetDevice);
+  return bit(vhost::kProtocolMq) | bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolBackendReq) |
+         bit(vhost::kProtocolConfig) | bit(vhost::kProtocolResetDevice);
 }
 
 VhostUserBackend::VhostUserBackend(VirtioDevice& device, EventLoop& loop, UniqueFd connected,
@@ -132,8 +132,34 @@ void VhostUserBackend::signal_used(uint16_t index) {
 }
 
 void VhostUserBackend::signal_config_change() {
-  // vhost-user carries that on a back-end request channel, which is not offered.
-  log::debug("{}: {} changed its config space (not forwarded)", peer_, device_.name());
+  // Any thread: the channel is the loop's.
+  std::weak_ptr<bool> alive = alive_;
+  loop_.post([this, alive] {
+    if (!alive.expired()) notify_config_change();
+  });
+}
+
+void VhostUserBackend::notify_config_change() {
+  if (closed_) return;
+  if (!requests_) {
+    if (!requests_lost_) {
+      log::warn("{}: {} changed its config space; the front-end gave no channel to be told on",
+                peer_, device_.name());
+    }
+    return;
+  }
+  Message change;
+  change.request = static_cast<uint32_t>(vhost::BackendRequest::config_change_msg);
+  try {
+    // No reply asked for, and no waiting: a front-end that stopped reading loses the message
+    // (and later ones), not the loop.
+    requests_->send_without_waiting(change);
+    log::debug("{}: told it {}'s config space changed (CONFIG_CHANGE_MSG)", peer_, device_.name());
+  } catch (const vhost::VhostError& e) {
+    log::warn("{}; its config changes are no longer sent", e.what());  // names the channel
+    requests_.reset();
+    requests_lost_ = true;
+  }
 }
 
 bool VhostUserBackend::with_queues(const std::function<void(std::span<Virtqueue>)>& fn) {
@@ -313,8 +339,18 @@ void VhostUserBackend::handle(const Message& message) {
       }
       break;
     }
-    case Request::set_backend_req_fd:  // PROTOCOL_F_BACKEND_REQ is not offered
-    case Request::set_log_base:        // decode_request() refused these two already
+    case Request::set_backend_req_fd: {
+      if (!(protocol_ & bit(vhost::kProtocolBackendReq))) {
+        refuse(fmt::format("{} without VHOST_USER_PROTOCOL_F_BACKEND_REQ negotiated", name));
+      }
+      UniqueFd fd(::fcntl(message.fds[0].get(), F_DUPFD_CLOEXEC, 0));
+      if (!fd) refuse(fmt::format("{}: {}", name, std::strerror(errno)));
+      make_nonblocking(fd.get(), "back-end request channel");
+      requests_ = std::make_unique<vhost::Channel>(std::move(fd), peer_ + " (our requests)", true);
+      requests_lost_ = false;
+      break;
+    }
+    case Request::set_log_base:  // decode_request() refused these two already
     case Request::set_log_fd:
       refuse(fmt::format("unsupported request {}", name));
   }

@@ -12,10 +12,12 @@
 # Also the refusals that need no guest (no socket, refused connection).
 # With VMM_DEVICE (x86_64), a third VM gets its disk from our own vmm-device (--vhost-user
 # blk): the host's pattern read, the guest's written and flushed and found in the image while
-# vmm-device still serves; then vmm-device is killed: vmm logs it, the guest sees its device in
-# DEVICE_NEEDS_RESET and goes on. And QEMU is the front-end to our vmm-device (-M microvm with
-# its RAM in a shared memfd, -device vhost-user-blk): its guest reads the host's pattern and
-# writes and flushes its own, which the host finds in the image.
+# vmm-device still serves; the image grown on the host, SIGUSR1 to vmm-device, and the guest
+# sees the new size (our CONFIG_CHANGE_MSG to vmm); then vmm-device is killed: vmm logs it, the
+# guest sees its device in DEVICE_NEEDS_RESET and goes on. And QEMU is the front-end to our
+# vmm-device (-M microvm with its RAM in a shared memfd, -device vhost-user-blk): its guest
+# reads the host's pattern and writes and flushes its own, which the host finds in the image,
+# and sees the disk grow the same way (QEMU's front-end taking our CONFIG_CHANGE_MSG).
 # The same two VMs also get a network device from a vmm-device --net on a TAP inside a network
 # namespace this test creates (the VMM outside it: only the back-end touches the network): each
 # guest's eth0 has the MAC the back-end gives, pings the host and moves 1 MiB over TCP each
@@ -195,6 +197,19 @@ if [ -x ./vmm-device ]; then
   want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/dev.out | tr -d '\r')
   got=$(dd if=/tmp/dev.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
   check "vmm-device: the image has the guest's pattern while it serves" [ -n "$want" -a "$got" = "$want" ]
+  # Grown to 16 MiB on the host (a marker at the old end); SIGUSR1 has vmm-device read the new
+  # size and send CONFIG_CHANGE_MSG; vmm fetches the config again and interrupts the driver.
+  check "vmm-device: the guest waits for vda to grow" \
+    wait_for /tmp/dev.out "waiting for vda to grow from 16384 sectors" 60
+  dd if=/dev/zero of=/tmp/dev.img bs=1M seek=15 count=1 conv=notrunc 2>/dev/null
+  printf 'LIBVMM-GREW-PAST-THE-END' | dd of=/tmp/dev.img bs=1M seek=8 conv=notrunc 2>/dev/null
+  kill -USR1 $dev
+  check "vmm-device: SIGUSR1 reads the image's new size" \
+    wait_for /tmp/vmm-device.err "looked at the device's backing again; it changed" 30
+  check "vmm-device grown: the guest sees 16 MiB (CONFIG_CHANGE_MSG)" \
+    wait_for /tmp/dev.out "vda sectors now: 32768" 60
+  check "vmm-device grown: the guest reads past the old end" \
+    wait_for /tmp/dev.out "vda past its old end: LIBVMM-GREW-PAST-THE-END" 30
   if [ -n "$netdev" ]; then
     net_checks /tmp/dev.out vmm
     check "vmm net: the driver's VQ_PAIRS_SET 2, served by vmm" \
@@ -244,9 +259,15 @@ if [ -x ./vmm-device ] && [ -x ./qemu-system-x86_64 ]; then
     -device vhost-user-blk,chardev=vu,num-queues=1 \
     ${netdev:+-chardev socket,id=vn,path=/tmp/net.sock -netdev vhost-user,id=n0,chardev=vn,queues=2} \
     ${netdev:+-device virtio-net-device,netdev=n0,mac=$net_mac,mq=on} \
-    -kernel $kernel -initrd initramfs.cpio.gz -append "console=ttyS0 quiet libvmm.test=vhost_blk" \
+    -kernel $kernel -initrd initramfs.cpio.gz \
+    -append "console=ttyS0 quiet libvmm.test=vhost_blk libvmm.resize=vda" \
     </dev/null >/tmp/qemu.out 2>/tmp/qemu.err &
   qemu=$!
+  # Grown to 16 MiB while QEMU's guest waits: QEMU's front-end takes our CONFIG_CHANGE_MSG.
+  if wait_for /tmp/qemu.out "waiting for vda to grow from 16384 sectors" 240; then
+    dd if=/dev/zero of=/tmp/q.img bs=1M seek=15 count=1 conv=notrunc 2>/dev/null
+    kill -USR1 $qdev
+  fi
   [ -z "$netdev" ] || net_checks /tmp/qemu.out QEMU
   wait_for /tmp/qemu.out "test vhost_blk exit status" 240
   kill $qemu 2>/dev/null
@@ -256,6 +277,8 @@ if [ -x ./vmm-device ] && [ -x ./qemu-system-x86_64 ]; then
     grep -q "read md5 $(md5sum </tmp/q-pattern | cut -d' ' -f1)" /tmp/qemu.out
   check "QEMU front-end: the disk has 8 MiB" grep -q "vda sectors: 16384" /tmp/qemu.out
   check "QEMU front-end: written and flushed" grep -q "written and flushed" /tmp/qemu.out
+  check "QEMU front-end: vda grown under vmm-device, the guest sees 16 MiB (CONFIG_CHANGE_MSG)" \
+    grep -q "vda sectors now: 32768" /tmp/qemu.out
   want=$(sed -n 's/.*LIBVMM-GUEST: pattern md5 //p' /tmp/qemu.out | tr -d '\r' | head -n 1)
   got=$(dd if=/tmp/q.img bs=1M skip=1 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
   check "QEMU front-end: the image has the guest's pattern" [ -n "$want" -a "$got" = "$want" ]

@@ -491,6 +491,9 @@ TEST(VhostUserBackend, RefusesEachClassOfMalformedMessage) {
   // GET_CONFIG before CONFIG was negotiated.
   EXPECT_TRUE(refused_after({{Message::with_config(Request::get_config, {0, 0, {0, 0, 0, 0}}), {}}},
                             "PROTOCOL_F_CONFIG"));
+  // A channel for the back-end's requests before BACKEND_REQ was negotiated.
+  EXPECT_TRUE(refused_after({{Message::make(Request::set_backend_req_fd), {ev.get()}}},
+                            "PROTOCOL_F_BACKEND_REQ"));
 }
 
 TEST(VhostUserBackend, RefusesMemoryTablesItCannotUse) {
@@ -565,6 +568,105 @@ TEST(VhostUserBackend, AnswersTheSetUpQueries) {
   EXPECT_EQ(capacity, kImageSize / 512);
   EXPECT_EQ(got.data[255], 0);
   EXPECT_FALSE(served.closed());
+}
+
+// --- A disk the host grew: the back-end's CONFIG_CHANGE_MSG (vmm-device's SIGUSR1)
+
+// What vmm-device does on SIGUSR1, on the back-end's loop: true if the device changed.
+bool rescan_and_tell(Served& served) {
+  bool changed = false;
+  served.loop.call([&] {
+    changed = served.device->rescan();
+    if (changed) served.backend->notify_config_change();
+  });
+  return changed;
+}
+
+TEST(VhostUserBackend, ADiskGrownOnTheHostReachesOurFrontEndsDriver) {
+  LoopThread front_loop;  // where our front-end reads the back-end's channel
+  Rig rig;
+  front_loop.call([&] { rig.front->watch(front_loop.loop); });
+  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_BLK_F_FLUSH));
+  EXPECT_EQ(rig.driver().reg(VIRTIO_MMIO_CONFIG), kImageSize / 512);
+  const uint32_t generation = rig.driver().reg(VIRTIO_MMIO_CONFIG_GENERATION);
+  const uint64_t data = rig.ring->alloc(512);
+  EXPECT_EQ(rig.request(VIRTIO_BLK_T_IN, kImageSize / 512, data, 512, true), VIRTIO_BLK_S_IOERR);
+
+  EXPECT_FALSE(rescan_and_tell(rig.served)) << "nothing changed yet";
+  std::filesystem::resize_file(rig.served.image.path(), 2 * kImageSize);
+  ASSERT_TRUE(rescan_and_tell(rig.served));
+  bool interrupted = false;
+  for (int i = 0; i < 500 && !interrupted; ++i) {
+    interrupted = rig.driver().reg(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG;
+    if (!interrupted) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(interrupted) << "no config interrupt";
+  EXPECT_NE(rig.driver().reg(VIRTIO_MMIO_CONFIG_GENERATION), generation);
+  EXPECT_EQ(rig.driver().reg(VIRTIO_MMIO_CONFIG), 2 * kImageSize / 512);
+  // The sectors past the old end are the disk's now.
+  EXPECT_EQ(rig.request(VIRTIO_BLK_T_IN, kImageSize / 512, data, 512, true), VIRTIO_BLK_S_OK);
+  EXPECT_FALSE(rig.served.closed());
+  front_loop.call([&] {
+    rig.transport.reset();
+    rig.front.reset();
+  });
+}
+
+// The front-end's end of a back-end request channel, set up over a raw connection.
+struct RequestChannel {
+  Served served;
+  vhost::Channel channel{served.connect(), "back-end"};
+  UniqueFd ours;  // the front-end's end of the back-end's requests
+
+  // `send_buffer`: the channel's, in bytes (0: the system's).
+  explicit RequestChannel(int send_buffer = 0) {
+    channel.send(Message::with_u64(Request::set_protocol_features,
+                                   VhostUserBackend::offered_protocol_features()));
+    int pair[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    ours = UniqueFd(pair[0]);
+    const UniqueFd theirs(pair[1]);
+    const int fd = theirs.get();
+    if (send_buffer > 0) {
+      EXPECT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer), 0);
+    }
+    // Acknowledged (REPLY_ACK): the back-end has the channel once the answer is here.
+    Message give = Message::make(Request::set_backend_req_fd);
+    give.flags |= vhost::kFlagNeedReply;
+    channel.send(give, std::span(&fd, 1));
+    vhost::decode_reply_ack(channel.receive(2000, true), Request::set_backend_req_fd);
+  }
+};
+
+TEST(VhostUserBackend, SendsAConfigChangeOnTheChannelTheFrontEndGave) {
+  RequestChannel rc;
+  std::filesystem::resize_file(rc.served.image.path(), 3 * kImageSize);
+  ASSERT_TRUE(rescan_and_tell(rc.served));
+  vhost::Channel requests(std::move(rc.ours), "back-end (its requests)", true);
+  const Message change = requests.receive(2000, false);
+  EXPECT_EQ(vhost::decode_backend_request(change), vhost::BackendRequest::config_change_msg);
+  EXPECT_EQ(change.flags, vhost::kVersion) << "no reply asked for";
+  // The front-end then reads the new capacity with GET_CONFIG.
+  vhost::ConfigSpace ask;
+  ask.data.assign(8, 0);
+  rc.channel.send(Message::with_config(Request::get_config, ask));
+  const vhost::ConfigSpace got = vhost::decode_reply_config(rc.channel.receive(2000, true), 0, 8);
+  uint64_t capacity = 0;
+  std::memcpy(&capacity, got.data.data(), 8);
+  EXPECT_EQ(capacity, 3 * kImageSize / 512);
+  EXPECT_FALSE(rc.served.closed());
+}
+
+TEST(VhostUserBackend, AFrontEndNotReadingItsRequestChannelLosesOnlyThoseMessages) {
+  RequestChannel rc(1);  // the smallest send buffer: a few messages fill it
+  for (uint64_t grow = 2; grow < 200; ++grow) {
+    std::filesystem::resize_file(rc.served.image.path(), grow * kImageSize);
+    ASSERT_TRUE(rescan_and_tell(rc.served)) << grow;  // never waits for the front-end
+  }
+  // The connection and the device go on.
+  rc.channel.send(Message::make(Request::get_queue_num));
+  EXPECT_EQ(vhost::decode_reply_u64(rc.channel.receive(2000, true), Request::get_queue_num), 1u);
+  EXPECT_FALSE(rc.served.closed());
 }
 
 // --- The network device

@@ -68,10 +68,13 @@ UniqueFd listen_unix(const std::string& path) {
   return fd;
 }
 
-sigset_t stop_signals() {
+// The signals vmm-device answers: those that stop it, and SIGUSR1 (as vmm's: the disk's image
+// is looked at again; a new size reaches the front-end as a config change).
+constexpr int kRescanSignal = SIGUSR1;
+sigset_t watched_signals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, kRescanSignal}) sigaddset(&set, s);
   return set;
 }
 
@@ -109,7 +112,7 @@ JailPlan plan_device_jail(const Options& options) {
 }
 
 int serve(const Options& options) {
-  sigset_t signals = stop_signals();
+  sigset_t signals = watched_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // the I/O thread inherits the mask
 
   int given = 0;
@@ -174,22 +177,28 @@ int serve(const Options& options) {
   }
 
   UniqueFd listener = listen_unix(options.socket);
-  UniqueFd stop(::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!stop) throw_errno("signalfd");
-  loop.add(stop.get(), EPOLLIN, [&](uint32_t) {
-    signalfd_siginfo info{};
-    if (::read(stop.get(), &info, sizeof info) == sizeof info) {
-      log::info("stopped by signal {}", info.ssi_signo);
-    }
-    loop.stop();
-  });
-
   // Made before the sandbox (no eventfd2 after it): each connection's notice of a front-end
   // that shrank the memory it shared.
   UniqueFd shrink_notice(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!shrink_notice) throw_errno("eventfd");
   const std::string peer = fmt::format("front-end on {}", options.socket);
   std::unique_ptr<VhostUserBackend> backend;
+
+  UniqueFd signal_fd(::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signal_fd) throw_errno("signalfd");
+  loop.add(signal_fd.get(), EPOLLIN, [&](uint32_t) {
+    signalfd_siginfo info{};
+    if (::read(signal_fd.get(), &info, sizeof info) != sizeof info) return;
+    if (static_cast<int>(info.ssi_signo) != kRescanSignal) {
+      log::info("stopped by signal {}", info.ssi_signo);
+      loop.stop();
+      return;
+    }
+    const bool changed = device->rescan();
+    log::info("signal {}: looked at the device's backing again; {}", info.ssi_signo,
+              changed ? "it changed" : "no change");
+    if (changed && backend) backend->notify_config_change();
+  });
   int status = 0;
   loop.add(listener.get(), EPOLLIN, [&](uint32_t) {
     UniqueFd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
@@ -234,7 +243,8 @@ int main(int argc, char** argv) {
   app.footer(
       "The front-end connects to --socket: vmm --vhost-user blk|net|console|sound,socket=PATH, or "
       "QEMU's -chardev socket,path=PATH -device vhost-user-blk (or -netdev vhost-user). One "
-      "front-end at a time; the next may connect when it leaves.\nExit status: 0 when stopped by "
+      "front-end at a time; the next may connect when it leaves. SIGUSR1 has --disk read its "
+      "image's size again and tell the front-end of a new one.\nExit status: 0 when stopped by "
       "SIGTERM/SIGINT (or, with --once, "
       "when the front-end left in order), 1 on a front-end's protocol error with --once or a "
       "host error, 2 on bad input.");

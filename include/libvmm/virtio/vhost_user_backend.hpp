@@ -63,8 +63,13 @@ class VhostUserBackend final : private VirtioTransport {
   // The virtIO features offered to the front-end: the device's, the ring features the queues
   // implement (VERSION_1, INDIRECT_DESC, EVENT_IDX) and VHOST_USER_F_PROTOCOL_FEATURES.
   uint64_t offered_features() const { return offered_; }
-  // The protocol features offered: REPLY_ACK, CONFIG, MQ, RESET_DEVICE.
+  // The protocol features offered: REPLY_ACK, CONFIG, MQ, RESET_DEVICE and BACKEND_REQ (a
+  // channel for the back-end's own requests, on which it sends CONFIG_CHANGE_MSG).
   static uint64_t offered_protocol_features();
+  // On the loop's thread: tells the front-end that the device's config space changed (a disk
+  // grown: VirtioDevice::rescan()), with a CONFIG_CHANGE_MSG on the channel it gave
+  // (SET_BACKEND_REQ_FD). Without that channel it is only logged.
+  void notify_config_change();
   // Per exchange: a message whose payload does not arrive within this is a protocol error.
   static constexpr int kTimeoutMs = 5000;
 
@@ -111,6 +116,8 @@ class VhostUserBackend final : private VirtioTransport {
   VirtioDevice& device_;
   EventLoop& loop_;
   vhost::Channel channel_;
+  std::unique_ptr<vhost::Channel> requests_;  // SET_BACKEND_REQ_FD's: ours to send on
+  bool requests_lost_ = false;                // it broke (said once)
   const std::string peer_;
   OnClose on_close_;
   const uint64_t offered_;
