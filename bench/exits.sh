@@ -19,6 +19,9 @@
 #                    emulated host's console)
 #   EXITS_VARIANTS   more configurations of our vmm, each booted in every round and shown in its
 #                    own column: "NAME:ARGS;NAME:ARGS", e.g. "memfd:--memory-backing memfd"
+#   EXITS_SHMEM_THP  written to the emulated host's transparent_hugepage/shmem_enabled before
+#                    the rounds (Debian's kernels: never), e.g. advise: memfd guest RAM with
+#                    huge pages (QEMU's anonymous RAM and our default's do not use shmem)
 set -euo pipefail
 arch=x86_64
 if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
@@ -56,8 +59,13 @@ EOS
 
 variants=${EXITS_VARIANTS:-}
 payload_script run.sh rounds="$rounds" qemu="$qemu" vmm_args="${EXITS_VMM_ARGS:-}" \
-    variants="$variants" <<'EOS'
+    variants="$variants" shmem_thp="${EXITS_SHMEM_THP:-}" <<'EOS'
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
+thp=/sys/kernel/mm/transparent_hugepage
+if [ -n "$shmem_thp" ]; then
+  echo "$shmem_thp" >$thp/shmem_enabled || { echo "EXITS: shmem_enabled=$shmem_thp refused"; exit 1; }
+fi
+echo "EXITS: transparent_hugepage: enabled: $(cat $thp/enabled), shmem_enabled: $(cat $thp/shmem_enabled)" >&2
 T=/sys/kernel/tracing
 [ -d "$T/events" ] || mount -t tracefs tracefs "$T" || { echo "EXITS: no tracefs"; exit 1; }
 # Event and its hist trigger; the ones this architecture lacks are skipped.
@@ -173,7 +181,7 @@ describe() {
       esac ;;
     m.*)
       local gpa=${key#m.?.} dir
-      case ${key#m.} in 0.*) dir=read ;; 1.*) dir=write ;; *) dir="read, not yet satisfied (KVM_TRACE_MMIO_READ_UNSATISFIED)" ;; esac
+      case ${key#m.} in 0.*) dir="read" ;; 1.*) dir="write" ;; *) dir="read, not yet satisfied (KVM_TRACE_MMIO_READ_UNSATISFIED)" ;; esac
       case $((16#$gpa)) in
         $((0xfec00000))|$((0xfec00010))) echo "I/O APIC, $dir" ;;
         *) if [ $((16#$gpa >> 12)) -eq $((0xfee00)) ]; then echo "local APIC register 0x${gpa:5}, $dir"; else echo "MMIO $dir"; fi ;;
