@@ -141,6 +141,9 @@ void VhostUserBackend::signal_config_change() {
 
 void VhostUserBackend::notify_config_change() {
   if (closed_) return;
+  // A front-end may look at a change only once its device runs (QEMU's vhost-user-blk ignores
+  // one before): a change before that is sent again when the first ring starts.
+  if (!active_) resend_at_start_ = true;
   if (!requests_) {
     if (!requests_lost_) {
       log::warn("{}: {} changed its config space; the front-end gave no channel to be told on",
@@ -504,6 +507,10 @@ void VhostUserBackend::start_ring(uint32_t index) {
   if (!active_) {
     device_.activate(*this, features_ & ~vhost::kFeatureProtocolFeatures);
     active_ = true;
+    if (resend_at_start_) {
+      resend_at_start_ = false;
+      signal_config_change();  // after this message, on the loop
+    }
   }
   device_.queue_enabled(static_cast<uint16_t>(index), true);
   log::debug("{}: queue {} runs ({} entries, from available index {})", peer_, index, ring.num,

@@ -657,6 +657,36 @@ TEST(VhostUserBackend, SendsAConfigChangeOnTheChannelTheFrontEndGave) {
   EXPECT_FALSE(rc.served.closed());
 }
 
+TEST(VhostUserBackend, AChangeBeforeTheDeviceRunsIsSentAgainWhenItStarts) {
+  RequestChannel rc;
+  std::filesystem::resize_file(rc.served.image.path(), 2 * kImageSize);
+  ASSERT_TRUE(rescan_and_tell(rc.served));
+  vhost::Channel requests(std::move(rc.ours), "back-end (its requests)", true);
+  EXPECT_EQ(vhost::decode_backend_request(requests.receive(2000, false)),
+            vhost::BackendRequest::config_change_msg);
+  // The front-end starts the device (QEMU looks at changes only from then on): its memory,
+  // one ring, the ring's kick.
+  const UniqueFd ram = memfd(0x200000);
+  const int fd = ram.get();
+  rc.channel.send(Message::with_u64(Request::set_features, bit(VIRTIO_F_VERSION_1)));
+  rc.channel.send(mem_table({{0, 0x200000, 0x7000000, 0}}), std::span(&fd, 1));
+  rc.channel.send(Message::with_state(Request::set_vring_num, {0, 16}));
+  vhost::VringAddr addr;
+  addr.desc = 0x7000000 + 0x1000;
+  addr.avail = 0x7000000 + 0x2000;
+  addr.used = 0x7000000 + 0x3000;
+  rc.channel.send(Message::with_addr(addr));
+  const UniqueFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  const int k = kick.get();
+  rc.channel.send(Message::with_u64(Request::set_vring_kick, 0), std::span(&k, 1));
+  EXPECT_EQ(vhost::decode_backend_request(requests.receive(2000, false)),
+            vhost::BackendRequest::config_change_msg)
+      << "sent again once the device runs";
+  // Only once.
+  EXPECT_FALSE(wait_readable(requests.fd(), 200));
+  EXPECT_FALSE(rc.served.closed()) << rc.served.why;
+}
+
 TEST(VhostUserBackend, AFrontEndNotReadingItsRequestChannelLosesOnlyThoseMessages) {
   RequestChannel rc(1);  // the smallest send buffer: a few messages fill it
   for (uint64_t grow = 2; grow < 200; ++grow) {

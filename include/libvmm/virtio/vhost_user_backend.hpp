@@ -68,7 +68,8 @@ class VhostUserBackend final : private VirtioTransport {
   static uint64_t offered_protocol_features();
   // On the loop's thread: tells the front-end that the device's config space changed (a disk
   // grown: VirtioDevice::rescan()), with a CONFIG_CHANGE_MSG on the channel it gave
-  // (SET_BACKEND_REQ_FD). Without that channel it is only logged.
+  // (SET_BACKEND_REQ_FD). Without that channel it is only logged. One that comes before the
+  // device runs is sent again when its first ring starts.
   void notify_config_change();
   // Per exchange: a message whose payload does not arrive within this is a protocol error.
   static constexpr int kTimeoutMs = 5000;
@@ -118,6 +119,7 @@ class VhostUserBackend final : private VirtioTransport {
   vhost::Channel channel_;
   std::unique_ptr<vhost::Channel> requests_;  // SET_BACKEND_REQ_FD's: ours to send on
   bool requests_lost_ = false;                // it broke (said once)
+  bool resend_at_start_ = false;              // a change came before the device ran
   const std::string peer_;
   OnClose on_close_;
   const uint64_t offered_;
