@@ -43,10 +43,10 @@ trixie_apt_refresh() {
 }
 
 trixie_candidates() {
-  local p
-  for p in "$@"; do
-    apt-cache "${trixie_opts[@]}" policy "$p" 2>/dev/null | awk -v p="$p" '/Candidate:/ { print p "=" $2 }'
-  done | tr '\n' ' '
+  # One apt-cache for all of them (one each took ~0.7 s, 11 s for the riscv64 sysroot's list):
+  # a section per package, its name ("NAME:") unindented, then its candidate.
+  apt-cache "${trixie_opts[@]}" policy "$@" 2>/dev/null |
+    awk '/^[^ ]/ { p = $1; sub(/:$/, "", p) } /^  Candidate:/ { printf "%s=%s ", p, $2 }'
 }
 
 trixie_unpack() {
