@@ -34,6 +34,10 @@ constexpr uint64_t kWantedProtocol =
 // struct virtio_net_config: max_virtqueue_pairs (le16) after the MAC and the status.
 constexpr uint32_t kNetPairsOffset = 8;
 
+Message vring_enable(uint32_t index, bool enabled) {
+  return Message::with_state(Request::set_vring_enable, {index, enabled ? 1u : 0u});
+}
+
 }  // namespace
 
 VhostUserDevice::VhostUserDevice(VhostUserOptions options, const GuestMemory& memory)
@@ -415,7 +419,7 @@ void VhostUserDevice::queue_reset(uint16_t index) {
 }
 
 void VhostUserDevice::send_enable(uint32_t index, bool enabled) {
-  send(Message::with_state(Request::set_vring_enable, {index, enabled ? 1u : 0u}));
+  send(vring_enable(index, enabled));
 }
 
 void VhostUserDevice::set_active_pairs(uint16_t n) {
@@ -430,8 +434,7 @@ void VhostUserDevice::set_active_pairs(uint16_t n) {
   try {
     for (uint32_t i = 2u * std::min(n, old); i < 2u * std::max(n, old); ++i) {
       if (i < started_.size() && started_[i]) {
-        channel_->send_without_waiting(
-            Message::with_state(Request::set_vring_enable, {i, n > old ? 1u : 0u}));
+        channel_->send_without_waiting(vring_enable(i, n > old));
       }
     }
   } catch (const vhost::VhostError& e) {
