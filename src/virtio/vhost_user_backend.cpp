@@ -141,9 +141,6 @@ void VhostUserBackend::signal_config_change() {
 
 void VhostUserBackend::notify_config_change() {
   if (closed_) return;
-  // A front-end may look at a change only once its device runs (QEMU's vhost-user-blk ignores
-  // one before): a change before that is sent again when the first ring starts.
-  if (!active_) resend_at_start_ = true;
   if (!requests_) {
     if (!requests_lost_) {
       log::warn("{}: {} changed its config space; the front-end gave no channel to be told on",
@@ -151,6 +148,9 @@ void VhostUserBackend::notify_config_change() {
     }
     return;
   }
+  // A front-end may look at a change only once its device runs (QEMU's vhost-user-blk ignores
+  // one before): a change before that is sent again when the first ring starts.
+  if (!active_) resend_at_start_ = true;
   Message change;
   change.request = static_cast<uint32_t>(vhost::BackendRequest::config_change_msg);
   try {
