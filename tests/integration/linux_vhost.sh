@@ -201,8 +201,7 @@ if [ -x ./vmm-device ]; then
   # size and send CONFIG_CHANGE_MSG; vmm fetches the config again and interrupts the driver.
   check "vmm-device: the guest waits for vda to grow" \
     wait_for /tmp/dev.out "waiting for vda to grow from 16384 sectors" 60
-  dd if=/dev/zero of=/tmp/dev.img bs=1M seek=15 count=1 conv=notrunc 2>/dev/null
-  printf 'LIBVMM-GREW-PAST-THE-END' | dd of=/tmp/dev.img bs=1M seek=8 conv=notrunc 2>/dev/null
+  grow_image /tmp/dev.img 8 16
   kill -USR1 $dev
   check "vmm-device: SIGUSR1 reads the image's new size" \
     wait_for /tmp/vmm-device.err "looked at the device's backing again; it changed" 30
@@ -265,7 +264,7 @@ if [ -x ./vmm-device ] && [ -x ./qemu-system-x86_64 ]; then
   qemu=$!
   # Grown to 16 MiB while QEMU's guest waits: QEMU's front-end takes our CONFIG_CHANGE_MSG.
   if wait_for /tmp/qemu.out "waiting for vda to grow from 16384 sectors" 240; then
-    dd if=/dev/zero of=/tmp/q.img bs=1M seek=15 count=1 conv=notrunc 2>/dev/null
+    grow_image /tmp/q.img 8 16
     kill -USR1 $qdev
   fi
   [ -z "$netdev" ] || net_checks /tmp/qemu.out QEMU

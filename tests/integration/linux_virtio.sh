@@ -41,8 +41,7 @@ check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got:
 # has vmm look at its disks' images again, and the driver hears of it (a config interrupt).
 check "the guest waits for vdc to grow" \
   wait_for /tmp/hvc0.out "waiting for vdc to grow from 2048 sectors" 60
-dd if=/dev/zero of=/tmp/vdc.img bs=1M seek=1 count=1 conv=notrunc 2>/dev/null
-printf 'LIBVMM-GREW-PAST-THE-END' | dd of=/tmp/vdc.img bs=1M seek=1 conv=notrunc 2>/dev/null
+grow_image /tmp/vdc.img 1 2
 vmm_pid=$(pidof vmm) && kill -USR1 "$vmm_pid"
 check "SIGUSR1: vmm reads vdc's new size" \
   wait_for /tmp/hvc0.err "virtio-blk /tmp/vdc.img: 4096 sectors now (2048 before)" 30

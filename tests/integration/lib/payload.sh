@@ -129,6 +129,13 @@ guest() {
   ./vmm --kernel "$kernel" --initrd initramfs.cpio.gz "$@"
 }
 
+# grow_image IMG OLD_MIB NEW_MIB: IMG grown on the host from OLD_MIB to NEW_MIB of zeros, with
+# LIBVMM-GREW-PAST-THE-END at its old end (the guest's tests/wait_to_grow reads it back there).
+grow_image() {
+  dd if=/dev/zero of="$1" bs=1M seek=$(($3 - 1)) count=1 conv=notrunc 2>/dev/null
+  printf 'LIBVMM-GREW-PAST-THE-END' | dd of="$1" bs=1M seek="$2" conv=notrunc 2>/dev/null
+}
+
 near() { awk -v a="$1" -v b="$2" -v p="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= b * p / 100) }'; }
 between() { awk -v a="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(a != "" && a >= lo && a <= hi) }'; }
 
