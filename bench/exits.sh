@@ -22,6 +22,8 @@
 #   EXITS_SHMEM_THP  written to the emulated host's transparent_hugepage/shmem_enabled before
 #                    the rounds (Debian's kernels: never), e.g. advise: memfd guest RAM with
 #                    huge pages (QEMU's anonymous RAM and our default's do not use shmem)
+#   EXITS_HUGEPAGES  2 MiB pages the emulated host reserves (vm.nr_hugepages) before the rounds,
+#                    for a variant with --memory-backing hugetlb (256 MiB of RAM: 128)
 set -euo pipefail
 arch=x86_64
 if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
@@ -59,11 +61,16 @@ EOS
 
 variants=${EXITS_VARIANTS:-}
 payload_script run.sh rounds="$rounds" qemu="$qemu" vmm_args="${EXITS_VMM_ARGS:-}" \
-    variants="$variants" shmem_thp="${EXITS_SHMEM_THP:-}" <<'EOS'
+    variants="$variants" shmem_thp="${EXITS_SHMEM_THP:-}" hugepages="${EXITS_HUGEPAGES:-}" <<'EOS'
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
 thp=/sys/kernel/mm/transparent_hugepage
 if [ -n "$shmem_thp" ]; then
   echo "$shmem_thp" >$thp/shmem_enabled || { echo "EXITS: shmem_enabled=$shmem_thp refused"; exit 1; }
+fi
+if [ -n "$hugepages" ]; then
+  echo "$hugepages" >/proc/sys/vm/nr_hugepages
+  [ "$(cat /proc/sys/vm/nr_hugepages)" -ge "$hugepages" ] \
+    || { echo "EXITS: only $(cat /proc/sys/vm/nr_hugepages) of $hugepages huge pages reserved"; exit 1; }
 fi
 echo "EXITS: transparent_hugepage: enabled: $(cat $thp/enabled), shmem_enabled: $(cat $thp/shmem_enabled)" >&2
 T=/sys/kernel/tracing
