@@ -1,14 +1,15 @@
 // Drives virtio-console the way a hostile driver and a host could, interleaved: receive and
 // transmit chains of any shape, notifications, host input (honouring pause or not), a backend
 // that runs out of room and gets it back, emerg_wr and other config accesses, queue resets,
-// device resets and a transport that stops serving. Checks that no host input byte is invented
-// or lost (each is in a used receive buffer, still pending, or counted as dropped past the
-// limit), that pending input stays within its bound, that the backend never gets more than the
-// driver wrote, and that used entries are sane (receive: at most the chain's room; transmit:
-// nothing written).
+// device resets and a transport that stops serving; with a named port (MULTIPORT), also
+// control messages of any shape and well-formed ones for any port. Checks, for every port,
+// that no host input byte is invented or lost (each is in a used receive buffer, still
+// pending, or counted as dropped past the limit), that pending input stays within its bound,
+// that the backend never gets more than the driver wrote to that port, and that used entries
+// are sane (receive and control receive: at most the chain's room; transmit: nothing written).
 //
-// Input: a selector (pending limit, indirect descriptors), then operations of one byte each
-// plus operands (chain segments with flags, lengths and bytes; host input; amounts).
+// Input: a selector (pending limit, indirect descriptors, a named port), then operations of one
+// byte each plus operands (chain segments with flags, lengths and bytes; host input; amounts).
 #include <linux/virtio_console.h>
 
 #include <algorithm>
@@ -33,9 +34,10 @@ constexpr uint64_t kRamSize = 64 * KiB;
 constexpr uint64_t kRomBase = kRamSize;  // read-only, right after RAM
 constexpr uint64_t kRomSize = 4 * KiB;
 constexpr uint16_t kRingSize = 16;
-constexpr uint64_t kBuffers = 0x1000;
+constexpr uint64_t kBuffers = 0x1800;  // after six rings 0x400 apart
 constexpr size_t kMaxOps = 512;
 constexpr uint32_t kEmergWr = offsetof(virtio_console_config, emerg_wr);
+constexpr size_t kMaxQueues = 6;  // port 0, control, port 1
 
 // The driver's side of one queue, and what its used ring has shown so far.
 struct Ring {
@@ -47,6 +49,9 @@ struct Ring {
   uint32_t busy = 0;                         // descriptors the device may still hold
   uint16_t seen = 0;                         // used entries accounted for
 };
+
+// Rings 0x400 apart from 0, their buffers after them.
+static_assert(kMaxQueues * 0x400 <= kBuffers);
 
 // The descriptors a chain of `count` takes from `start` on, as a mask (the ring wraps).
 uint32_t run_mask(uint16_t start, size_t count) {
@@ -66,12 +71,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint64_t ring_features = selector & 0x40 ? 1ull << VIRTIO_RING_F_INDIRECT_DESC : 0;
 
   memory.fill(0, 0, kRamSize);
-  auto backend = std::make_shared<test::FakeCharBackend>();
-  VirtioConsole console(backend, limit);
+  std::array<std::shared_ptr<test::FakeCharBackend>, 2> backends{
+      std::make_shared<test::FakeCharBackend>(), std::make_shared<test::FakeCharBackend>()};
+  std::vector<VirtioConsole::NamedPort> named;
+  if (selector & 0x80) named.push_back({"org.libvmm.fuzz", backends[1]});
+  VirtioConsole console(backends[0], limit, named);
+  const size_t ports = console.port_count();
+  const size_t queue_count = console.queue_max_sizes().size();
   std::vector<Virtqueue> queues;
-  queues.emplace_back(memory, VirtioConsole::kQueueSize);
-  queues.emplace_back(memory, VirtioConsole::kQueueSize);
-  std::array<Ring, 2> rings{Ring(memory, 0x0), Ring(memory, 0x400)};
+  std::vector<Ring> rings;
+  for (size_t i = 0; i < queue_count; ++i) {
+    queues.emplace_back(memory, VirtioConsole::kQueueSize);
+    rings.emplace_back(memory, 0x400 * i);
+  }
   test::FakeTransport transport;
   transport.serve(queues);
   auto restart = [&](size_t i) {
@@ -81,18 +93,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     rings[i].seen = 0;
     rings[i].busy = 0;
   };
-  restart(0);
-  restart(1);
+  for (size_t i = 0; i < queue_count; ++i) restart(i);
   console.activate(transport, console.device_features() | ring_features);
+  // Queue `bit` (receive 0, transmit 1) of the pair `code` picks: port 0, control, port 1.
+  auto queue_of = [&](uint8_t code, unsigned bit) -> size_t {
+    return bit | (((code >> 5) % (queue_count / 2)) << 1);
+  };
+  auto port_of_queue = [](size_t queue) -> size_t { return queue < 2 ? 0 : queue / 2 - 1; };
 
   uint64_t next_buffer = kBuffers;
-  uint64_t received = 0, delivered = 0, offered = 0;
+  std::array<uint64_t, 2> received{}, delivered{}, offered{};
   for (size_t op = 0; op < kMaxOps && !in.empty(); ++op) {
     const uint8_t code = in.u8();
     switch (code & 15) {
       case 0:
-      case 1: {  // the driver adds a chain: receive (0) or transmit (1)
-        Ring& r = rings[code & 1];
+      case 1: {  // the driver adds a chain: receive (0) or transmit (1), to any queue pair
+        const size_t q = queue_of(code, code & 1);
+        Ring& r = rings[q];
         const size_t count = 1 + in.u8() % 4;
         const uint32_t run = run_mask(r.ring.next_desc(), count);
         if (r.busy & run) break;  // the driver has no free descriptors there
@@ -108,7 +125,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           if (!writable) {
             const auto bytes = in.take(std::min<uint64_t>(len, 256));
             memory.write(gpa, bytes.data(), bytes.size());
-            offered += len;
+            if (q != VirtioConsole::kControlTransmitQueue) offered[port_of_queue(q)] += len;
           } else {
             room += len;
           }
@@ -122,18 +139,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       case 2:
-      case 3:
-        console.queue_notify(code & 1, queues[code & 1]);
+      case 3: {
+        const size_t q = queue_of(code, code & 1);
+        console.queue_notify(static_cast<uint16_t>(q), queues[q]);
         break;
-      case 4: {  // host input; a backend that ignores pause too
+      }
+      case 4: {  // host input for a port; a backend that ignores pause too
+        const size_t port = (code >> 5) % ports;
         const auto bytes = in.take(in.u8());
-        if (!backend->paused || (code & 0x10)) {
-          console.receive(bytes);
-          received += bytes.size();
+        if (!backends[port]->paused || (code & 0x10)) {
+          console.receive(static_cast<uint32_t>(port), bytes);
+          received[port] += bytes.size();
         }
         break;
       }
-      case 5:  // the backend's room: none, a little, or unlimited again
+      case 5: {  // a port's backend room: none, a little, or unlimited again
+        auto& backend = backends[(code >> 5) % ports];
         if (code & 0x10) {
           backend->make_room(CharBackend::kUnbounded);
         } else {
@@ -141,13 +162,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           backend->make_room(in.u8() % 64);
         }
         break;
+      }
       case 6: {  // config writes: emerg_wr, or anywhere
         const uint32_t offset = code & 0x10 ? in.u8() % console.config_size() : kEmergWr;
         const size_t len = std::min<size_t>(1 + (code >> 5), console.config_size() - offset);
         uint8_t bytes[8] = {};
         for (size_t i = 0; i < len; ++i) bytes[i] = in.u8();
         console.write_config(offset, std::span<const uint8_t>(bytes, len));
-        offered += offset == kEmergWr;
+        offered[0] += offset == kEmergWr;
         break;
       }
       case 7: {
@@ -157,37 +179,63 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                             std::span(bytes, std::min<size_t>(8, console.config_size() - offset)));
         break;
       }
-      case 8:  // the driver takes a queue down and sets it up afresh
-        console.queue_reset((code >> 4) & 1);
-        restart((code >> 4) & 1);
+      case 8: {  // the driver takes a queue down and sets it up afresh
+        const size_t q = queue_of(code, (code >> 4) & 1);
+        console.queue_reset(static_cast<uint16_t>(q));
+        restart(q);
         break;
+      }
       case 9:  // device reset, then the driver starts again
         console.reset();
-        restart(0);
-        restart(1);
+        for (size_t i = 0; i < queue_count; ++i) restart(i);
         console.activate(transport, console.device_features() | ring_features);
         break;
       case 10:
         transport.live = !transport.live;
         break;
+      case 11: {  // a well-formed control message, for a port that may or may not exist
+        if (queue_count < 4) break;
+        Ring& r = rings[VirtioConsole::kControlTransmitQueue];
+        const uint32_t run = run_mask(r.ring.next_desc(), 1);
+        if (r.busy & run) break;
+        const virtio_console_control message{in.u8() % 3u, static_cast<uint16_t>(in.u8() % 8),
+                                             static_cast<uint16_t>(in.u8() % 2)};
+        const uint64_t gpa = kBuffers + (next_buffer - kBuffers) % (kRamSize - kBuffers - 8);
+        memory.write(gpa, &message, sizeof(message));
+        next_buffer = gpa + sizeof(message);
+        const uint16_t head = r.ring.add_chain({{gpa, sizeof(message), false}});
+        r.room[head] = 0;
+        r.segments[head] = 1;
+        r.busy |= run;
+        console.queue_notify(VirtioConsole::kControlTransmitQueue,
+                             queues[VirtioConsole::kControlTransmitQueue]);
+        break;
+      }
       default:
         break;
     }
-    for (size_t i = 0; i < 2; ++i) {
+    for (size_t i = 0; i < queue_count; ++i) {
       Ring& r = rings[i];
       const uint16_t used = r.ring.used_idx();
       check(static_cast<uint16_t>(used - r.seen) <= kRingSize);
       for (; r.seen != used; ++r.seen) {
         const vring_used_elem elem = r.ring.used(r.seen);
         check(elem.id < kRingSize && elem.len <= r.room[elem.id]);
-        if (i == 0) delivered += elem.len;
-        if (i == 1) check(elem.len == 0);
+        const bool receive = i % 2 == 0;
+        if (receive && i != VirtioConsole::kControlReceiveQueue) {
+          delivered[port_of_queue(i)] += elem.len;
+        }
+        if (!receive) check(elem.len == 0);
         r.busy &= ~run_mask(elem.id, r.segments[elem.id]);
       }
     }
-    check(console.pending_bytes() <= limit + VirtioConsole::kMaxBackendRead);
-    check(delivered + console.pending_bytes() + console.dropped_bytes() == received);
-    check(backend->output.size() <= offered);
+    for (size_t port = 0; port < ports; ++port) {
+      const auto p = static_cast<uint32_t>(port);
+      check(console.pending_bytes(p) <= limit + VirtioConsole::kMaxBackendRead);
+      check(delivered[port] + console.pending_bytes(p) + console.dropped_bytes(p) ==
+            received[port]);
+      check(backends[port]->output.size() <= offered[port]);
+    }
   }
   console.reset();
   return 0;

@@ -1,5 +1,6 @@
 #include "libvmm/virtio/console.hpp"
 
+#include <endian.h>
 #include <fmt/format.h>
 #include <linux/virtio_console.h>
 #include <linux/virtio_ids.h>
@@ -9,6 +10,8 @@
 #include <array>
 #include <cstddef>
 #include <cstring>
+#include <set>
+#include <stdexcept>
 
 #include "libvmm/backends/char_backend.hpp"
 #include "libvmm/backends/input_flow_control.hpp"
@@ -21,6 +24,12 @@ namespace {
 constexpr uint32_t kConfigSize = sizeof(virtio_console_config);
 constexpr uint32_t kEmergWrOffset = offsetof(virtio_console_config, emerg_wr);
 constexpr uint32_t kMaxGuestErrorLogs = 32;  // the guest must not be able to flood the log
+constexpr uint64_t kMultiport = 1ull << VIRTIO_CONSOLE_F_MULTIPORT;
+// Control messages waiting for the driver's buffers, at most: what one DEVICE_READY and a
+// PORT_READY per port ask for (three per port), with room for a driver that repeats itself.
+// A driver that asks for more than that loses the excess, not the host's memory.
+constexpr size_t kControlBacklogPerPort = 6;
+constexpr uint32_t kControlPerNotify = 256;  // driver messages per notification, as transmitq
 
 static_assert(kConfigSize == 12 && kEmergWrOffset == 8, "virtIO 1.2 §5.3.4 layout");
 
@@ -30,18 +39,68 @@ void put_le(std::array<uint8_t, kConfigSize>& bytes, size_t offset, uint32_t val
 
 }  // namespace
 
-VirtioConsole::VirtioConsole(std::shared_ptr<CharBackend> backend, size_t pending_limit)
-    : backend_(std::move(backend)),
-      pending_limit_(std::max<size_t>(pending_limit, 1)),
-      input_flow_(InputFlowControl::create(backend_, pending_limit_)) {
-  backend_->set_output_listener([this] { on_output_room(); });
+VirtioConsole::VirtioConsole(std::shared_ptr<CharBackend> backend, size_t pending_limit,
+                             std::vector<NamedPort> ports)
+    : pending_limit_(std::max<size_t>(pending_limit, 1)) {
+  if (ports.size() > kMaxNamedPorts) {
+    throw std::invalid_argument(
+        fmt::format("{} named ports; at most {}", ports.size(), kMaxNamedPorts));
+  }
+  std::set<std::string, std::less<>> names;
+  for (const NamedPort& port : ports) {
+    if (std::string why = port_name_problem(port.name); !why.empty()) {
+      throw std::invalid_argument(why);
+    }
+    if (!names.insert(port.name).second) {
+      throw std::invalid_argument(fmt::format("port name '{}' given twice", port.name));
+    }
+  }
+  ports.insert(ports.begin(), NamedPort{"", std::move(backend)});
+  for (uint32_t i = 0; i < ports.size(); ++i) {
+    auto port = std::make_unique<Port>();
+    port->name = std::move(ports[i].name);
+    port->backend = std::move(ports[i].backend);
+    port->input_flow = InputFlowControl::create(port->backend, pending_limit_);
+    port->backend->set_output_listener([this, i] { on_output_room(i); });
+    ports_.push_back(std::move(port));
+  }
 }
 
 VirtioConsole::~VirtioConsole() {
-  backend_->set_output_listener(nullptr);
+  for (const auto& port : ports_) port->backend->set_output_listener(nullptr);
 }
 
-void VirtioConsole::on_output_room() {
+std::string VirtioConsole::port_name_problem(std::string_view name) {
+  if (name.empty()) return "a port needs a name";
+  if (name.size() > kMaxPortName) {
+    return fmt::format("port name '{}' is longer than {} characters", name, kMaxPortName);
+  }
+  for (char c : name) {
+    if (c <= ' ' || c > '~' || c == '/' || c == ',' || c == '=') {
+      return fmt::format("port name '{}': only printable ASCII without spaces, '/', ',' or '='",
+                         name);
+    }
+  }
+  return {};
+}
+
+std::optional<uint32_t> VirtioConsole::port_of_queue(uint16_t queue) const {
+  if (queue == kReceiveQueue || queue == kTransmitQueue) return 0;
+  if (queue < 4) return std::nullopt;
+  const uint32_t port = queue / 2u - 1u;
+  return port < ports_.size() ? std::optional(port) : std::nullopt;
+}
+
+std::string VirtioConsole::port_label(uint32_t port) const {
+  if (port == 0) return name();
+  return fmt::format("{} port {}", name(), ports_[port]->name);
+}
+
+std::string VirtioConsole::port_prefix(uint32_t port) const {
+  return port == 0 ? std::string() : fmt::format("port {}: ", ports_[port]->name);
+}
+
+void VirtioConsole::on_output_room(uint32_t port) {
   VirtioTransport* transport = nullptr;
   {
     std::lock_guard lock(mutex_);
@@ -49,8 +108,8 @@ void VirtioConsole::on_output_room() {
   }
   // The transport's lock first, as in receive(); the held chain goes on, then the queue.
   if (transport == nullptr) return;
-  transport->with_queues([this](std::span<Virtqueue> queues) {
-    if (tx_held_) transmit(queues[kTransmitQueue]);
+  transport->with_queues([this, port](std::span<Virtqueue> queues) {
+    if (ports_[port]->tx_held) transmit(port, queues[transmit_queue(port)]);
   });
 }
 
@@ -59,17 +118,20 @@ void VirtioConsole::start(EventLoop& loop) {
     std::lock_guard lock(mutex_);
     loop_ = &loop;
   }
-  backend_->start(loop, [this](std::span<const uint8_t> bytes) { receive(bytes); });
+  for (uint32_t i = 0; i < ports_.size(); ++i) {
+    ports_[i]->backend->start(loop,
+                              [this, i](std::span<const uint8_t> bytes) { receive(i, bytes); });
+  }
 }
 
-size_t VirtioConsole::pending_bytes() const {
+size_t VirtioConsole::pending_bytes(uint32_t port) const {
   std::lock_guard lock(mutex_);
-  return pending_.size();
+  return ports_.at(port)->pending.size();
 }
 
-uint64_t VirtioConsole::dropped_bytes() const {
+uint64_t VirtioConsole::dropped_bytes(uint32_t port) const {
   std::lock_guard lock(mutex_);
-  return dropped_;
+  return ports_.at(port)->dropped;
 }
 
 uint32_t VirtioConsole::device_id() const {
@@ -77,7 +139,13 @@ uint32_t VirtioConsole::device_id() const {
 }
 
 uint64_t VirtioConsole::device_features() const {
-  return 1ull << VIRTIO_CONSOLE_F_EMERG_WRITE;
+  return (1ull << VIRTIO_CONSOLE_F_EMERG_WRITE) | (ports_.size() > 1 ? kMultiport : 0);
+}
+
+std::vector<uint16_t> VirtioConsole::queue_max_sizes() const {
+  // Without named ports, port 0's two queues only: no control queues nobody would use.
+  const size_t queues = ports_.size() > 1 ? 2 * ports_.size() + 2 : 2;
+  return std::vector<uint16_t>(queues, kQueueSize);
 }
 
 void VirtioConsole::guest_error(const std::string& message) {
@@ -87,7 +155,7 @@ void VirtioConsole::guest_error(const std::string& message) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Config space: no VIRTIO_CONSOLE_F_SIZE (cols, rows read 0), no MULTIPORT (one port).
+// Config space: no VIRTIO_CONSOLE_F_SIZE (cols, rows read 0); max_nr_ports counts port 0.
 
 uint32_t VirtioConsole::config_size() const {
   return kConfigSize;
@@ -95,7 +163,7 @@ uint32_t VirtioConsole::config_size() const {
 
 void VirtioConsole::read_config(uint32_t offset, std::span<uint8_t> data) {
   std::array<uint8_t, kConfigSize> config{};
-  put_le(config, offsetof(virtio_console_config, max_nr_ports), 1, 4);
+  put_le(config, offsetof(virtio_console_config, max_nr_ports), port_count(), 4);
   // emerg_wr is write-only and reads as 0. The transport checked the range.
   std::memcpy(data.data(), config.data() + offset, data.size());
 }
@@ -104,7 +172,7 @@ void VirtioConsole::write_config(uint32_t offset, std::span<const uint8_t> data)
   if (offset == kEmergWrOffset && !data.empty()) {
     // The character is the low byte of the 32-bit field. An emergency write does not wait:
     // without room in the backend it is dropped.
-    static_cast<void>(backend_->write(data.first(1)));
+    static_cast<void>(ports_[0]->backend->write(data.first(1)));
     return;
   }
   guest_error(fmt::format("{}-byte write at config offset {:#x}, which is read-only; ignored",
@@ -114,49 +182,75 @@ void VirtioConsole::write_config(uint32_t offset, std::span<const uint8_t> data)
 // ---------------------------------------------------------------------------------------------
 // Driver lifecycle and queues
 
-void VirtioConsole::activate(VirtioTransport& transport, uint64_t /*features*/) {
+void VirtioConsole::activate(VirtioTransport& transport, uint64_t features) {
   EventLoop* loop = nullptr;
   {
     std::lock_guard lock(mutex_);
     transport_ = &transport;
-    if (!pending_.empty()) loop = loop_;
+    multiport_ = (features & kMultiport) != 0;
+    for (const auto& port : ports_) {
+      if (!port->pending.empty()) loop = loop_;
+    }
+  }
+  if (ports_.size() > 1 && (features & kMultiport) == 0) {
+    log::warn("{}: the guest's driver did not take MULTIPORT; only port 0 (the console) works",
+              name());
   }
   // Input that waited for a driver: its receive buffers may already be there, but the queues
   // are out of reach inside this call. Without a loop, the next notify or input delivers it.
-  if (loop != nullptr) loop->post([this] { receive({}); });
+  if (loop != nullptr) {
+    loop->post([this] {
+      for (uint32_t i = 0; i < ports_.size(); ++i) receive(i, {});
+    });
+  }
 }
 
 void VirtioConsole::reset() {
-  tx_held_.reset();  // the queues are reset next: the chain's head means nothing any more
+  // The queues are reset next: the held chains' heads mean nothing any more.
+  for (const auto& port : ports_) port->tx_held.reset();
   std::lock_guard lock(mutex_);
   transport_ = nullptr;  // pending input stays: it is the host's, for the next driver
+  multiport_ = false;
+  control_out_.clear();  // the next driver starts again with DEVICE_READY
 }
 
 void VirtioConsole::queue_reset(uint16_t index) {
-  if (index == kTransmitQueue) tx_held_.reset();
+  const auto port = port_of_queue(index);
+  if (port && index == transmit_queue(*port)) ports_[*port]->tx_held.reset();
 }
 
 void VirtioConsole::queue_notify(uint16_t index, Virtqueue& queue) {
-  if (index == kTransmitQueue) return transmit(queue);
-  if (index != kReceiveQueue) return;  // the transport only notifies queues that exist
+  if (index == kControlTransmitQueue) {
+    take_control_messages(queue);
+    return post_control_messages();
+  }
+  if (index == kControlReceiveQueue) {
+    std::lock_guard lock(mutex_);
+    return send_control_messages(queue);
+  }
+  const auto port = port_of_queue(index);
+  if (!port) return;  // the transport only notifies queues that exist
+  if (index == transmit_queue(*port)) return transmit(*port, queue);
+  Port& p = *ports_[*port];
   EventLoop* loop = nullptr;
   bool changed = false;
   {
     std::lock_guard lock(mutex_);
-    fill_receive_buffers(queue);
-    changed = update_input_pause();
+    fill_receive_buffers(*port, queue);
+    changed = update_input_pause(p);
     loop = loop_;
   }
   // Flow control runs on the loop thread; without a loop (tests) the call is direct.
-  if (changed) input_flow_->request_apply(loop);
+  if (changed) p.input_flow->request_apply(loop);
 }
 
-bool VirtioConsole::write_buffers(const std::vector<iovec>& iov, size_t& index, size_t& offset) {
+bool VirtioConsole::write_buffers(Port& port, const std::vector<iovec>& iov, size_t& index,
+                                  size_t& offset) {
   while (index < iov.size()) {
     const iovec& v = iov[index];
     const std::span<const uint8_t> rest =
         std::span(static_cast<const uint8_t*>(v.iov_base), v.iov_len).subspan(offset);
-    offset += backend_->write(rest);
+    offset += port.backend->write(rest);
     if (offset < v.iov_len) return false;  // no room: the output listener calls us again
     ++index;
     offset = 0;
@@ -166,15 +260,17 @@ bool VirtioConsole::write_buffers(const std::vector<iovec>& iov, size_t& index, 
 
 // Every readable byte goes to the backend; the chain returns with nothing written. A chain the
 // backend cannot take all of is held, and the queue waits behind it.
-void VirtioConsole::transmit(Virtqueue& queue) {
+void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
+  Port& p = *ports_[port];
+  const uint16_t index = transmit_queue(port);
   std::vector<iovec> iov;
   bool used = false;
   uint32_t taken = 0;
   bool blocked = false;
-  if (tx_held_) {
-    if (write_buffers(tx_held_->iov, tx_held_->index, tx_held_->offset)) {
-      queue.push(tx_held_->head, 0);
-      tx_held_.reset();
+  if (p.tx_held) {
+    if (write_buffers(p, p.tx_held->iov, p.tx_held->index, p.tx_held->offset)) {
+      queue.push(p.tx_held->head, 0);
+      p.tx_held.reset();
       used = true;
     } else {
       blocked = true;
@@ -182,8 +278,7 @@ void VirtioConsole::transmit(Virtqueue& queue) {
   }
   while (!blocked) {
     // A guest that keeps the queue full yields to the event loop's other work now and then.
-    if (taken == kTransmitPerNotify && transport_ != nullptr &&
-        transport_->renotify(kTransmitQueue)) {
+    if (taken == kTransmitPerNotify && transport_ != nullptr && transport_->renotify(index)) {
       break;
     }
     auto chain = queue.pop();
@@ -191,15 +286,16 @@ void VirtioConsole::transmit(Virtqueue& queue) {
     ++taken;
     iov.clear();
     if (chain->writable_bytes() != 0) {
-      guest_error(fmt::format("transmitq buffer {} has device-writable descriptors; dropped",
-                              chain->head()));
+      guest_error(fmt::format("{}transmitq buffer {} has device-writable descriptors; dropped",
+                              port_prefix(port), chain->head()));
     } else if (!chain->iovecs(false, iov)) {
-      guest_error(fmt::format("transmitq buffer {} is not in guest RAM; dropped", chain->head()));
+      guest_error(fmt::format("{}transmitq buffer {} is not in guest RAM; dropped",
+                              port_prefix(port), chain->head()));
     } else {
-      size_t index = 0;
+      size_t buffer = 0;
       size_t offset = 0;
-      if (!write_buffers(iov, index, offset)) {
-        tx_held_ = HeldChain{chain->head(), std::move(iov), index, offset};
+      if (!write_buffers(p, iov, buffer, offset)) {
+        p.tx_held = HeldChain{chain->head(), std::move(iov), buffer, offset};
         break;  // held until the backend has room; the queue waits behind it
       }
     }
@@ -207,74 +303,213 @@ void VirtioConsole::transmit(Virtqueue& queue) {
     used = true;
   }
   // transport_ is stable here: activate() and reset() run under the same transport lock.
-  if (used && transport_ != nullptr) transport_->signal_used(kTransmitQueue);
+  if (used && transport_ != nullptr) transport_->signal_used(index);
 }
 
-void VirtioConsole::fill_receive_buffers(Virtqueue& queue) {
+void VirtioConsole::fill_receive_buffers(uint32_t port, Virtqueue& queue) {
   if (!queue.ready()) return;
+  std::vector<uint8_t>& pending = ports_[port]->pending;
   bool used = false;
-  while (!pending_.empty()) {
+  while (!pending.empty()) {
     auto chain = queue.pop();
     if (!chain) break;  // no buffers, or the driver broke the queue (the transport reports it)
     uint32_t written = 0;
     if (chain->readable_bytes() != 0 || chain->writable_bytes() == 0) {
       guest_error(fmt::format(
-          "receiveq buffer {} has device-readable descriptors or no room; returned unused",
-          chain->head()));
+          "{}receiveq buffer {} has device-readable descriptors or no room; returned unused",
+          port_prefix(port), chain->head()));
     } else {
       const size_t n =
-          static_cast<size_t>(std::min<uint64_t>(pending_.size(), chain->writable_bytes()));
-      if (chain->write_at(0, std::span(pending_.data(), n))) {
-        pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(n));
+          static_cast<size_t>(std::min<uint64_t>(pending.size(), chain->writable_bytes()));
+      if (chain->write_at(0, std::span(pending.data(), n))) {
+        pending.erase(pending.begin(), pending.begin() + static_cast<ptrdiff_t>(n));
         written = static_cast<uint32_t>(n);
       } else {
-        guest_error(
-            fmt::format("receiveq buffer {} cannot be written; returned unused", chain->head()));
+        guest_error(fmt::format("{}receiveq buffer {} cannot be written; returned unused",
+                                port_prefix(port), chain->head()));
       }
     }
     queue.push(chain->head(), written);
     used = true;
   }
-  if (used && transport_ != nullptr) transport_->signal_used(kReceiveQueue);
+  if (used && transport_ != nullptr) transport_->signal_used(receive_queue(port));
+}
+
+// ---------------------------------------------------------------------------------------------
+// MULTIPORT's control queues (§5.3.6.2)
+
+void VirtioConsole::take_control_messages(Virtqueue& queue) {
+  bool used = false;
+  uint32_t taken = 0;
+  while (true) {
+    if (taken == kControlPerNotify && transport_ != nullptr &&
+        transport_->renotify(kControlTransmitQueue)) {
+      break;
+    }
+    auto chain = queue.pop();
+    if (!chain) break;
+    ++taken;
+    virtio_console_control message{};
+    std::array<uint8_t, sizeof(message)> raw{};
+    if (chain->writable_bytes() != 0 || chain->readable_bytes() < sizeof(message) ||
+        !chain->read_at(0, raw)) {
+      guest_error(fmt::format(
+          "control message in buffer {} is not {} device-readable bytes in guest RAM; ignored",
+          chain->head(), sizeof(message)));
+    } else {
+      std::memcpy(&message, raw.data(), sizeof(message));
+      std::lock_guard lock(mutex_);
+      if (multiport_) {
+        handle_control(le32toh(message.id), le16toh(message.event), le16toh(message.value));
+      } else {
+        guest_error("a control message from a driver that did not take MULTIPORT; ignored");
+      }
+    }
+    queue.push(chain->head(), 0);
+    used = true;
+  }
+  if (used && transport_ != nullptr) transport_->signal_used(kControlTransmitQueue);
+}
+
+void VirtioConsole::handle_control(uint32_t id, uint16_t event, uint16_t value) {
+  switch (event) {
+    case VIRTIO_CONSOLE_DEVICE_READY:
+      if (value != 1) {
+        log::warn("{}: the guest's driver could not set up its ports", name());
+        return;
+      }
+      for (uint32_t port = 0; port < ports_.size(); ++port) {
+        queue_control(port, VIRTIO_CONSOLE_PORT_ADD, 0);
+      }
+      return;
+    case VIRTIO_CONSOLE_PORT_READY:
+      if (id >= ports_.size()) break;
+      if (value != 1) {
+        log::warn("{}: the guest's driver could not add the port", port_label(id));
+        return;
+      }
+      if (id == 0) {
+        queue_control(id, VIRTIO_CONSOLE_CONSOLE_PORT, 1);
+      } else {
+        queue_control(id, VIRTIO_CONSOLE_PORT_NAME, 0, ports_[id]->name);
+      }
+      queue_control(id, VIRTIO_CONSOLE_PORT_OPEN, 1);  // the host end is open while vmm runs
+      return;
+    case VIRTIO_CONSOLE_PORT_OPEN:
+      if (id >= ports_.size()) break;
+      // A program in the guest opened or closed the port; nothing changes for the host end.
+      log::debug("{}: {} in the guest", port_label(id), value ? "opened" : "closed");
+      return;
+    default:
+      guest_error(
+          fmt::format("control event {} (port {}) is not one a driver sends; ignored", event, id));
+      return;
+  }
+  guest_error(
+      fmt::format("control event {} names port {}, which does not exist; ignored", event, id));
+}
+
+void VirtioConsole::queue_control(uint32_t id, uint16_t event, uint16_t value,
+                                  std::string_view text) {
+  if (control_out_.size() >= kControlBacklogPerPort * ports_.size()) {
+    guest_error("the driver asks for more control messages than it takes; dropping one");
+    return;
+  }
+  virtio_console_control header{htole32(id), htole16(event), htole16(value)};
+  std::vector<uint8_t> message(sizeof(header));
+  std::memcpy(message.data(), &header, sizeof(header));
+  message.insert(message.end(), text.begin(), text.end());
+  control_out_.push_back(std::move(message));
+}
+
+void VirtioConsole::send_control_messages(Virtqueue& queue) {
+  if (!queue.ready()) return;
+  bool used = false;
+  while (!control_out_.empty()) {
+    auto chain = queue.pop();
+    if (!chain) break;  // the driver's next buffers bring the rest
+    const std::vector<uint8_t>& message = control_out_.front();
+    uint32_t written = 0;
+    if (chain->readable_bytes() != 0 || chain->writable_bytes() < message.size()) {
+      guest_error(fmt::format(
+          "control receiveq buffer {} is device-readable or shorter than {} bytes; a message "
+          "is lost",
+          chain->head(), message.size()));
+    } else if (chain->write_at(0, message)) {
+      written = static_cast<uint32_t>(message.size());
+    } else {
+      guest_error(fmt::format("control receiveq buffer {} cannot be written; a message is lost",
+                              chain->head()));
+    }
+    control_out_.pop_front();
+    queue.push(chain->head(), written);
+    used = true;
+  }
+  if (used && transport_ != nullptr) transport_->signal_used(kControlReceiveQueue);
+}
+
+void VirtioConsole::post_control_messages() {
+  EventLoop* loop = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (control_out_.empty()) return;
+    loop = loop_;
+  }
+  // Without a loop (tests), they go out when the driver next notifies the control receiveq.
+  if (loop == nullptr) return;
+  loop->post([this] {
+    VirtioTransport* transport = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      transport = transport_;
+    }
+    if (transport == nullptr) return;
+    transport->with_queues([this](std::span<Virtqueue> queues) {
+      std::lock_guard lock(mutex_);
+      if (transport_ != nullptr) send_control_messages(queues[kControlReceiveQueue]);
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
 // Host input
 
-void VirtioConsole::receive(std::span<const uint8_t> bytes) {
+void VirtioConsole::receive(uint32_t port, std::span<const uint8_t> bytes) {
+  Port& p = *ports_.at(port);
   VirtioTransport* transport = nullptr;
   {
     std::lock_guard lock(mutex_);
     const size_t cap = pending_limit_ + kMaxBackendRead;
-    const size_t take = std::min(bytes.size(), cap - std::min(cap, pending_.size()));
-    pending_.insert(pending_.end(), bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(take));
+    const size_t take = std::min(bytes.size(), cap - std::min(cap, p.pending.size()));
+    p.pending.insert(p.pending.end(), bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(take));
     if (take < bytes.size()) {
-      dropped_ += bytes.size() - take;
-      if (!overflow_warned_) {
-        overflow_warned_ = true;
-        log::warn("{}: {} keeps sending input while paused; dropping what does not fit", name(),
-                  backend_->describe());
+      p.dropped += bytes.size() - take;
+      if (!p.overflow_warned) {
+        p.overflow_warned = true;
+        log::warn("{}: {} keeps sending input while paused; dropping what does not fit",
+                  port_label(port), p.backend->describe());
       }
     }
-    if (!pending_.empty()) transport = transport_;
+    if (!p.pending.empty()) transport = transport_;
   }
   // The transport's lock comes first, then ours: take it from outside, never inside, mutex_.
   if (transport != nullptr) {
-    transport->with_queues([this](std::span<Virtqueue> queues) {
+    transport->with_queues([this, port](std::span<Virtqueue> queues) {
       std::lock_guard lock(mutex_);
-      if (transport_ != nullptr) fill_receive_buffers(queues[kReceiveQueue]);
+      if (transport_ != nullptr) fill_receive_buffers(port, queues[receive_queue(port)]);
     });
   }
   {
     std::lock_guard lock(mutex_);
-    update_input_pause();
+    update_input_pause(p);
   }
-  input_flow_->apply();  // we are on the loop thread (or a test's), where flow control runs
+  p.input_flow->apply();  // we are on the loop thread (or a test's), where flow control runs
 }
 
-bool VirtioConsole::update_input_pause() {
-  if (!input_flow_->update(pending_.size())) return false;
-  if (!input_flow_->wants_paused()) overflow_warned_ = false;  // warn again after the next pause
+bool VirtioConsole::update_input_pause(Port& port) {
+  if (!port.input_flow->update(port.pending.size())) return false;
+  // Warn again after the next pause.
+  if (!port.input_flow->wants_paused()) port.overflow_warned = false;
   return true;
 }
 

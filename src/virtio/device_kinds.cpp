@@ -47,8 +47,13 @@ namespace {
 
 std::string expected_options(const VirtioDeviceKind& kind) {
   std::string out;
+  std::string_view previous;
   for (const AttributeRule& a : device_attributes(kind)) {
-    if (a.name == kind.positional()) continue;
+    // Attributes of one family share their syntax (port1..port8=...): named once.
+    if (a.name == kind.positional() || (!a.flag_syntax.empty() && a.flag_syntax == previous)) {
+      continue;
+    }
+    previous = a.flag_syntax;
     out += out.empty() ? "" : ", ";
     out += a.flag_syntax.empty() ? fmt::format("{}=VALUE", a.name) : std::string(a.flag_syntax);
   }

@@ -4,8 +4,8 @@
 # through a polling io_uring; one grown on the host, which SIGUSR1 makes vmm see), a virtIO console and a virtio-rng inside the emulated
 # KVM host, and checks, with the real Linux drivers: the disks appear without any
 # virtio_mmio.device= from the user, the guest reads what the host wrote, the host finds what
-# the guest wrote after vmm exits, writes to the read-only disk fail, and hvc0 carries text both
-# ways.
+# the guest wrote after vmm exits, writes to the read-only disk fail, and hvc0 and a named port
+# of the same console (MULTIPORT, on a pty) carry text both ways.
 # Usage: linux_virtio.sh VMM
 set -euo pipefail
 vmm=$1
@@ -33,10 +33,22 @@ printf 'LIBVMM-POLLED-QUEUE-DISK' | dd of=/tmp/vdd.img conv=notrunc 2>/dev/null
 # Two vCPUs: vda gets a queue per vCPU (the default), vdb one (num_queues=1).
 start hvc0 guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
   --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly,num_queues=1 \
-  --disk /tmp/vdc.img,io=auto --disk /tmp/vdd.img --console stdio --rng --serial file:/tmp/out -v
+  --disk /tmp/vdc.img,io=auto --disk /tmp/vdd.img --console stdio,port1=org.libvmm.test=pty \
+  --rng --serial file:/tmp/out -v
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
+# The console's named port is on a pty vmm names in its log.
+pts=$(sed -n 's|^.*--console port1: console on \(/dev/pts/[0-9]*\)$|\1|p' /tmp/hvc0.err | head -n 1)
+check "named port: vmm names its pty ($pts)" [ -c "$pts" ]
+cat "$pts" >/tmp/port.out 2>/dev/null &
+port_reader=$!
+check "named port: the guest finds it by name and its line reaches the pty" \
+  wait_for /tmp/port.out "hello over the named port" 60
+printf 'ping-over-the-port\n' >"$pts"
+check "named port: host input reaches the guest" \
+  wait_for /tmp/out "named port got: ping-over-the-port" 60
+kill $port_reader 2>/dev/null
 # vdc grows from 1 to 2 MiB on the host (a marker at the old end) while the guest waits; SIGUSR1
 # has vmm look at its disks' images again, and the driver hears of it (a config interrupt).
 check "the guest waits for vdc to grow" \

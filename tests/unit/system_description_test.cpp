@@ -280,6 +280,21 @@ TEST_F(DescriptionTest, OneTerminalForOneConsole) {
                  "t.system:9: <virtio_console>: wants stdio, which COM1 of 'linux' already has");
 }
 
+TEST_F(DescriptionTest, ConsoleNamedPorts) {
+  EXPECT_TRUE(problems_of(xml("<virtio_console backend=\"pty\" "
+                              "port1=\"org.qemu.guest_agent.0=socket:/run/qga.sock\" />"))
+                  .empty());
+  EXPECT_NE(description.layout().find(
+                "virtio-console hvc0 -> pty, port org.qemu.guest_agent.0 -> socket:/run/qga.sock"),
+            std::string::npos)
+      << description.layout();
+  expect_problem(xml("<virtio_console backend=\"pty\" port1=\"agent\" />"),
+                 "t.system:9: <virtio_console>: port1 'agent': expected port1=NAME=BACKEND");
+  expect_problem(xml("<serial backend=\"stdio\" />"
+                     "<virtio_console backend=\"pty\" port2=\"log=stdio\" />"),
+                 "t.system:9: <virtio_console>: wants stdio, which COM1 of 'linux' already has");
+}
+
 TEST_F(DescriptionTest, BlockIoMode) {
   EXPECT_TRUE(problems_of(xml("<virtio_block path=\"" + kernel + "\" io=\"io_uring\" />")).empty());
   expect_problem(xml("<virtio_block path=\"" + kernel + "\" io=\"aio\" />"),

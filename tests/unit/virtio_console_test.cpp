@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <future>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -57,8 +58,12 @@ constexpr uint64_t kConfig = 0x100;  // config space offset in the MMIO window
 
 class VirtioConsoleTest : public testing::Test {
  protected:
-  explicit VirtioConsoleTest(size_t pending_limit = 16)
-      : console(std::make_shared<VirtioConsole>(backend, pending_limit)),
+  // With `named_port`, the console also has port 1, "org.libvmm.agent", on agent_backend.
+  explicit VirtioConsoleTest(size_t pending_limit = 16, bool named_port = false)
+      : console(std::make_shared<VirtioConsole>(
+            backend, pending_limit,
+            named_port ? std::vector<VirtioConsole::NamedPort>{{"org.libvmm.agent", agent_backend}}
+                       : std::vector<VirtioConsole::NamedPort>{})),
         transport(std::make_unique<VirtioMmioTransport>(console, memory, irq)) {}
 
   // Driver initialization (spec §3.1.1) with both queues, up to (not including) DRIVER_OK.
@@ -97,6 +102,7 @@ class VirtioConsoleTest : public testing::Test {
 
   TestMemory memory{kRamSize};
   std::shared_ptr<FakeCharBackend> backend = std::make_shared<FakeCharBackend>();
+  std::shared_ptr<FakeCharBackend> agent_backend = std::make_shared<FakeCharBackend>();
   std::shared_ptr<FakeIrq> irq = std::make_shared<FakeIrq>();
   std::shared_ptr<VirtioConsole> console;
   std::unique_ptr<VirtioMmioTransport> transport;
@@ -632,6 +638,272 @@ TEST(VirtioConsoleOutputTest, FifoNobodyReadsKeepsLoopFree) {
   const std::string output = got.get();
   EXPECT_TRUE(output == data) << "output lost or reordered (" << output.size() << " bytes)";
   EXPECT_LT(slowest_notify_us, 1'000'000) << "a notification waited on the host";
+}
+
+// ---------------------------------------------------------------------------------------------
+// MULTIPORT: the console on port 0 and a named port, with the control queues between.
+
+constexpr uint64_t kMultiport = 1ull << VIRTIO_CONSOLE_F_MULTIPORT;
+
+struct Control {
+  uint32_t id;
+  uint16_t event;
+  uint16_t value;
+  std::string text;  // what follows the header (PORT_NAME's name)
+};
+
+class VirtioConsoleMultiportTest : public VirtioConsoleTest {
+ protected:
+  VirtioConsoleMultiportTest() : VirtioConsoleTest(16, true) {}
+
+  // Every queue set up, MULTIPORT taken (by default), DRIVER_OK.
+  void bring_up_all(uint64_t features = kVersion1 | kMultiport) {
+    ASSERT_TRUE(mmio.negotiate(features));
+    mmio.setup_queue(VirtioConsole::kReceiveQueue, rx);
+    mmio.setup_queue(VirtioConsole::kTransmitQueue, tx);
+    mmio.setup_queue(VirtioConsole::kControlReceiveQueue, control_rx);
+    mmio.setup_queue(VirtioConsole::kControlTransmitQueue, control_tx);
+    mmio.setup_queue(VirtioConsole::receive_queue(1), agent_rx);
+    mmio.setup_queue(VirtioConsole::transmit_queue(1), agent_tx);
+    mmio.driver_ok();
+    ASSERT_TRUE(live());
+  }
+
+  // The driver's side: a message on the control transmitq, sent at once.
+  void send_control(uint32_t id, uint16_t event, uint16_t value) {
+    const virtio_console_control message{id, event, value};
+    std::array<uint8_t, sizeof(message)> raw{};
+    std::memcpy(raw.data(), &message, sizeof(message));
+    control_tx.add_chain({{control_tx.place(raw), sizeof(message), false}});
+    mmio.notify(VirtioConsole::kControlTransmitQueue);
+  }
+  // `n` control receive buffers of `len` bytes, given to the device.
+  void give_control_buffers(int n, uint32_t len = 64) {
+    for (int i = 0; i < n; ++i) {
+      const uint64_t gpa = control_rx.alloc(len);
+      control_buffers[control_rx.add_chain({{gpa, len, true}})] = gpa;
+    }
+    mmio.notify(VirtioConsole::kControlReceiveQueue);
+  }
+  // The control messages the device sent since the last call.
+  std::vector<Control> received_control() {
+    std::vector<Control> out;
+    for (; seen_control < control_rx.used_idx(); ++seen_control) {
+      const vring_used_elem e = control_rx.used(seen_control);
+      if (e.len < sizeof(virtio_console_control)) {
+        out.push_back({~0u, 0, 0, "short"});
+        continue;
+      }
+      const uint64_t gpa = control_buffers.at(static_cast<uint16_t>(e.id));
+      virtio_console_control header{};
+      std::memcpy(&header, memory.bytes(gpa, sizeof(header)).data(), sizeof(header));
+      const uint32_t text = e.len - static_cast<uint32_t>(sizeof(header));
+      out.push_back({header.id, header.event, header.value,
+                     text == 0 ? std::string() : memory.text(gpa + sizeof(header), text)});
+    }
+    return out;
+  }
+  // DEVICE_READY, then PORT_READY for both ports: what Linux's driver does.
+  void handshake() {
+    give_control_buffers(8);
+    send_control(0, VIRTIO_CONSOLE_DEVICE_READY, 1);
+    mmio.notify(VirtioConsole::kControlReceiveQueue);  // no event loop here: see the device
+    send_control(0, VIRTIO_CONSOLE_PORT_READY, 1);
+    send_control(1, VIRTIO_CONSOLE_PORT_READY, 1);
+    mmio.notify(VirtioConsole::kControlReceiveQueue);
+  }
+
+  DriverRing control_rx = ring_at(0x30000);
+  DriverRing control_tx = ring_at(0x40000);
+  DriverRing agent_rx = ring_at(0x50000);
+  DriverRing agent_tx = ring_at(0x60000);
+  uint16_t seen_control = 0;
+  std::map<uint16_t, uint64_t> control_buffers;  // head -> buffer, of the control receiveq
+};
+
+TEST_F(VirtioConsoleMultiportTest, NamedPortsBringMultiportAndTheControlQueues) {
+  EXPECT_EQ(mmio.device_features() & (kMultiport | kEmergWrite), kMultiport | kEmergWrite);
+  EXPECT_EQ(transport->queue_count(), 6) << "port 0, control, port 1: two queues each";
+  EXPECT_EQ(mmio.reg(kConfig + 4), 2u) << "max_nr_ports counts the console";
+  EXPECT_EQ(VirtioConsole::receive_queue(2), 6);
+  EXPECT_EQ(VirtioConsole::transmit_queue(2), 7);
+}
+
+TEST_F(VirtioConsoleMultiportTest, HandshakeAddsNamesAndOpensEveryPort) {
+  bring_up_all();
+  give_control_buffers(8);
+  send_control(0, VIRTIO_CONSOLE_DEVICE_READY, 1);
+  EXPECT_TRUE(received_control().empty()) << "without a loop, sent at the next notify";
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  auto added = received_control();
+  ASSERT_EQ(added.size(), 2u);
+  EXPECT_EQ(added[0].event, VIRTIO_CONSOLE_PORT_ADD);
+  EXPECT_EQ(added[0].id, 0u);
+  EXPECT_EQ(added[1].event, VIRTIO_CONSOLE_PORT_ADD);
+  EXPECT_EQ(added[1].id, 1u);
+
+  send_control(0, VIRTIO_CONSOLE_PORT_READY, 1);
+  send_control(1, VIRTIO_CONSOLE_PORT_READY, 1);
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  auto named = received_control();
+  ASSERT_EQ(named.size(), 4u);
+  EXPECT_EQ(named[0].event, VIRTIO_CONSOLE_CONSOLE_PORT);
+  EXPECT_EQ(named[0].id, 0u);
+  EXPECT_EQ(named[0].value, 1);
+  EXPECT_EQ(named[1].event, VIRTIO_CONSOLE_PORT_OPEN);
+  EXPECT_EQ(named[1].id, 0u);
+  EXPECT_EQ(named[2].event, VIRTIO_CONSOLE_PORT_NAME);
+  EXPECT_EQ(named[2].id, 1u);
+  EXPECT_EQ(named[2].text, "org.libvmm.agent") << "the name follows the header, no NUL";
+  EXPECT_EQ(named[3].event, VIRTIO_CONSOLE_PORT_OPEN);
+  EXPECT_EQ(named[3].id, 1u);
+  EXPECT_EQ(named[3].value, 1);
+
+  send_control(1, VIRTIO_CONSOLE_PORT_OPEN, 1);  // a program opened the port: nothing to answer
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  EXPECT_TRUE(received_control().empty());
+  EXPECT_FALSE(needs_reset());
+}
+
+TEST_F(VirtioConsoleMultiportTest, EachPortHasItsOwnBackendBothWays) {
+  bring_up_all();
+  handshake();
+  // Guest output on each port reaches that port's backend only.
+  agent_tx.add_chain({{agent_tx.place(test::bytes_of("to the agent")), 12, false}});
+  mmio.notify(VirtioConsole::transmit_queue(1));
+  tx.add_chain({{tx.place(test::bytes_of("to the console")), 14, false}});
+  mmio.notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(agent_backend->output, "to the agent");
+  EXPECT_EQ(backend->output, "to the console");
+
+  // Host input on each port fills that port's receive buffers only.
+  const uint64_t agent_buffer = agent_rx.alloc(64);
+  agent_rx.add_chain({{agent_buffer, 64, true}});
+  mmio.notify(VirtioConsole::receive_queue(1));
+  console->receive(1, test::bytes_of("from the agent"));
+  ASSERT_EQ(agent_rx.used_idx(), 1);
+  EXPECT_EQ(memory.text(agent_buffer, agent_rx.used(0).len), "from the agent");
+  EXPECT_EQ(rx.used_idx(), 0);
+  console->receive(0, test::bytes_of("typed"));
+  EXPECT_EQ(console->pending_bytes(0), 5u) << "port 0 has no buffers yet: it waits";
+  EXPECT_EQ(console->pending_bytes(1), 0u);
+}
+
+TEST_F(VirtioConsoleMultiportTest, WithALoopAnswersGoOutWithoutAnotherNotify) {
+  LoopThread io;
+  console->start(io.loop);
+  bring_up_all();
+  give_control_buffers(8);
+  send_control(0, VIRTIO_CONSOLE_DEVICE_READY, 1);  // a vCPU thread: the answer is posted
+  io.call([] {});
+  EXPECT_EQ(received_control().size(), 2u) << "both PORT_ADDs";
+  send_control(1, VIRTIO_CONSOLE_PORT_READY, 1);
+  io.call([] {});
+  EXPECT_EQ(received_control().size(), 2u) << "PORT_NAME and PORT_OPEN";
+
+  // The named port's backend delivers on the loop thread, as a real one does.
+  const uint64_t buffer = agent_rx.alloc(64);
+  agent_rx.add_chain({{buffer, 64, true}});
+  mmio.notify(VirtioConsole::receive_queue(1));
+  io.call([&] { agent_backend->sink(test::bytes_of("over the loop")); });
+  ASSERT_EQ(agent_rx.used_idx(), 1);
+  EXPECT_EQ(memory.text(buffer, agent_rx.used(0).len), "over the loop");
+}
+
+TEST_F(VirtioConsoleMultiportTest, MalformedControlMessagesAreIgnored) {
+  bring_up_all();
+  // Too short, device-writable, a port that does not exist, an event only devices send: each
+  // is returned, nothing is sent, the device goes on.
+  const std::array<uint8_t, 4> half{};
+  control_tx.add_chain({{control_tx.place(half), 4, false}});
+  control_tx.add_chain({{control_tx.alloc(8), 8, true}});
+  mmio.notify(VirtioConsole::kControlTransmitQueue);
+  send_control(7, VIRTIO_CONSOLE_PORT_READY, 1);
+  send_control(0xffffffff, VIRTIO_CONSOLE_PORT_OPEN, 1);
+  send_control(0, VIRTIO_CONSOLE_PORT_NAME, 0);
+  send_control(0, 0xffff, 0xffff);
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  EXPECT_TRUE(received_control().empty());
+  EXPECT_EQ(control_tx.used_idx(), 6) << "every message returned";
+  EXPECT_FALSE(needs_reset());
+  handshake();  // and the real handshake still works after all that
+  EXPECT_EQ(received_control().size(), 6u);
+  EXPECT_FALSE(needs_reset());
+}
+
+TEST_F(VirtioConsoleMultiportTest, AControlMessageOutsideGuestRamBreaksOnlyTheDevice) {
+  bring_up_all();
+  control_tx.add_chain({{kRamSize + 0x1000, 8, false}});
+  mmio.notify(VirtioConsole::kControlTransmitQueue);
+  EXPECT_TRUE(needs_reset()) << "a ring the driver broke, as on every queue";
+  EXPECT_TRUE(received_control().empty());
+}
+
+TEST_F(VirtioConsoleMultiportTest, ControlMessagesTheDriverDoesNotTakeAreBounded) {
+  bring_up_all();
+  // A driver that says DEVICE_READY over and over and never gives a buffer for the answers.
+  for (int i = 0; i < 200; ++i) send_control(0, VIRTIO_CONSOLE_DEVICE_READY, 1);
+  give_control_buffers(kQueueSize - 1);
+  give_control_buffers(1);
+  const size_t sent = received_control().size();
+  EXPECT_GT(sent, 2u);
+  EXPECT_LE(sent, 12u) << "at most six per port wait for the driver";
+  EXPECT_FALSE(needs_reset());
+}
+
+TEST_F(VirtioConsoleMultiportTest, AControlBufferTooShortLosesOnlyItsMessage) {
+  bring_up_all();
+  give_control_buffers(1, 4);  // shorter than a message header
+  give_control_buffers(4);
+  send_control(0, VIRTIO_CONSOLE_DEVICE_READY, 1);
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  auto out = received_control();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].text, "short") << "returned with nothing written";
+  EXPECT_EQ(out[1].event, VIRTIO_CONSOLE_PORT_ADD);
+  EXPECT_EQ(out[1].id, 1u);
+}
+
+TEST_F(VirtioConsoleMultiportTest, ADriverWithoutMultiportHasTheConsoleOnly) {
+  ASSERT_TRUE(mmio.negotiate(kVersion1));
+  mmio.setup_queue(VirtioConsole::kReceiveQueue, rx);
+  mmio.setup_queue(VirtioConsole::kTransmitQueue, tx);
+  mmio.setup_queue(VirtioConsole::kControlTransmitQueue, control_tx);
+  mmio.driver_ok();
+  tx.add_chain({{tx.place(test::bytes_of("hvc0")), 4, false}});
+  mmio.notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(backend->output, "hvc0");
+  send_control(0, VIRTIO_CONSOLE_DEVICE_READY, 1);  // not negotiated: ignored
+  EXPECT_EQ(control_tx.used_idx(), 1);
+  console->receive(1, test::bytes_of("nobody reads this yet"));
+  EXPECT_EQ(console->pending_bytes(1), 21u) << "kept for a driver that takes the port";
+  EXPECT_FALSE(needs_reset());
+}
+
+TEST_F(VirtioConsoleMultiportTest, AResetForgetsTheMessagesNotYetSent) {
+  bring_up_all();
+  send_control(0, VIRTIO_CONSOLE_DEVICE_READY, 1);  // two PORT_ADDs wait for buffers
+  mmio.set_reg(VIRTIO_MMIO_STATUS, 0);
+  control_rx.restart();
+  control_tx.restart();
+  seen_control = 0;
+  bring_up_all();
+  give_control_buffers(4);
+  EXPECT_TRUE(received_control().empty()) << "the new driver starts again with DEVICE_READY";
+}
+
+TEST(VirtioConsolePorts, NamesAreCheckedWhenTheDeviceIsMade) {
+  auto fake = [] { return std::make_shared<FakeCharBackend>(); };
+  using Ports = std::vector<VirtioConsole::NamedPort>;
+  EXPECT_THROW(VirtioConsole(fake(), 16, Ports{{"", fake()}}), std::invalid_argument);
+  EXPECT_THROW(VirtioConsole(fake(), 16, Ports{{"a/b", fake()}}), std::invalid_argument);
+  EXPECT_THROW(VirtioConsole(fake(), 16, Ports{{"a", fake()}, {"a", fake()}}),
+               std::invalid_argument);
+  EXPECT_THROW(VirtioConsole(fake(), 16, Ports(VirtioConsole::kMaxNamedPorts + 1, {"x", fake()})),
+               std::invalid_argument);
+  EXPECT_EQ(VirtioConsole::port_name_problem("org.qemu.guest_agent.0"), "");
+  EXPECT_NE(VirtioConsole::port_name_problem(std::string(65, 'a')), "");
+  EXPECT_NE(VirtioConsole::port_name_problem("tab\there"), "");
 }
 
 }  // namespace

@@ -149,6 +149,42 @@ TEST(DeviceRegistry, ConsoleRules) {
   EXPECT_TRUE(kind.claims(spec_from_flag(kind, "pty"), FakeFiles()).empty());
 }
 
+TEST(DeviceRegistry, ConsoleNamedPorts) {
+  EXPECT_TRUE(problems_of("virtio_console",
+                          "pty,port1=org.qemu.guest_agent.0=socket:/run/qga.sock,port8=log=none")
+                  .empty());
+  EXPECT_EQ(first_problem("virtio_console", "pty,port1=agent"),
+            "--console pty,port1=agent: port1 'agent': expected port1=NAME=BACKEND");
+  EXPECT_EQ(first_problem("virtio_console", "pty,port2=a b=none")
+                .rfind("--console pty,port2=a b=none: port2: port name 'a b': only printable", 0),
+            0u);
+  EXPECT_EQ(first_problem("virtio_console", "pty,port1=a=none,port2=a=none"),
+            "--console pty,port1=a=none,port2=a=none: port2: port name 'a' is given twice");
+  EXPECT_EQ(first_problem("virtio_console", "pty,port1=a=bogus")
+                .rfind("--console pty,port1=a=bogus: port1 a: unknown backend 'bogus'", 0),
+            0u);
+  EXPECT_EQ(first_problem("virtio_console", "pty,port9=a=none")
+                .rfind("--console pty,port9=a=none: unknown option 'port9' (expected "
+                       "port1..port8=NAME=BACKEND, ",
+                       0),
+            0u)
+      << "the family is named once";
+
+  const VirtioDeviceKind& kind = *find_virtio_device_kind("virtio_console");
+  const DeviceSpec spec =
+      spec_from_flag(kind, "stdio,port1=agent=socket:/run/a.sock,port2=log=file:/tmp/log");
+  EXPECT_EQ(kind.describe(spec, 0, "vm"),
+            "virtio-console hvc0 -> stdio, port agent -> socket:/run/a.sock, port log -> "
+            "file:/tmp/log");
+  const auto paths = kind.host_paths(spec);
+  ASSERT_EQ(paths.size(), 2u) << "each port's socket or file, for a jail";
+  EXPECT_EQ(paths[0].path, "/run/a.sock");
+  EXPECT_EQ(paths[0].use, HostPath::Use::socket);
+  EXPECT_EQ(paths[1].path, "/tmp/log");
+  EXPECT_EQ(kind.claims(spec_from_flag(kind, "pty,port1=a=stdio"), FakeFiles()).size(), 1u)
+      << "a port on stdio takes stdin like the console would";
+}
+
 TEST(DeviceRegistry, NetRules) {
   EXPECT_TRUE(problems_of("virtio_net", "tap=t0,mac=52:54:00:12:34:56,mtu=9000").empty());
   EXPECT_EQ(first_problem("virtio_net", "mtu=1500"), "--net mtu=1500: missing tap=NAME");

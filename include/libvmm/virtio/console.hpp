@@ -1,6 +1,15 @@
-// The virtIO console (virtIO 1.2 §5.3): one port, no multiport, so two queues. Guest output
-// from the transmitq goes to a CharBackend; host input from the backend fills the guest's
-// receiveq buffers.
+// The virtIO console (virtIO 1.2 §5.3). Port 0 is the console (Linux: hvc0). Named ports are
+// channels for programs rather than people (a guest agent's, a log's): with any, the device
+// offers VIRTIO_CONSOLE_F_MULTIPORT and its control queues, and Linux makes each a character
+// device, /dev/virtio-ports/NAME. Without them it has two queues and no MULTIPORT, as before.
+// Each port has its own CharBackend: guest output from the port's transmitq goes to it; host
+// input from it fills the port's receiveq buffers.
+//
+// Queues: port 0's receiveq and transmitq (0, 1), the control receiveq and transmitq (2, 3),
+// then port N's pair at 2N + 2 and 2N + 3. The control protocol (§5.3.6.2): the driver says
+// DEVICE_READY, the device adds every port (PORT_ADD), the driver answers PORT_READY for each,
+// and the device then names it (PORT_NAME; port 0: CONSOLE_PORT) and opens it (PORT_OPEN).
+// A backend counts as connected for as long as it is open (a socket's client is not tracked).
 //
 // Guest output waits for the backend instead of a host thread waiting for it: a transmitq chain
 // the backend takes only part of (its output queue is full: nobody reads) is kept, and no
@@ -25,11 +34,13 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "libvmm/virtio/virtio_device.hpp"
@@ -42,9 +53,19 @@ class InputFlowControl;
 
 class VirtioConsole final : public VirtioDevice {
  public:
+  // A port besides the console, found by the guest under its name.
+  struct NamedPort {
+    std::string name;
+    std::shared_ptr<CharBackend> backend;
+  };
+
   static constexpr uint16_t kQueueSize = 256;
-  static constexpr uint16_t kReceiveQueue = 0;         // receiveq, port 0: device to driver
-  static constexpr uint16_t kTransmitQueue = 1;        // transmitq, port 0: driver to device
+  static constexpr uint16_t kReceiveQueue = 0;          // receiveq, port 0: device to driver
+  static constexpr uint16_t kTransmitQueue = 1;         // transmitq, port 0: driver to device
+  static constexpr uint16_t kControlReceiveQueue = 2;   // MULTIPORT: device to driver
+  static constexpr uint16_t kControlTransmitQueue = 3;  // MULTIPORT: driver to device
+  static constexpr size_t kMaxNamedPorts = 8;
+  static constexpr size_t kMaxPortName = 64;
   static constexpr uint32_t kTransmitPerNotify = 256;  // chains per notification, when it can yield
   static constexpr size_t kDefaultPendingLimit = 4096;
   // How far past the limit pending input may grow: the backend's read that reached the limit.
@@ -53,30 +74,42 @@ class VirtioConsole final : public VirtioDevice {
   // Input pauses once `pending_limit` bytes wait, and resumes when fewer than half of them do.
   // At most pending_limit + kMaxBackendRead bytes are kept: input beyond that (from a backend
   // that ignores pause_input()) is dropped with a warning, never queued without bound.
+  // `ports` are ports 1, 2, ... in this order; at most kMaxNamedPorts, each name valid
+  // (port_name_problem()) and unique (std::invalid_argument otherwise: callers check first).
   explicit VirtioConsole(std::shared_ptr<CharBackend> backend,
-                         size_t pending_limit = kDefaultPendingLimit);
+                         size_t pending_limit = kDefaultPendingLimit,
+                         std::vector<NamedPort> ports = {});
   ~VirtioConsole() override;
   VirtioConsole(const VirtioConsole&) = delete;
   VirtioConsole& operator=(const VirtioConsole&) = delete;
 
-  // Starts host input: the backend delivers it to receive() on `loop`'s thread, and flow
+  // Why `name` cannot name a port ("" when it can): 1 to kMaxPortName printable ASCII
+  // characters, none of them a space, '/', ',' or '='.
+  static std::string port_name_problem(std::string_view name);
+  static uint16_t receive_queue(uint32_t port) { return port == 0 ? 0 : 2 * port + 2; }
+  static uint16_t transmit_queue(uint32_t port) { return receive_queue(port) + 1; }
+  // Ports, the console (port 0) included: the config space's max_nr_ports.
+  uint32_t port_count() const { return static_cast<uint32_t>(ports_.size()); }
+
+  // Starts host input: every port's backend delivers it to receive() on `loop`'s thread, and flow
   // control decided elsewhere is posted there. Without start() (tests), those calls are direct.
   // The backend and loop must stop delivering before this console is destroyed.
   void start(EventLoop& loop);
 
-  // Host input (the backend's sink). Must not be called from inside a call into the device, nor
-  // from the backend's pause_input()/resume_input().
-  void receive(std::span<const uint8_t> bytes);
+  // Host input for a port (its backend's sink). Must not be called from inside a call into the
+  // device, nor from the backend's pause_input()/resume_input().
+  void receive(std::span<const uint8_t> bytes) { receive(0, bytes); }
+  void receive(uint32_t port, std::span<const uint8_t> bytes);
 
   // Host input waiting for receive buffers, and input dropped because a backend ignored pause.
-  size_t pending_bytes() const;
-  uint64_t dropped_bytes() const;
+  size_t pending_bytes(uint32_t port = 0) const;
+  uint64_t dropped_bytes(uint32_t port = 0) const;
 
   // VirtioDevice.
   std::string name() const override { return "virtio-console"; }
   uint32_t device_id() const override;
   uint64_t device_features() const override;
-  std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
+  std::vector<uint16_t> queue_max_sizes() const override;
   uint32_t config_size() const override;
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
   // Writing emerg_wr outputs its first byte; it works at any time, even before the driver
@@ -96,34 +129,58 @@ class VirtioConsole final : public VirtioDevice {
     size_t offset = 0;  // bytes of it already taken
   };
 
-  void transmit(Virtqueue& queue);
-  // Transport lock held: offers `iov` from buffer `index`, byte `offset` on to the backend, and
-  // advances both by what it took; true once it took everything.
-  bool write_buffers(const std::vector<iovec>& iov, size_t& index, size_t& offset);
-  // The backend has room again (its output listener, on the loop thread).
-  void on_output_room();
-  // Under mutex_ and the transport's lock: moves pending input into receive buffers.
-  void fill_receive_buffers(Virtqueue& queue);
-  // Under mutex_: pauses input at the limit, resumes it below half (the desired state, not yet
-  // the backend's). True if that changed.
-  bool update_input_pause();
+  struct Port {
+    std::string name;  // "" for port 0, the console
+    std::shared_ptr<CharBackend> backend;
+    // Pauses the backend while `pending` is full; shared with the tasks posted to the loop.
+    std::shared_ptr<InputFlowControl> input_flow;
+    // Under mutex_.
+    std::vector<uint8_t> pending;  // host input not yet in a guest buffer
+    uint64_t dropped = 0;
+    bool overflow_warned = false;
+    // Transport lock only (queue_notify, with_queues, reset, queue_reset).
+    std::optional<HeldChain> tx_held;
+  };
+
+  // The port whose receiveq or transmitq `queue` is; nullopt for the control queues.
+  std::optional<uint32_t> port_of_queue(uint16_t queue) const;
+  std::string port_label(uint32_t port) const;   // "virtio-console port NAME", for log lines
+  std::string port_prefix(uint32_t port) const;  // "port NAME: " ("" for port 0), for guest_error
+  void transmit(uint32_t port, Virtqueue& queue);
+  // Transport lock held: offers `iov` from buffer `index`, byte `offset` on to the port's
+  // backend, and advances both by what it took; true once it took everything.
+  bool write_buffers(Port& port, const std::vector<iovec>& iov, size_t& index, size_t& offset);
+  // A port's backend has room again (its output listener, on the loop thread).
+  void on_output_room(uint32_t port);
+  // Under mutex_ and the transport's lock: moves a port's pending input into receive buffers.
+  void fill_receive_buffers(uint32_t port, Virtqueue& queue);
+  // Under mutex_: pauses a port's input at the limit, resumes it below half (the desired
+  // state, not yet the backend's). True if that changed.
+  bool update_input_pause(Port& port);
+
+  // MULTIPORT. Transport lock held: the driver's control messages.
+  void take_control_messages(Virtqueue& queue);
+  // Under mutex_: what one message from the driver asks for.
+  void handle_control(uint32_t id, uint16_t event, uint16_t value);
+  // Under mutex_: a message for the driver, sent once it gives a control receive buffer.
+  void queue_control(uint32_t id, uint16_t event, uint16_t value, std::string_view text = {});
+  // Under mutex_ and the transport's lock: queued control messages into the driver's buffers.
+  void send_control_messages(Virtqueue& queue);
+  // Outside every lock: the queued messages go out now, through the loop (queue_notify()
+  // cannot reach the control receiveq itself).
+  void post_control_messages();
+
   // A rate-limited warning about something the guest's driver did wrong.
   void guest_error(const std::string& message);
 
-  const std::shared_ptr<CharBackend> backend_;
   const size_t pending_limit_;
-  // Pauses the backend while pending_ is full; shared with the tasks posted to the loop.
-  const std::shared_ptr<InputFlowControl> input_flow_;
+  std::vector<std::unique_ptr<Port>> ports_;  // fixed after construction
 
   mutable std::mutex mutex_;
   EventLoop* loop_ = nullptr;
   VirtioTransport* transport_ = nullptr;  // between activate() and reset()
-  std::vector<uint8_t> pending_;          // host input not yet in a guest buffer
-  uint64_t dropped_ = 0;
-  bool overflow_warned_ = false;
-
-  // Transport lock only (queue_notify, with_queues, reset, queue_reset).
-  std::optional<HeldChain> tx_held_;
+  bool multiport_ = false;                // the driver took MULTIPORT (activate() to reset())
+  std::deque<std::vector<uint8_t>> control_out_;
 
   std::atomic<uint32_t> guest_errors_logged_{0};
 };
