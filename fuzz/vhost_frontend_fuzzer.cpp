@@ -63,10 +63,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     o.config.assign(8, 0);
   }
   o.device_feature_mask = ~uint64_t{0};
+  // A console's queues from the back-end's config (max_nr_ports), as --vhost-user console's.
+  const bool console = (mode & 0x81) == 0x81;
+  if (console) o.queues_from_config = vhost_user_console_queues;
   UniqueFd far;
   try {
     auto device = std::make_unique<VhostUserDevice>(o, memory, loaded_socket(rest, far));
     fuzz::check(device->config_size() == (o.config.empty() ? o.config_size : 8));
+    const size_t queues = device->queue_max_sizes().size();
+    fuzz::check(console ? queues % 2 == 0 && queues <= 2 * kMaxVhostUserConsolePorts + 2
+                        : queues == 2);
     std::vector<uint8_t> buffer(device->config_size());
     device->read_config(0, buffer);
   } catch (const UserError&) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <functional>
 #include <optional>
 #include <set>
 
@@ -38,6 +39,21 @@ std::vector<PortSpec> port_specs(const DeviceSpec& spec) {
     }
   }
   return ports;
+}
+
+// The console a checked spec asks for, every backend opened; `label` names it in errors.
+std::unique_ptr<VirtioConsole> open_console_spec(const DeviceSpec& spec, const std::string& label,
+                                                 const std::function<void()>& on_quit,
+                                                 const std::function<void()>& on_shutdown) {
+  std::vector<VirtioConsole::NamedPort> ports;
+  for (const PortSpec& port : port_specs(spec)) {
+    ports.push_back({std::string(port.name),
+                     open_char_backend(port.backend, fmt::format("{} {}", label, port.attribute),
+                                       on_quit, on_shutdown)});
+  }
+  return std::make_unique<VirtioConsole>(
+      open_char_backend(spec.value_or("backend", ""), label, on_quit, on_shutdown),
+      VirtioConsole::kDefaultPendingLimit, std::move(ports));
 }
 
 class ConsoleKind final : public VirtioDeviceKind {
@@ -116,15 +132,7 @@ class ConsoleKind final : public VirtioDeviceKind {
     // stdio: ..." for a description.
     const std::string label =
         spec.where.starts_with(flag()) || spec.where.empty() ? std::string(flag()) : spec.where;
-    std::vector<VirtioConsole::NamedPort> ports;
-    for (const PortSpec& port : port_specs(spec)) {
-      ports.push_back({std::string(port.name),
-                       open_char_backend(port.backend, fmt::format("{} {}", label, port.attribute),
-                                         context.on_quit, context.on_shutdown)});
-    }
-    return std::make_shared<VirtioConsole>(open_char_backend(spec.value_or("backend", ""), label,
-                                                             context.on_quit, context.on_shutdown),
-                                           VirtioConsole::kDefaultPendingLimit, std::move(ports));
+    return open_console_spec(spec, label, context.on_quit, context.on_shutdown);
   }
 
   void start(VirtioDevice& device, EventLoop& loop) const override {
@@ -137,6 +145,13 @@ class ConsoleKind final : public VirtioDeviceKind {
 const VirtioDeviceKind& virtio_console_kind() {
   static const ConsoleKind kind;
   return kind;
+}
+
+std::unique_ptr<VirtioConsole> open_console(std::string_view value, std::string_view flag,
+                                            std::function<void()> on_quit) {
+  const VirtioDeviceKind& kind = virtio_console_kind();
+  const DeviceSpec spec = checked_spec_from_flag(kind, value, HostFiles::real());
+  return open_console_spec(spec, std::string(flag), on_quit, {});
 }
 
 }  // namespace libvmm

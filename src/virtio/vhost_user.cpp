@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "libvmm/backends/net_abi.hpp"
 #include "libvmm/core/error.hpp"
@@ -44,7 +45,8 @@ VhostUserDevice::VhostUserDevice(VhostUserOptions options, const GuestMemory& me
     : options_(std::move(options)),
       memory_(memory),
       peer_(fmt::format("{} backend at {}", options_.name, options_.socket)),
-      started_(options_.queue_sizes.size(), false) {
+      queue_sizes_(options_.queue_sizes),
+      started_(queue_sizes_.size(), false) {
   UniqueFd connected;
   try {
     connected = vhost::connect_unix(options_.socket);
@@ -59,7 +61,8 @@ VhostUserDevice::VhostUserDevice(VhostUserOptions options, const GuestMemory& me
     : options_(std::move(options)),
       memory_(memory),
       peer_(fmt::format("{} backend at {}", options_.name, options_.socket)),
-      started_(options_.queue_sizes.size(), false) {
+      queue_sizes_(options_.queue_sizes),
+      started_(queue_sizes_.size(), false) {
   negotiate(std::move(connected));
 }
 
@@ -87,18 +90,23 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
     }
     // A network back-end counts queue pairs (as QEMU's front-end and DPDK's back-end do).
     const bool net = options_.net_queue_pairs > 0;
-    const uint64_t needed = net ? options_.net_queue_pairs : options_.queue_sizes.size();
+    std::optional<uint64_t> served;  // GET_QUEUE_NUM's answer
     if (protocol_features_ & bit(vhost::kProtocolMq)) {
-      const uint64_t queues = vhost::decode_reply_u64(
-          request_reply(Message::make(Request::get_queue_num)), Request::get_queue_num);
-      if (queues < needed) {
-        throw vhost::VhostError(fmt::format("it serves {} queue{}; the device needs {}", queues,
+      served = vhost::decode_reply_u64(request_reply(Message::make(Request::get_queue_num)),
+                                       Request::get_queue_num);
+    }
+    auto check_queues = [&] {
+      const uint64_t needed = net ? options_.net_queue_pairs : queue_sizes_.size();
+      if (served && *served < needed) {
+        throw vhost::VhostError(fmt::format("it serves {} queue{}; the device needs {}", *served,
                                             net ? " pair(s)" : "(s)", needed));
       }
-    } else if (net && needed > 1) {
-      throw vhost::VhostError(fmt::format(
-          "it does not offer VHOST_USER_PROTOCOL_F_MQ, which {} queue pairs need", needed));
-    }
+      if (!served && net && needed > 1) {
+        throw vhost::VhostError(fmt::format(
+            "it does not offer VHOST_USER_PROTOCOL_F_MQ, which {} queue pairs need", needed));
+      }
+    };
+    check_queues();
     if (!options_.config.empty()) {
       config_ = options_.config;
     } else if (options_.config_size > 0) {
@@ -107,6 +115,12 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
             "it does not offer VHOST_USER_PROTOCOL_F_CONFIG; the device needs its config space");
       }
       config_ = fetch_config(options_.config_size);
+    }
+    if (options_.queues_from_config) {
+      queue_sizes_ =
+          options_.queues_from_config(backend_features_ & options_.device_feature_mask, config_);
+      started_.assign(queue_sizes_.size(), false);
+      check_queues();
     }
   } catch (const vhost::VhostError& e) {
     throw UserError(located(e.what()));

@@ -4,6 +4,7 @@
 //   <virtio_fs tag="TAG" socket="PATH"/>, --fs tag=TAG,socket=PATH  (virtiofsd's shorthand)
 #include <fmt/format.h>
 #include <linux/virtio_blk.h>
+#include <linux/virtio_console.h>
 #include <linux/virtio_ids.h>
 
 #include <cstring>
@@ -27,6 +28,7 @@ constexpr uint16_t kNetQueueSize = 256;
 constexpr uint16_t kNetControlQueueSize = 64;
 // struct virtio_console_config: cols, rows, max_nr_ports, emerg_wr.
 constexpr uint32_t kConsoleConfigSize = 12;
+constexpr uint32_t kConsoleMaxPortsOffset = 4;
 constexpr uint16_t kConsoleQueueSize = 256;
 // struct virtio_snd_config: jacks, streams, chmaps (controls only with VIRTIO_SND_F_CTLS).
 constexpr uint32_t kSoundConfigSize = 12;
@@ -122,9 +124,10 @@ std::shared_ptr<VirtioDevice> make_console(const DeviceSpec& spec, const DeviceC
   o.device_id = VIRTIO_ID_CONSOLE;
   o.queue_sizes = {kConsoleQueueSize, kConsoleQueueSize};  // port 0's receive and transmit
   o.config_size = kConsoleConfigSize;
-  // One port, no size: no MULTIPORT (its control queues) nor SIZE; not EMERG_WRITE either, as
-  // a config write does not reach the back-end.
-  o.device_feature_mask = 0;
+  // Named ports where the back-end has them (MULTIPORT); not SIZE, nor EMERG_WRITE, as a
+  // config write does not reach the back-end.
+  o.device_feature_mask = bit(VIRTIO_CONSOLE_F_MULTIPORT);
+  o.queues_from_config = vhost_user_console_queues;
   return connect_backend(spec, context, std::move(o));
 }
 
@@ -239,6 +242,25 @@ class FsKind final : public VirtioDeviceKind {
 };
 
 }  // namespace
+
+// With MULTIPORT, two queues per port of the back-end's max_nr_ports and the two control
+// queues after port 0's (virtIO 1.2 §5.3.2); without, port 0's two.
+std::vector<uint16_t> vhost_user_console_queues(uint64_t features,
+                                                std::span<const uint8_t> config) {
+  if (!(features & bit(VIRTIO_CONSOLE_F_MULTIPORT))) {
+    return std::vector<uint16_t>(2, kConsoleQueueSize);
+  }
+  uint32_t ports = 0;
+  for (size_t i = 0; i < 4 && kConsoleMaxPortsOffset + i < config.size(); ++i) {
+    ports |= static_cast<uint32_t>(config[kConsoleMaxPortsOffset + i]) << (8 * i);
+  }
+  if (ports == 0 || ports > kMaxVhostUserConsolePorts) {
+    throw vhost::VhostError(
+        fmt::format("its console has {} ports (max_nr_ports); this side takes 1 to {}", ports,
+                    kMaxVhostUserConsolePorts));
+  }
+  return std::vector<uint16_t>(2 * size_t{ports} + 2, kConsoleQueueSize);
+}
 
 const VirtioDeviceKind& vhost_user_kind() {
   static const VhostUserKind kind;

@@ -25,7 +25,8 @@
 # with two queue pairs on a multiqueue TAP: our vmm's guest has 2 vCPUs and uses both (vmm
 # serves the control queue and enables the second pair's rings in vmm-device), QEMU's has one
 # and keeps the second pair's rings disabled.
-# The vmm-device VM's hvc0 is a third vmm-device (--console stdio): the guest's line reaches
+# The vmm-device VM's hvc0 is a third vmm-device (--console stdio, with a named port on a pty:
+# MULTIPORT through vhost-user, a line each way there too): the guest's line reaches
 # its stdout, and a line typed on its stdin reaches the guest.
 # Usage: linux_vhost.sh VMM [ARCH [VMM_DEVICE]]
 set -euo pipefail
@@ -175,7 +176,7 @@ fi
 # A disk from our own vmm-device (its seccomp filters in kill mode: a call off a list ends it),
 # its network device and its console from two more.
 if [ -x ./vmm-device ]; then
-  start con ./vmm-device --socket /tmp/con.sock --console stdio
+  start con ./vmm-device --socket /tmp/con.sock --console stdio,port1=org.libvmm.test=pty
   condev=$pid
   i=0
   while [ ! -S /tmp/con.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -223,6 +224,7 @@ if [ -x ./vmm-device ]; then
   send con "typed-into-vmm-device"
   check "vmm-device --console: its stdin reaches the guest" \
     wait_for /tmp/dev.out "hvc0 got: typed-into-vmm-device" 60
+  named_port_checks /tmp/con.err /tmp/dev.out "vmm-device --console"
   check "vmm-device: still serving" kill -0 $dev
   kill -9 $dev
   check "vmm-device killed: vmm logs the hang-up" \

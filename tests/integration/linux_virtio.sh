@@ -38,17 +38,7 @@ start hvc0 guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.t
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
-# The console's named port is on a pty vmm names in its log.
-pts=$(sed -n 's|^.*--console port1: console on \(/dev/pts/[0-9]*\)$|\1|p' /tmp/hvc0.err | head -n 1)
-check "named port: vmm names its pty ($pts)" [ -c "$pts" ]
-cat "$pts" >/tmp/port.out 2>/dev/null &
-port_reader=$!
-check "named port: the guest finds it by name and its line reaches the pty" \
-  wait_for /tmp/port.out "hello over the named port" 60
-printf 'ping-over-the-port\n' >"$pts"
-check "named port: host input reaches the guest" \
-  wait_for /tmp/out "named port got: ping-over-the-port" 60
-kill $port_reader 2>/dev/null
+named_port_checks /tmp/hvc0.err /tmp/out vmm
 # vdc grows from 1 to 2 MiB on the host (a marker at the old end) while the guest waits; SIGUSR1
 # has vmm look at its disks' images again, and the driver hears of it (a config interrupt).
 check "the guest waits for vdc to grow" \

@@ -9,12 +9,14 @@
 #include <gtest/gtest.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_console.h>
 #include <linux/virtio_mmio.h>
 #include <linux/virtio_snd.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -26,14 +28,17 @@
 #include "libvmm/backends/net_abi.hpp"
 #include "libvmm/backends/sound_backend.hpp"
 #include "libvmm/backends/vhost_user.hpp"
+#include "libvmm/core/error.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/block.hpp"
 #include "libvmm/virtio/console.hpp"
+#include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
 #include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/sound.hpp"
 #include "libvmm/virtio/vhost_user.hpp"
 #include "libvmm/virtio/vhost_user_backend.hpp"
+#include "unit/support/char_io.hpp"
 #include "unit/support/fake_char_backend.hpp"
 #include "unit/support/fake_net_backend.hpp"
 #include "unit/support/loop_thread.hpp"
@@ -1067,6 +1072,168 @@ TEST(VhostUserBackend, ServesTheConsoleBothWays) {
   EXPECT_EQ(rig.rx.used(0).len, typed.size());
   EXPECT_EQ(rig.memory.text(buffer, typed.size()), typed);
   EXPECT_FALSE(rig.served.closed());
+}
+
+// `vmm --vhost-user TYPE,socket=PATH` through the device registry, connected to `served` over
+// a real listening socket (as vmm-device's): the front-end device, or the UserError it threw.
+std::shared_ptr<VirtioDevice> registry_front_end(Served& served, const std::string& type,
+                                                 GuestMemory& memory, LoopThread& front_loop) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            fmt::format("libvmm-vhost-registry-{}.sock", ::getpid()))
+                               .string();
+  std::filesystem::remove(path);
+  const UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+  EXPECT_EQ(::bind(listener.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address), 0);
+  EXPECT_EQ(::listen(listener.get(), 1), 0);
+  std::thread acceptor([&] {
+    UniqueFd connection(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    served.loop.call([&] {
+      served.backend = std::make_unique<VhostUserBackend>(
+          *served.device, served.loop.loop, std::move(connection), "front-end", [](auto&) {});
+    });
+  });
+  const VirtioDeviceKind& kind = *find_virtio_device_kind("vhost_user");
+  DeviceContext context{memory, front_loop.loop, "vm", 0, {}, {}, {}, 1};
+  std::shared_ptr<VirtioDevice> front;
+  try {
+    front = kind.create(spec_from_flag(kind, type + ",socket=" + path), context);
+  } catch (...) {
+    acceptor.join();
+    std::filesystem::remove(path);
+    throw;
+  }
+  acceptor.join();
+  std::filesystem::remove(path);
+  return front;
+}
+
+// A console back-end that claims `ports` ports with MULTIPORT: what a hostile one could say.
+class ClaimedPortsConsole final : public VirtioDevice {
+ public:
+  explicit ClaimedPortsConsole(uint32_t ports) : ports_(ports) {}
+  std::string name() const override { return "claimed-ports"; }
+  uint32_t device_id() const override { return 3; }
+  uint64_t device_features() const override { return bit(VIRTIO_CONSOLE_F_MULTIPORT); }
+  std::vector<uint16_t> queue_max_sizes() const override { return {256, 256}; }
+  uint32_t config_size() const override { return 12; }
+  void read_config(uint32_t offset, std::span<uint8_t> data) override {
+    std::array<uint8_t, 12> config{};
+    std::memcpy(config.data() + 4, &ports_, 4);
+    std::memcpy(data.data(), config.data() + offset, data.size());
+  }
+  void activate(VirtioTransport&, uint64_t) override {}
+  void queue_notify(uint16_t, Virtqueue&) override {}
+  void reset() override {}
+
+ private:
+  uint32_t ports_;
+};
+
+TEST(VhostUserBackend, TheRegistrysFrontEndRefusesAConsoleClaimingTooManyPorts) {
+  for (const uint32_t ports : {0u, 33u, 0xffffffffu}) {
+    Served served(std::make_unique<ClaimedPortsConsole>(ports));
+    TestMemory memory{0x200000};
+    LoopThread front_loop;
+    try {
+      registry_front_end(served, "console", memory, front_loop);
+      ADD_FAILURE() << ports << " ports accepted";
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find(fmt::format("its console has {} ports", ports)),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+// A console with a named port behind `vmm --vhost-user console,socket=PATH` (the registry's
+// front-end, on a real listening socket) and vmm-device's back-end: the front-end takes its
+// queues from the back-end's max_nr_ports, and the driver's handshake and the port's data go
+// through the back-end.
+TEST(VhostUserBackend, ServesTheNamedPortsOfAConsoleToTheRegistrysFrontEnd) {
+  auto agent = std::make_shared<test::FakeCharBackend>();
+  auto console = std::make_unique<VirtioConsole>(
+      std::make_shared<test::FakeCharBackend>(), VirtioConsole::kDefaultPendingLimit,
+      std::vector<VirtioConsole::NamedPort>{{"org.libvmm.agent", agent}});
+  VirtioConsole& served_console = *console;
+  Served served(std::move(console));
+  served.loop.call([&] { served_console.start(served.loop.loop); });
+
+  TestMemory memory{0x200000};
+  LoopThread front_loop;
+  std::shared_ptr<VirtioDevice> front = registry_front_end(served, "console", memory, front_loop);
+
+  ASSERT_EQ(front->queue_max_sizes().size(), 6u) << "port 0, control, port 1";
+  std::vector<UniqueFd> kicks, calls;
+  std::vector<QueueEventfds> fds;
+  for (int i = 0; i < 6; ++i) {
+    kicks.emplace_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    calls.emplace_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    fds.push_back({kicks.back().get(), calls.back().get()});
+  }
+  front->external_queues()->set_queue_eventfds(std::move(fds));
+  auto irq = std::make_shared<FakeIrq>();
+  VirtioMmioTransport transport(front, memory, irq);
+  MmioDriver driver(transport);
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4), 2u) << "the back-end's max_nr_ports";
+  const uint64_t multiport = bit(VIRTIO_CONSOLE_F_MULTIPORT);
+  ASSERT_TRUE(driver.device_features() & multiport);
+  ASSERT_TRUE(driver.negotiate(bit(VIRTIO_F_VERSION_1) | multiport));
+  std::vector<std::unique_ptr<DriverRing>> rings;
+  for (uint32_t i = 0; i < 6; ++i) {
+    rings.push_back(std::make_unique<DriverRing>(memory, 16, RingLayout::at(0x10000 * (i + 1))));
+    driver.setup_queue(i, *rings.back());
+  }
+  driver.driver_ok();
+  ASSERT_FALSE(driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  auto used_after = [&](uint32_t queue, uint16_t before) {
+    for (int i = 0; i < 50 && rings[queue]->used_idx() == before; ++i) {
+      if (wait_readable(calls[queue].get(), 100)) {
+        uint64_t n;
+        EXPECT_EQ(::read(calls[queue].get(), &n, sizeof n), 8);
+      }
+    }
+    return rings[queue]->used_idx() != before;
+  };
+  auto send_control = [&](uint32_t id, uint16_t event, uint16_t value) {
+    const virtio_console_control message{id, event, value};
+    std::array<uint8_t, sizeof(message)> raw{};
+    std::memcpy(raw.data(), &message, sizeof(message));
+    DriverRing& ring = *rings[VirtioConsole::kControlTransmitQueue];
+    ring.add_chain({{ring.place(raw), sizeof(message), false}});
+    driver.notify(VirtioConsole::kControlTransmitQueue);
+  };
+  DriverRing& control_rx = *rings[VirtioConsole::kControlReceiveQueue];
+  std::vector<uint64_t> answers;
+  for (int i = 0; i < 8; ++i) {
+    answers.push_back(control_rx.alloc(64));
+    control_rx.add_chain({{answers.back(), 64, true}});
+  }
+  driver.notify(VirtioConsole::kControlReceiveQueue);
+
+  send_control(0, VIRTIO_CONSOLE_DEVICE_READY, 1);
+  ASSERT_TRUE(used_after(VirtioConsole::kControlReceiveQueue, 0)) << "no PORT_ADD";
+  for (int i = 0; i < 50 && control_rx.used_idx() < 2; ++i) used_after(2, control_rx.used_idx());
+  ASSERT_EQ(control_rx.used_idx(), 2) << "a PORT_ADD for each port";
+  send_control(1, VIRTIO_CONSOLE_PORT_READY, 1);
+  for (int i = 0; i < 50 && control_rx.used_idx() < 4; ++i) used_after(2, control_rx.used_idx());
+  ASSERT_EQ(control_rx.used_idx(), 4) << "PORT_NAME and PORT_OPEN";
+  const vring_used_elem name = control_rx.used(2);
+  EXPECT_EQ(memory.text(answers[name.id] + sizeof(virtio_console_control),
+                        name.len - sizeof(virtio_console_control)),
+            "org.libvmm.agent");
+
+  // The named port's output reaches its own backend.
+  DriverRing& agent_tx = *rings[VirtioConsole::transmit_queue(1)];
+  const std::string hello = "to the agent";
+  agent_tx.add_chain({{agent_tx.place(test::bytes_of(hello)), 12, false}});
+  driver.notify(VirtioConsole::transmit_queue(1));
+  ASSERT_TRUE(used_after(VirtioConsole::transmit_queue(1), 0));
+  served.loop.call([&] { EXPECT_EQ(agent->output, hello); });
+  EXPECT_FALSE(served.closed());
+  front_loop.call([&] {});
 }
 
 TEST(VhostUserBackend, RefusesMalformedMessagesForTheConsole) {

@@ -23,7 +23,6 @@
 #include <cstring>
 #include <memory>
 
-#include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/backends/sound_backend.hpp"
 #include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/core/error.hpp"
@@ -140,8 +139,7 @@ int serve(const Options& options) {
     serving = fmt::format("virtio-blk {}", config.path);
   } else if (!options.console.empty()) {
     // Opened here, before the sandbox (a socket listens, a file is created); I/O on the loop.
-    auto console = std::make_unique<VirtioConsole>(
-        open_char_backend(options.console, "--console", [&loop] { loop.stop(); }));
+    auto console = open_console(options.console, "--console", [&loop] { loop.stop(); });
     console->start(loop);
     serving = fmt::format("virtio-console on {}", options.console);
     device = std::move(console);
@@ -266,7 +264,8 @@ int main(int argc, char** argv) {
                  "multiqueue TAP, for a front-end with as many)");
   app.add_option("--console", options.console,
                  "Serve a virtIO console (hvc0) on a character backend: stdio, file:PATH, "
-                 "socket:PATH, pty or none (as vmm's --console)")
+                 "socket:PATH, pty or none, with named ports port1=NAME=BACKEND .. port8 (as "
+                 "vmm's --console)")
       ->type_name("BACKEND");
   app.add_option("--sound", options.sound,
                  "Serve a virtIO sound card (one output, one input stream) on none, alsa[:PCM] "

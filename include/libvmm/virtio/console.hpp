@@ -35,6 +35,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -184,5 +185,11 @@ class VirtioConsole final : public VirtioDevice {
 
   std::atomic<uint32_t> guest_errors_logged_{0};
 };
+
+// The console a `--console` value asks for ("stdio,port1=agent=socket:/run/a.sock"), checked
+// and with every backend opened (a stdio one's Ctrl-A x runs `on_quit`); errors name `flag`.
+// Throws UserError for what the value or the host refuses.
+std::unique_ptr<VirtioConsole> open_console(std::string_view value, std::string_view flag,
+                                            std::function<void()> on_quit);
 
 }  // namespace libvmm

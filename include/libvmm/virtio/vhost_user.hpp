@@ -26,8 +26,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -56,8 +58,20 @@ struct VhostUserOptions {
   // than one pair the control queue); the back-end's GET_QUEUE_NUM counts pairs then. 0: not a
   // network device.
   uint16_t net_queue_pairs = 0;
+  // Where the back-end's config decides how many queues the device has (virtio-console: two
+  // per port, and the control queues with MULTIPORT): called once the config is read, with the
+  // back-end's device features; its queue sizes replace queue_sizes. Throws vhost::VhostError
+  // for a config this side refuses.
+  std::function<std::vector<uint16_t>(uint64_t features, std::span<const uint8_t> config)>
+      queues_from_config;
   int timeout_ms = 5000;  // per exchange with the back-end
 };
+
+// `--vhost-user console`'s queues_from_config: with MULTIPORT, two queues for each of the
+// back-end's ports (its config's max_nr_ports, 1 to kMaxVhostUserConsolePorts) and the two
+// control queues; without, port 0's two. Throws vhost::VhostError for another port count.
+constexpr uint32_t kMaxVhostUserConsolePorts = 32;  // what a back-end may make this side set up
+std::vector<uint16_t> vhost_user_console_queues(uint64_t features, std::span<const uint8_t> config);
 
 class VhostUserDevice final : public ExternalQueueDevice {
  public:
@@ -76,7 +90,7 @@ class VhostUserDevice final : public ExternalQueueDevice {
   uint32_t device_id() const override { return options_.device_id; }
   uint64_t device_features() const override;
   void queue_notify(uint16_t index, Virtqueue& queue) override;
-  std::vector<uint16_t> queue_max_sizes() const override { return options_.queue_sizes; }
+  std::vector<uint16_t> queue_max_sizes() const override { return queue_sizes_; }
   uint32_t config_size() const override { return static_cast<uint32_t>(config_.size()); }
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
   void reset() override;
@@ -118,6 +132,7 @@ class VhostUserDevice final : public ExternalQueueDevice {
   const VhostUserOptions options_;
   const GuestMemory& memory_;
   const std::string peer_;
+  std::vector<uint16_t> queue_sizes_;  // options_.queue_sizes, or queues_from_config's
   std::unique_ptr<vhost::Channel> channel_;
   uint64_t backend_features_ = 0;
   uint64_t protocol_features_ = 0;         // negotiated

@@ -136,6 +136,22 @@ grow_image() {
   printf 'LIBVMM-GREW-PAST-THE-END' | dd of="$1" bs=1M seek="$2" conv=notrunc 2>/dev/null
 }
 
+# named_port_checks LOG OUT WHO: the console's port1 is on a pty, which its VMM or vmm-device
+# named in LOG; the guest's tests/named_port writes a line there and says in OUT what it read.
+named_port_checks() {
+  pts=$(sed -n 's|^.*--console port1: console on \(/dev/pts/[0-9]*\)$|\1|p' "$1" | head -n 1)
+  check "$3 named port: on a pty ($pts)" [ -c "$pts" ]
+  [ -c "$pts" ] || return 0
+  cat "$pts" >/tmp/port.out 2>/dev/null &
+  port_reader=$!
+  check "$3 named port: the guest finds it by name and its line reaches the pty" \
+    wait_for /tmp/port.out "hello over the named port" 60
+  printf 'ping-over-the-port\n' >"$pts"
+  check "$3 named port: host input reaches the guest" \
+    wait_for "$2" "named port got: ping-over-the-port" 60
+  kill $port_reader 2>/dev/null
+}
+
 near() { awk -v a="$1" -v b="$2" -v p="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= b * p / 100) }'; }
 between() { awk -v a="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(a != "" && a >= lo && a <= hi) }'; }
 
