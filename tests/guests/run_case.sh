@@ -215,6 +215,7 @@ case $case in
     check "kernel needs 1 MiB of RAM from 0x1000000 (init_size)" --kernel "$guest" --memory 16M --disk "$work/d1.img"
     check "--vfio 0000:ff:1f.7: no such PCI device on this host" --kernel "$guest" --disk "$work/d1.img" --vfio 0000:ff:1f.7
     check "--console bogus: unknown backend 'bogus'" --kernel "$guest" --console bogus
+    check "--console none,port1=agent: port1 'agent': expected port1=NAME=BACKEND" --kernel "$guest" --console none,port1=agent
     check "--net tap=t0,mac=52:54:00:12:34: malformed MAC" --kernel "$guest" --net tap=t0,mac=52:54:00:12:34
     check "MAC 01:00:5e:00:00:01 is a multicast address" --kernel "$guest" --net tap=t0,mac=01:00:5e:00:00:01
     check "--net mac=52:54:00:12:34:56: missing tap=NAME" --kernel "$guest" --net mac=52:54:00:12:34:56
