@@ -7,7 +7,9 @@
 #     login; then `systemctl is-system-running --wait` is running (else each failed unit is
 #     named), a file is written, systemd-networkd has given the NIC its address and it pings the
 #     host end of its TAP (x86_64: in a network namespace this test creates; the emulated host
-#     is a network of its own anyway), the hwrng is virtio_rng, the guest's clock is the host's;
+#     is a network of its own anyway), the hwrng is virtio_rng, the guest's clock is the host's,
+#     Debian's qemu-guest-agent, which udev starts when the console's named port
+#     org.qemu.guest_agent.0 appears, answers guest-sync and guest-info on that port (a pty);
 #     x86_64: `systemctl poweroff` ends vmm with status 0;
 #     aarch64: SIGTERM to vmm presses the power key (PL061 + gpio-keys), systemd-logind powers
 #     off (PSCI SYSTEM_OFF), status 0 (one boot: the emulated arm64 host is slower).
@@ -119,8 +121,9 @@ file_there() {
   ./debugfs -R "cat /root/libvmm-test" /dev/vda 2>/dev/null | grep -qx "written by $1"
 }
 
-# Boot 1: login, checks, systemctl poweroff.
-debian boot1
+# Boot 1: login, checks, systemctl poweroff; a virtIO console whose only use is its named port
+# for the guest agent.
+debian boot1 --console none,port1=org.qemu.guest_agent.0=pty
 wait_vmm /tmp/boot1.out "root@debian" 1200
 echo "boot 1: shell prompt after $(($(date +%s) - started)) s"
 check "boot 1: the login prompt on $console" grep -q "debian login: root (automatic login)" /tmp/boot1.out
@@ -134,6 +137,7 @@ ask boot1 PING 'ping -c 1 -w 60 10.0.0.1 >/dev/null && echo ok'
 ask boot1 NET 'for i in $(seq 60); do networkctl list --no-legend | grep -q "routable *configured" && break; sleep 1; done; networkctl list --no-legend | grep -v loopback'
 ask boot1 ADDR 'ip -4 -o addr show scope global'
 ask boot1 RNG 'cat /sys/class/misc/hw_random/rng_current'
+ask boot1 QGA 'systemctl is-active qemu-guest-agent'
 ask boot1 ANALYZE 'systemd-analyze time | head -n 1'
 ask boot1 BLAME 'systemd-analyze blame | head -n 6'
 ask boot1 DONE 'date +%s'
@@ -152,6 +156,21 @@ check "boot 1: the NIC has 10.0.0.2/24 ($(answer boot1 ADDR))" \
 check "boot 1: the guest pings the host end of its TAP" [ "$(answer boot1 PING)" = ok ]
 check "boot 1: the hwrng is virtio_rng ($(answer boot1 RNG))" \
   sh -c "echo '$(answer boot1 RNG)' | grep -q '^virtio_rng'"
+check "boot 1: udev started qemu-guest-agent for the named port ($(answer boot1 QGA))" \
+  [ "$(answer boot1 QGA)" = active ]
+# The guest agent, a real peer of the console's MULTIPORT: vmm names the named port's pty.
+pts=$(sed -n 's|^.*--console port1: console on \(/dev/pts/[0-9]*\)$|\1|p' /tmp/boot1.err | head -n 1)
+check "boot 1: the guest agent's port is on a pty ($pts)" [ -c "$pts" ]
+if [ -c "$pts" ]; then
+  cat "$pts" >/tmp/qga.out 2>/dev/null &
+  qga_reader=$!
+  printf '{"execute":"guest-sync","arguments":{"id":4242}}\n' >"$pts"
+  check "boot 1: the guest agent answers guest-sync" wait_for /tmp/qga.out '"return": 4242' 120
+  printf '{"execute":"guest-info"}\n' >"$pts"
+  check "boot 1: the guest agent answers guest-info" wait_for /tmp/qga.out '"version"' 60
+  kill $qga_reader 2>/dev/null
+  echo "guest agent: $(head -c 300 /tmp/qga.out)"
+fi
 guest_clock=$(answer boot1 DONE)
 host_clock=$(date +%s)
 check "boot 1: the guest's clock is the host's (guest $guest_clock, host $host_clock)" \
