@@ -192,9 +192,9 @@ void VirtioConsole::activate(VirtioTransport& transport, uint64_t features) {
       if (!port->pending.empty()) loop = loop_;
     }
   }
+  // Every DRIVER_OK of the guest's says it again: rate-limited with its other errors.
   if (ports_.size() > 1 && (features & kMultiport) == 0) {
-    log::warn("{}: the guest's driver did not take MULTIPORT; only port 0 (the console) works",
-              name());
+    guest_error("the driver did not take MULTIPORT; only port 0 (the console) works");
   }
   // Input that waited for a driver: its receive buffers may already be there, but the queues
   // are out of reach inside this call. Without a loop, the next notify or input delivers it.
@@ -375,7 +375,7 @@ void VirtioConsole::handle_control(uint32_t id, uint16_t event, uint16_t value) 
   switch (event) {
     case VIRTIO_CONSOLE_DEVICE_READY:
       if (value != 1) {
-        log::warn("{}: the guest's driver could not set up its ports", name());
+        guest_error("the driver could not set up its ports");
         return;
       }
       for (uint32_t port = 0; port < ports_.size(); ++port) {
@@ -385,7 +385,7 @@ void VirtioConsole::handle_control(uint32_t id, uint16_t event, uint16_t value) 
     case VIRTIO_CONSOLE_PORT_READY:
       if (id >= ports_.size()) break;
       if (value != 1) {
-        log::warn("{}: the guest's driver could not add the port", port_label(id));
+        guest_error(fmt::format("the driver could not add port {}", id));
         return;
       }
       if (id == 0) {

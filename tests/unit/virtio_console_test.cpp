@@ -831,6 +831,21 @@ TEST_F(VirtioConsoleMultiportTest, MalformedControlMessagesAreIgnored) {
   EXPECT_FALSE(needs_reset());
 }
 
+TEST_F(VirtioConsoleMultiportTest, FailuresTheDriverReportsAreLoggedAtARateTheGuestCannotRaise) {
+  bring_up_all();
+  testing::internal::CaptureStderr();
+  for (int i = 0; i < 200; ++i) {
+    send_control(0, VIRTIO_CONSOLE_DEVICE_READY, 0);
+    send_control(1, VIRTIO_CONSOLE_PORT_READY, 0);
+  }
+  const std::string log = testing::internal::GetCapturedStderr();
+  const auto lines = std::count(log.begin(), log.end(), '\n');
+  EXPECT_GT(lines, 0) << "the first ones are said";
+  EXPECT_LE(lines, 33) << "at most 32 guest errors and the line saying the rest are not";
+  EXPECT_TRUE(received_control().empty());
+  EXPECT_FALSE(needs_reset());
+}
+
 TEST_F(VirtioConsoleMultiportTest, AControlMessageOutsideGuestRamBreaksOnlyTheDevice) {
   bring_up_all();
   control_tx.add_chain({{kRamSize + 0x1000, 8, false}});
