@@ -2,14 +2,16 @@
 // transmit chains of any shape, notifications, host input (honouring pause or not), a backend
 // that runs out of room and gets it back, emerg_wr and other config accesses, queue resets,
 // device resets and a transport that stops serving; with a named port (MULTIPORT), also
-// control messages of any shape and well-formed ones for any port. Checks, for every port,
+// control messages of any shape and well-formed ones for any port; with port 0 on a terminal,
+// resizes of it (F_SIZE: config interrupts, RESIZE messages). Checks, for every port,
 // that no host input byte is invented or lost (each is in a used receive buffer, still
 // pending, or counted as dropped past the limit), that pending input stays within its bound,
 // that the backend never gets more than the driver wrote to that port, and that used entries
 // are sane (receive and control receive: at most the chain's room; transmit: nothing written).
 //
-// Input: a selector (pending limit, indirect descriptors, a named port), then operations of one
-// byte each plus operands (chain segments with flags, lengths and bytes; host input; amounts).
+// Input: a selector (pending limit, indirect descriptors, a named port, a terminal), then
+// operations of one byte each plus operands (chain segments with flags, lengths and bytes; host
+// input; amounts).
 #include <linux/virtio_console.h>
 
 #include <algorithm>
@@ -75,6 +77,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::make_shared<test::FakeCharBackend>(), std::make_shared<test::FakeCharBackend>()};
   std::vector<VirtioConsole::NamedPort> named;
   if (selector & 0x80) named.push_back({"org.libvmm.fuzz", backends[1]});
+  // Odd selectors: port 0 on a terminal, so F_SIZE, its config interrupts and RESIZE messages.
+  if (selector & 1) backends[0]->terminal = CharBackend::TerminalSize{80, 24};
   VirtioConsole console(backends[0], limit, named);
   const size_t ports = console.port_count();
   const size_t queue_count = console.queue_max_sizes().size();
@@ -211,6 +215,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                              queues[VirtioConsole::kControlTransmitQueue]);
         break;
       }
+      case 12:  // the terminal resized (SIGWINCH), to any size, 0 x 0 included
+        if (backends[0]->terminal) backends[0]->resize(in.u8(), in.u8());
+        break;
       default:
         break;
     }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include <array>
@@ -36,22 +37,26 @@ void restore_at_exit() {
 }
 
 // ---- Which input fds a StdioBackend reads: two readers would split the input between them. ----
+// The live backends, for terminal_resized(), are kept under the same lock.
 
 std::mutex g_inputs_mutex;
 std::set<int> g_claimed_inputs;
+std::set<StdioBackend*> g_live_backends;
 
-void claim_input(int fd) {
+void claim_input(int fd, StdioBackend* backend) {
   std::lock_guard lock(g_inputs_mutex);
   if (!g_claimed_inputs.insert(fd).second) {
     throw UserError(fd == STDIN_FILENO
                         ? std::string("stdin is already used by another stdio backend")
                         : fmt::format("fd {} is already used by another stdio backend", fd));
   }
+  g_live_backends.insert(backend);
 }
 
-void release_input(int fd) {
+void release_input(int fd, StdioBackend* backend) {
   std::lock_guard lock(g_inputs_mutex);
   g_claimed_inputs.erase(fd);
+  g_live_backends.erase(backend);
 }
 
 constexpr size_t kReadChunk = 4096;
@@ -93,7 +98,7 @@ void RawTerminal::restore_saved() noexcept {
 StdioBackend::StdioBackend(std::function<void()> on_quit, int in_fd, int out_fd,
                            size_t output_limit)
     : on_quit_(std::move(on_quit)), in_fd_(in_fd), out_fd_(out_fd) {
-  claim_input(in_fd_);
+  claim_input(in_fd_, this);
   open_writer();
   output_ = std::make_unique<OutputQueue>(writer_, is_socket_, "stdio", output_limit);
 }
@@ -103,7 +108,7 @@ StdioBackend::~StdioBackend() {
   raw_.reset();
   if (restore_flags_ >= 0) ::fcntl(in_fd_, F_SETFL, restore_flags_);
   if (restore_out_flags_ >= 0) ::fcntl(out_fd_, F_SETFL, restore_out_flags_);
-  release_input(in_fd_);
+  release_input(in_fd_, this);
 }
 
 // Writing needs a non-blocking fd, so that a reader who stops reading never holds a vCPU or the
@@ -144,8 +149,33 @@ size_t StdioBackend::queued_bytes() const {
   return output_->queued();
 }
 
+std::optional<CharBackend::TerminalSize> StdioBackend::terminal_size() const {
+  for (int fd : {out_fd_, in_fd_}) {
+    winsize size{};
+    if (::ioctl(fd, TIOCGWINSZ, &size) == 0) return TerminalSize{size.ws_col, size.ws_row};
+  }
+  return std::nullopt;
+}
+
+void StdioBackend::set_resize_listener(std::function<void()> on_resize) {
+  on_resize_ = std::move(on_resize);
+}
+
+void StdioBackend::terminal_resized() {
+  std::lock_guard lock(g_inputs_mutex);
+  for (StdioBackend* backend : g_live_backends) {
+    if (backend->resize_loop_ == nullptr) continue;
+    // The backend outlives its loop's running (see the destructor), so the task may hold it.
+    backend->resize_loop_->post([backend] { backend->on_resize_(); });
+  }
+}
+
 void StdioBackend::start(EventLoop& loop, InputSink sink) {
   loop_ = &loop;
+  if (on_resize_) {
+    std::lock_guard lock(g_inputs_mutex);
+    resize_loop_ = &loop;
+  }
   sink_ = std::move(sink);
   output_->start(loop);
   interactive_ = ::isatty(in_fd_) == 1;

@@ -294,6 +294,9 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"unlinkat", {}, "unlink on AArch64"});
       r.push_back({"ioctl", {equals(1, FIONREAD)}, "socket console: unread input at hang-up"});
       r.push_back({"ioctl",
+                   {equals(1, TIOCGWINSZ)},
+                   "virtio-console: the terminal's size read again at SIGWINCH (F_SIZE)"});
+      r.push_back({"ioctl",
                    {equals(1, VFIO_DEVICE_SET_IRQS)},
                    "VFIO teardown: a passed-through device's MSI-X eventfds detached"});
       r.push_back({"ioctl",
@@ -354,6 +357,9 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
                    "enables are attached, the others detached"});
       // vmm-device --console: its character backend on this thread (accept4, recvfrom above).
       r.push_back({"ioctl", {equals(1, FIONREAD)}, "socket console: unread input at hang-up"});
+      r.push_back({"ioctl",
+                   {equals(1, TIOCGWINSZ)},
+                   "virtio-console: the terminal's size read again at SIGWINCH (F_SIZE)"});
       r.push_back({"ioctl", {equals(1, TCSETSW)}, "stdio console: the terminal restored"});
       r.push_back({"ioctl", {equals(1, TCSETSF)}, "stdio console: the terminal restored"});
       break;

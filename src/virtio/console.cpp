@@ -25,6 +25,7 @@ constexpr uint32_t kConfigSize = sizeof(virtio_console_config);
 constexpr uint32_t kEmergWrOffset = offsetof(virtio_console_config, emerg_wr);
 constexpr uint32_t kMaxGuestErrorLogs = 32;  // the guest must not be able to flood the log
 constexpr uint64_t kMultiport = 1ull << VIRTIO_CONSOLE_F_MULTIPORT;
+constexpr uint64_t kSize = 1ull << VIRTIO_CONSOLE_F_SIZE;
 // Control messages waiting for the driver's buffers, at most: what one DEVICE_READY and a
 // PORT_READY per port ask for (three per port), with room for a driver that repeats itself.
 // A driver that asks for more than that loses the excess, not the host's memory.
@@ -64,10 +65,16 @@ VirtioConsole::VirtioConsole(std::shared_ptr<CharBackend> backend, size_t pendin
     port->backend->set_output_listener([this, i] { on_output_room(i); });
     ports_.push_back(std::move(port));
   }
+  if (const auto size = ports_[0]->backend->terminal_size()) {
+    size_offered_ = true;
+    size_ = *size;
+    ports_[0]->backend->set_resize_listener([this] { on_resize(); });
+  }
 }
 
 VirtioConsole::~VirtioConsole() {
   for (const auto& port : ports_) port->backend->set_output_listener(nullptr);
+  if (size_offered_) ports_[0]->backend->set_resize_listener(nullptr);
 }
 
 std::string VirtioConsole::port_name_problem(std::string_view name) {
@@ -139,7 +146,8 @@ uint32_t VirtioConsole::device_id() const {
 }
 
 uint64_t VirtioConsole::device_features() const {
-  return (1ull << VIRTIO_CONSOLE_F_EMERG_WRITE) | (ports_.size() > 1 ? kMultiport : 0);
+  return (1ull << VIRTIO_CONSOLE_F_EMERG_WRITE) | (ports_.size() > 1 ? kMultiport : 0) |
+         (size_offered_ ? kSize : 0);
 }
 
 std::vector<uint16_t> VirtioConsole::queue_max_sizes() const {
@@ -155,7 +163,7 @@ void VirtioConsole::guest_error(const std::string& message) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Config space: no VIRTIO_CONSOLE_F_SIZE (cols, rows read 0); max_nr_ports counts port 0.
+// Config space: cols and rows (0 without a terminal), max_nr_ports (port 0 counted).
 
 uint32_t VirtioConsole::config_size() const {
   return kConfigSize;
@@ -163,6 +171,11 @@ uint32_t VirtioConsole::config_size() const {
 
 void VirtioConsole::read_config(uint32_t offset, std::span<uint8_t> data) {
   std::array<uint8_t, kConfigSize> config{};
+  {
+    std::lock_guard lock(mutex_);
+    put_le(config, offsetof(virtio_console_config, cols), size_.cols, 2);
+    put_le(config, offsetof(virtio_console_config, rows), size_.rows, 2);
+  }
   put_le(config, offsetof(virtio_console_config, max_nr_ports), port_count(), 4);
   // emerg_wr is write-only and reads as 0. The transport checked the range.
   std::memcpy(data.data(), config.data() + offset, data.size());
@@ -184,14 +197,20 @@ void VirtioConsole::write_config(uint32_t offset, std::span<const uint8_t> data)
 
 void VirtioConsole::activate(VirtioTransport& transport, uint64_t features) {
   EventLoop* loop = nullptr;
+  bool tell_size = false;
   {
     std::lock_guard lock(mutex_);
     transport_ = &transport;
     multiport_ = (features & kMultiport) != 0;
+    size_taken_ = (features & kSize) != 0;
+    // Linux reads the size only when told it changed: without MULTIPORT, a config interrupt
+    // now; with it, a RESIZE once port 0 is its console (handle_control).
+    tell_size = size_taken_ && !multiport_ && size_ != CharBackend::TerminalSize{};
     for (const auto& port : ports_) {
       if (!port->pending.empty()) loop = loop_;
     }
   }
+  if (tell_size) transport.signal_config_change();
   // Every DRIVER_OK of the guest's says it again: rate-limited with its other errors.
   if (ports_.size() > 1 && (features & kMultiport) == 0) {
     guest_error("the driver did not take MULTIPORT; only port 0 (the console) works");
@@ -211,6 +230,8 @@ void VirtioConsole::reset() {
   std::lock_guard lock(mutex_);
   transport_ = nullptr;  // pending input stays: it is the host's, for the next driver
   multiport_ = false;
+  size_taken_ = false;
+  console_ready_ = false;
   control_out_.clear();  // the next driver starts again with DEVICE_READY
 }
 
@@ -390,6 +411,8 @@ void VirtioConsole::handle_control(uint32_t id, uint16_t event, uint16_t value) 
       }
       if (id == 0) {
         queue_control(id, VIRTIO_CONSOLE_CONSOLE_PORT, 1);
+        console_ready_ = true;
+        if (size_taken_ && size_ != CharBackend::TerminalSize{}) queue_resize();
       } else {
         queue_control(id, VIRTIO_CONSOLE_PORT_NAME, 0, ports_[id]->name);
       }
@@ -420,6 +443,24 @@ void VirtioConsole::queue_control(uint32_t id, uint16_t event, uint16_t value,
   std::memcpy(message.data(), &header, sizeof(header));
   message.insert(message.end(), text.begin(), text.end());
   control_out_.push_back(std::move(message));
+}
+
+void VirtioConsole::queue_resize() {
+  // struct virtio_console_resize (§5.3.6.2): le16 cols, le16 rows.
+  const std::array<uint8_t, 4> size{
+      static_cast<uint8_t>(size_.cols & 0xff), static_cast<uint8_t>(size_.cols >> 8),
+      static_cast<uint8_t>(size_.rows & 0xff), static_cast<uint8_t>(size_.rows >> 8)};
+  // A terminal resized again before the driver took the last size: only the newest counts.
+  for (std::vector<uint8_t>& queued : control_out_) {
+    virtio_console_control header{};
+    std::memcpy(&header, queued.data(), sizeof(header));
+    if (le16toh(header.event) == VIRTIO_CONSOLE_RESIZE) {
+      std::copy(size.begin(), size.end(), queued.begin() + sizeof(header));
+      return;
+    }
+  }
+  queue_control(0, VIRTIO_CONSOLE_RESIZE, 0,
+                std::string_view(reinterpret_cast<const char*>(size.data()), size.size()));
 }
 
 void VirtioConsole::send_control_messages(Virtqueue& queue) {
@@ -469,6 +510,31 @@ void VirtioConsole::post_control_messages() {
       if (transport_ != nullptr) send_control_messages(queues[kControlReceiveQueue]);
     });
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The terminal's size (F_SIZE)
+
+void VirtioConsole::on_resize() {
+  const CharBackend::TerminalSize size =
+      ports_[0]->backend->terminal_size().value_or(CharBackend::TerminalSize{});
+  VirtioTransport* tell = nullptr;
+  bool post = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (size == size_) return;
+    size_ = size;
+    log::debug("{}: the terminal is {}x{} now", name(), size.cols, size.rows);
+    if (transport_ == nullptr || !size_taken_) return;  // the next driver reads it at DRIVER_OK
+    if (!multiport_) {
+      tell = transport_;
+    } else if (console_ready_) {
+      queue_resize();
+      post = true;
+    }
+  }
+  if (tell != nullptr) tell->signal_config_change();
+  if (post) post_control_messages();
 }
 
 // ---------------------------------------------------------------------------------------------

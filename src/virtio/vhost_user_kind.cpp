@@ -124,9 +124,10 @@ std::shared_ptr<VirtioDevice> make_console(const DeviceSpec& spec, const DeviceC
   o.device_id = VIRTIO_ID_CONSOLE;
   o.queue_sizes = {kConsoleQueueSize, kConsoleQueueSize};  // port 0's receive and transmit
   o.config_size = kConsoleConfigSize;
-  // Named ports where the back-end has them (MULTIPORT); not SIZE, nor EMERG_WRITE, as a
-  // config write does not reach the back-end.
-  o.device_feature_mask = bit(VIRTIO_CONSOLE_F_MULTIPORT);
+  // Named ports where the back-end has them (MULTIPORT), and the size of its terminal (SIZE:
+  // read with GET_CONFIG, changes told with CONFIG_CHANGE_MSG or a RESIZE message); not
+  // EMERG_WRITE, as a config write does not reach the back-end.
+  o.device_feature_mask = bit(VIRTIO_CONSOLE_F_MULTIPORT) | bit(VIRTIO_CONSOLE_F_SIZE);
   o.queues_from_config = vhost_user_console_queues;
   return connect_backend(spec, context, std::move(o));
 }

@@ -2,7 +2,8 @@
 # virtIO over PCI in the emulated KVM host: the guest's disks, console, entropy source and
 # network card (on a TAP in a namespace the test creates) are virtio-pci functions (transport=pci) behind libvmm's PCI host bridge, found by Linux's
 # virtio_pci driver with MSI-X; and the same checks as linux.virtio (the pattern the host wrote,
-# the guest's write in the image, the read-only disk refusing writes, hvc0 both ways), a ping
+# the guest's write in the image, the read-only disk refusing writes, hvc0 both ways, hvc0's
+# size from vmm's terminal through the config space, and a resize), a ping
 # and a TCP download over eth0, and the bridge as ACPI describes it (PCI0 in the DSDT; this
 # kernel has no PCI_MMCONFIG, so it keeps 0xCF8/0xCFC: linux.debian checks the MCFG's ECAM). One
 # boot, with --halt guest: the guest's HLTs stay in it (KVM counts no halt exits), and MSI-X
@@ -15,6 +16,7 @@ vmm=$1
 payload_new x86_64 "$vmm"
 
 payload_binary "$(command -v ip)"  # busybox ip has no netns
+payload_binary "$(command -v script)"  # vmm on a terminal: the console's size
 
 payload_script run.sh <<'EOS'
 ./ip netns add libvmm-pci || { echo "cannot create a network namespace"; exit 1; }
@@ -40,13 +42,18 @@ dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
 # KVM's halt exits (debugfs: the sum over this host's VMs, of which emuhost's kvm-hold never runs).
 mount -t debugfs none /sys/kernel/debug 2>/dev/null
 halts_before=$(cat /sys/kernel/debug/kvm/halt_exits 2>/dev/null || echo none)
-start hvc0 guest --memory 256M --cmdline "console=ttyS0 libvmm.test=pci" --halt guest \
+start_on_terminal hvc0 100 30 guest --memory 256M --cmdline "console=ttyS0 libvmm.test=pci" --halt guest \
   --disk /tmp/vda.img,transport=pci --disk /tmp/vdb.img,readonly,transport=pci \
   --console stdio,transport=pci --rng transport=pci --net tap=tap0,transport=pci \
   --serial file:/tmp/out
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 180
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
+# vmm runs on a terminal of 100 x 30: without MULTIPORT, its size is in the console's config
+# space, and a config interrupt (an MSI-X vector here) tells the driver of a new one.
+check "hvc0 has the size of vmm's terminal" wait_for /tmp/out "/dev/hvc0 size: 30 100" 60
+resize_terminal hvc0 132 43
+check "the terminal resized: hvc0 follows" wait_for /tmp/out "/dev/hvc0 resized: 43 132" 60
 stop
 halts_after=$(cat /sys/kernel/debug/kvm/halt_exits 2>/dev/null || echo none)
 tr -d '\r' </tmp/out >/tmp/pci.out

@@ -27,7 +27,8 @@
 # and keeps the second pair's rings disabled.
 # The vmm-device VM's hvc0 is a third vmm-device (--console stdio, with a named port on a pty:
 # MULTIPORT through vhost-user, a line each way there too): the guest's line reaches
-# its stdout, and a line typed on its stdin reaches the guest.
+# its stdout, and a line typed on its stdin reaches the guest. That stdio is a terminal: hvc0
+# has its size, and a new one when it is resized (a RESIZE message from vmm-device, F_SIZE).
 # Usage: linux_vhost.sh VMM [ARCH [VMM_DEVICE]]
 set -euo pipefail
 vmm=$1
@@ -44,6 +45,7 @@ fi
 if [ -n "$vmm_device" ]; then
   payload_binary "$vmm_device" /usr/bin/qemu-system-x86_64
   payload_binary "$(command -v ip)" "$(command -v nsenter)"  # busybox ip has no netns
+  payload_binary "$(command -v script)"  # a terminal for vmm-device's console
   mkdir -p "$payload/qemu-data"
   cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
 fi
@@ -176,7 +178,9 @@ fi
 # A disk from our own vmm-device (its seccomp filters in kill mode: a call off a list ends it),
 # its network device and its console from two more.
 if [ -x ./vmm-device ]; then
-  start con ./vmm-device --socket /tmp/con.sock --console stdio,port1=org.libvmm.test=pty
+  # The console's stdio is a terminal of 100 x 30: its size crosses vhost-user (F_SIZE).
+  start_on_terminal con 100 30 ./vmm-device --socket /tmp/con.sock \
+    --console stdio,port1=org.libvmm.test=pty
   condev=$pid
   i=0
   while [ ! -S /tmp/con.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -225,6 +229,12 @@ if [ -x ./vmm-device ]; then
   check "vmm-device --console: its stdin reaches the guest" \
     wait_for /tmp/dev.out "hvc0 got: typed-into-vmm-device" 60
   named_port_checks /tmp/con.err /tmp/dev.out "vmm-device --console"
+  # MULTIPORT: a RESIZE message from vmm-device, through vmm's front-end, to the guest's hvc0.
+  check "vmm-device --console: hvc0 has the size of its terminal" \
+    wait_for /tmp/dev.out "/dev/hvc0 size: 30 100" 60
+  resize_terminal con 132 43
+  check "vmm-device --console: the terminal resized (SIGWINCH), hvc0 follows" \
+    wait_for /tmp/dev.out "/dev/hvc0 resized: 43 132" 60
   check "vmm-device: still serving" kill -0 $dev
   kill -9 $dev
   check "vmm-device killed: vmm logs the hang-up" \

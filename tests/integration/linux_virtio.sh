@@ -4,8 +4,9 @@
 # through a polling io_uring; one grown on the host, which SIGUSR1 makes vmm see), a virtIO console and a virtio-rng inside the emulated
 # KVM host, and checks, with the real Linux drivers: the disks appear without any
 # virtio_mmio.device= from the user, the guest reads what the host wrote, the host finds what
-# the guest wrote after vmm exits, writes to the read-only disk fail, and hvc0 and a named port
-# of the same console (MULTIPORT, on a pty) carry text both ways.
+# the guest wrote after vmm exits, writes to the read-only disk fail, hvc0 and a named port
+# of the same console (MULTIPORT, on a pty) carry text both ways, and hvc0 has the size of the
+# terminal vmm runs on, before and after it is resized.
 # Usage: linux_virtio.sh VMM
 set -euo pipefail
 vmm=$1
@@ -16,7 +17,7 @@ extra=$work/guest-extra
 mkdir -p "$extra/usr/bin"
 gcc -O2 -static -Wall -Wextra -o "$extra/usr/bin/blkio" "$repo/bench/blkio.c"
 payload_new x86_64 "$vmm" --extra "$extra"
-payload_binary "$(command -v strace)"
+payload_binary "$(command -v strace)" "$(command -v script)"
 
 payload_script run.sh <<'EOS'
 # vda: 4 MiB, a pattern in sector 0, served through io_uring; vdb: 1 MiB, read-only, sync; vdc:
@@ -29,9 +30,10 @@ dd if=/dev/zero of=/tmp/vdc.img bs=1M count=1 2>/dev/null
 dd if=/dev/zero of=/tmp/vdd.img bs=1M count=1 2>/dev/null
 printf 'LIBVMM-POLLED-QUEUE-DISK' | dd of=/tmp/vdd.img conv=notrunc 2>/dev/null
 
-# The virtIO console is on vmm's stdin/stdout (a FIFO here); the serial console goes to a file.
-# Two vCPUs: vda gets a queue per vCPU (the default), vdb one (num_queues=1).
-start hvc0 guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
+# The virtIO console is on vmm's stdin/stdout, a terminal of 100 x 30 (its input from a FIFO);
+# the serial console goes to a file. Two vCPUs: vda gets a queue per vCPU (the default), vdb one
+# (num_queues=1).
+start_on_terminal hvc0 100 30 guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
   --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly,num_queues=1 \
   --disk /tmp/vdc.img,io=auto --disk /tmp/vdd.img --console stdio,port1=org.libvmm.test=pty \
   --rng --serial file:/tmp/out -v
@@ -39,6 +41,11 @@ check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: h
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
 named_port_checks /tmp/hvc0.err /tmp/out vmm
+# The terminal's size reaches hvc0 (F_SIZE; with MULTIPORT, in a RESIZE message), and so does a
+# new one, which the kernel tells vmm with SIGWINCH.
+check "hvc0 has the size of vmm's terminal" wait_for /tmp/out "/dev/hvc0 size: 30 100" 60
+resize_terminal hvc0 132 43
+check "the terminal resized: hvc0 follows" wait_for /tmp/out "/dev/hvc0 resized: 43 132" 60
 # vdc grows from 1 to 2 MiB on the host (a marker at the old end) while the guest waits; SIGUSR1
 # has vmm look at its disks' images again, and the driver hears of it (a config interrupt).
 check "the guest waits for vdc to grow" \

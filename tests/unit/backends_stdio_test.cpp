@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <pty.h>
+#include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -238,6 +239,43 @@ class StdioTerminalTest : public testing::Test {
 
   UniqueFd master_, slave_;
 };
+
+// A console on the terminal tells the guest its size (virtIO F_SIZE): the backend reads it, and
+// terminal_resized() (vmm's SIGWINCH) has the listener run on the backend's loop.
+TEST_F(StdioTerminalTest, TheTerminalsSizeAndItsChanges) {
+  winsize size{};
+  size.ws_col = 100;
+  size.ws_row = 30;
+  ASSERT_EQ(::ioctl(master_.get(), TIOCSWINSZ, &size), 0);
+  StdioBackend backend(nullptr, slave_.get(), slave_.get());
+  EXPECT_EQ(backend.terminal_size(), (CharBackend::TerminalSize{100, 30}));
+  std::promise<std::thread::id> told;
+  int times = 0;
+  backend.set_resize_listener([&] {
+    if (++times == 1) told.set_value(std::this_thread::get_id());
+  });
+  StdioBackend::terminal_resized();  // before start(): there is no loop to tell it on
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, [](std::span<const uint8_t>) {}); });
+  size.ws_col = 132;
+  size.ws_row = 43;
+  ASSERT_EQ(::ioctl(master_.get(), TIOCSWINSZ, &size), 0);
+  StdioBackend::terminal_resized();
+  auto on = told.get_future();
+  ASSERT_EQ(on.wait_for(5s), std::future_status::ready);
+  std::thread::id loop_thread;
+  io.call([&] { loop_thread = std::this_thread::get_id(); });
+  EXPECT_EQ(on.get(), loop_thread) << "on the loop";
+  EXPECT_EQ(backend.terminal_size(), (CharBackend::TerminalSize{132, 43}));
+  io.call([] {});
+  EXPECT_EQ(times, 1);
+}
+
+TEST(StdioBackendTest, PipesHaveNoTerminalSize) {
+  Pipe in, out;
+  StdioBackend backend(nullptr, in.read_end.get(), out.write_end.get());
+  EXPECT_EQ(backend.terminal_size(), std::nullopt);
+}
 
 TEST_F(StdioTerminalTest, RawModeWhileRunningRestoredAfter) {
   ASSERT_NE(attributes().c_lflag & ICANON, 0u);

@@ -21,6 +21,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -58,13 +59,21 @@ constexpr uint64_t kConfig = 0x100;  // config space offset in the MMIO window
 
 class VirtioConsoleTest : public testing::Test {
  protected:
-  // With `named_port`, the console also has port 1, "org.libvmm.agent", on agent_backend.
-  explicit VirtioConsoleTest(size_t pending_limit = 16, bool named_port = false)
-      : console(std::make_shared<VirtioConsole>(
-            backend, pending_limit,
-            named_port ? std::vector<VirtioConsole::NamedPort>{{"org.libvmm.agent", agent_backend}}
-                       : std::vector<VirtioConsole::NamedPort>{})),
+  // With `named_port`, the console also has port 1, "org.libvmm.agent", on agent_backend; with
+  // `terminal`, port 0's backend is on a terminal of that size.
+  explicit VirtioConsoleTest(size_t pending_limit = 16, bool named_port = false,
+                             std::optional<CharBackend::TerminalSize> terminal = std::nullopt)
+      : console(make_console(pending_limit, named_port, terminal)),
         transport(std::make_unique<VirtioMmioTransport>(console, memory, irq)) {}
+
+  std::shared_ptr<VirtioConsole> make_console(size_t pending_limit, bool named_port,
+                                              std::optional<CharBackend::TerminalSize> terminal) {
+    backend->terminal = terminal;
+    return std::make_shared<VirtioConsole>(
+        backend, pending_limit,
+        named_port ? std::vector<VirtioConsole::NamedPort>{{"org.libvmm.agent", agent_backend}}
+                   : std::vector<VirtioConsole::NamedPort>{});
+  }
 
   // Driver initialization (spec §3.1.1) with both queues, up to (not including) DRIVER_OK.
   void negotiate(uint64_t features = kVersion1) {
@@ -654,7 +663,9 @@ struct Control {
 
 class VirtioConsoleMultiportTest : public VirtioConsoleTest {
  protected:
-  VirtioConsoleMultiportTest() : VirtioConsoleTest(16, true) {}
+  explicit VirtioConsoleMultiportTest(
+      std::optional<CharBackend::TerminalSize> terminal = std::nullopt)
+      : VirtioConsoleTest(16, true, terminal) {}
 
   // Every queue set up, MULTIPORT taken (by default), DRIVER_OK.
   void bring_up_all(uint64_t features = kVersion1 | kMultiport) {
@@ -919,6 +930,161 @@ TEST(VirtioConsolePorts, NamesAreCheckedWhenTheDeviceIsMade) {
   EXPECT_EQ(VirtioConsole::port_name_problem("org.qemu.guest_agent.0"), "");
   EXPECT_NE(VirtioConsole::port_name_problem(std::string(65, 'a')), "");
   EXPECT_NE(VirtioConsole::port_name_problem("tab\there"), "");
+}
+
+}  // namespace
+}  // namespace libvmm
+
+namespace libvmm {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// The console's size (VIRTIO_CONSOLE_F_SIZE), when port 0's backend is on a terminal.
+
+constexpr uint64_t kSize = 1ull << VIRTIO_CONSOLE_F_SIZE;
+
+uint32_t cols_rows(uint16_t cols, uint16_t rows) {
+  return cols | static_cast<uint32_t>(rows) << 16;
+}
+
+// What a RESIZE message carries after its header: le16 cols, le16 rows.
+std::string resize_payload(uint16_t cols, uint16_t rows) {
+  const char raw[4] = {static_cast<char>(cols & 0xff), static_cast<char>(cols >> 8),
+                       static_cast<char>(rows & 0xff), static_cast<char>(rows >> 8)};
+  return std::string(raw, sizeof raw);
+}
+
+class VirtioConsoleSizeTest : public VirtioConsoleTest {
+ protected:
+  VirtioConsoleSizeTest() : VirtioConsoleTest(16, false, CharBackend::TerminalSize{100, 30}) {}
+
+  // Whether a config interrupt is pending; acknowledges it.
+  bool config_interrupt() {
+    const uint32_t status = mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS);
+    mmio.set_reg(VIRTIO_MMIO_INTERRUPT_ACK, status);
+    return (status & VIRTIO_MMIO_INT_CONFIG) != 0;
+  }
+};
+
+TEST_F(VirtioConsoleSizeTest, OnATerminalTheSizeIsInTheConfigSpace) {
+  EXPECT_EQ(mmio.device_features() & (kSize | kMultiport), kSize);
+  EXPECT_EQ(mmio.reg(kConfig), cols_rows(100, 30));
+  EXPECT_EQ(mmio.reg(kConfig + 4), 1u) << "max_nr_ports";
+}
+
+TEST_F(VirtioConsoleSizeTest, TheDriverIsToldAtDriverOkAndAtEveryResize) {
+  negotiate(kVersion1 | kSize);
+  EXPECT_FALSE(config_interrupt());
+  mmio.driver_ok();
+  ASSERT_TRUE(live());
+  EXPECT_TRUE(config_interrupt()) << "Linux reads the size only when told it changed";
+
+  const uint32_t generation = mmio.reg(VIRTIO_MMIO_CONFIG_GENERATION);
+  backend->resize(132, 43);
+  EXPECT_TRUE(config_interrupt());
+  EXPECT_NE(mmio.reg(VIRTIO_MMIO_CONFIG_GENERATION), generation);
+  EXPECT_EQ(mmio.reg(kConfig), cols_rows(132, 43));
+
+  backend->resize(132, 43);  // SIGWINCH without a change: nothing to tell
+  EXPECT_FALSE(config_interrupt());
+  EXPECT_FALSE(needs_reset());
+}
+
+TEST_F(VirtioConsoleSizeTest, ADriverThatDidNotTakeSizeIsNotInterrupted) {
+  negotiate(kVersion1);
+  mmio.driver_ok();
+  EXPECT_FALSE(config_interrupt());
+  backend->resize(80, 24);
+  EXPECT_FALSE(config_interrupt());
+}
+
+TEST_F(VirtioConsoleSizeTest, AResizeWithoutADriverIsReadByTheNextOne) {
+  bring_up();
+  config_interrupt();
+  mmio.set_reg(VIRTIO_MMIO_STATUS, 0);  // the driver resets the device
+  backend->resize(90, 20);
+  EXPECT_FALSE(config_interrupt()) << "no driver to tell";
+  negotiate(kVersion1 | kSize);
+  EXPECT_EQ(mmio.reg(kConfig), cols_rows(90, 20));
+  mmio.driver_ok();
+  EXPECT_TRUE(config_interrupt());
+}
+
+TEST(VirtioConsoleSize, ATerminalOfUnknownSizeSaysNothingUntilItKnowsOne) {
+  auto backend = std::make_shared<FakeCharBackend>();
+  backend->terminal = CharBackend::TerminalSize{};
+  TestMemory memory{kRamSize};
+  auto irq = std::make_shared<FakeIrq>();
+  auto console = std::make_shared<VirtioConsole>(backend);
+  VirtioMmioTransport transport(console, memory, irq);
+  MmioDriver mmio{transport};
+  ASSERT_TRUE(mmio.negotiate(kVersion1 | kSize));
+  DriverRing rx(memory, kQueueSize, RingLayout::at(0x10000));
+  DriverRing tx(memory, kQueueSize, RingLayout::at(0x20000));
+  mmio.setup_queue(VirtioConsole::kReceiveQueue, rx);
+  mmio.setup_queue(VirtioConsole::kTransmitQueue, tx);
+  mmio.driver_ok();
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG, 0u);
+  backend->resize(80, 24);
+  EXPECT_NE(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG, 0u);
+  EXPECT_EQ(mmio.reg(kConfig), cols_rows(80, 24));
+}
+
+// With MULTIPORT, Linux ignores the config space's size and reads RESIZE messages for port 0.
+class VirtioConsoleMultiportSizeTest : public VirtioConsoleMultiportTest {
+ protected:
+  VirtioConsoleMultiportSizeTest()
+      : VirtioConsoleMultiportTest(CharBackend::TerminalSize{100, 30}) {}
+};
+
+TEST_F(VirtioConsoleMultiportSizeTest, PortZeroGetsItsSizeOnceItIsTheConsole) {
+  EXPECT_EQ(mmio.device_features() & (kSize | kMultiport), kSize | kMultiport);
+  bring_up_all(kVersion1 | kMultiport | kSize);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG, 0u)
+      << "no config interrupt: this driver would not look";
+  handshake();
+  const auto messages = received_control();
+  ASSERT_EQ(messages.size(), 7u);
+  EXPECT_EQ(messages[2].event, VIRTIO_CONSOLE_CONSOLE_PORT);
+  EXPECT_EQ(messages[3].event, VIRTIO_CONSOLE_RESIZE);
+  EXPECT_EQ(messages[3].id, 0u);
+  EXPECT_EQ(messages[3].text, resize_payload(100, 30)) << "cols, then rows";
+  EXPECT_EQ(messages[4].event, VIRTIO_CONSOLE_PORT_OPEN);
+  EXPECT_EQ(messages[4].id, 0u);
+
+  backend->resize(132, 43);  // no loop here: it goes out at the next notify
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  const auto resized = received_control();
+  ASSERT_EQ(resized.size(), 1u);
+  EXPECT_EQ(resized[0].event, VIRTIO_CONSOLE_RESIZE);
+  EXPECT_EQ(resized[0].text, resize_payload(132, 43));
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG, 0u);
+  EXPECT_FALSE(needs_reset());
+}
+
+TEST_F(VirtioConsoleMultiportSizeTest, ResizesTheDriverHasNotTakenBecomeOneMessage) {
+  bring_up_all(kVersion1 | kMultiport | kSize);
+  backend->resize(90, 20);  // before port 0 is the console: it takes the size with CONSOLE_PORT
+  handshake();
+  auto messages = received_control();
+  ASSERT_EQ(messages.size(), 7u);
+  EXPECT_EQ(messages[3].text, resize_payload(90, 20));
+
+  for (uint16_t cols = 1; cols <= 200; ++cols) backend->resize(cols, 50);
+  give_control_buffers(4);
+  messages = received_control();
+  ASSERT_EQ(messages.size(), 1u) << "one message, with the newest size";
+  EXPECT_EQ(messages[0].text, resize_payload(200, 50));
+}
+
+TEST_F(VirtioConsoleMultiportSizeTest, ADriverWithoutSizeGetsNoResize) {
+  bring_up_all(kVersion1 | kMultiport);
+  handshake();
+  backend->resize(132, 43);
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  for (const Control& message : received_control()) {
+    EXPECT_NE(message.event, VIRTIO_CONSOLE_RESIZE);
+  }
 }
 
 }  // namespace

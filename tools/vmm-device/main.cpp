@@ -24,6 +24,7 @@
 #include <memory>
 
 #include "libvmm/backends/sound_backend.hpp"
+#include "libvmm/backends/stdio_backend.hpp"
 #include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
@@ -67,13 +68,14 @@ UniqueFd listen_unix(const std::string& path) {
   return fd;
 }
 
-// The signals vmm-device answers: those that stop it, and SIGUSR1 (as vmm's: the disk's image
-// is looked at again; a new size reaches the front-end as a config change).
+// The signals vmm-device answers: those that stop it, SIGUSR1 (as vmm's: the disk's image is
+// looked at again; a new size reaches the front-end as a config change) and SIGWINCH (as vmm's:
+// a console on the resized terminal tells the guest).
 constexpr int kRescanSignal = SIGUSR1;
 sigset_t watched_signals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, kRescanSignal}) sigaddset(&set, s);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, kRescanSignal, SIGWINCH}) sigaddset(&set, s);
   return set;
 }
 
@@ -187,6 +189,7 @@ int serve(const Options& options) {
   loop.add(signal_fd.get(), EPOLLIN, [&](uint32_t) {
     signalfd_siginfo info{};
     if (::read(signal_fd.get(), &info, sizeof info) != sizeof info) return;
+    if (static_cast<int>(info.ssi_signo) == SIGWINCH) return StdioBackend::terminal_resized();
     if (static_cast<int>(info.ssi_signo) != kRescanSignal) {
       log::info("stopped by signal {}", info.ssi_signo);
       loop.stop();

@@ -30,13 +30,14 @@ using namespace libvmm;
 namespace {
 
 // The signals vmm answers, read through a signalfd on the event loop: those that stop the VM
-// cleanly (so the terminal is restored and devices flush, as on any other stop), and SIGUSR1,
-// which has every disk's image looked at again (the host grew or shrank it).
+// cleanly (so the terminal is restored and devices flush, as on any other stop), SIGUSR1,
+// which has every disk's image looked at again (the host grew or shrank it), and SIGWINCH (the
+// terminal was resized: a virtIO console on it tells the guest).
 constexpr int kRescanSignal = SIGUSR1;
 sigset_t watched_signals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, kRescanSignal}) sigaddset(&set, s);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, kRescanSignal, SIGWINCH}) sigaddset(&set, s);
   return set;
 }
 
@@ -111,6 +112,7 @@ void watch_signals(System& system, GracefulStop& stop, UniqueFd& holder) {
     signalfd_siginfo info{};
     if (::read(fd, &info, sizeof info) != sizeof info) return;
     const int signo = static_cast<int>(info.ssi_signo);
+    if (signo == SIGWINCH) return StdioBackend::terminal_resized();
     if (signo != kRescanSignal) return stop.on_signal(signo);
     size_t changed = 0;
     for (Vm* vm : system.vms()) changed += vm->rescan_devices();

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -43,6 +44,22 @@ class CharBackend {
   // Called on the event loop thread (from the sink) or posted there.
   virtual void pause_input() {}
   virtual void resume_input() {}
+
+  // The size of the terminal that shows this backend's output, for a console that tells the
+  // guest (virtIO's VIRTIO_CONSOLE_F_SIZE): nullopt without a terminal (a file, a pipe, a
+  // socket); {0, 0} for a terminal that does not know its size. Any thread.
+  struct TerminalSize {
+    uint16_t cols = 0;
+    uint16_t rows = 0;
+    bool operator==(const TerminalSize&) const = default;
+  };
+  virtual std::optional<TerminalSize> terminal_size() const { return std::nullopt; }
+  // Called on the event loop thread when terminal_size() may have changed (the terminal was
+  // resized). Set it before start(); one listener per backend, whose owner outlives the loop's
+  // running.
+  virtual void set_resize_listener(std::function<void()> on_resize) {
+    static_cast<void>(on_resize);
+  }
 
   // Human-readable description, e.g. "stdio", "file:/tmp/x".
   virtual std::string describe() const = 0;

@@ -82,6 +82,14 @@ class StdioBackend : public CharBackend {
   static constexpr size_t kHeldLimit = 4096;
   std::string describe() const override { return "stdio"; }
 
+  // The terminal stdout is on (else stdin's): TIOCGWINSZ; nullopt when neither is one.
+  std::optional<TerminalSize> terminal_size() const override;
+  void set_resize_listener(std::function<void()> on_resize) override;
+  // A program that watches SIGWINCH (the terminal was resized) calls this, from any thread:
+  // every started StdioBackend with a resize listener runs it on its loop. The library installs
+  // no signal handler of its own: vmm and vmm-device read SIGWINCH from their signalfd.
+  static void terminal_resized();
+
  private:
   enum class InputState { stopped, reading, paused };
 
@@ -121,6 +129,9 @@ class StdioBackend : public CharBackend {
   EscapeFilter escapes_;
   std::vector<uint8_t> held_;  // typed for the guest while paused (interactive only)
   bool dropped_warned_ = false;
+
+  std::function<void()> on_resize_;   // set before start()
+  EventLoop* resize_loop_ = nullptr;  // under the backends' registry lock: start() to teardown
 };
 
 }  // namespace libvmm

@@ -11,6 +11,12 @@
 // and the device then names it (PORT_NAME; port 0: CONSOLE_PORT) and opens it (PORT_OPEN).
 // A backend counts as connected for as long as it is open (a socket's client is not tracked).
 //
+// The console's size (VIRTIO_CONSOLE_F_SIZE) is offered when port 0's backend is on a terminal
+// (CharBackend::terminal_size()): the guest's hvc0 gets its columns and rows, at DRIVER_OK and
+// whenever the backend says the terminal was resized. Without MULTIPORT the size is in the
+// config space and a config interrupt tells the driver; with it, a RESIZE control message for
+// port 0 does (cols, then rows, as the spec and Linux since its 2025 fix read it).
+//
 // Guest output waits for the backend instead of a host thread waiting for it: a transmitq chain
 // the backend takes only part of (its output queue is full: nobody reads) is kept, and no
 // further chain is taken, until the backend's output listener says it has room again. The
@@ -44,11 +50,11 @@
 #include <string_view>
 #include <vector>
 
+#include "libvmm/backends/char_backend.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
 
-class CharBackend;
 class EventLoop;
 class InputFlowControl;
 
@@ -171,6 +177,11 @@ class VirtioConsole final : public VirtioDevice {
   // cannot reach the control receiveq itself).
   void post_control_messages();
 
+  // Port 0's backend says its terminal may have a new size (on the loop thread).
+  void on_resize();
+  // Under mutex_: a RESIZE control message for port 0 with size_.
+  void queue_resize();
+
   // A rate-limited warning about something the guest's driver did wrong.
   void guest_error(const std::string& message);
 
@@ -181,6 +192,10 @@ class VirtioConsole final : public VirtioDevice {
   EventLoop* loop_ = nullptr;
   VirtioTransport* transport_ = nullptr;  // between activate() and reset()
   bool multiport_ = false;                // the driver took MULTIPORT (activate() to reset())
+  bool size_offered_ = false;       // port 0 is on a terminal: F_SIZE (fixed after construction)
+  CharBackend::TerminalSize size_;  // the terminal's, as the guest is told it
+  bool size_taken_ = false;         // the driver took F_SIZE (activate() to reset())
+  bool console_ready_ = false;      // MULTIPORT: port 0 is the guest's console now
   std::deque<std::vector<uint8_t>> control_out_;
 
   std::atomic<uint32_t> guest_errors_logged_{0};

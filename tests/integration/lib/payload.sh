@@ -295,6 +295,33 @@ start() {
   pid=$!
 }
 
+# start_on_terminal NAME COLS ROWS CMD...: as start, but CMD's stdin and stdout are a terminal of
+# COLS x ROWS (a pty util-linux's script makes: the test copies it in as ./script), whose input
+# comes from /tmp/NAME.in and whose output goes to /tmp/NAME.out; CMD's stderr goes to
+# /tmp/NAME.err. CMD is a program or guest; no word of it may hold a single quote. CMD is
+# exec'd, so that the signals script passes on (SIGTERM) reach it. resize_terminal NAME COLS ROWS
+# then resizes that terminal: the kernel sends CMD SIGWINCH.
+start_on_terminal() {
+  name=$1 cols=$2 rows=$3; shift 3
+  [ "$1" != guest ] || { shift; set -- ./vmm --kernel "$kernel" --initrd initramfs.cpio.gz "$@"; }
+  {
+    echo "readlink /proc/\$\$/fd/0 >/tmp/$name.tty"
+    echo "stty cols $cols rows $rows || exit 125"
+    printf 'exec '
+    for word in "$@"; do printf "'%s' " "$word"; done
+    echo "2>/tmp/$name.err"
+  } >"/tmp/$name.sh"
+  rm -f "/tmp/$name.in" "/tmp/$name.tty"
+  mkfifo "/tmp/$name.in"
+  ./script -qefc "sh /tmp/$name.sh" /dev/null <>"/tmp/$name.in" >"/tmp/$name.out" \
+    2>"/tmp/$name.script.err" &
+  pid=$!
+}
+
+resize_terminal() {
+  stty -F "$(cat "/tmp/$1.tty")" cols "$2" rows "$3"
+}
+
 send() {
   # Opening a FIFO blocks until something reads it: if the VMM has exited, give up after 10 s
   # instead of hanging the suite until its emulated host times out.

@@ -1,14 +1,15 @@
 // A CharBackend for device tests: it records guest output and flow control, and hands the test
 // the input sink so that the test delivers host input itself. Its output room is unbounded
 // unless the test sets `room`; make_room() then gives more and calls the output listener, as a
-// real backend does when its queue drains. Not thread-safe: the test drives it from one thread
-// at a time.
+// real backend does when its queue drains. With `terminal` set it is on a terminal of that size.
+// Not thread-safe: the test drives it from one thread at a time.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -47,6 +48,15 @@ class FakeCharBackend : public CharBackend {
     ++resumes;
   }
   std::string describe() const override { return "fake"; }
+  std::optional<TerminalSize> terminal_size() const override { return terminal; }
+  void set_resize_listener(std::function<void()> on_resize) override {
+    resize_listener = std::move(on_resize);
+  }
+  // The terminal is now `cols` x `rows`, and the listener told (as SIGWINCH does).
+  void resize(uint16_t cols, uint16_t rows) {
+    terminal = TerminalSize{cols, rows};
+    if (resize_listener) resize_listener();
+  }
 
   std::string output;
   size_t room = kUnbounded;  // what write() takes before it refuses
@@ -58,6 +68,8 @@ class FakeCharBackend : public CharBackend {
   int pauses = 0;
   int resumes = 0;
   int repeated = 0;  // a pause while paused, or a resume while reading: told twice
+  std::optional<TerminalSize> terminal;  // none: not a terminal
+  std::function<void()> resize_listener;
 };
 
 }  // namespace libvmm::test
