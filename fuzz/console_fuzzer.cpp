@@ -3,7 +3,8 @@
 // that runs out of room and gets it back, emerg_wr and other config accesses, queue resets,
 // device resets and a transport that stops serving; with a named port (MULTIPORT), also
 // control messages of any shape and well-formed ones for any port; with port 0 on a terminal,
-// resizes of it (F_SIZE: config interrupts, RESIZE messages). Checks, for every port,
+// resizes of it (F_SIZE: config interrupts, RESIZE messages); host ends opening and closing
+// (PORT_OPEN). Checks, for every port,
 // that no host input byte is invented or lost (each is in a used receive buffer, still
 // pending, or counted as dropped past the limit), that pending input stays within its bound,
 // that the backend never gets more than the driver wrote to that port, and that used entries
@@ -217,6 +218,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       case 12:  // the terminal resized (SIGWINCH), to any size, 0 x 0 included
         if (backends[0]->terminal) backends[0]->resize(in.u8(), in.u8());
+        break;
+      case 13:  // a port's host end opens or closes (a socket's client comes or goes)
+        backends[(code >> 5) % ports]->set_connected((code & 0x10) != 0);
         break;
       default:
         break;

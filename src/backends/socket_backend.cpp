@@ -192,6 +192,7 @@ void SocketBackend::accept_clients() {
     client_events_ = paused_ ? 0 : kInput;
     // Registered even with no events while paused: the kernel still reports a hang-up.
     loop_->add(client_.get(), client_events_, [this](uint32_t events) { on_client_event(events); });
+    if (on_connection_) on_connection_();
   }
 }
 
@@ -260,6 +261,7 @@ void SocketBackend::disconnect(const char* why) {
   }
   log::info("socket:{}: {}", path_, why);
   if (notify) notify();
+  if (on_connection_) on_connection_();
 }
 
 void SocketBackend::update_client_interest() {

@@ -63,6 +63,8 @@ VirtioConsole::VirtioConsole(std::shared_ptr<CharBackend> backend, size_t pendin
     port->backend = std::move(ports[i].backend);
     port->input_flow = InputFlowControl::create(port->backend, pending_limit_);
     port->backend->set_output_listener([this, i] { on_output_room(i); });
+    port->backend->set_connection_listener([this, i] { on_connection(i); });
+    port->host_connected = port->backend->connected();
     ports_.push_back(std::move(port));
   }
   if (const auto size = ports_[0]->backend->terminal_size()) {
@@ -73,7 +75,10 @@ VirtioConsole::VirtioConsole(std::shared_ptr<CharBackend> backend, size_t pendin
 }
 
 VirtioConsole::~VirtioConsole() {
-  for (const auto& port : ports_) port->backend->set_output_listener(nullptr);
+  for (const auto& port : ports_) {
+    port->backend->set_output_listener(nullptr);
+    port->backend->set_connection_listener(nullptr);
+  }
   if (size_offered_) ports_[0]->backend->set_resize_listener(nullptr);
 }
 
@@ -232,6 +237,7 @@ void VirtioConsole::reset() {
   multiport_ = false;
   size_taken_ = false;
   console_ready_ = false;
+  for (const auto& port : ports_) port->ready = false;
   control_out_.clear();  // the next driver starts again with DEVICE_READY
 }
 
@@ -416,7 +422,8 @@ void VirtioConsole::handle_control(uint32_t id, uint16_t event, uint16_t value) 
       } else {
         queue_control(id, VIRTIO_CONSOLE_PORT_NAME, 0, ports_[id]->name);
       }
-      queue_control(id, VIRTIO_CONSOLE_PORT_OPEN, 1);  // the host end is open while vmm runs
+      ports_[id]->ready = true;
+      queue_port_open(id, ports_[id]->host_connected.load());
       return;
     case VIRTIO_CONSOLE_PORT_OPEN:
       if (id >= ports_.size()) break;
@@ -443,6 +450,21 @@ void VirtioConsole::queue_control(uint32_t id, uint16_t event, uint16_t value,
   std::memcpy(message.data(), &header, sizeof(header));
   message.insert(message.end(), text.begin(), text.end());
   control_out_.push_back(std::move(message));
+}
+
+void VirtioConsole::queue_port_open(uint32_t port, bool open) {
+  ports_[port]->told_open = open;
+  // A client that came and went before the driver took the last PORT_OPEN: only now counts.
+  for (std::vector<uint8_t>& queued : control_out_) {
+    virtio_console_control header{};
+    std::memcpy(&header, queued.data(), sizeof(header));
+    if (le16toh(header.event) == VIRTIO_CONSOLE_PORT_OPEN && le32toh(header.id) == port) {
+      header.value = htole16(open ? 1 : 0);
+      std::memcpy(queued.data(), &header, sizeof(header));
+      return;
+    }
+  }
+  queue_control(port, VIRTIO_CONSOLE_PORT_OPEN, open ? 1 : 0);
 }
 
 void VirtioConsole::queue_resize() {
@@ -510,6 +532,22 @@ void VirtioConsole::post_control_messages() {
       if (transport_ != nullptr) send_control_messages(queues[kControlReceiveQueue]);
     });
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host end of a port opening and closing (MULTIPORT's PORT_OPEN)
+
+void VirtioConsole::on_connection(uint32_t port) {
+  Port& p = *ports_[port];
+  const bool open = p.backend->connected();  // outside our lock, as every backend call
+  p.host_connected = open;
+  {
+    std::lock_guard lock(mutex_);
+    if (!multiport_ || transport_ == nullptr || !p.ready || open == p.told_open) return;
+    log::debug("{}: host end {}", port_label(port), open ? "open" : "closed");
+    queue_port_open(port, open);
+  }
+  post_control_messages();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@
 # KVM host, and checks, with the real Linux drivers: the disks appear without any
 # virtio_mmio.device= from the user, the guest reads what the host wrote, the host finds what
 # the guest wrote after vmm exits, writes to the read-only disk fail, hvc0 and a named port
-# of the same console (MULTIPORT, on a pty) carry text both ways, and hvc0 has the size of the
-# terminal vmm runs on, before and after it is resized.
+# of the same console (MULTIPORT, on a pty) carry text both ways, a second named port on a
+# socket holds the guest's line until a client connects and gives the guest an end of file when
+# it leaves (PORT_OPEN), and hvc0 has the size of the terminal vmm runs on, before and after it
+# is resized.
 # Usage: linux_virtio.sh VMM
 set -euo pipefail
 vmm=$1
@@ -16,8 +18,11 @@ vmm=$1
 extra=$work/guest-extra
 mkdir -p "$extra/usr/bin"
 gcc -O2 -static -Wall -Wextra -o "$extra/usr/bin/blkio" "$repo/bench/blkio.c"
+# The emulated host's client of a named port's socket.
+gcc -O2 -static -Wall -Wextra -o "$work/sockline" "$repo/tests/integration/lib/sockline.c"
 payload_new x86_64 "$vmm" --extra "$extra"
 payload_binary "$(command -v strace)" "$(command -v script)"
+cp "$work/sockline" "$payload/"
 
 payload_script run.sh <<'EOS'
 # vda: 4 MiB, a pattern in sector 0, served through io_uring; vdb: 1 MiB, read-only, sync; vdc:
@@ -35,12 +40,26 @@ printf 'LIBVMM-POLLED-QUEUE-DISK' | dd of=/tmp/vdd.img conv=notrunc 2>/dev/null
 # (num_queues=1).
 start_on_terminal hvc0 100 30 guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
   --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly,num_queues=1 \
-  --disk /tmp/vdc.img,io=auto --disk /tmp/vdd.img --console stdio,port1=org.libvmm.test=pty \
+  --disk /tmp/vdc.img,io=auto --disk /tmp/vdd.img --console stdio,port1=org.libvmm.test=pty,port2=org.libvmm.socket=socket:/tmp/port2.sock \
   --rng --serial file:/tmp/out -v
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
 named_port_checks /tmp/hvc0.err /tmp/out vmm
+# port2 is a socket nobody is connected to yet: PORT_OPEN 0, and the guest's line waits in the
+# guest (before, it went to the backend and was dropped for want of a client).
+check "the guest finds the socket's port and writes to it" \
+  wait_for /tmp/out "named port org.libvmm.socket: /dev/vport" 60
+sleep 2
+./sockline /tmp/port2.sock ping-over-the-socket >/tmp/port2.out 2>&1 &
+sockline=$!
+check "the line written before a client connected reaches the client (PORT_OPEN 0, then 1)" \
+  wait_for /tmp/port2.out "hello over the named port" 60
+check "the client's line reaches the guest" \
+  wait_for /tmp/out "named port got: ping-over-the-socket" 60
+kill $sockline
+check "the client leaving is the port's end of file in the guest (PORT_OPEN 0)" \
+  wait_for /tmp/out "named port org.libvmm.socket: the host end closed" 60
 # The terminal's size reaches hvc0 (F_SIZE; with MULTIPORT, in a RESIZE message), and so does a
 # new one, which the kernel tells vmm with SIGWINCH.
 check "hvc0 has the size of vmm's terminal" wait_for /tmp/out "/dev/hvc0 size: 30 100" 60

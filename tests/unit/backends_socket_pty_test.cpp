@@ -159,6 +159,33 @@ TEST_F(SocketBackendTest, DisconnectAndReconnect) {
   EXPECT_EQ(read_from(second.get(), 5), "again");
 }
 
+// A console with named ports tells the guest when the host end opens and closes (PORT_OPEN).
+TEST_F(SocketBackendTest, SaysWhenAClientComesAndGoes) {
+  SocketBackend backend(path_);
+  std::atomic<int> changes{0};
+  std::atomic<bool> last{true};
+  backend.set_connection_listener([&] {
+    last = backend.connected();
+    ++changes;
+  });
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  EXPECT_FALSE(backend.connected());
+  {
+    UniqueFd client = attach(backend, received);
+    EXPECT_TRUE(wait_until([&] { return changes == 1; }));
+    EXPECT_TRUE(last);
+    UniqueFd second = connect_client();  // told busy: no change for the guest
+    EXPECT_EQ(read_from(second.get(), 1).size(), 1u);
+  }
+  EXPECT_TRUE(wait_until([&] { return changes == 2; }));
+  EXPECT_FALSE(last);
+  EXPECT_FALSE(backend.connected());
+  io.call([] {});
+  EXPECT_EQ(changes, 2);
+}
+
 TEST_F(SocketBackendTest, SecondClientIsToldBusy) {
   SocketBackend backend(path_);
   Received received;

@@ -659,6 +659,7 @@ struct Control {
   uint16_t event;
   uint16_t value;
   std::string text;  // what follows the header (PORT_NAME's name)
+  bool operator==(const Control&) const = default;
 };
 
 class VirtioConsoleMultiportTest : public VirtioConsoleTest {
@@ -1085,6 +1086,58 @@ TEST_F(VirtioConsoleMultiportSizeTest, ADriverWithoutSizeGetsNoResize) {
   for (const Control& message : received_control()) {
     EXPECT_NE(message.event, VIRTIO_CONSOLE_RESIZE);
   }
+}
+
+}  // namespace
+}  // namespace libvmm
+
+namespace libvmm {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// PORT_OPEN follows the host end of a port (a socket backend's client).
+
+TEST_F(VirtioConsoleMultiportTest, PortOpenFollowsTheHostEnd) {
+  agent_backend->set_connected(false);  // no client yet: before any driver, nothing to tell
+  bring_up_all();
+  handshake();
+  const auto messages = received_control();
+  ASSERT_EQ(messages.size(), 6u);
+  EXPECT_EQ(messages[5], (Control{1, VIRTIO_CONSOLE_PORT_OPEN, 0, ""}))
+      << "the host end is closed: Linux holds the port's writes";
+
+  agent_backend->set_connected(true);  // no loop here: it goes out at the next notify
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  EXPECT_EQ(received_control(), (std::vector<Control>{{1, VIRTIO_CONSOLE_PORT_OPEN, 1, ""}}));
+
+  agent_backend->set_connected(true);  // no change: nothing to tell
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  EXPECT_TRUE(received_control().empty());
+
+  give_control_buffers(2);
+  agent_backend->set_connected(false);
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  EXPECT_EQ(received_control(), (std::vector<Control>{{1, VIRTIO_CONSOLE_PORT_OPEN, 0, ""}}))
+      << "readers in the guest get an end of file";
+  EXPECT_FALSE(needs_reset());
+}
+
+TEST_F(VirtioConsoleMultiportTest, AClientComingAndGoingFastBecomesOneMessage) {
+  bring_up_all();
+  handshake();
+  received_control();
+  for (int i = 0; i < 101; ++i) agent_backend->set_connected(i % 2 == 1);
+  give_control_buffers(4);
+  EXPECT_EQ(received_control(), (std::vector<Control>{{1, VIRTIO_CONSOLE_PORT_OPEN, 0, ""}}))
+      << "no backlog however often a client comes and goes";
+}
+
+TEST_F(VirtioConsoleMultiportTest, APortTheDriverHasNotAddedIsToldNothing) {
+  bring_up_all();
+  give_control_buffers(4);
+  agent_backend->set_connected(false);
+  mmio.notify(VirtioConsole::kControlReceiveQueue);
+  EXPECT_TRUE(received_control().empty()) << "before PORT_READY the port does not exist";
 }
 
 }  // namespace

@@ -45,6 +45,15 @@ class CharBackend {
   virtual void pause_input() {}
   virtual void resume_input() {}
 
+  // Whether someone is at the host end to take output and give input: a socket's client.
+  // Other backends count as connected while they are open. Any thread.
+  virtual bool connected() const { return true; }
+  // Called on the event loop thread when connected() changed. Set it before start(); one
+  // listener per backend, whose owner outlives the loop's running.
+  virtual void set_connection_listener(std::function<void()> on_change) {
+    static_cast<void>(on_change);
+  }
+
   // The size of the terminal that shows this backend's output, for a console that tells the
   // guest (virtIO's VIRTIO_CONSOLE_F_SIZE): nullopt without a terminal (a file, a pipe, a
   // socket); {0, 0} for a terminal that does not know its size. Any thread.

@@ -8,7 +8,8 @@
 // kOutputLimit bytes, and beyond that write() takes nothing, so that the device holds its
 // output back until the client reads (CharBackend::write). Guest output while no client is
 // connected, or after the client stopped reading for good, is dropped, as on a serial line
-// nobody listens to.
+// nobody listens to. A console's named port tells its guest whether a client is connected
+// (connected(), PORT_OPEN), and Linux then holds the port's output until one is.
 //
 // Threads: write() from any thread; everything else on the event loop thread.
 #pragma once
@@ -53,6 +54,11 @@ class SocketBackend : public CharBackend {
   // Any thread. Whether a client is connected, and the output waiting for it.
   bool client_connected() const;
   size_t queued_bytes() const;
+  // A client is connected; the listener runs when one connects and when it leaves.
+  bool connected() const override { return client_connected(); }
+  void set_connection_listener(std::function<void()> on_change) override {
+    on_connection_ = std::move(on_change);
+  }
 
  private:
   void accept_clients();
@@ -78,6 +84,8 @@ class SocketBackend : public CharBackend {
   bool flush_posted_ = false;   // an update_client_interest() is queued on the loop
   bool refused_ = false;        // a device waits for the output listener
   std::function<void()> on_room_;
+
+  std::function<void()> on_connection_;  // set before start()
 
   // Loop thread only.
   EventLoop* loop_ = nullptr;

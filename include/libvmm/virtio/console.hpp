@@ -8,8 +8,11 @@
 // Queues: port 0's receiveq and transmitq (0, 1), the control receiveq and transmitq (2, 3),
 // then port N's pair at 2N + 2 and 2N + 3. The control protocol (§5.3.6.2): the driver says
 // DEVICE_READY, the device adds every port (PORT_ADD), the driver answers PORT_READY for each,
-// and the device then names it (PORT_NAME; port 0: CONSOLE_PORT) and opens it (PORT_OPEN).
-// A backend counts as connected for as long as it is open (a socket's client is not tracked).
+// and the device then names it (PORT_NAME; port 0: CONSOLE_PORT) and says whether its host end
+// is open (PORT_OPEN): a socket backend's is while a client is connected, and PORT_OPEN follows
+// the client coming and going (CharBackend::connected()); other backends' are always open.
+// Linux holds a program's writes to a port whose host end is closed, and gives its reads an end
+// of file, so nothing the guest writes there is lost for want of a client.
 //
 // The console's size (VIRTIO_CONSOLE_F_SIZE) is offered when port 0's backend is on a terminal
 // (CharBackend::terminal_size()): the guest's hvc0 gets its columns and rows, at DRIVER_OK and
@@ -147,6 +150,11 @@ class VirtioConsole final : public VirtioDevice {
     bool overflow_warned = false;
     // Transport lock only (queue_notify, with_queues, reset, queue_reset).
     std::optional<HeldChain> tx_held;
+    // The backend's connected(), read outside every lock (on the loop thread, where it changes).
+    std::atomic<bool> host_connected{true};
+    // Under mutex_ (MULTIPORT): the driver added the port, and what PORT_OPEN last told it.
+    bool ready = false;
+    bool told_open = false;
   };
 
   // The port whose receiveq or transmitq `queue` is; nullopt for the control queues.
@@ -177,6 +185,10 @@ class VirtioConsole final : public VirtioDevice {
   // cannot reach the control receiveq itself).
   void post_control_messages();
 
+  // A port's backend says its host end opened or closed (on the loop thread).
+  void on_connection(uint32_t port);
+  // Under mutex_: PORT_OPEN for a port, replacing one still waiting for a buffer.
+  void queue_port_open(uint32_t port, bool open);
   // Port 0's backend says its terminal may have a new size (on the loop thread).
   void on_resize();
   // Under mutex_: a RESIZE control message for port 0 with size_.

@@ -52,6 +52,15 @@ class FakeCharBackend : public CharBackend {
   void set_resize_listener(std::function<void()> on_resize) override {
     resize_listener = std::move(on_resize);
   }
+  bool connected() const override { return host_connected; }
+  void set_connection_listener(std::function<void()> on_change) override {
+    connection_listener = std::move(on_change);
+  }
+  // A client comes (true) or goes, and the listener told (as a socket backend does).
+  void set_connected(bool connected) {
+    host_connected = connected;
+    if (connection_listener) connection_listener();
+  }
   // The terminal is now `cols` x `rows`, and the listener told (as SIGWINCH does).
   void resize(uint16_t cols, uint16_t rows) {
     terminal = TerminalSize{cols, rows};
@@ -68,6 +77,8 @@ class FakeCharBackend : public CharBackend {
   int pauses = 0;
   int resumes = 0;
   int repeated = 0;  // a pause while paused, or a resume while reading: told twice
+  bool host_connected = true;
+  std::function<void()> connection_listener;
   std::optional<TerminalSize> terminal;  // none: not a terminal
   std::function<void()> resize_listener;
 };
