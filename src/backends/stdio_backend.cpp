@@ -166,7 +166,9 @@ void StdioBackend::terminal_resized() {
   for (StdioBackend* backend : g_live_backends) {
     if (backend->resize_loop_ == nullptr) continue;
     // The backend outlives its loop's running (see the destructor), so the task may hold it.
-    backend->resize_loop_->post([backend] { backend->on_resize_(); });
+    backend->resize_loop_->post([backend] {
+      if (backend->on_resize_) backend->on_resize_();  // its owner may have let go meanwhile
+    });
   }
 }
 

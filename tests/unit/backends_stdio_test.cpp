@@ -271,6 +271,22 @@ TEST_F(StdioTerminalTest, TheTerminalsSizeAndItsChanges) {
   EXPECT_EQ(times, 1);
 }
 
+// A SIGWINCH's task still queued when the console let go of the backend does nothing.
+TEST_F(StdioTerminalTest, AResizeAfterTheListenerWentAwayIsIgnored) {
+  StdioBackend backend(nullptr, slave_.get(), slave_.get());
+  int told = 0;
+  backend.set_resize_listener([&] { ++told; });
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, [](std::span<const uint8_t>) {}); });
+  std::promise<void> go;
+  io.loop.post([&] { go.get_future().wait(); });  // holds the loop
+  StdioBackend::terminal_resized();
+  backend.set_resize_listener(nullptr);
+  go.set_value();
+  io.call([] {});
+  EXPECT_EQ(told, 0);
+}
+
 TEST(StdioBackendTest, PipesHaveNoTerminalSize) {
   Pipe in, out;
   StdioBackend backend(nullptr, in.read_end.get(), out.write_end.get());
