@@ -236,7 +236,6 @@ void VirtioConsole::reset() {
   transport_ = nullptr;  // pending input stays: it is the host's, for the next driver
   multiport_ = false;
   size_taken_ = false;
-  console_ready_ = false;
   for (const auto& port : ports_) port->ready = false;
   control_out_.clear();  // the next driver starts again with DEVICE_READY
 }
@@ -415,14 +414,13 @@ void VirtioConsole::handle_control(uint32_t id, uint16_t event, uint16_t value) 
         guest_error(fmt::format("the driver could not add port {}", id));
         return;
       }
+      ports_[id]->ready = true;
       if (id == 0) {
         queue_control(id, VIRTIO_CONSOLE_CONSOLE_PORT, 1);
-        console_ready_ = true;
         if (size_taken_ && size_ != CharBackend::TerminalSize{}) queue_resize();
       } else {
         queue_control(id, VIRTIO_CONSOLE_PORT_NAME, 0, ports_[id]->name);
       }
-      ports_[id]->ready = true;
       queue_port_open(id, ports_[id]->host_connected.load());
       return;
     case VIRTIO_CONSOLE_PORT_OPEN:
@@ -452,17 +450,22 @@ void VirtioConsole::queue_control(uint32_t id, uint16_t event, uint16_t value,
   control_out_.push_back(std::move(message));
 }
 
-void VirtioConsole::queue_port_open(uint32_t port, bool open) {
-  ports_[port]->told_open = open;
-  // A client that came and went before the driver took the last PORT_OPEN: only now counts.
+std::vector<uint8_t>* VirtioConsole::waiting_control(uint32_t id, uint16_t event) {
   for (std::vector<uint8_t>& queued : control_out_) {
     virtio_console_control header{};
     std::memcpy(&header, queued.data(), sizeof(header));
-    if (le16toh(header.event) == VIRTIO_CONSOLE_PORT_OPEN && le32toh(header.id) == port) {
-      header.value = htole16(open ? 1 : 0);
-      std::memcpy(queued.data(), &header, sizeof(header));
-      return;
-    }
+    if (le32toh(header.id) == id && le16toh(header.event) == event) return &queued;
+  }
+  return nullptr;
+}
+
+void VirtioConsole::queue_port_open(uint32_t port, bool open) {
+  ports_[port]->told_open = open;
+  // A client that came and went before the driver took the last PORT_OPEN: only now counts.
+  if (std::vector<uint8_t>* waiting = waiting_control(port, VIRTIO_CONSOLE_PORT_OPEN)) {
+    const uint16_t value = htole16(open ? 1 : 0);
+    std::memcpy(waiting->data() + offsetof(virtio_console_control, value), &value, sizeof value);
+    return;
   }
   queue_control(port, VIRTIO_CONSOLE_PORT_OPEN, open ? 1 : 0);
 }
@@ -473,13 +476,9 @@ void VirtioConsole::queue_resize() {
       static_cast<uint8_t>(size_.cols & 0xff), static_cast<uint8_t>(size_.cols >> 8),
       static_cast<uint8_t>(size_.rows & 0xff), static_cast<uint8_t>(size_.rows >> 8)};
   // A terminal resized again before the driver took the last size: only the newest counts.
-  for (std::vector<uint8_t>& queued : control_out_) {
-    virtio_console_control header{};
-    std::memcpy(&header, queued.data(), sizeof(header));
-    if (le16toh(header.event) == VIRTIO_CONSOLE_RESIZE) {
-      std::copy(size.begin(), size.end(), queued.begin() + sizeof(header));
-      return;
-    }
+  if (std::vector<uint8_t>* waiting = waiting_control(0, VIRTIO_CONSOLE_RESIZE)) {
+    std::copy(size.begin(), size.end(), waiting->begin() + sizeof(virtio_console_control));
+    return;
   }
   queue_control(0, VIRTIO_CONSOLE_RESIZE, 0,
                 std::string_view(reinterpret_cast<const char*>(size.data()), size.size()));
@@ -566,7 +565,7 @@ void VirtioConsole::on_resize() {
     if (transport_ == nullptr || !size_taken_) return;  // the next driver reads it at DRIVER_OK
     if (!multiport_) {
       tell = transport_;
-    } else if (console_ready_) {
+    } else if (ports_[0]->ready) {
       queue_resize();
       post = true;
     }

@@ -51,9 +51,7 @@ send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60
 # vmm runs on a terminal of 100 x 30: without MULTIPORT, its size is in the console's config
 # space, and a config interrupt (an MSI-X vector here) tells the driver of a new one.
-check "hvc0 has the size of vmm's terminal" wait_for /tmp/out "/dev/hvc0 size: 30 100" 60
-resize_terminal hvc0 132 43
-check "the terminal resized: hvc0 follows" wait_for /tmp/out "/dev/hvc0 resized: 43 132" 60
+terminal_size_checks hvc0 /tmp/out vmm
 stop
 halts_after=$(cat /sys/kernel/debug/kvm/halt_exits 2>/dev/null || echo none)
 tr -d '\r' </tmp/out >/tmp/pci.out

@@ -230,11 +230,7 @@ if [ -x ./vmm-device ]; then
     wait_for /tmp/dev.out "hvc0 got: typed-into-vmm-device" 60
   named_port_checks /tmp/con.err /tmp/dev.out "vmm-device --console"
   # MULTIPORT: a RESIZE message from vmm-device, through vmm's front-end, to the guest's hvc0.
-  check "vmm-device --console: hvc0 has the size of its terminal" \
-    wait_for /tmp/dev.out "/dev/hvc0 size: 30 100" 60
-  resize_terminal con 132 43
-  check "vmm-device --console: the terminal resized (SIGWINCH), hvc0 follows" \
-    wait_for /tmp/dev.out "/dev/hvc0 resized: 43 132" 60
+  terminal_size_checks con /tmp/dev.out "vmm-device --console"
   check "vmm-device: still serving" kill -0 $dev
   kill -9 $dev
   check "vmm-device killed: vmm logs the hang-up" \

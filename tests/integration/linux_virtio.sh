@@ -62,9 +62,7 @@ check "the client leaving is the port's end of file in the guest (PORT_OPEN 0)" 
   wait_for /tmp/out "named port org.libvmm.socket: the host end closed" 60
 # The terminal's size reaches hvc0 (F_SIZE; with MULTIPORT, in a RESIZE message), and so does a
 # new one, which the kernel tells vmm with SIGWINCH.
-check "hvc0 has the size of vmm's terminal" wait_for /tmp/out "/dev/hvc0 size: 30 100" 60
-resize_terminal hvc0 132 43
-check "the terminal resized: hvc0 follows" wait_for /tmp/out "/dev/hvc0 resized: 43 132" 60
+terminal_size_checks hvc0 /tmp/out vmm
 # vdc grows from 1 to 2 MiB on the host (a marker at the old end) while the guest waits; SIGUSR1
 # has vmm look at its disks' images again, and the driver hears of it (a config interrupt).
 check "the guest waits for vdc to grow" \

@@ -152,7 +152,8 @@ class VirtioConsole final : public VirtioDevice {
     std::optional<HeldChain> tx_held;
     // The backend's connected(), read outside every lock (on the loop thread, where it changes).
     std::atomic<bool> host_connected{true};
-    // Under mutex_ (MULTIPORT): the driver added the port, and what PORT_OPEN last told it.
+    // Under mutex_ (MULTIPORT): the driver added the port (port 0: it is the guest's console
+    // now), and what PORT_OPEN last told it.
     bool ready = false;
     bool told_open = false;
   };
@@ -187,6 +188,8 @@ class VirtioConsole final : public VirtioDevice {
 
   // A port's backend says its host end opened or closed (on the loop thread).
   void on_connection(uint32_t port);
+  // Under mutex_: the message for `id` of `event` still waiting for a control buffer, if any.
+  std::vector<uint8_t>* waiting_control(uint32_t id, uint16_t event);
   // Under mutex_: PORT_OPEN for a port, replacing one still waiting for a buffer.
   void queue_port_open(uint32_t port, bool open);
   // Port 0's backend says its terminal may have a new size (on the loop thread).
@@ -207,7 +210,6 @@ class VirtioConsole final : public VirtioDevice {
   bool size_offered_ = false;       // port 0 is on a terminal: F_SIZE (fixed after construction)
   CharBackend::TerminalSize size_;  // the terminal's, as the guest is told it
   bool size_taken_ = false;         // the driver took F_SIZE (activate() to reset())
-  bool console_ready_ = false;      // MULTIPORT: port 0 is the guest's console now
   std::deque<std::vector<uint8_t>> control_out_;
 
   std::atomic<uint32_t> guest_errors_logged_{0};

@@ -152,6 +152,15 @@ named_port_checks() {
   kill $port_reader 2>/dev/null
 }
 
+# terminal_size_checks NAME OUT WHO: WHO's console runs on the terminal of start_on_terminal NAME
+# 100 30; the guest's tests/terminal_size says in OUT hvc0's size, then its new size once this
+# resizes the terminal to 132 x 43 (SIGWINCH; F_SIZE).
+terminal_size_checks() {
+  check "$3: hvc0 has the size of its terminal" wait_for "$2" "/dev/hvc0 size: 30 100" 60
+  resize_terminal "$1" 132 43
+  check "$3: the terminal resized, hvc0 follows" wait_for "$2" "/dev/hvc0 resized: 43 132" 60
+}
+
 near() { awk -v a="$1" -v b="$2" -v p="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= b * p / 100) }'; }
 between() { awk -v a="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(a != "" && a >= lo && a <= hi) }'; }
 
