@@ -29,6 +29,8 @@
 # net,num_queues=2,transport=pci, 2 vCPUs) and "qemu-vu-2q2" (q35, RAM in a shared memfd,
 # -netdev vhost-user,queues=2, mq=on, 2 vCPUs), iperf3 -P 2; their CPU per packet counts
 # vmm-device's with the front-end's (it moves the frames for both).
+# The vmm configurations without "pci" in their name are transport=mmio (the default when their
+# figures in docs/PERFORMANCE.md were recorded; x86_64's default is virtio-pci since session 35).
 # iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
 # Each VMM runs ROUNDS times, interleaved; the table shows medians. A second table gives VM
 # exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
@@ -158,9 +160,9 @@ while [ $round -lt $rounds ]; do
   want host && host_round
   # Each VMM in namespace nb.
   want vmm && bench_sampled vmm netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
-    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0 --quiet
+    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,transport=mmio --quiet
   want vmm-tx && bench_sampled vmm-tx netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
-    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,iothread=on --quiet
+    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,iothread=on,transport=mmio --quiet
   for vhost in off on; do
     name=qemu; [ $vhost = on ] && name=qemu-vhost
     want $name || continue
@@ -171,7 +173,7 @@ while [ $round -lt $rounds ]; do
       -device virtio-net-device,netdev=n0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
   done
   want vmm-vhost && bench_sampled vmm-vhost netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
-    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,vhost=on --quiet
+    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,vhost=on,transport=mmio --quiet
   want vmm-pci && bench_sampled vmm-pci netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
     --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,transport=pci \
     --quiet
@@ -197,7 +199,7 @@ while [ $round -lt $rounds ]; do
     if want vmm-2q$q; then
       bench_sampled vmm-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
         --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
-        --net tap=tap0,num_queues=$q --quiet
+        --net tap=tap0,num_queues=$q,transport=mmio --quiet
     fi
     want vmm-vhost-2q$q || continue
     bench_sampled vmm-vhost-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \

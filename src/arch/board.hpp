@@ -41,6 +41,8 @@ struct MemoryMap {
   std::vector<uint32_t> device_irqs;  // lines devices may have, in the order handed out
   uint32_t irq_count = 0;
   std::optional<pci::HostBridgeLayout> pci;  // the PCI host bridge's windows, if it has one
+  // The transport of a virtIO device that names none: PCI (true) or virtio-mmio.
+  bool virtio_pci_by_default = false;
 };
 
 // A device of the real board that a Microkit description hands to its guest by mapping the
@@ -90,6 +92,10 @@ class Board {
   virtual DeviceWindow device_space() const = 0;
   // The PCI host bridge's ECAM and BAR windows; none: no PCI bus (transport=pci refused).
   virtual std::optional<pci::HostBridgeLayout> pci_layout() const { return std::nullopt; }
+  // Whether a virtIO device without a transport= is a PCI function (else virtio-mmio). Only
+  // where every guest kernel the board runs can be expected to have virtio_pci and the
+  // machine always delivers MSIs.
+  virtual bool virtio_pci_by_default() const { return false; }
   // Port I/O: x86_64 only.
   virtual bool has_ioports() const { return false; }
   // The PCI host bridge's memory windows (ECAM, 32-bit and 64-bit BAR windows) as windows maps

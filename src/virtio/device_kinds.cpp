@@ -38,9 +38,9 @@ std::vector<AttributeRule> device_attributes(const VirtioDeviceKind& kind) {
   return rules;
 }
 
-bool uses_pci_transport(const DeviceSpec& spec) {
+bool uses_pci_transport(const DeviceSpec& spec, bool pci_by_default) {
   const auto transport = spec.get("transport");
-  return transport && *transport == "pci";
+  return transport ? *transport == "pci" : pci_by_default;
 }
 
 namespace {

@@ -31,7 +31,7 @@ std::vector<DevicePlacement> plan_devices(const MemoryMap& map,
   size_t mmio = 0;
   size_t pci = 0;
   for (const OrderedSpec& device : in_device_order(specs)) {
-    if (uses_pci_transport(*device.spec)) {
+    if (uses_pci_transport(*device.spec, map.virtio_pci_by_default)) {
       DeviceSlot slot;
       slot.pci_device = static_cast<uint8_t>(std::min<size_t>(++pci, 255));
       plan.push_back({device, slot});

@@ -208,8 +208,12 @@ case $case in
     check "--disk $work/odd.img: image $work/odd.img: size 1000 bytes is not a multiple of 512" --kernel "$guest" --disk "$work/odd.img"
     check "--disk $work/odd.img,bogus: unknown option 'bogus'" --kernel "$guest" --disk "$work/odd.img,bogus"
     disks=()
-    for i in $(seq 1 17); do truncate -s 4096 "$work/d$i.img"; disks+=(--disk "$work/d$i.img"); done
-    check "--disk $work/d17.img: no free interrupt line or device slot left for it (16 virtIO devices at most)" --kernel "$guest" "${disks[@]}"
+    for i in $(seq 1 17); do truncate -s 4096 "$work/d$i.img"; disks+=(--disk "$work/d$i.img,transport=mmio"); done
+    check "--disk $work/d17.img,transport=mmio: no free interrupt line or device slot left for it (16 virtIO devices at most)" --kernel "$guest" "${disks[@]}"
+    # PCI (the default here): device numbers 1 to 31 on bus 0.
+    disks=()
+    for i in $(seq 1 32); do truncate -s 4096 "$work/p$i.img"; disks+=(--disk "$work/p$i.img"); done
+    check "--disk $work/p32.img: no PCI device number left for it (31 PCI devices at most)" --kernel "$guest" "${disks[@]}"
     # Refused once a disk's I/O thread exists, which waits for the vCPUs before its filter:
     # the teardown lets it go (no hang).
     check "kernel needs 1 MiB of RAM from 0x1000000 (init_size)" --kernel "$guest" --memory 16M --disk "$work/d1.img"

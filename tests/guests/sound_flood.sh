@@ -21,7 +21,7 @@ fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat 
 rounds=200
 started=$(date +%s)
 timeout 120 "$vmm" --kernel "$guest" --memory 32M --cmdline "acpi=off rounds=$rounds" \
-  --sound none --rng </dev/null >"$out" 2>"$err"
+  --sound none,transport=mmio --rng transport=mmio </dev/null >"$out" 2>"$err"
 status=$?
 echo "the guest ran $(($(date +%s) - started)) s"
 [ "$status" -eq 0 ] || fail "exit status $status, expected 0"

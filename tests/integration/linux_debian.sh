@@ -41,8 +41,8 @@ printf 'LIBVMM-DISK-DATA' | dd of=/tmp/vda.img conv=notrunc 2>/dev/null
 dd if=/dev/zero of=/tmp/vdb.img bs=1M count=1 2>/dev/null
 
 ./vmm --kernel debian-vmlinuz --initrd initramfs-debian.cpio.gz --memory 256M \
-  --cmdline "console=ttyS0 quiet libvmm.test=debian_acpi" --disk /tmp/vda.img --net tap=tap0 \
-  --console file:/tmp/hvc0.out --rng --disk /tmp/vdb.img,transport=pci \
+  --cmdline "console=ttyS0 quiet libvmm.test=debian_acpi" --disk /tmp/vda.img,transport=mmio --net tap=tap0,transport=mmio \
+  --console file:/tmp/hvc0.out,transport=mmio --rng transport=mmio --disk /tmp/vdb.img,transport=pci \
   --serial file:/tmp/acpi.out </dev/null 2>/tmp/acpi.err
 status=$?
 host_clock=$(date +%s)

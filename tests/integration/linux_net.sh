@@ -51,7 +51,7 @@ guest --memory 160M --serial file:/tmp/a.out \
   2>/tmp/a.err &
 a=$!
 guest --memory 160M --vcpus 2 --serial file:/tmp/b.out \
-  --cmdline "console=ttyS0 quiet libvmm.test=net_peer" --net tap=tap1,num_queues=2 2>/tmp/b.err &
+  --cmdline "console=ttyS0 quiet libvmm.test=net_peer" --net tap=tap1,num_queues=2,transport=mmio 2>/tmp/b.err &
 b=$!
 guest --memory 160M --vcpus 2 --serial file:/tmp/c.out -v \
   --cmdline "console=ttyS0 quiet libvmm.test=net libvmm.addr=10.0.0.4" \

@@ -47,14 +47,14 @@ sanitized() {
 }
 sanitized "vhost-net over virtio-pci" --net tap=tap0,vhost=on,transport=pci,poll_us=20
 # Two pairs (a multiqueue TAP vmm creates): the driver's VQ_PAIRS_SET on the control queue.
-sanitized "vhost-net over virtio-mmio, 2 queue pairs" --vcpus 2 --net tap=tapmq,vhost=on,num_queues=2
+sanitized "vhost-net over virtio-mmio, 2 queue pairs" --vcpus 2 --net tap=tapmq,vhost=on,num_queues=2,transport=mmio
 check "vhost-net, 2 queue pairs: the driver asked for both on the control queue" \
   grep -q "vhost-net0: 2 of 2 queue pairs in use" /tmp/s.err
 sanitized "virtio-pci disk, network and rng" \
   --disk /tmp/a.img,transport=pci --net tap=tap0,transport=pci --rng transport=pci
 sanitized "virtio-mmio devices on their threads" --vcpus 2 \
-  --disk /tmp/a.img,num_queues=2 --disk /tmp/b.img,readonly,iothread=off \
-  --net tap=tap0,iothread=on --rng
+  --disk /tmp/a.img,num_queues=2,transport=mmio --disk /tmp/b.img,readonly,iothread=off,transport=mmio \
+  --net tap=tap0,iothread=on,transport=mmio --rng transport=mmio
 ./virtiofsd --socket-path=/tmp/vfs.sock -o source=/tmp/share -o sandbox=chroot 2>/tmp/vfsd.err &
 vfsd=$!
 i=0

@@ -59,7 +59,7 @@ check "no socket: the line names device and socket" \
   grep -q "virtio-fs backend at /tmp/none.sock: No such file or directory" /tmp/none.err
 cat /tmp/none.err
 
-if ! virtiofs_checks 64; then
+if ! FS_OPTIONS=,transport=mmio virtiofs_checks 64; then
   finish linux_vhost /tmp/fs.out /tmp/fs.err /tmp/vfsd.err
   exit 1
 fi

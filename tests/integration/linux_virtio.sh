@@ -39,9 +39,10 @@ printf 'LIBVMM-POLLED-QUEUE-DISK' | dd of=/tmp/vdd.img conv=notrunc 2>/dev/null
 # the serial console goes to a file. Two vCPUs: vda gets a queue per vCPU (the default), vdb one
 # (num_queues=1).
 start_on_terminal hvc0 100 30 guest --memory 256M --vcpus 2 --cmdline "console=ttyS0 quiet libvmm.test=virtio" \
-  --disk /tmp/vda.img,io=io_uring --disk /tmp/vdb.img,readonly,num_queues=1 \
-  --disk /tmp/vdc.img,io=auto --disk /tmp/vdd.img --console stdio,port1=org.libvmm.test=pty,port2=org.libvmm.socket=socket:/tmp/port2.sock \
-  --rng --serial file:/tmp/out -v
+  --disk /tmp/vda.img,io=io_uring,transport=mmio --disk /tmp/vdb.img,readonly,num_queues=1,transport=mmio \
+  --disk /tmp/vdc.img,io=auto,transport=mmio --disk /tmp/vdd.img,transport=mmio \
+  --console stdio,port1=org.libvmm.test=pty,port2=org.libvmm.socket=socket:/tmp/port2.sock,transport=mmio \
+  --rng transport=mmio --serial file:/tmp/out -v
 check "hvc0 output reached vmm's stdout" wait_for /tmp/hvc0.out "LIBVMM-GUEST: hello over hvc0" 120
 send hvc0 "ping-from-host"
 check "host input reached the guest over hvc0" wait_for /tmp/hvc0.out "hvc0 got: ping-from-host" 60

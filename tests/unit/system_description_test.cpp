@@ -252,6 +252,37 @@ TEST_F(DescriptionTest, AArch64OnlyElementsAreRefusedOnX86) {
       "x86_64 guests");
 }
 
+// A virtIO device that names no transport is a PCI function on x86_64 and a virtio-mmio
+// window on AArch64 and RISC-V; transport="mmio" or "pci" says which, anywhere.
+TEST_F(DescriptionTest, TheDefaultTransportIsTheBoards) {
+  const std::string rng_default = "<virtio_rng />";
+  std::vector<std::string> parsed;
+  for (const auto& [arch, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"x86_64", "virtio   PCI 00:01.0 MSI-X"},
+           {"aarch64", "virtio   [0x000a000000, 0x000a000200) IRQ"},
+           {"riscv64", "virtio   [0x0010001000, 0x0010001200) IRQ"}}) {
+    description = SystemDescription::parse(xml(rng_default), "t.system", parsed);
+    description.arch = arch;
+    ASSERT_TRUE(parsed.empty()) << parsed.front();
+    const std::string layout = description.layout();
+    EXPECT_NE(layout.find(expected), std::string::npos) << arch << "\n" << layout;
+  }
+  EXPECT_TRUE(problems_of(xml("<virtio_rng transport=\"mmio\" />")).empty());
+  EXPECT_NE(description.layout().find("virtio   [0x00d0000000, 0x00d0000200) IRQ  5"),
+            std::string::npos)
+      << description.layout();
+}
+
+// With PCI the default on x86_64, a map in the PCI host bridge's BAR window conflicts with a
+// device that names no transport, as with transport="pci"; transport="mmio" frees the window.
+TEST_F(DescriptionTest, MapsAvoidThePciWindowsOfTheDefaultTransport) {
+  const std::string map = "<map mr=\"shared\" perms=\"r\" />";
+  expect_problem(xml(map + "<virtio_rng />"),
+                 "t.system:9: map of 'shared' at [0xc0000000, 0xc0002000) overlaps the PCI host "
+                 "bridge's 32-bit BAR window (the VM has PCI devices) at [0xc0000000, 0xd0000000)");
+  EXPECT_TRUE(problems_of(xml(map + "<virtio_rng transport=\"mmio\" />")).empty());
+}
+
 TEST_F(DescriptionTest, HaltInTheGuest) {
   EXPECT_TRUE(problems_of(xml("<halt in=\"guest\" />")).empty());
   EXPECT_NE(description.layout().find("halt     in the guest (HLT and PAUSE without VM exits)"),

@@ -99,8 +99,9 @@ bool devices_need_shared_ram(const std::vector<DeviceSpec>& specs);
 // The attributes of a kind's element and flag: its own, then those every virtIO device has
 // (`transport="pci"|"mmio"`: which transport connects it to the guest).
 std::vector<AttributeRule> device_attributes(const VirtioDeviceKind& kind);
-// Whether a spec asks for the PCI transport (transport=pci); the default is virtio-mmio.
-bool uses_pci_transport(const DeviceSpec& spec);
+// Whether a device is a PCI function: transport=pci, or no transport= on a machine whose
+// default is PCI (`pci_by_default`: MemoryMap::virtio_pci_by_default). Else virtio-mmio.
+bool uses_pci_transport(const DeviceSpec& spec, bool pci_by_default);
 
 // Every registered kind, in the order devices of different kinds are placed and probed.
 const std::vector<const VirtioDeviceKind*>& virtio_device_kinds();

@@ -35,7 +35,7 @@
 #                                  within 1 %; aplay took 1.6-4 s beyond its own start-up:
 #                                  paced). The checks are named "LABEL: ..." (default "sound");
 #                                  the console output without CRs is left in /tmp/tone.guest
-#   [FS_OPTIONS=,transport=pci] virtiofs_checks MIB VMM-ARGS...
+#   [FS_OPTIONS=,transport=pci|mmio] virtiofs_checks MIB VMM-ARGS...
 #                                  a folder (/tmp/share) shared through ./virtiofsd with a guest
 #                                  booted with --fs tag=hostshare (and VMM-ARGS) that runs
 #                                  images/tests/fs: it mounts the tag, reads the host's file,
