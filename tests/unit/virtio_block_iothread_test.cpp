@@ -571,10 +571,13 @@ TEST(BlockIoThread, AdaptivePollingFindsCloseRequestsAndStopsWhenTheDiskIsIdle) 
   const uint64_t hits_before = disk.device->poll_hits();
   disk.publish_read(3);
   std::this_thread::sleep_for(kSettle);
-  EXPECT_EQ(disk.ring.used_idx(), used) << "no polling after a long idle time";
-  disk.window->notify(0);
+  // Served without a notification, it can only have been the thread's re-check of the ring as
+  // it turned notifications back on after read 2 (a thread slowed by a loaded machine), which
+  // is not polling: the poll hits tell the two apart.
+  if (disk.ring.used_idx() != used + 1) disk.window->notify(0);
   ASSERT_TRUE(disk.wait_used(++used));
-  EXPECT_EQ(disk.device->poll_hits(), hits_before);
+  std::this_thread::sleep_for(kSettle);  // a hit is counted just after the used ring moves
+  EXPECT_EQ(disk.device->poll_hits(), hits_before) << "no polling after a long idle time";
 }
 
 TEST(BlockIoThread, PollUsAndNumQueuesAreCheckedOnTheDiskFlag) {
