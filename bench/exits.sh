@@ -19,6 +19,10 @@
 #                    emulated host's console)
 #   EXITS_VARIANTS   more configurations of our vmm, each booted in every round and shown in its
 #                    own column: "NAME:ARGS;NAME:ARGS", e.g. "memfd:--memory-backing memfd"
+#   EXITS_QEMU_ARGS  more arguments for QEMU (e.g. a disk, to compare machines with devices)
+#   /tmp/disk.img    a 1 MiB zero-filled image in the emulated host, for a disk in those
+#                    arguments: EXITS_VMM_ARGS="--disk /tmp/disk.img", EXITS_QEMU_ARGS="-drive
+#                    id=d,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d"
 #   EXITS_SHMEM_THP  written to the emulated host's transparent_hugepage/shmem_enabled before
 #                    the rounds (Debian's kernels: never), e.g. advise: memfd guest RAM with
 #                    huge pages (QEMU's anonymous RAM and our default's do not use shmem)
@@ -61,8 +65,10 @@ EOS
 
 variants=${EXITS_VARIANTS:-}
 payload_script run.sh rounds="$rounds" qemu="$qemu" vmm_args="${EXITS_VMM_ARGS:-}" \
-    variants="$variants" shmem_thp="${EXITS_SHMEM_THP:-}" hugepages="${EXITS_HUGEPAGES:-}" <<'EOS'
+    qemu_args="${EXITS_QEMU_ARGS:-}" variants="$variants" shmem_thp="${EXITS_SHMEM_THP:-}" \
+    hugepages="${EXITS_HUGEPAGES:-}" <<'EOS'
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
+dd if=/dev/zero of=/tmp/disk.img bs=1M count=1 2>/dev/null
 thp=/sys/kernel/mm/transparent_hugepage
 if [ -n "$shmem_thp" ]; then
   echo "$shmem_thp" >$thp/shmem_enabled || { echo "EXITS: shmem_enabled=$shmem_thp refused"; exit 1; }
@@ -105,10 +111,10 @@ run_vmm() {
 }
 run_qemu() {
   arm
-  # shellcheck disable=SC2086  # $qemu: the program and its machine options
+  # shellcheck disable=SC2086  # $qemu: the program and its machine options; $qemu_args: words
   echo "qemu round=$1 $(./bootmark --at-marker ./snapshot.sh "$marker" $qemu -accel kvm -cpu host \
       -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-      -kernel "$kernel" -initrd initramfs.cpio.gz -append "$cmdline" | tr '\n' ' ')"
+      -kernel "$kernel" -initrd initramfs.cpio.gz -append "$cmdline" $qemu_args | tr '\n' ' ')"
 }
 i=1
 while [ $i -le "$rounds" ]; do
