@@ -21,6 +21,10 @@
 #   maxrss_kib  the VMM process's peak resident memory until then (guest RAM it touched included)
 # Usage: bench/boot.sh [--arch x86_64|aarch64|riscv64] [RUNS]   (default 5). Prints a table of
 # medians with min..max, and the vmm/qemu ratio of each interleaved pair; see docs/PERFORMANCE.md.
+#   BOOT_DEVICES=1   (x86_64) every VM gets a disk (a 1 MiB image), an entropy device and a
+#                    console (to a file): vmm with its default transport (virtio-pci), "vmm-mmio"
+#                    the same with transport=mmio, QEMU microvm the same over its virtio-mmio;
+#                    no vmm-elf.
 set -euo pipefail
 arch=x86_64
 if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
@@ -35,31 +39,48 @@ cd "$repo"
 . "$repo/bench/boot-setup.sh"
 boot_payload "$arch"
 vmms=vmm
-if [ "$arch" = x86_64 ]; then
+devices=${BOOT_DEVICES:-}
+if [ -n "$devices" ]; then
+  [ "$arch" = x86_64 ] || { echo "bench/boot.sh: BOOT_DEVICES is for x86_64" >&2; exit 2; }
+  vmms="vmm vmm-mmio"
+elif [ "$arch" = x86_64 ]; then
   "$repo/images/extract-vmlinux" "$payload/bzImage" "$payload/vmlinux"
   vmms="vmm vmm-elf"
 fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-payload_script run.sh runs="$runs" qemu="$qemu" <<'EOS'
+payload_script run.sh runs="$runs" qemu="$qemu" devices="$devices" <<'EOS'
 cmdline="console=$console quiet"
 marker="LIBVMM-GUEST: init started"
+vmm_devices='' mmio_devices='' qemu_devices=''
+if [ -n "$devices" ]; then
+  dd if=/dev/zero of=/tmp/disk.img bs=1M count=1 2>/dev/null
+  vmm_devices="--disk /tmp/disk.img --rng --console file:/tmp/hvc.out"
+  mmio_devices="--disk /tmp/disk.img,transport=mmio --rng transport=mmio"
+  mmio_devices="$mmio_devices --console file:/tmp/hvc.out,transport=mmio"
+  qemu_devices="-drive id=d,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d"
+  qemu_devices="$qemu_devices -device virtio-rng-device -chardev file,id=c,path=/tmp/hvcq.out"
+  qemu_devices="$qemu_devices -device virtio-serial-device -device virtconsole,chardev=c"
+fi
 boot() {  # boot VMM: one run, one result line
+  image=$kernel more=$vmm_devices
   case $1 in
-    vmm) image=$kernel ;;
     vmm-elf) image=vmlinux ;;
+    vmm-mmio) more=$mmio_devices ;;
   esac
   if [ "$1" = qemu ]; then
-    # shellcheck disable=SC2086  # $qemu: the program and its machine options
+    # shellcheck disable=SC2086  # $qemu: the program and its machine options; $qemu_devices: words
     echo "qemu $(./bootmark "$marker" $qemu -accel kvm -cpu host -m 256M -smp 1 \
         -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-        -kernel "$kernel" -initrd initramfs.cpio.gz -append "$cmdline")"
+        -kernel "$kernel" -initrd initramfs.cpio.gz -append "$cmdline" $qemu_devices)"
   else
-    echo "$1 $(./bootmark "$marker" ./vmm --kernel "$image" --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --quiet)"
+    # shellcheck disable=SC2086  # $more: words
+    echo "$1 $(./bootmark "$marker" ./vmm --kernel "$image" --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --quiet $more)"
   fi
 }
 set -- vmm qemu
 [ ! -f vmlinux ] || set -- vmm vmm-elf qemu
+[ -z "$devices" ] || set -- vmm vmm-mmio qemu
 i=0
 while [ $i -lt "$runs" ]; do
   for v in "$@"; do boot "$v"; done
@@ -68,7 +89,7 @@ while [ $i -lt "$runs" ]; do
   i=$((i + 1))
 done
 EOS
-collect '^(vmm|vmm-elf|qemu) marker_ms=' --timeout 1200
+collect '^(vmm|vmm-elf|vmm-mmio|qemu) marker_ms=' --timeout 1200
 need_results '^(vmm|qemu) '
 # spread FIELD VMM: "min..max" of a figure over the runs that reached /init.
 spread() {
