@@ -3,7 +3,8 @@
 #   1. Debian's stock amd64 kernel (the emulated host's own: virtio_mmio as a module, without
 #      CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES) with a busybox initramfs holding its virtio modules
 #      (images/build-initramfs --debian-kernel) finds the disk, network, console and entropy
-#      devices through the DSDT alone, nothing about virtio on its command line; COM1 is the
+#      devices (transport=mmio: LNRO0005 nodes) through the DSDT alone, and a second disk over
+#      virtio-pci, nothing about virtio on its command line; COM1 is the
 #      PNP0501 node's; the guest's clock is the host's (CMOS RTC); eth0 pings the host end of
 #      its TAP in a network namespace this test creates.
 #   2. Graceful shutdown: SIGTERM to vmm presses the ACPI power button; a guest that powers off

@@ -2,7 +2,9 @@
 # virtIO network with Linux's own driver, inside the emulated KVM host and there inside a network
 # namespace this test creates (the TAPs, the bridge and every address live in it; no traffic
 # leaves it). Two VMs on bridge br0 (host address 10.0.0.1): VM A (10.0.0.2) on a TAP made
-# beforehand with a given MAC, transmitting on the device's own thread (iothread=on), VM B (10.0.0.3) on a TAP vmm creates itself, default MAC, with
+# beforehand with a given MAC, transmitting on the device's own thread (iothread=on), a
+# virtio-pci function (x86_64's default transport), VM B (10.0.0.3) on a TAP vmm creates itself, default MAC, over
+# virtio-mmio (transport=mmio), with
 # 2 vCPUs and 2 queue pairs (num_queues=2: a multiqueue TAP, VIRTIO_NET_F_MQ), VM C (10.0.0.4)
 # on a TAP vmm creates, with 2 vCPUs and 2 queue pairs whose frames the host kernel's vhost-net
 # moves (vhost=on: a vhost device per pair; its worker polling drained rings for 20 µs,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Boots the guest (2 vCPUs) with four virtIO disks (one read-only; multiqueue; io_uring, sync
+# Boots the guest (2 vCPUs) with four virtio-mmio disks (transport=mmio, x86_64's default being
+# virtio-pci: linux.pci covers that; one read-only; multiqueue; io_uring, sync
 # and io=auto, each counted by vmm -v; one the guest rebinds with a poll queue and reads
 # through a polling io_uring; one grown on the host, which SIGUSR1 makes vmm see), a virtIO console and a virtio-rng inside the emulated
 # KVM host, and checks, with the real Linux drivers: the disks appear without any
