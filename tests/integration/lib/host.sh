@@ -182,6 +182,17 @@ ratio() {
 
 native_build() {
   (cd "$repo" && tools/install-deps && tools/build build/gcc)
+  # tools/build configures a new tree RelWithDebInfo but keeps an existing tree's type: a tree
+  # someone configured Debug makes a benchmark's figures meaningless (session 35's first block
+  # runs: 5x the CPU per request). Said once, on stderr.
+  local type
+  type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$repo/build/gcc/CMakeCache.txt" 2>/dev/null)
+  case $type in
+    Release | RelWithDebInfo) ;;
+    *) echo "$prog: warning: build/gcc is a '${type:-unknown}' build, not an optimised one;" \
+      "benchmark figures from it are not comparable (tools/build build/gcc" \
+      "-DCMAKE_BUILD_TYPE=RelWithDebInfo)" >&2 ;;
+  esac
 }
 
 cross_build() {
