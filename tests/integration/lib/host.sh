@@ -186,7 +186,7 @@ native_build() {
   # someone configured Debug makes a benchmark's figures meaningless (session 35's first block
   # runs: 5x the CPU per request). Said once, on stderr.
   local type
-  type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$repo/build/gcc/CMakeCache.txt" 2>/dev/null)
+  type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$repo/build/gcc/CMakeCache.txt" 2>/dev/null) || true
   case $type in
     Release | RelWithDebInfo) ;;
     *) echo "$prog: warning: build/gcc is a '${type:-unknown}' build, not an optimised one;" \
