@@ -58,7 +58,7 @@ MemoryMap Board::memory_map(uint64_t memory_size) const {
   m.virtio_mmio_slots = m.device_irqs.size();
   m.irq_count = irq_count();
   m.pci = pci_layout();
-  m.virtio_pci_by_default = m.pci && virtio_pci_by_default();  // true only with a bus
+  m.virtio_pci_by_default = virtio_pci_by_default();
   return m;
 }
 

@@ -92,10 +92,9 @@ class Board {
   virtual DeviceWindow device_space() const = 0;
   // The PCI host bridge's ECAM and BAR windows; none: no PCI bus (transport=pci refused).
   virtual std::optional<pci::HostBridgeLayout> pci_layout() const { return std::nullopt; }
-  // Whether a virtIO device without a transport= is a PCI function (else virtio-mmio). Only
-  // where every guest kernel the board runs can be expected to have virtio_pci and the
-  // machine always delivers MSIs.
-  virtual bool virtio_pci_by_default() const { return false; }
+  // Whether a virtIO device without a transport= is a PCI function (else virtio-mmio): the
+  // board prefers it and has a PCI bus.
+  bool virtio_pci_by_default() const { return prefers_virtio_pci() && pci_layout(); }
   // Port I/O: x86_64 only.
   virtual bool has_ioports() const { return false; }
   // The PCI host bridge's memory windows (ECAM, 32-bit and 64-bit BAR windows) as windows maps
@@ -107,6 +106,11 @@ class Board {
   std::optional<BoardDevice> device_at(uint64_t phys_addr) const;
 
   MemoryMap memory_map(uint64_t memory_size) const;
+
+ protected:
+  // Only where every guest kernel the board runs can be expected to have virtio_pci and the
+  // machine always delivers MSIs.
+  virtual bool prefers_virtio_pci() const { return false; }
 };
 
 // The board of architecture `name` ("x86_64", "aarch64", "riscv64"); null when libvmm knows none.

@@ -369,7 +369,7 @@ class Validator {
     std::vector<std::pair<Range, SourceLocation>> used;
     for (const auto& w : machine_.device_windows()) used.push_back({{w.name, w.gpa, w.size}, {}});
     // The PCI host bridge decodes its windows only in a VM with PCI devices.
-    const bool pci_by_default = machine_.pci_layout() && machine_.virtio_pci_by_default();
+    const bool pci_by_default = machine_.virtio_pci_by_default();
     if (std::any_of(vm.config.devices.begin(), vm.config.devices.end(),
                     [pci_by_default](const DeviceSpec& d) {
                       return uses_pci_transport(d, pci_by_default);

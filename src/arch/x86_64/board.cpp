@@ -48,7 +48,7 @@ class X86Board final : public Board {
   // always: a virtio-pci function's MSI-X vectors skip the IOAPIC line's acknowledgement that
   // costs a virtio-mmio interrupt three exits (docs/PERFORMANCE.md, "virtio-pci or
   // virtio-mmio").
-  bool virtio_pci_by_default() const override { return true; }
+  bool prefers_virtio_pci() const override { return true; }
 };
 
 }  // namespace
