@@ -1,11 +1,11 @@
 // The PCI host bridge with a virtio-pci function and a second function behind it, driven by a
 // hostile guest: configuration accesses through ECAM and through 0xCF8/0xCFC at any offset and
-// width (BAR sizing and reprogramming, command register, capability bodies, MSI-X control),
-// and accesses anywhere in the BAR windows (virtio-pci registers, notifications, the MSI-X
-// table and PBA), mixed with well-formed steps so that the device runs. Checks what the guest
-// can see: vendor and device IDs never change, absent functions read all-ones, a BAR decodes
-// only inside its window, MSI messages go only to addresses the guest programmed. No exception
-// may escape an access.
+// width (BAR sizing and reprogramming, command register, capability bodies, MSI-X control, the
+// PCI_CFG window into BAR 0), and accesses anywhere in the BAR windows (virtio-pci registers,
+// notifications, the MSI-X table and PBA), mixed with well-formed steps so that the device
+// runs. Checks what the guest can see: vendor and device IDs never change, absent functions
+// read all-ones, a BAR decodes only inside its window, MSI messages go only to addresses the
+// guest programmed. No exception may escape an access.
 //
 // Input: operations of one byte each plus operands.
 #include <algorithm>
@@ -111,7 +111,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint8_t kind = in.u8();
     const size_t n = width(in.u8());
     std::span<uint8_t> bytes(buffer.data(), n);
-    switch (kind % 10) {
+    switch (kind % 11) {
       case 0: {  // ECAM read anywhere in bus 0 (device, function, register)
         const uint64_t offset = in.u32() % kLayout.ecam.size;
         ecam->read(offset, bytes);
@@ -140,7 +140,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const uint64_t offset = in.u32() % kLayout.mmio32.size;
         const uint64_t value = uint64_t{in.u32()} | uint64_t{in.u32()} << 32;
         std::memcpy(buffer.data(), &value, 8);
-        if (kind % 10 == 3) {
+        if (kind % 11 == 3) {
           mmio32->read(offset, bytes);
         } else {
           mmio32->write(offset, bytes);
@@ -175,6 +175,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 8: {  // MSI-X enable and mask bits
         const uint32_t cap = drv.msix_capability;
         drv.set_config(cap + 2, in.u16(), 2);
+        break;
+      }
+      case 9: {  // the PCI_CFG window aimed anywhere, then pci_cfg_data read or written
+        const uint32_t cap = drv.window_capability;
+        drv.set_config(cap + 4, in.u8() % 3, 1);
+        drv.set_config(cap + 8, in.u16() % 0x5000, 4);
+        drv.set_config(cap + 12, static_cast<uint32_t>(width(in.u8())), 4);
+        const uint32_t at = cap + 16 + in.u8() % 4;
+        const uint32_t value = in.u32();
+        std::memcpy(buffer.data(), &value, 4);
+        if (in.u8() & 1) {
+          transport->config_write(at, bytes);
+        } else {
+          transport->config_read(at, bytes);
+        }
         break;
       }
       default:

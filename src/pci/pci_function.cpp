@@ -16,6 +16,7 @@ void PciFunction::guest_error(const std::string& message) {
 }
 
 void PciFunction::config_read(uint32_t offset, std::span<uint8_t> data) {
+  if (intercept_config_read(offset, data)) return;
   std::string why;
   bool ok;
   {
@@ -27,6 +28,7 @@ void PciFunction::config_read(uint32_t offset, std::span<uint8_t> data) {
 }
 
 void PciFunction::config_write(uint32_t offset, std::span<const uint8_t> data) {
+  if (intercept_config_write(offset, data)) return;
   std::string why;
   bool ok;
   {

@@ -7,7 +7,9 @@
 #include <linux/virtio_ring.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 
@@ -171,6 +173,11 @@ VirtioPciTransport::VirtioPciTransport(std::shared_ptr<VirtioDevice> device,
   config_.set_u32(notify + 16, kNotifyMultiplier);
   add_cap(VIRTIO_PCI_CAP_ISR_CFG, kIsrOffset, 4, 16);
   if (config_size_ > 0) add_cap(VIRTIO_PCI_CAP_DEVICE_CFG, kDeviceConfigOffset, config_size_, 16);
+  // The driver writes which BAR bytes pci_cfg_data shows: cap.bar, cap.offset, cap.length.
+  window_cap_ = add_cap(VIRTIO_PCI_CAP_PCI_CFG, 0, 0, sizeof(virtio_pci_cfg_cap));
+  config_.set_writable(window_cap_ + offsetof(virtio_pci_cap, bar), 1, 0xff);
+  config_.set_writable(window_cap_ + offsetof(virtio_pci_cap, offset), 4, 0xffffffff);
+  config_.set_writable(window_cap_ + offsetof(virtio_pci_cap, length), 4, 0xffffffff);
   msix_cap_ = msix_.add_capability(config_, kMsixBar, 0, kMsixBar, kMsixPbaOffset);
   static_assert(kMsixPbaOffset >= 64 * MsixTable::kEntrySize);
   config_.set_interrupt_pin(intx_ ? 1 : 0);
@@ -211,6 +218,82 @@ void VirtioPciTransport::config_written(uint32_t offset, uint32_t size) {
     intx_disabled_ = disabled;
     if (intx_) intx_->set_level(!disabled && isr_.load() != 0);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The PCI_CFG window (spec §4.1.4.9): configuration accesses to pci_cfg_data become an access of
+// cap.length bytes at cap.offset in BAR cap.bar. The BAR access runs outside the configuration
+// lock (bar_read and bar_write take the transport's, which comes first).
+
+namespace {
+constexpr uint32_t kWindowData = offsetof(virtio_pci_cfg_cap, pci_cfg_data);
+}
+
+bool VirtioPciTransport::in_window(uint32_t offset, size_t size) const {
+  // The data is 4-byte aligned: an access the configuration space accepts (1, 2 or 4 bytes,
+  // naturally aligned) is wholly inside it or wholly outside.
+  const uint32_t data = window_cap_ + kWindowData;
+  return offset >= data && offset < data + 4 && (size == 1 || size == 2 || size == 4) &&
+         offset % size == 0;
+}
+
+VirtioPciTransport::WindowTarget VirtioPciTransport::window_target_locked() const {
+  return {config_.u8(window_cap_ + offsetof(virtio_pci_cap, bar)),
+          config_.u32(window_cap_ + offsetof(virtio_pci_cap, offset)),
+          config_.u32(window_cap_ + offsetof(virtio_pci_cap, length))};
+}
+
+bool VirtioPciTransport::window_target_ok(const WindowTarget& t, const char* access,
+                                          const char* outcome) {
+  const char* wrong = nullptr;
+  if (t.length != 1 && t.length != 2 && t.length != 4) {
+    wrong = "cap.length is not 1, 2 or 4";
+  } else if (t.offset % t.length != 0) {
+    wrong = "cap.offset is not a multiple of cap.length";
+  } else if (t.bar != kRegisterBar) {
+    wrong = "cap.bar is not the BAR of the virtIO structures (0)";
+  } else if (t.offset >= kRegisterBarSize) {
+    wrong = "cap.offset is beyond BAR 0";
+  }
+  if (wrong == nullptr) return true;
+  guest_error(fmt::format("PCI_CFG window {} with bar {}, offset {:#x}, length {}: {}; {}", access,
+                          t.bar, t.offset, t.length, wrong, outcome));
+  return false;
+}
+
+bool VirtioPciTransport::intercept_config_read(uint32_t offset, std::span<uint8_t> data) {
+  if (!in_window(offset, data.size())) return false;
+  WindowTarget t;
+  {
+    std::lock_guard lock(config_mutex_);
+    t = window_target_locked();
+  }
+  std::array<uint8_t, 4> window{};
+  if (window_target_ok(t, "read", "read as 0"))
+    bar_read(t.bar, t.offset, std::span(window).first(t.length));
+  {
+    std::lock_guard lock(config_mutex_);
+    config_.set_u32(window_cap_ + kWindowData, static_cast<uint32_t>(load(window)));
+  }
+  std::memcpy(data.data(), window.data() + (offset - window_cap_ - kWindowData), data.size());
+  return true;
+}
+
+bool VirtioPciTransport::intercept_config_write(uint32_t offset, std::span<const uint8_t> data) {
+  if (!in_window(offset, data.size())) return false;
+  WindowTarget t;
+  std::array<uint8_t, 4> window{};
+  {
+    std::lock_guard lock(config_mutex_);
+    store(window, config_.u32(window_cap_ + kWindowData));
+    std::memcpy(window.data() + (offset - window_cap_ - kWindowData), data.data(), data.size());
+    config_.set_u32(window_cap_ + kWindowData, static_cast<uint32_t>(load(window)));
+    t = window_target_locked();
+  }
+  // The first cap.length bytes of pci_cfg_data, whatever width the driver wrote them with.
+  if (window_target_ok(t, "write", "ignored"))
+    bar_write(t.bar, t.offset, std::span(window).first(t.length));
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 # network card (on a TAP in a namespace the test creates) are virtio-pci functions (transport=pci) behind libvmm's PCI host bridge, found by Linux's
 # virtio_pci driver with MSI-X; and the same checks as linux.virtio (the pattern the host wrote,
 # the guest's write in the image, the read-only disk refusing writes, hvc0 both ways, hvc0's
-# size from vmm's terminal through the config space, and a resize), a ping
+# size from vmm's terminal through the config space, and a resize), vda's registers through
+# its VIRTIO_PCI_CAP_PCI_CFG window (configuration accesses only, from sysfs), a ping
 # and a TCP download over eth0, and the bridge as ACPI describes it (PCI0 in the DSDT; this
 # kernel has no PCI_MMCONFIG, so it keeps 0xCF8/0xCFC: linux.debian checks the MCFG's ECAM). One
 # boot, with --halt guest: the guest's HLTs stay in it (KVM counts no halt exits), and MSI-X
@@ -72,6 +73,10 @@ check "virtio-console is 1af4:1043 with MSI-X" \
 check "virtio-rng is 1af4:1044 with MSI-X" \
   grep -qE "pci 0000:00:0[1-5].0 0x1af4:0x1044 driver=virtio-pci msix_vectors=[1-9]" /tmp/pci.out
 check "MSI-X vectors fired" grep -qE "MSI-X interrupts taken: [1-9]" /tmp/pci.out
+check "vda's PCI_CFG window reads num_queues as many as blk-mq's queues" \
+  grep -qE "pci-cfg window: num_queues=([1-9][0-9]*), blk-mq queues=\1\$" /tmp/pci.out
+check "written through the window, device_feature_select 1 shows VIRTIO_F_VERSION_1" \
+  grep -qE "pci-cfg window: device_feature\[63:32\]=[0-9]*[13579]\$" /tmp/pci.out
 check "the guest sees vda and vdb" grep -qF "block devices: vda vdb" /tmp/pci.out
 check "the guest reads the host's pattern" grep -qF "vda starts with: LIBVMM-HOST-WROTE-THIS!!" /tmp/pci.out
 check "vdb is read-only in the guest" grep -qF "vdb read-only flag: 1" /tmp/pci.out

@@ -9,6 +9,7 @@
 #include <linux/virtio_ring.h>
 
 #include <array>
+#include <cstddef>
 #include <cstring>
 
 #include "libvmm/virtio/pci_transport.hpp"
@@ -228,6 +229,87 @@ TEST_F(VirtioPciTest, DeviceConfigAndMalformedAccesses) {
   transport->bar_write(VirtioPciTransport::kMsixBar, 2, two);
   transport->bar_write(VirtioPciTransport::kMsixBar, VirtioPciTransport::kMsixPbaOffset, b);
   transport->bar_read(VirtioPciTransport::kMsixBar, VirtioPciTransport::kMsixPbaOffset + 8, b);
+  EXPECT_EQ(device->activations, 0);
+}
+
+// The VIRTIO_PCI_CAP_PCI_CFG window (spec §4.1.4.9): a driver that reaches BAR 0 only through
+// configuration accesses (firmware) sets cap.bar, cap.offset and cap.length, then reads or
+// writes pci_cfg_data.
+class PciCfgWindowTest : public VirtioPciTest {
+ protected:
+  void aim(uint32_t bar, uint32_t offset, uint32_t length) {
+    drv.set_config(w + offsetof(virtio_pci_cap, bar), bar, 1);
+    drv.set_config(w + offsetof(virtio_pci_cap, offset), offset);
+    drv.set_config(w + offsetof(virtio_pci_cap, length), length);
+  }
+  uint32_t data(size_t size = 4, uint32_t at = 0) const {
+    return drv.config(w + offsetof(virtio_pci_cfg_cap, pci_cfg_data) + at, size);
+  }
+  void set_data(uint32_t value, size_t size = 4, uint32_t at = 0) {
+    drv.set_config(w + offsetof(virtio_pci_cfg_cap, pci_cfg_data) + at, value, size);
+  }
+  const uint32_t w = drv.window_capability;
+};
+
+TEST_F(PciCfgWindowTest, TheCapabilityIsThereWithWritableFields) {
+  ASSERT_NE(w, 0u);
+  EXPECT_EQ(drv.config(w + 2, 1), sizeof(virtio_pci_cfg_cap));
+  aim(0, 0x1234, 2);
+  EXPECT_EQ(drv.config(w + offsetof(virtio_pci_cap, bar), 1), 0u);
+  EXPECT_EQ(drv.config(w + offsetof(virtio_pci_cap, offset)), 0x1234u);
+  EXPECT_EQ(drv.config(w + offsetof(virtio_pci_cap, length)), 2u);
+  drv.set_config(w + 3, 1, 1);  // cfg_type is the device's
+  EXPECT_EQ(drv.config(w + 3, 1), unsigned{VIRTIO_PCI_CAP_PCI_CFG});
+}
+
+TEST_F(PciCfgWindowTest, ReadsAndWritesReachBarZero) {
+  aim(0, VirtioPciTransport::kCommonOffset + VIRTIO_PCI_COMMON_NUMQ, 2);
+  EXPECT_EQ(data(), 2u);
+  EXPECT_EQ(data(2), 2u);
+  aim(0, VirtioPciTransport::kDeviceConfigOffset + 4, 4);
+  EXPECT_EQ(data(), 0x08070605u);
+  EXPECT_EQ(data(1, 3), 8u) << "a narrower read sees its bytes of the BAR access";
+  aim(0, VirtioPciTransport::kCommonOffset + VIRTIO_PCI_COMMON_Q_SELECT, 2);
+  set_data(1, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_SELECT, 2), 1u);
+  // A one-byte write of a one-byte register; the window's other bytes are not written.
+  aim(0, VirtioPciTransport::kCommonOffset + VIRTIO_PCI_COMMON_STATUS, 1);
+  set_data(VIRTIO_CONFIG_S_ACKNOWLEDGE, 1);
+  EXPECT_EQ(drv.status(), unsigned{VIRTIO_CONFIG_S_ACKNOWLEDGE});
+}
+
+TEST_F(PciCfgWindowTest, ANotificationThroughTheWindowRunsTheQueue) {
+  bring_up();
+  publish();
+  aim(0, VirtioPciTransport::notify_address(0, 0), 2);
+  set_data(0, 2);
+  EXPECT_EQ(device->notifications, 1);
+  EXPECT_EQ(ring.used_idx(), 1);
+  EXPECT_EQ(drv.isr(), 1u);
+}
+
+TEST_F(PciCfgWindowTest, MalformedTargetsReadZeroAndWriteNothing) {
+  enable_msix(1);
+  const struct {
+    uint32_t bar, offset, length;
+  } bad[] = {
+      {0, VirtioPciTransport::kCommonOffset + VIRTIO_PCI_COMMON_NUMQ, 3},          // not 1, 2 or 4
+      {0, VirtioPciTransport::kCommonOffset + VIRTIO_PCI_COMMON_Q_SELECT + 1, 2},  // misaligned
+      {0, 0, 0},
+      {VirtioPciTransport::kMsixBar, 0, 4},  // the MSI-X table is no virtIO structure
+      {5, 0, 4},
+      {0, static_cast<uint32_t>(VirtioPciTransport::kRegisterBarSize), 4},
+      {0, 0xfffffffc, 4},
+  };
+  for (const auto& b : bad) {
+    aim(b.bar, b.offset, b.length);
+    EXPECT_EQ(data(), 0u) << b.bar << " " << b.offset << " " << b.length;
+    set_data(0xfee0f00d);
+  }
+  std::array<uint8_t, 4> entry{};
+  transport->bar_read(VirtioPciTransport::kMsixBar, 0, entry);
+  EXPECT_EQ(entry, (std::array<uint8_t, 4>{0x00, 0x00, 0xe0, 0xfe})) << "table entry 0 unchanged";
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_SELECT, 2), 0u);
   EXPECT_EQ(device->activations, 0);
 }
 

@@ -61,6 +61,20 @@ class PciFunction {
     static_cast<void>(offset);
     static_cast<void>(size);
   }
+  // A guest access to a register that is a window onto the function's state rather than bytes
+  // of the configuration space (virtio-pci's VIRTIO_PCI_CAP_PCI_CFG data, which reads and
+  // writes a BAR): the function serves it and returns true. Called before the configuration
+  // space sees the access, without the lock, so that the function may take its own locks.
+  virtual bool intercept_config_read(uint32_t offset, std::span<uint8_t> data) {
+    static_cast<void>(offset);
+    static_cast<void>(data);
+    return false;
+  }
+  virtual bool intercept_config_write(uint32_t offset, std::span<const uint8_t> data) {
+    static_cast<void>(offset);
+    static_cast<void>(data);
+    return false;
+  }
   void guest_error(const std::string& message);  // rate-limited log line naming the function
   // Resets the configuration space to power-on (the caller holds no lock).
   void reset_config();

@@ -2,8 +2,9 @@
 // 0x1040 + virtIO device ID, revision 1) whose vendor-specific capabilities point at four
 // register blocks in BAR 0: common configuration, notifications, ISR status and the device's
 // configuration space; and MSI-X (BAR 1) with a vector per queue and one for configuration
-// changes, or INTx where the driver enables no MSI-X. No legacy (0.9.5) interface, no
-// VIRTIO_PCI_CAP_PCI_CFG window.
+// changes, or INTx where the driver enables no MSI-X; and the VIRTIO_PCI_CAP_PCI_CFG window
+// (§4.1.4.9), through which a driver that cannot map BAR 0 (firmware) reaches its registers by
+// configuration accesses alone. No legacy (0.9.5) interface.
 //
 // Queues served elsewhere (ExternalQueues: vhost-user, vhost-net) are handed over at DRIVER_OK.
 // The server signals a call eventfd per queue: where the MSI sink delivers vectors directly
@@ -103,6 +104,8 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
 
  protected:
   void config_written(uint32_t offset, uint32_t size) override;
+  bool intercept_config_read(uint32_t offset, std::span<uint8_t> data) override;
+  bool intercept_config_write(uint32_t offset, std::span<const uint8_t> data) override;
 
  private:
   void common_read(uint64_t offset, std::span<uint8_t> data);  // helpers run under mutex_
@@ -117,6 +120,17 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   void set_needs_reset(const std::string& why);
   void interrupt(uint16_t vector, uint8_t isr_bit);
   Virtqueue* selected_queue(const char* field);
+  // The PCI_CFG window: whether an access falls in pci_cfg_data, and the BAR access its
+  // cap.bar, cap.offset and cap.length describe (false, with a log line, when they do not
+  // describe one a driver may make).
+  bool in_window(uint32_t offset, size_t size) const;
+  struct WindowTarget {
+    unsigned bar = 0;
+    uint64_t offset = 0;
+    uint32_t length = 0;
+  };
+  WindowTarget window_target_locked() const;  // the configuration lock held
+  bool window_target_ok(const WindowTarget& target, const char* access, const char* outcome);
 
   const std::shared_ptr<VirtioDevice> device_;
   ExternalQueues* const external_;  // the device's, when something else serves its queues
@@ -127,6 +141,7 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   const uint32_t config_size_;
   pci::MsixTable msix_;
   uint32_t msix_cap_ = 0;
+  uint32_t window_cap_ = 0;  // the VIRTIO_PCI_CAP_PCI_CFG capability (struct virtio_pci_cfg_cap)
   std::function<bool(uint16_t)> renotify_;
   std::function<void(std::optional<uint64_t>, std::optional<uint64_t>)> bar_listener_;
 

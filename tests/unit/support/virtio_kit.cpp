@@ -276,6 +276,9 @@ PciDriver::PciDriver(pci::PciFunction& function) : function_(&function) {
   for (int hops = 0; cap != 0 && hops < 48; ++hops) {
     const uint32_t id = config(cap, 1);
     if (id == pci::kCapMsix) msix_capability = cap;
+    if (id == pci::kCapVendor && config(cap + 3, 1) == VIRTIO_PCI_CAP_PCI_CFG) {
+      window_capability = cap;
+    }
     if (id == pci::kCapVendor && config(cap + 4, 1) == 0) {  // BAR 0
       const uint32_t offset = config(cap + 8);
       switch (config(cap + 3, 1)) {

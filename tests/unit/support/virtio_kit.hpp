@@ -173,6 +173,7 @@ class PciDriver {
   uint32_t common_offset = 0, notify_offset = 0, isr_offset = 0, device_offset = 0;
   uint32_t notify_multiplier = 0;
   uint32_t msix_capability = 0;
+  uint32_t window_capability = 0;  // VIRTIO_PCI_CAP_PCI_CFG
 
  private:
   pci::PciFunction* function_;
