@@ -22,7 +22,6 @@ namespace {
 
 // Latency asked of ALSA for its buffer (snd_pcm_set_params): the device holds the rest.
 constexpr unsigned kAlsaLatencyUs = 100'000;
-constexpr uint32_t kMaxErrorLogs = 16;
 
 snd_pcm_format_t alsa_format(SoundFormat format) {
   switch (format) {
@@ -202,9 +201,8 @@ class AlsaSoundBackend final : public SoundBackend {
 
   void recover(Stream& s, SoundDirection direction, int err) {
     if (err == -EPIPE) ++s.xruns;  // ALSA's underrun (playback) or overrun (capture)
-    if (snd_pcm_recover(s.pcm, err, 1) < 0 && errors_logged_ < kMaxErrorLogs) {
-      ++errors_logged_;
-      log::warn("virtio-snd: ALSA PCM '{}': {}", name_, snd_strerror(err));
+    if (snd_pcm_recover(s.pcm, err, 1) < 0) {
+      pcm_errors_.warn("virtio-snd", fmt::format("ALSA PCM '{}': {}", name_, snd_strerror(err)));
     }
     if (direction == SoundDirection::input) snd_pcm_start(s.pcm);
   }
@@ -221,7 +219,7 @@ class AlsaSoundBackend final : public SoundBackend {
   std::vector<int> device_fds_;  // the ALSA device nodes the PCMs opened
   Stream output_;
   Stream input_;
-  uint32_t errors_logged_ = 0;
+  log::RateLimited pcm_errors_{"ALSA errors"};
 };
 
 }  // namespace

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
 
 namespace libvmm::log {
 namespace {
@@ -31,6 +33,58 @@ void write(Level lvl, std::string_view message) {
   line += message;
   line += isatty(STDERR_FILENO) ? "\r\n" : "\n";
   [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
+}
+
+RateLimited::RateLimited(std::string what, uint32_t burst, Clock::duration interval)
+    : what_(std::move(what)),
+      burst_(burst > 0 ? burst : 1),
+      interval_(interval > Clock::duration::zero() ? interval : kDefaultInterval),
+      tokens_(burst_) {}
+
+void RateLimited::warn_at(Clock::time_point now, std::string_view who, std::string_view message) {
+  uint64_t skipped = 0;
+  bool left_out = false;
+  bool first_left_out = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (!started_) {
+      started_ = true;
+      refilled_ = now;
+    } else if (now > refilled_) {
+      // One line's worth comes back per interval, up to a whole burst.
+      const auto intervals = static_cast<uint64_t>((now - refilled_) / interval_);
+      if (intervals > 0) {
+        tokens_ = static_cast<uint32_t>(std::min<uint64_t>(burst_, tokens_ + intervals));
+        refilled_ += interval_ * static_cast<int64_t>(intervals);
+      }
+    }
+    if (tokens_ == burst_) limiting_ = false;  // quiet long enough: a new flood gets a new note
+    if (tokens_ == 0) {
+      left_out = true;
+      first_left_out = !limiting_;
+      limiting_ = true;
+      ++skipped_;
+      ++left_out_;
+    } else {
+      --tokens_;
+      skipped = skipped_;
+      skipped_ = 0;
+    }
+  }
+  if (left_out) {
+    if (first_left_out) {
+      log::warn("{}: further {} are not logged for now (one every {} s gets through)", who, what_,
+                std::chrono::duration_cast<std::chrono::seconds>(interval_).count());
+    }
+    return;
+  }
+  if (skipped > 0) log::warn("{}: {} not logged meanwhile: {}", who, what_, skipped);
+  log::warn("{}: {}", who, message);
+}
+
+uint64_t RateLimited::left_out() const {
+  std::lock_guard lock(mutex_);
+  return left_out_;
 }
 
 }  // namespace libvmm::log

@@ -5,14 +5,9 @@
 #include "libvmm/core/log.hpp"
 
 namespace libvmm::pci {
-namespace {
-constexpr uint32_t kMaxGuestErrorLogs = 32;
-}
 
 void PciFunction::guest_error(const std::string& message) {
-  const uint32_t n = guest_errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxGuestErrorLogs) log::warn("{}: {}", name(), message);
-  if (n + 1 == kMaxGuestErrorLogs) log::warn("{}: further guest errors are not logged", name());
+  guest_errors_.warn(name(), message);
 }
 
 void PciFunction::config_read(uint32_t offset, std::span<uint8_t> data) {

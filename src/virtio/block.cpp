@@ -22,7 +22,6 @@ namespace {
 
 static_assert(VirtioBlock::kSectorSize == BlockBackend::kSectorSize);
 static_assert(VirtioBlock::kMaxBatch <= BlockImage::kUringEntries, "a batch fits one submission");
-constexpr uint32_t kMaxErrorLogs = 10;
 
 constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
@@ -479,9 +478,7 @@ VirtioBlock::Outcome VirtioBlock::refuse(const BlockRequestError& error) {
 }
 
 VirtioBlock::Outcome VirtioBlock::guest_error(const std::string& message) {
-  const uint32_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxErrorLogs) log::warn("{}: {}", label_, message);
-  if (n + 1 == kMaxErrorLogs) log::warn("{}: further request errors are not logged", label_);
+  request_errors_.warn(label_, message);
   return {VIRTIO_BLK_S_IOERR, 0};
 }
 

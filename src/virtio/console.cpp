@@ -23,7 +23,6 @@ namespace {
 
 constexpr uint32_t kConfigSize = sizeof(virtio_console_config);
 constexpr uint32_t kEmergWrOffset = offsetof(virtio_console_config, emerg_wr);
-constexpr uint32_t kMaxGuestErrorLogs = 32;  // the guest must not be able to flood the log
 constexpr uint64_t kMultiport = 1ull << VIRTIO_CONSOLE_F_MULTIPORT;
 constexpr uint64_t kSize = 1ull << VIRTIO_CONSOLE_F_SIZE;
 // Control messages waiting for the driver's buffers, at most: what one DEVICE_READY and a
@@ -162,9 +161,7 @@ std::vector<uint16_t> VirtioConsole::queue_max_sizes() const {
 }
 
 void VirtioConsole::guest_error(const std::string& message) {
-  const uint32_t n = guest_errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxGuestErrorLogs) log::warn("{}: {}", name(), message);
-  if (n + 1 == kMaxGuestErrorLogs) log::warn("{}: further guest errors are not logged", name());
+  guest_errors_.warn(name(), message);
 }
 
 // ---------------------------------------------------------------------------------------------

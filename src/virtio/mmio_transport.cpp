@@ -20,8 +20,7 @@ namespace {
 constexpr uint32_t kMagic = 0x74726976;  // "virt"
 constexpr uint32_t kVersion = 2;         // virtIO 1.x register layout; no legacy
 constexpr uint64_t kConfigOffset = VIRTIO_MMIO_CONFIG;
-constexpr uint64_t kQueueReset = 0x0c0;      // virtIO 1.2; newer than <linux/virtio_mmio.h> here
-constexpr uint32_t kMaxGuestErrorLogs = 32;  // the guest must not be able to flood the log
+constexpr uint64_t kQueueReset = 0x0c0;  // virtIO 1.2; newer than <linux/virtio_mmio.h> here
 
 static_assert(VirtioMmioTransport::notify_offset() == VIRTIO_MMIO_QUEUE_NOTIFY);
 static_assert(VirtioMmioTransport::kWindowSize == kConfigOffset + 0x100);
@@ -108,9 +107,7 @@ std::string VirtioMmioTransport::name() const {
 }
 
 void VirtioMmioTransport::guest_error(const std::string& message) {
-  const uint32_t n = guest_errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxGuestErrorLogs) log::warn("{}: {}", name_, message);
-  if (n + 1 == kMaxGuestErrorLogs) log::warn("{}: further guest errors are not logged", name_);
+  guest_errors_.warn(name_, message);
 }
 
 // ---------------------------------------------------------------------------------------------

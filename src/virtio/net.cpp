@@ -22,9 +22,8 @@ namespace {
 // The ABI structures are little-endian (VERSION_1), like every host we build for.
 static_assert(sizeof(virtio_net_hdr_v1) == VirtioNet::kHeaderSize);
 constexpr uint32_t kConfigSize = offsetof(virtio_net_config, mtu) + sizeof(uint16_t);
-constexpr uint32_t kMaxErrorLogs = 16;  // the guest must not be able to flood the log
-constexpr uint16_t kMinMtu = 68;        // IPv4's minimum (RFC 791)
-constexpr uint64_t kFramesLogged = 8;   // with -v, the first frames each way (bring-up problems)
+constexpr uint16_t kMinMtu = 68;       // IPv4's minimum (RFC 791)
+constexpr uint64_t kFramesLogged = 8;  // with -v, the first frames each way (bring-up problems)
 
 constexpr uint64_t bit(unsigned n) {
   return 1ull << n;
@@ -145,9 +144,7 @@ void VirtioNet::read_config(uint32_t offset, std::span<uint8_t> data) {
 
 void VirtioNet::guest_error(Counter& counter, const std::string& message) {
   counter.add();
-  const uint32_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxErrorLogs) log::warn("{}: {}", name(), message);
-  if (n + 1 == kMaxErrorLogs) log::warn("{}: further guest errors are not logged", name());
+  guest_errors_.warn(name(), message);
 }
 
 void VirtioNet::activate(VirtioTransport& transport, uint64_t features) {

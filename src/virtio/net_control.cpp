@@ -16,8 +16,6 @@
 namespace libvmm {
 namespace {
 
-constexpr uint32_t kMaxErrorLogs = 16;  // the guest must not be able to flood the log
-
 // The pair count a VQ_PAIRS_SET command in `chain` asks for, or nullopt with `why` when the
 // chain is malformed, the command is another one, or the count is out of range or MQ was not
 // negotiated.
@@ -170,9 +168,7 @@ void NetControlServer::serve(uint16_t index, Virtqueue& queue) {
 }
 
 void NetControlServer::guest_error(const std::string& message) {
-  const uint32_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxErrorLogs) log::warn("{}: {}", name_, message);
-  if (n + 1 == kMaxErrorLogs) log::warn("{}: further guest errors are not logged", name_);
+  guest_errors_.warn(name_, message);
 }
 
 }  // namespace libvmm

@@ -14,8 +14,6 @@
 namespace libvmm {
 namespace {
 
-constexpr uint32_t kMaxErrorLogs = 16;  // each kind: the guest must not be able to flood the log
-
 static_assert(VIRTIO_ID_RNG == 4, "virtIO 1.2 §5.4.1");
 
 // getrandom(2) on the host's CSPRNG, which blocks only until the host's pool is first
@@ -59,18 +57,13 @@ void VirtioRng::reset() {
 }
 
 void VirtioRng::guest_error(const std::string& message) {
-  const uint32_t n = guest_errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxErrorLogs) log::warn("{}: {}", name(), message);
-  if (n + 1 == kMaxErrorLogs) log::warn("{}: further guest errors are not logged", name());
+  guest_errors_.warn(name(), message);
 }
 
 void VirtioRng::host_error(int err) {
-  const uint32_t n = host_errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxErrorLogs) {
-    log::warn("{}: the host's entropy source failed: {}; request returned short", name(),
-              std::strerror(err));
-  }
-  if (n + 1 == kMaxErrorLogs) log::warn("{}: further entropy source errors are not logged", name());
+  source_errors_.warn(name(),
+                      fmt::format("the host's entropy source failed: {}; request returned short",
+                                  std::strerror(err)));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@
 namespace libvmm {
 namespace {
 
-constexpr uint32_t kMaxErrorLogs = 16;       // the guest must not be able to flood the log
 constexpr size_t kScratchBytes = 64 * 1024;  // frames move through this many bytes at a time
 
 static_assert(VIRTIO_ID_SOUND == 25, "virtIO 1.2 §5.14.1");
@@ -150,9 +149,7 @@ void VirtioSound::queue_reset(uint16_t index) {
 
 void VirtioSound::guest_error(const std::string& message) {
   bad_requests_.fetch_add(1, std::memory_order_relaxed);
-  const uint32_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
-  if (n < kMaxErrorLogs) log::warn("{}: {}", name(), message);
-  if (n + 1 == kMaxErrorLogs) log::warn("{}: further guest errors are not logged", name());
+  guest_errors_.warn(name(), message);
 }
 
 void VirtioSound::signal(uint16_t index) {

@@ -8,4 +8,5 @@ libvmm_unit_test(core_tests
   ${CMAKE_CURRENT_LIST_DIR}/core_seccomp_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/core_sigbus_guard_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/core_file_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/core_log_test.cpp
 )

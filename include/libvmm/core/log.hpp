@@ -4,6 +4,10 @@
 #include <fmt/core.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
 #include <string_view>
 
 namespace libvmm::log {
@@ -32,5 +36,39 @@ template <typename... Args>
 void debug(fmt::format_string<Args...> f, Args&&... args) {
   if (level() >= Level::debug) write(Level::debug, fmt::format(f, std::forward<Args>(args)...));
 }
+
+// Warnings that something outside the VMM's control (a guest, a failing host resource) can
+// cause as often as it likes: a burst of `burst` lines, then one per `interval` while they keep
+// coming. The first line left out says so (once a flood, until a whole burst has come back);
+// the next one let through first says how many were left out. So a guest can neither flood the
+// log nor silence it for good. Thread-safe.
+class RateLimited {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr Clock::duration kDefaultInterval = std::chrono::seconds(10);
+
+  // `what` names the lines in the notes about them, e.g. "guest errors".
+  explicit RateLimited(std::string what, uint32_t burst = 16,
+                       Clock::duration interval = kDefaultInterval);
+  RateLimited(const RateLimited&) = delete;
+  RateLimited& operator=(const RateLimited&) = delete;
+
+  // Writes "WHO: MESSAGE" as a warning if the limit lets it through (and the level shows it).
+  void warn(std::string_view who, std::string_view message) { warn_at(Clock::now(), who, message); }
+  void warn_at(Clock::time_point now, std::string_view who, std::string_view message);
+  uint64_t left_out() const;  // lines left out so far
+
+ private:
+  const std::string what_;
+  const uint32_t burst_;
+  const Clock::duration interval_;
+  mutable std::mutex mutex_;
+  uint32_t tokens_;
+  Clock::time_point refilled_{};
+  bool started_ = false;
+  bool limiting_ = false;  // lines were left out since the burst was last whole
+  uint64_t skipped_ = 0;   // since the last line let through
+  uint64_t left_out_ = 0;
+};
 
 }  // namespace libvmm::log

@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 
+#include "libvmm/core/log.hpp"
 #include "libvmm/pci/config_space.hpp"
 
 namespace libvmm::pci {
@@ -83,7 +84,7 @@ class PciFunction {
   mutable std::mutex config_mutex_;
 
  private:
-  std::atomic<uint32_t> guest_errors_logged_{0};
+  log::RateLimited guest_errors_{"guest errors", 32};
 };
 
 }  // namespace libvmm::pci

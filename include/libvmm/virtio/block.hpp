@@ -25,6 +25,7 @@
 #include "libvmm/backends/block_image.hpp"
 #include "libvmm/core/adaptive_poll.hpp"
 #include "libvmm/core/io_thread.hpp"
+#include "libvmm/core/log.hpp"
 #include "libvmm/virtio/block_request.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
@@ -221,7 +222,7 @@ class VirtioBlock final : public VirtioDevice {
 
   AdaptivePoll poll_;  // the I/O thread's (hits() for tests)
 
-  std::atomic<uint32_t> errors_logged_{0};
+  log::RateLimited request_errors_{"request errors", 10};
   std::unique_ptr<IoThread> io_thread_;  // last: joined before the rest goes
 };
 

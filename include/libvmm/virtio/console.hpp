@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "libvmm/backends/char_backend.hpp"
+#include "libvmm/core/log.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
@@ -212,7 +213,7 @@ class VirtioConsole final : public VirtioDevice {
   bool size_taken_ = false;         // the driver took F_SIZE (activate() to reset())
   std::deque<std::vector<uint8_t>> control_out_;
 
-  std::atomic<uint32_t> guest_errors_logged_{0};
+  log::RateLimited guest_errors_{"guest errors", 32};
 };
 
 // The console a `--console` value asks for ("stdio,port1=agent=socket:/run/a.sock"), checked

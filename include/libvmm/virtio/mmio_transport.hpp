@@ -17,6 +17,7 @@
 
 #include "libvmm/core/bus.hpp"
 #include "libvmm/core/irq.hpp"
+#include "libvmm/core/log.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
 
@@ -96,7 +97,7 @@ class VirtioMmioTransport final : public BusDevice, public VirtioTransport {
   uint32_t queue_sel_ = 0;
   std::atomic<uint32_t> interrupt_status_{0};
   std::atomic<uint32_t> config_generation_{0};
-  std::atomic<uint32_t> guest_errors_logged_{0};
+  log::RateLimited guest_errors_{"guest errors", 32};
 };
 
 }  // namespace libvmm

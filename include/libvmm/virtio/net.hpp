@@ -50,6 +50,7 @@
 #include "libvmm/backends/net_abi.hpp"
 #include "libvmm/core/adaptive_poll.hpp"
 #include "libvmm/core/io_thread.hpp"
+#include "libvmm/core/log.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
@@ -242,7 +243,7 @@ class VirtioNet final : public VirtioDevice {
   Counter rx_frames_, tx_frames_, rx_bad_chain_, rx_too_big_, rx_not_ready_, rx_host_error_,
       tx_bad_chain_, tx_short_header_, tx_bad_header_, tx_bad_length_, tx_linearized_,
       tx_host_dropped_, ctrl_bad_;
-  std::atomic<uint32_t> errors_logged_{0};
+  log::RateLimited guest_errors_{"guest errors"};
 
   AdaptivePoll tx_poll_;                 // the transmit thread's
   std::unique_ptr<IoThread> tx_thread_;  // last: stopped before the rest goes

@@ -12,6 +12,8 @@
 #include <mutex>
 #include <string>
 
+#include "libvmm/core/log.hpp"
+
 namespace libvmm {
 
 class EventLoop;
@@ -83,7 +85,7 @@ class NetControlServer {
   bool mq_ = false;
 
   int watched_ = -1;  // loop thread: the notify eventfd it watches
-  std::atomic<uint32_t> errors_logged_{0};
+  log::RateLimited guest_errors_{"guest errors"};
 };
 
 }  // namespace libvmm

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "libvmm/core/log.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
@@ -67,8 +68,8 @@ class VirtioRng final : public VirtioDevice {
   VirtioTransport* transport_ = nullptr;  // between activate() and reset(), under the lock
   std::vector<iovec> iov_;                // reused for every chain
   std::atomic<uint64_t> bytes_served_{0};
-  std::atomic<uint32_t> guest_errors_logged_{0};
-  std::atomic<uint32_t> host_errors_logged_{0};
+  log::RateLimited guest_errors_{"guest errors"};
+  log::RateLimited source_errors_{"entropy source errors"};
 };
 
 }  // namespace libvmm

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "libvmm/backends/sound_backend.hpp"
+#include "libvmm/core/log.hpp"
 #include "libvmm/core/unique_fd.hpp"
 #include "libvmm/virtio/sound_request.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
@@ -149,7 +150,7 @@ class VirtioSound final : public VirtioDevice {
   std::atomic<uint64_t> bad_requests_{0};
   std::atomic<uint64_t> tx_completed_{0};
   std::atomic<uint64_t> tx_latency_us_{0};
-  std::atomic<uint32_t> errors_logged_{0};
+  log::RateLimited guest_errors_{"guest errors"};
 };
 
 }  // namespace libvmm
