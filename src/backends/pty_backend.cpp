@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <stdlib.h>  // posix_openpt, grantpt, unlockpt, ptsname_r
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/timerfd.h>
 #include <termios.h>
 
 #include <algorithm>
@@ -75,6 +77,37 @@ void PtyBackend::start(EventLoop& loop, InputSink sink) {
   loop_ = &loop;
   sink_ = std::move(sink);
   watch(true);
+  if (!on_resize_) return;
+  last_size_ = terminal_size().value_or(TerminalSize{});
+  resize_timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  if (!resize_timer_) throw_errno(path_ + ": timerfd_create");
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(kResizePoll).count();
+  const timespec every{static_cast<time_t>(ns / 1'000'000'000),
+                       static_cast<long>(ns % 1'000'000'000)};
+  const itimerspec spec{every, every};
+  if (::timerfd_settime(resize_timer_.get(), 0, &spec, nullptr) != 0) {
+    throw_errno(path_ + ": timerfd_settime");
+  }
+  loop.add(resize_timer_.get(), EPOLLIN, [this](uint32_t /*events*/) { check_size(); });
+}
+
+std::optional<CharBackend::TerminalSize> PtyBackend::terminal_size() const {
+  winsize size{};
+  if (::ioctl(master_.get(), TIOCGWINSZ, &size) != 0) return TerminalSize{};
+  return TerminalSize{size.ws_col, size.ws_row};
+}
+
+void PtyBackend::set_resize_listener(std::function<void()> on_resize) {
+  on_resize_ = std::move(on_resize);
+}
+
+void PtyBackend::check_size() {
+  uint64_t expirations = 0;
+  [[maybe_unused]] const ssize_t n = ::read(resize_timer_.get(), &expirations, sizeof(expirations));
+  const TerminalSize now = terminal_size().value_or(TerminalSize{});
+  if (now == last_size_) return;
+  last_size_ = now;
+  if (on_resize_) on_resize_();  // its owner may have let go meanwhile
 }
 
 void PtyBackend::watch(bool on) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -469,6 +470,27 @@ TEST_F(PtyBackendTest, StaysQuietWhenTheUserDetaches) {
   UniqueFd terminal = open_terminal(backend.path());  // and come back
   ASSERT_EQ(::write(terminal.get(), "back", 4), 4);
   EXPECT_EQ(received.wait_for(4), "back");
+}
+
+TEST_F(PtyBackendTest, FollowsTheSizeTheUsersTerminalSets) {
+  PtyBackend backend;
+  EXPECT_EQ(backend.terminal_size(), CharBackend::TerminalSize{}) << "a size nobody set yet";
+  std::atomic<int> resizes{0};
+  backend.set_resize_listener([&] { ++resizes; });
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd terminal = open_terminal(backend.path());
+  const winsize size{30, 100, 0, 0};  // rows, columns: what `screen` sets on attaching
+  ASSERT_EQ(::ioctl(terminal.get(), TIOCSWINSZ, &size), 0);
+  const auto deadline = std::chrono::steady_clock::now() + 5 * PtyBackend::kResizePoll;
+  while (resizes == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(resizes, 1);
+  EXPECT_EQ(backend.terminal_size(), (CharBackend::TerminalSize{100, 30}));
+  std::this_thread::sleep_for(PtyBackend::kResizePoll + 200ms);
+  EXPECT_EQ(resizes, 1) << "the same size again is no resize";
 }
 
 // ---------------------------------------------------------------------------------------------

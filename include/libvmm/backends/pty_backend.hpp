@@ -7,11 +7,19 @@
 // user. Output never blocks the caller: once that buffer is full, it is dropped and counted,
 // with one warning.
 //
+// Its size is the pty's, which the user's terminal program sets (TIOCSWINSZ on its end). Nothing
+// tells the VMM's end of a change, so with a resize listener (a console that tells the guest its
+// size) the backend looks every kResizePoll on the event loop and calls the listener when the
+// size changed.
+//
 // Threads: write() from any thread; everything else on the event loop thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -40,6 +48,10 @@ class PtyBackend : public CharBackend {
   void pause_input() override;
   void resume_input() override;
   std::string describe() const override { return "pty:" + path_; }
+  std::optional<TerminalSize> terminal_size() const override;
+  void set_resize_listener(std::function<void()> on_resize) override;
+
+  static constexpr std::chrono::milliseconds kResizePoll{1000};
 
   // Guest output dropped because the pty's buffer was full.
   uint64_t dropped_bytes() const;
@@ -47,6 +59,7 @@ class PtyBackend : public CharBackend {
  private:
   void read_once();
   void watch(bool on);
+  void check_size();
 
   UniqueFd master_;  // the VMM's end, non-blocking
   UniqueFd held_terminal_;
@@ -61,6 +74,9 @@ class PtyBackend : public CharBackend {
   InputSink sink_;
   bool reading_ = false;  // watching the master for input
   bool failed_ = false;   // reading failed for good
+  std::function<void()> on_resize_;
+  UniqueFd resize_timer_;  // timerfd: every kResizePoll while there is a listener
+  TerminalSize last_size_{};
 };
 
 }  // namespace libvmm
