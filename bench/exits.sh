@@ -28,6 +28,9 @@
 #                    huge pages (QEMU's anonymous RAM and our default's do not use shmem)
 #   EXITS_HUGEPAGES  2 MiB pages the emulated host reserves (vm.nr_hugepages) before the rounds,
 #                    for a variant with --memory-backing hugetlb (256 MiB of RAM: 128)
+#   EXITS_PCI_CONFIG=1  also count PCI configuration accesses through 0xCF8/0xCFC by function
+#                    and register (a histogram of the addresses written to 0xCF8): where a
+#                    machine with PCI devices spends its port I/O exits
 set -euo pipefail
 arch=x86_64
 if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
@@ -47,16 +50,19 @@ T=/sys/kernel/tracing
 for f in /sys/kernel/debug/kvm/*; do
   [ -f "$f" ] && printf ' %s=%s' "${f##*/}" "$(cat "$f")"
 done
-# A hist file's lines: "{ port:        0x3f8, rw:          1 } hitcount:        123".
+# A hist file's lines: "{ port:        0x3f8, rw:          1 } hitcount:        123". kvm_pio's
+# may hold a second histogram, of the addresses written to 0xCF8 (EXITS_PCI_CONFIG): tag c.
 for tag in x p m u g; do
   case $tag in
     x) ev=kvm_exit ;; p) ev=kvm_pio ;; m) ev=kvm_mmio ;; u) ev=kvm_userspace_exit ;;
     g) ev=kvm_guest_fault ;;
   esac
   [ -f "$T/events/kvm/$ev/hist" ] || continue
-  awk -v tag="$tag" '/^\{/ {
+  awk -v tag="$tag" 'BEGIN { cur = tag }
+    /^# trigger info:/ { cur = ($0 ~ /keys=val/) ? "c" : tag }
+    /^\{/ {
       line = $0; sub(/^\{ */, "", line); split(line, parts, /\} *hitcount: */)
-      n = split(parts[1], kv, ","); key = tag
+      n = split(parts[1], kv, ","); key = cur
       for (i = 1; i <= n; i++) { v = kv[i]; sub(/^[^:]*: */, "", v); gsub(/ /, "", v); key = key "." v }
       printf " %s=%d", key, parts[2] }' "$T/events/kvm/$ev/hist"
 done
@@ -66,7 +72,7 @@ EOS
 variants=${EXITS_VARIANTS:-}
 payload_script run.sh rounds="$rounds" qemu="$qemu" vmm_args="${EXITS_VMM_ARGS:-}" \
     qemu_args="${EXITS_QEMU_ARGS:-}" variants="$variants" shmem_thp="${EXITS_SHMEM_THP:-}" \
-    hugepages="${EXITS_HUGEPAGES:-}" <<'EOS'
+    hugepages="${EXITS_HUGEPAGES:-}" pci_config="${EXITS_PCI_CONFIG:-}" <<'EOS'
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
 dd if=/dev/zero of=/tmp/disk.img bs=1M count=1 2>/dev/null
 thp=/sys/kernel/mm/transparent_hugepage
@@ -88,6 +94,9 @@ kvm_pio:hist:keys=port.hex,rw:size=4096
 kvm_mmio:hist:keys=type,gpa.hex:size=4096
 kvm_userspace_exit:hist:keys=reason
 kvm_guest_fault:hist:keys=hsr.hex"
+# The address a configuration access writes to 0xCF8 names its function and register.
+[ -z "$pci_config" ] || triggers="$triggers
+kvm_pio:hist:keys=val.hex:size=8192 if port == 0xcf8 && rw == 1"
 # (Re)arms every trigger with zero counts: removing a trigger drops its histogram.
 arm() {
   echo "$triggers" | while IFS= read -r t; do
@@ -199,6 +208,10 @@ describe() {
         $((0xfec00000))|$((0xfec00010))) echo "I/O APIC, $dir" ;;
         *) if [ $((16#$gpa >> 12)) -eq $((0xfee00)) ]; then echo "local APIC register 0x${gpa:5}, $dir"; else echo "MMIO $dir"; fi ;;
       esac ;;
+    c.*)
+      local a=$((16#${key#c.}))
+      printf 'function %02x:%02x.%x, register 0x%02x\n' $((a >> 16 & 255)) $((a >> 11 & 31)) \
+        $((a >> 8 & 7)) $((a & 0xfc)) ;;
     g.*)
       local esr=$((16#${key#g.}))
       case $((esr >> 26)) in
@@ -233,7 +246,8 @@ done
 for group in "x:exits by reason (kvm:kvm_exit)" "u:exits to the VMM process (kvm:kvm_userspace_exit)" \
     "p:port I/O by port and direction (kvm:kvm_pio; rw 1 = write)" \
     "m:MMIO by direction and guest-physical address (kvm:kvm_mmio; top 20)" \
-    "g:stage-2 faults by ESR (kvm:kvm_guest_fault)"; do
+    "g:stage-2 faults by ESR (kvm:kvm_guest_fault)" \
+    "c:PCI configuration accesses by function and register (addresses written to 0xCF8; top 20)"; do
   tag=${group%%:*}
   awk -v t="$tag." 'index($2, t) == 1' "$work/medians" | grep -q . || continue
   echo
@@ -249,4 +263,20 @@ for group in "x:exits by reason (kvm:kvm_exit)" "u:exits to the VMM process (kvm
     printf '  %s\n' "$(describe "$key")"
   done
 done
+if awk 'index($2, "c.") == 1' "$work/medians" | grep -q .; then
+  echo
+  echo "PCI configuration accesses by function (sums of the medians above)"
+  declare -A per_function=()
+  while read -r v key count; do
+    a=$((16#${key#c.}))
+    f=$(printf '%02x:%02x.%x' $((a >> 16 & 255)) $((a >> 11 & 31)) $((a >> 8 & 7)))
+    per_function[$f]=$(( ${per_function[$f]:-0} + 0 ))  # every function gets a line
+    per_function["$f $v"]=$(( ${per_function["$f $v"]:-0} + ${count%.*} ))
+  done < <(awk 'index($2, "c.") == 1' "$work/medians")
+  for f in $(printf '%s\n' "${!per_function[@]}" | grep -v ' ' | sort); do
+    printf '  %s' "$f"
+    for v in $names; do printf ' %s=%s' "$v" "${per_function["$f $v"]:-0}"; done
+    echo
+  done
+fi
 grep -F 'marker_ms=-1' "$work/results" && echo "$prog: warning: some runs never reached /init" || true
