@@ -41,7 +41,8 @@ RateLimited::RateLimited(std::string what, uint32_t burst, Clock::duration inter
       interval_(interval > Clock::duration::zero() ? interval : kDefaultInterval),
       tokens_(burst_) {}
 
-void RateLimited::warn_at(Clock::time_point now, std::string_view who, std::string_view message) {
+void RateLimited::write_at(Clock::time_point now, Level lvl, std::string_view who,
+                           std::string_view message) {
   uint64_t skipped = 0;
   bool left_out = false;
   bool first_left_out = false;
@@ -71,15 +72,17 @@ void RateLimited::warn_at(Clock::time_point now, std::string_view who, std::stri
       skipped_ = 0;
     }
   }
+  if (level() < lvl) return;  // counted all the same: the limit holds whatever the level
   if (left_out) {
     if (first_left_out) {
-      log::warn("{}: further {} are not logged for now (one every {} s gets through)", who, what_,
-                std::chrono::duration_cast<std::chrono::seconds>(interval_).count());
+      write(lvl, fmt::format("{}: further {} are not logged for now (one every {} s gets through)",
+                             who, what_,
+                             std::chrono::duration_cast<std::chrono::seconds>(interval_).count()));
     }
     return;
   }
-  if (skipped > 0) log::warn("{}: {} not logged meanwhile: {}", who, what_, skipped);
-  log::warn("{}: {}", who, message);
+  if (skipped > 0) write(lvl, fmt::format("{}: {} not logged meanwhile: {}", who, what_, skipped));
+  write(lvl, fmt::format("{}: {}", who, message));
 }
 
 uint64_t RateLimited::left_out() const {

@@ -423,7 +423,8 @@ void VirtioConsole::handle_control(uint32_t id, uint16_t event, uint16_t value) 
     case VIRTIO_CONSOLE_PORT_OPEN:
       if (id >= ports_.size()) break;
       // A program in the guest opened or closed the port; nothing changes for the host end.
-      log::debug("{}: {} in the guest", port_label(id), value ? "opened" : "closed");
+      // As often as the guest likes: rate-limited like its errors.
+      port_events_.debug(port_label(id), value ? "opened in the guest" : "closed in the guest");
       return;
     default:
       guest_error(

@@ -39,7 +39,8 @@ TEST(RateLimitedLog, ABurstThenOneNoteThenSilence) {
   log::RateLimited limit("guest errors", 3, 10s);
   const Clock::time_point t0{};
   const auto lines = logged([&] {
-    for (int i = 1; i <= 10; ++i) limit.warn_at(t0 + 1s, "dev", "error " + std::to_string(i));
+    for (int i = 1; i <= 10; ++i)
+      limit.write_at(t0 + 1s, log::Level::warn, "dev", "error " + std::to_string(i));
   });
   ASSERT_EQ(lines.size(), 4u);
   EXPECT_EQ(lines[0], "dev: error 1");
@@ -52,16 +53,17 @@ TEST(RateLimitedLog, ABurstThenOneNoteThenSilence) {
 TEST(RateLimitedLog, OneLinePerIntervalSaysHowManyWereLeftOut) {
   log::RateLimited limit("guest errors", 2, 10s);
   const Clock::time_point t0{};
-  for (int i = 0; i < 5; ++i) limit.warn_at(t0, "dev", "early");  // 2 logged, 3 left out
+  for (int i = 0; i < 5; ++i)
+    limit.write_at(t0, log::Level::warn, "dev", "early");  // 2 logged, 3 left out
   auto lines = logged([&] {
-    limit.warn_at(t0 + 9s, "dev", "too soon");
-    limit.warn_at(t0 + 10s, "dev", "later");
-    limit.warn_at(t0 + 11s, "dev", "too soon again");
+    limit.write_at(t0 + 9s, log::Level::warn, "dev", "too soon");
+    limit.write_at(t0 + 10s, log::Level::warn, "dev", "later");
+    limit.write_at(t0 + 11s, log::Level::warn, "dev", "too soon again");
   });
   ASSERT_EQ(lines.size(), 2u) << "no second note within one flood";
   EXPECT_EQ(lines[0], "dev: guest errors not logged meanwhile: 4");
   EXPECT_EQ(lines[1], "dev: later");
-  lines = logged([&] { limit.warn_at(t0 + 25s, "dev", "next"); });
+  lines = logged([&] { limit.write_at(t0 + 25s, log::Level::warn, "dev", "next"); });
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0], "dev: guest errors not logged meanwhile: 1");
   EXPECT_EQ(lines[1], "dev: next");
@@ -70,9 +72,9 @@ TEST(RateLimitedLog, OneLinePerIntervalSaysHowManyWereLeftOut) {
 TEST(RateLimitedLog, AQuietSpellBringsBackAWholeBurstAndANewNote) {
   log::RateLimited limit("request errors", 2, 1s);
   const Clock::time_point t0{};
-  for (int i = 0; i < 4; ++i) limit.warn_at(t0, "vda", "flood");
+  for (int i = 0; i < 4; ++i) limit.write_at(t0, log::Level::warn, "vda", "flood");
   const auto lines = logged([&] {
-    for (int i = 0; i < 4; ++i) limit.warn_at(t0 + 1h, "vda", "again");
+    for (int i = 0; i < 4; ++i) limit.write_at(t0 + 1h, log::Level::warn, "vda", "again");
   });
   ASSERT_EQ(lines.size(), 4u);
   EXPECT_EQ(lines[0], "vda: request errors not logged meanwhile: 2");
@@ -80,6 +82,22 @@ TEST(RateLimitedLog, AQuietSpellBringsBackAWholeBurstAndANewNote) {
   EXPECT_EQ(lines[2], "vda: again");
   EXPECT_EQ(lines[3],
             "vda: further request errors are not logged for now (one every 1 s gets through)");
+}
+
+TEST(RateLimitedLog, DebugLinesCountWhenHidden) {
+  log::RateLimited limit("port events", 2, 1h);
+  const log::Level before = log::level();
+  log::set_level(log::Level::info);
+  auto lines = logged([&] {
+    for (int i = 0; i < 3; ++i) limit.debug("hvc0", "opened in the guest");
+  });
+  EXPECT_TRUE(lines.empty());
+  EXPECT_EQ(limit.left_out(), 1u);
+  log::set_level(log::Level::debug);
+  lines = logged([&] { limit.debug("hvc0", "closed in the guest"); });
+  log::set_level(before);
+  EXPECT_TRUE(lines.empty()) << "the burst was spent while hidden";
+  EXPECT_EQ(limit.left_out(), 2u);
 }
 
 TEST(RateLimitedLog, ThreadsTogetherGetNoMoreThanTheBurst) {

@@ -53,9 +53,15 @@ class RateLimited {
   RateLimited(const RateLimited&) = delete;
   RateLimited& operator=(const RateLimited&) = delete;
 
-  // Writes "WHO: MESSAGE" as a warning if the limit lets it through (and the level shows it).
-  void warn(std::string_view who, std::string_view message) { warn_at(Clock::now(), who, message); }
-  void warn_at(Clock::time_point now, std::string_view who, std::string_view message);
+  // Writes "WHO: MESSAGE" as a warning (or debug line) if the limit lets it through and the
+  // level shows it; the notes about left-out lines come at the same level.
+  void warn(std::string_view who, std::string_view message) {
+    write_at(Clock::now(), Level::warn, who, message);
+  }
+  void debug(std::string_view who, std::string_view message) {
+    write_at(Clock::now(), Level::debug, who, message);
+  }
+  void write_at(Clock::time_point now, Level level, std::string_view who, std::string_view message);
   uint64_t left_out() const;  // lines left out so far
 
  private:

@@ -214,6 +214,7 @@ class VirtioConsole final : public VirtioDevice {
   std::deque<std::vector<uint8_t>> control_out_;
 
   log::RateLimited guest_errors_{"guest errors", 32};
+  log::RateLimited port_events_{"ports opened and closed in the guest"};
 };
 
 // The console a `--console` value asks for ("stdio,port1=agent=socket:/run/a.sock"), checked
