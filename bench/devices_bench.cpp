@@ -44,10 +44,6 @@ namespace {
 constexpr uint64_t kRamSize = 4 * MiB;
 constexpr uint64_t kRing = 0x10000;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 // A disk that stores nothing and reads nothing: requests succeed at once.
 class NullBlockBackend final : public BlockBackend {
  public:
@@ -88,9 +84,9 @@ void block_request(benchmark::State& state, uint32_t type) {
   FakeTransport transport;
   auto device = std::make_shared<VirtioBlock>(std::make_unique<NullBlockBackend>(), "",
                                               BlockThreading{io_thread, "blk-bench", {}});
-  ring.configure(queue, bit(VIRTIO_RING_F_EVENT_IDX));
+  ring.configure(queue, feature_bit(VIRTIO_RING_F_EVENT_IDX));
   transport.serve(std::span(&queue, 1));
-  device->activate(transport, device->device_features() | bit(VIRTIO_RING_F_EVENT_IDX));
+  device->activate(transport, device->device_features() | feature_bit(VIRTIO_RING_F_EVENT_IDX));
 
   const uint64_t header = ring.alloc(16);
   const uint64_t data = ring.alloc(4096, 4096);
@@ -230,9 +226,9 @@ struct NetBench {
     queues.emplace_back(memory, VirtioNet::kQueueSize);
     queues.emplace_back(memory, VirtioNet::kQueueSize);
     transport.serve(queues);
-    rx.configure(queues[0], bit(VIRTIO_RING_F_EVENT_IDX));
-    tx.configure(queues[1], bit(VIRTIO_RING_F_EVENT_IDX));
-    device.activate(transport, device.device_features() | bit(VIRTIO_RING_F_EVENT_IDX));
+    rx.configure(queues[0], feature_bit(VIRTIO_RING_F_EVENT_IDX));
+    tx.configure(queues[1], feature_bit(VIRTIO_RING_F_EVENT_IDX));
+    device.activate(transport, device.device_features() | feature_bit(VIRTIO_RING_F_EVENT_IDX));
   }
   TestMemory memory{kRamSize};
   DriverRing rx{memory, VirtioNet::kQueueSize, RingLayout::at(kRing)};

@@ -12,16 +12,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "fd_io.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
 
 namespace libvmm {
-namespace {
-
-constexpr size_t kReadChunk = 4096;
-
-}  // namespace
+namespace {}  // namespace
 
 PtyBackend::PtyBackend(std::string_view owner) {
   master_.reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
@@ -121,7 +118,7 @@ void PtyBackend::watch(bool on) {
 }
 
 void PtyBackend::read_once() {
-  std::array<uint8_t, kReadChunk> buffer;
+  std::array<uint8_t, kCharReadChunk> buffer;
   const ssize_t n = ::read(master_.get(), buffer.data(), buffer.size());
   if (n > 0) {
     sink_(std::span(buffer.data(), static_cast<size_t>(n)));

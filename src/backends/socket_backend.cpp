@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "fd_io.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
@@ -20,7 +21,6 @@
 namespace libvmm {
 namespace {
 
-constexpr size_t kReadChunk = 4096;
 constexpr uint32_t kInput = EPOLLIN;
 constexpr uint32_t kOutput = EPOLLOUT;
 constexpr std::string_view kBusyMessage = "busy: another client is connected to this console\r\n";
@@ -216,7 +216,7 @@ void SocketBackend::on_client_event(uint32_t events) {
 }
 
 void SocketBackend::read_client() {
-  std::array<uint8_t, kReadChunk> buffer;
+  std::array<uint8_t, kCharReadChunk> buffer;
   ssize_t n;
   do {
     n = ::read(client_.get(), buffer.data(), buffer.size());

@@ -59,8 +59,6 @@ void release_input(int fd, StdioBackend* backend) {
   g_live_backends.erase(backend);
 }
 
-constexpr size_t kReadChunk = 4096;
-
 }  // namespace
 
 RawTerminal::RawTerminal(int fd) {
@@ -243,7 +241,7 @@ void StdioBackend::schedule_read() {
 void StdioBackend::read_once() {
   // A paused terminal is still read (for the escape keys; deliver() holds the rest).
   if (state_ != InputState::reading && !(state_ == InputState::paused && interactive_)) return;
-  std::array<uint8_t, kReadChunk> buffer;
+  std::array<uint8_t, kCharReadChunk> buffer;
   const ssize_t n = ::read(reader_, buffer.data(), buffer.size());
   if (n > 0) {
     deliver(std::span(buffer.data(), static_cast<size_t>(n)));

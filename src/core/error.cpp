@@ -1,5 +1,7 @@
 #include "libvmm/core/error.hpp"
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <cstring>
 #include <string_view>
@@ -13,6 +15,10 @@ SystemError::SystemError(const std::string& what, int err)
 
 void throw_errno(const std::string& what) {
   throw SystemError(what, errno);
+}
+
+void reject_input(std::string_view what, std::string_view why) {
+  throw UserError(fmt::format("{}: {}", what, why));
 }
 
 int exit_status_of(const std::function<int()>& body) {

@@ -7,13 +7,10 @@
 #include "libvmm/backends/input_flow_control.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/irq.hpp"
+#include "primecell.hpp"
 
 namespace libvmm {
 namespace {
-
-// PeriphID0..3 (part number 0x011, designer ARM 0x41, revision 1) and the PrimeCell ID that
-// Linux's AMBA bus matches before it binds the pl011 driver.
-constexpr std::array<uint8_t, 8> kIds = {0x11, 0x10, 0x14, 0x00, 0x0D, 0xF0, 0x05, 0xB1};
 
 constexpr uint32_t kLcrHFifoEnable = 1u << 4;
 constexpr uint32_t kIflsRxShift = 3;
@@ -129,7 +126,7 @@ void Pl011::write(uint64_t offset, std::span<const uint8_t> data) {
 }
 
 uint32_t Pl011::read_register(uint64_t offset, Effects& effects) {
-  if (offset >= kPeriphId0) return kIds[(offset - kPeriphId0) / 4];
+  if (primecell::is_id_register(offset)) return primecell::id_register(offset, 0x011, 1);
   switch (offset) {
     case kDr: {
       if (rx_fifo_.empty()) return 0;

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "libvmm/devices/register_read.hpp"
+#include "primecell.hpp"
 
 namespace libvmm {
 namespace {
@@ -16,10 +17,6 @@ constexpr uint64_t kIntMask = 0x010;       // RTCIMSC
 constexpr uint64_t kRawStatus = 0x014;     // RTCRIS
 constexpr uint64_t kMaskedStatus = 0x018;  // RTCMIS
 constexpr uint64_t kIntClear = 0x01C;      // RTCICR
-constexpr uint64_t kPeriphId0 = 0xFE0;     // PeriphID0..3, then PCellID0..3 at 0xFF0
-constexpr uint64_t kCellId0 = 0xFF0;
-constexpr uint8_t kPeriphId[4] = {0x31, 0x10, 0x04, 0x00};  // part 0x031, ARM, revision 0
-constexpr uint8_t kCellId[4] = {0x0D, 0xF0, 0x05, 0xB1};    // 0xB105F00D
 
 }  // namespace
 
@@ -43,8 +40,7 @@ uint32_t Pl031::read_register(uint64_t offset) {
     default:
       break;
   }
-  if (offset >= kPeriphId0 && offset < kPeriphId0 + 16) return kPeriphId[(offset - kPeriphId0) / 4];
-  if (offset >= kCellId0 && offset < kCellId0 + 16) return kCellId[(offset - kCellId0) / 4];
+  if (primecell::is_id_register(offset)) return primecell::id_register(offset, 0x031, 0);
   return 0;
 }
 

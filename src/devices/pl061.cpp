@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "libvmm/devices/register_read.hpp"
+#include "primecell.hpp"
 
 namespace libvmm {
 namespace {
@@ -18,10 +19,6 @@ constexpr uint64_t kRis = 0x414;
 constexpr uint64_t kMis = 0x418;
 constexpr uint64_t kIc = 0x41C;
 constexpr uint64_t kAfsel = 0x420;
-constexpr uint64_t kPeriphId0 = 0xFE0;  // PeriphID0..3, then PCellID0..3 at 0xFF0
-constexpr uint64_t kCellId0 = 0xFF0;
-constexpr uint8_t kPeriphId[4] = {0x61, 0x10, 0x04, 0x00};  // part 0x061, ARM, revision 0
-constexpr uint8_t kCellId[4] = {0x0D, 0xF0, 0x05, 0xB1};    // 0xB105F00D
 
 }  // namespace
 
@@ -54,8 +51,7 @@ uint32_t Pl061::read_register(uint64_t offset) {
     default:
       break;
   }
-  if (offset >= kPeriphId0 && offset < kPeriphId0 + 16) return kPeriphId[(offset - kPeriphId0) / 4];
-  if (offset >= kCellId0 && offset < kCellId0 + 16) return kCellId[(offset - kCellId0) / 4];
+  if (primecell::is_id_register(offset)) return primecell::id_register(offset, 0x061, 0);
   return 0;
 }
 

@@ -7,7 +7,7 @@ namespace libvmm::pci {
 namespace {
 
 // Message Control (PCI 3.0 §6.8.1.3).
-constexpr uint16_t kControlEnable = 1u << 0;
+constexpr uint16_t kMsiControlEnable = 1u << 0;
 constexpr unsigned kCapableShift = 1;  // Multiple Message Capable: log2, bits 3:1
 constexpr unsigned kEnableShift = 4;   // Multiple Message Enable: log2, bits 6:4
 constexpr uint16_t kControl64Bit = 1u << 7;
@@ -30,7 +30,7 @@ uint32_t MsiCapability::add_to(ConfigSpace& config) {
   offset_ = config.add_capability(kCapMsi, kLength);
   config.set_u16(offset_ + kControl, static_cast<uint16_t>(kControl64Bit | kControlPerVectorMask |
                                                            log2_vectors_ << kCapableShift));
-  config.set_writable(offset_ + kControl, 2, kControlEnable | 0x7u << kEnableShift);
+  config.set_writable(offset_ + kControl, 2, kMsiControlEnable | 0x7u << kEnableShift);
   config.set_writable(offset_ + kAddressLow, 4, 0xffff'fffc);  // dword aligned
   config.set_writable(offset_ + kAddressHigh, 4, 0xffff'ffff);
   config.set_writable(offset_ + kData, 2, 0xffff);
@@ -42,7 +42,7 @@ MsiCapability::State MsiCapability::state(const ConfigSpace& config) const {
   State s;
   if (offset_ == 0) return s;
   const uint16_t control = config.u16(offset_ + kControl);
-  s.enabled = control & kControlEnable;
+  s.enabled = control & kMsiControlEnable;
   const unsigned log2 = std::min<unsigned>((control >> kEnableShift) & 7u, log2_vectors_);
   s.vectors = static_cast<uint8_t>(1u << log2);
   s.address =

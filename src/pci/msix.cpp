@@ -9,7 +9,7 @@
 namespace libvmm::pci {
 namespace {
 
-constexpr uint16_t kControlEnable = 1u << 15;
+constexpr uint16_t kMsixControlEnable = 1u << 15;
 constexpr uint16_t kControlFunctionMask = 1u << 14;
 
 bool valid(uint64_t offset, size_t size, uint64_t limit, const char* what, std::string& why) {
@@ -43,7 +43,7 @@ uint32_t MsixTable::add_capability(ConfigSpace& config, unsigned table_bar, uint
   }
   const uint32_t cap = config.add_capability(kCapMsix, 12);
   config.set_u16(cap + 2, static_cast<uint16_t>(entries_.size() - 1));
-  config.set_writable(cap + 2, 2, kControlEnable | kControlFunctionMask);
+  config.set_writable(cap + 2, 2, kMsixControlEnable | kControlFunctionMask);
   config.set_u32(cap + 4, table_offset | table_bar);
   config.set_u32(cap + 8, pba_offset | pba_bar);
   return cap;
@@ -54,7 +54,7 @@ void MsixTable::control_written(uint16_t control) {
   std::vector<std::pair<uint16_t, VectorState>> changed;
   {
     std::lock_guard lock(mutex_);
-    enabled_ = control & kControlEnable;
+    enabled_ = control & kMsixControlEnable;
     function_masked_ = control & kControlFunctionMask;
     deliver_pending_locked(messages);
     changed_states_locked(changed);

@@ -23,10 +23,6 @@ namespace {
 static_assert(VirtioBlock::kSectorSize == BlockBackend::kSectorSize);
 static_assert(VirtioBlock::kMaxBatch <= BlockImage::kUringEntries, "a batch fits one submission");
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -100,13 +96,13 @@ uint32_t VirtioBlock::device_id() const {
 }
 
 uint64_t VirtioBlock::device_features() const {
-  uint64_t features = bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) |
-                      bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH);
-  if (num_queues_ > 1) features |= bit(VIRTIO_BLK_F_MQ);
+  uint64_t features = feature_bit(VIRTIO_BLK_F_SIZE_MAX) | feature_bit(VIRTIO_BLK_F_SEG_MAX) |
+                      feature_bit(VIRTIO_BLK_F_BLK_SIZE) | feature_bit(VIRTIO_BLK_F_FLUSH);
+  if (num_queues_ > 1) features |= feature_bit(VIRTIO_BLK_F_MQ);
   if (backend_->readonly()) {
-    features |= bit(VIRTIO_BLK_F_RO);
+    features |= feature_bit(VIRTIO_BLK_F_RO);
   } else {
-    features |= bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
+    features |= feature_bit(VIRTIO_BLK_F_DISCARD) | feature_bit(VIRTIO_BLK_F_WRITE_ZEROES);
   }
   return features;
 }

@@ -11,14 +11,12 @@
 namespace libvmm {
 namespace {
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
 // Feature bits 28..40 describe the transport and rings; the transport decides those.
 constexpr uint64_t kTransportFeatureMask =
-    (bit(VIRTIO_TRANSPORT_F_END) - 1) & ~(bit(VIRTIO_TRANSPORT_F_START) - 1);
-constexpr uint64_t kTransportFeatures =
-    bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX);
+    (feature_bit(VIRTIO_TRANSPORT_F_END) - 1) & ~(feature_bit(VIRTIO_TRANSPORT_F_START) - 1);
+constexpr uint64_t kTransportFeatures = feature_bit(VIRTIO_F_VERSION_1) |
+                                        feature_bit(VIRTIO_RING_F_INDIRECT_DESC) |
+                                        feature_bit(VIRTIO_RING_F_EVENT_IDX);
 
 }  // namespace
 
@@ -36,7 +34,7 @@ bool features_acceptable(uint64_t accepted, bool accepted_beyond_64, uint64_t of
   } else if (accepted & ~offered) {
     why = fmt::format("the driver accepted features {:#x} that the device does not offer",
                       accepted & ~offered);
-  } else if (!(accepted & bit(VIRTIO_F_VERSION_1))) {
+  } else if (!(accepted & feature_bit(VIRTIO_F_VERSION_1))) {
     why = "the driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)";
   } else {
     return true;
@@ -74,6 +72,19 @@ StatusWrite write_device_status(uint8_t old, uint32_t value, std::string_view re
     }
   }
   return {next, activate};
+}
+
+bool valid_config_access(uint64_t offset, uint64_t size, uint64_t config_size) {
+  return (size == 1 || size == 2 || size == 4 || size == 8) && offset % size == 0 &&
+         offset <= config_size && size <= config_size - offset;
+}
+
+PausedIo::PausedIo(VirtioDevice& device, bool pause) : device_(pause ? &device : nullptr) {
+  if (device_ != nullptr) device_->pause_io();
+}
+
+PausedIo::~PausedIo() {
+  if (device_ != nullptr) device_->resume_io();
 }
 
 }  // namespace libvmm

@@ -32,4 +32,21 @@ StatusWrite write_device_status(uint8_t old, uint32_t value, std::string_view re
                                 const std::function<bool(std::string& why)>& features_ok,
                                 const std::function<void(const std::string&)>& guest_error);
 
+// Whether a driver's access of `size` bytes at `offset` of a device's configuration space of
+// `config_size` bytes is one the transport takes: 1, 2, 4 or 8 bytes, naturally aligned, inside.
+bool valid_config_access(uint64_t offset, uint64_t size, uint64_t config_size);
+
+// pause_io() / resume_io() around a register write that may change what a device's I/O thread
+// depends on (virtio_device.hpp): taken before the transport's lock, released after it.
+class PausedIo {
+ public:
+  PausedIo(VirtioDevice& device, bool pause);
+  ~PausedIo();
+  PausedIo(const PausedIo&) = delete;
+  PausedIo& operator=(const PausedIo&) = delete;
+
+ private:
+  VirtioDevice* device_;
+};
+
 }  // namespace libvmm

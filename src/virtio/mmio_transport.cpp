@@ -56,11 +56,6 @@ const char* register_name(uint64_t offset) {
 }
 
 // 1, 2, 4 or 8 bytes, naturally aligned (spec §4.2.2.2), inside the device's config space.
-bool valid_config_access(uint64_t offset, uint64_t size, uint64_t config_size) {
-  return (size == 1 || size == 2 || size == 4 || size == 8) && offset % size == 0 &&
-         offset + size <= config_size;
-}
-
 uint32_t low(uint64_t v) {
   return static_cast<uint32_t>(v);
 }
@@ -133,26 +128,7 @@ VirtioMmioTransport::~VirtioMmioTransport() {
   device_->pause_io();
 }
 
-namespace {
-
-// pause_io() / resume_io() around a register write that may change what a device's I/O thread
-// depends on: taken before the transport's lock, released after it.
-class PausedIo {
- public:
-  PausedIo(VirtioDevice& device, bool pause) : device_(pause ? &device : nullptr) {
-    if (device_ != nullptr) device_->pause_io();
-  }
-  ~PausedIo() {
-    if (device_ != nullptr) device_->resume_io();
-  }
-  PausedIo(const PausedIo&) = delete;
-  PausedIo& operator=(const PausedIo&) = delete;
-
- private:
-  VirtioDevice* device_;
-};
-
-}  // namespace
+namespace {}  // namespace
 
 void VirtioMmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
   // Status may reset or activate the device, QueueReady take a queue down.

@@ -21,13 +21,8 @@ namespace {
 
 // The ABI structures are little-endian (VERSION_1), like every host we build for.
 static_assert(sizeof(virtio_net_hdr_v1) == VirtioNet::kHeaderSize);
-constexpr uint32_t kConfigSize = offsetof(virtio_net_config, mtu) + sizeof(uint16_t);
 constexpr uint16_t kMinMtu = 68;       // IPv4's minimum (RFC 791)
 constexpr uint64_t kFramesLogged = 8;  // with -v, the first frames each way (bring-up problems)
-
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
 
 }  // namespace
 
@@ -121,25 +116,20 @@ uint32_t VirtioNet::device_id() const {
 
 uint64_t VirtioNet::device_features() const {
   const uint64_t multiqueue =
-      pairs_.size() > 1 ? bit(VIRTIO_NET_F_CTRL_VQ) | bit(VIRTIO_NET_F_MQ) : 0;
-  return multiqueue | bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU) |
-         bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) |
-         bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_GUEST_TSO4) |
-         bit(VIRTIO_NET_F_GUEST_TSO6);
+      pairs_.size() > 1 ? feature_bit(VIRTIO_NET_F_CTRL_VQ) | feature_bit(VIRTIO_NET_F_MQ) : 0;
+  return multiqueue | feature_bit(VIRTIO_NET_F_MAC) | feature_bit(VIRTIO_NET_F_STATUS) |
+         feature_bit(VIRTIO_NET_F_MTU) | feature_bit(VIRTIO_NET_F_MRG_RXBUF) |
+         feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_GUEST_CSUM) |
+         feature_bit(VIRTIO_NET_F_HOST_TSO4) | feature_bit(VIRTIO_NET_F_HOST_TSO6) |
+         feature_bit(VIRTIO_NET_F_GUEST_TSO4) | feature_bit(VIRTIO_NET_F_GUEST_TSO6);
 }
 
 uint32_t VirtioNet::config_size() const {
-  return kConfigSize;
+  return net_config_size();
 }
 
 void VirtioNet::read_config(uint32_t offset, std::span<uint8_t> data) {
-  virtio_net_config config{};
-  std::memcpy(config.mac, mac_.data(), mac_.size());
-  config.status = VIRTIO_NET_S_LINK_UP;  // a TAP is always there; no ANNOUNCE
-  config.max_virtqueue_pairs = static_cast<uint16_t>(pairs_.size());
-  config.mtu = mtu_;
-  // The transport checked the range against config_size().
-  std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config) + offset, data.size());
+  read_net_config(mac_, pairs_.size(), mtu_, offset, data);
 }
 
 void VirtioNet::guest_error(Counter& counter, const std::string& message) {

@@ -4,6 +4,8 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <cstddef>
+#include <cstring>
 #include <optional>
 #include <span>
 
@@ -73,6 +75,20 @@ bool answer_net_control_queue(Virtqueue& queue, const NetControlTarget& target) 
     pushed = true;
   }
   return pushed;
+}
+
+uint32_t net_config_size() {
+  return offsetof(virtio_net_config, mtu) + sizeof(uint16_t);
+}
+
+void read_net_config(std::span<const uint8_t, 6> mac, size_t pairs, uint16_t mtu, uint32_t offset,
+                     std::span<uint8_t> data) {
+  virtio_net_config config{};
+  std::memcpy(config.mac, mac.data(), mac.size());
+  config.status = VIRTIO_NET_S_LINK_UP;
+  config.max_virtqueue_pairs = static_cast<uint16_t>(pairs);
+  config.mtu = mtu;
+  std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config) + offset, data.size());
 }
 
 uint16_t net_control_queue_index(size_t pairs, uint64_t features) {

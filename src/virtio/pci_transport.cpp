@@ -74,11 +74,6 @@ uint32_t pci_class(uint32_t device_id) {
   }
 }
 
-bool valid_config_access(uint64_t offset, uint64_t size, uint64_t config_size) {
-  return (size == 1 || size == 2 || size == 4 || size == 8) && offset % size == 0 &&
-         offset <= config_size && size <= config_size - offset;
-}
-
 uint64_t load(std::span<const uint8_t> data) {
   uint64_t v = 0;
   std::memcpy(&v, data.data(), std::min<size_t>(data.size(), 8));
@@ -87,21 +82,6 @@ uint64_t load(std::span<const uint8_t> data) {
 void store(std::span<uint8_t> data, uint64_t v) {
   std::memcpy(data.data(), &v, std::min<size_t>(data.size(), 8));
 }
-
-class PausedIo {
- public:
-  PausedIo(VirtioDevice& device, bool pause) : device_(pause ? &device : nullptr) {
-    if (device_ != nullptr) device_->pause_io();
-  }
-  ~PausedIo() {
-    if (device_ != nullptr) device_->resume_io();
-  }
-  PausedIo(const PausedIo&) = delete;
-  PausedIo& operator=(const PausedIo&) = delete;
-
- private:
-  VirtioDevice* device_;
-};
 
 pci::Identity identity_of(const VirtioDevice* device) {
   const uint32_t id = device ? device->device_id() : 0;

@@ -28,15 +28,12 @@ namespace {
 
 namespace abi = vhost_kernel;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
 // The TAP carries the offloads in the 12-byte header every frame has; the kernel only needs to
 // offer mergeable receive buffers for the driver to use them.
-constexpr uint64_t kTapOffloads = bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) |
-                                  bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
-                                  bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6);
-constexpr uint32_t kConfigSize = offsetof(virtio_net_config, mtu) + sizeof(uint16_t);
+constexpr uint64_t kTapOffloads =
+    feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_GUEST_CSUM) |
+    feature_bit(VIRTIO_NET_F_HOST_TSO4) | feature_bit(VIRTIO_NET_F_HOST_TSO6) |
+    feature_bit(VIRTIO_NET_F_GUEST_TSO4) | feature_bit(VIRTIO_NET_F_GUEST_TSO6);
 
 class KernelVhostNet final : public VhostNetKernel {
  public:
@@ -151,7 +148,7 @@ VhostNet::VhostNet(VhostNetOptions options, std::vector<VhostNetPair> pairs,
     }
     pairs_.push_back({std::move(pair.kernel), std::move(pair.tap), {}});
   }
-  if (!(kernel_features_ & bit(VIRTIO_F_VERSION_1))) {
+  if (!(kernel_features_ & feature_bit(VIRTIO_F_VERSION_1))) {
     throw UserError(
         "this kernel's vhost-net does not offer VIRTIO_F_VERSION_1 (Linux 4.0 or "
         "later does)");
@@ -224,9 +221,10 @@ uint32_t VhostNet::device_id() const {
 }
 
 uint64_t VhostNet::device_features() const {
-  uint64_t own = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU);
-  if (pairs_.size() > 1) own |= bit(VIRTIO_NET_F_CTRL_VQ) | bit(VIRTIO_NET_F_MQ);
-  return own | kTapOffloads | (kernel_features_ & bit(VIRTIO_NET_F_MRG_RXBUF));
+  uint64_t own = feature_bit(VIRTIO_NET_F_MAC) | feature_bit(VIRTIO_NET_F_STATUS) |
+                 feature_bit(VIRTIO_NET_F_MTU);
+  if (pairs_.size() > 1) own |= feature_bit(VIRTIO_NET_F_CTRL_VQ) | feature_bit(VIRTIO_NET_F_MQ);
+  return own | kTapOffloads | (kernel_features_ & feature_bit(VIRTIO_NET_F_MRG_RXBUF));
 }
 
 std::vector<uint16_t> VhostNet::queue_max_sizes() const {
@@ -244,17 +242,11 @@ uint64_t VhostNet::transport_features() const {
 }
 
 uint32_t VhostNet::config_size() const {
-  return kConfigSize;
+  return net_config_size();
 }
 
 void VhostNet::read_config(uint32_t offset, std::span<uint8_t> data) {
-  virtio_net_config config{};
-  std::memcpy(config.mac, options_.mac.data(), options_.mac.size());
-  config.status = VIRTIO_NET_S_LINK_UP;
-  config.max_virtqueue_pairs = static_cast<uint16_t>(pairs_.size());
-  config.mtu = options_.mtu;
-  // The transport checked the range against config_size().
-  std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config) + offset, data.size());
+  read_net_config(options_.mac, pairs_.size(), options_.mtu, offset, data);
 }
 
 uint16_t VhostNet::control_queue() const {
@@ -277,7 +269,7 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
     return false;
   }
   // Without MQ the driver sees one pair, and the control queue (if any) is queue 2.
-  const size_t pairs = (features & bit(VIRTIO_NET_F_MQ)) ? pairs_.size() : 1;
+  const size_t pairs = (features & feature_bit(VIRTIO_NET_F_MQ)) ? pairs_.size() : 1;
   try {
     // Guest RAM as the kernel reaches it: this process's mapping of each writable region.
     // Read-only ones stay out, so a buffer there is a malformed ring, not a write into it.
@@ -291,7 +283,7 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
       // What the kernel knows of the driver's features (the offloads are the TAP's). Never
       // VHOST_NET_F_VIRTIO_NET_HDR, which no driver sees: the TAP adds and strips the header.
       pair.kernel->set_features(features & kernel_features_ &
-                                ~bit(abi::kNetFeatureVirtioNetHeader));
+                                ~feature_bit(abi::kNetFeatureVirtioNetHeader));
       pair.kernel->set_mem_table(regions);
       pair.tap->set_offloads(features);
       for (uint32_t ring = 0; ring < 2; ++ring) {
@@ -323,7 +315,7 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
     const bool control_ready = control < queues.size() && queues[control].ready();
     if (control_ready) {
       control_.start(transport, control, eventfds_[control].kick,
-                     (features & bit(VIRTIO_NET_F_MQ)) != 0);
+                     (features & feature_bit(VIRTIO_NET_F_MQ)) != 0);
     }
     // Buffers the driver made available before anyone watched the kicks.
     for (uint16_t i = 0; i < 2 * pairs; ++i) {

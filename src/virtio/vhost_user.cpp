@@ -26,12 +26,10 @@ namespace {
 using vhost::Message;
 using vhost::Request;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
 // What this front-end asks for among the back-end's protocol features.
-constexpr uint64_t kWantedProtocol =
-    bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig) | bit(vhost::kProtocolMq);
+constexpr uint64_t kWantedProtocol = feature_bit(vhost::kProtocolReplyAck) |
+                                     feature_bit(vhost::kProtocolConfig) |
+                                     feature_bit(vhost::kProtocolMq);
 // struct virtio_net_config: max_virtqueue_pairs (le16) after the MAC and the status.
 constexpr uint32_t kNetPairsOffset = 8;
 
@@ -72,7 +70,7 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
     send(Message::make(Request::set_owner), {}, false);
     backend_features_ = vhost::decode_reply_u64(request_reply(Message::make(Request::get_features)),
                                                 Request::get_features);
-    if (!(backend_features_ & bit(VIRTIO_F_VERSION_1))) {
+    if (!(backend_features_ & feature_bit(VIRTIO_F_VERSION_1))) {
       throw vhost::VhostError("it does not offer VIRTIO_F_VERSION_1 (a legacy-only device)");
     }
     if (backend_features_ & vhost::kFeatureProtocolFeatures) {
@@ -82,16 +80,16 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
       // The back-end's channel carries only config changes: asked for where its config is.
       const bool config_from_backend = options_.config.empty() && options_.config_size > 0;
       const uint64_t wanted =
-          kWantedProtocol | (config_from_backend ? bit(vhost::kProtocolBackendReq) : 0);
+          kWantedProtocol | (config_from_backend ? feature_bit(vhost::kProtocolBackendReq) : 0);
       protocol_features_ = offered & wanted;
       // REPLY_ACK applies from the next message on, so this one goes without.
       send(Message::with_u64(Request::set_protocol_features, protocol_features_), {}, false);
-      if (protocol_features_ & bit(vhost::kProtocolBackendReq)) open_backend_channel();
+      if (protocol_features_ & feature_bit(vhost::kProtocolBackendReq)) open_backend_channel();
     }
     // A network back-end counts queue pairs (as QEMU's front-end and DPDK's back-end do).
     const bool net = options_.net_queue_pairs > 0;
     std::optional<uint64_t> served;  // GET_QUEUE_NUM's answer
-    if (protocol_features_ & bit(vhost::kProtocolMq)) {
+    if (protocol_features_ & feature_bit(vhost::kProtocolMq)) {
       served = vhost::decode_reply_u64(request_reply(Message::make(Request::get_queue_num)),
                                        Request::get_queue_num);
     }
@@ -110,7 +108,7 @@ void VhostUserDevice::negotiate(UniqueFd connected) {
     if (!options_.config.empty()) {
       config_ = options_.config;
     } else if (options_.config_size > 0) {
-      if (!(protocol_features_ & bit(vhost::kProtocolConfig))) {
+      if (!(protocol_features_ & feature_bit(vhost::kProtocolConfig))) {
         throw vhost::VhostError(
             "it does not offer VHOST_USER_PROTOCOL_F_CONFIG; the device needs its config space");
       }
@@ -196,7 +194,7 @@ void VhostUserDevice::serve_backend_request(uint32_t events) {
     const vhost::BackendRequest what = vhost::decode_backend_request(request);
     // Answered first: a back-end waiting for it may be what a vCPU's GET_CONFIG waits on.
     if ((request.flags & vhost::kFlagNeedReply) &&
-        (protocol_features_ & bit(vhost::kProtocolReplyAck))) {
+        (protocol_features_ & feature_bit(vhost::kProtocolReplyAck))) {
       backend_channel_->send(Message::backend_ack(what, 0));
     }
   } catch (const vhost::VhostError& e) {
@@ -263,7 +261,8 @@ void VhostUserDevice::watch(EventLoop& loop) {
 }
 
 uint64_t VhostUserDevice::device_features() const {
-  const uint64_t own = control_ ? bit(VIRTIO_NET_F_MQ) | bit(VIRTIO_NET_F_CTRL_VQ) : 0;
+  const uint64_t own =
+      control_ ? feature_bit(VIRTIO_NET_F_MQ) | feature_bit(VIRTIO_NET_F_CTRL_VQ) : 0;
   return (backend_features_ & options_.device_feature_mask) | own;
 }
 
@@ -291,7 +290,7 @@ void VhostUserDevice::read_config(uint32_t offset, std::span<uint8_t> data) {
 }
 
 void VhostUserDevice::send(Message message, std::span<const int> fds, bool ack) {
-  const bool want_ack = ack && (protocol_features_ & bit(vhost::kProtocolReplyAck));
+  const bool want_ack = ack && (protocol_features_ & feature_bit(vhost::kProtocolReplyAck));
   if (want_ack) message.flags |= vhost::kFlagNeedReply;
   const auto request = static_cast<Request>(message.request);
   channel_->send(message, fds);
@@ -359,7 +358,8 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
     active_pairs_ = 1;  // the driver starts with the first pair (virtIO 1.2 §5.1.6.5.5)
     // Without MQ a network device has one pair (and the control queue): nothing past them
     // goes to the back-end, whatever the driver set up.
-    const size_t layout = control_ && !(features & bit(VIRTIO_NET_F_MQ)) ? 2 : queues.size();
+    const size_t layout =
+        control_ && !(features & feature_bit(VIRTIO_NET_F_MQ)) ? 2 : queues.size();
     for (uint32_t i = 0; i < layout; ++i) {
       const Virtqueue& q = queues[i];
       if (!q.ready() || i == control) continue;
@@ -388,7 +388,7 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
     }
     if (control < queues.size() && queues[control].ready()) {
       control_->start(transport, control, eventfds_[control].kick,
-                      (features & bit(VIRTIO_NET_F_MQ)) != 0);
+                      (features & feature_bit(VIRTIO_NET_F_MQ)) != 0);
       kick(control);
     }
     // Buffers the driver made available before the back-end watched the kick: one kick

@@ -27,9 +27,6 @@ using vhost::DecodedRequest;
 using vhost::Message;
 using vhost::Request;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
 constexpr uint32_t kVringFlagLog = 0x1;  // VHOST_VRING_F_LOG: dirty logging, not offered
 // Regions are mapped in whole 2 MiB units where the descriptor holds them (hugetlb memfds can
 // only be mapped so).
@@ -64,8 +61,9 @@ void make_nonblocking(int fd, const char* what) {
 }  // namespace
 
 uint64_t VhostUserBackend::offered_protocol_features() {
-  return bit(vhost::kProtocolMq) | bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolBackendReq) |
-         bit(vhost::kProtocolConfig) | bit(vhost::kProtocolResetDevice);
+  return feature_bit(vhost::kProtocolMq) | feature_bit(vhost::kProtocolReplyAck) |
+         feature_bit(vhost::kProtocolBackendReq) | feature_bit(vhost::kProtocolConfig) |
+         feature_bit(vhost::kProtocolResetDevice);
 }
 
 VhostUserBackend::VhostUserBackend(VirtioDevice& device, EventLoop& loop, UniqueFd connected,
@@ -324,7 +322,7 @@ void VhostUserBackend::handle(const Message& message) {
     }
     case Request::get_config:
     case Request::set_config: {
-      if (!(protocol_ & bit(vhost::kProtocolConfig))) {
+      if (!(protocol_ & feature_bit(vhost::kProtocolConfig))) {
         refuse(fmt::format("{} without VHOST_USER_PROTOCOL_F_CONFIG negotiated", name));
       }
       // The part inside the device's config space; the rest reads as zeroes, writes go nowhere.
@@ -343,7 +341,7 @@ void VhostUserBackend::handle(const Message& message) {
       break;
     }
     case Request::set_backend_req_fd: {
-      if (!(protocol_ & bit(vhost::kProtocolBackendReq))) {
+      if (!(protocol_ & feature_bit(vhost::kProtocolBackendReq))) {
         refuse(fmt::format("{} without VHOST_USER_PROTOCOL_F_BACKEND_REQ negotiated", name));
       }
       UniqueFd fd(::fcntl(message.fds[0].get(), F_DUPFD_CLOEXEC, 0));
@@ -357,7 +355,8 @@ void VhostUserBackend::handle(const Message& message) {
     case Request::set_log_fd:
       refuse(fmt::format("unsupported request {}", name));
   }
-  if (d.need_reply && (protocol_ & bit(vhost::kProtocolReplyAck)) && !has_own_reply(d.request)) {
+  if (d.need_reply && (protocol_ & feature_bit(vhost::kProtocolReplyAck)) &&
+      !has_own_reply(d.request)) {
     reply(Message::with_u64(d.request, 0));
   }
 }

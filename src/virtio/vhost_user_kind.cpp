@@ -35,10 +35,6 @@ constexpr uint32_t kSoundConfigSize = 12;
 constexpr uint16_t kSoundControlQueueSize = 64;
 constexpr uint16_t kSoundIoQueueSize = 256;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 void check_tag(const DeviceSpec& spec, std::vector<std::string>& problems) {
   const std::string tag = spec.value_or("tag", "");
   if (tag.empty()) {
@@ -87,10 +83,11 @@ std::shared_ptr<VirtioDevice> make_blk(const DeviceSpec& spec, const DeviceConte
   // One queue (no MQ): the rest describe the disk and its requests. Not CONFIG_WCE: the
   // config space is read once from the back-end (no SET_CONFIG), so the driver could not
   // switch the cache mode; with FLUSH alone it runs write-back and sends FLUSH requests.
-  o.device_feature_mask =
-      bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) | bit(VIRTIO_BLK_F_GEOMETRY) |
-      bit(VIRTIO_BLK_F_RO) | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH) |
-      bit(VIRTIO_BLK_F_TOPOLOGY) | bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
+  o.device_feature_mask = feature_bit(VIRTIO_BLK_F_SIZE_MAX) | feature_bit(VIRTIO_BLK_F_SEG_MAX) |
+                          feature_bit(VIRTIO_BLK_F_GEOMETRY) | feature_bit(VIRTIO_BLK_F_RO) |
+                          feature_bit(VIRTIO_BLK_F_BLK_SIZE) | feature_bit(VIRTIO_BLK_F_FLUSH) |
+                          feature_bit(VIRTIO_BLK_F_TOPOLOGY) | feature_bit(VIRTIO_BLK_F_DISCARD) |
+                          feature_bit(VIRTIO_BLK_F_WRITE_ZEROES);
   return connect_backend(spec, context, std::move(o));
 }
 
@@ -110,11 +107,12 @@ std::shared_ptr<VirtioDevice> make_net(const DeviceSpec& spec, const DeviceConte
   o.net_queue_pairs = pairs;
   o.config_size = kNetConfigSize;  // the MAC, link status and MTU: the back-end's
   // The header is always virtio_net_hdr_v1 (VERSION_1); offloads pass through to the back-end.
-  o.device_feature_mask = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU) |
-                          bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_NET_F_CSUM) |
-                          bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) |
-                          bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_GUEST_TSO4) |
-                          bit(VIRTIO_NET_F_GUEST_TSO6);
+  o.device_feature_mask =
+      feature_bit(VIRTIO_NET_F_MAC) | feature_bit(VIRTIO_NET_F_STATUS) |
+      feature_bit(VIRTIO_NET_F_MTU) | feature_bit(VIRTIO_NET_F_MRG_RXBUF) |
+      feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_GUEST_CSUM) |
+      feature_bit(VIRTIO_NET_F_HOST_TSO4) | feature_bit(VIRTIO_NET_F_HOST_TSO6) |
+      feature_bit(VIRTIO_NET_F_GUEST_TSO4) | feature_bit(VIRTIO_NET_F_GUEST_TSO6);
   return connect_backend(spec, context, std::move(o));
 }
 
@@ -127,7 +125,8 @@ std::shared_ptr<VirtioDevice> make_console(const DeviceSpec& spec, const DeviceC
   // Named ports where the back-end has them (MULTIPORT), and the size of its terminal (SIZE:
   // read with GET_CONFIG, changes told with CONFIG_CHANGE_MSG or a RESIZE message); not
   // EMERG_WRITE, as a config write does not reach the back-end.
-  o.device_feature_mask = bit(VIRTIO_CONSOLE_F_MULTIPORT) | bit(VIRTIO_CONSOLE_F_SIZE);
+  o.device_feature_mask =
+      feature_bit(VIRTIO_CONSOLE_F_MULTIPORT) | feature_bit(VIRTIO_CONSOLE_F_SIZE);
   o.queues_from_config = vhost_user_console_queues;
   return connect_backend(spec, context, std::move(o));
 }
@@ -248,7 +247,7 @@ class FsKind final : public VirtioDeviceKind {
 // queues after port 0's (virtIO 1.2 §5.3.2); without, port 0's two.
 std::vector<uint16_t> vhost_user_console_queues(uint64_t features,
                                                 std::span<const uint8_t> config) {
-  if (!(features & bit(VIRTIO_CONSOLE_F_MULTIPORT))) {
+  if (!(features & feature_bit(VIRTIO_CONSOLE_F_MULTIPORT))) {
     return std::vector<uint16_t>(2, kConsoleQueueSize);
   }
   uint32_t ports = 0;

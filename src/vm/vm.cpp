@@ -60,6 +60,12 @@ std::vector<uint32_t> taken_irqs(const VmConfig& c) {
 // included); vectors beyond them use KVM_SIGNAL_MSI.
 constexpr uint32_t kMaxMsiRoutes = 2048;
 
+}  // namespace
+
+// Named, not anonymous: Vm::Impl holds these, and a class with external linkage may not hold
+// members of internal linkage in a build that compiles several files as one (CMAKE_UNITY_BUILD).
+namespace vm_parts {
+
 // MSI-X messages of PCI functions, straight to KVM.
 class KvmMsiSink final : public pci::MsiSink {
  public:
@@ -114,6 +120,10 @@ class StartGate {
   std::condition_variable changed_;
   State state_ = State::closed;
 };
+
+}  // namespace vm_parts
+
+namespace {
 
 uint64_t host_ram() {
   struct sysinfo info {};
@@ -215,7 +225,7 @@ struct Vm::Impl {
   std::vector<std::shared_ptr<VirtioMmioTransport>> transports;
   size_t mmio_devices = 0;  // placed virtio-mmio devices: the next one takes the next slot
   std::shared_ptr<pci::HostBridge> pci_bridge;  // made with the first PCI device
-  std::shared_ptr<KvmMsiSink> msi;              // where the machine has no GSI routing for MSIs
+  std::shared_ptr<vm_parts::KvmMsiSink> msi;    // where the machine has no GSI routing for MSIs
   std::shared_ptr<GsiRoutes> gsi_routes;        // else: each function's vectors routed, with irqfds
   bool msi_devid = false;                       // MSIs carry the requester ID (GICv3 ITS)
   // Irqfds of PCI functions (virtio-pci vectors, passed-through INTx) made before prepare()
@@ -240,8 +250,8 @@ struct Vm::Impl {
   std::vector<std::pair<std::shared_ptr<VirtioDevice>, VirtioTransport*>> virtio_devices;
   std::vector<uint32_t> pulsed_irqs;  // lines devices and event sources pulse (irqfds)
   bool prepared = false;
-  std::shared_ptr<StartGate> io_threads_gate =
-      std::make_shared<StartGate>();  // opened by prepare()
+  std::shared_ptr<vm_parts::StartGate> io_threads_gate =
+      std::make_shared<vm_parts::StartGate>();  // opened by prepare()
   std::mutex stop_mutex;
   std::optional<RunResult> result;
 };
@@ -327,7 +337,7 @@ void Vm::add_vfio_devices() {
       return RoutedMsiSink::for_vm(d.vm, d.gsi_routes, vectors, true, pci_requester_id());
     };
     auto device = pci::VfioPciDevice::open(*d.vfio, groups[i], v.address, v.label, sink,
-                                           std::make_shared<SlotBarMapper>(*d.slots));
+                                           std::make_shared<vm_parts::SlotBarMapper>(*d.slots));
     if (i == 0) {
       for (const GuestMapping& m : d.memory.mappings()) {
         d.vfio->map_dma(m.gpa, m.host(), m.size, m.readonly, v.label);
@@ -497,7 +507,7 @@ void Vm::ensure_pci_bridge(const std::string& who) {
         d.machine->memory_map(d.config.memory_size).pci;
     if (!layout) throw UserError(who + ": this machine has no PCI bus");
     d.pci_bridge = pci::HostBridge::create(*layout);
-    d.msi = std::make_shared<KvmMsiSink>(d.vm);
+    d.msi = std::make_shared<vm_parts::KvmMsiSink>(d.vm);
     // First: it may add the MSI controller the routes use.
     d.machine->describe_pci(*d.machine_context, *layout);
     if (auto routing = d.machine->gsi_routing()) {

@@ -47,10 +47,6 @@ constexpr auto kSettle = 100ms;  // for what must not happen
 constexpr uint32_t kSector = 512;
 constexpr char kThreadName[] = "blk-io7";
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 // Where a backend's calls wait until the test opens it.
 class Gate {
  public:
@@ -155,8 +151,8 @@ struct Disk {
 
   // Reset, features, queue 0 on the ring, DRIVER_OK.
   void start() const {
-    if (!mmio.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
-                        bit(VIRTIO_BLK_F_FLUSH))) {
+    if (!mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_RING_F_INDIRECT_DESC) |
+                        feature_bit(VIRTIO_BLK_F_FLUSH))) {
       throw std::runtime_error("FEATURES_OK refused");
     }
     mmio.setup_queue(0, ring);
@@ -488,7 +484,7 @@ TEST(BlockIoThread, ARoundInFlightAcrossAnUnpausedResetIsDropped) {
   ring.configure(queue);
   FakeTransport transport;
   transport.serve(std::span(&queue, 1));
-  device->activate(transport, bit(VIRTIO_BLK_F_FLUSH));
+  device->activate(transport, feature_bit(VIRTIO_BLK_F_FLUSH));
   const uint64_t h = ring.alloc(16);
   const uint64_t s = ring.alloc(1);
   memory.write_obj(h, virtio_blk_outhdr{VIRTIO_BLK_T_FLUSH, 0, 0});
@@ -500,7 +496,7 @@ TEST(BlockIoThread, ARoundInFlightAcrossAnUnpausedResetIsDropped) {
   queue.reset();
   ring.restart();
   ring.configure(queue);
-  device->activate(transport, bit(VIRTIO_BLK_F_FLUSH));
+  device->activate(transport, feature_bit(VIRTIO_BLK_F_FLUSH));
   gate->open();
   device->wait_idle();
   EXPECT_EQ(ring.used_idx(), 0) << "the old round's chain went nowhere";
@@ -609,19 +605,19 @@ TEST(BlockIoThread, EveryQueueOfAMultiqueueDiskIsServedFromItsOwnEventfd) {
   auto device = std::make_shared<VirtioBlock>(std::make_unique<GatedBackend>(64 * KiB, nullptr), "",
                                               BlockThreading{true, "blk-io-mq", {}}, kQueues);
   EXPECT_EQ(device->queue_max_sizes().size(), kQueues);
-  ASSERT_NE(device->device_features() & bit(VIRTIO_BLK_F_MQ), 0u);
+  ASSERT_NE(device->device_features() & feature_bit(VIRTIO_BLK_F_MQ), 0u);
   virtio_blk_config config{};
   device->read_config(0, std::span(reinterpret_cast<uint8_t*>(&config), sizeof config));
   EXPECT_EQ(config.num_queues, kQueues);
   EXPECT_EQ(VirtioBlock(std::make_unique<GatedBackend>(64 * KiB, nullptr), "").device_features() &
-                bit(VIRTIO_BLK_F_MQ),
+                feature_bit(VIRTIO_BLK_F_MQ),
             0u)
       << "one queue: no MQ";
 
   auto irq = std::make_shared<FakeIrq>();
   VirtioMmioTransport window(device, memory, irq);
   MmioDriver mmio(window);
-  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_BLK_F_MQ)));
+  ASSERT_TRUE(mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_BLK_F_MQ)));
   std::vector<std::unique_ptr<DriverRing>> rings;
   std::vector<int> fds;
   for (uint16_t q = 0; q < kQueues; ++q) {

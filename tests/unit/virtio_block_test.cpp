@@ -44,10 +44,6 @@ constexpr uint64_t kBuffers = 0x10000;
 constexpr uint16_t kQueueSize = VirtioBlock::kQueueSize;
 constexpr uint32_t kSector = 512;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 uint8_t pattern(uint64_t offset) {
   return static_cast<uint8_t>(offset * 7 + offset / kSector * 13 + 1);
 }
@@ -187,7 +183,7 @@ class VirtioBlockTest : public ::testing::TestWithParam<bool> {
   void use(std::shared_ptr<VirtioBlock> dev, uint64_t features) {
     device = std::move(dev);
     EXPECT_EQ(device->has_io_thread(), io_thread());
-    ring.configure(queue, bit(VIRTIO_RING_F_INDIRECT_DESC));
+    ring.configure(queue, feature_bit(VIRTIO_RING_F_INDIRECT_DESC));
     transport.serve(std::span(&queue, 1));  // where the I/O thread finds the queue
     device->activate(transport, features);
   }
@@ -428,9 +424,9 @@ TEST_P(VirtioBlockTest, AdvertisesFeaturesAndConfig) {
   const uint64_t features = device->device_features();
   for (unsigned f : {VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE,
                      VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES}) {
-    EXPECT_TRUE(features & bit(f)) << f;
+    EXPECT_TRUE(features & feature_bit(f)) << f;
   }
-  EXPECT_FALSE(features & bit(VIRTIO_BLK_F_RO));
+  EXPECT_FALSE(features & feature_bit(VIRTIO_BLK_F_RO));
   EXPECT_EQ(features & ~0x7fffull, 0u) << "no transport or unknown bits";
 
   EXPECT_EQ(device->config_size(), sizeof(virtio_blk_config));
@@ -526,7 +522,7 @@ TEST_P(VirtioBlockTest, FlushOnImageFile) {
 }
 
 TEST_P(VirtioBlockTest, WritesAreWriteThroughWithoutFlushFeature) {
-  RecordingBackend& backend = open_recording(64 * KiB, bit(VIRTIO_BLK_F_FLUSH));
+  RecordingBackend& backend = open_recording(64 * KiB, feature_bit(VIRTIO_BLK_F_FLUSH));
   EXPECT_EQ(write(0, std::vector<uint8_t>(kSector, 1)).status, VIRTIO_BLK_S_OK);
   EXPECT_EQ(backend.flushes, 1);
 }
@@ -696,8 +692,8 @@ TEST_P(VirtioBlockTest, RangeRequestsAreCheckedBeforeAnySegmentIsDone) {
 }
 
 TEST_P(VirtioBlockTest, RangeRequestsNeedTheirFeature) {
-  RecordingBackend& backend =
-      open_recording(64 * KiB, bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES));
+  RecordingBackend& backend = open_recording(
+      64 * KiB, feature_bit(VIRTIO_BLK_F_DISCARD) | feature_bit(VIRTIO_BLK_F_WRITE_ZEROES));
   std::fill(backend.data.begin(), backend.data.end(), 1);
   EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, 8, 0}}).status, VIRTIO_BLK_S_UNSUPP);
   EXPECT_EQ(ranges(VIRTIO_BLK_T_WRITE_ZEROES, {{0, 8, 0}}).status, VIRTIO_BLK_S_UNSUPP);
@@ -722,9 +718,9 @@ TEST_P(VirtioBlockTest, ReadOnlyDiskAdvertisesRoAndRefusesWrites) {
   TempImage image(64 * KiB);
   open(image, ",readonly");
   const uint64_t features = device->device_features();
-  EXPECT_TRUE(features & bit(VIRTIO_BLK_F_RO));
-  EXPECT_FALSE(features & bit(VIRTIO_BLK_F_DISCARD));
-  EXPECT_FALSE(features & bit(VIRTIO_BLK_F_WRITE_ZEROES));
+  EXPECT_TRUE(features & feature_bit(VIRTIO_BLK_F_RO));
+  EXPECT_FALSE(features & feature_bit(VIRTIO_BLK_F_DISCARD));
+  EXPECT_FALSE(features & feature_bit(VIRTIO_BLK_F_WRITE_ZEROES));
   EXPECT_EQ(config_field<uint32_t>(*device, offsetof(virtio_blk_config, max_discard_sectors)), 0u);
 
   const auto c = write(0, std::vector<uint8_t>(kSector, 0));
@@ -889,7 +885,7 @@ TEST_P(VirtioBlockTest, ReadsAndWritesOfOneNotifyGoToTheBackendAsOneBatch) {
 }
 
 TEST_P(VirtioBlockTest, WriteThroughSyncsABatchOnceBeforeAnyStatus) {
-  RecordingBackend& backend = open_recording(64 * KiB, bit(VIRTIO_BLK_F_FLUSH));
+  RecordingBackend& backend = open_recording(64 * KiB, feature_bit(VIRTIO_BLK_F_FLUSH));
   std::vector<uint64_t> statuses;
   for (uint64_t i = 0; i < 4; ++i) {
     const uint64_t h = header(VIRTIO_BLK_T_OUT, i);
@@ -906,7 +902,7 @@ TEST_P(VirtioBlockTest, WriteThroughSyncsABatchOnceBeforeAnyStatus) {
 }
 
 TEST_P(VirtioBlockTest, FailedWriteThroughSyncFailsTheBatchsWrites) {
-  RecordingBackend& backend = open_recording(64 * KiB, bit(VIRTIO_BLK_F_FLUSH));
+  RecordingBackend& backend = open_recording(64 * KiB, feature_bit(VIRTIO_BLK_F_FLUSH));
   backend.on_flush = [&] { backend.fail_with = EIO; };
   EXPECT_EQ(write(0, std::vector<uint8_t>(kSector, 1)).status, VIRTIO_BLK_S_IOERR);
 }

@@ -30,17 +30,15 @@ constexpr uint16_t kQueueSize = 8;
 constexpr uint32_t kEchoId = 42;
 constexpr uint64_t kEchoFeature = 1ull << 0;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 // Copies each chain's readable bytes into its writable part, and answers on the same queue.
 class EchoDevice : public VirtioDevice {
  public:
   std::string name() const override { return "virtio-echo"; }
   uint32_t device_id() const override { return kEchoId; }
   // Also claims RING_PACKED, which the transport must not pass on: it does split rings only.
-  uint64_t device_features() const override { return kEchoFeature | bit(VIRTIO_F_RING_PACKED); }
+  uint64_t device_features() const override {
+    return kEchoFeature | feature_bit(VIRTIO_F_RING_PACKED);
+  }
   std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
   uint32_t config_size() const override { return static_cast<uint32_t>(config.size()); }
   void read_config(uint32_t offset, std::span<uint8_t> data) override {
@@ -84,7 +82,7 @@ class EchoDevice : public VirtioDevice {
 class VirtioMmioTest : public ::testing::Test {
  protected:
   // A running device with queue 0 set up, and a driver ring for it that starts afresh.
-  void bring_up(uint64_t features = bit(VIRTIO_F_VERSION_1)) {
+  void bring_up(uint64_t features = feature_bit(VIRTIO_F_VERSION_1)) {
     const int activations = device->activations;
     ASSERT_TRUE(mmio.negotiate(features));
     ring = DriverRing(memory, kQueueSize, kLayout);
@@ -124,14 +122,16 @@ TEST_F(VirtioMmioTest, Identity) {
 
 TEST_F(VirtioMmioTest, FeatureWindows) {
   const uint64_t features = mmio.device_features();
-  EXPECT_EQ(features, kEchoFeature | bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
-                          bit(VIRTIO_RING_F_EVENT_IDX));
+  EXPECT_EQ(features, kEchoFeature | feature_bit(VIRTIO_F_VERSION_1) |
+                          feature_bit(VIRTIO_RING_F_INDIRECT_DESC) |
+                          feature_bit(VIRTIO_RING_F_EVENT_IDX));
   mmio.set_reg(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 2);
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_DEVICE_FEATURES), 0u);
 }
 
 TEST_F(VirtioMmioTest, FeaturesOkAcceptsSubsetWithVersion1) {
-  const uint64_t wanted = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | kEchoFeature;
+  const uint64_t wanted =
+      feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_RING_F_EVENT_IDX) | kEchoFeature;
   EXPECT_TRUE(mmio.negotiate(wanted));
   mmio.setup_queue(0, ring);
   mmio.driver_ok();
@@ -143,14 +143,14 @@ TEST_F(VirtioMmioTest, FeaturesOkAcceptsSubsetWithVersion1) {
 
 TEST_F(VirtioMmioTest, FeaturesOkRefused) {
   EXPECT_FALSE(mmio.negotiate(kEchoFeature)) << "no VERSION_1: a legacy driver";
-  EXPECT_FALSE(mmio.negotiate(bit(VIRTIO_F_VERSION_1) | bit(5))) << "not offered";
-  EXPECT_FALSE(mmio.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_RING_PACKED)))
+  EXPECT_FALSE(mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(5))) << "not offered";
+  EXPECT_FALSE(mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_F_RING_PACKED)))
       << "masked out of the device's features";
 
   // A non-zero feature window past bit 63.
   mmio.set_reg(VIRTIO_MMIO_STATUS, 0);
   mmio.set_reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-  mmio.set_driver_features(bit(VIRTIO_F_VERSION_1));
+  mmio.set_driver_features(feature_bit(VIRTIO_F_VERSION_1));
   mmio.set_reg(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 2);
   mmio.set_reg(VIRTIO_MMIO_DRIVER_FEATURES, 1);
   mmio.set_reg(VIRTIO_MMIO_STATUS,
@@ -165,15 +165,16 @@ TEST_F(VirtioMmioTest, FeaturesOkRefused) {
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_READY), 0u);
   EXPECT_EQ(device->activations, 0);
 
-  EXPECT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1))) << "a reset starts negotiation afresh";
+  EXPECT_TRUE(mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1)))
+      << "a reset starts negotiation afresh";
 }
 
 TEST_F(VirtioMmioTest, FeaturesFrozenAfterFeaturesOk) {
-  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1)));
-  mmio.set_driver_features(bit(VIRTIO_F_VERSION_1) | kEchoFeature);
+  ASSERT_TRUE(mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
+  mmio.set_driver_features(feature_bit(VIRTIO_F_VERSION_1) | kEchoFeature);
   mmio.setup_queue(0, ring);
   mmio.driver_ok();
-  EXPECT_EQ(device->active_features, bit(VIRTIO_F_VERSION_1));
+  EXPECT_EQ(device->active_features, feature_bit(VIRTIO_F_VERSION_1));
 }
 
 TEST_F(VirtioMmioTest, EchoThroughQueueNotify) {
@@ -201,7 +202,7 @@ TEST_F(VirtioMmioTest, EchoThroughIoeventfdPath) {
 }
 
 TEST_F(VirtioMmioTest, EventIdxSuppressesInterrupt) {
-  bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX));
+  bring_up(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_RING_F_EVENT_IDX));
   // used_event = 1: "interrupt me once the second buffer is used".
   ring.set_used_event(1);
   publish_ping();
@@ -214,7 +215,7 @@ TEST_F(VirtioMmioTest, EventIdxSuppressesInterrupt) {
 }
 
 TEST_F(VirtioMmioTest, NotifyIgnoredUnlessRunning) {
-  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1)));
+  ASSERT_TRUE(mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   mmio.setup_queue(0, ring);
   publish_ping();
   transport->notify(0);  // before DRIVER_OK
@@ -319,7 +320,7 @@ TEST_F(VirtioMmioTest, NoSharedMemoryAndNoQueueReset) {
 }
 
 TEST_F(VirtioMmioTest, QueueIndexOutOfRange) {
-  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1)));
+  ASSERT_TRUE(mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   mmio.set_reg(VIRTIO_MMIO_QUEUE_SEL, 2);
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_NUM_MAX), 0u);
   mmio.set_reg(VIRTIO_MMIO_QUEUE_NUM, 4);
@@ -351,7 +352,7 @@ TEST_F(VirtioMmioTest, QueueSetupFrozenWhileReady) {
 }
 
 TEST_F(VirtioMmioTest, BadQueueSetupNeedsReset) {
-  ASSERT_TRUE(mmio.negotiate(bit(VIRTIO_F_VERSION_1)));
+  ASSERT_TRUE(mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   // The descriptor table runs past the end of RAM.
   mmio.setup_queue(0, kQueueSize, {kRamSize - 16, kAvail, kUsed, kBuffers});
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_QUEUE_READY), 0u);

@@ -40,10 +40,6 @@ constexpr uint16_t kQueueSize = 256;
 constexpr uint32_t kHdr = VirtioNet::kHeaderSize;
 constexpr MacAddress kMac{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 // A transmit chain: header + frame written into guest memory, split into `pieces`.
 uint16_t add_tx(DriverRing& ring, const std::vector<uint8_t>& bytes, size_t pieces = 1) {
   const uint64_t gpa = ring.place(bytes);
@@ -88,9 +84,9 @@ class VirtioNetTest : public ::testing::Test {
   // Negotiates `features` (default: everything offered) and brings both queues up.
   void activate(uint64_t features = ~0ull) {
     features &= device.device_features();
-    rx.configure(queues[0], bit(VIRTIO_RING_F_EVENT_IDX));
-    tx.configure(queues[1], bit(VIRTIO_RING_F_EVENT_IDX));
-    device.activate(transport, features | bit(VIRTIO_RING_F_EVENT_IDX));
+    rx.configure(queues[0], feature_bit(VIRTIO_RING_F_EVENT_IDX));
+    tx.configure(queues[1], feature_bit(VIRTIO_RING_F_EVENT_IDX));
+    device.activate(transport, features | feature_bit(VIRTIO_RING_F_EVENT_IDX));
   }
   void notify_tx() { device.queue_notify(VirtioNet::kTransmitQueue, queues[1]); }
   void notify_rx() { device.queue_notify(VirtioNet::kReceiveQueue, queues[0]); }
@@ -121,14 +117,14 @@ TEST_F(VirtioNetTest, ConfigHoldsMacLinkUpAndMtu) {
        {VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MTU, VIRTIO_NET_F_MRG_RXBUF,
         VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
         VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6}) {
-    EXPECT_TRUE(f & bit(b)) << b;
+    EXPECT_TRUE(f & feature_bit(b)) << b;
   }
 }
 
 TEST_F(VirtioNetTest, ActivationHandsNegotiatedOffloadsToTheBackend) {
-  activate(bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4));
-  EXPECT_TRUE(backend->offloads & bit(VIRTIO_NET_F_GUEST_TSO4));
-  EXPECT_FALSE(backend->offloads & bit(VIRTIO_NET_F_GUEST_TSO6));
+  activate(feature_bit(VIRTIO_NET_F_GUEST_CSUM) | feature_bit(VIRTIO_NET_F_GUEST_TSO4));
+  EXPECT_TRUE(backend->offloads & feature_bit(VIRTIO_NET_F_GUEST_TSO4));
+  EXPECT_FALSE(backend->offloads & feature_bit(VIRTIO_NET_F_GUEST_TSO6));
   device.reset();
   EXPECT_EQ(backend->offloads, 0u);
 }
@@ -269,7 +265,7 @@ TEST_F(VirtioNetTest, DropsOversizedAndRuntFrames) {
 }
 
 TEST_F(VirtioNetTest, DropsOffloadsThatWereNotNegotiated) {
-  activate(bit(VIRTIO_NET_F_MAC));  // no CSUM, no HOST_TSO
+  activate(feature_bit(VIRTIO_NET_F_MAC));  // no CSUM, no HOST_TSO
   virtio_net_hdr_v1 csum{};
   csum.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   csum.csum_start = 34;
@@ -345,7 +341,7 @@ TEST_F(VirtioNetTest, CountsFramesTheHostRefuses) {
 // Receive
 
 TEST_F(VirtioNetTest, ReceivesIntoOneBufferWithoutMergeableBuffers) {
-  activate(device.device_features() & ~bit(VIRTIO_NET_F_MRG_RXBUF));
+  activate(device.device_features() & ~feature_bit(VIRTIO_NET_F_MRG_RXBUF));
   const uint64_t buffer = add_rx(rx, 2048);
   virtio_net_hdr_v1 header{};
   header.flags = VIRTIO_NET_HDR_F_DATA_VALID;
@@ -424,7 +420,7 @@ TEST_F(VirtioNetTest, AQueueResetDropsTheBuffersHeldFromTheOldRing) {
   device.queue_reset(VirtioNet::kReceiveQueue);  // what the transport does on QueueReady = 0
   queues[0].reset();
   DriverRing fresh{memory, kQueueSize, RingLayout::at(0x200000)};
-  fresh.configure(queues[0], bit(VIRTIO_RING_F_EVENT_IDX));
+  fresh.configure(queues[0], feature_bit(VIRTIO_RING_F_EVENT_IDX));
   const uint64_t first = add_rx(fresh, 2048);
   const uint64_t second = add_rx(fresh, 2048);
   notify_rx();
@@ -461,7 +457,7 @@ TEST_F(VirtioNetTest, ReturnsReceiveChainsWithoutWritableRoomUnused) {
 }
 
 TEST_F(VirtioNetTest, DropsAFrameTooBigForTheOnlyBufferWithoutMergeableBuffers) {
-  activate(device.device_features() & ~bit(VIRTIO_NET_F_MRG_RXBUF));
+  activate(device.device_features() & ~feature_bit(VIRTIO_NET_F_MRG_RXBUF));
   add_rx(rx, 1526);
   backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 4000));
   backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 1500));
@@ -499,7 +495,7 @@ TEST_F(VirtioNetTest, DropsRuntFramesFromTheHostAndFramesWithoutADriver) {
 }
 
 TEST_F(VirtioNetTest, ClearsReceiveChecksumFlagsTheDriverDidNotNegotiate) {
-  activate(bit(VIRTIO_NET_F_MAC));
+  activate(feature_bit(VIRTIO_NET_F_MAC));
   const uint64_t buffer = add_rx(rx, 2048);
   virtio_net_hdr_v1 header{};
   header.flags = VIRTIO_NET_HDR_F_DATA_VALID;
@@ -602,9 +598,9 @@ class VirtioNetMultiqueueTest : public ::testing::Test {
   void activate(uint64_t features = ~0ull) {
     features &= device.device_features();
     for (size_t i = 0; i < rings.size(); ++i) {
-      rings[i].configure(queues[i], bit(VIRTIO_RING_F_EVENT_IDX));
+      rings[i].configure(queues[i], feature_bit(VIRTIO_RING_F_EVENT_IDX));
     }
-    device.activate(transport, features | bit(VIRTIO_RING_F_EVENT_IDX));
+    device.activate(transport, features | feature_bit(VIRTIO_RING_F_EVENT_IDX));
   }
   // Sends a control command; returns the status byte the device wrote (0xee: none).
   uint8_t command(uint8_t cls, uint8_t cmd, std::vector<uint8_t> data) {
@@ -643,8 +639,8 @@ class VirtioNetMultiqueueTest : public ::testing::Test {
 TEST(VirtioNetQueues, OneBackendIsOnePairWithoutControlQueue) {
   VirtioNet single{std::make_shared<FakeNetBackend>(), kMac};
   EXPECT_EQ(single.queue_max_sizes().size(), 2u);
-  EXPECT_FALSE(single.device_features() & bit(VIRTIO_NET_F_MQ));
-  EXPECT_FALSE(single.device_features() & bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_FALSE(single.device_features() & feature_bit(VIRTIO_NET_F_MQ));
+  EXPECT_FALSE(single.device_features() & feature_bit(VIRTIO_NET_F_CTRL_VQ));
   std::vector<uint8_t> config(12);
   single.read_config(0, config);
   EXPECT_EQ(config[8] | config[9] << 8, 1);  // max_virtqueue_pairs
@@ -656,8 +652,8 @@ TEST(VirtioNetQueues, OneBackendIsOnePairWithoutControlQueue) {
 }
 
 TEST_F(VirtioNetMultiqueueTest, OffersMqWithAControlQueueAndItsPairCount) {
-  EXPECT_TRUE(device.device_features() & bit(VIRTIO_NET_F_MQ));
-  EXPECT_TRUE(device.device_features() & bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_TRUE(device.device_features() & feature_bit(VIRTIO_NET_F_MQ));
+  EXPECT_TRUE(device.device_features() & feature_bit(VIRTIO_NET_F_CTRL_VQ));
   EXPECT_EQ(device.queue_max_sizes(),
             (std::vector<uint16_t>{kQueueSize, kQueueSize, kQueueSize, kQueueSize,
                                    VirtioNet::kControlQueueSize}));
@@ -730,7 +726,7 @@ TEST_F(VirtioNetMultiqueueTest, AnswersBadControlCommandsWithAnErrorAndCountsThe
 }
 
 TEST_F(VirtioNetMultiqueueTest, WithoutMqNegotiatedTheControlQueueIsTheThirdAndPairsStayOne) {
-  activate(~bit(VIRTIO_NET_F_MQ));
+  activate(~feature_bit(VIRTIO_NET_F_MQ));
   const uint64_t out = rings[2].place(
       std::vector<uint8_t>{VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 2, 0});
   const uint64_t status = rings[2].place(std::vector<uint8_t>{0xee});

@@ -42,10 +42,6 @@ constexpr char kThreadName[] = "net-tx7";
 constexpr MacAddress kMac{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 constexpr uint32_t kHdr = VirtioNet::kHeaderSize;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 // Frames sent, and the name of the thread that sent each; safe to read while the thread runs.
 class RecordingBackend final : public NetBackend {
  public:
@@ -100,7 +96,7 @@ struct Nic {
         tx(memory, VirtioNet::kQueueSize, RingLayout::at(0x100000)) {}
 
   void start() const {
-    if (!mmio.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MAC))) {
+    if (!mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_MAC))) {
       throw std::runtime_error("FEATURES_OK refused");
     }
     mmio.setup_queue(0, rx);

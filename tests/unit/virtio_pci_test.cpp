@@ -25,15 +25,13 @@ constexpr uint64_t kBuffers = 0x10000;
 constexpr RingLayout kLayout{0x1000, 0x2000, 0x3000, kBuffers};
 constexpr uint16_t kQueueSize = 8;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 class EchoDevice : public VirtioDevice {
  public:
   std::string name() const override { return "virtio-echo"; }
   uint32_t device_id() const override { return 2; }  // block's ID: class "mass storage"
-  uint64_t device_features() const override { return bit(0) | bit(VIRTIO_F_RING_PACKED); }
+  uint64_t device_features() const override {
+    return feature_bit(0) | feature_bit(VIRTIO_F_RING_PACKED);
+  }
   std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
   uint32_t config_size() const override { return static_cast<uint32_t>(config.size()); }
   void read_config(uint32_t offset, std::span<uint8_t> data) override {
@@ -73,7 +71,7 @@ class RecordingSink : public pci::MsiSink {
 class VirtioPciTest : public ::testing::Test {
  protected:
   void bring_up(uint16_t vector = 0xffff) {
-    ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1)));
+    ASSERT_TRUE(drv.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
     ring = DriverRing(memory, kQueueSize, kLayout);
     drv.setup_queue(0, ring, vector);
     ASSERT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 1u);
@@ -129,15 +127,15 @@ TEST_F(VirtioPciTest, IdentityAndCapabilities) {
 }
 
 TEST_F(VirtioPciTest, FeaturesAndNegotiation) {
-  EXPECT_EQ(drv.device_features(), bit(0) | bit(VIRTIO_F_VERSION_1) |
-                                       bit(VIRTIO_RING_F_INDIRECT_DESC) |
-                                       bit(VIRTIO_RING_F_EVENT_IDX));
-  EXPECT_FALSE(drv.negotiate(bit(0))) << "legacy drivers are refused";
-  EXPECT_FALSE(drv.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_RING_PACKED)));
-  EXPECT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1) | bit(0)));
+  EXPECT_EQ(drv.device_features(), feature_bit(0) | feature_bit(VIRTIO_F_VERSION_1) |
+                                       feature_bit(VIRTIO_RING_F_INDIRECT_DESC) |
+                                       feature_bit(VIRTIO_RING_F_EVENT_IDX));
+  EXPECT_FALSE(drv.negotiate(feature_bit(0))) << "legacy drivers are refused";
+  EXPECT_FALSE(drv.negotiate(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_F_RING_PACKED)));
+  EXPECT_TRUE(drv.negotiate(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(0)));
   drv.set_common(VIRTIO_PCI_COMMON_GFSELECT, 0, 4);
   drv.set_common(VIRTIO_PCI_COMMON_GF, 0, 4);  // frozen after FEATURES_OK
-  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_GF, 4), bit(0));
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_GF, 4), feature_bit(0));
 }
 
 TEST_F(VirtioPciTest, QueueThroughNotifyAndIsrWithIntx) {
@@ -328,7 +326,7 @@ TEST_F(VirtioPciTest, QueueEnableRulesAndBadQueuesNeedReset) {
   drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
   drv.set_common(VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
   EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 0u);
-  ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1)));
+  ASSERT_TRUE(drv.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   // A size that is not a power of two: the device needs a reset.
   drv.set_common(VIRTIO_PCI_COMMON_Q_SIZE, 6, 2);
   drv.set_common(VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);

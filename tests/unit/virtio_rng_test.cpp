@@ -34,10 +34,6 @@ constexpr uint64_t kBuffers = 0x10000;
 constexpr uint16_t kQueueSize = VirtioRng::kQueueSize;
 constexpr uint8_t kUntouched = 0xa5;  // what guest buffers hold until the device writes them
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 class VirtioRngTest : public ::testing::Test {
  protected:
   void TearDown() override {
@@ -53,7 +49,8 @@ class VirtioRngTest : public ::testing::Test {
   }
   void use_host() { use(std::make_shared<VirtioRng>()); }
   void enable_queue() {
-    ring.configure(queue, bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC));
+    ring.configure(queue,
+                   feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_RING_F_INDIRECT_DESC));
   }
 
   // --- Guest buffers, filled with kUntouched
@@ -370,12 +367,12 @@ TEST_F(VirtioRngMmioTest, OffersVersion1AndNoDeviceFeatures) {
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_DEVICE_ID), uint32_t{VIRTIO_ID_RNG});
   EXPECT_EQ(mmio.reg(VIRTIO_MMIO_VERSION), 2u);
   const uint64_t features = mmio.device_features();
-  EXPECT_TRUE(features & bit(VIRTIO_F_VERSION_1));
-  EXPECT_EQ(features & (bit(VIRTIO_TRANSPORT_F_START) - 1), 0u) << "no device-type bits";
+  EXPECT_TRUE(features & feature_bit(VIRTIO_F_VERSION_1));
+  EXPECT_EQ(features & (feature_bit(VIRTIO_TRANSPORT_F_START) - 1), 0u) << "no device-type bits";
 }
 
 TEST_F(VirtioRngMmioTest, ServesTheDriverAndInterruptsItThenStartsOverAfterReset) {
-  bring_up(bit(VIRTIO_F_VERSION_1));
+  bring_up(feature_bit(VIRTIO_F_VERSION_1));
   const uint64_t gpa = alloc(64);
   publish({{gpa, 64, true}});
   notify();
@@ -394,7 +391,7 @@ TEST_F(VirtioRngMmioTest, ServesTheDriverAndInterruptsItThenStartsOverAfterReset
   EXPECT_EQ(used_idx(), 1);
 
   ring.restart();
-  bring_up(bit(VIRTIO_F_VERSION_1));
+  bring_up(feature_bit(VIRTIO_F_VERSION_1));
   const uint64_t again = alloc(64);
   publish({{again, 64, true}});
   notify();

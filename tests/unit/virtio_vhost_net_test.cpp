@@ -43,10 +43,6 @@ using test::PciDriver;
 using test::RingLayout;
 using test::TestMemory;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 TEST(VhostKernelAbi, MatchesTheKernelHeaders) {
   namespace abi = vhost_kernel;
   const unsigned long ours[] = {
@@ -151,8 +147,9 @@ class FakeKernel final : public VhostNetKernel {
   uint64_t features_;
 };
 
-constexpr uint64_t kKernelFeatures = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) |
-                                     bit(29) | bit(28) | bit(27) | bit(VIRTIO_F_NOTIFY_ON_EMPTY);
+constexpr uint64_t kKernelFeatures =
+    feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_MRG_RXBUF) | feature_bit(29) |
+    feature_bit(28) | feature_bit(27) | feature_bit(VIRTIO_F_NOTIFY_ON_EMPTY);
 
 UniqueFd new_eventfd() {
   return UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -218,12 +215,12 @@ TEST(VhostNet, OffersTheTapsOffloadsAndTheKernelsRingFeatures) {
            VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MTU, VIRTIO_NET_F_MRG_RXBUF,
            VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4,
            VIRTIO_NET_F_GUEST_TSO6, VIRTIO_F_VERSION_1, 28u, 29u}) {
-    EXPECT_TRUE(offered & bit(b)) << "bit " << b;
+    EXPECT_TRUE(offered & feature_bit(b)) << "bit " << b;
   }
   // Not the kernel's own header handling, nor multiqueue (no control queue here).
-  EXPECT_FALSE(offered & bit(27));
-  EXPECT_FALSE(offered & bit(VIRTIO_NET_F_MQ));
-  EXPECT_FALSE(offered & bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_FALSE(offered & feature_bit(27));
+  EXPECT_FALSE(offered & feature_bit(VIRTIO_NET_F_MQ));
+  EXPECT_FALSE(offered & feature_bit(VIRTIO_NET_F_CTRL_VQ));
   // The config space: the MAC, link up, the MTU.
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 0x12005452u);
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4) & 0xffffu, 0x5634u);
@@ -233,15 +230,16 @@ TEST(VhostNet, OffersTheTapsOffloadsAndTheKernelsRingFeatures) {
 TEST(VhostNet, HandsTheQueuesAndTheTapToTheKernelAtDriverOk) {
   Rig rig;
   rig.kernel->taken();
-  const uint64_t accepted = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) |
-                            bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_CSUM) | bit(29);
+  const uint64_t accepted = feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_MRG_RXBUF) |
+                            feature_bit(VIRTIO_NET_F_MAC) | feature_bit(VIRTIO_NET_F_CSUM) |
+                            feature_bit(29);
   rig.bring_up(accepted);
   EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   // The kernel hears only of what it offered; the MAC and the offloads stay here and in the TAP.
   const auto calls = rig.kernel->taken();
   const std::vector<std::string> expected = {
-      fmt::format("set_features {:#x}",
-                  bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(29)),
+      fmt::format("set_features {:#x}", feature_bit(VIRTIO_F_VERSION_1) |
+                                            feature_bit(VIRTIO_NET_F_MRG_RXBUF) | feature_bit(29)),
       "set_mem_table 1",
       "set_vring_num 0 256",
       "set_vring_base 0 0",
@@ -283,7 +281,7 @@ TEST(VhostNet, HandsTheQueuesAndTheTapToTheKernelAtDriverOk) {
 TEST(VhostNet, PollUsSetsTheKernelWorkersPollingOnBothRings) {
   Rig rig(kKernelFeatures, 50);
   rig.kernel->taken();
-  rig.bring_up(bit(VIRTIO_F_VERSION_1));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1));
   EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   const auto calls = rig.kernel->taken();
   for (const char* want : {"set_vring_busyloop_timeout 0 50", "set_vring_busyloop_timeout 1 50"}) {
@@ -291,7 +289,7 @@ TEST(VhostNet, PollUsSetsTheKernelWorkersPollingOnBothRings) {
   }
   // Without poll_us the kernel's default (no polling) is left alone.
   Rig plain;
-  plain.bring_up(bit(VIRTIO_F_VERSION_1));
+  plain.bring_up(feature_bit(VIRTIO_F_VERSION_1));
   for (const std::string& call : plain.kernel->taken()) {
     EXPECT_FALSE(call.starts_with("set_vring_busyloop_timeout")) << call;
   }
@@ -300,7 +298,7 @@ TEST(VhostNet, PollUsSetsTheKernelWorkersPollingOnBothRings) {
 TEST(VhostNet, ARefusedIoctlStopsWhatStartedAndNeedsReset) {
   Rig rig;
   rig.kernel->refuse = "set_backend 1 fd";
-  rig.bring_up(bit(VIRTIO_F_VERSION_1));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1));
   EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   const auto calls = rig.kernel->taken();
   ASSERT_GE(calls.size(), 2u);
@@ -308,7 +306,7 @@ TEST(VhostNet, ARefusedIoctlStopsWhatStartedAndNeedsReset) {
   EXPECT_EQ(calls.back(), "get_vring_base 0");
   // The driver's reset and a new bring-up recover: the kernel is still there.
   rig.kernel->refuse.clear();
-  rig.bring_up(bit(VIRTIO_F_VERSION_1));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1));
   EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
 }
 
@@ -316,7 +314,7 @@ TEST(VhostNet, AQueueTheKernelStopsNeedsReset) {
   test::LoopThread loop;
   Rig rig;
   loop.call([&] { rig.device->watch(loop.loop); });
-  rig.bring_up(bit(VIRTIO_F_VERSION_1));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1));
   ASSERT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   // The kernel's vq_err(): the transmit queue's error eventfd.
   const uint64_t one = 1;
@@ -326,7 +324,7 @@ TEST(VhostNet, AQueueTheKernelStopsNeedsReset) {
   }
   EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   EXPECT_GE(rig.irq->pulses.load(), 1);  // the driver hears of it (config interrupt)
-  rig.bring_up(bit(VIRTIO_F_VERSION_1));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1));
   EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   loop.call([&] {  // the device leaves the loop from the loop's own thread
     rig.transport.reset();
@@ -339,8 +337,8 @@ TEST(VhostNet, AQueueTheKernelStopsNeedsReset) {
 class VhostNetMultiqueue : public ::testing::Test {
  protected:
   static constexpr uint16_t kCtrl = 4;
-  static constexpr uint64_t kMq =
-      bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_CTRL_VQ) | bit(VIRTIO_NET_F_MQ);
+  static constexpr uint64_t kMq = feature_bit(VIRTIO_F_VERSION_1) |
+                                  feature_bit(VIRTIO_NET_F_CTRL_VQ) | feature_bit(VIRTIO_NET_F_MQ);
 
   void SetUp() override {
     loop.call([&] { rig.device->watch(loop.loop); });
@@ -394,8 +392,8 @@ class VhostNetMultiqueue : public ::testing::Test {
 };
 
 TEST_F(VhostNetMultiqueue, OffersMqWithAControlQueueAndItsPairCount) {
-  EXPECT_TRUE(driver.device_features() & bit(VIRTIO_NET_F_MQ));
-  EXPECT_TRUE(driver.device_features() & bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_TRUE(driver.device_features() & feature_bit(VIRTIO_NET_F_MQ));
+  EXPECT_TRUE(driver.device_features() & feature_bit(VIRTIO_NET_F_CTRL_VQ));
   EXPECT_EQ(rig.device->queue_max_sizes(),
             (std::vector<uint16_t>{256, 256, 256, 256, VhostNet::kControlQueueSize}));
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 8) & 0xffffu, 2u);  // max_virtqueue_pairs
@@ -479,7 +477,8 @@ TEST_F(VhostNetMultiqueue, MalformedControlCommandsAreAnsweredWithAnError) {
 
 TEST_F(VhostNetMultiqueue, WithoutMqTheControlQueueIsTheThirdAndOnlyPairZeroRuns) {
   for (const auto& kernel : rig.kernels) kernel->taken();
-  bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_CTRL_VQ), 3);  // rx, tx, control
+  bring_up(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_CTRL_VQ),
+           3);  // rx, tx, control
   ASSERT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   EXPECT_TRUE(rig.kernels[1]->taken().empty());  // pair 1 does not exist for this driver
   EXPECT_EQ(set_pairs(2, 2), VIRTIO_NET_ERR);    // MQ was not negotiated
@@ -525,7 +524,7 @@ TEST(VhostNet, OverPciTheKernelSignalsTheQueuesVectorsDirectly) {
       {{rig.kick[0].get(), rig.call[0].get()}, {rig.kick[1].get(), rig.call[1].get()}});
   PciDriver drv(*pci);
   enable_msix(*pci, drv);
-  ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1)));
+  ASSERT_TRUE(drv.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   DriverRing rx(rig.memory, 256, RingLayout::at(0x10000));
   DriverRing tx(rig.memory, 256, RingLayout::at(0x20000));
   drv.setup_queue(0, rx, 1);
@@ -542,7 +541,7 @@ TEST(VhostNet, OverPciTheKernelSignalsTheQueuesVectorsDirectly) {
   // MSI-X off (INTx): both relayed.
   drv.set_common(VIRTIO_PCI_COMMON_STATUS, 0, 1);
   drv.set_config(drv.msix_capability + 2, 0, 2);
-  ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1)));
+  ASSERT_TRUE(drv.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   drv.setup_queue(0, rx);
   drv.setup_queue(1, tx);
   drv.driver_ok();
@@ -562,7 +561,7 @@ TEST(VhostNet, OverPciTheKernelsInterruptsAreTheQueuesVectors) {
   PciDriver drv(*pci);
   enable_msix(*pci, drv);
   rig.kernel->taken();
-  ASSERT_TRUE(drv.negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MAC)));
+  ASSERT_TRUE(drv.negotiate(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_MAC)));
   drv.set_common(VIRTIO_PCI_COMMON_MSIX, 2, 2);  // configuration changes: vector 2
   DriverRing rx(rig.memory, 256, RingLayout::at(0x10000));
   DriverRing tx(rig.memory, 256, RingLayout::at(0x20000));
@@ -607,7 +606,7 @@ TEST(VhostNet, OverPciTheKernelsInterruptsAreTheQueuesVectors) {
 
 TEST(VhostNet, RefusesAKernelWithoutVersion1) {
   try {
-    Rig rig(bit(VIRTIO_NET_F_MRG_RXBUF));
+    Rig rig(feature_bit(VIRTIO_NET_F_MRG_RXBUF));
     FAIL() << "a legacy-only vhost-net was accepted";
   } catch (const UserError& e) {
     EXPECT_NE(std::string(e.what()).find("does not offer VIRTIO_F_VERSION_1"), std::string::npos)

@@ -57,9 +57,6 @@ using test::TestMemory;
 using vhost::Message;
 using vhost::Request;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
 constexpr uint64_t kImageSize = 1 << 20;
 
 // A raw image of kImageSize bytes, byte i = i * 7 (mod 256), removed at the end.
@@ -174,8 +171,8 @@ struct Rig {
 
   explicit Rig(bool io_thread = true) : served(io_thread) {
     VhostUserOptions o = one_queue_options("vhost-user-blk0", 60);
-    o.device_feature_mask = bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) |
-                            bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH);
+    o.device_feature_mask = feature_bit(VIRTIO_BLK_F_SIZE_MAX) | feature_bit(VIRTIO_BLK_F_SEG_MAX) |
+                            feature_bit(VIRTIO_BLK_F_BLK_SIZE) | feature_bit(VIRTIO_BLK_F_FLUSH);
     o.timeout_ms = 5000;
     front = std::make_shared<VhostUserDevice>(std::move(o), memory, served.connect());
     front->set_queue_eventfds({{kick.get(), call.get()}});
@@ -225,8 +222,9 @@ void serves_reads_writes_and_flushes(bool io_thread) {
   Rig rig(io_thread);
   // The config space is the device's: capacity in sectors first.
   EXPECT_EQ(rig.driver().reg(VIRTIO_MMIO_CONFIG), kImageSize / 512);
-  EXPECT_TRUE(rig.driver().device_features() & bit(VIRTIO_BLK_F_FLUSH));
-  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_RING_F_EVENT_IDX));
+  EXPECT_TRUE(rig.driver().device_features() & feature_bit(VIRTIO_BLK_F_FLUSH));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_BLK_F_FLUSH) |
+               feature_bit(VIRTIO_RING_F_EVENT_IDX));
 
   // Read sector 2: the image's pattern.
   const uint64_t data = rig.ring->alloc(1024);
@@ -250,7 +248,7 @@ void serves_reads_writes_and_flushes(bool io_thread) {
   // Reset: GET_VRING_BASE stops the ring; the device can be brought up again from index 0.
   rig.driver().set_reg(VIRTIO_MMIO_STATUS, 0);
   EXPECT_FALSE(rig.served.closed());
-  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_BLK_F_FLUSH));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_BLK_F_FLUSH));
   ASSERT_EQ(rig.request(VIRTIO_BLK_T_IN, 5, data, 512, true), VIRTIO_BLK_S_OK);
   EXPECT_EQ(rig.memory.bytes(data, 512), pattern);
 }
@@ -275,7 +273,7 @@ TEST(VhostUserBackend, AFrontEndHangingUpResetsTheDeviceForTheNext) {
   EXPECT_EQ(served.why, "");  // an orderly end
   // The next front-end is served.
   Rig rig;
-  rig.bring_up(bit(VIRTIO_F_VERSION_1));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1));
   const uint64_t data = rig.ring->alloc(512);
   EXPECT_EQ(rig.request(VIRTIO_BLK_T_IN, 0, data, 512, true), VIRTIO_BLK_S_OK);
 }
@@ -284,7 +282,7 @@ TEST(VhostUserBackend, AFrontEndHangingUpResetsTheDeviceForTheNext) {
 // caught (core/sigbus_guard.hpp); the connection closes with a log line and the process goes on.
 TEST(VhostUserBackend, AFrontEndShrinkingItsMemoryIsDroppedNotFatal) {
   Rig rig;
-  rig.bring_up(bit(VIRTIO_F_VERSION_1));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1));
   virtio_blk_outhdr header{VIRTIO_BLK_T_IN, 0, 0};
   const uint64_t h =
       rig.ring->place(std::span(reinterpret_cast<const uint8_t*>(&header), sizeof header));
@@ -308,7 +306,8 @@ TEST(VhostUserBackend, AFrontEndShrinkingItsMemoryIsDroppedNotFatal) {
 // breaks (the available index went back); the connection stays up and answers the reset.
 TEST(VhostUserBackend, AnAvailableIndexFlippingBackDoesNotHoldUpTheConnection) {
   Rig rig(false);  // requests served on the loop itself
-  ASSERT_TRUE(rig.driver().negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_INDIRECT_DESC)));
+  ASSERT_TRUE(rig.driver().negotiate(feature_bit(VIRTIO_F_VERSION_1) |
+                                     feature_bit(VIRTIO_RING_F_INDIRECT_DESC)));
   rig.ring =
       std::make_unique<DriverRing>(rig.memory, 1, RingLayout{0x10000, 0x10ffe, 0x11000, 0x13000});
   rig.driver().setup_queue(0, *rig.ring);
@@ -369,7 +368,7 @@ TEST(VhostUserBackend, ARenotifyingDeviceIsCalledAgainWithoutAKick) {
   front->set_queue_eventfds({{kick.get(), call.get()}});
   VirtioMmioTransport transport(front, memory, std::make_shared<FakeIrq>());
   MmioDriver driver(transport);
-  ASSERT_TRUE(driver.negotiate(bit(VIRTIO_F_VERSION_1)));
+  ASSERT_TRUE(driver.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   DriverRing ring(memory, 64, RingLayout::at(0x10000));
   driver.setup_queue(0, ring);
   driver.driver_ok();
@@ -489,10 +488,10 @@ TEST(VhostUserBackend, RefusesEachClassOfMalformedMessage) {
   EXPECT_TRUE(
       refused_after({{Message::with_state(Request::set_vring_base, {0, 70000}), {}}}, "16 bits"));
   // Features or protocol features that were not offered.
-  EXPECT_TRUE(
-      refused_after({{Message::with_u64(Request::set_features, bit(63)), {}}}, "not offered"));
-  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_protocol_features, bit(15)), {}}},
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_features, feature_bit(63)), {}}},
                             "not offered"));
+  EXPECT_TRUE(refused_after(
+      {{Message::with_u64(Request::set_protocol_features, feature_bit(15)), {}}}, "not offered"));
   // GET_CONFIG before CONFIG was negotiated.
   EXPECT_TRUE(refused_after({{Message::with_config(Request::get_config, {0, 0, {0, 0, 0, 0}}), {}}},
                             "PROTOCOL_F_CONFIG"));
@@ -548,9 +547,9 @@ TEST(VhostUserBackend, AnswersTheSetUpQueries) {
   channel.send(Message::make(Request::get_features));
   const uint64_t features =
       vhost::decode_reply_u64(channel.receive(2000, true), Request::get_features);
-  EXPECT_TRUE(features & bit(VIRTIO_F_VERSION_1));
+  EXPECT_TRUE(features & feature_bit(VIRTIO_F_VERSION_1));
   EXPECT_TRUE(features & vhost::kFeatureProtocolFeatures);
-  EXPECT_TRUE(features & bit(VIRTIO_BLK_F_FLUSH));
+  EXPECT_TRUE(features & feature_bit(VIRTIO_BLK_F_FLUSH));
   channel.send(Message::make(Request::get_protocol_features));
   const uint64_t protocol =
       vhost::decode_reply_u64(channel.receive(2000, true), Request::get_protocol_features);
@@ -591,7 +590,7 @@ TEST(VhostUserBackend, ADiskGrownOnTheHostReachesOurFrontEndsDriver) {
   LoopThread front_loop;  // where our front-end reads the back-end's channel
   Rig rig;
   front_loop.call([&] { rig.front->watch(front_loop.loop); });
-  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_BLK_F_FLUSH));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_BLK_F_FLUSH));
   EXPECT_EQ(rig.driver().reg(VIRTIO_MMIO_CONFIG), kImageSize / 512);
   const uint32_t generation = rig.driver().reg(VIRTIO_MMIO_CONFIG_GENERATION);
   const uint64_t data = rig.ring->alloc(512);
@@ -673,7 +672,7 @@ TEST(VhostUserBackend, AChangeBeforeTheDeviceRunsIsSentAgainWhenItStarts) {
   // one ring, the ring's kick.
   const UniqueFd ram = memfd(0x200000);
   const int fd = ram.get();
-  rc.channel.send(Message::with_u64(Request::set_features, bit(VIRTIO_F_VERSION_1)));
+  rc.channel.send(Message::with_u64(Request::set_features, feature_bit(VIRTIO_F_VERSION_1)));
   rc.channel.send(mem_table({{0, 0x200000, 0x7000000, 0}}), std::span(&fd, 1));
   rc.channel.send(Message::with_state(Request::set_vring_num, {0, 16}));
   vhost::VringAddr addr;
@@ -731,8 +730,8 @@ struct PairRig {
     o.config_size = 12;
     if (kind == Kind::net) {
       o.net_queue_pairs = 1;
-      o.device_feature_mask = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) |
-                              bit(VIRTIO_NET_F_MTU) | bit(VIRTIO_NET_F_CSUM);
+      o.device_feature_mask = feature_bit(VIRTIO_NET_F_MAC) | feature_bit(VIRTIO_NET_F_STATUS) |
+                              feature_bit(VIRTIO_NET_F_MTU) | feature_bit(VIRTIO_NET_F_CSUM);
     }
     front = std::make_shared<VhostUserDevice>(std::move(o), memory, served.connect());
     front->set_queue_eventfds({{kick[0].get(), call[0].get()}, {kick[1].get(), call[1].get()}});
@@ -769,9 +768,10 @@ TEST(VhostUserBackend, ServesTheNetworkDeviceBothWays) {
   EXPECT_EQ(config[6], VIRTIO_NET_S_LINK_UP);
   EXPECT_EQ(words[2] >> 16, 1400u);  // mtu, after max_virtqueue_pairs
   const uint64_t offered = rig.driver().device_features();
-  EXPECT_TRUE(offered & bit(VIRTIO_NET_F_MAC));
-  EXPECT_FALSE(offered & bit(VIRTIO_NET_F_CTRL_VQ));
-  ASSERT_TRUE(rig.driver().negotiate(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MAC)));
+  EXPECT_TRUE(offered & feature_bit(VIRTIO_NET_F_MAC));
+  EXPECT_FALSE(offered & feature_bit(VIRTIO_NET_F_CTRL_VQ));
+  ASSERT_TRUE(
+      rig.driver().negotiate(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_MAC)));
   rig.driver().setup_queue(0, rig.rx);
   rig.driver().setup_queue(1, rig.tx);
   rig.driver().driver_ok();
@@ -809,7 +809,7 @@ TEST(VhostUserBackend, ServesTheNetworkDeviceBothWays) {
   // A reset stops both rings; the device comes up again.
   rig.driver().set_reg(VIRTIO_MMIO_STATUS, 0);
   EXPECT_FALSE(rig.served.closed());
-  ASSERT_TRUE(rig.driver().negotiate(bit(VIRTIO_F_VERSION_1)));
+  ASSERT_TRUE(rig.driver().negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   rig.tx.restart();
   rig.rx.restart();
   rig.driver().setup_queue(0, rig.rx);
@@ -828,10 +828,10 @@ TEST(VhostUserBackend, AnswersTheNetworkDevicesSetUpQueries) {
   channel.send(Message::make(Request::get_features));
   const uint64_t features =
       vhost::decode_reply_u64(channel.receive(2000, true), Request::get_features);
-  EXPECT_TRUE(features & bit(VIRTIO_NET_F_MAC));
-  EXPECT_TRUE(features & bit(VIRTIO_NET_F_MRG_RXBUF));
-  EXPECT_FALSE(features & bit(VIRTIO_NET_F_CTRL_VQ));
-  EXPECT_FALSE(features & bit(VIRTIO_NET_F_MQ));
+  EXPECT_TRUE(features & feature_bit(VIRTIO_NET_F_MAC));
+  EXPECT_TRUE(features & feature_bit(VIRTIO_NET_F_MRG_RXBUF));
+  EXPECT_FALSE(features & feature_bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_FALSE(features & feature_bit(VIRTIO_NET_F_MQ));
   channel.send(Message::with_u64(Request::set_protocol_features,
                                  VhostUserBackend::offered_protocol_features()));
   // A network back-end counts queue pairs, as QEMU's front-end reads it.
@@ -875,7 +875,7 @@ struct TwoPairRig {
     o.queue_sizes = {256, 256, 256, 256, 64};
     o.config_size = 12;
     o.net_queue_pairs = 2;
-    o.device_feature_mask = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS);
+    o.device_feature_mask = feature_bit(VIRTIO_NET_F_MAC) | feature_bit(VIRTIO_NET_F_STATUS);
     front = std::make_shared<VhostUserDevice>(std::move(o), memory, served.connect());
     std::vector<QueueEventfds> fds;
     for (size_t i = 0; i < 5; ++i) {
@@ -938,11 +938,11 @@ struct TwoPairRig {
 TEST(VhostUserBackend, TwoQueuePairsFollowTheFrontEndsControlQueue) {
   TwoPairRig rig;
   const uint64_t offered = rig.driver().device_features();
-  EXPECT_TRUE(offered & bit(VIRTIO_NET_F_MQ));
-  EXPECT_TRUE(offered & bit(VIRTIO_NET_F_CTRL_VQ));
+  EXPECT_TRUE(offered & feature_bit(VIRTIO_NET_F_MQ));
+  EXPECT_TRUE(offered & feature_bit(VIRTIO_NET_F_CTRL_VQ));
   EXPECT_EQ(rig.driver().reg(VIRTIO_MMIO_CONFIG + 8) & 0xffff, 2u);  // max_virtqueue_pairs
-  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_MQ) |
-               bit(VIRTIO_NET_F_CTRL_VQ));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_MAC) |
+               feature_bit(VIRTIO_NET_F_MQ) | feature_bit(VIRTIO_NET_F_CTRL_VQ));
   // The driver starts with one pair: the second's rings are in the back-end, disabled.
   EXPECT_EQ(rig.backend_pairs(1), 1u);
   rig.served.loop.call([&] { EXPECT_FALSE(rig.hosts[1]->enabled); });
@@ -980,7 +980,8 @@ TEST(VhostUserBackend, TwoQueuePairsFollowTheFrontEndsControlQueue) {
   EXPECT_EQ(rig.backend_pairs(2), 2u);
   rig.driver().set_reg(VIRTIO_MMIO_STATUS, 0);
   for (DriverRing& ring : rig.rings) ring.restart();
-  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MQ) | bit(VIRTIO_NET_F_CTRL_VQ));
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_MQ) |
+               feature_bit(VIRTIO_NET_F_CTRL_VQ));
   EXPECT_EQ(rig.backend_pairs(1), 1u);
   EXPECT_EQ(rig.set_pairs(2, false), VIRTIO_NET_OK);
   EXPECT_EQ(rig.backend_pairs(2), 2u);
@@ -989,7 +990,7 @@ TEST(VhostUserBackend, TwoQueuePairsFollowTheFrontEndsControlQueue) {
 
 TEST(VhostUserBackend, WithoutMqTheDriverSeesOnePairAndTheControlQueueAtTwo) {
   TwoPairRig rig;
-  rig.bring_up(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_CTRL_VQ), 3);
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_CTRL_VQ), 3);
   // Queue 2 is the control queue now: VQ_PAIRS_SET is refused without MQ.
   DriverRing& ctrl = rig.rings[2];
   const std::vector<uint8_t> out = {VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 1, 0};
@@ -1013,11 +1014,12 @@ TEST(VhostUserBackend, RefusesMalformedMessagesForTheNetworkDevice) {
   addr.index = 3;
   EXPECT_TRUE(refused_after({{Message::with_addr(addr), {}}}, "queue 3", Kind::net));
   // Network features the device does not offer (a control queue, multiqueue).
+  EXPECT_TRUE(refused_after(
+      {{Message::with_u64(Request::set_features, feature_bit(VIRTIO_NET_F_CTRL_VQ)), {}}},
+      "not offered", Kind::net));
   EXPECT_TRUE(
-      refused_after({{Message::with_u64(Request::set_features, bit(VIRTIO_NET_F_CTRL_VQ)), {}}},
+      refused_after({{Message::with_u64(Request::set_features, feature_bit(VIRTIO_NET_F_MQ)), {}}},
                     "not offered", Kind::net));
-  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_features, bit(VIRTIO_NET_F_MQ)), {}}},
-                            "not offered", Kind::net));
   // A ring larger than the queue takes; a call descriptor missing; a kick without a descriptor.
   EXPECT_TRUE(refused_after({{Message::with_state(Request::set_vring_num, {1, 4096}), {}}},
                             "power of two", Kind::net));
@@ -1044,7 +1046,7 @@ TEST(VhostUserBackend, RefusesMalformedMessagesForTheNetworkDevice) {
 TEST(VhostUserBackend, ServesTheConsoleBothWays) {
   PairRig rig(Kind::console);
   EXPECT_EQ(rig.driver().reg(VIRTIO_MMIO_CONFIG + 4), 1u);  // max_nr_ports
-  ASSERT_TRUE(rig.driver().negotiate(bit(VIRTIO_F_VERSION_1)));
+  ASSERT_TRUE(rig.driver().negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   rig.driver().setup_queue(0, rig.rx);
   rig.driver().setup_queue(1, rig.tx);
   rig.driver().driver_ok();
@@ -1116,7 +1118,7 @@ class ClaimedPortsConsole final : public VirtioDevice {
   explicit ClaimedPortsConsole(uint32_t ports) : ports_(ports) {}
   std::string name() const override { return "claimed-ports"; }
   uint32_t device_id() const override { return 3; }
-  uint64_t device_features() const override { return bit(VIRTIO_CONSOLE_F_MULTIPORT); }
+  uint64_t device_features() const override { return feature_bit(VIRTIO_CONSOLE_F_MULTIPORT); }
   std::vector<uint16_t> queue_max_sizes() const override { return {256, 256}; }
   uint32_t config_size() const override { return 12; }
   void read_config(uint32_t offset, std::span<uint8_t> data) override {
@@ -1178,9 +1180,9 @@ TEST(VhostUserBackend, ServesTheNamedPortsOfAConsoleToTheRegistrysFrontEnd) {
   VirtioMmioTransport transport(front, memory, irq);
   MmioDriver driver(transport);
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4), 2u) << "the back-end's max_nr_ports";
-  const uint64_t multiport = bit(VIRTIO_CONSOLE_F_MULTIPORT);
+  const uint64_t multiport = feature_bit(VIRTIO_CONSOLE_F_MULTIPORT);
   ASSERT_TRUE(driver.device_features() & multiport);
-  ASSERT_TRUE(driver.negotiate(bit(VIRTIO_F_VERSION_1) | multiport));
+  ASSERT_TRUE(driver.negotiate(feature_bit(VIRTIO_F_VERSION_1) | multiport));
   std::vector<std::unique_ptr<DriverRing>> rings;
   for (uint32_t i = 0; i < 6; ++i) {
     rings.push_back(std::make_unique<DriverRing>(memory, 16, RingLayout::at(0x10000 * (i + 1))));
@@ -1244,8 +1246,8 @@ TEST(VhostUserBackend, RefusesMalformedMessagesForTheConsole) {
   EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_vring_call, 3), {ev.get()}}},
                             "queue 3", Kind::console));
   // MULTIPORT (bit 1) is not offered.
-  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_features, bit(1)), {}}}, "not offered",
-                            Kind::console));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_features, feature_bit(1)), {}}},
+                            "not offered", Kind::console));
   // Descriptors extra, a size wrong.
   EXPECT_TRUE(refused_after({{Message::make(Request::get_queue_num), {ev.get()}}},
                             "1 file descriptor(s) (expected 0)", Kind::console));
@@ -1281,7 +1283,7 @@ TEST(VhostUserBackend, ServesTheSoundCard) {
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 2u);
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4), 2u);
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 8), 4u);
-  ASSERT_TRUE(driver.negotiate(bit(VIRTIO_F_VERSION_1)));
+  ASSERT_TRUE(driver.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   std::vector<std::unique_ptr<DriverRing>> rings;
   for (uint32_t q = 0; q < 4; ++q) {
     rings.push_back(std::make_unique<DriverRing>(memory, 64, RingLayout::at(0x10000 + q * 0x8000)));
@@ -1325,8 +1327,8 @@ TEST(VhostUserBackend, RefusesMalformedMessagesForTheSoundCard) {
   EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_vring_kick, 4), {ev.get()}}},
                             "queue 4", Kind::sound));
   // VIRTIO_SND_F_CTLS (bit 0: control elements) is not offered.
-  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_features, bit(0)), {}}}, "not offered",
-                            Kind::sound));
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_features, feature_bit(0)), {}}},
+                            "not offered", Kind::sound));
   // A control ring larger than any front-end's queue (QEMU's virtio-mmio offers 1024).
   EXPECT_TRUE(refused_after({{Message::with_state(Request::set_vring_num, {0, 4096}), {}}},
                             "power of two", Kind::sound));

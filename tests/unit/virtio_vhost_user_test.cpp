@@ -34,15 +34,12 @@ using test::TestMemory;
 using vhost::Message;
 using vhost::Request;
 
-constexpr uint64_t bit(unsigned n) {
-  return 1ull << n;
-}
-
 // A back-end on its own thread that answers as scripted and records what it was asked.
 class ScriptedBackend {
  public:
-  uint64_t features = bit(VIRTIO_F_VERSION_1) | vhost::kFeatureProtocolFeatures | bit(29);
-  uint64_t protocol = bit(vhost::kProtocolReplyAck) | bit(vhost::kProtocolConfig);
+  uint64_t features =
+      feature_bit(VIRTIO_F_VERSION_1) | vhost::kFeatureProtocolFeatures | feature_bit(29);
+  uint64_t protocol = feature_bit(vhost::kProtocolReplyAck) | feature_bit(vhost::kProtocolConfig);
   Request refuse = Request{};           // answers this one's REPLY_ACK with a failure
   Request hang_up_at = Request{};       // closes the connection when this one arrives
   uint64_t queue_num = 1;               // GET_QUEUE_NUM's answer (with PROTOCOL_F_MQ)
@@ -150,7 +147,7 @@ VhostUserOptions blk_options() {
   o.socket = "/run/blk.sock";
   o.queue_sizes = {16};
   o.config_size = 8;
-  o.device_feature_mask = bit(9);
+  o.device_feature_mask = feature_bit(9);
   o.timeout_ms = 2000;
   return o;
 }
@@ -172,7 +169,7 @@ struct Rig {
   // The driver's bring-up of queue 0 at `layout`.
   void bring_up(const RingLayout& layout) {
     MmioDriver driver(*transport);
-    ASSERT_TRUE(driver.negotiate(bit(VIRTIO_F_VERSION_1)));
+    ASSERT_TRUE(driver.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
     driver.setup_queue(0, 16, layout);
     driver.driver_ok();
   }
@@ -185,10 +182,10 @@ TEST(VhostUserDevice, HandsTheQueuesToTheBackend) {
   // Features: the back-end's device bits through the mask; ring bits as it has them.
   MmioDriver driver(*rig.transport);
   const uint64_t offered = driver.device_features();
-  EXPECT_TRUE(offered & bit(VIRTIO_F_VERSION_1));
-  EXPECT_TRUE(offered & bit(29));   // EVENT_IDX, which the back-end has
-  EXPECT_FALSE(offered & bit(28));  // INDIRECT_DESC, which it has not
-  EXPECT_FALSE(offered & bit(30));  // never the vhost-user protocol bit
+  EXPECT_TRUE(offered & feature_bit(VIRTIO_F_VERSION_1));
+  EXPECT_TRUE(offered & feature_bit(29));   // EVENT_IDX, which the back-end has
+  EXPECT_FALSE(offered & feature_bit(28));  // INDIRECT_DESC, which it has not
+  EXPECT_FALSE(offered & feature_bit(30));  // never the vhost-user protocol bit
   // The config space came from the back-end.
   EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 0x04030201u);
 
@@ -283,7 +280,7 @@ TEST(VhostUserDevice, RefusesABackendWithoutWhatTheDeviceNeeds) {
   }
   {
     ScriptedBackend backend;
-    backend.protocol = bit(vhost::kProtocolReplyAck);  // no config space
+    backend.protocol = feature_bit(vhost::kProtocolReplyAck);  // no config space
     try {
       VhostUserDevice device(blk_options(), memory, backend.start());
       FAIL() << "a back-end without PROTOCOL_F_CONFIG was accepted";
@@ -312,7 +309,7 @@ TEST(VhostUserDevice, RefusesABackendWithoutWhatTheDeviceNeeds) {
   }
   {
     ScriptedBackend backend;
-    backend.protocol |= bit(vhost::kProtocolMq);
+    backend.protocol |= feature_bit(vhost::kProtocolMq);
     backend.queue_num = 1;
     try {
       VhostUserDevice device(net, memory, backend.start());
@@ -325,7 +322,7 @@ TEST(VhostUserDevice, RefusesABackendWithoutWhatTheDeviceNeeds) {
   }
   {
     ScriptedBackend backend;
-    backend.protocol |= bit(vhost::kProtocolMq);
+    backend.protocol |= feature_bit(vhost::kProtocolMq);
     backend.queue_num = 2;
     VhostUserDevice device(net, memory, backend.start());
     // The pairs in the config space are this side's.
@@ -358,7 +355,7 @@ struct RigWithBackendChannel {
   test::LoopThread loop;
   Rig rig;
   RigWithBackendChannel() {
-    rig.backend.protocol |= bit(vhost::kProtocolBackendReq);
+    rig.backend.protocol |= feature_bit(vhost::kProtocolBackendReq);
     rig.create();
     loop.call([&] { rig.device->watch(loop.loop); });
     rig.bring_up(RingLayout::at(0x10000));

@@ -4,6 +4,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace libvmm {
 
@@ -28,6 +29,9 @@ class SystemError : public std::runtime_error {
 
 // Throws SystemError for the current errno, prefixed by `what`.
 [[noreturn]] void throw_errno(const std::string& what);
+
+// Throws the UserError "WHAT: WHY", the form of every message about a bad file or flag.
+[[noreturn]] void reject_input(std::string_view what, std::string_view why);
 
 // The exit statuses of libvmm's programs (vmm, vmm-device) when they fail.
 inline constexpr int kExitUserError = 2;  // a UserError: nothing was started

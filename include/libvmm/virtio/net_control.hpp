@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <span>
 #include <string>
 
 #include "libvmm/core/log.hpp"
@@ -35,6 +36,14 @@ struct NetControlTarget {
 // malformed chain, another command or a count out of range (after refuse()). Bounded by the
 // queue size. True if it returned any chain (the caller then signals the queue).
 bool answer_net_control_queue(Virtqueue& queue, const NetControlTarget& target);
+
+// The configuration space both network devices offer (virtIO 1.2 §5.1.4): mac, status (the
+// link is always up: a TAP is always there), max_virtqueue_pairs and mtu.
+uint32_t net_config_size();
+// Reads `data.size()` bytes of it at `offset`, a range the transport checked against
+// net_config_size().
+void read_net_config(std::span<const uint8_t, 6> mac, size_t pairs, uint16_t mtu, uint32_t offset,
+                     std::span<uint8_t> data);
 
 // The control queue's index in a device with `pairs` queue pairs (more than one: MQ offered)
 // whose driver accepted `features`: 2 * pairs with VIRTIO_NET_F_MQ, else 2 (the driver sees one

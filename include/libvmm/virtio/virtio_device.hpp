@@ -28,6 +28,11 @@
 
 namespace libvmm {
 
+// The mask of feature bit `n` (virtIO 1.2 §6: VIRTIO_F_*, and each device type's bits).
+constexpr uint64_t feature_bit(unsigned n) {
+  return 1ull << n;
+}
+
 class VirtioTransport {
  public:
   // Lock held (queue_notify or with_queues): after push()ing to queue `index`, raises a

@@ -7,9 +7,8 @@
 #include "libvmm/arch/aarch64/gic.hpp"
 
 namespace libvmm {
+namespace aarch64 {
 namespace {
-
-using namespace aarch64;
 
 class Aarch64Board final : public Board {
  public:
@@ -72,9 +71,10 @@ class Aarch64Board final : public Board {
 };
 
 }  // namespace
+}  // namespace aarch64
 
 const Board& aarch64_board() {
-  static const Aarch64Board board;
+  static const aarch64::Aarch64Board board;
   return board;
 }
 

@@ -49,30 +49,27 @@ bool has_bytes(std::span<const uint8_t> data, size_t at, std::initializer_list<u
          std::equal(magic.begin(), magic.end(), data.begin() + at);
 }
 
-[[noreturn]] void reject(const std::string& path, const std::string& reason) {
-  throw UserError(fmt::format("{}: {}", path, reason));
-}
-
 // Names the usual wrong files instead of just "bad magic".
 void reject_known_formats(std::span<const uint8_t> file, const std::string& path) {
-  if (file.empty()) reject(path, "is empty, not an arm64 Image");
+  if (file.empty()) reject_input(path, "is empty, not an arm64 Image");
   if (has_bytes(file, 0, {0x1f, 0x8b})) {
-    reject(path, "is gzip-compressed, not an arm64 Image: gunzip it (Image.gz -> Image)");
+    reject_input(path, "is gzip-compressed, not an arm64 Image: gunzip it (Image.gz -> Image)");
   }
   if (has_bytes(file, 0, {'M', 'Z'}) && has_bytes(file, 4, {'z', 'i', 'm', 'g'})) {
-    reject(path,
-           "is an EFI zboot image (compressed vmlinuz.efi), not an arm64 Image: "
-           "pass arch/arm64/boot/Image");
+    reject_input(path,
+                 "is an EFI zboot image (compressed vmlinuz.efi), not an arm64 Image: "
+                 "pass arch/arm64/boot/Image");
   }
   if (has_bytes(file, 0, {0x7f, 'E', 'L', 'F'})) {
-    reject(path, "is an ELF file (a vmlinux?), not an arm64 Image: pass arch/arm64/boot/Image");
+    reject_input(path,
+                 "is an ELF file (a vmlinux?), not an arm64 Image: pass arch/arm64/boot/Image");
   }
   if (has_bytes(file, 0x202, {'H', 'd', 'r', 'S'})) {
-    reject(path, "is an x86 bzImage, not an arm64 Image");
+    reject_input(path, "is an x86 bzImage, not an arm64 Image");
   }
   if (file.size() < kImageHeaderSize) {
-    reject(path,
-           fmt::format("is too small to be an arm64 Image ({} bytes; truncated?)", file.size()));
+    reject_input(
+        path, fmt::format("is too small to be an arm64 Image ({} bytes; truncated?)", file.size()));
   }
 }
 
@@ -81,7 +78,7 @@ void reject_known_formats(std::span<const uint8_t> file, const std::string& path
 ArmImage parse_arm64_image(std::span<const uint8_t> file, const std::string& path) {
   reject_known_formats(file, path);
   if (le32(file, kMagicAt) != kImageMagic) {
-    reject(path, "not an arm64 Image (no \"ARM\\x64\" magic at offset 0x38)");
+    reject_input(path, "not an arm64 Image (no \"ARM\\x64\" magic at offset 0x38)");
   }
   ArmImage image;
   image.path = path;
@@ -98,14 +95,14 @@ ArmImage parse_arm64_image(std::span<const uint8_t> file, const std::string& pat
   }
   const uint64_t flags = le64(file, kFlagsAt);
   if ((flags & kFlagBigEndian) != 0) {
-    reject(path, "is a big-endian kernel; only little-endian arm64 guests are supported");
+    reject_input(path, "is a big-endian kernel; only little-endian arm64 guests are supported");
   }
   image.text_offset = le64(file, kTextOffsetAt);
   if (image.text_offset >= kImageBaseAlign || image.text_offset % 8 != 0) {
     // Every kernel has had text_offset 0x80000, 0 (5.8+) or a random 4 KiB multiple < 2 MiB.
-    reject(path, fmt::format("text_offset {:#x} is not an 8-byte aligned offset below 2 MiB "
-                             "(corrupt header?)",
-                             image.text_offset));
+    reject_input(path, fmt::format("text_offset {:#x} is not an 8-byte aligned offset below 2 MiB "
+                                   "(corrupt header?)",
+                                   image.text_offset));
   }
   // image_size covers the bss too; a file longer than it (e.g. an appended signature) is
   // still copied whole.

@@ -6,9 +6,8 @@
 #include "../board.hpp"
 
 namespace libvmm {
+namespace riscv64 {
 namespace {
-
-using namespace riscv64;
 
 class Riscv64Board final : public Board {
  public:
@@ -57,9 +56,10 @@ class Riscv64Board final : public Board {
 };
 
 }  // namespace
+}  // namespace riscv64
 
 const Board& riscv64_board() {
-  static const Riscv64Board board;
+  static const riscv64::Riscv64Board board;
   return board;
 }
 

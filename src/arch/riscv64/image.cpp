@@ -43,28 +43,25 @@ bool has_bytes(std::span<const uint8_t> data, size_t at, std::initializer_list<u
          std::equal(magic.begin(), magic.end(), data.begin() + at);
 }
 
-[[noreturn]] void reject(const std::string& path, const std::string& reason) {
-  throw UserError(fmt::format("{}: {}", path, reason));
-}
-
 // Names the usual wrong files instead of just "no magic".
 void reject_known_formats(std::span<const uint8_t> file, const std::string& path) {
-  if (file.empty()) reject(path, "is empty, not a riscv64 Image");
+  if (file.empty()) reject_input(path, "is empty, not a riscv64 Image");
   if (has_bytes(file, 0, {0x1f, 0x8b})) {
-    reject(path, "is gzip-compressed, not a riscv64 Image: gunzip it (Image.gz -> Image)");
+    reject_input(path, "is gzip-compressed, not a riscv64 Image: gunzip it (Image.gz -> Image)");
   }
   if (has_bytes(file, 0, {0x7f, 'E', 'L', 'F'})) {
-    reject(path, "is an ELF file (a vmlinux?), not a riscv64 Image: pass arch/riscv/boot/Image");
+    reject_input(path,
+                 "is an ELF file (a vmlinux?), not a riscv64 Image: pass arch/riscv/boot/Image");
   }
   if (has_bytes(file, 0x202, {'H', 'd', 'r', 'S'})) {
-    reject(path, "is an x86 bzImage, not a riscv64 Image");
+    reject_input(path, "is an x86 bzImage, not a riscv64 Image");
   }
   if (file.size() < kImageHeaderSize) {
-    reject(path,
-           fmt::format("is too small to be a riscv64 Image ({} bytes; truncated?)", file.size()));
+    reject_input(path, fmt::format("is too small to be a riscv64 Image ({} bytes; truncated?)",
+                                   file.size()));
   }
   if (le(file, kMagic2At, 4) == kArm64Magic) {
-    reject(path, "is an arm64 Image, not a riscv64 Image");
+    reject_input(path, "is an arm64 Image, not a riscv64 Image");
   }
 }
 
@@ -73,8 +70,8 @@ void reject_known_formats(std::span<const uint8_t> file, const std::string& path
 RiscvImage parse_riscv64_image(std::span<const uint8_t> file, const std::string& path) {
   reject_known_formats(file, path);
   if (le(file, kMagic2At, 4) != kImageMagic2 && le(file, kMagicAt, 8) != kImageMagic) {
-    reject(path,
-           "not a riscv64 Image (no \"RSC\\x05\" magic at offset 0x38 nor \"RISCV\" at 0x30)");
+    reject_input(
+        path, "not a riscv64 Image (no \"RSC\\x05\" magic at offset 0x38 nor \"RISCV\" at 0x30)");
   }
   RiscvImage image;
   image.path = path;
@@ -82,14 +79,15 @@ RiscvImage parse_riscv64_image(std::span<const uint8_t> file, const std::string&
   image.version = static_cast<uint32_t>(le(file, kVersionAt, 4));
   image.efi_stub = has_bytes(file, 0, {'M', 'Z'});
   if ((le(file, kFlagsAt, 8) & kFlagBigEndian) != 0) {
-    reject(path, "is a big-endian kernel; only little-endian riscv64 guests are supported");
+    reject_input(path, "is a big-endian kernel; only little-endian riscv64 guests are supported");
   }
   const uint64_t header_size = le(file, kImageSizeAt, 8);
-  if (header_size == 0) reject(path, "image_size is 0 in the header (corrupt header?)");
+  if (header_size == 0) reject_input(path, "image_size is 0 in the header (corrupt header?)");
   image.text_offset = le(file, kTextOffsetAt, 8);
   if (image.text_offset % kKernelAlign != 0 || image.text_offset >= 1 * GiB) {
     // Linux rv64 maps itself with 2 MiB pages and stops early when its base is not aligned.
-    reject(path, fmt::format("text_offset {:#x} is not a multiple of 2 MiB below 1 GiB (a rv64 "
+    reject_input(path,
+                 fmt::format("text_offset {:#x} is not a multiple of 2 MiB below 1 GiB (a rv64 "
                              "kernel must start 2 MiB aligned; a 32-bit kernel or a corrupt "
                              "header?)",
                              image.text_offset));

@@ -11,10 +11,6 @@
 namespace libvmm::x86 {
 namespace {
 
-[[noreturn]] void reject(const std::string& path, const std::string& reason) {
-  throw UserError(fmt::format("{}: {}", path, reason));
-}
-
 // [offset, offset + size) inside a file of `file_size` bytes, without overflowing.
 bool inside(uint64_t offset, uint64_t size, uint64_t file_size) {
   return offset <= file_size && size <= file_size - offset;
@@ -22,26 +18,27 @@ bool inside(uint64_t offset, uint64_t size, uint64_t file_size) {
 
 void check_header(const Elf64_Ehdr& eh, size_t file_size, const std::string& path) {
   if (eh.e_ident[EI_CLASS] != ELFCLASS64)
-    reject(path, "is a 32-bit ELF file: need a 64-bit vmlinux");
+    reject_input(path, "is a 32-bit ELF file: need a 64-bit vmlinux");
   if (eh.e_ident[EI_DATA] != ELFDATA2LSB)
-    reject(path, "is a big-endian ELF file, not an x86_64 vmlinux");
+    reject_input(path, "is a big-endian ELF file, not an x86_64 vmlinux");
   if (eh.e_machine != EM_X86_64) {
-    reject(path, fmt::format("is an ELF file for machine {}, not x86_64", eh.e_machine));
+    reject_input(path, fmt::format("is an ELF file for machine {}, not x86_64", eh.e_machine));
   }
   if (eh.e_type != ET_EXEC) {
-    reject(path, "is not an ELF executable (a module or object file?): pass the kernel's vmlinux");
+    reject_input(path,
+                 "is not an ELF executable (a module or object file?): pass the kernel's vmlinux");
   }
-  if (eh.e_phnum == 0) reject(path, "has no program headers: nothing to load");
+  if (eh.e_phnum == 0) reject_input(path, "has no program headers: nothing to load");
   if (eh.e_phentsize != sizeof(Elf64_Phdr)) {
-    reject(path, fmt::format("has program headers of {} bytes, not {}", eh.e_phentsize,
-                             sizeof(Elf64_Phdr)));
+    reject_input(path, fmt::format("has program headers of {} bytes, not {}", eh.e_phentsize,
+                                   sizeof(Elf64_Phdr)));
   }
   if (eh.e_phnum > Vmlinux::kMaxProgramHeaders) {
-    reject(path, fmt::format("has {} program headers, more than the {} a kernel has room for",
-                             eh.e_phnum, Vmlinux::kMaxProgramHeaders));
+    reject_input(path, fmt::format("has {} program headers, more than the {} a kernel has room for",
+                                   eh.e_phnum, Vmlinux::kMaxProgramHeaders));
   }
   if (!inside(eh.e_phoff, uint64_t{eh.e_phnum} * sizeof(Elf64_Phdr), file_size)) {
-    reject(path, "is truncated: its program headers lie past the end of the file");
+    reject_input(path, "is truncated: its program headers lie past the end of the file");
   }
 }
 
@@ -52,9 +49,10 @@ bool Vmlinux::looks_like_elf(std::span<const uint8_t> image) {
 }
 
 Vmlinux Vmlinux::parse(std::span<const uint8_t> image, std::string path) {
-  if (!looks_like_elf(image)) reject(path, "is not an ELF file");
+  if (!looks_like_elf(image)) reject_input(path, "is not an ELF file");
   if (image.size() < sizeof(Elf64_Ehdr)) {
-    reject(path, fmt::format("is too small to be a vmlinux ({} bytes; truncated?)", image.size()));
+    reject_input(path,
+                 fmt::format("is too small to be a vmlinux ({} bytes; truncated?)", image.size()));
   }
   Elf64_Ehdr eh;
   std::memcpy(&eh, image.data(), sizeof(eh));
@@ -66,26 +64,27 @@ Vmlinux Vmlinux::parse(std::span<const uint8_t> image, std::string path) {
     std::memcpy(&ph, image.data() + eh.e_phoff + i * sizeof(Elf64_Phdr), sizeof(ph));
     if (ph.p_type != PT_LOAD || ph.p_memsz == 0) continue;
     if (ph.p_filesz > ph.p_memsz) {
-      reject(path, fmt::format("segment {} has more bytes in the file ({}) than in memory ({})", i,
+      reject_input(path,
+                   fmt::format("segment {} has more bytes in the file ({}) than in memory ({})", i,
                                ph.p_filesz, ph.p_memsz));
     }
     if (!inside(ph.p_offset, ph.p_filesz, image.size())) {
-      reject(path, fmt::format("is truncated: segment {} lies past the end of the file", i));
+      reject_input(path, fmt::format("is truncated: segment {} lies past the end of the file", i));
     }
     if (ph.p_paddr > UINT64_MAX - ph.p_memsz) {
-      reject(path, fmt::format("segment {} wraps around the physical address space", i));
+      reject_input(path, fmt::format("segment {} wraps around the physical address space", i));
     }
     kernel.segments_.push_back({ph.p_paddr, ph.p_memsz, image.subspan(ph.p_offset, ph.p_filesz)});
   }
-  if (kernel.segments_.empty()) reject(path, "has no loadable segment");
+  if (kernel.segments_.empty()) reject_input(path, "has no loadable segment");
 
   std::sort(kernel.segments_.begin(), kernel.segments_.end(),
             [](const Segment& a, const Segment& b) { return a.paddr < b.paddr; });
   for (size_t i = 1; i < kernel.segments_.size(); ++i) {
     const Segment& before = kernel.segments_[i - 1];
     if (before.paddr + before.mem_size > kernel.segments_[i].paddr) {
-      reject(path, fmt::format("has segments that overlap at physical address {:#x}",
-                               kernel.segments_[i].paddr));
+      reject_input(path, fmt::format("has segments that overlap at physical address {:#x}",
+                                     kernel.segments_[i].paddr));
     }
   }
   kernel.start_ = kernel.segments_.front().paddr;
@@ -97,7 +96,8 @@ Vmlinux Vmlinux::parse(std::span<const uint8_t> image, std::string path) {
         return eh.e_entry >= s.paddr && eh.e_entry - s.paddr < s.bytes.size();
       });
   if (!entry_loaded) {
-    reject(path, fmt::format("entry point {:#x} is not inside a loaded segment's bytes (not a "
+    reject_input(path,
+                 fmt::format("entry point {:#x} is not inside a loaded segment's bytes (not a "
                              "Linux vmlinux, whose entry is the physical address of startup_64?)",
                              eh.e_entry));
   }
