@@ -211,9 +211,10 @@ cross_build() {
   exec {lock}>"$dir/.cross-build.lock"
   flock "$lock"
   # Release: no debug information to compile (a quarter of the time) or to copy into every
-  # emulated host's payload (40 MiB of it).
+  # emulated host's payload (40 MiB of it). The library in batches (LIBVMM_UNITY_BUILD): 80 s
+  # instead of 180 s from scratch on two cores.
   { cmake -G Ninja -S "$repo" -B "$dir" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/$arch-linux-gnu.cmake" \
-      -DCMAKE_BUILD_TYPE=Release -DLIBVMM_WERROR=ON &&
+      -DCMAKE_BUILD_TYPE=Release -DLIBVMM_WERROR=ON -DLIBVMM_UNITY_BUILD=ON &&
     ninja -C "$dir" -j2 "$@"; } >"$work/cross-build.log" 2>&1 \
     || { tail -n 40 "$work/cross-build.log"; echo "$prog: cross-building $* for $arch failed" >&2; exit 1; }
   exec {lock}>&-
