@@ -59,10 +59,18 @@ class Vm {
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
 
-  // Places a virtIO device on the MMIO bus with its own interrupt, wires its queue
-  // notifications (ioeventfd) and interrupts (irqfd), and tells the guest where it is.
-  // Before prepare(). Throws UserError when no interrupt line is left.
-  void add_virtio_device(std::shared_ptr<VirtioDevice> device);
+  // Which transport add_virtio_device() gives a device: the one the board's devices get without
+  // transport= (virtio-pci on x86_64, virtio-mmio on AArch64 and RISC-V), or the one named.
+  enum class Transport { board_default, mmio, pci };
+
+  // Places a virtIO device and tells the guest where it is: on virtio-mmio, a window on the
+  // MMIO bus with its own interrupt line (irqfd); on virtio-pci, a function on PCI bus 0 with
+  // MSI-X vectors (INTx where the machine has no MSIs). Its queue notifications are ioeventfds
+  // either way. The next slot by the planner's rule, after the configuration's devices. Before
+  // prepare(). Throws UserError when no interrupt line or PCI device number is left, or for
+  // Transport::pci on a machine without a PCI bus.
+  void add_virtio_device(std::shared_ptr<VirtioDevice> device,
+                         Transport transport = Transport::mmio);
 
   // Loads the guest (kernel, initrd, firmware tables) and creates the vCPUs. Throws UserError
   // for bad images. run() calls it if needed; call it earlier to check the images first.
