@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdlib.h>  // posix_openpt, grantpt, unlockpt, ptsname_r
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/timerfd.h>
 #include <termios.h>
@@ -18,7 +19,6 @@
 #include "libvmm/core/log.hpp"
 
 namespace libvmm {
-namespace {}  // namespace
 
 PtyBackend::PtyBackend(std::string_view owner) {
   master_.reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
@@ -40,7 +40,47 @@ PtyBackend::PtyBackend(std::string_view owner) {
   if (flags < 0 || ::fcntl(master_.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
     throw_errno(path_ + ": O_NONBLOCK");
   }
+  // After the hold above, so that it is not counted.
+  attach_watch_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  if (attach_watch_ && ::inotify_add_watch(attach_watch_.get(), path_.c_str(),
+                                           IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE) < 0) {
+    attach_watch_.reset();
+  }
+  if (!attach_watch_) {
+    log::debug("pty {}: cannot watch who opens it ({}); counted as always connected", path_,
+               std::strerror(errno));
+  }
   log::info("{}: console on {}", owner, path_);
+}
+
+bool PtyBackend::connected() const {
+  return !attach_watch_ || attached_.load() > 0;
+}
+
+void PtyBackend::set_connection_listener(std::function<void()> on_change) {
+  on_connection_ = std::move(on_change);
+}
+
+void PtyBackend::read_attach_events() {
+  const bool before = connected();
+  alignas(inotify_event) std::array<char, 4096> buffer;
+  for (;;) {
+    const ssize_t n = ::read(attach_watch_.get(), buffer.data(), buffer.size());
+    if (n <= 0) break;
+    for (size_t at = 0; at + sizeof(inotify_event) <= static_cast<size_t>(n);) {
+      inotify_event event;
+      std::memcpy(&event, buffer.data() + at, sizeof event);
+      if (event.mask & IN_OPEN) attached_.fetch_add(1);
+      if ((event.mask & (IN_CLOSE_WRITE | IN_CLOSE_NOWRITE)) && attached_.load() > 0) {
+        attached_.fetch_sub(1);
+      }
+      at += sizeof(inotify_event) + event.len;
+    }
+  }
+  const bool now = connected();
+  if (now == before) return;
+  log::debug("pty {}: {}", path_, now ? "a user attached" : "the last user left");
+  if (on_connection_) on_connection_();
 }
 
 uint64_t PtyBackend::dropped_bytes() const {
@@ -74,6 +114,9 @@ void PtyBackend::start(EventLoop& loop, InputSink sink) {
   loop_ = &loop;
   sink_ = std::move(sink);
   watch(true);
+  if (attach_watch_) {
+    loop.add(attach_watch_.get(), EPOLLIN, [this](uint32_t /*events*/) { read_attach_events(); });
+  }
   if (!on_resize_) return;
   last_size_ = terminal_size().value_or(TerminalSize{});
   resize_timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));

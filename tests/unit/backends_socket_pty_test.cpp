@@ -66,6 +66,18 @@ bool wait_until(const std::function<bool()>& condition, std::chrono::millisecond
   return true;
 }
 
+// What a backend's connection listener saw: how many changes, and connected() at the last.
+struct ConnectionChanges {
+  explicit ConnectionChanges(CharBackend& backend) {
+    backend.set_connection_listener([this, &backend] {
+      last = backend.connected();
+      ++count;
+    });
+  }
+  std::atomic<int> count{0};
+  std::atomic<bool> last{false};
+};
+
 // ---------------------------------------------------------------------------------------------
 // socket:PATH
 
@@ -163,28 +175,23 @@ TEST_F(SocketBackendTest, DisconnectAndReconnect) {
 // A console with named ports tells the guest when the host end opens and closes (PORT_OPEN).
 TEST_F(SocketBackendTest, SaysWhenAClientComesAndGoes) {
   SocketBackend backend(path_);
-  std::atomic<int> changes{0};
-  std::atomic<bool> last{true};
-  backend.set_connection_listener([&] {
-    last = backend.connected();
-    ++changes;
-  });
+  ConnectionChanges changes(backend);
   Received received;
   LoopThread io;
   io.call([&] { backend.start(io.loop, received.sink()); });
   EXPECT_FALSE(backend.connected());
   {
     UniqueFd client = attach(backend, received);
-    EXPECT_TRUE(wait_until([&] { return changes == 1; }));
-    EXPECT_TRUE(last);
+    EXPECT_TRUE(wait_until([&] { return changes.count == 1; }));
+    EXPECT_TRUE(changes.last);
     UniqueFd second = connect_client();  // told busy: no change for the guest
     EXPECT_EQ(read_from(second.get(), 1).size(), 1u);
   }
-  EXPECT_TRUE(wait_until([&] { return changes == 2; }));
-  EXPECT_FALSE(last);
+  EXPECT_TRUE(wait_until([&] { return changes.count == 2; }));
+  EXPECT_FALSE(changes.last);
   EXPECT_FALSE(backend.connected());
   io.call([] {});
-  EXPECT_EQ(changes, 2);
+  EXPECT_EQ(changes.count, 2);
 }
 
 TEST_F(SocketBackendTest, SecondClientIsToldBusy) {
@@ -470,6 +477,38 @@ TEST_F(PtyBackendTest, StaysQuietWhenTheUserDetaches) {
   UniqueFd terminal = open_terminal(backend.path());  // and come back
   ASSERT_EQ(::write(terminal.get(), "back", 4), 4);
   EXPECT_EQ(received.wait_for(4), "back");
+}
+
+// A console with named ports tells the guest when a user attaches and leaves (PORT_OPEN); the
+// backend's own hold on the terminal does not count, a second user's open and close are no
+// change.
+TEST_F(PtyBackendTest, SaysWhenAUserAttachesAndLeaves) {
+  PtyBackend backend;
+  ConnectionChanges changes(backend);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  EXPECT_FALSE(backend.connected()) << "nobody attached yet";
+  {
+    UniqueFd terminal = open_terminal(backend.path());
+    EXPECT_TRUE(wait_until([&] { return changes.count == 1; }));
+    EXPECT_TRUE(changes.last);
+    EXPECT_TRUE(backend.connected());
+    open_terminal(backend.path()).reset();  // `stty -F` beside the user: still attached
+    std::this_thread::sleep_for(50ms);
+    io.call([] {});
+    EXPECT_EQ(changes.count, 1);
+    EXPECT_TRUE(backend.connected());
+  }
+  EXPECT_TRUE(wait_until([&] { return changes.count == 2; }));
+  EXPECT_FALSE(changes.last);
+  EXPECT_FALSE(backend.connected());
+  open_terminal(backend.path()).reset();  // attach and leave at once
+  std::this_thread::sleep_for(50ms);
+  io.call([] {});
+  EXPECT_FALSE(backend.connected());
+  EXPECT_TRUE(changes.count == 2 || changes.count == 4)
+      << changes.count << ": seen in one read or in two";
 }
 
 TEST_F(PtyBackendTest, FollowsTheSizeTheUsersTerminalSets) {

@@ -7,6 +7,11 @@
 // user. Output never blocks the caller: once that buffer is full, it is dropped and counted,
 // with one warning.
 //
+// Someone is connected while a program other than the VMM has the terminal open: the backend
+// watches its opens and closes (inotify on /dev/pts/N; its own hold is not counted), so a
+// virtIO console port on it opens to the guest when a user attaches and closes when they leave,
+// as a socket's does. Where inotify cannot watch the terminal it counts as always connected.
+//
 // Its size is the pty's, which the user's terminal program sets (TIOCSWINSZ on its end). Nothing
 // tells the VMM's end of a change, so with a resize listener (a console that tells the guest its
 // size) the backend looks every kResizePoll on the event loop and calls the listener when the
@@ -15,6 +20,7 @@
 // Threads: write() from any thread; everything else on the event loop thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -50,6 +56,8 @@ class PtyBackend : public CharBackend {
   std::string describe() const override { return "pty:" + path_; }
   std::optional<TerminalSize> terminal_size() const override;
   void set_resize_listener(std::function<void()> on_resize) override;
+  bool connected() const override;
+  void set_connection_listener(std::function<void()> on_change) override;
 
   static constexpr std::chrono::milliseconds kResizePoll{1000};
 
@@ -60,10 +68,13 @@ class PtyBackend : public CharBackend {
   void read_once();
   void watch(bool on);
   void check_size();
+  void read_attach_events();
 
   UniqueFd master_;  // the VMM's end, non-blocking
   UniqueFd held_terminal_;
   std::string path_;
+  UniqueFd attach_watch_;         // inotify: the terminal's opens and closes (none: not watched)
+  std::atomic<int> attached_{0};  // opens minus closes seen: written on the loop, read anywhere
 
   mutable std::mutex write_mutex_;  // whole writes from concurrent callers stay whole
   uint64_t dropped_ = 0;
@@ -75,6 +86,7 @@ class PtyBackend : public CharBackend {
   bool reading_ = false;  // watching the master for input
   bool failed_ = false;   // reading failed for good
   std::function<void()> on_resize_;
+  std::function<void()> on_connection_;
   UniqueFd resize_timer_;  // timerfd: every kResizePoll while there is a listener
   TerminalSize last_size_{};
 };
