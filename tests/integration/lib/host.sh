@@ -40,9 +40,9 @@
 #   native_build                    installs what is missing and builds build/gcc
 #                                   (tools/install-deps, tools/build)
 #   cross_build DIR [--arch riscv64] TARGETS...
-#                                   cross-builds TARGETS for arm64 (or riscv64) in DIR, Release
-#                                   (tools/install-deps-arm64 or -riscv64 first); on failure
-#                                   shows the end of the build log and exits 1
+#                                   cross-builds TARGETS for arm64 (or riscv64) in DIR
+#                                   (tools/cross-build); on failure shows the end of the build
+#                                   log and exits 1
 # shellcheck shell=bash
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
@@ -196,26 +196,12 @@ native_build() {
 }
 
 cross_build() {
-  local dir=$1 arch=aarch64 deps=install-deps-arm64
+  local dir=$1 arch=aarch64
   shift
   if [ "${1:-}" = --arch ]; then
     arch=$2
     shift 2
   fi
-  [ "$arch" = aarch64 ] || deps=install-deps-$arch
-  "$repo/tools/$deps"
-  # Tests that share DIR may run at once (ctest -j2): one builds, the others wait, then find
-  # it built.
-  mkdir -p "$dir"
-  local lock
-  exec {lock}>"$dir/.cross-build.lock"
-  flock "$lock"
-  # Release: no debug information to compile (a quarter of the time) or to copy into every
-  # emulated host's payload (40 MiB of it). The library in batches (LIBVMM_UNITY_BUILD): 80 s
-  # instead of 180 s from scratch on two cores.
-  { cmake -G Ninja -S "$repo" -B "$dir" -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/$arch-linux-gnu.cmake" \
-      -DCMAKE_BUILD_TYPE=Release -DLIBVMM_WERROR=ON -DLIBVMM_UNITY_BUILD=ON &&
-    ninja -C "$dir" -j2 "$@"; } >"$work/cross-build.log" 2>&1 \
-    || { tail -n 40 "$work/cross-build.log"; echo "$prog: cross-building $* for $arch failed" >&2; exit 1; }
-  exec {lock}>&-
+  "$repo/tools/cross-build" "$arch" "$dir" "$@" ||
+    { echo "$prog: cross-building $* for $arch failed" >&2; exit 1; }
 }
