@@ -3,7 +3,6 @@
 // (0xB105F00D), one byte in each 32-bit register. Linux's AMBA bus reads them to pick a driver.
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
 
 namespace libvmm::primecell {
