@@ -490,14 +490,13 @@ void Vm::wire_irq_sources() {
 void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device, Transport transport) {
   auto& d = *impl_;
   if (d.prepared) throw std::logic_error("Vm::add_virtio_device after prepare()");
+  const MemoryMap map = d.machine->memory_map(d.config.memory_size);
   if (transport == Transport::board_default) {
-    transport = d.machine->memory_map(d.config.memory_size).virtio_pci_by_default ? Transport::pci
-                                                                                  : Transport::mmio;
+    transport = map.virtio_pci_by_default ? Transport::pci : Transport::mmio;
   }
   if (transport == Transport::pci) return attach_virtio_pci_device(std::move(device), "");
   // The next slot and line after the planned devices, by the planner's own rule.
-  const DeviceSlot slot = device_slot(d.machine->memory_map(d.config.memory_size), d.mmio_devices,
-                                      taken_irqs(d.config));
+  const DeviceSlot slot = device_slot(map, d.mmio_devices, taken_irqs(d.config));
   if (!slot.irq) {
     throw UserError(fmt::format("{}: no free interrupt line left for it ({} devices at most)",
                                 device->name(), d.placed.size()));
