@@ -29,7 +29,7 @@ using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-namespace {
+namespace aarch64_fdt_test {
 
 std::shared_ptr<VirtioMmioFdt> virtio_device(uint64_t base, uint32_t intid,
                                              FdtTrigger trigger = FdtTrigger::edge_rising,
@@ -152,8 +152,6 @@ std::vector<uint8_t> compile_dts(const std::string& dts) {
       run_dtc("-q -I dts -O dtb", std::vector<uint8_t>(dts.begin(), dts.end()));
   return {text.begin(), text.end()};
 }
-
-}  // namespace
 
 TEST(Arm64Fdt, SpiCellIsTheIntidMinus32) {
   EXPECT_EQ(spi_cell(32, "x"), 0u);
@@ -640,8 +638,6 @@ TEST(Arm64FdtPatch, CorruptedBlobsGiveAValidTreeOrAUserError) {
   EXPECT_GT(accepted, 0);  // some flips only touch property values
 }
 
-namespace {
-
 // An overlay as dtc -@ writes a /plugin/ with target-path fragments.
 std::vector<uint8_t> test_overlay(const std::string& target) {
   FdtNode added("libvmm-overlay");
@@ -654,8 +650,6 @@ std::vector<uint8_t> test_overlay(const std::string& target) {
   root.child(std::move(fragment));
   return libvmm::serialize_fdt(root);
 }
-
-}  // namespace
 
 TEST(FdtOverlay, AppliesToATree) {
   FdtNode root("");
@@ -682,3 +676,5 @@ TEST(FdtOverlay, ATargetThatIsNotThereIsNamed) {
   const std::vector<uint8_t> junk(64, 0);
   EXPECT_THROW(libvmm::apply_fdt_overlay(base, "base.dtb", junk, "o.dtbo"), libvmm::UserError);
 }
+
+}  // namespace aarch64_fdt_test

@@ -15,7 +15,7 @@ using namespace libvmm::aarch64;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-namespace {
+namespace aarch64_image_test {
 
 constexpr uint64_t kRamBase = 0x4000'0000;  // where arm64 virt machines usually put RAM
 
@@ -65,8 +65,6 @@ std::string plan_error(const ArmImage& image, uint64_t ram_size, uint64_t initrd
 bool crosses_2mib(const GpaRange& range) {
   return range.gpa / (2 * MiB) != (range.end() - 1) / (2 * MiB);
 }
-
-}  // namespace
 
 TEST(Arm64Image, ParsesAGoodHeader) {
   const auto file = FakeImage{.text_offset = 0x80000}.build();
@@ -286,3 +284,5 @@ TEST(Arm64Image, RandomHeadersAreAcceptedOrRejectedWithTheFileName) {
     }
   }
 }
+
+}  // namespace aarch64_image_test

@@ -15,7 +15,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace backends_block_uring_test {
 
 TEST(UringBatch, AFailingRingCancelsWhatIsInFlightBeforeReturning) {
   auto batch = UringBatch::create(8);
@@ -96,4 +96,4 @@ TEST(BlockImageIo, AutoTakesTheRingOnlyForSeveralRequests) {
   ::unlink(path.c_str());
 }
 
-}  // namespace
+}  // namespace backends_block_uring_test

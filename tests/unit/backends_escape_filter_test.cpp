@@ -7,7 +7,7 @@
 #include "libvmm/backends/escape_filter.hpp"
 
 namespace libvmm {
-namespace {
+namespace backends_escape_filter_test {
 
 using Command = EscapeFilter::Command;
 
@@ -85,5 +85,5 @@ TEST(EscapeFilterTest, PrefixSpansReads) {
   EXPECT_EQ(commands, std::vector<Command>{Command::quit});
 }
 
-}  // namespace
+}  // namespace backends_escape_filter_test
 }  // namespace libvmm

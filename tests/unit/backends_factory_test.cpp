@@ -9,7 +9,7 @@
 #include "libvmm/core/error.hpp"
 
 namespace libvmm {
-namespace {
+namespace backends_factory_test {
 
 std::string error_of(std::string_view spec, std::string_view flag = "--serial") {
   try {
@@ -65,5 +65,5 @@ TEST(OpenCharBackendTest, UnopenableFile) {
   EXPECT_EQ(error_of("file:/"), "--serial file:/: cannot open: Is a directory");
 }
 
-}  // namespace
+}  // namespace backends_factory_test
 }  // namespace libvmm

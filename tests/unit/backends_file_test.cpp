@@ -22,7 +22,7 @@
 #include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
-namespace {
+namespace backends_file_test {
 
 class FileBackendTest : public testing::Test {
  protected:
@@ -144,5 +144,5 @@ TEST(NullBackendTest, DiscardsOutput) {
   EXPECT_EQ(backend.describe(), "none");
 }
 
-}  // namespace
+}  // namespace backends_file_test
 }  // namespace libvmm

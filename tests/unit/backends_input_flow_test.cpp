@@ -9,7 +9,7 @@
 #include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
-namespace {
+namespace backends_input_flow_test {
 
 using test::FakeCharBackend;
 using test::LoopThread;
@@ -112,5 +112,5 @@ TEST_F(InputFlowControlTest, APostedRequestKeepsTheBackendAlive) {
   io.call([] {});  // the posted task runs on a backend that is still there (ASan would tell)
 }
 
-}  // namespace
+}  // namespace backends_input_flow_test
 }  // namespace libvmm

@@ -28,7 +28,7 @@
 #include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
-namespace {
+namespace backends_socket_pty_test {
 
 using namespace std::chrono_literals;
 using test::bytes_of;
@@ -547,5 +547,5 @@ TEST(OpenCharBackendKindsTest, ListsEveryKind) {
   EXPECT_THROW(open_char_backend("pty:x", "--serial", nullptr), UserError);
 }
 
-}  // namespace
+}  // namespace backends_socket_pty_test
 }  // namespace libvmm

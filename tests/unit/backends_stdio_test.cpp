@@ -21,7 +21,7 @@
 #include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
-namespace {
+namespace backends_stdio_test {
 
 using namespace std::chrono_literals;
 using test::bytes_of;
@@ -422,5 +422,5 @@ TEST_F(StdioTerminalTest, GuestOutputReachesTheTerminalUnchanged) {
   EXPECT_EQ(std::string(buffer, static_cast<size_t>(std::max<ssize_t>(n, 0))), "login:\r\n");
 }
 
-}  // namespace
+}  // namespace backends_stdio_test
 }  // namespace libvmm

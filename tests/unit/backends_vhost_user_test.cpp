@@ -11,7 +11,7 @@
 #include "libvmm/backends/vhost_user.hpp"
 
 namespace libvmm::vhost {
-namespace {
+namespace backends_vhost_user_test {
 
 std::string error_of(const std::function<void()>& fn) {
   try {
@@ -291,5 +291,5 @@ TEST(VhostUserChannel, SendingWithoutWaitingStopsWhereThePeerStoppedReading) {
   EXPECT_EQ(got.request, static_cast<uint32_t>(Request::set_vring_enable));
 }
 
-}  // namespace
+}  // namespace backends_vhost_user_test
 }  // namespace libvmm::vhost

@@ -7,7 +7,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace core_bus_test {
 
 class Recorder : public BusDevice {
  public:
@@ -68,4 +68,4 @@ TEST(Bus, OverlapIsAUserErrorNamingBothDevices) {
   EXPECT_THROW(bus.attach(~0ull - 4, 0x10, std::make_shared<Recorder>("wrap")), UserError);
 }
 
-}  // namespace
+}  // namespace core_bus_test

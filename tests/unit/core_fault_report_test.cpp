@@ -7,7 +7,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace core_fault_report_test {
 
 struct Dummy final : BusDevice {
   std::string name() const override { return "dummy"; }
@@ -68,4 +68,4 @@ TEST(FaultReport, NamesTheOnlyDeviceEvenAtTheLargestDistance) {
       << r;
 }
 
-}  // namespace
+}  // namespace core_fault_report_test

@@ -10,7 +10,7 @@
 #include "libvmm/core/file.hpp"
 
 namespace libvmm {
-namespace {
+namespace core_file_test {
 
 namespace fs = std::filesystem;
 
@@ -89,5 +89,5 @@ TEST(MappedFile, MovesKeepTheMapping) {
   EXPECT_EQ(second.bytes()[7], 7);
 }
 
-}  // namespace
+}  // namespace core_file_test
 }  // namespace libvmm

@@ -11,7 +11,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace core_guest_memory_test {
 
 // Two mappings with a hole: [0x0, 0x10000) and [0x20000, 0x22000), plus a read-only page
 // adjacent to the second at [0x22000, 0x23000).
@@ -236,4 +236,4 @@ TEST(ChooseRamBacking, CreatesTheRegionItChose) {
   EXPECT_EQ(region->fd(), -1);
 }
 
-}  // namespace
+}  // namespace core_guest_memory_test

@@ -19,7 +19,7 @@
 using namespace libvmm;
 using namespace std::chrono_literals;
 
-namespace {
+namespace core_io_thread_test {
 
 // A door the work waits at until the test opens it.
 class Door {
@@ -46,8 +46,6 @@ class Door {
   int arrived_ = 0;
   bool open_ = false;
 };
-
-}  // namespace
 
 TEST(IoThread, RunsTheWorkOnItsOwnNamedThreadAfterItsStartHook) {
   std::promise<std::string> hook_name;
@@ -211,3 +209,5 @@ TEST(IoThread, AWatchedEventfdRunsTheWorkButNotWhilePaused) {
   ASSERT_TRUE(wait_runs(3));
   ::close(fd);
 }
+
+}  // namespace core_io_thread_test

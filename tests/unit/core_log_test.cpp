@@ -12,7 +12,7 @@
 using namespace libvmm;
 using namespace std::chrono_literals;
 
-namespace {
+namespace core_log_test {
 
 using Clock = log::RateLimited::Clock;
 
@@ -115,4 +115,4 @@ TEST(RateLimitedLog, ThreadsTogetherGetNoMoreThanTheBurst) {
   EXPECT_EQ(limit.left_out(), 4000u - 8u);
 }
 
-}  // namespace
+}  // namespace core_log_test

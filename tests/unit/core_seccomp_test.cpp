@@ -21,7 +21,7 @@
 #include "libvmm/core/seccomp.hpp"
 
 namespace libvmm {
-namespace {
+namespace core_seccomp_test {
 
 constexpr ThreadRole kRoles[] = {ThreadRole::vcpu, ThreadRole::event_loop, ThreadRole::io,
                                  ThreadRole::vhost_backend};
@@ -333,5 +333,5 @@ TEST_F(SeccompDeathTest, LogModeLetsTheCallThrough) {
       ::testing::ExitedWithCode(0), "");
 }
 
-}  // namespace
+}  // namespace core_seccomp_test
 }  // namespace libvmm

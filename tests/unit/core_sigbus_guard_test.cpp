@@ -15,7 +15,7 @@
 #include "libvmm/core/unique_fd.hpp"
 
 namespace libvmm {
-namespace {
+namespace core_sigbus_guard_test {
 
 constexpr size_t kSize = 2 * 4096;
 
@@ -99,5 +99,5 @@ TEST(SigbusGuardDeathTest, AReleasedGuardNoLongerCatches) {
       EndedBySigbus, "");
 }
 
-}  // namespace
+}  // namespace core_sigbus_guard_test
 }  // namespace libvmm

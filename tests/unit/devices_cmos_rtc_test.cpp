@@ -6,7 +6,7 @@
 #include "libvmm/devices/cmos_rtc.hpp"
 
 namespace libvmm {
-namespace {
+namespace devices_cmos_rtc_test {
 
 constexpr std::time_t kLeapDay = 1709214307;  // 2024-02-29 13:45:07 UTC, a Thursday
 constexpr std::time_t kLastDay = 946598709;   // 1999-12-31 00:05:09 UTC, a Friday
@@ -131,5 +131,5 @@ TEST_F(CmosRtcTest, WideAndStrayAccesses) {
   EXPECT_EQ(cmos(0x40), 0x00);
 }
 
-}  // namespace
+}  // namespace devices_cmos_rtc_test
 }  // namespace libvmm

@@ -7,7 +7,7 @@
 #include "libvmm/devices/i8042.hpp"
 
 namespace libvmm {
-namespace {
+namespace devices_i8042_test {
 
 constexpr uint64_t kData = 0;
 constexpr uint64_t kCommand = I8042::kCommandPort - I8042::kDataPort;
@@ -68,5 +68,5 @@ TEST_F(I8042Test, WithoutResetHandler) {
   device.write(kCommand, std::span(&reset, 1));  // nothing to call, nothing breaks
 }
 
-}  // namespace
+}  // namespace devices_i8042_test
 }  // namespace libvmm

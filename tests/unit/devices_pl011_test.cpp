@@ -24,7 +24,7 @@
 #include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
-namespace {
+namespace devices_pl011_test {
 
 using test::bytes_of;
 
@@ -344,5 +344,5 @@ TEST(Pl011OutputTest, FifoNobodyReadsKeepsVcpuAndLoopFree) {
   }
 }
 
-}  // namespace
+}  // namespace devices_pl011_test
 }  // namespace libvmm

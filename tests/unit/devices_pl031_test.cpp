@@ -5,7 +5,7 @@
 #include "libvmm/devices/pl031.hpp"
 
 namespace libvmm {
-namespace {
+namespace devices_pl031_test {
 
 class Pl031Test : public testing::Test {
  protected:
@@ -84,5 +84,5 @@ TEST_F(Pl031Test, OddAccessesAreHarmless) {
   EXPECT_EQ(byte[0], 0xB1);
 }
 
-}  // namespace
+}  // namespace devices_pl031_test
 }  // namespace libvmm

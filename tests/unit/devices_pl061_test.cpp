@@ -7,7 +7,7 @@
 #include "libvmm/devices/pl061.hpp"
 
 namespace libvmm {
-namespace {
+namespace devices_pl061_test {
 
 class FakeIrq : public IrqLine {
  public:
@@ -142,5 +142,5 @@ TEST_F(Pl061Test, HostileAccessesAreHarmless) {
   EXPECT_FALSE(gpio_.interrupt_enabled(99));
 }
 
-}  // namespace
+}  // namespace devices_pl061_test
 }  // namespace libvmm

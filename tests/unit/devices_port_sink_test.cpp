@@ -7,7 +7,7 @@
 #include "libvmm/devices/port_sink.hpp"
 
 namespace libvmm {
-namespace {
+namespace devices_port_sink_test {
 
 TEST(PortSinkTest, AcceptsWritesAndReadsAllOnes) {
   PortSink sink("post-code");
@@ -31,5 +31,5 @@ TEST(PortSinkTest, OneInstanceAtSeveralPorts) {
   EXPECT_EQ(value, 0xFF);
 }
 
-}  // namespace
+}  // namespace devices_port_sink_test
 }  // namespace libvmm

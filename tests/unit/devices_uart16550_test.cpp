@@ -26,7 +26,7 @@
 #include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
-namespace {
+namespace devices_uart16550_test {
 
 // Register offsets and bits, spelled as in Linux's serial_reg.h.
 constexpr uint64_t kRx = 0, kTx = 0, kDll = 0, kIer = 1, kDlm = 1, kIir = 2, kFcr = 2, kLcr = 3,
@@ -564,5 +564,5 @@ TEST(UartOutputTest, FifoNobodyReadsKeepsVcpuAndLoopFree) {
   }
 }
 
-}  // namespace
+}  // namespace devices_uart16550_test
 }  // namespace libvmm

@@ -17,7 +17,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace jail_plan_test {
 
 using Use = HostPath::Use;
 
@@ -413,4 +413,4 @@ TEST(JailOptionsFromFlags, NameTheFlagAndWhatRunsInside) {
   EXPECT_EQ(jail_options_from_flags("/j", 5, 6, "ns1", "the VM").netns, "ns1");
 }
 
-}  // namespace
+}  // namespace jail_plan_test

@@ -6,7 +6,7 @@
 #include "libvmm/pci/config_space.hpp"
 
 namespace libvmm::pci {
-namespace {
+namespace pci_config_space_test {
 
 Identity test_identity() {
   return Identity{0x1af4, 0x1042, 1, 0x018000, 0x1af4, 0x0002};
@@ -177,5 +177,5 @@ TEST(PciConfigSpace, ResetRestoresPowerOn) {
   EXPECT_EQ(read32(c, kVendorId), 0x10421af4u);
 }
 
-}  // namespace
+}  // namespace pci_config_space_test
 }  // namespace libvmm::pci

@@ -8,7 +8,7 @@
 #include "libvmm/pci/host_bridge.hpp"
 
 namespace libvmm::pci {
-namespace {
+namespace pci_host_bridge_test {
 
 // A function with a 4 KiB memory BAR 0 of scratch registers and a 32-byte I/O BAR 2.
 class ScratchFunction final : public PciFunction {
@@ -213,5 +213,5 @@ TEST(PciHostBridge, FullWindowAndFullBus) {
   EXPECT_THROW(bus->add(std::make_shared<ScratchFunction>()), UserError);
 }
 
-}  // namespace
+}  // namespace pci_host_bridge_test
 }  // namespace libvmm::pci

@@ -11,7 +11,7 @@
 #include "libvmm/pci/msi.hpp"
 
 namespace libvmm::pci {
-namespace {
+namespace pci_msi_test {
 
 struct MsiTest : ::testing::Test {
   ConfigSpace config{Identity{0x8086, 0x2922, 2, 0x010601, 0, 0}};
@@ -111,5 +111,5 @@ TEST(MsiCapability, VectorCountsRoundDownToAPowerOfTwo) {
   EXPECT_THROW(MsiCapability(0), std::invalid_argument);
 }
 
-}  // namespace
+}  // namespace pci_msi_test
 }  // namespace libvmm::pci

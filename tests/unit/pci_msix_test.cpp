@@ -8,7 +8,7 @@
 #include "libvmm/pci/msix.hpp"
 
 namespace libvmm::pci {
-namespace {
+namespace pci_msix_test {
 
 class RecordingSink : public MsiSink {
  public:
@@ -253,5 +253,5 @@ TEST(Msix, BadConstruction) {
   EXPECT_THROW(MsixTable(1, nullptr), std::invalid_argument);
 }
 
-}  // namespace
+}  // namespace pci_msix_test
 }  // namespace libvmm::pci

@@ -23,7 +23,7 @@
 #include "unit/support/fake_vfio_device.hpp"
 
 namespace libvmm::pci {
-namespace {
+namespace pci_vfio_device_test {
 
 using test::FakeVfioDevice;
 using test::FakeVfioShape;
@@ -650,5 +650,5 @@ TEST(VfioDeviceFd, ReadsWritesAndMapsAtOffsetsAndRefusesIoctlsOnAPlainFile) {
   }
 }
 
-}  // namespace
+}  // namespace pci_vfio_device_test
 }  // namespace libvmm::pci

@@ -16,7 +16,7 @@
 #include "libvmm/pci/vfio.hpp"
 
 namespace libvmm::pci {
-namespace {
+namespace pci_vfio_test {
 namespace fs = std::filesystem;
 
 class VfioSysfsTest : public ::testing::Test {
@@ -226,12 +226,6 @@ TEST(VfioMemlock, LimitWithoutCapability) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
-}  // namespace
-}  // namespace libvmm::pci
-
-namespace libvmm::pci {
-namespace {
-
 // Which parts of a BAR go into the guest: whole pages of the mmappable areas, less the pages
 // the MSI-X table and PBA touch.
 TEST(VfioDirectRanges, QemuNvmeBar0KeepsTheMsixPagesTrapped) {
@@ -270,5 +264,5 @@ TEST(VfioDirectRanges, OverlappingHolesAndHolesCoveringEverything) {
   EXPECT_TRUE(direct_ranges(wrapping, far, 0x1000).empty());
 }
 
-}  // namespace
+}  // namespace pci_vfio_test
 }  // namespace libvmm::pci

@@ -13,15 +13,13 @@
 using namespace libvmm;
 using ::testing::HasSubstr;
 
-namespace {
+namespace riscv64_board_test {
 
 const Board& board() {
   const Board* b = find_board("riscv64");
   EXPECT_NE(b, nullptr);
   return *b;
 }
-
-}  // namespace
 
 TEST(Riscv64Board, QemuVirtLikeMemoryMap) {
   const MemoryMap map = board().memory_map(512 * MiB);
@@ -90,3 +88,5 @@ TEST(Riscv64Board, IrqchipOptionIsRiscvOnly) {
       std::vector<std::string>{"--irqchip aia: only RISC-V machines choose between an AIA "
                                "and a PLIC; this vmm runs x86_64 guests"});
 }
+
+}  // namespace riscv64_board_test

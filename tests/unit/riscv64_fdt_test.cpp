@@ -26,7 +26,7 @@ using namespace libvmm::riscv64;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-namespace {
+namespace riscv64_fdt_test {
 
 std::shared_ptr<VirtioMmioFdt> virtio_device(uint64_t base, uint32_t irq,
                                              FdtTrigger trigger = FdtTrigger::edge_rising,
@@ -167,8 +167,6 @@ const std::string kUserPlic = R"(
   plic: plic@c000000 { compatible = "sifive,plic-1.0.0", "riscv,plic0"; interrupt-controller;
     #interrupt-cells = <1>; #address-cells = <0>; reg = <0 0xc000000 0 0x4000000>;
     interrupts-extended = <&intc0 9>; riscv,ndev = <63>; };)";
-
-}  // namespace
 
 TEST(Riscv64Fdt, IsaStringInCanonicalOrder) {
   uint64_t letters = 0;
@@ -447,3 +445,5 @@ TEST(Riscv64FdtPatch, CorruptedBlobsGiveAValidTreeOrAUserError) {
     EXPECT_GT(accepted, 0);  // some flips only touch property values
   }
 }
+
+}  // namespace riscv64_fdt_test

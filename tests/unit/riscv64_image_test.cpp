@@ -19,7 +19,7 @@ using namespace libvmm::riscv64;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-namespace {
+namespace riscv64_image_test {
 
 constexpr uint64_t kRamBase = 0x8000'0000;  // QEMU virt's, and the riscv64 board's
 
@@ -71,8 +71,6 @@ std::string plan_error(const RiscvImage& image, uint64_t ram_size, uint64_t init
   }
   return "(planned)";
 }
-
-}  // namespace
 
 TEST(Riscv64Image, ParsesAGoodHeader) {
   const auto file = FakeImage{}.build();
@@ -279,3 +277,5 @@ TEST(Riscv64Image, DebiansKernelWhenCached) {
   EXPECT_EQ(plan.entry_gpa, kRamBase + 2 * MiB);
   EXPECT_LE(plan.kernel.end(), plan.initrd.gpa);
 }
+
+}  // namespace riscv64_image_test

@@ -12,7 +12,7 @@
 using namespace libvmm;
 using namespace libvmm::riscv64;
 
-namespace {
+namespace riscv64_plic_test {
 
 struct PlicTest : ::testing::Test {
   PlicTest()
@@ -48,8 +48,6 @@ struct PlicTest : ::testing::Test {
   std::vector<std::pair<uint32_t, bool>> changes;
   std::shared_ptr<Plic> plic;
 };
-
-}  // namespace
 
 TEST_F(PlicTest, AnEnabledPrioritisedSourceReachesItsContextOnly) {
   priority(33, 1);
@@ -233,3 +231,5 @@ TEST_F(PlicTest, RandomAccessesKeepTheOutputsConsistent) {
     EXPECT_EQ(claim(context) != 0, expected) << "context " << context;
   }
 }
+
+}  // namespace riscv64_plic_test

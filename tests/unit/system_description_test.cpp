@@ -11,7 +11,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace system_description_test {
 
 struct DescriptionTest : ::testing::Test {
   DescriptionTest() {
@@ -429,4 +429,4 @@ TEST_F(DescriptionTest, VhostUserDevicesNeedGuestRamWithADescriptor) {
   EXPECT_TRUE(SystemDescription::from_vm_config(config).problems().empty());
 }
 
-}  // namespace
+}  // namespace system_description_test

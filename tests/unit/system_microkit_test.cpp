@@ -10,7 +10,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace system_microkit_test {
 
 // The manual's QEMU virt system (lines: 1 <system>, 2-4 regions, 5 PD, 6 program_image,
 // 7 VMM map, 8 VM, 9 RAM map, 10 uart map, 11 gic_vcpu map, 12 vm_extra, 13 </vm>, 14 pd_extra).
@@ -256,4 +256,4 @@ TEST_F(MicrokitTest, TheX86ExampleIsRefusedOnAarch64AndViceVersa) {
   EXPECT_NE(problems[0].find("must be mapped at 0x0 on x86_64"), std::string::npos) << problems[0];
 }
 
-}  // namespace
+}  // namespace system_microkit_test

@@ -16,7 +16,7 @@
 using namespace libvmm;
 namespace fs = std::filesystem;
 
-namespace {
+namespace system_plan_test {
 
 // "  virtio   [0x00d0000000, 0x00d0001000) IRQ  5 virtio-blk vda ..." -> "0xd0000000-0xd0001000 5"
 std::multiset<std::string> printed_devices(const std::string& layout) {
@@ -62,10 +62,6 @@ TEST(SystemPlan, PrintedLayoutIsWhereTheRunningVmPutsItsDevices) {
   EXPECT_GE(checked, 2) << "the x86_64 examples (simple, virtio) should both be checked";
 }
 
-}  // namespace
-
-namespace {
-
 // A VM from a description names where its images were given, not the flags.
 TEST(SystemPlan, ImageProblemsNameTheDescriptionLine) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
@@ -95,10 +91,6 @@ TEST(SystemPlan, ImageProblemsNameTheDescriptionLine) {
         << e.what();
   }
 }
-
-}  // namespace
-
-namespace {
 
 // Each memfd region of a description gets its backing from choose_ram_backing(): a VM that
 // needs a shareable fd (VmConfig::ram_shared, vhost-user) keeps memfd for its RAM and every
@@ -151,4 +143,4 @@ TEST(SystemPlan, RegionBackingsFollowWhoNeedsAnFd) {
   }
 }
 
-}  // namespace
+}  // namespace system_plan_test

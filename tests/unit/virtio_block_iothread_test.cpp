@@ -40,7 +40,7 @@ using namespace libvmm;
 using namespace libvmm::test;
 using namespace std::chrono_literals;
 
-namespace {
+namespace virtio_block_iothread_test {
 
 constexpr auto kPatience = 10s;  // for what must happen; failing tests fail, not hang
 constexpr auto kSettle = 100ms;  // for what must not happen
@@ -509,8 +509,6 @@ TEST(BlockIoThread, ARoundInFlightAcrossAnUnpausedResetIsDropped) {
   EXPECT_EQ(*memory.read_obj<uint8_t>(s), VIRTIO_BLK_S_OK);
 }
 
-}  // namespace
-
 // Adaptive polling: requests that follow each other closely grow the budget until the thread
 // finds the next one by looking (no notification, notifications off meanwhile); a sleep longer
 // than the most it may poll drops the budget to nothing, so a request then needs a notification.
@@ -654,3 +652,5 @@ TEST(BlockIoThread, EveryQueueOfAMultiqueueDiskIsServedFromItsOwnEventfd) {
   EXPECT_GE(irq->pulses, 1);
   for (const int fd : fds) ::close(fd);
 }
+
+}  // namespace virtio_block_iothread_test

@@ -33,7 +33,7 @@
 using namespace libvmm;
 using namespace libvmm::test;
 
-namespace {
+namespace virtio_block_test {
 
 constexpr uint64_t kRamSize = 4 * MiB;
 constexpr uint64_t kDesc = 0x1000;  // 256 descriptors
@@ -1643,4 +1643,4 @@ TEST_F(BlockRequestParseTest, HeaderFirst) {
   EXPECT_TRUE((BlockRequestHeader{VIRTIO_BLK_T_OUT, 0}.is_transfer()));
 }
 
-}  // namespace
+}  // namespace virtio_block_test

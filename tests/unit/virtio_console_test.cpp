@@ -39,7 +39,7 @@
 #include "unit/support/virtio_kit.hpp"
 
 namespace libvmm {
-namespace {
+namespace virtio_console_test {
 
 using namespace std::chrono_literals;
 using test::bytes_of;
@@ -933,12 +933,6 @@ TEST(VirtioConsolePorts, NamesAreCheckedWhenTheDeviceIsMade) {
   EXPECT_NE(VirtioConsole::port_name_problem("tab\there"), "");
 }
 
-}  // namespace
-}  // namespace libvmm
-
-namespace libvmm {
-namespace {
-
 // ---------------------------------------------------------------------------------------------
 // The console's size (VIRTIO_CONSOLE_F_SIZE), when port 0's backend is on a terminal.
 
@@ -1085,12 +1079,6 @@ TEST_F(VirtioConsoleMultiportSizeTest, ADriverWithoutSizeGetsNoResize) {
   }
 }
 
-}  // namespace
-}  // namespace libvmm
-
-namespace libvmm {
-namespace {
-
 // ---------------------------------------------------------------------------------------------
 // PORT_OPEN follows the host end of a port (a socket backend's client).
 
@@ -1137,5 +1125,5 @@ TEST_F(VirtioConsoleMultiportTest, APortTheDriverHasNotAddedIsToldNothing) {
   EXPECT_TRUE(received_control().empty()) << "before PORT_READY the port does not exist";
 }
 
-}  // namespace
+}  // namespace virtio_console_test
 }  // namespace libvmm

@@ -8,7 +8,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace virtio_device_kind_test {
 
 // Every file exists and is a distinct file, except "missing" (none) and "same" (one file).
 class FakeFiles final : public HostFiles {
@@ -233,4 +233,4 @@ TEST(DeviceRegistry, DevicesArePlacedByKindKeepingTheirOrder) {
   EXPECT_EQ(ordered[3].spec, &specs[2]);
 }
 
-}  // namespace
+}  // namespace virtio_device_kind_test

@@ -18,7 +18,7 @@
 using namespace libvmm;
 using namespace libvmm::test;
 
-namespace {
+namespace virtio_mmio_test {
 
 constexpr uint64_t kRamSize = 1 * MiB;
 constexpr uint64_t kDesc = 0x1000;
@@ -438,8 +438,6 @@ TEST_F(VirtioMmioTest, RejectsBrokenDeviceDescriptions) {
   EXPECT_NO_THROW(make(std::make_shared<BadDevice>(std::vector<uint16_t>{32768}, 0x100)));
 }
 
-}  // namespace
-
 TEST_F(VirtioMmioTest, RenotifyGoesThroughTheMachinesHook) {
   bring_up();
   ASSERT_NE(device->transport, nullptr);
@@ -452,3 +450,5 @@ TEST_F(VirtioMmioTest, RenotifyGoesThroughTheMachinesHook) {
   EXPECT_TRUE(device->transport->renotify(1));
   EXPECT_EQ(asked, std::vector<uint16_t>{1});
 }
+
+}  // namespace virtio_mmio_test

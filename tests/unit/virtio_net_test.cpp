@@ -33,7 +33,7 @@
 using namespace libvmm;
 using namespace libvmm::test;
 
-namespace {
+namespace virtio_net_test {
 
 constexpr uint64_t kRamSize = 4 * MiB;
 constexpr uint16_t kQueueSize = 256;
@@ -579,12 +579,8 @@ TEST(TapBackend, RejectsNamesTooLongForAnInterface) {
   }
 }
 
-}  // namespace
-
 // ---------------------------------------------------------------------------------------------
 // Multiqueue: two queue pairs, each on its own backend, and the control queue
-
-namespace {
 
 class VirtioNetMultiqueueTest : public ::testing::Test {
  protected:
@@ -633,8 +629,6 @@ class VirtioNetMultiqueueTest : public ::testing::Test {
     return r;
   }();
 };
-
-}  // namespace
 
 TEST(VirtioNetQueues, OneBackendIsOnePairWithoutControlQueue) {
   VirtioNet single{std::make_shared<FakeNetBackend>(), kMac};
@@ -744,3 +738,5 @@ TEST_F(VirtioNetMultiqueueTest, ResetGoesBackToOnePair) {
   EXPECT_FALSE(b1->enabled);
   EXPECT_EQ(b1->offloads, 0u);
 }
+
+}  // namespace virtio_net_test

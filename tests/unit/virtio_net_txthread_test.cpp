@@ -34,7 +34,7 @@ using namespace libvmm;
 using namespace libvmm::test;
 using namespace std::chrono_literals;
 
-namespace {
+namespace virtio_net_txthread_test {
 
 constexpr auto kPatience = 10s;  // for what must happen; failing tests fail, not hang
 constexpr auto kSettle = 100ms;  // for what must not happen
@@ -289,4 +289,4 @@ TEST(NetTxThread, IothreadAndPollUsAreCheckedOnTheNetFlag) {
   }
 }
 
-}  // namespace
+}  // namespace virtio_net_txthread_test

@@ -18,7 +18,7 @@
 using namespace libvmm;
 using namespace libvmm::test;
 
-namespace {
+namespace virtio_pci_test {
 
 constexpr uint64_t kRamSize = 1 * MiB;
 constexpr uint64_t kBuffers = 0x10000;
@@ -379,4 +379,4 @@ TEST(VirtioPci, RejectsBrokenDevices) {
   EXPECT_EQ(d.config(pci::kInterruptPin, 1), 0u);
 }
 
-}  // namespace
+}  // namespace virtio_pci_test

@@ -23,7 +23,7 @@
 using namespace libvmm;
 using namespace libvmm::test;
 
-namespace {
+namespace virtio_rng_test {
 
 constexpr uint64_t kRamSize = 4 * MiB;
 constexpr uint64_t kDesc = 0x1000;  // 64 descriptors
@@ -401,4 +401,4 @@ TEST_F(VirtioRngMmioTest, ServesTheDriverAndInterruptsItThenStartsOverAfterReset
   EXPECT_EQ(irq->pulses, 2);
 }
 
-}  // namespace
+}  // namespace virtio_rng_test

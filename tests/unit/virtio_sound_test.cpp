@@ -27,7 +27,7 @@
 using namespace libvmm;
 using namespace libvmm::test;
 
-namespace {
+namespace virtio_sound_test {
 
 constexpr uint64_t kRamSize = 8 * MiB;
 constexpr uint32_t kOk = VIRTIO_SND_S_OK;
@@ -921,4 +921,4 @@ TEST_F(WavTest, TheSoundDeviceKindChecksItsSpec) {
   EXPECT_EQ(open_sound_backend("alsa:null", "", "--sound alsa:null")->describe(), "alsa null");
 }
 
-}  // namespace
+}  // namespace virtio_sound_test

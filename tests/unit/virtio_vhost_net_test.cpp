@@ -34,7 +34,7 @@ extern const unsigned libvmm_vhost_net_f_virtio_net_hdr;
 }
 
 namespace libvmm {
-namespace {
+namespace virtio_vhost_net_test {
 
 using test::DriverRing;
 using test::FakeIrq;
@@ -649,5 +649,5 @@ TEST(VhostNet, TheFlagsRules) {
             std::string::npos);
 }
 
-}  // namespace
+}  // namespace virtio_vhost_net_test
 }  // namespace libvmm

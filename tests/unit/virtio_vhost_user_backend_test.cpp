@@ -45,7 +45,7 @@
 #include "unit/support/virtio_kit.hpp"
 
 namespace libvmm {
-namespace {
+namespace virtio_vhost_user_backend_test {
 
 using test::DriverRing;
 using test::FakeIrq;
@@ -1334,5 +1334,5 @@ TEST(VhostUserBackend, RefusesMalformedMessagesForTheSoundCard) {
                             "power of two", Kind::sound));
 }
 
-}  // namespace
+}  // namespace virtio_vhost_user_backend_test
 }  // namespace libvmm

@@ -24,7 +24,7 @@
 #include "unit/support/virtio_kit.hpp"
 
 namespace libvmm {
-namespace {
+namespace virtio_vhost_user_test {
 
 using test::DriverRing;
 using test::FakeIrq;
@@ -420,5 +420,5 @@ TEST(VhostUserDevice, ABackendRequestItDoesNotTakeClosesOnlyThatChannel) {
   EXPECT_EQ(MmioDriver(*rig.transport).reg(VIRTIO_MMIO_CONFIG), 0x04030201u);
 }
 
-}  // namespace
+}  // namespace virtio_vhost_user_test
 }  // namespace libvmm

@@ -18,7 +18,7 @@
 using namespace libvmm;
 using namespace libvmm::test;
 
-namespace {
+namespace virtio_virtqueue_test {
 
 constexpr uint64_t kRamSize = 1 * MiB;
 constexpr uint64_t kRomBase = 2 * MiB;  // a read-only mapping, 64 KiB
@@ -540,8 +540,6 @@ TEST_F(VirtqueueTest, NotificationControlWithEventIdx) {
   EXPECT_EQ(d.used_flags(), 0) << "EVENT_IDX does not use the flag";
 }
 
-}  // namespace
-
 // ---------------------------------------------------------------------------------------------
 // A well-behaved driver on another thread
 
@@ -583,3 +581,5 @@ TEST_F(VirtqueueTest, FullQueueUnderAConcurrentDriverNeverBreaks) {
   EXPECT_FALSE(q.broken()) << q.error() << " after " << served << " chains";
   EXPECT_GT(served, 1000u);
 }
+
+}  // namespace virtio_virtqueue_test

@@ -12,7 +12,7 @@
 #include "libvmm/vm.hpp"
 
 namespace libvmm {
-namespace {
+namespace vm_arch_flags_test {
 
 std::string error_of(const VmConfig& c) {
   try {
@@ -205,5 +205,5 @@ TEST_F(ArchFlagsTest, HostOptionsAreCheckedByValidate) {
   EXPECT_EQ(error_of(config), "--gic v4: expected v2 or v3");
 }
 
-}  // namespace
+}  // namespace vm_arch_flags_test
 }  // namespace libvmm

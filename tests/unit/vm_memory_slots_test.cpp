@@ -10,7 +10,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace vm_memory_slots_test {
 
 struct MemorySlotsTest : ::testing::Test {
   using Call = std::tuple<uint32_t, uint64_t, uint64_t>;  // slot, gpa, size (0: delete)
@@ -76,4 +76,4 @@ TEST_F(MemorySlotsTest, KvmRefusalLeavesNothingBehind) {
   EXPECT_EQ(calls.size(), 1u);
 }
 
-}  // namespace
+}  // namespace vm_memory_slots_test

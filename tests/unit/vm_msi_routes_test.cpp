@@ -17,7 +17,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace vm_msi_routes_test {
 
 kvm_irq_routing_entry chip(uint32_t gsi) {
   kvm_irq_routing_entry e{};
@@ -308,4 +308,4 @@ TEST(MsiRoutesKvm, KvmTakesTheTable) {
 #endif
 }
 
-}  // namespace
+}  // namespace vm_msi_routes_test

@@ -9,7 +9,7 @@
 
 using namespace libvmm;
 
-namespace {
+namespace vm_validate_test {
 
 struct ValidateTest : ::testing::Test {
   ValidateTest() {
@@ -93,4 +93,4 @@ TEST(VmCreate, MissingKvmDeviceIsAUserError) {
   }
 }
 
-}  // namespace
+}  // namespace vm_validate_test

@@ -10,7 +10,7 @@
 
 using namespace libvmm::x86;
 
-namespace {
+namespace x86_64_acpi_test {
 
 uint8_t sum(const std::vector<uint8_t>& t, size_t off, size_t len) {
   return std::accumulate(t.begin() + static_cast<long>(off),
@@ -229,4 +229,4 @@ TEST(AcpiPmDevice, StatusReadsZeroAndOddAccessesAreHarmless) {
   EXPECT_EQ(past[0], 0xFF);
 }
 
-}  // namespace
+}  // namespace x86_64_acpi_test

@@ -19,7 +19,7 @@ using namespace libvmm::x86::aml;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-namespace {
+namespace x86_64_aml_test {
 
 Bytes chars(std::string_view s) {
   return Bytes(s.begin(), s.end());
@@ -355,4 +355,4 @@ TEST_F(Iasl, DecompilesThePciHostBridgeAndTheMcfg) {
   EXPECT_THAT(slurp(dir_ / "log"), HasSubstr("Acpi Data Table [MCFG] decoded"));
 }
 
-}  // namespace
+}  // namespace x86_64_aml_test

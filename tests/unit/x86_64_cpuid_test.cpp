@@ -8,7 +8,7 @@
 
 using namespace libvmm::x86;
 
-namespace {
+namespace x86_64_cpuid_test {
 
 kvm_cpuid_entry2 leaf(uint32_t function, uint32_t index = 0) {
   kvm_cpuid_entry2 e{};
@@ -33,8 +33,6 @@ std::vector<kvm_cpuid_entry2> supported() {
   return {leaf(0x0), features, topology, leaf(0x1F), leaf(0x40000000)};
 }
 
-}  // namespace
-
 TEST(X86CpuidTest, FillsInTheApicIdAndCountAndTheHypervisorBit) {
   const auto table = guest_cpuid(supported(), {3, 4, false});
   const auto& features = find(table, 0x1);
@@ -55,3 +53,5 @@ TEST(X86CpuidTest, OffersTheTscDeadlineTimerOnlyWhenKvmEmulatesIt) {
   EXPECT_NE(features.ecx & kTscDeadline, 0u);
   EXPECT_EQ(features.ecx & 0x201u, 0x201u);  // what KVM listed stays
 }
+
+}  // namespace x86_64_cpuid_test

@@ -18,7 +18,7 @@ using libvmm::test::packed;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-namespace {
+namespace x86_64_linux_boot_test {
 
 // The fields of a bzImage a test may want to break; build() lays them out as the boot protocol
 // does. The defaults look like a modern x86_64 kernel, scaled down.
@@ -468,4 +468,4 @@ TEST_F(LoaderTest, RejectsACmdlineWithANul) {
             "--cmdline: contains a NUL byte");
 }
 
-}  // namespace
+}  // namespace x86_64_linux_boot_test

@@ -9,7 +9,7 @@
 using namespace libvmm;
 using namespace libvmm::x86;
 
-namespace {
+namespace x86_64_long_mode_test {
 
 struct LongModeTest : ::testing::Test {
   LongModeTest() {
@@ -127,4 +127,4 @@ TEST(LongModeTables, ThrowWhenTheyDoNotFitGuestMemory) {
   EXPECT_THROW(write_long_mode_tables(memory), std::runtime_error);
 }
 
-}  // namespace
+}  // namespace x86_64_long_mode_test

@@ -12,7 +12,7 @@
 using namespace libvmm;
 using namespace libvmm::x86;
 
-namespace {
+namespace x86_64_mptable_test {
 
 template <typename T>
 T read_at(const std::vector<uint8_t>& bytes, size_t offset) {
@@ -171,4 +171,4 @@ TEST(MpTable, IsWrittenIntoTheEbda) {
   EXPECT_EQ(got, expected);
 }
 
-}  // namespace
+}  // namespace x86_64_mptable_test

@@ -19,7 +19,7 @@ using libvmm::test::packed;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-namespace {
+namespace x86_64_vmlinux_test {
 
 struct FakeSegment {
   uint32_t type = PT_LOAD;
@@ -121,8 +121,6 @@ struct VmlinuxLoad : ::testing::Test {
   }
   uint8_t byte_at(uint64_t gpa) const { return memory.read_obj<uint8_t>(gpa).value(); }
 };
-
-}  // namespace
 
 TEST(Vmlinux, ParsesTheLoadSegmentsInAddressOrder) {
   FakeVmlinux k;
@@ -280,3 +278,5 @@ TEST_F(VmlinuxLoad, TakesCommandLinesUpToCommandLineSize) {
             "--cmdline: 2048 bytes is longer than the 2047 bytes x86_64 Linux accepts "
             "(COMMAND_LINE_SIZE)");
 }
+
+}  // namespace x86_64_vmlinux_test
