@@ -128,8 +128,6 @@ VirtioMmioTransport::~VirtioMmioTransport() {
   device_->pause_io();
 }
 
-namespace {}  // namespace
-
 void VirtioMmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
   // Status may reset or activate the device, QueueReady take a queue down.
   const PausedIo paused(*device_,
