@@ -289,6 +289,36 @@ void VhostUserDevice::read_config(uint32_t offset, std::span<uint8_t> data) {
   std::memcpy(data.data(), config_.data() + offset, data.size());
 }
 
+void VhostUserDevice::write_config(uint32_t offset, std::span<const uint8_t> data) {
+  static log::RateLimited dropped("dropped config writes");
+  const bool writable =
+      std::any_of(options_.writable_config.begin(), options_.writable_config.end(),
+                  [&](const VhostUserOptions::ConfigField& field) {
+                    return offset >= field.offset && data.size() <= field.size &&
+                           offset - field.offset <= field.size - data.size();
+                  });
+  if (data.empty() || !writable || !(protocol_features_ & feature_bit(vhost::kProtocolConfig))) {
+    dropped.warn(options_.name, fmt::format("{}-byte config write at offset {:#x} is not a field "
+                                            "the driver may write; ignored",
+                                            data.size(), offset));
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  if (failed_) return;
+  try {
+    vhost::ConfigSpace change;
+    change.offset = offset;
+    change.flags = 0;  // VHOST_SET_CONFIG_TYPE_FRONTEND: the driver's write, not a migration's
+    change.data.assign(data.begin(), data.end());
+    send(Message::with_config(Request::set_config, change));
+  } catch (const vhost::VhostError& e) {
+    fail_locked(located(fmt::format("writing its config space: {}", e.what())));
+    return;
+  }
+  // What the driver reads back is the back-end's (it may take the write, or not).
+  config_stale_.store(true);
+}
+
 void VhostUserDevice::send(Message message, std::span<const int> fds, bool ack) {
   const bool want_ack = ack && (protocol_features_ & feature_bit(vhost::kProtocolReplyAck));
   if (want_ack) message.flags |= vhost::kFlagNeedReply;
@@ -319,7 +349,13 @@ std::string VhostUserDevice::located(const std::string& message) const {
 void VhostUserDevice::fail_locked(const std::string& why) {
   if (failed_) return;
   failed_ = true;
-  log::error("{}", why);
+  // The caller holds the transport's lock (a vCPU's register access), which device_failed()
+  // takes: the loop tells it.
+  if (transport_ != nullptr && loop_ != nullptr) {
+    loop_->post([transport = transport_, why] { transport->device_failed(why); });
+  } else {
+    log::error("{}", why);
+  }
 }
 
 bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features,

@@ -7,6 +7,7 @@
 #include <linux/virtio_console.h>
 #include <linux/virtio_ids.h>
 
+#include <cstddef>
 #include <cstring>
 
 #include "libvmm/backends/net_abi.hpp"
@@ -80,9 +81,10 @@ std::shared_ptr<VirtioDevice> make_blk(const DeviceSpec& spec, const DeviceConte
   o.device_id = VIRTIO_ID_BLOCK;
   o.queue_sizes = {kQueueSize};
   o.config_size = kBlkConfigSize;
-  // One queue (no MQ): the rest describe the disk and its requests. Not CONFIG_WCE: the
-  // config space is read once from the back-end (no SET_CONFIG), so the driver could not
-  // switch the cache mode; with FLUSH alone it runs write-back and sends FLUSH requests.
+  // One queue (no MQ): the rest describe the disk and its requests. Not CONFIG_WCE, though a
+  // driver's wce write would reach the back-end: qemu-storage-daemon says wce 0 (write
+  // through) while its write cache is on, and a driver told so stops sending FLUSH (seen in
+  // linux.vhost). With FLUSH alone the driver runs write-back and flushes.
   o.device_feature_mask = feature_bit(VIRTIO_BLK_F_SIZE_MAX) | feature_bit(VIRTIO_BLK_F_SEG_MAX) |
                           feature_bit(VIRTIO_BLK_F_GEOMETRY) | feature_bit(VIRTIO_BLK_F_RO) |
                           feature_bit(VIRTIO_BLK_F_BLK_SIZE) | feature_bit(VIRTIO_BLK_F_FLUSH) |
@@ -122,11 +124,14 @@ std::shared_ptr<VirtioDevice> make_console(const DeviceSpec& spec, const DeviceC
   o.device_id = VIRTIO_ID_CONSOLE;
   o.queue_sizes = {kConsoleQueueSize, kConsoleQueueSize};  // port 0's receive and transmit
   o.config_size = kConsoleConfigSize;
-  // Named ports where the back-end has them (MULTIPORT), and the size of its terminal (SIZE:
-  // read with GET_CONFIG, changes told with CONFIG_CHANGE_MSG or a RESIZE message); not
-  // EMERG_WRITE, as a config write does not reach the back-end.
-  o.device_feature_mask =
-      feature_bit(VIRTIO_CONSOLE_F_MULTIPORT) | feature_bit(VIRTIO_CONSOLE_F_SIZE);
+  // Named ports where the back-end has them (MULTIPORT), the size of its terminal (SIZE: read
+  // with GET_CONFIG, changes told with CONFIG_CHANGE_MSG or a RESIZE message), and emergency
+  // writes (EMERG_WRITE: emerg_wr goes to the back-end as SET_CONFIG).
+  o.device_feature_mask = feature_bit(VIRTIO_CONSOLE_F_MULTIPORT) |
+                          feature_bit(VIRTIO_CONSOLE_F_SIZE) |
+                          feature_bit(VIRTIO_CONSOLE_F_EMERG_WRITE);
+  o.writable_config = {
+      {offsetof(virtio_console_config, emerg_wr), sizeof(virtio_console_config::emerg_wr)}};
   o.queues_from_config = vhost_user_console_queues;
   return connect_backend(spec, context, std::move(o));
 }

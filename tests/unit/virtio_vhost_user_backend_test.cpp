@@ -1238,6 +1238,27 @@ TEST(VhostUserBackend, ServesTheNamedPortsOfAConsoleToTheRegistrysFrontEnd) {
   front_loop.call([&] {});
 }
 
+// An emergency write through the registry's front-end: emerg_wr's low byte reaches the
+// back-end's console output (SET_CONFIG); cols is not the driver's to write.
+TEST(VhostUserBackend, AnEmergencyWriteReachesTheBackEndsConsole) {
+  Served served(Kind::console);
+  TestMemory memory{0x200000};
+  LoopThread front_loop;
+  std::shared_ptr<VirtioDevice> front = registry_front_end(served, "console", memory, front_loop);
+  ASSERT_TRUE(front->device_features() & feature_bit(VIRTIO_CONSOLE_F_EMERG_WRITE));
+  const uint8_t emergency[4] = {'!', 0, 0, 0};
+  front->write_config(offsetof(virtio_console_config, emerg_wr), emergency);
+  const uint8_t cols[2] = {80, 0};
+  front->write_config(offsetof(virtio_console_config, cols), cols);
+  front->write_config(offsetof(virtio_console_config, emerg_wr), emergency);
+  served.loop.call([&] { EXPECT_EQ(served.chars->output, "!!"); });
+  uint8_t config[12];
+  front->read_config(0, config);
+  EXPECT_EQ(config[0], 0) << "cols stays the back-end's";
+  EXPECT_FALSE(served.closed());
+  front_loop.call([&] {});
+}
+
 TEST(VhostUserBackend, RefusesMalformedMessagesForTheConsole) {
   const UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
   // Port 0's two queues only: no MULTIPORT control queues (2, 3).

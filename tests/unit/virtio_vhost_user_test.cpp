@@ -161,8 +161,10 @@ struct Rig {
   UniqueFd kick{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
   UniqueFd call{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
 
+  VhostUserOptions options = blk_options();
+
   void create() {
-    device = std::make_shared<VhostUserDevice>(blk_options(), memory, backend.start());
+    device = std::make_shared<VhostUserDevice>(options, memory, backend.start());
     device->set_queue_eventfds({{kick.get(), call.get()}});
     transport = std::make_unique<VirtioMmioTransport>(device, memory, irq);
   }
@@ -262,6 +264,78 @@ TEST(VhostUserDevice, AHangUpPutsTheDeviceInNeedsReset) {
     rig.transport.reset();
     rig.device.reset();
   });
+}
+
+// The SET_CONFIG requests the back-end got.
+std::vector<vhost::ConfigSpace> config_writes(ScriptedBackend& backend) {
+  std::vector<vhost::ConfigSpace> writes;
+  for (const vhost::DecodedRequest& d : backend.decoded()) {
+    if (d.request == Request::set_config) writes.push_back(d.config);
+  }
+  return writes;
+}
+
+// A running device with a writable config byte at 4, watched by a loop (which tells the
+// transport of a failure); torn down on the loop's thread.
+struct RigWithWritableConfig {
+  test::LoopThread loop;
+  Rig rig;
+  explicit RigWithWritableConfig(Request refused = Request{}) {
+    rig.options.writable_config = {{4, 1}};
+    rig.backend.refuse = refused;
+    rig.create();
+    loop.call([&] { rig.device->watch(loop.loop); });
+    rig.bring_up(RingLayout::at(0x10000));
+  }
+  ~RigWithWritableConfig() {
+    loop.call([&] {
+      rig.transport.reset();
+      rig.device.reset();
+    });
+  }
+};
+
+TEST(VhostUserDevice, TheDriversWriteToAWritableFieldGoesToTheBackend) {
+  RigWithWritableConfig with;
+  Rig& rig = with.rig;
+  MmioDriver driver(*rig.transport);
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4), 0x08070605u);
+  const uint8_t off = 0;
+  rig.transport->write(VIRTIO_MMIO_CONFIG + 4, std::span(&off, 1));
+  const auto writes = config_writes(rig.backend);
+  ASSERT_EQ(writes.size(), 1u);
+  EXPECT_EQ(writes[0].offset, 4u);
+  EXPECT_EQ(writes[0].flags, 0u);  // VHOST_SET_CONFIG_TYPE_FRONTEND
+  EXPECT_EQ(writes[0].data, std::vector<uint8_t>{0});
+  // What the driver reads next is the back-end's config, fetched again.
+  rig.backend.config_base = 0x20;
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4), 0x28272625u);
+  EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+}
+
+TEST(VhostUserDevice, ConfigWritesOutsideTheWritableFieldsGoNowhere) {
+  RigWithWritableConfig with;
+  Rig& rig = with.rig;
+  MmioDriver driver(*rig.transport);
+  driver.set_reg(VIRTIO_MMIO_CONFIG, 0xffffffffu);  // before the field
+  const uint8_t two[2] = {0xff, 0xff};
+  rig.transport->write(VIRTIO_MMIO_CONFIG + 4, std::span(two));  // longer than the field
+  const uint8_t one = 0xff;
+  rig.device->write_config(5, std::span(&one, 1));  // after it
+  rig.device->write_config(4, {});                  // empty
+  EXPECT_TRUE(config_writes(rig.backend).empty());
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 0x04030201u);
+  EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+}
+
+TEST(VhostUserDevice, ARefusedConfigWritePutsTheDeviceInNeedsReset) {
+  RigWithWritableConfig with(Request::set_config);
+  Rig& rig = with.rig;
+  const uint8_t off = 0;
+  rig.transport->write(VIRTIO_MMIO_CONFIG + 4, std::span(&off, 1));
+  with.loop.call([] {});  // the loop has told the transport
+  EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  EXPECT_GE(rig.irq->pulses.load(), 1);  // the driver hears of it (config interrupt)
 }
 
 TEST(VhostUserDevice, RefusesABackendWithoutWhatTheDeviceNeeds) {

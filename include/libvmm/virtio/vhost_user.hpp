@@ -51,6 +51,14 @@ struct VhostUserOptions {
   // config_size bytes from the back-end (VHOST_USER_PROTOCOL_F_CONFIG).
   std::vector<uint8_t> config;
   uint32_t config_size = 0;
+  // The config fields the driver may write (virtio-console's emerg_wr): a write inside one
+  // goes to the back-end (SET_CONFIG), a write elsewhere is dropped, since a back-end may
+  // refuse it or hang up over it (libvhost-user's do).
+  struct ConfigField {
+    uint32_t offset = 0;
+    uint32_t size = 0;
+  };
+  std::vector<ConfigField> writable_config;
   // Device feature bits offered to the driver when the back-end has them (others are hidden:
   // the layout of queues and config is this side's).
   uint64_t device_feature_mask = 0;
@@ -93,6 +101,7 @@ class VhostUserDevice final : public ExternalQueueDevice {
   std::vector<uint16_t> queue_max_sizes() const override { return queue_sizes_; }
   uint32_t config_size() const override { return static_cast<uint32_t>(config_.size()); }
   void read_config(uint32_t offset, std::span<uint8_t> data) override;
+  void write_config(uint32_t offset, std::span<const uint8_t> data) override;
   void reset() override;
   void queue_reset(uint16_t index) override;
 
@@ -126,7 +135,9 @@ class VhostUserDevice final : public ExternalQueueDevice {
   // Transport lock held (a config read after CONFIG_CHANGE_MSG): GET_CONFIG again.
   void refresh_config();
   void apply_own_config();  // net with several pairs: the pairs in config_ are this side's
-  void fail_locked(const std::string& why);               // marks the connection dead, logs once
+  // Lock held: marks the connection dead; the transport (on the loop thread) sets
+  // DEVICE_NEEDS_RESET and logs why, once.
+  void fail_locked(const std::string& why);
   std::string located(const std::string& message) const;  // prefixed with peer_ unless named
 
   const VhostUserOptions options_;
@@ -135,9 +146,10 @@ class VhostUserDevice final : public ExternalQueueDevice {
   std::vector<uint16_t> queue_sizes_;  // options_.queue_sizes, or queues_from_config's
   std::unique_ptr<vhost::Channel> channel_;
   uint64_t backend_features_ = 0;
-  uint64_t protocol_features_ = 0;         // negotiated
-  std::vector<uint8_t> config_;            // read and refreshed under the transport's lock
-  std::atomic<bool> config_stale_{false};  // set by the loop thread at CONFIG_CHANGE_MSG
+  uint64_t protocol_features_ = 0;  // negotiated
+  std::vector<uint8_t> config_;     // read and refreshed under the transport's lock
+  // Set by the loop thread at CONFIG_CHANGE_MSG, and after a driver's write (SET_CONFIG).
+  std::atomic<bool> config_stale_{false};
   std::unique_ptr<vhost::Channel> backend_channel_;  // the back-end's requests; loop thread
   std::vector<bool> started_;
   std::unique_ptr<NetControlServer> control_;  // net with more than one pair
