@@ -42,11 +42,11 @@ PtyBackend::PtyBackend(std::string_view owner) {
   }
   // After the hold above, so that it is not counted.
   attach_watch_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
-  if (attach_watch_ && ::inotify_add_watch(attach_watch_.get(), path_.c_str(),
-                                           IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE) < 0) {
+  if (attach_watch_ && ::inotify_add_watch(attach_watch_.get(), path_.c_str(), IN_OPEN) < 0) {
     attach_watch_.reset();
   }
   if (!attach_watch_) {
+    attached_ = true;
     log::debug("pty {}: cannot watch who opens it ({}); counted as always connected", path_,
                std::strerror(errno));
   }
@@ -54,7 +54,7 @@ PtyBackend::PtyBackend(std::string_view owner) {
 }
 
 bool PtyBackend::connected() const {
-  return !attach_watch_ || attached_.load() > 0;
+  return attached_.load();
 }
 
 void PtyBackend::set_connection_listener(std::function<void()> on_change) {
@@ -62,7 +62,7 @@ void PtyBackend::set_connection_listener(std::function<void()> on_change) {
 }
 
 void PtyBackend::read_attach_events() {
-  const bool before = connected();
+  bool opened = false;
   alignas(inotify_event) std::array<char, 4096> buffer;
   for (;;) {
     const ssize_t n = ::read(attach_watch_.get(), buffer.data(), buffer.size());
@@ -70,16 +70,13 @@ void PtyBackend::read_attach_events() {
     for (size_t at = 0; at + sizeof(inotify_event) <= static_cast<size_t>(n);) {
       inotify_event event;
       std::memcpy(&event, buffer.data() + at, sizeof event);
-      if (event.mask & IN_OPEN) attached_.fetch_add(1);
-      if ((event.mask & (IN_CLOSE_WRITE | IN_CLOSE_NOWRITE)) && attached_.load() > 0) {
-        attached_.fetch_sub(1);
-      }
+      opened = opened || (event.mask & IN_OPEN) != 0;
       at += sizeof(inotify_event) + event.len;
     }
   }
-  const bool now = connected();
-  if (now == before) return;
-  log::debug("pty {}: {}", path_, now ? "a user attached" : "the last user left");
+  // Later opens are read and change nothing: once attached, always (see pty_backend.hpp).
+  if (!opened || attached_.exchange(true)) return;
+  log::debug("pty {}: a user attached", path_);
   if (on_connection_) on_connection_();
 }
 

@@ -6,7 +6,8 @@
 # KVM host, and checks, with the real Linux drivers: the disks appear without any
 # virtio_mmio.device= from the user, the guest reads what the host wrote, the host finds what
 # the guest wrote after vmm exits, writes to the read-only disk fail, hvc0 and a named port
-# of the same console (MULTIPORT, on a pty) carry text both ways, a second named port on a
+# of the same console (MULTIPORT, on a pty: closed for the guest until a program opens the pty)
+# carry text both ways, a second named port on a
 # socket holds the guest's line until a client connects and gives the guest an end of file when
 # it leaves (PORT_OPEN), and hvc0 has the size of the terminal vmm runs on, before and after it
 # is resized.

@@ -482,7 +482,7 @@ TEST_F(PtyBackendTest, StaysQuietWhenTheUserDetaches) {
 // A console with named ports tells the guest when a user attaches and leaves (PORT_OPEN); the
 // backend's own hold on the terminal does not count, a second user's open and close are no
 // change.
-TEST_F(PtyBackendTest, SaysWhenAUserAttachesAndLeaves) {
+TEST_F(PtyBackendTest, IsConnectedFromTheFirstUsersAttachOn) {
   PtyBackend backend;
   ConnectionChanges changes(backend);
   Received received;
@@ -494,21 +494,32 @@ TEST_F(PtyBackendTest, SaysWhenAUserAttachesAndLeaves) {
     EXPECT_TRUE(wait_until([&] { return changes.count == 1; }));
     EXPECT_TRUE(changes.last);
     EXPECT_TRUE(backend.connected());
-    open_terminal(backend.path()).reset();  // `stty -F` beside the user: still attached
-    std::this_thread::sleep_for(50ms);
-    io.call([] {});
-    EXPECT_EQ(changes.count, 1);
-    EXPECT_TRUE(backend.connected());
+    open_terminal(backend.path()).reset();  // `stty -F` beside the user
   }
-  EXPECT_TRUE(wait_until([&] { return changes.count == 2; }));
-  EXPECT_FALSE(changes.last);
-  EXPECT_FALSE(backend.connected());
-  open_terminal(backend.path()).reset();  // attach and leave at once
+  // The user left; and more opens and closes, some merged by inotify: still connected, and
+  // no more changes (a leave is not followed: see pty_backend.hpp).
+  for (int i = 0; i < 3; ++i) open_terminal(backend.path()).reset();
   std::this_thread::sleep_for(50ms);
   io.call([] {});
-  EXPECT_FALSE(backend.connected());
-  EXPECT_TRUE(changes.count == 2 || changes.count == 4)
-      << changes.count << ": seen in one read or in two";
+  EXPECT_EQ(changes.count, 1);
+  EXPECT_TRUE(backend.connected());
+}
+
+// Two opens in a row before the loop reads them (inotify merges them into one event), then
+// one close: the user who stays is still attached.
+TEST_F(PtyBackendTest, AUserStillAttachedIsNotTakenForGoneWhenOpensMerge) {
+  PtyBackend backend;
+  ConnectionChanges changes(backend);
+  Received received;
+  LoopThread io;
+  UniqueFd user = open_terminal(backend.path());
+  open_terminal(backend.path()).reset();  // `printf ... >/dev/pts/N` beside `cat /dev/pts/N`
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  EXPECT_TRUE(wait_until([&] { return backend.connected(); }));
+  std::this_thread::sleep_for(50ms);
+  io.call([] {});
+  EXPECT_TRUE(backend.connected());
+  EXPECT_EQ(changes.count, 1);
 }
 
 TEST_F(PtyBackendTest, FollowsTheSizeTheUsersTerminalSets) {

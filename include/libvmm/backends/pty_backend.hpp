@@ -7,10 +7,13 @@
 // user. Output never blocks the caller: once that buffer is full, it is dropped and counted,
 // with one warning.
 //
-// Someone is connected while a program other than the VMM has the terminal open: the backend
-// watches its opens and closes (inotify on /dev/pts/N; its own hold is not counted), so a
-// virtIO console port on it opens to the guest when a user attaches and closes when they leave,
-// as a socket's does. Where inotify cannot watch the terminal it counts as always connected.
+// Someone is connected from the moment a program other than the VMM first opens the terminal
+// (inotify on /dev/pts/N; its own hold is not seen): a virtIO console port on it opens to the
+// guest when the first user attaches, so what the guest writes there waits for a reader. It
+// stays open after that: a user leaving is not followed, since inotify merges two opens in a
+// row that nobody read yet into one event, so counting opens and closes would take a user still
+// attached for gone (the guest's writes then held for nobody). Where inotify cannot watch the
+// terminal it counts as always connected.
 //
 // Its size is the pty's, which the user's terminal program sets (TIOCSWINSZ on its end). Nothing
 // tells the VMM's end of a change, so with a resize listener (a console that tells the guest its
@@ -73,8 +76,8 @@ class PtyBackend : public CharBackend {
   UniqueFd master_;  // the VMM's end, non-blocking
   UniqueFd held_terminal_;
   std::string path_;
-  UniqueFd attach_watch_;         // inotify: the terminal's opens and closes (none: not watched)
-  std::atomic<int> attached_{0};  // opens minus closes seen: written on the loop, read anywhere
+  UniqueFd attach_watch_;  // inotify: the terminal's opens, until the first (none: not watched)
+  std::atomic<bool> attached_{false};  // written on the loop, read anywhere
 
   mutable std::mutex write_mutex_;  // whole writes from concurrent callers stay whole
   uint64_t dropped_ = 0;

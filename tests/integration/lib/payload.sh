@@ -137,14 +137,17 @@ grow_image() {
 }
 
 # named_port_checks LOG OUT WHO: the console's port1 is on a pty, which its VMM or vmm-device
-# named in LOG; the guest's tests/named_port writes a line there and says in OUT what it read.
+# named in LOG; the guest's tests/named_port finds the host end closed until this opens the
+# pty, writes a line there and says in OUT what it read.
 named_port_checks() {
   pts=$(sed -n 's|^.*--console port1: console on \(/dev/pts/[0-9]*\)$|\1|p' "$1" | head -n 1)
   check "$3 named port: on a pty ($pts)" [ -c "$pts" ]
   [ -c "$pts" ] || return 0
+  check "$3 named port: closed for the guest while no program has the pty open" \
+    wait_for "$2" "named port org.libvmm.test: its host end is closed" 60
   cat "$pts" >/tmp/port.out 2>/dev/null &
   port_reader=$!
-  check "$3 named port: the guest finds it by name and its line reaches the pty" \
+  check "$3 named port: the pty opened, the guest's line goes through (PORT_OPEN) and reaches it" \
     wait_for /tmp/port.out "hello over the named port" 60
   printf 'ping-over-the-port\n' >"$pts"
   check "$3 named port: host input reaches the guest" \
