@@ -114,6 +114,9 @@ class Vm {
   void add_config_devices();
   void attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::string kind);
   void ensure_pci_bridge(const std::string& who);
+  // The ports whose writes KVM may queue (Impl::coalesced_ports), with the ring mapped through
+  // `vcpu`, where KVM can.
+  void coalesce_port_writes(KvmVcpu& vcpu);
   void add_vfio_devices();
   void wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number);
   void wire_virtio_pci_intx();

@@ -194,6 +194,15 @@ bool KvmVm::signal_msi(uint64_t address, uint32_t data, std::optional<uint32_t> 
   return ::ioctl(fd_.get(), KVM_SIGNAL_MSI, &msi) > 0;
 }
 
+bool KvmVm::register_coalesced_pio(uint16_t port, uint32_t size) {
+  if (check_extension(KVM_CAP_COALESCED_PIO) <= 0) return false;
+  kvm_coalesced_mmio_zone zone{};
+  zone.addr = port;
+  zone.size = size;
+  zone.pio = 1;
+  return ::ioctl(fd_.get(), KVM_REGISTER_COALESCED_MMIO, &zone) == 0;
+}
+
 std::unique_ptr<KvmVcpu> KvmVm::create_vcpu(uint32_t index) const {
   const int fd =
       kvm_ioctl(fd_.get(), KVM_CREATE_VCPU, "KVM_CREATE_VCPU", static_cast<unsigned long>(index));

@@ -9,6 +9,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/kvm.cpp
   ${CMAKE_CURRENT_LIST_DIR}/fault_report.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vcpu_runner.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/coalesced_writes.cpp
   ${CMAKE_CURRENT_LIST_DIR}/kvm_irq.cpp
   ${CMAKE_CURRENT_LIST_DIR}/kvm_device.cpp
   ${CMAKE_CURRENT_LIST_DIR}/size.cpp

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "libvmm/core/bus.hpp"
+#include "libvmm/core/coalesced_writes.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/fault_report.hpp"
 #include "libvmm/core/log.hpp"
@@ -195,6 +196,7 @@ bool VcpuRunner::handle_exit() {
 }
 
 void VcpuRunner::handle_io() {
+  if (ctx_.coalesced != nullptr) ctx_.coalesced->replay(ctx_.pio, ctx_.mmio);
   kvm_run& run = vcpu_->state();
   auto* base = reinterpret_cast<uint8_t*>(&run);
   const uint32_t size = run.io.size;
@@ -216,6 +218,7 @@ void VcpuRunner::handle_io() {
 }
 
 void VcpuRunner::handle_mmio() {
+  if (ctx_.coalesced != nullptr) ctx_.coalesced->replay(ctx_.pio, ctx_.mmio);
   kvm_run& run = vcpu_->state();
   const uint32_t len = std::min<uint32_t>(run.mmio.len, sizeof(run.mmio.data));
   std::span<uint8_t> data(run.mmio.data, len);

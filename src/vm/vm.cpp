@@ -17,6 +17,7 @@
 #include "../arch/machine.hpp"
 #include "device_plan.hpp"
 #include "libvmm/arch/machine_option.hpp"
+#include "libvmm/core/coalesced_writes.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/fault_report.hpp"
 #include "libvmm/core/kvm_irq.hpp"
@@ -219,6 +220,10 @@ struct Vm::Impl {
   Bus mmio{"MMIO"};
   Bus pio{"port I/O"};
   std::unique_ptr<FaultReporter> faults;
+  // Ports whose writes KVM queues instead of exiting (PCI's CONFIG_ADDRESS), and the ring the
+  // vCPUs replay them from (mapped with the first vCPU).
+  std::vector<std::pair<uint16_t, uint32_t>> coalesced_ports;
+  std::unique_ptr<CoalescedWrites> coalesced;
   std::vector<std::unique_ptr<VcpuRunner>> vcpus;
   std::mutex irq_mutex;
   std::map<uint32_t, std::shared_ptr<IrqLine>> irqs;  // KvmIrqLines, or the machine's own
@@ -531,6 +536,8 @@ void Vm::ensure_pci_bridge(const std::string& who) {
     if (layout->io.size != 0) {
       d.pio.attach(pci::HostBridge::kLegacyConfigPort, pci::HostBridge::kLegacyConfigPorts,
                    d.pci_bridge->legacy_config());
+      // CONFIG_ADDRESS matters only to the next CONFIG_DATA access, which exits anyway.
+      d.coalesced_ports.emplace_back(pci::HostBridge::kLegacyConfigPort, 4);
       d.pio.attach(layout->io.base, layout->io.size, d.pci_bridge->window(pci::BarKind::io));
     }
   }
@@ -702,6 +709,19 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
   log::debug("{} at [{:#x}, {:#x}), IRQ {}", device->name(), base, base + slot.size, irq_number);
 }
 
+void Vm::coalesce_port_writes(KvmVcpu& vcpu) {
+  auto& d = *impl_;
+  if (d.coalesced_ports.empty()) return;
+  // The ring first: a port registered without it would have its writes queued for nobody.
+  d.coalesced = CoalescedWrites::map(d.vm, vcpu.fd());
+  if (!d.coalesced) return;
+  for (const auto& [port, size] : d.coalesced_ports) {
+    if (d.vm.register_coalesced_pio(port, size)) {
+      log::debug("port {:#x}: KVM queues its writes for the vCPUs (coalesced)", port);
+    }
+  }
+}
+
 void Vm::prepare() {
   auto& d = *impl_;
   if (d.prepared) return;
@@ -710,9 +730,11 @@ void Vm::prepare() {
   for (uint32_t i = 0; i < d.config.vcpus; ++i) {
     auto vcpu = d.vm.create_vcpu(i);
     d.machine->setup_vcpu(*d.machine_context, *vcpu);
+    if (i == 0) coalesce_port_writes(*vcpu);
     VcpuRunner::Context ctx;
     ctx.mmio = &d.mmio;
     ctx.pio = &d.pio;
+    ctx.coalesced = d.coalesced.get();
     ctx.faults = d.faults.get();
     ctx.request_stop = [this](StopReason r, std::string detail) {
       request_stop(r, std::move(detail));

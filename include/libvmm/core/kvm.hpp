@@ -73,6 +73,10 @@ class KvmVm {
   // sender's requester ID, which an MSI controller that translates per device needs (the GICv3
   // ITS: KVM_MSI_VALID_DEVID).
   bool signal_msi(uint64_t address, uint32_t data, std::optional<uint32_t> devid = std::nullopt);
+  // KVM_REGISTER_COALESCED_MMIO for the ports [port, port + size): KVM queues their writes
+  // in the VM's ring (CoalescedWrites) instead of exiting. False where KVM cannot
+  // (KVM_CAP_COALESCED_PIO) or refuses.
+  bool register_coalesced_pio(uint16_t port, uint32_t size);
   std::unique_ptr<KvmVcpu> create_vcpu(uint32_t index) const;
   int fd() const { return fd_.get(); }
   const Kvm& kvm() const { return *kvm_; }

@@ -16,6 +16,7 @@
 namespace libvmm {
 
 class Bus;
+class CoalescedWrites;
 class FaultReporter;
 
 // Why a VM stops.
@@ -49,6 +50,9 @@ class VcpuRunner {
     // The machine's own calls on this thread (SeccompFds::machine), e.g. its register reads.
     std::function<std::vector<SeccompRule>(ThreadRole, const SeccompFds&)> machine_seccomp =
         nullptr;
+    // The writes KVM queued instead of exiting, replayed before each port or MMIO exit is
+    // handled; nullptr where none are queued. (Last: programs fill the fields above in order.)
+    CoalescedWrites* coalesced = nullptr;
   };
 
   VcpuRunner(std::unique_ptr<KvmVcpu> vcpu, Context context);
