@@ -55,8 +55,11 @@ std::unique_ptr<CoalescedWrites> CoalescedWrites::map(const KvmVm& vm, int vcpu_
 void CoalescedWrites::replay(const Bus* pio, const Bus* mmio) {
   if (capacity_ == 0) return;
   // KVM advances `last` after writing an entry; this side advances `first` after using one.
-  std::atomic_ref<uint32_t> last(*reinterpret_cast<uint32_t*>(page_.data() + kLastOffset));
-  std::atomic_ref<uint32_t> first(*reinterpret_cast<uint32_t*>(page_.data() + kFirstOffset));
+  // (Through void*: the page is page-aligned, which the compiler cannot know.)
+  std::atomic_ref<uint32_t> last(
+      *static_cast<uint32_t*>(static_cast<void*>(page_.data() + kLastOffset)));
+  std::atomic_ref<uint32_t> first(
+      *static_cast<uint32_t*>(static_cast<void*>(page_.data() + kFirstOffset)));
   if (first.load(std::memory_order_relaxed) == last.load(std::memory_order_acquire)) return;
   std::lock_guard lock(mutex_);
   uint32_t at = first.load(std::memory_order_relaxed);

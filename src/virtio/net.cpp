@@ -21,7 +21,6 @@ namespace {
 
 // The ABI structures are little-endian (VERSION_1), like every host we build for.
 static_assert(sizeof(virtio_net_hdr_v1) == VirtioNet::kHeaderSize);
-constexpr uint16_t kMinMtu = 68;       // IPv4's minimum (RFC 791)
 constexpr uint64_t kFramesLogged = 8;  // with -v, the first frames each way (bring-up problems)
 
 }  // namespace

@@ -20,13 +20,11 @@ const VirtioDeviceKind& virtio_net_kind();
 
 namespace {
 
-constexpr unsigned kMinMtu = 68;  // IPv4's minimum (RFC 791)
-
 std::optional<uint16_t> parse_mtu(std::string_view text) {
   unsigned mtu = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), mtu);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || mtu < kMinMtu ||
-      mtu > 65535) {
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() ||
+      mtu < VirtioNet::kMinMtu || mtu > 65535) {
     return std::nullopt;
   }
   return static_cast<uint16_t>(mtu);
@@ -89,7 +87,8 @@ class NetKind final : public VirtioDeviceKind {
       }
     }
     if (auto text = spec.get("mtu"); text && !parse_mtu(*text)) {
-      problems.push_back(fmt::format("MTU '{}' is not a number from {} to 65535", *text, kMinMtu));
+      problems.push_back(
+          fmt::format("MTU '{}' is not a number from {} to 65535", *text, VirtioNet::kMinMtu));
     }
     if (auto text = spec.get("num_queues"); text && !parse_queue_pairs(*text)) {
       problems.push_back(fmt::format("num_queues '{}' is not a number from 1 to {}", *text,

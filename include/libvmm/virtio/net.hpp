@@ -119,6 +119,7 @@ class VirtioNet final : public VirtioDevice {
   static constexpr uint16_t kReceiveQueue = 0;
   static constexpr uint16_t kTransmitQueue = 1;
   static constexpr uint16_t kMaxQueuePairs = 16;  // num_queues; the TAP driver allows far more
+  static constexpr uint16_t kMinMtu = 68;         // IPv4's minimum (RFC 791)
   static constexpr uint16_t kControlQueueSize = 64;
   static constexpr uint32_t kHeaderSize = 12;  // virtio_net_hdr_v1 (VERSION_1 layout)
   static constexpr uint32_t kEthernetHeader = 14;

@@ -11,8 +11,6 @@
 namespace libvmm::x86 {
 namespace {
 
-constexpr uint16_t kBootFlag = 0xAA55;
-constexpr uint32_t kHdrSMagic = 0x53726448;  // "HdrS", little-endian
 constexpr size_t kSectorSize = 512;
 constexpr size_t kJumpOffsetByte = 0x201;  // the header ends at 0x202 + this byte
 // A 2.12 header reaches at least to the end of handover_offset (added in 2.11).

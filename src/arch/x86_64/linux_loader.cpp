@@ -22,8 +22,6 @@ constexpr uint16_t kHeapEnd = 0xe000;
 // COMMAND_LINE_SIZE (2048, with the NUL) and the initrd limit of boot protocol 2.03 and later.
 constexpr uint64_t kVmlinuxCmdlineMax = 2047;
 constexpr uint64_t kVmlinuxInitrdAddrMax = 0x7fffffff;
-constexpr uint32_t kHdrSMagic = 0x53726448;  // "HdrS"
-constexpr uint16_t kBootFlag = 0xAA55;
 
 uint64_t align_up(uint64_t value, uint64_t align) {
   return (value + align - 1) & ~(align - 1);

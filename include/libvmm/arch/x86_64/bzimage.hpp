@@ -14,6 +14,8 @@ namespace libvmm::x86 {
 constexpr uint16_t kMinBootProtocol = 0x020c;
 // The setup header sits at this offset both in the image and in struct boot_params.
 constexpr size_t kSetupHeaderOffset = 0x1f1;
+constexpr uint16_t kBootFlag = 0xAA55;       // setup_header.boot_flag
+constexpr uint32_t kHdrSMagic = 0x53726448;  // setup_header.header: "HdrS", little-endian
 
 class BzImage {
  public:
