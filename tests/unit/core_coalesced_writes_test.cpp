@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <linux/kvm.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -60,7 +61,7 @@ struct Ring {
     e.phys_addr = addr;
     e.len = static_cast<uint32_t>(data.size());
     e.pio = pio ? 1 : 0;
-    std::memcpy(e.data, data.data(), std::min(data.size(), sizeof(e.data)));
+    std::copy_n(data.begin(), std::min(data.size(), sizeof(e.data)), e.data);
     end.store((at + 1) % kCapacity, std::memory_order_release);
     return true;
   }
