@@ -275,24 +275,33 @@ std::vector<vhost::ConfigSpace> config_writes(ScriptedBackend& backend) {
   return writes;
 }
 
-// A running device with a writable config byte at 4, watched by a loop (which tells the
-// transport of a failure); torn down on the loop's thread.
-struct RigWithWritableConfig {
+// A running device watched by a loop (which tells the transport of a failure), set up by
+// `configure` before it is created; torn down on the loop's thread, where the device leaves
+// the loop.
+struct WatchedRig {
   test::LoopThread loop;
   Rig rig;
-  explicit RigWithWritableConfig(Request refused = Request{}) {
-    rig.options.writable_config = {{4, 1}};
-    rig.backend.refuse = refused;
+  explicit WatchedRig(const std::function<void(Rig&)>& configure) {
+    configure(rig);
     rig.create();
     loop.call([&] { rig.device->watch(loop.loop); });
     rig.bring_up(RingLayout::at(0x10000));
   }
-  ~RigWithWritableConfig() {
+  ~WatchedRig() {
     loop.call([&] {
       rig.transport.reset();
       rig.device.reset();
     });
   }
+};
+
+// A running device with a writable config byte at 4.
+struct RigWithWritableConfig : WatchedRig {
+  explicit RigWithWritableConfig(Request refused = Request{})
+      : WatchedRig([refused](Rig& r) {
+          r.options.writable_config = {{4, 1}};
+          r.backend.refuse = refused;
+        }) {}
 };
 
 TEST(VhostUserDevice, TheDriversWriteToAWritableFieldGoesToTheBackend) {
@@ -423,23 +432,10 @@ Message config_change(uint32_t flags) {
   return m;
 }
 
-// A running device whose back-end asked for a channel of its own (BACKEND_REQ), watched by a
-// loop; torn down on the loop's thread, where the device leaves the loop.
-struct RigWithBackendChannel {
-  test::LoopThread loop;
-  Rig rig;
-  RigWithBackendChannel() {
-    rig.backend.protocol |= feature_bit(vhost::kProtocolBackendReq);
-    rig.create();
-    loop.call([&] { rig.device->watch(loop.loop); });
-    rig.bring_up(RingLayout::at(0x10000));
-  }
-  ~RigWithBackendChannel() {
-    loop.call([&] {
-      rig.transport.reset();
-      rig.device.reset();
-    });
-  }
+// A running device whose back-end asked for a channel of its own (BACKEND_REQ).
+struct RigWithBackendChannel : WatchedRig {
+  RigWithBackendChannel()
+      : WatchedRig([](Rig& r) { r.backend.protocol |= feature_bit(vhost::kProtocolBackendReq); }) {}
 };
 
 TEST(VhostUserDevice, ABackendsConfigChangeReachesTheDriver) {
