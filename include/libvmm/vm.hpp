@@ -39,11 +39,12 @@ void validate(const VmConfig& config);
 
 // Where a VM placed one of its virtIO devices (the resource planner's decision).
 struct PlacedDevice {
-  std::string kind;  // "virtio_block"
-  std::string name;  // the device's own name: "virtio-blk"
-  uint64_t base = 0;
+  std::string kind;   // "virtio_block"
+  std::string name;   // the device's own name: "virtio-blk"
+  uint64_t base = 0;  // a PCI function's: where its BAR 0 starts (the guest may move it)
   uint64_t size = 0;
-  uint32_t irq = 0;
+  uint32_t irq = 0;                   // 0: none (a PCI function's are MSI-X or INTx)
+  std::optional<uint8_t> pci_device;  // a PCI function: 00:NN.0 on the host bridge's bus
 };
 
 // Whether the VM's RAM must be memory another process can map: asked for (ram_shared), or a

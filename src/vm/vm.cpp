@@ -352,7 +352,7 @@ void Vm::add_vfio_devices() {
     if (device->has_intx()) wire_vfio_intx(*device, number);
     device->start(d.loop);
     log::debug("{} at PCI 00:{:02x}.0", device->name(), number);
-    d.placed.push_back({"vfio", device->name(), 0, 0, 0});
+    d.placed.push_back({"vfio", device->name(), 0, 0, 0, number});
     d.vfio_devices.push_back(std::move(device));
   }
 }
@@ -639,8 +639,8 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
     }
     notifiers->base = *now;
   });
-  d.placed.push_back(
-      {std::move(kind), device->name(), notifiers->base, VirtioPciTransport::kRegisterBarSize, 0});
+  d.placed.push_back({std::move(kind), device->name(), notifiers->base,
+                      VirtioPciTransport::kRegisterBarSize, 0, number});
   d.pci_transports.push_back(std::move(transport));
   log::debug("{} at PCI 00:{:02x}.0, BAR 0 at {:#x}", device->name(), number, notifiers->base);
 }
@@ -674,7 +674,8 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
     external->set_queue_eventfds(std::move(fds));
     d.machine->describe_virtio_mmio(base, slot.size, irq_number);
     d.transports.push_back(std::move(transport));
-    d.placed.push_back({std::move(kind), device->name(), base, slot.size, irq_number});
+    d.placed.push_back(
+        {std::move(kind), device->name(), base, slot.size, irq_number, std::nullopt});
     log::debug("{} at [{:#x}, {:#x}), IRQ {}, queues served elsewhere", device->name(), base,
                base + slot.size, irq_number);
     return;
@@ -705,7 +706,7 @@ void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const Device
   });
   d.machine->describe_virtio_mmio(base, slot.size, irq_number);
   d.transports.push_back(std::move(transport));
-  d.placed.push_back({std::move(kind), device->name(), base, slot.size, irq_number});
+  d.placed.push_back({std::move(kind), device->name(), base, slot.size, irq_number, std::nullopt});
   log::debug("{} at [{:#x}, {:#x}), IRQ {}", device->name(), base, base + slot.size, irq_number);
 }
 

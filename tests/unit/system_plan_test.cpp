@@ -18,13 +18,18 @@ namespace fs = std::filesystem;
 
 namespace system_plan_test {
 
-// "  virtio   [0x00d0000000, 0x00d0001000) IRQ  5 virtio-blk vda ..." -> "0xd0000000-0xd0001000 5"
+// "  virtio   [0x00d0000000, 0x00d0001000) IRQ  5 virtio-blk vda ..." -> "0xd0000000-0xd0001000 5",
+// "  virtio   PCI 00:01.0 MSI-X              virtio-blk vda ..." -> "PCI 00:01.0 virtio-blk"
 std::multiset<std::string> printed_devices(const std::string& layout) {
   std::multiset<std::string> out;
-  const std::regex line(R"(virtio +\[(0x[0-9a-f]+), (0x[0-9a-f]+)\) IRQ +([0-9]+))");
-  for (std::sregex_iterator it(layout.begin(), layout.end(), line), end; it != end; ++it) {
+  const std::regex mmio(R"(virtio +\[(0x[0-9a-f]+), (0x[0-9a-f]+)\) IRQ +([0-9]+))");
+  for (std::sregex_iterator it(layout.begin(), layout.end(), mmio), end; it != end; ++it) {
     out.insert(fmt::format("{:#x}-{:#x} {}", std::stoull((*it)[1], nullptr, 16),
                            std::stoull((*it)[2], nullptr, 16), (*it)[3].str()));
+  }
+  const std::regex pci(R"(virtio +PCI (00:[0-9a-f]{2}\.0) +\S+ +(\S+))");
+  for (std::sregex_iterator it(layout.begin(), layout.end(), pci), end; it != end; ++it) {
+    out.insert(fmt::format("PCI {} {}", (*it)[1].str(), (*it)[2].str()));
   }
   return out;
 }
@@ -53,7 +58,9 @@ TEST(SystemPlan, PrintedLayoutIsWhereTheRunningVmPutsItsDevices) {
     std::multiset<std::string> running;
     for (Vm* vm : system.vms()) {
       for (const PlacedDevice& p : vm->devices()) {
-        running.insert(fmt::format("{:#x}-{:#x} {}", p.base, p.base + p.size, p.irq));
+        running.insert(p.pci_device
+                           ? fmt::format("PCI 00:{:02x}.0 {}", *p.pci_device, p.name)
+                           : fmt::format("{:#x}-{:#x} {}", p.base, p.base + p.size, p.irq));
       }
     }
     EXPECT_EQ(printed_devices(layout), running) << layout;
