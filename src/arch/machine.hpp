@@ -34,6 +34,10 @@ struct MachineContext {
   std::function<std::shared_ptr<IrqLine>(uint32_t)> irq;  // the controller's line `number`
   std::function<void(StopReason, std::string)> request_stop;
   std::function<void()> request_shutdown;  // a console's Ctrl-A s: Vm::request_shutdown()
+  // Lets KVM queue the guest's writes to ports [port, port + size) instead of exiting, for
+  // registers that matter only to a later access that exits anyway (an index register): the
+  // vCPUs replay the queue before any port or MMIO exit. Before the first vCPU exists.
+  std::function<void(uint16_t port, uint32_t size)> coalesce_writes;
 };
 
 class Machine {

@@ -309,7 +309,8 @@ Vm::Vm(const VmConfig& config) {
       d.config, d.vm, d.memory, d.mmio, d.pio, d.loop,
       [this](uint32_t number) { return irq(number); },
       [this](StopReason reason, std::string detail) { request_stop(reason, std::move(detail)); },
-      [this] { request_shutdown(); }});
+      [this] { request_shutdown(); },
+      [this](uint16_t port, uint32_t size) { impl_->coalesced_ports.emplace_back(port, size); }});
   d.machine->create_interrupt_controller(*d.machine_context);
   d.machine->add_platform_devices(*d.machine_context);
   wire_irq_sources();
