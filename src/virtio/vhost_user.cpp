@@ -290,17 +290,24 @@ void VhostUserDevice::read_config(uint32_t offset, std::span<uint8_t> data) {
 }
 
 void VhostUserDevice::write_config(uint32_t offset, std::span<const uint8_t> data) {
-  static log::RateLimited dropped("dropped config writes");
   const bool writable =
       std::any_of(options_.writable_config.begin(), options_.writable_config.end(),
                   [&](const VhostUserOptions::ConfigField& field) {
                     return offset >= field.offset && data.size() <= field.size &&
                            offset - field.offset <= field.size - data.size();
                   });
-  if (data.empty() || !writable || !(protocol_features_ & feature_bit(vhost::kProtocolConfig))) {
-    dropped.warn(options_.name, fmt::format("{}-byte config write at offset {:#x} is not a field "
-                                            "the driver may write; ignored",
-                                            data.size(), offset));
+  if (data.empty() || !writable) {
+    dropped_config_writes_.warn(
+        options_.name, fmt::format("{}-byte config write at offset {:#x} is not a field the "
+                                   "driver may write; ignored",
+                                   data.size(), offset));
+    return;
+  }
+  if (!(protocol_features_ & feature_bit(vhost::kProtocolConfig))) {
+    dropped_config_writes_.warn(
+        options_.name, fmt::format("{}-byte config write at offset {:#x}: the back-end takes "
+                                   "no config writes (no CONFIG protocol feature); ignored",
+                                   data.size(), offset));
     return;
   }
   std::lock_guard lock(mutex_);

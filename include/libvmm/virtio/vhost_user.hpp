@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "libvmm/backends/vhost_user.hpp"
+#include "libvmm/core/log.hpp"
 #include "libvmm/virtio/external_queue_device.hpp"
 
 namespace libvmm {
@@ -150,6 +151,7 @@ class VhostUserDevice final : public ExternalQueueDevice {
   std::vector<uint8_t> config_;     // read and refreshed under the transport's lock
   // Set by the loop thread at CONFIG_CHANGE_MSG, and after a driver's write (SET_CONFIG).
   std::atomic<bool> config_stale_{false};
+  log::RateLimited dropped_config_writes_{"dropped config writes"};
   std::unique_ptr<vhost::Channel> backend_channel_;  // the back-end's requests; loop thread
   std::vector<bool> started_;
   std::unique_ptr<NetControlServer> control_;  // net with more than one pair
