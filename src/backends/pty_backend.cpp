@@ -1,6 +1,7 @@
 #include "libvmm/backends/pty_backend.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>  // posix_openpt, grantpt, unlockpt, ptsname_r
 #include <sys/epoll.h>
 #include <sys/inotify.h>
@@ -29,26 +30,28 @@ PtyBackend::PtyBackend(std::string_view owner) {
   if (::ptsname_r(master_.get(), name.data(), name.size()) != 0) throw_errno("ptsname_r");
   path_ = name.data();
 
-  held_terminal_.reset(::open(path_.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
-  if (!held_terminal_) throw_errno(path_);
-  termios raw{};
-  if (::tcgetattr(held_terminal_.get(), &raw) != 0) throw_errno(path_ + ": tcgetattr");
-  ::cfmakeraw(&raw);  // no echo, no line editing, no "\n" to "\r\n": the guest does all that
-  if (::tcsetattr(held_terminal_.get(), TCSANOW, &raw) != 0) throw_errno(path_ + ": tcsetattr");
+  {
+    // Closed again at once: the VMM's end hangs up from then on whenever nobody has the
+    // terminal open (before any close it would not), and the raw mode stays.
+    const UniqueFd terminal(::open(path_.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!terminal) throw_errno(path_);
+    termios raw{};
+    if (::tcgetattr(terminal.get(), &raw) != 0) throw_errno(path_ + ": tcgetattr");
+    ::cfmakeraw(&raw);  // no echo, no line editing, no "\n" to "\r\n": the guest does all that
+    if (::tcsetattr(terminal.get(), TCSANOW, &raw) != 0) throw_errno(path_ + ": tcsetattr");
+  }
 
   const int flags = ::fcntl(master_.get(), F_GETFL);
   if (flags < 0 || ::fcntl(master_.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
     throw_errno(path_ + ": O_NONBLOCK");
   }
-  // After the hold above, so that it is not counted.
   attach_watch_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
   if (attach_watch_ && ::inotify_add_watch(attach_watch_.get(), path_.c_str(), IN_OPEN) < 0) {
     attach_watch_.reset();
   }
   if (!attach_watch_) {
-    attached_ = true;
-    log::debug("pty {}: cannot watch who opens it ({}); counted as always connected", path_,
-               std::strerror(errno));
+    log::debug("pty {}: cannot watch who opens it ({}); looking every {} ms", path_,
+               std::strerror(errno), kAttachPoll.count());
   }
   log::info("{}: console on {}", owner, path_);
 }
@@ -62,21 +65,24 @@ void PtyBackend::set_connection_listener(std::function<void()> on_change) {
 }
 
 void PtyBackend::read_attach_events() {
-  bool opened = false;
+  // Which opens they were does not matter: the VMM's end tells whether anyone is there now.
   alignas(inotify_event) std::array<char, 4096> buffer;
-  for (;;) {
-    const ssize_t n = ::read(attach_watch_.get(), buffer.data(), buffer.size());
-    if (n <= 0) break;
-    for (size_t at = 0; at + sizeof(inotify_event) <= static_cast<size_t>(n);) {
-      inotify_event event;
-      std::memcpy(&event, buffer.data() + at, sizeof event);
-      opened = opened || (event.mask & IN_OPEN) != 0;
-      at += sizeof(inotify_event) + event.len;
-    }
+  while (::read(attach_watch_.get(), buffer.data(), buffer.size()) > 0) {
   }
-  // Later opens are read and change nothing: once attached, always (see pty_backend.hpp).
-  if (!opened || attached_.exchange(true)) return;
-  log::debug("pty {}: a user attached", path_);
+  check_attach();
+}
+
+void PtyBackend::check_attach() {
+  if (attached_.load() || loop_ == nullptr) return;
+  pollfd master{master_.get(), POLLIN, 0};
+  if (::poll(&master, 1, 0) < 0 || (master.revents & POLLHUP) != 0) return;
+  set_attached(true);
+}
+
+void PtyBackend::set_attached(bool attached) {
+  attached_.store(attached);
+  update_watch();
+  log::debug("pty {}: {}", path_, attached ? "a user attached" : "the last user left");
   if (on_connection_) on_connection_();
 }
 
@@ -110,22 +116,35 @@ size_t PtyBackend::write(std::span<const uint8_t> bytes) {
 void PtyBackend::start(EventLoop& loop, InputSink sink) {
   loop_ = &loop;
   sink_ = std::move(sink);
-  watch(true);
   if (attach_watch_) {
     loop.add(attach_watch_.get(), EPOLLIN, [this](uint32_t /*events*/) { read_attach_events(); });
+  } else {
+    attach_timer_ = start_timer(kAttachPoll);
+    loop.add(attach_timer_.get(), EPOLLIN, [this](uint32_t /*events*/) {
+      uint64_t expirations = 0;
+      [[maybe_unused]] const ssize_t n =
+          ::read(attach_timer_.get(), &expirations, sizeof(expirations));
+      check_attach();
+    });
   }
+  check_attach();  // a user who came before the loop did
   if (!on_resize_) return;
   last_size_ = terminal_size().value_or(TerminalSize{});
-  resize_timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-  if (!resize_timer_) throw_errno(path_ + ": timerfd_create");
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(kResizePoll).count();
-  const timespec every{static_cast<time_t>(ns / 1'000'000'000),
-                       static_cast<long>(ns % 1'000'000'000)};
-  const itimerspec spec{every, every};
-  if (::timerfd_settime(resize_timer_.get(), 0, &spec, nullptr) != 0) {
+  resize_timer_ = start_timer(kResizePoll);
+  loop.add(resize_timer_.get(), EPOLLIN, [this](uint32_t /*events*/) { check_size(); });
+}
+
+UniqueFd PtyBackend::start_timer(std::chrono::milliseconds every) {
+  UniqueFd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  if (!timer) throw_errno(path_ + ": timerfd_create");
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(every).count();
+  const timespec period{static_cast<time_t>(ns / 1'000'000'000),
+                        static_cast<long>(ns % 1'000'000'000)};
+  const itimerspec spec{period, period};
+  if (::timerfd_settime(timer.get(), 0, &spec, nullptr) != 0) {
     throw_errno(path_ + ": timerfd_settime");
   }
-  loop.add(resize_timer_.get(), EPOLLIN, [this](uint32_t /*events*/) { check_size(); });
+  return timer;
 }
 
 std::optional<CharBackend::TerminalSize> PtyBackend::terminal_size() const {
@@ -147,38 +166,57 @@ void PtyBackend::check_size() {
   if (on_resize_) on_resize_();  // its owner may have let go meanwhile
 }
 
-void PtyBackend::watch(bool on) {
-  if (on == reading_ || loop_ == nullptr) return;
-  if (on) {
-    loop_->add(master_.get(), EPOLLIN, [this](uint32_t /*events*/) { read_once(); });
-  } else {
+void PtyBackend::update_watch() {
+  if (loop_ == nullptr) return;
+  const bool want = attached_.load() && !failed_;
+  // Paused, the master stays on the loop with no events: its hang-up still comes.
+  const uint32_t events = paused_ ? 0u : uint32_t{EPOLLIN};
+  if (want && watching_) {
+    loop_->modify(master_.get(), events);
+  } else if (want) {
+    loop_->add(master_.get(), events, [this](uint32_t got) { on_master_event(got); });
+  } else if (watching_) {
     loop_->remove(master_.get());
   }
-  reading_ = on;
+  watching_ = want;
 }
 
-void PtyBackend::read_once() {
+void PtyBackend::on_master_event(uint32_t events) {
+  if (!paused_) {
+    read_input();
+    return;
+  }
+  if ((events & (EPOLLHUP | EPOLLERR)) == 0) return;
+  // Paused: what the user typed before leaving stays in the pty for the next reader.
+  pollfd master{master_.get(), POLLIN, 0};
+  if (::poll(&master, 1, 0) >= 0 && (master.revents & POLLHUP) != 0) set_attached(false);
+}
+
+void PtyBackend::read_input() {
   std::array<uint8_t, kCharReadChunk> buffer;
   const ssize_t n = ::read(master_.get(), buffer.data(), buffer.size());
   if (n > 0) {
     sink_(std::span(buffer.data(), static_cast<size_t>(n)));
   } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
     return;
+  } else if (n < 0 && errno == EIO) {
+    set_attached(false);  // nobody has the terminal open, and everything typed was read
   } else {
-    // Not expected while the terminal side is held open; stop rather than spin on it.
     log::warn("pty {}: reading failed, no more input: {}", path_,
               n == 0 ? "end of file" : std::strerror(errno));
     failed_ = true;
-    watch(false);
+    update_watch();
   }
 }
 
 void PtyBackend::pause_input() {
-  watch(false);
+  paused_ = true;
+  update_watch();
 }
 
 void PtyBackend::resume_input() {
-  if (!failed_) watch(true);
+  paused_ = false;
+  update_watch();
 }
 
 }  // namespace libvmm

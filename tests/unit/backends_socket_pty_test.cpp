@@ -479,34 +479,70 @@ TEST_F(PtyBackendTest, StaysQuietWhenTheUserDetaches) {
   EXPECT_EQ(received.wait_for(4), "back");
 }
 
-// A console with named ports tells the guest when a user attaches and leaves (PORT_OPEN); the
-// backend's own hold on the terminal does not count, a second user's open and close are no
-// change.
-TEST_F(PtyBackendTest, IsConnectedFromTheFirstUsersAttachOn) {
+// A console with named ports tells the guest when a user attaches and leaves (PORT_OPEN): the
+// backend's own opens of the terminal do not count, a second user's open and close beside the
+// first are no change, the last one leaving is.
+TEST_F(PtyBackendTest, FollowsUsersAttachingAndLeaving) {
   PtyBackend backend;
   ConnectionChanges changes(backend);
   Received received;
   LoopThread io;
   io.call([&] { backend.start(io.loop, received.sink()); });
+  std::this_thread::sleep_for(50ms);
+  io.call([] {});
   EXPECT_FALSE(backend.connected()) << "nobody attached yet";
+  EXPECT_EQ(changes.count, 0);
   {
     UniqueFd terminal = open_terminal(backend.path());
     EXPECT_TRUE(wait_until([&] { return changes.count == 1; }));
     EXPECT_TRUE(changes.last);
     EXPECT_TRUE(backend.connected());
-    open_terminal(backend.path()).reset();  // `stty -F` beside the user
+    for (int i = 0; i < 3; ++i) open_terminal(backend.path()).reset();  // `stty -F` beside it
+    std::this_thread::sleep_for(50ms);
+    io.call([] {});
+    EXPECT_EQ(changes.count, 1);
+    EXPECT_TRUE(backend.connected());
   }
-  // The user left; and more opens and closes, some merged by inotify: still connected, and
-  // no more changes (a leave is not followed: see pty_backend.hpp).
-  for (int i = 0; i < 3; ++i) open_terminal(backend.path()).reset();
-  std::this_thread::sleep_for(50ms);
-  io.call([] {});
-  EXPECT_EQ(changes.count, 1);
+  EXPECT_TRUE(wait_until([&] { return changes.count == 2; })) << "the user left";
+  EXPECT_FALSE(changes.last);
+  EXPECT_FALSE(backend.connected());
+  EXPECT_TRUE(loop_stays_idle()) << "the hang-up does not wake the loop";
+
+  UniqueFd again = open_terminal(backend.path());
+  EXPECT_TRUE(wait_until([&] { return changes.count == 3; })) << "and came back";
   EXPECT_TRUE(backend.connected());
+  ASSERT_EQ(::write(again.get(), "back", 4), 4);
+  EXPECT_EQ(received.wait_for(4), "back");
+}
+
+// What the user typed just before leaving reaches the guest, then the leave.
+TEST_F(PtyBackendTest, InputTypedBeforeLeavingIsReadFirst) {
+  PtyBackend backend;
+  ConnectionChanges changes(backend);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  {
+    UniqueFd terminal = open_terminal(backend.path());
+    EXPECT_TRUE(wait_until([&] { return backend.connected(); }));
+    io.call([&] { backend.pause_input(); });
+    ASSERT_EQ(::write(terminal.get(), "bye", 3), 3);
+  }
+  EXPECT_TRUE(wait_until([&] { return changes.count == 2; })) << "the leave, while paused";
+  EXPECT_EQ(received.now(), "");
+  io.call([&] { backend.resume_input(); });
+  UniqueFd again = open_terminal(backend.path());
+  EXPECT_EQ(received.wait_for(3), "bye") << "kept in the pty for the next reader";
+
+  ASSERT_EQ(::write(again.get(), "last words", 10), 10);
+  again.reset();
+  EXPECT_TRUE(wait_until([&] { return changes.count == 4; }));
+  EXPECT_EQ(received.wait_for(13), "byelast words");
+  EXPECT_FALSE(backend.connected());
 }
 
 // Two opens in a row before the loop reads them (inotify merges them into one event), then
-// one close: the user who stays is still attached.
+// one close: the user who stays is still attached. A user there before the loop started counts.
 TEST_F(PtyBackendTest, AUserStillAttachedIsNotTakenForGoneWhenOpensMerge) {
   PtyBackend backend;
   ConnectionChanges changes(backend);

@@ -1,19 +1,19 @@
 // The `pty` backend: a new pseudo-terminal whose other end (/dev/pts/N, logged when it opens)
 // a user attaches to with `screen /dev/pts/N` or `minicom -D /dev/pts/N`.
 //
-// The terminal is in raw mode, so bytes pass unchanged both ways. The backend keeps the
-// terminal side open itself, so the pty stays usable while nobody is attached (and the loop
-// never sees it hang up); guest output written meanwhile waits in the pty's buffer for the next
-// user. Output never blocks the caller: once that buffer is full, it is dropped and counted,
-// with one warning.
+// The terminal is in raw mode, so bytes pass unchanged both ways; the mode is set once, on an
+// open of the terminal side that is closed again at once (a pty keeps its terminal side's
+// settings while its other end stays open). Guest output written while nobody is attached
+// waits in the pty's buffer for the next user. Output never blocks the caller: once that
+// buffer is full, it is dropped and counted, with one warning.
 //
-// Someone is connected from the moment a program other than the VMM first opens the terminal
-// (inotify on /dev/pts/N; its own hold is not seen): a virtIO console port on it opens to the
-// guest when the first user attaches, so what the guest writes there waits for a reader. It
-// stays open after that: a user leaving is not followed, since inotify merges two opens in a
-// row that nobody read yet into one event, so counting opens and closes would take a user still
-// attached for gone (the guest's writes then held for nobody). Where inotify cannot watch the
-// terminal it counts as always connected.
+// Someone is connected while any program has the terminal side open, which the VMM's end tells
+// by itself (it hangs up when the last one closes it): a virtIO console port on it is open to
+// the guest exactly then, so what the guest writes there waits for a reader. An attach is
+// noticed by inotify on /dev/pts/N (any open, then the VMM's end asked whether it still hangs
+// up, so merged or stale events do no harm), or where inotify cannot watch it by asking every
+// kAttachPoll; a leave by the hang-up, after the input typed before it was read. While nobody is
+// attached the VMM's end is off the event loop (its hang-up would wake the loop forever).
 //
 // Its size is the pty's, which the user's terminal program sets (TIOCSWINSZ on its end). Nothing
 // tells the VMM's end of a change, so with a resize listener (a console that tells the guest its
@@ -63,20 +63,24 @@ class PtyBackend : public CharBackend {
   void set_connection_listener(std::function<void()> on_change) override;
 
   static constexpr std::chrono::milliseconds kResizePoll{1000};
+  static constexpr std::chrono::milliseconds kAttachPoll{1000};  // only without inotify
 
   // Guest output dropped because the pty's buffer was full.
   uint64_t dropped_bytes() const;
 
  private:
-  void read_once();
-  void watch(bool on);
-  void check_size();
+  void on_master_event(uint32_t events);
+  void read_input();
+  void check_attach();
   void read_attach_events();
+  void set_attached(bool attached);
+  void update_watch();
+  void check_size();
+  UniqueFd start_timer(std::chrono::milliseconds every);
 
   UniqueFd master_;  // the VMM's end, non-blocking
-  UniqueFd held_terminal_;
   std::string path_;
-  UniqueFd attach_watch_;  // inotify: the terminal's opens, until the first (none: not watched)
+  UniqueFd attach_watch_;  // inotify: the terminal's opens (none: attach_timer_ asks instead)
   std::atomic<bool> attached_{false};  // written on the loop, read anywhere
 
   mutable std::mutex write_mutex_;  // whole writes from concurrent callers stay whole
@@ -86,11 +90,13 @@ class PtyBackend : public CharBackend {
   // Loop thread only.
   EventLoop* loop_ = nullptr;
   InputSink sink_;
-  bool reading_ = false;  // watching the master for input
-  bool failed_ = false;   // reading failed for good
+  bool paused_ = false;    // input flow control: the sink takes no more for now
+  bool watching_ = false;  // the master is on the loop (exactly while attached)
+  bool failed_ = false;    // reading failed for good
   std::function<void()> on_resize_;
   std::function<void()> on_connection_;
   UniqueFd resize_timer_;  // timerfd: every kResizePoll while there is a listener
+  UniqueFd attach_timer_;  // timerfd: every kAttachPoll, where inotify cannot watch
   TerminalSize last_size_{};
 };
 

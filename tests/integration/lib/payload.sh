@@ -138,7 +138,8 @@ grow_image() {
 
 # named_port_checks LOG OUT WHO: the console's port1 is on a pty, which its VMM or vmm-device
 # named in LOG; the guest's tests/named_port finds the host end closed until this opens the
-# pty, writes a line there and says in OUT what it read.
+# pty, writes a line there and says in OUT what it read, and sees the host end close when the
+# pty's last user leaves.
 named_port_checks() {
   pts=$(sed -n 's|^.*--console port1: console on \(/dev/pts/[0-9]*\)$|\1|p' "$1" | head -n 1)
   check "$3 named port: on a pty ($pts)" [ -c "$pts" ]
@@ -153,6 +154,8 @@ named_port_checks() {
   check "$3 named port: host input reaches the guest" \
     wait_for "$2" "named port got: ping-over-the-port" 60
   kill $port_reader 2>/dev/null
+  check "$3 named port: the pty's last user left, the port's end of file in the guest (PORT_OPEN 0)" \
+    wait_for "$2" "named port org.libvmm.test: the host end closed" 60
 }
 
 # terminal_size_checks NAME OUT WHO: WHO's console runs on the terminal of start_on_terminal NAME
