@@ -36,13 +36,14 @@ suites=("$@")
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 
-cross_build "$build" vmm
+cross_build "$build" vmm devices_in_code
 
 extra=$work/extra
 mkdir -p "$extra/tests"
 cp "$repo/tests/integration/arm64/info" "$extra/tests/arm64info"
 cp "$repo/tests/integration/lib/guest-net" "$extra/tests/arm64net"
 payload_new aarch64 "$build/tools/vmm/vmm" --extra "$extra"
+payload_binary "$build/examples/devices_in_code"
 aarch64-linux-gnu-as "$repo/tests/integration/arm64/fault.S" -o "$work/fault.o"
 aarch64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
 dtc -q -I dts -O dtb -o "$payload/user.dtb" "$repo/tests/integration/arm64/user.dts"
@@ -165,6 +166,25 @@ check "power key: the guest saw KEY_POWER" grep -qF "power button pressed" /tmp/
 check "power key: the guest powered off, status 0 (got $status)" \
   sh -c "[ $status -eq 0 ] && grep -qF 'guest stopped (power off)' /tmp/pk.err"
 
+# 3c. Devices a program adds in code (examples/devices_in_code, on libvmm::Vm): the disk with
+#    Transport::pci a virtio-pci function (MSI-X through the ITS), the rng on the board's default
+#    transport, virtio-mmio on AArch64.
+dd if=/dev/zero of=/tmp/code.img bs=1M count=1 2>/dev/null
+printf 'LIBVMM-DISK-MADE-IN-CODE' | dd of=/tmp/code.img conv=notrunc 2>/dev/null
+start code ./devices_in_code "$kernel" initramfs.cpio.gz /tmp/code.img \
+  "console=ttyAMA0 quiet libvmm.test=in_code"
+stop
+tr -d '\r' </tmp/code.out >/tmp/in_code.out
+check "in code: exit status 0 (got $status)" [ "$status" -eq 0 ]
+check "in code: the disk added with Transport::pci is a virtio-pci function with MSI-X" \
+  grep -qE "pci 0000:00:01.0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/in_code.out
+check "in code: ... the guest reads the program's pattern from it" \
+  grep -qF "vda starts with: LIBVMM-DISK-MADE-IN-CODE" /tmp/in_code.out
+check "in code: the rng on the board's default transport is virtio-mmio on AArch64" \
+  sh -c '! grep -qF "0x1af4:0x1044" /tmp/in_code.out && grep -qF "devices_in_code: virtio-rng at" /tmp/code.err && grep -qF "(virtio-mmio)" /tmp/code.err'
+check "in code: ... the guest's hwrng, 64 KiB read" \
+  sh -c 'grep -qF "hwrng is virtio_rng" /tmp/in_code.out && grep -qF "hwrng 64 KiB: 65536 bytes" /tmp/in_code.out'
+
 # 4. A user's device tree (--dtb): vmm patches in memory, cpus, chosen and the virtIO disk.
 boot dtb "quiet libvmm.test=arm64info" --vcpus 2 --dtb user.dtb --disk /tmp/vdb.img,readonly
 check "dtb: the guest booted with the user's tree" grep -qF "model: libvmm user dtb test board" /tmp/dtb.out
@@ -242,7 +262,7 @@ check "virtio-fs: a virtio-pci function" grep -qE "at PCI 00:[0-9a-f]+\.0" /tmp/
 check "virtio-fs: virtiofsd signals the queues' MSI-X vectors itself" \
   grep -qE "queue [0-9]+ interrupts go straight to MSI-X vector" /tmp/fs.err
 
-finish arm64-gicv3 /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/nvme.out /tmp/nvme.err /tmp/dtb-pci.err /tmp/pk.out /tmp/pk.err /tmp/tone.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
+finish arm64-gicv3 /tmp/in_code.out /tmp/code.err /tmp/fs.out /tmp/fs.err /tmp/vfsd.err /tmp/nvme.out /tmp/nvme.err /tmp/dtb-pci.err /tmp/pk.out /tmp/pk.err /tmp/tone.guest /tmp/sound.err /tmp/fault.err /tmp/dtb.out /tmp/dtb.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err \
   /tmp/virtio.out /tmp/hvc0.err /tmp/hvc0.out
 EOS
 
@@ -343,7 +363,7 @@ for suite in "${suites[@]}"; do
   ln -sf "$suite.sh" "$payload/run.sh"
   case $suite in
     gicv3)
-      run_payload --gic 3 --nvme "$image" --timeout 600 | tee "$work/gicv3.log" || status=1
+      run_payload --gic 3 --nvme "$image" --timeout 720 | tee "$work/gicv3.log" || status=1
       written=$(sed -n 's/^GUEST-WROTE-MD5=//p' "$work/gicv3.log" | tr -d '\r')
       on_image=$(dd if="$image" bs=1M skip=1 count=4 2>/dev/null | md5sum | cut -d' ' -f1)
       if [ -n "$written" ] && [ "$written" = "$on_image" ]; then
