@@ -537,8 +537,7 @@ void Vm::ensure_pci_bridge(const std::string& who) {
     if (layout->io.size != 0) {
       d.pio.attach(pci::HostBridge::kLegacyConfigPort, pci::HostBridge::kLegacyConfigPorts,
                    d.pci_bridge->legacy_config());
-      // CONFIG_ADDRESS matters only to the next CONFIG_DATA access, which exits anyway.
-      d.coalesced_ports.emplace_back(pci::HostBridge::kLegacyConfigPort, 4);
+      // Its CONFIG_ADDRESS writes wait in KVM's queue where the machine asked (x86_64's do).
       d.pio.attach(layout->io.base, layout->io.size, d.pci_bridge->window(pci::BarKind::io));
     }
   }

@@ -30,6 +30,7 @@
 #include "libvmm/devices/i8042.hpp"
 #include "libvmm/devices/port_sink.hpp"
 #include "libvmm/devices/uart16550.hpp"
+#include "libvmm/pci/host_bridge.hpp"
 #include "options.hpp"
 #include "vcpu_setup.hpp"
 
@@ -102,9 +103,12 @@ class X86Machine : public Machine {
     });
     I8042::attach(vm.pio, i8042);
     vm.pio.attach(CmosRtc::kBasePort, CmosRtc::kPortCount, std::make_shared<CmosRtc>());
-    // The index matters only to the next data access, which exits anyway (the guest reads the
-    // clock at boot and at every hwclock): its writes wait in KVM's queue.
+    // Index registers, whose writes matter only to the next access of their data port, which
+    // exits anyway: they wait in KVM's queue. The RTC's (the clock read at boot and at every
+    // hwclock) and PCI's CONFIG_ADDRESS, with or without a host bridge on it (a kernel with
+    // CONFIG_PCI probes it either way).
     vm.coalesce_writes(CmosRtc::kBasePort, 1);
+    vm.coalesce_writes(pci::HostBridge::kLegacyConfigPort, 4);
     vm.pio.attach(PortSink::kPostPort, 1, std::make_shared<PortSink>("post-code"));
     pm_ = std::make_shared<x86::AcpiPmDevice>(
         [&vm] { vm.request_stop(StopReason::power_off, "the guest powered off (ACPI S5)"); },
