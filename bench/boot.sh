@@ -115,5 +115,10 @@ for v in $vmms; do
       printf "%s/qemu to /init, per pair: median %.2fx, min %.2fx, max %.2fx (%d pairs)\n", vmm, m, r[1], r[n], n }' \
     "$work/results"
 done
+# Every run in order, for spreads that medians hide (e.g. two modes).
+for v in $vmms qemu; do
+  printf '%-7s runs (ms):%s\n' "$v" "$(awk -v vmm="$v" '$1 == vmm { for (i = 2; i <= NF; i++) {
+    split($i, kv, "="); if (kv[1] == "marker_ms") printf " %d", kv[2] } }' "$work/results")"
+done
 grep -F 'marker_ms=-1' "$work/results" && echo "$prog: warning: some runs never reached /init" || true
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
