@@ -8,6 +8,19 @@
 #                       AIA. Sets $qemu (the QEMU command and machine, relative to /payload)
 #                       and $where.
 # shellcheck shell=bash
+
+# The devices of a comparison with devices (bench/boot.sh's BOOT_DEVICES=1, bench/exits.sh's
+# EXITS_DEVICES=1), x86_64: a disk on /tmp/disk.img (a 1 MiB image the payload makes in the
+# emulated host), an entropy source and a console to a file. `vmm` with its default transport
+# (virtio-pci), the same over virtio-mmio, and QEMU microvm with the same devices over its
+# virtio-mmio.
+boot_devices_vmm="--disk /tmp/disk.img --rng --console file:/tmp/hvc.out"
+boot_devices_vmm_mmio="--disk /tmp/disk.img,transport=mmio --rng transport=mmio \
+--console file:/tmp/hvc.out,transport=mmio"
+boot_devices_qemu="-drive id=d,file=/tmp/disk.img,format=raw,if=none \
+-device virtio-blk-device,drive=d -device virtio-rng-device \
+-chardev file,id=c,path=/tmp/hvcq.out -device virtio-serial-device -device virtconsole,chardev=c"
+
 boot_payload() {
   local build qemu_root triplet
   if [ "$1" = x86_64 ]; then

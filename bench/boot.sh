@@ -49,19 +49,15 @@ elif [ "$arch" = x86_64 ]; then
 fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-payload_script run.sh runs="$runs" qemu="$qemu" devices="$devices" <<'EOS'
-cmdline="console=$console quiet"
-marker="LIBVMM-GUEST: init started"
 vmm_devices='' mmio_devices='' qemu_devices=''
 if [ -n "$devices" ]; then
-  dd if=/dev/zero of=/tmp/disk.img bs=1M count=1 2>/dev/null
-  vmm_devices="--disk /tmp/disk.img --rng --console file:/tmp/hvc.out"
-  mmio_devices="--disk /tmp/disk.img,transport=mmio --rng transport=mmio"
-  mmio_devices="$mmio_devices --console file:/tmp/hvc.out,transport=mmio"
-  qemu_devices="-drive id=d,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d"
-  qemu_devices="$qemu_devices -device virtio-rng-device -chardev file,id=c,path=/tmp/hvcq.out"
-  qemu_devices="$qemu_devices -device virtio-serial-device -device virtconsole,chardev=c"
+  vmm_devices=$boot_devices_vmm mmio_devices=$boot_devices_vmm_mmio qemu_devices=$boot_devices_qemu
 fi
+payload_script run.sh runs="$runs" qemu="$qemu" vmm_devices="$vmm_devices" \
+    mmio_devices="$mmio_devices" qemu_devices="$qemu_devices" <<'EOS'
+cmdline="console=$console quiet"
+marker="LIBVMM-GUEST: init started"
+[ -z "$vmm_devices" ] || dd if=/dev/zero of=/tmp/disk.img bs=1M count=1 2>/dev/null
 boot() {  # boot VMM: one run, one result line
   image=$kernel more=$vmm_devices
   case $1 in
@@ -80,7 +76,7 @@ boot() {  # boot VMM: one run, one result line
 }
 set -- vmm qemu
 [ ! -f vmlinux ] || set -- vmm vmm-elf qemu
-[ -z "$devices" ] || set -- vmm vmm-mmio qemu
+[ -z "$vmm_devices" ] || set -- vmm vmm-mmio qemu
 i=0
 while [ $i -lt "$runs" ]; do
   for v in "$@"; do boot "$v"; done

@@ -23,6 +23,8 @@
 #   /tmp/disk.img    a 1 MiB zero-filled image in the emulated host, for a disk in those
 #                    arguments: EXITS_VMM_ARGS="--disk /tmp/disk.img", EXITS_QEMU_ARGS="-drive
 #                    id=d,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d"
+#   EXITS_DEVICES=1  (x86_64) both VMMs with bench/boot.sh's BOOT_DEVICES set (a disk, an rng
+#                    and a console; bench/boot-setup.sh), before the two variables above
 #   EXITS_SHMEM_THP  written to the emulated host's transparent_hugepage/shmem_enabled before
 #                    the rounds (Debian's kernels: never), e.g. advise: memfd guest RAM with
 #                    huge pages (QEMU's anonymous RAM and our default's do not use shmem)
@@ -70,8 +72,13 @@ echo
 EOS
 
 variants=${EXITS_VARIANTS:-}
-payload_script run.sh rounds="$rounds" qemu="$qemu" vmm_args="${EXITS_VMM_ARGS:-}" \
-    qemu_args="${EXITS_QEMU_ARGS:-}" variants="$variants" shmem_thp="${EXITS_SHMEM_THP:-}" \
+vmm_args=${EXITS_VMM_ARGS:-} qemu_args=${EXITS_QEMU_ARGS:-}
+if [ -n "${EXITS_DEVICES:-}" ]; then
+  [ "$arch" = x86_64 ] || { echo "bench/exits.sh: EXITS_DEVICES is for x86_64" >&2; exit 2; }
+  vmm_args="$boot_devices_vmm $vmm_args" qemu_args="$boot_devices_qemu $qemu_args"
+fi
+payload_script run.sh rounds="$rounds" qemu="$qemu" vmm_args="$vmm_args" \
+    qemu_args="$qemu_args" variants="$variants" shmem_thp="${EXITS_SHMEM_THP:-}" \
     hugepages="${EXITS_HUGEPAGES:-}" pci_config="${EXITS_PCI_CONFIG:-}" <<'EOS'
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
 dd if=/dev/zero of=/tmp/disk.img bs=1M count=1 2>/dev/null
@@ -257,7 +264,7 @@ for group in "x:exits by reason (kvm:kvm_exit)" "u:exits to the VMM process (kvm
   echo
   # Keys by the larger of the two medians, largest first.
   awk -v t="$tag." 'index($2, t) == 1 { if ($3 > m[$2]) m[$2] = $3 } END { for (k in m) print m[k], k }' \
-      "$work/medians" | sort -rn | head -n 20 | while read -r _ key; do
+      "$work/medians" | sort -rn | awk 'NR <= 20' | while read -r _ key; do  # awk reads all: no SIGPIPE
     printf '  %-28s' "$key"
     for v in $names; do printf ' %10s' "$(median_of "$v" "$key")"; done
     printf '  %s\n' "$(describe "$key")"
