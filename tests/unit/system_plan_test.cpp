@@ -34,6 +34,12 @@ std::multiset<std::string> printed_devices(const std::string& layout) {
   return out;
 }
 
+// The examples: the source tree's, or a copy elsewhere (linux.guests, in the emulated host).
+fs::path examples_dir() {
+  const char* source = std::getenv("LIBVMM_SOURCE_DIR");
+  return fs::path(source != nullptr ? source : LIBVMM_SOURCE_DIR) / "examples";
+}
+
 TEST(SystemPlan, PrintedLayoutIsWhereTheRunningVmPutsItsDevices) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
   // Stand-in images: a VM is built, not booted, so any readable files serve.
@@ -45,7 +51,7 @@ TEST(SystemPlan, PrintedLayoutIsWhereTheRunningVmPutsItsDevices) {
   ::setenv("LIBVMM_GUEST", guest.c_str(), 1);
 
   int checked = 0;
-  for (const auto& entry : fs::recursive_directory_iterator(LIBVMM_SOURCE_DIR "/examples")) {
+  for (const auto& entry : fs::recursive_directory_iterator(examples_dir())) {
     if (entry.path().extension() != ".system") continue;
     std::vector<std::string> problems;
     std::ifstream in(entry.path());
