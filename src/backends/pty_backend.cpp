@@ -72,11 +72,15 @@ void PtyBackend::read_attach_events() {
   check_attach();
 }
 
+std::optional<bool> PtyBackend::hangs_up() const {
+  pollfd master{master_.get(), POLLIN, 0};
+  if (::poll(&master, 1, 0) < 0) return std::nullopt;
+  return (master.revents & POLLHUP) != 0;
+}
+
 void PtyBackend::check_attach() {
   if (attached_.load() || loop_ == nullptr) return;
-  pollfd master{master_.get(), POLLIN, 0};
-  if (::poll(&master, 1, 0) < 0 || (master.revents & POLLHUP) != 0) return;
-  set_attached(true);
+  if (hangs_up() == false) set_attached(true);
 }
 
 void PtyBackend::set_attached(bool attached) {
@@ -119,32 +123,31 @@ void PtyBackend::start(EventLoop& loop, InputSink sink) {
   if (attach_watch_) {
     loop.add(attach_watch_.get(), EPOLLIN, [this](uint32_t /*events*/) { read_attach_events(); });
   } else {
-    attach_timer_ = start_timer(kAttachPoll);
-    loop.add(attach_timer_.get(), EPOLLIN, [this](uint32_t /*events*/) {
-      uint64_t expirations = 0;
-      [[maybe_unused]] const ssize_t n =
-          ::read(attach_timer_.get(), &expirations, sizeof(expirations));
-      check_attach();
-    });
+    every(kAttachPoll, attach_timer_, [this] { check_attach(); });
   }
   check_attach();  // a user who came before the loop did
   if (!on_resize_) return;
   last_size_ = terminal_size().value_or(TerminalSize{});
-  resize_timer_ = start_timer(kResizePoll);
-  loop.add(resize_timer_.get(), EPOLLIN, [this](uint32_t /*events*/) { check_size(); });
+  every(kResizePoll, resize_timer_, [this] { check_size(); });
 }
 
-UniqueFd PtyBackend::start_timer(std::chrono::milliseconds every) {
-  UniqueFd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+void PtyBackend::every(std::chrono::milliseconds period, UniqueFd& timer,
+                       std::function<void()> fn) {
+  timer.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   if (!timer) throw_errno(path_ + ": timerfd_create");
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(every).count();
-  const timespec period{static_cast<time_t>(ns / 1'000'000'000),
-                        static_cast<long>(ns % 1'000'000'000)};
-  const itimerspec spec{period, period};
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(period).count();
+  const timespec interval{static_cast<time_t>(ns / 1'000'000'000),
+                          static_cast<long>(ns % 1'000'000'000)};
+  const itimerspec spec{interval, interval};
   if (::timerfd_settime(timer.get(), 0, &spec, nullptr) != 0) {
     throw_errno(path_ + ": timerfd_settime");
   }
-  return timer;
+  const int fd = timer.get();
+  loop_->add(fd, EPOLLIN, [fd, fn = std::move(fn)](uint32_t /*events*/) {
+    uint64_t expirations = 0;
+    [[maybe_unused]] const ssize_t n = ::read(fd, &expirations, sizeof(expirations));
+    fn();
+  });
 }
 
 std::optional<CharBackend::TerminalSize> PtyBackend::terminal_size() const {
@@ -158,8 +161,6 @@ void PtyBackend::set_resize_listener(std::function<void()> on_resize) {
 }
 
 void PtyBackend::check_size() {
-  uint64_t expirations = 0;
-  [[maybe_unused]] const ssize_t n = ::read(resize_timer_.get(), &expirations, sizeof(expirations));
   const TerminalSize now = terminal_size().value_or(TerminalSize{});
   if (now == last_size_) return;
   last_size_ = now;
@@ -188,8 +189,7 @@ void PtyBackend::on_master_event(uint32_t events) {
   }
   if ((events & (EPOLLHUP | EPOLLERR)) == 0) return;
   // Paused: what the user typed before leaving stays in the pty for the next reader.
-  pollfd master{master_.get(), POLLIN, 0};
-  if (::poll(&master, 1, 0) >= 0 && (master.revents & POLLHUP) != 0) set_attached(false);
+  if (hangs_up() == true) set_attached(false);
 }
 
 void PtyBackend::read_input() {

@@ -71,12 +71,15 @@ class PtyBackend : public CharBackend {
  private:
   void on_master_event(uint32_t events);
   void read_input();
+  // Whether the VMM's end hangs up (nobody has the terminal open); nullopt if poll failed.
+  std::optional<bool> hangs_up() const;
   void check_attach();
   void read_attach_events();
   void set_attached(bool attached);
   void update_watch();
   void check_size();
-  UniqueFd start_timer(std::chrono::milliseconds every);
+  // Calls `fn` on the loop every `period`, through `timer` (a timerfd it creates).
+  void every(std::chrono::milliseconds period, UniqueFd& timer, std::function<void()> fn);
 
   UniqueFd master_;  // the VMM's end, non-blocking
   std::string path_;
