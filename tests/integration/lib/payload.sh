@@ -158,6 +158,26 @@ named_port_checks() {
     wait_for "$2" "named port org.libvmm.test: the host end closed" 60
 }
 
+# in_code_boot CMDLINE: boots examples/devices_in_code (./devices_in_code on $kernel) with a
+# 1 MiB disk that starts with a pattern, the guest running tests/in_code with CMDLINE before
+# that; checks what holds on every architecture (exit status, the pattern, the rng, the
+# program's lines) and leaves /tmp/in_code.out and /tmp/code.err for the caller's checks of
+# which transport each device got.
+in_code_boot() {
+  dd if=/dev/zero of=/tmp/code.img bs=1M count=1 2>/dev/null
+  printf 'LIBVMM-DISK-MADE-IN-CODE' | dd of=/tmp/code.img conv=notrunc 2>/dev/null
+  start code ./devices_in_code "$kernel" initramfs.cpio.gz /tmp/code.img "$1 libvmm.test=in_code"
+  stop
+  tr -d '\r' </tmp/code.out >/tmp/in_code.out
+  check "in code: exit status 0 (got $status)" [ "$status" -eq 0 ]
+  check "in code: the guest reads the program's pattern from its disk" \
+    grep -qF "vda starts with: LIBVMM-DISK-MADE-IN-CODE" /tmp/in_code.out
+  check "in code: the program's rng is the guest's hwrng, 64 KiB read" \
+    sh -c 'grep -qF "hwrng is virtio_rng" /tmp/in_code.out && grep -qF "hwrng 64 KiB: 65536 bytes" /tmp/in_code.out'
+  check "in code: the program printed where the devices went" \
+    sh -c 'grep -qF "devices_in_code: virtio-blk at" /tmp/code.err && grep -qF "devices_in_code: virtio-rng at" /tmp/code.err'
+}
+
 # terminal_size_checks NAME OUT WHO: WHO's console runs on the terminal of start_on_terminal NAME
 # 100 30; the guest's tests/terminal_size says in OUT hvc0's size, then its new size once this
 # resizes the terminal to 132 x 43 (SIGWINCH; F_SIZE).
