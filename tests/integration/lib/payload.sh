@@ -118,6 +118,18 @@ wait_for() {
   return 1
 }
 
+# wait_for_match FILE REGEX SECONDS: until a line of FILE matches REGEX (grep's basic syntax);
+# for values a guest prints, which may be half-written when their start appears.
+wait_for_match() {
+  i=0
+  while [ $i -lt $(($3 * 10)) ]; do
+    grep -q -- "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+    i=$((i + 1))
+  done
+  return 1
+}
+
 finish() {
   name=$1; shift
   if [ $failed -ne 0 ]; then for f in "$@"; do echo "---- $f"; tail -n 40 "$f" 2>/dev/null; done; fi
