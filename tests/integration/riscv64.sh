@@ -16,6 +16,7 @@
 #               virtio-pci functions whose MSI-X vectors KVM's AIA delivers to the IMSICs;
 #               sound: trixie's aplay plays a tone into --sound wav:, whose file is measured
 #               (format, length, pitch, pace);
+#   in code:    examples/devices_in_code: its disk a virtio-pci function, its rng virtio-mmio;
 #   system:     examples/simple/simple-riscv64.system as written (AIA, disk, TAP, rng) checked,
 #               then run with its shell on the console: APLIC and IMSIC, vda, eth0, poweroff;
 #   faults:     a tiny Image reading unmapped memory (reported), making an SBI call vmm does
@@ -28,7 +29,7 @@ build=$1
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 
-cross_build "$build" --arch riscv64 vmm
+cross_build "$build" --arch riscv64 vmm devices_in_code
 
 extra=$work/extra
 mkdir -p "$extra/tests"
@@ -45,6 +46,7 @@ cc -O2 -o "$work/wavtool" "$repo/tests/integration/sound/wavtool.c" -lm
 "$work/wavtool" gen "$extra/sound/blip48k.wav" 48000 2 s16 440 0.01
 cp "$repo/tests/integration/sound/aplay-tone" "$extra/tests/sound"
 payload_new riscv64 "$build/tools/vmm/vmm" --extra "$extra"
+payload_binary "$build/examples/devices_in_code"
 riscv64-linux-gnu-gcc -O2 -static -o "$payload/wavtool" "$repo/tests/integration/sound/wavtool.c" -lm
 riscv64-linux-gnu-as "$repo/tests/integration/riscv64/fault.S" -o "$work/fault.o"
 riscv64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
@@ -151,6 +153,15 @@ boot sound "quiet libvmm.test=sound" --sound wav:/tmp/riscv64.wav
 check "sound: exit status 0 (got $status)" [ "$status" -eq 0 ]
 tone_checks /tmp/riscv64.wav /tmp/sound.out /tmp/sound.err
 
+# 3c. Devices a program adds in code (examples/devices_in_code, on libvmm::Vm): the disk with
+#    Transport::pci a virtio-pci function (MSI-X vectors to the IMSICs), the rng on the board's
+#    default transport, virtio-mmio on RISC-V.
+in_code_boot "console=ttyS0 quiet"
+check "in code: the disk added with Transport::pci is a virtio-pci function with MSI-X" \
+  grep -qE "pci 0000:00:01.0 0x1af4:0x1042 driver=virtio-pci msix_vectors=[1-9]" /tmp/in_code.out
+check "in code: the rng on the board's default transport is virtio-mmio on RISC-V" \
+  sh -c '! grep -qF "0x1af4:0x1044" /tmp/in_code.out && grep -qF "(virtio-mmio)" /tmp/code.err'
+
 # 4. The example system as written (KVM's AIA, 2 harts, its disk, the TAP of step 1, rng):
 #    checked, then run with its shell on the console (stdio), powered off from there.
 export LIBVMM_GUEST=$PWD
@@ -184,7 +195,7 @@ check "faults: the unimplemented SBI call reported" \
   grep -qF "the guest called SBI extension 0x8000000 function 0" /tmp/fault.err
 check "faults: ... and answered SBI_ERR_NOT_SUPPORTED" sh -c '! grep -qF 0x20001000 /tmp/fault.err'
 check "faults: exit status 0 after SRST" [ "$status" -eq 0 ]
-finish riscv64 /tmp/tone.guest /tmp/sound.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err /tmp/virtio.out \
+finish riscv64 /tmp/in_code.out /tmp/code.err /tmp/tone.guest /tmp/sound.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err /tmp/virtio.out \
   /tmp/hvc0.out /tmp/hvc0.err /tmp/check.out /tmp/system.out /tmp/system.err /tmp/fault.err
 EOS
 
