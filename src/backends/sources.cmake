@@ -1,5 +1,5 @@
 # Host ends of device I/O: character backends (stdio, file, socket, pty), input flow control,
-# the TAP network backend, block images (sync and io_uring), and
+# the TAP network backend and its link state, block images (sync and io_uring), and
 # sound (none, WAV files).
 target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/fd_io.cpp
@@ -12,6 +12,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/open_char_backend.cpp
   ${CMAKE_CURRENT_LIST_DIR}/input_flow_control.cpp
   ${CMAKE_CURRENT_LIST_DIR}/tap_backend.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/link_watch.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block_image.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block_uring.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vhost_user.cpp

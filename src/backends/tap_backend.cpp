@@ -99,8 +99,14 @@ std::vector<std::unique_ptr<TapBackend>> TapBackend::open_queues(const std::stri
     backends.push_back(std::make_unique<TapBackend>(std::move(fd), std::move(description), true));
     backends.back()->multiqueue_ = multiqueue;
   }
-  log::debug("{} TAP {} ({} queue{})", existed ? "attached to" : "created", name, queues,
-             queues == 1 ? "" : "s");
+  try {
+    backends.front()->link_ = std::make_unique<LinkWatch>(name);
+  } catch (const SystemError& e) {
+    log::warn("TAP device '{}': its link state is not followed (the guest's stays up): {}", name,
+              e.what());
+  }
+  log::debug("{} TAP {} ({} queue{}), {}", existed ? "attached to" : "created", name, queues,
+             queues == 1 ? "" : "s", backends.front()->link_up() ? "up" : "down");
   return backends;
 }
 
@@ -155,6 +161,10 @@ void TapBackend::start(EventLoop& loop, std::function<void()> readable) {
     }
     readable();
   });
+}
+
+void TapBackend::watch_link(EventLoop& loop, std::function<void()> changed) {
+  if (link_) link_->start(loop, std::move(changed));
 }
 
 void TapBackend::pause_receive() {

@@ -83,6 +83,10 @@ void VirtioNet::start(EventLoop& loop) {
     pairs_[i].backend->pause_receive();
     pairs_[i].backend->set_enabled(false);
   }
+  // One link for all pairs: a multiqueue TAP's queues are one interface.
+  const NetBackend& first = *pairs_.front().backend;
+  pairs_.front().backend->watch_link(
+      loop, [this, &first] { tell_link_change(name(), first, transport_.load()); });
 }
 
 std::vector<uint16_t> VirtioNet::queue_max_sizes() const {
@@ -128,7 +132,7 @@ uint32_t VirtioNet::config_size() const {
 }
 
 void VirtioNet::read_config(uint32_t offset, std::span<uint8_t> data) {
-  read_net_config(mac_, pairs_.size(), mtu_, offset, data);
+  read_net_config(mac_, pairs_.size(), mtu_, pairs_.front().backend->link_up(), offset, data);
 }
 
 void VirtioNet::guest_error(Counter& counter, const std::string& message) {

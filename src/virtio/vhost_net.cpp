@@ -187,6 +187,14 @@ void VhostNet::watch(EventLoop& loop) {
   for (uint32_t i = 0; i < error_fds_.size(); ++i) {
     loop.add(error_fds_[i].get(), EPOLLIN, [this, i](uint32_t) { queue_error(i); });
   }
+  pairs_.front().tap->watch_link(loop, [this] {
+    VirtioTransport* transport = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      transport = transport_;
+    }
+    tell_link_change(options_.name, *pairs_.front().tap, transport);
+  });
 }
 
 size_t VhostNet::active_pairs() {
@@ -246,7 +254,8 @@ uint32_t VhostNet::config_size() const {
 }
 
 void VhostNet::read_config(uint32_t offset, std::span<uint8_t> data) {
-  read_net_config(options_.mac, pairs_.size(), options_.mtu, offset, data);
+  read_net_config(options_.mac, pairs_.size(), options_.mtu, pairs_.front().tap->link_up(), offset,
+                  data);
 }
 
 uint16_t VhostNet::control_queue() const {

@@ -12,7 +12,8 @@
 # kernel signals on its MSI-X vectors' irqfds.
 # Checks: A's eth0 has the MAC it was given, A pings the host, 4 MiB go over TCP each way with
 # the checksum verified at the receiving end, A's transmit thread ran, A pings B across the bridge, B's driver uses
-# both queue pairs and tap1 has two queues; C pings the host and B, moves 4 MiB each way intact,
+# both queue pairs and tap1 has two queues; the host's tap0 set down and up again, A's link
+# follows; C pings the host and B, moves 4 MiB each way intact, its link follows tap2's,
 # and its rings ran in the kernel (vmm handed them over, a vhost worker exists for it), its
 # driver chose both pairs on the control queue and tap2 has two queues.
 # Usage: linux_net.sh VMM
@@ -97,6 +98,8 @@ check "VM A's frames went out on its transmit thread (net-tx0)" \
   sh -c 'cat /proc/[0-9]*/task/*/comm 2>/dev/null | grep -qx net-tx0'
 check "VM A pings VM B across the bridge" wait_for /tmp/a.out "ping peer ok" 200
 stage "VM A pinged VM B"
+tap0_link() { $ip link set tap0 "$1"; }
+link_checks tap0_link /tmp/a.out /tmp/a.err "VM A"
 # VM C, vhost=on: the same traffic, moved by the kernel.
 check "vhost=on: VM C's eth0 has the MAC it was given" \
   wait_for /tmp/c.out "eth0 address: 52:54:00:12:34:58" 60
@@ -112,6 +115,8 @@ else
   check "vhost=on: guest to host: the guest offered its file" false
 fi
 check "vhost=on: VM C pings VM B" wait_for /tmp/c.out "ping peer ok" 200
+tap2_link() { $ip link set tap2 "$1"; }
+link_checks tap2_link /tmp/c.out /tmp/c.err "vhost=on: VM C"
 check "vhost=on: vmm handed both rings to the kernel at DRIVER_OK" \
   grep -q "vhost-net0: started in the host kernel" /tmp/c.err
 check "vhost=on: the device is a PCI function" grep -q "vhost-net0 at PCI 00:" /tmp/c.err

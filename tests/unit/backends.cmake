@@ -3,6 +3,7 @@ libvmm_unit_test(backends_tests
   ${CMAKE_CURRENT_LIST_DIR}/backends_factory_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/backends_file_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/backends_input_flow_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/backends_link_watch_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/backends_socket_pty_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/backends_stdio_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/backends_block_uring_test.cpp

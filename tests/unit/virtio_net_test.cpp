@@ -121,6 +121,39 @@ TEST_F(VirtioNetTest, ConfigHoldsMacLinkUpAndMtu) {
   }
 }
 
+// The host's TAP going down is the guest's cable pulled: the status says so, and a driver that
+// runs the device is told (a config interrupt); coming up again likewise.
+TEST_F(VirtioNetTest, TheHostsLinkIsTheGuestsLink) {
+  const auto status = [&] {
+    std::vector<uint8_t> config(2);
+    device.read_config(6, config);
+    return config[0] | config[1] << 8;
+  };
+  EventLoop loop;  // not run: the fake backend calls back when told to
+  device.start(loop);
+  ASSERT_TRUE(backend->link_changed) << "the device watches its backend's link";
+  backend->link = false;
+  testing::internal::CaptureStderr();
+  backend->link_changed();  // before any driver: nobody to tell, the status follows
+  EXPECT_EQ(testing::internal::GetCapturedStderr(),
+            "vmm: virtio-net: fake is down, and so is the guest's link\n");
+  EXPECT_EQ(status(), 0);
+  EXPECT_EQ(transport.config_changes, 0);
+
+  activate();
+  backend->link = true;
+  testing::internal::CaptureStderr();
+  backend->link_changed();
+  EXPECT_EQ(testing::internal::GetCapturedStderr(),
+            "vmm: virtio-net: fake is up, and so is the guest's link\n");
+  EXPECT_EQ(status(), VIRTIO_NET_S_LINK_UP);
+  EXPECT_EQ(transport.config_changes, 1);
+  backend->link = false;
+  backend->link_changed();
+  EXPECT_EQ(status(), 0);
+  EXPECT_EQ(transport.config_changes, 2);
+}
+
 TEST_F(VirtioNetTest, ActivationHandsNegotiatedOffloadsToTheBackend) {
   activate(feature_bit(VIRTIO_NET_F_GUEST_CSUM) | feature_bit(VIRTIO_NET_F_GUEST_TSO4));
   EXPECT_TRUE(backend->offloads & feature_bit(VIRTIO_NET_F_GUEST_TSO4));

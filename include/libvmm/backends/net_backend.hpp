@@ -38,6 +38,15 @@ class NetBackend {
   // detached (the host then steers no frames to it) and attached again when it is used.
   virtual void set_enabled(bool enabled) { static_cast<void>(enabled); }
 
+  // The host side's link: for a TAP, its interface is up (`ip link set NAME up`). A device
+  // shows it to the driver (VIRTIO_NET_S_LINK_UP). Backends without a link are always up.
+  virtual bool link_up() const { return true; }
+  // Calls `changed` on the loop's thread whenever link_up() changes, from now on.
+  virtual void watch_link(EventLoop& loop, std::function<void()> changed) {
+    static_cast<void>(loop);
+    static_cast<void>(changed);
+  }
+
   virtual std::string describe() const = 0;  // for log lines: "tap tap0"
 };
 

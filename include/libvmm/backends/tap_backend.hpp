@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "libvmm/backends/link_watch.hpp"
 #include "libvmm/backends/net_backend.hpp"
 #include "libvmm/core/unique_fd.hpp"
 
@@ -37,6 +38,10 @@ class TapBackend final : public NetBackend {
   void pause_receive() override;
   void resume_receive() override;
   void set_enabled(bool enabled) override;  // TUNSETQUEUE; only on a multiqueue TAP's queues
+  // The TAP's interface state (LinkWatch), on the first queue's backend of open_queues();
+  // always up on the others and without a TAP.
+  bool link_up() const override { return !link_ || link_->up(); }
+  void watch_link(EventLoop& loop, std::function<void()> changed) override;
   std::string describe() const override { return description_; }
 
   int fd() const { return fd_.get(); }
@@ -48,6 +53,7 @@ class TapBackend final : public NetBackend {
   EventLoop* loop_ = nullptr;
   bool paused_ = false;
   bool multiqueue_ = false;
+  std::unique_ptr<LinkWatch> link_;
 };
 
 }  // namespace libvmm

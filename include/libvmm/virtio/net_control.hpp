@@ -12,12 +12,14 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "libvmm/core/log.hpp"
 
 namespace libvmm {
 
 class EventLoop;
+class NetBackend;
 class Virtqueue;
 class VirtioTransport;
 
@@ -38,12 +40,17 @@ struct NetControlTarget {
 bool answer_net_control_queue(Virtqueue& queue, const NetControlTarget& target);
 
 // The configuration space both network devices offer (virtIO 1.2 §5.1.4): mac, status (the
-// link is always up: a TAP is always there), max_virtqueue_pairs and mtu.
+// link up while the host's TAP is up: NetBackend::link_up()), max_virtqueue_pairs and mtu.
 uint32_t net_config_size();
 // Reads `data.size()` bytes of it at `offset`, a range the transport checked against
 // net_config_size().
-void read_net_config(std::span<const uint8_t, 6> mac, size_t pairs, uint16_t mtu, uint32_t offset,
-                     std::span<uint8_t> data);
+void read_net_config(std::span<const uint8_t, 6> mac, size_t pairs, uint16_t mtu, bool link_up,
+                     uint32_t offset, std::span<uint8_t> data);
+// The host's link went up or down (NetBackend::watch_link, on the loop thread): one line says
+// so, and a driver running the device (`transport` not null) gets a config interrupt, on which
+// it reads the status again.
+void tell_link_change(std::string_view device, const NetBackend& backend,
+                      VirtioTransport* transport);
 
 // The control queue's index in a device with `pairs` queue pairs (more than one: MQ offered)
 // whose driver accepted `features`: 2 * pairs with VIRTIO_NET_F_MQ, else 2 (the driver sees one

@@ -170,6 +170,25 @@ named_port_checks() {
     wait_for "$2" "named port org.libvmm.test: the host end closed" 60
 }
 
+# link_checks SET OUT ERR WHO: the host's TAP is the guest's cable. `SET down`, then `SET up`
+# sets the TAP's link; the guest, whose output is OUT (tests/link_state reports eth0's carrier
+# at each change), sees its link follow (VIRTIO_NET_S_LINK_UP and a config interrupt), and the
+# device's process, whose stderr is ERR, says so.
+link_checks() {
+  was_up=$(grep -c "eth0 carrier: 1" "$2")
+  "$1" down
+  check "$4: the host's TAP down, the guest's link goes down" wait_for "$2" "eth0 carrier: 0" 60
+  check "$4: ... the device says so" wait_for "$3" "is down, and so is the guest's link" 10
+  "$1" up
+  i=0
+  while [ "$(grep -c "eth0 carrier: 1" "$2")" -le "$was_up" ] && [ $i -lt 600 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  check "$4: the TAP up again, so is the guest's link" [ "$(grep -c "eth0 carrier: 1" "$2")" -gt "$was_up" ]
+  check "$4: ... the device says so" wait_for "$3" "is up, and so is the guest's link" 10
+}
+
 # in_code_boot CMDLINE: boots examples/devices_in_code (./devices_in_code on $kernel) with a
 # 1 MiB disk that starts with a pattern, the guest running tests/in_code with CMDLINE before
 # that; checks what holds on every architecture (exit status, the pattern, the rng, the

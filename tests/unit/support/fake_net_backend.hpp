@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,6 +47,10 @@ class FakeNetBackend final : public NetBackend {
     enabled = on;
   }
   std::string describe() const override { return "fake"; }
+  bool link_up() const override { return link; }
+  void watch_link(EventLoop&, std::function<void()> changed) override {
+    link_changed = std::move(changed);
+  }
 
   std::deque<std::vector<uint8_t>> incoming;
   std::vector<std::vector<uint8_t>> sent;
@@ -56,6 +61,8 @@ class FakeNetBackend final : public NetBackend {
   bool enabled = true;
   uint64_t offloads = 0;
   int reads = 0;
+  bool link = true;                    // what link_up() answers
+  std::function<void()> link_changed;  // what watch_link() was given
 };
 
 }  // namespace libvmm::test
