@@ -105,8 +105,8 @@ std::vector<std::unique_ptr<TapBackend>> TapBackend::open_queues(const std::stri
     log::warn("TAP device '{}': its link state is not followed (the guest's stays up): {}", name,
               e.what());
   }
-  log::debug("{} TAP {} ({} queue{}), {}", existed ? "attached to" : "created", name, queues,
-             queues == 1 ? "" : "s", backends.front()->link_up() ? "up" : "down");
+  log::debug("{} TAP {} ({} queue{})", existed ? "attached to" : "created", name, queues,
+             queues == 1 ? "" : "s");
   return backends;
 }
 
@@ -164,7 +164,16 @@ void TapBackend::start(EventLoop& loop, std::function<void()> readable) {
 }
 
 void TapBackend::watch_link(EventLoop& loop, std::function<void()> changed) {
-  if (link_) link_->start(loop, std::move(changed));
+  if (!link_) return;
+  // Said once the VM is about to run (not at open: a later error is the only line then). A TAP
+  // made here always starts down: the user's next step.
+  if (!link_->up()) {
+    log::info(
+        "TAP device '{0}' is down, and so is the guest's link until it is up: ip link set "
+        "{0} up",
+        link_->interface());
+  }
+  link_->start(loop, std::move(changed));
 }
 
 void TapBackend::pause_receive() {
