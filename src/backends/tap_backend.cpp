@@ -173,7 +173,11 @@ void TapBackend::watch_link(EventLoop& loop, std::function<void()> changed) {
         "{0} up",
         link_->interface());
   }
-  link_->start(loop, std::move(changed));
+  link_->start(loop, [this, changed = std::move(changed)] {
+    log::info("TAP device '{}' is {}, and so is the guest's link", link_->interface(),
+              link_->up() ? "up" : "down");
+    changed();
+  });
 }
 
 void TapBackend::pause_receive() {

@@ -83,10 +83,11 @@ void VirtioNet::start(EventLoop& loop) {
     pairs_[i].backend->pause_receive();
     pairs_[i].backend->set_enabled(false);
   }
-  // One link for all pairs: a multiqueue TAP's queues are one interface.
-  const NetBackend& first = *pairs_.front().backend;
-  pairs_.front().backend->watch_link(
-      loop, [this, &first] { tell_link_change(name(), first, transport_.load()); });
+  // One link for all pairs (a multiqueue TAP's queues are one interface). A running driver
+  // reads the status again on the config interrupt.
+  pairs_.front().backend->watch_link(loop, [this] {
+    if (VirtioTransport* transport = transport_.load()) transport->signal_config_change();
+  });
 }
 
 std::vector<uint16_t> VirtioNet::queue_max_sizes() const {

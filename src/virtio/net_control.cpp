@@ -10,7 +10,6 @@
 #include <span>
 
 #include "libvmm/backends/net_abi.hpp"
-#include "libvmm/backends/net_backend.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
@@ -90,14 +89,6 @@ void read_net_config(std::span<const uint8_t, 6> mac, size_t pairs, uint16_t mtu
   config.max_virtqueue_pairs = static_cast<uint16_t>(pairs);
   config.mtu = mtu;
   std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config) + offset, data.size());
-}
-
-void tell_link_change(std::string_view device, const NetBackend& backend,
-                      VirtioTransport* transport) {
-  const bool up = backend.link_up();
-  log::info("{}: {} is {}, and so is the guest's link", device, backend.describe(),
-            up ? "up" : "down");
-  if (transport != nullptr) transport->signal_config_change();
 }
 
 uint16_t net_control_queue_index(size_t pairs, uint64_t features) {

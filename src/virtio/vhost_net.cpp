@@ -187,13 +187,14 @@ void VhostNet::watch(EventLoop& loop) {
   for (uint32_t i = 0; i < error_fds_.size(); ++i) {
     loop.add(error_fds_[i].get(), EPOLLIN, [this, i](uint32_t) { queue_error(i); });
   }
+  // A running driver reads the status again on the config interrupt.
   pairs_.front().tap->watch_link(loop, [this] {
     VirtioTransport* transport = nullptr;
     {
       std::lock_guard lock(mutex_);
       transport = transport_;
     }
-    tell_link_change(options_.name, *pairs_.front().tap, transport);
+    if (transport != nullptr) transport->signal_config_change();
   });
 }
 

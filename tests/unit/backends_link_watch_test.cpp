@@ -154,7 +154,8 @@ TEST(LinkWatch, FollowsAnInterfaceGoingUpAndDown) {
 }
 
 // A TAP: down when made, so the guest's link starts down; the first queue's backend follows it,
-// the other queues' do not (one link per interface).
+// the other queues' do not (one link per interface). A line at the start (with the command
+// that sets it up) and at each change.
 TEST(LinkWatch, TheTapsFirstQueueFollowsItsInterface) {
   in_own_network_namespace([]() -> const char* {
     std::vector<std::unique_ptr<TapBackend>> queues;
@@ -168,6 +169,7 @@ TEST(LinkWatch, TheTapsFirstQueueFollowsItsInterface) {
     if (!queues[1]->link_up()) return "the second queue has a link of its own";
     std::atomic<int> changes{0};
     test::LoopThread io;
+    testing::internal::CaptureStderr();
     io.call([&] {
       queues[0]->watch_link(io.loop, [&] { ++changes; });
       queues[1]->watch_link(io.loop, [] { std::abort(); });
@@ -176,6 +178,16 @@ TEST(LinkWatch, TheTapsFirstQueueFollowsItsInterface) {
     if (!wait_until([&] { return changes == 1; }) || !queues[0]->link_up()) return "up not seen";
     if (!set_up("lw-tap0", false)) return "cannot set the TAP down";
     if (!wait_until([&] { return changes == 2; }) || queues[0]->link_up()) return "down not seen";
+    const std::string said = testing::internal::GetCapturedStderr();
+    const std::string expected =
+        "vmm: TAP device 'lw-tap0' is down, and so is the guest's link until it is up: ip link "
+        "set lw-tap0 up\n"
+        "vmm: TAP device 'lw-tap0' is up, and so is the guest's link\n"
+        "vmm: TAP device 'lw-tap0' is down, and so is the guest's link\n";
+    if (said != expected) {
+      std::fprintf(stderr, "child: said:\n%s", said.c_str());
+      return "not the lines expected";
+    }
     return nullptr;
   });
 }

@@ -12,14 +12,12 @@
 #include <mutex>
 #include <span>
 #include <string>
-#include <string_view>
 
 #include "libvmm/core/log.hpp"
 
 namespace libvmm {
 
 class EventLoop;
-class NetBackend;
 class Virtqueue;
 class VirtioTransport;
 
@@ -46,11 +44,6 @@ uint32_t net_config_size();
 // net_config_size().
 void read_net_config(std::span<const uint8_t, 6> mac, size_t pairs, uint16_t mtu, bool link_up,
                      uint32_t offset, std::span<uint8_t> data);
-// The host's link went up or down (NetBackend::watch_link, on the loop thread): one line says
-// so, and a driver running the device (`transport` not null) gets a config interrupt, on which
-// it reads the status again.
-void tell_link_change(std::string_view device, const NetBackend& backend,
-                      VirtioTransport* transport);
 
 // The control queue's index in a device with `pairs` queue pairs (more than one: MQ offered)
 // whose driver accepted `features`: 2 * pairs with VIRTIO_NET_F_MQ, else 2 (the driver sees one
