@@ -24,7 +24,8 @@
 # way, checksums compared. The one vmm-device serves our vmm, then QEMU (-netdev vhost-user),
 # with two queue pairs on a multiqueue TAP: our vmm's guest has 2 vCPUs and uses both (vmm
 # serves the control queue and enables the second pair's rings in vmm-device), QEMU's has one
-# and keeps the second pair's rings disabled.
+# and keeps the second pair's rings disabled. Behind our vmm, the TAP set down and up again:
+# vmm-device tells vmm (CONFIG_CHANGE_MSG) and the guest's carrier follows.
 # The vmm-device VM's hvc0 is a third vmm-device (--console stdio, with a named port on a pty:
 # MULTIPORT through vhost-user, a line each way there too): the guest's line reaches
 # its stdout, and a line typed on its stdin reaches the guest. That stdio is a terminal: hvc0
@@ -131,7 +132,8 @@ fi
 net_mac=52:54:00:12:34:57
 netns() { ./nsenter --net=/run/netns/libvmm-vhost "$@"; }
 tap0_link() { netns ./ip link set tap0 "$1"; }
-# Checks of tests/vhost_net, whose output is in $1: ping, 1 MiB each way over TCP.
+# Checks of tests/vhost_net, whose output is in $1: ping, 1 MiB each way over TCP; behind vmm, the
+# guest's link following the TAP (link_checks).
 net_checks() {
   out=$1 who=$2
   check "$who net: eth0 has the MAC vmm-device gave" wait_for $out "net eth0 address: $net_mac" 240
