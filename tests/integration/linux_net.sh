@@ -84,7 +84,7 @@ if [ $failed -ne 0 ]; then  # nothing else can work: say why now
   exit 1
 fi
 check "host to guest: 4 MiB arrive intact" wait_for /tmp/a.out "to-guest sha256: $to_guest" 120
-if wait_for_match /tmp/a.out "from-guest sha256: [0-9a-f]\{64\}" 120; then
+if wait_for_match /tmp/a.out "from-guest sha256: [0-9a-f]{64}" 120; then
   want=$(field /tmp/a.out "from-guest sha256")
   timeout 60 wget -q -O /tmp/from-guest http://10.0.0.2:8080/from-guest || true
   got=$(sha256sum </tmp/from-guest | cut -d' ' -f1)
@@ -105,7 +105,7 @@ check "vhost=on: VM C's eth0 has the MAC it was given" \
   wait_for /tmp/c.out "eth0 address: 52:54:00:12:34:58" 60
 check "vhost=on: VM C pings the host" wait_for /tmp/c.out "ping host ok" 60
 check "vhost=on: host to guest, 4 MiB arrive intact" wait_for /tmp/c.out "to-guest sha256: $to_guest" 120
-if wait_for_match /tmp/c.out "from-guest sha256: [0-9a-f]\{64\}" 120; then
+if wait_for_match /tmp/c.out "from-guest sha256: [0-9a-f]{64}" 120; then
   want=$(field /tmp/c.out "from-guest sha256")
   rm -f /tmp/from-guest
   timeout 60 wget -q -O /tmp/from-guest http://10.0.0.4:8080/from-guest || true

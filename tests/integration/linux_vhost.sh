@@ -141,7 +141,7 @@ net_checks() {
   check "$who net: host to guest, 1 MiB intact" wait_for $out "net to-guest sha256: $to_guest" 120
   # All 64 digits: the guest's serial line may still be arriving when its start is seen (ci81's
   # "corrupted" transfer was a hash read half-written).
-  if wait_for_match $out "net from-guest sha256: [0-9a-f]\{64\}" 60; then
+  if wait_for_match $out "net from-guest sha256: [0-9a-f]{64}" 60; then
     want=$(sed -n 's/.*LIBVMM-GUEST: net from-guest sha256: \([0-9a-f]\{64\}\).*/\1/p' $out | head -n 1)
     rm -f /tmp/from-guest
     for try in 1 2 3; do

@@ -103,27 +103,23 @@ check() {
 
 # wait_for FILE TEXT SECONDS [PID]: until FILE holds TEXT; with PID, gives up as soon as that
 # process has ended (a guest that stopped early fails at once instead of after SECONDS).
-wait_for() {
+wait_for() { wait_for_grep -F "$@"; }
+
+# wait_for_match FILE REGEX SECONDS [PID]: the same for a line matching REGEX (grep -E); for
+# values a guest prints, which may be half-written when their start appears.
+wait_for_match() { wait_for_grep -E "$@"; }
+
+# wait_for_grep -F|-E FILE PATTERN SECONDS [PID]: the loop of both.
+wait_for_grep() {
+  wait_mode=$1; shift
   i=0
   while [ $i -lt $(($3 * 10)) ]; do
-    grep -qF -- "$2" "$1" 2>/dev/null && return 0
+    grep -q "$wait_mode" -- "$2" "$1" 2>/dev/null && return 0
     if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
-      grep -qF -- "$2" "$1" 2>/dev/null && return 0
+      grep -q "$wait_mode" -- "$2" "$1" 2>/dev/null && return 0
       echo "wait_for: process $4 ended before '$2' appeared in $1"
       return 1
     fi
-    sleep 0.1
-    i=$((i + 1))
-  done
-  return 1
-}
-
-# wait_for_match FILE REGEX SECONDS: until a line of FILE matches REGEX (grep's basic syntax);
-# for values a guest prints, which may be half-written when their start appears.
-wait_for_match() {
-  i=0
-  while [ $i -lt $(($3 * 10)) ]; do
-    grep -q -- "$2" "$1" 2>/dev/null && return 0
     sleep 0.1
     i=$((i + 1))
   done
