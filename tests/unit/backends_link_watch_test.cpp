@@ -7,7 +7,6 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -22,6 +21,7 @@
 #include "libvmm/backends/link_watch.hpp"
 #include "libvmm/backends/tap_backend.hpp"
 #include "libvmm/core/error.hpp"
+#include "unit/support/child_process.hpp"
 #include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
@@ -119,20 +119,12 @@ bool wait_until(const std::function<bool()>& condition) {
 }
 
 // Runs `scenario` in a child with a network namespace of its own (every interface it touches
-// lives and dies there); the child's exit status is the scenario's: 0, or a line on stderr.
+// lives and dies there).
 void in_own_network_namespace(const std::function<const char*()>& scenario) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root for a network namespace";
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    const char* failed = ::unshare(CLONE_NEWNET) == 0 ? scenario() : "unshare(CLONE_NEWNET)";
-    if (failed != nullptr) std::fprintf(stderr, "child: %s\n", failed);
-    ::_exit(failed == nullptr ? 0 : 1);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child says why on stderr";
+  test::expect_in_child([&]() -> const char* {
+    return ::unshare(CLONE_NEWNET) == 0 ? scenario() : "unshare(CLONE_NEWNET)";
+  });
 }
 
 // A new namespace's loopback starts down: up and down again, each seen once.

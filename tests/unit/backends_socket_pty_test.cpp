@@ -9,13 +9,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -29,6 +27,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "unit/support/char_io.hpp"
+#include "unit/support/child_process.hpp"
 #include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
@@ -566,21 +565,15 @@ TEST_F(PtyBackendTest, AUserStillAttachedIsNotTakenForGoneWhenOpensMerge) {
 // refuses it), a timer looks for a user every kAttachPoll instead; leaving is seen as before.
 // Run in a child whose seccomp filter fails inotify_init1, so that no other test loses inotify.
 TEST_F(PtyBackendTest, WithoutInotifyATimerLooksForUsers) {
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    const auto fail = [](const char* what) {
-      std::fprintf(stderr, "child: %s\n", what);
-      ::_exit(1);
-    };
+  test::expect_in_child([]() -> const char* {
     scmp_filter_ctx filter = ::seccomp_init(SCMP_ACT_ALLOW);
-    if (filter == nullptr ||
-        ::seccomp_rule_add(filter, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(inotify_init1), 0) != 0 ||
-        ::seccomp_load(filter) != 0) {
-      fail("cannot load the seccomp filter");
-    }
+    const bool loaded =
+        filter != nullptr &&
+        ::seccomp_rule_add(filter, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(inotify_init1), 0) == 0 &&
+        ::seccomp_load(filter) == 0;
     ::seccomp_release(filter);
-    if (::inotify_init1(IN_CLOEXEC) >= 0 || errno != ENOSYS) fail("inotify still works");
+    if (!loaded) return "cannot load the seccomp filter";
+    if (::inotify_init1(IN_CLOEXEC) >= 0 || errno != ENOSYS) return "inotify still works";
     PtyBackend backend;
     ConnectionChanges changes(backend);
     Received received;
@@ -590,26 +583,22 @@ TEST_F(PtyBackendTest, WithoutInotifyATimerLooksForUsers) {
     {
       UniqueFd terminal = open_terminal(backend.path());
       if (!wait_until([&] { return changes.count == 1 && changes.last; }, within)) {
-        fail("the attach was not seen");
+        return "the attach was not seen";
       }
       if (::write(terminal.get(), "hi", 2) != 2 || received.wait_for(2) != "hi") {
-        fail("input did not arrive");
+        return "input did not arrive";
       }
     }
     if (!wait_until([&] { return changes.count == 2 && !changes.last; }, within)) {
-      fail("the leave was not seen");
+      return "the leave was not seen";
     }
-    if (!loop_stays_idle()) fail("the loop spins while nobody is attached");
+    if (!loop_stays_idle()) return "the loop spins while nobody is attached";
     UniqueFd again = open_terminal(backend.path());
     if (!wait_until([&] { return changes.count == 3 && changes.last; }, within)) {
-      fail("the second attach was not seen");
+      return "the second attach was not seen";
     }
-    ::_exit(0);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child says why on stderr";
+    return nullptr;
+  });
 }
 
 TEST_F(PtyBackendTest, FollowsTheSizeTheUsersTerminalSets) {
