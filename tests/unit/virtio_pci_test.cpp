@@ -230,6 +230,75 @@ TEST_F(VirtioPciTest, DeviceConfigAndMalformedAccesses) {
   EXPECT_EQ(device->activations, 0);
 }
 
+TEST_F(VirtioPciTest, DeviceConfigWritesReachTheDeviceOnlyInsideItsSpace) {
+  std::array<uint8_t, 4> b{0xaa, 0xbb, 0xcc, 0xdd};
+  transport->bar_write(0, VirtioPciTransport::kDeviceConfigOffset + 4, b);
+  EXPECT_EQ(device->config[4], 0xaa);
+  EXPECT_EQ(device->config[7], 0xdd);
+  const std::array<uint8_t, 12> before = device->config;
+  b.fill(0xee);
+  transport->bar_write(0, VirtioPciTransport::kDeviceConfigOffset + 10, b);  // past 12 bytes
+  transport->bar_write(0, VirtioPciTransport::kDeviceConfigOffset + 2, b);   // misaligned
+  transport->bar_write(0, VirtioPciTransport::kDeviceConfigOffset + 0x100, b);
+  EXPECT_EQ(device->config, before);
+  EXPECT_FALSE(drv.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+}
+
+TEST_F(VirtioPciTest, FeatureSelectorsReadBackAndFeaturesPast64AreRefused) {
+  drv.set_common(VIRTIO_PCI_COMMON_DFSELECT, 1, 4);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_DFSELECT, 4), 1u);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_DF, 4), feature_bit(VIRTIO_F_VERSION_1) >> 32);
+  drv.set_common(VIRTIO_PCI_COMMON_DFSELECT, 2, 4);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_DF, 4), 0u);  // no features past bit 63
+  // A driver that accepts a feature past bit 63, which was never offered, gets no FEATURES_OK.
+  drv.set_common(VIRTIO_PCI_COMMON_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER, 1);
+  drv.set_common(VIRTIO_PCI_COMMON_GFSELECT, 1, 4);
+  drv.set_common(VIRTIO_PCI_COMMON_GF, feature_bit(VIRTIO_F_VERSION_1) >> 32, 4);
+  drv.set_common(VIRTIO_PCI_COMMON_GFSELECT, 2, 4);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_GFSELECT, 4), 2u);
+  drv.set_common(VIRTIO_PCI_COMMON_GF, 1, 4);
+  drv.set_common(VIRTIO_PCI_COMMON_STATUS,
+                 VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK,
+                 1);
+  EXPECT_FALSE(drv.status() & VIRTIO_CONFIG_S_FEATURES_OK);
+  // A reset forgets it.
+  EXPECT_TRUE(drv.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
+}
+
+TEST_F(VirtioPciTest, AnEnabledQueueKeepsItsConfigurationUntilAReset) {
+  // The spec lets a driver change a queue's size and addresses only while it is disabled, and
+  // disable it only by a reset: writes to a running queue are ignored, and it keeps running.
+  bring_up();
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SIZE, 4, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_SIZE, 2), kQueueSize);
+  for (const uint32_t field :
+       {VIRTIO_PCI_COMMON_Q_DESCLO, VIRTIO_PCI_COMMON_Q_AVAILLO, VIRTIO_PCI_COMMON_Q_USEDLO}) {
+    drv.set_common(field, 0x8000, 8);
+  }
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_DESCLO, 8), kLayout.desc);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_AVAILLO, 8), kLayout.avail);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_USEDLO, 8), kLayout.used);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_ENABLE, 0, 2);
+  EXPECT_EQ(drv.common(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 1u);
+  EXPECT_FALSE(drv.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  publish();
+  drv.notify(0);
+  EXPECT_EQ(device->notifications, 1);
+  EXPECT_EQ(ring.used_idx(), 1);
+}
+
+TEST_F(VirtioPciTest, NotifyingAQueueThatDoesNotRunIsIgnored) {
+  drv.notify(0);  // before any set-up
+  bring_up();     // queue 0 only
+  drv.notify(1);
+  EXPECT_EQ(device->notifications, 0);
+  EXPECT_FALSE(drv.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  publish();
+  drv.notify(0);
+  EXPECT_EQ(device->notifications, 1);
+}
+
 // The VIRTIO_PCI_CAP_PCI_CFG window (spec §4.1.4.9): a driver that reaches BAR 0 only through
 // configuration accesses (firmware) sets cap.bar, cap.offset and cap.length, then reads or
 // writes pci_cfg_data.

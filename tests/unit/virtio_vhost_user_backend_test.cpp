@@ -541,6 +541,89 @@ TEST(VhostUserBackend, RefusesMemoryTablesItCannotUse) {
                             "queue 0"));
 }
 
+// The steps that start queue 0 of the block device: features, a 2 MiB memory table mapping
+// guest-physical 0 at the front-end's 0x7000000, the ring's size and addresses, and its kick
+// (without protocol features a kicked ring is enabled). `ram` and `kick` must outlive the steps.
+std::vector<Step> running_ring(int ram, int kick) {
+  vhost::VringAddr addr;
+  addr.desc = 0x7000000 + 0x1000;
+  addr.avail = 0x7000000 + 0x2000;
+  addr.used = 0x7000000 + 0x3000;
+  return {{Message::with_u64(Request::set_features, feature_bit(VIRTIO_F_VERSION_1)), {}},
+          {mem_table({{0, 0x200000, 0x7000000, 0}}), {ram}},
+          {Message::with_state(Request::set_vring_num, {0, 16}), {}},
+          {Message::with_addr(addr), {}},
+          {Message::with_u64(Request::set_vring_kick, 0), {kick}}};
+}
+
+std::vector<Step> then(std::vector<Step> steps, std::vector<Step> more) {
+  steps.insert(steps.end(), more.begin(), more.end());
+  return steps;
+}
+
+TEST(VhostUserBackend, RefusesChangesUnderARunningRing) {
+  // A front-end may reconfigure a ring only after GET_VRING_BASE stopped it: the queue's
+  // addresses and size are what the device reads guest memory through.
+  const UniqueFd ram = memfd(0x200000);
+  const UniqueFd kick(::eventfd(0, EFD_CLOEXEC));
+  const std::vector<Step> running = running_ring(ram.get(), kick.get());
+  vhost::VringAddr moved;
+  moved.desc = 0x7000000 + 0x5000;
+  moved.avail = 0x7000000 + 0x6000;
+  moved.used = 0x7000000 + 0x7000;
+  EXPECT_TRUE(refused_after(
+      then(running, {{Message::with_state(Request::set_vring_num, {0, 8}), {}}}), "while it runs"));
+  EXPECT_TRUE(refused_after(then(running, {{Message::with_addr(moved), {}}}), "while it runs"));
+  EXPECT_TRUE(
+      refused_after(then(running, {{Message::with_state(Request::set_vring_base, {0, 3}), {}}}),
+                    "while it runs"));
+  EXPECT_TRUE(refused_after(
+      then(running, {{Message::with_u64(Request::set_features, feature_bit(VIRTIO_F_VERSION_1) |
+                                                                   feature_bit(VIRTIO_BLK_F_FLUSH)),
+                      {}}}),
+      "while queues run"));
+  // A new memory table may change everything but where the running ring is in guest memory.
+  EXPECT_TRUE(
+      refused_after(then(running, {{mem_table({{0x200000, 0x200000, 0x7000000, 0}}), {ram.get()}}}),
+                    "moves the rings of queue 0"));
+  // The same table again, and the same features again, are accepted: only the last step here
+  // (an enable that is neither 0 nor 1) is refused.
+  EXPECT_TRUE(refused_after(
+      then(running,
+           {{mem_table({{0, 0x200000, 0x7000000, 0}}), {ram.get()}},
+            {Message::with_u64(Request::set_features, feature_bit(VIRTIO_F_VERSION_1)), {}},
+            {Message::with_state(Request::set_vring_enable, {0, 2}), {}}}),
+      "SET_VRING_ENABLE 2 for queue 0 (0 or 1)"));
+}
+
+TEST(VhostUserBackend, RefusesRingAddressFlagsItDoesNotOffer) {
+  vhost::VringAddr addr;
+  addr.flags = 1;  // VHOST_VRING_F_LOG: dirty logging (live migration), not offered
+  EXPECT_TRUE(refused_after({{Message::with_addr(addr), {}}}, "dirty logging"));
+  addr.flags = 0x6;
+  EXPECT_TRUE(refused_after({{Message::with_addr(addr), {}}}, "unknown flags 0x6"));
+}
+
+TEST(VhostUserBackend, AResetDeviceStopsTheRingsForANewSetUp) {
+  // QEMU's front-end resets a device with RESET_DEVICE where it was negotiated (RESET_OWNER
+  // before it): the rings stop and forget their set-up, the features go. What was refused
+  // under a running ring is then accepted; only the last step is refused.
+  const UniqueFd ram = memfd(0x200000);
+  const UniqueFd kick(::eventfd(0, EFD_CLOEXEC));
+  for (const Request reset : {Request::reset_device, Request::reset_owner}) {
+    EXPECT_TRUE(refused_after(
+        then(running_ring(ram.get(), kick.get()),
+             {{Message::make(reset), {}},
+              {Message::with_state(Request::set_vring_num, {0, 8}), {}},
+              {Message::with_u64(Request::set_features,
+                                 feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_BLK_F_FLUSH)),
+               {}},
+              {Message::with_state(Request::set_vring_enable, {0, 2}), {}}}),
+        "(0 or 1)"))
+        << vhost::request_name(static_cast<uint32_t>(reset));
+  }
+}
+
 TEST(VhostUserBackend, AnswersTheSetUpQueries) {
   Served served;
   vhost::Channel channel(served.connect(), "back-end");
@@ -557,6 +640,9 @@ TEST(VhostUserBackend, AnswersTheSetUpQueries) {
   channel.send(Message::with_u64(Request::set_protocol_features, protocol));
   channel.send(Message::make(Request::get_queue_num));
   EXPECT_EQ(vhost::decode_reply_u64(channel.receive(2000, true), Request::get_queue_num), 1u);
+  channel.send(Message::make(Request::get_max_mem_slots));
+  EXPECT_EQ(vhost::decode_reply_u64(channel.receive(2000, true), Request::get_max_mem_slots),
+            vhost::kMaxRegions);
   // REPLY_ACK: a request asking for it gets a zero status.
   Message owner = Message::make(Request::set_owner);
   owner.flags |= vhost::kFlagNeedReply;
