@@ -56,6 +56,9 @@ class ScriptedBackend {
     if (thread_.joinable()) thread_.join();
   }
   void join() { thread_.join(); }
+  // The back-end dies now, as a crashed process would: its socket reads end-of-file on both
+  // sides (the serving thread sees it and returns).
+  void hang_up() { ::shutdown(channel_->fd(), SHUT_RDWR); }
 
   std::vector<Request> requests() {
     std::lock_guard lock(mutex_);
@@ -430,6 +433,36 @@ Message config_change(uint32_t flags) {
   m.request = static_cast<uint32_t>(vhost::BackendRequest::config_change_msg);
   m.flags = flags;
   return m;
+}
+
+TEST(VhostUserDevice, ABackEndDyingUnderARunningDevicePutsItInNeedsReset) {
+  WatchedRig with([](Rig&) {});
+  Rig& rig = with.rig;
+  ASSERT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  const int pulses = rig.irq->pulses.load();
+  rig.backend.hang_up();
+  EXPECT_TRUE(eventually([&] { return (rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET) != 0; }));
+  EXPECT_GT(rig.irq->pulses.load(), pulses);  // the driver hears of it (config interrupt)
+  // The driver's reset is answered, and a new bring-up is refused at once.
+  MmioDriver(*rig.transport).set_reg(VIRTIO_MMIO_STATUS, 0);
+  rig.bring_up(RingLayout::at(0x10000));
+  EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+}
+
+TEST(VhostUserDevice, AConfigWriteForABackEndWithoutConfigGoesNowhere) {
+  // The config space given in the options (a back-end without PROTOCOL_F_CONFIG): a driver's
+  // write to a writable field has no back-end to reach, so it is dropped, not fatal.
+  WatchedRig with([](Rig& r) {
+    r.backend.protocol = feature_bit(vhost::kProtocolReplyAck);
+    r.options.config = {1, 2, 3, 4, 5, 6, 7, 8};
+    r.options.writable_config = {{4, 1}};
+  });
+  Rig& rig = with.rig;
+  const uint8_t off = 0;
+  rig.transport->write(VIRTIO_MMIO_CONFIG + 4, std::span(&off, 1));
+  EXPECT_TRUE(config_writes(rig.backend).empty());
+  EXPECT_EQ(MmioDriver(*rig.transport).reg(VIRTIO_MMIO_CONFIG + 4), 0x08070605u);
+  EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
 }
 
 // A running device whose back-end asked for a channel of its own (BACKEND_REQ).
