@@ -58,6 +58,12 @@ struct DescriptionTest : ::testing::Test {
     EXPECT_EQ(problems.front(), expected);
   }
 
+  static std::string replaced_first(std::string text, const std::string& from,
+                                    const std::string& to) {
+    text.replace(text.find(from), from.size(), to);
+    return text;
+  }
+
   std::string kernel;
   SystemDescription description;
 };
@@ -427,6 +433,120 @@ TEST_F(DescriptionTest, VhostUserDevicesNeedGuestRamWithADescriptor) {
             "device's back-end; use auto, memfd or hugetlb");
   config.ram_backing = RamBacking::memfd;
   EXPECT_TRUE(SystemDescription::from_vm_config(config).problems().empty());
+}
+
+// Every other mistake a description can make in its regions, maps, IRQs and serial port: one
+// problem each, naming the line.
+TEST_F(DescriptionTest, EachMistakeInRegionsMapsAndIrqsIsOneLine) {
+  struct Case {
+    std::string text;
+    std::string expected;
+  };
+  const std::string region_x = "<memory_region name=\"x\" size=\"8K\" />";
+  const std::vector<Case> cases = {
+      {"<systen />", "t.system:1: the root element must be <system>, not <systen>"},
+      {xml("<vcpus count=\"1\">one</vcpus>"), "t.system:9: <vcpus> takes no text"},
+      {replaced_first(xml(), "id=\"0\">", "id=\"0\" strict_faults=\"yes\">"),
+       "t.system:6: <virtual_machine> strict_faults=\"yes\" must be true or false"},
+      {xml("", "<memory_region name=\"x\" size=\"0\" />"),
+       "t.system:4: memory region 'x': size must be greater than zero"},
+      {xml("", "<memory_region name=\"x\" size=\"4K\" path=\"/tmp/x\" shm=\"/x\" />"),
+       "t.system:4: <memory_region> takes either path or shm, not both"},
+      {xml("", "<memory_region name=\"x\" size=\"4K\" path=\"${HOME\" />"),
+       "t.system:4: <memory_region> path=\"${HOME\": unterminated ${"},
+      {xml("", "<memory_region name=\"x\" size=\"2M\" page_size=\"2M\" shm=\"/x\" />"),
+       "t.system:4: memory region 'x': huge pages (page_size 2 MiB) need a memfd region, not a "
+       "host file or shm object"},
+      {xml("", "<memory_region name=\"x\" size=\"4K\" phys_addr=\"0xc0100800\" />"),
+       "t.system:4: memory region 'x': phys_addr 0xc0100800 is not aligned to its page size "
+       "0x1000"},
+      {xml("", "<memory_region name=\"x\" size=\"4K\" path=\"\" />"),
+       "t.system:4: memory region 'x': empty path"},
+      {xml("", "<memory_region name=\"x\" size=\"4K\" shm=\"/a/b\" />"),
+       "t.system:4: memory region 'x': shm=\"/a/b\" must be a name like /my-region (one leading "
+       "slash, no others)"},
+      {xml("<map mr=\"shared\" perms=\"w\" />"),
+       "t.system:9: map of 'shared': perms=\"w\" without r: KVM cannot map memory the guest "
+       "cannot read"},
+      {xml("<map mr=\"h\" vaddr=\"0xc0200000\" size=\"1M\" />",
+           "<memory_region name=\"h\" size=\"4M\" page_size=\"2M\" />"),
+       "t.system:9: map of 'h': size 0x100000 is not a multiple of its page size 0x200000"},
+      {xml("<map mr=\"x\" />", region_x),
+       "t.system:9: map of 'x' needs vaddr (the region has no phys_addr)"},
+      {xml("<map mr=\"x\" vaddr=\"0xc0000800\" />", region_x),
+       "t.system:9: map of 'x': vaddr 0xc0000800 is not aligned to the region's page size 0x1000"},
+      {xml("<map mr=\"x\" vaddr=\"0xfffffffffffff000\" />", region_x),
+       "t.system:9: map of 'x' at 0xfffffffffffff000 wraps the address space"},
+      {replaced_first(xml(), "size=\"256M\"", "size=\"0x10001000\""),
+       "t.system:7: virtual machine 'linux': its RAM 'guest_ram' (0x10001000 bytes) is not a "
+       "multiple of 1 MiB"},
+      {replaced_first(xml(), "perms=\"rwx\"", "perms=\"rx\""),
+       "t.system:7: virtual machine 'linux': its RAM 'guest_ram' must be writable"},
+      {xml("<irq irq=\"5\" fifo=\"/tmp/a\" />\n<irq irq=\"5\" fifo=\"/tmp/b\" />"),
+       "t.system:10: virtual machine 'linux': duplicate IRQ 5"},
+      {xml("<irq irq=\"5\" fifo=\"\" />"), "t.system:9: IRQ 5: empty event source"},
+      {xml("<vcpus count=\"0\" />"),
+       "t.system:9: virtual machine 'linux': 0 vCPUs; x86_64 "
+       "supports 1 to 32"},
+      {xml("<serial backend=\"tty\" />"),
+       "t.system:9: COM1 backend 'tty' is none of stdio, file:PATH, socket:PATH, pty, none"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.expected);
+    expect_problem(c.text, c.expected);
+  }
+}
+
+TEST_F(DescriptionTest, DuplicateProtectionDomainsSetvarsAndTerminals) {
+  // xml() with its serial port on stdio, `maps` of the first domain's own on its lines 6-7 (an
+  // empty line without them), and a second protection domain named `pd` from line 13, whose
+  // virtual machine's serial port (line 17) is `serial`.
+  auto with_second = [this](const std::string& pd, const std::string& maps,
+                            const std::string& serial) {
+    std::string text =
+        replaced_first(xml("<serial backend=\"stdio\" />"), "<protection_domain name=\"vmm\">",
+                       "<protection_domain name=\"vmm\">\n" + maps);
+    text.insert(text.find("</system>"),
+                "  <protection_domain name=\"" + pd +
+                    "\">\n"
+                    "    <virtual_machine name=\"other\" id=\"1\" ram=\"guest_ram2\">\n"
+                    "      <map mr=\"guest_ram2\" vaddr=\"0x0\" />\n"
+                    "      <kernel path=\"" +
+                    kernel + "\" />\n      <serial backend=\"" + serial +
+                    "\" />\n"
+                    "    </virtual_machine>\n"
+                    "  </protection_domain>\n"
+                    "  <memory_region name=\"guest_ram2\" size=\"64M\" />\n");
+    return text;
+  };
+  EXPECT_TRUE(problems_of(with_second("vmm2", "", "none")).empty())
+      << problems_of(with_second("vmm2", "", "none")).front();
+  expect_problem(with_second("vmm", "", "none"),
+                 "t.system:13: duplicate protection domain name 'vmm'");
+  expect_problem(with_second("vmm2", "", "stdio"),
+                 "t.system:17: COM1 of 'other' wants stdio, which COM1 of 'linux' already has");
+  // Two maps of the VMM's own that set the same variable.
+  const std::string maps =
+      "<map mr=\"shared\" vaddr=\"0x4000000\" setvar_vaddr=\"buffer\" />\n"
+      "<map mr=\"shared\" vaddr=\"0x5000000\" setvar_vaddr=\"buffer\" />";
+  expect_problem(with_second("vmm2", maps, "none"), "t.system:7: duplicate setvar_vaddr 'buffer'");
+}
+
+TEST_F(DescriptionTest, LoadThrowsEveryProblemOfTheFile) {
+  const std::string path = ::testing::TempDir() + "/load-test.system";
+  std::ofstream(path) << xml("<vcpus count=\"0\" />\n<serial backend=\"tty\" />");
+  try {
+    SystemDescription::load(path);
+    FAIL() << "a description with two problems loaded";
+  } catch (const DescriptionError& e) {
+    ASSERT_EQ(e.problems().size(), 2u) << e.what();
+    EXPECT_EQ(e.problems()[0].rfind(path + ":9: virtual machine 'linux': 0 vCPUs", 0), 0u)
+        << e.problems()[0];
+    EXPECT_EQ(e.problems()[1].rfind(path + ":10: COM1 backend 'tty'", 0), 0u) << e.problems()[1];
+  }
+  std::ofstream(path) << xml();
+  EXPECT_EQ(SystemDescription::load(path).domains.size(), 1u);
+  std::remove(path.c_str());
 }
 
 }  // namespace system_description_test
