@@ -249,7 +249,7 @@ void VhostUserDevice::watch(EventLoop& loop) {
     }
     const std::string why = fmt::format("{} closed the connection", peer_);
     if (transport != nullptr) {
-      transport->device_failed(why);
+      transport->device_failed(for_transport(why));
     } else {
       log::error("{}; the device needs a reset", why);
     }
@@ -347,6 +347,11 @@ Message VhostUserDevice::request_reply(Message message) {
   return channel_->receive(options_.timeout_ms, true);
 }
 
+std::string VhostUserDevice::for_transport(const std::string& why) const {
+  const std::string named = options_.name + " ";
+  return why.starts_with(named) ? why.substr(named.size()) : why;
+}
+
 std::string VhostUserDevice::located(const std::string& message) const {
   // Errors of the socket itself already name the back-end.
   if (message.find(peer_) != std::string::npos) return message;
@@ -359,7 +364,8 @@ void VhostUserDevice::fail_locked(const std::string& why) {
   // The caller holds the transport's lock (a vCPU's register access), which device_failed()
   // takes: the loop tells it.
   if (transport_ != nullptr && loop_ != nullptr) {
-    loop_->post([transport = transport_, why] { transport->device_failed(why); });
+    loop_->post(
+        [transport = transport_, why = for_transport(why)] { transport->device_failed(why); });
   } else {
     log::error("{}", why);
   }
@@ -370,11 +376,11 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
   std::lock_guard lock(mutex_);
   transport_ = &transport;
   if (failed_) {
-    why = fmt::format("{} is gone; the device cannot start", peer_);
+    why = for_transport(fmt::format("{} is gone; the device cannot start", peer_));
     return false;
   }
   if (eventfds_.size() != queues.size()) {
-    why = fmt::format("{}: the queues have no eventfds (the machine did not wire them)", peer_);
+    why = "the queues have no eventfds (the machine did not wire them)";
     return false;
   }
   try {
@@ -442,7 +448,7 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
     log::debug("{}: started, features {:#x}", peer_, acked);
     return true;
   } catch (const vhost::VhostError& e) {
-    why = located(e.what());
+    why = for_transport(located(e.what()));
     failed_ = true;  // the transport logs why
     return false;
   }

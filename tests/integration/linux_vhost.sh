@@ -242,7 +242,7 @@ if [ -x ./vmm-device ]; then
   check "vmm-device: still serving" kill -0 $dev
   kill -9 $dev
   check "vmm-device killed: vmm logs the hang-up" \
-    wait_for /tmp/dev.err "vhost-user-blk0 backend at /tmp/dev.sock closed the connection" 30
+    wait_for /tmp/dev.err "vhost-user-blk0: backend at /tmp/dev.sock closed the connection" 30
   check "vmm-device killed: the guest sees DEVICE_NEEDS_RESET" wait_for /tmp/dev.out "device needs reset" 60
   last=$(grep -c "LIBVMM-GUEST: alive" /tmp/dev.out)
   check "vmm-device killed: the guest goes on" wait_for /tmp/dev.out "alive $((last + 3)) " 60

@@ -140,6 +140,9 @@ class VhostUserDevice final : public ExternalQueueDevice {
   // DEVICE_NEEDS_RESET and logs why, once.
   void fail_locked(const std::string& why);
   std::string located(const std::string& message) const;  // prefixed with peer_ unless named
+  // The transport's line names the device ("vhost-user-blk0: ...; the device needs a reset"):
+  // what it is given says "backend at SOCKET ..." without the name a second time.
+  std::string for_transport(const std::string& why) const;
 
   const VhostUserOptions options_;
   const GuestMemory& memory_;

@@ -330,7 +330,7 @@ virtiofs_checks() {
   # The back-end goes away: vmm says so, the guest runs on.
   kill $vfsd
   check "virtio-fs: vmm logs the back-end's hang-up" \
-    wait_for /tmp/fs.err "virtio-fs backend at /tmp/vfs.sock closed the connection" 30
+    wait_for /tmp/fs.err "virtio-fs: backend at /tmp/vfs.sock closed the connection" 30
   last=$(grep -c "fs alive" /tmp/fs.out)
   check "virtio-fs: the guest goes on" wait_for /tmp/fs.out "fs alive $((last + 3))" 60
   check "virtio-fs: vmm still runs" kill -0 $pid
