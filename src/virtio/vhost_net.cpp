@@ -214,14 +214,15 @@ void VhostNet::queue_error(uint32_t index) {
     transport = transport_;
   }
   // The kernel logs the details (vhost: "Unexpected descriptor format", ...).
+  // The transport's line names the device; so does ours without one.
   const std::string why =
-      fmt::format("{}: the host kernel stopped the {} queue{} on a malformed ring or buffer",
-                  options_.name, index % 2 == 0 ? "receive" : "transmit",
+      fmt::format("the host kernel stopped the {} queue{} on a malformed ring or buffer",
+                  index % 2 == 0 ? "receive" : "transmit",
                   pairs_.size() > 1 ? fmt::format(" of pair {}", index / 2) : "");
   if (transport != nullptr) {
     transport->device_failed(why);
   } else {
-    log::error("{}; the device needs a reset", why);
+    log::error("{}: {}; the device needs a reset", options_.name, why);
   }
 }
 
@@ -269,13 +270,11 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
   transport_ = &transport;
   features_ = features;
   if (failed_) {
-    why =
-        fmt::format("{}: the host kernel stopped a queue; the device cannot start", options_.name);
+    why = "the host kernel stopped a queue; the device cannot start";
     return false;
   }
   if (eventfds_.size() != queue_count() || queues.size() != queue_count()) {
-    why = fmt::format("{}: the queues have no eventfds (the machine did not wire them)",
-                      options_.name);
+    why = "the queues have no eventfds (the machine did not wire them)";
     return false;
   }
   // Without MQ the driver sees one pair, and the control queue (if any) is queue 2.
@@ -339,7 +338,7 @@ bool VhostNet::start_queues(VirtioTransport& transport, uint64_t features,
                    : "");
     return true;
   } catch (const VhostKernelError& e) {
-    why = fmt::format("{}: {}", options_.name, e.what());
+    why = e.what();  // the transport's line names the device
     for (uint32_t i = 0; i < queue_count(); ++i) stop_queue(i);
     failed_ = true;  // the transport logs why
     return false;

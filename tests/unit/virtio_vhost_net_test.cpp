@@ -593,7 +593,7 @@ TEST(VhostNet, OverPciTheKernelsInterruptsAreTheQueuesVectors) {
   control(1, 0);
   EXPECT_EQ(msi->sent.size(), 3u);
 
-  pci->device_failed("vhost-net0: the host kernel stopped the transmit queue");
+  pci->device_failed("the host kernel stopped the transmit queue");
   EXPECT_TRUE(drv.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   EXPECT_EQ(msi->sent.back().second, 0x42u);  // the driver hears of it on the config vector
   pci->external_used(0);                      // nothing once the device needs a reset
