@@ -96,4 +96,55 @@ TEST(BlockImageIo, AutoTakesTheRingOnlyForSeveralRequests) {
   ::unlink(path.c_str());
 }
 
+// A batch through the ring on an image that shrank under the device (the host truncated it
+// after the guest learnt its capacity): what is gone is EIO, a transfer cut short by the end
+// finishes the synchronous way (and is EIO too), the rest reads as before. A read-only image
+// refuses a batch's writes before any reaches the ring.
+TEST(BlockImageIo, ARingBatchOnAShrunkImageFailsOnlyWhatIsGone) {
+  const std::string path = ::testing::TempDir() + "/block-io-shrunk.img";
+  {
+    const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    const std::vector<char> bytes(64 * 1024, 'z');
+    ASSERT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    ::close(fd);
+  }
+  auto image = BlockImage::open({path, false, false, BlockIo::io_uring});
+  if (!image->has_uring()) GTEST_SKIP() << "no io_uring on this host";
+  ASSERT_EQ(::truncate(path.c_str(), 60 * 1024), 0);
+
+  std::vector<std::vector<char>> buffers(3, std::vector<char>(8192, 0));
+  std::vector<iovec> iovs;
+  for (auto& b : buffers) iovs.push_back({b.data(), b.size()});
+  std::vector<BlockTransfer> batch = {{false, 0, {&iovs[0], 1}, -1},
+                                      {false, 56 * 1024, {&iovs[1], 1}, -1},   // 4 KiB left
+                                      {false, 60 * 1024, {&iovs[2], 1}, -1}};  // all gone
+  image->transfer_batch(batch);
+  EXPECT_EQ(batch[0].result, 0);
+  EXPECT_EQ(buffers[0], std::vector<char>(8192, 'z'));
+  EXPECT_EQ(batch[1].result, EIO);
+  EXPECT_EQ(std::vector<char>(buffers[1].begin(), buffers[1].begin() + 4096),
+            std::vector<char>(4096, 'z'))
+      << "the part before the end was read";
+  EXPECT_EQ(batch[2].result, EIO);
+  EXPECT_EQ(image->io_counts().uring_transfers, 3u);
+
+  image.reset();  // its lock is a writer's
+  auto readonly = BlockImage::open({path, true, false, BlockIo::io_uring});
+  std::vector<char> out(4096, 'w');
+  iovec out_iov{out.data(), out.size()};
+  std::vector<BlockTransfer> writes = {{true, 0, {&out_iov, 1}, -1},
+                                       {true, 4096, {&out_iov, 1}, -1}};
+  readonly->transfer_batch(writes);
+  EXPECT_EQ(writes[0].result, EROFS);
+  EXPECT_EQ(writes[1].result, EROFS);
+  std::vector<char> back(4096);
+  iovec back_iov{back.data(), back.size()};
+  BlockTransfer read{false, 0, {&back_iov, 1}, -1};
+  readonly->transfer_batch({&read, 1});
+  EXPECT_EQ(read.result, 0);
+  EXPECT_EQ(back, std::vector<char>(4096, 'z')) << "nothing was written";
+  ::unlink(path.c_str());
+}
+
 }  // namespace backends_block_uring_test
