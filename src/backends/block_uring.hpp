@@ -24,8 +24,10 @@ class UringBatch {
     void* user = nullptr;  // the caller's, untouched
   };
 
-  // A ring for up to `entries` operations at once; nullptr (and a warning, or with `quiet` a
-  // debug line) where the host has no io_uring (old kernel, seccomp, io_uring_disabled).
+  // A ring for up to `entries` operations at once, restricted to READV, WRITEV and
+  // ASYNC_CANCEL (IORING_REGISTER_RESTRICTIONS: nothing else can be submitted to it); nullptr
+  // (and a warning, or with `quiet` a debug line) where the host has no such ring (a kernel
+  // before 5.10, seccomp, io_uring_disabled).
   static std::unique_ptr<UringBatch> create(unsigned entries, bool quiet = false);
   ~UringBatch();
   UringBatch(const UringBatch&) = delete;
@@ -38,6 +40,8 @@ class UringBatch {
   // the next batch's.
   void run(std::span<Op> ops);
 
+  // Tests: the ring itself (to try what it refuses).
+  io_uring* ring_for_test() { return &ring_; }
   // Tests: stands in for io_uring_submit_and_wait (to make the ring fail on demand).
   using SubmitAndWait = std::function<int(io_uring*, unsigned)>;
   void set_submit_for_test(SubmitAndWait submit) { submit_and_wait_ = std::move(submit); }
@@ -50,6 +54,7 @@ class UringBatch {
   unsigned reap(std::span<Op> ops);  // completions available now, recorded; how many
 
   io_uring ring_{};
+  bool initialized_ = false;  // ring_ set up (torn down with it)
   unsigned entries_;
   uint32_t round_ = 0;  // tags each round's user_data, so a stale completion is never taken
   SubmitAndWait submit_and_wait_ = [](io_uring* ring, unsigned n) {
