@@ -7,14 +7,15 @@
 #   randread   4 KiB reads at random 4 KiB-aligned offsets in the first 128 MiB, likewise
 #   randread4  four randread processes at once (queue depth 4); their IOPS summed
 # "host" runs them on the image file in the emulated host; the others run them in the guest on
-# /dev/vda backed by that file: "vmm" (--disk PATH,direct,iothread=off: host I/O inside the
-# queue notification, on the event loop), "vmm-iot" (iothread=on: on the device's I/O thread,
-# which polls the queue adaptively, poll_us=32 by default), "vmm-nopoll" (the same, poll_us=0),
-# "vmm-auto" (io=auto: a batch of several requests through io_uring, a single one with
-# preadv/pwritev), "vmm-uring" (io=io_uring: every batch through the ring, one request too),
-# "vmm-pci" (as vmm-iot, over
-# virtio-pci with MSI-X instead of virtio-mmio: x86_64's default since session 35; the others
-# named vmm* here are transport=mmio, as the default was when their figures were recorded),
+# /dev/vda backed by that file: "vmm" (--disk PATH,direct,io=sync,iothread=off: host I/O inside
+# the queue notification, on the event loop, every request with preadv/pwritev), "vmm-iot"
+# (io=sync,iothread=on: on the device's I/O thread, which polls the queue adaptively, poll_us=32
+# by default), "vmm-nopoll" (the same, poll_us=0), "vmm-auto" (io=auto, the default since
+# session 41: a batch of several requests through io_uring, a single one with preadv/pwritev),
+# "vmm-uring" (io=io_uring: every batch through the ring, one request too), "vmm-pci" (the
+# default: iothread=on, io=auto, over virtio-pci with MSI-X instead of virtio-mmio: x86_64's
+# default since session 35; the others named vmm* here are transport=mmio, as the default was
+# when their figures were recorded; vmm-pci was io=sync until session 41),
 # "vmm-pci-hg" (as vmm-pci, with --halt guest: the idle vCPU halts without a VM exit) and
 # "qemu" (cache=none,aio=threads).
 # The guest polling its completions instead of waiting for interrupts (2 vCPUs, 2 queues and
@@ -47,12 +48,19 @@
 # printed before and after.
 # BENCH_EXIT_REASONS=1 also counts each job's VM exits by reason and its MSR exits by MSR, per
 # request ("exits_by_reason_per_op" and "msr_exits_per_op" lines; payload.sh's sample_marks).
+# BLOCK_BENCH_DELAY_MS=N puts the file system holding the image on a device-mapper "delay"
+# target over the loop device: every read and write reaches the RAM behind it N ms late, for the
+# host as for the guests. A disk with latency of its own (an SSD, a network volume), where what
+# matters is whether requests in flight overlap (io=auto and io=io_uring against io=sync).
 set -euo pipefail
 all_configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg vmm-gpoll vmm-bpoll qemu qemu-bpoll
   vmm-dev vmm-qsd qemu-qsd vmm-fs"
 all_configs=$(echo $all_configs)  # one line, single spaces
 secs=${1:-5}
 rounds=${2:-3}
+delay_ms=${BLOCK_BENCH_DELAY_MS:-0}
+[[ $delay_ms =~ ^[0-9]+$ ]] \
+  || { echo "BLOCK_BENCH_DELAY_MS: '$delay_ms' is not a whole number of milliseconds" >&2; exit 2; }
 [[ $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] \
   || { echo "usage: bench/block.sh [SECONDS [ROUNDS]] (positive integers)" >&2; exit 2; }
 # shellcheck source=tests/integration/lib/host.sh
@@ -112,13 +120,17 @@ payload_new x86_64 build/gcc/tools/vmm/vmm --extra "$extra"
 cp "$work/blkio" "$payload/"
 payload_binary /usr/bin/qemu-system-x86_64 build/gcc/tools/vmm-device/vmm-device \
   "$(command -v qemu-storage-daemon)" /usr/lib/qemu/virtiofsd
+[ "$delay_ms" = 0 ] || payload_binary "$(PATH=$PATH:/usr/sbin:/sbin command -v dmsetup)"
 mkdir -p "$payload/qemu-data" "$payload/modules"
 cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
 
-# The emulated host's kernel modules for a loop-mounted ext2 (by the ext4 driver), in load
-# order; the emulated host runs Debian's kernel, which emuhost caches.
+# The emulated host's kernel modules for a loop-mounted ext2 (by the ext4 driver), and with a
+# delay its device-mapper target, in load order; the emulated host runs Debian's kernel, which
+# emuhost caches.
 moddir=$("$emuhost" --print-modules)
-for m in drivers/block/loop lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4; do
+modules="drivers/block/loop lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4"
+[ "$delay_ms" = 0 ] || modules="$modules drivers/md/dm-mod drivers/md/dm-delay"
+for m in $modules; do
   src=$(ls "$moddir/kernel/$m".ko* 2>/dev/null | head -n 1) || true
   [ -n "$src" ] || continue
   case $src in
@@ -137,7 +149,7 @@ for c in $only; do
     *) echo "BLOCK_BENCH_ONLY: unknown '$c' (one of: $all_configs)" >&2; exit 2 ;;
   esac
 done
-payload_script run.sh secs="$secs" rounds="$rounds" only="$only" \
+payload_script run.sh secs="$secs" rounds="$rounds" only="$only" delay_ms="$delay_ms" \
   sample_reasons="${BENCH_EXIT_REASONS:-0}" <<'EOS'
 # want NAME: whether this run measures NAME (all unless BLOCK_BENCH_ONLY named some).
 want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
@@ -147,14 +159,26 @@ dir=/tmp direct=1
 if [ -f modules/load-order ]; then
   while read -r ko; do insmod "modules/$ko" 2>/dev/null; done <modules/load-order
   dd if=/dev/zero of=/tmp/fs.img bs=1M count=320 2>/dev/null
+  dev=/dev/loop0
+  losetup $dev /tmp/fs.img || dev=
+  if [ -n "$dev" ] && [ "$delay_ms" != 0 ]; then
+    # 320 MiB in 512-byte sectors, each read and write delay_ms late. No udev here: dmsetup
+    # makes the node itself.
+    DM_DISABLE_UDEV=1 ./dmsetup --noudevsync create slow \
+      --table "0 655360 delay /dev/loop0 0 $delay_ms" >/dev/null 2>&1 && dev=/dev/mapper/slow || dev=
+  fi
   # busybox mke2fs wants a block device.
-  losetup /dev/loop0 /tmp/fs.img && mke2fs -q /dev/loop0 >/dev/null 2>&1 && mkdir -p /mnt/fs \
-    && mount -t ext4 /dev/loop0 /mnt/fs && dir=/mnt/fs
+  [ -n "$dev" ] && mke2fs -q $dev >/dev/null 2>&1 && mkdir -p /mnt/fs \
+    && mount -t ext4 $dev /mnt/fs && dir=/mnt/fs
+fi
+if [ "$delay_ms" != 0 ] && [ "$dir" != /mnt/fs ]; then
+  echo "BENCH-WARNING: no delay target for BLOCK_BENCH_DELAY_MS=$delay_ms (dm-delay); stopping"
+  exit 1
 fi
 img=$dir/vda.img
 dd if=/dev/zero of=$img bs=1M count=256 2>/dev/null
 if ! ./blkio seqread $img 0.01 >/dev/null 2>&1; then direct=0; fi
-echo "BENCH-SETUP image=$img direct=$direct"
+echo "BENCH-SETUP image=$img direct=$direct delay_ms=$delay_ms"
 vmm_disk=$img qemu_cache=writeback qsd_direct=
 if [ $direct = 1 ]; then vmm_disk=$img,direct qemu_cache=none qsd_direct=,cache.direct=on; fi
 wait_socket() {
@@ -179,10 +203,10 @@ while [ $round -lt $rounds ]; do
     name=vmm; [ $t = on ] && name=vmm-iot
     want $name || continue
     bench_sampled $name blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-      --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=$t,transport=mmio --quiet
+      --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=sync,iothread=$t,transport=mmio --quiet
   done
   want vmm-nopoll && bench_sampled vmm-nopoll blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,poll_us=0,transport=mmio --quiet
+    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=sync,iothread=on,poll_us=0,transport=mmio --quiet
   want vmm-auto && bench_sampled vmm-auto blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=auto,iothread=on,transport=mmio --quiet
   want vmm-uring && bench_sampled vmm-uring blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
@@ -277,7 +301,8 @@ conv() { # MiB/s from KiB/s, or the figure as it is
   fi
 }
 configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg qemu"
-echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated KVM host"
+echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated KVM host$(
+  [ "$delay_ms" = 0 ] || echo ", every disk access $delay_ms ms late (dm-delay)")"
 printf '%-10s %6s' job unit
 for c in $configs; do printf ' %10s' $c; done
 echo
@@ -287,7 +312,7 @@ for job in seqwrite seqread randread randread4; do
   for c in $configs; do printf ' %10s' "$(conv $f "$(result $f $c $job)")"; done
   echo
 done
-echo "ratios of the medians (iot: vmm-iot, the default configuration over virtio-mmio; pci: vmm-pci, the default)"
+echo "ratios of the medians (iot: vmm-iot, io=sync on its I/O thread over virtio-mmio; pci: vmm-pci, the default)"
 printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s\n' job iot/host iot/qemu vmm/qemu nopoll/iot \
   auto/iot uring/iot pci/iot hg/pci qemu/host
 for job in seqwrite seqread randread randread4; do

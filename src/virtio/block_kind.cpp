@@ -119,16 +119,16 @@ class BlockKind final : public VirtioDeviceKind {
     c.readonly = spec.boolean("readonly").value_or(false);
     c.direct = spec.boolean("direct").value_or(false);
     c.serial = spec.value_or("serial", "");
-    c.io = block_io(spec).value_or(BlockIo::sync);
+    c.io = block_io(spec).value_or(c.io);
     c.iothread = spec.value_or("iothread", "on") == "on";
     c.poll_us = poll_us(spec).value_or(c.poll_us);
     c.num_queues = num_queues(spec).value_or(c.num_queues);
     return c;
   }
 
-  // The io attribute (default sync); nullopt when it is none of the three.
+  // The io attribute (default auto); nullopt when it is none of the three.
   static std::optional<BlockIo> block_io(const DeviceSpec& spec) {
-    const std::string io = spec.value_or("io", "sync");
+    const std::string io = spec.value_or("io", "auto");
     if (io == "auto") return BlockIo::automatic;
     if (io == "sync") return BlockIo::sync;
     if (io == "io_uring") return BlockIo::io_uring;

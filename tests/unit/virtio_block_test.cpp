@@ -319,7 +319,7 @@ TEST(DiskSpec, PathAndOptions) {
   EXPECT_EQ(c.serial, "disk-0001");
 
   EXPECT_EQ(parse_disk_spec("a.img,serial=12345678901234567890").serial.size(), 20u);
-  EXPECT_EQ(c.io, BlockIo::sync) << "io=sync by default";
+  EXPECT_EQ(c.io, BlockIo::automatic) << "io=auto by default";
   EXPECT_EQ(parse_disk_spec("a.img,io=io_uring").io, BlockIo::io_uring);
   EXPECT_EQ(parse_disk_spec("a.img,io=sync").io, BlockIo::sync);
   EXPECT_EQ(parse_disk_spec("a.img,io=auto").io, BlockIo::automatic);

@@ -32,7 +32,7 @@ struct BlockImageOptions {
   std::string path;
   bool readonly = false;
   bool direct = false;  // O_DIRECT: bypass the host page cache
-  BlockIo io = BlockIo::sync;
+  BlockIo io = BlockIo::automatic;  // io=auto (docs/PERFORMANCE.md, "io_uring or not")
 };
 
 class BlockImage final : public BlockBackend {

@@ -37,7 +37,7 @@ struct BlockConfig {
   bool readonly = false;
   bool direct = false;  // O_DIRECT: bypass the host page cache
   std::string serial;   // GET_ID answer: up to 20 printable ASCII characters, may be empty
-  BlockIo io = BlockIo::sync;
+  BlockIo io = BlockIo::automatic;  // io=auto (docs/PERFORMANCE.md, "io_uring or not")
   bool iothread = true;   // host I/O on the device's own thread (iothread=on), else on the caller's
   uint32_t poll_us = 32;  // the I/O thread's polling budget at most (poll_us=N; 0: no polling)
   uint16_t num_queues = 1;  // request queues (num_queues=N; the flag's default: one per vCPU)
