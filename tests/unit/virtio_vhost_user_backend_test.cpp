@@ -457,6 +457,21 @@ Message mem_table(std::vector<vhost::MemRegion> regions) {
   return Message::with_mem_table(regions);
 }
 
+// The steps that start queue 0 of the block device: a 2 MiB memory table mapping
+// guest-physical 0 at the front-end's 0x7000000, the ring's size, its addresses (descriptors
+// at +0x1000, driver area at +0x2000, device area at `used`) and its kick (without protocol
+// features a kicked ring is enabled). `ram` and `kick` must outlive the steps.
+std::vector<Step> ring_start(int ram, int kick, uint64_t used = 0x7000000 + 0x3000) {
+  vhost::VringAddr addr;
+  addr.desc = 0x7000000 + 0x1000;
+  addr.avail = 0x7000000 + 0x2000;
+  addr.used = used;
+  return {{mem_table({{0, 0x200000, 0x7000000, 0}}), {ram}},
+          {Message::with_state(Request::set_vring_num, {0, 16}), {}},
+          {Message::with_addr(addr), {}},
+          {Message::with_u64(Request::set_vring_kick, 0), {kick}}};
+}
+
 TEST(VhostUserBackend, RefusesEachClassOfMalformedMessage) {
   // An unknown request, and one not offered (dirty logging).
   EXPECT_TRUE(refused_after({{raw(99, {}), {}}}, "request 99"));
@@ -523,42 +538,21 @@ TEST(VhostUserBackend, RefusesMemoryTablesItCannotUse) {
   const UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
   EXPECT_TRUE(refused_after({{mem_table({{0, 0x1000, 0x7000000, 0}}), {ev.get()}}}, "non-file"));
   // Rings outside the table: refused when the ring starts (its kick).
-  vhost::VringAddr addr;
-  addr.desc = 0x7000000 + 0x1000;
-  addr.avail = 0x7000000 + 0x2000;
-  addr.used = 0x7000000 + 0x300000;  // past the 2 MiB region
-  EXPECT_TRUE(refused_after({{mem_table({{0, 0x200000, 0x7000000, 0}}), {fd}},
-                             {Message::with_state(Request::set_vring_num, {0, 16}), {}},
-                             {Message::with_addr(addr), {}},
-                             {Message::with_u64(Request::set_vring_kick, 0), {ev.get()}}},
+  EXPECT_TRUE(refused_after(ring_start(fd, ev.get(), 0x7000000 + 0x300000),  // past 2 MiB
                             "not inside the memory table"));
   // A ring the driver placed misaligned (the Virtqueue's own check).
-  addr.used = 0x7000000 + 0x3001;
-  EXPECT_TRUE(refused_after({{mem_table({{0, 0x200000, 0x7000000, 0}}), {fd}},
-                             {Message::with_state(Request::set_vring_num, {0, 16}), {}},
-                             {Message::with_addr(addr), {}},
-                             {Message::with_u64(Request::set_vring_kick, 0), {ev.get()}}},
-                            "queue 0"));
-}
-
-// The steps that start queue 0 of the block device: features, a 2 MiB memory table mapping
-// guest-physical 0 at the front-end's 0x7000000, the ring's size and addresses, and its kick
-// (without protocol features a kicked ring is enabled). `ram` and `kick` must outlive the steps.
-std::vector<Step> running_ring(int ram, int kick) {
-  vhost::VringAddr addr;
-  addr.desc = 0x7000000 + 0x1000;
-  addr.avail = 0x7000000 + 0x2000;
-  addr.used = 0x7000000 + 0x3000;
-  return {{Message::with_u64(Request::set_features, feature_bit(VIRTIO_F_VERSION_1)), {}},
-          {mem_table({{0, 0x200000, 0x7000000, 0}}), {ram}},
-          {Message::with_state(Request::set_vring_num, {0, 16}), {}},
-          {Message::with_addr(addr), {}},
-          {Message::with_u64(Request::set_vring_kick, 0), {kick}}};
+  EXPECT_TRUE(refused_after(ring_start(fd, ev.get(), 0x7000000 + 0x3001), "queue 0"));
 }
 
 std::vector<Step> then(std::vector<Step> steps, std::vector<Step> more) {
   steps.insert(steps.end(), more.begin(), more.end());
   return steps;
+}
+
+// Features (VERSION_1), then ring_start(): queue 0 runs.
+std::vector<Step> running_ring(int ram, int kick) {
+  return then({{Message::with_u64(Request::set_features, feature_bit(VIRTIO_F_VERSION_1)), {}}},
+              ring_start(ram, kick));
 }
 
 TEST(VhostUserBackend, RefusesChangesUnderARunningRing) {
