@@ -158,14 +158,16 @@ cmdline="console=ttyS0 quiet libvmm.test=blkbench"
 dir=/tmp direct=1
 if [ -f modules/load-order ]; then
   while read -r ko; do insmod "modules/$ko" 2>/dev/null; done <modules/load-order
-  dd if=/dev/zero of=/tmp/fs.img bs=1M count=320 2>/dev/null
+  fs_mib=320
+  dd if=/dev/zero of=/tmp/fs.img bs=1M count=$fs_mib 2>/dev/null
   dev=/dev/loop0
   losetup $dev /tmp/fs.img || dev=
   if [ -n "$dev" ] && [ "$delay_ms" != 0 ]; then
-    # 320 MiB in 512-byte sectors, each read and write delay_ms late. No udev here: dmsetup
+    # All of it (in 512-byte sectors), each read and write delay_ms late. No udev here: dmsetup
     # makes the node itself.
     DM_DISABLE_UDEV=1 ./dmsetup --noudevsync create slow \
-      --table "0 655360 delay /dev/loop0 0 $delay_ms" >/dev/null 2>&1 && dev=/dev/mapper/slow || dev=
+      --table "0 $((fs_mib * 2048)) delay $dev 0 $delay_ms" >/dev/null 2>&1 \
+      && dev=/dev/mapper/slow || dev=
   fi
   # busybox mke2fs wants a block device.
   [ -n "$dev" ] && mke2fs -q $dev >/dev/null 2>&1 && mkdir -p /mnt/fs \
