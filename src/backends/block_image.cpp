@@ -155,8 +155,8 @@ std::unique_ptr<BlockImage> BlockImage::open(const BlockImageOptions& options) {
     image->uring_ = UringBatch::create(kUringEntries, /*quiet=*/true);
     if (image->uring_) {
       log::debug(
-          "image {}: io=auto: a batch of several requests through io_uring, one on its "
-          "own with preadv/pwritev",
+          "image {}: io=auto: requests kept in flight through io_uring (in batches: one on "
+          "its own with preadv/pwritev)",
           options.path);
     } else {
       log::debug("image {}: io=auto: no io_uring on this host; every request with preadv/pwritev",
@@ -195,7 +195,8 @@ int BlockImage::write(uint64_t offset, std::span<iovec> iov) {
 
 void BlockImage::transfer_batch(std::span<BlockTransfer> batch) {
   // One request gains nothing from a ring round trip (io=auto); several overlap in the host.
-  if (!uring_ || (io_ == BlockIo::automatic && batch.size() < 2)) {
+  // (The ring is not shared with transfers kept in flight.)
+  if (!uring_ || (io_ == BlockIo::automatic && batch.size() < 2) || uring_->outstanding() > 0) {
     counts_.sync_transfers += batch.size();
     return BlockBackend::transfer_batch(batch);
   }
@@ -214,22 +215,57 @@ void BlockImage::transfer_batch(std::span<BlockTransfer> batch) {
   uring_->run(ops);
   for (const UringBatch::Op& op : ops) {
     BlockTransfer& t = *static_cast<BlockTransfer*>(op.user);
-    if (op.result < 0) {
-      t.result = -op.result;
-      continue;
-    }
-    // The host may move less than asked; the rest goes the synchronous way.
-    uint64_t done = static_cast<uint64_t>(op.result);
-    uint64_t total = 0;
-    for (const iovec& v : t.iov) total += v.iov_len;
-    if (done == total) continue;
-    if (done == 0) {
-      t.result = EIO;  // end of file: the image shrank under us
-      continue;
-    }
-    const std::span<iovec> rest = drop_front(t.iov, done);
-    t.result = t.write ? write(t.offset + done, rest) : read(t.offset + done, rest);
+    t.result = finish(t, op.result);
   }
+}
+
+int BlockImage::finish(BlockTransfer& t, int64_t moved) {
+  if (moved < 0) return static_cast<int>(-moved);
+  // The host may move less than asked; the rest goes the synchronous way.
+  const auto done = static_cast<uint64_t>(moved);
+  uint64_t total = 0;
+  for (const iovec& v : t.iov) total += v.iov_len;
+  if (done == total) return 0;
+  if (done == 0) return EIO;  // end of file: the image shrank under us
+  const std::span<iovec> rest = drop_front(t.iov, done);
+  return t.write ? write(t.offset + done, rest) : read(t.offset + done, rest);
+}
+
+BlockAsync* BlockImage::async() {
+  return uring_ ? this : nullptr;
+}
+
+bool BlockImage::start(BlockTransfer& t) {
+  if (!uring_) return false;
+  if (t.write && readonly_) {
+    t.result = EROFS;
+    refused_.push_back(&t);
+    return true;
+  }
+  if (!uring_->start(fd_for(t.offset, t.iov), t.write, t.offset, t.iov, &t)) return false;
+  ++counts_.started;
+  return true;
+}
+
+void BlockImage::submit() {
+  if (uring_) uring_->submit();
+}
+
+void BlockImage::reap(std::vector<BlockTransfer*>& done, bool wait) {
+  if (!uring_) return;
+  done.insert(done.end(), refused_.begin(), refused_.end());
+  finished_.clear();
+  uring_->reap(finished_, wait && refused_.empty());
+  refused_.clear();
+  for (const auto& [user, moved] : finished_) {
+    auto& t = *static_cast<BlockTransfer*>(user);
+    t.result = finish(t, moved);
+    done.push_back(&t);
+  }
+}
+
+int BlockImage::completion_fd() const {
+  return uring_ ? uring_->event_fd() : -1;
 }
 
 uint64_t BlockImage::reread_size() {

@@ -1,5 +1,8 @@
 #include "block_uring.hpp"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -9,6 +12,23 @@
 #include "libvmm/core/log.hpp"
 
 namespace libvmm {
+
+namespace {
+
+// user_data: a round of run() or kStartedTag in the high half, the op's index or the started
+// transfer's slot in the low half; the cancel request's is kCancelTag.
+constexpr uint32_t kStartedTag = 0xfffffffe;
+constexpr uint64_t kCancelTag = ~uint64_t{0};
+
+uint64_t tag(uint32_t round, size_t index) {
+  return uint64_t{round} << 32 | index;
+}
+
+}  // namespace
+
+UringBatch::UringBatch(unsigned entries) : entries_(entries), started_(entries, nullptr) {
+  for (unsigned slot = entries; slot-- > 0;) free_slots_.push_back(slot);
+}
 
 std::unique_ptr<UringBatch> UringBatch::create(unsigned entries, bool quiet) {
   const auto fail = [quiet](const char* step, int rc) -> std::unique_ptr<UringBatch> {
@@ -30,6 +50,12 @@ std::unique_ptr<UringBatch> UringBatch::create(unsigned entries, bool quiet) {
     return fail("set up a ring", rc);
   }
   batch->initialized_ = true;
+  // Completions signal an eventfd, for a caller that waits for them in poll() with other fds.
+  batch->event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (batch->event_fd_ < 0) return fail("make an eventfd for a ring", -errno);
+  if (const int rc = io_uring_register_eventfd(&batch->ring_, batch->event_fd_); rc < 0) {
+    return fail("register a ring's eventfd", rc);
+  }
   // (Through io_uring_register itself: Debian 12's liburing 2.3 declares the two helpers but
   // its library does not export them.)
   io_uring_restriction allowed[3] = {};
@@ -52,7 +78,10 @@ std::unique_ptr<UringBatch> UringBatch::create(unsigned entries, bool quiet) {
 }
 
 UringBatch::~UringBatch() {
+  // Nothing may write into the caller's buffers afterwards (BlockImage reaps first anyway).
+  if (outstanding() > 0) fail_started(-ECANCELED);
   if (initialized_) io_uring_queue_exit(&ring_);
+  if (event_fd_ >= 0) ::close(event_fd_);
 }
 
 void UringBatch::run(std::span<Op> ops) {
@@ -63,13 +92,8 @@ void UringBatch::run(std::span<Op> ops) {
   }
 }
 
-// user_data: the round in the high half, the op's index in the low half.
-static uint64_t tag(uint32_t round, size_t index) {
-  return uint64_t{round} << 32 | index;
-}
-
 void UringBatch::run_round(std::span<Op> ops) {
-  ++round_;
+  if (++round_ >= kStartedTag) round_ = 1;
   unsigned submitted = 0;
   for (size_t i = 0; i < ops.size(); ++i) {
     Op& op = ops[i];
@@ -110,7 +134,8 @@ void UringBatch::run_round(std::span<Op> ops) {
   }
 }
 
-unsigned UringBatch::reap(std::span<Op> ops) {
+template <typename Take>
+unsigned UringBatch::consume(Take&& take) {
   io_uring_cqe* cqe = nullptr;
   unsigned head = 0;
   unsigned seen = 0;
@@ -118,19 +143,22 @@ unsigned UringBatch::reap(std::span<Op> ops) {
   io_uring_for_each_cqe(&ring_, head, cqe) {
     ++iterated;
     const uint64_t data = io_uring_cqe_get_data64(cqe);
-    const uint64_t index = data & 0xffffffffu;
-    // Completions of cancel requests carry another tag; earlier rounds' cannot be left over.
-    if (data >> 32 == round_ && index < ops.size()) {
-      ops[index].result = cqe->res;
-      ++seen;
-    }
+    if (take(data >> 32, static_cast<uint32_t>(data), cqe->res)) ++seen;
   }
   io_uring_cq_advance(&ring_, iterated);
   return seen;
 }
 
+unsigned UringBatch::reap(std::span<Op> ops) {
+  // Completions of cancel requests carry another tag; earlier rounds' cannot be left over.
+  return consume([&](uint64_t round, uint32_t index, int32_t res) {
+    if (round != round_ || index >= ops.size()) return false;
+    ops[index].result = res;
+    return true;
+  });
+}
+
 unsigned UringBatch::cancel_and_reap(std::span<Op> ops, unsigned outstanding) {
-  constexpr uint64_t kCancelTag = ~uint64_t{0};
   if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
     io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
     io_uring_sqe_set_data64(sqe, kCancelTag);
@@ -147,6 +175,93 @@ unsigned UringBatch::cancel_and_reap(std::span<Op> ops, unsigned outstanding) {
     outstanding -= std::min(outstanding, seen);
   }
   return outstanding;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transfers kept in flight
+
+bool UringBatch::start(int fd, bool write, uint64_t offset, std::span<const iovec> iov,
+                       void* user) {
+  if (broken_ || free_slots_.empty() || iov.size() > IOV_MAX) return false;
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) return false;  // cannot happen: no more are out than the ring holds
+  const uint32_t slot = free_slots_.back();
+  free_slots_.pop_back();
+  started_[slot] = user;
+  const auto count = static_cast<unsigned>(iov.size());
+  if (write) {
+    io_uring_prep_writev(sqe, fd, iov.data(), count, offset);
+  } else {
+    io_uring_prep_readv(sqe, fd, iov.data(), count, offset);
+  }
+  io_uring_sqe_set_data64(sqe, tag(kStartedTag, slot));
+  return true;
+}
+
+void UringBatch::submit() {
+  if (broken_ || io_uring_sq_ready(&ring_) == 0) return;
+  int rc = 0;
+  do {
+    rc = submit_and_wait_(&ring_, 0);
+  } while (rc == -EINTR);
+  if (rc >= 0) return;
+  // The ring fails (a kernel fault, not a guest's doing): nothing more goes through it.
+  log::error("io_uring: submit failed: {}; cancelling {} transfers in flight", std::strerror(-rc),
+             outstanding());
+  fail_started(rc);
+}
+
+void UringBatch::reap(std::vector<Finished>& done, bool wait) {
+  const bool have_some = !failed_.empty();
+  done.insert(done.end(), failed_.begin(), failed_.end());
+  failed_.clear();
+  if (wait && !have_some && outstanding() > 0) {
+    io_uring_cqe* cqe = nullptr;
+    int rc = 0;
+    do {
+      rc = io_uring_wait_cqe(&ring_, &cqe);
+    } while (rc == -EINTR);
+  }
+  reap_started(&done);
+}
+
+unsigned UringBatch::reap_started(std::vector<Finished>* done) {
+  return consume([&](uint64_t round, uint32_t slot, int32_t res) {
+    if (round != kStartedTag || slot >= entries_ || started_[slot] == nullptr) return false;
+    if (done != nullptr) done->emplace_back(started_[slot], res);
+    started_[slot] = nullptr;
+    free_slots_.push_back(slot);
+    return true;
+  });
+}
+
+void UringBatch::fail_started(int rc) {
+  broken_ = true;
+  // What is out may still be writing into the caller's buffers: cancel it and wait (bounded).
+  if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(sqe, kCancelTag);
+    io_uring_submit(&ring_);
+  }
+  std::vector<Finished> done;
+  for (int tries = 0; outstanding() > 0 && tries < 50; ++tries) {
+    __kernel_timespec timeout{0, 100'000'000};  // 100 ms
+    io_uring_cqe* cqe = nullptr;
+    const int wait_rc = io_uring_wait_cqe_timeout(&ring_, &cqe, &timeout);
+    if (wait_rc < 0 && wait_rc != -ETIME && wait_rc != -EINTR) break;
+    reap_started(&done);
+  }
+  failed_.insert(failed_.end(), done.begin(), done.end());
+  if (outstanding() > 0) {
+    log::error("io_uring: {} transfers did not finish", outstanding());
+    // Given up: their buffers are the caller's again, whatever the kernel still does.
+    for (uint32_t slot = 0; slot < entries_; ++slot) {
+      if (started_[slot] == nullptr) continue;
+      failed_.emplace_back(started_[slot], rc);
+      started_[slot] = nullptr;
+      free_slots_.push_back(slot);
+    }
+  }
 }
 
 }  // namespace libvmm

@@ -1,6 +1,7 @@
-// A batch of preadv/pwritev-style transfers run through io_uring: all submitted with one
-// system call, then awaited together, so the host can work on them at the same time.
-// Internal to BlockImage.
+// preadv/pwritev-style transfers through io_uring, in one of two ways (a ring is used one way
+// only): a batch submitted with one system call and awaited together (run()), or transfers kept
+// in flight, each started when it comes and collected when it finishes (start(), submit(),
+// reap()), so the host works on as many at once as the caller has. Internal to BlockImage.
 #pragma once
 
 #include <liburing.h>
@@ -10,6 +11,8 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <utility>
+#include <vector>
 
 namespace libvmm {
 
@@ -40,6 +43,21 @@ class UringBatch {
   // the next batch's.
   void run(std::span<Op> ops);
 
+  // Queues a transfer for the next submit(); `iov` and its buffers must stay until reap()
+  // returns `user`. False when `entries` are out, or once the ring has failed (the caller
+  // carries the transfer out another way).
+  bool start(int fd, bool write, uint64_t offset, std::span<const iovec> iov, void* user);
+  // Hands what start() queued to the kernel. If the ring fails, whatever is out is cancelled
+  // and awaited (as for run()), reap() returns it failed, and start() refuses from then on.
+  void submit();
+  // Appends (user, bytes moved or -errno) for each transfer that finished; with `wait`, first
+  // waits for one to finish if any is out.
+  using Finished = std::pair<void*, int64_t>;
+  void reap(std::vector<Finished>& done, bool wait);
+  unsigned outstanding() const { return static_cast<unsigned>(entries_ - free_slots_.size()); }
+  // An eventfd the kernel signals for every completion: poll it, read it, then reap().
+  int event_fd() const { return event_fd_; }
+
   // Tests: the ring itself (to try what it refuses).
   io_uring* ring_for_test() { return &ring_; }
   // Tests: stands in for io_uring_submit_and_wait (to make the ring fail on demand).
@@ -47,16 +65,30 @@ class UringBatch {
   void set_submit_for_test(SubmitAndWait submit) { submit_and_wait_ = std::move(submit); }
 
  private:
-  UringBatch(unsigned entries) : entries_(entries) {}
+  explicit UringBatch(unsigned entries);
   void run_round(std::span<Op> ops);
   // Cancels whatever is in flight and reaps it; what is still unaccounted for afterwards.
   unsigned cancel_and_reap(std::span<Op> ops, unsigned outstanding);
+  // Consumes the completions available now, each through take(round tag, index, result),
+  // which says whether it was one it waited for; how many were.
+  template <typename Take>
+  unsigned consume(Take&& take);
   unsigned reap(std::span<Op> ops);  // completions available now, recorded; how many
+  // Completions available now of transfers start()ed, appended to `done`; how many.
+  unsigned reap_started(std::vector<Finished>* done);
+  // Every transfer start()ed fails: cancelled and awaited; the rest is reported, and given up.
+  void fail_started(int rc);
 
   io_uring ring_{};
   bool initialized_ = false;  // ring_ set up (torn down with it)
   unsigned entries_;
   uint32_t round_ = 0;  // tags each round's user_data, so a stale completion is never taken
+  int event_fd_ = -1;   // registered with the ring
+  // start()ed transfers by slot (user_data: kStartedTag in the high half, the slot below).
+  std::vector<void*> started_;
+  std::vector<uint32_t> free_slots_;
+  std::vector<Finished> failed_;  // given back by the next reap()
+  bool broken_ = false;           // submit() failed: start() refuses
   SubmitAndWait submit_and_wait_ = [](io_uring* ring, unsigned n) {
     return io_uring_submit_and_wait(ring, n);
   };

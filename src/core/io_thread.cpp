@@ -32,6 +32,10 @@ IoThread::IoThread(std::string name, Work work, std::function<void()> on_start)
       thread_([this] { run(); }) {}
 
 IoThread::~IoThread() {
+  stop();
+}
+
+void IoThread::stop() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -39,7 +43,7 @@ IoThread::~IoThread() {
   }
   wake();
   idle_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 void IoThread::wake() {

@@ -63,9 +63,19 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
   std::memcpy(config_.data(), &config, sizeof(config));
 
   if (threading.io_thread) {
+    async_ = backend_->async();
+    if (async_ != nullptr) {
+      for (size_t slot = kMaxBatch; slot-- > 0;) free_.push_back(slot);
+    }
     io_thread_ = std::make_unique<IoThread>(
         std::move(threading.name), [this] { return serve(); },
         std::move(threading.on_thread_start));
+    if (async_ != nullptr) {
+      // The thread wakes for a finished transfer as for a notification.
+      UniqueFd own(::fcntl(async_->completion_fd(), F_DUPFD_CLOEXEC, 0));
+      if (!own) throw_errno(label_ + ": dup of the backend's completion eventfd");
+      io_thread_->watch(std::move(own));
+    }
   }
 }
 
@@ -82,13 +92,19 @@ VirtioBlock::VirtioBlock(const BlockConfig& config, BlockThreading threading)
 }
 
 VirtioBlock::~VirtioBlock() {
-  io_thread_.reset();  // joined: no transfer runs any more, the counts stand still
+  // Joined, so it starts nothing any more (the object stays: the work may be reading the
+  // pointer to it until then).
+  if (io_thread_) io_thread_->stop();
+  // Nothing may still write into guest memory; the transport (and its rings) may be gone.
+  if (async_ != nullptr) finish_in_flight(nullptr);
   const auto* image = dynamic_cast<const BlockImage*>(backend_.get());
   if (image == nullptr || !image->has_uring()) return;
   // Whether the guest kept several requests in flight: what io_uring is for.
   const BlockImage::IoCounts& counts = image->io_counts();
-  log::debug("{}: {} requests with preadv/pwritev, {} through io_uring in {} batches", label_,
-             counts.sync_transfers, counts.uring_transfers, counts.uring_batches);
+  log::debug(
+      "{}: {} requests kept in flight through io_uring, {} with preadv/pwritev, {} through "
+      "io_uring in {} batches",
+      label_, counts.started, counts.sync_transfers, counts.uring_transfers, counts.uring_batches);
 }
 
 uint32_t VirtioBlock::device_id() const {
@@ -195,6 +211,7 @@ void VirtioBlock::queue_notify(uint16_t index, Virtqueue& queue) {
 
 bool VirtioBlock::serve() {
   VirtioTransport* transport = transport_.load();
+  if (async_ != nullptr) return serve_in_flight(transport);
   if (transport == nullptr) return false;
   poll_.woke();
   while (!io_thread_->yield_requested()) {
@@ -237,15 +254,9 @@ bool VirtioBlock::serve() {
     }
     // Empty queues are looked at again (notifications stay off), or we turn them on.
     if (poll_.keep_polling()) continue;
-    bool more = false;  // buffers came while notifications were being turned on
-    const bool live = transport->with_queues([&](std::span<Virtqueue> queues) {
-      if (transport_ != transport) return;
-      for (uint16_t q = 0; q < num_queues_ && q < queues.size(); ++q) {
-        more = queues[q].enable_notifications() || more;
-      }
-    });
-    if (!live) return false;
-    if (!more) {
+    const std::optional<bool> more = notifications_on(*transport);
+    if (!more) return false;
+    if (!*more) {
       poll_.sleeping();
       return false;
     }
@@ -255,8 +266,26 @@ bool VirtioBlock::serve() {
   return true;
 }
 
+std::optional<bool> VirtioBlock::notifications_on(VirtioTransport& transport) {
+  bool more = false;
+  const bool live = transport.with_queues([&](std::span<Virtqueue> queues) {
+    if (transport_ != &transport) return;
+    for (uint16_t q = 0; q < num_queues_ && q < queues.size(); ++q) {
+      more = queues[q].enable_notifications() || more;
+    }
+  });
+  if (!live) return std::nullopt;
+  return more;
+}
+
 void VirtioBlock::pause_io() {
-  if (io_thread_) io_thread_->pause();
+  if (!io_thread_) return;
+  io_thread_->pause();
+  if (async_ == nullptr) return;
+  // The thread is parked; what it left in flight is finished and returned here, before the
+  // caller changes the rings (one pauser at a time).
+  const std::lock_guard lock(pause_mutex_);
+  finish_in_flight(transport_.load());
 }
 
 void VirtioBlock::resume_io() {
@@ -272,7 +301,13 @@ bool VirtioBlock::watch_queue_notify(uint16_t index, int eventfd) {
 }
 
 void VirtioBlock::wait_idle() {
-  if (io_thread_) io_thread_->wait_idle();
+  if (!io_thread_) return;
+  while (true) {
+    io_thread_->wait_idle();
+    const unsigned in_flight = in_flight_.load();
+    if (in_flight == 0) return;
+    in_flight_.wait(in_flight);  // a finished transfer wakes the thread, which returns it
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,30 +396,30 @@ void VirtioBlock::run_transfers(size_t first, size_t last) {
   for (size_t i = first; i < last; ++i) {
     Pending& p = batch_[i];
     if (p.step != Pending::Step::transfer) continue;
-    const int err = transfers_[next_transfer++].result;
-    const uint64_t len = p.write ? 0 : p.chain->writable_bytes() - 1;
-    if (err != 0) {
-      p.outcome = io_error(p.write ? "write" : "read", p.sector, err);
-    } else if (p.write && flush_error != 0) {
-      p.outcome = io_error("flush", flush_error);
-    } else {
-      p.outcome = {VIRTIO_BLK_S_OK, static_cast<uint32_t>(len)};
-    }
+    p.outcome = transfer_outcome(p, transfers_[next_transfer++].result, flush_error);
   }
   write_statuses(first, last);
 }
 
-void VirtioBlock::write_statuses(size_t first, size_t last) {
+VirtioBlock::Outcome VirtioBlock::transfer_outcome(const Pending& p, int err, int flush_error) {
+  if (err != 0) return io_error(p.write ? "write" : "read", p.sector, err);
+  if (p.write && flush_error != 0) return io_error("flush", flush_error);
+  const uint64_t len = p.write ? 0 : p.chain->writable_bytes() - 1;
+  return {VIRTIO_BLK_S_OK, static_cast<uint32_t>(len)};
+}
+
+void VirtioBlock::write_status(Pending& p) {
   // The status goes in the last writable byte; without one the driver learns nothing, but
   // still gets its buffers back.
-  for (size_t i = first; i < last; ++i) {
-    Pending& p = batch_[i];
-    const uint64_t writable = p.chain->writable_bytes();
-    p.used = 0;
-    if (writable > 0 && p.chain->write_at(writable - 1, std::span(&p.outcome.status, 1))) {
-      p.used = p.outcome.data_written + 1;
-    }
+  const uint64_t writable = p.chain->writable_bytes();
+  p.used = 0;
+  if (writable > 0 && p.chain->write_at(writable - 1, std::span(&p.outcome.status, 1))) {
+    p.used = p.outcome.data_written + 1;
   }
+}
+
+void VirtioBlock::write_statuses(size_t first, size_t last) {
+  for (size_t i = first; i < last; ++i) write_status(batch_[i]);
 }
 
 void VirtioBlock::give_back(Virtqueue& queue, size_t first, size_t last) {

@@ -7,6 +7,7 @@ target_sources(libvmm PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/pci_transport.cpp
   ${CMAKE_CURRENT_LIST_DIR}/device_kinds.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/block_in_flight.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block_request.cpp
   ${CMAKE_CURRENT_LIST_DIR}/block_kind.cpp
   ${CMAKE_CURRENT_LIST_DIR}/console.cpp

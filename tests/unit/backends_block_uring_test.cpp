@@ -1,14 +1,18 @@
 // io_uring batches when the ring fails with transfers in flight: they are cancelled and
-// awaited before run() returns, and nothing of them reaches the next batch; and which requests
-// a disk image sends through its ring.
+// awaited before run() returns, and nothing of them reaches the next batch; transfers kept in
+// flight, finishing in any order, and a ring failing under them; and which requests a disk
+// image sends through its ring.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../../src/backends/block_uring.hpp"
@@ -80,6 +84,76 @@ TEST(UringBatch, TheRingRefusesEverythingButReadsWritesAndCancels) {
             static_cast<int>(sizeof buffer));
   EXPECT_EQ(std::string(buffer, 5), "Name:");
   ::close(fd);
+}
+
+// Transfers kept in flight: a read of an empty pipe stays out while a read of a file started
+// after it finishes and is reaped; every completion signals the eventfd.
+TEST(UringBatch, TransfersKeptInFlightFinishInAnyOrder) {
+  auto ring = UringBatch::create(8);
+  if (!ring) GTEST_SKIP() << "no io_uring on this host";
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  const int file = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(file, 0);
+  char from_pipe[4] = {};
+  char from_file[5] = {};
+  iovec pipe_iov{from_pipe, sizeof from_pipe};
+  iovec file_iov{from_file, sizeof from_file};
+  int pipe_tag = 0;
+  int file_tag = 0;
+  ASSERT_TRUE(ring->start(fds[0], false, 0, {&pipe_iov, 1}, &pipe_tag));
+  ASSERT_TRUE(ring->start(file, false, 0, {&file_iov, 1}, &file_tag));
+  ring->submit();
+  EXPECT_EQ(ring->outstanding(), 2u);
+  std::vector<UringBatch::Finished> done;
+  ring->reap(done, /*wait=*/true);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0], UringBatch::Finished(&file_tag, 5));
+  EXPECT_EQ(std::string(from_file, 5), "Name:");
+  pollfd signalled{ring->event_fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&signalled, 1, 0), 1) << "the eventfd says a transfer finished";
+
+  ASSERT_EQ(::write(fds[1], "late", 4), 4);
+  done.clear();
+  ring->reap(done, /*wait=*/true);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0], UringBatch::Finished(&pipe_tag, 4));
+  EXPECT_EQ(std::string(from_pipe, 4), "late");
+  EXPECT_EQ(ring->outstanding(), 0u);
+  ::close(file);
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+// A ring that fails under transfers kept in flight: they are cancelled and awaited, reap()
+// gives them back failed, nothing writes into their buffers afterwards, and the ring takes no
+// more (the disk carries on with preadv/pwritev).
+TEST(UringBatch, ARingFailingUnderTransfersInFlightFailsThemAndTakesNoMore) {
+  auto ring = UringBatch::create(8);
+  if (!ring) GTEST_SKIP() << "no io_uring on this host";
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  char stale[8] = {};
+  iovec stale_iov{stale, sizeof stale};
+  int tag = 0;
+  ASSERT_TRUE(ring->start(fds[0], false, 0, {&stale_iov, 1}, &tag));
+  ring->set_submit_for_test([](io_uring* r, unsigned) {
+    io_uring_submit(r);
+    return -EIO;
+  });
+  ring->submit();
+  std::vector<UringBatch::Finished> done;
+  ring->reap(done, /*wait=*/false);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].first, &tag);
+  EXPECT_LT(done[0].second, 0);
+  EXPECT_EQ(ring->outstanding(), 0u);
+  EXPECT_FALSE(ring->start(fds[0], false, 0, {&stale_iov, 1}, &tag));
+  ASSERT_EQ(::write(fds[1], "late", 4), 4);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(std::string(stale, 4), std::string(4, '\0')) << "the cancelled read took nothing";
+  ::close(fds[0]);
+  ::close(fds[1]);
 }
 
 // io=auto: a batch of one request goes with preadv/pwritev, a batch of several

@@ -5,6 +5,7 @@ libvmm_unit_test(virtio_tests
   ${CMAKE_CURRENT_LIST_DIR}/virtio_device_kind_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_block_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_block_iothread_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/virtio_block_in_flight_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_console_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_net_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/virtio_net_txthread_test.cpp

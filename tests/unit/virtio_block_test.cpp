@@ -1115,6 +1115,7 @@ TEST_P(VirtioBlockTest, IoThreadRoundsStopAtTheByteBudget) {
 TEST_P(VirtioBlockTest, IoUringImageCarriesOutABatch) {
   TempImage image(256 * KiB);
   open(image, ",io=io_uring");
+  EXPECT_EQ(device->keeps_requests_in_flight(), io_thread()) << "without the thread: batches";
   std::vector<uint64_t> statuses, data;
   for (uint64_t i = 0; i < 20; ++i) {
     const bool reading = i % 2 == 0;

@@ -40,11 +40,15 @@ class IoThread {
   // runs first on the new thread, before any work: the place for per-thread setup such as a
   // seccomp filter for the "I/O thread" role. It must not throw (that ends the process).
   IoThread(std::string name, Work work, std::function<void()> on_start = {});
-  // Waits for the run in flight (if any), then ends and joins the thread.
+  // Waits for the run in flight (if any), then ends and joins the thread (stop()).
   ~IoThread();
   IoThread(const IoThread&) = delete;
   IoThread& operator=(const IoThread&) = delete;
 
+  // Any thread but the I/O thread: waits for the run in flight (if any), then ends and joins the
+  // thread; the work never runs again. For an owner that must know the thread is gone before
+  // it tears down what the work uses, while the work may still reach the IoThread itself.
+  void stop();
   // Any thread: the work should run (again) soon. Never blocks on the work.
   void kick();
   // Any thread: the thread also waits on `eventfd` (it owns it from now on) and, when it is

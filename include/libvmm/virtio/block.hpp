@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -78,6 +79,16 @@ BlockConfig parse_disk_spec(std::string_view spec);
 // the event loop, other devices or a vCPU reading this device's registers. Rounds follow one
 // another until the queue is empty, each returning its chains (and signalling) before the next.
 // A reset, a queue taken down or teardown first waits for the round in flight (pause_io()).
+//
+// Requests kept in flight: where the backend can keep transfers going on its own (BlockAsync:
+// an image with io=auto or io=io_uring on a host with io_uring), the I/O thread does not work in
+// rounds but starts each read or write as it takes it and returns each when it finishes, in
+// whatever order the host finishes them, while it takes more: a disk with latency of its own
+// has as many requests at once as the guest gives it (up to kMaxBatch, and kBytesPerNotify
+// bytes). The thread sleeps on the queues' notifications and the backend's completions at once.
+// A FLUSH, DISCARD or WRITE_ZEROES waits until every transfer taken before it has finished (no
+// more requests are taken meanwhile), then runs on its own. A pause (reset, queue reset,
+// teardown) finishes what is in flight and returns it before it returns.
 //
 // Adaptive polling (BlockThreading::poll_max_us, --disk poll_us=N; core/adaptive_poll.hpp): once
 // the queue is empty the I/O thread keeps looking at it for up to a budget that adapts to the
@@ -145,8 +156,11 @@ class VirtioBlock final : public VirtioDevice {
   uint64_t capacity_sectors() const { return backend_->size() / kSectorSize; }
   uint16_t num_queues() const { return num_queues_; }
   bool has_io_thread() const { return io_thread_ != nullptr; }
-  // Waits until the I/O thread has nothing to do (at once without one). For tests.
+  // Waits until the I/O thread has nothing to do and no request in flight (at once without
+  // one). For tests.
   void wait_idle();
+  // Whether the I/O thread keeps requests in flight (BlockAsync) rather than working in rounds.
+  bool keeps_requests_in_flight() const { return async_ != nullptr; }
   // Rounds the I/O thread found by polling an emptied queue (no notification). For tests.
   uint64_t poll_hits() const { return poll_.hits(); }
 
@@ -166,6 +180,11 @@ class VirtioBlock final : public VirtioDevice {
     std::vector<iovec> iov;  // (capacity reused)
     BlockRequest request{};  // other: flush, GET_ID, DISCARD, WRITE_ZEROES
     uint32_t used = 0;       // what goes in the used ring, once carried out
+    // Kept in flight (block_in_flight.cpp): the queue and epoch it was taken in, its transfer.
+    uint16_t queue = 0;
+    uint64_t epoch = 0;
+    uint64_t bytes = 0;  // of host I/O
+    BlockTransfer transfer;
   };
   struct Taken {
     uint32_t requests = 0;
@@ -184,9 +203,25 @@ class VirtioBlock final : public VirtioDevice {
   uint64_t parse(Pending& p);  // returns the bytes of host I/O it asks for
   // The batch's transfers [first, last), then the write-through flush they need.
   void run_transfers(size_t first, size_t last);
+  Outcome transfer_outcome(const Pending& p, int err, int flush_error);
+  void write_status(Pending& p);
   void write_statuses(size_t first, size_t last);
   // On the I/O thread: rounds until the queue is empty. True if it yielded with work left.
   bool serve();
+  // Turns every queue's notifications on: whether buffers came meanwhile (the caller must look
+  // again before it sleeps); nullopt if the transport is gone.
+  std::optional<bool> notifications_on(VirtioTransport& transport);
+
+  // Requests kept in flight (block_in_flight.cpp), on the I/O thread, or with it paused.
+  bool serve_in_flight(VirtioTransport* transport);  // as serve()
+  bool can_take() const;
+  // Pops, parses and starts requests while can_take(), under the lock; how many it took.
+  size_t take_and_start(Virtqueue& queue, uint16_t index);
+  void run_unstarted();        // what the backend would not take now, synchronously
+  size_t collect(bool wait);   // finished transfers to ready_; how many
+  size_t carry_out_barrier();  // the FLUSH (...) waiting, once nothing is in flight; 1 if done
+  void give_back_ready(VirtioTransport* transport);   // nullptr: the chains are dropped
+  void finish_in_flight(VirtioTransport* transport);  // waits for all, returns them
   // Fills in `p`'s transfer for a parsed read or write, or sets its error outcome.
   void prepare_transfer(Pending& p, const DescriptorChain& chain, const BlockRequest& request);
   // Carries out a request that is neither read nor write.
@@ -221,6 +256,20 @@ class VirtioBlock final : public VirtioDevice {
   std::vector<BlockTransfer> transfers_;  // reused for every batch
 
   AdaptivePoll poll_;  // the I/O thread's (hits() for tests)
+
+  // Requests kept in flight: slots of batch_. Used by the I/O thread, or by whoever paused it
+  // (under pause_mutex_).
+  BlockAsync* async_ = nullptr;    // backend_->async() with an I/O thread, else nullptr
+  std::vector<size_t> free_;       // slots not in use
+  std::vector<size_t> ready_;      // carried out, to be returned
+  std::vector<size_t> unstarted_;  // transfers the backend would not start
+  std::vector<BlockTransfer*> reaped_;
+  std::optional<size_t> barrier_;  // a FLUSH, DISCARD or WRITE_ZEROES waiting
+  unsigned started_ = 0;           // transfers out at the backend
+  uint64_t in_flight_bytes_ = 0;
+  uint16_t next_queue_ = 0;             // the queue a pass takes from first
+  std::atomic<unsigned> in_flight_{0};  // slots in use (wait_idle())
+  std::mutex pause_mutex_;
 
   log::RateLimited request_errors_{"request errors", 10};
   std::unique_ptr<IoThread> io_thread_;  // last: joined before the rest goes
