@@ -11,11 +11,13 @@
 # the queue notification, on the event loop, every request with preadv/pwritev), "vmm-iot"
 # (io=sync,iothread=on: on the device's I/O thread, which polls the queue adaptively, poll_us=32
 # by default), "vmm-nopoll" (the same, poll_us=0), "vmm-auto" (io=auto, the default since
-# session 41: a batch of several requests through io_uring, a single one with preadv/pwritev),
-# "vmm-uring" (io=io_uring: every batch through the ring, one request too), "vmm-pci" (the
-# default: iothread=on, io=auto, over virtio-pci with MSI-X instead of virtio-mmio: x86_64's
-# default since session 35; the others named vmm* here are transport=mmio, as the default was
-# when their figures were recorded; vmm-pci was io=sync until session 41),
+# session 41: through io_uring, each request started as it comes and completed as it finishes
+# since session 42; in session 41 a round's requests submitted together and awaited whole, a
+# lone one with preadv/pwritev), "vmm-uring" (io=io_uring: the same since session 42),
+# "vmm-pci" (the default: iothread=on, io=auto, over virtio-pci with MSI-X instead of
+# virtio-mmio: x86_64's default since session 35; the others named vmm* here are
+# transport=mmio, as the default was when their figures were recorded; vmm-pci was io=sync
+# until session 41),
 # "vmm-pci-hg" (as vmm-pci, with --halt guest: the idle vCPU halts without a VM exit) and
 # "qemu" (cache=none,aio=threads).
 # The guest polling its completions instead of waiting for interrupts (2 vCPUs, 2 queues and

@@ -4,6 +4,7 @@
 // the unused ones. A FLUSH, DISCARD or WRITE_ZEROES is a barrier: it waits in barrier_, with no
 // more requests taken, until every transfer before it has finished.
 #include <linux/virtio_blk.h>
+#include <unistd.h>
 
 #include "libvmm/virtio/block.hpp"
 
@@ -58,7 +59,14 @@ bool VirtioBlock::serve_in_flight(VirtioTransport* transport) {
     const std::optional<bool> more = notifications_on(*transport);
     if (!more) return false;
     if (*more) continue;
-    if (started_ == 0) poll_.sleeping();
+    if (started_ == 0) {
+      // Nothing is out, so no completion can come: a signal left from transfers already
+      // collected (io_uring signals inline completions too) would only wake the thread for
+      // nothing.
+      uint64_t count = 0;
+      static_cast<void>(::read(async_->completion_fd(), &count, sizeof count));
+      poll_.sleeping();
+    }
     return false;
   }
   // Paused or ending: whoever paused finishes what is in flight (pause_io()).
