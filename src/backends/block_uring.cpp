@@ -212,10 +212,11 @@ void UringBatch::submit() {
 }
 
 void UringBatch::reap(std::vector<Finished>& done, bool wait) {
+  if (wait && io_uring_sq_ready(&ring_) > 0) submit();  // nothing waits for what never went
   const bool have_some = !failed_.empty();
   done.insert(done.end(), failed_.begin(), failed_.end());
   failed_.clear();
-  if (wait && !have_some && outstanding() > 0) {
+  if (wait && !have_some && outstanding() > 0 && !broken_) {
     io_uring_cqe* cqe = nullptr;
     int rc = 0;
     do {

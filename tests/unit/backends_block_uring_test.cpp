@@ -125,6 +125,24 @@ TEST(UringBatch, TransfersKeptInFlightFinishInAnyOrder) {
   ::close(fds[1]);
 }
 
+// A reap that waits first hands over what was started and not yet submitted: it never waits
+// for a transfer the kernel has not been given.
+TEST(UringBatch, AWaitingReapSubmitsWhatWasStartedFirst) {
+  auto ring = UringBatch::create(8);
+  if (!ring) GTEST_SKIP() << "no io_uring on this host";
+  const int file = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(file, 0);
+  char bytes[5] = {};
+  iovec iov{bytes, sizeof bytes};
+  int tag = 0;
+  ASSERT_TRUE(ring->start(file, false, 0, {&iov, 1}, &tag));
+  std::vector<UringBatch::Finished> done;
+  ring->reap(done, /*wait=*/true);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0], UringBatch::Finished(&tag, 5));
+  ::close(file);
+}
+
 // A ring that fails under transfers kept in flight: they are cancelled and awaited, reap()
 // gives them back failed, nothing writes into their buffers afterwards, and the ring takes no
 // more (the disk carries on with preadv/pwritev).
