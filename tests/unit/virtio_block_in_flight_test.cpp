@@ -1,9 +1,10 @@
 // virtio-blk's I/O thread with a backend that keeps transfers in flight (BlockAsync), behind
 // the real MMIO transport: requests start as they come while earlier ones are still out, and
 // go back as each finishes; a FLUSH waits for the transfers before it; slots and bytes in
-// flight are bounded against a guest that fills its queue; a reset and teardown finish what
-// is in flight first; completions go back to their own queue. (The io_uring image itself keeps
-// requests in flight in every IoThread test of virtio_block_test.cpp.)
+// flight are bounded against a guest that fills its queue; a reset, a queue taken down and
+// teardown finish what is in flight first; completions go back to their own queue. (The
+// io_uring image itself keeps requests in flight in every IoThread test of
+// virtio_block_test.cpp.)
 #include <gtest/gtest.h>
 
 #define VIRTIO_RING_NO_LEGACY
@@ -432,6 +433,34 @@ TEST_F(BlockInFlightTest, AResetFinishesWhatIsInFlightAndReturnsItFirst) {
   backend->finish_all();
   ASSERT_TRUE(wait_used(1));
   EXPECT_EQ(memory.bytes(again.data, kSector), sector_bytes(7));
+}
+
+// Taking a queue down (QueueReady 0, the device still DRIVER_OK) pauses the device too: the
+// request out goes back to the old ring first, and the ring set up next gets only its own.
+TEST_F(BlockInFlightTest, AQueueTakenDownGetsWhatWasOutBackFirst) {
+  make();
+  start();
+  const Request old = publish(VIRTIO_BLK_T_IN, 1);
+  notify();
+  ASSERT_TRUE(backend->wait_out(1));
+  mmio->set_reg(VIRTIO_MMIO_QUEUE_SEL, 0);
+  mmio->set_reg(VIRTIO_MMIO_QUEUE_READY, 0);
+  EXPECT_EQ(backend->out(), 0u);
+  EXPECT_EQ(used_idx(), 1);
+  EXPECT_EQ(used_id(0), old.head);
+  EXPECT_EQ(status(old), VIRTIO_BLK_S_OK);
+
+  rings[0]->restart();
+  mmio->setup_queue(0, *rings[0]);
+  const Request fresh = publish(VIRTIO_BLK_T_IN, 6);
+  notify();
+  ASSERT_TRUE(backend->wait_out(1));
+  backend->finish_all();
+  ASSERT_TRUE(wait_used(1));
+  EXPECT_EQ(used_id(0), fresh.head);
+  EXPECT_EQ(memory.bytes(fresh.data, kSector), sector_bytes(6));
+  std::this_thread::sleep_for(kSettle);
+  EXPECT_EQ(used_idx(), 1) << "nothing of the old ring's reaches the new one";
 }
 
 TEST_F(BlockInFlightTest, TeardownFinishesWhatIsInFlightBeforeTheBackendGoes) {
