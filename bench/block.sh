@@ -18,7 +18,9 @@
 # virtio-mmio: x86_64's default since session 35; the others named vmm* here are
 # transport=mmio, as the default was when their figures were recorded; vmm-pci was io=sync
 # until session 41),
-# "vmm-pci-hg" (as vmm-pci, with --halt guest: the idle vCPU halts without a VM exit) and
+# "vmm-pci-hg" (as vmm-pci, with --halt guest: the idle vCPU halts without a VM exit),
+# "vmm-pci-memfd" (as vmm-pci, guest RAM a memfd as it must be for vhost-user: whether the
+# guest splits its 1 MiB requests as often; only in the per-round lines) and
 # "qemu" (cache=none,aio=threads).
 # The guest polling its completions instead of waiting for interrupts (2 vCPUs, 2 queues and
 # virtio_blk.poll_queues=1: one of the queues has no interrupt; every job through an io_uring
@@ -55,7 +57,7 @@
 # host as for the guests. A disk with latency of its own (an SSD, a network volume), where what
 # matters is whether requests in flight overlap (io=auto and io=io_uring against io=sync).
 set -euo pipefail
-all_configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg vmm-gpoll vmm-bpoll qemu qemu-bpoll
+all_configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg vmm-pci-memfd vmm-gpoll vmm-bpoll qemu qemu-bpoll
   vmm-dev vmm-qsd qemu-qsd vmm-fs"
 all_configs=$(echo $all_configs)  # one line, single spaces
 secs=${1:-5}
@@ -219,6 +221,9 @@ while [ $round -lt $rounds ]; do
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,transport=pci --quiet
   want vmm-pci-hg && bench_sampled vmm-pci-hg blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
     --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,transport=pci --halt guest --quiet
+  want vmm-pci-memfd && bench_sampled vmm-pci-memfd blkbench 240 vmm ./vmm --kernel bzImage \
+    --initrd initramfs.cpio.gz --memory 256M --memory-backing memfd --cmdline "$cmdline" \
+    --disk $vmm_disk,iothread=on,transport=pci --quiet
   # The guest polls for its completions (libvmm.blkpoll above). Two vCPUs: the driver uses at
   # most a queue per CPU and keeps one of them interrupt-driven, so one CPU gets no poll queue.
   for c in vmm-gpoll:32 vmm-bpoll:1000; do
