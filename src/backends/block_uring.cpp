@@ -92,6 +92,26 @@ void UringBatch::run(std::span<Op> ops) {
   }
 }
 
+template <typename Reap>
+unsigned UringBatch::cancel_and_reap(unsigned outstanding, Reap&& reap) {
+  if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(sqe, kCancelTag);
+    io_uring_submit(&ring_);
+  }
+  // Bounded: a transfer the kernel can neither finish nor cancel is reported, not waited for
+  // forever (the event loop must go on).
+  for (int tries = 0; outstanding > 0 && tries < 50; ++tries) {
+    __kernel_timespec timeout{0, 100'000'000};  // 100 ms
+    io_uring_cqe* cqe = nullptr;
+    const int rc = io_uring_wait_cqe_timeout(&ring_, &cqe, &timeout);
+    if (rc < 0 && rc != -ETIME && rc != -EINTR) break;
+    const unsigned seen = reap();
+    outstanding -= std::min(outstanding, seen);
+  }
+  return outstanding;
+}
+
 void UringBatch::run_round(std::span<Op> ops) {
   if (++round_ >= kStartedTag) round_ = 1;
   unsigned submitted = 0;
@@ -127,7 +147,7 @@ void UringBatch::run_round(std::span<Op> ops) {
       // kernel, writing into guest buffers: cancel them and wait until none is left.
       log::error("io_uring: submit failed: {}; cancelling {} transfers in flight",
                  std::strerror(-rc), submitted - completed);
-      const unsigned stuck = cancel_and_reap(ops, submitted - completed);
+      const unsigned stuck = cancel_and_reap(submitted - completed, [&] { return reap(ops); });
       if (stuck != 0) log::error("io_uring: {} transfers did not finish", stuck);
       return;
     }
@@ -156,25 +176,6 @@ unsigned UringBatch::reap(std::span<Op> ops) {
     ops[index].result = res;
     return true;
   });
-}
-
-unsigned UringBatch::cancel_and_reap(std::span<Op> ops, unsigned outstanding) {
-  if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
-    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-    io_uring_sqe_set_data64(sqe, kCancelTag);
-    io_uring_submit(&ring_);
-  }
-  // Bounded: a transfer the kernel can neither finish nor cancel is reported, not waited for
-  // forever (the event loop must go on).
-  for (int tries = 0; outstanding > 0 && tries < 50; ++tries) {
-    __kernel_timespec timeout{0, 100'000'000};  // 100 ms
-    io_uring_cqe* cqe = nullptr;
-    const int rc = io_uring_wait_cqe_timeout(&ring_, &cqe, &timeout);
-    if (rc < 0 && rc != -ETIME && rc != -EINTR) break;
-    const unsigned seen = reap(ops);
-    outstanding -= std::min(outstanding, seen);
-  }
-  return outstanding;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,29 +240,17 @@ unsigned UringBatch::reap_started(std::vector<Finished>* done) {
 void UringBatch::fail_started(int rc) {
   broken_ = true;
   // What is out may still be writing into the caller's buffers: cancel it and wait (bounded).
-  if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
-    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-    io_uring_sqe_set_data64(sqe, kCancelTag);
-    io_uring_submit(&ring_);
-  }
   std::vector<Finished> done;
-  for (int tries = 0; outstanding() > 0 && tries < 50; ++tries) {
-    __kernel_timespec timeout{0, 100'000'000};  // 100 ms
-    io_uring_cqe* cqe = nullptr;
-    const int wait_rc = io_uring_wait_cqe_timeout(&ring_, &cqe, &timeout);
-    if (wait_rc < 0 && wait_rc != -ETIME && wait_rc != -EINTR) break;
-    reap_started(&done);
-  }
+  const unsigned stuck = cancel_and_reap(outstanding(), [&] { return reap_started(&done); });
   failed_.insert(failed_.end(), done.begin(), done.end());
-  if (outstanding() > 0) {
-    log::error("io_uring: {} transfers did not finish", outstanding());
-    // Given up: their buffers are the caller's again, whatever the kernel still does.
-    for (uint32_t slot = 0; slot < entries_; ++slot) {
-      if (started_[slot] == nullptr) continue;
-      failed_.emplace_back(started_[slot], rc);
-      started_[slot] = nullptr;
-      free_slots_.push_back(slot);
-    }
+  if (stuck == 0) return;
+  log::error("io_uring: {} transfers did not finish", stuck);
+  // Given up: their buffers are the caller's again, whatever the kernel still does.
+  for (uint32_t slot = 0; slot < entries_; ++slot) {
+    if (started_[slot] == nullptr) continue;
+    failed_.emplace_back(started_[slot], rc);
+    started_[slot] = nullptr;
+    free_slots_.push_back(slot);
   }
 }
 

@@ -67,8 +67,10 @@ class UringBatch {
  private:
   explicit UringBatch(unsigned entries);
   void run_round(std::span<Op> ops);
-  // Cancels whatever is in flight and reaps it; what is still unaccounted for afterwards.
-  unsigned cancel_and_reap(std::span<Op> ops, unsigned outstanding);
+  // Cancels whatever is in flight and waits (bounded) until reap(), which returns how many of
+  // the `outstanding` it saw finish, has seen them all; how many it has not.
+  template <typename Reap>
+  unsigned cancel_and_reap(unsigned outstanding, Reap&& reap);
   // Consumes the completions available now, each through take(round tag, index, result),
   // which says whether it was one it waited for; how many were.
   template <typename Take>

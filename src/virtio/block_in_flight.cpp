@@ -6,6 +6,8 @@
 #include <linux/virtio_blk.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "libvmm/virtio/block.hpp"
 
 namespace libvmm {
@@ -118,40 +120,39 @@ size_t VirtioBlock::take_and_start(Virtqueue& queue, uint16_t index) {
 }
 
 void VirtioBlock::run_unstarted() {
+  finished_.clear();
   for (const size_t slot : unstarted_) {
-    Pending& p = batch_[slot];
-    backend_->transfer_batch(std::span(&p.transfer, 1));
-    const int flush_error =
-        p.write && write_through_ && p.transfer.result == 0 ? backend_->flush() : 0;
-    p.outcome = transfer_outcome(p, p.transfer.result, flush_error);
-    in_flight_bytes_ -= p.bytes;
-    ready_.push_back(slot);
+    BlockTransfer& t = batch_[slot].transfer;
+    backend_->transfer_batch(std::span(&t, 1));
+    finished_.push_back(&t);
   }
   unstarted_.clear();
+  finish_transfers();
 }
 
 size_t VirtioBlock::collect(bool wait) {
-  reaped_.clear();
-  async_->reap(reaped_, wait);
-  // A driver that did not take FLUSH gets write-through: one flush covers what finished.
+  finished_.clear();
+  async_->reap(finished_, wait);
+  started_ -= static_cast<unsigned>(finished_.size());
+  finish_transfers();
+  return finished_.size();
+}
+
+void VirtioBlock::finish_transfers() {
+  // A driver that did not take FLUSH gets write-through: one flush covers the writes that
+  // finished together.
+  const auto wrote = [](const BlockTransfer* t) { return t->write && t->result == 0; };
   int flush_error = 0;
-  if (write_through_) {
-    for (const BlockTransfer* t : reaped_) {
-      if (t->write && t->result == 0) {
-        flush_error = backend_->flush();
-        break;
-      }
-    }
+  if (write_through_ && std::any_of(finished_.begin(), finished_.end(), wrote)) {
+    flush_error = backend_->flush();
   }
-  for (const BlockTransfer* t : reaped_) {
+  for (const BlockTransfer* t : finished_) {
     const auto slot = static_cast<size_t>(t->tag);
     Pending& p = batch_[slot];
-    --started_;
     in_flight_bytes_ -= p.bytes;
     p.outcome = transfer_outcome(p, t->result, flush_error);
     ready_.push_back(slot);
   }
-  return reaped_.size();
 }
 
 size_t VirtioBlock::carry_out_barrier() {

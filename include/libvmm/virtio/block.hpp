@@ -219,6 +219,7 @@ class VirtioBlock final : public VirtioDevice {
   size_t take_and_start(Virtqueue& queue, uint16_t index);
   void run_unstarted();        // what the backend would not take now, synchronously
   size_t collect(bool wait);   // finished transfers to ready_; how many
+  void finish_transfers();     // finished_'s requests: their outcomes, into ready_
   size_t carry_out_barrier();  // the FLUSH (...) waiting, once nothing is in flight; 1 if done
   void give_back_ready(VirtioTransport* transport);   // nullptr: the chains are dropped
   void finish_in_flight(VirtioTransport* transport);  // waits for all, returns them
@@ -259,13 +260,13 @@ class VirtioBlock final : public VirtioDevice {
 
   // Requests kept in flight: slots of batch_. Used by the I/O thread, or by whoever paused it
   // (under pause_mutex_).
-  BlockAsync* async_ = nullptr;    // backend_->async() with an I/O thread, else nullptr
-  std::vector<size_t> free_;       // slots not in use
-  std::vector<size_t> ready_;      // carried out, to be returned
-  std::vector<size_t> unstarted_;  // transfers the backend would not start
-  std::vector<BlockTransfer*> reaped_;
-  std::optional<size_t> barrier_;  // a FLUSH, DISCARD or WRITE_ZEROES waiting
-  unsigned started_ = 0;           // transfers out at the backend
+  BlockAsync* async_ = nullptr;           // backend_->async() with an I/O thread, else nullptr
+  std::vector<size_t> free_;              // slots not in use
+  std::vector<size_t> ready_;             // carried out, to be returned
+  std::vector<size_t> unstarted_;         // transfers the backend would not start
+  std::vector<BlockTransfer*> finished_;  // this step's, results set
+  std::optional<size_t> barrier_;         // a FLUSH, DISCARD or WRITE_ZEROES waiting
+  unsigned started_ = 0;                  // transfers out at the backend
   uint64_t in_flight_bytes_ = 0;
   uint16_t next_queue_ = 0;             // the queue a pass takes from first
   std::atomic<unsigned> in_flight_{0};  // slots in use (wait_idle())
