@@ -6,7 +6,8 @@
 //     queue_notify() (iothread=off), and with the device's I/O thread (iothread=on: the same
 //     work plus waking the thread and waiting for it, so more wall time than CPU); and from a
 //     notify eventfd to the interrupt's eventfd, through the event loop or straight to the
-//     I/O thread (BM_BlockRead4KHandOff);
+//     I/O thread (BM_BlockRead4KHandOff); and a read kept in flight on storage with a latency
+//     of its own, with and without polling for its completion (BM_BlockRead4KInFlight);
 //   - virtio-net: a 1500-byte frame transmitted (header + frame in one buffer), and one
 //     received into a posted buffer.
 // The driver's side is the shared virtIO test kit (tests/unit/support/virtio_kit.hpp): a
@@ -20,13 +21,17 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "libvmm/backends/block_backend.hpp"
@@ -56,37 +61,47 @@ class NullBlockBackend : public BlockBackend {
   int write_zeroes(uint64_t, uint64_t, bool) override { return 0; }
 };
 
-// The same, keeping its transfers "in flight" (BlockAsync) the way an io_uring image does: each
-// finishes at submit() and signals the completion eventfd, so what is measured is the device's
-// own cost of starting, collecting and returning requests, and the thread's wake-up per
-// completion.
-class NullAsyncBlockBackend final : public NullBlockBackend, public BlockAsync {
+// The same, keeping its transfers "in flight" (BlockAsync) the way an io_uring image does; what
+// the two kinds below share: transfers started wait in started_ for submit().
+class NullAsyncBase : public NullBlockBackend, public BlockAsync {
  public:
-  NullAsyncBlockBackend() : efd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
-  ~NullAsyncBlockBackend() override { ::close(efd_); }
   BlockAsync* async() override { return this; }
   bool start(BlockTransfer& t) override {
     started_.push_back(&t);
     return true;
   }
+  int completion_fd() const override { return efd_.get(); }
+  unsigned capacity() const override { return 64; }
+
+ protected:
+  void signal_completion() {
+    const uint64_t one = 1;
+    static_cast<void>(::write(efd_.get(), &one, sizeof one));
+  }
+
+  UniqueFd efd_{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+  std::vector<BlockTransfer*> started_;
+};
+
+// Each transfer finishes at submit() and signals the completion eventfd, so what is measured is
+// the device's own cost of starting, collecting and returning requests, and the thread's
+// wake-up per completion.
+class NullAsyncBlockBackend final : public NullAsyncBase {
+ public:
   void submit() override {
     if (started_.empty()) return;
     for (BlockTransfer* t : started_) t->result = 0;
     finished_.insert(finished_.end(), started_.begin(), started_.end());
     started_.clear();
-    const uint64_t one = 1;
-    static_cast<void>(::write(efd_, &one, sizeof one));
+    signal_completion();
   }
   void reap(std::vector<BlockTransfer*>& done, bool) override {
     done.insert(done.end(), finished_.begin(), finished_.end());
     finished_.clear();
   }
-  int completion_fd() const override { return efd_; }
-  unsigned capacity() const override { return 64; }
 
  private:
-  int efd_;
-  std::vector<BlockTransfer*> started_, finished_;
+  std::vector<BlockTransfer*> finished_;
 };
 
 // A network that accepts every frame and, when asked, has one frame of `frame_len` bytes.
@@ -260,6 +275,126 @@ BENCHMARK(BM_BlockRead4KHandOff)
     ->Args({1, 0})
     ->Args({0, 0})
     ->Args({0, 32})
+    ->MeasureProcessCPUTime();
+
+// Storage with a latency of its own, kept in flight (BlockAsync): a transfer submitted finishes
+// `latency` later (plus the timer's wake-up) on a thread of its own (the "device", asleep
+// meanwhile, so it takes no CPU from the others, as a drive would not), which then signals the
+// completion eventfd, as io_uring does for a fast NVMe drive.
+class LatencyBlockBackend final : public NullAsyncBase {
+ public:
+  explicit LatencyBlockBackend(std::chrono::microseconds latency) : latency_(latency) {
+    device_ = std::thread([this] { run(); });
+  }
+  ~LatencyBlockBackend() override {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    device_.join();
+  }
+  void submit() override {
+    if (started_.empty()) return;
+    {
+      std::lock_guard lock(mutex_);
+      const auto due = std::chrono::steady_clock::now() + latency_;
+      for (BlockTransfer* t : started_) out_.push_back({t, due});
+    }
+    started_.clear();
+    cv_.notify_all();
+  }
+  void reap(std::vector<BlockTransfer*>& done, bool wait) override {
+    std::unique_lock lock(mutex_);
+    if (wait) cv_.wait(lock, [&] { return out_.empty(); });
+    done.insert(done.end(), finished_.begin(), finished_.end());
+    finished_.clear();
+  }
+
+ private:
+  struct Out {
+    BlockTransfer* transfer;
+    std::chrono::steady_clock::time_point due;
+  };
+  void run() {
+    ::prctl(PR_SET_TIMERSLACK, 1);  // the sleep ends as close to `due` as the kernel can
+    std::unique_lock lock(mutex_);
+    while (true) {
+      cv_.wait(lock, [&] { return stop_ || !out_.empty(); });
+      if (stop_) return;
+      const auto due = out_.front().due;
+      lock.unlock();
+      std::this_thread::sleep_until(due);
+      lock.lock();
+      out_.front().transfer->result = 0;
+      finished_.push_back(out_.front().transfer);
+      out_.erase(out_.begin());
+      cv_.notify_all();
+      signal_completion();
+    }
+  }
+
+  const std::chrono::microseconds latency_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<Out> out_;
+  std::vector<BlockTransfer*> finished_;
+  bool stop_ = false;
+  std::thread device_;
+};
+
+// A 4 KiB read at queue depth 1 from the guest's notification to its interrupt, kept in flight
+// on storage with a latency of latency_us: whether the I/O thread's polling (poll_us) also
+// catches the completion, sparing the thread a wake-up per request. Wall time is the latency
+// the guest sees; process CPU time covers the "guest", the I/O thread and the "device"'s
+// wake-ups.
+void BM_BlockRead4KInFlight(benchmark::State& state) {
+  const auto poll_us = static_cast<uint32_t>(state.range(0));
+  const std::chrono::microseconds latency(state.range(1));
+  TestMemory memory(kRamSize);
+  DriverRing ring(memory, VirtioBlock::kQueueSize, RingLayout::at(kRing));
+  Virtqueue queue(memory, VirtioBlock::kQueueSize);
+  EventfdTransport transport(queue);
+  auto device = std::make_shared<VirtioBlock>(std::make_unique<LatencyBlockBackend>(latency), "",
+                                              BlockThreading{true, "blk-bench", {}, poll_us});
+  ring.configure(queue, 0);  // every request is to interrupt (see BM_BlockRead4KHandOff)
+  device->activate(transport, device->device_features());
+  if (!device->keeps_requests_in_flight() ||
+      !device->watch_queue_notify(0, transport.notify_fd.get())) {
+    state.SkipWithError("the device does not keep requests in flight on its notify eventfd");
+    return;
+  }
+  const uint64_t header = ring.alloc(16);
+  const uint64_t data = ring.alloc(4096, 4096);
+  const uint64_t status = ring.alloc(1);
+  uint64_t sector = 0;
+  const uint64_t hits_before = device->poll_hits();
+  for (auto _ : state) {
+    (void)memory.write_obj(header, virtio_blk_outhdr{VIRTIO_BLK_T_IN, 0, sector});
+    ring.add_chain({{header, 16, false}, {data, 4096, true}, {status, 1, true}});
+    if ((ring.used_flags() & VRING_USED_F_NO_NOTIFY) == 0) {
+      EventfdTransport::signal(transport.notify_fd.get());
+    }
+    EventfdTransport::wait(transport.call.get());
+    sector = (sector + 8) % (1u << 21);
+  }
+  if (ring.used_idx() != static_cast<uint16_t>(state.iterations()) ||
+      memory.read_obj<uint8_t>(status) != VIRTIO_BLK_S_OK) {
+    state.SkipWithError("requests did not complete");
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  // Completions and requests found by polling, per request.
+  state.counters["polled"] =
+      benchmark::Counter(static_cast<double>(device->poll_hits() - hits_before) /
+                         static_cast<double>(state.iterations()));
+}
+BENCHMARK(BM_BlockRead4KInFlight)
+    ->ArgNames({"poll_us", "latency_us"})
+    ->Args({0, 10})
+    ->Args({32, 10})
+    ->Args({0, 50})
+    ->Args({32, 50})
+    ->UseRealTime()
     ->MeasureProcessCPUTime();
 
 struct NetBench {

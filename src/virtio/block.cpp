@@ -33,7 +33,8 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
     : backend_(std::move(backend)),
       serial_(std::move(serial)),
       num_queues_(num_queues),
-      poll_(threading.io_thread ? threading.poll_max_us : 0) {
+      poll_(threading.io_thread ? threading.poll_max_us : 0),
+      finish_poll_(threading.io_thread ? threading.poll_max_us : 0) {
   if (!backend_) throw std::invalid_argument("virtio-blk: a backend is needed");
   if (num_queues_ < 1 || num_queues_ > kMaxQueues) {
     throw std::invalid_argument("virtio-blk: the number of queues is out of range");

@@ -26,6 +26,7 @@ bool VirtioBlock::serve_in_flight(VirtioTransport* transport) {
     return false;
   }
   poll_.woke();
+  finish_poll_.woke();
   while (!io_thread_->yield_requested()) {
     size_t progress = collect(false);
     bool gone = false;  // reset since (when the transport did not pause us)
@@ -38,7 +39,7 @@ bool VirtioBlock::serve_in_flight(VirtioTransport* transport) {
           gone = true;
           return;
         }
-        if (!poll_.polling()) queues[q].disable_notifications();
+        if (!poll_.polling() && !finish_poll_.polling()) queues[q].disable_notifications();
         progress += take_and_start(queues[q], q);
       });
       gone = gone || !live;
@@ -51,24 +52,27 @@ bool VirtioBlock::serve_in_flight(VirtioTransport* transport) {
     if (gone) return false;
     if (progress > 0) {
       poll_.found();
+      finish_poll_.found();
       continue;
     }
     // Nothing to take until a transfer finishes: its completion wakes the thread.
     if (!can_take()) return false;
-    // Empty queues are looked at again (notifications stay off) while nothing is in flight,
-    // or we turn them on and sleep until a notification or a completion.
-    if (started_ == 0 && poll_.keep_polling()) continue;
+    // Empty queues, and with transfers out the backend's completions (collect() at the top of
+    // the loop), are looked at again (notifications stay off) within a poll budget: a request
+    // or completion that comes meanwhile costs no wake-up. With transfers out the budget is
+    // finish_poll_'s, learnt from the sleeps while transfers were out, so storage slower than
+    // poll_us is not polled for, and does not stop the polling for the guest's next request.
+    if ((started_ > 0 ? finish_poll_ : poll_).keep_polling()) continue;
     const std::optional<bool> more = notifications_on(*transport);
     if (!more) return false;
     if (*more) continue;
-    if (started_ == 0) {
-      // Nothing is out, so no completion can come: a signal left from transfers already
-      // collected (io_uring signals inline completions too) would only wake the thread for
-      // nothing.
-      uint64_t count = 0;
-      static_cast<void>(::read(async_->completion_fd(), &count, sizeof count));
-      poll_.sleeping();
-    }
+    // A signal left from completions already collected (io_uring signals the ones found by
+    // polling, or inline, too) would only wake the thread for nothing: drain it, then look at
+    // the completions once more, so that one coming after that look signals anew.
+    uint64_t count = 0;
+    static_cast<void>(::read(async_->completion_fd(), &count, sizeof count));
+    if (started_ > 0 && collect(false) > 0) continue;  // the next pass gives it back
+    (started_ > 0 ? finish_poll_ : poll_).sleeping();
     return false;
   }
   // Paused or ending: whoever paused finishes what is in flight (pause_io()).

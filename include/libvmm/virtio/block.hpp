@@ -94,7 +94,11 @@ BlockConfig parse_disk_spec(std::string_view spec);
 // the queue is empty the I/O thread keeps looking at it for up to a budget that adapts to the
 // gaps between requests, notifications still off, before it turns them on and sleeps; a
 // request the guest adds meanwhile costs it no notification (no VM exit) and the thread no
-// wake-up. A VM whose disk is idle costs no polling at all. A pause stops the poll.
+// wake-up. A VM whose disk is idle costs no polling at all. A pause stops the poll. With
+// requests kept in flight it also looks at the backend's completions (io_uring's completion
+// ring: memory, no system call) while transfers are out, within a budget of its own that adapts
+// to how soon the storage finishes: fast storage returns its requests without a wake-up each,
+// storage slower than poll_us is not polled for.
 //
 // Without one, rounds run inside queue_notify() (under the transport's lock, on the event loop
 // or a vCPU thread), and nothing stays in flight when it returns. One notification takes at most
@@ -161,8 +165,9 @@ class VirtioBlock final : public VirtioDevice {
   void wait_idle();
   // Whether the I/O thread keeps requests in flight (BlockAsync) rather than working in rounds.
   bool keeps_requests_in_flight() const { return async_ != nullptr; }
-  // Rounds the I/O thread found by polling an emptied queue (no notification). For tests.
-  uint64_t poll_hits() const { return poll_.hits(); }
+  // Rounds the I/O thread found by polling an emptied queue (no notification), or with
+  // requests kept in flight, completions it found by polling. For tests.
+  uint64_t poll_hits() const { return poll_.hits() + finish_poll_.hits(); }
 
  private:
   struct Outcome {
@@ -257,6 +262,9 @@ class VirtioBlock final : public VirtioDevice {
   std::vector<BlockTransfer> transfers_;  // reused for every batch
 
   AdaptivePoll poll_;  // the I/O thread's (hits() for tests)
+  // With transfers in flight: its budget learns from the sleeps while transfers are out (how
+  // soon the storage finishes), poll_'s from those with nothing out (the gaps between requests).
+  AdaptivePoll finish_poll_;
 
   // Requests kept in flight: slots of batch_. Used by the I/O thread, or by whoever paused it
   // (under pause_mutex_).
