@@ -210,6 +210,35 @@ class EventfdTransport final : public VirtioTransport {
   Virtqueue& queue_;
 };
 
+// The guest's side of the hand-off benchmarks: one 4 KiB read at a time, notified unless the
+// device says it needs no notification (it is polling), its completion awaited on the
+// interrupt's eventfd. Returns how many requests went without a notification.
+int64_t read_one_at_a_time(benchmark::State& state, TestMemory& memory, DriverRing& ring,
+                           EventfdTransport& transport) {
+  const uint64_t header = ring.alloc(16);
+  const uint64_t data = ring.alloc(4096, 4096);
+  const uint64_t status = ring.alloc(1);
+  uint64_t sector = 0;
+  int64_t unnotified = 0;
+  for (auto _ : state) {
+    (void)memory.write_obj(header, virtio_blk_outhdr{VIRTIO_BLK_T_IN, 0, sector});
+    ring.add_chain({{header, 16, false}, {data, 4096, true}, {status, 1, true}});
+    if ((ring.used_flags() & VRING_USED_F_NO_NOTIFY) == 0) {
+      EventfdTransport::signal(transport.notify_fd.get());
+    } else {
+      ++unnotified;
+    }
+    EventfdTransport::wait(transport.call.get());
+    sector = (sector + 8) % (1u << 21);
+  }
+  if (ring.used_idx() != static_cast<uint16_t>(state.iterations()) ||
+      memory.read_obj<uint8_t>(status) != VIRTIO_BLK_S_OK) {
+    state.SkipWithError("requests did not complete");
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  return unnotified;
+}
+
 // A 4 KiB read from the guest's notification (a write to the queue's notify eventfd, as KVM
 // does at the guest's QueueNotify) to its interrupt (the irqfd signalled), with the device's
 // I/O thread. via_loop=1: the event loop reads the eventfd and kicks the I/O thread (before);
@@ -244,29 +273,8 @@ void BM_BlockRead4KHandOff(benchmark::State& state) {
     return;
   }
 
-  const uint64_t header = ring.alloc(16);
-  const uint64_t data = ring.alloc(4096, 4096);
-  const uint64_t status = ring.alloc(1);
-  uint64_t sector = 0;
-  int64_t unnotified = 0;  // requests the device found by polling
-  for (auto _ : state) {
-    (void)memory.write_obj(header, virtio_blk_outhdr{VIRTIO_BLK_T_IN, 0, sector});
-    ring.add_chain({{header, 16, false}, {data, 4096, true}, {status, 1, true}});
-    // As the guest's driver: no notification while the device says it needs none (polling).
-    if ((ring.used_flags() & VRING_USED_F_NO_NOTIFY) == 0) {
-      EventfdTransport::signal(transport.notify_fd.get());
-    } else {
-      ++unnotified;
-    }
-    EventfdTransport::wait(transport.call.get());
-    sector = (sector + 8) % (1u << 21);
-  }
+  const int64_t unnotified = read_one_at_a_time(state, memory, ring, transport);
   if (loop) loop->call([&] { loop->loop.remove(transport.notify_fd.get()); });
-  if (ring.used_idx() != static_cast<uint16_t>(state.iterations()) ||
-      memory.read_obj<uint8_t>(status) != VIRTIO_BLK_S_OK) {
-    state.SkipWithError("requests did not complete");
-  }
-  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
   state.counters["unnotified"] =
       benchmark::Counter(static_cast<double>(unnotified) / static_cast<double>(state.iterations()));
 }
@@ -364,25 +372,8 @@ void BM_BlockRead4KInFlight(benchmark::State& state) {
     state.SkipWithError("the device does not keep requests in flight on its notify eventfd");
     return;
   }
-  const uint64_t header = ring.alloc(16);
-  const uint64_t data = ring.alloc(4096, 4096);
-  const uint64_t status = ring.alloc(1);
-  uint64_t sector = 0;
   const uint64_t hits_before = device->poll_hits();
-  for (auto _ : state) {
-    (void)memory.write_obj(header, virtio_blk_outhdr{VIRTIO_BLK_T_IN, 0, sector});
-    ring.add_chain({{header, 16, false}, {data, 4096, true}, {status, 1, true}});
-    if ((ring.used_flags() & VRING_USED_F_NO_NOTIFY) == 0) {
-      EventfdTransport::signal(transport.notify_fd.get());
-    }
-    EventfdTransport::wait(transport.call.get());
-    sector = (sector + 8) % (1u << 21);
-  }
-  if (ring.used_idx() != static_cast<uint16_t>(state.iterations()) ||
-      memory.read_obj<uint8_t>(status) != VIRTIO_BLK_S_OK) {
-    state.SkipWithError("requests did not complete");
-  }
-  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  read_one_at_a_time(state, memory, ring, transport);
   // Completions and requests found by polling, per request.
   state.counters["polled"] =
       benchmark::Counter(static_cast<double>(device->poll_hits() - hits_before) /
