@@ -236,12 +236,9 @@ BlockAsync* BlockImage::async() {
 }
 
 bool BlockImage::start(BlockTransfer& t) {
-  if (!uring_) return false;
-  if (t.write && readonly_) {
-    t.result = EROFS;
-    refused_.push_back(&t);
-    return true;
-  }
+  // A write to a read-only image (the device refuses those first) goes the synchronous way,
+  // where write() refuses it.
+  if (!uring_ || (t.write && readonly_)) return false;
   if (!uring_->start(fd_for(t.offset, t.iov), t.write, t.offset, t.iov, &t)) return false;
   ++counts_.started;
   return true;
@@ -253,10 +250,8 @@ void BlockImage::submit() {
 
 void BlockImage::reap(std::vector<BlockTransfer*>& done, bool wait) {
   if (!uring_) return;
-  done.insert(done.end(), refused_.begin(), refused_.end());
   finished_.clear();
-  uring_->reap(finished_, wait && refused_.empty());
-  refused_.clear();
+  uring_->reap(finished_, wait);
   for (const auto& [user, moved] : finished_) {
     auto& t = *static_cast<BlockTransfer*>(user);
     t.result = finish(t, moved);

@@ -1,7 +1,7 @@
 // io_uring batches when the ring fails with transfers in flight: they are cancelled and
 // awaited before run() returns, and nothing of them reaches the next batch; transfers kept in
 // flight, finishing in any order, and a ring failing under them; and which requests a disk
-// image sends through its ring.
+// image sends through its ring, or keeps in flight.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -218,6 +218,53 @@ TEST(BlockImageIo, AutoTakesTheRingOnlyForSeveralRequests) {
     const char expected = block == 0 ? 'a' : static_cast<char>('a' + block - 1);
     EXPECT_EQ(back, std::vector<char>(4096, expected)) << "block " << block;
   }
+  ::unlink(path.c_str());
+}
+
+// The image keeps transfers in flight through its ring (BlockAsync): started, submitted, and
+// reaped with their outcome; a write to a read-only image is not started (the device then runs
+// it synchronously, where write() refuses it).
+TEST(BlockImageIo, TransfersKeptInFlightAndAReadOnlyImagesWritesGoTheSynchronousWay) {
+  const std::string path = ::testing::TempDir() + "/block-io-in-flight.img";
+  {
+    const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, 64 * 1024), 0);
+    ::close(fd);
+  }
+  auto image = BlockImage::open({path, false, false, BlockIo::automatic});
+  if (!image->has_uring()) GTEST_SKIP() << "no io_uring on this host";
+  BlockAsync* async = image->async();
+  ASSERT_NE(async, nullptr);
+  ASSERT_GE(async->completion_fd(), 0);
+  std::vector<char> out(4096, 'q');
+  iovec out_iov{out.data(), out.size()};
+  BlockTransfer write{true, 8192, {&out_iov, 1}, -1};
+  ASSERT_TRUE(async->start(write));
+  async->submit();
+  std::vector<BlockTransfer*> done;
+  async->reap(done, /*wait=*/true);
+  ASSERT_EQ(done, std::vector<BlockTransfer*>{&write});
+  EXPECT_EQ(write.result, 0);
+  EXPECT_EQ(image->io_counts().started, 1u);
+
+  image.reset();  // its lock is a writer's
+  auto readonly = BlockImage::open({path, true, false, BlockIo::automatic});
+  ASSERT_NE(readonly->async(), nullptr);
+  std::vector<char> back(4096);
+  iovec back_iov{back.data(), back.size()};
+  BlockTransfer read{false, 8192, {&back_iov, 1}, -1};
+  ASSERT_TRUE(readonly->async()->start(read));
+  BlockTransfer refused{true, 0, {&out_iov, 1}, -1};
+  EXPECT_FALSE(readonly->async()->start(refused)) << "a write to a read-only image";
+  readonly->async()->submit();
+  done.clear();
+  readonly->async()->reap(done, /*wait=*/true);
+  ASSERT_EQ(done, std::vector<BlockTransfer*>{&read});
+  EXPECT_EQ(read.result, 0);
+  EXPECT_EQ(back, out);
+  readonly->transfer_batch({&refused, 1});
+  EXPECT_EQ(refused.result, EROFS);
   ::unlink(path.c_str());
 }
 

@@ -91,7 +91,6 @@ class BlockImage final : public BlockBackend, public BlockAsync {
   std::unique_ptr<UringBatch> uring_;  // with io=io_uring, and io=auto where the host has it
   BlockIo io_ = BlockIo::sync;
   IoCounts counts_;
-  std::vector<BlockTransfer*> refused_;  // start()ed but failed at once: the next reap()'s
   std::vector<std::pair<void*, int64_t>> finished_;  // reap()'s, capacity reused
   std::atomic<uint64_t> size_{0};  // written by reread_size(), on another thread than I/O
   bool readonly_ = false;
