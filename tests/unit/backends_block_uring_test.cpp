@@ -176,14 +176,18 @@ TEST(UringBatch, ARingFailingUnderTransfersInFlightFailsThemAndTakesNoMore) {
 
 // io=auto: a batch of one request goes with preadv/pwritev, a batch of several
 // through the ring; io=sync never sets one up.
+// A sparse image file of `size` bytes at `path` (replacing any).
+bool make_sparse_image(const std::string& path, off_t size) {
+  const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  const bool sized = ::ftruncate(fd, size) == 0;
+  ::close(fd);
+  return sized;
+}
+
 TEST(BlockImageIo, AutoTakesTheRingOnlyForSeveralRequests) {
   const std::string path = ::testing::TempDir() + "/block-io-auto.img";
-  {
-    const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(::ftruncate(fd, 64 * 1024), 0);
-    ::close(fd);
-  }
+  ASSERT_TRUE(make_sparse_image(path, 64 * 1024));
   EXPECT_FALSE(BlockImage::open({path, false, false, BlockIo::sync})->has_uring());
   auto image = BlockImage::open({path, false, false, BlockIo::automatic});
   if (!image->has_uring()) GTEST_SKIP() << "no io_uring on this host: io=auto is sync";
@@ -226,12 +230,7 @@ TEST(BlockImageIo, AutoTakesTheRingOnlyForSeveralRequests) {
 // it synchronously, where write() refuses it).
 TEST(BlockImageIo, TransfersKeptInFlightAndAReadOnlyImagesWritesGoTheSynchronousWay) {
   const std::string path = ::testing::TempDir() + "/block-io-in-flight.img";
-  {
-    const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(::ftruncate(fd, 64 * 1024), 0);
-    ::close(fd);
-  }
+  ASSERT_TRUE(make_sparse_image(path, 64 * 1024));
   auto image = BlockImage::open({path, false, false, BlockIo::automatic});
   if (!image->has_uring()) GTEST_SKIP() << "no io_uring on this host";
   BlockAsync* async = image->async();
