@@ -315,8 +315,7 @@ void VirtioBlock::wait_idle() {
 // VirtioBlock: a round of requests
 
 VirtioBlock::Taken VirtioBlock::take(Virtqueue& queue, uint32_t max_requests, uint64_t max_bytes) {
-  write_through_ = !negotiated(VIRTIO_BLK_F_FLUSH);
-  disk_.capacity_sectors = capacity_sectors();  // rescan() may have changed it
+  refresh_disk();
   Taken taken;
   while (batch_size_ < std::min<size_t>(max_requests, kMaxBatch) && taken.bytes < max_bytes) {
     auto chain = queue.pop();
@@ -327,6 +326,11 @@ VirtioBlock::Taken VirtioBlock::take(Virtqueue& queue, uint32_t max_requests, ui
     ++taken.requests;
   }
   return taken;
+}
+
+void VirtioBlock::refresh_disk() {
+  write_through_ = !negotiated(VIRTIO_BLK_F_FLUSH);
+  disk_.capacity_sectors = capacity_sectors();
 }
 
 uint64_t VirtioBlock::parse(Pending& p) {

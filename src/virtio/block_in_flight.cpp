@@ -80,8 +80,7 @@ bool VirtioBlock::serve_in_flight(VirtioTransport* transport) {
 }
 
 size_t VirtioBlock::take_and_start(Virtqueue& queue, uint16_t index) {
-  write_through_ = !negotiated(VIRTIO_BLK_F_FLUSH);
-  disk_.capacity_sectors = capacity_sectors();  // rescan() may have changed it
+  refresh_disk();
   size_t taken = 0;
   while (can_take()) {
     auto chain = queue.pop();

@@ -205,6 +205,9 @@ class VirtioBlock final : public VirtioDevice {
   void execute(const std::function<void(size_t, size_t)>& done);
   void give_back(Virtqueue& queue, size_t first, size_t last);
   void drop();
+  // What requests taken now are parsed against: whether the driver took FLUSH, the size
+  // rescan() may have changed. Before taking.
+  void refresh_disk();
   uint64_t parse(Pending& p);  // returns the bytes of host I/O it asks for
   // The batch's transfers [first, last), then the write-through flush they need.
   void run_transfers(size_t first, size_t last);
