@@ -37,7 +37,8 @@ class BlockAsync {
   // Appends each transfer that finished (its result set) to `done`. With `wait`, first waits
   // until one has, if any is out.
   virtual void reap(std::vector<BlockTransfer*>& done, bool wait) = 0;
-  // Readable (an eventfd) when a transfer may have finished: poll it, read its counter, reap().
+  // Readable (a non-blocking eventfd) when a transfer may have finished: poll it, read its
+  // counter, reap(). The device also reads it to drop a signal it no longer needs.
   virtual int completion_fd() const = 0;
   // Transfers started and not yet given back, at most.
   virtual unsigned capacity() const = 0;
