@@ -28,32 +28,36 @@ int checked_size(size_t size) {
 
 // Debian 12's libfdt 1.6.1 adds a property's length to an int offset unchecked (fixed upstream
 // in 1.7.0): a length near 2^32 wraps the walk back onto the same tag and fdt_check_full loops
-// forever (found by dtb_patch_fuzzer). Walk the structure block first; returns the offset of a
-// property longer than what is left of the block. Anything else malformed is libfdt's to judge.
+// forever (found by dtb_patch_fuzzer). Walk the structure block first, as libfdt does: offsets
+// within the block, aligned within it (the block itself may start at any offset: 1.6.1 does not
+// refuse that). Returns the file offset of a property longer than what is left of the block.
+// Anything else malformed is libfdt's to judge.
 std::optional<uint64_t> overlong_property(const void* header) {
   const auto* fdt = static_cast<const uint8_t*>(header);
-  const uint64_t total = fdt_totalsize(header);
-  uint64_t at = fdt_off_dt_struct(header);
+  const uint64_t base = fdt_off_dt_struct(header);  // fdt_check_header: within totalsize
+  const uint64_t left = fdt_totalsize(header) - base;
   const uint64_t end =
-      std::min(total, fdt_version(header) >= 17 ? at + fdt_size_dt_struct(header) : total);
-  const auto be32 = [fdt](uint64_t offset) {
+      fdt_version(header) >= 17 ? std::min<uint64_t>(fdt_size_dt_struct(header), left) : left;
+  const auto byte = [fdt, base](uint64_t offset) { return fdt[base + offset]; };
+  const auto be32 = [&byte](uint64_t offset) {
     uint32_t value = 0;
-    for (int i = 0; i < 4; ++i) value = value << 8 | fdt[offset + i];
+    for (int i = 0; i < 4; ++i) value = value << 8 | byte(offset + i);
     return value;
   };
   const auto aligned = [](uint64_t offset) { return (offset + 3) & ~uint64_t{3}; };
+  uint64_t at = 0;
   while (at + 4 <= end) {
     const uint64_t tag_at = at;
     const uint32_t tag = be32(at);
     at += 4;
     if (tag == FDT_BEGIN_NODE) {
-      while (at < end && fdt[at] != 0) ++at;
+      while (at < end && byte(at) != 0) ++at;
       at = aligned(at + 1);
     } else if (tag == FDT_PROP) {
       if (at + 8 > end) return std::nullopt;
       const uint32_t length = be32(at);
       at += 8;  // the length and the name's offset
-      if (length > end - at) return tag_at;
+      if (length > end - at) return base + tag_at;
       at = aligned(at + length);
     } else if (tag != FDT_END_NODE && tag != FDT_NOP) {
       return std::nullopt;  // FDT_END, or a tag libfdt refuses

@@ -605,6 +605,32 @@ TEST(Arm64FdtPatch, RefusesAPropertyLongerThanItsBlockInsteadOfLoopingForever) {
   }
 }
 
+// Found by dtb_patch_fuzzer again (a timeout): the same -12 length in a structure block that
+// starts at an offset not a multiple of 4. libfdt 1.6.1 takes such a block and aligns its walk
+// within it, so the check before it must too (it aligned file offsets, and missed the property).
+TEST(Arm64FdtPatch, RefusesAnOverlongPropertyInAStructureBlockAtAnOddOffset) {
+  auto blob = build_fdt(sample_machine());
+  const int property = fdt_first_property_offset(blob.data(), 0);
+  ASSERT_GE(property, 0);
+  const auto* header = reinterpret_cast<const fdt_header*>(blob.data());
+  const uint32_t struct_at = fdt_off_dt_struct(header);
+  const uint32_t strings_at = fdt_off_dt_strings(header);
+  const uint32_t reserve_at = fdt_off_mem_rsvmap(header);
+  const uint32_t total = fdt_totalsize(header);
+  ASSERT_LT(reserve_at, struct_at);
+  // One byte more before the structure block: it and what follows it move by one.
+  blob.insert(blob.begin() + struct_at, 0);
+  void* moved = blob.data();
+  fdt_set_off_dt_struct(moved, struct_at + 1);
+  if (strings_at > struct_at) fdt_set_off_dt_strings(moved, strings_at + 1);
+  fdt_set_totalsize(moved, total + 1);
+  const size_t length_at = struct_at + 1 + static_cast<size_t>(property) + 4;
+  for (int i = 0; i < 4; ++i)
+    blob[length_at + i] = static_cast<uint8_t>(0xffff'fff4u >> (24 - 8 * i));
+  EXPECT_THAT(error_of([&] { patch_fdt(blob, sample_machine(), "odd.dtb"); }),
+              StartsWith("odd.dtb: invalid device tree: the property at offset"));
+}
+
 // Found by dtb_patch_fuzzer: the user's bytes may start anywhere in memory; reading the header
 // in place was undefined behaviour (UBSan: member access within misaligned address).
 TEST(Arm64FdtPatch, AcceptsATreeAtAnOddAddress) {
