@@ -14,7 +14,8 @@
 #    out-of-memory stops that target and keeps the input in $LIBVMM_CACHE/fuzz/crashes.
 # 3. Minimizes the persistent corpus with the seeds into fuzz/corpus/NAME (-merge=1 on edges
 #    only, -use_counters=0: inputs that cover every edge reached, not every hit count), capped
-#    at 200 files and 200 KB per target (the smallest inputs of that set first), so that CI's
+#    at 200 files and 200 KB per target (the smallest inputs of that set first; seeds named by
+#    hand, not by their SHA-1, are always kept and count against the 200 files), so that CI's
 #    short runs (tools/run-tests) start from them.
 # 4. Writes the table (executions, executions per second, coverage in edges and features,
 #    corpus size, seeds kept, crashes) into docs/SECURITY.md between <!-- fuzz-table --> and
@@ -87,9 +88,16 @@ if [ -z "${LIBVMM_FUZZ_NO_DOCS:-}" ]; then
     "$build/fuzz/${name}_fuzzer" -merge=1 -use_counters=0 -timeout=10 "$merged" "$cache/$name" \
       $([ -d "$seeds" ] && echo "$seeds") >"$logs/$name.merge.log" 2>&1 ||
       { tail -n 20 "$logs/$name.merge.log" >&2; echo "fuzz.sh: merging $name failed" >&2; rm -rf "$merged"; continue; }
+    # Seeds named by hand (not libFuzzer's SHA-1 names) stay whatever their size: each reaches
+    # a mode of its target on purpose.
+    named=$(mktemp -d)
+    [ ! -d "$seeds" ] || find "$seeds" -maxdepth 1 -type f ! -regex '.*/[0-9a-f]\{40\}' \
+      -exec cp {} "$named/" \;
     rm -rf "$seeds"
     mkdir -p "$seeds"
-    count=0 bytes=0
+    find "$named" -type f -exec cp {} "$seeds/" \;
+    count=$(find "$named" -type f | wc -l) bytes=0
+    rm -rf "$named"
     while read -r size file; do
       [ $count -lt $max_files ] && [ $((bytes + size)) -le $max_bytes ] || break
       cp "$merged/$file" "$seeds/"
