@@ -35,24 +35,51 @@
 # Each VMM runs ROUNDS times, interleaved; the table shows medians. A second table gives VM
 # exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
 # and the VMM's CPU, with and without its vCPUs' guest time, between marks the guest prints).
-# Usage: bench/net.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 5 minutes). Prints a table
-# and ratios; see docs/PERFORMANCE.md. NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
+# --arch aarch64 (also bench/net-arm64.sh): the same in the emulated arm64 KVM host (vGICv3), for
+# the candidates that exist there: host, vmm, vmm-pci, vmm-vhost, vmm-vhost-pci (vmm cross-built
+# in $LIBVMM_ARM64_BUILD, default build/arm64-bench), and qemu, qemu-vhost (QEMU -M virt with
+# virtio-net-device) and qemu-vhost-pci (-M virt with virtio-net-pci): Debian's arm64 QEMU,
+# iperf3 and ip (tools/install-deps-arm64 --bench), Debian's arm64 kernel in the guests.
+# Usage: bench/net.sh [--arch x86_64|aarch64] [SECONDS [ROUNDS]]   (default 5 and 3; about 5
+# minutes on x86_64). Prints a table and ratios; see docs/PERFORMANCE.md.
+# NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
 # vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost, qemu-vhost, vmm-pci, vmm-vhost-pci,
 # qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll, vmm-vhost-2q1, vmm-vhost-2q2, qemu-vhost-2q2,
 # vmm-vu-2q2, qemu-vu-2q2).
 # BENCH_EXIT_REASONS=1 also counts each direction's VM exits by reason and its MSR exits by MSR,
 # per packet ("exits_by_reason_per_op" and "msr_exits_per_op" lines; payload.sh's sample_marks).
 set -euo pipefail
+arch=x86_64
+if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
 secs=${1:-5}
 rounds=${2:-3}
 poll_us=${NET_BENCH_POLL_US:-50}
-[[ $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] \
-  || { echo "usage: bench/net.sh [SECONDS [ROUNDS]] (positive integers)" >&2; exit 2; }
+[[ $arch =~ ^(x86_64|aarch64)$ && $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] \
+  && [ "$rounds" -gt 0 ] || {
+  echo "usage: bench/net.sh [--arch x86_64|aarch64] [SECONDS [ROUNDS]] (positive integers)" >&2
+  exit 2
+}
 [[ $poll_us =~ ^[0-9]+$ ]] || { echo "NET_BENCH_POLL_US: a number of µs" >&2; exit 2; }
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
 only=${NET_BENCH_ONLY:-}
+# What runs on arm64: QEMU's virt machine for both transports (no microvm or q35); the transmit
+# thread, multiqueue and vhost-user candidates stay x86_64's (the last two want more CPUs than
+# the emulated host has to spare).
+arm64_candidates="host vmm vmm-pci vmm-vhost vmm-vhost-pci qemu qemu-vhost qemu-vhost-pci"
+if [ "$arch" = aarch64 ]; then
+  for c in $only; do
+    case " $arm64_candidates " in
+      *" $c "*) ;;
+      *)
+        echo "NET_BENCH_ONLY: '$c' is not measured on aarch64 (only $arm64_candidates)" >&2
+        exit 2
+        ;;
+    esac
+  done
+  only=${only:-$arm64_candidates}
+fi
 for c in $only; do
   case $c in
     host | vmm | vmm-tx | qemu | vmm-2q1 | vmm-2q2 | vmm-vhost | qemu-vhost | vmm-pci) ;;
@@ -66,12 +93,20 @@ for c in $only; do
       ;;
   esac
 done
-native_build
+if [ "$arch" = x86_64 ]; then
+  native_build
+  vmm_bin=build/gcc/tools/vmm/vmm iperf3=/usr/bin/iperf3
+else
+  # shellcheck source=bench/boot-setup.sh
+  . bench/boot-setup.sh
+  arm64_bench_setup
+  vmm_bin=$arm64_vmm iperf3=$arm64_tools/usr/bin/iperf3
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Guest side: iperf3 with its libraries, and /tests/netbench (run by /init).
 extra=$work/guest-extra
-extra_binary "$extra" /usr/bin/iperf3 usr/bin/iperf3
+extra_binary "$extra" "$iperf3" usr/bin/iperf3
 mkdir -p "$extra/tests"
 cat >"$extra/tests/netbench" <<EOS
 #!/bin/sh
@@ -99,15 +134,32 @@ echo "LIBVMM-GUEST: BENCH g2h=\$g2h h2g=\$h2g rtt=\$rtt"
 EOS
 chmod +x "$extra/tests/netbench"
 
-payload_new x86_64 build/gcc/tools/vmm/vmm --extra "$extra"
-payload_binary /usr/bin/qemu-system-x86_64 /usr/bin/iperf3 "$(command -v ip)" \
-  build/gcc/tools/vmm-device/vmm-device
-mkdir -p "$payload/qemu-data"
-cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin,kvmvapic.bin} \
-  /usr/share/seabios/bios-256k.bin "$payload/qemu-data/"
+payload_new "$arch" "$vmm_bin" --extra "$extra"
+# What differs between the architectures in run.sh: the guest kernel and console, vmm's
+# interrupt controller, QEMU's command and machines (virtio-mmio; virtio-pci) and its name in
+# /proc (the sampler's).
+if [ "$arch" = x86_64 ]; then
+  payload_binary /usr/bin/qemu-system-x86_64 /usr/bin/iperf3 "$(command -v ip)" \
+    build/gcc/tools/vmm-device/vmm-device
+  mkdir -p "$payload/qemu-data"
+  cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin,kvmvapic.bin} \
+    /usr/share/seabios/bios-256k.bin "$payload/qemu-data/"
+  set -- kernel=bzImage console=ttyS0 vmm_machine= qemu_comm=qemu-system-x86 guest_timeout=300 \
+    qemu_mmio="./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host" \
+    qemu_pci="./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host"
+  timeout=$((600 + rounds * (secs * 2 * 5 + 400)))
+else
+  payload_binary "$arm64_qemu" "$iperf3" "$arm64_tools/bin/ip"
+  set -- kernel=Image console=ttyAMA0 vmm_machine="--gic v3" qemu_comm=qemu-system-aar \
+    guest_timeout=900 \
+    qemu_mmio="./qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host" \
+    qemu_pci="./qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host"
+  timeout=$((900 + rounds * (secs * 2 * 8 + 8 * 300)))
+fi
 
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" poll_us="$poll_us" \
-  sample_reasons="${BENCH_EXIT_REASONS:-0}" <<'EOS'
+  sample_reasons="${BENCH_EXIT_REASONS:-0}" "$@" <<'EOS'
+# $qemu_mmio, $qemu_pci, $vmm_machine: a command or options, unquoted where used so that they split.
 # want NAME: whether this run measures NAME (all unless NET_BENCH_ONLY named some).
 want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 export PATH=/payload:$PATH  # for the commands "ip netns exec" runs (busybox ip has no netns)
@@ -135,7 +187,7 @@ export PATH=/payload:$PATH  # for the commands "ip netns exec" runs (busybox ip 
 ./ip netns exec mq ip link set tap0 up
 ./ip netns exec mq iperf3 -s -D -B 10.0.0.1
 sleep 1
-cmdline="console=ttyS0 quiet libvmm.test=netbench"
+cmdline="console=$console quiet libvmm.test=netbench"
 # vu_device: a vmm-device serving 2 pairs on mq's TAP at /tmp/vu.sock, for one front-end
 # (--once); its pid in $vu.
 vu_device() {
@@ -159,85 +211,94 @@ round=0
 while [ $round -lt $rounds ]; do
   want host && host_round
   # Each VMM in namespace nb.
-  want vmm && bench_sampled vmm netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
-    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,transport=mmio --quiet
-  want vmm-tx && bench_sampled vmm-tx netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
-    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,iothread=on,transport=mmio --quiet
+  want vmm && bench_sampled vmm netbench $guest_timeout vmm ./ip netns exec nb ./vmm $vmm_machine \
+    --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+    --net tap=tap0,transport=mmio --quiet
+  want vmm-tx && bench_sampled vmm-tx netbench $guest_timeout vmm ./ip netns exec nb ./vmm \
+    $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+    --net tap=tap0,iothread=on,transport=mmio --quiet
   for vhost in off on; do
     name=qemu; [ $vhost = on ] && name=qemu-vhost
     want $name || continue
-    bench_sampled $name netbench 300 qemu-system-x86 ./ip netns exec nb ./qemu-system-x86_64 -L qemu-data \
-      -M microvm,acpi=off -accel kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config \
-      -display none -serial stdio -no-reboot \
+    bench_sampled $name netbench $guest_timeout $qemu_comm ./ip netns exec nb $qemu_mmio \
+      -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
       -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=$vhost \
-      -device virtio-net-device,netdev=n0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
+      -device virtio-net-device,netdev=n0 -kernel $kernel -initrd initramfs.cpio.gz \
+      -append "$cmdline"
   done
-  want vmm-vhost && bench_sampled vmm-vhost netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
-    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,vhost=on,transport=mmio --quiet
-  want vmm-pci && bench_sampled vmm-pci netbench 300 vmm ./ip netns exec nb ./vmm --kernel bzImage \
-    --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" --net tap=tap0,transport=pci \
-    --quiet
-  want vmm-vhost-pci && bench_sampled vmm-vhost-pci netbench 300 vmm ./ip netns exec nb ./vmm \
-    --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+  want vmm-vhost && bench_sampled vmm-vhost netbench $guest_timeout vmm ./ip netns exec nb ./vmm \
+    $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+    --net tap=tap0,vhost=on,transport=mmio --quiet
+  want vmm-pci && bench_sampled vmm-pci netbench $guest_timeout vmm ./ip netns exec nb ./vmm \
+    $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+    --net tap=tap0,transport=pci --quiet
+  want vmm-vhost-pci && bench_sampled vmm-vhost-pci netbench $guest_timeout vmm \
+    ./ip netns exec nb ./vmm \
+    $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
     --net tap=tap0,vhost=on,transport=pci --quiet
-  want qemu-vhost-pci && bench_sampled qemu-vhost-pci netbench 300 qemu-system-x86 ./ip netns exec nb \
-    ./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host -m 256M -smp 1 \
+  want qemu-vhost-pci && bench_sampled qemu-vhost-pci netbench $guest_timeout $qemu_comm \
+    ./ip netns exec nb $qemu_pci -m 256M -smp 1 \
     -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on \
-    -device virtio-net-pci,netdev=n0,romfile= -kernel bzImage -initrd initramfs.cpio.gz \
+    -device virtio-net-pci,netdev=n0,romfile= -kernel $kernel -initrd initramfs.cpio.gz \
     -append "$cmdline"
-  want vmm-vhost-poll && bench_sampled vmm-vhost-poll netbench 300 vmm ./ip netns exec nb ./vmm \
-    --kernel bzImage --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+  want vmm-vhost-poll && bench_sampled vmm-vhost-poll netbench $guest_timeout vmm \
+    ./ip netns exec nb ./vmm \
+    $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
     --net tap=tap0,vhost=on,transport=pci,poll_us=$poll_us --quiet
-  want qemu-vhost-poll && bench_sampled qemu-vhost-poll netbench 300 qemu-system-x86 ./ip netns exec nb \
-    ./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host -m 256M -smp 1 \
+  want qemu-vhost-poll && bench_sampled qemu-vhost-poll netbench $guest_timeout $qemu_comm \
+    ./ip netns exec nb $qemu_pci -m 256M -smp 1 \
     -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on,poll-us=$poll_us \
-    -device virtio-net-pci,netdev=n0,romfile= -kernel bzImage -initrd initramfs.cpio.gz \
+    -device virtio-net-pci,netdev=n0,romfile= -kernel $kernel -initrd initramfs.cpio.gz \
     -append "$cmdline"
   for q in 1 2; do
     if want vmm-2q$q; then
-      bench_sampled vmm-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
-        --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
+      bench_sampled vmm-2q$q netbench $guest_timeout vmm ./ip netns exec mq ./vmm $vmm_machine \
+        --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
+        --cmdline "$cmdline netbench.streams=2" \
         --net tap=tap0,num_queues=$q,transport=mmio --quiet
     fi
     want vmm-vhost-2q$q || continue
-    bench_sampled vmm-vhost-2q$q netbench 300 vmm ./ip netns exec mq ./vmm --kernel bzImage \
-      --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
+    bench_sampled vmm-vhost-2q$q netbench $guest_timeout vmm ./ip netns exec mq ./vmm $vmm_machine \
+      --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
+      --cmdline "$cmdline netbench.streams=2" \
       --net tap=tap0,vhost=on,transport=pci,num_queues=$q --quiet
   done
-  want qemu-vhost-2q2 && bench_sampled qemu-vhost-2q2 netbench 300 qemu-system-x86 ./ip netns exec mq \
-    ./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host -m 256M -smp 2 \
+  want qemu-vhost-2q2 && bench_sampled qemu-vhost-2q2 netbench $guest_timeout $qemu_comm \
+    ./ip netns exec mq $qemu_pci -m 256M -smp 2 \
     -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on,queues=2 \
-    -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel bzImage \
+    -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel $kernel \
     -initrd initramfs.cpio.gz -append "$cmdline netbench.streams=2"
   if want vmm-vu-2q2; then
     vu_device
-    bench_sampled vmm-vu-2q2 netbench 300 "vmm vmm-device" ./vmm --kernel bzImage \
-      --initrd initramfs.cpio.gz --memory 256M --vcpus 2 --cmdline "$cmdline netbench.streams=2" \
+    bench_sampled vmm-vu-2q2 netbench $guest_timeout "vmm vmm-device" ./vmm $vmm_machine \
+      --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
+      --cmdline "$cmdline netbench.streams=2" \
       --vhost-user net,socket=/tmp/vu.sock,num_queues=2,transport=pci --quiet
     vu_done
   fi
   if want qemu-vu-2q2; then
     vu_device
-    bench_sampled qemu-vu-2q2 netbench 300 "qemu-system-x86 vmm-device" ./qemu-system-x86_64 \
+    bench_sampled qemu-vu-2q2 netbench $guest_timeout "$qemu_comm vmm-device" ./qemu-system-x86_64 \
       -L qemu-data -M q35,memory-backend=mem -accel kvm -cpu host -m 256M -smp 2 \
       -object memory-backend-memfd,id=mem,size=256M,share=on \
       -nodefaults -no-user-config -display none -serial stdio -no-reboot \
       -chardev socket,id=vn,path=/tmp/vu.sock -netdev vhost-user,id=n0,chardev=vn,queues=2 \
-      -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel bzImage \
+      -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel $kernel \
       -initrd initramfs.cpio.gz -append "$cmdline netbench.streams=2"
     vu_done
   fi
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci|vmm-vhost-poll|qemu-vhost-poll|vmm-vhost-2q1|vmm-vhost-2q2|qemu-vhost-2q2|vmm-vu-2q2|qemu-vu-2q2) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $((600 + rounds * (secs * 2 * 5 + 400)))
+collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci|vmm-vhost-poll|qemu-vhost-poll|vmm-vhost-2q1|vmm-vhost-2q2|qemu-vhost-2q2|vmm-vu-2q2|qemu-vu-2q2) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $timeout
 need_results '^(vmm|qemu)[a-z0-9-]* '
 echo "per round:"
 sed 's/^/  /' "$work/results"
-echo "median of $rounds rounds, iperf3 ${secs} s per direction, 1 vCPU, 256 MiB guest, emulated KVM host"
+echo "median of $rounds rounds, iperf3 ${secs} s per direction, 1 vCPU, 256 MiB guest," \
+  "emulated $arch KVM host"
 printf '%-6s %6s %10s %10s %10s %10s %9s %9s %9s\n' what unit host vmm vmm-tx qemu vmm/qemu \
   vmm-tx/qemu vmm/host
 for f in g2h h2g rtt; do
@@ -246,13 +307,16 @@ for f in g2h h2g rtt; do
   printf '%-6s %6s %10s %10s %10s %10s %9s %9s %9s\n' $f $unit "${h:--}" "${v:--}" "${t:--}" \
     "${q:--}" "$(ratio "$v" "$q")" "$(ratio "$t" "$q")" "$(ratio "$v" "$h")"
 done
-echo "multiqueue: 2 vCPUs, iperf3 -P 2 (median of $rounds rounds)"
-printf '%-6s %6s %10s %10s %9s\n' what unit vmm-2q1 vmm-2q2 2q2/2q1
-for f in g2h h2g rtt; do
-  unit=Mbit/s; [ $f = rtt ] && unit=ms
-  a=$(result $f vmm-2q1) b=$(result $f vmm-2q2)
-  printf '%-6s %6s %10s %10s %9s\n' $f $unit "${a:--}" "${b:--}" "$(ratio "$b" "$a")"
-done
+# Candidates measured on x86_64 only (aarch64: arm64_candidates above).
+if [ "$arch" = x86_64 ]; then
+  echo "multiqueue: 2 vCPUs, iperf3 -P 2 (median of $rounds rounds)"
+  printf '%-6s %6s %10s %10s %9s\n' what unit vmm-2q1 vmm-2q2 2q2/2q1
+  for f in g2h h2g rtt; do
+    unit=Mbit/s; [ $f = rtt ] && unit=ms
+    a=$(result $f vmm-2q1) b=$(result $f vmm-2q2)
+    printf '%-6s %6s %10s %10s %9s\n' $f $unit "${a:--}" "${b:--}" "$(ratio "$b" "$a")"
+  done
+fi
 echo "vhost-net: the data path in the host kernel, and virtio-pci (median of $rounds rounds)"
 printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s %9s\n' what unit vmm-vhost qemu-vhost vmm-pci \
   vhost-pci qemu-v-pci vhost/qemu v-pci/qemu v-pci/host
@@ -263,33 +327,36 @@ for f in g2h h2g rtt; do
   printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s %9s\n' $f $unit "${a:--}" "${b:--}" "${p:--}" \
     "${vp:--}" "${qp:--}" "$(ratio "$a" "$b")" "$(ratio "$vp" "$qp")" "$(ratio "$vp" "$h")"
 done
-echo "vhost-net over virtio-pci, the kernel worker polling drained rings up to $poll_us µs"
-printf '%-6s %6s %9s %9s %9s %9s %9s\n' what unit vhost-pci v-poll qemu-poll poll/qemu poll/host
-for f in g2h h2g rtt; do
-  unit=Mbit/s; [ $f = rtt ] && unit=ms
-  vp=$(result $f vmm-vhost-pci) a=$(result $f vmm-vhost-poll) b=$(result $f qemu-vhost-poll)
-  h=$(result $f host)
-  printf '%-6s %6s %9s %9s %9s %9s %9s\n' $f $unit "${vp:--}" "${a:--}" "${b:--}" \
-    "$(ratio "$a" "$b")" "$(ratio "$a" "$h")"
-done
-echo "vhost-net, 2 vCPUs, iperf3 -P 2, over virtio-pci (median of $rounds rounds)"
-printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' what unit host v-2q1 v-2q2 qemu-v-2q2 2q2/2q1 \
-  2q2/qemu 2q2/host
-for f in g2h h2g rtt; do
-  unit=Mbit/s; [ $f = rtt ] && unit=ms
-  h=$(result $f host) a=$(result $f vmm-vhost-2q1) b=$(result $f vmm-vhost-2q2)
-  q=$(result $f qemu-vhost-2q2)
-  printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' $f $unit "${h:--}" "${a:--}" "${b:--}" \
-    "${q:--}" "$(ratio "$b" "$a")" "$(ratio "$b" "$q")" "$(ratio "$b" "$h")"
-done
-echo "vhost-user, vmm-device's 2 pairs for both front-ends, 2 vCPUs, iperf3 -P 2, virtio-pci"
-printf '%-6s %6s %9s %9s %9s %9s %9s\n' what unit host vmm-vu qemu-vu vu/qemu vu/host
-for f in g2h h2g rtt; do
-  unit=Mbit/s; [ $f = rtt ] && unit=ms
-  h=$(result $f host) a=$(result $f vmm-vu-2q2) b=$(result $f qemu-vu-2q2)
-  printf '%-6s %6s %9s %9s %9s %9s %9s\n' $f $unit "${h:--}" "${a:--}" "${b:--}" \
-    "$(ratio "$a" "$b")" "$(ratio "$a" "$h")"
-done
+# x86_64 only, as the multiqueue table.
+if [ "$arch" = x86_64 ]; then
+  echo "vhost-net over virtio-pci, the kernel worker polling drained rings up to $poll_us µs"
+  printf '%-6s %6s %9s %9s %9s %9s %9s\n' what unit vhost-pci v-poll qemu-poll poll/qemu poll/host
+  for f in g2h h2g rtt; do
+    unit=Mbit/s; [ $f = rtt ] && unit=ms
+    vp=$(result $f vmm-vhost-pci) a=$(result $f vmm-vhost-poll) b=$(result $f qemu-vhost-poll)
+    h=$(result $f host)
+    printf '%-6s %6s %9s %9s %9s %9s %9s\n' $f $unit "${vp:--}" "${a:--}" "${b:--}" \
+      "$(ratio "$a" "$b")" "$(ratio "$a" "$h")"
+  done
+  echo "vhost-net, 2 vCPUs, iperf3 -P 2, over virtio-pci (median of $rounds rounds)"
+  printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' what unit host v-2q1 v-2q2 qemu-v-2q2 2q2/2q1 \
+    2q2/qemu 2q2/host
+  for f in g2h h2g rtt; do
+    unit=Mbit/s; [ $f = rtt ] && unit=ms
+    h=$(result $f host) a=$(result $f vmm-vhost-2q1) b=$(result $f vmm-vhost-2q2)
+    q=$(result $f qemu-vhost-2q2)
+    printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' $f $unit "${h:--}" "${a:--}" "${b:--}" \
+      "${q:--}" "$(ratio "$b" "$a")" "$(ratio "$b" "$q")" "$(ratio "$b" "$h")"
+  done
+  echo "vhost-user, vmm-device's 2 pairs for both front-ends, 2 vCPUs, iperf3 -P 2, virtio-pci"
+  printf '%-6s %6s %9s %9s %9s %9s %9s\n' what unit host vmm-vu qemu-vu vu/qemu vu/host
+  for f in g2h h2g rtt; do
+    unit=Mbit/s; [ $f = rtt ] && unit=ms
+    h=$(result $f host) a=$(result $f vmm-vu-2q2) b=$(result $f qemu-vu-2q2)
+    printf '%-6s %6s %9s %9s %9s %9s %9s\n' $f $unit "${h:--}" "${a:--}" "${b:--}" \
+      "$(ratio "$a" "$b")" "$(ratio "$a" "$h")"
+  done
+fi
 echo "VM exits and CPU per packet (eth0's packets both ways in the guest, a TSO/GRO packet"
 echo "counting once), medians over the rounds; cpu: all the VMM's threads, guest time"
 echo "included; own: without the guest time"
