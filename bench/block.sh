@@ -46,9 +46,15 @@
 # fio is not used: it needs SysV shared memory, which the minimal guest kernel leaves out.
 # They run ROUNDS times, interleaved (vmm and vmm-iot swap places every other round); the table
 # shows medians, then each figure's spread (min..max over the rounds).
-# Usage: bench/block.sh [SECONDS [ROUNDS]]   (default 5 and 3; about 4 minutes on a quiet
-# machine). Prints a table and ratios; see docs/PERFORMANCE.md. BLOCK_BENCH_ONLY="vmm vmm-iot"
-# runs only those (of all_configs below), for more rounds in the same time. The load average is
+# --arch aarch64 (also bench/block-arm64.sh): the same in the emulated arm64 KVM host (vGICv3),
+# for the candidates that exist there (arm64_configs below): host, vmm-auto (arm64's default disk:
+# io=auto on the I/O thread over virtio-mmio), vmm-pci (the same over virtio-pci, MSI-X through
+# the ITS) and qemu (QEMU -M virt, virtio-blk-device, cache=none,aio=threads); vmm cross-built in
+# $LIBVMM_ARM64_BUILD (default build/arm64-bench), Debian's arm64 QEMU and kernel, and with a
+# delay its arm64 dmsetup (tools/install-deps-arm64 --bench).
+# Usage: bench/block.sh [--arch x86_64|aarch64] [SECONDS [ROUNDS]]   (default 5 and 3; about 4
+# minutes on a quiet machine). Prints a table and ratios; see docs/PERFORMANCE.md.
+# BLOCK_BENCH_ONLY="vmm vmm-iot" runs only those (of all_configs below), for more rounds in the same time. The load average is
 # printed before and after.
 # BENCH_EXIT_REASONS=1 also counts each job's VM exits by reason and its MSR exits by MSR, per
 # request ("exits_by_reason_per_op" and "msr_exits_per_op" lines; payload.sh's sample_marks).
@@ -60,21 +66,37 @@ set -euo pipefail
 all_configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg vmm-pci-memfd vmm-gpoll vmm-bpoll qemu qemu-bpoll
   vmm-dev vmm-qsd qemu-qsd vmm-fs"
 all_configs=$(echo $all_configs)  # one line, single spaces
+# What exists on arm64 (no microvm; the io=sync and polling variants were x86_64's questions).
+arm64_configs="host vmm-auto vmm-pci qemu"
+arch=x86_64
+if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
 secs=${1:-5}
 rounds=${2:-3}
 delay_ms=${BLOCK_BENCH_DELAY_MS:-0}
 [[ $delay_ms =~ ^[0-9]+$ ]] \
   || { echo "BLOCK_BENCH_DELAY_MS: '$delay_ms' is not a whole number of milliseconds" >&2; exit 2; }
-[[ $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] \
-  || { echo "usage: bench/block.sh [SECONDS [ROUNDS]] (positive integers)" >&2; exit 2; }
+[[ $arch =~ ^(x86_64|aarch64)$ && $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] \
+  && [ "$rounds" -gt 0 ] || {
+  echo "usage: bench/block.sh [--arch x86_64|aarch64] [SECONDS [ROUNDS]] (positive integers)" >&2
+  exit 2
+}
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
-native_build
+if [ "$arch" = x86_64 ]; then
+  native_build
+  vmm_bin=build/gcc/tools/vmm/vmm cc=gcc
+  dmsetup=$(PATH=$PATH:/usr/sbin:/sbin command -v dmsetup || true)  # wanted with a delay only
+else
+  # shellcheck source=bench/boot-setup.sh
+  . bench/boot-setup.sh
+  arm64_bench_setup
+  vmm_bin=$arm64_vmm cc=aarch64-linux-gnu-gcc dmsetup=$arm64_tools/sbin/dmsetup
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # blkio MODE PATH SECONDS [buffered|polled]: one job (bench/blkio.c).
-gcc -O2 -static -Wall -Wextra -o "$work/blkio" bench/blkio.c
+"$cc" -O2 -static -Wall -Wextra -o "$work/blkio" bench/blkio.c
 
 # Guest side: /usr/bin/blkio and /tests/blkbench (run by /init for libvmm.test=blkbench).
 extra=$work/guest-extra
@@ -120,18 +142,32 @@ mark done
 EOS
 chmod +x "$extra/tests/blkbench"
 
-payload_new x86_64 build/gcc/tools/vmm/vmm --extra "$extra"
+payload_new "$arch" "$vmm_bin" --extra "$extra"
 cp "$work/blkio" "$payload/"
-payload_binary /usr/bin/qemu-system-x86_64 build/gcc/tools/vmm-device/vmm-device \
-  "$(command -v qemu-storage-daemon)" /usr/lib/qemu/virtiofsd
-[ "$delay_ms" = 0 ] || payload_binary "$(PATH=$PATH:/usr/sbin:/sbin command -v dmsetup)"
-mkdir -p "$payload/qemu-data" "$payload/modules"
-cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
+[ "$delay_ms" = 0 ] || payload_binary "$dmsetup"
+mkdir -p "$payload/modules"
+# What differs between the architectures in run.sh: the guest kernel and console, vmm's
+# interrupt controller, QEMU's command and machine, its name in /proc (the sampler's) and how
+# long a guest may take.
+if [ "$arch" = x86_64 ]; then
+  payload_binary /usr/bin/qemu-system-x86_64 build/gcc/tools/vmm-device/vmm-device \
+    "$(command -v qemu-storage-daemon)" /usr/lib/qemu/virtiofsd
+  mkdir -p "$payload/qemu-data"
+  cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
+  set -- kernel=bzImage console=ttyS0 vmm_machine= qemu_comm=qemu-system-x86 guest_timeout=240 \
+    qemu_mmio="./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host"
+  timeout=$((600 + rounds * (secs * 4 * 9 + 400)))
+else
+  payload_binary "$arm64_qemu"
+  set -- kernel=Image console=ttyAMA0 vmm_machine="--gic v3" qemu_comm=qemu-system-aar \
+    guest_timeout=600 qemu_mmio="./qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host"
+  timeout=$((900 + rounds * (secs * 4 * 4 + 4 * 300)))
+fi
 
 # The emulated host's kernel modules for a loop-mounted ext2 (by the ext4 driver), and with a
 # delay its device-mapper target, in load order; the emulated host runs Debian's kernel, which
 # emuhost caches.
-moddir=$("$emuhost" --print-modules)
+moddir=$("$emuhost" --arch "$arch" --print-modules)
 modules="drivers/block/loop lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4"
 [ "$delay_ms" = 0 ] || modules="$modules drivers/md/dm-mod drivers/md/dm-delay"
 for m in $modules; do
@@ -147,17 +183,23 @@ for m in $modules; do
 done
 
 only=${BLOCK_BENCH_ONLY:-}
+known=$all_configs
+[ "$arch" = x86_64 ] || known=$arm64_configs
 for c in $only; do
-  case " $all_configs " in
+  case " $known " in
     *" $c "*) ;;
-    *) echo "BLOCK_BENCH_ONLY: unknown '$c' (one of: $all_configs)" >&2; exit 2 ;;
+    *) echo "BLOCK_BENCH_ONLY: '$c' is not measured on $arch (one of: $known)" >&2; exit 2 ;;
   esac
 done
+[ "$arch" = x86_64 ] || only=${only:-$arm64_configs}
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" delay_ms="$delay_ms" \
-  sample_reasons="${BENCH_EXIT_REASONS:-0}" <<'EOS'
+  sample_reasons="${BENCH_EXIT_REASONS:-0}" "$@" <<'EOS'
+# $qemu_mmio, $vmm_machine: a command or options, unquoted where used so that they split.
 # want NAME: whether this run measures NAME (all unless BLOCK_BENCH_ONLY named some).
 want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
-cmdline="console=ttyS0 quiet libvmm.test=blkbench"
+cmdline="console=$console quiet libvmm.test=blkbench"
+# vmm with the guest and memory every configuration gives it.
+vmm="./vmm $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M"
 # Image on ext2 on a loop device (O_DIRECT works), else on tmpfs (buffered).
 dir=/tmp direct=1
 if [ -f modules/load-order ]; then
@@ -208,48 +250,47 @@ while [ $round -lt $rounds ]; do
   for t in $order; do
     name=vmm; [ $t = on ] && name=vmm-iot
     want $name || continue
-    bench_sampled $name blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-      --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=sync,iothread=$t,transport=mmio --quiet
+    bench_sampled $name blkbench $guest_timeout vmm $vmm \
+      --cmdline "$cmdline" --disk $vmm_disk,io=sync,iothread=$t,transport=mmio --quiet
   done
-  want vmm-nopoll && bench_sampled vmm-nopoll blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=sync,iothread=on,poll_us=0,transport=mmio --quiet
-  want vmm-auto && bench_sampled vmm-auto blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=auto,iothread=on,transport=mmio --quiet
-  want vmm-uring && bench_sampled vmm-uring blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,io=io_uring,iothread=on,transport=mmio --quiet
-  want vmm-pci && bench_sampled vmm-pci blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,transport=pci --quiet
-  want vmm-pci-hg && bench_sampled vmm-pci-hg blkbench 240 vmm ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-    --memory 256M --cmdline "$cmdline" --disk $vmm_disk,iothread=on,transport=pci --halt guest --quiet
-  want vmm-pci-memfd && bench_sampled vmm-pci-memfd blkbench 240 vmm ./vmm --kernel bzImage \
-    --initrd initramfs.cpio.gz --memory 256M --memory-backing memfd --cmdline "$cmdline" \
+  want vmm-nopoll && bench_sampled vmm-nopoll blkbench $guest_timeout vmm $vmm \
+    --cmdline "$cmdline" --disk $vmm_disk,io=sync,iothread=on,poll_us=0,transport=mmio --quiet
+  want vmm-auto && bench_sampled vmm-auto blkbench $guest_timeout vmm $vmm \
+    --cmdline "$cmdline" --disk $vmm_disk,io=auto,iothread=on,transport=mmio --quiet
+  want vmm-uring && bench_sampled vmm-uring blkbench $guest_timeout vmm $vmm \
+    --cmdline "$cmdline" --disk $vmm_disk,io=io_uring,iothread=on,transport=mmio --quiet
+  want vmm-pci && bench_sampled vmm-pci blkbench $guest_timeout vmm $vmm \
+    --cmdline "$cmdline" --disk $vmm_disk,iothread=on,transport=pci --quiet
+  want vmm-pci-hg && bench_sampled vmm-pci-hg blkbench $guest_timeout vmm $vmm \
+    --cmdline "$cmdline" --disk $vmm_disk,iothread=on,transport=pci --halt guest --quiet
+  want vmm-pci-memfd && bench_sampled vmm-pci-memfd blkbench $guest_timeout vmm $vmm \
+    --memory-backing memfd --cmdline "$cmdline" \
     --disk $vmm_disk,iothread=on,transport=pci --quiet
   # The guest polls for its completions (libvmm.blkpoll above). Two vCPUs: the driver uses at
   # most a queue per CPU and keeps one of them interrupt-driven, so one CPU gets no poll queue.
   for c in vmm-gpoll:32 vmm-bpoll:1000; do
-    want ${c%:*} && bench_sampled ${c%:*} blkbench 240 vmm ./vmm --kernel bzImage \
-      --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
+    want ${c%:*} && bench_sampled ${c%:*} blkbench $guest_timeout vmm $vmm --vcpus 2 \
       --cmdline "$cmdline virtio_blk.poll_queues=1 libvmm.blkpoll" \
       --disk $vmm_disk,iothread=on,transport=pci,num_queues=2,poll_us=${c#*:} --quiet
   done
-  want qemu-bpoll && bench_sampled qemu-bpoll blkbench 240 qemu-system-x86 ./qemu-system-x86_64 \
-    -L qemu-data -M microvm,acpi=off -accel kvm -cpu host -m 256M -smp 2 -nodefaults \
+  want qemu-bpoll && bench_sampled qemu-bpoll blkbench $guest_timeout $qemu_comm $qemu_mmio \
+    -m 256M -smp 2 -nodefaults \
     -no-user-config -display none -serial stdio -no-reboot \
     -object iothread,id=io0,poll-max-ns=1000000 \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
-    -device virtio-blk-device,drive=d0,num-queues=2,iothread=io0 -kernel bzImage \
+    -device virtio-blk-device,drive=d0,num-queues=2,iothread=io0 -kernel $kernel \
     -initrd initramfs.cpio.gz -append "$cmdline virtio_blk.poll_queues=1 libvmm.blkpoll"
-  want qemu && bench_sampled qemu blkbench 240 qemu-system-x86 ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm \
-    -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+  want qemu && bench_sampled qemu blkbench $guest_timeout $qemu_comm $qemu_mmio \
+    -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
-    -device virtio-blk-device,drive=d0 -kernel bzImage -initrd initramfs.cpio.gz -append "$cmdline"
+    -device virtio-blk-device,drive=d0 -kernel $kernel -initrd initramfs.cpio.gz -append "$cmdline"
   # vhost-user: the same image served by another process (each back-end started for its run).
   if want vmm-dev; then
     ./vmm-device --socket /tmp/dev.sock --disk $vmm_disk --quiet 2>>/tmp/vmm-device.err &
     back=$!
     wait_socket /tmp/dev.sock
-    bench_sampled vmm-dev blkbench 240 'vmm vmm-device' ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-      --memory 256M --cmdline "$cmdline" --vhost-user blk,socket=/tmp/dev.sock,transport=mmio --quiet
+    bench_sampled vmm-dev blkbench $guest_timeout 'vmm vmm-device' $vmm \
+      --cmdline "$cmdline" --vhost-user blk,socket=/tmp/dev.sock,transport=mmio --quiet
     stop_process $back vmm-device
   fi
   for c in vmm-qsd qemu-qsd; do
@@ -260,17 +301,17 @@ while [ $round -lt $rounds ]; do
     back=$!
     wait_socket /tmp/qsd.sock
     if [ $c = vmm-qsd ]; then
-      bench_sampled vmm-qsd blkbench 240 'vmm qemu-storage-da' ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-        --memory 256M --cmdline "$cmdline" --vhost-user blk,socket=/tmp/qsd.sock,transport=mmio --quiet
+      bench_sampled vmm-qsd blkbench $guest_timeout 'vmm qemu-storage-da' $vmm \
+        --cmdline "$cmdline" --vhost-user blk,socket=/tmp/qsd.sock,transport=mmio --quiet
     else
       # Modern virtio-mmio: qemu-storage-daemon (libvhost-user) refuses legacy devices, which
       # QEMU 7.2's virtio-mmio is by default.
-      bench_sampled qemu-qsd blkbench 240 'qemu-system-x86 qemu-storage-da' ./qemu-system-x86_64 -L qemu-data \
-        -M microvm,acpi=off,memory-backend=mem -accel kvm -cpu host -m 256M -smp 1 \
+      bench_sampled qemu-qsd blkbench $guest_timeout 'qemu-system-x86 qemu-storage-da' \
+        ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off,memory-backend=mem -accel kvm -cpu host -m 256M -smp 1 \
         -global virtio-mmio.force-legacy=false \
         -object memory-backend-memfd,id=mem,size=256M,share=on -nodefaults -no-user-config \
         -display none -serial stdio -no-reboot -chardev socket,id=vu,path=/tmp/qsd.sock \
-        -device vhost-user-blk,chardev=vu,num-queues=1 -kernel bzImage \
+        -device vhost-user-blk,chardev=vu,num-queues=1 -kernel $kernel \
         -initrd initramfs.cpio.gz -append "$cmdline"
     fi
     stop_process $back qemu-storage-daemon
@@ -281,8 +322,9 @@ while [ $round -lt $rounds ]; do
       -o sandbox=chroot 2>>/tmp/virtiofsd.err &
     back=$!
     wait_socket /tmp/fs.sock
-    bench_sampled vmm-fs blkbench 240 'vmm virtiofsd' ./vmm --kernel bzImage --initrd initramfs.cpio.gz \
-      --memory 256M --cmdline "$cmdline libvmm.fsbench" --fs tag=bench,socket=/tmp/fs.sock --quiet
+    bench_sampled vmm-fs blkbench $guest_timeout 'vmm virtiofsd' $vmm \
+      --cmdline "$cmdline libvmm.fsbench" \
+      --fs tag=bench,socket=/tmp/fs.sock --quiet
     stop_process $back virtiofsd
     rm -f /tmp/fs.sock
   fi
@@ -290,7 +332,7 @@ while [ $round -lt $rounds ]; do
 done
 EOS
 collect "^((${all_configs// /|}) (seqwrite|seqread|randread|randread4|mount|queue) |BENCH-SETUP|BENCH-WARNING)" \
-  --timeout $((600 + rounds * (secs * 4 * 9 + 400)))
+  --timeout $timeout
 need_results '^(host|vmm|qemu)'
 grep '^BENCH-SETUP' "$work/results"
 grep '^BENCH-WARNING' "$work/results" || true
@@ -310,7 +352,8 @@ conv() { # MiB/s from KiB/s, or the figure as it is
   fi
 }
 configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg qemu"
-echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated KVM host$(
+[ "$arch" = x86_64 ] || configs=$arm64_configs
+echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated $arch KVM host$(
   [ "$delay_ms" = 0 ] || echo ", every disk access $delay_ms ms late (dm-delay)")"
 printf '%-10s %6s' job unit
 for c in $configs; do printf ' %10s' $c; done
@@ -321,18 +364,31 @@ for job in seqwrite seqread randread randread4; do
   for c in $configs; do printf ' %10s' "$(conv $f "$(result $f $c $job)")"; done
   echo
 done
-echo "ratios of the medians (iot: vmm-iot, io=sync on its I/O thread over virtio-mmio; pci: vmm-pci, the default)"
-printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s\n' job iot/host iot/qemu vmm/qemu nopoll/iot \
-  auto/iot uring/iot pci/iot hg/pci qemu/host
-for job in seqwrite seqread randread randread4; do
-  case $job in randread*) f=iops ;; *) f=kib_s ;; esac
-  h=$(result $f host $job) v=$(result $f vmm $job) i=$(result $f vmm-iot $job)
-  n=$(result $f vmm-nopoll $job) u=$(result $f vmm-uring $job) q=$(result $f qemu $job)
-  p=$(result $f vmm-pci $job) g=$(result $f vmm-pci-hg $job) a=$(result $f vmm-auto $job)
-  printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s\n' $job "$(ratio "$i" "$h")" \
-    "$(ratio "$i" "$q")" "$(ratio "$v" "$q")" "$(ratio "$n" "$i")" "$(ratio "$a" "$i")" \
-    "$(ratio "$u" "$i")" "$(ratio "$p" "$i")" "$(ratio "$g" "$p")" "$(ratio "$q" "$h")"
-done
+if [ "$arch" = aarch64 ]; then
+  echo "ratios of the medians (auto: vmm-auto, arm64's default disk over virtio-mmio; pci: vmm-pci)"
+  printf '%-10s %9s %9s %9s %9s %9s %9s\n' job auto/host auto/qemu pci/host pci/qemu pci/auto \
+    qemu/host
+  for job in seqwrite seqread randread randread4; do
+    case $job in randread*) f=iops ;; *) f=kib_s ;; esac
+    h=$(result $f host $job) a=$(result $f vmm-auto $job) p=$(result $f vmm-pci $job)
+    q=$(result $f qemu $job)
+    printf '%-10s %9s %9s %9s %9s %9s %9s\n' $job "$(ratio "$a" "$h")" "$(ratio "$a" "$q")" \
+      "$(ratio "$p" "$h")" "$(ratio "$p" "$q")" "$(ratio "$p" "$a")" "$(ratio "$q" "$h")"
+  done
+else
+  echo "ratios of the medians (iot: vmm-iot, io=sync on its I/O thread over virtio-mmio; pci: vmm-pci, the default)"
+  printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s\n' job iot/host iot/qemu vmm/qemu nopoll/iot \
+    auto/iot uring/iot pci/iot hg/pci qemu/host
+  for job in seqwrite seqread randread randread4; do
+    case $job in randread*) f=iops ;; *) f=kib_s ;; esac
+    h=$(result $f host $job) v=$(result $f vmm $job) i=$(result $f vmm-iot $job)
+    n=$(result $f vmm-nopoll $job) u=$(result $f vmm-uring $job) q=$(result $f qemu $job)
+    p=$(result $f vmm-pci $job) g=$(result $f vmm-pci-hg $job) a=$(result $f vmm-auto $job)
+    printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s\n' $job "$(ratio "$i" "$h")" \
+      "$(ratio "$i" "$q")" "$(ratio "$v" "$q")" "$(ratio "$n" "$i")" "$(ratio "$a" "$i")" \
+      "$(ratio "$u" "$i")" "$(ratio "$p" "$i")" "$(ratio "$g" "$p")" "$(ratio "$q" "$h")"
+  done
+fi
 echo "spread (min..max over the rounds)"
 for job in seqwrite seqread randread randread4; do
   case $job in randread*) f=iops ;; *) f=kib_s ;; esac
