@@ -165,14 +165,24 @@ else
 fi
 
 # The emulated host's kernel modules for a loop-mounted ext2 (by the ext4 driver), and with a
-# delay its device-mapper target, in load order; the emulated host runs Debian's kernel, which
-# emuhost caches.
+# delay its device-mapper target, in load order: each after what modules.dep says it needs
+# (which differs between architectures: arm64's dm-mod needs dax), crc32c_generic named itself
+# (ext4 asks the crypto API for it, not a symbol). The emulated host runs Debian's kernel,
+# which emuhost caches.
 moddir=$("$emuhost" --arch "$arch" --print-modules)
-modules="drivers/block/loop lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4"
-[ "$delay_ms" = 0 ] || modules="$modules drivers/md/dm-mod drivers/md/dm-delay"
+wanted="drivers/block/loop crypto/crc32c_generic fs/ext4/ext4"
+[ "$delay_ms" = 0 ] || wanted="$wanted drivers/md/dm-delay"
+modules=
+for m in $wanted; do
+  # "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko ...": what it needs, listed to load last first.
+  line=$(grep -m 1 "^kernel/$m\.ko[.a-z]*:" "$moddir/modules.dep") || continue
+  for dep in $(echo "${line#*:}" | tr ' ' '\n' | tac) "${line%%:*}"; do
+    case " $modules " in *" $dep "*) ;; *) modules="$modules $dep" ;; esac
+  done
+done
 for m in $modules; do
-  src=$(ls "$moddir/kernel/$m".ko* 2>/dev/null | head -n 1) || true
-  [ -n "$src" ] || continue
+  src=$moddir/$m
+  m=${m%.ko*}
   case $src in
     *.xz) xz -dc "$src" ;;
     *.zst) zstd -qdc "$src" ;;
