@@ -47,13 +47,16 @@
 # They run ROUNDS times, interleaved (vmm and vmm-iot swap places every other round); the table
 # shows medians, then each figure's spread (min..max over the rounds).
 # --arch aarch64 (also bench/block-arm64.sh): the same in the emulated arm64 KVM host (vGICv3),
-# for the candidates that exist there (arm64_configs below): host, vmm-auto (arm64's default disk:
+# for the candidates that exist there (cross_configs below): host, vmm-auto (arm64's default disk:
 # io=auto on the I/O thread over virtio-mmio), vmm-pci (the same over virtio-pci, MSI-X through
 # the ITS) and qemu (QEMU -M virt, virtio-blk-device, cache=none,aio=threads); vmm cross-built in
 # $LIBVMM_ARM64_BUILD (default build/arm64-bench), Debian's arm64 QEMU and kernel, and with a
-# delay its arm64 dmsetup (tools/install-deps-arm64 --bench).
-# Usage: bench/block.sh [--arch x86_64|aarch64] [SECONDS [ROUNDS]]   (default 5 and 3; about 4
-# minutes on a quiet machine). Prints a table and ratios; see docs/PERFORMANCE.md.
+# delay its arm64 dmsetup (tools/install-deps-arm64 --bench). --arch riscv64 (also
+# bench/block-riscv64.sh): the same in the emulated riscv64 KVM host (KVM's AIA; QEMU -M
+# virt,aia=aplic-imsic) with trixie's riscv64 QEMU, kernel and dmsetup (tools/install-deps-riscv64
+# --bench; $LIBVMM_RISCV64_BUILD, default build/riscv64-bench).
+# Usage: bench/block.sh [--arch x86_64|aarch64|riscv64] [SECONDS [ROUNDS]]   (default 5 and 3;
+# about 4 minutes on a quiet machine). Prints a table and ratios; see docs/PERFORMANCE.md.
 # BLOCK_BENCH_ONLY="vmm vmm-iot" runs only those (of all_configs below), for more rounds in the same time. The load average is
 # printed before and after.
 # BENCH_EXIT_REASONS=1 also counts each job's VM exits by reason and its MSR exits by MSR, per
@@ -66,18 +69,23 @@ set -euo pipefail
 all_configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg vmm-pci-memfd vmm-gpoll vmm-bpoll qemu qemu-bpoll
   vmm-dev vmm-qsd qemu-qsd vmm-fs"
 all_configs=$(echo $all_configs)  # one line, single spaces
-# What exists on arm64 (no microvm; the io=sync and polling variants were x86_64's questions).
-arm64_configs="host vmm-auto vmm-pci qemu"
 arch=x86_64
 if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
+# What exists on arm64 and riscv64 (no microvm; the io=sync and polling variants were x86_64's
+# questions).
+cross_configs="host vmm-auto vmm-pci qemu"
+# No QEMU on riscv64: trixie's QEMU 10 guests in the emulated riscv64 host die of SIGILL in the
+# vDSO's clock_gettime (rdtime), which iperf3 and blkio need to time their jobs.
+[ "$arch" != riscv64 ] || cross_configs="host vmm-auto vmm-pci"
 secs=${1:-5}
 rounds=${2:-3}
 delay_ms=${BLOCK_BENCH_DELAY_MS:-0}
 [[ $delay_ms =~ ^[0-9]+$ ]] \
   || { echo "BLOCK_BENCH_DELAY_MS: '$delay_ms' is not a whole number of milliseconds" >&2; exit 2; }
-[[ $arch =~ ^(x86_64|aarch64)$ && $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] \
-  && [ "$rounds" -gt 0 ] || {
-  echo "usage: bench/block.sh [--arch x86_64|aarch64] [SECONDS [ROUNDS]] (positive integers)" >&2
+[[ $arch =~ ^(x86_64|aarch64|riscv64)$ && $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] \
+  && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] || {
+  echo "usage: bench/block.sh [--arch x86_64|aarch64|riscv64] [SECONDS [ROUNDS]]" \
+    "(positive integers)" >&2
   exit 2
 }
 # shellcheck source=tests/integration/lib/host.sh
@@ -90,8 +98,9 @@ if [ "$arch" = x86_64 ]; then
 else
   # shellcheck source=bench/boot-setup.sh
   . bench/boot-setup.sh
-  arm64_bench_setup
-  vmm_bin=$arm64_vmm cc=aarch64-linux-gnu-gcc dmsetup=$arm64_tools/sbin/dmsetup
+  cross_bench_setup "$arch"
+  vmm_bin=$bench_vmm cc=$arch-linux-gnu-gcc dmsetup=$bench_tools/sbin/dmsetup
+  [ -x "$dmsetup" ] || dmsetup=$bench_tools/usr/sbin/dmsetup  # trixie's place for it
 fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -158,9 +167,15 @@ if [ "$arch" = x86_64 ]; then
     qemu_mmio="./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host"
   timeout=$((600 + rounds * (secs * 4 * 9 + 400)))
 else
-  payload_binary "$arm64_qemu"
-  set -- kernel=Image console=ttyAMA0 vmm_machine="--gic v3" qemu_comm=qemu-system-aar \
-    guest_timeout=600 qemu_mmio="./qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host"
+  payload_binary "$bench_qemu"
+  if [ "$arch" = aarch64 ]; then
+    set -- console=ttyAMA0 vmm_machine="--gic v3" qemu_comm=qemu-system-aar \
+      qemu_mmio="./qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host"
+  else
+    set -- console=ttyS0 vmm_machine="--irqchip aia" qemu_comm=qemu-system-ris \
+      qemu_mmio="./qemu-system-riscv64 -M virt,aia=aplic-imsic -accel kvm -cpu host"
+  fi
+  set -- "$@" kernel=Image guest_timeout=600
   timeout=$((900 + rounds * (secs * 4 * 4 + 4 * 300)))
 fi
 
@@ -194,14 +209,14 @@ done
 
 only=${BLOCK_BENCH_ONLY:-}
 known=$all_configs
-[ "$arch" = x86_64 ] || known=$arm64_configs
+[ "$arch" = x86_64 ] || known=$cross_configs
 for c in $only; do
   case " $known " in
     *" $c "*) ;;
     *) echo "BLOCK_BENCH_ONLY: '$c' is not measured on $arch (one of: $known)" >&2; exit 2 ;;
   esac
 done
-[ "$arch" = x86_64 ] || only=${only:-$arm64_configs}
+[ "$arch" = x86_64 ] || only=${only:-$cross_configs}
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" delay_ms="$delay_ms" \
   sample_reasons="${BENCH_EXIT_REASONS:-0}" "$@" <<'EOS'
 # $qemu_mmio, $vmm_machine: a command or options, unquoted where used so that they split.
@@ -362,7 +377,7 @@ conv() { # MiB/s from KiB/s, or the figure as it is
   fi
 }
 configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg qemu"
-[ "$arch" = x86_64 ] || configs=$arm64_configs
+[ "$arch" = x86_64 ] || configs=$cross_configs
 echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated $arch KVM host$(
   [ "$delay_ms" = 0 ] || echo ", every disk access $delay_ms ms late (dm-delay)")"
 printf '%-10s %6s' job unit
@@ -374,8 +389,8 @@ for job in seqwrite seqread randread randread4; do
   for c in $configs; do printf ' %10s' "$(conv $f "$(result $f $c $job)")"; done
   echo
 done
-if [ "$arch" = aarch64 ]; then
-  echo "ratios of the medians (auto: vmm-auto, arm64's default disk over virtio-mmio; pci: vmm-pci)"
+if [ "$arch" != x86_64 ]; then
+  echo "ratios of the medians (auto: vmm-auto, $arch's default disk over virtio-mmio; pci: vmm-pci)"
   printf '%-10s %9s %9s %9s %9s %9s %9s\n' job auto/host auto/qemu pci/host pci/qemu pci/auto \
     qemu/host
   for job in seqwrite seqread randread randread4; do

@@ -55,24 +55,30 @@ boot_payload() {
     payload_binary "$qemu_root/root/usr/bin/qemu-system-$1"
 }
 
-# arm64_bench_setup: what bench/net.sh and bench/block.sh --arch aarch64 need: vmm cross-built
-# in $LIBVMM_ARM64_BUILD (default build/arm64-bench), Debian's arm64 QEMU (arm64_qemu_root) and
-# the arm64 tools of tools/install-deps-arm64 --bench. Sets $arm64_vmm, $arm64_qemu (the two
-# binaries) and $arm64_tools (the tools' unpacked root), and exports COPY_BINARY_LIBDIRS with
+# cross_bench_setup ARCH: what bench/net.sh and bench/block.sh --arch aarch64|riscv64 need: vmm
+# cross-built in $LIBVMM_ARM64_BUILD or $LIBVMM_RISCV64_BUILD (default build/arm64-bench,
+# build/riscv64-bench), the architecture's QEMU (arm64_qemu_root, riscv64_qemu_root) and its
+# tools (tools/install-deps-arm64 or -riscv64 --bench). Sets $bench_vmm, $bench_qemu (the two
+# binaries) and $bench_tools (the tools' unpacked root), and exports COPY_BINARY_LIBDIRS with
 # their library folders (for payload_binary and extra_binary).
-arm64_bench_setup() {
-  local build=${LIBVMM_ARM64_BUILD:-$repo/build/arm64-bench} qemu_root dir
-  cross_build "$build" vmm
-  "$repo/tools/install-deps-arm64" --bench
-  qemu_root=$(arm64_qemu_root)
-  arm64_vmm=$build/tools/vmm/vmm
-  arm64_qemu=$qemu_root/root/usr/bin/qemu-system-aarch64
-  arm64_tools=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/arm64-bench
-  COPY_BINARY_LIBDIRS=
-  for dir in "$arm64_tools" "$qemu_root/root"; do
-    COPY_BINARY_LIBDIRS=$COPY_BINARY_LIBDIRS${COPY_BINARY_LIBDIRS:+:}$dir/usr/lib/aarch64-linux-gnu:$dir/lib/aarch64-linux-gnu
-  done
-  export COPY_BINARY_LIBDIRS
+cross_bench_setup() {
+  local build qemu_root triplet dir cache=${LIBVMM_CACHE:-$HOME/.cache/libvmm}
+  if [ "$1" = aarch64 ]; then
+    build=${LIBVMM_ARM64_BUILD:-$repo/build/arm64-bench}
+    cross_build "$build" vmm
+    "$repo/tools/install-deps-arm64" --bench
+    qemu_root=$(arm64_qemu_root)
+    triplet=aarch64-linux-gnu bench_tools=$cache/arm64-bench
+  else
+    build=${LIBVMM_RISCV64_BUILD:-$repo/build/riscv64-bench}
+    cross_build "$build" --arch riscv64 vmm
+    "$repo/tools/install-deps-riscv64" --bench
+    qemu_root=$(riscv64_qemu_root)
+    triplet=riscv64-linux-gnu bench_tools=$cache/riscv64-bench
+  fi
+  bench_vmm=$build/tools/vmm/vmm bench_qemu=$qemu_root/root/usr/bin/qemu-system-$1
+  export COPY_BINARY_LIBDIRS=$bench_tools/usr/lib/$triplet:$bench_tools/lib/$triplet
+  COPY_BINARY_LIBDIRS=$COPY_BINARY_LIBDIRS:$qemu_root/root/usr/lib/$triplet:$qemu_root/root/lib/$triplet
 }
 
 # The folder of QEMU for arm64: Debian's qemu-system-arm:arm64 and its dependencies, fetched

@@ -40,8 +40,11 @@
 # in $LIBVMM_ARM64_BUILD, default build/arm64-bench), and qemu, qemu-vhost (QEMU -M virt with
 # virtio-net-device) and qemu-vhost-pci (-M virt with virtio-net-pci): Debian's arm64 QEMU,
 # iperf3 and ip (tools/install-deps-arm64 --bench), Debian's arm64 kernel in the guests.
-# Usage: bench/net.sh [--arch x86_64|aarch64] [SECONDS [ROUNDS]]   (default 5 and 3; about 5
-# minutes on x86_64). Prints a table and ratios; see docs/PERFORMANCE.md.
+# --arch riscv64 (also bench/net-riscv64.sh): the same in the emulated riscv64 KVM host (KVM's
+# AIA; QEMU -M virt,aia=aplic-imsic), with trixie's riscv64 QEMU, iperf3, ip and kernel
+# (tools/install-deps-riscv64 --bench; $LIBVMM_RISCV64_BUILD, default build/riscv64-bench).
+# Usage: bench/net.sh [--arch x86_64|aarch64|riscv64] [SECONDS [ROUNDS]]   (default 5 and 3;
+# about 5 minutes on x86_64). Prints a table and ratios; see docs/PERFORMANCE.md.
 # NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
 # vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost, qemu-vhost, vmm-pci, vmm-vhost-pci,
 # qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll, vmm-vhost-2q1, vmm-vhost-2q2, qemu-vhost-2q2,
@@ -54,9 +57,10 @@ if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
 secs=${1:-5}
 rounds=${2:-3}
 poll_us=${NET_BENCH_POLL_US:-50}
-[[ $arch =~ ^(x86_64|aarch64)$ && $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] && [ "$secs" -gt 0 ] \
-  && [ "$rounds" -gt 0 ] || {
-  echo "usage: bench/net.sh [--arch x86_64|aarch64] [SECONDS [ROUNDS]] (positive integers)" >&2
+[[ $arch =~ ^(x86_64|aarch64|riscv64)$ && $secs =~ ^[0-9]+$ && $rounds =~ ^[0-9]+$ ]] \
+  && [ "$secs" -gt 0 ] && [ "$rounds" -gt 0 ] || {
+  echo "usage: bench/net.sh [--arch x86_64|aarch64|riscv64] [SECONDS [ROUNDS]]" \
+    "(positive integers)" >&2
   exit 2
 }
 [[ $poll_us =~ ^[0-9]+$ ]] || { echo "NET_BENCH_POLL_US: a number of µs" >&2; exit 2; }
@@ -64,21 +68,24 @@ poll_us=${NET_BENCH_POLL_US:-50}
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
 only=${NET_BENCH_ONLY:-}
-# What runs on arm64: QEMU's virt machine for both transports (no microvm or q35); the transmit
-# thread, multiqueue and vhost-user candidates stay x86_64's (the last two want more CPUs than
-# the emulated host has to spare).
-arm64_candidates="host vmm vmm-pci vmm-vhost vmm-vhost-pci qemu qemu-vhost qemu-vhost-pci"
-if [ "$arch" = aarch64 ]; then
+# What runs on arm64 and riscv64: QEMU's virt machine for both transports (no microvm or q35);
+# the transmit thread, multiqueue and vhost-user candidates stay x86_64's (the last two want
+# more CPUs than the emulated host has to spare).
+cross_candidates="host vmm vmm-pci vmm-vhost vmm-vhost-pci qemu qemu-vhost qemu-vhost-pci"
+# No QEMU on riscv64: trixie's QEMU 10 guests in the emulated riscv64 host die of SIGILL in the
+# vDSO's clock_gettime (rdtime), which iperf3 and blkio need to time their jobs.
+[ "$arch" != riscv64 ] || cross_candidates="host vmm vmm-pci vmm-vhost vmm-vhost-pci"
+if [ "$arch" != x86_64 ]; then
   for c in $only; do
-    case " $arm64_candidates " in
+    case " $cross_candidates " in
       *" $c "*) ;;
       *)
-        echo "NET_BENCH_ONLY: '$c' is not measured on aarch64 (only $arm64_candidates)" >&2
+        echo "NET_BENCH_ONLY: '$c' is not measured on $arch (only $cross_candidates)" >&2
         exit 2
         ;;
     esac
   done
-  only=${only:-$arm64_candidates}
+  only=${only:-$cross_candidates}
 fi
 for c in $only; do
   case $c in
@@ -99,14 +106,21 @@ if [ "$arch" = x86_64 ]; then
 else
   # shellcheck source=bench/boot-setup.sh
   . bench/boot-setup.sh
-  arm64_bench_setup
-  vmm_bin=$arm64_vmm iperf3=$arm64_tools/usr/bin/iperf3
+  cross_bench_setup "$arch"
+  vmm_bin=$bench_vmm iperf3=$bench_tools/usr/bin/iperf3
 fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Guest side: iperf3 with its libraries, and /tests/netbench (run by /init).
 extra=$work/guest-extra
 extra_binary "$extra" "$iperf3" usr/bin/iperf3
+if [ "$arch" = riscv64 ]; then
+  # Trixie's iperf3 (3.18) cancels its stream threads at the end, for which glibc loads libgcc_s
+  # (dlopen: no DT_NEEDED entry that copy-binary would follow).
+  mkdir -p "$extra/lib/riscv64-linux-gnu"
+  cp -L "${LIBVMM_CACHE:-$HOME/.cache/libvmm}/riscv64-sysroot/runtime/usr/lib/riscv64-linux-gnu/libgcc_s.so.1" \
+    "$extra/lib/riscv64-linux-gnu/"
+fi
 mkdir -p "$extra/tests"
 cat >"$extra/tests/netbench" <<EOS
 #!/bin/sh
@@ -149,11 +163,19 @@ if [ "$arch" = x86_64 ]; then
     qemu_pci="./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host"
   timeout=$((600 + rounds * (secs * 2 * 5 + 400)))
 else
-  payload_binary "$arm64_qemu" "$iperf3" "$arm64_tools/bin/ip"
-  set -- kernel=Image console=ttyAMA0 vmm_machine="--gic v3" qemu_comm=qemu-system-aar \
-    guest_timeout=900 \
-    qemu_mmio="./qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host" \
-    qemu_pci="./qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host"
+  ip=$bench_tools/bin/ip
+  [ -x "$ip" ] || ip=$bench_tools/usr/bin/ip  # trixie's iproute2 keeps it there
+  payload_binary "$bench_qemu" "$iperf3" "$ip"
+  if [ "$arch" = aarch64 ]; then
+    machine="virt,gic-version=3"
+    set -- console=ttyAMA0 vmm_machine="--gic v3" qemu_comm=qemu-system-aar
+  else
+    machine="virt,aia=aplic-imsic"
+    set -- console=ttyS0 vmm_machine="--irqchip aia" qemu_comm=qemu-system-ris
+  fi
+  set -- "$@" kernel=Image guest_timeout=900 \
+    qemu_mmio="./qemu-system-$arch -M $machine -accel kvm -cpu host" \
+    qemu_pci="./qemu-system-$arch -M $machine -accel kvm -cpu host"
   timeout=$((900 + rounds * (secs * 2 * 8 + 8 * 300)))
 fi
 
@@ -307,7 +329,7 @@ for f in g2h h2g rtt; do
   printf '%-6s %6s %10s %10s %10s %10s %9s %9s %9s\n' $f $unit "${h:--}" "${v:--}" "${t:--}" \
     "${q:--}" "$(ratio "$v" "$q")" "$(ratio "$t" "$q")" "$(ratio "$v" "$h")"
 done
-# Candidates measured on x86_64 only (aarch64: arm64_candidates above).
+# Candidates measured on x86_64 only (elsewhere: cross_candidates above).
 if [ "$arch" = x86_64 ]; then
   echo "multiqueue: 2 vCPUs, iperf3 -P 2 (median of $rounds rounds)"
   printf '%-6s %6s %10s %10s %9s\n' what unit vmm-2q1 vmm-2q2 2q2/2q1
