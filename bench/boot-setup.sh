@@ -62,7 +62,7 @@ boot_payload() {
 # binaries) and $bench_tools (the tools' unpacked root), and exports COPY_BINARY_LIBDIRS with
 # their library folders (for payload_binary and extra_binary).
 cross_bench_setup() {
-  local build qemu_root triplet dir cache=${LIBVMM_CACHE:-$HOME/.cache/libvmm}
+  local build qemu_root triplet cache=${LIBVMM_CACHE:-$HOME/.cache/libvmm}
   if [ "$1" = aarch64 ]; then
     build=${LIBVMM_ARM64_BUILD:-$repo/build/arm64-bench}
     cross_build "$build" vmm
