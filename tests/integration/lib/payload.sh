@@ -541,12 +541,21 @@ thread_ticks() {
 # prints them per operation (entries under 0.01 left out), "off" removes them. Each is an event
 # and its keys, and the label its line gets:
 #   kvm_exit by reason (x86_64: AMD SVM exit codes, the emulated x86_64 host's CPU being AMD;
-#   arm64: the exception class of a trap, "irq" for an exit taken for a host interrupt; named
-#   where known, else hex), kvm_msr by MSR and direction, kvm_page_fault (nested page faults)
-#   by error code, kvm_mmio by direction and guest address, kvm_pio by port and direction
-#   (the events an architecture's KVM lacks are left out).
+#   arm64: the exception class of a trap; riscv64: the trap's scause; "irq" for an exit taken
+#   for a host interrupt; named where known, else hex), kvm_msr by MSR and direction,
+#   kvm_page_fault (nested page faults) by error code, kvm_mmio by direction and guest address,
+#   kvm_pio by port and direction (the events an architecture's KVM lacks are left out).
 exit_keys=exit_reason.hex
-[ "$(uname -m)" != aarch64 ] || exit_keys=ret,esr_ec.hex
+exit_names="60 intr 61 nmi 64 vintr 72 cpuid 78 hlt 7b ioio 7c msr 7f shutdown 81 vmmcall 400 npf \
+401 avic_ipi 402 avic_unaccel"
+case $(uname -m) in
+  aarch64)
+    exit_keys=ret,esr_ec.hex
+    exit_names="2.1 wfx 2.16 hvc 2.17 smc 2.18 sysreg 2.20 iabt 2.24 dabt 1.0 serror" ;;
+  riscv64)
+    exit_keys=scause.hex
+    exit_names="2 illegal a sbi 14 iguestpf 15 lguestpf 16 virtinst 17 sguestpf" ;;
+esac
 reason_hist_specs="kvm_exit $exit_keys exits_by_reason_per_op
 kvm_msr ecx.hex,write msr_exits_per_op
 kvm_page_fault error_code.hex npf_by_error_code_per_op
@@ -564,10 +573,8 @@ reason_hists() {
         [ "$1" = arm ] && echo "hist:keys=$keys" >"$f/trigger" ;;
       read)
         # A hist line: "{ exit_reason: 7c } hitcount: 12", "{ ecx: 6e0, write: 1 } ...".
-        awk -v n="$2" -v j="$3" -v o="$4" -v ev="$ev" -v label="$label" '
-          BEGIN { n_m = split("60 intr 61 nmi 64 vintr 72 cpuid 78 hlt 7b ioio 7c msr " \
-                        "7f shutdown 81 vmmcall 400 npf 401 avic_ipi 402 avic_unaccel " \
-                        "2.1 wfx 2.16 hvc 2.17 smc 2.18 sysreg 2.20 iabt 2.24 dabt 1.0 serror", m, " ")
+        awk -v n="$2" -v j="$3" -v o="$4" -v ev="$ev" -v label="$label" -v names="$exit_names" '
+          BEGIN { n_m = split(names, m, " ")
                   for (i = 1; i < n_m; i += 2) name[m[i]] = m[i + 1] }
           /^\{/ { line = $0; sub(/^\{ */, "", line); split(line, parts, /\} *hitcount: */)
                   k = split(parts[1], kv, ","); key = ""
@@ -576,8 +583,9 @@ reason_hists() {
                     v = kv[i]; sub(/^[^:]*: */, "", v); gsub(/ /, "", v); sub(/^0x/, "", v)
                     if (field == "write" || field == "rw") v = v == 1 ? "w" : "r"
                     key = key (i > 1 ? "." : "") v }
-                  # arm64: an exit for a host interrupt (ret 0) keeps a stale class.
-                  if (ev == "kvm_exit" && key ~ /^0\./) key = "irq"
+                  # An exit for a host interrupt: ret 0 on arm64 (its class is stale), an scause
+                  # with the interrupt bit on riscv64.
+                  if (ev == "kvm_exit" && (key ~ /^0\./ || key ~ /^8000000000000/)) key = "irq"
                   if (ev == "kvm_exit" && key in name) key = name[key]
                   if (!(key in count)) keys[++n_keys] = key
                   count[key] += parts[2] }
