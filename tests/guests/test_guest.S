@@ -161,12 +161,14 @@ do_answer:
         call puts
         mov $'\n', %al
         call putc
-        lea guest_answer(%rip), %rsi
-        lea 0x100(%rbx), %rdi
+        lea guest_answer+1(%rip), %rsi  /* the answer, NUL included, but its first byte */
+        lea 0x101(%rbx), %rdi
 30:     lodsb
         stosb
         test %al, %al
         jnz 30b
+        movb guest_answer(%rip), %al    /* then the first byte, which "mem" waits for: */
+        mov %al, 0x100(%rbx)            /* it never sees half the answer */
         jmp reset
 
 do_irq:
