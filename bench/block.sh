@@ -180,32 +180,12 @@ else
 fi
 
 # The emulated host's kernel modules for a loop-mounted ext2 (by the ext4 driver), and with a
-# delay its device-mapper target, in load order: each after what modules.dep says it needs
-# (which differs between architectures: arm64's dm-mod needs dax), crc32c_generic named itself
-# (ext4 asks the crypto API for it, not a symbol). The emulated host runs Debian's kernel,
-# which emuhost caches.
-moddir=$("$emuhost" --arch "$arch" --print-modules)
-wanted="drivers/block/loop crypto/crc32c_generic fs/ext4/ext4"
-[ "$delay_ms" = 0 ] || wanted="$wanted drivers/md/dm-delay"
-modules=
-for m in $wanted; do
-  # "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko ...": what it needs, listed to load last first.
-  line=$(grep -m 1 "^kernel/$m\.ko[.a-z]*:" "$moddir/modules.dep") || continue
-  for dep in $(echo "${line#*:}" | tr ' ' '\n' | tac) "${line%%:*}"; do
-    case " $modules " in *" $dep "*) ;; *) modules="$modules $dep" ;; esac
-  done
-done
-for m in $modules; do
-  src=$moddir/$m
-  m=${m%.ko*}
-  case $src in
-    *.xz) xz -dc "$src" ;;
-    *.zst) zstd -qdc "$src" ;;
-    *.gz) gzip -dc "$src" ;;
-    *) cat "$src" ;;
-  esac >"$payload/modules/$(basename "$m").ko"
-  echo "$(basename "$m").ko" >>"$payload/modules/load-order"
-done
+# delay its device-mapper target, each after what it needs; crc32c_generic named itself (ext4
+# asks the crypto API for it, not for a symbol).
+wanted="loop crc32c_generic ext4"
+[ "$delay_ms" = 0 ] || wanted="$wanted dm_delay"
+# shellcheck disable=SC2086 # $wanted: one word per module
+"$emuhost" --arch "$arch" --pack-modules "$payload/modules" $wanted
 
 only=${BLOCK_BENCH_ONLY:-}
 known=$all_configs

@@ -79,20 +79,8 @@ chmod +x "$extra/tests/vfiobench"
 payload_new x86_64 "$vmm" --extra "$extra"
 cp "$work/randread" "$payload/"
 # The emulated host boots with no NVMe driver (emuhost leaves the controller unbound): its own
-# nvme modules, in load order (each one's dependencies first, as modules.dep lists them).
-moddir=$("$emuhost" --print-modules)
-mkdir -p "$payload/modules"
-deps=$(grep '^kernel/drivers/nvme/host/nvme\.ko[^:]*:' "$moddir/modules.dep") \
-  || { echo "$prog: no nvme module in $moddir" >&2; exit 1; }
-for m in $(echo "${deps#*:}" | tr ' ' '\n' | tac) "${deps%%:*}"; do
-  case $m in
-    *.xz) xz -dc "$moddir/$m" ;;
-    *.zst) zstd -qdc "$moddir/$m" ;;
-    *.gz) gzip -dc "$moddir/$m" ;;
-    *) cat "$moddir/$m" ;;
-  esac >"$payload/modules/$(basename "${m%.ko*}").ko"
-  basename "${m%.ko*}.ko" >>"$payload/modules/load-order"
-done
+# nvme module and what it needs, in load order.
+"$emuhost" --pack-modules "$payload/modules" nvme
 
 payload_script run.sh rounds="$rounds" seq_mib="$seq_mib" reads="$reads" \
   guest_args="${VFIO_BENCH_GUEST_ARGS:-}" host_domain="${VFIO_BENCH_HOST_DOMAIN:-}" <<'EOS'
