@@ -114,13 +114,6 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Guest side: iperf3 with its libraries, and /tests/netbench (run by /init).
 extra=$work/guest-extra
 extra_binary "$extra" "$iperf3" usr/bin/iperf3
-if [ "$arch" = riscv64 ]; then
-  # Trixie's iperf3 (3.18) cancels its stream threads at the end, for which glibc loads libgcc_s
-  # (dlopen: no DT_NEEDED entry that copy-binary would follow).
-  mkdir -p "$extra/lib/riscv64-linux-gnu"
-  cp -L "${LIBVMM_CACHE:-$HOME/.cache/libvmm}/riscv64-sysroot/runtime/usr/lib/riscv64-linux-gnu/libgcc_s.so.1" \
-    "$extra/lib/riscv64-linux-gnu/"
-fi
 mkdir -p "$extra/tests"
 cat >"$extra/tests/netbench" <<EOS
 #!/bin/sh
