@@ -545,9 +545,8 @@ thread_ticks() {
 #   for a host interrupt; named where known, else hex), kvm_msr by MSR and direction,
 #   kvm_page_fault (nested page faults) by error code, kvm_mmio by direction and guest address,
 #   kvm_pio by port and direction (the events an architecture's KVM lacks are left out).
-#   A kernel without histogram triggers (Debian's riscv64 6.12 lacks CONFIG_HIST_TRIGGERS) gets
-#   its exits by reason from KVM's own per-reason counters in debugfs instead (riscv64:
-#   ecall_exit_stat, wfi_exit_stat, mmio_exit_user, csr_exit_kernel, ...; every VM's summed).
+#   A kernel without histogram triggers (Debian's riscv64 6.12 lacks CONFIG_HIST_TRIGGERS):
+#   kvm_exit from the trace buffer, and KVM's own counters (traced_exits below).
 exit_keys=exit_reason.hex
 exit_names="60 intr 61 nmi 64 vintr 72 cpuid 78 hlt 7b ioio 7c msr 7f shutdown 81 vmmcall 400 npf \
 401 avic_ipi 402 avic_unaccel"
@@ -557,37 +556,64 @@ case $(uname -m) in
     exit_names="2.1 wfx 2.16 hvc 2.17 smc 2.18 sysreg 2.20 iabt 2.24 dabt 1.0 serror" ;;
   riscv64)
     exit_keys=scause.hex
-    exit_names="2 illegal a sbi 14 iguestpf 15 lguestpf 16 virtinst 17 sguestpf" ;;
+    # An interrupt's scause has the top bit set: irq.5 the host's timer, irq.9 external (with
+    # the AIA also the host's IPIs), irq.c a guest interrupt file's for a vCPU not running.
+    exit_names="2 illegal a sbi 14 iguestpf 15 lguestpf 16 virtinst 17 sguestpf irq.1 irq_soft \
+irq.5 irq_timer irq.9 irq_ext irq.c irq_sgei" ;;
 esac
 reason_hist_specs="kvm_exit $exit_keys exits_by_reason_per_op
 kvm_msr ecx.hex,write msr_exits_per_op
 kvm_page_fault error_code.hex npf_by_error_code_per_op
 kvm_mmio type,gpa.hex:size=4096 mmio_by_address_per_op
 kvm_pio port.hex,rw:size=4096 pio_by_port_per_op"
+# Without hist triggers: KVM's per-reason counters ("kvm_stats_per_op": every VM's; what they
+# leave out, host interrupts and guest page faults among it, as "other"), and kvm_exit's
+# events themselves, recorded in the trace buffer for the window and counted by scause into
+# the lines a hist file has (the recording costs each exit some time: a diagnosis, not a figure).
 exit_counters() {
   for c in /sys/kernel/debug/kvm/*exit*; do
-    case ${c##*/} in exits | "*exit*") ;; *) echo "${c##*/} $(cat "$c")" ;; esac
+    case ${c##*/} in "*exit*") ;; *) echo "${c##*/} $(cat "$c")" ;; esac
   done
+}
+traced_exits() {
+  e=$T/events/kvm/kvm_exit
+  case $1 in
+    arm)
+      exit_counters >/tmp/exit_counters.begin
+      [ -f $e/enable ] || return 0
+      echo 16384 >$T/buffer_size_kb
+      : >$T/trace
+      echo 1 >$e/enable ;;
+    off) [ ! -f $e/enable ] || echo 0 >$e/enable ;;
+    read)
+      exit_counters | awk -v n="$2" -v j="$3" -v o="$4" '
+        NR == FNR { begin[$1] = $2; next }
+        { d = $2 - begin[$1]; if ($1 == "exits") { all = d; next }
+          key = $1; sub(/_stat$/, "", key); sum += d
+          per = o > 0 ? d / o : d; if (per >= 0.01) out = out sprintf(" %s=%.2f", key, per) }
+        END { per = o > 0 ? (all - sum) / o : all - sum
+              printf "%s %s kvm_stats_per_op%s other=%.2f\n", n, j, out, per }' \
+        /tmp/exit_counters.begin -
+      [ -f $e/enable ] || return 0
+      echo 0 >$e/enable
+      awk '/kvm_exit:/ && match($0, /SCAUSE:0x[0-9a-f]+/) {
+             c[substr($0, RSTART + 9, RLENGTH - 9)]++ }
+           END { for (k in c) printf "{ scause: %s } hitcount: %d\n", k, c[k] }' $T/trace \
+        >/tmp/kvm_exit.hist
+      : >$T/trace ;;
+  esac
 }
 reason_hists() {
   T=/sys/kernel/tracing
   [ -d $T/events/kvm ] || mount -t tracefs tracefs $T 2>/dev/null
-  if [ ! -f $T/events/kvm/kvm_exit/hist ]; then
-    case $1 in
-      arm) exit_counters >/tmp/exit_counters.begin ;;
-      read)
-        exit_counters | awk -v n="$2" -v j="$3" -v o="$4" '
-          NR == FNR { begin[$1] = $2; next }
-          { per = o > 0 ? ($2 - begin[$1]) / o : $2 - begin[$1]; key = $1; sub(/_stat$/, "", key)
-            if (per >= 0.01) out = out sprintf(" %s=%.2f", key, per) }
-          END { printf "%s %s exits_by_reason_per_op%s\n", n, j, out }' /tmp/exit_counters.begin - ;;
-    esac
-  fi
+  [ -f $T/events/kvm/kvm_exit/hist ] || traced_exits "$@"
   echo "$reason_hist_specs" | while read -r ev keys label; do
-    f=$T/events/kvm/$ev
-    [ -f "$f/hist" ] || continue
+    f=$T/events/kvm/$ev hist=$T/events/kvm/$ev/hist
+    [ "$ev" != kvm_exit ] || [ -f "$hist" ] || hist=/tmp/kvm_exit.hist
+    [ -f "$hist" ] || continue
     case $1 in
       arm | off)
+        [ "$hist" = "$f/hist" ] || continue
         echo "!hist:keys=$keys" >"$f/trigger" 2>/dev/null
         [ "$1" = arm ] && echo "hist:keys=$keys" >"$f/trigger" ;;
       read)
@@ -603,15 +629,16 @@ reason_hists() {
                     if (field == "write" || field == "rw") v = v == 1 ? "w" : "r"
                     key = key (i > 1 ? "." : "") v }
                   # An exit for a host interrupt: ret 0 on arm64 (its class is stale), an scause
-                  # with the interrupt bit on riscv64.
-                  if (ev == "kvm_exit" && (key ~ /^0\./ || key ~ /^8000000000000/)) key = "irq"
+                  # with the interrupt bit on riscv64 (named by its cause).
+                  if (ev == "kvm_exit" && key ~ /^0\./) key = "irq"
+                  if (ev == "kvm_exit" && key ~ /^8000000000000/) { sub(/^80*/, "", key); key = "irq." key }
                   if (ev == "kvm_exit" && key in name) key = name[key]
                   if (!(key in count)) keys[++n_keys] = key
                   count[key] += parts[2] }
           END { for (i = 1; i <= n_keys; i++) {
                   per = o > 0 ? count[keys[i]] / o : count[keys[i]]
                   if (per >= 0.01) out = out sprintf(" %s=%.2f", keys[i], per) }
-                printf "%s %s %s%s\n", n, j, label, out }' "$f/hist" ;;
+                printf "%s %s %s%s\n", n, j, label, out }' "$hist" ;;
     esac
   done
 }
