@@ -43,6 +43,7 @@
 # --arch riscv64 (also bench/net-riscv64.sh): the same in the emulated riscv64 KVM host (KVM's
 # AIA; QEMU -M virt,aia=aplic-imsic), with trixie's riscv64 QEMU, iperf3, ip and kernel
 # (tools/install-deps-riscv64 --bench; $LIBVMM_RISCV64_BUILD, default build/riscv64-bench).
+# On both, vmm-vhost-poll and qemu-vhost-poll run when NET_BENCH_ONLY names them.
 # Usage: bench/net.sh [--arch x86_64|aarch64|riscv64] [SECONDS [ROUNDS]]   (default 5 and 3;
 # about 5 minutes on x86_64). Prints a table and ratios; see docs/PERFORMANCE.md.
 # NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
@@ -72,15 +73,14 @@ only=${NET_BENCH_ONLY:-}
 # the transmit thread, multiqueue and vhost-user candidates stay x86_64's (the last two want
 # more CPUs than the emulated host has to spare).
 cross_candidates="host vmm vmm-pci vmm-vhost vmm-vhost-pci qemu qemu-vhost qemu-vhost-pci"
-# No QEMU on riscv64: trixie's QEMU 10 guests in the emulated riscv64 host die of SIGILL in the
-# vDSO's clock_gettime (rdtime), which iperf3 and blkio need to time their jobs.
-[ "$arch" != riscv64 ] || cross_candidates="host vmm vmm-pci vmm-vhost vmm-vhost-pci"
+# Measured there only when NET_BENCH_ONLY names them: the vhost worker's polling.
+cross_named="vmm-vhost-poll qemu-vhost-poll"
 if [ "$arch" != x86_64 ]; then
   for c in $only; do
-    case " $cross_candidates " in
+    case " $cross_candidates $cross_named " in
       *" $c "*) ;;
       *)
-        echo "NET_BENCH_ONLY: '$c' is not measured on $arch (only $cross_candidates)" >&2
+        echo "NET_BENCH_ONLY: '$c' is not measured on $arch (only $cross_candidates $cross_named)" >&2
         exit 2
         ;;
     esac
@@ -342,8 +342,8 @@ for f in g2h h2g rtt; do
   printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s %9s\n' $f $unit "${a:--}" "${b:--}" "${p:--}" \
     "${vp:--}" "${qp:--}" "$(ratio "$a" "$b")" "$(ratio "$vp" "$qp")" "$(ratio "$vp" "$h")"
 done
-# x86_64 only, as the multiqueue table.
-if [ "$arch" = x86_64 ]; then
+# On x86_64, and elsewhere when NET_BENCH_ONLY named a polling candidate.
+if [ "$arch" = x86_64 ] || [ -n "$(result g2h vmm-vhost-poll)$(result g2h qemu-vhost-poll)" ]; then
   echo "vhost-net over virtio-pci, the kernel worker polling drained rings up to $poll_us µs"
   printf '%-6s %6s %9s %9s %9s %9s %9s\n' what unit vhost-pci v-poll qemu-poll poll/qemu poll/host
   for f in g2h h2g rtt; do
@@ -353,6 +353,9 @@ if [ "$arch" = x86_64 ]; then
     printf '%-6s %6s %9s %9s %9s %9s %9s\n' $f $unit "${vp:--}" "${a:--}" "${b:--}" \
       "$(ratio "$a" "$b")" "$(ratio "$a" "$h")"
   done
+fi
+# x86_64 only, as the multiqueue table.
+if [ "$arch" = x86_64 ]; then
   echo "vhost-net, 2 vCPUs, iperf3 -P 2, over virtio-pci (median of $rounds rounds)"
   printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' what unit host v-2q1 v-2q2 qemu-v-2q2 2q2/2q1 \
     2q2/qemu 2q2/host
