@@ -98,8 +98,7 @@ else
   # shellcheck source=bench/boot-setup.sh
   . bench/boot-setup.sh
   cross_bench_setup "$arch"
-  vmm_bin=$bench_vmm cc=$arch-linux-gnu-gcc dmsetup=$bench_tools/sbin/dmsetup
-  [ -x "$dmsetup" ] || dmsetup=$bench_tools/usr/sbin/dmsetup  # trixie's place for it
+  vmm_bin=$bench_vmm cc=$arch-linux-gnu-gcc dmsetup=$(bench_tool dmsetup 2>/dev/null || true)
 fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -167,14 +166,9 @@ if [ "$arch" = x86_64 ]; then
   timeout=$((600 + rounds * (secs * 4 * 9 + 400)))
 else
   payload_binary "$bench_qemu"
-  if [ "$arch" = aarch64 ]; then
-    set -- console=ttyAMA0 vmm_machine="--gic v3" qemu_comm=qemu-system-aar \
-      qemu_mmio="./qemu-system-aarch64 -M virt,gic-version=3 -accel kvm -cpu host"
-  else
-    set -- console=ttyS0 vmm_machine="--irqchip aia" qemu_comm=qemu-system-ris \
-      qemu_mmio="./qemu-system-riscv64 -M virt,aia=aplic-imsic -accel kvm -cpu host"
-  fi
-  set -- "$@" kernel=Image guest_timeout=600
+  set -- kernel=Image console=$bench_console vmm_machine="$bench_vmm_machine" \
+    qemu_comm=$bench_qemu_comm guest_timeout=600 \
+    qemu_mmio="./qemu-system-$arch -M $bench_qemu_machine -accel kvm -cpu host"
   timeout=$((900 + rounds * (secs * 4 * 4 + 4 * 300)))
 fi
 

@@ -59,8 +59,11 @@ boot_payload() {
 # cross-built in $LIBVMM_ARM64_BUILD or $LIBVMM_RISCV64_BUILD (default build/arm64-bench,
 # build/riscv64-bench), the architecture's QEMU (arm64_qemu_root, riscv64_qemu_root) and its
 # tools (tools/install-deps-arm64 or -riscv64 --bench). Sets $bench_vmm, $bench_qemu (the two
-# binaries) and $bench_tools (the tools' unpacked root), and exports COPY_BINARY_LIBDIRS with
-# their library folders (for payload_binary and extra_binary).
+# binaries) and $bench_tools (the tools' unpacked root; bench_tool NAME finds one there), how
+# the guests boot there ($bench_console, $bench_vmm_machine: vmm's options for the interrupt
+# controller, $bench_qemu_machine: QEMU's -M, $bench_qemu_comm: QEMU's process name as
+# /proc/PID/comm has it), and exports COPY_BINARY_LIBDIRS with their library folders (for
+# payload_binary and extra_binary).
 cross_bench_setup() {
   local build qemu_root triplet cache=${LIBVMM_CACHE:-$HOME/.cache/libvmm}
   if [ "$1" = aarch64 ]; then
@@ -69,16 +72,30 @@ cross_bench_setup() {
     "$repo/tools/install-deps-arm64" --bench
     qemu_root=$(arm64_qemu_root)
     triplet=aarch64-linux-gnu bench_tools=$cache/arm64-bench
+    bench_console=ttyAMA0 bench_vmm_machine="--gic v3" bench_qemu_machine=virt,gic-version=3
   else
     build=${LIBVMM_RISCV64_BUILD:-$repo/build/riscv64-bench}
     cross_build "$build" --arch riscv64 vmm
     "$repo/tools/install-deps-riscv64" --bench
     qemu_root=$(riscv64_qemu_root)
     triplet=riscv64-linux-gnu bench_tools=$cache/riscv64-bench
+    bench_console=ttyS0 bench_vmm_machine="--irqchip aia" bench_qemu_machine=virt,aia=aplic-imsic
   fi
   bench_vmm=$build/tools/vmm/vmm bench_qemu=$qemu_root/root/usr/bin/qemu-system-$1
+  bench_qemu_comm=qemu-system-$1
+  bench_qemu_comm=${bench_qemu_comm:0:15}  # the kernel keeps 15 characters of a name
   export COPY_BINARY_LIBDIRS=$bench_tools/usr/lib/$triplet:$bench_tools/lib/$triplet
   COPY_BINARY_LIBDIRS=$COPY_BINARY_LIBDIRS:$qemu_root/root/usr/lib/$triplet:$qemu_root/root/lib/$triplet
+}
+# bench_tool NAME: the path of NAME among cross_bench_setup's tools (Debian 12's packages and
+# trixie's put some in different folders: ip in /bin or /usr/bin, dmsetup in /sbin or /usr/sbin).
+bench_tool() {
+  local dir
+  for dir in bin sbin usr/bin usr/sbin; do
+    if [ -x "$bench_tools/$dir/$1" ]; then echo "$bench_tools/$dir/$1"; return 0; fi
+  done
+  echo "$prog: no $1 in $bench_tools" >&2
+  return 1
 }
 
 # The folder of QEMU for arm64: Debian's qemu-system-arm:arm64 and its dependencies, fetched

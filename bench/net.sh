@@ -107,7 +107,7 @@ else
   # shellcheck source=bench/boot-setup.sh
   . bench/boot-setup.sh
   cross_bench_setup "$arch"
-  vmm_bin=$bench_vmm iperf3=$bench_tools/usr/bin/iperf3
+  vmm_bin=$bench_vmm iperf3=$(bench_tool iperf3)
 fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -156,19 +156,11 @@ if [ "$arch" = x86_64 ]; then
     qemu_pci="./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host"
   timeout=$((600 + rounds * (secs * 2 * 5 + 400)))
 else
-  ip=$bench_tools/bin/ip
-  [ -x "$ip" ] || ip=$bench_tools/usr/bin/ip  # trixie's iproute2 keeps it there
-  payload_binary "$bench_qemu" "$iperf3" "$ip"
-  if [ "$arch" = aarch64 ]; then
-    machine="virt,gic-version=3"
-    set -- console=ttyAMA0 vmm_machine="--gic v3" qemu_comm=qemu-system-aar
-  else
-    machine="virt,aia=aplic-imsic"
-    set -- console=ttyS0 vmm_machine="--irqchip aia" qemu_comm=qemu-system-ris
-  fi
-  set -- "$@" kernel=Image guest_timeout=900 \
-    qemu_mmio="./qemu-system-$arch -M $machine -accel kvm -cpu host" \
-    qemu_pci="./qemu-system-$arch -M $machine -accel kvm -cpu host"
+  payload_binary "$bench_qemu" "$iperf3" "$(bench_tool ip)"
+  set -- kernel=Image console=$bench_console vmm_machine="$bench_vmm_machine" \
+    qemu_comm=$bench_qemu_comm guest_timeout=900 \
+    qemu_mmio="./qemu-system-$arch -M $bench_qemu_machine -accel kvm -cpu host" \
+    qemu_pci="./qemu-system-$arch -M $bench_qemu_machine -accel kvm -cpu host"
   timeout=$((900 + rounds * (secs * 2 * 8 + 8 * 300)))
 fi
 
