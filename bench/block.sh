@@ -51,7 +51,9 @@
 # io=auto on the I/O thread over virtio-mmio), vmm-pci (the same over virtio-pci, MSI-X through
 # the ITS) and qemu (QEMU -M virt, virtio-blk-device, cache=none,aio=threads); vmm cross-built in
 # $LIBVMM_ARM64_BUILD (default build/arm64-bench), Debian's arm64 QEMU and kernel, and with a
-# delay its arm64 dmsetup (tools/install-deps-arm64 --bench). --arch riscv64 (also
+# delay its arm64 dmsetup (tools/install-deps-arm64 --bench); the vhost-user candidates (vmm-dev,
+# vmm-qsd, qemu-qsd, vmm-fs, with Debian's arm64 qemu-storage-daemon and virtiofsd) when
+# BLOCK_BENCH_ONLY names them, their table against vmm-auto. --arch riscv64 (also
 # bench/block-riscv64.sh): the same in the emulated riscv64 KVM host (KVM's AIA; QEMU -M
 # virt,aia=aplic-imsic) with trixie's riscv64 QEMU, kernel and dmsetup (tools/install-deps-riscv64
 # --bench; $LIBVMM_RISCV64_BUILD, default build/riscv64-bench).
@@ -76,6 +78,9 @@ if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
 # What exists on arm64 and riscv64 (no microvm; the io=sync and polling variants were x86_64's
 # questions).
 cross_configs="host vmm-auto vmm-pci qemu"
+# On arm64 also when BLOCK_BENCH_ONLY names them: devices in other processes (Debian's arm64
+# QEMU package has qemu-storage-daemon and virtiofsd).
+arm64_named="vmm-dev vmm-qsd qemu-qsd vmm-fs"
 secs=${1:-5}
 rounds=${2:-3}
 delay_ms=${BLOCK_BENCH_DELAY_MS:-0}
@@ -153,6 +158,17 @@ payload_new "$arch" "$vmm_bin" --extra "$extra"
 cp "$work/blkio" "$payload/"
 [ "$delay_ms" = 0 ] || payload_binary "$dmsetup"
 mkdir -p "$payload/modules"
+only=${BLOCK_BENCH_ONLY:-}
+known=$all_configs
+[ "$arch" = x86_64 ] || known=$cross_configs
+[ "$arch" != aarch64 ] || known="$known $arm64_named"
+for c in $only; do
+  case " $known " in
+    *" $c "*) ;;
+    *) echo "BLOCK_BENCH_ONLY: '$c' is not measured on $arch (one of: $known)" >&2; exit 2 ;;
+  esac
+done
+[ "$arch" = x86_64 ] || only=${only:-$cross_configs}
 # What differs between the architectures in run.sh: the guest kernel and console, vmm's
 # interrupt controller, QEMU's command and machine, its name in /proc (the sampler's) and how
 # long a guest may take.
@@ -166,10 +182,16 @@ if [ "$arch" = x86_64 ]; then
   timeout=$((600 + rounds * (secs * 4 * 9 + 400)))
 else
   payload_binary "$bench_qemu"
+  if [[ " $only " =~ " "(vmm-dev|vmm-qsd|qemu-qsd|vmm-fs)" " ]]; then
+    cross_build "$bench_build" vmm-device
+    payload_binary "$bench_build/tools/vmm-device/vmm-device" \
+      "$bench_qemu_root/usr/bin/qemu-storage-daemon" "$bench_qemu_root/usr/lib/qemu/virtiofsd"
+  fi
   set -- kernel=Image console=$bench_console vmm_machine="$bench_vmm_machine" \
     qemu_comm=$bench_qemu_comm guest_timeout=600 \
     qemu_mmio="./qemu-system-$arch -M $bench_qemu_machine -accel kvm -cpu host"
-  timeout=$((900 + rounds * (secs * 4 * 4 + 4 * 300)))
+  # A guest's four jobs, and up to 300 s of boot and marks under TCG, per configuration.
+  timeout=$((900 + rounds * $(echo $only | wc -w) * (secs * 4 + 300)))
 fi
 
 # The emulated host's kernel modules for a loop-mounted ext2 (by the ext4 driver), and with a
@@ -180,16 +202,6 @@ wanted="loop crc32c_generic ext4"
 # shellcheck disable=SC2086 # $wanted: one word per module
 "$emuhost" --arch "$arch" --pack-modules "$payload/modules" $wanted
 
-only=${BLOCK_BENCH_ONLY:-}
-known=$all_configs
-[ "$arch" = x86_64 ] || known=$cross_configs
-for c in $only; do
-  case " $known " in
-    *" $c "*) ;;
-    *) echo "BLOCK_BENCH_ONLY: '$c' is not measured on $arch (one of: $known)" >&2; exit 2 ;;
-  esac
-done
-[ "$arch" = x86_64 ] || only=${only:-$cross_configs}
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" delay_ms="$delay_ms" \
   sample_reasons="${BENCH_EXIT_REASONS:-0}" "$@" <<'EOS'
 # $qemu_mmio, $vmm_machine: a command or options, unquoted where used so that they split.
@@ -304,8 +316,8 @@ while [ $round -lt $rounds ]; do
     else
       # Modern virtio-mmio: qemu-storage-daemon (libvhost-user) refuses legacy devices, which
       # QEMU 7.2's virtio-mmio is by default.
-      bench_sampled qemu-qsd blkbench $guest_timeout 'qemu-system-x86 qemu-storage-da' \
-        ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off,memory-backend=mem -accel kvm -cpu host -m 256M -smp 1 \
+      bench_sampled qemu-qsd blkbench $guest_timeout "$qemu_comm qemu-storage-da" \
+        $qemu_mmio -machine memory-backend=mem -m 256M -smp 1 \
         -global virtio-mmio.force-legacy=false \
         -object memory-backend-memfd,id=mem,size=256M,share=on -nodefaults -no-user-config \
         -display none -serial stdio -no-reboot -chardev socket,id=vu,path=/tmp/qsd.sock \
@@ -417,17 +429,22 @@ if grep -qE '^(vmm-gpoll|vmm-bpoll|qemu-bpoll) ' "$work/results"; then
   grep -E '^(vmm-gpoll|vmm-bpoll|qemu-bpoll) queue ' "$work/results" | sort | uniq -c \
     | sed 's/^/  /'
 fi
-# Devices in other processes (vhost-user), beside the in-process device on its I/O thread.
-vconfigs="vmm-iot vmm-dev vmm-qsd qemu-qsd vmm-fs"
+# Devices in other processes (vhost-user), beside the in-process device on its I/O thread
+# (x86_64: vmm-iot, io=sync as vmm-device's disk was when the table began; elsewhere the default
+# disk, vmm-auto).
+base=vmm-iot
+[ "$arch" = x86_64 ] || base=vmm-auto
+b=${base#vmm-}
+vconfigs="$base vmm-dev vmm-qsd qemu-qsd vmm-fs"
 if grep -qE '^(vmm-dev|vmm-qsd|qemu-qsd|vmm-fs) ' "$work/results"; then
-  echo "vhost-user: median of $rounds rounds (dev/iot: vmm-device against the in-process device;"
-  echo "qsd/iot: qemu-storage-daemon against it; vmm/qemu: both with qemu-storage-daemon; fs/iot:"
+  echo "vhost-user: median of $rounds rounds (dev/$b: vmm-device against the in-process device;"
+  echo "qsd/$b: qemu-storage-daemon against it; vmm/qemu: both with qemu-storage-daemon; fs/$b:"
   echo "the image as a file through virtio-fs against it as a virtio-blk disk)"
-  printf '%-10s %6s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' job unit $vconfigs dev/iot qsd/iot \
-    vmm/qemu fs/iot
+  printf '%-10s %6s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' job unit $vconfigs dev/$b qsd/$b \
+    vmm/qemu fs/$b
   for job in seqwrite seqread randread randread4; do
     case $job in randread*) f=iops unit=IOPS ;; *) f=kib_s unit=MiB/s ;; esac
-    i=$(result $f vmm-iot $job) d=$(result $f vmm-dev $job)
+    i=$(result $f $base $job) d=$(result $f vmm-dev $job)
     vq=$(result $f vmm-qsd $job) qq=$(result $f qemu-qsd $job) fs=$(result $f vmm-fs $job)
     printf '%-10s %6s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' $job $unit "$(conv $f "$i")" \
       "$(conv $f "$d")" "$(conv $f "$vq")" "$(conv $f "$qq")" "$(conv $f "$fs")" \

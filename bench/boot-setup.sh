@@ -59,10 +59,12 @@ boot_payload() {
 # cross-built in $LIBVMM_ARM64_BUILD or $LIBVMM_RISCV64_BUILD (default build/arm64-bench,
 # build/riscv64-bench), the architecture's QEMU (arm64_qemu_root, riscv64_qemu_root) and its
 # tools (tools/install-deps-arm64 or -riscv64 --bench). Sets $bench_vmm, $bench_qemu (the two
-# binaries) and $bench_tools (the tools' unpacked root; bench_tool NAME finds one there), how
-# the guests boot there ($bench_console, $bench_vmm_machine: vmm's options for the interrupt
-# controller, $bench_qemu_machine: QEMU's -M, $bench_qemu_comm: QEMU's process name as
-# /proc/PID/comm has it), and exports COPY_BINARY_LIBDIRS with their library folders (for
+# binaries), $bench_build (vmm's build folder, for cross_build of more targets), $bench_qemu_root
+# (QEMU's unpacked packages: on arm64 also qemu-storage-daemon and virtiofsd), $bench_tools (the
+# tools' unpacked root; bench_tool NAME finds one there), how the guests boot there
+# ($bench_console, $bench_vmm_machine: vmm's options for the interrupt controller,
+# $bench_qemu_machine: QEMU's -M, $bench_qemu_comm: QEMU's process name as /proc/PID/comm has
+# it), and exports COPY_BINARY_LIBDIRS with their library folders (for
 # payload_binary and extra_binary).
 cross_bench_setup() {
   local build qemu_root triplet cache=${LIBVMM_CACHE:-$HOME/.cache/libvmm}
@@ -81,7 +83,8 @@ cross_bench_setup() {
     triplet=riscv64-linux-gnu bench_tools=$cache/riscv64-bench
     bench_console=ttyS0 bench_vmm_machine="--irqchip aia" bench_qemu_machine=virt,aia=aplic-imsic
   fi
-  bench_vmm=$build/tools/vmm/vmm bench_qemu=$qemu_root/root/usr/bin/qemu-system-$1
+  bench_build=$build bench_qemu_root=$qemu_root/root
+  bench_vmm=$build/tools/vmm/vmm bench_qemu=$bench_qemu_root/usr/bin/qemu-system-$1
   bench_qemu_comm=qemu-system-$1
   bench_qemu_comm=${bench_qemu_comm:0:15}  # the kernel keeps 15 characters of a name
   export COPY_BINARY_LIBDIRS=$bench_tools/usr/lib/$triplet:$bench_tools/lib/$triplet
