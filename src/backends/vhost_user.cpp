@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <optional>
 
 namespace libvmm::vhost {
 namespace {
@@ -450,15 +452,35 @@ std::string Channel::name_of(uint32_t request) const {
   return backend_requests_ ? backend_request_name(request) : request_name(request);
 }
 
-void Channel::send(const Message& message, std::span<const int> fds) {
-  send_with(message, fds, 0);
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// When an exchange that may take `timeout_ms` must be over (none for a negative timeout).
+std::optional<Clock::time_point> deadline_after(int timeout_ms) {
+  if (timeout_ms < 0) return std::nullopt;
+  return Clock::now() + std::chrono::milliseconds(timeout_ms);
+}
+
+// What poll() may wait of what is left until `deadline` (-1: as long as it takes).
+int remaining_ms(std::optional<Clock::time_point> deadline) {
+  if (!deadline) return -1;
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
+  return static_cast<int>(std::max<int64_t>(left.count(), 0));
+}
+
+}  // namespace
+
+void Channel::send(const Message& message, std::span<const int> fds, int timeout_ms) {
+  send_with(message, fds, false, timeout_ms);
 }
 
 void Channel::send_without_waiting(const Message& message) {
-  send_with(message, {}, MSG_DONTWAIT);
+  send_with(message, {}, true, 0);
 }
 
-void Channel::send_with(const Message& message, std::span<const int> fds, int flags) {
+void Channel::send_with(const Message& message, std::span<const int> fds, bool never_wait,
+                        int timeout_ms) {
   if (fds.size() > kMaxFds) fail(fmt::format("{} descriptors in one message", fds.size()));
   std::vector<uint8_t> bytes;
   bytes.reserve(kHeaderSize + message.payload.size());
@@ -481,13 +503,27 @@ void Channel::send_with(const Message& message, std::span<const int> fds, int fl
     c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
+  // Never a blocking send: waiting for room is poll()'s, and bounded by the deadline.
+  const auto deadline = deadline_after(timeout_ms);
   size_t sent = 0;
   while (sent < bytes.size()) {
-    const ssize_t n = ::sendmsg(socket_.get(), &msg, MSG_NOSIGNAL | flags);
+    const ssize_t n = ::sendmsg(socket_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && (flags & MSG_DONTWAIT)) {
-      fail(fmt::format("{} is not reading its socket: {} could not be sent whole", peer_,
-                       name_of(message.request)));
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (never_wait) {
+        fail(fmt::format("{} is not reading its socket: {} could not be sent whole", peer_,
+                         name_of(message.request)));
+      }
+      pollfd p{socket_.get(), POLLOUT, 0};
+      const int ready = ::poll(&p, 1, remaining_ms(deadline));
+      if (ready < 0 && errno != EINTR) {
+        fail(fmt::format("waiting to send to {}: {}", peer_, std::strerror(errno)));
+      }
+      if (ready == 0) {
+        fail(fmt::format("{} did not read its socket within {} ms: {} could not be sent whole",
+                         peer_, timeout_ms, name_of(message.request)));
+      }
+      continue;
     }
     if (n < 0) {
       fail(fmt::format("sending {} to {}: {}", name_of(message.request), peer_,
@@ -503,14 +539,15 @@ void Channel::send_with(const Message& message, std::span<const int> fds, int fl
 
 namespace {
 
-// Reads exactly `out.size()` bytes, collecting descriptors into `fds`. Throws on timeout, end
-// of stream or too many descriptors.
-void read_exact(int fd, std::span<uint8_t> out, int timeout_ms, std::vector<UniqueFd>& fds,
-                const std::string& peer) {
+// Reads exactly `out.size()` bytes by `deadline`, collecting descriptors into `fds`. Throws on
+// timeout (`timeout_ms`, what the deadline was set from, names it), end of stream or too many
+// descriptors.
+void read_exact(int fd, std::span<uint8_t> out, std::optional<Clock::time_point> deadline,
+                int timeout_ms, std::vector<UniqueFd>& fds, const std::string& peer) {
   size_t got = 0;
   while (got < out.size()) {
     pollfd p{fd, POLLIN, 0};
-    const int ready = ::poll(&p, 1, timeout_ms);
+    const int ready = ::poll(&p, 1, remaining_ms(deadline));
     if (ready < 0 && errno == EINTR) continue;
     if (ready < 0) fail(fmt::format("waiting for {}: {}", peer, std::strerror(errno)));
     if (ready == 0) fail(fmt::format("{} did not answer within {} ms", peer, timeout_ms));
@@ -545,7 +582,10 @@ void read_exact(int fd, std::span<uint8_t> out, int timeout_ms, std::vector<Uniq
 Message Channel::receive(int timeout_ms, bool expect_reply) {
   Message m;
   uint8_t header[kHeaderSize];
-  read_exact(socket_.get(), header, timeout_ms, m.fds, peer_);
+  // One deadline for the whole message: a peer trickling it byte by byte is not given a new
+  // timeout for each.
+  const auto deadline = deadline_after(timeout_ms);
+  read_exact(socket_.get(), header, deadline, timeout_ms, m.fds, peer_);
   m.request = load<uint32_t>(header, 0);
   m.flags = load<uint32_t>(header, 4);
   const auto size = load<uint32_t>(header, 8);
@@ -554,7 +594,7 @@ Message Channel::receive(int timeout_ms, bool expect_reply) {
     fail(fmt::format("{}: {}", peer_, why));
   }
   m.payload.resize(size);
-  read_exact(socket_.get(), m.payload, timeout_ms, m.fds, peer_);
+  read_exact(socket_.get(), m.payload, deadline, timeout_ms, m.fds, peer_);
   return m;
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -32,6 +33,8 @@ constexpr uint64_t kWantedProtocol = feature_bit(vhost::kProtocolReplyAck) |
                                      feature_bit(vhost::kProtocolMq);
 // struct virtio_net_config: max_virtqueue_pairs (le16) after the MAC and the status.
 constexpr uint32_t kNetPairsOffset = 8;
+// struct virtio_console_config: max_nr_ports (le32) after cols and rows.
+constexpr uint32_t kConsolePortsOffset = 4;
 
 Message vring_enable(uint32_t index, bool enabled) {
   return Message::with_state(Request::set_vring_enable, {index, enabled ? 1u : 0u});
@@ -157,6 +160,16 @@ void VhostUserDevice::apply_own_config() {
     config_[kNetPairsOffset] = static_cast<uint8_t>(options_.net_queue_pairs);
     config_[kNetPairsOffset + 1] = static_cast<uint8_t>(options_.net_queue_pairs >> 8);
   }
+  // A console's ports are the ones its queues were made for when it connected (two per port and
+  // the two control queues): a back-end announcing another count later would have the driver
+  // look for queues this transport does not have.
+  if (options_.device_id == VIRTIO_ID_CONSOLE && options_.queues_from_config &&
+      queue_sizes_.size() > 2 && config_.size() >= kConsolePortsOffset + 4) {
+    const auto ports = static_cast<uint32_t>((queue_sizes_.size() - 2) / 2);
+    for (uint32_t i = 0; i < 4; ++i) {
+      config_[kConsolePortsOffset + i] = static_cast<uint8_t>(ports >> (8 * i));
+    }
+  }
 }
 
 void VhostUserDevice::open_backend_channel() {
@@ -195,7 +208,7 @@ void VhostUserDevice::serve_backend_request(uint32_t events) {
     // Answered first: a back-end waiting for it may be what a vCPU's GET_CONFIG waits on.
     if ((request.flags & vhost::kFlagNeedReply) &&
         (protocol_features_ & feature_bit(vhost::kProtocolReplyAck))) {
-      backend_channel_->send(Message::backend_ack(what, 0));
+      backend_channel_->send_without_waiting(Message::backend_ack(what, 0));
     }
   } catch (const vhost::VhostError& e) {
     close_backend_channel(e.what(), false);
@@ -330,7 +343,7 @@ void VhostUserDevice::send(Message message, std::span<const int> fds, bool ack) 
   const bool want_ack = ack && (protocol_features_ & feature_bit(vhost::kProtocolReplyAck));
   if (want_ack) message.flags |= vhost::kFlagNeedReply;
   const auto request = static_cast<Request>(message.request);
-  channel_->send(message, fds);
+  channel_->send(message, fds, options_.timeout_ms);
   if (want_ack) vhost::decode_reply_ack(channel_->receive(options_.timeout_ms, true), request);
 }
 
@@ -343,7 +356,7 @@ std::vector<uint8_t> VhostUserDevice::fetch_config(uint32_t size) {
 }
 
 Message VhostUserDevice::request_reply(Message message) {
-  channel_->send(message);
+  channel_->send(message, {}, options_.timeout_ms);
   return channel_->receive(options_.timeout_ms, true);
 }
 
@@ -406,9 +419,13 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
     const uint16_t control = control_queue(features);
     active_pairs_ = 1;  // the driver starts with the first pair (virtIO 1.2 §5.1.6.5.5)
     // Without MQ a network device has one pair (and the control queue): nothing past them
-    // goes to the back-end, whatever the driver set up.
-    const size_t layout =
-        control_ && !(features & feature_bit(VIRTIO_NET_F_MQ)) ? 2 : queues.size();
+    // goes to the back-end, whatever the driver set up. With MQ its pairs, never the control
+    // queue's index, even where a driver took MQ without CTRL_VQ (which MQ requires): the
+    // back-end serves only the pairs it said.
+    const size_t layout = !control_ ? queues.size()
+                          : !(features & feature_bit(VIRTIO_NET_F_MQ))
+                              ? 2
+                              : 2 * options_.net_queue_pairs;
     for (uint32_t i = 0; i < layout; ++i) {
       const Virtqueue& q = queues[i];
       if (!q.ready() || i == control) continue;

@@ -208,7 +208,7 @@ void VhostUserBackend::on_readable() {
 
 void VhostUserBackend::reply(Message message) {
   message.flags = vhost::kVersion | vhost::kFlagReply;
-  channel_.send(message);
+  channel_.send(message, {}, kTimeoutMs);
 }
 
 void VhostUserBackend::refuse(const std::string& why) {

@@ -5,8 +5,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "libvmm/backends/vhost_user.hpp"
 
@@ -289,6 +292,46 @@ TEST(VhostUserChannel, SendingWithoutWaitingStopsWhereThePeerStoppedReading) {
   // What went whole is there to read.
   const Message got = b.receive(1000, false);
   EXPECT_EQ(got.request, static_cast<uint32_t>(Request::set_vring_enable));
+}
+
+// A peer that sends its reply a byte at a time, each well within the timeout, still has one
+// timeout for the whole message: a slow back-end cannot hold a vCPU for a timeout per byte.
+TEST(VhostUserChannel, AReplyTrickledByteByByteHasOneDeadline) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  const UniqueFd a(pair[0]);
+  Channel b(UniqueFd(pair[1]), "peer b");
+  const Message reply = [] {
+    Message m = Message::with_u64(Request::get_features, 1);
+    m.flags = kVersion | kFlagReply;
+    return m;
+  }();
+  const uint32_t header[3] = {reply.request, reply.flags,
+                              static_cast<uint32_t>(reply.payload.size())};
+  std::vector<uint8_t> bytes(sizeof header + reply.payload.size());
+  std::memcpy(bytes.data(), header, sizeof header);
+  std::memcpy(bytes.data() + sizeof header, reply.payload.data(), reply.payload.size());
+  // 20 bytes 40 ms apart: 760 ms at the least for the whole message.
+  std::thread trickle([&] {
+    for (const uint8_t byte : bytes) {
+      if (::send(a.get(), &byte, 1, MSG_NOSIGNAL) != 1) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    }
+  });
+  EXPECT_EQ(error_of([&] { b.receive(200, true); }), "peer b did not answer within 200 ms");
+  trickle.join();
+}
+
+// Sending waits for room in the socket only as long as it was given.
+TEST(VhostUserChannel, SendingWaitsForRoomOnlyUntilItsTimeout) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  Channel a(UniqueFd(pair[0]), "peer a");
+  const UniqueFd b(pair[1]);  // never reads
+  Message big = Message::make(Request::set_config);
+  big.payload.assign(8 * 1024 * 1024, 0);  // more than a socket buffer holds
+  EXPECT_EQ(error_of([&] { a.send(big, {}, 50); }),
+            "peer a did not read its socket within 50 ms: SET_CONFIG could not be sent whole");
 }
 
 }  // namespace backends_vhost_user_test

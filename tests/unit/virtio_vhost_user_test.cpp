@@ -5,7 +5,10 @@
 // own channel: a config change reaching the driver, and a request the front-end does not take.
 #include <gtest/gtest.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_console.h>
+#include <linux/virtio_ids.h>
 #include <linux/virtio_mmio.h>
+#include <linux/virtio_net.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
@@ -40,10 +43,12 @@ class ScriptedBackend {
   uint64_t features =
       feature_bit(VIRTIO_F_VERSION_1) | vhost::kFeatureProtocolFeatures | feature_bit(29);
   uint64_t protocol = feature_bit(vhost::kProtocolReplyAck) | feature_bit(vhost::kProtocolConfig);
-  Request refuse = Request{};           // answers this one's REPLY_ACK with a failure
-  Request hang_up_at = Request{};       // closes the connection when this one arrives
-  uint64_t queue_num = 1;               // GET_QUEUE_NUM's answer (with PROTOCOL_F_MQ)
-  std::atomic<uint8_t> config_base{0};  // GET_CONFIG answers byte i as i + 1 + config_base
+  Request refuse = Request{};              // answers this one's REPLY_ACK with a failure
+  Request hang_up_at = Request{};          // closes the connection when this one arrives
+  uint64_t queue_num = 1;                  // GET_QUEUE_NUM's answer (with PROTOCOL_F_MQ)
+  std::atomic<uint8_t> config_base{0};     // GET_CONFIG answers byte i as i + 1 + config_base
+  std::atomic<uint32_t> console_ports{0};  // if set, bytes 4-7 of GET_CONFIG (max_nr_ports)
+  uint32_t queue_count = 2;                // rings it takes requests for
 
   UniqueFd start() {
     int pair[2];
@@ -87,7 +92,7 @@ class ScriptedBackend {
     try {
       for (;;) {
         Message m = channel_->receive(5000, false);
-        const vhost::DecodedRequest d = vhost::decode_request(m, 2);
+        const vhost::DecodedRequest d = vhost::decode_request(m, queue_count);
         {
           std::lock_guard lock(mutex_);
           requests_.push_back(d.request);
@@ -117,6 +122,9 @@ class ScriptedBackend {
             vhost::ConfigSpace c = d.config;
             for (size_t i = 0; i < c.data.size(); ++i) {
               c.data[i] = static_cast<uint8_t>(i + 1 + config_base.load());
+              if (console_ports != 0 && i >= 4 && i < 8) {
+                c.data[i] = static_cast<uint8_t>(console_ports >> (8 * (i - 4)));
+              }
             }
             reply(Message::with_config(d.request, c));
             continue;
@@ -521,6 +529,103 @@ TEST(VhostUserDevice, ABackendRequestItDoesNotTakeClosesOnlyThatChannel) {
   // The device goes on, with the config space it had.
   EXPECT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
   EXPECT_EQ(MmioDriver(*rig.transport).reg(VIRTIO_MMIO_CONFIG), 0x04030201u);
+}
+
+// A device with its own eventfds for each queue, behind the virtio-mmio transport, on a loop.
+struct MultiQueueRig {
+  TestMemory memory{0x100000};
+  ScriptedBackend backend;
+  test::LoopThread loop;
+  std::shared_ptr<VhostUserDevice> device;
+  std::unique_ptr<VirtioMmioTransport> transport;
+  std::vector<UniqueFd> eventfds;
+
+  void create(const VhostUserOptions& options) {
+    device = std::make_shared<VhostUserDevice>(options, memory, backend.start());
+    std::vector<QueueEventfds> fds;
+    for (size_t q = 0; q < device->queue_max_sizes().size(); ++q) {
+      eventfds.emplace_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      eventfds.emplace_back(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      fds.push_back({eventfds[2 * q].get(), eventfds[2 * q + 1].get()});
+    }
+    device->set_queue_eventfds(fds);
+    transport = std::make_unique<VirtioMmioTransport>(device, memory, std::make_shared<FakeIrq>());
+    loop.call([&] { device->watch(loop.loop); });
+  }
+  // The driver takes `features` and sets up every queue.
+  void bring_up(uint64_t features) {
+    MmioDriver driver(*transport);
+    ASSERT_TRUE(driver.negotiate(features));
+    for (uint32_t q = 0; q < device->queue_max_sizes().size(); ++q) {
+      driver.setup_queue(q, 16, RingLayout::at(0x10000 + q * 0x1000));
+    }
+    driver.driver_ok();
+  }
+  ~MultiQueueRig() {
+    loop.call([&] {
+      transport.reset();
+      device.reset();
+    });
+  }
+};
+
+// A driver that takes MQ without CTRL_VQ (which MQ requires) has no control queue; what it set
+// up at the control queue's index does not go to the back-end, which serves two pairs only.
+TEST(VhostUserDevice, TheControlQueuesIndexNeverGoesToTheBackendAsARing) {
+  MultiQueueRig rig;
+  rig.backend.protocol |= feature_bit(vhost::kProtocolMq);
+  rig.backend.queue_num = 2;
+  rig.backend.queue_count = 5;  // so that a ring at index 4 would be recorded, not refused
+  VhostUserOptions net;
+  net.name = "vhost-user-net0";
+  net.device_id = VIRTIO_ID_NET;
+  net.socket = "/run/net.sock";
+  net.queue_sizes = {16, 16, 16, 16, 16};
+  net.config_size = 12;
+  net.net_queue_pairs = 2;
+  net.timeout_ms = 2000;
+  rig.create(net);
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_MQ));
+  EXPECT_FALSE(MmioDriver(*rig.transport).status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  std::vector<uint32_t> rings;
+  for (const vhost::DecodedRequest& d : rig.backend.decoded()) {
+    if (d.request == Request::set_vring_num) rings.push_back(d.state.index);
+  }
+  EXPECT_EQ(rings, (std::vector<uint32_t>{0, 1, 2, 3}));
+}
+
+// A console's ports are what its queues were made for: a back-end announcing more later does
+// not send the driver looking for queues the transport does not have.
+TEST(VhostUserDevice, AConsolesPortCountStaysWhatItsQueuesWereMadeFor) {
+  MultiQueueRig rig;
+  rig.backend.features |= feature_bit(VIRTIO_CONSOLE_F_MULTIPORT);
+  rig.backend.protocol |= feature_bit(vhost::kProtocolBackendReq);
+  rig.backend.console_ports = 2;
+  rig.backend.queue_count = 6;
+  VhostUserOptions console;
+  console.name = "vhost-user-console0";
+  console.device_id = VIRTIO_ID_CONSOLE;
+  console.socket = "/run/console.sock";
+  console.config_size = 12;
+  console.device_feature_mask = feature_bit(VIRTIO_CONSOLE_F_MULTIPORT);
+  console.queues_from_config = vhost_user_console_queues;
+  console.timeout_ms = 2000;
+  rig.create(console);
+  ASSERT_EQ(rig.device->queue_max_sizes().size(), 6u);  // two ports, two control queues
+  rig.bring_up(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_CONSOLE_F_MULTIPORT));
+  MmioDriver driver(*rig.transport);
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4), 2u);
+
+  rig.backend.console_ports = 5;
+  vhost::Channel* to_frontend = rig.backend.to_frontend();
+  ASSERT_NE(to_frontend, nullptr);
+  to_frontend->send(config_change(vhost::kVersion | vhost::kFlagNeedReply));
+  to_frontend->receive(2000, true);
+  ASSERT_TRUE(eventually(
+      [&] { return (driver.reg(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG) != 0; }));
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG), 0x04030201u);  // cols and rows: the back-end's
+  EXPECT_EQ(driver.reg(VIRTIO_MMIO_CONFIG + 4), 2u);
+  EXPECT_FALSE(driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
 }
 
 }  // namespace virtio_vhost_user_test

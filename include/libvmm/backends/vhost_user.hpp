@@ -200,19 +200,22 @@ class Channel {
   int fd() const { return socket_.get(); }
   const std::string& peer() const { return peer_; }
 
-  // Throws VhostError when the peer is gone or the write fails.
-  void send(const Message& message, std::span<const int> fds = {});
+  // Waits up to timeout_ms (negative: as long as it takes) for room in the socket. Throws
+  // VhostError when the peer is gone, has not read enough of its socket by then (the message
+  // not sent, or only in part: the stream is then broken) or the write fails.
+  void send(const Message& message, std::span<const int> fds = {}, int timeout_ms = -1);
   // The same without ever waiting for room in the socket: a peer that has stopped reading
   // makes it throw VhostError (the message not sent, or only in part: the stream is then
   // broken). For a thread that must not wait on another process.
   void send_without_waiting(const Message& message);
-  // Waits up to timeout_ms for one message. Throws VhostError on timeout, end of stream, a bad
-  // header, more than kMaxFds descriptors, or a truncated payload.
+  // Waits up to timeout_ms for one whole message (negative: as long as it takes; 0: only one
+  // already there). Throws VhostError on timeout, end of stream, a bad header, more than
+  // kMaxFds descriptors, or a truncated payload.
   Message receive(int timeout_ms, bool expect_reply);
 
  private:
   std::string name_of(uint32_t request) const;
-  void send_with(const Message& message, std::span<const int> fds, int flags);
+  void send_with(const Message& message, std::span<const int> fds, bool never_wait, int timeout_ms);
 
   UniqueFd socket_;
   std::string peer_;

@@ -73,7 +73,8 @@ struct VhostUserOptions {
   // for a config this side refuses.
   std::function<std::vector<uint16_t>(uint64_t features, std::span<const uint8_t> config)>
       queues_from_config;
-  int timeout_ms = 5000;  // per exchange with the back-end
+  // How long the back-end may take to read each message sent to it, and to send each reply whole.
+  int timeout_ms = 5000;
 };
 
 // `--vhost-user console`'s queues_from_config: with MULTIPORT, two queues for each of the

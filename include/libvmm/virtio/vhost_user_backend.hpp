@@ -71,7 +71,8 @@ class VhostUserBackend final : private VirtioTransport {
   // (SET_BACKEND_REQ_FD). Without that channel it is only logged. One that comes before the
   // device runs is sent again when its first ring starts.
   void notify_config_change();
-  // Per exchange: a message whose payload does not arrive within this is a protocol error.
+  // A message that does not arrive whole within this, or a reply the front-end does not read
+  // within it, is a protocol error.
   static constexpr int kTimeoutMs = 5000;
 
  private:
