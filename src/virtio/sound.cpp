@@ -243,7 +243,8 @@ void VirtioSound::carry_out(SoundControlReply& reply) {
       }
       break;
     case SoundAction::prepare: {
-      if (stream.accepts_io()) {
+      const bool was_open = stream.accepts_io();
+      if (was_open) {
         flush(id);
         backend_->close(stream.direction);
       }
@@ -254,7 +255,17 @@ void VirtioSound::carry_out(SoundControlReply& reply) {
                                 stream.params->params.channels, why));
         reply.status = SoundStatus::io_err;
         reply.error = why;
-        return;  // the stream stays where it was (its backend closed)
+        // A prepared stream's backend is closed now: it goes back to its parameters set (as
+        // after SET_PARAMS), where START is refused and PREPARE may be tried again, instead of
+        // taking I/O nothing will ever consume. Any other stream stays where it was.
+        if (was_open) {
+          SoundControlReply back;
+          back.action = SoundAction::set_params;
+          back.stream_id = id;
+          back.params = *stream.params;
+          card_.apply(back);
+        }
+        return;
       }
       runs_[id] = Run{};
       break;

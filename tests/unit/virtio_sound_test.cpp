@@ -480,6 +480,23 @@ TEST_F(VirtioSoundTest, PrepareTheHostRefusesGetsIoErrAndTheStreamStays) {
   EXPECT_TRUE(backend->out_open);
 }
 
+// A prepared stream prepared again closes its host stream first: when the host then refuses,
+// the stream is back at its parameters (START refused, PREPARE again possible), not left
+// "prepared" with nothing open to take its I/O.
+TEST_F(VirtioSoundTest, APreparedStreamTheHostRefusesToReopenGoesBackToItsParameters) {
+  prepare_output();
+  ASSERT_TRUE(backend->out_open);
+  backend->refuse = true;
+  EXPECT_EQ(control(pcm(VIRTIO_SND_R_PCM_PREPARE, 0)), static_cast<uint32_t>(VIRTIO_SND_S_IO_ERR));
+  EXPECT_FALSE(backend->out_open);
+  EXPECT_EQ(device->card().stream(0).state, PcmState::params_set);
+  EXPECT_EQ(control(pcm(VIRTIO_SND_R_PCM_START, 0)), kBadMsg);
+  backend->refuse = false;
+  EXPECT_EQ(control(pcm(VIRTIO_SND_R_PCM_PREPARE, 0)), kOk);
+  EXPECT_TRUE(backend->out_open);
+  EXPECT_EQ(control(pcm(VIRTIO_SND_R_PCM_START, 0)), kOk);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Playback, paced by the clock
 
