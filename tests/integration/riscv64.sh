@@ -10,8 +10,10 @@
 #               status 0;
 #   console:    --irqchip plic: the initramfs shell on the 16550A both ways through the PLIC vmm
 #               emulates, a disk whose I/O thread interrupts through it, a virtio-pci rng on
-#               an INTx line of it (the PLIC has no MSIs); `reboot` (SRST reset)
-#               ends vmm with 0; every thread under its seccomp filter;
+#               an INTx line of it (the PLIC has no MSIs), a disk served by vmm-device in
+#               another process (vhost-user: its call eventfd relayed to the PLIC by vmm's
+#               loop); `reboot` (SRST reset) ends vmm with 0; every thread under its seccomp
+#               filter;
 #   virtio:     block (the guest's write checked from the host after exit), console, rng, all
 #               virtio-pci functions whose MSI-X vectors KVM's AIA delivers to the IMSICs;
 #               sound: trixie's aplay plays a tone into --sound wav:, whose file is measured
@@ -29,7 +31,7 @@ build=$1
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/host.sh"
 
-cross_build "$build" --arch riscv64 vmm devices_in_code
+cross_build "$build" --arch riscv64 vmm vmm-device devices_in_code
 
 extra=$work/extra
 mkdir -p "$extra/tests"
@@ -46,7 +48,7 @@ cc -O2 -o "$work/wavtool" "$repo/tests/integration/sound/wavtool.c" -lm
 "$work/wavtool" gen "$extra/sound/blip48k.wav" 48000 2 s16 440 0.01
 cp "$repo/tests/integration/sound/aplay-tone" "$extra/tests/sound"
 payload_new riscv64 "$build/tools/vmm/vmm" --extra "$extra"
-payload_binary "$build/examples/devices_in_code"
+payload_binary "$build/examples/devices_in_code" "$build/tools/vmm-device/vmm-device"
 riscv64-linux-gnu-gcc -O2 -static -o "$payload/wavtool" "$repo/tests/integration/sound/wavtool.c" -lm
 riscv64-linux-gnu-as "$repo/tests/integration/riscv64/fault.S" -o "$work/fault.o"
 riscv64-linux-gnu-objcopy -O binary "$work/fault.o" "$payload/fault.Image"
@@ -83,11 +85,18 @@ check "poweroff: vmm saw SBI SRST shutdown" grep -qF "guest stopped (power off)"
 #    interactive shell fed through a FIFO (interrupt-driven input through the PLIC); `reboot`
 #    (SBI SRST reset) ends vmm too.
 #    A disk too: its I/O thread raises a hart's interrupt through the PLIC (KVM_INTERRUPT on
-#    the harts' descriptors only, its filter loaded once the vCPUs exist).
+#    the harts' descriptors only, its filter loaded once the vCPUs exist). And a second disk
+#    (vdb) served by vmm-device over vhost-user: the back-end signals its call eventfd, which
+#    vmm's event loop reads and turns into a PLIC line (no irqfds without KVM's controller).
 dd if=/dev/zero of=/tmp/plic.img bs=1M count=2 2>/dev/null
 printf 'PLIC-DISK-PATTERN!' | dd of=/tmp/plic.img conv=notrunc 2>/dev/null
+dd if=/dev/zero of=/tmp/vu.img bs=1M count=1 2>/dev/null
+printf 'VHOST-USER-PATTERN!' | dd of=/tmp/vu.img conv=notrunc 2>/dev/null
+./vmm-device --socket /tmp/vu.sock --disk /tmp/vu.img --once 2>/tmp/vudev.err &
+vudev=$!
+wait_for /tmp/vudev.err "serving virtio-blk" 60 $vudev
 start console guest --memory 256M --vcpus 2 --irqchip plic --cmdline "console=ttyS0 quiet" \
-  --disk /tmp/plic.img --rng transport=pci
+  --disk /tmp/plic.img --rng transport=pci --vhost-user blk,socket=/tmp/vu.sock
 check "console: the shell prompt appeared" wait_for /tmp/console.out "guest# " 240
 check "seccomp: every thread of vmm is sandboxed (the default, kill)" sandboxed
 send console 'echo marker-$((6*7))'
@@ -96,6 +105,10 @@ send console 'head -c 18 /dev/vda; echo; echo guest-wrote-plic | dd of=/dev/vda 
 check "plic: the disk's I/O thread completed the guest's requests" \
   wait_for /tmp/console.out "plic-blk-0" 60
 check "plic: ... the guest read the host's pattern" grep -qF "PLIC-DISK-PATTERN!" /tmp/console.out
+send console 'head -c 19 /dev/vdb; echo; echo guest-wrote-vhost-user | dd of=/dev/vdb bs=512 seek=8 conv=fsync 2>/dev/null; echo vh""ost-blk-$?'
+check "vhost-user: vmm-device completed the guest's requests (interrupts relayed to the PLIC)" \
+  wait_for /tmp/console.out "vhost-blk-0" 60
+check "vhost-user: ... the guest read vmm-device's image" grep -qF "VHOST-USER-PATTERN!" /tmp/console.out
 # (The quotes keep the echoed command line from matching what it prints.)
 send console 'echo pl""ic-chk-$(grep -c PLIC /proc/interrupts)-ap""lic-$(grep -c APLIC /proc/interrupts)'
 wait_for /tmp/console.out "plic-chk-" 60
@@ -113,6 +126,13 @@ check "reset: exit status 0 after reboot" [ "$status" -eq 0 ]
 check "reset: vmm saw SBI SRST reset" grep -qF "guest stopped (reset)" /tmp/console.err
 check "plic: the guest's write is in the image" \
   sh -c 'dd if=/tmp/plic.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-plic'
+vustatus=0
+wait $vudev || vustatus=$?
+cat /tmp/vudev.err
+check "vhost-user: vmm-device served vmm and exited 0 when it left (got $vustatus)" \
+  sh -c "[ $vustatus -eq 0 ] && grep -qF 'front-end on /tmp/vu.sock: connected' /tmp/vudev.err"
+check "vhost-user: the guest's write is in vmm-device's image" \
+  sh -c 'dd if=/tmp/vu.img bs=512 skip=8 count=1 2>/dev/null | grep -qF guest-wrote-vhost-user'
 
 # 3. virtIO block, console and rng over PCI (pci-host-ecam-generic), with the kernel's module
 #    drivers loaded by /init: their MSI-X vectors are MSIs that KVM's AIA delivers to the harts'
