@@ -52,8 +52,8 @@
 # the ITS) and qemu (QEMU -M virt, virtio-blk-device, cache=none,aio=threads); vmm cross-built in
 # $LIBVMM_ARM64_BUILD (default build/arm64-bench), Debian's arm64 QEMU and kernel, and with a
 # delay its arm64 dmsetup (tools/install-deps-arm64 --bench); the vhost-user candidates (vmm-dev,
-# vmm-qsd, qemu-qsd, vmm-fs, with Debian's arm64 qemu-storage-daemon and virtiofsd) when
-# BLOCK_BENCH_ONLY names them, their table against vmm-auto. --arch riscv64 (also
+# vmm-qsd, qemu-qsd, vmm-fs, with Debian's arm64 qemu-storage-daemon and virtiofsd; on riscv64
+# vmm-dev) when BLOCK_BENCH_ONLY names them, their table against vmm-auto. --arch riscv64 (also
 # bench/block-riscv64.sh): the same in the emulated riscv64 KVM host (KVM's AIA; QEMU -M
 # virt,aia=aplic-imsic) with trixie's riscv64 QEMU, kernel and dmsetup (tools/install-deps-riscv64
 # --bench; $LIBVMM_RISCV64_BUILD, default build/riscv64-bench).
@@ -78,9 +78,10 @@ if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
 # What exists on arm64 and riscv64 (no microvm; the io=sync and polling variants were x86_64's
 # questions).
 cross_configs="host vmm-auto vmm-pci qemu"
-# On arm64 also when BLOCK_BENCH_ONLY names them: devices in other processes (Debian's arm64
-# QEMU package has qemu-storage-daemon and virtiofsd).
+# Also when BLOCK_BENCH_ONLY names them: devices in other processes, on arm64 all (Debian's
+# arm64 QEMU package has qemu-storage-daemon and virtiofsd), on riscv64 our own vmm-device.
 arm64_named="vmm-dev vmm-qsd qemu-qsd vmm-fs"
+riscv64_named="vmm-dev"
 secs=${1:-5}
 rounds=${2:-3}
 delay_ms=${BLOCK_BENCH_DELAY_MS:-0}
@@ -162,6 +163,7 @@ only=${BLOCK_BENCH_ONLY:-}
 known=$all_configs
 [ "$arch" = x86_64 ] || known=$cross_configs
 [ "$arch" != aarch64 ] || known="$known $arm64_named"
+[ "$arch" != riscv64 ] || known="$known $riscv64_named"
 for c in $only; do
   case " $known " in
     *" $c "*) ;;
@@ -182,10 +184,13 @@ if [ "$arch" = x86_64 ]; then
   timeout=$((600 + rounds * (secs * 4 * 9 + 400)))
 else
   payload_binary "$bench_qemu"
-  if [[ " $only " =~ " "(vmm-dev|vmm-qsd|qemu-qsd|vmm-fs)" " ]]; then
-    cross_build "$bench_build" vmm-device
-    payload_binary "$bench_build/tools/vmm-device/vmm-device" \
-      "$bench_qemu_root/usr/bin/qemu-storage-daemon" "$bench_qemu_root/usr/lib/qemu/virtiofsd"
+  if [[ " $only " == *" vmm-dev "* ]]; then
+    cross_build "$bench_build" --arch "$arch" vmm-device
+    payload_binary "$bench_build/tools/vmm-device/vmm-device"
+  fi
+  if [[ " $only " =~ " "(vmm-qsd|qemu-qsd|vmm-fs)" " ]]; then
+    payload_binary "$bench_qemu_root/usr/bin/qemu-storage-daemon" \
+      "$bench_qemu_root/usr/lib/qemu/virtiofsd"
   fi
   set -- kernel=Image console=$bench_console vmm_machine="$bench_vmm_machine" \
     qemu_comm=$bench_qemu_comm guest_timeout=600 \
