@@ -8,7 +8,6 @@
 #include <linux/virtio_console.h>
 #include <linux/virtio_ids.h>
 #include <linux/virtio_mmio.h>
-#include <linux/virtio_net.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
@@ -19,6 +18,7 @@
 #include <mutex>
 #include <thread>
 
+#include "libvmm/backends/net_abi.hpp"
 #include "libvmm/backends/vhost_user.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
