@@ -93,6 +93,18 @@ delay_ms=${BLOCK_BENCH_DELAY_MS:-0}
     "(positive integers)" >&2
   exit 2
 }
+only=${BLOCK_BENCH_ONLY:-}
+known=$all_configs
+[ "$arch" = x86_64 ] || known=$cross_configs
+[ "$arch" != aarch64 ] || known="$known $arm64_named"
+[ "$arch" != riscv64 ] || known="$known $riscv64_named"
+for c in $only; do
+  case " $known " in
+    *" $c "*) ;;
+    *) echo "BLOCK_BENCH_ONLY: '$c' is not measured on $arch (one of: $known)" >&2; exit 2 ;;
+  esac
+done
+[ "$arch" = x86_64 ] || only=${only:-$cross_configs}
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
 cd "$repo"
@@ -159,18 +171,6 @@ payload_new "$arch" "$vmm_bin" --extra "$extra"
 cp "$work/blkio" "$payload/"
 [ "$delay_ms" = 0 ] || payload_binary "$dmsetup"
 mkdir -p "$payload/modules"
-only=${BLOCK_BENCH_ONLY:-}
-known=$all_configs
-[ "$arch" = x86_64 ] || known=$cross_configs
-[ "$arch" != aarch64 ] || known="$known $arm64_named"
-[ "$arch" != riscv64 ] || known="$known $riscv64_named"
-for c in $only; do
-  case " $known " in
-    *" $c "*) ;;
-    *) echo "BLOCK_BENCH_ONLY: '$c' is not measured on $arch (one of: $known)" >&2; exit 2 ;;
-  esac
-done
-[ "$arch" = x86_64 ] || only=${only:-$cross_configs}
 # What differs between the architectures in run.sh: the guest kernel and console, vmm's
 # interrupt controller, QEMU's command and machine, its name in /proc (the sampler's) and how
 # long a guest may take.
