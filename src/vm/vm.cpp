@@ -29,6 +29,7 @@
 #include "libvmm/virtio/pci_transport.hpp"
 #include "memory_slots.hpp"
 #include "msi_routes.hpp"
+#include "pci_notifiers.hpp"
 
 namespace libvmm {
 
@@ -565,25 +566,24 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
   if (!d.machine->pci_msi()) d.intx_pending.emplace_back(transport, number);
 
   // Queue notifications through an ioeventfd per queue at its notify address in BAR 0 (Linux
-  // writes the queue index as 16 bits); they follow BAR 0 when the guest moves it.
-  struct Notifiers {
-    std::mutex mutex;
-    uint64_t base = 0;
-    std::vector<int> fds;
-  };
-  auto notifiers = std::make_shared<Notifiers>();
+  // writes the queue index as 16 bits); they follow BAR 0 where the guest moves it.
+  KvmVm* vm = &d.vm;
+  std::shared_ptr<PciNotifyEventfds> notifiers;
   {
     std::array<uint8_t, 4> b{};
     transport->config_read(pci::kBar0, b);
-    notifiers->base =
+    const uint64_t bar0 =
         (uint64_t{b[0]} | uint64_t{b[1]} << 8 | uint64_t{b[2]} << 16 | uint64_t{b[3]} << 24) &
         ~0xfull;
+    notifiers = std::make_shared<PciNotifyEventfds>(
+        bar0,
+        [vm](int fd, uint64_t addr) { vm->register_ioeventfd(fd, addr, 2, true, std::nullopt); },
+        [vm](int fd, uint64_t addr) { vm->unregister_ioeventfd(fd, addr, 2, true, std::nullopt); });
   }
   for (uint16_t q = 0; q < transport->queue_count(); ++q) {
     UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!fd) throw_errno("eventfd for a virtIO queue");
-    d.vm.register_ioeventfd(fd.get(), VirtioPciTransport::notify_address(notifiers->base, q), 2,
-                            true, std::nullopt);
+    notifiers->add_queue(fd.get());
     const int raw = fd.get();
     // Queues served elsewhere: the server waits on the eventfd itself. Else the device's I/O
     // thread does, or the event loop.
@@ -593,7 +593,6 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
         if (::read(raw, &count, sizeof count) == sizeof count) transport->notify(q);
       });
     }
-    notifiers->fds.push_back(raw);
     d.notify_fds.push_back(std::move(fd));
   }
   if (external != nullptr) {
@@ -609,40 +608,25 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
         uint64_t count;
         if (::read(raw, &count, sizeof count) == sizeof count) transport->external_used(q);
       });
-      fds.push_back({notifiers->fds[q], raw});
+      fds.push_back({notifiers->fds()[q], raw});
       d.notify_fds.push_back(std::move(call));
     }
     transport->set_external_eventfds(std::move(fds));
   }
   transport->set_renotify([notifiers](uint16_t q) {
     const uint64_t one = 1;
-    return q < notifiers->fds.size() && ::write(notifiers->fds[q], &one, sizeof one) == sizeof one;
+    const std::vector<int>& fds = notifiers->fds();
+    return q < fds.size() && ::write(fds[q], &one, sizeof one) == sizeof one;
   });
-  KvmVm* vm = &d.vm;
-  transport->set_register_bar_listener([vm, notifiers](std::optional<uint64_t>,
-                                                       std::optional<uint64_t> now) {
-    // Only where BAR 0 decodes again somewhere new; while it does not decode (sizing) the
-    // ioeventfds stay where they were.
-    std::lock_guard lock(notifiers->mutex);
-    if (!now || *now == notifiers->base) return;
-    for (size_t q = 0; q < notifiers->fds.size(); ++q) {
-      const uint16_t index = static_cast<uint16_t>(q);
-      vm->unregister_ioeventfd(notifiers->fds[q],
-                               VirtioPciTransport::notify_address(notifiers->base, index), 2, true,
-                               std::nullopt);
-      try {
-        vm->register_ioeventfd(notifiers->fds[q], VirtioPciTransport::notify_address(*now, index),
-                               2, true, std::nullopt);
-      } catch (const std::exception& e) {
-        log::warn("virtio-pci: queue {} notifications take the slow path: {}", q, e.what());
-      }
-    }
-    notifiers->base = *now;
-  });
-  d.placed.push_back({std::move(kind), device->name(), notifiers->base,
-                      VirtioPciTransport::kRegisterBarSize, 0, number});
+  transport->set_register_bar_listener(
+      [notifiers](std::optional<uint64_t>, std::optional<uint64_t> now) {
+        notifiers->bar_moved(now);
+      });
+  const uint64_t bar0 = notifiers->base().value_or(0);
+  d.placed.push_back(
+      {std::move(kind), device->name(), bar0, VirtioPciTransport::kRegisterBarSize, 0, number});
   d.pci_transports.push_back(std::move(transport));
-  log::debug("{} at PCI 00:{:02x}.0, BAR 0 at {:#x}", device->name(), number, notifiers->base);
+  log::debug("{} at PCI 00:{:02x}.0, BAR 0 at {:#x}", device->name(), number, bar0);
 }
 
 void Vm::attach_virtio_device(std::shared_ptr<VirtioDevice> device, const DeviceSlot& slot,

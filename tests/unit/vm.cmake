@@ -2,5 +2,6 @@ libvmm_unit_test(vm_tests
   ${CMAKE_CURRENT_LIST_DIR}/vm_validate_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vm_arch_flags_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vm_msi_routes_test.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/vm_pci_notifiers_test.cpp
   ${CMAKE_CURRENT_LIST_DIR}/vm_memory_slots_test.cpp
 )
