@@ -210,6 +210,28 @@ TEST_F(VirtqueueTest, RejectsAnIndirectChainLongerThanQueueNumMax) {
   expect_broken(q, "more than 256 descriptors (QueueNumMax)");
 }
 
+// Lengths summed over a chain: 4097 descriptors of 1 MiB each (the same guest RAM, read again)
+// in an indirect table of a queue whose QueueNumMax allows that many: past 4 GiB, refused
+// before a request's length could wrap a 32-bit count.
+TEST_F(VirtqueueTest, RejectsAChainLongerThan4GiB) {
+  Virtqueue q(memory, 32768);
+  ASSERT_TRUE(q.set_size(8));
+  q.set_desc_addr(kDesc);
+  q.set_avail_addr(kAvail);
+  q.set_used_addr(kUsed);
+  std::string error;
+  ASSERT_TRUE(q.enable(kIndirectFeature, error)) << error;
+  DriverRing d = ring(8);
+  constexpr uint16_t kCount = 4097;
+  for (uint16_t i = 0; i < kCount; ++i) {
+    d.set_desc(i, 0, static_cast<uint32_t>(kRamSize), i + 1 < kCount ? VRING_DESC_F_NEXT : 0,
+               static_cast<uint16_t>(i + 1), kIndirect);
+  }
+  d.set_desc(0, kIndirect, kCount * 16u, VRING_DESC_F_INDIRECT);
+  d.publish(0);
+  expect_broken(q, "longer than 4 GiB");
+}
+
 TEST_F(VirtqueueTest, AcceptsChainAsLongAsQueue) {
   Virtqueue q = make_queue(4);
   DriverRing d = ring(4);
