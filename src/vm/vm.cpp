@@ -567,19 +567,16 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
 
   // Queue notifications through an ioeventfd per queue at its notify address in BAR 0 (Linux
   // writes the queue index as 16 bits); they follow BAR 0 where the guest moves it.
+  std::array<uint8_t, 4> b{};
+  transport->config_read(pci::kBar0, b);
+  const uint64_t bar0 =
+      (uint64_t{b[0]} | uint64_t{b[1]} << 8 | uint64_t{b[2]} << 16 | uint64_t{b[3]} << 24) &
+      ~0xfull;
   KvmVm* vm = &d.vm;
-  std::shared_ptr<PciNotifyEventfds> notifiers;
-  {
-    std::array<uint8_t, 4> b{};
-    transport->config_read(pci::kBar0, b);
-    const uint64_t bar0 =
-        (uint64_t{b[0]} | uint64_t{b[1]} << 8 | uint64_t{b[2]} << 16 | uint64_t{b[3]} << 24) &
-        ~0xfull;
-    notifiers = std::make_shared<PciNotifyEventfds>(
-        bar0,
-        [vm](int fd, uint64_t addr) { vm->register_ioeventfd(fd, addr, 2, true, std::nullopt); },
-        [vm](int fd, uint64_t addr) { vm->unregister_ioeventfd(fd, addr, 2, true, std::nullopt); });
-  }
+  auto notifiers = std::make_shared<PciNotifyEventfds>(
+      bar0,
+      [vm](int fd, uint64_t addr) { vm->register_ioeventfd(fd, addr, 2, true, std::nullopt); },
+      [vm](int fd, uint64_t addr) { vm->unregister_ioeventfd(fd, addr, 2, true, std::nullopt); });
   for (uint16_t q = 0; q < transport->queue_count(); ++q) {
     UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!fd) throw_errno("eventfd for a virtIO queue");
@@ -622,7 +619,6 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
       [notifiers](std::optional<uint64_t>, std::optional<uint64_t> now) {
         notifiers->bar_moved(now);
       });
-  const uint64_t bar0 = notifiers->base().value_or(0);
   d.placed.push_back(
       {std::move(kind), device->name(), bar0, VirtioPciTransport::kRegisterBarSize, 0, number});
   d.pci_transports.push_back(std::move(transport));
