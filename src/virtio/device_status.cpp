@@ -18,17 +18,48 @@ constexpr uint64_t kTransportFeatures = feature_bit(VIRTIO_F_VERSION_1) |
                                         feature_bit(VIRTIO_RING_F_INDIRECT_DESC) |
                                         feature_bit(VIRTIO_RING_F_EVENT_IDX);
 
+// The bits set in `features`, for a message: "17", "11 or 12".
+std::string bit_list(uint64_t features) {
+  std::string list;
+  for (unsigned bit = 0; bit < 64; ++bit) {
+    if (!(features & feature_bit(bit))) continue;
+    list += fmt::format("{}{}", list.empty() ? "" : " or ", bit);
+  }
+  return list;
+}
+
+const FeatureRequirement* first_unmet(uint64_t features,
+                                      std::span<const FeatureRequirement> requirements) {
+  for (const FeatureRequirement& r : requirements) {
+    if ((features & feature_bit(r.feature)) && !(features & r.needs_any)) return &r;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 uint64_t offered_features(VirtioDevice& device) {
   ExternalQueues* external = device.external_queues();
   const uint64_t transport =
       external != nullptr ? external->transport_features() : kTransportFeatures;
-  return (device.device_features() & ~kTransportFeatureMask) | (kTransportFeatures & transport);
+  const uint64_t own = without_unmet_requirements(device.device_features() & ~kTransportFeatureMask,
+                                                  device.feature_requirements());
+  return own | (kTransportFeatures & transport);
+}
+
+uint64_t without_unmet_requirements(uint64_t features,
+                                    std::span<const FeatureRequirement> requirements) {
+  // Dropping a feature may leave another without what it needs (ECN needs TSO4, which needs
+  // CSUM): each pass drops at least one bit, so this ends within 64 passes.
+  while (const FeatureRequirement* unmet = first_unmet(features, requirements)) {
+    features &= ~feature_bit(unmet->feature);
+  }
+  return features;
 }
 
 bool features_acceptable(uint64_t accepted, bool accepted_beyond_64, uint64_t offered,
-                         std::string& why) {
+                         std::span<const FeatureRequirement> requirements, std::string& why) {
+  const FeatureRequirement* unmet = first_unmet(accepted, requirements);
   if (accepted_beyond_64) {
     why = "the driver accepted feature bits above 63, which the device does not offer";
   } else if (accepted & ~offered) {
@@ -36,6 +67,10 @@ bool features_acceptable(uint64_t accepted, bool accepted_beyond_64, uint64_t of
                       accepted & ~offered);
   } else if (!(accepted & feature_bit(VIRTIO_F_VERSION_1))) {
     why = "the driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)";
+  } else if (unmet != nullptr) {
+    why =
+        fmt::format("the driver accepted feature bit {} without feature bit {}, which it requires",
+                    unmet->feature, bit_list(unmet->needs_any));
   } else {
     return true;
   }

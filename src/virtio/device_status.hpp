@@ -5,20 +5,28 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 
 namespace libvmm {
 
 class VirtioDevice;
+struct FeatureRequirement;
 
-// The features a transport offers for `device`: its device-specific bits, and the transport
-// bits its queues can have (all of ours, or what the process serving them supports).
+// The features a transport offers for `device`: its device-specific bits, less any whose
+// requirements it does not offer (VirtioDevice::feature_requirements()), and the transport bits
+// its queues can have (all of ours, or what the process serving them supports).
 uint64_t offered_features(VirtioDevice& device);
 
-// Whether the features a driver accepted can be taken at FEATURES_OK; `why` says why not.
+// `features` less each feature whose requirement is not among them (and what needed those).
+uint64_t without_unmet_requirements(uint64_t features,
+                                    std::span<const FeatureRequirement> requirements);
+
+// Whether the features a driver accepted can be taken at FEATURES_OK: offered, VERSION_1 among
+// them, each with what it requires (virtIO 1.2 §2.2.1); `why` says why not.
 bool features_acceptable(uint64_t accepted, bool accepted_beyond_64, uint64_t offered,
-                         std::string& why);
+                         std::span<const FeatureRequirement> requirements, std::string& why);
 
 struct StatusWrite {
   uint8_t status;  // the status the device now has

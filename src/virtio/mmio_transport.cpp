@@ -360,7 +360,7 @@ void VirtioMmioTransport::write_status(uint32_t value) {
       static_cast<uint8_t>(status_), value, "Status",
       [this](std::string& why) {
         return features_acceptable(driver_features_, driver_features_beyond_64_, offered_features_,
-                                   why);
+                                   device_->feature_requirements(), why);
       },
       [this](const std::string& what) { guest_error(what); });
   status_ = next;

@@ -91,6 +91,34 @@ void read_net_config(std::span<const uint8_t, 6> mac, size_t pairs, uint16_t mtu
   std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config) + offset, data.size());
 }
 
+std::span<const FeatureRequirement> net_feature_requirements() {
+  constexpr uint64_t kCsum = feature_bit(VIRTIO_NET_F_CSUM);
+  constexpr uint64_t kGuestCsum = feature_bit(VIRTIO_NET_F_GUEST_CSUM);
+  constexpr uint64_t kHostTso =
+      feature_bit(VIRTIO_NET_F_HOST_TSO4) | feature_bit(VIRTIO_NET_F_HOST_TSO6);
+  constexpr uint64_t kGuestTso =
+      feature_bit(VIRTIO_NET_F_GUEST_TSO4) | feature_bit(VIRTIO_NET_F_GUEST_TSO6);
+  constexpr uint64_t kCtrlVq = feature_bit(VIRTIO_NET_F_CTRL_VQ);
+  static constexpr FeatureRequirement kRequirements[] = {
+      {VIRTIO_NET_F_GUEST_TSO4, kGuestCsum},
+      {VIRTIO_NET_F_GUEST_TSO6, kGuestCsum},
+      {VIRTIO_NET_F_GUEST_ECN, kGuestTso},
+      {VIRTIO_NET_F_GUEST_UFO, kGuestCsum},
+      {VIRTIO_NET_F_HOST_TSO4, kCsum},
+      {VIRTIO_NET_F_HOST_TSO6, kCsum},
+      {VIRTIO_NET_F_HOST_ECN, kHostTso},
+      {VIRTIO_NET_F_HOST_UFO, kCsum},
+      {VIRTIO_NET_F_CTRL_RX, kCtrlVq},
+      {VIRTIO_NET_F_CTRL_VLAN, kCtrlVq},
+      {VIRTIO_NET_F_GUEST_ANNOUNCE, kCtrlVq},
+      {VIRTIO_NET_F_MQ, kCtrlVq},
+      {VIRTIO_NET_F_CTRL_MAC_ADDR, kCtrlVq},
+      {VIRTIO_NET_F_RSC_EXT, kHostTso},
+      {VIRTIO_NET_F_RSS, kCtrlVq},
+  };
+  return kRequirements;
+}
+
 uint16_t net_control_queue_index(size_t pairs, uint64_t features) {
   const auto has = [features](unsigned bit) { return ((features >> bit) & 1) != 0; };
   if (pairs <= 1 || !has(VIRTIO_NET_F_CTRL_VQ)) return NetControlServer::kNoQueue;

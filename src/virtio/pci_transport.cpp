@@ -539,7 +539,7 @@ void VirtioPciTransport::write_status(uint8_t value) {
       status_, value, "device_status",
       [this](std::string& why) {
         return features_acceptable(driver_features_, driver_features_beyond_64_, offered_features_,
-                                   why);
+                                   device_->feature_requirements(), why);
       },
       [this](const std::string& what) { guest_error(what); });
   status_ = next;

@@ -15,6 +15,7 @@
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/virtio/device_kind.hpp"
 #include "libvmm/virtio/net.hpp"
+#include "libvmm/virtio/net_control.hpp"
 #include "libvmm/virtio/vhost_user.hpp"
 
 namespace libvmm {
@@ -115,6 +116,7 @@ std::shared_ptr<VirtioDevice> make_net(const DeviceSpec& spec, const DeviceConte
       feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_GUEST_CSUM) |
       feature_bit(VIRTIO_NET_F_HOST_TSO4) | feature_bit(VIRTIO_NET_F_HOST_TSO6) |
       feature_bit(VIRTIO_NET_F_GUEST_TSO4) | feature_bit(VIRTIO_NET_F_GUEST_TSO6);
+  o.feature_requirements = net_feature_requirements();
   return connect_backend(spec, context, std::move(o));
 }
 

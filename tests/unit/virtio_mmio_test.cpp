@@ -169,6 +169,32 @@ TEST_F(VirtioMmioTest, FeaturesOkRefused) {
       << "a reset starts negotiation afresh";
 }
 
+// A device whose bit 1 requires bit 0, and whose bit 2 requires bit 3, which it does not have.
+class RequiringDevice final : public EchoDevice {
+ public:
+  uint64_t device_features() const override {
+    return feature_bit(0) | feature_bit(1) | feature_bit(2);
+  }
+  std::span<const FeatureRequirement> feature_requirements() const override {
+    static constexpr FeatureRequirement kRequirements[] = {{1, feature_bit(0)},
+                                                           {2, feature_bit(3)}};
+    return kRequirements;
+  }
+};
+
+TEST(VirtioMmioRequirements, AFeatureIsOfferedAndTakenOnlyWithWhatItRequires) {
+  TestMemory memory{kRamSize};
+  VirtioMmioTransport transport(std::make_shared<RequiringDevice>(), memory,
+                                std::make_shared<FakeIrq>());
+  MmioDriver mmio{transport};
+  const uint64_t v1 = feature_bit(VIRTIO_F_VERSION_1);
+  EXPECT_EQ(mmio.device_features() & 0xf, feature_bit(0) | feature_bit(1))
+      << "bit 2 needs bit 3, which the device lacks: not offered";
+  EXPECT_FALSE(mmio.negotiate(v1 | feature_bit(1))) << "bit 1 without bit 0";
+  EXPECT_TRUE(mmio.negotiate(v1 | feature_bit(0) | feature_bit(1)));
+  EXPECT_TRUE(mmio.negotiate(v1 | feature_bit(0)));
+}
+
 TEST_F(VirtioMmioTest, FeaturesFrozenAfterFeaturesOk) {
   ASSERT_TRUE(mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
   mmio.set_driver_features(feature_bit(VIRTIO_F_VERSION_1) | kEchoFeature);

@@ -24,6 +24,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/guest_memory.hpp"
+#include "libvmm/virtio/mmio_transport.hpp"
 #include "libvmm/virtio/net.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
 #include "unit/support/fake_net_backend.hpp"
@@ -670,6 +671,30 @@ TEST(VirtioNetQueues, OneBackendIsOnePairWithoutControlQueue) {
       VirtioNet(std::vector<std::shared_ptr<NetBackend>>(17, std::make_shared<FakeNetBackend>()),
                 kMac),
       std::invalid_argument);
+}
+
+// virtIO 1.2 §5.1.3.1: MQ requires CTRL_VQ, TSO the checksum feature of its direction. A driver
+// that takes one without the other gets no FEATURES_OK, so the device never runs that way.
+TEST(VirtioNetFeatures, ATransportRefusesAFeatureWithoutWhatTheSpecSaysItRequires) {
+  TestMemory memory{kRamSize};
+  auto device = std::make_shared<VirtioNet>(
+      std::vector<std::shared_ptr<NetBackend>>{std::make_shared<FakeNetBackend>(),
+                                               std::make_shared<FakeNetBackend>()},
+      kMac);
+  VirtioMmioTransport transport(device, memory, std::make_shared<FakeIrq>());
+  MmioDriver mmio{transport};
+  const uint64_t v1 = feature_bit(VIRTIO_F_VERSION_1);
+  EXPECT_FALSE(mmio.negotiate(v1 | feature_bit(VIRTIO_NET_F_MQ)));
+  EXPECT_FALSE(mmio.negotiate(v1 | feature_bit(VIRTIO_NET_F_HOST_TSO4)));
+  EXPECT_FALSE(
+      mmio.negotiate(v1 | feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_GUEST_TSO6)))
+      << "GUEST_TSO6 needs GUEST_CSUM, not CSUM";
+  EXPECT_TRUE(mmio.negotiate(v1 | feature_bit(VIRTIO_NET_F_MQ) | feature_bit(VIRTIO_NET_F_CTRL_VQ) |
+                             feature_bit(VIRTIO_NET_F_CSUM) | feature_bit(VIRTIO_NET_F_HOST_TSO4) |
+                             feature_bit(VIRTIO_NET_F_GUEST_CSUM) |
+                             feature_bit(VIRTIO_NET_F_GUEST_TSO6)));
+  EXPECT_TRUE(mmio.negotiate(v1 | feature_bit(VIRTIO_NET_F_CTRL_VQ)))
+      << "the control queue alone is fine";
 }
 
 TEST_F(VirtioNetMultiqueueTest, OffersMqWithAControlQueueAndItsPairCount) {

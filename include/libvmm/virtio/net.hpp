@@ -51,6 +51,7 @@
 #include "libvmm/core/adaptive_poll.hpp"
 #include "libvmm/core/io_thread.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/virtio/net_control.hpp"
 #include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
@@ -162,6 +163,9 @@ class VirtioNet final : public VirtioDevice {
   std::string name() const override { return "virtio-net"; }
   uint32_t device_id() const override;
   uint64_t device_features() const override;
+  std::span<const FeatureRequirement> feature_requirements() const override {
+    return net_feature_requirements();
+  }
   // rx0, tx0, rx1, tx1, ..., and with more than one pair the control queue.
   std::vector<uint16_t> queue_max_sizes() const override;
   uint32_t config_size() const override;

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "libvmm/core/log.hpp"
+#include "libvmm/virtio/virtio_device.hpp"
 
 namespace libvmm {
 
@@ -44,6 +45,11 @@ uint32_t net_config_size();
 // net_config_size().
 void read_net_config(std::span<const uint8_t, 6> mac, size_t pairs, uint16_t mtu, bool link_up,
                      uint32_t offset, std::span<uint8_t> data);
+
+// What virtio-net's feature bits require of each other (virtIO 1.2 §5.1.3.1): the offloads their
+// checksum feature, the control commands (and MQ) the control queue. Every network device's
+// VirtioDevice::feature_requirements().
+std::span<const FeatureRequirement> net_feature_requirements();
 
 // The control queue's index in a device with `pairs` queue pairs (more than one: MQ offered)
 // whose driver accepted `features`: 2 * pairs with VIRTIO_NET_F_MQ, else 2 (the driver sees one

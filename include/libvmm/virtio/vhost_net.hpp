@@ -109,6 +109,9 @@ class VhostNet final : public ExternalQueueDevice {
   std::string name() const override { return options_.name; }
   uint32_t device_id() const override;
   uint64_t device_features() const override;
+  std::span<const FeatureRequirement> feature_requirements() const override {
+    return net_feature_requirements();
+  }
   std::vector<uint16_t> queue_max_sizes() const override;
   uint32_t config_size() const override;
   void read_config(uint32_t offset, std::span<uint8_t> data) override;

@@ -63,6 +63,9 @@ struct VhostUserOptions {
   // Device feature bits offered to the driver when the back-end has them (others are hidden:
   // the layout of queues and config is this side's).
   uint64_t device_feature_mask = 0;
+  // What those bits require of each other (net_feature_requirements()): storage that outlives
+  // the device.
+  std::span<const FeatureRequirement> feature_requirements;
   // virtio-net: its receive/transmit queue pairs (queue_sizes has two per pair, then with more
   // than one pair the control queue); the back-end's GET_QUEUE_NUM counts pairs then. 0: not a
   // network device.
@@ -99,6 +102,9 @@ class VhostUserDevice final : public ExternalQueueDevice {
   std::string name() const override { return options_.name; }
   uint32_t device_id() const override { return options_.device_id; }
   uint64_t device_features() const override;
+  std::span<const FeatureRequirement> feature_requirements() const override {
+    return options_.feature_requirements;
+  }
   void queue_notify(uint16_t index, Virtqueue& queue) override;
   std::vector<uint16_t> queue_max_sizes() const override { return queue_sizes_; }
   uint32_t config_size() const override { return static_cast<uint32_t>(config_.size()); }

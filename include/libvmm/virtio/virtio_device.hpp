@@ -33,6 +33,14 @@ constexpr uint64_t feature_bit(unsigned n) {
   return 1ull << n;
 }
 
+// A device-type feature a driver may accept only together with at least one of `needs_any`
+// (virtIO 1.2 lists these per device type, e.g. §5.1.3.1: "VIRTIO_NET_F_MQ Requires
+// VIRTIO_NET_F_CTRL_VQ").
+struct FeatureRequirement {
+  unsigned feature;
+  uint64_t needs_any;  // feature_bit()s
+};
+
 class VirtioTransport {
  public:
   // Lock held (queue_notify or with_queues): after push()ing to queue `index`, raises a
@@ -95,6 +103,10 @@ class VirtioDevice {
   // Device-type feature bits. The transport owns the reserved range (bits 28..40): it clears
   // it and offers VERSION_1, RING_INDIRECT_DESC and RING_EVENT_IDX itself.
   virtual uint64_t device_features() const = 0;
+  // What its feature bits require of each other: a transport offers a feature only with one of
+  // those it needs, and refuses FEATURES_OK to a driver that accepted it without them, so the
+  // device never runs with a set its type's specification rules out.
+  virtual std::span<const FeatureRequirement> feature_requirements() const { return {}; }
   // One entry per queue: its QueueNumMax (a power of two, at most Virtqueue::kMaxSize).
   // Chains are limited to the queue size (spec §2.7.5), indirect or not: size the queues
   // for the longest request the device advertises (e.g. virtio-blk's seg_max + 2).
