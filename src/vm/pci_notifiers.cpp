@@ -7,8 +7,22 @@
 
 namespace libvmm {
 
-PciNotifyEventfds::PciNotifyEventfds(uint64_t bar0, Register add, Unregister remove)
+PciNotifyEventfds::PciNotifyEventfds(std::optional<uint64_t> bar0, Register add, Unregister remove)
     : add_(std::move(add)), remove_(std::move(remove)), base_(bar0) {}
+
+std::shared_ptr<PciNotifyEventfds> PciNotifyEventfds::follow(VirtioPciTransport& transport,
+                                                             Register add, Unregister remove) {
+  // The bridge placed BAR 0 inside its window; it decodes once Memory Space is on. Registered
+  // before that, the eventfds would take the notifications of another BAR the guest puts there.
+  const std::optional<pci::BarMapping> now = transport.mappings()[VirtioPciTransport::kRegisterBar];
+  auto notifiers = std::make_shared<PciNotifyEventfds>(
+      now ? std::optional(now->address) : std::nullopt, std::move(add), std::move(remove));
+  transport.set_register_bar_listener(
+      [notifiers](std::optional<uint64_t>, std::optional<uint64_t> where) {
+        notifiers->bar_moved(where);
+      });
+  return notifiers;
+}
 
 void PciNotifyEventfds::add_queue(int fd) {
   std::lock_guard lock(mutex_);

@@ -8,11 +8,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <vector>
 
 namespace libvmm {
+
+class VirtioPciTransport;
 
 class PciNotifyEventfds {
  public:
@@ -20,7 +23,13 @@ class PciNotifyEventfds {
   using Register = std::function<void(int fd, uint64_t addr)>;
   using Unregister = std::function<void(int fd, uint64_t addr)>;
 
-  PciNotifyEventfds(uint64_t bar0, Register add, Unregister remove);
+  // `bar0`: where BAR 0 decodes now; nullopt while it decodes nowhere.
+  PciNotifyEventfds(std::optional<uint64_t> bar0, Register add, Unregister remove);
+  // The notify eventfds of `transport` (added to the bridge, before the guest runs): at BAR 0
+  // where it decodes now (nowhere until the guest turns Memory Space on), then following it
+  // through the transport's register-BAR listener.
+  static std::shared_ptr<PciNotifyEventfds> follow(VirtioPciTransport& transport, Register add,
+                                                   Unregister remove);
 
   // Queue `fds().size()`'s eventfd, registered where BAR 0 is now (throws as `add` does).
   void add_queue(int fd);

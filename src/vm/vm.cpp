@@ -566,15 +566,10 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
   if (!d.machine->pci_msi()) d.intx_pending.emplace_back(transport, number);
 
   // Queue notifications through an ioeventfd per queue at its notify address in BAR 0 (Linux
-  // writes the queue index as 16 bits); they follow BAR 0 where the guest moves it.
-  std::array<uint8_t, 4> b{};
-  transport->config_read(pci::kBar0, b);
-  const uint64_t bar0 =
-      (uint64_t{b[0]} | uint64_t{b[1]} << 8 | uint64_t{b[2]} << 16 | uint64_t{b[3]} << 24) &
-      ~0xfull;
+  // writes the queue index as 16 bits), registered while BAR 0 decodes and following it.
   KvmVm* vm = &d.vm;
-  auto notifiers = std::make_shared<PciNotifyEventfds>(
-      bar0,
+  auto notifiers = PciNotifyEventfds::follow(
+      *transport,
       [vm](int fd, uint64_t addr) { vm->register_ioeventfd(fd, addr, 2, true, std::nullopt); },
       [vm](int fd, uint64_t addr) { vm->unregister_ioeventfd(fd, addr, 2, true, std::nullopt); });
   for (uint16_t q = 0; q < transport->queue_count(); ++q) {
@@ -615,10 +610,12 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
     const std::vector<int>& fds = notifiers->fds();
     return q < fds.size() && ::write(fds[q], &one, sizeof one) == sizeof one;
   });
-  transport->set_register_bar_listener(
-      [notifiers](std::optional<uint64_t>, std::optional<uint64_t> now) {
-        notifiers->bar_moved(now);
-      });
+  // Where the bridge placed BAR 0 (it decodes there once the guest turns Memory Space on).
+  std::array<uint8_t, 4> b{};
+  transport->config_read(pci::kBar0, b);
+  const uint64_t bar0 =
+      (uint64_t{b[0]} | uint64_t{b[1]} << 8 | uint64_t{b[2]} << 16 | uint64_t{b[3]} << 24) &
+      ~0xfull;
   d.placed.push_back(
       {std::move(kind), device->name(), bar0, VirtioPciTransport::kRegisterBarSize, 0, number});
   d.pci_transports.push_back(std::move(transport));
