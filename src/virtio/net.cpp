@@ -418,13 +418,13 @@ void VirtioNet::transmit(uint16_t index, Virtqueue& queue) {
   // Drain what is there with notifications off, then look once more after turning them on.
   // A guest that keeps the queue full yields to the event loop's other work after
   // kTransmitPerNotify chains: the queue's notification is signalled again and we resume then.
-  static_assert(kTransmitPerNotify % kBatch == 0);
-  queue.disable_notifications();
+  // The budget counts every chain since the notification, whatever size each batch was.
   VirtioTransport* transport = transport_.load();
   uint32_t taken = 0;
   do {
+    queue.disable_notifications();
     while (true) {
-      if (taken == kTransmitPerNotify && transport != nullptr && transport->renotify(index)) {
+      if (taken >= kTransmitPerNotify && transport != nullptr && transport->renotify(index)) {
         return;
       }
       const uint32_t sent = transmit_batch(index, queue);

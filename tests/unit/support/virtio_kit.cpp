@@ -244,6 +244,7 @@ uint32_t MmioDriver::status() const {
 void FakeTransport::signal_used(uint16_t index) {
   if (signals_.size() <= index) signals_.resize(index + 1u);
   ++signals_[index];
+  if (on_signal) on_signal(index);
 }
 
 bool FakeTransport::with_queues(const std::function<void(std::span<Virtqueue>)>& fn) {

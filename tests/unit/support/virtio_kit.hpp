@@ -199,6 +199,8 @@ class FakeTransport final : public VirtioTransport {
   bool live = true;
   bool can_renotify = false;  // what renotify() answers
   int config_changes = 0;
+  // Runs after each signal_used(): a driver acting between the device's batches.
+  std::function<void(uint16_t index)> on_signal;
 
  private:
   static int count(const std::vector<int>& counts, uint16_t index);
