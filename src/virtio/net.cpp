@@ -222,8 +222,9 @@ void VirtioNet::set_active_pairs(size_t n) {
   if (n == old) return;
   log::debug("{}: {} of {} queue pairs in use", name(), n, pairs_.size());
   active_pairs_ = n;
-  // Pairs no longer used keep no buffers (the driver takes them back when it reads them).
-  for (size_t i = n; i < old; ++i) pairs_[i].forget_held();
+  // A pair no longer used keeps the buffers it holds for its waiting frame: its queues are not
+  // reset, so those buffers are the driver's only through the used ring, once the pair is
+  // used again (a queue reset or a device reset forgets them).
   if (n < old) enable_pairs(n, old, false);
   if (n > old) enable_pairs(old, n, true);
 }

@@ -775,6 +775,28 @@ TEST_F(VirtioNetMultiqueueTest, UsesOnlyTheFirstPairUntilTheDriverAsksForMore) {
   EXPECT_EQ(b1->incoming.size(), 1u);
 }
 
+// Receive buffers a pair holds for a frame that did not fit yet are the driver's until they come
+// back through the used ring: going down to one pair and up again (ethtool -L) neither resets the
+// queue nor gives them back, so the device keeps them and fills them once the pair is used again.
+// (They were forgotten: each toggle took them from the ring for good.)
+TEST_F(VirtioNetMultiqueueTest, BuffersHeldForAFrameSurviveThePairGoingUnusedAndBack) {
+  activate();
+  ASSERT_EQ(set_pairs(2), VIRTIO_NET_OK);
+  const uint32_t frame = 3000;  // needs two 2 KiB buffers (MRG_RXBUF)
+  add_rx(rings[2], 2048);
+  b1->incoming.push_back(with_header(virtio_net_hdr_v1{}, frame));
+  device.backend_readable(1);
+  EXPECT_EQ(rings[2].used_idx(), 0) << "one buffer held, waiting for a second";
+
+  ASSERT_EQ(set_pairs(1), VIRTIO_NET_OK);
+  ASSERT_EQ(set_pairs(2), VIRTIO_NET_OK);
+  add_rx(rings[2], 2048);
+  device.queue_notify(2, queues[2]);
+  ASSERT_EQ(rings[2].used_idx(), 2) << "the held buffer and the new one";
+  EXPECT_EQ(rings[2].used(0).len + rings[2].used(1).len, kHdr + frame);
+  EXPECT_EQ(rings[2].used(0).id, 0) << "the first buffer given, filled first";
+}
+
 TEST_F(VirtioNetMultiqueueTest, AnswersBadControlCommandsWithAnErrorAndCountsThem) {
   activate();
   EXPECT_EQ(set_pairs(0), VIRTIO_NET_ERR);
