@@ -241,9 +241,19 @@ void VirtioNet::enable_pairs(size_t first, size_t last, bool enabled) {
         backend.set_enabled(false);
       }
     }
+    if (!enabled) return;
     // Frames already waiting raise no new event once watched again.
-    if (enabled) {
-      for (size_t i = first; i < last; ++i) backend_readable(i);
+    for (size_t i = first; i < last; ++i) backend_readable(i);
+    // Nor do chains the driver left on the transmit queues while unused, and the transmit
+    // thread may have left a queue with notifications off when its pair went: serve them now.
+    if (tx_thread_) return tx_thread_->kick();
+    if (VirtioTransport* t = transport_.load()) {
+      t->with_queues([&](std::span<Virtqueue> queues) {
+        for (size_t i = first; i < last && i < active_pairs_ && 2 * i + 1 < queues.size(); ++i) {
+          Virtqueue& queue = queues[2 * i + 1];
+          if (queue.ready() && !queue.broken()) transmit(static_cast<uint16_t>(2 * i + 1), queue);
+        }
+      });
     }
   };
   if (enabled) {
@@ -280,9 +290,11 @@ void VirtioNet::backend_readable(size_t pair) {
 }
 
 void VirtioNet::drop_unreachable_frames(Pair& p) {
-  if (p.frame.empty()) p.frame.resize(kHeaderSize + kMaxGsoFrame);
+  // Not into p.frame: this runs without the transport's lock when no transport is live, while
+  // a vCPU activating the device may already be receiving into it.
+  if (discard_.empty()) discard_.resize(kHeaderSize + kMaxGsoFrame);
   for (int i = 0; i < kBatch; ++i) {
-    if (p.backend->receive(p.frame) <= 0) return;
+    if (p.backend->receive(discard_) <= 0) return;
     if (rx_not_ready_.get() == 0) log::debug("{}: no driver yet; dropping frames", name());
     rx_not_ready_.add();
   }
@@ -316,6 +328,10 @@ VirtioNet::RxState VirtioNet::receive(size_t pair, Virtqueue& queue) {
           state = RxState::no_buffers;
           break;
         }
+        continue;
+      }
+      if (!host_frame_acceptable(p, static_cast<size_t>(n))) {
+        rx_host_error_.add();
         continue;
       }
       p.pending = static_cast<size_t>(n);
@@ -515,6 +531,30 @@ bool VirtioNet::watch_queue_notify(uint16_t index, int eventfd) {
 
 void VirtioNet::wait_idle() {
   if (tx_thread_) tx_thread_->wait_idle();
+}
+
+bool VirtioNet::host_frame_acceptable(const Pair& p, size_t n) const {
+  // A read never says more than the buffer took; a backend that did would be believed.
+  if (n > p.frame.size()) return false;
+  virtio_net_hdr_v1 header;
+  std::memcpy(&header, p.frame.data(), sizeof(header));
+  // A TAP may still hold frames segmented for a driver from before a reset turned its offloads
+  // off; the driver now running takes only the GSO types it negotiated (virtIO 1.2 §5.1.6.4).
+  const uint8_t gso = header.gso_type;
+  const bool gso_ok = gso == VIRTIO_NET_HDR_GSO_NONE ||
+                      (gso == VIRTIO_NET_HDR_GSO_TCPV4 && negotiated(VIRTIO_NET_F_GUEST_TSO4)) ||
+                      (gso == VIRTIO_NET_HDR_GSO_TCPV6 && negotiated(VIRTIO_NET_F_GUEST_TSO6));
+  // With VIRTIO_NET_F_MTU the driver gets no unsegmented frame over the MTU (§5.1.6.3.2):
+  // the host's interface may have a larger one.
+  const bool length_ok = gso != VIRTIO_NET_HDR_GSO_NONE || !negotiated(VIRTIO_NET_F_MTU) ||
+                         n - kHeaderSize <= uint64_t{mtu_} + kEthernetHeader + kVlanTag;
+  if ((!gso_ok || !length_ok) && rx_host_error_.get() < kFramesLogged) {
+    log::debug(
+        "{}: a {}-byte frame from {} with segmentation type {:#x} is not for this driver "
+        "(MTU {}, features {:#x}); dropped",
+        name(), n - kHeaderSize, p.backend->describe(), gso, mtu_, features_);
+  }
+  return gso_ok && length_ok;
 }
 
 bool VirtioNet::header_acceptable(const virtio_net_hdr_v1& header, uint64_t frame_len) {

@@ -75,6 +75,9 @@ std::vector<uint8_t> with_header(const virtio_net_hdr_v1& header, size_t frame_l
   return bytes;
 }
 
+// Every feature but VIRTIO_NET_F_MTU, under which the host's frames over the MTU are dropped.
+constexpr uint64_t kAllButMtu = ~feature_bit(VIRTIO_NET_F_MTU);
+
 class VirtioNetTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -82,8 +85,9 @@ class VirtioNetTest : public ::testing::Test {
     queues.emplace_back(memory, VirtioNet::kQueueSize);
     transport.serve(queues);  // the two queues, live unless told otherwise
   }
-  // Negotiates `features` (default: everything offered) and brings both queues up.
-  void activate(uint64_t features = ~0ull) {
+  // Negotiates `features` (default: everything offered but VIRTIO_NET_F_MTU, so that frames
+  // larger than 1500 bytes can test mergeable buffers) and brings both queues up.
+  void activate(uint64_t features = kAllButMtu) {
     features &= device.device_features();
     rx.configure(queues[0], feature_bit(VIRTIO_RING_F_EVENT_IDX));
     tx.configure(queues[1], feature_bit(VIRTIO_RING_F_EVENT_IDX));
@@ -405,6 +409,30 @@ TEST_F(VirtioNetTest, ReceivesIntoOneBufferWithoutMergeableBuffers) {
   EXPECT_EQ(device.counters().rx_frames, 1u);
 }
 
+// A frame the host segmented for a driver that is gone (the TAP kept it across a reset that
+// turned its offloads off) never reaches one that did not negotiate that GSO type; nor, with
+// VIRTIO_NET_F_MTU, an unsegmented frame over the MTU (the host interface's may be larger).
+TEST_F(VirtioNetTest, FramesTheDriverDidNotAgreeToAreDroppedAndCounted) {
+  activate(device.device_features() & ~feature_bit(VIRTIO_NET_F_GUEST_TSO4));
+  for (int i = 0; i < 4; ++i) add_rx(rx, 2048);
+  virtio_net_hdr_v1 tso4{};
+  tso4.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  tso4.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+  tso4.gso_size = 1448;
+  backend->incoming.push_back(with_header(tso4, 1500));
+  backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 1500 + 14 + 4 + 1));
+  backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 1500 + 14 + 4));  // VLAN-tagged
+  virtio_net_hdr_v1 tso6 = tso4;
+  tso6.gso_type = VIRTIO_NET_HDR_GSO_TCPV6;  // negotiated
+  backend->incoming.push_back(with_header(tso6, 1600));
+  device.backend_readable();
+  ASSERT_EQ(rx.used_idx(), 2);
+  EXPECT_EQ(rx.used(0).len, kHdr + 1518);
+  EXPECT_EQ(rx.used(1).len, kHdr + 1600);
+  EXPECT_EQ(device.counters().rx_host_error, 2u);
+  EXPECT_EQ(device.counters().rx_frames, 2u);
+}
+
 TEST_F(VirtioNetTest, MergeableBuffersSpreadAFrameAndCountThemInTheHeader) {
   activate();
   uint64_t buffers[4];
@@ -506,7 +534,7 @@ TEST_F(VirtioNetTest, ReturnsReceiveChainsWithoutWritableRoomUnused) {
 }
 
 TEST_F(VirtioNetTest, DropsAFrameTooBigForTheOnlyBufferWithoutMergeableBuffers) {
-  activate(device.device_features() & ~feature_bit(VIRTIO_NET_F_MRG_RXBUF));
+  activate(kAllButMtu & ~feature_bit(VIRTIO_NET_F_MRG_RXBUF));
   add_rx(rx, 1526);
   backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 4000));
   backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 1500));
@@ -640,7 +668,7 @@ class VirtioNetMultiqueueTest : public ::testing::Test {
     for (const uint16_t size : sizes) queues.emplace_back(memory, size);
     transport.serve(queues);
   }
-  void activate(uint64_t features = ~0ull) {
+  void activate(uint64_t features = kAllButMtu) {
     features &= device.device_features();
     for (size_t i = 0; i < rings.size(); ++i) {
       rings[i].configure(queues[i], feature_bit(VIRTIO_RING_F_EVENT_IDX));
@@ -740,6 +768,7 @@ TEST_F(VirtioNetMultiqueueTest, UsesOnlyTheFirstPairUntilTheDriverAsksForMore) {
 
   ASSERT_EQ(set_pairs(2), VIRTIO_NET_OK);
   EXPECT_EQ(device.active_queue_pairs(), 2u);
+  EXPECT_EQ(b1->sent.size(), 1u) << "what waited on its transmit queue goes once it is used";
   EXPECT_TRUE(b1->enabled);
   EXPECT_FALSE(b1->paused);
   ASSERT_EQ(rings[kCtrl].used_idx(), 1);

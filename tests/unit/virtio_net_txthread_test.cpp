@@ -28,6 +28,7 @@
 #include "libvmm/core/unique_fd.hpp"
 #include "libvmm/virtio/mmio_transport.hpp"
 #include "libvmm/virtio/net.hpp"
+#include "unit/support/loop_thread.hpp"
 #include "unit/support/virtio_kit.hpp"
 
 using namespace libvmm;
@@ -269,6 +270,50 @@ TEST(NetTxThread, AdaptivePollingFindsCloseFramesAndStopsWhenIdle) {
   nic.mmio.notify(1);
   ASSERT_TRUE(nic.wait_used(5));
   EXPECT_EQ(nic.device->poll_hits(), 1u);
+}
+
+// A second pair going unused and back (ethtool -L): a chain the driver left on its transmit
+// queue goes out once the pair is used again, with no notification (the thread may have left that
+// queue's notifications off when the pair went, so the driver rightly sends none).
+TEST(NetTxThread, APairUsedAgainSendsWhatWaitsOnItsTransmitQueue) {
+  TestMemory memory(4 * MiB);
+  LoopThread loop;
+  auto b0 = std::make_shared<RecordingBackend>();
+  auto b1 = std::make_shared<RecordingBackend>();
+  auto device = std::make_shared<VirtioNet>(std::vector<std::shared_ptr<NetBackend>>{b0, b1}, kMac,
+                                            1500, NetThreading{true, kThreadName, {}, 0, {}});
+  loop.call([&] { device->start(loop.loop); });
+  VirtioMmioTransport window(device, memory, std::make_shared<FakeIrq>());
+  MmioDriver mmio(window);
+  constexpr uint16_t kCtrl = 4;  // rx0 tx0 rx1 tx1 ctrl
+  std::vector<DriverRing> rings;
+  for (uint16_t i = 0; i <= kCtrl; ++i) {
+    rings.emplace_back(memory, i == kCtrl ? VirtioNet::kControlQueueSize : VirtioNet::kQueueSize,
+                       RingLayout::at(0x10000 + i * 0x80000ull));
+  }
+  ASSERT_TRUE(mmio.negotiate(feature_bit(VIRTIO_F_VERSION_1) | feature_bit(VIRTIO_NET_F_MQ) |
+                             feature_bit(VIRTIO_NET_F_CTRL_VQ)));
+  for (uint16_t i = 0; i <= kCtrl; ++i) mmio.setup_queue(i, rings[i]);
+  mmio.driver_ok();
+  const auto set_pairs = [&](uint8_t n) {
+    const uint64_t command = rings[kCtrl].place(
+        std::vector<uint8_t>{VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, n, 0});
+    const uint64_t status = rings[kCtrl].place(std::vector<uint8_t>{0xee});
+    rings[kCtrl].add_chain({{command, 4, false}, {status, 1, true}});
+    mmio.notify(kCtrl);
+    return memory.bytes(status, 1)[0];
+  };
+  ASSERT_EQ(set_pairs(2), VIRTIO_NET_OK);
+  ASSERT_EQ(set_pairs(1), VIRTIO_NET_OK);
+  std::vector<uint8_t> frame(kHdr + 100, 0);
+  rings[3].add_chain({{rings[3].place(frame), static_cast<uint32_t>(frame.size()), false}});
+  ASSERT_EQ(set_pairs(2), VIRTIO_NET_OK);
+  const auto deadline = std::chrono::steady_clock::now() + kPatience;
+  while (rings[3].used_idx() != 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(rings[3].used_idx(), 1);
+  EXPECT_EQ(b1->frames(), 1u);
 }
 
 TEST(NetTxThread, IothreadAndPollUsAreCheckedOnTheNetFlag) {
