@@ -682,8 +682,15 @@ bool VfioPciDevice::use_irqs_locked(IrqMode mode, uint32_t count) {
       // VFIO masks the line each time it fires (it is level-triggered); the guest's EOI,
       // through KVM's resample eventfd, unmasks it.
       const int32_t trigger = intx_trigger_, unmask = intx_unmask_;
-      on = file_->set_irqs(VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {&trigger, 1}) &&
-           file_->set_irqs(VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK, {&unmask, 1});
+      on = file_->set_irqs(VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {&trigger, 1});
+      if (on &&
+          !file_->set_irqs(VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK, {&unmask, 1})) {
+        // Half on is not "none": VFIO would refuse the next kind while INTx stays enabled.
+        if (!file_->set_irqs(VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER, {})) {
+          irq_mode_ = IrqMode::intx;
+        }
+        on = false;
+      }
       break;
     }
     case IrqMode::msi:

@@ -192,7 +192,20 @@ void RoutedMsiSink::direct_state(uint16_t vector, bool deliverable, uint64_t add
     return;
   }
   // Deliverable: the route first (KVM follows a route change under a registered irqfd).
-  if (!route_locked(v, vector, address, data) || v.attached) return;
+  if (!route_locked(v, vector, address, data)) {
+    // KVM kept the old route: an irqfd left on it would deliver to the old message. Detached,
+    // the signals wait as pending until the guest programs the vector again.
+    if (v.attached) {
+      try {
+        unregister_(v.fd.get(), v.gsi);
+        v.attached = false;
+      } catch (const std::exception& e) {
+        log::warn("MSI-X vector {}: cannot detach it from its old route: {}", vector, e.what());
+      }
+    }
+    return;
+  }
+  if (v.attached) return;
   v.pending = drain(v.fd.get()) || v.pending;
   try {
     register_(v.fd.get(), v.gsi);

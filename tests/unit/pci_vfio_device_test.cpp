@@ -378,6 +378,23 @@ TEST_F(VfioDeviceTest, AKindVfioKeepsOnIsTurnedOffAtTheNextSwitch) {
   EXPECT_EQ(fake->kinds_on(), 1u);
 }
 
+// INTx half on (its trigger taken, its unmask eventfd refused) is turned off again: recorded as
+// "none" while VFIO still had INTx on, the next kind would have been refused (VFIO allows one).
+TEST_F(VfioDeviceTest, IntxRefusedHalfWayIsTurnedOffSoTheNextKindCanGoOn) {
+  auto dev = open();
+  ASSERT_TRUE(dev->set_intx(100, 101));
+  dev->start(loop);
+  const uint32_t cap = capability(*dev, kCapMsix);
+  set_config(*dev, cap + 2, 0x8000, 2);  // MSI-X on
+  fake->refuse_unmask = true;
+  set_config(*dev, cap + 2, 0, 2);  // MSI-X off: back to INTx, whose unmask VFIO refuses
+  EXPECT_EQ(fake->kinds_on(), 0u);
+  fake->refuse_unmask = false;
+  set_config(*dev, cap + 2, 0x8000, 2);
+  EXPECT_EQ(fake->triggers[kMsixIndex].size(), 4u);
+  EXPECT_EQ(fake->kinds_on(), 1u);
+}
+
 TEST_F(VfioDeviceTest, StartFailsWhenVfioRefusesTheVectors) {
   auto dev = open();
   fake->refuse_set_irqs = true;

@@ -256,6 +256,27 @@ TEST_F(DirectMsiTest, ARefusedRouteKeepsTheVectorPending) {
   EXPECT_EQ(drain(s->direct_eventfd(0)), 1u);
 }
 
+// An attached vector the guest reprograms to a message KVM refuses: KVM keeps the old route, so
+// the irqfd comes off it and the device's signals wait as pending (they went to the old message).
+TEST_F(DirectMsiTest, ARefusedRerouteDetachesTheVectorFromItsOldRoute) {
+  auto s = direct(1);
+  const int fd = s->direct_eventfd(0);
+  s->direct_state(0, true, 0xfee00000, 0x41);
+  ASSERT_EQ(s->attached(), 1u);
+  rec.refuse = true;
+  s->direct_state(0, true, 0xfee01000, 0x42);
+  EXPECT_EQ(s->attached(), 0u);
+  ASSERT_EQ(unregistered.size(), 1u);
+  EXPECT_EQ(unregistered[0].first, fd);
+  signal(fd);
+  EXPECT_TRUE(s->direct_pending(0));
+  rec.refuse = false;
+  s->direct_state(0, true, 0xfee01000, 0x42);  // the guest writes the entry again
+  EXPECT_EQ(s->attached(), 1u);
+  EXPECT_EQ(rec.tables.back().back().u.msi.data, 0x42u);
+  EXPECT_EQ(drain(fd), 1u) << "the pending signal, through the irqfd";
+}
+
 TEST_F(DirectMsiTest, TheTableSaysWhenAVectorIsDeliverable) {
   pci::MsixTable table(2, direct(2));
   auto state = [&table](uint16_t v) { return *table.state(v); };

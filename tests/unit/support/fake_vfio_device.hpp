@@ -156,6 +156,7 @@ class FakeVfioDevice : public pci::VfioDeviceFile,
   // off (which VFIO does not refuse for an index it offers), region reads and writes (EIO).
   bool refuse_set_irqs = false;
   bool refuse_irqs_off = false;
+  bool refuse_unmask = false;  // INTx's UNMASK (its resample eventfd) only
   bool fail_io = false;
 
   // The device's own registers.
@@ -228,7 +229,7 @@ class FakeVfioDevice : public pci::VfioDeviceFile,
   bool set_irqs(uint32_t index, uint32_t action, std::span<const int32_t> fds) override {
     irq_sets.push_back({index, action, std::vector<int32_t>(fds.begin(), fds.end())});
     if ((refuse_set_irqs && !fds.empty()) || (refuse_irqs_off && fds.empty()) ||
-        index >= VFIO_PCI_NUM_IRQS) {
+        (refuse_unmask && action == VFIO_IRQ_SET_ACTION_UNMASK) || index >= VFIO_PCI_NUM_IRQS) {
       return fail(EINVAL);
     }
     if (action == VFIO_IRQ_SET_ACTION_TRIGGER) {
