@@ -104,6 +104,7 @@ NetCounters VirtioNet::counters() const {
   c.rx_too_big = rx_too_big_.get();
   c.rx_not_ready = rx_not_ready_.get();
   c.rx_host_error = rx_host_error_.get();
+  c.rx_not_agreed = rx_not_agreed_.get();
   c.tx_bad_chain = tx_bad_chain_.get();
   c.tx_short_header = tx_short_header_.get();
   c.tx_bad_header = tx_bad_header_.get();
@@ -330,8 +331,12 @@ VirtioNet::RxState VirtioNet::receive(size_t pair, Virtqueue& queue) {
         }
         continue;
       }
-      if (!host_frame_acceptable(p, static_cast<size_t>(n))) {
+      if (static_cast<size_t>(n) > p.frame.size()) {  // a read never says more than it took
         rx_host_error_.add();
+        continue;
+      }
+      if (!frame_agreed(p, static_cast<size_t>(n))) {
+        rx_not_agreed_.add();
         continue;
       }
       p.pending = static_cast<size_t>(n);
@@ -533,9 +538,7 @@ void VirtioNet::wait_idle() {
   if (tx_thread_) tx_thread_->wait_idle();
 }
 
-bool VirtioNet::host_frame_acceptable(const Pair& p, size_t n) const {
-  // A read never says more than the buffer took; a backend that did would be believed.
-  if (n > p.frame.size()) return false;
+bool VirtioNet::frame_agreed(const Pair& p, size_t n) const {
   virtio_net_hdr_v1 header;
   std::memcpy(&header, p.frame.data(), sizeof(header));
   // A TAP may still hold frames segmented for a driver from before a reset turned its offloads
@@ -548,7 +551,7 @@ bool VirtioNet::host_frame_acceptable(const Pair& p, size_t n) const {
   // the host's interface may have a larger one.
   const bool length_ok = gso != VIRTIO_NET_HDR_GSO_NONE || !negotiated(VIRTIO_NET_F_MTU) ||
                          n - kHeaderSize <= uint64_t{mtu_} + kEthernetHeader + kVlanTag;
-  if ((!gso_ok || !length_ok) && rx_host_error_.get() < kFramesLogged) {
+  if ((!gso_ok || !length_ok) && rx_not_agreed_.get() < kFramesLogged) {
     log::debug(
         "{}: a {}-byte frame from {} with segmentation type {:#x} is not for this driver "
         "(MTU {}, features {:#x}); dropped",

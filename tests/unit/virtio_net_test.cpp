@@ -429,7 +429,7 @@ TEST_F(VirtioNetTest, FramesTheDriverDidNotAgreeToAreDroppedAndCounted) {
   ASSERT_EQ(rx.used_idx(), 2);
   EXPECT_EQ(rx.used(0).len, kHdr + 1518);
   EXPECT_EQ(rx.used(1).len, kHdr + 1600);
-  EXPECT_EQ(device.counters().rx_host_error, 2u);
+  EXPECT_EQ(device.counters().rx_not_agreed, 2u);
   EXPECT_EQ(device.counters().rx_frames, 2u);
 }
 

@@ -101,12 +101,13 @@ std::string format_mac(const MacAddress& mac);
 struct NetCounters {
   uint64_t rx_frames = 0;
   uint64_t tx_frames = 0;
-  uint64_t rx_bad_chain = 0;  // receive chain with readable parts or no room: returned empty
-  uint64_t rx_too_big = 0;    // frame larger than the buffers the driver gives: dropped
-  uint64_t rx_not_ready = 0;  // frame arrived while no driver runs the device: dropped
-  // The backend failed a read, or gave a runt frame or one the driver did not agree to take
-  // (a segmentation type it did not negotiate, over the MTU it was given).
-  uint64_t rx_host_error = 0;
+  uint64_t rx_bad_chain = 0;   // receive chain with readable parts or no room: returned empty
+  uint64_t rx_too_big = 0;     // frame larger than the buffers the driver gives: dropped
+  uint64_t rx_not_ready = 0;   // frame arrived while no driver runs the device: dropped
+  uint64_t rx_host_error = 0;  // the backend failed a read, or gave a runt frame
+  // A frame the driver did not agree to take (a segmentation type it did not negotiate, over
+  // the MTU it was given): dropped.
+  uint64_t rx_not_agreed = 0;
   uint64_t tx_bad_chain = 0;     // transmit chain with device-writable parts: dropped
   uint64_t tx_short_header = 0;  // shorter than the 12-byte header: dropped
   uint64_t tx_bad_header = 0;    // offload the driver did not negotiate, bad csum fields
@@ -214,7 +215,7 @@ class VirtioNet final : public VirtioDevice {
   bool deliver_pending(Pair& p, Virtqueue& queue);  // false: not enough receive buffers yet
   bool take_receive_chain(DescriptorChain& chain);  // false: unusable, returned empty
   // Whether the `n` bytes the backend gave (header included) are a frame the driver agreed to.
-  bool host_frame_acceptable(const Pair& p, size_t n) const;
+  bool frame_agreed(const Pair& p, size_t n) const;
   void transmit(uint16_t index, Virtqueue& queue);
   // Sends up to kBatch chains of transmit queue `index` and signals once; returns how many.
   uint32_t transmit_batch(uint16_t index, Virtqueue& queue);
@@ -251,8 +252,8 @@ class VirtioNet final : public VirtioDevice {
   std::vector<uint8_t> tx_copy_;
 
   Counter rx_frames_, tx_frames_, rx_bad_chain_, rx_too_big_, rx_not_ready_, rx_host_error_,
-      tx_bad_chain_, tx_short_header_, tx_bad_header_, tx_bad_length_, tx_linearized_,
-      tx_host_dropped_, ctrl_bad_;
+      rx_not_agreed_, tx_bad_chain_, tx_short_header_, tx_bad_header_, tx_bad_length_,
+      tx_linearized_, tx_host_dropped_, ctrl_bad_;
   log::RateLimited guest_errors_{"guest errors"};
 
   AdaptivePoll tx_poll_;                 // the transmit thread's
