@@ -30,15 +30,23 @@ bool InputFlowControl::update(size_t waiting) {
 }
 
 void InputFlowControl::apply() {
+  // Resuming may hand the device what the backend held meanwhile (a paused terminal keeps
+  // reading for the escape keys), and the device's receive() calls apply() again from inside
+  // resume_input(): that call returns at once, and this one applies the wish it left.
+  if (applying_thread_.load() == std::this_thread::get_id()) return;
   std::lock_guard lock(apply_mutex_);
-  const bool paused = wanted_paused_.load();
-  if (paused == backend_paused_) return;
-  backend_paused_ = paused;
-  if (paused) {
-    backend_->pause_input();
-  } else {
-    backend_->resume_input();
+  applying_thread_.store(std::this_thread::get_id());
+  // Each pass changes what the backend was told; a pause delivers nothing, so this ends.
+  for (bool paused = wanted_paused_.load(); paused != backend_paused_;
+       paused = wanted_paused_.load()) {
+    backend_paused_ = paused;
+    if (paused) {
+      backend_->pause_input();
+    } else {
+      backend_->resume_input();
+    }
   }
+  applying_thread_.store(std::thread::id());
 }
 
 void InputFlowControl::request_apply(EventLoop* loop) {

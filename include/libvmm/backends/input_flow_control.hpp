@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 namespace libvmm {
 
@@ -31,8 +32,9 @@ class InputFlowControl : public std::enable_shared_from_this<InputFlowControl> {
   bool wants_paused() const { return wanted_paused_.load(); }
 
   // On the loop thread (or directly, without one): tells the backend the current wish if it
-  // differs from what the backend was last told. Must not be called from the backend's
-  // pause_input()/resume_input().
+  // differs from what the backend was last told. Called again from inside the backend's
+  // pause_input()/resume_input() (a device receiving what the backend held), it returns at once
+  // and the call in progress applies the newest wish once the backend returns.
   void apply();
   // apply() posted to `loop`, or called directly if `loop` is null (before start(), in tests).
   void request_apply(EventLoop* loop);
@@ -43,8 +45,9 @@ class InputFlowControl : public std::enable_shared_from_this<InputFlowControl> {
   const std::shared_ptr<CharBackend> backend_;
   const size_t limit_;
   std::atomic<bool> wanted_paused_{false};
-  std::mutex apply_mutex_;       // orders the calls to the backend
-  bool backend_paused_ = false;  // what the backend was last told
+  std::mutex apply_mutex_;                        // orders the calls to the backend
+  bool backend_paused_ = false;                   // what the backend was last told
+  std::atomic<std::thread::id> applying_thread_;  // the thread inside apply(), if any
 };
 
 }  // namespace libvmm

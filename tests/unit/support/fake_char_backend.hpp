@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "libvmm/backends/char_backend.hpp"
 
@@ -46,6 +47,12 @@ class FakeCharBackend : public CharBackend {
     if (!paused) ++repeated;
     paused = false;
     ++resumes;
+    // As a paused terminal does (StdioBackend): what it held goes to the device at once.
+    if (!held.empty() && sink) {
+      std::vector<uint8_t> bytes;
+      bytes.swap(held);
+      sink(bytes);
+    }
   }
   std::string describe() const override { return "fake"; }
   std::optional<TerminalSize> terminal_size() const override { return terminal; }
@@ -73,6 +80,7 @@ class FakeCharBackend : public CharBackend {
   std::function<void()> listener;
   std::function<void()> on_write;  // called after each write
   InputSink sink;
+  std::vector<uint8_t> held;  // input held while paused, given to the sink by resume_input()
   bool paused = false;
   int pauses = 0;
   int resumes = 0;
