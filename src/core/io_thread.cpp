@@ -24,10 +24,12 @@ UniqueFd make_wake_fd() {
 
 }  // namespace
 
-IoThread::IoThread(std::string name, Work work, std::function<void()> on_start)
+IoThread::IoThread(std::string name, Work work, std::function<void()> on_start,
+                   std::function<void()> on_pause)
     : name_(std::move(name)),
       work_(std::move(work)),
       on_start_(std::move(on_start)),
+      on_pause_(std::move(on_pause)),
       wake_fd_(make_wake_fd()),
       thread_([this] { run(); }) {}
 
@@ -77,9 +79,13 @@ void IoThread::pause() {
     throw std::logic_error(name_ + ": pause() from the I/O thread itself");
   }
   std::unique_lock lock(mutex_);
-  ++pauses_;
+  if (++pauses_ == 1 && on_pause_) {
+    pause_work_pending_ = true;
+    wake();  // out of poll(), to run it
+  }
   yield_.store(true, std::memory_order_release);
-  idle_.wait(lock, [this] { return !running_; });
+  // A thread that has ended runs nothing more: the pauser then finds what it left.
+  idle_.wait(lock, [this] { return !running_ && (!pause_work_pending_ || stopping_); });
 }
 
 void IoThread::resume() {
@@ -139,6 +145,20 @@ void IoThread::run() {
   if (on_start_) on_start_();
   std::unique_lock lock(mutex_);
   while (!stopping_) {
+    if (pause_work_pending_) {
+      running_ = true;
+      lock.unlock();
+      try {
+        on_pause_();
+      } catch (const std::exception& e) {
+        log::error("{}: {}", name_, e.what());
+      }
+      lock.lock();
+      running_ = false;
+      pause_work_pending_ = false;
+      idle_.notify_all();
+      continue;
+    }
     if (!kicked_ || pauses_ > 0) {
       if (wait(lock)) kicked_ = true;
       continue;

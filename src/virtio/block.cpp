@@ -69,8 +69,8 @@ VirtioBlock::VirtioBlock(std::unique_ptr<BlockBackend> backend, std::string seri
       for (size_t slot = kMaxBatch; slot-- > 0;) free_.push_back(slot);
     }
     io_thread_ = std::make_unique<IoThread>(
-        std::move(threading.name), [this] { return serve(); },
-        std::move(threading.on_thread_start));
+        std::move(threading.name), [this] { return serve(); }, std::move(threading.on_thread_start),
+        [this] { finish_paused_in_flight(); });
     if (async_ != nullptr) {
       // The thread wakes for a finished transfer as for a notification.
       UniqueFd own(::fcntl(async_->completion_fd(), F_DUPFD_CLOEXEC, 0));
@@ -281,10 +281,16 @@ std::optional<bool> VirtioBlock::notifications_on(VirtioTransport& transport) {
 
 void VirtioBlock::pause_io() {
   if (!io_thread_) return;
+  // The thread finishes and returns what it left in flight before it parks (its on_pause:
+  // the host I/O stays on the thread allowed to make it, never a vCPU's).
   io_thread_->pause();
+  // Only a thread that had already ended leaves anything (teardown, on the main thread).
+  finish_paused_in_flight();
+}
+
+void VirtioBlock::finish_paused_in_flight() {
   if (async_ == nullptr) return;
-  // The thread is parked; what it left in flight is finished and returned here, before the
-  // caller changes the rings (one pauser at a time).
+  // Before the pauser changes the rings (one finisher at a time).
   const std::lock_guard lock(pause_mutex_);
   finish_in_flight(transport_.load());
 }

@@ -39,7 +39,11 @@ class IoThread {
   // Starts the thread, named `name` (at most 15 characters are kept: "blk-io0"). `on_start`
   // runs first on the new thread, before any work: the place for per-thread setup such as a
   // seccomp filter for the "I/O thread" role. It must not throw (that ends the process).
-  IoThread(std::string name, Work work, std::function<void()> on_start = {});
+  // `on_pause` runs on the thread when a pause begins (none was in force), after the run in
+  // flight and before pause() returns: where a device finishes the host I/O it left in flight,
+  // so that the pauser (a vCPU writing a status register) makes no I/O calls of its own.
+  IoThread(std::string name, Work work, std::function<void()> on_start = {},
+           std::function<void()> on_pause = {});
   // Waits for the run in flight (if any), then ends and joins the thread (stop()).
   ~IoThread();
   IoThread(const IoThread&) = delete;
@@ -56,8 +60,9 @@ class IoThread {
   // not run: a signal is held (in the counter, or as a kick) until resume(). An fd that poll()
   // reports as broken is logged and dropped.
   void watch(UniqueFd eventfd);
-  // Any thread but the I/O thread: waits until the work is not running and keeps it from
-  // starting until a matching resume(). Pauses nest.
+  // Any thread but the I/O thread: waits until the work is not running (and on_pause has run,
+  // unless the thread has ended) and keeps it from starting until a matching resume(). Pauses
+  // nest; only the outermost runs on_pause.
   void pause();
   void resume();
   // For the work: a pause or the end is waiting; return (true) at the next round boundary.
@@ -78,6 +83,7 @@ class IoThread {
   const std::string name_;
   const Work work_;
   const std::function<void()> on_start_;
+  const std::function<void()> on_pause_;
 
   std::mutex mutex_;
   std::condition_variable idle_;   // pause() and wait_idle() wait for a run to end
@@ -87,6 +93,7 @@ class IoThread {
   bool waiting_ = false;           // the thread is in (or about to enter) poll()
   bool kicked_ = false;
   bool running_ = false;
+  bool pause_work_pending_ = false;  // on_pause_ is to run before the pause is in force
   bool stopping_ = false;
   unsigned pauses_ = 0;
   std::atomic<bool> yield_{false};  // pauses_ > 0 || stopping_

@@ -231,6 +231,9 @@ class VirtioBlock final : public VirtioDevice {
   size_t carry_out_barrier();  // the FLUSH (...) waiting, once nothing is in flight; 1 if done
   void give_back_ready(VirtioTransport* transport);   // nullptr: the chains are dropped
   void finish_in_flight(VirtioTransport* transport);  // waits for all, returns them
+  // The I/O thread's on_pause (or, after it ended, the pauser's): finish_in_flight() under
+  // pause_mutex_, with io_uring.
+  void finish_paused_in_flight();
   // Fills in `p`'s transfer for a parsed read or write, or sets its error outcome.
   void prepare_transfer(Pending& p, const DescriptorChain& chain, const BlockRequest& request);
   // Carries out a request that is neither read nor write.
