@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -112,6 +113,34 @@ TEST(IoThread, PauseWaitsForTheRunInFlightAndHoldsNewOnesBack) {
   thread.wait_idle();
   EXPECT_EQ(runs, 2);
   EXPECT_FALSE(thread.yield_requested());
+}
+
+// on_pause runs on the thread, woken from its sleep, before pause() returns; only the outermost
+// of nested pauses runs it, and after a resume the next pause runs it again. After the thread
+// ended, pause() no longer waits for it.
+TEST(IoThread, ThePauseWorkRunsOnTheThreadBeforePauseReturns) {
+  std::atomic<int> pause_runs{0};
+  std::thread::id paused_on;
+  auto thread = std::make_unique<IoThread>(
+      "io-test", [] { return false; }, nullptr,
+      [&] {
+        paused_on = std::this_thread::get_id();
+        ++pause_runs;
+      });
+  thread->wait_idle();  // asleep in poll()
+  thread->pause();
+  EXPECT_EQ(pause_runs, 1);
+  EXPECT_NE(paused_on, std::this_thread::get_id());
+  thread->pause();  // nested: nothing more
+  EXPECT_EQ(pause_runs, 1);
+  thread->resume();
+  thread->resume();
+  thread->pause();
+  EXPECT_EQ(pause_runs, 2);
+  thread->resume();
+  thread->stop();
+  thread->pause();  // the thread is gone: returns at once
+  EXPECT_EQ(pause_runs, 2);
 }
 
 TEST(IoThread, WorkThatYieldsToAPauseRunsAgainAfterResume) {
