@@ -331,9 +331,14 @@ void VirtioPciTransport::bar_write(unsigned bar, uint64_t offset, std::span<cons
   std::lock_guard lock(mutex_);
   if (common) return common_write(offset - kCommonOffset, data);
   if (offset >= kNotifyOffset && offset < kNotifyOffset + kNotifyMultiplier * queues_.size()) {
-    // Without an ioeventfd the notification comes here; the queue is the address's, whatever
-    // is written (VIRTIO_F_NOTIFICATION_DATA is not offered).
-    return notify_locked(static_cast<uint32_t>((offset - kNotifyOffset) / kNotifyMultiplier));
+    // A notification no ioeventfd caught (another access size, an address KVM refused) comes
+    // here; the queue is the address's, whatever is written (VIRTIO_F_NOTIFICATION_DATA is not
+    // offered). It goes to the queue's eventfd as if KVM had caught it, so the device works
+    // where it always does (the event loop, its I/O thread, a back-end), never on this vCPU,
+    // whose seccomp filter allows no host I/O.
+    const auto queue = static_cast<uint16_t>((offset - kNotifyOffset) / kNotifyMultiplier);
+    if (renotify_ && renotify_(queue)) return;
+    return notify_locked(queue);
   }
   if (offset >= kDeviceConfigOffset && offset < kDeviceConfigOffset + kDeviceConfigMax) {
     const uint64_t at = offset - kDeviceConfigOffset;

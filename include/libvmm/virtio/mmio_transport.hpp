@@ -51,7 +51,8 @@ class VirtioMmioTransport final : public BusDevice, public VirtioTransport {
   uint16_t queue_count() const { return static_cast<uint16_t>(queues_.size()); }
   // How the machine has notify(index) called again later, after other pending host work
   // (e.g. by signalling the queue's notify eventfd); see VirtioTransport::renotify(). Set it
-  // before the guest runs. Without it, devices drain busy queues in one go.
+  // before the guest runs. Without it, devices drain busy queues in one go. A QueueNotify
+  // write that reaches the transport (no ioeventfd caught it) goes through it too.
   void set_renotify(std::function<bool(uint16_t)> renotify) { renotify_ = std::move(renotify); }
 
   // VirtioTransport, for the device.

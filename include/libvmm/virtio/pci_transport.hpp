@@ -86,6 +86,8 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
       std::function<void(std::optional<uint64_t>, std::optional<uint64_t>)> listener);
   void notify(uint32_t queue_index);
   uint16_t queue_count() const { return static_cast<uint16_t>(queues_.size()); }
+  // How the machine has notify(index) called again later (the queue's notify eventfd); a
+  // notify write that reaches BAR 0 (no ioeventfd caught it) goes through it too.
   void set_renotify(std::function<bool(uint16_t)> renotify) { renotify_ = std::move(renotify); }
 
   // VirtioTransport, for the device.
