@@ -333,7 +333,13 @@ void VirtioConsole::fill_receive_buffers(uint32_t port, Virtqueue& queue) {
   if (!queue.ready()) return;
   std::vector<uint8_t>& pending = ports_[port]->pending;
   bool used = false;
+  uint32_t taken = 0;
   while (!pending.empty()) {
+    // The rest on a later pass (the queue's eventfd), after the loop's other work.
+    if (taken == kReceivePerPass && transport_ != nullptr &&
+        transport_->renotify(receive_queue(port))) {
+      break;
+    }
     auto chain = queue.pop();
     if (!chain) break;  // no buffers, or the driver broke the queue (the transport reports it)
     uint32_t written = 0;
@@ -354,6 +360,7 @@ void VirtioConsole::fill_receive_buffers(uint32_t port, Virtqueue& queue) {
     }
     queue.push(chain->head(), written);
     used = true;
+    ++taken;
   }
   if (used && transport_ != nullptr) transport_->signal_used(receive_queue(port));
 }

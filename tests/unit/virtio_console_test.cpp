@@ -204,6 +204,34 @@ TEST_F(VirtioConsoleTest, BusyTransmitQueueYieldsWhenTheTransportCanRenotify) {
   EXPECT_EQ(tx.used_idx(), VirtioConsole::kTransmitPerNotify);
 }
 
+// A guest giving only receive buffers the device cannot use (device-readable) while host input
+// waits has them returned unused; after kReceivePerPass of them the device yields to the loop
+// (the queue renotified) rather than go round for as long as another vCPU refills the ring.
+TEST_F(VirtioConsoleTest, UnusableReceiveBuffersYieldToTheLoopAfterABudget) {
+  rx = DriverRing(memory, VirtioConsole::kQueueSize, RingLayout::at(0x10000));
+  bring_up();
+  int renotifies = 0;
+  transport->set_renotify([&](uint16_t q) {
+    EXPECT_EQ(q, VirtioConsole::kReceiveQueue);
+    ++renotifies;
+    return true;
+  });
+  for (uint16_t i = 0; i < VirtioConsole::kQueueSize; ++i) {
+    rx.set_desc(i, rx_buffer(0), 16, 0);  // device-readable: unusable
+    rx.publish(i);
+  }
+  receive("hello");
+  EXPECT_EQ(renotifies, 1);
+  EXPECT_EQ(rx.used_idx(), VirtioConsole::kReceivePerPass);
+  transport->notify(VirtioConsole::kReceiveQueue);  // the renotified pass
+  EXPECT_EQ(rx.used_idx(), 2 * VirtioConsole::kReceivePerPass);
+  EXPECT_EQ(renotifies, 2);
+  add_rx_buffer(0, 0x100);
+  transport->notify(VirtioConsole::kReceiveQueue);
+  ASSERT_EQ(rx.used_idx(), 2 * VirtioConsole::kReceivePerPass + 1);
+  EXPECT_EQ(rx_data(static_cast<uint16_t>(2 * VirtioConsole::kReceivePerPass)), "hello");
+}
+
 TEST_F(VirtioConsoleTest, TransmitSkipsChainsWithWritableBuffers) {
   bring_up();
   ASSERT_TRUE(memory.write(tx.layout().buffers, "secret", 6));

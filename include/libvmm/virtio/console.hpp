@@ -78,6 +78,9 @@ class VirtioConsole final : public VirtioDevice {
   static constexpr size_t kMaxNamedPorts = 8;
   static constexpr size_t kMaxPortName = 64;
   static constexpr uint32_t kTransmitPerNotify = 256;  // chains per notification, when it can yield
+  // Receive buffers taken per pass, when the queue can be renotified: only buffers the device
+  // cannot use leave host input waiting, and a guest refilling those must not hold the loop.
+  static constexpr uint32_t kReceivePerPass = 128;
   static constexpr size_t kDefaultPendingLimit = 4096;
   // How far past the limit pending input may grow: the backend's read that reached the limit.
   static constexpr size_t kMaxBackendRead = 64 * 1024;
