@@ -1,13 +1,16 @@
 #include "libvmm/core/io_thread.hpp"
 
+#include <fmt/format.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <stdexcept>
+#include <thread>
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
@@ -126,8 +129,17 @@ bool IoThread::wait(std::unique_lock<std::mutex>& lock) {
   }
   lock.lock();
   waiting_ = false;
-  if (ready < 0 && poll_errno != EINTR) {
-    // Nothing here can make poll() fail but a broken set; stop watching rather than spin.
+  if (ready < 0 && (poll_errno == ENOMEM || poll_errno == EAGAIN)) {
+    // The host is short of memory for the poll table: the set is fine, so it stays (dropping
+    // it would stall the queues for good, their ioeventfds taking every notification); the
+    // next wait tries again after a pause, so the thread does not spin.
+    static log::RateLimited warnings("I/O thread poll failures", 1);
+    warnings.warn(name_, fmt::format("poll: {}; trying again", std::strerror(poll_errno)));
+    lock.unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    lock.lock();
+  } else if (ready < 0 && poll_errno != EINTR) {
+    // Only a broken set (EINVAL, EFAULT) is left: stop watching rather than spin.
     log::error("{}: poll: {}; queue notifications now reach it only through kicks", name_,
                std::strerror(poll_errno));
     watched_.clear();
