@@ -314,6 +314,7 @@ TEST(NetTxThread, APairUsedAgainSendsWhatWaitsOnItsTransmitQueue) {
   }
   EXPECT_EQ(rings[3].used_idx(), 1);
   EXPECT_EQ(b1->frames(), 1u);
+  loop.call([] {});  // what the pair change posted has run before the transport goes
 }
 
 TEST(NetTxThread, IothreadAndPollUsAreCheckedOnTheNetFlag) {
