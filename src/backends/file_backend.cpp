@@ -13,8 +13,10 @@ using namespace std::chrono_literals;
 
 FileBackend::FileBackend(std::string path, size_t output_limit) : path_(std::move(path)) {
   // Non-blocking: a FIFO without a reader fails (ENXIO) instead of hanging the open, and one
-  // whose reader stops reading makes writes wait in the queue, not in the kernel.
-  fd_.reset(::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644));
+  // whose reader stops reading makes writes wait in the queue, not in the kernel. O_NOCTTY: a
+  // terminal named here (file:/dev/ttyS1) never becomes the VMM's controlling terminal.
+  fd_.reset(::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+                   0644));
   if (!fd_) throw_errno(path_);
   output_ = std::make_unique<OutputQueue>(fd_.get(), false, "file:" + path_, output_limit);
 }

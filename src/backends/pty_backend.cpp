@@ -108,7 +108,13 @@ size_t PtyBackend::write(std::span<const uint8_t> bytes) {
       break;  // full (EAGAIN): nobody is reading; or an error, which retrying will not fix
     }
   }
-  if (bytes.empty()) return offered;
+  if (bytes.empty()) {
+    if (drop_warned_) {  // read again: say what was lost, and warn at the next loss too
+      drop_warned_ = false;
+      log::warn("pty {}: read again; {} bytes of guest output dropped so far", path_, dropped_);
+    }
+    return offered;
+  }
   dropped_ += bytes.size();
   if (!drop_warned_) {
     drop_warned_ = true;
