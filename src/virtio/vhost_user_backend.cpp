@@ -104,15 +104,18 @@ VhostUserBackend::VhostUserBackend(VirtioDevice& device, EventLoop& loop, Unique
 }
 
 VhostUserBackend::~VhostUserBackend() {
-  if (closed_) return;
-  closed_ = true;
+  // Rings stop and their kicks leave the loop whether or not the connection was closed first:
+  // nothing of this object may stay with the device or the loop.
   try {
     stop_all();
-    loop_.remove(channel_.fd());
-    loop_.remove(shrunk_);
+    if (!closed_) {
+      loop_.remove(channel_.fd());
+      loop_.remove(shrunk_);
+    }
   } catch (const std::exception& e) {
     log::debug("{}: at teardown: {}", peer_, e.what());
   }
+  closed_ = true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -473,6 +476,9 @@ void VhostUserBackend::set_vring_fd(const DecodedRequest& request, const Message
 // Rings
 
 void VhostUserBackend::update_ring(uint32_t index) {
+  // Closed while this message was handled (an earlier ring's kick found hung up): nothing may
+  // start again, since the destructor of a closed connection has nothing left to stop.
+  if (closed_) return;
   Ring& ring = rings_[index];
   const bool ready = ring.kick && ring.enabled && has_memory_ && ring.has_num && ring.has_addr;
   if (ready && !ring.running) {

@@ -472,6 +472,64 @@ std::vector<Step> ring_start(int ram, int kick, uint64_t used = 0x7000000 + 0x30
           {Message::with_u64(Request::set_vring_kick, 0), {kick}}};
 }
 
+// A device of two queues that counts how often it is activated and reset.
+class CountingDevice final : public VirtioDevice {
+ public:
+  std::string name() const override { return "counting"; }
+  uint32_t device_id() const override { return 3; }
+  uint64_t device_features() const override { return 0; }
+  std::vector<uint16_t> queue_max_sizes() const override { return {64, 64}; }
+  uint32_t config_size() const override { return 0; }
+  void read_config(uint32_t, std::span<uint8_t>) override {}
+  void activate(VirtioTransport&, uint64_t) override { ++activations; }
+  void queue_notify(uint16_t, Virtqueue&) override {}
+  void reset() override { ++resets; }
+  int activations = 0;  // the loop thread's
+  int resets = 0;
+};
+
+// SET_MEM_TABLE starts two rings; the first one's kick turns out hung up, which closes the
+// connection while the message is still handled. The second must not start then: it did, and
+// left the device active with this transport, and its kick on the loop, after the back-end was
+// gone (the destructor of a closed connection stopped nothing).
+TEST(VhostUserBackend, NoRingStartsOnceTheConnectionClosedWithinAMessage) {
+  auto owned = std::make_unique<CountingDevice>();
+  CountingDevice& device = *owned;
+  Served served(std::move(owned));
+  vhost::Channel channel(served.connect(), "back-end");
+  const UniqueFd ram = memfd(0x200000);
+  int ends[2];
+  ASSERT_EQ(::pipe2(ends, O_CLOEXEC), 0);
+  const UniqueFd hung_up(ends[0]);
+  ::close(ends[1]);
+  const UniqueFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  const auto addr = [](uint32_t index) {
+    vhost::VringAddr a;
+    a.index = index;
+    a.desc = 0x7000000 + 0x10000 * (index + 1);
+    a.avail = a.desc + 0x1000;
+    a.used = a.desc + 0x2000;
+    return a;
+  };
+  const std::vector<Step> steps = {
+      {Message::with_u64(Request::set_features, feature_bit(VIRTIO_F_VERSION_1)), {}},
+      {Message::with_state(Request::set_vring_num, {0, 16}), {}},
+      {Message::with_addr(addr(0)), {}},
+      {Message::with_u64(Request::set_vring_kick, 0), {hung_up.get()}},
+      {Message::with_state(Request::set_vring_num, {1, 16}), {}},
+      {Message::with_addr(addr(1)), {}},
+      {Message::with_u64(Request::set_vring_kick, 1), {kick.get()}},
+      {mem_table({{0, 0x200000, 0x7000000, 0}}), {ram.get()}}};
+  for (const Step& step : steps) channel.send(step.message(), step.fds);
+  for (int i = 0; i < 100 && served.closes == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    served.loop.call([] {});
+  }
+  ASSERT_EQ(served.closes, 1);
+  EXPECT_NE(served.why.find("kick descriptor was closed"), std::string::npos) << served.why;
+  served.loop.call([&] { EXPECT_EQ(device.activations, device.resets) << "left active"; });
+}
+
 TEST(VhostUserBackend, RefusesEachClassOfMalformedMessage) {
   // An unknown request, and one not offered (dirty logging).
   EXPECT_TRUE(refused_after({{raw(99, {}), {}}}, "request 99"));
