@@ -368,12 +368,13 @@ class Validator {
   void check_guest_maps(const VirtualMachineSpec& vm, const std::string& name) {
     std::vector<std::pair<Range, SourceLocation>> used;
     for (const auto& w : machine_.device_windows()) used.push_back({{w.name, w.gpa, w.size}, {}});
-    // The PCI host bridge decodes its windows only in a VM with PCI devices.
+    // The PCI host bridge decodes its windows only in a VM with PCI devices: virtio-pci
+    // functions, or devices passed through with VFIO (always PCI functions).
     const bool pci_by_default = machine_.virtio_pci_by_default();
-    if (std::any_of(vm.config.devices.begin(), vm.config.devices.end(),
-                    [pci_by_default](const DeviceSpec& d) {
-                      return uses_pci_transport(d, pci_by_default);
-                    })) {
+    if (!vm.vfio.empty() || std::any_of(vm.config.devices.begin(), vm.config.devices.end(),
+                                        [pci_by_default](const DeviceSpec& d) {
+                                          return uses_pci_transport(d, pci_by_default);
+                                        })) {
       for (const auto& w : machine_.pci_windows()) {
         used.push_back({{fmt::format("{} (the VM has PCI devices)", w.name), w.gpa, w.size}, {}});
       }

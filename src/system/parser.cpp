@@ -425,12 +425,22 @@ class Parser {
     if (n.attribute("ram")) v.ram_region = text(n, "ram");
     v.config.strict_faults = boolean(n, "strict_faults");
     for (const char* attr : {"priority", "budget", "period"}) (void)number(n, attr);
-    std::map<uint32_t, uint32_t> vcpu_ids;  // <vcpu id> -> line
-    uint32_t vcpu_count = 0;                // <vcpu> elements
+    std::map<uint32_t, uint32_t> vcpu_ids;      // <vcpu id> -> line
+    std::map<std::string, uint32_t> once_seen;  // elements a VM has once -> line
+    uint32_t vcpu_count = 0;                    // <vcpu> elements
     for (pugi::xml_node c : n.children()) {
       const std::string_view name = c.name();
       auto note = [&](std::string what) {
         v.element_locations.emplace_back(std::move(what), where(c));
+      };
+      // An element a VM has at most once: a second one is refused, not taken in its place.
+      auto once = [&](const std::string& what) {
+        const auto [first, fresh] = once_seen.emplace(what, at(c));
+        if (!fresh) {
+          problem(at(c), fmt::format("<{}> given twice in this VM (first at line {})", what,
+                                     first->second));
+        }
+        note(what);
       };
       if (name == "map") {
         v.maps.push_back(map(c));
@@ -443,19 +453,25 @@ class Parser {
         if (auto cpu = small_number(c, "cpu"); id && cpu) v.config.vcpu_host_cpus[*id] = *cpu;
         (void)small_number(c, "setvar_id");  // Microkit-only
       } else if (name == "vcpus") {
-        note("vcpus");
+        once("vcpus");
         v.config.vcpus = small_number(c, "count").value_or(1);
       } else if (name == "kernel") {
-        note("kernel");
+        once("kernel");
         v.config.kernel = path(c, "path");
       } else if (name == "initrd") {
-        note("initrd");
+        once("initrd");
         v.config.initrd = path(c, "path");
       } else if (name == "cmdline") {
-        note("cmdline");
-        v.config.cmdline = c.child_value();
+        once("cmdline");
+        // All its text: a comment or a CDATA section splits it into several nodes.
+        v.config.cmdline.clear();
+        for (const pugi::xml_node part : c.children()) {
+          if (part.type() == pugi::node_pcdata || part.type() == pugi::node_cdata) {
+            v.config.cmdline += part.value();
+          }
+        }
       } else if (name == "serial") {
-        note("serial");
+        once("serial");
         v.config.serial = text(c, "backend");
       } else if (const VirtioDeviceKind* kind = find_virtio_device_kind(name)) {
         v.config.devices.push_back(element_spec(c, kind->element(), device_attributes(*kind)));

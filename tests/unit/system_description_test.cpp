@@ -287,6 +287,29 @@ TEST_F(DescriptionTest, MapsAvoidThePciWindowsOfTheDefaultTransport) {
                  "t.system:9: map of 'shared' at [0xc0000000, 0xc0002000) overlaps the PCI host "
                  "bridge's 32-bit BAR window (the VM has PCI devices) at [0xc0000000, 0xd0000000)");
   EXPECT_TRUE(problems_of(xml(map + "<virtio_rng transport=\"mmio\" />")).empty());
+  // A device passed through with VFIO is a PCI function too: the windows are the bridge's.
+  expect_problem(xml(map + "<virtio_rng transport=\"mmio\" /><vfio device=\"0000:01:00.0\" />"),
+                 "t.system:9: map of 'shared' at [0xc0000000, 0xc0002000) overlaps the PCI host "
+                 "bridge's 32-bit BAR window (the VM has PCI devices) at [0xc0000000, 0xd0000000)");
+}
+
+// <kernel>, <initrd>, <cmdline>, <serial> and <vcpus> come at most once per VM: a second one
+// is refused where it stands, not taken silently in place of the first.
+TEST_F(DescriptionTest, AnElementAVmHasOnceIsRefusedTheSecondTime) {
+  expect_problem(xml("<kernel path=\"" + kernel + "\" />"),
+                 "t.system:9: <kernel> given twice in this VM (first at line 8)");
+  expect_problem(xml("<cmdline>a</cmdline>\n<cmdline>b</cmdline>"),
+                 "t.system:10: <cmdline> given twice in this VM (first at line 9)");
+  expect_problem(xml("<vcpus count=\"1\" />\n<vcpus count=\"2\" />"),
+                 "t.system:10: <vcpus> given twice in this VM (first at line 9)");
+}
+
+// A comment or CDATA section inside <cmdline> splits its text; all of it is the command line.
+TEST_F(DescriptionTest, TheCommandLineIsAllOfItsText) {
+  const auto problems = problems_of(
+      xml("<cmdline>console=ttyS0 <!-- old: quiet --> root=/dev/vda<![CDATA[ a<b ]]></cmdline>"));
+  ASSERT_TRUE(problems.empty()) << problems.front();
+  EXPECT_EQ(description.vms()[0]->config.cmdline, "console=ttyS0  root=/dev/vda a<b ");
 }
 
 TEST_F(DescriptionTest, HaltInTheGuest) {
