@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -462,8 +463,20 @@ class Validator {
       if (q.source == IrqSpec::Source::eventfd ? q.name.empty() && q.eventfd < 0 : q.path.empty()) {
         add(q.where, fmt::format("IRQ {}: empty event source", q.irq));
       }
+      // One FIFO or socket per IRQ, in the whole system: a second socket bound at the path
+      // orphans the first, and two readers of one FIFO take each other's writes.
+      if (q.source != IrqSpec::Source::eventfd && !q.path.empty()) {
+        const auto [first, fresh] =
+            irq_paths_.emplace(std::filesystem::path(q.path).lexically_normal().string(), q.where);
+        if (!fresh) {
+          add(q.where, fmt::format("IRQ {}: '{}' is already another IRQ's source ({})", q.irq,
+                                   q.path, first->second.str()));
+        }
+      }
     }
   }
+
+  std::map<std::string, SourceLocation> irq_paths_;  // FIFOs and sockets of IRQs, system-wide
 
   const SystemDescription& d_;
   const Board& machine_;  // the board of the architecture the description is checked for

@@ -208,6 +208,20 @@ TEST_F(DescriptionTest, IrqOutsideTheControllersRange) {
                  "12 14 15 16 17 18 19 20 21 22 23");
 }
 
+// Two IRQs on one FIFO or socket: the second socket bound there orphans the first, and two
+// readers of one FIFO take each other's writes. Refused, naming where the path was first used.
+TEST_F(DescriptionTest, TwoIrqsCannotShareAFifoOrASocket) {
+  expect_problem(
+      xml("<irq irq=\"5\" socket=\"/run/a.sock\" />\n"
+          "<irq irq=\"6\" socket=\"/run/./a.sock\" />"),
+      "t.system:10: IRQ 6: '/run/./a.sock' is already another IRQ's source (t.system:9)");
+  expect_problem(xml("<irq irq=\"5\" fifo=\"/run/f\" />\n<irq irq=\"6\" socket=\"/run/f\" />"),
+                 "t.system:10: IRQ 6: '/run/f' is already another IRQ's source (t.system:9)");
+  EXPECT_TRUE(
+      problems_of(xml("<irq irq=\"5\" fifo=\"/run/f\" />\n<irq irq=\"6\" fifo=\"/run/g\" />"))
+          .empty());
+}
+
 TEST_F(DescriptionTest, ImagesThatDoNotExist) {
   expect_problem(xml("<initrd path=\"/nonexistent/initrd\" />"),
                  "t.system:9: initrd /nonexistent/initrd: No such file or directory");
