@@ -75,7 +75,8 @@ bool VirtioBlock::serve_in_flight(VirtioTransport* transport) {
     (started_ > 0 ? finish_poll_ : poll_).sleeping();
     return false;
   }
-  // Paused or ending: whoever paused finishes what is in flight (pause_io()).
+  // Paused or ending: what is in flight is finished before the pause takes effect, on this
+  // thread (on_pause: finish_paused_in_flight()), or by the pauser once the thread has ended.
   return true;
 }
 
