@@ -145,11 +145,17 @@ struct System::Impl {
 
   VmConfig vm_config(const VirtualMachineSpec& spec) {
     VmConfig c = spec.config;
-    for (const char* item : {"kernel", "initrd", "serial"}) {
+    for (const char* item : {"kernel", "initrd", "serial", "vcpus"}) {
       const SourceLocation where = spec.location_of(item);
       if (!where.file.empty() && where.line != 0) {
         c.labels.emplace(item, fmt::format("{}: <{}>", where.str(), item));
       }
+    }
+    // The guest's memory is the size of its RAM region's map.
+    for (const MapSpec& m : spec.maps) {
+      if (m.region != spec.ram_region || m.where.line == 0) continue;
+      c.labels.emplace("memory", fmt::format("{}: <map mr=\"{}\">", m.where.str(), m.region));
+      break;
     }
     bool ram_done = false;
     for (const MapSpec& m : spec.maps) {

@@ -155,15 +155,16 @@ int RunResult::exit_status() const {
 }
 
 void validate(const VmConfig& c) {
-  if (c.memory_size == 0) throw UserError("--memory: must be greater than zero");
+  if (c.memory_size == 0) throw UserError(c.label("memory") + ": must be greater than zero");
   if (c.memory_size % MiB != 0) {
-    throw UserError(fmt::format("--memory: {} bytes is not a multiple of 1 MiB", c.memory_size));
+    throw UserError(
+        fmt::format("{}: {} bytes is not a multiple of 1 MiB", c.label("memory"), c.memory_size));
   }
   if (const uint64_t host = host_ram(); c.memory_size > host) {
-    throw UserError(fmt::format("--memory: {} is more than this host's {} of RAM",
+    throw UserError(fmt::format("{}: {} is more than this host's {} of RAM", c.label("memory"),
                                 format_size(c.memory_size), format_size(host)));
   }
-  if (c.vcpus == 0) throw UserError("--vcpus: must be at least 1");
+  if (c.vcpus == 0) throw UserError(c.label("vcpus") + ": must be at least 1");
   if (c.kernel.empty()) throw UserError("--kernel: no guest kernel given");
   check_readable_file(c.kernel, "--kernel");
   if (!c.initrd.empty()) check_readable_file(c.initrd, "--initrd");
@@ -268,13 +269,13 @@ Vm::Vm(const VmConfig& config) {
   auto& d = *impl_;
   d.machine = make_host_machine();
   if (config.vcpus > d.machine->max_vcpus()) {
-    throw UserError(fmt::format("--vcpus: {} is more than the {} this machine supports",
-                                config.vcpus, d.machine->max_vcpus()));
+    throw UserError(fmt::format("{}: {} is more than the {} this machine supports",
+                                config.label("vcpus"), config.vcpus, d.machine->max_vcpus()));
   }
   if (const int kvm_max = d.kvm.check_extension(KVM_CAP_MAX_VCPUS);
       kvm_max > 0 && config.vcpus > static_cast<uint32_t>(kvm_max)) {
-    throw UserError(
-        fmt::format("--vcpus: {} is more than this host's KVM allows ({})", config.vcpus, kvm_max));
+    throw UserError(fmt::format("{}: {} is more than this host's KVM allows ({})",
+                                config.label("vcpus"), config.vcpus, kvm_max));
   }
   d.kvm.require_extension(KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY");
   d.kvm.require_extension(KVM_CAP_IRQFD, "KVM_CAP_IRQFD");

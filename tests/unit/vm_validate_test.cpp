@@ -48,6 +48,19 @@ TEST_F(ValidateTest, Vcpus) {
   EXPECT_EQ(error_of(config), "--vcpus: must be at least 1");
 }
 
+// From a .system file the refusal names the element that set the value, not a flag.
+TEST_F(ValidateTest, ASystemFilesValuesAreNamedByTheirElements) {
+  config.labels = {{"memory", "a.system:7: <map mr=\"guest_ram\">"},
+                   {"vcpus", "a.system:9: <vcpus>"}};
+  config.memory_size = 1ull << 50;
+  EXPECT_NE(error_of(config).find("a.system:7: <map mr=\"guest_ram\">: 1024 TiB is more than"),
+            std::string::npos)
+      << error_of(config);
+  config.memory_size = 256 * MiB;
+  config.vcpus = 0;
+  EXPECT_EQ(error_of(config), "a.system:9: <vcpus>: must be at least 1");
+}
+
 TEST_F(ValidateTest, KernelAndInitrdFiles) {
   config.kernel = "/nonexistent/bzImage";
   EXPECT_EQ(error_of(config), "--kernel /nonexistent/bzImage: No such file or directory");
