@@ -281,7 +281,7 @@ void VirtioMmioTransport::write_register(uint64_t offset, uint32_t value) {
     case VIRTIO_MMIO_QUEUE_NOTIFY:
       // One no ioeventfd caught: to the queue's eventfd as if KVM had, so the device works
       // where it always does, never on this vCPU (its seccomp filter allows no host I/O).
-      if (value < queues_.size() && renotify_ && renotify_(static_cast<uint16_t>(value))) return;
+      if (value < queues_.size() && renotify(static_cast<uint16_t>(value))) return;
       return notify_locked(value);
     case VIRTIO_MMIO_INTERRUPT_ACK:
       interrupt_status_.fetch_and(~value);

@@ -550,7 +550,7 @@ bool VirtioNet::frame_agreed(const Pair& p, size_t n) const {
   // With VIRTIO_NET_F_MTU the driver gets no unsegmented frame over the MTU (§5.1.6.3.2):
   // the host's interface may have a larger one.
   const bool length_ok = gso != VIRTIO_NET_HDR_GSO_NONE || !negotiated(VIRTIO_NET_F_MTU) ||
-                         n - kHeaderSize <= uint64_t{mtu_} + kEthernetHeader + kVlanTag;
+                         n - kHeaderSize <= max_unsegmented_frame();
   if ((!gso_ok || !length_ok) && rx_not_agreed_.get() < kFramesLogged) {
     log::debug(
         "{}: a {}-byte frame from {} with segmentation type {:#x} is not for this driver "
@@ -587,8 +587,7 @@ bool VirtioNet::header_acceptable(const virtio_net_hdr_v1& header, uint64_t fram
       return false;
     }
   }
-  const uint64_t limit =
-      gso != VIRTIO_NET_HDR_GSO_NONE ? kMaxGsoFrame : uint64_t{mtu_} + kEthernetHeader + kVlanTag;
+  const uint64_t limit = gso != VIRTIO_NET_HDR_GSO_NONE ? kMaxGsoFrame : max_unsegmented_frame();
   if (frame_len < kEthernetHeader || frame_len > limit) {
     guest_error(tx_bad_length_, fmt::format("{}-byte frame (allowed: {} to {}); dropped", frame_len,
                                             kEthernetHeader, limit));

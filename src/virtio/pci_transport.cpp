@@ -337,7 +337,7 @@ void VirtioPciTransport::bar_write(unsigned bar, uint64_t offset, std::span<cons
     // where it always does (the event loop, its I/O thread, a back-end), never on this vCPU,
     // whose seccomp filter allows no host I/O.
     const auto queue = static_cast<uint16_t>((offset - kNotifyOffset) / kNotifyMultiplier);
-    if (renotify_ && renotify_(queue)) return;
+    if (renotify(queue)) return;
     return notify_locked(queue);
   }
   if (offset >= kDeviceConfigOffset && offset < kDeviceConfigOffset + kDeviceConfigMax) {

@@ -235,6 +235,8 @@ class VirtioNet final : public VirtioDevice {
   // On the loop thread (or now, without a loop): attach or detach pairs [first, last)'s backends.
   void enable_pairs(size_t first, size_t last, bool enabled);
   bool negotiated(unsigned bit) const { return (features_ >> bit) & 1; }
+  // The longest frame without segmentation: the MTU, its Ethernet header and a VLAN tag.
+  uint64_t max_unsegmented_frame() const { return uint64_t{mtu_} + kEthernetHeader + kVlanTag; }
   void guest_error(Counter& counter, const std::string& message);
 
   std::vector<Pair> pairs_;
