@@ -151,12 +151,6 @@ struct System::Impl {
         c.labels.emplace(item, fmt::format("{}: <{}>", where.str(), item));
       }
     }
-    // The guest's memory is the size of its RAM region's map.
-    for (const MapSpec& m : spec.maps) {
-      if (m.region != spec.ram_region || m.where.line == 0) continue;
-      c.labels.emplace("memory", fmt::format("{}: <map mr=\"{}\">", m.where.str(), m.region));
-      break;
-    }
     bool ram_done = false;
     for (const MapSpec& m : spec.maps) {
       const std::shared_ptr<MemoryRegion>& region = regions.at(m.region);
@@ -166,6 +160,10 @@ struct System::Impl {
         ram_done = true;
         c.ram = region;
         c.memory_size = size;
+        // Refusals of the guest's memory size name this map.
+        if (m.where.line != 0) {
+          c.labels.emplace("memory", fmt::format("{}: <map mr=\"{}\">", m.where.str(), m.region));
+        }
         continue;
       }
       c.maps.push_back({region, m.vaddr.value_or(r.phys_addr.value_or(0)), size, m.readonly()});
