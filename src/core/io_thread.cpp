@@ -156,17 +156,27 @@ void IoThread::run() {
   pthread_setname_np(pthread_self(), name_.substr(0, 15).c_str());
   if (on_start_) on_start_();
   std::unique_lock lock(mutex_);
+  // Runs `fn` with the lock released and running_ set (what pause() and wait_idle() wait
+  // for); an exception is logged. Returns what `fn` returned (false after an exception).
+  const auto run_unlocked = [&](const std::function<bool()>& fn) {
+    running_ = true;
+    lock.unlock();
+    bool result = false;
+    try {
+      result = fn();
+    } catch (const std::exception& e) {
+      log::error("{}: {}", name_, e.what());
+    }
+    lock.lock();
+    running_ = false;
+    return result;
+  };
   while (!stopping_) {
     if (pause_work_pending_) {
-      running_ = true;
-      lock.unlock();
-      try {
+      run_unlocked([this] {
         on_pause_();
-      } catch (const std::exception& e) {
-        log::error("{}: {}", name_, e.what());
-      }
-      lock.lock();
-      running_ = false;
+        return false;
+      });
       pause_work_pending_ = false;
       idle_.notify_all();
       continue;
@@ -176,17 +186,7 @@ void IoThread::run() {
       continue;
     }
     kicked_ = false;
-    running_ = true;
-    lock.unlock();
-    bool again = false;
-    try {
-      again = work_();
-    } catch (const std::exception& e) {
-      log::error("{}: {}", name_, e.what());
-    }
-    lock.lock();
-    running_ = false;
-    if (again) kicked_ = true;
+    if (run_unlocked(work_)) kicked_ = true;
     idle_.notify_all();
   }
 }
