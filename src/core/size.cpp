@@ -6,7 +6,11 @@
 
 namespace libvmm {
 
-std::optional<uint64_t> parse_size(std::string_view text) {
+namespace {
+
+// The number at the start of `text` (decimal, or hex after 0x; '_' between digits); `end` is
+// where it stops.
+std::optional<uint64_t> leading_number(std::string_view text, size_t& end) {
   std::string digits;
   size_t i = 0;
   unsigned base = 10;
@@ -34,6 +38,24 @@ std::optional<uint64_t> parse_size(std::string_view text) {
     if (value > (UINT64_MAX - d) / base) return std::nullopt;
     value = value * base + d;
   }
+  end = i;
+  return value;
+}
+
+}  // namespace
+
+std::optional<uint64_t> parse_number(std::string_view text) {
+  size_t end = 0;
+  const auto value = leading_number(text, end);
+  if (!value || end != text.size()) return std::nullopt;
+  return value;
+}
+
+std::optional<uint64_t> parse_size(std::string_view text) {
+  size_t i = 0;
+  const auto number = leading_number(text, i);
+  if (!number) return std::nullopt;
+  const uint64_t value = *number;
   std::string suffix;
   for (; i < text.size(); ++i)
     suffix += static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));

@@ -242,12 +242,7 @@ class Parser {
   std::optional<uint32_t> small_number(pugi::xml_node n, const char* attr) {
     pugi::xml_attribute a = n.attribute(attr);
     if (!a) return std::nullopt;
-    const std::string_view s = a.value();
-    const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-      return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
-             c == 'x' || c == 'X' || c == '_';
-    });
-    const auto v = plain ? parse_size(s) : std::nullopt;
+    const auto v = parse_number(a.value());
     if (!v || *v > UINT32_MAX) {
       problem(at(n), fmt::format("<{}> {}=\"{}\" is not a number from 0 to {}", n.name(), attr,
                                  a.value(), UINT32_MAX));

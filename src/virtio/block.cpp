@@ -421,11 +421,14 @@ VirtioBlock::Outcome VirtioBlock::transfer_outcome(const Pending& p, int err, in
 
 void VirtioBlock::write_status(Pending& p) {
   // The status goes in the last writable byte; without one the driver learns nothing, but
-  // still gets its buffers back.
+  // still gets its buffers back. The used length counts bytes written from the first writable
+  // one on (§2.7.8.2), so the status counts only when the data before it filled the gap: an
+  // error reply to a read says 0, not 1.
   const uint64_t writable = p.chain->writable_bytes();
   p.used = 0;
   if (writable > 0 && p.chain->write_at(writable - 1, std::span(&p.outcome.status, 1))) {
-    p.used = p.outcome.data_written + 1;
+    p.used = p.outcome.data_written + 1 == writable ? static_cast<uint32_t>(writable)
+                                                    : p.outcome.data_written;
   }
 }
 

@@ -3,6 +3,7 @@
 #include "libvmm/core/size.hpp"
 
 using libvmm::format_size;
+using libvmm::parse_number;
 using libvmm::parse_size;
 
 TEST(ParseSize, AcceptsTheFormsUsersWrite) {
@@ -25,6 +26,19 @@ TEST(ParseSize, RejectsGarbageAndOverflow) {
   EXPECT_FALSE(parse_size("99999999999999999999"));
   EXPECT_FALSE(parse_size("17000000000T"));
   EXPECT_FALSE(parse_size("1.5G"));
+}
+
+TEST(ParseNumber, TakesDigitsWithoutASuffix) {
+  EXPECT_EQ(parse_number("5"), 5u);
+  EXPECT_EQ(parse_number("0x1b"), 0x1bu);
+  EXPECT_EQ(parse_number("1_000"), 1000u);
+  // A size suffix is not part of a count: "5b" read as 5 bytes would hide a typo.
+  EXPECT_FALSE(parse_number("5b"));
+  EXPECT_FALSE(parse_number("2M"));
+  EXPECT_FALSE(parse_number(""));
+  EXPECT_FALSE(parse_number("0x"));
+  EXPECT_FALSE(parse_number("-1"));
+  EXPECT_FALSE(parse_number("99999999999999999999"));
 }
 
 TEST(FormatSize, ReadableUnits) {

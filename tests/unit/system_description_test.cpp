@@ -129,6 +129,9 @@ TEST_F(DescriptionTest, BadNumber) {
                  "0x10_000_000, 256M)");
   expect_problem(xml("<vcpus count=\"2M\" />"),
                  "t.system:9: <vcpus> count=\"2M\" is not a number from 0 to 4294967295");
+  // Hex letters pass a character check, but 'b' after decimal digits is a size suffix.
+  expect_problem(xml("<vcpus count=\"5b\" />"),
+                 "t.system:9: <vcpus> count=\"5b\" is not a number from 0 to 4294967295");
 }
 
 TEST_F(DescriptionTest, SizeNotAMultipleOfThePageSize) {

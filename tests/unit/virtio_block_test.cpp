@@ -565,7 +565,7 @@ TEST_P(VirtioBlockTest, GetIdNeedsTwentyBytes) {
   const uint64_t s = status_byte();
   const auto c = run({{h, 16, false}, {id, 16, true}, {s, 1, true}}, s);
   EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
-  EXPECT_EQ(c.len, 1u);
+  EXPECT_EQ(c.len, 0u) << "the status is not next to written data (§2.7.8.2)";
   EXPECT_EQ(guest(id, 16), std::vector<uint8_t>(16, 0xaa));
 }
 
@@ -1233,7 +1233,7 @@ TEST_P(VirtioBlockTest, SectorArithmeticDoesNotOverflow) {
   for (const uint64_t sector : {~0ull, ~0ull - 1, 1ull << 55, (1ull << 55) + 1, 1ull << 63}) {
     const auto c = read(sector, 2 * kSector, data);
     EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR) << sector;
-    EXPECT_EQ(c.len, 1u);
+    EXPECT_EQ(c.len, 0u);
     EXPECT_EQ(write(sector, std::vector<uint8_t>(2 * kSector, 0)).status, VIRTIO_BLK_S_IOERR)
         << sector;
   }
@@ -1286,7 +1286,7 @@ TEST_P(VirtioBlockTest, HostileReadOfOneBufferRepeatedIsRefusedWithoutIo) {
   ASSERT_TRUE(memory.fill(big, 0x5a, 1 * MiB));
   const Completion c = run(bufs, s);
   EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
-  EXPECT_EQ(c.len, 1u) << "no data written";
+  EXPECT_EQ(c.len, 0u) << "no data written";
   EXPECT_EQ(guest(big, 16), std::vector<uint8_t>(16, 0x5a)) << "the buffer is untouched";
 }
 
@@ -1331,7 +1331,7 @@ TEST_P(VirtioBlockTest, HeaderInAWritableDescriptorIsRefused) {
   const uint64_t s = status_byte();
   const auto c = run({{h, 16, true}, {s, 1, true}}, s);
   EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
-  EXPECT_EQ(c.len, 1u);
+  EXPECT_EQ(c.len, 0u) << "the status byte is not the first writable one";
   EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
 }
 
@@ -1396,7 +1396,7 @@ TEST_P(VirtioBlockTest, HostIoErrorsGiveIoerr) {
   uint64_t data = 0;
   const auto c = read(0, kSector, data);
   EXPECT_EQ(c.status, VIRTIO_BLK_S_IOERR);
-  EXPECT_EQ(c.len, 1u) << "no data is reported written";
+  EXPECT_EQ(c.len, 0u) << "no data is reported written";
   EXPECT_EQ(write(0, std::vector<uint8_t>(kSector, 0)).status, VIRTIO_BLK_S_IOERR);
   EXPECT_EQ(command(VIRTIO_BLK_T_FLUSH).status, VIRTIO_BLK_S_IOERR);
   EXPECT_EQ(ranges(VIRTIO_BLK_T_DISCARD, {{0, 8, 0}}).status, VIRTIO_BLK_S_IOERR);

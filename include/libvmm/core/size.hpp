@@ -13,6 +13,10 @@ namespace libvmm {
 // including overflow.
 std::optional<uint64_t> parse_size(std::string_view text);
 
+// A count or an ID: decimal or 0x-hex digits with optional '_' separators and no suffix ("5b"
+// is not 5). nullopt on anything else, including overflow.
+std::optional<uint64_t> parse_number(std::string_view text);
+
 // "256 MiB", "1.5 GiB", "4096 bytes": for messages.
 std::string format_size(uint64_t bytes);
 
