@@ -234,6 +234,17 @@ std::optional<DescriptorChain> Virtqueue::pop() {
   if (!read_avail_idx(avail_idx)) return std::nullopt;
   const auto pending = static_cast<uint16_t>(avail_idx - next_avail_);
   if (pending == 0) return std::nullopt;
+  // A driver has at most a queue's worth of buffers out: each head is one descriptor, in use
+  // until the device returns it. Another while every one is out repeats a head the device
+  // still holds; devices that hold buffers (sound, net receive, the console) would hold it
+  // again, and again, with no bound on host memory.
+  if (static_cast<uint16_t>(next_avail_ - next_used_) >= size_) {
+    fail(
+        fmt::format("available entry {} while all {} buffers are with the device: a "
+                    "descriptor made available twice",
+                    next_avail_, size_));
+    return std::nullopt;
+  }
   // Read the ring entry and descriptors only after the index that published them.
   std::atomic_thread_fence(std::memory_order_acquire);
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/virtio/virtqueue.hpp"
@@ -451,6 +452,37 @@ TEST_F(VirtqueueTest, ConfigurationIsFrozenWhileReady) {
 
 // ---------------------------------------------------------------------------------------------
 // Used ring and notification suppression
+
+// A hostile driver publishes the head the device holds again and again: without a bound, a
+// device that keeps buffers until it can use them (sound, net receive) held copies without end.
+TEST_F(VirtqueueTest, RejectsMoreBuffersOutThanTheQueueHas) {
+  Virtqueue q = make_queue(4);
+  DriverRing d = ring(4);
+  d.set_desc(0, kBuffers, 1);
+  std::vector<DescriptorChain> held;
+  for (int i = 0; i < 4; ++i) {
+    d.publish(0);
+    auto chain = q.pop();
+    ASSERT_TRUE(chain.has_value()) << q.error();
+    held.push_back(std::move(*chain));
+  }
+  d.publish(0);
+  expect_broken(q, "a descriptor made available twice");
+}
+
+TEST_F(VirtqueueTest, AQueueWorthOfBuffersOutIsAllowedAgainOnceOneReturns) {
+  Virtqueue q = make_queue(4);
+  DriverRing d = ring(4);
+  for (uint16_t i = 0; i < 4; ++i) d.set_desc(i, kBuffers, 1);
+  for (uint16_t i = 0; i < 4; ++i) d.publish(i);
+  for (uint16_t i = 0; i < 4; ++i) ASSERT_TRUE(q.pop().has_value()) << q.error();
+  ASSERT_TRUE(q.push(2, 0));
+  d.publish(2);
+  auto chain = q.pop();
+  ASSERT_TRUE(chain.has_value()) << q.error();
+  EXPECT_EQ(chain->head(), 2);
+  EXPECT_FALSE(q.broken());
+}
 
 TEST_F(VirtqueueTest, UsedRingWrapsAroundQueueSize) {
   Virtqueue q = make_queue(4);
