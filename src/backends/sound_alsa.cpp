@@ -109,41 +109,55 @@ class AlsaSoundBackend final : public SoundBackend {
       s.open = true;  // capture without a PCM: silence, paced by the device's clock
       return {};
     }
-    snd_pcm_drop(s.pcm);
-    const int err =
-        snd_pcm_set_params(s.pcm, alsa_format(params.format), SND_PCM_ACCESS_RW_INTERLEAVED,
-                           params.channels, params.rate, 1, kAlsaLatencyUs);
+    snd_pcm_drop(s.pcm);  // a stream still draining from the last STOP, too
+    s.failed = false;
+    int err = snd_pcm_set_params(s.pcm, alsa_format(params.format), SND_PCM_ACCESS_RW_INTERLEAVED,
+                                 params.channels, params.rate, 1, kAlsaLatencyUs);
+    if (err == 0 && direction == SoundDirection::output) err = start_after_one_period(s.pcm);
     if (err < 0) return snd_strerror(err);
     s.open = true;
     return {};
   }
   void close(SoundDirection direction) override {
     Stream& s = stream(direction);
-    if (s.pcm != nullptr && s.open) snd_pcm_drop(s.pcm);
+    // A playback stream draining since its STOP plays to its end: the guest was told those
+    // frames were played. The next open() or the backend's end drops what is left.
+    if (s.pcm != nullptr && s.open && !draining(s)) snd_pcm_drop(s.pcm);
     s.open = false;
   }
   void start(SoundDirection direction) override {
     Stream& s = stream(direction);
     if (s.pcm == nullptr || !s.open) return;
-    if (snd_pcm_state(s.pcm) != SND_PCM_STATE_PREPARED) snd_pcm_prepare(s.pcm);
+    if (snd_pcm_state(s.pcm) != SND_PCM_STATE_PREPARED) {
+      snd_pcm_drop(s.pcm);  // what a STOP left draining gives way to the new frames
+      snd_pcm_prepare(s.pcm);
+    }
     if (direction == SoundDirection::input) snd_pcm_start(s.pcm);
   }
   void stop(SoundDirection direction) override {
     Stream& s = stream(direction);
     if (s.pcm == nullptr || !s.open) return;
+    if (direction == SoundDirection::output && !s.failed) {
+      // The frames ALSA holds were handed back to the guest as played: they play out. On a
+      // non-blocking PCM snd_pcm_drain() starts draining and returns (-EAGAIN) at once.
+      const int err = snd_pcm_drain(s.pcm);
+      if (err == 0 || err == -EAGAIN) return;
+    }
     snd_pcm_drop(s.pcm);
     snd_pcm_prepare(s.pcm);
   }
 
   std::optional<uint64_t> frames_ready(SoundDirection direction) override {
     Stream& s = stream(direction);
-    if (s.pcm == nullptr) return std::nullopt;
+    if (s.pcm == nullptr || s.failed) return std::nullopt;  // the device's clock
     if (!s.open) return 0;
     snd_pcm_sframes_t n = snd_pcm_avail(s.pcm);
     if (n < 0) {
-      recover(s, direction, static_cast<int>(n));
+      const int err = static_cast<int>(n);
+      if (!recover(s, direction, err)) return failed(s, err);
       n = snd_pcm_avail(s.pcm);
-      if (n < 0) return 0;
+      if (n == -ESTRPIPE || n == -EAGAIN || n == -EPIPE) return 0;  // resuming: next tick
+      if (n < 0) return failed(s, static_cast<int>(n));
     }
     return static_cast<uint64_t>(n);
   }
@@ -159,7 +173,7 @@ class AlsaSoundBackend final : public SoundBackend {
 
   void play(std::span<const uint8_t> frames) override {
     Stream& s = output_;
-    if (s.pcm == nullptr || !s.open) return;
+    if (s.pcm == nullptr || !s.open || s.failed) return;
     const uint32_t frame = s.params.frame_bytes();
     snd_pcm_uframes_t left = frames.size() / frame;
     const uint8_t* p = frames.data();
@@ -167,7 +181,10 @@ class AlsaSoundBackend final : public SoundBackend {
       const snd_pcm_sframes_t n = snd_pcm_writei(s.pcm, p, left);
       if (n < 0) {
         if (n == -EAGAIN) break;  // no room: what is left is dropped
-        recover(s, SoundDirection::output, static_cast<int>(n));
+        if (!recover(s, SoundDirection::output, static_cast<int>(n))) {
+          failed(s, static_cast<int>(n));
+          break;
+        }
         continue;
       }
       left -= static_cast<snd_pcm_uframes_t>(n);
@@ -178,13 +195,13 @@ class AlsaSoundBackend final : public SoundBackend {
     Stream& s = input_;
     const uint8_t silence = s.params.format == SoundFormat::u8 ? 0x80 : 0;
     size_t done = 0;
-    if (s.pcm != nullptr && s.open) {
+    if (s.pcm != nullptr && s.open && !s.failed) {
       const uint32_t frame = s.params.frame_bytes();
       const snd_pcm_sframes_t n = snd_pcm_readi(s.pcm, frames.data(), frames.size() / frame);
       if (n > 0) {
         done = static_cast<size_t>(n) * frame;
-      } else if (n < 0 && n != -EAGAIN) {
-        recover(s, SoundDirection::input, static_cast<int>(n));
+      } else if (n < 0 && n != -EAGAIN && !recover(s, SoundDirection::input, static_cast<int>(n))) {
+        failed(s, static_cast<int>(n));
       }
     }
     std::fill(frames.begin() + static_cast<ptrdiff_t>(done), frames.end(), silence);
@@ -195,16 +212,53 @@ class AlsaSoundBackend final : public SoundBackend {
     snd_pcm_t* pcm = nullptr;
     SoundParams params{};
     bool open = false;
+    bool failed = false;  // an error recovery could not mend, until the next open()
     uint64_t xruns = 0;
   };
   Stream& stream(SoundDirection d) { return d == SoundDirection::output ? output_ : input_; }
 
-  void recover(Stream& s, SoundDirection direction, int err) {
+  static bool draining(Stream& s) { return snd_pcm_state(s.pcm) == SND_PCM_STATE_DRAINING; }
+
+  // snd_pcm_set_params() starts playback only once the whole buffer is full: a sound shorter
+  // than that (a beep) would never start. One period is enough to start on.
+  static int start_after_one_period(snd_pcm_t* pcm) {
+    snd_pcm_uframes_t buffer = 0;
+    snd_pcm_uframes_t period = 0;
+    snd_pcm_sw_params_t* sw = nullptr;
+    snd_pcm_sw_params_alloca(&sw);
+    int err = snd_pcm_get_params(pcm, &buffer, &period);
+    if (err == 0) err = snd_pcm_sw_params_current(pcm, sw);
+    if (err == 0) err = snd_pcm_sw_params_set_start_threshold(pcm, sw, period);
+    if (err == 0) err = snd_pcm_sw_params(pcm, sw);
+    return err;
+  }
+
+  // Mends an xrun or a suspend without blocking (snd_pcm_recover() would wait in a loop for a
+  // suspended device to resume, on the event loop). False if the stream cannot go on.
+  bool recover(Stream& s, SoundDirection direction, int err) {
     if (err == -EPIPE) ++s.xruns;  // ALSA's underrun (playback) or overrun (capture)
-    if (snd_pcm_recover(s.pcm, err, 1) < 0) {
-      pcm_errors_.warn("virtio-snd", fmt::format("ALSA PCM '{}': {}", name_, snd_strerror(err)));
+    int r = 0;
+    if (err == -ESTRPIPE) {
+      r = snd_pcm_resume(s.pcm);
+      if (r == -EAGAIN) return true;          // still resuming: looked at again at the next tick
+      if (r < 0) r = snd_pcm_prepare(s.pcm);  // the device cannot resume: start it afresh
+    } else if (err == -EPIPE || err == -EINTR) {
+      r = snd_pcm_prepare(s.pcm);
+    } else {
+      r = err;
     }
+    if (r < 0) return false;
     if (direction == SoundDirection::input) snd_pcm_start(s.pcm);
+    return true;
+  }
+  // The PCM is gone (unplugged, its server lost): the stream runs on the device's clock, its
+  // output dropped and its input silence, so the guest's buffers keep coming back, until the
+  // next PCM_PREPARE opens it again (and says IO_ERR if it cannot).
+  std::optional<uint64_t> failed(Stream& s, int err) {
+    s.failed = true;
+    log::warn("virtio-snd: ALSA PCM '{}' failed ({}): the stream goes on without it", name_,
+              snd_strerror(err));
+    return std::nullopt;
   }
   void close_all() {
     for (Stream* s : {&output_, &input_}) {
@@ -219,7 +273,6 @@ class AlsaSoundBackend final : public SoundBackend {
   std::vector<int> device_fds_;  // the ALSA device nodes the PCMs opened
   Stream output_;
   Stream input_;
-  log::RateLimited pcm_errors_{"ALSA errors"};
 };
 
 }  // namespace

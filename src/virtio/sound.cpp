@@ -374,8 +374,13 @@ void VirtioSound::advance(uint32_t id) {
     const uint64_t due_total =
         static_cast<uint64_t>(static_cast<__int128>(elapsed) * params.rate / 1'000'000'000);
     due = due_total > run.frames_since_base ? due_total - run.frames_since_base : 0;
-    // An event loop held up for more than a second: play what is there, no catching up beyond.
-    if (due > params.rate) due = params.rate;
+    // An event loop held up for more than a second: play a second's worth now, and forget the
+    // rest of the lag (the clock moves on with it), or the next ticks would each play another
+    // second to catch up.
+    if (due > params.rate) {
+      run.frames_since_base = due_total - params.rate;
+      due = params.rate;
+    }
   }
   const bool output = stream.direction == SoundDirection::output;
   Virtqueue* queue = queue_of(id);
@@ -439,7 +444,8 @@ void VirtioSound::complete(uint32_t id, Pending& p, SoundStatus status) {
     }
   } else {
     if (p.done < p.data_bytes) {  // released before it was filled: silence for the rest
-      std::fill(scratch_.begin(), scratch_.end(), 0);
+      const bool u8 = stream.params && stream.params->params.format == SoundFormat::u8;
+      std::fill(scratch_.begin(), scratch_.end(), u8 ? 0x80 : 0);
       for (uint32_t at = p.done; at < p.data_bytes;) {
         const uint32_t n =
             std::min<uint32_t>(p.data_bytes - at, static_cast<uint32_t>(scratch_.size()));

@@ -14,7 +14,8 @@
 #           doubled in the flag) into the emulated host's snd-aloop card, with vmm in a jail
 #           (--jail: the PCM opened before it and inherited) under the default seccomp kill
 #           mode (ALSA's ioctls pinned to the PCM's descriptors), an arecord on the loopback's
-#           other end: the capture has the 440 Hz tone.
+#           other end: the capture has the 440 Hz tone, all 2 s of it (the end that ALSA
+#           held at the guest's STOP is played, not dropped).
 # Usage: linux_sound.sh VMM VMM_DEVICE
 set -euo pipefail
 vmm=$1
@@ -42,6 +43,8 @@ cp "$work/wavtool" "$extra/bin/wavtool"
 cat >"$extra/tests/soundalsa" <<'EOG'
 #!/bin/sh
 aplay -q -D hw:0,0 /sound/tone48k.wav 2>&1 | sed 's/^/LIBVMM-GUEST: aplay: /'
+# The VM's end would cut off what the host's ALSA still plays after aplay's STOP.
+sleep 1
 echo "LIBVMM-GUEST: sound done"
 reboot -f
 EOG
@@ -121,6 +124,9 @@ check "alsa: the guest's aplay ran without errors" sh -c '! grep -qE "LIBVMM-GUE
 cat /tmp/infoalsa /tmp/arecord.err
 check "alsa: the loopback's capture has the 440 Hz tone ($(field freq /tmp/infoalsa))" \
   near "$(field freq /tmp/infoalsa)" 440 1
+# The tone's last 100 ms were in ALSA's buffer when the guest's STOP came: they play out too.
+check "alsa: the whole 2 s tone reached the loopback ($(field tone /tmp/infoalsa) s)" \
+  between "$(field tone /tmp/infoalsa)" 1.96 60
 finish linux_sound /tmp/tone.guest /tmp/wav48k.err /tmp/wav8k.out /tmp/wav8k.err /tmp/snddev.err /tmp/alsa.out /tmp/alsa.err /tmp/arecord.err
 EOS
 run_payload --timeout 600

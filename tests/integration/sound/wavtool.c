@@ -1,8 +1,9 @@
 /* wavtool: the WAV files of the sound tests, on the host and in the guest.
  *   wavtool gen FILE RATE CHANNELS u8|s16 FREQ SECONDS   writes a sine tone (amplitude 1/2)
  *   wavtool info FILE                                      prints "format=S16_LE rate=48000
- *       channels=2 frames=96000 freq=440.02": the frequency of channel 0 from its rising zero
- *       crossings (interpolated between samples), over the whole file
+ *       channels=2 frames=96000 freq=440.02 tone=1.998": the frequency of channel 0 from its
+ *       rising zero crossings (interpolated between samples), over the whole file, and the
+ *       seconds from the first of those crossings to the last
  * Exit status 1 with a message for a file it cannot read as PCM U8 or S16_LE WAV. */
 #include <math.h>
 #include <stdint.h>
@@ -71,8 +72,9 @@ static int info(const char* path) {
         prev = s;
       }
       double freq = crossings > 1 ? (crossings - 1) * (double)rate / (last - first) : 0;
-      printf("format=%s rate=%lu channels=%u frames=%ld freq=%.2f\n", bits == 8 ? "U8" : "S16_LE",
-             rate, channels, frames, freq);
+      double tone = crossings > 1 ? (last - first) / rate : 0;
+      printf("format=%s rate=%lu channels=%u frames=%ld freq=%.2f tone=%.3f\n",
+             bits == 8 ? "U8" : "S16_LE", rate, channels, frames, freq, tone);
       return 0;
     }
     at += 8 + size + (size & 1);
