@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -17,6 +19,7 @@
 #include "../arch/machine.hpp"
 #include "device_plan.hpp"
 #include "libvmm/arch/machine_option.hpp"
+#include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/core/coalesced_writes.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/fault_report.hpp"
@@ -154,6 +157,39 @@ int RunResult::exit_status() const {
   return 1;
 }
 
+// Host files two uses would fight over, where at least one writes: an output file (file:,
+// wav:) truncating a disk image or a WAV given as input, two consoles' output interleaved in
+// one file, two sockets bound at one path. Several readers of one file are fine; character
+// devices (file:/dev/null) are not files to fight over.
+class HostFileUses {
+ public:
+  // Throws UserError (said by `located`, naming who has the file) on a clash.
+  void add(const HostPath& host, const std::string& who,
+           const std::function<std::string(std::string_view)>& located) {
+    using Use = HostPath::Use;
+    if (host.path.empty() || host.use == Use::pty || host.use == Use::device) return;
+    struct stat st {};
+    const bool exists = ::stat(host.path.c_str(), &st) == 0;
+    if (exists && S_ISCHR(st.st_mode)) return;
+    const std::string key = exists
+                                ? fmt::format("{}:{}", st.st_dev, st.st_ino)
+                                : std::filesystem::absolute(host.path).lexically_normal().string();
+    const bool writes = host.use != Use::read;
+    const auto [it, fresh] = uses_.try_emplace(key, Held{who, writes});
+    if (fresh) return;
+    if (!writes && !it->second.writes) return;
+    throw UserError(located(fmt::format("{} is already used by {}; give each its own file",
+                                        host.path.string(), it->second.who)));
+  }
+
+ private:
+  struct Held {
+    std::string who;
+    bool writes;
+  };
+  std::map<std::string, Held> uses_;
+};
+
 void validate(const VmConfig& c) {
   if (c.memory_size == 0) throw UserError(c.label("memory") + ": must be greater than zero");
   if (c.memory_size % MiB != 0) {
@@ -183,6 +219,23 @@ void validate(const VmConfig& c) {
         throw UserError(spec.located(fmt::format(
             "{} is already used by {}; give it to one device only", claim.what, it->second)));
       }
+    }
+  }
+  // The serial port's backend, before any of it is opened; then the host files of it and of
+  // every device, together.
+  if (const std::string why = check_char_backend_spec(c.serial); !why.empty()) {
+    throw UserError(fmt::format("{}: {}", c.label("serial"), why));
+  }
+  HostFileUses files;
+  if (auto serial = char_backend_host_path(c.serial)) {
+    const std::string who = fmt::format("{} {}", c.label("serial"), c.serial);
+    files.add(*serial, who, [&](std::string_view m) { return fmt::format("{}: {}", who, m); });
+  }
+  for (const DeviceSpec& spec : c.devices) {
+    const VirtioDeviceKind& kind = *find_virtio_device_kind(spec.kind);
+    for (const HostPath& host : kind.host_paths(spec)) {
+      files.add(host, spec.where.empty() ? std::string(kind.flag()) : spec.where,
+                [&](std::string_view m) { return spec.located(m); });
     }
   }
   // A passed-through device's host side (it exists, vfio-pci has it, it has an IOMMU group):

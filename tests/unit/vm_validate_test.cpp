@@ -92,6 +92,48 @@ TEST_F(ValidateTest, SameImageTwice) {
                                   image + "; give it to one device only");
 }
 
+// An output file over a file another use needs: opening it (O_TRUNC) would have emptied a disk
+// image, or a WAV given as capture input, without a word.
+TEST_F(ValidateTest, AnOutputFileCannotBeAnotherUsesFile) {
+  const std::string image = ::testing::TempDir() + "/validate-out.img";
+  std::ofstream(image) << std::string(512, 'x');
+  config.devices = {DeviceSpec{"virtio_block", {{"path", image}}, "--disk " + image, ""}};
+  config.serial = "file:" + image;
+  EXPECT_EQ(error_of(config), "--disk " + image + ": " + image +
+                                  " is already used by --serial file:" + image +
+                                  "; give each its own file");
+  EXPECT_EQ(std::filesystem::file_size(image), 512u) << "refused before anything was opened";
+
+  // Two consoles into one log (the serial port and a virtio console).
+  const std::string log = ::testing::TempDir() + "/validate-out.log";
+  std::filesystem::remove(log);
+  config.devices = {DeviceSpec{"virtio_console", {{"backend", "file:" + log}}, "--console", ""}};
+  config.serial = "file:" + log;
+  EXPECT_EQ(error_of(config), "--console: " + log + " is already used by --serial file:" + log +
+                                  "; give each its own file");
+
+  // A sound device's output over its own input.
+  const std::string wav = ::testing::TempDir() + "/validate-in.wav";
+  std::ofstream(wav) << "RIFF";
+  config.serial = "stdio";
+  config.devices = {
+      DeviceSpec{"virtio_sound", {{"backend", "wav:" + wav}, {"in", wav}}, "--sound", ""}};
+  EXPECT_NE(error_of(config).find("is already used by --sound"), std::string::npos)
+      << error_of(config);
+
+  // Several readers of one file, and character devices, are fine.
+  config.devices = {DeviceSpec{"virtio_console", {{"backend", "file:/dev/null"}}, "--console", ""}};
+  config.serial = "file:/dev/null";
+  EXPECT_EQ(error_of(config), "");
+}
+
+TEST_F(ValidateTest, ABadSerialBackendIsRefusedBeforeAnythingOpens) {
+  config.serial = "tty";
+  EXPECT_NE(error_of(config).find("--serial: "), std::string::npos) << error_of(config);
+  config.labels = {{"serial", "a.system:5: <serial>"}};
+  EXPECT_NE(error_of(config).find("a.system:5: <serial>: "), std::string::npos) << error_of(config);
+}
+
 TEST(VmCreate, MissingKvmDeviceIsAUserError) {
   VmConfig c;
   c.kernel = "/proc/self/exe";  // any readable file: validation passes, KVM is opened next
