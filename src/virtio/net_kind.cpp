@@ -110,7 +110,18 @@ class NetKind final : public VirtioDeviceKind {
       if (spec.get("iothread")) {
         problems.push_back("vhost=on has no transmit thread of its own (iothread=)");
       }
+    } else if (spec.get("poll_us") && spec.value_or("iothread", "off") != "on") {
+      // Without a thread of its own (or the kernel's) nothing polls: said, not ignored.
+      problems.push_back("poll_us= needs iothread=on or vhost=on (nothing polls without them)");
     }
+  }
+
+  // One TAP serves one device: two would split its frames between them (multiqueue) or the
+  // second fail as if another process had it.
+  std::vector<Claim> claims(const DeviceSpec& spec, const HostFiles&) const override {
+    const std::string tap = spec.value_or("tap", "");
+    if (tap.empty()) return {};
+    return {{"tap " + tap, "TAP " + tap}};
   }
 
   // The TAP is opened (or created) through /dev/net/tun (TapBackend).

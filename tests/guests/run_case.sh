@@ -197,6 +197,11 @@ case $case in
     check "--memory: 1048577 bytes is not a multiple of 1 MiB" --kernel "$guest" --memory 1048577
     check "is more than this host's" --kernel "$guest" --memory 64T
     check "--vcpus: must be at least 1" --kernel "$guest" --vcpus 0
+    check "--vcpus: '2x' is not a number" --kernel "$guest" --vcpus 2x
+    check "--jail-uid: '-5' is not a number" --kernel "$guest" --jail "$work" --jail-uid -5
+    check "--vm: only with run or check FILE.system" --kernel "$guest" --vm other
+    truncate -s 4096 "$work/s.img"
+    check "--disk $work/s.img: $work/s.img is already used by --serial file:$work/s.img" --kernel "$guest" --disk "$work/s.img" --serial "file:$work/s.img"
     check "--serial: unknown backend 'bogus'" --kernel "$guest" --serial bogus
     check "--kernel is required" --cmdline x
     check "--seccomp: 'bogus' is not a mode; use off, log or kill" --kernel "$guest" --seccomp bogus

@@ -202,6 +202,25 @@ TEST(DeviceRegistry, NetRules) {
             "characters");
   EXPECT_EQ(first_problem("virtio_net", "tap=a,tap=b"),
             "--net tap=a,tap=b: option 'tap' given twice");
+  // Nothing polls without a thread: refused rather than ignored.
+  EXPECT_EQ(first_problem("virtio_net", "tap=t0,poll_us=100"),
+            "--net tap=t0,poll_us=100: poll_us= needs iothread=on or vhost=on (nothing polls "
+            "without them)");
+  EXPECT_TRUE(problems_of("virtio_net", "tap=t0,iothread=on,poll_us=100").empty());
+  EXPECT_TRUE(problems_of("virtio_net", "tap=t0,vhost=on,poll_us=100").empty());
+}
+
+// Two devices on one TAP would split its frames (multiqueue) or fail as if another process had
+// it: each claims its TAP.
+TEST(DeviceRegistry, NetClaimsItsTap) {
+  const VirtioDeviceKind& kind = *find_virtio_device_kind("virtio_net");
+  const auto a = kind.claims(spec_from_flag(kind, "tap=t0,num_queues=2"), FakeFiles());
+  const auto b = kind.claims(spec_from_flag(kind, "tap=t0,mac=52:54:00:12:34:57"), FakeFiles());
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(a[0].resource, b[0].resource);
+  EXPECT_EQ(a[0].what, "TAP t0");
+  EXPECT_NE(kind.claims(spec_from_flag(kind, "tap=t1"), FakeFiles())[0].resource, a[0].resource);
 }
 
 TEST(DeviceRegistry, RngRules) {

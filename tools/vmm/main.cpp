@@ -262,7 +262,16 @@ int main(int argc, char** argv) {
                  "What backs guest RAM: auto (huge pages where the host allows; see "
                  "docs/PERFORMANCE.md), anonymous, memfd or hugetlb")
       ->default_str("auto");
-  app.add_option("--vcpus", config.vcpus, "Number of vCPUs")->default_val(1);
+  // CLI11 reads integers as strtoll's base 0 does ("010" is 8): counts and IDs here are decimal
+  // (or 0x hex), checked whole.
+  const auto plain_number = [](std::string text) -> std::string {
+    const std::optional<uint64_t> value = parse_number(text);
+    if (!value) throw CLI::ValidationError(fmt::format("'{}' is not a number", text));
+    return std::to_string(*value);
+  };
+  app.add_option("--vcpus", config.vcpus, "Number of vCPUs")
+      ->default_val(1)
+      ->transform(plain_number);
   std::string serial;
   app.add_option("--serial", serial,
                  fmt::format("Serial console ({}) backend: stdio, file:PATH, socket:PATH, pty or "
@@ -331,7 +340,7 @@ int main(int argc, char** argv) {
                  "stop at the first signal)")
       ->type_name("SECONDS")
       ->default_str("30")
-      ->check(CLI::NonNegativeNumber);
+      ->transform(plain_number);
   app.add_flag("--verbose,-v", verbose, "Log more (unclaimed port accesses, layout)");
   app.add_flag("--quiet,-q", quiet, "Log only errors");
   // The jail (docs/SECURITY.md, "Sandbox: the jail"): for the flags, run and check alike.
@@ -348,10 +357,12 @@ int main(int argc, char** argv) {
           ->group(jail_group);
   app.add_option("--jail-uid", jail_uid, "The user the jailed VM runs as (not 0)")
       ->type_name("N")
+      ->transform(plain_number)
       ->needs(jail_opt)
       ->group(jail_group);
   app.add_option("--jail-gid", jail_gid, "Its group (not 0; default: the same number as the uid)")
       ->type_name("N")
+      ->transform(plain_number)
       ->needs(jail_opt)
       ->group(jail_group);
   app.add_option("--jail-netns", jail_netns,
@@ -420,6 +431,18 @@ int main(int argc, char** argv) {
                         "through itself: <vfio device=\"{}\"/>",
                         vfio_values.front(), vfio_values.front()));
       }
+      // What the file describes itself: a flag for it would be ignored, so it is refused.
+      std::vector<std::string> own = {"--memory", "--memory-backing", "--vcpus", "--serial",
+                                      "--strict"};
+      for (const auto* kind : kinds) own.emplace_back(kind->flag());
+      for (const std::string& name : own) {
+        if (app.get_option(name)->count() > 0) {
+          throw UserError(
+              fmt::format("{}: not for a .system file, which describes its VMs "
+                          "itself (docs/SYSTEM_FORMAT.md)",
+                          name));
+        }
+      }
       for (const auto& flag : option_flags) {
         if (flag->cli->count() > 0) {
           flags.machine_options.push_back(machine_option_from_flag(*flag->option, flag->value));
@@ -445,6 +468,7 @@ int main(int argc, char** argv) {
       }
     } else {
       // The flags are a shorthand for a one-VM description.
+      if (!vm_name.empty()) throw UserError("--vm: only with run or check FILE.system");
       if (config.kernel.empty()) throw UserError("--kernel is required (or: vmm run FILE.system)");
       auto size = parse_size(memory);
       if (!size)
