@@ -42,7 +42,7 @@ bool ram_must_be_shared(const VmConfig& config) {
 
 namespace {
 
-void check_readable_file(const std::filesystem::path& path, const char* flag) {
+void check_readable_file(const std::filesystem::path& path, const std::string& flag) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     throw UserError(fmt::format("{} {}: {}", flag, path.string(), std::strerror(errno)));
@@ -52,6 +52,9 @@ void check_readable_file(const std::filesystem::path& path, const char* flag) {
   if (::access(path.c_str(), R_OK) != 0) {
     throw UserError(fmt::format("{} {}: {}", flag, path.string(), std::strerror(errno)));
   }
+  // An empty initrd was skipped as if none was given: the guest then failed to find its root.
+  if (st.st_size == 0)
+    throw UserError(fmt::format("{} {}: the file is empty", flag, path.string()));
 }
 
 // Interrupt lines wired to host event sources: never handed to devices.
@@ -202,8 +205,8 @@ void validate(const VmConfig& c) {
   }
   if (c.vcpus == 0) throw UserError(c.label("vcpus") + ": must be at least 1");
   if (c.kernel.empty()) throw UserError("--kernel: no guest kernel given");
-  check_readable_file(c.kernel, "--kernel");
-  if (!c.initrd.empty()) check_readable_file(c.initrd, "--initrd");
+  check_readable_file(c.kernel, c.label("kernel"));
+  if (!c.initrd.empty()) check_readable_file(c.initrd, c.label("initrd"));
   // Each device's own checks, then host resources two devices would fight over (one image
   // given twice would be corrupted; one terminal serves one console).
   std::map<std::string, std::string> claimed;  // resource -> who has it

@@ -69,6 +69,15 @@ TEST_F(ValidateTest, KernelAndInitrdFiles) {
   config.kernel = kernel;
   config.initrd = "/nonexistent/initrd";
   EXPECT_EQ(error_of(config), "--initrd /nonexistent/initrd: No such file or directory");
+  // Given but empty: refused, not skipped as if no initrd had been given.
+  const std::string empty = ::testing::TempDir() + "/validate-empty-initrd";
+  std::ofstream{empty};
+  config.initrd = empty;
+  EXPECT_EQ(error_of(config), "--initrd " + empty + ": the file is empty");
+  config.labels = {{"initrd", "a.system:8: <initrd>"}};
+  EXPECT_EQ(error_of(config), "a.system:8: <initrd> " + empty + ": the file is empty");
+  config.labels.clear();
+  config.initrd = "/nonexistent/initrd";
   config.kernel.clear();
   EXPECT_EQ(error_of(config), "--kernel: no guest kernel given");
 }

@@ -77,6 +77,14 @@ TEST(Acpi, TablesChainAndChecksum) {
   EXPECT_EQ(at<uint32_t>(t, fadt + 112) & (1u << 4), 0u);  // PWR_BUTTON clear: fixed feature
 }
 
+// A vCPU count whose MADT length wraps in 32 bits (0x20000000 x 8 = 2^32) is refused, not
+// written past the table's buffer.
+TEST(Acpi, AVcpuCountTooLargeForTheMadtIsRefused) {
+  EXPECT_THROW(build_acpi_tables(0xe0000, 0x20000000), std::length_error);
+  EXPECT_THROW(build_acpi_tables(0xe0000, 0), std::length_error);
+  EXPECT_NO_THROW(build_acpi_tables(0xe0000, 32));
+}
+
 TEST(Acpi, McfgDescribesTheEcamOnlyWhenGiven) {
   const uint64_t base = kAcpiTablesAddr;
   const auto without = build_acpi_tables(base, 1);

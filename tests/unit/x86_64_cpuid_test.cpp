@@ -40,9 +40,62 @@ TEST(X86CpuidTest, FillsInTheApicIdAndCountAndTheHypervisorBit) {
   EXPECT_EQ((features.ebx >> 16) & 0xff, 4u);
   EXPECT_EQ(features.ebx & 0xffff, 0x0800u);
   EXPECT_NE(features.ecx & (1u << 31), 0u);
+  EXPECT_NE(features.edx & (1u << 28), 0u) << "HTT: more than one logical processor";
   EXPECT_EQ(find(table, 0xB, 1).edx, 3u);
   EXPECT_EQ(find(table, 0x1F).edx, 3u);
   EXPECT_EQ(table.size(), supported().size());
+}
+
+// KVM passes the host's topology leaves through: an SMT host's (SMT shift 1, 2 threads per
+// core) would make vCPUs 0/1, 2/3... hyperthread siblings. The guest sees one package whose
+// cores are its vCPUs, one thread each.
+TEST(X86CpuidTest, TheTopologyIsTheVcpusAsCoresNotTheHosts) {
+  auto smt = leaf(0xB, 0);
+  smt.eax = 1;  // the host's SMT shift
+  smt.ebx = 2;  // 2 threads per core
+  smt.ecx = (1u << 8) | 0;
+  auto core = leaf(0xB, 1);
+  core.eax = 5;
+  core.ebx = 32;
+  core.ecx = (2u << 8) | 1;
+  auto v2_die = leaf(0x1F, 2);  // a level this guest does not have
+  v2_die.eax = 7;
+  v2_die.ebx = 64;
+  v2_die.ecx = (5u << 8) | 2;
+  auto l1 = leaf(0x4, 0);
+  l1.eax = (1u << 5) | 1 | (1u << 14) | (15u << 26);  // L1 data, 2 threads, 16 cores
+  auto l3 = leaf(0x4, 3);
+  l3.eax = (3u << 5) | 3 | (31u << 14) | (15u << 26);
+  auto amd = leaf(0x8000001E);
+  amd.ebx = 1u << 8;  // 2 threads per core
+  auto sizes = leaf(0x80000008);
+  sizes.ecx = (6u << 12) | 31;
+  const auto table =
+      guest_cpuid({leaf(0x1), smt, core, leaf(0x1F, 0), leaf(0x1F, 1), v2_die, l1, l3, amd, sizes},
+                  {2, 3, false});
+  for (uint32_t function : {0xBu, 0x1Fu}) {
+    const auto& threads = find(table, function, 0);
+    EXPECT_EQ(threads.eax, 0u) << "no APIC ID bits for threads";
+    EXPECT_EQ(threads.ebx, 1u);
+    EXPECT_EQ(threads.ecx, (1u << 8) | 0);
+    EXPECT_EQ(threads.edx, 2u);
+    const auto& cores = find(table, function, 1);
+    EXPECT_EQ(cores.eax, 2u) << "3 vCPUs need 2 APIC ID bits";
+    EXPECT_EQ(cores.ebx, 3u);
+    EXPECT_EQ(cores.ecx, (2u << 8) | 1);
+  }
+  EXPECT_EQ(find(table, 0x1F, 2).ecx, 2u) << "an invalid level";
+  EXPECT_EQ(find(table, 0x1F, 2).ebx, 0u);
+  EXPECT_EQ((find(table, 0x4, 0).eax >> 14) & 0xfff, 0u) << "L1: one thread";
+  EXPECT_EQ(find(table, 0x4, 0).eax >> 26, 3u) << "4 addressable cores";
+  EXPECT_EQ(find(table, 0x4, 0).eax & 0x3fff, (1u << 5) | 1) << "the cache itself stays";
+  EXPECT_EQ((find(table, 0x4, 3).eax >> 14) & 0xfff, 3u) << "L3: the package";
+  EXPECT_EQ((find(table, 0x8000001E).ebx >> 8) & 0xff, 0u) << "AMD: one thread per core";
+  EXPECT_EQ(find(table, 0x8000001E).eax, 2u);
+  EXPECT_EQ(find(table, 0x80000008).ecx & 0xff, 2u);
+  EXPECT_EQ((find(table, 0x80000008).ecx >> 12) & 0xf, 2u);
+  EXPECT_EQ(find(guest_cpuid({leaf(0x1)}, {0, 1, false}), 0x1).edx & (1u << 28), 0u)
+      << "one vCPU: no HTT";
 }
 
 TEST(X86CpuidTest, OffersTheTscDeadlineTimerOnlyWhenKvmEmulatesIt) {

@@ -321,12 +321,15 @@ std::vector<aml::Bytes> pci_host_bridge_nodes(const pci::HostBridgeLayout& layou
 std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
                                        const std::vector<aml::Bytes>& devices,
                                        std::optional<McfgEntry> ecam) {
-  const uint32_t madt_len = sizeof(SdtHeader) + 8 + num_cpus * sizeof(MadtLocalApic) +
-                            sizeof(MadtIoApic) + sizeof(MadtSourceOverride) +
-                            sizeof(MadtLocalApicNmi);
-  if (kMadtOffset + madt_len > kDsdtOffset) {
+  // In 64 bits: num_cpus comes from the caller, and its product must not wrap to a small
+  // length that passes the check below.
+  const uint64_t madt_bytes = sizeof(SdtHeader) + 8 + uint64_t{num_cpus} * sizeof(MadtLocalApic) +
+                              sizeof(MadtIoApic) + sizeof(MadtSourceOverride) +
+                              sizeof(MadtLocalApicNmi);
+  if (num_cpus == 0 || kMadtOffset + madt_bytes > kDsdtOffset) {
     throw std::length_error(fmt::format("ACPI: a MADT for {} vCPUs does not fit", num_cpus));
   }
+  const auto madt_len = static_cast<uint32_t>(madt_bytes);
   const std::vector<uint8_t> dsdt = build_dsdt(devices);
   if (kDsdtOffset + dsdt.size() > kAcpiTablesAreaSize) {
     throw std::length_error(fmt::format("ACPI: a DSDT of {} bytes does not fit in {:#x} bytes",

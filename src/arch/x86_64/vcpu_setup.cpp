@@ -13,6 +13,11 @@ constexpr uint32_t kApicModeNmi = 0x4 << 8;
 constexpr uint32_t kApicModeExtInt = 0x7 << 8;
 constexpr uint32_t kApicModeMask = 0x7 << 8;
 
+constexpr uint32_t kMsrMiscEnable = 0x1a0;  // IA32_MISC_ENABLE
+constexpr uint64_t kMiscEnableFastString = 1ull << 0;
+constexpr uint64_t kMiscEnableBtsUnavailable = 1ull << 11;
+constexpr uint64_t kMiscEnablePebsUnavailable = 1ull << 12;
+
 uint32_t apic_reg(const kvm_lapic_state& s, size_t offset) {
   uint32_t v;
   std::memcpy(&v, s.regs + offset, sizeof v);
@@ -31,6 +36,14 @@ void setup_platform_state(KvmVcpu& vcpu) {
   set_apic_reg(lapic, kApicLvtLint1,
                (apic_reg(lapic, kApicLvtLint1) & ~kApicModeMask) | kApicModeNmi);
   set_lapic(vcpu, lapic);
+
+  // IA32_MISC_ENABLE as firmware leaves it: fast string operations on. KVM's reset value has
+  // only "PEBS and BTS unavailable", and Linux on an Intel CPU then says "Disabled fast string
+  // operations" and gives up REP MOVSB/STOSB (ERMS) for memcpy, memset and clear_page for the
+  // guest's whole life.
+  set_msrs(vcpu,
+           {{kMsrMiscEnable, 0,
+             kMiscEnableFastString | kMiscEnableBtsUnavailable | kMiscEnablePebsUnavailable}});
 
   kvm_fpu fpu{};
   fpu.fcw = 0x37f;     // x87 default control word

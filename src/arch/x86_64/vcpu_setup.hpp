@@ -1,4 +1,4 @@
-// x86 vCPU state that is not about the boot protocol: local APIC, FPU (CPUID: cpuid.hpp).
+// x86 vCPU state that is not about the boot protocol: local APIC, MSRs, FPU (CPUID: cpuid.hpp).
 #pragma once
 
 #include <vector>
