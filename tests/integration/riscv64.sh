@@ -21,8 +21,9 @@
 #   in code:    examples/devices_in_code: its disk a virtio-pci function, its rng virtio-mmio;
 #   system:     examples/simple/simple-riscv64.system as written (AIA, disk, TAP, rng) checked,
 #               then run with its shell on the console: APLIC and IMSIC, vda, eth0, poweroff;
-#   faults:     a tiny Image reading unmapped memory (reported), making an SBI call vmm does
-#               not implement (reported once, answered SBI_ERR_NOT_SUPPORTED), then SRST.
+#   faults:     a tiny Image reading unmapped memory (reported), making 64 SBI calls of one
+#               extension vmm does not implement (reported once, each answered
+#               SBI_ERR_NOT_SUPPORTED), then SRST.
 # then a second, short boot of a PLIC host (emuhost --irqchip plic, whose KVM has no AIA):
 #   --irqchip aia refused in one line; the default falls back to the PLIC vmm emulates.
 # Usage: riscv64.sh CROSS_BUILD_DIR
@@ -214,6 +215,8 @@ check "faults: unmapped read reported" \
 check "faults: the unimplemented SBI call reported" \
   grep -qF "the guest called SBI extension 0x8000000 function 0" /tmp/fault.err
 check "faults: ... and answered SBI_ERR_NOT_SUPPORTED" sh -c '! grep -qF 0x20001000 /tmp/fault.err'
+check "faults: 64 calls of one extension reported once" \
+  [ "$(grep -cF "SBI extension 0x8000000" /tmp/fault.err)" -eq 1 ]
 check "faults: exit status 0 after SRST" [ "$status" -eq 0 ]
 finish riscv64 /tmp/in_code.out /tmp/code.err /tmp/tone.guest /tmp/sound.err /tmp/info.out /tmp/info.err /tmp/console.out /tmp/console.err /tmp/virtio.out \
   /tmp/hvc0.out /tmp/hvc0.err /tmp/check.out /tmp/system.out /tmp/system.err /tmp/fault.err

@@ -11,6 +11,11 @@ foreach(file ${LIBVMM_INVALID_SYSTEMS})
   set_tests_properties(system.invalid.${name} PROPERTIES LABELS unit TIMEOUT 60)
 endforeach()
 
+# vmm-device's refusals of bad input, and of a socket another vmm-device serves.
+add_test(NAME system.vmm_device_cli
+  COMMAND ${PROJECT_SOURCE_DIR}/tests/system/vmm_device_cli.sh $<TARGET_FILE:vmm-device>)
+set_tests_properties(system.vmm_device_cli PROPERTIES LABELS unit TIMEOUT 120)
+
 # Passthrough with the freestanding test guest on this machine's /dev/kvm: shared regions
 # (host file, shm object, read-only map) and host events raising a guest IRQ.
 foreach(case shared_file shared_shm readonly irq_fifo irq_socket two_guests hugepages microkit_x86)

@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <set>
 
 #include "libvmm/backends/sound_backend.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
@@ -42,9 +43,10 @@ using namespace libvmm;
 
 namespace {
 
-// Listens on a Unix socket at `path`. A socket file left there (by an earlier run) is replaced;
-// anything else at the path is refused.
-UniqueFd listen_unix(const std::string& path) {
+// Listens on a Unix socket at `path`. A socket file left there by an earlier run (nobody
+// listening) is replaced; a socket another process serves, or anything else, is refused.
+// `bound` is the inode made, so that only it is removed at the end.
+UniqueFd listen_unix(const std::string& path, ino_t& bound) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof addr.sun_path) {
@@ -57,6 +59,11 @@ UniqueFd listen_unix(const std::string& path) {
     if (!S_ISSOCK(st.st_mode)) {
       throw UserError(fmt::format("--socket {}: exists and is not a socket", path));
     }
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!probe) throw_errno("socket");
+    if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+      throw UserError(fmt::format("--socket {}: another process listens there", path));
+    }
     ::unlink(path.c_str());
   }
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -65,7 +72,14 @@ UniqueFd listen_unix(const std::string& path) {
       ::listen(fd.get(), 1) != 0) {
     throw UserError(fmt::format("--socket {}: {}", path, std::strerror(errno)));
   }
+  bound = ::lstat(path.c_str(), &st) == 0 ? st.st_ino : 0;
   return fd;
+}
+
+// Removes the socket file at `path` if it is still the one this process bound.
+void remove_own_socket(const std::string& path, ino_t bound) {
+  struct stat st {};
+  if (bound != 0 && ::lstat(path.c_str(), &st) == 0 && st.st_ino == bound) ::unlink(path.c_str());
 }
 
 // The signals vmm-device answers: those that stop it, SIGUSR1 (as vmm's: the disk's image is
@@ -93,6 +107,48 @@ struct Options {
   std::string jail_netns;
 };
 
+// The one device given, checked as vmm checks its flag, less what only a VMM's own devices have
+// (the front-end picks the transport; vhost-net and a transmit thread are vmm's): each refused
+// rather than ignored. Two of its own uses of one terminal are refused as vmm refuses them.
+void check_device(const Options& options) {
+  int given = 0;
+  for (const std::string* spec : {&options.disk, &options.net, &options.console, &options.sound}) {
+    if (!spec->empty()) ++given;
+  }
+  if (given != 1) {
+    throw UserError(
+        "one device to serve: give one of --disk PATH, --net tap=NAME, --console BACKEND or "
+        "--sound BACKEND (see vmm-device --help)");
+  }
+  struct Served {
+    std::string_view element;
+    const std::string* value;
+    std::vector<std::string_view> vmm_only;
+  };
+  for (const Served& d :
+       {Served{"virtio_block", &options.disk, {"transport"}},
+        Served{"virtio_net", &options.net, {"transport", "vhost", "iothread", "poll_us"}},
+        Served{"virtio_console", &options.console, {"transport"}},
+        Served{"virtio_sound", &options.sound, {"transport"}}}) {
+    if (d.value->empty()) continue;
+    const VirtioDeviceKind& kind = *find_virtio_device_kind(d.element);
+    const DeviceSpec spec = checked_spec_from_flag(kind, *d.value, HostFiles::real());
+    for (std::string_view attribute : d.vmm_only) {
+      if (spec.get(attribute)) {
+        throw UserError(spec.located(fmt::format(
+            "{}= applies to vmm's own devices, not to one served over vhost-user", attribute)));
+      }
+    }
+    std::set<std::string> claimed;
+    for (const auto& claim : kind.claims(spec, HostFiles::real())) {
+      if (!claimed.insert(claim.resource).second) {
+        throw UserError(
+            spec.located(fmt::format("{} is used twice ({})", claim.resource, claim.what)));
+      }
+    }
+  }
+}
+
 // The host files the device and its socket use, for the jail: through the device registry, as
 // vmm plans its VMs' (the disk image, the TAP's /dev/net/tun, the console's file or socket).
 JailPlan plan_device_jail(const Options& options) {
@@ -116,15 +172,10 @@ int serve(const Options& options) {
   sigset_t signals = watched_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // the I/O thread inherits the mask
 
-  int given = 0;
-  for (const std::string* spec : {&options.disk, &options.net, &options.console, &options.sound}) {
-    if (!spec->empty()) ++given;
-  }
-  if (given != 1) {
-    throw UserError(
-        "one device to serve: give one of --disk PATH, --net tap=NAME, --console BACKEND or "
-        "--sound BACKEND (see vmm-device --help)");
-  }
+  check_device(options);
+  // First: a socket another process serves is refused before the device opens anything.
+  ino_t socket_inode = 0;
+  UniqueFd listener = listen_unix(options.socket, socket_inode);
   EventLoop loop;
   const SeccompMode mode = options.seccomp;
   std::unique_ptr<VirtioDevice> device;
@@ -176,7 +227,6 @@ int serve(const Options& options) {
     device = std::move(net);
   }
 
-  UniqueFd listener = listen_unix(options.socket);
   // Made before the sandbox (no eventfd2 after it): each connection's notice of a front-end
   // that shrank the memory it shared.
   UniqueFd shrink_notice(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -229,7 +279,7 @@ int serve(const Options& options) {
   log::info("serving {} on {}", serving, options.socket);
   loop.run();
   backend.reset();
-  ::unlink(options.socket.c_str());
+  remove_own_socket(options.socket, socket_inode);
   return status;
 }
 
@@ -325,6 +375,7 @@ int main(int argc, char** argv) {
       throw UserError(fmt::format("--seccomp: '{}' is not a mode; use off, log or kill", seccomp));
     }
     options.seccomp = *mode;
+    check_device(options);
     if (options.jail_dir.empty()) return serve(options);
     // Checked and built as root; the device is opened inside, as the jail's user.
     const JailPlan plan = plan_device_jail(options);

@@ -135,6 +135,14 @@ constexpr MultiLetter kMultiLetter[] = {
 };
 
 constexpr long kSbiErrNotSupported = -2;  // SBI_ERR_NOT_SUPPORTED
+// Unimplemented SBI extensions reported, at most: the extension ID is any 64-bit value a guest
+// puts in a7.
+constexpr size_t kSbiExtensionsReported = 32;
+
+// Zkr's entropy source CSR and its "unrecoverable" answer (OPST = DEAD, bits 31:30): a guest
+// that reads it stops asking.
+constexpr unsigned long kCsrSeed = 0x015;
+constexpr unsigned long kSeedOpstDead = 3ul << 30;
 
 // What KVM tells about a hart, for the device tree.
 struct HartView {
@@ -311,6 +319,15 @@ class Riscv64Machine : public Machine {
     } catch (const SystemError& e) {
       log::debug("vCPU {}: SBI v0.1 stays enabled: {}", vcpu.index(), e.what());
     }
+    // Zkr: KVM sends the guest's reads of the seed CSR here (KVM_EXIT_RISCV_CSR), and a vCPU
+    // thread has no entropy source under its seccomp filter: the harts go without it (Linux
+    // then seeds KASLR and its pool from the device tree and virtio-rng). A host that will
+    // not turn it off still gets an answer (handle_exit).
+    try {
+      vcpu.set_one_reg(isa_ext_reg(KVM_RISCV_ISA_EXT_ZKR), 0);
+    } catch (const SystemError&) {
+      // This host's KVM has no Zkr (or keeps it): read_hart_view() lists what is there.
+    }
     if (vcpu.index() == 0) {
       write_boot_images(vm, read_hart_view(vcpu));
       vcpu.set_one_reg(kRegMode, KVM_RISCV_MODE_S);
@@ -387,21 +404,27 @@ class Riscv64Machine : public Machine {
 
   bool handle_exit(MachineContext& /*vm*/, KvmVcpu& vcpu) override {
     kvm_run& run = vcpu.state();
+    if (run.exit_reason == KVM_EXIT_RISCV_CSR) return answer_csr(vcpu);
     if (run.exit_reason != KVM_EXIT_RISCV_SBI) return false;
     // An SBI call KVM leaves to user space (SBI v0.1 console, DBCN, experimental or vendor
     // extensions): none is implemented here.
     const uint64_t extension = run.riscv_sbi.extension_id;
     const uint64_t function = run.riscv_sbi.function_id;
     bool first = false;
+    bool last = false;
     {
       std::lock_guard lock(sbi_mutex_);
-      first = reported_sbi_.insert({extension, function}).second;
+      if (reported_sbi_.size() < kSbiExtensionsReported) {
+        first = reported_sbi_.insert(extension).second;
+        last = first && reported_sbi_.size() == kSbiExtensionsReported;
+      }
     }
     if (first) {
       log::warn(
           "vCPU {}: the guest called SBI extension {:#x} function {} (a0 = {:#x}), which vmm "
-          "does not implement: answered SBI_ERR_NOT_SUPPORTED (reported once)",
-          vcpu.index(), extension, function, run.riscv_sbi.args[0]);
+          "does not implement: answered SBI_ERR_NOT_SUPPORTED (reported once per extension{})",
+          vcpu.index(), extension, function, run.riscv_sbi.args[0],
+          last ? "; this is the last extension reported" : "");
     }
     run.riscv_sbi.ret[0] = static_cast<unsigned long>(kSbiErrNotSupported);
     run.riscv_sbi.ret[1] = 0;
@@ -409,6 +432,27 @@ class Riscv64Machine : public Machine {
   }
 
  private:
+  // A CSR access KVM does not emulate itself: Zkr's seed on a host that kept Zkr on (answered
+  // "dead": the guest stops asking), anything else read as 0 with writes ignored. Each CSR
+  // (a 12-bit number) is reported once.
+  bool answer_csr(KvmVcpu& vcpu) {
+    kvm_run& run = vcpu.state();
+    const unsigned long csr = run.riscv_csr.csr_num & 0xfff;
+    run.riscv_csr.ret_value = csr == kCsrSeed ? kSeedOpstDead : 0;
+    bool first = false;
+    {
+      std::lock_guard lock(sbi_mutex_);
+      first = reported_csrs_.insert(csr).second;
+    }
+    if (first) {
+      log::warn("vCPU {}: the guest accessed CSR {:#x}, which KVM left to vmm: {} (reported once)",
+                vcpu.index(), csr,
+                csr == kCsrSeed ? "Zkr's seed, answered as a failed entropy source"
+                                : "read as 0, writes ignored");
+    }
+    return true;
+  }
+
   // The PLIC's context `hart` changed: raise or lower that hart's supervisor external
   // interrupt. KVM_INTERRUPT is one of the ioctls a vCPU takes from any thread.
   void set_external_interrupt(uint32_t hart, bool asserted) {
@@ -490,7 +534,8 @@ class Riscv64Machine : public Machine {
   mutable std::mutex harts_mutex_;
   std::vector<int> harts_;  // vCPU fds by hart id; -1 until created
   std::mutex sbi_mutex_;
-  std::set<std::pair<uint64_t, uint64_t>> reported_sbi_;
+  std::set<uint64_t> reported_sbi_;           // SBI extensions, at most kSbiExtensionsReported
+  std::set<unsigned long> reported_csrs_;     // CSR numbers (12 bits: at most 4096)
   std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
   std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
   std::shared_ptr<PciEcamFdt> pci_node_;  // when the VM has PCI devices (in device_nodes_)

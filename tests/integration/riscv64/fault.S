@@ -1,7 +1,7 @@
 # A tiny riscv64 "kernel" for tests/integration/riscv64.sh: a valid Image header, then
-#   1. an SBI call KVM leaves to user space (experimental extension 0x08000000): vmm reports it
-#      and answers SBI_ERR_NOT_SUPPORTED (-2); any other answer writes to 0x20001000, which the
-#      test would see reported;
+#   1. 64 SBI calls KVM leaves to user space (experimental extension 0x08000000, functions 0 to
+#      63): vmm reports the extension once and answers each SBI_ERR_NOT_SUPPORTED (-2); any
+#      other answer writes to 0x20001000, which the test would see reported;
 #   2. a read where nothing is mapped (0x20000000): reported, reads all-ones;
 #   3. SBI SRST system shutdown: vmm ends with status 0.
 	.section .text
@@ -19,15 +19,20 @@ _start:
 	.ascii	"RSC\x05"		# magic2
 	.word	0			# res3 (PE header offset)
 entry:
+	li	s1, 0			# function 0, 1, ... 63 of one extension: reported once
+3:
 	li	a7, 0x08000000		# SBI experimental extension
-	li	a6, 0
+	mv	a6, s1
 	li	a0, 0
 	ecall
 	li	t0, -2
-	beq	a0, t0, 1f
+	beq	a0, t0, 4f
 	li	t1, 0x20001000
 	sw	zero, 0(t1)		# the answer was wrong: make it visible
-1:
+4:
+	addi	s1, s1, 1
+	li	t0, 64
+	blt	s1, t0, 3b
 	li	t1, 0x20000000
 	lw	t2, 0(t1)		# nothing mapped there
 	li	a7, 0x53525354		# SBI SRST
