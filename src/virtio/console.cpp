@@ -291,8 +291,15 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
   uint32_t taken = 0;
   bool blocked = false;
   if (p.tx_held) {
-    if (write_buffers(p, p.tx_held->iov, p.tx_held->index, p.tx_held->offset)) {
-      queue.push(p.tx_held->head, 0);
+    const uint16_t head = p.tx_held->chain.head();
+    if (!p.tx_held->chain.iovecs(false, iov)) {
+      guest_error(fmt::format("{}transmitq buffer {} is no longer in guest RAM; dropped",
+                              port_prefix(port), head));
+      queue.push(head, 0);
+      p.tx_held.reset();
+      used = true;
+    } else if (write_buffers(p, iov, p.tx_held->index, p.tx_held->offset)) {
+      queue.push(head, 0);
       p.tx_held.reset();
       used = true;
     } else {
@@ -318,7 +325,7 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
       size_t buffer = 0;
       size_t offset = 0;
       if (!write_buffers(p, iov, buffer, offset)) {
-        p.tx_held = HeldChain{chain->head(), std::move(iov), buffer, offset};
+        p.tx_held = HeldChain{std::move(*chain), buffer, offset};
         break;  // held until the backend has room; the queue waits behind it
       }
     }

@@ -135,10 +135,11 @@ class VirtioConsole final : public VirtioDevice {
   void queue_reset(uint16_t index) override;
 
  private:
-  // A transmitq chain the backend has not taken all of: its buffers, and how far it got.
+  // A transmitq chain the backend has not taken all of, and how far it got. Kept as guest
+  // addresses, its host buffers found again at each try: a vhost-user front-end may replace
+  // the memory table (same layout, new mappings) while it waits.
   struct HeldChain {
-    uint16_t head = 0;
-    std::vector<iovec> iov;
+    DescriptorChain chain;
     size_t index = 0;   // the buffer being written
     size_t offset = 0;  // bytes of it already taken
   };
