@@ -221,8 +221,17 @@ void UringBatch::reap(std::vector<Finished>& done, bool wait) {
     io_uring_cqe* cqe = nullptr;
     int rc = 0;
     do {
-      rc = io_uring_wait_cqe(&ring_, &cqe);
+      rc = wait_cqe_(&ring_, &cqe);
     } while (rc == -EINTR);
+    // A wait that keeps failing would have the caller (finishing what is in flight) ask again
+    // for ever: the ring is given up, and what was out comes back failed.
+    if (rc < 0) {
+      log::error("io_uring: waiting for completions failed: {}", std::strerror(-rc));
+      fail_started(rc);
+      done.insert(done.end(), failed_.begin(), failed_.end());
+      failed_.clear();
+      return;
+    }
   }
   reap_started(&done);
 }

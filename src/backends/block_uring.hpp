@@ -63,6 +63,9 @@ class UringBatch {
   // Tests: stands in for io_uring_submit_and_wait (to make the ring fail on demand).
   using SubmitAndWait = std::function<int(io_uring*, unsigned)>;
   void set_submit_for_test(SubmitAndWait submit) { submit_and_wait_ = std::move(submit); }
+  // Tests: stands in for io_uring_wait_cqe (to make waiting fail on demand).
+  using WaitCqe = std::function<int(io_uring*, io_uring_cqe**)>;
+  void set_wait_for_test(WaitCqe wait) { wait_cqe_ = std::move(wait); }
 
  private:
   explicit UringBatch(unsigned entries);
@@ -93,6 +96,9 @@ class UringBatch {
   bool broken_ = false;           // submit() failed: start() refuses
   SubmitAndWait submit_and_wait_ = [](io_uring* ring, unsigned n) {
     return io_uring_submit_and_wait(ring, n);
+  };
+  WaitCqe wait_cqe_ = [](io_uring* ring, io_uring_cqe** cqe) {
+    return io_uring_wait_cqe(ring, cqe);
   };
 };
 

@@ -174,6 +174,31 @@ TEST(UringBatch, ARingFailingUnderTransfersInFlightFailsThemAndTakesNoMore) {
   ::close(fds[1]);
 }
 
+// Waiting for completions keeps failing (not EINTR): a device finishing what is in flight asks
+// reap(wait) until nothing is out, so the ring gives up and returns the transfers failed
+// instead of reporting nothing, for ever.
+TEST(UringBatch, AWaitThatKeepsFailingGivesTheTransfersBackFailed) {
+  auto ring = UringBatch::create(8);
+  if (!ring) GTEST_SKIP() << "no io_uring on this host";
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  char buffer[8] = {};
+  iovec iov{buffer, sizeof buffer};
+  int tag = 0;
+  ASSERT_TRUE(ring->start(fds[0], false, 0, {&iov, 1}, &tag));  // stays in the kernel
+  ring->submit();
+  ring->set_wait_for_test([](io_uring*, io_uring_cqe**) { return -EBADF; });
+  std::vector<UringBatch::Finished> done;
+  ring->reap(done, /*wait=*/true);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].first, &tag);
+  EXPECT_LT(done[0].second, 0);
+  EXPECT_EQ(ring->outstanding(), 0u);
+  EXPECT_FALSE(ring->start(fds[0], false, 0, {&iov, 1}, &tag)) << "the ring takes no more";
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
 // io=auto: a batch of one request goes with preadv/pwritev, a batch of several
 // through the ring; io=sync never sets one up.
 // A sparse image file of `size` bytes at `path` (replacing any).
