@@ -25,6 +25,9 @@
 namespace libvmm {
 namespace {
 
+// How long Ctrl-A h's help may wait for room on stderr.
+constexpr int kHelpWriteTimeoutMs = 200;
+
 // ---- Raw terminal state, reachable from signal handlers (hence atomics and plain data). ----
 
 static_assert(std::atomic<int>::is_always_lock_free);
@@ -282,9 +285,12 @@ void StdioBackend::deliver(std::span<const uint8_t> bytes) {
       case EscapeFilter::Command::none:
         break;
       case EscapeFilter::Command::help: {
+        // On the event loop: a stderr nobody reads (a stopped terminal, a full pipe) gets a
+        // moment, then the help is dropped rather than the loop (and the quit key) held.
         const std::string_view help = EscapeFilter::help_text();
         write_all(STDERR_FILENO,
-                  std::span(reinterpret_cast<const uint8_t*>(help.data()), help.size()));
+                  std::span(reinterpret_cast<const uint8_t*>(help.data()), help.size()),
+                  kHelpWriteTimeoutMs);
         break;
       }
       case EscapeFilter::Command::shutdown:

@@ -13,7 +13,9 @@
 #include <future>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "../../src/backends/fd_io.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
@@ -420,6 +422,29 @@ TEST_F(StdioTerminalTest, GuestOutputReachesTheTerminalUnchanged) {
   char buffer[64];
   const ssize_t n = ::read(master_.get(), buffer, sizeof buffer);
   EXPECT_EQ(std::string(buffer, static_cast<size_t>(std::max<ssize_t>(n, 0))), "login:\r\n");
+}
+
+// Ctrl-A h's help is written on the event loop: a stderr nobody reads (here a full pipe) holds
+// it for the timeout at most, not for good.
+TEST(FdIo, AWriteToAReaderThatStoppedGivesUpAtItsTimeout) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+  const std::vector<uint8_t> chunk(4096, 'x');
+  while (::write(fds[1], chunk.data(), chunk.size()) > 0) {
+  }
+  const auto start = std::chrono::steady_clock::now();
+  errno = 0;
+  EXPECT_FALSE(write_all(fds[1], chunk, 100));
+  EXPECT_EQ(errno, ETIMEDOUT);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, 90ms);
+  EXPECT_LT(waited, 5s);
+  std::vector<uint8_t> sink(1 << 20);
+  while (::read(fds[0], sink.data(), sink.size()) > 0) {
+  }
+  EXPECT_TRUE(write_all(fds[1], chunk, 100)) << "room again: written";
+  ::close(fds[0]);
+  ::close(fds[1]);
 }
 
 }  // namespace backends_stdio_test
