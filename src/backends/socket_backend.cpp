@@ -23,6 +23,7 @@ namespace {
 
 constexpr uint32_t kInput = EPOLLIN;
 constexpr uint32_t kOutput = EPOLLOUT;
+constexpr int kAcceptsPerWake = 16;
 constexpr std::string_view kBusyMessage = "busy: another client is connected to this console\r\n";
 
 sockaddr_un address_of(const std::string& path) {
@@ -132,7 +133,7 @@ size_t SocketBackend::write(std::span<const uint8_t> bytes) {
   if (output_.empty()) {
     const ssize_t n = send_some(client_.get(), bytes);
     if (n < 0 && !would_block(errno)) {
-      output_failed_ = true;  // the loop thread notices the hang-up when it reads
+      output_failing(errno);  // the loop thread notices a hang-up when it reads
       return offered;
     }
     if (n > 0) bytes = bytes.subspan(static_cast<size_t>(n));
@@ -166,8 +167,19 @@ void SocketBackend::start(EventLoop& loop, InputSink sink) {
   loop.add(listener_.get(), EPOLLIN, [this](uint32_t /*events*/) { accept_clients(); });
 }
 
+// Under mutex_: the client takes no more output (it shut down its reading side, or the
+// connection broke while it still sends). Said once per client; its output is dropped.
+void SocketBackend::output_failing(int error) {
+  if (output_failed_) return;
+  output_failed_ = true;
+  log::warn("socket:{}: the client takes no more output ({}): dropped until it reconnects", path_,
+            std::strerror(error));
+}
+
 void SocketBackend::accept_clients() {
-  for (;;) {
+  // A bounded number per wake-up: a client connecting in a loop while another is served gets
+  // "busy" answers without holding the event loop; the rest wait for the next wake-up.
+  for (int accepted = 0; accepted < kAcceptsPerWake; ++accepted) {
     UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!fd) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -237,7 +249,7 @@ std::function<void()> SocketBackend::flush_output() {
   while (!output_.empty() && !output_failed_) {
     const ssize_t n = send_some(client_.get(), output_);
     if (n < 0) {
-      if (!would_block(errno)) output_failed_ = true;
+      if (!would_block(errno)) output_failing(errno);
       break;
     }
     output_.erase(output_.begin(), output_.begin() + n);

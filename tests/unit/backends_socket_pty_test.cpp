@@ -263,6 +263,25 @@ TEST_F(SocketBackendTest, HalfClosedClientStillGetsOutput) {
   EXPECT_TRUE(wait_until([&] { return !backend.client_connected(); }));
 }
 
+// A client that shut down its reading side: output to it fails from then on, which is said
+// (once), not dropped without a word.
+TEST_F(SocketBackendTest, AClientThatStopsReadingIsSaidOnce) {
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  UniqueFd client = attach(backend, received);
+  ASSERT_EQ(::shutdown(client.get(), SHUT_RD), 0);
+  testing::internal::CaptureStderr();
+  for (int i = 0; i < 3; ++i) backend.write(bytes_of("nobody reads this\n"));
+  io.call([] {});
+  const std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_NE(said.find("the client takes no more output"), std::string::npos) << said;
+  EXPECT_EQ(said.find("the client takes no more output"),
+            said.rfind("the client takes no more output"))
+      << "once: " << said;
+}
+
 TEST_F(SocketBackendTest, HangUpWhilePausedFreesTheSocket) {
   SocketBackend backend(path_);
   Received received;

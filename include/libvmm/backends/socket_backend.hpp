@@ -62,6 +62,7 @@ class SocketBackend : public CharBackend {
 
  private:
   void accept_clients();
+  void output_failing(int error);  // under mutex_
   void on_client_event(uint32_t events);
   void read_client();
   // Sends what waits; the output listener to call, if refused output has room now.
