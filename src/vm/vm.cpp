@@ -519,6 +519,13 @@ void Vm::map_regions() {
                    fmt::format("memory region '{}'", r.region->name()));
     } catch (const MemorySlotError& e) {
       throw UserError(e.what());
+    } catch (const SystemError& e) {
+      // KVM's own limits (an address past what this host's guests can address: x86's
+      // physical address width, AArch64's IPA size) show only as EINVAL here.
+      throw UserError(fmt::format(
+          "memory region '{}' at [{:#x}, {:#x}): KVM refused to map it ({}); is it beyond the "
+          "guest-physical addresses this host supports?",
+          r.region->name(), m.gpa, m.end(), std::strerror(e.code())));
     }
     log::debug("region '{}' at [{:#x}, {:#x}){}", r.region->name(), m.gpa, m.end(),
                r.readonly ? " read-only" : "");
