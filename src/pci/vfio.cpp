@@ -619,6 +619,9 @@ void VfioPciDevice::bar_moved(unsigned bar, std::optional<BarMapping> old,
   if (!now || now->kind == BarKind::io) return;
   for (Direct& d : direct_) {
     if (d.bar != bar) continue;
+    // Its old slot could not be deleted (said above): a second slot would leak the first, and
+    // its handle with it.
+    if (d.handle) continue;
     const uint64_t gpa = now->address + d.range.offset;
     const std::string what =
         fmt::format("{} BAR {} [{:#x}, {:#x})", name_, bar, gpa, gpa + d.range.size);

@@ -552,6 +552,12 @@ TEST_F(VfioDeviceTest, BarPagesGoIntoTheGuestWhereItPlacesThemLessTheMsixPages) 
   bool moved = false;
   for (const auto& [handle, slot] : mapper->slots) moved |= slot.gpa == 0xc00f0000;
   EXPECT_TRUE(moved);
+  // A slot KVM will not delete stays where it is, and the BAR's pages are not given a second
+  // one (which would leak the first, its handle forgotten).
+  mapper->refuse_unmap = true;
+  write(kBar0 + 8, 0xc00e0000, 4);
+  EXPECT_EQ(mapper->slots.size(), 2u);
+  mapper->refuse_unmap = false;
   // Decoding off: out of the guest before the device hears of it.
   write(kCommand, 0, 2);
   EXPECT_EQ(dev->ranges_in_guest(), 0u);

@@ -449,12 +449,14 @@ class RecordingBarMapper final : public pci::BarMapper {
     return next_++;
   }
   void unmap(uint32_t handle) override {
+    if (refuse_unmap) throw std::runtime_error("KVM refused to delete the slot");
     if (slots.erase(handle) != 1) throw std::logic_error("unmap of no slot");
   }
 
   std::map<uint32_t, Slot> slots;  // in the guest now
   int maps = 0;
   bool refuse = false;
+  bool refuse_unmap = false;
 
  private:
   uint32_t next_ = 0;
