@@ -36,6 +36,10 @@ struct RunResult {
 
 // Validates a config before anything is created: UserError naming the flag on the first problem.
 void validate(const VmConfig& config);
+// Of validate()'s checks, the host files: the serial port's and the devices', where one use
+// writes a file another uses (an output file over a disk image). "" when there is no clash,
+// else the message, located as validate() throws it (`vmm check` reports it too).
+std::string host_file_clash(const VmConfig& config);
 
 // Where a VM placed one of its virtIO devices (the resource planner's decision).
 struct PlacedDevice {

@@ -120,16 +120,16 @@ class AlsaSoundBackend final : public SoundBackend {
   }
   void close(SoundDirection direction) override {
     Stream& s = stream(direction);
-    // A playback stream draining since its STOP plays to its end: the guest was told those
-    // frames were played. The next open() or the backend's end drops what is left.
-    if (s.pcm != nullptr && s.open && !draining(s)) snd_pcm_drop(s.pcm);
+    // Playback running on since its STOP plays to its end: the guest was told those frames
+    // were played. The next open() or the backend's end drops what is left.
+    if (s.pcm != nullptr && s.open && !playing_out(s, direction)) snd_pcm_drop(s.pcm);
     s.open = false;
   }
   void start(SoundDirection direction) override {
     Stream& s = stream(direction);
     if (s.pcm == nullptr || !s.open) return;
     if (snd_pcm_state(s.pcm) != SND_PCM_STATE_PREPARED) {
-      snd_pcm_drop(s.pcm);  // what a STOP left draining gives way to the new frames
+      snd_pcm_drop(s.pcm);  // what a STOP left playing gives way to the new frames
       snd_pcm_prepare(s.pcm);
     }
     if (direction == SoundDirection::input) snd_pcm_start(s.pcm);
@@ -138,10 +138,17 @@ class AlsaSoundBackend final : public SoundBackend {
     Stream& s = stream(direction);
     if (s.pcm == nullptr || !s.open) return;
     if (direction == SoundDirection::output && !s.failed) {
-      // The frames ALSA holds were handed back to the guest as played: they play out. On a
-      // non-blocking PCM snd_pcm_drain() starts draining and returns (-EAGAIN) at once.
-      const int err = snd_pcm_drain(s.pcm);
-      if (err == 0 || err == -EAGAIN) return;
+      // The frames ALSA holds were handed back to the guest as played: they play out, and the
+      // PCM stops at their end (an underrun nobody counts: the device no longer asks). Not
+      // snd_pcm_drain(): through some plugins (rate conversion) it waits, even non-blocking.
+      // Fewer frames than the start threshold are started by hand.
+      const snd_pcm_state_t state = snd_pcm_state(s.pcm);
+      if (state == SND_PCM_STATE_RUNNING) return;
+      snd_pcm_sframes_t held = 0;
+      if (state == SND_PCM_STATE_PREPARED && snd_pcm_delay(s.pcm, &held) == 0 && held > 0 &&
+          snd_pcm_start(s.pcm) == 0) {
+        return;
+      }
     }
     snd_pcm_drop(s.pcm);
     snd_pcm_prepare(s.pcm);
@@ -185,6 +192,7 @@ class AlsaSoundBackend final : public SoundBackend {
           failed(s, static_cast<int>(n));
           break;
         }
+        if (n == -ESTRPIPE) break;  // resuming, or just prepared: the next tick writes
         continue;
       }
       left -= static_cast<snd_pcm_uframes_t>(n);
@@ -217,7 +225,10 @@ class AlsaSoundBackend final : public SoundBackend {
   };
   Stream& stream(SoundDirection d) { return d == SoundDirection::output ? output_ : input_; }
 
-  static bool draining(Stream& s) { return snd_pcm_state(s.pcm) == SND_PCM_STATE_DRAINING; }
+  // Playback left running by a STOP, to play out what it holds.
+  static bool playing_out(Stream& s, SoundDirection direction) {
+    return direction == SoundDirection::output && snd_pcm_state(s.pcm) == SND_PCM_STATE_RUNNING;
+  }
 
   // snd_pcm_set_params() starts playback only once the whole buffer is full: a sound shorter
   // than that (a beep) would never start. One period is enough to start on.
@@ -256,8 +267,10 @@ class AlsaSoundBackend final : public SoundBackend {
   // next PCM_PREPARE opens it again (and says IO_ERR if it cannot).
   std::optional<uint64_t> failed(Stream& s, int err) {
     s.failed = true;
-    log::warn("virtio-snd: ALSA PCM '{}' failed ({}): the stream goes on without it", name_,
-              snd_strerror(err));
+    // Rate-limited: a guest may PREPARE and START again and again on a PCM that is gone.
+    pcm_errors_.warn("virtio-snd", fmt::format("ALSA PCM '{}' failed ({}): the stream goes on "
+                                               "without it",
+                                               name_, snd_strerror(err)));
     return std::nullopt;
   }
   void close_all() {
@@ -273,6 +286,7 @@ class AlsaSoundBackend final : public SoundBackend {
   std::vector<int> device_fds_;  // the ALSA device nodes the PCMs opened
   Stream output_;
   Stream input_;
+  log::RateLimited pcm_errors_{"ALSA errors"};
 };
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "libvmm/backends/vhost_user.hpp"
 #include "libvmm/core/file.hpp"
 #include "libvmm/core/size.hpp"
+#include "libvmm/vm.hpp"
 
 namespace libvmm {
 
@@ -282,6 +283,15 @@ class Validator {
 
   // Each device through its kind's checks, the host resources they claim, and the plan.
   void check_devices(const VirtualMachineSpec& vm, std::vector<std::string>& stdio_users) {
+    // A file one use writes and another uses, as `vmm run` refuses it (the serial port named
+    // by its element, as there).
+    VmConfig named = vm.config;
+    if (const SourceLocation serial = vm.location_of("serial"); !serial.file.empty()) {
+      named.labels.emplace("serial", fmt::format("{}: <serial>", serial.str()));
+    }
+    if (std::string clash = host_file_clash(named); !clash.empty()) {
+      problems_.push_back(std::move(clash));
+    }
     std::map<std::string, std::string> claimed;
     for (const DeviceSpec& spec : vm.config.devices) {
       for (auto& p : check_spec(spec, files_)) problems_.push_back(std::move(p));

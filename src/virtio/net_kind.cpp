@@ -110,7 +110,8 @@ class NetKind final : public VirtioDeviceKind {
       if (spec.get("iothread")) {
         problems.push_back("vhost=on has no transmit thread of its own (iothread=)");
       }
-    } else if (spec.get("poll_us") && spec.value_or("iothread", "off") != "on") {
+    } else if (spec.get("poll_us") && spec.value_or("poll_us", "") != "0" &&
+               spec.value_or("iothread", "off") != "on") {
       // Without a thread of its own (or the kernel's) nothing polls: said, not ignored.
       problems.push_back("poll_us= needs iothread=on or vhost=on (nothing polls without them)");
     }

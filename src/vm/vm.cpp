@@ -173,7 +173,8 @@ class HostFileUses {
     if (host.path.empty() || host.use == Use::pty || host.use == Use::device) return;
     struct stat st {};
     const bool exists = ::stat(host.path.c_str(), &st) == 0;
-    if (exists && S_ISCHR(st.st_mode)) return;
+    // Not files to truncate: devices (file:/dev/null) and pipes (file:/dev/stdout into `tee`).
+    if (exists && (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode))) return;
     const std::string key = exists
                                 ? fmt::format("{}:{}", st.st_dev, st.st_ino)
                                 : std::filesystem::absolute(host.path).lexically_normal().string();
@@ -192,6 +193,27 @@ class HostFileUses {
   };
   std::map<std::string, Held> uses_;
 };
+
+std::string host_file_clash(const VmConfig& c) {
+  HostFileUses files;
+  try {
+    if (auto serial = char_backend_host_path(c.serial)) {
+      const std::string who = fmt::format("{} {}", c.label("serial"), c.serial);
+      files.add(*serial, who, [&](std::string_view m) { return fmt::format("{}: {}", who, m); });
+    }
+    for (const DeviceSpec& spec : c.devices) {
+      const VirtioDeviceKind* kind = find_virtio_device_kind(spec.kind);
+      if (kind == nullptr) continue;
+      for (const HostPath& host : kind->host_paths(spec)) {
+        files.add(host, spec.where.empty() ? std::string(kind->flag()) : spec.where,
+                  [&](std::string_view m) { return spec.located(m); });
+      }
+    }
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "";
+}
 
 void validate(const VmConfig& c) {
   if (c.memory_size == 0) throw UserError(c.label("memory") + ": must be greater than zero");
@@ -229,18 +251,7 @@ void validate(const VmConfig& c) {
   if (const std::string why = check_char_backend_spec(c.serial); !why.empty()) {
     throw UserError(fmt::format("{}: {}", c.label("serial"), why));
   }
-  HostFileUses files;
-  if (auto serial = char_backend_host_path(c.serial)) {
-    const std::string who = fmt::format("{} {}", c.label("serial"), c.serial);
-    files.add(*serial, who, [&](std::string_view m) { return fmt::format("{}: {}", who, m); });
-  }
-  for (const DeviceSpec& spec : c.devices) {
-    const VirtioDeviceKind& kind = *find_virtio_device_kind(spec.kind);
-    for (const HostPath& host : kind.host_paths(spec)) {
-      files.add(host, spec.where.empty() ? std::string(kind.flag()) : spec.where,
-                [&](std::string_view m) { return spec.located(m); });
-    }
-  }
+  if (std::string clash = host_file_clash(c); !clash.empty()) throw UserError(std::move(clash));
   // A passed-through device's host side (it exists, vfio-pci has it, it has an IOMMU group):
   // said before KVM is opened, as for any other host file a flag names.
   for (const VfioDeviceConfig& v : c.vfio) static_cast<void>(vfio_group(v));

@@ -208,6 +208,7 @@ TEST(DeviceRegistry, NetRules) {
             "without them)");
   EXPECT_TRUE(problems_of("virtio_net", "tap=t0,iothread=on,poll_us=100").empty());
   EXPECT_TRUE(problems_of("virtio_net", "tap=t0,vhost=on,poll_us=100").empty());
+  EXPECT_TRUE(problems_of("virtio_net", "tap=t0,poll_us=0").empty()) << "no polling: no thread";
 }
 
 // Two devices on one TAP would split its frames (multiqueue) or fail as if another process had

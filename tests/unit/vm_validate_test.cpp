@@ -1,5 +1,6 @@
 // VmConfig validation: every bad input is one UserError naming the flag, before anything starts.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -130,10 +131,17 @@ TEST_F(ValidateTest, AnOutputFileCannotBeAnotherUsesFile) {
   EXPECT_NE(error_of(config).find("is already used by --sound"), std::string::npos)
       << error_of(config);
 
-  // Several readers of one file, and character devices, are fine.
+  // Several readers of one file, character devices and pipes are fine.
   config.devices = {DeviceSpec{"virtio_console", {{"backend", "file:/dev/null"}}, "--console", ""}};
   config.serial = "file:/dev/null";
   EXPECT_EQ(error_of(config), "");
+  const std::string fifo = ::testing::TempDir() + "/validate-out.fifo";
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  config.devices = {DeviceSpec{"virtio_console", {{"backend", "file:" + fifo}}, "--console", ""}};
+  config.serial = "file:" + fifo;
+  EXPECT_EQ(error_of(config), "") << "a pipe (file:/dev/stdout into tee) is not truncated";
+  std::filesystem::remove(fifo);
 }
 
 TEST_F(ValidateTest, ABadSerialBackendIsRefusedBeforeAnythingOpens) {

@@ -70,9 +70,13 @@ TEST(X86CpuidTest, TheTopologyIsTheVcpusAsCoresNotTheHosts) {
   amd.ebx = 1u << 8;  // 2 threads per core
   auto sizes = leaf(0x80000008);
   sizes.ecx = (6u << 12) | 31;
-  const auto table =
-      guest_cpuid({leaf(0x1), smt, core, leaf(0x1F, 0), leaf(0x1F, 1), v2_die, l1, l3, amd, sizes},
-                  {2, 3, false});
+  auto amd_l2 = leaf(0x8000001D, 2);
+  amd_l2.eax = (2u << 5) | 3 | (1u << 14);  // L2, shared by the core's 2 threads
+  auto vendor = leaf(0x0);
+  vendor.ebx = 0x68747541;  // "Auth" enticAMD
+  const auto table = guest_cpuid({vendor, leaf(0x1), smt, core, leaf(0x1F, 0), leaf(0x1F, 1),
+                                  v2_die, l1, l3, amd, sizes, amd_l2},
+                                 {2, 3, false});
   for (uint32_t function : {0xBu, 0x1Fu}) {
     const auto& threads = find(table, function, 0);
     EXPECT_EQ(threads.eax, 0u) << "no APIC ID bits for threads";
@@ -94,6 +98,10 @@ TEST(X86CpuidTest, TheTopologyIsTheVcpusAsCoresNotTheHosts) {
   EXPECT_EQ(find(table, 0x8000001E).eax, 2u);
   EXPECT_EQ(find(table, 0x80000008).ecx & 0xff, 2u);
   EXPECT_EQ((find(table, 0x80000008).ecx >> 12) & 0xf, 2u);
+  EXPECT_EQ((find(table, 0x8000001D, 2).eax >> 14) & 0xfff, 0u) << "AMD L2: one thread";
+  EXPECT_EQ(find(table, 0x8000001D, 2).eax & 0x3fff, (2u << 5) | 3);
+  // On Intel, 0x80000008's ECX is reserved: left as KVM has it.
+  EXPECT_EQ(find(guest_cpuid({leaf(0x0), sizes}, {0, 3, false}), 0x80000008).ecx, sizes.ecx);
   EXPECT_EQ(find(guest_cpuid({leaf(0x1)}, {0, 1, false}), 0x1).edx & (1u << 28), 0u)
       << "one vCPU: no HTT";
 }

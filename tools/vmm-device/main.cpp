@@ -21,8 +21,11 @@
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <set>
+#include <sstream>
 
 #include "libvmm/backends/sound_backend.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
@@ -43,6 +46,25 @@ using namespace libvmm;
 
 namespace {
 
+// Whether a socket listens at `path`, as /proc/net/unix lists them (flag __SO_ACCEPTCON,
+// 0x10000): looked up rather than connected to, which a server serving one client at a time
+// would take for its front-end (and, with --once, leave when it left).
+bool listening_at(const std::string& path) {
+  std::ifstream table("/proc/net/unix");
+  std::error_code ec;
+  const std::filesystem::path wanted = std::filesystem::absolute(path, ec).lexically_normal();
+  std::string line;
+  std::getline(table, line);  // the header
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, refs, protocol, flags, type, state, inode, bound;
+    if (!(fields >> slot >> refs >> protocol >> flags >> type >> state >> inode >> bound)) continue;
+    if ((std::strtoul(flags.c_str(), nullptr, 16) & 0x10000) == 0) continue;
+    if (bound == path || std::filesystem::path(bound).lexically_normal() == wanted) return true;
+  }
+  return false;
+}
+
 // Listens on a Unix socket at `path`. A socket file left there by an earlier run (nobody
 // listening) is replaced; a socket another process serves, or anything else, is refused.
 // `bound` is the inode made, so that only it is removed at the end.
@@ -59,9 +81,7 @@ UniqueFd listen_unix(const std::string& path, ino_t& bound) {
     if (!S_ISSOCK(st.st_mode)) {
       throw UserError(fmt::format("--socket {}: exists and is not a socket", path));
     }
-    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!probe) throw_errno("socket");
-    if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+    if (listening_at(path)) {
       throw UserError(fmt::format("--socket {}: another process listens there", path));
     }
     ::unlink(path.c_str());
@@ -176,6 +196,12 @@ int serve(const Options& options) {
   // First: a socket another process serves is refused before the device opens anything.
   ino_t socket_inode = 0;
   UniqueFd listener = listen_unix(options.socket, socket_inode);
+  // Removed however serve() ends (a device that fails to open included), if still its own.
+  struct SocketFile {
+    const std::string& path;
+    ino_t inode;
+    ~SocketFile() { remove_own_socket(path, inode); }
+  } socket_file{options.socket, socket_inode};
   EventLoop loop;
   const SeccompMode mode = options.seccomp;
   std::unique_ptr<VirtioDevice> device;
@@ -279,7 +305,6 @@ int serve(const Options& options) {
   log::info("serving {} on {}", serving, options.socket);
   loop.run();
   backend.reset();
-  remove_own_socket(options.socket, socket_inode);
   return status;
 }
 

@@ -108,7 +108,7 @@ constexpr MultiLetter kMultiLetter[] = {
     {KVM_RISCV_ISA_EXT_ZKND, "zknd"},
     {KVM_RISCV_ISA_EXT_ZKNE, "zkne"},
     {KVM_RISCV_ISA_EXT_ZKNH, "zknh"},
-    {KVM_RISCV_ISA_EXT_ZKR, "zkr"},
+    // Not Zkr: see setup_vcpu().
     {KVM_RISCV_ISA_EXT_ZKSED, "zksed"},
     {KVM_RISCV_ISA_EXT_ZKSH, "zksh"},
     {KVM_RISCV_ISA_EXT_ZKT, "zkt"},
@@ -319,15 +319,11 @@ class Riscv64Machine : public Machine {
     } catch (const SystemError& e) {
       log::debug("vCPU {}: SBI v0.1 stays enabled: {}", vcpu.index(), e.what());
     }
-    // Zkr: KVM sends the guest's reads of the seed CSR here (KVM_EXIT_RISCV_CSR), and a vCPU
-    // thread has no entropy source under its seccomp filter: the harts go without it (Linux
-    // then seeds KASLR and its pool from the device tree and virtio-rng). A host that will
-    // not turn it off still gets an answer (handle_exit).
-    try {
-      vcpu.set_one_reg(isa_ext_reg(KVM_RISCV_ISA_EXT_ZKR), 0);
-    } catch (const SystemError&) {
-      // This host's KVM has no Zkr (or keeps it): read_hart_view() lists what is there.
-    }
+    // Zkr stays out of the ISA string the guest reads: KVM sends its seed CSR here
+    // (KVM_EXIT_RISCV_CSR), and a vCPU thread has no entropy source under its seccomp filter
+    // (Linux then seeds KASLR and its pool from the device tree and virtio-rng). KVM does not
+    // let Zkr be turned off, so a guest that probes the CSR all the same is answered in
+    // handle_exit().
     if (vcpu.index() == 0) {
       write_boot_images(vm, read_hart_view(vcpu));
       vcpu.set_one_reg(kRegMode, KVM_RISCV_MODE_S);
@@ -534,8 +530,8 @@ class Riscv64Machine : public Machine {
   mutable std::mutex harts_mutex_;
   std::vector<int> harts_;  // vCPU fds by hart id; -1 until created
   std::mutex sbi_mutex_;
-  std::set<uint64_t> reported_sbi_;           // SBI extensions, at most kSbiExtensionsReported
-  std::set<unsigned long> reported_csrs_;     // CSR numbers (12 bits: at most 4096)
+  std::set<uint64_t> reported_sbi_;        // SBI extensions, at most kSbiExtensionsReported
+  std::set<unsigned long> reported_csrs_;  // CSR numbers (12 bits: at most 4096)
   std::vector<std::shared_ptr<const FdtNodeSource>> board_nodes_;
   std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
   std::shared_ptr<PciEcamFdt> pci_node_;  // when the VM has PCI devices (in device_nodes_)

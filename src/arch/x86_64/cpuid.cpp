@@ -7,7 +7,9 @@ constexpr uint32_t kLeafFeatures = 0x1;
 constexpr uint32_t kLeafCaches = 0x4;
 constexpr uint32_t kLeafTopology = 0xB;
 constexpr uint32_t kLeafTopologyV2 = 0x1F;
+constexpr uint32_t kLeafVendor = 0x0;
 constexpr uint32_t kLeafAmdSizes = 0x80000008;
+constexpr uint32_t kLeafAmdCaches = 0x8000001D;
 constexpr uint32_t kLeafAmdTopology = 0x8000001E;
 constexpr uint32_t kTscDeadlineBit = 1u << 24;  // CPUID.1:ECX
 constexpr uint32_t kHypervisorBit = 1u << 31;   // CPUID.1:ECX
@@ -48,6 +50,25 @@ void set_topology_level(kvm_cpuid_entry2& e, uint32_t apic_id, uint32_t vcpus) {
   }
 }
 
+// AMD (and Hygon, its licensee) number their topology in their own leaves, which are reserved
+// on Intel.
+bool amd_like(const std::vector<kvm_cpuid_entry2>& table) {
+  for (const auto& e : table) {
+    if (e.function != kLeafVendor) continue;
+    // "AuthenticAMD" / "HygonGenuine": EBX holds the first four letters.
+    return e.ebx == 0x68747541 || e.ebx == 0x6f677948;
+  }
+  return false;
+}
+
+// EAX[25:14] of a cache leaf (Intel's 4, AMD's 0x8000001D): the logical processors sharing the
+// cache, less one: one for a core's own caches (L1, L2), the whole package for the last level.
+uint32_t with_cache_sharing(uint32_t eax, uint32_t addressable) {
+  const uint32_t level = (eax >> 5) & 0x7;
+  const uint32_t sharing = level >= 3 ? addressable - 1 : 0;
+  return (eax & ~(0xfffu << 14)) | ((sharing & 0xfff) << 14);
+}
+
 }  // namespace
 
 std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supported,
@@ -55,6 +76,7 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supporte
   const uint32_t vcpus = facts.vcpu_count == 0 ? 1 : facts.vcpu_count;
   const uint32_t apic_id = facts.vcpu_index;
   const uint32_t addressable = 1u << core_bits(vcpus);
+  const bool amd = amd_like(supported);
   for (auto& e : supported) {
     switch (e.function) {
       case kLeafFeatures:
@@ -68,22 +90,23 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supporte
           e.edx &= ~kHttBit;
         }
         break;
-      case kLeafCaches: {
+      case kLeafCaches:
         if ((e.eax & 0x1f) == 0) break;  // no cache at this index
-        // EAX[31:26] cores per package - 1; EAX[25:14] threads sharing the cache - 1: one for
-        // a core's own caches (L1, L2), the whole package for the last level.
-        const uint32_t level = (e.eax >> 5) & 0x7;
-        const uint32_t sharing = level >= 3 ? addressable - 1 : 0;
-        e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((addressable - 1) & 0x3f) << 26);
+        // EAX[31:26] cores per package - 1.
+        e.eax = (with_cache_sharing(e.eax, addressable) & 0x03ffffff) |
+                (((addressable - 1) & 0x3f) << 26);
         break;
-      }
+      case kLeafAmdCaches:
+        if ((e.eax & 0x1f) == 0) break;
+        e.eax = with_cache_sharing(e.eax, addressable);
+        break;
       case kLeafTopology:
       case kLeafTopologyV2:
         set_topology_level(e, apic_id, vcpus);
         break;
       case kLeafAmdSizes:
         // ECX[15:12] APIC ID bits for the cores, ECX[7:0] cores (threads) per package - 1.
-        e.ecx = (e.ecx & ~0xf0ffu) | (core_bits(vcpus) << 12) | ((vcpus - 1) & 0xff);
+        if (amd) e.ecx = (e.ecx & ~0xf0ffu) | (core_bits(vcpus) << 12) | ((vcpus - 1) & 0xff);
         break;
       case kLeafAmdTopology:
         // EAX extended APIC ID; EBX[15:8] threads per core - 1 (0), EBX[7:0] core ID; ECX one

@@ -3,6 +3,8 @@
 #include <cstring>
 
 #include "libvmm/arch/x86_64/kvm_x86.hpp"
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/log.hpp"
 
 namespace libvmm::x86 {
 namespace {
@@ -41,9 +43,14 @@ void setup_platform_state(KvmVcpu& vcpu) {
   // only "PEBS and BTS unavailable", and Linux on an Intel CPU then says "Disabled fast string
   // operations" and gives up REP MOVSB/STOSB (ERMS) for memcpy, memset and clear_page for the
   // guest's whole life.
-  set_msrs(vcpu,
-           {{kMsrMiscEnable, 0,
-             kMiscEnableFastString | kMiscEnableBtsUnavailable | kMiscEnablePebsUnavailable}});
+  // A KVM that refuses the write (not every one emulates the MSR) leaves the guest as before.
+  try {
+    set_msrs(vcpu,
+             {{kMsrMiscEnable, 0,
+               kMiscEnableFastString | kMiscEnableBtsUnavailable | kMiscEnablePebsUnavailable}});
+  } catch (const SystemError& e) {
+    log::debug("vCPU {}: IA32_MISC_ENABLE stays KVM's: {}", vcpu.index(), e.what());
+  }
 
   kvm_fpu fpu{};
   fpu.fcw = 0x37f;     // x87 default control word
