@@ -472,6 +472,7 @@ TEST(Arm64FdtPatch, KeepsUserCpusAndPointsNewDevicesAtTheGic) {
 )");
   FdtMachine m = sample_machine(GicVersion::v2);
   m.initrd.reset();
+  m.cpus = 1;
   const auto blob = patch_fdt(user, m, "user.dtb");
   EXPECT_LT(node(blob, "/cpus/cpu@1"), 0);
   EXPECT_THAT(cells(blob, "/timer", "interrupts"), ElementsAre(1u, 13u, 4u));
@@ -480,6 +481,45 @@ TEST(Arm64FdtPatch, KeepsUserCpusAndPointsNewDevicesAtTheGic) {
   EXPECT_THAT(cells(blob, "/virtio_mmio@a000000", "interrupt-parent"), ElementsAre(gic));
   EXPECT_TRUE(has_prop(blob, "/chosen", "bootargs"));  // /chosen created
   EXPECT_FALSE(has_prop(blob, "/chosen", "linux,initrd-start"));
+}
+
+// A user's tree the VM cannot keep its word to is refused in one line naming the file: other
+// cells than the 2/2 vmm writes its nodes in, another GIC version, another number of CPUs.
+TEST(Arm64FdtPatch, RefusesAUserTreeThatDisagreesWithTheVm) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  const auto tree = [](const std::string& cells, const std::string& gic, int cpus) {
+    std::string cpu_nodes;
+    for (int i = 0; i < cpus; ++i) {
+      cpu_nodes += "cpu@" + std::to_string(i) + " { device_type = \"cpu\"; reg = <" +
+                   std::to_string(i) + ">; }; ";
+    }
+    return compile_dts("/dts-v1/;\n/ {\n" + cells + " interrupt-parent = <&intc>;\n" +
+                       "intc: intc@8000000 { compatible = \"" + gic +
+                       "\"; interrupt-controller; #interrupt-cells = <3>; reg = <0 0x8000000 0 "
+                       "0x10000 0 0x8010000 0 0x10000>; };\n" +
+                       "cpus { #address-cells = <1>; #size-cells = <0>; " + cpu_nodes + "};\n};\n");
+  };
+  const std::string two = "#address-cells = <2>; #size-cells = <2>;";
+  EXPECT_NO_THROW(patch_fdt(tree(two, "arm,gic-v3", 2), sample_machine(), "user.dtb"));
+  EXPECT_EQ(error_of([&] {
+              patch_fdt(tree("#address-cells = <1>; #size-cells = <1>;", "arm,gic-v3", 2),
+                        sample_machine(), "user.dtb");
+            }),
+            "user.dtb: the root's #address-cells/#size-cells are 1/1; vmm writes the memory and "
+            "device nodes with 2/2 (as QEMU's virt board does)");
+  EXPECT_EQ(error_of([&] { patch_fdt(tree("", "arm,gic-v3", 2), sample_machine(), "user.dtb"); }),
+            "user.dtb: the root's #address-cells/#size-cells are 2/1; vmm writes the memory and "
+            "device nodes with 2/2 (as QEMU's virt board does)");
+  EXPECT_EQ(error_of([&] { patch_fdt(tree(two, "arm,gic-400", 2), sample_machine(), "user.dtb"); }),
+            "user.dtb: its interrupt controller is a GICv2 (\"arm,gic-400\"), this VM's is a GICv3 "
+            "(--gic)");
+  EXPECT_EQ(error_of([&] {
+              patch_fdt(tree(two, "arm,gic-v3", 2), sample_machine(GicVersion::v2), "user.dtb");
+            }),
+            "user.dtb: its interrupt controller is a GICv3 (\"arm,gic-v3\"), this VM's is a GICv2 "
+            "(--gic)");
+  EXPECT_EQ(error_of([&] { patch_fdt(tree(two, "arm,gic-v3", 4), sample_machine(), "user.dtb"); }),
+            "user.dtb: /cpus lists 4 CPUs, the VM has 2 vCPUs (--vcpus)");
 }
 
 TEST(Arm64FdtPatch, PointsAUsersSmcPsciAtKvm) {
@@ -567,12 +607,16 @@ TEST(Arm64FdtPatch, RejectsBadUserBlobsNamingTheFile) {
   // A tree without an interrupt controller cannot take virtio devices.
   std::vector<uint8_t> bare(4096);
   ASSERT_EQ(fdt_create_empty_tree(bare.data(), static_cast<int>(bare.size())), 0);
+  ASSERT_EQ(fdt_setprop_u32(bare.data(), 0, "#address-cells", 2), 0);
+  ASSERT_EQ(fdt_setprop_u32(bare.data(), 0, "#size-cells", 2), 0);
   EXPECT_THAT(error_of([&] { patch_fdt(bare, sample_machine(), "my.dtb"); }),
               StartsWith("my.dtb: no interrupt controller"));
 
   // Patching must not produce a tree the kernel refuses (over 2 MiB).
   std::vector<uint8_t> big(3 * MiB);
   ASSERT_EQ(fdt_create_empty_tree(big.data(), static_cast<int>(big.size())), 0);
+  ASSERT_EQ(fdt_setprop_u32(big.data(), 0, "#address-cells", 2), 0);
+  ASSERT_EQ(fdt_setprop_u32(big.data(), 0, "#size-cells", 2), 0);
   const std::vector<uint8_t> filler(2 * MiB, 0);
   ASSERT_EQ(fdt_setprop(big.data(), 0, "filler", filler.data(), static_cast<int>(filler.size())),
             0);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 #include "libvmm/core/error.hpp"
@@ -207,6 +208,58 @@ void use_kvm_psci_conduit(FdtEditor& editor) {
   }
 }
 
+// A u32 property of `node`, if it has one.
+std::optional<uint32_t> u32_prop(const void* fdt, int node, const char* name) {
+  int len = 0;
+  const auto* cell = static_cast<const fdt32_t*>(fdt_getprop(fdt, node, name, &len));
+  if (cell == nullptr || len != sizeof(fdt32_t)) return std::nullopt;
+  return fdt32_to_cpu(*cell);
+}
+
+// What a user's tree must agree on with the VM, each a one-line refusal otherwise: the cells
+// the memory and device nodes are written in, the GIC's version (a GICv2 tree on a GICv3 VM:
+// a guest without interrupts, and no word why), and the CPUs (a vCPU the tree lacks stays off;
+// a CPU it lists that the VM lacks fails to come up).
+void check_user_tree(const FdtEditor& editor, const FdtMachine& machine, const std::string& path) {
+  const void* fdt = editor.fdt();
+  // Without the properties, the spec's defaults: 2 address cells, 1 size cell.
+  const uint32_t address_cells = u32_prop(fdt, 0, "#address-cells").value_or(2);
+  const uint32_t size_cells = u32_prop(fdt, 0, "#size-cells").value_or(1);
+  if (address_cells != 2 || size_cells != 2) {
+    throw UserError(fmt::format(
+        "{}: the root's #address-cells/#size-cells are {}/{}; vmm writes the memory and device "
+        "nodes with 2/2 (as QEMU's virt board does)",
+        path, address_cells, size_cells));
+  }
+  const bool v3 = machine.gic.version == GicVersion::v3;
+  const char* other = v3 ? "GICv2" : "GICv3";
+  const std::vector<const char*> others =
+      v3 ? std::vector<const char*>{"arm,gic-400", "arm,cortex-a15-gic"}
+         : std::vector<const char*>{"arm,gic-v3"};
+  for (const char* compatible : others) {
+    if (fdt_node_offset_by_compatible(fdt, -1, compatible) >= 0) {
+      throw UserError(
+          fmt::format("{}: its interrupt controller is a {} (\"{}\"), this VM's is a "
+                      "GICv{} (--gic)",
+                      path, other, compatible, v3 ? 3 : 2));
+    }
+  }
+  const int cpus = editor.path_offset("/cpus");
+  if (cpus < 0) return;  // added from the machine
+  uint32_t listed = 0;
+  int child = 0;
+  fdt_for_each_subnode(child, fdt, cpus) {
+    int len = 0;
+    const auto* type = static_cast<const char*>(fdt_getprop(fdt, child, "device_type", &len));
+    if (type != nullptr && std::string_view(type, strnlen(type, len)) == "cpu") ++listed;
+  }
+  if (listed != machine.cpus) {
+    throw UserError(fmt::format("{}: /cpus lists {} CPU{}, the VM has {} vCPU{} (--vcpus)", path,
+                                listed, listed == 1 ? "" : "s", machine.cpus,
+                                machine.cpus == 1 ? "" : "s"));
+  }
+}
+
 // The devices' nodes, each pointing at the user's GIC when the root does not.
 void add_devices(FdtEditor& editor, const std::vector<FdtNode>& nodes,
                  std::optional<uint32_t> parent) {
@@ -230,6 +283,7 @@ std::vector<uint8_t> patch_fdt(std::span<const uint8_t> user_dtb, const FdtMachi
                                      nodes.end());
 
   FdtEditor editor(user_dtb, path);
+  check_user_tree(editor, machine, path);
   // Present means a node with the binding's compatible, or any node of the name we would add.
   const bool needs_timer = !has_compatible(editor, {"arm,armv8-timer", "arm,armv7-timer"}) &&
                            editor.path_offset("/timer") < 0;
