@@ -8,6 +8,7 @@
 
 #include "../../src/arch/board.hpp"
 #include "libvmm/arch/machine_option.hpp"
+#include "libvmm/core/error.hpp"
 #include "libvmm/core/guest_memory.hpp"
 
 using namespace libvmm;
@@ -19,6 +20,24 @@ const Board& board() {
   const Board* b = find_board("riscv64");
   EXPECT_NE(b, nullptr);
   return *b;
+}
+
+// RAM ends below the PCI 64-bit BAR window, on both device-tree boards: more is refused by
+// --memory, not placed under the BARs.
+TEST(Riscv64Board, RamEndsBelowThePci64BitWindowOnEveryDeviceTreeBoard) {
+  for (const char* name : {"riscv64", "aarch64"}) {
+    const Board& b = *find_board(name);
+    const uint64_t window = b.pci_layout()->mmio64.base;
+    const uint64_t most = window - b.ram_base();
+    EXPECT_EQ(b.ram_layout(most).back().gpa + b.ram_layout(most).back().size, window) << name;
+    try {
+      b.ram_layout(most + MiB);
+      ADD_FAILURE() << name << ": more RAM than fits below the window was accepted";
+    } catch (const UserError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("--memory: ")) << name;
+      EXPECT_THAT(e.what(), HasSubstr("PCI 64-bit BAR window")) << name;
+    }
+  }
 }
 
 TEST(Riscv64Board, QemuVirtLikeMemoryMap) {

@@ -10,6 +10,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <optional>
@@ -177,8 +178,9 @@ class Aarch64Machine : public Machine {
       if (::read(key_release_.get(), &expirations, sizeof expirations) != sizeof expirations) {
         return;
       }
-      const bool held_long =
-          std::chrono::steady_clock::now() - key_pressed_at_ >= kPowerKeyLongestHold;
+      const std::chrono::steady_clock::time_point pressed{
+          std::chrono::steady_clock::duration(key_pressed_at_.load(std::memory_order_relaxed))};
+      const bool held_long = std::chrono::steady_clock::now() - pressed >= kPowerKeyLongestHold;
       if (gpio_->input_seen(kPowerKeyLine) || held_long || !arm_key_release()) {
         gpio_->set_input(kPowerKeyLine, false);
       }
@@ -190,7 +192,8 @@ class Aarch64Machine : public Machine {
   bool press_power_button() override {
     if (!gpio_ || !gpio_->interrupt_enabled(kPowerKeyLine)) return false;
     gpio_->set_input(kPowerKeyLine, true);
-    key_pressed_at_ = std::chrono::steady_clock::now();
+    key_pressed_at_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                          std::memory_order_relaxed);
     if (!arm_key_release()) gpio_->set_input(kPowerKeyLine, false);  // at once: a shorter press
     return true;
   }
@@ -363,7 +366,9 @@ class Aarch64Machine : public Machine {
   bool nisv_to_user_ = false;
   std::shared_ptr<Pl061> gpio_;  // the power key's controller
   UniqueFd key_release_;         // timerfd: releases the power key
-  std::chrono::steady_clock::time_point key_pressed_at_;
+  // Written by whichever loop presses the button (vmm presses every VM's from the first VM's
+  // loop), read by this VM's release timer: atomic.
+  std::atomic<std::chrono::steady_clock::rep> key_pressed_at_{0};
   static constexpr std::chrono::seconds kPowerKeyLongestHold{10};
   // What describes itself in the device tree: the board's devices (PL011) and the ones placed
   // for the config (virtio-mmio).
