@@ -52,9 +52,13 @@ using namespace aarch64;  // the board's addresses (board.hpp)
 // usually has no vGICv2).
 aarch64::GicOption choose_gic(const VmConfig& config, const KvmVm& vm) {
   if (auto asked = aarch64::gic_option(config)) return *asked;
-  const GicVersion version =
-      vm.supports_device(KVM_DEV_TYPE_ARM_VGIC_V3) ? GicVersion::v3 : GicVersion::v2;
-  return {version, version == GicVersion::v3 ? "--gic v3" : "--gic v2"};
+  if (vm.supports_device(KVM_DEV_TYPE_ARM_VGIC_V3)) {
+    return {GicVersion::v3, "this host's vGIC (a GICv3)"};
+  }
+  if (vm.supports_device(KVM_DEV_TYPE_ARM_VGIC_V2)) {
+    return {GicVersion::v2, "this host's vGIC (a GICv2: its KVM offers no vGICv3)"};
+  }
+  throw UserError("this host's KVM offers no vGIC (neither a GICv3 nor a GICv2)");
 }
 
 // KVM's in-kernel vGIC. Addresses are set at once; the GIC is initialized once every vCPU
@@ -69,6 +73,11 @@ class Vgic {
     if (!vm.supports_device(type)) {
       throw UserError(fmt::format("{}: this host's KVM offers no {} (try {})", choice.label, name,
                                   version == GicVersion::v3 ? "v2" : "v3"));
+    }
+    if (version == GicVersion::v2 && vcpus > aarch64::kGicV2MaxCpus) {
+      // Said before any vCPU or device is made.
+      throw UserError(fmt::format("{}: a GICv2 serves at most {} vCPUs, the VM has {}",
+                                  choice.label, aarch64::kGicV2MaxCpus, vcpus));
     }
     device_.emplace(vm, type, name);
     description_.version = version;
