@@ -242,6 +242,13 @@ void VirtioConsole::queue_reset(uint16_t index) {
   if (port && index == transmit_queue(*port)) ports_[*port]->tx_held.reset();
 }
 
+uint32_t VirtioConsole::held_chains(uint16_t index) const {
+  // A transmit chain waiting for the backend's room: the last one taken (the queue waits
+  // behind it).
+  const auto port = port_of_queue(index);
+  return port && index == transmit_queue(*port) && ports_[*port]->tx_held ? 1 : 0;
+}
+
 void VirtioConsole::queue_notify(uint16_t index, Virtqueue& queue) {
   if (index == kControlTransmitQueue) {
     take_control_messages(queue);

@@ -171,6 +171,12 @@ void VirtioNet::queue_reset(uint16_t index) {
   pairs_[index / 2u].forget_held();
 }
 
+uint32_t VirtioNet::held_chains(uint16_t index) const {
+  // Receive buffers collected for a frame still waiting for more: the last ones taken.
+  if (index % 2 != 0 || index / 2u >= pairs_.size() || index == control_queue()) return 0;
+  return static_cast<uint32_t>(pairs_[index / 2u].held.size());
+}
+
 void VirtioNet::request_resume(size_t pair) {
   Pair& p = pairs_[pair];
   if (!p.paused || pair >= active_pairs_) return;

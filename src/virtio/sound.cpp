@@ -147,6 +147,13 @@ void VirtioSound::queue_reset(uint16_t index) {
   }
 }
 
+uint32_t VirtioSound::held_chains(uint16_t index) const {
+  // Each I/O queue carries one stream, whose messages are given back in the order they came.
+  if (index != kTxQueue && index != kRxQueue) return 0;
+  const uint32_t id = index == kTxQueue ? kSoundOutputStream : kSoundInputStream;
+  return static_cast<uint32_t>(runs_[id].pending.size());
+}
+
 void VirtioSound::guest_error(const std::string& message) {
   bad_requests_.fetch_add(1, std::memory_order_relaxed);
   guest_errors_.warn(name(), message);

@@ -613,6 +613,79 @@ std::vector<Step> running_ring(int ram, int kick) {
               ring_start(ram, kick));
 }
 
+// A device that returns the first chain it takes and holds the rest, as sound holds what it
+// has not played yet.
+class HoldingDevice final : public VirtioDevice {
+ public:
+  std::string name() const override { return "holding"; }
+  uint32_t device_id() const override { return 3; }
+  uint64_t device_features() const override { return 0; }
+  std::vector<uint16_t> queue_max_sizes() const override { return {64, 64}; }
+  uint32_t config_size() const override { return 0; }
+  void read_config(uint32_t, std::span<uint8_t>) override {}
+  void activate(VirtioTransport&, uint64_t) override {}
+  void queue_notify(uint16_t, Virtqueue& queue) override {
+    while (auto chain = queue.pop()) {
+      if (taken++ == 0) {
+        queue.push(chain->head(), 0);
+      } else {
+        held.push_back(std::move(*chain));
+      }
+    }
+  }
+  void reset() override { held.clear(); }
+  void queue_reset(uint16_t) override { held.clear(); }
+  uint32_t held_chains(uint16_t index) const override {
+    return index == 0 ? static_cast<uint32_t>(held.size()) : 0;
+  }
+  int taken = 0;  // the loop thread's
+  std::vector<DescriptorChain> held;
+};
+
+// GET_VRING_BASE (QEMU's stop, a migration) answers where the ring stopped before the chains
+// the device still holds: those are dropped with the stopped ring, and the ring resumed at the
+// base offers them again. Answering past them lost them for good (the driver's sound or
+// console buffers never came back).
+TEST(VhostUserBackend, AStoppedRingsBaseIsBeforeTheChainsTheDeviceHolds) {
+  Served served(std::make_unique<HoldingDevice>());
+  vhost::Channel channel(served.connect(), "back-end");
+  const UniqueFd ram = memfd(0x200000);
+  const UniqueFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  for (const Step& step : running_ring(ram.get(), kick.get()))
+    channel.send(step.message(), step.fds);
+  // Three one-descriptor chains at heads 0, 1 and 2, made available (the ring's layout of
+  // ring_start: descriptors at 0x1000, the driver area at 0x2000).
+  void* map = ::mmap(nullptr, 0x200000, PROT_READ | PROT_WRITE, MAP_SHARED, ram.get(), 0);
+  ASSERT_NE(map, MAP_FAILED);
+  auto* bytes = static_cast<uint8_t*>(map);
+  for (uint16_t i = 0; i < 3; ++i) {
+    vring_desc d{};
+    d.addr = 0x10000 + 0x100 * i;
+    d.len = 16;
+    std::memcpy(bytes + 0x1000 + 16 * i, &d, sizeof d);
+    std::memcpy(bytes + 0x2000 + 4 + 2 * i, &i, 2);
+  }
+  const uint16_t avail_idx = 3;
+  std::memcpy(bytes + 0x2000 + 2, &avail_idx, 2);
+  const uint64_t one = 1;
+  ASSERT_EQ(::write(kick.get(), &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  auto& device = static_cast<HoldingDevice&>(*served.device);
+  for (int i = 0; i < 200; ++i) {
+    int taken = 0;
+    served.loop.call([&] { taken = device.taken; });
+    if (taken == 3) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  served.loop.call([&] { ASSERT_EQ(device.held.size(), 2u); });
+  channel.send(Message::with_state(Request::get_vring_base, {0, 0}));
+  const vhost::VringState base =
+      vhost::decode_reply_state(channel.receive(2000, true), Request::get_vring_base, 0);
+  EXPECT_EQ(base.num, 1u) << "stopped before the two chains the device held";
+  served.loop.call([&] { EXPECT_TRUE(device.held.empty()) << "dropped with the ring"; });
+  EXPECT_FALSE(served.closed());
+  ::munmap(map, 0x200000);
+}
+
 TEST(VhostUserBackend, RefusesChangesUnderARunningRing) {
   // A front-end may reconfigure a ring only after GET_VRING_BASE stopped it: the queue's
   // addresses and size are what the device reads guest memory through.

@@ -138,6 +138,14 @@ class VirtioDevice {
   // chain of that queue the device holds, since its head indices mean nothing in the ring the
   // driver sets up next. The queue is reset right after.
   virtual void queue_reset(uint16_t index) { static_cast<void>(index); }
+  // Transport lock held. How many chains of queue `index` the device holds (taken, not yet
+  // given back), which must be the last ones it took, in order. A vhost-user back-end stopping
+  // the ring (GET_VRING_BASE: QEMU's stop, or a migration) says it stopped before them, so the
+  // ring resumed there offers them again; queue_reset() then forgets them, as for a driver's.
+  virtual uint32_t held_chains(uint16_t index) const {
+    static_cast<void>(index);
+    return 0;
+  }
   // Transport lock held. Only a transport whose front-end enables queues one by one calls it
   // (a vhost-user back-end: SET_VRING_ENABLE, from a front-end that serves a network device's
   // control queue itself): queue `index` is served from now on, or no longer (before
