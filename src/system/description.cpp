@@ -340,10 +340,22 @@ class Validator {
           "guest RAM is anonymous memory (--memory-backing anonymous), which has no file "
           "descriptor to share with the device's back-end; use auto, memfd or hugetlb"));
     }
-    if (vm.maps.size() > vhost::kMaxRegions) {
+    // RAM is shared as one region per range of the machine's RAM layout (x86_64: two above
+    // 3 GiB, below and above the PCI hole), each other map as one.
+    uint64_t ram_size = vm.config.memory_size;  // a VM from flags; a file's: its RAM map's
+    for (const auto& m : vm.maps) {
+      const MemoryRegionSpec* r = d_.find_region(m.region);
+      if (r == nullptr || m.region != vm.ram_region) continue;
+      ram_size = m.size.value_or(r->size);
+      break;
+    }
+    const size_t ram_pieces = std::max<size_t>(ram_ranges(ram_size).size(), 1);
+    const size_t regions = vm.maps.size() + ram_pieces - 1;
+    if (regions > vhost::kMaxRegions) {
       problems_.push_back(first->located(fmt::format(
-          "virtual machine '{}' maps {} memory regions; a vhost-user back-end takes at most {}",
-          vm.config.name, vm.maps.size(), vhost::kMaxRegions)));
+          "virtual machine '{}' shares {} memory regions (its maps, RAM in {} piece{}); a "
+          "vhost-user back-end takes at most {}",
+          vm.config.name, regions, ram_pieces, ram_pieces == 1 ? "" : "s", vhost::kMaxRegions)));
     }
   }
 
