@@ -915,6 +915,12 @@ void VfioPciDevice::write_device_command(uint16_t guest_command) {
   constexpr uint16_t kPassed = kCommandIo | kCommandMemory | kCommandBusMaster;
   // INTx disabled on the device unless the guest has the line (then the guest's bit).
   const uint16_t intx = intx_on_ ? (guest_command & kCommandIntxDisable) : kCommandIntxDisable;
+  // The device's other bits as they are now (a reset may have cleared them since it was
+  // opened), not as they were then.
+  uint8_t now[2] = {};
+  if (file_->read(config_region_.offset + kCommand, now) == 2) {
+    device_command_ = static_cast<uint16_t>(now[0] | (now[1] << 8));
+  }
   const uint16_t value = static_cast<uint16_t>((device_command_ & ~kPassed & ~kCommandIntxDisable) |
                                                (guest_command & kPassed) | intx);
   uint8_t b[2] = {static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8)};

@@ -181,7 +181,8 @@ TEST_F(VfioDeviceTest, BarsSizeAndProgramAsTheDeviceDeclaresThem) {
   EXPECT_EQ(m[0]->address, 0x8c0004000u);
   EXPECT_EQ(m[0]->size, 0x4000u);
   EXPECT_EQ(m[2]->address, 0xc0010000u);
-  EXPECT_EQ(device_accesses(), before + 1);  // the command register only: the BARs are ours
+  // The command register only (read, then written): the BARs are ours.
+  EXPECT_EQ(device_accesses(), before + 2);
 }
 
 TEST_F(VfioDeviceTest, CommandRegisterPassesOnDecodingAndBusMasterOnly) {
@@ -202,6 +203,19 @@ TEST_F(VfioDeviceTest, CommandRegisterPassesOnDecodingAndBusMasterOnly) {
   const size_t before = device_accesses();
   set_config(*dev, kInterruptLine, 0x0b, 1);
   EXPECT_EQ(device_accesses(), before);
+}
+
+// The device's own command bits (SERR#, parity) are written back as the device has them now,
+// not as it had them when it was opened: a reset since then cleared them.
+TEST_F(VfioDeviceTest, CommandBitsOfTheDeviceAreTakenFreshAtEachWrite) {
+  FakeVfioShape shape;
+  shape.command = kCommandSerr | kCommandIntxDisable;
+  auto dev = open(shape);
+  auto& config_region = fake->region(VFIO_PCI_CONFIG_REGION_INDEX);
+  config_region[kCommand] = 0;  // a reset of the device
+  config_region[kCommand + 1] = 0;
+  set_config(*dev, kCommand, kCommandMemory, 2);
+  EXPECT_EQ(fake->command(), kCommandMemory | kCommandIntxDisable) << "no stale SERR#";
 }
 
 TEST_F(VfioDeviceTest, TrappedAccessesReachTheirRegionOffset) {
