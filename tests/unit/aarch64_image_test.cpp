@@ -133,6 +133,13 @@ TEST(Arm64Image, RejectsImplausibleTextOffset) {
   EXPECT_THAT(parse_error(FakeImage{.text_offset = 0x80001}.build()), HasSubstr("text_offset"));
 }
 
+// A corrupt image_size (here 2^63) is said to be one, not "give the guest 8 EiB of RAM".
+TEST(Arm64Image, RejectsAnImplausibleImageSize) {
+  EXPECT_THAT(parse_error(FakeImage{.image_size = 1ull << 63}.build()),
+              HasSubstr("image_size 0x8000000000000000 is over 4 GiB (corrupt header?)"));
+  EXPECT_EQ(parse_error(FakeImage{.image_size = 64 * MiB}.build()), "(accepted)");
+}
+
 TEST(Arm64Image, LegacyKernelsWithImageSizeZeroUseTextOffset0x80000) {
   // Pre-3.17: text_offset's endianness was unspecified and flags were reserved: ignore both.
   const auto file =
@@ -211,8 +218,11 @@ TEST(Arm64BootPlan, TooLittleRamNamesMemoryAndWhatDoesNotFit) {
 }
 
 TEST(Arm64BootPlan, HugeImageSizeDoesNotWrapAround) {
-  const auto file = FakeImage{.image_size = ~uint64_t{0} - 4 * KiB}.build();
-  const ArmImage image = parse_arm64_image(file, "Image-test");
+  // The parser refuses such a header (RejectsAnImplausibleImageSize); the plan, public too,
+  // must still not wrap around for one.
+  const auto file = FakeImage{}.build();
+  ArmImage image = parse_arm64_image(file, "Image-test");
+  image.image_size = ~uint64_t{0} - 4 * KiB;
   EXPECT_THAT(plan_error(image, 64 * MiB, 0), StartsWith("--memory: "));
   EXPECT_THAT(plan_error(image, 64 * MiB, 0), HasSubstr("TiB"));
 }

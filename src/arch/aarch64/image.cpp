@@ -23,6 +23,8 @@ constexpr uint64_t kFlagBigEndian = 1u << 0;
 constexpr uint64_t kFlagPageSizeShift = 1;
 constexpr uint64_t kFlagPageSizeMask = 3u << kFlagPageSizeShift;
 constexpr uint64_t kFlagPlaceAnywhere = 1u << 3;
+// image_size above this is taken for a corrupt header.
+constexpr uint64_t kMaxImageSize = uint64_t{4} << 30;
 
 uint64_t align_up(uint64_t value, uint64_t align) {
   return (value + align - 1) & ~(align - 1);
@@ -92,6 +94,12 @@ ArmImage parse_arm64_image(std::span<const uint8_t> file, const std::string& pat
     image.text_offset = kLegacyTextOffset;
     image.image_size = align_up(file.size(), kImageBaseAlign);
     return image;
+  }
+  // A kernel with its bss is tens of MiB: a size in the GiBs is a corrupt header, not a
+  // guest that wants more RAM (which is what plan_arm64_boot() would say).
+  if (header_size > kMaxImageSize) {
+    reject_input(path, fmt::format("image_size {:#x} is over {} (corrupt header?)", header_size,
+                                   format_size(kMaxImageSize)));
   }
   const uint64_t flags = le64(file, kFlagsAt);
   if ((flags & kFlagBigEndian) != 0) {
