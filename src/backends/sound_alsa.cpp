@@ -109,8 +109,9 @@ class AlsaSoundBackend final : public SoundBackend {
       s.open = true;  // capture without a PCM: silence, paced by the device's clock
       return {};
     }
-    snd_pcm_drop(s.pcm);  // a stream still draining from the last STOP, too
+    snd_pcm_drop(s.pcm);  // a stream still playing out the last STOP's frames, too
     s.failed = false;
+    s.playing_out = false;
     int err = snd_pcm_set_params(s.pcm, alsa_format(params.format), SND_PCM_ACCESS_RW_INTERLEAVED,
                                  params.channels, params.rate, 1, kAlsaLatencyUs);
     if (err == 0 && direction == SoundDirection::output) err = start_after_one_period(s.pcm);
@@ -122,12 +123,13 @@ class AlsaSoundBackend final : public SoundBackend {
     Stream& s = stream(direction);
     // Playback running on since its STOP plays to its end: the guest was told those frames
     // were played. The next open() or the backend's end drops what is left.
-    if (s.pcm != nullptr && s.open && !playing_out(s, direction)) snd_pcm_drop(s.pcm);
+    if (s.pcm != nullptr && s.open && !s.playing_out) snd_pcm_drop(s.pcm);
     s.open = false;
   }
   void start(SoundDirection direction) override {
     Stream& s = stream(direction);
     if (s.pcm == nullptr || !s.open) return;
+    s.playing_out = false;
     if (snd_pcm_state(s.pcm) != SND_PCM_STATE_PREPARED) {
       snd_pcm_drop(s.pcm);  // what a STOP left playing gives way to the new frames
       snd_pcm_prepare(s.pcm);
@@ -143,10 +145,11 @@ class AlsaSoundBackend final : public SoundBackend {
       // snd_pcm_drain(): through some plugins (rate conversion) it waits, even non-blocking.
       // Fewer frames than the start threshold are started by hand.
       const snd_pcm_state_t state = snd_pcm_state(s.pcm);
-      if (state == SND_PCM_STATE_RUNNING) return;
       snd_pcm_sframes_t held = 0;
-      if (state == SND_PCM_STATE_PREPARED && snd_pcm_delay(s.pcm, &held) == 0 && held > 0 &&
-          snd_pcm_start(s.pcm) == 0) {
+      if (state == SND_PCM_STATE_RUNNING ||
+          (state == SND_PCM_STATE_PREPARED && snd_pcm_delay(s.pcm, &held) == 0 && held > 0 &&
+           snd_pcm_start(s.pcm) == 0)) {
+        s.playing_out = true;
         return;
       }
     }
@@ -192,7 +195,8 @@ class AlsaSoundBackend final : public SoundBackend {
           failed(s, static_cast<int>(n));
           break;
         }
-        if (n == -ESTRPIPE) break;  // resuming, or just prepared: the next tick writes
+        // Still resuming: the next tick writes.
+        if (n == -ESTRPIPE && snd_pcm_state(s.pcm) == SND_PCM_STATE_SUSPENDED) break;
         continue;
       }
       left -= static_cast<snd_pcm_uframes_t>(n);
@@ -220,15 +224,11 @@ class AlsaSoundBackend final : public SoundBackend {
     snd_pcm_t* pcm = nullptr;
     SoundParams params{};
     bool open = false;
-    bool failed = false;  // an error recovery could not mend, until the next open()
+    bool failed = false;       // an error recovery could not mend, until the next open()
+    bool playing_out = false;  // playback a STOP left running to play what it holds
     uint64_t xruns = 0;
   };
   Stream& stream(SoundDirection d) { return d == SoundDirection::output ? output_ : input_; }
-
-  // Playback left running by a STOP, to play out what it holds.
-  static bool playing_out(Stream& s, SoundDirection direction) {
-    return direction == SoundDirection::output && snd_pcm_state(s.pcm) == SND_PCM_STATE_RUNNING;
-  }
 
   // snd_pcm_set_params() starts playback only once the whole buffer is full: a sound shorter
   // than that (a beep) would never start. One period is enough to start on.

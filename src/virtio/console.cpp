@@ -242,11 +242,13 @@ void VirtioConsole::queue_reset(uint16_t index) {
   if (port && index == transmit_queue(*port)) ports_[*port]->tx_held.reset();
 }
 
-uint32_t VirtioConsole::held_chains(uint16_t index) const {
-  // A transmit chain waiting for the backend's room: the last one taken (the queue waits
-  // behind it).
+void VirtioConsole::return_held(uint16_t index, Virtqueue& queue) {
+  // Output still waiting for the backend's room: given back, the rest of it lost.
   const auto port = port_of_queue(index);
-  return port && index == transmit_queue(*port) && ports_[*port]->tx_held ? 1 : 0;
+  if (!port || index != transmit_queue(*port) || !ports_[*port]->tx_held) return;
+  const uint16_t head = ports_[*port]->tx_held->chain.head();
+  ports_[*port]->tx_held.reset();
+  if (queue.push(head, 0) && transport_ != nullptr) transport_->signal_used(index);
 }
 
 void VirtioConsole::queue_notify(uint16_t index, Virtqueue& queue) {

@@ -171,10 +171,17 @@ void VirtioNet::queue_reset(uint16_t index) {
   pairs_[index / 2u].forget_held();
 }
 
-uint32_t VirtioNet::held_chains(uint16_t index) const {
-  // Receive buffers collected for a frame still waiting for more: the last ones taken.
-  if (index % 2 != 0 || index / 2u >= pairs_.size() || index == control_queue()) return 0;
-  return static_cast<uint32_t>(pairs_[index / 2u].held.size());
+void VirtioNet::return_held(uint16_t index, Virtqueue& queue) {
+  // Receive buffers collected for a frame still waiting for more: given back empty (the
+  // driver counts them as errors and refills), the frame dropped.
+  if (index % 2 != 0 || index / 2u >= pairs_.size() || index == control_queue()) return;
+  Pair& p = pairs_[index / 2u];
+  if (p.held.empty()) return;
+  for (const DescriptorChain& chain : p.held) queue.push(chain.head(), 0);
+  if (VirtioTransport* transport = transport_.load()) transport->signal_used(index);
+  p.forget_held();
+  if (p.pending != 0) rx_not_ready_.add();
+  p.pending = 0;
 }
 
 void VirtioNet::request_resume(size_t pair) {

@@ -147,11 +147,10 @@ void VirtioSound::queue_reset(uint16_t index) {
   }
 }
 
-uint32_t VirtioSound::held_chains(uint16_t index) const {
-  // Each I/O queue carries one stream, whose messages are given back in the order they came.
-  if (index != kTxQueue && index != kRxQueue) return 0;
-  const uint32_t id = index == kTxQueue ? kSoundOutputStream : kSoundInputStream;
-  return static_cast<uint32_t>(runs_[id].pending.size());
+void VirtioSound::return_held(uint16_t index, Virtqueue&) {
+  // As at RELEASE: output given back as played, input with silence for what was not captured.
+  if (index == kTxQueue && tx_ != nullptr) flush(kSoundOutputStream);
+  if (index == kRxQueue && rx_ != nullptr) flush(kSoundInputStream);
 }
 
 void VirtioSound::guest_error(const std::string& message) {

@@ -203,6 +203,7 @@ void VhostUserBackend::on_readable() {
       close("");  // an orderly end
       return;
     }
+    heard_from_ = true;
     handle(channel_.receive(kTimeoutMs, false));
   } catch (const std::exception& e) {
     close(e.what());
@@ -532,11 +533,9 @@ void VhostUserBackend::stop_ring(uint32_t index) {
     ring.running = false;
     // Where the ring stopped, once the device's I/O is paused (nothing in flight): GET_VRING_BASE
     // answers it, and the ring resumes from it if started again without a new SET_VRING_BASE.
-    // Before the chains the device still holds (sound waiting to play, console output waiting
-    // for room): they are dropped below, and offered again where the ring resumes.
-    const uint32_t held = std::min<uint32_t>(device_.held_chains(static_cast<uint16_t>(index)),
-                                             queues_[index].size());
-    ring.base = static_cast<uint16_t>(queues_[index].next_avail() - held);
+    // Past every chain taken: those the device still holds go back to the driver first.
+    device_.return_held(static_cast<uint16_t>(index), queues_[index]);
+    ring.base = queues_[index].next_avail();
     device_.queue_enabled(static_cast<uint16_t>(index), false);
     device_.queue_reset(static_cast<uint16_t>(index));
     queues_[index].reset();

@@ -520,6 +520,15 @@ TEST(Arm64FdtPatch, RefusesAUserTreeThatDisagreesWithTheVm) {
             "(--gic)");
   EXPECT_EQ(error_of([&] { patch_fdt(tree(two, "arm,gic-v3", 4), sample_machine(), "user.dtb"); }),
             "user.dtb: /cpus lists 4 CPUs, the VM has 2 vCPUs (--vcpus)");
+  // A disabled CPU is not counted.
+  const auto disabled = compile_dts(
+      "/dts-v1/;\n/ { #address-cells = <2>; #size-cells = <2>; interrupt-parent = <&intc>;\n"
+      "intc: intc@8000000 { compatible = \"arm,gic-v3\"; interrupt-controller; "
+      "#interrupt-cells = <3>; reg = <0 0x8000000 0 0x10000 0 0x80a0000 0 0x40000>; };\n"
+      "cpus { #address-cells = <1>; #size-cells = <0>; cpu@0 { device_type = \"cpu\"; reg = "
+      "<0>; }; cpu@1 { device_type = \"cpu\"; reg = <1>; }; cpu@2 { device_type = \"cpu\"; "
+      "reg = <2>; status = \"disabled\"; }; };\n};\n");
+  EXPECT_NO_THROW(patch_fdt(disabled, sample_machine(), "user.dtb"));
 }
 
 TEST(Arm64FdtPatch, PointsAUsersSmcPsciAtKvm) {

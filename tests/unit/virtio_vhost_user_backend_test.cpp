@@ -635,18 +635,18 @@ class HoldingDevice final : public VirtioDevice {
   }
   void reset() override { held.clear(); }
   void queue_reset(uint16_t) override { held.clear(); }
-  uint32_t held_chains(uint16_t index) const override {
-    return index == 0 ? static_cast<uint32_t>(held.size()) : 0;
+  void return_held(uint16_t, Virtqueue& queue) override {
+    for (const DescriptorChain& chain : held) queue.push(chain.head(), 0);
+    held.clear();
   }
   int taken = 0;  // the loop thread's
   std::vector<DescriptorChain> held;
 };
 
-// GET_VRING_BASE (QEMU's stop, a migration) answers where the ring stopped before the chains
-// the device still holds: those are dropped with the stopped ring, and the ring resumed at the
-// base offers them again. Answering past them lost them for good (the driver's sound or
-// console buffers never came back).
-TEST(VhostUserBackend, AStoppedRingsBaseIsBeforeTheChainsTheDeviceHolds) {
+// GET_VRING_BASE (QEMU's stop, a migration) answers past every chain taken: the chains the
+// device still holds go back to the driver first. Dropped with the stopped ring, they never
+// came back (the driver's sound, console or receive buffers lost for good).
+TEST(VhostUserBackend, AStoppedRingGivesBackTheChainsTheDeviceHolds) {
   Served served(std::make_unique<HoldingDevice>());
   vhost::Channel channel(served.connect(), "back-end");
   const UniqueFd ram = memfd(0x200000);
@@ -680,8 +680,11 @@ TEST(VhostUserBackend, AStoppedRingsBaseIsBeforeTheChainsTheDeviceHolds) {
   channel.send(Message::with_state(Request::get_vring_base, {0, 0}));
   const vhost::VringState base =
       vhost::decode_reply_state(channel.receive(2000, true), Request::get_vring_base, 0);
-  EXPECT_EQ(base.num, 1u) << "stopped before the two chains the device held";
-  served.loop.call([&] { EXPECT_TRUE(device.held.empty()) << "dropped with the ring"; });
+  EXPECT_EQ(base.num, 3u);
+  uint16_t used_idx = 0;
+  std::memcpy(&used_idx, bytes + 0x3000 + 2, 2);
+  EXPECT_EQ(used_idx, 3u) << "the two held chains given back too";
+  served.loop.call([&] { EXPECT_TRUE(device.held.empty()); });
   EXPECT_FALSE(served.closed());
   ::munmap(map, 0x200000);
 }

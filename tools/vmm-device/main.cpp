@@ -21,11 +21,8 @@
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <set>
-#include <sstream>
 
 #include "libvmm/backends/sound_backend.hpp"
 #include "libvmm/backends/stdio_backend.hpp"
@@ -46,23 +43,14 @@ using namespace libvmm;
 
 namespace {
 
-// Whether a socket listens at `path`, as /proc/net/unix lists them (flag __SO_ACCEPTCON,
-// 0x10000): looked up rather than connected to, which a server serving one client at a time
-// would take for its front-end (and, with --once, leave when it left).
-bool listening_at(const std::string& path) {
-  std::ifstream table("/proc/net/unix");
-  std::error_code ec;
-  const std::filesystem::path wanted = std::filesystem::absolute(path, ec).lexically_normal();
-  std::string line;
-  std::getline(table, line);  // the header
-  while (std::getline(table, line)) {
-    std::istringstream fields(line);
-    std::string slot, refs, protocol, flags, type, state, inode, bound;
-    if (!(fields >> slot >> refs >> protocol >> flags >> type >> state >> inode >> bound)) continue;
-    if ((std::strtoul(flags.c_str(), nullptr, 16) & 0x10000) == 0) continue;
-    if (bound == path || std::filesystem::path(bound).lexically_normal() == wanted) return true;
-  }
-  return false;
+// Whether a process listens on the socket at `path`: a connection it would take (or a full
+// backlog) says so, through any namespace. The other side sees a connection that sends
+// nothing and closes: vmm-device takes that for a probe, not a front-end (--once goes on).
+bool listening_at(const sockaddr_un& addr) {
+  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!probe) throw_errno("socket");
+  return ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0 ||
+         errno == EAGAIN;
 }
 
 // Listens on a Unix socket at `path`. A socket file left there by an earlier run (nobody
@@ -81,7 +69,7 @@ UniqueFd listen_unix(const std::string& path, ino_t& bound) {
     if (!S_ISSOCK(st.st_mode)) {
       throw UserError(fmt::format("--socket {}: exists and is not a socket", path));
     }
-    if (listening_at(path)) {
+    if (listening_at(addr)) {
       throw UserError(fmt::format("--socket {}: another process listens there", path));
     }
     ::unlink(path.c_str());
@@ -288,10 +276,14 @@ int serve(const Options& options) {
     backend = std::make_unique<VhostUserBackend>(
         *device, loop, std::move(client), peer,
         [&](const std::string& why) {
+          // A connection that sent nothing (another vmm-device asking whether this socket is
+          // served) is no front-end: --once waits for one.
+          const bool heard = backend && backend->heard_from();
+          if (!heard) log::info("{}: it closed without a message (a probe?)", peer);
           // Not from inside the backend's own call: the loop destroys it next.
-          loop.post([&, failed = !why.empty()] {
+          loop.post([&, failed = !why.empty(), heard] {
             backend.reset();
-            if (options.once) {
+            if (options.once && heard) {
               status = failed ? kExitFailure : 0;
               loop.stop();
             }

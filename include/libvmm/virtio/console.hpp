@@ -133,7 +133,7 @@ class VirtioConsole final : public VirtioDevice {
   void queue_notify(uint16_t index, Virtqueue& queue) override;
   void reset() override;
   void queue_reset(uint16_t index) override;
-  uint32_t held_chains(uint16_t index) const override;
+  void return_held(uint16_t index, Virtqueue& queue) override;
 
  private:
   // A transmitq chain the backend has not taken all of, and how far it got. Kept as guest

@@ -179,7 +179,7 @@ class VirtioNet final : public VirtioDevice {
   // Receive: the buffers held for a waiting frame go back to being the driver's; the frame
   // waits for buffers of the new ring.
   void queue_reset(uint16_t index) override;
-  uint32_t held_chains(uint16_t index) const override;
+  void return_held(uint16_t index, Virtqueue& queue) override;
   // Served by a vhost-user back-end: the pairs in use are those whose receive queues the
   // front-end enabled, from the first on (it serves the control queue).
   void queue_enabled(uint16_t index, bool enabled) override;

@@ -92,7 +92,7 @@ class VirtioSound final : public VirtioDevice {
   void queue_notify(uint16_t index, Virtqueue& queue) override;
   void reset() override;
   void queue_reset(uint16_t index) override;
-  uint32_t held_chains(uint16_t index) const override;
+  void return_held(uint16_t index, Virtqueue& queue) override;
 
  private:
   struct Pending {

@@ -60,6 +60,8 @@ class VhostUserBackend final : private VirtioTransport {
   VhostUserBackend& operator=(const VhostUserBackend&) = delete;
 
   bool closed() const { return closed_; }
+  // Whether the front-end sent any message (a connection that closes without one is a probe).
+  bool heard_from() const { return heard_from_; }
   // The virtIO features offered to the front-end: the device's, the ring features the queues
   // implement (VERSION_1, INDIRECT_DESC, EVENT_IDX) and VHOST_USER_F_PROTOCOL_FEATURES.
   uint64_t offered_features() const { return offered_; }
@@ -142,6 +144,7 @@ class VhostUserBackend final : private VirtioTransport {
   std::mutex mutex_;     // the transport lock: queues_, rings' call fds, active_
   bool active_ = false;  // the device was activated (a ring runs) and not reset since
   bool closed_ = false;
+  bool heard_from_ = false;
   // Tasks that renotify() posts to the loop hold it weakly: they do nothing once this is gone.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -138,13 +138,15 @@ class VirtioDevice {
   // chain of that queue the device holds, since its head indices mean nothing in the ring the
   // driver sets up next. The queue is reset right after.
   virtual void queue_reset(uint16_t index) { static_cast<void>(index); }
-  // Transport lock held. How many chains of queue `index` the device holds (taken, not yet
-  // given back), which must be the last ones it took, in order. A vhost-user back-end stopping
-  // the ring (GET_VRING_BASE: QEMU's stop, or a migration) says it stopped before them, so the
-  // ring resumed there offers them again; queue_reset() then forgets them, as for a driver's.
-  virtual uint32_t held_chains(uint16_t index) const {
+  // Transport lock held. Gives back every chain of queue `index` the device holds (taken, not
+  // yet returned: sound waiting to play, console output waiting for room, receive buffers
+  // collected for a frame), completed as far as it got, and signals the driver. A vhost-user
+  // back-end calls it when the front-end stops the ring (GET_VRING_BASE: QEMU's stop, a
+  // migration): the base it answers is past every chain taken, so one held then dropped would
+  // never come back to the driver.
+  virtual void return_held(uint16_t index, Virtqueue& queue) {
     static_cast<void>(index);
-    return 0;
+    static_cast<void>(queue);
   }
   // Transport lock held. Only a transport whose front-end enables queues one by one calls it
   // (a vhost-user back-end: SET_VRING_ENABLE, from a front-end that serves a network device's

@@ -234,7 +234,8 @@ void check_user_tree(const FdtEditor& editor, const FdtMachine& machine, const s
   const bool v3 = machine.gic.version == GicVersion::v3;
   const char* other = v3 ? "GICv2" : "GICv3";
   const std::vector<const char*> others =
-      v3 ? std::vector<const char*>{"arm,gic-400", "arm,cortex-a15-gic"}
+      v3 ? std::vector<const char*>{"arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a7-gic",
+                                    "arm,cortex-a9-gic"}
          : std::vector<const char*>{"arm,gic-v3"};
   for (const char* compatible : others) {
     if (fdt_node_offset_by_compatible(fdt, -1, compatible) >= 0) {
@@ -251,7 +252,11 @@ void check_user_tree(const FdtEditor& editor, const FdtMachine& machine, const s
   fdt_for_each_subnode(child, fdt, cpus) {
     int len = 0;
     const auto* type = static_cast<const char*>(fdt_getprop(fdt, child, "device_type", &len));
-    if (type != nullptr && std::string_view(type, strnlen(type, len)) == "cpu") ++listed;
+    if (type == nullptr || std::string_view(type, strnlen(type, len)) != "cpu") continue;
+    // A CPU the tree marks disabled (or failed) is not one the guest brings up.
+    const auto* status = static_cast<const char*>(fdt_getprop(fdt, child, "status", &len));
+    const std::string_view state = status ? std::string_view(status, strnlen(status, len)) : "";
+    if (state.empty() || state == "okay" || state == "ok") ++listed;
   }
   if (listed != machine.cpus) {
     throw UserError(fmt::format("{}: /cpus lists {} CPU{}, the VM has {} vCPU{} (--vcpus)", path,
