@@ -5,12 +5,27 @@
 
 #include <algorithm>
 
+#include "libvmm/core/error.hpp"
+#include "libvmm/core/guest_memory.hpp"
+
 namespace libvmm {
 
 // Each defined beside its machine (src/arch/<arch>/board.cpp), built for every host.
 const Board& aarch64_board();
 const Board& x86_64_board();
 const Board& riscv64_board();
+
+std::vector<RamRange> ram_below_pci64(uint64_t ram_base, uint64_t window, uint64_t memory_size,
+                                      std::string_view guest) {
+  const uint64_t most = window - ram_base;
+  if (memory_size > most) {
+    throw UserError(fmt::format(
+        "--memory: {:#x} bytes is more than {} guest can have (at most {} GiB: RAM at {:#x} "
+        "ends below the PCI 64-bit BAR window at {:#x})",
+        memory_size, guest, most / GiB, ram_base, window));
+  }
+  return {{ram_base, memory_size}};
+}
 
 std::string Board::irq_problem(uint32_t number) const {
   if (number >= irq_count()) {

@@ -62,6 +62,12 @@ struct BoardDevice {
   const char* becomes;          // what it is on KVM, for vmm check: "the emulated PL011"
 };
 
+// RAM of `memory_size` bytes in one range from `ram_base`, ending below the PCI 64-bit BAR
+// window at `window` (BARs placed over RAM, and a memory node overlapping the host bridge's
+// ranges, otherwise): the device-tree boards' layout. Throws UserError naming --memory.
+std::vector<RamRange> ram_below_pci64(uint64_t ram_base, uint64_t window, uint64_t memory_size,
+                                      std::string_view guest);
+
 class Board {
  public:
   virtual ~Board() = default;

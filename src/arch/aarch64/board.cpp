@@ -5,8 +5,6 @@
 
 #include "../board.hpp"
 #include "libvmm/arch/aarch64/gic.hpp"
-#include "libvmm/core/error.hpp"
-#include "libvmm/core/guest_memory.hpp"
 
 namespace libvmm {
 namespace aarch64 {
@@ -17,17 +15,7 @@ class Aarch64Board final : public Board {
   const char* name() const override { return "aarch64"; }
   const char* serial_name() const override { return "PL011 (ttyAMA0)"; }
   std::vector<RamRange> ram_layout(uint64_t memory_size) const override {
-    // RAM ends below the PCI 64-bit BAR window: BARs placed over RAM, and a memory node
-    // overlapping the host bridge's ranges, otherwise.
-    constexpr uint64_t kMaxMemory = kPciMmio64Base - kRamBase;
-    if (memory_size > kMaxMemory) {
-      throw UserError(
-          fmt::format("--memory: {:#x} bytes is more than an AArch64 guest can have (at most {} "
-                      "GiB: RAM at {:#x} "
-                      "ends below the PCI 64-bit BAR window at {:#x})",
-                      memory_size, kMaxMemory / GiB, kRamBase, kPciMmio64Base));
-    }
-    return {{kRamBase, memory_size}};
+    return ram_below_pci64(kRamBase, kPciMmio64Base, memory_size, "an AArch64");
   }
   uint64_t ram_base() const override { return kRamBase; }
   std::vector<DeviceWindow> device_windows() const override {

@@ -4,8 +4,6 @@
 #include <fmt/format.h>
 
 #include "../board.hpp"
-#include "libvmm/core/error.hpp"
-#include "libvmm/core/guest_memory.hpp"
 
 namespace libvmm {
 namespace riscv64 {
@@ -16,17 +14,7 @@ class Riscv64Board final : public Board {
   const char* name() const override { return "riscv64"; }
   const char* serial_name() const override { return "16550A (ttyS0)"; }
   std::vector<RamRange> ram_layout(uint64_t memory_size) const override {
-    // RAM ends below the PCI 64-bit BAR window: BARs placed over RAM, and a memory node
-    // overlapping the host bridge's ranges, otherwise.
-    constexpr uint64_t kMaxMemory = kPciMmio64Base - kRamBase;
-    if (memory_size > kMaxMemory) {
-      throw UserError(
-          fmt::format("--memory: {:#x} bytes is more than a RISC-V guest can have (at most {} GiB: "
-                      "RAM at {:#x} "
-                      "ends below the PCI 64-bit BAR window at {:#x})",
-                      memory_size, kMaxMemory / GiB, kRamBase, kPciMmio64Base));
-    }
-    return {{kRamBase, memory_size}};
+    return ram_below_pci64(kRamBase, kPciMmio64Base, memory_size, "a RISC-V");
   }
   uint64_t ram_base() const override { return kRamBase; }
   std::vector<DeviceWindow> device_windows() const override {
