@@ -112,9 +112,9 @@ class AlsaSoundBackend final : public SoundBackend {
     snd_pcm_drop(s.pcm);  // a stream still playing out the last STOP's frames, too
     s.failed = false;
     s.playing_out = false;
-    int err = snd_pcm_set_params(s.pcm, alsa_format(params.format), SND_PCM_ACCESS_RW_INTERLEAVED,
-                                 params.channels, params.rate, 1, kAlsaLatencyUs);
-    if (err == 0 && direction == SoundDirection::output) err = start_after_one_period(s.pcm);
+    const int err =
+        snd_pcm_set_params(s.pcm, alsa_format(params.format), SND_PCM_ACCESS_RW_INTERLEAVED,
+                           params.channels, params.rate, 1, kAlsaLatencyUs);
     if (err < 0) return snd_strerror(err);
     s.open = true;
     return {};
@@ -143,7 +143,8 @@ class AlsaSoundBackend final : public SoundBackend {
       // The frames ALSA holds were handed back to the guest as played: they play out, and the
       // PCM stops at their end (an underrun nobody counts: the device no longer asks). Not
       // snd_pcm_drain(): through some plugins (rate conversion) it waits, even non-blocking.
-      // Fewer frames than the start threshold are started by hand.
+      // Fewer frames than the start threshold (a whole buffer: the cushion against the
+      // loop's stalls) never started: a sound shorter than that is started by hand.
       const snd_pcm_state_t state = snd_pcm_state(s.pcm);
       snd_pcm_sframes_t held = 0;
       if (state == SND_PCM_STATE_RUNNING ||
@@ -229,20 +230,6 @@ class AlsaSoundBackend final : public SoundBackend {
     uint64_t xruns = 0;
   };
   Stream& stream(SoundDirection d) { return d == SoundDirection::output ? output_ : input_; }
-
-  // snd_pcm_set_params() starts playback only once the whole buffer is full: a sound shorter
-  // than that (a beep) would never start. One period is enough to start on.
-  static int start_after_one_period(snd_pcm_t* pcm) {
-    snd_pcm_uframes_t buffer = 0;
-    snd_pcm_uframes_t period = 0;
-    snd_pcm_sw_params_t* sw = nullptr;
-    snd_pcm_sw_params_alloca(&sw);
-    int err = snd_pcm_get_params(pcm, &buffer, &period);
-    if (err == 0) err = snd_pcm_sw_params_current(pcm, sw);
-    if (err == 0) err = snd_pcm_sw_params_set_start_threshold(pcm, sw, period);
-    if (err == 0) err = snd_pcm_sw_params(pcm, sw);
-    return err;
-  }
 
   // Mends an xrun or a suspend without blocking (snd_pcm_recover() would wait in a loop for a
   // suspended device to resume, on the event loop). False if the stream cannot go on.
