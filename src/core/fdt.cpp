@@ -4,6 +4,7 @@
 #include <libfdt.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 
@@ -251,6 +252,20 @@ int FdtEditor::grow_until_done(Op op) {
 
 int FdtEditor::path_offset(const std::string& node_path) const {
   return fdt_path_offset(fdt(), node_path.c_str());
+}
+
+std::optional<uint32_t> FdtEditor::u32(int node, const char* name) const {
+  int len = 0;
+  const auto* cell = static_cast<const fdt32_t*>(fdt_getprop(fdt(), node, name, &len));
+  if (cell == nullptr || len != sizeof(fdt32_t)) return std::nullopt;
+  return fdt32_to_cpu(*cell);
+}
+
+std::optional<std::string_view> FdtEditor::string(int node, const char* name) const {
+  int len = 0;
+  const auto* text = static_cast<const char*>(fdt_getprop(fdt(), node, name, &len));
+  if (text == nullptr || len < 0) return std::nullopt;
+  return std::string_view(text, strnlen(text, static_cast<size_t>(len)));
 }
 
 void FdtEditor::set(int node, const FdtProperty& p) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -134,6 +135,10 @@ class FdtEditor {
 
   const void* fdt() const { return buf_.data(); }
   int path_offset(const std::string& node_path) const;  // negative if absent
+  // A property of `node` read as one 32-bit cell, or as a string (up to its first NUL);
+  // nullopt when it is absent (or, for u32, not 4 bytes long).
+  std::optional<uint32_t> u32(int node, const char* name) const;
+  std::optional<std::string_view> string(int node, const char* name) const;
 
   // Adds `node` with its properties and children under `parent`, in their order.
   void add(int parent, const FdtNode& node);

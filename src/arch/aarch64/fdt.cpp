@@ -165,10 +165,8 @@ std::optional<uint32_t> interrupt_parent_for_new_nodes(const FdtEditor& editor,
   const void* fdt = editor.fdt();
   int gic = -1;
   std::optional<uint32_t> explicit_parent;
-  int len = 0;
-  if (const auto* cell = static_cast<const fdt32_t*>(fdt_getprop(fdt, 0, "interrupt-parent", &len));
-      cell != nullptr && len == sizeof(fdt32_t)) {
-    gic = fdt_node_offset_by_phandle(fdt, fdt32_to_cpu(*cell));
+  if (const auto parent = editor.u32(0, "interrupt-parent")) {
+    gic = fdt_node_offset_by_phandle(fdt, *parent);
   } else {
     gic = fdt_node_offset_by_prop_value(fdt, -1, "interrupt-controller", "", 0);
     if (gic >= 0) {
@@ -183,8 +181,7 @@ std::optional<uint32_t> interrupt_parent_for_new_nodes(const FdtEditor& editor,
   if (gic < 0) {
     throw UserError(fmt::format("{}: no interrupt controller (GIC) for the added devices", path));
   }
-  const auto* cells = static_cast<const fdt32_t*>(fdt_getprop(fdt, gic, "#interrupt-cells", &len));
-  if (cells == nullptr || len != sizeof(fdt32_t) || fdt32_to_cpu(*cells) != 3) {
+  if (editor.u32(gic, "#interrupt-cells") != 3u) {
     throw UserError(
         fmt::format("{}: the interrupt controller {} does not have #interrupt-cells = <3> (a GIC)",
                     path, fdt_get_name(fdt, gic, nullptr)));
@@ -199,21 +196,11 @@ void use_kvm_psci_conduit(FdtEditor& editor) {
   for (const char* compatible : {"arm,psci-1.0", "arm,psci-0.2", "arm,psci"}) {
     const int psci = fdt_node_offset_by_compatible(editor.fdt(), -1, compatible);
     if (psci < 0) continue;
-    int len = 0;
-    const auto* method = static_cast<const char*>(fdt_getprop(editor.fdt(), psci, "method", &len));
-    if (method == nullptr || std::string_view(method, strnlen(method, len)) != "hvc") {
+    if (editor.string(psci, "method") != "hvc") {
       editor.set(psci, FdtProperty{"method", {'h', 'v', 'c', '\0'}});
     }
     return;
   }
-}
-
-// A u32 property of `node`, if it has one.
-std::optional<uint32_t> u32_prop(const void* fdt, int node, const char* name) {
-  int len = 0;
-  const auto* cell = static_cast<const fdt32_t*>(fdt_getprop(fdt, node, name, &len));
-  if (cell == nullptr || len != sizeof(fdt32_t)) return std::nullopt;
-  return fdt32_to_cpu(*cell);
 }
 
 // What a user's tree must agree on with the VM, each a one-line refusal otherwise: the cells
@@ -223,8 +210,8 @@ std::optional<uint32_t> u32_prop(const void* fdt, int node, const char* name) {
 void check_user_tree(const FdtEditor& editor, const FdtMachine& machine, const std::string& path) {
   const void* fdt = editor.fdt();
   // Without the properties, the spec's defaults: 2 address cells, 1 size cell.
-  const uint32_t address_cells = u32_prop(fdt, 0, "#address-cells").value_or(2);
-  const uint32_t size_cells = u32_prop(fdt, 0, "#size-cells").value_or(1);
+  const uint32_t address_cells = editor.u32(0, "#address-cells").value_or(2);
+  const uint32_t size_cells = editor.u32(0, "#size-cells").value_or(1);
   if (address_cells != 2 || size_cells != 2) {
     throw UserError(fmt::format(
         "{}: the root's #address-cells/#size-cells are {}/{}; vmm writes the memory and device "
@@ -250,12 +237,9 @@ void check_user_tree(const FdtEditor& editor, const FdtMachine& machine, const s
   uint32_t listed = 0;
   int child = 0;
   fdt_for_each_subnode(child, fdt, cpus) {
-    int len = 0;
-    const auto* type = static_cast<const char*>(fdt_getprop(fdt, child, "device_type", &len));
-    if (type == nullptr || std::string_view(type, strnlen(type, len)) != "cpu") continue;
+    if (editor.string(child, "device_type") != "cpu") continue;
     // A CPU the tree marks disabled (or failed) is not one the guest brings up.
-    const auto* status = static_cast<const char*>(fdt_getprop(fdt, child, "status", &len));
-    const std::string_view state = status ? std::string_view(status, strnlen(status, len)) : "";
+    const std::string_view state = editor.string(child, "status").value_or("");
     if (state.empty() || state == "okay" || state == "ok") ++listed;
   }
   if (listed != machine.cpus) {

@@ -230,10 +230,8 @@ std::optional<uint32_t> check_user_irqchip(const FdtEditor& editor, const Irqchi
   const void* fdt = editor.fdt();
   int node = -1;
   std::optional<uint32_t> explicit_parent;
-  int len = 0;
-  if (const auto* cell = static_cast<const fdt32_t*>(fdt_getprop(fdt, 0, "interrupt-parent", &len));
-      cell != nullptr && len == sizeof(fdt32_t)) {
-    node = fdt_node_offset_by_phandle(fdt, fdt32_to_cpu(*cell));
+  if (const auto parent = editor.u32(0, "interrupt-parent")) {
+    node = fdt_node_offset_by_phandle(fdt, *parent);
   } else {
     for (node = fdt_node_offset_by_prop_value(fdt, -1, "interrupt-controller", "", 0); node >= 0;
          node = fdt_node_offset_by_prop_value(fdt, node, "interrupt-controller", "", 0)) {
@@ -262,6 +260,7 @@ std::optional<uint32_t> check_user_irqchip(const FdtEditor& editor, const Irqchi
         "{}: the interrupt controller {} is {}, the VM has {} (--irqchip {} for this tree)", path,
         name, chip_name(kind), chip_name(chip.kind), kind == IrqchipKind::plic ? "plic" : "aia"));
   }
+  int len = 0;
   const auto* reg = static_cast<const fdt32_t*>(fdt_getprop(fdt, node, "reg", &len));
   const uint64_t base = reg != nullptr && len >= 8
                             ? (uint64_t{fdt32_to_cpu(reg[0])} << 32) | fdt32_to_cpu(reg[1])
