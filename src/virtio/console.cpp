@@ -301,13 +301,12 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
   bool blocked = false;
   if (p.tx_held) {
     const uint16_t head = p.tx_held->chain.head();
-    if (!p.tx_held->chain.iovecs(false, iov)) {
+    const bool gone = !p.tx_held->chain.iovecs(false, iov);
+    if (gone) {
       guest_error(fmt::format("{}transmitq buffer {} is no longer in guest RAM; dropped",
                               port_prefix(port), head));
-      queue.push(head, 0);
-      p.tx_held.reset();
-      used = true;
-    } else if (write_buffers(p, iov, p.tx_held->index, p.tx_held->offset)) {
+    }
+    if (gone || write_buffers(p, iov, p.tx_held->index, p.tx_held->offset)) {
       queue.push(head, 0);
       p.tx_held.reset();
       used = true;
