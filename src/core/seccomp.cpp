@@ -160,8 +160,8 @@ namespace {
 
 // ALSA's PCM ioctls (type 'A', <sound/asound.h>), each pinned to one descriptor of a PCM the
 // alsa backend opened before the filters loaded: set_params at PCM_PREPARE (a vCPU's queue
-// notify), drain at STOP, drop at reset and release, avail/delay/writei/readi as the event
-// loop paces.
+// notify), state/delay/start at STOP (what the PCM holds plays out), drop at reset and
+// release, avail/delay/writei/readi as the event loop paces.
 void add_sound(std::vector<SeccompRule>& r, const SeccompFds& fds) {
   for (int fd : fds.sound) {
     r.push_back({"ioctl",

@@ -180,7 +180,7 @@ int serve(const Options& options) {
   sigset_t signals = watched_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // the I/O thread inherits the mask
 
-  check_device(options);
+  // main() checked the device (check_device) before choosing a jail or not.
   // First: a socket another process serves is refused before the device opens anything.
   ino_t socket_inode = 0;
   UniqueFd listener = listen_unix(options.socket, socket_inode);
