@@ -29,7 +29,7 @@ uint32_t Pl031::read_register(uint64_t offset) {
     case kMatch:
       return match_;
     case kLoad:
-      return static_cast<uint32_t>(static_cast<int64_t>(clock_()) + offset_);
+      return load_;  // the value last loaded, not the count (TRM: RTCLR reads back)
     case kControl:
       return 1;  // started
     case kIntMask:
@@ -52,6 +52,7 @@ void Pl031::write_register(uint64_t offset, uint32_t value) {
     case kLoad:
       // The counter is 32 bits: the guest's time is the value, from now on.
       offset_ = static_cast<int64_t>(value) - static_cast<int64_t>(clock_());
+      load_ = value;
       break;
     case kIntMask:
       interrupt_mask_ = (value & 1) != 0;

@@ -33,10 +33,12 @@ TEST_F(Pl031Test, DataRegisterIsTheHostsTime) {
 }
 
 TEST_F(Pl031Test, LoadSetsTheGuestsClockOnly) {
+  EXPECT_EQ(reg(0x008), 0u);  // nothing loaded yet
   set(0x008, 1000);
   EXPECT_EQ(reg(0x000), 1000u);
   now_ += 7;
   EXPECT_EQ(reg(0x000), 1007u);          // keeps counting from the loaded value
+  EXPECT_EQ(reg(0x008), 1000u);          // the load register reads back, it does not count
   Pl031 other([this] { return now_; });  // another VM's clock is the host's
   std::array<uint8_t, 4> b{};
   other.read(0, b);
