@@ -86,6 +86,44 @@ TEST(Arm64Image, PageSizeAndPlacementFlags) {
   EXPECT_FALSE(image.place_anywhere);
 }
 
+std::string page_size_error(ArmPageSize size, uint64_t mmfr0) {
+  ArmImage image;
+  image.path = "Image-test";
+  image.page_size = size;
+  try {
+    check_arm64_page_size(image, mmfr0);
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(Arm64Image, PageSizeMustBeATranslationGranuleOfTheCpu) {
+  // ID_AA64MMFR0_EL1: TGran4 [31:28] and TGran64 [27:24] are 0xf when absent, TGran16 [23:20]
+  // is 0 when absent.
+  constexpr uint64_t kAll = 0x0010'0000;             // 4K, 64K and 16K
+  constexpr uint64_t kNo16K = 0x0000'0000;           // a Cortex-A57, say
+  constexpr uint64_t kOnly16K = 0xff10'0000;         // neither 4K nor 64K
+  constexpr uint64_t kNo64KWith52Bit = 0x1f20'0000;  // 4K and 16K with 52-bit output
+  for (const ArmPageSize size :
+       {ArmPageSize::unspecified, ArmPageSize::k4K, ArmPageSize::k16K, ArmPageSize::k64K}) {
+    EXPECT_EQ(page_size_error(size, kAll), "(accepted)");
+  }
+  EXPECT_EQ(page_size_error(ArmPageSize::unspecified, kOnly16K), "(accepted)");
+  EXPECT_EQ(page_size_error(ArmPageSize::k4K, kNo64KWith52Bit), "(accepted)");
+  EXPECT_EQ(page_size_error(ArmPageSize::k16K, kNo64KWith52Bit), "(accepted)");
+  EXPECT_EQ(page_size_error(ArmPageSize::k16K, kOnly16K), "(accepted)");
+
+  const std::string no_16k = page_size_error(ArmPageSize::k16K, kNo16K);
+  EXPECT_THAT(no_16k, StartsWith("Image-test: "));
+  EXPECT_THAT(no_16k, HasSubstr("built for 16 KiB pages"));
+  EXPECT_THAT(no_16k, HasSubstr("(its page sizes: 4 KiB, 64 KiB)"));
+  EXPECT_THAT(page_size_error(ArmPageSize::k64K, kNo64KWith52Bit),
+              HasSubstr("built for 64 KiB pages"));
+  EXPECT_THAT(page_size_error(ArmPageSize::k4K, kOnly16K), HasSubstr("(its page sizes: 16 KiB)"));
+  EXPECT_THAT(page_size_error(ArmPageSize::k4K, 0xff00'0000), HasSubstr("(its page sizes: none)"));
+}
+
 TEST(Arm64Image, ImageSizeSmallerThanFileKeepsTheWholeFile) {
   const auto file = FakeImage{.image_size = 4 * KiB}.build();
   EXPECT_EQ(parse_arm64_image(file, "Image-test").image_size, file.size());

@@ -122,6 +122,55 @@ ArmImage parse_arm64_image(std::span<const uint8_t> file, const std::string& pat
 
 namespace {
 
+// ID_AA64MMFR0_EL1's granule fields (Arm ARM D19.2): TGran4 and TGran64 are 0xf when absent,
+// TGran16 is 0 when absent.
+bool has_granule(ArmPageSize size, uint64_t mmfr0) {
+  switch (size) {
+    case ArmPageSize::k4K:
+      return ((mmfr0 >> 28) & 0xf) != 0xf;
+    case ArmPageSize::k16K:
+      return ((mmfr0 >> 20) & 0xf) != 0;
+    case ArmPageSize::k64K:
+      return ((mmfr0 >> 24) & 0xf) != 0xf;
+    case ArmPageSize::unspecified:
+      break;
+  }
+  return true;
+}
+
+const char* page_size_name(ArmPageSize size) {
+  switch (size) {
+    case ArmPageSize::k4K:
+      return "4 KiB";
+    case ArmPageSize::k16K:
+      return "16 KiB";
+    case ArmPageSize::k64K:
+      return "64 KiB";
+    case ArmPageSize::unspecified:
+      break;
+  }
+  return "unspecified";
+}
+
+}  // namespace
+
+void check_arm64_page_size(const ArmImage& image, uint64_t id_aa64mmfr0) {
+  if (has_granule(image.page_size, id_aa64mmfr0)) return;
+  std::string available;
+  for (const ArmPageSize size : {ArmPageSize::k4K, ArmPageSize::k16K, ArmPageSize::k64K}) {
+    if (!has_granule(size, id_aa64mmfr0)) continue;
+    if (!available.empty()) available += ", ";
+    available += page_size_name(size);
+  }
+  reject_input(
+      image.path,
+      fmt::format("is a kernel built for {} pages, which this host's CPU cannot translate "
+                  "(its page sizes: {}): use a kernel built for one of those",
+                  page_size_name(image.page_size), available.empty() ? "none" : available));
+}
+
+namespace {
+
 [[noreturn]] void ram_too_small(const ArmImage& image, uint64_t ram_size, uint64_t initrd_size,
                                 uint64_t needed) {
   throw_ram_too_small(image.path, image.image_size, ram_size, initrd_size, needed);

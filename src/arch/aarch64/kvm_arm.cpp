@@ -18,4 +18,8 @@ uint64_t core_reg_id(size_t offset_in_kvm_regs) {
          (offset_in_kvm_regs / sizeof(uint32_t));
 }
 
+uint64_t sys_reg_id(unsigned op0, unsigned op1, unsigned crn, unsigned crm, unsigned op2) {
+  return ARM64_SYS_REG(op0, op1, crn, crm, op2);
+}
+
 }  // namespace libvmm::aarch64

@@ -19,4 +19,7 @@ void init_vcpu(const KvmVm& vm, KvmVcpu& vcpu);
 // A KVM_REG_ARM_CORE register id from its offset in struct kvm_regs.
 uint64_t core_reg_id(size_t offset_in_kvm_regs);
 
+// A system register's one-reg id from its encoding (op0, op1, CRn, CRm, op2).
+uint64_t sys_reg_id(unsigned op0, unsigned op1, unsigned crn, unsigned crm, unsigned op2);
+
 }  // namespace libvmm::aarch64

@@ -267,6 +267,8 @@ class Aarch64Machine : public Machine {
           user_dtb ? user_dtb->label() : "device tree", dtb.size(), plan.dtb.size));
     }
     boot_ = aarch64::load_arm64(vm.memory, image, plan, initrd, dtb);
+    kernel_ = image;
+    kernel_.bytes = {};
     kernel_file.check_intact();
     initrd_file.check_intact();
     log::debug(
@@ -278,6 +280,10 @@ class Aarch64Machine : public Machine {
   void setup_vcpu(MachineContext& vm, KvmVcpu& vcpu) override {
     aarch64::init_vcpu(vm.kvm, vcpu);
     if (vcpu.index() == 0) {
+      // What the guest's CPU translates, as KVM shows it (a 16 KiB kernel on a CPU without
+      // that granule would stop before its first console line).
+      aarch64::check_arm64_page_size(
+          kernel_, vcpu.get_one_reg(aarch64::sys_reg_id(3, 0, 0, 7, 0)));  // ID_AA64MMFR0_EL1
       // Secondary vCPUs start powered off; KVM sets their state on the guest's PSCI CPU_ON.
       vcpu.set_one_reg(aarch64::core_reg_id(reg_pstate()), kBootPstate);
       vcpu.set_one_reg(aarch64::core_reg_id(reg_pc()), boot_.entry_gpa);
@@ -385,6 +391,7 @@ class Aarch64Machine : public Machine {
   std::vector<std::shared_ptr<const FdtNodeSource>> device_nodes_;
   std::shared_ptr<PciEcamFdt> pci_node_;  // when the VM has PCI devices (in device_nodes_)
   aarch64::ArmBootInfo boot_;
+  aarch64::ArmImage kernel_;  // the header's facts, for the vCPU checks (bytes unmapped)
 };
 
 }  // namespace

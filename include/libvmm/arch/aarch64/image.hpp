@@ -26,7 +26,8 @@ constexpr uint64_t kInitrdWindowSize = 32 * GiB;  // window of at most 32 GiB
 
 using libvmm::GpaRange;
 
-// Header flags, bits 1-2: the kernel's page size (informational; KVM supports all three).
+// Header flags, bits 1-2: the kernel's page size. The guest's stage 1 uses it, so the CPU must
+// implement that translation granule (check_arm64_page_size).
 enum class ArmPageSize : uint8_t { unspecified = 0, k4K = 1, k16K = 2, k64K = 3 };
 
 // A validated little-endian arm64 Image. Refers to the file's bytes, which must outlive it.
@@ -45,6 +46,11 @@ struct ArmImage {
 // an uncompressed little-endian arm64 Image: truncated, bad magic (with a hint for gzip,
 // EFI zboot, ELF vmlinux, x86 bzImage), big-endian kernel, reserved flags set, bad text_offset.
 ArmImage parse_arm64_image(std::span<const uint8_t> file, const std::string& path);
+
+// Throws UserError "PATH: ..." when the Image says it was built for a page size whose translation
+// granule the guest's CPU lacks (`id_aa64mmfr0`: its ID_AA64MMFR0_EL1, as KVM shows it); such a
+// kernel stops before its first console line. Kernels that say nothing are let through.
+void check_arm64_page_size(const ArmImage& image, uint64_t id_aa64mmfr0);
 
 // Where everything goes in guest RAM [ram_base, ram_base + ram_size):
 //   kernel: at the lowest 2 MiB aligned base in RAM + text_offset (entry = its first byte);
