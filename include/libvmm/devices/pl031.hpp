@@ -2,10 +2,10 @@
 // wall clock is right at boot (Linux's rtc-pl031 driver; systemd and TLS then see the date).
 //
 // RTCDR counts the host's seconds since the epoch plus an offset the guest sets through RTCLR
-// (its own clock, per VM: the guest cannot move the host's time); RTCLR reads back the value last
-// loaded (0 before any). RTCCR reads as started. The
-// match register is stored and read back, but there is no alarm interrupt: the device tree
-// gives the device none, so Linux offers no alarm (RTCRIS/RTCMIS read 0). The PrimeCell ID
+// (its own clock, per VM: the guest cannot move the host's time); RTCLR reads back the value
+// last loaded (0 before any). RTCCR reads as started. The match register is stored and read
+// back, but there is no alarm interrupt: the device tree gives the device none, so Linux
+// offers no alarm (RTCRIS/RTCMIS read 0). The PrimeCell ID
 // registers identify a PL031 (0x00041031, 0xB105F00D) for the AMBA bus. Other offsets read 0
 // and ignore writes; accesses are 32-bit (narrower ones are rounded to the register).
 #pragma once
