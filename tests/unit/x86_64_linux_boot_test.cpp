@@ -1,6 +1,7 @@
 // bzImage validation, the RAM layout and the Linux loader, on synthetic bzImages built here.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <cstring>
 #include <numeric>
@@ -16,6 +17,7 @@ using namespace libvmm;
 using namespace libvmm::x86;
 using libvmm::test::packed;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 namespace x86_64_linux_boot_test {
@@ -414,7 +416,25 @@ TEST_F(LoaderTest, RejectsAnInitrdWhenInitrdAddrMaxIsBelowTheKernel) {
   FakeKernel k;
   k.initrd_addr_max = 20 * MiB - 1;
   const auto initrd = pattern(4096);
-  EXPECT_THAT(load_error(k, 64 * MiB, initrd), StartsWith("initrd.img: initrd of 4096 bytes"));
+  EXPECT_EQ(load_error(k, 64 * MiB, initrd),
+            "initrd.img: initrd of 4096 bytes (1 MiB) does not fit between the kernel (ends at "
+            "0x1800000) and 0x1400000 in 64 MiB of guest memory; this kernel takes an initrd only "
+            "below 0x1400000 (its initrd_addr_max), whatever --memory is: use a smaller initrd");
+}
+
+TEST_F(LoaderTest, AnInitrdLargerThanLowRamIsNotAskedForMoreMemory) {
+  FakeKernel k;
+  k.initrd_addr_max = 0xffffffff;
+  // Never read: the placement fails first. Reserved, not allocated.
+  const size_t size = 3 * GiB;
+  void* bytes =
+      ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(bytes, MAP_FAILED);
+  const std::string error = load_error(k, 8 * GiB, {static_cast<const uint8_t*>(bytes), size});
+  ::munmap(bytes, size);
+  EXPECT_THAT(error, HasSubstr("the initrd must lie in low RAM, which ends at 0xc0000000 "
+                               "whatever --memory is: use a smaller initrd"));
+  EXPECT_THAT(error, Not(HasSubstr("--memory)")));
 }
 
 TEST_F(LoaderTest, RejectsAKernelTooBigForMemory) {

@@ -94,11 +94,23 @@ GuestRange place_initrd(uint64_t size, std::string_view path, uint64_t initrd_ad
                         uint64_t kernel_end, uint64_t low_end, uint64_t memory_size) {
   const uint64_t limit = std::min(initrd_addr_max + 1, low_end);
   if (size > limit || align_down(limit - size, kPageSize) < kernel_end) {
-    throw UserError(
-        fmt::format("{}: initrd of {} bytes ({} MiB) does not fit between the kernel "
-                    "(ends at {:#x}) and {:#x} in {} MiB of guest memory; give the "
-                    "guest more memory (--memory)",
-                    path, size, mib_rounded_up(size), kernel_end, limit, memory_size / MiB));
+    // More memory helps only when the end of RAM is what stops it.
+    std::string advice = "give the guest more memory (--memory)";
+    if (limit < low_end) {
+      advice = fmt::format(
+          "this kernel takes an initrd only below {:#x} (its initrd_addr_max), "
+          "whatever --memory is: use a smaller initrd",
+          limit);
+    } else if (memory_size > low_end) {
+      advice = fmt::format(
+          "the initrd must lie in low RAM, which ends at {:#x} whatever --memory "
+          "is: use a smaller initrd",
+          low_end);
+    }
+    throw UserError(fmt::format(
+        "{}: initrd of {} bytes ({} MiB) does not fit between the kernel "
+        "(ends at {:#x}) and {:#x} in {} MiB of guest memory; {}",
+        path, size, mib_rounded_up(size), kernel_end, limit, memory_size / MiB, advice));
   }
   return {align_down(limit - size, kPageSize), size};
 }
