@@ -268,6 +268,19 @@ std::optional<std::string_view> FdtEditor::string(int node, const char* name) co
   return std::string_view(text, strnlen(text, static_cast<size_t>(len)));
 }
 
+std::optional<uint32_t> FdtEditor::enabled_cpus() const {
+  const int cpus = path_offset("/cpus");
+  if (cpus < 0) return std::nullopt;
+  uint32_t listed = 0;
+  int child = 0;
+  fdt_for_each_subnode(child, fdt(), cpus) {
+    if (string(child, "device_type") != "cpu") continue;
+    const std::string_view state = string(child, "status").value_or("");
+    if (state.empty() || state == "okay" || state == "ok") ++listed;
+  }
+  return listed;
+}
+
 void FdtEditor::set(int node, const FdtProperty& p) {
   const int err = grow_until_done([&](void* fdt) {
     return fdt_setprop(fdt, node, p.name.c_str(), p.value.data(), checked_size(p.value.size()));

@@ -139,7 +139,7 @@ std::vector<uint8_t> compile_dts(const std::string& dts) {
   return {text.begin(), text.end()};
 }
 
-// A board's tree as a user may give it: two harts, a PLIC at the board's address, a UART.
+// A board's tree as a user may give it: one hart, a PLIC at the board's address, a UART.
 std::string user_dts(const std::string& irqchip, const std::string& root_parent = "") {
   return R"(/dts-v1/;
 / {
@@ -353,11 +353,18 @@ TEST(Riscv64Fdt, DtcDecompilesToTheExpectedSource) {
   }
 }
 
+// The machine user_dts() describes: one hart.
+FdtMachine user_machine(IrqchipKind kind) {
+  FdtMachine m = sample_machine(kind);
+  m.cpus = 1;
+  return m;
+}
+
 TEST(Riscv64FdtPatch, PatchesMemoryChosenTimebaseAndDevicesKeepsTheRest) {
   if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
   const auto user = compile_dts(user_dts(kUserPlic, "interrupt-parent = <&plic>;"));
   ASSERT_FALSE(user.empty());
-  const auto blob = patch_fdt(user, sample_machine(IrqchipKind::plic), "user.dtb");
+  const auto blob = patch_fdt(user, user_machine(IrqchipKind::plic), "user.dtb");
   ASSERT_EQ(fdt_check_full(blob.data(), blob.size()), 0);
 
   EXPECT_THAT(cells(blob, "/memory@80000000", "reg"), ElementsAre(0u, 0x8000'0000u, 0u, 256 * MiB));
@@ -382,7 +389,7 @@ TEST(Riscv64FdtPatch, NewDevicesPointAtTheControllerWhenTheRootDoesNot) {
   std::string dts = user_dts(kUserPlic);
   const std::string uart = "compatible = \"ns16550a\";";
   dts.replace(dts.find(uart), uart.size(), uart + " interrupts-extended = <&plic 10>;");
-  const auto blob = patch_fdt(compile_dts(dts), sample_machine(IrqchipKind::plic), "user.dtb");
+  const auto blob = patch_fdt(compile_dts(dts), user_machine(IrqchipKind::plic), "user.dtb");
   const uint32_t plic = phandle_of(blob, "/plic@c000000");
   ASSERT_NE(plic, 0u);
   EXPECT_THAT(cells(blob, "/virtio_mmio@10001000", "interrupt-parent"), ElementsAre(plic));
@@ -391,21 +398,34 @@ TEST(Riscv64FdtPatch, NewDevicesPointAtTheControllerWhenTheRootDoesNot) {
 TEST(Riscv64FdtPatch, RefusesTreesForAnotherControllerInOneLine) {
   if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
   const auto plic_tree = compile_dts(user_dts(kUserPlic));
-  EXPECT_EQ(error_of([&] { patch_fdt(plic_tree, sample_machine(IrqchipKind::aia), "u.dtb"); }),
+  EXPECT_EQ(error_of([&] { patch_fdt(plic_tree, user_machine(IrqchipKind::aia), "u.dtb"); }),
             "u.dtb: the interrupt controller plic@c000000 is a PLIC, the VM has an APLIC "
             "(--irqchip plic for this tree)");
   std::string moved = kUserPlic;
   moved.replace(moved.find("0xc000000 0"), 9, "0xd000000");
   const auto moved_tree = compile_dts(user_dts(moved));
   EXPECT_EQ(
-      error_of([&] { patch_fdt(moved_tree, sample_machine(IrqchipKind::plic), "u.dtb"); }),
+      error_of([&] { patch_fdt(moved_tree, user_machine(IrqchipKind::plic), "u.dtb"); }),
       "u.dtb: the interrupt controller plic@c000000 is not at 0xc000000, where the VM has it");
-  EXPECT_EQ(error_of([&] { patch_fdt(plic_tree, sample_machine(IrqchipKind::plic), "u.dtb"); }),
+  EXPECT_EQ(error_of([&] { patch_fdt(plic_tree, user_machine(IrqchipKind::plic), "u.dtb"); }),
             "u.dtb: the interrupt controller plic@c000000 has no phandle for the added devices to "
             "name");
   const auto none = compile_dts(user_dts(""));
-  EXPECT_EQ(error_of([&] { patch_fdt(none, sample_machine(IrqchipKind::plic), "u.dtb"); }),
+  EXPECT_EQ(error_of([&] { patch_fdt(none, user_machine(IrqchipKind::plic), "u.dtb"); }),
             "u.dtb: no interrupt controller (PLIC or APLIC) for the added devices");
+}
+
+TEST(Riscv64FdtPatch, RefusesATreeWithAnotherHartCount) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  const auto one_hart = compile_dts(user_dts(kUserPlic, "interrupt-parent = <&plic>;"));
+  EXPECT_EQ(error_of([&] { patch_fdt(one_hart, sample_machine(IrqchipKind::plic), "u.dtb"); }),
+            "u.dtb: /cpus lists 1 hart, the VM has 2 vCPUs (--vcpus)");
+  std::string disabled = user_dts(kUserPlic, "interrupt-parent = <&plic>;");
+  const std::string isa = "riscv,isa";
+  disabled.insert(disabled.find(isa), "status = \"disabled\"; ");
+  EXPECT_EQ(
+      error_of([&] { patch_fdt(compile_dts(disabled), user_machine(IrqchipKind::plic), "u.dtb"); }),
+      "u.dtb: /cpus lists 0 harts, the VM has 1 vCPU (--vcpus)");
 }
 
 TEST(Riscv64FdtPatch, RejectsBadUserBlobsNamingTheFile) {

@@ -139,6 +139,9 @@ class FdtEditor {
   // nullopt when it is absent (or, for u32, not 4 bytes long).
   std::optional<uint32_t> u32(int node, const char* name) const;
   std::optional<std::string_view> string(int node, const char* name) const;
+  // The CPUs under /cpus (device_type "cpu") a guest brings up: status absent, "okay" or "ok"
+  // (a "disabled" or "fail" CPU is not one). nullopt without /cpus.
+  std::optional<uint32_t> enabled_cpus() const;
 
   // Adds `node` with its properties and children under `parent`, in their order.
   void add(int parent, const FdtNode& node);

@@ -232,17 +232,9 @@ void check_user_tree(const FdtEditor& editor, const FdtMachine& machine, const s
                       path, other, compatible, v3 ? 3 : 2));
     }
   }
-  const int cpus = editor.path_offset("/cpus");
-  if (cpus < 0) return;  // added from the machine
-  uint32_t listed = 0;
-  int child = 0;
-  fdt_for_each_subnode(child, fdt, cpus) {
-    if (editor.string(child, "device_type") != "cpu") continue;
-    // A CPU the tree marks disabled (or failed) is not one the guest brings up.
-    const std::string_view state = editor.string(child, "status").value_or("");
-    if (state.empty() || state == "okay" || state == "ok") ++listed;
-  }
-  if (listed != machine.cpus) {
+  const std::optional<uint32_t> enabled = editor.enabled_cpus();
+  if (!enabled) return;  // /cpus is added from the machine
+  if (const uint32_t listed = *enabled; listed != machine.cpus) {
     throw UserError(fmt::format("{}: /cpus lists {} CPU{}, the VM has {} vCPU{} (--vcpus)", path,
                                 listed, listed == 1 ? "" : "s", machine.cpus,
                                 machine.cpus == 1 ? "" : "s"));

@@ -317,6 +317,12 @@ std::vector<uint8_t> patch_fdt(std::span<const uint8_t> user_dtb, const FdtMachi
         "{}: no /cpus node (a RISC-V tree names each hart and its interrupt controller there)",
         path));
   }
+  // A hart the tree lacks is never started; one the VM lacks fails to come up.
+  if (const uint32_t listed = editor.enabled_cpus().value_or(0); listed != machine.cpus) {
+    throw UserError(fmt::format("{}: /cpus lists {} hart{}, the VM has {} vCPU{} (--vcpus)", path,
+                                listed, listed == 1 ? "" : "s", machine.cpus,
+                                machine.cpus == 1 ? "" : "s"));
+  }
   const std::optional<uint32_t> parent =
       devices.empty() ? std::nullopt : check_user_irqchip(editor, machine.irqchip, path);
   for (auto node = devices.rbegin(); node != devices.rend(); ++node) {
