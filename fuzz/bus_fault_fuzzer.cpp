@@ -112,8 +112,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 
-  FaultReporter lenient(memory, mmio, false);
-  FaultReporter strict(memory, mmio, true);
+  FaultReporter lenient(memory, mmio, {});
+  FaultReporter strict(memory, mmio, FaultReporter::Options::with_strict(true));
   for (size_t op = 0; op < 256 && !in.empty(); ++op) {
     const uint8_t code = in.u8();
     const size_t width = size_t{1} << (code & 3);
@@ -145,9 +145,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       continue;
     }
 
-    const GuestAccess access{static_cast<uint32_t>(code >> 6), address,
-                             static_cast<uint32_t>(width), write, u64(in)};
-    const std::string report = FaultReporter::describe(access, memory, mmio, code & 0x40);
+    const GuestAccess access{static_cast<uint32_t>(code >> 6),
+                             address,
+                             static_cast<uint32_t>(width),
+                             write,
+                             u64(in),
+                             (code & 0x10) != 0};
+    const std::string report = FaultReporter::describe(
+        access, memory, mmio, FaultReporter::Options::with_strict((code & 0x40) != 0));
     char where[32];
     std::snprintf(where, sizeof where, "at guest-physical 0x%llx",
                   static_cast<unsigned long long>(address));
@@ -176,6 +181,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       named |= distance == best && nearest.find(range) < nearest.find('\n');
     }
     check(named);
+    // "Nothing there" only when the access overlaps nothing (and is no write to a read-only
+    // map); an access over an edge says so.
+    const uint64_t last = address > ~0ull - (width - 1) ? ~0ull : address + (width - 1);
+    bool overlaps = false;
+    for (const auto& [base, end] : known) overlaps |= end > base && address < end && last >= base;
+    const GuestMapping* mapping = memory.find(address);
+    if (mapping == nullptr || !mapping->readonly) {
+      check(overlaps == (report.find("no RAM or device is mapped there") == std::string::npos));
+    }
     if (code & 0x80) {
       const QuietStderr quiet;
       check(!lenient.report(access));

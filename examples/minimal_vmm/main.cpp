@@ -54,7 +54,7 @@ int main(int argc, char** argv) try {
   x86::set_sregs(*vcpu, x86::long_mode_sregs(x86::get_sregs(*vcpu)));
   x86::set_regs(*vcpu, x86::long_mode_regs(boot.entry, boot.zero_page));
 
-  FaultReporter faults(memory, mmio, /*strict=*/false);
+  FaultReporter faults(memory, mmio, {});  // reports, does not stop the guest
   VcpuRunner runner(std::move(vcpu),
                     {&mmio, &pio, &faults, [&](StopReason, std::string) { loop.stop(); },
                      [](KvmVcpu& v) { return x86::get_regs(v).rip; }, nullptr});

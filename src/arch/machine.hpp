@@ -57,6 +57,9 @@ class Machine {
   // Registers and CPU features of vCPU `vcpu.index()` so it starts where load_guest() decided.
   virtual void setup_vcpu(MachineContext& vm, KvmVcpu& vcpu) = 0;
   virtual uint64_t instruction_pointer(KvmVcpu& vcpu) const = 0;
+  // Whether KVM has already moved it past an MMIO write when it exits for one (x86's
+  // emulator does; AArch64 and RISC-V move it on the next KVM_RUN).
+  virtual bool instruction_pointer_past_writes() const { return false; }
   // The system calls this machine's own code makes on a thread of `role`, beyond the common
   // allow-lists of src/core/seccomp.cpp, pinned to `fds` where it can: e.g. the register read
   // of instruction_pointer() on a vCPU thread (fds.vcpu). Called as each thread loads its

@@ -2,8 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <limits>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "libvmm/core/bus.hpp"
 #include "libvmm/core/guest_memory.hpp"
@@ -18,8 +21,8 @@ struct Known {
   uint64_t end = 0;
 };
 
-// How far `addr` is from [k.base, k.end), and a phrase saying which side it is on (or that it
-// is inside: a write to a read-only map faults there).
+// How far `addr` is from [k.base, k.end) (to its nearest byte: 0 inside), and a phrase saying
+// which side it is on (or that it is inside: a write to a read-only map faults there).
 std::string relation(uint64_t addr, const Known& k, uint64_t& distance) {
   if (addr >= k.base && addr < k.end) {
     distance = 0;
@@ -29,17 +32,57 @@ std::string relation(uint64_t addr, const Known& k, uint64_t& distance) {
     distance = k.base - addr;
     return fmt::format("{:#x} bytes below its start", distance);
   }
-  distance = addr - k.end + 1;
-  return fmt::format("{:#x} bytes past its end", distance);
+  distance = addr - k.end + 1;  // from its last byte
+  if (addr == k.end) return "just past its end";
+  return fmt::format("{:#x} bytes past its end", addr - k.end);  // end + that = the address
+}
+
+// Why nothing served the access: a read-only map, an access over the edge of a device (the
+// bus serves only accesses that fit), or nothing there at all.
+std::string why_unserved(const GuestAccess& a, const GuestMemory& memory,
+                         const std::vector<Known>& known) {
+  const GuestMapping* mapping = memory.find(a.address);
+  if (mapping != nullptr && mapping->readonly) {
+    return fmt::format("memory '{}' is read-only for the guest", mapping->region->name());
+  }
+  // The access's last byte, saturating: an access cannot wrap around the address space.
+  const uint64_t span = a.size == 0 ? 0 : a.size - 1;
+  const uint64_t last = a.address > UINT64_MAX - span ? UINT64_MAX : a.address + span;
+  for (const Known& k : known) {
+    if (k.end == k.base || a.address > k.end - 1 || last < k.base) continue;  // no overlap
+    if (a.address >= k.base && last <= k.end - 1) {
+      // Inside, yet unserved: memory the VM knows but KVM does not map for the guest.
+      return fmt::format("it lies inside {} at [{:#x}, {:#x}), which did not serve it", k.what,
+                         k.base, k.end);
+    }
+    if (a.address >= k.base) {
+      return fmt::format("the access runs {:#x} byte{} past the end of {} at [{:#x}, {:#x})",
+                         last - (k.end - 1), last - (k.end - 1) == 1 ? "" : "s", k.what, k.base,
+                         k.end);
+    }
+    return fmt::format("the access starts {:#x} byte{} below {} at [{:#x}, {:#x})",
+                       k.base - a.address, k.base - a.address == 1 ? "" : "s", k.what, k.base,
+                       k.end);
+  }
+  return "no RAM or device is mapped there";
+}
+
+std::string instruction_pointer_text(const GuestAccess& a) {
+  if (!a.instruction_pointer) return "instruction pointer unavailable";
+  if (a.instruction_pointer_after) {
+    return fmt::format("instruction pointer {:#x}, just past the writing instruction",
+                       *a.instruction_pointer);
+  }
+  return fmt::format("instruction pointer {:#x}", *a.instruction_pointer);
 }
 
 }  // namespace
 
-FaultReporter::FaultReporter(const GuestMemory& memory, const Bus& mmio, bool strict)
-    : memory_(memory), mmio_(mmio), strict_(strict) {}
+FaultReporter::FaultReporter(const GuestMemory& memory, const Bus& mmio, Options options)
+    : memory_(memory), mmio_(mmio), options_(std::move(options)) {}
 
 std::string FaultReporter::describe(const GuestAccess& a, const GuestMemory& memory,
-                                    const Bus& mmio, bool strict) {
+                                    const Bus& mmio, const Options& options) {
   std::vector<Known> known;
   for (const auto& m : memory.mappings()) {
     known.push_back({fmt::format("memory '{}'", m.region->name()), m.gpa, m.end()});
@@ -61,55 +104,109 @@ std::string FaultReporter::describe(const GuestAccess& a, const GuestMemory& mem
     }
   }
 
-  // A write to a read-only KVM slot exits like an access to nothing: say which it was.
-  const GuestMapping* readonly = memory.find(a.address);
-  const std::string why =
-      readonly != nullptr && readonly->readonly
-          ? fmt::format("memory '{}' is read-only for the guest", readonly->region->name())
-          : "no RAM or device is mapped there";
   std::ostringstream out;
-  out << fmt::format(
-      "guest fault: vCPU {} {} {} byte{} at guest-physical {:#x} (instruction pointer {:#x}): {}\n",
-      a.vcpu, a.write ? "wrote" : "read", a.size, a.size == 1 ? "" : "s", a.address,
-      a.instruction_pointer, why);
+  out << fmt::format("guest fault: {}vCPU {} {} {} byte{} at guest-physical {:#x} ({}): {}\n",
+                     options.vm_name.empty() ? "" : fmt::format("VM '{}' ", options.vm_name),
+                     a.vcpu, a.write ? "wrote" : "read", a.size, a.size == 1 ? "" : "s", a.address,
+                     instruction_pointer_text(a), why_unserved(a, memory, known));
   out << "  nearest: " << nearest << "\n";
   out << "  to fix it, either: (1) give the guest access to this address (a memory region or "
          "device "
          "mapped there, see the passthrough section of the docs); (2) disable the guest's device "
          "at this address (status = \"disabled\" in its device tree, or drop it from the kernel "
          "command line); (3) build the guest kernel without that device's driver\n";
-  if (strict) {
-    out << "  --strict: stopping the VM";
+  if (options.strict) {
+    out << fmt::format("  {}: stopping the VM", options.strict_setting);
   } else {
-    out << fmt::format("  {} reported once per address; the VM continues (--strict stops it)",
-                       a.write ? "the write is dropped;" : "the read returns all-ones;");
+    out << fmt::format("  {} reported once per address; the VM continues ({} stops it)",
+                       a.write ? "the write is dropped;" : "the read returns all-ones;",
+                       options.strict_setting);
   }
   return out.str();
 }
 
-bool FaultReporter::report(const GuestAccess& access) {
-  {
-    std::lock_guard lock(mutex_);
-    if (!strict_) {
-      if (reported_.contains(access.address)) return false;
-      if (reported_.size() >= kMaxRemembered) {
-        if (!saturated_) {
-          saturated_ = true;
-          log::warn("guest fault: more than {} faulting addresses; no longer reporting new ones",
-                    kMaxRemembered);
-        }
-        return false;
-      }
-      reported_.insert(access.address);
+bool FaultReporter::take_token(Clock::time_point now, uint64_t& left_out) {
+  if (!started_) {
+    started_ = true;
+    refilled_ = now;
+  }
+  if (now > refilled_) {
+    const auto periods = std::min<int64_t>((now - refilled_) / kInterval, kBurst);
+    if (periods > 0) {
+      tokens_ = std::min<uint32_t>(kBurst, tokens_ + static_cast<uint32_t>(periods));
+      refilled_ = tokens_ == kBurst ? now : refilled_ + periods * kInterval;
     }
   }
-  std::istringstream lines(describe(access, memory_, mmio_, strict_));
+  if (tokens_ == kBurst) limiting_ = false;
+  if (tokens_ == 0) {
+    ++left_out_;
+    return false;
+  }
+  --tokens_;
+  left_out = std::exchange(left_out_, 0);
+  return true;
+}
+
+bool FaultReporter::report(GuestAccess access,
+                           const std::function<uint64_t()>& instruction_pointer) {
+  return report_at(Clock::now(), std::move(access), instruction_pointer);
+}
+
+bool FaultReporter::report_at(Clock::time_point now, GuestAccess access,
+                              const std::function<uint64_t()>& instruction_pointer) {
+  uint64_t left_out = 0;
+  bool limit_starts = false;
+  bool reported = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (!options_.strict) {
+      std::unordered_set<uint64_t>& seen = reported_[access.write ? 1 : 0];
+      if (seen.contains(access.address)) return false;
+      if (!take_token(now, left_out)) {
+        limit_starts = !std::exchange(limiting_, true);
+      } else {
+        if (reported_[0].size() + reported_[1].size() >= kMaxRemembered) {
+          reported_[0].clear();
+          reported_[1].clear();
+        }
+        seen.insert(access.address);
+        reported = true;
+      }
+    }
+  }
+  if (limit_starts) {
+    log::warn(
+        "guest fault: more than {} new faults at once; reporting at most one per {} s "
+        "while they go on",
+        kBurst, std::chrono::duration_cast<std::chrono::seconds>(kInterval).count());
+  }
+  if (!options_.strict && !reported) return false;
+  // --quiet shows errors only: a lenient report is a warning, a strict one an error.
+  const log::Level headline = options_.strict ? log::Level::error : log::Level::warn;
+  if (log::level() < headline) return options_.strict;
+  if (instruction_pointer) {
+    try {
+      access.instruction_pointer = instruction_pointer();
+    } catch (const std::exception&) {
+      access.instruction_pointer.reset();  // said in the report; the fault is still the guest's
+    }
+  }
+  std::istringstream lines(describe(access, memory_, mmio_, options_));
+  std::lock_guard lock(output_mutex_);
   bool first = true;
   for (std::string line; std::getline(lines, line); first = false) {
     // The headline carries the severity; the explanation lines follow it untagged.
-    log::write(first ? (strict_ ? log::Level::error : log::Level::warn) : log::Level::info, line);
+    if (first) {
+      log::write(headline, line);
+    } else if (log::level() >= log::Level::info) {
+      log::write(log::Level::info, line);
+    }
   }
-  return strict_;
+  if (left_out > 0 && log::level() >= log::Level::info) {
+    log::write(log::Level::info, fmt::format("  ({} other new fault{} left out before this one)",
+                                             left_out, left_out == 1 ? " was" : "s were"));
+  }
+  return options_.strict;
 }
 
 }  // namespace libvmm

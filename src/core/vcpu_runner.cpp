@@ -91,6 +91,35 @@ void pin_to_cpu(uint32_t cpu, uint32_t vcpu) {
 
 }  // namespace
 
+std::string describe_internal_error(const kvm_run& run) {
+  const uint32_t suberror = run.internal.suberror;
+  const char* what = "a kind this VMM does not know";
+  switch (suberror) {
+    case KVM_INTERNAL_ERROR_EMULATION:
+      what =
+          "KVM could not emulate an instruction: often the guest ran code where it has no RAM, "
+          "or used an instruction KVM cannot emulate on a device";
+      break;
+    case KVM_INTERNAL_ERROR_SIMUL_EX:
+      what = "an exception while delivering another: the guest's exception handling is broken";
+      break;
+    case KVM_INTERNAL_ERROR_DELIVERY_EV:
+      what = "an event could not be delivered: the guest's IDT or stack is unusable";
+      break;
+    case KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON:
+      what = "the CPU exited for a reason KVM does not handle";
+      break;
+    default:
+      break;
+  }
+  std::string text = fmt::format("suberror {} ({})", suberror, what);
+  const uint32_t ndata = std::min<uint32_t>(run.internal.ndata, std::size(run.internal.data));
+  for (uint32_t i = 0; i < ndata; ++i) {
+    text += fmt::format("{}{:#x}", i == 0 ? "; data " : " ", run.internal.data[i]);
+  }
+  return text;
+}
+
 void VcpuRunner::pin_to(uint32_t cpu) {
   pin_to_cpu(cpu, vcpu_->index());
 }
@@ -134,7 +163,18 @@ void VcpuRunner::join() {
 
 void VcpuRunner::loop() {
   while (!stopping_.load()) {
-    if (!vcpu_->run()) continue;  // interrupted: re-check stopping_
+    bool exited = false;
+    try {
+      exited = vcpu_->run();
+    } catch (const SystemError& e) {
+      // KVM gave up on the guest without an exit to explain it (RISC-V: a fetch from an
+      // address without RAM; AArch64 without NISV exits: an access it cannot decode): where
+      // the guest was is the best lead.
+      ctx_.request_stop(StopReason::error, fmt::format("vCPU {}: {}; {}", vcpu_->index(), e.what(),
+                                                       describe_registers()));
+      return;
+    }
+    if (!exited) continue;  // interrupted: re-check stopping_
     if (!handle_exit()) return;
   }
 }
@@ -176,8 +216,8 @@ bool VcpuRunner::handle_exit() {
     }
     case KVM_EXIT_INTERNAL_ERROR:
       ctx_.request_stop(StopReason::error,
-                        fmt::format("vCPU {}: KVM internal error (suberror {}); {}", vcpu_->index(),
-                                    run.internal.suberror, describe_registers()));
+                        fmt::format("vCPU {}: KVM internal error: {}; {}", vcpu_->index(),
+                                    describe_internal_error(run), describe_registers()));
       return false;
     case KVM_EXIT_FAIL_ENTRY:
       ctx_.request_stop(
@@ -230,12 +270,22 @@ void VcpuRunner::handle_mmio() {
   }
   if (claimed) return;
   if (!run.mmio.is_write) std::memset(data.data(), 0xff, data.size());
-  GuestAccess access{vcpu_->index(), run.mmio.phys_addr, len, run.mmio.is_write != 0, 0};
-  if (ctx_.instruction_pointer) access.instruction_pointer = ctx_.instruction_pointer(*vcpu_);
-  if (ctx_.faults != nullptr && ctx_.faults->report(access)) {
-    ctx_.request_stop(StopReason::fault,
-                      fmt::format("vCPU {}: unhandled {} at {:#x} (--strict)", vcpu_->index(),
-                                  access.write ? "write" : "read", access.address));
+  if (ctx_.faults == nullptr) return;
+  const bool write = run.mmio.is_write != 0;
+  const GuestAccess access{
+      vcpu_->index(), run.mmio.phys_addr, len,
+      write,          std::nullopt,       write && ctx_.instruction_pointer_past_writes};
+  std::function<uint64_t()> read_instruction_pointer;
+  if (ctx_.instruction_pointer) {
+    read_instruction_pointer = [this] { return ctx_.instruction_pointer(*vcpu_); };
+  }
+  if (ctx_.faults->report(access, read_instruction_pointer)) {
+    const FaultReporter::Options& o = ctx_.faults->options();
+    ctx_.request_stop(
+        StopReason::fault,
+        fmt::format("{}vCPU {}: unhandled {} at {:#x} ({})",
+                    o.vm_name.empty() ? "" : fmt::format("VM '{}' ", o.vm_name), vcpu_->index(),
+                    write ? "write" : "read", access.address, o.strict_setting));
   }
 }
 

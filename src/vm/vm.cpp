@@ -373,7 +373,15 @@ Vm::Vm(const VmConfig& config) {
 
   if (!config.maps.empty()) map_regions();
 
-  d.faults = std::make_unique<FaultReporter>(d.memory, d.mmio, config.strict_faults);
+  // A VM of a description is named in its reports (several may fault); its strict setting is
+  // the description's attribute (`vmm run` refuses --strict with a description).
+  FaultReporter::Options fault_options;
+  fault_options.strict = config.strict_faults;
+  if (config.labels.contains("strict")) {
+    fault_options.vm_name = config.name;
+    fault_options.strict_setting = config.label("strict");
+  }
+  d.faults = std::make_unique<FaultReporter>(d.memory, d.mmio, std::move(fault_options));
   d.machine_context.reset(new MachineContext{
       d.config, d.vm, d.memory, d.mmio, d.pio, d.loop,
       [this](uint32_t number) { return irq(number); },
@@ -794,6 +802,7 @@ void Vm::prepare() {
     };
     Machine* machine = d.machine.get();
     ctx.instruction_pointer = [machine](KvmVcpu& v) { return machine->instruction_pointer(v); };
+    ctx.instruction_pointer_past_writes = machine->instruction_pointer_past_writes();
     MachineContext* machine_context = d.machine_context.get();
     ctx.arch_exit = [machine, machine_context](KvmVcpu& v) {
       return machine->handle_exit(*machine_context, v);

@@ -30,6 +30,10 @@ enum class StopReason {
 
 const char* to_string(StopReason reason);
 
+// A KVM_EXIT_INTERNAL_ERROR in words: its suberror named and what usually causes it, then the
+// data words KVM gave (e.g. the instruction bytes it could not emulate).
+std::string describe_internal_error(const kvm_run& run);
+
 class VcpuRunner {
  public:
   struct Context {
@@ -53,6 +57,9 @@ class VcpuRunner {
     // The writes KVM queued instead of exiting, replayed before each port or MMIO exit is
     // handled; nullptr where none are queued. (Last: programs fill the fields above in order.)
     CoalescedWrites* coalesced = nullptr;
+    // KVM has moved the instruction pointer past an MMIO write when it exits for it (x86): the
+    // fault reports say so. (Added after `coalesced` for the same reason.)
+    bool instruction_pointer_past_writes = false;
   };
 
   VcpuRunner(std::unique_ptr<KvmVcpu> vcpu, Context context);

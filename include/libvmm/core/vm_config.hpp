@@ -83,7 +83,9 @@ struct VmConfig {
   std::vector<RegionMap> maps;
   std::vector<IrqSource> irq_sources;
   // Where an item ("kernel", "initrd", "serial") was given, for messages: set from a system
-  // description as "file:line: <kernel>"; absent, the item's flag ("--kernel").
+  // description as "file:line: <kernel>"; absent, the item's flag ("--kernel"). A description
+  // also sets "strict" (its attribute that stops a VM on a fault); the VM's fault reports then
+  // name it.
   std::map<std::string, std::string, std::less<>> labels;
   std::string label(std::string_view item) const {
     const auto it = labels.find(item);

@@ -366,13 +366,23 @@ class Aarch64Machine : public Machine {
         "guest fault: vCPU {} {} at guest-physical {:#x} (instruction pointer {:#x}) with an "
         "instruction KVM cannot decode (no valid syndrome, ESR ISS {:#x})",
         vcpu.index(), write ? "write" : "read", ipa, pc, iss);
-    log::error("  the address belongs to {}",
-               device ? fmt::format("device '{}' at [{:#x}, {:#x})", device->device->name(),
-                                    device->base, device->end())
-                      : std::string("no device: nothing is mapped there"));
-    log::error(
-        "  to fix it: access device registers with single loads/stores without writeback "
-        "(Linux's readl/writel do), not load/store pairs, pre/post-indexing or SIMD");
+    // KVM sends writes to read-only memory (a map with readonly) this way too.
+    const GuestMapping* mapping = vm.memory.find(ipa);
+    if (device == nullptr && mapping != nullptr && mapping->readonly) {
+      log::error(
+          "  the address belongs to memory '{}' at [{:#x}, {:#x}), which is read-only for "
+          "the guest",
+          mapping->region->name(), mapping->gpa, mapping->end());
+      log::error("  to fix it: give the guest a writable map there if it is to write it");
+    } else {
+      log::error("  the address belongs to {}",
+                 device ? fmt::format("device '{}' at [{:#x}, {:#x})", device->device->name(),
+                                      device->base, device->end())
+                        : std::string("no device: nothing is mapped there"));
+      log::error(
+          "  to fix it: access device registers with single loads/stores without writeback "
+          "(Linux's readl/writel do), not load/store pairs, pre/post-indexing or SIMD");
+    }
     vm.request_stop(StopReason::fault, fmt::format("vCPU {}: undecodable {} at {:#x}", vcpu.index(),
                                                    write ? "write" : "read", ipa));
   }

@@ -196,6 +196,7 @@ class X86Machine : public Machine {
   }
 
   uint64_t instruction_pointer(KvmVcpu& vcpu) const override { return x86::get_regs(vcpu).rip; }
+  bool instruction_pointer_past_writes() const override { return true; }
   std::vector<SeccompRule> seccomp_rules(ThreadRole role, const SeccompFds& fds) const override {
     return instruction_pointer_rule(role, fds, KVM_GET_REGS);
   }
