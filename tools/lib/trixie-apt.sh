@@ -36,9 +36,11 @@ trixie_apt() {
 trixie_apt_refresh() {
   (
     flock 8  # Debug::NoLocking: apt's own lock is off, this one stands for it
-    [ -z "$(find "$trixie_dir/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null)" ] ||
-      exit 0
+    # Once a day, by a stamp of our own: apt dates the lists by the archive's Last-Modified,
+    # which may be older than a day right after an update.
+    [ -z "$(find "$trixie_dir/.refreshed" -mtime -1 2>/dev/null)" ] || exit 0
     apt-get "${trixie_opts[@]}" update -qq >/dev/null
+    touch "$trixie_dir/.refreshed"
   ) 8>"$trixie_dir/.lock"
 }
 
