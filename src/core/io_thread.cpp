@@ -27,7 +27,7 @@ UniqueFd make_wake_fd() {
 
 }  // namespace
 
-IoThread::IoThread(std::string name, Work work, std::function<void()> on_start,
+IoThread::IoThread(std::string name, Work work, std::function<bool()> on_start,
                    std::function<void()> on_pause)
     : name_(std::move(name)),
       work_(std::move(work)),
@@ -154,7 +154,8 @@ bool IoThread::wait(std::unique_lock<std::mutex>& lock) {
 
 void IoThread::run() {
   pthread_setname_np(pthread_self(), name_.substr(0, 15).c_str());
-  if (on_start_) on_start_();
+  // A thread whose setup failed (its seccomp filter) must not serve the guest unfiltered.
+  const bool serve = !on_start_ || on_start_();
   std::unique_lock lock(mutex_);
   // Runs `fn` with the lock released and running_ set (what pause() and wait_idle() wait
   // for); an exception is logged. Returns what `fn` returned (false after an exception).
@@ -186,7 +187,7 @@ void IoThread::run() {
       continue;
     }
     kicked_ = false;
-    if (run_unlocked(work_)) kicked_ = true;
+    if (serve && run_unlocked(work_)) kicked_ = true;
     idle_.notify_all();
   }
 }

@@ -506,15 +506,17 @@ void Vm::add_config_devices() {
         // loads its own, so it inherits none), once the vCPUs exist (StartGate).
         [this, mode = d.config.seccomp, vm_fd = d.vm.fd(), machine = d.machine_seccomp(),
          gate = d.io_threads_gate] {
-          if (!gate->wait()) return;     // the VM went away before it ran: the thread only exits
-          char name[16] = "I/O thread";  // IoThread named it (blk-io<N>) before this hook
+          if (!gate->wait()) return false;  // the VM went away before it ran: it only exits
+          char name[16] = "I/O thread";     // IoThread named it (blk-io<N>) before this hook
           pthread_getname_np(pthread_self(), name, sizeof name);
           try {
             install_seccomp(ThreadRole::io, mode, {-1, vm_fd, {}, machine}, name);
           } catch (const std::exception& e) {
             request_stop(StopReason::error, e.what());
+            return false;  // never serves the guest unfiltered
           }
           seccomp_self_test(name);
+          return true;
         },
         [this] { request_shutdown(); }, d.config.vcpus};
     std::shared_ptr<VirtioDevice> device = kind.create(*p.device.spec, context);
@@ -861,14 +863,18 @@ RunResult Vm::run() {
   // its own (and the loop would need clone). Each vCPU loads its filter before its first
   // KVM_RUN; the loop loads its own before serving the first event.
   for (auto& v : d.vcpus) v->start();
+  bool filtered = true;
   try {
     install_seccomp(ThreadRole::event_loop, d.config.seccomp,
                     {-1, d.vm.fd(), {}, d.machine_seccomp()}, "event loop");
   } catch (const std::exception& e) {
     request_stop(StopReason::error, e.what());
+    filtered = false;  // the loop never serves the guest unfiltered
   }
-  seccomp_self_test("event loop");
-  d.loop.run();
+  if (filtered) {
+    seccomp_self_test("event loop");
+    d.loop.run();
+  }
   for (auto& v : d.vcpus) v->stop();
   for (auto& v : d.vcpus) v->join();
   for (const auto& device : d.vfio_devices) device->log_slow_paths();

@@ -65,6 +65,7 @@ TEST(IoThread, RunsTheWorkOnItsOwnNamedThreadAfterItsStartHook) {
         pthread_getname_np(pthread_self(), name, sizeof name);
         hook_first = runs == 0;
         hook_name.set_value(name);
+        return true;
       });
   EXPECT_EQ(hook_name.get_future().get(), "io-test-thread-") << "named first, 15 characters";
   thread.kick();
@@ -72,6 +73,27 @@ TEST(IoThread, RunsTheWorkOnItsOwnNamedThreadAfterItsStartHook) {
   EXPECT_EQ(runs, 1);
   EXPECT_TRUE(hook_first);
   EXPECT_NE(ran_on, std::this_thread::get_id());
+}
+
+// Found in review: a thread whose seccomp filter failed to load went on to serve the guest.
+TEST(IoThread, AStartHookThatFailsKeepsTheWorkFromRunningButPausesComplete) {
+  std::atomic<int> runs{0};
+  std::atomic<int> pauses{0};
+  IoThread thread(
+      "io-test",
+      [&] {
+        ++runs;
+        return false;
+      },
+      [] { return false; }, [&] { ++pauses; });
+  thread.kick();
+  thread.wait_idle();
+  thread.pause();  // completes: the thread still answers pauses
+  thread.resume();
+  thread.kick();
+  thread.wait_idle();
+  EXPECT_EQ(runs, 0);
+  EXPECT_EQ(pauses, 1);
 }
 
 TEST(IoThread, KicksDuringARunFoldIntoOneMoreRun) {

@@ -197,6 +197,7 @@ class BlockIoThreadTest : public ::testing::Test {
                                char name[16] = {};
                                pthread_getname_np(pthread_self(), name, sizeof name);
                                hook_ran_on.set_value(name);
+                               return true;
                              }};
     disk = std::make_unique<Disk>(
         memory,

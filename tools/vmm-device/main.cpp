@@ -198,9 +198,16 @@ int serve(const Options& options) {
     const BlockConfig config = parse_disk_spec(options.disk);
     BlockThreading threading;
     threading.name = "blk-io0";
-    threading.on_thread_start = [mode] {
-      install_seccomp(ThreadRole::io, mode, {}, "blk-io0");
+    threading.on_thread_start = [mode, &loop] {
+      try {
+        install_seccomp(ThreadRole::io, mode, {}, "blk-io0");
+      } catch (const std::exception& e) {
+        log::error("{}", e.what());
+        loop.stop();
+        return false;  // never serves the front-end unfiltered
+      }
       seccomp_self_test("blk-io0");
+      return true;
     };
     device = std::make_unique<VirtioBlock>(config, std::move(threading));
     serving = fmt::format("virtio-blk {}", config.path);

@@ -38,11 +38,12 @@ class IoThread {
 
   // Starts the thread, named `name` (at most 15 characters are kept: "blk-io0"). `on_start`
   // runs first on the new thread, before any work: the place for per-thread setup such as a
-  // seccomp filter for the "I/O thread" role. It must not throw (that ends the process).
+  // seccomp filter for the "I/O thread" role. It must not throw (that ends the process); false
+  // (the setup failed) and the thread never runs `work` (pauses still complete) until it ends.
   // `on_pause` runs on the thread when a pause begins (none was in force), after the run in
   // flight and before pause() returns: where a device finishes the host I/O it left in flight,
   // so that the pauser (a vCPU writing a status register) makes no I/O calls of its own.
-  IoThread(std::string name, Work work, std::function<void()> on_start = {},
+  IoThread(std::string name, Work work, std::function<bool()> on_start = {},
            std::function<void()> on_pause = {});
   // Waits for the run in flight (if any), then ends and joins the thread (stop()).
   ~IoThread();
@@ -82,7 +83,7 @@ class IoThread {
 
   const std::string name_;
   const Work work_;
-  const std::function<void()> on_start_;
+  const std::function<bool()> on_start_;
   const std::function<void()> on_pause_;
 
   std::mutex mutex_;

@@ -39,8 +39,9 @@ struct DeviceContext {
   size_t index = 0;               // among the VM's devices of this kind: vda = 0, vdb = 1, ...
   std::function<void()> on_quit;  // a console's Ctrl-A x
   // Runs first on every host I/O thread a device starts (IoThread: virtio-blk's "blk-io<N>"),
-  // before it serves the guest: per-thread setup such as a seccomp filter for I/O threads.
-  std::function<void()> on_io_thread_start;
+  // before it serves the guest: per-thread setup such as a seccomp filter for I/O threads;
+  // false: the thread must not serve (IoThread).
+  std::function<bool()> on_io_thread_start;
   std::function<void()> on_shutdown;  // a console's Ctrl-A s
   uint32_t vcpus = 1;                 // the VM's vCPUs (virtio-blk: a queue per vCPU by default)
 };
