@@ -8,12 +8,14 @@
 // the root in DIR, enters it, limits itself, drops to the user and runs the body.
 #include "libvmm/jail/jail.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/keyctl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -42,7 +44,9 @@ namespace {
 
 // What the supervisor passes on to the jailed process: the stop signals, and SIGUSR1 (vmm:
 // look at the disks' images again).
-constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1};
+// SIGWINCH too: the jail has a session of its own, so the terminal's resizes reach only the
+// supervisor.
+constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGWINCH};
 // Resource limits of the jail (docs/SECURITY.md says why these and not others).
 constexpr rlim_t kMaxOpenFiles = 4096;
 
@@ -138,7 +142,9 @@ Prepared prepare_file(const JailFile& f, uid_t uid, gid_t gid) {
       break;
     case Use::fifo:
       if (!exists) {
-        if (::mkfifo(path.c_str(), 0600) != 0 || ::chown(path.c_str(), uid, gid) != 0) {
+        // lchown: if someone swapped the FIFO for a symlink meanwhile, the link is chowned,
+        // not what it points at.
+        if (::mkfifo(path.c_str(), 0600) != 0 || ::lchown(path.c_str(), uid, gid) != 0) {
           throw fail(errno_text());
         }
         return p;
@@ -183,6 +189,23 @@ void bind(const std::filesystem::path& from, const std::filesystem::path& to, un
        fmt::format("remount {}", to.string()));
 }
 
+// Gives the sockets' directories to the jail's user, last (until then nothing below DIR is
+// anyone's but root's, so nothing planted can redirect the building) and deepest first (a
+// directory of the user's could otherwise hold a symlink where a deeper one was to be
+// chowned): each opened without following a link, changed through its descriptor.
+void give_socket_dirs(const std::set<std::filesystem::path>& dirs, const JailOptions& options) {
+  std::vector<std::filesystem::path> deepest_first(dirs.begin(), dirs.end());
+  std::sort(deepest_first.begin(), deepest_first.end(), [](const auto& a, const auto& b) {
+    return std::distance(a.begin(), a.end()) > std::distance(b.begin(), b.end());
+  });
+  for (const auto& dir : deepest_first) {
+    bind(dir, dir, MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    must(fd && ::fchown(fd.get(), options.uid, options.gid) == 0 && ::fchmod(fd.get(), 0700) == 0,
+         fmt::format("chown {}", dir.string()));
+  }
+}
+
 // Puts every planned file at its path below `root`. Files under /dev go into a new tmpfs there.
 void populate(const std::filesystem::path& root, const JailOptions& options, const JailPlan& plan,
               const std::vector<Prepared>& prepared) {
@@ -212,13 +235,8 @@ void populate(const std::filesystem::path& root, const JailOptions& options, con
       }
       case Use::socket:
         // The VMM creates the socket: a directory of the user's own, its own writable mount
-        // (the root is read-only). On the host, the socket is at DIR/PATH.
-        if (socket_dirs.insert(at.parent_path()).second) {
-          must(::chown(at.parent_path().c_str(), options.uid, options.gid) == 0 &&
-                   ::chmod(at.parent_path().c_str(), 0700) == 0,
-               fmt::format("chown {}", at.parent_path().string()));
-          bind(at.parent_path(), at.parent_path(), MS_NOSUID | MS_NODEV | MS_NOEXEC);
-        }
+        // (the root is read-only); given to the user below. On the host: DIR/PATH.
+        socket_dirs.insert(at.parent_path());
         break;
       case Use::device:
         must(::mknod(at.c_str(), S_IFCHR | 0600, prepared[i].rdev) == 0 &&
@@ -230,6 +248,7 @@ void populate(const std::filesystem::path& root, const JailOptions& options, con
     }
   }
   make_dirs(root / plan.cwd.relative_path());
+  give_socket_dirs(socket_dirs, options);
   // A /proc of this PID namespace showing only its own processes and nothing of the system
   // (subset=pid, Linux 5.8): StdioBackend reopens stdin and stdout through /proc/self/fd.
   const std::filesystem::path proc = root / "proc";
@@ -336,6 +355,18 @@ void drop_privileges(uid_t uid, gid_t gid) {
       from = static_cast<unsigned>(fd) + 1;
     }
     must(::close_range(from, ~0u, 0) == 0, "close_range");
+    // A session of its own: no controlling terminal, so the jail cannot push input into the
+    // shell it was started from (TIOCSTI) and the terminal's Ctrl-C reaches it once, through
+    // the supervisor (which forwards it), not also straight from the terminal.
+    must(::setsid() >= 0, "setsid");
+    // A session keyring of its own: root's (its keys' possessor rights) stays outside.
+    must(::syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, nullptr) >= 0 || errno == ENOSYS,
+         "join a new session keyring");
+    // As PID 1 it ignores a default-action signal it sends itself: abort() would go on into
+    // calls the seccomp filter refuses, reported as an attack. It ends here instead.
+    struct sigaction abort_action {};
+    abort_action.sa_handler = [](int) { ::_exit(128 + SIGABRT); };
+    must(::sigaction(SIGABRT, &abort_action, nullptr) == 0, "sigaction SIGABRT");
     int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
     if (options.network == JailOptions::Network::none) flags |= CLONE_NEWNET;
     must(::unshare(flags) == 0, "unshare");
@@ -361,23 +392,79 @@ void drop_privileges(uid_t uid, gid_t gid) {
   ::_exit(status);
 }
 
-// Everything below DIR, deepest first: after the jail, only its stubs, directories and the
-// sockets made inside are there (DIR was empty; the mounts died with the jail's namespace).
-void empty_dir(const std::filesystem::path& dir) {
-  std::error_code ec;
-  std::vector<std::filesystem::path> entries;
-  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
-       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    entries.push_back(it->path());
+// Removes everything in the directory `dir_fd` (shown as `shown`). Relative to descriptors,
+// never through a path: the sockets' directories are the jail's user's, and a host process of
+// that uid could swap a directory for a symlink to make a removal by path land outside DIR.
+void empty_below(int dir_fd, const std::string& shown, unsigned depth) {
+  constexpr unsigned kMaxDepth = 64;  // the jail makes a few levels; more is someone else's
+  DIR* listing = ::fdopendir(::dup(dir_fd));
+  if (listing == nullptr) {
+    log::warn("jail: cannot list {}: {}", shown, errno_text());
+    return;
   }
-  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
-    return std::distance(a.begin(), a.end()) > std::distance(b.begin(), b.end());
-  });
-  for (const auto& e : entries) {
+  std::vector<std::string> names;
+  while (const dirent* e = ::readdir(listing)) {
+    const std::string_view name = e->d_name;
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+  ::closedir(listing);
+  for (const std::string& name : names) {
+    const std::string path = shown + "/" + name;
     struct stat st {};
-    if (::lstat(e.c_str(), &st) != 0) continue;
-    if (S_ISDIR(st.st_mode) ? ::rmdir(e.c_str()) != 0 : ::unlink(e.c_str()) != 0) {
-      log::warn("jail: cannot remove {}: {}", e.string(), errno_text());
+    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    int flags = 0;
+    if (S_ISDIR(st.st_mode)) {
+      flags = AT_REMOVEDIR;
+      UniqueFd sub(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!sub || depth >= kMaxDepth) {
+        log::warn("jail: cannot empty {}: {}", path, sub ? "too deep" : errno_text());
+        continue;
+      }
+      empty_below(sub.get(), path, depth + 1);
+    }
+    if (::unlinkat(dir_fd, name.c_str(), flags) != 0) {
+      log::warn("jail: cannot remove {}: {}", path, errno_text());
+    }
+  }
+}
+
+// Everything below DIR: after the jail, only its stubs, directories and the sockets made
+// inside are there (DIR was empty; the mounts died with the jail's namespace).
+void empty_dir(const std::filesystem::path& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    log::warn("jail: cannot empty {}: {}", dir.string(), errno_text());
+    return;
+  }
+  empty_below(fd.get(), dir.string(), 0);
+}
+
+// Every directory above DIR (as given, and as it resolves) must be root's and writable by no
+// one else, or sticky (/tmp): otherwise another user could swap DIR, or a directory on the way
+// to it, for one of their own between this check and the jail's mounts. A symlink on the way
+// must be root's (its target is checked as the resolved path).
+void check_ancestors(const std::filesystem::path& dir, const std::string& shown) {
+  std::error_code ec;
+  const std::filesystem::path resolved = std::filesystem::canonical(dir, ec);
+  for (const auto& [path, follow] : {std::pair{dir.lexically_normal(), false},
+                                     std::pair{ec ? std::filesystem::path{} : resolved, true}}) {
+    if (path.empty()) continue;
+    std::filesystem::path at;
+    for (auto part = path.begin(); part != path.end(); ++part) {
+      at /= *part;
+      if (std::next(part) == path.end()) break;  // DIR itself: checked on its own
+      struct stat st {};
+      if ((follow ? ::stat(at.c_str(), &st) : ::lstat(at.c_str(), &st)) != 0) {
+        throw UserError(fmt::format("--jail {}: {}: {}", shown, at.string(), errno_text()));
+      }
+      const bool sticky_dir = S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX) != 0;
+      const bool others_write = !S_ISLNK(st.st_mode) && (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+      if (st.st_uid != 0 || (others_write && !sticky_dir)) {
+        throw UserError(fmt::format(
+            "--jail {}: {} above it is not root's alone (owner uid {}, mode {:o}): another "
+            "user could swap the jail's directory",
+            shown, at.string(), st.st_uid, st.st_mode & 07777));
+      }
     }
   }
 }
@@ -407,6 +494,7 @@ void check_jail(const JailOptions& options, const JailPlan& plan) {
   if (options.dir.lexically_normal() == "/") {
     throw UserError("--jail /: the jail's root must be a directory of its own");
   }
+  check_ancestors(options.dir, dir);
   std::error_code ec;
   if (!std::filesystem::is_empty(options.dir, ec) || ec) {
     throw UserError(fmt::format(

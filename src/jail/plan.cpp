@@ -69,6 +69,12 @@ class Planner {
       throw UserError(
           fmt::format("{}: {}: the jail makes device nodes only under /dev", where, shown));
     }
+    if (host.use == HostPath::Use::socket && is_inside(path, "/dev")) {
+      throw UserError(fmt::format(
+          "{}: {}: a socket in the jail cannot be under /dev (the jail's /dev is its own, "
+          "read-only; e.g. /run/vm/{})",
+          where, shown, path.filename().string()));
+    }
     if (host.use == HostPath::Use::socket && path.parent_path() == "/") {
       throw UserError(
           fmt::format("{}: {}: a socket in the jail needs a directory of its own (e.g. /run/vm/{})",

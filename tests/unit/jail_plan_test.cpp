@@ -1,5 +1,6 @@
 // The jail's plan: which host files go in, at which paths, and how; what it refuses. Pure
 // (no root, no mounts): run_in_jail() itself is tested by tests/integration/linux_jail.sh.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -271,6 +272,15 @@ TEST(JailPlan, RefusesWhatAJailCannotHold) {
             "--console socket:/console.sock: /console.sock: a socket in the jail needs a "
             "directory of its own (e.g. /run/vm/console.sock)");
 
+  // Found in review: its directory would have been the jail's /dev, made the user's and
+  // remounted read-only (no socket, no /dev/kvm).
+  c = flags_vm();
+  c.devices.push_back(flag("virtio_console", "socket:/dev/vm/console.sock"));
+  EXPECT_EQ(refusal(SystemDescription::from_vm_config(c)),
+            "--console socket:/dev/vm/console.sock: /dev/vm/console.sock: a socket in the jail "
+            "cannot be under /dev (the jail's /dev is its own, read-only; e.g. "
+            "/run/vm/console.sock)");
+
   c = flags_vm();
   c.kvm_device = "/tmp/kvm";
   EXPECT_EQ(refusal(SystemDescription::from_vm_config(c)),
@@ -360,6 +370,32 @@ TEST(JailCheck, RefusesBadOptionsInOneLineNamingTheFlag) {
                               ": not empty (the jail holds only what the VM needs: give an empty "
                               "directory)");
   ::unlink(file.c_str());
+  // Found in review: only DIR was checked, not the directories above it.
+  const std::string inner = o.dir.string() + "/inner";
+  ASSERT_EQ(::mkdir(inner.c_str(), 0700), 0);
+  ASSERT_EQ(::chown(o.dir.c_str(), 1000, 1000), 0);
+  const std::filesystem::path outer = o.dir;
+  o.dir = inner;
+  EXPECT_EQ(refusal_of(), "--jail " + inner + ": " + outer.string() +
+                              " above it is not root's alone (owner uid 1000, mode 755): another "
+                              "user could swap the jail's directory");
+  ASSERT_EQ(::chown(outer.c_str(), 0, 0), 0);
+  ASSERT_EQ(::chmod(outer.c_str(), 0777), 0);
+  EXPECT_THAT(refusal_of(), ::testing::HasSubstr("(owner uid 0, mode 777)"));
+  ASSERT_EQ(::chmod(outer.c_str(), 01777), 0);  // sticky, as /tmp: no one else can swap it
+  EXPECT_EQ(refusal_of(), "(no error)");
+  const std::string link = outer.string() + "/link";
+  ASSERT_EQ(::symlink(inner.c_str(), link.c_str()), 0);
+  const std::string through = link + "/sub";
+  ASSERT_EQ(::mkdir(through.c_str(), 0700), 0);
+  o.dir = through;
+  EXPECT_EQ(refusal_of(), "(no error)");  // a link of root's in a sticky directory of root's
+  ASSERT_EQ(::lchown(link.c_str(), 1000, 1000), 0);
+  EXPECT_THAT(refusal_of(), ::testing::HasSubstr(link + " above it is not root's alone"));
+  ::rmdir(through.c_str());
+  ::unlink(link.c_str());
+  ::rmdir(inner.c_str());
+  o.dir = outer;
   ::rmdir(o.dir.c_str());
   o.dir = "/";
   EXPECT_EQ(refusal_of(), "--jail /: the jail's root must be a directory of its own");
