@@ -195,9 +195,31 @@ void VirtioPciTransport::config_written(uint32_t offset, uint32_t size) {
   }
   if (offset < pci::kCommand + 2 && offset + size > pci::kCommand) {
     const bool disabled = config_.command() & pci::kCommandIntxDisable;
-    intx_disabled_ = disabled;
-    if (intx_) intx_->set_level(!disabled && isr_.load() != 0);
+    update_intx([&] {
+      intx_disabled_ = disabled;
+      return uint8_t{0};
+    });
   }
+}
+
+void VirtioPciTransport::config_reading(uint32_t offset, uint32_t size) {
+  // Lock held on the configuration space. Status bit 3 says an INTx interrupt is pending
+  // whether or not INTx Disable keeps it off the line (PCI 3.0 §6.2.3): what drivers that mask
+  // INTx through the command register (uio_pci_generic, VFIO) look at.
+  if (intx_ && offset < pci::kStatus + 2 && offset + size > pci::kStatus) {
+    config_.set_interrupt_status(isr_.load() != 0);
+  }
+}
+
+uint8_t VirtioPciTransport::update_intx(const std::function<uint8_t()>& change) {
+  std::lock_guard lock(intx_mutex_);
+  const uint8_t result = change();
+  const bool level = isr_.load() != 0 && !intx_disabled_.load();
+  if (intx_ && level != intx_level_) {
+    intx_->set_level(level);
+    intx_level_ = level;
+  }
+  return result;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,8 +318,7 @@ void VirtioPciTransport::bar_read(unsigned bar, uint64_t offset, std::span<uint8
       return guest_error(fmt::format("{}-byte read at ISR offset {:#x}: the ISR status is one byte",
                                      data.size(), offset - kIsrOffset));
     }
-    data[0] = isr_.exchange(0);  // reading acknowledges
-    if (intx_ && data[0] != 0) intx_->set_level(false);
+    data[0] = update_intx([this] { return isr_.exchange(0); });  // reading acknowledges
     return;
   }
   if (offset >= kDeviceConfigOffset && offset < kDeviceConfigOffset + kDeviceConfigMax) {
@@ -581,7 +602,7 @@ void VirtioPciTransport::reset_device() {
   queue_select_ = 0;
   driver_features_ = 0;
   driver_features_beyond_64_ = false;
-  if (isr_.exchange(0) != 0 && intx_) intx_->set_level(false);
+  update_intx([this] { return isr_.exchange(0); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -631,8 +652,10 @@ void VirtioPciTransport::interrupt(uint16_t vector, uint8_t isr_bit) {
     if (vector != MsixTable::kNoVector) msix_.notify(vector);
     return;
   }
-  isr_.fetch_or(isr_bit);
-  if (intx_ && !intx_disabled_) intx_->set_level(true);
+  update_intx([&] {
+    isr_.fetch_or(isr_bit);
+    return uint8_t{0};
+  });
 }
 
 void VirtioPciTransport::signal_used(uint16_t index) {

@@ -11,6 +11,7 @@
 #include <array>
 #include <cstddef>
 #include <cstring>
+#include <thread>
 
 #include "libvmm/virtio/pci_transport.hpp"
 #include "unit/support/virtio_kit.hpp"
@@ -196,6 +197,38 @@ TEST_F(VirtioPciTest, MsixVectorPerQueue) {
   transport->signal_config_change();
   ASSERT_EQ(msi->sent.size(), 2u);
   EXPECT_EQ(msi->sent[1].second, 0x42u);
+}
+
+// Found in review: Status bit 3 (an INTx interrupt pending) was never set, which drivers that
+// mask INTx through the command register (uio_pci_generic, VFIO) rely on.
+TEST_F(VirtioPciTest, StatusSaysAnIntxInterruptIsPendingEvenWhileDisabled) {
+  constexpr uint32_t kInterruptStatus = 1u << 3;
+  bring_up();
+  EXPECT_EQ(drv.config(pci::kStatus, 2) & kInterruptStatus, 0u);
+  publish();
+  drv.notify(0);
+  EXPECT_NE(drv.config(pci::kStatus, 2) & kInterruptStatus, 0u);
+  drv.set_config(pci::kCommand, drv.config(pci::kCommand, 2) | pci::kCommandIntxDisable, 2);
+  EXPECT_FALSE(intx->level());
+  EXPECT_NE(drv.config(pci::kStatus, 2) & kInterruptStatus, 0u)
+      << "pending, only kept off the line";
+  EXPECT_EQ(drv.isr(), 1u);
+  EXPECT_EQ(drv.config(pci::kStatus, 2) & kInterruptStatus, 0u);
+}
+
+// Found in review: a config-change interrupt raised on another thread between an ISR read's
+// clearing and its lowering of the line left the line high with the ISR 0: an interrupt storm
+// no driver claims.
+TEST_F(VirtioPciTest, TheIntxLineFollowsTheIsrWhateverThreadRaisesIt) {
+  bring_up();
+  std::thread raiser([&] {
+    for (int i = 0; i < 20000; ++i) transport->signal_config_change();
+  });
+  for (int i = 0; i < 20000; ++i) drv.isr();
+  raiser.join();
+  drv.isr();  // the last one acknowledged
+  EXPECT_FALSE(intx->level());
+  EXPECT_EQ(drv.isr(), 0u);
 }
 
 TEST_F(VirtioPciTest, VectorsBeyondTheTableReadNoVector) {

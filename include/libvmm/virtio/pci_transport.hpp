@@ -106,6 +106,7 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
 
  protected:
   void config_written(uint32_t offset, uint32_t size) override;
+  void config_reading(uint32_t offset, uint32_t size) override;
   bool intercept_config_read(uint32_t offset, std::span<uint8_t> data) override;
   bool intercept_config_write(uint32_t offset, std::span<const uint8_t> data) override;
 
@@ -121,6 +122,11 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   void check_queues();
   void set_needs_reset(const std::string& why);
   void interrupt(uint16_t vector, uint8_t isr_bit);
+  // The ISR's bits changed by `change` (which returns what the ISR read gave: 0 if none), and
+  // the INTx line set to what ISR and INTx Disable say now, as one step (intx_mutex_): a
+  // line raised after the ISR was read and cleared on another thread stayed high with the ISR
+  // 0, an interrupt storm nobody would claim.
+  uint8_t update_intx(const std::function<uint8_t()>& change);
   Virtqueue* selected_queue(const char* field);
   // The PCI_CFG window: whether an access falls in pci_cfg_data, and the BAR access its
   // cap.bar, cap.offset and cap.length describe (false, with a log line, when they do not
@@ -160,6 +166,8 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   std::atomic<uint8_t> isr_{0};
   std::atomic<uint8_t> config_generation_{0};
   std::atomic<bool> intx_disabled_{false};
+  std::mutex intx_mutex_;    // isr_'s changes with the line (update_intx)
+  bool intx_level_ = false;  // the line as last set (under intx_mutex_): changes only cost a call
 };
 
 }  // namespace libvmm
