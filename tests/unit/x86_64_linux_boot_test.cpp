@@ -483,6 +483,24 @@ TEST_F(LoaderTest, RejectsATooLongCmdline) {
       "--cmdline: 11 bytes is longer than the 10 bytes this kernel accepts (its cmdline_size)");
 }
 
+// Found in review: with acpi=off the virtio-mmio parameters vmm appends counted as the user's.
+TEST_F(LoaderTest, ATooLongCmdlineSaysWhatVmmAppended) {
+  FakeKernel k;
+  k.cmdline_size = 10;
+  image = k.build();
+  ram = x86_ram_layout(64 * MiB);
+  memory = make_memory(ram);
+  try {
+    load_linux(memory, BzImage::parse(image, "vmlinuz"), {}, "initrd.img", "acpi=off x=1", ram, 4);
+    FAIL() << "accepted";
+  } catch (const UserError& e) {
+    EXPECT_STREQ(e.what(),
+                 "--cmdline: 12 bytes (4 of them the virtio_mmio.device= parameters vmm adds with "
+                 "acpi=off, one per virtio-mmio device) is longer than the 10 bytes this kernel "
+                 "accepts (its cmdline_size)");
+  }
+}
+
 TEST_F(LoaderTest, RejectsACmdlineWithANul) {
   EXPECT_EQ(load_error(FakeKernel{}, 64 * MiB, {}, std::string_view("a\0b", 3)),
             "--cmdline: contains a NUL byte");

@@ -76,15 +76,23 @@ GuestRange kernel_run_range(const BzImage& kernel, uint64_t low_end) {
   return {start, size};
 }
 
-// `max`: the longest command line the kernel takes, without the NUL.
-void check_cmdline(std::string_view cmdline, uint64_t max, std::string_view whose) {
+// `max`: the longest command line the kernel takes, without the NUL; `appended`: the bytes vmm
+// added at its end (the user's --cmdline may be short, the parameters many).
+void check_cmdline(std::string_view cmdline, uint64_t max, std::string_view whose,
+                   size_t appended) {
   if (cmdline.find('\0') != std::string_view::npos) {
     throw UserError("--cmdline: contains a NUL byte");
   }
   max = std::min<uint64_t>(max, kCmdlineAreaSize - 1);
   if (cmdline.size() > max) {
-    throw UserError(fmt::format("--cmdline: {} bytes is longer than the {} bytes {}",
-                                cmdline.size(), max, whose));
+    const std::string added = appended == 0
+                                  ? std::string{}
+                                  : fmt::format(
+                                        " ({} of them the virtio_mmio.device= parameters vmm adds "
+                                        "with acpi=off, one per virtio-mmio device)",
+                                        appended);
+    throw UserError(fmt::format("--cmdline: {} bytes{} is longer than the {} bytes {}",
+                                cmdline.size(), added, max, whose));
   }
 }
 
@@ -207,9 +215,10 @@ std::vector<boot_e820_entry> e820_map(const std::vector<RamRange>& ram) {
 
 LinuxBootInfo load_linux(const GuestMemory& memory, const BzImage& kernel,
                          std::span<const uint8_t> initrd, std::string_view initrd_path,
-                         std::string_view cmdline, const std::vector<RamRange>& ram) {
+                         std::string_view cmdline, const std::vector<RamRange>& ram,
+                         size_t appended) {
   const uint64_t low_end = low_ram(ram).end();
-  check_cmdline(cmdline, kernel.cmdline_size(), "this kernel accepts (its cmdline_size)");
+  check_cmdline(cmdline, kernel.cmdline_size(), "this kernel accepts (its cmdline_size)", appended);
 
   LinuxBootInfo info;
   info.entry = kKernelLoadAddr + kKernel64EntryOffset;
@@ -231,9 +240,10 @@ LinuxBootInfo load_linux(const GuestMemory& memory, const BzImage& kernel,
 
 LinuxBootInfo load_linux(const GuestMemory& memory, const Vmlinux& kernel,
                          std::span<const uint8_t> initrd, std::string_view initrd_path,
-                         std::string_view cmdline, const std::vector<RamRange>& ram) {
+                         std::string_view cmdline, const std::vector<RamRange>& ram,
+                         size_t appended) {
   const uint64_t low_end = low_ram(ram).end();
-  check_cmdline(cmdline, kVmlinuxCmdlineMax, "x86_64 Linux accepts (COMMAND_LINE_SIZE)");
+  check_cmdline(cmdline, kVmlinuxCmdlineMax, "x86_64 Linux accepts (COMMAND_LINE_SIZE)", appended);
   check_segments(kernel, low_end);
 
   LinuxBootInfo info;

@@ -137,15 +137,16 @@ class X86Machine : public Machine {
         cmdline += param;
       }
     }
+    const size_t appended = cmdline.size() - c.cmdline.size();
     const std::string initrd_name = c.label("initrd") + " " + c.initrd.string();
     // A vmlinux (ELF) boots without the bzImage's decompressor: the faster way in.
     const std::span<const uint8_t> kernel_bytes = kernel_file.bytes();
     if (x86::Vmlinux::looks_like_elf(kernel_bytes)) {
       boot_ = x86::load_linux(vm.memory, x86::Vmlinux::parse(kernel_bytes, kernel_name), initrd,
-                              initrd_name, cmdline, ram);
+                              initrd_name, cmdline, ram, appended);
     } else {
       boot_ = x86::load_linux(vm.memory, x86::BzImage::parse(kernel_bytes, kernel_name), initrd,
-                              initrd_name, cmdline, ram);
+                              initrd_name, cmdline, ram, appended);
     }
     kernel_file.check_intact();
     initrd_file.check_intact();

@@ -34,16 +34,19 @@ std::vector<boot_e820_entry> e820_map(const std::vector<RamRange>& ram);
 
 // Copies the kernel to kKernelLoadAddr, the command line to kCmdlineAddr and the initrd (may be
 // empty) to the top of low RAM, and writes the zero page at kZeroPageAddr. `memory` must map
-// `ram`. Throws UserError naming the file or flag when something does not fit.
+// `ram`. Throws UserError naming the file or flag when something does not fit. `appended`:
+// how many of the command line's last bytes vmm added to the user's (said when it is too long).
 LinuxBootInfo load_linux(const GuestMemory& memory, const BzImage& kernel,
                          std::span<const uint8_t> initrd, std::string_view initrd_path,
-                         std::string_view cmdline, const std::vector<RamRange>& ram);
+                         std::string_view cmdline, const std::vector<RamRange>& ram,
+                         size_t appended = 0);
 
 // The same for a vmlinux: its segments go to their physical addresses (at or above 1 MiB, in
 // low RAM), the initrd to the top of low RAM below 2 GiB, and the zero page gets a protocol
 // 2.12 setup header written by the loader. The entry is the ELF's.
 LinuxBootInfo load_linux(const GuestMemory& memory, const Vmlinux& kernel,
                          std::span<const uint8_t> initrd, std::string_view initrd_path,
-                         std::string_view cmdline, const std::vector<RamRange>& ram);
+                         std::string_view cmdline, const std::vector<RamRange>& ram,
+                         size_t appended = 0);
 
 }  // namespace libvmm::x86
