@@ -371,9 +371,13 @@ std::string check_sound_backend_spec(std::string_view backend, std::string_view 
 }
 
 namespace {
-// Backends opened by open_sound_backend_early(), by backend value, until the device takes them.
+// Backends opened by open_sound_backend_early(), by backend value, until the devices take
+// them: one each (two devices on "alsa" have two PCMs opened before the jail).
 std::mutex g_early_mutex;
-std::map<std::string, std::unique_ptr<SoundBackend>, std::less<>> g_early;
+std::map<std::string, std::vector<std::unique_ptr<SoundBackend>>, std::less<>> g_early;
+
+std::unique_ptr<SoundBackend> create_sound_backend(std::string_view backend, std::string_view in,
+                                                   std::string_view label);
 }  // namespace
 
 // This process's open descriptors.
@@ -389,14 +393,17 @@ std::vector<int> open_fds() {
 std::vector<int> open_sound_backend_early(std::string_view backend, std::string_view in,
                                           std::string_view label) {
   if (!backend.starts_with("alsa")) return {};
+  if (std::string why = check_sound_backend_spec(backend, in); !why.empty()) {
+    throw UserError(fmt::format("{}: {}", label, why));
+  }
   const std::vector<int> before = open_fds();
-  auto opened = open_sound_backend(backend, in, label);
+  auto opened = create_sound_backend(backend, in, label);  // a new one, not another's
   std::vector<int> fds;
   for (int fd : open_fds()) {
     if (std::find(before.begin(), before.end(), fd) == before.end()) fds.push_back(fd);
   }
   std::lock_guard lock(g_early_mutex);
-  g_early[std::string(backend)] = std::move(opened);
+  g_early[std::string(backend)].push_back(std::move(opened));
   return fds;
 }
 
@@ -407,10 +414,19 @@ std::unique_ptr<SoundBackend> open_sound_backend(std::string_view backend, std::
   }
   {
     std::lock_guard lock(g_early_mutex);
-    if (auto it = g_early.find(backend); it != g_early.end() && it->second) {
-      return std::move(it->second);
+    if (auto it = g_early.find(backend); it != g_early.end() && !it->second.empty()) {
+      std::unique_ptr<SoundBackend> early = std::move(it->second.front());
+      it->second.erase(it->second.begin());
+      return early;
     }
   }
+  return create_sound_backend(backend, in, label);
+}
+
+namespace {
+
+std::unique_ptr<SoundBackend> create_sound_backend(std::string_view backend, std::string_view in,
+                                                   std::string_view label) {
   if (backend == "none") return std::make_unique<NullSoundBackend>();
   try {
     if (backend.starts_with("alsa")) {
@@ -422,6 +438,8 @@ std::unique_ptr<SoundBackend> open_sound_backend(std::string_view backend, std::
     throw UserError(fmt::format("{}: {}", label, e.what()));
   }
 }
+
+}  // namespace
 
 #ifndef LIBVMM_HAVE_ALSA
 std::unique_ptr<SoundBackend> open_alsa_sound_backend(const std::string&) {

@@ -189,17 +189,38 @@ void bind(const std::filesystem::path& from, const std::filesystem::path& to, un
        fmt::format("remount {}", to.string()));
 }
 
+size_t depth(const std::filesystem::path& path) {
+  return static_cast<size_t>(std::distance(path.begin(), path.end()));
+}
+
+// The sockets' directories (the VMM creates its sockets there), each its own writable mount (the
+// root is read-only), before any file is bound: a file planned in one (or below it) is bound on
+// top, not hidden under the directory's mount. Shallowest first, for the same reason.
+std::set<std::filesystem::path> mount_socket_dirs(const std::filesystem::path& root,
+                                                  const JailPlan& plan) {
+  std::set<std::filesystem::path> dirs;
+  for (const JailFile& f : plan.files) {
+    if (f.use == HostPath::Use::socket) dirs.insert((root / f.path.relative_path()).parent_path());
+  }
+  std::vector<std::filesystem::path> shallowest_first(dirs.begin(), dirs.end());
+  std::stable_sort(shallowest_first.begin(), shallowest_first.end(),
+                   [](const auto& a, const auto& b) { return depth(a) < depth(b); });
+  for (const auto& dir : shallowest_first) {
+    make_dirs(dir);
+    bind(dir, dir, MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  }
+  return dirs;
+}
+
 // Gives the sockets' directories to the jail's user, last (until then nothing below DIR is
 // anyone's but root's, so nothing planted can redirect the building) and deepest first (a
 // directory of the user's could otherwise hold a symlink where a deeper one was to be
 // chowned): each opened without following a link, changed through its descriptor.
 void give_socket_dirs(const std::set<std::filesystem::path>& dirs, const JailOptions& options) {
   std::vector<std::filesystem::path> deepest_first(dirs.begin(), dirs.end());
-  std::sort(deepest_first.begin(), deepest_first.end(), [](const auto& a, const auto& b) {
-    return std::distance(a.begin(), a.end()) > std::distance(b.begin(), b.end());
-  });
+  std::stable_sort(deepest_first.begin(), deepest_first.end(),
+                   [](const auto& a, const auto& b) { return depth(a) > depth(b); });
   for (const auto& dir : deepest_first) {
-    bind(dir, dir, MS_NOSUID | MS_NODEV | MS_NOEXEC);
     UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     must(fd && ::fchown(fd.get(), options.uid, options.gid) == 0 && ::fchmod(fd.get(), 0700) == 0,
          fmt::format("chown {}", dir.string()));
@@ -215,7 +236,7 @@ void populate(const std::filesystem::path& root, const JailOptions& options, con
   must(::mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC,
                "mode=0755,size=64k,nr_inodes=256") == 0,
        "mount a tmpfs on /dev");
-  std::set<std::filesystem::path> socket_dirs;
+  const std::set<std::filesystem::path> socket_dirs = mount_socket_dirs(root, plan);
   for (size_t i = 0; i < plan.files.size(); ++i) {
     const JailFile& f = plan.files[i];
     const std::filesystem::path at = root / f.path.relative_path();
@@ -234,10 +255,8 @@ void populate(const std::filesystem::path& root, const JailOptions& options, con
         break;
       }
       case Use::socket:
-        // The VMM creates the socket: a directory of the user's own, its own writable mount
-        // (the root is read-only); given to the user below. On the host: DIR/PATH.
-        socket_dirs.insert(at.parent_path());
-        break;
+        break;  // its directory is mounted above and given to the user below; on the host the
+                // socket is at DIR/PATH
       case Use::device:
         must(::mknod(at.c_str(), S_IFCHR | 0600, prepared[i].rdev) == 0 &&
                  ::chown(at.c_str(), options.uid, options.gid) == 0,
@@ -360,13 +379,19 @@ void drop_privileges(uid_t uid, gid_t gid) {
     // the supervisor (which forwards it), not also straight from the terminal.
     must(::setsid() >= 0, "setsid");
     // A session keyring of its own: root's (its keys' possessor rights) stays outside.
-    must(::syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, nullptr) >= 0 || errno == ENOSYS,
-         "join a new session keyring");
+    // (A container's seccomp profile may refuse keyctl: then there is no keyring to leave.)
+    if (::syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, nullptr) < 0 && errno != ENOSYS) {
+      log::warn("jail: keeps the caller's session keyring (keyctl: {})", errno_text());
+    }
     // As PID 1 it ignores a default-action signal it sends itself: abort() would go on into
-    // calls the seccomp filter refuses, reported as an attack. It ends here instead.
+    // calls the seccomp filter refuses, reported as an attack. It ends here instead, unless
+    // the program has a handler of its own (vmm's crash report, which ends it too).
     struct sigaction abort_action {};
-    abort_action.sa_handler = [](int) { ::_exit(128 + SIGABRT); };
-    must(::sigaction(SIGABRT, &abort_action, nullptr) == 0, "sigaction SIGABRT");
+    must(::sigaction(SIGABRT, nullptr, &abort_action) == 0, "sigaction SIGABRT");
+    if (abort_action.sa_handler == SIG_DFL) {
+      abort_action.sa_handler = [](int) { ::_exit(128 + SIGABRT); };
+      must(::sigaction(SIGABRT, &abort_action, nullptr) == 0, "sigaction SIGABRT");
+    }
     int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
     if (options.network == JailOptions::Network::none) flags |= CLONE_NEWNET;
     must(::unshare(flags) == 0, "unshare");

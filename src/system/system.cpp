@@ -145,8 +145,11 @@ struct System::Impl {
 
   VmConfig vm_config(const VirtualMachineSpec& spec) {
     VmConfig c = spec.config;
-    // What stops this VM on a guest fault, for its fault reports (which name the VM too).
-    c.labels.emplace("strict", "strict_faults=\"true\" on its <virtual_machine>");
+    // A file's VM: what stops it on a guest fault, for its fault reports (which name the VM
+    // too). A VM from flags keeps --strict and no name.
+    if (!description.file.empty()) {
+      c.labels.emplace("strict", "strict_faults=\"true\" on its <virtual_machine>");
+    }
     for (const char* item : {"kernel", "initrd", "serial", "vcpus"}) {
       const SourceLocation where = spec.location_of(item);
       if (!where.file.empty() && where.line != 0) {

@@ -50,8 +50,11 @@ mkdir -p $jail /tmp/jail-disk /tmp/jail-out /www
 dd if=/dev/zero of=/tmp/jail-disk/vda.img bs=1M count=4 2>/dev/null
 printf 'disk-marker-0123456789abcdef' | dd of=/tmp/jail-disk/vda.img conv=notrunc 2>/dev/null
 chown -R 1000:1000 /tmp/jail-disk
+# The initrd in the console socket's directory: the directory's own mount must not hide it
+# (it did when mounted after the files: an empty initrd).
+mkdir -p /run/jailvm && cp initramfs.cpio.gz /run/jailvm/
 
-./vmm --jail $jail --jail-uid 1000 --jail-netns $ns --kernel bzImage --initrd initramfs.cpio.gz \
+./vmm --jail $jail --jail-uid 1000 --jail-netns $ns --kernel bzImage --initrd /run/jailvm/initramfs.cpio.gz \
   --memory 160M --cmdline "console=ttyS0 quiet libvmm.test=jail" \
   --serial file:/tmp/jail-out/serial.log --disk /tmp/jail-disk/vda.img --net tap=tap0,vhost=on \
   --console socket:/run/jailvm/console.sock </dev/null >/tmp/jail.stdout 2>/tmp/jail.err &
@@ -98,10 +101,10 @@ cat >/tmp/jail.expected <<'EOF'
 ./dev/vhost-net
 ./payload
 ./payload/bzImage
-./payload/initramfs.cpio.gz
 ./run
 ./run/jailvm
 ./run/jailvm/console.sock
+./run/jailvm/initramfs.cpio.gz
 ./tmp
 ./tmp/jail-disk
 ./tmp/jail-disk/vda.img

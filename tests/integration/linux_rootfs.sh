@@ -37,7 +37,7 @@ esac
 
 # build-rootfs runs as root (mmdebstrap --mode=root); its cache stays this user's.
 sudo=()
-[ "$(id -u)" -eq 0 ] || sudo=(sudo env "LIBVMM_CACHE=${LIBVMM_CACHE:-$HOME/.cache/libvmm}")
+[ "$(id -u)" -eq 0 ] || sudo=(sudo -n env "LIBVMM_CACHE=${LIBVMM_CACHE:-$HOME/.cache/libvmm}")
 mapfile -t rootfs < <("${sudo[@]}" "$repo/images/build-rootfs" "$arch")
 [ ${#rootfs[@]} -eq 3 ] || { echo "$prog: images/build-rootfs $arch failed" >&2; exit 1; }
 cp --sparse=always "${rootfs[0]}" "$work/rootfs.img"

@@ -967,6 +967,14 @@ TEST_F(WavTest, TheSoundDeviceKindChecksItsSpec) {
   EXPECT_TRUE(open_sound_backend_early("wav:/nonexistent/o.wav", "", "--sound wav:").empty());
   open_sound_backend_early("alsa:null", "", "--sound alsa:null");
   EXPECT_EQ(open_sound_backend("alsa:null", "", "--sound alsa:null")->describe(), "alsa null");
+  // Two devices on one value: two opened early, one each (the second used to reuse the first's
+  // and then open its own inside the jail, where ALSA has no device nodes).
+  open_sound_backend_early("alsa:null", "", "--sound alsa:null");
+  open_sound_backend_early("alsa:null", "", "--sound alsa:null");
+  const auto first = open_sound_backend("alsa:null", "", "--sound alsa:null");
+  const auto second = open_sound_backend("alsa:null", "", "--sound alsa:null");
+  EXPECT_NE(first.get(), second.get());
+  EXPECT_EQ(second->describe(), "alsa null");
 }
 
 }  // namespace virtio_sound_test

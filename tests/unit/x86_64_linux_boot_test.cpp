@@ -422,6 +422,23 @@ TEST_F(LoaderTest, RejectsAnInitrdWhenInitrdAddrMaxIsBelowTheKernel) {
             "below 0x1400000 (its initrd_addr_max), whatever --memory is: use a smaller initrd");
 }
 
+// Found in the second read: with 1 GiB, an initrd_addr_max of 2 GiB and a 2.5 GiB initrd, the
+// end of RAM stopped it first, yet no memory could make it fit below 2 GiB.
+TEST_F(LoaderTest, MoreMemoryIsAdvisedOnlyWhenItWouldHelp) {
+  FakeKernel k;
+  k.initrd_addr_max = 0x7fffffff;
+  const size_t size = 2560 * MiB;
+  void* bytes =
+      ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(bytes, MAP_FAILED);
+  const std::string error = load_error(k, 1 * GiB, {static_cast<const uint8_t*>(bytes), size});
+  ::munmap(bytes, size);
+  EXPECT_THAT(error, HasSubstr("this kernel takes an initrd only below 0x80000000"));
+  // 41 MiB with 64 MiB of RAM (the kernel runs up to 24 MiB): more would help.
+  const auto small = pattern(41 * MiB);
+  EXPECT_THAT(load_error(k, 64 * MiB, small), HasSubstr("give the guest more memory"));
+}
+
 TEST_F(LoaderTest, AnInitrdLargerThanLowRamIsNotAskedForMoreMemory) {
   FakeKernel k;
   k.initrd_addr_max = 0xffffffff;
@@ -432,8 +449,8 @@ TEST_F(LoaderTest, AnInitrdLargerThanLowRamIsNotAskedForMoreMemory) {
   ASSERT_NE(bytes, MAP_FAILED);
   const std::string error = load_error(k, 8 * GiB, {static_cast<const uint8_t*>(bytes), size});
   ::munmap(bytes, size);
-  EXPECT_THAT(error, HasSubstr("the initrd must lie in low RAM, which ends at 0xc0000000 "
-                               "whatever --memory is: use a smaller initrd"));
+  EXPECT_THAT(error, HasSubstr("the initrd must lie in low RAM, which ends at 0xc0000000 at "
+                               "most whatever --memory is: use a smaller initrd"));
   EXPECT_THAT(error, Not(HasSubstr("--memory)")));
 }
 

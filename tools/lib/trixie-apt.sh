@@ -39,8 +39,8 @@ trixie_apt_refresh() {
     # Once a day, by a stamp of our own: apt dates the lists by the archive's Last-Modified,
     # which may be older than a day right after an update.
     [ -z "$(find "$trixie_dir/.refreshed" -mtime -1 2>/dev/null)" ] || exit 0
-    apt-get "${trixie_opts[@]}" update -qq >/dev/null
-    touch "$trixie_dir/.refreshed"
+    # (Called in conditions, where set -e is off: the stamp only after a good update.)
+    apt-get "${trixie_opts[@]}" update -qq >/dev/null && touch "$trixie_dir/.refreshed"
   ) 8>"$trixie_dir/.lock"
 }
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -192,17 +193,19 @@ int serve(const Options& options) {
   } socket_file{options.socket, socket_inode};
   EventLoop loop;
   const SeccompMode mode = options.seccomp;
+  std::atomic<bool> thread_failed{false};  // an I/O thread's filter did not load
   std::unique_ptr<VirtioDevice> device;
   std::string serving;
   if (!options.disk.empty()) {
     const BlockConfig config = parse_disk_spec(options.disk);
     BlockThreading threading;
     threading.name = "blk-io0";
-    threading.on_thread_start = [mode, &loop] {
+    threading.on_thread_start = [mode, &loop, &thread_failed] {
       try {
         install_seccomp(ThreadRole::io, mode, {}, "blk-io0");
       } catch (const std::exception& e) {
         log::error("{}", e.what());
+        thread_failed = true;  // the exit status says so
         loop.stop();
         return false;  // never serves the front-end unfiltered
       }
@@ -304,7 +307,8 @@ int serve(const Options& options) {
   log::info("serving {} on {}", serving, options.socket);
   loop.run();
   backend.reset();
-  return status;
+  // (A failed thread set thread_failed before it stopped the loop.)
+  return thread_failed ? kExitFailure : status;
 }
 
 }  // namespace

@@ -133,9 +133,17 @@ void restore_terminal_on_crash() {
       [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
       void* frames[48];
       ::backtrace_symbols_fd(frames, ::backtrace(frames, 48), STDERR_FILENO);
-      ::signal(sig, SIG_DFL);
+      // SA_RESETHAND made the disposition the default again (no rt_sigaction here: seccomp
+      // refuses it): unblocked and raised, the signal ends the process as it would have. In a
+      // jail vmm is PID 1, which ignores a default-action signal it sends itself: it ends here.
+      sigset_t set;
+      sigemptyset(&set);
+      sigaddset(&set, sig);
+      ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
       ::raise(sig);
+      ::_exit(128 + sig);
     };
+    sa.sa_flags = SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
     sigaction(s, &sa, nullptr);
   }

@@ -173,7 +173,7 @@ std::unique_ptr<SoundBackend> open_alsa_sound_backend(const std::string& pcm);
 std::string check_sound_backend_spec(std::string_view backend, std::string_view in);
 // Opens it; throws UserError prefixed with `label` ("--sound wav:x/y.wav: cannot create ...").
 // An alsa backend opened before by open_sound_backend_early() for the same value is returned
-// (once) instead.
+// instead (each once, in the order opened).
 std::unique_ptr<SoundBackend> open_sound_backend(std::string_view backend, std::string_view in,
                                                  std::string_view label);
 // For a jail: opens an alsa backend now, as root before the jail is built, so that ALSA reads

@@ -282,8 +282,15 @@ class Aarch64Machine : public Machine {
     if (vcpu.index() == 0) {
       // What the guest's CPU translates, as KVM shows it (a 16 KiB kernel on a CPU without
       // that granule would stop before its first console line).
-      aarch64::check_arm64_page_size(
-          kernel_, vcpu.get_one_reg(aarch64::sys_reg_id(3, 0, 0, 7, 0)));  // ID_AA64MMFR0_EL1
+      uint64_t mmfr0 = 0;
+      bool known = true;
+      try {
+        mmfr0 = vcpu.get_one_reg(aarch64::sys_reg_id(3, 0, 0, 7, 0));  // ID_AA64MMFR0_EL1
+      } catch (const SystemError& e) {
+        known = false;  // a check, not a need: the guest may boot all the same
+        log::debug("the guest CPU's translation granules are unknown: {}", e.what());
+      }
+      if (known) aarch64::check_arm64_page_size(kernel_, mmfr0);
       // Secondary vCPUs start powered off; KVM sets their state on the guest's PSCI CPU_ON.
       vcpu.set_one_reg(aarch64::core_reg_id(reg_pstate()), kBootPstate);
       vcpu.set_one_reg(aarch64::core_reg_id(reg_pc()), boot_.entry_gpa);

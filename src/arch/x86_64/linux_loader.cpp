@@ -102,18 +102,22 @@ GuestRange place_initrd(uint64_t size, std::string_view path, uint64_t initrd_ad
                         uint64_t kernel_end, uint64_t low_end, uint64_t memory_size) {
   const uint64_t limit = std::min(initrd_addr_max + 1, low_end);
   if (size > limit || align_down(limit - size, kPageSize) < kernel_end) {
-    // More memory helps only when the end of RAM is what stops it.
+    // More memory helps only if the initrd fits with the most low RAM there can be (up to the
+    // MMIO hole) below initrd_addr_max.
+    const uint64_t ceiling = std::min(initrd_addr_max + 1, kMmioHoleStart);
+    const bool more_memory_helps =
+        size <= ceiling && align_down(ceiling - size, kPageSize) >= kernel_end;
     std::string advice = "give the guest more memory (--memory)";
-    if (limit < low_end) {
+    if (!more_memory_helps && initrd_addr_max + 1 < kMmioHoleStart) {
       advice = fmt::format(
           "this kernel takes an initrd only below {:#x} (its initrd_addr_max), "
           "whatever --memory is: use a smaller initrd",
-          limit);
-    } else if (memory_size > low_end) {
+          initrd_addr_max + 1);
+    } else if (!more_memory_helps) {
       advice = fmt::format(
-          "the initrd must lie in low RAM, which ends at {:#x} whatever --memory "
-          "is: use a smaller initrd",
-          low_end);
+          "the initrd must lie in low RAM, which ends at {:#x} at most whatever "
+          "--memory is: use a smaller initrd",
+          kMmioHoleStart);
     }
     throw UserError(fmt::format(
         "{}: initrd of {} bytes ({} MiB) does not fit between the kernel "
