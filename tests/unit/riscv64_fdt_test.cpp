@@ -415,6 +415,28 @@ TEST(Riscv64FdtPatch, RefusesTreesForAnotherControllerInOneLine) {
             "u.dtb: no interrupt controller (PLIC or APLIC) for the added devices");
 }
 
+// Found in review: a board's PLIC lists each hart's M-mode context first; vmm's has one
+// S-mode context per hart, so Linux enabled the devices' interrupts where no hart gets them.
+TEST(Riscv64FdtPatch, RefusesAPlicWithOtherContextsAndADirectApplic) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  std::string board = kUserPlic;
+  board.replace(board.find("<&intc0 9>"), 10, "<&intc0 11 &intc0 9>");
+  const auto m_mode_first = compile_dts(user_dts(board, "interrupt-parent = <&plic>;"));
+  EXPECT_THAT(
+      error_of([&] { patch_fdt(m_mode_first, user_machine(IrqchipKind::plic), "u.dtb"); }),
+      ::testing::MatchesRegex("u.dtb: the PLIC plic@c000000's context 0 is <0x[0-9a-f]+ 11>, not "
+                              "hart 0's supervisor external interrupt: vmm's PLIC has one context "
+                              "per hart, <&hart-intc 9>, in hart order"));
+  const std::string direct_aplic = R"(
+  aplic: aplic@c000000 { compatible = "riscv,aplic"; interrupt-controller;
+    #interrupt-cells = <2>; #address-cells = <0>; reg = <0 0xc000000 0 0x8000>;
+    interrupts-extended = <&intc0 9>; riscv,num-sources = <96>; };)";
+  const auto direct = compile_dts(user_dts(direct_aplic, "interrupt-parent = <&aplic>;"));
+  EXPECT_EQ(error_of([&] { patch_fdt(direct, user_machine(IrqchipKind::aia), "u.dtb"); }),
+            "u.dtb: the APLIC aplic@c000000 delivers interrupts itself (no msi-parent); this VM's "
+            "APLIC sends them as MSIs to the harts' IMSICs");
+}
+
 TEST(Riscv64FdtPatch, RefusesATreeWithAnotherHartCount) {
   if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
   const auto one_hart = compile_dts(user_dts(kUserPlic, "interrupt-parent = <&plic>;"));

@@ -221,6 +221,47 @@ std::string_view chip_name(IrqchipKind kind) {
   return kind == IrqchipKind::plic ? "a PLIC" : "an APLIC";
 }
 
+// The interrupt-controller node of the hart whose /cpus child has reg = `hart`; -1 if none.
+int hart_intc(const FdtEditor& editor, uint32_t hart) {
+  const int cpus = editor.path_offset("/cpus");
+  int child = 0;
+  fdt_for_each_subnode(child, editor.fdt(), cpus) {
+    if (editor.string(child, "device_type") != "cpu" || editor.u32(child, "reg") != hart) continue;
+    int intc = 0;
+    fdt_for_each_subnode(intc, editor.fdt(), child) {
+      if (fdt_node_check_compatible(editor.fdt(), intc, "riscv,cpu-intc") == 0) return intc;
+    }
+  }
+  return -1;
+}
+
+// vmm's PLIC has one context per hart, its supervisor external interrupt (9), in hart order: a
+// tree whose PLIC lists others (a board's M-mode contexts first) would have Linux enable its
+// interrupts in contexts that reach no hart.
+void check_plic_contexts(const FdtEditor& editor, int plic, const char* name,
+                         const std::string& path) {
+  int len = 0;
+  const auto* cells =
+      static_cast<const fdt32_t*>(fdt_getprop(editor.fdt(), plic, "interrupts-extended", &len));
+  const size_t count = cells == nullptr || len < 0 ? 0 : static_cast<size_t>(len) / 8;
+  for (size_t context = 0; context < count; ++context) {
+    const uint32_t phandle = fdt32_to_cpu(cells[2 * context]);
+    const uint32_t irq = fdt32_to_cpu(cells[2 * context + 1]);
+    const int intc = hart_intc(editor, static_cast<uint32_t>(context));
+    if (irq != kSupervisorExternalIrq || intc < 0 ||
+        fdt_node_offset_by_phandle(editor.fdt(), phandle) != intc) {
+      throw UserError(fmt::format(
+          "{}: the PLIC {}'s context {} is <{:#x} {}>, not hart {}'s supervisor external "
+          "interrupt: vmm's PLIC has one context per hart, <&hart-intc {}>, in hart order",
+          path, name, context, phandle, irq, context, kSupervisorExternalIrq));
+    }
+  }
+  if (count == 0) {
+    throw UserError(
+        fmt::format("{}: the PLIC {} names no contexts (interrupts-extended)", path, name));
+  }
+}
+
 // The user's platform interrupt controller: the root's interrupt-parent, else the first
 // interrupt controller that is neither a hart's own nor an IMSIC. Devices we add are wired to
 // it, so it must be the controller the VM has (kind and address); returns its phandle when the
@@ -274,6 +315,13 @@ std::optional<uint32_t> check_user_irqchip(const FdtEditor& editor, const Irqchi
     throw UserError(
         fmt::format("{}: the interrupt controller {} has no phandle for the added devices to name",
                     path, name));
+  }
+  if (kind == IrqchipKind::plic) check_plic_contexts(editor, node, name, path);
+  if (kind == IrqchipKind::aia && fdt_getprop(fdt, node, "msi-parent", nullptr) == nullptr) {
+    throw UserError(fmt::format(
+        "{}: the APLIC {} delivers interrupts itself (no msi-parent); this VM's APLIC sends them "
+        "as MSIs to the harts' IMSICs",
+        path, name));
   }
   return explicit_parent;
 }
