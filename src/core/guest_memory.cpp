@@ -1,5 +1,6 @@
 #include "libvmm/core/guest_memory.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/memfd.h>
 #include <sys/mman.h>
@@ -97,9 +98,10 @@ std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t si
   }
   UniqueFd fd;
   if (backing != MemoryBacking::anonymous) {
-    unsigned flags = MFD_CLOEXEC;
+    unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
     if (hugetlb) flags |= MFD_HUGETLB | MFD_HUGE_2MB;
-    fd = UniqueFd(::memfd_create(name.c_str(), flags));
+    // (memfd_create refuses names over 249 bytes; the name is only for /proc's eyes.)
+    fd = UniqueFd(::memfd_create(name.substr(0, 200).c_str(), flags));
     if (!fd) {
       if (hugetlb) {
         throw UserError(
@@ -112,6 +114,11 @@ std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t si
     }
     if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
       throw_errno(fmt::format("memory region '{}': ftruncate to {:#x}", name, size));
+    }
+    // Its size for good: a process it is shared with (a vhost-user back-end) cannot shrink it
+    // under this one (whose next access there would be a SIGBUS), nor add seals of its own.
+    if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+      log::debug("memory region '{}': no seals ({})", name, std::strerror(errno));
     }
   }
   // MAP_NORESERVE: guest RAM is populated on demand, like any process's memory. Not for huge

@@ -341,7 +341,8 @@ class Validator {
           "descriptor to share with the device's back-end; use auto, memfd or hugetlb"));
     }
     // RAM is shared as one region per range of the machine's RAM layout (x86_64: two above
-    // 3 GiB, below and above the PCI hole), each other map as one.
+    // 3 GiB, below and above the PCI hole), each other writable map as one (read-only ones
+    // are not shared: the back-end maps what it gets writable).
     uint64_t ram_size = vm.config.memory_size;  // a VM from flags; a file's: its RAM map's
     for (const auto& m : vm.maps) {
       const MemoryRegionSpec* r = d_.find_region(m.region);
@@ -350,7 +351,9 @@ class Validator {
       break;
     }
     const size_t ram_pieces = std::max<size_t>(ram_ranges(ram_size).size(), 1);
-    const size_t regions = vm.maps.size() + ram_pieces - 1;
+    const auto writable_maps = static_cast<size_t>(std::count_if(
+        vm.maps.begin(), vm.maps.end(), [](const MapSpec& m) { return !m.readonly(); }));
+    const size_t regions = writable_maps + ram_pieces - 1;
     if (regions > vhost::kMaxRegions) {
       problems_.push_back(first->located(fmt::format(
           "virtual machine '{}' shares {} memory regions (its maps, RAM in {} piece{}); a "

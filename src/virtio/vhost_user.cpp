@@ -404,9 +404,12 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
     }
     send(Message::with_u64(Request::set_features, acked));
 
+    // Guest memory the back-end may write: read-only maps stay out (it maps what it gets
+    // writable), so a buffer there is a malformed request to it, not a write into the map.
     std::vector<vhost::MemRegion> regions;
     std::vector<int> fds;
     for (const GuestMapping& m : memory_.mappings()) {
+      if (m.readonly) continue;
       if (regions.size() == vhost::kMaxRegions) {
         throw vhost::VhostError(
             fmt::format("guest memory has more than {} regions to share", vhost::kMaxRegions));

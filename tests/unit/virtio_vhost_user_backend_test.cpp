@@ -161,7 +161,7 @@ VhostUserOptions one_queue_options(std::string name, uint32_t config_size) {
 
 struct Rig {
   Served served;
-  TestMemory memory{0x200000};
+  TestMemory memory;
   std::shared_ptr<VhostUserDevice> front;
   std::shared_ptr<FakeIrq> irq = std::make_shared<FakeIrq>();
   std::unique_ptr<VirtioMmioTransport> transport;
@@ -169,7 +169,11 @@ struct Rig {
   UniqueFd call{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
   std::unique_ptr<DriverRing> ring;
 
-  explicit Rig(bool io_thread = true) : served(io_thread) {
+  // `foreign_ram`: guest RAM as another front-end may share it, unsealed (vmm's memfds are
+  // sealed against shrinking).
+  explicit Rig(bool io_thread = true, bool foreign_ram = false)
+      : served(io_thread),
+        memory(foreign_ram ? TestMemory(0x200000, TestMemory::Unsealed{}) : TestMemory(0x200000)) {
     VhostUserOptions o = one_queue_options("vhost-user-blk0", 60);
     o.device_feature_mask = feature_bit(VIRTIO_BLK_F_SIZE_MAX) | feature_bit(VIRTIO_BLK_F_SEG_MAX) |
                             feature_bit(VIRTIO_BLK_F_BLK_SIZE) | feature_bit(VIRTIO_BLK_F_FLUSH);
@@ -281,7 +285,7 @@ TEST(VhostUserBackend, AFrontEndHangingUpResetsTheDeviceForTheNext) {
 // A front-end that shrinks the memory it shared: the back-end's next touch of it is a SIGBUS,
 // caught (core/sigbus_guard.hpp); the connection closes with a log line and the process goes on.
 TEST(VhostUserBackend, AFrontEndShrinkingItsMemoryIsDroppedNotFatal) {
-  Rig rig;
+  Rig rig(true, /*foreign_ram=*/true);
   rig.bring_up(feature_bit(VIRTIO_F_VERSION_1));
   virtio_blk_outhdr header{VIRTIO_BLK_T_IN, 0, 0};
   const uint64_t h =

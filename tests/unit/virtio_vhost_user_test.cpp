@@ -189,6 +189,24 @@ struct Rig {
   uint32_t status() { return MmioDriver(*transport).status(); }
 };
 
+// Found in review: a read-only map went into the memory table, which the back-end maps writable:
+// a guest's block read could land in memory the VM may only read (a region shared with others).
+TEST(VhostUserDevice, ReadOnlyMapsAreNotSharedWithTheBackend) {
+  Rig rig;
+  rig.memory.map(0x200000, MemoryRegion::create("rom", 0x10000), 0, 0x10000, /*readonly=*/true);
+  rig.create();
+  rig.bring_up(RingLayout::at(0x10000));
+  const auto requests = rig.backend.requests();
+  const auto decoded = rig.backend.decoded();
+  const auto fds = rig.backend.fd_counts();
+  const auto at = std::find(requests.begin(), requests.end(), Request::set_mem_table);
+  ASSERT_NE(at, requests.end());
+  const auto index = static_cast<size_t>(at - requests.begin());
+  ASSERT_EQ(decoded[index].regions.size(), 1u);
+  EXPECT_EQ(decoded[index].regions[0].gpa, 0u);
+  EXPECT_EQ(fds[index], 1u);
+}
+
 TEST(VhostUserDevice, HandsTheQueuesToTheBackend) {
   Rig rig;
   rig.create();

@@ -4,10 +4,14 @@
 #include <linux/virtio_config.h>
 #include <linux/virtio_mmio.h>
 #include <linux/virtio_pci.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstring>
 #include <stdexcept>
+
+#include "libvmm/core/unique_fd.hpp"
 
 namespace libvmm::test {
 
@@ -28,6 +32,14 @@ TestMemory::TestMemory(uint64_t ram_size, uint64_t rom_base, uint64_t rom_size)
   if (rom_size > 0) {
     map(rom_base, MemoryRegion::create("test-rom", rom_size), 0, rom_size, /*readonly=*/true);
   }
+}
+
+TestMemory::TestMemory(uint64_t ram_size, Unsealed) : ram_size_(ram_size) {
+  UniqueFd fd(::memfd_create("test-ram-unsealed", MFD_CLOEXEC));
+  if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(ram_size)) != 0) {
+    setup_error("memfd for unsealed test RAM");
+  }
+  map(0, MemoryRegion::from_fd("test-ram", std::move(fd), ram_size), 0, ram_size);
 }
 
 std::vector<uint8_t> TestMemory::bytes(uint64_t gpa, uint64_t len) const {

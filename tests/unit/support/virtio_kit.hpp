@@ -34,6 +34,9 @@ namespace libvmm::test {
 class TestMemory : public GuestMemory {
  public:
   explicit TestMemory(uint64_t ram_size, uint64_t rom_base = 0, uint64_t rom_size = 0);
+  // RAM in a memfd without seals (a foreign front-end's, which may shrink it under a back-end).
+  struct Unsealed {};
+  TestMemory(uint64_t ram_size, Unsealed);
 
   uint64_t ram_size() const { return ram_size_; }
   // Copies of guest memory; throw if a byte is not guest memory.
