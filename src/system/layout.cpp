@@ -17,7 +17,8 @@ namespace {
 std::string backing(const MemoryRegionSpec& r) {
   switch (r.backing) {
     case MemoryRegionSpec::Backing::memfd:
-      return r.page_size == 2 * MiB ? "memfd, 2 MiB huge pages" : "memfd";
+      // Backed as run time finds best (create_region): anonymous with THP, or a memfd.
+      return r.page_size == 2 * MiB ? "private, 2 MiB huge pages (hugetlb)" : "private";
     case MemoryRegionSpec::Backing::host_file:
       return "host file " + r.path;
     case MemoryRegionSpec::Backing::shm:

@@ -15,9 +15,9 @@
 #     off (PSCI SYSTEM_OFF), status 0 (one boot: the emulated arm64 host is slower).
 #   Boot 2 (x86_64): SIGTERM to vmm presses the ACPI power button, systemd-logind powers off,
 #     status 0.
-# examples/debian/debian.system is checked (vmm check) against the same files, not booted: its
-# RAM is a memfd (4 KiB pages, no THP), which makes nested paging under the emulated host's TCG
-# so slow that the host's soft-lockup detector fires.
+# examples/debian/debian.system is checked (vmm check) against the same files, not booted (its
+# RAM was once a memfd without THP, too slow under the emulated host's TCG; it is backed as the
+# flags' is now, but one boot per architecture keeps the suite within its time).
 # After each x86_64 boot `e2fsck -fn` finds the file system clean and the file is there (in the
 # emulated host; the arm64 one has busybox only); on both architectures again on this machine
 # after the emulated host's run.
