@@ -45,7 +45,9 @@ class FaultReporter {
   using Clock = std::chrono::steady_clock;
   // New reports: a burst of kBurst, then one per kInterval while faults keep coming (the next
   // one says how many were left out): a guest can neither flood the log nor silence it.
-  static constexpr uint32_t kBurst = 16;
+  // (64: a guest copying a short string into a read-only map faults once per byte, and the
+  // last byte written may be the telling one.)
+  static constexpr uint32_t kBurst = 64;
   static constexpr Clock::duration kInterval = std::chrono::seconds(10);
 
   FaultReporter(const GuestMemory& memory, const Bus& mmio, Options options);
