@@ -45,7 +45,11 @@ __attribute__((no_sanitize("thread"))) T plain_load(const T& field) {
 __attribute__((no_sanitize("thread"))) void on_sigbus(int, siginfo_t* info, void*) {
   const int saved_errno = errno;
   const auto address = reinterpret_cast<uintptr_t>(info->si_addr);
+  // Only a fault on an access is a guard's to mend; a sent SIGBUS (kill, tgkill: code <= 0) or
+  // a memory-failure notice that asks nothing (BUS_MCEERR_AO) would not come again.
+  const bool fault = info->si_code > 0 && info->si_code != BUS_MCEERR_AO;
   for (Slot& slot : g_slots) {
+    if (!fault) break;
     if (!plain_load(slot.used)) continue;
     std::atomic_signal_fence(std::memory_order_acquire);
     const uintptr_t base = plain_load(slot.base);
@@ -65,8 +69,10 @@ __attribute__((no_sanitize("thread"))) void on_sigbus(int, siginfo_t* info, void
     errno = saved_errno;
     return;
   }
-  // Not ours: the disposition from before the guards, and the access faults again into it.
+  // Not ours: the disposition from before the guards, and the access faults again into it
+  // (a signal that was no fault is raised again, delivered to it once this handler returns).
   ::sigaction(SIGBUS, &g_previous, nullptr);
+  if (!fault) ::raise(SIGBUS);
   errno = saved_errno;
 }
 

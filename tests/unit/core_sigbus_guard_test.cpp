@@ -99,5 +99,20 @@ TEST(SigbusGuardDeathTest, AReleasedGuardNoLongerCatches) {
       EndedBySigbus, "");
 }
 
+// Found in review: a SIGBUS sent with kill() found no guard, had the old disposition restored and
+// returned, so the signal was lost (and every guard silently off from then on).
+TEST(SigbusGuardDeathTest, ASentSigbusIsNotSwallowed) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        SharedFile guarded;
+        SigbusGuard guard(guarded.map, kSize, -1);
+        ::kill(::getpid(), SIGBUS);
+        ::sleep(1);  // delivered by now; surviving it is the defect
+        std::_Exit(0);
+      },
+      EndedBySigbus, "");
+}
+
 }  // namespace core_sigbus_guard_test
 }  // namespace libvmm
