@@ -20,6 +20,7 @@
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
+#include "libvmm/core/size.hpp"
 #include "libvmm/pci/vfio.hpp"
 
 namespace libvmm {
@@ -48,6 +49,26 @@ std::shared_ptr<MemoryRegion> open_shared_region(const MemoryRegionSpec& r) {
         fmt::format("{}: cannot grow it to {:#x} bytes: {}", what, r.size, std::strerror(errno)));
   }
   return MemoryRegion::from_fd(r.name, std::move(fd), r.size);
+}
+
+// The private regions (guest RAM and the like, backed on demand) together must fit the host's
+// RAM: each is mapped without a reservation, so more would be the OOM killer's to find out.
+void check_private_memory(const SystemDescription& description) {
+  uint64_t total = 0;
+  for (const auto& r : description.regions) {
+    if (r.backing != MemoryRegionSpec::Backing::memfd) continue;
+    total = r.size > UINT64_MAX - total ? UINT64_MAX : total + r.size;  // sizes are the user's
+  }
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return;
+  const uint64_t host = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+  if (total > host) {
+    throw UserError(fmt::format(
+        "{}: its memory regions without path or shm total {}, more than this host's {} of RAM",
+        description.file.empty() ? std::string("the system") : description.file, format_size(total),
+        format_size(host)));
+  }
 }
 
 // A memfd region (the format's memory private to this process) is backed per region by
@@ -242,6 +263,7 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
   d.description.validate();
   // Passed-through devices: the address checked here, the host's side when the VM is made.
   resolve_vfio_devices(d.description, false);
+  check_private_memory(d.description);
   for (const auto& r : d.description.regions)
     d.regions.emplace(r.name, create_region(r, d.description));
   for (const auto& pd : d.description.domains) {

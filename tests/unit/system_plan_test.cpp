@@ -75,6 +75,39 @@ TEST(SystemPlan, PrintedLayoutIsWhereTheRunningVmPutsItsDevices) {
   EXPECT_GE(checked, 2) << "the x86_64 examples (simple, virtio) should both be checked";
 }
 
+// Found in review: private regions are mapped without a reservation, so a description asking
+// for more than the host has started, for the OOM killer to end once the guest touched it.
+TEST(SystemPlan, PrivateRegionsBeyondTheHostsRamAreRefused) {
+  const fs::path kernel = fs::path(::testing::TempDir()) / "plan-test-big-kernel";
+  std::ofstream(kernel) << std::string(4096, '\0');
+  const std::string text =
+      "<system>\n"
+      "  <memory_region name=\"guest_ram\" size=\"32M\" />\n"
+      "  <memory_region name=\"huge\" size=\"0x100000000000\" />\n"
+      "  <protection_domain name=\"vmm\">\n"
+      "    <virtual_machine name=\"vm\">\n"
+      "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
+      "      <kernel path=\"" +
+      kernel.string() +
+      "\" />\n"
+      "    </virtual_machine>\n"
+      "  </protection_domain>\n"
+      "</system>\n";
+  std::vector<std::string> problems;
+  SystemDescription d = SystemDescription::parse(text, "big.system", problems);
+  ASSERT_TRUE(problems.empty()) << problems.front();
+  try {
+    System system(std::move(d));
+    ADD_FAILURE() << "16 TiB of private regions were accepted";
+  } catch (const UserError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("big.system: its memory regions without path or shm "
+                                          "total 16.0 TiB, more than this host's ",
+                                          0),
+              0u)
+        << e.what();
+  }
+}
+
 // A VM from a description names where its images were given, not the flags.
 TEST(SystemPlan, ImageProblemsNameTheDescriptionLine) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
