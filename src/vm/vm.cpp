@@ -221,6 +221,12 @@ void validate(const VmConfig& c) {
     throw UserError(
         fmt::format("{}: {} bytes is not a multiple of 1 MiB", c.label("memory"), c.memory_size));
   }
+  if (c.ram_backing == RamBacking::hugetlb && !c.ram && c.memory_size % (2 * MiB) != 0) {
+    throw UserError(
+        fmt::format("{}: {} is not a multiple of the 2 MiB huge pages "
+                    "--memory-backing hugetlb asks for",
+                    c.label("memory"), format_size(c.memory_size)));
+  }
   if (const uint64_t host = host_ram(); c.memory_size > host) {
     throw UserError(fmt::format("{}: {} is more than this host's {} of RAM", c.label("memory"),
                                 format_size(c.memory_size), format_size(host)));

@@ -42,6 +42,13 @@ TEST_F(ValidateTest, Memory) {
   config.memory_size = 1ull << 50;
   EXPECT_NE(error_of(config).find("--memory: 1024 TiB is more than this host's"),
             std::string::npos);
+  // Found in review: hugetlb's 2 MiB pages were refused later, naming the region, not the flag.
+  config.memory_size = 1001 * MiB;
+  config.ram_backing = RamBacking::hugetlb;
+  EXPECT_EQ(error_of(config),
+            "--memory: 1001 MiB is not a multiple of the 2 MiB huge pages --memory-backing "
+            "hugetlb asks for");
+  config.ram_backing = RamBacking::automatic;
 }
 
 TEST_F(ValidateTest, Vcpus) {
