@@ -50,6 +50,7 @@ uint32_t MsixTable::add_capability(ConfigSpace& config, unsigned table_bar, uint
 }
 
 void MsixTable::control_written(uint16_t control) {
+  const std::lock_guard reporting(report_mutex_);
   std::vector<Message> messages;
   std::vector<std::pair<uint16_t, VectorState>> changed;
   {
@@ -83,6 +84,7 @@ bool MsixTable::table_read(uint64_t offset, std::span<uint8_t> data, std::string
 
 bool MsixTable::table_write(uint64_t offset, std::span<const uint8_t> data, std::string& why) {
   if (!valid(offset, data.size(), table_size(), "MSI-X table", why)) return false;
+  const std::lock_guard reporting(report_mutex_);
   std::vector<Message> programmed;
   std::vector<Message> messages;
   std::vector<std::pair<uint16_t, VectorState>> changed;
@@ -204,6 +206,7 @@ void MsixTable::send_all(const std::vector<Message>& messages) {
 }
 
 void MsixTable::reset() {
+  const std::lock_guard reporting(report_mutex_);
   std::vector<std::pair<uint16_t, VectorState>> changed;
   {
     std::lock_guard lock(mutex_);

@@ -135,6 +135,10 @@ class MsixTable {
   const std::shared_ptr<MsiSink> sink_;
   const bool direct_;
   mutable std::mutex mutex_;
+  // Held by a table or control write from its change to its report (before mutex_): two vCPUs
+  // changing one vector could otherwise report its states in the reverse order, leaving the
+  // sink's irqfd attached to a masked vector (or detached from a live one) for good.
+  std::mutex report_mutex_;
   std::vector<Entry> entries_;
   std::vector<bool> pending_;
   std::vector<VectorState> reported_;  // direct sinks: what the sink was told last
