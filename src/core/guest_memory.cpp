@@ -102,6 +102,9 @@ std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t si
     if (hugetlb) flags |= MFD_HUGETLB | MFD_HUGE_2MB;
     // (memfd_create refuses names over 249 bytes; the name is only for /proc's eyes.)
     fd = UniqueFd(::memfd_create(name.substr(0, 200).c_str(), flags));
+    if (!fd && hugetlb && errno == EINVAL) {  // Linux < 4.16: hugetlb memfds take no seals
+      fd = UniqueFd(::memfd_create(name.substr(0, 200).c_str(), flags & ~MFD_ALLOW_SEALING));
+    }
     if (!fd) {
       if (hugetlb) {
         throw UserError(

@@ -42,11 +42,36 @@ __attribute__((no_sanitize("thread"))) T plain_load(const T& field) {
   return *static_cast<const volatile T*>(&field);
 }
 
-__attribute__((no_sanitize("thread"))) void on_sigbus(int, siginfo_t* info, void*) {
+// A SIGBUS that is no fault on an access goes where it would have gone without the guards,
+// which stay: ignored, the program's own handler (with its siginfo), or the default, which ends
+// the process (PID 1 of a namespace ignores a signal it sends itself: then it goes on).
+void forward(siginfo_t* info, void* context) {
+  const struct sigaction& previous = g_previous;
+  const bool with_info = (previous.sa_flags & SA_SIGINFO) != 0;
+  if (!with_info && previous.sa_handler == SIG_IGN) return;
+  struct sigaction fallback {};
+  fallback.sa_handler = SIG_DFL;
+  struct sigaction ours {};
+  ::sigaction(SIGBUS, &fallback, &ours);  // a handler that raises it again ends the process
+  if (with_info && previous.sa_sigaction != nullptr) {
+    previous.sa_sigaction(SIGBUS, info, context);
+  } else if (!with_info && previous.sa_handler != SIG_DFL) {
+    previous.sa_handler(SIGBUS);
+  } else {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGBUS);
+    ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    ::raise(SIGBUS);
+  }
+  ::sigaction(SIGBUS, &ours, nullptr);  // still here: the guards go on
+}
+
+__attribute__((no_sanitize("thread"))) void on_sigbus(int, siginfo_t* info, void* context) {
   const int saved_errno = errno;
   const auto address = reinterpret_cast<uintptr_t>(info->si_addr);
   // Only a fault on an access is a guard's to mend; a sent SIGBUS (kill, tgkill: code <= 0) or
-  // a memory-failure notice that asks nothing (BUS_MCEERR_AO) would not come again.
+  // a memory-failure notice that asks nothing (BUS_MCEERR_AO) would not come again: forwarded.
   const bool fault = info->si_code > 0 && info->si_code != BUS_MCEERR_AO;
   for (Slot& slot : g_slots) {
     if (!fault) break;
@@ -69,10 +94,13 @@ __attribute__((no_sanitize("thread"))) void on_sigbus(int, siginfo_t* info, void
     errno = saved_errno;
     return;
   }
-  // Not ours: the disposition from before the guards, and the access faults again into it
-  // (a signal that was no fault is raised again, delivered to it once this handler returns).
+  if (!fault) {
+    forward(info, context);
+    errno = saved_errno;
+    return;
+  }
+  // Not ours: the disposition from before the guards, and the access faults again into it.
   ::sigaction(SIGBUS, &g_previous, nullptr);
-  if (!fault) ::raise(SIGBUS);
   errno = saved_errno;
 }
 

@@ -380,7 +380,8 @@ void drop_privileges(uid_t uid, gid_t gid) {
     must(::setsid() >= 0, "setsid");
     // A session keyring of its own: root's (its keys' possessor rights) stays outside.
     // (A container's seccomp profile may refuse keyctl: then there is no keyring to leave.)
-    if (::syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, nullptr) < 0 && errno != ENOSYS) {
+    if (::syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, nullptr) < 0) {
+      must(errno == ENOSYS || errno == EPERM, "join a new session keyring");
       log::warn("jail: keeps the caller's session keyring (keyctl: {})", errno_text());
     }
     // As PID 1 it ignores a default-action signal it sends itself: abort() would go on into

@@ -51,23 +51,18 @@ std::shared_ptr<MemoryRegion> open_shared_region(const MemoryRegionSpec& r) {
   return MemoryRegion::from_fd(r.name, std::move(fd), r.size);
 }
 
-// The private regions (guest RAM and the like, backed on demand) together must fit the host's
-// RAM: each is mapped without a reservation, so more would be the OOM killer's to find out.
+// A private region (guest RAM and the like, backed on demand) must fit the host's RAM: it is
+// mapped without a reservation, so a larger one would be the OOM killer's to find out. (Each on
+// its own, as one VM's RAM is: several VMs may overcommit the host together, as with swap.)
 void check_private_memory(const SystemDescription& description) {
-  uint64_t total = 0;
-  for (const auto& r : description.regions) {
-    if (r.backing != MemoryRegionSpec::Backing::memfd) continue;
-    total = r.size > UINT64_MAX - total ? UINT64_MAX : total + r.size;  // sizes are the user's
-  }
   const long pages = ::sysconf(_SC_PHYS_PAGES);
   const long page = ::sysconf(_SC_PAGESIZE);
   if (pages <= 0 || page <= 0) return;
   const uint64_t host = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
-  if (total > host) {
-    throw UserError(fmt::format(
-        "{}: its memory regions without path or shm total {}, more than this host's {} of RAM",
-        description.file.empty() ? std::string("the system") : description.file, format_size(total),
-        format_size(host)));
+  for (const auto& r : description.regions) {
+    if (r.backing != MemoryRegionSpec::Backing::memfd || r.size <= host) continue;
+    throw UserError(fmt::format("{}memory region '{}': {} is more than this host's {} of RAM",
+                                prefix(r.where), r.name, format_size(r.size), format_size(host)));
   }
 }
 

@@ -10,8 +10,10 @@ namespace libvmm {
 std::optional<ExternalQueueDevice::RingAddresses> ExternalQueueDevice::ring_addresses(
     const GuestMemory& memory, const Virtqueue& queue) {
   const uint64_t n = queue.size();
-  const auto desc = memory.slice(queue.desc_addr(), 16 * n);
-  const auto avail = memory.slice(queue.avail_addr(), 6 + 2 * n);
+  // In writable guest memory, all three: the server is given only writable maps (vhost-net's
+  // table and vhost-user's leave read-only ones out), so a ring elsewhere it could not find.
+  const auto desc = memory.slice(queue.desc_addr(), 16 * n, true);
+  const auto avail = memory.slice(queue.avail_addr(), 6 + 2 * n, true);
   const auto used = memory.slice(queue.used_addr(), 6 + 8 * n, true);
   if (!desc || !avail || !used) return std::nullopt;
   return RingAddresses{reinterpret_cast<uint64_t>(desc->data()),

@@ -435,7 +435,8 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
       // Host addresses of the rings, as the memory table's user addresses give them.
       const auto rings = ring_addresses(memory_, q);
       if (!rings) {
-        throw vhost::VhostError(fmt::format("queue {}: a ring spans guest memory regions", i));
+        throw vhost::VhostError(
+            fmt::format("queue {}: a ring lies outside writable guest memory or spans regions", i));
       }
       send(Message::with_state(Request::set_vring_num, {i, q.size()}));
       send(Message::with_state(Request::set_vring_base, {i, 0}));

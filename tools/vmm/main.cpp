@@ -127,12 +127,18 @@ void restore_terminal_on_crash() {
   ::backtrace(warm_up, 1);  // loads the unwinder now: the handler must not allocate
   for (int s : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) {
     struct sigaction sa {};
-    sa.sa_handler = [](int sig) {
+    sa.sa_sigaction = [](int sig, siginfo_t* info, void*) {
       RawTerminal::restore_saved();
-      static constexpr char kMessage[] = "vmm: internal error (a bug in vmm); backtrace:\n";
-      [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
-      void* frames[48];
-      ::backtrace_symbols_fd(frames, ::backtrace(frames, 48), STDERR_FILENO);
+      if (info != nullptr && info->si_code <= 0 && sig != SIGABRT) {
+        // kill(1) and the like (abort() raises its own SIGABRT): not a crash of vmm's.
+        static constexpr char kSent[] = "vmm: ended by a signal another process sent\n";
+        [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kSent, sizeof kSent - 1);
+      } else {
+        static constexpr char kMessage[] = "vmm: internal error (a bug in vmm); backtrace:\n";
+        [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+        void* frames[48];
+        ::backtrace_symbols_fd(frames, ::backtrace(frames, 48), STDERR_FILENO);
+      }
       // SA_RESETHAND made the disposition the default again (no rt_sigaction here: seccomp
       // refuses it): unblocked and raised, the signal ends the process as it would have. In a
       // jail vmm is PID 1, which ignores a default-action signal it sends itself: it ends here.
@@ -143,7 +149,7 @@ void restore_terminal_on_crash() {
       ::raise(sig);
       ::_exit(128 + sig);
     };
-    sa.sa_flags = SA_RESETHAND;
+    sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
     sigaction(s, &sa, nullptr);
   }
