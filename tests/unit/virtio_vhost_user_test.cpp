@@ -207,6 +207,18 @@ TEST(VhostUserDevice, ReadOnlyMapsAreNotSharedWithTheBackend) {
   EXPECT_EQ(fds[index], 1u);
 }
 
+// A ring in a read-only map is where the back-end cannot reach (it is given writable maps only):
+// refused when the queues start, not handed over to drop the connection later.
+TEST(VhostUserDevice, ARingInAReadOnlyMapIsRefused) {
+  Rig rig;
+  rig.memory.map(0x200000, MemoryRegion::create("rom", 0x10000), 0, 0x10000, /*readonly=*/true);
+  rig.create();
+  rig.bring_up(RingLayout{0x10000, 0x200000, 0x11000, 0x20000});
+  EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  const auto requests = rig.backend.requests();
+  EXPECT_EQ(std::find(requests.begin(), requests.end(), Request::set_vring_addr), requests.end());
+}
+
 TEST(VhostUserDevice, HandsTheQueuesToTheBackend) {
   Rig rig;
   rig.create();

@@ -24,8 +24,8 @@ class ExternalQueueDevice : public VirtioDevice, public ExternalQueues {
 
  protected:
   // This process's addresses of a queue's three rings, as a memory table of this process's
-  // mappings translates them; nullopt where one is not inside one region (the used ring: a
-  // writable one).
+  // mappings translates them; nullopt where one is not inside one writable region (the server
+  // is given writable maps only).
   struct RingAddresses {
     uint64_t desc = 0;
     uint64_t avail = 0;
