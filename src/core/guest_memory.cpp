@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <linux/memfd.h>
 #include <sys/mman.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -171,6 +172,12 @@ ThpMode HostThp::mode(std::string_view word) {
   if (word == "always" || word == "force") return ThpMode::always;
   if (word == "madvise" || word == "advise" || word == "within_size") return ThpMode::madvise;
   return ThpMode::never;  // never, deny, anything unknown
+}
+
+uint64_t host_ram_size() {
+  struct sysinfo info {};
+  if (::sysinfo(&info) != 0) return UINT64_MAX;
+  return static_cast<uint64_t>(info.totalram) * info.mem_unit;
 }
 
 HostThp HostThp::read(const std::string& dir) {

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "libvmm/core/error.hpp"
+#include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/size.hpp"
 #include "libvmm/pci/vfio.hpp"
@@ -55,10 +56,7 @@ std::shared_ptr<MemoryRegion> open_shared_region(const MemoryRegionSpec& r) {
 // mapped without a reservation, so a larger one would be the OOM killer's to find out. (Each on
 // its own, as one VM's RAM is: several VMs may overcommit the host together, as with swap.)
 void check_private_memory(const SystemDescription& description) {
-  const long pages = ::sysconf(_SC_PHYS_PAGES);
-  const long page = ::sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page <= 0) return;
-  const uint64_t host = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+  const uint64_t host = host_ram_size();
   for (const auto& r : description.regions) {
     if (r.backing != MemoryRegionSpec::Backing::memfd || r.size <= host) continue;
     throw UserError(fmt::format("{}memory region '{}': {} is more than this host's {} of RAM",

@@ -5,7 +5,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
-#include <sys/sysinfo.h>
 
 #include <cerrno>
 #include <condition_variable>
@@ -133,12 +132,6 @@ class StartGate {
 
 namespace {
 
-uint64_t host_ram() {
-  struct sysinfo info {};
-  if (::sysinfo(&info) != 0) return UINT64_MAX;
-  return static_cast<uint64_t>(info.totalram) * info.mem_unit;
-}
-
 // A passed-through device's IOMMU group: the one found before (a jail has no sysfs), or its
 // host side checked in sysfs now (pci::check_vfio_device: UserError naming the device).
 unsigned vfio_group(const VfioDeviceConfig& v) {
@@ -227,7 +220,7 @@ void validate(const VmConfig& c) {
                     "--memory-backing hugetlb asks for",
                     c.label("memory"), format_size(c.memory_size)));
   }
-  if (const uint64_t host = host_ram(); c.memory_size > host) {
+  if (const uint64_t host = host_ram_size(); c.memory_size > host) {
     throw UserError(fmt::format("{}: {} is more than this host's {} of RAM", c.label("memory"),
                                 format_size(c.memory_size), format_size(host)));
   }

@@ -97,6 +97,10 @@ struct HostThp {
   static ThpMode mode(std::string_view selected_word);
 };
 
+// The host's RAM in bytes (sysinfo's total; UINT64_MAX when it cannot say): what guest memory,
+// mapped without a reservation, must not exceed.
+uint64_t host_ram_size();
+
 // What backs a VM's guest RAM (VmConfig::ram_backing).
 enum class RamBacking : uint8_t {
   automatic,  // choose_ram_backing() decides
