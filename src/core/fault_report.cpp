@@ -106,9 +106,9 @@ std::string FaultReporter::describe(const GuestAccess& a, const GuestMemory& mem
 
   std::ostringstream out;
   out << fmt::format("guest fault: {}vCPU {} {} {} byte{} at guest-physical {:#x} ({}): {}\n",
-                     options.vm_name.empty() ? "" : fmt::format("VM '{}' ", options.vm_name),
-                     a.vcpu, a.write ? "wrote" : "read", a.size, a.size == 1 ? "" : "s", a.address,
-                     instruction_pointer_text(a), why_unserved(a, memory, known));
+                     options.vm_prefix(), a.vcpu, a.write ? "wrote" : "read", a.size,
+                     a.size == 1 ? "" : "s", a.address, instruction_pointer_text(a),
+                     why_unserved(a, memory, known));
   out << "  nearest: " << nearest << "\n";
   out << "  to fix it, either: (1) give the guest access to this address (a memory region or "
          "device "

@@ -283,8 +283,7 @@ void VcpuRunner::handle_mmio() {
     const FaultReporter::Options& o = ctx_.faults->options();
     ctx_.request_stop(
         StopReason::fault,
-        fmt::format("{}vCPU {}: unhandled {} at {:#x} ({})",
-                    o.vm_name.empty() ? "" : fmt::format("VM '{}' ", o.vm_name), vcpu_->index(),
+        fmt::format("{}vCPU {}: unhandled {} at {:#x} ({})", o.vm_prefix(), vcpu_->index(),
                     write ? "write" : "read", access.address, o.strict_setting));
   }
 }

@@ -36,6 +36,8 @@ class FaultReporter {
     // What the user sets to stop the VM on a fault, for the hint ("--strict", or a description's
     // attribute).
     std::string strict_setting = "--strict";
+    // "VM 'NAME' " where reports name the VM, else nothing: what starts a report's subject.
+    std::string vm_prefix() const { return vm_name.empty() ? "" : "VM '" + vm_name + "' "; }
     static Options with_strict(bool strict) {
       Options options;
       options.strict = strict;
