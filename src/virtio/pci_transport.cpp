@@ -195,10 +195,7 @@ void VirtioPciTransport::config_written(uint32_t offset, uint32_t size) {
   }
   if (offset < pci::kCommand + 2 && offset + size > pci::kCommand) {
     const bool disabled = config_.command() & pci::kCommandIntxDisable;
-    update_intx([&] {
-      intx_disabled_ = disabled;
-      return uint8_t{0};
-    });
+    update_intx([&] { intx_disabled_ = disabled; });
   }
 }
 
@@ -211,15 +208,14 @@ void VirtioPciTransport::config_reading(uint32_t offset, uint32_t size) {
   }
 }
 
-uint8_t VirtioPciTransport::update_intx(const std::function<uint8_t()>& change) {
+void VirtioPciTransport::update_intx(const std::function<void()>& change) {
   std::lock_guard lock(intx_mutex_);
-  const uint8_t result = change();
+  change();
   const bool level = isr_.load() != 0 && !intx_disabled_.load();
   if (intx_ && level != intx_level_) {
     intx_->set_level(level);
     intx_level_ = level;
   }
-  return result;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -318,7 +314,7 @@ void VirtioPciTransport::bar_read(unsigned bar, uint64_t offset, std::span<uint8
       return guest_error(fmt::format("{}-byte read at ISR offset {:#x}: the ISR status is one byte",
                                      data.size(), offset - kIsrOffset));
     }
-    data[0] = update_intx([this] { return isr_.exchange(0); });  // reading acknowledges
+    update_intx([&] { data[0] = isr_.exchange(0); });  // reading acknowledges
     return;
   }
   if (offset >= kDeviceConfigOffset && offset < kDeviceConfigOffset + kDeviceConfigMax) {
@@ -602,7 +598,7 @@ void VirtioPciTransport::reset_device() {
   queue_select_ = 0;
   driver_features_ = 0;
   driver_features_beyond_64_ = false;
-  update_intx([this] { return isr_.exchange(0); });
+  update_intx([this] { isr_.store(0); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -652,10 +648,7 @@ void VirtioPciTransport::interrupt(uint16_t vector, uint8_t isr_bit) {
     if (vector != MsixTable::kNoVector) msix_.notify(vector);
     return;
   }
-  update_intx([&] {
-    isr_.fetch_or(isr_bit);
-    return uint8_t{0};
-  });
+  update_intx([&] { isr_.fetch_or(isr_bit); });
 }
 
 void VirtioPciTransport::signal_used(uint16_t index) {

@@ -122,11 +122,10 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   void check_queues();
   void set_needs_reset(const std::string& why);
   void interrupt(uint16_t vector, uint8_t isr_bit);
-  // The ISR's bits changed by `change` (which returns what the ISR read gave: 0 if none), and
-  // the INTx line set to what ISR and INTx Disable say now, as one step (intx_mutex_): a
-  // line raised after the ISR was read and cleared on another thread stayed high with the ISR
-  // 0, an interrupt storm nobody would claim.
-  uint8_t update_intx(const std::function<uint8_t()>& change);
+  // `change` (to the ISR or INTx Disable) and the INTx line set to what they say now, as one
+  // step (intx_mutex_): a line raised after the ISR was read and cleared on another thread
+  // stayed high with the ISR 0, an interrupt storm nobody would claim.
+  void update_intx(const std::function<void()>& change);
   Virtqueue* selected_queue(const char* field);
   // The PCI_CFG window: whether an access falls in pci_cfg_data, and the BAR access its
   // cap.bar, cap.offset and cap.length describe (false, with a log line, when they do not
