@@ -195,9 +195,10 @@ size_t depth(const std::filesystem::path& path) {
 
 // The sockets' directories (the VMM creates its sockets there), each its own writable mount (the
 // root is read-only), before any file is bound: a file planned in one (or below it) is bound on
-// top, not hidden under the directory's mount. Shallowest first, for the same reason.
-std::set<std::filesystem::path> mount_socket_dirs(const std::filesystem::path& root,
-                                                  const JailPlan& plan) {
+// top, not hidden under the directory's mount. Shallowest first, for the same reason; returned
+// in that order.
+std::vector<std::filesystem::path> mount_socket_dirs(const std::filesystem::path& root,
+                                                     const JailPlan& plan) {
   std::set<std::filesystem::path> dirs;
   for (const JailFile& f : plan.files) {
     if (f.use == HostPath::Use::socket) dirs.insert((root / f.path.relative_path()).parent_path());
@@ -209,18 +210,17 @@ std::set<std::filesystem::path> mount_socket_dirs(const std::filesystem::path& r
     make_dirs(dir);
     bind(dir, dir, MS_NOSUID | MS_NODEV | MS_NOEXEC);
   }
-  return dirs;
+  return shallowest_first;
 }
 
 // Gives the sockets' directories to the jail's user, last (until then nothing below DIR is
 // anyone's but root's, so nothing planted can redirect the building) and deepest first (a
 // directory of the user's could otherwise hold a symlink where a deeper one was to be
 // chowned): each opened without following a link, changed through its descriptor.
-void give_socket_dirs(const std::set<std::filesystem::path>& dirs, const JailOptions& options) {
-  std::vector<std::filesystem::path> deepest_first(dirs.begin(), dirs.end());
-  std::stable_sort(deepest_first.begin(), deepest_first.end(),
-                   [](const auto& a, const auto& b) { return depth(a) > depth(b); });
-  for (const auto& dir : deepest_first) {
+void give_socket_dirs(const std::vector<std::filesystem::path>& shallowest_first,
+                      const JailOptions& options) {
+  for (auto it = shallowest_first.rbegin(); it != shallowest_first.rend(); ++it) {
+    const std::filesystem::path& dir = *it;
     UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     must(fd && ::fchown(fd.get(), options.uid, options.gid) == 0 && ::fchmod(fd.get(), 0700) == 0,
          fmt::format("chown {}", dir.string()));
@@ -236,7 +236,7 @@ void populate(const std::filesystem::path& root, const JailOptions& options, con
   must(::mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC,
                "mode=0755,size=64k,nr_inodes=256") == 0,
        "mount a tmpfs on /dev");
-  const std::set<std::filesystem::path> socket_dirs = mount_socket_dirs(root, plan);
+  const std::vector<std::filesystem::path> socket_dirs = mount_socket_dirs(root, plan);
   for (size_t i = 0; i < plan.files.size(); ++i) {
     const JailFile& f = plan.files[i];
     const std::filesystem::path at = root / f.path.relative_path();
