@@ -40,6 +40,31 @@ fs::path examples_dir() {
   return fs::path(source != nullptr ? source : LIBVMM_SOURCE_DIR) / "examples";
 }
 
+// A readable file of zeros under the test's temporary directory: a kernel for checks that do
+// not boot it.
+fs::path stand_in_kernel(const std::string& name) {
+  const fs::path kernel = fs::path(::testing::TempDir()) / name;
+  std::ofstream(kernel) << std::string(4096, '\0');
+  return kernel;
+}
+
+// A description of one VM with 32 MiB of RAM (region guest_ram, line 2) booting `kernel`;
+// `regions` (whole lines) come after guest_ram, from line 3.
+std::string one_vm_system(const fs::path& kernel, const std::string& regions = "") {
+  return "<system>\n"
+         "  <memory_region name=\"guest_ram\" size=\"32M\" />\n" +
+         regions +
+         "  <protection_domain name=\"vmm\">\n"
+         "    <virtual_machine name=\"vm\">\n"
+         "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
+         "      <kernel path=\"" +
+         kernel.string() +
+         "\" />\n"
+         "    </virtual_machine>\n"
+         "  </protection_domain>\n"
+         "</system>\n";
+}
+
 TEST(SystemPlan, PrintedLayoutIsWhereTheRunningVmPutsItsDevices) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
   // Stand-in images: a VM is built, not booted, so any readable files serve.
@@ -79,21 +104,9 @@ TEST(SystemPlan, PrintedLayoutIsWhereTheRunningVmPutsItsDevices) {
 // for more than the host has started, for the OOM killer to end once the guest touched it.
 // (Each region on its own: several may overcommit the host together.)
 TEST(SystemPlan, PrivateRegionsBeyondTheHostsRamAreRefused) {
-  const fs::path kernel = fs::path(::testing::TempDir()) / "plan-test-big-kernel";
-  std::ofstream(kernel) << std::string(4096, '\0');
   const std::string text =
-      "<system>\n"
-      "  <memory_region name=\"guest_ram\" size=\"32M\" />\n"
-      "  <memory_region name=\"huge\" size=\"0x100000000000\" />\n"
-      "  <protection_domain name=\"vmm\">\n"
-      "    <virtual_machine name=\"vm\">\n"
-      "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
-      "      <kernel path=\"" +
-      kernel.string() +
-      "\" />\n"
-      "    </virtual_machine>\n"
-      "  </protection_domain>\n"
-      "</system>\n";
+      one_vm_system(stand_in_kernel("plan-test-big-kernel"),
+                    "  <memory_region name=\"huge\" size=\"0x100000000000\" />\n");
   std::vector<std::string> problems;
   SystemDescription d = SystemDescription::parse(text, "big.system", problems);
   ASSERT_TRUE(problems.empty()) << problems.front();
@@ -112,20 +125,8 @@ TEST(SystemPlan, PrivateRegionsBeyondTheHostsRamAreRefused) {
 // A VM from a description names where its images were given, not the flags.
 TEST(SystemPlan, ImageProblemsNameTheDescriptionLine) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
-  const fs::path kernel = fs::path(::testing::TempDir()) / "plan-test-not-a-kernel";
-  std::ofstream(kernel) << std::string(4096, '\0');
-  const std::string text =
-      "<system>\n"
-      "  <memory_region name=\"guest_ram\" size=\"32M\" />\n"
-      "  <protection_domain name=\"vmm\">\n"
-      "    <virtual_machine name=\"vm\">\n"
-      "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
-      "      <kernel path=\"" +
-      kernel.string() +
-      "\" />\n"
-      "    </virtual_machine>\n"
-      "  </protection_domain>\n"
-      "</system>\n";
+  const fs::path kernel = stand_in_kernel("plan-test-not-a-kernel");
+  const std::string text = one_vm_system(kernel);
   std::vector<std::string> problems;
   SystemDescription d = SystemDescription::parse(text, "t.system", problems);
   ASSERT_TRUE(problems.empty() && d.problems().empty());

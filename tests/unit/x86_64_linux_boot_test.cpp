@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <stdexcept>
 #include <string>
 
 #include "libvmm/arch/x86_64/boot_layout.hpp"
@@ -422,17 +423,32 @@ TEST_F(LoaderTest, RejectsAnInitrdWhenInitrdAddrMaxIsBelowTheKernel) {
             "below 0x1400000 (its initrd_addr_max), whatever --memory is: use a smaller initrd");
 }
 
+// An initrd of `size` bytes that is never read (its placement fails first): address space
+// reserved, not memory allocated.
+class ReservedBytes {
+ public:
+  explicit ReservedBytes(size_t size)
+      : size_(size),
+        map_(::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)) {
+    if (map_ == MAP_FAILED) throw std::runtime_error("ReservedBytes: mmap");
+  }
+  ~ReservedBytes() { ::munmap(map_, size_); }
+  ReservedBytes(const ReservedBytes&) = delete;
+  ReservedBytes& operator=(const ReservedBytes&) = delete;
+  std::span<const uint8_t> bytes() const { return {static_cast<const uint8_t*>(map_), size_}; }
+
+ private:
+  size_t size_;
+  void* map_;
+};
+
 // Found in the second read: with 1 GiB, an initrd_addr_max of 2 GiB and a 2.5 GiB initrd, the
 // end of RAM stopped it first, yet no memory could make it fit below 2 GiB.
 TEST_F(LoaderTest, MoreMemoryIsAdvisedOnlyWhenItWouldHelp) {
   FakeKernel k;
   k.initrd_addr_max = 0x7fffffff;
-  const size_t size = 2560 * MiB;
-  void* bytes =
-      ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  ASSERT_NE(bytes, MAP_FAILED);
-  const std::string error = load_error(k, 1 * GiB, {static_cast<const uint8_t*>(bytes), size});
-  ::munmap(bytes, size);
+  const ReservedBytes initrd(2560 * MiB);
+  const std::string error = load_error(k, 1 * GiB, initrd.bytes());
   EXPECT_THAT(error, HasSubstr("this kernel takes an initrd only below 0x80000000"));
   // 41 MiB with 64 MiB of RAM (the kernel runs up to 24 MiB): more would help.
   const auto small = pattern(41 * MiB);
@@ -442,13 +458,8 @@ TEST_F(LoaderTest, MoreMemoryIsAdvisedOnlyWhenItWouldHelp) {
 TEST_F(LoaderTest, AnInitrdLargerThanLowRamIsNotAskedForMoreMemory) {
   FakeKernel k;
   k.initrd_addr_max = 0xffffffff;
-  // Never read: the placement fails first. Reserved, not allocated.
-  const size_t size = 3 * GiB;
-  void* bytes =
-      ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  ASSERT_NE(bytes, MAP_FAILED);
-  const std::string error = load_error(k, 8 * GiB, {static_cast<const uint8_t*>(bytes), size});
-  ::munmap(bytes, size);
+  const ReservedBytes initrd(3 * GiB);
+  const std::string error = load_error(k, 8 * GiB, initrd.bytes());
   EXPECT_THAT(error, HasSubstr("the initrd must lie in low RAM, which ends at 0xc0000000 at "
                                "most whatever --memory is: use a smaller initrd"));
   EXPECT_THAT(error, Not(HasSubstr("--memory)")));
