@@ -122,51 +122,37 @@ ArmImage parse_arm64_image(std::span<const uint8_t> file, const std::string& pat
 
 namespace {
 
-// ID_AA64MMFR0_EL1's granule fields (Arm ARM D19.2): TGran4 and TGran64 are 0xf when absent,
-// TGran16 is 0 when absent.
-bool has_granule(ArmPageSize size, uint64_t mmfr0) {
-  switch (size) {
-    case ArmPageSize::k4K:
-      return ((mmfr0 >> 28) & 0xf) != 0xf;
-    case ArmPageSize::k16K:
-      return ((mmfr0 >> 20) & 0xf) != 0;
-    case ArmPageSize::k64K:
-      return ((mmfr0 >> 24) & 0xf) != 0xf;
-    case ArmPageSize::unspecified:
-      break;
-  }
-  return true;
-}
-
-const char* page_size_name(ArmPageSize size) {
-  switch (size) {
-    case ArmPageSize::k4K:
-      return "4 KiB";
-    case ArmPageSize::k16K:
-      return "16 KiB";
-    case ArmPageSize::k64K:
-      return "64 KiB";
-    case ArmPageSize::unspecified:
-      break;
-  }
-  return "unspecified";
-}
+// Each page size and its ID_AA64MMFR0_EL1 field (Arm ARM D19.2): TGran4 [31:28] and TGran64
+// [27:24] read 0xf when the granule is absent, TGran16 [23:20] reads 0.
+struct Granule {
+  ArmPageSize size;
+  const char* name;
+  unsigned shift;
+  uint64_t absent;
+  bool in(uint64_t mmfr0) const { return ((mmfr0 >> shift) & 0xf) != absent; }
+};
+constexpr Granule kGranules[] = {{ArmPageSize::k4K, "4 KiB", 28, 0xf},
+                                 {ArmPageSize::k16K, "16 KiB", 20, 0},
+                                 {ArmPageSize::k64K, "64 KiB", 24, 0xf}};
 
 }  // namespace
 
 void check_arm64_page_size(const ArmImage& image, uint64_t id_aa64mmfr0) {
-  if (has_granule(image.page_size, id_aa64mmfr0)) return;
-  std::string available;
-  for (const ArmPageSize size : {ArmPageSize::k4K, ArmPageSize::k16K, ArmPageSize::k64K}) {
-    if (!has_granule(size, id_aa64mmfr0)) continue;
-    if (!available.empty()) available += ", ";
-    available += page_size_name(size);
+  const Granule* wanted = nullptr;  // none for a kernel that does not say
+  for (const Granule& g : kGranules) {
+    if (g.size == image.page_size) wanted = &g;
   }
-  reject_input(
-      image.path,
-      fmt::format("is a kernel built for {} pages, which this host's CPU cannot translate "
-                  "(its page sizes: {}): use a kernel built for one of those",
-                  page_size_name(image.page_size), available.empty() ? "none" : available));
+  if (wanted == nullptr || wanted->in(id_aa64mmfr0)) return;
+  std::string available;
+  for (const Granule& g : kGranules) {
+    if (!g.in(id_aa64mmfr0)) continue;
+    if (!available.empty()) available += ", ";
+    available += g.name;
+  }
+  reject_input(image.path,
+               fmt::format("is a kernel built for {} pages, which this host's CPU cannot translate "
+                           "(its page sizes: {}): use a kernel built for one of those",
+                           wanted->name, available.empty() ? "none" : available));
 }
 
 namespace {
