@@ -17,6 +17,7 @@
 
 #include "../../src/backends/block_uring.hpp"
 #include "libvmm/backends/block_image.hpp"
+#include "support/temp_path.hpp"
 
 using namespace libvmm;
 
@@ -211,7 +212,7 @@ bool make_sparse_image(const std::string& path, off_t size) {
 }
 
 TEST(BlockImageIo, AutoTakesTheRingOnlyForSeveralRequests) {
-  const std::string path = ::testing::TempDir() + "/block-io-auto.img";
+  const std::string path = test::temp_path("block-io-auto.img");
   ASSERT_TRUE(make_sparse_image(path, 64 * 1024));
   EXPECT_FALSE(BlockImage::open({path, false, false, BlockIo::sync})->has_uring());
   auto image = BlockImage::open({path, false, false, BlockIo::automatic});
@@ -254,7 +255,7 @@ TEST(BlockImageIo, AutoTakesTheRingOnlyForSeveralRequests) {
 // reaped with their outcome; a write to a read-only image is not started (the device then runs
 // it synchronously, where write() refuses it).
 TEST(BlockImageIo, TransfersKeptInFlightAndAReadOnlyImagesWritesGoTheSynchronousWay) {
-  const std::string path = ::testing::TempDir() + "/block-io-in-flight.img";
+  const std::string path = test::temp_path("block-io-in-flight.img");
   ASSERT_TRUE(make_sparse_image(path, 64 * 1024));
   auto image = BlockImage::open({path, false, false, BlockIo::automatic});
   if (!image->has_uring()) GTEST_SKIP() << "no io_uring on this host";
@@ -297,7 +298,7 @@ TEST(BlockImageIo, TransfersKeptInFlightAndAReadOnlyImagesWritesGoTheSynchronous
 // finishes the synchronous way (and is EIO too), the rest reads as before. A read-only image
 // refuses a batch's writes before any reaches the ring.
 TEST(BlockImageIo, ARingBatchOnAShrunkImageFailsOnlyWhatIsGone) {
-  const std::string path = ::testing::TempDir() + "/block-io-shrunk.img";
+  const std::string path = test::temp_path("block-io-shrunk.img");
   {
     const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
     ASSERT_GE(fd, 0);

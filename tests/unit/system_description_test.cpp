@@ -9,6 +9,7 @@
 
 #include "libvmm/system/description.hpp"
 #include "libvmm/virtio/device_kind.hpp"
+#include "support/temp_path.hpp"
 
 using namespace libvmm;
 
@@ -16,7 +17,7 @@ namespace system_description_test {
 
 struct DescriptionTest : ::testing::Test {
   DescriptionTest() {
-    kernel = ::testing::TempDir() + "/system-test-kernel";
+    kernel = test::temp_path("system-test-kernel");
     std::ofstream(kernel) << "x";
   }
 
@@ -596,7 +597,7 @@ TEST_F(DescriptionTest, DuplicateProtectionDomainsSetvarsAndTerminals) {
 }
 
 TEST_F(DescriptionTest, LoadThrowsEveryProblemOfTheFile) {
-  const std::string path = ::testing::TempDir() + "/load-test.system";
+  const std::string path = test::temp_path("load-test.system");
   std::ofstream(path) << xml("<vcpus count=\"0\" />\n<serial backend=\"tty\" />");
   try {
     SystemDescription::load(path);

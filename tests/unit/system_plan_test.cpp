@@ -12,6 +12,7 @@
 #include <set>
 
 #include "libvmm/system/system.hpp"
+#include "support/temp_path.hpp"
 
 using namespace libvmm;
 namespace fs = std::filesystem;
@@ -43,7 +44,7 @@ fs::path examples_dir() {
 // A readable file of zeros under the test's temporary directory: a kernel for checks that do
 // not boot it.
 fs::path stand_in_kernel(const std::string& name) {
-  const fs::path kernel = fs::path(::testing::TempDir()) / name;
+  const fs::path kernel = fs::path(test::temp_path(name));
   std::ofstream(kernel) << std::string(4096, '\0');
   return kernel;
 }
@@ -68,7 +69,7 @@ std::string one_vm_system(const fs::path& kernel, const std::string& regions = "
 TEST(SystemPlan, PrintedLayoutIsWhereTheRunningVmPutsItsDevices) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
   // Stand-in images: a VM is built, not booted, so any readable files serve.
-  const fs::path guest = fs::path(::testing::TempDir()) / "plan-test-guest";
+  const fs::path guest = fs::path(test::temp_path("plan-test-guest"));
   fs::create_directories(guest);
   for (const char* name : {"bzImage", "Image", "initramfs.cpio.gz", "vda.img", "vdb.img"}) {
     std::ofstream(guest / name) << std::string(4096, '\0');
@@ -146,7 +147,7 @@ TEST(SystemPlan, ImageProblemsNameTheDescriptionLine) {
 // 2 MiB asks for hugetlb (not built here: it needs reserved pages).
 TEST(SystemPlan, RegionBackingsFollowWhoNeedsAnFd) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
-  const fs::path kernel = fs::path(::testing::TempDir()) / "plan-test-backing-kernel";
+  const fs::path kernel = fs::path(test::temp_path("plan-test-backing-kernel"));
   std::ofstream(kernel) << std::string(4096, '\0');
   const std::string text =
       "<system>\n"

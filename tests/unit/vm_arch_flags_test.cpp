@@ -10,6 +10,7 @@
 #include "libvmm/arch/machine_option.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/vm.hpp"
+#include "support/temp_path.hpp"
 
 namespace libvmm {
 namespace vm_arch_flags_test {
@@ -28,7 +29,7 @@ struct ArchFlagsTest : ::testing::Test {
     std::ofstream(kernel) << "x";
     config.kernel = kernel;
   }
-  std::string kernel = ::testing::TempDir() + "/arch-flags-kernel";
+  std::string kernel = test::temp_path("arch-flags-kernel");
   VmConfig config;
 };
 
@@ -117,7 +118,7 @@ TEST(MachineOptions, DeviceTreeMustBeReadable) {
   EXPECT_EQ(aarch64_problems({element("dtb", {{"path", dir}})}),
             std::vector<std::string>{
                 fmt::format("t.system:9: <dtb>: device tree {}: not a regular file", dir)});
-  const std::string blob = ::testing::TempDir() + "/arch-flags-board.dtb";
+  const std::string blob = test::temp_path("arch-flags-board.dtb");
   std::ofstream(blob) << "x";
   EXPECT_TRUE(aarch64_problems({aarch64_flag("dtb", blob)}).empty());
   EXPECT_EQ(find_machine_option(aarch64(), "dtb")->describe(aarch64_flag("dtb", blob)),

@@ -7,6 +7,7 @@
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/vm.hpp"
+#include "support/temp_path.hpp"
 
 using namespace libvmm;
 
@@ -14,7 +15,7 @@ namespace vm_validate_test {
 
 struct ValidateTest : ::testing::Test {
   ValidateTest() {
-    kernel = ::testing::TempDir() + "/validate-kernel";
+    kernel = test::temp_path("validate-kernel");
     std::ofstream(kernel) << "x";
     config.kernel = kernel;
   }
@@ -78,7 +79,7 @@ TEST_F(ValidateTest, KernelAndInitrdFiles) {
   config.initrd = "/nonexistent/initrd";
   EXPECT_EQ(error_of(config), "--initrd /nonexistent/initrd: No such file or directory");
   // Given but empty: refused, not skipped as if no initrd had been given.
-  const std::string empty = ::testing::TempDir() + "/validate-empty-initrd";
+  const std::string empty = test::temp_path("validate-empty-initrd");
   std::ofstream{empty};
   config.initrd = empty;
   EXPECT_EQ(error_of(config), "--initrd " + empty + ": the file is empty");
@@ -91,9 +92,9 @@ TEST_F(ValidateTest, KernelAndInitrdFiles) {
 }
 
 TEST_F(ValidateTest, SameImageTwice) {
-  const std::string image = ::testing::TempDir() + "/validate-disk.img";
+  const std::string image = test::temp_path("validate-disk.img");
   std::ofstream(image) << std::string(512, '\0');
-  const std::string link = ::testing::TempDir() + "/validate-disk-link.img";
+  const std::string link = test::temp_path("validate-disk-link.img");
   std::filesystem::remove(link);
   std::filesystem::create_symlink(image, link);
   auto disk = [](const std::string& path) {
@@ -112,7 +113,7 @@ TEST_F(ValidateTest, SameImageTwice) {
 // An output file over a file another use needs: opening it (O_TRUNC) would have emptied a disk
 // image, or a WAV given as capture input, without a word.
 TEST_F(ValidateTest, AnOutputFileCannotBeAnotherUsesFile) {
-  const std::string image = ::testing::TempDir() + "/validate-out.img";
+  const std::string image = test::temp_path("validate-out.img");
   std::ofstream(image) << std::string(512, 'x');
   config.devices = {DeviceSpec{"virtio_block", {{"path", image}}, "--disk " + image, ""}};
   config.serial = "file:" + image;
@@ -122,7 +123,7 @@ TEST_F(ValidateTest, AnOutputFileCannotBeAnotherUsesFile) {
   EXPECT_EQ(std::filesystem::file_size(image), 512u) << "refused before anything was opened";
 
   // Two consoles into one log (the serial port and a virtio console).
-  const std::string log = ::testing::TempDir() + "/validate-out.log";
+  const std::string log = test::temp_path("validate-out.log");
   std::filesystem::remove(log);
   config.devices = {DeviceSpec{"virtio_console", {{"backend", "file:" + log}}, "--console", ""}};
   config.serial = "file:" + log;
@@ -130,7 +131,7 @@ TEST_F(ValidateTest, AnOutputFileCannotBeAnotherUsesFile) {
                                   "; give each its own file");
 
   // A sound device's output over its own input.
-  const std::string wav = ::testing::TempDir() + "/validate-in.wav";
+  const std::string wav = test::temp_path("validate-in.wav");
   std::ofstream(wav) << "RIFF";
   config.serial = "stdio";
   config.devices = {
@@ -142,7 +143,7 @@ TEST_F(ValidateTest, AnOutputFileCannotBeAnotherUsesFile) {
   config.devices = {DeviceSpec{"virtio_console", {{"backend", "file:/dev/null"}}, "--console", ""}};
   config.serial = "file:/dev/null";
   EXPECT_EQ(error_of(config), "");
-  const std::string fifo = ::testing::TempDir() + "/validate-out.fifo";
+  const std::string fifo = test::temp_path("validate-out.fifo");
   std::filesystem::remove(fifo);
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   config.devices = {DeviceSpec{"virtio_console", {{"backend", "file:" + fifo}}, "--console", ""}};
