@@ -31,7 +31,8 @@ void PciFunction::config_write(uint32_t offset, std::span<const uint8_t> data) {
     ok = config_.write(offset, data, why);
     if (ok) config_written(offset, static_cast<uint32_t>(data.size()));
   }
-  if (!ok) guest_error("configuration write: " + why + "; ignored");
+  if (!ok) return guest_error("configuration write: " + why + "; ignored");
+  config_write_done(offset, static_cast<uint32_t>(data.size()));
 }
 
 std::array<std::optional<BarMapping>, kBarCount> PciFunction::mappings() const {

@@ -194,8 +194,29 @@ void VirtioPciTransport::config_written(uint32_t offset, uint32_t size) {
     msix_.control_written(config_.u16(msix_cap_ + 2));
   }
   if (offset < pci::kCommand + 2 && offset + size > pci::kCommand) {
-    const bool disabled = config_.command() & pci::kCommandIntxDisable;
-    update_intx([&] { intx_disabled_ = disabled; });
+    const uint16_t command = config_.command();
+    update_intx([&] { intx_disabled_ = (command & pci::kCommandIntxDisable) != 0; });
+    const bool master = (command & pci::kCommandBusMaster) != 0;
+    if (bus_master_.exchange(master) != master) {
+      log::debug("{}: Bus Master Enable {}", name_, master ? "on" : "off");
+      if (master) bus_master_turned_on_ = true;
+    }
+  }
+}
+
+void VirtioPciTransport::config_write_done(uint32_t offset, uint32_t size) {
+  static_cast<void>(offset);
+  static_cast<void>(size);
+  if (!bus_master_turned_on_.exchange(false)) return;
+  // Notifications that came while the bit was clear went unanswered, and the device left
+  // buffers it had (received packets) where they were: every enabled queue is looked at again,
+  // where its notifications are served (renotify), else here.
+  std::lock_guard lock(mutex_);
+  if (!live()) return;
+  for (size_t q = 0; q < queues_.size(); ++q) {
+    if (!queues_[q].ready()) continue;
+    const auto index = static_cast<uint16_t>(q);
+    if (!renotify(index)) notify_locked(index);
   }
 }
 
@@ -604,10 +625,14 @@ void VirtioPciTransport::reset_device() {
 // ---------------------------------------------------------------------------------------------
 // Notifications and interrupts
 
-bool VirtioPciTransport::live() const {
+bool VirtioPciTransport::driver_live() const {
   const uint8_t s = status_;
   return (s & VIRTIO_CONFIG_S_DRIVER_OK) &&
          !(s & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED));
+}
+
+bool VirtioPciTransport::live() const {
+  return driver_live() && bus_master_.load();
 }
 
 void VirtioPciTransport::notify(uint32_t queue_index) {
@@ -619,9 +644,14 @@ void VirtioPciTransport::notify_locked(uint32_t queue_index) {
   if (queue_index >= queues_.size()) return;
   if (status_ & VIRTIO_CONFIG_S_NEEDS_RESET) return;
   Virtqueue& q = queues_[queue_index];
-  if (!live() || !q.ready()) {
+  if (!driver_live() || !q.ready()) {
     return guest_error(
         fmt::format("notify for queue {}, which is not running; ignored", queue_index));
+  }
+  if (!bus_master_) {
+    // Answered when the bit comes on (config_write_done).
+    return log::debug("{}: notify for queue {} while Bus Master Enable is off; held", name_,
+                      queue_index);
   }
   device_->queue_notify(static_cast<uint16_t>(queue_index), q);
   check_queues();
@@ -645,7 +675,8 @@ void VirtioPciTransport::set_needs_reset(const std::string& why) {
 // With MSI-X enabled the vector alone (none: no interrupt); otherwise the ISR bit and INTx.
 void VirtioPciTransport::interrupt(uint16_t vector, uint8_t isr_bit) {
   if (msix_.enabled()) {
-    if (vector != MsixTable::kNoVector) msix_.notify(vector);
+    // An MSI-X message is a memory write, which Bus Master Enable off forbids.
+    if (vector != MsixTable::kNoVector && bus_master_) msix_.notify(vector);
     return;
   }
   update_intx([&] { isr_.fetch_or(isr_bit); });

@@ -173,7 +173,7 @@ TEST_F(VirtioPciTest, ANotifyWriteNoIoeventfdCaughtGoesToTheQueuesEventfd) {
 }
 
 TEST_F(VirtioPciTest, IntxDisableInCommand) {
-  drv.set_config(pci::kCommand, pci::kCommandIntxDisable, 2);
+  drv.set_config(pci::kCommand, drv.config(pci::kCommand, 2) | pci::kCommandIntxDisable, 2);
   bring_up();
   publish();
   drv.notify(0);
@@ -197,6 +197,52 @@ TEST_F(VirtioPciTest, MsixVectorPerQueue) {
   transport->signal_config_change();
   ASSERT_EQ(msi->sent.size(), 2u);
   EXPECT_EQ(msi->sent[1].second, 0x42u);
+}
+
+// With Bus Master Enable clear a function makes no memory requests (PCI 3.0 §6.2.2). Found in
+// review: the device went on using its rings and sending MSI-X messages, so after a kexec (Linux
+// clears the bit first) a device the old kernel left running could write the new one's memory.
+TEST_F(VirtioPciTest, NoRingAccessOrMsixMessageWhileBusMasterEnableIsOff) {
+  enable_msix(1);
+  bring_up(0);
+  std::vector<uint16_t> renotified;
+  transport->set_renotify([&](uint16_t q) {
+    renotified.push_back(q);
+    return true;
+  });
+  const uint32_t command = drv.config(pci::kCommand, 2);
+  drv.set_config(pci::kCommand, command & ~pci::kCommandBusMaster, 2);
+  publish();
+  transport->notify(0);  // what the queue's eventfd reader does
+  EXPECT_EQ(device->notifications, 0);
+  EXPECT_EQ(ring.used_idx(), 0);
+  EXPECT_FALSE(transport->with_queues([](std::span<Virtqueue>) {})) << "no device thread either";
+  transport->signal_config_change();
+  EXPECT_TRUE(msi->sent.empty());
+  EXPECT_TRUE(renotified.empty());
+
+  // The bit back on: the enabled queue is looked at again where its notifications are served.
+  drv.set_config(pci::kCommand, command, 2);
+  EXPECT_EQ(renotified, std::vector<uint16_t>{0});
+  transport->notify(0);
+  EXPECT_EQ(device->notifications, 1);
+  EXPECT_EQ(ring.used_idx(), 1);
+  EXPECT_EQ(msi->sent.size(), 1u);
+  drv.set_config(pci::kCommand, command, 2);
+  EXPECT_EQ(renotified.size(), 1u) << "only a write that turns the bit on";
+}
+
+// Where no eventfd serves the queue's notifications, the device looks at it at once.
+TEST_F(VirtioPciTest, WithoutAnEventfdTheQueueIsLookedAtWhenBusMasterComesOn) {
+  bring_up();
+  const uint32_t command = drv.config(pci::kCommand, 2);
+  drv.set_config(pci::kCommand, command & ~pci::kCommandBusMaster, 2);
+  publish();
+  drv.notify(0);
+  EXPECT_EQ(ring.used_idx(), 0);
+  drv.set_config(pci::kCommand, command, 2);
+  EXPECT_EQ(ring.used_idx(), 1);
+  EXPECT_EQ(intx->level(), true);
 }
 
 // Found in review: Status bit 3 (an INTx interrupt pending) was never set, which drivers that

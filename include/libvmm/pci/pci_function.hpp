@@ -56,6 +56,12 @@ class PciFunction {
     static_cast<void>(offset);
     static_cast<void>(size);
   }
+  // Then, once the lock is released: what the write sets in motion that needs the function's
+  // own locks (which come before the configuration space's).
+  virtual void config_write_done(uint32_t offset, uint32_t size) {
+    static_cast<void>(offset);
+    static_cast<void>(size);
+  }
   // The guest is about to read [offset, offset + size) (lock held): registers whose value is
   // the function's state (e.g. MSI pending bits) are brought up to date here.
   virtual void config_reading(uint32_t offset, uint32_t size) {

@@ -12,6 +12,12 @@
 // vector, so its interrupts reach the guest without this process; else one the machine relays
 // to external_used(). Either way the guest's masking and pending bits hold.
 //
+// Bus Master Enable (command register bit 2, PCI 3.0 §6.2.2): while the guest keeps it clear the
+// function makes no memory requests: no ring is read or written and no MSI-X message is sent;
+// notifications wait, and every enabled queue is looked at again when the bit comes on. Linux
+// clears it before kexec, so the next kernel's memory is not written by a device the previous
+// one left running. Queues served elsewhere are not stopped (see README, virtio-pci).
+//
 // Locking: see virtio_device.hpp. BAR accesses come from any vCPU thread; notify() from the
 // event loop thread (the notify ioeventfds). The configuration space has its own lock
 // (PciFunction), taken after the transport's, never before it.
@@ -106,6 +112,7 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
 
  protected:
   void config_written(uint32_t offset, uint32_t size) override;
+  void config_write_done(uint32_t offset, uint32_t size) override;
   void config_reading(uint32_t offset, uint32_t size) override;
   bool intercept_config_read(uint32_t offset, std::span<uint8_t> data) override;
   bool intercept_config_write(uint32_t offset, std::span<const uint8_t> data) override;
@@ -118,7 +125,8 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   uint16_t accept_vector(uint16_t vector) const;
   void notify_locked(uint32_t queue_index);
   void reset_device();
-  bool live() const;
+  bool driver_live() const;  // DRIVER_OK, neither NEEDS_RESET nor FAILED
+  bool live() const;         // and Bus Master Enable: the device may use its queues
   void check_queues();
   void set_needs_reset(const std::string& why);
   void interrupt(uint16_t vector, uint8_t isr_bit);
@@ -165,7 +173,9 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   std::atomic<uint8_t> isr_{0};
   std::atomic<uint8_t> config_generation_{0};
   std::atomic<bool> intx_disabled_{false};
-  std::mutex intx_mutex_;    // isr_'s changes with the line (update_intx)
+  std::atomic<bool> bus_master_{false};            // the command register's bit, as last written
+  std::atomic<bool> bus_master_turned_on_{false};  // by a write config_write_done() follows up
+  std::mutex intx_mutex_;                          // isr_'s changes with the line (update_intx)
   bool intx_level_ = false;  // the line as last set (under intx_mutex_): changes only cost a call
 };
 

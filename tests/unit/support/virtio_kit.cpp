@@ -317,6 +317,10 @@ PciDriver::PciDriver(pci::PciFunction& function) : function_(&function) {
   if (common_offset == 0 && notify_offset == 0) {
     throw std::runtime_error("virtio-pci: no common or notify capability found");
   }
+  // As Linux's probe does (pci_enable_device, pci_set_master): memory decoding and Bus Master
+  // Enable, without which the device touches no memory.
+  set_config(pci::kCommand, config(pci::kCommand, 2) | pci::kCommandMemory | pci::kCommandBusMaster,
+             2);
 }
 
 uint32_t PciDriver::config(uint32_t offset, size_t size) const {
