@@ -276,28 +276,48 @@ void VirtioConsole::queue_notify(uint16_t index, Virtqueue& queue) {
   if (changed) p.input_flow->request_apply(loop);
 }
 
-bool VirtioConsole::write_buffers(Port& port, const std::vector<iovec>& iov, size_t& index,
-                                  size_t& offset) {
+VirtioConsole::Written VirtioConsole::write_buffers(Port& port, const std::vector<iovec>& iov,
+                                                    size_t& index, size_t& offset, size_t& budget) {
   while (index < iov.size()) {
+    if (budget == 0) return Written::budget_spent;
     const iovec& v = iov[index];
-    const std::span<const uint8_t> rest =
+    std::span<const uint8_t> rest =
         std::span(static_cast<const uint8_t*>(v.iov_base), v.iov_len).subspan(offset);
-    offset += port.backend->write(rest);
-    if (offset < v.iov_len) return false;  // no room: the output listener calls us again
+    rest = rest.first(std::min(rest.size(), budget));
+    const size_t taken = port.backend->write(rest);
+    offset += taken;
+    budget -= taken;
+    if (taken < rest.size()) return Written::no_room;  // the output listener calls us again
+    if (offset < v.iov_len) continue;                  // the budget's end
     ++index;
     offset = 0;
   }
-  return true;
+  return Written::all;
+}
+
+bool VirtioConsole::yield_transmit(uint16_t index, size_t& budget) {
+  if (transport_ != nullptr && transport_->renotify(index)) return true;
+  budget = kTransmitBytesPerNotify;  // nowhere to yield to: go on
+  return false;
 }
 
 // Every readable byte goes to the backend; the chain returns with nothing written. A chain the
-// backend cannot take all of is held, and the queue waits behind it.
+// backend cannot take all of is held, and the queue waits behind it; so is one the byte budget
+// cut, until the renotified queue comes back.
 void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
   Port& p = *ports_[port];
   const uint16_t index = transmit_queue(port);
   std::vector<iovec> iov;
   bool used = false;
   uint32_t taken = 0;
+  size_t budget = kTransmitBytesPerNotify;
+  const auto write_all = [&](size_t& buffer, size_t& offset) {
+    Written w = write_buffers(p, iov, buffer, offset, budget);
+    while (w == Written::budget_spent && !yield_transmit(index, budget)) {
+      w = write_buffers(p, iov, buffer, offset, budget);
+    }
+    return w == Written::all;
+  };
   bool blocked = false;
   if (p.tx_held) {
     const uint16_t head = p.tx_held->chain.head();
@@ -306,7 +326,7 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
       guest_error(fmt::format("{}transmitq buffer {} is no longer in guest RAM; dropped",
                               port_prefix(port), head));
     }
-    if (gone || write_buffers(p, iov, p.tx_held->index, p.tx_held->offset)) {
+    if (gone || write_all(p.tx_held->index, p.tx_held->offset)) {
       queue.push(head, 0);
       p.tx_held.reset();
       used = true;
@@ -319,6 +339,7 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
     if (taken == kTransmitPerNotify && transport_ != nullptr && transport_->renotify(index)) {
       break;
     }
+    if (budget == 0 && yield_transmit(index, budget)) break;
     auto chain = queue.pop();
     if (!chain) break;
     ++taken;
@@ -332,9 +353,9 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
     } else {
       size_t buffer = 0;
       size_t offset = 0;
-      if (!write_buffers(p, iov, buffer, offset)) {
+      if (!write_all(buffer, offset)) {
         p.tx_held = HeldChain{std::move(*chain), buffer, offset};
-        break;  // held until the backend has room; the queue waits behind it
+        break;  // held until the backend has room or the queue comes back
       }
     }
     queue.push(chain->head(), 0);

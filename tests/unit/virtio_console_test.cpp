@@ -204,6 +204,59 @@ TEST_F(VirtioConsoleTest, BusyTransmitQueueYieldsWhenTheTransportCanRenotify) {
   EXPECT_EQ(tx.used_idx(), VirtioConsole::kTransmitPerNotify);
 }
 
+// Found in review: only chains were counted, and one chain may hold 4 GiB (many descriptors over
+// the same guest pages), which a file backend takes in one write: the loop, and the quit key on
+// it, stayed busy for as long as that took. A notification now takes at most
+// kTransmitBytesPerNotify bytes; the rest of a chain is held until the renotified queue comes
+// back, and nothing is lost or reordered.
+TEST_F(VirtioConsoleTest, TransmitYieldsAfterAByteBudget) {
+  constexpr uint32_t kPiece = 384 * 1024;
+  constexpr uint16_t kPieces = 7;  // 2.625 MiB in one chain, over the same guest bytes
+  constexpr uint64_t kData = 0x80000;
+  static_assert(kData + kPiece <= kRamSize);
+  ASSERT_TRUE(memory.write(kData, std::string(kPiece, 'a').data(), kPiece));
+  bring_up();
+  int renotifies = 0;
+  transport->set_renotify([&](uint16_t q) {
+    EXPECT_EQ(q, VirtioConsole::kTransmitQueue);
+    ++renotifies;
+    return true;
+  });
+  for (uint16_t i = 0; i < kPieces; ++i) {
+    const bool last = i + 1 == kPieces;
+    tx.set_desc(i, kData, kPiece, last ? 0 : VRING_DESC_F_NEXT, static_cast<uint16_t>(i + 1));
+  }
+  tx.publish(0);
+  send(kPieces, "after");
+  constexpr size_t kTotal = size_t{kPiece} * kPieces;
+  constexpr size_t kBudget = VirtioConsole::kTransmitBytesPerNotify;
+  transport->notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(backend->output.size(), kBudget);
+  EXPECT_EQ(renotifies, 1);
+  EXPECT_EQ(tx.used_idx(), 0) << "the chain is held, not returned half written";
+  for (int pass = 2; backend->output.size() < kTotal && pass < 10; ++pass) {
+    transport->notify(VirtioConsole::kTransmitQueue);  // the renotified queue
+    EXPECT_LE(backend->output.size(), size_t(pass) * kBudget);
+  }
+  ASSERT_EQ(backend->output.size(), kTotal + 5);
+  EXPECT_EQ(backend->output.substr(kTotal), "after");
+  EXPECT_EQ(tx.used_idx(), 2);
+  EXPECT_EQ(renotifies, 2);
+}
+
+// Without an eventfd to renotify (nowhere to yield to) the whole chain goes at once.
+TEST_F(VirtioConsoleTest, WithoutRenotifyTheByteBudgetStartsAgain) {
+  constexpr uint32_t kPiece = 512 * 1024;
+  bring_up();
+  tx.set_desc(0, 0x80000, kPiece, VRING_DESC_F_NEXT, 1);
+  tx.set_desc(1, 0x80000, kPiece, VRING_DESC_F_NEXT, 2);
+  tx.set_desc(2, 0x80000, kPiece, 0);
+  tx.publish(0);
+  transport->notify(VirtioConsole::kTransmitQueue);
+  EXPECT_EQ(backend->output.size(), 3u * kPiece);
+  EXPECT_EQ(tx.used_idx(), 1);
+}
+
 // A guest giving only receive buffers the device cannot use (device-readable) while host input
 // waits has them returned unused; after kReceivePerPass of them the device yields to the loop
 // (the queue renotified) rather than go round for as long as another vCPU refills the ring.

@@ -78,6 +78,9 @@ class VirtioConsole final : public VirtioDevice {
   static constexpr size_t kMaxNamedPorts = 8;
   static constexpr size_t kMaxPortName = 64;
   static constexpr uint32_t kTransmitPerNotify = 256;  // chains per notification, when it can yield
+  // Bytes per notification, when it can yield: a chain may hold 4 GiB, a file backend takes
+  // all of it in one write, and the quit key waits on the same loop.
+  static constexpr size_t kTransmitBytesPerNotify = 1024 * 1024;
   // Receive buffers taken per pass, when the queue can be renotified: only buffers the device
   // cannot use leave host input waiting, and a guest refilling those must not hold the loop.
   static constexpr uint32_t kReceivePerPass = 128;
@@ -170,8 +173,13 @@ class VirtioConsole final : public VirtioDevice {
   std::string port_prefix(uint32_t port) const;  // "port NAME: " ("" for port 0), for guest_error
   void transmit(uint32_t port, Virtqueue& queue);
   // Transport lock held: offers `iov` from buffer `index`, byte `offset` on to the port's
-  // backend, and advances both by what it took; true once it took everything.
-  bool write_buffers(Port& port, const std::vector<iovec>& iov, size_t& index, size_t& offset);
+  // backend, at most `budget` bytes, and advances the three by what it took.
+  enum class Written { all, no_room, budget_spent };
+  Written write_buffers(Port& port, const std::vector<iovec>& iov, size_t& index, size_t& offset,
+                        size_t& budget);
+  // transmit()'s budget ran out: true if the queue was renotified (transmit comes back later);
+  // else the budget starts again.
+  bool yield_transmit(uint16_t index, size_t& budget);
   // A port's backend has room again (its output listener, on the loop thread).
   void on_output_room(uint32_t port);
   // Under mutex_ and the transport's lock: moves a port's pending input into receive buffers.
