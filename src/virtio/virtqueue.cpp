@@ -259,8 +259,12 @@ std::optional<DescriptorChain> Virtqueue::pop() {
   if (!chain) return std::nullopt;
   ++next_avail_;
   // EVENT_IDX: "kick me when you make entry next_avail_ available" (spec §2.7.10).
-  if (event_idx_ && notifications_enabled_ && !write_u16(avail_event_gpa(), next_avail_)) {
-    return std::nullopt;
+  if (event_idx_ && notifications_enabled_) {
+    if (!write_u16(avail_event_gpa(), next_avail_)) return std::nullopt;
+    // The next pop's look at the available index comes after this store is visible. The driver
+    // does the reverse (stores the index, full barrier, reads avail_event): without a full
+    // barrier here too, both could read the other's old value, and nobody kicks the queue.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
   }
   return chain;
 }
