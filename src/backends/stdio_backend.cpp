@@ -100,6 +100,7 @@ StdioBackend::StdioBackend(std::function<void()> on_quit, int in_fd, int out_fd,
                            size_t output_limit)
     : on_quit_(std::move(on_quit)), in_fd_(in_fd), out_fd_(out_fd) {
   claim_input(in_fd_, this);
+  log::open_stderr();  // Ctrl-A h's help and the log lines must not hold the loop either
   open_writer();
   output_ = std::make_unique<OutputQueue>(writer_, is_socket_, "stdio", output_limit);
 }
@@ -288,7 +289,7 @@ void StdioBackend::deliver(std::span<const uint8_t> bytes) {
         // On the event loop: a stderr nobody reads (a stopped terminal, a full pipe) gets a
         // moment, then the help is dropped rather than the loop (and the quit key) held.
         const std::string_view help = EscapeFilter::help_text();
-        write_all(STDERR_FILENO,
+        write_all(log::stderr_fd(),
                   std::span(reinterpret_cast<const uint8_t*>(help.data()), help.size()),
                   kHelpWriteTimeoutMs);
         break;

@@ -1,8 +1,12 @@
 #include "libvmm/core/log.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <string>
 #include <utility>
 
@@ -10,7 +14,46 @@ namespace libvmm::log {
 namespace {
 std::atomic<Level> g_level{Level::info};
 std::atomic<const char*> g_program{"vmm"};
+std::atomic<int> g_stderr{STDERR_FILENO};
+std::atomic<bool> g_stderr_stuck{false};  // the last line found no room: the next waits not
+std::atomic<uint64_t> g_dropped{0};       // lines stderr had no room for, not yet reported
+constexpr int kRoomWaitMs = 100;
+
+// Writes all of `text` to the log's stderr, waiting for room only while it is not stuck.
+bool write_line(std::string_view text) {
+  const int fd = g_stderr.load(std::memory_order_relaxed);
+  bool waited = false;
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n >= 0) {
+      text.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN || waited || g_stderr_stuck.load(std::memory_order_relaxed)) break;
+    pollfd pfd{fd, POLLOUT, 0};
+    waited = true;
+    if (::poll(&pfd, 1, kRoomWaitMs) <= 0) break;
+  }
+  g_stderr_stuck.store(!text.empty(), std::memory_order_relaxed);
+  return text.empty();
+}
 }  // namespace
+
+void open_stderr() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct stat st {};
+    if (::fstat(STDERR_FILENO, &st) != 0) return;
+    if (!S_ISCHR(st.st_mode) && !S_ISFIFO(st.st_mode)) return;
+    const int fd = ::open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd >= 0) g_stderr.store(fd);
+  });
+}
+
+int stderr_fd() {
+  return g_stderr.load(std::memory_order_relaxed);
+}
 
 void set_program_name(const char* name) {
   g_program.store(name, std::memory_order_relaxed);
@@ -31,8 +74,15 @@ void write(Level lvl, std::string_view message) {
   if (lvl == Level::warn) line += "warning: ";
   if (lvl == Level::error) line += "error: ";
   line += message;
-  line += isatty(STDERR_FILENO) ? "\r\n" : "\n";
-  [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
+  const char* end = isatty(STDERR_FILENO) ? "\r\n" : "\n";
+  line += end;
+  const uint64_t dropped = g_dropped.exchange(0);
+  if (dropped > 0) {
+    line = fmt::format("{}: {} log line{} dropped: stderr was not being read{}", g_program.load(),
+                       dropped, dropped == 1 ? "" : "s", end) +
+           line;
+  }
+  if (!write_line(line)) g_dropped.fetch_add(dropped + 1);
 }
 
 RateLimited::RateLimited(std::string what, uint32_t burst, Clock::duration interval)

@@ -361,9 +361,10 @@ void drop_privileges(uid_t uid, gid_t gid) {
                              const std::function<int()>& body) {
   int status = 1;
   try {
-    // Nothing of the caller's but stdin, stdout, stderr and the descriptors opened for the
-    // jail (options.inherit) goes in.
+    // Nothing of the caller's but stdin, stdout, stderr (and the log's own description of it)
+    // and the descriptors opened for the jail (options.inherit) goes in.
     std::vector<int> keep = options.inherit;
+    keep.push_back(log::stderr_fd());
     std::sort(keep.begin(), keep.end());
     unsigned from = 3;
     for (int fd : keep) {

@@ -311,7 +311,7 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
   bool used = false;
   uint32_t taken = 0;
   size_t budget = kTransmitBytesPerNotify;
-  const auto write_all = [&](size_t& buffer, size_t& offset) {
+  const auto write_chain = [&](size_t& buffer, size_t& offset) {
     Written w = write_buffers(p, iov, buffer, offset, budget);
     while (w == Written::budget_spent && !yield_transmit(index, budget)) {
       w = write_buffers(p, iov, buffer, offset, budget);
@@ -326,7 +326,7 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
       guest_error(fmt::format("{}transmitq buffer {} is no longer in guest RAM; dropped",
                               port_prefix(port), head));
     }
-    if (gone || write_all(p.tx_held->index, p.tx_held->offset)) {
+    if (gone || write_chain(p.tx_held->index, p.tx_held->offset)) {
       queue.push(head, 0);
       p.tx_held.reset();
       used = true;
@@ -353,7 +353,7 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
     } else {
       size_t buffer = 0;
       size_t offset = 0;
-      if (!write_all(buffer, offset)) {
+      if (!write_chain(buffer, offset)) {
         p.tx_held = HeldChain{std::move(*chain), buffer, offset};
         break;  // held until the backend has room or the queue comes back
       }

@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <pty.h>
 #include <sys/ioctl.h>
 #include <termios.h>
@@ -19,7 +20,9 @@
 #include "libvmm/backends/stdio_backend.hpp"
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
+#include "libvmm/core/log.hpp"
 #include "unit/support/char_io.hpp"
+#include "unit/support/child_process.hpp"
 #include "unit/support/loop_thread.hpp"
 
 namespace libvmm {
@@ -382,6 +385,54 @@ TEST_F(StdioTerminalTest, QuitKeyWorksWhileTheTerminalTakesNoOutput) {
   EXPECT_LE(backend.queued_bytes(), StdioBackend::kOutputLimit);
   write_fd(master_.get(), "\x01x");
   EXPECT_EQ(quit.get_future().wait_for(5s), std::future_status::ready);
+}
+
+// Found in review: stderr was written blocking (log lines, and Ctrl-A h's help, whose 200 ms
+// limit needs O_NONBLOCK to apply): on a terminal that takes no output, the next log line or
+// Ctrl-A h held its thread, the event loop and the quit key on it, for good. In a child: it
+// makes the terminal its stderr.
+TEST_F(StdioTerminalTest, LogLinesAndTheHelpNeverHoldTheLoopOnAStuckStderr) {
+  test::expect_in_child([&]() -> const char* {
+    const int saved = ::dup(STDERR_FILENO);
+    const auto outcome = [&]() -> const char* {
+      if (::dup2(slave_.get(), STDERR_FILENO) < 0) return "dup2";
+      log::open_stderr();
+      if (log::stderr_fd() == STDERR_FILENO) return "stderr (a terminal) was not reopened";
+      const auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < 3000; ++i) log::info("line {} for a terminal nobody reads", i);
+      if (std::chrono::steady_clock::now() - start > 3s) return "log lines waited for room";
+      std::promise<void> quit;
+      StdioBackend backend([&] { quit.set_value(); }, slave_.get(), slave_.get());
+      LoopThread io;
+      io.call([&] { backend.start(io.loop, [](std::span<const uint8_t>) {}); });
+      write_fd(master_.get(), "\x01h\x01x");
+      if (quit.get_future().wait_for(5s) != std::future_status::ready) {
+        return "Ctrl-A x after Ctrl-A h did not quit";
+      }
+      // The terminal read again: the next line says how many were dropped.
+      const auto drain = [&] {
+        std::string text;
+        pollfd pfd{master_.get(), POLLIN, 0};
+        char buffer[4096];
+        while (::poll(&pfd, 1, 200) > 0) {
+          const ssize_t n = ::read(master_.get(), buffer, sizeof buffer);
+          if (n <= 0) break;
+          text.append(buffer, static_cast<size_t>(n));
+        }
+        return text;
+      };
+      drain();
+      log::info("the reader is back");
+      const std::string after = drain();
+      if (after.find("log lines dropped: stderr was not being read") == std::string::npos) {
+        return "no line said how many were dropped";
+      }
+      if (after.find("the reader is back") == std::string::npos) return "the next line is lost";
+      return nullptr;
+    }();
+    ::dup2(saved, STDERR_FILENO);
+    return outcome;
+  });
 }
 
 TEST_F(StdioTerminalTest, EscapesStillWorkWhileInputIsPaused) {

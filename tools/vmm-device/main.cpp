@@ -315,6 +315,7 @@ int serve(const Options& options) {
 
 int main(int argc, char** argv) {
   log::set_program_name("vmm-device");
+  log::open_stderr();
   CLI::App app{
       "vmm-device: serve one of libvmm's virtIO devices to a VMM in another process "
       "over vhost-user (libvmm " LIBVMM_VERSION ")"};

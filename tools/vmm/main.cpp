@@ -251,6 +251,7 @@ int run_system(SystemDescription&& description, int shutdown_timeout) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  log::open_stderr();
   CLI::App app{"vmm: boot a Linux guest on KVM (libvmm " LIBVMM_VERSION ")"};
   app.set_version_flag("--version", "vmm (libvmm) " LIBVMM_VERSION);
   const Architecture& host = host_architecture();

@@ -19,6 +19,15 @@ void set_level(Level level);
 void set_program_name(const char* name);
 Level level();
 void write(Level level, std::string_view message);
+// Gives the log its own description of stderr with O_NONBLOCK where stderr is a terminal or a
+// pipe, so that a reader who stopped reading (a stopped terminal, a full pipe) costs log lines,
+// counted, never a thread held in write() (a vCPU with a device's lock; the event loop, and the
+// quit key on it). A line waits at most 100 ms for room, and none waits again until one gets
+// through. Call it before any seccomp filter (it opens /proc/self/fd/2); without it lines go to
+// stderr as it is. Regular files never block; sockets keep the shared description.
+void open_stderr();
+// What open_stderr() opened, else STDERR_FILENO: for other text meant for stderr.
+int stderr_fd();
 
 template <typename... Args>
 void error(fmt::format_string<Args...> f, Args&&... args) {
