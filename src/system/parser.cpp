@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <pugixml.hpp>
 #include <set>
 
@@ -116,6 +117,16 @@ class Parser {
               fmt::format("the root element must be <system>, not <{}>", root ? root.name() : ""));
       return d;
     }
+    // pugixml takes more than one top-level element, and drops text after the root, without
+    // a word; XML does not, and what came after </system> would have been left out unseen.
+    pugi::xml_node next = root.next_sibling();
+    while (next && next.type() != pugi::node_element) next = next.next_sibling();
+    if (next) {
+      problem(at(next),
+              fmt::format("<{}> after </system>: a description has one root element", next.name()));
+    } else if (const std::optional<size_t> text = text_after_root()) {
+      problem(line_of(*text), "text after </system>");
+    }
     check_shape(root);
     for (pugi::xml_node n : root.children()) {
       if (n.type() != pugi::node_element) continue;
@@ -135,6 +146,26 @@ class Parser {
   }
 
  private:
+  // Where text (not a comment or processing instruction) follows the closing </system>.
+  std::optional<size_t> text_after_root() const {
+    constexpr std::string_view kClose = "</system>";
+    size_t at = xml_.rfind(kClose);
+    if (at == std::string_view::npos) return std::nullopt;  // <system/>: nothing to look at
+    at += kClose.size();
+    while (true) {
+      at = xml_.find_first_not_of(" \t\r\n", at);
+      if (at == std::string_view::npos) return std::nullopt;
+      const std::string_view rest = xml_.substr(at);
+      const std::string_view end = rest.starts_with("<!--") ? "-->"
+                                   : rest.starts_with("<?") ? "?>"
+                                                            : "";
+      if (end.empty()) return at;
+      const size_t closed = xml_.find(end, at);
+      if (closed == std::string_view::npos) return at;
+      at = closed + end.size();
+    }
+  }
+
   uint32_t line_of(size_t offset) const {
     auto it = std::upper_bound(line_starts_.begin(), line_starts_.end(), offset);
     return static_cast<uint32_t>(it - line_starts_.begin());
@@ -165,10 +196,15 @@ class Parser {
     auto listed = [](const std::vector<std::string_view>& list, std::string_view s) {
       return std::find(list.begin(), list.end(), s) != list.end();
     };
+    std::vector<std::string_view> seen;
     for (pugi::xml_attribute a : n.attributes()) {
       if (!listed(rule.required, a.name()) && !listed(rule.optional, a.name())) {
         problem(at(n), fmt::format("unknown attribute '{}' on <{}>", a.name(), n.name()));
+      } else if (listed(seen, a.name())) {
+        // Not well-formed XML, which pugixml takes; the first value would have won unseen.
+        problem(at(n), fmt::format("attribute '{}' given twice on <{}>", a.name(), n.name()));
       }
+      seen.push_back(a.name());
     }
     for (std::string_view required : rule.required) {
       if (!n.attribute(std::string(required).c_str())) {

@@ -104,6 +104,23 @@ TEST_F(DescriptionTest, NotWellFormedXml) {
                  "t.system:3: not well-formed XML: Error parsing start element tag");
 }
 
+// Found in review: pugixml takes a second top-level element, or text after the root, which
+// is not XML; what came after </system> was left out without a word.
+TEST_F(DescriptionTest, NothingAfterTheRootElement) {
+  expect_problem(xml() + "<memory_region name=\"b\" size=\"1M\" />\n",
+                 "t.system:13: <memory_region> after </system>: a description has one root "
+                 "element");
+  expect_problem(xml() + "  stray\n", "t.system:13: text after </system>");
+  EXPECT_TRUE(problems_of(xml() + "<!-- a comment -->\n\n").empty());
+}
+
+// Found in review: pugixml takes an attribute given twice and the first value won, unseen
+// (perms="rw" perms="r" gave the guest a writable map).
+TEST_F(DescriptionTest, AnAttributeGivenTwice) {
+  expect_problem(xml("<vcpus count=\"1\" count=\"2\" />"),
+                 "t.system:9: attribute 'count' given twice on <vcpus>");
+}
+
 TEST_F(DescriptionTest, UnknownElement) {
   expect_problem(xml("<floppy path=\"a.img\" />"),
                  "t.system:9: unknown element <floppy> in <virtual_machine>");
