@@ -274,24 +274,38 @@ System::~System() = default;
 RunResult System::run() {
   auto& d = *impl_;
   if (d.vms.empty()) return RunResult{StopReason::error, "the description has no virtual machine"};
-  // A protection domain's cpu="N": the VMM's threads (this one, and the VMs' threads it
-  // starts, which inherit it) run on host CPU N; a vCPU with its own <vcpu cpu> moves there.
+  // A protection domain's cpu="N": the threads of its VMs (the one running each VM, and the
+  // threads it starts, which inherit it) run on host CPU N; a vCPU with its own <vcpu cpu>
+  // moves there. VMs of a domain without one run where the caller's threads may.
+  cpu_set_t caller{};
+  const bool have_caller = ::sched_getaffinity(0, sizeof caller, &caller) == 0;
+  std::vector<std::optional<cpu_set_t>> pins;  // per VM, in d.vms's order
   for (const auto& pd : d.description.domains) {
-    if (!pd.cpu || pd.vms.empty()) continue;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (*pd.cpu < CPU_SETSIZE) CPU_SET(*pd.cpu, &set);
-    if (*pd.cpu >= CPU_SETSIZE || ::sched_setaffinity(0, sizeof set, &set) != 0) {
+    std::optional<cpu_set_t> pin;
+    if (pd.cpu && *pd.cpu < CPU_SETSIZE) {
+      pin.emplace();
+      CPU_ZERO(&*pin);
+      CPU_SET(*pd.cpu, &*pin);
+    } else if (pd.cpu) {
       log::warn(
-          "{}protection domain '{}': cannot run on host CPU {} (this host has no such "
-          "CPU); it runs where the scheduler puts it",
+          "{}protection domain '{}': this host has no CPU {}; it runs where the scheduler "
+          "puts it",
           prefix(pd.where), pd.name, *pd.cpu);
     }
-    break;
+    if (!pin && have_caller) pin = caller;
+    pins.insert(pins.end(), pd.vms.size(), pin);
   }
   // A guest that resets or powers off ends only itself; a quit, a fault or an error ends the
   // whole system.
-  auto run_one = [this](Vm& vm) {
+  auto run_one = [this, &pins](size_t index) {
+    Vm& vm = *impl_->vms[index];
+    if (index < pins.size() && pins[index] &&
+        ::sched_setaffinity(0, sizeof *pins[index], &*pins[index]) != 0) {
+      log::warn(
+          "virtual machine '{}': cannot run on the host CPU its protection domain names "
+          "({}); it runs where the scheduler puts it",
+          vm.config().name, std::strerror(errno));
+    }
     const RunResult result = vm.run();
     {
       std::lock_guard lock(impl_->stop_mutex);
@@ -304,9 +318,10 @@ RunResult System::run() {
     request_stop(StopReason::quit, fmt::format("virtual machine '{}' stopped", vm.config().name));
   };
   std::vector<std::thread> others;
-  for (size_t i = 1; i < d.vms.size(); ++i) others.emplace_back(run_one, std::ref(*d.vms[i]));
-  run_one(*d.vms.front());
+  for (size_t i = 1; i < d.vms.size(); ++i) others.emplace_back(run_one, i);
+  run_one(0);
   for (auto& t : others) t.join();
+  if (have_caller) ::sched_setaffinity(0, sizeof caller, &caller);  // the caller's thread back
   std::lock_guard lock(d.stop_mutex);
   return *d.first_result;
 }
