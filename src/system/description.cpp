@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "../arch/board.hpp"
@@ -19,6 +20,7 @@
 #include "libvmm/backends/vhost_user.hpp"
 #include "libvmm/core/file.hpp"
 #include "libvmm/core/size.hpp"
+#include "libvmm/pci/vfio.hpp"
 #include "libvmm/vm.hpp"
 
 namespace libvmm {
@@ -389,6 +391,24 @@ class Validator {
     }
     check_guest_maps(vm, name);
     check_irqs(vm, name);
+    check_vfio(vm);
+  }
+
+  // The address's form is the description's (the device itself is the host's: checked by run).
+  void check_vfio(const VirtualMachineSpec& vm) {
+    std::map<std::string, const VfioSpec*> seen;
+    for (const VfioSpec& v : vm.vfio) {
+      const std::string label = fmt::format("<vfio device=\"{}\">", v.device);
+      const std::optional<std::string> address = pci::parse_pci_address(v.device);
+      if (!address) {
+        add(v.where, label +
+                         ": not a PCI address; write it as lspci -D shows it, e.g. "
+                         "0000:01:00.0");
+      } else if (const auto [it, added] = seen.emplace(*address, &v); !added) {
+        add(v.where, fmt::format("{}: device {} is already given to this VM at line {}", label,
+                                 *address, it->second->where.line));
+      }
+    }
   }
 
   void check_guest_maps(const VirtualMachineSpec& vm, const std::string& name) {
