@@ -429,6 +429,9 @@ class Validator {
     for (const auto& m : vm.maps) {
       const MemoryRegionSpec* r = check_map(m);
       if (r == nullptr) continue;
+      // The first map of the RAM region is the RAM, whatever is wrong with it (one line each).
+      const bool is_ram = r->name == vm.ram_region && !has_ram;
+      has_ram = has_ram || is_ram;
       const uint64_t size = m.size.value_or(r->size);
       std::optional<uint64_t> gpa = m.vaddr ? m.vaddr : r->phys_addr;
       if (!gpa) {
@@ -447,8 +450,7 @@ class Validator {
         continue;
       }
       std::vector<Range> ranges;
-      if (r->name == vm.ram_region && !has_ram) {
-        has_ram = true;
+      if (is_ram) {
         if (*gpa != machine_.ram_base()) {
           add(m.where, fmt::format("{}: its RAM '{}' must be mapped at {:#x} on {}", name, r->name,
                                    machine_.ram_base(), machine_.name()));
@@ -461,8 +463,17 @@ class Validator {
         }
         if (m.readonly())
           add(m.where, fmt::format("{}: its RAM '{}' must be writable", name, r->name));
-        // The machine may split RAM around holes (x86: 3-4 GiB).
-        for (const auto& rr : ram_ranges(size))
+        // The machine may split RAM around holes (x86: 3-4 GiB); it says what it cannot hold.
+        std::vector<RamRange> layout;
+        try {
+          layout = machine_.ram_layout(size);
+        } catch (const UserError& e) {
+          std::string_view why = e.what();
+          if (why.starts_with("--memory: ")) why.remove_prefix(10);
+          add(m.where, fmt::format("{}: its RAM '{}': {}", name, r->name, why));
+          continue;
+        }
+        for (const auto& rr : layout)
           ranges.push_back({"guest RAM '" + r->name + "'", rr.gpa, rr.size});
       } else {
         if (*gpa + size < *gpa) {

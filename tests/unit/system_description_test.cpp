@@ -121,6 +121,28 @@ TEST_F(DescriptionTest, AnAttributeGivenTwice) {
                  "t.system:9: attribute 'count' given twice on <vcpus>");
 }
 
+// Found in review: RAM larger than the machine can hold was reported as overlaps with its
+// devices (x86), or not at all, then refused naming --memory, a flag the user never gave.
+TEST_F(DescriptionTest, RamTheMachineCannotHoldIsOneLineAtItsMap) {
+  const auto problems = problems_of(
+      replaced_first(xml(), "name=\"guest_ram\" size=\"256M\"", "name=\"guest_ram\" size=\"4T\""));
+  ASSERT_EQ(problems.size(), 1u) << (problems.empty() ? "none" : problems.front());
+  EXPECT_EQ(problems.front().rfind("t.system:7: virtual machine 'linux': its RAM 'guest_ram': ", 0),
+            0u)
+      << problems.front();
+  EXPECT_NE(problems.front().find("is more than"), std::string::npos) << problems.front();
+}
+
+// A misplaced RAM map is one problem, not also "no map of its RAM region".
+TEST_F(DescriptionTest, AMisplacedRamMapIsStillTheRamMap) {
+  const auto problems = problems_of(
+      replaced_first(xml(), "mr=\"guest_ram\" vaddr=\"0x0\"", "mr=\"guest_ram\" vaddr=\"0x800\""));
+  ASSERT_EQ(problems.size(), 1u) << (problems.empty() ? "none" : problems.front());
+  EXPECT_NE(problems.front().find("t.system:7: map of 'guest_ram': vaddr 0x800 is not aligned"),
+            std::string::npos)
+      << problems.front();
+}
+
 TEST_F(DescriptionTest, UnknownElement) {
   expect_problem(xml("<floppy path=\"a.img\" />"),
                  "t.system:9: unknown element <floppy> in <virtual_machine>");
