@@ -301,6 +301,7 @@ while [ $round -lt $rounds ]; do
     -device virtio-blk-device,drive=d0 -kernel $kernel -initrd initramfs.cpio.gz -append "$cmdline"
   # vhost-user: the same image served by another process (each back-end started for its run).
   if want vmm-dev; then
+    rm -f /tmp/dev.sock  # a stale one (a killed back-end) would end wait_socket at once
     ./vmm-device --socket /tmp/dev.sock --disk $vmm_disk --quiet 2>>/tmp/vmm-device.err &
     back=$!
     wait_socket /tmp/dev.sock

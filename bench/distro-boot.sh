@@ -102,7 +102,7 @@ measure() {
 round=0
 while [ $round -lt "$rounds" ]; do
   measure vmm ./vmm --kernel vmlinuz --initrd initrd.img --memory 512M --cmdline "$cmdline" \
-    --disk /dev/vda --rng
+    --disk /dev/vda,direct,transport=mmio --rng transport=mmio  # as QEMU's below: O_DIRECT, MMIO
   if [ -x ./qemu-system-x86_64 ]; then
     set -- ./qemu-system-x86_64 -L qemu-data -M microvm,acpi=on,rtc=on
   else

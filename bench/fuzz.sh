@@ -83,29 +83,28 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
 if [ -z "${LIBVMM_FUZZ_NO_DOCS:-}" ]; then
   for name in "${targets[@]}"; do
     seeds=fuzz/corpus/$name
-    merged=$(mktemp -d)
+    # Everything is built under $logs (removed on exit), the new seeds in a directory of their
+    # own that takes the old one's place at the end: an interrupted run leaves the corpus whole.
+    merged=$logs/$name.merged fresh=$logs/$name.seeds
+    mkdir -p "$merged" "$fresh"
     # shellcheck disable=SC2046
     "$build/fuzz/${name}_fuzzer" -merge=1 -use_counters=0 -timeout=10 "$merged" "$cache/$name" \
       $([ -d "$seeds" ] && echo "$seeds") >"$logs/$name.merge.log" 2>&1 ||
-      { tail -n 20 "$logs/$name.merge.log" >&2; echo "fuzz.sh: merging $name failed" >&2; rm -rf "$merged"; continue; }
+      { tail -n 20 "$logs/$name.merge.log" >&2; echo "fuzz.sh: merging $name failed" >&2; continue; }
     # Seeds named by hand (not libFuzzer's SHA-1 names) stay whatever their size: each reaches
     # a mode of its target on purpose.
-    named=$(mktemp -d)
     [ ! -d "$seeds" ] || find "$seeds" -maxdepth 1 -type f ! -regex '.*/[0-9a-f]\{40\}' \
-      -exec cp {} "$named/" \;
-    rm -rf "$seeds"
-    mkdir -p "$seeds"
-    find "$named" -type f -exec cp {} "$seeds/" \;
-    count=$(find "$named" -type f | wc -l) bytes=0
-    rm -rf "$named"
+      -exec cp {} "$fresh/" \;
+    count=$(find "$fresh" -type f | wc -l) bytes=0
     while read -r size file; do
       [ $count -lt $max_files ] && [ $((bytes + size)) -le $max_bytes ] || break
-      cp "$merged/$file" "$seeds/"
+      cp "$merged/$file" "$fresh/"
       count=$((count + 1)) bytes=$((bytes + size))
     done < <(find "$merged" -type f -printf '%s %f\n' | sort -n)
+    rm -rf "$seeds"
+    mv "$fresh" "$seeds"
     echo "$count" >"$logs/$name.kept"
     echo "fuzz.sh: $name: $(find "$merged" -type f | wc -l) inputs cover its edges, $count kept ($((bytes / 1024)) KB)" >&2
-    rm -rf "$merged"
   done
 fi
 

@@ -63,7 +63,8 @@ done_marker="LIBVMM-GUEST: stress done"
 run_vmm() {
   rc=0
   timeout "$limit" "./$1" --kernel "$kernel" --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
-    --rng --disk disk.img --cmdline "$cmdline" --quiet </dev/null >out 2>err || rc=$?
+    --rng transport=mmio --disk disk.img,transport=mmio,num_queues=1 --cmdline "$cmdline" \
+    --quiet </dev/null >out 2>err || rc=$?  # QEMU's devices: virtio-mmio, one disk queue
   if [ "$rc" -eq 124 ]; then echo hung
   elif grep -qF "$done_marker" out && [ "$rc" -eq 0 ] && [ ! -s err ]; then echo done
   elif [ "$rc" -eq 0 ] && { [ ! -s err ] || grep -q 'triple fault' err; }; then echo reset

@@ -69,9 +69,12 @@ i=0
 while [ ! -b /dev/nvme0n1 ] && [ \$i -lt 600 ]; do sleep 0.1; i=\$((i + 1)); done
 [ -b /dev/nvme0n1 ] || { echo "LIBVMM-GUEST: no /dev/nvme0n1"; dmesg | grep -i nvme; exit 1; }
 t0=\$(randread --clock)
-dd if=/dev/nvme0n1 of=/dev/null bs=1M count=$seq_mib iflag=direct 2>/dev/null || echo "LIBVMM-GUEST: dd failed"
-t1=\$(randread --clock)
-echo "LIBVMM-GUEST: BENCH seqread \$(awk -v t0="\$t0" -v t1="\$t1" 'BEGIN { printf "mib_s=%.2f seconds=%.3f", $seq_mib / (t1 - t0), t1 - t0 }')"
+if dd if=/dev/nvme0n1 of=/dev/null bs=1M count=$seq_mib iflag=direct 2>/dev/null; then
+  t1=\$(randread --clock)
+  echo "LIBVMM-GUEST: BENCH seqread \$(awk -v t0="\$t0" -v t1="\$t1" 'BEGIN { printf "mib_s=%.2f seconds=%.3f", $seq_mib / (t1 - t0), t1 - t0 }')"
+else
+  echo "LIBVMM-GUEST: dd failed"  # no figure from a read that did not happen
+fi
 echo "LIBVMM-GUEST: BENCH \$(randread /dev/nvme0n1 $reads 2>&1)"
 EOS
 chmod +x "$extra/tests/vfiobench"
@@ -122,17 +125,21 @@ to_vfio() {
 host_round() {
   to_host
   t0=$(./randread --clock)
-  dd if=/dev/nvme0n1 of=/dev/null bs=1M count="$seq_mib" iflag=direct 2>/dev/null || echo "BENCH-ERROR: dd failed"
-  t1=$(./randread --clock)
-  echo "host seqread $(awk -v t0="$t0" -v t1="$t1" -v m="$seq_mib" 'BEGIN { printf "mib_s=%.2f seconds=%.3f", m / (t1 - t0), t1 - t0 }')"
-  echo "host $(./randread /dev/nvme0n1 "$reads" 2>&1)"
+  if dd if=/dev/nvme0n1 of=/dev/null bs=1M count="$seq_mib" iflag=direct 2>/dev/null; then
+    t1=$(./randread --clock)
+    echo "host seqread $(awk -v t0="$t0" -v t1="$t1" -v m="$seq_mib" 'BEGIN { printf "mib_s=%.2f seconds=%.3f", m / (t1 - t0), t1 - t0 }') round=$round"
+  else
+    echo "BENCH-ERROR: dd failed"
+  fi
+  echo "host $(./randread /dev/nvme0n1 "$reads" 2>&1) round=$round"
 }
 guest_round() {
   to_vfio
   started=$(cut -d' ' -f1 /proc/uptime)
   # A round takes 10-20 s on a 2-core machine: a guest still running after 300 s is stuck.
   bench_guest guest vfiobench 300 ./vmm --kernel bzImage --initrd initramfs.cpio.gz --memory 256M \
-    --cmdline "console=ttyS0 quiet loglevel=5 libvmm.test=vfiobench $guest_args" --vfio "$nvme" -v
+    --cmdline "console=ttyS0 quiet loglevel=5 libvmm.test=vfiobench $guest_args" --vfio "$nvme" -v |
+    sed "s/\$/ round=$round/"  # pairs with the host's round by its number, not its place
   tr -d '\r' </tmp/out.guest | sed -n "s/.*vfio $nvme: \([0-9]*\) BAR accesses trapped (\([0-9]*\) .*, \([0-9]*\) interrupts through the event loop.*/guest vfio trapped=\1 msix_trapped=\2 loop_irqs=\3/p"
   echo "guest boot and round took $(awk -v a="$started" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.0f", b - a }') s"
   grep -qF 'test vfiobench exit status 0' /tmp/out.guest || {
@@ -175,9 +182,11 @@ done
 # The per-round ratios: how much the pairing matters against the spread of the medians.
 for job in seqread randread; do
   case $job in seqread) f=mib_s ;; *) f=iops ;; esac
-  awk -v job=$job -v f=$f '$2 == job { for (i = 3; i <= NF; i++) { split($i, kv, "=")
-      if (kv[1] == f) { if ($1 == "host") h[++nh] = kv[2]; else if ($1 == "guest") g[++ng] = kv[2] } } }
-    END { n = 0; for (i = 1; i <= nh && i <= ng; i++) if (h[i] > 0) r[++n] = g[i] / h[i]
+  # Paired by round number: a round that failed on one side leaves out that round only.
+  awk -v job=$job -v f=$f '$2 == job { v = ""; k = ""; for (i = 3; i <= NF; i++) { split($i, kv, "=")
+        if (kv[1] == f) v = kv[2]; if (kv[1] == "round") k = kv[2] }
+      if (v != "" && k != "") { if ($1 == "host") h[k] = v; else if ($1 == "guest") g[k] = v } }
+    END { n = 0; for (k in h) if ((k in g) && h[k] > 0) r[++n] = g[k] / h[k]
       if (!n) exit
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
       m = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2

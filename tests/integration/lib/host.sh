@@ -134,12 +134,14 @@ need_results() {
   exit 1
 }
 
+# result NAME WORDS...: the median of NAME= over the result lines starting with WORDS (from
+# $results_file where set, else $work/results).
 result() {
   local name=$1
   shift
   awk -v words="$*" -v name="$name" 'index($0, words " ") == 1 {
     for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "") print kv[2] } }' \
-    "$work/results" | median
+    "${results_file:-$work/results}" | median
 }
 
 median() {
