@@ -297,6 +297,8 @@ RunResult System::run() {
   }
   // A guest that resets or powers off ends only itself; a quit, a fault or an error ends the
   // whole system.
+  // Each VM's thread, the caller's for the first, pins itself before the VM's seccomp filter
+  // (installed by run() on that thread) would refuse it; the caller's thread stays so pinned.
   auto run_one = [this, &pins](size_t index) {
     Vm& vm = *impl_->vms[index];
     if (index < pins.size() && pins[index] &&
@@ -321,7 +323,6 @@ RunResult System::run() {
   for (size_t i = 1; i < d.vms.size(); ++i) others.emplace_back(run_one, i);
   run_one(0);
   for (auto& t : others) t.join();
-  if (have_caller) ::sched_setaffinity(0, sizeof caller, &caller);  // the caller's thread back
   std::lock_guard lock(d.stop_mutex);
   return *d.first_result;
 }
