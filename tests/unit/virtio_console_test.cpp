@@ -108,6 +108,14 @@ class VirtioConsoleTest : public testing::Test {
     tx.publish(index);
   }
   void receive(std::string_view text) { console->receive(bytes_of(text)); }
+  // The transport can renotify `queue` (its eventfd, in the VMM); `count` counts the times.
+  void renotify_counted(uint16_t queue, int& count) {
+    transport->set_renotify([queue, &count](uint16_t q) {
+      EXPECT_EQ(q, queue);
+      ++count;
+      return true;
+    });
+  }
 
   TestMemory memory{kRamSize};
   std::shared_ptr<FakeCharBackend> backend = std::make_shared<FakeCharBackend>();
@@ -185,11 +193,7 @@ TEST_F(VirtioConsoleTest, TransmitSendsEveryReadableByte) {
 TEST_F(VirtioConsoleTest, BusyTransmitQueueYieldsWhenTheTransportCanRenotify) {
   bring_up();
   int renotifies = 0;
-  transport->set_renotify([&](uint16_t q) {
-    EXPECT_EQ(q, VirtioConsole::kTransmitQueue);
-    ++renotifies;
-    return true;
-  });
+  renotify_counted(VirtioConsole::kTransmitQueue, renotifies);
   // A guest that puts a new buffer in as soon as one is taken.
   uint16_t next = 0;
   backend->on_write = [&] {
@@ -217,11 +221,7 @@ TEST_F(VirtioConsoleTest, TransmitYieldsAfterAByteBudget) {
   ASSERT_TRUE(memory.write(kData, std::string(kPiece, 'a').data(), kPiece));
   bring_up();
   int renotifies = 0;
-  transport->set_renotify([&](uint16_t q) {
-    EXPECT_EQ(q, VirtioConsole::kTransmitQueue);
-    ++renotifies;
-    return true;
-  });
+  renotify_counted(VirtioConsole::kTransmitQueue, renotifies);
   for (uint16_t i = 0; i < kPieces; ++i) {
     const bool last = i + 1 == kPieces;
     tx.set_desc(i, kData, kPiece, last ? 0 : VRING_DESC_F_NEXT, static_cast<uint16_t>(i + 1));
@@ -264,11 +264,7 @@ TEST_F(VirtioConsoleTest, UnusableReceiveBuffersYieldToTheLoopAfterABudget) {
   rx = DriverRing(memory, VirtioConsole::kQueueSize, RingLayout::at(0x10000));
   bring_up();
   int renotifies = 0;
-  transport->set_renotify([&](uint16_t q) {
-    EXPECT_EQ(q, VirtioConsole::kReceiveQueue);
-    ++renotifies;
-    return true;
-  });
+  renotify_counted(VirtioConsole::kReceiveQueue, renotifies);
   for (uint16_t i = 0; i < VirtioConsole::kQueueSize; ++i) {
     rx.set_desc(i, rx_buffer(0), 16, 0);  // device-readable: unusable
     rx.publish(i);
