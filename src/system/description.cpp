@@ -120,6 +120,20 @@ std::vector<VirtualMachineSpec*> SystemDescription::vms() {
   return out;
 }
 
+std::string MapSpec::perms_problem() const {
+  if (perms.empty() || perms.find_first_not_of("rwx") != std::string::npos) {
+    return fmt::format("map of '{}': perms=\"{}\" may only hold the letters r, w and x", region,
+                       perms);
+  }
+  if (perms.find('r') == std::string::npos) {
+    return fmt::format(
+        "map of '{}': perms=\"{}\" without r: KVM cannot map memory the guest "
+        "cannot read",
+        region, perms);
+  }
+  return "";
+}
+
 std::vector<const VirtualMachineSpec*> SystemDescription::vms() const {
   std::vector<const VirtualMachineSpec*> out;
   for (const auto& pd : domains) {
@@ -229,20 +243,15 @@ class Validator {
   // Checks a map's region, permissions and size; returns the region when it exists.
   const MemoryRegionSpec* check_map(const MapSpec& m) {
     const MemoryRegionSpec* r = d_.find_region(m.region);
-    if (m.perms.empty() || m.perms.find_first_not_of("rwx") != std::string::npos) {
-      add(m.where, fmt::format("map of '{}': perms=\"{}\" may only hold the letters r, w and x",
-                               m.region, m.perms));
-    } else if (m.perms.find('r') == std::string::npos) {
-      add(m.where, fmt::format("map of '{}': perms=\"{}\" without r: KVM cannot map memory the "
-                               "guest cannot read",
-                               m.region, m.perms));
-    }
+    if (const std::string why = m.perms_problem(); !why.empty()) add(m.where, why);
     if (r == nullptr && m.region.empty() && !m.where.file.empty()) return nullptr;  // no mr=
     if (r == nullptr) {
       add(m.where, fmt::format("map of memory region '{}', which does not exist", m.region));
       return nullptr;
     }
-    if (m.size && (*m.size == 0 || *m.size > r->size)) {
+    if (m.size && *m.size == 0) {
+      add(m.where, fmt::format("map of '{}': size 0", r->name));
+    } else if (m.size && *m.size > r->size) {
       add(m.where, fmt::format("map of {:#x} bytes is larger than memory region '{}' ({:#x} bytes)",
                                *m.size, r->name, r->size));
     } else if (m.size && *m.size % alignment(*r) != 0) {
@@ -427,6 +436,11 @@ class Validator {
     }
     bool has_ram = false;
     for (const auto& m : vm.maps) {
+      if (!m.setvar_vaddr.empty()) {
+        add(m.where, fmt::format("map of '{}': setvar_vaddr names a mapping of the VMM (a "
+                                 "protection domain's <map>); a virtual machine's map has none",
+                                 m.region));
+      }
       const MemoryRegionSpec* r = check_map(m);
       if (r == nullptr) continue;
       // The first map of the RAM region is the RAM, whatever is wrong with it (one line each).

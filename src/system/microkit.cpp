@@ -71,7 +71,13 @@ void interpret_maps(const SystemDescription& d, VirtualMachineSpec& vm, const Bo
     if (const std::optional<BoardDevice> device = board.device_at(phys)) {
       const uint64_t size = m.size.value_or(r->size);
       const uint64_t vaddr = m.vaddr.value_or(phys);
-      if (vaddr != device->guest_addr) {
+      // Checked here as the validator checks the maps it keeps (it never sees this one).
+      if (const std::string why = m.perms_problem(); !why.empty()) {
+        problems.push_back(located(m.where, why));
+      }
+      if (size == 0) {
+        problems.push_back(located(m.where, fmt::format("map of '{}': size 0", r->name)));
+      } else if (vaddr != device->guest_addr) {
         problems.push_back(located(
             m.where,
             fmt::format("map of '{}' ({} at phys_addr {:#x}) at vaddr {:#x}: on KVM it "

@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -145,7 +146,11 @@ UniqueFd open_socket(const IrqSpec& q) {
 struct System::Impl {
   SystemDescription description;
   std::map<std::string, std::shared_ptr<MemoryRegion>, std::less<>> regions;
-  std::map<std::string, std::shared_ptr<MemoryRegion>, std::less<>> vmm_maps;  // by setvar
+  struct VmmMap {
+    std::shared_ptr<MemoryRegion> region;
+    uint64_t size;  // the map's size= (its first bytes), else the whole region
+  };
+  std::map<std::string, VmmMap, std::less<>> vmm_maps;  // by setvar_vaddr
   std::vector<UniqueFd> event_fds;
   std::vector<std::string> socket_paths;
   std::vector<std::unique_ptr<Vm>> vms;  // after the fds and regions they use: destroyed first
@@ -261,7 +266,11 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
     d.regions.emplace(r.name, create_region(r, d.description));
   for (const auto& pd : d.description.domains) {
     for (const auto& m : pd.maps) {
-      if (!m.setvar_vaddr.empty()) d.vmm_maps.emplace(m.setvar_vaddr, d.regions.at(m.region));
+      if (m.setvar_vaddr.empty()) continue;
+      const std::shared_ptr<MemoryRegion>& region = d.regions.at(m.region);
+      d.vmm_maps.emplace(
+          m.setvar_vaddr,
+          Impl::VmmMap{region, std::min(m.size.value_or(region->size()), region->size())});
     }
   }
   for (const auto* spec : d.description.vms()) {
@@ -356,7 +365,7 @@ std::shared_ptr<MemoryRegion> System::region(std::string_view name) const {
 std::span<uint8_t> System::vmm_mapping(std::string_view setvar_vaddr) const {
   auto it = impl_->vmm_maps.find(setvar_vaddr);
   if (it == impl_->vmm_maps.end()) return {};
-  return {it->second->host(), it->second->size()};
+  return {it->second.region->host(), it->second.size};
 }
 
 }  // namespace libvmm

@@ -218,6 +218,19 @@ TEST_F(DescriptionTest, MapLargerThanItsRegion) {
                  "bytes)");
 }
 
+// Found in review: size="0" said "map of 0x0 bytes is larger than memory region".
+TEST_F(DescriptionTest, AMapOfSizeZero) {
+  expect_problem(xml("<map mr=\"shared\" size=\"0\" />"), "t.system:9: map of 'shared': size 0");
+}
+
+// Found in review: setvar_vaddr on a virtual machine's map was taken and never used (the
+// program asking System::vmm_mapping for it got nothing).
+TEST_F(DescriptionTest, SetvarVaddrOnAVirtualMachinesMap) {
+  expect_problem(xml("<map mr=\"shared\" setvar_vaddr=\"buffer\" />"),
+                 "t.system:9: map of 'shared': setvar_vaddr names a mapping of the VMM (a "
+                 "protection domain's <map>); a virtual machine's map has none");
+}
+
 TEST_F(DescriptionTest, DuplicateNamesAndIds) {
   expect_problem(xml("", "<memory_region name=\"shared\" size=\"4K\" />"),
                  "t.system:4: duplicate memory region 'shared'");

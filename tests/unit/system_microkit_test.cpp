@@ -155,6 +155,20 @@ TEST_F(MicrokitTest, DeviceMapAtTheWrongPlace) {
                  "0x9100000: on KVM it is the emulated PL011 (ttyAMA0) at 0x9000000; map it there");
 }
 
+// Found in review: a board device's map left the maps the validator checks before its perms
+// and size were looked at.
+TEST_F(MicrokitTest, ABoardDevicesMapHasItsPermsAndSizeChecked) {
+  std::string text = manual();
+  text.replace(text.find("vaddr=\"0x9000000\" perms=\"rw\""), 28,
+               "vaddr=\"0x9000000\" perms=\"bogus\"");
+  expect_problem(
+      text, "aarch64",
+      "t.system:10: map of 'uart': perms=\"bogus\" may only hold the letters r, w and x");
+  text = manual();
+  text.replace(text.find("vaddr=\"0x9000000\" perms=\"rw\""), 28, "vaddr=\"0x9000000\" size=\"0\"");
+  expect_problem(text, "aarch64", "t.system:10: map of 'uart': size 0");
+}
+
 TEST_F(MicrokitTest, OtherDeviceRegionsAreRefused) {
   expect_problem(manual("<map mr=\"eth\" vaddr=\"0xa003000\" />", "",
                         "<memory_region name=\"eth\" size=\"0x1000\" phys_addr=\"0xa003000\" />"),

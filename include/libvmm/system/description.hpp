@@ -49,6 +49,8 @@ struct MapSpec {
   std::string setvar_vaddr;
   SourceLocation where;
   bool readonly() const { return perms.find('w') == std::string::npos; }
+  // What is wrong with `perms` ("" if nothing): letters other than r, w and x, or no r.
+  std::string perms_problem() const;
 };
 
 // A guest interrupt raised whenever a host event source fires.
