@@ -178,7 +178,7 @@ class Validator {
         add(pd.where, fmt::format("duplicate protection domain name '{}'", pd.name));
       }
       for (const auto& m : pd.maps) {
-        check_map(m);
+        if (!m.malformed) check_map(m);
         if (!m.setvar_vaddr.empty() && !setvars.insert(m.setvar_vaddr).second) {
           add(m.where, fmt::format("duplicate setvar_vaddr '{}'", m.setvar_vaddr));
         }
@@ -322,7 +322,9 @@ class Validator {
       }
     }
     std::vector<uint32_t> taken;
-    for (const IrqSpec& q : vm.irqs) taken.push_back(q.irq);
+    for (const IrqSpec& q : vm.irqs) {
+      if (!q.malformed) taken.push_back(q.irq);
+    }
     MemoryMap map;
     try {
       map = machine_.memory_map(vm.config.memory_size);
@@ -436,6 +438,10 @@ class Validator {
     }
     bool has_ram = false;
     for (const auto& m : vm.maps) {
+      if (m.malformed) {  // its problem is reported; what follows from its value would repeat it
+        has_ram = has_ram || m.region == vm.ram_region;
+        continue;
+      }
       if (!m.setvar_vaddr.empty()) {
         add(m.where, fmt::format("map of '{}': setvar_vaddr names a mapping of the VMM (a "
                                  "protection domain's <map>); a virtual machine's map has none",
@@ -526,6 +532,7 @@ class Validator {
   void check_irqs(const VirtualMachineSpec& vm, const std::string& name) {
     std::set<uint32_t> seen;
     for (const auto& q : vm.irqs) {
+      if (q.malformed) continue;  // the parser said what is wrong with its number
       if (std::string why = machine_.irq_problem(q.irq); !why.empty()) add(q.where, why);
       if (!seen.insert(q.irq).second) {
         add(q.where, fmt::format("{}: duplicate IRQ {}", name, q.irq));

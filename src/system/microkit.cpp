@@ -114,6 +114,7 @@ void interpret_maps(const SystemDescription& d, VirtualMachineSpec& vm, const Bo
 void interpret_ioports(ProtectionDomainSpec& pd, const Board& board,
                        std::vector<std::string>& problems) {
   for (const IoportSpec& port : pd.ioports) {
+    if (port.malformed) continue;  // the parser said what is wrong with its numbers
     if (!board.has_ioports()) {
       problems.push_back(located(
           port.where, fmt::format("<ioport addr=\"{:#x}\">: port I/O exists only on x86_64; on "

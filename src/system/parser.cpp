@@ -319,6 +319,7 @@ class Parser {
   }
 
   MapSpec map(pugi::xml_node n) {
+    const size_t reported = problems_.size();
     MapSpec m;
     m.where = where(n);
     m.region = text(n, "mr");
@@ -328,6 +329,7 @@ class Parser {
     m.size = number(n, "size");
     if (n.attribute("perms")) m.perms = text(n, "perms");
     m.setvar_vaddr = text(n, "setvar_vaddr");
+    m.malformed = problems_.size() != reported;
     return m;
   }
 
@@ -354,8 +356,10 @@ class Parser {
         }
       }
       if (name == "ioport") {
-        pd.ioports.push_back(
-            {number(c, "addr").value_or(0), number(c, "size").value_or(0), where(c)});
+        const size_t reported = problems_.size();
+        IoportSpec port{number(c, "addr").value_or(0), number(c, "size").value_or(0), where(c)};
+        port.malformed = problems_.size() != reported;
+        pd.ioports.push_back(std::move(port));
       }
     }
     if (!pd.program_image.empty() && pd.vms.empty()) problem(at(n), component_refusal(pd));
@@ -402,7 +406,9 @@ class Parser {
   IrqSpec irq(pugi::xml_node n) {
     IrqSpec q;
     q.where = where(n);
-    q.irq = small_number(n, "irq").value_or(0);
+    const std::optional<uint32_t> number = small_number(n, "irq");
+    q.irq = number.value_or(0);
+    q.malformed = !number;  // missing (the shape check said so) or not a number
     int sources = 0;
     if (n.attribute("eventfd")) {
       q.source = IrqSpec::Source::eventfd;

@@ -218,6 +218,23 @@ TEST_F(DescriptionTest, MapLargerThanItsRegion) {
                  "bytes)");
 }
 
+// Found in review: a value the parser refused was also checked as the 0 it fell back to, so one
+// mistake gave two lines ("IRQ 0 belongs to the machine's own devices", "needs vaddr").
+TEST_F(DescriptionTest, OneMistakeIsOneLine) {
+  for (const std::string& text :
+       {xml("<irq irq=\"x\" fifo=\"/tmp/f\" />"), xml("<irq fifo=\"/tmp/f\" />"),
+        xml("<irq fifo=\"/tmp/f\" />\n<irq fifo=\"/tmp/g\" />"),
+        xml("<map mr=\"private\" vaddr=\"0xzz\" />",
+            "<memory_region name=\"private\" size=\"4K\" />")}) {
+    const auto problems = problems_of(text);
+    EXPECT_EQ(problems.size(), text.find("/tmp/g") != std::string::npos ? 2u : 1u) << text;
+    for (const auto& p : problems) {
+      EXPECT_EQ(p.find("IRQ 0"), std::string::npos) << p;
+      EXPECT_EQ(p.find("needs vaddr"), std::string::npos) << p;
+    }
+  }
+}
+
 // Found in review: size="0" said "map of 0x0 bytes is larger than memory region".
 TEST_F(DescriptionTest, AMapOfSizeZero) {
   expect_problem(xml("<map mr=\"shared\" size=\"0\" />"), "t.system:9: map of 'shared': size 0");

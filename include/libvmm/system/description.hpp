@@ -48,6 +48,7 @@ struct MapSpec {
   std::string perms = "rw";       // letters r, w, x; x cannot be enforced on KVM
   std::string setvar_vaddr;
   SourceLocation where;
+  bool malformed = false;  // the parser reported a value of it: later checks leave it be
   bool readonly() const { return perms.find('w') == std::string::npos; }
   // What is wrong with `perms` ("" if nothing): letters other than r, w and x, or no r.
   std::string perms_problem() const;
@@ -66,6 +67,7 @@ struct IrqSpec {
   std::string path;  // fifo, socket
   int eventfd = -1;  // eventfd: the descriptor (not owned), once bound
   SourceLocation where;
+  bool malformed = false;  // the parser reported a value of it: later checks leave it be
 };
 
 // A real host device handed to the guest through VFIO (<vfio device="0000:01:00.0"/>); System
@@ -104,6 +106,7 @@ struct IoportSpec {
   uint64_t addr = 0;
   uint64_t size = 0;
   SourceLocation where;
+  bool malformed = false;  // the parser reported a value of it: later checks leave it be
 };
 
 struct VirtualMachineSpec {
