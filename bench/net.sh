@@ -153,8 +153,9 @@ if [ "$arch" = x86_64 ]; then
     /usr/share/seabios/bios-256k.bin "$payload/qemu-data/"
   set -- kernel=bzImage console=ttyS0 vmm_machine= qemu_comm=qemu-system-x86 guest_timeout=300 \
     qemu_mmio="./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host" \
-    qemu_pci="./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host"
-  timeout=$((600 + rounds * (secs * 2 * 5 + 400)))
+    qemu_pci="./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host" multi_stream=1
+  # Per round: the host both ways, with 1 and 2 streams, and 17 guests, each both ways and a boot.
+  timeout=$((600 + rounds * (secs * 2 * 19 + 17 * 60)))
 else
   payload_binary "$bench_qemu" "$iperf3" "$(bench_tool ip)"
   set -- kernel=Image console=$bench_console vmm_machine="$bench_vmm_machine" \
@@ -207,12 +208,20 @@ vu_device() {
 }
 vu_done() { kill $vu 2>/dev/null; wait $vu 2>/dev/null || true; }
 
+# iperf3 over the host's own path: the Mbit/s received (with several streams, their sum).
+host_iperf() {
+  ./ip netns exec nb iperf3 -c 10.0.1.2 -t $secs -f m "$@" 2>&1 |
+    awk '/receiver/ { v = $(NF - 2) } END { print v }'
+}
 host_round() {
   ./ip netns exec nb ping -c 3 -W 5 10.0.1.2 >/dev/null 2>&1
   rtt=$(./ip netns exec nb ping -c 20 -i 0.2 10.0.1.2 | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
-  g2h=$(./ip netns exec nb iperf3 -c 10.0.1.2 -t $secs -f m 2>&1 | awk '/receiver/ { print $7 }')
-  h2g=$(./ip netns exec nb iperf3 -c 10.0.1.2 -t $secs -f m -R 2>&1 | awk '/receiver/ { print $7 }')
-  echo "host g2h=$g2h h2g=$h2g rtt=$rtt"
+  echo "host g2h=$(host_iperf) h2g=$(host_iperf -R) rtt=$rtt"
+  # The ceiling of the two-stream configurations is the host's with two streams too.
+  if [ "${multi_stream:-0}" = 1 ] && { want vmm-vhost-2q2 || want qemu-vhost-2q2 ||
+    want vmm-vu-2q2 || want qemu-vu-2q2; }; then
+    echo "host-p2 g2h=$(host_iperf -P 2) h2g=$(host_iperf -P 2 -R) rtt=$rtt"
+  fi
 }
 round=0
 while [ $round -lt $rounds ]; do
@@ -300,7 +309,7 @@ while [ $round -lt $rounds ]; do
   round=$((round + 1))
 done
 EOS
-collect '^((host|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci|vmm-vhost-poll|qemu-vhost-poll|vmm-vhost-2q1|vmm-vhost-2q2|qemu-vhost-2q2|vmm-vu-2q2|qemu-vu-2q2) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $timeout
+collect '^((host|host-p2|vmm|vmm-tx|qemu|vmm-2q1|vmm-2q2|vmm-vhost|qemu-vhost|vmm-pci|vmm-vhost-pci|qemu-vhost-pci|vmm-vhost-poll|qemu-vhost-poll|vmm-vhost-2q1|vmm-vhost-2q2|qemu-vhost-2q2|vmm-vu-2q2|qemu-vu-2q2) (g2h=|g2h |h2g )|BENCH-SETUP|BENCH-WARNING)' --timeout $timeout
 need_results '^(vmm|qemu)[a-z0-9-]* '
 echo "per round:"
 sed 's/^/  /' "$work/results"
@@ -348,12 +357,12 @@ if [ "$arch" = x86_64 ] || [ -n "$(result g2h vmm-vhost-poll)$(result g2h qemu-v
 fi
 # x86_64 only, as the multiqueue table.
 if [ "$arch" = x86_64 ]; then
-  echo "vhost-net, 2 vCPUs, iperf3 -P 2, over virtio-pci (median of $rounds rounds)"
+  echo "vhost-net, 2 vCPUs, iperf3 -P 2, over virtio-pci (median of $rounds rounds; host: -P 2)"
   printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' what unit host v-2q1 v-2q2 qemu-v-2q2 2q2/2q1 \
     2q2/qemu 2q2/host
   for f in g2h h2g rtt; do
     unit=Mbit/s; [ $f = rtt ] && unit=ms
-    h=$(result $f host) a=$(result $f vmm-vhost-2q1) b=$(result $f vmm-vhost-2q2)
+    h=$(result $f host-p2) a=$(result $f vmm-vhost-2q1) b=$(result $f vmm-vhost-2q2)
     q=$(result $f qemu-vhost-2q2)
     printf '%-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' $f $unit "${h:--}" "${a:--}" "${b:--}" \
       "${q:--}" "$(ratio "$b" "$a")" "$(ratio "$b" "$q")" "$(ratio "$b" "$h")"
@@ -362,7 +371,7 @@ if [ "$arch" = x86_64 ]; then
   printf '%-6s %6s %9s %9s %9s %9s %9s\n' what unit host vmm-vu qemu-vu vu/qemu vu/host
   for f in g2h h2g rtt; do
     unit=Mbit/s; [ $f = rtt ] && unit=ms
-    h=$(result $f host) a=$(result $f vmm-vu-2q2) b=$(result $f qemu-vu-2q2)
+    h=$(result $f host-p2) a=$(result $f vmm-vu-2q2) b=$(result $f qemu-vu-2q2)
     printf '%-6s %6s %9s %9s %9s %9s %9s\n' $f $unit "${h:--}" "${a:--}" "${b:--}" \
       "$(ratio "$a" "$b")" "$(ratio "$a" "$h")"
   done

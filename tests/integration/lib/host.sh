@@ -110,7 +110,14 @@ run_payload() {
 collect() {
   local regex=$1 kept
   shift
-  run_payload "$@" | tee "$work/log" | grep -E "$regex" >"$work/results" || true
+  local status=0
+  if run_payload "$@" | tee "$work/log" | grep -E "$regex" >"$work/results"; then :; else
+    status=${PIPESTATUS[0]}
+  fi
+  # Cut off by its timeout: the figures are of fewer rounds than the tables will say.
+  if [ "$status" -eq 124 ]; then
+    echo "$prog: warning: the emulated host ran out of time; results are of the runs it finished" >&2
+  fi
   # A VMM that did not finish left a STUCK report (payload.sh: stuck_report), which the results
   # leave out: the whole output is kept past $work's removal, for whoever reads the warning.
   if grep -q '^STUCK' "$work/log"; then
