@@ -2,14 +2,16 @@
 // line (the guest's /init announcing itself) and the VMM's peak RSS up to then. Once the
 // marker is seen the VMM is killed: how a guest shuts down differs between VMMs and is not
 // what is measured.
-//   bootmark [--at-marker SHELL-COMMAND] MARKER COMMAND [ARGS...]
-// prints: marker_ms=1234.5 maxrss_kib=23456 (marker_ms=-1 if the VMM exited without it)
+//   bootmark [--timeout SECONDS] [--at-marker SHELL-COMMAND] MARKER COMMAND [ARGS...]
+// prints: marker_ms=1234.5 maxrss_kib=23456 (marker_ms=-1 if the VMM exited without it, or
+// was killed at the timeout, default 300 s: a hung guest costs one run, not the rest)
 // With --at-marker, the VMM is stopped (SIGSTOP: its vCPUs leave the guest) when the marker
 // shows, SHELL-COMMAND runs (/bin/sh -c) while it stands still, and then the VMM is killed:
 // bench/exits.sh reads KVM's exit counters there.
 // Used by bench/boot.sh and bench/exits.sh inside the emulated KVM host, for our vmm and QEMU
 // alike.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -23,13 +25,21 @@
 
 int main(int argc, char** argv) {
   const char* at_marker = nullptr;
+  double timeout_s = 300;
+  if (argc >= 3 && std::strcmp(argv[1], "--timeout") == 0) {
+    timeout_s = std::atof(argv[2]);
+    argc -= 2;
+    argv += 2;
+  }
   if (argc >= 3 && std::strcmp(argv[1], "--at-marker") == 0) {
     at_marker = argv[2];
     argc -= 2;
     argv += 2;
   }
   if (argc < 3) {
-    std::fprintf(stderr, "usage: bootmark [--at-marker SHELL-COMMAND] MARKER COMMAND [ARGS...]\n");
+    std::fprintf(stderr,
+                 "usage: bootmark [--timeout SECONDS] [--at-marker SHELL-COMMAND] MARKER "
+                 "COMMAND [ARGS...]\n");
     return 2;
   }
   const std::string marker = argv[1];
@@ -54,7 +64,19 @@ int main(int argc, char** argv) {
   double marker_ms = -1;
   std::string window;  // the tail of the output, enough to find a marker split across reads
   char buf[4096];
-  for (ssize_t n; (n = read(out[0], buf, sizeof buf)) != 0;) {
+  bool timed_out = false;
+  while (true) {
+    if (marker_ms < 0 && !timed_out) {
+      const double left_ms = timeout_s * 1000 - ms_since_start();
+      pollfd pfd{out[0], POLLIN, 0};
+      if (left_ms <= 0 || poll(&pfd, 1, static_cast<int>(left_ms) + 1) == 0) {
+        std::fprintf(stderr, "bootmark: no marker after %.0f s; the VMM is killed\n", timeout_s);
+        kill(pid, SIGKILL);
+        timed_out = true;  // read on to the end of its output
+      }
+    }
+    const ssize_t n = read(out[0], buf, sizeof buf);
+    if (n == 0) break;
     if (n < 0) continue;
     if (marker_ms < 0) {
       window.append(buf, static_cast<size_t>(n));
