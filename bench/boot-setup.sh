@@ -8,6 +8,7 @@
 #                       AIA. Sets $qemu (the QEMU command and machine, relative to /payload)
 #                       and $where.
 # shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034,SC2154  # sets variables for, and uses those of, its sourcing script
 
 # The devices of a comparison with devices (bench/boot.sh's BOOT_DEVICES=1, bench/exits.sh's
 # EXITS_DEVICES=1), x86_64: a disk on /tmp/disk.img (a 1 MiB image the payload makes in the
@@ -101,26 +102,46 @@ bench_tool() {
   return 1
 }
 
-# The folder of QEMU for arm64: Debian's qemu-system-arm:arm64 and its dependencies, fetched
-# with `apt-get download` and unpacked (never installed) in the cache on first use; its binary
-# is root/usr/bin/qemu-system-aarch64, its libraries in root/usr/lib/aarch64-linux-gnu and
+# unpack_debs DIR PACKAGES...: `apt-get download` PACKAGES and unpack them (never installed)
+# into DIR/root, built aside and moved into place whole, its .stamp (the caller's) written last:
+# a failed or interrupted fetch leaves no half a cache that later runs would trust.
+unpack_debs() {
+  local dir=$1 stamp=$2 work deb
+  shift 2
+  work=$dir.new
+  rm -rf "$work"
+  mkdir -p "$work/dl" || return 1
+  (cd "$work/dl" && apt-get download -qq -o APT::Sandbox::User=root "$@" >&2) ||
+    { echo "$prog: apt-get download failed" >&2; rm -rf "$work"; return 1; }
+  for deb in "$work"/dl/*.deb; do
+    dpkg-deb -x "$deb" "$work/root" || { echo "$prog: cannot unpack $deb" >&2; rm -rf "$work"; return 1; }
+  done
+  rm -rf "$work/dl"
+  echo "$stamp" >"$work/.stamp"
+  rm -rf "$dir"
+  mv "$work" "$dir"
+}
+
+# The folder of QEMU for arm64: Debian's qemu-system-arm:arm64 and its dependencies, unpacked
+# in the cache on first use and again when Debian's version changes; its binary is
+# root/usr/bin/qemu-system-aarch64, its libraries in root/usr/lib/aarch64-linux-gnu and
 # root/lib/aarch64-linux-gnu.
 arm64_qemu_root() {
-  local qemu_root pkgs deb
+  local qemu_root pkgs stamp
   qemu_root=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/arm64-qemu
-  if [ ! -x "$qemu_root/root/usr/bin/qemu-system-aarch64" ]; then
-    echo "$prog: fetching qemu-system-arm:arm64 and its libraries" >&2
-    rm -rf "$qemu_root"
-    mkdir -p "$qemu_root/dl"
+  stamp=$(apt-cache policy qemu-system-arm:arm64 2>/dev/null | awk '/Candidate:/ { print $2 }')
+  [ -n "$stamp" ] || { echo "$prog: apt knows no qemu-system-arm for arm64" >&2; return 1; }
+  if [ "$(cat "$qemu_root/.stamp" 2>/dev/null)" != "$stamp" ] ||
+    [ ! -x "$qemu_root/root/usr/bin/qemu-system-aarch64" ]; then
+    echo "$prog: fetching qemu-system-arm:arm64 $stamp and its libraries" >&2
     # Everything it depends on, but the C runtime (ours is copied with vmm) and base packages.
     pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
         --no-replaces --no-enhances --no-pre-depends qemu-system-arm:arm64 \
       | grep -E '^[a-z0-9].*:arm64$' | sort -u \
-      | grep -vE '^(libc6|libgcc-s1|libstdc\+\+6|debconf|perl-base|dpkg|tar|coreutils|init-system-helpers|adduser|passwd|libpam|lsb-base|sensible-utils|base-files|util-linux|mount|systemd|libsystemd0|libcrypt1)')
+      | grep -vE '^(libc6|libgcc-s1|libstdc\+\+6|debconf|perl-base|dpkg|tar|coreutils|init-system-helpers|adduser|passwd|libpam|lsb-base|sensible-utils|base-files|util-linux|mount|systemd|libsystemd0|libcrypt1)') ||
+      return 1
     # shellcheck disable=SC2086  # one word a package
-    (cd "$qemu_root/dl" && apt-get download -qq -o APT::Sandbox::User=root $pkgs >&2)
-    for deb in "$qemu_root"/dl/*.deb; do dpkg-deb -x "$deb" "$qemu_root/root"; done
-    rm -rf "$qemu_root/dl"
+    unpack_debs "$qemu_root" "$stamp" $pkgs || return 1
   fi
   echo "$qemu_root"
 }
@@ -130,23 +151,19 @@ arm64_qemu_root() {
 # configuration and unpacked (never installed) in the cache, again when trixie's version
 # changes; laid out as arm64_qemu_root's. Its C runtime is the sysroot's, copied with vmm.
 riscv64_qemu_root() {
-  local qemu_root pkgs deb stamp
+  local qemu_root pkgs stamp
   qemu_root=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/riscv64-guest-qemu
   export APT_CONFIG=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/riscv64-apt/apt.conf
   stamp=$(apt-cache policy qemu-system-riscv 2>/dev/null | awk '/Candidate:/ { print $2 }')
-  [ -n "$stamp" ] || { echo "$prog: trixie has no qemu-system-riscv for riscv64" >&2; exit 1; }
+  [ -n "$stamp" ] || { echo "$prog: trixie has no qemu-system-riscv for riscv64" >&2; return 1; }
   if [ "$(cat "$qemu_root/.stamp" 2>/dev/null)" != "$stamp" ]; then
     echo "$prog: fetching qemu-system-riscv:riscv64 $stamp and its libraries" >&2
-    rm -rf "$qemu_root"
-    mkdir -p "$qemu_root/dl"
     pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
         --no-replaces --no-enhances qemu-system-riscv \
-      | grep -E '^(lib|zlib1g)' | sort -u | grep -vE '^(libc6|libgcc-s1|libstdc\+\+6)$')
+      | grep -E '^(lib|zlib1g)' | sort -u | grep -vE '^(libc6|libgcc-s1|libstdc\+\+6)$') ||
+      return 1
     # shellcheck disable=SC2086  # one word a package
-    (cd "$qemu_root/dl" && apt-get download -qq qemu-system-riscv $pkgs >/dev/null)
-    for deb in "$qemu_root"/dl/*.deb; do dpkg-deb -x "$deb" "$qemu_root/root"; done
-    rm -rf "$qemu_root/dl"
-    echo "$stamp" >"$qemu_root/.stamp"
+    unpack_debs "$qemu_root" "$stamp" qemu-system-riscv $pkgs || return 1
   fi
   echo "$qemu_root"
 }
