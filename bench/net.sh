@@ -323,6 +323,11 @@ for f in g2h h2g rtt; do
   printf '%-6s %6s %10s %10s %10s %10s %9s %9s %9s\n' $f $unit "${h:--}" "${v:--}" "${t:--}" \
     "${q:--}" "$(ratio "$v" "$q")" "$(ratio "$t" "$q")" "$(ratio "$v" "$h")"
 done
+echo "spread (min..max over the rounds)"
+for f in g2h h2g rtt; do
+  printf '%-6s %13s %13s %13s %13s\n' $f "$(spread1 $f host)" "$(spread1 $f vmm)" \
+    "$(spread1 $f vmm-tx)" "$(spread1 $f qemu)"
+done
 # Candidates measured on x86_64 only (elsewhere: cross_candidates above).
 if [ "$arch" = x86_64 ]; then
   echo "multiqueue: 2 vCPUs, iperf3 -P 2 (median of $rounds rounds)"

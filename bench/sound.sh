@@ -10,9 +10,10 @@
 #            "underrun!!!" lines for the host
 #   cpu      CPU time of vmm's event loop thread (the one that paces and plays) per second of
 #            audio, from /proc between the guest's start and end of playback
-# Usage: bench/sound.sh [ROUNDS]   (default 1; about 3 minutes per round). See docs/PERFORMANCE.md.
+# Usage: bench/sound.sh [ROUNDS]   (default 3; about 3 minutes per round): medians, then min..max.
+# See docs/PERFORMANCE.md.
 set -euo pipefail
-rounds=${1:-1}
+rounds=${1:-3}
 [[ $rounds =~ ^[0-9]+$ ]] && [ "$rounds" -gt 0 ] || { echo "usage: bench/sound.sh [ROUNDS]" >&2; exit 2; }
 # shellcheck source=tests/integration/lib/host.sh
 . "$(dirname "$0")/../tests/integration/lib/host.sh"
@@ -76,10 +77,17 @@ while [ $r -lt "$ROUNDS" ]; do
     "xruns=$(grep -c underrun /tmp/h.err)" "cpu_ms_per_s=-"
 done
 EOS
-collect '^BENCH ' --timeout 1500
+collect '^BENCH ' --timeout $((900 + rounds * 400))
 need_results '^BENCH vmm'
+echo "median of $rounds rounds"
 printf '%-6s %12s %10s %7s %14s\n' who latency_ms drift_ms xruns cpu_ms_per_s
 for who in vmm host; do
   printf '%-6s %12s %10s %7s %14s\n' "$who" "$(result latency_ms BENCH "$who")" \
     "$(result drift_ms BENCH "$who")" "$(result xruns BENCH "$who")" "$(result cpu_ms_per_s BENCH "$who")"
+done
+echo "spread (min..max over the rounds)"
+for who in vmm host; do
+  printf '%-6s %12s %10s %7s %14s\n' "$who" "$(spread_of %.1f 1 latency_ms BENCH "$who")" \
+    "$(spread_of %.0f 1 drift_ms BENCH "$who")" "$(spread_of %.0f 1 xruns BENCH "$who")" \
+    "$(spread_of %.1f 1 cpu_ms_per_s BENCH "$who")"
 done

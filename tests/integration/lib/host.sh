@@ -159,7 +159,7 @@ spread_of() {
   local format=$1 divisor=$2 name=$3
   shift 3
   awk -v words="$*" -v name="$name" -v d="$divisor" -v f="$format" 'index($0, words " ") == 1 {
-    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] != "") {
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name && kv[2] ~ /^-?[0-9.]+$/) {
       v = kv[2] / d; if (n == 0 || v < lo) lo = v; if (n == 0 || v > hi) hi = v; n++ } } }
     END { if (n) printf f ".." f, lo, hi; else print "-" }' "$work/results"
 }
