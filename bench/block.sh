@@ -58,7 +58,7 @@
 # virt,aia=aplic-imsic) with trixie's riscv64 QEMU, kernel and dmsetup (tools/install-deps-riscv64
 # --bench; $LIBVMM_RISCV64_BUILD, default build/riscv64-bench).
 # Usage: bench/block.sh [--arch x86_64|aarch64|riscv64] [SECONDS [ROUNDS]]   (default 5 and 3;
-# about 4 minutes on a quiet machine). Prints a table and ratios; see docs/PERFORMANCE.md.
+# about 30 minutes for x86_64's 17 configurations on a quiet machine). Prints a table and ratios; see docs/PERFORMANCE.md.
 # BLOCK_BENCH_ONLY="vmm vmm-iot" runs only those (of all_configs below), for more rounds in the same time. The load average is
 # printed before and after.
 # BENCH_EXIT_REASONS=1 also counts each job's VM exits by reason and its MSR exits by MSR, per
@@ -181,7 +181,8 @@ if [ "$arch" = x86_64 ]; then
   cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
   set -- kernel=bzImage console=ttyS0 vmm_machine= qemu_comm=qemu-system-x86 guest_timeout=240 \
     qemu_mmio="./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host"
-  timeout=$((600 + rounds * (secs * 4 * 9 + 400)))
+  # A guest's four jobs and up to 120 s of boot and marks, per configuration and round.
+  timeout=$((600 + rounds * $(echo ${only:-$all_configs} | wc -w) * (secs * 4 + 120)))
 else
   payload_binary "$bench_qemu"
   if [[ " $only " == *" vmm-dev "* ]]; then

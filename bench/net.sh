@@ -45,7 +45,7 @@
 # (tools/install-deps-riscv64 --bench; $LIBVMM_RISCV64_BUILD, default build/riscv64-bench).
 # On both, vmm-vhost-poll and qemu-vhost-poll run when NET_BENCH_ONLY names them.
 # Usage: bench/net.sh [--arch x86_64|aarch64|riscv64] [SECONDS [ROUNDS]]   (default 5 and 3;
-# about 5 minutes on x86_64). Prints a table and ratios; see docs/PERFORMANCE.md.
+# about 30 minutes on x86_64, every configuration). Prints tables and ratios; see docs/PERFORMANCE.md.
 # NET_BENCH_ONLY="vmm vmm-tx qemu" runs only those (of host,
 # vmm, vmm-tx, qemu, vmm-2q1, vmm-2q2, vmm-vhost, qemu-vhost, vmm-pci, vmm-vhost-pci,
 # qemu-vhost-pci, vmm-vhost-poll, qemu-vhost-poll, vmm-vhost-2q1, vmm-vhost-2q2, qemu-vhost-2q2,
