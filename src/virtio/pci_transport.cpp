@@ -196,22 +196,30 @@ void VirtioPciTransport::config_written(uint32_t offset, uint32_t size) {
   if (offset < pci::kCommand + 2 && offset + size > pci::kCommand) {
     const uint16_t command = config_.command();
     update_intx([&] { intx_disabled_ = (command & pci::kCommandIntxDisable) != 0; });
-    const bool master = (command & pci::kCommandBusMaster) != 0;
-    if (bus_master_.exchange(master) != master) {
-      log::debug("{}: Bus Master Enable {}", name_, master ? "on" : "off");
-      if (master) bus_master_turned_on_ = true;
-    }
+    bus_master_wanted_ = (command & pci::kCommandBusMaster) != 0;  // applied by config_write_done
   }
 }
 
 void VirtioPciTransport::config_write_done(uint32_t offset, uint32_t size) {
   static_cast<void>(offset);
   static_cast<void>(size);
-  if (!bus_master_turned_on_.exchange(false)) return;
+  const bool want = bus_master_wanted_.load();
+  if (want == bus_master_.load()) return;
+  log::debug("{}: Bus Master Enable {}", name_, want ? "on" : "off");
+  if (!want) {
+    // The device's work in flight finishes first (its data is in guest memory already, its
+    // used entries and interrupts go out), then no more: a request must not be left taken and
+    // never returned. The guest's write is still in progress meanwhile.
+    const PausedIo paused(*device_, true);
+    std::lock_guard lock(mutex_);
+    bus_master_ = bus_master_wanted_.load();
+    return;
+  }
   // Notifications that came while the bit was clear went unanswered, and the device left
   // buffers it had (received packets) where they were: every enabled queue is looked at again,
   // where its notifications are served (renotify), else here.
   std::lock_guard lock(mutex_);
+  bus_master_ = bus_master_wanted_.load();
   if (!live()) return;
   for (size_t q = 0; q < queues_.size(); ++q) {
     if (!queues_[q].ready()) continue;

@@ -55,12 +55,14 @@ class EchoDevice : public VirtioDevice {
     transport = nullptr;
     ++resets;
   }
+  void pause_io() override { ++pauses; }
   std::array<uint8_t, 12> config{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
   VirtioTransport* transport = nullptr;
   uint64_t active_features = 0;
   int activations = 0;
   int notifications = 0;
   int resets = 0;
+  int pauses = 0;  // pause_io(): the device's work in flight finished
 };
 
 class RecordingSink : public pci::MsiSink {
@@ -211,7 +213,11 @@ TEST_F(VirtioPciTest, NoRingAccessOrMsixMessageWhileBusMasterEnableIsOff) {
     return true;
   });
   const uint32_t command = drv.config(pci::kCommand, 2);
+  const int pauses = device->pauses;
   drv.set_config(pci::kCommand, command & ~pci::kCommandBusMaster, 2);
+  // Found in review of the first version: work in flight (a disk transfer) was dropped, never
+  // returned; it now finishes before the bit takes effect.
+  EXPECT_EQ(device->pauses, pauses + 1);
   publish();
   transport->notify(0);  // what the queue's eventfd reader does
   EXPECT_EQ(device->notifications, 0);

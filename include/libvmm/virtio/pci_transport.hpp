@@ -173,9 +173,9 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   std::atomic<uint8_t> isr_{0};
   std::atomic<uint8_t> config_generation_{0};
   std::atomic<bool> intx_disabled_{false};
-  std::atomic<bool> bus_master_{false};            // the command register's bit, as last written
-  std::atomic<bool> bus_master_turned_on_{false};  // by a write config_write_done() follows up
-  std::mutex intx_mutex_;                          // isr_'s changes with the line (update_intx)
+  std::atomic<bool> bus_master_{false};         // as the device acts on it (set under mutex_)
+  std::atomic<bool> bus_master_wanted_{false};  // the command register's bit, as last written
+  std::mutex intx_mutex_;                       // isr_'s changes with the line (update_intx)
   bool intx_level_ = false;  // the line as last set (under intx_mutex_): changes only cost a call
 };
 
