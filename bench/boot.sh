@@ -97,7 +97,7 @@ spread() {
 printf '%-7s %12s %14s %16s  (median and min..max of %s runs, %s, 256 MiB, 1 vCPU)\n' VMM \
   "to /init ms" "peak RSS KiB" "to /init min..max" "$runs" "$where"
 # The medians are of the runs that reached /init: a failed one (-1, and its RSS) is no figure.
-grep -vE 'marker_ms=-1( |$)' "$work/results" >"$work/reached" || true
+grep -vE 'marker_ms=-1(\.0*)?( |$)' "$work/results" >"$work/reached" || true
 for v in $vmms qemu; do
   printf '%-7s %12s %14s %16s\n' "$v" "$(results_file=$work/reached result marker_ms $v)" \
     "$(results_file=$work/reached result maxrss_kib $v)" "$(spread marker_ms $v)"

@@ -149,7 +149,7 @@ need_results '^(vmm|qemu) round=.*marker_ms='
 
 # The median over rounds of each counter, 0 where a round lacked it: "VMM NAME VALUE" lines.
 # Rounds that never reached /init (marker_ms=-1, no counters) are no figures: left out.
-awk '/marker_ms=-1( |$)/ { next } { v = $1; rounds[v]++; for (i = 3; i <= NF; i++) { split($i, kv, "=");
+awk '/marker_ms=-1(\.0*)?( |$)/ { next } { v = $1; rounds[v]++; for (i = 3; i <= NF; i++) { split($i, kv, "=");
          if (kv[2] ~ /^-?[0-9.]+$/) { vals[v, kv[1], rounds[v]] = kv[2]; names[kv[1]] = 1 } } }
      END { for (v in rounds) for (n in names) {
              k = 0; for (r = 1; r <= rounds[v]; r++) a[++k] = ((v, n, r) in vals) ? vals[v, n, r] : 0
@@ -158,7 +158,7 @@ awk '/marker_ms=-1( |$)/ { next } { v = $1; rounds[v]++; for (i = 3; i <= NF; i+
              print v, n, m; delete a } }' "$work/results" >"$work/medians"
 median_of() { awk -v v="$1" -v n="$2" '$1 == v && $2 == n { print $3; found = 1 } END { if (!found) print 0 }' "$work/medians"; }
 range_of() {
-  awk -v v="$1" -v n="$2" '/marker_ms=-1( |$)/ { next } $1 == v { for (i = 3; i <= NF; i++) { split($i, kv, "=");
+  awk -v v="$1" -v n="$2" '/marker_ms=-1(\.0*)?( |$)/ { next } $1 == v { for (i = 3; i <= NF; i++) { split($i, kv, "=");
       if (kv[1] == n) { if (lo == "" || kv[2] + 0 < lo) lo = kv[2] + 0; if (kv[2] + 0 > hi) hi = kv[2] + 0 } } }
       END { if (lo != "") printf "%s..%s", lo, hi }' "$work/results"
 }
