@@ -19,18 +19,23 @@ std::atomic<bool> g_stderr_stuck{false};  // the last line found no room: the ne
 std::atomic<uint64_t> g_dropped{0};       // lines stderr had no room for, not yet reported
 constexpr int kRoomWaitMs = 100;
 
-// Writes all of `text` to the log's stderr, waiting for room only while it is not stuck.
+// Writes all of `text` to the log's stderr, waiting for room only while it is not stuck, or
+// to finish a line it began (half a line would run into the next).
 bool write_line(std::string_view text) {
   const int fd = g_stderr.load(std::memory_order_relaxed);
   bool waited = false;
+  bool begun = false;
   while (!text.empty()) {
     const ssize_t n = ::write(fd, text.data(), text.size());
     if (n >= 0) {
       text.remove_prefix(static_cast<size_t>(n));
+      begun = begun || n > 0;
       continue;
     }
     if (errno == EINTR) continue;
-    if (errno != EAGAIN || waited || g_stderr_stuck.load(std::memory_order_relaxed)) break;
+    if (errno != EAGAIN || waited || (!begun && g_stderr_stuck.load(std::memory_order_relaxed))) {
+      break;
+    }
     pollfd pfd{fd, POLLOUT, 0};
     waited = true;
     if (::poll(&pfd, 1, kRoomWaitMs) <= 0) break;
@@ -76,13 +81,16 @@ void write(Level lvl, std::string_view message) {
   line += message;
   const char* end = isatty(STDERR_FILENO) ? "\r\n" : "\n";
   line += end;
-  const uint64_t dropped = g_dropped.exchange(0);
-  if (dropped > 0) {
-    line = fmt::format("{}: {} log line{} dropped: stderr was not being read{}", g_program.load(),
-                       dropped, dropped == 1 ? "" : "s", end) +
-           line;
+  // The lines dropped before, counted once: in the notice if it gets through, else again.
+  if (const uint64_t dropped = g_dropped.exchange(0); dropped > 0) {
+    const std::string notice = fmt::format("{}: {} log line{} dropped: stderr was not being read{}",
+                                           g_program.load(), dropped, dropped == 1 ? "" : "s", end);
+    if (!write_line(notice)) {
+      g_dropped.fetch_add(dropped + 1);
+      return;
+    }
   }
-  if (!write_line(line)) g_dropped.fetch_add(dropped + 1);
+  if (!write_line(line)) g_dropped.fetch_add(1);
 }
 
 RateLimited::RateLimited(std::string what, uint32_t burst, Clock::duration interval)

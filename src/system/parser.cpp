@@ -124,8 +124,8 @@ class Parser {
     if (next) {
       problem(at(next),
               fmt::format("<{}> after </system>: a description has one root element", next.name()));
-    } else if (const std::optional<size_t> text = text_after_root()) {
-      problem(line_of(*text), "text after </system>");
+    } else if (const std::optional<size_t> text = text_outside_root()) {
+      problem(line_of(*text), "text outside <system>");
     }
     check_shape(root);
     for (pugi::xml_node n : root.children()) {
@@ -146,24 +146,22 @@ class Parser {
   }
 
  private:
-  // Where text (not a comment or processing instruction) follows the closing </system>.
-  std::optional<size_t> text_after_root() const {
-    constexpr std::string_view kClose = "</system>";
-    size_t at = xml_.rfind(kClose);
-    if (at == std::string_view::npos) return std::nullopt;  // <system/>: nothing to look at
-    at += kClose.size();
-    while (true) {
-      at = xml_.find_first_not_of(" \t\r\n", at);
-      if (at == std::string_view::npos) return std::nullopt;
-      const std::string_view rest = xml_.substr(at);
-      const std::string_view end = rest.starts_with("<!--") ? "-->"
-                                   : rest.starts_with("<?") ? "?>"
-                                                            : "";
-      if (end.empty()) return at;
-      const size_t closed = xml_.find(end, at);
-      if (closed == std::string_view::npos) return at;
-      at = closed + end.size();
+  // Where the file has text outside the root element (pugixml drops it from a document; a
+  // fragment keeps it, and leaves comments and processing instructions out as they should be).
+  std::optional<size_t> text_outside_root() const {
+    pugi::xml_document fragment;
+    if (!fragment.load_buffer(xml_.data(), xml_.size(),
+                              pugi::parse_default | pugi::parse_fragment)) {
+      return std::nullopt;
     }
+    for (pugi::xml_node n : fragment.children()) {
+      if (n.type() != pugi::node_pcdata && n.type() != pugi::node_cdata) continue;
+      const size_t text = std::string_view(n.value()).find_first_not_of(" \t\r\n");
+      if (text != std::string_view::npos) {
+        return static_cast<size_t>(std::max<ptrdiff_t>(n.offset_debug(), 0)) + text;
+      }
+    }
+    return std::nullopt;
   }
 
   uint32_t line_of(size_t offset) const {

@@ -110,8 +110,13 @@ TEST_F(DescriptionTest, NothingAfterTheRootElement) {
   expect_problem(xml() + "<memory_region name=\"b\" size=\"1M\" />\n",
                  "t.system:13: <memory_region> after </system>: a description has one root "
                  "element");
-  expect_problem(xml() + "  stray\n", "t.system:13: text after </system>");
+  expect_problem(xml() + "  stray\n", "t.system:13: text outside <system>");
   EXPECT_TRUE(problems_of(xml() + "<!-- a comment -->\n\n").empty());
+  // Found in review of the first version: a </system> inside a comment after the root was
+  // taken for the root's end.
+  EXPECT_TRUE(problems_of(xml() + "<!-- an older one:\n<system>\n</system>\n-->\n").empty());
+  expect_problem(replaced_first(xml(), "</system>\n", "</system >\nstray\n"),
+                 "t.system:13: text outside <system>");
 }
 
 // Found in review: pugixml takes an attribute given twice and the first value won, unseen
