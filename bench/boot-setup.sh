@@ -130,7 +130,13 @@ arm64_qemu_root() {
   local qemu_root pkgs stamp
   qemu_root=${LIBVMM_CACHE:-$HOME/.cache/libvmm}/arm64-qemu
   stamp=$(apt-cache policy qemu-system-arm:arm64 2>/dev/null | awk '/Candidate:/ { print $2 }')
-  [ -n "$stamp" ] || { echo "$prog: apt knows no qemu-system-arm for arm64" >&2; return 1; }
+  if [ -z "$stamp" ]; then
+    # No apt lists (offline): a complete cache from before serves.
+    [ -f "$qemu_root/.stamp" ] && [ -x "$qemu_root/root/usr/bin/qemu-system-aarch64" ] &&
+      { echo "$qemu_root"; return 0; }
+    echo "$prog: apt knows no qemu-system-arm for arm64" >&2
+    return 1
+  fi
   if [ "$(cat "$qemu_root/.stamp" 2>/dev/null)" != "$stamp" ] ||
     [ ! -x "$qemu_root/root/usr/bin/qemu-system-aarch64" ]; then
     echo "$prog: fetching qemu-system-arm:arm64 $stamp and its libraries" >&2

@@ -83,9 +83,11 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
 if [ -z "${LIBVMM_FUZZ_NO_DOCS:-}" ]; then
   for name in "${targets[@]}"; do
     seeds=fuzz/corpus/$name
-    # Everything is built under $logs (removed on exit), the new seeds in a directory of their
-    # own that takes the old one's place at the end: an interrupted run leaves the corpus whole.
-    merged=$logs/$name.merged fresh=$logs/$name.seeds
+    # The merge is made under $logs (removed on exit), the new seeds beside the corpus (the same
+    # file system), in a directory of their own that takes the old one's place at the end: an
+    # interrupted run leaves the corpus whole (and at most a .NAME.new the next run removes).
+    merged=$logs/$name.merged fresh=fuzz/corpus/.$name.new
+    rm -rf "$fresh"
     mkdir -p "$merged" "$fresh"
     # shellcheck disable=SC2046
     "$build/fuzz/${name}_fuzzer" -merge=1 -use_counters=0 -timeout=10 "$merged" "$cache/$name" \
