@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -141,6 +143,37 @@ UniqueFd open_socket(const IrqSpec& q) {
   return fd;
 }
 
+// A protection domain's cpu="N": the threads of its VMs run on host CPU N (a vCPU with its own
+// <vcpu cpu> moves there); VMs of a domain without one run where the caller's threads may
+// (nullopt: unknown). Per VM, in the description's order.
+std::vector<std::optional<cpu_set_t>> vm_cpu_pins(const SystemDescription& description) {
+  std::optional<cpu_set_t> caller;
+  cpu_set_t mask{};
+  if (::sched_getaffinity(0, sizeof mask, &mask) == 0) caller = mask;
+  std::vector<std::optional<cpu_set_t>> pins;
+  for (const auto& pd : description.domains) {
+    std::optional<cpu_set_t> pin;
+    if (pd.cpu && *pd.cpu < CPU_SETSIZE) {
+      pin.emplace();
+      CPU_ZERO(&*pin);
+      CPU_SET(*pd.cpu, &*pin);
+    } else if (pd.cpu) {
+      log::warn(
+          "{}protection domain '{}': this host has no CPU {}; it runs where the scheduler "
+          "puts it",
+          prefix(pd.where), pd.name, *pd.cpu);
+    }
+    if (!pin) pin = caller;
+    pins.insert(pins.end(), pd.vms.size(), pin);
+  }
+  return pins;
+}
+
+// Pins the calling thread to `pin` (if any); false, with errno, if the host refused.
+bool pin_thread(const std::optional<cpu_set_t>& pin) {
+  return !pin || ::sched_setaffinity(0, sizeof *pin, &*pin) == 0;
+}
+
 }  // namespace
 
 struct System::Impl {
@@ -156,6 +189,12 @@ struct System::Impl {
   std::vector<std::unique_ptr<Vm>> vms;  // after the fds and regions they use: destroyed first
   std::mutex stop_mutex;
   std::optional<RunResult> first_result;
+  std::exception_ptr failure;  // the first exception out of a VM's run (under stop_mutex)
+  // With several VMs: signals, timers and requests that concern them all, served on the
+  // calling thread while each VM runs on its own (control_loop()).
+  EventLoop control;
+  std::atomic<size_t> running{0};
+  std::vector<std::optional<cpu_set_t>> pins;  // per VM (vm_cpu_pins)
 
   ~Impl() {
     vms.clear();
@@ -273,9 +312,18 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
           Impl::VmmMap{region, std::min(m.size.value_or(region->size()), region->size())});
     }
   }
+  // Each VM is built on its CPUs: the threads its devices start now (a disk's I/O thread, a
+  // network's transmit thread) inherit them, as those its run() starts will.
+  d.pins = vm_cpu_pins(d.description);
+  cpu_set_t before{};
+  const bool have_before = ::sched_getaffinity(0, sizeof before, &before) == 0;
+  size_t index = 0;
   for (const auto* spec : d.description.vms()) {
+    if (index < d.pins.size()) pin_thread(d.pins[index]);  // a refusal: said again at run()
     d.vms.push_back(std::make_unique<Vm>(d.vm_config(*spec)));
+    ++index;
   }
+  if (have_before) ::sched_setaffinity(0, sizeof before, &before);
 }
 
 System::~System() = default;
@@ -283,41 +331,30 @@ System::~System() = default;
 RunResult System::run() {
   auto& d = *impl_;
   if (d.vms.empty()) return RunResult{StopReason::error, "the description has no virtual machine"};
-  // A protection domain's cpu="N": the threads of its VMs (the one running each VM, and the
-  // threads it starts, which inherit it) run on host CPU N; a vCPU with its own <vcpu cpu>
-  // moves there. VMs of a domain without one run where the caller's threads may.
-  cpu_set_t caller{};
-  const bool have_caller = ::sched_getaffinity(0, sizeof caller, &caller) == 0;
-  std::vector<std::optional<cpu_set_t>> pins;  // per VM, in d.vms's order
-  for (const auto& pd : d.description.domains) {
-    std::optional<cpu_set_t> pin;
-    if (pd.cpu && *pd.cpu < CPU_SETSIZE) {
-      pin.emplace();
-      CPU_ZERO(&*pin);
-      CPU_SET(*pd.cpu, &*pin);
-    } else if (pd.cpu) {
-      log::warn(
-          "{}protection domain '{}': this host has no CPU {}; it runs where the scheduler "
-          "puts it",
-          prefix(pd.where), pd.name, *pd.cpu);
-    }
-    if (!pin && have_caller) pin = caller;
-    pins.insert(pins.end(), pd.vms.size(), pin);
-  }
+  // Every VM built before any runs: what only building finds (an image the loader refuses) is
+  // one line before a guest has started, not an exception on a VM's thread.
+  for (auto& vm : d.vms) vm->prepare();
   // A guest that resets or powers off ends only itself; a quit, a fault or an error ends the
   // whole system.
-  // Each VM's thread, the caller's for the first, pins itself before the VM's seccomp filter
-  // (installed by run() on that thread) would refuse it; the caller's thread stays so pinned.
+  // Each VM's thread (the caller's for a lone VM) pins itself before the VM's seccomp filter
+  // (installed by run() on that thread) would refuse it; that thread stays so pinned.
+  const auto& pins = d.pins;
   auto run_one = [this, &pins](size_t index) {
     Vm& vm = *impl_->vms[index];
-    if (index < pins.size() && pins[index] &&
-        ::sched_setaffinity(0, sizeof *pins[index], &*pins[index]) != 0) {
+    if (index < pins.size() && !pin_thread(pins[index])) {
       log::warn(
           "virtual machine '{}': cannot run on the host CPU its protection domain names "
           "({}); it runs where the scheduler puts it",
           vm.config().name, std::strerror(errno));
     }
-    const RunResult result = vm.run();
+    RunResult result;
+    try {
+      result = vm.run();
+    } catch (const std::exception& e) {
+      std::lock_guard lock(impl_->stop_mutex);
+      if (!impl_->failure) impl_->failure = std::current_exception();
+      result = RunResult{StopReason::error, e.what()};
+    }
     {
       std::lock_guard lock(impl_->stop_mutex);
       if (!impl_->first_result ||
@@ -325,15 +362,30 @@ RunResult System::run() {
         impl_->first_result = result;
       }
     }
-    if (result.reason == StopReason::reset || result.reason == StopReason::power_off) return;
-    request_stop(StopReason::quit, fmt::format("virtual machine '{}' stopped", vm.config().name));
+    if (result.reason != StopReason::reset && result.reason != StopReason::power_off) {
+      request_stop(StopReason::quit, fmt::format("virtual machine '{}' stopped", vm.config().name));
+    }
+    if (impl_->running.fetch_sub(1) == 1) impl_->control.stop();
   };
-  std::vector<std::thread> others;
-  for (size_t i = 1; i < d.vms.size(); ++i) others.emplace_back(run_one, i);
-  run_one(0);
-  for (auto& t : others) t.join();
+  d.running = d.vms.size();
+  if (d.vms.size() == 1) {
+    run_one(0);
+  } else {
+    // Each VM on a thread of its own, so that a VM's seccomp filter never meets another VM's
+    // descriptors (a power button pressed, an irqfd released) and the control loop outlives a
+    // VM that ends first (a second SIGTERM, the shutdown timeout).
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < d.vms.size(); ++i) threads.emplace_back(run_one, i);
+    d.control.run();
+    for (auto& t : threads) t.join();
+  }
   std::lock_guard lock(d.stop_mutex);
+  if (d.failure) std::rethrow_exception(d.failure);
   return *d.first_result;
+}
+
+EventLoop& System::control_loop() {
+  return impl_->vms.size() == 1 ? impl_->vms.front()->event_loop() : impl_->control;
 }
 
 void System::request_stop(StopReason reason, const std::string& detail) {

@@ -55,7 +55,7 @@ class GracefulStop {
         timeout_(timeout_seconds),
         timer_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)) {
     if (!timer_) throw_errno("timerfd_create");
-    system.vms().front()->event_loop().add(timer_.get(), EPOLLIN, [this](uint32_t) {
+    system.control_loop().add(timer_.get(), EPOLLIN, [this](uint32_t) {
       uint64_t expirations = 0;
       if (::read(timer_.get(), &expirations, sizeof expirations) != sizeof expirations) return;
       system_.request_stop(StopReason::quit,
@@ -108,7 +108,7 @@ void watch_signals(System& system, GracefulStop& stop, UniqueFd& holder) {
   holder.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!holder) throw_errno("signalfd");
   const int fd = holder.get();
-  system.vms().front()->event_loop().add(fd, EPOLLIN, [&system, &stop, fd](uint32_t) {
+  system.control_loop().add(fd, EPOLLIN, [&system, &stop, fd](uint32_t) {
     signalfd_siginfo info{};
     if (::read(fd, &info, sizeof info) != sizeof info) return;
     const int signo = static_cast<int>(info.ssi_signo);
@@ -231,7 +231,7 @@ int run_system(SystemDescription&& description, int shutdown_timeout) {
     if (system.vms().empty()) throw UserError(fmt::format("{}: no virtual machine to run", file));
     GracefulStop stop(system, shutdown_timeout);
     // Ctrl-A s on any VM's console: as the first signal, on the loop GracefulStop runs on.
-    EventLoop& stop_loop = system.vms().front()->event_loop();
+    EventLoop& stop_loop = system.control_loop();
     for (Vm* vm : system.vms()) {
       vm->set_shutdown_handler(
           [&stop, &stop_loop] { stop_loop.post([&stop] { stop.on_request("Ctrl-A s"); }); });

@@ -36,10 +36,16 @@ class System {
   System(const System&) = delete;
   System& operator=(const System&) = delete;
 
-  // Runs every VM (one thread each, the first on the calling thread) until all have stopped.
-  // A guest reset or power-off ends that VM only; a quit, fault or error stops them all.
-  // Returns the first failure (exit_status() != 0) if any, else how the first VM ended.
+  // Runs every VM until all have stopped: a lone VM on the calling thread; several each on a
+  // thread of its own, the calling thread serving control_loop() meanwhile. A guest reset or
+  // power-off ends that VM only; a quit, fault or error stops them all. Returns the first
+  // failure (exit_status() != 0) if any, else how the first VM ended; rethrows the first
+  // exception a VM's run threw, once every VM has stopped.
   RunResult run();
+  // Where a program serves what concerns every VM (its stop signals, a shutdown timer): the
+  // lone VM's event loop, or with several the loop run() runs on the calling thread (which has
+  // no seccomp filter: it serves no guest device). Set up before run().
+  EventLoop& control_loop();
   // Thread-safe: stops every VM.
   void request_stop(StopReason reason, const std::string& detail);
 
