@@ -89,6 +89,9 @@ class Vm {
 
   // Thread-safe. The first request wins; later ones are logged and ignored.
   void request_stop(StopReason reason, std::string detail);
+  // Thread-safe: whether the VM has been asked to stop, or has stopped (its guest reset or
+  // powered off, a quit, an error).
+  bool stopping() const;
   // Asks the guest to power off through the machine's power button (x86_64: the ACPI power
   // button); the guest decides. Thread-safe. False if the machine has no power button or the
   // guest does not listen to it (x86_64: has not enabled the ACPI power button event).

@@ -315,15 +315,23 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
   // Each VM is built on its CPUs: the threads its devices start now (a disk's I/O thread, a
   // network's transmit thread) inherit them, as those its run() starts will.
   d.pins = vm_cpu_pins(d.description);
-  cpu_set_t before{};
-  const bool have_before = ::sched_getaffinity(0, sizeof before, &before) == 0;
+  // The caller's CPUs back afterwards, and for a VM whose pin the host refuses (said again at
+  // run()), also when building a VM throws.
+  struct CallerCpus {
+    CallerCpus() { have = ::sched_getaffinity(0, sizeof mask, &mask) == 0; }
+    ~CallerCpus() { restore(); }
+    void restore() const {
+      if (have) ::sched_setaffinity(0, sizeof mask, &mask);
+    }
+    cpu_set_t mask{};
+    bool have = false;
+  } caller_cpus;
   size_t index = 0;
   for (const auto* spec : d.description.vms()) {
-    if (index < d.pins.size()) pin_thread(d.pins[index]);  // a refusal: said again at run()
+    if (index < d.pins.size() && !pin_thread(d.pins[index])) caller_cpus.restore();
     d.vms.push_back(std::make_unique<Vm>(d.vm_config(*spec)));
     ++index;
   }
-  if (have_before) ::sched_setaffinity(0, sizeof before, &before);
 }
 
 System::~System() = default;
@@ -375,8 +383,17 @@ RunResult System::run() {
     // descriptors (a power button pressed, an irqfd released) and the control loop outlives a
     // VM that ends first (a second SIGTERM, the shutdown timeout).
     std::vector<std::thread> threads;
-    for (size_t i = 0; i < d.vms.size(); ++i) threads.emplace_back(run_one, i);
-    d.control.run();
+    try {
+      for (size_t i = 0; i < d.vms.size(); ++i) threads.emplace_back(run_one, i);
+      d.control.run();
+    } catch (const std::exception& e) {
+      // No thread for every VM, or a control callback threw: stop them all, then join.
+      {
+        std::lock_guard lock(d.stop_mutex);
+        if (!d.failure) d.failure = std::current_exception();
+      }
+      request_stop(StopReason::error, e.what());
+    }
     for (auto& t : threads) t.join();
   }
   std::lock_guard lock(d.stop_mutex);

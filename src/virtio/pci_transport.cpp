@@ -225,6 +225,9 @@ void VirtioPciTransport::config_write_done(uint32_t offset, uint32_t size) {
     if (!queues_[q].ready()) continue;
     const auto index = static_cast<uint16_t>(q);
     if (!renotify(index)) notify_locked(index);
+    // A server in another process is not paused: what it completed while the bit was off had
+    // its interrupt dropped (external_used). One now, spurious at worst.
+    if (external_ != nullptr) interrupt(queue_vectors_[q], kIsrQueue);
   }
 }
 

@@ -903,6 +903,11 @@ void Vm::request_shutdown() {
   }
 }
 
+bool Vm::stopping() const {
+  std::lock_guard lock(impl_->stop_mutex);
+  return impl_->result.has_value();
+}
+
 void Vm::request_stop(StopReason reason, std::string detail) {
   auto& d = *impl_;
   {

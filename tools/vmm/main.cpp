@@ -74,8 +74,11 @@ class GracefulStop {
       system_.request_stop(StopReason::quit, fmt::format("stopped by {}", what));
       return;
     }
+    // The VMs still running (in a .system file, one that powered off ended only itself).
     bool all_pressed = true;
-    for (Vm* vm : system_.vms()) all_pressed = vm->press_power_button() && all_pressed;
+    for (Vm* vm : system_.vms()) {
+      if (!vm->stopping()) all_pressed = vm->press_power_button() && all_pressed;
+    }
     if (!all_pressed) {
       system_.request_stop(
           StopReason::quit,
