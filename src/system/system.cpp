@@ -144,12 +144,10 @@ UniqueFd open_socket(const IrqSpec& q) {
 }
 
 // A protection domain's cpu="N": the threads of its VMs run on host CPU N (a vCPU with its own
-// <vcpu cpu> moves there); VMs of a domain without one run where the caller's threads may
-// (nullopt: unknown). Per VM, in the description's order.
-std::vector<std::optional<cpu_set_t>> vm_cpu_pins(const SystemDescription& description) {
-  std::optional<cpu_set_t> caller;
-  cpu_set_t mask{};
-  if (::sched_getaffinity(0, sizeof mask, &mask) == 0) caller = mask;
+// <vcpu cpu> moves there); VMs of a domain without one run on `caller`'s CPUs (nullopt:
+// unknown). Per VM, in the description's order.
+std::vector<std::optional<cpu_set_t>> vm_cpu_pins(const SystemDescription& description,
+                                                  const std::optional<cpu_set_t>& caller) {
   std::vector<std::optional<cpu_set_t>> pins;
   for (const auto& pd : description.domains) {
     std::optional<cpu_set_t> pin;
@@ -190,6 +188,10 @@ struct System::Impl {
   std::mutex stop_mutex;
   std::optional<RunResult> first_result;
   std::exception_ptr failure;  // the first exception out of a VM's run (under stop_mutex)
+  void note_failure(std::exception_ptr e) {
+    std::lock_guard lock(stop_mutex);
+    if (!failure) failure = std::move(e);
+  }
   // With several VMs: signals, timers and requests that concern them all, served on the
   // calling thread while each VM runs on its own (control_loop()).
   EventLoop control;
@@ -313,22 +315,22 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
     }
   }
   // Each VM is built on its CPUs: the threads its devices start now (a disk's I/O thread, a
-  // network's transmit thread) inherit them, as those its run() starts will.
-  d.pins = vm_cpu_pins(d.description);
-  // The caller's CPUs back afterwards, and for a VM whose pin the host refuses (said again at
-  // run()), also when building a VM throws.
+  // network's transmit thread) inherit them, as those its run() starts will. The caller's CPUs
+  // come back afterwards, and for a VM whose pin the host refuses (said again at run()), also
+  // when building a VM throws.
   struct CallerCpus {
-    CallerCpus() { have = ::sched_getaffinity(0, sizeof mask, &mask) == 0; }
-    ~CallerCpus() { restore(); }
-    void restore() const {
-      if (have) ::sched_setaffinity(0, sizeof mask, &mask);
+    CallerCpus() {
+      cpu_set_t mask{};
+      if (::sched_getaffinity(0, sizeof mask, &mask) == 0) cpus = mask;
     }
-    cpu_set_t mask{};
-    bool have = false;
-  } caller_cpus;
+    ~CallerCpus() { restore(); }
+    void restore() const { pin_thread(cpus); }
+    std::optional<cpu_set_t> cpus;
+  } caller;
+  d.pins = vm_cpu_pins(d.description, caller.cpus);
   size_t index = 0;
   for (const auto* spec : d.description.vms()) {
-    if (index < d.pins.size() && !pin_thread(d.pins[index])) caller_cpus.restore();
+    if (index < d.pins.size() && !pin_thread(d.pins[index])) caller.restore();
     d.vms.push_back(std::make_unique<Vm>(d.vm_config(*spec)));
     ++index;
   }
@@ -359,8 +361,7 @@ RunResult System::run() {
     try {
       result = vm.run();
     } catch (const std::exception& e) {
-      std::lock_guard lock(impl_->stop_mutex);
-      if (!impl_->failure) impl_->failure = std::current_exception();
+      impl_->note_failure(std::current_exception());
       result = RunResult{StopReason::error, e.what()};
     }
     {
@@ -388,10 +389,7 @@ RunResult System::run() {
       d.control.run();
     } catch (const std::exception& e) {
       // No thread for every VM, or a control callback threw: stop them all, then join.
-      {
-        std::lock_guard lock(d.stop_mutex);
-        if (!d.failure) d.failure = std::current_exception();
-      }
+      d.note_failure(std::current_exception());
       request_stop(StopReason::error, e.what());
     }
     for (auto& t : threads) t.join();
