@@ -134,6 +134,10 @@ std::string MapSpec::perms_problem() const {
   return "";
 }
 
+std::string MapSpec::size_problem() const {
+  return size && *size == 0 ? fmt::format("map of '{}': size 0", region) : "";
+}
+
 std::vector<const VirtualMachineSpec*> SystemDescription::vms() const {
   std::vector<const VirtualMachineSpec*> out;
   for (const auto& pd : domains) {
@@ -249,8 +253,8 @@ class Validator {
       add(m.where, fmt::format("map of memory region '{}', which does not exist", m.region));
       return nullptr;
     }
-    if (m.size && *m.size == 0) {
-      add(m.where, fmt::format("map of '{}': size 0", r->name));
+    if (const std::string why = m.size_problem(); !why.empty()) {
+      add(m.where, why);
     } else if (m.size && *m.size > r->size) {
       add(m.where, fmt::format("map of {:#x} bytes is larger than memory region '{}' ({:#x} bytes)",
                                *m.size, r->name, r->size));

@@ -75,8 +75,8 @@ void interpret_maps(const SystemDescription& d, VirtualMachineSpec& vm, const Bo
       if (const std::string why = m.perms_problem(); !why.empty()) {
         problems.push_back(located(m.where, why));
       }
-      if (size == 0) {
-        problems.push_back(located(m.where, fmt::format("map of '{}': size 0", r->name)));
+      if (const std::string why = m.size_problem(); !why.empty()) {
+        problems.push_back(located(m.where, why));
       } else if (vaddr != device->guest_addr) {
         problems.push_back(located(
             m.where,

@@ -52,6 +52,8 @@ struct MapSpec {
   bool readonly() const { return perms.find('w') == std::string::npos; }
   // What is wrong with `perms` ("" if nothing): letters other than r, w and x, or no r.
   std::string perms_problem() const;
+  // What is wrong with `size` on its own ("" if nothing): size="0", a map of nothing.
+  std::string size_problem() const;
 };
 
 // A guest interrupt raised whenever a host event source fires.
