@@ -335,11 +335,9 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
     }
   }
   while (!blocked) {
-    // A guest that keeps the queue full yields to the event loop's other work now and then.
-    if (taken == kTransmitPerNotify && transport_ != nullptr && transport_->renotify(index)) {
-      break;
-    }
-    if (budget == 0 && yield_transmit(index, budget)) break;
+    // A guest that keeps the queue full yields to the event loop's other work now and then:
+    // after so many chains, or so many bytes.
+    if ((taken == kTransmitPerNotify || budget == 0) && yield_transmit(index, budget)) break;
     auto chain = queue.pop();
     if (!chain) break;
     ++taken;
