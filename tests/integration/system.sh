@@ -38,30 +38,27 @@ check "virtio: both disks, vdb read-only, vda's data, on hvc0" \
 # first. Guest a powers off by itself; b goes on until SIGTERM stops it; vmm exits 0. (Each VM
 # on the first VM's thread instead: tearing b down there was a system call its filter refuses
 # (the process killed, 159), and the SIGTERM after a's power-off was never read.)
-cat >two.system <<EOX
-<system>
-  <memory_region name="ram_a" size="128M" />
-  <memory_region name="ram_b" size="128M" />
-  <protection_domain name="vmm">
-    <virtual_machine name="a" id="0" ram="ram_a">
-      <map mr="ram_a" vaddr="0x0" />
+
+# vm_element NAME ID SERIAL: one guest of our images with its own RAM region and a virtio-rng.
+vm_element() {
+  cat <<EOX
+    <virtual_machine name="$1" id="$2" ram="ram_$1">
+      <map mr="ram_$1" vaddr="0x0" />
       <kernel path="$PWD/bzImage" />
       <initrd path="$PWD/initramfs.cpio.gz" />
       <cmdline>console=ttyS0</cmdline>
-      <serial backend="stdio" />
+      <serial backend="$3" />
       <virtio_rng />
     </virtual_machine>
-    <virtual_machine name="b" id="1" ram="ram_b">
-      <map mr="ram_b" vaddr="0x0" />
-      <kernel path="$PWD/bzImage" />
-      <initrd path="$PWD/initramfs.cpio.gz" />
-      <cmdline>console=ttyS0</cmdline>
-      <serial backend="file:/tmp/two_b.out" />
-      <virtio_rng />
-    </virtual_machine>
-  </protection_domain>
-</system>
 EOX
+}
+{
+  printf '<system>\n  <memory_region name="ram_a" size="128M" />\n'
+  printf '  <memory_region name="ram_b" size="128M" />\n  <protection_domain name="vmm">\n'
+  vm_element a 0 stdio
+  vm_element b 1 file:/tmp/two_b.out
+  printf '  </protection_domain>\n</system>\n'
+} >two.system
 start two ./vmm --shutdown-timeout 5 run two.system
 check "two: guest a's shell prompt appears" wait_for /tmp/two.out "guest# " 180
 check "two: guest b boots beside it" wait_for /tmp/two_b.out "guest# " 180
