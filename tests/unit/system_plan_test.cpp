@@ -49,19 +49,23 @@ fs::path stand_in_kernel(const std::string& name) {
   return kernel;
 }
 
+// A <virtual_machine> (`attributes` after its name) with `maps` (whole lines), booting `kernel`.
+std::string vm_element(const std::string& name, const std::string& attributes,
+                       const std::string& maps, const fs::path& kernel) {
+  return "    <virtual_machine name=\"" + name + "\"" + attributes + ">\n" + maps +
+         "      <kernel path=\"" + kernel.string() +
+         "\" />\n"
+         "    </virtual_machine>\n";
+}
+
 // A description of one VM with 32 MiB of RAM (region guest_ram, line 2) booting `kernel`;
 // `regions` (whole lines) come after guest_ram, from line 3.
 std::string one_vm_system(const fs::path& kernel, const std::string& regions = "") {
   return "<system>\n"
          "  <memory_region name=\"guest_ram\" size=\"32M\" />\n" +
-         regions +
-         "  <protection_domain name=\"vmm\">\n"
-         "    <virtual_machine name=\"vm\">\n"
-         "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
-         "      <kernel path=\"" +
-         kernel.string() +
-         "\" />\n"
-         "    </virtual_machine>\n"
+         regions + "  <protection_domain name=\"vmm\">\n" +
+         vm_element("vm", "", "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n",
+                    kernel) +
          "  </protection_domain>\n"
          "</system>\n";
 }
@@ -147,27 +151,19 @@ TEST(SystemPlan, ImageProblemsNameTheDescriptionLine) {
 // 2 MiB asks for hugetlb (not built here: it needs reserved pages).
 TEST(SystemPlan, RegionBackingsFollowWhoNeedsAnFd) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/kvm";
-  const fs::path kernel = fs::path(test::temp_path("plan-test-backing-kernel"));
-  std::ofstream(kernel) << std::string(4096, '\0');
+  const fs::path kernel = stand_in_kernel("plan-test-backing-kernel");
   const std::string text =
       "<system>\n"
       "  <memory_region name=\"guest_ram\" size=\"32M\" />\n"
       "  <memory_region name=\"shared\" size=\"2M\" />\n"
       "  <memory_region name=\"other_ram\" size=\"32M\" />\n"
-      "  <protection_domain name=\"vmm\">\n"
-      "    <virtual_machine name=\"a\">\n"
-      "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
-      "      <map mr=\"shared\" vaddr=\"0x40000000\" perms=\"rw\" />\n"
-      "      <kernel path=\"" +
-      kernel.string() +
-      "\" />\n"
-      "    </virtual_machine>\n"
-      "    <virtual_machine name=\"b\" id=\"1\" ram=\"other_ram\">\n"
-      "      <map mr=\"other_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
-      "      <kernel path=\"" +
-      kernel.string() +
-      "\" />\n"
-      "    </virtual_machine>\n"
+      "  <protection_domain name=\"vmm\">\n" +
+      vm_element("a", "",
+                 "      <map mr=\"guest_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n"
+                 "      <map mr=\"shared\" vaddr=\"0x40000000\" perms=\"rw\" />\n",
+                 kernel) +
+      vm_element("b", " id=\"1\" ram=\"other_ram\"",
+                 "      <map mr=\"other_ram\" vaddr=\"0x0\" perms=\"rwx\" />\n", kernel) +
       "  </protection_domain>\n"
       "</system>\n";
   std::string problem;
