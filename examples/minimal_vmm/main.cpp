@@ -1,6 +1,7 @@
 // A complete VMM in about 60 lines, built from libvmm's blocks rather than libvmm::Vm: guest
 // RAM, KVM's interrupt controller, a UART on stdio, a reset device, a bzImage loader, one vCPU.
 // Usage: minimal_vmm BZIMAGE [CMDLINE]     (the guest's serial console is stdin/stdout)
+#include <atomic>
 #include <cstdio>
 
 #include "libvmm/arch/x86_64/boot_layout.hpp"
@@ -55,14 +56,23 @@ int main(int argc, char** argv) try {
   x86::set_regs(*vcpu, x86::long_mode_regs(boot.entry, boot.zero_page));
 
   FaultReporter faults(memory, mmio, {});  // reports, does not stop the guest
+  // Why the vCPU stopped (set on its thread): an error is this program's failure too.
+  std::atomic<bool> failed{false};
   VcpuRunner runner(std::move(vcpu),
-                    {&mmio, &pio, &faults, [&](StopReason, std::string) { loop.stop(); },
+                    {&mmio, &pio, &faults,
+                     [&](StopReason reason, std::string why) {
+                       if (reason == StopReason::error || reason == StopReason::fault) {
+                         std::fprintf(stderr, "minimal_vmm: the vCPU stopped: %s\n", why.c_str());
+                         failed = true;
+                       }
+                       loop.stop();
+                     },
                      [](KvmVcpu& v) { return x86::get_regs(v).rip; }, nullptr});
   runner.start();
   loop.run();  // until the guest resets, the vCPU stops, or Ctrl-A x
   runner.stop();
   runner.join();
-  return 0;
+  return failed ? 1 : 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "minimal_vmm: %s\n", e.what());
   return 1;
