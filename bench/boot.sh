@@ -23,7 +23,8 @@
 # medians with min..max, and the vmm/qemu ratio of each interleaved pair; see docs/PERFORMANCE.md.
 #   BOOT_DEVICES=1   (x86_64) every VM gets a disk (a 1 MiB image), an entropy device and a
 #                    console (to a file): vmm with its default transport (virtio-pci), "vmm-mmio"
-#                    the same with transport=mmio, QEMU microvm the same over its virtio-mmio;
+#                    the same with transport=mmio, QEMU microvm the same over its virtio-mmio
+#                    (modern, and a console of one port, as ours: bench/boot-setup.sh);
 #                    no vmm-elf.
 set -euo pipefail
 arch=x86_64

@@ -19,7 +19,11 @@
 #                    emulated host's console)
 #   EXITS_VARIANTS   more configurations of our vmm, each booted in every round and shown in its
 #                    own column: "NAME:ARGS;NAME:ARGS", e.g. "memfd:--memory-backing memfd"
-#   EXITS_QEMU_ARGS  more arguments for QEMU (e.g. a disk, to compare machines with devices)
+#   EXITS_QEMU_ARGS  more arguments for QEMU (e.g. a disk, to compare machines with devices);
+#                    where they (or EXITS_DEVICES) have a virtio-mmio device (virtio-*-device)
+#                    and do not set virtio-mmio.force-legacy, -global
+#                    virtio-mmio.force-legacy=false is added once: QEMU 7.2's virtio-mmio is
+#                    legacy (version 1) by default, ours modern (version 2)
 #   /tmp/disk.img    a 1 MiB zero-filled image in the emulated host, for a disk in those
 #                    arguments: EXITS_VMM_ARGS="--disk /tmp/disk.img", EXITS_QEMU_ARGS="-drive
 #                    id=d,file=/tmp/disk.img,format=raw,if=none -device virtio-blk-device,drive=d"
@@ -76,6 +80,10 @@ vmm_args=${EXITS_VMM_ARGS:-} qemu_args=${EXITS_QEMU_ARGS:-}
 if [ -n "${EXITS_DEVICES:-}" ]; then
   [ "$arch" = x86_64 ] || { echo "bench/exits.sh: EXITS_DEVICES is for x86_64" >&2; exit 2; }
   vmm_args="$boot_devices_vmm $vmm_args" qemu_args="$boot_devices_qemu $qemu_args"
+fi
+# Modern virtio-mmio for QEMU's virtio-mmio devices, as ours (boot_devices_qemu sets it itself).
+if [[ $qemu_args =~ virtio-[a-z0-9-]+-device && $qemu_args != *virtio-mmio.force-legacy* ]]; then
+  qemu_args="-global virtio-mmio.force-legacy=false $qemu_args"
 fi
 payload_script run.sh rounds="$rounds" qemu="$qemu" vmm_args="$vmm_args" \
     qemu_args="$qemu_args" variants="$variants" shmem_thp="${EXITS_SHMEM_THP:-}" \
