@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# virtio-blk throughput: our vmm against QEMU (-M microvm) and against the host itself, side by
-# side in one emulated KVM host run, on the same 256 MiB raw image file.
+# virtio-blk throughput: our vmm against QEMU (-M microvm; -M q35 for virtio-pci) and against the
+# host itself, side by side in one emulated KVM host run, on the same 256 MiB raw image file.
 # Each of them runs the same four jobs with the same tool (bench/blkio.c):
 #   seqwrite   sequential 1 MiB writes, O_DIRECT, over the first 128 MiB, SECONDS long
 #   seqread    sequential 1 MiB reads, likewise
@@ -20,15 +20,19 @@
 # until session 41),
 # "vmm-pci-hg" (as vmm-pci, with --halt guest: the idle vCPU halts without a VM exit),
 # "vmm-pci-memfd" (as vmm-pci, guest RAM a memfd as it must be for vhost-user: whether the
-# guest splits its 1 MiB requests as often; only in the per-round lines) and
-# "qemu" (cache=none,aio=threads).
+# guest splits its 1 MiB requests as often; only in the per-round lines),
+# "qemu" (cache=none,aio=threads), "qemu-iot" (QEMU's like of vmm-auto: its virtio-blk on an
+# iothread, aio=io_uring; the iothread's adaptive polling at QEMU's default poll-max-ns, 32 µs
+# as our poll_us) and "qemu-pci" (the same over virtio-pci with MSI-X, -M q35: the like of
+# vmm-pci). QEMU's virtio-mmio is modern (-global virtio-mmio.force-legacy=false, 7.2's default
+# being legacy), as ours.
 # The guest polling its completions instead of waiting for interrupts (2 vCPUs, 2 queues and
 # virtio_blk.poll_queues=1: one of the queues has no interrupt; every job through an io_uring
 # with IORING_SETUP_IOPOLL, blkio's "polled"): "vmm-gpoll" (as vmm-pci), "vmm-bpoll" (both
 # poll: the same with poll_us=1000, so the device's I/O thread also waits long enough for the
-# guest's next request to come without a notification) and "qemu-bpoll" (the same for QEMU: its
-# virtio-blk on an iothread with poll-max-ns=1000000, QEMU's adaptive polling); a table of their
-# own.
+# guest's next request to come without a notification), "qemu-bpoll" (the same for QEMU: its
+# virtio-blk on an iothread with poll-max-ns=1000000, QEMU's adaptive polling; virtio-mmio) and
+# "qemu-bpoll-pci" (the same over virtio-pci, as vmm-bpoll is: its like); a table of their own.
 # Devices in other processes (vhost-user; a second table): "vmm-dev" (our vmm with our
 # vmm-device serving the image, iothread=on), "vmm-qsd" (our vmm with qemu-storage-daemon's
 # vhost-user-blk export, aio=threads, O_DIRECT as the others) and "qemu-qsd" (QEMU -M microvm,
@@ -49,16 +53,18 @@
 # --arch aarch64 (also bench/block-arm64.sh): the same in the emulated arm64 KVM host (vGICv3),
 # for the candidates that exist there (cross_configs below): host, vmm-auto (arm64's default disk:
 # io=auto on the I/O thread over virtio-mmio), vmm-pci (the same over virtio-pci, MSI-X through
-# the ITS) and qemu (QEMU -M virt, virtio-blk-device, cache=none,aio=threads); vmm cross-built in
-# $LIBVMM_ARM64_BUILD (default build/arm64-bench), Debian's arm64 QEMU and kernel, and with a
-# delay its arm64 dmsetup (tools/install-deps-arm64 --bench); the vhost-user candidates (vmm-dev,
-# vmm-qsd, qemu-qsd, vmm-fs, with Debian's arm64 qemu-storage-daemon and virtiofsd; on riscv64
-# vmm-dev) when BLOCK_BENCH_ONLY names them, their table against vmm-auto. --arch riscv64 (also
-# bench/block-riscv64.sh): the same in the emulated riscv64 KVM host (KVM's AIA; QEMU -M
-# virt,aia=aplic-imsic) with trixie's riscv64 QEMU, kernel and dmsetup (tools/install-deps-riscv64
-# --bench; $LIBVMM_RISCV64_BUILD, default build/riscv64-bench).
+# the ITS), qemu (QEMU -M virt, virtio-blk-device, cache=none,aio=threads), qemu-iot and
+# qemu-pci (as on x86_64, qemu-pci on -M virt's PCIe: the likes of vmm-auto and vmm-pci); vmm
+# cross-built in $LIBVMM_ARM64_BUILD (default build/arm64-bench), Debian's arm64 QEMU and
+# kernel, and with a delay its arm64 dmsetup (tools/install-deps-arm64 --bench); the vhost-user
+# candidates (vmm-dev, vmm-qsd, qemu-qsd, vmm-fs, with Debian's arm64 qemu-storage-daemon and
+# virtiofsd; on riscv64 vmm-dev) when BLOCK_BENCH_ONLY names them, their table against
+# vmm-auto. --arch riscv64 (also bench/block-riscv64.sh): the same in the emulated riscv64 KVM
+# host (KVM's AIA; QEMU -M virt,aia=aplic-imsic) with trixie's riscv64 QEMU, kernel and dmsetup
+# (tools/install-deps-riscv64 --bench; $LIBVMM_RISCV64_BUILD, default build/riscv64-bench).
 # Usage: bench/block.sh [--arch x86_64|aarch64|riscv64] [SECONDS [ROUNDS]]   (default 5 and 3;
-# about 30 minutes for x86_64's 17 configurations on a quiet machine). Prints a table and ratios; see docs/PERFORMANCE.md.
+# about 35 minutes for x86_64's 20 configurations on a quiet machine). Prints a table and ratios; see docs/PERFORMANCE.md.
+# A guest's timeout grows with SECONDS (its four jobs of SECONDS each).
 # BLOCK_BENCH_ONLY="vmm vmm-iot" runs only those (of all_configs below), for more rounds in the same time. The load average is
 # printed before and after.
 # BENCH_EXIT_REASONS=1 also counts each job's VM exits by reason and its MSR exits by MSR, per
@@ -70,14 +76,14 @@
 # host as for the guests. A disk with latency of its own (an SSD, a network volume), where what
 # matters is whether requests in flight overlap (io=auto and io=io_uring against io=sync).
 set -euo pipefail
-all_configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg vmm-pci-memfd vmm-gpoll vmm-bpoll qemu qemu-bpoll
-  vmm-dev vmm-qsd qemu-qsd vmm-fs"
+all_configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg vmm-pci-memfd vmm-gpoll vmm-bpoll qemu
+  qemu-iot qemu-pci qemu-bpoll qemu-bpoll-pci vmm-dev vmm-qsd qemu-qsd vmm-fs"
 all_configs=$(echo $all_configs)  # one line, single spaces
 arch=x86_64
 if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
 # What exists on arm64 and riscv64 (no microvm; the io=sync and polling variants were x86_64's
-# questions).
-cross_configs="host vmm-auto vmm-pci qemu"
+# questions), with QEMU's likes of vmm-auto and vmm-pci (-M virt has virtio-mmio and PCIe).
+cross_configs="host vmm-auto vmm-pci qemu qemu-iot qemu-pci"
 # Also when BLOCK_BENCH_ONLY names them: devices in other processes, on arm64 all (Debian's
 # arm64 QEMU package has qemu-storage-daemon and virtiofsd), on riscv64 our own vmm-device.
 arm64_named="vmm-dev vmm-qsd qemu-qsd vmm-fs"
@@ -172,15 +178,25 @@ cp "$work/blkio" "$payload/"
 [ "$delay_ms" = 0 ] || payload_binary "$dmsetup"
 mkdir -p "$payload/modules"
 # What differs between the architectures in run.sh: the guest kernel and console, vmm's
-# interrupt controller, QEMU's command and machine, its name in /proc (the sampler's) and how
-# long a guest may take.
+# interrupt controller, QEMU's command and machines (virtio-mmio; virtio-pci: on x86_64 q35, as
+# bench/net.sh's qemu-vhost-pci), its name in /proc (the sampler's) and how long a guest may
+# take: its four jobs of SECONDS (randread4's four processes run at once), and for its boot and
+# its nine marks (a second each) 220 s on x86_64, 580 s elsewhere (under TCG): at the default
+# 5 s the 240 and 600 s in all that were fixed before, never less.
+# QEMU's virtio-mmio devices modern (version 2), as ours: 7.2's default is legacy.
+modern_mmio="-global virtio-mmio.force-legacy=false"
 if [ "$arch" = x86_64 ]; then
   payload_binary /usr/bin/qemu-system-x86_64 build/gcc/tools/vmm-device/vmm-device \
     "$(command -v qemu-storage-daemon)" /usr/lib/qemu/virtiofsd
   mkdir -p "$payload/qemu-data"
-  cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin} "$payload/qemu-data/"
-  set -- kernel=bzImage console=ttyS0 vmm_machine= qemu_comm=qemu-system-x86 guest_timeout=240 \
-    qemu_mmio="./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host"
+  cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin,kvmvapic.bin} \
+    /usr/share/seabios/bios-256k.bin "$payload/qemu-data/"
+  guest_timeout=$((secs * 4 + 220))
+  [ $guest_timeout -ge 240 ] || guest_timeout=240
+  set -- kernel=bzImage console=ttyS0 vmm_machine= qemu_comm=qemu-system-x86 \
+    guest_timeout=$guest_timeout \
+    qemu_mmio="./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host $modern_mmio" \
+    qemu_pci="./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host"
   # A guest's four jobs and up to 120 s of boot and marks, per configuration and round.
   timeout=$((600 + rounds * $(echo ${only:-$all_configs} | wc -w) * (secs * 4 + 120)))
 else
@@ -193,9 +209,12 @@ else
     payload_binary "$bench_qemu_root/usr/bin/qemu-storage-daemon" \
       "$bench_qemu_root/usr/lib/qemu/virtiofsd"
   fi
+  guest_timeout=$((secs * 4 + 580))
+  [ $guest_timeout -ge 600 ] || guest_timeout=600
   set -- kernel=Image console=$bench_console vmm_machine="$bench_vmm_machine" \
-    qemu_comm=$bench_qemu_comm guest_timeout=600 \
-    qemu_mmio="./qemu-system-$arch -M $bench_qemu_machine -accel kvm -cpu host"
+    qemu_comm=$bench_qemu_comm guest_timeout=$guest_timeout \
+    qemu_mmio="./qemu-system-$arch -M $bench_qemu_machine -accel kvm -cpu host $modern_mmio" \
+    qemu_pci="./qemu-system-$arch -M $bench_qemu_machine -accel kvm -cpu host"
   # A guest's four jobs, and up to 300 s of boot and marks under TCG, per configuration.
   timeout=$((900 + rounds * $(echo $only | wc -w) * (secs * 4 + 300)))
 fi
@@ -210,7 +229,8 @@ wanted="loop crc32c_generic ext4"
 
 payload_script run.sh secs="$secs" rounds="$rounds" only="$only" delay_ms="$delay_ms" \
   sample_reasons="${BENCH_EXIT_REASONS:-0}" "$@" <<'EOS'
-# $qemu_mmio, $vmm_machine: a command or options, unquoted where used so that they split.
+# $qemu_mmio, $qemu_pci, $vmm_machine: a command or options, unquoted where used so that they
+# split.
 # want NAME: whether this run measures NAME (all unless BLOCK_BENCH_ONLY named some).
 want() { [ -z "$only" ] || case " $only " in *" $1 "*) true ;; *) false ;; esac; }
 cmdline="console=$console quiet libvmm.test=blkbench"
@@ -296,10 +316,33 @@ while [ $round -lt $rounds ]; do
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
     -device virtio-blk-device,drive=d0,num-queues=2,iothread=io0 -kernel $kernel \
     -initrd initramfs.cpio.gz -append "$cmdline virtio_blk.poll_queues=1 libvmm.blkpoll"
+  # The same over virtio-pci (MSI-X), as vmm-bpoll is.
+  want qemu-bpoll-pci && bench_sampled qemu-bpoll-pci blkbench $guest_timeout $qemu_comm \
+    $qemu_pci -m 256M -smp 2 -nodefaults \
+    -no-user-config -display none -serial stdio -no-reboot \
+    -object iothread,id=io0,poll-max-ns=1000000 \
+    -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
+    -device virtio-blk-pci,drive=d0,num-queues=2,iothread=io0 -kernel $kernel \
+    -initrd initramfs.cpio.gz -append "$cmdline virtio_blk.poll_queues=1 libvmm.blkpoll"
   want qemu && bench_sampled qemu blkbench $guest_timeout $qemu_comm $qemu_mmio \
     -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=threads \
     -device virtio-blk-device,drive=d0 -kernel $kernel -initrd initramfs.cpio.gz -append "$cmdline"
+  # QEMU's likes of vmm-auto (virtio-mmio) and vmm-pci (virtio-pci with MSI-X): the disk on an
+  # iothread (QEMU's default adaptive polling), its I/O through io_uring; one queue (1 vCPU), as
+  # ours.
+  want qemu-iot && bench_sampled qemu-iot blkbench $guest_timeout $qemu_comm $qemu_mmio \
+    -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -object iothread,id=io0 \
+    -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=io_uring \
+    -device virtio-blk-device,drive=d0,iothread=io0 -kernel $kernel -initrd initramfs.cpio.gz \
+    -append "$cmdline"
+  want qemu-pci && bench_sampled qemu-pci blkbench $guest_timeout $qemu_comm $qemu_pci \
+    -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -object iothread,id=io0 \
+    -drive id=d0,file=$img,format=raw,if=none,cache=$qemu_cache,aio=io_uring \
+    -device virtio-blk-pci,drive=d0,iothread=io0 -kernel $kernel \
+    -initrd initramfs.cpio.gz -append "$cmdline"
   # vhost-user: the same image served by another process (each back-end started for its run).
   if want vmm-dev; then
     rm -f /tmp/dev.sock  # a stale one (a killed back-end) would end wait_socket at once
@@ -321,11 +364,10 @@ while [ $round -lt $rounds ]; do
       bench_sampled vmm-qsd blkbench $guest_timeout 'vmm qemu-storage-da' $vmm \
         --cmdline "$cmdline" --vhost-user blk,socket=/tmp/qsd.sock,transport=mmio --quiet
     else
-      # Modern virtio-mmio: qemu-storage-daemon (libvhost-user) refuses legacy devices, which
-      # QEMU 7.2's virtio-mmio is by default.
+      # $qemu_mmio's modern virtio-mmio: qemu-storage-daemon (libvhost-user) refuses legacy
+      # devices, which QEMU 7.2's virtio-mmio is by default.
       bench_sampled qemu-qsd blkbench $guest_timeout "$qemu_comm qemu-storage-da" \
         $qemu_mmio -machine memory-backend=mem -m 256M -smp 1 \
-        -global virtio-mmio.force-legacy=false \
         -object memory-backend-memfd,id=mem,size=256M,share=on -nodefaults -no-user-config \
         -display none -serial stdio -no-reboot -chardev socket,id=vu,path=/tmp/qsd.sock \
         -device vhost-user-blk,chardev=vu,num-queues=1 -kernel $kernel \
@@ -368,7 +410,7 @@ conv() { # MiB/s from KiB/s, or the figure as it is
     echo "${2:--}"
   fi
 }
-configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg qemu"
+configs="host vmm vmm-iot vmm-nopoll vmm-auto vmm-uring vmm-pci vmm-pci-hg qemu qemu-iot qemu-pci"
 [ "$arch" = x86_64 ] || configs=$cross_configs
 echo "median of $rounds rounds, ${secs} s per job, 1 vCPU, 256 MiB guest, emulated $arch KVM host$(
   [ "$delay_ms" = 0 ] || echo ", every disk access $delay_ms ms late (dm-delay)")"
@@ -382,28 +424,33 @@ for job in seqwrite seqread randread randread4; do
   echo
 done
 if [ "$arch" != x86_64 ]; then
-  echo "ratios of the medians (auto: vmm-auto, $arch's default disk over virtio-mmio; pci: vmm-pci)"
-  printf '%-10s %9s %9s %9s %9s %9s %9s\n' job auto/host auto/qemu pci/host pci/qemu pci/auto \
-    qemu/host
+  echo "ratios of the medians (auto: vmm-auto, $arch's default disk over virtio-mmio; pci: vmm-pci;"
+  echo "qemu-iot, qemu-pci: QEMU's likes of the two)"
+  printf '%-10s %9s %9s %9s %9s %9s %9s %13s %12s\n' job auto/host auto/qemu pci/host pci/qemu \
+    pci/auto qemu/host auto/qemu-iot pci/qemu-pci
   for job in seqwrite seqread randread randread4; do
     case $job in randread*) f=iops ;; *) f=kib_s ;; esac
     h=$(result $f host $job) a=$(result $f vmm-auto $job) p=$(result $f vmm-pci $job)
-    q=$(result $f qemu $job)
-    printf '%-10s %9s %9s %9s %9s %9s %9s\n' $job "$(ratio "$a" "$h")" "$(ratio "$a" "$q")" \
-      "$(ratio "$p" "$h")" "$(ratio "$p" "$q")" "$(ratio "$p" "$a")" "$(ratio "$q" "$h")"
+    q=$(result $f qemu $job) qi=$(result $f qemu-iot $job) qp=$(result $f qemu-pci $job)
+    printf '%-10s %9s %9s %9s %9s %9s %9s %13s %12s\n' $job "$(ratio "$a" "$h")" \
+      "$(ratio "$a" "$q")" "$(ratio "$p" "$h")" "$(ratio "$p" "$q")" "$(ratio "$p" "$a")" "$(ratio "$q" "$h")" \
+      "$(ratio "$a" "$qi")" "$(ratio "$p" "$qp")"
   done
 else
-  echo "ratios of the medians (iot: vmm-iot, io=sync on its I/O thread over virtio-mmio; pci: vmm-pci, the default)"
-  printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s\n' job iot/host iot/qemu vmm/qemu nopoll/iot \
-    auto/iot uring/iot pci/iot hg/pci qemu/host
+  echo "ratios of the medians (iot: vmm-iot, io=sync on its I/O thread over virtio-mmio; pci: vmm-pci,"
+  echo "the default; auto: vmm-auto; qemu-iot, qemu-pci: QEMU's likes of vmm-auto and vmm-pci)"
+  printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s %13s %12s\n' job iot/host iot/qemu vmm/qemu \
+    nopoll/iot auto/iot uring/iot pci/iot hg/pci qemu/host auto/qemu-iot pci/qemu-pci
   for job in seqwrite seqread randread randread4; do
     case $job in randread*) f=iops ;; *) f=kib_s ;; esac
     h=$(result $f host $job) v=$(result $f vmm $job) i=$(result $f vmm-iot $job)
     n=$(result $f vmm-nopoll $job) u=$(result $f vmm-uring $job) q=$(result $f qemu $job)
     p=$(result $f vmm-pci $job) g=$(result $f vmm-pci-hg $job) a=$(result $f vmm-auto $job)
-    printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s\n' $job "$(ratio "$i" "$h")" \
+    qi=$(result $f qemu-iot $job) qp=$(result $f qemu-pci $job)
+    printf '%-10s %9s %9s %9s %11s %9s %11s %9s %9s %9s %13s %12s\n' $job "$(ratio "$i" "$h")" \
       "$(ratio "$i" "$q")" "$(ratio "$v" "$q")" "$(ratio "$n" "$i")" "$(ratio "$a" "$i")" \
-      "$(ratio "$u" "$i")" "$(ratio "$p" "$i")" "$(ratio "$g" "$p")" "$(ratio "$q" "$h")"
+      "$(ratio "$u" "$i")" "$(ratio "$p" "$i")" "$(ratio "$g" "$p")" "$(ratio "$q" "$h")" \
+      "$(ratio "$a" "$qi")" "$(ratio "$p" "$qp")"
   done
 fi
 echo "spread (min..max over the rounds)"
@@ -414,27 +461,30 @@ for job in seqwrite seqread randread randread4; do
   echo
 done
 # The guest polling its completions (two vCPUs, a poll queue, io_uring's IOPOLL).
-if grep -qE '^(vmm-gpoll|vmm-bpoll|qemu-bpoll) ' "$work/results"; then
+if grep -qE '^(vmm-gpoll|vmm-bpoll|qemu-bpoll|qemu-bpoll-pci) ' "$work/results"; then
   echo "the guest polling: median of $rounds rounds (g: vmm-gpoll, the guest alone; b: vmm-bpoll,"
-  echo "both; qb: qemu-bpoll, both; pci: vmm-pci, interrupts)"
-  printf '%-10s %6s %10s %10s %10s %7s %7s %7s %7s %7s\n' job unit vmm-gpoll vmm-bpoll qemu-bpoll \
-    g/pci b/pci b/host qb/host b/qb
+  echo "both; qb: qemu-bpoll, both, over virtio-mmio; qb-pci: qemu-bpoll-pci, both, over virtio-pci"
+  echo "as vmm-bpoll; pci: vmm-pci, interrupts)"
+  printf '%-10s %6s %10s %10s %10s %14s %7s %7s %7s %7s %7s %8s\n' job unit vmm-gpoll vmm-bpoll \
+    qemu-bpoll qemu-bpoll-pci g/pci b/pci b/host qb/host b/qb b/qb-pci
   for job in seqwrite seqread randread randread4; do
     case $job in randread*) f=iops unit=IOPS ;; *) f=kib_s unit=MiB/s ;; esac
     g=$(result $f vmm-gpoll $job) b=$(result $f vmm-bpoll $job) qb=$(result $f qemu-bpoll $job)
-    h=$(result $f host $job) p=$(result $f vmm-pci $job)
-    printf '%-10s %6s %10s %10s %10s %7s %7s %7s %7s %7s\n' $job $unit "$(conv $f "$g")" \
-      "$(conv $f "$b")" "$(conv $f "$qb")" "$(ratio "$g" "$p")" "$(ratio "$b" "$p")" \
-      "$(ratio "$b" "$h")" "$(ratio "$qb" "$h")" "$(ratio "$b" "$qb")"
+    h=$(result $f host $job) p=$(result $f vmm-pci $job) qbp=$(result $f qemu-bpoll-pci $job)
+    printf '%-10s %6s %10s %10s %10s %14s %7s %7s %7s %7s %7s %8s\n' $job $unit "$(conv $f "$g")" \
+      "$(conv $f "$b")" "$(conv $f "$qb")" "$(conv $f "$qbp")" "$(ratio "$g" "$p")" \
+      "$(ratio "$b" "$p")" "$(ratio "$b" "$h")" "$(ratio "$qb" "$h")" "$(ratio "$b" "$qb")" \
+      "$(ratio "$b" "$qbp")"
   done
   for job in seqwrite seqread randread randread4; do
     case $job in randread*) f=iops ;; *) f=kib_s ;; esac
-    printf '%-10s %6s %10s %10s %10s\n' $job spread "$(spread $f vmm-gpoll $job)" \
-      "$(spread $f vmm-bpoll $job)" "$(spread $f qemu-bpoll $job)"
+    printf '%-10s %6s %10s %10s %10s %14s\n' $job spread "$(spread $f vmm-gpoll $job)" \
+      "$(spread $f vmm-bpoll $job)" "$(spread $f qemu-bpoll $job)" \
+      "$(spread $f qemu-bpoll-pci $job)"
   done
   # io_poll=1: the guest's driver did set up a poll queue.
-  grep -E '^(vmm-gpoll|vmm-bpoll|qemu-bpoll) queue ' "$work/results" | sort | uniq -c \
-    | sed 's/^/  /'
+  grep -E '^(vmm-gpoll|vmm-bpoll|qemu-bpoll|qemu-bpoll-pci) queue ' "$work/results" | sort \
+    | uniq -c | sed 's/^/  /'
 fi
 # Devices in other processes (vhost-user), beside the in-process device on its I/O thread
 # (x86_64: vmm-iot, io=sync as vmm-device's disk was when the table began; elsewhere the default
