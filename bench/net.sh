@@ -32,7 +32,10 @@
 # The vmm configurations without "pci" in their name are transport=mmio (the default when their
 # figures in docs/PERFORMANCE.md were recorded; x86_64's default is virtio-pci since session 35).
 # iperf3 (Debian's package) is copied with its libraries into the guest and the emulated host.
-# Each VMM runs ROUNDS times, interleaved; the table shows medians. A second table gives VM
+# Each VMM runs ROUNDS times, interleaved: in odd rounds the order of even ones reversed, so
+# that of each pair compared either goes first every other round; the table shows medians.
+# QEMU's virtio-mmio is modern (-global virtio-mmio.force-legacy=false; 7.2's default is legacy)
+# as ours. A guest's timeout grows with SECONDS (two iperf3 runs of it). A second table gives VM
 # exits and CPU time per packet for g2h and h2g (payload.sh's sample_marks: KVM's exit counter
 # and the VMM's CPU, with and without its vCPUs' guest time, between marks the guest prints).
 # --arch aarch64 (also bench/net-arm64.sh): the same in the emulated arm64 KVM host (vGICv3), for
@@ -143,24 +146,29 @@ chmod +x "$extra/tests/netbench"
 
 payload_new "$arch" "$vmm_bin" --extra "$extra"
 # What differs between the architectures in run.sh: the guest kernel and console, vmm's
-# interrupt controller, QEMU's command and machines (virtio-mmio; virtio-pci) and its name in
-# /proc (the sampler's).
+# interrupt controller, QEMU's command and machines (virtio-mmio; virtio-pci), its name in
+# /proc (the sampler's) and how long a guest may take: its two iperf3 runs of SECONDS, and for
+# its boot, pings and marks 290 s on x86_64, 890 s elsewhere (under TCG): at the default 5 s
+# the 300 and 900 s in all that were fixed before.
+# QEMU's virtio-mmio devices modern (version 2), as ours: 7.2's default is legacy.
+modern_mmio="-global virtio-mmio.force-legacy=false"
 if [ "$arch" = x86_64 ]; then
   payload_binary /usr/bin/qemu-system-x86_64 /usr/bin/iperf3 "$(command -v ip)" \
     build/gcc/tools/vmm-device/vmm-device
   mkdir -p "$payload/qemu-data"
   cp /usr/share/qemu/{bios-microvm.bin,qboot.rom,linuxboot_dma.bin,pvh.bin,kvmvapic.bin} \
     /usr/share/seabios/bios-256k.bin "$payload/qemu-data/"
-  set -- kernel=bzImage console=ttyS0 vmm_machine= qemu_comm=qemu-system-x86 guest_timeout=300 \
-    qemu_mmio="./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host" \
+  set -- kernel=bzImage console=ttyS0 vmm_machine= qemu_comm=qemu-system-x86 \
+    guest_timeout=$((2 * secs + 290)) \
+    qemu_mmio="./qemu-system-x86_64 -L qemu-data -M microvm,acpi=off -accel kvm -cpu host $modern_mmio" \
     qemu_pci="./qemu-system-x86_64 -L qemu-data -M q35 -accel kvm -cpu host" multi_stream=1
   # Per round: the host both ways, with 1 and 2 streams, and 17 guests, each both ways and a boot.
   timeout=$((600 + rounds * (secs * 2 * 19 + 17 * 60)))
 else
   payload_binary "$bench_qemu" "$iperf3" "$(bench_tool ip)"
   set -- kernel=Image console=$bench_console vmm_machine="$bench_vmm_machine" \
-    qemu_comm=$bench_qemu_comm guest_timeout=900 \
-    qemu_mmio="./qemu-system-$arch -M $bench_qemu_machine -accel kvm -cpu host" \
+    qemu_comm=$bench_qemu_comm guest_timeout=$((2 * secs + 890)) \
+    qemu_mmio="./qemu-system-$arch -M $bench_qemu_machine -accel kvm -cpu host $modern_mmio" \
     qemu_pci="./qemu-system-$arch -M $bench_qemu_machine -accel kvm -cpu host"
   timeout=$((900 + rounds * (secs * 2 * 8 + 8 * 300)))
 fi
@@ -223,89 +231,107 @@ host_round() {
     echo "host-p2 g2h=$(host_iperf -P 2) h2g=$(host_iperf -P 2 -R) rtt=$rtt"
   fi
 }
-round=0
-while [ $round -lt $rounds ]; do
-  want host && host_round
-  # Each VMM in namespace nb.
-  want vmm && bench_sampled vmm netbench $guest_timeout vmm ./ip netns exec nb ./vmm $vmm_machine \
-    --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
-    --net tap=tap0,transport=mmio --quiet
-  want vmm-tx && bench_sampled vmm-tx netbench $guest_timeout vmm ./ip netns exec nb ./vmm \
-    $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
-    --net tap=tap0,iothread=on,transport=mmio --quiet
-  for vhost in off on; do
-    name=qemu; [ $vhost = on ] && name=qemu-vhost
-    want $name || continue
-    bench_sampled $name netbench $guest_timeout $qemu_comm ./ip netns exec nb $qemu_mmio \
-      -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-      -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=$vhost \
-      -device virtio-net-device,netdev=n0 -kernel $kernel -initrd initramfs.cpio.gz \
-      -append "$cmdline"
-  done
-  want vmm-vhost && bench_sampled vmm-vhost netbench $guest_timeout vmm ./ip netns exec nb ./vmm \
-    $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
-    --net tap=tap0,vhost=on,transport=mmio --quiet
-  want vmm-pci && bench_sampled vmm-pci netbench $guest_timeout vmm ./ip netns exec nb ./vmm \
-    $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
-    --net tap=tap0,transport=pci --quiet
-  want vmm-vhost-pci && bench_sampled vmm-vhost-pci netbench $guest_timeout vmm \
-    ./ip netns exec nb ./vmm \
-    $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
-    --net tap=tap0,vhost=on,transport=pci --quiet
-  want qemu-vhost-pci && bench_sampled qemu-vhost-pci netbench $guest_timeout $qemu_comm \
-    ./ip netns exec nb $qemu_pci -m 256M -smp 1 \
-    -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on \
-    -device virtio-net-pci,netdev=n0,romfile= -kernel $kernel -initrd initramfs.cpio.gz \
-    -append "$cmdline"
-  want vmm-vhost-poll && bench_sampled vmm-vhost-poll netbench $guest_timeout vmm \
-    ./ip netns exec nb ./vmm \
-    $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
-    --net tap=tap0,vhost=on,transport=pci,poll_us=$poll_us --quiet
-  want qemu-vhost-poll && bench_sampled qemu-vhost-poll netbench $guest_timeout $qemu_comm \
-    ./ip netns exec nb $qemu_pci -m 256M -smp 1 \
-    -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on,poll-us=$poll_us \
-    -device virtio-net-pci,netdev=n0,romfile= -kernel $kernel -initrd initramfs.cpio.gz \
-    -append "$cmdline"
-  for q in 1 2; do
-    if want vmm-2q$q; then
-      bench_sampled vmm-2q$q netbench $guest_timeout vmm ./ip netns exec mq ./vmm $vmm_machine \
+# candidate NAME: one configuration's run (host: the host's figures of the round), each VMM in
+# namespace nb (the multiqueue ones in mq).
+candidate() {
+  case $1 in
+    host) host_round ;;
+    vmm)
+      bench_sampled vmm netbench $guest_timeout vmm ./ip netns exec nb ./vmm $vmm_machine \
+        --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+        --net tap=tap0,transport=mmio --quiet ;;
+    vmm-tx)
+      bench_sampled vmm-tx netbench $guest_timeout vmm ./ip netns exec nb ./vmm \
+        $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+        --net tap=tap0,iothread=on,transport=mmio --quiet ;;
+    qemu | qemu-vhost)
+      vhost=off; [ $1 = qemu-vhost ] && vhost=on
+      bench_sampled $1 netbench $guest_timeout $qemu_comm ./ip netns exec nb $qemu_mmio \
+        -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+        -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=$vhost \
+        -device virtio-net-device,netdev=n0 -kernel $kernel -initrd initramfs.cpio.gz \
+        -append "$cmdline" ;;
+    vmm-vhost)
+      bench_sampled vmm-vhost netbench $guest_timeout vmm ./ip netns exec nb ./vmm \
+        $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+        --net tap=tap0,vhost=on,transport=mmio --quiet ;;
+    vmm-pci)
+      bench_sampled vmm-pci netbench $guest_timeout vmm ./ip netns exec nb ./vmm \
+        $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+        --net tap=tap0,transport=pci --quiet ;;
+    vmm-vhost-pci)
+      bench_sampled vmm-vhost-pci netbench $guest_timeout vmm \
+        ./ip netns exec nb ./vmm \
+        $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+        --net tap=tap0,vhost=on,transport=pci --quiet ;;
+    qemu-vhost-pci)
+      bench_sampled qemu-vhost-pci netbench $guest_timeout $qemu_comm \
+        ./ip netns exec nb $qemu_pci -m 256M -smp 1 \
+        -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+        -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on \
+        -device virtio-net-pci,netdev=n0,romfile= -kernel $kernel -initrd initramfs.cpio.gz \
+        -append "$cmdline" ;;
+    vmm-vhost-poll)
+      bench_sampled vmm-vhost-poll netbench $guest_timeout vmm \
+        ./ip netns exec nb ./vmm \
+        $vmm_machine --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --cmdline "$cmdline" \
+        --net tap=tap0,vhost=on,transport=pci,poll_us=$poll_us --quiet ;;
+    qemu-vhost-poll)
+      bench_sampled qemu-vhost-poll netbench $guest_timeout $qemu_comm \
+        ./ip netns exec nb $qemu_pci -m 256M -smp 1 \
+        -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+        -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on,poll-us=$poll_us \
+        -device virtio-net-pci,netdev=n0,romfile= -kernel $kernel -initrd initramfs.cpio.gz \
+        -append "$cmdline" ;;
+    vmm-2q1 | vmm-2q2)
+      bench_sampled $1 netbench $guest_timeout vmm ./ip netns exec mq ./vmm $vmm_machine \
         --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
         --cmdline "$cmdline netbench.streams=2" \
-        --net tap=tap0,num_queues=$q,transport=mmio --quiet
-    fi
-    want vmm-vhost-2q$q || continue
-    bench_sampled vmm-vhost-2q$q netbench $guest_timeout vmm ./ip netns exec mq ./vmm $vmm_machine \
-      --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
-      --cmdline "$cmdline netbench.streams=2" \
-      --net tap=tap0,vhost=on,transport=pci,num_queues=$q --quiet
-  done
-  want qemu-vhost-2q2 && bench_sampled qemu-vhost-2q2 netbench $guest_timeout $qemu_comm \
-    ./ip netns exec mq $qemu_pci -m 256M -smp 2 \
-    -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on,queues=2 \
-    -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel $kernel \
-    -initrd initramfs.cpio.gz -append "$cmdline netbench.streams=2"
-  if want vmm-vu-2q2; then
-    vu_device
-    bench_sampled vmm-vu-2q2 netbench $guest_timeout "vmm vmm-device" ./vmm $vmm_machine \
-      --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
-      --cmdline "$cmdline netbench.streams=2" \
-      --vhost-user net,socket=/tmp/vu.sock,num_queues=2,transport=pci --quiet
-    vu_done
-  fi
-  if want qemu-vu-2q2; then
-    vu_device
-    bench_sampled qemu-vu-2q2 netbench $guest_timeout "$qemu_comm vmm-device" ./qemu-system-x86_64 \
-      -L qemu-data -M q35,memory-backend=mem -accel kvm -cpu host -m 256M -smp 2 \
-      -object memory-backend-memfd,id=mem,size=256M,share=on \
-      -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-      -chardev socket,id=vn,path=/tmp/vu.sock -netdev vhost-user,id=n0,chardev=vn,queues=2 \
-      -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel $kernel \
-      -initrd initramfs.cpio.gz -append "$cmdline netbench.streams=2"
-    vu_done
-  fi
+        --net tap=tap0,num_queues=${1#vmm-2q},transport=mmio --quiet ;;
+    vmm-vhost-2q1 | vmm-vhost-2q2)
+      bench_sampled $1 netbench $guest_timeout vmm ./ip netns exec mq ./vmm $vmm_machine \
+        --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
+        --cmdline "$cmdline netbench.streams=2" \
+        --net tap=tap0,vhost=on,transport=pci,num_queues=${1#vmm-vhost-2q} --quiet ;;
+    qemu-vhost-2q2)
+      bench_sampled qemu-vhost-2q2 netbench $guest_timeout $qemu_comm \
+        ./ip netns exec mq $qemu_pci -m 256M -smp 2 \
+        -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+        -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on,queues=2 \
+        -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel $kernel \
+        -initrd initramfs.cpio.gz -append "$cmdline netbench.streams=2" ;;
+    vmm-vu-2q2)
+      vu_device
+      bench_sampled vmm-vu-2q2 netbench $guest_timeout "vmm vmm-device" ./vmm $vmm_machine \
+        --kernel $kernel --initrd initramfs.cpio.gz --memory 256M --vcpus 2 \
+        --cmdline "$cmdline netbench.streams=2" \
+        --vhost-user net,socket=/tmp/vu.sock,num_queues=2,transport=pci --quiet
+      vu_done ;;
+    qemu-vu-2q2)
+      vu_device
+      bench_sampled qemu-vu-2q2 netbench $guest_timeout "$qemu_comm vmm-device" ./qemu-system-x86_64 \
+        -L qemu-data -M q35,memory-backend=mem -accel kvm -cpu host -m 256M -smp 2 \
+        -object memory-backend-memfd,id=mem,size=256M,share=on \
+        -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+        -chardev socket,id=vn,path=/tmp/vu.sock -netdev vhost-user,id=n0,chardev=vn,queues=2 \
+        -device virtio-net-pci,netdev=n0,mq=on,vectors=6,romfile= -kernel $kernel \
+        -initrd initramfs.cpio.gz -append "$cmdline netbench.streams=2"
+      vu_done ;;
+  esac
+}
+# The order alternates: this one in even rounds, reversed in odd ones, so that of each pair
+# compared (vmm against its QEMU peer, a variant against its base) each goes first every other
+# round, and a configuration early in one round is late in the next. (Not bench/boot.sh's
+# rotation by one: with this many configurations and a few rounds it would move most of them
+# only a place or two, each pair keeping its order.)
+order="host vmm vmm-tx qemu qemu-vhost vmm-vhost vmm-pci vmm-vhost-pci qemu-vhost-pci vmm-vhost-poll
+  qemu-vhost-poll vmm-2q1 vmm-vhost-2q1 vmm-2q2 vmm-vhost-2q2 qemu-vhost-2q2 vmm-vu-2q2 qemu-vu-2q2"
+reversed=
+for c in $order; do reversed="$c $reversed"; done
+round=0
+while [ $round -lt $rounds ]; do
+  this=$order; [ $((round % 2)) = 0 ] || this=$reversed
+  for c in $this; do want $c && candidate $c; done
   round=$((round + 1))
 done
 EOS
