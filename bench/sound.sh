@@ -4,12 +4,15 @@
 # host's own aplay of the same file into the same loopback (the physical limit; Debian 12 has
 # no QEMU with virtio-snd). One emulated KVM host run (tools/emuhost/emuhost).
 #   latency  the mean latency virtio-snd reported in its playback replies (vmm's end-of-run line)
-#   drift    the player's wall time for the 10 s of audio, minus 10 s (the guest's aplay: minus
-#            its start-up, measured by an aplay of 10 ms into ALSA's null PCM)
+#   drift    the player's wall time for the 10 s of audio, minus 10 s and minus its start-up
+#            (both players alike: the start-up measured just before by an aplay of 10 ms into
+#            ALSA's null PCM, in the guest and in the emulated host)
 #   xruns    underruns: vmm's count (ALSA's own, plus gaps in the guest's stream); aplay's
 #            "underrun!!!" lines for the host
 #   cpu      CPU time of vmm's event loop thread (the one that paces and plays) per second of
 #            audio, from /proc between the guest's start and end of playback
+# A round whose guest does not start or end its playback, or print its figures, gives no vmm
+# figures (the host's still count): it is reported as failed, and the medians are of the others.
 # Usage: bench/sound.sh [ROUNDS]   (default 3; about 3 minutes per round): medians, then min..max.
 # See docs/PERFORMANCE.md.
 set -euo pipefail
@@ -43,13 +46,14 @@ chmod +x "$extra/tests/soundbench"
 
 payload_new x86_64 build/gcc/tools/vmm/vmm --extra "$extra"
 payload_binary "$(command -v aplay)"
-cp "$extra/sound/tone.wav" "$payload/"
+cp "$extra/sound/tone.wav" "$extra/sound/blip.wav" "$payload/"
 mkdir -p "$payload/alsa"
 cp -r /usr/share/alsa/alsa.conf /usr/share/alsa/cards /usr/share/alsa/pcm "$payload/alsa/"
 
 payload_script run.sh ROUNDS="$rounds" <<'EOS'
 export ALSA_CONFIG_PATH=/payload/alsa/alsa.conf ALSA_CONFIG_DIR=/payload/alsa
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/task/$1/stat" 2>/dev/null || echo 0; }
+uptime_cs() { tr -d . </proc/uptime | cut -d' ' -f1; }  # as the guest's
 hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
 r=0
 while [ $r -lt "$ROUNDS" ]; do
@@ -58,28 +62,58 @@ while [ $r -lt "$ROUNDS" ]; do
     --cmdline "console=ttyS0 quiet libvmm.test=soundbench" --sound alsa:hw:Loopback \
     </dev/null 2>/tmp/b.err &
   vmm=$!
-  wait_for /tmp/b.out "soundbench start" 300 || echo "soundbench did not start"
+  failed=
+  if ! wait_for /tmp/b.out "soundbench start" 300 $vmm; then
+    failed="the guest's playback did not start"
+  fi
   c0=$(cpu_ticks $vmm)
-  wait_for /tmp/b.out "soundbench done" 120 || echo "soundbench did not end"
+  if [ -z "$failed" ] && ! wait_for /tmp/b.out "soundbench done" 120 $vmm; then
+    failed="the guest's playback did not end"
+  fi
   c1=$(cpu_ticks $vmm)
-  wait $vmm || true
+  # The guest reboots after its figures (vmm exits); a vmm that does not is stopped (payload.sh).
+  await $vmm b 60
   play=$(sed -n 's/.*BENCH play_cs=\([0-9]*\) startup_cs=.*/\1/p' /tmp/b.out)
   startup=$(sed -n 's/.*BENCH play_cs=[0-9]* startup_cs=\([0-9]*\).*/\1/p' /tmp/b.out)
+  if [ -z "$failed" ] && { [ -z "$play" ] || [ -z "$startup" ]; }; then
+    failed="the guest printed no figures"
+  fi
   latency=$(sed -n 's/.*mean playback latency \([0-9]*\) us.*/\1/p' /tmp/b.err)
   xruns=$(sed -n 's/.*frames played, \([0-9]*\) underruns.*/\1/p' /tmp/b.err)
-  echo "BENCH vmm latency_ms=$(awk -v l="${latency:-0}" 'BEGIN { printf "%.1f", l / 1000 }')" \
-    "drift_ms=$(( (${play:-0} - ${startup:-0}) * 10 - 10000 ))" "xruns=${xruns:-?}" \
-    "cpu_ms_per_s=$(awk -v t=$((c1 - c0)) -v hz="$hz" 'BEGIN { printf "%.1f", t * 1000 / hz / 10 }')"
-  s0=$(tr -d . </proc/uptime | cut -d' ' -f1)
+  if [ -n "$failed" ]; then
+    # No figures from this round: made-up ones (a drift of -10 s, no latency) would move the
+    # medians.
+    echo "BENCH-FAILED vmm round $r: $failed (vmm status $status)"
+    tr -d '\r' </tmp/b.out | tail -n 5 | sed 's/^/BENCH-FAILED vmm console: /'
+    tail -n 5 /tmp/b.err | sed 's/^/BENCH-FAILED vmm stderr: /'
+  else
+    # A figure vmm's end-of-run line lacks is left out (the median is of the rounds that have it).
+    fields="drift_ms=$(( (play - startup) * 10 - 10000 ))"
+    [ -z "$latency" ] ||
+      fields="latency_ms=$(awk -v l="$latency" 'BEGIN { printf "%.1f", l / 1000 }') $fields"
+    [ -z "$xruns" ] || fields="$fields xruns=$xruns"
+    echo "BENCH vmm $fields" \
+      "cpu_ms_per_s=$(awk -v t=$((c1 - c0)) -v hz="$hz" 'BEGIN { printf "%.1f", t * 1000 / hz / 10 }')"
+  fi
+  # The host's aplay, measured as the guest's: its start-up (10 ms into the null PCM) first, then
+  # the tone into the loopback, the start-up taken off.
+  s0=$(uptime_cs)
+  ./aplay -q -D null blip.wav 2>/dev/null
+  s1=$(uptime_cs)
   ./aplay -D plughw:Loopback,0,0 tone.wav 2>/tmp/h.err >/dev/null
-  s1=$(tr -d . </proc/uptime | cut -d' ' -f1)
-  echo "BENCH host latency_ms=- drift_ms=$(( (s1 - s0) * 10 - 10000 ))" \
+  s2=$(uptime_cs)
+  echo "BENCH host latency_ms=- drift_ms=$(( ((s2 - s1) - (s1 - s0)) * 10 - 10000 ))" \
     "xruns=$(grep -c underrun /tmp/h.err)" "cpu_ms_per_s=-"
 done
 EOS
-collect '^BENCH ' --timeout $((900 + rounds * 400))
+collect '^BENCH[ -]' --timeout $((900 + rounds * 400))
 need_results '^BENCH vmm'
-echo "median of $rounds rounds"
+failed=$(grep -c '^BENCH-FAILED vmm round' "$work/results" || true)
+if [ "$failed" != 0 ]; then
+  grep '^BENCH-FAILED' "$work/results"
+  echo "$prog: warning: $failed of $rounds rounds gave no vmm figures" >&2
+fi
+echo "median of $rounds rounds (vmm: of the $((rounds - failed)) that gave figures)"
 printf '%-6s %12s %10s %7s %14s\n' who latency_ms drift_ms xruns cpu_ms_per_s
 for who in vmm host; do
   printf '%-6s %12s %10s %7s %14s\n' "$who" "$(result latency_ms BENCH "$who")" \
