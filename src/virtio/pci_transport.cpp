@@ -219,7 +219,15 @@ void VirtioPciTransport::config_write_done(uint32_t offset, uint32_t size) {
   // buffers it had (received packets) where they were: every enabled queue is looked at again,
   // where its notifications are served (renotify), else here.
   std::lock_guard lock(mutex_);
-  bus_master_ = bus_master_wanted_.load();
+  std::vector<bool> held;
+  {
+    std::lock_guard held_lock(held_mutex_);
+    bus_master_ = bus_master_wanted_.load();
+    held.swap(held_vectors_);
+  }
+  for (size_t v = 0; v < held.size(); ++v) {
+    if (held[v] && msix_.enabled()) msix_.notify(static_cast<uint16_t>(v));
+  }
   if (!live()) return;
   for (size_t q = 0; q < queues_.size(); ++q) {
     if (!queues_[q].ready()) continue;
@@ -686,8 +694,18 @@ void VirtioPciTransport::set_needs_reset(const std::string& why) {
 // With MSI-X enabled the vector alone (none: no interrupt); otherwise the ISR bit and INTx.
 void VirtioPciTransport::interrupt(uint16_t vector, uint8_t isr_bit) {
   if (msix_.enabled()) {
-    // An MSI-X message is a memory write, which Bus Master Enable off forbids.
-    if (vector != MsixTable::kNoVector && bus_master_) msix_.notify(vector);
+    if (vector == MsixTable::kNoVector) return;
+    if (!bus_master_) {
+      // An MSI-X message is a memory write, which Bus Master Enable off forbids: held until it
+      // comes on (config_write_done), unless it just has.
+      std::lock_guard lock(held_mutex_);
+      if (!bus_master_) {
+        if (vector >= held_vectors_.size()) held_vectors_.resize(msix_.vectors());
+        if (vector < held_vectors_.size()) held_vectors_[vector] = true;
+        return;
+      }
+    }
+    msix_.notify(vector);
     return;
   }
   update_intx([&] { isr_.fetch_or(isr_bit); });

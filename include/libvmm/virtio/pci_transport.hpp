@@ -175,7 +175,11 @@ class VirtioPciTransport final : public pci::PciFunction, public VirtioTransport
   std::atomic<bool> intx_disabled_{false};
   std::atomic<bool> bus_master_{false};         // as the device acts on it (set under mutex_)
   std::atomic<bool> bus_master_wanted_{false};  // the command register's bit, as last written
-  std::mutex intx_mutex_;                       // isr_'s changes with the line (update_intx)
+  // MSI-X vectors signalled while Bus Master Enable was off, sent when it comes on (a message is
+  // a memory write the bit forbids, not an event to lose). bus_master_ turns on under this lock.
+  std::mutex held_mutex_;
+  std::vector<bool> held_vectors_;
+  std::mutex intx_mutex_;    // isr_'s changes with the line (update_intx)
   bool intx_level_ = false;  // the line as last set (under intx_mutex_): changes only cost a call
 };
 
