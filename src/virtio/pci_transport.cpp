@@ -639,6 +639,8 @@ void VirtioPciTransport::reset_device() {
   driver_features_ = 0;
   driver_features_beyond_64_ = false;
   update_intx([this] { isr_.store(0); });
+  std::lock_guard held_lock(held_mutex_);  // what the old driver was owed is no more
+  held_vectors_.clear();
 }
 
 // ---------------------------------------------------------------------------------------------

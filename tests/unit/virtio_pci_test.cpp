@@ -243,6 +243,20 @@ TEST_F(VirtioPciTest, NoRingAccessOrMsixMessageWhileBusMasterEnableIsOff) {
   EXPECT_EQ(msi->sent.size(), 2u) << "a held message is sent once";
 }
 
+// Found in review: a message held while Bus Master Enable was off outlived a device reset and
+// reached the next driver.
+TEST_F(VirtioPciTest, AMessageHeldWhileBusMasterEnableIsOffDiesWithAReset) {
+  enable_msix(1);
+  bring_up(0);
+  drv.set_common(VIRTIO_PCI_COMMON_MSIX, 0, 2);
+  const uint32_t command = drv.config(pci::kCommand, 2);
+  drv.set_config(pci::kCommand, command & ~pci::kCommandBusMaster, 2);
+  transport->signal_config_change();
+  drv.set_common(VIRTIO_PCI_COMMON_STATUS, 0, 1);  // the driver resets the device
+  drv.set_config(pci::kCommand, command, 2);
+  EXPECT_TRUE(msi->sent.empty());
+}
+
 // Where no eventfd serves the queue's notifications, the device looks at it at once.
 TEST_F(VirtioPciTest, WithoutAnEventfdTheQueueIsLookedAtWhenBusMasterComesOn) {
   bring_up();
