@@ -457,7 +457,7 @@ echo "spread (min..max over the rounds)"
 for job in seqwrite seqread randread randread4; do
   case $job in randread*) f=iops ;; *) f=kib_s ;; esac
   printf '%-10s %6s' $job ""
-  for c in $configs; do printf ' %9s' "$(spread $f $c $job)"; done
+  for c in $configs; do printf ' %10s' "$(spread $f $c $job)"; done
   echo
 done
 # The guest polling its completions (two vCPUs, a poll queue, io_uring's IOPOLL).

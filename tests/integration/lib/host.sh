@@ -168,13 +168,13 @@ spread1() { spread_of %.1f 1 "$@"; }
 
 per_op_rows() {
   local item c x unsampled
-  printf '%-10s %-11s %9s %12s %9s %14s %9s %14s %9s %3s\n' "" config exits/op "(min..max)" \
+  printf '%-10s %-14s %9s %12s %9s %14s %9s %14s %9s %3s\n' "" config exits/op "(min..max)" \
     cpu_us "(min..max)" own_us "(min..max)" hpoll_us n
   for item in $1; do
     for c in $2; do
       x=$(result exits_per_op "$c" "$item")
       [ -n "$x" ] || continue
-      printf '%-10s %-11s %9s %12s %9s %14s %9s %14s %9s %3s\n' "$item" "$c" "$x" \
+      printf '%-10s %-14s %9s %12s %9s %14s %9s %14s %9s %3s\n' "$item" "$c" "$x" \
         "$(spread1 exits_per_op "$c" "$item")" "$(result cpu_us_per_op "$c" "$item")" \
         "$(spread1 cpu_us_per_op "$c" "$item")" "$(result vmm_cpu_us_per_op "$c" "$item")" \
         "$(spread1 vmm_cpu_us_per_op "$c" "$item")" \
