@@ -56,7 +56,7 @@ check "plic: accepted" has plic.out "irqchip  plic (emulated by vmm)"
 sed 's|<irqchip kind="aia" />|<irqchip kind="apic" />|' simple.system >apic.system
 "$vmm" check apic.system --arch riscv64 >apic.out 2>&1
 check "irqchip kind=apic: refused" [ $? -eq 2 ]
-check "irqchip kind=apic: in one line naming the element" has apic.out 'apic.system:28: <irqchip>: kind="apic": expected aia or plic'
+check "irqchip kind=apic: in one line naming the element" has apic.out 'apic.system:31: <irqchip>: kind="apic": expected aia or plic'
 check "irqchip kind=apic: one line" lines apic.out 1
 
 "$vmm" check simple.system --arch x86_64 >x86.out 2>&1
