@@ -72,8 +72,12 @@ void* mmap_aligned(uint64_t size, int prot, int flags, int fd) {
     return MAP_FAILED;
   }
   if (aligned > start) ::munmap(window, aligned - start);
+  // The mapping covers whole pages: what is left of the window starts at its last page's end
+  // (munmap refuses an address inside a page, which left the tail reserved for good).
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t mapped_end = (aligned + size + page - 1) & ~(page - 1);
   const uintptr_t end = start + size + kHugePage;
-  if (aligned + size < end) ::munmap(reinterpret_cast<void*>(aligned + size), end - aligned - size);
+  if (mapped_end < end) ::munmap(reinterpret_cast<void*>(mapped_end), end - mapped_end);
   return host;
 }
 
