@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/memfd.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
@@ -34,6 +35,44 @@ void MemoryRegion::guard_against_shrinking(int notify) {
 
 bool MemoryRegion::shrunk() const {
   return sigbus_guard_ && sigbus_guard_->tripped();
+}
+
+RegionShrinkWatch::RegionShrinkWatch() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!fd_) throw_errno("eventfd for shared regions");
+}
+
+RegionShrinkWatch::~RegionShrinkWatch() {
+  // A region still held elsewhere keeps its guard, which may yet write to the descriptor: left
+  // open rather than closed under it (and reused for another file).
+  for (const Watched& w : watched_) {
+    if (!w.region.expired()) {
+      static_cast<void>(fd_.release());
+      return;
+    }
+  }
+}
+
+bool RegionShrinkWatch::add(const std::shared_ptr<MemoryRegion>& region) {
+  try {
+    region->guard_against_shrinking(fd_.get());
+  } catch (const std::runtime_error&) {
+    return false;
+  }
+  watched_.push_back({region, false});
+  return true;
+}
+
+std::vector<std::string> RegionShrinkWatch::take_shrunk() {
+  uint64_t count = 0;
+  static_cast<void>(::read(fd_.get(), &count, sizeof count));
+  std::vector<std::string> names;
+  for (Watched& w : watched_) {
+    const auto region = w.region.lock();
+    if (!region || w.reported || !region->shrunk()) continue;
+    w.reported = true;
+    names.push_back(region->name());
+  }
+  return names;
 }
 
 std::string_view backing_name(MemoryBacking backing) {

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -176,6 +177,8 @@ bool pin_thread(const std::optional<cpu_set_t>& pin) {
 
 struct System::Impl {
   SystemDescription description;
+  // The host files and shm objects among the regions (before them: their guards write to it).
+  std::unique_ptr<RegionShrinkWatch> shrink_watch;
   std::map<std::string, std::shared_ptr<MemoryRegion>, std::less<>> regions;
   struct VmmMap {
     std::shared_ptr<MemoryRegion> region;
@@ -303,8 +306,21 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
   // Passed-through devices: the address checked here, the host's side when the VM is made.
   resolve_vfio_devices(d.description, false);
   check_private_memory(d.description);
-  for (const auto& r : d.description.regions)
-    d.regions.emplace(r.name, create_region(r, d.description));
+  for (const auto& r : d.description.regions) {
+    auto region = create_region(r, d.description);
+    // Another process may make a host file or shm object smaller: without a guard, a device
+    // then touching a lost page in a guest's buffer would end vmm with SIGBUS.
+    if (r.backing != MemoryRegionSpec::Backing::memfd) {
+      if (!d.shrink_watch) d.shrink_watch = std::make_unique<RegionShrinkWatch>();
+      if (!d.shrink_watch->add(region)) {
+        log::warn(
+            "{}memory region '{}': not guarded against being made smaller (too many "
+            "guarded regions): should another process shrink {}, vmm would end",
+            prefix(r.where), r.name, r.path);
+      }
+    }
+    d.regions.emplace(r.name, std::move(region));
+  }
   for (const auto& pd : d.description.domains) {
     for (const auto& m : pd.maps) {
       if (m.setvar_vaddr.empty()) continue;
@@ -333,6 +349,18 @@ System::System(SystemDescription description) : impl_(std::make_unique<Impl>()) 
     if (index < d.pins.size() && !pin_thread(d.pins[index])) caller.restore();
     d.vms.push_back(std::make_unique<Vm>(d.vm_config(*spec)));
     ++index;
+  }
+  if (d.shrink_watch && !d.vms.empty()) {
+    control_loop().add(d.shrink_watch->fd(), EPOLLIN, [this](uint32_t) {
+      for (const std::string& name : impl_->shrink_watch->take_shrunk()) {
+        const std::string why = fmt::format(
+            "memory region '{}': another process made its file smaller; what it held is lost "
+            "to the guests, whose view of it is no longer shared",
+            name);
+        log::error("{}", why);
+        request_stop(StopReason::error, why);
+      }
+    });
   }
 }
 

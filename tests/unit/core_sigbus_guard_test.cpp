@@ -8,6 +8,8 @@
 #include <csignal>
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/seccomp.hpp"
@@ -65,6 +67,29 @@ TEST(SigbusGuard, AMemoryRegionGuardedAgainstShrinking) {
   ASSERT_EQ(::ftruncate(raw, 0), 0);
   EXPECT_EQ(*static_cast<volatile uint8_t*>(region->host()), 0);
   EXPECT_TRUE(region->shrunk());
+}
+
+// A `.system` file's shared regions (host files, shm objects). Found in review: they were
+// unguarded, so another process shrinking one ended vmm with SIGBUS at a device's next access.
+TEST(RegionShrinkWatch, SaysWhichRegionShrankOnce) {
+  RegionShrinkWatch watch;
+  std::vector<int> raw;
+  std::vector<std::shared_ptr<MemoryRegion>> regions;
+  for (const char* name : {"mailbox", "frames"}) {
+    UniqueFd fd(::memfd_create(name, MFD_CLOEXEC));
+    ASSERT_EQ(::ftruncate(fd.get(), kSize), 0);
+    raw.push_back(fd.get());
+    regions.push_back(MemoryRegion::from_fd(name, std::move(fd), kSize));
+    ASSERT_TRUE(watch.add(regions.back()));
+  }
+  EXPECT_TRUE(watch.take_shrunk().empty());
+  ASSERT_EQ(::ftruncate(raw[1], 0), 0);
+  EXPECT_EQ(*static_cast<volatile uint8_t*>(regions[1]->host() + 4096), 0);  // no SIGBUS
+  pollfd p{watch.fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 0), 1);
+  EXPECT_EQ(watch.take_shrunk(), std::vector<std::string>{"frames"});
+  EXPECT_EQ(::poll(&p, 1, 0), 0) << "emptied";
+  EXPECT_TRUE(watch.take_shrunk().empty()) << "said once";
 }
 
 // Killed by SIGBUS; under ASan, whose SIGBUS handler the guard's hands over to, its report of

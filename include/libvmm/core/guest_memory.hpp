@@ -80,6 +80,32 @@ class MemoryRegion {
   std::unique_ptr<SigbusGuard> sigbus_guard_;  // released before the mapping
 };
 
+// Regions another process may make smaller (a `.system` file's host file or shm object): each
+// is guarded against shrinking, and fd() becomes readable when one did, for the owner to stop
+// what uses it (its pages read as zeros in this process from then on, no longer shared).
+class RegionShrinkWatch {
+ public:
+  RegionShrinkWatch();  // throws SystemError when no eventfd can be made
+  // The descriptor is kept open while a guarded region lives on: the guard writes to it.
+  ~RegionShrinkWatch();
+  RegionShrinkWatch(const RegionShrinkWatch&) = delete;
+  RegionShrinkWatch& operator=(const RegionShrinkWatch&) = delete;
+
+  // Guards `region`; false when it cannot be (SigbusGuard::kMaxGuards in use).
+  bool add(const std::shared_ptr<MemoryRegion>& region);
+  int fd() const { return fd_.get(); }
+  // Empties the descriptor; the names of the regions that shrank since the last call.
+  std::vector<std::string> take_shrunk();
+
+ private:
+  struct Watched {
+    std::weak_ptr<MemoryRegion> region;
+    bool reported = false;
+  };
+  UniqueFd fd_;
+  std::vector<Watched> watched_;
+};
+
 // The host's transparent huge page settings (/sys/kernel/mm/transparent_hugepage/): `enabled`
 // for anonymous memory, `shmem_enabled` for memfd. madvise: only for memory given
 // MADV_HUGEPAGE, which is what MemoryRegion does (shmem's `advise` and `within_size` count as
