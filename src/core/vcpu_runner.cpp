@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <set>
@@ -146,7 +147,8 @@ void VcpuRunner::start() {
 void VcpuRunner::stop() {
   if (stopping_.exchange(true)) return;
   // immediate_exit covers a kick that lands just before the thread enters KVM_RUN.
-  vcpu_->state().immediate_exit = 1;
+  // An atomic store: the vCPU thread's KVM_RUN (in the kernel) and its exits read the page.
+  std::atomic_ref<uint8_t>(vcpu_->state().immediate_exit).store(1);
   const std::lock_guard lock(thread_mutex_);
   if (thread_.joinable()) pthread_kill(thread_.native_handle(), kick_signal());
 }

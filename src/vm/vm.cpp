@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -870,12 +871,22 @@ RunResult Vm::run() {
     request_stop(StopReason::error, e.what());
     filtered = false;  // the loop never serves the guest unfiltered
   }
+  // A loop that fails (a callback's exception, epoll itself) still stops and joins the vCPUs
+  // before the exception goes on: the guest must not run on unserved, nor a second run() find
+  // their threads joinable.
+  std::exception_ptr failure;
   if (filtered) {
-    seccomp_self_test("event loop");
-    d.loop.run();
+    try {
+      seccomp_self_test("event loop");
+      d.loop.run();
+    } catch (const std::exception& e) {
+      request_stop(StopReason::error, fmt::format("the event loop failed: {}", e.what()));
+      failure = std::current_exception();
+    }
   }
   for (auto& v : d.vcpus) v->stop();
   for (auto& v : d.vcpus) v->join();
+  if (failure) std::rethrow_exception(failure);
   for (const auto& device : d.vfio_devices) device->log_slow_paths();
   std::lock_guard lock(d.stop_mutex);
   return d.result.value_or(RunResult{StopReason::error, "the event loop stopped unexpectedly"});
