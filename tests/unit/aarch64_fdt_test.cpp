@@ -467,7 +467,8 @@ TEST(Arm64FdtPatch, KeepsUserCpusAndPointsNewDevicesAtTheGic) {
   intc: intc@8000000 { compatible = "arm,cortex-a15-gic"; interrupt-controller; #interrupt-cells = <3>;
          reg = <0 0x8000000 0 0x10000 0 0x8010000 0 0x10000>; };
   cpus { #address-cells = <1>; #size-cells = <0>; cpu@0 { device_type = "cpu"; reg = <0>; }; };
-  timer { compatible = "arm,armv8-timer"; interrupt-parent = <&intc>; interrupts = <1 13 4>; };
+  timer { compatible = "arm,armv8-timer"; interrupt-parent = <&intc>;
+          interrupts = <1 13 4>, <1 14 4>, <1 11 4>, <1 10 4>; };
 };
 )");
   FdtMachine m = sample_machine(GicVersion::v2);
@@ -475,7 +476,8 @@ TEST(Arm64FdtPatch, KeepsUserCpusAndPointsNewDevicesAtTheGic) {
   m.cpus = 1;
   const auto blob = patch_fdt(user, m, "user.dtb");
   EXPECT_LT(node(blob, "/cpus/cpu@1"), 0);
-  EXPECT_THAT(cells(blob, "/timer", "interrupts"), ElementsAre(1u, 13u, 4u));
+  EXPECT_THAT(cells(blob, "/timer", "interrupts"),
+              ElementsAre(1u, 13u, 4u, 1u, 14u, 4u, 1u, 11u, 4u, 1u, 10u, 4u));
   const uint32_t gic = fdt_get_phandle(blob.data(), node(blob, "/intc@8000000"));
   ASSERT_NE(gic, 0u);
   EXPECT_THAT(cells(blob, "/virtio_mmio@a000000", "interrupt-parent"), ElementsAre(gic));
@@ -493,11 +495,14 @@ TEST(Arm64FdtPatch, RefusesAUserTreeThatDisagreesWithTheVm) {
       cpu_nodes += "cpu@" + std::to_string(i) + " { device_type = \"cpu\"; reg = <" +
                    std::to_string(i) + ">; }; ";
     }
+    // The VM's GIC registers: GICv3's redistributors for 2 vCPUs, GICv2's CPU interface.
+    const std::string reg = gic == "arm,gic-v3" ? "0 0x8000000 0 0x10000 0 0x80a0000 0 0x40000"
+                                                : "0 0x8000000 0 0x10000 0 0x8010000 0 0x10000";
     return compile_dts("/dts-v1/;\n/ {\n" + cells + " interrupt-parent = <&intc>;\n" +
                        "intc: intc@8000000 { compatible = \"" + gic +
-                       "\"; interrupt-controller; #interrupt-cells = <3>; reg = <0 0x8000000 0 "
-                       "0x10000 0 0x8010000 0 0x10000>; };\n" +
-                       "cpus { #address-cells = <1>; #size-cells = <0>; " + cpu_nodes + "};\n};\n");
+                       "\"; interrupt-controller; #interrupt-cells = <3>; reg = <" + reg +
+                       ">; };\n" + "cpus { #address-cells = <1>; #size-cells = <0>; " + cpu_nodes +
+                       "};\n};\n");
   };
   const std::string two = "#address-cells = <2>; #size-cells = <2>;";
   EXPECT_NO_THROW(patch_fdt(tree(two, "arm,gic-v3", 2), sample_machine(), "user.dtb"));
@@ -529,6 +534,50 @@ TEST(Arm64FdtPatch, RefusesAUserTreeThatDisagreesWithTheVm) {
       "<0>; }; cpu@1 { device_type = \"cpu\"; reg = <1>; }; cpu@2 { device_type = \"cpu\"; "
       "reg = <2>; status = \"disabled\"; }; };\n};\n");
   EXPECT_NO_THROW(patch_fdt(disabled, sample_machine(), "user.dtb"));
+}
+
+// Found in review: a tree from another board (its GIC elsewhere, its timer on other PPIs) was
+// taken, and the guest booted without interrupts or a clock tick, and no word why.
+TEST(Arm64FdtPatch, RefusesAUserGicOrTimerElsewhere) {
+  if (!have_dtc()) GTEST_SKIP() << "dtc not installed (Debian package device-tree-compiler)";
+  const auto tree = [](const std::string& reg, const std::string& timer) {
+    return compile_dts(
+        "/dts-v1/;\n/ { #address-cells = <2>; #size-cells = <2>; interrupt-parent = <&intc>;\n"
+        "intc: intc@8000000 { compatible = \"arm,gic-v3\"; interrupt-controller; "
+        "#interrupt-cells = <3>; reg = <" +
+        reg + ">; };\n" + timer + "};\n");
+  };
+  const std::string ours = "0 0x8000000 0 0x10000 0 0x80a0000 0 0x40000";
+  const std::string timer =
+      "timer { compatible = \"arm,armv8-timer\"; interrupts = <1 13 4>, <1 14 4>, <1 11 4>, "
+      "<1 10 4>; };\n";
+  EXPECT_NO_THROW(patch_fdt(tree(ours, timer), sample_machine(), "user.dtb"));
+  EXPECT_NO_THROW(patch_fdt(tree("0 0x8000000 0 0x10000 0 0x80a0000 0 0xf60000", ""),
+                            sample_machine(), "user.dtb"))
+      << "QEMU virt's redistributor region, sized for its most CPUs";
+  const std::string gic_error =
+      "user.dtb: its GIC's reg does not match this VM's: the distributor at 0x8000000 and the "
+      "redistributors at 0x80a0000 (0x40000 bytes or more, for every vCPU)";
+  EXPECT_EQ(error_of([&] {
+              patch_fdt(tree("0 0x2f000000 0 0x10000 0 0x2f100000 0 0x200000", ""),
+                        sample_machine(), "user.dtb");
+            }),
+            gic_error);
+  EXPECT_EQ(error_of([&] {
+              patch_fdt(tree("0 0x8000000 0 0x10000 0 0x80a0000 0 0x20000", ""), sample_machine(),
+                        "user.dtb");
+            }),
+            gic_error)
+      << "room for one vCPU's redistributor, the VM has 2";
+  EXPECT_EQ(error_of([&] {
+              patch_fdt(tree(ours,
+                             "timer { compatible = \"arm,armv8-timer\"; interrupts = <1 29 4>, "
+                             "<1 30 4>, <1 27 4>, <1 26 4>; };\n"),
+                        sample_machine(), "user.dtb");
+            }),
+            "user.dtb: its timer node's interrupts are not the PPIs KVM's timers raise (13, 14, "
+            "11, 10: secure, non-secure, virtual and hypervisor physical timer); remove the node "
+            "and vmm writes it");
 }
 
 TEST(Arm64FdtPatch, PointsAUsersSmcPsciAtKvm) {

@@ -7,6 +7,9 @@
 #include <cstring>
 #include <optional>
 #include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/size.hpp"
@@ -203,6 +206,82 @@ void use_kvm_psci_conduit(FdtEditor& editor) {
   }
 }
 
+// The (address, size) pairs of a node's reg, in the root's 2/2 cells; empty if it has none.
+std::vector<std::pair<uint64_t, uint64_t>> reg_pairs(const void* fdt, int node) {
+  int length = 0;
+  const auto* cells = static_cast<const fdt32_t*>(fdt_getprop(fdt, node, "reg", &length));
+  std::vector<std::pair<uint64_t, uint64_t>> pairs;
+  if (cells == nullptr || length < 0) return pairs;
+  const auto count = static_cast<size_t>(length) / sizeof(fdt32_t);
+  auto u64_at = [cells](size_t i) {
+    return (uint64_t{fdt32_to_cpu(cells[i])} << 32) | fdt32_to_cpu(cells[i + 1]);
+  };
+  for (size_t i = 0; i + 4 <= count; i += 4) pairs.emplace_back(u64_at(i), u64_at(i + 2));
+  return pairs;
+}
+
+// The user's GIC where KVM's is: a tree from another board (its distributor elsewhere) would
+// boot a guest that finds no interrupt controller, and no word why. (A GIC below a bus node,
+// whose reg its ranges would translate, is left alone.) Returns its node, or -1.
+int check_user_gic(const void* fdt, const GicDescription& gic, const std::string& path) {
+  const bool v3 = gic.version == GicVersion::v3;
+  int node = -1;
+  for (const char* compatible :
+       v3 ? std::vector<const char*>{"arm,gic-v3"}
+          : std::vector<const char*>{"arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic",
+                                     "arm,cortex-a9-gic"}) {
+    node = fdt_node_offset_by_compatible(fdt, -1, compatible);
+    if (node >= 0) break;
+  }
+  if (node < 0 || fdt_parent_offset(fdt, node) != 0) return node;  // none: the VM's is added
+  const auto reg = reg_pairs(fdt, node);
+  const char* second = v3 ? "redistributors" : "CPU interface";
+  // (A GICv2 CPU interface is written 0x2000 or 0x10000 long, both right; GICv3's redistributor
+  // region must hold every vCPU's frames.)
+  if (reg.size() < 2 || reg[0].first != gic.dist_base || reg[1].first != gic.cpu_or_redist_base ||
+      (v3 && reg[1].second < gic.cpu_or_redist_size)) {
+    throw UserError(fmt::format(
+        "{}: its GIC's reg does not match this VM's: the distributor at {:#x} and the {} at "
+        "{:#x}{}",
+        path, gic.dist_base, second, gic.cpu_or_redist_base,
+        v3 ? fmt::format(" ({:#x} bytes or more, for every vCPU)", gic.cpu_or_redist_size) : ""));
+  }
+  return node;
+}
+
+// The architected timer's four PPIs are the ones KVM raises (13, 14, 11, 10, in the binding's
+// order); a user's timer node saying others leaves the guest without a clock tick. Read in the
+// GIC's 3 interrupt cells (another count, e.g. GICv3's 4 with PPI partitions: left alone).
+void check_user_timer(const void* fdt, int gic_node, const std::string& path) {
+  int node = fdt_node_offset_by_compatible(fdt, -1, "arm,armv8-timer");
+  if (node < 0) node = fdt_node_offset_by_compatible(fdt, -1, "arm,armv7-timer");
+  if (node < 0 || gic_node < 0) return;
+  int cells_length = 0;
+  const auto* interrupt_cells =
+      static_cast<const fdt32_t*>(fdt_getprop(fdt, gic_node, "#interrupt-cells", &cells_length));
+  if (interrupt_cells == nullptr || cells_length != sizeof(fdt32_t) ||
+      fdt32_to_cpu(*interrupt_cells) != 3) {
+    return;
+  }
+  int length = 0;
+  const auto* cells = static_cast<const fdt32_t*>(fdt_getprop(fdt, node, "interrupts", &length));
+  const uint32_t expected[] = {kTimerSecurePhysIntid, kTimerNonSecurePhysIntid, kTimerVirtIntid,
+                               kTimerHypIntid};
+  bool matches = cells != nullptr && length >= static_cast<int>(4 * 3 * sizeof(fdt32_t));
+  for (size_t i = 0; matches && i < 4; ++i) {
+    matches = fdt32_to_cpu(cells[i * 3]) == kFdtIrqTypePpi &&
+              fdt32_to_cpu(cells[i * 3 + 1]) == expected[i] - kFirstPpiIntid;
+  }
+  if (!matches) {
+    throw UserError(fmt::format(
+        "{}: its timer node's interrupts are not the PPIs KVM's timers raise ({}, {}, {}, {}: "
+        "secure, non-secure, virtual and hypervisor physical timer); remove the node and vmm "
+        "writes it",
+        path, expected[0] - kFirstPpiIntid, expected[1] - kFirstPpiIntid,
+        expected[2] - kFirstPpiIntid, expected[3] - kFirstPpiIntid));
+  }
+}
+
 // What a user's tree must agree on with the VM, each a one-line refusal otherwise: the cells
 // the memory and device nodes are written in, the GIC's version (a GICv2 tree on a GICv3 VM:
 // a guest without interrupts, and no word why), and the CPUs (a vCPU the tree lacks stays off;
@@ -232,6 +311,7 @@ void check_user_tree(const FdtEditor& editor, const FdtMachine& machine, const s
                       path, other, compatible, v3 ? 3 : 2));
     }
   }
+  check_user_timer(fdt, check_user_gic(fdt, machine.gic, path), path);
   const std::optional<uint32_t> enabled = editor.enabled_cpus();
   if (!enabled) return;  // /cpus is added from the machine
   if (const uint32_t listed = *enabled; listed != machine.cpus) {
