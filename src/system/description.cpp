@@ -377,6 +377,18 @@ class Validator {
           "vhost-user back-end takes at most {}",
           vm.config.name, regions, ram_pieces, ram_pieces == 1 ? "" : "s", vhost::kMaxRegions)));
     }
+    // Each writable map is a table entry of its own, and a back-end refuses two entries over
+    // the same memory (ours: "overlap in user addresses"): a region mapped twice would fail
+    // only once the guest's driver starts the device.
+    std::map<std::string, const MapSpec*, std::less<>> shared;
+    for (const MapSpec& m : vm.maps) {
+      if (m.readonly() || m.malformed) continue;
+      if (const auto [it, added] = shared.emplace(m.region, &m); !added) {
+        add(m.where, fmt::format("map of '{}': the region is mapped at line {} already; a "
+                                 "device served by another process ({}) takes each region once",
+                                 m.region, it->second->where.line, first->kind));
+      }
+    }
   }
 
   void check_vm(const VirtualMachineSpec& vm, std::vector<std::string>& stdio_users) {

@@ -488,6 +488,23 @@ TEST_F(DescriptionTest, VhostUserRegionsCountRamInTheMachinesPieces) {
       << problems.front();
 }
 
+// Found in review: a region mapped twice into a VM with a vhost-user device was accepted, and
+// the back-end then refused the memory table's two entries over the same memory once the
+// guest's driver started the device.
+TEST_F(DescriptionTest, VhostUserTakesEachRegionOnce) {
+  const std::string regions = "<memory_region name=\"box\" size=\"0x1000\" />";
+  const std::string once = "<map mr=\"box\" vaddr=\"0x1000000000\" perms=\"rw\" />";
+  const std::string twice = once + "<map mr=\"box\" vaddr=\"0x1000001000\" perms=\"rw\" />";
+  const std::string device = "<vhost_user type=\"net\" socket=\"/run/net.sock\" />";
+  EXPECT_TRUE(problems_of(xml(once + device, regions)).empty());
+  EXPECT_TRUE(problems_of(xml(twice, regions)).empty()) << "without such a device it may";
+  const auto problems = problems_of(xml(twice + device, regions));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems.front().find("map of 'box': the region is mapped at line"), std::string::npos)
+      << problems.front();
+  EXPECT_NE(problems.front().find("takes each region once"), std::string::npos) << problems.front();
+}
+
 TEST_F(DescriptionTest, VhostUserNetworkConsoleAndSound) {
   EXPECT_TRUE(problems_of(xml("<vhost_user type=\"net\" socket=\"/run/net.sock\" />"
                               "<vhost_user type=\"console\" socket=\"/run/con.sock\" />"
