@@ -14,6 +14,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/sigbus_guard.hpp"
+#include "libvmm/core/size.hpp"
 
 namespace libvmm {
 
@@ -165,7 +166,11 @@ std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t si
     // Its size for good: a process it is shared with (a vhost-user back-end) cannot shrink it
     // under this one (whose next access there would be a SIGBUS), nor add seals of its own.
     if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-      log::debug("memory region '{}': no seals ({})", name, std::strerror(errno));
+      // (Linux before 4.16 seals no hugetlb memfd.) Rare, and worth a word where it happens.
+      log::warn(
+          "memory region '{}': its memfd cannot be sealed ({}): a process it is shared with "
+          "(a vhost-user back-end) could make it smaller, which would end vmm with SIGBUS",
+          name, std::strerror(errno));
     }
   }
   // MAP_NORESERVE: guest RAM is populated on demand, like any process's memory. Not for huge
@@ -176,9 +181,9 @@ std::shared_ptr<MemoryRegion> MemoryRegion::create(std::string name, uint64_t si
   if (host == MAP_FAILED) {
     if (hugetlb && errno == ENOMEM) {
       throw UserError(
-          fmt::format("memory region '{}': not enough free 2 MiB huge pages for {} MiB "
+          fmt::format("memory region '{}': not enough free 2 MiB huge pages for {} "
                       "(see /proc/sys/vm/nr_hugepages)",
-                      name, size / MiB));
+                      name, format_size(size)));
     }
     throw_errno(fmt::format("memory region '{}': mmap of {:#x} bytes", name, size));
   }
@@ -301,7 +306,7 @@ std::shared_ptr<MemoryRegion> create_ram_region(std::string name, uint64_t size,
   const auto choice = choose_ram_backing(requested, needs_fd, HostThp::read(), problem);
   if (!choice) throw UserError(fmt::format("{}: {}", what, problem));
   auto region = MemoryRegion::create(std::move(name), size, choice->backing);
-  log::debug("{} ({} MiB): {}: {}", what, size / MiB, backing_name(choice->backing),
+  log::debug("{} ({}): {}: {}", what, format_size(size), backing_name(choice->backing),
              choice->reason);
   return region;
 }

@@ -590,8 +590,10 @@ void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device, Transport trans
   // The next slot and line after the planned devices, by the planner's own rule.
   const DeviceSlot slot = device_slot(map, d.mmio_devices, taken_irqs(d.config));
   if (!slot.irq) {
-    throw UserError(fmt::format("{}: no free interrupt line left for it ({} devices at most)",
-                                device->name(), d.placed.size()));
+    throw UserError(
+        fmt::format("{}: no free interrupt line left for it ({} virtio-mmio devices "
+                    "at most)",
+                    device->name(), map.virtio_mmio_slots));
   }
   attach_virtio_device(std::move(device), slot, "");
 }
