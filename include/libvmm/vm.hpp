@@ -101,6 +101,10 @@ class Vm {
   // SIGTERM). Called on the event loop's thread; set it before run().
   void request_shutdown();
   void set_shutdown_handler(std::function<void()> handler);
+  // Called on run()'s thread once its event loop has stopped, before the vCPUs are joined and
+  // the devices torn down (where a host I/O that hangs could hold the end): e.g. for a program
+  // to take its stop signals itself from then on. Set it before run().
+  void set_loop_end_handler(std::function<void()> handler);
 
   const VmConfig& config() const;
   GuestMemory& memory();

@@ -198,6 +198,7 @@ struct System::Impl {
   // With several VMs: signals, timers and requests that concern them all, served on the
   // calling thread while each VM runs on its own (control_loop()).
   EventLoop control;
+  std::function<void()> loop_end_handler;  // several VMs: after control.run()
   std::atomic<size_t> running{0};
   std::vector<std::optional<cpu_set_t>> pins;  // per VM (vm_cpu_pins)
 
@@ -415,6 +416,7 @@ RunResult System::run() {
     try {
       for (size_t i = 0; i < d.vms.size(); ++i) threads.emplace_back(run_one, i);
       d.control.run();
+      if (d.loop_end_handler) d.loop_end_handler();
     } catch (const std::exception& e) {
       // No thread for every VM, or a control callback threw: stop them all, then join.
       d.note_failure(std::current_exception());
@@ -425,6 +427,14 @@ RunResult System::run() {
   std::lock_guard lock(d.stop_mutex);
   if (d.failure) std::rethrow_exception(d.failure);
   return *d.first_result;
+}
+
+void System::set_loop_end_handler(std::function<void()> handler) {
+  if (impl_->vms.size() == 1) {
+    impl_->vms.front()->set_loop_end_handler(std::move(handler));
+  } else {
+    impl_->loop_end_handler = std::move(handler);
+  }
 }
 
 EventLoop& System::control_loop() {

@@ -286,6 +286,7 @@ struct Vm::Impl {
   std::unique_ptr<MachineContext> machine_context;
   std::function<void()>
       shutdown_handler;  // set_shutdown_handler()  // what the machine's steps work on
+  std::function<void()> loop_end_handler;  // set_loop_end_handler()
   Bus mmio{"MMIO"};
   Bus pio{"port I/O"};
   std::unique_ptr<FaultReporter> faults;
@@ -886,6 +887,7 @@ RunResult Vm::run() {
       failure = std::current_exception();
     }
   }
+  if (d.loop_end_handler) d.loop_end_handler();
   for (auto& v : d.vcpus) v->stop();
   for (auto& v : d.vcpus) v->join();
   if (failure) std::rethrow_exception(failure);
@@ -900,6 +902,10 @@ bool Vm::press_power_button() {
 
 void Vm::set_shutdown_handler(std::function<void()> handler) {
   impl_->shutdown_handler = std::move(handler);
+}
+
+void Vm::set_loop_end_handler(std::function<void()> handler) {
+  impl_->loop_end_handler = std::move(handler);
 }
 
 void Vm::request_shutdown() {

@@ -123,6 +123,31 @@ void watch_signals(System& system, GracefulStop& stop, UniqueFd& holder) {
   });
 }
 
+// Once the event loop has stopped nothing reads the signalfd, and the end (joining the vCPUs,
+// the devices finishing their host I/O) could wait on a host that hangs: a stop signal then
+// ends vmm at once, as a second one does while the loop runs. The handler is installed at the
+// start (no seccomp filter allows it later) and the signals unblocked when the loop stops.
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+void take_stop_signals_after_the_loop(System& system) {
+  for (int s : kStopSignals) {
+    struct sigaction sa {};
+    sa.sa_handler = [](int sig) {
+      RawTerminal::restore_saved();
+      static constexpr char kMessage[] = "vmm: stopped at once by a signal while ending\n";
+      [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+      ::_exit(128 + sig);
+    };
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(s, &sa, nullptr);
+  }
+  system.set_loop_end_handler([] {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : kStopSignals) sigaddset(&set, s);
+    ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  });
+}
+
 // A crash must not leave the user's terminal in raw mode, and should say where it happened
 // (addresses a developer resolves with addr2line -e vmm).
 void restore_terminal_on_crash() {
@@ -241,6 +266,7 @@ int run_system(SystemDescription&& description, int shutdown_timeout) {
     }
     UniqueFd signals;
     watch_signals(system, stop, signals);
+    take_stop_signals_after_the_loop(system);
     const RunResult result = system.run();
     if (result.exit_status() == 0) {
       log::info("guest stopped ({}): {}", to_string(result.reason), result.detail);
