@@ -92,8 +92,12 @@ RawTerminal::~RawTerminal() {
 }
 
 void RawTerminal::restore_saved() noexcept {
-  const int fd = g_raw_fd.exchange(-1);
-  if (fd >= 0) ::tcsetattr(fd, TCSANOW, &g_saved);
+  // Restored before the fd is cleared: a signal handler calling this between the two (vmm's
+  // stop signals while it ends) restores it again rather than finding nothing to do.
+  int fd = g_raw_fd.load();
+  if (fd < 0) return;
+  ::tcsetattr(fd, TCSANOW, &g_saved);
+  g_raw_fd.compare_exchange_strong(fd, -1);
 }
 
 StdioBackend::StdioBackend(std::function<void()> on_quit, int in_fd, int out_fd,
