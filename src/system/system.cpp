@@ -416,12 +416,12 @@ RunResult System::run() {
     try {
       for (size_t i = 0; i < d.vms.size(); ++i) threads.emplace_back(run_one, i);
       d.control.run();
-      if (d.loop_end_handler) d.loop_end_handler();
     } catch (const std::exception& e) {
       // No thread for every VM, or a control callback threw: stop them all, then join.
       d.note_failure(std::current_exception());
       request_stop(StopReason::error, e.what());
     }
+    if (d.loop_end_handler) d.loop_end_handler();
     for (auto& t : threads) t.join();
   }
   std::lock_guard lock(d.stop_mutex);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -106,6 +107,39 @@ class GracefulStop {
   bool armed_ = false;
 };
 
+// Once the event loop has stopped nothing reads the signalfd, and the end (joining the vCPUs,
+// the devices finishing their host I/O) could wait on a host that hangs: a stop signal then
+// ends vmm at once, as a second one does while the loop runs. The handler is installed at the
+// start (no seccomp filter allows it later) and the signals unblocked when the loop stops.
+// (Also a signal handler's: async-signal-safe.)
+void exit_at_once(int sig) {
+  RawTerminal::restore_saved();
+  static constexpr char kMessage[] = "vmm: stopped at once by a signal while ending\n";
+  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+  ::_exit(128 + sig);
+}
+
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+void take_stop_signals_after_the_loop(System& system, int signal_fd) {
+  for (int s : kStopSignals) {
+    struct sigaction sa {};
+    sa.sa_handler = exit_at_once;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(s, &sa, nullptr);
+  }
+  system.set_loop_end_handler([signal_fd] {
+    // What came before the loop stopped was for it (a terminal's hang-up comes twice): read and
+    // left, not taken as a request to skip the clean end.
+    signalfd_siginfo info{};
+    while (::read(signal_fd, &info, sizeof info) == sizeof info) {
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : kStopSignals) sigaddset(&set, s);
+    ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  });
+}
+
 void watch_signals(System& system, GracefulStop& stop, UniqueFd& holder) {
   sigset_t set = watched_signals();
   holder.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
@@ -116,35 +150,17 @@ void watch_signals(System& system, GracefulStop& stop, UniqueFd& holder) {
     if (::read(fd, &info, sizeof info) != sizeof info) return;
     const int signo = static_cast<int>(info.ssi_signo);
     if (signo == SIGWINCH) return StdioBackend::terminal_resized();
+    // Every VM stopped already and still ending (several VMs: the control loop runs until
+    // all have): a stop signal ends vmm at once, as after the loop (exit_at_once).
+    const auto vms = system.vms();
+    if (signo != kRescanSignal &&
+        std::all_of(vms.begin(), vms.end(), [](Vm* vm) { return vm->stopping(); })) {
+      exit_at_once(signo);
+    }
     if (signo != kRescanSignal) return stop.on_signal(signo);
     size_t changed = 0;
     for (Vm* vm : system.vms()) changed += vm->rescan_devices();
     log::info("signal {}: looked at the disks' images again; {} changed size", signo, changed);
-  });
-}
-
-// Once the event loop has stopped nothing reads the signalfd, and the end (joining the vCPUs,
-// the devices finishing their host I/O) could wait on a host that hangs: a stop signal then
-// ends vmm at once, as a second one does while the loop runs. The handler is installed at the
-// start (no seccomp filter allows it later) and the signals unblocked when the loop stops.
-constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
-void take_stop_signals_after_the_loop(System& system) {
-  for (int s : kStopSignals) {
-    struct sigaction sa {};
-    sa.sa_handler = [](int sig) {
-      RawTerminal::restore_saved();
-      static constexpr char kMessage[] = "vmm: stopped at once by a signal while ending\n";
-      [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
-      ::_exit(128 + sig);
-    };
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(s, &sa, nullptr);
-  }
-  system.set_loop_end_handler([] {
-    sigset_t set;
-    sigemptyset(&set);
-    for (int s : kStopSignals) sigaddset(&set, s);
-    ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
   });
 }
 
@@ -266,7 +282,7 @@ int run_system(SystemDescription&& description, int shutdown_timeout) {
     }
     UniqueFd signals;
     watch_signals(system, stop, signals);
-    take_stop_signals_after_the_loop(system);
+    take_stop_signals_after_the_loop(system, signals.get());
     const RunResult result = system.run();
     if (result.exit_status() == 0) {
       log::info("guest stopped ({}): {}", to_string(result.reason), result.detail);

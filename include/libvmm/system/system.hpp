@@ -47,9 +47,10 @@ class System {
   // lone VM's event loop, or with several the loop run() runs on the calling thread (which has
   // no seccomp filter: it serves no guest device). Set up before run().
   EventLoop& control_loop();
-  // Called on run()'s calling thread once control_loop() has stopped (a lone VM's: before its
-  // vCPUs are joined; with several: before their threads are), ahead of the teardown. Set it
-  // before run(); see Vm::set_loop_end_handler.
+  // Called on run()'s calling thread once control_loop() has stopped, ahead of the teardown:
+  // a lone VM's before its vCPUs are joined; with several once every VM's run() has returned
+  // (the control loop serves until then), before their threads are joined. Set it before
+  // run(); see Vm::set_loop_end_handler.
   void set_loop_end_handler(std::function<void()> handler);
   // Thread-safe: stops every VM.
   void request_stop(StopReason reason, const std::string& detail);
