@@ -54,6 +54,9 @@ RegionShrinkWatch::~RegionShrinkWatch() {
 }
 
 bool RegionShrinkWatch::add(const std::shared_ptr<MemoryRegion>& region) {
+  // Half the process's guards at most: the rest are for what needs one later (each VM's kernel
+  // and initrd while they load, a vhost-user back-end's regions).
+  if (watched_.size() >= SigbusGuard::kMaxGuards / 2) return false;
   try {
     region->guard_against_shrinking(fd_.get());
   } catch (const std::runtime_error&) {

@@ -92,6 +92,22 @@ TEST(RegionShrinkWatch, SaysWhichRegionShrankOnce) {
   EXPECT_TRUE(watch.take_shrunk().empty()) << "said once";
 }
 
+// Found in review: the regions could take every guard, and a VM's kernel then failed to load.
+TEST(RegionShrinkWatch, LeavesHalfTheGuardsToOthers) {
+  RegionShrinkWatch watch;
+  std::vector<std::shared_ptr<MemoryRegion>> regions;
+  size_t guarded = 0;
+  for (size_t i = 0; i <= SigbusGuard::kMaxGuards / 2; ++i) {
+    UniqueFd fd(::memfd_create("many", MFD_CLOEXEC));
+    ASSERT_EQ(::ftruncate(fd.get(), kSize), 0);
+    regions.push_back(MemoryRegion::from_fd("many", std::move(fd), kSize));
+    guarded += watch.add(regions.back()) ? 1 : 0;
+  }
+  EXPECT_EQ(guarded, SigbusGuard::kMaxGuards / 2);
+  SharedFile file;
+  EXPECT_NO_THROW(SigbusGuard(file.map, kSize, -1)) << "a guard left for someone else";
+}
+
 // Killed by SIGBUS; under ASan, whose SIGBUS handler the guard's hands over to, its report of
 // it ends the process with a failure status instead.
 bool EndedBySigbus(int status) {

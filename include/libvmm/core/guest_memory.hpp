@@ -91,7 +91,8 @@ class RegionShrinkWatch {
   RegionShrinkWatch(const RegionShrinkWatch&) = delete;
   RegionShrinkWatch& operator=(const RegionShrinkWatch&) = delete;
 
-  // Guards `region`; false when it cannot be (SigbusGuard::kMaxGuards in use).
+  // Guards `region`; false when it cannot be (it guards half of SigbusGuard::kMaxGuards
+  // already, or no guard is left).
   bool add(const std::shared_ptr<MemoryRegion>& region);
   int fd() const { return fd_.get(); }
   // Empties the descriptor; the names of the regions that shrank since the last call.
