@@ -4,8 +4,10 @@
 #include <libfdt.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -155,10 +157,27 @@ void update_chosen(FdtEditor& editor, const FdtNode& wanted) {
   }
 }
 
+// The first node with one of `compatibles`, tried in their order; -1 if none.
+int node_by_compatible(const void* fdt, std::span<const char* const> compatibles) {
+  for (const char* c : compatibles) {
+    const int node = fdt_node_offset_by_compatible(fdt, -1, c);
+    if (node >= 0) return node;
+  }
+  return -1;
+}
+
 bool has_compatible(const FdtEditor& editor, std::initializer_list<const char*> compatibles) {
-  return std::any_of(compatibles.begin(), compatibles.end(), [&](const char* c) {
-    return fdt_node_offset_by_compatible(editor.fdt(), -1, c) >= 0;
-  });
+  return node_by_compatible(editor.fdt(), {compatibles.begin(), compatibles.size()}) >= 0;
+}
+
+// Each GIC version's node, and the architected timer's, by their bindings' compatibles.
+constexpr std::array<const char*, 4> kGicV2Compatibles{"arm,gic-400", "arm,cortex-a15-gic",
+                                                       "arm,cortex-a7-gic", "arm,cortex-a9-gic"};
+constexpr std::array<const char*, 1> kGicV3Compatibles{"arm,gic-v3"};
+constexpr std::array<const char*, 2> kTimerCompatibles{"arm,armv8-timer", "arm,armv7-timer"};
+std::span<const char* const> gic_compatibles(GicVersion version) {
+  if (version == GicVersion::v3) return kGicV3Compatibles;
+  return kGicV2Compatibles;
 }
 
 // The phandle of the interrupt controller devices we add use; nullopt when the root's
@@ -225,14 +244,7 @@ std::vector<std::pair<uint64_t, uint64_t>> reg_pairs(const void* fdt, int node) 
 // whose reg its ranges would translate, is left alone.) Returns its node, or -1.
 int check_user_gic(const void* fdt, const GicDescription& gic, const std::string& path) {
   const bool v3 = gic.version == GicVersion::v3;
-  int node = -1;
-  for (const char* compatible :
-       v3 ? std::vector<const char*>{"arm,gic-v3"}
-          : std::vector<const char*>{"arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic",
-                                     "arm,cortex-a9-gic"}) {
-    node = fdt_node_offset_by_compatible(fdt, -1, compatible);
-    if (node >= 0) break;
-  }
+  const int node = node_by_compatible(fdt, gic_compatibles(gic.version));
   if (node < 0 || fdt_parent_offset(fdt, node) != 0) return node;  // none: the VM's is added
   const auto reg = reg_pairs(fdt, node);
   const char* second = v3 ? "redistributors" : "CPU interface";
@@ -252,17 +264,10 @@ int check_user_gic(const void* fdt, const GicDescription& gic, const std::string
 // The architected timer's four PPIs are the ones KVM raises (13, 14, 11, 10, in the binding's
 // order); a user's timer node saying others leaves the guest without a clock tick. Read in the
 // GIC's 3 interrupt cells (another count, e.g. GICv3's 4 with PPI partitions: left alone).
-void check_user_timer(const void* fdt, int gic_node, const std::string& path) {
-  int node = fdt_node_offset_by_compatible(fdt, -1, "arm,armv8-timer");
-  if (node < 0) node = fdt_node_offset_by_compatible(fdt, -1, "arm,armv7-timer");
-  if (node < 0 || gic_node < 0) return;
-  int cells_length = 0;
-  const auto* interrupt_cells =
-      static_cast<const fdt32_t*>(fdt_getprop(fdt, gic_node, "#interrupt-cells", &cells_length));
-  if (interrupt_cells == nullptr || cells_length != sizeof(fdt32_t) ||
-      fdt32_to_cpu(*interrupt_cells) != 3) {
-    return;
-  }
+void check_user_timer(const FdtEditor& editor, int gic_node, const std::string& path) {
+  const void* fdt = editor.fdt();
+  const int node = node_by_compatible(fdt, kTimerCompatibles);
+  if (node < 0 || gic_node < 0 || editor.u32(gic_node, "#interrupt-cells") != 3u) return;
   int length = 0;
   const auto* cells = static_cast<const fdt32_t*>(fdt_getprop(fdt, node, "interrupts", &length));
   const uint32_t expected[] = {kTimerSecurePhysIntid, kTimerNonSecurePhysIntid, kTimerVirtIntid,
@@ -299,11 +304,7 @@ void check_user_tree(const FdtEditor& editor, const FdtMachine& machine, const s
   }
   const bool v3 = machine.gic.version == GicVersion::v3;
   const char* other = v3 ? "GICv2" : "GICv3";
-  const std::vector<const char*> others =
-      v3 ? std::vector<const char*>{"arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a7-gic",
-                                    "arm,cortex-a9-gic"}
-         : std::vector<const char*>{"arm,gic-v3"};
-  for (const char* compatible : others) {
+  for (const char* compatible : gic_compatibles(v3 ? GicVersion::v2 : GicVersion::v3)) {
     if (fdt_node_offset_by_compatible(fdt, -1, compatible) >= 0) {
       throw UserError(
           fmt::format("{}: its interrupt controller is a {} (\"{}\"), this VM's is a "
@@ -311,7 +312,7 @@ void check_user_tree(const FdtEditor& editor, const FdtMachine& machine, const s
                       path, other, compatible, v3 ? 3 : 2));
     }
   }
-  check_user_timer(fdt, check_user_gic(fdt, machine.gic, path), path);
+  check_user_timer(editor, check_user_gic(fdt, machine.gic, path), path);
   const std::optional<uint32_t> enabled = editor.enabled_cpus();
   if (!enabled) return;  // /cpus is added from the machine
   if (const uint32_t listed = *enabled; listed != machine.cpus) {
@@ -346,8 +347,8 @@ std::vector<uint8_t> patch_fdt(std::span<const uint8_t> user_dtb, const FdtMachi
   FdtEditor editor(user_dtb, path);
   check_user_tree(editor, machine, path);
   // Present means a node with the binding's compatible, or any node of the name we would add.
-  const bool needs_timer = !has_compatible(editor, {"arm,armv8-timer", "arm,armv7-timer"}) &&
-                           editor.path_offset("/timer") < 0;
+  const bool needs_timer =
+      node_by_compatible(editor.fdt(), kTimerCompatibles) < 0 && editor.path_offset("/timer") < 0;
   const bool needs_psci = !has_compatible(editor, {"arm,psci-1.0", "arm,psci-0.2", "arm,psci"}) &&
                           editor.path_offset("/psci") < 0;
   const bool needs_gic = !devices.empty() || needs_timer;
