@@ -35,10 +35,16 @@ namespace {
 // which has every disk's image looked at again (the host grew or shrank it), and SIGWINCH (the
 // terminal was resized: a virtIO console on it tells the guest).
 constexpr int kRescanSignal = SIGUSR1;
-sigset_t watched_signals() {
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+sigset_t stop_signals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, kRescanSignal, SIGWINCH}) sigaddset(&set, s);
+  for (int s : kStopSignals) sigaddset(&set, s);
+  return set;
+}
+sigset_t watched_signals() {
+  sigset_t set = stop_signals();
+  for (int s : {kRescanSignal, SIGWINCH}) sigaddset(&set, s);
   return set;
 }
 
@@ -119,7 +125,6 @@ void exit_at_once(int sig) {
   ::_exit(128 + sig);
 }
 
-constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 void take_stop_signals_after_the_loop(System& system, int signal_fd) {
   for (int s : kStopSignals) {
     struct sigaction sa {};
@@ -133,9 +138,7 @@ void take_stop_signals_after_the_loop(System& system, int signal_fd) {
     signalfd_siginfo info{};
     while (::read(signal_fd, &info, sizeof info) == sizeof info) {
     }
-    sigset_t set;
-    sigemptyset(&set);
-    for (int s : kStopSignals) sigaddset(&set, s);
+    const sigset_t set = stop_signals();
     ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
   });
 }
