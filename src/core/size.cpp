@@ -8,8 +8,8 @@ namespace libvmm {
 
 namespace {
 
-// The number at the start of `text` (decimal, or hex after 0x; '_' between digits); `end` is
-// where it stops.
+// The number at the start of `text` (decimal, or hex after 0x, whose digits b and B are no
+// "bytes" suffix; one '_' between two digits); `end` is where it stops.
 std::optional<uint64_t> leading_number(std::string_view text, size_t& end) {
   std::string digits;
   size_t i = 0;
@@ -18,14 +18,19 @@ std::optional<uint64_t> leading_number(std::string_view text, size_t& end) {
     base = 16;
     i = 2;
   }
+  const auto is_digit = [base](char c) {
+    return base == 16 ? std::isxdigit(static_cast<unsigned char>(c)) != 0
+                      : std::isdigit(static_cast<unsigned char>(c)) != 0;
+  };
   for (; i < text.size(); ++i) {
     const char c = text[i];
-    if (c == '_' && !digits.empty()) continue;
-    if (base == 16 ? std::isxdigit(static_cast<unsigned char>(c))
-                   : std::isdigit(static_cast<unsigned char>(c))) {
+    if (is_digit(c)) {
       digits += c;
       continue;
     }
+    // "1_000": a separator; "1_", "1__0" and "_1" are no numbers.
+    if (c == '_' && !digits.empty() && i + 1 < text.size() && is_digit(text[i + 1])) continue;
+    if (c == '_') return std::nullopt;
     break;
   }
   if (digits.empty()) return std::nullopt;

@@ -23,6 +23,11 @@ TEST(ParseSize, RejectsGarbageAndOverflow) {
   EXPECT_FALSE(parse_size("-1"));
   EXPECT_FALSE(parse_size("0x"));
   EXPECT_FALSE(parse_size("_1"));
+  // '_' only between two digits.
+  EXPECT_FALSE(parse_size("1_"));
+  EXPECT_FALSE(parse_size("1__0"));
+  EXPECT_FALSE(parse_size("0x1_"));
+  EXPECT_FALSE(parse_size("1_M"));
   EXPECT_FALSE(parse_size("99999999999999999999"));
   EXPECT_FALSE(parse_size("17000000000T"));
   EXPECT_FALSE(parse_size("1.5G"));
@@ -34,6 +39,8 @@ TEST(ParseNumber, TakesDigitsWithoutASuffix) {
   EXPECT_EQ(parse_number("1_000"), 1000u);
   // A size suffix is not part of a count: "5b" read as 5 bytes would hide a typo.
   EXPECT_FALSE(parse_number("5b"));
+  EXPECT_FALSE(parse_number("1__0"));
+  EXPECT_FALSE(parse_number("1_"));
   EXPECT_FALSE(parse_number("2M"));
   EXPECT_FALSE(parse_number(""));
   EXPECT_FALSE(parse_number("0x"));
