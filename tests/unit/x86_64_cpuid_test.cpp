@@ -43,7 +43,32 @@ TEST(X86CpuidTest, FillsInTheApicIdAndCountAndTheHypervisorBit) {
   EXPECT_NE(features.edx & (1u << 28), 0u) << "HTT: more than one logical processor";
   EXPECT_EQ(find(table, 0xB, 1).edx, 3u);
   EXPECT_EQ(find(table, 0x1F).edx, 3u);
-  EXPECT_EQ(table.size(), supported().size());
+  // KVM listed 0x1F's subleaf 0 only: its cores' level is added.
+  EXPECT_EQ(find(table, 0x1F, 1).edx, 3u);
+  EXPECT_EQ(table.size(), supported().size() + 1);
+}
+
+// KVM since Linux 6.3 (and its stable backports) lists only subleaf 0 of 0xB and 0x1F, zeroed.
+// A guest shown the thread level alone would make each vCPU a package: the cores' level is
+// added, marked as indexed, so that KVM answers it (and "no level" past it).
+TEST(X86CpuidTest, AddsTheCoreLevelWhenKvmListsOnlySubleafZero) {
+  auto only_b = leaf(0xB, 0);
+  only_b.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+  auto only_1f = leaf(0x1F, 0);
+  only_1f.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+  const auto table = guest_cpuid({leaf(0x0), leaf(0x1), only_b, only_1f}, {2, 3, false});
+  for (const uint32_t function : {0xBu, 0x1Fu}) {
+    const auto& threads = find(table, function, 0);
+    EXPECT_EQ(threads.ebx, 1u);
+    EXPECT_EQ(threads.ecx, 1u << 8);
+    const auto& cores = find(table, function, 1);
+    EXPECT_EQ(cores.ecx, (2u << 8) | 1) << "the core level";
+    EXPECT_EQ(cores.ebx, 3u) << "3 vCPUs";
+    EXPECT_EQ(cores.eax, 2u) << "2 bits of the APIC ID";
+    EXPECT_EQ(cores.edx, 2u) << "this vCPU's x2APIC ID";
+    EXPECT_EQ(cores.flags, KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
+  }
+  EXPECT_EQ(table.size(), 6u);
 }
 
 // KVM passes the host's topology leaves through: an SMT host's (SMT shift 1, 2 threads per

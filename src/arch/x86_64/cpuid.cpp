@@ -1,5 +1,7 @@
 #include "libvmm/arch/x86_64/cpuid.hpp"
 
+#include <algorithm>
+
 namespace libvmm::x86 {
 namespace {
 
@@ -77,6 +79,23 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::vector<kvm_cpuid_entry2> supporte
   const uint32_t apic_id = facts.vcpu_index;
   const uint32_t addressable = 1u << core_bits(vcpus);
   const bool amd = amd_like(supported);
+  // KVM since Linux 6.3 (and stable kernels back to 5.10) lists only subleaf 0 of the topology
+  // leaves, zeroed; a level there without subleaf 1 would make every vCPU a package of its
+  // own. Subleaf 1 (the cores) is added; KVM answers the levels past it as "none".
+  for (const uint32_t function : {kLeafTopology, kLeafTopologyV2}) {
+    const auto has = [&supported, function](uint32_t index) {
+      return std::any_of(supported.begin(), supported.end(), [&](const kvm_cpuid_entry2& e) {
+        return e.function == function && e.index == index;
+      });
+    };
+    if (has(0) && !has(1)) {
+      kvm_cpuid_entry2 cores{};
+      cores.function = function;
+      cores.index = 1;
+      cores.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+      supported.push_back(cores);
+    }
+  }
   for (auto& e : supported) {
     switch (e.function) {
       case kLeafFeatures:
