@@ -75,6 +75,7 @@ TEST(Acpi, TablesChainAndChecksum) {
   EXPECT_EQ(ioapics, 1u);
   EXPECT_EQ(overrides, 1u);
   EXPECT_EQ(at<uint32_t>(t, fadt + 112) & (1u << 4), 0u);  // PWR_BUTTON clear: fixed feature
+  EXPECT_NE(at<uint32_t>(t, fadt + 112) & 1u, 0u);         // WBINVD, as the spec requires
 }
 
 // A vCPU count whose MADT length wraps in 32 bits (0x20000000 x 8 = 2^32) is refused, not

@@ -82,6 +82,7 @@ constexpr uint8_t kGasSystemIo = 1;
 constexpr uint8_t kGasAccessByte = 1;
 constexpr uint8_t kGasAccessWord = 2;
 constexpr uint32_t kFadtResetRegSupported = 1u << 10;
+constexpr uint32_t kFadtWbinvd = 1u << 0;         // WBINVD works: "systems are required to set it"
 constexpr uint32_t kFadtNoSleepButton = 1u << 5;  // SLP_BUTTON; PWR_BUTTON (bit 4) clear: the
                                                   // power button is the fixed-feature one
 constexpr uint16_t kBootArchVgaNotPresent = 1u << 2;
@@ -381,7 +382,7 @@ std::vector<uint8_t> build_acpi_tables(uint64_t base, uint32_t num_cpus,
   fadt.x_pm1a_evt_blk = io_register(kAcpiPmBasePort, 32, kGasAccessWord);
   fadt.x_pm1a_cnt_blk = io_register(kAcpiPmBasePort + kPm1ControlOffset, 16, kGasAccessWord);
   fadt.iapc_boot_arch = kBootArchVgaNotPresent;
-  fadt.flags = kFadtResetRegSupported | kFadtNoSleepButton;
+  fadt.flags = kFadtWbinvd | kFadtResetRegSupported | kFadtNoSleepButton;
   fadt.reset_reg = io_register(kI8042CommandPort, 8, kGasAccessByte);
   fadt.reset_value = kI8042ResetCommand;
   fadt.minor_version = 0;
