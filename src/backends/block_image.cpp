@@ -276,7 +276,7 @@ uint64_t BlockImage::reread_size() {
 
 int BlockImage::flush() {
   // One inode: syncing through either descriptor covers writes made through both.
-  return ::fdatasync(fd_.get()) == 0 ? 0 : errno;
+  return flush_error_.after(::fdatasync(fd_.get()) == 0 ? 0 : errno);
 }
 
 int BlockImage::discard(uint64_t offset, uint64_t len) {

@@ -412,6 +412,18 @@ TEST(DiskOpen, ReadOnlyImageRefusesWrites) {
   EXPECT_EQ(image.read(0, 4096), pattern_bytes(0, 4096));
 }
 
+// Linux reports a lost writeback once: after one failed fdatasync the next may succeed with
+// the guest's data gone, so every later flush fails too.
+TEST(DiskFlush, AFailedFlushFailsEveryLaterOne) {
+  FlushErrorLatch latch;
+  EXPECT_EQ(latch.after(0), 0);
+  EXPECT_EQ(latch.after(0), 0);
+  EXPECT_EQ(latch.after(ENOSPC), ENOSPC);
+  EXPECT_EQ(latch.after(0), EIO);
+  EXPECT_EQ(latch.after(0), EIO);
+  EXPECT_EQ(latch.after(EIO), EIO);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Identity, features and configuration space
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -37,6 +38,25 @@ struct BlockImageOptions {
   bool readonly = false;
   bool direct = false;              // O_DIRECT: bypass the host page cache
   BlockIo io = BlockIo::automatic;  // io=auto (docs/PERFORMANCE.md, "io_uring or not")
+};
+
+// A flush that failed once fails from then on. Linux reports a writeback error to an open file
+// once and may drop the pages it could not write (marked clean), so an fdatasync() that
+// succeeds after one that failed does not mean the guest's earlier writes are on stable
+// storage: a retried FLUSH must not answer OK.
+class FlushErrorLatch {
+ public:
+  // The result of a flush whose own outcome was `err` (0 or an errno value).
+  int after(int err) {
+    if (err != 0) {
+      failed_.store(true, std::memory_order_relaxed);
+      return err;
+    }
+    return failed_.load(std::memory_order_relaxed) ? EIO : 0;
+  }
+
+ private:
+  std::atomic<bool> failed_{false};
 };
 
 class BlockImage final : public BlockBackend, public BlockAsync {
@@ -93,6 +113,7 @@ class BlockImage final : public BlockBackend, public BlockAsync {
   IoCounts counts_;
   std::vector<std::pair<void*, int64_t>> finished_;  // reap()'s, capacity reused
   std::atomic<uint64_t> size_{0};  // written by reread_size(), on another thread than I/O
+  FlushErrorLatch flush_error_;
   bool readonly_ = false;
   uint32_t dio_mem_align_ = 1;
   uint32_t dio_offset_align_ = 1;
