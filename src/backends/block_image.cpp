@@ -196,7 +196,8 @@ int BlockImage::write(uint64_t offset, std::span<iovec> iov) {
 void BlockImage::transfer_batch(std::span<BlockTransfer> batch) {
   // One request gains nothing from a ring round trip (io=auto); several overlap in the host.
   // (The ring is not shared with transfers kept in flight.)
-  if (!uring_ || (io_ == BlockIo::automatic && batch.size() < 2) || uring_->outstanding() > 0) {
+  if (!uring_ || uring_->broken() || (io_ == BlockIo::automatic && batch.size() < 2) ||
+      uring_->outstanding() > 0) {
     counts_.sync_transfers += batch.size();
     return BlockBackend::transfer_batch(batch);
   }

@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "libvmm/core/log.hpp"
 
@@ -22,6 +24,16 @@ constexpr uint64_t kCancelTag = ~uint64_t{0};
 
 uint64_t tag(uint32_t round, size_t index) {
   return uint64_t{round} << 32 | index;
+}
+
+// The kernel took nothing for want of memory (EAGAIN) or room for completions (EBUSY): worth
+// trying again shortly, a millisecond apart, up to a second, before the ring counts as failed.
+bool kernel_busy(int rc) {
+  return rc == -EAGAIN || rc == -EBUSY;
+}
+constexpr int kBusyTries = 1000;
+void wait_a_moment() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 }  // namespace
@@ -94,7 +106,13 @@ void UringBatch::run(std::span<Op> ops) {
 
 template <typename Reap>
 unsigned UringBatch::cancel_and_reap(unsigned outstanding, Reap&& reap) {
-  if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
+  if (const unsigned queued = io_uring_sq_ready(&ring_); queued > 0) {
+    // Requests the kernel never took are still queued: a submit (of the cancel) would start
+    // them. The ring is given up instead, never submitted to again, so they never run; only
+    // those the kernel took are waited for.
+    broken_ = true;
+    outstanding -= std::min(outstanding, queued);
+  } else if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
     io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
     io_uring_sqe_set_data64(sqe, kCancelTag);
     io_uring_submit(&ring_);
@@ -117,7 +135,8 @@ void UringBatch::run_round(std::span<Op> ops) {
   unsigned submitted = 0;
   for (size_t i = 0; i < ops.size(); ++i) {
     Op& op = ops[i];
-    op.result = -EIO;  // until its completion says otherwise
+    op.result = -EIO;       // until its completion says otherwise
+    if (broken_) continue;  // the ring holds requests it must never start (cancel_and_reap)
     if (op.iov.size() > IOV_MAX) {
       op.result = -EINVAL;  // the caller's limits keep chains far shorter
       continue;
@@ -138,19 +157,26 @@ void UringBatch::run_round(std::span<Op> ops) {
   }
   // Submit everything and wait for every completion; EINTR only means "not yet".
   unsigned completed = 0;
+  int busy = 0;  // tries in a row the kernel was too busy to take anything
   while (completed < submitted) {
     const int rc = submit_and_wait_(&ring_, submitted - completed);
     const unsigned seen = reap(ops);
     completed += seen;
-    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && seen == 0) {
-      // The ring fails (a kernel fault, not a guest's doing). Transfers may still be in the
-      // kernel, writing into guest buffers: cancel them and wait until none is left.
-      log::error("io_uring: submit failed: {}; cancelling {} transfers in flight",
-                 std::strerror(-rc), submitted - completed);
-      const unsigned stuck = cancel_and_reap(submitted - completed, [&] { return reap(ops); });
-      if (stuck != 0) log::error("io_uring: {} transfers did not finish", stuck);
-      return;
+    if (rc >= 0 || rc == -EINTR || seen > 0) {
+      busy = 0;
+      continue;
     }
+    if (kernel_busy(rc) && ++busy < kBusyTries) {
+      wait_a_moment();
+      continue;
+    }
+    // The ring fails (a kernel fault, not a guest's doing). Transfers may still be in the
+    // kernel, writing into guest buffers: cancel them and wait until none is left.
+    log::error("io_uring: submit failed: {}; cancelling {} transfers in flight", std::strerror(-rc),
+               submitted - completed);
+    const unsigned stuck = cancel_and_reap(submitted - completed, [&] { return reap(ops); });
+    if (stuck != 0) log::error("io_uring: {} transfers did not finish", stuck);
+    return;
   }
 }
 
@@ -202,9 +228,12 @@ bool UringBatch::start(int fd, bool write, uint64_t offset, std::span<const iove
 void UringBatch::submit() {
   if (broken_ || io_uring_sq_ready(&ring_) == 0) return;
   int rc = 0;
-  do {
+  for (int busy = 0;; wait_a_moment()) {
     rc = submit_and_wait_(&ring_, 0);
-  } while (rc == -EINTR);
+    if (rc == -EINTR) continue;
+    // A part may have gone (rc > 0): the rest goes with the next submit.
+    if (rc >= 0 || !kernel_busy(rc) || ++busy == kBusyTries) break;
+  }
   if (rc >= 0) return;
   // The ring fails (a kernel fault, not a guest's doing): nothing more goes through it.
   log::error("io_uring: submit failed: {}; cancelling {} transfers in flight", std::strerror(-rc),

@@ -47,7 +47,8 @@ class UringBatch {
   // returns `user`. False when `entries` are out, or once the ring has failed (the caller
   // carries the transfer out another way).
   bool start(int fd, bool write, uint64_t offset, std::span<const iovec> iov, void* user);
-  // Hands what start() queued to the kernel. If the ring fails, whatever is out is cancelled
+  // Hands what start() queued to the kernel (a kernel short of memory tried again for up to a
+  // second: EAGAIN, EBUSY). If the ring fails, whatever is out is cancelled
   // and awaited (as for run()), reap() returns it failed, and start() refuses from then on.
   void submit();
   // Appends (user, bytes moved or -errno) for each transfer that finished; with `wait`, first
@@ -55,6 +56,9 @@ class UringBatch {
   using Finished = std::pair<void*, int64_t>;
   void reap(std::vector<Finished>& done, bool wait);
   unsigned outstanding() const { return static_cast<unsigned>(entries_ - free_slots_.size()); }
+  // The ring failed with requests the kernel never took still queued in it: it is never
+  // entered again (run() fails every op, start() refuses); its user goes without it.
+  bool broken() const { return broken_; }
   // An eventfd the kernel signals for every completion: poll it, read it, then reap().
   int event_fd() const { return event_fd_; }
 
@@ -93,7 +97,7 @@ class UringBatch {
   std::vector<void*> started_;
   std::vector<uint32_t> free_slots_;
   std::vector<Finished> failed_;  // given back by the next reap()
-  bool broken_ = false;           // submit() failed: start() refuses
+  bool broken_ = false;           // submit() failed: start() refuses (and see broken())
   SubmitAndWait submit_and_wait_ = [](io_uring* ring, unsigned n) {
     return io_uring_submit_and_wait(ring, n);
   };

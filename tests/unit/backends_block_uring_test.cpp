@@ -175,6 +175,90 @@ TEST(UringBatch, ARingFailingUnderTransfersInFlightFailsThemAndTakesNoMore) {
   ::close(fds[1]);
 }
 
+// A kernel short of memory takes nothing for a while (EAGAIN, EBUSY): the ring tries again,
+// and the transfers finish as if nothing had happened, in batches and kept in flight.
+TEST(UringBatch, AKernelTooBusyToTakeRequestsIsAskedAgain) {
+  auto ring = UringBatch::create(8);
+  if (!ring) GTEST_SKIP() << "no io_uring on this host";
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  ASSERT_EQ(::write(fds[1], "abcdefgh", 8), 8);
+  int refusals = 0;
+  ring->set_submit_for_test([&refusals](io_uring* r, unsigned n) {
+    if (refusals < 3) return ++refusals % 2 ? -EAGAIN : -EBUSY;
+    return io_uring_submit_and_wait(r, n);
+  });
+  char first[4] = {};
+  iovec first_iov{first, sizeof first};
+  UringBatch::Op read_first{fds[0], false, 0, {&first_iov, 1}, 0, nullptr};
+  ring->run({&read_first, 1});
+  EXPECT_EQ(read_first.result, 4);
+  EXPECT_EQ(std::string(first, 4), "abcd");
+  EXPECT_EQ(refusals, 3);
+  EXPECT_FALSE(ring->broken());
+
+  refusals = 0;
+  char second[4] = {};
+  iovec second_iov{second, sizeof second};
+  int tag = 0;
+  ASSERT_TRUE(ring->start(fds[0], false, 0, {&second_iov, 1}, &tag));
+  ring->submit();
+  std::vector<UringBatch::Finished> done;
+  ring->reap(done, /*wait=*/true);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].first, &tag);
+  EXPECT_EQ(done[0].second, 4);
+  EXPECT_EQ(std::string(second, 4), "efgh");
+  EXPECT_EQ(refusals, 3);
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+// The kernel refuses for good before taking the requests: they stay queued in the ring, and
+// a later submit would start them on buffers their callers have back. So the ring is never
+// entered again: the ops fail, later ones too, and the reads never happen.
+TEST(UringBatch, RequestsTheKernelNeverTookNeverRun) {
+  auto ring = UringBatch::create(8);
+  if (!ring) GTEST_SKIP() << "no io_uring on this host";
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  int calls = 0;
+  ring->set_submit_for_test([&calls](io_uring*, unsigned) {
+    ++calls;
+    return -ENOMEM;  // nothing submitted
+  });
+  char stale[4] = {};
+  iovec stale_iov{stale, sizeof stale};
+  UringBatch::Op read_pipe{fds[0], false, 0, {&stale_iov, 1}, 0, nullptr};
+  const auto started = std::chrono::steady_clock::now();
+  ring->run({&read_pipe, 1});
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1))
+      << "nothing the kernel never took is waited for";
+  EXPECT_LT(read_pipe.result, 0);
+  EXPECT_TRUE(ring->broken());
+  EXPECT_EQ(calls, 1);
+
+  ring->set_submit_for_test([](io_uring* r, unsigned n) { return io_uring_submit_and_wait(r, n); });
+  UringBatch::Op again{fds[0], false, 0, {&stale_iov, 1}, 0, nullptr};
+  ring->run({&again, 1});
+  EXPECT_LT(again.result, 0);
+  int tag = 0;
+  EXPECT_FALSE(ring->start(fds[0], false, 0, {&stale_iov, 1}, &tag));
+  std::vector<UringBatch::Finished> done;
+  ring->reap(done, /*wait=*/true);
+  EXPECT_TRUE(done.empty());
+
+  // Had the queued read gone, it would take these bytes.
+  ASSERT_EQ(::write(fds[1], "late", 4), 4);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  char left[4] = {};
+  EXPECT_EQ(::read(fds[0], left, sizeof left), 4);
+  EXPECT_EQ(std::string(left, 4), "late");
+  EXPECT_EQ(std::string(stale, 4), std::string(4, '\0'));
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
 // Waiting for completions keeps failing (not EINTR): a device finishing what is in flight asks
 // reap(wait) until nothing is out, so the ring gives up and returns the transfers failed
 // instead of reporting nothing, for ever.
