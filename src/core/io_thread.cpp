@@ -27,8 +27,7 @@ UniqueFd make_wake_fd() {
 
 }  // namespace
 
-IoThread::IoThread(std::string name, Work work, std::function<bool()> on_start,
-                   std::function<void()> on_pause)
+IoThread::IoThread(std::string name, Work work, StartHook on_start, std::function<void()> on_pause)
     : name_(std::move(name)),
       work_(std::move(work)),
       on_start_(std::move(on_start)),
@@ -41,6 +40,7 @@ IoThread::~IoThread() {
 }
 
 void IoThread::stop() {
+  stop_source_.request_stop();  // a start hook still waiting gives up
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -155,7 +155,7 @@ bool IoThread::wait(std::unique_lock<std::mutex>& lock) {
 void IoThread::run() {
   pthread_setname_np(pthread_self(), name_.substr(0, 15).c_str());
   // A thread whose setup failed (its seccomp filter) must not serve the guest unfiltered.
-  const bool serve = !on_start_ || on_start_();
+  const bool serve = !on_start_ || on_start_(stop_source_.get_token());
   std::unique_lock lock(mutex_);
   // Runs `fn` with the lock released and running_ set (what pause() and wait_idle() wait
   // for); an exception is logged. Returns what `fn` returned (false after an exception).

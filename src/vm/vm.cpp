@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 
 #include "../arch/machine.hpp"
 #include "device_plan.hpp"
@@ -115,17 +116,18 @@ class StartGate {
     }
     changed_.notify_all();
   }
-  // True once open(true): go on; false if the VM is going away.
-  bool wait() {
+  // True once open(true): go on; false if the VM is going away, or `stop` is requested (the
+  // waiting thread's owner is being destroyed before the VM got to open the gate).
+  bool wait(std::stop_token stop) {
     std::unique_lock lock(mutex_);
-    changed_.wait(lock, [this] { return state_ != State::closed; });
+    changed_.wait(lock, stop, [this] { return state_ != State::closed; });
     return state_ == State::open;
   }
 
  private:
   enum class State { closed, open, abandoned };
   std::mutex mutex_;
-  std::condition_variable changed_;
+  std::condition_variable_any changed_;
   State state_ = State::closed;
 };
 
@@ -506,9 +508,9 @@ void Vm::add_config_devices() {
         // A device's I/O thread loads its filter first thing (it starts before the event loop
         // loads its own, so it inherits none), once the vCPUs exist (StartGate).
         [this, mode = d.config.seccomp, vm_fd = d.vm.fd(), machine = d.machine_seccomp(),
-         gate = d.io_threads_gate] {
-          if (!gate->wait()) return false;  // the VM went away before it ran: it only exits
-          char name[16] = "I/O thread";     // IoThread named it (blk-io<N>) before this hook
+         gate = d.io_threads_gate](std::stop_token stop) {
+          if (!gate->wait(stop)) return false;  // the VM or the device went away: it only exits
+          char name[16] = "I/O thread";         // IoThread named it (blk-io<N>) before this hook
           pthread_getname_np(pthread_self(), name, sizeof name);
           try {
             install_seccomp(ThreadRole::io, mode, {-1, vm_fd, {}, machine}, name);

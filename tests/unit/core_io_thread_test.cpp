@@ -12,6 +12,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <stop_token>
 #include <string>
 #include <thread>
 
@@ -60,7 +61,7 @@ TEST(IoThread, RunsTheWorkOnItsOwnNamedThreadAfterItsStartHook) {
         ++runs;
         return false;
       },
-      [&] {
+      [&](std::stop_token) {
         char name[16] = {};
         pthread_getname_np(pthread_self(), name, sizeof name);
         hook_first = runs == 0;
@@ -85,7 +86,7 @@ TEST(IoThread, AStartHookThatFailsKeepsTheWorkFromRunningButPausesComplete) {
         ++runs;
         return false;
       },
-      [] { return false; }, [&] { ++pauses; });
+      [](std::stop_token) { return false; }, [&] { ++pauses; });
   thread.kick();
   thread.wait_idle();
   thread.pause();  // completes: the thread still answers pauses
@@ -201,6 +202,33 @@ TEST(IoThread, DestructorWaitsForTheRunInFlightAndJoins) {
   EXPECT_EQ(gone.wait_for(100ms), std::future_status::timeout);
   door.open();
   EXPECT_EQ(gone.wait_for(10s), std::future_status::ready);
+}
+
+// A start hook waiting for something that will never come (its VM's gate, when the device is
+// destroyed before the VM got to open it) gives up when stop() requests the token: the
+// destructor joins instead of hanging, and the work never runs.
+TEST(IoThread, AStartHookStillWaitingGivesUpWhenTheThreadIsStopped) {
+  std::atomic<bool> hook_waiting{false};
+  std::atomic<int> runs{0};
+  auto thread = std::make_unique<IoThread>(
+      "io-test",
+      [&] {
+        ++runs;
+        return false;
+      },
+      [&](std::stop_token stop) {
+        std::mutex mutex;
+        std::condition_variable_any never_opened;
+        std::unique_lock lock(mutex);
+        hook_waiting = true;
+        never_opened.wait(lock, stop, [] { return false; });
+        return false;
+      });
+  while (!hook_waiting) std::this_thread::sleep_for(1ms);
+  thread->kick();
+  auto gone = std::async(std::launch::async, [&] { thread.reset(); });
+  EXPECT_EQ(gone.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(runs, 0);
 }
 
 TEST(IoThread, AnExceptionFromTheWorkIsLoggedAndTheThreadGoesOn) {

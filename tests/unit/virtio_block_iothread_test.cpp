@@ -193,7 +193,7 @@ struct Disk {
 class BlockIoThreadTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    BlockThreading threading{true, kThreadName, [this] {
+    BlockThreading threading{true, kThreadName, [this](std::stop_token) {
                                char name[16] = {};
                                pthread_getname_np(pthread_self(), name, sizeof name);
                                hook_ran_on.set_value(name);

@@ -200,7 +200,7 @@ int serve(const Options& options) {
     const BlockConfig config = parse_disk_spec(options.disk);
     BlockThreading threading;
     threading.name = "blk-io0";
-    threading.on_thread_start = [mode, &loop, &thread_failed] {
+    threading.on_thread_start = [mode, &loop, &thread_failed](std::stop_token) {
       try {
         install_seccomp(ThreadRole::io, mode, {}, "blk-io0");
       } catch (const std::exception& e) {

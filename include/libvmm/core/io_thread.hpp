@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,6 +36,9 @@ class IoThread {
   // when it stopped early with work left because yield_requested() said so: it then runs again
   // after resume(). An exception is logged and the thread waits for the next kick.
   using Work = std::function<bool()>;
+  // Per-thread setup (on_start below), with a token stop() requests: a hook that waits must
+  // give up when it is (a device destroyed before its VM let the thread begin).
+  using StartHook = std::function<bool(std::stop_token)>;
 
   // Starts the thread, named `name` (at most 15 characters are kept: "blk-io0"). `on_start`
   // runs first on the new thread, before any work: the place for per-thread setup such as a
@@ -43,7 +47,7 @@ class IoThread {
   // `on_pause` runs on the thread when a pause begins (none was in force), after the run in
   // flight and before pause() returns: where a device finishes the host I/O it left in flight,
   // so that the pauser (a vCPU writing a status register) makes no I/O calls of its own.
-  IoThread(std::string name, Work work, std::function<bool()> on_start = {},
+  IoThread(std::string name, Work work, StartHook on_start = {},
            std::function<void()> on_pause = {});
   // Waits for the run in flight (if any), then ends and joins the thread (stop()).
   ~IoThread();
@@ -83,7 +87,7 @@ class IoThread {
 
   const std::string name_;
   const Work work_;
-  const std::function<bool()> on_start_;
+  const StartHook on_start_;
   const std::function<void()> on_pause_;
 
   std::mutex mutex_;
@@ -98,6 +102,7 @@ class IoThread {
   bool stopping_ = false;
   unsigned pauses_ = 0;
   std::atomic<bool> yield_{false};  // pauses_ > 0 || stopping_
+  std::stop_source stop_source_;    // on_start_'s token: stop() requests it
   std::thread thread_;              // last: starts once the rest is initialised
 };
 

@@ -48,7 +48,7 @@ struct BlockConfig {
 struct BlockThreading {
   bool io_thread = true;  // its own thread; false: inside queue_notify(), under the lock
   std::string name = "blk-io";
-  std::function<bool()> on_thread_start;  // runs first on the I/O thread (IoThread)
+  IoThread::StartHook on_thread_start;  // runs first on the I/O thread (IoThread)
   // Adaptive polling of an emptied queue by the I/O thread, at most this long (0: none).
   uint32_t poll_max_us = 0;
 };

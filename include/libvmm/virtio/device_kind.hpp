@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,7 +42,8 @@ struct DeviceContext {
   // Runs first on every host I/O thread a device starts (IoThread: virtio-blk's "blk-io<N>"),
   // before it serves the guest: per-thread setup such as a seccomp filter for I/O threads;
   // false: the thread must not serve (IoThread).
-  std::function<bool()> on_io_thread_start;
+  // Its token: the thread is being stopped (give up waiting).
+  std::function<bool(std::stop_token)> on_io_thread_start;
   std::function<void()> on_shutdown;  // a console's Ctrl-A s
   uint32_t vcpus = 1;                 // the VM's vCPUs (virtio-blk: a queue per vCPU by default)
 };

@@ -78,7 +78,7 @@ struct NetConfig {
 struct NetThreading {
   bool tx_thread = false;
   std::string name = "net-tx";
-  std::function<bool()> on_thread_start;   // runs first on the thread (IoThread)
+  IoThread::StartHook on_thread_start;     // runs first on the thread (IoThread)
   uint32_t poll_max_us = 0;                // adaptive polling of the emptied rings (0: none)
   AdaptivePoll::Now poll_clock = nullptr;  // that polling's clock (tests; default steady_clock)
 };
