@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "libvmm/core/bus.hpp"
 #include "libvmm/core/event_loop.hpp"
@@ -131,7 +132,8 @@ class Vm {
   void coalesce_port_writes(KvmVcpu& vcpu);
   void add_vfio_devices();
   void wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number);
-  void wire_virtio_pci_intx();
+  // The lines given, in order.
+  std::vector<uint32_t> wire_virtio_pci_intx();
   // The requester ID the next PCI function's MSIs carry, where the machine's routes need one.
   std::optional<uint32_t> pci_requester_id() const;
   void attach_virtio_device(std::shared_ptr<VirtioDevice> device, const struct DeviceSlot& slot,

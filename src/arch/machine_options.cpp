@@ -75,6 +75,15 @@ std::string machine_option_label(const MachineOption& option, const DeviceSpec& 
   return fmt::format("{} {}", option.flag(), spec.value_or(option.positional(), ""));
 }
 
+std::string pci_intx_reason(const Architecture& arch, const std::vector<DeviceSpec>& specs) {
+  for (const MachineOption* option : arch.options) {
+    if (const DeviceSpec* spec = find_option_spec(specs, option->element())) {
+      if (std::string why = option->pci_intx_reason(*spec); !why.empty()) return why;
+    }
+  }
+  return {};
+}
+
 const DeviceSpec* find_option_spec(const std::vector<DeviceSpec>& specs, std::string_view element) {
   for (const DeviceSpec& spec : specs) {
     if (spec.kind == element) return &spec;

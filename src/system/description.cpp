@@ -335,7 +335,18 @@ class Validator {
     } catch (const UserError&) {
       return;  // the RAM problem is reported with the RAM map
     }
-    for (auto& p : plan_problems(map, plan_devices(map, vm.config.devices, taken))) {
+    // The devices passed through: PCI device numbers after the virtio-pci ones (as Vm adds
+    // them; still in the file's <vfio> elements, or from --vfio already).
+    std::vector<std::string> passthrough;
+    for (const VfioSpec& v : vm.vfio) {
+      const std::string at = v.where.str();
+      passthrough.push_back(
+          fmt::format("{}{}<vfio device=\"{}\">", at, at.empty() ? "" : ": ", v.device));
+    }
+    for (const VfioDeviceConfig& v : vm.config.vfio) passthrough.push_back(v.label);
+    const bool pci_intx = !pci_intx_reason(arch_, vm.config.machine_options).empty();
+    for (auto& p :
+         plan_problems(map, plan_devices(map, vm.config.devices, taken, pci_intx), passthrough)) {
       problems_.push_back(std::move(p));
     }
   }

@@ -76,23 +76,25 @@ void vm_layout(std::ostream& out, const SystemDescription& d, const VirtualMachi
                        b.becomes, b.irq ? fmt::format(", IRQ {}", *b.irq) : "");
   }
   out << fmt::format("  serial   {} -> {}\n", machine.serial_name(), c.serial);
-  // PCI functions interrupt through MSI-X unless a machine option gives them INTx (a GICv2, the
-  // PLIC). Where the host decides (no option), MSI-X is what vmm asks for.
-  std::string pci_interrupts = "MSI-X";
   for (const MachineOption* option : arch.options) {
     if (const DeviceSpec* spec = find_option_spec(c.machine_options, option->element())) {
       out << fmt::format("  {:<8} {}\n", option->element(), option->describe(*spec));
-      if (std::string how = option->pci_interrupts(*spec); !how.empty()) pci_interrupts = how;
     }
   }
 
+  // PCI functions interrupt through MSI-X unless a machine option gives them INTx lines (a
+  // GICv2, the PLIC). Where the host decides (no option), MSI-X is what vmm asks for.
+  const std::string intx_reason = pci_intx_reason(arch, c.machine_options);
   std::vector<uint32_t> taken;
   for (const IrqSpec& q : vm.irqs) taken.push_back(q.irq);
   for (const DevicePlacement& p :
-       plan_devices(machine.memory_map(c.memory_size), c.devices, taken)) {
+       plan_devices(machine.memory_map(c.memory_size), c.devices, taken, !intx_reason.empty())) {
     if (p.slot.pci_device) {
-      out << fmt::format("  virtio   PCI 00:{:02x}.0 {:<18} {}\n", *p.slot.pci_device,
-                         pci_interrupts,
+      const std::string interrupts =
+          !p.slot.pci_intx ? "MSI-X"
+          : p.slot.irq     ? fmt::format("INTx on IRQ {} ({})", *p.slot.irq, intx_reason)
+                           : fmt::format("INTx, no line left ({})", intx_reason);
+      out << fmt::format("  virtio   PCI 00:{:02x}.0 {:<18} {}\n", *p.slot.pci_device, interrupts,
                          p.device.kind->describe(*p.device.spec, p.device.index, c.name));
       continue;
     }

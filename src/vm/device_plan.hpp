@@ -20,9 +20,11 @@ struct DeviceSlot {
   uint64_t base = 0;
   uint64_t size = 0;
   std::optional<uint32_t> irq;
-  // transport=pci: the device number on PCI bus 0 (its BARs are the host bridge's to place;
-  // interrupts are MSI-X, so it takes no line).
+  // transport=pci: the device number on PCI bus 0 (its BARs are the host bridge's to place).
+  // Its interrupts are MSI-X, taking no line, unless the machine has no MSIs for PCI devices
+  // (pci_intx): then irq is its INTA# line, the line of a slot after every virtio-mmio device.
   std::optional<uint8_t> pci_device;
+  bool pci_intx = false;
 };
 DeviceSlot device_slot(const MemoryMap& map, size_t index, const std::vector<uint32_t>& taken);
 
@@ -32,14 +34,20 @@ struct DevicePlacement {
 };
 
 // The devices in registry order: virtio-mmio ones each in the next device_slot(), PCI ones
-// each at the next device number from 1.
+// each at the next device number from 1. With `pci_intx` (the machine gives PCI devices no
+// MSIs: a GICv2, the PLIC) the PCI ones then take the next slots' lines, in the same order,
+// as Vm wires their INTx.
 std::vector<DevicePlacement> plan_devices(const MemoryMap& map,
                                           const std::vector<DeviceSpec>& specs,
-                                          const std::vector<uint32_t>& taken);
+                                          const std::vector<uint32_t>& taken,
+                                          bool pci_intx = false);
 
 // What a plan cannot give: devices with no interrupt line left, more devices of a kind than
-// it allows. Each located with the device's spec.
+// it allows, PCI device numbers for the virtio-pci functions and then for the devices passed
+// through (`passthrough`: their labels, e.g. "--vfio 0000:01:00.0", in the order Vm adds
+// them). Each located with the device's spec or label.
 std::vector<std::string> plan_problems(const MemoryMap& map,
-                                       const std::vector<DevicePlacement>& plan);
+                                       const std::vector<DevicePlacement>& plan,
+                                       const std::vector<std::string>& passthrough = {});
 
 }  // namespace libvmm

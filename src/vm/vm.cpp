@@ -314,7 +314,8 @@ struct Vm::Impl {
     int resample = -1;  // a level-triggered line's resample eventfd, or -1
   };
   std::vector<EarlyIrqfd> early_irqfds;
-  // virtio-pci devices wired to INTx lines once every device is placed (no MSIs), by number.
+  // virtio-pci devices to wire to INTx lines (no MSIs), by number: the planned ones once every
+  // planned device is placed, those the program adds at prepare().
   std::vector<std::pair<std::shared_ptr<VirtioPciTransport>, uint8_t>> intx_pending;
   std::vector<std::shared_ptr<VirtioPciTransport>> pci_transports;
   std::unique_ptr<pci::VfioContainer> vfio;  // with the first passed-through device
@@ -444,8 +445,9 @@ std::optional<uint32_t> Vm::pci_requester_id() const {
   return pci::HostBridge::requester_id(d.pci_bridge->next_device());
 }
 
-void Vm::wire_virtio_pci_intx() {
+std::vector<uint32_t> Vm::wire_virtio_pci_intx() {
   auto& d = *impl_;
+  std::vector<uint32_t> lines;
   for (auto& [transport, number] : d.intx_pending) {
     // The next device slot's line, level-triggered (the transport raises it while its ISR is
     // set); taken now that every planned device has its slot.
@@ -463,8 +465,10 @@ void Vm::wire_virtio_pci_intx() {
     ++d.mmio_devices;  // the slot's line is the device's now
     transport->set_intx(irq(*slot.irq));
     log::debug("{}: INTA# on interrupt line {} (no MSIs)", transport->name(), *slot.irq);
+    lines.push_back(*slot.irq);
   }
   d.intx_pending.clear();
+  return lines;
 }
 
 void Vm::wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number) {
@@ -495,9 +499,12 @@ void Vm::wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number) {
 void Vm::add_config_devices() {
   auto& d = *impl_;
   const MemoryMap map = d.machine->memory_map(d.config.memory_size);
+  const bool pci_intx = !d.machine->pci_msi();
   const std::vector<DevicePlacement> plan =
-      plan_devices(map, d.config.devices, taken_irqs(d.config));
-  if (auto problems = plan_problems(map, plan); !problems.empty()) {
+      plan_devices(map, d.config.devices, taken_irqs(d.config), pci_intx);
+  std::vector<std::string> passthrough;
+  for (const VfioDeviceConfig& v : d.config.vfio) passthrough.push_back(v.label);
+  if (auto problems = plan_problems(map, plan, passthrough); !problems.empty()) {
     throw UserError(problems.front());
   }
   for (const DevicePlacement& p : plan) {
@@ -526,6 +533,14 @@ void Vm::add_config_devices() {
     attach_virtio_device(device, p.slot, std::string(kind.element()));
     kind.start(*device, d.loop);
   }
+  // Their INTx lines now, where the plan put them: after every planned virtio-mmio device's,
+  // before any a device passed through or added by the program takes.
+  const std::vector<uint32_t> wired = wire_virtio_pci_intx();
+  std::vector<uint32_t> planned;
+  for (const DevicePlacement& p : plan) {
+    if (p.slot.pci_intx && p.slot.irq) planned.push_back(*p.slot.irq);
+  }
+  if (wired != planned) throw std::logic_error("virtio-pci INTx lines not where the plan has them");
 }
 
 void Vm::map_regions() {
@@ -793,7 +808,7 @@ void Vm::coalesce_port_writes(KvmVcpu& vcpu) {
 void Vm::prepare() {
   auto& d = *impl_;
   if (d.prepared) return;
-  wire_virtio_pci_intx();
+  static_cast<void>(wire_virtio_pci_intx());
   d.machine->load_guest(*d.machine_context);
   for (uint32_t i = 0; i < d.config.vcpus; ++i) {
     auto vcpu = d.vm.create_vcpu(i);

@@ -286,7 +286,7 @@ sed -e 's|<cmdline>console=ttyAMA0</cmdline>|<cmdline>console=ttyAMA0 quiet libv
   simple-aarch64.system >/tmp/simple.system
 ./vmm check /tmp/simple.system >/tmp/pci-check.out 2>&1
 check "pci: vmm check says the disk interrupts through INTx on this GICv2" \
-  grep -qF "virtio   PCI 00:01.0 INTx (a GICv2 has no ITS) virtio-blk vda" /tmp/pci-check.out
+  grep -qF "virtio   PCI 00:01.0 INTx on IRQ 48 (a GICv2 has no ITS) virtio-blk vda" /tmp/pci-check.out
 started=$(date +%s)
 ./vmm run /tmp/simple.system </dev/null >/tmp/info.out 2>/tmp/info.err
 status=$?

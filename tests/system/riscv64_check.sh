@@ -44,8 +44,8 @@ check "pci: ... the network card takes the first virtio-mmio slot" has pci.out "
 
 sed 's|<irqchip kind="aia" />|<irqchip kind="plic" />|' pci.system >pci-plic.system
 "$vmm" check pci-plic.system --arch riscv64 >pci-plic.out 2>&1
-check "pci on the plic: the disk interrupts through INTx" \
-  has pci-plic.out "virtio   PCI 00:01.0 INTx (the PLIC has no MSIs) virtio-blk vda"
+check "pci on the plic: the disk interrupts through INTx, on the line after the virtio-mmio devices'" \
+  has pci-plic.out "virtio   PCI 00:01.0 INTx on IRQ 34 (the PLIC has no MSIs) virtio-blk vda"
 
 "$vmm" check simple.system --arch riscv64 --irqchip plic >plic.out 2>&1
 check "--irqchip plic on a file that says aia: refused" [ $? -eq 2 ]

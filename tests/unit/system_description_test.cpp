@@ -538,6 +538,73 @@ TEST_F(DescriptionTest, VhostUserNetworkConsoleAndSound) {
                  "t.system:9: <vhost_user>: num_queues= is for type net only");
 }
 
+// Without MSIs (RISC-V's PLIC) a PCI function interrupts through an INTx line: the plan gives
+// it the line of a slot after every virtio-mmio device's, and refuses one with none left.
+TEST_F(DescriptionTest, PciDevicesWithoutMsisTakeLinesAfterTheMmioDevices) {
+  const std::string second_disk = test::temp_path("system-test-disk");
+  std::ofstream(second_disk) << "x";
+  const auto riscv64 = [&](const std::string& vm_extra) {
+    std::vector<std::string> problems;
+    description = SystemDescription::parse(
+        replaced_first(xml(vm_extra), "vaddr=\"0x0\"", "vaddr=\"0x80000000\""), "t.system",
+        problems);
+    description.arch = "riscv64";
+    for (auto& p : description.problems()) problems.push_back(p);
+    return problems;
+  };
+  const std::string devices = "<irqchip kind=\"plic\" /><virtio_block path=\"" + kernel +
+                              "\" transport=\"pci\" /><virtio_rng />";
+  const auto fine = riscv64(devices);
+  EXPECT_TRUE(fine.empty()) << fine.front();
+  const std::string layout = description.layout();
+  EXPECT_NE(layout.find("virtio   [0x0010001000, 0x0010001200) IRQ 32 virtio-rng"),
+            std::string::npos)
+      << layout;
+  EXPECT_NE(layout.find("virtio   PCI 00:01.0 INTx on IRQ 33 (the PLIC has no MSIs) virtio-blk"),
+            std::string::npos)
+      << layout;
+  // With the AIA's MSIs the same disk takes no line.
+  EXPECT_TRUE(riscv64(replaced_first(devices, "plic", "aia")).empty());
+  EXPECT_NE(description.layout().find("virtio   PCI 00:01.0 MSI-X              virtio-blk"),
+            std::string::npos)
+      << description.layout();
+
+  // Lines 34..63 wired to host event sources: the rng takes 32, the first disk 33, and the
+  // second disk none.
+  std::string irqs;
+  for (int line = 34; line < 64; ++line) {
+    irqs += fmt::format("<irq irq=\"{}\" eventfd=\"e{}\" />", line, line);
+  }
+  const auto problems =
+      riscv64(devices + "<virtio_block path=\"" + second_disk + "\" transport=\"pci\" />" + irqs);
+  ASSERT_EQ(problems.size(), 1u) << problems.front();
+  EXPECT_EQ(problems.front(),
+            "t.system:9: <virtio_block>: no interrupt line left for its INTx (this machine has "
+            "no MSIs for PCI devices; 32 virtIO devices at most): use fewer devices");
+  EXPECT_NE(description.layout().find("virtio   PCI 00:02.0 INTx, no line left (the PLIC has no "
+                                      "MSIs) virtio-blk"),
+            std::string::npos)
+      << description.layout();
+}
+
+// A device passed through is a PCI function too: with 31 virtio-pci functions its number is
+// the one past the bus's 31, refused by `vmm check` as `vmm run` refuses it.
+TEST_F(DescriptionTest, PassedThroughDevicesCountAgainstThePciDeviceNumbers) {
+  const auto with = [&](int servers) {
+    std::string devices = "<vfio device=\"0000:01:00.0\" />";
+    for (int i = 0; i < servers; ++i) {
+      devices += fmt::format("<vhost_user type=\"net\" socket=\"/run/net{}.sock\" />", i);
+    }
+    return xml(devices);
+  };
+  const auto fine = problems_of(with(30));
+  EXPECT_TRUE(fine.empty()) << fine.front();
+  expect_problem(with(31),
+                 "t.system:9: <vfio device=\"0000:01:00.0\">: no PCI device number left for it "
+                 "(31 PCI devices at most, virtio-pci ones included); use transport=mmio for "
+                 "some virtIO devices");
+}
+
 TEST_F(DescriptionTest, VfioIsParsed) {
   EXPECT_TRUE(problems_of(xml("<vfio device=\"0000:01:00.0\" />")).empty());
   EXPECT_NE(description.layout().find("vfio     0000:01:00.0 (a host PCI device passed through)"),

@@ -42,9 +42,9 @@ class MachineOption {
                      std::vector<std::string>& problems) const = 0;
   // Its value for `vmm check`, printed after the element: "v2" ("  gic      v2").
   virtual std::string describe(const DeviceSpec& spec) const = 0;
-  // How PCI functions interrupt on a machine with this value, for `vmm check`, where it is not
-  // MSI-X: "INTx (a GICv2 has no ITS)". Empty: this value leaves them MSI-X.
-  virtual std::string pci_interrupts(const DeviceSpec& /*spec*/) const { return {}; }
+  // Why PCI functions interrupt through INTx lines on a machine with this value (it gives them
+  // no MSIs), for `vmm check` and its plan: "a GICv2 has no ITS". Empty: they get MSI-X.
+  virtual std::string pci_intx_reason(const DeviceSpec& /*spec*/) const { return {}; }
 };
 
 // An architecture libvmm knows and the options its machine offers.
@@ -60,6 +60,11 @@ struct Architecture {
 const std::vector<Architecture>& architectures();
 const Architecture& host_architecture();
 const Architecture* find_architecture(std::string_view name);
+
+// Why PCI functions get INTx lines only on a machine of `arch` with these options, where an
+// option decides it (MachineOption::pci_intx_reason: "a GICv2 has no ITS"); empty where they
+// get MSI-X, or where the host decides (vmm asks for MSI-X).
+std::string pci_intx_reason(const Architecture& arch, const std::vector<DeviceSpec>& specs);
 
 // The option `element` of `arch` (default: the host's); null when it offers none.
 const MachineOption* find_machine_option(std::string_view element);

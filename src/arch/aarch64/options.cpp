@@ -48,9 +48,9 @@ class GicOptionKind final : public MachineOption {
     const auto version = parse_gic_version(spec.value_or("version", ""));
     return version == aarch64::GicVersion::v2 ? "v2" : "v3";
   }
-  std::string pci_interrupts(const DeviceSpec& spec) const override {
+  std::string pci_intx_reason(const DeviceSpec& spec) const override {
     const auto version = parse_gic_version(spec.value_or("version", ""));
-    return version == aarch64::GicVersion::v2 ? "INTx (a GICv2 has no ITS)" : "";
+    return version == aarch64::GicVersion::v2 ? "a GICv2 has no ITS" : "";
   }
 };
 

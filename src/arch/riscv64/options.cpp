@@ -45,9 +45,9 @@ class IrqchipOptionKind final : public MachineOption {
     return kind == riscv64::IrqchipKind::plic ? "plic (emulated by vmm)"
                                               : "aia (KVM's APLIC + IMSIC)";
   }
-  std::string pci_interrupts(const DeviceSpec& spec) const override {
+  std::string pci_intx_reason(const DeviceSpec& spec) const override {
     const auto kind = parse_irqchip(spec.value_or("kind", ""));
-    return kind == riscv64::IrqchipKind::plic ? "INTx (the PLIC has no MSIs)" : "";
+    return kind == riscv64::IrqchipKind::plic ? "the PLIC has no MSIs" : "";
   }
 };
 
