@@ -102,7 +102,10 @@ class X86Machine : public Machine {
                       "the guest reset the machine through the i8042 controller");
     });
     I8042::attach(vm.pio, i8042);
-    vm.pio.attach(CmosRtc::kBasePort, CmosRtc::kPortCount, std::make_shared<CmosRtc>());
+    auto rtc = std::make_shared<CmosRtc>(CmosRtc::Clock{[] { return std::time(nullptr); }},
+                                         vm.irq(CmosRtc::kIrq));
+    vm.pio.attach(CmosRtc::kBasePort, CmosRtc::kPortCount, rtc);
+    rtc->start(vm.loop);
     // Index registers, whose writes matter only to the next access of their data port, which
     // exits anyway: they wait in KVM's queue. The RTC's (the clock read at boot and at every
     // hwclock) and PCI's CONFIG_ADDRESS, with or without a host bridge on it (a kernel with
