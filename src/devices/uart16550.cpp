@@ -154,7 +154,9 @@ uint8_t Uart16550::read_register(uint64_t offset, Effects& effects) {
       if (rx_fifo_.empty()) return 0;
       const uint8_t byte = rx_fifo_.front();
       rx_fifo_.pop_front();
+      const size_t before = rx_fifo_.size();
       refill_fifo(effects);
+      refilled_ = refilled_ || rx_fifo_.size() > before;
       return byte;
     }
     case kIer:
@@ -269,6 +271,16 @@ void Uart16550::write_mcr(uint8_t value, Effects& effects) {
 uint8_t Uart16550::read_iir() {
   const uint8_t id = pending_interrupt();
   if (id == kIirThre) thre_pending_ = false;  // reading IIR acknowledges THRE
+  // The FIFO refills from held host input as the guest reads it, faster than any line, so the
+  // guest may never see it empty: Linux's handler then gives up ("too much work for irq")
+  // with the line still high, and COM1's ISA pin is edge-triggered: no edge, no interrupt,
+  // input stalled for good. Each handler pass reads IIR: after a refill a new edge is made
+  // there, which the controller holds until the handler ends, and then delivers.
+  if (refilled_ && irq_level_) {
+    irq_->set_level(false);
+    irq_->set_level(true);
+  }
+  refilled_ = false;
   return id | (fifo_enabled_ ? kIirFifoEnabled : 0);
 }
 

@@ -208,6 +208,26 @@ TEST_F(UartTest, ReceiveRaisesDataInterruptUntilFifoIsRead) {
   EXPECT_EQ(irq_->levels, (std::vector<bool>{true, false}));
 }
 
+// Held host input refills the FIFO as the guest reads it, so the guest may never see it empty:
+// Linux's handler then gives up after its pass limit with the line high, and COM1's pin is
+// edge-triggered. After a refill, the handler's next IIR read makes a new edge; without one,
+// no edge is added.
+TEST_F(UartTest, AFifoRefilledUnderTheReaderMakesANewEdgeAtTheNextIirRead) {
+  out(kFcr, kFcrEnable);
+  out(kIer, kIerRdi);
+  uart_.receive(bytes_of(std::string(40, 'x')));
+  EXPECT_EQ(irq_->levels, (std::vector<bool>{true}));
+  EXPECT_EQ(in(kIir), kIirFifos | kIirRdi);
+  EXPECT_EQ(irq_->levels, (std::vector<bool>{true})) << "no refill yet: no edge";
+  for (int i = 0; i < 20; ++i) in(kRx);  // the FIFO refilled from the held bytes
+  EXPECT_EQ(in(kIir), kIirFifos | kIirRdi);
+  EXPECT_EQ(irq_->levels, (std::vector<bool>{true, false, true})) << "a new edge";
+  EXPECT_EQ(in(kIir), kIirFifos | kIirRdi);
+  EXPECT_EQ(irq_->levels.size(), 3u) << "one per refill";
+  EXPECT_EQ(read_all().size(), 20u);
+  EXPECT_FALSE(irq_->level());
+}
+
 TEST_F(UartTest, IrqLineOnlyChangesOnLevelChange) {
   out(kIer, kIerRdi | kIerThri);
   uart_.receive(bytes_of("x"));

@@ -118,6 +118,7 @@ class Uart16550 : public BusDevice {
   bool thre_pending_ = false;  // THR-empty interrupt, until IIR reports it or THR is written
   bool overrun_ = false;       // LSR.OE
   bool irq_level_ = false;     // what the IRQ line was last set to
+  bool refilled_ = false;      // a receive-buffer read refilled the FIFO since IIR was last read
   uint8_t ier_ = 0;
   uint8_t lcr_ = 0;
   uint8_t mcr_ = 0;
