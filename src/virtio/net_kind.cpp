@@ -76,6 +76,15 @@ class NetKind final : public VirtioDeviceKind {
       problems.push_back(
           fmt::format("TAP name '{}' is longer than {} characters", tap, IFNAMSIZ - 1));
     }
+    // What Linux refuses in an interface name, and '%', its pattern for a new name: each
+    // queue would make another interface (tap0, tap1) instead of joining one.
+    if (tap == "." || tap == "..") {
+      problems.push_back(fmt::format("TAP name '{}' is no interface name", tap));
+    } else if (const size_t bad = tap.find_first_of("%/: \t\n\v\f\r"); bad != std::string::npos) {
+      const char c = tap[bad];
+      problems.push_back(fmt::format("TAP name '{}' has '{}', which interface names cannot have{}",
+                                     tap, c, c == '%' ? " (name one interface)" : ""));
+    }
     if (auto text = spec.get("mac")) {
       const auto mac = parse_mac(*text);
       if (!mac) {

@@ -200,6 +200,14 @@ TEST(DeviceRegistry, NetRules) {
   EXPECT_EQ(first_problem("virtio_net", "tap=0123456789abcdef"),
             "--net tap=0123456789abcdef: TAP name '0123456789abcdef' is longer than 15 "
             "characters");
+  // '%' would make an interface per queue; '/', ':', blanks, "." and ".." Linux refuses.
+  EXPECT_EQ(first_problem("virtio_net", "tap=tap%d,num_queues=2"),
+            "--net tap=tap%d,num_queues=2: TAP name 'tap%d' has '%', which interface names "
+            "cannot have (name one interface)");
+  EXPECT_EQ(first_problem("virtio_net", "tap=a:b"),
+            "--net tap=a:b: TAP name 'a:b' has ':', which interface names cannot have");
+  EXPECT_EQ(first_problem("virtio_net", "tap=.."),
+            "--net tap=..: TAP name '..' is no interface name");
   EXPECT_EQ(first_problem("virtio_net", "tap=a,tap=b"),
             "--net tap=a,tap=b: option 'tap' given twice");
   // Nothing polls without a thread: refused rather than ignored.
