@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -58,9 +59,19 @@ std::vector<std::pair<std::string, std::string>> split_flag_value(std::string_vi
       error = "empty option between commas";
       return out;
     }
-    const size_t eq = item.find('=');
+    size_t eq = item.find('=');
+    // The first item is the positional value unless it starts with an option's name: a path
+    // may hold '=' ("/srv/vm=1.img").
+    const auto is_name_char = [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    };
+    if (first && !positional.empty() && eq != std::string::npos &&
+        (eq == 0 || !std::all_of(item.begin(), item.begin() + static_cast<std::ptrdiff_t>(eq),
+                                 is_name_char))) {
+      eq = std::string::npos;
+    }
     std::string key, val;
-    if (eq != std::string_view::npos) {
+    if (eq != std::string::npos) {
       key = item.substr(0, eq);
       val = item.substr(eq + 1);
     } else if (first && !positional.empty()) {

@@ -44,6 +44,23 @@ TEST(SplitFlagValue, PositionalBooleansAndPairs) {
   EXPECT_EQ(error, "") << "a flag without a value (--rng)";
 }
 
+// A first item with '=' is an option only if what comes before is an option's name: a path
+// may hold '='.
+TEST(SplitFlagValue, APathWithAnEqualsSignIsThePositionalValue) {
+  std::string error;
+  const auto a = split_flag_value("/srv/vm=1.img,readonly", "path", error);
+  EXPECT_EQ(error, "");
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0], (std::pair<std::string, std::string>{"path", "/srv/vm=1.img"}));
+  EXPECT_EQ(a[1], (std::pair<std::string, std::string>{"readonly", "true"}));
+  const auto b = split_flag_value("path=/srv/vm=1.img", "path", error);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0], (std::pair<std::string, std::string>{"path", "/srv/vm=1.img"}));
+  const auto c = split_flag_value("tap=t0,a/b=c", "tap", error);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[1], (std::pair<std::string, std::string>{"a/b", "c"})) << "only the first item";
+}
+
 TEST(SplitFlagValue, DoubledCommaIsALiteralComma) {
   std::string error;
   const auto a = split_flag_value("alsa:hw:0,,0", "backend", error);
