@@ -106,6 +106,19 @@ void IoThread::wait_idle() {
   idle_.wait(lock, [this] { return stopping_ || pauses_ > 0 || (!kicked_ && !running_); });
 }
 
+void IoThread::retire_watched(const std::function<bool(int)>& which) {
+  // Kept open until the owner ends the thread: closing is no call of the I/O thread's seccomp
+  // role (and a descriptor number closed here could be reused under another thread).
+  for (auto it = watched_.begin(); it != watched_.end();) {
+    if (which(it->get())) {
+      retired_.push_back(std::move(*it));
+      it = watched_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 bool IoThread::wait(std::unique_lock<std::mutex>& lock) {
   // The set is rebuilt for every sleep (watch() and pauses change it); its storage is reused.
   std::vector<pollfd>& fds = poll_set_;
@@ -142,12 +155,12 @@ bool IoThread::wait(std::unique_lock<std::mutex>& lock) {
     // Only a broken set (EINVAL, EFAULT) is left: stop watching rather than spin.
     log::error("{}: poll: {}; queue notifications now reach it only through kicks", name_,
                std::strerror(poll_errno));
-    watched_.clear();
+    retire_watched([](int) { return true; });
   }
   for (const int fd : broken) {
     if (fd == wake_fd_.get()) continue;
     log::error("{}: eventfd {} is broken; no longer watched", name_, fd);
-    std::erase_if(watched_, [fd](const UniqueFd& w) { return w.get() == fd; });
+    retire_watched([fd](int w) { return w == fd; });
   }
   return notified;
 }

@@ -4,19 +4,23 @@
 #include <gtest/gtest.h>
 #include <linux/kvm.h>
 #include <seccomp.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <set>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "libvmm/core/io_thread.hpp"
 #include "libvmm/core/log.hpp"
 #include "libvmm/core/seccomp.hpp"
 
@@ -286,6 +290,39 @@ TEST_F(SeccompDeathTest, WhatTheRuntimeDoesIsAllowed) {
         _exit(0);
       },
       ::testing::ExitedWithCode(0), "a log line under the filter");
+}
+
+// An I/O thread under its filter drops a watched eventfd that poll() reports broken without
+// closing it (close is no call of its role): it goes on serving, and the owner closes it.
+TEST_F(SeccompDeathTest, AnIoThreadDropsABrokenEventfdWithoutClosingIt) {
+  EXPECT_EXIT(
+      {
+        std::atomic<int> runs{0};
+        IoThread thread(
+            "io-filtered",
+            [&] {
+              ++runs;
+              return false;
+            },
+            [](std::stop_token) {
+              install_seccomp(ThreadRole::io, SeccompMode::kill, kFds, "io-filtered");
+              return true;
+            });
+        UniqueFd event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        const int raw = event.get();
+        thread.watch(std::move(event));
+        thread.wait_idle();
+        ::close(raw);  // behind the thread's back: poll() now says POLLNVAL
+        thread.kick();
+        thread.wait_idle();
+        thread.kick();
+        thread.wait_idle();
+        const int seen = runs;
+        thread.stop();
+        log::info("runs after the broken fd: {}", seen);
+        _exit(seen >= 2 ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "runs after the broken fd");
 }
 
 TEST_F(SeccompDeathTest, ExecutableMemoryIsRefused) {

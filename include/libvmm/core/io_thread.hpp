@@ -84,6 +84,8 @@ class IoThread {
   // called and returns with `lock` held. True if a watched one was.
   bool wait(std::unique_lock<std::mutex>& lock);
   void wake();  // signals the wake eventfd
+  // Under the lock: the watched fds `which` says, no longer watched, into retired_.
+  void retire_watched(const std::function<bool(int)>& which);
 
   const std::string name_;
   const Work work_;
@@ -94,6 +96,7 @@ class IoThread {
   std::condition_variable idle_;   // pause() and wait_idle() wait for a run to end
   UniqueFd wake_fd_;               // kick (while waiting_), resume and the end wake the thread
   std::vector<UniqueFd> watched_;  // guarded by mutex_
+  std::vector<UniqueFd> retired_;  // guarded by mutex_: dropped from watched_, closed by ~IoThread
   std::vector<pollfd> poll_set_;   // the thread's own
   bool waiting_ = false;           // the thread is in (or about to enter) poll()
   bool kicked_ = false;
