@@ -1,15 +1,19 @@
 #include "libvmm/backends/socket_backend.hpp"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string_view>
 
@@ -91,12 +95,37 @@ SocketBackend::SocketBackend(std::string path) : path_(std::move(path)) {
   }
   socket_dev_ = st.st_dev;
   socket_ino_ = st.st_ino;
+  accept_retry_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  if (!accept_retry_) throw_errno("timerfd for " + path_);
 }
 
 SocketBackend::~SocketBackend() {
+  flush_at_exit();
   struct stat st {};
   if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == socket_dev_ && st.st_ino == socket_ino_) {
     ::unlink(path_.c_str());
+  }
+}
+
+void SocketBackend::flush_at_exit() {
+  // What the guest wrote last (a panic, its power-off lines) reaches a client still reading, as
+  // on a terminal or in a file: a second at most, 200 ms at most without progress.
+  std::lock_guard lock(mutex_);
+  if (!client_ || output_failed_) return;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(1000);
+  size_t sent = 0;
+  while (sent < output_.size()) {
+    const ssize_t n = send_some(client_.get(), std::span(output_).subspan(sent));
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && !would_block(errno)) return;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return;
+    pollfd writable{client_.get(), POLLOUT, 0};
+    if (::poll(&writable, 1, static_cast<int>(std::min<int64_t>(left.count(), 200))) <= 0) return;
   }
 }
 
@@ -165,6 +194,11 @@ void SocketBackend::start(EventLoop& loop, InputSink sink) {
   }
   sink_ = std::move(sink);
   loop.add(listener_.get(), EPOLLIN, [this](uint32_t /*events*/) { accept_clients(); });
+  loop.add(accept_retry_.get(), EPOLLIN, [this](uint32_t /*events*/) {
+    uint64_t expirations = 0;
+    if (::read(accept_retry_.get(), &expirations, sizeof expirations) != sizeof expirations) return;
+    loop_->modify(listener_.get(), EPOLLIN);  // the waiting client is accepted now, if it can be
+  });
 }
 
 // Under mutex_: the client takes no more output (it shut down its reading side, or the
@@ -183,7 +217,16 @@ void SocketBackend::accept_clients() {
     UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!fd) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (!would_block(errno)) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // The client stays queued and the listener readable: watched, it would wake the loop
+        // at once, for ever. It is left alone for a second.
+        log::warn("socket:{}: cannot accept a client: {}; trying again in a second", path_,
+                  std::strerror(errno));
+        loop_->modify(listener_.get(), 0);
+        itimerspec when{};
+        when.it_value.tv_sec = 1;
+        static_cast<void>(::timerfd_settime(accept_retry_.get(), 0, &when, nullptr));
+      } else if (!would_block(errno)) {
         log::warn("socket:{}: accept failed: {}", path_, std::strerror(errno));
       }
       return;

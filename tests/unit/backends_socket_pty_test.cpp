@@ -6,6 +6,7 @@
 #include <seccomp.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -141,6 +143,32 @@ TEST_F(SocketBackendTest, ExchangesBytesBothWays) {
   EXPECT_EQ(received.wait_for(10), "!ls -l\r\x03\x01x") << "no escapes, nothing changed";
   backend.write(bytes_of("total 0\r\n"));
   EXPECT_EQ(read_from(client.get(), 9), "total 0\r\n");
+}
+
+// No descriptor left for a client (a low RLIMIT_NOFILE, in a jail): the listener stays
+// readable, so the loop leaves it alone for a second instead of waking for it at once, for
+// ever; the client is accepted once descriptors are free again.
+TEST_F(SocketBackendTest, AcceptingWithNoDescriptorLeftWaitsInsteadOfSpinning) {
+  SocketBackend backend(path_);
+  Received received;
+  LoopThread io;
+  io.call([&] { backend.start(io.loop, received.sink()); });
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  const int lowest_free = ::fcntl(0, F_DUPFD_CLOEXEC, 0);
+  ASSERT_GE(lowest_free, 0);
+  ::close(lowest_free);
+  UniqueFd client = connect_client();  // its descriptor first
+  rlimit none_left = saved;
+  none_left.rlim_cur = static_cast<rlim_t>(lowest_free + 1);  // the client's is the last
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &none_left), 0);
+  std::this_thread::sleep_for(50ms);  // the loop tries and fails
+  const bool idle = loop_stays_idle();
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  EXPECT_TRUE(idle) << "the loop spun on the listener";
+  EXPECT_FALSE(backend.client_connected());
+  EXPECT_TRUE(wait_until([&] { return backend.client_connected(); }, 3s))
+      << "accepted once a descriptor is free";
 }
 
 TEST_F(SocketBackendTest, OutputWithoutClientIsDropped) {
@@ -320,6 +348,32 @@ TEST_F(SocketBackendTest, SlowClientNeverBlocksTheWriter) {
   EXPECT_TRUE(got == data) << "output lost or reordered (" << got.size() << " bytes)";
   backend.write(bytes_of("fresh"));
   EXPECT_EQ(read_from(client.get(), 5), "fresh");
+}
+
+// The VM ends with output still queued for a slow client (its last lines, a panic): the
+// backend hands it over as it goes, as a terminal or a file gets it.
+TEST_F(SocketBackendTest, OutputQueuedAtTheEndReachesAClientStillReading) {
+  auto backend = std::make_unique<SocketBackend>(path_);
+  Received received;
+  UniqueFd client;
+  std::string data;
+  {
+    LoopThread io;
+    io.call([&] { backend->start(io.loop, received.sink()); });
+    client = attach(*backend, received);
+    data = test::numbered_lines(1 << 20);
+    size_t taken = 0;
+    while (taken < data.size() && backend->queued_bytes() == 0) {
+      taken += backend->write(bytes_of(data.substr(taken, 4096)));
+    }
+    data.resize(taken);  // what the device handed over: the socket's fill, and some queued
+    ASSERT_GT(backend->queued_bytes(), 0u);
+  }  // the loop ends first, as in the VMM
+  std::string got;
+  std::thread reader([&] { got = read_from(client.get(), data.size(), 5s); });
+  backend.reset();
+  reader.join();
+  EXPECT_TRUE(got == data) << got.size() << " of " << data.size() << " bytes";
 }
 
 // The client leaves while output waits: the device that was refused hears so, and from then on

@@ -62,6 +62,7 @@ class SocketBackend : public CharBackend {
 
  private:
   void accept_clients();
+  void flush_at_exit();            // what waits, to a client still reading (bounded in time)
   void output_failing(int error);  // under mutex_
   void on_client_event(uint32_t events);
   void read_client();
@@ -73,7 +74,8 @@ class SocketBackend : public CharBackend {
 
   const std::string path_;
   UniqueFd listener_;
-  dev_t socket_dev_ = 0;  // the socket file we created, so as to remove only that one
+  UniqueFd accept_retry_;  // timerfd: the listener watched again after a failed accept
+  dev_t socket_dev_ = 0;   // the socket file we created, so as to remove only that one
   ino_t socket_ino_ = 0;
 
   // Shared with write(): the connection and the output waiting for it. client_ changes only
