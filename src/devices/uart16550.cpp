@@ -36,6 +36,7 @@ constexpr uint8_t kIirFifoEnabled = 0xC0;
 
 constexpr uint8_t kFcrEnable = 0x01;
 constexpr uint8_t kFcrClearRx = 0x02;
+constexpr uint8_t kFcrClearTx = 0x04;
 
 constexpr uint8_t kLcrDlab = 0x80;
 
@@ -255,8 +256,14 @@ void Uart16550::write_ier(uint8_t value) {
 
 void Uart16550::write_fcr(uint8_t value, Effects& effects) {
   const bool enable = (value & kFcrEnable) != 0;
-  // Switching between FIFO and single-byte mode resets the FIFO, as on the real chip.
+  // Switching between FIFO and single-byte mode resets the FIFOs, as on the real chip.
   if (enable != fifo_enabled_ || (value & kFcrClearRx) != 0) rx_fifo_.clear();
+  if ((enable != fifo_enabled_ || (value & kFcrClearTx) != 0) && !tx_fifo_.empty()) {
+    // What waited for a stalled backend, discarded as the guest asks (Linux does when it
+    // closes the port, after its own wait for the output to drain); THR is empty again.
+    tx_fifo_.clear();
+    thre_pending_ = true;
+  }
   fifo_enabled_ = enable;
   // Only the chip's FIFO is cleared: host input still waiting is not the guest's to discard.
   refill_fifo(effects);

@@ -302,6 +302,23 @@ TEST_F(UartTest, FifoClearKeepsPendingHostInput) {
   EXPECT_EQ(read_all(), "WXYZ");
 }
 
+// FCR's "clear transmit FIFO" discards what waits for a stalled backend (Linux writes it when
+// it closes the port): THR is empty again, and its interrupt comes.
+TEST_F(UartTest, ClearingTheTransmitFifoDropsWhatWaitsForTheBackend) {
+  out(kFcr, kFcrEnable);
+  out(kIer, kIerThri);
+  EXPECT_EQ(interrupt_id(), kIirThri);
+  backend_->room = 0;
+  for (char c : std::string_view("held")) out(kTx, static_cast<uint8_t>(c));
+  EXPECT_EQ(uart_.transmit_fifo_bytes(), 4u);
+  out(kFcr, kFcrEnable | kFcrClearXmit);
+  EXPECT_EQ(uart_.transmit_fifo_bytes(), 0u);
+  EXPECT_EQ(in(kLsr) & (kLsrThre | kLsrTemt), kLsrThre | kLsrTemt);
+  EXPECT_EQ(interrupt_id(), kIirThri);
+  backend_->make_room(FakeBackend::kUnbounded);
+  EXPECT_EQ(backend_->output, "") << "nothing of it left later";
+}
+
 TEST_F(UartTest, FifoSizeDependsOnFifoEnable) {
   uart_.receive(bytes_of("abc"));  // FIFOs off: one byte at a time, the rest waits
   EXPECT_EQ(in(kRx), 'a');
