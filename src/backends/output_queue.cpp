@@ -28,6 +28,28 @@ bool OutputQueue::failed() const {
   return failed_;
 }
 
+size_t OutputQueue::discard() {
+  std::function<void()> notify;
+  size_t dropped = 0;
+  {
+    std::lock_guard lock(mutex_);
+    dropped = queue_.size() - head_;
+    queue_.clear();
+    head_ = 0;
+    failed_ = false;
+    if (refused_) {
+      refused_ = false;
+      notify = listener_;
+    }
+  }
+  if (watching_) {
+    loop_->remove(fd_);
+    watching_ = false;
+  }
+  if (notify) notify();
+  return dropped;
+}
+
 void OutputQueue::set_listener(std::function<void()> on_room) {
   std::lock_guard lock(mutex_);
   listener_ = std::move(on_room);

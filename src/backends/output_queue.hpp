@@ -48,6 +48,10 @@ class OutputQueue {
 
   size_t queued() const;
   bool failed() const;
+  // Loop thread: the reader left for good (a pty's user detached): what waits is dropped, a
+  // failure forgotten (the next reader starts afresh), and a refused caller told. The bytes
+  // dropped.
+  size_t discard();
 
  private:
   // Under mutex_: writes from the queue until it is empty or the fd is full.

@@ -18,6 +18,7 @@
 #include "libvmm/core/error.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/log.hpp"
+#include "output_queue.hpp"
 
 namespace libvmm {
 
@@ -45,6 +46,9 @@ PtyBackend::PtyBackend(std::string_view owner) {
   if (flags < 0 || ::fcntl(master_.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
     throw_errno(path_ + ": O_NONBLOCK");
   }
+  writer_.reset(::fcntl(master_.get(), F_DUPFD_CLOEXEC, 0));  // non-blocking too: one file
+  if (!writer_) throw_errno(path_ + ": dup");
+  output_ = std::make_unique<OutputQueue>(writer_.get(), false, "pty " + path_);
   attach_watch_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
   if (attach_watch_ && ::inotify_add_watch(attach_watch_.get(), path_.c_str(), IN_OPEN) < 0) {
     attach_watch_.reset();
@@ -54,6 +58,11 @@ PtyBackend::PtyBackend(std::string_view owner) {
                std::strerror(errno), kAttachPoll.count());
   }
   log::info("{}: console on {}", owner, path_);
+}
+
+PtyBackend::~PtyBackend() {
+  if (attached_.load())
+    output_->flush(std::chrono::milliseconds(1000), std::chrono::milliseconds(200));
 }
 
 bool PtyBackend::connected() const {
@@ -85,6 +94,16 @@ void PtyBackend::check_attach() {
 
 void PtyBackend::set_attached(bool attached) {
   attached_.store(attached);
+  if (!attached) {
+    // Nobody reads what waited for the user who left: dropped, and a held-back device goes on.
+    const size_t lost = output_->discard();
+    if (lost > 0) {
+      std::lock_guard lock(write_mutex_);
+      dropped_ += lost;
+      log::warn("pty {}: the user left; {} bytes of guest output waiting for them dropped", path_,
+                lost);
+    }
+  }
   update_watch();
   log::debug("pty {}: {}", path_, attached ? "a user attached" : "the last user left");
   if (on_connection_) on_connection_();
@@ -96,6 +115,8 @@ uint64_t PtyBackend::dropped_bytes() const {
 }
 
 size_t PtyBackend::write(std::span<const uint8_t> bytes) {
+  // Someone reads: at their pace (a queue, then the device holds back).
+  if (attached_.load()) return output_->write(bytes);
   const size_t offered = bytes.size();
   std::lock_guard lock(write_mutex_);
   while (!bytes.empty()) {
@@ -123,9 +144,18 @@ size_t PtyBackend::write(std::span<const uint8_t> bytes) {
   return offered;
 }
 
+size_t PtyBackend::write_room() {
+  return attached_.load() ? output_->room() : kUnbounded;
+}
+
+void PtyBackend::set_output_listener(std::function<void()> on_room) {
+  output_->set_listener(std::move(on_room));
+}
+
 void PtyBackend::start(EventLoop& loop, InputSink sink) {
   loop_ = &loop;
   sink_ = std::move(sink);
+  output_->start(loop);
   if (attach_watch_) {
     loop.add(attach_watch_.get(), EPOLLIN, [this](uint32_t /*events*/) { read_attach_events(); });
   } else {

@@ -4,8 +4,12 @@
 // The terminal is in raw mode, so bytes pass unchanged both ways; the mode is set once, on an
 // open of the terminal side that is closed again at once (a pty keeps its terminal side's
 // settings while its other end stays open). Guest output written while nobody is attached
-// waits in the pty's buffer for the next user. Output never blocks the caller: once that
-// buffer is full, it is dropped and counted, with one warning.
+// waits in the pty's buffer for the next user; once that buffer is full, it is dropped and
+// counted, with one warning. While a user is attached it goes at the user's pace, as on a
+// terminal: what the pty does not take waits in a bounded queue, and past that the device
+// holds it back (write() takes less, the output listener says when there is room), so nothing
+// is lost while someone reads; if the user leaves, what waits is dropped and counted. Output
+// never blocks the caller.
 //
 // Someone is connected while any program has the terminal side open, which the VMM's end tells
 // by itself (it hangs up when the last one closes it): a virtIO console port on it is open to
@@ -27,6 +31,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -38,13 +43,16 @@
 
 namespace libvmm {
 
+class OutputQueue;
+
 class PtyBackend : public CharBackend {
  public:
   // Opens the pty and logs "<owner>: console on /dev/pts/N" at info level (`owner` is the flag,
   // e.g. "--console"). Throws SystemError if no pty can be had.
   explicit PtyBackend(std::string_view owner = "pty");
-  // Destroy the backend only after the event loop stopped running.
-  ~PtyBackend() override = default;
+  // Destroy the backend only after the event loop stopped running: what waits for an attached
+  // user is written for a second at most.
+  ~PtyBackend() override;
   PtyBackend(const PtyBackend&) = delete;
   PtyBackend& operator=(const PtyBackend&) = delete;
 
@@ -53,6 +61,8 @@ class PtyBackend : public CharBackend {
 
   // Takes everything: what the pty cannot hold is dropped, as said above.
   size_t write(std::span<const uint8_t> bytes) override;
+  size_t write_room() override;
+  void set_output_listener(std::function<void()> on_room) override;
   void start(EventLoop& loop, InputSink sink) override;
   void pause_input() override;
   void resume_input() override;
@@ -65,7 +75,8 @@ class PtyBackend : public CharBackend {
   static constexpr std::chrono::milliseconds kResizePoll{1000};
   static constexpr std::chrono::milliseconds kAttachPoll{1000};  // only without inotify
 
-  // Guest output dropped because the pty's buffer was full.
+  // Guest output dropped: the pty's buffer was full while nobody was attached, or a user left
+  // with output still queued for them.
   uint64_t dropped_bytes() const;
 
  private:
@@ -82,6 +93,10 @@ class PtyBackend : public CharBackend {
   void every(std::chrono::milliseconds period, UniqueFd& timer, std::function<void()> fn);
 
   UniqueFd master_;  // the VMM's end, non-blocking
+  // A second descriptor of it, the attached user's output queue's (its own EPOLLOUT watch on
+  // the loop, beside the master's EPOLLIN).
+  UniqueFd writer_;
+  std::unique_ptr<OutputQueue> output_;
   std::string path_;
   UniqueFd attach_watch_;  // inotify: the terminal's opens (none: attach_timer_ asks instead)
   std::atomic<bool> attached_{false};  // written on the loop, read anywhere
