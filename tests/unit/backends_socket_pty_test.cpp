@@ -473,6 +473,22 @@ class PtyBackendTest : public testing::Test {
   }
 };
 
+// A pty backend served by a loop, with a user attached (who reads only when the test does), and
+// a device offering it `data` as it takes it.
+struct AttachedUserWithOutput {
+  explicit AttachedUserWithOutput(std::string data) : feeder(backend, std::move(data)) {
+    io.call([&] { backend.start(io.loop, received.sink()); });
+    terminal.reset(::open(backend.path().c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+    attached = terminal.valid() && wait_until([&] { return backend.connected(); });
+  }
+  PtyBackend backend;
+  Received received;
+  LoopThread io;
+  UniqueFd terminal;
+  bool attached = false;
+  test::OutputFeeder feeder;
+};
+
 TEST_F(PtyBackendTest, LogsWhereToAttach) {
   testing::internal::CaptureStderr();
   auto backend = open_char_backend("pty", "--console", nullptr);
@@ -531,39 +547,29 @@ TEST_F(PtyBackendTest, OutputWaitsForTheNextUserThenDrops) {
 // A user attached but reading slowly (their terminal program behind): the output goes at their
 // pace, the device held back, nothing dropped.
 TEST_F(PtyBackendTest, AnAttachedUserGetsAllOutputAtTheirPace) {
-  PtyBackend backend;
-  Received received;
-  LoopThread io;
-  io.call([&] { backend.start(io.loop, received.sink()); });
-  UniqueFd terminal = open_terminal(backend.path());
-  ASSERT_TRUE(wait_until([&] { return backend.connected(); }));
   const std::string data = test::numbered_lines(1 << 20);
-  test::OutputFeeder feeder(backend, data);
-  EXPECT_LT(feeder.offer(), data.size()) << "held back";
-  const std::string got = read_from(terminal.get(), data.size(), 10s);
-  EXPECT_TRUE(feeder.wait_all_taken());
+  AttachedUserWithOutput user(data);
+  ASSERT_TRUE(user.attached);
+  EXPECT_LT(user.feeder.offer(), data.size()) << "held back";
+  const std::string got = read_from(user.terminal.get(), data.size(), 10s);
+  EXPECT_TRUE(user.feeder.wait_all_taken());
   EXPECT_TRUE(got == data) << "output lost or reordered (" << got.size() << " bytes)";
-  EXPECT_EQ(backend.dropped_bytes(), 0u);
+  EXPECT_EQ(user.backend.dropped_bytes(), 0u);
 }
 
 // The user leaves with output waiting for them: it is dropped and counted, and the device held
 // back goes on (its output now waits in the pty for the next user, as before anyone came).
 TEST_F(PtyBackendTest, AUserLeavingWithOutputWaitingLetsTheDeviceGoOn) {
-  PtyBackend backend;
-  Received received;
-  LoopThread io;
-  io.call([&] { backend.start(io.loop, received.sink()); });
-  UniqueFd terminal = open_terminal(backend.path());
-  ASSERT_TRUE(wait_until([&] { return backend.connected(); }));
   const std::string data = test::numbered_lines(1 << 20);
-  test::OutputFeeder feeder(backend, data);
-  EXPECT_LT(feeder.offer(), data.size());
+  AttachedUserWithOutput user(data);
+  ASSERT_TRUE(user.attached);
+  EXPECT_LT(user.feeder.offer(), data.size());
   testing::internal::CaptureStderr();
-  terminal.reset();
-  EXPECT_TRUE(wait_until([&] { return !backend.connected(); }));
-  EXPECT_TRUE(feeder.wait_all_taken()) << "the device was told to go on";
+  user.terminal.reset();
+  EXPECT_TRUE(wait_until([&] { return !user.backend.connected(); }));
+  EXPECT_TRUE(user.feeder.wait_all_taken()) << "the device was told to go on";
   const std::string logged = testing::internal::GetCapturedStderr();
-  EXPECT_GT(backend.dropped_bytes(), 0u);
+  EXPECT_GT(user.backend.dropped_bytes(), 0u);
   EXPECT_NE(logged.find("the user left;"), std::string::npos) << logged;
 }
 

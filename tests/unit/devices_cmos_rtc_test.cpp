@@ -3,7 +3,6 @@
 #include <array>
 #include <ctime>
 #include <memory>
-#include <optional>
 #include <vector>
 
 #include "libvmm/devices/cmos_rtc.hpp"
@@ -13,6 +12,15 @@ namespace devices_cmos_rtc_test {
 
 constexpr std::time_t kLeapDay = 1709214307;  // 2024-02-29 13:45:07 UTC, a Thursday
 constexpr std::time_t kLastDay = 946598709;   // 1999-12-31 00:05:09 UTC, a Friday
+
+class RecordingIrq final : public IrqLine {
+ public:
+  uint32_t number() const override { return CmosRtc::kIrq; }
+  void set_level(bool asserted) override { levels.push_back(asserted); }
+  void pulse() override {}
+  bool raised() const { return !levels.empty() && levels.back(); }
+  std::vector<bool> levels;
+};
 
 class CmosRtcTest : public testing::Test {
  protected:
@@ -29,7 +37,8 @@ class CmosRtcTest : public testing::Test {
   void select(uint8_t index) { rtc_.write(0, std::span(&index, 1)); }
 
   std::time_t now_ = kLeapDay;
-  CmosRtc rtc_{[this] { return now_; }};
+  std::shared_ptr<RecordingIrq> irq_ = std::make_shared<RecordingIrq>();
+  CmosRtc rtc_{[this] { return now_; }, irq_};
 };
 
 TEST_F(CmosRtcTest, ClockInBcdFromUtc) {
@@ -84,108 +93,69 @@ TEST_F(CmosRtcTest, StatusRegisters) {
   EXPECT_EQ(cmos(0x0D), 0x80);
 }
 
-class RecordingIrq final : public IrqLine {
- public:
-  uint32_t number() const override { return CmosRtc::kIrq; }
-  void set_level(bool asserted) override { levels.push_back(asserted); }
-  void pulse() override {}
-  bool raised() const { return !levels.empty() && levels.back(); }
-  std::vector<bool> levels;
-};
-
 // IRQ 8: an update-ended interrupt each second while UIE is set, held until register C is read;
 // the flags are set whether or not they interrupt.
 TEST_F(CmosRtcTest, UpdateEndedInterruptsEverySecondUntilRegisterCIsRead) {
-  auto irq = std::make_shared<RecordingIrq>();
-  CmosRtc rtc([this] { return now_; }, irq);
-  const auto reg = [&rtc](uint8_t index, std::optional<uint8_t> value = std::nullopt) {
-    rtc.write(0, std::span(&index, 1));
-    uint8_t data = value.value_or(0);
-    if (value) {
-      rtc.write(1, std::span(&data, 1));
-    } else {
-      rtc.read(1, std::span(&data, 1));
-    }
-    return data;
-  };
   ++now_;
-  rtc.update();
-  EXPECT_FALSE(irq->raised()) << "UIE is clear";
-  EXPECT_EQ(reg(0x0C), 0x10) << "UF without IRQF";
-  reg(0x0B, 0x12);  // UIE, 24-hour BCD
+  rtc_.update();
+  EXPECT_FALSE(irq_->raised()) << "UIE is clear";
+  EXPECT_EQ(cmos(0x0C), 0x10) << "UF without IRQF";
+  set_cmos(0x0B, 0x12);  // UIE, 24-hour BCD
   ++now_;
-  rtc.update();
-  EXPECT_TRUE(irq->raised());
+  rtc_.update();
+  EXPECT_TRUE(irq_->raised());
   ++now_;
-  rtc.update();
-  EXPECT_EQ(irq->levels, (std::vector<bool>{true})) << "held high: one interrupt";
-  EXPECT_EQ(reg(0x0C), 0x90) << "IRQF and UF";
-  EXPECT_FALSE(irq->raised()) << "the read lowers it";
-  EXPECT_EQ(reg(0x0C), 0x00) << "and clears the flags";
+  rtc_.update();
+  EXPECT_EQ(irq_->levels, (std::vector<bool>{true})) << "held high: one interrupt";
+  EXPECT_EQ(cmos(0x0C), 0x90) << "IRQF and UF";
+  EXPECT_FALSE(irq_->raised()) << "the read lowers it";
+  EXPECT_EQ(cmos(0x0C), 0x00) << "and clears the flags";
 }
 
 // What Linux's RTC core does for hwclock's update interrupt: an alarm a second ahead with AIE.
 TEST_F(CmosRtcTest, AnAlarmInterruptsWhenTheTimeMatches) {
-  auto irq = std::make_shared<RecordingIrq>();
-  CmosRtc rtc([this] { return now_; }, irq);
-  const auto set = [&rtc](uint8_t index, uint8_t value) {
-    rtc.write(0, std::span(&index, 1));
-    rtc.write(1, std::span(&value, 1));
-  };
-  const auto get = [&rtc](uint8_t index) {
-    rtc.write(0, std::span(&index, 1));
-    uint8_t value = 0;
-    rtc.read(1, std::span(&value, 1));
-    return value;
-  };
   // Now 13:45:07; the alarm at 13:45:09 (BCD).
-  set(0x01, 0x09);
-  set(0x03, 0x45);
-  set(0x05, 0x13);
-  set(0x0B, 0x22);  // AIE
+  set_cmos(0x01, 0x09);
+  set_cmos(0x03, 0x45);
+  set_cmos(0x05, 0x13);
+  set_cmos(0x0B, 0x22);  // AIE
   ++now_;
-  rtc.update();
-  EXPECT_FALSE(irq->raised());
-  EXPECT_EQ(get(0x0C), 0x10) << "UF only";
+  rtc_.update();
+  EXPECT_FALSE(irq_->raised());
+  EXPECT_EQ(cmos(0x0C), 0x10) << "UF only";
   ++now_;
-  rtc.update();
-  EXPECT_TRUE(irq->raised());
-  EXPECT_EQ(get(0x0C), 0xB0) << "IRQF, AF and UF";
-  EXPECT_FALSE(irq->raised());
+  rtc_.update();
+  EXPECT_TRUE(irq_->raised());
+  EXPECT_EQ(cmos(0x0C), 0xB0) << "IRQF, AF and UF";
+  EXPECT_FALSE(irq_->raised());
 
   // 0xC0-0xFF matches any value: every second.
-  set(0x01, 0xFF);
-  set(0x03, 0xC0);
-  set(0x05, 0xC0);
+  set_cmos(0x01, 0xFF);
+  set_cmos(0x03, 0xC0);
+  set_cmos(0x05, 0xC0);
   ++now_;
-  rtc.update();
-  EXPECT_EQ(get(0x0C), 0xB0);
+  rtc_.update();
+  EXPECT_EQ(cmos(0x0C), 0xB0);
   // A flag set while its interrupt is off raises the line once enabled.
-  set(0x0B, 0x02);
+  set_cmos(0x0B, 0x02);
   ++now_;
-  rtc.update();
-  EXPECT_FALSE(irq->raised());
-  set(0x0B, 0x22);
-  EXPECT_TRUE(irq->raised());
-  EXPECT_EQ(get(0x0C), 0xB0);
+  rtc_.update();
+  EXPECT_FALSE(irq_->raised());
+  set_cmos(0x0B, 0x22);
+  EXPECT_TRUE(irq_->raised());
+  EXPECT_EQ(cmos(0x0C), 0xB0);
 }
 
 // Register C read without the timer (start()) still shows the seconds gone by; an alarm passed
 // while the host was away (days) is seen, the seconds looked at bounded.
 TEST_F(CmosRtcTest, AnAlarmPassedDuringALongGapIsSeen) {
-  auto irq = std::make_shared<RecordingIrq>();
-  CmosRtc rtc([this] { return now_; }, irq);
-  const auto set = [&rtc](uint8_t index, uint8_t value) {
-    rtc.write(0, std::span(&index, 1));
-    rtc.write(1, std::span(&value, 1));
-  };
-  set(0x01, 0x00);
-  set(0x03, 0x00);
-  set(0x05, 0x00);  // midnight
-  set(0x0B, 0x22);
+  set_cmos(0x01, 0x00);
+  set_cmos(0x03, 0x00);
+  set_cmos(0x05, 0x00);  // midnight
+  set_cmos(0x0B, 0x22);
   now_ += 3 * 24 * 60 * 60;
-  rtc.update();
-  EXPECT_TRUE(irq->raised());
+  rtc_.update();
+  EXPECT_TRUE(irq_->raised());
 }
 
 TEST_F(CmosRtcTest, NmiMaskBitOfIndexIgnored) {
