@@ -233,7 +233,10 @@ void VirtioConsole::reset() {
   transport_ = nullptr;  // pending input stays: it is the host's, for the next driver
   multiport_ = false;
   size_taken_ = false;
-  for (const auto& port : ports_) port->ready = false;
+  for (const auto& port : ports_) {
+    port->ready = false;
+    port->guest_open = false;
+  }
   control_out_.clear();  // the next driver starts again with DEVICE_READY
 }
 
@@ -365,6 +368,8 @@ void VirtioConsole::transmit(uint32_t port, Virtqueue& queue) {
 
 void VirtioConsole::fill_receive_buffers(uint32_t port, Virtqueue& queue) {
   if (!queue.ready()) return;
+  // A named port's input waits for a program in the guest to open it (it would be discarded).
+  if (multiport_ && port != 0 && !ports_[port]->guest_open) return;
   std::vector<uint8_t>& pending = ports_[port]->pending;
   bool used = false;
   uint32_t taken = 0;
@@ -463,9 +468,14 @@ void VirtioConsole::handle_control(uint32_t id, uint16_t event, uint16_t value) 
       return;
     case VIRTIO_CONSOLE_PORT_OPEN:
       if (id >= ports_.size()) break;
-      // A program in the guest opened or closed the port; nothing changes for the host end.
+      // A program in the guest opened or closed the port: input waiting for it goes now (the
+      // receive queue is out of reach here: through the loop, or the next notify or input).
       // As often as the guest likes: rate-limited like its errors.
       port_events_.debug(port_label(id), value ? "opened in the guest" : "closed in the guest");
+      ports_[id]->guest_open = value != 0;
+      if (value != 0 && !ports_[id]->pending.empty() && loop_ != nullptr) {
+        loop_->post([this, id] { receive(id, {}); });
+      }
       return;
     default:
       guest_error(

@@ -866,11 +866,16 @@ TEST_F(VirtioConsoleMultiportTest, EachPortHasItsOwnBackendBothWays) {
   EXPECT_EQ(agent_backend->output, "to the agent");
   EXPECT_EQ(backend->output, "to the console");
 
-  // Host input on each port fills that port's receive buffers only.
+  // Host input on each port fills that port's receive buffers only, once a program in the
+  // guest has the named port open (Linux discards input to a port nobody has open).
   const uint64_t agent_buffer = agent_rx.alloc(64);
   agent_rx.add_chain({{agent_buffer, 64, true}});
   mmio.notify(VirtioConsole::receive_queue(1));
   console->receive(1, test::bytes_of("from the agent"));
+  EXPECT_EQ(agent_rx.used_idx(), 0) << "held: nobody has the port open in the guest";
+  EXPECT_EQ(console->pending_bytes(1), 14u);
+  send_control(1, VIRTIO_CONSOLE_PORT_OPEN, 1);
+  mmio.notify(VirtioConsole::receive_queue(1));  // no loop here: the next notify delivers it
   ASSERT_EQ(agent_rx.used_idx(), 1);
   EXPECT_EQ(memory.text(agent_buffer, agent_rx.used(0).len), "from the agent");
   EXPECT_EQ(rx.used_idx(), 0);
@@ -891,11 +896,15 @@ TEST_F(VirtioConsoleMultiportTest, WithALoopAnswersGoOutWithoutAnotherNotify) {
   io.call([] {});
   EXPECT_EQ(received_control().size(), 2u) << "PORT_NAME and PORT_OPEN";
 
-  // The named port's backend delivers on the loop thread, as a real one does.
+  // The named port's backend delivers on the loop thread, as a real one does: held until a
+  // program in the guest opens the port, then sent through the loop without another notify.
   const uint64_t buffer = agent_rx.alloc(64);
   agent_rx.add_chain({{buffer, 64, true}});
   mmio.notify(VirtioConsole::receive_queue(1));
   io.call([&] { agent_backend->sink(test::bytes_of("over the loop")); });
+  EXPECT_EQ(agent_rx.used_idx(), 0);
+  send_control(1, VIRTIO_CONSOLE_PORT_OPEN, 1);
+  io.call([] {});
   ASSERT_EQ(agent_rx.used_idx(), 1);
   EXPECT_EQ(memory.text(buffer, agent_rx.used(0).len), "over the loop");
 }

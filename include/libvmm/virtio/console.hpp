@@ -165,6 +165,10 @@ class VirtioConsole final : public VirtioDevice {
     // now), and what PORT_OPEN last told it.
     bool ready = false;
     bool told_open = false;
+    // Under mutex_ (MULTIPORT, ports past 0): a program in the guest has the port open (its
+    // PORT_OPEN). Until then host input waits: Linux discards what reaches a port nobody in
+    // the guest has open.
+    bool guest_open = false;
   };
 
   // The port whose receiveq or transmitq `queue` is; nullopt for the control queues.
