@@ -251,7 +251,7 @@ void VirtioPciTransport::config_reading(uint32_t offset, uint32_t size) {
 void VirtioPciTransport::update_intx(const std::function<void()>& change) {
   std::lock_guard lock(intx_mutex_);
   change();
-  const bool level = isr_.load() != 0 && !intx_disabled_.load();
+  const bool level = isr_.load() != 0 && !intx_disabled_.load() && !msix_.enabled();
   if (intx_ && level != intx_level_) {
     intx_->set_level(level);
     intx_level_ = level;
@@ -707,8 +707,9 @@ void VirtioPciTransport::interrupt(uint16_t vector, uint8_t isr_bit) {
         return;
       }
     }
-    msix_.notify(vector);
-    return;
+    if (msix_.notify(vector)) return;
+    // MSI-X was turned off since it was looked at: the ISR bit and INTx, as for a driver
+    // without it.
   }
   update_intx([&] { isr_.fetch_or(isr_bit); });
 }

@@ -257,6 +257,32 @@ TEST_F(VirtioPciTest, AMessageHeldWhileBusMasterEnableIsOffDiesWithAReset) {
   EXPECT_TRUE(msi->sent.empty());
 }
 
+// Found in review: a driver enabling MSI-X with an INTx interrupt pending (and INTx Disable
+// clear) kept the line high, though no INTx may come while MSI-X is enabled.
+TEST_F(VirtioPciTest, EnablingMsixTakesTheIntxLineDown) {
+  bring_up();
+  transport->signal_config_change();
+  EXPECT_TRUE(intx->level());
+  enable_msix(1);
+  EXPECT_FALSE(intx->level());
+}
+
+// Found in review: a message held behind a masked vector outlived a device reset and reached
+// the next driver at its first unmask.
+TEST_F(VirtioPciTest, AMessageHeldBehindAMaskDiesWithAReset) {
+  enable_msix(1);
+  bring_up(0);
+  drv.set_common(VIRTIO_PCI_COMMON_MSIX, 0, 2);
+  const std::array<uint8_t, 4> mask{1, 0, 0, 0};
+  transport->bar_write(VirtioPciTransport::kMsixBar, 12, mask);
+  const size_t before = msi->sent.size();
+  transport->signal_config_change();
+  drv.set_common(VIRTIO_PCI_COMMON_STATUS, 0, 1);  // the driver resets the device
+  const std::array<uint8_t, 4> unmask{0, 0, 0, 0};
+  transport->bar_write(VirtioPciTransport::kMsixBar, 12, unmask);
+  EXPECT_EQ(msi->sent.size(), before);
+}
+
 // Where no eventfd serves the queue's notifications, the device looks at it at once.
 TEST_F(VirtioPciTest, WithoutAnEventfdTheQueueIsLookedAtWhenBusMasterComesOn) {
   bring_up();
