@@ -141,6 +141,7 @@ bool MsixTable::pba_read(uint64_t offset, std::span<uint8_t> data, std::string& 
 }
 
 bool MsixTable::notify(uint16_t vector) {
+  const std::shared_lock sending(report_mutex_);
   uint64_t address = 0;
   uint32_t value = 0;
   {
@@ -203,6 +204,11 @@ void MsixTable::report(const std::vector<std::pair<uint16_t, VectorState>>& chan
 
 void MsixTable::send_all(const std::vector<Message>& messages) {
   for (const Message& m : messages) sink_->send_vector(m.vector, m.address, m.data);
+}
+
+void MsixTable::clear_pending() {
+  std::lock_guard lock(mutex_);
+  std::fill(pending_.begin(), pending_.end(), false);
 }
 
 void MsixTable::reset() {

@@ -192,6 +192,7 @@ void VirtioPciTransport::config_written(uint32_t offset, uint32_t size) {
   // Lock held on the configuration space; the transport's lock is not taken here.
   if (offset < msix_cap_ + 4 && offset + size > msix_cap_ + 2) {
     msix_.control_written(config_.u16(msix_cap_ + 2));
+    update_intx([] {});  // no INTx while MSI-X is enabled (PCI 3.0 §6.8.2)
   }
   if (offset < pci::kCommand + 2 && offset + size > pci::kCommand) {
     const uint16_t command = config_.command();
@@ -639,6 +640,7 @@ void VirtioPciTransport::reset_device() {
   driver_features_ = 0;
   driver_features_beyond_64_ = false;
   update_intx([this] { isr_.store(0); });
+  msix_.clear_pending();  // nor what it masked: the next driver would take it for its own
   std::lock_guard held_lock(held_mutex_);  // what the old driver was owed is no more
   held_vectors_.clear();
 }

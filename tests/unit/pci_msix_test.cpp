@@ -1,8 +1,12 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <chrono>
 #include <cstring>
+#include <future>
 #include <memory>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "libvmm/pci/msix.hpp"
@@ -84,6 +88,59 @@ TEST_F(MsixTest, MaskedVectorsPendUntilUnmasked) {
   program(2, 0xfee00000, 0x50, false);  // unmask: the pending message goes
   ASSERT_EQ(sink->sent.size(), 1u);
   EXPECT_EQ(pba(), 0u);
+}
+
+// A device thread sending a vector's message while a vCPU masks it: the mask write waits until
+// the send is done, so no message of the old setting goes out after the guest's write (and its
+// flushing read) returned.
+TEST(Msix, AMaskWrittenDuringASendWaitsForIt) {
+  class BlockingSink : public MsiSink {
+   public:
+    void send(uint64_t address, uint32_t data) override {
+      entered.set_value();
+      release.get_future().wait();
+      sent.emplace_back(address, data);
+    }
+    std::promise<void> entered;
+    std::promise<void> release;
+    std::vector<std::pair<uint64_t, uint32_t>> sent;
+  };
+  auto sink = std::make_shared<BlockingSink>();
+  MsixTable msix{1, sink};
+  msix.control_written(0x8000);
+  const uint32_t words[4] = {0xfee00000, 0, 0x41, 0};
+  for (uint32_t i = 0; i < 4; ++i) {
+    std::array<uint8_t, 4> b{};
+    std::memcpy(b.data(), &words[i], 4);
+    std::string why;
+    ASSERT_TRUE(msix.table_write(i * 4, b, why)) << why;
+  }
+  auto entered = sink->entered.get_future();
+  std::thread device([&] { msix.notify(0); });
+  entered.wait();
+  auto masked = std::async(std::launch::async, [&] {
+    const std::array<uint8_t, 4> mask{1, 0, 0, 0};
+    std::string why;
+    return msix.table_write(12, mask, why);
+  });
+  EXPECT_EQ(masked.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout)
+      << "the mask did not wait for the send in flight";
+  sink->release.set_value();
+  device.join();
+  EXPECT_TRUE(masked.get());
+  EXPECT_EQ(sink->sent.size(), 1u);
+}
+
+// A device reset forgets what waited behind a mask: it was the old driver's.
+TEST_F(MsixTest, ClearPendingForgetsHeldMessages) {
+  msix.control_written(0x8000);
+  program(0, 0xfee00000, 0x50, true);
+  EXPECT_TRUE(msix.notify(0));
+  EXPECT_EQ(pba(), 0x1u);
+  msix.clear_pending();
+  EXPECT_EQ(pba(), 0u);
+  program(0, 0xfee00000, 0x50, false);
+  EXPECT_TRUE(sink->sent.empty());
 }
 
 TEST_F(MsixTest, FunctionMask) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -108,6 +109,8 @@ class MsixTable {
 
   // Power-on state: disabled, every vector masked, nothing pending.
   void reset();
+  // Forgets the messages held while masked (a device reset: they were the old driver's).
+  void clear_pending();
 
   // A direct table's: the eventfd that signals `vector` straight to the guest where the sink
   // offers one (MsiSink::direct_eventfd), else -1.
@@ -137,8 +140,11 @@ class MsixTable {
   mutable std::mutex mutex_;
   // Held by a table or control write from its change to its report (before mutex_): two vCPUs
   // changing one vector could otherwise report its states in the reverse order, leaving the
-  // sink's irqfd attached to a masked vector (or detached from a live one) for good.
-  std::mutex report_mutex_;
+  // sink's irqfd attached to a masked vector (or detached from a live one) for good. notify()
+  // holds it shared from reading the entry to sending its message, so that a mask or a new
+  // message that a write made (and the guest's read after it flushed) never sees the old one
+  // go out after it.
+  std::shared_mutex report_mutex_;
   std::vector<Entry> entries_;
   std::vector<bool> pending_;
   std::vector<VectorState> reported_;  // direct sinks: what the sink was told last
