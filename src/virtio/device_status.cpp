@@ -98,15 +98,17 @@ StatusWrite write_device_status(uint8_t old, uint32_t value, std::string_view re
     }
   }
   bool activate = false;
+  bool tell_needs_reset = false;
   if (added & VIRTIO_CONFIG_S_DRIVER_OK) {
     if (!(next & VIRTIO_CONFIG_S_FEATURES_OK)) {
       guest_error("DRIVER_OK without FEATURES_OK; ignored");
       next &= static_cast<uint8_t>(~VIRTIO_CONFIG_S_DRIVER_OK);
     } else {
       activate = !(next & VIRTIO_CONFIG_S_NEEDS_RESET);
+      tell_needs_reset = !activate;
     }
   }
-  return {next, activate};
+  return {next, activate, tell_needs_reset};
 }
 
 bool valid_config_access(uint64_t offset, uint64_t size, uint64_t config_size) {

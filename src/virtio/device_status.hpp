@@ -31,6 +31,9 @@ bool features_acceptable(uint64_t accepted, bool accepted_beyond_64, uint64_t of
 struct StatusWrite {
   uint8_t status;  // the status the device now has
   bool activate;   // DRIVER_OK was just set: the device starts serving its queues
+  // DRIVER_OK was just set on a device already needing a reset (a queue it could not take):
+  // the driver is told as it would be had the need come after (a config change interrupt).
+  bool tell_needs_reset = false;
 };
 // The driver writes `value` (not 0, which is a reset) to a status holding `old`, through the
 // register `register_name` ("Status", "device_status"): only the device sets NEEDS_RESET and only

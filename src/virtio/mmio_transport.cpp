@@ -359,7 +359,7 @@ void VirtioMmioTransport::write_queue_ready(uint32_t value) {
 
 void VirtioMmioTransport::write_status(uint32_t value) {
   if (value == 0) return reset_device();
-  const auto [next, activate] = write_device_status(
+  const auto [next, activate, tell_needs_reset] = write_device_status(
       static_cast<uint8_t>(status_), value, "Status",
       [this](std::string& why) {
         return features_acceptable(driver_features_, driver_features_beyond_64_, offered_features_,
@@ -367,6 +367,7 @@ void VirtioMmioTransport::write_status(uint32_t value) {
       },
       [this](const std::string& what) { guest_error(what); });
   status_ = next;
+  if (tell_needs_reset) raise(VIRTIO_MMIO_INT_CONFIG);
   if (activate) {
     log::debug("{}: driver ready, features {:#x}", name_, driver_features_);
     if (external_ != nullptr) {

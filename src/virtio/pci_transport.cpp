@@ -598,7 +598,7 @@ void VirtioPciTransport::write_queue_enable(uint16_t value) {
 
 void VirtioPciTransport::write_status(uint8_t value) {
   if (value == 0) return reset_device();
-  const auto [next, activate] = write_device_status(
+  const auto [next, activate, tell_needs_reset] = write_device_status(
       status_, value, "device_status",
       [this](std::string& why) {
         return features_acceptable(driver_features_, driver_features_beyond_64_, offered_features_,
@@ -606,6 +606,7 @@ void VirtioPciTransport::write_status(uint8_t value) {
       },
       [this](const std::string& what) { guest_error(what); });
   status_ = next;
+  if (tell_needs_reset) interrupt(config_vector_.load(), VIRTIO_PCI_ISR_CONFIG);
   if (activate) {
     log::debug("{}: driver ready, features {:#x}", name_, driver_features_);
     if (external_ != nullptr) {

@@ -386,6 +386,10 @@ TEST_F(VirtioMmioTest, BadQueueSetupNeedsReset) {
   EXPECT_EQ(irq->pulses, 0) << "no config interrupt before DRIVER_OK";
   mmio.driver_ok();
   EXPECT_EQ(device->activations, 0);
+  // Found in review: a driver that does not read the status back waited for ever; at DRIVER_OK
+  // it hears of the need as it would had it come after.
+  EXPECT_EQ(irq->pulses, 1);
+  EXPECT_EQ(mmio.reg(VIRTIO_MMIO_INTERRUPT_STATUS), static_cast<uint32_t>(VIRTIO_MMIO_INT_CONFIG));
 
   mmio.set_reg(VIRTIO_MMIO_QUEUE_SEL, 1);
   mmio.set_reg(VIRTIO_MMIO_QUEUE_NUM, 0x10000 + kQueueSize);  // must not wrap to a valid size
