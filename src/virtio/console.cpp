@@ -234,6 +234,7 @@ void VirtioConsole::reset() {
   multiport_ = false;
   size_taken_ = false;
   for (const auto& port : ports_) {
+    port->added = false;
     port->ready = false;
     port->guest_open = false;
   }
@@ -447,12 +448,19 @@ void VirtioConsole::handle_control(uint32_t id, uint16_t event, uint16_t value) 
         guest_error("the driver could not set up its ports");
         return;
       }
+      // Each port once per driver (a second DEVICE_READY adds none again).
       for (uint32_t port = 0; port < ports_.size(); ++port) {
+        if (ports_[port]->added) continue;
+        ports_[port]->added = true;
         queue_control(port, VIRTIO_CONSOLE_PORT_ADD, 0);
       }
       return;
     case VIRTIO_CONSOLE_PORT_READY:
       if (id >= ports_.size()) break;
+      if (!ports_[id]->added) {
+        guest_error(fmt::format("PORT_READY for port {}, which was not added yet; ignored", id));
+        return;
+      }
       if (value != 1) {
         guest_error(fmt::format("the driver could not add port {}", id));
         return;

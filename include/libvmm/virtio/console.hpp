@@ -163,6 +163,7 @@ class VirtioConsole final : public VirtioDevice {
     std::atomic<bool> host_connected{true};
     // Under mutex_ (MULTIPORT): the driver added the port (port 0: it is the guest's console
     // now), and what PORT_OPEN last told it.
+    bool added = false;  // PORT_ADD sent to this driver
     bool ready = false;
     bool told_open = false;
     // Under mutex_ (MULTIPORT, ports past 0): a program in the guest has the port open (its
