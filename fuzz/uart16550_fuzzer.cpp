@@ -85,7 +85,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
     }
     check(uart.transmit_fifo_bytes() <= Uart16550::kFifoSize);
-    check(backend->output.size() + uart.transmit_fifo_bytes() + uart.transmit_overruns() ==
+    check(backend->output.size() + uart.transmit_fifo_bytes() + uart.transmit_overruns() +
+              uart.transmit_discarded() ==
           transmitted);
     check(uart.pending_bytes() < limit + kMaxDelivery);
     // The line changes only when the level does, and ends where the registers say.

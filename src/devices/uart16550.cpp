@@ -113,6 +113,11 @@ size_t Uart16550::transmit_fifo_bytes() const {
   return tx_fifo_.size();
 }
 
+uint64_t Uart16550::transmit_discarded() const {
+  std::lock_guard lock(mutex_);
+  return tx_discarded_;
+}
+
 uint64_t Uart16550::transmit_overruns() const {
   std::lock_guard lock(mutex_);
   return tx_overruns_;
@@ -261,6 +266,7 @@ void Uart16550::write_fcr(uint8_t value, Effects& effects) {
   if ((enable != fifo_enabled_ || (value & kFcrClearTx) != 0) && !tx_fifo_.empty()) {
     // What waited for a stalled backend, discarded as the guest asks (Linux does when it
     // closes the port, after its own wait for the output to drain); THR is empty again.
+    tx_discarded_ += tx_fifo_.size();
     tx_fifo_.clear();
     thre_pending_ = true;
   }

@@ -313,6 +313,7 @@ TEST_F(UartTest, ClearingTheTransmitFifoDropsWhatWaitsForTheBackend) {
   EXPECT_EQ(uart_.transmit_fifo_bytes(), 4u);
   out(kFcr, kFcrEnable | kFcrClearXmit);
   EXPECT_EQ(uart_.transmit_fifo_bytes(), 0u);
+  EXPECT_EQ(uart_.transmit_discarded(), 4u);
   EXPECT_EQ(in(kLsr) & (kLsrThre | kLsrTemt), kLsrThre | kLsrTemt);
   EXPECT_EQ(interrupt_id(), kIirThri);
   backend_->make_room(FakeBackend::kUnbounded);

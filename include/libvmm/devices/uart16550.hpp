@@ -61,6 +61,8 @@ class Uart16550 : public BusDevice {
   // Guest output waiting for the backend, and output lost to a full transmit FIFO.
   size_t transmit_fifo_bytes() const;
   uint64_t transmit_overruns() const;
+  // Bytes the guest discarded from the transmit FIFO (FCR) before the backend took them.
+  uint64_t transmit_discarded() const;
 
   ~Uart16550() override;
   Uart16550(const Uart16550&) = delete;
@@ -115,6 +117,7 @@ class Uart16550 : public BusDevice {
   std::deque<uint8_t> pending_;  // host input waiting for FIFO space
   std::deque<uint8_t> tx_fifo_;  // guest output the backend has not taken yet
   uint64_t tx_overruns_ = 0;
+  uint64_t tx_discarded_ = 0;
   bool thre_pending_ = false;  // THR-empty interrupt, until IIR reports it or THR is written
   bool overrun_ = false;       // LSR.OE
   bool irq_level_ = false;     // what the IRQ line was last set to
