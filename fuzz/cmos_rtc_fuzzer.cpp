@@ -1,14 +1,18 @@
 // Drives the CMOS RAM and RTC at ports 0x70/0x71 the way a hostile guest could, with the host
 // clock anywhere from 1970 to 2099, and checks what the guest reads: every clock register a
 // valid time in the format register B selects (BCD or binary, 12- or 24-hour), register A
-// never "update in progress", C and D fixed, the index port write-only, and plain RAM
-// returning what was written.
+// never "update in progress", D fixed, the index port write-only, plain RAM returning what was
+// written; register C only the update and alarm flags, IRQF exactly when one B enables is set,
+// and IRQ 8 high only while B enables an interrupt, low after C is read.
 //
 // Input: the host time (4 bytes, seconds), then operations of one byte each plus operands:
-// index write, data write, data read, index read, an access of another width or offset.
+// index write, data write, data read, index read, an access of another width or offset, the
+// clock moving on (or back) and the RTC's timer running.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <ctime>
+#include <memory>
 #include <optional>
 #include <span>
 
@@ -22,6 +26,17 @@ namespace {
 
 constexpr std::time_t kYear2100 = 4102444800;
 constexpr size_t kMaxOps = 4096;
+
+class Line final : public IrqLine {
+ public:
+  uint32_t number() const override { return CmosRtc::kIrq; }
+  void set_level(bool asserted) override {
+    check(asserted != high);  // changed only when the level does
+    high = asserted;
+  }
+  void pulse() override { check(false); }  // a level the guest acknowledges, never a pulse
+  bool high = false;
+};
 
 bool is_clock(uint8_t index) {
   return index <= 9 ? index % 2 == 0 || index >= 6 : index == 0x32;
@@ -80,8 +95,9 @@ void check_clock(uint8_t index, uint8_t value, uint8_t b) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::Input in(data, size);
-  const std::time_t now = static_cast<std::time_t>(in.u32()) % kYear2100;
-  CmosRtc rtc([now] { return now; });
+  std::time_t now = static_cast<std::time_t>(in.u32()) % kYear2100;
+  auto line = std::make_shared<Line>();
+  CmosRtc rtc([&now] { return now; }, line);
 
   std::array<std::optional<uint8_t>, 128> written{};  // plain RAM the guest wrote
   uint8_t index = 0;
@@ -89,7 +105,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t op = 0; op < kMaxOps && !in.empty(); ++op) {
     const uint8_t code = in.u8();
     uint8_t value = 0;
-    switch (code % 5) {
+    switch (code % 6) {
       case 0:
         value = in.u8();
         rtc.write(0, std::span(&value, 1));
@@ -106,7 +122,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (is_clock(index)) check_clock(index, value, b);
         if (index == 0x0A) check((value & 0x80) == 0);
         if (index == 0x0B) check(value == b);
-        if (index == 0x0C) check(value == 0);
+        if (index == 0x0C) {
+          check((value & 0x4F) == 0);
+          check(((value & 0x80) != 0) == ((value & b & 0x30) != 0));
+          check(!line->high);
+        }
         if (index == 0x0D) check(value == 0x80);
         if (written[index]) check(value == *written[index]);
         break;
@@ -130,7 +150,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         break;
       }
+      case 5: {  // time passes (a byte's worth of seconds, a day, or back) and the timer runs
+        const uint8_t step = in.u8();
+        now = step == 0xFF   ? now - std::min<std::time_t>(now, 3600)
+              : step == 0xFE ? (now + 86400) % kYear2100
+                             : (now + step) % kYear2100;
+        rtc.update();
+        break;
+      }
     }
+    check(!line->high || (b & 0x30) != 0);  // raised only while B enables an interrupt
   }
   return 0;
 }
