@@ -257,6 +257,21 @@ TEST_F(VirtioPciTest, AMessageHeldWhileBusMasterEnableIsOffDiesWithAReset) {
   EXPECT_TRUE(msi->sent.empty());
 }
 
+// A queue the device could not take before DRIVER_OK: at DRIVER_OK the driver hears of the
+// need for a reset as it would had it come after (the config interrupt), not nothing.
+TEST_F(VirtioPciTest, DriverOkOnADeviceNeedingAResetRaisesTheConfigInterrupt) {
+  ASSERT_TRUE(drv.negotiate(feature_bit(VIRTIO_F_VERSION_1)));
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_SIZE, kQueueSize, 2);
+  drv.set_common(VIRTIO_PCI_COMMON_Q_DESCLO, kRamSize - 16, 4);  // past the end of RAM
+  drv.set_common(VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
+  EXPECT_TRUE(drv.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  EXPECT_FALSE(intx->level()) << "no interrupt before DRIVER_OK";
+  drv.driver_ok();
+  EXPECT_EQ(device->activations, 0);
+  EXPECT_TRUE(intx->level());
+}
+
 // Found in review: a driver enabling MSI-X with an INTx interrupt pending (and INTx Disable
 // clear) kept the line high, though no INTx may come while MSI-X is enabled.
 TEST_F(VirtioPciTest, EnablingMsixTakesTheIntxLineDown) {
