@@ -499,6 +499,14 @@ void Vm::wire_vfio_intx(pci::VfioPciDevice& device, uint8_t number) {
 void Vm::add_config_devices() {
   auto& d = *impl_;
   const MemoryMap map = d.machine->memory_map(d.config.memory_size);
+  // Whether PCI functions get MSIs is known once the host bridge exists (AArch64 adds its ITS
+  // with it): made first where the VM has any.
+  for (const DevicePlacement& p : plan_devices(map, d.config.devices, taken_irqs(d.config))) {
+    if (p.slot.pci_device && map.pci) {
+      ensure_pci_bridge(p.device.spec->located(p.device.kind->element()));
+      break;
+    }
+  }
   const bool pci_intx = !d.machine->pci_msi();
   const std::vector<DevicePlacement> plan =
       plan_devices(map, d.config.devices, taken_irqs(d.config), pci_intx);
