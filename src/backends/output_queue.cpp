@@ -28,7 +28,7 @@ bool OutputQueue::failed() const {
   return failed_;
 }
 
-size_t OutputQueue::discard() {
+void OutputQueue::discard(const std::function<void(size_t)>& dropped_bytes) {
   std::function<void()> notify;
   size_t dropped = 0;
   {
@@ -46,8 +46,8 @@ size_t OutputQueue::discard() {
     loop_->remove(fd_);
     watching_ = false;
   }
+  if (dropped > 0) dropped_bytes(dropped);
   if (notify) notify();
-  return dropped;
 }
 
 void OutputQueue::set_listener(std::function<void()> on_room) {

@@ -49,9 +49,9 @@ class OutputQueue {
   size_t queued() const;
   bool failed() const;
   // Loop thread: the reader left for good (a pty's user detached): what waits is dropped, a
-  // failure forgotten (the next reader starts afresh), and a refused caller told. The bytes
-  // dropped.
-  size_t discard();
+  // failure forgotten (the next reader starts afresh), `dropped` told how many bytes went (if
+  // any), and then a refused caller told it may write again.
+  void discard(const std::function<void(size_t)>& dropped);
 
  private:
   // Under mutex_: writes from the queue until it is empty or the fd is full.

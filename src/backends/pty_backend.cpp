@@ -95,14 +95,14 @@ void PtyBackend::check_attach() {
 void PtyBackend::set_attached(bool attached) {
   attached_.store(attached);
   if (!attached) {
-    // Nobody reads what waited for the user who left: dropped, and a held-back device goes on.
-    const size_t lost = output_->discard();
-    if (lost > 0) {
+    // Nobody reads what waited for the user who left: dropped (said first), and then a
+    // held-back device goes on.
+    output_->discard([this](size_t lost) {
       std::lock_guard lock(write_mutex_);
       dropped_ += lost;
       log::warn("pty {}: the user left; {} bytes of guest output waiting for them dropped", path_,
                 lost);
-    }
+    });
   }
   update_watch();
   log::debug("pty {}: {}", path_, attached ? "a user attached" : "the last user left");
