@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -501,11 +502,11 @@ void Vm::add_config_devices() {
   const MemoryMap map = d.machine->memory_map(d.config.memory_size);
   // Whether PCI functions get MSIs is known once the host bridge exists (AArch64 adds its ITS
   // with it): made first where the VM has any.
-  for (const DevicePlacement& p : plan_devices(map, d.config.devices, taken_irqs(d.config))) {
-    if (p.slot.pci_device && map.pci) {
-      ensure_pci_bridge(p.device.spec->located(p.device.kind->element()));
-      break;
-    }
+  const auto first_pci = std::find_if(
+      d.config.devices.begin(), d.config.devices.end(),
+      [&](const DeviceSpec& s) { return uses_pci_transport(s, map.virtio_pci_by_default); });
+  if (first_pci != d.config.devices.end() && map.pci) {
+    ensure_pci_bridge(first_pci->located(first_pci->kind));
   }
   const bool pci_intx = !d.machine->pci_msi();
   const std::vector<DevicePlacement> plan =
