@@ -25,6 +25,11 @@
 
 namespace libvmm {
 
+std::string VfioSpec::label() const {
+  const std::string at = where.str();
+  return fmt::format("{}{}<vfio device=\"{}\">", at, at.empty() ? "" : ": ", device);
+}
+
 std::string SourceLocation::str() const {
   if (file.empty()) return "";
   return line == 0 ? file : fmt::format("{}:{}", file, line);
@@ -338,11 +343,7 @@ class Validator {
     // The devices passed through: PCI device numbers after the virtio-pci ones (as Vm adds
     // them; still in the file's <vfio> elements, or from --vfio already).
     std::vector<std::string> passthrough;
-    for (const VfioSpec& v : vm.vfio) {
-      const std::string at = v.where.str();
-      passthrough.push_back(
-          fmt::format("{}{}<vfio device=\"{}\">", at, at.empty() ? "" : ": ", v.device));
-    }
+    for (const VfioSpec& v : vm.vfio) passthrough.push_back(v.label());
     for (const VfioDeviceConfig& v : vm.config.vfio) passthrough.push_back(v.label);
     const bool pci_intx = !pci_intx_reason(arch_, vm.config.machine_options).empty();
     for (auto& p :

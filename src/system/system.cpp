@@ -267,7 +267,7 @@ struct System::Impl {
 void resolve_vfio_devices(SystemDescription& description, bool check_host) {
   for (auto* vm : description.vms()) {
     for (const VfioSpec& v : vm->vfio) {
-      const std::string label = fmt::format("{}<vfio device=\"{}\">", prefix(v.where), v.device);
+      const std::string label = v.label();
       const std::optional<std::string> address = pci::parse_pci_address(v.device);
       if (!address) {
         throw UserError(label +

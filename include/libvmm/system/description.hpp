@@ -77,6 +77,8 @@ struct IrqSpec {
 struct VfioSpec {
   std::string device;  // e.g. a PCI address 0000:01:00.0
   SourceLocation where;
+  // How messages name it: "file:line: <vfio device="0000:01:00.0">".
+  std::string label() const;
 };
 
 // A map of a device of the real board (a Microkit description's UART, GIC virtual CPU
