@@ -117,8 +117,12 @@ void CmosRtc::update_locked() {
   update_irq();
 }
 
+bool CmosRtc::interrupting() const {
+  return (flags_ & ram_[kRegisterB] & (kCUpdateEnded | kCAlarm)) != 0;
+}
+
 void CmosRtc::update_irq() {
-  const bool raise = (flags_ & ram_[kRegisterB] & (kCUpdateEnded | kCAlarm)) != 0;
+  const bool raise = interrupting();
   if (!irq_ || raise == irq_raised_) return;
   irq_raised_ = raise;
   irq_->set_level(raise);
@@ -168,8 +172,7 @@ uint8_t CmosRtc::read_data() {
       // The flags of the update cycles so far (also without the timer: a guest polling UF),
       // cleared by the read, which lowers the interrupt.
       update_locked();
-      const bool raised = (flags_ & ram_[kRegisterB] & (kCUpdateEnded | kCAlarm)) != 0;
-      const uint8_t value = static_cast<uint8_t>(flags_ | (raised ? kCInterrupt : 0));
+      const uint8_t value = static_cast<uint8_t>(flags_ | (interrupting() ? kCInterrupt : 0));
       flags_ = 0;
       update_irq();
       return value;

@@ -34,10 +34,12 @@ class CmosRtc : public BusDevice {
   static constexpr uint32_t kIrq = 8;
   using Clock = std::function<std::time_t()>;
 
+  // The host's clock, the default.
+  static std::time_t host_time() { return std::time(nullptr); }
+
   // `clock` returns the current time (seconds since the epoch); tests pass a fixed one. `irq`:
   // IRQ 8, or none (no interrupts).
-  explicit CmosRtc(
-      Clock clock = [] { return std::time(nullptr); }, std::shared_ptr<IrqLine> irq = nullptr);
+  explicit CmosRtc(Clock clock = host_time, std::shared_ptr<IrqLine> irq = nullptr);
 
   // Its once-a-second timer on `loop`, armed while the guest enables update or alarm
   // interrupts; without start() the interrupts come only from update().
@@ -56,7 +58,9 @@ class CmosRtc : public BusDevice {
   // The clock register `index` for time `now`, in the format register B selects.
   uint8_t clock_register(uint8_t index, std::time_t now) const;
   void update_locked();
-  // Raises IRQ 8 while a flag register B enables is set (IRQF), lowers it otherwise.
+  // IRQF: a flag register B enables is set.
+  bool interrupting() const;
+  // Raises IRQ 8 while interrupting(), lowers it otherwise.
   void update_irq();
   // Arms the timer for the next whole second while B enables UF or AF interrupts; else disarms.
   void arm_timer();

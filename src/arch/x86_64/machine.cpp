@@ -102,8 +102,7 @@ class X86Machine : public Machine {
                       "the guest reset the machine through the i8042 controller");
     });
     I8042::attach(vm.pio, i8042);
-    auto rtc = std::make_shared<CmosRtc>(CmosRtc::Clock{[] { return std::time(nullptr); }},
-                                         vm.irq(CmosRtc::kIrq));
+    auto rtc = std::make_shared<CmosRtc>(CmosRtc::host_time, vm.irq(CmosRtc::kIrq));
     vm.pio.attach(CmosRtc::kBasePort, CmosRtc::kPortCount, rtc);
     rtc->start(vm.loop);
     // Index registers, whose writes matter only to the next access of their data port, which
