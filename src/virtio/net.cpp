@@ -323,6 +323,7 @@ VirtioNet::RxState VirtioNet::receive(size_t pair, Virtqueue& queue) {
   if (p.frame.empty()) p.frame.resize(kHeaderSize + kMaxGsoFrame);
   RxState state = RxState::more;
   p.pushed = false;
+  p.refused = 0;
   for (int i = 0; i < kBatch; ++i) {
     if (p.pending == 0) {
       const ssize_t n = p.backend->receive(p.frame);
@@ -354,7 +355,7 @@ VirtioNet::RxState VirtioNet::receive(size_t pair, Virtqueue& queue) {
       }
       p.pending = static_cast<size_t>(n);
     }
-    if (!deliver_pending(p, queue)) {
+    if (!deliver_pending(pair, queue)) {
       state = RxState::no_buffers;
       break;
     }
@@ -379,7 +380,8 @@ bool VirtioNet::take_receive_chain(DescriptorChain& chain) {
   return false;
 }
 
-bool VirtioNet::deliver_pending(Pair& p, Virtqueue& queue) {
+bool VirtioNet::deliver_pending(size_t pair, Virtqueue& queue) {
+  Pair& p = pairs_[pair];
   const bool mergeable = negotiated(VIRTIO_NET_F_MRG_RXBUF);
   // Collect buffers until the frame fits: one without mergeable buffers, as many as needed
   // with them (each chain holds at most what it offers; num_buffers says how many).
@@ -406,6 +408,13 @@ bool VirtioNet::deliver_pending(Pair& p, Virtqueue& queue) {
     if (!take_receive_chain(*chain)) {
       queue.push(chain->head(), 0);
       p.pushed = true;
+      // Paused like a lack of buffers; the renotified pass resumes the backend.
+      if (++p.refused >= kRefusedPerPass) {
+        VirtioTransport* transport = transport_.load();
+        if (transport != nullptr && transport->renotify(static_cast<uint16_t>(2 * pair))) {
+          return false;
+        }
+      }
       continue;
     }
     p.held_bytes += chain->writable_bytes();

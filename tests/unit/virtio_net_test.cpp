@@ -533,6 +533,30 @@ TEST_F(VirtioNetTest, ReturnsReceiveChainsWithoutWritableRoomUnused) {
   EXPECT_EQ(memory.bytes(good + kHdr, 200), frame_bytes(200, 1));
 }
 
+// A driver refilling the receive ring with unusable chains as fast as they come back held the
+// event loop (and the transport's lock) for as long as it went on: after a budget of refused
+// chains the pass yields, renotifying the queue, and the frame waits for the next pass.
+TEST_F(VirtioNetTest, UnusableReceiveChainsYieldToTheLoopAfterABudget) {
+  transport.can_renotify = true;
+  activate();
+  const uint64_t ro = rx.alloc(64);
+  const uint32_t unusable = VirtioNet::kRefusedPerPass + 72;
+  for (uint32_t i = 0; i < unusable; ++i) rx.add_chain({{ro, 64, false}});
+  const uint64_t good = add_rx(rx, 2048);
+  backend->incoming.push_back(with_header(virtio_net_hdr_v1{}, 200));
+  device.backend_readable();
+  EXPECT_EQ(rx.used_idx(), VirtioNet::kRefusedPerPass);
+  EXPECT_EQ(transport.renotifies(VirtioNet::kReceiveQueue), 1);
+  EXPECT_TRUE(backend->paused) << "the frame waits; the renotified pass comes back";
+  notify_rx();  // the renotified pass
+  ASSERT_EQ(rx.used_idx(), unusable + 1);
+  EXPECT_EQ(rx.used(static_cast<uint16_t>(unusable)).len, kHdr + 200);
+  EXPECT_EQ(memory.bytes(good + kHdr, 200), frame_bytes(200, 1));
+  EXPECT_EQ(transport.renotifies(VirtioNet::kReceiveQueue), 1);
+  EXPECT_FALSE(backend->paused);
+  EXPECT_EQ(device.counters().rx_bad_chain, unusable);
+}
+
 TEST_F(VirtioNetTest, DropsAFrameTooBigForTheOnlyBufferWithoutMergeableBuffers) {
   activate(kAllButMtu & ~feature_bit(VIRTIO_NET_F_MRG_RXBUF));
   add_rx(rx, 1526);

@@ -136,6 +136,9 @@ class VirtioNet final : public VirtioDevice {
   static constexpr int kBatch = 64;
   // Transmit chains served per queue notification before yielding to the event loop.
   static constexpr uint32_t kTransmitPerNotify = 128;
+  // Unusable receive chains returned per pass before yielding to the event loop (a guest that
+  // refills the ring with them as fast as they come back must not hold it).
+  static constexpr uint32_t kRefusedPerPass = 128;
   static constexpr uint32_t kMaxPollUs = AdaptivePoll::kMaxUs;  // poll_us=N at most
 
   VirtioNet(std::shared_ptr<NetBackend> backend, const MacAddress& mac, uint16_t mtu = 1500);
@@ -203,8 +206,9 @@ class VirtioNet final : public VirtioDevice {
     size_t pending = 0;                 // bytes of `frame` waiting for buffers; 0: none
     std::vector<DescriptorChain> held;  // buffers collected for the pending frame
     uint64_t held_bytes = 0;
-    bool paused = false;  // the backend is (or is about to be) paused for want of buffers
-    bool pushed = false;  // receive() returned buffers: signal the driver
+    bool paused = false;   // the backend is (or is about to be) paused for want of buffers
+    bool pushed = false;   // receive() returned buffers: signal the driver
+    uint32_t refused = 0;  // unusable chains returned in this receive() pass
     void forget_held() {
       held.clear();
       held_bytes = 0;
@@ -213,7 +217,9 @@ class VirtioNet final : public VirtioDevice {
 
   // Under the transport's lock.
   RxState receive(size_t pair, Virtqueue& queue);
-  bool deliver_pending(Pair& p, Virtqueue& queue);  // false: not enough receive buffers yet
+  // false: not enough receive buffers yet, or the pass's budget of unusable ones is spent (the
+  // queue is renotified: the next pass comes after the loop's other work).
+  bool deliver_pending(size_t pair, Virtqueue& queue);
   bool take_receive_chain(DescriptorChain& chain);  // false: unusable, returned empty
   // Whether the `n` bytes the backend gave (header included) are a frame the driver agreed to.
   bool frame_agreed(const Pair& p, size_t n) const;
