@@ -20,6 +20,7 @@
 
 #include "../arch/machine.hpp"
 #include "device_plan.hpp"
+#include "host_events.hpp"
 #include "libvmm/arch/machine_option.hpp"
 #include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/core/coalesced_writes.hpp"
@@ -598,10 +599,7 @@ void Vm::wire_irq_sources() {
     std::shared_ptr<IrqLine> line = irq(source.irq);
     d.pulsed_irqs.push_back(source.irq);
     d.loop.add(fd, EPOLLIN, [fd, line](uint32_t) {
-      char buffer[256];
-      bool fired = false;
-      while (::read(fd, buffer, sizeof buffer) > 0) fired = true;  // one pulse per wake-up
-      if (fired) line->pulse();
+      if (take_host_events(fd)) line->pulse();  // one pulse per wake-up
     });
   }
 }

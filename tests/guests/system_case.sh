@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Passthrough scenarios of `vmm run FILE.system` with the freestanding test guest on this
 # machine's /dev/kvm: a shared region the guest and a host process both read and write, a
-# read-only map, and host event sources (FIFO, Unix datagram socket) raising a guest IRQ.
+# read-only map, and host event sources (FIFO, Unix datagram socket, a FIFO flooded without
+# end) raising a guest IRQ.
 # Usage: system_case.sh VMM GUEST_BZIMAGE CASE
 set -uo pipefail
 vmm=$1 guest=$2 case=$3
@@ -117,6 +118,18 @@ case $case in
     done
     finish
     expect_out "TEST-GUEST: three interrupts"
+    ;;
+  irq_flood)
+    # A writer that never stops: interrupts still reach the guest and vmm ends as it should
+    # (each wake-up takes a bounded amount: the HostEvents unit tests).
+    system "" rw "irq 20" '<irq irq="20" fifo="doorbell" />'
+    start
+    wait_for "$out" "TEST-GUEST: irq ready"
+    yes >"$work/doorbell" 2>/dev/null &
+    flood=$!
+    wait_for "$out" "TEST-GUEST: three interrupts"
+    finish
+    kill "$flood" 2>/dev/null
     ;;
   two_guests)
     # One region mapped into two guests is the same memory: guest a writes, guest b answers.

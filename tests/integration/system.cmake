@@ -18,7 +18,7 @@ set_tests_properties(system.vmm_device_cli PROPERTIES LABELS unit TIMEOUT 120)
 
 # Passthrough with the freestanding test guest on this machine's /dev/kvm: shared regions
 # (host file, shm object, read-only map) and host events raising a guest IRQ.
-foreach(case shared_file shared_shm readonly irq_fifo irq_socket two_guests hugepages microkit_x86)
+foreach(case shared_file shared_shm readonly irq_fifo irq_socket irq_flood two_guests hugepages microkit_x86)
   add_test(NAME system.${case}
     COMMAND ${PROJECT_SOURCE_DIR}/tests/guests/system_case.sh $<TARGET_FILE:vmm> ${LIBVMM_TEST_GUEST} ${case})
   set_tests_properties(system.${case} PROPERTIES LABELS guest TIMEOUT 120 SKIP_RETURN_CODE 77)
