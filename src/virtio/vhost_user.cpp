@@ -215,11 +215,8 @@ void VhostUserDevice::serve_backend_request(uint32_t events) {
     return;
   }
   config_stale_.store(true);
-  VirtioTransport* transport = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    if (!failed_) transport = transport_;
-  }
+  // Without mutex_: a vCPU may hold it through a whole exchange with this back-end.
+  VirtioTransport* transport = failed_.load() ? nullptr : transport_.load();
   log::debug("{}: its config space changed", peer_);
   // Before DRIVER_OK there is no driver to tell: its first read fetches the new one.
   if (transport != nullptr) transport->signal_config_change();
@@ -238,6 +235,7 @@ void VhostUserDevice::close_backend_channel(const std::string& why, bool quiet) 
 void VhostUserDevice::refresh_config() {
   std::lock_guard lock(mutex_);
   if (failed_) return;
+  const Exchange exchange(*this);
   try {
     config_ = fetch_config(static_cast<uint32_t>(config_.size()));
     apply_own_config();
@@ -325,6 +323,7 @@ void VhostUserDevice::write_config(uint32_t offset, std::span<const uint8_t> dat
   }
   std::lock_guard lock(mutex_);
   if (failed_) return;
+  const Exchange exchange(*this);
   try {
     vhost::ConfigSpace change;
     change.offset = offset;
@@ -343,8 +342,31 @@ void VhostUserDevice::send(Message message, std::span<const int> fds, bool ack) 
   const bool want_ack = ack && (protocol_features_ & feature_bit(vhost::kProtocolReplyAck));
   if (want_ack) message.flags |= vhost::kFlagNeedReply;
   const auto request = static_cast<Request>(message.request);
-  channel_->send(message, fds, options_.timeout_ms);
-  if (want_ack) vhost::decode_reply_ack(channel_->receive(options_.timeout_ms, true), request);
+  channel_->send(message, fds, wait_ms());
+  if (want_ack) vhost::decode_reply_ack(channel_->receive(wait_ms(), true), request);
+}
+
+VhostUserDevice::Exchange::Exchange(VhostUserDevice& device)
+    : device_(device), outer_(!device.deadline_) {
+  if (outer_) {
+    device_.deadline_ =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(device_.options_.timeout_ms);
+  }
+}
+
+VhostUserDevice::Exchange::~Exchange() {
+  if (outer_) device_.deadline_.reset();
+}
+
+int VhostUserDevice::wait_ms() const {
+  if (!deadline_ || options_.timeout_ms < 0) return options_.timeout_ms;
+  const auto left =
+      std::chrono::ceil<std::chrono::milliseconds>(*deadline_ - std::chrono::steady_clock::now());
+  if (left.count() <= 0) {
+    throw vhost::VhostError(
+        fmt::format("{} took more than {} ms over one exchange", peer_, options_.timeout_ms));
+  }
+  return static_cast<int>(std::min<int64_t>(left.count(), options_.timeout_ms));
 }
 
 std::vector<uint8_t> VhostUserDevice::fetch_config(uint32_t size) {
@@ -356,8 +378,8 @@ std::vector<uint8_t> VhostUserDevice::fetch_config(uint32_t size) {
 }
 
 Message VhostUserDevice::request_reply(Message message) {
-  channel_->send(message, {}, options_.timeout_ms);
-  return channel_->receive(options_.timeout_ms, true);
+  channel_->send(message, {}, wait_ms());
+  return channel_->receive(wait_ms(), true);
 }
 
 std::string VhostUserDevice::for_transport(const std::string& why) const {
@@ -371,14 +393,23 @@ std::string VhostUserDevice::located(const std::string& message) const {
   return fmt::format("{}: {}", peer_, message);
 }
 
+void VhostUserDevice::disconnect_locked() {
+  // The device is dead for good: the back-end learns it from the connection's end, on which it
+  // stops serving the rings it was given (some may have started before a start failed, and no
+  // GET_VRING_BASE will come) and lets go of guest memory.
+  ::shutdown(channel_->fd(), SHUT_RDWR);
+}
+
 void VhostUserDevice::fail_locked(const std::string& why) {
   if (failed_) return;
   failed_ = true;
+  disconnect_locked();
   // The caller holds the transport's lock (a vCPU's register access), which device_failed()
   // takes: the loop tells it.
   if (transport_ != nullptr && loop_ != nullptr) {
-    loop_->post(
-        [transport = transport_, why = for_transport(why)] { transport->device_failed(why); });
+    loop_->post([transport = transport_.load(), why = for_transport(why)] {
+      transport->device_failed(why);
+    });
   } else {
     log::error("{}", why);
   }
@@ -387,6 +418,7 @@ void VhostUserDevice::fail_locked(const std::string& why) {
 bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features,
                                    std::span<const Virtqueue> queues, std::string& why) {
   std::lock_guard lock(mutex_);
+  const Exchange exchange(*this);
   transport_ = &transport;
   if (failed_) {
     why = for_transport(fmt::format("{} is gone; the device cannot start", peer_));
@@ -471,6 +503,7 @@ bool VhostUserDevice::start_queues(VirtioTransport& transport, uint64_t features
   } catch (const vhost::VhostError& e) {
     why = for_transport(located(e.what()));
     failed_ = true;  // the transport logs why
+    disconnect_locked();
     return false;
   }
 }
@@ -490,6 +523,7 @@ void VhostUserDevice::stop_queue(uint16_t index) {
 
 void VhostUserDevice::reset() {
   std::lock_guard lock(mutex_);
+  const Exchange exchange(*this);
   if (control_) control_->stop();
   for (uint16_t i = 0; i < started_.size(); ++i) stop_queue(i);
   active_pairs_ = 1;
@@ -498,6 +532,7 @@ void VhostUserDevice::reset() {
 
 void VhostUserDevice::queue_reset(uint16_t index) {
   std::lock_guard lock(mutex_);
+  const Exchange exchange(*this);
   if (control_ && index == control_->served()) control_->stop();
   stop_queue(index);
 }

@@ -49,6 +49,9 @@ class ScriptedBackend {
   std::atomic<uint8_t> config_base{0};     // GET_CONFIG answers byte i as i + 1 + config_base
   std::atomic<uint32_t> console_ports{0};  // if set, bytes 4-7 of GET_CONFIG (max_nr_ports)
   uint32_t queue_count = 2;                // rings it takes requests for
+  std::atomic<int> reply_delay_ms{0};      // how long it takes over each reply
+  std::string ended_with;                  // why serving ended (after join())
+  bool wrong_vring_base = false;           // answers GET_VRING_BASE for another ring
 
   UniqueFd start() {
     int pair[2];
@@ -85,6 +88,9 @@ class ScriptedBackend {
 
  private:
   void reply(Message m) {
+    if (const int delay = reply_delay_ms.load(); delay > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+    }
     m.flags = vhost::kVersion | vhost::kFlagReply;
     channel_->send(m);
   }
@@ -130,15 +136,16 @@ class ScriptedBackend {
             continue;
           }
           case Request::get_vring_base:
-            reply(Message::with_state(d.request, {d.state.index, 7}));
+            reply(Message::with_state(d.request, {d.state.index + (wrong_vring_base ? 1 : 0), 7}));
             continue;
           default:
             break;
         }
         if (d.need_reply) reply(Message::with_u64(d.request, d.request == refuse ? 1 : 0));
       }
-    } catch (const vhost::VhostError&) {
+    } catch (const vhost::VhostError& e) {
       // The front-end went away: the test is over.
+      ended_with = e.what();
     }
   }
 
@@ -279,6 +286,52 @@ TEST(VhostUserDevice, HandsTheQueuesToTheBackend) {
   EXPECT_EQ(fds[10], 1u);
   EXPECT_EQ(fds[11], 1u);
   EXPECT_EQ(decoded[12].state.num, 1u);  // enabled
+}
+
+// Found in review: each message of an exchange had its own timeout, so a back-end answering each
+// just inside it held the transport's lock, and the event loop behind it, for their sum (40 s
+// for a block device's DRIVER_OK, half an hour for a console's 66 queues). The exchange as a
+// whole has the timeout now: here 8 replies of 100 ms each against 300 ms.
+TEST(VhostUserDevice, AnExchangeAsAWholeHasTheTimeout) {
+  Rig rig;
+  rig.options.timeout_ms = 300;
+  rig.create();
+  rig.backend.reply_delay_ms = 100;  // each reply in time
+  rig.bring_up(RingLayout::at(0x10000));
+  EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  const auto requests = rig.backend.requests();
+  EXPECT_EQ(std::find(requests.begin(), requests.end(), Request::set_vring_enable), requests.end());
+}
+
+// Found in review: a start that failed after some rings were handed over left them running in
+// the back-end (the reset that followed sent no GET_VRING_BASE to a failed device), so it could
+// go on serving rings in memory the guest had taken back. The connection ends instead.
+TEST(VhostUserDevice, AFailedStartEndsTheConnection) {
+  Rig rig;
+  rig.backend.refuse = Request::set_vring_enable;  // after the ring's kick and call
+  rig.create();
+  rig.bring_up(RingLayout::at(0x10000));
+  EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  rig.backend.join();
+  EXPECT_NE(rig.backend.ended_with.find("closed the connection"), std::string::npos)
+      << rig.backend.ended_with;
+}
+
+// A back-end answering the reset's GET_VRING_BASE for another ring: the device fails (the
+// next driver finds it needing a reset) and the connection ends.
+TEST(VhostUserDevice, AWrongVringBaseReplyFailsTheDevice) {
+  Rig rig;
+  rig.backend.wrong_vring_base = true;
+  rig.create();
+  rig.bring_up(RingLayout::at(0x10000));
+  ASSERT_FALSE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  MmioDriver driver(*rig.transport);
+  driver.set_reg(VIRTIO_MMIO_STATUS, 0);  // reset: GET_VRING_BASE, answered wrongly
+  rig.backend.join();
+  EXPECT_NE(rig.backend.ended_with.find("closed the connection"), std::string::npos)
+      << rig.backend.ended_with;
+  rig.bring_up(RingLayout::at(0x10000));
+  EXPECT_TRUE(rig.status() & VIRTIO_CONFIG_S_NEEDS_RESET);
 }
 
 TEST(VhostUserDevice, ARefusalPutsTheDeviceInNeedsReset) {

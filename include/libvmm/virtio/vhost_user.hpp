@@ -25,10 +25,12 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -76,7 +78,9 @@ struct VhostUserOptions {
   // for a config this side refuses.
   std::function<std::vector<uint16_t>(uint64_t features, std::span<const uint8_t> config)>
       queues_from_config;
-  // How long the back-end may take to read each message sent to it, and to send each reply whole.
+  // How long the back-end may take to read each message sent to it, and to send each reply
+  // whole; and for all of an exchange of many (DRIVER_OK's queue setup, a reset's GET_VRING_BASEs),
+  // which runs under the transport's lock.
   int timeout_ms = 5000;
 };
 
@@ -127,6 +131,23 @@ class VhostUserDevice final : public ExternalQueueDevice {
   vhost::Message request_reply(vhost::Message message);
   std::vector<uint8_t> fetch_config(uint32_t size);  // GET_CONFIG of `size` bytes at 0
   void stop_queue(uint16_t index);
+  // Lock held: one deadline over every message of an exchange (nested ones share the outer
+  // one's), so a back-end pacing each reply just inside the timeout cannot hold the locks for
+  // minutes.
+  class Exchange {
+   public:
+    explicit Exchange(VhostUserDevice& device);
+    ~Exchange();
+    Exchange(const Exchange&) = delete;
+    Exchange& operator=(const Exchange&) = delete;
+
+   private:
+    VhostUserDevice& device_;
+    bool outer_;
+  };
+  // What the next message may wait: the timeout, or what is left of the exchange's. Throws
+  // vhost::VhostError once the exchange's is spent.
+  int wait_ms() const;
   // Lock held: the control queue's index for `features` (net with several pairs and CTRL_VQ),
   // else kNoQueue.
   uint16_t control_queue(uint64_t features) const;
@@ -143,9 +164,10 @@ class VhostUserDevice final : public ExternalQueueDevice {
   // Transport lock held (a config read after CONFIG_CHANGE_MSG): GET_CONFIG again.
   void refresh_config();
   void apply_own_config();  // net with several pairs: the pairs in config_ are this side's
-  // Lock held: marks the connection dead; the transport (on the loop thread) sets
+  // Lock held: marks the connection dead and ends it; the transport (on the loop thread) sets
   // DEVICE_NEEDS_RESET and logs why, once.
   void fail_locked(const std::string& why);
+  void disconnect_locked();  // lock held: shuts the connection down (the back-end stops)
   std::string located(const std::string& message) const;  // prefixed with peer_ unless named
   // The transport's line names the device ("vhost-user-blk0: ...; the device needs a reset"):
   // what it is given says "backend at SOCKET ..." without the name a second time.
@@ -166,10 +188,13 @@ class VhostUserDevice final : public ExternalQueueDevice {
   std::vector<bool> started_;
   std::unique_ptr<NetControlServer> control_;  // net with more than one pair
 
-  std::mutex mutex_;  // the channel, started_, failed_, transport_ (loop thread vs the rest)
-  bool failed_ = false;
+  std::mutex mutex_;  // the channel, started_, active_pairs_, deadline_ (loop thread vs the rest)
+  // Written under mutex_; atomic so that the loop reads them without it (a back-end's config
+  // change must not wait for an exchange a vCPU holds the lock for).
+  std::atomic<bool> failed_{false};
+  std::atomic<VirtioTransport*> transport_{nullptr};
+  std::optional<std::chrono::steady_clock::time_point> deadline_;  // the exchange's, if any
   uint16_t active_pairs_ = 1;  // net: the pairs whose rings are enabled in the back-end
-  VirtioTransport* transport_ = nullptr;
   EventLoop* loop_ = nullptr;
 };
 
