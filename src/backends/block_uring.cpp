@@ -281,9 +281,10 @@ void UringBatch::fail_started(int rc) {
   std::vector<Finished> done;
   const unsigned stuck = cancel_and_reap(outstanding(), [&] { return reap_started(&done); });
   failed_.insert(failed_.end(), done.begin(), done.end());
-  if (stuck == 0) return;
-  log::error("io_uring: {} transfers did not finish", stuck);
-  // Given up: their buffers are the caller's again, whatever the kernel still does.
+  if (stuck != 0) log::error("io_uring: {} transfers did not finish", stuck);
+  // What is left never completes: transfers the kernel never took (the ring is never entered
+  // again, so they never run; not counted as stuck) and those it could not finish in time
+  // (given up: their buffers are the caller's again, whatever the kernel still does).
   for (uint32_t slot = 0; slot < entries_; ++slot) {
     if (started_[slot] == nullptr) continue;
     failed_.emplace_back(started_[slot], rc);

@@ -262,6 +262,39 @@ TEST(UringBatch, RequestsTheKernelNeverTookNeverRun) {
 // Waiting for completions keeps failing (not EINTR): a device finishing what is in flight asks
 // reap(wait) until nothing is out, so the ring gives up and returns the transfers failed
 // instead of reporting nothing, for ever.
+// Found in review: transfers kept in flight that the kernel never took when the submit failed
+// were counted out of those to wait for but never given back, so the disk waited for them for
+// ever (and a reset spun waiting for the ring to empty).
+TEST(UringBatch, TransfersInFlightTheKernelNeverTookComeBackFailed) {
+  auto ring = UringBatch::create(8);
+  if (!ring) GTEST_SKIP() << "no io_uring on this host";
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  ring->set_submit_for_test([](io_uring*, unsigned) { return -ENOMEM; });  // nothing submitted
+  char stale[4] = {};
+  iovec stale_iov{stale, sizeof stale};
+  int first = 0;
+  int second = 0;
+  ASSERT_TRUE(ring->start(fds[0], false, 0, {&stale_iov, 1}, &first));
+  ASSERT_TRUE(ring->start(fds[0], false, 0, {&stale_iov, 1}, &second));
+  ring->submit();
+  EXPECT_TRUE(ring->broken());
+  std::vector<UringBatch::Finished> done;
+  ring->reap(done, /*wait=*/true);
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_LT(done[0].second, 0);
+  EXPECT_LT(done[1].second, 0);
+  EXPECT_EQ(ring->outstanding(), 0u);
+  // They never ran: the bytes written now stay in the pipe.
+  ASSERT_EQ(::write(fds[1], "late", 4), 4);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  char left[4] = {};
+  EXPECT_EQ(::read(fds[0], left, sizeof left), 4);
+  EXPECT_EQ(std::string(stale, 4), std::string(4, '\0'));
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
 TEST(UringBatch, AWaitThatKeepsFailingGivesTheTransfersBackFailed) {
   auto ring = UringBatch::create(8);
   if (!ring) GTEST_SKIP() << "no io_uring on this host";
