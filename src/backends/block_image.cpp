@@ -221,6 +221,13 @@ void BlockImage::transfer_batch(std::span<BlockTransfer> batch) {
 }
 
 int BlockImage::finish(BlockTransfer& t, int64_t moved) {
+  if (moved == -EAGAIN || moved == -EINTR) {
+    // Not done this time, and not an error of the image: Linux answers EAGAIN for an O_DIRECT
+    // transfer split over several bios when the device ran out of tags, and does not issue
+    // it again outside the submitting task. Done again (the whole of it) the synchronous way.
+    ++counts_.redone;
+    return t.write ? write(t.offset, t.iov) : read(t.offset, t.iov);
+  }
   if (moved < 0) return static_cast<int>(-moved);
   // The host may move less than asked; the rest goes the synchronous way.
   const auto done = static_cast<uint64_t>(moved);

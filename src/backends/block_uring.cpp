@@ -189,7 +189,8 @@ unsigned UringBatch::consume(Take&& take) {
   io_uring_for_each_cqe(&ring_, head, cqe) {
     ++iterated;
     const uint64_t data = io_uring_cqe_get_data64(cqe);
-    if (take(data >> 32, static_cast<uint32_t>(data), cqe->res)) ++seen;
+    const int32_t res = completion_ ? completion_(cqe->res) : cqe->res;
+    if (take(data >> 32, static_cast<uint32_t>(data), res)) ++seen;
   }
   io_uring_cq_advance(&ring_, iterated);
   return seen;

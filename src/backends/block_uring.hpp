@@ -70,6 +70,9 @@ class UringBatch {
   // Tests: stands in for io_uring_wait_cqe (to make waiting fail on demand).
   using WaitCqe = std::function<int(io_uring*, io_uring_cqe**)>;
   void set_wait_for_test(WaitCqe wait) { wait_cqe_ = std::move(wait); }
+  // Tests: rewrites each completion's result (to make the kernel answer EAGAIN on demand).
+  using Completion = std::function<int32_t(int32_t)>;
+  void set_completion_for_test(Completion completion) { completion_ = std::move(completion); }
 
  private:
   explicit UringBatch(unsigned entries);
@@ -104,6 +107,7 @@ class UringBatch {
   WaitCqe wait_cqe_ = [](io_uring* ring, io_uring_cqe** cqe) {
     return io_uring_wait_cqe(ring, cqe);
   };
+  Completion completion_;  // none: as the kernel said
 };
 
 }  // namespace libvmm

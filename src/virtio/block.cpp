@@ -104,8 +104,9 @@ VirtioBlock::~VirtioBlock() {
   const BlockImage::IoCounts& counts = image->io_counts();
   log::debug(
       "{}: {} requests kept in flight through io_uring, {} with preadv/pwritev, {} through "
-      "io_uring in {} batches",
-      label_, counts.started, counts.sync_transfers, counts.uring_transfers, counts.uring_batches);
+      "io_uring in {} batches, {} given back undone and done again",
+      label_, counts.started, counts.sync_transfers, counts.uring_transfers, counts.uring_batches,
+      counts.redone);
 }
 
 uint32_t VirtioBlock::device_id() const {

@@ -410,6 +410,44 @@ TEST(BlockImageIo, TransfersKeptInFlightAndAReadOnlyImagesWritesGoTheSynchronous
   ::unlink(path.c_str());
 }
 
+// Found in review: a completion of EAGAIN (Linux's answer for an O_DIRECT transfer split over
+// several bios when the device runs out of tags) or EINTR reached the guest as an I/O error;
+// nothing is wrong with the image, and the transfer is done again the synchronous way.
+TEST(BlockImageIo, ATransferTheKernelGaveBackUndoneIsDoneAgain) {
+  const std::string path = test::temp_path("block-io-eagain.img");
+  ASSERT_TRUE(make_sparse_image(path, 64 * 1024));
+  auto image = BlockImage::open({path, false, false, BlockIo::automatic});
+  if (!image->has_uring()) GTEST_SKIP() << "no io_uring on this host";
+  int answers = 0;
+  image->uring_for_test()->set_completion_for_test([&answers](int32_t res) {
+    ++answers;
+    return answers == 1 ? -EAGAIN : answers == 2 ? -EINTR : res;
+  });
+  // Kept in flight: the write comes back EAGAIN and is done again.
+  std::vector<char> out(4096, 'w');
+  iovec out_iov{out.data(), out.size()};
+  BlockTransfer write{true, 4096, {&out_iov, 1}, -1};
+  ASSERT_TRUE(image->async()->start(write));
+  image->async()->submit();
+  std::vector<BlockTransfer*> done;
+  image->async()->reap(done, /*wait=*/true);
+  ASSERT_EQ(done, std::vector<BlockTransfer*>{&write});
+  EXPECT_EQ(write.result, 0);
+  // In a batch: the first read comes back EINTR and is done again, the second as it came.
+  std::vector<char> first(4096);
+  std::vector<char> second(4096);
+  std::vector<iovec> iovs{{first.data(), first.size()}, {second.data(), second.size()}};
+  std::vector<BlockTransfer> reads{{false, 4096, {&iovs[0], 1}, -1},
+                                   {false, 4096, {&iovs[1], 1}, -1}};
+  image->transfer_batch(reads);
+  EXPECT_EQ(reads[0].result, 0);
+  EXPECT_EQ(reads[1].result, 0);
+  EXPECT_EQ(first, out);
+  EXPECT_EQ(second, out);
+  EXPECT_EQ(image->io_counts().redone, 2u);
+  ::unlink(path.c_str());
+}
+
 // A batch through the ring on an image that shrank under the device (the host truncated it
 // after the guest learnt its capacity): what is gone is EIO, a transfer cut short by the end
 // finishes the synchronous way (and is EIO too), the rest reads as before. A read-only image

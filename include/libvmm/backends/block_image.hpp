@@ -89,9 +89,11 @@ class BlockImage final : public BlockBackend, public BlockAsync {
     uint64_t uring_transfers = 0;  // the transfers in them
     uint64_t sync_transfers = 0;   // transfers with preadv/pwritev
     uint64_t started = 0;          // transfers kept in flight through io_uring (async())
+    uint64_t redone = 0;  // given back undone by the kernel (EAGAIN, EINTR), done synchronously
   };
   const IoCounts& io_counts() const { return counts_; }
   bool has_uring() const { return uring_ != nullptr; }
+  UringBatch* uring_for_test() { return uring_.get(); }
   int flush() override;
   int discard(uint64_t offset, uint64_t len) override;
   int write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
