@@ -130,7 +130,10 @@ bool TapBackend::send(std::span<const iovec> iov) {
   for (;;) {
     const ssize_t n = ::writev(fd_.get(), iov.data(), static_cast<int>(iov.size()));
     if (n >= 0) return true;  // a TAP takes a frame whole or not at all
-    if (errno != EINTR) return false;
+    if (errno == EINTR) continue;
+    send_errors_.warn(description_, fmt::format("a frame from the guest was refused: {}; dropped",
+                                                std::strerror(errno)));
+    return false;
   }
 }
 

@@ -2,6 +2,7 @@
 // handling both ways, the mergeable-buffer receive path, flow control toward the host, and each
 // way a hostile driver can get a frame or a buffer wrong. The TAP backend's frame plumbing is
 // tested on a SOCK_SEQPACKET pair.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 
 #define VIRTIO_RING_NO_LEGACY
@@ -643,6 +644,21 @@ TEST(TapBackend, MovesWholeFramesBothWays) {
   EXPECT_EQ(::read(peer.get(), got, sizeof got), 7);
   EXPECT_EQ(std::string(got), "abcdefg");
   backend.set_offloads(~0ull);  // not a TAP: ignored
+}
+
+// Found in review: a frame the host refused was only counted (and nothing prints the counters).
+TEST(TapBackend, AFrameTheHostRefusesIsSaid) {
+  UniqueFd readonly(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(readonly);
+  TapBackend backend(std::move(readonly), "null");  // writes fail: EBADF
+  std::string x = "frame";
+  const iovec iov{x.data(), x.size()};
+  testing::internal::CaptureStderr();
+  EXPECT_FALSE(backend.send({&iov, 1}));
+  const std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_NE(said.find("null: a frame from the guest was refused: Bad file descriptor; dropped"),
+            std::string::npos)
+      << said;
 }
 
 TEST(TapBackend, StopsWatchingADeviceThatWentAway) {

@@ -11,6 +11,7 @@
 
 #include "libvmm/backends/link_watch.hpp"
 #include "libvmm/backends/net_backend.hpp"
+#include "libvmm/core/log.hpp"
 #include "libvmm/core/unique_fd.hpp"
 
 namespace libvmm {
@@ -54,6 +55,9 @@ class TapBackend final : public NetBackend {
   bool paused_ = false;
   bool multiqueue_ = false;
   std::unique_ptr<LinkWatch> link_;
+  // Frames the host refused (the interface down, a header its kernel rejects, no memory): the
+  // guest's chain goes back, and the reason is said.
+  log::RateLimited send_errors_{"transmit errors"};
 };
 
 }  // namespace libvmm
