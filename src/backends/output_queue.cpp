@@ -92,7 +92,14 @@ size_t OutputQueue::write(std::span<const uint8_t> bytes) {
   std::lock_guard lock(mutex_);
   if (failed_) return bytes.size();
   const bool was_empty = queue_.size() == head_;
-  size_t taken = was_empty ? write_some(bytes) : 0;  // behind queued output it would overtake
+  size_t taken = 0;
+  // Behind queued output it would overtake. Again after a short write: on a regular file, which
+  // cannot be waited for, that is the disk filling, and only the next write says so (ENOSPC).
+  while (was_empty && taken < bytes.size()) {
+    const size_t n = write_some(bytes.subspan(taken));
+    if (n == 0) break;
+    taken += n;
+  }
   if (failed_) return bytes.size();
   const std::span<const uint8_t> rest = bytes.subspan(taken);
   const size_t fits = std::min(rest.size(), limit_ - (queue_.size() - head_));
