@@ -28,6 +28,11 @@ bool OutputQueue::failed() const {
   return failed_;
 }
 
+void OutputQueue::clear_failure() {
+  std::lock_guard lock(mutex_);
+  failed_ = false;
+}
+
 void OutputQueue::discard(const std::function<void(size_t)>& dropped_bytes) {
   std::function<void()> notify;
   size_t dropped = 0;

@@ -52,6 +52,9 @@ class OutputQueue {
   // failure forgotten (the next reader starts afresh), `dropped` told how many bytes went (if
   // any), and then a refused caller told it may write again.
   void discard(const std::function<void(size_t)>& dropped);
+  // A new reader came (a pty's user attached): a failure forgotten. A write racing the last
+  // reader's leaving may have failed after discard() (EIO on a pty nobody has open).
+  void clear_failure();
 
  private:
   // Under mutex_: writes from the queue until it is empty or the fd is full.

@@ -93,6 +93,9 @@ void PtyBackend::check_attach() {
 }
 
 void PtyBackend::set_attached(bool attached) {
+  // A vCPU's write that saw the last user still there can fail after they left, when nobody
+  // has the terminal open: the next user starts afresh, not with their output discarded.
+  if (attached) output_->clear_failure();
   attached_.store(attached);
   if (!attached) {
     // Nobody reads what waited for the user who left: dropped (said first), and then a

@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 
+#include "../../src/backends/output_queue.hpp"
 #include "libvmm/backends/open_char_backend.hpp"
 #include "libvmm/backends/pty_backend.hpp"
 #include "libvmm/backends/socket_backend.hpp"
@@ -595,6 +596,38 @@ TEST_F(PtyBackendTest, PauseAndResumeInput) {
   EXPECT_EQ(received.now(), "");
   io.call([&] { backend.resume_input(); });
   EXPECT_EQ(received.wait_for(3), "abc");
+}
+
+// Found in review: a vCPU's write that saw the last user still attached, reaching the terminal
+// after they left (EIO: nobody has it open), marked the queue failed for good, and the next user
+// got no output at all. A new reader forgets the failure (PtyBackend's attach does this).
+TEST(OutputQueue, ANewReaderForgetsTheLastOnesFailure) {
+  UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(master);
+  ASSERT_EQ(::grantpt(master.get()), 0);
+  ASSERT_EQ(::unlockpt(master.get()), 0);
+  char name[128] = {};
+  ASSERT_EQ(::ptsname_r(master.get(), name, sizeof name), 0);
+  { const UniqueFd once(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)); }  // opened and left
+  OutputQueue queue(master.get(), false, "pty test");
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(queue.write(bytes_of("lost")), 4u);  // taken, and dropped: EIO
+  testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(queue.failed());
+  UniqueFd terminal(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK));
+  ASSERT_TRUE(terminal);
+  termios raw{};
+  ASSERT_EQ(::tcgetattr(terminal.get(), &raw), 0);
+  ::cfmakeraw(&raw);
+  ASSERT_EQ(::tcsetattr(terminal.get(), TCSANOW, &raw), 0);
+  queue.clear_failure();
+  EXPECT_EQ(queue.write(bytes_of("seen")), 4u);
+  EXPECT_FALSE(queue.failed());
+  pollfd p{terminal.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 2000), 1);
+  char got[8] = {};
+  EXPECT_EQ(::read(terminal.get(), got, sizeof got), 4);
+  EXPECT_EQ(std::string(got), "seen");
 }
 
 TEST_F(PtyBackendTest, StaysQuietWhenTheUserDetaches) {
