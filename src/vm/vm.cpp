@@ -874,6 +874,13 @@ Vm::~Vm() {
   if (!impl_) return;
   for (auto& v : impl_->vcpus) v->stop();
   for (auto& v : impl_->vcpus) v->join();
+  // Device I/O threads end their rounds now, while the vCPUs' fds are open: an interrupt
+  // controller emulated here (riscv64's PLIC) injects through them, and they close before the
+  // transports go (whose own pause then finds nothing left).
+  // Threads still waiting at the gate (the VM never ran) give up first: a pause waits for a
+  // thread's loop, which those have not reached.
+  impl_->io_threads_gate->open(false);
+  for (auto& [device, transport] : impl_->virtio_devices) device->pause_io();
   for (const auto& [fd, gsi] : impl_->external_irqfds) {
     try {
       impl_->vm.unregister_irqfd(fd, gsi);
