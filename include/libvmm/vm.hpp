@@ -8,12 +8,15 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "libvmm/core/bus.hpp"
+#include "libvmm/core/device_spec.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/guest_memory.hpp"
 #include "libvmm/core/irq.hpp"
@@ -37,10 +40,31 @@ struct RunResult {
 
 // Validates a config before anything is created: UserError naming the flag on the first problem.
 void validate(const VmConfig& config);
+// Host files two uses would fight over, where at least one writes: an output file (file:,
+// wav:) truncating a disk image or a WAV given as input, two consoles' output interleaved in
+// one file, two sockets bound at one path, a region file over an image. Several readers of one
+// file are fine; character devices (file:/dev/null) and pipes are not files to fight over. One
+// VM's uses, or a whole description's (its VMs' and its region files).
+class HostFileUses {
+ public:
+  // Throws UserError (said by `located`, naming who has the file) on a clash.
+  void add(const HostPath& host, const std::string& who,
+           const std::function<std::string(std::string_view)>& located);
+
+ private:
+  struct Held {
+    std::string who;
+    bool writes;
+  };
+  std::map<std::string, Held> uses_;  // by the file's identity (device:inode), or its path
+};
+
 // Of validate()'s checks, the host files: the serial port's and the devices', where one use
-// writes a file another uses (an output file over a disk image). "" when there is no clash,
-// else the message, located as validate() throws it (`vmm check` reports it too).
-std::string host_file_clash(const VmConfig& config);
+// writes a file another uses (an output file over a disk image), within `config` or against
+// what `uses` holds already (another VM's). "" when there is no clash, else the message,
+// located as validate() throws it (`vmm check` reports it too).
+std::string host_file_clash(const VmConfig& config, HostFileUses& uses);
+std::string host_file_clash(const VmConfig& config);  // the VM on its own
 
 // Where a VM placed one of its virtIO devices (the resource planner's decision).
 struct PlacedDevice {
@@ -146,3 +170,4 @@ class Vm {
 };
 
 }  // namespace libvmm
+#include "libvmm/core/device_spec.hpp"

@@ -240,6 +240,16 @@ class Validator {
       if (r.backing != MemoryRegionSpec::Backing::memfd && r.path.empty()) {
         add(r.where, fmt::format("{}: empty path", name));
       }
+      if (r.backing == MemoryRegionSpec::Backing::host_file && !r.path.empty()) {
+        // Opened read-write (created if missing) and mapped shared: no other use's file.
+        const std::string who = fmt::format("{}: {}", r.where.str(), name);
+        try {
+          file_uses_.add({r.path, HostPath::Use::create, {}}, who,
+                         [&](std::string_view m) { return fmt::format("{}: {}", who, m); });
+        } catch (const UserError& e) {
+          problems_.push_back(e.what());
+        }
+      }
       if (r.backing == MemoryRegionSpec::Backing::shm &&
           (r.path.size() < 2 || r.path[0] != '/' || r.path.find('/', 1) != std::string::npos)) {
         add(r.where, fmt::format("{}: shm=\"{}\" must be a name like /my-region (one leading "
@@ -304,12 +314,13 @@ class Validator {
   // Each device through its kind's checks, the host resources they claim, and the plan.
   void check_devices(const VirtualMachineSpec& vm, std::vector<std::string>& stdio_users) {
     // A file one use writes and another uses, as `vmm run` refuses it (the serial port named
-    // by its element, as there).
+    // by its element, as there), in this VM or another (file:b.img in one, b.img a disk in
+    // another: the first to start emptied the other's image), or a region's file.
     VmConfig named = vm.config;
     if (const SourceLocation serial = vm.location_of("serial"); !serial.file.empty()) {
       named.labels.emplace("serial", fmt::format("{}: <serial>", serial.str()));
     }
-    if (std::string clash = host_file_clash(named); !clash.empty()) {
+    if (std::string clash = host_file_clash(named, file_uses_); !clash.empty()) {
       problems_.push_back(std::move(clash));
     }
     std::map<std::string, std::string> claimed;
@@ -589,6 +600,7 @@ class Validator {
   const HostFiles& files_;
   const CheckOptions& options_;
   std::vector<std::string> problems_;
+  HostFileUses file_uses_;  // every VM's and region's host files
 };
 
 }  // namespace

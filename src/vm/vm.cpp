@@ -158,42 +158,30 @@ int RunResult::exit_status() const {
   return 1;
 }
 
-// Host files two uses would fight over, where at least one writes: an output file (file:,
-// wav:) truncating a disk image or a WAV given as input, two consoles' output interleaved in
-// one file, two sockets bound at one path. Several readers of one file are fine; character
-// devices (file:/dev/null) are not files to fight over.
-class HostFileUses {
- public:
-  // Throws UserError (said by `located`, naming who has the file) on a clash.
-  void add(const HostPath& host, const std::string& who,
-           const std::function<std::string(std::string_view)>& located) {
-    using Use = HostPath::Use;
-    if (host.path.empty() || host.use == Use::pty || host.use == Use::device) return;
-    struct stat st {};
-    const bool exists = ::stat(host.path.c_str(), &st) == 0;
-    // Not files to truncate: devices (file:/dev/null) and pipes (file:/dev/stdout into `tee`).
-    if (exists && (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode))) return;
-    const std::string key = exists
-                                ? fmt::format("{}:{}", st.st_dev, st.st_ino)
-                                : std::filesystem::absolute(host.path).lexically_normal().string();
-    const bool writes = host.use != Use::read;
-    const auto [it, fresh] = uses_.try_emplace(key, Held{who, writes});
-    if (fresh) return;
-    if (!writes && !it->second.writes) return;
-    throw UserError(located(fmt::format("{} is already used by {}; give each its own file",
-                                        host.path.string(), it->second.who)));
-  }
-
- private:
-  struct Held {
-    std::string who;
-    bool writes;
-  };
-  std::map<std::string, Held> uses_;
-};
+void HostFileUses::add(const HostPath& host, const std::string& who,
+                       const std::function<std::string(std::string_view)>& located) {
+  using Use = HostPath::Use;
+  if (host.path.empty() || host.use == Use::pty || host.use == Use::device) return;
+  struct stat st {};
+  const bool exists = ::stat(host.path.c_str(), &st) == 0;
+  // Not files to truncate: devices (file:/dev/null) and pipes (file:/dev/stdout into `tee`).
+  if (exists && (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode))) return;
+  const std::string key = exists ? fmt::format("{}:{}", st.st_dev, st.st_ino)
+                                 : std::filesystem::absolute(host.path).lexically_normal().string();
+  const bool writes = host.use != Use::read;
+  const auto [it, fresh] = uses_.try_emplace(key, Held{who, writes});
+  if (fresh) return;
+  if (!writes && !it->second.writes) return;
+  throw UserError(located(fmt::format("{} is already used by {}; give each its own file",
+                                      host.path.string(), it->second.who)));
+}
 
 std::string host_file_clash(const VmConfig& c) {
   HostFileUses files;
+  return host_file_clash(c, files);
+}
+
+std::string host_file_clash(const VmConfig& c, HostFileUses& files) {
   try {
     if (auto serial = char_backend_host_path(c.serial)) {
       const std::string who = fmt::format("{} {}", c.label("serial"), c.serial);

@@ -754,6 +754,45 @@ TEST_F(DescriptionTest, DuplicateProtectionDomainsSetvarsAndTerminals) {
   expect_problem(with_second("vmm2", maps, "none"), "t.system:7: duplicate setvar_vaddr 'buffer'");
 }
 
+// Found in review: host files were checked one VM at a time, so one VM's output file over
+// another's disk image passed (the first to start emptied the image), as did a region's file
+// over an image. Readers of one file in several VMs are fine.
+TEST_F(DescriptionTest, HostFilesAreCheckedAcrossEveryVmAndRegion) {
+  const std::string image = test::temp_path("system-test-shared.img");
+  std::ofstream(image) << std::string(4096, '\0');
+  // xml()'s VM with a disk, a second VM with `second` on line 16, and `region` on line 20
+  // (regions are checked first: the disk is the one that clashes).
+  auto text = [&](const std::string& disk, const std::string& second, const std::string& region) {
+    std::string t = xml(disk);
+    t.insert(t.find("</system>"),
+             "  <protection_domain name=\"vmm2\">\n"
+             "    <virtual_machine name=\"other\" id=\"1\" ram=\"guest_ram2\">\n"
+             "      <map mr=\"guest_ram2\" vaddr=\"0x0\" />\n"
+             "      <kernel path=\"" +
+                 kernel + "\" />\n      " + second +
+                 "\n"
+                 "    </virtual_machine>\n"
+                 "  </protection_domain>\n"
+                 "  <memory_region name=\"guest_ram2\" size=\"64M\" />\n" +
+                 region);
+    return t;
+  };
+  const std::string disk = "<virtio_block path=\"" + image + "\" />";
+  const std::string readonly_disk = "<virtio_block path=\"" + image + "\" readonly=\"true\" />";
+  EXPECT_TRUE(problems_of(text(readonly_disk, readonly_disk, "")).empty())
+      << problems_of(text(readonly_disk, readonly_disk, "")).front();
+  expect_problem(text(disk, "<serial backend=\"file:" + image + "\" />", ""),
+                 "t.system:16: <serial> file:" + image + ": " + image +
+                     " is already used by t.system:9: <virtio_block>; give each its own file");
+  expect_problem(text(disk, readonly_disk, ""),
+                 "t.system:16: <virtio_block>: " + image +
+                     " is already used by t.system:9: <virtio_block>; give each its own file");
+  expect_problem(text(disk, "", "<memory_region name=\"r\" size=\"4K\" path=\"" + image + "\" />"),
+                 "t.system:9: <virtio_block>: " + image +
+                     " is already used by t.system:20: memory region 'r'; give each its own file");
+  ::unlink(image.c_str());
+}
+
 TEST_F(DescriptionTest, LoadThrowsEveryProblemOfTheFile) {
   const std::string path = test::temp_path("load-test.system");
   std::ofstream(path) << xml("<vcpus count=\"0\" />\n<serial backend=\"tty\" />");
