@@ -27,7 +27,10 @@ int main(int argc, char** argv) {
 
     BlockConfig disk;
     disk.path = argv[3];
-    vm.add_virtio_device(std::make_shared<VirtioBlock>(disk), Vm::Transport::pci);
+    // Its I/O thread starts now: it waits for the VM to run, and loads the VM's seccomp filter.
+    BlockThreading threading;
+    threading.on_thread_start = vm.io_thread_start_hook();
+    vm.add_virtio_device(std::make_shared<VirtioBlock>(disk, threading), Vm::Transport::pci);
     vm.add_virtio_device(std::make_shared<VirtioRng>(), Vm::Transport::board_default);
     for (const PlacedDevice& d : vm.devices()) {
       std::fprintf(stderr, "devices_in_code: %s at %#llx (%s)\n", d.name.c_str(),

@@ -19,6 +19,7 @@
 #include "libvmm/core/device_spec.hpp"
 #include "libvmm/core/event_loop.hpp"
 #include "libvmm/core/guest_memory.hpp"
+#include "libvmm/core/io_thread.hpp"
 #include "libvmm/core/irq.hpp"
 #include "libvmm/core/kvm.hpp"
 #include "libvmm/core/vcpu_runner.hpp"
@@ -68,7 +69,7 @@ std::string host_file_clash(const VmConfig& config);  // the VM on its own
 
 // Where a VM placed one of its virtIO devices (the resource planner's decision).
 struct PlacedDevice {
-  std::string kind;   // "virtio_block"
+  std::string kind;   // "virtio_block"; "vfio" passed through; "" added in code
   std::string name;   // the device's own name: "virtio-blk"
   uint64_t base = 0;  // a PCI function's: where its BAR 0 starts (the guest may move it)
   uint64_t size = 0;
@@ -99,8 +100,15 @@ class Vm {
   // either way. The next slot by the planner's rule, after the configuration's devices. Before
   // prepare(). Throws UserError when no interrupt line or PCI device number is left, or for
   // Transport::pci on a machine without a PCI bus.
+  // A device serving host input on an event loop (VirtioConsole, VirtioNet, VirtioSound) is
+  // started by its maker: device->start(vm.event_loop()), before run(). A device with an I/O
+  // thread of its own gets io_thread_start_hook() as its thread's first step.
   void add_virtio_device(std::shared_ptr<VirtioDevice> device,
                          Transport transport = Transport::mmio);
+  // What a device's I/O thread runs first (BlockThreading/NetThreading::on_thread_start), as
+  // the configuration's devices get it: it waits until the VM runs and, with config().seccomp
+  // on, loads the I/O threads' allow-list (a thread made before run() inherits no filter).
+  IoThread::StartHook io_thread_start_hook();
 
   // Loads the guest (kernel, initrd, firmware tables) and creates the vCPUs. Throws UserError
   // for bad images. run() calls it if needed; call it earlier to check the images first.
@@ -139,7 +147,8 @@ class Vm {
   KvmVm& kvm_vm();
   // The line into the interrupt controller for `number` (x86: GSI), created on first use.
   std::shared_ptr<IrqLine> irq(uint32_t number);
-  // The virtIO devices the config asked for, where they were placed.
+  // The devices the config asked for (virtIO and passed through) and those added in code,
+  // where they were placed.
   const std::vector<PlacedDevice>& devices() const;
   // Looks again at what backs each virtIO device (a disk image the host grew or shrank: vmm
   // does it on SIGUSR1) and tells the drivers of those that changed, with a config change
@@ -170,4 +179,3 @@ class Vm {
 };
 
 }  // namespace libvmm
-#include "libvmm/core/device_spec.hpp"

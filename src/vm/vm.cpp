@@ -507,26 +507,14 @@ void Vm::add_config_devices() {
   }
   for (const DevicePlacement& p : plan) {
     const VirtioDeviceKind& kind = *p.device.kind;
-    const DeviceContext context{
-        d.memory, d.loop, d.config.name, p.device.index,
-        [this] { request_stop(StopReason::quit, "quit from the console"); },
-        // A device's I/O thread loads its filter first thing (it starts before the event loop
-        // loads its own, so it inherits none), once the vCPUs exist (StartGate).
-        [this, mode = d.config.seccomp, vm_fd = d.vm.fd(), machine = d.machine_seccomp(),
-         gate = d.io_threads_gate](std::stop_token stop) {
-          if (!gate->wait(stop)) return false;  // the VM or the device went away: it only exits
-          char name[16] = "I/O thread";         // IoThread named it (blk-io<N>) before this hook
-          pthread_getname_np(pthread_self(), name, sizeof name);
-          try {
-            install_seccomp(ThreadRole::io, mode, {-1, vm_fd, {}, machine}, name);
-          } catch (const std::exception& e) {
-            request_stop(StopReason::error, e.what());
-            return false;  // never serves the guest unfiltered
-          }
-          seccomp_self_test(name);
-          return true;
-        },
-        [this] { request_shutdown(); }, d.config.vcpus};
+    const DeviceContext context{d.memory,
+                                d.loop,
+                                d.config.name,
+                                p.device.index,
+                                [this] { request_stop(StopReason::quit, "quit from the console"); },
+                                io_thread_start_hook(),
+                                [this] { request_shutdown(); },
+                                d.config.vcpus};
     std::shared_ptr<VirtioDevice> device = kind.create(*p.device.spec, context);
     attach_virtio_device(device, p.slot, std::string(kind.element()));
     kind.start(*device, d.loop);
@@ -592,6 +580,26 @@ void Vm::wire_irq_sources() {
   }
 }
 
+IoThread::StartHook Vm::io_thread_start_hook() {
+  auto& d = *impl_;
+  // A device's I/O thread loads its filter first thing (it starts before the event loop loads
+  // its own, so it inherits none), once the vCPUs exist (StartGate).
+  return [this, mode = d.config.seccomp, vm_fd = d.vm.fd(), machine = d.machine_seccomp(),
+          gate = d.io_threads_gate](std::stop_token stop) {
+    if (!gate->wait(stop)) return false;  // the VM or the device went away: it only exits
+    char name[16] = "I/O thread";         // IoThread named it (blk-io<N>) before this hook
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    try {
+      install_seccomp(ThreadRole::io, mode, {-1, vm_fd, {}, machine}, name);
+    } catch (const std::exception& e) {
+      request_stop(StopReason::error, e.what());
+      return false;  // never serves the guest unfiltered
+    }
+    seccomp_self_test(name);
+    return true;
+  };
+}
+
 void Vm::add_virtio_device(std::shared_ptr<VirtioDevice> device, Transport transport) {
   auto& d = *impl_;
   if (d.prepared) throw std::logic_error("Vm::add_virtio_device after prepare()");
@@ -651,18 +659,29 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
   // the machine routes GSIs; else KVM_SIGNAL_MSI per message.
   ExternalQueues* const external = device->external_queues();
   std::shared_ptr<pci::MsiSink> msi = d.msi;
+  // Recorded only once the function is on the bus: a program may catch a full bus's UserError
+  // and place the device elsewhere, and the sink's eventfds close with it.
+  std::vector<Impl::EarlyIrqfd> early;
   if (d.gsi_routes) {
-    Impl* impl = &d;
     // Direct (irqfds that follow the guest's masks) where a server signals the vectors itself.
+    // The early registrations come while the sink is made (for_vm), not later.
     msi = RoutedMsiSink::for_vm(d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device),
                                 external != nullptr, pci_requester_id(),
-                                [impl](int fd, uint32_t gsi) {
-                                  impl->early_irqfds.push_back({fd, gsi, -1});
+                                [&early](int fd, uint32_t gsi) {
+                                  early.push_back({fd, gsi, -1});
                                 });
   }
   auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, msi, nullptr);
+  uint8_t number = 0;
+  try {
+    number = d.pci_bridge->add(transport);
+  } catch (...) {
+    transport.reset();    // its end pauses the device's I/O for good...
+    device->resume_io();  // ...and the device is the caller's again, as it came
+    throw;
+  }
+  d.early_irqfds.insert(d.early_irqfds.end(), early.begin(), early.end());
   d.virtio_devices.emplace_back(device, transport.get());
-  const uint8_t number = d.pci_bridge->add(transport);
   if (!d.machine->pci_msi()) d.intx_pending.emplace_back(transport, number);
 
   // Queue notifications through an ioeventfd per queue at its notify address in BAR 0 (Linux
@@ -827,10 +846,12 @@ void Vm::prepare() {
     ctx.seccomp = d.config.seccomp;
     ctx.vm_fd = d.vm.fd();
     ctx.machine_seccomp = d.machine_seccomp();
-    d.vcpus.push_back(std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx)));
+    auto runner = std::make_unique<VcpuRunner>(std::move(vcpu), std::move(ctx));
     if (auto cpu = d.config.vcpu_host_cpus.find(i); cpu != d.config.vcpu_host_cpus.end()) {
-      d.vcpus.back()->set_host_cpu(cpu->second);
+      runner->set_host_cpu(cpu->second);
     }
+    const std::lock_guard lock(d.stop_mutex);  // request_stop() walks the list from any thread
+    d.vcpus.push_back(std::move(runner));
   }
   // A line's irqfd is made on its first pulse; made now, the threads' seccomp filters need not
   // allow eventfd2 and KVM_IRQFD while the guest runs. Not earlier: AArch64 takes irqfds only
@@ -955,8 +976,8 @@ void Vm::request_stop(StopReason reason, std::string detail) {
       return;
     }
     d.result = RunResult{reason, std::move(detail)};
+    for (auto& v : d.vcpus) v->stop();  // under the lock: prepare() may be adding them
   }
-  for (auto& v : d.vcpus) v->stop();
   d.loop.stop();
 }
 
