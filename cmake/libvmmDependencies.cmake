@@ -30,7 +30,13 @@ endif()
 
 # ALSA (the sound device's alsa backend), optional: a build machine without libasound2-dev (or
 # a cross sysroot without it) builds libvmm without that backend (--sound alsa says so).
+# An installed libvmm built with it (LIBVMM_WITH_ALSA, set by libvmmConfig.cmake) requires it:
+# a machine without alsa.pc is told so here, not by a missing target later.
 if(NOT TARGET PkgConfig::ALSA)
   find_package(PkgConfig REQUIRED)
-  pkg_check_modules(ALSA IMPORTED_TARGET GLOBAL alsa)
+  if(LIBVMM_WITH_ALSA)
+    pkg_check_modules(ALSA REQUIRED IMPORTED_TARGET GLOBAL alsa)
+  else()
+    pkg_check_modules(ALSA IMPORTED_TARGET GLOBAL alsa)
+  endif()
 endif()
