@@ -11,7 +11,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -88,10 +87,11 @@ int main(int argc, char** argv) try {
   System system(std::move(description));
   const std::span<uint8_t> shared = system.vmm_mapping("shared_vaddr");
 
-  std::atomic<bool> done{false};
-  std::thread helper([&] {
+  // A jthread: asked to stop and joined however this scope ends (run() throws for a bad
+  // kernel image, say), where a std::thread still joinable would abort the program.
+  std::jthread helper([&](std::stop_token stop) {
     bool answered = false;
-    while (!done) {
+    while (!stop.stop_requested()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       const uint64_t one = 1;
       [[maybe_unused]] auto n = ::write(doorbell.get(), &one, sizeof one);
@@ -108,7 +108,7 @@ int main(int argc, char** argv) try {
     }
   });
   const RunResult result = system.run();
-  done = true;
+  helper.request_stop();
   helper.join();
   std::fprintf(stderr, "custom_vmm: guest stopped: %s\n", result.detail.c_str());
   return result.exit_status();
