@@ -28,7 +28,8 @@ class EventLoop {
   void modify(int fd, uint32_t events);
   void remove(int fd);  // safe from inside a callback, including the fd's own
 
-  // Thread-safe: runs `fn` on the loop thread soon.
+  // Thread-safe: runs `fn` on the loop thread soon; work posted once the loop has stopped is
+  // dropped unrun when the loop goes.
   void post(std::function<void()> fn);
 
   // Runs until stop(). Returns immediately if stop() was already called.

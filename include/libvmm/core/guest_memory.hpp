@@ -173,7 +173,8 @@ concept GuestPod = std::is_trivially_copyable_v<T> && std::is_standard_layout_v<
 class GuestMemory {
  public:
   // Adds a mapping. Throws UserError if it overlaps an existing one, wraps around the address
-  // space, or lies outside `region`.
+  // space, or lies outside `region`. The reference is valid until the next map() (the mappings
+  // are kept sorted in a vector): copy what you keep.
   const GuestMapping& map(uint64_t gpa, std::shared_ptr<MemoryRegion> region,
                           uint64_t region_offset, uint64_t size, bool readonly = false);
 
