@@ -552,6 +552,9 @@ TEST(VhostUserBackend, RefusesEachClassOfMalformedMessage) {
                             "0 file descriptor(s) (expected 1)"));
   EXPECT_TRUE(refused_after({{Message::make(Request::get_features), {ev.get()}}},
                             "1 file descriptor(s) (expected 0)"));
+  // A kick without a descriptor, said so (the NOFD bit: "poll the ring"), is not supported.
+  EXPECT_TRUE(refused_after({{Message::with_u64(Request::set_vring_kick, 0 | (1u << 8)), {}}},
+                            "polling is not supported"));
   // Queue indices out of range (the block device has one queue).
   EXPECT_TRUE(
       refused_after({{Message::with_state(Request::set_vring_num, {1, 16}), {}}}, "queue 1"));
