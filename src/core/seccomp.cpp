@@ -262,6 +262,7 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
                    "config read after the back-end changed it asks for the new one"});
       r.push_back({"recvmsg", {}, "vhost-user: the back-end's replies to those"});
       r.push_back({"close", {}, "vhost-user: descriptors a back-end wrongly sent are closed"});
+      r.push_back({"shutdown", {}, "vhost-user: a failed device's connection is ended"});
       break;
     case ThreadRole::event_loop:
       r.push_back({"epoll_wait", {}, "the loop waits for events"});
@@ -280,6 +281,10 @@ std::vector<SeccompRule> seccomp_allow_list(ThreadRole role, const SeccompFds& f
       r.push_back({"recvmsg",
                    {},
                    "vhost-user: a back-end's own requests (CONFIG_CHANGE_MSG) on its channel"});
+      r.push_back({"shutdown",
+                   {},
+                   "vhost-user: a device failing here (its control queue's SET_VRING_ENABLE) "
+                   "ends its connection"});
       add_block_io(r);  // a disk with iothread=off does its I/O here
       add_disk_rescan(r);
       r.push_back({"getrandom", {}, "virtio-rng"});

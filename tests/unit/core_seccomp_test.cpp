@@ -7,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -323,6 +324,22 @@ TEST_F(SeccompDeathTest, AnIoThreadDropsABrokenEventfdWithoutClosingIt) {
         _exit(seen >= 2 ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "runs after the broken fd");
+}
+
+// Found in review: a vhost-user device failing on a vCPU (a refused DRIVER_OK) or on the loop (its
+// control queue) ends its connection with shutdown(), which neither role allowed: kill mode
+// stopped vmm instead of the device needing a reset.
+TEST_F(SeccompDeathTest, AVhostUserDeviceFailingMayEndItsConnection) {
+  for (const ThreadRole role : {ThreadRole::vcpu, ThreadRole::event_loop}) {
+    EXPECT_EXIT(
+        {
+          int pair[2];
+          if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) _exit(2);
+          install_seccomp(role, SeccompMode::kill, kFds, "failing");
+          _exit(::shutdown(pair[0], SHUT_RDWR) == 0 ? 0 : 1);
+        },
+        ::testing::ExitedWithCode(0), "");
+  }
 }
 
 TEST_F(SeccompDeathTest, ExecutableMemoryIsRefused) {
