@@ -87,8 +87,12 @@ void IoThread::pause() {
     wake();  // out of poll(), to run it
   }
   yield_.store(true, std::memory_order_release);
-  // A thread that has ended runs nothing more: the pauser then finds what it left.
-  idle_.wait(lock, [this] { return !running_ && (!pause_work_pending_ || stopping_); });
+  // A thread that has ended runs nothing more: the pauser then finds what it left. One still
+  // in its start hook (waiting for its VM, say) has nothing in flight, and runs the pause work
+  // before any work: waiting for it could wait for ever (a VM that never opens the gate).
+  idle_.wait(lock, [this] {
+    return in_start_hook_ || (!running_ && (!pause_work_pending_ || stopping_));
+  });
 }
 
 void IoThread::resume() {
@@ -170,6 +174,7 @@ void IoThread::run() {
   // A thread whose setup failed (its seccomp filter) must not serve the guest unfiltered.
   const bool serve = !on_start_ || on_start_(stop_source_.get_token());
   std::unique_lock lock(mutex_);
+  in_start_hook_ = false;
   // Runs `fn` with the lock released and running_ set (what pause() and wait_idle() wait
   // for); an exception is logged. Returns what `fn` returned (false after an exception).
   const auto run_unlocked = [&](const std::function<bool()>& fn) {

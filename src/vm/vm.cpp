@@ -886,8 +886,8 @@ Vm::~Vm() {
   // Device I/O threads end their rounds now, while the vCPUs' fds are open: an interrupt
   // controller emulated here (riscv64's PLIC) injects through them, and they close before the
   // transports go (whose own pause then finds nothing left).
-  // Threads still waiting at the gate (the VM never ran) give up first: a pause waits for a
-  // thread's loop, which those have not reached.
+  // Threads still waiting at the gate (the VM never ran) are let go first: nothing of theirs
+  // is in flight.
   impl_->io_threads_gate->open(false);
   for (auto& [device, transport] : impl_->virtio_devices) device->pause_io();
   for (const auto& [fd, gsi] : impl_->external_irqfds) {

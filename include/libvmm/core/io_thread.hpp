@@ -66,8 +66,9 @@ class IoThread {
   // reports as broken is logged and dropped.
   void watch(UniqueFd eventfd);
   // Any thread but the I/O thread: waits until the work is not running (and on_pause has run,
-  // unless the thread has ended) and keeps it from starting until a matching resume(). Pauses
-  // nest; only the outermost runs on_pause.
+  // unless the thread has ended or is still in its start hook, where nothing is in flight: then
+  // on_pause runs once the hook returns, before any work) and keeps it from starting until a
+  // matching resume(). Pauses nest; only the outermost runs on_pause.
   void pause();
   void resume();
   // For the work: a pause or the end is waiting; return (true) at the next round boundary.
@@ -101,6 +102,8 @@ class IoThread {
   bool waiting_ = false;           // the thread is in (or about to enter) poll()
   bool kicked_ = false;
   bool running_ = false;
+  // The thread is in its start hook (a pause does not wait for it); set before the thread runs.
+  bool in_start_hook_ = static_cast<bool>(on_start_);
   bool pause_work_pending_ = false;  // on_pause_ is to run before the pause is in force
   bool stopping_ = false;
   unsigned pauses_ = 0;
