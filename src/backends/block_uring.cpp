@@ -285,10 +285,13 @@ void UringBatch::fail_started(int rc) {
   if (stuck != 0) log::error("io_uring: {} transfers did not finish", stuck);
   // What is left never completes: transfers the kernel never took (the ring is never entered
   // again, so they never run; not counted as stuck) and those it could not finish in time
-  // (given up: their buffers are the caller's again, whatever the kernel still does).
+  // (given up: their buffers are the caller's again, whatever the kernel still does). Never
+  // as EAGAIN or EINTR, which the image takes for "not done, do it again": a stuck one may yet
+  // land.
+  const int given = rc == -EAGAIN || rc == -EINTR ? -EIO : rc;
   for (uint32_t slot = 0; slot < entries_; ++slot) {
     if (started_[slot] == nullptr) continue;
-    failed_.emplace_back(started_[slot], rc);
+    failed_.emplace_back(started_[slot], given);
     started_[slot] = nullptr;
     free_slots_.push_back(slot);
   }
