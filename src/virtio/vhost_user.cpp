@@ -342,8 +342,12 @@ void VhostUserDevice::send(Message message, std::span<const int> fds, bool ack) 
   const bool want_ack = ack && (protocol_features_ & feature_bit(vhost::kProtocolReplyAck));
   if (want_ack) message.flags |= vhost::kFlagNeedReply;
   const auto request = static_cast<Request>(message.request);
-  channel_->send(message, fds, wait_ms());
-  if (want_ack) vhost::decode_reply_ack(channel_->receive(wait_ms(), true), request);
+  try {
+    channel_->send(message, fds, wait_ms());
+    if (want_ack) vhost::decode_reply_ack(channel_->receive(wait_ms(), true), request);
+  } catch (const vhost::VhostError& e) {
+    throw_spent_exchange(e);
+  }
 }
 
 VhostUserDevice::Exchange::Exchange(VhostUserDevice& device)
@@ -369,6 +373,15 @@ int VhostUserDevice::wait_ms() const {
   return static_cast<int>(std::min<int64_t>(left.count(), options_.timeout_ms));
 }
 
+void VhostUserDevice::throw_spent_exchange(const vhost::VhostError& e) const {
+  // The channel names the time it was given: what was left of the exchange's, not the timeout.
+  if (deadline_ && std::chrono::steady_clock::now() >= *deadline_) {
+    throw vhost::VhostError(
+        fmt::format("{} (the whole exchange may take {} ms)", e.what(), options_.timeout_ms));
+  }
+  throw e;
+}
+
 std::vector<uint8_t> VhostUserDevice::fetch_config(uint32_t size) {
   vhost::ConfigSpace ask;
   ask.data.assign(size, 0);
@@ -378,8 +391,12 @@ std::vector<uint8_t> VhostUserDevice::fetch_config(uint32_t size) {
 }
 
 Message VhostUserDevice::request_reply(Message message) {
-  channel_->send(message, {}, wait_ms());
-  return channel_->receive(wait_ms(), true);
+  try {
+    channel_->send(message, {}, wait_ms());
+    return channel_->receive(wait_ms(), true);
+  } catch (const vhost::VhostError& e) {
+    throw_spent_exchange(e);
+  }
 }
 
 std::string VhostUserDevice::for_transport(const std::string& why) const {

@@ -131,9 +131,9 @@ class VhostUserDevice final : public ExternalQueueDevice {
   vhost::Message request_reply(vhost::Message message);
   std::vector<uint8_t> fetch_config(uint32_t size);  // GET_CONFIG of `size` bytes at 0
   void stop_queue(uint16_t index);
-  // Lock held: one deadline over every message of an exchange (nested ones share the outer
-  // one's), so a back-end pacing each reply just inside the timeout cannot hold the locks for
-  // minutes.
+  // Lock held: one deadline over every message of an exchange, so a back-end pacing each reply
+  // just inside the timeout cannot hold the locks for minutes. (An Exchange made inside another
+  // would share the outer one's; none is today.)
   class Exchange {
    public:
     explicit Exchange(VhostUserDevice& device);
@@ -148,6 +148,9 @@ class VhostUserDevice final : public ExternalQueueDevice {
   // What the next message may wait: the timeout, or what is left of the exchange's. Throws
   // vhost::VhostError once the exchange's is spent.
   int wait_ms() const;
+  // Rethrows `e`, saying the exchange's time was spent where it was (the channel's message
+  // names only what was left of it).
+  [[noreturn]] void throw_spent_exchange(const vhost::VhostError& e) const;
   // Lock held: the control queue's index for `features` (net with several pairs and CTRL_VQ),
   // else kNoQueue.
   uint16_t control_queue(uint64_t features) const;
