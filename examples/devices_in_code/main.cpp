@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
 
     BlockConfig disk;
     disk.path = argv[3];
-    // Its I/O thread starts now: it waits for the VM to run, and loads the VM's seccomp filter.
+    // Its I/O thread starts now: it waits for the VM's vCPUs, and loads the VM's seccomp filter.
     BlockThreading threading;
     threading.on_thread_start = vm.io_thread_start_hook();
     vm.add_virtio_device(std::make_shared<VirtioBlock>(disk, threading), Vm::Transport::pci);

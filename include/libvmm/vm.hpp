@@ -106,8 +106,9 @@ class Vm {
   void add_virtio_device(std::shared_ptr<VirtioDevice> device,
                          Transport transport = Transport::mmio);
   // What a device's I/O thread runs first (BlockThreading/NetThreading::on_thread_start), as
-  // the configuration's devices get it: it waits until the VM runs and, with config().seccomp
-  // on, loads the I/O threads' allow-list (a thread made before run() inherits no filter).
+  // the configuration's devices get it: it waits until the VM's vCPUs exist (prepare()) and,
+  // with config().seccomp on, loads the I/O threads' allow-list (a thread made before run()
+  // inherits no filter).
   IoThread::StartHook io_thread_start_hook();
 
   // Loads the guest (kernel, initrd, firmware tables) and creates the vCPUs. Throws UserError

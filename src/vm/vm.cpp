@@ -661,14 +661,13 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
   std::shared_ptr<pci::MsiSink> msi = d.msi;
   // Recorded only once the function is on the bus: a program may catch a full bus's UserError
   // and place the device elsewhere, and the sink's eventfds close with it.
-  std::vector<Impl::EarlyIrqfd> early;
+  auto early = std::make_shared<std::vector<Impl::EarlyIrqfd>>();
   if (d.gsi_routes) {
     // Direct (irqfds that follow the guest's masks) where a server signals the vectors itself.
-    // The early registrations come while the sink is made (for_vm), not later.
     msi = RoutedMsiSink::for_vm(d.vm, d.gsi_routes, VirtioPciTransport::msix_vectors(*device),
                                 external != nullptr, pci_requester_id(),
-                                [&early](int fd, uint32_t gsi) {
-                                  early.push_back({fd, gsi, -1});
+                                [early](int fd, uint32_t gsi) {
+                                  early->push_back({fd, gsi, -1});
                                 });
   }
   auto transport = std::make_shared<VirtioPciTransport>(device, d.memory, msi, nullptr);
@@ -680,7 +679,7 @@ void Vm::attach_virtio_pci_device(std::shared_ptr<VirtioDevice> device, std::str
     device->resume_io();  // ...and the device is the caller's again, as it came
     throw;
   }
-  d.early_irqfds.insert(d.early_irqfds.end(), early.begin(), early.end());
+  d.early_irqfds.insert(d.early_irqfds.end(), early->begin(), early->end());
   d.virtio_devices.emplace_back(device, transport.get());
   if (!d.machine->pci_msi()) d.intx_pending.emplace_back(transport, number);
 
