@@ -350,27 +350,25 @@ void VhostUserDevice::send(Message message, std::span<const int> fds, bool ack) 
   }
 }
 
-VhostUserDevice::Exchange::Exchange(VhostUserDevice& device)
-    : device_(device), outer_(!device.deadline_) {
-  if (outer_) {
+VhostUserDevice::Exchange::Exchange(VhostUserDevice& device) : device_(device) {
+  // Without a timeout (a negative one), no deadline either.
+  if (device_.options_.timeout_ms >= 0) {
     device_.deadline_ =
         std::chrono::steady_clock::now() + std::chrono::milliseconds(device_.options_.timeout_ms);
   }
 }
 
 VhostUserDevice::Exchange::~Exchange() {
-  if (outer_) device_.deadline_.reset();
+  device_.deadline_.reset();
 }
 
 int VhostUserDevice::wait_ms() const {
-  if (!deadline_ || options_.timeout_ms < 0) return options_.timeout_ms;
+  if (!deadline_) return options_.timeout_ms;
   const auto left =
       std::chrono::ceil<std::chrono::milliseconds>(*deadline_ - std::chrono::steady_clock::now());
-  if (left.count() <= 0) {
-    throw vhost::VhostError(
-        fmt::format("{} took more than {} ms over one exchange", peer_, options_.timeout_ms));
-  }
-  return static_cast<int>(std::min<int64_t>(left.count(), options_.timeout_ms));
+  // Spent: what needs no waiting still goes (room in the socket, a reply already there); the
+  // rest fails at once, and throw_spent_exchange() says why.
+  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, options_.timeout_ms));
 }
 
 void VhostUserDevice::throw_spent_exchange(const vhost::VhostError& e) const {

@@ -884,10 +884,8 @@ Vm::~Vm() {
   for (auto& v : impl_->vcpus) v->join();
   // Device I/O threads end their rounds now, while the vCPUs' fds are open: an interrupt
   // controller emulated here (riscv64's PLIC) injects through them, and they close before the
-  // transports go (whose own pause then finds nothing left).
-  // Threads still waiting at the gate (the VM never ran) are let go first: nothing of theirs
-  // is in flight.
-  impl_->io_threads_gate->open(false);
+  // transports go (whose own pause then finds nothing left). A thread still at the start gate
+  // (the VM never ran) has nothing in flight and is not waited for (IoThread::pause).
   for (auto& [device, transport] : impl_->virtio_devices) device->pause_io();
   for (const auto& [fd, gsi] : impl_->external_irqfds) {
     try {

@@ -131,9 +131,8 @@ class VhostUserDevice final : public ExternalQueueDevice {
   vhost::Message request_reply(vhost::Message message);
   std::vector<uint8_t> fetch_config(uint32_t size);  // GET_CONFIG of `size` bytes at 0
   void stop_queue(uint16_t index);
-  // Lock held: one deadline over every message of an exchange, so a back-end pacing each reply
-  // just inside the timeout cannot hold the locks for minutes. (An Exchange made inside another
-  // would share the outer one's; none is today.)
+  // Lock held (so never one inside another): one deadline over every message of an exchange,
+  // so a back-end pacing each reply just inside the timeout cannot hold the locks for minutes.
   class Exchange {
    public:
     explicit Exchange(VhostUserDevice& device);
@@ -143,10 +142,9 @@ class VhostUserDevice final : public ExternalQueueDevice {
 
    private:
     VhostUserDevice& device_;
-    bool outer_;
   };
-  // What the next message may wait: the timeout, or what is left of the exchange's. Throws
-  // vhost::VhostError once the exchange's is spent.
+  // What the next message may wait: the timeout, or what is left of the exchange's (0 once it
+  // is spent).
   int wait_ms() const;
   // Rethrows `e`, saying the exchange's time was spent where it was (the channel's message
   // names only what was left of it).
